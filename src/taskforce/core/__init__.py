@@ -1,0 +1,1 @@
+"""Pure domain code: the protocols (ports) and the two agent flows."""

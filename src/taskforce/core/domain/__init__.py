@@ -1,0 +1,1 @@
+"""The agent flows: the legacy plan-and-execute ``Agent`` and the tool-calling ``LeanAgent``."""

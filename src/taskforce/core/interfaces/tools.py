@@ -1,0 +1,91 @@
+"""The tool port: a named capability with a JSON schema, and the registry that hands tools out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, TypedDict, runtime_checkable
+
+from taskforce.core.interfaces.llm import ToolSchema
+
+__all__ = [
+    "TOOL_TIMEOUT_CANCEL_MESSAGE",
+    "ToolProtocol",
+    "ToolRegistryProtocol",
+    "ToolResult",
+]
+
+#: A tool call that runs past its time limit is cancelled with this message
+#: (``task.cancel(TOOL_TIMEOUT_CANCEL_MESSAGE)``), so anything awaiting the call
+#: can tell a timeout from any other cancellation by ``CancelledError.args``.
+TOOL_TIMEOUT_CANCEL_MESSAGE = "taskforce.tool_timeout"
+
+
+class ToolResult(TypedDict, total=False):
+    """What ``ToolProtocol.execute`` returns.
+
+    ``success`` is always present. On success ``output`` holds the result (any
+    JSON-serialisable value); on failure ``error`` says why and ``error_type``
+    may classify it.
+    """
+
+    success: bool
+    output: Any
+    error: str
+    error_type: str
+
+
+@runtime_checkable
+class ToolProtocol(Protocol):
+    """A tool an agent can call.
+
+    Contract: ``execute`` is a coroutine, safe to run concurrently, that
+    *returns* ``{"success": False, "error": ...}`` for bad arguments or a
+    refused action. It may raise for unexpected faults; the agent turns that
+    into an error result for that one call.
+    """
+
+    @property
+    def name(self) -> str:
+        """Unique name the model uses to call the tool."""
+        ...
+
+    @property
+    def description(self) -> str:
+        """One sentence the model reads to decide when to call the tool."""
+        ...
+
+    @property
+    def parameters_schema(self) -> dict[str, Any]:
+        """JSON schema (``type: object``) of the keyword arguments of ``execute``."""
+        ...
+
+    async def execute(self, **params: Any) -> ToolResult:
+        """Run the tool with the given arguments."""
+        ...
+
+
+@runtime_checkable
+class ToolRegistryProtocol(Protocol):
+    """The set of tools available to agents.
+
+    Contract: ``get`` raises :class:`taskforce.errors.ToolNotFoundError` for an
+    unknown name; ``register`` raises ``ValueError`` for a duplicate name.
+    Registering while missions run is allowed; running missions see the new
+    tool from their next ``get``/``list_tools`` on.
+    """
+
+    def register(self, tool: ToolProtocol) -> None:
+        """Add a tool; its ``name`` must be unique."""
+        ...
+
+    def get(self, name: str) -> ToolProtocol:
+        """Return the tool registered under ``name``."""
+        ...
+
+    def list_tools(self) -> Sequence[ToolProtocol]:
+        """Return every registered tool, in registration order."""
+        ...
+
+    def openai_schemas(self) -> list[ToolSchema]:
+        """Return the OpenAI tool schemas of every registered tool."""
+        ...

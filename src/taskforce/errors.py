@@ -1,0 +1,98 @@
+"""Every exception taskforce raises; this module imports nothing of the project,
+so any layer can raise or catch these without creating an import cycle.
+
+The hierarchy::
+
+    TaskforceError
+     ├── ConfigurationError        a setting is invalid (names the setting)
+     ├── LLMProviderError          the LLM endpoint failed or answered nonsense
+     ├── ToolError
+     │    ├── ToolNotFoundError    no tool of that name is registered
+     │    ├── ToolExecutionError   a tool could not do what it was asked
+     │    └── ToolTimeoutError     a tool call ran past its time limit
+     ├── StateStoreError
+     │    └── StateCorruptedError  a session's state file cannot be parsed
+     └── MissionError              a mission was asked for in a way that cannot run
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "LLMProviderError",
+    "MissionError",
+    "StateCorruptedError",
+    "StateStoreError",
+    "TaskforceError",
+    "ToolError",
+    "ToolExecutionError",
+    "ToolNotFoundError",
+    "ToolTimeoutError",
+]
+
+
+class TaskforceError(Exception):
+    """Root of every error taskforce raises on purpose."""
+
+
+class ConfigurationError(TaskforceError):
+    """A setting has a value taskforce cannot start with."""
+
+    def __init__(self, setting: str, reason: str) -> None:
+        self.setting = setting
+        self.reason = reason
+        super().__init__(f"invalid setting {setting!r}: {reason}")
+
+
+class LLMProviderError(TaskforceError):
+    """The LLM provider failed to answer a call."""
+
+    def __init__(self, message: str, *, provider: str = "", retryable: bool = False) -> None:
+        self.provider = provider
+        self.retryable = retryable
+        prefix = f"{provider}: " if provider else ""
+        super().__init__(f"{prefix}{message}")
+
+
+class ToolError(TaskforceError):
+    """Base of every tool failure."""
+
+    def __init__(self, tool_name: str, message: str) -> None:
+        self.tool_name = tool_name
+        super().__init__(f"tool {tool_name!r}: {message}")
+
+
+class ToolNotFoundError(ToolError):
+    """No tool with that name is registered."""
+
+    def __init__(self, tool_name: str) -> None:
+        super().__init__(tool_name, "no such tool is registered")
+
+
+class ToolExecutionError(ToolError):
+    """A tool could not carry out the call (bad arguments, refused path, ...)."""
+
+
+class ToolTimeoutError(ToolError):
+    """A tool call did not finish within its time limit."""
+
+    def __init__(self, tool_name: str, timeout_seconds: float) -> None:
+        self.timeout_seconds = timeout_seconds
+        super().__init__(tool_name, f"timed out after {timeout_seconds:g} s")
+
+
+class StateStoreError(TaskforceError):
+    """The state store could not save or load a session."""
+
+
+class StateCorruptedError(StateStoreError):
+    """A session's stored state exists but cannot be read back."""
+
+    def __init__(self, session_id: str, path: str, reason: str) -> None:
+        self.session_id = session_id
+        self.path = path
+        super().__init__(f"state of session {session_id!r} at {path} is corrupt: {reason}")
+
+
+class MissionError(TaskforceError):
+    """A mission request cannot be run as asked (e.g. unknown agent type)."""
