@@ -1,0 +1,41 @@
+"""Developer sessions: ``nox -s lint typecheck tests`` is the gate; ``nox -s bench`` prints figures."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    """Run the whole test suite (integration tests need prometheus and promtool on PATH)."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """Ruff lint and format check over the package, tests, benchmarks and examples."""
+    session.install("ruff>=0.4")
+    paths = ["src", "tests", "benchmarks", "examples", "noxfile.py"]
+    session.run("ruff", "check", *paths)
+    session.run("ruff", "format", "--check", *paths)
+
+
+@nox.session(python="3.11")
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on src/ and on the public-API typing test module."""
+    session.install("-e", ".[dev]")
+    session.run("mypy")
+    session.run("mypy", "tests/typing")
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks; each prints its figures as ratios against an in-run baseline."""
+    session.install("-e", ".[dev]")
+    session.run("python", "benchmarks/overhead.py", *session.posargs)
+    session.run("python", "benchmarks/scrape.py")
+    session.run("python", "benchmarks/throughput.py")

@@ -1,0 +1,23 @@
+"""Request bodies of the HTTP API; a body that does not fit is a 422 with a reason."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["ExecuteRequest"]
+
+
+class ExecuteRequest(BaseModel):
+    """Body of ``POST /api/v1/execute`` and ``POST /api/v1/execute/stream``."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    mission: str = Field(min_length=1, max_length=100_000, description="What the agent must do.")
+    agent_type: Literal["lean", "legacy"] = Field(default="lean", description="Which agent flow.")
+    session_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
+        description="Continue this session; a new one is created when absent.",
+    )

@@ -1,0 +1,105 @@
+"""The ``taskforce`` command line: ``serve`` runs the HTTP service, ``run`` runs one mission."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+from taskforce import __version__
+from taskforce.config import Settings, load_settings
+from taskforce.errors import ConfigurationError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="taskforce", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"taskforce {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    serve.add_argument("--config", default=None, help="TOML settings file")
+
+    run = sub.add_parser("run", help="run one mission and print its result")
+    run.add_argument("mission", help="the mission text (directives allowed, see README)")
+    run.add_argument("--agent", choices=("lean", "legacy"), default="lean", help="agent flow")
+    run.add_argument("--session", default=None, help="session id to continue")
+    run.add_argument("--json", action="store_true", help="print the result as JSON")
+    run.add_argument("--config", default=None, help="TOML settings file")
+    return parser
+
+
+def _configure_logging(settings: Settings) -> None:
+    from taskforce.observability import configure_logging
+
+    secrets = [
+        s.get_secret_value()
+        for s in (settings.llm.api_key, settings.metrics.auth_token)
+        if s is not None
+    ]
+    configure_logging(
+        fmt=settings.logging.format,
+        level=settings.logging.level,
+        categories=settings.logging.categories,
+        secrets=secrets,
+    )
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from taskforce.api.server import create_app
+
+    app = create_app(settings)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    return 0
+
+
+async def _run_mission(args: argparse.Namespace, settings: Settings) -> int:
+    from taskforce.application.container import build_container
+
+    async with build_container(settings) as container:
+        result = await container.executor.execute_mission(
+            args.mission, agent_type=args.agent, session_id=args.session
+        )
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(f"status: {result.status}")
+        print(f"session: {result.session_id}  mission: {result.mission_id}")
+        for step in result.steps:
+            tools = f" [{', '.join(step.tool_calls)}]" if step.tool_calls else ""
+            print(f"  step {step.index} {step.status}: {step.description}{tools}")
+        if result.error:
+            print(f"error: {result.error}")
+        print(result.final_message)
+    return 0 if result.status == "completed" else 1
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``taskforce`` console script.
+
+    Exit codes: 0 success, 1 a mission that did not complete, 2 bad usage or an
+    invalid setting (the message names the setting).
+    """
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        _configure_logging(settings)
+    except ConfigurationError as exc:
+        print(f"taskforce: {exc}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        if args.command == "serve":
+            code = _serve(args, settings)
+        else:
+            code = asyncio.run(_run_mission(args, settings))
+    except ConfigurationError as exc:
+        print(f"taskforce: {exc}", file=sys.stderr)
+        code = 2
+    sys.exit(code)

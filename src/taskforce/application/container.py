@@ -1,0 +1,110 @@
+"""The dependency container: builds the service's objects and weaves in observability.
+
+``build_container`` is the one place that decides whether metrics exist: with
+``metrics.enabled`` it wraps the provider, registry, state store and executor in
+the observability proxies; without it nothing is wrapped and nothing is paid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from taskforce.application.executor import AgentExecutor
+from taskforce.config import Settings
+from taskforce.core.interfaces import (
+    ExecutorProtocol,
+    LLMProviderProtocol,
+    StateStoreProtocol,
+    ToolRegistryProtocol,
+)
+from taskforce.infrastructure.llm import make_provider
+from taskforce.infrastructure.state import FileStateStore
+from taskforce.infrastructure.tools import build_default_registry
+
+if TYPE_CHECKING:
+    from taskforce.observability import MetricSet
+
+__all__ = ["Container", "build_container"]
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    """Everything a running taskforce service needs, built once per process (or per test)."""
+
+    settings: Settings
+    llm_provider: LLMProviderProtocol
+    tool_registry: ToolRegistryProtocol
+    state_store: StateStoreProtocol
+    executor: ExecutorProtocol
+    metrics: MetricSet | None = None
+
+    async def aclose(self) -> None:
+        """Release what the container's objects hold (HTTP clients of the provider)."""
+        aclose = getattr(self.llm_provider, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+
+    async def __aenter__(self) -> Container:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def build_container(
+    settings: Settings | None = None,
+    *,
+    llm_provider: LLMProviderProtocol | None = None,
+    tool_registry: ToolRegistryProtocol | None = None,
+    state_store: StateStoreProtocol | None = None,
+) -> Container:
+    """Build the objects of a taskforce service from its settings.
+
+    Args:
+        settings: the settings; defaults to ``Settings()`` (environment and defaults).
+        llm_provider: a provider to use instead of the one ``settings.llm`` names
+            (a user's own implementation of ``LLMProviderProtocol``).
+        tool_registry: a registry to use instead of the built-in tools.
+        state_store: a state store to use instead of the file store.
+
+    Returns:
+        The container; with ``settings.metrics.enabled`` its provider, registry,
+        state store and executor are observability proxies and ``metrics`` holds
+        their ``MetricSet``, otherwise ``metrics`` is ``None``.
+
+    Raises:
+        ConfigurationError: the settings describe a provider that cannot be built.
+    """
+    settings = Settings() if settings is None else settings
+    llm = llm_provider if llm_provider is not None else make_provider(settings.llm)
+    tools = tool_registry if tool_registry is not None else build_default_registry(
+        settings.workspace_dir
+    )
+    state = state_store if state_store is not None else FileStateStore(settings.state_dir)
+
+    metrics: MetricSet | None = None
+    if settings.metrics.enabled:
+        from taskforce.observability import MetricSet, weave
+
+        metrics = MetricSet(max_label_values=settings.metrics.max_label_values)
+        llm, tools, state = weave(
+            llm_provider=llm, tool_registry=tools, state_store=state, metrics=metrics
+        )
+
+    executor: ExecutorProtocol = AgentExecutor(llm, tools, state, agent_settings=settings.agent)
+    if metrics is not None:
+        from taskforce.observability import weave_executor
+
+        executor = weave_executor(executor, metrics)
+
+    return Container(
+        settings=settings,
+        llm_provider=llm,
+        tool_registry=tools,
+        state_store=state,
+        executor=executor,
+        metrics=metrics,
+    )

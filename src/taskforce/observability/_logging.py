@@ -1,0 +1,199 @@
+"""Structured logging set-up: every event gets a category from a closed set, secrets are redacted.
+
+This configures structlog *and* the standard library's root logger (so uvicorn's
+own lines come out in the same format); it holds process-wide state, so call it
+once at start-up, from the CLI or the app factory, never from library code.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any, Literal
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from taskforce.core.interfaces.log import LOG_CATEGORIES
+
+__all__ = ["REDACTED", "configure_logging", "resolve_format"]
+
+REDACTED = "***"
+
+# Field names whose values are secrets wherever they appear in an event.
+_SECRET_KEYS = frozenset(
+    {"api_key", "apikey", "authorization", "auth_token", "token", "password", "secret", "bearer"}
+)
+
+# Events without an explicit category get one from the first segment of their dotted name.
+_PREFIX_CATEGORY = {c: c for c in LOG_CATEGORIES} | {
+    "startup": "lifecycle",
+    "shutdown": "lifecycle",
+    "server": "lifecycle",
+    "config": "lifecycle",
+    "uvicorn": "lifecycle",
+}
+_LOGGER_CATEGORY = {"uvicorn.access": "http"}
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+def resolve_format(fmt: str, stream: Any = None) -> Literal["console", "json"]:
+    """Turn ``auto`` into ``console`` on a TTY and ``json`` elsewhere."""
+    if fmt in ("console", "json"):
+        return fmt  # type: ignore[return-value]  # narrowed by the membership test
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return "console" if callable(isatty) and isatty() else "json"
+
+
+def _add_category(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    category = event_dict.get("category")
+    if category not in LOG_CATEGORIES:
+        event = str(event_dict.get("event", ""))
+        prefix = event.split(".", 1)[0]
+        logger_name = str(event_dict.get("logger", ""))
+        inferred = (
+            _LOGGER_CATEGORY.get(logger_name)
+            or _PREFIX_CATEGORY.get(prefix)
+            or _PREFIX_CATEGORY.get(logger_name.split(".", 1)[0], "lifecycle")
+        )
+        if category is not None:
+            # An unknown category is kept visible instead of silently dropped.
+            event_dict["category_unknown"] = str(category)
+        event_dict["category"] = inferred
+    return event_dict
+
+
+class _CategoryFilter:
+    """Drops events whose category is not among the configured ones."""
+
+    def __init__(self, categories: Iterable[str]) -> None:
+        self._keep = frozenset(categories)
+
+    def __call__(self, _: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+        if event_dict.get("category") not in self._keep:
+            raise structlog.DropEvent
+        return event_dict
+
+
+class _Redactor:
+    """Replaces secret fields, and any known secret inside any string value, with ``***``."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self._secrets = tuple(s for s in secrets if s)
+
+    def _scrub(self, value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in self._secrets:
+                if secret in value:
+                    value = value.replace(secret, REDACTED)
+            return value
+        if isinstance(value, MutableMapping):
+            return {k: self._field(str(k), v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._scrub(v) for v in value]
+        return value
+
+    def _field(self, key: str, value: Any) -> Any:
+        if key.lower() in _SECRET_KEYS and value is not None:
+            return REDACTED
+        return self._scrub(value)
+
+    def __call__(self, _: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+        for key in list(event_dict):
+            event_dict[key] = self._field(key, event_dict[key])
+        return event_dict
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]  # stream type is Any here
+    """A stream handler that honours structlog's ``DropEvent`` for stdlib records."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = self.format(record)
+        except structlog.DropEvent:
+            return
+        try:
+            self.stream.write(msg + self.terminator)
+            self.flush()
+        except Exception:  # the stdlib's own policy for a failing stream
+            self.handleError(record)
+
+
+def configure_logging(
+    *,
+    fmt: str = "auto",
+    level: str = "info",
+    categories: Iterable[str] = LOG_CATEGORIES,
+    secrets: Iterable[str] = (),
+    stream: Any = None,
+) -> None:
+    """Configure structlog and stdlib logging for the process.
+
+    Args:
+        fmt: ``json``, ``console`` or ``auto`` (console on a TTY, else JSON).
+        level: minimum level name.
+        categories: the categories to keep; events of the others are dropped.
+        secrets: values that must never appear in a log line (API keys, tokens).
+        stream: where lines go; standard error by default.
+
+    Raises:
+        ValueError: an unknown level or category.
+    """
+    if level not in _LEVELS:
+        raise ValueError(f"unknown log level {level!r}")
+    categories = tuple(categories)
+    unknown = set(categories) - set(LOG_CATEGORIES)
+    if unknown:
+        raise ValueError(f"unknown log categories {sorted(unknown)}")
+    out = sys.stderr if stream is None else stream
+    renderer: Processor
+    if resolve_format(fmt, out) == "json":
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        _add_category,
+        _CategoryFilter(categories),
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _Redactor(secrets),
+    ]
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+    handler = _Handler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(_LEVELS[level])
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        # uvicorn installs its own handlers; route its records through ours instead.
+        uv = logging.getLogger(name)
+        uv.handlers[:] = []
+        uv.propagate = True
