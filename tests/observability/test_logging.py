@@ -1,0 +1,126 @@
+"""Log set-up: JSON lines with event/category/level/timestamp, category filter, secret redaction."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from taskforce.observability._logging import REDACTED, configure_logging, resolve_format
+
+
+@pytest.fixture(name="_restore_stdlib_logging")
+def fixture_restore_stdlib_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def _lines(buf: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in buf.getvalue().splitlines() if line]
+
+
+@pytest.mark.usefixtures("_restore_stdlib_logging")
+class TestJsonLogs:
+    def test_required_fields(self) -> None:
+        """Each event is one JSON object with event, category, level and timestamp."""
+        buf = io.StringIO()
+        configure_logging(fmt="json", stream=buf)
+        structlog.get_logger("t").info("mission.completed", category="mission", steps=3)
+        (line,) = _lines(buf)
+        assert "mission.completed" == line["event"]
+        assert "mission" == line["category"]
+        assert "info" == line["level"]
+        assert str(line["timestamp"]).endswith("Z")
+        assert 3 == line["steps"]
+
+    def test_context_fields_merged(self) -> None:
+        """Fields bound in structlog contextvars (session, mission) appear in every event."""
+        buf = io.StringIO()
+        configure_logging(fmt="json", stream=buf)
+        with structlog.contextvars.bound_contextvars(session_id="s-1", mission_id="m-1"):
+            structlog.get_logger("t").info("tool.call.completed", category="tool")
+        (line,) = _lines(buf)
+        assert ("s-1", "m-1") == (line["session_id"], line["mission_id"])
+
+    def test_category_inferred_from_event_name(self) -> None:
+        """An event without a valid category gets one from its dotted prefix."""
+        buf = io.StringIO()
+        configure_logging(fmt="json", stream=buf)
+        log = structlog.get_logger("t")
+        log.info("llm.request.failed")
+        log.info("something.else", category="bogus")
+        first, second = _lines(buf)
+        assert "llm" == first["category"]
+        assert "lifecycle" == second["category"]
+        assert "bogus" == second["category_unknown"]
+
+    def test_category_filter(self) -> None:
+        """Only the configured categories are written."""
+        buf = io.StringIO()
+        configure_logging(fmt="json", categories=("security",), stream=buf)
+        log = structlog.get_logger("t")
+        log.info("mission.completed", category="mission")
+        log.warning("tool.path.refused", category="security")
+        assert ["tool.path.refused"] == [line["event"] for line in _lines(buf)]
+
+    def test_level_filter(self) -> None:
+        """Events below the configured level are dropped."""
+        buf = io.StringIO()
+        configure_logging(fmt="json", level="warning", stream=buf)
+        log = structlog.get_logger("t")
+        log.info("mission.completed")
+        log.error("mission.failed")
+        assert ["mission.failed"] == [line["event"] for line in _lines(buf)]
+
+    def test_secrets_redacted(self) -> None:
+        """Secret fields and known secret values never reach a log line."""
+        buf = io.StringIO()
+        configure_logging(fmt="json", secrets=["sk-live-123"], stream=buf)
+        structlog.get_logger("t").warning(
+            "metrics.auth.failed",
+            category="security",
+            authorization="Bearer abc",
+            detail="client sent sk-live-123",
+            nested={"api_key": "k", "ok": "fine"},
+        )
+        text = buf.getvalue()
+        assert "sk-live-123" not in text
+        assert "abc" not in text
+        (line,) = _lines(buf)
+        assert REDACTED == line["authorization"]
+        assert {"api_key": REDACTED, "ok": "fine"} == line["nested"]
+
+    def test_stdlib_records_share_format(self) -> None:
+        """uvicorn's stdlib records come out as JSON lines with a category too."""
+        buf = io.StringIO()
+        configure_logging(fmt="json", stream=buf)
+        logging.getLogger("uvicorn.error").info("Started server process")
+        (line,) = _lines(buf)
+        assert ("Started server process", "lifecycle") == (line["event"], line["category"])
+
+    def test_unknown_inputs_rejected(self) -> None:
+        """An unknown level or category is refused with ValueError."""
+        with pytest.raises(ValueError, match="level"):
+            configure_logging(level="loud")
+        with pytest.raises(ValueError, match="categories"):
+            configure_logging(categories=("nope",))
+
+
+class TestResolveFormat:
+    def test_auto(self) -> None:
+        """auto is console on a TTY and json elsewhere."""
+
+        class Tty(io.StringIO):
+            def isatty(self) -> bool:
+                return True
+
+        assert "console" == resolve_format("auto", Tty())
+        assert "json" == resolve_format("auto", io.StringIO())
+        assert "json" == resolve_format("json", Tty())
