@@ -1,0 +1,184 @@
+"""The HTTP API through a real uvicorn server: both flows, failures, streaming, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from taskforce.api.server import create_app
+from taskforce.config import Settings
+from taskforce.errors import ConfigurationError
+from tests.api.conftest import CALC_WRITE_MISSION, parse_sse
+from tests.support.live_server import serve
+
+pytestmark = pytest.mark.integration
+
+
+class TestHealthAndTools:
+    async def test_health(self, client: httpx.AsyncClient) -> None:
+        """GET /health is 200 with status ok."""
+        response = await client.get("/health")
+        assert 200 == response.status_code
+        assert "ok" == response.json()["status"]
+
+    async def test_tools_listed_with_schemas(self, client: httpx.AsyncClient) -> None:
+        """GET /api/v1/tools lists the built-in tools with their JSON schemas."""
+        tools = {t["name"]: t for t in (await client.get("/api/v1/tools")).json()["tools"]}
+        assert {"calculator", "file_read", "file_write", "list_dir", "sleep"} <= set(tools)
+        assert "object" == tools["calculator"]["parameters"]["type"]
+
+
+class TestExecute:
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    async def test_calculator_then_file_write(
+        self, client: httpx.AsyncClient, settings: Settings, agent_type: str
+    ) -> None:
+        """Both flows run calculator, then file_write, then answer; the file lands in the workspace."""
+        response = await client.post(
+            "/api/v1/execute", json={"mission": CALC_WRITE_MISSION, "agent_type": agent_type}
+        )
+        assert 200 == response.status_code
+        body = response.json()
+        assert ("completed", None) == (body["status"], body["error"])
+        assert agent_type == body["agent_type"]
+        assert 2 == body["tool_calls"]
+        called = [name for step in body["steps"] for name in step["tool_calls"]]
+        assert ["calculator", "file_write"] == called
+        assert "42" == (settings.workspace_dir / "answer.txt").read_text(encoding="utf-8")
+        assert body["final_message"]
+        state = json.loads(
+            (settings.state_dir / f"{body['session_id']}.json").read_text(encoding="utf-8")
+        )
+        assert [body["mission_id"]] == [m["mission_id"] for m in state["missions"]]
+
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    @pytest.mark.parametrize(
+        ("mission", "needle"),
+        [
+            ('tool:calculator {"expression": "1/0"}', "calculator"),
+            ("llm:error", "llm:error"),
+        ],
+    )
+    async def test_failures_end_failed_and_service_keeps_serving(
+        self, client: httpx.AsyncClient, agent_type: str, mission: str, needle: str
+    ) -> None:
+        """A failing tool or an LLM error ends the mission failed with an error; serving goes on."""
+        response = await client.post(
+            "/api/v1/execute", json={"mission": mission, "agent_type": agent_type}
+        )
+        assert 200 == response.status_code
+        body = response.json()
+        assert "failed" == body["status"]
+        assert needle in body["error"]
+        assert 200 == (await client.get("/health")).status_code
+        ok = await client.post("/api/v1/execute", json={"mission": "hello", "agent_type": agent_type})
+        assert "completed" == ok.json()["status"]
+
+    async def test_session_continues(self, client: httpx.AsyncClient, settings: Settings) -> None:
+        """Missions with the same session_id accumulate in that session's state."""
+        for _ in range(2):
+            body = (
+                await client.post("/api/v1/execute", json={"mission": "hi", "session_id": "s-42"})
+            ).json()
+            assert "s-42" == body["session_id"]
+        state = json.loads((settings.state_dir / "s-42.json").read_text(encoding="utf-8"))
+        assert 2 == len(state["missions"])
+
+
+class TestStreaming:
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    async def test_events_then_result(self, client: httpx.AsyncClient, agent_type: str) -> None:
+        """The SSE stream carries progress events of both flows and ends with the result."""
+        response = await client.post(
+            "/api/v1/execute/stream", json={"mission": CALC_WRITE_MISSION, "agent_type": agent_type}
+        )
+        assert 200 == response.status_code
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = parse_sse(response.text)
+        kinds = [kind for kind, _ in events]
+        assert "mission_started" == kinds[0]
+        assert "result" == kinds[-1]
+        assert {"step_started", "tool_call", "tool_result", "final_answer"} <= set(kinds)
+        assert "completed" == events[-1][1]["result"]["status"]
+
+
+class TestBadInput:
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {},
+            {"mission": ""},
+            {"mission": 42},
+            {"mission": "x", "agent_type": "turbo"},
+            {"mission": "x", "session_id": "../../etc/passwd"},
+            {"mission": "x", "surprise": True},
+        ],
+    )
+    async def test_malformed_body_is_422_with_reason(
+        self, client: httpx.AsyncClient, body: dict[str, object]
+    ) -> None:
+        """A malformed request body is a 422 whose detail says what is wrong."""
+        for route in ("/api/v1/execute", "/api/v1/execute/stream"):
+            response = await client.post(route, json=body)
+            assert 422 == response.status_code
+            detail = response.json()["detail"]
+            assert detail and all("msg" in item and "loc" in item for item in detail)
+
+    async def test_not_json_is_422(self, client: httpx.AsyncClient) -> None:
+        """A body that is not JSON at all is a 422, not a 500."""
+        response = await client.post(
+            "/api/v1/execute", content=b"{nope", headers={"content-type": "application/json"}
+        )
+        assert 422 == response.status_code
+
+    def test_invalid_setting_stops_startup(self, settings: Settings) -> None:
+        """A provider that cannot be built stops create_app with the setting's name."""
+        bad = settings.model_copy(
+            update={"llm": settings.llm.model_copy(update={"provider": "openai"})}
+        )
+        with pytest.raises(ConfigurationError, match="llm.base_url"):
+            create_app(bad)
+
+
+class TestLoad:
+    async def test_fifty_concurrent_missions(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """50 concurrent missions (20 ms scripted latency) complete with separate states.
+
+        The process runs in an empty working directory: nothing may be written
+        anywhere but the state and workspace directories.
+        """
+        (tmp_path / "cwd").mkdir()
+        monkeypatch.chdir(tmp_path / "cwd")
+        settings = Settings(
+            state_dir=tmp_path / "state",
+            workspace_dir=tmp_path / "ws",
+            llm={"scripted_latency_ms": 20},
+        )
+        with serve(create_app(settings)) as live:
+            async with httpx.AsyncClient(base_url=live.url, timeout=60.0) as client:
+
+                async def one(i: int) -> dict[str, object]:
+                    mission = f'tool:calculator {{"expression": "{i}*2"}}\nanswer {i}'
+                    agent = "lean" if i % 2 else "legacy"
+                    response = await client.post(
+                        "/api/v1/execute",
+                        json={"mission": mission, "agent_type": agent, "session_id": f"s{i}"},
+                    )
+                    return dict(response.json())
+
+                results = await asyncio.gather(*(one(i) for i in range(50)))
+        assert ["completed"] * 50 == [r["status"] for r in results]
+        for i in range(50):
+            state = json.loads((tmp_path / "state" / f"s{i}.json").read_text(encoding="utf-8"))
+            (record,) = state["missions"]
+            assert results[i]["mission_id"] == record["mission_id"]
+            assert str(i * 2) in json.dumps(record)
+        written = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*") if p.is_file()}
+        assert written <= {"state", "ws"}
+        assert [] == list((tmp_path / "cwd").iterdir())

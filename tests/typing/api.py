@@ -1,0 +1,41 @@
+"""Type-checked use of the public API (``mypy tests/typing``); never collected by pytest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from taskforce.api.server import create_app
+from taskforce.application.container import Container, build_container
+from taskforce.config import Settings, load_settings
+from taskforce.core.interfaces import ExecutionResult, ToolResult
+
+
+class EchoTool:
+    """A user's tool: no instrumentation code of its own."""
+
+    name = "echo"
+    description = "Echo the text back."
+    parameters_schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {"text": {"type": "string"}},
+        "required": ["text"],
+    }
+
+    async def execute(self, **params: Any) -> ToolResult:
+        return {"success": True, "output": params["text"]}
+
+
+async def use_public_api() -> str:
+    settings: Settings = load_settings()
+    container: Container = build_container(settings)
+    container.tool_registry.register(EchoTool())
+    result: ExecutionResult = await container.executor.execute_mission(
+        "tool:echo {\"text\": \"hi\"}", agent_type="legacy", session_id="s1"
+    )
+    async for event in container.executor.execute_mission_streaming("hi"):
+        _ = event.kind
+    create_app(container=container)
+    if container.metrics is not None:
+        _ = container.metrics.registry
+    await container.aclose()
+    return result.final_message
