@@ -1,1 +1,23 @@
-"""Package."""
+"""Built-in tools and the tool registry."""
+
+from __future__ import annotations
+
+from taskforce.infrastructure.tools._base import BaseTool, error_result, ok_result
+from taskforce.infrastructure.tools._calculator import CalculatorTool
+from taskforce.infrastructure.tools._defaults import build_default_registry
+from taskforce.infrastructure.tools._files import FileReadTool, FileWriteTool, ListDirTool
+from taskforce.infrastructure.tools._registry import ToolRegistry
+from taskforce.infrastructure.tools._sleep import SleepTool
+
+__all__ = [
+    "BaseTool",
+    "CalculatorTool",
+    "FileReadTool",
+    "FileWriteTool",
+    "ListDirTool",
+    "SleepTool",
+    "ToolRegistry",
+    "build_default_registry",
+    "error_result",
+    "ok_result",
+]

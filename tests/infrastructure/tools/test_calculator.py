@@ -1,0 +1,132 @@
+"""Tests of the calculator tool: results, and every refusal."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+from taskforce.core.interfaces.tools import ToolResult
+from taskforce.infrastructure.tools import CalculatorTool
+
+
+async def _calc(expression: str) -> ToolResult:
+    return await CalculatorTool().execute(expression=expression)
+
+
+class TestCalculatorResults:
+    @pytest.mark.parametrize(
+        ("expression", "expected"),
+        [
+            ("1 + 2 * 3", 7),
+            ("(1 + 2) * 3", 9),
+            ("2 ** 3 ** 2", 512),
+            ("-2 ** 2", -4),
+            ("(-2) ** 2", 4),
+            ("+5 - -3", 8),
+            ("7 / 2", 3.5),
+            ("7 // 2", 3),
+            ("-7 // 2", -4),
+            ("7 % 3", 1),
+            ("1.5 * 4", 6),
+            ("2 ** -1", 0.5),
+            ("0.1 + 0.2", 0.1 + 0.2),
+            ("10 - 2 - 3", 5),
+            ("100 / 10 / 5", 2),
+            ("sqrt(16) + abs(-3)", 7),
+            ("round(2.567, 2)", 2.57),
+            ("round(2.5)", 2),
+            ("min(3, 1, 2) + max(4, 9)", 10),
+            ("floor(2.7) + ceil(2.1)", 5),
+            ("log(8, 2)", 3),
+            ("log(e)", 1),
+            ("sin(0) + cos(0)", 1),
+            ("pi", math.pi),
+            ("2 * pi", 2 * math.pi),
+            ("10 ** 308", 10**308),
+            ("  1 +\t1  ", 2),
+        ],
+    )
+    async def test_evaluates(self, expression: str, expected: float) -> None:
+        """Arithmetic follows Python's precedence and the listed functions work."""
+        assert {"success": True, "output": expected} == await _calc(expression)
+
+    async def test_integral_result_is_an_int(self) -> None:
+        """A result with no fractional part comes back as an int, not a float."""
+        result = await _calc("6 / 2")
+        assert int is type(result["output"])
+
+
+class TestCalculatorRefusals:
+    @pytest.mark.parametrize(
+        ("expression", "error_type", "error"),
+        [
+            ("1 / 0", "DivisionByZero", "division by zero"),
+            ("1 // 0", "DivisionByZero", "division by zero"),
+            ("5 % 0", "DivisionByZero", "division by zero"),
+            ("1 +", "SyntaxError", "invalid syntax"),
+            ("", "SyntaxError", "invalid syntax"),
+            ("1 = 2", "SyntaxError", "invalid syntax"),
+            ("x + 1", "UnknownName", "unknown name 'x'"),
+            ("__import__('os')", "UnknownName", "unknown function '__import__'"),
+            ("exp(1)", "UnknownName", "unknown function 'exp'"),
+            ("math.sqrt(4)", "UnknownName", "unknown function 'math.sqrt'"),
+            ("(1).real", "UnsupportedOperation", "unsupported expression: Attribute"),
+            ("[1, 2]", "UnsupportedOperation", "unsupported expression: List"),
+            ("1 if 1 else 2", "UnsupportedOperation", "unsupported expression: IfExp"),
+            ("1 < 2", "UnsupportedOperation", "unsupported expression: Compare"),
+            ("lambda: 1", "UnsupportedOperation", "unsupported expression: Lambda"),
+            ("1 << 2", "UnsupportedOperation", "unsupported operator: LShift"),
+            ("~1", "UnsupportedOperation", "unsupported operator: Invert"),
+            ("'a' * 3", "UnsupportedOperation", "value of type str is not a real number"),
+            ("True + 1", "UnsupportedOperation", "value of type bool is not a real number"),
+            ("1j", "UnsupportedOperation", "value of type complex is not a real number"),
+            ("(-8) ** 0.5", "UnsupportedOperation", "value of type complex is not a real number"),
+            ("round(1.5, ndigits=1)", "UnsupportedOperation", "keyword arguments"),
+            ("sqrt(1, 2)", "InvalidExpression", "sqrt() takes 1 arguments, got 2"),
+            ("min(1)", "InvalidExpression", "min() takes 2 to 50 arguments, got 1"),
+            ("sqrt(-1)", "MathDomainError", "sqrt() cannot be computed"),
+            ("log(0)", "MathDomainError", "log() cannot be computed"),
+            ("9 ** 9 ** 9", "LimitExceeded", "too large"),
+            ("10 ** 309", "LimitExceeded", "too large"),
+            ("2.0 ** 5000", "LimitExceeded", "too large"),
+            ("10 ** 308 * 10", "LimitExceeded", "too large"),
+            ("1e308 * 10", "LimitExceeded", "too large"),
+            ("0.1 ** -400", "LimitExceeded", "too large"),
+            ("round(5, -10 ** 9)", "LimitExceeded", "round() digits"),
+            ("-" * 990 + "1", "LimitExceeded", "nested too deeply"),
+        ],
+    )
+    async def test_refused(self, expression: str, error_type: str, error: str) -> None:
+        """Invalid, unsupported or oversized expressions give an error result with a reason."""
+        result = await _calc(expression)
+        assert False is result["success"]
+        assert error_type == result["error_type"]
+        assert error in result["error"]
+
+    async def test_too_long_expression_refused(self) -> None:
+        """An expression over 1000 characters is refused before parsing."""
+        result = await _calc("1+" * 500 + "1")
+        assert {
+            "success": False,
+            "error": "argument 'expression' is longer than 1000 characters",
+            "error_type": "InvalidArguments",
+        } == result
+
+    async def test_huge_power_refused_quickly(self) -> None:
+        """A power tower is refused from an estimate, without computing it."""
+        started = time.perf_counter()
+        result = await _calc("9 ** 9 ** 9 ** 9")
+        assert "LimitExceeded" == result["error_type"]
+        assert time.perf_counter() - started < 1.0
+
+    async def test_missing_expression_refused(self) -> None:
+        """Calling without an expression names the missing argument."""
+        result = await CalculatorTool().execute()
+        assert "missing required argument 'expression'" == result["error"]
+
+    async def test_non_string_expression_refused(self) -> None:
+        """A number instead of an expression string is an argument error."""
+        result = await CalculatorTool().execute(expression=42)
+        assert "InvalidArguments" == result["error_type"]

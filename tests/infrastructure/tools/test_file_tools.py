@@ -1,0 +1,268 @@
+"""Tests of the workspace file tools: round trips, listings and every refused escape."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from taskforce.infrastructure.tools import FileReadTool, FileWriteTool, ListDirTool
+
+
+@pytest.fixture(name="workspace")
+def fixture_workspace(tmp_path: Path) -> Path:
+    """A workspace directory path that does not exist yet (the tools create it)."""
+    return tmp_path / "workspace"
+
+
+@pytest.fixture(name="outside")
+def fixture_outside(tmp_path: Path) -> Path:
+    """A directory beside the workspace holding a secret file."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("top secret")
+    return outside
+
+
+def _refused(path: str) -> dict[str, object]:
+    return {
+        "success": False,
+        "error": f"path {path!r} is outside the workspace",
+        "error_type": "PathOutsideWorkspace",
+    }
+
+
+class TestFileWriteAndRead:
+    async def test_round_trip(self, workspace: Path) -> None:
+        """Text written with file_write is read back unchanged; the byte count is returned."""
+        text = "héllo\nwörld"
+        written = await FileWriteTool(workspace).execute(path="notes.txt", content=text)
+        assert {"success": True, "output": len(text.encode("utf-8"))} == written
+        assert {"success": True, "output": text} == await FileReadTool(workspace).execute(
+            path="notes.txt"
+        )
+
+    async def test_write_creates_parent_dirs(self, workspace: Path) -> None:
+        """Missing parent directories inside the workspace are created."""
+        await FileWriteTool(workspace).execute(path="a/b/c.txt", content="x")
+        assert "x" == (workspace / "a" / "b" / "c.txt").read_text()
+
+    async def test_write_replaces_by_default(self, workspace: Path) -> None:
+        """Without append, a second write replaces the file."""
+        tool = FileWriteTool(workspace)
+        await tool.execute(path="f.txt", content="first")
+        await tool.execute(path="f.txt", content="2nd")
+        assert "2nd" == (workspace / "f.txt").read_text()
+
+    async def test_append(self, workspace: Path) -> None:
+        """With append=true, content is added to the end of the file."""
+        tool = FileWriteTool(workspace)
+        await tool.execute(path="log.txt", content="one\n")
+        result = await tool.execute(path="log.txt", content="two\n", append=True)
+        assert {"success": True, "output": 4} == result
+        assert "one\ntwo\n" == (workspace / "log.txt").read_text()
+
+    async def test_absolute_path_inside_workspace_allowed(self, workspace: Path) -> None:
+        """An absolute path that lies inside the workspace is fine."""
+        target = workspace / "abs.txt"
+        await FileWriteTool(workspace).execute(path=str(target), content="ok")
+        assert {"success": True, "output": "ok"} == await FileReadTool(workspace).execute(
+            path=str(target)
+        )
+
+    async def test_symlink_inside_workspace_allowed(self, workspace: Path) -> None:
+        """A symlink whose target stays inside the workspace may be read."""
+        workspace.mkdir()
+        (workspace / "real.txt").write_text("real")
+        (workspace / "link.txt").symlink_to(workspace / "real.txt")
+        assert {"success": True, "output": "real"} == await FileReadTool(workspace).execute(
+            path="link.txt"
+        )
+
+    async def test_missing_file(self, workspace: Path) -> None:
+        """Reading a file that does not exist gives a clear error result."""
+        assert {
+            "success": False,
+            "error": "path 'nope.txt' does not exist",
+            "error_type": "FileNotFound",
+        } == await FileReadTool(workspace).execute(path="nope.txt")
+
+    async def test_read_directory(self, workspace: Path) -> None:
+        """Reading a directory gives an error result, not an exception."""
+        (workspace / "sub").mkdir(parents=True)
+        result = await FileReadTool(workspace).execute(path="sub")
+        assert "IsADirectory" == result["error_type"]
+
+    async def test_write_over_directory(self, workspace: Path) -> None:
+        """Writing to a path that is a directory gives an error result."""
+        (workspace / "sub").mkdir(parents=True)
+        result = await FileWriteTool(workspace).execute(path="sub", content="x")
+        assert "IsADirectory" == result["error_type"]
+
+    async def test_binary_file_refused(self, workspace: Path) -> None:
+        """A file that is not UTF-8 text is refused with a clear error."""
+        workspace.mkdir()
+        (workspace / "blob.bin").write_bytes(b"\xff\xfe\x00\x01")
+        assert {
+            "success": False,
+            "error": "path 'blob.bin' is binary, not UTF-8 text",
+            "error_type": "BinaryFile",
+        } == await FileReadTool(workspace).execute(path="blob.bin")
+
+    async def test_nul_bytes_refused_as_binary(self, workspace: Path) -> None:
+        """Valid UTF-8 containing NUL bytes still counts as binary."""
+        workspace.mkdir()
+        (workspace / "nul.txt").write_bytes(b"abc\x00def")
+        result = await FileReadTool(workspace).execute(path="nul.txt")
+        assert "BinaryFile" == result["error_type"]
+
+    async def test_large_file_refused(self, workspace: Path) -> None:
+        """A file over 1 MiB is refused rather than read into the context."""
+        workspace.mkdir()
+        (workspace / "big.txt").write_bytes(b"a" * (1024 * 1024 + 1))
+        result = await FileReadTool(workspace).execute(path="big.txt")
+        assert "FileTooLarge" == result["error_type"]
+
+    async def test_file_of_exactly_1_mib_allowed(self, workspace: Path) -> None:
+        """The size cap is inclusive: 1 MiB exactly is read."""
+        workspace.mkdir()
+        (workspace / "edge.txt").write_bytes(b"a" * (1024 * 1024))
+        result = await FileReadTool(workspace).execute(path="edge.txt")
+        assert 1024 * 1024 == len(result["output"])
+
+    async def test_nul_in_path_refused(self, workspace: Path) -> None:
+        """A path with a NUL byte gives an InvalidPath error result."""
+        result = await FileReadTool(workspace).execute(path="a\x00b")
+        assert "InvalidPath" == result["error_type"]
+
+    @pytest.mark.parametrize(
+        "params",
+        [{}, {"path": "a"}, {"path": 1, "content": "x"}, {"path": "a", "content": "x", "mode": 1}],
+    )
+    async def test_write_bad_arguments(self, workspace: Path, params: dict[str, object]) -> None:
+        """Missing, wrong-typed or extra arguments give an InvalidArguments result."""
+        result = await FileWriteTool(workspace).execute(**params)
+        assert "InvalidArguments" == result["error_type"]
+        assert not workspace.exists() or [] == list(workspace.iterdir())
+
+
+class TestListDir:
+    async def test_lists_sorted_with_types(self, workspace: Path) -> None:
+        """Entries come sorted by name, each typed file, dir or symlink."""
+        (workspace / "b_dir").mkdir(parents=True)
+        (workspace / "a.txt").write_text("a")
+        (workspace / "c.txt").write_text("c")
+        (workspace / "d_link").symlink_to(workspace / "a.txt")
+        assert {
+            "success": True,
+            "output": [
+                {"name": "a.txt", "type": "file"},
+                {"name": "b_dir", "type": "dir"},
+                {"name": "c.txt", "type": "file"},
+                {"name": "d_link", "type": "symlink"},
+            ],
+        } == await ListDirTool(workspace).execute()
+
+    async def test_creates_empty_workspace(self, workspace: Path) -> None:
+        """Listing a workspace that does not exist yet creates it and lists nothing."""
+        assert {"success": True, "output": []} == await ListDirTool(workspace).execute(path=".")
+        assert workspace.is_dir()
+
+    async def test_subdirectory(self, workspace: Path) -> None:
+        """A relative subdirectory is listed."""
+        (workspace / "sub").mkdir(parents=True)
+        (workspace / "sub" / "x.txt").write_text("x")
+        assert {"success": True, "output": [{"name": "x.txt", "type": "file"}]} == (
+            await ListDirTool(workspace).execute(path="sub")
+        )
+
+    async def test_missing_and_not_a_directory(self, workspace: Path) -> None:
+        """Listing a missing path or a file gives error results."""
+        workspace.mkdir()
+        (workspace / "f.txt").write_text("f")
+        tool = ListDirTool(workspace)
+        assert "FileNotFound" == (await tool.execute(path="nope"))["error_type"]
+        assert "NotADirectory" == (await tool.execute(path="f.txt"))["error_type"]
+
+
+class TestWorkspaceConfinement:
+    @pytest.mark.parametrize("path", ["../outside/secret.txt", "sub/../../outside/secret.txt"])
+    async def test_dotdot_escape_refused(self, workspace: Path, outside: Path, path: str) -> None:
+        """A relative path climbing out of the workspace is refused."""
+        assert _refused(path) == await FileReadTool(workspace).execute(path=path)
+
+    async def test_absolute_path_outside_refused(self, workspace: Path, outside: Path) -> None:
+        """An absolute path outside the workspace is refused."""
+        path = str(outside / "secret.txt")
+        assert _refused(path) == await FileReadTool(workspace).execute(path=path)
+
+    async def test_symlinked_file_out_refused(self, workspace: Path, outside: Path) -> None:
+        """A symlink in the workspace pointing at a file outside is refused for read and write."""
+        workspace.mkdir()
+        (workspace / "link.txt").symlink_to(outside / "secret.txt")
+        assert _refused("link.txt") == await FileReadTool(workspace).execute(path="link.txt")
+        assert _refused("link.txt") == await FileWriteTool(workspace).execute(
+            path="link.txt", content="pwned"
+        )
+        assert "top secret" == (outside / "secret.txt").read_text()
+
+    async def test_dangling_symlink_out_refused(self, workspace: Path, outside: Path) -> None:
+        """Writing through a symlink to a not-yet-existing file outside is refused."""
+        workspace.mkdir()
+        (workspace / "new.txt").symlink_to(outside / "created.txt")
+        assert _refused("new.txt") == await FileWriteTool(workspace).execute(
+            path="new.txt", content="x"
+        )
+        assert not (outside / "created.txt").exists()
+
+    async def test_symlinked_dir_out_refused(self, workspace: Path, outside: Path) -> None:
+        """A symlinked parent directory leading outside is refused for read, write and list."""
+        workspace.mkdir()
+        (workspace / "door").symlink_to(outside, target_is_directory=True)
+        assert _refused("door/secret.txt") == await FileReadTool(workspace).execute(
+            path="door/secret.txt"
+        )
+        assert _refused("door/new.txt") == await FileWriteTool(workspace).execute(
+            path="door/new.txt", content="x"
+        )
+        assert _refused("door") == await ListDirTool(workspace).execute(path="door")
+        assert ["secret.txt"] == os.listdir(outside)
+
+    @pytest.mark.parametrize("path", ["..", "/", "../outside"])
+    async def test_list_outside_refused(self, workspace: Path, outside: Path, path: str) -> None:
+        """list_dir refuses directories outside the workspace."""
+        assert _refused(path) == await ListDirTool(workspace).execute(path=path)
+
+    async def test_write_escape_refused_and_nothing_written(
+        self, workspace: Path, outside: Path
+    ) -> None:
+        """file_write refuses `../` and creates nothing outside."""
+        result = await FileWriteTool(workspace).execute(path="../outside/x.txt", content="x")
+        assert _refused("../outside/x.txt") == result
+        assert ["secret.txt"] == os.listdir(outside)
+
+    async def test_refusal_logged_as_security_event(self, workspace: Path, outside: Path) -> None:
+        """A refused path is logged as tool.path.refused in the security category."""
+        with capture_logs() as logs:
+            await FileReadTool(workspace).execute(path="../outside/secret.txt")
+        assert [
+            {
+                "event": "tool.path.refused",
+                "category": "security",
+                "tool": "file_read",
+                "path": "../outside/secret.txt",
+                "log_level": "warning",
+            }
+        ] == logs
+
+    async def test_symlink_loop_gives_error_result(self, workspace: Path) -> None:
+        """A symlink loop gives an error result rather than an exception."""
+        workspace.mkdir()
+        (workspace / "loop").symlink_to(workspace / "loop")
+        assert {
+            "success": False,
+            "error": "path 'loop' is a symlink loop",
+            "error_type": "SymlinkLoop",
+        } == await FileReadTool(workspace).execute(path="loop")
