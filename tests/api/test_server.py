@@ -37,7 +37,7 @@ class TestExecute:
     async def test_calculator_then_file_write(
         self, client: httpx.AsyncClient, settings: Settings, agent_type: str
     ) -> None:
-        """Both flows run calculator, then file_write, then answer; the file lands in the workspace."""
+        """Both flows run calculator, file_write, then answer; the file is in the workspace."""
         response = await client.post(
             "/api/v1/execute", json={"mission": CALC_WRITE_MISSION, "agent_type": agent_type}
         )
@@ -75,7 +75,9 @@ class TestExecute:
         assert "failed" == body["status"]
         assert needle in body["error"]
         assert 200 == (await client.get("/health")).status_code
-        ok = await client.post("/api/v1/execute", json={"mission": "hello", "agent_type": agent_type})
+        ok = await client.post(
+            "/api/v1/execute", json={"mission": "hello", "agent_type": agent_type}
+        )
         assert "completed" == ok.json()["status"]
 
     async def test_session_continues(self, client: httpx.AsyncClient, settings: Settings) -> None:
@@ -140,7 +142,7 @@ class TestBadInput:
         bad = settings.model_copy(
             update={"llm": settings.llm.model_copy(update={"provider": "openai"})}
         )
-        with pytest.raises(ConfigurationError, match="llm.base_url"):
+        with pytest.raises(ConfigurationError, match=r"llm\.base_url"):
             create_app(bad)
 
 

@@ -30,7 +30,7 @@ async def use_public_api() -> str:
     container: Container = build_container(settings)
     container.tool_registry.register(EchoTool())
     result: ExecutionResult = await container.executor.execute_mission(
-        "tool:echo {\"text\": \"hi\"}", agent_type="legacy", session_id="s1"
+        'tool:echo {"text": "hi"}', agent_type="legacy", session_id="s1"
     )
     async for event in container.executor.execute_mission_streaming("hi"):
         _ = event.kind

@@ -1,4 +1,4 @@
-"""The FastAPI application: health, missions (plain and SSE), tools, and ``/metrics`` when enabled."""
+"""The FastAPI application: health, missions (plain and SSE), tools, and ``/metrics``."""
 
 from __future__ import annotations
 

@@ -80,8 +80,10 @@ def build_container(
     """
     settings = Settings() if settings is None else settings
     llm = llm_provider if llm_provider is not None else make_provider(settings.llm)
-    tools = tool_registry if tool_registry is not None else build_default_registry(
-        settings.workspace_dir
+    tools = (
+        tool_registry
+        if tool_registry is not None
+        else build_default_registry(settings.workspace_dir)
     )
     state = state_store if state_store is not None else FileStateStore(settings.state_dir)
 
