@@ -1,1 +1,50 @@
-"""Package."""
+"""LLM providers: the offline scripted provider, an OpenAI-compatible one, and the factory."""
+
+from __future__ import annotations
+
+from taskforce.config import LLMSettings
+from taskforce.core.interfaces.llm import LLMProviderProtocol
+from taskforce.errors import ConfigurationError
+from taskforce.infrastructure.llm._directives import ScriptedDirectiveError, ScriptedLLMError
+from taskforce.infrastructure.llm._openai import OpenAICompatibleProvider
+from taskforce.infrastructure.llm._scripted import ScriptedLLMProvider
+
+__all__ = [
+    "OpenAICompatibleProvider",
+    "ScriptedDirectiveError",
+    "ScriptedLLMError",
+    "ScriptedLLMProvider",
+    "make_provider",
+]
+
+
+def make_provider(settings: LLMSettings) -> LLMProviderProtocol:
+    """Build the provider the ``llm`` settings ask for.
+
+    Args:
+        settings: the ``llm`` section of the settings.
+
+    Returns:
+        A :class:`ScriptedLLMProvider` or an :class:`OpenAICompatibleProvider`;
+        both also satisfy ``StreamingLLMProviderProtocol``. The caller owns an
+        OpenAI provider and closes it with ``aclose()``.
+
+    Raises:
+        ConfigurationError: ``provider`` is ``openai`` and ``base_url`` is unset
+            or not an http(s) URL.
+    """
+    if settings.provider == "scripted":
+        return ScriptedLLMProvider(model=settings.model, latency_ms=settings.scripted_latency_ms)
+    base_url = (settings.base_url or "").strip()
+    if not base_url:
+        raise ConfigurationError("llm.base_url", "is required when llm.provider is 'openai'")
+    if not base_url.startswith(("http://", "https://")):
+        raise ConfigurationError("llm.base_url", "must be an http:// or https:// URL")
+    api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    return OpenAICompatibleProvider(
+        model=settings.model,
+        base_url=base_url,
+        api_key=api_key,
+        timeout_seconds=settings.timeout_seconds,
+        max_retries=settings.max_retries,
+    )

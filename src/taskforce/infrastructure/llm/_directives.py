@@ -1,0 +1,220 @@
+"""The scripted provider's language: directives in the mission text and progress in a chat.
+
+Everything here is a pure function of its arguments, which is what keeps the
+scripted provider stateless and deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from taskforce.core.domain.prompts import MISSION_PREFIX, OBSERVATION_PREFIX, PLAN_PROMPT
+from taskforce.core.interfaces.llm import ChatMessage
+from taskforce.errors import LLMProviderError
+
+__all__ = [
+    "ErrorDirective",
+    "Script",
+    "ScriptedDirectiveError",
+    "ScriptedLLMError",
+    "ToolDirective",
+    "estimate_tokens",
+    "last_observation",
+    "mission_text",
+    "observations_of",
+    "parse_script",
+    "plan_text",
+    "render_observation",
+]
+
+_TOOL_PREFIX = "tool:"
+_ERROR_DIRECTIVE = "llm:error"
+_RESULT_LIMIT = 200
+
+
+class ScriptedLLMError(LLMProviderError):
+    """An ``llm:error`` directive made this call fail on purpose."""
+
+    def __init__(self) -> None:
+        super().__init__("scripted llm:error directive")
+
+
+class ScriptedDirectiveError(LLMProviderError):
+    """A ``tool:`` line of the mission text cannot be read."""
+
+    def __init__(self, line: int, text: str, reason: str) -> None:
+        self.line = line
+        super().__init__(f"line {line} of the mission, {text!r}: {reason}")
+
+
+@dataclass(frozen=True)
+class ToolDirective:
+    """``tool:NAME {json}``: call NAME with these arguments."""
+
+    line: int
+    name: str
+    arguments: dict[str, Any]
+
+    def describe(self) -> str:
+        """Return the directive as one plan step."""
+        return f"Call tool {self.name} with {json.dumps(self.arguments, sort_keys=True)}"
+
+
+@dataclass(frozen=True)
+class ErrorDirective:
+    """``llm:error``: the LLM call that reaches this directive fails."""
+
+    line: int
+
+
+@dataclass(frozen=True)
+class Script:
+    """The directives of a mission, in order, and its remaining plain text."""
+
+    directives: tuple[ToolDirective | ErrorDirective, ...]
+    plain_text: str
+
+    @property
+    def tool_directives(self) -> tuple[ToolDirective, ...]:
+        """The ``tool:`` directives only."""
+        return tuple(d for d in self.directives if isinstance(d, ToolDirective))
+
+    def next_directive(self, cursor: int) -> ToolDirective | ErrorDirective | None:
+        """Return the directive after the first ``cursor`` tool directives, if any.
+
+        Args:
+            cursor: how many tool results the conversation already holds.
+
+        Returns:
+            The next directive to act on, or ``None`` when the script is done.
+        """
+        consumed = 0
+        for directive in self.directives:
+            if consumed == cursor:
+                return directive
+            if isinstance(directive, ToolDirective):
+                consumed += 1
+        return None
+
+    def final_answer(self, observations: Sequence[str]) -> str:
+        """Return the answer given once every directive is used up.
+
+        Args:
+            observations: the tool results of the conversation, oldest first.
+
+        Returns:
+            A summary of the last result, or an echo of the mission's plain text.
+        """
+        if observations:
+            return (
+                f"Completed {len(observations)} tool call(s). "
+                f"Last result: {render_observation(observations[-1])}"
+            )
+        return f"Scripted answer: {self.plain_text or '(no mission text)'}"
+
+
+def _parse_tool_line(line_no: int, line: str) -> ToolDirective:
+    name, _, raw_args = line[len(_TOOL_PREFIX) :].strip().partition(" ")
+    if not name:
+        raise ScriptedDirectiveError(line_no, line, "names no tool")
+    raw_args = raw_args.strip()
+    if not raw_args:
+        return ToolDirective(line_no, name, {})
+    try:
+        arguments = json.loads(raw_args)
+    except json.JSONDecodeError as exc:
+        raise ScriptedDirectiveError(line_no, line, f"arguments are not JSON ({exc.msg})") from exc
+    if not isinstance(arguments, dict):
+        raise ScriptedDirectiveError(line_no, line, "arguments must be a JSON object")
+    return ToolDirective(line_no, name, arguments)
+
+
+def parse_script(text: str) -> Script:
+    """Read the directives out of a mission text.
+
+    Args:
+        text: the mission, one directive or plain line per line.
+
+    Returns:
+        The parsed script.
+
+    Raises:
+        ScriptedDirectiveError: a ``tool:`` line names no tool or its arguments
+            are not a JSON object; the message names the line number.
+    """
+    directives: list[ToolDirective | ErrorDirective] = []
+    plain: list[str] = []
+    for line_no, raw_line in enumerate(text.splitlines(), start=1):
+        line = raw_line.strip()
+        if line.startswith(_TOOL_PREFIX):
+            directives.append(_parse_tool_line(line_no, line))
+        elif line == _ERROR_DIRECTIVE:
+            directives.append(ErrorDirective(line_no))
+        elif line:
+            plain.append(line)
+    return Script(tuple(directives), " ".join(plain))
+
+
+def mission_text(messages: Sequence[ChatMessage]) -> str:
+    """Return the content of the first user message, without the mission prefix."""
+    for message in messages:
+        if message.get("role") == "user":
+            return _strip_prefix(message.get("content") or "", MISSION_PREFIX)
+    return ""
+
+
+def plan_text(prompt: str) -> str:
+    """Return a planning prompt without the plan instructions and the mission prefix."""
+    text = _strip_prefix(prompt, PLAN_PROMPT)
+    return _strip_prefix(text, MISSION_PREFIX)
+
+
+def _strip_prefix(text: str, prefix: str) -> str:
+    return text[len(prefix) :] if text.startswith(prefix) else text
+
+
+def _is_observation(message: ChatMessage) -> bool:
+    role = message.get("role")
+    content = message.get("content") or ""
+    return role == "tool" or (role == "user" and content.startswith(OBSERVATION_PREFIX))
+
+
+def observations_of(messages: Sequence[ChatMessage]) -> list[str]:
+    """Return the contents of the tool results in a conversation, oldest first."""
+    return [m.get("content") or "" for m in messages if _is_observation(m)]
+
+
+def last_observation(messages: Sequence[ChatMessage]) -> str | None:
+    """Return the content of the last message if it is a tool result, else ``None``."""
+    if messages and _is_observation(messages[-1]):
+        return messages[-1].get("content") or ""
+    return None
+
+
+def render_observation(content: str) -> str:
+    """Render a tool result for an answer: its ``output`` or ``error``, at most 200 chars."""
+    text = _strip_prefix(content, OBSERVATION_PREFIX)
+    try:
+        decoded = json.loads(text)
+    except json.JSONDecodeError:
+        rendered = text
+    else:
+        if isinstance(decoded, dict) and "output" in decoded:
+            output = decoded["output"]
+            rendered = output if isinstance(output, str) else json.dumps(output, sort_keys=True)
+        elif isinstance(decoded, dict) and "error" in decoded:
+            rendered = f"error: {decoded['error']}"
+        else:
+            rendered = text
+    if len(rendered) > _RESULT_LIMIT:
+        return rendered[: _RESULT_LIMIT - 3] + "..."
+    return rendered
+
+
+def estimate_tokens(chars: int) -> int:
+    """Estimate a token count from a character count (4 chars a token, at least 1)."""
+    return max(1, math.ceil(chars / 4))

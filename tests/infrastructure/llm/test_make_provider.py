@@ -1,0 +1,69 @@
+"""``make_provider`` builds the provider the ``llm`` settings ask for."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr
+
+from taskforce.config import LLMSettings
+from taskforce.errors import ConfigurationError
+from taskforce.infrastructure.llm import (
+    OpenAICompatibleProvider,
+    ScriptedLLMProvider,
+    make_provider,
+)
+from tests.support.fake_openai import FakeOpenAIServer
+
+
+class TestMakeProvider:
+    async def test_default_is_scripted(self) -> None:
+        """The default settings give the scripted provider with the configured model."""
+        provider = make_provider(LLMSettings(model="demo", scripted_latency_ms=0))
+
+        assert isinstance(provider, ScriptedLLMProvider)
+        assert "demo" == (await provider.complete([]))["model"]
+
+    def test_scripted_latency_is_applied(self) -> None:
+        """``scripted_latency_ms`` reaches the provider."""
+        provider = make_provider(LLMSettings(scripted_latency_ms=250))
+
+        assert isinstance(provider, ScriptedLLMProvider)
+        assert 250 == provider.latency_ms
+
+    @pytest.mark.parametrize("base_url", [None, "  "])
+    def test_openai_needs_base_url(self, base_url: str | None) -> None:
+        """``openai`` without a base URL is a configuration error naming llm.base_url."""
+        settings = LLMSettings(provider="openai", model="gpt-x", base_url=base_url)
+
+        with pytest.raises(ConfigurationError) as info:
+            make_provider(settings)
+
+        assert "llm.base_url" == info.value.setting
+
+    def test_openai_base_url_must_be_http(self) -> None:
+        """A base URL without an http(s) scheme is refused."""
+        settings = LLMSettings(provider="openai", model="gpt-x", base_url="ftp://host/v1")
+
+        with pytest.raises(ConfigurationError) as info:
+            make_provider(settings)
+
+        assert "llm.base_url" == info.value.setting
+
+    @pytest.mark.integration
+    async def test_openai_uses_settings(self) -> None:
+        """The OpenAI provider gets model, base URL and the secret key from the settings."""
+        fake = FakeOpenAIServer()
+        with fake.serve() as base_url:
+            settings = LLMSettings(
+                provider="openai",
+                model="gpt-x",
+                base_url=base_url,
+                api_key=SecretStr("sk-from-settings"),
+            )
+            provider = make_provider(settings)
+            assert isinstance(provider, OpenAICompatibleProvider)
+            async with provider:
+                result = await provider.complete([{"role": "user", "content": "hi"}])
+
+        assert ("gpt-x", True) == (result["model"], result["success"])
+        assert "Bearer sk-from-settings" == fake.requests[0].headers["authorization"]

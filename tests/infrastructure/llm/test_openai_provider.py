@@ -1,0 +1,373 @@
+"""The OpenAI-compatible provider against a fake OpenAI server over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import structlog
+
+from taskforce.core.domain.prompts import FINAL_STEP_DESCRIPTION, MISSION_PREFIX, PLAN_PROMPT
+from taskforce.core.interfaces import StreamingLLMProviderProtocol
+from taskforce.errors import LLMProviderError
+from taskforce.infrastructure.llm import OpenAICompatibleProvider
+from tests.support.fake_openai import FakeOpenAIServer
+
+pytestmark = pytest.mark.integration
+
+_KEY = "sk-test-do-not-leak-1234"
+_TOOLS: list[Any] = [
+    {
+        "type": "function",
+        "function": {
+            "name": "calculator",
+            "description": "Evaluate arithmetic.",
+            "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}},
+        },
+    }
+]
+
+
+@pytest.fixture(scope="module", name="fake_server")
+def fixture_fake_server() -> Iterator[tuple[FakeOpenAIServer, str]]:
+    """One fake server for the module; each test resets it."""
+    fake = FakeOpenAIServer()
+    with fake.serve() as base_url:
+        yield fake, base_url
+
+
+@pytest.fixture(name="fake")
+def fixture_fake(fake_server: tuple[FakeOpenAIServer, str]) -> FakeOpenAIServer:
+    fake_server[0].reset()
+    return fake_server[0]
+
+
+@pytest.fixture(name="base_url")
+def fixture_base_url(fake_server: tuple[FakeOpenAIServer, str]) -> str:
+    return fake_server[1]
+
+
+@pytest.fixture(name="provider")
+async def fixture_provider(base_url: str) -> AsyncIterator[OpenAICompatibleProvider]:
+    async with OpenAICompatibleProvider(
+        "gpt-test", base_url, api_key=_KEY, timeout_seconds=5, backoff_base_seconds=0.01
+    ) as provider:
+        yield provider
+
+
+def _mission(text: str) -> list[Any]:
+    return [{"role": "user", "content": MISSION_PREFIX + text}]
+
+
+def _closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+class TestConstruction:
+    def test_satisfies_streaming_protocol(self, provider: OpenAICompatibleProvider) -> None:
+        """The provider is a streaming LLM provider."""
+        assert isinstance(provider, StreamingLLMProviderProtocol)
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"model": ""},
+            {"base_url": ""},
+            {"timeout_seconds": 0},
+            {"max_retries": -1},
+            {"backoff_base_seconds": float("nan")},
+        ],
+    )
+    def test_rejects_bad_arguments(self, kwargs: dict[str, Any]) -> None:
+        """Invalid arguments fail at construction with a ValueError."""
+        arguments: dict[str, Any] = {"model": "m", "base_url": "http://127.0.0.1:1/v1", **kwargs}
+        with pytest.raises(ValueError, match=next(iter(kwargs))):
+            OpenAICompatibleProvider(**arguments)
+
+    def test_repr_hides_key(self, provider: OpenAICompatibleProvider) -> None:
+        """The repr names the model and never the API key."""
+        text = repr(provider)
+
+        assert "gpt-test" in text
+        assert _KEY not in text
+
+
+class TestComplete:
+    async def test_tool_call_is_decoded(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """Native tool calls come back with arguments decoded into a dict."""
+        mission = _mission('tool:calculator {"expression": "6*7"}')
+        result = await provider.complete(mission, tools=_TOOLS, tool_choice="auto")
+
+        assert True is result["success"]
+        assert None is result["content"]
+        expected = [{"id": "call_0", "name": "calculator", "arguments": {"expression": "6*7"}}]
+        assert expected == result["tool_calls"]
+        assert "gpt-test" == result["model"]
+        assert {"prompt_tokens", "completion_tokens", "total_tokens"} == set(result["usage"])
+
+    async def test_request_carries_key_model_and_tools(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """The request has the bearer key, the asked model, the tools and the tool choice."""
+        await provider.complete(_mission("hi"), model="gpt-other", tools=_TOOLS, tool_choice="auto")
+
+        (request,) = fake.requests
+        assert f"Bearer {_KEY}" == request.headers["authorization"]
+        assert "gpt-other" == request.body["model"]
+        assert _TOOLS == request.body["tools"]
+        assert "auto" == request.body["tool_choice"]
+
+    async def test_conversation_reaches_final_answer(
+        self, provider: OpenAICompatibleProvider
+    ) -> None:
+        """Sending back the tool call and its result gets the final text answer."""
+        messages = _mission("tool:calculator {}")
+        first = await provider.complete(messages, tools=_TOOLS)
+        call = first["tool_calls"][0]
+        messages += [
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": call["id"],
+                        "type": "function",
+                        "function": {"name": call["name"], "arguments": "{}"},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": call["id"], "content": '{"output": 42}'},
+        ]
+
+        final = await provider.complete(messages, tools=_TOOLS)
+
+        assert "Completed 1 tool call(s). Last result: 42" == final["content"]
+        assert [] == final["tool_calls"]
+
+    async def test_model_is_what_server_reports(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """``model`` in the result is the model the server says it used."""
+        fake.reported_model = "gpt-test-2025-01-01"
+
+        result = await provider.complete(_mission("hi"))
+
+        assert "gpt-test-2025-01-01" == result["model"]
+
+    @pytest.mark.parametrize(
+        ("arguments", "reason"), [("{not json", "not JSON"), ("[1, 2]", "not a JSON object")]
+    )
+    async def test_bad_tool_arguments_fail(
+        self,
+        provider: OpenAICompatibleProvider,
+        fake: FakeOpenAIServer,
+        arguments: str,
+        reason: str,
+    ) -> None:
+        """Tool call arguments that are not a JSON object give a failure naming the tool."""
+        fake.respond_next(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "gpt-test",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "tool_calls",
+                        "message": {
+                            "role": "assistant",
+                            "content": None,
+                            "tool_calls": [
+                                {
+                                    "id": "c1",
+                                    "type": "function",
+                                    "function": {"name": "calculator", "arguments": arguments},
+                                }
+                            ],
+                        },
+                    }
+                ],
+            }
+        )
+
+        result = await provider.complete(_mission("hi"), tools=_TOOLS)
+
+        assert False is result["success"]
+        assert "LLMProviderError" == result["error_type"]
+        assert "'calculator'" in result["error"]
+        assert reason in result["error"]
+
+
+class TestGenerate:
+    async def test_plan_from_prompt(self, provider: OpenAICompatibleProvider) -> None:
+        """A planning prompt is answered with the plan as JSON text."""
+        result = await provider.generate(PLAN_PROMPT + MISSION_PREFIX + "tool:calculator {}")
+
+        steps = json.loads(result["content"] or "")["steps"]
+        assert ["Call tool calculator with {}", FINAL_STEP_DESCRIPTION] == steps
+        assert "tool_calls" not in result
+
+    async def test_context_is_a_system_message(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """The context goes first as a JSON system message, the prompt as the user message."""
+        await provider.generate("the prompt", context={"b": 2, "a": 1})
+
+        expected = [
+            {"role": "system", "content": 'Context (JSON):\n{"a": 1, "b": 2}'},
+            {"role": "user", "content": "the prompt"},
+        ]
+        assert expected == fake.requests[0].body["messages"]
+
+
+class TestRetries:
+    async def test_retries_server_errors_then_succeeds(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """Two 500s are retried; the third attempt's answer is returned."""
+        fake.fail_next(2, 500)
+
+        result = await provider.complete(_mission("hi"))
+
+        assert True is result["success"]
+        assert 3 == len(fake.requests)
+
+    async def test_failure_after_retries_is_returned(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """After max_retries the failure is returned with the SDK's exception class name."""
+        fake.fail_next(5, 429)
+
+        with structlog.testing.capture_logs() as logs:
+            result = await provider.complete(_mission("hi"))
+
+        assert False is result["success"]
+        assert "RateLimitError" == result["error_type"]
+        assert "gpt-test" == result["model"]
+        assert 3 == len(fake.requests)
+        assert [1, 2] == [e["attempt"] for e in logs if e["event"] == "llm.request.retry"]
+
+    async def test_client_errors_are_not_retried(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """A 401 fails at once."""
+        fake.fail_next(1, 401)
+
+        result = await provider.complete(_mission("hi"))
+
+        assert "AuthenticationError" == result["error_type"]
+        assert 1 == len(fake.requests)
+
+    async def test_retry_after_is_honoured(self, base_url: str, fake: FakeOpenAIServer) -> None:
+        """A Retry-After hint longer than the backoff is waited for."""
+        fake.fail_next(1, 503, retry_after=0.3)
+        start = time.perf_counter()
+        async with OpenAICompatibleProvider(
+            "m", base_url, api_key=_KEY, backoff_base_seconds=0.0
+        ) as provider:
+            result = await provider.complete(_mission("hi"))
+
+        assert True is result["success"]
+        assert time.perf_counter() - start >= 0.3
+
+    async def test_timeout_is_returned(self, base_url: str, fake: FakeOpenAIServer) -> None:
+        """A request slower than timeout_seconds fails as APITimeoutError."""
+        fake.delay_seconds = 0.5
+        async with OpenAICompatibleProvider(
+            "m", base_url, api_key=_KEY, timeout_seconds=0.1, max_retries=0
+        ) as provider:
+            result = await provider.complete(_mission("hi"))
+
+        assert "APITimeoutError" == result["error_type"]
+
+    async def test_unreachable_server_is_returned(self) -> None:
+        """Connection refused is retried, then returned as APIConnectionError."""
+        async with OpenAICompatibleProvider(
+            "m", _closed_port_url(), api_key=_KEY, max_retries=1, backoff_base_seconds=0.01
+        ) as provider:
+            result = await provider.complete(_mission("hi"))
+
+        assert "APIConnectionError" == result["error_type"]
+
+
+class TestSecrets:
+    async def test_key_echoed_by_server_is_redacted(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """An error body that echoes the API key is returned with the key masked."""
+        fake.respond_next({"error": {"message": f"bad key {_KEY}", "type": "auth"}}, status=401)
+
+        result = await provider.complete(_mission("hi"))
+
+        assert _KEY not in result["error"]
+        assert "bad key ***" in result["error"]
+
+    async def test_key_not_in_stream_error(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """A raised stream error masks the key too."""
+        fake.respond_next({"error": {"message": f"bad key {_KEY}", "type": "auth"}}, status=401)
+
+        with pytest.raises(LLMProviderError) as info:
+            async for _ in provider.stream(_mission("hi")):
+                pass
+
+        assert _KEY not in str(info.value)
+
+
+class TestStream:
+    async def test_text_deltas_then_usage(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """Text deltas stream in order; the last chunk has the server's usage and model."""
+        fake.reported_model = "gpt-test-x"
+
+        chunks = [chunk async for chunk in provider.stream(_mission("Say hello"))]
+
+        text = "".join(c.get("content", "") for c in chunks[:-1])
+        assert "Scripted answer: Say hello" == text
+        done = chunks[-1]
+        assert (True, "gpt-test-x") == (done["done"], done["model"])
+        assert {"prompt_tokens", "completion_tokens", "total_tokens"} == set(done["usage"])
+        body = fake.requests[0].body
+        assert (True, {"include_usage": True}) == (body["stream"], body["stream_options"])
+
+    async def test_early_close(self, provider: OpenAICompatibleProvider) -> None:
+        """Closing the stream after the first delta ends it without error."""
+        stream = provider.stream(_mission("one two three"))
+        async with contextlib.aclosing(stream):
+            first = await anext(stream)
+
+        assert {"content": "Scripted "} == first
+        with pytest.raises(StopAsyncIteration):
+            await anext(stream)
+
+    async def test_error_raises_chained(self, provider: OpenAICompatibleProvider) -> None:
+        """A failed stream raises LLMProviderError chained to the SDK error."""
+        with pytest.raises(LLMProviderError, match="llm:error") as info:
+            async for _ in provider.stream(_mission("llm:error")):
+                pass
+
+        assert "BadRequestError" == type(info.value.__cause__).__name__
+
+    async def test_stream_retries_before_first_chunk(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """Opening the stream is retried like any request."""
+        fake.fail_next(1, 502)
+
+        chunks = [chunk async for chunk in provider.stream(_mission("hi"))]
+
+        assert True is chunks[-1]["done"]
+        assert 2 == len(fake.requests)

@@ -1,0 +1,409 @@
+"""The scripted provider follows the directive conventions of CONTRACT.md in every mode."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import time
+from typing import Any
+
+import pytest
+
+from taskforce.core.domain.prompts import (
+    FINAL_STEP_DESCRIPTION,
+    MISSION_PREFIX,
+    OBSERVATION_PREFIX,
+    PLAN_PROMPT,
+)
+from taskforce.core.interfaces import LLMProviderProtocol, StreamingLLMProviderProtocol
+from taskforce.errors import LLMProviderError
+from taskforce.infrastructure.llm import (
+    ScriptedDirectiveError,
+    ScriptedLLMError,
+    ScriptedLLMProvider,
+)
+
+_TOOLS: list[Any] = [
+    {
+        "type": "function",
+        "function": {
+            "name": "calculator",
+            "description": "Evaluate arithmetic.",
+            "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}},
+        },
+    }
+]
+_TWO_TOOLS = 'Add things\ntool:calculator {"expression": "2+2"}\n  tool:list_dir  \nthen report'
+
+
+@pytest.fixture(name="provider")
+def fixture_provider() -> ScriptedLLMProvider:
+    return ScriptedLLMProvider()
+
+
+def _mission(text: str) -> list[Any]:
+    return [
+        {"role": "system", "content": "You are a test."},
+        {"role": "user", "content": MISSION_PREFIX + text},
+    ]
+
+
+def _tool_result(call_id: str, output: Any) -> Any:
+    return {
+        "role": "tool",
+        "tool_call_id": call_id,
+        "content": json.dumps({"success": True, "output": output}),
+    }
+
+
+def _observation(payload: Any) -> Any:
+    return {"role": "user", "content": OBSERVATION_PREFIX + json.dumps(payload)}
+
+
+def _tokens(chars: int) -> int:
+    return max(1, math.ceil(chars / 4))
+
+
+class TestProtocol:
+    def test_satisfies_streaming_protocol(self, provider: ScriptedLLMProvider) -> None:
+        """The provider is both an LLM provider and a streaming one."""
+        assert isinstance(provider, LLMProviderProtocol)
+        assert isinstance(provider, StreamingLLMProviderProtocol)
+
+    @pytest.mark.parametrize(("model", "latency"), [("", 0.0), ("m", -1.0), ("m", math.inf)])
+    def test_rejects_bad_arguments(self, model: str, latency: float) -> None:
+        """An empty model or a negative or infinite latency fails at construction."""
+        with pytest.raises(ValueError, match=r"model|latency_ms"):
+            ScriptedLLMProvider(model=model, latency_ms=latency)
+
+
+class TestNativeMode:
+    async def test_first_turn_calls_first_tool(self, provider: ScriptedLLMProvider) -> None:
+        """With tools, the first directive comes back as a native tool call without content."""
+        result = await provider.complete(_mission(_TWO_TOOLS), tools=_TOOLS)
+
+        assert True is result["success"]
+        assert None is result["content"]
+        expected = [{"id": "call_0", "name": "calculator", "arguments": {"expression": "2+2"}}]
+        assert expected == result["tool_calls"]
+
+    async def test_tool_results_advance_the_script(self, provider: ScriptedLLMProvider) -> None:
+        """Each tool message moves to the next directive; a bare ``tool:NAME`` has no args."""
+        messages = [*_mission(_TWO_TOOLS), _tool_result("call_0", 4)]
+
+        result = await provider.complete(messages, tools=_TOOLS)
+
+        assert [{"id": "call_1", "name": "list_dir", "arguments": {}}] == result["tool_calls"]
+
+    async def test_final_answer_summarises_last_result(self, provider: ScriptedLLMProvider) -> None:
+        """Once every tool ran, the answer counts the calls and quotes the last output."""
+        messages = [
+            *_mission(_TWO_TOOLS),
+            _tool_result("call_0", 4),
+            _tool_result("call_1", ["a.txt", "b.txt"]),
+        ]
+
+        result = await provider.complete(messages, tools=_TOOLS)
+
+        expected = 'Completed 2 tool call(s). Last result: ["a.txt", "b.txt"]'
+        assert expected == result["content"]
+        assert [] == result["tool_calls"]
+
+    async def test_plain_mission_is_echoed(self, provider: ScriptedLLMProvider) -> None:
+        """A mission without directives is answered directly with its text."""
+        result = await provider.complete(_mission("  Say hello\n\nto the team "), tools=_TOOLS)
+
+        assert "Scripted answer: Say hello to the team" == result["content"]
+        assert [] == result["tool_calls"]
+
+    async def test_empty_mission_has_an_answer(self, provider: ScriptedLLMProvider) -> None:
+        """A conversation without a user message still gets a text answer."""
+        result = await provider.complete([{"role": "system", "content": "x"}], tools=_TOOLS)
+
+        assert "Scripted answer: (no mission text)" == result["content"]
+
+    async def test_llm_error_first_fails(self, provider: ScriptedLLMProvider) -> None:
+        """``llm:error`` as the next directive returns the documented failure result."""
+        result = await provider.complete(_mission("llm:error\ntool:calculator {}"), tools=_TOOLS)
+
+        assert {
+            "success": False,
+            "error": "scripted llm:error directive",
+            "error_type": "ScriptedLLMError",
+            "model": "scripted-1",
+        } == {k: v for k, v in result.items() if k != "usage"}
+
+    async def test_llm_error_after_a_tool(self, provider: ScriptedLLMProvider) -> None:
+        """The first turn calls the tool; the turn after its result fails."""
+        messages = _mission("tool:calculator {}\nllm:error")
+
+        first = await provider.complete(messages, tools=_TOOLS)
+        second = await provider.complete([*messages, _tool_result("call_0", 1)], tools=_TOOLS)
+
+        assert True is first["success"]
+        assert "ScriptedLLMError" == second["error_type"]
+
+    async def test_tool_choice_none_forbids_calls(self, provider: ScriptedLLMProvider) -> None:
+        """``tool_choice="none"`` gets the final answer even when a tool is next."""
+        result = await provider.complete(_mission(_TWO_TOOLS), tools=_TOOLS, tool_choice="none")
+
+        assert [] == result["tool_calls"]
+        assert "Scripted answer: Add things then report" == result["content"]
+
+    async def test_error_result_is_quoted(self, provider: ScriptedLLMProvider) -> None:
+        """A failed tool result is quoted by its error."""
+        failed = {"role": "tool", "tool_call_id": "call_0", "content": '{"error": "boom"}'}
+        messages = [*_mission("tool:calculator {}"), failed]
+
+        result = await provider.complete(messages, tools=_TOOLS)
+
+        assert "Completed 1 tool call(s). Last result: error: boom" == result["content"]
+
+    async def test_raw_result_is_truncated(self, provider: ScriptedLLMProvider) -> None:
+        """A non-JSON tool result is quoted raw, cut to 200 characters."""
+        raw = {"role": "tool", "tool_call_id": "call_0", "content": "x" * 500}
+        messages = [*_mission("tool:calculator {}"), raw]
+
+        result = await provider.complete(messages, tools=_TOOLS)
+
+        content = result["content"]
+        assert content is not None
+        assert "x" * 197 + "..." == content.split("Last result: ", 1)[1]
+
+
+class TestDirectiveErrors:
+    @pytest.mark.parametrize(
+        ("line", "reason"),
+        [
+            ("tool:calculator {not json", "not JSON"),
+            ('tool:calculator ["a"]', "must be a JSON object"),
+            ("tool:", "names no tool"),
+        ],
+    )
+    async def test_bad_tool_line_fails_naming_line(
+        self, provider: ScriptedLLMProvider, line: str, reason: str
+    ) -> None:
+        """A malformed ``tool:`` line fails the call with its line number and the reason."""
+        result = await provider.complete(_mission(f"first line\n{line}"), tools=_TOOLS)
+
+        assert False is result["success"]
+        assert "ScriptedDirectiveError" == result["error_type"]
+        assert "line 2" in result["error"]
+        assert reason in result["error"]
+
+    async def test_bad_tool_line_raises_in_stream(self, provider: ScriptedLLMProvider) -> None:
+        """Streaming a malformed script raises, as streams do."""
+        with pytest.raises(ScriptedDirectiveError, match="line 1"):
+            async for _ in provider.stream(_mission("tool:calculator 42")):
+                pass
+
+
+class TestJsonMode:
+    async def test_tool_call_action(self, provider: ScriptedLLMProvider) -> None:
+        """Without tools the next tool directive comes back as a JSON tool_call action."""
+        result = await provider.complete(_mission(_TWO_TOOLS))
+
+        expected = {"action": "tool_call", "tool": "calculator", "args": {"expression": "2+2"}}
+        assert expected == json.loads(result["content"] or "")
+        assert [] == result["tool_calls"]
+
+    async def test_observation_finishes_the_step(self, provider: ScriptedLLMProvider) -> None:
+        """After an observation the step is finished with a summary of the result."""
+        messages = [*_mission(_TWO_TOOLS), _observation({"success": True, "output": 4})]
+
+        result = await provider.complete(messages)
+
+        expected = {"action": "finish", "answer": "Step complete. Result: 4"}
+        assert expected == json.loads(result["content"] or "")
+
+    async def test_next_step_calls_next_tool(self, provider: ScriptedLLMProvider) -> None:
+        """A new step message after an observation moves on to the next tool."""
+        messages = [
+            *_mission(_TWO_TOOLS),
+            _observation({"success": True, "output": 4}),
+            {"role": "assistant", "content": '{"action": "finish", "answer": "ok"}'},
+            {"role": "user", "content": "Step 2/3: Call tool list_dir with {}"},
+        ]
+
+        result = await provider.complete(messages)
+
+        expected = {"action": "tool_call", "tool": "list_dir", "args": {}}
+        assert expected == json.loads(result["content"] or "")
+
+    async def test_final_step_finishes_mission(self, provider: ScriptedLLMProvider) -> None:
+        """With every tool used, the last step finishes with the final answer."""
+        messages = [
+            *_mission("tool:calculator {}"),
+            _observation({"success": True, "output": 7}),
+            {"role": "user", "content": f"Step 2/2: {FINAL_STEP_DESCRIPTION}"},
+        ]
+
+        result = await provider.complete(messages)
+
+        expected = {"action": "finish", "answer": "Completed 1 tool call(s). Last result: 7"}
+        assert expected == json.loads(result["content"] or "")
+
+    async def test_llm_error_fails(self, provider: ScriptedLLMProvider) -> None:
+        """``llm:error`` fails the JSON flow too."""
+        result = await provider.complete(_mission("llm:error"))
+
+        assert "ScriptedLLMError" == result["error_type"]
+
+
+class TestGenerate:
+    async def test_plan_has_one_step_per_tool(self, provider: ScriptedLLMProvider) -> None:
+        """The plan lists each tool directive in order, then the final step."""
+        result = await provider.generate(PLAN_PROMPT + MISSION_PREFIX + _TWO_TOOLS)
+
+        expected = [
+            'Call tool calculator with {"expression": "2+2"}',
+            "Call tool list_dir with {}",
+            FINAL_STEP_DESCRIPTION,
+        ]
+        assert expected == json.loads(result["content"] or "")["steps"]
+        assert "tool_calls" not in result
+
+    async def test_plan_without_tools(self, provider: ScriptedLLMProvider) -> None:
+        """A mission without tool directives is a one-step plan."""
+        result = await provider.generate("Mission:\njust answer")
+
+        assert {"steps": [FINAL_STEP_DESCRIPTION]} == json.loads(result["content"] or "")
+
+    async def test_leading_llm_error_fails(self, provider: ScriptedLLMProvider) -> None:
+        """Planning fails when the script starts with ``llm:error``."""
+        result = await provider.generate("llm:error\ntool:calculator {}")
+
+        assert "ScriptedLLMError" == result["error_type"]
+
+    async def test_later_llm_error_still_plans(self, provider: ScriptedLLMProvider) -> None:
+        """An ``llm:error`` after a tool does not affect planning."""
+        result = await provider.generate("tool:calculator {}\nllm:error")
+
+        assert True is result["success"]
+
+    async def test_bad_directive_fails(self, provider: ScriptedLLMProvider) -> None:
+        """A malformed directive fails the plan with its line number."""
+        result = await provider.generate("ok\nok\ntool:x [1]")
+
+        assert "ScriptedDirectiveError" == result["error_type"]
+        assert "line 3" in result["error"]
+
+
+class TestUsageAndModel:
+    async def test_usage_counts_messages_and_tools(self, provider: ScriptedLLMProvider) -> None:
+        """Prompt tokens count message text plus tool schemas, completion the tool call JSON."""
+        messages = _mission("tool:calculator {}")
+
+        result = await provider.complete(messages, tools=_TOOLS)
+
+        sent = sum(len(m["content"]) for m in messages) + len(json.dumps(_TOOLS))
+        answer = len(json.dumps(result["tool_calls"]))
+        expected = {
+            "prompt_tokens": _tokens(sent),
+            "completion_tokens": _tokens(answer),
+            "total_tokens": _tokens(sent) + _tokens(answer),
+        }
+        assert expected == result["usage"]
+
+    async def test_usage_of_text_answer(self, provider: ScriptedLLMProvider) -> None:
+        """Completion tokens of a text answer are estimated from its length."""
+        result = await provider.complete(_mission("hi"))
+
+        assert _tokens(len(result["content"] or "")) == result["usage"]["completion_tokens"]
+
+    async def test_usage_is_at_least_one(self, provider: ScriptedLLMProvider) -> None:
+        """An empty prompt still counts one token each way."""
+        result = await provider.complete([], tools=None)
+
+        assert 1 == result["usage"]["prompt_tokens"]
+
+    async def test_model_defaults_and_overrides(self) -> None:
+        """``model`` is the call's model when given, else the provider's."""
+        provider = ScriptedLLMProvider(model="demo-7")
+
+        default = await provider.complete(_mission("hi"))
+        asked = await provider.generate("hi", model="other")
+
+        assert ("demo-7", "other") == (default["model"], asked["model"])
+
+
+class TestLatency:
+    async def test_each_call_waits(self) -> None:
+        """With latency_ms every call takes at least that long."""
+        provider = ScriptedLLMProvider(latency_ms=60)
+
+        start = time.perf_counter()
+        await provider.complete(_mission("hi"))
+        await provider.generate("hi")
+        elapsed = time.perf_counter() - start
+
+        assert elapsed >= 0.12
+
+    async def test_stream_waits_before_first_chunk(self) -> None:
+        """The stream's latency comes before its first chunk."""
+        provider = ScriptedLLMProvider(latency_ms=60)
+        stream = provider.stream(_mission("hi"))
+
+        start = time.perf_counter()
+        async with contextlib.aclosing(stream):
+            await anext(stream)
+        assert time.perf_counter() - start >= 0.06
+
+    async def test_fifty_concurrent_missions(self) -> None:
+        """One instance answers 50 concurrent conversations, each by its own script."""
+        provider = ScriptedLLMProvider(latency_ms=50)
+        missions = [_mission(f'tool:calculator {{"expression": "{i}+1"}}') for i in range(50)]
+
+        start = time.perf_counter()
+        results = await asyncio.gather(*(provider.complete(m, tools=_TOOLS) for m in missions))
+        elapsed = time.perf_counter() - start
+
+        expected = [{"expression": f"{i}+1"} for i in range(50)]
+        assert expected == [r["tool_calls"][0]["arguments"] for r in results]
+        assert elapsed < 1.0  # sequential would take 2.5 s
+
+
+class TestStream:
+    async def test_words_then_done(self, provider: ScriptedLLMProvider) -> None:
+        """The answer streams word by word; the last chunk carries usage and model."""
+        messages = _mission("Say hello")
+
+        chunks = [chunk async for chunk in provider.stream(messages, model="m-1")]
+
+        assert ["Scripted ", "answer: ", "Say ", "hello"] == [c["content"] for c in chunks[:-1]]
+        text = "Scripted answer: Say hello"
+        sent = sum(len(m["content"]) for m in messages)
+        expected_usage = {
+            "prompt_tokens": _tokens(sent),
+            "completion_tokens": _tokens(len(text)),
+            "total_tokens": _tokens(sent) + _tokens(len(text)),
+        }
+        assert {"done": True, "usage": expected_usage, "model": "m-1"} == chunks[-1]
+
+    async def test_next_tool_is_announced(self, provider: ScriptedLLMProvider) -> None:
+        """When a tool is next, the streamed text names it and its arguments."""
+        chunks = [c async for c in provider.stream(_mission('tool:calculator {"a": 1}'))]
+
+        text = "".join(c.get("content", "") for c in chunks)
+        assert 'I would call tool calculator with {"a": 1}.' == text
+
+    async def test_llm_error_raises(self, provider: ScriptedLLMProvider) -> None:
+        """``llm:error`` raises an LLMProviderError from the iterator."""
+        stream = provider.stream(_mission("llm:error"))
+
+        with pytest.raises(LLMProviderError, match="scripted llm:error directive") as info:
+            await anext(stream)
+        assert isinstance(info.value, ScriptedLLMError)
+
+    async def test_early_close(self, provider: ScriptedLLMProvider) -> None:
+        """A caller may close the stream after the first chunk; it then ends."""
+        stream = provider.stream(_mission("one two three four"))
+
+        first = await anext(stream)
+        await stream.aclose()
+
+        assert {"content": "Scripted "} == first
+        with pytest.raises(StopAsyncIteration):
+            await anext(stream)

@@ -1,0 +1,239 @@
+"""A fake OpenAI-compatible chat completions server, answering by the scripted provider's rules.
+
+Usage::
+
+    fake = FakeOpenAIServer()
+    with fake.serve() as base_url:          # real uvicorn on 127.0.0.1, port 0
+        provider = OpenAICompatibleProvider("gpt-test", base_url, api_key="sk-test")
+        ...
+    fake.requests[0].headers["authorization"]  # "Bearer sk-test"
+
+``POST /v1/chat/completions`` answers like :class:`ScriptedLLMProvider` would
+(the mission directives ``tool:NAME {json}`` and ``llm:error`` in the first user
+message), translated to the OpenAI wire format:
+
+- with ``tools``: native ``tool_calls`` (arguments as JSON strings,
+  ``finish_reason: "tool_calls"``);
+- a user message containing the plan prompt: the scripted ``generate`` plan;
+- otherwise: the legacy JSON actions of the scripted ``complete``;
+- ``stream: true``: Server-Sent Events (``data: {chunk}`` lines, then
+  ``data: [DONE]``); with ``stream_options.include_usage`` the last chunk
+  before ``[DONE]`` carries ``usage`` and no choices.
+
+A scripted failure (``llm:error``, a malformed ``tool:`` line) is answered with
+HTTP 400 and an OpenAI error body, which the SDK does not retry.
+
+Knobs, settable from the test thread while the server runs:
+
+- ``fail_next(n, status=500, retry_after=None)``: the next ``n`` requests get
+  that HTTP status with an OpenAI error body (``Retry-After`` when given);
+- ``respond_next(payload, status=200)``: the next request gets this raw JSON
+  (e.g. a tool call whose ``arguments`` are not JSON);
+- ``delay_seconds``: every request waits this long first (timeouts);
+- ``reported_model``: the model the responses claim (default: the one asked for);
+- ``requests``: every :class:`RecordedRequest` received, oldest first;
+- ``reset()``: back to a fresh state (for a server shared between tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from taskforce.core.domain.prompts import PLAN_PROMPT
+from taskforce.errors import LLMProviderError
+from taskforce.infrastructure.llm import ScriptedLLMProvider
+from tests.support.live_server import serve
+
+__all__ = ["FakeOpenAIServer", "RecordedRequest"]
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request the fake received: lower-cased headers and the decoded JSON body."""
+
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass(frozen=True)
+class _Canned:
+    status: int
+    payload: Any
+    headers: dict[str, str]
+
+
+def _error_body(message: str, error_type: str, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+
+
+class FakeOpenAIServer:
+    """An OpenAI-compatible ASGI app (``.app``) plus the knobs and records described above."""
+
+    def __init__(self, *, reported_model: str | None = None, latency_ms: float = 0.0) -> None:
+        self.reported_model = reported_model
+        self.delay_seconds = 0.0
+        self.requests: list[RecordedRequest] = []
+        self._scripted = ScriptedLLMProvider(latency_ms=latency_ms)
+        self._lock = threading.Lock()
+        self._canned: deque[_Canned] = deque()
+        self._ids = itertools.count(1)
+        self.app = Starlette(
+            routes=[Route("/v1/chat/completions", self._chat_completions, methods=["POST"])]
+        )
+
+    @contextlib.contextmanager
+    def serve(self) -> Iterator[str]:
+        """Serve the app on 127.0.0.1; yield the base URL for the SDK (ending in ``/v1``)."""
+        with serve(self.app) as server:
+            yield f"{server.url}/v1"
+
+    def reset(self) -> None:
+        """Forget recorded requests and pending canned answers; restore the defaults."""
+        with self._lock:
+            self._canned.clear()
+        self.requests.clear()
+        self.delay_seconds = 0.0
+        self.reported_model = None
+
+    def fail_next(self, n: int, status: int = 500, *, retry_after: float | None = None) -> None:
+        """Answer the next ``n`` requests with HTTP ``status`` and an OpenAI error body."""
+        headers = {"retry-after": f"{retry_after:g}"} if retry_after is not None else {}
+        body = _error_body(f"injected failure {status}", "server_error", str(status))
+        with self._lock:
+            self._canned.extend(_Canned(status, body, headers) for _ in range(n))
+
+    def respond_next(self, payload: Any, status: int = 200) -> None:
+        """Answer the next request with this JSON payload as is."""
+        with self._lock:
+            self._canned.append(_Canned(status, payload, {}))
+
+    def _pop_canned(self) -> _Canned | None:
+        with self._lock:
+            return self._canned.popleft() if self._canned else None
+
+    async def _chat_completions(self, request: Request) -> Response:
+        raw = await request.body()
+        try:
+            body = json.loads(raw)
+        except json.JSONDecodeError:
+            body = raw.decode(errors="replace")
+        self.requests.append(RecordedRequest(request.url.path, dict(request.headers), body))
+        if self.delay_seconds > 0:
+            await asyncio.sleep(self.delay_seconds)
+        canned = self._pop_canned()
+        if canned is not None:
+            return JSONResponse(canned.payload, canned.status, headers=canned.headers)
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            return JSONResponse(_error_body("body needs 'messages'", "invalid_request_error"), 400)
+        model = str(body.get("model") or "")
+        if body.get("stream"):
+            return await self._stream(body, model)
+        return await self._complete(body, model)
+
+    async def _complete(self, body: dict[str, Any], model: str) -> Response:
+        messages = body["messages"]
+        tools = body.get("tools")
+        plan_prompt = _plan_prompt(messages)
+        if tools:
+            result = await self._scripted.complete(
+                messages, model=model, tools=tools, tool_choice=body.get("tool_choice")
+            )
+        elif plan_prompt is not None:
+            result = await self._scripted.generate(plan_prompt, model=model)
+        else:
+            result = await self._scripted.complete(messages, model=model)
+        if not result["success"]:
+            return JSONResponse(_error_body(result["error"], result["error_type"]), 400)
+        tool_calls = [
+            {
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])},
+            }
+            for call in result.get("tool_calls", [])
+        ]
+        message: dict[str, Any] = {"role": "assistant", "content": result["content"]}
+        if tool_calls:
+            message["tool_calls"] = tool_calls
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-fake-{next(self._ids)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": self.reported_model or model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": message,
+                        "finish_reason": "tool_calls" if tool_calls else "stop",
+                        "logprobs": None,
+                    }
+                ],
+                "usage": result["usage"],
+            }
+        )
+
+    async def _stream(self, body: dict[str, Any], model: str) -> Response:
+        try:
+            stream = self._scripted.stream(body["messages"], model=model)
+            async with contextlib.aclosing(stream) as scripted_chunks:
+                chunks = [chunk async for chunk in scripted_chunks]
+        except LLMProviderError as exc:
+            return JSONResponse(_error_body(str(exc), type(exc).__name__), 400)
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        reported = self.reported_model or model
+        completion_id = f"chatcmpl-fake-{next(self._ids)}"
+        created = int(time.time())
+
+        def frame(choices: list[dict[str, Any]], usage: Any = None) -> str:
+            chunk = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": reported,
+                "choices": choices,
+            }
+            if usage is not None:
+                chunk["usage"] = usage
+            return f"data: {json.dumps(chunk)}\n\n"
+
+        async def events() -> AsyncIterator[str]:
+            first = {"role": "assistant", "content": ""}
+            yield frame([{"index": 0, "delta": first, "finish_reason": None}])
+            for chunk in chunks:
+                if "content" in chunk:
+                    delta = {"content": chunk["content"]}
+                    yield frame([{"index": 0, "delta": delta, "finish_reason": None}])
+            yield frame([{"index": 0, "delta": {}, "finish_reason": "stop"}])
+            if include_usage:
+                yield frame([], usage=chunks[-1].get("usage"))
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def _plan_prompt(messages: list[Any]) -> str | None:
+    """Return the user message holding the plan prompt, if the request is a planning call."""
+    marker = PLAN_PROMPT.strip()
+    for message in messages:
+        if not isinstance(message, dict) or message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str) and marker in content:
+            return content
+    return None
