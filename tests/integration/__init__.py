@@ -1,0 +1,1 @@
+"""Tests that run the real Prometheus binaries, or check the files operators deploy with them."""
