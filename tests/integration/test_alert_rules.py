@@ -1,4 +1,4 @@
-"""deploy/prometheus stays deployable: promtool accepts the config and rules, and the rule tests pass."""
+"""deploy/prometheus stays deployable: promtool accepts config and rules, rule tests pass."""
 
 from __future__ import annotations
 
