@@ -1,0 +1,263 @@
+"""Proxies for LLM providers: requests, latency, tokens, context pack size, time to first token.
+
+Two classes, so that ``hasattr(proxy, "stream")`` answers like the provider
+does (callers pick streaming that way): :func:`observe_llm_provider` picks one.
+
+What is recorded per call:
+
+- ``complete``/``generate``: an ``error`` when the call raises (re-raised
+  unchanged) or returns ``success: false``, else ``success``; the latency;
+  tokens from ``usage``; the size of what was sent (messages and estimated
+  tokens, chars / 4; ``generate`` sends one message: prompt plus context).
+  A cancelled call records nothing: it has no outcome, and the mission that
+  was cancelled is counted ``cancelled``.
+- ``stream``: the time to the first chunk when it arrives, and once, when the
+  stream ends however it ends: ``error`` if the provider raised, else
+  ``success`` (exhausted, or abandoned by its consumer through ``aclose()`` or
+  cancellation: that is the caller's decision, not a provider failure), the
+  latency up to that point, tokens from the last chunk's ``usage``.
+
+The ``model`` label is the model the provider reports in its result, else the
+``model`` argument, else the provider's ``model`` attribute, else ``unknown``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from time import perf_counter
+from typing import Any, TypeVar, cast
+
+from taskforce.core.interfaces.llm import (
+    LLMProviderProtocol,
+    LLMResult,
+    StreamChunk,
+    StreamingLLMProviderProtocol,
+)
+from taskforce.observability._context import current_agent_type
+from taskforce.observability._metricset import MetricSet
+from taskforce.observability._proxy_base import ObservingProxy, aclose_iterator, report_fault
+
+__all__ = ["LLMProviderProxy", "StreamingLLMProviderProxy", "observe_llm_provider"]
+
+_ProviderT = TypeVar("_ProviderT", bound=LLMProviderProtocol)
+_StreamingT = TypeVar("_StreamingT", bound=StreamingLLMProviderProtocol)
+
+_UNKNOWN_MODEL = "unknown"
+# Positional index of ``model`` in each protocol method (after self).
+_MODEL_ARG = {"complete": 1, "generate": 2, "stream": 1}
+
+
+def _estimated_tokens(chars: int) -> int:
+    return (chars + 3) // 4
+
+
+def _chat_pack(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[int, int]:
+    messages = args[0] if args else kwargs["messages"]
+    chars = 0
+    for message in messages:
+        content = message.get("content")
+        if content:
+            chars += len(content)
+    return len(messages), _estimated_tokens(chars)
+
+
+def _prompt_pack(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[int, int]:
+    prompt = args[0] if args else kwargs["prompt"]
+    context = args[1] if len(args) > 1 else kwargs.get("context")
+    # str() of the mapping is a cheap stand-in for however the provider renders it.
+    chars = len(prompt) + (len(str(context)) if context else 0)
+    return 1, _estimated_tokens(chars)
+
+
+class LLMProviderProxy(ObservingProxy[_ProviderT]):
+    """An LLM provider whose ``complete`` and ``generate`` calls are observed."""
+
+    async def complete(self, *args: Any, **kwargs: Any) -> LLMResult:
+        """Call the wrapped ``complete`` and record the request.
+
+        Args:
+            *args: Passed unchanged (``messages``, ``model``, ``tools``, ...).
+            **kwargs: Passed unchanged.
+
+        Returns:
+            Exactly what the wrapped provider returned.
+
+        Raises:
+            Exception: Exactly what the wrapped provider raised (the same object).
+        """
+        started = perf_counter()
+        try:
+            result = await self.__wrapped__.complete(*args, **kwargs)
+        except Exception:
+            self._self_record("complete", started, None, args, kwargs)
+            raise
+        self._self_record("complete", started, result, args, kwargs)
+        return result
+
+    async def generate(self, *args: Any, **kwargs: Any) -> LLMResult:
+        """Call the wrapped ``generate`` and record the request.
+
+        Args:
+            *args: Passed unchanged (``prompt``, ``context``, ``model``).
+            **kwargs: Passed unchanged.
+
+        Returns:
+            Exactly what the wrapped provider returned.
+
+        Raises:
+            Exception: Exactly what the wrapped provider raised (the same object).
+        """
+        started = perf_counter()
+        try:
+            result = await self.__wrapped__.generate(*args, **kwargs)
+        except Exception:
+            self._self_record("generate", started, None, args, kwargs)
+            raise
+        self._self_record("generate", started, result, args, kwargs)
+        return result
+
+    def _self_model(self, reported: Any, operation: str, args: tuple[Any, ...], kwargs: Any) -> str:
+        if reported:
+            return str(reported)
+        index = _MODEL_ARG[operation]
+        requested = args[index] if len(args) > index else kwargs.get("model")
+        if requested:
+            return str(requested)
+        default = getattr(self.__wrapped__, "model", None)
+        return str(default) if default else _UNKNOWN_MODEL
+
+    def _self_record(
+        self,
+        operation: str,
+        started: float,
+        result: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        duration = perf_counter() - started
+        metrics = self._self_metrics
+        agent_type = current_agent_type()
+        try:
+            if result is None:
+                status, usage, reported = "error", None, None
+            else:
+                status = "success" if result.get("success", True) else "error"
+                usage, reported = result.get("usage"), result.get("model")
+            model = self._self_model(reported, operation, args, kwargs)
+            metrics.record_llm_request(
+                model, agent_type, operation, status, duration if duration > 0.0 else 0.0
+            )
+            if usage:
+                metrics.record_llm_tokens(
+                    model,
+                    agent_type,
+                    usage.get("prompt_tokens") or 0,
+                    usage.get("completion_tokens") or 0,
+                )
+        except Exception as exc:
+            report_fault(metrics, type(self).__name__, f"llm.{operation}", exc)
+        self._self_record_pack(operation, agent_type, args, kwargs)
+
+    def _self_record_pack(
+        self, operation: str, agent_type: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        try:
+            pack = _prompt_pack if operation == "generate" else _chat_pack
+            messages, tokens = pack(args, kwargs)
+            self._self_metrics.record_context_pack(agent_type, messages, tokens)
+        except Exception as exc:
+            report_fault(self._self_metrics, type(self).__name__, "llm.context_pack", exc)
+
+
+class StreamingLLMProviderProxy(LLMProviderProxy[_StreamingT]):
+    """An LLM provider with ``stream``, whose streams are observed as well."""
+
+    async def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[StreamChunk]:
+        """Iterate the wrapped ``stream``, recording the request once however it ends.
+
+        The inner stream is closed as soon as this one is, as ``contextlib.aclosing``
+        would (see :func:`aclose_iterator`).
+
+        Args:
+            *args: Passed unchanged (``messages``, ``model``).
+            **kwargs: Passed unchanged.
+
+        Yields:
+            Exactly the chunks of the wrapped stream.
+
+        Raises:
+            Exception: Exactly what the wrapped stream raised (the same object).
+        """
+        started = perf_counter()
+        last: Any = None
+        is_first = True
+        status = "success"
+        try:
+            chunks = self.__wrapped__.stream(*args, **kwargs)
+            try:
+                async for chunk in chunks:
+                    if is_first:
+                        is_first = False
+                        self._self_record_first(started, chunk, args, kwargs)
+                    last = chunk
+                    yield chunk
+            finally:
+                await aclose_iterator(chunks)
+        except Exception:
+            status = "error"
+            raise
+        finally:
+            self._self_record_stream(started, status, last, args, kwargs)
+
+    def _self_record_first(
+        self, started: float, chunk: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        elapsed = perf_counter() - started
+        try:
+            model = self._self_model(chunk.get("model"), "stream", args, kwargs)
+            self._self_metrics.record_time_to_first_token(
+                model, current_agent_type(), elapsed if elapsed > 0.0 else 0.0
+            )
+        except Exception as exc:
+            report_fault(self._self_metrics, "StreamingLLMProviderProxy", "llm.ttft", exc)
+
+    def _self_record_stream(
+        self, started: float, status: str, last: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        duration = perf_counter() - started
+        metrics = self._self_metrics
+        agent_type = current_agent_type()
+        try:
+            usage = last.get("usage") if last is not None else None
+            reported = last.get("model") if last is not None else None
+            model = self._self_model(reported, "stream", args, kwargs)
+            metrics.record_llm_request(
+                model, agent_type, "stream", status, duration if duration > 0.0 else 0.0
+            )
+            if usage:
+                metrics.record_llm_tokens(
+                    model,
+                    agent_type,
+                    usage.get("prompt_tokens") or 0,
+                    usage.get("completion_tokens") or 0,
+                )
+        except Exception as exc:
+            report_fault(metrics, "StreamingLLMProviderProxy", "llm.stream", exc)
+        self._self_record_pack("stream", agent_type, args, kwargs)
+
+
+def observe_llm_provider(provider: _ProviderT, metrics: MetricSet) -> LLMProviderProxy[_ProviderT]:
+    """Wrap a provider in the proxy class that matches its abilities.
+
+    Args:
+        provider: The plain provider.
+        metrics: The container's metric set.
+
+    Returns:
+        A :class:`StreamingLLMProviderProxy` if the provider has ``stream``,
+        else an :class:`LLMProviderProxy` (on which ``hasattr(p, "stream")`` is false).
+    """
+    if hasattr(provider, "stream"):
+        streaming = cast(StreamingLLMProviderProtocol, provider)
+        return cast(LLMProviderProxy[_ProviderT], StreamingLLMProviderProxy(streaming, metrics))
+    return LLMProviderProxy(provider, metrics)

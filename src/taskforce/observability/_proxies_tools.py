@@ -1,0 +1,183 @@
+"""Proxies for tools and the tool registry: every tool handed out is an observed tool.
+
+``ToolRegistryProxy`` hands out ``ToolProxy`` objects from ``get`` and
+``list_tools``, so a tool registered after the container was built (a user's
+own tool) is observed like the built-in ones without any code of its own.
+
+Outcomes of ``ToolProxy.execute`` (``taskforce_tool_calls_total`` and friends):
+
+- returns ``success`` true: ``success``;
+- returns ``success: false``: ``error``, ``error_type="tool_error"``;
+- raises an ``Exception``: ``error``, ``error_type`` = its class name, except
+  ``TimeoutError`` and ``ToolTimeoutError``, which are ``timeout``;
+- cancelled with ``TOOL_TIMEOUT_CANCEL_MESSAGE`` (how the agents enforce the
+  tool time limit): ``error``, ``error_type="timeout"``;
+- any other cancellation (the mission was cancelled): nothing is recorded.
+  The call has no outcome of its own, and counting it as a tool error would
+  let client disconnects raise the tool failure rate; the mission is counted
+  ``cancelled`` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from time import perf_counter
+from typing import Any, TypeVar, cast
+
+from taskforce.core.interfaces.tools import (
+    TOOL_TIMEOUT_CANCEL_MESSAGE,
+    ToolProtocol,
+    ToolRegistryProtocol,
+    ToolResult,
+)
+from taskforce.observability._context import current_agent_type
+from taskforce.observability._metricset import MetricSet
+from taskforce.observability._proxy_base import ObservingProxy, report_fault
+
+__all__ = ["ToolProxy", "ToolRegistryProxy"]
+
+_ToolT = TypeVar("_ToolT", bound=ToolProtocol)
+_RegistryT = TypeVar("_RegistryT", bound=ToolRegistryProtocol)
+
+_STAGE = "tool.execute"
+_TIMEOUT = "timeout"
+_TOOL_ERROR = "tool_error"
+# taskforce.errors.ToolTimeoutError is not a TimeoutError subclass, and this
+# layer may import only core.interfaces, so it is recognised by name.
+_TIMEOUT_CLASS_NAMES = frozenset({"ToolTimeoutError"})
+# Bounds the proxy cache of a registry whose get() builds a new tool each time.
+_MAX_CACHED_TOOLS = 1024
+
+
+def _error_type(exc: Exception) -> str:
+    if isinstance(exc, TimeoutError):
+        return _TIMEOUT
+    name = type(exc).__name__
+    return _TIMEOUT if name in _TIMEOUT_CLASS_NAMES else name
+
+
+class ToolProxy(ObservingProxy[_ToolT]):
+    """A tool whose ``execute`` calls are counted and timed.
+
+    Everything else (``name``, ``description``, ``parameters_schema``, ...)
+    is the wrapped tool's own.
+    """
+
+    async def execute(self, **params: Any) -> ToolResult:
+        """Run the wrapped tool's ``execute`` and record the call's outcome.
+
+        Args:
+            **params: Passed to the wrapped tool unchanged.
+
+        Returns:
+            Exactly what the wrapped tool returned.
+
+        Raises:
+            Exception: Exactly what the wrapped tool raised (the same object).
+            asyncio.CancelledError: When the call is cancelled.
+        """
+        started = perf_counter()
+        try:
+            result = await self.__wrapped__.execute(**params)
+        except asyncio.CancelledError as exc:
+            if exc.args and exc.args[0] == TOOL_TIMEOUT_CANCEL_MESSAGE:
+                self._self_record(started, "error", _TIMEOUT)
+            raise
+        except Exception as exc:
+            self._self_record(started, "error", _error_type(exc))
+            raise
+        try:
+            is_success = bool(result["success"])
+        except Exception as exc:
+            # Not a ToolResult: the tool broke its contract, not the call.
+            report_fault(self._self_metrics, "ToolProxy", _STAGE, exc)
+            is_success = True
+        if is_success:
+            self._self_record(started, "success", None)
+        else:
+            self._self_record(started, "error", _TOOL_ERROR)
+        return result
+
+    def _self_record(self, started: float, status: str, error_type: str | None) -> None:
+        duration = perf_counter() - started
+        try:
+            self._self_metrics.record_tool_call(
+                self.__wrapped__.name,
+                current_agent_type(),
+                status,
+                duration if duration > 0.0 else 0.0,
+                error_type,
+            )
+        except Exception as exc:
+            report_fault(self._self_metrics, "ToolProxy", _STAGE, exc)
+
+
+class ToolRegistryProxy(ObservingProxy[_RegistryT]):
+    """A tool registry that hands out :class:`ToolProxy` objects.
+
+    One proxy is cached per tool object, so repeated ``get`` calls allocate
+    nothing. ``register`` stores the plain tool: given a ``ToolProxy`` it
+    registers the tool inside, so the registry never holds a proxy bound to
+    another container's metrics, and tools are observed exactly once, here.
+    """
+
+    def __init__(self, wrapped: _RegistryT, metrics: MetricSet) -> None:
+        """Wrap a registry so every tool it hands out is observed.
+
+        Args:
+            wrapped: The plain registry.
+            metrics: The container's metric set.
+        """
+        super().__init__(wrapped, metrics)
+        # id(tool) -> (tool, proxy); holding the tool keeps its id from being reused.
+        self._self_tools: dict[int, tuple[ToolProtocol, ToolProxy[Any]]] = {}
+
+    def register(self, tool: ToolProtocol) -> None:
+        """Register a tool with the wrapped registry (the plain tool, see the class doc).
+
+        Args:
+            tool: A tool, plain or already observed.
+
+        Raises:
+            ValueError: A tool of that name is already registered.
+        """
+        if isinstance(tool, ObservingProxy):
+            tool = tool.__wrapped__
+        self.__wrapped__.register(tool)
+
+    def get(self, name: str) -> ToolProtocol:
+        """Return the observed tool registered under ``name``.
+
+        Args:
+            name: The tool's name.
+
+        Returns:
+            A :class:`ToolProxy` around the registered tool.
+
+        Raises:
+            taskforce.errors.ToolNotFoundError: No tool of that name is registered.
+        """
+        return self._self_observed(self.__wrapped__.get(name))
+
+    def list_tools(self) -> Sequence[ToolProtocol]:
+        """Return every registered tool, observed, in registration order.
+
+        Returns:
+            A list (a tuple if the wrapped registry returns one) of :class:`ToolProxy`.
+        """
+        tools = self.__wrapped__.list_tools()
+        observed = [self._self_observed(tool) for tool in tools]
+        return tuple(observed) if isinstance(tools, tuple) else observed
+
+    def _self_observed(self, tool: ToolProtocol) -> ToolProtocol:
+        if isinstance(tool, ObservingProxy):
+            return tool
+        cached = self._self_tools.get(id(tool))
+        if cached is not None:
+            return cast(ToolProtocol, cached[1])
+        proxy: ToolProxy[Any] = ToolProxy(tool, self._self_metrics)
+        if len(self._self_tools) >= _MAX_CACHED_TOOLS:
+            self._self_tools.clear()
+        self._self_tools[id(tool)] = (tool, proxy)
+        return cast(ToolProtocol, proxy)

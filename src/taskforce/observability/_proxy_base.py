@@ -1,0 +1,135 @@
+"""The base every observing proxy shares, and how a proxy reports a fault of its own.
+
+Holds process-wide state: the set of (proxy class, stage) pairs whose fault
+was already logged, so a metric update that fails on every call logs once
+and is only counted afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import structlog
+import wrapt
+
+from taskforce.observability._metricset import MetricSet
+
+__all__ = ["ObservingProxy", "aclose_iterator", "is_observing_proxy", "report_fault"]
+
+_T = TypeVar("_T")
+
+_LOGGER = structlog.get_logger("taskforce.observability")
+_LOGGED_FAULTS: set[tuple[str, str]] = set()
+
+
+def report_fault(metrics: MetricSet, proxy: str, stage: str, exc: Exception) -> None:
+    """Count a fault of the instrumentation and log it the first time it happens.
+
+    Never raises (short of ``BaseException``): a fault of the fault path is dropped.
+
+    Args:
+        metrics: Where ``taskforce_metrics_errors_total{stage}`` is counted.
+        proxy: The proxy class that hit the fault (part of the log-once key).
+        stage: The closed-set name of the step that failed, e.g. ``"tool.execute"``.
+        exc: The exception the instrumentation raised.
+    """
+    with contextlib.suppress(Exception):  # a broken MetricSet must not break the call
+        metrics.record_fault(stage)
+    key = (proxy, stage)
+    if key in _LOGGED_FAULTS:
+        return
+    # Faults happen on the event-loop thread; a race could at worst log twice.
+    _LOGGED_FAULTS.add(key)
+    with contextlib.suppress(Exception):  # logging is best effort here, like the counter
+        _LOGGER.warning(
+            "metrics.fault",
+            category="metrics",
+            proxy=proxy,
+            stage=stage,
+            error_type=type(exc).__name__,
+            error=str(exc),
+            once=True,
+        )
+
+
+async def aclose_iterator(iterator: object) -> None:
+    """Close an async iterator the way ``contextlib.aclosing`` does, if it can be closed.
+
+    ``aclosing`` fails on an async iterator without ``aclose()`` (the protocols
+    promise only ``AsyncIterator``); the plain object would have worked, so the
+    proxy must too.
+
+    Args:
+        iterator: What a wrapped ``stream``-like method returned.
+
+    Raises:
+        Exception: Whatever the iterator's ``aclose()`` raises.
+    """
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def _forget_logged_faults() -> None:
+    """Let every fault be logged again (for tests that check the log-once rule)."""
+    _LOGGED_FAULTS.clear()
+
+
+if TYPE_CHECKING:
+    # The stubs make BaseObjectProxy generic, so mypy sees ``__wrapped__: _T``;
+    # at runtime wrapt 2.1 cannot subscript it (that arrived in wrapt 2.2).
+    class _GenericProxy(wrapt.BaseObjectProxy[_T]):
+        pass
+
+else:
+
+    class _GenericProxy(wrapt.BaseObjectProxy, Generic[_T]):
+        pass
+
+
+class ObservingProxy(_GenericProxy[_T]):
+    """A ``wrapt.BaseObjectProxy`` that writes to one :class:`MetricSet`.
+
+    Subclasses define the protocol methods they observe explicitly (an
+    attribute the proxy does not define costs a failed lookup on every access)
+    and keep their state in ``_self_*`` attributes, which stay on the proxy;
+    any other assignment lands on the wrapped object.
+    """
+
+    def __init__(self, wrapped: _T, metrics: MetricSet) -> None:
+        """Wrap ``wrapped`` so its observed calls are recorded in ``metrics``.
+
+        Args:
+            wrapped: The plain object; it stays reachable as ``__wrapped__``.
+            metrics: The container's metric set.
+        """
+        super().__init__(wrapped)
+        self._self_metrics = metrics
+
+    # wrapt delegates __enter__ to the wrapped object, which returns itself:
+    # the body of the ``with`` would then use the raw, unobserved object.
+    def __enter__(self) -> Any:
+        entered = self.__wrapped__.__enter__()  # type: ignore[attr-defined]
+        return self if entered is self.__wrapped__ else entered
+
+    # Same as __enter__: hand out the proxy, not the raw object, from ``async with``.
+    async def __aenter__(self) -> Any:
+        entered = await self.__wrapped__.__aenter__()  # type: ignore[attr-defined]
+        return self if entered is self.__wrapped__ else entered
+
+
+def is_observing_proxy(obj: object) -> bool:
+    """Tell whether ``obj`` is already one of our proxies.
+
+    ``isinstance`` is right here: a proxy reports the wrapped class as its
+    ``__class__``, but ``isinstance`` also checks ``type(obj)``, which is the
+    proxy class.
+
+    Args:
+        obj: Any object.
+
+    Returns:
+        ``True`` for an :class:`ObservingProxy`, ``False`` otherwise.
+    """
+    return isinstance(obj, ObservingProxy)

@@ -1,0 +1,133 @@
+"""The weave: wrap the container's dependencies in observing proxies, and the undo path.
+
+The container calls :func:`weave` and :func:`weave_executor` once, at build
+time and only when metrics are enabled; nothing else in taskforce creates
+proxies. The proxy class is chosen by what the object can do (its protocol),
+so any object that satisfies a protocol, a user's own tool or provider
+included, is observed the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar, cast
+
+from taskforce.core.interfaces.executor import ExecutorProtocol
+from taskforce.core.interfaces.llm import LLMProviderProtocol
+from taskforce.core.interfaces.state import StateStoreProtocol
+from taskforce.core.interfaces.tools import ToolProtocol, ToolRegistryProtocol
+from taskforce.observability._metricset import MetricSet
+from taskforce.observability._proxies_executor import ExecutorProxy
+from taskforce.observability._proxies_llm import observe_llm_provider
+from taskforce.observability._proxies_state import StateStoreProxy
+from taskforce.observability._proxies_tools import ToolProxy, ToolRegistryProxy
+from taskforce.observability._proxy_base import ObservingProxy, is_observing_proxy
+
+__all__ = ["instrument", "uninstrument", "weave", "weave_executor"]
+
+_T = TypeVar("_T")
+_LLMT = TypeVar("_LLMT", bound=LLMProviderProtocol)
+_RegistryT = TypeVar("_RegistryT", bound=ToolRegistryProtocol)
+_StoreT = TypeVar("_StoreT", bound=StateStoreProtocol)
+_ExecutorT = TypeVar("_ExecutorT", bound=ExecutorProtocol)
+
+
+def _observe(obj: Any, metrics: MetricSet) -> ObservingProxy[Any]:
+    # Most specific protocol first: a registry is checked before a tool, an
+    # executor before anything else (none of these method sets overlap today).
+    if isinstance(obj, ExecutorProtocol):
+        return ExecutorProxy(obj, metrics)
+    if isinstance(obj, ToolRegistryProtocol):
+        return ToolRegistryProxy(obj, metrics)
+    if isinstance(obj, LLMProviderProtocol):
+        return observe_llm_provider(obj, metrics)
+    if isinstance(obj, StateStoreProtocol):
+        return StateStoreProxy(obj, metrics)
+    if isinstance(obj, ToolProtocol):
+        return ToolProxy(obj, metrics)
+    raise TypeError(
+        f"cannot instrument {type(obj).__qualname__!r}: it is not an executor, tool registry, "
+        "LLM provider, state store or tool"
+    )
+
+
+def instrument(obj: _T, metrics: MetricSet) -> _T:
+    """Wrap ``obj`` in the observing proxy that matches its protocol.
+
+    Args:
+        obj: An executor, tool registry, LLM provider, state store or tool.
+        metrics: The container's metric set.
+
+    Returns:
+        The proxy, typed as the object it stands for; ``obj`` itself when it
+        is already observed (no double counting).
+
+    Raises:
+        TypeError: ``obj`` satisfies none of those protocols.
+    """
+    if is_observing_proxy(obj):
+        return obj
+    return cast(_T, _observe(obj, metrics))
+
+
+def uninstrument(obj: _T) -> _T:
+    """Undo :func:`instrument`.
+
+    Args:
+        obj: An observed object, or a plain one.
+
+    Returns:
+        The plain object behind the proxy; ``obj`` itself when it is plain.
+    """
+    if isinstance(obj, ObservingProxy):
+        return cast(_T, obj.__wrapped__)
+    return obj
+
+
+def weave(
+    *,
+    llm_provider: _LLMT,
+    tool_registry: _RegistryT,
+    state_store: _StoreT,
+    metrics: MetricSet,
+) -> tuple[_LLMT, _RegistryT, _StoreT]:
+    """Wrap the dependencies the executor is built from.
+
+    Args:
+        llm_provider: The provider the agents call.
+        tool_registry: The registry the agents take tools from.
+        state_store: The store sessions are saved to.
+        metrics: The container's metric set.
+
+    Returns:
+        ``(llm_provider, tool_registry, state_store)``, each observed.
+
+    Raises:
+        TypeError: An object does not satisfy its protocol.
+    """
+    return (
+        _instrument_as(llm_provider, LLMProviderProtocol, metrics),
+        _instrument_as(tool_registry, ToolRegistryProtocol, metrics),
+        _instrument_as(state_store, StateStoreProtocol, metrics),
+    )
+
+
+def weave_executor(executor: _ExecutorT, metrics: MetricSet) -> _ExecutorT:
+    """Wrap the executor, the mission boundary (after it was built from woven parts).
+
+    Args:
+        executor: The executor.
+        metrics: The container's metric set.
+
+    Returns:
+        The observed executor.
+
+    Raises:
+        TypeError: ``executor`` does not satisfy ``ExecutorProtocol``.
+    """
+    return _instrument_as(executor, ExecutorProtocol, metrics)
+
+
+def _instrument_as(obj: _T, protocol: type[Any], metrics: MetricSet) -> _T:
+    if not isinstance(obj, protocol):
+        raise TypeError(f"{type(obj).__qualname__!r} does not satisfy {protocol.__name__}")
+    return instrument(obj, metrics)

@@ -1,0 +1,366 @@
+"""Fakes for the proxy tests: a recording MetricSet stand-in and plain protocol implementations."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from taskforce.core.interfaces import ExecutionResult, ProgressEvent, StepRecord
+from taskforce.errors import ToolNotFoundError
+from taskforce.observability._context import current_agent_type
+
+
+class RecordingMetrics:
+    """Same ``record_*`` methods as ``MetricSet``; each call is appended to ``calls``."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.in_progress: dict[str, int] = {}
+
+    def of(self, name: str) -> list[dict[str, Any]]:
+        """Return the arguments of every call of ``record_<name>``, in order."""
+        return [args for method, args in self.calls if method == name]
+
+    def record_mission_started(self, agent_type: str) -> None:
+        self.in_progress[agent_type] = self.in_progress.get(agent_type, 0) + 1
+        self.calls.append(("mission_started", {"agent_type": agent_type}))
+
+    def record_mission_finished(
+        self,
+        agent_type: str,
+        status: str,
+        duration_seconds: float,
+        steps: int | None,
+        tool_calls: int | None,
+    ) -> None:
+        self.in_progress[agent_type] = self.in_progress.get(agent_type, 0) - 1
+        self.calls.append(
+            (
+                "mission_finished",
+                {
+                    "agent_type": agent_type,
+                    "status": status,
+                    "duration_seconds": duration_seconds,
+                    "steps": steps,
+                    "tool_calls": tool_calls,
+                },
+            )
+        )
+
+    def record_tool_call(
+        self,
+        tool_name: str,
+        agent_type: str,
+        status: str,
+        duration_seconds: float,
+        error_type: str | None,
+    ) -> None:
+        self.calls.append(
+            (
+                "tool_call",
+                {
+                    "tool_name": tool_name,
+                    "agent_type": agent_type,
+                    "status": status,
+                    "duration_seconds": duration_seconds,
+                    "error_type": error_type,
+                },
+            )
+        )
+
+    def record_llm_request(
+        self, model: str, agent_type: str, operation: str, status: str, duration_seconds: float
+    ) -> None:
+        self.calls.append(
+            (
+                "llm_request",
+                {
+                    "model": model,
+                    "agent_type": agent_type,
+                    "operation": operation,
+                    "status": status,
+                    "duration_seconds": duration_seconds,
+                },
+            )
+        )
+
+    def record_llm_tokens(
+        self, model: str, agent_type: str, input_tokens: int, output_tokens: int
+    ) -> None:
+        self.calls.append(
+            (
+                "llm_tokens",
+                {
+                    "model": model,
+                    "agent_type": agent_type,
+                    "input_tokens": input_tokens,
+                    "output_tokens": output_tokens,
+                },
+            )
+        )
+
+    def record_time_to_first_token(self, model: str, agent_type: str, seconds: float) -> None:
+        self.calls.append(
+            ("time_to_first_token", {"model": model, "agent_type": agent_type, "seconds": seconds})
+        )
+
+    def record_context_pack(self, agent_type: str, messages: int, tokens: int) -> None:
+        self.calls.append(
+            ("context_pack", {"agent_type": agent_type, "messages": messages, "tokens": tokens})
+        )
+
+    def record_state_size(self, size_bytes: int) -> None:
+        self.calls.append(("state_size", {"size_bytes": size_bytes}))
+
+    def record_http_request(
+        self, method: str, route: str, status_code: int, duration_seconds: float
+    ) -> None:
+        self.calls.append(("http_request", {"method": method, "route": route}))
+
+    def record_fault(self, stage: str) -> None:
+        self.calls.append(("fault", {"stage": stage}))
+
+
+class BrokenMetrics(RecordingMetrics):
+    """Every ``record_*`` except ``record_fault`` raises, as a buggy MetricSet would."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name.startswith("record_") and name != "record_fault":
+
+            def broken(*args: Any, **kwargs: Any) -> None:
+                raise RuntimeError(f"{name} is broken")
+
+            return broken
+        return super().__getattribute__(name)
+
+
+class FakeTool:
+    """A tool whose ``execute`` runs ``behaviour(**params)`` (a coroutine function)."""
+
+    def __init__(self, name: str = "fake", behaviour: Callable[..., Any] | None = None) -> None:
+        self._name = name
+        self.behaviour = behaviour
+        self.seen_agent_types: list[str] = []
+        self.extra = "plain attribute"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def description(self) -> str:
+        return "a fake tool"
+
+    @property
+    def parameters_schema(self) -> dict[str, Any]:
+        return {"type": "object", "properties": {}}
+
+    async def execute(self, **params: Any) -> dict[str, Any]:
+        self.seen_agent_types.append(current_agent_type())
+        if self.behaviour is not None:
+            return await self.behaviour(**params)
+        return {"success": True, "output": params}
+
+
+class FakeRegistry:
+    """A minimal tool registry keyed by name."""
+
+    def __init__(self, *tools: Any) -> None:
+        self._tools: dict[str, Any] = {}
+        for tool in tools:
+            self.register(tool)
+
+    def register(self, tool: Any) -> None:
+        if tool.name in self._tools:
+            raise ValueError(f"duplicate tool {tool.name!r}")
+        self._tools[tool.name] = tool
+
+    def get(self, name: str) -> Any:
+        try:
+            return self._tools[name]
+        except KeyError:
+            raise ToolNotFoundError(name) from None
+
+    def list_tools(self) -> list[Any]:
+        return list(self._tools.values())
+
+    def openai_schemas(self) -> list[dict[str, Any]]:
+        return [{"type": "function", "function": {"name": n}} for n in self._tools]
+
+
+class FakeProvider:
+    """A non-streaming provider answering with ``answer`` (or raising ``error``)."""
+
+    model = "default-model"
+
+    def __init__(self, answer: dict[str, Any] | None = None, error: Exception | None = None):
+        self.answer = answer if answer is not None else _ok_answer()
+        self.error = error
+        self.delay = 0.0
+        self.seen_agent_types: list[str] = []
+
+    async def complete(self, messages: Any, model: str | None = None, **kwargs: Any) -> Any:
+        return await self._answer()
+
+    async def generate(self, prompt: str, context: Any = None, model: Any = None, **kw: Any) -> Any:
+        return await self._answer()
+
+    async def _answer(self) -> Any:
+        self.seen_agent_types.append(current_agent_type())
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.error is not None:
+            raise self.error
+        return self.answer
+
+
+class FakeStreamingProvider(FakeProvider):
+    """A provider that also streams ``chunks``; ``stream_error`` is raised at ``fail_after``."""
+
+    def __init__(self, chunks: list[dict[str, Any]] | None = None) -> None:
+        super().__init__()
+        self.chunks = chunks if chunks is not None else _default_chunks()
+        self.stream_error: Exception | None = None
+        self.fail_after = 0
+        self.chunk_delay = 0.0
+        self.closed = False
+        self.finished = False
+
+    async def stream(
+        self, messages: Any, model: str | None = None, **kw: Any
+    ) -> AsyncIterator[Any]:
+        self.seen_agent_types.append(current_agent_type())
+        try:
+            for index, chunk in enumerate(self.chunks):
+                if self.stream_error is not None and index == self.fail_after:
+                    raise self.stream_error
+                if self.chunk_delay:
+                    await asyncio.sleep(self.chunk_delay)
+                yield chunk
+            self.finished = True
+        except GeneratorExit:
+            self.closed = True
+            raise
+
+
+class FakeStore:
+    """An in-memory state store; ``error`` makes ``save`` raise."""
+
+    def __init__(self) -> None:
+        self.saved: dict[str, Any] = {}
+        self.error: Exception | None = None
+
+    async def save(self, session_id: str, state: dict[str, Any]) -> None:
+        if self.error is not None:
+            raise self.error
+        self.saved[session_id] = state
+
+    async def load(self, session_id: str) -> dict[str, Any] | None:
+        return self.saved.get(session_id)
+
+
+class FakeExecutor:
+    """An executor whose mission runs ``body(ids)`` and whose stream yields ``events``."""
+
+    def __init__(self, body: Callable[..., Any] | None = None) -> None:
+        self.body = body
+        self.calls: list[dict[str, Any]] = []
+        self.events: list[ProgressEvent] | None = None
+        self.stream_error: Exception | None = None
+        self.event_delay = 0.0
+        self.stream_closed = False
+        self.seen_agent_types: list[str] = []
+
+    async def execute_mission(
+        self,
+        mission: str,
+        agent_type: str = "lean",
+        session_id: str | None = None,
+        mission_id: str | None = None,
+    ) -> ExecutionResult:
+        self.calls.append(
+            {
+                "mission": mission,
+                "agent_type": agent_type,
+                "session_id": session_id,
+                "mission_id": mission_id,
+            }
+        )
+        if agent_type not in ("lean", "legacy"):
+            from taskforce.errors import MissionError
+
+            raise MissionError(f"unknown agent_type {agent_type!r}")
+        self.seen_agent_types.append(current_agent_type())
+        if self.body is not None:
+            return await self.body(session_id, mission_id, agent_type)
+        return make_result(session_id or "", mission_id or "", agent_type)
+
+    async def execute_mission_streaming(
+        self,
+        mission: str,
+        agent_type: str = "lean",
+        session_id: str | None = None,
+        mission_id: str | None = None,
+    ) -> AsyncIterator[ProgressEvent]:
+        self.calls.append({"mission": mission, "agent_type": agent_type, "session_id": session_id})
+        events = self.events
+        if events is None:
+            result = make_result(session_id or "", mission_id or "", agent_type)
+            events = [
+                ProgressEvent(kind="mission_started"),
+                ProgressEvent(kind="step_started"),
+                ProgressEvent(kind="result", result=result),
+            ]
+        try:
+            for index, event in enumerate(events):
+                self.seen_agent_types.append(current_agent_type())
+                if self.stream_error is not None and index == 1:
+                    raise self.stream_error
+                if self.event_delay:
+                    await asyncio.sleep(self.event_delay)
+                yield event
+        except GeneratorExit:
+            self.stream_closed = True
+            raise
+
+
+def make_result(
+    session_id: str, mission_id: str, agent_type: str, status: str = "completed"
+) -> ExecutionResult:
+    """An ExecutionResult with two steps and three tool calls."""
+    steps = (
+        StepRecord(index=0, description="a", status="completed", tool_calls=("x", "y")),
+        StepRecord(index=1, description="b", status="completed", tool_calls=("z",)),
+    )
+    return ExecutionResult(
+        session_id=session_id,
+        mission_id=mission_id,
+        agent_type=agent_type,  # type: ignore[arg-type]
+        status=status,  # type: ignore[arg-type]
+        final_message="done",
+        steps=steps,
+        tool_calls=3,
+    )
+
+
+def _ok_answer() -> dict[str, Any]:
+    return {
+        "success": True,
+        "content": "hi",
+        "model": "reported-model",
+        "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+    }
+
+
+def _default_chunks() -> list[dict[str, Any]]:
+    return [
+        {"content": "Hel"},
+        {"content": "lo"},
+        {
+            "content": "",
+            "done": True,
+            "model": "stream-model",
+            "usage": {"prompt_tokens": 5, "completion_tokens": 2},
+        },
+    ]

@@ -1,0 +1,72 @@
+"""StateStoreProxy: the size of saved state, recorded only after a successful save."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from taskforce.core.interfaces import StateStoreProtocol
+from taskforce.errors import StateStoreError
+from taskforce.observability import StateStoreProxy
+from taskforce.observability._proxy_base import _forget_logged_faults
+from tests.observability.proxy_fakes import FakeStore, RecordingMetrics
+
+
+@pytest.fixture(autouse=True, name="_fresh_fault_log")
+def fixture_fresh_fault_log() -> Iterator[None]:
+    """Each test sees every fault logged afresh (the log-once set is process-wide)."""
+    _forget_logged_faults()
+    yield
+    _forget_logged_faults()
+
+
+@pytest.fixture(name="metrics")
+def fixture_metrics() -> RecordingMetrics:
+    return RecordingMetrics()
+
+
+class TestStateStoreProxy:
+    def test_parity(self, metrics: RecordingMetrics) -> None:
+        """isinstance and __wrapped__ are the store's."""
+        store = FakeStore()
+        proxy = StateStoreProxy(store, metrics)
+        assert isinstance(proxy, FakeStore)
+        assert isinstance(proxy, StateStoreProtocol)
+        assert store is proxy.__wrapped__
+
+    async def test_records_utf8_json_size(self, metrics: RecordingMetrics) -> None:
+        """The size is the byte length of the UTF-8 JSON text, non-ASCII counted in bytes."""
+        state = {"b": "äöü", "a": [1, 2, {"x": None}]}
+        proxy = StateStoreProxy(FakeStore(), metrics)
+        assert await proxy.save("s", state) is None
+        expected = len(json.dumps(state, ensure_ascii=False, sort_keys=True).encode("utf-8"))
+        assert [{"size_bytes": expected}] == metrics.of("state_size")
+
+    async def test_load_passes_through(self, metrics: RecordingMetrics) -> None:
+        """load returns the store's object and records nothing."""
+        store = FakeStore()
+        proxy = StateStoreProxy(store, metrics)
+        state = {"k": 1}
+        await proxy.save("s", state)
+        assert state is await proxy.load("s")
+        assert await proxy.load("other") is None
+        assert 1 == len(metrics.calls)
+
+    async def test_failed_save_records_nothing(self, metrics: RecordingMetrics) -> None:
+        """A save that raises: the same exception object, no size recorded."""
+        store = FakeStore()
+        store.error = StateStoreError("disk full")
+        with pytest.raises(StateStoreError) as caught:
+            await StateStoreProxy(store, metrics).save("s", {"k": 1})
+        assert store.error is caught.value
+        assert [] == metrics.calls
+
+    async def test_unserialisable_state_is_a_fault(self, metrics: RecordingMetrics) -> None:
+        """State the store accepted but json cannot serialise: saved, a fault is counted."""
+        store = FakeStore()
+        state = {"when": object()}
+        await StateStoreProxy(store, metrics).save("s", state)
+        assert state is store.saved["s"]
+        assert [("fault", {"stage": "state.save"})] == metrics.calls

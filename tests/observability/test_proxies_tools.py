@@ -1,0 +1,289 @@
+"""ToolProxy and ToolRegistryProxy: parity with the plain objects, and what each call records."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import inspect
+import pickle
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from taskforce.core.interfaces import (
+    TOOL_TIMEOUT_CANCEL_MESSAGE,
+    ToolProtocol,
+    ToolRegistryProtocol,
+)
+from taskforce.errors import ToolNotFoundError, ToolTimeoutError
+from taskforce.observability import ToolProxy, ToolRegistryProxy, mission_scope
+from taskforce.observability._proxy_base import _forget_logged_faults
+from tests.observability.proxy_fakes import BrokenMetrics, FakeRegistry, FakeTool, RecordingMetrics
+
+
+@pytest.fixture(autouse=True, name="_fresh_fault_log")
+def fixture_fresh_fault_log() -> Iterator[None]:
+    """Each test sees every fault logged afresh (the log-once set is process-wide)."""
+    _forget_logged_faults()
+    yield
+    _forget_logged_faults()
+
+
+@pytest.fixture(name="metrics")
+def fixture_metrics() -> RecordingMetrics:
+    return RecordingMetrics()
+
+
+def _raising(exc: BaseException) -> Any:
+    async def behaviour(**params: Any) -> Any:
+        raise exc
+
+    return behaviour
+
+
+def _returning(result: Any) -> Any:
+    async def behaviour(**params: Any) -> Any:
+        return result
+
+    return behaviour
+
+
+class TestToolProxyParity:
+    def test_identity_and_attributes(self, metrics: RecordingMetrics) -> None:
+        """isinstance, attributes and __wrapped__ are those of the plain tool."""
+        tool = FakeTool("calc")
+        proxy = ToolProxy(tool, metrics)
+        assert isinstance(proxy, FakeTool)
+        assert isinstance(proxy, ToolProtocol)
+        assert tool is proxy.__wrapped__
+        assert ("calc", "a fake tool", "plain attribute") == (
+            proxy.name,
+            proxy.description,
+            proxy.extra,
+        )
+        assert inspect.iscoroutinefunction(proxy.execute)
+
+    async def test_same_result_object(self, metrics: RecordingMetrics) -> None:
+        """execute returns the very object the tool returned."""
+        result = {"success": True, "output": 42}
+        proxy = ToolProxy(FakeTool(behaviour=_returning(result)), metrics)
+        assert result is await proxy.execute(a=1)
+
+    async def test_arguments_pass_through(self, metrics: RecordingMetrics) -> None:
+        """Keyword arguments reach the tool unchanged."""
+        proxy = ToolProxy(FakeTool(), metrics)
+        assert {"success": True, "output": {"x": 1, "y": "two"}} == await proxy.execute(
+            x=1, y="two"
+        )
+
+    async def test_same_exception_object(self, metrics: RecordingMetrics) -> None:
+        """An exception of the tool comes out of the proxy as the same object."""
+        error = ValueError("bad")
+        proxy = ToolProxy(FakeTool(behaviour=_raising(error)), metrics)
+        with pytest.raises(ValueError) as caught:
+            await proxy.execute()
+        assert error is caught.value
+
+    def test_copy_and_pickle_refused(self, metrics: RecordingMetrics) -> None:
+        """A proxy cannot be copied or pickled (wrapt's default, kept on purpose)."""
+        proxy = ToolProxy(FakeTool(), metrics)
+        with pytest.raises(NotImplementedError):
+            copy.copy(proxy)
+        with pytest.raises(NotImplementedError):
+            pickle.dumps(proxy)
+
+    def test_assignment_writes_through(self, metrics: RecordingMetrics) -> None:
+        """Setting a plain attribute on the proxy sets it on the tool (wrapt semantics)."""
+        tool = FakeTool()
+        proxy = ToolProxy(tool, metrics)
+        proxy.extra = "changed"
+        assert "changed" == tool.extra
+
+
+class TestToolProxyRecords:
+    async def test_success(self, metrics: RecordingMetrics) -> None:
+        """A successful call is one success record with the tool's name and a duration."""
+        await ToolProxy(FakeTool("calc"), metrics).execute()
+        (call,) = metrics.of("tool_call")
+        assert ("calc", "none", "success", None) == (
+            call["tool_name"],
+            call["agent_type"],
+            call["status"],
+            call["error_type"],
+        )
+        assert call["duration_seconds"] >= 0.0
+
+    async def test_duration_covers_the_await(self, metrics: RecordingMetrics) -> None:
+        """The duration is that of the awaited call, not of creating the coroutine."""
+
+        async def slow(**params: Any) -> Any:
+            await asyncio.sleep(0.05)
+            return {"success": True}
+
+        await ToolProxy(FakeTool(behaviour=slow), metrics).execute()
+        assert metrics.of("tool_call")[0]["duration_seconds"] >= 0.045
+
+    async def test_success_false_is_tool_error(self, metrics: RecordingMetrics) -> None:
+        """A returned success: false counts as an error of type tool_error."""
+        failed = {"success": False, "error": "nope", "error_type": "refused"}
+        assert failed is await ToolProxy(FakeTool(behaviour=_returning(failed)), metrics).execute()
+        (call,) = metrics.of("tool_call")
+        assert ("error", "tool_error") == (call["status"], call["error_type"])
+
+    @pytest.mark.parametrize(
+        ("error", "expected_type"),
+        [
+            (ValueError("x"), "ValueError"),
+            (KeyError("k"), "KeyError"),
+            (TimeoutError(), "timeout"),
+            (ToolTimeoutError("calc", 1.0), "timeout"),
+        ],
+    )
+    async def test_raise_records_class_name(
+        self, metrics: RecordingMetrics, error: Exception, expected_type: str
+    ) -> None:
+        """A raised exception is an error typed by its class name; timeouts are 'timeout'."""
+        with pytest.raises(type(error)):
+            await ToolProxy(FakeTool(behaviour=_raising(error)), metrics).execute()
+        (call,) = metrics.of("tool_call")
+        assert ("error", expected_type) == (call["status"], call["error_type"])
+
+    async def test_timeout_cancellation_is_timeout(self, metrics: RecordingMetrics) -> None:
+        """A call cancelled with the tool-timeout message counts as error 'timeout'."""
+        started = asyncio.Event()
+
+        async def hang(**params: Any) -> Any:
+            started.set()
+            await asyncio.sleep(10)
+
+        task = asyncio.create_task(ToolProxy(FakeTool(behaviour=hang), metrics).execute())
+        await started.wait()
+        task.cancel(TOOL_TIMEOUT_CANCEL_MESSAGE)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        (call,) = metrics.of("tool_call")
+        assert ("error", "timeout") == (call["status"], call["error_type"])
+
+    async def test_other_cancellation_records_nothing(self, metrics: RecordingMetrics) -> None:
+        """A call cancelled for any other reason (mission cancelled) records no outcome."""
+        started = asyncio.Event()
+
+        async def hang(**params: Any) -> Any:
+            started.set()
+            await asyncio.sleep(10)
+
+        task = asyncio.create_task(ToolProxy(FakeTool(behaviour=hang), metrics).execute())
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert [] == metrics.calls
+
+    async def test_agent_type_from_the_mission(self, metrics: RecordingMetrics) -> None:
+        """Inside a mission scope the call carries the mission's agent_type."""
+        proxy = ToolProxy(FakeTool(), metrics)
+        with mission_scope("s", "m", "legacy"):
+            await proxy.execute()
+        await proxy.execute()
+        assert ["legacy", "none"] == [c["agent_type"] for c in metrics.of("tool_call")]
+
+
+class TestToolProxyFaults:
+    async def test_broken_metrics_do_not_change_the_call(self) -> None:
+        """A MetricSet that raises leaves results and exceptions as they were; faults counted."""
+        metrics = BrokenMetrics()
+        result = {"success": True}
+        error = ValueError("tool")
+        assert result is await ToolProxy(FakeTool(behaviour=_returning(result)), metrics).execute()
+        with pytest.raises(ValueError) as caught:
+            await ToolProxy(FakeTool(behaviour=_raising(error)), metrics).execute()
+        assert error is caught.value
+        assert [{"stage": "tool.execute"}] * 2 == metrics.of("fault")
+
+    async def test_fault_logged_once(self) -> None:
+        """A fault that repeats is logged once (event metrics.fault, category metrics)."""
+        proxy = ToolProxy(FakeTool(), BrokenMetrics())
+        with capture_logs() as logs:
+            for _ in range(3):
+                await proxy.execute()
+        (log,) = logs
+        assert ("metrics.fault", "metrics", "tool.execute", "RuntimeError") == (
+            log["event"],
+            log["category"],
+            log["stage"],
+            log["error_type"],
+        )
+
+    async def test_result_without_success_is_a_fault(self, metrics: RecordingMetrics) -> None:
+        """A tool returning something that is not a ToolResult: returned as is, fault counted."""
+        odd = ["not", "a", "dict"]
+        assert odd is await ToolProxy(FakeTool(behaviour=_returning(odd)), metrics).execute()
+        assert [{"stage": "tool.execute"}] == metrics.of("fault")
+        assert "success" == metrics.of("tool_call")[0]["status"]
+
+
+class TestToolRegistryProxy:
+    def test_parity(self, metrics: RecordingMetrics) -> None:
+        """isinstance and pass-through methods are the plain registry's."""
+        registry = FakeRegistry(FakeTool("a"))
+        proxy = ToolRegistryProxy(registry, metrics)
+        assert isinstance(proxy, FakeRegistry)
+        assert isinstance(proxy, ToolRegistryProtocol)
+        assert registry.openai_schemas() == proxy.openai_schemas()
+        assert registry is proxy.__wrapped__
+
+    def test_get_hands_out_one_cached_proxy_per_tool(self, metrics: RecordingMetrics) -> None:
+        """get returns a ToolProxy around the registered tool, the same one every time."""
+        tool = FakeTool("a")
+        proxy = ToolRegistryProxy(FakeRegistry(tool), metrics)
+        first = proxy.get("a")
+        assert isinstance(first, ToolProxy)
+        assert tool is first.__wrapped__
+        assert first is proxy.get("a")
+        assert first is proxy.list_tools()[0]
+
+    def test_list_tools_in_order(self, metrics: RecordingMetrics) -> None:
+        """list_tools returns proxies of every tool, in registration order."""
+        proxy = ToolRegistryProxy(FakeRegistry(FakeTool("a"), FakeTool("b")), metrics)
+        tools = proxy.list_tools()
+        assert ["a", "b"] == [t.name for t in tools]
+        assert all(isinstance(t, ToolProxy) for t in tools)
+
+    def test_unknown_tool_raises_the_same(self, metrics: RecordingMetrics) -> None:
+        """get of an unknown name raises the registry's ToolNotFoundError."""
+        with pytest.raises(ToolNotFoundError):
+            ToolRegistryProxy(FakeRegistry(), metrics).get("missing")
+
+    async def test_tool_registered_later_is_observed(self, metrics: RecordingMetrics) -> None:
+        """A tool registered through the proxy after the build is handed out observed."""
+        proxy = ToolRegistryProxy(FakeRegistry(), metrics)
+        proxy.register(FakeTool("late"))
+        await proxy.get("late").execute()
+        assert ["late"] == [c["tool_name"] for c in metrics.of("tool_call")]
+
+    def test_registering_a_proxy_registers_the_plain_tool(self, metrics: RecordingMetrics) -> None:
+        """register(ToolProxy) stores the tool inside, so nothing is counted twice."""
+        tool = FakeTool("t")
+        registry = FakeRegistry()
+        ToolRegistryProxy(registry, metrics).register(ToolProxy(tool, RecordingMetrics()))
+        assert tool is registry.get("t")
+        assert not isinstance(registry.get("t"), ToolProxy)
+
+    def test_duplicate_register_raises_the_same(self, metrics: RecordingMetrics) -> None:
+        """register keeps the registry's ValueError for a duplicate name."""
+        proxy = ToolRegistryProxy(FakeRegistry(FakeTool("a")), metrics)
+        with pytest.raises(ValueError, match="duplicate"):
+            proxy.register(FakeTool("a"))
+
+    def test_tuple_stays_tuple(self, metrics: RecordingMetrics) -> None:
+        """A registry that lists tools as a tuple gets a tuple of proxies back."""
+
+        class TupleRegistry(FakeRegistry):
+            def list_tools(self) -> Any:
+                return tuple(super().list_tools())
+
+        tools = ToolRegistryProxy(TupleRegistry(FakeTool("a")), metrics).list_tools()
+        assert isinstance(tools, tuple)
+        assert isinstance(tools[0], ToolProxy)
