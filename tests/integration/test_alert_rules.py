@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.integration import promql
 from tests.support.binaries import require_binary
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
@@ -74,6 +76,29 @@ class TestAlertCoverage:
             annotations = rule["annotations"]
             assert {"summary", "description"} <= set(annotations), name
             assert "{{" in annotations["summary"] + annotations["description"], name
+
+    def test_alerts_read_catalog_metrics_and_labels(self) -> None:
+        """Each alert expression names catalog metrics (or `up`) with labels they carry."""
+        found = [
+            message
+            for rule in _alert_rules()
+            for message in promql.problems(rule["expr"], allowed_series=frozenset({"up"}))
+        ]
+        assert [] == found
+
+    def test_annotations_use_labels_the_alert_keeps(self) -> None:
+        """A `$labels.x` in an annotation is a label the expression keeps, else it is empty."""
+        wrong = []
+        for rule in _alert_rules():
+            expression = promql.read(rule["expr"])
+            # Without aggregation every label of the series survives.
+            kept = expression.grouping or {
+                label for name in expression.series for label in promql.allowed_labels(name)
+            }
+            text = " ".join(rule["annotations"].values())
+            for label in set(re.findall(r"\$labels\.(\w+)", text)) - kept:
+                wrong.append((rule["alert"], label))
+        assert [] == wrong
 
     def test_alert_names_are_unique(self) -> None:
         """No two rules share an alert name (a runbook line per name in the operator guide)."""
