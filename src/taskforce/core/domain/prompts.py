@@ -8,8 +8,8 @@ from __future__ import annotations
 
 __all__ = [
     "FINAL_STEP_DESCRIPTION",
-    "LEGACY_SYSTEM_PROMPT",
     "LEAN_SYSTEM_PROMPT",
+    "LEGACY_SYSTEM_PROMPT",
     "MISSION_PREFIX",
     "OBSERVATION_PREFIX",
     "PARSE_ERROR_PREFIX",

@@ -1,0 +1,201 @@
+"""Bookkeeping shared by both agent flows for one run: LLM turns, tool calls, steps, events.
+
+A :class:`MissionRun` lives for one ``run()`` call only, so agents hold no
+per-mission state and one agent object could serve several runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from taskforce.core.domain._events import EventCallback, EventEmitter
+from taskforce.core.domain._outcome import AgentOutcome
+from taskforce.core.domain._tool_runner import UNKNOWN_TOOL_ERROR_TYPE, run_tool_call
+from taskforce.core.interfaces.executor import StepRecord
+from taskforce.core.interfaces.llm import ChatMessage, LLMProviderProtocol, LLMResult, ToolSchema
+from taskforce.core.interfaces.tools import ToolRegistryProtocol, ToolResult
+
+__all__ = ["STEP_LIMIT_ERROR", "MissionAborted", "MissionRun", "check_limits", "dump_result"]
+
+_LOG = structlog.get_logger(__name__)
+
+#: The error of a run that used up its LLM turns.
+STEP_LIMIT_ERROR = "step limit reached"
+
+#: The fields of a tool result a ``tool_result`` event carries.
+_RESULT_KEYS = ("success", "output", "error", "error_type")
+
+
+class MissionAborted(Exception):
+    """Internal: ends the run as failed with ``error``; never leaves the domain package."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+        super().__init__(error)
+
+
+def check_limits(max_steps: int, tool_timeout_seconds: float, **more_counts: int) -> None:
+    """Refuse limits an agent cannot run with.
+
+    Args:
+        max_steps: the most LLM turns of a run.
+        tool_timeout_seconds: the time limit of one tool call.
+        **more_counts: further limits that must be positive ints, by name.
+
+    Raises:
+        ValueError: a limit is not positive; the message names it.
+    """
+    for name, value in {"max_steps": max_steps, **more_counts}.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not tool_timeout_seconds > 0:
+        raise ValueError(f"tool_timeout_seconds must be > 0, got {tool_timeout_seconds!r}")
+
+
+class MissionRun:
+    """The state of one agent run and the calls both flows make the same way."""
+
+    def __init__(
+        self,
+        llm: LLMProviderProtocol,
+        tools: ToolRegistryProtocol,
+        *,
+        on_event: EventCallback | None,
+        max_steps: int,
+        tool_timeout_seconds: float,
+        fail_on_tool_error: bool,
+    ) -> None:
+        self.llm = llm
+        self.tools = tools
+        self.events = EventEmitter(on_event)
+        self.max_steps = max_steps
+        self.tool_timeout_seconds = tool_timeout_seconds
+        self.fail_on_tool_error = fail_on_tool_error
+        self.steps: list[StepRecord] = []
+        self.tool_calls = 0
+        self.llm_turns = 0
+
+    async def start_step(self, index: int, description: str) -> None:
+        """Announce a step in the log and as a ``step_started`` event."""
+        _LOG.info("agent.step.started", category="agent", step=index)
+        await self.events.emit("step_started", step=index, description=description)
+
+    def record_step(
+        self,
+        index: int,
+        description: str,
+        tool_names: Sequence[str],
+        *,
+        outcome: str,
+        error: str | None = None,
+    ) -> None:
+        """Append the :class:`StepRecord` of a finished step; ``error`` marks it failed."""
+        if error is None:
+            record = StepRecord(index, description, "completed", tuple(tool_names), outcome)
+            _LOG.info("agent.step.completed", category="agent", step=index)
+        else:
+            record = StepRecord(index, description, "failed", tuple(tool_names), error)
+            _LOG.warning("agent.step.failed", category="agent", step=index, error=error)
+        self.steps.append(record)
+
+    async def complete(
+        self, messages: Sequence[ChatMessage], *, tools: Sequence[ToolSchema] | None = None
+    ) -> LLMResult:
+        """Make one LLM turn, counted against ``max_steps``.
+
+        Raises:
+            MissionAborted: the turn budget is used up, or the call failed or raised.
+        """
+        if self.llm_turns >= self.max_steps:
+            _LOG.warning("agent.step_limit.reached", category="agent", max_steps=self.max_steps)
+            raise MissionAborted(STEP_LIMIT_ERROR)
+        self.llm_turns += 1
+        try:
+            if tools is None:
+                result = await self.llm.complete(messages)
+            else:
+                result = await self.llm.complete(messages, tools=tools)
+        except Exception as exc:  # a provider bug fails this mission, not the process
+            return self._llm_failed(f"{type(exc).__name__}: {exc}")
+        return self._checked(result)
+
+    async def generate(self, prompt: str) -> LLMResult:
+        """Ask a single prompt (the legacy planner); not counted as a turn.
+
+        Raises:
+            MissionAborted: the call failed or raised.
+        """
+        try:
+            result = await self.llm.generate(prompt)
+        except Exception as exc:  # a provider bug fails this mission, not the process
+            return self._llm_failed(f"{type(exc).__name__}: {exc}")
+        return self._checked(result)
+
+    def _checked(self, result: LLMResult) -> LLMResult:
+        if not isinstance(result, dict) or result.get("success") is not True:
+            error = result.get("error") if isinstance(result, dict) else None
+            return self._llm_failed(str(error or "the provider reported a failure"))
+        return result
+
+    def _llm_failed(self, error: str) -> LLMResult:
+        _LOG.warning("llm.call.failed", category="llm", error=error)
+        raise MissionAborted(f"LLM call failed: {error}")
+
+    async def call_tool(self, step: int, call_id: str, name: str, arguments: Any) -> ToolResult:
+        """Run one tool call with its ``tool_call``/``tool_result`` events.
+
+        Returns:
+            The (possibly failed) tool result to feed back to the model.
+
+        Raises:
+            MissionAborted: the call failed and ``fail_on_tool_error`` is set;
+                a call to an unknown tool is fed back instead, as the model's mistake.
+        """
+        self.tool_calls += 1
+        await self.events.emit("tool_call", step=step, call_id=call_id, tool=name, args=arguments)
+        result = await run_tool_call(
+            self.tools, name, arguments, timeout_seconds=self.tool_timeout_seconds
+        )
+        data: dict[str, Any] = {"step": step, "call_id": call_id, "tool": name}
+        data.update((key, result[key]) for key in _RESULT_KEYS if key in result)  # type: ignore[literal-required]
+        await self.events.emit("tool_result", **data)
+        is_unknown = result.get("error_type") == UNKNOWN_TOOL_ERROR_TYPE
+        if not result["success"] and self.fail_on_tool_error and not is_unknown:
+            raise MissionAborted(f"tool {name!r} failed: {result.get('error')}")
+        return result
+
+    async def finish(self, final_message: str) -> AgentOutcome:
+        """End the run as completed with ``final_message``."""
+        await self.events.emit("final_answer", content=final_message)
+        _LOG.info(
+            "agent.finished",
+            category="agent",
+            status="completed",
+            steps=len(self.steps),
+            tool_calls=self.tool_calls,
+        )
+        return AgentOutcome(
+            "completed", final_message, tuple(self.steps), self.tool_calls, error=None
+        )
+
+    async def fail(self, error: str) -> AgentOutcome:
+        """End the run as failed with ``error``."""
+        await self.events.emit("error", error=error)
+        _LOG.warning(
+            "agent.finished",
+            category="agent",
+            status="failed",
+            steps=len(self.steps),
+            tool_calls=self.tool_calls,
+            error=error,
+        )
+        return AgentOutcome("failed", "", tuple(self.steps), self.tool_calls, error=error)
+
+
+def dump_result(result: ToolResult) -> str:
+    """Serialise a tool result for the model; values JSON cannot hold become strings."""
+    return json.dumps(result, default=str)

@@ -1,0 +1,128 @@
+"""Reads the legacy flow's JSON out of model replies: the plan and the per-turn action.
+
+Models wrap JSON in code fences or surround it with prose, so the parsers take
+the whole reply when it is JSON and otherwise the first JSON value in it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["ActionParseError", "FinishAction", "ToolAction", "parse_action", "parse_plan"]
+
+_FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n?(.*?)```", re.DOTALL)
+_DECODER = json.JSONDecoder()
+
+
+class ActionParseError(ValueError):
+    """A reply holds no usable plan or action; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolAction:
+    """The model asks to call ``tool`` with ``args``."""
+
+    tool: str
+    args: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class FinishAction:
+    """The model ends the current step with ``answer``."""
+
+    answer: str
+
+
+def _first_json(text: str, openers: str) -> Any:
+    """Return the reply as JSON, else the first JSON value starting with one of ``openers``."""
+    candidates = [match.group(1) for match in _FENCE.finditer(text)] + [text]
+    for candidate in candidates:
+        stripped = candidate.strip()
+        try:
+            return json.loads(stripped)
+        except ValueError:
+            pass
+    for index, char in enumerate(text):
+        if char in openers:
+            try:
+                value, _ = _DECODER.raw_decode(text, index)
+            except ValueError:
+                continue
+            return value
+    raise ActionParseError("no JSON found in the reply")
+
+
+def parse_plan(text: str | None) -> list[str]:
+    """Read a plan: ``{"steps": [...]}`` or a bare JSON list of step descriptions.
+
+    Args:
+        text: the model's reply to the plan prompt.
+
+    Returns:
+        The non-empty step descriptions, in order.
+
+    Raises:
+        ActionParseError: the reply holds no plan or the plan has no steps.
+    """
+    if not text or not text.strip():
+        raise ActionParseError("the reply is empty")
+    value = _first_json(text, "{[")
+    if isinstance(value, dict):
+        value = value.get("steps")
+    if not isinstance(value, list):
+        raise ActionParseError('expected {"steps": [...]} or a JSON list of steps')
+    steps: list[str] = []
+    for item in value:
+        if isinstance(item, dict):
+            item = item.get("description", item.get("step"))
+        if not isinstance(item, str) or not item.strip():
+            raise ActionParseError(f"a plan step must be a non-empty string, got {item!r}")
+        steps.append(item.strip())
+    if not steps:
+        raise ActionParseError("the plan has no steps")
+    return steps
+
+
+def parse_action(text: str | None) -> ToolAction | FinishAction:
+    """Read one action of the legacy flow.
+
+    Args:
+        text: the model's reply, ideally ``{"action": "tool_call", "tool": ..., "args": {...}}``
+            or ``{"action": "finish", "answer": ...}``.
+
+    Returns:
+        The action.
+
+    Raises:
+        ActionParseError: the reply holds no valid action; the message says why.
+    """
+    if not text or not text.strip():
+        raise ActionParseError("the reply is empty")
+    value = _first_json(text, "{")
+    if not isinstance(value, dict):
+        raise ActionParseError(f"expected a JSON object, got {type(value).__name__}")
+    action = value.get("action")
+    if action == "finish":
+        if "answer" not in value:
+            raise ActionParseError("a finish action needs an 'answer'")
+        answer = value["answer"]
+        return FinishAction(answer if isinstance(answer, str) else json.dumps(answer))
+    if action == "tool_call":
+        tool = value.get("tool")
+        if not isinstance(tool, str) or not tool:
+            raise ActionParseError("a tool_call action needs a tool name in 'tool'")
+        args = value.get("args", {})
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except ValueError as exc:
+                raise ActionParseError(f"'args' is not valid JSON: {exc}") from exc
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            raise ActionParseError(f"'args' must be a JSON object, got {type(args).__name__}")
+        return ToolAction(tool, args)
+    raise ActionParseError(f"unknown action {action!r}; expected 'tool_call' or 'finish'")

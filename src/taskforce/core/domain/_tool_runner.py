@@ -1,0 +1,157 @@
+"""Runs one tool call for either agent flow and turns every failure into an error result.
+
+The time limit cancels the *current* task with ``TOOL_TIMEOUT_CANCEL_MESSAGE``
+rather than running the tool in a child task, so a tool (or an instrumenting
+proxy around it) sees the cancellation in the mission's own task and can tell a
+timeout from any other cancellation. A real cancellation of the mission always
+propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, cast
+
+import structlog
+
+from taskforce.core.interfaces.tools import (
+    TOOL_TIMEOUT_CANCEL_MESSAGE,
+    ToolProtocol,
+    ToolRegistryProtocol,
+    ToolResult,
+)
+from taskforce.errors import ToolNotFoundError, ToolTimeoutError
+
+__all__ = ["UNKNOWN_TOOL_ERROR_TYPE", "error_result", "run_tool_call"]
+
+_LOG = structlog.get_logger(__name__)
+
+#: ``error_type`` of a call to a tool that is not registered: the model's
+#: mistake, always fed back to it rather than failing the mission.
+UNKNOWN_TOOL_ERROR_TYPE = "ToolNotFoundError"
+
+
+def error_result(error: str, error_type: str) -> ToolResult:
+    """Build a failed tool result.
+
+    Args:
+        error: what went wrong, fed back to the model.
+        error_type: the exception class name, ``timeout`` or another short tag.
+
+    Returns:
+        ``{"success": False, "error": error, "error_type": error_type}``.
+    """
+    return {"success": False, "error": error, "error_type": error_type}
+
+
+async def run_tool_call(
+    tools: ToolRegistryProtocol,
+    name: str,
+    arguments: Any,
+    *,
+    timeout_seconds: float,
+) -> ToolResult:
+    """Look up tool ``name`` and run it with ``arguments`` under a time limit.
+
+    Args:
+        tools: the registry to look the tool up in.
+        name: the tool name the model asked for.
+        arguments: the decoded arguments; anything but a dict is refused.
+        timeout_seconds: the time limit of the call.
+
+    Returns:
+        The tool's result, or an error result for an unknown tool, bad
+        arguments, an exception raised by the tool (``error_type`` is its class
+        name), a malformed result, or a timeout (``error_type`` ``timeout``).
+
+    Raises:
+        asyncio.CancelledError: the mission itself was cancelled.
+    """
+    started = time.perf_counter()
+    _LOG.debug("tool.call.started", category="tool", tool=name)
+    result = await _run(tools, name, arguments, timeout_seconds)
+    duration = max(0.0, time.perf_counter() - started)
+    if result["success"]:
+        _LOG.info("tool.call.completed", category="tool", tool=name, duration_seconds=duration)
+    else:
+        _LOG.warning(
+            "tool.call.failed",
+            category="tool",
+            tool=name,
+            error_type=result.get("error_type", "tool_error"),
+            error=result.get("error"),
+            duration_seconds=duration,
+        )
+    return result
+
+
+async def _run(
+    tools: ToolRegistryProtocol, name: str, arguments: Any, timeout_seconds: float
+) -> ToolResult:
+    try:
+        tool = tools.get(name)
+    except (ToolNotFoundError, KeyError):
+        return error_result(f"unknown tool {name!r}", UNKNOWN_TOOL_ERROR_TYPE)
+    if not isinstance(arguments, dict) or not all(isinstance(key, str) for key in arguments):
+        return error_result(
+            f"arguments of tool {name!r} must be a JSON object, got {type(arguments).__name__}",
+            "TypeError",
+        )
+    try:
+        raw = await _execute_with_time_limit(tool, arguments, timeout_seconds)
+    except _TimedOut:
+        return error_result(str(ToolTimeoutError(name, timeout_seconds)), "timeout")
+    except Exception as exc:  # a faulty tool fails its call, never the agent loop
+        return error_result(f"{type(exc).__name__}: {exc}", type(exc).__name__)
+    return _checked(name, raw)
+
+
+class _TimedOut(Exception):
+    """Internal: the time limit of the call fired."""
+
+
+async def _execute_with_time_limit(
+    tool: ToolProtocol, arguments: dict[str, Any], timeout_seconds: float
+) -> object:
+    task = asyncio.current_task()
+    if task is None:
+        raise RuntimeError("a tool call must run inside an asyncio task")
+    loop = asyncio.get_running_loop()
+    baseline = task.cancelling()
+    fired = False
+
+    def _on_timeout() -> None:
+        nonlocal fired
+        fired = True
+        task.cancel(TOOL_TIMEOUT_CANCEL_MESSAGE)
+
+    handle = loop.call_later(timeout_seconds, _on_timeout)
+    try:
+        result: object = await tool.execute(**arguments)
+    except asyncio.CancelledError:
+        # Only our own cancellation becomes a timeout; if anyone else asked to
+        # cancel the task too, their request is still counted and must win.
+        if not fired or task.uncancel() > baseline:
+            raise
+        raise _TimedOut from None
+    finally:
+        handle.cancel()
+    if fired:
+        # The tool swallowed our cancellation and returned late: undo the
+        # request so it cannot leak into later awaits, and still report the timeout.
+        task.uncancel()
+        raise _TimedOut
+    return result
+
+
+def _checked(name: str, raw: object) -> ToolResult:
+    if not isinstance(raw, dict) or not isinstance(raw.get("success"), bool):
+        return error_result(
+            f"tool {name!r} returned {type(raw).__name__}, not a dict with a boolean 'success'",
+            "invalid_result",
+        )
+    result = cast(ToolResult, raw)
+    if not result["success"] and not isinstance(result.get("error"), str):
+        result = {**result, "error": f"tool {name!r} failed without an error message"}
+    return result

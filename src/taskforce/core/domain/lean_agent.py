@@ -1,0 +1,162 @@
+"""The ``LeanAgent``: one native tool-calling loop until the model answers in plain text."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+from taskforce.core.domain._events import EventCallback
+from taskforce.core.domain._mission_run import (
+    STEP_LIMIT_ERROR,
+    MissionAborted,
+    MissionRun,
+    check_limits,
+    dump_result,
+)
+from taskforce.core.domain._outcome import AgentOutcome
+from taskforce.core.domain.prompts import LEAN_SYSTEM_PROMPT, MISSION_PREFIX
+from taskforce.core.interfaces.llm import ChatMessage, LLMProviderProtocol
+from taskforce.core.interfaces.tools import ToolRegistryProtocol
+
+__all__ = ["LeanAgent"]
+
+
+class LeanAgent:
+    """Calls ``complete(messages, tools=...)`` in a loop, running the tool calls it returns.
+
+    Each LLM turn is one step. The run completes when the model answers with
+    text and no tool calls, and fails when ``max_steps`` turns pass without an
+    answer, the provider fails, or (with ``fail_on_tool_error``) a tool call
+    fails. An unknown tool is an error result fed back to the model.
+    """
+
+    def __init__(
+        self,
+        llm: LLMProviderProtocol,
+        tools: ToolRegistryProtocol,
+        *,
+        max_steps: int = 20,
+        tool_timeout_seconds: float = 30.0,
+        fail_on_tool_error: bool = True,
+    ) -> None:
+        """Create an agent.
+
+        Args:
+            llm: the provider, asked with native tool schemas.
+            tools: the tools the model may call.
+            max_steps: the most LLM turns of a mission.
+            tool_timeout_seconds: the time limit of one tool call.
+            fail_on_tool_error: a failed tool call fails the mission (else the
+                error is fed back and the loop goes on).
+
+        Raises:
+            ValueError: a limit is not positive.
+        """
+        check_limits(max_steps, tool_timeout_seconds)
+        self._llm = llm
+        self._tools = tools
+        self._max_steps = max_steps
+        self._tool_timeout_seconds = tool_timeout_seconds
+        self._fail_on_tool_error = fail_on_tool_error
+
+    async def run(self, mission: str, *, on_event: EventCallback | None = None) -> AgentOutcome:
+        """Carry out ``mission``.
+
+        Args:
+            mission: the mission text.
+            on_event: receives the progress events of the run.
+
+        Returns:
+            The outcome; LLM, tool and limit failures come back as
+            ``status="failed"`` with an ``error``.
+
+        Raises:
+            asyncio.CancelledError: the run was cancelled.
+        """
+        run = MissionRun(
+            self._llm,
+            self._tools,
+            on_event=on_event,
+            max_steps=self._max_steps,
+            tool_timeout_seconds=self._tool_timeout_seconds,
+            fail_on_tool_error=self._fail_on_tool_error,
+        )
+        messages: list[ChatMessage] = [
+            {"role": "system", "content": LEAN_SYSTEM_PROMPT},
+            {"role": "user", "content": MISSION_PREFIX + mission},
+        ]
+        try:
+            for index in range(1, self._max_steps + 1):
+                answer = await self._turn(run, messages, index)
+                if answer is not None:
+                    return await run.finish(answer)
+            raise MissionAborted(STEP_LIMIT_ERROR)
+        except MissionAborted as exc:
+            return await run.fail(exc.error)
+
+    async def _turn(self, run: MissionRun, messages: list[ChatMessage], index: int) -> str | None:
+        """Make one LLM turn; return the final answer, or ``None`` after running tool calls."""
+        description = f"LLM turn {index}"
+        await run.start_step(index, description)
+        tool_names: list[str] = []
+        try:
+            result = await run.complete(messages, tools=self._tools.openai_schemas())
+            calls = [
+                _decode_call(call, index, n)
+                for n, call in enumerate(result.get("tool_calls") or [], 1)
+            ]
+            content = result.get("content")
+            if not calls:
+                if not content or not content.strip():
+                    raise MissionAborted("the model answered with neither text nor tool calls")
+                run.record_step(index, description, (), outcome=content)
+                return content
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": content,
+                    "tool_calls": [
+                        {
+                            "id": call_id,
+                            "type": "function",
+                            "function": {"name": name, "arguments": json.dumps(args, default=str)},
+                        }
+                        for call_id, name, args in calls
+                    ],
+                }
+            )
+            outcomes: list[str] = []
+            for call_id, name, args in calls:
+                tool_names.append(name)
+                tool_result = await run.call_tool(index, call_id, name, args)
+                messages.append(
+                    {"role": "tool", "tool_call_id": call_id, "content": dump_result(tool_result)}
+                )
+                outcomes.append(f"{name}: {'ok' if tool_result['success'] else 'error'}")
+        except MissionAborted as exc:
+            run.record_step(index, description, tool_names, outcome="", error=exc.error)
+            raise
+        run.record_step(index, description, tool_names, outcome="; ".join(outcomes))
+        return None
+
+
+def _decode_call(call: Any, turn: int, number: int) -> tuple[str, str, Any]:
+    """Return ``(id, name, arguments)`` of a provider tool call, tolerating loose shapes.
+
+    Arguments that arrive as a JSON string are decoded; anything undecodable is
+    passed on as is, so the tool runner turns it into an error result.
+    """
+    if not isinstance(call, dict):
+        return f"call_{turn}_{number}", "", call
+    call_id = call.get("id")
+    name = call.get("name")
+    arguments = call.get("arguments", {})
+    if isinstance(arguments, str):
+        with contextlib.suppress(ValueError):
+            arguments = json.loads(arguments) if arguments.strip() else {}
+    return (
+        call_id if isinstance(call_id, str) and call_id else f"call_{turn}_{number}",
+        name if isinstance(name, str) else "",
+        arguments,
+    )

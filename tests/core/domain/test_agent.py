@@ -1,0 +1,259 @@
+"""Tests of the legacy plan-and-execute Agent and its JSON-action ReAct loop."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from structlog.testing import capture_logs
+
+from taskforce.core.domain import Agent, AgentOutcome
+from taskforce.core.domain.prompts import (
+    FINAL_STEP_DESCRIPTION,
+    MISSION_PREFIX,
+    OBSERVATION_PREFIX,
+    PARSE_ERROR_PREFIX,
+    PLAN_PROMPT,
+    STEP_PREFIX,
+)
+from taskforce.core.interfaces.executor import ProgressEvent, StepRecord
+from tests.core.domain.fakes import (
+    FakeRegistry,
+    FakeTool,
+    QueueLLM,
+    failure,
+    finish_action,
+    ok_handler,
+    plan,
+    text,
+    tool_action,
+)
+
+
+async def _broken(**_: Any) -> Any:
+    return {"success": False, "error": "disk full"}
+
+
+def _registry() -> FakeRegistry:
+    return FakeRegistry(FakeTool("calc", ok_handler), FakeTool("broken", _broken))
+
+
+def _contents(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(m["role"], m["content"]) for m in messages]
+
+
+class TestAgentCompletes:
+    async def test_plan_then_steps(self) -> None:
+        """Each plan step runs its own loop; the last step's answer is the final message."""
+        llm = QueueLLM(
+            complete=[
+                tool_action("calc", {"x": 1}),
+                finish_action("step one done"),
+                finish_action("the answer"),
+            ],
+            generate=[plan("compute", FINAL_STEP_DESCRIPTION)],
+        )
+
+        outcome = await Agent(llm, _registry()).run("do it")
+
+        assert (
+            AgentOutcome(
+                "completed",
+                "the answer",
+                (
+                    StepRecord(1, "compute", "completed", ("calc",), "step one done"),
+                    StepRecord(2, FINAL_STEP_DESCRIPTION, "completed", (), "the answer"),
+                ),
+                tool_calls=1,
+            )
+            == outcome
+        )
+        assert [PLAN_PROMPT + MISSION_PREFIX + "do it"] == llm.generate_prompts
+
+    async def test_one_growing_conversation(self) -> None:
+        """The whole mission is one conversation: mission, plan, steps, actions, observations."""
+        llm = QueueLLM(
+            complete=[tool_action("calc", {"x": 1}), finish_action("s1"), finish_action("end")],
+            generate=[plan("compute")],
+        )
+
+        await Agent(llm, _registry()).run("do it")
+
+        last = llm.complete_calls[-1]["messages"]
+        assert "system" == last[0]["role"]
+        assert "- calc: The fake tool calc." in last[0]["content"]
+        assert [
+            ("user", MISSION_PREFIX + "do it"),
+            ("user", f"Plan:\n1. compute\n2. {FINAL_STEP_DESCRIPTION}"),
+            ("user", f"{STEP_PREFIX}1/2: compute"),
+            ("assistant", tool_action("calc", {"x": 1})["content"]),
+            ("user", OBSERVATION_PREFIX + json.dumps({"success": True, "output": {"x": 1}})),
+            ("assistant", finish_action("s1")["content"]),
+            ("user", f"{STEP_PREFIX}2/2: {FINAL_STEP_DESCRIPTION}"),
+        ] == _contents(last[1:])
+        assert all(call["tools"] is None for call in llm.complete_calls)
+        assert all(call["messages"] == last[: len(call["messages"])] for call in llm.complete_calls)
+
+    async def test_final_step_appended(self) -> None:
+        """A plan that does not end with the answer step gets it appended."""
+        llm = QueueLLM(complete=[finish_action("a"), finish_action("b")], generate=[plan("x")])
+
+        outcome = await Agent(llm, _registry()).run("m")
+
+        assert ["x", FINAL_STEP_DESCRIPTION] == [s.description for s in outcome.steps]
+
+    async def test_fenced_bare_list_plan(self) -> None:
+        """A plan given as a fenced bare JSON list is accepted."""
+        llm = QueueLLM(
+            complete=[finish_action("done")],
+            generate=[text(f'```json\n["{FINAL_STEP_DESCRIPTION}"]\n```')],
+        )
+
+        outcome = await Agent(llm, _registry()).run("m")
+
+        assert ("completed", "done", 1) == (
+            outcome.status,
+            outcome.final_message,
+            len(outcome.steps),
+        )
+
+    async def test_action_inside_prose(self) -> None:
+        """An action surrounded by prose is still found and carried out."""
+        llm = QueueLLM(
+            complete=[text('Sure, here: {"action": "finish", "answer": "ok"} - bye')],
+            generate=[plan(FINAL_STEP_DESCRIPTION)],
+        )
+
+        outcome = await Agent(llm, _registry()).run("m")
+
+        assert ("completed", "ok") == (outcome.status, outcome.final_message)
+
+    async def test_events(self) -> None:
+        """The legacy flow emits the same event kinds as the lean flow."""
+        events: list[ProgressEvent] = []
+
+        async def collect(event: ProgressEvent) -> None:
+            events.append(event)
+
+        llm = QueueLLM(
+            complete=[tool_action("calc", {}), finish_action("s"), finish_action("end")],
+            generate=[plan("compute")],
+        )
+
+        await Agent(llm, _registry()).run("m", on_event=collect)
+
+        assert [
+            "step_started",
+            "tool_call",
+            "tool_result",
+            "step_started",
+            "final_answer",
+        ] == [e.kind for e in events]
+        assert {"step": 1, "description": "compute"} == events[0].data
+
+
+class TestAgentParseErrors:
+    async def test_bad_json_fed_back_once(self) -> None:
+        """A reply that is no JSON action is fed back once; a good one then goes on."""
+        llm = QueueLLM(
+            complete=[text("thinking..."), finish_action("ok")],
+            generate=[plan(FINAL_STEP_DESCRIPTION)],
+        )
+
+        with capture_logs() as logs:
+            outcome = await Agent(llm, _registry()).run("m")
+
+        assert ("completed", "ok") == (outcome.status, outcome.final_message)
+        feedback = llm.complete_calls[1]["messages"][-1]
+        assert "user" == feedback["role"]
+        assert feedback["content"].startswith(PARSE_ERROR_PREFIX)
+        assert ["agent"] == [e["category"] for e in logs if e["event"] == "agent.parse.failed"]
+
+    async def test_second_bad_reply_fails_the_step(self) -> None:
+        """A second reply that is no JSON action fails the step and the mission."""
+        llm = QueueLLM(
+            complete=[text("nope"), text("still nope"), finish_action("never")],
+            generate=[plan(FINAL_STEP_DESCRIPTION)],
+        )
+
+        outcome = await Agent(llm, _registry()).run("m")
+
+        assert ("failed", 2) == (outcome.status, len(llm.complete_calls))
+        assert outcome.error is not None and "not a valid JSON action" in outcome.error
+        assert ["failed"] == [s.status for s in outcome.steps]
+
+    async def test_bad_plan_fails_the_mission(self) -> None:
+        """A plan that is not JSON fails the mission with a clear error; no step runs."""
+        llm = QueueLLM(generate=[text("first I will think hard")])
+
+        outcome = await Agent(llm, _registry()).run("m")
+
+        assert ("failed", (), []) == (outcome.status, outcome.steps, llm.complete_calls)
+        assert outcome.error is not None and outcome.error.startswith("could not parse the plan")
+
+
+class TestAgentFails:
+    async def test_planner_failure(self) -> None:
+        """A failed plan call fails the mission with the provider's message."""
+        outcome = await Agent(QueueLLM(generate=[failure("overloaded")]), _registry()).run("m")
+
+        assert "failed" == outcome.status
+        assert outcome.error is not None and "overloaded" in outcome.error
+
+    async def test_llm_exception_during_step(self) -> None:
+        """A provider exception during a step fails the step and the mission."""
+        llm = QueueLLM(complete=[ConnectionError("reset")], generate=[plan("x")])
+
+        outcome = await Agent(llm, _registry()).run("m")
+
+        assert ("failed", ["failed"]) == (outcome.status, [s.status for s in outcome.steps])
+        assert outcome.error is not None and "reset" in outcome.error
+
+    async def test_failing_tool_fails_the_mission(self) -> None:
+        """With fail_on_tool_error a failed call ends the mission with the tool's error."""
+        llm = QueueLLM(complete=[tool_action("broken", {})], generate=[plan("x")])
+
+        outcome = await Agent(llm, _registry()).run("m")
+
+        assert ("failed", "tool 'broken' failed: disk full") == (outcome.status, outcome.error)
+        assert StepRecord(1, "x", "failed", ("broken",), str(outcome.error)) == outcome.steps[0]
+
+    async def test_failing_tool_fed_back_when_allowed(self) -> None:
+        """Without fail_on_tool_error the error is observed and the step goes on."""
+        llm = QueueLLM(
+            complete=[tool_action("broken", {}), finish_action("coped"), finish_action("end")],
+            generate=[plan("x")],
+        )
+
+        outcome = await Agent(llm, _registry(), fail_on_tool_error=False).run("m")
+
+        assert ("completed", "end") == (outcome.status, outcome.final_message)
+        observation = llm.complete_calls[1]["messages"][-1]["content"]
+        assert OBSERVATION_PREFIX + json.dumps({"success": False, "error": "disk full"}) == (
+            observation
+        )
+
+    async def test_step_turn_limit(self) -> None:
+        """A step that keeps calling tools fails once it passes its own turn limit."""
+        llm = QueueLLM(complete=[tool_action("calc", {})] * 5, generate=[plan("x")])
+
+        outcome = await Agent(llm, _registry(), max_turns_per_step=3).run("m")
+
+        assert ("failed", 3) == (outcome.status, len(llm.complete_calls))
+        assert outcome.error is not None and "step 1 did not finish within 3" in outcome.error
+
+    async def test_max_steps_bounds_all_turns(self) -> None:
+        """max_steps bounds the LLM turns of the whole mission, across plan steps."""
+        llm = QueueLLM(
+            complete=[tool_action("calc", {}), finish_action("a"), tool_action("calc", {})] * 3,
+            generate=[plan("x", "y", "z")],
+        )
+
+        outcome = await Agent(llm, _registry(), max_steps=4).run("m")
+
+        assert ("failed", "step limit reached", 4) == (
+            outcome.status,
+            outcome.error,
+            len(llm.complete_calls),
+        )
+        assert ["completed", "failed"] == [s.status for s in outcome.steps]

@@ -1,0 +1,235 @@
+"""Tests of the LeanAgent: the native tool-calling loop."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from taskforce.core.domain import AgentOutcome, LeanAgent
+from taskforce.core.domain.prompts import LEAN_SYSTEM_PROMPT, MISSION_PREFIX
+from taskforce.core.interfaces.executor import ProgressEvent, StepRecord
+from tests.core.domain.fakes import (
+    FakeRegistry,
+    FakeTool,
+    QueueLLM,
+    failure,
+    native_calls,
+    ok_handler,
+    text,
+)
+
+
+async def _broken(**_: Any) -> Any:
+    return {"success": False, "error": "disk full"}
+
+
+def _registry() -> FakeRegistry:
+    return FakeRegistry(FakeTool("calc", ok_handler), FakeTool("broken", _broken))
+
+
+class _Events:
+    def __init__(self) -> None:
+        self.events: list[ProgressEvent] = []
+
+    async def __call__(self, event: ProgressEvent) -> None:
+        self.events.append(event)
+
+    @property
+    def kinds(self) -> list[str]:
+        return [event.kind for event in self.events]
+
+
+class TestLeanAgentCompletes:
+    async def test_tool_calls_then_answer(self) -> None:
+        """Tool calls run in order, their results go back, and the text answer ends the run."""
+        llm = QueueLLM(
+            [native_calls(("calc", {"x": 1})), native_calls(("calc", {"x": 2})), text("3")]
+        )
+        registry = _registry()
+
+        outcome = await LeanAgent(llm, registry).run("add things")
+
+        assert (
+            AgentOutcome(
+                "completed",
+                "3",
+                (
+                    StepRecord(1, "LLM turn 1", "completed", ("calc",), "calc: ok"),
+                    StepRecord(2, "LLM turn 2", "completed", ("calc",), "calc: ok"),
+                    StepRecord(3, "LLM turn 3", "completed", (), "3"),
+                ),
+                tool_calls=2,
+            )
+            == outcome
+        )
+
+    async def test_conversation_uses_the_openai_tool_format(self) -> None:
+        """The conversation holds assistant tool_calls and one tool message per call."""
+        llm = QueueLLM([native_calls(("calc", {"x": 1}), ("calc", {"x": 2})), text("done")])
+        registry = _registry()
+
+        await LeanAgent(llm, registry).run("m")
+
+        messages = llm.complete_calls[1]["messages"]
+        assert [
+            {"role": "system", "content": LEAN_SYSTEM_PROMPT},
+            {"role": "user", "content": MISSION_PREFIX + "m"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": f"call_{i}",
+                        "type": "function",
+                        "function": {"name": "calc", "arguments": json.dumps({"x": i + 1})},
+                    }
+                    for i in range(2)
+                ],
+            },
+            {
+                "role": "tool",
+                "tool_call_id": "call_0",
+                "content": json.dumps({"success": True, "output": {"x": 1}}),
+            },
+            {
+                "role": "tool",
+                "tool_call_id": "call_1",
+                "content": json.dumps({"success": True, "output": {"x": 2}}),
+            },
+        ] == messages
+        assert registry.openai_schemas() == llm.complete_calls[0]["tools"]
+
+    async def test_string_arguments_are_decoded(self) -> None:
+        """Arguments a provider left as a JSON string reach the tool decoded."""
+        tool = FakeTool("calc", ok_handler)
+        call: Any = {
+            "success": True,
+            "content": None,
+            "tool_calls": [{"id": "c", "name": "calc", "arguments": '{"x": 5}'}],
+        }
+        llm = QueueLLM([call, text("ok")])
+
+        await LeanAgent(llm, FakeRegistry(tool)).run("m")
+
+        assert [{"x": 5}] == tool.calls
+
+    async def test_events(self) -> None:
+        """A run emits step_started, tool_call, tool_result and final_answer in order."""
+        llm = QueueLLM([native_calls(("calc", {"x": 1})), text("answer")])
+        events = _Events()
+
+        await LeanAgent(llm, _registry()).run("m", on_event=events)
+
+        assert [
+            "step_started",
+            "tool_call",
+            "tool_result",
+            "step_started",
+            "final_answer",
+        ] == events.kinds
+        assert {"step": 1, "call_id": "call_0", "tool": "calc", "args": {"x": 1}} == (
+            events.events[1].data
+        )
+        assert {"content": "answer"} == events.events[-1].data
+
+    async def test_mission_text_never_logged(self) -> None:
+        """Logs carry categories and step numbers but never the mission text."""
+        llm = QueueLLM([native_calls(("calc", {"x": 1})), text("answer")])
+
+        with capture_logs() as logs:
+            await LeanAgent(llm, _registry()).run("TOP-SECRET-MISSION")
+
+        assert "TOP-SECRET-MISSION" not in repr(logs)
+        started = [e for e in logs if e["event"] == "agent.step.started"]
+        assert [("agent", 1), ("agent", 2)] == [(e["category"], e["step"]) for e in started]
+
+
+class TestLeanAgentFails:
+    async def test_llm_failure_result(self) -> None:
+        """A failed provider call fails the mission with the provider's message."""
+        events = _Events()
+
+        outcome = await LeanAgent(QueueLLM([failure("quota exceeded")]), _registry()).run(
+            "m", on_event=events
+        )
+
+        assert ("failed", "") == (outcome.status, outcome.final_message)
+        assert outcome.error is not None and "quota exceeded" in outcome.error
+        assert ["step_started", "error"] == events.kinds
+        assert "failed" == outcome.steps[0].status
+
+    async def test_llm_exception(self) -> None:
+        """An exception raised by the provider fails the mission instead of escaping."""
+        outcome = await LeanAgent(QueueLLM([RuntimeError("socket closed")]), _registry()).run("m")
+
+        assert "failed" == outcome.status
+        assert outcome.error is not None and "socket closed" in outcome.error
+
+    async def test_failing_tool_fails_the_mission(self) -> None:
+        """With fail_on_tool_error a failed call ends the run; the model is not asked again."""
+        llm = QueueLLM([native_calls(("broken", {})), text("never")])
+
+        outcome = await LeanAgent(llm, _registry()).run("m")
+
+        assert ("failed", "tool 'broken' failed: disk full", 1) == (
+            outcome.status,
+            outcome.error,
+            outcome.tool_calls,
+        )
+        assert 1 == len(llm.complete_calls)
+        assert (
+            StepRecord(1, "LLM turn 1", "failed", ("broken",), str(outcome.error))
+            == outcome.steps[0]
+        )
+
+    async def test_failing_tool_fed_back_when_allowed(self) -> None:
+        """Without fail_on_tool_error the error goes back to the model and the loop goes on."""
+        llm = QueueLLM([native_calls(("broken", {})), text("recovered")])
+
+        outcome = await LeanAgent(llm, _registry(), fail_on_tool_error=False).run("m")
+
+        assert ("completed", "recovered") == (outcome.status, outcome.final_message)
+        fed_back = json.loads(llm.complete_calls[1]["messages"][-1]["content"])
+        assert {"success": False, "error": "disk full"} == fed_back
+
+    async def test_unknown_tool_is_fed_back(self) -> None:
+        """A call to an unknown tool is the model's mistake: fed back, the mission goes on."""
+        llm = QueueLLM([native_calls(("nope", {})), text("sorry")])
+
+        outcome = await LeanAgent(llm, _registry()).run("m")
+
+        assert ("completed", 1) == (outcome.status, outcome.tool_calls)
+        fed_back = json.loads(llm.complete_calls[1]["messages"][-1]["content"])
+        assert "ToolNotFoundError" == fed_back["error_type"]
+
+    async def test_step_limit(self) -> None:
+        """A model that never answers fails with 'step limit reached' after max_steps turns."""
+        llm = QueueLLM([native_calls(("calc", {}))] * 10)
+
+        outcome = await LeanAgent(llm, _registry(), max_steps=3).run("m")
+
+        assert ("failed", "step limit reached", 3, 3) == (
+            outcome.status,
+            outcome.error,
+            len(outcome.steps),
+            len(llm.complete_calls),
+        )
+
+    async def test_empty_answer(self) -> None:
+        """An answer with neither text nor tool calls fails the run."""
+        outcome = await LeanAgent(QueueLLM([text("  ")]), _registry()).run("m")
+
+        assert "failed" == outcome.status
+        assert outcome.error is not None and "neither text nor tool calls" in outcome.error
+
+    @pytest.mark.parametrize(
+        ("kwargs", "name"),
+        [({"max_steps": 0}, "max_steps"), ({"tool_timeout_seconds": 0}, "tool_timeout_seconds")],
+    )
+    def test_bad_limits_are_refused(self, kwargs: dict[str, Any], name: str) -> None:
+        """Non-positive limits raise ValueError naming the setting."""
+        with pytest.raises(ValueError, match=name):
+            LeanAgent(QueueLLM(), _registry(), **kwargs)

@@ -1,0 +1,97 @@
+"""Tests of reading the legacy flow's plan and actions out of model replies."""
+
+from __future__ import annotations
+
+import pytest
+
+from taskforce.core.domain._parsing import (
+    ActionParseError,
+    FinishAction,
+    ToolAction,
+    parse_action,
+    parse_plan,
+)
+
+
+class TestParsePlan:
+    @pytest.mark.parametrize(
+        "reply",
+        [
+            '{"steps": ["a", "b"]}',
+            '["a", "b"]',
+            '```json\n{"steps": ["a", "b"]}\n```',
+            '```\n["a", "b"]\n```',
+            'Here is the plan:\n{"steps": ["a", "b"]}\nGood luck.',
+            '{"steps": [{"description": "a"}, {"step": "b"}]}',
+        ],
+    )
+    def test_accepted_forms(self, reply: str) -> None:
+        """An object with steps, a bare list, fenced or in prose, all give the same plan."""
+        assert ["a", "b"] == parse_plan(reply)
+
+    @pytest.mark.parametrize(
+        ("reply", "reason"),
+        [
+            ("", "empty"),
+            ("no json here", "no JSON"),
+            ('{"steps": []}', "no steps"),
+            ('{"plan": ["a"]}', "steps"),
+            ('{"steps": ["a", 3]}', "non-empty string"),
+        ],
+    )
+    def test_refused_forms(self, reply: str, reason: str) -> None:
+        """Replies without a usable plan raise ActionParseError saying why."""
+        with pytest.raises(ActionParseError, match=reason):
+            parse_plan(reply)
+
+
+class TestParseAction:
+    def test_tool_call(self) -> None:
+        """A tool_call action gives the tool and its arguments."""
+        reply = '{"action": "tool_call", "tool": "calculator", "args": {"expression": "1+1"}}'
+
+        assert ToolAction("calculator", {"expression": "1+1"}) == parse_action(reply)
+
+    def test_finish(self) -> None:
+        """A finish action gives the answer."""
+        assert FinishAction("42") == parse_action('{"action": "finish", "answer": "42"}')
+
+    def test_non_text_answer_is_serialised(self) -> None:
+        """A finish answer that is not a string is kept as JSON text."""
+        assert FinishAction("[1, 2]") == parse_action('{"action": "finish", "answer": [1, 2]}')
+
+    @pytest.mark.parametrize(
+        "reply",
+        [
+            '```json\n{"action": "finish", "answer": "ok"}\n```',
+            'Sure! {"action": "finish", "answer": "ok"} Hope that helps {"x": 1}',
+            'I think {not json} then {"action": "finish", "answer": "ok"}',
+        ],
+    )
+    def test_fences_and_prose(self, reply: str) -> None:
+        """The first JSON object is found inside code fences and surrounding prose."""
+        assert FinishAction("ok") == parse_action(reply)
+
+    def test_missing_and_string_args(self) -> None:
+        """Missing args mean no arguments; args given as a JSON string are decoded."""
+        assert ToolAction("t", {}) == parse_action('{"action": "tool_call", "tool": "t"}')
+        assert ToolAction("t", {"a": 1}) == parse_action(
+            '{"action": "tool_call", "tool": "t", "args": "{\\"a\\": 1}"}'
+        )
+
+    @pytest.mark.parametrize(
+        ("reply", "reason"),
+        [
+            (None, "empty"),
+            ("I am done.", "no JSON"),
+            ("[1, 2]", "JSON object"),
+            ('{"action": "dance"}', "unknown action"),
+            ('{"action": "finish"}', "answer"),
+            ('{"action": "tool_call", "args": {}}', "tool name"),
+            ('{"action": "tool_call", "tool": "t", "args": [1]}', "JSON object"),
+        ],
+    )
+    def test_refused(self, reply: str | None, reason: str) -> None:
+        """Replies without a valid action raise ActionParseError saying why."""
+        with pytest.raises(ActionParseError, match=reason):
+            parse_action(reply)

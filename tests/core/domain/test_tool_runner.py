@@ -1,0 +1,197 @@
+"""Tests of running one tool call: lookup, argument checks, result checks and the time limit."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from taskforce.core.domain import run_tool_call
+from taskforce.core.interfaces.tools import TOOL_TIMEOUT_CANCEL_MESSAGE
+from tests.core.domain.fakes import FakeRegistry, FakeTool, ok_handler
+
+
+async def _sleep_forever(**_: Any) -> Any:
+    await asyncio.sleep(3600)
+
+
+class TestRunToolCall:
+    async def test_success_passes_through(self) -> None:
+        """A tool's successful result is returned as the tool gave it."""
+        registry = FakeRegistry(FakeTool("echo", ok_handler))
+
+        result = await run_tool_call(registry, "echo", {"a": 1}, timeout_seconds=5)
+
+        assert {"success": True, "output": {"a": 1}} == result
+
+    async def test_unknown_tool_is_an_error_result(self) -> None:
+        """Calling a tool that is not registered gives an error result, not an exception."""
+        result = await run_tool_call(FakeRegistry(), "nope", {}, timeout_seconds=5)
+
+        assert False is result["success"]
+        assert "ToolNotFoundError" == result["error_type"]
+        assert "nope" in result["error"]
+
+    async def test_arguments_must_be_an_object(self) -> None:
+        """Arguments that are not a JSON object are refused before the tool runs."""
+        tool = FakeTool("echo", ok_handler)
+
+        result = await run_tool_call(FakeRegistry(tool), "echo", [1, 2], timeout_seconds=5)
+
+        assert ("TypeError", []) == (result["error_type"], tool.calls)
+
+    async def test_raising_tool_gives_its_class_name(self) -> None:
+        """An exception raised by a tool becomes an error result typed by the class name."""
+
+        async def boom(**_: Any) -> Any:
+            raise ZeroDivisionError("division by zero")
+
+        result = await run_tool_call(
+            FakeRegistry(FakeTool("div", boom)), "div", {}, timeout_seconds=5
+        )
+
+        assert ("ZeroDivisionError", False) == (result["error_type"], result["success"])
+        assert "division by zero" in result["error"]
+
+    async def test_unexpected_keyword_is_a_type_error_result(self) -> None:
+        """Arguments the tool does not accept fail the call with error_type TypeError."""
+
+        async def strict(*, x: int) -> Any:
+            return {"success": True, "output": x}
+
+        result = await run_tool_call(
+            FakeRegistry(FakeTool("strict", strict)), "strict", {"y": 1}, timeout_seconds=5
+        )
+
+        assert "TypeError" == result["error_type"]
+
+    @pytest.mark.parametrize("raw", [None, "ok", {"output": 1}, {"success": "yes"}])
+    async def test_malformed_result_is_an_error(self, raw: object) -> None:
+        """A result that is not a dict with a boolean success becomes an error result."""
+
+        async def bad(**_: Any) -> Any:
+            return raw
+
+        result = await run_tool_call(
+            FakeRegistry(FakeTool("bad", bad)), "bad", {}, timeout_seconds=5
+        )
+
+        assert ("invalid_result", False) == (result["error_type"], result["success"])
+
+    async def test_failure_without_message_gets_one(self) -> None:
+        """A tool reporting failure without an error text gets one, so the model learns why."""
+
+        async def silent(**_: Any) -> Any:
+            return {"success": False}
+
+        result = await run_tool_call(
+            FakeRegistry(FakeTool("silent", silent)), "silent", {}, timeout_seconds=5
+        )
+
+        assert "silent" in result["error"]
+
+    async def test_failed_call_is_logged_without_arguments(self) -> None:
+        """A failed call logs tool.call.failed in category tool; arguments never reach the log."""
+
+        async def boom(**_: Any) -> Any:
+            raise RuntimeError("broken")
+
+        with capture_logs() as logs:
+            await run_tool_call(
+                FakeRegistry(FakeTool("boom", boom)),
+                "boom",
+                {"secret_arg": "s3cr3t"},
+                timeout_seconds=5,
+            )
+
+        failed = [entry for entry in logs if entry["event"] == "tool.call.failed"]
+        assert [("tool", "boom", "RuntimeError")] == [
+            (e["category"], e["tool"], e["error_type"]) for e in failed
+        ]
+        assert "s3cr3t" not in repr(logs)
+
+
+class TestTimeLimit:
+    async def test_timeout_is_an_error_result(self) -> None:
+        """A call past its time limit returns error_type timeout and leaves the task uncancelled."""
+        registry = FakeRegistry(FakeTool("slow", _sleep_forever))
+
+        result = await run_tool_call(registry, "slow", {}, timeout_seconds=0.05)
+
+        assert ("timeout", False) == (result["error_type"], result["success"])
+        assert "timed out" in result["error"]
+        current = asyncio.current_task()
+        assert current is not None
+        assert 0 == current.cancelling()
+        await asyncio.sleep(0)  # no cancellation is left pending for later awaits
+
+    async def test_tool_sees_the_timeout_message(self) -> None:
+        """The tool is cancelled with TOOL_TIMEOUT_CANCEL_MESSAGE, in the mission's own task."""
+        seen: list[tuple[Any, ...]] = []
+        outer = asyncio.current_task()
+        tasks: list[asyncio.Task[Any] | None] = []
+
+        async def watch(**_: Any) -> Any:
+            tasks.append(asyncio.current_task())
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError as exc:
+                seen.append(exc.args)
+                raise
+
+        await run_tool_call(
+            FakeRegistry(FakeTool("watch", watch)), "watch", {}, timeout_seconds=0.02
+        )
+
+        assert [(TOOL_TIMEOUT_CANCEL_MESSAGE,)] == seen
+        assert [outer] == tasks
+
+    async def test_swallowed_timeout_is_still_a_timeout(self) -> None:
+        """A tool that swallows the timeout cancellation still yields a timeout result."""
+
+        async def stubborn(**_: Any) -> Any:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                return {"success": True, "output": "late"}
+
+        result = await run_tool_call(
+            FakeRegistry(FakeTool("stubborn", stubborn)), "stubborn", {}, timeout_seconds=0.02
+        )
+
+        current = asyncio.current_task()
+        assert current is not None
+        assert ("timeout", 0) == (result["error_type"], current.cancelling())
+
+    async def test_outer_cancellation_propagates(self) -> None:
+        """Cancelling the mission's task during a tool call raises CancelledError, no result."""
+        registry = FakeRegistry(FakeTool("slow", _sleep_forever))
+        task = asyncio.create_task(run_tool_call(registry, "slow", {}, timeout_seconds=30))
+        await asyncio.sleep(0.01)
+
+        task.cancel()
+
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert task.cancelled()
+
+    async def test_outer_cancellation_wins_over_a_timeout_firing_during_cleanup(self) -> None:
+        """When the timer fires while an outer cancellation unwinds the tool, the outer one wins."""
+
+        async def slow_cleanup(**_: Any) -> Any:
+            try:
+                await asyncio.sleep(3600)
+            finally:
+                await asyncio.sleep(3600)  # cut short by the time limit
+
+        registry = FakeRegistry(FakeTool("slow", slow_cleanup))
+        task = asyncio.create_task(run_tool_call(registry, "slow", {}, timeout_seconds=0.05))
+        await asyncio.sleep(0.01)
+
+        task.cancel()
+
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert task.cancelled()
