@@ -1,0 +1,311 @@
+"""The mission edge: ``AgentExecutor`` validates a request, runs one agent and records the mission.
+
+Missions of one session are serialised by a per-session lock (so each session's
+state is read and written by one mission at a time); missions of different
+sessions run fully concurrently. Every mission leaves a record in its session's
+state, also a cancelled one (best-effort).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+import weakref
+from collections.abc import AsyncGenerator
+from typing import Any, TypeVar, cast
+
+import structlog
+
+from taskforce.application._mission_support import (
+    checked_request,
+    now_iso,
+    record_fields,
+    seconds_since,
+    to_the_end,
+)
+from taskforce.config import AgentSettings
+from taskforce.core.domain import Agent, EventCallback, LeanAgent
+from taskforce.core.interfaces.executor import (
+    AgentType,
+    ExecutionResult,
+    ProgressEvent,
+)
+from taskforce.core.interfaces.llm import LLMProviderProtocol
+from taskforce.core.interfaces.state import SessionState, StateStoreProtocol
+from taskforce.core.interfaces.tools import ToolRegistryProtocol
+from taskforce.errors import MissionError, StateStoreError
+
+__all__ = ["AgentExecutor"]
+
+_LOG = structlog.get_logger(__name__)
+_T = TypeVar("_T")
+_DONE = object()
+
+
+class AgentExecutor:
+    """Runs each mission with a fresh ``Agent`` or ``LeanAgent``; an ``ExecutorProtocol``.
+
+    Safe to share between concurrent missions on one event loop.
+    """
+
+    def __init__(
+        self,
+        llm: LLMProviderProtocol,
+        tools: ToolRegistryProtocol,
+        state_store: StateStoreProtocol,
+        *,
+        agent_settings: AgentSettings | None = None,
+    ) -> None:
+        """Create an executor.
+
+        Args:
+            llm: the provider every agent uses.
+            tools: the tools every agent may call.
+            state_store: where each session's mission records are kept.
+            agent_settings: the agents' limits; defaults to ``AgentSettings()``.
+        """
+        self._llm = llm
+        self._tools = tools
+        self._state = state_store
+        self._agent_settings = agent_settings or AgentSettings()
+        # Weak values: a session's lock lives only while a mission holds or awaits it.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def execute_mission(
+        self,
+        mission: str,
+        agent_type: AgentType = "lean",
+        session_id: str | None = None,
+        mission_id: str | None = None,
+    ) -> ExecutionResult:
+        """Run one mission to its end.
+
+        Args:
+            mission: the mission text.
+            agent_type: ``"lean"`` or ``"legacy"``.
+            session_id: the session to record the mission in; generated when absent.
+            mission_id: the mission's id; generated when absent.
+
+        Returns:
+            The result; a failed mission has ``status="failed"`` and an ``error``.
+
+        Raises:
+            MissionError: an argument is invalid (the message names it).
+            asyncio.CancelledError: the mission was cancelled; it is recorded as such.
+        """
+        agent_type, session_id, mission_id = checked_request(
+            mission, agent_type, session_id, mission_id
+        )
+        return await self._run(mission, agent_type, session_id, mission_id, None)
+
+    async def execute_mission_streaming(
+        self,
+        mission: str,
+        agent_type: AgentType = "lean",
+        session_id: str | None = None,
+        mission_id: str | None = None,
+    ) -> AsyncGenerator[ProgressEvent, None]:
+        """Run one mission, yielding its progress events.
+
+        The first event is ``mission_started``, the last ``result`` with the
+        :class:`ExecutionResult`. The mission runs in a task of its own; when the
+        consumer stops early (``aclose()``, ``break`` under ``aclosing``) or is
+        cancelled, that task is cancelled and awaited before this generator ends.
+
+        Args:
+            mission: the mission text.
+            agent_type: ``"lean"`` or ``"legacy"``.
+            session_id: the session to record the mission in; generated when absent.
+            mission_id: the mission's id; generated when absent.
+
+        Yields:
+            The progress events of the mission.
+
+        Raises:
+            MissionError: an argument is invalid (the message names it).
+        """
+        agent_type, session_id, mission_id = checked_request(
+            mission, agent_type, session_id, mission_id
+        )
+        queue: asyncio.Queue[object] = asyncio.Queue()
+
+        async def produce() -> None:
+            try:
+                result = await self._run(mission, agent_type, session_id, mission_id, queue.put)
+                await queue.put(ProgressEvent(kind="result", result=result))
+            finally:
+                queue.put_nowait(_DONE)
+
+        task = asyncio.create_task(produce(), name=f"taskforce-mission-{mission_id}")
+        try:
+            while (item := await queue.get()) is not _DONE:
+                yield cast(ProgressEvent, item)
+            await task  # re-raises what ended the mission abnormally
+        finally:
+            if not task.done():
+                task.cancel()
+                # asyncio.wait does not raise the task's CancelledError, but our own.
+                await asyncio.wait([task])
+            if not task.cancelled():
+                task.exception()  # retrieved, so asyncio does not report it as lost
+
+    async def _run(
+        self,
+        mission: str,
+        agent_type: AgentType,
+        session_id: str,
+        mission_id: str,
+        on_event: EventCallback | None,
+    ) -> ExecutionResult:
+        with structlog.contextvars.bound_contextvars(
+            session_id=session_id, mission_id=mission_id, agent_type=agent_type
+        ):
+            started_at = now_iso()
+            started = time.perf_counter()
+            _LOG.info("mission.started", category="mission")
+            if on_event is not None:
+                data = {
+                    "session_id": session_id,
+                    "mission_id": mission_id,
+                    "agent_type": agent_type,
+                }
+                await on_event(ProgressEvent(kind="mission_started", data=data))
+            try:
+                result = await self._run_locked(
+                    mission, agent_type, session_id, mission_id, on_event, started_at
+                )
+            except asyncio.CancelledError:
+                _LOG.warning(
+                    "mission.cancelled", category="mission", duration_seconds=seconds_since(started)
+                )
+                raise
+            except Exception as exc:
+                _LOG.error(
+                    "mission.failed",
+                    category="mission",
+                    error=f"{type(exc).__name__}: {exc}",
+                    duration_seconds=seconds_since(started),
+                )
+                raise
+            if result.status == "completed":
+                _LOG.info(
+                    "mission.completed",
+                    category="mission",
+                    steps=len(result.steps),
+                    tool_calls=result.tool_calls,
+                    duration_seconds=seconds_since(started),
+                )
+            else:
+                _LOG.warning(
+                    "mission.failed",
+                    category="mission",
+                    error=result.error,
+                    steps=len(result.steps),
+                    tool_calls=result.tool_calls,
+                    duration_seconds=seconds_since(started),
+                )
+            return result
+
+    async def _run_locked(
+        self,
+        mission: str,
+        agent_type: AgentType,
+        session_id: str,
+        mission_id: str,
+        on_event: EventCallback | None,
+        started_at: str,
+    ) -> ExecutionResult:
+        lock = self._locks.setdefault(session_id, asyncio.Lock())
+        cancelled_record: dict[str, Any] = {
+            "mission_id": mission_id,
+            "agent_type": agent_type,
+            "status": "cancelled",
+            "final_message": "",
+            "error": "cancelled",
+            "steps": [],
+            "started_at": started_at,
+        }
+        try:
+            await lock.acquire()
+        except asyncio.CancelledError:
+            # Waiting for the lock could take as long as another mission: record
+            # in the background rather than hold the cancellation up.
+            task = asyncio.create_task(self._record_cancelled(session_id, lock, cancelled_record))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            raise
+        try:
+            try:
+                state = await self._state.load(session_id)
+            except ValueError as exc:
+                raise MissionError(f"invalid session_id {session_id!r}: {exc}") from exc
+            except StateStoreError as exc:
+                # Never overwrite state we cannot read: fail without saving.
+                _LOG.error("state.load.failed", category="state", error=str(exc))
+                return ExecutionResult(
+                    session_id, mission_id, agent_type, "failed", "", error=str(exc)
+                )
+            try:
+                outcome = await self._agent(agent_type).run(mission, on_event=on_event)
+            except asyncio.CancelledError:
+                await to_the_end(self._record_cancelled(session_id, None, cancelled_record))
+                raise
+            result = ExecutionResult(
+                session_id,
+                mission_id,
+                agent_type,
+                outcome.status,
+                outcome.final_message,
+                outcome.steps,
+                outcome.tool_calls,
+                outcome.error,
+            )
+            record = {**cancelled_record, **record_fields(result)}
+            try:
+                # Once the agent is done its record is saved whole, even if cancelled meanwhile.
+                await to_the_end(self._append(session_id, state, record))
+            except StateStoreError as exc:
+                _LOG.error("state.save.failed", category="state", error=str(exc))
+                error = f"could not save the session state: {exc}"
+                return dataclasses.replace(result, status="failed", error=error)
+            return result
+        finally:
+            lock.release()
+
+    async def _append(
+        self, session_id: str, state: SessionState | None, record: dict[str, Any]
+    ) -> None:
+        state = dict(state or {})
+        missions = state.get("missions")
+        previous = missions if isinstance(missions, list) else []
+        state["missions"] = [*previous, {**record, "finished_at": now_iso()}]
+        await self._state.save(session_id, state)
+        _LOG.debug("state.saved", category="state", missions=len(state["missions"]))
+
+    async def _record_cancelled(
+        self, session_id: str, lock: asyncio.Lock | None, record: dict[str, Any]
+    ) -> None:
+        """Record a cancelled mission, under ``lock`` unless the caller holds it; never raises."""
+        try:
+            if lock is None:
+                await self._append(session_id, await self._state.load(session_id), record)
+            else:
+                async with lock:
+                    await self._append(session_id, await self._state.load(session_id), record)
+        except Exception as exc:  # best-effort: the cancellation is what must propagate
+            _LOG.warning(
+                "state.save.failed", category="state", error=f"{type(exc).__name__}: {exc}"
+            )
+
+    def _agent(self, agent_type: AgentType) -> Agent | LeanAgent:
+        settings = self._agent_settings
+        cls = LeanAgent if agent_type == "lean" else Agent
+        return cls(
+            self._llm,
+            self._tools,
+            max_steps=settings.max_steps,
+            tool_timeout_seconds=settings.tool_timeout_seconds,
+            fail_on_tool_error=settings.fail_on_tool_error,
+        )

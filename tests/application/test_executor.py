@@ -1,0 +1,538 @@
+"""Tests of AgentExecutor with fakes: validation, ids, state records, concurrency, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from taskforce.application.executor import AgentExecutor
+from taskforce.config import AgentSettings
+from taskforce.core.interfaces.executor import (
+    AgentType,
+    ExecutionResult,
+    ExecutorProtocol,
+    ProgressEvent,
+)
+from taskforce.errors import MissionError
+from taskforce.infrastructure.llm import ScriptedLLMProvider
+from taskforce.infrastructure.state import FileStateStore
+from taskforce.infrastructure.tools import build_default_registry
+from tests.core.domain.fakes import EchoLLM, FakeRegistry, FakeTool, MemoryStateStore, ok_handler
+
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+_RECORD_KEYS = {
+    "mission_id",
+    "agent_type",
+    "status",
+    "final_message",
+    "error",
+    "steps",
+    "started_at",
+    "finished_at",
+}
+
+
+def _executor(
+    store: MemoryStateStore | None = None,
+    llm: EchoLLM | None = None,
+    *tools: FakeTool,
+    settings: AgentSettings | None = None,
+) -> AgentExecutor:
+    registry = FakeRegistry(*(tools or (FakeTool("echo", ok_handler),)))
+    return AgentExecutor(
+        llm or EchoLLM(), registry, store or MemoryStateStore(), agent_settings=settings
+    )
+
+
+def _mission_tasks(mission_id: str) -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if t.get_name() == f"taskforce-mission-{mission_id}"]
+
+
+class TestValidation:
+    def test_is_an_executor(self) -> None:
+        """AgentExecutor satisfies ExecutorProtocol."""
+        assert isinstance(_executor(), ExecutorProtocol)
+
+    @pytest.mark.parametrize("agent_type", ["heavy", "", None, "LEAN"])
+    async def test_unknown_agent_type(self, agent_type: Any) -> None:
+        """An unknown agent_type raises MissionError naming the value, before anything runs."""
+        store = MemoryStateStore()
+
+        with pytest.raises(MissionError, match=re.escape(repr(agent_type))):
+            await _executor(store).execute_mission("m", agent_type=agent_type, session_id="s")
+
+        assert {} == store.data
+
+    @pytest.mark.parametrize("mission", ["", "   ", None, 42])
+    async def test_bad_mission(self, mission: Any) -> None:
+        """A mission that is not a non-empty string raises MissionError."""
+        with pytest.raises(MissionError, match="mission must be"):
+            await _executor().execute_mission(mission)
+
+    async def test_streaming_validates_too(self) -> None:
+        """The streaming form raises MissionError for an unknown agent_type on first iteration."""
+        stream = _executor().execute_mission_streaming("m", agent_type="nope")  # type: ignore[arg-type]
+
+        with pytest.raises(MissionError, match="'nope'"):
+            await anext(stream)
+
+    async def test_unsafe_session_id(self) -> None:
+        """A session id the store refuses raises MissionError naming it."""
+        with pytest.raises(MissionError, match="a/b"):
+            await _executor().execute_mission("m", session_id="a/b")
+
+
+class TestExecuteMission:
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    async def test_result_and_generated_ids(self, agent_type: Any) -> None:
+        """Both flows return a completed result; missing ids are uuid4 hex strings."""
+        result = await _executor().execute_mission("hello", agent_type=agent_type)
+
+        assert ("completed", "done: hello", agent_type) == (
+            result.status,
+            result.final_message,
+            result.agent_type,
+        )
+        assert _HEX32.fullmatch(result.session_id) and _HEX32.fullmatch(result.mission_id)
+        assert result.session_id != result.mission_id
+
+    async def test_given_ids_are_kept(self) -> None:
+        """Given session and mission ids are used as they are."""
+        result = await _executor().execute_mission("m", session_id="s1", mission_id="m1")
+
+        assert ("s1", "m1") == (result.session_id, result.mission_id)
+
+    async def test_state_record(self) -> None:
+        """Each mission appends a full record to its session's state['missions']."""
+        store = MemoryStateStore()
+        executor = _executor(store)
+
+        first = await executor.execute_mission("one", session_id="s", mission_id="m1")
+        await executor.execute_mission("two", agent_type="legacy", session_id="s", mission_id="m2")
+
+        records = store.missions("s")
+        assert [("m1", "lean", "completed"), ("m2", "legacy", "completed")] == [
+            (r["mission_id"], r["agent_type"], r["status"]) for r in records
+        ]
+        assert _RECORD_KEYS == set(records[0])
+        assert [
+            {
+                "index": s.index,
+                "description": s.description,
+                "status": s.status,
+                "tool_calls": list(s.tool_calls),
+                "outcome": s.outcome,
+            }
+            for s in first.steps
+        ] == records[0]["steps"]
+        assert records[0]["started_at"] <= records[0]["finished_at"]
+
+    async def test_failed_mission_is_recorded(self) -> None:
+        """A mission failing on the step limit is returned failed and recorded failed."""
+        store = MemoryStateStore()
+        executor = _executor(store, settings=AgentSettings(max_steps=1))
+
+        result = await executor.execute_mission("m", session_id="s")
+
+        assert ("failed", "step limit reached") == (result.status, result.error)
+        assert [("failed", "step limit reached")] == [
+            (r["status"], r["error"]) for r in store.missions("s")
+        ]
+
+    async def test_corrupt_state_fails_and_is_kept(self) -> None:
+        """A corrupt session state fails the mission with that error and is never overwritten."""
+        store = MemoryStateStore()
+        store.corrupt("s")
+
+        result = await _executor(store).execute_mission("m", session_id="s")
+
+        assert "failed" == result.status
+        assert result.error is not None and "corrupt" in result.error
+        assert ("{not json", 0) == (store.data["s"], store.saves)
+
+    async def test_contextvars_bound_during_the_mission(self) -> None:
+        """session_id, mission_id and agent_type are in structlog's contextvars during a mission."""
+        seen: list[dict[str, Any]] = []
+
+        async def spy(**_: Any) -> Any:
+            seen.append(structlog.contextvars.get_contextvars())
+            return {"success": True, "output": None}
+
+        executor = _executor(None, None, FakeTool("echo", spy))
+        await executor.execute_mission("m", session_id="s", mission_id="m1")
+
+        assert [{"session_id": "s", "mission_id": "m1", "agent_type": "lean"}] == seen
+        assert {} == structlog.contextvars.get_contextvars()
+
+    async def test_mission_logs(self) -> None:
+        """mission.started and mission.completed are logged in category mission, without text."""
+        with capture_logs() as logs:
+            await _executor().execute_mission("SECRET-TEXT", session_id="s")
+
+        mission_events = [(e["event"], e["category"]) for e in logs if e["category"] == "mission"]
+        assert [("mission.started", "mission"), ("mission.completed", "mission")] == mission_events
+        assert "SECRET-TEXT" not in repr(logs)
+
+    async def test_failed_mission_logs(self) -> None:
+        """A failed mission logs mission.failed with its error."""
+        with capture_logs() as logs:
+            await _executor(settings=AgentSettings(max_steps=1)).execute_mission("m")
+
+        failed = [e for e in logs if e["event"] == "mission.failed"]
+        assert ["step limit reached"] == [e["error"] for e in failed]
+
+
+class TestConcurrency:
+    async def test_fifty_sessions_concurrently(self) -> None:
+        """50 concurrent missions on 50 sessions each leave exactly their own record."""
+        store = MemoryStateStore(delay=0.001)
+        executor = _executor(store, EchoLLM(delay=0.001))
+
+        results = await asyncio.gather(
+            *(
+                executor.execute_mission(
+                    f"mission {i}", agent_type=("lean", "legacy")[i % 2], session_id=f"s{i}"
+                )
+                for i in range(50)
+            )
+        )
+
+        assert [f"done: mission {i}" for i in range(50)] == [r.final_message for r in results]
+        for i, result in enumerate(results):
+            assert [result.mission_id] == [r["mission_id"] for r in store.missions(f"s{i}")]
+
+    async def test_one_session_records_every_mission(self) -> None:
+        """Concurrent missions of one session are serialised: no record is lost."""
+        store = MemoryStateStore(delay=0.001)
+        executor = _executor(store, EchoLLM(delay=0.001))
+
+        results = await asyncio.gather(
+            *(executor.execute_mission(f"m{i}", session_id="shared") for i in range(20))
+        )
+
+        assert sorted(r.mission_id for r in results) == sorted(
+            r["mission_id"] for r in store.missions("shared")
+        )
+        assert 20 == len(store.missions("shared"))
+
+    async def test_sessions_do_not_wait_for_each_other(self) -> None:
+        """A mission blocked in one session does not hold up a mission of another session."""
+        gate = asyncio.Event()
+        blocked = asyncio.create_task(
+            _executor(llm=EchoLLM(gate=gate)).execute_mission("slow", session_id="a")
+        )
+        await asyncio.sleep(0.01)
+
+        result = await asyncio.wait_for(_executor().execute_mission("fast", session_id="b"), 5)
+
+        assert "completed" == result.status
+        assert not blocked.done()
+        gate.set()
+        await blocked
+
+
+class TestCancellation:
+    async def test_cancelled_mission_is_recorded_and_reraised(self) -> None:
+        """Cancelling a running mission re-raises CancelledError and records it as cancelled."""
+        store = MemoryStateStore()
+        started = asyncio.Event()
+
+        async def hang(**_: Any) -> Any:
+            started.set()
+            await asyncio.sleep(3600)
+
+        executor = _executor(store, None, FakeTool("echo", hang))
+        task = asyncio.create_task(executor.execute_mission("m", session_id="s", mission_id="m1"))
+        await started.wait()
+
+        task.cancel()
+
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert [("m1", "cancelled")] == [
+            (r["mission_id"], r["status"]) for r in store.missions("s")
+        ]
+
+    async def test_cancelled_while_waiting_for_the_session(self) -> None:
+        """A mission cancelled while queued behind another of its session is recorded too."""
+        store = MemoryStateStore()
+        gate = asyncio.Event()
+        executor = _executor(store, EchoLLM(gate=gate))
+        first = asyncio.create_task(executor.execute_mission("a", session_id="s", mission_id="m1"))
+        queued = asyncio.create_task(executor.execute_mission("b", session_id="s", mission_id="m2"))
+        await asyncio.sleep(0.01)
+
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        gate.set()
+        await first
+        for _ in range(10):  # the record of the queued mission is written once the lock frees
+            await asyncio.sleep(0)
+
+        assert [("m1", "completed"), ("m2", "cancelled")] == [
+            (r["mission_id"], r["status"]) for r in store.missions("s")
+        ]
+
+
+class TestStreaming:
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    async def test_events_first_to_last(self, agent_type: Any) -> None:
+        """The stream starts with mission_started and ends with the result."""
+        executor = _executor()
+
+        events = [
+            e
+            async for e in executor.execute_mission_streaming(
+                "hi", agent_type=agent_type, session_id="s", mission_id="m1"
+            )
+        ]
+
+        assert "mission_started" == events[0].kind
+        assert {"session_id": "s", "mission_id": "m1", "agent_type": agent_type} == events[0].data
+        assert "result" == events[-1].kind
+        result = events[-1].result
+        assert isinstance(result, ExecutionResult)
+        assert ("completed", "done: hi") == (result.status, result.final_message)
+        assert "final_answer" == events[-2].kind
+
+    async def test_early_close_cancels_the_mission(self) -> None:
+        """Stopping early under aclosing cancels the mission task, awaits it and records it."""
+        store = MemoryStateStore()
+        cancelled = asyncio.Event()
+
+        async def hang(**_: Any) -> Any:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+        executor = _executor(store, None, FakeTool("echo", hang))
+        seen: list[ProgressEvent] = []
+        async with contextlib.aclosing(
+            executor.execute_mission_streaming("m", session_id="s", mission_id="m1")
+        ) as stream:
+            async for event in stream:
+                seen.append(event)
+                if event.kind == "tool_call":
+                    tasks = _mission_tasks("m1")
+                    break
+
+        assert ["mission_started", "step_started", "tool_call"] == [e.kind for e in seen]
+        assert 1 == len(tasks) and tasks[0].done() and tasks[0].cancelled()
+        assert cancelled.is_set()
+        assert [("m1", "cancelled")] == [
+            (r["mission_id"], r["status"]) for r in store.missions("s")
+        ]
+
+    async def test_cancelled_consumer_cancels_the_mission(self) -> None:
+        """Cancelling the task consuming the stream cancels the mission task too."""
+        store = MemoryStateStore()
+        gate = asyncio.Event()
+        executor = _executor(store, EchoLLM(gate=gate))
+
+        async def consume() -> None:
+            async with contextlib.aclosing(
+                executor.execute_mission_streaming("m", session_id="s", mission_id="m1")
+            ) as stream:
+                async for _ in stream:
+                    pass
+
+        consumer = asyncio.create_task(consume())
+        await asyncio.sleep(0.01)
+        tasks = _mission_tasks("m1")
+
+        consumer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await consumer
+
+        assert 1 == len(tasks) and tasks[0].cancelled()
+        assert ["cancelled"] == [r["status"] for r in store.missions("s")]
+
+
+_MISSION = (
+    'tool:calculator {"expression": "6*7"}\n'
+    'tool:file_write {"path": "out.txt", "content": "42"}\n'
+    "Report what you did."
+)
+
+
+@pytest.fixture(name="real_executor")
+def fixture_real_executor(tmp_path: Path) -> Callable[..., AgentExecutor]:
+    """Builds executors on the scripted provider, the built-in tools and the file store."""
+
+    def build(**settings: Any) -> AgentExecutor:
+        return AgentExecutor(
+            ScriptedLLMProvider(),
+            build_default_registry(tmp_path / "workspace"),
+            FileStateStore(tmp_path / "state"),
+            agent_settings=AgentSettings(**settings),
+        )
+
+    return build
+
+
+def _stored_missions(tmp_path: Path, session_id: str) -> list[dict[str, Any]]:
+    state = json.loads((tmp_path / "state" / f"{session_id}.json").read_text())
+    return list(state["missions"])
+
+
+class TestWithRealAdapters:
+    async def test_both_flows_same_shape(
+        self, real_executor: Callable[..., AgentExecutor], tmp_path: Path
+    ) -> None:
+        """Lean and legacy run the same mission to the same answer, events and result shape."""
+        executor = real_executor()
+        runs: dict[str, list[ProgressEvent]] = {}
+        agent_types: tuple[AgentType, ...] = ("lean", "legacy")
+        for agent_type in agent_types:
+            runs[agent_type] = [
+                e
+                async for e in executor.execute_mission_streaming(
+                    _MISSION, agent_type=agent_type, session_id="s"
+                )
+            ]
+
+        lean, legacy = runs["lean"][-1].result, runs["legacy"][-1].result
+        assert lean is not None and legacy is not None
+        assert [e.kind for e in runs["lean"]] == [e.kind for e in runs["legacy"]]
+        assert ("completed", "completed") == (lean.status, legacy.status)
+        assert lean.final_message == legacy.final_message
+        assert (2, 2) == (lean.tool_calls, legacy.tool_calls)
+        assert set(lean.to_dict()) == set(legacy.to_dict())
+        assert [("calculator",), ("file_write",), ()] == [s.tool_calls for s in legacy.steps]
+        assert [("calculator",), ("file_write",), ()] == [s.tool_calls for s in lean.steps]
+        results = [e.data for e in runs["lean"] if e.kind == "tool_result"]
+        assert 42 == results[0]["output"]
+        assert "42" == (tmp_path / "workspace" / "out.txt").read_text()
+        assert [("lean", "completed"), ("legacy", "completed")] == [
+            (r["agent_type"], r["status"]) for r in _stored_missions(tmp_path, "s")
+        ]
+
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    async def test_llm_error(
+        self, real_executor: Callable[..., AgentExecutor], agent_type: Any
+    ) -> None:
+        """An llm:error directive fails the mission with the provider's error."""
+        result = await real_executor().execute_mission(
+            'tool:calculator {"expression": "1+1"}\nllm:error', agent_type=agent_type
+        )
+
+        assert ("failed", 1) == (result.status, result.tool_calls)
+        assert result.error is not None and "llm:error" in result.error
+
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    async def test_failing_tool(
+        self, real_executor: Callable[..., AgentExecutor], agent_type: Any
+    ) -> None:
+        """A failing tool fails the mission; without fail_on_tool_error the mission goes on."""
+        mission = 'tool:calculator {"expression": "1/0"}\ntool:calculator {"expression": "2+2"}'
+
+        strict = await real_executor().execute_mission(mission, agent_type=agent_type)
+        lenient = await real_executor(fail_on_tool_error=False).execute_mission(
+            mission, agent_type=agent_type
+        )
+
+        assert ("failed", 1) == (strict.status, strict.tool_calls)
+        assert strict.error is not None and strict.error.startswith("tool 'calculator' failed:")
+        assert ("completed", 2) == (lenient.status, lenient.tool_calls)
+        assert lenient.final_message.endswith("4")
+
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    async def test_tool_timeout(
+        self, real_executor: Callable[..., AgentExecutor], agent_type: Any
+    ) -> None:
+        """A tool past its time limit gives a timeout result; the mission fails on it."""
+        executor = real_executor(tool_timeout_seconds=0.05)
+        events = [
+            e
+            async for e in executor.execute_mission_streaming(
+                'tool:sleep {"seconds": 30}', agent_type=agent_type
+            )
+        ]
+
+        results = [e.data for e in events if e.kind == "tool_result"]
+        assert [("timeout", False)] == [(r["error_type"], r["success"]) for r in results]
+        final = events[-1].result
+        assert final is not None and "failed" == final.status
+        assert final.error is not None and "timed out" in final.error
+
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    async def test_outer_cancellation_during_a_tool(
+        self, real_executor: Callable[..., AgentExecutor], tmp_path: Path, agent_type: Any
+    ) -> None:
+        """Cancelling a mission inside a tool call propagates and is recorded as cancelled."""
+        executor = real_executor()
+        task = asyncio.create_task(
+            executor.execute_mission(
+                'tool:sleep {"seconds": 30}', agent_type=agent_type, session_id="c"
+            )
+        )
+        await asyncio.sleep(0.05)
+
+        task.cancel()
+
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert ["cancelled"] == [r["status"] for r in _stored_missions(tmp_path, "c")]
+
+    async def test_fifty_concurrent_missions(
+        self, real_executor: Callable[..., AgentExecutor], tmp_path: Path
+    ) -> None:
+        """50 concurrent missions, 40 on own sessions and 10 on one, are all recorded right."""
+        executor = real_executor()
+
+        def mission(i: int) -> str:
+            return f'tool:calculator {{"expression": "{i}*2"}}\ndone'
+
+        results = await asyncio.gather(
+            *(
+                executor.execute_mission(
+                    mission(i),
+                    agent_type=("lean", "legacy")[i % 2],
+                    session_id=f"own{i}" if i < 40 else "shared",
+                )
+                for i in range(50)
+            )
+        )
+
+        assert [f"Completed 1 tool call(s). Last result: {i * 2}" for i in range(50)] == [
+            r.final_message for r in results
+        ]
+        for i in range(40):
+            assert [results[i].mission_id] == [
+                r["mission_id"] for r in _stored_missions(tmp_path, f"own{i}")
+            ]
+        assert sorted(r.mission_id for r in results[40:]) == sorted(
+            r["mission_id"] for r in _stored_missions(tmp_path, "shared")
+        )
+
+    async def test_streaming_early_close(
+        self, real_executor: Callable[..., AgentExecutor], tmp_path: Path
+    ) -> None:
+        """Closing the stream during a slow tool cancels the mission task and records it."""
+        executor = real_executor()
+        async with contextlib.aclosing(
+            executor.execute_mission_streaming(
+                'tool:sleep {"seconds": 30}', session_id="e", mission_id="m-early"
+            )
+        ) as stream:
+            async for event in stream:
+                if event.kind == "tool_call":
+                    tasks = _mission_tasks("m-early")
+                    break
+
+        assert 1 == len(tasks) and tasks[0].done()
+        assert [("m-early", "cancelled")] == [
+            (r["mission_id"], r["status"]) for r in _stored_missions(tmp_path, "e")
+        ]
