@@ -1,29 +1,118 @@
-"""STUB (to be implemented): the semantic recording API the proxies write through.
+"""The semantic recording API the proxies write through, on one per-container ``Registry``.
 
-A ``MetricSet`` owns one aioprometheus ``Registry`` holding every metric of the
-catalog, plus the label guard. Proxies never touch metric objects directly;
-they call the ``record_*`` methods below, always from the event-loop thread.
-Every method may raise on a programming error; callers (the proxies) wrap
-their calls and report faults through :meth:`MetricSet.record_fault`.
+A ``MetricSet`` owns one aioprometheus ``Registry`` holding every metric of the catalog,
+plus the label guard. Proxies never touch metric objects directly; they call the
+``record_*`` methods below. Every method may raise on a programming error (a value
+outside a closed label set, a negative count); callers (the proxies) wrap their calls
+and report faults through :meth:`MetricSet.record_fault`, which never raises.
+
+Hazard: aioprometheus has no locks and neither does this module. Record only from the
+event-loop thread (after the awaited call returns), never from a worker thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
+
+from taskforce.observability._catalog import (
+    HTTP_METHODS,
+    MISSION_STATUSES,
+    OTHER,
+    metric,
+    series_budget,
+)
+from taskforce.observability._fastmetrics import FastHistogram
+from taskforce.observability._render import TextRenderer
+from taskforce.observability._series import SeriesTable
+
+__all__ = ["MetricSet"]
+
+_METHODS = frozenset(HTTP_METHODS)
+
+_MISSIONS = "taskforce_missions_total"
+_MISSION_SECONDS = "taskforce_mission_duration_seconds"
+_IN_PROGRESS = "taskforce_missions_in_progress"
+_STEPS = "taskforce_mission_steps"
+_MISSION_TOOL_CALLS = "taskforce_mission_tool_calls"
+_TOOL_CALLS = "taskforce_tool_calls_total"
+_TOOL_FAILURES = "taskforce_tool_failures_total"
+_TOOL_SECONDS = "taskforce_tool_duration_seconds"
+_LLM_REQUESTS = "taskforce_llm_requests_total"
+_LLM_SECONDS = "taskforce_llm_request_duration_seconds"
+_LLM_TTFT = "taskforce_llm_time_to_first_token_seconds"
+_LLM_TOKENS = "taskforce_llm_tokens_total"
+_PACK_MESSAGES = "taskforce_context_pack_messages"
+_PACK_TOKENS = "taskforce_context_pack_tokens"
+_STATE_BYTES = "taskforce_state_size_bytes"
+_HTTP_REQUESTS = "taskforce_http_requests_total"
+_HTTP_SECONDS = "taskforce_http_request_duration_seconds"
 
 
 class MetricSet:
-    """Every metric of the catalog on one per-container aioprometheus ``Registry``."""
+    """Every metric of the catalog on one per-container aioprometheus ``Registry``.
 
-    registry: Any  # aioprometheus.Registry
+    Each ``record_*`` method caches, per tuple of raw label values, the series it writes
+    (the store key aioprometheus derives from the label dict, and the histogram value
+    object), so a repeated call is a dict lookup, a bisect and a few additions. Values
+    outside the closed sets raise ``ValueError``; free-form values pass the label guard.
+    Durations below zero (or NaN) are recorded as 0. Not thread-safe: event loop only.
+
+    Attributes:
+        registry: The aioprometheus ``Registry`` served at ``/metrics``.
+        guard: The :class:`LabelGuard` capping free-form label values.
+        series_budget: Worst-case number of series this set can expose.
+        max_label_values: The guard's cap per label per metric.
+    """
 
     def __init__(self, *, max_label_values: int = 100) -> None:
-        raise NotImplementedError
+        """Create the registry, every catalog metric and the zero-valued closed series.
+
+        Args:
+            max_label_values: Cap of distinct values per free-form label per metric.
+
+        Raises:
+            ValueError: ``max_label_values`` is below 1.
+        """
+        if max_label_values < 1:
+            raise ValueError(f"max_label_values must be >= 1, got {max_label_values!r}")
+        self.max_label_values = max_label_values
+        self.series_budget = series_budget(max_label_values)
+        self._table = SeriesTable(max_label_values)
+        self.registry = self._table.registry
+        self.guard = self._table.guard
+        self._renderer = TextRenderer(self.registry)
+        self._cache_limit = 16 * max_label_values + 1024
+        self._tool_calls: dict[Any, Any] = {}
+        self._tool_failures: dict[Any, Any] = {}
+        self._llm_requests: dict[Any, Any] = {}
+        self._llm_tokens: dict[Any, Any] = {}
+        self._llm_ttft: dict[Any, Any] = {}
+        self._packs: dict[Any, Any] = {}
+        self._missions_started: dict[Any, Any] = {}
+        self._missions_finished: dict[Any, Any] = {}
+        self._http: dict[Any, Any] = {}
+        self._state_hist = self._table.histogram(_STATE_BYTES, ())[0]
+        for agent_type in ("lean", "legacy"):  # exist at zero from the first scrape
+            self._missions_started_entry(agent_type)
+            for status in MISSION_STATUSES:
+                self._missions_finished_entry(agent_type, status)
 
     # missions (closed sets: agent_type in lean|legacy|none, status completed|failed|cancelled)
     def record_mission_started(self, agent_type: str) -> None:
-        """Raise ``taskforce_missions_in_progress{agent_type}`` by one."""
-        raise NotImplementedError
+        """Raise ``taskforce_missions_in_progress{agent_type}`` by one.
+
+        Args:
+            agent_type: ``lean``, ``legacy`` or ``none``.
+
+        Raises:
+            ValueError: ``agent_type`` is outside its closed set.
+        """
+        entry = self._missions_started.get(agent_type)
+        if entry is None:
+            entry = self._missions_started_entry(agent_type)
+        store, key = entry
+        store[key] += 1
 
     def record_mission_finished(
         self,
@@ -33,8 +122,29 @@ class MetricSet:
         steps: int | None,
         tool_calls: int | None,
     ) -> None:
-        """Count the mission, observe its duration (and steps/tool calls when known), gauge -1."""
-        raise NotImplementedError
+        """Count the mission, observe its duration (and steps/tool calls when known), gauge -1.
+
+        Args:
+            agent_type: ``lean``, ``legacy`` or ``none``.
+            status: ``completed``, ``failed`` or ``cancelled``.
+            duration_seconds: Wall-clock duration of the mission.
+            steps: Agent-loop steps taken, or None when unknown.
+            tool_calls: Tool calls made, or None when unknown.
+
+        Raises:
+            ValueError: A label value is outside its closed set.
+        """
+        entry = self._missions_finished.get((agent_type, status))
+        if entry is None:
+            entry = self._missions_finished_entry(agent_type, status)
+        store, key, seconds, steps_hist, calls_hist, gauge, gauge_key = entry
+        seconds.observe(duration_seconds if duration_seconds >= 0.0 else 0.0)
+        if steps is not None:
+            steps_hist.observe(steps)
+        if tool_calls is not None:
+            calls_hist.observe(tool_calls)
+        store[key] += 1
+        gauge[gauge_key] -= 1
 
     def record_tool_call(
         self,
@@ -44,39 +154,228 @@ class MetricSet:
         duration_seconds: float,
         error_type: str | None,
     ) -> None:
-        """Count a tool call (status success|error), its duration, and the failure type."""
-        raise NotImplementedError
+        """Count a tool call (status success|error), its duration, and the failure type.
+
+        Args:
+            tool_name: The tool's name (guarded).
+            agent_type: ``lean``, ``legacy`` or ``none``.
+            status: ``success`` or ``error``.
+            duration_seconds: Duration of the call.
+            error_type: On error, the exception class name, ``tool_error`` or ``timeout``
+                (guarded); ``unknown`` when None. Ignored on success.
+
+        Raises:
+            ValueError: A label value is outside its closed set.
+        """
+        entry = self._tool_calls.get((tool_name, agent_type, status))
+        if entry is None:
+            entry = self._tool_call_entry(tool_name, agent_type, status)
+        hist, store, key = entry
+        hist.observe(duration_seconds if duration_seconds >= 0.0 else 0.0)
+        store[key] += 1
+        if status == "error":
+            failure = (tool_name, agent_type, "unknown" if error_type is None else error_type)
+            found = self._tool_failures.get(failure)
+            if found is None:
+                found = self._counter_entry(self._tool_failures, _TOOL_FAILURES, failure)
+            found[0][found[1]] += 1
 
     def record_llm_request(
         self, model: str, agent_type: str, operation: str, status: str, duration_seconds: float
     ) -> None:
-        """Count an LLM request (operation complete|generate|stream) and observe its latency."""
-        raise NotImplementedError
+        """Count an LLM request (operation complete|generate|stream) and observe its latency.
+
+        Args:
+            model: The model the provider resolved (guarded).
+            agent_type: ``lean``, ``legacy`` or ``none``.
+            operation: ``complete``, ``generate`` or ``stream``.
+            status: ``success`` or ``error``.
+            duration_seconds: Latency; for a stream, until it ended.
+
+        Raises:
+            ValueError: A label value is outside its closed set.
+        """
+        entry = self._llm_requests.get((model, agent_type, operation, status))
+        if entry is None:
+            entry = self._llm_request_entry(model, agent_type, operation, status)
+        hist, store, key = entry
+        hist.observe(duration_seconds if duration_seconds >= 0.0 else 0.0)
+        store[key] += 1
 
     def record_llm_tokens(
         self, model: str, agent_type: str, input_tokens: int, output_tokens: int
     ) -> None:
-        """Add prompt/completion tokens (zero values are skipped)."""
-        raise NotImplementedError
+        """Add prompt/completion tokens (zero values are skipped).
+
+        Args:
+            model: The model the provider resolved (guarded).
+            agent_type: ``lean``, ``legacy`` or ``none``.
+            input_tokens: Prompt tokens reported.
+            output_tokens: Completion tokens reported.
+
+        Raises:
+            ValueError: A count is negative, or ``agent_type`` is outside its closed set.
+        """
+        if input_tokens < 0 or output_tokens < 0:
+            raise ValueError(f"token counts must be >= 0, got {input_tokens}, {output_tokens}")
+        entry = self._llm_tokens.get((model, agent_type))
+        if entry is None:
+            entry = self._llm_tokens_entry(model, agent_type)
+        store, input_key, output_key = entry
+        if input_tokens:
+            store[input_key] += input_tokens
+        if output_tokens:
+            store[output_key] += output_tokens
 
     def record_time_to_first_token(self, model: str, agent_type: str, seconds: float) -> None:
-        """Observe the time to the first chunk of a stream."""
-        raise NotImplementedError
+        """Observe the time to the first chunk of a stream.
+
+        Args:
+            model: The model the provider resolved (guarded).
+            agent_type: ``lean``, ``legacy`` or ``none``.
+            seconds: Time from the request to the first chunk.
+
+        Raises:
+            ValueError: ``agent_type`` is outside its closed set.
+        """
+        hist = self._llm_ttft.get((model, agent_type))
+        if hist is None:
+            hist, cacheable = self._table.histogram(_LLM_TTFT, (model, agent_type))
+            self._remember(self._llm_ttft, (model, agent_type), hist, cacheable)
+        hist.observe(seconds if seconds >= 0.0 else 0.0)
 
     def record_context_pack(self, agent_type: str, messages: int, tokens: int) -> None:
-        """Observe the size of what is sent to the model (messages, estimated tokens)."""
-        raise NotImplementedError
+        """Observe the size of what is sent to the model (messages, estimated tokens).
+
+        Args:
+            agent_type: ``lean``, ``legacy`` or ``none``.
+            messages: Number of messages sent.
+            tokens: Estimated tokens of those messages.
+
+        Raises:
+            ValueError: ``agent_type`` is outside its closed set.
+        """
+        entry = self._packs.get(agent_type)
+        if entry is None:
+            entry = (self._table.histogram(_PACK_MESSAGES, (agent_type,))[0],)
+            entry += (self._table.histogram(_PACK_TOKENS, (agent_type,))[0],)
+            self._remember(self._packs, agent_type, entry, True)
+        entry[0].observe(messages)
+        entry[1].observe(tokens)
 
     def record_state_size(self, size_bytes: int) -> None:
-        """Observe the size of a saved session state."""
-        raise NotImplementedError
+        """Observe the size of a saved session state.
+
+        Args:
+            size_bytes: Bytes written.
+        """
+        self._state_hist.observe(size_bytes)
 
     def record_http_request(
         self, method: str, route: str, status_code: int, duration_seconds: float
     ) -> None:
-        """Count an HTTP request by route template and observe its duration."""
-        raise NotImplementedError
+        """Count an HTTP request by route template and observe its duration.
+
+        Args:
+            method: The request method; non-standard methods count as ``other``.
+            route: The matched route template, or ``unmatched`` (guarded).
+            status_code: The response status (guarded).
+            duration_seconds: Time to the end of the response body.
+        """
+        entry = self._http.get((method, route, status_code))
+        if entry is None:
+            entry = self._http_entry(method, route, status_code)
+        hist, store, key = entry
+        hist.observe(duration_seconds if duration_seconds >= 0.0 else 0.0)
+        store[key] += 1
 
     def record_fault(self, stage: str) -> None:
-        """Count a fault swallowed inside instrumentation (never raises)."""
-        raise NotImplementedError
+        """Count a fault swallowed inside instrumentation (never raises).
+
+        Args:
+            stage: One of the catalog's fault stages, optionally dotted (``llm.stream``
+                counts as ``llm``); anything else counts as ``other``.
+        """
+        # the last line of defence: a fault while counting a fault must not raise
+        with contextlib.suppress(Exception):
+            self._table.count_fault(stage)
+
+    def render(self) -> bytes:
+        """Return the registry as a Prometheus text exposition (format 0.0.4).
+
+        Returns:
+            UTF-8 encoded exposition; see :class:`TextRenderer`.
+        """
+        return self._renderer.render()
+
+    # ---- slow path: resolve label values to series, create them at zero, cache --------
+
+    def _remember(self, cache: dict[Any, Any], key: Any, entry: Any, cacheable: bool) -> None:
+        # overflowed raw values are never cached: the cache would grow with the attack
+        if cacheable and len(cache) < self._cache_limit:
+            cache[key] = entry
+
+    def _counter_entry(
+        self, cache: dict[Any, Any], name: str, raw: tuple[Any, ...]
+    ) -> tuple[dict[Any, Any], Any]:
+        key, cacheable = self._table.key(name, raw)
+        entry = (self._table.store(name), key)
+        self._remember(cache, raw, entry, cacheable)
+        return entry
+
+    def _timed_entry(
+        self, cache: dict[Any, Any], names: tuple[str, str], raw: tuple[Any, ...]
+    ) -> tuple[FastHistogram, dict[Any, Any], Any]:
+        counter, histogram = names
+        key, counter_ok = self._table.key(counter, raw)
+        hist, hist_ok = self._table.histogram(histogram, raw[: len(metric(histogram).labels)])
+        entry = (hist, self._table.store(counter), key)
+        self._remember(cache, raw, entry, counter_ok and hist_ok)
+        return entry
+
+    def _tool_call_entry(self, *raw: Any) -> tuple[FastHistogram, dict[Any, Any], Any]:
+        return self._timed_entry(self._tool_calls, (_TOOL_CALLS, _TOOL_SECONDS), raw)
+
+    def _llm_request_entry(self, *raw: Any) -> tuple[FastHistogram, dict[Any, Any], Any]:
+        return self._timed_entry(self._llm_requests, (_LLM_REQUESTS, _LLM_SECONDS), raw)
+
+    def _http_entry(
+        self, method: str, route: str, status_code: int
+    ) -> tuple[FastHistogram, dict[Any, Any], Any]:
+        label_method = method if isinstance(method, str) and method in _METHODS else OTHER
+        status = str(int(status_code))
+        key, counter_ok = self._table.key(_HTTP_REQUESTS, (label_method, route, status))
+        hist, hist_ok = self._table.histogram(_HTTP_SECONDS, (label_method, route))
+        entry = (hist, self._table.store(_HTTP_REQUESTS), key)
+        # garbage methods and non-int codes would each add an entry: never cache them
+        cacheable = counter_ok and hist_ok and type(status_code) is int and method in _METHODS
+        self._remember(self._http, (method, route, status_code), entry, cacheable)
+        return entry
+
+    def _llm_tokens_entry(self, model: str, agent_type: str) -> tuple[dict[Any, Any], Any, Any]:
+        input_key, input_ok = self._table.key(_LLM_TOKENS, (model, agent_type, "input"))
+        output_key, output_ok = self._table.key(_LLM_TOKENS, (model, agent_type, "output"))
+        entry = (self._table.store(_LLM_TOKENS), input_key, output_key)
+        self._remember(self._llm_tokens, (model, agent_type), entry, input_ok and output_ok)
+        return entry
+
+    def _missions_started_entry(self, agent_type: str) -> tuple[dict[Any, Any], Any]:
+        key, _ = self._table.key(_IN_PROGRESS, (agent_type,))
+        entry = (self._table.store(_IN_PROGRESS), key)
+        self._remember(self._missions_started, agent_type, entry, True)
+        return entry
+
+    def _missions_finished_entry(self, agent_type: str, status: str) -> tuple[Any, ...]:
+        key, _ = self._table.key(_MISSIONS, (agent_type, status))
+        gauge, gauge_key = self._missions_started_entry(agent_type)
+        entry = (
+            self._table.store(_MISSIONS),
+            key,
+            self._table.histogram(_MISSION_SECONDS, (agent_type, status))[0],
+            self._table.histogram(_STEPS, (agent_type,))[0],
+            self._table.histogram(_MISSION_TOOL_CALLS, (agent_type,))[0],
+            gauge,
+            gauge_key,
+        )
+        self._remember(self._missions_finished, (agent_type, status), entry, True)
+        return entry

@@ -1,0 +1,128 @@
+"""The ``/metrics`` ASGI sub-app: serves a ``MetricSet``'s registry in the text format.
+
+aioprometheus' own Starlette handler reads ``request.app.state.registry`` and silently
+falls back to its global ``REGISTRY``; in a mounted app ``request.app`` is the sub-app,
+so the registry goes on the sub-app's ``state`` (and our endpoint uses the MetricSet it
+was built with anyway). Rendering runs on the event loop, because the registry has no
+locks; only gzip of a large body moves to a worker thread (it touches bytes, not metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hmac
+
+import structlog
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Match, Mount, Route
+from starlette.types import Scope
+
+from taskforce.observability._metricset import MetricSet
+from taskforce.observability._render import CONTENT_TYPE
+
+__all__ = ["CONTENT_TYPE", "MetricsMount", "make_metrics_app"]
+
+_LOG = structlog.get_logger("taskforce.observability.metrics")
+_GZIP_INLINE_LIMIT = 64 * 1024  # below this, compressing is faster than a thread hop
+_GZIP_LEVEL = 6
+
+
+def _accepts_gzip(header: str) -> bool:
+    for item in header.split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() not in ("gzip", "*"):
+            continue
+        quality = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        return quality > 0.0
+    return False
+
+
+def _bearer_token(request: Request) -> bytes | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip().encode("utf-8")
+
+
+def make_metrics_app(metrics: MetricSet, *, auth_token: str | None) -> Starlette:
+    """Build the Starlette app serving ``metrics`` at its root (``GET``/``HEAD /``).
+
+    Args:
+        metrics: The container's metric set; rendered on every scrape.
+        auth_token: When set, requests need ``Authorization: Bearer <auth_token>``;
+            others get 401 with ``WWW-Authenticate: Bearer`` and a ``metrics.auth.failed``
+            security log line (never containing the token).
+
+    Returns:
+        The sub-app; mount it with :class:`MetricsMount` (or ``app.mount``) at the
+        configured path. Its ``state.registry`` is ``metrics.registry``.
+    """
+    expected = auth_token.encode("utf-8") if auth_token is not None else None
+
+    async def serve_metrics(request: Request) -> Response:
+        if expected is not None:
+            token = _bearer_token(request)
+            # compare_digest: the time taken must not tell how much of a guess was right
+            if token is None or not hmac.compare_digest(token, expected):
+                _LOG.warning(
+                    "metrics.auth.failed",
+                    category="security",
+                    reason="missing" if token is None else "mismatch",
+                    client=request.client.host if request.client else None,
+                )
+                return Response(
+                    b"unauthorized\n",
+                    status_code=401,
+                    media_type="text/plain; charset=utf-8",
+                    headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+                )
+        try:
+            body = metrics.render()
+        except Exception as exc:  # a broken collector must not take the service down
+            metrics.record_fault("render")
+            _LOG.error("metrics.render.failed", category="metrics", error_type=type(exc).__name__)
+            return Response(b"metrics rendering failed\n", status_code=500)
+        headers = {"Vary": "Accept-Encoding"}
+        if _accepts_gzip(request.headers.get("accept-encoding", "")):
+            if len(body) < _GZIP_INLINE_LIMIT:
+                body = gzip.compress(body, _GZIP_LEVEL)
+            else:
+                body = await asyncio.to_thread(gzip.compress, body, _GZIP_LEVEL)
+            headers["Content-Encoding"] = "gzip"
+        return Response(body, media_type=CONTENT_TYPE, headers=headers)
+
+    app = Starlette(routes=[Route("/", serve_metrics, methods=["GET", "HEAD"])])
+    app.state.registry = metrics.registry
+    app.state.metrics = metrics
+    return app
+
+
+class MetricsMount(Mount):
+    """A ``Mount`` that also serves its bare path: ``GET /metrics`` as well as ``/metrics/``.
+
+    Starlette's ``Mount("/metrics")`` matches only ``/metrics/{path}``, so a scrape of
+    ``/metrics`` would get a 307 redirect (and an httpx client, which does not follow
+    redirects by default, a 307 instead of the exposition). This mount treats the bare
+    path as ``/metrics/``. It is not part of the OpenAPI schema, like any ``Mount``.
+    """
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        """Match like ``Mount``; retry a bare-path HTTP request as ``{path}/``."""
+        match, child_scope = super().matches(scope)
+        if match is Match.NONE and scope["type"] == "http" and not scope["path"].endswith("/"):
+            slashed = {**scope, "path": scope["path"] + "/"}
+            match, child_scope = super().matches(slashed)
+            if match is Match.FULL:
+                # only the bare mount path gets here: "/metrics/..." matched above
+                child_scope["path"] = slashed["path"]
+        return match, child_scope
