@@ -227,10 +227,11 @@ class TestConcurrency:
     async def test_sessions_do_not_wait_for_each_other(self) -> None:
         """A mission blocked in one session does not hold up a mission of another session."""
         gate = asyncio.Event()
+        slow_llm = EchoLLM(gate=gate)
         blocked = asyncio.create_task(
-            _executor(llm=EchoLLM(gate=gate)).execute_mission("slow", session_id="a")
+            _executor(llm=slow_llm).execute_mission("slow", session_id="a")
         )
-        await asyncio.sleep(0.01)
+        await slow_llm.entered.wait()
 
         result = await asyncio.wait_for(_executor().execute_mission("fast", session_id="b"), 5)
 
@@ -266,10 +267,13 @@ class TestCancellation:
         """A mission cancelled while queued behind another of its session is recorded too."""
         store = MemoryStateStore()
         gate = asyncio.Event()
-        executor = _executor(store, EchoLLM(gate=gate))
+        llm = EchoLLM(gate=gate)
+        executor = _executor(store, llm)
         first = asyncio.create_task(executor.execute_mission("a", session_id="s", mission_id="m1"))
+        await llm.entered.wait()  # the first mission holds the session's lock
         queued = asyncio.create_task(executor.execute_mission("b", session_id="s", mission_id="m2"))
-        await asyncio.sleep(0.01)
+        for _ in range(5):
+            await asyncio.sleep(0)
 
         queued.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -305,6 +309,14 @@ class TestStreaming:
         assert ("completed", "done: hi") == (result.status, result.final_message)
         assert "final_answer" == events[-2].kind
 
+    async def test_mission_error_reaches_the_consumer(self) -> None:
+        """An exception that ends the mission task is raised to the stream's consumer."""
+        stream = _executor().execute_mission_streaming("m", session_id="a/b")
+
+        with pytest.raises(MissionError, match="a/b"):
+            async for _ in stream:
+                pass
+
     async def test_early_close_cancels_the_mission(self) -> None:
         """Stopping early under aclosing cancels the mission task, awaits it and records it."""
         store = MemoryStateStore()
@@ -338,8 +350,8 @@ class TestStreaming:
     async def test_cancelled_consumer_cancels_the_mission(self) -> None:
         """Cancelling the task consuming the stream cancels the mission task too."""
         store = MemoryStateStore()
-        gate = asyncio.Event()
-        executor = _executor(store, EchoLLM(gate=gate))
+        llm = EchoLLM(gate=asyncio.Event())
+        executor = _executor(store, llm)
 
         async def consume() -> None:
             async with contextlib.aclosing(
@@ -349,7 +361,7 @@ class TestStreaming:
                     pass
 
         consumer = asyncio.create_task(consume())
-        await asyncio.sleep(0.01)
+        await llm.entered.wait()
         tasks = _mission_tasks("m1")
 
         consumer.cancel()

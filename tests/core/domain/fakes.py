@@ -100,14 +100,16 @@ class EchoLLM:
 
     Lean: calls tool ``echo`` once with the mission text, then answers
     ``"done: <mission>"``. Legacy: a one-step plan whose step finishes at once.
-    Every call first awaits ``delay`` seconds (and ``gate``, when set).
+    Every call sets ``entered``, then awaits ``gate`` (when set) and ``delay`` seconds.
     """
 
     def __init__(self, delay: float = 0.0, gate: asyncio.Event | None = None) -> None:
         self.delay = delay
         self.gate = gate
+        self.entered = asyncio.Event()
 
     async def _pause(self) -> None:
+        self.entered.set()
         if self.gate is not None:
             await self.gate.wait()
         await asyncio.sleep(self.delay)

@@ -167,9 +167,15 @@ class TestTimeLimit:
 
     async def test_outer_cancellation_propagates(self) -> None:
         """Cancelling the mission's task during a tool call raises CancelledError, no result."""
-        registry = FakeRegistry(FakeTool("slow", _sleep_forever))
+        started = asyncio.Event()
+
+        async def hang(**_: Any) -> Any:
+            started.set()
+            await asyncio.sleep(3600)
+
+        registry = FakeRegistry(FakeTool("slow", hang))
         task = asyncio.create_task(run_tool_call(registry, "slow", {}, timeout_seconds=30))
-        await asyncio.sleep(0.01)
+        await started.wait()
 
         task.cancel()
 
@@ -180,18 +186,27 @@ class TestTimeLimit:
     async def test_outer_cancellation_wins_over_a_timeout_firing_during_cleanup(self) -> None:
         """When the timer fires while an outer cancellation unwinds the tool, the outer one wins."""
 
+        started = asyncio.Event()
+        cleanup_cut: list[tuple[Any, ...]] = []
+
         async def slow_cleanup(**_: Any) -> Any:
+            started.set()
             try:
                 await asyncio.sleep(3600)
             finally:
-                await asyncio.sleep(3600)  # cut short by the time limit
+                try:
+                    await asyncio.sleep(3600)  # cut short by the time limit
+                except asyncio.CancelledError as exc:
+                    cleanup_cut.append(exc.args)
+                    raise
 
         registry = FakeRegistry(FakeTool("slow", slow_cleanup))
         task = asyncio.create_task(run_tool_call(registry, "slow", {}, timeout_seconds=0.05))
-        await asyncio.sleep(0.01)
+        await started.wait()
 
         task.cancel()
 
         with pytest.raises(asyncio.CancelledError):
             await task
         assert task.cancelled()
+        assert [(TOOL_TIMEOUT_CANCEL_MESSAGE,)] == cleanup_cut

@@ -21,7 +21,7 @@ from taskforce.core.interfaces.tools import (
     ToolRegistryProtocol,
     ToolResult,
 )
-from taskforce.errors import ToolNotFoundError, ToolTimeoutError
+from taskforce.errors import ToolNotFoundError
 
 __all__ = ["UNKNOWN_TOOL_ERROR_TYPE", "error_result", "run_tool_call"]
 
@@ -101,7 +101,7 @@ async def _run(
     try:
         raw = await _execute_with_time_limit(tool, arguments, timeout_seconds)
     except _TimedOut:
-        return error_result(str(ToolTimeoutError(name, timeout_seconds)), "timeout")
+        return error_result(f"timed out after {timeout_seconds:g} s", "timeout")
     except Exception as exc:  # a faulty tool fails its call, never the agent loop
         return error_result(f"{type(exc).__name__}: {exc}", type(exc).__name__)
     return _checked(name, raw)
