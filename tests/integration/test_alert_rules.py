@@ -16,6 +16,7 @@ from tests.support.binaries import require_binary
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 ALERTS = DEPLOY / "alerts.yml"
 ALERT_TESTS = DEPLOY / "alerts.test.yml"
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "operator-guide.md"
 SEVERITIES = {"critical", "warning", "info"}
 
 
@@ -99,6 +100,12 @@ class TestAlertCoverage:
             for label in set(re.findall(r"\$labels\.(\w+)", text)) - kept:
                 wrong.append((rule["alert"], label))
         assert [] == wrong
+
+    def test_every_alert_has_a_runbook_line(self) -> None:
+        """docs/operator-guide.md has one row per alert in its Alerts table, and no other."""
+        text = GUIDE.read_text(encoding="utf-8").split("\n## Alerts\n", 1)[1].split("\n## ", 1)[0]
+        documented = set(re.findall(r"^\| `(\w+)` \|", text, re.M))
+        assert {rule["alert"] for rule in _alert_rules()} == documented
 
     def test_alert_names_are_unique(self) -> None:
         """No two rules share an alert name (a runbook line per name in the operator guide)."""

@@ -13,6 +13,7 @@ from tests.integration import promql
 from tests.support.binaries import require_binary
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "taskforce-dashboard.json"
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "operator-guide.md"
 DATASOURCE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
 
 
@@ -132,6 +133,13 @@ class TestDashboardLayout:
             assert DATASOURCE == panel["datasource"], panel["title"]
             for target in panel["targets"]:
                 assert DATASOURCE == target["datasource"], panel["title"]
+
+    def test_rows_are_documented(self) -> None:
+        """docs/operator-guide.md says what each row of the dashboard answers, row by row."""
+        text = GUIDE.read_text(encoding="utf-8").split("\n## The dashboard\n", 1)[1]
+        documented = re.findall(r"^\| ([A-Z][\w ]+?) \|", text.split("\n## ", 1)[0], re.M)
+        rows = [panel["title"] for panel in _dashboard()["panels"] if panel["type"] == "row"]
+        assert rows == documented
 
     def test_panel_ids_are_unique(self) -> None:
         """Grafana keys panels by id: no two share one."""
