@@ -6,12 +6,14 @@ logging) imports this package; agents, tools and providers never do.
 
 from __future__ import annotations
 
+from taskforce.observability._asgi import make_metrics_app
 from taskforce.observability._context import (
     current_agent_type,
     current_mission_id,
     current_session_id,
     mission_scope,
 )
+from taskforce.observability._http import HTTPMetricsMiddleware
 from taskforce.observability._logging import configure_logging
 from taskforce.observability._metricset import MetricSet
 from taskforce.observability._proxies_executor import ExecutorProxy
@@ -27,6 +29,7 @@ from taskforce.observability._weave import instrument, uninstrument, weave, weav
 
 __all__ = [
     "ExecutorProxy",
+    "HTTPMetricsMiddleware",
     "LLMProviderProxy",
     "MetricSet",
     "ObservingProxy",
@@ -39,6 +42,7 @@ __all__ = [
     "current_mission_id",
     "current_session_id",
     "instrument",
+    "make_metrics_app",
     "mission_scope",
     "observe_llm_provider",
     "uninstrument",

@@ -23,7 +23,7 @@ The ``model`` label is the model the provider reports in its result, else the
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from time import perf_counter
 from typing import Any, TypeVar, cast
 
@@ -47,28 +47,6 @@ _UNKNOWN_MODEL = "unknown"
 _MODEL_ARG = {"complete": 1, "generate": 2, "stream": 1}
 
 
-def _estimated_tokens(chars: int) -> int:
-    return (chars + 3) // 4
-
-
-def _chat_pack(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[int, int]:
-    messages = args[0] if args else kwargs["messages"]
-    chars = 0
-    for message in messages:
-        content = message.get("content")
-        if content:
-            chars += len(content)
-    return len(messages), _estimated_tokens(chars)
-
-
-def _prompt_pack(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> tuple[int, int]:
-    prompt = args[0] if args else kwargs["prompt"]
-    context = args[1] if len(args) > 1 else kwargs.get("context")
-    # str() of the mapping is a cheap stand-in for however the provider renders it.
-    chars = len(prompt) + (len(str(context)) if context else 0)
-    return 1, _estimated_tokens(chars)
-
-
 class LLMProviderProxy(ObservingProxy[_ProviderT]):
     """An LLM provider whose ``complete`` and ``generate`` calls are observed."""
 
@@ -85,13 +63,16 @@ class LLMProviderProxy(ObservingProxy[_ProviderT]):
         Raises:
             Exception: Exactly what the wrapped provider raised (the same object).
         """
+        # Every attribute read on a proxy subclass costs ~80 ns (wrapt's getattr
+        # hook), so the hot path reads the proxy's own attributes once each.
+        wrapped = self.__wrapped__
         started = perf_counter()
         try:
-            result = await self.__wrapped__.complete(*args, **kwargs)
+            result = await wrapped.complete(*args, **kwargs)
         except Exception:
-            self._self_record("complete", started, None, args, kwargs)
+            _record_call(self, wrapped, "complete", started, None, args, kwargs)
             raise
-        self._self_record("complete", started, result, args, kwargs)
+        _record_call(self, wrapped, "complete", started, result, args, kwargs)
         return result
 
     async def generate(self, *args: Any, **kwargs: Any) -> LLMResult:
@@ -107,66 +88,15 @@ class LLMProviderProxy(ObservingProxy[_ProviderT]):
         Raises:
             Exception: Exactly what the wrapped provider raised (the same object).
         """
+        wrapped = self.__wrapped__
         started = perf_counter()
         try:
-            result = await self.__wrapped__.generate(*args, **kwargs)
+            result = await wrapped.generate(*args, **kwargs)
         except Exception:
-            self._self_record("generate", started, None, args, kwargs)
+            _record_call(self, wrapped, "generate", started, None, args, kwargs)
             raise
-        self._self_record("generate", started, result, args, kwargs)
+        _record_call(self, wrapped, "generate", started, result, args, kwargs)
         return result
-
-    def _self_model(self, reported: Any, operation: str, args: tuple[Any, ...], kwargs: Any) -> str:
-        if reported:
-            return str(reported)
-        index = _MODEL_ARG[operation]
-        requested = args[index] if len(args) > index else kwargs.get("model")
-        if requested:
-            return str(requested)
-        default = getattr(self.__wrapped__, "model", None)
-        return str(default) if default else _UNKNOWN_MODEL
-
-    def _self_record(
-        self,
-        operation: str,
-        started: float,
-        result: Any,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> None:
-        duration = perf_counter() - started
-        metrics = self._self_metrics
-        agent_type = current_agent_type()
-        try:
-            if result is None:
-                status, usage, reported = "error", None, None
-            else:
-                status = "success" if result.get("success", True) else "error"
-                usage, reported = result.get("usage"), result.get("model")
-            model = self._self_model(reported, operation, args, kwargs)
-            metrics.record_llm_request(
-                model, agent_type, operation, status, duration if duration > 0.0 else 0.0
-            )
-            if usage:
-                metrics.record_llm_tokens(
-                    model,
-                    agent_type,
-                    usage.get("prompt_tokens") or 0,
-                    usage.get("completion_tokens") or 0,
-                )
-        except Exception as exc:
-            report_fault(metrics, type(self).__name__, f"llm.{operation}", exc)
-        self._self_record_pack(operation, agent_type, args, kwargs)
-
-    def _self_record_pack(
-        self, operation: str, agent_type: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
-        try:
-            pack = _prompt_pack if operation == "generate" else _chat_pack
-            messages, tokens = pack(args, kwargs)
-            self._self_metrics.record_context_pack(agent_type, messages, tokens)
-        except Exception as exc:
-            report_fault(self._self_metrics, type(self).__name__, "llm.context_pack", exc)
 
 
 class StreamingLLMProviderProxy(LLMProviderProxy[_StreamingT]):
@@ -188,17 +118,18 @@ class StreamingLLMProviderProxy(LLMProviderProxy[_StreamingT]):
         Raises:
             Exception: Exactly what the wrapped stream raised (the same object).
         """
+        wrapped = self.__wrapped__
         started = perf_counter()
         last: Any = None
         is_first = True
         status = "success"
         try:
-            chunks = self.__wrapped__.stream(*args, **kwargs)
+            chunks = wrapped.stream(*args, **kwargs)
             try:
                 async for chunk in chunks:
                     if is_first:
                         is_first = False
-                        self._self_record_first(started, chunk, args, kwargs)
+                        _record_first_chunk(self, wrapped, started, chunk, args, kwargs)
                     last = chunk
                     yield chunk
             finally:
@@ -207,43 +138,133 @@ class StreamingLLMProviderProxy(LLMProviderProxy[_StreamingT]):
             status = "error"
             raise
         finally:
-            self._self_record_stream(started, status, last, args, kwargs)
+            _record_stream(self, wrapped, started, status, last, args, kwargs)
 
-    def _self_record_first(
-        self, started: float, chunk: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
-        elapsed = perf_counter() - started
-        try:
-            model = self._self_model(chunk.get("model"), "stream", args, kwargs)
-            self._self_metrics.record_time_to_first_token(
-                model, current_agent_type(), elapsed if elapsed > 0.0 else 0.0
-            )
-        except Exception as exc:
-            report_fault(self._self_metrics, "StreamingLLMProviderProxy", "llm.ttft", exc)
 
-    def _self_record_stream(
-        self, started: float, status: str, last: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> None:
-        duration = perf_counter() - started
-        metrics = self._self_metrics
-        agent_type = current_agent_type()
-        try:
-            usage = last.get("usage") if last is not None else None
-            reported = last.get("model") if last is not None else None
-            model = self._self_model(reported, "stream", args, kwargs)
-            metrics.record_llm_request(
-                model, agent_type, "stream", status, duration if duration > 0.0 else 0.0
-            )
-            if usage:
-                metrics.record_llm_tokens(
-                    model,
-                    agent_type,
-                    usage.get("prompt_tokens") or 0,
-                    usage.get("completion_tokens") or 0,
-                )
-        except Exception as exc:
-            report_fault(metrics, "StreamingLLMProviderProxy", "llm.stream", exc)
-        self._self_record_pack("stream", agent_type, args, kwargs)
+def _model(wrapped: Any, reported: Any, operation: str, args: tuple[Any, ...], kwargs: Any) -> str:
+    if reported:
+        return str(reported)
+    index = _MODEL_ARG[operation]
+    requested = args[index] if len(args) > index else kwargs.get("model")
+    if requested:
+        return str(requested)
+    default = getattr(wrapped, "model", None)
+    return str(default) if default else _UNKNOWN_MODEL
+
+
+def _record_call(
+    proxy: LLMProviderProxy[Any],
+    wrapped: Any,
+    operation: str,
+    started: float,
+    result: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> None:
+    duration = perf_counter() - started
+    metrics = proxy._self_metrics
+    agent_type = current_agent_type()
+    try:
+        if result is None:  # the call raised
+            status, usage, reported = "error", None, None
+        else:
+            status = "success" if result.get("success", True) else "error"
+            usage, reported = result.get("usage"), result.get("model")
+        model = _model(wrapped, reported, operation, args, kwargs)
+        _record_outcome(metrics, model, agent_type, operation, status, duration, usage)
+    except Exception as exc:
+        report_fault(metrics, type(proxy).__name__, f"llm.{operation}", exc)
+    _record_pack(proxy, metrics, operation, agent_type, args, kwargs)
+
+
+def _record_first_chunk(
+    proxy: LLMProviderProxy[Any],
+    wrapped: Any,
+    started: float,
+    chunk: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> None:
+    elapsed = perf_counter() - started
+    metrics = proxy._self_metrics
+    try:
+        model = _model(wrapped, chunk.get("model"), "stream", args, kwargs)
+        metrics.record_time_to_first_token(
+            model, current_agent_type(), elapsed if elapsed > 0.0 else 0.0
+        )
+    except Exception as exc:
+        report_fault(metrics, type(proxy).__name__, "llm.ttft", exc)
+
+
+def _record_stream(
+    proxy: LLMProviderProxy[Any],
+    wrapped: Any,
+    started: float,
+    status: str,
+    last: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> None:
+    duration = perf_counter() - started
+    metrics = proxy._self_metrics
+    agent_type = current_agent_type()
+    try:
+        usage = last.get("usage") if last is not None else None
+        reported = last.get("model") if last is not None else None
+        model = _model(wrapped, reported, "stream", args, kwargs)
+        _record_outcome(metrics, model, agent_type, "stream", status, duration, usage)
+    except Exception as exc:
+        report_fault(metrics, type(proxy).__name__, "llm.stream", exc)
+    _record_pack(proxy, metrics, "stream", agent_type, args, kwargs)
+
+
+def _record_outcome(
+    metrics: MetricSet,
+    model: str,
+    agent_type: str,
+    operation: str,
+    status: str,
+    duration: float,
+    usage: Any,
+) -> None:
+    metrics.record_llm_request(
+        model, agent_type, operation, status, duration if duration > 0.0 else 0.0
+    )
+    if usage:
+        metrics.record_llm_tokens(
+            model,
+            agent_type,
+            usage.get("prompt_tokens") or 0,
+            usage.get("completion_tokens") or 0,
+        )
+
+
+def _record_pack(
+    proxy: LLMProviderProxy[Any],
+    metrics: MetricSet,
+    operation: str,
+    agent_type: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> None:
+    try:
+        if operation == "generate":
+            prompt = args[0] if args else kwargs["prompt"]
+            context = args[1] if len(args) > 1 else kwargs.get("context")
+            # str() of the mapping stands in for however the provider renders it.
+            chars = len(prompt) + (len(str(context)) if context else 0)
+            messages = 1
+        else:
+            sent = args[0] if args else kwargs["messages"]
+            chars = 0
+            for message in sent:
+                content = message.get("content")
+                if content:
+                    chars += len(content)
+            messages = len(sent)
+        metrics.record_context_pack(agent_type, messages, (chars + 3) // 4)
+    except Exception as exc:
+        report_fault(metrics, type(proxy).__name__, "llm.context_pack", exc)
 
 
 def observe_llm_provider(provider: _ProviderT, metrics: MetricSet) -> LLMProviderProxy[_ProviderT]:
