@@ -181,6 +181,10 @@ class TestExecuteMission:
         mission_events = [(e["event"], e["category"]) for e in logs if e["category"] == "mission"]
         assert [("mission.started", "mission"), ("mission.completed", "mission")] == mission_events
         assert "SECRET-TEXT" not in repr(logs)
+        measured = [e for e in logs if e["event"] == "mission.duration.measured"]
+        assert [("performance", "completed", 2, 1)] == [
+            (e["category"], e["status"], e["steps"], e["tool_calls"]) for e in measured
+        ]
 
     async def test_failed_mission_logs(self) -> None:
         """A failed mission logs mission.failed with its error."""
@@ -255,12 +259,16 @@ class TestCancellation:
         task = asyncio.create_task(executor.execute_mission("m", session_id="s", mission_id="m1"))
         await started.wait()
 
-        task.cancel()
+        with capture_logs() as logs:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
 
-        with pytest.raises(asyncio.CancelledError):
-            await task
         assert [("m1", "cancelled")] == [
             (r["mission_id"], r["status"]) for r in store.missions("s")
+        ]
+        assert [("mission.cancelled", "mission"), ("mission.duration.measured", "performance")] == [
+            (e["event"], e["category"]) for e in logs if e["event"].startswith("mission.")
         ]
 
     async def test_cancelled_while_waiting_for_the_session(self) -> None:

@@ -172,6 +172,7 @@ class AgentExecutor:
                     "agent_type": agent_type,
                 }
                 await on_event(ProgressEvent(kind="mission_started", data=data))
+            status, steps, tool_calls = "cancelled", 0, 0
             try:
                 result = await self._run_locked(
                     mission, agent_type, session_id, mission_id, on_event, started_at
@@ -182,6 +183,7 @@ class AgentExecutor:
                 )
                 raise
             except Exception as exc:
+                status = "failed"
                 _LOG.error(
                     "mission.failed",
                     category="mission",
@@ -189,24 +191,28 @@ class AgentExecutor:
                     duration_seconds=seconds_since(started),
                 )
                 raise
-            if result.status == "completed":
-                _LOG.info(
-                    "mission.completed",
-                    category="mission",
-                    steps=len(result.steps),
-                    tool_calls=result.tool_calls,
-                    duration_seconds=seconds_since(started),
-                )
             else:
-                _LOG.warning(
-                    "mission.failed",
+                status, steps, tool_calls = result.status, len(result.steps), result.tool_calls
+                is_completed = status == "completed"
+                (_LOG.info if is_completed else _LOG.warning)(
+                    "mission.completed" if is_completed else "mission.failed",
                     category="mission",
                     error=result.error,
-                    steps=len(result.steps),
-                    tool_calls=result.tool_calls,
+                    steps=steps,
+                    tool_calls=tool_calls,
                     duration_seconds=seconds_since(started),
                 )
-            return result
+                return result
+            finally:
+                # The figures again under ``performance``, so they survive a category filter.
+                _LOG.info(
+                    "mission.duration.measured",
+                    category="performance",
+                    status=status,
+                    steps=steps,
+                    tool_calls=tool_calls,
+                    duration_seconds=seconds_since(started),
+                )
 
     async def _run_locked(
         self,
