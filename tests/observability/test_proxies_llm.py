@@ -203,13 +203,15 @@ class TestStream:
         assert 1 == len(metrics.of("context_pack"))
 
     async def test_ttft_is_the_first_chunk(self, metrics: RecordingMetrics) -> None:
-        """TTFT is measured to the first chunk, the latency to the end of the stream."""
+        """TTFT is measured to the first chunk, the latency to the end; same model label."""
         provider = FakeStreamingProvider()
         provider.chunk_delay = 0.03
         async for _ in observe_llm_provider(provider, metrics).stream(MESSAGES):
             pass
-        ttft = metrics.of("time_to_first_token")[0]["seconds"]
-        duration = metrics.of("llm_request")[0]["duration_seconds"]
+        (ttft_call,) = metrics.of("time_to_first_token")
+        (request,) = metrics.of("llm_request")
+        assert "stream-model" == ttft_call["model"] == request["model"]
+        ttft, duration = ttft_call["seconds"], request["duration_seconds"]
         assert 0.025 <= ttft < duration
         assert duration >= 0.085
 
@@ -295,15 +297,15 @@ class TestLLMFaults:
             "llm.context_pack",
             "llm.complete",
             "llm.context_pack",
-            "llm.ttft",
             "llm.stream",
+            "llm.ttft",
             "llm.context_pack",
         ] == [f["stage"] for f in metrics.of("fault")]
         assert [
             ("StreamingLLMProviderProxy", "llm.complete"),
             ("StreamingLLMProviderProxy", "llm.context_pack"),
-            ("StreamingLLMProviderProxy", "llm.ttft"),
             ("StreamingLLMProviderProxy", "llm.stream"),
+            ("StreamingLLMProviderProxy", "llm.ttft"),
         ] == [(log["proxy"], log["stage"]) for log in logs]
 
     async def test_malformed_messages_are_a_fault(self, metrics: RecordingMetrics) -> None:

@@ -11,11 +11,12 @@ What is recorded per call:
   tokens, chars / 4; ``generate`` sends one message: prompt plus context).
   A cancelled call records nothing: it has no outcome, and the mission that
   was cancelled is counted ``cancelled``.
-- ``stream``: the time to the first chunk when it arrives, and once, when the
-  stream ends however it ends: ``error`` if the provider raised, else
-  ``success`` (exhausted, or abandoned by its consumer through ``aclose()`` or
-  cancellation: that is the caller's decision, not a provider failure), the
-  latency up to that point, tokens from the last chunk's ``usage``.
+- ``stream``: once, when the stream ends however it ends: ``error`` if the
+  provider raised, else ``success`` (exhausted, or abandoned by its consumer
+  through ``aclose()`` or cancellation: that is the caller's decision, not a
+  provider failure); the latency up to that point; the time to the first
+  chunk, if one arrived; tokens from the last chunk's ``usage``. Both use the
+  ``model`` of the last chunk, which is where providers report it.
 
 The ``model`` label is the model the provider reports in its result, else the
 ``model`` argument, else the provider's ``model`` attribute, else ``unknown``.
@@ -121,15 +122,14 @@ class StreamingLLMProviderProxy(LLMProviderProxy[_StreamingT]):
         wrapped = self.__wrapped__
         started = perf_counter()
         last: Any = None
-        is_first = True
+        first_chunk_at: float | None = None
         status = "success"
         try:
             chunks = wrapped.stream(*args, **kwargs)
             try:
                 async for chunk in chunks:
-                    if is_first:
-                        is_first = False
-                        _record_first_chunk(self, wrapped, started, chunk, args, kwargs)
+                    if first_chunk_at is None:
+                        first_chunk_at = perf_counter()
                     last = chunk
                     yield chunk
             finally:
@@ -138,7 +138,7 @@ class StreamingLLMProviderProxy(LLMProviderProxy[_StreamingT]):
             status = "error"
             raise
         finally:
-            _record_stream(self, wrapped, started, status, last, args, kwargs)
+            _record_stream(self, wrapped, started, first_chunk_at, status, last, args, kwargs)
 
 
 def _model(wrapped: Any, reported: Any, operation: str, args: tuple[Any, ...], kwargs: Any) -> str:
@@ -177,29 +177,11 @@ def _record_call(
     _record_pack(proxy, metrics, operation, agent_type, args, kwargs)
 
 
-def _record_first_chunk(
-    proxy: LLMProviderProxy[Any],
-    wrapped: Any,
-    started: float,
-    chunk: Any,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> None:
-    elapsed = perf_counter() - started
-    metrics = proxy._self_metrics
-    try:
-        model = _model(wrapped, chunk.get("model"), "stream", args, kwargs)
-        metrics.record_time_to_first_token(
-            model, current_agent_type(), elapsed if elapsed > 0.0 else 0.0
-        )
-    except Exception as exc:
-        report_fault(metrics, type(proxy).__name__, "llm.ttft", exc)
-
-
 def _record_stream(
     proxy: LLMProviderProxy[Any],
     wrapped: Any,
     started: float,
+    first_chunk_at: float | None,
     status: str,
     last: Any,
     args: tuple[Any, ...],
@@ -208,6 +190,7 @@ def _record_stream(
     duration = perf_counter() - started
     metrics = proxy._self_metrics
     agent_type = current_agent_type()
+    model = _UNKNOWN_MODEL
     try:
         usage = last.get("usage") if last is not None else None
         reported = last.get("model") if last is not None else None
@@ -215,6 +198,14 @@ def _record_stream(
         _record_outcome(metrics, model, agent_type, "stream", status, duration, usage)
     except Exception as exc:
         report_fault(metrics, type(proxy).__name__, "llm.stream", exc)
+    if first_chunk_at is not None:
+        # Recorded at the end, not at the first chunk: the model the provider
+        # resolved arrives with the last chunk, and both series share that label.
+        try:
+            elapsed = first_chunk_at - started
+            metrics.record_time_to_first_token(model, agent_type, elapsed if elapsed > 0.0 else 0.0)
+        except Exception as exc:
+            report_fault(metrics, type(proxy).__name__, "llm.ttft", exc)
     _record_pack(proxy, metrics, "stream", agent_type, args, kwargs)
 
 
