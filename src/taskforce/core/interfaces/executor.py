@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -114,6 +114,6 @@ class ExecutorProtocol(Protocol):
         agent_type: AgentType = "lean",
         session_id: str | None = None,
         mission_id: str | None = None,
-    ) -> AsyncIterator[ProgressEvent]:
+    ) -> AsyncGenerator[ProgressEvent, None]:
         """Run one mission, yielding progress events; the last is the result."""
         ...
