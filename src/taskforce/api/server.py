@@ -120,14 +120,14 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     if ctr.metrics is not None:
         from taskforce.observability import HTTPMetricsMiddleware, make_metrics_app
+        from taskforce.observability._asgi import MetricsMount
 
         token = ctr.settings.metrics.auth_token
-        app.mount(
-            ctr.settings.metrics.path,
-            make_metrics_app(
-                ctr.metrics, auth_token=token.get_secret_value() if token is not None else None
-            ),
+        metrics_app = make_metrics_app(
+            ctr.metrics, auth_token=token.get_secret_value() if token is not None else None
         )
+        # MetricsMount serves the bare path too: a scrape of /metrics must not be a 307.
+        app.router.routes.append(MetricsMount(ctr.settings.metrics.path, app=metrics_app))
         app.add_middleware(HTTPMetricsMiddleware, metrics=ctr.metrics)
 
     return app

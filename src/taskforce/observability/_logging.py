@@ -197,3 +197,5 @@ def configure_logging(
         uv = logging.getLogger(name)
         uv.handlers[:] = []
         uv.propagate = True
+        uv.setLevel(logging.NOTSET)  # the configured level applies to them too
+        uv.disabled = False
