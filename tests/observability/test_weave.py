@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -171,3 +174,40 @@ class TestRealMissions:
         labels = {c["agent_type"] for c in metrics.of("tool_call") + metrics.of("llm_request")}
         assert {agent_type} == labels
         assert metrics.of("tool_call")
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _run_example(name: str, tmp_path: Path) -> list[str]:
+    # TMPDIR: the examples keep their state in a temporary directory, here under tmp_path.
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=True,
+    )
+    return done.stdout.splitlines()
+
+
+class TestExamples:
+    def test_custom_tool_shows_in_metrics(self, tmp_path: Path) -> None:
+        """examples/custom_tool.py: a tool registered late is counted per flow in /metrics."""
+        lines = _run_example("custom_tool.py", tmp_path)
+        for agent_type in ("lean", "legacy"):
+            assert (
+                f'taskforce_tool_calls_total{{agent_type="{agent_type}",status="success",'
+                'tool_name="word_count"} 1'
+            ) in lines
+
+    def test_custom_provider_shows_in_metrics(self, tmp_path: Path) -> None:
+        """examples/custom_provider.py: a user's provider is counted, and has no stream."""
+        lines = _run_example("custom_provider.py", tmp_path)
+        assert "# provider proxied, still streams? False" in lines
+        assert (
+            'taskforce_llm_requests_total{agent_type="lean",model="arithmetic-1",'
+            'operation="complete",status="success"} 2'
+        ) in lines
