@@ -20,7 +20,7 @@ series with a free-form ``agent_type`` nor raise the mission failure rate.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from time import perf_counter
 from typing import Any, TypeVar
 from uuid import uuid4
@@ -109,7 +109,7 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
         session_id: str | None = None,
         mission_id: str | None = None,
         **kwargs: Any,
-    ) -> AsyncIterator[ProgressEvent]:
+    ) -> AsyncGenerator[ProgressEvent, None]:
         """Stream one mission's progress events from the wrapped executor inside its scope.
 
         The mission context is set around every step of the inner stream (an

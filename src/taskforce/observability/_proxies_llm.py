@@ -24,7 +24,7 @@ The ``model`` label is the model the provider reports in its result, else the
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from time import perf_counter
 from typing import Any, TypeVar, cast
 
@@ -103,7 +103,7 @@ class LLMProviderProxy(ObservingProxy[_ProviderT]):
 class StreamingLLMProviderProxy(LLMProviderProxy[_StreamingT]):
     """An LLM provider with ``stream``, whose streams are observed as well."""
 
-    async def stream(self, *args: Any, **kwargs: Any) -> AsyncIterator[StreamChunk]:
+    async def stream(self, *args: Any, **kwargs: Any) -> AsyncGenerator[StreamChunk, None]:
         """Iterate the wrapped ``stream``, recording the request once however it ends.
 
         The inner stream is closed as soon as this one is, as ``contextlib.aclosing``
