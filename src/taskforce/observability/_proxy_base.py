@@ -94,7 +94,9 @@ class ObservingProxy(_GenericProxy[_T]):
     Subclasses define the protocol methods they observe explicitly (an
     attribute the proxy does not define costs a failed lookup on every access)
     and keep their state in ``_self_*`` attributes, which stay on the proxy;
-    any other assignment lands on the wrapped object.
+    any other assignment lands on the wrapped object. Helper methods are
+    ``_self_*`` too, or module functions, so that no name of the wrapped
+    object is shadowed.
     """
 
     def __init__(self, wrapped: _T, metrics: MetricSet) -> None:
