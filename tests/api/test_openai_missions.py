@@ -1,0 +1,89 @@
+"""Both flows through the service with the OpenAI-compatible provider, over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from taskforce.api.server import create_app
+from taskforce.config import Settings
+from tests.api.conftest import CALC_WRITE_MISSION, parse_sse
+from tests.api.test_metrics_e2e import scrape, total
+from tests.support.fake_openai import FakeOpenAIServer
+from tests.support.live_server import LiveServer, serve
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(name="openai_service")
+def fixture_openai_service(tmp_path: Path) -> Iterator[tuple[LiveServer, FakeOpenAIServer, Path]]:
+    """The taskforce app configured for the fake OpenAI-compatible server."""
+    fake = FakeOpenAIServer(reported_model="gpt-fake-2026")
+    with fake.serve() as base_url:
+        settings = Settings(
+            state_dir=tmp_path / "state",
+            workspace_dir=tmp_path / "ws",
+            llm={
+                "provider": "openai",
+                "base_url": base_url,
+                "api_key": "sk-test-key",
+                "model": "gpt-test",
+            },
+        )
+        with serve(create_app(settings)) as live:
+            yield live, fake, tmp_path / "ws"
+
+
+class TestOpenAIMissions:
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    async def test_two_tool_mission(
+        self, openai_service: tuple[LiveServer, FakeOpenAIServer, Path], agent_type: str
+    ) -> None:
+        """calculator, then file_write, then the answer, through the OpenAI-compatible provider."""
+        live, fake, workspace = openai_service
+        async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+            response = await client.post(
+                "/api/v1/execute", json={"mission": CALC_WRITE_MISSION, "agent_type": agent_type}
+            )
+            body = response.json()
+            assert ("completed", 2) == (body["status"], body["tool_calls"])
+            assert "42" == (workspace / "answer.txt").read_text(encoding="utf-8")
+            assert all(r.headers["authorization"] == "Bearer sk-test-key" for r in fake.requests)
+            samples = await scrape(client)
+        calls = total(samples, "taskforce_llm_requests_total", model="gpt-fake-2026")
+        assert len(fake.requests) == calls
+        assert 0 < total(samples, "taskforce_llm_tokens_total", model="gpt-fake-2026")
+
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    async def test_streaming_mission(
+        self, openai_service: tuple[LiveServer, FakeOpenAIServer, Path], agent_type: str
+    ) -> None:
+        """The SSE mission stream works the same with the OpenAI-compatible provider."""
+        live, _, _ = openai_service
+        async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+            response = await client.post(
+                "/api/v1/execute/stream",
+                json={"mission": CALC_WRITE_MISSION, "agent_type": agent_type},
+            )
+        events = parse_sse(response.text)
+        kinds = [kind for kind, _ in events]
+        assert 2 == kinds.count("tool_result")
+        assert "completed" == events[-1][1]["result"]["status"]
+
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    async def test_llm_error(
+        self, openai_service: tuple[LiveServer, FakeOpenAIServer, Path], agent_type: str
+    ) -> None:
+        """An endpoint error fails the mission with a message and no leaked API key."""
+        live, _, _ = openai_service
+        async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+            response = await client.post(
+                "/api/v1/execute", json={"mission": "llm:error", "agent_type": agent_type}
+            )
+        body = response.json()
+        assert "failed" == body["status"]
+        assert body["error"]
+        assert "sk-test-key" not in response.text
