@@ -119,8 +119,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         }
 
     if ctr.metrics is not None:
-        from taskforce.observability import HTTPMetricsMiddleware, make_metrics_app
-        from taskforce.observability._asgi import MetricsMount
+        from taskforce.observability import HTTPMetricsMiddleware, MetricsMount, make_metrics_app
 
         token = ctr.settings.metrics.auth_token
         metrics_app = make_metrics_app(

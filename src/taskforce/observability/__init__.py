@@ -6,7 +6,7 @@ logging) imports this package; agents, tools and providers never do.
 
 from __future__ import annotations
 
-from taskforce.observability._asgi import make_metrics_app
+from taskforce.observability._asgi import MetricsMount, make_metrics_app
 from taskforce.observability._context import (
     current_agent_type,
     current_mission_id,
@@ -32,6 +32,7 @@ __all__ = [
     "HTTPMetricsMiddleware",
     "LLMProviderProxy",
     "MetricSet",
+    "MetricsMount",
     "ObservingProxy",
     "StateStoreProxy",
     "StreamingLLMProviderProxy",
