@@ -1,0 +1,191 @@
+"""The /metrics sub-app through a real uvicorn server: auth, gzip, content type, faults."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from structlog.testing import capture_logs
+
+from taskforce.observability._asgi import MetricsMount, make_metrics_app
+from taskforce.observability._metricset import MetricSet
+from tests.observability.metric_samples import value
+from tests.support.live_server import LiveServer, serve
+
+TOKEN = "s3cret-token-value"
+IDENTITY = {"Accept-Encoding": "identity"}
+
+
+@pytest.fixture(name="metrics")
+def fixture_metrics() -> MetricSet:
+    """A MetricSet with a little data in it."""
+    metrics = MetricSet()
+    metrics.record_tool_call("calculator", "lean", "success", 0.01, None)
+    return metrics
+
+
+@pytest.fixture(name="server")
+def fixture_server(metrics: MetricSet) -> Iterator[LiveServer]:
+    """The sub-app without auth, served on 127.0.0.1."""
+    with serve(make_metrics_app(metrics, auth_token=None)) as server:
+        yield server
+
+
+@pytest.fixture(name="auth_server")
+def fixture_auth_server(metrics: MetricSet) -> Iterator[LiveServer]:
+    """The sub-app with a bearer token, served on 127.0.0.1."""
+    with serve(make_metrics_app(metrics, auth_token=TOKEN)) as server:
+        yield server
+
+
+async def _get(url: str, **kwargs: Any) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=10) as client:
+        return await client.get(url, **kwargs)
+
+
+class _Unprintable:
+    def __format__(self, spec: str) -> str:
+        raise RuntimeError("broken value")
+
+
+class TestServing:
+    async def test_serves_the_registry(self, metrics: MetricSet, server: LiveServer) -> None:
+        """GET / returns the MetricSet's exposition with the 0.0.4 content type."""
+        response = await _get(server.url + "/", headers=IDENTITY)
+        assert 200 == response.status_code
+        assert "text/plain; version=0.0.4; charset=utf-8" == response.headers["content-type"]
+        assert metrics.render() == response.content
+        assert "content-encoding" not in response.headers
+
+    async def test_head(self, server: LiveServer) -> None:
+        """HEAD is allowed and has no body."""
+        async with httpx.AsyncClient(timeout=10) as client:
+            response = await client.head(server.url + "/")
+        assert (200, b"") == (response.status_code, response.content)
+
+    async def test_post_not_allowed(self, server: LiveServer) -> None:
+        """Only GET and HEAD are served."""
+        async with httpx.AsyncClient(timeout=10) as client:
+            response = await client.post(server.url + "/")
+        assert 405 == response.status_code
+
+    def test_registry_on_the_sub_app_state(self, metrics: MetricSet) -> None:
+        """aioprometheus-style handlers find our registry on the sub-app's own state."""
+        app = make_metrics_app(metrics, auth_token=None)
+        assert metrics.registry is app.state.registry
+
+
+class TestGzip:
+    async def test_gzip_when_asked(self, metrics: MetricSet, server: LiveServer) -> None:
+        """Accept-Encoding: gzip gets a gzip body, Content-Encoding and Vary."""
+        async with httpx.AsyncClient(timeout=10) as client:
+            request = client.build_request(
+                "GET", server.url + "/", headers={"Accept-Encoding": "gzip"}
+            )
+            response = await client.send(request, stream=True)
+            raw = b"".join([chunk async for chunk in response.aiter_raw()])
+        assert "gzip" == response.headers["content-encoding"]
+        assert "Accept-Encoding" == response.headers["vary"]
+        assert metrics.render() == gzip.decompress(raw)
+
+    async def test_no_gzip_with_zero_quality(self, server: LiveServer) -> None:
+        """gzip;q=0 means 'not gzip'."""
+        response = await _get(server.url + "/", headers={"Accept-Encoding": "gzip;q=0"})
+        assert "content-encoding" not in response.headers
+
+    async def test_large_body_is_compressed_too(self) -> None:
+        """A scrape above the inline limit is compressed off the event loop, same result."""
+        metrics = MetricSet(max_label_values=500)
+        for i in range(200):
+            metrics.record_tool_call(f"tool_{i}", "lean", "success", 0.01, None)
+        assert len(metrics.render()) > 64 * 1024
+        with serve(make_metrics_app(metrics, auth_token=None)) as server:
+            response = await _get(server.url + "/", headers={"Accept-Encoding": "gzip"})
+        assert "gzip" == response.headers["content-encoding"]
+        assert metrics.render() == response.content
+
+
+class TestAuth:
+    @pytest.mark.parametrize(
+        ("headers", "reason"),
+        [
+            ({}, "missing"),
+            ({"Authorization": "Bearer wrong"}, "mismatch"),
+            ({"Authorization": TOKEN}, "missing"),
+        ],
+    )
+    async def test_rejected_without_the_token(
+        self, auth_server: LiveServer, headers: dict[str, str], reason: str
+    ) -> None:
+        """No token, a wrong one or no Bearer scheme: 401 with WWW-Authenticate, logged."""
+        with capture_logs() as logs:
+            response = await _get(auth_server.url + "/", headers=headers)
+        assert 401 == response.status_code
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        failed = [entry for entry in logs if entry["event"] == "metrics.auth.failed"]
+        assert [("security", reason)] == [(e["category"], e["reason"]) for e in failed]
+        assert TOKEN not in repr(logs)
+
+    async def test_accepted_with_the_token(
+        self, metrics: MetricSet, auth_server: LiveServer
+    ) -> None:
+        """The right bearer token (any case of the scheme) gets the exposition."""
+        for scheme in ("Bearer", "bearer"):
+            headers = {"Authorization": f"{scheme} {TOKEN}", **IDENTITY}
+            response = await _get(auth_server.url + "/", headers=headers)
+            assert (200, metrics.render()) == (response.status_code, response.content)
+
+
+class TestRenderFault:
+    async def test_broken_registry_gives_500_and_counts(
+        self, metrics: MetricSet, server: LiveServer
+    ) -> None:
+        """A collector that cannot render answers 500, counts a render fault, keeps serving."""
+        store = metrics.registry.get("taskforce_tool_calls_total").values.store
+        store[b'{"tool_name":"broken"}'] = _Unprintable()
+        with capture_logs() as logs:
+            response = await _get(server.url + "/")
+        assert 500 == response.status_code
+        assert 1 == value(metrics, "taskforce_metrics_errors_total", stage="render")
+        assert ["metrics.render.failed"] == [e["event"] for e in logs]
+        del store[b'{"tool_name":"broken"}']
+        assert 200 == (await _get(server.url + "/")).status_code
+
+
+class TestMount:
+    @pytest.fixture(name="parent")
+    def fixture_parent(self, metrics: MetricSet) -> Iterator[LiveServer]:
+        """A FastAPI app with the sub-app at /metrics via MetricsMount."""
+        app = FastAPI()
+
+        @app.get("/health")
+        async def health() -> dict[str, str]:
+            return {"status": "ok"}
+
+        app.router.routes.append(
+            MetricsMount("/metrics", app=make_metrics_app(metrics, auth_token=None))
+        )
+        with serve(app) as server:
+            yield server
+
+    async def test_bare_and_slashed_paths_serve(
+        self, metrics: MetricSet, parent: LiveServer
+    ) -> None:
+        """/metrics answers 200 directly (no 307 to /metrics/), and /metrics/ too."""
+        for path in ("/metrics", "/metrics/"):
+            response = await _get(parent.url + path, headers=IDENTITY)
+            assert (200, metrics.render()) == (response.status_code, response.content), path
+
+    async def test_other_paths_under_the_mount(self, parent: LiveServer) -> None:
+        """Neither /metrics/x nor /metricsx is the exposition."""
+        assert 404 == (await _get(parent.url + "/metrics/x")).status_code
+        assert 404 == (await _get(parent.url + "/metricsx")).status_code
+
+    async def test_not_in_openapi_schema(self, parent: LiveServer) -> None:
+        """The mounted sub-app is absent from the OpenAPI schema; real routes are present."""
+        paths = (await _get(parent.url + "/openapi.json")).json()["paths"]
+        assert ["/health"] == list(paths)

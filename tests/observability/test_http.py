@@ -1,0 +1,247 @@
+"""HTTPMetricsMiddleware records requests per route template, never per raw path."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
+
+from taskforce.observability._asgi import MetricsMount, make_metrics_app
+from taskforce.observability._http import HTTPMetricsMiddleware, route_template
+from taskforce.observability._metricset import MetricSet
+from tests.observability.metric_samples import histogram, series, value
+from tests.support.live_server import LiveServer, serve
+
+STREAM_SECONDS = 0.3
+
+
+async def _item(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(request.path_params["item_id"])
+
+
+async def _boom(request: Request) -> PlainTextResponse:
+    raise RuntimeError("boom")
+
+
+async def _stream(request: Request) -> StreamingResponse:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(3):
+            await asyncio.sleep(STREAM_SECONDS / 3)
+            yield b"data: x\n\n"
+
+    return StreamingResponse(chunks(), media_type="text/event-stream")
+
+
+def _app(metrics: MetricSet) -> Starlette:
+    app = Starlette(
+        routes=[
+            Route("/items/{item_id}", _item, methods=["GET"]),
+            Route("/boom", _boom),
+            Route("/stream", _stream),
+            MetricsMount("/metrics", app=make_metrics_app(metrics, auth_token=None)),
+        ]
+    )
+    app.add_middleware(HTTPMetricsMiddleware, metrics=metrics)
+    return app
+
+
+def _requests(metrics: MetricSet, method: str, route: str, status_code: str) -> Any:
+    return value(
+        metrics,
+        "taskforce_http_requests_total",
+        method=method,
+        route=route,
+        status_code=status_code,
+    )
+
+
+@pytest.fixture(name="metrics")
+def fixture_metrics() -> MetricSet:
+    """A fresh MetricSet."""
+    return MetricSet()
+
+
+@pytest.fixture(name="server")
+def fixture_server(metrics: MetricSet) -> Iterator[LiveServer]:
+    """A Starlette app with the middleware, served on 127.0.0.1."""
+    with serve(_app(metrics)) as server:
+        yield server
+
+
+class TestLiveRoutes:
+    async def test_route_templates_not_raw_paths(
+        self, metrics: MetricSet, server: LiveServer
+    ) -> None:
+        """/items/1 and /items/2 are one series under the template /items/{item_id}."""
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            for item in ("1", "2", "abc"):
+                assert 200 == (await client.get(f"/items/{item}")).status_code
+        assert 3 == _requests(metrics, "GET", "/items/{item_id}", "200")
+        assert (
+            3
+            == histogram(
+                metrics,
+                "taskforce_http_request_duration_seconds",
+                method="GET",
+                route="/items/{item_id}",
+            )["count"]
+        )
+
+    async def test_unmatched_paths_share_one_value(
+        self, metrics: MetricSet, server: LiveServer
+    ) -> None:
+        """Random paths all count under route="unmatched"."""
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            for i in range(20):
+                assert 404 == (await client.get(f"/scan/{i}/wp-admin.php")).status_code
+        assert 20 == _requests(metrics, "GET", "unmatched", "404")
+        assert {"/items/{item_id}", "/boom", "/stream", "/metrics", "unmatched"} >= {
+            labels["route"] for labels in series(metrics, "taskforce_http_requests_total")
+        }
+
+    async def test_wrong_method_keeps_the_template(
+        self, metrics: MetricSet, server: LiveServer
+    ) -> None:
+        """A 405 on a known path is recorded under that path's template."""
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            assert 405 == (await client.delete("/items/1")).status_code
+        assert 1 == _requests(metrics, "DELETE", "/items/{item_id}", "405")
+
+    async def test_mount_counts_under_its_path(
+        self, metrics: MetricSet, server: LiveServer
+    ) -> None:
+        """Scrapes of the mounted /metrics sub-app are counted as route="/metrics"."""
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            assert 200 == (await client.get("/metrics")).status_code
+            assert 200 == (await client.get("/metrics/")).status_code
+        assert 2 == _requests(metrics, "GET", "/metrics", "200")
+
+    async def test_stream_timed_to_the_end_of_the_body(
+        self, metrics: MetricSet, server: LiveServer
+    ) -> None:
+        """A server-sent-event response is timed until its last chunk."""
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            assert 200 == (await client.get("/stream")).status_code
+        duration = histogram(
+            metrics, "taskforce_http_request_duration_seconds", method="GET", route="/stream"
+        )
+        assert 1 == duration["count"]
+        assert STREAM_SECONDS * 0.9 <= duration["sum"]
+
+
+async def _call(app: Any, scope: Scope) -> list[Message]:
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+def _scope(path: str, method: str = "GET") -> Scope:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 1234),
+    }
+
+
+class TestExceptions:
+    async def test_exception_recorded_as_500_and_reraised_unchanged(
+        self, metrics: MetricSet
+    ) -> None:
+        """The app's own exception object comes out, and the request counts as 500."""
+        error = LookupError("the original")
+
+        async def failing(scope: Scope, receive: Receive, send: Send) -> None:
+            raise error
+
+        with pytest.raises(LookupError) as raised:
+            await _call(HTTPMetricsMiddleware(failing, metrics), _scope("/anything"))
+        assert error is raised.value
+        assert 1 == _requests(metrics, "GET", "unmatched", "500")
+
+    async def test_exception_in_a_starlette_route(self, metrics: MetricSet) -> None:
+        """Wrapping a whole Starlette app: a raising route counts under its template as 500."""
+        app = Starlette(routes=[Route("/boom", _boom)])
+        with pytest.raises(RuntimeError, match="boom"):
+            await _call(HTTPMetricsMiddleware(app, metrics), _scope("/boom"))
+        assert 1 == _requests(metrics, "GET", "/boom", "500")
+
+    async def test_cancelled_after_start_keeps_status(self, metrics: MetricSet) -> None:
+        """A request cancelled mid-body keeps the status it already sent."""
+
+        async def cancelled(scope: Scope, receive: Receive, send: Send) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            raise asyncio.CancelledError
+
+        with pytest.raises(asyncio.CancelledError):
+            await _call(HTTPMetricsMiddleware(cancelled, metrics), _scope("/x"))
+        assert 1 == _requests(metrics, "GET", "unmatched", "200")
+
+    async def test_recording_fault_is_swallowed(self, metrics: MetricSet) -> None:
+        """If recording raises, the response is unaffected and an http fault is counted."""
+
+        async def ok(scope: Scope, receive: Receive, send: Send) -> None:
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+        def broken(*args: Any) -> None:
+            raise RuntimeError("metrics broke")
+
+        metrics.record_http_request = broken  # type: ignore[method-assign,assignment]
+        sent = await _call(HTTPMetricsMiddleware(ok, metrics), _scope("/x"))
+        assert [204] == [m["status"] for m in sent if m["type"] == "http.response.start"]
+        assert 1 == value(metrics, "taskforce_metrics_errors_total", stage="http")
+
+
+class TestPassThrough:
+    @pytest.mark.parametrize("scope_type", ["lifespan", "websocket"])
+    async def test_non_http_scopes_untouched(self, metrics: MetricSet, scope_type: str) -> None:
+        """Lifespan and websocket scopes reach the app as they are and record nothing."""
+        seen: list[tuple[Scope, Receive, Send]] = []
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            seen.append((scope, receive, send))
+
+        scope: Scope = {"type": scope_type, "path": "/ws"}
+
+        async def receive() -> Message:
+            return {}
+
+        async def send(message: Message) -> None:
+            return None
+
+        await HTTPMetricsMiddleware(app, metrics)(scope, receive, send)
+        assert [(scope, receive, send)] == seen
+        assert [] == series(metrics, "taskforce_http_requests_total")
+
+
+class TestRouteTemplate:
+    def test_first_full_match_then_partial_then_unmatched(self) -> None:
+        """Mirrors the router: FULL wins, a method mismatch gives its template, else unmatched."""
+        routes = [Route("/a/{x}", _item, methods=["POST"]), Route("/a/{x}", _item, methods=["GET"])]
+        assert "/a/{x}" == route_template(routes, _scope("/a/1", "GET"))
+        assert "/a/{x}" == route_template(routes, _scope("/a/1", "PUT"))
+        assert "unmatched" == route_template(routes, _scope("/b"))
