@@ -1,0 +1,236 @@
+"""Scrape cost: rendering ~5,000 series, hostile label values among them, three ways.
+
+What is measured: a real ``MetricSet`` (``max_label_values=10_000``, so nothing is
+folded into ``other``) is filled through its ``record_*`` API with tool names,
+models and error types until its registry holds at least 5,000 time series
+(sample lines: every histogram bucket, ``_sum`` and ``_count`` counts as one).
+One value in six is hostile: quotes, backslashes, newlines, non-ASCII and emoji,
+10,000-character strings. The same series (read back from our registry, label
+values unescaped) are built in a ``prometheus_client.CollectorRegistry`` with
+``_created`` samples disabled, so both expositions hold the same samples.
+
+Then, in one run, each repeat renders:
+
+- ``taskforce``: ``MetricSet.render()``, our renderer (cached series text);
+- ``aioprometheus``: its own ``TextFormatter().marshall(registry)`` on the same registry;
+- ``prometheus_client``: ``generate_latest(registry)`` on the mirror.
+
+Between repeats one observation is added to each side, so no renderer can serve
+a stale byte string. The first (cold) render of ours, which builds its text
+cache, is shown apart. Finally our output is fed to ``promtool check metrics``
+(stdin) when ``promtool`` is on PATH.
+
+Reading the output: ``median ms`` per full render and ``vs generate_latest``
+(below 1.00x is faster). The ``VERDICT`` lines compare against issue 4: at most
+0.3x of ``generate_latest``, under 10 ms, and a promtool check that reports
+nothing. Verdicts are printed, never asserted: the script exits 0.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import _bench
+import prometheus_client
+from aioprometheus.collectors import Counter, Gauge, Histogram
+from aioprometheus.formats.text import TextFormatter
+
+from taskforce.observability import MetricSet
+
+TARGET_SERIES = 5_000
+TARGET_RATIO = 0.3
+TARGET_MS = 10.0
+MAX_LABEL_VALUES = 10_000
+_UNESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
+
+
+def hostile(kind: str, i: int) -> str:
+    """Value number ``i`` of a free-form label; every sixth one of each kind is hostile."""
+    shapes = (
+        f"{kind}_{i}",
+        f'{kind} "quoted" {i}',
+        f"C:\\{kind}\\{i}\\",
+        f"{kind}\nsecond line {i}",
+        f"{kind}-ünïcödé-日本語-🚀-{i}",
+        f"{i}-{kind}-" + "x" * 10_000,
+    )
+    return shapes[i % len(shapes)]
+
+
+def sample_lines(metrics: MetricSet) -> int:
+    """Count the time series (sample lines) the registry renders."""
+    total = 0
+    for collector in metrics.registry.get_all():
+        per_series = 1
+        if isinstance(collector, Histogram):
+            per_series = len(list(collector.upper_bounds)) + 2
+            if float("inf") not in collector.upper_bounds:
+                per_series += 1
+        total += per_series * len(collector.values)
+    return total
+
+
+def fill(metrics: MetricSet, target: int) -> int:
+    """Record tool calls, failures and LLM requests with distinct values until ``target``."""
+    i = 0
+    while sample_lines(metrics) < target:
+        for _ in range(20):
+            agent = ("lean", "legacy")[i % 2]
+            tool = hostile("tool", i)
+            metrics.record_tool_call(tool, agent, "success", 0.0001 * (i % 50), None)
+            if i % 3 == 0:
+                metrics.record_tool_call(tool, agent, "error", 0.002, hostile("Error", i // 3))
+            if i % 4 == 0:
+                model = hostile("model", i // 4)
+                metrics.record_llm_request(model, agent, "complete", "success", 0.05 * (i % 9))
+                metrics.record_llm_tokens(model, agent, 100 + i, 10 + i)
+            i += 1
+    return i
+
+
+def _unescape(value: str) -> str:
+    if "\\" not in value:
+        return value
+    out: list[str] = []
+    chars = iter(value)
+    for char in chars:
+        out.append(_UNESCAPES.get(next(chars, ""), "") if char == "\\" else char)
+    return "".join(out)
+
+
+def mirror(metrics: MetricSet) -> prometheus_client.CollectorRegistry:
+    """Build every series of ``metrics.registry`` in a fresh prometheus_client registry."""
+    registry = prometheus_client.CollectorRegistry()
+    for collector in metrics.registry.get_all():
+        series = collector.get_all()
+        if not series:
+            continue
+        names = sorted(series[0][0])
+        doc = collector.doc
+        if isinstance(collector, Histogram):
+            bounds = [float(b) for b in collector.upper_bounds]
+            metric: Any = prometheus_client.Histogram(
+                collector.name, doc, names, registry=registry, buckets=bounds
+            )
+        elif isinstance(collector, Counter):
+            metric = prometheus_client.Counter(collector.name, doc, names, registry=registry)
+        elif isinstance(collector, Gauge):
+            metric = prometheus_client.Gauge(collector.name, doc, names, registry=registry)
+        else:
+            continue
+        for labels, value in series:
+            values = {k: _unescape(str(v)) for k, v in labels.items()}
+            child = metric.labels(**values) if values else metric
+            if isinstance(collector, Histogram):
+                if value["count"]:
+                    child.observe(value["sum"] / value["count"])
+            elif isinstance(collector, Counter):
+                child.inc(value)
+            else:
+                child.set(value)
+    return registry
+
+
+def promtool_check(text: bytes) -> tuple[bool | None, str]:
+    """Run ``promtool check metrics`` on ``text``; (None, why) when it cannot run."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        return None, "promtool not on PATH"
+    done = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, timeout=60, check=False
+    )
+    report = (done.stdout + done.stderr).decode("utf-8", "replace").strip()
+    ok = done.returncode == 0 and not report
+    lines = report.splitlines()
+    shown = "; ".join(lines[:3]) + (f" (+{len(lines) - 3} more)" if len(lines) > 3 else "")
+    return ok, f"exit {done.returncode}, " + (f"said: {shown}" if report else "no findings")
+
+
+def _nudges(metrics: MetricSet, prom: prometheus_client.CollectorRegistry) -> Iterator[None]:
+    """Change one value on each side before every repeat (renderers must not serve stale text)."""
+    histogram: Any = prom._names_to_collectors["taskforce_tool_duration_seconds"]
+    child = histogram.labels(agent_type="lean", tool_name="tool_0")
+    n = 0
+    while True:
+        metrics.record_tool_call("tool_0", "lean", "success", 0.001 * (n % 7), None)
+        child.observe(0.001 * (n % 7))
+        n += 1
+        yield
+
+
+def main() -> None:
+    config = _bench.parse_args("scrape render benchmark", repeats=15)
+    _bench.print_environment("scrape: rendering a registry of ~5,000 series")
+    metrics = MetricSet(max_label_values=MAX_LABEL_VALUES)
+    target = TARGET_SERIES if not config.quick else 500
+    distinct = fill(metrics, target)
+    prometheus_client.disable_created_metrics()
+    prom = mirror(metrics)
+
+    ours = metrics.render()
+    theirs = prometheus_client.generate_latest(prom)
+
+    def count(text: bytes) -> int:
+        return sum(1 for line in text.split(b"\n") if line and not line.startswith(b"#"))
+
+    print(
+        f"series (sample lines): taskforce {count(ours)}, prometheus_client {count(theirs)}; "
+        f"{distinct} tool names, {distinct // 3} error types, {distinct // 4} models, "
+        f"1 in 6 of each hostile; "
+        f"{len(ours) / 1024:.0f} KiB; repeats={config.repeats}"
+    )
+
+    candidates: dict[str, Callable[[], Any]] = {
+        "taskforce": metrics.render,
+        "aioprometheus": lambda: TextFormatter().marshall(metrics.registry),
+        "prometheus_client": lambda: prometheus_client.generate_latest(prom),
+    }
+    samples = {name: _bench.Samples(name) for name in candidates}
+    nudge = _nudges(metrics, prom)
+    for _ in range(config.repeats):
+        next(nudge)
+        for name, render in candidates.items():
+            samples[name].per_call_ns.append(_bench.time_once(render))
+
+    reference = samples["prometheus_client"].median
+    rows = [
+        [
+            name,
+            f"{s.median / 1e6:.2f}",
+            f"{s.minimum / 1e6:.2f}",
+            _bench.ratio(s.median, reference),
+        ]
+        for name, s in samples.items()
+    ]
+    print()
+    _bench.print_table(["renderer", "median ms", "min ms", "vs generate_latest"], rows)
+
+    fresh = MetricSet(max_label_values=MAX_LABEL_VALUES)
+    fill(fresh, target)
+    cold_ms = _bench.time_once(fresh.render) / 1e6
+    print(f"\ntaskforce cold render (first scrape, builds the text cache): {cold_ms:.2f} ms")
+
+    ok, detail = promtool_check(metrics.render())
+    print(f"promtool check metrics on our output: {detail}")
+    _, aio_detail = promtool_check(TextFormatter().marshall(metrics.registry))
+    print(f"promtool check metrics on aioprometheus' output (info): {aio_detail}")
+
+    print()
+    ours_ms, ratio = samples["taskforce"].median / 1e6, samples["taskforce"].median / reference
+    _bench.verdict(
+        "scrape render time",
+        ratio <= TARGET_RATIO and ours_ms < TARGET_MS,
+        f"{ours_ms:.2f} ms, {ratio:.2f}x of generate_latest "
+        f"(target <= {TARGET_RATIO}x and < {TARGET_MS:g} ms)",
+    )
+    if ok is None:
+        print(f"VERDICT promtool check metrics: SKIP ({detail})")
+    else:
+        _bench.verdict("promtool check metrics", ok, detail)
+
+
+if __name__ == "__main__":
+    main()

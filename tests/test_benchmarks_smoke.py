@@ -1,0 +1,111 @@
+"""The benchmarks of ``nox -s bench`` keep working: each runs with ``--quick`` and reports.
+
+Timings are never asserted (they depend on the machine); what is checked is that
+each script exits 0, measures every candidate (the taskforce one included) and
+prints its tables and one verdict line per target.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+_BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+_VERDICT = r"^VERDICT {target}: (PASS|FAIL|SKIP) \(.+\)$"
+
+_OVERHEAD_CANDIDATES = (
+    "plain",
+    "taskforce",
+    "proxy only",
+    "aioprometheus",
+    "prometheus_client",
+    "opentelemetry",
+)
+
+RunBenchmark = Callable[[str], str]
+
+
+@pytest.fixture(name="run_benchmark")
+def fixture_run_benchmark(tmp_path: Path) -> RunBenchmark:
+    """Run ``benchmarks/<name>.py --quick`` in a subprocess; return its stdout after exit 0."""
+
+    def run(name: str) -> str:
+        env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"}
+        done = subprocess.run(
+            [sys.executable, str(_BENCHMARKS / f"{name}.py"), "--quick"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+            env=env,
+            check=False,
+        )
+        assert 0 == done.returncode, done.stdout + done.stderr
+        return done.stdout
+
+    return run
+
+
+def _has_verdict(output: str, target: str) -> bool:
+    return re.search(_VERDICT.format(target=re.escape(target)), output, re.M) is not None
+
+
+class TestOverheadBenchmark:
+    """benchmarks/overhead.py."""
+
+    def test_prints_every_candidate_and_both_verdicts(self, run_benchmark: RunBenchmark) -> None:
+        """Both call tables list every candidate, the taskforce one measured; two verdicts."""
+        output = run_benchmark("overhead")
+
+        assert "SKIPPED" not in output
+        header = r"^candidate\s+median us\s+min us\s+added us\s+added min\s+vs prom$"
+        assert 2 == len(re.findall(header, output, re.M))
+        for candidate in _OVERHEAD_CANDIDATES:
+            assert 2 <= len(re.findall(rf"^{candidate}\s+\d", output, re.M)), candidate
+        assert 2 == len(re.findall(r"^updates by\s+median us\s+min us\s+vs prom$", output, re.M))
+        assert _has_verdict(output, "tool call added cost")
+        assert _has_verdict(output, "LLM call added cost")
+
+
+class TestScrapeBenchmark:
+    """benchmarks/scrape.py."""
+
+    def test_renders_the_same_series_three_ways(self, run_benchmark: RunBenchmark) -> None:
+        """Both registries hold the same series, three renderers are timed; two verdicts."""
+        output = run_benchmark("scrape")
+
+        counts = re.search(r"taskforce (\d+), prometheus_client (\d+);", output)
+        assert counts is not None
+        assert counts.group(1) == counts.group(2)
+        assert re.search(r"^renderer\s+median ms\s+min ms\s+vs generate_latest$", output, re.M)
+        for renderer in ("taskforce", "aioprometheus", "prometheus_client"):
+            assert re.search(rf"^{renderer}\s+\d+\.\d+\s+\d+\.\d+\s+\d+\.\d+x", output, re.M)
+        assert _has_verdict(output, "scrape render time")
+        assert _has_verdict(output, "promtool check metrics")
+
+
+class TestThroughputBenchmark:
+    """benchmarks/throughput.py."""
+
+    def test_counts_every_mission_and_prints_both_flows(
+        self, run_benchmark: RunBenchmark, tmp_path: Path
+    ) -> None:
+        """Metrics-on counts every mission it ran; rows and a verdict per flow; temp dir removed."""
+        output = run_benchmark("throughput")
+
+        counted = re.search(r"scrape: lean (\d+) of (\d+), legacy (\d+) of (\d+)$", output, re.M)
+        assert counted is not None
+        assert counted.group(2) == counted.group(1)
+        assert counted.group(4) == counted.group(3)
+        assert "metrics-off container has metrics: False" in output
+        for flow in ("lean", "legacy"):
+            for container in ("on", "off", r"off \(A/A\)"):
+                assert re.search(rf"^{flow}\s+{container}\s+\d+", output, re.M), (flow, container)
+            assert _has_verdict(output, f"throughput {flow} on vs off")
+        assert [] == list(tmp_path.glob("taskforce-bench-*"))
