@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import re
+from bisect import bisect_left
+from itertools import accumulate
 from typing import Any
 
 from aioprometheus.collectors import Collector, Counter, Gauge, Histogram, Registry
@@ -73,6 +75,21 @@ def _prefix(name: str, labels: dict[str, Any]) -> str:
         return f"{name} "
     text = ",".join(f'{k}="{_safe(v)}"' for k, v in sorted(labels.items()))
     return f"{name}{{{text}}} "
+
+
+def _histogram_prefixes(
+    name: str, labels: dict[str, Any], bounds: list[float]
+) -> tuple[tuple[str, ...], str, str]:
+    # le sorted in among the labels, as aioprometheus does; each value checked once
+    pairs = sorted((k, f'{k}="{_safe(v)}"') for k, v in labels.items())
+    position = bisect_left([k for k, _ in pairs], "le")
+    before = "".join(f"{text}," for _, text in pairs[:position])
+    after = "".join(f",{text}" for _, text in pairs[position:])
+    buckets = tuple(f'{name}_bucket{{{before}le="{_le(b)}"{after}}} ' for b in bounds)
+    if not pairs:
+        return buckets, f"{name}_count ", f"{name}_sum "
+    text = ",".join(text for _, text in pairs)
+    return buckets, f"{name}_count{{{text}}} ", f"{name}_sum{{{text}}} "
 
 
 class _Block:
@@ -143,7 +160,7 @@ class TextRenderer:
     def _histogram_lines(block: _Block, lines: list[str]) -> None:
         name = block.collector.name
         prefixes = block.prefixes
-        append = lines.append
+        append, extend = lines.append, lines.extend
         for key, hist in block.collector.values.store.items():
             if type(hist) is FastHistogram:
                 bounds, counts = hist.bounds, hist.counts
@@ -152,13 +169,8 @@ class TextRenderer:
                 counts = [c - p for c, p in zip(cumulative, [0, *cumulative[:-1]], strict=True)]
             cached = prefixes.get(key)
             if cached is None or len(cached[0]) != len(bounds):
-                labels = _labels_of(key)
-                buckets = tuple(_prefix(f"{name}_bucket", {**labels, "le": _le(b)}) for b in bounds)
-                count_prefix = _prefix(f"{name}_count", labels)
-                cached = prefixes[key] = (buckets, count_prefix, _prefix(f"{name}_sum", labels))
-            running = 0
-            for prefix, in_bucket in zip(cached[0], counts, strict=True):
-                running += in_bucket
-                append(f"{prefix}{float(running)}")
+                cached = prefixes[key] = _histogram_prefixes(name, _labels_of(key), bounds)
+            # C-level loops: cumulative counts, as floats, behind their cached prefixes
+            extend(map(str.__add__, cached[0], map(repr, map(float, accumulate(counts)))))
             append(f"{cached[1]}{float(hist.observations)}")
             append(f"{cached[2]}{float(hist.sum)}")
