@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from time import perf_counter
 from typing import Any
 
-import aioprometheus
 import prometheus_client
+from aioprometheus.collectors import Counter, Histogram, Registry
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
@@ -28,7 +28,7 @@ class _ToolWrapper:
         self._tool = tool
         self.name = tool.name
 
-    async def execute(self, **params: Any) -> dict[str, Any]:
+    async def execute(self, **params: Any) -> Any:
         started = perf_counter()
         try:
             result = await self._tool.execute(**params)
@@ -93,8 +93,8 @@ class AioStock:
     """The catalog's tool and LLM metrics on a fresh aioprometheus ``Registry``, stock calls."""
 
     def __init__(self, buckets: dict[str, tuple[float, ...]]) -> None:
-        registry = aioprometheus.Registry()
-        c, h = aioprometheus.Counter, aioprometheus.Histogram
+        registry = Registry()
+        c, h = Counter, Histogram
         self.tool_calls = c("taskforce_tool_calls_total", "Tool calls.", registry=registry)
         self.tool_failures = c("taskforce_tool_failures_total", "Failures.", registry=registry)
         self.tool_seconds = h(

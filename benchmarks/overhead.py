@@ -58,6 +58,7 @@ from _baselines import (
     PromTool,
 )
 
+from taskforce.core.interfaces.tools import ToolResult
 from taskforce.infrastructure.llm import ScriptedLLMProvider
 from taskforce.infrastructure.state import FileStateStore
 from taskforce.infrastructure.tools import ToolRegistry
@@ -93,7 +94,7 @@ class NoopTool:
     description = "Does nothing and succeeds."
     parameters_schema: dict[str, Any] = {"type": "object", "properties": {}}
 
-    async def execute(self, **params: Any) -> dict[str, Any]:
+    async def execute(self, **params: Any) -> ToolResult:
         return {"success": True, "output": 1}
 
 
@@ -186,8 +187,8 @@ def taskforce_candidates(
         metrics = MetricSet(max_label_values=100)
         observed_tool, observed_llm = taskforce_objects(metrics, tool, provider, state_dir)
         null = NullMetrics()
-        proxy_tool = ToolProxy(tool, null)  # type: ignore[arg-type]
-        proxy_llm = observe_llm_provider(provider, null)  # type: ignore[arg-type]
+        proxy_tool = ToolProxy(tool, null)  # type: ignore[arg-type]  # duck-typed MetricSet
+        proxy_llm = observe_llm_provider(provider, null)  # type: ignore[arg-type]  # duck-typed
     except Exception as exc:
         _bench.unavailable("taskforce (MetricSet / proxies)", exc)
         return None, {}, {}

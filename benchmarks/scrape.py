@@ -121,6 +121,7 @@ def mirror(metrics: MetricSet) -> prometheus_client.CollectorRegistry:
             metric = prometheus_client.Gauge(collector.name, doc, names, registry=registry)
         else:
             continue
+        value: Any
         for labels, value in series:
             values = {k: _unescape(str(v)) for k, v in labels.items()}
             child = metric.labels(**values) if values else metric
@@ -167,7 +168,7 @@ def main() -> None:
     metrics = MetricSet(max_label_values=MAX_LABEL_VALUES)
     target = TARGET_SERIES if not config.quick else 500
     distinct = fill(metrics, target)
-    prometheus_client.disable_created_metrics()
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     prom = mirror(metrics)
 
     ours = metrics.render()
