@@ -79,17 +79,17 @@ def _prefix(name: str, labels: dict[str, Any]) -> str:
 
 def _histogram_prefixes(
     name: str, labels: dict[str, Any], bounds: list[float]
-) -> tuple[tuple[str, ...], str, str]:
+) -> tuple[tuple[bytes, ...], bytes, bytes]:
     # le sorted in among the labels, as aioprometheus does; each value checked once
     pairs = sorted((k, f'{k}="{_safe(v)}"') for k, v in labels.items())
     position = bisect_left([k for k, _ in pairs], "le")
     before = "".join(f"{text}," for _, text in pairs[:position])
     after = "".join(f",{text}" for _, text in pairs[position:])
-    buckets = tuple(f'{name}_bucket{{{before}le="{_le(b)}"{after}}} ' for b in bounds)
+    buckets = tuple(f'{name}_bucket{{{before}le="{_le(b)}"{after}}} '.encode() for b in bounds)
     if not pairs:
-        return buckets, f"{name}_count ", f"{name}_sum "
+        return buckets, f"{name}_count ".encode(), f"{name}_sum ".encode()
     text = ",".join(text for _, text in pairs)
-    return buckets, f"{name}_count{{{text}}} ", f"{name}_sum{{{text}}} "
+    return buckets, f"{name}_count{{{text}}} ".encode(), f"{name}_sum{{{text}}} ".encode()
 
 
 class _Block:
@@ -100,8 +100,8 @@ class _Block:
     def __init__(self, collector: Collector) -> None:
         self.collector = collector
         self.header = (
-            f"# HELP {collector.name} {escape_help(collector.doc)}",
-            f"# TYPE {collector.name} {collector.kind.name}",
+            f"# HELP {collector.name} {escape_help(collector.doc)}".encode(),
+            f"# TYPE {collector.name} {collector.kind.name}".encode(),
         )
         self.prefixes: dict[Any, Any] = {}
 
@@ -124,7 +124,8 @@ class TextRenderer:
         Returns:
             The exposition; empty when the registry holds no collector.
         """
-        lines: list[str] = []
+        # bytes throughout: one non-ASCII label would make a joined str 4 bytes per character
+        lines: list[bytes] = []
         collectors = sorted(
             self.registry.collectors.values(), key=lambda c: f"# HELP {c.name} {c.doc}"
         )
@@ -135,29 +136,31 @@ class TextRenderer:
             lines.extend(block.header)
             if collector.const_labels or not isinstance(collector, (Counter, Gauge, Histogram)):
                 # rare shapes (summaries, constant labels): aioprometheus' own formatter
-                lines.extend(TextFormatter().marshall_lines(collector)[2:])
+                lines.extend(
+                    line.encode() for line in TextFormatter().marshall_lines(collector)[2:]
+                )
             elif isinstance(collector, Histogram):
                 self._histogram_lines(block, lines)
             else:
                 self._value_lines(block, lines)
         if not lines:
             return b""
-        lines.append("")
-        return "\n".join(lines).encode("utf-8")
+        lines.append(b"")
+        return b"\n".join(lines)
 
     @staticmethod
-    def _value_lines(block: _Block, lines: list[str]) -> None:
+    def _value_lines(block: _Block, lines: list[bytes]) -> None:
         name = block.collector.name
         prefixes = block.prefixes
         append = lines.append
         for key, value in block.collector.values.store.items():
             prefix = prefixes.get(key)
             if prefix is None:
-                prefix = prefixes[key] = _prefix(name, _labels_of(key))
-            append(f"{prefix}{value}")
+                prefix = prefixes[key] = _prefix(name, _labels_of(key)).encode()
+            append(prefix + f"{value}".encode())
 
     @staticmethod
-    def _histogram_lines(block: _Block, lines: list[str]) -> None:
+    def _histogram_lines(block: _Block, lines: list[bytes]) -> None:
         name = block.collector.name
         prefixes = block.prefixes
         append, extend = lines.append, lines.extend
@@ -171,6 +174,7 @@ class TextRenderer:
             if cached is None or len(cached[0]) != len(bounds):
                 cached = prefixes[key] = _histogram_prefixes(name, _labels_of(key), bounds)
             # C-level loops: cumulative counts, as floats, behind their cached prefixes
-            extend(map(str.__add__, cached[0], map(repr, map(float, accumulate(counts)))))
-            append(f"{cached[1]}{float(hist.observations)}")
-            append(f"{cached[2]}{float(hist.sum)}")
+            values = map(str.encode, map(repr, map(float, accumulate(counts))))
+            extend(map(bytes.__add__, cached[0], values))
+            append(cached[1] + repr(float(hist.observations)).encode())
+            append(cached[2] + repr(float(hist.sum)).encode())
