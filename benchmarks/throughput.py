@@ -202,7 +202,7 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="taskforce-bench-", dir=scratch_dir()) as tmp,
     ):
         print(f"state and workspace under {tmp} (deleted afterwards)")
-        configure_logging(fmt="json", level="critical", stream=devnull)
+        configure_logging(fmt="json", level="critical", stream=devnull, cache_loggers=True)
         asyncio.run(measure(config, Path(tmp)))
 
 

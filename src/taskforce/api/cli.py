@@ -47,6 +47,7 @@ def _configure_logging(settings: Settings) -> None:
         level=settings.logging.level,
         categories=settings.logging.categories,
         secrets=secrets,
+        cache_loggers=True,
     )
 
 

@@ -135,6 +135,7 @@ def configure_logging(
     categories: Iterable[str] = LOG_CATEGORIES,
     secrets: Iterable[str] = (),
     stream: Any = None,
+    cache_loggers: bool = False,
 ) -> None:
     """Configure structlog and stdlib logging for the process.
 
@@ -144,6 +145,9 @@ def configure_logging(
         categories: the categories to keep; events of the others are dropped.
         secrets: values that must never appear in a log line (API keys, tokens).
         stream: where lines go; standard error by default.
+        cache_loggers: let each module logger keep its configured pipeline after its
+            first use (saves ~5 us per log call; what the CLI does). Leave it off when
+            logging may be reconfigured later in the process (tests, embedding).
 
     Raises:
         ValueError: an unknown level or category.
@@ -176,7 +180,7 @@ def configure_logging(
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(file=out),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=cache_loggers,
     )
     handler = _Handler(out)
     handler.setFormatter(
