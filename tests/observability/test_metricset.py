@@ -6,6 +6,7 @@ import math
 import platform
 
 import pytest
+from aioprometheus.collectors import REGISTRY
 
 from taskforce.observability._catalog import CATALOG, FAULT_STAGES, MISSION_STATUSES, series_budget
 from taskforce.observability._metricset import MetricSet
@@ -65,7 +66,7 @@ class TestConstruction:
             MetricSet(max_label_values=0)
 
     def test_two_sets_share_nothing(self) -> None:
-        """Recording on one MetricSet leaves another one untouched."""
+        """Recording on one MetricSet leaves another (and aioprometheus' global REGISTRY) alone."""
         first, second = MetricSet(), MetricSet()
         first.record_tool_call("calc", "lean", "success", 0.1, None)
         assert first.registry is not second.registry
@@ -77,6 +78,7 @@ class TestConstruction:
             status="success",
         )
         assert [] == series(second, "taskforce_tool_calls_total")
+        assert [] == [name for name in REGISTRY.collectors if name.startswith("taskforce_")]
 
 
 class TestMissions:

@@ -6,7 +6,8 @@ bucket, ``_count`` and ``_sum`` values as floats), except that ``# HELP`` text i
 and a label value that is not already exposition-safe gets escaped (aioprometheus
 escapes neither). What makes it fast: the text before each sample value
 (``name{labels} ``) is built once per series and cached, so a scrape is mostly string
-concatenation.
+concatenation of bytes (a str joined with one non-ASCII label would take 4 bytes
+per character).
 
 Hazard: reads the registry without locks; call it on the event-loop thread that also
 records the metrics.
