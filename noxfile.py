@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s lint typecheck tests`` is the gate; ``nox -s bench`` prints figures."""
+"""Developer sessions: `nox -s lint typecheck tests` is the gate; `nox -s bench` prints figures."""
 
 from __future__ import annotations
 
