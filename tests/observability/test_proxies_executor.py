@@ -122,7 +122,7 @@ class TestExecuteMission:
         assert {"lean": 0} == metrics.in_progress
 
     async def test_ids_generated_and_passed_on(self, metrics: RecordingMetrics) -> None:
-        """Missing ids are generated (uuid4 hex) and passed to the executor as keywords."""
+        """Missing ids are generated (32 hex digits) and passed to the executor as keywords."""
         executor = FakeExecutor()
         result = await ExecutorProxy(executor, metrics).execute_mission("go")
         (call,) = executor.calls

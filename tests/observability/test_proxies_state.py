@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from taskforce.core.interfaces import StateStoreProtocol
 from taskforce.errors import StateStoreError
+from taskforce.infrastructure.state import FileStateStore
 from taskforce.observability import StateStoreProxy
 from taskforce.observability._proxy_base import _forget_logged_faults
 from tests.observability.proxy_fakes import FakeStore, RecordingMetrics
@@ -43,6 +45,28 @@ class TestStateStoreProxy:
         assert await proxy.save("s", state) is None
         expected = len(json.dumps(state, ensure_ascii=False, sort_keys=True).encode("utf-8"))
         assert [{"size_bytes": expected}] == metrics.of("state_size")
+
+    async def test_size_reported_by_the_store_is_used(self, metrics: RecordingMetrics) -> None:
+        """A store that returns the bytes it wrote: that number is recorded and returned."""
+
+        class SizedStore(FakeStore):
+            async def save(self, session_id: str, state: dict[str, object]) -> int:
+                await super().save(session_id, state)
+                return 12345
+
+        proxy = StateStoreProxy(SizedStore(), metrics)
+        assert 12345 == await proxy.save("s", {"a": 1})
+        assert [{"size_bytes": 12345}] == metrics.of("state_size")
+
+    async def test_real_store_size_is_file_size(
+        self, metrics: RecordingMetrics, tmp_path: Path
+    ) -> None:
+        """With the file store, the recorded size is the size of the file on disk."""
+        proxy = StateStoreProxy(FileStateStore(tmp_path), metrics)
+        state = {"missions": [{"text": "ünïcode " * 10}]}
+        written = await proxy.save("s1", state)
+        assert (tmp_path / "s1.json").stat().st_size == written
+        assert [{"size_bytes": written}] == metrics.of("state_size")
 
     async def test_load_passes_through(self, metrics: RecordingMetrics) -> None:
         """load returns the store's object and records nothing."""

@@ -1,8 +1,11 @@
 """Proxy for the state store: the size of every session state that was saved.
 
-The size is the length in bytes of the state's JSON text (UTF-8), measured
-only after ``save`` succeeded; a state that cannot be serialised (the store
-accepted it anyway) is a fault of this proxy, counted and logged once.
+The size is what ``save`` returned (the bytes the store persisted, per
+``StateStoreProtocol``), recorded only after ``save`` succeeded. A store that
+returns ``None`` gets the length in bytes of the state's JSON text (UTF-8)
+instead, at the cost of serialising it a second time; a state that cannot be
+serialised (the store accepted it anyway) is a fault of this proxy, counted
+and logged once.
 """
 
 from __future__ import annotations
@@ -21,21 +24,28 @@ _StoreT = TypeVar("_StoreT", bound=StateStoreProtocol)
 class StateStoreProxy(ObservingProxy[_StoreT]):
     """A state store whose ``save`` calls report the size of the saved state."""
 
-    async def save(self, session_id: str, state: SessionState) -> None:
+    async def save(self, session_id: str, state: SessionState) -> int | None:
         """Save through the wrapped store, then record the state's size.
 
         Args:
             session_id: Passed unchanged.
             state: Passed unchanged.
 
+        Returns:
+            Exactly what the wrapped store returned.
+
         Raises:
             Exception: Exactly what the wrapped store raised (the same object);
                 nothing is recorded then.
         """
-        await self.__wrapped__.save(session_id, state)
+        saved = await self.__wrapped__.save(session_id, state)
         try:
-            # sort_keys would only cost time: key order does not change the length.
-            size = len(json.dumps(state, ensure_ascii=False).encode())
+            if isinstance(saved, int) and not isinstance(saved, bool) and saved >= 0:
+                size = saved
+            else:
+                # sort_keys would only cost time: key order does not change the length.
+                size = len(json.dumps(state, ensure_ascii=False).encode())
             self._self_metrics.record_state_size(size)
         except Exception as exc:
             report_fault(self._self_metrics, "StateStoreProxy", "state.save", exc)
+        return saved

@@ -21,8 +21,13 @@ class StateStoreProtocol(Protocol):
     not safe as file names raise ``ValueError``.
     """
 
-    async def save(self, session_id: str, state: SessionState) -> None:
-        """Persist ``state`` as the session's whole state."""
+    async def save(self, session_id: str, state: SessionState) -> int | None:
+        """Persist ``state`` as the session's whole state.
+
+        Returns the number of bytes persisted when the store knows it (the
+        observability layer reads it instead of serialising the state again),
+        else ``None``.
+        """
         ...
 
     async def load(self, session_id: str) -> SessionState | None:

@@ -90,12 +90,15 @@ class FileStateStore:
     def _path(self, session_id: str) -> Path:
         return self.state_dir / f"{_check_session_id(session_id)}.json"
 
-    async def save(self, session_id: str, state: SessionState) -> None:
+    async def save(self, session_id: str, state: SessionState) -> int:
         """Replace the session's state atomically.
 
         Args:
             session_id: The session; 1 to 128 of ``A-Za-z0-9_.-``, not starting with ``.``.
             state: A JSON object.
+
+        Returns:
+            The size of the file written, in bytes (UTF-8 JSON).
 
         Raises:
             ValueError: The session id is not safe as a file name.
@@ -112,6 +115,7 @@ class FileStateStore:
             raise StateStoreError(
                 f"cannot save state of session {session_id!r} to {target}: {exc}"
             ) from exc
+        return len(data)
 
     async def load(self, session_id: str) -> SessionState | None:
         """Return the session's state.
