@@ -57,7 +57,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from taskforce.api.server import create_app
 
     app = create_app(settings)
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False)
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=True)
     return 0
 
 
