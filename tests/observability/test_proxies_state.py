@@ -37,6 +37,7 @@ class TestStateStoreProxy:
         assert isinstance(proxy, FakeStore)
         assert isinstance(proxy, StateStoreProtocol)
         assert store is proxy.__wrapped__
+        assert store.load == proxy.load  # the store's own bound method, not a wrapper
 
     async def test_records_utf8_json_size(self, metrics: RecordingMetrics) -> None:
         """The size is the byte length of the UTF-8 JSON text, non-ASCII counted in bytes."""

@@ -50,6 +50,18 @@ def _returning(result: Any) -> Any:
     return behaviour
 
 
+class _PlainTool:
+    """A tool with plain instance attributes (assignable and deletable)."""
+
+    def __init__(self) -> None:
+        self.name = "plain"
+        self.description = "a plain tool"
+        self.parameters_schema: dict[str, Any] = {"type": "object"}
+
+    async def execute(self, **params: Any) -> dict[str, Any]:
+        return {"success": True, "output": None}
+
+
 class TestToolProxyParity:
     def test_identity_and_attributes(self, metrics: RecordingMetrics) -> None:
         """isinstance, attributes and __wrapped__ are those of the plain tool."""
@@ -100,6 +112,31 @@ class TestToolProxyParity:
         proxy = ToolProxy(tool, metrics)
         proxy.extra = "changed"
         assert "changed" == tool.extra
+
+    def test_pass_throughs_are_the_tools_live_attributes(self, metrics: RecordingMetrics) -> None:
+        """name/description/parameters_schema are read from the tool on every access."""
+        tool = _PlainTool()
+        proxy = ToolProxy(tool, metrics)
+        assert tool.parameters_schema is proxy.parameters_schema
+        tool.name, tool.description = "renamed", "new text"
+        assert ("renamed", "new text") == (proxy.name, proxy.description)
+
+    def test_pass_throughs_write_and_delete_on_the_tool(self, metrics: RecordingMetrics) -> None:
+        """Assigning or deleting a pass-through attribute changes the tool, not the proxy."""
+        tool = _PlainTool()
+        proxy = ToolProxy(tool, metrics)
+        proxy.description = "set through the proxy"
+        assert "set through the proxy" == tool.description
+        del proxy.description
+        assert not hasattr(tool, "description")
+        assert not hasattr(proxy, "description")
+
+    def test_missing_attribute_is_missing(self, metrics: RecordingMetrics) -> None:
+        """An attribute the tool lacks is missing on the proxy too (AttributeError, hasattr)."""
+        proxy = ToolProxy(FakeTool(), metrics)
+        assert not hasattr(proxy, "no_such_attribute")
+        with pytest.raises(AttributeError):
+            _ = proxy.no_such_attribute
 
 
 class TestToolProxyRecords:
@@ -232,6 +269,7 @@ class TestToolRegistryProxy:
         assert isinstance(proxy, FakeRegistry)
         assert isinstance(proxy, ToolRegistryProtocol)
         assert registry.openai_schemas() == proxy.openai_schemas()
+        assert registry.openai_schemas == proxy.openai_schemas  # the registry's bound method
         assert registry is proxy.__wrapped__
 
     def test_get_hands_out_one_cached_proxy_per_tool(self, metrics: RecordingMetrics) -> None:

@@ -14,7 +14,7 @@ import json
 from typing import TypeVar
 
 from taskforce.core.interfaces.state import SessionState, StateStoreProtocol
-from taskforce.observability._proxy_base import ObservingProxy, report_fault
+from taskforce.observability._proxy_base import ObservingProxy, passthrough, report_fault
 
 __all__ = ["StateStoreProxy"]
 
@@ -23,6 +23,9 @@ _StoreT = TypeVar("_StoreT", bound=StateStoreProtocol)
 
 class StateStoreProxy(ObservingProxy[_StoreT]):
     """A state store whose ``save`` calls report the size of the saved state."""
+
+    # The executor loads the session before every mission.
+    load = passthrough("load")
 
     async def save(self, session_id: str, state: SessionState) -> int | None:
         """Save through the wrapped store, then record the state's size.

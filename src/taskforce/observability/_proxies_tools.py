@@ -33,7 +33,7 @@ from taskforce.core.interfaces.tools import (
 )
 from taskforce.observability._context import current_agent_type
 from taskforce.observability._metricset import MetricSet
-from taskforce.observability._proxy_base import ObservingProxy, report_fault
+from taskforce.observability._proxy_base import ObservingProxy, passthrough, report_fault
 
 __all__ = ["ToolProxy", "ToolRegistryProxy"]
 
@@ -63,6 +63,11 @@ class ToolProxy(ObservingProxy[_ToolT]):
     Everything else (``name``, ``description``, ``parameters_schema``, ...)
     is the wrapped tool's own.
     """
+
+    # The legacy agent reads these three of every tool for each mission's prompt.
+    name = passthrough("name")
+    description = passthrough("description")
+    parameters_schema = passthrough("parameters_schema")
 
     async def execute(self, **params: Any) -> ToolResult:
         """Run the wrapped tool's ``execute`` and record the call's outcome.
@@ -139,6 +144,9 @@ class ToolRegistryProxy(ObservingProxy[_RegistryT]):
         super().__init__(wrapped, metrics)
         # id(tool) -> (tool, proxy); holding the tool keeps its id from being reused.
         self._self_tools: dict[int, tuple[ToolProtocol, ToolProxy[Any]]] = {}
+
+    # The lean agent reads it before every LLM call.
+    openai_schemas = passthrough("openai_schemas")
 
     def register(self, tool: ToolProtocol) -> None:
         """Register a tool with the wrapped registry (the plain tool, see the class doc).
