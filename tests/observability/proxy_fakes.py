@@ -100,6 +100,25 @@ class RecordingMetrics:
             )
         )
 
+    def record_llm_call(
+        self,
+        model: str,
+        agent_type: str,
+        operation: str,
+        status: str,
+        duration_seconds: float,
+        input_tokens: int,
+        output_tokens: int,
+        messages: int | None,
+        pack_tokens: int,
+    ) -> None:
+        """Log the call as the three records it stands for, as MetricSet documents it."""
+        self.record_llm_request(model, agent_type, operation, status, duration_seconds)
+        if messages is not None:
+            self.record_context_pack(agent_type, messages, pack_tokens)
+        if input_tokens or output_tokens:
+            self.record_llm_tokens(model, agent_type, input_tokens, output_tokens)
+
     def record_time_to_first_token(self, model: str, agent_type: str, seconds: float) -> None:
         self.calls.append(
             ("time_to_first_token", {"model": model, "agent_type": agent_type, "seconds": seconds})

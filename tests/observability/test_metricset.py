@@ -244,6 +244,70 @@ class TestLLM:
         assert (0, 1, 1000.0) == (tokens[256.0], tokens[1024.0], tokens["sum"])
 
 
+class TestLLMCall:
+    CALLS = [  # (model, agent_type, operation, status, seconds, input, output, messages, tokens)
+        ("gpt-4o", "lean", "complete", "success", 0.3, 1200, 80, 6, 1500),
+        ("gpt-4o", "lean", "complete", "success", 0.02, 0, 0, None, 0),
+        ("m", "legacy", "generate", "error", 0.05, 0, 0, 1, 10),
+        ("m", "legacy", "complete", "success", -1.0, 100, 0, 3, 0),
+        ("gpt-4o", "lean", "complete", "success", 9.0, 0, 7, 40, 70000),
+    ]
+
+    def test_same_as_the_three_separate_calls(self) -> None:
+        """record_llm_call renders byte for byte what request, pack and tokens calls render."""
+        fused, separate = MetricSet(), MetricSet()
+        for model, agent, operation, status, seconds, sent, received, messages, tokens in (
+            self.CALLS * 2
+        ):
+            fused.record_llm_call(
+                model, agent, operation, status, seconds, sent, received, messages, tokens
+            )
+            separate.record_llm_request(model, agent, operation, status, seconds)
+            if messages is not None:
+                separate.record_context_pack(agent, messages, tokens)
+            if sent or received:
+                separate.record_llm_tokens(model, agent, sent, received)
+        assert separate.render() == fused.render()
+
+    def test_series_appear_only_when_written(self, metrics: MetricSet) -> None:
+        """No usage and no pack: no token or pack series is created, not even at zero."""
+        metrics.record_llm_call("m", "lean", "complete", "error", 0.1, 0, 0, None, 0)
+        assert [] == series(metrics, "taskforce_llm_tokens_total")
+        assert [] == series(metrics, "taskforce_context_pack_messages")
+        assert 1 == value(
+            metrics,
+            "taskforce_llm_requests_total",
+            model="m",
+            agent_type="lean",
+            operation="complete",
+            status="error",
+        )
+
+    def test_negative_tokens_raise_after_the_request(self, metrics: MetricSet) -> None:
+        """A negative token count raises; the request and the pack are already recorded."""
+        with pytest.raises(ValueError, match="token counts"):
+            metrics.record_llm_call("m", "lean", "complete", "success", 0.1, -1, 0, 2, 5)
+        labels = {"model": "m", "agent_type": "lean", "operation": "complete"}
+        assert 1 == value(metrics, "taskforce_llm_requests_total", status="success", **labels)
+        assert 1 == histogram(metrics, "taskforce_context_pack_tokens", agent_type="lean")["count"]
+        assert [] == series(metrics, "taskforce_llm_tokens_total")
+
+    def test_overflowed_models_are_not_cached(self) -> None:
+        """Thousands of distinct overflowing models grow neither cache."""
+        metrics = MetricSet(max_label_values=2)
+        for i in range(3000):
+            metrics.record_llm_call(f"m{i}", "lean", "complete", "success", 0.1, 5, 5, 1, 1)
+        assert 2 == len(metrics._llm_calls)
+        assert 2 == len(metrics._llm_tokens)
+        assert 2998 * 5 == value(
+            metrics,
+            "taskforce_llm_tokens_total",
+            model="other",
+            agent_type="lean",
+            token_type="input",
+        )
+
+
 class TestStateHttpAndFaults:
     def test_state_size(self, metrics: MetricSet) -> None:
         """State sizes land in power-of-4 byte buckets."""

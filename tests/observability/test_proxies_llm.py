@@ -84,9 +84,9 @@ class TestComplete:
         assert [
             ("llm_request", {"model": "reported-model", "agent_type": "none",
                              "operation": "complete", "status": "success"}),
+            ("context_pack", {"agent_type": "none", "messages": 3, "tokens": 16}),
             ("llm_tokens", {"model": "reported-model", "agent_type": "none",
                             "input_tokens": 11, "output_tokens": 7}),
-            ("context_pack", {"agent_type": "none", "messages": 3, "tokens": 16}),
         ] == [
             (name, {k: v for k, v in args.items() if k != "duration_seconds"})
             for name, args in metrics.calls
@@ -284,7 +284,10 @@ class TestStream:
 
 class TestLLMFaults:
     async def test_broken_metrics_do_not_change_the_call(self) -> None:
-        """A raising MetricSet: results unchanged, every fault counted, logged once per stage."""
+        """A raising MetricSet: results unchanged, every fault counted, logged once per stage.
+
+        A call's request, pack and tokens are one ``record_llm_call``: one fault per call.
+        """
         metrics = BrokenMetrics()
         provider = FakeStreamingProvider()
         proxy = observe_llm_provider(provider, metrics)
@@ -294,16 +297,12 @@ class TestLLMFaults:
             assert provider.chunks == [c async for c in proxy.stream(MESSAGES)]
         assert [
             "llm.complete",
-            "llm.context_pack",
             "llm.complete",
-            "llm.context_pack",
             "llm.stream",
             "llm.ttft",
-            "llm.context_pack",
         ] == [f["stage"] for f in metrics.of("fault")]
         assert [
             ("StreamingLLMProviderProxy", "llm.complete"),
-            ("StreamingLLMProviderProxy", "llm.context_pack"),
             ("StreamingLLMProviderProxy", "llm.stream"),
             ("StreamingLLMProviderProxy", "llm.ttft"),
         ] == [(log["proxy"], log["stage"]) for log in logs]

@@ -13,6 +13,7 @@ event-loop thread (after the awaited call returns), never from a worker thread.
 from __future__ import annotations
 
 import contextlib
+from bisect import bisect_left
 from typing import Any
 
 from taskforce.observability._catalog import (
@@ -86,6 +87,7 @@ class MetricSet:
         self._tool_calls: dict[Any, Any] = {}
         self._tool_failures: dict[Any, Any] = {}
         self._llm_requests: dict[Any, Any] = {}
+        self._llm_calls: dict[Any, Any] = {}
         self._llm_tokens: dict[Any, Any] = {}
         self._llm_ttft: dict[Any, Any] = {}
         self._packs: dict[Any, Any] = {}
@@ -227,6 +229,75 @@ class MetricSet:
         if output_tokens:
             store[output_key] += output_tokens
 
+    def record_llm_call(
+        self,
+        model: str,
+        agent_type: str,
+        operation: str,
+        status: str,
+        duration_seconds: float,
+        input_tokens: int,
+        output_tokens: int,
+        messages: int | None,
+        pack_tokens: int,
+    ) -> None:
+        """Record one LLM request whole, through one cached bundle of its series.
+
+        The same as :meth:`record_llm_request`, then :meth:`record_context_pack`
+        (unless ``messages`` is None), then :meth:`record_llm_tokens`, in one call:
+        the proxies make it on every LLM call.
+
+        Args:
+            model: The model the provider resolved (guarded).
+            agent_type: ``lean``, ``legacy`` or ``none``.
+            operation: ``complete``, ``generate`` or ``stream``.
+            status: ``success`` or ``error``.
+            duration_seconds: Latency; for a stream, until it ended.
+            input_tokens: Prompt tokens reported (0 when none).
+            output_tokens: Completion tokens reported (0 when none).
+            messages: Number of messages sent, or None when the pack is unknown.
+            pack_tokens: Estimated tokens of those messages.
+
+        Raises:
+            ValueError: A label value is outside its closed set, or a token count is
+                negative (the request and the pack are recorded before that check).
+        """
+        entry = self._llm_calls.get((model, agent_type, operation, status))
+        if entry is None:
+            entry = self._llm_call_entry(model, agent_type, operation, status)
+        seconds, requests, key, counted, packs = entry
+        # FastHistogram.observe inlined: a Python call per histogram was most of the cost.
+        value = duration_seconds if duration_seconds >= 0.0 else 0.0
+        seconds.counts[bisect_left(seconds.bounds, value)] += 1
+        seconds.sum += value
+        seconds.observations += 1
+        requests[key] += 1
+        if messages is not None:
+            if packs is None:
+                packs = entry[4] = self._pack_entry(agent_type)
+            sizes, estimates = packs
+            sizes.counts[bisect_left(sizes.bounds, messages)] += 1
+            sizes.sum += messages
+            sizes.observations += 1
+            estimates.counts[bisect_left(estimates.bounds, pack_tokens)] += 1
+            estimates.sum += pack_tokens
+            estimates.observations += 1
+        if input_tokens or output_tokens:
+            if input_tokens < 0 or output_tokens < 0:
+                raise ValueError(f"token counts must be >= 0, got {input_tokens}, {output_tokens}")
+            if counted is None:
+                # token series are created on first use, as record_llm_tokens does
+                counted = self._llm_tokens.get((model, agent_type))
+                if counted is None:
+                    counted = self._llm_tokens_entry(model, agent_type)
+                if (model, agent_type) in self._llm_tokens:  # never keep an overflowed one
+                    entry[3] = counted
+            tokens, input_key, output_key = counted
+            if input_tokens:
+                tokens[input_key] += input_tokens
+            if output_tokens:
+                tokens[output_key] += output_tokens
+
     def record_time_to_first_token(self, model: str, agent_type: str, seconds: float) -> None:
         """Observe the time to the first chunk of a stream.
 
@@ -255,13 +326,9 @@ class MetricSet:
         Raises:
             ValueError: ``agent_type`` is outside its closed set.
         """
-        entry = self._packs.get(agent_type)
-        if entry is None:
-            entry = (self._table.histogram(_PACK_MESSAGES, (agent_type,))[0],)
-            entry += (self._table.histogram(_PACK_TOKENS, (agent_type,))[0],)
-            self._remember(self._packs, agent_type, entry, True)
-        entry[0].observe(messages)
-        entry[1].observe(tokens)
+        sizes, estimates = self._pack_entry(agent_type)
+        sizes.observe(messages)
+        estimates.observe(tokens)
 
     def record_state_size(self, size_bytes: int) -> None:
         """Observe the size of a saved session state.
@@ -350,6 +417,25 @@ class MetricSet:
         # garbage methods and non-int codes would each add an entry: never cache them
         cacheable = counter_ok and hist_ok and type(status_code) is int and method in _METHODS
         self._remember(self._http, (method, route, status_code), entry, cacheable)
+        return entry
+
+    def _llm_call_entry(self, *raw: Any) -> list[Any]:
+        # [latency, request store, key, token series or None, pack histograms or None]:
+        # the last two are filled on first use, so no series exists before it is written
+        key, counter_ok = self._table.key(_LLM_REQUESTS, raw)
+        seconds, hist_ok = self._table.histogram(_LLM_SECONDS, raw[:3])
+        entry = [seconds, self._table.store(_LLM_REQUESTS), key, None, None]
+        self._remember(self._llm_calls, raw, entry, counter_ok and hist_ok)
+        return entry
+
+    def _pack_entry(self, agent_type: str) -> tuple[FastHistogram, FastHistogram]:
+        entry = self._packs.get(agent_type)
+        if entry is None:
+            entry = (
+                self._table.histogram(_PACK_MESSAGES, (agent_type,))[0],
+                self._table.histogram(_PACK_TOKENS, (agent_type,))[0],
+            )
+            self._remember(self._packs, agent_type, entry, True)
         return entry
 
     def _llm_tokens_entry(self, model: str, agent_type: str) -> tuple[dict[Any, Any], Any, Any]:

@@ -152,6 +152,28 @@ def _model(wrapped: Any, reported: Any, operation: str, args: tuple[Any, ...], k
     return str(default) if default else _UNKNOWN_MODEL
 
 
+def _pack(
+    proxy: LLMProviderProxy[Any], operation: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[int | None, int]:
+    """Messages and estimated tokens of what was sent; ``(None, 0)`` after a fault."""
+    try:
+        if operation == "generate":
+            prompt = args[0] if args else kwargs["prompt"]
+            context = args[1] if len(args) > 1 else kwargs.get("context")
+            # str() of the mapping stands in for however the provider renders it.
+            return 1, (len(prompt) + (len(str(context)) if context else 0) + 3) // 4
+        sent = args[0] if args else kwargs["messages"]
+        chars = 0
+        for message in sent:
+            content = message.get("content")
+            if content:
+                chars += len(content)
+        return len(sent), (chars + 3) // 4
+    except Exception as exc:
+        report_fault(proxy._self_metrics, type(proxy).__name__, "llm.context_pack", exc)
+        return None, 0
+
+
 def _record_call(
     proxy: LLMProviderProxy[Any],
     wrapped: Any,
@@ -162,19 +184,33 @@ def _record_call(
     kwargs: dict[str, Any],
 ) -> None:
     duration = perf_counter() - started
-    metrics = proxy._self_metrics
-    agent_type = current_agent_type()
+    messages, pack_tokens = _pack(proxy, operation, args, kwargs)
     try:
         if result is None:  # the call raised
-            status, usage, reported = "error", None, None
+            status, usage, model = "error", None, _model(wrapped, None, operation, args, kwargs)
         else:
             status = "success" if result.get("success", True) else "error"
-            usage, reported = result.get("usage"), result.get("model")
-        model = _model(wrapped, reported, operation, args, kwargs)
-        _record_outcome(metrics, model, agent_type, operation, status, duration, usage)
+            usage, model = result.get("usage"), result.get("model")
+            if not (model and type(model) is str):
+                model = _model(wrapped, model, operation, args, kwargs)
+        if usage:
+            input_tokens = usage.get("prompt_tokens") or 0
+            output_tokens = usage.get("completion_tokens") or 0
+        else:
+            input_tokens = output_tokens = 0
+        proxy._self_metrics.record_llm_call(
+            model,
+            current_agent_type(),
+            operation,
+            status,
+            duration,
+            input_tokens,
+            output_tokens,
+            messages,
+            pack_tokens,
+        )
     except Exception as exc:
-        report_fault(metrics, type(proxy).__name__, f"llm.{operation}", exc)
-    _record_pack(proxy, metrics, operation, agent_type, args, kwargs)
+        report_fault(proxy._self_metrics, type(proxy).__name__, f"llm.{operation}", exc)
 
 
 def _record_stream(
@@ -190,12 +226,28 @@ def _record_stream(
     duration = perf_counter() - started
     metrics = proxy._self_metrics
     agent_type = current_agent_type()
+    messages, pack_tokens = _pack(proxy, "stream", args, kwargs)
     model = _UNKNOWN_MODEL
     try:
         usage = last.get("usage") if last is not None else None
         reported = last.get("model") if last is not None else None
         model = _model(wrapped, reported, "stream", args, kwargs)
-        _record_outcome(metrics, model, agent_type, "stream", status, duration, usage)
+        if usage:
+            input_tokens = usage.get("prompt_tokens") or 0
+            output_tokens = usage.get("completion_tokens") or 0
+        else:
+            input_tokens = output_tokens = 0
+        metrics.record_llm_call(
+            model,
+            agent_type,
+            "stream",
+            status,
+            duration,
+            input_tokens,
+            output_tokens,
+            messages,
+            pack_tokens,
+        )
     except Exception as exc:
         report_fault(metrics, type(proxy).__name__, "llm.stream", exc)
     if first_chunk_at is not None:
@@ -206,56 +258,6 @@ def _record_stream(
             metrics.record_time_to_first_token(model, agent_type, elapsed if elapsed > 0.0 else 0.0)
         except Exception as exc:
             report_fault(metrics, type(proxy).__name__, "llm.ttft", exc)
-    _record_pack(proxy, metrics, "stream", agent_type, args, kwargs)
-
-
-def _record_outcome(
-    metrics: MetricSet,
-    model: str,
-    agent_type: str,
-    operation: str,
-    status: str,
-    duration: float,
-    usage: Any,
-) -> None:
-    metrics.record_llm_request(
-        model, agent_type, operation, status, duration if duration > 0.0 else 0.0
-    )
-    if usage:
-        metrics.record_llm_tokens(
-            model,
-            agent_type,
-            usage.get("prompt_tokens") or 0,
-            usage.get("completion_tokens") or 0,
-        )
-
-
-def _record_pack(
-    proxy: LLMProviderProxy[Any],
-    metrics: MetricSet,
-    operation: str,
-    agent_type: str,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> None:
-    try:
-        if operation == "generate":
-            prompt = args[0] if args else kwargs["prompt"]
-            context = args[1] if len(args) > 1 else kwargs.get("context")
-            # str() of the mapping stands in for however the provider renders it.
-            chars = len(prompt) + (len(str(context)) if context else 0)
-            messages = 1
-        else:
-            sent = args[0] if args else kwargs["messages"]
-            chars = 0
-            for message in sent:
-                content = message.get("content")
-                if content:
-                    chars += len(content)
-            messages = len(sent)
-        metrics.record_context_pack(agent_type, messages, (chars + 3) // 4)
-    except Exception as exc:
-        report_fault(metrics, type(proxy).__name__, "llm.context_pack", exc)
 
 
 def observe_llm_provider(provider: _ProviderT, metrics: MetricSet) -> LLMProviderProxy[_ProviderT]:
