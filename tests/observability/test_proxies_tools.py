@@ -289,6 +289,30 @@ class TestToolRegistryProxy:
         assert ["a", "b"] == [t.name for t in tools]
         assert all(isinstance(t, ToolProxy) for t in tools)
 
+    def test_list_tools_is_a_new_list_of_the_same_proxies(self, metrics: RecordingMetrics) -> None:
+        """Each list_tools is a fresh list (safe to change) holding the same proxies."""
+        proxy = ToolRegistryProxy(FakeRegistry(FakeTool("a"), FakeTool("b")), metrics)
+        first = proxy.list_tools()
+        assert isinstance(first, list)
+        first.clear()
+        second = proxy.list_tools()
+        assert ["a", "b"] == [t.name for t in second]
+        assert second is not proxy.list_tools()
+        assert all(a is b for a, b in zip(second, proxy.list_tools(), strict=True))
+        assert second[0] is proxy.get("a")
+
+    def test_list_tools_follows_the_registry(self, metrics: RecordingMetrics) -> None:
+        """A tool added, or one replaced by another object, shows up in the next list."""
+        registry = FakeRegistry(FakeTool("a"))
+        proxy = ToolRegistryProxy(registry, metrics)
+        assert ["a"] == [t.name for t in proxy.list_tools()]
+        proxy.register(FakeTool("b"))
+        assert ["a", "b"] == [t.name for t in proxy.list_tools()]
+        replacement = FakeTool("a")
+        registry._tools["a"] = replacement
+        (first, _) = proxy.list_tools()
+        assert replacement is first.__wrapped__
+
     def test_unknown_tool_raises_the_same(self, metrics: RecordingMetrics) -> None:
         """get of an unknown name raises the registry's ToolNotFoundError."""
         with pytest.raises(ToolNotFoundError):

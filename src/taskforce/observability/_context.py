@@ -8,7 +8,7 @@ line inside a mission carries them) and every other proxy reads them for its
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import Any
@@ -57,10 +57,25 @@ def current_mission_id() -> str | None:
     return _MISSION_ID.get()
 
 
-#: The tokens :func:`enter_mission` got from every ``set`` (session, mission,
-#: agent type, structlog's); :func:`exit_mission` resets them. A plain tuple:
-#: this is on the path of every mission and a dataclass would cost ~0.5 us.
-MissionTokens = tuple[Token[str | None], Token[str | None], Token[str], Mapping[str, Token[Any]]]
+def _structlog_vars() -> tuple[ContextVar[Any], ContextVar[Any], ContextVar[Any]]:
+    # structlog keeps one ContextVar per key for the life of the process (clearing
+    # sets them to ``...``, nothing replaces them). Setting those directly is what
+    # bind_contextvars does, minus its per-key f-string, dict lookups and loop.
+    tokens = structlog.contextvars.bind_contextvars(
+        session_id=None, mission_id=None, agent_type=None
+    )
+    structlog.contextvars.reset_contextvars(**tokens)
+    return tokens["session_id"].var, tokens["mission_id"].var, tokens["agent_type"].var
+
+
+_LOG_SESSION_ID, _LOG_MISSION_ID, _LOG_AGENT_TYPE = _structlog_vars()
+
+#: The tokens :func:`enter_mission` got from every ``set`` (ours for session,
+#: mission and agent type, then structlog's); :func:`exit_mission` resets them.
+#: A plain tuple: this is on the path of every mission.
+MissionTokens = tuple[
+    Token[str | None], Token[str | None], Token[str], Token[Any], Token[Any], Token[Any]
+]
 
 
 def enter_mission(session_id: str, mission_id: str, agent_type: str) -> MissionTokens:
@@ -81,9 +96,9 @@ def enter_mission(session_id: str, mission_id: str, agent_type: str) -> MissionT
         _SESSION_ID.set(session_id),
         _MISSION_ID.set(mission_id),
         _AGENT_TYPE.set(agent_type),
-        structlog.contextvars.bind_contextvars(
-            session_id=session_id, mission_id=mission_id, agent_type=agent_type
-        ),
+        _LOG_SESSION_ID.set(session_id),
+        _LOG_MISSION_ID.set(mission_id),
+        _LOG_AGENT_TYPE.set(agent_type),
     )
 
 
@@ -96,8 +111,10 @@ def exit_mission(tokens: MissionTokens) -> None:
     Raises:
         ValueError: The tokens were created in another ``contextvars.Context``.
     """
-    session, mission, agent_type, structlog_tokens = tokens
-    structlog.contextvars.reset_contextvars(**structlog_tokens)
+    session, mission, agent_type, log_session, log_mission, log_agent_type = tokens
+    _LOG_AGENT_TYPE.reset(log_agent_type)
+    _LOG_MISSION_ID.reset(log_mission)
+    _LOG_SESSION_ID.reset(log_session)
     _AGENT_TYPE.reset(agent_type)
     _MISSION_ID.reset(mission)
     _SESSION_ID.reset(session)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import OrderedDict
+from math import isinf
 
 from aioprometheus import histogram
 
@@ -33,6 +34,7 @@ class FastHistogram(histogram.Histogram):
             ValueError: The bounds are not sorted or fewer than two remain.
         """
         self.bounds: list[float] = []
+        self.keys: list[float] = []
         self.counts: list[int] = []
         super().__init__(*buckets)
 
@@ -50,6 +52,13 @@ class FastHistogram(histogram.Histogram):
     def buckets(self, value: dict[float, int]) -> None:
         # the base __init__ assigns its zeroed OrderedDict here
         self.bounds = [float(bound) for bound in value]
+        # Integral bounds as ints: an int observation (a count, a size) then compares
+        # int to int, which costs bisect about half of what int to float does. The
+        # comparison is exact either way, so the bucket found is the same.
+        if all(bound.is_integer() or isinf(bound) for bound in self.bounds):
+            self.keys = [int(bound) if bound.is_integer() else bound for bound in self.bounds]
+        else:
+            self.keys = self.bounds
         previous = 0
         counts: list[int] = []
         for cumulative in value.values():
@@ -64,6 +73,6 @@ class FastHistogram(histogram.Histogram):
             value: The observation. NaN lands in no bucket, as with aioprometheus.
         """
         if value == value:  # NaN compares unequal to itself
-            self.counts[bisect_left(self.bounds, value)] += 1
+            self.counts[bisect_left(self.keys, value)] += 1
         self.sum += value
         self.observations += 1

@@ -140,11 +140,21 @@ class MetricSet:
         if entry is None:
             entry = self._missions_finished_entry(agent_type, status)
         store, key, seconds, steps_hist, calls_hist, gauge, gauge_key = entry
-        seconds.observe(duration_seconds if duration_seconds >= 0.0 else 0.0)
+        # FastHistogram.observe, inlined (NaN lands in no bucket, as there)
+        value = duration_seconds if duration_seconds >= 0.0 else 0.0
+        seconds.counts[bisect_left(seconds.keys, value)] += 1
+        seconds.sum += value
+        seconds.observations += 1
         if steps is not None:
-            steps_hist.observe(steps)
+            if steps == steps:
+                steps_hist.counts[bisect_left(steps_hist.keys, steps)] += 1
+            steps_hist.sum += steps
+            steps_hist.observations += 1
         if tool_calls is not None:
-            calls_hist.observe(tool_calls)
+            if tool_calls == tool_calls:
+                calls_hist.counts[bisect_left(calls_hist.keys, tool_calls)] += 1
+            calls_hist.sum += tool_calls
+            calls_hist.observations += 1
         store[key] += 1
         gauge[gauge_key] -= 1
 
@@ -173,7 +183,10 @@ class MetricSet:
         if entry is None:
             entry = self._tool_call_entry(tool_name, agent_type, status)
         hist, store, key = entry
-        hist.observe(duration_seconds if duration_seconds >= 0.0 else 0.0)
+        value = duration_seconds if duration_seconds >= 0.0 else 0.0
+        hist.counts[bisect_left(hist.keys, value)] += 1  # FastHistogram.observe, inlined
+        hist.sum += value
+        hist.observations += 1
         store[key] += 1
         if status == "error":
             failure = (tool_name, agent_type, "unknown" if error_type is None else error_type)
@@ -268,7 +281,7 @@ class MetricSet:
         seconds, requests, key, counted, packs = entry
         # FastHistogram.observe inlined: a Python call per histogram was most of the cost.
         value = duration_seconds if duration_seconds >= 0.0 else 0.0
-        seconds.counts[bisect_left(seconds.bounds, value)] += 1
+        seconds.counts[bisect_left(seconds.keys, value)] += 1
         seconds.sum += value
         seconds.observations += 1
         requests[key] += 1
@@ -276,10 +289,10 @@ class MetricSet:
             if packs is None:
                 packs = entry[4] = self._pack_entry(agent_type)
             sizes, estimates = packs
-            sizes.counts[bisect_left(sizes.bounds, messages)] += 1
+            sizes.counts[bisect_left(sizes.keys, messages)] += 1
             sizes.sum += messages
             sizes.observations += 1
-            estimates.counts[bisect_left(estimates.bounds, pack_tokens)] += 1
+            estimates.counts[bisect_left(estimates.keys, pack_tokens)] += 1
             estimates.sum += pack_tokens
             estimates.observations += 1
         if input_tokens or output_tokens:
@@ -336,7 +349,11 @@ class MetricSet:
         Args:
             size_bytes: Bytes written.
         """
-        self._state_hist.observe(size_bytes)
+        hist = self._state_hist
+        if size_bytes == size_bytes:  # FastHistogram.observe, inlined (NaN: no bucket)
+            hist.counts[bisect_left(hist.keys, size_bytes)] += 1
+        hist.sum += size_bytes
+        hist.observations += 1
 
     def record_http_request(
         self, method: str, route: str, status_code: int, duration_seconds: float

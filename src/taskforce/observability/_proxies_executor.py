@@ -20,8 +20,8 @@ series with a free-form ``agent_type`` nor raise the mission failure rate.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncGenerator
+from os import urandom
 from time import perf_counter
 from typing import Any, TypeVar
 
@@ -47,7 +47,7 @@ _Outcome = tuple[str, int | None, int | None]
 def _new_id() -> str:
     # 32 random hex digits, the shape of uuid4().hex at a quarter of its cost
     # (UUID() construction dominates; this runs twice per mission).
-    return os.urandom(16).hex()
+    return urandom(16).hex()
 
 
 def _agent_label(agent_type: object) -> str | None:
@@ -84,31 +84,53 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
             Exception: Exactly what the wrapped executor raised (the same object).
             asyncio.CancelledError: When the mission is cancelled.
         """
-        label = _agent_label(agent_type)
+        try:
+            label = _AGENT_LABELS.get(agent_type)
+        except TypeError:  # unhashable: certainly not an agent type
+            label = None
+        wrapped = self.__wrapped__
         if label is None:
-            return await self.__wrapped__.execute_mission(
+            return await wrapped.execute_mission(
                 mission, agent_type, session_id=session_id, mission_id=mission_id, **kwargs
             )
-        session_id = _new_id() if session_id is None else session_id
-        mission_id = _new_id() if mission_id is None else mission_id
+        if session_id is None:
+            session_id = _new_id()
+        if mission_id is None:
+            mission_id = _new_id()
+        metrics = self._self_metrics
         # enter/exit rather than ``with mission_scope``: a generator-based context
-        # manager costs ~2 us, and this runs once per mission.
+        # manager costs ~2 us, and this runs once per mission. The helpers of the
+        # streaming form are inlined here for the same reason.
         tokens = enter_mission(session_id, mission_id, label)
         try:
-            self._self_record_started(label)
-            started = perf_counter()
-            outcome: _Outcome = ("cancelled", None, None)  # unless it returns or raises
             try:
-                result = await self.__wrapped__.execute_mission(
+                metrics.record_mission_started(label)
+            except Exception as exc:
+                report_fault(metrics, "ExecutorProxy", "mission.start", exc)
+            started = perf_counter()
+            status: str = "cancelled"  # unless it returns or raises
+            steps: int | None = None
+            tool_calls: int | None = None
+            try:
+                result = await wrapped.execute_mission(
                     mission, agent_type, session_id=session_id, mission_id=mission_id, **kwargs
                 )
             except Exception:
-                outcome = ("failed", None, None)
+                status = "failed"
                 raise
             else:
-                outcome = self._self_outcome(result)
+                try:
+                    status = result.status if result.status in MISSION_STATUSES else "failed"
+                    steps, tool_calls = len(result.steps), int(result.tool_calls)
+                except Exception as exc:
+                    report_fault(metrics, "ExecutorProxy", "mission.result", exc)
+                    status, steps, tool_calls = "completed", None, None
             finally:
-                self._self_record_finished(label, outcome, started)
+                duration = perf_counter() - started
+                try:
+                    metrics.record_mission_finished(label, status, duration, steps, tool_calls)
+                except Exception as exc:
+                    report_fault(metrics, "ExecutorProxy", "mission.finish", exc)
             return result
         finally:
             exit_mission(tokens)

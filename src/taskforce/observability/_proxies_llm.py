@@ -184,7 +184,25 @@ def _record_call(
     kwargs: dict[str, Any],
 ) -> None:
     duration = perf_counter() - started
-    messages, pack_tokens = _pack(proxy, operation, args, kwargs)
+    # _pack() inlined: this runs on every LLM call
+    messages: int | None
+    try:
+        if operation == "generate":
+            prompt = args[0] if args else kwargs["prompt"]
+            context = args[1] if len(args) > 1 else kwargs.get("context")
+            # str() of the mapping stands in for however the provider renders it.
+            messages, chars = 1, len(prompt) + (len(str(context)) if context else 0)
+        else:
+            sent = args[0] if args else kwargs["messages"]
+            chars = 0
+            for message in sent:
+                content = message.get("content")
+                if content:
+                    chars += len(content)
+            messages = len(sent)
+    except Exception as exc:
+        report_fault(proxy._self_metrics, type(proxy).__name__, "llm.context_pack", exc)
+        messages, chars = None, 0
     try:
         if result is None:  # the call raised
             status, usage, model = "error", None, _model(wrapped, None, operation, args, kwargs)
@@ -207,7 +225,7 @@ def _record_call(
             input_tokens,
             output_tokens,
             messages,
-            pack_tokens,
+            (chars + 3) // 4,
         )
     except Exception as exc:
         report_fault(proxy._self_metrics, type(proxy).__name__, f"llm.{operation}", exc)
