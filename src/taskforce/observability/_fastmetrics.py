@@ -3,7 +3,8 @@
 aioprometheus' ``histogram.Histogram.observe`` walks every bucket and bumps each
 cumulative count the value fits in. :class:`FastHistogram` keeps one count per bucket,
 finds the bucket with :func:`bisect.bisect_left` (same ``value <= bound`` rule) and
-rebuilds the cumulative ``buckets`` mapping only when someone reads it, so
+rebuilds the cumulative ``buckets`` mapping (and the count of observations)
+only when someone reads it, so
 aioprometheus' ``Histogram.get`` and text formatter see exactly what they would have
 seen with the stock class.
 
@@ -36,7 +37,22 @@ class FastHistogram(histogram.Histogram):
         self.bounds: list[float] = []
         self.keys: list[float] = []
         self.counts: list[int] = []
+        self.unbucketed = 0  # NaN observations: counted, in no bucket
         super().__init__(*buckets)
+
+    @property
+    def observations(self) -> int:
+        """Number of observations: the bucket counts, plus those in no bucket.
+
+        Derived rather than counted, so an observation is one bucket increment
+        and one addition to the sum (the metric set inlines exactly that).
+        """
+        return sum(self.counts) + self.unbucketed
+
+    @observations.setter
+    def observations(self, value: int) -> None:
+        # the base __init__ assigns 0 here
+        self.unbucketed = value - sum(self.counts)
 
     @property
     def buckets(self) -> OrderedDict[float, int]:
@@ -74,5 +90,6 @@ class FastHistogram(histogram.Histogram):
         """
         if value == value:  # NaN compares unequal to itself
             self.counts[bisect_left(self.keys, value)] += 1
+        else:
+            self.unbucketed += 1
         self.sum += value
-        self.observations += 1

@@ -144,17 +144,18 @@ class MetricSet:
         value = duration_seconds if duration_seconds >= 0.0 else 0.0
         seconds.counts[bisect_left(seconds.keys, value)] += 1
         seconds.sum += value
-        seconds.observations += 1
         if steps is not None:
             if steps == steps:
                 steps_hist.counts[bisect_left(steps_hist.keys, steps)] += 1
+            else:
+                steps_hist.unbucketed += 1
             steps_hist.sum += steps
-            steps_hist.observations += 1
         if tool_calls is not None:
             if tool_calls == tool_calls:
                 calls_hist.counts[bisect_left(calls_hist.keys, tool_calls)] += 1
+            else:
+                calls_hist.unbucketed += 1
             calls_hist.sum += tool_calls
-            calls_hist.observations += 1
         store[key] += 1
         gauge[gauge_key] -= 1
 
@@ -186,7 +187,6 @@ class MetricSet:
         value = duration_seconds if duration_seconds >= 0.0 else 0.0
         hist.counts[bisect_left(hist.keys, value)] += 1  # FastHistogram.observe, inlined
         hist.sum += value
-        hist.observations += 1
         store[key] += 1
         if status == "error":
             failure = (tool_name, agent_type, "unknown" if error_type is None else error_type)
@@ -283,7 +283,6 @@ class MetricSet:
         value = duration_seconds if duration_seconds >= 0.0 else 0.0
         seconds.counts[bisect_left(seconds.keys, value)] += 1
         seconds.sum += value
-        seconds.observations += 1
         requests[key] += 1
         if messages is not None:
             if packs is None:
@@ -291,10 +290,8 @@ class MetricSet:
             sizes, estimates = packs
             sizes.counts[bisect_left(sizes.keys, messages)] += 1
             sizes.sum += messages
-            sizes.observations += 1
             estimates.counts[bisect_left(estimates.keys, pack_tokens)] += 1
             estimates.sum += pack_tokens
-            estimates.observations += 1
         if input_tokens or output_tokens:
             if input_tokens < 0 or output_tokens < 0:
                 raise ValueError(f"token counts must be >= 0, got {input_tokens}, {output_tokens}")
@@ -352,8 +349,9 @@ class MetricSet:
         hist = self._state_hist
         if size_bytes == size_bytes:  # FastHistogram.observe, inlined (NaN: no bucket)
             hist.counts[bisect_left(hist.keys, size_bytes)] += 1
+        else:
+            hist.unbucketed += 1
         hist.sum += size_bytes
-        hist.observations += 1
 
     def record_http_request(
         self, method: str, route: str, status_code: int, duration_seconds: float
