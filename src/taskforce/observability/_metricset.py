@@ -14,43 +14,15 @@ from __future__ import annotations
 
 import contextlib
 from bisect import bisect_left
-from typing import Any
 
-from taskforce.observability._catalog import (
-    HTTP_METHODS,
-    MISSION_STATUSES,
-    OTHER,
-    metric,
-    series_budget,
-)
-from taskforce.observability._fastmetrics import FastHistogram
+from taskforce.observability._catalog import series_budget
 from taskforce.observability._render import TextRenderer
-from taskforce.observability._series import SeriesTable
+from taskforce.observability._series_cache import LLM_TTFT, TOOL_FAILURES, SeriesCache
 
 __all__ = ["MetricSet"]
 
-_METHODS = frozenset(HTTP_METHODS)
 
-_MISSIONS = "taskforce_missions_total"
-_MISSION_SECONDS = "taskforce_mission_duration_seconds"
-_IN_PROGRESS = "taskforce_missions_in_progress"
-_STEPS = "taskforce_mission_steps"
-_MISSION_TOOL_CALLS = "taskforce_mission_tool_calls"
-_TOOL_CALLS = "taskforce_tool_calls_total"
-_TOOL_FAILURES = "taskforce_tool_failures_total"
-_TOOL_SECONDS = "taskforce_tool_duration_seconds"
-_LLM_REQUESTS = "taskforce_llm_requests_total"
-_LLM_SECONDS = "taskforce_llm_request_duration_seconds"
-_LLM_TTFT = "taskforce_llm_time_to_first_token_seconds"
-_LLM_TOKENS = "taskforce_llm_tokens_total"
-_PACK_MESSAGES = "taskforce_context_pack_messages"
-_PACK_TOKENS = "taskforce_context_pack_tokens"
-_STATE_BYTES = "taskforce_state_size_bytes"
-_HTTP_REQUESTS = "taskforce_http_requests_total"
-_HTTP_SECONDS = "taskforce_http_request_duration_seconds"
-
-
-class MetricSet:
+class MetricSet(SeriesCache):
     """Every metric of the catalog on one per-container aioprometheus ``Registry``.
 
     Each ``record_*`` method caches, per tuple of raw label values, the series it writes
@@ -77,28 +49,12 @@ class MetricSet:
         """
         if max_label_values < 1:
             raise ValueError(f"max_label_values must be >= 1, got {max_label_values!r}")
+        super().__init__(max_label_values)
         self.max_label_values = max_label_values
         self.series_budget = series_budget(max_label_values)
-        self._table = SeriesTable(max_label_values)
         self.registry = self._table.registry
         self.guard = self._table.guard
         self._renderer = TextRenderer(self.registry)
-        self._cache_limit = 16 * max_label_values + 1024
-        self._tool_calls: dict[Any, Any] = {}
-        self._tool_failures: dict[Any, Any] = {}
-        self._llm_requests: dict[Any, Any] = {}
-        self._llm_calls: dict[Any, Any] = {}
-        self._llm_tokens: dict[Any, Any] = {}
-        self._llm_ttft: dict[Any, Any] = {}
-        self._packs: dict[Any, Any] = {}
-        self._missions_started: dict[Any, Any] = {}
-        self._missions_finished: dict[Any, Any] = {}
-        self._http: dict[Any, Any] = {}
-        self._state_hist = self._table.histogram(_STATE_BYTES, ())[0]
-        for agent_type in ("lean", "legacy"):  # exist at zero from the first scrape
-            self._missions_started_entry(agent_type)
-            for status in MISSION_STATUSES:
-                self._missions_finished_entry(agent_type, status)
 
     # missions (closed sets: agent_type in lean|legacy|none, status completed|failed|cancelled)
     def record_mission_started(self, agent_type: str) -> None:
@@ -192,7 +148,7 @@ class MetricSet:
             failure = (tool_name, agent_type, "unknown" if error_type is None else error_type)
             found = self._tool_failures.get(failure)
             if found is None:
-                found = self._counter_entry(self._tool_failures, _TOOL_FAILURES, failure)
+                found = self._counter_entry(self._tool_failures, TOOL_FAILURES, failure)
             found[0][found[1]] += 1
 
     def record_llm_request(
@@ -321,7 +277,7 @@ class MetricSet:
         """
         hist = self._llm_ttft.get((model, agent_type))
         if hist is None:
-            hist, cacheable = self._table.histogram(_LLM_TTFT, (model, agent_type))
+            hist, cacheable = self._table.histogram(LLM_TTFT, (model, agent_type))
             self._remember(self._llm_ttft, (model, agent_type), hist, cacheable)
         hist.observe(seconds if seconds >= 0.0 else 0.0)
 
@@ -389,94 +345,3 @@ class MetricSet:
             UTF-8 encoded exposition; see :class:`TextRenderer`.
         """
         return self._renderer.render()
-
-    # ---- slow path: resolve label values to series, create them at zero, cache --------
-
-    def _remember(self, cache: dict[Any, Any], key: Any, entry: Any, cacheable: bool) -> None:
-        # overflowed raw values are never cached: the cache would grow with the attack
-        if cacheable and len(cache) < self._cache_limit:
-            cache[key] = entry
-
-    def _counter_entry(
-        self, cache: dict[Any, Any], name: str, raw: tuple[Any, ...]
-    ) -> tuple[dict[Any, Any], Any]:
-        key, cacheable = self._table.key(name, raw)
-        entry = (self._table.store(name), key)
-        self._remember(cache, raw, entry, cacheable)
-        return entry
-
-    def _timed_entry(
-        self, cache: dict[Any, Any], names: tuple[str, str], raw: tuple[Any, ...]
-    ) -> tuple[FastHistogram, dict[Any, Any], Any]:
-        counter, histogram = names
-        key, counter_ok = self._table.key(counter, raw)
-        hist, hist_ok = self._table.histogram(histogram, raw[: len(metric(histogram).labels)])
-        entry = (hist, self._table.store(counter), key)
-        self._remember(cache, raw, entry, counter_ok and hist_ok)
-        return entry
-
-    def _tool_call_entry(self, *raw: Any) -> tuple[FastHistogram, dict[Any, Any], Any]:
-        return self._timed_entry(self._tool_calls, (_TOOL_CALLS, _TOOL_SECONDS), raw)
-
-    def _llm_request_entry(self, *raw: Any) -> tuple[FastHistogram, dict[Any, Any], Any]:
-        return self._timed_entry(self._llm_requests, (_LLM_REQUESTS, _LLM_SECONDS), raw)
-
-    def _http_entry(
-        self, method: str, route: str, status_code: int
-    ) -> tuple[FastHistogram, dict[Any, Any], Any]:
-        label_method = method if isinstance(method, str) and method in _METHODS else OTHER
-        status = str(int(status_code))
-        key, counter_ok = self._table.key(_HTTP_REQUESTS, (label_method, route, status))
-        hist, hist_ok = self._table.histogram(_HTTP_SECONDS, (label_method, route))
-        entry = (hist, self._table.store(_HTTP_REQUESTS), key)
-        # garbage methods and non-int codes would each add an entry: never cache them
-        cacheable = counter_ok and hist_ok and type(status_code) is int and method in _METHODS
-        self._remember(self._http, (method, route, status_code), entry, cacheable)
-        return entry
-
-    def _llm_call_entry(self, *raw: Any) -> list[Any]:
-        # [latency, request store, key, token series or None, pack histograms or None]:
-        # the last two are filled on first use, so no series exists before it is written
-        key, counter_ok = self._table.key(_LLM_REQUESTS, raw)
-        seconds, hist_ok = self._table.histogram(_LLM_SECONDS, raw[:3])
-        entry = [seconds, self._table.store(_LLM_REQUESTS), key, None, None]
-        self._remember(self._llm_calls, raw, entry, counter_ok and hist_ok)
-        return entry
-
-    def _pack_entry(self, agent_type: str) -> tuple[FastHistogram, FastHistogram]:
-        entry = self._packs.get(agent_type)
-        if entry is None:
-            entry = (
-                self._table.histogram(_PACK_MESSAGES, (agent_type,))[0],
-                self._table.histogram(_PACK_TOKENS, (agent_type,))[0],
-            )
-            self._remember(self._packs, agent_type, entry, True)
-        return entry
-
-    def _llm_tokens_entry(self, model: str, agent_type: str) -> tuple[dict[Any, Any], Any, Any]:
-        input_key, input_ok = self._table.key(_LLM_TOKENS, (model, agent_type, "input"))
-        output_key, output_ok = self._table.key(_LLM_TOKENS, (model, agent_type, "output"))
-        entry = (self._table.store(_LLM_TOKENS), input_key, output_key)
-        self._remember(self._llm_tokens, (model, agent_type), entry, input_ok and output_ok)
-        return entry
-
-    def _missions_started_entry(self, agent_type: str) -> tuple[dict[Any, Any], Any]:
-        key, _ = self._table.key(_IN_PROGRESS, (agent_type,))
-        entry = (self._table.store(_IN_PROGRESS), key)
-        self._remember(self._missions_started, agent_type, entry, True)
-        return entry
-
-    def _missions_finished_entry(self, agent_type: str, status: str) -> tuple[Any, ...]:
-        key, _ = self._table.key(_MISSIONS, (agent_type, status))
-        gauge, gauge_key = self._missions_started_entry(agent_type)
-        entry = (
-            self._table.store(_MISSIONS),
-            key,
-            self._table.histogram(_MISSION_SECONDS, (agent_type, status))[0],
-            self._table.histogram(_STEPS, (agent_type,))[0],
-            self._table.histogram(_MISSION_TOOL_CALLS, (agent_type,))[0],
-            gauge,
-            gauge_key,
-        )
-        self._remember(self._missions_finished, (agent_type, status), entry, True)
-        return entry
