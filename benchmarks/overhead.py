@@ -299,9 +299,10 @@ def update_candidates(
             metrics.record_tool_call("noop", AGENT_TYPE, "success", 1e-6, None)
 
         def ours_llm() -> None:
-            metrics.record_llm_request(MODEL, AGENT_TYPE, "complete", "success", 1e-5)
-            metrics.record_llm_tokens(MODEL, AGENT_TYPE, 120, 12)
-            metrics.record_context_pack(AGENT_TYPE, 10, 120)
+            # the one fused call the LLM proxy makes per request
+            metrics.record_llm_call(
+                MODEL, AGENT_TYPE, "complete", "success", 1e-5, 120, 12, 10, 120
+            )
 
         update_tool["taskforce"], update_llm["taskforce"] = ours_tool, ours_llm
     for name in BASELINES:
