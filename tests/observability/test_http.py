@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -63,6 +64,22 @@ def _requests(metrics: MetricSet, method: str, route: str, status_code: str) -> 
     )
 
 
+async def _eventually(read: Callable[[], Any], expected: Any) -> None:
+    """Wait until the server thread has recorded what the client already received.
+
+    The middleware records after the last byte of the response is sent, so the
+    client can hold the response a moment before the sample exists.
+    """
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        try:
+            if expected == read():
+                return
+        except KeyError:  # the series does not exist yet
+            pass
+        await asyncio.sleep(0.01)
+
+
 @pytest.fixture(name="metrics")
 def fixture_metrics() -> MetricSet:
     """A fresh MetricSet."""
@@ -84,6 +101,7 @@ class TestLiveRoutes:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
             for item in ("1", "2", "abc"):
                 assert 200 == (await client.get(f"/items/{item}")).status_code
+        await _eventually(lambda: _requests(metrics, "GET", "/items/{item_id}", "200"), 3)
         assert 3 == _requests(metrics, "GET", "/items/{item_id}", "200")
         assert (
             3
@@ -102,6 +120,7 @@ class TestLiveRoutes:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
             for i in range(20):
                 assert 404 == (await client.get(f"/scan/{i}/wp-admin.php")).status_code
+        await _eventually(lambda: _requests(metrics, "GET", "unmatched", "404"), 20)
         assert 20 == _requests(metrics, "GET", "unmatched", "404")
         assert {"/items/{item_id}", "/boom", "/stream", "/metrics", "unmatched"} >= {
             labels["route"] for labels in series(metrics, "taskforce_http_requests_total")
@@ -113,6 +132,7 @@ class TestLiveRoutes:
         """A 405 on a known path is recorded under that path's template."""
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
             assert 405 == (await client.delete("/items/1")).status_code
+        await _eventually(lambda: _requests(metrics, "DELETE", "/items/{item_id}", "405"), 1)
         assert 1 == _requests(metrics, "DELETE", "/items/{item_id}", "405")
 
     async def test_mount_counts_under_its_path(
@@ -122,6 +142,7 @@ class TestLiveRoutes:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
             assert 200 == (await client.get("/metrics")).status_code
             assert 200 == (await client.get("/metrics/")).status_code
+        await _eventually(lambda: _requests(metrics, "GET", "/metrics", "200"), 2)
         assert 2 == _requests(metrics, "GET", "/metrics", "200")
 
     async def test_stream_timed_to_the_end_of_the_body(
@@ -130,6 +151,13 @@ class TestLiveRoutes:
         """A server-sent-event response is timed until its last chunk."""
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
             assert 200 == (await client.get("/stream")).status_code
+
+        def count() -> Any:
+            return histogram(
+                metrics, "taskforce_http_request_duration_seconds", method="GET", route="/stream"
+            )["count"]
+
+        await _eventually(count, 1)
         duration = histogram(
             metrics, "taskforce_http_request_duration_seconds", method="GET", route="/stream"
         )
