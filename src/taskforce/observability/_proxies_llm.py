@@ -64,8 +64,7 @@ class LLMProviderProxy(ObservingProxy[_ProviderT]):
         Raises:
             Exception: Exactly what the wrapped provider raised (the same object).
         """
-        # Every attribute read on a proxy subclass costs ~80 ns (wrapt's getattr
-        # hook), so the hot path reads the proxy's own attributes once each.
+        # Read the proxy's own attributes once each: the hot path runs per LLM call.
         wrapped = self.__wrapped__
         started = perf_counter()
         try:
@@ -174,6 +173,13 @@ def _pack(
         return None, 0
 
 
+def _tokens(usage: Any) -> tuple[int, int]:
+    """Prompt and completion tokens of a ``usage`` mapping (0 when absent)."""
+    if not usage:
+        return 0, 0
+    return usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
+
+
 def _record_call(
     proxy: LLMProviderProxy[Any],
     wrapped: Any,
@@ -184,25 +190,7 @@ def _record_call(
     kwargs: dict[str, Any],
 ) -> None:
     duration = perf_counter() - started
-    # _pack() inlined: this runs on every LLM call
-    messages: int | None
-    try:
-        if operation == "generate":
-            prompt = args[0] if args else kwargs["prompt"]
-            context = args[1] if len(args) > 1 else kwargs.get("context")
-            # str() of the mapping stands in for however the provider renders it.
-            messages, chars = 1, len(prompt) + (len(str(context)) if context else 0)
-        else:
-            sent = args[0] if args else kwargs["messages"]
-            chars = 0
-            for message in sent:
-                content = message.get("content")
-                if content:
-                    chars += len(content)
-            messages = len(sent)
-    except Exception as exc:
-        report_fault(proxy._self_metrics, type(proxy).__name__, "llm.context_pack", exc)
-        messages, chars = None, 0
+    messages, pack_tokens = _pack(proxy, operation, args, kwargs)
     try:
         if result is None:  # the call raised
             status, usage, model = "error", None, _model(wrapped, None, operation, args, kwargs)
@@ -211,11 +199,7 @@ def _record_call(
             usage, model = result.get("usage"), result.get("model")
             if not (model and type(model) is str):
                 model = _model(wrapped, model, operation, args, kwargs)
-        if usage:
-            input_tokens = usage.get("prompt_tokens") or 0
-            output_tokens = usage.get("completion_tokens") or 0
-        else:
-            input_tokens = output_tokens = 0
+        input_tokens, output_tokens = _tokens(usage)
         proxy._self_metrics.record_llm_call(
             model,
             current_agent_type(),
@@ -225,7 +209,7 @@ def _record_call(
             input_tokens,
             output_tokens,
             messages,
-            (chars + 3) // 4,
+            pack_tokens,
         )
     except Exception as exc:
         report_fault(proxy._self_metrics, type(proxy).__name__, f"llm.{operation}", exc)
@@ -250,11 +234,7 @@ def _record_stream(
         usage = last.get("usage") if last is not None else None
         reported = last.get("model") if last is not None else None
         model = _model(wrapped, reported, "stream", args, kwargs)
-        if usage:
-            input_tokens = usage.get("prompt_tokens") or 0
-            output_tokens = usage.get("completion_tokens") or 0
-        else:
-            input_tokens = output_tokens = 0
+        input_tokens, output_tokens = _tokens(usage)
         metrics.record_llm_call(
             model,
             agent_type,
