@@ -173,6 +173,21 @@ class TestExecuteMission:
         assert [{"session_id": "s", "mission_id": "m1", "agent_type": "lean"}] == seen
         assert {} == structlog.contextvars.get_contextvars()
 
+    async def test_outer_log_context_restored_however_the_mission_ends(self) -> None:
+        """Keys a caller bound before the mission get their values back, after a failure too."""
+        outer = structlog.contextvars.bind_contextvars(session_id="outer", request_id="r-1")
+        try:
+            await _executor().execute_mission("m", session_id="s", mission_id="m1")
+            after_success = structlog.contextvars.get_contextvars()
+            with pytest.raises(MissionError, match="invalid session_id"):
+                await _executor().execute_mission("m", session_id="../escape")
+            after_failure = structlog.contextvars.get_contextvars()
+        finally:
+            structlog.contextvars.reset_contextvars(**outer)
+
+        assert {"session_id": "outer", "request_id": "r-1"} == after_success
+        assert {"session_id": "outer", "request_id": "r-1"} == after_failure
+
     async def test_mission_logs(self) -> None:
         """mission.started and mission.completed are logged in category mission, without text."""
         with capture_logs() as logs:

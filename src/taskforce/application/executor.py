@@ -159,9 +159,12 @@ class AgentExecutor:
         mission_id: str,
         on_event: EventCallback | None,
     ) -> ExecutionResult:
-        with structlog.contextvars.bound_contextvars(
+        # bind/reset by token rather than bound_contextvars(): it restores exactly what was
+        # bound before, without copying the whole context twice per mission
+        log_tokens = structlog.contextvars.bind_contextvars(
             session_id=session_id, mission_id=mission_id, agent_type=agent_type
-        ):
+        )
+        try:
             started_at = now_iso()
             started = time.perf_counter()
             _LOG.info("mission.started", category="mission")
@@ -213,6 +216,8 @@ class AgentExecutor:
                     tool_calls=tool_calls,
                     duration_seconds=seconds_since(started),
                 )
+        finally:
+            structlog.contextvars.reset_contextvars(**log_tokens)
 
     async def _run_locked(
         self,
