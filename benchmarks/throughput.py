@@ -2,7 +2,10 @@
 
 What is measured: three containers from ``build_container(Settings(...))``:
 metrics on, metrics off, and a second metrics-off one (an A/A control whose
-difference from the first is the noise floor of the measurement). Scripted
+difference from the first is the noise floor of the measurement); and a fourth
+executor built the same way whose parts sit behind proxies that only forward
+(``_forwarding.py``: same wrapt base class, same objects wrapped, no timing, no
+recording), which shows what the indirection alone costs. Scripted
 provider with no latency; state and workspace in a temporary directory that is
 deleted afterwards (``/dev/shm`` when there is one and ``$TMPDIR`` is unset: the
 state store fsyncs every save, and disk latency would drown the difference).
@@ -12,7 +15,7 @@ on one event loop, for both flows (``lean``: native tool calls; ``legacy``: plan
 then JSON actions). Every mission is a new session, so each saves one fresh
 state file and the per-mission cost stays constant across the run.
 
-Rounds are interleaved, the order of the containers rotated every round, so drift
+Rounds are interleaved, the order of the executors rotated every round, so drift
 of the machine cancels; each round runs one batch of missions per container and
 flow, timed in wall-clock time and in process CPU time (``time.process_time``,
 which counts the state store's worker threads too and is blind to neighbours
@@ -25,8 +28,9 @@ and container; ``slower``: the median over rounds of the paired per-round
 slowdown against ``off``, in percent (positive: slower than metrics off). The
 scrape of the metrics-on container must count every mission it ran (printed as
 a check). The ``VERDICT`` line per flow compares the CPU-time slowdown against
-issue 4 (on and off differ by under 3%) and shows the wall-time one and the
-noise floor beside it. Verdicts are printed, never asserted: the script exits 0.
+issue 4 (on and off differ by under 3%) and shows the wall-time one, the noise
+floor and the forwarding-only share beside it. Verdicts are printed, never
+asserted: the script exits 0.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import _bench
+from _forwarding import forwarding_executor
 
 from taskforce.application.container import Container, build_container
 from taskforce.config import LLMSettings, MetricsSettings, Settings
@@ -71,26 +76,29 @@ def scratch_dir() -> str | None:
     return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
 
 
-def make_container(root: Path, *, enabled: bool) -> Container:
-    """A container whose state and workspace live under ``root``."""
+def make_settings(root: Path, *, enabled: bool) -> Settings:
+    """Settings whose state and workspace live under ``root``."""
     label = "on" if enabled else "off"
     (root / label / "workspace").mkdir(parents=True)
-    settings = Settings(
+    return Settings(
         llm=LLMSettings(provider="scripted", scripted_latency_ms=0),
         metrics=MetricsSettings(enabled=enabled),
         state_dir=root / label / "state",
         workspace_dir=root / label / "workspace",
     )
-    return build_container(settings)
 
 
-async def run_batch(container: Container, flow: str, missions: int) -> tuple[float, float]:
+def make_container(root: Path, *, enabled: bool) -> Container:
+    """A container whose state and workspace live under ``root``."""
+    return build_container(make_settings(root, enabled=enabled))
+
+
+async def run_batch(executor: Any, flow: str, missions: int) -> tuple[float, float]:
     """Run ``missions`` missions of ``flow`` back to back.
 
     Returns:
         Missions per second of wall-clock time, and per second of process CPU time.
     """
-    executor: Any = container.executor
     wall, cpu = time.perf_counter_ns(), time.process_time_ns()
     for _ in range(missions):
         result = await executor.execute_mission(MISSION, agent_type=flow)
@@ -122,20 +130,23 @@ async def measure(config: _bench.Config, root: Path) -> None:
         "off": make_container(root / "b", enabled=False),
         "off (A/A)": make_container(root / "c", enabled=False),
     }
+    executors: dict[str, Any] = {name: c.executor for name, c in containers.items()}
+    executors["forward only"] = forwarding_executor(make_settings(root / "d", enabled=False))
     batch = config.iterations(50)
-    wall: dict[tuple[str, str], list[float]] = {(f, n): [] for f in FLOWS for n in containers}
-    cpu: dict[tuple[str, str], list[float]] = {(f, n): [] for f in FLOWS for n in containers}
+    wall: dict[tuple[str, str], list[float]] = {(f, n): [] for f in FLOWS for n in executors}
+    cpu: dict[tuple[str, str], list[float]] = {(f, n): [] for f in FLOWS for n in executors}
     ran = dict.fromkeys(FLOWS, 0)
-    names = list(containers)
+    names = list(executors)
     for flow in FLOWS:  # warm-up: imports, caches, first series, first files
-        for container in containers.values():
-            await run_batch(container, flow, batch)
+        for executor in executors.values():
+            await run_batch(executor, flow, batch)
         ran[flow] += batch
     for round_no in range(config.repeats):
-        order = names[round_no % 3 :] + names[: round_no % 3]  # rotate who goes first
+        shift = round_no % len(names)
+        order = names[shift:] + names[:shift]  # rotate who goes first
         for flow in FLOWS:
             for name in order:
-                per_wall, per_cpu = await run_batch(containers[name], flow, batch)
+                per_wall, per_cpu = await run_batch(executors[name], flow, batch)
                 wall[(flow, name)].append(per_wall)
                 cpu[(flow, name)].append(per_cpu)
             ran[flow] += batch
@@ -143,7 +154,7 @@ async def measure(config: _bench.Config, root: Path) -> None:
     rows = []
     slower: dict[tuple[str, str], tuple[float, float]] = {}
     for flow in FLOWS:
-        for name in containers:
+        for name in executors:
             slower[(flow, name)] = (
                 slowdown(wall[(flow, name)], wall[(flow, "off")]),
                 slowdown(cpu[(flow, name)], cpu[(flow, "off")]),
@@ -162,7 +173,8 @@ async def measure(config: _bench.Config, root: Path) -> None:
             )
     print(
         f"missions per batch: {batch}; rounds: {config.repeats} (interleaved, order rotated); "
-        "'off (A/A)' is a second metrics-off container: its difference is the noise floor\n"
+        "'off (A/A)' is a second metrics-off container: its difference is the noise floor; "
+        "'forward only': proxies that only forward, no recording\n"
     )
     headers = [
         "flow",
@@ -184,11 +196,13 @@ async def measure(config: _bench.Config, root: Path) -> None:
     for flow in FLOWS:
         by_wall, by_cpu = slower[(flow, "on")]
         noise_wall, noise_cpu = slower[(flow, "off (A/A)")]
+        forward_cpu = slower[(flow, "forward only")][1]
         _bench.verdict(
             f"throughput {flow} on vs off",
             abs(by_cpu) < TARGET_PERCENT,
             f"{by_cpu:+.2f}% by CPU time, {by_wall:+.2f}% by wall time; noise floor "
-            f"{noise_cpu:+.2f}% / {noise_wall:+.2f}%; target |difference| < {TARGET_PERCENT:g}%",
+            f"{noise_cpu:+.2f}% / {noise_wall:+.2f}%; proxies that only forward "
+            f"{forward_cpu:+.2f}% by CPU time; target |difference| < {TARGET_PERCENT:g}%",
         )
     for container in containers.values():
         await container.aclose()

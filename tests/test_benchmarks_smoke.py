@@ -105,7 +105,9 @@ class TestThroughputBenchmark:
         assert counted.group(4) == counted.group(3)
         assert "metrics-off container has metrics: False" in output
         for flow in ("lean", "legacy"):
-            for container in ("on", "off", r"off \(A/A\)"):
+            for container in ("on", "off", r"off \(A/A\)", "forward only"):
                 assert re.search(rf"^{flow}\s+{container}\s+\d+", output, re.M), (flow, container)
             assert _has_verdict(output, f"throughput {flow} on vs off")
+            verdict = re.search(rf"^VERDICT throughput {flow} on vs off: .*$", output, re.M)
+            assert verdict is not None and "proxies that only forward" in verdict.group(0)
         assert [] == list(tmp_path.glob("taskforce-bench-*"))
