@@ -39,3 +39,4 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/overhead.py", *session.posargs)
     session.run("python", "benchmarks/scrape.py")
     session.run("python", "benchmarks/throughput.py")
+    session.run("python", "benchmarks/llm_floor.py")

@@ -28,7 +28,9 @@ class _Executor(ObservingProxy[Any]):
         return await self.__wrapped__.execute_mission(*args, **kwargs)
 
 
-class _Provider(ObservingProxy[Any]):
+class ForwardingProvider(ObservingProxy[Any]):
+    """An LLM provider proxy whose ``complete`` and ``generate`` only forward."""
+
     async def complete(self, *args: Any, **kwargs: Any) -> Any:
         return await self.__wrapped__.complete(*args, **kwargs)
 
@@ -82,7 +84,7 @@ def forwarding_executor(settings: Settings) -> Any:
         The executor proxy to run missions through.
     """
     unused = MetricSet()
-    llm = _Provider(make_provider(settings.llm), unused)
+    llm = ForwardingProvider(make_provider(settings.llm), unused)
     tools = _Registry(build_default_registry(settings.workspace_dir), unused)
     state = _Store(FileStateStore(settings.state_dir), unused)
     executor = AgentExecutor(llm, tools, state, agent_settings=settings.agent)

@@ -41,6 +41,7 @@ import re
 import statistics
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -208,16 +209,26 @@ async def measure(config: _bench.Config, root: Path) -> None:
         await container.aclose()
 
 
-def main() -> None:
-    config = _bench.parse_args("mission throughput, metrics on vs off", repeats=31)
-    _bench.print_environment("throughput: missions per second, metrics on vs off")
+def run_in_scratch(
+    measure_in: Callable[[_bench.Config, Path], Awaitable[None]], config: _bench.Config
+) -> None:
+    """Run ``measure_in`` on one event loop, logging silenced, in a temporary directory.
+
+    The directory (see :func:`scratch_dir`) is deleted afterwards.
+    """
     with (
         open(os.devnull, "w") as devnull,
         tempfile.TemporaryDirectory(prefix="taskforce-bench-", dir=scratch_dir()) as tmp,
     ):
         print(f"state and workspace under {tmp} (deleted afterwards)")
         configure_logging(fmt="json", level="critical", stream=devnull, cache_loggers=True)
-        asyncio.run(measure(config, Path(tmp)))
+        asyncio.run(measure_in(config, Path(tmp)))
+
+
+def main() -> None:
+    config = _bench.parse_args("mission throughput, metrics on vs off", repeats=31)
+    _bench.print_environment("throughput: missions per second, metrics on vs off")
+    run_in_scratch(measure, config)
 
 
 if __name__ == "__main__":

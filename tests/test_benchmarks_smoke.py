@@ -111,3 +111,20 @@ class TestThroughputBenchmark:
             verdict = re.search(rf"^VERDICT throughput {flow} on vs off: .*$", output, re.M)
             assert verdict is not None and "proxies that only forward" in verdict.group(0)
         assert [] == list(tmp_path.glob("taskforce-bench-*"))
+
+
+class TestLLMFloorBenchmark:
+    """benchmarks/llm_floor.py."""
+
+    def test_every_rung_runs_for_both_flows(
+        self, run_benchmark: RunBenchmark, tmp_path: Path
+    ) -> None:
+        """One row per flow and wrapper (missions completed through each); temp dir removed."""
+        output = run_benchmark("llm_floor")
+
+        for flow in ("lean", "legacy"):
+            assert re.search(rf"^{flow}\s+off\s+\d+\s+-\s+-", output, re.M), flow
+            for rung in (r"off \(A/A\)", "forward", "time", "read", "extract", "proxy"):
+                row = rf"^{flow}\s+{rung}\s+\d+\s+[+-]\d+\.\d+%\s+[+-]\d+\.\d+\s*$"
+                assert re.search(row, output, re.M), (flow, rung)
+        assert [] == list(tmp_path.glob("taskforce-bench-*"))
