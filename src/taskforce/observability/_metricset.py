@@ -96,22 +96,12 @@ class MetricSet(SeriesCache):
         if entry is None:
             entry = self._missions_finished_entry(agent_type, status)
         store, key, seconds, steps_hist, calls_hist, gauge, gauge_key = entry
-        # FastHistogram.observe, inlined (NaN lands in no bucket, as there)
-        value = duration_seconds if duration_seconds >= 0.0 else 0.0
-        seconds.counts[bisect_left(seconds.keys, value)] += 1
-        seconds.sum += value
+        # once per mission: FastHistogram.observe's call costs nothing here worth inlining
+        seconds.observe(duration_seconds if duration_seconds >= 0.0 else 0.0)
         if steps is not None:
-            if steps == steps:
-                steps_hist.counts[bisect_left(steps_hist.keys, steps)] += 1
-            else:
-                steps_hist.unbucketed += 1
-            steps_hist.sum += steps
+            steps_hist.observe(steps)
         if tool_calls is not None:
-            if tool_calls == tool_calls:
-                calls_hist.counts[bisect_left(calls_hist.keys, tool_calls)] += 1
-            else:
-                calls_hist.unbucketed += 1
-            calls_hist.sum += tool_calls
+            calls_hist.observe(tool_calls)
         store[key] += 1
         gauge[gauge_key] -= 1
 
@@ -166,12 +156,8 @@ class MetricSet(SeriesCache):
         Raises:
             ValueError: A label value is outside its closed set.
         """
-        entry = self._llm_requests.get((model, agent_type, operation, status))
-        if entry is None:
-            entry = self._llm_request_entry(model, agent_type, operation, status)
-        hist, store, key = entry
-        hist.observe(duration_seconds if duration_seconds >= 0.0 else 0.0)
-        store[key] += 1
+        # the request part of record_llm_call, through the same cached series
+        self.record_llm_call(model, agent_type, operation, status, duration_seconds, 0, 0, None, 0)
 
     def record_llm_tokens(
         self, model: str, agent_type: str, input_tokens: int, output_tokens: int

@@ -84,10 +84,7 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
             Exception: Exactly what the wrapped executor raised (the same object).
             asyncio.CancelledError: When the mission is cancelled.
         """
-        try:
-            label = _AGENT_LABELS.get(agent_type)
-        except TypeError:  # unhashable: certainly not an agent type
-            label = None
+        label = _agent_label(agent_type)
         wrapped = self.__wrapped__
         if label is None:
             return await wrapped.execute_mission(
@@ -97,40 +94,24 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
             session_id = _new_id()
         if mission_id is None:
             mission_id = _new_id()
-        metrics = self._self_metrics
         # enter/exit rather than ``with mission_scope``: a generator-based context
-        # manager costs ~2 us, and this runs once per mission. The helpers of the
-        # streaming form are inlined here for the same reason.
+        # manager costs ~2 us, and this runs once per mission.
         tokens = enter_mission(session_id, mission_id, label)
         try:
-            try:
-                metrics.record_mission_started(label)
-            except Exception as exc:
-                report_fault(metrics, "ExecutorProxy", "mission.start", exc)
+            self._self_record_started(label)
             started = perf_counter()
-            status: str = "cancelled"  # unless it returns or raises
-            steps: int | None = None
-            tool_calls: int | None = None
+            outcome: _Outcome = ("cancelled", None, None)  # unless it returns or raises
             try:
                 result = await wrapped.execute_mission(
                     mission, agent_type, session_id=session_id, mission_id=mission_id, **kwargs
                 )
             except Exception:
-                status = "failed"
+                outcome = ("failed", None, None)
                 raise
             else:
-                try:
-                    status = result.status if result.status in MISSION_STATUSES else "failed"
-                    steps, tool_calls = len(result.steps), int(result.tool_calls)
-                except Exception as exc:
-                    report_fault(metrics, "ExecutorProxy", "mission.result", exc)
-                    status, steps, tool_calls = "completed", None, None
+                outcome = self._self_outcome(result)
             finally:
-                duration = perf_counter() - started
-                try:
-                    metrics.record_mission_finished(label, status, duration, steps, tool_calls)
-                except Exception as exc:
-                    report_fault(metrics, "ExecutorProxy", "mission.finish", exc)
+                self._self_record_finished(label, outcome, started)
             return result
         finally:
             exit_mission(tokens)
@@ -229,8 +210,7 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
         duration = perf_counter() - started
         status, steps, tool_calls = outcome
         try:
-            self._self_metrics.record_mission_finished(
-                label, status, duration if duration > 0.0 else 0.0, steps, tool_calls
-            )
+            # record_mission_finished records a negative duration as 0
+            self._self_metrics.record_mission_finished(label, status, duration, steps, tool_calls)
         except Exception as exc:
             report_fault(self._self_metrics, "ExecutorProxy", "mission.finish", exc)

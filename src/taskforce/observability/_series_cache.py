@@ -54,7 +54,6 @@ class SeriesCache:
         self._cache_limit = 16 * max_label_values + 1024
         self._tool_calls: dict[Any, Any] = {}
         self._tool_failures: dict[Any, Any] = {}
-        self._llm_requests: dict[Any, Any] = {}
         self._llm_calls: dict[Any, Any] = {}
         self._llm_tokens: dict[Any, Any] = {}
         self._llm_ttft: dict[Any, Any] = {}
@@ -93,9 +92,6 @@ class SeriesCache:
 
     def _tool_call_entry(self, *raw: Any) -> tuple[FastHistogram, dict[Any, Any], Any]:
         return self._timed_entry(self._tool_calls, (TOOL_CALLS, TOOL_SECONDS), raw)
-
-    def _llm_request_entry(self, *raw: Any) -> tuple[FastHistogram, dict[Any, Any], Any]:
-        return self._timed_entry(self._llm_requests, (LLM_REQUESTS, LLM_SECONDS), raw)
 
     def _http_entry(
         self, method: str, route: str, status_code: int
