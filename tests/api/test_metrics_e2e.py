@@ -148,7 +148,7 @@ class TestMissionWorkload:
                 "taskforce_tool_failures_total",
                 agent_type=flow,
                 tool_name="calculator",
-                error_type="tool_error",
+                error_type="DivisionByZero",  # the calculator's own, as logged
             )
             assert 0 == total(samples, "taskforce_missions_in_progress", agent_type=flow)
             assert 0 < total(

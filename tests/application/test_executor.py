@@ -179,7 +179,7 @@ class TestExecuteMission:
         try:
             await _executor().execute_mission("m", session_id="s", mission_id="m1")
             after_success = structlog.contextvars.get_contextvars()
-            with pytest.raises(MissionError, match="invalid session_id"):
+            with pytest.raises(MissionError, match="session_id must be"):
                 await _executor().execute_mission("m", session_id="../escape")
             after_failure = structlog.contextvars.get_contextvars()
         finally:

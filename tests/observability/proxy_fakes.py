@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from taskforce.core.interfaces import ExecutionResult, ProgressEvent, StepRecord
+from taskforce.core.interfaces.context import current_agent_type
 from taskforce.errors import ToolNotFoundError
-from taskforce.observability._context import current_agent_type
 
 
 class RecordingMetrics:

@@ -12,7 +12,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from taskforce.core.interfaces import ExecutorProtocol, ProgressEvent
+from taskforce.core.interfaces import ExecutorProtocol, ProgressEvent, mission_scope
 from taskforce.errors import MissionError
 from taskforce.observability import (
     ExecutorProxy,
@@ -121,13 +121,12 @@ class TestExecuteMission:
         assert [("lean", "cancelled", None, None)] == _finished(metrics)
         assert {"lean": 0} == metrics.in_progress
 
-    async def test_ids_generated_and_passed_on(self, metrics: RecordingMetrics) -> None:
-        """Missing ids are generated (32 hex digits) and passed to the executor as keywords."""
+    async def test_missing_ids_left_to_the_executor(self, metrics: RecordingMetrics) -> None:
+        """The proxy makes no ids: missing ones reach the executor as None, which makes them."""
         executor = FakeExecutor()
-        result = await ExecutorProxy(executor, metrics).execute_mission("go")
+        await ExecutorProxy(executor, metrics).execute_mission("go")
         (call,) = executor.calls
-        assert 32 == len(call["session_id"]) == len(call["mission_id"])
-        assert (call["session_id"], call["mission_id"]) == (result.session_id, result.mission_id)
+        assert (None, None) == (call["session_id"], call["mission_id"])
 
     async def test_given_ids_kept(self, metrics: RecordingMetrics) -> None:
         """Given ids reach the executor unchanged."""
@@ -138,8 +137,8 @@ class TestExecuteMission:
             executor.calls[0]["mission_id"],
         )
 
-    async def test_context_visible_inside_and_reset_after(self, metrics: RecordingMetrics) -> None:
-        """Inside the executor the mission context is set (also in structlog); after, it is not."""
+    async def test_sets_no_context_of_its_own(self, metrics: RecordingMetrics) -> None:
+        """The executor owns the mission context: the proxy binds nothing, in either context."""
         seen: dict[str, Any] = {}
 
         async def body(sid: str, mid: str, agent_type: str) -> Any:
@@ -147,9 +146,7 @@ class TestExecuteMission:
             return make_result(sid, mid, agent_type)
 
         await ExecutorProxy(FakeExecutor(body), metrics).execute_mission("go", "legacy", "s1", "m1")
-        expected = {"session_id": "s1", "mission_id": "m1", "agent_type": "legacy"}
-        assert expected | {"current": "legacy"} == seen
-        assert "none" == current_agent_type()
+        assert {"current": "none"} == seen
         assert {} == structlog.contextvars.get_contextvars()
 
     async def test_unknown_agent_type_is_not_a_mission(self, metrics: RecordingMetrics) -> None:
@@ -166,8 +163,9 @@ class TestExecuteMission:
         llm = observe_llm_provider(FakeStreamingProvider(), metrics)
 
         async def body(sid: str, mid: str, agent_type: str) -> Any:
-            await llm.complete([{"role": "user", "content": "hi"}])
-            await registry.get("calc").execute()
+            with mission_scope("s", "m", agent_type):  # as the executor sets it
+                await llm.complete([{"role": "user", "content": "hi"}])
+                await registry.get("calc").execute()
             return make_result(sid, mid, agent_type)
 
         await ExecutorProxy(FakeExecutor(body), metrics).execute_mission("go", "legacy")
@@ -247,14 +245,20 @@ class TestExecuteMissionStreaming:
             pass
         assert [("lean", "failed", None, None)] == _finished(metrics)
 
-    async def test_context_set_in_every_step_only(self, metrics: RecordingMetrics) -> None:
-        """Each inner step runs in the mission context; the consumer's context is left alone."""
+    async def test_context_left_alone(self, metrics: RecordingMetrics) -> None:
+        """The streaming form sets no context either: inner steps and consumer see none."""
         executor = FakeExecutor()
         outside = []
         async for _ in ExecutorProxy(executor, metrics).execute_mission_streaming("go", "legacy"):
             outside.append(current_agent_type())
-        assert ["legacy"] * 3 == executor.seen_agent_types
+        assert ["none"] * 3 == executor.seen_agent_types
         assert ["none"] * 3 == outside
+
+    async def test_blank_mission_is_not_a_mission(self, metrics: RecordingMetrics) -> None:
+        """A whitespace-only mission is refused by the executor and counted nowhere."""
+        events = ExecutorProxy(FakeExecutor(), metrics).execute_mission_streaming("  \n\t")
+        assert 3 == len([e async for e in events])
+        assert [] == metrics.calls
 
     async def test_unknown_agent_type_passes_through(self, metrics: RecordingMetrics) -> None:
         """A bad agent_type in the streaming form is not counted either."""

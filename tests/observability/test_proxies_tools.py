@@ -162,12 +162,21 @@ class TestToolProxyRecords:
         await ToolProxy(FakeTool(behaviour=slow), metrics).execute()
         assert metrics.of("tool_call")[0]["duration_seconds"] >= 0.045
 
-    async def test_success_false_is_tool_error(self, metrics: RecordingMetrics) -> None:
-        """A returned success: false counts as an error of type tool_error."""
-        failed = {"success": False, "error": "nope", "error_type": "refused"}
+    @pytest.mark.parametrize(
+        ("failed", "expected_type"),
+        [
+            ({"success": False, "error": "nope", "error_type": "refused"}, "refused"),
+            ({"success": False, "error": "nope"}, "tool_error"),
+            ({"success": False, "error_type": ""}, "tool_error"),
+        ],
+    )
+    async def test_success_false_takes_the_tools_error_type(
+        self, metrics: RecordingMetrics, failed: dict[str, Any], expected_type: str
+    ) -> None:
+        """A returned success: false is an error of the tool's own type, else tool_error."""
         assert failed is await ToolProxy(FakeTool(behaviour=_returning(failed)), metrics).execute()
         (call,) = metrics.of("tool_call")
-        assert ("error", "tool_error") == (call["status"], call["error_type"])
+        assert ("error", expected_type) == (call["status"], call["error_type"])
 
     @pytest.mark.parametrize(
         ("error", "expected_type"),
@@ -253,12 +262,15 @@ class TestToolProxyFaults:
             log["error_type"],
         )
 
-    async def test_result_without_success_is_a_fault(self, metrics: RecordingMetrics) -> None:
-        """A tool returning something that is not a ToolResult: returned as is, fault counted."""
-        odd = ["not", "a", "dict"]
+    @pytest.mark.parametrize("odd", [None, ["not", "a", "dict"], {"success": "yes"}, {}])
+    async def test_result_that_is_not_a_tool_result(
+        self, metrics: RecordingMetrics, odd: Any
+    ) -> None:
+        """Not a dict with a boolean success: returned as is, error/invalid_result, no fault."""
         assert odd is await ToolProxy(FakeTool(behaviour=_returning(odd)), metrics).execute()
-        assert [{"stage": "tool.execute"}] == metrics.of("fault")
-        assert "success" == metrics.of("tool_call")[0]["status"]
+        assert [] == metrics.of("fault")
+        (call,) = metrics.of("tool_call")
+        assert ("error", "invalid_result") == (call["status"], call["error_type"])
 
 
 class TestToolRegistryProxy:
@@ -313,10 +325,34 @@ class TestToolRegistryProxy:
         (first, _) = proxy.list_tools()
         assert replacement is first.__wrapped__
 
-    def test_unknown_tool_raises_the_same(self, metrics: RecordingMetrics) -> None:
-        """get of an unknown name raises the registry's ToolNotFoundError."""
-        with pytest.raises(ToolNotFoundError):
-            ToolRegistryProxy(FakeRegistry(), metrics).get("missing")
+    def test_unknown_tool_raises_the_same_and_is_counted(self, metrics: RecordingMetrics) -> None:
+        """get of an unknown name raises the registry's error and counts an unknown_tool failure."""
+        error = ToolNotFoundError("missing")
+
+        class Refusing(FakeRegistry):
+            def get(self, name: str) -> Any:
+                raise error
+
+        with pytest.raises(ToolNotFoundError) as caught:
+            ToolRegistryProxy(Refusing(), metrics).get("missing")
+        assert error is caught.value
+        (call,) = metrics.of("tool_call")
+        assert ("missing", "error", "unknown_tool") == (
+            call["tool_name"],
+            call["status"],
+            call["error_type"],
+        )
+
+    def test_other_get_errors_are_not_tool_calls(self, metrics: RecordingMetrics) -> None:
+        """A registry that breaks in get for another reason: raised unchanged, nothing counted."""
+
+        class Broken(FakeRegistry):
+            def get(self, name: str) -> Any:
+                raise RuntimeError("registry down")
+
+        with pytest.raises(RuntimeError):
+            ToolRegistryProxy(Broken(), metrics).get("calc")
+        assert [] == metrics.of("tool_call")
 
     async def test_tool_registered_later_is_observed(self, metrics: RecordingMetrics) -> None:
         """A tool registered through the proxy after the build is handed out observed."""

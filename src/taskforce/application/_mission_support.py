@@ -1,4 +1,4 @@
-"""Helpers of the executor: request validation, mission records and uncancellable awaits."""
+"""Helpers of the executor: ids, mission records and uncancellable awaits."""
 
 from __future__ import annotations
 
@@ -8,47 +8,18 @@ import time
 import uuid
 from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-from taskforce.core.interfaces.executor import AGENT_TYPES, AgentType, ExecutionResult, StepRecord
-from taskforce.errors import MissionError
+from taskforce.core.interfaces.executor import ExecutionResult, StepRecord
 
-__all__ = ["checked_request", "now_iso", "record_fields", "seconds_since", "to_the_end"]
+__all__ = ["new_id", "now_iso", "record_fields", "seconds_since", "to_the_end"]
 
 _T = TypeVar("_T")
 
 
-def checked_request(
-    mission: object, agent_type: object, session_id: object, mission_id: object
-) -> tuple[AgentType, str, str]:
-    """Validate a mission request and fill in missing ids.
-
-    Args:
-        mission: must be a non-empty string.
-        agent_type: must be one of ``AGENT_TYPES``.
-        session_id: a non-empty string, or ``None`` for a new uuid4 hex id.
-        mission_id: a non-empty string, or ``None`` for a new uuid4 hex id.
-
-    Returns:
-        ``(agent_type, session_id, mission_id)``.
-
-    Raises:
-        MissionError: an argument is invalid; the message names it and its value.
-    """
-    if agent_type not in AGENT_TYPES:
-        raise MissionError(
-            f"unknown agent_type {agent_type!r}; expected one of {', '.join(AGENT_TYPES)}"
-        )
-    if not isinstance(mission, str) or not mission.strip():
-        raise MissionError(f"mission must be a non-empty string, got {mission!r:.80}")
-    for name, value in (("session_id", session_id), ("mission_id", mission_id)):
-        if value is not None and (not isinstance(value, str) or not value):
-            raise MissionError(f"{name} must be a non-empty string or None, got {value!r}")
-    return (
-        agent_type,
-        cast(str, session_id) if session_id is not None else uuid.uuid4().hex,
-        cast(str, mission_id) if mission_id is not None else uuid.uuid4().hex,
-    )
+def new_id() -> str:
+    """Return a new session or mission id: 32 random hex digits (a uuid4)."""
+    return uuid.uuid4().hex
 
 
 def record_fields(result: ExecutionResult) -> dict[str, Any]:

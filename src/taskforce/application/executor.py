@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 import structlog
 
 from taskforce.application._mission_support import (
-    checked_request,
+    new_id,
     now_iso,
     record_fields,
     seconds_since,
@@ -26,10 +26,12 @@ from taskforce.application._mission_support import (
 )
 from taskforce.config import AgentSettings
 from taskforce.core.domain import Agent, EventCallback, LeanAgent
+from taskforce.core.interfaces.context import enter_mission, exit_mission
 from taskforce.core.interfaces.executor import (
     AgentType,
     ExecutionResult,
     ProgressEvent,
+    check_mission_request,
 )
 from taskforce.core.interfaces.llm import LLMProviderProtocol
 from taskforce.core.interfaces.state import SessionState, StateStoreProtocol
@@ -95,10 +97,14 @@ class AgentExecutor:
             MissionError: an argument is invalid (the message names it).
             asyncio.CancelledError: the mission was cancelled; it is recorded as such.
         """
-        agent_type, session_id, mission_id = checked_request(
-            mission, agent_type, session_id, mission_id
+        request = check_mission_request(mission, agent_type, session_id, mission_id)
+        return await self._run(
+            request.mission,
+            request.agent_type,
+            request.session_id or new_id(),
+            request.mission_id or new_id(),
+            None,
         )
-        return await self._run(mission, agent_type, session_id, mission_id, None)
 
     async def execute_mission_streaming(
         self,
@@ -126,14 +132,16 @@ class AgentExecutor:
         Raises:
             MissionError: an argument is invalid (the message names it).
         """
-        agent_type, session_id, mission_id = checked_request(
-            mission, agent_type, session_id, mission_id
-        )
+        request = check_mission_request(mission, agent_type, session_id, mission_id)
+        session_id = request.session_id or new_id()
+        mission_id = request.mission_id or new_id()
         queue: asyncio.Queue[object] = asyncio.Queue()
 
         async def produce() -> None:
             try:
-                result = await self._run(mission, agent_type, session_id, mission_id, queue.put)
+                result = await self._run(
+                    request.mission, request.agent_type, session_id, mission_id, queue.put
+                )
                 await queue.put(ProgressEvent(kind="result", result=result))
             finally:
                 queue.put_nowait(_DONE)
@@ -159,8 +167,9 @@ class AgentExecutor:
         mission_id: str,
         on_event: EventCallback | None,
     ) -> ExecutionResult:
-        # bind/reset by token rather than bound_contextvars(): it restores exactly what was
-        # bound before, without copying the whole context twice per mission
+        # The one place the mission context is set: the context variables every layer
+        # reads, and the same keys in structlog's, both reset by token when it ends.
+        mission_tokens = enter_mission(session_id, mission_id, agent_type)
         log_tokens = structlog.contextvars.bind_contextvars(
             session_id=session_id, mission_id=mission_id, agent_type=agent_type
         )
@@ -218,6 +227,7 @@ class AgentExecutor:
                 )
         finally:
             structlog.contextvars.reset_contextvars(**log_tokens)
+            exit_mission(mission_tokens)
 
     async def _run_locked(
         self,

@@ -6,13 +6,13 @@ logging) imports this package; agents, tools and providers never do.
 
 from __future__ import annotations
 
-from taskforce.observability._asgi import MetricsMount, make_metrics_app
-from taskforce.observability._context import (
+from taskforce.core.interfaces.context import (
     current_agent_type,
     current_mission_id,
     current_session_id,
     mission_scope,
 )
+from taskforce.observability._asgi import MetricsMount, make_metrics_app
 from taskforce.observability._http import HTTPMetricsMiddleware
 from taskforce.observability._logging import configure_logging
 from taskforce.observability._metricset import MetricSet

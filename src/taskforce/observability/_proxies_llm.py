@@ -6,7 +6,8 @@ does (callers pick streaming that way): :func:`observe_llm_provider` picks one.
 What is recorded per call:
 
 - ``complete``/``generate``: an ``error`` when the call raises (re-raised
-  unchanged) or returns ``success: false``, else ``success``; the latency;
+  unchanged) or ``classify_llm_result`` (the function the agents use too)
+  calls the result a failure, else ``success``; the latency;
   tokens from ``usage``; the size of what was sent (messages and estimated
   tokens, chars / 4; ``generate`` sends one message: prompt plus context).
   A cancelled call records nothing: it has no outcome, and the mission that
@@ -28,13 +29,14 @@ from collections.abc import AsyncGenerator
 from time import perf_counter
 from typing import Any, TypeVar, cast
 
+from taskforce.core.interfaces.context import current_agent_type
 from taskforce.core.interfaces.llm import (
     LLMProviderProtocol,
     LLMResult,
     StreamChunk,
     StreamingLLMProviderProtocol,
 )
-from taskforce.observability._context import current_agent_type
+from taskforce.core.interfaces.outcome import classify_llm_result
 from taskforce.observability._metricset import MetricSet
 from taskforce.observability._proxy_base import ObservingProxy, aclose_iterator, report_fault
 
@@ -195,7 +197,7 @@ def _record_call(
         if result is None:  # the call raised
             status, usage, model = "error", None, _model(wrapped, None, operation, args, kwargs)
         else:
-            status = "success" if result.get("success", True) else "error"
+            status = "success" if classify_llm_result(result) is None else "error"
             usage, model = result.get("usage"), result.get("model")
             if not (model and type(model) is str):
                 model = _model(wrapped, model, operation, args, kwargs)

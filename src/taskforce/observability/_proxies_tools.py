@@ -4,18 +4,26 @@
 ``list_tools``, so a tool registered after the container was built (a user's
 own tool) is observed like the built-in ones without any code of its own.
 
-Outcomes of ``ToolProxy.execute`` (``taskforce_tool_calls_total`` and friends):
+Outcomes of ``ToolProxy.execute`` (``taskforce_tool_calls_total`` and friends)
+are decided by ``core.interfaces.outcome``, the same functions the tool runner
+uses, so the metrics, the mission and the ``tool.call.failed`` log line agree:
 
-- returns ``success`` true: ``success``;
-- returns ``success: false``: ``error``, ``error_type="tool_error"``;
-- raises an ``Exception``: ``error``, ``error_type`` = its class name, except
-  ``TimeoutError`` and ``ToolTimeoutError``, which are ``timeout``;
+- a result that ``classify_tool_result`` calls a success: ``success``;
+- a failed result: ``error`` with the tool's own ``error_type``, else
+  ``tool_error``; anything but a dict with a boolean ``success``:
+  ``error``/``invalid_result``;
+- raises an ``Exception``: ``error``, ``error_type`` from
+  ``exception_error_type`` (its class name, ``timeout`` for timeouts);
 - cancelled with ``TOOL_TIMEOUT_CANCEL_MESSAGE`` (how the agents enforce the
   tool time limit): ``error``, ``error_type="timeout"``;
 - any other cancellation (the mission was cancelled): nothing is recorded.
   The call has no outcome of its own, and counting it as a tool error would
   let client disconnects raise the tool failure rate; the mission is counted
   ``cancelled`` instead.
+
+``ToolRegistryProxy.get`` of a name that is not registered counts a failed
+call of that (guarded) tool name with ``error_type="unknown_tool"``, duration
+0: the model asked for a tool, and the mission feeds the error back to it.
 """
 
 from __future__ import annotations
@@ -26,13 +34,20 @@ from operator import is_
 from time import perf_counter
 from typing import Any, TypeVar, cast
 
+from taskforce.core.interfaces.context import current_agent_type
+from taskforce.core.interfaces.outcome import (
+    TIMEOUT,
+    UNKNOWN_TOOL,
+    classify_tool_result,
+    exception_error_type,
+    is_unknown_tool_error,
+)
 from taskforce.core.interfaces.tools import (
     TOOL_TIMEOUT_CANCEL_MESSAGE,
     ToolProtocol,
     ToolRegistryProtocol,
     ToolResult,
 )
-from taskforce.observability._context import current_agent_type
 from taskforce.observability._metricset import MetricSet
 from taskforce.observability._proxy_base import ObservingProxy, passthrough, report_fault
 
@@ -42,20 +57,8 @@ _ToolT = TypeVar("_ToolT", bound=ToolProtocol)
 _RegistryT = TypeVar("_RegistryT", bound=ToolRegistryProtocol)
 
 _STAGE = "tool.execute"
-_TIMEOUT = "timeout"
-_TOOL_ERROR = "tool_error"
-# taskforce.errors.ToolTimeoutError is not a TimeoutError subclass, and this
-# layer may import only core.interfaces, so it is recognised by name.
-_TIMEOUT_CLASS_NAMES = frozenset({"ToolTimeoutError"})
 # Bounds the proxy cache of a registry whose get() builds a new tool each time.
 _MAX_CACHED_TOOLS = 1024
-
-
-def _error_type(exc: Exception) -> str:
-    if isinstance(exc, TimeoutError):
-        return _TIMEOUT
-    name = type(exc).__name__
-    return _TIMEOUT if name in _TIMEOUT_CLASS_NAMES else name
 
 
 class ToolProxy(ObservingProxy[_ToolT]):
@@ -90,40 +93,28 @@ class ToolProxy(ObservingProxy[_ToolT]):
             result = await wrapped.execute(**params)
         except asyncio.CancelledError as exc:
             if exc.args and exc.args[0] == TOOL_TIMEOUT_CANCEL_MESSAGE:
-                _record(self, wrapped, started, "error", _TIMEOUT)
+                _record(self, wrapped, started, TIMEOUT)
             raise
         except Exception as exc:
-            _record(self, wrapped, started, "error", _error_type(exc))
+            _record(self, wrapped, started, exception_error_type(exc))
             raise
-        duration = perf_counter() - started
-        metrics = self._self_metrics
-        try:
-            is_success = result["success"]
-        except Exception as exc:
-            # Not a ToolResult: the tool broke its contract, not the call.
-            report_fault(metrics, "ToolProxy", _STAGE, exc)
-            is_success = True
-        try:
-            if is_success:
-                metrics.record_tool_call(
-                    wrapped.name, current_agent_type(), "success", duration, None
-                )
-            else:
-                metrics.record_tool_call(
-                    wrapped.name, current_agent_type(), "error", duration, _TOOL_ERROR
-                )
-        except Exception as exc:
-            report_fault(metrics, "ToolProxy", _STAGE, exc)
+        _record(self, wrapped, started, classify_tool_result(result))
         return result
 
 
 def _record(
-    proxy: ToolProxy[Any], tool: Any, started: float, status: str, error_type: str | None
+    proxy: Any, tool: Any, started: float, error_type: str | None, tool_name: Any = None
 ) -> None:
+    """Record one call: a success when ``error_type`` is None, else a failure of that type."""
     duration = perf_counter() - started
     metrics = proxy._self_metrics
     try:
-        metrics.record_tool_call(tool.name, current_agent_type(), status, duration, error_type)
+        if tool is not None:
+            tool_name = tool.name
+        if error_type is None:
+            metrics.record_tool_call(tool_name, current_agent_type(), "success", duration, None)
+        else:
+            metrics.record_tool_call(tool_name, current_agent_type(), "error", duration, error_type)
     except Exception as exc:
         report_fault(metrics, "ToolProxy", _STAGE, exc)
 
@@ -178,7 +169,12 @@ class ToolRegistryProxy(ObservingProxy[_RegistryT]):
         Raises:
             taskforce.errors.ToolNotFoundError: No tool of that name is registered.
         """
-        tool = self.__wrapped__.get(name)
+        try:
+            tool = self.__wrapped__.get(name)
+        except Exception as exc:
+            if is_unknown_tool_error(exc):
+                _record(self, None, perf_counter(), UNKNOWN_TOOL, name)
+            raise
         # the cache holds the tool, so its id names no other object while cached
         cached = self._self_tools.get(id(tool))
         if cached is not None:

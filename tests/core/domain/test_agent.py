@@ -229,9 +229,8 @@ class TestAgentFails:
 
         assert ("completed", "end") == (outcome.status, outcome.final_message)
         observation = llm.complete_calls[1]["messages"][-1]["content"]
-        assert OBSERVATION_PREFIX + json.dumps({"success": False, "error": "disk full"}) == (
-            observation
-        )
+        fed_back = {"success": False, "error": "disk full", "error_type": "tool_error"}
+        assert OBSERVATION_PREFIX + json.dumps(fed_back) == observation
 
     async def test_step_turn_limit(self) -> None:
         """A step that keeps calling tools fails once it passes its own turn limit."""

@@ -193,7 +193,7 @@ class TestLeanAgentFails:
 
         assert ("completed", "recovered") == (outcome.status, outcome.final_message)
         fed_back = json.loads(llm.complete_calls[1]["messages"][-1]["content"])
-        assert {"success": False, "error": "disk full"} == fed_back
+        assert {"success": False, "error": "disk full", "error_type": "tool_error"} == fed_back
 
     async def test_unknown_tool_is_fed_back(self) -> None:
         """A call to an unknown tool is the model's mistake: fed back, the mission goes on."""
@@ -203,7 +203,7 @@ class TestLeanAgentFails:
 
         assert ("completed", 1) == (outcome.status, outcome.tool_calls)
         fed_back = json.loads(llm.complete_calls[1]["messages"][-1]["content"])
-        assert "ToolNotFoundError" == fed_back["error_type"]
+        assert "unknown_tool" == fed_back["error_type"]
 
     async def test_step_limit(self) -> None:
         """A model that never answers fails with 'step limit reached' after max_steps turns."""

@@ -31,7 +31,7 @@ class TestRunToolCall:
         result = await run_tool_call(FakeRegistry(), "nope", {}, timeout_seconds=5)
 
         assert False is result["success"]
-        assert "ToolNotFoundError" == result["error_type"]
+        assert "unknown_tool" == result["error_type"]
         assert "nope" in result["error"]
 
     async def test_arguments_must_be_an_object(self) -> None:
@@ -40,7 +40,7 @@ class TestRunToolCall:
 
         result = await run_tool_call(FakeRegistry(tool), "echo", [1, 2], timeout_seconds=5)
 
-        assert ("TypeError", []) == (result["error_type"], tool.calls)
+        assert ("InvalidArguments", []) == (result["error_type"], tool.calls)
 
     async def test_raising_tool_gives_its_class_name(self) -> None:
         """An exception raised by a tool becomes an error result typed by the class name."""

@@ -17,6 +17,7 @@ from taskforce.core.domain._outcome import AgentOutcome
 from taskforce.core.domain._tool_runner import UNKNOWN_TOOL_ERROR_TYPE, run_tool_call
 from taskforce.core.interfaces.executor import StepRecord
 from taskforce.core.interfaces.llm import ChatMessage, LLMProviderProtocol, LLMResult, ToolSchema
+from taskforce.core.interfaces.outcome import classify_llm_result, llm_exception_error_type
 from taskforce.core.interfaces.tools import ToolRegistryProtocol, ToolResult
 
 __all__ = ["STEP_LIMIT_ERROR", "MissionAborted", "MissionRun", "check_limits", "dump_result"]
@@ -120,7 +121,7 @@ class MissionRun:
             else:
                 result = await self.llm.complete(messages, tools=tools)
         except Exception as exc:  # a provider bug fails this mission, not the process
-            return self._llm_failed(f"{type(exc).__name__}: {exc}")
+            return self._llm_failed(f"{type(exc).__name__}: {exc}", llm_exception_error_type(exc))
         return self._checked(result)
 
     async def generate(self, prompt: str) -> LLMResult:
@@ -132,17 +133,18 @@ class MissionRun:
         try:
             result = await self.llm.generate(prompt)
         except Exception as exc:  # a provider bug fails this mission, not the process
-            return self._llm_failed(f"{type(exc).__name__}: {exc}")
+            return self._llm_failed(f"{type(exc).__name__}: {exc}", llm_exception_error_type(exc))
         return self._checked(result)
 
     def _checked(self, result: LLMResult) -> LLMResult:
-        if not isinstance(result, dict) or result.get("success") is not True:
+        error_type = classify_llm_result(result)
+        if error_type is not None:
             error = result.get("error") if isinstance(result, dict) else None
-            return self._llm_failed(str(error or "the provider reported a failure"))
+            return self._llm_failed(str(error or "the provider reported a failure"), error_type)
         return result
 
-    def _llm_failed(self, error: str) -> LLMResult:
-        _LOG.warning("llm.call.failed", category="llm", error=error)
+    def _llm_failed(self, error: str, error_type: str) -> LLMResult:
+        _LOG.warning("llm.call.failed", category="llm", error_type=error_type, error=error)
         raise MissionAborted(f"LLM call failed: {error}")
 
     async def call_tool(self, step: int, call_id: str, name: str, arguments: Any) -> ToolResult:

@@ -15,13 +15,21 @@ from typing import Any, cast
 
 import structlog
 
+from taskforce.core.interfaces.outcome import (
+    INVALID_ARGUMENTS,
+    INVALID_RESULT,
+    TIMEOUT,
+    UNKNOWN_TOOL,
+    classify_tool_result,
+    exception_error_type,
+    is_unknown_tool_error,
+)
 from taskforce.core.interfaces.tools import (
     TOOL_TIMEOUT_CANCEL_MESSAGE,
     ToolProtocol,
     ToolRegistryProtocol,
     ToolResult,
 )
-from taskforce.errors import ToolNotFoundError
 
 __all__ = ["UNKNOWN_TOOL_ERROR_TYPE", "error_result", "run_tool_call"]
 
@@ -29,7 +37,7 @@ _LOG = structlog.get_logger(__name__)
 
 #: ``error_type`` of a call to a tool that is not registered: the model's
 #: mistake, always fed back to it rather than failing the mission.
-UNKNOWN_TOOL_ERROR_TYPE = "ToolNotFoundError"
+UNKNOWN_TOOL_ERROR_TYPE = UNKNOWN_TOOL
 
 
 def error_result(error: str, error_type: str) -> ToolResult:
@@ -37,7 +45,7 @@ def error_result(error: str, error_type: str) -> ToolResult:
 
     Args:
         error: what went wrong, fed back to the model.
-        error_type: the exception class name, ``timeout`` or another short tag.
+        error_type: see :mod:`taskforce.core.interfaces.outcome`.
 
     Returns:
         ``{"success": False, "error": error, "error_type": error_type}``.
@@ -61,9 +69,13 @@ async def run_tool_call(
         timeout_seconds: the time limit of the call.
 
     Returns:
-        The tool's result, or an error result for an unknown tool, bad
-        arguments, an exception raised by the tool (``error_type`` is its class
-        name), a malformed result, or a timeout (``error_type`` ``timeout``).
+        The tool's result, or an error result for an unknown tool
+        (``unknown_tool``), arguments that are not a JSON object
+        (``InvalidArguments``), an exception raised by the tool (its class
+        name), a malformed result (``invalid_result``), or a timeout
+        (``timeout``). A failed result always carries the ``error_type`` that
+        :func:`~taskforce.core.interfaces.outcome.classify_tool_result` gives
+        it, so the log line and the metrics agree with it.
 
     Raises:
         asyncio.CancelledError: the mission itself was cancelled.
@@ -79,7 +91,7 @@ async def run_tool_call(
             "tool.call.failed",
             category="tool",
             tool=name,
-            error_type=result.get("error_type", "tool_error"),
+            error_type=result.get("error_type"),
             error=result.get("error"),
             duration_seconds=duration,
         )
@@ -91,19 +103,21 @@ async def _run(
 ) -> ToolResult:
     try:
         tool = tools.get(name)
-    except (ToolNotFoundError, KeyError):
-        return error_result(f"unknown tool {name!r}", UNKNOWN_TOOL_ERROR_TYPE)
+    except Exception as exc:
+        if not is_unknown_tool_error(exc):
+            raise
+        return error_result(f"unknown tool {name!r:.80}", UNKNOWN_TOOL)
     if not isinstance(arguments, dict) or not all(isinstance(key, str) for key in arguments):
         return error_result(
             f"arguments of tool {name!r} must be a JSON object, got {type(arguments).__name__}",
-            "TypeError",
+            INVALID_ARGUMENTS,
         )
     try:
         raw = await _execute_with_time_limit(tool, arguments, timeout_seconds)
     except _TimedOut:
-        return error_result(f"timed out after {timeout_seconds:g} s", "timeout")
+        return error_result(f"timed out after {timeout_seconds:g} s", TIMEOUT)
     except Exception as exc:  # a faulty tool fails its call, never the agent loop
-        return error_result(f"{type(exc).__name__}: {exc}", type(exc).__name__)
+        return error_result(f"{type(exc).__name__}: {exc}", exception_error_type(exc))
     return _checked(name, raw)
 
 
@@ -146,12 +160,16 @@ async def _execute_with_time_limit(
 
 
 def _checked(name: str, raw: object) -> ToolResult:
-    if not isinstance(raw, dict) or not isinstance(raw.get("success"), bool):
+    error_type = classify_tool_result(raw)
+    if error_type is None:
+        return cast(ToolResult, raw)
+    if error_type == INVALID_RESULT:
         return error_result(
             f"tool {name!r} returned {type(raw).__name__}, not a dict with a boolean 'success'",
-            "invalid_result",
+            INVALID_RESULT,
         )
     result = cast(ToolResult, raw)
-    if not result["success"] and not isinstance(result.get("error"), str):
-        result = {**result, "error": f"tool {name!r} failed without an error message"}
-    return result
+    error = result.get("error")
+    if not isinstance(error, str):
+        error = f"tool {name!r} failed without an error message"
+    return {**result, "error": error, "error_type": error_type}

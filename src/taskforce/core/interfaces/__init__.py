@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+from taskforce.core.interfaces.context import (
+    NO_AGENT,
+    current_agent_type,
+    current_mission_id,
+    current_session_id,
+    enter_mission,
+    exit_mission,
+    mission_scope,
+)
 from taskforce.core.interfaces.executor import (
     AGENT_TYPES,
     MISSION_STATUSES,
+    SESSION_ID_PATTERN,
     AgentType,
     ExecutionResult,
     ExecutorProtocol,
+    MissionRequest,
     MissionStatus,
     ProgressEvent,
     ProgressKind,
     StepRecord,
+    check_mission_request,
+    mission_agent_type,
 )
 from taskforce.core.interfaces.llm import (
     ChatMessage,
@@ -24,6 +37,19 @@ from taskforce.core.interfaces.llm import (
     ToolSchema,
     Usage,
 )
+from taskforce.core.interfaces.outcome import (
+    INVALID_ARGUMENTS,
+    INVALID_RESULT,
+    LLM_ERROR_TYPES,
+    TIMEOUT,
+    TOOL_ERROR,
+    UNKNOWN_TOOL,
+    classify_llm_result,
+    classify_tool_result,
+    exception_error_type,
+    is_unknown_tool_error,
+    llm_exception_error_type,
+)
 from taskforce.core.interfaces.state import SessionState, StateStoreProtocol
 from taskforce.core.interfaces.tools import (
     TOOL_TIMEOUT_CANCEL_MESSAGE,
@@ -34,8 +60,16 @@ from taskforce.core.interfaces.tools import (
 
 __all__ = [
     "AGENT_TYPES",
+    "INVALID_ARGUMENTS",
+    "INVALID_RESULT",
+    "LLM_ERROR_TYPES",
     "MISSION_STATUSES",
+    "NO_AGENT",
+    "SESSION_ID_PATTERN",
+    "TIMEOUT",
+    "TOOL_ERROR",
     "TOOL_TIMEOUT_CANCEL_MESSAGE",
+    "UNKNOWN_TOOL",
     "AgentType",
     "ChatMessage",
     "ExecutionResult",
@@ -43,6 +77,7 @@ __all__ = [
     "FunctionSchema",
     "LLMProviderProtocol",
     "LLMResult",
+    "MissionRequest",
     "MissionStatus",
     "ProgressEvent",
     "ProgressKind",
@@ -57,4 +92,17 @@ __all__ = [
     "ToolResult",
     "ToolSchema",
     "Usage",
+    "check_mission_request",
+    "classify_llm_result",
+    "classify_tool_result",
+    "current_agent_type",
+    "current_mission_id",
+    "current_session_id",
+    "enter_mission",
+    "exception_error_type",
+    "exit_mission",
+    "is_unknown_tool_error",
+    "llm_exception_error_type",
+    "mission_agent_type",
+    "mission_scope",
 ]

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncGenerator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, cast, runtime_checkable
+
+from taskforce.errors import MissionError
 
 __all__ = [
     "AGENT_TYPES",
     "MISSION_STATUSES",
+    "SESSION_ID_PATTERN",
     "AgentType",
     "ExecutionResult",
     "ExecutorProtocol",
+    "MissionRequest",
     "MissionStatus",
     "ProgressEvent",
     "ProgressKind",
     "StepRecord",
+    "check_mission_request",
+    "mission_agent_type",
 ]
 
 AgentType = Literal["lean", "legacy"]
@@ -32,6 +39,74 @@ ProgressKind = Literal[
 
 AGENT_TYPES: tuple[AgentType, ...] = ("lean", "legacy")
 MISSION_STATUSES: tuple[MissionStatus, ...] = ("completed", "failed", "cancelled")
+#: What a session or mission id may look like: 1 to 128 of ``A-Za-z0-9_.-``, no leading dot
+#: (so an id is safe as a file name, a label of nothing, and a log value).
+SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
+
+
+@dataclass(frozen=True, slots=True)
+class MissionRequest:
+    """A mission request that passed :func:`check_mission_request`.
+
+    ``session_id`` and ``mission_id`` stay ``None`` when the caller gave none:
+    the executor makes them, once, when the mission starts.
+    """
+
+    mission: str
+    agent_type: AgentType
+    session_id: str | None = None
+    mission_id: str | None = None
+
+
+def check_mission_request(
+    mission: object,
+    agent_type: object = "lean",
+    session_id: object = None,
+    mission_id: object = None,
+) -> MissionRequest:
+    """Validate a mission request: the one place that decides what is a mission.
+
+    The executor calls it before a mission starts; the HTTP edge and the
+    observability aspect call it too, so a request it refuses is a client
+    error (HTTP 422) and never counts as a mission.
+
+    Args:
+        mission: must be a string with at least one non-whitespace character.
+        agent_type: must be one of ``AGENT_TYPES``.
+        session_id: ``None``, or an id matching :data:`SESSION_ID_PATTERN`.
+        mission_id: ``None``, or an id matching :data:`SESSION_ID_PATTERN`.
+
+    Returns:
+        The checked request.
+
+    Raises:
+        MissionError: an argument is invalid; the message names it and shows
+            at most a short prefix of its value.
+    """
+    try:
+        is_agent_type = agent_type in AGENT_TYPES
+    except TypeError:  # unhashable values cannot be an agent type
+        is_agent_type = False
+    if not is_agent_type:
+        raise MissionError(
+            f"unknown agent_type {agent_type!r:.40}; expected one of {', '.join(AGENT_TYPES)}"
+        )
+    if not isinstance(mission, str) or not mission.strip():
+        raise MissionError(f"mission must be a non-empty string, got {mission!r:.40}")
+    for name, value in (("session_id", session_id), ("mission_id", mission_id)):
+        if value is not None and not (
+            isinstance(value, str) and SESSION_ID_PATTERN.fullmatch(value)
+        ):
+            raise MissionError(
+                f"{name} must be 1 to 128 of A-Z a-z 0-9 _ . - not starting with '.', "
+                f"got {value!r:.40}"
+            )
+    return MissionRequest(
+        mission,
+        cast(AgentType, agent_type),
+        cast("str | None", session_id),
+        cast("str | None", mission_id),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +166,12 @@ class ExecutorProtocol(Protocol):
 
     Contract: a mission that fails (LLM error, failing tool, step limit) is
     *returned* as an :class:`ExecutionResult` with ``status="failed"`` and an
-    ``error``; bad arguments (unknown ``agent_type``) raise ``MissionError``.
-    Cancellation propagates as ``asyncio.CancelledError``. ``session_id`` and
-    ``mission_id`` are generated when not given. The streaming form yields
+    ``error``; a request :func:`check_mission_request` refuses raises
+    ``MissionError`` before anything runs. Cancellation propagates as
+    ``asyncio.CancelledError``. ``session_id`` and ``mission_id`` are generated
+    when not given. While a mission runs, the executor holds its ids and flow
+    in the mission context (:mod:`taskforce.core.interfaces.context`), so the
+    code it calls can read them. The streaming form yields
     :class:`ProgressEvent` objects, the last one of kind ``result``; a consumer
     that stops early must ``aclose()`` it, which cancels the mission.
     """
@@ -117,3 +195,29 @@ class ExecutorProtocol(Protocol):
     ) -> AsyncGenerator[ProgressEvent, None]:
         """Run one mission, yielding progress events; the last is the result."""
         ...
+
+
+def mission_agent_type(
+    mission: object,
+    agent_type: object = "lean",
+    session_id: object = None,
+    mission_id: object = None,
+) -> AgentType | None:
+    """Return the flow of a request :func:`check_mission_request` accepts, else ``None``.
+
+    For code that must tell a mission from a refused request without handling
+    the refusal itself (the observability aspect counts missions only).
+
+    Args:
+        mission: As for :func:`check_mission_request`.
+        agent_type: As for :func:`check_mission_request`.
+        session_id: As for :func:`check_mission_request`.
+        mission_id: As for :func:`check_mission_request`.
+
+    Returns:
+        ``"lean"`` or ``"legacy"``, or ``None`` for a request that is not a mission.
+    """
+    try:
+        return check_mission_request(mission, agent_type, session_id, mission_id).agent_type
+    except MissionError:
+        return None

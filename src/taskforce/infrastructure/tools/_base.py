@@ -12,12 +12,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
+from taskforce.core.interfaces.outcome import INVALID_ARGUMENTS
 from taskforce.core.interfaces.tools import ToolResult
 
 __all__ = ["INVALID_ARGUMENTS", "BaseTool", "error_result", "ok_result", "validate_arguments"]
-
-#: ``error_type`` of a result refused because of its arguments.
-INVALID_ARGUMENTS = "InvalidArguments"
 
 
 def ok_result(output: Any) -> ToolResult:

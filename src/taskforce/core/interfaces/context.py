@@ -1,9 +1,13 @@
 """The mission context: which session, mission and agent flow the running code belongs to.
 
-Three ``ContextVar`` objects hold it; the mission scope of ``ExecutorProxy``
-sets them (and binds the same keys into structlog's contextvars, so every log
-line inside a mission carries them) and every other proxy reads them for its
-``agent_type`` label. Outside a mission ``agent_type`` is ``"none"``.
+Three ``ContextVar`` objects hold it. The executor sets them once per mission,
+after it has validated the request (:func:`enter_mission`), and resets them by
+token when the mission ends (:func:`exit_mission`); anything that runs inside
+the mission (agents, tools, providers, and the observability aspect around
+them) reads them. Outside a mission ``agent_type`` is ``"none"``.
+
+Hazard: process-wide state, as every ``ContextVar`` is; a value set in one
+``contextvars.Context`` is invisible to tasks created before it was set.
 """
 
 from __future__ import annotations
@@ -11,9 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from typing import Any
-
-import structlog
+from typing import NamedTuple
 
 __all__ = [
     "NO_AGENT",
@@ -26,15 +28,15 @@ __all__ = [
     "mission_scope",
 ]
 
-#: ``agent_type`` label value outside any mission (CONTRACT: ``none``).
+#: ``agent_type`` outside any mission (CONTRACT: the label value ``none``).
 NO_AGENT = "none"
 
 _SESSION_ID: ContextVar[str | None] = ContextVar("taskforce_session_id", default=None)
 _MISSION_ID: ContextVar[str | None] = ContextVar("taskforce_mission_id", default=None)
 _AGENT_TYPE: ContextVar[str] = ContextVar("taskforce_agent_type", default=NO_AGENT)
 
-# A bound method, not a def: the tool and LLM proxies read it on every call
-# and this saves them a Python frame.
+# A bound method rather than a def: the tool and LLM proxies read it on every
+# call, and this saves them a Python frame.
 current_agent_type = _AGENT_TYPE.get
 """Return the ``agent_type`` of the running mission, ``"none"`` outside one."""
 
@@ -57,25 +59,12 @@ def current_mission_id() -> str | None:
     return _MISSION_ID.get()
 
 
-def _structlog_vars() -> tuple[ContextVar[Any], ContextVar[Any], ContextVar[Any]]:
-    # structlog keeps one ContextVar per key for the life of the process (clearing
-    # sets them to ``...``, nothing replaces them). Setting those directly is what
-    # bind_contextvars does, minus its per-key f-string, dict lookups and loop.
-    tokens = structlog.contextvars.bind_contextvars(
-        session_id=None, mission_id=None, agent_type=None
-    )
-    structlog.contextvars.reset_contextvars(**tokens)
-    return tokens["session_id"].var, tokens["mission_id"].var, tokens["agent_type"].var
+class MissionTokens(NamedTuple):
+    """The tokens :func:`enter_mission` got from each ``ContextVar.set``."""
 
-
-_LOG_SESSION_ID, _LOG_MISSION_ID, _LOG_AGENT_TYPE = _structlog_vars()
-
-#: The tokens :func:`enter_mission` got from every ``set`` (ours for session,
-#: mission and agent type, then structlog's); :func:`exit_mission` resets them.
-#: A plain tuple: this is on the path of every mission.
-MissionTokens = tuple[
-    Token[str | None], Token[str | None], Token[str], Token[Any], Token[Any], Token[Any]
-]
+    session_id: Token[str | None]
+    mission_id: Token[str | None]
+    agent_type: Token[str]
 
 
 def enter_mission(session_id: str, mission_id: str, agent_type: str) -> MissionTokens:
@@ -92,13 +81,8 @@ def enter_mission(session_id: str, mission_id: str, agent_type: str) -> MissionT
     Returns:
         The tokens that undo exactly these settings.
     """
-    return (
-        _SESSION_ID.set(session_id),
-        _MISSION_ID.set(mission_id),
-        _AGENT_TYPE.set(agent_type),
-        _LOG_SESSION_ID.set(session_id),
-        _LOG_MISSION_ID.set(mission_id),
-        _LOG_AGENT_TYPE.set(agent_type),
+    return MissionTokens(
+        _SESSION_ID.set(session_id), _MISSION_ID.set(mission_id), _AGENT_TYPE.set(agent_type)
     )
 
 
@@ -111,13 +95,9 @@ def exit_mission(tokens: MissionTokens) -> None:
     Raises:
         ValueError: The tokens were created in another ``contextvars.Context``.
     """
-    session, mission, agent_type, log_session, log_mission, log_agent_type = tokens
-    _LOG_AGENT_TYPE.reset(log_agent_type)
-    _LOG_MISSION_ID.reset(log_mission)
-    _LOG_SESSION_ID.reset(log_session)
-    _AGENT_TYPE.reset(agent_type)
-    _MISSION_ID.reset(mission)
-    _SESSION_ID.reset(session)
+    _AGENT_TYPE.reset(tokens.agent_type)
+    _MISSION_ID.reset(tokens.mission_id)
+    _SESSION_ID.reset(tokens.session_id)
 
 
 @contextmanager

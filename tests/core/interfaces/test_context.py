@@ -1,4 +1,4 @@
-"""The mission context: context variables and structlog contextvars set and reset by the scope."""
+"""The mission context: context variables set and reset by the scope, never structlog's."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import pytest
 import structlog
 
-from taskforce.observability._context import (
+from taskforce.core.interfaces.context import (
     NO_AGENT,
     current_agent_type,
     current_mission_id,
@@ -28,17 +28,15 @@ class TestMissionScope:
         )
         assert "none" == NO_AGENT
 
-    def test_sets_variables_and_structlog_context(self) -> None:
-        """Inside the scope the getters and structlog's contextvars see the mission."""
+    def test_sets_variables_only(self) -> None:
+        """Inside the scope the getters see the mission; structlog's context is the executor's."""
         with mission_scope("s-1", "m-1", "legacy"):
             assert ("legacy", "s-1", "m-1") == (
                 current_agent_type(),
                 current_session_id(),
                 current_mission_id(),
             )
-            assert {"session_id": "s-1", "mission_id": "m-1", "agent_type": "legacy"} == (
-                structlog.contextvars.get_contextvars()
-            )
+            assert {} == structlog.contextvars.get_contextvars()
 
     def test_resets_after_an_exception(self) -> None:
         """The scope restores the previous values and lets the exception through."""
@@ -55,14 +53,6 @@ class TestMissionScope:
             with mission_scope("s-in", "m-in", "legacy"):
                 assert "legacy" == current_agent_type()
             assert ("lean", "m-out") == (current_agent_type(), current_mission_id())
-            assert "m-out" == structlog.contextvars.get_contextvars()["mission_id"]
-
-    def test_keeps_unrelated_structlog_context(self) -> None:
-        """Keys bound before the mission (e.g. request_id) survive the scope untouched."""
-        structlog.contextvars.bind_contextvars(request_id="r-1")
-        with mission_scope("s", "m", "lean"):
-            assert "r-1" == structlog.contextvars.get_contextvars()["request_id"]
-        assert {"request_id": "r-1"} == structlog.contextvars.get_contextvars()
 
     async def test_tasks_started_inside_inherit_the_mission(self) -> None:
         """A task created inside the scope sees the mission even after the scope closed."""
@@ -102,4 +92,3 @@ class TestEnterExit:
         assert "lean" == current_agent_type()
         exit_mission(tokens)
         assert (NO_AGENT, None) == (current_agent_type(), current_session_id())
-        assert {} == structlog.contextvars.get_contextvars()

@@ -1,0 +1,150 @@
+"""The outcome of one call, decided once: the agents, their logs and the metrics agree.
+
+A tool call or an LLM call is either a success or an error with an
+``error_type``. The tool runner, the agents and the observability proxies all
+classify a result or an exception through these functions, so the same call
+has the same outcome and ``error_type`` in the mission's result, in the log
+line and in the metrics.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "INVALID_ARGUMENTS",
+    "INVALID_RESULT",
+    "LLM_ERROR_TYPES",
+    "LLM_OTHER",
+    "TIMEOUT",
+    "TOOL_ERROR",
+    "UNKNOWN_TOOL",
+    "classify_llm_result",
+    "classify_tool_result",
+    "exception_error_type",
+    "is_unknown_tool_error",
+    "llm_exception_error_type",
+]
+
+#: A tool returned ``success: false`` without an ``error_type`` of its own.
+TOOL_ERROR: Final = "tool_error"
+#: A tool returned something that is not a dict with a boolean ``success``.
+INVALID_RESULT: Final = "invalid_result"
+#: The model asked for a tool that is not registered.
+UNKNOWN_TOOL: Final = "unknown_tool"
+#: A call ran past its time limit.
+TIMEOUT: Final = "timeout"
+#: A tool call refused because of its arguments (by the tool, or, when they are not a
+#: JSON object, before the tool runs).
+INVALID_ARGUMENTS: Final = "InvalidArguments"
+#: An LLM result that failed without a usable ``error_type``.
+LLM_OTHER: Final = "other"
+#: The closed set of ``error_type`` values of a failed LLM call (CONTRACT.md).
+LLM_ERROR_TYPES: tuple[str, ...] = (
+    "timeout",
+    "rate_limit",
+    "auth",
+    "bad_request",
+    "server_error",
+    "connection",
+    "invalid_response",
+    LLM_OTHER,
+)
+_LLM_ERROR_TYPES = frozenset(LLM_ERROR_TYPES)
+
+# taskforce.errors.ToolTimeoutError is not a TimeoutError subclass; matching it
+# by name keeps this module free of imports from outside core.interfaces.
+_TIMEOUT_CLASS_NAMES = frozenset({"ToolTimeoutError"})
+_UNKNOWN_TOOL_CLASS_NAMES = frozenset({"ToolNotFoundError"})
+
+
+def is_unknown_tool_error(exc: BaseException) -> bool:
+    """Tell whether ``exc`` is what ``ToolRegistryProtocol.get`` raises for an unknown name.
+
+    Args:
+        exc: What ``get`` raised.
+
+    Returns:
+        ``True`` for ``taskforce.errors.ToolNotFoundError`` (recognised by
+        name) and ``KeyError``, which a plain mapping-backed registry raises.
+    """
+    return isinstance(exc, KeyError) or type(exc).__name__ in _UNKNOWN_TOOL_CLASS_NAMES
+
+
+def exception_error_type(exc: BaseException) -> str:
+    """Return the ``error_type`` of a call that raised ``exc``.
+
+    Args:
+        exc: What the call raised.
+
+    Returns:
+        ``timeout`` for ``TimeoutError`` and ``ToolTimeoutError``, else the
+        exception's class name.
+    """
+    if isinstance(exc, TimeoutError):
+        return TIMEOUT
+    name = type(exc).__name__
+    return TIMEOUT if name in _TIMEOUT_CLASS_NAMES else name
+
+
+def classify_tool_result(result: object) -> str | None:
+    """Classify what a tool's ``execute`` returned.
+
+    Args:
+        result: The returned value, whatever it is.
+
+    Returns:
+        ``None`` for a success (a dict whose ``success`` is ``True``); else the
+        ``error_type``: the tool's own (a non-empty string), ``tool_error``
+        when it gave none, or ``invalid_result`` when ``result`` is not a dict
+        with a boolean ``success``.
+    """
+    if not isinstance(result, dict):
+        return INVALID_RESULT
+    success = result.get("success")
+    if success is True:
+        return None
+    if success is not False:
+        return INVALID_RESULT
+    error_type = result.get("error_type")
+    return error_type if isinstance(error_type, str) and error_type else TOOL_ERROR
+
+
+def classify_llm_result(result: object) -> str | None:
+    """Classify what a provider's ``complete`` or ``generate`` returned.
+
+    Args:
+        result: The returned value, whatever it is.
+
+    Returns:
+        ``None`` for a success (a dict whose ``success`` is ``True``); else one
+        of :data:`LLM_ERROR_TYPES`: the provider's own ``error_type`` when it
+        is one of them, ``invalid_response`` when ``result`` is not a dict
+        with a boolean ``success``, else ``other``.
+    """
+    if not isinstance(result, dict):
+        return "invalid_response"
+    success = result.get("success")
+    if success is True:
+        return None
+    if success is not False:
+        return "invalid_response"
+    error_type = result.get("error_type")
+    return error_type if error_type in _LLM_ERROR_TYPES else LLM_OTHER
+
+
+def llm_exception_error_type(exc: BaseException) -> str:
+    """Return the ``error_type`` of an LLM call that raised ``exc``.
+
+    Args:
+        exc: What the provider raised (a stream raises its failures).
+
+    Returns:
+        The exception's own ``error_type`` attribute when it is one of
+        :data:`LLM_ERROR_TYPES` (``LLMProviderError`` carries one), ``timeout``
+        for a ``TimeoutError``, else ``other``.
+    """
+    error_type = getattr(exc, "error_type", None)
+    if error_type in _LLM_ERROR_TYPES:
+        return str(error_type)
+    return "timeout" if isinstance(exc, TimeoutError) else LLM_OTHER

@@ -1,0 +1,169 @@
+"""One outcome per call: the mission result, the log line and the metrics agree on a call.
+
+Through the real container (scripted provider, real executor, proxies, metric set):
+each tool call's ``error_type`` is the same in the ``tool_result`` the agent saw,
+in ``tool.call.failed`` and in ``taskforce_tool_failures_total``, and a refused
+request is never counted as a mission.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from taskforce.application.container import Container, build_container
+from taskforce.config import Settings
+from taskforce.core.interfaces import (
+    current_agent_type,
+    current_mission_id,
+    current_session_id,
+)
+from taskforce.errors import MissionError
+from tests.observability.metric_samples import value
+
+
+class _Tool:
+    """A tool whose ``execute`` returns or raises what the test asks for."""
+
+    description = "test tool"
+    parameters_schema: dict[str, Any] = {"type": "object", "properties": {}}
+
+    def __init__(self, name: str, outcome: Any) -> None:
+        self.name = name
+        self.outcome = outcome
+        self.seen: list[dict[str, Any]] = []
+
+    async def execute(self, **params: Any) -> Any:
+        self.seen.append(
+            {
+                "session_id": current_session_id(),
+                "mission_id": current_mission_id(),
+                "agent_type": current_agent_type(),
+                "log": structlog.contextvars.get_contextvars(),
+            }
+        )
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return self.outcome
+
+
+@pytest.fixture(name="container")
+def fixture_container(tmp_path: Path) -> Container:
+    return build_container(
+        Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "workspace")
+    )
+
+
+def _failed_logs(logs: list[dict[str, Any]]) -> list[Any]:
+    return [log["error_type"] for log in logs if log["event"] == "tool.call.failed"]
+
+
+class TestToolOutcome:
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    @pytest.mark.parametrize(
+        ("outcome", "error_type"),
+        [
+            (None, "invalid_result"),
+            ("text", "invalid_result"),
+            ({"success": False, "error": "x", "error_type": "DivisionByZero"}, "DivisionByZero"),
+            ({"success": False, "error": "x"}, "tool_error"),
+            (ZeroDivisionError("boom"), "ZeroDivisionError"),
+            (TimeoutError(), "timeout"),
+        ],
+    )
+    async def test_same_error_type_in_result_log_and_metrics(
+        self, container: Container, agent_type: str, outcome: Any, error_type: str
+    ) -> None:
+        """A failing call has one error_type: in the result fed back, the log and the metrics."""
+        container.tool_registry.register(_Tool("odd", outcome))
+        with capture_logs() as logs:
+            stream = container.executor.execute_mission_streaming("tool:odd {}", agent_type)
+            events = [event async for event in stream]
+        (tool_result,) = [e.data for e in events if e.kind == "tool_result"]
+        assert (False, error_type) == (tool_result["success"], tool_result["error_type"])
+        assert [error_type] == _failed_logs(logs)
+        assert container.metrics is not None
+        labels = {"tool_name": "odd", "agent_type": agent_type}
+        assert 1 == value(
+            container.metrics, "taskforce_tool_failures_total", error_type=error_type, **labels
+        )
+        assert 1 == value(container.metrics, "taskforce_tool_calls_total", status="error", **labels)
+        assert "failed" == events[-1].result.status  # type: ignore[union-attr]
+        for stage in ("tool", "other"):
+            assert 0 == value(container.metrics, "taskforce_metrics_errors_total", stage=stage)
+
+    async def test_unknown_tool_is_a_counted_failure(self, container: Container) -> None:
+        """tool:nosuch is fed back to the model and counted as an unknown_tool failure."""
+        with capture_logs() as logs:
+            result = await container.executor.execute_mission("tool:nosuch {}\nsay ok", "lean")
+        assert "completed" == result.status  # the model's mistake is fed back, not fatal
+        assert ["unknown_tool"] == _failed_logs(logs)
+        assert container.metrics is not None
+        assert 1 == value(
+            container.metrics,
+            "taskforce_tool_failures_total",
+            tool_name="nosuch",
+            agent_type="lean",
+            error_type="unknown_tool",
+        )
+
+
+class TestMissionContext:
+    async def test_one_set_of_ids_everywhere(self, container: Container) -> None:
+        """The ids the executor made are the ones tools, logs and the result see; reset after."""
+        tool = _Tool("probe", {"success": True, "output": 1})
+        container.tool_registry.register(tool)
+        result = await container.executor.execute_mission("tool:probe {}", "legacy")
+        (seen,) = tool.seen
+        ids = {"session_id": result.session_id, "mission_id": result.mission_id}
+        assert ids | {"agent_type": "legacy"} == {
+            k: seen[k] for k in ("session_id", "mission_id", "agent_type")
+        }
+        assert ids | {"agent_type": "legacy"} == seen["log"]
+        assert 32 == len(result.session_id) == len(result.mission_id)
+        assert (None, None, "none") == (
+            current_session_id(),
+            current_mission_id(),
+            current_agent_type(),
+        )
+        assert {} == structlog.contextvars.get_contextvars()
+
+
+class TestRefusedRequests:
+    @pytest.mark.parametrize(
+        "request_args",
+        [
+            {"mission": " \n\t "},
+            {"mission": ""},
+            {"mission": "go", "agent_type": "bogus"},
+            {"mission": "go", "session_id": "../escape"},
+            {"mission": "go", "session_id": ""},
+        ],
+    )
+    async def test_refused_request_is_not_a_mission(
+        self, container: Container, request_args: dict[str, Any]
+    ) -> None:
+        """A refused request raises MissionError and leaves the mission series untouched."""
+        assert container.metrics is not None
+        before = container.metrics.render()
+        with pytest.raises(MissionError):
+            await container.executor.execute_mission(**request_args)
+        with pytest.raises(MissionError):
+            async for _ in container.executor.execute_mission_streaming(**request_args):
+                pass
+        for agent_type in ("lean", "legacy"):
+            assert 0 == value(
+                container.metrics, "taskforce_missions_in_progress", agent_type=agent_type
+            )
+            for status in ("completed", "failed", "cancelled"):
+                assert 0 == value(
+                    container.metrics,
+                    "taskforce_missions_total",
+                    agent_type=agent_type,
+                    status=status,
+                )
+        assert before == container.metrics.render()
