@@ -8,7 +8,7 @@ import pytest
 
 from taskforce.config import Settings, load_settings
 from taskforce.core.interfaces.log import LOG_CATEGORIES
-from taskforce.errors import ConfigurationError
+from taskforce.errors import ConfigurationError, UnknownSettingError
 
 
 class TestDefaults:
@@ -27,6 +27,9 @@ class TestDefaults:
         assert "auto" == s.logging.format
         assert "info" == s.logging.level
         assert LOG_CATEGORIES == s.logging.categories
+        assert 1024 * 1024 == s.api.max_body_bytes
+        assert s.api.auth_token is None
+        assert s.api.docs_enabled is True
 
 
 class TestPrecedence:
@@ -106,3 +109,79 @@ class TestErrors:
         with pytest.raises(ConfigurationError) as info:
             load_settings(cfg)
         assert "metrics.enabeld" == info.value.setting
+
+    def test_unknown_key_in_file_suggests_the_closest(self, tmp_path: Path) -> None:
+        """A misspelt key in the file is answered with the closest known setting."""
+        cfg = tmp_path / "typo.toml"
+        cfg.write_text("[api]\nmax_body_byte = 10\n", encoding="utf-8")
+        with pytest.raises(ConfigurationError, match=r"did you mean api\.max_body_bytes"):
+            load_settings(cfg)
+
+    def test_invalid_value_names_variable_and_value(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """An invalid value from the environment names the variable and repeats the value."""
+        monkeypatch.setenv("TASKFORCE_METRICS__ENABLED", "maybe")
+        with pytest.raises(ConfigurationError) as info:
+            load_settings()
+        assert "TASKFORCE_METRICS__ENABLED='maybe'" == info.value.source
+        assert "TASKFORCE_METRICS__ENABLED='maybe'" in str(info.value)
+
+    def test_invalid_value_from_file_names_the_file(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An invalid value from the TOML file names the file and repeats the value."""
+        cfg = tmp_path / "t.toml"
+        cfg.write_text("[api]\nmax_body_bytes = 12\n", encoding="utf-8")
+        with pytest.raises(ConfigurationError) as info:
+            load_settings(cfg)
+        assert f"in {cfg}: 12" == info.value.source
+
+    @pytest.mark.parametrize("env", ["TASKFORCE_API__AUTH_TOKEN", "TASKFORCE_METRICS__AUTH_TOKEN"])
+    def test_invalid_secret_is_not_repeated(
+        self, monkeypatch: pytest.MonkeyPatch, env: str
+    ) -> None:
+        """An invalid secret names its variable but never its value."""
+        monkeypatch.setenv(env, " \t ")
+        with pytest.raises(ConfigurationError) as info:
+            load_settings()
+        assert env == info.value.source
+        assert "\\t" not in str(info.value)
+
+
+class TestUnknownVariables:
+    @pytest.mark.parametrize(
+        ("variable", "closest"),
+        [
+            ("TASKFORCE_METRICS_ENABLED", "TASKFORCE_METRICS__ENABLED (metrics.enabled)"),
+            ("TASKFORCE_API__MAX_BODY", "TASKFORCE_API__MAX_BODY_BYTES (api.max_body_bytes)"),
+            ("TASKFORCE_STATEDIR", "TASKFORCE_STATE_DIR (state_dir)"),
+            ("taskforce_llm__modle", "TASKFORCE_LLM__MODEL (llm.model)"),
+        ],
+    )
+    def test_unknown_variable_stops_with_the_closest_setting(
+        self, monkeypatch: pytest.MonkeyPatch, variable: str, closest: str
+    ) -> None:
+        """A TASKFORCE_* variable that names no setting is refused with the closest one."""
+        monkeypatch.setenv(variable, "false")
+        with pytest.raises(UnknownSettingError) as info:
+            load_settings()
+        assert (variable, closest) == (info.value.variable, info.value.closest)
+        assert variable in str(info.value)
+        assert closest in str(info.value)
+
+    @pytest.mark.parametrize(
+        ("variable", "value"),
+        [("TASKFORCE_API__DOCS_ENABLED", "false"), ("TASKFORCE_LLM", '{"model": "m"}')],
+    )
+    def test_known_variables_pass(
+        self, monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+    ) -> None:
+        """Every documented variable, and a whole section as JSON, is accepted."""
+        monkeypatch.setenv(variable, value)
+        load_settings()
+
+
+class TestSecrets:
+    def test_secret_values_lists_every_set_secret(self) -> None:
+        """secret_values() returns the value of every secret that is set (for redaction)."""
+        s = Settings(api={"auth_token": "a"}, metrics={"auth_token": "m"}, llm={"api_key": "k"})
+        assert ["k", "m", "a"] == s.secret_values()

@@ -8,7 +8,11 @@ Precedence is init arguments > environment (``TASKFORCE_*``, nested with ``__``)
 
 from __future__ import annotations
 
+import difflib
 import os
+import types
+import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,10 +26,11 @@ from pydantic_settings import (
 )
 
 from taskforce.core.interfaces.log import LOG_CATEGORIES
-from taskforce.errors import ConfigurationError
+from taskforce.errors import ConfigurationError, UnknownSettingError
 
 __all__ = [
     "AgentSettings",
+    "ApiSettings",
     "LLMSettings",
     "LoggingSettings",
     "MetricsSettings",
@@ -33,7 +38,15 @@ __all__ = [
     "load_settings",
 ]
 
+_ENV_PREFIX = "TASKFORCE_"
+_CONFIG_VARIABLE = "TASKFORCE_CONFIG"
 _RESERVED_PREFIXES = ("/api", "/health", "/docs", "/redoc", "/openapi.json")
+
+
+def _non_empty_token(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and not value.get_secret_value().strip():
+        raise ValueError("must not be empty (unset it to disable auth)")
+    return value
 
 
 class _Section(BaseModel):
@@ -83,9 +96,20 @@ class MetricsSettings(_Section):
     @field_validator("auth_token")
     @classmethod
     def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().strip():
-            raise ValueError("must not be empty (unset it to disable auth)")
-        return value
+        return _non_empty_token(value)
+
+
+class ApiSettings(_Section):
+    """Limits and optional protection of the HTTP API."""
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024**3)
+    auth_token: SecretStr | None = None
+    docs_enabled: bool = True
+
+    @field_validator("auth_token")
+    @classmethod
+    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
+        return _non_empty_token(value)
 
 
 class LoggingSettings(_Section):
@@ -121,7 +145,7 @@ class Settings(BaseSettings):
     """All settings of a taskforce process (see CONTRACT.md for the public names)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="TASKFORCE_",
+        env_prefix=_ENV_PREFIX,
         env_nested_delimiter="__",
         extra="forbid",
         frozen=True,
@@ -130,6 +154,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = LLMSettings()
     agent: AgentSettings = AgentSettings()
     metrics: MetricsSettings = MetricsSettings()
+    api: ApiSettings = ApiSettings()
     logging: LoggingSettings = LoggingSettings()
     state_dir: Path = Path(".taskforce/state")
     workspace_dir: Path = Path(".taskforce/workspace")
@@ -144,14 +169,90 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = os.environ.get("TASKFORCE_CONFIG")
+        config_file = os.environ.get(_CONFIG_VARIABLE)
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
 
+    def secret_values(self) -> list[str]:
+        """Return the values of every secret setting that is set (for log redaction)."""
+        return [
+            secret.get_secret_value()
+            for secret in (self.llm.api_key, self.metrics.auth_token, self.api.auth_token)
+            if secret is not None
+        ]
 
-def _setting_name(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "settings"
+
+def _is_secret(annotation: Any) -> bool:
+    if annotation is SecretStr:
+        return True
+    origin = typing.get_origin(annotation)
+    return origin in (typing.Union, types.UnionType) and SecretStr in typing.get_args(annotation)
+
+
+def _settings_index() -> dict[str, tuple[str, bool]]:
+    """Map every setting's dotted name to ``(environment variable, is_secret)``."""
+    index: dict[str, tuple[str, bool]] = {}
+    for name, field in Settings.model_fields.items():
+        section = field.annotation
+        if isinstance(section, type) and issubclass(section, BaseModel):
+            for key, sub in section.model_fields.items():
+                variable = f"{_ENV_PREFIX}{name}__{key}".upper()
+                index[f"{name}.{key}"] = (variable, _is_secret(sub.annotation))
+        else:
+            index[name] = (f"{_ENV_PREFIX}{name}".upper(), _is_secret(field.annotation))
+    return index
+
+
+def _closest(word: str, candidates: Mapping[str, str]) -> str:
+    """Return ``"VARIABLE (setting)"`` of the candidate closest to ``word``."""
+    match = difflib.get_close_matches(word, candidates, n=1, cutoff=0.0)
+    best = match[0] if match else next(iter(candidates))
+    return f"{best} ({candidates[best]})"
+
+
+def _check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse a ``TASKFORCE_*`` variable that names no setting (a typo must not pass silently)."""
+    index = _settings_index()
+    by_variable = {variable: setting for setting, (variable, _) in index.items()}
+    # a whole section as JSON (TASKFORCE_LLM='{...}') is understood by pydantic-settings too
+    sections = {
+        f"{_ENV_PREFIX}{name}".upper()
+        for name, field in Settings.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+    }
+    known = set(by_variable) | sections | {_CONFIG_VARIABLE}
+    for variable in sorted(environ):
+        upper = variable.upper()
+        if upper.startswith(_ENV_PREFIX) and upper not in known:
+            raise UnknownSettingError(variable, _closest(upper, by_variable))
+
+
+def _configuration_error(
+    exc: ValidationError, environ: Mapping[str, str], config_file: str | None
+) -> ConfigurationError:
+    """Turn the first validation error into a message naming setting, source and value."""
+    first = exc.errors()[0]
+    setting = ".".join(str(part) for part in first["loc"]) or "settings"
+    index = _settings_index()
+    reason = first["msg"]
+    if first["type"] == "extra_forbidden":
+        names = {name: name for name in index}
+        return ConfigurationError(setting, f"unknown key; did you mean {_closest(setting, names)}?")
+    variable, is_secret = index.get(setting, (f"{_ENV_PREFIX}{setting}".upper(), False))
+    value = "" if is_secret else f"={first.get('input')!r:.80}"
+    env_names = {name.upper() for name in environ}
+    section_variable = variable.split("__")[0]
+    source: str | None
+    if variable in env_names:
+        source = f"{variable}{value}"
+    elif section_variable in env_names:
+        source = f"{section_variable}, {setting}{value}"
+    elif config_file:
+        source = f"in {config_file}" + (f": {value[1:]}" if value else "")
+    else:
+        source = value[1:] or None
+    return ConfigurationError(setting, reason, source=source)
 
 
 def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
@@ -165,25 +266,28 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
         The validated settings.
 
     Raises:
+        UnknownSettingError: a ``TASKFORCE_*`` variable names no setting; the message
+            names it and the closest setting.
         ConfigurationError: a value is invalid or the config file is unreadable;
-            the message names the setting.
+            the message names the setting, the variable or file it came from and,
+            unless the setting is a secret, the value.
     """
-    previous = os.environ.get("TASKFORCE_CONFIG")
+    previous = os.environ.get(_CONFIG_VARIABLE)
     if config_file is not None:
-        os.environ["TASKFORCE_CONFIG"] = os.fspath(config_file)
+        os.environ[_CONFIG_VARIABLE] = os.fspath(config_file)
+    path = os.environ.get(_CONFIG_VARIABLE)
     try:
-        path = os.environ.get("TASKFORCE_CONFIG")
+        _check_environment(os.environ)
         if path and not Path(path).is_file():
             raise ConfigurationError("config", f"config file {path} does not exist")
         return Settings(**overrides)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigurationError(_setting_name(first["loc"]), first["msg"]) from exc
+        raise _configuration_error(exc, os.environ, path) from exc
     except (OSError, ValueError) as exc:  # unreadable or malformed TOML
         raise ConfigurationError("config", str(exc)) from exc
     finally:
         if config_file is not None:
             if previous is None:
-                os.environ.pop("TASKFORCE_CONFIG", None)
+                os.environ.pop(_CONFIG_VARIABLE, None)
             else:
-                os.environ["TASKFORCE_CONFIG"] = previous
+                os.environ[_CONFIG_VARIABLE] = previous

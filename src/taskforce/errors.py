@@ -5,6 +5,7 @@ The hierarchy::
 
     TaskforceError
      ├── ConfigurationError        a setting is invalid (names the setting)
+     │    └── UnknownSettingError  a TASKFORCE_* variable names no setting
      ├── LLMProviderError          the LLM endpoint failed or answered nonsense
      ├── ToolError
      │    ├── ToolNotFoundError    no tool of that name is registered
@@ -28,6 +29,7 @@ __all__ = [
     "ToolExecutionError",
     "ToolNotFoundError",
     "ToolTimeoutError",
+    "UnknownSettingError",
 ]
 
 
@@ -38,10 +40,28 @@ class TaskforceError(Exception):
 class ConfigurationError(TaskforceError):
     """A setting has a value taskforce cannot start with."""
 
-    def __init__(self, setting: str, reason: str) -> None:
+    def __init__(self, setting: str, reason: str, *, source: str | None = None) -> None:
         self.setting = setting
         self.reason = reason
-        super().__init__(f"invalid setting {setting!r}: {reason}")
+        # where the value came from, e.g. "TASKFORCE_METRICS__ENABLED='maybe'"
+        self.source = source
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        where = f" ({self.source})" if self.source else ""
+        return f"invalid setting {self.setting!r}{where}: {self.reason}"
+
+
+class UnknownSettingError(ConfigurationError):
+    """An environment variable with the ``TASKFORCE_`` prefix names no setting."""
+
+    def __init__(self, variable: str, closest: str) -> None:
+        self.variable = variable
+        self.closest = closest
+        super().__init__(variable, "names no setting", source=None)
+
+    def _message(self) -> str:
+        return f"unknown variable {self.variable}; the closest setting is {self.closest}"
 
 
 class LLMProviderError(TaskforceError):
