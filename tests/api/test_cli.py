@@ -44,9 +44,16 @@ def _taskforce(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Complet
 class TestRun:
     @pytest.mark.parametrize("agent", ["lean", "legacy"])
     def test_mission_completes(self, tmp_path: Path, agent: str) -> None:
-        """`taskforce run --json` runs calculator then file_write then answers, exit 0."""
+        """`taskforce run --json --verbose` runs calculator, file_write, answers; logs at info."""
         proc = _taskforce(
-            "run", CALC_WRITE_MISSION, "--agent", agent, "--json", env=_env(tmp_path), cwd=tmp_path
+            "run",
+            CALC_WRITE_MISSION,
+            "--agent",
+            agent,
+            "--json",
+            "--verbose",
+            env=_env(tmp_path),
+            cwd=tmp_path,
         )
         assert 0 == proc.returncode, proc.stderr
         result = json.loads(proc.stdout)
@@ -67,12 +74,55 @@ class TestRun:
         assert 1 == proc.returncode
         assert "status: failed" in proc.stdout
 
+    def test_prints_only_its_result(self, tmp_path: Path) -> None:
+        """Without --verbose stdout holds the result alone and stderr no info line."""
+        proc = _taskforce("run", CALC_WRITE_MISSION, "--json", env=_env(tmp_path), cwd=tmp_path)
+        assert 0 == proc.returncode, proc.stderr
+        assert "completed" == json.loads(proc.stdout)["status"]
+        assert "" == proc.stderr
+
+    def test_warnings_still_reach_stderr(self, tmp_path: Path) -> None:
+        """Without --verbose a failing mission's warnings and errors still go to stderr."""
+        proc = _taskforce("run", "llm:error", env=_env(tmp_path), cwd=tmp_path)
+        levels = {json.loads(line)["level"] for line in proc.stderr.splitlines()}
+        assert levels and levels <= {"warning", "error", "critical"}
+
+    @pytest.mark.parametrize("mission", ["", "  \n "])
+    def test_invalid_mission_one_line_exit_2(self, tmp_path: Path, mission: str) -> None:
+        """An empty mission prints one line (no traceback), exits 2 and creates nothing."""
+        proc = _taskforce("run", mission, env=_env(tmp_path), cwd=tmp_path)
+        assert 2 == proc.returncode
+        assert ("", 1) == (proc.stdout, len(proc.stderr.splitlines()))
+        assert proc.stderr.startswith("taskforce: ")
+        assert not (tmp_path / "state").exists()
+
+    def test_help_is_plain_and_states_defaults(self, tmp_path: Path) -> None:
+        """`run --help` has no reST markup and every option states its default."""
+        proc = _taskforce("run", "--help", env=_env(tmp_path), cwd=tmp_path)
+        assert 0 == proc.returncode
+        assert "``" not in proc.stdout
+        options = proc.stdout.split("options:")[1].split("\n  -")[2:]  # after -h/--help
+        assert {"--agent", "--session", "--json", "--verbose", "--config"} == {
+            "-" + option.split()[0] for option in options
+        }
+        for option in options:
+            assert "default" in " ".join(option.split()), option
+
+    def test_unknown_variable_stops_start_up(self, tmp_path: Path) -> None:
+        """A misspelt TASKFORCE_* variable exits 2 naming it and the closest setting."""
+        env = _env(tmp_path, TASKFORCE_METRICS_ENABLED="false")
+        proc = _taskforce("run", "hi", env=env, cwd=tmp_path)
+        assert 2 == proc.returncode
+        assert "TASKFORCE_METRICS_ENABLED" in proc.stderr
+        assert "TASKFORCE_METRICS__ENABLED (metrics.enabled)" in proc.stderr
+
     def test_invalid_setting_names_it(self, tmp_path: Path) -> None:
         """An invalid setting stops the CLI with exit 2 and the setting's name."""
         env = _env(tmp_path, TASKFORCE_METRICS__MAX_LABEL_VALUES="-3")
         proc = _taskforce("run", "hi", env=env, cwd=tmp_path)
         assert 2 == proc.returncode
         assert "metrics.max_label_values" in proc.stderr
+        assert "TASKFORCE_METRICS__MAX_LABEL_VALUES='-3'" in proc.stderr
         assert not (tmp_path / "state").exists()
 
 

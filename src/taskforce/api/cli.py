@@ -1,4 +1,4 @@
-"""The ``taskforce`` command line: ``serve`` runs the HTTP service, ``run`` runs one mission."""
+"""The taskforce command line: serve runs the HTTP service, run runs one mission."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from taskforce import __version__
 from taskforce.config import Settings, load_settings
-from taskforce.errors import ConfigurationError
+from taskforce.errors import ConfigurationError, MissionError
 
 __all__ = ["main"]
 
@@ -25,28 +25,48 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
     serve.add_argument("--config", default=None, help="TOML settings file")
 
-    run = sub.add_parser("run", help="run one mission and print its result")
+    run = sub.add_parser(
+        "run",
+        help="run one mission and print its result",
+        description="Run one mission and print only its result on standard output. "
+        "Logs go to standard error: warnings and errors only, unless --verbose.",
+    )
     run.add_argument("mission", help="the mission text (directives allowed, see README)")
-    run.add_argument("--agent", choices=("lean", "legacy"), default="lean", help="agent flow")
-    run.add_argument("--session", default=None, help="session id to continue")
-    run.add_argument("--json", action="store_true", help="print the result as JSON")
-    run.add_argument("--config", default=None, help="TOML settings file")
+    run.add_argument(
+        "--agent",
+        choices=("lean", "legacy"),
+        default="lean",
+        help="agent flow, lean or legacy (default lean)",
+    )
+    run.add_argument(
+        "--session", default=None, help="session id to continue (default: a new session)"
+    )
+    run.add_argument(
+        "--json", action="store_true", help="print the result as JSON (default: plain text)"
+    )
+    run.add_argument(
+        "--verbose",
+        action="store_true",
+        help="log at logging.level instead of warning and above (default off)",
+    )
+    run.add_argument(
+        "--config", default=None, help="TOML settings file (default: TASKFORCE_CONFIG, or none)"
+    )
     return parser
 
 
-def _configure_logging(settings: Settings) -> None:
+_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _configure_logging(settings: Settings, *, at_least: str = "debug") -> None:
     from taskforce.observability import configure_logging
 
-    secrets = [
-        s.get_secret_value()
-        for s in (settings.llm.api_key, settings.metrics.auth_token)
-        if s is not None
-    ]
+    level = max(settings.logging.level, at_least, key=_LEVELS.index)
     configure_logging(
         fmt=settings.logging.format,
-        level=settings.logging.level,
+        level=level,
         categories=settings.logging.categories,
-        secrets=secrets,
+        secrets=settings.secret_values(),
         cache_loggers=True,
     )
 
@@ -64,6 +84,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 async def _run_mission(args: argparse.Namespace, settings: Settings) -> int:
     from taskforce.application.container import build_container
 
+    if not args.mission.strip():
+        # Refused before anything is built: no state directory for a mission that cannot run.
+        raise MissionError("the mission is empty")
     async with build_container(settings) as container:
         result = await container.executor.execute_mission(
             args.mission, agent_type=args.agent, session_id=args.session
@@ -85,13 +108,14 @@ async def _run_mission(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``taskforce`` console script.
 
-    Exit codes: 0 success, 1 a mission that did not complete, 2 bad usage or an
-    invalid setting (the message names the setting).
+    Exit codes: 0 success, 1 a mission that did not complete, 2 bad usage, an
+    invalid mission or an invalid setting (one line on standard error says which).
     """
     args = _parser().parse_args(argv)
+    is_quiet_run = args.command == "run" and not args.verbose
     try:
         settings = load_settings(args.config)
-        _configure_logging(settings)
+        _configure_logging(settings, at_least="warning" if is_quiet_run else "debug")
     except ConfigurationError as exc:
         print(f"taskforce: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -100,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             code = _serve(args, settings)
         else:
             code = asyncio.run(_run_mission(args, settings))
-    except ConfigurationError as exc:
+    except (ConfigurationError, MissionError) as exc:
         print(f"taskforce: {exc}", file=sys.stderr)
         code = 2
     sys.exit(code)
