@@ -1,30 +1,25 @@
-"""The FastAPI application: health, missions (plain and SSE), tools, and ``/metrics``."""
+"""The FastAPI application: health, the mission API, the docs and ``/metrics``, put together."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
-from contextlib import aclosing, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import FastAPI
 
 from taskforce import __version__
-from taskforce.api._schemas import ExecuteRequest
+from taskforce.api._encoding import SafeJSONResponse
+from taskforce.api._errors import install_error_handlers
+from taskforce.api._limits import BodyLimitMiddleware
+from taskforce.api._routes import mission_router
 from taskforce.application.container import Container, build_container
 from taskforce.config import Settings, load_settings
-from taskforce.errors import MissionError
 
 __all__ = ["create_app"]
 
 _LOG = structlog.get_logger(__name__)
-
-
-def _sse(event: str, data: dict[str, Any]) -> bytes:
-    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return f"event: {event}\ndata: {payload}\n\n".encode()
 
 
 def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
@@ -63,13 +58,21 @@ def create_app(settings: Settings | None = None, container: Container | None = N
                 await ctr.aclose()
             _LOG.info("server.stopped", category="lifecycle")
 
-    app = FastAPI(title="taskforce", version=__version__, lifespan=lifespan)
+    api = ctr.settings.api
+    docs = api.docs_enabled
+    app = FastAPI(
+        title="taskforce",
+        version=__version__,
+        lifespan=lifespan,
+        default_response_class=SafeJSONResponse,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     app.state.container = ctr
-
-    @app.exception_handler(MissionError)
-    async def mission_error(_: Request, exc: MissionError) -> JSONResponse:
-        # A request the executor cannot run as asked is the client's error, like a bad body.
-        return JSONResponse(status_code=422, content={"detail": str(exc)})
+    install_error_handlers(app)
+    # Added before the metrics middleware, so inside it: a 413 is counted like any answer.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=api.max_body_bytes)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -80,43 +83,10 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             "metrics_enabled": ctr.metrics is not None,
         }
 
-    @app.post("/api/v1/execute")
-    async def execute(body: ExecuteRequest) -> dict[str, Any]:
-        result = await ctr.executor.execute_mission(
-            body.mission, agent_type=body.agent_type, session_id=body.session_id
-        )
-        return result.to_dict()
-
-    @app.post("/api/v1/execute/stream")
-    async def execute_stream(body: ExecuteRequest, request: Request) -> StreamingResponse:
-        async def events() -> AsyncIterator[bytes]:
-            # aclosing: a client that disconnects cancels this generator, and the
-            # mission behind it must be closed (and counted as cancelled) right away.
-            stream = ctr.executor.execute_mission_streaming(
-                body.mission, agent_type=body.agent_type, session_id=body.session_id
-            )
-            async with aclosing(stream) as progress:
-                async for event in progress:
-                    yield _sse(event.kind, event.to_dict())
-
-        return StreamingResponse(
-            events(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-
-    @app.get("/api/v1/tools")
-    async def tools() -> dict[str, Any]:
-        return {
-            "tools": [
-                {
-                    "name": tool.name,
-                    "description": tool.description,
-                    "parameters": tool.parameters_schema,
-                }
-                for tool in ctr.tool_registry.list_tools()
-            ]
-        }
+    # The router's routes join the app's own list (as include_router did before FastAPI
+    # kept an included router as one opaque entry): the HTTP metrics label requests
+    # with the templates of the app's routes.
+    app.router.routes.extend(mission_router(ctr).routes)
 
     if ctr.metrics is not None:
         from taskforce.observability import HTTPMetricsMiddleware, MetricsMount, make_metrics_app

@@ -1,0 +1,127 @@
+"""Strict JSON request bodies: what Python's ``json`` accepts but JSON or our responses cannot.
+
+``json.loads`` takes ``NaN``/``Infinity``, numbers that overflow to infinity, lone
+surrogate escapes (``"\\ud800"``) and nesting until the interpreter's recursion
+limit. Each is refused here as a ``json.JSONDecodeError`` with a short reason,
+which FastAPI answers as a 422 ``json_invalid`` before any validation runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
+
+__all__ = ["MAX_JSON_DEPTH", "StrictJSONRoute", "parse_strict_json"]
+
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of arrays and objects a request body may have."""
+
+
+def _refuse(reason: str, doc: str, needle: str = "") -> json.JSONDecodeError:
+    return json.JSONDecodeError(reason, doc, max(0, doc.find(needle)) if needle else 0)
+
+
+def _reject_constant(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not a JSON number", name, 0)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise json.JSONDecodeError(f"number {text[:20]} is out of range", text, 0)
+    return value
+
+
+def _unencodable(text: str) -> str | None:
+    """Return the ``\\uXXXX`` escape of the first lone surrogate in ``text``, else ``None``."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"\\u{ord(text[exc.start]):04x}"
+    return None
+
+
+def _check_tree(value: Any, doc: str) -> None:
+    """Refuse nesting deeper than ``MAX_JSON_DEPTH`` and strings with lone surrogates."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            escape = _unencodable(item)
+            if escape is not None:
+                raise _refuse(f"string holds an unpaired surrogate {escape}", doc, escape)
+        elif isinstance(item, dict | list):
+            if depth >= MAX_JSON_DEPTH:
+                raise _refuse(f"nested deeper than {MAX_JSON_DEPTH} levels", doc)
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+
+
+def parse_strict_json(body: bytes) -> Any:
+    """Parse a request body as strict JSON.
+
+    Args:
+        body: the raw body.
+
+    Returns:
+        The parsed document.
+
+    Raises:
+        json.JSONDecodeError: the body is not UTF-8, not JSON, uses ``NaN`` or
+            ``Infinity``, has a number out of range, nests deeper than
+            ``MAX_JSON_DEPTH`` or holds a lone surrogate; the message says which.
+    """
+    try:
+        doc = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise json.JSONDecodeError("body is not valid UTF-8", "", exc.start) from None
+    try:
+        value = json.loads(doc, parse_constant=_reject_constant, parse_float=_finite_float)
+    except json.JSONDecodeError as exc:
+        raise json.JSONDecodeError(exc.msg, doc, exc.pos) from None
+    except RecursionError:
+        raise _refuse(f"nested deeper than {MAX_JSON_DEPTH} levels", doc) from None
+    except ValueError as exc:  # e.g. an integer longer than int() accepts
+        raise _refuse(str(exc).split(":")[0][:80], doc) from None
+    # Only containers or \u escapes can break the rules: the usual small body skips the walk.
+    if "\\u" in doc or doc.count("[") + doc.count("{") > MAX_JSON_DEPTH:
+        _check_tree(value, doc)
+    return value
+
+
+class _StrictJSONRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = parse_strict_json(await self.body())
+        return self._json
+
+
+class StrictJSONRoute(APIRoute):
+    """An ``APIRoute`` whose JSON body is parsed by :func:`parse_strict_json`.
+
+    A dependency with a true ``runs_before_body`` attribute (an auth guard) is also
+    run before the body is read: FastAPI itself reads the body first.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """Return FastAPI's handler, given a request that parses its body strictly."""
+        handler = super().get_route_handler()
+        early = [
+            dep.dependency
+            for dep in self.dependencies
+            if dep.dependency is not None and getattr(dep.dependency, "runs_before_body", False)
+        ]
+
+        async def strict_handler(request: Request) -> Response:
+            strict = _StrictJSONRequest(request.scope, request.receive)
+            for check in early:
+                await check(strict)
+            return await handler(strict)
+
+        return strict_handler

@@ -1,0 +1,97 @@
+"""JSON that always encodes: HTTP responses and Server-Sent Events whatever text they carry.
+
+Text from tools and files may hold lone surrogates (a file name that is not UTF-8)
+and numbers may be NaN or infinite; neither can be sent as they are. Lone
+surrogates leave as JSON ``\\uXXXX`` escapes, non-finite numbers as ``null``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+__all__ = ["PathRedactor", "SafeJSONResponse", "json_bytes", "sse_event"]
+
+Redact = Callable[[str], str]
+
+
+class PathRedactor:
+    """Replace the server's own directories in outgoing JSON text by their setting's name.
+
+    Error messages from the state store and the OS name absolute paths; a client
+    has no use for them and should not learn the server's layout. The log keeps them.
+    """
+
+    def __init__(self, roots: Mapping[str, Path]) -> None:
+        """Redact each directory in ``roots`` (setting name -> directory).
+
+        Args:
+            roots: e.g. ``{"state_dir": settings.state_dir}``; relative paths are
+                resolved against the current directory, as the store does.
+        """
+        pairs: dict[str, str] = {}
+        for name, root in roots.items():
+            for form in {str(root), str(root.resolve()), str(root.absolute())}:
+                if Path(form).is_absolute() and form != "/":
+                    # compared with JSON text, so in its JSON-escaped form
+                    pairs[json.dumps(form, ensure_ascii=False)[1:-1]] = f"<{name}>"
+        self._pairs = sorted(pairs.items(), key=lambda pair: -len(pair[0]))
+
+    def __call__(self, text: str) -> str:
+        """Return ``text`` with every configured directory replaced by ``<setting>``."""
+        for path, name in self._pairs:
+            if path in text:
+                text = text.replace(path, name)
+        return text
+
+
+def _finite(value: Any) -> Any:
+    """Return ``value`` with every NaN or infinite float replaced by ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+def json_bytes(data: Any, redact: Redact | None = None) -> bytes:
+    """Encode ``data`` as compact UTF-8 JSON that any client can decode.
+
+    Args:
+        data: JSON-like data; objects json cannot encode are written as ``str(obj)``.
+        redact: applied to the JSON text before it is encoded (see :class:`PathRedactor`).
+
+    Returns:
+        The JSON document; a lone surrogate becomes a ``\\uXXXX`` escape and a
+        NaN or infinite float becomes ``null``.
+    """
+    options: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":"), "default": str}
+    try:
+        text = json.dumps(data, allow_nan=False, **options)
+    except ValueError:  # NaN or infinity: JSON has no literal for them
+        text = json.dumps(_finite(data), allow_nan=False, **options)
+    if redact is not None:
+        text = redact(text)
+    # Unencodable characters sit inside JSON strings only, where "\udcff" is a valid escape.
+    return text.encode("utf-8", "backslashreplace")
+
+
+def sse_event(event: str, data: dict[str, Any], redact: Redact | None = None) -> bytes:
+    """Return one Server-Sent Event whose ``data`` line is ``data`` as JSON (see json_bytes)."""
+    payload = json_bytes(data, redact)
+    return b"event: " + event.encode("ascii", "replace") + b"\ndata: " + payload + b"\n\n"
+
+
+class SafeJSONResponse(JSONResponse):
+    """A ``JSONResponse`` that never fails to render (see :func:`json_bytes`)."""
+
+    def render(self, content: Any) -> bytes:
+        """Encode ``content`` with :func:`json_bytes`."""
+        return json_bytes(content)

@@ -1,0 +1,157 @@
+"""The mission API under ``/api/v1``: execute (plain and SSE) and the tool list.
+
+Every route of the router shares its dependencies (the optional bearer guard),
+its strict JSON body parsing and its always-encodable JSON responses, so a
+route added to the router later is protected and hardened the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from contextlib import aclosing
+from typing import Any, TypeVar
+
+import structlog
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response, StreamingResponse
+
+from taskforce.api._auth import BearerGuard
+from taskforce.api._body import StrictJSONRoute
+from taskforce.api._encoding import PathRedactor, Redact, SafeJSONResponse, json_bytes, sse_event
+from taskforce.api._schemas import ExecuteRequest
+from taskforce.application.container import Container
+from taskforce.core.interfaces.executor import ProgressEvent
+from taskforce.errors import MissionError
+
+__all__ = ["CLIENT_CLOSED_REQUEST", "mission_router"]
+
+_LOG = structlog.get_logger(__name__)
+_T = TypeVar("_T")
+
+CLIENT_CLOSED_REQUEST = 499
+"""Status recorded for a request whose client went away before its answer (nginx's code)."""
+
+
+class _ClientGone(Exception):
+    """The client disconnected before the answer was ready."""
+
+
+async def _disconnected(request: Request) -> None:
+    # The body is read already: the next message is http.disconnect, whenever it comes.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_disconnected(request: Request, aw: Awaitable[_T]) -> _T:
+    """Await ``aw``; cancel it and raise ``_ClientGone`` if the client disconnects first."""
+    work = asyncio.ensure_future(aw)
+    watch = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not work.done():
+            work.cancel()
+            # asyncio.wait does not raise the task's CancelledError; the record is saved by then.
+            await asyncio.wait([work])
+    if work.cancelled() and watch.done() and not watch.cancelled():
+        raise _ClientGone
+    return work.result()
+
+
+def _stream_error(exc: BaseException) -> dict[str, Any]:
+    reason = str(exc) if isinstance(exc, MissionError) else "the mission stopped unexpectedly"
+    return {"kind": "error", "error": reason, "error_type": type(exc).__name__, "is_final": True}
+
+
+async def _sse(
+    first: ProgressEvent | None, stream: AsyncGenerator[ProgressEvent, None], redact: Redact
+) -> AsyncIterator[bytes]:
+    # aclosing: a client that disconnects cancels this generator, and the mission
+    # behind it must be closed (and counted as cancelled) right away.
+    async with aclosing(stream) as progress:
+        last = first
+        try:
+            if first is not None:
+                yield sse_event(first.kind, first.to_dict(), redact)
+            async for event in progress:
+                last = event
+                yield sse_event(event.kind, event.to_dict(), redact)
+        except Exception as exc:
+            # The 200 is sent already: the stream's last word must still say how it ended.
+            _LOG.error("api.stream.failed", category="http", error_type=type(exc).__name__)
+            yield sse_event("error", _stream_error(exc))
+            return
+        if last is None or last.kind != "result":
+            yield sse_event("error", _stream_error(RuntimeError("no result")))
+
+
+def mission_router(container: Container) -> APIRouter:
+    """Build the ``/api/v1`` router of the mission API.
+
+    Args:
+        container: the container whose executor and tools the routes serve.
+
+    Returns:
+        The router; guarded by ``api.auth_token`` when that is set.
+    """
+    token = container.settings.api.auth_token
+    guards = [] if token is None else [Depends(BearerGuard(token.get_secret_value()))]
+    router = APIRouter(
+        prefix="/api/v1",
+        route_class=StrictJSONRoute,
+        default_response_class=SafeJSONResponse,
+        dependencies=guards,
+    )
+    executor = container.executor
+    dirs = container.settings
+    redact = PathRedactor({"state_dir": dirs.state_dir, "workspace_dir": dirs.workspace_dir})
+
+    @router.post("/execute")
+    async def execute(body: ExecuteRequest, request: Request) -> Response:
+        """Run one mission; a client that disconnects cancels it."""
+        mission = executor.execute_mission(
+            body.mission, agent_type=body.agent_type, session_id=body.session_id
+        )
+        try:
+            result = await _unless_disconnected(request, mission)
+        except _ClientGone:
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        return Response(json_bytes(result.to_dict(), redact), media_type="application/json")
+
+    @router.post("/execute/stream")
+    async def execute_stream(body: ExecuteRequest) -> StreamingResponse:
+        """Run one mission and stream its progress as Server-Sent Events."""
+        stream = executor.execute_mission_streaming(
+            body.mission, agent_type=body.agent_type, session_id=body.session_id
+        )
+        try:
+            # The first event comes after the request is validated: a refused request
+            # is a 422 here, before any 200 is sent.
+            first: ProgressEvent | None = await anext(stream)
+        except StopAsyncIteration:
+            first = None
+        except BaseException:
+            await stream.aclose()
+            raise
+        return StreamingResponse(
+            _sse(first, stream, redact),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @router.get("/tools")
+    async def tools() -> Response:
+        """List the registered tools with their JSON schemas."""
+        listed = [
+            {
+                "name": tool.name,
+                "description": tool.description,
+                "parameters": tool.parameters_schema,
+            }
+            for tool in container.tool_registry.list_tools()
+        ]
+        return SafeJSONResponse({"tools": listed})
+
+    return router

@@ -1,0 +1,342 @@
+"""Issue 10's hostile-input suite, through a real server on 127.0.0.1.
+
+One server takes every attack of this module in turn; the last test checks it is
+still up and its ``/metrics`` still passes ``promtool check metrics``. Servers
+with other settings (a bearer token, docs off) get their own, shorter-lived one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import structlog
+
+from taskforce.api.server import create_app
+from taskforce.config import Settings
+from tests.api.conftest import parse_sse
+from tests.api.test_metrics_e2e import scrape, total
+from tests.support.binaries import require_binary
+from tests.support.live_server import LiveServer, serve
+
+pytestmark = pytest.mark.integration
+
+ROUTES = ["/api/v1/execute", "/api/v1/execute/stream"]
+MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="module", name="root")
+def fixture_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """State and workspace of the module's server."""
+    return tmp_path_factory.mktemp("hostile")
+
+
+@pytest.fixture(scope="module", name="hostile_server")
+def fixture_hostile_server(root: Path) -> Iterator[LiveServer]:
+    """One server for the whole module: every attack hits the same process."""
+    settings = Settings(
+        state_dir=root / "state",
+        workspace_dir=root / "workspace",
+        agent={"fail_on_tool_error": False},
+    )
+    with serve(create_app(settings)) as live:
+        yield live
+
+
+@pytest.fixture(name="hc")
+async def fixture_hc(hostile_server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the module's server."""
+    async with httpx.AsyncClient(base_url=hostile_server.url, timeout=30) as client:
+        yield client
+
+
+def _assert_short_reason(response: httpx.Response, status: int, reason: str) -> None:
+    assert status == response.status_code, response.text[:300]
+    assert len(response.content) < 2048
+    assert reason in json.dumps(response.json()["detail"])
+
+
+async def _raw_request(url: str, head: bytes, body: bytes = b"") -> bytes:
+    """Send ``head`` (and ``body``) on a fresh connection; return all the server sends."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(head + body)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 30)
+    finally:
+        writer.close()
+
+
+class TestHostileJson:
+    @pytest.mark.parametrize("route", ROUTES)
+    @pytest.mark.parametrize(
+        ("body", "reason"),
+        [
+            (b'{"mission": "\\ud800"}', "unpaired surrogate"),
+            (b'{"mission": "hi", "x": "\\udcff"}', "unpaired surrogate"),
+            (b'{"mission": NaN}', "NaN"),
+            (b'{"mission": "hi", "agent_type": Infinity}', "Infinity"),
+            (b'{"mission": "hi", "x": -1e400}', "out of range"),
+            (b'{"mission": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "nested deeper"),
+            (b'{"mission": "caf\xe9"}', "not valid UTF-8"),
+            (b"\xff\xfe{}", "not valid UTF-8"),
+            (b'{"mission": "unterminated', "JSON decode error"),
+        ],
+    )
+    async def test_hostile_body_is_a_422_with_reason(
+        self, hc: httpx.AsyncClient, route: str, body: bytes, reason: str
+    ) -> None:
+        """Surrogates, NaN/Infinity, deep nesting and invalid UTF-8 get a short 422, never 500."""
+        response = await hc.post(route, content=body, headers={"content-type": "application/json"})
+        _assert_short_reason(response, 422, reason)
+
+    @pytest.mark.parametrize("route", ROUTES)
+    @pytest.mark.parametrize(
+        ("body", "reason"),
+        [
+            ({"mission": "m" * 200_000}, "at most 100000 characters"),
+            ({"mission": "hi", "extra": "y" * 500_000}, "Extra inputs"),
+            ({"mission": ["x" * 1000] * 500}, "valid string"),
+            ({"mission": "hi", **{f"k{i}": i for i in range(5000)}}, "too_many_errors"),
+        ],
+    )
+    async def test_validation_echoes_a_short_prefix(
+        self, hc: httpx.AsyncClient, route: str, body: dict[str, Any], reason: str
+    ) -> None:
+        """A validation error repeats at most a short prefix of the input, however large."""
+        _assert_short_reason(await hc.post(route, json=body), 422, reason)
+
+    async def test_body_without_content_type_is_short(self, hc: httpx.AsyncClient) -> None:
+        """A large body sent without a JSON content type is refused without echoing it."""
+        response = await hc.post("/api/v1/execute", content=b"z" * 900_000)
+        _assert_short_reason(response, 422, "")
+
+
+class TestStreams:
+    async def _stream(self, hc: httpx.AsyncClient, mission: str) -> list[tuple[str, Any]]:
+        response = await hc.post("/api/v1/execute/stream", json={"mission": mission})
+        assert 200 == response.status_code
+        response.content.decode("utf-8")  # strict: every byte is UTF-8
+        return parse_sse(response.text)
+
+    async def test_surrogate_from_a_directive_is_streamed(self, hc: httpx.AsyncClient) -> None:
+        """A directive's JSON escape of a lone surrogate is streamed escaped; the result ends it."""
+        events = await self._stream(hc, 'tool:calculator {"expression": "\\ud800"}')
+        assert "result" == events[-1][0]
+        assert any("\ud800" in json.dumps(data, ensure_ascii=False) for _, data in events)
+
+    @pytest.mark.parametrize("route", ROUTES)
+    async def test_a_non_utf8_file_name_is_listed(self, hc: httpx.AsyncClient, route: str) -> None:
+        """A file name that is not UTF-8 (made by file_write) is listed without breaking."""
+        mission = "\n".join(
+            [
+                'tool:file_write {"path": "poison/\\udcff.txt", "content": "x"}',
+                'tool:list_dir {"path": "poison"}',
+                "done",
+            ]
+        )
+        response = await hc.post(route, json={"mission": mission, "session_id": "poison"})
+        assert 200 == response.status_code
+        if route.endswith("stream"):
+            assert "result" == parse_sse(response.text)[-1][0]
+        else:
+            assert "completed" == response.json()["status"]
+
+    @pytest.mark.parametrize("mission", [" ", "\n\t "])
+    async def test_stream_refuses_before_200(self, hc: httpx.AsyncClient, mission: str) -> None:
+        """A whitespace-only mission on /stream is a 422 like /execute, not a 200 that aborts."""
+        response = await hc.post("/api/v1/execute/stream", json={"mission": mission})
+        _assert_short_reason(response, 422, "mission")
+
+
+class TestBodyLimit:
+    async def test_declared_oversize_is_413_before_the_body(
+        self, hostile_server: LiveServer
+    ) -> None:
+        """A Content-Length over api.max_body_bytes is a 413 though no body byte was sent."""
+        head = (
+            b"POST /api/v1/execute HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 52428800\r\n\r\n"
+        )
+        answer = await _raw_request(hostile_server.url, head)
+        assert answer.startswith(b"HTTP/1.1 413 ")
+
+    async def test_chunked_oversize_is_413(self, hc: httpx.AsyncClient) -> None:
+        """A chunked body is cut off at the limit: 413, short, and counted as a normal answer."""
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b'{"mission": "'
+            for _ in range(4):
+                yield b"a" * (MIB // 2)
+
+        response = await hc.post(
+            "/api/v1/execute", content=chunks(), headers={"content-type": "application/json"}
+        )
+        assert 413 == response.status_code
+        assert len(response.content) < 200
+        samples = await scrape(hc)
+        counted = total(
+            samples, "taskforce_http_requests_total", route="/api/v1/execute", status_code="413"
+        )
+        assert 1 <= counted
+
+    async def test_a_body_at_the_limit_passes(self, hc: httpx.AsyncClient) -> None:
+        """A body just under the limit is read and validated (422 for its long mission)."""
+        body = json.dumps({"mission": "a" * (MIB - 100)})
+        response = await hc.post(
+            "/api/v1/execute", content=body, headers={"content-type": "application/json"}
+        )
+        _assert_short_reason(response, 422, "at most")
+
+
+class TestNoServerPaths:
+    @pytest.mark.parametrize("route", ROUTES)
+    @pytest.mark.parametrize("kind", ["corrupt", "directory"])
+    async def test_state_errors_hide_the_state_dir(
+        self, hc: httpx.AsyncClient, root: Path, route: str, kind: str
+    ) -> None:
+        """A state file that cannot be read fails the mission without showing where it is."""
+        session = f"broken-{kind}"
+        target = root / "state" / f"{session}.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if kind == "corrupt":
+            target.write_text("{not json", encoding="utf-8")
+        else:
+            target.mkdir(exist_ok=True)
+        response = await hc.post(route, json={"mission": "hi", "session_id": session})
+        assert 200 == response.status_code
+        assert "failed" in response.text
+        assert str(root) not in response.text
+        assert "<state_dir>" in response.text
+
+
+class TestDisconnect:
+    async def test_a_client_that_goes_away_cancels_its_mission(
+        self, hc: httpx.AsyncClient, hostile_server: LiveServer, root: Path
+    ) -> None:
+        """Disconnecting from /execute cancels the mission: counted and recorded `cancelled`."""
+        before = total(await scrape(hc), "taskforce_missions_total", status="cancelled")
+        body = {"mission": 'tool:sleep {"seconds": 60}', "session_id": "gone"}
+        async with httpx.AsyncClient(base_url=hostile_server.url, timeout=90) as leaving:
+            request = asyncio.create_task(leaving.post("/api/v1/execute", json=body))
+            await _until(hc, lambda s: total(s, "taskforce_missions_in_progress") >= 1)
+            request.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await request
+        samples = await _until(
+            hc, lambda s: total(s, "taskforce_missions_total", status="cancelled") > before
+        )
+        assert 0 == total(samples, "taskforce_missions_in_progress")
+        state = json.loads((root / "state" / "gone.json").read_text(encoding="utf-8"))
+        assert ["cancelled"] == [m["status"] for m in state["missions"]]
+
+
+async def _until(hc: httpx.AsyncClient, condition: Any) -> Any:
+    """Scrape until ``condition(samples)`` holds (a bounded wait, not a timing assertion)."""
+    for _ in range(300):
+        samples = await scrape(hc)
+        if condition(samples):
+            return samples
+        await asyncio.sleep(0.05)
+    pytest.fail("condition never held")
+
+
+class TestAuth:
+    @pytest.fixture(name="guarded")
+    def fixture_guarded(self, tmp_path: Path) -> Iterator[LiveServer]:
+        """A server whose mission API needs a bearer token."""
+        guarded = Settings(
+            state_dir=tmp_path / "state",
+            workspace_dir=tmp_path / "ws",
+            api={"auth_token": "s3cret-token"},
+        )
+        with serve(create_app(guarded)) as live:
+            yield live
+
+    @pytest.mark.parametrize(
+        ("method", "path"),
+        [("POST", "/api/v1/execute"), ("POST", "/api/v1/execute/stream"), ("GET", "/api/v1/tools")],
+    )
+    @pytest.mark.parametrize("header", [None, "Bearer wrong", "s3cret-token", "Basic s3cret-token"])
+    async def test_missing_or_wrong_token_is_401(
+        self, guarded: LiveServer, method: str, path: str, header: str | None
+    ) -> None:
+        """Every /api/v1 route refuses a missing or wrong token with 401, before the body."""
+        headers = {"authorization": header} if header else {}
+        async with httpx.AsyncClient(base_url=guarded.url, timeout=30) as client:
+            with structlog.testing.capture_logs() as logs:
+                response = await client.request(
+                    method, path, content=b'{"mission": NaN', headers=headers
+                )
+            samples = await scrape(client)
+        assert 401 == response.status_code
+        assert "Bearer" == response.headers["www-authenticate"]
+        failed = [e for e in logs if e["event"] == "api.auth.failed"]
+        assert [("security", "warning", path)] == [
+            (e["category"], e["log_level"], e["route"]) for e in failed
+        ]
+        assert "s3cret-token" not in repr(logs)
+        assert 1 == total(samples, "taskforce_http_requests_total", route=path, status_code="401")
+
+    async def test_right_token_passes_and_health_metrics_stay_open(
+        self, guarded: LiveServer
+    ) -> None:
+        """With the token the API answers; /health and /metrics never ask for it."""
+        async with httpx.AsyncClient(base_url=guarded.url, timeout=30) as client:
+            ok = await client.post(
+                "/api/v1/execute",
+                json={"mission": "hi"},
+                headers={"authorization": "Bearer s3cret-token"},
+            )
+            assert (200, "completed") == (ok.status_code, ok.json()["status"])
+            assert 200 == (await client.get("/health")).status_code
+            assert 200 == (await client.get("/metrics")).status_code
+
+
+class TestDocs:
+    @pytest.mark.parametrize("path", ["/docs", "/redoc", "/openapi.json"])
+    async def test_docs_served_by_default(self, hc: httpx.AsyncClient, path: str) -> None:
+        """By default the API documentation is served."""
+        assert 200 == (await hc.get(path)).status_code
+
+    async def test_docs_can_be_turned_off(self, tmp_path: Path) -> None:
+        """api.docs_enabled=false turns /docs, /redoc and /openapi.json into 404s."""
+        off = Settings(
+            state_dir=tmp_path / "state", workspace_dir=tmp_path / "ws", api={"docs_enabled": False}
+        )
+        with serve(create_app(off)) as live:
+            async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+                for path in ("/docs", "/redoc", "/openapi.json"):
+                    assert 404 == (await client.get(path)).status_code
+                assert 200 == (await client.get("/health")).status_code
+
+
+class TestAfterTheSuite:
+    async def test_server_still_up_and_metrics_promtool_clean(self, hc: httpx.AsyncClient) -> None:
+        """After every attack above the server answers, and its scrape passes promtool."""
+        promtool = require_binary("promtool")
+        assert "ok" == (await hc.get("/health")).json()["status"]
+        assert (
+            "completed"
+            == (await hc.post("/api/v1/execute", json={"mission": "hi"})).json()["status"]
+        )
+        scrape_text = (await hc.get("/metrics")).content
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [promtool, "check", "metrics"],
+            input=scrape_text,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        assert (0, b"", b"") == (result.returncode, result.stdout, result.stderr)
+        samples = await scrape(hc)
+        errors = {k: v for k, v in samples.items() if ("status_code", "500") in k[1]}
+        assert {} == errors
