@@ -39,6 +39,7 @@ from aioprometheus.collectors import Counter, Gauge, Histogram
 from aioprometheus.formats.text import TextFormatter
 
 from taskforce.observability import MetricSet
+from taskforce.observability.metrics import _catalog as cat
 
 TARGET_SERIES = 5_000
 TARGET_RATIO = 0.3
@@ -73,6 +74,12 @@ def sample_lines(metrics: MetricSet) -> int:
     return total
 
 
+def tool_call(metrics: MetricSet, tool: str, agent: str, status: str, seconds: float) -> None:
+    """Count a tool call and observe its duration."""
+    metrics.counter(cat.TOOL_CALLS).labels(tool, agent, status).inc()
+    metrics.histogram(cat.TOOL_DURATION).labels(tool, agent).observe(seconds)
+
+
 def fill(metrics: MetricSet, target: int) -> int:
     """Record tool calls, failures and LLM requests with distinct values until ``target``."""
     i = 0
@@ -80,13 +87,19 @@ def fill(metrics: MetricSet, target: int) -> int:
         for _ in range(20):
             agent = ("lean", "legacy")[i % 2]
             tool = hostile("tool", i)
-            metrics.record_tool_call(tool, agent, "success", 0.0001 * (i % 50), None)
+            tool_call(metrics, tool, agent, "success", 0.0001 * (i % 50))
             if i % 3 == 0:
-                metrics.record_tool_call(tool, agent, "error", 0.002, hostile("Error", i // 3))
+                tool_call(metrics, tool, agent, "error", 0.002)
+                failure = (tool, agent, hostile("Error", i // 3))
+                metrics.counter(cat.TOOL_FAILURES).labels(*failure).inc()
             if i % 4 == 0:
                 model = hostile("model", i // 4)
-                metrics.record_llm_request(model, agent, "complete", "success", 0.05 * (i % 9))
-                metrics.record_llm_tokens(model, agent, 100 + i, 10 + i)
+                labels = (model, agent, "complete")
+                metrics.counter(cat.LLM_REQUESTS).labels(*labels, "success").inc()
+                metrics.histogram(cat.LLM_DURATION).labels(*labels).observe(0.05 * (i % 9))
+                tokens = metrics.counter(cat.LLM_TOKENS)
+                tokens.labels(model, agent, "input").inc(100 + i)
+                tokens.labels(model, agent, "output").inc(10 + i)
             i += 1
     return i
 
@@ -156,7 +169,7 @@ def _nudges(metrics: MetricSet, prom: prometheus_client.CollectorRegistry) -> It
     child = histogram.labels(agent_type="lean", tool_name="tool_0")
     n = 0
     while True:
-        metrics.record_tool_call("tool_0", "lean", "success", 0.001 * (n % 7), None)
+        tool_call(metrics, "tool_0", "lean", "success", 0.001 * (n % 7))
         child.observe(0.001 * (n % 7))
         n += 1
         yield

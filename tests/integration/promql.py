@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from taskforce.observability._catalog import CATALOG
+from taskforce.observability.metrics._catalog import CATALOG
 
 #: Suffixes Prometheus adds to a histogram's series.
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")

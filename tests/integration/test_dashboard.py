@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from taskforce.observability._catalog import CATALOG, metric
+from taskforce.observability.metrics._catalog import CATALOG, metric
 from tests.integration import promql
 from tests.support.binaries import require_binary
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskforce.observability._guard import escape_label_value
-from taskforce.observability._metricset import MetricSet
+from taskforce.observability.metrics import MetricSet
+from taskforce.observability.metrics._guard import escape_label_value
 
 
 def value(metrics: MetricSet, name: str, **labels: str) -> Any:

@@ -12,7 +12,8 @@ from fastapi import FastAPI
 from structlog.testing import capture_logs
 
 from taskforce.observability._asgi import MetricsMount, make_metrics_app
-from taskforce.observability._metricset import MetricSet
+from taskforce.observability.metrics import MetricSet
+from taskforce.observability.metrics._catalog import TOOL_CALLS
 from tests.observability.metric_samples import value
 from tests.support.live_server import LiveServer, serve
 
@@ -48,7 +49,7 @@ async def _get(url: str, **kwargs: Any) -> httpx.Response:
 
 
 class _Unprintable:
-    def __format__(self, spec: str) -> str:
+    def __str__(self) -> str:
         raise RuntimeError("broken value")
 
 
@@ -144,15 +145,15 @@ class TestRenderFault:
     async def test_broken_registry_gives_500_and_counts(
         self, metrics: MetricSet, server: LiveServer
     ) -> None:
-        """A collector that cannot render answers 500, counts a render fault, keeps serving."""
-        store = metrics.registry.get("taskforce_tool_calls_total").values.store
-        store[b'{"tool_name":"broken"}'] = _Unprintable()
+        """A series that cannot render answers 500, counts a render fault, keeps serving."""
+        child = metrics.counter(TOOL_CALLS).labels("broken", "lean", "success")
+        child.value = _Unprintable()  # type: ignore[assignment]
         with capture_logs() as logs:
             response = await _get(server.url + "/")
         assert 500 == response.status_code
         assert 1 == value(metrics, "taskforce_metrics_errors_total", stage="render")
         assert ["metrics.render.failed"] == [e["event"] for e in logs]
-        del store[b'{"tool_name":"broken"}']
+        child.value = 0
         assert 200 == (await _get(server.url + "/")).status_code
 
 

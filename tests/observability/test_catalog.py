@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from taskforce.observability._catalog import (
+from taskforce.observability.metrics._catalog import (
     AGENT_TYPES,
     CATALOG,
     FAULT_STAGES,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from taskforce.observability._catalog import CATALOG, FAULT_STAGES, metric, series_budget
+from taskforce.observability.metrics._catalog import CATALOG, FAULT_STAGES, metric, series_budget
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
 

@@ -11,15 +11,19 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskforce.observability._asgi import make_metrics_app
-from taskforce.observability._catalog import (
-    AGENT_TYPES,
-    CALL_STATUSES,
-    HTTP_METHODS,
-    LLM_OPERATIONS,
-    MISSION_STATUSES,
+from taskforce.observability.metrics import CounterChild, GaugeChild, HistogramChild, MetricSet
+from taskforce.observability.metrics._catalog import (
+    BUILD_INFO,
+    CATALOG,
+    HTTP_REQUESTS,
+    LABEL_OVERFLOW,
+    LLM_TOKENS,
+    METRICS_ERRORS,
+    TOOL_CALLS,
+    TOOL_DURATION,
+    TOOL_FAILURES,
 )
-from taskforce.observability._guard import MAX_VALUE_LENGTH
-from taskforce.observability._metricset import MetricSet
+from taskforce.observability.metrics._guard import MAX_VALUE_LENGTH
 from tests.support.binaries import require_binary
 from tests.support.live_server import serve
 
@@ -45,25 +49,23 @@ def _series_lines(text: str) -> list[str]:
 
 
 def _drive_everything(metrics: MetricSet, values: list[str]) -> None:
-    """Record through every method with every closed value and the given free-form values."""
-    for agent_type in AGENT_TYPES:
-        metrics.record_mission_started(agent_type)
-        for status in MISSION_STATUSES:
-            metrics.record_mission_finished(agent_type, status, 1.0, 2, 1)
-        metrics.record_context_pack(agent_type, 3, 300)
-        for tool, error in itertools.product(values, values):
-            for status in CALL_STATUSES:
-                metrics.record_tool_call(tool, agent_type, status, 0.01, error)
-        for model in values:
-            for operation, status in itertools.product(LLM_OPERATIONS, CALL_STATUSES):
-                metrics.record_llm_request(model, agent_type, operation, status, 0.5)
-            metrics.record_llm_tokens(model, agent_type, 10, 5)
-            metrics.record_time_to_first_token(model, agent_type, 0.1)
-    metrics.record_state_size(1000)
-    for method in (*HTTP_METHODS, "BREW"):
-        for route, code in itertools.product(values, range(200, 200 + len(values))):
-            metrics.record_http_request(method, route, code, 0.01)
+    """Write every series of every family: each closed value times the given free-form values."""
+    for spec in CATALOG:
+        if spec in (LABEL_OVERFLOW, METRICS_ERRORS, BUILD_INFO):
+            continue
+        choices = [label.values if label.kind == "closed" else values for label in spec.labels]
+        family = metrics.family(spec)
+        for combo in itertools.product(*choices):
+            child = family.labels(*combo)
+            _write(child)
     metrics.record_fault("render")
+
+
+def _write(child: CounterChild | GaugeChild | HistogramChild) -> None:
+    if isinstance(child, HistogramChild):
+        child.observe(0.5)
+    else:
+        child.inc()
 
 
 class TestPromtool:
@@ -90,8 +92,10 @@ class TestParsers:
         metrics = MetricSet(max_label_values=len(HOSTILE) * 2)
         names = [_hostile(i) for i in range(len(HOSTILE))]
         for name in names:
-            metrics.record_tool_call(name, "lean", "error", 0.1, name)
-            metrics.record_llm_tokens(name, "lean", 1, 1)
+            metrics.counter(TOOL_CALLS).labels(name, "lean", "error").inc()
+            metrics.counter(TOOL_FAILURES).labels(name, "lean", name).inc()
+            metrics.histogram(TOOL_DURATION).labels(name, "lean").observe(0.1)
+            metrics.counter(LLM_TOKENS).labels(name, "lean", "input").inc()
         families = {f.name: f for f in text_string_to_metric_families(metrics.render().decode())}
         expected = {name[:MAX_VALUE_LENGTH] for name in names}
         calls = families["taskforce_tool_calls"].samples
@@ -106,8 +110,9 @@ class TestParsers:
     def test_int_and_str_codes_are_one_series_in_the_scrape(self) -> None:
         """status_code 200 and "200" never render as two identical-looking series."""
         metrics = MetricSet()
-        metrics.record_http_request("GET", "/x", 200, 0.1)
-        metrics.record_http_request("GET", "/x", "200", 0.1)  # type: ignore[arg-type]
+        requests = metrics.counter(HTTP_REQUESTS)
+        requests.labels("GET", "/x", 200).inc()
+        requests.labels("GET", "/x", "200").inc()
         lines = [
             line
             for line in _series_lines(metrics.render().decode())
@@ -125,12 +130,14 @@ class TestCardinalityBudget:
         for start in range(0, 3000, 500):
             values = [_hostile(i) for i in range(start, start + 500)]
             for i, value in enumerate(values):
-                agent_type = AGENT_TYPES[i % 3]
-                metrics.record_tool_call(value, agent_type, "error", 0.01, value)
-                metrics.record_llm_request(value, agent_type, "stream", "error", 1.0)
-                metrics.record_llm_tokens(value, agent_type, 1, 1)
-                metrics.record_time_to_first_token(value, agent_type, 0.1)
-                metrics.record_http_request("GET", value, 100 + i, 0.01)
+                for spec in CATALOG:
+                    if spec.kind == "gauge" or spec in (LABEL_OVERFLOW, METRICS_ERRORS):
+                        continue
+                    labels = [
+                        label.values[i % len(label.values)] if label.kind == "closed" else value
+                        for label in spec.labels
+                    ]
+                    _write(metrics.family(spec).labels(*labels))
             assert len(_series_lines(metrics.render().decode())) <= metrics.series_budget
         _drive_everything(metrics, [_hostile(i) for i in range(5)])
         assert len(_series_lines(metrics.render().decode())) <= metrics.series_budget

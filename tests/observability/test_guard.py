@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from taskforce.observability._guard import (
+from taskforce.observability.metrics._guard import (
     MAX_VALUE_LENGTH,
     LabelGuard,
     escape_label_value,

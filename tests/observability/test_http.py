@@ -17,7 +17,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from taskforce.observability._asgi import MetricsMount, make_metrics_app
 from taskforce.observability._http import HTTPMetricsMiddleware, route_template
-from taskforce.observability._metricset import MetricSet
+from taskforce.observability.metrics import MetricSet
 from tests.observability.metric_samples import histogram, series, value
 from tests.support.live_server import LiveServer, serve
 

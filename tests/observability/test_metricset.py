@@ -1,4 +1,4 @@
-"""MetricSet records every catalog metric through cached series, read back as samples."""
+"""MetricSet: one family per catalog metric, cached typed children, read back as samples."""
 
 from __future__ import annotations
 
@@ -8,8 +8,14 @@ import platform
 import pytest
 from aioprometheus.collectors import REGISTRY
 
-from taskforce.observability._catalog import CATALOG, FAULT_STAGES, MISSION_STATUSES, series_budget
-from taskforce.observability._metricset import MetricSet
+from taskforce.observability.metrics import CounterChild, GaugeChild, HistogramChild, MetricSet
+from taskforce.observability.metrics import _catalog as cat
+from taskforce.observability.metrics._catalog import (
+    CATALOG,
+    FAULT_STAGES,
+    MISSION_STATUSES,
+    series_budget,
+)
 from tests.observability.metric_samples import histogram, series, value
 
 
@@ -68,7 +74,7 @@ class TestConstruction:
     def test_two_sets_share_nothing(self) -> None:
         """Recording on one MetricSet leaves another (and aioprometheus' global REGISTRY) alone."""
         first, second = MetricSet(), MetricSet()
-        first.record_tool_call("calc", "lean", "success", 0.1, None)
+        first.counter(cat.TOOL_CALLS).labels("calc", "lean", "success").inc()
         assert first.registry is not second.registry
         assert 1 == value(
             first,
@@ -81,78 +87,42 @@ class TestConstruction:
         assert [] == [name for name in REGISTRY.collectors if name.startswith("taskforce_")]
 
 
-class TestMissions:
-    def test_started_and_finished(self, metrics: MetricSet) -> None:
-        """A mission raises the gauge; finishing counts it, observes it and lowers the gauge."""
-        metrics.record_mission_started("legacy")
-        assert 1 == value(metrics, "taskforce_missions_in_progress", agent_type="legacy")
-        metrics.record_mission_finished("legacy", "failed", 2.0, 4, 3)
-        assert 0 == value(metrics, "taskforce_missions_in_progress", agent_type="legacy")
-        assert 1 == value(metrics, "taskforce_missions_total", agent_type="legacy", status="failed")
-        duration = histogram(
-            metrics, "taskforce_mission_duration_seconds", agent_type="legacy", status="failed"
-        )
-        assert (1, 2.0, 0, 1) == (duration["count"], duration["sum"], duration[1.0], duration[2.5])
-        assert 4.0 == histogram(metrics, "taskforce_mission_steps", agent_type="legacy")["sum"]
-        assert 3.0 == histogram(metrics, "taskforce_mission_tool_calls", agent_type="legacy")["sum"]
+class TestFamilies:
+    def test_typed_lookup(self, metrics: MetricSet) -> None:
+        """counter/gauge/histogram return the family of that kind and refuse another kind."""
+        assert cat.TOOL_CALLS is metrics.counter(cat.TOOL_CALLS).spec
+        assert cat.MISSIONS_IN_PROGRESS is metrics.gauge(cat.MISSIONS_IN_PROGRESS).spec
+        assert cat.STATE_SIZE is metrics.histogram(cat.STATE_SIZE).spec
+        with pytest.raises(TypeError, match="is a counter, not a histogram"):
+            metrics.histogram(cat.TOOL_CALLS)
 
-    def test_unknown_steps_are_not_observed(self, metrics: MetricSet) -> None:
-        """steps/tool_calls None leave those histograms alone."""
-        metrics.record_mission_started("lean")
-        metrics.record_mission_finished("lean", "cancelled", 0.5, None, None)
-        assert 1 == value(
-            metrics, "taskforce_missions_total", agent_type="lean", status="cancelled"
-        )
-        assert 0 == histogram(metrics, "taskforce_mission_steps", agent_type="lean")["count"]
+    def test_children_are_cached_and_typed(self, metrics: MetricSet) -> None:
+        """The same label values give the same child, of the family's child class."""
+        calls = metrics.counter(cat.TOOL_CALLS)
+        child = calls.labels("calculator", "lean", "success")
+        assert child is calls.labels("calculator", "lean", "success")
+        assert isinstance(child, CounterChild)
+        assert isinstance(metrics.gauge(cat.MISSIONS_IN_PROGRESS).labels("lean"), GaugeChild)
+        assert isinstance(metrics.histogram(cat.STATE_SIZE).labels(), HistogramChild)
 
-    def test_negative_and_nan_durations_are_zero(self, metrics: MetricSet) -> None:
-        """A clock going backwards or NaN records 0 seconds."""
-        metrics.record_mission_finished("lean", "completed", -1.0, None, None)
-        metrics.record_mission_finished("lean", "completed", math.nan, None, None)
-        duration = histogram(
-            metrics, "taskforce_mission_duration_seconds", agent_type="lean", status="completed"
-        )
-        assert (2, 0.0, 2) == (duration["count"], duration["sum"], duration[0.005])
-
-    @pytest.mark.parametrize(
-        ("agent_type", "status"), [("robot", "completed"), ("lean", "done"), ("lean", None)]
-    )
-    def test_closed_sets_are_enforced(
-        self, metrics: MetricSet, agent_type: str, status: str
-    ) -> None:
-        """A value outside a closed set raises ValueError and records nothing."""
+    @pytest.mark.parametrize("values", [("robot", "completed"), ("lean", "done"), ("lean", None)])
+    def test_closed_sets_are_enforced(self, metrics: MetricSet, values: tuple[str, str]) -> None:
+        """A value outside a closed set raises ValueError and makes no series."""
         with pytest.raises(ValueError, match="not one of"):
-            metrics.record_mission_finished(agent_type, status, 1.0, 1, 1)
+            metrics.counter(cat.MISSIONS).labels(*values)
         assert 6 == len(series(metrics, "taskforce_missions_total"))
 
+    def test_arity_is_enforced(self, metrics: MetricSet) -> None:
+        """Too few or too many label values raise ValueError."""
+        with pytest.raises(ValueError, match="takes labels"):
+            metrics.counter(cat.TOOL_CALLS).labels("calculator", "lean")
 
-class TestTools:
-    def test_success(self, metrics: MetricSet) -> None:
-        """A successful call counts and is timed; no failure series appears."""
-        for _ in range(3):
-            metrics.record_tool_call("calculator", "lean", "success", 0.002, None)
-        labels = {"tool_name": "calculator", "agent_type": "lean"}
-        assert 3 == value(metrics, "taskforce_tool_calls_total", status="success", **labels)
-        duration = histogram(metrics, "taskforce_tool_duration_seconds", **labels)
-        assert (3, 0, 3) == (duration["count"], duration[0.001], duration[0.0025])
-        assert [] == series(metrics, "taskforce_tool_failures_total")
-
-    def test_failure_by_error_type(self, metrics: MetricSet) -> None:
-        """An error counts under status=error and in failures by error_type (unknown if None)."""
-        metrics.record_tool_call("file_read", "legacy", "error", 0.1, "FileNotFoundError")
-        metrics.record_tool_call("file_read", "legacy", "error", 0.1, None)
-        labels = {"tool_name": "file_read", "agent_type": "legacy"}
-        assert 2 == value(metrics, "taskforce_tool_calls_total", status="error", **labels)
-        assert 1 == value(
-            metrics, "taskforce_tool_failures_total", error_type="FileNotFoundError", **labels
-        )
-        assert 1 == value(metrics, "taskforce_tool_failures_total", error_type="unknown", **labels)
-
-    def test_hostile_tool_name_is_stored_escaped(self, metrics: MetricSet) -> None:
+    def test_hostile_value_is_one_series_stored_escaped(self, metrics: MetricSet) -> None:
         """A name with quote, backslash and newline is one series under its escaped form."""
         name = 'evil"\\\nname'
-        metrics.record_tool_call(name, "none", "success", 0.1, None)
-        metrics.record_tool_call(name, "none", "success", 0.1, None)
+        calls = metrics.counter(cat.TOOL_CALLS)
+        calls.labels(name, "none", "success").inc()
+        calls.labels(name, "none", "success").inc()
         assert [
             {"agent_type": "none", "status": "success", "tool_name": 'evil\\"\\\\\\nname'}
         ] == series(metrics, "taskforce_tool_calls_total")
@@ -164,19 +134,21 @@ class TestTools:
             status="success",
         )
 
-    def test_overflow_maps_to_other_and_counts(self) -> None:
-        """Past the cap, tool names become 'other' and the overflow counter rises."""
+    def test_overflow_maps_to_other_and_counts_every_time(self) -> None:
+        """Past the cap, values share the 'other' child; each lookup counts one overflow."""
         metrics = MetricSet(max_label_values=2)
+        calls = metrics.counter(cat.TOOL_CALLS)
         for i in range(5):
-            metrics.record_tool_call(f"tool{i}", "lean", "success", 0.1, None)
-        assert 3 == value(
+            calls.labels(f"tool{i}", "lean", "success").inc()
+        calls.labels("tool4", "lean", "success").inc()
+        assert 4 == value(
             metrics,
             "taskforce_tool_calls_total",
             tool_name="other",
             agent_type="lean",
             status="success",
         )
-        assert 3 == value(
+        assert 4 == value(
             metrics,
             "taskforce_metrics_label_overflow_total",
             metric="taskforce_tool_calls_total",
@@ -185,162 +157,95 @@ class TestTools:
         assert 3 == len(series(metrics, "taskforce_tool_calls_total"))
 
     def test_overflowed_values_are_not_cached(self) -> None:
-        """Thousands of distinct overflowing names do not grow the per-call cache."""
+        """Thousands of distinct overflowing names do not grow the family's cache."""
         metrics = MetricSet(max_label_values=2)
+        calls = metrics.counter(cat.TOOL_CALLS)
         for i in range(3000):
-            metrics.record_tool_call(f"t{i}", "lean", "success", 0.1, None)
-        assert 2 == len(metrics._tool_calls)
+            calls.labels(f"t{i}", "lean", "success").inc()
+        assert 2 == len(calls._aliases)
+        assert 3 == len(calls.children)
+
+    def test_non_str_values_are_not_cached(self, metrics: MetricSet) -> None:
+        """1, 1.0 and True are one dict key but three label values: none is cached."""
+        codes = metrics.counter(cat.HTTP_REQUESTS)
+        for code in (1, 1.0, True):
+            codes.labels("GET", "/", code).inc()
+        assert {"1", "1.0", "True"} == {
+            labels["status_code"] for labels in series(metrics, "taskforce_http_requests_total")
+        }
+        assert {} == codes._aliases
 
 
-class TestLLM:
-    def test_request_and_latency(self, metrics: MetricSet) -> None:
-        """A request counts by operation and status and its latency is observed."""
-        metrics.record_llm_request("gpt-4o", "lean", "complete", "success", 0.3)
-        metrics.record_llm_request("gpt-4o", "lean", "complete", "error", 0.05)
-        labels = {"model": "gpt-4o", "agent_type": "lean", "operation": "complete"}
-        assert 1 == value(metrics, "taskforce_llm_requests_total", status="success", **labels)
-        assert 1 == value(metrics, "taskforce_llm_requests_total", status="error", **labels)
-        latency = histogram(metrics, "taskforce_llm_request_duration_seconds", **labels)
-        assert (2, 1, 2) == (latency["count"], latency[0.08], latency[0.32])
-
-    def test_tokens_skip_zero(self, metrics: MetricSet) -> None:
-        """Input/output tokens add up; a zero count creates no increment."""
-        metrics.record_llm_tokens("m", "legacy", 100, 0)
-        metrics.record_llm_tokens("m", "legacy", 50, 7)
-        assert 150 == value(
+class TestChildren:
+    def test_counter_goes_up_only(self, metrics: MetricSet) -> None:
+        """inc adds 1 or an amount, floats included; a negative amount raises."""
+        tokens = metrics.counter(cat.LLM_TOKENS).labels("m", "legacy", "input")
+        tokens.inc()
+        tokens.inc(149)
+        tokens.inc(0.5)
+        with pytest.raises(ValueError, match="only goes up"):
+            tokens.inc(-1)
+        assert 150.5 == value(
             metrics,
             "taskforce_llm_tokens_total",
             model="m",
             agent_type="legacy",
             token_type="input",
         )
-        assert 7 == value(
-            metrics,
-            "taskforce_llm_tokens_total",
-            model="m",
-            agent_type="legacy",
-            token_type="output",
-        )
 
-    def test_negative_tokens_raise(self, metrics: MetricSet) -> None:
-        """Counters cannot go down."""
-        with pytest.raises(ValueError, match="token counts"):
-            metrics.record_llm_tokens("m", "lean", -1, 0)
+    def test_gauge_goes_both_ways(self, metrics: MetricSet) -> None:
+        """inc, dec and set."""
+        gauge = metrics.gauge(cat.MISSIONS_IN_PROGRESS).labels("legacy")
+        gauge.inc()
+        gauge.inc(2)
+        gauge.dec()
+        assert 2 == value(metrics, "taskforce_missions_in_progress", agent_type="legacy")
+        gauge.set(-4)
+        assert -4 == value(metrics, "taskforce_missions_in_progress", agent_type="legacy")
 
-    def test_time_to_first_token(self, metrics: MetricSet) -> None:
-        """TTFT lands in the GenAI buckets."""
-        metrics.record_time_to_first_token("m", "lean", 0.15)
-        ttft = histogram(
+    def test_histogram_buckets_are_upper_inclusive(self, metrics: MetricSet) -> None:
+        """A value on a bound lands in that bucket; counts are cumulative when read."""
+        ttft = metrics.histogram(cat.LLM_TTFT).labels("m", "lean")
+        for seconds in (0.08, 0.15, 0.16, 1e6):
+            ttft.observe(seconds)
+        read = histogram(
             metrics, "taskforce_llm_time_to_first_token_seconds", model="m", agent_type="lean"
         )
-        assert (1, 0, 1) == (ttft["count"], ttft[0.08], ttft[0.16])
-
-    def test_context_pack(self, metrics: MetricSet) -> None:
-        """Messages and estimated tokens of a request are observed per agent type."""
-        metrics.record_context_pack("none", 10, 1000)
-        messages = histogram(metrics, "taskforce_context_pack_messages", agent_type="none")
-        tokens = histogram(metrics, "taskforce_context_pack_tokens", agent_type="none")
-        assert (0, 1) == (messages[8.0], messages[16.0])
-        assert (0, 1, 1000.0) == (tokens[256.0], tokens[1024.0], tokens["sum"])
-
-
-class TestLLMCall:
-    CALLS = [  # (model, agent_type, operation, status, seconds, input, output, messages, tokens)
-        ("gpt-4o", "lean", "complete", "success", 0.3, 1200, 80, 6, 1500),
-        ("gpt-4o", "lean", "complete", "success", 0.02, 0, 0, None, 0),
-        ("m", "legacy", "generate", "error", 0.05, 0, 0, 1, 10),
-        ("m", "legacy", "complete", "success", -1.0, 100, 0, 3, 0),
-        ("gpt-4o", "lean", "complete", "success", 9.0, 0, 7, 40, 70000),
-    ]
-
-    def test_same_as_the_three_separate_calls(self) -> None:
-        """record_llm_call renders byte for byte what request, pack and tokens calls render."""
-        fused, separate = MetricSet(), MetricSet()
-        for model, agent, operation, status, seconds, sent, received, messages, tokens in (
-            self.CALLS * 2
-        ):
-            fused.record_llm_call(
-                model, agent, operation, status, seconds, sent, received, messages, tokens
-            )
-            separate.record_llm_request(model, agent, operation, status, seconds)
-            if messages is not None:
-                separate.record_context_pack(agent, messages, tokens)
-            if sent or received:
-                separate.record_llm_tokens(model, agent, sent, received)
-        assert separate.render() == fused.render()
-
-    def test_series_appear_only_when_written(self, metrics: MetricSet) -> None:
-        """No usage and no pack: no token or pack series is created, not even at zero."""
-        metrics.record_llm_call("m", "lean", "complete", "error", 0.1, 0, 0, None, 0)
-        assert [] == series(metrics, "taskforce_llm_tokens_total")
-        assert [] == series(metrics, "taskforce_context_pack_messages")
-        assert 1 == value(
-            metrics,
-            "taskforce_llm_requests_total",
-            model="m",
-            agent_type="lean",
-            operation="complete",
-            status="error",
+        assert (4, 1, 3, 3, 4) == (
+            read["count"],
+            read[0.08],
+            read[0.16],
+            read[81.92],
+            read[float("inf")],
         )
+        assert 4 == ttft.count
 
-    def test_negative_tokens_raise_after_the_request(self, metrics: MetricSet) -> None:
-        """A negative token count raises; the request and the pack are already recorded."""
-        with pytest.raises(ValueError, match="token counts"):
-            metrics.record_llm_call("m", "lean", "complete", "success", 0.1, -1, 0, 2, 5)
-        labels = {"model": "m", "agent_type": "lean", "operation": "complete"}
-        assert 1 == value(metrics, "taskforce_llm_requests_total", status="success", **labels)
-        assert 1 == histogram(metrics, "taskforce_context_pack_tokens", agent_type="lean")["count"]
-        assert [] == series(metrics, "taskforce_llm_tokens_total")
-
-    def test_overflowed_models_are_not_cached(self) -> None:
-        """Thousands of distinct overflowing models grow neither cache."""
-        metrics = MetricSet(max_label_values=2)
-        for i in range(3000):
-            metrics.record_llm_call(f"m{i}", "lean", "complete", "success", 0.1, 5, 5, 1, 1)
-        assert 2 == len(metrics._llm_calls)
-        assert 2 == len(metrics._llm_tokens)
-        assert 2998 * 5 == value(
-            metrics,
-            "taskforce_llm_tokens_total",
-            model="other",
-            agent_type="lean",
-            token_type="input",
+    def test_negative_and_nan_observations_are_zero(self, metrics: MetricSet) -> None:
+        """A clock going backwards or NaN is observed as 0."""
+        duration = metrics.histogram(cat.MISSION_DURATION).labels("lean", "completed")
+        duration.observe(-1.0)
+        duration.observe(math.nan)
+        read = histogram(
+            metrics, "taskforce_mission_duration_seconds", agent_type="lean", status="completed"
         )
+        assert (2, 0.0, 2) == (read["count"], read["sum"], read[0.005])
 
-
-class TestStateHttpAndFaults:
-    def test_state_size(self, metrics: MetricSet) -> None:
-        """State sizes land in power-of-4 byte buckets."""
-        metrics.record_state_size(5000)
+    def test_integral_bounds_take_int_observations(self, metrics: MetricSet) -> None:
+        """Byte sizes land in power-of-4 buckets."""
+        metrics.histogram(cat.STATE_SIZE).labels().observe(5000)
         size = histogram(metrics, "taskforce_state_size_bytes")
         assert (0, 1, 5000.0) == (size[4096.0], size[16384.0], size["sum"])
 
-    def test_http_request(self, metrics: MetricSet) -> None:
-        """Requests count by method, route and status; int and str codes are one series."""
-        metrics.record_http_request("GET", "/health", 200, 0.002)
-        metrics.record_http_request("GET", "/health", "200", 0.002)  # type: ignore[arg-type]
-        metrics.record_http_request("BREW", "unmatched", 418, 0.001)
-        assert 2 == value(
-            metrics,
-            "taskforce_http_requests_total",
-            method="GET",
-            route="/health",
-            status_code="200",
-        )
-        assert 1 == value(
-            metrics,
-            "taskforce_http_requests_total",
-            method="other",
-            route="unmatched",
-            status_code="418",
-        )
-        assert (
-            2
-            == histogram(
-                metrics, "taskforce_http_request_duration_seconds", method="GET", route="/health"
-            )["count"]
-        )
 
+class TestRegistryView:
+    def test_aioprometheus_writes_are_refused(self, metrics: MetricSet) -> None:
+        """The registry is a read-only view: writing through aioprometheus bypasses the guard."""
+        collector = metrics.registry.get("taskforce_tool_calls_total")
+        with pytest.raises(TypeError, match="recorded through"):
+            collector.inc({"tool_name": "x", "agent_type": "lean", "status": "success"})
+
+
+class TestFaults:
     def test_fault_counts_by_stage(self, metrics: MetricSet) -> None:
         """Known stages count as such, dotted ones by their first part, others as 'other'."""
         metrics.record_fault("render")
@@ -353,6 +258,6 @@ class TestStateHttpAndFaults:
 
     def test_fault_never_raises(self, metrics: MetricSet) -> None:
         """Even with its storage broken, record_fault returns quietly."""
-        metrics.registry.get("taskforce_metrics_errors_total").values.store.clear()
+        metrics._faults.clear()
         metrics.record_fault("render")
         metrics.record_fault([])  # type: ignore[arg-type]

@@ -1,36 +1,30 @@
-"""The fast renderer produces aioprometheus' own text output, with escaping where it has none."""
+"""The scrape is written from the children: aioprometheus' layout, in slices, with callbacks."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
-from aioprometheus.collectors import Counter, Gauge, Histogram, Registry, Summary
-from aioprometheus.formats.text import TextFormatter
 
-from taskforce.observability._metricset import MetricSet
-from taskforce.observability._render import CONTENT_TYPE, TextRenderer, escape_help
-
-
-def _aioprometheus_text(registry: Registry) -> bytes:
-    return bytes(TextFormatter().marshall(registry))
+from taskforce.observability.metrics import CallbackFamily, MetricSet, MetricSpec
+from taskforce.observability.metrics import _catalog as cat
+from taskforce.observability.metrics._aioprometheus import reference_text
+from taskforce.observability.metrics._catalog import Label
+from taskforce.observability.metrics._render import CONTENT_TYPE, escape_help
 
 
 def _populate(metrics: MetricSet) -> None:
-    metrics.record_mission_started("lean")
-    metrics.record_mission_finished("lean", "completed", 1.5, 3, 2)
-    metrics.record_tool_call("calculator", "lean", "success", 0.004, None)
-    metrics.record_tool_call("file_read", "legacy", "error", 0.02, "FileNotFoundError")
-    metrics.record_llm_request("gpt-4o", "lean", "stream", "success", 2.0)
-    metrics.record_llm_tokens("gpt-4o", "lean", 1200, 80)
-    metrics.record_time_to_first_token("gpt-4o", "lean", 0.2)
-    metrics.record_context_pack("lean", 6, 1500)
-    metrics.record_state_size(20_000)
-    metrics.record_http_request("POST", "/api/v1/execute", 200, 0.3)
+    metrics.gauge(cat.MISSIONS_IN_PROGRESS).labels("lean").inc()
+    metrics.counter(cat.TOOL_CALLS).labels("calculator", "lean", "success").inc()
+    metrics.histogram(cat.TOOL_DURATION).labels("calculator", "lean").observe(0.004)
+    metrics.counter(cat.LLM_TOKENS).labels("gpt-4o", "lean", "input").inc(1200)
+    metrics.histogram(cat.STATE_SIZE).labels().observe(20_000)
     metrics.record_fault("tool")
 
 
 @pytest.fixture(name="metrics")
 def fixture_metrics() -> MetricSet:
-    """A MetricSet with one observation in every metric."""
+    """A MetricSet with a few observations."""
     metrics = MetricSet()
     _populate(metrics)
     return metrics
@@ -38,70 +32,92 @@ def fixture_metrics() -> MetricSet:
 
 class TestEquivalence:
     def test_byte_identical_to_aioprometheus(self, metrics: MetricSet) -> None:
-        """On the catalog's metrics our output equals aioprometheus' TextFormatter."""
-        assert _aioprometheus_text(metrics.registry) == metrics.render()
+        """On the catalog's metrics our output equals aioprometheus' formatter on the view."""
+        assert reference_text(metrics.registry) == metrics.render()
 
     def test_identical_on_hostile_values_too(self, metrics: MetricSet) -> None:
-        """The guard stores escaped values, so both renderers agree on hostile names."""
+        """Label values are escaped once, when the child is made; both renderers agree."""
         for name in ('q"uote', "back\\slash", "new\nline", "ünï€😀", "x" * 10_000):
-            metrics.record_tool_call(name, "none", "error", 0.5, name)
-        assert _aioprometheus_text(metrics.registry) == metrics.render()
+            metrics.counter(cat.TOOL_FAILURES).labels(name, "none", name).inc()
+        assert reference_text(metrics.registry) == metrics.render()
 
-    def test_cached_text_follows_new_values(self, metrics: MetricSet) -> None:
+    def test_a_render_shows_values_recorded_after_the_last_one(self, metrics: MetricSet) -> None:
         """A second render reflects updates made after the first one."""
         first = metrics.render()
-        metrics.record_tool_call("calculator", "lean", "success", 0.004, None)
+        metrics.counter(cat.TOOL_CALLS).labels("calculator", "lean", "success").inc()
         second = metrics.render()
         assert first != second
-        assert _aioprometheus_text(metrics.registry) == second
-
-    def test_stock_histogram_values_render_the_same(self) -> None:
-        """Series observed through aioprometheus' own API (stock Histogram) render identically."""
-        registry = Registry()
-        hist = Histogram("h_seconds", "A histogram.", registry=registry, buckets=(0.1, 1.0))
-        for v in (0.05, 0.5, 5.0):
-            hist.observe({"a": "x"}, v)
-        hist.observe({}, 0.2)
-        Counter("c_total", "A counter.", registry=registry).inc({"b": "1"})
-        Gauge("g", "A gauge.", registry=registry).set({}, 2.5)
-        assert _aioprometheus_text(registry) == TextRenderer(registry).render()
-
-    def test_summary_and_const_labels_fall_back_to_aioprometheus(self) -> None:
-        """Shapes the fast path does not handle are rendered by aioprometheus' formatter."""
-        registry = Registry()
-        Summary("s", "A summary.", registry=registry).observe({"a": "b"}, 1.0)
-        Counter("k_total", "Constant.", const_labels={"env": "t"}, registry=registry).inc({})
-        assert _aioprometheus_text(registry) == TextRenderer(registry).render()
-
-    def test_empty_registry(self) -> None:
-        """An empty registry renders as empty bytes, like aioprometheus."""
-        assert b"" == TextRenderer(Registry()).render()
+        assert b'tool_name="calculator"} 2\n' in second
 
 
-class TestSafety:
-    def test_help_text_is_escaped(self) -> None:
-        """A backslash or newline in HELP is escaped (aioprometheus writes it raw)."""
-        registry = Registry()
-        Counter("c_total", "two\nlines \\ here", registry=registry).inc({})
-        assert b"# HELP c_total two\\nlines \\\\ here\n" in TextRenderer(registry).render()
-        assert "a\\\\b\\nc" == escape_help("a\\b\nc")
+class TestRenderAsync:
+    async def test_same_bytes_as_render(self, metrics: MetricSet) -> None:
+        """Rendering in slices writes exactly what one render writes."""
+        for i in range(300):
+            metrics.histogram(cat.TOOL_DURATION).labels(f"tool{i}", "lean").observe(i / 100)
+        assert metrics.render() == await metrics.render_async(slice_lines=7)
 
-    def test_foreign_raw_values_are_escaped(self) -> None:
-        """A value written past the guard (raw quote/newline) is escaped at render time."""
-        registry = Registry()
-        Counter("c_total", "C.", registry=registry).inc({"v": 'a"b\nc'})
-        assert b'c_total{v="a\\"b\\nc"} 1\n' in TextRenderer(registry).render()
+    async def test_yields_to_the_loop_between_slices(self, metrics: MetricSet) -> None:
+        """Another task runs while a large render is in progress."""
+        for i in range(50):
+            metrics.counter(cat.TOOL_CALLS).labels(f"t{i}", "lean", "success").inc()
+        ran: list[bool] = []
 
-    def test_replaced_collector_is_not_served_from_cache(self) -> None:
-        """Deregistering and re-registering a name drops its cached series text."""
-        registry = Registry()
-        renderer = TextRenderer(registry)
-        Counter("c_total", "C.", registry=registry).inc({"v": "old"})
-        renderer.render()
-        registry.deregister("c_total")
-        Counter("c_total", "C.", registry=registry).inc({"v": "new"})
-        assert b'c_total{v="new"} 1' in renderer.render()
+        async def other() -> None:
+            ran.append(True)
+
+        task = asyncio.create_task(other())
+        body = await metrics.render_async(slice_lines=10)
+        await task
+        assert [True] == ran
+        assert body.count(b"taskforce_tool_calls_total{") == 51
+
+
+def _gauge_spec(name: str = "process_open_fds") -> MetricSpec:
+    return MetricSpec(name, "gauge", "Open file descriptors.", (Label("kind", "constant"),))
+
+
+class TestCallbackFamilies:
+    def test_samples_are_read_at_scrape_time(self, metrics: MetricSet) -> None:
+        """A callback family's values are those its function returns during the render."""
+        value = [3.0]
+        metrics.add_callback(CallbackFamily(_gauge_spec(), lambda: [(('a"b',), value[0])]))
+        value[0] = 7.0
+        text = metrics.render().decode()
+        assert '# TYPE process_open_fds gauge\nprocess_open_fds{kind="a\\"b"} 7.0\n' in text
+        # sorted by name among the catalog's families
+        assert text.index("process_open_fds") < text.index("taskforce_build_info")
+
+    def test_a_failing_reader_loses_its_family_not_the_scrape(self, metrics: MetricSet) -> None:
+        """An exception from the reader is a render fault; the rest is rendered."""
+
+        def broken() -> list[tuple[tuple[str, ...], float]]:
+            raise OSError("no /proc here")
+
+        metrics.add_callback(CallbackFamily(_gauge_spec(), broken))
+        text = metrics.render().decode()
+        assert "process_open_fds" not in text
+        assert 'taskforce_metrics_errors_total{stage="render"} 1\n' in text
+
+    def test_names_are_unique(self, metrics: MetricSet) -> None:
+        """A callback family cannot shadow a catalog family or another callback."""
+        with pytest.raises(ValueError, match="exists already"):
+            metrics.add_callback(CallbackFamily(cat.MISSIONS, list))
+        metrics.add_callback(CallbackFamily(_gauge_spec(), list))
+        with pytest.raises(ValueError, match="exists already"):
+            metrics.add_callback(CallbackFamily(_gauge_spec(), list))
+
+    def test_histograms_are_refused(self) -> None:
+        """Only counters and gauges can be read at scrape time."""
+        with pytest.raises(ValueError, match="counter or a gauge"):
+            CallbackFamily(cat.STATE_SIZE, list)
+
+
+class TestHelpers:
+    def test_escape_help(self) -> None:
+        """Backslash and newline are escaped in HELP text; quotes are not."""
+        assert 'a\\\\b\\nc "q"' == escape_help('a\\b\nc "q"')
 
     def test_content_type(self) -> None:
-        """The exposition is announced as text format 0.0.4 in UTF-8."""
+        """The exposition is served as text format 0.0.4."""
         assert "text/plain; version=0.0.4; charset=utf-8" == CONTENT_TYPE

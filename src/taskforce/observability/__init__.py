@@ -15,7 +15,6 @@ from taskforce.core.interfaces.context import (
 from taskforce.observability._asgi import MetricsMount, make_metrics_app
 from taskforce.observability._http import HTTPMetricsMiddleware
 from taskforce.observability._logging import configure_logging
-from taskforce.observability._metricset import MetricSet
 from taskforce.observability._proxies_executor import ExecutorProxy
 from taskforce.observability._proxies_llm import (
     LLMProviderProxy,
@@ -26,6 +25,7 @@ from taskforce.observability._proxies_state import StateStoreProxy
 from taskforce.observability._proxies_tools import ToolProxy, ToolRegistryProxy
 from taskforce.observability._proxy_base import ObservingProxy
 from taskforce.observability._weave import instrument, uninstrument, weave, weave_executor
+from taskforce.observability.metrics import MetricSet
 
 __all__ = [
     "ExecutorProxy",

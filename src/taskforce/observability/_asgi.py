@@ -3,8 +3,9 @@
 aioprometheus' own Starlette handler reads ``request.app.state.registry`` and silently
 falls back to its global ``REGISTRY``; in a mounted app ``request.app`` is the sub-app,
 so the registry goes on the sub-app's ``state`` (and our endpoint uses the MetricSet it
-was built with anyway). Rendering runs on the event loop, because the registry has no
-locks; only gzip of a large body moves to a worker thread (it touches bytes, not metrics).
+was built with anyway). Rendering runs on the event loop, because the children have no
+locks, in slices that yield to the loop in between (``MetricSet.render_async``); only
+gzip of a large body moves to a worker thread (it touches bytes, not metrics).
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Mount, Route
 from starlette.types import Scope
 
-from taskforce.observability._metricset import MetricSet
-from taskforce.observability._render import CONTENT_TYPE
+from taskforce.observability.metrics import CONTENT_TYPE, MetricSet
 
 __all__ = ["CONTENT_TYPE", "MetricsMount", "make_metrics_app"]
 
@@ -87,7 +87,7 @@ def make_metrics_app(metrics: MetricSet, *, auth_token: str | None) -> Starlette
                     headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
                 )
         try:
-            body = metrics.render()
+            body = await metrics.render_async()
         except Exception as exc:  # a broken collector must not take the service down
             metrics.record_fault("render")
             _LOG.error("metrics.render.failed", category="metrics", error_type=type(exc).__name__)

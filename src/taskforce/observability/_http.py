@@ -16,8 +16,8 @@ from typing import Any
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from taskforce.observability._catalog import UNMATCHED_ROUTE
-from taskforce.observability._metricset import MetricSet
+from taskforce.observability.metrics import MetricSet
+from taskforce.observability.metrics._catalog import UNMATCHED_ROUTE
 
 __all__ = ["HTTPMetricsMiddleware", "route_template"]
 
@@ -59,7 +59,7 @@ def route_template(routes: Sequence[BaseRoute], scope: Scope) -> str:
 
 
 class HTTPMetricsMiddleware:
-    """Record ``taskforce_http_requests_total`` and ``..._duration_seconds`` per request.
+    """Count every request and time it, by method, route template and status code.
 
     Add it with ``app.add_middleware(HTTPMetricsMiddleware, metrics=metric_set)`` or wrap
     an app directly. Non-HTTP scopes pass through untouched. The status comes from the

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import structlog
 import wrapt
 
-from taskforce.observability._metricset import MetricSet
+from taskforce.observability.metrics import MetricSet
 
 __all__ = [
     "ObservingProxy",

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from taskforce.observability._catalog import OTHER
+from taskforce.observability.metrics._catalog import OTHER
 
 __all__ = [
     "MAX_VALUE_LENGTH",

@@ -1,9 +1,10 @@
 """The metric catalog: every metric taskforce exposes, declared once, and its series budget.
 
-Nothing else in the code base names a metric. ``MetricSet`` builds its collectors from
-:data:`CATALOG`, ``docs/metrics.md`` is checked against it, and :func:`series_budget`
-derives the worst-case number of exposition lines from the closed label sets and the
-label guard's cap.
+Nothing else in the code base names a metric: code that records one imports its spec
+(:data:`TOOL_CALLS`, ...) and asks the metric set for that family. ``MetricSet`` builds
+one family per entry of :data:`CATALOG`, ``docs/metrics.md`` is checked against it, and
+:func:`series_budget` derives the worst-case number of exposition lines from the closed
+label sets and the label guard's cap.
 """
 
 from __future__ import annotations
@@ -14,14 +15,34 @@ from typing import Literal
 
 __all__ = [
     "AGENT_TYPES",
+    "BUILD_INFO",
     "CALL_STATUSES",
     "CATALOG",
+    "CONTEXT_PACK_MESSAGES",
+    "CONTEXT_PACK_TOKENS",
     "FAULT_STAGES",
+    "HTTP_DURATION",
     "HTTP_METHODS",
+    "HTTP_REQUESTS",
+    "LABEL_OVERFLOW",
+    "LLM_DURATION",
     "LLM_OPERATIONS",
+    "LLM_REQUESTS",
+    "LLM_TOKENS",
+    "LLM_TTFT",
+    "METRICS_ERRORS",
+    "MISSIONS",
+    "MISSIONS_IN_PROGRESS",
+    "MISSION_DURATION",
     "MISSION_STATUSES",
+    "MISSION_STEPS",
+    "MISSION_TOOL_CALLS",
     "OTHER",
+    "STATE_SIZE",
     "TOKEN_TYPES",
+    "TOOL_CALLS",
+    "TOOL_DURATION",
+    "TOOL_FAILURES",
     "UNMATCHED_ROUTE",
     "Label",
     "MetricKind",
@@ -189,156 +210,173 @@ _AGENT = _closed("agent_type", AGENT_TYPES)
 _TOOL = _guarded("tool_name")
 _MODEL = _guarded("model")
 
+MISSIONS = MetricSpec(
+    "taskforce_missions_total",
+    "counter",
+    "Missions finished, by agent flow and final status.",
+    (_AGENT, _closed("status", MISSION_STATUSES)),
+)
+MISSION_DURATION = MetricSpec(
+    "taskforce_mission_duration_seconds",
+    "histogram",
+    "Wall-clock duration of a mission, by agent flow and final status.",
+    (_AGENT, _closed("status", MISSION_STATUSES)),
+    _MISSION_SECONDS,
+)
+MISSIONS_IN_PROGRESS = MetricSpec(
+    "taskforce_missions_in_progress",
+    "gauge",
+    "Missions currently running, by agent flow.",
+    (_AGENT,),
+)
+MISSION_STEPS = MetricSpec(
+    "taskforce_mission_steps",
+    "histogram",
+    "Agent-loop steps taken per finished mission.",
+    (_AGENT,),
+    _COUNTS,
+)
+MISSION_TOOL_CALLS = MetricSpec(
+    "taskforce_mission_tool_calls",
+    "histogram",
+    "Tool calls made per finished mission.",
+    (_AGENT,),
+    _COUNTS,
+)
+TOOL_CALLS = MetricSpec(
+    "taskforce_tool_calls_total",
+    "counter",
+    "Tool calls, by tool, agent flow and outcome.",
+    (_TOOL, _AGENT, _closed("status", CALL_STATUSES)),
+)
+TOOL_FAILURES = MetricSpec(
+    "taskforce_tool_failures_total",
+    "counter",
+    "Failed tool calls, by tool, agent flow and error type.",
+    (_TOOL, _AGENT, _guarded("error_type")),
+)
+TOOL_DURATION = MetricSpec(
+    "taskforce_tool_duration_seconds",
+    "histogram",
+    "Duration of a tool call, by tool and agent flow.",
+    (_TOOL, _AGENT),
+    _TOOL_SECONDS,
+)
+LLM_REQUESTS = MetricSpec(
+    "taskforce_llm_requests_total",
+    "counter",
+    "LLM provider requests, by model, agent flow, operation and outcome.",
+    (
+        _MODEL,
+        _AGENT,
+        _closed("operation", LLM_OPERATIONS),
+        _closed("status", CALL_STATUSES),
+    ),
+)
+LLM_DURATION = MetricSpec(
+    "taskforce_llm_request_duration_seconds",
+    "histogram",
+    "LLM request latency (a stream until it ends), by model, agent flow and operation.",
+    (_MODEL, _AGENT, _closed("operation", LLM_OPERATIONS)),
+    _LLM_SECONDS,
+)
+LLM_TTFT = MetricSpec(
+    "taskforce_llm_time_to_first_token_seconds",
+    "histogram",
+    "Time from a stream request to its first chunk, by model and agent flow.",
+    (_MODEL, _AGENT),
+    _LLM_SECONDS,
+)
+LLM_TOKENS = MetricSpec(
+    "taskforce_llm_tokens_total",
+    "counter",
+    "Tokens reported by the provider, by model, agent flow and token type.",
+    (_MODEL, _AGENT, _closed("token_type", TOKEN_TYPES)),
+)
+CONTEXT_PACK_MESSAGES = MetricSpec(
+    "taskforce_context_pack_messages",
+    "histogram",
+    "Messages sent to the model per LLM request, by agent flow.",
+    (_AGENT,),
+    _MESSAGES,
+)
+CONTEXT_PACK_TOKENS = MetricSpec(
+    "taskforce_context_pack_tokens",
+    "histogram",
+    "Estimated tokens sent to the model per LLM request, by agent flow.",
+    (_AGENT,),
+    _TOKENS,
+)
+STATE_SIZE = MetricSpec(
+    "taskforce_state_size_bytes",
+    "histogram",
+    "Size of a saved session state.",
+    (),
+    _STATE_BYTES,
+)
+HTTP_REQUESTS = MetricSpec(
+    "taskforce_http_requests_total",
+    "counter",
+    "HTTP requests served, by method, route template and status code.",
+    (_closed("method", HTTP_METHODS), _guarded("route"), _guarded("status_code")),
+)
+HTTP_DURATION = MetricSpec(
+    "taskforce_http_request_duration_seconds",
+    "histogram",
+    "HTTP request duration to the end of the response body, by method and route template.",
+    (_closed("method", HTTP_METHODS), _guarded("route")),
+    _HTTP_SECONDS,
+)
+
 _SPECS: tuple[MetricSpec, ...] = (
-    MetricSpec(
-        "taskforce_missions_total",
-        "counter",
-        "Missions finished, by agent flow and final status.",
-        (_AGENT, _closed("status", MISSION_STATUSES)),
-    ),
-    MetricSpec(
-        "taskforce_mission_duration_seconds",
-        "histogram",
-        "Wall-clock duration of a mission, by agent flow and final status.",
-        (_AGENT, _closed("status", MISSION_STATUSES)),
-        _MISSION_SECONDS,
-    ),
-    MetricSpec(
-        "taskforce_missions_in_progress",
-        "gauge",
-        "Missions currently running, by agent flow.",
-        (_AGENT,),
-    ),
-    MetricSpec(
-        "taskforce_mission_steps",
-        "histogram",
-        "Agent-loop steps taken per finished mission.",
-        (_AGENT,),
-        _COUNTS,
-    ),
-    MetricSpec(
-        "taskforce_mission_tool_calls",
-        "histogram",
-        "Tool calls made per finished mission.",
-        (_AGENT,),
-        _COUNTS,
-    ),
-    MetricSpec(
-        "taskforce_tool_calls_total",
-        "counter",
-        "Tool calls, by tool, agent flow and outcome.",
-        (_TOOL, _AGENT, _closed("status", CALL_STATUSES)),
-    ),
-    MetricSpec(
-        "taskforce_tool_failures_total",
-        "counter",
-        "Failed tool calls, by tool, agent flow and error type.",
-        (_TOOL, _AGENT, _guarded("error_type")),
-    ),
-    MetricSpec(
-        "taskforce_tool_duration_seconds",
-        "histogram",
-        "Duration of a tool call, by tool and agent flow.",
-        (_TOOL, _AGENT),
-        _TOOL_SECONDS,
-    ),
-    MetricSpec(
-        "taskforce_llm_requests_total",
-        "counter",
-        "LLM provider requests, by model, agent flow, operation and outcome.",
-        (
-            _MODEL,
-            _AGENT,
-            _closed("operation", LLM_OPERATIONS),
-            _closed("status", CALL_STATUSES),
-        ),
-    ),
-    MetricSpec(
-        "taskforce_llm_request_duration_seconds",
-        "histogram",
-        "LLM request latency (a stream until it ends), by model, agent flow and operation.",
-        (_MODEL, _AGENT, _closed("operation", LLM_OPERATIONS)),
-        _LLM_SECONDS,
-    ),
-    MetricSpec(
-        "taskforce_llm_time_to_first_token_seconds",
-        "histogram",
-        "Time from a stream request to its first chunk, by model and agent flow.",
-        (_MODEL, _AGENT),
-        _LLM_SECONDS,
-    ),
-    MetricSpec(
-        "taskforce_llm_tokens_total",
-        "counter",
-        "Tokens reported by the provider, by model, agent flow and token type.",
-        (_MODEL, _AGENT, _closed("token_type", TOKEN_TYPES)),
-    ),
-    MetricSpec(
-        "taskforce_context_pack_messages",
-        "histogram",
-        "Messages sent to the model per LLM request, by agent flow.",
-        (_AGENT,),
-        _MESSAGES,
-    ),
-    MetricSpec(
-        "taskforce_context_pack_tokens",
-        "histogram",
-        "Estimated tokens sent to the model per LLM request, by agent flow.",
-        (_AGENT,),
-        _TOKENS,
-    ),
-    MetricSpec(
-        "taskforce_state_size_bytes",
-        "histogram",
-        "Size of a saved session state.",
-        (),
-        _STATE_BYTES,
-    ),
-    MetricSpec(
-        "taskforce_http_requests_total",
-        "counter",
-        "HTTP requests served, by method, route template and status code.",
-        (_closed("method", HTTP_METHODS), _guarded("route"), _guarded("status_code")),
-    ),
-    MetricSpec(
-        "taskforce_http_request_duration_seconds",
-        "histogram",
-        "HTTP request duration to the end of the response body, by method and route template.",
-        (_closed("method", HTTP_METHODS), _guarded("route")),
-        _HTTP_SECONDS,
-    ),
+    MISSIONS,
+    MISSION_DURATION,
+    MISSIONS_IN_PROGRESS,
+    MISSION_STEPS,
+    MISSION_TOOL_CALLS,
+    TOOL_CALLS,
+    TOOL_FAILURES,
+    TOOL_DURATION,
+    LLM_REQUESTS,
+    LLM_DURATION,
+    LLM_TTFT,
+    LLM_TOKENS,
+    CONTEXT_PACK_MESSAGES,
+    CONTEXT_PACK_TOKENS,
+    STATE_SIZE,
+    HTTP_REQUESTS,
+    HTTP_DURATION,
 )
 
 _PAIRS: tuple[tuple[str, str], ...] = tuple(
     (spec.name, label.name) for spec in _SPECS for label in spec.labels if label.kind == "guarded"
 )
 
-#: Every metric of the catalog, in the order of CONTRACT.md.
-CATALOG: tuple[MetricSpec, ...] = (
-    *_SPECS,
-    MetricSpec(
-        "taskforce_metrics_label_overflow_total",
-        "counter",
-        "Label values mapped to other because their label reached its cap, by metric and label.",
-        (
-            _closed("metric", tuple(dict.fromkeys(name for name, _ in _PAIRS))),
-            _closed("label", tuple(dict.fromkeys(label for _, label in _PAIRS))),
-        ),
-        combinations=len(_PAIRS),
+LABEL_OVERFLOW = MetricSpec(
+    "taskforce_metrics_label_overflow_total",
+    "counter",
+    "Label values mapped to other because their label reached its cap, by metric and label.",
+    (
+        _closed("metric", tuple(dict.fromkeys(name for name, _ in _PAIRS))),
+        _closed("label", tuple(dict.fromkeys(label for _, label in _PAIRS))),
     ),
-    MetricSpec(
-        "taskforce_metrics_errors_total",
-        "counter",
-        "Faults swallowed inside the instrumentation, by stage.",
-        (_closed("stage", FAULT_STAGES),),
-    ),
-    MetricSpec(
-        "taskforce_build_info",
-        "gauge",
-        "Always 1; the labels carry the taskforce and Python versions.",
-        (Label("version", "constant"), Label("python_version", "constant")),
-    ),
+    combinations=len(_PAIRS),
 )
+METRICS_ERRORS = MetricSpec(
+    "taskforce_metrics_errors_total",
+    "counter",
+    "Faults swallowed inside the instrumentation, by stage.",
+    (_closed("stage", FAULT_STAGES),),
+)
+BUILD_INFO = MetricSpec(
+    "taskforce_build_info",
+    "gauge",
+    "Always 1; the labels carry the taskforce and Python versions.",
+    (Label("version", "constant"), Label("python_version", "constant")),
+)
+
+#: Every metric of the catalog, in the order of CONTRACT.md.
+CATALOG: tuple[MetricSpec, ...] = (*_SPECS, LABEL_OVERFLOW, METRICS_ERRORS, BUILD_INFO)
 
 _BY_NAME = {spec.name: spec for spec in CATALOG}
 

@@ -1,0 +1,28 @@
+"""Metrics: the catalog, its families and children, the label guard, the scrape.
+
+Record through children: ``metrics.counter(TOOL_CALLS).labels(tool, agent, status).inc()``.
+Only :mod:`._aioprometheus` knows the client library behind ``MetricSet.registry``.
+"""
+
+from __future__ import annotations
+
+from taskforce.observability.metrics._catalog import CATALOG, MetricSpec
+from taskforce.observability.metrics._children import CounterChild, GaugeChild, HistogramChild
+from taskforce.observability.metrics._family import CallbackFamily, Family, Sample
+from taskforce.observability.metrics._guard import LabelGuard
+from taskforce.observability.metrics._metricset import MetricSet
+from taskforce.observability.metrics._render import CONTENT_TYPE
+
+__all__ = [
+    "CATALOG",
+    "CONTENT_TYPE",
+    "CallbackFamily",
+    "CounterChild",
+    "Family",
+    "GaugeChild",
+    "HistogramChild",
+    "LabelGuard",
+    "MetricSet",
+    "MetricSpec",
+    "Sample",
+]

@@ -1,0 +1,130 @@
+"""Children: one labelled series of a family, owning its value and its exposition text.
+
+A child is made once per distinct label set, by its family (after the label guard
+admitted the values), with the text that precedes its value on a scrape line already
+built and escaped. Recording is a method call on the child; rendering reads the
+value and writes it behind that text.
+
+Hazard: no locks. Record and render on the event-loop thread only.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+__all__ = ["CounterChild", "GaugeChild", "HistogramChild"]
+
+
+class _ScalarChild:
+    """What a counter and a gauge series share: a value and the prefix of its line.
+
+    Attributes:
+        value: The current value (an ``int`` until a float amount is added).
+        text: ``name{labels} `` as bytes, the prefix of its scrape line.
+    """
+
+    __slots__ = ("text", "value")
+
+    def __init__(self, text: bytes) -> None:
+        """Create the series at zero.
+
+        Args:
+            text: The escaped scrape-line prefix, ``name{labels} ``.
+        """
+        self.text = text
+        self.value: float = 0
+
+
+class CounterChild(_ScalarChild):
+    """One series of a counter: ``inc`` only, never down."""
+
+    __slots__ = ()
+
+    def inc(self, amount: float = 1) -> None:
+        """Add ``amount`` (default 1).
+
+        Args:
+            amount: What to add; 0 is allowed.
+
+        Raises:
+            ValueError: ``amount`` is negative (a counter never goes down).
+        """
+        if amount < 0:
+            raise ValueError(f"a counter only goes up, got inc({amount!r})")
+        self.value += amount
+
+
+class GaugeChild(_ScalarChild):
+    """One series of a gauge: up, down or set."""
+
+    __slots__ = ()
+
+    def inc(self, amount: float = 1) -> None:
+        """Add ``amount`` (default 1)."""
+        self.value += amount
+
+    def dec(self, amount: float = 1) -> None:
+        """Subtract ``amount`` (default 1)."""
+        self.value -= amount
+
+    def set(self, value: float) -> None:
+        """Replace the value."""
+        self.value = value
+
+
+class HistogramChild:
+    """One series of a histogram: a count per bucket and the sum of what was observed.
+
+    Counts are kept per bucket (not cumulative), so an observation is one binary
+    search, one increment and one addition; the cumulative counts are built when a
+    scrape reads them.
+
+    Attributes:
+        bounds: The upper bounds, ``+Inf`` last (shared by the family's children).
+        counts: Observations per bucket, aligned with ``bounds``.
+        sum: The sum of the observations.
+        texts: The escaped scrape-line prefixes: one ``name_bucket{...,le="..."} `` per
+            bound, then ``name_count{...} `` and ``name_sum{...} ``.
+    """
+
+    __slots__ = ("_keys", "bounds", "counts", "sum", "texts")
+
+    def __init__(
+        self,
+        bounds: tuple[float, ...],
+        keys: list[float],
+        texts: tuple[tuple[bytes, ...], bytes, bytes],
+    ) -> None:
+        """Create the series with every bucket at zero.
+
+        Args:
+            bounds: The upper bounds with ``+Inf`` last.
+            keys: The same bounds as searched (integral bounds as ``int``, which an
+                ``int`` observation compares against faster); shared, never mutated.
+            texts: The bucket prefixes (one per bound), the count and the sum prefix.
+        """
+        self.bounds = bounds
+        self._keys = keys
+        self.counts = [0] * len(bounds)
+        self.sum: float = 0.0
+        self.texts = texts
+
+    def observe(self, value: float) -> None:
+        """Count ``value`` in the first bucket whose bound is >= it and add it to the sum.
+
+        Every metric of the catalog measures something that cannot be negative (a
+        duration, a size, a count), so a negative value or NaN (a clock that stepped
+        back, a broken estimate) is observed as 0.
+
+        Args:
+            value: The observation.
+        """
+        if not value >= 0:  # also true for NaN
+            value = 0
+        self.counts[bisect_left(self._keys, value)] += 1
+        self.sum += value
+
+    @property
+    def count(self) -> int:
+        """The number of observations."""
+        return sum(self.counts)
