@@ -35,6 +35,7 @@ __all__ = [
     "LoggingSettings",
     "MetricsSettings",
     "Settings",
+    "ToolSettings",
     "load_settings",
 ]
 
@@ -71,6 +72,12 @@ class AgentSettings(_Section):
     max_steps: int = Field(default=20, ge=1, le=1000)
     tool_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     fail_on_tool_error: bool = True
+
+
+class ToolSettings(_Section):
+    """How the built-in tools run their blocking work."""
+
+    threads: int = Field(default=8, ge=1, le=256)
 
 
 class MetricsSettings(_Section):
@@ -153,6 +160,7 @@ class Settings(BaseSettings):
 
     llm: LLMSettings = LLMSettings()
     agent: AgentSettings = AgentSettings()
+    tools: ToolSettings = ToolSettings()
     metrics: MetricsSettings = MetricsSettings()
     api: ApiSettings = ApiSettings()
     logging: LoggingSettings = LoggingSettings()

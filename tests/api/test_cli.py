@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from taskforce.infrastructure.tools import session_folder_name
 from tests.api.conftest import CALC_WRITE_MISSION
 
 pytestmark = pytest.mark.integration
@@ -62,7 +63,8 @@ class TestRun:
             result["agent_type"],
             result["tool_calls"],
         )
-        assert "42" == (tmp_path / "ws" / "answer.txt").read_text(encoding="utf-8")
+        answer = tmp_path / "ws" / session_folder_name(result["session_id"]) / "answer.txt"
+        assert "42" == answer.read_text(encoding="utf-8")
         logs = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
         completed = [line for line in logs if line["event"] == "mission.completed"]
         assert 1 == len(completed)

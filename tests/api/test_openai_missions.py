@@ -10,6 +10,7 @@ import pytest
 
 from taskforce.api.server import create_app
 from taskforce.config import Settings
+from taskforce.infrastructure.tools import session_folder_name
 from tests.api.conftest import CALC_WRITE_MISSION, parse_sse
 from tests.api.test_metrics_e2e import scrape, total
 from tests.support.fake_openai import FakeOpenAIServer
@@ -50,7 +51,8 @@ class TestOpenAIMissions:
             )
             body = response.json()
             assert ("completed", 2) == (body["status"], body["tool_calls"])
-            assert "42" == (workspace / "answer.txt").read_text(encoding="utf-8")
+            answer = workspace / session_folder_name(body["session_id"]) / "answer.txt"
+            assert "42" == answer.read_text(encoding="utf-8")
             assert all(r.headers["authorization"] == "Bearer sk-test-key" for r in fake.requests)
             samples = await scrape(client)
         calls = total(samples, "taskforce_llm_requests_total", model="gpt-fake-2026")

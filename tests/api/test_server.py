@@ -12,6 +12,7 @@ import pytest
 from taskforce.api.server import create_app
 from taskforce.config import Settings
 from taskforce.errors import ConfigurationError
+from taskforce.infrastructure.tools import session_folder_name
 from tests.api.conftest import CALC_WRITE_MISSION, parse_sse
 from tests.support.live_server import serve
 
@@ -37,7 +38,7 @@ class TestExecute:
     async def test_calculator_then_file_write(
         self, client: httpx.AsyncClient, settings: Settings, agent_type: str
     ) -> None:
-        """Both flows run calculator, file_write, then answer; the file is in the workspace."""
+        """Both flows run calculator, file_write, then answer; the file is in the session folder."""
         response = await client.post(
             "/api/v1/execute", json={"mission": CALC_WRITE_MISSION, "agent_type": agent_type}
         )
@@ -48,7 +49,8 @@ class TestExecute:
         assert 2 == body["tool_calls"]
         called = [name for step in body["steps"] for name in step["tool_calls"]]
         assert ["calculator", "file_write"] == called
-        assert "42" == (settings.workspace_dir / "answer.txt").read_text(encoding="utf-8")
+        session_folder = settings.workspace_dir / session_folder_name(body["session_id"])
+        assert "42" == (session_folder / "answer.txt").read_text(encoding="utf-8")
         assert body["final_message"]
         state = json.loads(
             (settings.state_dir / f"{body['session_id']}.json").read_text(encoding="utf-8")

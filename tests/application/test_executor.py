@@ -449,7 +449,7 @@ class TestWithRealAdapters:
         assert [("calculator",), ("file_write",), ()] == [s.tool_calls for s in lean.steps]
         results = [e.data for e in runs["lean"] if e.kind == "tool_result"]
         assert 42 == results[0]["output"]
-        assert "42" == (tmp_path / "workspace" / "out.txt").read_text()
+        assert "42" == (tmp_path / "workspace" / "s" / "out.txt").read_text()
         assert [("lean", "completed"), ("legacy", "completed")] == [
             (r["agent_type"], r["status"]) for r in _stored_missions(tmp_path, "s")
         ]

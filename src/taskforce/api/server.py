@@ -76,12 +76,19 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {
-            "status": "ok",
+        # "degraded" stays a 200: a probe that failed here would restart or unroute a
+        # process whose missions without file tools still run, and a burst that fills
+        # the pool for a moment is no reason to. Operators alert on the body instead.
+        pool = ctr.tool_pool
+        body: dict[str, Any] = {
+            "status": "degraded" if pool is not None and pool.is_saturated else "ok",
             "version": __version__,
             "llm_provider": ctr.settings.llm.provider,
             "metrics_enabled": ctr.metrics is not None,
         }
+        if pool is not None:
+            body["tool_threads"] = {"busy": pool.busy, "size": pool.size}
+        return body
 
     # The router's routes join the app's own list (as include_router did before FastAPI
     # kept an included router as one opaque entry): the HTTP metrics label requests

@@ -21,7 +21,7 @@ from taskforce.core.interfaces import (
 )
 from taskforce.infrastructure.llm import make_provider
 from taskforce.infrastructure.state import FileStateStore
-from taskforce.infrastructure.tools import build_default_registry
+from taskforce.infrastructure.tools import ToolThreadPool, build_default_registry
 
 if TYPE_CHECKING:
     from taskforce.observability import MetricSet
@@ -39,13 +39,16 @@ class Container:
     state_store: StateStoreProtocol
     executor: ExecutorProtocol
     metrics: MetricSet | None = None
+    tool_pool: ToolThreadPool | None = None
 
     async def aclose(self) -> None:
-        """Release what the container's objects hold (HTTP clients of the provider)."""
+        """Release what the container's objects hold (HTTP clients, the tools' threads)."""
         aclose = getattr(self.llm_provider, "aclose", None)
         if aclose is not None:
             with contextlib.suppress(Exception):
                 await aclose()
+        if self.tool_pool is not None:
+            self.tool_pool.close()
 
     async def __aenter__(self) -> Container:
         return self
@@ -73,17 +76,21 @@ def build_container(
     Returns:
         The container; with ``settings.metrics.enabled`` its provider, registry,
         state store and executor are observability proxies and ``metrics`` holds
-        their ``MetricSet``, otherwise ``metrics`` is ``None``.
+        their ``MetricSet``, otherwise ``metrics`` is ``None``. ``tool_pool``
+        is the thread pool of ``settings.tools.threads`` threads the built-in
+        file tools run their IO in (also when ``tool_registry`` is given, so
+        the caller's tools may share it).
 
     Raises:
         ConfigurationError: the settings describe a provider that cannot be built.
     """
     settings = Settings() if settings is None else settings
     llm = llm_provider if llm_provider is not None else make_provider(settings.llm)
+    tool_pool = ToolThreadPool(settings.tools.threads)
     tools = (
         tool_registry
         if tool_registry is not None
-        else build_default_registry(settings.workspace_dir)
+        else build_default_registry(settings.workspace_dir, tool_pool)
     )
     state = state_store if state_store is not None else FileStateStore(settings.state_dir)
 
@@ -109,4 +116,5 @@ def build_container(
         state_store=state,
         executor=executor,
         metrics=metrics,
+        tool_pool=tool_pool,
     )

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
+import stat
 from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
-from taskforce.infrastructure.tools import FileReadTool, FileWriteTool, ListDirTool
+from taskforce.infrastructure.tools import FileReadTool, FileWriteTool, ListDirTool, _files
 
 
 @pytest.fixture(name="workspace")
@@ -266,3 +269,83 @@ class TestWorkspaceConfinement:
             "error": "path 'loop' is a symlink loop",
             "error_type": "SymlinkLoop",
         } == await FileReadTool(workspace).execute(path="loop")
+
+
+@pytest.fixture(name="fifo")
+def fixture_fifo(workspace: Path) -> Path:
+    """A FIFO inside the workspace that nobody writes to or reads from."""
+    workspace.mkdir()
+    path = workspace / "pipe"
+    os.mkfifo(path)
+    return path
+
+
+class TestNonRegularFiles:
+    """Reading or writing a FIFO, socket or device would wait on a peer; the tools refuse them."""
+
+    @staticmethod
+    def _refused(path: str) -> dict[str, object]:
+        return {
+            "success": False,
+            "error": f"path {path!r} is not a regular file (FIFO, device or socket)",
+            "error_type": "NotARegularFile",
+        }
+
+    async def test_fifo_read_refused(self, workspace: Path, fifo: Path) -> None:
+        """file_read of a FIFO without a writer returns a tool error instead of waiting."""
+        # wait_for only keeps a regression from hanging the suite; no timing is asserted.
+        result = await asyncio.wait_for(FileReadTool(workspace).execute(path="pipe"), 30)
+        assert self._refused("pipe") == result
+
+    async def test_fifo_write_refused(self, workspace: Path, fifo: Path) -> None:
+        """file_write to a FIFO without a reader returns a tool error instead of waiting."""
+        result = await asyncio.wait_for(
+            FileWriteTool(workspace).execute(path="pipe", content="x"), 30
+        )
+        assert self._refused("pipe") == result
+
+    async def test_fifo_write_with_a_reader_refused(self, workspace: Path, fifo: Path) -> None:
+        """A FIFO that has a reader is refused as well, and nothing reaches the reader."""
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            result = await FileWriteTool(workspace).execute(path="pipe", content="x", append=True)
+            assert self._refused("pipe") == result
+            assert b"" == os.read(reader, 16)
+        finally:
+            os.close(reader)
+
+    async def test_socket_refused(self, tmp_path: Path) -> None:
+        """A Unix socket in the workspace is refused for read and write."""
+        workspace = tmp_path / "w"  # short: a socket path is limited to about 100 bytes
+        workspace.mkdir()
+        with socket.socket(socket.AF_UNIX) as server:
+            server.bind(str(workspace / "sock"))
+            assert self._refused("sock") == await FileReadTool(workspace).execute(path="sock")
+            assert self._refused("sock") == await FileWriteTool(workspace).execute(
+                path="sock", content="x"
+            )
+
+    @pytest.mark.skipif(os.geteuid() != 0, reason="mknod of a device needs root")
+    async def test_device_refused(self, workspace: Path) -> None:
+        """A character device (a copy of /dev/zero) is refused without being read."""
+        workspace.mkdir()
+        os.mknod(workspace / "zero", 0o600 | stat.S_IFCHR, os.stat("/dev/zero").st_rdev)
+        assert self._refused("zero") == await FileReadTool(workspace).execute(path="zero")
+
+    async def test_fifo_swapped_in_after_the_check_refused(
+        self, workspace: Path, fifo: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A FIFO that replaces a regular file after the lstat is caught on the open file."""
+        (workspace / "regular.txt").write_text("r")
+        regular = os.lstat(workspace / "regular.txt")
+        monkeypatch.setattr(_files.os, "lstat", lambda _path: regular)
+        result = await asyncio.wait_for(FileReadTool(workspace).execute(path="pipe"), 30)
+        assert self._refused("pipe") == result
+
+    async def test_listed_as_other(self, workspace: Path, fifo: Path) -> None:
+        """list_dir types a FIFO as other, so a model knows not to read it."""
+        (workspace / "a.txt").write_text("a")
+        assert {
+            "success": True,
+            "output": [{"name": "a.txt", "type": "file"}, {"name": "pipe", "type": "other"}],
+        } == await ListDirTool(workspace).execute()

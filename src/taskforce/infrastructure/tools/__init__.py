@@ -8,8 +8,11 @@ from taskforce.infrastructure.tools._defaults import build_default_registry
 from taskforce.infrastructure.tools._files import FileReadTool, FileWriteTool, ListDirTool
 from taskforce.infrastructure.tools._registry import ToolRegistry
 from taskforce.infrastructure.tools._sleep import SleepTool
+from taskforce.infrastructure.tools._thread_pool import DEFAULT_TOOL_THREADS, ToolThreadPool
+from taskforce.infrastructure.tools._workspace import session_folder_name
 
 __all__ = [
+    "DEFAULT_TOOL_THREADS",
     "BaseTool",
     "CalculatorTool",
     "FileReadTool",
@@ -17,7 +20,9 @@ __all__ = [
     "ListDirTool",
     "SleepTool",
     "ToolRegistry",
+    "ToolThreadPool",
     "build_default_registry",
     "error_result",
     "ok_result",
+    "session_folder_name",
 ]

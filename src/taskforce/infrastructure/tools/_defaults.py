@@ -8,25 +8,29 @@ from taskforce.infrastructure.tools._calculator import CalculatorTool
 from taskforce.infrastructure.tools._files import FileReadTool, FileWriteTool, ListDirTool
 from taskforce.infrastructure.tools._registry import ToolRegistry
 from taskforce.infrastructure.tools._sleep import SleepTool
+from taskforce.infrastructure.tools._thread_pool import ToolThreadPool
 
 __all__ = ["build_default_registry"]
 
 
-def build_default_registry(workspace_dir: Path) -> ToolRegistry:
+def build_default_registry(workspace_dir: Path, pool: ToolThreadPool | None = None) -> ToolRegistry:
     """Build a registry holding the five built-in tools.
 
     Args:
         workspace_dir: The directory the file tools are confined to; created on first use.
+        pool: The thread pool the file tools share for their IO; one of the
+            default size when not given.
 
     Returns:
         A registry with ``calculator``, ``file_read``, ``file_write``, ``list_dir`` and ``sleep``.
     """
+    pool = pool if pool is not None else ToolThreadPool()
     return ToolRegistry(
         [
             CalculatorTool(),
-            FileReadTool(workspace_dir),
-            FileWriteTool(workspace_dir),
-            ListDirTool(workspace_dir),
+            FileReadTool(workspace_dir, pool),
+            FileWriteTool(workspace_dir, pool),
+            ListDirTool(workspace_dir, pool),
             SleepTool(),
         ]
     )

@@ -1,15 +1,18 @@
 """The workspace file tools ``file_read``, ``file_write`` and ``list_dir``.
 
-Every path is resolved (following symlinks) and must land inside the workspace
-directory; anything else is refused and logged as a security event. All file IO
-runs in a worker thread so a large file never blocks the event loop.
+Every path is resolved (following symlinks) and must land inside the session's
+folder of the workspace; anything else is refused and logged as a security
+event. Only regular files are read or written: a FIFO, device or socket is
+refused without being waited on. All file IO runs in the tools' own bounded
+thread pool, so neither a large file nor a hung call blocks the event loop or
+the threads the rest of the service uses.
 """
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,66 +21,21 @@ import structlog
 
 from taskforce.core.interfaces.tools import ToolResult
 from taskforce.infrastructure.tools._base import BaseTool, error_result, ok_result
+from taskforce.infrastructure.tools._thread_pool import ToolThreadPool
+from taskforce.infrastructure.tools._workspace import Failure, PathRefused, Workspace
 
 __all__ = ["FileReadTool", "FileWriteTool", "ListDirTool"]
 
 _MAX_READ_BYTES = 1024 * 1024
 # Refuse to follow a symlink swapped in between the path check and the open.
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# Opening a FIFO without a peer would wait for one; non-blocking, it returns at once
+# (or fails with ENXIO for a writer), and the fstat that follows refuses it.
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
-class _PathRefused(Exception):
-    """The path resolves outside the workspace."""
-
-
-class _Failure(Exception):
-    """A file action that failed; the message completes the sentence ``path '<path>' ...``."""
-
-    def __init__(self, message: str, error_type: str) -> None:
-        self.error_type = error_type
-        super().__init__(message)
-
-
-class _Workspace:
-    """The directory the file tools are confined to; created on first use.
-
-    Args:
-        root: The workspace directory. Relative paths given to the tools are
-            taken relative to it.
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-
-    def resolve(self, raw: str) -> Path:
-        """Resolve a tool's path argument to a real path inside the workspace.
-
-        Runs blocking filesystem calls: call it from a worker thread.
-
-        Args:
-            raw: The path as the model gave it, relative or absolute.
-
-        Returns:
-            The resolved path, with every symlink followed.
-
-        Raises:
-            _PathRefused: The resolved path is outside the workspace.
-            _Failure: The path runs into a symlink loop.
-        """
-        self.root.mkdir(parents=True, exist_ok=True)
-        root = self.root.resolve(strict=True)
-        # Non-strict resolution still follows every symlink that exists, including a
-        # dangling final one, so a path that does not exist yet is checked as well.
-        try:
-            resolved = (root / raw).resolve()
-        except (RuntimeError, OSError) as exc:
-            # Python 3.11 reports a symlink loop as RuntimeError, 3.13 as OSError(ELOOP).
-            if isinstance(exc, OSError) and exc.errno != errno.ELOOP:
-                raise
-            raise _Failure("is a symlink loop", "SymlinkLoop") from exc
-        if not resolved.is_relative_to(root):
-            raise _PathRefused(raw)
-        return resolved
+class _NotRegular(Exception):
+    """The path names something other than a regular file (FIFO, device, socket)."""
 
 
 class _WorkspaceTool(BaseTool):
@@ -85,24 +43,33 @@ class _WorkspaceTool(BaseTool):
 
     Args:
         workspace_dir: The workspace; created on the first call if missing.
+        pool: The thread pool to run file IO in; shared by the tools of one
+            container. Without one the tool makes its own of the default size.
     """
 
-    def __init__(self, workspace_dir: Path) -> None:
-        self.workspace = _Workspace(workspace_dir)
+    def __init__(self, workspace_dir: Path, pool: ToolThreadPool | None = None) -> None:
+        self.workspace = Workspace(workspace_dir)
+        self.pool = pool if pool is not None else ToolThreadPool()
 
     async def _in_workspace(self, raw: str, action: Callable[[Path], Any]) -> ToolResult:
+        root = self.workspace.current_root()
+
         def resolve_and_act() -> Any:
-            return action(self.workspace.resolve(raw))
+            return action(self.workspace.resolve(raw, root))
 
         try:
-            return ok_result(await asyncio.to_thread(resolve_and_act))
-        except _PathRefused:
+            return ok_result(await self.pool.run(resolve_and_act))
+        except PathRefused:
             structlog.get_logger(__name__).warning(
                 "tool.path.refused", category="security", tool=self.name, path=raw
             )
             return error_result(f"path {raw!r} is outside the workspace", "PathOutsideWorkspace")
-        except _Failure as exc:
+        except Failure as exc:
             return error_result(f"path {raw!r} {exc}", exc.error_type)
+        except _NotRegular:
+            return error_result(
+                f"path {raw!r} is not a regular file (FIFO, device or socket)", "NotARegularFile"
+            )
         except FileNotFoundError:
             return error_result(f"path {raw!r} does not exist", "FileNotFound")
         except IsADirectoryError:
@@ -117,18 +84,50 @@ class _WorkspaceTool(BaseTool):
             return error_result(f"cannot access {raw!r}: {exc.strerror or exc}", type(exc).__name__)
 
 
+def _check_regular(mode: int) -> None:
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError
+    if not stat.S_ISREG(mode):
+        raise _NotRegular
+
+
+def _open_regular(path: Path, flags: int, mode: int = 0o644) -> int:
+    """Open ``path`` without waiting on a FIFO or device; refuse all but regular files.
+
+    The ``lstat`` spares a device the side effects of being opened; the ``fstat``
+    of the open descriptor catches a swap between the two calls.
+    """
+    try:
+        _check_regular(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        if not flags & os.O_CREAT:
+            raise
+    try:
+        fd = os.open(path, flags | _O_NOFOLLOW | _O_NONBLOCK, mode)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a FIFO without a reader, swapped in after the lstat
+            raise _NotRegular from exc
+        raise
+    try:
+        _check_regular(os.fstat(fd).st_mode)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _read_text(path: Path) -> str:
-    fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW)
-    with open(fd, "rb") as handle:
+    with open(_open_regular(path, os.O_RDONLY), "rb") as handle:
         data = handle.read(_MAX_READ_BYTES + 1)
     if len(data) > _MAX_READ_BYTES:
-        raise _Failure(f"is larger than {_MAX_READ_BYTES} bytes", "FileTooLarge")
+        raise Failure(f"is larger than {_MAX_READ_BYTES} bytes", "FileTooLarge")
     try:
         if b"\x00" in data:
             raise ValueError("NUL byte")
         return data.decode("utf-8")
     except ValueError as exc:
-        raise _Failure("is binary, not UTF-8 text", "BinaryFile") from exc
+        raise Failure("is binary, not UTF-8 text", "BinaryFile") from exc
 
 
 class FileReadTool(_WorkspaceTool):
@@ -162,8 +161,8 @@ def _writer(content: str, *, append: bool) -> Callable[[Path], int]:
 
     def write(path: Path) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | _O_NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
-        with open(os.open(path, flags, 0o644), "wb") as handle:
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+        with open(_open_regular(path, flags), "wb") as handle:
             handle.write(data)
         return len(data)
 
@@ -214,8 +213,10 @@ def _list(path: Path) -> list[dict[str, str]]:
                 kind = "symlink"
             elif entry.is_dir(follow_symlinks=False):
                 kind = "dir"
-            else:
+            elif entry.is_file(follow_symlinks=False):
                 kind = "file"
+            else:
+                kind = "other"  # FIFO, device or socket: the file tools refuse these
             entries.append({"name": entry.name, "type": kind})
     return sorted(entries, key=lambda item: item["name"])
 
@@ -226,7 +227,7 @@ class ListDirTool(_WorkspaceTool):
     name = "list_dir"
     description = (
         "List a workspace directory: entries sorted by name, each with its type "
-        "(file, dir or symlink)."
+        "(file, dir, symlink, or other for a FIFO, device or socket)."
     )
     parameters_schema = {
         "type": "object",
@@ -248,6 +249,7 @@ class ListDirTool(_WorkspaceTool):
             args: ``{"path": str = "."}``.
 
         Returns:
-            ``[{"name": str, "type": "file" | "dir" | "symlink"}, ...]``, or an error result.
+            ``[{"name": str, "type": "file" | "dir" | "symlink" | "other"}, ...]``,
+            or an error result.
         """
         return await self._in_workspace(args.get("path", "."), _list)

@@ -1,0 +1,121 @@
+"""The workspace the file tools are confined to, one folder per session.
+
+Inside a mission, a tool's paths are taken relative to the session's own
+folder ``<workspace_dir>/<folder name of the session id>`` and must resolve
+inside it, so one session cannot reach another's files. Outside a mission (a
+tool called directly from Python) the whole workspace directory is the root.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import re
+from pathlib import Path
+
+from taskforce.core.interfaces import current_session_id
+
+__all__ = ["Failure", "PathRefused", "Workspace", "session_folder_name"]
+
+# Characters kept as they are in a folder name; everything else is %-escaped.
+# '.' is escaped too, so no name can be '.', '..' or a hidden file.
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+# Well under NAME_MAX (255 bytes) on every common filesystem.
+_MAX_NAME = 120
+
+
+class PathRefused(Exception):
+    """The path resolves outside the workspace."""
+
+
+class Failure(Exception):
+    """A file action that failed; the message completes the sentence ``path '<path>' ...``."""
+
+    def __init__(self, message: str, error_type: str) -> None:
+        self.error_type = error_type
+        super().__init__(message)
+
+
+def _escape(match: re.Match[str]) -> str:
+    # surrogatepass: a lone surrogate (from a JSON escape) still maps to distinct bytes.
+    return "".join(f"%{byte:02X}" for byte in match.group().encode("utf-8", "surrogatepass"))
+
+
+def session_folder_name(session_id: str) -> str:
+    """Map a session id to a safe folder name; distinct ids give distinct names.
+
+    ``A-Z a-z 0-9 _ -`` are kept and every other character becomes ``%XX`` per
+    UTF-8 byte, so the name holds no separator or dot. A name longer than 120
+    characters is replaced by ``~`` and the SHA-256 of the id; ``~`` never
+    appears in an escaped name, so the two forms cannot collide.
+
+    Args:
+        session_id: The session id, any non-empty string.
+
+    Returns:
+        A folder name of 1 to 120 characters from ``A-Z a-z 0-9 _ - % ~``.
+
+    Raises:
+        ValueError: ``session_id`` is empty.
+    """
+    if not session_id:
+        raise ValueError("a session id must not be empty")
+    name = _UNSAFE.sub(_escape, session_id)
+    if len(name) > _MAX_NAME:
+        digest = hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()
+        name = f"~{digest}"
+    return name
+
+
+class Workspace:
+    """The directory the file tools are confined to; created on first use.
+
+    Args:
+        root: The workspace directory. Each session works in a folder of its own
+            below it; outside a mission relative paths are taken relative to it.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def current_root(self) -> Path:
+        """Return the folder the running code's paths are confined to (not created).
+
+        Returns:
+            The running mission's session folder, or the workspace root outside a mission.
+        """
+        session_id = current_session_id()
+        if session_id is None:
+            return self.root
+        return self.root / session_folder_name(session_id)
+
+    def resolve(self, raw: str, root: Path) -> Path:
+        """Resolve a tool's path argument to a real path inside ``root``.
+
+        Runs blocking filesystem calls: call it from a worker thread.
+
+        Args:
+            raw: The path as the model gave it, relative or absolute.
+            root: What :meth:`current_root` returned in the caller's context.
+
+        Returns:
+            The resolved path, with every symlink followed.
+
+        Raises:
+            PathRefused: The resolved path is outside ``root``.
+            Failure: The path runs into a symlink loop.
+        """
+        root.mkdir(parents=True, exist_ok=True)
+        real_root = root.resolve(strict=True)
+        # Non-strict resolution still follows every symlink that exists, including a
+        # dangling final one, so a path that does not exist yet is checked as well.
+        try:
+            resolved = (real_root / raw).resolve()
+        except (RuntimeError, OSError) as exc:
+            # Python 3.11 reports a symlink loop as RuntimeError, 3.13 as OSError(ELOOP).
+            if isinstance(exc, OSError) and exc.errno != errno.ELOOP:
+                raise
+            raise Failure("is a symlink loop", "SymlinkLoop") from exc
+        if not resolved.is_relative_to(real_root):
+            raise PathRefused(raw)
+        return resolved
