@@ -128,3 +128,24 @@ class TestLLMFloorBenchmark:
                 row = rf"^{flow}\s+{rung}\s+\d+\s+[+-]\d+\.\d+%\s+[+-]\d+\.\d+\s*$"
                 assert re.search(row, output, re.M), (flow, rung)
         assert [] == list(tmp_path.glob("taskforce-bench-*"))
+
+
+class TestStuckToolsBenchmark:
+    """benchmarks/stuck_tools.py."""
+
+    def test_every_condition_reported(self, run_benchmark: RunBenchmark, tmp_path: Path) -> None:
+        """A row per condition: tool-pool missions complete, the old layout hangs; temp removed."""
+        output = run_benchmark("stuck_tools")
+
+        header = r"^condition\s+mission\s+missions\s+median ms\s+vs baseline\s+outcome\s*$"
+        assert re.search(header, output, re.M)
+        for condition in ("none stuck", "6 stuck in tool pool"):
+            assert re.search(rf"^{condition}\s+normal\s+\d+\s+\d+\.\d\s+.*completed", output, re.M)
+        assert re.search(r"^all \d+ stuck in tool pool\s+no file tools\s.*completed", output, re.M)
+        assert re.search(
+            r"^all \d+ stuck in tool pool\s+normal\s.*failed: .*timed out", output, re.M
+        )
+        assert re.search(r"^6 stuck in default executor\s.*hung", output, re.M)
+        assert "6 concurrent file_read of a FIFO: ['NotARegularFile']" in output
+        assert _has_verdict(output, "mission latency with six stuck tool calls")
+        assert [] == list(tmp_path.glob("taskforce-bench-*"))
