@@ -34,6 +34,7 @@ __all__ = [
     "LLMSettings",
     "LoggingSettings",
     "MetricsSettings",
+    "ServerSettings",
     "Settings",
     "ToolSettings",
     "load_settings",
@@ -87,6 +88,13 @@ class MetricsSettings(_Section):
     path: str = "/metrics"
     auth_token: SecretStr | None = None
     max_label_values: int = Field(default=100, ge=1, le=100_000)
+    #: A separate listener for ``path``; the API port then answers 404 for it.
+    #: Worker ``i`` of ``taskforce serve --workers N`` listens on ``port + i``.
+    port: int | None = Field(default=None, ge=1, le=65535)
+    #: Address of that listener; ``None`` = the service's own host (``--host``).
+    host: str | None = Field(default=None, min_length=1)
+    #: A Prometheus ``file_sd`` file listing every worker's metrics endpoint.
+    targets_file: Path | None = None
 
     @field_validator("path")
     @classmethod
@@ -117,6 +125,13 @@ class ApiSettings(_Section):
     @classmethod
     def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
         return _non_empty_token(value)
+
+
+class ServerSettings(_Section):
+    """How ``taskforce serve`` stops."""
+
+    #: After a stop signal, missions still running this long are cancelled.
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0, le=3600)
 
 
 class LoggingSettings(_Section):
@@ -164,6 +179,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     api: ApiSettings = ApiSettings()
     logging: LoggingSettings = LoggingSettings()
+    server: ServerSettings = ServerSettings()
     state_dir: Path = Path(".taskforce/state")
     workspace_dir: Path = Path(".taskforce/workspace")
 

@@ -6,6 +6,7 @@ The hierarchy::
     TaskforceError
      ├── ConfigurationError        a setting is invalid (names the setting)
      │    └── UnknownSettingError  a TASKFORCE_* variable names no setting
+ ├── StartupError              the service cannot start (e.g. its port is in use)
      ├── LLMProviderError          the LLM endpoint failed or answered nonsense
      ├── ToolError
      │    ├── ToolNotFoundError    no tool of that name is registered
@@ -22,6 +23,7 @@ __all__ = [
     "ConfigurationError",
     "LLMProviderError",
     "MissionError",
+    "StartupError",
     "StateCorruptedError",
     "StateStoreError",
     "TaskforceError",
@@ -62,6 +64,10 @@ class UnknownSettingError(ConfigurationError):
 
     def _message(self) -> str:
         return f"unknown variable {self.variable}; the closest setting is {self.closest}"
+
+
+class StartupError(TaskforceError):
+    """The service cannot start as configured; the message is one line naming the cause."""
 
 
 class LLMProviderError(TaskforceError):

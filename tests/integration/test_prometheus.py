@@ -29,6 +29,7 @@ from taskforce.api.server import create_app
 from taskforce.config import MetricsSettings, Settings
 from tests.support.binaries import require_binary
 from tests.support.live_server import serve
+from tests.support.workload import WORKLOAD
 
 pytestmark = pytest.mark.integration
 
@@ -36,14 +37,6 @@ _T = TypeVar("_T")
 
 DEADLINE_SECONDS = 30.0
 TOKEN = "scrape-token-Zq8v"
-#: (agent_type, mission, expected status): both flows, a tool failure and an LLM error.
-WORKLOAD: tuple[tuple[str, str, str], ...] = (
-    ("lean", 'tool:calculator {"expression": "6*7"}\nsay done', "completed"),
-    ("lean", "hello", "completed"),
-    ("lean", "llm:error", "failed"),
-    ("legacy", 'tool:calculator {"expression": "2**10"}', "completed"),
-    ("legacy", 'tool:calculator {"expression": "1/0"}', "failed"),
-)
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,11 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from taskforce import __version__
 from taskforce.config import Settings, load_settings
-from taskforce.errors import ConfigurationError, MissionError
+from taskforce.errors import ConfigurationError, MissionError, StartupError
 
 __all__ = ["main"]
 
@@ -24,6 +25,18 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
     serve.add_argument("--config", default=None, help="TOML settings file")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes sharing the port (default $WEB_CONCURRENCY, else 1)",
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve metrics on this port instead of the API port (default metrics.port)",
+    )
 
     run = sub.add_parser(
         "run",
@@ -72,13 +85,9 @@ def _configure_logging(settings: Settings, *, at_least: str = "debug") -> None:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
+    from taskforce.api._supervisor import resolve_workers, serve
 
-    from taskforce.api.server import create_app
-
-    app = create_app(settings)
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=True)
-    return 0
+    return serve(settings, args.host, args.port, resolve_workers(args.workers))
 
 
 async def _run_mission(args: argparse.Namespace, settings: Settings) -> int:
@@ -109,12 +118,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``taskforce`` console script.
 
     Exit codes: 0 success, 1 a mission that did not complete, 2 bad usage, an
-    invalid mission or an invalid setting (one line on standard error says which).
+    invalid mission, an invalid setting (one line on standard error says which) or a
+    start-up failure such as a port in use (the line names host and port).
     """
     args = _parser().parse_args(argv)
     is_quiet_run = args.command == "run" and not args.verbose
+    overrides: dict[str, Any] = {}
+    if getattr(args, "metrics_port", None) is not None:
+        overrides["metrics"] = {"port": args.metrics_port}
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(args.config, **overrides)
         _configure_logging(settings, at_least="warning" if is_quiet_run else "debug")
     except ConfigurationError as exc:
         print(f"taskforce: {exc}", file=sys.stderr)
@@ -124,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             code = _serve(args, settings)
         else:
             code = asyncio.run(_run_mission(args, settings))
-    except (ConfigurationError, MissionError) as exc:
+    except (ConfigurationError, MissionError, StartupError) as exc:
         print(f"taskforce: {exc}", file=sys.stderr)
         code = 2
     sys.exit(code)

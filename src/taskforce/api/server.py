@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,6 +14,8 @@ from taskforce import __version__
 from taskforce.api._encoding import SafeJSONResponse
 from taskforce.api._errors import install_error_handlers
 from taskforce.api._limits import BodyLimitMiddleware
+from taskforce.api._listener import WorkerSlot
+from taskforce.api._metrics_serving import MetricsServing
 from taskforce.api._routes import mission_router
 from taskforce.application.container import Container, build_container
 from taskforce.config import Settings, load_settings
@@ -22,7 +25,12 @@ __all__ = ["create_app"]
 _LOG = structlog.get_logger(__name__)
 
 
-def create_app(settings: Settings | None = None, container: Container | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    container: Container | None = None,
+    *,
+    worker: WorkerSlot | None = None,
+) -> FastAPI:
     """Create the taskforce HTTP service.
 
     Args:
@@ -30,9 +38,14 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             Ignored when ``container`` is given (its own settings are used).
         container: an already built container (for embedding, or to register
             tools before serving). The app does not close a container it was given.
+        worker: set by ``taskforce serve`` for each of its workers (index and the
+            metrics socket it bound); leave it out otherwise.
 
     Returns:
-        The FastAPI application, with ``/metrics`` mounted when metrics are enabled.
+        The FastAPI application. With metrics enabled, ``{metrics.path}`` is mounted
+        on it, or served by a listener of its own on ``metrics.port`` while the app
+        runs, or (under uvicorn ``--workers`` or gunicorn without ``metrics.port``)
+        not served at all.
 
     Raises:
         ConfigurationError: the settings are invalid; nothing is started.
@@ -44,19 +57,26 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await metrics_serving.start()
         _LOG.info(
             "server.started",
             category="lifecycle",
             version=__version__,
             llm_provider=ctr.settings.llm.provider,
             metrics_enabled=ctr.metrics is not None,
+            metrics_port=metrics_serving.port,
+            worker=worker.index if worker is not None else None,
+            pid=os.getpid(),
         )
         try:
             yield
         finally:
-            if owns_container:
-                await ctr.aclose()
-            _LOG.info("server.stopped", category="lifecycle")
+            try:
+                await metrics_serving.aclose()
+                if owns_container:
+                    await ctr.aclose()
+            finally:
+                _LOG.info("server.stopped", category="lifecycle")
 
     api = ctr.settings.api
     docs = api.docs_enabled
@@ -73,6 +93,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     install_error_handlers(app)
     # Added before the metrics middleware, so inside it: a 413 is counted like any answer.
     app.add_middleware(BodyLimitMiddleware, max_bytes=api.max_body_bytes)
+    metrics_serving = MetricsServing(app, ctr.settings, ctr.metrics, worker)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -94,16 +115,5 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     # kept an included router as one opaque entry): the HTTP metrics label requests
     # with the templates of the app's routes.
     app.router.routes.extend(mission_router(ctr).routes)
-
-    if ctr.metrics is not None:
-        from taskforce.observability import HTTPMetricsMiddleware, MetricsMount, make_metrics_app
-
-        token = ctr.settings.metrics.auth_token
-        metrics_app = make_metrics_app(
-            ctr.metrics, auth_token=token.get_secret_value() if token is not None else None
-        )
-        # MetricsMount serves the bare path too: a scrape of /metrics must not be a 307.
-        app.router.routes.append(MetricsMount(ctr.settings.metrics.path, app=metrics_app))
-        app.add_middleware(HTTPMetricsMiddleware, metrics=ctr.metrics)
 
     return app

@@ -1,0 +1,123 @@
+"""Recognise, from inside a worker, a multi-process server that taskforce does not control.
+
+Recognised: uvicorn's ``--workers`` supervisor (``uvicorn._subprocess``) and gunicorn's
+arbiter with uvicorn workers. Both build the app from a call stack that holds their
+configuration, so the worker count is read from it; the parent's command line is the
+fallback when the app is built elsewhere. Call :func:`detect_supervisor` from the code
+that builds the app (``create_app``), not from a request or the lifespan task, whose
+stacks no longer show the server.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+__all__ = ["ForeignSupervisor", "detect_supervisor"]
+
+
+@dataclass(frozen=True)
+class ForeignSupervisor:
+    """A multi-process server running this process; ``None`` fields are unknown."""
+
+    name: str
+    workers: int | None
+    #: The host the server binds its shared port to.
+    host: str | None = None
+
+    @property
+    def is_multiprocess(self) -> bool:
+        """True unless the server is known to run a single worker."""
+        return self.workers is None or self.workers > 1
+
+
+def _as_count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _bind_host(bind: object) -> str | None:
+    """The host of gunicorn's first ``bind`` address (``HOST:PORT``), if it is one."""
+    if not isinstance(bind, list | tuple) or not bind or not isinstance(bind[0], str):
+        return None
+    host, sep, _ = bind[0].rpartition(":")
+    return host.strip("[]") if sep and not bind[0].startswith("unix:") else None
+
+
+def _from_frame(frame: FrameType) -> ForeignSupervisor | None:
+    module = str(frame.f_globals.get("__name__", ""))
+    if module == "uvicorn._subprocess" and frame.f_code.co_name == "subprocess_started":
+        config = frame.f_locals.get("config")
+        host = getattr(config, "host", None)
+        return ForeignSupervisor(
+            "uvicorn",
+            _as_count(getattr(config, "workers", None)),
+            host if isinstance(host, str) else None,
+        )
+    if module.startswith("gunicorn."):
+        cfg = getattr(frame.f_locals.get("self"), "cfg", None)
+        return ForeignSupervisor(
+            "gunicorn",
+            _as_count(getattr(cfg, "workers", None)),
+            _bind_host(getattr(cfg, "bind", None)),
+        )
+    return None
+
+
+def _from_stack() -> ForeignSupervisor | None:
+    frame: FrameType | None = sys._getframe(1)
+    found: ForeignSupervisor | None = None
+    while frame is not None:
+        hit = _from_frame(frame)
+        if hit is not None and (found is None or found.workers is None):
+            found = hit
+        frame = frame.f_back
+    return found
+
+
+def _flag(argv: list[str], flags: tuple[str, ...]) -> str | None:
+    for i, arg in enumerate(argv):
+        name, eq, value = arg.partition("=")
+        if name in flags:
+            return value if eq else (argv[i + 1] if i + 1 < len(argv) else None)
+        for flag in flags:
+            if len(flag) == 2 and arg.startswith(flag) and len(arg) > 2:
+                return arg[2:]
+    return None
+
+
+def _flag_count(argv: list[str], flags: tuple[str, ...]) -> int | None:
+    raw = _flag(argv, flags)
+    return int(raw) if raw is not None and raw.isdigit() else None
+
+
+def _from_parent(proc: Path) -> ForeignSupervisor | None:
+    try:
+        raw = (proc / str(os.getppid()) / "cmdline").read_bytes()
+    except OSError:
+        return None
+    argv = [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
+    names = [os.path.basename(arg) for arg in argv[:3]]
+    if any(name.startswith("gunicorn") for name in names) or "gunicorn" in argv[1:3]:
+        workers = _flag_count(argv, ("-w", "--workers"))
+        return ForeignSupervisor("gunicorn", workers, _bind_host([_flag(argv, ("-b", "--bind"))]))
+    if any(name == "uvicorn" for name in names) or "uvicorn" in argv[1:3]:
+        workers = _flag_count(argv, ("--workers",))
+        host = _flag(argv, ("--host",)) or "127.0.0.1"
+        return ForeignSupervisor("uvicorn", workers, host) if workers is not None else None
+    return None
+
+
+def detect_supervisor(proc: Path = Path("/proc")) -> ForeignSupervisor | None:
+    """Return the foreign server running this process, or ``None`` when none is recognised.
+
+    Args:
+        proc: where the proc file system is mounted (tests point it elsewhere).
+
+    Returns:
+        ``ForeignSupervisor`` for uvicorn's ``--workers`` and gunicorn (any worker
+        count, possibly unknown); ``None`` for a plain single process.
+    """
+    return _from_stack() or _from_parent(proc)

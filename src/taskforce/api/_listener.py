@@ -1,0 +1,147 @@
+"""The separate metrics listener: ``{metrics.path}`` served on ``metrics.port`` in this process.
+
+It is a second uvicorn server on the running event loop, started and stopped by the
+app's lifespan, that never touches signal handlers (the main server owns them). A
+worker of ``taskforce serve`` gets its socket already bound from the supervisor; any
+other process binds ``metrics.port`` itself, and, under a recognised multi-process
+server, falls forward to the next free port and registers it in the targets file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import structlog
+import uvicorn
+from starlette.applications import Starlette
+
+from taskforce.errors import StartupError
+
+__all__ = ["MetricsListener", "WorkerSlot", "bind_first_free", "bind_socket"]
+
+_LOG = structlog.get_logger("taskforce.api")
+#: How long the listener waits for an unfinished scrape when the process stops.
+_SCRAPE_DRAIN_SECONDS = 2
+_BACKLOG = 2048
+
+
+@dataclass(frozen=True)
+class WorkerSlot:
+    """One worker of ``taskforce serve``: its index and its metrics socket (bound by the parent)."""
+
+    index: int
+    metrics_socket: socket.socket | None = None
+
+
+def bind_socket(host: str, port: int, *, what: str) -> socket.socket:
+    """Bind and listen on ``host:port``, inheritable so worker processes can share it.
+
+    Args:
+        host: address to bind (IPv4, IPv6 or a name).
+        port: TCP port; 0 picks a free one.
+        what: what the socket is for, named in the error (``"the API"``, ``"metrics"``).
+
+    Returns:
+        The listening socket.
+
+    Raises:
+        StartupError: the address cannot be bound (in use, not local, not resolvable);
+            the message is one line naming host and port.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StartupError(f"cannot listen on {host}:{port} for {what}: {exc.strerror}") from exc
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(address)
+        sock.listen(_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise StartupError(f"cannot listen on {host}:{port} for {what}: {reason}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def bind_first_free(host: str, port: int) -> socket.socket:
+    """Bind ``port`` or, when it is taken, the next free port above it.
+
+    Raises:
+        StartupError: no port from ``port`` to 65535 can be bound.
+    """
+    for candidate in range(port, 65536):
+        try:
+            return bind_socket(host, candidate, what="metrics")
+        except StartupError as exc:
+            if not isinstance(exc.__cause__, OSError) or exc.__cause__.errno != errno.EADDRINUSE:
+                raise
+    raise StartupError(f"cannot listen on {host}:{port} for metrics: no free port above it")
+
+
+class _QuietServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to the process's main server."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Install nothing: the main server's handlers stay in place."""
+        yield
+
+
+class MetricsListener:
+    """Serves a metrics ASGI app on one socket until :meth:`aclose`."""
+
+    def __init__(self, app: Starlette, sock: socket.socket) -> None:
+        """Prepare (not start) the listener.
+
+        Args:
+            app: the ASGI app answering ``{metrics.path}`` (404 for any other path).
+            sock: a bound, listening socket; closed by :meth:`aclose`.
+        """
+        self.host, self.port = sock.getsockname()[:2]
+        self._sock = sock
+        config = uvicorn.Config(
+            app,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=_SCRAPE_DRAIN_SECONDS,
+        )
+        self._server = _QuietServer(config)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start serving; return once the listener accepts connections.
+
+        Raises:
+            StartupError: the server stopped during start-up.
+        """
+        self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
+        while not self._server.started:
+            if self._task.done():
+                raise StartupError(f"the metrics listener on port {self.port} did not start")
+            await asyncio.sleep(0.01)
+
+    async def aclose(self) -> None:
+        """Stop serving, let an unfinished scrape end, close the socket."""
+        if self._task is None:
+            return
+        self._server.should_exit = True
+        await self._task
+        self._task = None
+
+    async def __aenter__(self) -> MetricsListener:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

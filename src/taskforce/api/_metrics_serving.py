@@ -1,0 +1,141 @@
+"""Where one process serves ``{metrics.path}``: on the API port, on its own listener, or nowhere.
+
+Decided once, when the app is built:
+
+- ``metrics.port`` unset, a single process: mounted on the API app (the default).
+- ``metrics.port`` set: a separate listener; the API port answers 404 for the path.
+  A worker of ``taskforce serve`` gets its socket from the supervisor; any other
+  process binds ``metrics.port`` (falling forward to a free port under a recognised
+  multi-process server) and registers itself in ``metrics.targets_file``.
+- ``metrics.port`` unset under uvicorn ``--workers`` or gunicorn: not served at all,
+  since one worker's numbers are not the service's; a ``lifecycle`` warning names
+  ``metrics.port`` as the fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import structlog
+from fastapi import FastAPI
+from starlette.applications import Starlette
+
+from taskforce.api._foreign import ForeignSupervisor, detect_supervisor
+from taskforce.api._listener import MetricsListener, WorkerSlot, bind_first_free, bind_socket
+from taskforce.api._targets import register_target, unregister_target
+from taskforce.config import Settings
+from taskforce.observability import (
+    HTTPMetricsMiddleware,
+    MetricSet,
+    MetricsMount,
+    make_metrics_app,
+)
+
+__all__ = ["MetricsServing"]
+
+_LOG = structlog.get_logger("taskforce.api")
+_FALLBACK_HOST = "127.0.0.1"
+
+
+class MetricsServing:
+    """The metrics endpoint of one process, wired into the app and run by its lifespan."""
+
+    def __init__(
+        self,
+        app: FastAPI,
+        settings: Settings,
+        metrics: MetricSet | None,
+        worker: WorkerSlot | None,
+    ) -> None:
+        """Wire the endpoint into ``app`` (mount or not, HTTP middleware).
+
+        Args:
+            app: the API app.
+            settings: the container's settings.
+            metrics: the container's metric set; ``None`` when metrics are disabled.
+            worker: this process's slot when run by ``taskforce serve``; ``None`` otherwise.
+        """
+        self._settings = settings.metrics
+        self._worker = worker
+        self._foreign: ForeignSupervisor | None = None
+        self._listener_app: Starlette | None = None
+        self._listener: MetricsListener | None = None
+        self._registered: tuple[Path, str, int] | None = None
+        self.is_refused = False
+        if metrics is None:
+            return
+        if worker is None:
+            self._foreign = detect_supervisor()
+        token = self._settings.auth_token
+        metrics_app = make_metrics_app(
+            metrics, auth_token=token.get_secret_value() if token is not None else None
+        )
+        # MetricsMount serves the bare path too: a scrape of /metrics must not be a 307.
+        mount = MetricsMount(self._settings.path, app=metrics_app)
+        if self._settings.port is not None:
+            self._listener_app = Starlette(routes=[mount])
+        elif self._foreign is not None and self._foreign.is_multiprocess:
+            self.is_refused = True
+        else:
+            app.router.routes.append(mount)
+        app.add_middleware(HTTPMetricsMiddleware, metrics=metrics)
+
+    @property
+    def port(self) -> int | None:
+        """The port of the running metrics listener, if any."""
+        return self._listener.port if self._listener is not None else None
+
+    async def start(self) -> None:
+        """Start the separate listener (if any) and log a refusal (if any).
+
+        Raises:
+            StartupError: the metrics port cannot be bound.
+        """
+        if self.is_refused and self._foreign is not None:
+            _LOG.warning(
+                "metrics.shared_port.refused",
+                category="lifecycle",
+                server=self._foreign.name,
+                workers=self._foreign.workers,
+                path=self._settings.path,
+                fix="set metrics.port (TASKFORCE_METRICS__PORT): each worker then "
+                "serves its own metrics on a port of its own",
+            )
+        if self._listener_app is None:
+            return
+        port = self._settings.port
+        assert port is not None  # a listener app exists only with a port
+        host = self._settings.host or self._default_host()
+        if self._worker is not None and self._worker.metrics_socket is not None:
+            sock = self._worker.metrics_socket
+        elif self._foreign is not None and self._foreign.is_multiprocess:
+            sock = bind_first_free(host, port)
+        else:
+            sock = bind_socket(host, port, what="metrics")
+        self._listener = MetricsListener(self._listener_app, sock)
+        await self._listener.start()
+        targets = self._settings.targets_file
+        if self._worker is None and targets is not None:
+            # The supervisor of `taskforce serve` writes the file for its workers.
+            label = str(self._listener.port - port)
+            path = targets.absolute()
+            register_target(path, host, self._listener.port, label)
+            self._registered = (path, host, self._listener.port)
+
+    async def aclose(self) -> None:
+        """Stop the listener and withdraw this process's entry from the targets file."""
+        if self._registered is not None:
+            path, host, port = self._registered
+            self._registered = None
+            try:
+                unregister_target(path, host, port)
+            except OSError as exc:
+                _LOG.warning("metrics.targets.failed", category="lifecycle", error=str(exc))
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            await listener.aclose()
+
+    def _default_host(self) -> str:
+        if self._foreign is not None and self._foreign.host:
+            return self._foreign.host
+        return _FALLBACK_HOST

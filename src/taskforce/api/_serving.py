@@ -1,0 +1,192 @@
+"""How one ``taskforce serve`` process runs the app: a uvicorn server with a bounded shutdown.
+
+The first SIGTERM or SIGINT stops accepting connections and lets running missions
+finish for ``server.shutdown_grace_seconds``; those still running then are
+cancelled, which records them as ``cancelled`` (state saved, counted). A second
+signal skips the wait. Either way the lifespan's shutdown runs, so the container
+is closed and ``server.stopped`` is logged, and the process exits 0. Unlike plain
+uvicorn, a signal that stopped the server is not raised again afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import threading
+from collections.abc import Iterator, Sequence
+from types import FrameType
+
+import structlog
+import uvicorn
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from taskforce.api._listener import WorkerSlot
+from taskforce.api.server import create_app  # imported before the fork: workers start sooner
+from taskforce.config import Settings
+
+__all__ = ["STOP_SIGNALS", "TaskforceServer", "run_worker"]
+
+_LOG = structlog.get_logger("taskforce.api")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: How long cancelled missions get to write their ``cancelled`` record.
+CANCEL_RECORD_SECONDS = 5.0
+
+
+class _AnswerCancelled:
+    """ASGI wrapper: a request cancelled by the shutdown gets a 503, not a 500 and a traceback.
+
+    A response already under way (a stream) is ended where it is instead.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.is_cancelling = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except asyncio.CancelledError:
+            if not self.is_cancelling:
+                raise
+            # The cancellation was ours and has done its work (the mission is recorded);
+            # what is left is to answer the client instead of failing the connection.
+            if started:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            body = b'{"detail":"the service is shutting down; the mission was cancelled"}'
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"connection", b"close"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+
+
+class TaskforceServer(uvicorn.Server):
+    """A uvicorn server whose shutdown is bounded and always runs the app's lifespan shutdown."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        grace_seconds: float,
+        signals: Sequence[signal.Signals] = STOP_SIGNALS,
+    ) -> None:
+        """Create the server.
+
+        Args:
+            app: the ASGI app to serve (with its lifespan).
+            grace_seconds: how long running requests may go on after the first signal.
+            signals: the signals that stop it (none in tests that stop it by hand).
+        """
+        self._answer_cancelled = _AnswerCancelled(app)
+        super().__init__(
+            uvicorn.Config(self._answer_cancelled, log_config=None, access_log=True, lifespan="on")
+        )
+        self.grace_seconds = grace_seconds
+        self._signals = tuple(signals)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Handle the stop signals while serving; restore the old handlers, raise nothing after."""
+        if threading.current_thread() is not threading.main_thread() or not self._signals:
+            yield
+            return
+        originals = {sig: signal.signal(sig, self.handle_exit) for sig in self._signals}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """First signal: drain within the grace. Any later one: stop waiting at once."""
+        if self.should_exit:
+            self.force_exit = True
+        self.should_exit = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Stop accepting, drain within the grace, cancel the rest, run the lifespan shutdown."""
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        tasks = self.server_state.tasks
+        grace = self.grace_seconds
+        if tasks:
+            _LOG.info(
+                "server.draining", category="lifecycle", requests=len(tasks), grace_seconds=grace
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        # Short waits, so that a second signal (force_exit) is seen at once.
+        while tasks and not self.force_exit and (remaining := deadline - loop.time()) > 0:
+            await asyncio.wait(list(tasks), timeout=min(0.1, remaining))
+        if tasks:
+            pending = list(tasks)
+            _LOG.warning(
+                "server.requests.cancelled",
+                category="lifecycle",
+                requests=len(pending),
+                reason="second signal" if self.force_exit else "shutdown grace expired",
+            )
+            self._answer_cancelled.is_cancelling = True
+            for task in pending:
+                task.cancel("taskforce is shutting down")
+            await asyncio.wait(pending, timeout=CANCEL_RECORD_SECONDS)
+        for server in self.servers:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), timeout=1.0)
+        # Unlike uvicorn on a forced exit, always: it closes the container, logs server.stopped.
+        await self.lifespan.shutdown()
+
+
+def run_worker(
+    settings: Settings,
+    api_socket: socket.socket,
+    slot: WorkerSlot,
+    *,
+    signals: Sequence[signal.Signals] = STOP_SIGNALS,
+) -> int:
+    """Serve the app on sockets bound by the caller until a stop signal; return the exit code.
+
+    Args:
+        settings: the service's settings.
+        api_socket: the listening API socket (shared by every worker).
+        slot: this worker's index and metrics socket.
+        signals: the signals this process stops on.
+
+    Returns:
+        0 once stopped; 3 when the app failed to start (its lifespan raised).
+    """
+    app = create_app(settings, worker=slot)
+    server = TaskforceServer(
+        app,
+        grace_seconds=settings.server.shutdown_grace_seconds,
+        signals=signals,
+    )
+    try:
+        server.run(sockets=[api_socket])
+    except SystemExit as exc:  # uvicorn exits 3 when the lifespan start-up failed
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0

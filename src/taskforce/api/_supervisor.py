@@ -1,0 +1,271 @@
+"""``taskforce serve``: bind the sockets, then run the app in this process or in N workers.
+
+The sockets are bound here, before any app code runs, so a port in use stops the
+start with one line (exit 2) and ``server.started`` is only logged once they are
+bound. With N > 1 workers this process becomes a supervisor: it forks the workers
+(each inherits the shared API socket and its own metrics socket, ``metrics.port + i``),
+restarts a worker that dies, rewrites the targets file when it does, and passes a
+stop signal on. It must stay single-threaded until it forks, and it never builds
+an app or a container itself.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from multiprocessing.context import ForkProcess
+from pathlib import Path
+from types import FrameType
+
+import structlog
+
+from taskforce.api._listener import WorkerSlot, bind_socket
+from taskforce.api._serving import CANCEL_RECORD_SECONDS, run_worker
+from taskforce.api._targets import write_targets
+from taskforce.config import Settings
+from taskforce.errors import StartupError
+
+__all__ = ["resolve_workers", "serve"]
+
+_LOG = structlog.get_logger("taskforce.api")
+#: A worker that dies sooner than this after its start is restarted after a pause.
+_QUICK_DEATH_SECONDS = 1.0
+_MAX_RESTART_PAUSE_SECONDS = 10.0
+#: Time on top of the shutdown grace before a worker that ignores SIGTERM is killed.
+_KILL_MARGIN_SECONDS = 10.0
+_POLL_SECONDS = 0.1
+_STARTUP_FAILURE = 3  # uvicorn's exit code when the app's lifespan start-up failed
+
+
+def resolve_workers(option: int | None, environ: dict[str, str] | None = None) -> int:
+    """Return the worker count: ``--workers``, else ``WEB_CONCURRENCY`` (as uvicorn), else 1.
+
+    Raises:
+        StartupError: the count is not a whole number of at least 1 (names its source).
+    """
+    env = os.environ if environ is None else environ
+    if option is not None:
+        source, raw = "--workers", str(option)
+    elif env.get("WEB_CONCURRENCY", "").strip():
+        source, raw = "WEB_CONCURRENCY", env["WEB_CONCURRENCY"].strip()
+    else:
+        return 1
+    if not raw.isdigit() or int(raw) < 1:
+        raise StartupError(f"invalid {source} {raw!r}: must be a whole number of at least 1")
+    return int(raw)
+
+
+def serve(settings: Settings, host: str, port: int, workers: int) -> int:
+    """Serve the app on ``host:port`` with ``workers`` processes until stopped.
+
+    Raises:
+        StartupError: more than one worker with metrics on but no ``metrics.port``,
+            or a port cannot be bound (the message names host and port).
+    """
+    metrics = settings.metrics
+    if workers > 1 and metrics.enabled and metrics.port is None:
+        raise StartupError(
+            f"{workers} workers need metrics.port (TASKFORCE_METRICS__PORT or --metrics-port): "
+            "each worker serves its own metrics on metrics.port + its index"
+        )
+    api_socket = bind_socket(host, port, what="the API")
+    metrics_sockets: list[socket.socket | None] = [None] * workers
+    metrics_host = metrics.host or host
+    if metrics.enabled and metrics.port is not None:
+        if metrics.port + workers - 1 > 65535:
+            raise StartupError(f"metrics.port {metrics.port} + {workers} workers passes 65535")
+        for index in range(workers):
+            metrics_sockets[index] = bind_socket(
+                metrics_host, metrics.port + index, what=f"the metrics of worker {index}"
+            )
+    targets = _Targets(metrics.targets_file, metrics_host, metrics.port)
+    if metrics.enabled and metrics.port is not None:
+        targets.write(range(workers))
+    try:
+        if workers == 1:
+            return run_worker(settings, api_socket, WorkerSlot(0, metrics_sockets[0]))
+        return _Supervisor(settings, api_socket, metrics_sockets, targets).run()
+    finally:
+        targets.write(())
+
+
+@dataclass
+class _Targets:
+    """The targets file of this service (a no-op when ``metrics.targets_file`` is unset)."""
+
+    path: Path | None
+    host: str
+    port: int | None
+
+    def write(self, workers: range | tuple[()]) -> None:
+        if self.path is None or self.port is None:
+            return
+        port = self.port
+        try:
+            write_targets(self.path, {str(i): (self.host, port + i) for i in workers})
+        except OSError as exc:
+            _LOG.error("metrics.targets.failed", category="lifecycle", error=str(exc))
+
+
+@dataclass
+class _Slot:
+    index: int
+    process: ForkProcess | None = None
+    started_at: float = 0.0
+    quick_deaths: int = 0
+    restart_at: float | None = None
+    pids: list[int] = field(default_factory=list)
+
+
+class _Supervisor:
+    """Runs N forked workers sharing the API socket; restarts the ones that die."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        api_socket: socket.socket,
+        metrics_sockets: list[socket.socket | None],
+        targets: _Targets,
+    ) -> None:
+        self._settings = settings
+        self._api_socket = api_socket
+        self._metrics_sockets = metrics_sockets
+        self._targets = targets
+        self._slots = [_Slot(i) for i in range(len(metrics_sockets))]
+        self._context = multiprocessing.get_context("fork")
+        self._signals = 0
+        self._stop_sent = 0
+        self._failed: int | None = None
+
+    def run(self) -> int:
+        """Start every worker, supervise them until a stop signal, return the exit code."""
+        originals = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            _LOG.info(
+                "supervisor.started",
+                category="lifecycle",
+                workers=len(self._slots),
+                pid=os.getpid(),
+            )
+            for slot in self._slots:
+                self._start(slot)
+            self._loop()
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
+        _LOG.info("supervisor.stopped", category="lifecycle", pid=os.getpid())
+        if self._failed is not None:
+            raise StartupError(f"worker {self._failed} failed to start (see its log above)")
+        return 0
+
+    def _on_signal(self, sig: int, frame: FrameType | None) -> None:
+        self._signals += 1
+
+    def _start(self, slot: _Slot) -> None:
+        process = self._context.Process(
+            target=_worker_main,
+            args=(self._settings, self._api_socket, self._metrics_sockets, slot.index),
+            name=f"taskforce-worker-{slot.index}",
+        )
+        process.start()
+        slot.process, slot.started_at, slot.restart_at = process, time.monotonic(), None
+        _LOG.info("worker.started", category="lifecycle", worker=slot.index, pid=process.pid)
+
+    def _alive(self) -> list[ForkProcess]:
+        return [s.process for s in self._slots if s.process is not None and s.process.is_alive()]
+
+    def _loop(self) -> None:
+        stop_deadline: float | None = None
+        while True:
+            if self._signals > self._stop_sent:
+                # First signal: drain. Second: each worker stops waiting at once.
+                for process in self._alive():
+                    os.kill(process.pid, signal.SIGTERM)  # type: ignore[arg-type]
+                if self._stop_sent == 0:
+                    grace = self._settings.server.shutdown_grace_seconds
+                    stop_deadline = (
+                        time.monotonic() + grace + CANCEL_RECORD_SECONDS + _KILL_MARGIN_SECONDS
+                    )
+                    _LOG.info("supervisor.stopping", category="lifecycle", grace_seconds=grace)
+                self._stop_sent = self._signals
+            alive = self._alive()
+            if stop_deadline is not None:
+                if not alive:
+                    return
+                if time.monotonic() > stop_deadline:
+                    for process in alive:
+                        process.kill()
+            sentinels = [p.sentinel for p in alive]
+            multiprocessing.connection.wait(sentinels, timeout=_POLL_SECONDS)
+            self._reap(stopping=stop_deadline is not None)
+
+    def _reap(self, *, stopping: bool) -> None:
+        now = time.monotonic()
+        for slot in self._slots:
+            process = slot.process
+            if process is not None and not process.is_alive():
+                process.join()
+                slot.process = None
+                code = process.exitcode
+                if stopping:
+                    _LOG.info(
+                        "worker.stopped", category="lifecycle", worker=slot.index, exitcode=code
+                    )
+                    continue
+                _LOG.warning(
+                    "worker.exited",
+                    category="lifecycle",
+                    worker=slot.index,
+                    pid=process.pid,
+                    exitcode=code,
+                )
+                if code == _STARTUP_FAILURE and slot.quick_deaths == 0 and not slot.pids:
+                    self._failed = slot.index
+                    self._signals = max(self._signals, 1)
+                    continue
+                slot.pids.append(process.pid or 0)
+                lived = now - slot.started_at
+                slot.quick_deaths = slot.quick_deaths + 1 if lived < _QUICK_DEATH_SECONDS else 0
+                pause = (
+                    min(_MAX_RESTART_PAUSE_SECONDS, 0.5 * 2 ** (slot.quick_deaths - 1))
+                    if slot.quick_deaths
+                    else 0.0
+                )
+                slot.restart_at = now + pause
+            if (
+                slot.process is None
+                and slot.restart_at is not None
+                and not stopping
+                and now >= slot.restart_at
+            ):
+                self._start(slot)
+                self._targets.write(range(len(self._slots)))
+                _LOG.info(
+                    "worker.restarted",
+                    category="lifecycle",
+                    worker=slot.index,
+                    pid=slot.process.pid if slot.process else None,
+                )
+
+
+def _worker_main(
+    settings: Settings,
+    api_socket: socket.socket,
+    metrics_sockets: list[socket.socket | None],
+    index: int,
+) -> None:
+    """Body of a forked worker: serve until SIGTERM (SIGINT is the supervisor's to pass on)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    for other, sock in enumerate(metrics_sockets):
+        if other != index and sock is not None:
+            sock.close()
+    slot = WorkerSlot(index, metrics_sockets[index])
+    raise SystemExit(run_worker(settings, api_socket, slot, signals=(signal.SIGTERM,)))

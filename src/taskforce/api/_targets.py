@@ -1,0 +1,106 @@
+"""The Prometheus ``file_sd`` targets file: every worker's metrics endpoint with a ``worker`` label.
+
+The file is always replaced whole (written beside itself, then renamed), so
+Prometheus never reads half a file. Processes that do not share a supervisor
+(workers of uvicorn or gunicorn) update it under an exclusive ``flock`` on a
+``.lock`` file beside it, each adding or removing only its own entry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["advertised_host", "register_target", "unregister_target", "write_targets"]
+
+
+def advertised_host(host: str) -> str:
+    """Return the host to put in a target for a listener bound to ``host``.
+
+    A wildcard address (``0.0.0.0``, ``::``, empty) cannot be scraped as such; the
+    machine's fully qualified name stands in for it.
+    """
+    if host in ("", "0.0.0.0", "::"):
+        return socket.getfqdn()
+    return f"[{host}]" if ":" in host else host
+
+
+def _entry(host: str, port: int, worker: str) -> dict[str, Any]:
+    return {"targets": [f"{advertised_host(host)}:{port}"], "labels": {"worker": worker}}
+
+
+def write_targets(path: Path, endpoints: Mapping[str, tuple[str, int]]) -> None:
+    """Replace ``path`` atomically with one ``file_sd`` group per endpoint.
+
+    Args:
+        path: the targets file; its folder must exist.
+        endpoints: worker label -> (host, port) of that worker's metrics listener.
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    groups = [_entry(host, port, worker) for worker, (host, port) in sorted(endpoints.items())]
+    _replace(path, groups)
+
+
+def _replace(path: Path, groups: list[dict[str, Any]]) -> None:
+    text = json.dumps(groups, indent=2) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)  # Prometheus often runs as another user
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[list[dict[str, Any]]]:
+    """Hold the file's lock; yield its groups (empty if absent or unreadable) to edit in place."""
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            try:
+                loaded = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                loaded = []
+            groups = [g for g in loaded if isinstance(g, dict)] if isinstance(loaded, list) else []
+            yield groups
+            _replace(path, groups)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def register_target(path: Path, host: str, port: int, worker: str) -> None:
+    """Add (or replace) this endpoint's entry in a targets file shared with other processes.
+
+    Raises:
+        OSError: the file or its lock cannot be written.
+    """
+    entry = _entry(host, port, worker)
+    with _locked(path) as groups:
+        groups[:] = [g for g in groups if g.get("targets") != entry["targets"]] + [entry]
+        groups.sort(key=lambda g: str(g.get("labels", {}).get("worker", "")))
+
+
+def unregister_target(path: Path, host: str, port: int) -> None:
+    """Remove this endpoint's entry from a shared targets file (nothing if absent).
+
+    Raises:
+        OSError: the file or its lock cannot be written.
+    """
+    targets = [f"{advertised_host(host)}:{port}"]
+    with _locked(path) as groups:
+        groups[:] = [g for g in groups if g.get("targets") != targets]

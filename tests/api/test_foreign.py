@@ -1,0 +1,116 @@
+"""Recognising uvicorn's and gunicorn's multi-process supervisors from inside a worker."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from taskforce.api._foreign import ForeignSupervisor, detect_supervisor
+
+
+def _fake_proc(tmp_path: Path, *argv: str) -> Path:
+    """A /proc stand-in where the parent's command line is ``argv``."""
+    folder = tmp_path / str(os.getppid())
+    folder.mkdir()
+    (folder / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+    return tmp_path
+
+
+def _call_from(module: str, function: str, body: str, **local: Any) -> Any:
+    """Run ``detect_supervisor`` inside a function that looks like it belongs to ``module``."""
+    namespace: dict[str, Any] = {"__name__": module, "detect": detect_supervisor, "Path": Path}
+    exec(f"def {function}({', '.join(local)}):\n    {body}\n", namespace)
+    return namespace[function](**local)
+
+
+class _Config:
+    workers = 3
+    host = "0.0.0.0"
+
+
+class _Cfg:
+    workers = 4
+    bind = ["10.0.0.5:8000"]
+
+
+class _Worker:
+    cfg = _Cfg()
+
+
+class TestFromStack:
+    def test_uvicorn_subprocess(self, tmp_path: Path) -> None:
+        """Inside uvicorn's subprocess_started, workers and host come from its config."""
+        found = _call_from(
+            "uvicorn._subprocess",
+            "subprocess_started",
+            "return detect(Path(proc))",
+            config=_Config(),
+            proc=str(tmp_path),
+        )
+        assert ForeignSupervisor("uvicorn", 3, "0.0.0.0") == found
+        assert found.is_multiprocess
+
+    def test_gunicorn_worker(self, tmp_path: Path) -> None:
+        """Inside a gunicorn method, workers and the bind host come from ``self.cfg``."""
+        found = _call_from(
+            "gunicorn.workers.base",
+            "load_wsgi",
+            "return detect(Path(proc))",
+            self=_Worker(),
+            proc=str(tmp_path),
+        )
+        assert ForeignSupervisor("gunicorn", 4, "10.0.0.5") == found
+
+    def test_uvicorn_reload_is_single_process(self, tmp_path: Path) -> None:
+        """uvicorn --reload runs one worker through the same function: not multi-process."""
+        config = _Config()
+        config.workers = 1
+        found = _call_from(
+            "uvicorn._subprocess",
+            "subprocess_started",
+            "return detect(Path(proc))",
+            config=config,
+            proc=str(tmp_path),
+        )
+        assert not found.is_multiprocess
+
+
+class TestFromParent:
+    def test_plain_process_is_none(self, tmp_path: Path) -> None:
+        """A parent that is a shell is no supervisor."""
+        assert detect_supervisor(_fake_proc(tmp_path, "/bin/bash")) is None
+
+    @pytest.mark.parametrize(
+        ("argv", "expected"),
+        [
+            (
+                ("/usr/bin/python3", "/usr/local/bin/uvicorn", "--workers", "2", "a:b"),
+                ForeignSupervisor("uvicorn", 2, "127.0.0.1"),
+            ),
+            (
+                ("python", "-m", "uvicorn", "--workers=3", "--host", "0.0.0.0", "a:b"),
+                ForeignSupervisor("uvicorn", 3, "0.0.0.0"),
+            ),
+            (
+                ("/usr/bin/python3", "/usr/bin/gunicorn", "-w", "4", "-b", "10.1.2.3:80", "a:b"),
+                ForeignSupervisor("gunicorn", 4, "10.1.2.3"),
+            ),
+            (("gunicorn: master [a:b]",), ForeignSupervisor("gunicorn", None, None)),
+        ],
+    )
+    def test_recognised_parents(
+        self, tmp_path: Path, argv: tuple[str, ...], expected: ForeignSupervisor
+    ) -> None:
+        """uvicorn with --workers and any gunicorn master are recognised from the parent."""
+        assert expected == detect_supervisor(_fake_proc(tmp_path, *argv))
+
+    def test_uvicorn_without_workers_flag_is_not_a_supervisor(self, tmp_path: Path) -> None:
+        """Plain `uvicorn app` runs the app in the same process: not a foreign supervisor."""
+        assert detect_supervisor(_fake_proc(tmp_path, "python", "-m", "uvicorn", "a:b")) is None
+
+    def test_unknown_worker_count_counts_as_many(self) -> None:
+        """A gunicorn whose worker count cannot be read is treated as multi-process."""
+        assert ForeignSupervisor("gunicorn", None).is_multiprocess

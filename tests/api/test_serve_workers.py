@@ -1,0 +1,314 @@
+"""``taskforce serve`` as operators run it: workers, a metrics port, start-up failures, shutdown.
+
+Each test starts the real console script (``python -m taskforce serve``) on 127.0.0.1
+and talks to it over HTTP, as Prometheus and clients would.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import signal
+import socket
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.processes import Child, clean_env, free_ports, started, wait_until_up
+from tests.support.workload import WORKLOAD
+
+pytestmark = pytest.mark.integration
+
+
+def missions(text: str) -> Counter[tuple[str, str]]:
+    """``taskforce_missions_total`` of one exposition, by (agent_type, status)."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "taskforce_missions_total":
+                counts[(sample.labels["agent_type"], sample.labels["status"])] += int(sample.value)
+    return counts
+
+
+def send(api: str, rounds: int) -> Counter[tuple[str, str]]:
+    """Send the workload ``rounds`` times, one connection per request; return what was sent."""
+    sent: Counter[tuple[str, str]] = Counter()
+    for _ in range(rounds):
+        for agent, mission, status in WORKLOAD:
+            answer = httpx.post(
+                f"{api}/api/v1/execute", json={"mission": mission, "agent_type": agent}, timeout=30
+            )
+            assert status == answer.json()["status"], answer.text
+            sent[(agent, status)] += 1
+    return sent
+
+
+def scrape(port: int) -> Counter[tuple[str, str]]:
+    answer = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+    assert 200 == answer.status_code
+    return missions(answer.text)
+
+
+def nonzero(counts: Counter[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    return {key: value for key, value in counts.items() if value}
+
+
+def events(child: Child) -> list[dict[str, object]]:
+    return [json.loads(line) for line in child.stderr().splitlines() if line.startswith("{")]
+
+
+@pytest.fixture(name="ports")
+def fixture_ports() -> tuple[int, int]:
+    """A free API port and the first of two free consecutive metrics ports."""
+    return free_ports(1), free_ports(2)
+
+
+class TestWorkers:
+    def test_two_workers_add_up_exactly(self, tmp_path: Path, ports: tuple[int, int]) -> None:
+        """Metrics at P and P+1 sum to what was sent, grow monotonically; API port has none."""
+        api_port, metrics_port = ports
+        targets = tmp_path / "targets.json"
+        env = clean_env(tmp_path, TASKFORCE_METRICS__TARGETS_FILE=str(targets))
+        args = ["serve", "--port", str(api_port), "--workers", "2"]
+        with started([*args, "--metrics-port", str(metrics_port)], env, tmp_path) as child:
+            api = f"http://127.0.0.1:{api_port}"
+            wait_until_up(
+                child, [f"http://127.0.0.1:{metrics_port + i}/metrics" for i in (0, 1)] + [api]
+            )
+            sent: Counter[tuple[str, str]] = Counter()
+            previous = [Counter[tuple[str, str]](), Counter[tuple[str, str]]()]
+            for _ in range(3):
+                sent += send(api, 2)
+                scraped = [scrape(metrics_port + i) for i in (0, 1)]
+                for before, now in zip(previous, scraped, strict=True):
+                    assert all(now[key] >= value for key, value in before.items())
+                previous = scraped
+                assert nonzero(sent) == nonzero(scraped[0] + scraped[1])
+            assert 404 == httpx.get(f"{api}/metrics", timeout=5).status_code
+            groups = json.loads(targets.read_text(encoding="utf-8"))
+            assert [
+                {"targets": [f"127.0.0.1:{metrics_port}"], "labels": {"worker": "0"}},
+                {"targets": [f"127.0.0.1:{metrics_port + 1}"], "labels": {"worker": "1"}},
+            ] == groups
+            assert 0 == child.stop()
+        assert [] == json.loads(targets.read_text(encoding="utf-8"))
+
+    def test_dead_worker_is_replaced_and_the_other_keeps_its_numbers(
+        self, tmp_path: Path, ports: tuple[int, int]
+    ) -> None:
+        """A killed worker comes back on its port from zero; the other worker is untouched."""
+        api_port, metrics_port = ports
+        env = clean_env(tmp_path, TASKFORCE_METRICS__PORT=str(metrics_port))
+        with started(["serve", "--port", str(api_port), "--workers", "2"], env, tmp_path) as child:
+            api = f"http://127.0.0.1:{api_port}"
+            urls = [f"http://127.0.0.1:{metrics_port + i}/metrics" for i in (0, 1)]
+            wait_until_up(child, [*urls, api])
+            send(api, 2)
+            before = scrape(metrics_port + 1)
+            victim = next(
+                e["pid"]
+                for e in events(child)
+                if e["event"] == "server.started" and e["worker"] == 0
+            )
+            os.kill(int(str(victim)), signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while True:
+                started_events = [e for e in events(child) if e["event"] == "server.started"]
+                if [e for e in started_events if e["worker"] == 0 and e["pid"] != victim]:
+                    break
+                assert time.monotonic() < deadline, child.stderr()
+                time.sleep(0.05)
+            assert {} == nonzero(scrape(metrics_port))
+            assert before == scrape(metrics_port + 1)
+            exited = [e for e in events(child) if e["event"] == "worker.exited"]
+            assert [(0, -signal.SIGKILL)] == [(e["worker"], e["exitcode"]) for e in exited]
+
+    def test_workers_without_metrics_port_exit_2(self, tmp_path: Path) -> None:
+        """`--workers 2` with metrics on and no metrics.port stops at once, naming it."""
+        with started(
+            ["serve", "--port", "1", "--workers", "2"], clean_env(tmp_path), tmp_path
+        ) as child:
+            assert 2 == child.process.wait(timeout=60)
+        lines = child.stderr().strip().splitlines()
+        assert 1 == len(lines)
+        assert "metrics.port" in lines[0]
+
+    def test_workers_without_metrics_need_no_port(
+        self, tmp_path: Path, ports: tuple[int, int]
+    ) -> None:
+        """With metrics disabled, two workers serve the API with no metrics port."""
+        env = clean_env(tmp_path, TASKFORCE_METRICS__ENABLED="false")
+        api = f"http://127.0.0.1:{ports[0]}"
+        with started(["serve", "--port", str(ports[0]), "--workers", "2"], env, tmp_path) as child:
+            wait_until_up(child, [api])
+            assert 5 == sum(send(api, 1).values())
+            assert 404 == httpx.get(f"{api}/metrics", timeout=5).status_code
+
+    def test_web_concurrency_is_workers(self, tmp_path: Path, ports: tuple[int, int]) -> None:
+        """WEB_CONCURRENCY=2 runs two workers, each with its own metrics port."""
+        api_port, metrics_port = ports
+        env = clean_env(tmp_path, WEB_CONCURRENCY="2", TASKFORCE_METRICS__PORT=str(metrics_port))
+        with started(["serve", "--port", str(api_port)], env, tmp_path) as child:
+            urls = [f"http://127.0.0.1:{metrics_port + i}/metrics" for i in (0, 1)]
+            wait_until_up(child, [*urls, f"http://127.0.0.1:{api_port}/health"])
+            workers = {e["worker"] for e in events(child) if e["event"] == "server.started"}
+            assert {0, 1} == workers
+
+    @pytest.mark.parametrize("value", ["2", "zero"])
+    def test_web_concurrency_errors_exit_2(self, tmp_path: Path, value: str) -> None:
+        """WEB_CONCURRENCY=2 without metrics.port, or a non-number, exits 2 with one line."""
+        env = clean_env(tmp_path, WEB_CONCURRENCY=value)
+        with started(["serve", "--port", "1"], env, tmp_path) as child:
+            assert 2 == child.process.wait(timeout=60)
+        lines = child.stderr().strip().splitlines()
+        assert 1 == len(lines)
+        assert ("metrics.port" if value == "2" else "WEB_CONCURRENCY") in lines[0]
+
+
+class TestStartup:
+    @pytest.mark.parametrize("workers", ["1", "2"])
+    def test_port_in_use_exits_2_naming_host_and_port(self, tmp_path: Path, workers: str) -> None:
+        """A taken API port stops the start with exit 2, one line, and no server.started."""
+        env = clean_env(tmp_path, TASKFORCE_METRICS__PORT=str(free_ports(2)))
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            args = ["serve", "--port", str(port), "--workers", workers]
+            with started(args, env, tmp_path) as child:
+                assert 2 == child.process.wait(timeout=60)
+        lines = child.stderr().strip().splitlines()
+        assert 1 == len(lines), lines
+        assert f"127.0.0.1:{port}" in lines[0]
+        assert "in use" in lines[0]
+
+    def test_metrics_port_in_use_exits_2(self, tmp_path: Path, ports: tuple[int, int]) -> None:
+        """A taken metrics port is a start-up failure too, naming that port."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            args = ["serve", "--port", str(ports[0]), "--metrics-port", str(port)]
+            with started(args, clean_env(tmp_path), tmp_path) as child:
+                assert 2 == child.process.wait(timeout=60)
+        assert f"127.0.0.1:{port}" in child.stderr()
+
+    def test_metrics_port_moves_metrics_off_the_api_port(
+        self, tmp_path: Path, ports: tuple[int, int]
+    ) -> None:
+        """One process with --metrics-port: metrics (with auth and gzip) only on that port."""
+        api_port, metrics_port = ports
+        env = clean_env(tmp_path, TASKFORCE_METRICS__AUTH_TOKEN="tok-123")
+        args = ["serve", "--port", str(api_port), "--metrics-port", str(metrics_port)]
+        with started(args, env, tmp_path) as child:
+            api, metrics = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{metrics_port}"
+            wait_until_up(child, [f"{api}/health", f"{metrics}/metrics"])
+            send(api, 1)
+            assert 404 == httpx.get(f"{api}/metrics", timeout=5).status_code
+            assert 401 == httpx.get(f"{metrics}/metrics", timeout=5).status_code
+            auth = {"Authorization": "Bearer tok-123", "Accept-Encoding": "gzip"}
+            answer = httpx.get(f"{metrics}/metrics", headers=auth, timeout=5)
+            assert (200, "gzip") == (answer.status_code, answer.headers["content-encoding"])
+            assert 5 == sum(missions(answer.text).values())
+            assert 404 == httpx.get(f"{metrics}/health", timeout=5).status_code
+
+
+class TestShutdown:
+    @pytest.mark.parametrize("workers", ["1", "2"])
+    def test_missions_in_flight_are_cancelled_after_the_grace(
+        self, tmp_path: Path, ports: tuple[int, int], workers: str
+    ) -> None:
+        """SIGTERM with missions running: after the grace they are recorded cancelled, exit 0."""
+        api_port, metrics_port = ports
+        env = clean_env(
+            tmp_path,
+            TASKFORCE_SERVER__SHUTDOWN_GRACE_SECONDS="1",
+            TASKFORCE_METRICS__PORT=str(metrics_port),
+        )
+        args = ["serve", "--port", str(api_port), "--workers", workers]
+        with started(args, env, tmp_path) as child:
+            api = f"http://127.0.0.1:{api_port}"
+            wait_until_up(child, [f"{api}/health"])
+            mission = {"mission": 'tool:sleep {"seconds": 60}\ndone', "session_id": ""}
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                futures = [
+                    pool.submit(
+                        httpx.post,
+                        f"{api}/api/v1/execute",
+                        json={**mission, "session_id": f"s{i}"},
+                        timeout=60,
+                    )
+                    for i in range(4)
+                ]
+                deadline = time.monotonic() + 30
+                while sum(1 for e in events(child) if e["event"] == "mission.started") < 4:
+                    assert time.monotonic() < deadline, child.stderr()
+                    time.sleep(0.05)
+                began = time.monotonic()
+                code = child.stop(signal.SIGTERM, timeout=60)
+                took = time.monotonic() - began
+                answers = [f.result() for f in futures]
+        print(f"shutdown with 4 missions in flight, grace 1 s, {workers} worker(s): {took:.2f} s")
+        assert 0 == code
+        assert [503] * 4 == [a.status_code for a in answers]
+        for i in range(4):
+            state = json.loads((tmp_path / "state" / f"s{i}.json").read_text(encoding="utf-8"))
+            assert ["cancelled"] == [m["status"] for m in state["missions"]]
+        stopped = [e for e in events(child) if e["event"] == "server.stopped"]
+        assert int(workers) == len(stopped)
+
+
+class TestForeignSupervisor:
+    """`uvicorn --factory --workers 2 taskforce.api.server:create_app`, which we do not control."""
+
+    ARGS = ("--factory", "--workers", "2", "--host", "127.0.0.1")
+
+    def test_shared_port_never_serves_one_workers_numbers(
+        self, tmp_path: Path, ports: tuple[int, int]
+    ) -> None:
+        """Without metrics.port every scrape of the shared port is 404, and the log says why."""
+        api_port = ports[0]
+        args = [*self.ARGS, "--port", str(api_port), "taskforce.api.server:create_app"]
+        with started(args, clean_env(tmp_path), tmp_path, module="uvicorn") as child:
+            api = f"http://127.0.0.1:{api_port}"
+            wait_until_up(child, [f"{api}/health"])
+            send(api, 2)
+            codes = {httpx.get(f"{api}/metrics", timeout=5).status_code for _ in range(20)}
+            assert {404} == codes
+            deadline = time.monotonic() + 30
+            while child.stderr().count("metrics.shared_port.refused") < 2:
+                assert time.monotonic() < deadline, child.stderr()
+                time.sleep(0.05)
+        refusal = next(
+            line for line in child.stderr().splitlines() if "metrics.shared_port.refused" in line
+        )
+        assert "metrics.port" in refusal
+        assert "lifecycle" in refusal
+
+    def test_metrics_port_gives_each_worker_a_listener(
+        self, tmp_path: Path, ports: tuple[int, int]
+    ) -> None:
+        """With metrics.port, the workers take P and P+1, register both, and add up exactly."""
+        api_port, metrics_port = ports
+        targets = tmp_path / "targets.json"
+        env = clean_env(
+            tmp_path,
+            TASKFORCE_METRICS__PORT=str(metrics_port),
+            TASKFORCE_METRICS__TARGETS_FILE=str(targets),
+        )
+        args = [*self.ARGS, "--port", str(api_port), "taskforce.api.server:create_app"]
+        with started(args, env, tmp_path, module="uvicorn") as child:
+            api = f"http://127.0.0.1:{api_port}"
+            urls = [f"http://127.0.0.1:{metrics_port + i}/metrics" for i in (0, 1)]
+            wait_until_up(child, [*urls, f"{api}/health"])
+            sent = send(api, 2)
+            scraped = scrape(metrics_port) + scrape(metrics_port + 1)
+            assert nonzero(sent) == nonzero(scraped)
+            assert 404 == httpx.get(f"{api}/metrics", timeout=5).status_code
+            listed = sorted(g["targets"][0] for g in json.loads(targets.read_text("utf-8")))
+            assert [f"127.0.0.1:{metrics_port + i}" for i in (0, 1)] == listed

@@ -1,0 +1,166 @@
+"""``TaskforceServer``: a bounded shutdown that cancels, records and counts missions in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import structlog
+from prometheus_client.parser import text_string_to_metric_families
+
+from taskforce.api._listener import bind_socket
+from taskforce.api._serving import TaskforceServer
+from taskforce.api.server import create_app
+from taskforce.application.container import Container
+from taskforce.config import Settings
+from taskforce.errors import StartupError
+
+SLOW_MISSION = 'tool:sleep {"seconds": 30}\ndone'
+FAST_MISSION = "hello"
+
+
+def missions_total(container: Container) -> dict[tuple[str, str], float]:
+    """``taskforce_missions_total`` by (agent_type, status), read from the exposition."""
+    assert container.metrics is not None
+    text = container.metrics.render().decode()
+    return {
+        (s.labels["agent_type"], s.labels["status"]): s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "taskforce_missions"
+        for s in family.samples
+        if s.name == "taskforce_missions_total"
+    }
+
+
+@dataclass
+class Running:
+    """A TaskforceServer serving the app in this event loop."""
+
+    server: TaskforceServer
+    task: asyncio.Task[None]
+    container: Container
+    url: str
+
+
+@pytest.fixture(name="running")
+async def fixture_running(settings: Settings) -> AsyncIterator[Running]:
+    """The app under ``TaskforceServer`` (grace 0.5 s, no signal handlers), stopped by the test."""
+    settings = settings.model_copy(
+        update={"server": settings.server.model_copy(update={"shutdown_grace_seconds": 0.5})}
+    )
+    app = create_app(settings)
+    sock = bind_socket("127.0.0.1", 0, what="the API")
+    port = sock.getsockname()[1]
+    server = TaskforceServer(app, grace_seconds=0.5, signals=())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        assert not task.done()
+        await asyncio.sleep(0.01)
+    running = Running(server, task, app.state.container, f"http://127.0.0.1:{port}")
+    try:
+        yield running
+    finally:
+        server.should_exit = server.force_exit = True
+        await task
+
+
+async def _in_flight(client: httpx.AsyncClient, n: int) -> list[asyncio.Task[httpx.Response]]:
+    """Start ``n`` slow missions (sessions s0..) and return once all of them are running."""
+    requests = [
+        asyncio.create_task(
+            client.post("/api/v1/execute", json={"mission": SLOW_MISSION, "session_id": f"s{i}"})
+        )
+        for i in range(n)
+    ]
+    async with httpx.AsyncClient(base_url=client.base_url) as probe:
+        while True:
+            text = (await probe.get("/metrics")).text
+            if f'taskforce_missions_in_progress{{agent_type="lean"}} {n}' in text:
+                return requests
+            await asyncio.sleep(0.02)
+
+
+def _records(state_dir: Path, session_id: str) -> list[dict[str, object]]:
+    data = json.loads((state_dir / f"{session_id}.json").read_text(encoding="utf-8"))
+    missions: list[dict[str, object]] = data["missions"]
+    return missions
+
+
+class TestShutdown:
+    async def test_grace_expiry_cancels_records_and_counts(
+        self, running: Running, settings: Settings
+    ) -> None:
+        """Missions still running when the grace expires are cancelled, saved and counted."""
+        async with httpx.AsyncClient(base_url=running.url, timeout=30) as client:
+            done = await client.post("/api/v1/execute", json={"mission": FAST_MISSION})
+            requests = await _in_flight(client, 2)
+            with structlog.testing.capture_logs() as logs:
+                running.server.should_exit = True
+                await asyncio.wait_for(running.task, timeout=20)
+            outcomes = await asyncio.gather(*requests, return_exceptions=True)
+        assert 200 == done.status_code
+        assert [503, 503] == [o.status_code for o in outcomes if isinstance(o, httpx.Response)]
+        for i in range(2):
+            assert ["cancelled"] == [r["status"] for r in _records(settings.state_dir, f"s{i}")]
+        counted = missions_total(running.container)
+        assert (1.0, 2.0) == (counted[("lean", "completed")], counted[("lean", "cancelled")])
+        events = [e["event"] for e in logs]
+        assert "server.requests.cancelled" in events
+        assert "server.stopped" == events[-1]
+
+    async def test_second_signal_stops_at_once_and_keeps_completed_records(
+        self, running: Running, settings: Settings
+    ) -> None:
+        """A forced stop does not wait out the grace, still records and logs server.stopped."""
+        running.server.grace_seconds = 3600
+        async with httpx.AsyncClient(base_url=running.url, timeout=30) as client:
+            done = await client.post(
+                "/api/v1/execute", json={"mission": FAST_MISSION, "session_id": "kept"}
+            )
+            requests = await _in_flight(client, 1)
+            with structlog.testing.capture_logs() as logs:
+                running.server.handle_exit(15, None)
+                await asyncio.sleep(0.2)
+                assert not running.task.done()  # draining: the grace is an hour
+                running.server.handle_exit(15, None)
+                await asyncio.wait_for(running.task, timeout=20)
+            await asyncio.gather(*requests, return_exceptions=True)
+        assert 200 == done.status_code
+        assert ["completed"] == [r["status"] for r in _records(settings.state_dir, "kept")]
+        assert ["cancelled"] == [r["status"] for r in _records(settings.state_dir, "s0")]
+        assert "server.stopped" == logs[-1]["event"]
+
+    async def test_idle_server_stops_without_cancelling(self, running: Running) -> None:
+        """With nothing running, a stop cancels nothing and logs server.stopped."""
+        with structlog.testing.capture_logs() as logs:
+            running.server.should_exit = True
+            await asyncio.wait_for(running.task, timeout=20)
+        events = [e["event"] for e in logs]
+        assert "server.requests.cancelled" not in events
+        assert "server.stopped" == events[-1]
+
+
+class TestBindSocket:
+    def test_port_in_use_names_host_and_port(self) -> None:
+        """A port in use is a StartupError of one line naming host and port."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            with pytest.raises(StartupError) as caught:
+                bind_socket("127.0.0.1", port, what="the API")
+        message = str(caught.value)
+        assert f"127.0.0.1:{port}" in message
+        assert "address already in use" in message
+        assert "\n" not in message
+
+    def test_unresolvable_host(self) -> None:
+        """A host that does not resolve is a StartupError naming it."""
+        with pytest.raises(StartupError, match=r"no-such-host\.invalid:80"):
+            bind_socket("no-such-host.invalid", 80, what="the API")

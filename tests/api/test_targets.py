@@ -1,0 +1,66 @@
+"""The Prometheus file_sd targets file: whole-file replacement and shared registration."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+from taskforce.api._targets import (
+    advertised_host,
+    register_target,
+    unregister_target,
+    write_targets,
+)
+
+
+def _read(path: Path) -> object:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+class TestWriteTargets:
+    def test_one_group_per_worker_with_its_label(self, tmp_path: Path) -> None:
+        """Each endpoint is a group with a `worker` label, in worker order."""
+        path = tmp_path / "targets.json"
+        write_targets(path, {"1": ("127.0.0.1", 9101), "0": ("127.0.0.1", 9100)})
+        assert [
+            {"targets": ["127.0.0.1:9100"], "labels": {"worker": "0"}},
+            {"targets": ["127.0.0.1:9101"], "labels": {"worker": "1"}},
+        ] == _read(path)
+
+    def test_replaces_without_leaving_temporary_files(self, tmp_path: Path) -> None:
+        """A rewrite replaces the file whole and leaves nothing else in the folder."""
+        path = tmp_path / "targets.json"
+        write_targets(path, {"0": ("127.0.0.1", 9100)})
+        write_targets(path, {})
+        assert [] == _read(path)
+        assert ["targets.json"] == [p.name for p in tmp_path.iterdir()]
+
+
+class TestAdvertisedHost:
+    def test_wildcards_become_the_host_name(self) -> None:
+        """0.0.0.0 and :: cannot be scraped; the machine's name stands in."""
+        assert socket.getfqdn() == advertised_host("0.0.0.0") == advertised_host("::")
+
+    def test_ipv6_is_bracketed(self) -> None:
+        """An IPv6 address gets brackets so host:port stays readable."""
+        assert "[::1]" == advertised_host("::1")
+
+
+class TestSharedRegistration:
+    def test_processes_add_and_remove_only_their_own_entry(self, tmp_path: Path) -> None:
+        """Register two endpoints, re-register one, withdraw one: the other stays."""
+        path = tmp_path / "targets.json"
+        register_target(path, "127.0.0.1", 9101, "1")
+        register_target(path, "127.0.0.1", 9100, "0")
+        register_target(path, "127.0.0.1", 9100, "0")
+        assert ["0", "1"] == [g["labels"]["worker"] for g in _read(path)]  # type: ignore[attr-defined]
+        unregister_target(path, "127.0.0.1", 9100)
+        assert [{"targets": ["127.0.0.1:9101"], "labels": {"worker": "1"}}] == _read(path)
+
+    def test_unreadable_file_is_started_afresh(self, tmp_path: Path) -> None:
+        """A corrupt file is replaced rather than blocking the registration."""
+        path = tmp_path / "targets.json"
+        path.write_text("{not json", encoding="utf-8")
+        register_target(path, "127.0.0.1", 9100, "0")
+        assert [{"targets": ["127.0.0.1:9100"], "labels": {"worker": "0"}}] == _read(path)
