@@ -9,6 +9,26 @@ import pytest
 import structlog
 
 from taskforce.config import Settings
+from tests.support.log_audit import EventAudit
+
+_AUDIT = EventAudit()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Check every log event of the session against docs/logging.md (see log_audit)."""
+    _AUDIT.install()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop checking log events."""
+    _AUDIT.uninstall()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how many log events the audit walked."""
+    events = sum(_AUDIT.seen.values())
+    kinds = len(_AUDIT.seen)
+    terminalreporter.write_line(f"log audit: {events} events of {kinds} (event, level) kinds")
 
 
 @pytest.fixture(autouse=True, name="_reset_structlog")
@@ -19,6 +39,14 @@ def fixture_reset_structlog() -> Iterator[None]:
     yield
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
+
+
+@pytest.fixture(autouse=True, name="_log_audit")
+def fixture_log_audit() -> Iterator[None]:
+    """Every log event a test makes keeps docs/logging.md's promises (levels, no content)."""
+    _AUDIT.take_problems()  # what a server thread logged between tests is not this test's
+    yield
+    assert [] == _AUDIT.take_problems()
 
 
 @pytest.fixture(autouse=True, name="_clean_env")

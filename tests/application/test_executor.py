@@ -22,6 +22,7 @@ from taskforce.core.interfaces.executor import (
     ExecutorProtocol,
     ProgressEvent,
 )
+from taskforce.core.interfaces.log import text_fields
 from taskforce.errors import MissionError
 from taskforce.infrastructure.llm import ScriptedLLMProvider
 from taskforce.infrastructure.state import FileStateStore
@@ -202,12 +203,15 @@ class TestExecuteMission:
         ]
 
     async def test_failed_mission_logs(self) -> None:
-        """A failed mission logs mission.failed with its error."""
+        """A failed mission logs mission.failed at error with its error's length and digest."""
         with capture_logs() as logs:
             await _executor(settings=AgentSettings(max_steps=1)).execute_mission("m")
 
         failed = [e for e in logs if e["event"] == "mission.failed"]
-        assert ["step limit reached"] == [e["error"] for e in failed]
+        assert [("error", text_fields("error", "step limit reached"))] == [
+            (e["log_level"], {k: e[k] for k in ("error_chars", "error_sha256")}) for e in failed
+        ]
+        assert "error" not in failed[0]
 
 
 class TestConcurrency:

@@ -34,6 +34,7 @@ from taskforce.core.interfaces.executor import (
     check_mission_request,
 )
 from taskforce.core.interfaces.llm import LLMProviderProtocol
+from taskforce.core.interfaces.log import text_fields
 from taskforce.core.interfaces.state import SessionState, StateStoreProtocol
 from taskforce.core.interfaces.tools import ToolRegistryProtocol
 from taskforce.errors import MissionError, StateStoreError
@@ -199,20 +200,21 @@ class AgentExecutor:
                 _LOG.error(
                     "mission.failed",
                     category="mission",
-                    error=f"{type(exc).__name__}: {exc}",
+                    error_type=type(exc).__name__,
                     duration_seconds=seconds_since(started),
+                    **text_fields("error", exc),
                 )
                 raise
             else:
                 status, steps, tool_calls = result.status, len(result.steps), result.tool_calls
                 is_completed = status == "completed"
-                (_LOG.info if is_completed else _LOG.warning)(
+                (_LOG.info if is_completed else _LOG.error)(
                     "mission.completed" if is_completed else "mission.failed",
                     category="mission",
-                    error=result.error,
                     steps=steps,
                     tool_calls=tool_calls,
                     duration_seconds=seconds_since(started),
+                    **text_fields("error", result.error),
                 )
                 return result
             finally:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from taskforce.core.interfaces.log import text_fields
 from taskforce.infrastructure.tools import FileReadTool, FileWriteTool, ListDirTool, _files
 
 
@@ -247,7 +248,7 @@ class TestWorkspaceConfinement:
         assert ["secret.txt"] == os.listdir(outside)
 
     async def test_refusal_logged_as_security_event(self, workspace: Path, outside: Path) -> None:
-        """A refused path is logged as tool.path.refused in the security category."""
+        """A refused path is logged as tool.path.refused (security), the path as a digest only."""
         with capture_logs() as logs:
             await FileReadTool(workspace).execute(path="../outside/secret.txt")
         assert [
@@ -255,7 +256,7 @@ class TestWorkspaceConfinement:
                 "event": "tool.path.refused",
                 "category": "security",
                 "tool": "file_read",
-                "path": "../outside/secret.txt",
+                **text_fields("path", "../outside/secret.txt"),
                 "log_level": "warning",
             }
         ] == logs

@@ -17,6 +17,7 @@ from taskforce.core.domain._outcome import AgentOutcome
 from taskforce.core.domain._tool_runner import UNKNOWN_TOOL_ERROR_TYPE, run_tool_call
 from taskforce.core.interfaces.executor import StepRecord
 from taskforce.core.interfaces.llm import ChatMessage, LLMProviderProtocol, LLMResult, ToolSchema
+from taskforce.core.interfaces.log import text_fields
 from taskforce.core.interfaces.outcome import classify_llm_result, llm_exception_error_type
 from taskforce.core.interfaces.tools import ToolRegistryProtocol, ToolResult
 
@@ -100,7 +101,9 @@ class MissionRun:
             _LOG.info("agent.step.completed", category="agent", step=index)
         else:
             record = StepRecord(index, description, "failed", tuple(tool_names), error)
-            _LOG.warning("agent.step.failed", category="agent", step=index, error=error)
+            _LOG.warning(
+                "agent.step.failed", category="agent", step=index, **text_fields("error", error)
+            )
         self.steps.append(record)
 
     async def complete(
@@ -144,7 +147,12 @@ class MissionRun:
         return result
 
     def _llm_failed(self, error: str, error_type: str) -> LLMResult:
-        _LOG.warning("llm.call.failed", category="llm", error_type=error_type, error=error)
+        _LOG.warning(
+            "llm.call.failed",
+            category="llm",
+            error_type=error_type,
+            **text_fields("error", error),
+        )
         raise MissionAborted(f"LLM call failed: {error}")
 
     async def call_tool(self, step: int, call_id: str, name: str, arguments: Any) -> ToolResult:
@@ -193,7 +201,7 @@ class MissionRun:
             status="failed",
             steps=len(self.steps),
             tool_calls=self.tool_calls,
-            error=error,
+            **text_fields("error", error),
         )
         return AgentOutcome("failed", "", tuple(self.steps), self.tool_calls, error=error)
 

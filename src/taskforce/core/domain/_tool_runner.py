@@ -15,6 +15,7 @@ from typing import Any, cast
 
 import structlog
 
+from taskforce.core.interfaces.log import text_fields
 from taskforce.core.interfaces.outcome import (
     INVALID_ARGUMENTS,
     INVALID_RESULT,
@@ -92,8 +93,9 @@ async def run_tool_call(
             category="tool",
             tool=name,
             error_type=result.get("error_type"),
-            error=result.get("error"),
             duration_seconds=duration,
+            # the message may quote the arguments: described, never repeated
+            **text_fields("error", result.get("error")),
         )
     return result
 

@@ -31,6 +31,7 @@ from taskforce.core.domain.prompts import (
     STEP_PREFIX,
 )
 from taskforce.core.interfaces.llm import ChatMessage, LLMProviderProtocol
+from taskforce.core.interfaces.log import text_fields
 from taskforce.core.interfaces.tools import ToolRegistryProtocol
 
 __all__ = ["Agent"]
@@ -119,7 +120,7 @@ class Agent:
         try:
             plan = parse_plan(result.get("content"))
         except ActionParseError as exc:
-            _LOG.warning("agent.plan.failed", category="agent", reason=str(exc))
+            _LOG.warning("agent.plan.failed", category="agent", **text_fields("reason", exc))
             raise MissionAborted(f"could not parse the plan: {exc}") from exc
         # Every plan ends with the answer step, so the last step's answer is the mission's.
         if plan[-1] != FINAL_STEP_DESCRIPTION:
@@ -166,7 +167,9 @@ class Agent:
             try:
                 action = parse_action(reply)
             except ActionParseError as exc:
-                _LOG.warning("agent.parse.failed", category="agent", step=index, reason=str(exc))
+                _LOG.warning(
+                    "agent.parse.failed", category="agent", step=index, **text_fields("reason", exc)
+                )
                 if has_fed_back_parse_error:
                     raise MissionAborted(
                         f"step {index}: the model's reply is not a valid JSON action: {exc}"

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from taskforce.core.interfaces.log import text_fields
 from taskforce.core.interfaces.tools import ToolResult
 from taskforce.infrastructure.tools._base import BaseTool, error_result, ok_result
 from taskforce.infrastructure.tools._thread_pool import ToolThreadPool
@@ -61,7 +62,7 @@ class _WorkspaceTool(BaseTool):
             return ok_result(await self.pool.run(resolve_and_act))
         except PathRefused:
             structlog.get_logger(__name__).warning(
-                "tool.path.refused", category="security", tool=self.name, path=raw
+                "tool.path.refused", category="security", tool=self.name, **text_fields("path", raw)
             )
             return error_result(f"path {raw!r} is outside the workspace", "PathOutsideWorkspace")
         except Failure as exc:

@@ -1,0 +1,61 @@
+"""Free text in log lines: text_fields, and no mission text or tool argument at info or above."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from taskforce.application.container import build_container
+from taskforce.config import Settings
+from taskforce.core.interfaces.log import DIGEST_HEX_CHARS, text_fields
+
+CANARY = "ZQX-canary-7731"
+
+
+class TestTextFields:
+    def test_length_and_digest(self) -> None:
+        """The text is described by its length and the start of its SHA-256, never repeated."""
+        text = f"path '../{CANARY}' is outside the workspace"
+        digest = hashlib.sha256(text.encode()).hexdigest()[:DIGEST_HEX_CHARS]
+        assert {"error_chars": len(text), "error_sha256": digest} == text_fields("error", text)
+
+    def test_absent_text(self) -> None:
+        """None is described as absent."""
+        assert {"error_chars": None, "error_sha256": None} == text_fields("error", None)
+
+    def test_lone_surrogate_and_objects(self) -> None:
+        """A lone surrogate does not break it; an exception is described by its str()."""
+        assert 3 == text_fields("path", "a\udcffb")["path_chars"]
+        assert text_fields("reason", "boom") == text_fields("reason", ValueError("boom"))
+
+
+class TestNoMissionContentInLogs:
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    @pytest.mark.parametrize(
+        "mission",
+        [
+            f'tool:file_read {{"path": "../{CANARY}.txt"}}',
+            f'tool:calculator {{"expression": "{CANARY} + 1"}}',
+            f'tool:file_read {{"path": "{CANARY}-missing.txt"}}',
+            f"llm:error\n{CANARY}",
+            f"Answer about {CANARY}.",
+        ],
+    )
+    async def test_canary_only_at_debug(
+        self, tmp_path: Path, agent_type: str, mission: str
+    ) -> None:
+        """Mission text, tool arguments and errors quoting them stay out of info and above."""
+        settings = Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "ws")
+        async with build_container(settings) as container:
+            with capture_logs() as logs:
+                result = await container.executor.execute_mission(mission, agent_type=agent_type)
+        assert logs
+        assert [] == [e for e in logs if e["log_level"] != "debug" and CANARY in repr(e)]
+        if result.status == "failed":
+            failed = [e for e in logs if e["event"] == "mission.failed"]
+            assert [text_fields("error", result.error)["error_sha256"]] == [
+                e["error_sha256"] for e in failed
+            ]
