@@ -96,9 +96,10 @@ def build_container(
 
     metrics: MetricSet | None = None
     if settings.metrics.enabled:
-        from taskforce.observability import MetricSet, weave
+        from taskforce.observability import MetricSet, observe_process, weave
 
         metrics = MetricSet(max_label_values=settings.metrics.max_label_values)
+        observe_process(metrics)
         llm, tools, state = weave(
             llm_provider=llm, tool_registry=tools, state_store=state, metrics=metrics
         )

@@ -25,7 +25,7 @@ from taskforce.observability._proxies_state import StateStoreProxy
 from taskforce.observability._proxies_tools import ToolProxy, ToolRegistryProxy
 from taskforce.observability._proxy_base import ObservingProxy
 from taskforce.observability._weave import instrument, uninstrument, weave, weave_executor
-from taskforce.observability.metrics import MetricSet
+from taskforce.observability.metrics import MetricSet, observe_process
 
 __all__ = [
     "ExecutorProxy",
@@ -46,6 +46,7 @@ __all__ = [
     "make_metrics_app",
     "mission_scope",
     "observe_llm_provider",
+    "observe_process",
     "uninstrument",
     "weave",
     "weave_executor",

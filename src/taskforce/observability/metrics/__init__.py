@@ -11,6 +11,7 @@ from taskforce.observability.metrics._children import CounterChild, GaugeChild, 
 from taskforce.observability.metrics._family import CallbackFamily, Family, Sample
 from taskforce.observability.metrics._guard import LabelGuard
 from taskforce.observability.metrics._metricset import MetricSet
+from taskforce.observability.metrics._process import observe_process, process_families
 from taskforce.observability.metrics._render import CONTENT_TYPE
 
 __all__ = [
@@ -25,4 +26,6 @@ __all__ = [
     "MetricSet",
     "MetricSpec",
     "Sample",
+    "observe_process",
+    "process_families",
 ]

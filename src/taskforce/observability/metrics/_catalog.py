@@ -38,6 +38,7 @@ __all__ = [
     "MISSION_STEPS",
     "MISSION_TOOL_CALLS",
     "OTHER",
+    "PROCESS_CATALOG",
     "STATE_SIZE",
     "TOKEN_TYPES",
     "TOOL_CALLS",
@@ -377,6 +378,64 @@ BUILD_INFO = MetricSpec(
 
 #: Every metric of the catalog, in the order of CONTRACT.md.
 CATALOG: tuple[MetricSpec, ...] = (*_SPECS, LABEL_OVERFLOW, METRICS_ERRORS, BUILD_INFO)
+
+# The process families: read at scrape time, named, labelled and explained exactly as
+# prometheus_client's process, gc and platform collectors export them, so stock
+# dashboards and alerts work unchanged. Not prefixed, and not part of CATALOG.
+_GENERATION = Label("generation", "closed", ("0", "1", "2"))
+PROCESS_CPU = MetricSpec(
+    "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds."
+)
+PROCESS_RESIDENT = MetricSpec(
+    "process_resident_memory_bytes", "gauge", "Resident memory size in bytes."
+)
+PROCESS_VIRTUAL = MetricSpec(
+    "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes."
+)
+PROCESS_OPEN_FDS = MetricSpec("process_open_fds", "gauge", "Number of open file descriptors.")
+PROCESS_MAX_FDS = MetricSpec("process_max_fds", "gauge", "Maximum number of open file descriptors.")
+PROCESS_START = MetricSpec(
+    "process_start_time_seconds",
+    "gauge",
+    "Start time of the process since unix epoch in seconds.",
+)
+GC_OBJECTS_COLLECTED = MetricSpec(
+    "python_gc_objects_collected_total", "counter", "Objects collected during gc", (_GENERATION,)
+)
+GC_OBJECTS_UNCOLLECTABLE = MetricSpec(
+    "python_gc_objects_uncollectable_total",
+    "counter",
+    "Uncollectable objects found during GC",
+    (_GENERATION,),
+)
+GC_COLLECTIONS = MetricSpec(
+    "python_gc_collections_total",
+    "counter",
+    "Number of times this generation was collected",
+    (_GENERATION,),
+)
+PYTHON_INFO = MetricSpec(
+    "python_info",
+    "gauge",
+    "Python platform information",
+    tuple(
+        Label(name, "constant")
+        for name in ("implementation", "major", "minor", "patchlevel", "version")
+    ),
+)
+#: The process families, served beside the catalog by ``observe_process``.
+PROCESS_CATALOG: tuple[MetricSpec, ...] = (
+    PROCESS_CPU,
+    PROCESS_RESIDENT,
+    PROCESS_VIRTUAL,
+    PROCESS_OPEN_FDS,
+    PROCESS_MAX_FDS,
+    PROCESS_START,
+    GC_OBJECTS_COLLECTED,
+    GC_OBJECTS_UNCOLLECTABLE,
+    GC_COLLECTIONS,
+    PYTHON_INFO,
+)
 
 _BY_NAME = {spec.name: spec for spec in CATALOG}
 

@@ -1,0 +1,94 @@
+"""The process families (CPU, memory, file descriptors, start time, GC, Python) read per scrape.
+
+Each family is a :class:`CallbackFamily` over :class:`ProcessReader` or :mod:`gc`, so
+nothing is recorded between scrapes and the numbers are those of the process that
+answers the scrape, as with every Prometheus client library. Where ``/proc`` cannot
+be read (not Linux) the ``process_*`` families are left out; the Python ones remain.
+"""
+
+from __future__ import annotations
+
+import gc
+import platform
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from taskforce.observability.metrics._catalog import (
+    GC_COLLECTIONS,
+    GC_OBJECTS_COLLECTED,
+    GC_OBJECTS_UNCOLLECTABLE,
+    PROCESS_CPU,
+    PROCESS_MAX_FDS,
+    PROCESS_OPEN_FDS,
+    PROCESS_RESIDENT,
+    PROCESS_START,
+    PROCESS_VIRTUAL,
+    PYTHON_INFO,
+    MetricSpec,
+)
+from taskforce.observability.metrics._family import CallbackFamily, Sample
+from taskforce.observability.metrics._metricset import MetricSet
+from taskforce.observability.metrics._procfs import ProcessReader
+
+__all__ = ["observe_process", "process_families"]
+
+
+def _one(value: float | None) -> list[Sample]:
+    return [] if value is None else [((), value)]
+
+
+def _gc(key: str) -> Callable[[], Iterator[Sample]]:
+    def read() -> Iterator[Sample]:
+        for generation, stats in enumerate(gc.get_stats()):
+            yield (str(generation),), float(stats[key])
+
+    return read
+
+
+def _python_info() -> list[Sample]:
+    major, minor, patchlevel = platform.python_version_tuple()
+    labels = (platform.python_implementation(), major, minor, patchlevel)
+    return [((*labels, platform.python_version()), 1.0)]
+
+
+def process_families(proc: Path = Path("/proc")) -> tuple[CallbackFamily, ...]:
+    """Return the process and Python families of this process, to add to a metric set.
+
+    Args:
+        proc: where the proc file system is mounted (tests point it elsewhere).
+
+    Returns:
+        ``process_*`` (when ``/proc`` is readable), ``python_gc_*`` and ``python_info``.
+    """
+    reader = ProcessReader(proc)
+    info = _python_info()  # fixed for the life of the process
+    readers: list[tuple[MetricSpec, Callable[[], Iterable[Sample]]]] = [
+        (GC_OBJECTS_COLLECTED, _gc("collected")),
+        (GC_OBJECTS_UNCOLLECTABLE, _gc("uncollectable")),
+        (GC_COLLECTIONS, _gc("collections")),
+        (PYTHON_INFO, lambda: info),
+    ]
+    if reader.is_available:
+        readers += [
+            (PROCESS_CPU, lambda: _one(reader.read_stat()[0])),
+            (PROCESS_RESIDENT, lambda: _one(reader.read_stat()[1])),
+            (PROCESS_VIRTUAL, lambda: _one(reader.read_stat()[2])),
+            (PROCESS_START, lambda: _one(reader.read_stat()[3])),
+            (PROCESS_OPEN_FDS, lambda: _one(reader.open_fds())),
+            (PROCESS_MAX_FDS, lambda: _one(reader.max_fds())),
+        ]
+    return tuple(CallbackFamily(spec, read) for spec, read in readers)
+
+
+def observe_process(metrics: MetricSet, proc: Path = Path("/proc")) -> None:
+    """Add the process and Python families to ``metrics`` (once per metric set).
+
+    Args:
+        metrics: the container's metric set.
+        proc: where the proc file system is mounted.
+
+    Raises:
+        ValueError: they were added to this metric set already.
+    """
+    for family in process_families(proc):
+        metrics.add_callback(family)
