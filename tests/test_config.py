@@ -185,3 +185,73 @@ class TestSecrets:
         """secret_values() returns the value of every secret that is set (for redaction)."""
         s = Settings(api={"auth_token": "a"}, metrics={"auth_token": "m"}, llm={"api_key": "k"})
         assert ["k", "m", "a"] == s.secret_values()
+
+
+class TestPrices:
+    def test_no_prices_by_default(self) -> None:
+        """Without llm.prices no model has a price."""
+        assert {} == Settings().llm.prices
+
+    def test_json_in_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """TASKFORCE_LLM__PRICES holds JSON: model -> USD per million input/output tokens."""
+        monkeypatch.setenv("TASKFORCE_LLM__PRICES", '{"gpt-4o": {"input": 2.5, "output": 10}}')
+
+        price = load_settings().llm.prices["gpt-4o"]
+
+        assert (2.5, 10.0) == (price.input, price.output)
+
+    def test_toml_table(self, tmp_path: Path) -> None:
+        """A [llm.prices] table in the file sets prices per model."""
+        config = tmp_path / "taskforce.toml"
+        config.write_text('[llm.prices]\n"gpt-4o-mini" = { input = 0.15, output = 0.6 }\n')
+
+        price = load_settings(config).llm.prices["gpt-4o-mini"]
+
+        assert (0.15, 0.6) == (price.input, price.output)
+
+    @pytest.mark.parametrize(
+        ("value", "setting"),
+        [
+            ("not json", "llm.prices"),
+            ("[1, 2]", "llm.prices"),
+            ('{"gpt-4o": {"input": -1, "output": 1}}', "llm.prices.gpt-4o.input"),
+            ('{"gpt-4o": {"input": 1}}', "llm.prices.gpt-4o.output"),
+            ('{"gpt-4o": {"input": 1, "output": "NaN"}}', "llm.prices.gpt-4o.output"),
+            ('{"gpt-4o": {"input": 1, "output": 1, "cached": 1}}', "llm.prices.gpt-4o.cached"),
+            ('{" ": {"input": 1, "output": 1}}', "llm.prices"),
+        ],
+    )
+    def test_bad_prices_stop_start_up(
+        self, monkeypatch: pytest.MonkeyPatch, value: str, setting: str
+    ) -> None:
+        """A bad price stops start-up with an error naming the setting."""
+        monkeypatch.setenv("TASKFORCE_LLM__PRICES", value)
+
+        with pytest.raises(ConfigurationError) as info:
+            load_settings()
+
+        assert setting == info.value.setting
+
+
+class TestRetrySettings:
+    def test_defaults(self) -> None:
+        """Retry-After is capped at 30 s; scripted streams have no delays by default."""
+        llm = Settings().llm
+        assert (30.0, 0.0, 0.0) == (
+            llm.retry_after_max_seconds,
+            llm.scripted_first_chunk_delay_ms,
+            llm.scripted_chunk_delay_ms,
+        )
+
+    @pytest.mark.parametrize(
+        "name",
+        ["RETRY_AFTER_MAX_SECONDS", "SCRIPTED_FIRST_CHUNK_DELAY_MS", "SCRIPTED_CHUNK_DELAY_MS"],
+    )
+    def test_negative_is_refused(self, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+        """A negative wait stops start-up naming the setting."""
+        monkeypatch.setenv(f"TASKFORCE_LLM__{name}", "-1")
+
+        with pytest.raises(ConfigurationError) as info:
+            load_settings()
+
+        assert f"llm.{name.lower()}" == info.value.setting

@@ -9,6 +9,7 @@ Precedence is init arguments > environment (``TASKFORCE_*``, nested with ``__``)
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import types
 import typing
@@ -34,6 +35,7 @@ __all__ = [
     "LLMSettings",
     "LoggingSettings",
     "MetricsSettings",
+    "ModelPrice",
     "ServerSettings",
     "Settings",
     "ToolSettings",
@@ -55,16 +57,43 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ModelPrice(_Section):
+    """What a model costs, in USD per million tokens."""
+
+    input: float = Field(ge=0, le=1_000_000, allow_inf_nan=False)
+    output: float = Field(ge=0, le=1_000_000, allow_inf_nan=False)
+
+
 class LLMSettings(_Section):
-    """Which LLM provider to use and how to reach it."""
+    """Which LLM provider to use, how to reach it, how hard to retry, and what it costs."""
 
     provider: Literal["scripted", "openai"] = "scripted"
     model: str = Field(default="scripted-1", min_length=1)
     base_url: str | None = None
     api_key: SecretStr | None = None
     scripted_latency_ms: float = Field(default=0.0, ge=0, le=600_000)
+    scripted_first_chunk_delay_ms: float = Field(default=0.0, ge=0, le=600_000)
+    scripted_chunk_delay_ms: float = Field(default=0.0, ge=0, le=600_000)
     timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
     max_retries: int = Field(default=2, ge=0, le=10)
+    retry_after_max_seconds: float = Field(default=30.0, ge=0, le=3600)
+    prices: Annotated[dict[str, ModelPrice], NoDecode] = Field(default_factory=dict)
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _decode_prices(cls, value: Any) -> Any:
+        # Decoded here rather than by pydantic-settings, whose error names no setting.
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    'must be a JSON object like {"gpt-4o": {"input": 2.5, "output": 10}}'
+                    f" ({exc.msg})"
+                ) from exc
+        if isinstance(value, dict) and any(not str(name).strip() for name in value):
+            raise ValueError("a model name must not be empty")
+        return value
 
 
 class AgentSettings(_Section):

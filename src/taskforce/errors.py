@@ -19,6 +19,9 @@ The hierarchy::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 __all__ = [
     "ConfigurationError",
     "LLMProviderError",
@@ -71,11 +74,27 @@ class StartupError(TaskforceError):
 
 
 class LLMProviderError(TaskforceError):
-    """The LLM provider failed to answer a call."""
+    """The LLM provider failed to answer a call.
 
-    def __init__(self, message: str, *, provider: str = "", retryable: bool = False) -> None:
+    ``error_type`` is one of the LLM error types of ``core.interfaces.llm``
+    (``other`` when the raiser did not say); ``attempts`` holds the call's
+    ``LLMAttempt`` records, oldest first, when the provider reported them.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        retryable: bool = False,
+        error_type: str = "other",
+        attempts: Sequence[Any] = (),
+    ) -> None:
         self.provider = provider
         self.retryable = retryable
+        self.error_type = error_type
+        # Typed loosely: this module imports nothing of the project (see its docstring).
+        self.attempts: tuple[Any, ...] = tuple(attempts)
         prefix = f"{provider}: " if provider else ""
         super().__init__(f"{prefix}{message}")
 

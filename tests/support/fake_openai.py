@@ -18,7 +18,8 @@ message), translated to the OpenAI wire format:
 - otherwise: the legacy JSON actions of the scripted ``complete``;
 - ``stream: true``: Server-Sent Events (``data: {chunk}`` lines, then
   ``data: [DONE]``); with ``stream_options.include_usage`` the last chunk
-  before ``[DONE]`` carries ``usage`` and no choices.
+  before ``[DONE]`` carries ``usage`` and no choices. With ``tools``, a tool
+  call streams as ``delta.tool_calls`` pieces (its arguments split in two).
 
 A scripted failure (``llm:error``, a malformed ``tool:`` line) is answered with
 HTTP 400 and an OpenAI error body, which the SDK does not retry.
@@ -30,6 +31,8 @@ Knobs, settable from the test thread while the server runs:
 - ``respond_next(payload, status=200)``: the next request gets this raw JSON
   (e.g. a tool call whose ``arguments`` are not JSON);
 - ``delay_seconds``: every request waits this long first (timeouts);
+- ``first_chunk_delay_seconds``: a stream sends its headers at once, then
+  waits this long before its first chunk (time to first token);
 - ``reported_model``: the model the responses claim (default: the one asked for);
 - ``requests``: every :class:`RecordedRequest` received, oldest first;
 - ``reset()``: back to a fresh state (for a server shared between tests).
@@ -87,6 +90,7 @@ class FakeOpenAIServer:
     def __init__(self, *, reported_model: str | None = None, latency_ms: float = 0.0) -> None:
         self.reported_model = reported_model
         self.delay_seconds = 0.0
+        self.first_chunk_delay_seconds = 0.0
         self.requests: list[RecordedRequest] = []
         self._scripted = ScriptedLLMProvider(latency_ms=latency_ms)
         self._lock = threading.Lock()
@@ -108,6 +112,7 @@ class FakeOpenAIServer:
             self._canned.clear()
         self.requests.clear()
         self.delay_seconds = 0.0
+        self.first_chunk_delay_seconds = 0.0
         self.reported_model = None
 
     def fail_next(self, n: int, status: int = 500, *, retry_after: float | None = None) -> None:
@@ -133,9 +138,10 @@ class FakeOpenAIServer:
         except json.JSONDecodeError:
             body = raw.decode(errors="replace")
         self.requests.append(RecordedRequest(request.url.path, dict(request.headers), body))
+        # Taken on arrival: a delayed request that outlives its test must not eat the next one's.
+        canned = self._pop_canned()
         if self.delay_seconds > 0:
             await asyncio.sleep(self.delay_seconds)
-        canned = self._pop_canned()
         if canned is not None:
             return JSONResponse(canned.payload, canned.status, headers=canned.headers)
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
@@ -190,7 +196,12 @@ class FakeOpenAIServer:
 
     async def _stream(self, body: dict[str, Any], model: str) -> Response:
         try:
-            stream = self._scripted.stream(body["messages"], model=model)
+            stream = self._scripted.stream(
+                body["messages"],
+                model=model,
+                tools=body.get("tools"),
+                tool_choice=body.get("tool_choice"),
+            )
             async with contextlib.aclosing(stream) as scripted_chunks:
                 chunks = [chunk async for chunk in scripted_chunks]
         except LLMProviderError as exc:
@@ -212,19 +223,44 @@ class FakeOpenAIServer:
                 chunk["usage"] = usage
             return f"data: {json.dumps(chunk)}\n\n"
 
+        first_chunk_delay = self.first_chunk_delay_seconds
+        tool_calls = chunks[-1].get("tool_calls") or []
+
         async def events() -> AsyncIterator[str]:
+            if first_chunk_delay > 0:
+                await asyncio.sleep(first_chunk_delay)
             first = {"role": "assistant", "content": ""}
             yield frame([{"index": 0, "delta": first, "finish_reason": None}])
             for chunk in chunks:
                 if "content" in chunk:
                     delta = {"content": chunk["content"]}
                     yield frame([{"index": 0, "delta": delta, "finish_reason": None}])
-            yield frame([{"index": 0, "delta": {}, "finish_reason": "stop"}])
+            for index, call in enumerate(tool_calls):
+                for part in _tool_call_deltas(index, call):
+                    delta = {"tool_calls": [part]}
+                    yield frame([{"index": 0, "delta": delta, "finish_reason": None}])
+            finish = "tool_calls" if tool_calls else "stop"
+            yield frame([{"index": 0, "delta": {}, "finish_reason": finish}])
             if include_usage:
                 yield frame([], usage=chunks[-1].get("usage"))
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def _tool_call_deltas(index: int, call: Any) -> list[dict[str, Any]]:
+    """A tool call as the OpenAI stream sends it: id and name first, the arguments in two pieces."""
+    arguments = json.dumps(call["arguments"])
+    half = len(arguments) // 2
+    return [
+        {
+            "index": index,
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": call["name"], "arguments": arguments[:half]},
+        },
+        {"index": index, "function": {"arguments": arguments[half:]}},
+    ]
 
 
 def _plan_prompt(messages: list[Any]) -> str | None:

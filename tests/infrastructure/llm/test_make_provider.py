@@ -23,6 +23,15 @@ class TestMakeProvider:
         assert isinstance(provider, ScriptedLLMProvider)
         assert "demo" == (await provider.complete([]))["model"]
 
+    async def test_scripted_gets_max_retries(self) -> None:
+        """``max_retries`` reaches the scripted provider, which retries like the real one."""
+        provider = make_provider(LLMSettings(max_retries=1))
+        mission = [{"role": "user", "content": "llm:fail server_error 2"}]
+
+        result = await provider.complete(mission)  # type: ignore[arg-type]
+
+        assert ["server_error"] * 2 == [a.error_type for a in result["attempts"]]
+
     def test_scripted_latency_is_applied(self) -> None:
         """``scripted_latency_ms`` reaches the provider."""
         provider = make_provider(LLMSettings(scripted_latency_ms=250))

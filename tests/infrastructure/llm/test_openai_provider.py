@@ -17,6 +17,7 @@ from taskforce.core.interfaces import StreamingLLMProviderProtocol
 from taskforce.errors import LLMProviderError
 from taskforce.infrastructure.llm import OpenAICompatibleProvider
 from tests.support.fake_openai import FakeOpenAIServer
+from tests.support.trickle_server import TrickleServer
 
 pytestmark = pytest.mark.integration
 
@@ -204,7 +205,8 @@ class TestComplete:
         result = await provider.complete(_mission("hi"), tools=_TOOLS)
 
         assert False is result["success"]
-        assert "LLMProviderError" == result["error_type"]
+        assert "invalid_response" == result["error_type"]
+        assert ["invalid_response"] == [a.error_type for a in result["attempts"]]
         assert "'calculator'" in result["error"]
         assert reason in result["error"]
 
@@ -246,14 +248,15 @@ class TestRetries:
     async def test_failure_after_retries_is_returned(
         self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
     ) -> None:
-        """After max_retries the failure is returned with the SDK's exception class name."""
+        """After max_retries the failure is returned with its error type and every attempt."""
         fake.fail_next(5, 429)
 
         with structlog.testing.capture_logs() as logs:
             result = await provider.complete(_mission("hi"))
 
         assert False is result["success"]
-        assert "RateLimitError" == result["error_type"]
+        assert "rate_limit" == result["error_type"]
+        assert ["rate_limit"] * 3 == [a.error_type for a in result["attempts"]]
         assert "gpt-test" == result["model"]
         assert 3 == len(fake.requests)
         assert [1, 2] == [e["attempt"] for e in logs if e["event"] == "llm.request.retry"]
@@ -261,12 +264,13 @@ class TestRetries:
     async def test_client_errors_are_not_retried(
         self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
     ) -> None:
-        """A 401 fails at once."""
+        """A 401 fails at once as ``auth``."""
         fake.fail_next(1, 401)
 
         result = await provider.complete(_mission("hi"))
 
-        assert "AuthenticationError" == result["error_type"]
+        assert "auth" == result["error_type"]
+        assert ["auth"] == [a.error_type for a in result["attempts"]]
         assert 1 == len(fake.requests)
 
     async def test_retry_after_is_honoured(self, base_url: str, fake: FakeOpenAIServer) -> None:
@@ -282,23 +286,24 @@ class TestRetries:
         assert time.perf_counter() - start >= 0.3
 
     async def test_timeout_is_returned(self, base_url: str, fake: FakeOpenAIServer) -> None:
-        """A request slower than timeout_seconds fails as APITimeoutError."""
+        """A request slower than timeout_seconds fails as a ``timeout``."""
         fake.delay_seconds = 0.5
         async with OpenAICompatibleProvider(
             "m", base_url, api_key=_KEY, timeout_seconds=0.1, max_retries=0
         ) as provider:
             result = await provider.complete(_mission("hi"))
 
-        assert "APITimeoutError" == result["error_type"]
+        assert "timeout" == result["error_type"]
 
     async def test_unreachable_server_is_returned(self) -> None:
-        """Connection refused is retried, then returned as APIConnectionError."""
+        """Connection refused is retried, then returned as ``connection``."""
         async with OpenAICompatibleProvider(
             "m", _closed_port_url(), api_key=_KEY, max_retries=1, backoff_base_seconds=0.01
         ) as provider:
             result = await provider.complete(_mission("hi"))
 
-        assert "APIConnectionError" == result["error_type"]
+        assert "connection" == result["error_type"]
+        assert ["connection"] * 2 == [a.error_type for a in result["attempts"]]
 
 
 class TestSecrets:
@@ -371,3 +376,209 @@ class TestStream:
 
         assert True is chunks[-1]["done"]
         assert 2 == len(fake.requests)
+
+
+class TestErrorTypes:
+    @pytest.mark.parametrize(
+        ("status", "error_type"),
+        [
+            (400, "bad_request"),
+            (401, "auth"),
+            (403, "auth"),
+            (404, "bad_request"),
+            (408, "timeout"),
+            (409, "bad_request"),
+            (422, "bad_request"),
+            (429, "rate_limit"),
+            (500, "server_error"),
+            (503, "server_error"),
+        ],
+    )
+    async def test_status_maps_to_error_type(
+        self, base_url: str, fake: FakeOpenAIServer, status: int, error_type: str
+    ) -> None:
+        """Each HTTP status fails the call with its error type from the closed set."""
+        fake.fail_next(1, status)
+        async with OpenAICompatibleProvider("m", base_url, api_key=_KEY, max_retries=0) as p:
+            result = await p.complete(_mission("hi"))
+
+        assert (False, error_type) == (result["success"], result["error_type"])
+
+    async def test_rate_limit_then_success_reports_both_attempts(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """A 429 then a 200: one successful call whose report shows the rate-limited attempt."""
+        fake.fail_next(1, 429, retry_after=0)
+
+        result = await provider.complete(_mission("hi"))
+
+        assert True is result["success"]
+        assert ["rate_limit", None] == [a.error_type for a in result["attempts"]]
+        assert all(a.duration_seconds >= 0 for a in result["attempts"])
+
+    async def test_server_error_three_times_fails_with_three_attempts(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """Three 500s with max_retries=2: the call fails as server_error after three attempts."""
+        fake.fail_next(3, 500)
+
+        result = await provider.complete(_mission("hi"))
+
+        assert "server_error" == result["error_type"]
+        assert ["server_error"] * 3 == [a.error_type for a in result["attempts"]]
+        assert 3 == len(fake.requests)
+
+    @pytest.mark.parametrize("status", [400, 401, 403])
+    async def test_auth_and_bad_request_never_retried(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, status: int
+    ) -> None:
+        """auth and bad_request fail after one attempt, retries left or not."""
+        fake.fail_next(3, status)
+
+        result = await provider.complete(_mission("hi"))
+
+        assert 1 == len(result["attempts"])
+        assert 1 == len(fake.requests)
+
+    async def test_retry_after_is_capped(self, base_url: str, fake: FakeOpenAIServer) -> None:
+        """A Retry-After longer than retry_after_max_seconds is waited only that long."""
+        fake.fail_next(1, 429, retry_after=600)
+        async with OpenAICompatibleProvider(
+            "m", base_url, api_key=_KEY, backoff_base_seconds=0.0, retry_after_max_seconds=0.01
+        ) as provider:
+            with structlog.testing.capture_logs() as logs:
+                result = await provider.complete(_mission("hi"))
+
+        assert True is result["success"]
+        retries = [e for e in logs if e["event"] == "llm.request.retry"]
+        assert [(0.01, "rate_limit")] == [(e["delay_seconds"], e["error_type"]) for e in retries]
+
+    async def test_stream_error_carries_type_and_attempts(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """A stream that cannot open raises with the error type and every attempt."""
+        fake.fail_next(3, 500)
+
+        with pytest.raises(LLMProviderError) as info:
+            async for _ in provider.stream(_mission("hi")):
+                pass
+
+        assert "server_error" == info.value.error_type
+        assert ["server_error"] * 3 == [a.error_type for a in info.value.attempts]
+
+    async def test_stream_auth_is_not_retried(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """A 401 on a stream fails at once as auth."""
+        fake.fail_next(1, 401)
+
+        with pytest.raises(LLMProviderError) as info:
+            async for _ in provider.stream(_mission("hi")):
+                pass
+
+        assert ("auth", 1) == (info.value.error_type, len(info.value.attempts))
+        assert False is info.value.retryable
+
+
+class TestStreamToolCalls:
+    async def test_tool_call_assembled_from_deltas(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """A streamed tool call, sent in pieces, arrives whole on the last chunk."""
+        mission = _mission('tool:calculator {"expression": "6*7"}')
+
+        chunks = [c async for c in provider.stream(mission, tools=_TOOLS)]
+
+        done = chunks[-1]
+        expected = [{"id": "call_0", "name": "calculator", "arguments": {"expression": "6*7"}}]
+        assert expected == done["tool_calls"]
+        assert [None] == [a.error_type for a in done["attempts"]]
+        assert _TOOLS == fake.requests[0].body["tools"]
+
+    async def test_text_answer_has_no_tool_calls(self, provider: OpenAICompatibleProvider) -> None:
+        """A text answer streamed with tools ends with an empty tool call list."""
+        chunks = [c async for c in provider.stream(_mission("just talk"), tools=_TOOLS)]
+
+        assert [] == chunks[-1]["tool_calls"]
+        assert "Scripted answer: just talk" == "".join(c.get("content", "") for c in chunks)
+
+
+_COMPLETION = json.dumps(
+    {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "slow answer " * 20},
+            }
+        ],
+    }
+).encode()
+_SSE = b"".join(
+    b"data: "
+    + json.dumps(
+        {
+            "id": "x",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "m",
+            "choices": [{"index": 0, "delta": {"content": "tick "}, "finish_reason": None}],
+        }
+    ).encode()
+    + b"\n\n"
+    for _ in range(20)
+)
+
+
+class TestDeadline:
+    """``timeout_seconds`` bounds a whole attempt, not only the gap between two reads."""
+
+    @pytest.mark.parametrize("trickle_headers", [True, False], ids=["headers", "body"])
+    async def test_trickling_answer_is_cut_at_the_deadline(self, trickle_headers: bool) -> None:
+        """An upstream sending a byte at a time (each gap under the timeout) ends as a timeout."""
+        async with TrickleServer(
+            _COMPLETION, interval=0.02, trickle_headers=trickle_headers
+        ) as upstream:
+            async with OpenAICompatibleProvider(
+                "m", upstream.base_url, timeout_seconds=0.3, max_retries=0
+            ) as provider:
+                result = await provider.complete(_mission("hi"))
+
+            assert ("timeout", False) == (result["error_type"], upstream.finished)
+            assert ["timeout"] == [a.error_type for a in result["attempts"]]
+
+    async def test_trickling_stream_is_cut_at_the_deadline(self) -> None:
+        """A stream whose chunks keep coming, each in time, still ends at the attempt's deadline."""
+        async with TrickleServer(
+            _SSE,
+            interval=0.02,
+            chunk_size=20,
+            trickle_headers=False,
+            content_type="text/event-stream",
+        ) as upstream:
+            async with OpenAICompatibleProvider(
+                "m", upstream.base_url, timeout_seconds=0.6, max_retries=0
+            ) as provider:
+                received: list[str] = []
+                with pytest.raises(LLMProviderError) as info:
+                    async for chunk in provider.stream(_mission("hi")):
+                        received.append(chunk.get("content", ""))
+
+            assert ("timeout", False) == (info.value.error_type, upstream.finished)
+            assert received  # chunks arrived before the deadline: the gaps were short
+            assert ["timeout"] == [a.error_type for a in info.value.attempts]
+
+    async def test_timeout_is_retried_with_a_fresh_deadline(self) -> None:
+        """Each retry gets its own deadline: max_retries=1 means two cut attempts."""
+        async with TrickleServer(_COMPLETION, interval=0.02, trickle_headers=True) as upstream:
+            async with OpenAICompatibleProvider(
+                "m", upstream.base_url, timeout_seconds=0.2, max_retries=1, backoff_base_seconds=0
+            ) as provider:
+                result = await provider.complete(_mission("hi"))
+
+            assert ["timeout", "timeout"] == [a.error_type for a in result["attempts"]]
+            assert 2 == upstream.requests

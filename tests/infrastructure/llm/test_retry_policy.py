@@ -1,21 +1,61 @@
-"""The OpenAI provider's retry policy: backoff growth, its cap, and argument checks."""
+"""The providers' retry policy: backoff, Retry-After and its cap, what is retried, the report."""
 
 from __future__ import annotations
 
-import openai
+import asyncio
+
 import pytest
+import structlog
 
-from taskforce.infrastructure.llm._retry import RetryPolicy, is_retryable
+from taskforce.core.interfaces import LLMAttempt, LLMErrorType
+from taskforce.infrastructure.llm._retry import RetryPolicy
 
 
-class TestRetryPolicy:
+class _Failed(Exception):
+    def __init__(self, error_type: LLMErrorType, hint: float | None = None) -> None:
+        self.error_type: LLMErrorType = error_type
+        self.hint = hint
+        super().__init__(error_type)
+
+
+def _classify(exc: Exception) -> LLMErrorType | None:
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    return exc.error_type if isinstance(exc, _Failed) else None
+
+
+def _hint(exc: Exception) -> float | None:
+    return exc.hint if isinstance(exc, _Failed) else None
+
+
+def _script(*outcomes: LLMErrorType | None) -> tuple[list[int], object]:
+    """An attempt function failing with the given types in turn (``None`` succeeds)."""
+    calls: list[int] = []
+
+    async def attempt() -> str:
+        calls.append(1)
+        outcome = outcomes[len(calls) - 1]
+        if outcome is not None:
+            raise _Failed(outcome)
+        return "ok"
+
+    return calls, attempt
+
+
+class TestDelay:
     def test_backoff_doubles_up_to_the_cap(self) -> None:
         """Each retry waits twice as long as the one before, never more than the cap."""
         policy = RetryPolicy(max_retries=5, base_delay=0.5, max_delay=3.0)
 
-        delays = [policy.delay(attempt, RuntimeError()) for attempt in range(5)]
+        delays = [policy.delay(attempt, None) for attempt in range(5)]
 
         assert [0.5, 1.0, 2.0, 3.0, 3.0] == delays
+
+    def test_retry_after_longer_than_backoff_is_honoured_up_to_its_cap(self) -> None:
+        """A Retry-After hint beats the backoff, but never its own cap."""
+        policy = RetryPolicy(max_retries=5, base_delay=0.5, max_delay=1.0, max_retry_after=4.0)
+
+        assert [0.5, 3.0, 4.0] == [policy.delay(0, h) for h in (0.1, 3.0, 60.0)]
 
     @pytest.mark.parametrize(
         ("kwargs", "name"),
@@ -23,6 +63,7 @@ class TestRetryPolicy:
             ({"max_retries": -1}, "max_retries"),
             ({"base_delay": -0.1}, "backoff_base_seconds"),
             ({"max_delay": float("inf")}, "backoff_max_seconds"),
+            ({"max_retry_after": float("nan")}, "retry_after_max_seconds"),
         ],
     )
     def test_rejects_bad_values(self, kwargs: dict[str, float], name: str) -> None:
@@ -32,18 +73,94 @@ class TestRetryPolicy:
         with pytest.raises(ValueError, match=name):
             RetryPolicy(**arguments)  # type: ignore[arg-type]
 
-    async def test_non_retryable_error_is_raised_at_once(self) -> None:
-        """An error that is not retryable is raised after one attempt."""
+
+class TestRun:
+    @pytest.mark.parametrize("error_type", ["auth", "bad_request", "invalid_response", "other"])
+    async def test_not_retried(self, error_type: LLMErrorType) -> None:
+        """auth, bad_request, invalid_response and other fail after one attempt."""
         policy = RetryPolicy(max_retries=3, base_delay=0.0, max_delay=0.0)
-        attempts = 0
+        calls, attempt = _script(error_type, None)
+        attempts: list[LLMAttempt] = []
+
+        with pytest.raises(_Failed):
+            await policy.run(attempt, classify=_classify, attempts=attempts, provider="t")  # type: ignore[arg-type]
+
+        assert 1 == len(calls)
+        assert [error_type] == [a.error_type for a in attempts]
+
+    @pytest.mark.parametrize("error_type", ["timeout", "rate_limit", "server_error", "connection"])
+    async def test_retried_then_succeeds(self, error_type: LLMErrorType) -> None:
+        """A retryable failure is retried; the report lists the failed and the good attempt."""
+        policy = RetryPolicy(max_retries=2, base_delay=0.0, max_delay=0.0)
+        _, attempt = _script(error_type, None)
+        attempts: list[LLMAttempt] = []
+
+        with structlog.testing.capture_logs() as logs:
+            result = await policy.run(attempt, classify=_classify, attempts=attempts, provider="t")  # type: ignore[arg-type]
+
+        assert "ok" == result
+        assert [error_type, None] == [a.error_type for a in attempts]
+        assert all(a.duration_seconds >= 0 for a in attempts)
+        retries = [e for e in logs if e["event"] == "llm.request.retry"]
+        assert [(1, error_type)] == [(e["attempt"], e["error_type"]) for e in retries]
+
+    async def test_retries_run_out(self) -> None:
+        """With max_retries=2, three failures end the call; all three are reported."""
+        policy = RetryPolicy(max_retries=2, base_delay=0.0, max_delay=0.0)
+        _, attempt = _script("server_error", "server_error", "server_error", None)
+        attempts: list[LLMAttempt] = []
+
+        with pytest.raises(_Failed):
+            await policy.run(attempt, classify=_classify, attempts=attempts, provider="t")  # type: ignore[arg-type]
+
+        assert ["server_error"] * 3 == [a.error_type for a in attempts]
+
+    async def test_unclassified_error_is_raised_unrecorded(self) -> None:
+        """An error classify does not name is a bug: raised at once, no attempt recorded."""
+        policy = RetryPolicy(max_retries=3, base_delay=0.0, max_delay=0.0)
 
         async def attempt() -> None:
-            nonlocal attempts
-            attempts += 1
-            raise openai.OpenAIError("no key configured")
+            raise KeyError("bug")
 
-        with pytest.raises(openai.OpenAIError):
-            await policy.run(attempt, provider="test")
+        attempts: list[LLMAttempt] = []
+        with pytest.raises(KeyError):
+            await policy.run(attempt, classify=_classify, attempts=attempts, provider="t")
 
-        assert 1 == attempts
-        assert False is is_retryable(openai.OpenAIError("x"))
+        assert [] == attempts
+
+    async def test_deadline_ends_a_slow_attempt_as_timeout(self) -> None:
+        """An attempt past deadline_seconds fails as a timeout (and is retried like one)."""
+        policy = RetryPolicy(max_retries=1, base_delay=0.0, max_delay=0.0)
+        calls: list[int] = []
+
+        async def attempt() -> str:
+            calls.append(1)
+            if len(calls) == 1:
+                await asyncio.Event().wait()  # never set: only the deadline ends it
+            return "ok"
+
+        attempts: list[LLMAttempt] = []
+        result = await policy.run(
+            attempt, classify=_classify, attempts=attempts, provider="t", deadline_seconds=0.05
+        )
+
+        assert "ok" == result
+        assert ["timeout", None] == [a.error_type for a in attempts]
+
+    async def test_retry_after_hint_is_read(self) -> None:
+        """The wait before a retry is the server's hint when it is longer than the backoff."""
+        policy = RetryPolicy(max_retries=1, base_delay=0.0, max_delay=0.0, max_retry_after=5.0)
+        calls: list[int] = []
+
+        async def attempt() -> str:
+            calls.append(1)
+            if len(calls) == 1:
+                raise _Failed("rate_limit", hint=0.01)
+            return "ok"
+
+        with structlog.testing.capture_logs() as logs:
+            await policy.run(
+                attempt, classify=_classify, attempts=[], provider="t", retry_after=_hint
+            )
+
+        assert [0.01] == [e["delay_seconds"] for e in logs if e["event"] == "llm.request.retry"]

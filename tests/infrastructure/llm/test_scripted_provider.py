@@ -131,9 +131,10 @@ class TestNativeMode:
         assert {
             "success": False,
             "error": "scripted llm:error directive",
-            "error_type": "ScriptedLLMError",
+            "error_type": "bad_request",
             "model": "scripted-1",
-        } == {k: v for k, v in result.items() if k != "usage"}
+        } == {k: v for k, v in result.items() if k not in ("usage", "attempts")}
+        assert ["bad_request"] == [a.error_type for a in result["attempts"]]
 
     async def test_llm_error_after_a_tool(self, provider: ScriptedLLMProvider) -> None:
         """The first turn calls the tool; the turn after its result fails."""
@@ -143,7 +144,7 @@ class TestNativeMode:
         second = await provider.complete([*messages, _tool_result("call_0", 1)], tools=_TOOLS)
 
         assert True is first["success"]
-        assert "ScriptedLLMError" == second["error_type"]
+        assert "bad_request" == second["error_type"]
 
     async def test_tool_choice_none_forbids_calls(self, provider: ScriptedLLMProvider) -> None:
         """``tool_choice="none"`` gets the final answer even when a tool is next."""
@@ -189,7 +190,7 @@ class TestDirectiveErrors:
         result = await provider.complete(_mission(f"first line\n{line}"), tools=_TOOLS)
 
         assert False is result["success"]
-        assert "ScriptedDirectiveError" == result["error_type"]
+        assert "bad_request" == result["error_type"]
         assert "line 2" in result["error"]
         assert reason in result["error"]
 
@@ -249,7 +250,7 @@ class TestJsonMode:
         """``llm:error`` fails the JSON flow too."""
         result = await provider.complete(_mission("llm:error"))
 
-        assert "ScriptedLLMError" == result["error_type"]
+        assert "bad_request" == result["error_type"]
 
 
 class TestGenerate:
@@ -275,7 +276,7 @@ class TestGenerate:
         """Planning fails when the script starts with ``llm:error``."""
         result = await provider.generate("llm:error\ntool:calculator {}")
 
-        assert "ScriptedLLMError" == result["error_type"]
+        assert "bad_request" == result["error_type"]
 
     async def test_later_llm_error_still_plans(self, provider: ScriptedLLMProvider) -> None:
         """An ``llm:error`` after a tool does not affect planning."""
@@ -287,7 +288,7 @@ class TestGenerate:
         """A malformed directive fails the plan with its line number."""
         result = await provider.generate("ok\nok\ntool:x [1]")
 
-        assert "ScriptedDirectiveError" == result["error_type"]
+        assert "bad_request" == result["error_type"]
         assert "line 3" in result["error"]
 
 
@@ -380,7 +381,9 @@ class TestStream:
             "completion_tokens": _tokens(len(text)),
             "total_tokens": _tokens(sent) + _tokens(len(text)),
         }
-        assert {"done": True, "usage": expected_usage, "model": "m-1"} == chunks[-1]
+        done = {k: v for k, v in chunks[-1].items() if k != "attempts"}
+        assert {"done": True, "usage": expected_usage, "model": "m-1"} == done
+        assert [None] == [a.error_type for a in chunks[-1]["attempts"]]
 
     async def test_next_tool_is_announced(self, provider: ScriptedLLMProvider) -> None:
         """When a tool is next, the streamed text names it and its arguments."""
@@ -407,3 +410,171 @@ class TestStream:
         assert {"content": "Scripted "} == first
         with pytest.raises(StopAsyncIteration):
             await anext(stream)
+
+
+class TestFailDirective:
+    """``llm:fail TYPE [N]`` fails attempts, retried as the OpenAI-compatible provider would."""
+
+    async def test_rate_limit_then_success(self, provider: ScriptedLLMProvider) -> None:
+        """One rate-limited attempt, then the answer: like a 429 then a 200."""
+        result = await provider.complete(_mission("llm:fail rate_limit\nhello"), tools=_TOOLS)
+
+        assert True is result["success"]
+        assert ["rate_limit", None] == [a.error_type for a in result["attempts"]]
+
+    async def test_server_error_three_times_fails(self, provider: ScriptedLLMProvider) -> None:
+        """Three server errors with max_retries=2: three attempts, then a server_error failure."""
+        result = await provider.complete(_mission("llm:fail server_error 3"), tools=_TOOLS)
+
+        assert (False, "server_error") == (result["success"], result["error_type"])
+        assert ["server_error"] * 3 == [a.error_type for a in result["attempts"]]
+
+    async def test_auth_is_not_retried(self, provider: ScriptedLLMProvider) -> None:
+        """An auth failure ends the call after one attempt, however many retries are left."""
+        result = await provider.complete(_mission("llm:fail auth 5"), tools=_TOOLS)
+
+        assert "auth" == result["error_type"]
+        assert ["auth"] == [a.error_type for a in result["attempts"]]
+
+    async def test_max_retries_is_honoured(self) -> None:
+        """With max_retries=0 a single timeout already fails the call."""
+        provider = ScriptedLLMProvider(max_retries=0)
+
+        result = await provider.complete(_mission("llm:fail timeout"), tools=_TOOLS)
+
+        assert ["timeout"] == [a.error_type for a in result["attempts"]]
+
+    async def test_mixed_failures_in_order(self, provider: ScriptedLLMProvider) -> None:
+        """Several llm:fail lines fail the attempts in the order written."""
+        mission = "llm:fail connection\nllm:fail rate_limit\nhi"
+
+        result = await provider.complete(_mission(mission), tools=_TOOLS)
+
+        expected = ["connection", "rate_limit", None]
+        assert expected == [a.error_type for a in result["attempts"]]
+
+    async def test_applies_to_the_call_at_its_place(self, provider: ScriptedLLMProvider) -> None:
+        """A fail line after a tool shapes the turn after that tool's result, not the first."""
+        messages = _mission("tool:calculator {}\nllm:fail auth")
+
+        first = await provider.complete(messages, tools=_TOOLS)
+        second = await provider.complete([*messages, _tool_result("call_0", 1)], tools=_TOOLS)
+
+        assert (True, "calculator") == (first["success"], first["tool_calls"][0]["name"])
+        assert "auth" == second["error_type"]
+
+    async def test_does_not_hide_the_next_tool(self, provider: ScriptedLLMProvider) -> None:
+        """After a retried attempt the call still answers with the tool that comes next."""
+        result = await provider.complete(
+            _mission("llm:fail rate_limit\ntool:calculator {}"), tools=_TOOLS
+        )
+
+        assert "calculator" == result["tool_calls"][0]["name"]
+
+    async def test_generate_reports_attempts(self, provider: ScriptedLLMProvider) -> None:
+        """The planner call at the start of the script is shaped the same way."""
+        result = await provider.generate("llm:fail server_error\ntool:calculator {}")
+
+        assert ["server_error", None] == [a.error_type for a in result["attempts"]]
+
+    async def test_stream_raises_with_attempts(self, provider: ScriptedLLMProvider) -> None:
+        """A stream whose attempts are used up raises with the type and the attempts."""
+        with pytest.raises(LLMProviderError) as info:
+            async for _ in provider.stream(_mission("llm:fail server_error 3")):
+                pass
+
+        assert "server_error" == info.value.error_type
+        assert ["server_error"] * 3 == [a.error_type for a in info.value.attempts]
+
+    async def test_stream_retried_before_first_chunk(self, provider: ScriptedLLMProvider) -> None:
+        """A stream retried once reports both attempts on its last chunk."""
+        chunks = [c async for c in provider.stream(_mission("llm:fail rate_limit\nhi"))]
+
+        assert ["rate_limit", None] == [a.error_type for a in chunks[-1]["attempts"]]
+
+    async def test_llm_error_reports_one_bad_request(self, provider: ScriptedLLMProvider) -> None:
+        """llm:error is one bad_request attempt, on results and raised errors alike."""
+        result = await provider.complete(_mission("llm:error"), tools=_TOOLS)
+        with pytest.raises(ScriptedLLMError) as info:
+            async for _ in provider.stream(_mission("llm:error")):
+                pass
+
+        assert ["bad_request"] == [a.error_type for a in result["attempts"]]
+        assert ["bad_request"] == [a.error_type for a in info.value.attempts]
+        assert "bad_request" == info.value.error_type
+
+    @pytest.mark.parametrize(
+        "line",
+        ["llm:fail", "llm:fail nosuch", "llm:fail auth 0", "llm:fail auth x", "llm:fail a 1 2"],
+    )
+    async def test_malformed_fail_line(self, provider: ScriptedLLMProvider, line: str) -> None:
+        """A malformed llm:fail line fails the call as bad_request, naming the line."""
+        result = await provider.complete(_mission(f"hi\n{line}"), tools=_TOOLS)
+
+        assert ("bad_request", True) == (result["error_type"], "line 2" in result["error"])
+
+
+class TestDelays:
+    async def test_delay_directive_holds_the_call(self, provider: ScriptedLLMProvider) -> None:
+        """``llm:delay MS`` makes the call at its place wait before answering."""
+        start = time.perf_counter()
+        result = await provider.complete(_mission("llm:delay 200\nhi"), tools=_TOOLS)
+
+        assert True is result["success"]
+        assert time.perf_counter() - start >= 0.2
+
+    @pytest.mark.parametrize("line", ["llm:delay", "llm:delay -1", "llm:delay nan", "llm:delay x"])
+    async def test_malformed_delay_line(self, provider: ScriptedLLMProvider, line: str) -> None:
+        """A malformed llm:delay line fails the call as bad_request."""
+        result = await provider.complete(_mission(line), tools=_TOOLS)
+
+        assert "bad_request" == result["error_type"]
+
+    async def test_first_chunk_delay(self) -> None:
+        """first_chunk_delay_ms holds back the first chunk of a stream."""
+        provider = ScriptedLLMProvider(first_chunk_delay_ms=200)
+        start = time.perf_counter()
+
+        stream = provider.stream(_mission("hi"))
+        async with contextlib.aclosing(stream):
+            await anext(stream)
+
+        assert time.perf_counter() - start >= 0.2
+
+    async def test_chunk_delay_between_chunks(self) -> None:
+        """chunk_delay_ms separates the chunks after the first."""
+        provider = ScriptedLLMProvider(chunk_delay_ms=50)
+        start = time.perf_counter()
+
+        chunks = [c async for c in provider.stream(_mission("a b c"))]
+
+        # "Scripted answer: a b c" is five words and a done chunk: five gaps after the first.
+        assert 6 == len(chunks)
+        assert time.perf_counter() - start >= 5 * 0.05
+
+    @pytest.mark.parametrize("kwargs", [{"first_chunk_delay_ms": -1}, {"chunk_delay_ms": math.inf}])
+    def test_rejects_bad_delays(self, kwargs: dict[str, float]) -> None:
+        """Negative or infinite delays are refused, naming the argument."""
+        with pytest.raises(ValueError, match=next(iter(kwargs))):
+            ScriptedLLMProvider(**kwargs)  # type: ignore[arg-type]
+
+
+class TestStreamWithTools:
+    async def test_tool_call_on_last_chunk(self, provider: ScriptedLLMProvider) -> None:
+        """Streamed with tools, a tool directive comes as a native call on the last chunk."""
+        chunks = [
+            c async for c in provider.stream(_mission('tool:calculator {"a": 1}'), tools=_TOOLS)
+        ]
+
+        assert [] == [c for c in chunks if "content" in c]
+        expected = [{"id": "call_0", "name": "calculator", "arguments": {"a": 1}}]
+        assert expected == chunks[-1]["tool_calls"]
+
+    async def test_final_answer_streams_text(self, provider: ScriptedLLMProvider) -> None:
+        """With tools and nothing left to call, the final answer streams as text."""
+        messages = [*_mission("tool:calculator {}"), _tool_result("call_0", 7)]
+
+        chunks = [c async for c in provider.stream(messages, tools=_TOOLS)]
+
+        text = "".join(c.get("content", "") for c in chunks)
+        assert ("Completed 1 tool call(s). Last result: 7", []) == (text, chunks[-1]["tool_calls"])

@@ -27,8 +27,12 @@ from taskforce.core.interfaces.executor import (
     mission_agent_type,
 )
 from taskforce.core.interfaces.llm import (
+    LLM_ERROR_TYPES,
+    RETRYABLE_LLM_ERROR_TYPES,
     ChatMessage,
     FunctionSchema,
+    LLMAttempt,
+    LLMErrorType,
     LLMProviderProtocol,
     LLMResult,
     StreamChunk,
@@ -36,11 +40,11 @@ from taskforce.core.interfaces.llm import (
     ToolCall,
     ToolSchema,
     Usage,
+    llm_error_type_of_status,
 )
 from taskforce.core.interfaces.outcome import (
     INVALID_ARGUMENTS,
     INVALID_RESULT,
-    LLM_ERROR_TYPES,
     TIMEOUT,
     TOOL_ERROR,
     UNKNOWN_TOOL,
@@ -68,6 +72,7 @@ __all__ = [
     "SESSION_ID_PATTERN",
     "TIMEOUT",
     "TOOL_ERROR",
+    "RETRYABLE_LLM_ERROR_TYPES",
     "TOOL_TIMEOUT_CANCEL_MESSAGE",
     "UNKNOWN_TOOL",
     "AgentType",
@@ -75,6 +80,8 @@ __all__ = [
     "ExecutionResult",
     "ExecutorProtocol",
     "FunctionSchema",
+    "LLMAttempt",
+    "LLMErrorType",
     "LLMProviderProtocol",
     "LLMResult",
     "MissionRequest",
@@ -105,4 +112,5 @@ __all__ = [
     "llm_exception_error_type",
     "mission_agent_type",
     "mission_scope",
+    "llm_error_type_of_status",
 ]

@@ -1,13 +1,23 @@
-"""The LLM provider port: what an agent may ask of a language model, and what it gets back."""
+"""The LLM provider port: what an agent may ask of a language model, and what it gets back.
+
+Also the closed set of LLM error types and the per-attempt report every provider
+fills in, so a caller can tell a retried call from a clean one without knowing
+the provider.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, Literal, NotRequired, Protocol, TypedDict, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Literal, NotRequired, Protocol, TypedDict, get_args, runtime_checkable
 
 __all__ = [
+    "LLM_ERROR_TYPES",
+    "RETRYABLE_LLM_ERROR_TYPES",
     "ChatMessage",
     "FunctionSchema",
+    "LLMAttempt",
+    "LLMErrorType",
     "LLMProviderProtocol",
     "LLMResult",
     "StreamChunk",
@@ -15,7 +25,62 @@ __all__ = [
     "ToolCall",
     "ToolSchema",
     "Usage",
+    "llm_error_type_of_status",
 ]
+
+#: Why an LLM call (or one attempt of it) failed; a closed set, used as a label value.
+LLMErrorType = Literal[
+    "timeout",
+    "rate_limit",
+    "auth",
+    "bad_request",
+    "server_error",
+    "connection",
+    "invalid_response",
+    "other",
+]
+
+LLM_ERROR_TYPES: tuple[LLMErrorType, ...] = get_args(LLMErrorType)
+
+#: The error types another attempt may cure; ``auth`` and ``bad_request`` never are.
+RETRYABLE_LLM_ERROR_TYPES: frozenset[LLMErrorType] = frozenset(
+    {"timeout", "rate_limit", "server_error", "connection"}
+)
+
+
+def llm_error_type_of_status(status_code: int) -> LLMErrorType:
+    """Return the error type of an HTTP status an LLM endpoint answered with.
+
+    Args:
+        status_code: the HTTP status of a failed response.
+
+    Returns:
+        ``rate_limit`` (429), ``auth`` (401, 403), ``timeout`` (408),
+        ``bad_request`` (other 4xx), ``server_error`` (5xx), else ``other``.
+    """
+    if status_code == 429:
+        return "rate_limit"
+    if status_code in (401, 403):
+        return "auth"
+    if status_code == 408:
+        return "timeout"
+    if 400 <= status_code < 500:
+        return "bad_request"
+    if 500 <= status_code < 600:
+        return "server_error"
+    return "other"
+
+
+@dataclass(frozen=True, slots=True)
+class LLMAttempt:
+    """One attempt of an LLM call: how it ended and how long it took.
+
+    ``error_type`` is ``None`` for the attempt that succeeded. The backoff
+    waited between attempts is in no attempt's ``duration_seconds``.
+    """
+
+    error_type: LLMErrorType | None
+    duration_seconds: float
 
 
 class ChatMessage(TypedDict):
@@ -63,8 +128,10 @@ class LLMResult(TypedDict, total=False):
     """What ``complete`` and ``generate`` return.
 
     ``success`` is always present. On success ``content`` and/or ``tool_calls``
-    hold the answer; on failure ``error`` says why. ``usage`` and ``model``
-    are present whenever the provider knows them.
+    hold the answer; on failure ``error`` says why and ``error_type`` is one of
+    :data:`LLM_ERROR_TYPES`. ``usage`` and ``model`` are present whenever the
+    provider knows them. ``attempts`` lists every attempt of the call, oldest
+    first, when the provider reports them (both built-in providers do).
     """
 
     success: bool
@@ -74,19 +141,24 @@ class LLMResult(TypedDict, total=False):
     model: str
     error: str
     error_type: str
+    attempts: list[LLMAttempt]
 
 
 class StreamChunk(TypedDict, total=False):
     """One chunk of a streamed completion.
 
     ``content`` is a text delta. The last chunk has ``done: True`` and carries
-    ``usage`` and ``model`` when the provider knows them.
+    ``usage`` and ``model`` when the provider knows them, the ``tool_calls``
+    assembled from the deltas when the stream was asked with ``tools``, and
+    ``attempts`` (every attempt of the call, the last one the stream itself).
     """
 
     content: str
     done: bool
     usage: Usage
     model: str
+    tool_calls: list[ToolCall]
+    attempts: list[LLMAttempt]
 
 
 @runtime_checkable
@@ -98,7 +170,8 @@ class LLMProviderProtocol(Protocol):
     - Safe to call concurrently from many missions on one event loop; no call
       blocks the loop.
     - A failure of the endpoint (HTTP error, timeout, refusal) is *returned* as
-      ``{"success": False, "error": ...}``; only programming errors raise.
+      ``{"success": False, "error": ..., "error_type": ...}`` with an
+      ``error_type`` of :data:`LLM_ERROR_TYPES`; only programming errors raise.
     - ``model`` in the result is the model actually used: the ``model``
       argument when given, else the provider's default.
     """
@@ -130,15 +203,19 @@ class StreamingLLMProviderProtocol(LLMProviderProtocol, Protocol):
     """A provider that can also stream. Callers pick streaming with ``hasattr(p, "stream")``.
 
     ``stream`` is an async iterator of :class:`StreamChunk`. A failure *raises*
-    :class:`taskforce.errors.LLMProviderError` from the iterator. The caller owns
-    the iterator and closes it (``aclose``) when it stops early.
+    :class:`taskforce.errors.LLMProviderError` (with ``error_type`` and
+    ``attempts``) from the iterator. The caller owns the iterator and closes it
+    (``aclose``) when it stops early. Given ``tools``, the model may answer with
+    tool calls, which arrive whole on the last chunk.
     """
 
     def stream(
         self,
         messages: Sequence[ChatMessage],
         model: str | None = None,
+        tools: Sequence[ToolSchema] | None = None,
+        tool_choice: str | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[StreamChunk]:
-        """Stream the answer to a chat as text deltas."""
+        """Stream the answer to a chat as text deltas (tool calls on the last chunk)."""
         ...

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from taskforce.core.interfaces.llm import LLM_ERROR_TYPES
+
 __all__ = [
     "INVALID_ARGUMENTS",
     "INVALID_RESULT",
@@ -39,17 +41,6 @@ TIMEOUT: Final = "timeout"
 INVALID_ARGUMENTS: Final = "InvalidArguments"
 #: An LLM result that failed without a usable ``error_type``.
 LLM_OTHER: Final = "other"
-#: The closed set of ``error_type`` values of a failed LLM call (CONTRACT.md).
-LLM_ERROR_TYPES: tuple[str, ...] = (
-    "timeout",
-    "rate_limit",
-    "auth",
-    "bad_request",
-    "server_error",
-    "connection",
-    "invalid_response",
-    LLM_OTHER,
-)
 _LLM_ERROR_TYPES = frozenset(LLM_ERROR_TYPES)
 
 # taskforce.errors.ToolTimeoutError is not a TimeoutError subclass; matching it

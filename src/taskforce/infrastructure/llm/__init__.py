@@ -34,7 +34,13 @@ def make_provider(settings: LLMSettings) -> LLMProviderProtocol:
             or not an http(s) URL.
     """
     if settings.provider == "scripted":
-        return ScriptedLLMProvider(model=settings.model, latency_ms=settings.scripted_latency_ms)
+        return ScriptedLLMProvider(
+            model=settings.model,
+            latency_ms=settings.scripted_latency_ms,
+            max_retries=settings.max_retries,
+            first_chunk_delay_ms=settings.scripted_first_chunk_delay_ms,
+            chunk_delay_ms=settings.scripted_chunk_delay_ms,
+        )
     base_url = (settings.base_url or "").strip()
     if not base_url:
         raise ConfigurationError("llm.base_url", "is required when llm.provider is 'openai'")
@@ -47,4 +53,5 @@ def make_provider(settings: LLMSettings) -> LLMProviderProtocol:
         api_key=api_key,
         timeout_seconds=settings.timeout_seconds,
         max_retries=settings.max_retries,
+        retry_after_max_seconds=settings.retry_after_max_seconds,
     )

@@ -13,11 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskforce.core.domain.prompts import MISSION_PREFIX, OBSERVATION_PREFIX, PLAN_PROMPT
-from taskforce.core.interfaces.llm import ChatMessage
+from taskforce.core.interfaces.llm import LLM_ERROR_TYPES, ChatMessage, LLMErrorType
 from taskforce.errors import LLMProviderError
 
 __all__ = [
+    "CallFaults",
+    "DelayDirective",
     "ErrorDirective",
+    "FailDirective",
     "Script",
     "ScriptedDirectiveError",
     "ScriptedLLMError",
@@ -33,22 +36,30 @@ __all__ = [
 
 _TOOL_PREFIX = "tool:"
 _ERROR_DIRECTIVE = "llm:error"
+_FAIL_PREFIX = "llm:fail"
+_DELAY_PREFIX = "llm:delay"
 _RESULT_LIMIT = 200
+_MAX_FAILURES = 100
+_MAX_DELAY_MS = 600_000.0
 
 
 class ScriptedLLMError(LLMProviderError):
-    """An ``llm:error`` directive made this call fail on purpose."""
+    """An ``llm:error`` directive made this call fail on purpose (as a ``bad_request``)."""
 
-    def __init__(self) -> None:
-        super().__init__("scripted llm:error directive")
+    def __init__(self, *, attempts: Sequence[Any] = ()) -> None:
+        super().__init__(
+            "scripted llm:error directive", error_type="bad_request", attempts=attempts
+        )
 
 
 class ScriptedDirectiveError(LLMProviderError):
-    """A ``tool:`` line of the mission text cannot be read."""
+    """A directive line of the mission text cannot be read (a ``bad_request``)."""
 
     def __init__(self, line: int, text: str, reason: str) -> None:
         self.line = line
-        super().__init__(f"line {line} of the mission, {text!r}: {reason}")
+        super().__init__(
+            f"line {line} of the mission, {text!r}: {reason}", error_type="bad_request"
+        )
 
 
 @dataclass(frozen=True)
@@ -72,10 +83,38 @@ class ErrorDirective:
 
 
 @dataclass(frozen=True)
+class FailDirective:
+    """``llm:fail TYPE [N]``: the next N attempts of the call at this point fail with TYPE."""
+
+    line: int
+    error_type: LLMErrorType
+    count: int
+
+
+@dataclass(frozen=True)
+class DelayDirective:
+    """``llm:delay MS``: the call at this point waits MS longer (before its first chunk)."""
+
+    line: int
+    delay_ms: float
+
+
+_Directive = ToolDirective | ErrorDirective | FailDirective | DelayDirective
+
+
+@dataclass(frozen=True)
+class CallFaults:
+    """What ``llm:fail``/``llm:delay`` lines ask of one call: failing attempts and a delay."""
+
+    failures: tuple[LLMErrorType, ...] = ()
+    delay_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
 class Script:
     """The directives of a mission, in order, and its remaining plain text."""
 
-    directives: tuple[ToolDirective | ErrorDirective, ...]
+    directives: tuple[_Directive, ...]
     plain_text: str
 
     @property
@@ -83,8 +122,24 @@ class Script:
         """The ``tool:`` directives only."""
         return tuple(d for d in self.directives if isinstance(d, ToolDirective))
 
+    def _segment(self, cursor: int) -> list[_Directive]:
+        """The directives after the first ``cursor`` tool directives, up to the next action."""
+        segment: list[_Directive] = []
+        consumed = 0
+        for directive in self.directives:
+            if consumed == cursor:
+                segment.append(directive)
+                if isinstance(directive, ToolDirective | ErrorDirective):
+                    break
+            if isinstance(directive, ToolDirective):
+                consumed += 1
+        return segment
+
     def next_directive(self, cursor: int) -> ToolDirective | ErrorDirective | None:
-        """Return the directive after the first ``cursor`` tool directives, if any.
+        """Return the action after the first ``cursor`` tool directives, if any.
+
+        ``llm:fail`` and ``llm:delay`` lines are no actions: they shape the call
+        (see :meth:`faults`) and are skipped here.
 
         Args:
             cursor: how many tool results the conversation already holds.
@@ -92,13 +147,28 @@ class Script:
         Returns:
             The next directive to act on, or ``None`` when the script is done.
         """
-        consumed = 0
-        for directive in self.directives:
-            if consumed == cursor:
-                return directive
-            if isinstance(directive, ToolDirective):
-                consumed += 1
-        return None
+        segment = self._segment(cursor)
+        last = segment[-1] if segment else None
+        return last if isinstance(last, ToolDirective | ErrorDirective) else None
+
+    def faults(self, cursor: int) -> CallFaults:
+        """Return the failing attempts and the delay asked of the calls at ``cursor``.
+
+        Args:
+            cursor: how many tool results the conversation already holds.
+
+        Returns:
+            The ``llm:fail`` error types in order (one per failing attempt) and
+            the sum of the ``llm:delay`` lines before the next action.
+        """
+        failures: list[LLMErrorType] = []
+        delay_ms = 0.0
+        for directive in self._segment(cursor):
+            if isinstance(directive, FailDirective):
+                failures.extend([directive.error_type] * directive.count)
+            elif isinstance(directive, DelayDirective):
+                delay_ms += directive.delay_ms
+        return CallFaults(tuple(failures), delay_ms / 1000)
 
     def final_answer(self, observations: Sequence[str]) -> str:
         """Return the answer given once every directive is used up.
@@ -133,6 +203,30 @@ def _parse_tool_line(line_no: int, line: str) -> ToolDirective:
     return ToolDirective(line_no, name, arguments)
 
 
+def _parse_fail_line(line_no: int, line: str) -> FailDirective:
+    parts = line[len(_FAIL_PREFIX) :].split()
+    if not 1 <= len(parts) <= 2 or parts[0] not in LLM_ERROR_TYPES:
+        reason = f"needs an error type ({', '.join(LLM_ERROR_TYPES)}) and an optional count"
+        raise ScriptedDirectiveError(line_no, line, reason)
+    count = parts[1] if len(parts) == 2 else "1"
+    if not count.isdigit() or not 1 <= int(count) <= _MAX_FAILURES:
+        raise ScriptedDirectiveError(line_no, line, f"count must be 1 to {_MAX_FAILURES}")
+    error_type = next(t for t in LLM_ERROR_TYPES if t == parts[0])
+    return FailDirective(line_no, error_type, int(count))
+
+
+def _parse_delay_line(line_no: int, line: str) -> DelayDirective:
+    raw = line[len(_DELAY_PREFIX) :].strip()
+    try:
+        delay_ms = float(raw)
+    except ValueError:
+        delay_ms = math.nan
+    if not (math.isfinite(delay_ms) and 0 <= delay_ms <= _MAX_DELAY_MS):
+        reason = f"needs a delay in milliseconds, 0 to {_MAX_DELAY_MS:g}"
+        raise ScriptedDirectiveError(line_no, line, reason)
+    return DelayDirective(line_no, delay_ms)
+
+
 def parse_script(text: str) -> Script:
     """Read the directives out of a mission text.
 
@@ -144,9 +238,10 @@ def parse_script(text: str) -> Script:
 
     Raises:
         ScriptedDirectiveError: a ``tool:`` line names no tool or its arguments
-            are not a JSON object; the message names the line number.
+            are not a JSON object, or an ``llm:fail``/``llm:delay`` line is
+            malformed; the message names the line number.
     """
-    directives: list[ToolDirective | ErrorDirective] = []
+    directives: list[_Directive] = []
     plain: list[str] = []
     for line_no, raw_line in enumerate(text.splitlines(), start=1):
         line = raw_line.strip()
@@ -154,6 +249,10 @@ def parse_script(text: str) -> Script:
             directives.append(_parse_tool_line(line_no, line))
         elif line == _ERROR_DIRECTIVE:
             directives.append(ErrorDirective(line_no))
+        elif line.split(" ", 1)[0] == _FAIL_PREFIX:
+            directives.append(_parse_fail_line(line_no, line))
+        elif line.split(" ", 1)[0] == _DELAY_PREFIX:
+            directives.append(_parse_delay_line(line_no, line))
         elif line:
             plain.append(line)
     return Script(tuple(directives), " ".join(plain))

@@ -1,37 +1,48 @@
 """An LLM provider for any OpenAI-compatible chat completions endpoint, on the official SDK.
 
-Retries are ours (exponential backoff on connection errors, timeouts, 408/409/429
-and 5xx); the SDK's own retries are switched off so there is one retry policy.
+Retries are ours (exponential backoff on connection errors, timeouts, 429 and 5xx,
+``Retry-After`` honoured up to a cap); the SDK's own retries are switched off so
+there is one retry policy. ``timeout_seconds`` is the deadline of one whole
+attempt, headers and body (for a stream: the whole stream), not only of a read.
 The API key never appears in a returned error, a raised error or a log line.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import AsyncGenerator, Mapping, Sequence
+from dataclasses import dataclass, field
+from time import perf_counter
 from types import TracebackType
 from typing import Any, cast
 
+import httpx
 import openai
 from openai.types import CompletionUsage
 from openai.types.chat import (
     ChatCompletion,
+    ChatCompletionChunk,
     ChatCompletionMessageParam,
     ChatCompletionToolChoiceOptionParam,
     ChatCompletionToolUnionParam,
 )
 
 from taskforce.core.interfaces.llm import (
+    RETRYABLE_LLM_ERROR_TYPES,
     ChatMessage,
+    LLMAttempt,
+    LLMErrorType,
     LLMResult,
     StreamChunk,
     ToolCall,
     ToolSchema,
     Usage,
+    llm_error_type_of_status,
 )
 from taskforce.errors import LLMProviderError
-from taskforce.infrastructure.llm._retry import RetryPolicy, is_retryable
+from taskforce.infrastructure.llm._retry import RetryPolicy, elapsed_since
 
 __all__ = ["OpenAICompatibleProvider"]
 
@@ -39,6 +50,105 @@ _PROVIDER = "openai"
 #: The SDK insists on a key; a keyless local endpoint gets this instead of
 #: ``OPENAI_API_KEY``, which must never leak to an arbitrary ``base_url``.
 _NO_KEY = "unused"
+
+
+class _InvalidResponse(Exception):
+    """Internal: the endpoint answered 2xx with something that is not a usable answer."""
+
+
+def _classify(exc: Exception) -> LLMErrorType | None:
+    """Name the LLM error type of an SDK, HTTP or deadline failure; ``None`` for anything else."""
+    if isinstance(exc, TimeoutError | openai.APITimeoutError | httpx.TimeoutException):
+        return "timeout"
+    if isinstance(exc, openai.APIStatusError):
+        return llm_error_type_of_status(exc.status_code)
+    if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
+        return "connection"
+    if isinstance(
+        exc, _InvalidResponse | openai.APIResponseValidationError | httpx.DecodingError | ValueError
+    ):
+        # ValueError covers the JSON the SDK cannot decode (a JSONDecodeError).
+        return "invalid_response"
+    if isinstance(exc, openai.OpenAIError | httpx.HTTPError):
+        return "other"
+    return None
+
+
+def _retry_after(exc: Exception) -> float | None:
+    if not isinstance(exc, openai.APIStatusError):
+        return None
+    try:
+        seconds = float(exc.response.headers.get("retry-after", ""))
+    except ValueError:  # absent, or an HTTP date: fall back to our own backoff
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _decoded_call(call_id: str, name: str, raw_arguments: str | None) -> ToolCall:
+    """Return a tool call with its JSON arguments decoded.
+
+    Raises:
+        _InvalidResponse: the arguments are not a JSON object.
+    """
+    try:
+        arguments = json.loads(raw_arguments or "{}")
+    except json.JSONDecodeError as exc:
+        raise _InvalidResponse(
+            f"tool call {name!r} has arguments that are not JSON ({exc.msg})"
+        ) from exc
+    if not isinstance(arguments, dict):
+        raise _InvalidResponse(f"tool call {name!r} has arguments that are not a JSON object")
+    return {"id": call_id, "name": name, "arguments": arguments}
+
+
+@dataclass
+class _StreamedCall:
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _StreamState:
+    """What a stream has told so far, besides its text: model, usage, tool call deltas."""
+
+    model: str
+    usage: Usage | None = None
+    calls: dict[int, _StreamedCall] = field(default_factory=dict)
+
+    def add(self, chunk: ChatCompletionChunk) -> list[str]:
+        """Take in one chunk; return its text deltas."""
+        self.model = chunk.model or self.model
+        self.usage = _usage(chunk.usage) or self.usage
+        texts: list[str] = []
+        for choice in chunk.choices:
+            delta = choice.delta
+            if delta.content:
+                texts.append(delta.content)
+            for part in delta.tool_calls or ():
+                call = self.calls.setdefault(part.index, _StreamedCall())
+                call.id = part.id or call.id
+                if part.function is not None:
+                    # The name comes whole (once, or repeated by some servers); arguments in pieces.
+                    call.name = part.function.name or call.name
+                    if part.function.arguments:
+                        call.arguments.append(part.function.arguments)
+        return texts
+
+    def tool_calls(self) -> list[ToolCall]:
+        """Return the assembled tool calls, in index order.
+
+        Raises:
+            _InvalidResponse: a call has no name or arguments that are not a JSON object.
+        """
+        calls: list[ToolCall] = []
+        for index in sorted(self.calls):
+            call = self.calls[index]
+            if not call.name:
+                raise _InvalidResponse(f"streamed tool call {index} has no name")
+            call_id = call.id or f"call_{index}"
+            calls.append(_decoded_call(call_id, call.name, "".join(call.arguments)))
+        return calls
 
 
 def _usage(usage: CompletionUsage | None) -> Usage | None:
@@ -56,8 +166,9 @@ class OpenAICompatibleProvider:
 
     Safe to share between concurrent missions: it holds one ``AsyncOpenAI``
     client and no per-call state. ``complete``/``generate`` return failures as
-    ``{"success": False, "error": ..., "error_type": <SDK exception class>}``;
-    ``stream`` raises :class:`~taskforce.errors.LLMProviderError`. Close it with
+    ``{"success": False, "error": ..., "error_type": ...}`` (an LLM error type);
+    ``stream`` raises :class:`~taskforce.errors.LLMProviderError`. Every result,
+    last stream chunk and raised error carries ``attempts``. Close it with
     :meth:`aclose` or ``async with``.
     """
 
@@ -71,6 +182,7 @@ class OpenAICompatibleProvider:
         *,
         backoff_base_seconds: float = 0.5,
         backoff_max_seconds: float = 8.0,
+        retry_after_max_seconds: float = 30.0,
     ) -> None:
         """Create the provider and its HTTP client.
 
@@ -78,10 +190,12 @@ class OpenAICompatibleProvider:
             model: the model used when a call names none.
             base_url: the API root, e.g. ``https://api.openai.com/v1``.
             api_key: sent as ``Authorization: Bearer``; ``None`` for keyless servers.
-            timeout_seconds: time limit of one HTTP attempt.
+            timeout_seconds: deadline of one whole attempt (headers and body; for a
+                stream, the whole stream).
             max_retries: extra attempts after a retryable failure.
             backoff_base_seconds: the first retry waits this long, each next one twice as long.
-            backoff_max_seconds: upper bound of one wait (also caps ``Retry-After``).
+            backoff_max_seconds: upper bound of one backoff wait.
+            retry_after_max_seconds: upper bound of a wait a ``Retry-After`` hint asks for.
 
         Raises:
             ValueError: an argument is empty, negative or not finite.
@@ -94,7 +208,10 @@ class OpenAICompatibleProvider:
             raise ValueError(f"timeout_seconds must be > 0, got {timeout_seconds!r}")
         self._model = model
         self._api_key = api_key or None
-        self._retry = RetryPolicy(max_retries, backoff_base_seconds, backoff_max_seconds)
+        self._timeout = timeout_seconds
+        self._retry = RetryPolicy(
+            max_retries, backoff_base_seconds, backoff_max_seconds, retry_after_max_seconds
+        )
         self._client = openai.AsyncOpenAI(
             api_key=api_key or _NO_KEY,
             base_url=base_url,
@@ -147,14 +264,10 @@ class OpenAICompatibleProvider:
         Returns:
             The answer with decoded ``tool_calls``, or a failure result when the
             endpoint fails after retries or returns tool arguments that are not
-            a JSON object.
+            a JSON object (``error_type="invalid_response"``).
         """
         asked = model or self._model
-        extra: dict[str, Any] = dict(kwargs)
-        if tools:
-            extra["tools"] = cast("list[ChatCompletionToolUnionParam]", list(tools))
-        if tool_choice is not None:
-            extra["tool_choice"] = cast("ChatCompletionToolChoiceOptionParam", tool_choice)
+        extra = _extra(kwargs, tools, tool_choice)
         return await self._complete(list(messages), asked, extra, with_tool_calls=True)
 
     async def generate(
@@ -186,60 +299,104 @@ class OpenAICompatibleProvider:
         self,
         messages: Sequence[ChatMessage],
         model: str | None = None,
+        tools: Sequence[ToolSchema] | None = None,
+        tool_choice: str | None = None,
         **kwargs: Any,
     ) -> AsyncGenerator[StreamChunk, None]:
-        """Stream the answer to a chat as text deltas.
+        """Stream the answer to a chat as text deltas, usage asked for on the last chunk.
+
+        A failure before the first chunk is retried like any call; once a chunk
+        is read, the stream is not retried. The deadline covers the whole stream.
 
         Args:
             messages: the conversation in OpenAI form.
             model: the model to ask for; defaults to the provider's model.
+            tools: tool schemas the model may call; the calls, assembled from
+                their deltas, arrive on the last chunk.
+            tool_choice: passed through.
             **kwargs: further ``chat.completions.create`` parameters.
 
         Yields:
-            ``{"content": delta}`` chunks, then ``{"done": True, "usage": ..., "model": ...}``.
+            ``{"content": delta}`` chunks, then ``{"done": True, "usage": ...,
+            "model": ..., "attempts": [...]}`` (and ``tool_calls`` when asked with tools).
 
         Raises:
-            LLMProviderError: the request failed after retries, or the stream broke.
+            LLMProviderError: the request failed after retries, the stream broke
+                or ran past its deadline, or its tool calls cannot be decoded;
+                ``error_type`` and ``attempts`` say which and how often.
         """
         asked = model or self._model
         params = cast("list[ChatCompletionMessageParam]", list(messages))
-        try:
-            response = await self._retry.run(
-                lambda: self._client.chat.completions.create(
-                    messages=params,
-                    model=asked,
-                    stream=True,
-                    stream_options={"include_usage": True},
-                    **kwargs,
-                ),
-                provider=_PROVIDER,
+        extra = _extra(kwargs, tools, tool_choice)
+        attempts: list[LLMAttempt] = []
+        loop = asyncio.get_running_loop()
+        opened = 0.0
+
+        async def open_attempt() -> tuple[Any, Any, ChatCompletionChunk | None, float]:
+            nonlocal opened
+            opened = perf_counter()
+            deadline = loop.time() + self._timeout
+            response = await self._client.chat.completions.create(
+                messages=params,
+                model=asked,
+                stream=True,
+                stream_options={"include_usage": True},
+                **extra,
             )
-        except openai.OpenAIError as exc:
-            raise self._provider_error(exc) from exc
-        usage: Usage | None = None
-        reported = asked
-        try:
             chunks = response.__aiter__()
-            while True:
+            try:
+                first = await anext(chunks, None)
+            except BaseException:
+                await response.close()
+                raise
+            return response, chunks, first, deadline
+
+        try:
+            response, chunks, chunk, deadline = await self._run(open_attempt, attempts)
+        except Exception as exc:
+            raise self._provider_error(exc, _classify(exc) or "other", attempts) from exc
+        state = _StreamState(asked)
+        error: LLMProviderError | None = None
+        try:
+            while chunk is not None:
+                for text in state.add(chunk):
+                    yield {"content": text}
                 try:
-                    chunk = await anext(chunks)
-                except StopAsyncIteration:
-                    break
+                    async with asyncio.timeout_at(deadline):
+                        chunk = await anext(chunks, None)
                 except Exception as exc:
                     # Mid-stream faults come from the SDK and its HTTP layer alike
                     # (their classes are not all OpenAIError); all mean "stream broke".
-                    raise self._provider_error(exc) from exc
-                reported = chunk.model or reported
-                usage = _usage(chunk.usage) or usage
-                for choice in chunk.choices:
-                    if choice.delta.content:
-                        yield {"content": choice.delta.content}
+                    error_type = _classify(exc) or "other"
+                    attempts[-1] = LLMAttempt(error_type, elapsed_since(opened))
+                    error = self._provider_error(exc, error_type, attempts)
+                    raise error from exc
+            try:
+                tool_calls = state.tool_calls() if tools else []
+            except _InvalidResponse as exc:
+                attempts[-1] = LLMAttempt("invalid_response", elapsed_since(opened))
+                error = self._provider_error(exc, "invalid_response", attempts)
+                raise error from exc
         finally:
+            if error is None:
+                attempts[-1] = LLMAttempt(None, elapsed_since(opened))
             await response.close()
-        done: StreamChunk = {"done": True, "model": reported}
-        if usage is not None:
-            done["usage"] = usage
+        done: StreamChunk = {"done": True, "model": state.model, "attempts": attempts}
+        if tools:
+            done["tool_calls"] = tool_calls
+        if state.usage is not None:
+            done["usage"] = state.usage
         yield done
+
+    async def _run(self, attempt_call: Any, attempts: list[LLMAttempt]) -> Any:
+        return await self._retry.run(
+            attempt_call,
+            classify=_classify,
+            attempts=attempts,
+            provider=_PROVIDER,
+            deadline_seconds=self._timeout,
+            retry_after=_retry_after,
+        )
 
     async def _complete(
         self,
@@ -249,38 +406,38 @@ class OpenAICompatibleProvider:
         with_tool_calls: bool,
     ) -> LLMResult:
         params = cast("list[ChatCompletionMessageParam]", messages)
+        attempts: list[LLMAttempt] = []
         try:
-            response: ChatCompletion = await self._retry.run(
+            response: ChatCompletion = await self._run(
                 lambda: self._client.chat.completions.create(messages=params, model=asked, **extra),
-                provider=_PROVIDER,
+                attempts,
             )
-        except openai.OpenAIError as exc:
-            return self._failure(str(exc), type(exc).__name__, asked)
+        except Exception as exc:
+            error_type = _classify(exc)
+            if error_type is None:
+                raise
+            return self._failure(f"{type(exc).__name__}: {exc}", error_type, asked, attempts)
         reported = response.model or asked
-        if not response.choices:
-            return self._failure("the response holds no choices", "LLMProviderError", reported)
-        message = response.choices[0].message
-        result: LLMResult = {"success": True, "content": message.content, "model": reported}
-        if with_tool_calls:
-            calls: list[ToolCall] = []
-            for raw in message.tool_calls or []:
-                if raw.type != "function":
-                    error = f"unsupported tool call type {raw.type!r}"
-                    return self._failure(error, "LLMProviderError", reported)
-                name = raw.function.name
-                try:
-                    arguments = json.loads(raw.function.arguments or "{}")
-                except json.JSONDecodeError as exc:
-                    error = f"tool call {name!r} has arguments that are not JSON ({exc.msg})"
-                    return self._failure(error, "LLMProviderError", reported)
-                if not isinstance(arguments, dict):
-                    error = f"tool call {name!r} has arguments that are not a JSON object"
-                    return self._failure(error, "LLMProviderError", reported)
-                calls.append({"id": raw.id, "name": name, "arguments": arguments})
-            result["tool_calls"] = calls
+        try:
+            if not response.choices:
+                raise _InvalidResponse("the response holds no choices")
+            message = response.choices[0].message
+            result: LLMResult = {"success": True, "content": message.content, "model": reported}
+            if with_tool_calls:
+                calls: list[ToolCall] = []
+                for raw in message.tool_calls or []:
+                    if raw.type != "function":
+                        raise _InvalidResponse(f"unsupported tool call type {raw.type!r}")
+                    name = raw.function.name
+                    calls.append(_decoded_call(raw.id, name, raw.function.arguments))
+                result["tool_calls"] = calls
+        except _InvalidResponse as exc:
+            attempts[-1] = LLMAttempt("invalid_response", attempts[-1].duration_seconds)
+            return self._failure(str(exc), "invalid_response", reported, attempts)
         usage = _usage(response.usage)
         if usage is not None:
             result["usage"] = usage
+        result["attempts"] = attempts
         return result
 
     def _redact(self, text: str) -> str:
@@ -288,15 +445,36 @@ class OpenAICompatibleProvider:
             return text.replace(self._api_key, "***")
         return text
 
-    def _failure(self, error: str, error_type: str, model: str) -> LLMResult:
+    def _failure(
+        self, error: str, error_type: LLMErrorType, model: str, attempts: list[LLMAttempt]
+    ) -> LLMResult:
         return {
             "success": False,
             "error": self._redact(error),
             "error_type": error_type,
             "model": model,
+            "attempts": attempts,
         }
 
-    def _provider_error(self, exc: Exception) -> LLMProviderError:
-        retryable = is_retryable(exc)
+    def _provider_error(
+        self, exc: Exception, error_type: LLMErrorType, attempts: list[LLMAttempt]
+    ) -> LLMProviderError:
         message = self._redact(f"{type(exc).__name__}: {exc}")
-        return LLMProviderError(message, provider=_PROVIDER, retryable=retryable)
+        return LLMProviderError(
+            message,
+            provider=_PROVIDER,
+            retryable=error_type in RETRYABLE_LLM_ERROR_TYPES,
+            error_type=error_type,
+            attempts=attempts,
+        )
+
+
+def _extra(
+    kwargs: dict[str, Any], tools: Sequence[ToolSchema] | None, tool_choice: str | None
+) -> dict[str, Any]:
+    extra: dict[str, Any] = dict(kwargs)
+    if tools:
+        extra["tools"] = cast("list[ChatCompletionToolUnionParam]", list(tools))
+    if tool_choice is not None:
+        extra["tool_choice"] = cast("ChatCompletionToolChoiceOptionParam", tool_choice)
+    return extra

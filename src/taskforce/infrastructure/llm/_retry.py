@@ -1,4 +1,10 @@
-"""The retry policy of the OpenAI-compatible provider: what is retryable and how long to wait."""
+"""The retry policy both providers share: which failures are retried, how long to wait, and
+the report of every attempt.
+
+The policy knows no SDK: a provider passes a ``classify`` function that names
+the LLM error type of an exception (or ``None`` for a programming error, which
+is raised at once), and optionally a ``retry_after`` reader for server hints.
+"""
 
 from __future__ import annotations
 
@@ -6,47 +12,45 @@ import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from time import perf_counter
 from typing import TypeVar
 
-import openai
 import structlog
 
-__all__ = ["RetryPolicy", "is_retryable"]
+from taskforce.core.interfaces.llm import RETRYABLE_LLM_ERROR_TYPES, LLMAttempt, LLMErrorType
+
+__all__ = ["Classify", "RetryPolicy", "elapsed_since"]
 
 _T = TypeVar("_T")
 _LOG = structlog.get_logger(__name__)
-_RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+#: Names the LLM error type of an exception; ``None``: not an endpoint failure, raise it.
+Classify = Callable[[Exception], LLMErrorType | None]
 
 
-def is_retryable(exc: BaseException) -> bool:
-    """Return whether another attempt may succeed: connection errors, timeouts, 408/409/429, 5xx."""
-    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
-        return True
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in _RETRYABLE_STATUS or exc.status_code >= 500
-    return False
+def _no_hint(_: Exception) -> float | None:
+    return None
 
 
-def _retry_after(exc: Exception) -> float | None:
-    if not isinstance(exc, openai.APIStatusError):
-        return None
-    try:
-        seconds = float(exc.response.headers.get("retry-after", ""))
-    except ValueError:  # absent, or an HTTP date: fall back to our own backoff
-        return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+def elapsed_since(started: float) -> float:
+    """Return the seconds since ``started`` (a ``perf_counter`` reading), never negative."""
+    elapsed = perf_counter() - started
+    return elapsed if elapsed > 0.0 else 0.0
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff: wait ``base * 2**n`` (at most ``max_delay``) before retry ``n + 1``.
 
-    A ``Retry-After`` header longer than the backoff is honoured up to ``max_delay``.
+    Only ``timeout``, ``rate_limit``, ``server_error`` and ``connection`` are
+    retried. A ``Retry-After`` hint longer than the backoff is waited for, up to
+    ``max_retry_after``.
     """
 
     max_retries: int
     base_delay: float
     max_delay: float
+    max_retry_after: float = 30.0
 
     def __post_init__(self) -> None:
         if self.max_retries < 0:
@@ -54,48 +58,84 @@ class RetryPolicy:
         for name, value in (
             ("backoff_base_seconds", self.base_delay),
             ("backoff_max_seconds", self.max_delay),
+            ("retry_after_max_seconds", self.max_retry_after),
         ):
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
-    def delay(self, attempt: int, exc: Exception) -> float:
-        """Return how long to wait before retry ``attempt + 1``."""
-        delay = min(self.max_delay, self.base_delay * 2.0**attempt)
-        hinted = _retry_after(exc)
-        if hinted is not None:
-            delay = min(self.max_delay, max(delay, hinted))
+    def should_retry(self, error_type: LLMErrorType, retries_done: int) -> bool:
+        """Return whether an attempt that failed with ``error_type`` gets another one."""
+        return retries_done < self.max_retries and error_type in RETRYABLE_LLM_ERROR_TYPES
+
+    def delay(self, retries_done: int, hinted: float | None) -> float:
+        """Return how long to wait before retry ``retries_done + 1``.
+
+        Args:
+            retries_done: how many retries were made already.
+            hinted: the server's ``Retry-After`` in seconds, if it sent one.
+        """
+        delay = min(self.max_delay, self.base_delay * 2.0**retries_done)
+        if hinted is not None and math.isfinite(hinted) and hinted > delay:
+            delay = min(hinted, self.max_retry_after)
         return delay
 
-    async def run(self, attempt_call: Callable[[], Awaitable[_T]], *, provider: str) -> _T:
+    async def run(
+        self,
+        attempt_call: Callable[[], Awaitable[_T]],
+        *,
+        classify: Classify,
+        attempts: list[LLMAttempt],
+        provider: str,
+        deadline_seconds: float | None = None,
+        retry_after: Callable[[Exception], float | None] = _no_hint,
+    ) -> _T:
         """Await ``attempt_call()`` until it succeeds, fails for good, or retries run out.
 
         Args:
             attempt_call: starts one attempt.
+            classify: names the error type of a failed attempt.
+            attempts: every attempt is appended here, also when this raises.
             provider: named in the retry log events.
+            deadline_seconds: the deadline of one whole attempt, in seconds; past it the
+                attempt fails as ``TimeoutError`` (classified by ``classify``).
+            retry_after: reads a server's wait hint off a failure.
 
         Returns:
             What the successful attempt returned.
 
         Raises:
-            openai.OpenAIError: the last attempt's error (not retryable, or no retries left).
+            Exception: the last attempt's error (not retryable, or no retries left),
+                or at once any error ``classify`` does not name.
         """
-        attempt = 0
         while True:
+            started = perf_counter()
             try:
-                return await attempt_call()
-            except openai.OpenAIError as exc:
-                if attempt >= self.max_retries or not is_retryable(exc):
+                if deadline_seconds is None:
+                    result = await attempt_call()
+                else:
+                    async with asyncio.timeout(deadline_seconds):
+                        result = await attempt_call()
+            except Exception as exc:
+                error_type = classify(exc)
+                if error_type is None:
                     raise
-                delay = self.delay(attempt, exc)
-                attempt += 1
-                # Only the class name: an SDK message may quote a server body.
+                attempts.append(LLMAttempt(error_type, elapsed_since(started)))
+                retries_done = len(attempts) - 1
+                if not self.should_retry(error_type, retries_done):
+                    raise
+                delay = self.delay(retries_done, retry_after(exc))
+                # Only the error type: an SDK message may quote a server body.
                 _LOG.warning(
                     "llm.request.retry",
                     category="llm",
                     provider=provider,
-                    attempt=attempt,
+                    attempt=retries_done + 1,
                     max_retries=self.max_retries,
                     delay_seconds=delay,
-                    error_type=type(exc).__name__,
+                    error_type=error_type,
                 )
-                await asyncio.sleep(delay)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            else:
+                attempts.append(LLMAttempt(None, elapsed_since(started)))
+                return result

@@ -2,6 +2,9 @@
 
 The provider holds no per-conversation state: every answer is computed from the
 messages of the call, so one instance serves any number of concurrent missions.
+Failing attempts (``llm:fail``) go through the same retry policy as the
+OpenAI-compatible provider, without its backoff waits, so a test sees the same
+attempts and retries offline.
 """
 
 from __future__ import annotations
@@ -10,21 +13,24 @@ import asyncio
 import json
 import math
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from taskforce.core.domain.prompts import FINAL_STEP_DESCRIPTION
 from taskforce.core.interfaces.llm import (
+    LLM_ERROR_TYPES,
     ChatMessage,
+    LLMAttempt,
+    LLMErrorType,
     LLMResult,
     StreamChunk,
     ToolCall,
     ToolSchema,
     Usage,
 )
+from taskforce.errors import LLMProviderError
 from taskforce.infrastructure.llm._directives import (
     ErrorDirective,
     Script,
-    ScriptedDirectiveError,
     ScriptedLLMError,
     ToolDirective,
     estimate_tokens,
@@ -35,43 +41,97 @@ from taskforce.infrastructure.llm._directives import (
     plan_text,
     render_observation,
 )
+from taskforce.infrastructure.llm._retry import RetryPolicy
+
+_T = TypeVar("_T")
 
 __all__ = ["ScriptedLLMProvider"]
 
 _LLM_ERROR_MESSAGE = "scripted llm:error directive"
+_PROVIDER = "scripted"
+
+
+class _InjectedFailure(Exception):
+    """Internal: one attempt failed because an ``llm:fail`` line said so."""
+
+    def __init__(self, error_type: LLMErrorType) -> None:
+        self.error_type: LLMErrorType = error_type
+        super().__init__(f"scripted llm:fail {error_type}")
+
+
+def _classify(exc: Exception) -> LLMErrorType | None:
+    if isinstance(exc, _InjectedFailure):
+        return exc.error_type
+    if isinstance(exc, LLMProviderError):
+        return next((t for t in LLM_ERROR_TYPES if t == exc.error_type), "other")
+    return None
+
+
+def _reported(exc: LLMProviderError, attempts: list[LLMAttempt]) -> list[LLMAttempt]:
+    """Put the call's attempts on ``exc``; a call that failed before any attempt counts one."""
+    if not attempts:
+        attempts.append(LLMAttempt(_classify(exc) or "other", 0.0))
+    exc.attempts = tuple(attempts)
+    return attempts
 
 
 class ScriptedLLMProvider:
     """A deterministic stand-in for a language model (see CONTRACT.md, "scripted provider").
 
     Mission lines ``tool:NAME {json}`` become tool calls, one per turn, in order;
-    ``llm:error`` makes the call that reaches it fail; other lines are echoed in
-    the final answer. How far a conversation got is read from its tool results
-    (``tool`` messages, or user messages starting with ``OBSERVATION_PREFIX``).
+    ``llm:error`` makes the call that reaches it fail; ``llm:fail TYPE [N]``
+    makes the next N attempts of that call fail with TYPE (retried like the
+    OpenAI-compatible provider would, up to ``max_retries``); ``llm:delay MS``
+    holds that call back; other lines are echoed in the final answer. How far a
+    conversation got is read from its tool results (``tool`` messages, or user
+    messages starting with ``OBSERVATION_PREFIX``).
 
     ``complete`` with ``tools`` answers with native tool calls; without tools it
-    answers with the legacy JSON actions; ``generate`` answers with a JSON plan.
-    Failures are returned as ``{"success": False, ...}``; ``stream`` raises
-    :class:`~taskforce.errors.LLMProviderError` instead. Safe to share between
-    concurrent missions: it keeps no state between calls.
+    answers with the legacy JSON actions; ``generate`` answers with a JSON plan;
+    ``stream`` sends the answer word by word. Failures are returned as
+    ``{"success": False, ...}``; ``stream`` raises
+    :class:`~taskforce.errors.LLMProviderError` instead. Every result, last
+    chunk and error carries ``attempts``. Safe to share between concurrent
+    missions: it keeps no state between calls.
     """
 
-    def __init__(self, model: str = "scripted-1", latency_ms: float = 0.0) -> None:
+    def __init__(
+        self,
+        model: str = "scripted-1",
+        latency_ms: float = 0.0,
+        *,
+        max_retries: int = 2,
+        first_chunk_delay_ms: float = 0.0,
+        chunk_delay_ms: float = 0.0,
+    ) -> None:
         """Create the provider.
 
         Args:
             model: the model name reported when a call names none.
             latency_ms: how long every call sleeps before answering.
+            max_retries: extra attempts after an ``llm:fail`` of a retryable type.
+            first_chunk_delay_ms: how long a stream waits before its first chunk.
+            chunk_delay_ms: how long a stream waits before each further chunk.
 
         Raises:
-            ValueError: ``model`` is empty or ``latency_ms`` is negative or not finite.
+            ValueError: ``model`` is empty, ``max_retries`` negative, or a delay
+                negative or not finite.
         """
         if not model:
             raise ValueError("model must be a non-empty string")
-        if not math.isfinite(latency_ms) or latency_ms < 0:
-            raise ValueError(f"latency_ms must be a finite number >= 0, got {latency_ms!r}")
+        for name, value in (
+            ("latency_ms", latency_ms),
+            ("first_chunk_delay_ms", first_chunk_delay_ms),
+            ("chunk_delay_ms", chunk_delay_ms),
+        ):
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         self._model = model
         self._latency_seconds = latency_ms / 1000
+        self._first_chunk_delay_seconds = first_chunk_delay_ms / 1000
+        self._chunk_delay_seconds = chunk_delay_ms / 1000
+        # No backoff: scripted failures are instant and tests should be too.
+        self._retry = RetryPolicy(max_retries, 0.0, 0.0, 0.0)
 
     @property
     def model(self) -> str:
@@ -106,29 +166,27 @@ class ScriptedLLMProvider:
             **kwargs: accepted for compatibility and ignored.
 
         Returns:
-            The answer, or a failure result for ``llm:error`` or a bad directive.
+            The answer, or a failure result for ``llm:error``, attempts that
+            ``llm:fail`` used up, or a bad directive.
         """
         used_model = model or self._model
         await self._pause()
         sent_chars = _chars_of(messages) + (len(json.dumps(list(tools))) if tools else 0)
+        attempts: list[LLMAttempt] = []
         try:
             script = parse_script(mission_text(messages))
-        except ScriptedDirectiveError as exc:
-            return _failure(str(exc), type(exc).__name__, used_model, sent_chars)
-        observations = observations_of(messages)
-        directive = script.next_directive(len(observations))
-        if isinstance(directive, ErrorDirective):
-            return _failure(_LLM_ERROR_MESSAGE, ScriptedLLMError.__name__, used_model, sent_chars)
+            observations = observations_of(messages)
+            directive = await self._attempts(script, len(observations), attempts)
+        except LLMProviderError as exc:
+            return _failure(exc, used_model, sent_chars, attempts)
         if tools:
             if isinstance(directive, ToolDirective) and tool_choice != "none":
-                call: ToolCall = {
-                    "id": f"call_{len(observations)}",
-                    "name": directive.name,
-                    "arguments": directive.arguments,
-                }
-                return _success(None, [call], used_model, sent_chars)
-            return _success(script.final_answer(observations), [], used_model, sent_chars)
-        return _success(_json_action(script, messages, directive), [], used_model, sent_chars)
+                call = _tool_call(directive, len(observations))
+                return _success(None, [call], used_model, sent_chars, attempts)
+            answer = script.final_answer(observations)
+            return _success(answer, [], used_model, sent_chars, attempts)
+        action = _json_action(script, messages, directive)
+        return _success(action, [], used_model, sent_chars, attempts)
 
     async def generate(
         self,
@@ -147,17 +205,18 @@ class ScriptedLLMProvider:
 
         Returns:
             ``content`` is ``{"steps": [...]}`` as JSON, or a failure result when
-            the script starts with ``llm:error`` or a directive is malformed.
+            the script starts with ``llm:error`` (or ``llm:fail`` lines that use
+            up the attempts) or a directive is malformed.
         """
         used_model = model or self._model
         await self._pause()
         sent_chars = len(prompt) + (len(json.dumps(dict(context), default=str)) if context else 0)
+        attempts: list[LLMAttempt] = []
         try:
             script = parse_script(plan_text(prompt))
-        except ScriptedDirectiveError as exc:
-            return _failure(str(exc), type(exc).__name__, used_model, sent_chars)
-        if isinstance(script.next_directive(0), ErrorDirective):
-            return _failure(_LLM_ERROR_MESSAGE, ScriptedLLMError.__name__, used_model, sent_chars)
+            await self._attempts(script, 0, attempts)
+        except LLMProviderError as exc:
+            return _failure(exc, used_model, sent_chars, attempts)
         steps = [d.describe() for d in script.tool_directives] + [FINAL_STEP_DESCRIPTION]
         content = json.dumps({"steps": steps})
         return {
@@ -165,43 +224,107 @@ class ScriptedLLMProvider:
             "content": content,
             "usage": _usage(sent_chars, len(content)),
             "model": used_model,
+            "attempts": attempts,
         }
 
     async def stream(
         self,
         messages: Sequence[ChatMessage],
         model: str | None = None,
+        tools: Sequence[ToolSchema] | None = None,
+        tool_choice: str | None = None,
         **kwargs: Any,
     ) -> AsyncGenerator[StreamChunk, None]:
-        """Stream the plain-text answer to a conversation word by word.
+        """Stream the answer to a conversation word by word.
+
+        With ``tools``, a ``tool:`` directive is answered with a tool call on
+        the last chunk (no text); without, it is announced in words.
 
         Args:
             messages: the conversation; the first user message holds the mission.
             model: the model to report; defaults to the provider's model.
+            tools: the tool schemas; when non-empty, tool calls come natively.
+            tool_choice: ``"none"`` forbids tool calls.
             **kwargs: accepted for compatibility and ignored.
 
         Yields:
-            ``{"content": ...}`` deltas, then ``{"done": True, "usage": ..., "model": ...}``.
+            ``{"content": ...}`` deltas, then ``{"done": True, "usage": ...,
+            "model": ..., "attempts": [...]}`` (with ``tool_calls`` when asked with tools).
 
         Raises:
             ScriptedLLMError: the next directive is ``llm:error``.
-            ScriptedDirectiveError: a ``tool:`` line is malformed.
+            ScriptedDirectiveError: a directive line is malformed.
+            LLMProviderError: ``llm:fail`` lines used up the attempts
+                (``error_type`` and ``attempts`` say how).
         """
         used_model = model or self._model
         await self._pause()
-        script = parse_script(mission_text(messages))
-        observations = observations_of(messages)
-        directive = script.next_directive(len(observations))
-        if isinstance(directive, ErrorDirective):
-            raise ScriptedLLMError()
-        if isinstance(directive, ToolDirective):
+        attempts: list[LLMAttempt] = []
+        try:
+            script = parse_script(mission_text(messages))
+            observations = observations_of(messages)
+            directive = await self._attempts(script, len(observations), attempts)
+        except LLMProviderError as exc:
+            _reported(exc, attempts)
+            raise
+        calls: list[ToolCall] = []
+        if isinstance(directive, ToolDirective) and tools and tool_choice != "none":
+            text = ""
+            calls.append(_tool_call(directive, len(observations)))
+        elif isinstance(directive, ToolDirective) and not tools:
             text = f"I would call tool {directive.name} with {json.dumps(directive.arguments)}."
         else:
             text = script.final_answer(observations)
-        words = text.split(" ")
-        for index, word in enumerate(words):
-            yield {"content": word if index == len(words) - 1 else word + " "}
-        yield {"done": True, "usage": _usage(_chars_of(messages), len(text)), "model": used_model}
+        delay = self._first_chunk_delay_seconds
+        if text:
+            words = text.split(" ")
+            for index, word in enumerate(words):
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                delay = self._chunk_delay_seconds
+                yield {"content": word if index == len(words) - 1 else word + " "}
+        if delay > 0:
+            await asyncio.sleep(delay)
+        answer_chars = len(text) if text else len(json.dumps(calls))
+        done: StreamChunk = {
+            "done": True,
+            "usage": _usage(_chars_of(messages), answer_chars),
+            "model": used_model,
+            "attempts": attempts,
+        }
+        if tools:
+            done["tool_calls"] = calls
+        yield done
+
+    async def _attempts(
+        self, script: Script, cursor: int, attempts: list[LLMAttempt]
+    ) -> ToolDirective | None:
+        """Run the attempts of the call at ``cursor``; return the directive it answers.
+
+        Raises:
+            LLMProviderError: ``llm:error`` is next, or ``llm:fail`` used up the attempts.
+        """
+        faults = script.faults(cursor)
+        directive = script.next_directive(cursor)
+
+        async def attempt() -> ToolDirective | None:
+            if faults.delay_seconds > 0 and not attempts:
+                await asyncio.sleep(faults.delay_seconds)
+            if len(attempts) < len(faults.failures):
+                raise _InjectedFailure(faults.failures[len(attempts)])
+            if isinstance(directive, ErrorDirective):
+                raise ScriptedLLMError()
+            return directive
+
+        try:
+            return await self._retry.run(
+                attempt, classify=_classify, attempts=attempts, provider=_PROVIDER
+            )
+        except _InjectedFailure as exc:
+            message = f"scripted llm:fail {exc.error_type} after {len(attempts)} attempt(s)"
+            raise LLMProviderError(
+                message, provider=_PROVIDER, error_type=exc.error_type, attempts=attempts
+            ) from exc
 
     async def _pause(self) -> None:
         if self._latency_seconds > 0:
@@ -225,6 +348,10 @@ def _json_action(
     return json.dumps(action)
 
 
+def _tool_call(directive: ToolDirective, cursor: int) -> ToolCall:
+    return {"id": f"call_{cursor}", "name": directive.name, "arguments": directive.arguments}
+
+
 def _chars_of(messages: Sequence[ChatMessage]) -> int:
     return sum(len(m.get("content") or "") for m in messages)
 
@@ -240,7 +367,11 @@ def _usage(sent_chars: int, answer_chars: int) -> Usage:
 
 
 def _success(
-    content: str | None, tool_calls: list[ToolCall], model: str, sent_chars: int
+    content: str | None,
+    tool_calls: list[ToolCall],
+    model: str,
+    sent_chars: int,
+    attempts: list[LLMAttempt],
 ) -> LLMResult:
     answer_chars = len(content) if content is not None else len(json.dumps(tool_calls))
     return {
@@ -249,14 +380,19 @@ def _success(
         "tool_calls": tool_calls,
         "usage": _usage(sent_chars, answer_chars),
         "model": model,
+        "attempts": attempts,
     }
 
 
-def _failure(error: str, error_type: str, model: str, sent_chars: int) -> LLMResult:
+def _failure(
+    exc: LLMProviderError, model: str, sent_chars: int, attempts: list[LLMAttempt]
+) -> LLMResult:
+    reported = _reported(exc, attempts)
     return {
         "success": False,
-        "error": error,
-        "error_type": error_type,
+        "error": str(exc),
+        "error_type": reported[-1].error_type or "other",
         "model": model,
         "usage": _usage(sent_chars, 0),
+        "attempts": reported,
     }

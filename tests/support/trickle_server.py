@@ -1,0 +1,106 @@
+"""An HTTP upstream on 127.0.0.1 that answers one byte at a time: the slow-loris of LLM servers.
+
+Usage (inside a running event loop)::
+
+    async with TrickleServer(body, interval=0.05, trickle_headers=True) as upstream:
+        provider = OpenAICompatibleProvider("m", upstream.base_url, timeout_seconds=0.3)
+        ...
+    upstream.finished  # False: the client gave up before the answer was complete
+
+With ``trickle_headers`` the status line and headers trickle too; otherwise the
+headers go out at once and only the body trickles (a stream that stalls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from types import TracebackType
+
+__all__ = ["TrickleServer"]
+
+
+class TrickleServer:
+    """Answers every request with ``body``, ``chunk_size`` bytes every ``interval`` seconds."""
+
+    def __init__(
+        self,
+        body: bytes,
+        *,
+        interval: float,
+        trickle_headers: bool,
+        content_type: str = "application/json",
+        chunk_size: int = 1,
+    ) -> None:
+        self._body = body
+        self._interval = interval
+        self._chunk_size = chunk_size
+        self._stopping = asyncio.Event()
+        self._trickle_headers = trickle_headers
+        self._content_type = content_type
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self.requests = 0
+        self.bytes_sent = 0
+        self.finished = False
+        self.base_url = ""
+
+    async def __aenter__(self) -> TrickleServer:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._server is not None
+        self._server.close()
+        # Not cancelled: asyncio's stream protocol logs a cancelled handler as an error.
+        self._stopping.set()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.decode("latin-1").split("\r\n"):
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value.strip())
+            await reader.readexactly(length)
+            self.requests += 1
+            headers = (
+                "HTTP/1.1 200 OK\r\n"
+                f"content-type: {self._content_type}\r\n"
+                f"content-length: {len(self._body)}\r\n"
+                "connection: close\r\n\r\n"
+            ).encode()
+            if not self._trickle_headers:
+                writer.write(headers)
+                await writer.drain()
+            payload = (headers if self._trickle_headers else b"") + self._body
+            for index in range(0, len(payload), self._chunk_size):
+                piece = payload[index : index + self._chunk_size]
+                writer.write(piece)
+                await writer.drain()
+                self.bytes_sent += len(piece)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self._interval)
+                if self._stopping.is_set():
+                    return
+            self.finished = True
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client went away: what a deadline should make it do
+        finally:
+            self._handlers.discard(task)
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
