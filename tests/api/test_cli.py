@@ -104,7 +104,7 @@ class TestRun:
         assert 0 == proc.returncode
         assert "``" not in proc.stdout
         options = proc.stdout.split("options:")[1].split("\n  -")[2:]  # after -h/--help
-        assert {"--agent", "--session", "--json", "--verbose", "--config"} == {
+        assert {"--agent", "--session", "--json", "--stream", "--verbose", "--config"} == {
             "-" + option.split()[0] for option in options
         }
         for option in options:
@@ -117,6 +117,27 @@ class TestRun:
         assert 2 == proc.returncode
         assert "TASKFORCE_METRICS_ENABLED" in proc.stderr
         assert "TASKFORCE_METRICS__ENABLED (metrics.enabled)" in proc.stderr
+
+    def test_stream_prints_tokens_then_the_result(self, tmp_path: Path) -> None:
+        """`run --stream` prints the streamed answer, then the usual result lines."""
+        proc = _taskforce("run", "say hello", "--stream", env=_env(tmp_path), cwd=tmp_path)
+
+        assert 0 == proc.returncode, proc.stderr
+        lines = proc.stdout.splitlines()
+        assert "Scripted answer: say hello" == lines[0]
+        assert "status: completed" == lines[1]
+
+    def test_stream_json_prints_every_event(self, tmp_path: Path) -> None:
+        """`run --stream --json` prints one JSON event per line: tokens, then the result last."""
+        proc = _taskforce(
+            "run", CALC_WRITE_MISSION, "--stream", "--json", env=_env(tmp_path), cwd=tmp_path
+        )
+
+        assert 0 == proc.returncode, proc.stderr
+        events = [json.loads(line) for line in proc.stdout.splitlines()]
+        assert ("mission_started", "result") == (events[0]["kind"], events[-1]["kind"])
+        tokens = "".join(e["content"] for e in events if e["kind"] == "token")
+        assert events[-1]["result"]["final_message"] == tokens
 
     def test_invalid_setting_names_it(self, tmp_path: Path) -> None:
         """An invalid setting stops the CLI with exit 2 and the setting's name."""

@@ -109,6 +109,26 @@ class TestStreaming:
         assert {"step_started", "tool_call", "tool_result", "final_answer"} <= set(kinds)
         assert "completed" == events[-1][1]["result"]["status"]
 
+    async def test_lean_streams_tokens(self, client: httpx.AsyncClient) -> None:
+        """On the lean flow the model's text arrives as token events before the result."""
+        response = await client.post(
+            "/api/v1/execute/stream", json={"mission": CALC_WRITE_MISSION, "agent_type": "lean"}
+        )
+
+        events = parse_sse(response.text)
+        tokens = [data for kind, data in events if kind == "token"]
+        assert len(tokens) > 1
+        assert events[-1][1]["result"]["final_message"] == "".join(t["content"] for t in tokens)
+        assert {3} == {t["step"] for t in tokens}
+
+    async def test_plain_execute_and_legacy_do_not_stream(self, client: httpx.AsyncClient) -> None:
+        """The legacy flow's SSE stream has no token events (it keeps complete/generate)."""
+        response = await client.post(
+            "/api/v1/execute/stream", json={"mission": "hello", "agent_type": "legacy"}
+        )
+
+        assert "token" not in [kind for kind, _ in parse_sse(response.text)]
+
 
 class TestBadInput:
     @pytest.mark.parametrize(

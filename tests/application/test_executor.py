@@ -430,7 +430,10 @@ class TestWithRealAdapters:
     async def test_both_flows_same_shape(
         self, real_executor: Callable[..., AgentExecutor], tmp_path: Path
     ) -> None:
-        """Lean and legacy run the same mission to the same answer, events and result shape."""
+        """Lean and legacy run the same mission to the same answer, events and result shape.
+
+        Only the lean flow streams its LLM turns, so only it adds ``token`` events.
+        """
         executor = real_executor()
         runs: dict[str, list[ProgressEvent]] = {}
         agent_types: tuple[AgentType, ...] = ("lean", "legacy")
@@ -444,7 +447,11 @@ class TestWithRealAdapters:
 
         lean, legacy = runs["lean"][-1].result, runs["legacy"][-1].result
         assert lean is not None and legacy is not None
-        assert [e.kind for e in runs["lean"]] == [e.kind for e in runs["legacy"]]
+        lean_kinds = [e.kind for e in runs["lean"] if e.kind != "token"]
+        assert lean_kinds == [e.kind for e in runs["legacy"]]
+        assert "token" not in [e.kind for e in runs["legacy"]]
+        tokens = "".join(e.data["content"] for e in runs["lean"] if e.kind == "token")
+        assert lean.final_message == tokens
         assert ("completed", "completed") == (lean.status, legacy.status)
         assert lean.final_message == legacy.final_message
         assert (2, 2) == (lean.tool_calls, legacy.tool_calls)
@@ -575,3 +582,54 @@ class TestWithRealAdapters:
         assert [("m-early", "cancelled")] == [
             (r["mission_id"], r["status"]) for r in _stored_missions(tmp_path, "e")
         ]
+
+
+class _CountingScripted(ScriptedLLMProvider):
+    """The scripted provider, counting which entry point each LLM turn used."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.used: list[str] = []
+
+    async def complete(self, *args: Any, **kwargs: Any) -> Any:
+        self.used.append("complete")
+        return await super().complete(*args, **kwargs)
+
+    async def stream(self, *args: Any, **kwargs: Any) -> Any:
+        self.used.append("stream")
+        async for chunk in super().stream(*args, **kwargs):
+            yield chunk
+
+
+class TestWhichPathStreams:
+    async def test_only_the_streaming_lean_path_streams(self, tmp_path: Path) -> None:
+        """execute_mission calls complete; execute_mission_streaming streams lean turns."""
+        llm = _CountingScripted()
+        executor = AgentExecutor(
+            llm, build_default_registry(tmp_path / "ws"), FileStateStore(tmp_path / "state")
+        )
+        mission = 'tool:calculator {"expression": "1+1"}\nanswer'
+
+        await executor.execute_mission(mission, agent_type="lean")
+        plain, llm.used = llm.used, []
+        _ = [e async for e in executor.execute_mission_streaming(mission, agent_type="lean")]
+        streamed, llm.used = llm.used, []
+        _ = [e async for e in executor.execute_mission_streaming(mission, agent_type="legacy")]
+
+        assert (["complete"] * 2, ["stream"] * 2) == (plain, streamed)
+        assert {"complete"} == set(llm.used)
+
+    async def test_failed_stream_fails_the_mission(self, tmp_path: Path) -> None:
+        """A streamed turn whose attempts run out fails the mission with the provider's error."""
+        executor = AgentExecutor(
+            ScriptedLLMProvider(),
+            build_default_registry(tmp_path / "ws"),
+            FileStateStore(tmp_path / "state"),
+        )
+
+        with capture_logs() as logs:
+            events = [e async for e in executor.execute_mission_streaming("llm:fail auth")]
+
+        result = events[-1].result
+        assert result is not None and "failed" == result.status
+        assert ["auth"] == [e["error_type"] for e in logs if e["event"] == "llm.call.failed"]

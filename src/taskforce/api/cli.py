@@ -7,11 +7,15 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any
 
 from taskforce import __version__
 from taskforce.config import Settings, load_settings
 from taskforce.errors import ConfigurationError, MissionError, StartupError
+
+if TYPE_CHECKING:
+    from taskforce.core.interfaces import ExecutionResult, ExecutorProtocol
 
 __all__ = ["main"]
 
@@ -58,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the result as JSON (default: plain text)"
     )
     run.add_argument(
+        "--stream",
+        action="store_true",
+        help="print the answer's tokens as they arrive; with --json every event as one "
+        "JSON line (default off)",
+    )
+    run.add_argument(
         "--verbose",
         action="store_true",
         help="log at logging.level instead of warning and above (default off)",
@@ -97,10 +107,15 @@ async def _run_mission(args: argparse.Namespace, settings: Settings) -> int:
         # Refused before anything is built: no state directory for a mission that cannot run.
         raise MissionError("the mission is empty")
     async with build_container(settings) as container:
-        result = await container.executor.execute_mission(
-            args.mission, agent_type=args.agent, session_id=args.session
-        )
-    if args.json:
+        if args.stream:
+            result = await _stream_mission(args, container.executor)
+        else:
+            result = await container.executor.execute_mission(
+                args.mission, agent_type=args.agent, session_id=args.session
+            )
+    if args.json and args.stream:
+        pass  # the result went out as the last event
+    elif args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
     else:
         print(f"status: {result.status}")
@@ -112,6 +127,29 @@ async def _run_mission(args: argparse.Namespace, settings: Settings) -> int:
             print(f"error: {result.error}")
         print(result.final_message)
     return 0 if result.status == "completed" else 1
+
+
+async def _stream_mission(args: argparse.Namespace, executor: ExecutorProtocol) -> ExecutionResult:
+    """Run the mission on the streaming path: tokens (or, with --json, events) as they come."""
+    result: ExecutionResult | None = None
+    has_tokens = False
+    stream = executor.execute_mission_streaming(
+        args.mission, agent_type=args.agent, session_id=args.session
+    )
+    async with aclosing(stream) as events:
+        async for event in events:
+            if args.json:
+                print(json.dumps(event.to_dict(), ensure_ascii=False), flush=True)
+            elif event.kind == "token":
+                print(event.data.get("content", ""), end="", flush=True)
+                has_tokens = True
+            if event.result is not None:
+                result = event.result
+    if has_tokens:
+        print()
+    if result is None:  # the executor's contract: the last event is the result
+        raise RuntimeError("the mission stream ended without a result")
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -271,7 +271,9 @@ class AgentExecutor:
                     session_id, mission_id, agent_type, "failed", "", error=str(exc)
                 )
             try:
-                outcome = await self._agent(agent_type).run(mission, on_event=on_event)
+                # Only the streaming path (it has a listener) streams the LLM turns.
+                agent = self._agent(agent_type, stream_llm=on_event is not None)
+                outcome = await agent.run(mission, on_event=on_event)
             except asyncio.CancelledError:
                 await to_the_end(self._record_cancelled(session_id, None, cancelled_record))
                 raise
@@ -322,13 +324,14 @@ class AgentExecutor:
                 "state.save.failed", category="state", error=f"{type(exc).__name__}: {exc}"
             )
 
-    def _agent(self, agent_type: AgentType) -> Agent | LeanAgent:
+    def _agent(self, agent_type: AgentType, *, stream_llm: bool) -> Agent | LeanAgent:
         settings = self._agent_settings
-        cls = LeanAgent if agent_type == "lean" else Agent
-        return cls(
-            self._llm,
-            self._tools,
-            max_steps=settings.max_steps,
-            tool_timeout_seconds=settings.tool_timeout_seconds,
-            fail_on_tool_error=settings.fail_on_tool_error,
-        )
+        limits: dict[str, Any] = {
+            "max_steps": settings.max_steps,
+            "tool_timeout_seconds": settings.tool_timeout_seconds,
+            "fail_on_tool_error": settings.fail_on_tool_error,
+        }
+        if agent_type == "lean":
+            return LeanAgent(self._llm, self._tools, stream_llm=stream_llm, **limits)
+        # The legacy flow keeps ``complete``/``generate``, streaming or not.
+        return Agent(self._llm, self._tools, **limits)

@@ -11,6 +11,7 @@ from structlog.testing import capture_logs
 from taskforce.core.domain import AgentOutcome, LeanAgent
 from taskforce.core.domain.prompts import LEAN_SYSTEM_PROMPT, MISSION_PREFIX
 from taskforce.core.interfaces.executor import ProgressEvent, StepRecord
+from taskforce.errors import LLMProviderError
 from tests.core.domain.fakes import (
     FakeRegistry,
     FakeTool,
@@ -233,3 +234,95 @@ class TestLeanAgentFails:
         """Non-positive limits raise ValueError naming the setting."""
         with pytest.raises(ValueError, match=name):
             LeanAgent(QueueLLM(), _registry(), **kwargs)
+
+
+class _StreamingLLM:
+    """Streams scripted turns: text deltas, then a done chunk with tool calls; or raises."""
+
+    def __init__(self, turns: list[Any]) -> None:
+        self._turns = list(turns)
+        self.completes = 0
+        self.streams: list[dict[str, Any]] = []
+        self.closed = 0
+
+    async def complete(self, messages: Any, model: Any = None, **kwargs: Any) -> Any:
+        self.completes += 1
+        return {"success": True, "content": "from complete", "tool_calls": []}
+
+    async def generate(self, prompt: Any, context: Any = None, **kwargs: Any) -> Any:
+        raise AssertionError("the lean flow never plans")
+
+    async def stream(self, messages: Any, model: Any = None, **kwargs: Any) -> Any:
+        self.streams.append(kwargs)
+        turn = self._turns.pop(0)
+        try:
+            if isinstance(turn, Exception):
+                raise turn
+            deltas, calls = turn
+            for delta in deltas:
+                yield {"content": delta}
+            yield {"done": True, "tool_calls": calls, "model": "m", "usage": {"prompt_tokens": 1}}
+        finally:
+            self.closed += 1
+
+
+class TestLeanAgentStreams:
+    async def test_turns_stream_as_token_events(self) -> None:
+        """With stream_llm, each turn streams: tokens as events, tool calls from the last chunk."""
+        calls = [{"id": "c1", "name": "calc", "arguments": {"x": 1}}]
+        llm = _StreamingLLM([(["Let me ", "add."], calls), (["The sum ", "is 1"], [])])
+        events = _Events()
+
+        outcome = await LeanAgent(llm, _registry(), stream_llm=True).run("add", on_event=events)
+
+        assert ("completed", "The sum is 1") == (outcome.status, outcome.final_message)
+        tokens = [(e.data["step"], e.data["content"]) for e in events.events if e.kind == "token"]
+        assert [(1, "Let me "), (1, "add."), (2, "The sum "), (2, "is 1")] == tokens
+        assert 0 == llm.completes
+        assert ["calc", "broken"] == [t["function"]["name"] for t in llm.streams[0]["tools"]]
+        assert 2 == llm.closed
+
+    async def test_without_stream_llm_complete_is_used(self) -> None:
+        """By default the lean flow calls complete even when the provider can stream."""
+        llm = _StreamingLLM([])
+
+        outcome = await LeanAgent(llm, _registry()).run("hi")
+
+        assert ("from complete", 1, []) == (outcome.final_message, llm.completes, llm.streams)
+
+    async def test_provider_without_stream_falls_back(self) -> None:
+        """stream_llm with a provider that cannot stream calls complete."""
+        llm = QueueLLM([text("plain")])
+
+        outcome = await LeanAgent(llm, _registry(), stream_llm=True).run("hi")
+
+        assert "plain" == outcome.final_message
+
+    async def test_stream_failure_logs_its_error_type(self) -> None:
+        """A stream that raises fails the mission; llm.call.failed carries its error type."""
+        llm = _StreamingLLM([LLMProviderError("429", error_type="rate_limit")])
+
+        with capture_logs() as logs:
+            outcome = await LeanAgent(llm, _registry(), stream_llm=True).run("hi")
+
+        assert "failed" == outcome.status
+        failed = [e for e in logs if e["event"] == "llm.call.failed"]
+        assert ["rate_limit"] == [e["error_type"] for e in failed]
+
+
+class TestLlmFailureLog:
+    @pytest.mark.parametrize(
+        ("result", "error_type"),
+        [
+            ({"success": False, "error": "x", "error_type": "auth"}, "auth"),
+            ({"success": False, "error": "x", "error_type": "RateLimitError"}, "other"),
+            ({"success": False, "error": "x"}, "other"),
+        ],
+    )
+    async def test_failed_result_logs_error_type(self, result: Any, error_type: str) -> None:
+        """llm.call.failed carries the result's error type, or ``other`` if it is not one."""
+        with capture_logs() as logs:
+            await LeanAgent(QueueLLM([result]), _registry()).run("hi")
+
+        failed = [e for e in logs if e["event"] == "llm.call.failed"]
+        assert [error_type] == [e["error_type"] for e in failed]

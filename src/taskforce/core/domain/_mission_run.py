@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -16,7 +16,14 @@ from taskforce.core.domain._events import EventCallback, EventEmitter
 from taskforce.core.domain._outcome import AgentOutcome
 from taskforce.core.domain._tool_runner import UNKNOWN_TOOL_ERROR_TYPE, run_tool_call
 from taskforce.core.interfaces.executor import StepRecord
-from taskforce.core.interfaces.llm import ChatMessage, LLMProviderProtocol, LLMResult, ToolSchema
+from taskforce.core.interfaces.llm import (
+    ChatMessage,
+    LLMProviderProtocol,
+    LLMResult,
+    StreamChunk,
+    StreamingLLMProviderProtocol,
+    ToolSchema,
+)
 from taskforce.core.interfaces.log import text_fields
 from taskforce.core.interfaces.outcome import classify_llm_result, llm_exception_error_type
 from taskforce.core.interfaces.tools import ToolRegistryProtocol, ToolResult
@@ -70,8 +77,11 @@ class MissionRun:
         max_steps: int,
         tool_timeout_seconds: float,
         fail_on_tool_error: bool,
+        stream_llm: bool = False,
     ) -> None:
         self.llm = llm
+        # Stream LLM turns (``token`` events) only where the provider can.
+        self.stream_llm = stream_llm and hasattr(llm, "stream")
         self.tools = tools
         self.events = EventEmitter(on_event)
         self.max_steps = max_steps
@@ -107,9 +117,17 @@ class MissionRun:
         self.steps.append(record)
 
     async def complete(
-        self, messages: Sequence[ChatMessage], *, tools: Sequence[ToolSchema] | None = None
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[ToolSchema] | None = None,
+        step: int | None = None,
     ) -> LLMResult:
         """Make one LLM turn, counted against ``max_steps``.
+
+        With ``stream_llm`` and ``tools`` the turn is streamed: its text deltas
+        go out as ``token`` events (with ``step``) as they arrive, and the
+        result is assembled from the stream.
 
         Raises:
             MissionAborted: the turn budget is used up, or the call failed or raised.
@@ -121,11 +139,45 @@ class MissionRun:
         try:
             if tools is None:
                 result = await self.llm.complete(messages)
+            elif self.stream_llm:
+                result = await self._streamed(messages, tools, step)
             else:
                 result = await self.llm.complete(messages, tools=tools)
         except Exception as exc:  # a provider bug fails this mission, not the process
             return self._llm_failed(f"{type(exc).__name__}: {exc}", llm_exception_error_type(exc))
         return self._checked(result)
+
+    async def _streamed(
+        self, messages: Sequence[ChatMessage], tools: Sequence[ToolSchema], step: int | None
+    ) -> LLMResult:
+        """Stream one turn, sending its text deltas as ``token`` events; return it as a result."""
+        llm = cast(StreamingLLMProviderProtocol, self.llm)
+        chunks = llm.stream(messages, tools=tools)
+        parts: list[str] = []
+        last: StreamChunk = {}
+        try:
+            async for chunk in chunks:
+                if chunk.get("done"):
+                    last = chunk
+                    continue
+                content = chunk.get("content")
+                if content:
+                    parts.append(content)
+                    await self.events.emit("token", step=step, content=content)
+        finally:
+            # Close it on purpose (an abandoned generator stays open until the loop ends).
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        result: LLMResult = {
+            "success": True,
+            "content": "".join(parts) or None,
+            "tool_calls": last.get("tool_calls") or [],
+        }
+        for key in ("usage", "model", "attempts"):
+            if key in last:
+                result[key] = last[key]
+        return result
 
     async def generate(self, prompt: str) -> LLMResult:
         """Ask a single prompt (the legacy planner); not counted as a turn.

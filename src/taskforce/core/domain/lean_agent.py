@@ -25,6 +25,9 @@ __all__ = ["LeanAgent"]
 class LeanAgent:
     """Calls ``complete(messages, tools=...)`` in a loop, running the tool calls it returns.
 
+    With ``stream_llm`` each turn is a ``stream(messages, tools=...)`` instead
+    (when the provider has ``stream``), its text deltas sent as ``token`` events.
+
     Each LLM turn is one step. The run completes when the model answers with
     text and no tool calls, and fails when ``max_steps`` turns pass without an
     answer, the provider fails, or (with ``fail_on_tool_error``) a tool call
@@ -39,6 +42,7 @@ class LeanAgent:
         max_steps: int = 20,
         tool_timeout_seconds: float = 30.0,
         fail_on_tool_error: bool = True,
+        stream_llm: bool = False,
     ) -> None:
         """Create an agent.
 
@@ -49,6 +53,8 @@ class LeanAgent:
             tool_timeout_seconds: the time limit of one tool call.
             fail_on_tool_error: a failed tool call fails the mission (else the
                 error is fed back and the loop goes on).
+            stream_llm: stream each LLM turn when the provider can (``token``
+                events carry its text deltas); else ``complete`` is called.
 
         Raises:
             ValueError: a limit is not positive.
@@ -59,6 +65,7 @@ class LeanAgent:
         self._max_steps = max_steps
         self._tool_timeout_seconds = tool_timeout_seconds
         self._fail_on_tool_error = fail_on_tool_error
+        self._stream_llm = stream_llm
 
     async def run(self, mission: str, *, on_event: EventCallback | None = None) -> AgentOutcome:
         """Carry out ``mission``.
@@ -81,6 +88,7 @@ class LeanAgent:
             max_steps=self._max_steps,
             tool_timeout_seconds=self._tool_timeout_seconds,
             fail_on_tool_error=self._fail_on_tool_error,
+            stream_llm=self._stream_llm,
         )
         messages: list[ChatMessage] = [
             {"role": "system", "content": LEAN_SYSTEM_PROMPT},
@@ -101,7 +109,7 @@ class LeanAgent:
         await run.start_step(index, description)
         tool_names: list[str] = []
         try:
-            result = await run.complete(messages, tools=self._tools.openai_schemas())
+            result = await run.complete(messages, tools=self._tools.openai_schemas(), step=index)
             calls = [
                 _decode_call(call, index, n)
                 for n, call in enumerate(result.get("tool_calls") or [], 1)

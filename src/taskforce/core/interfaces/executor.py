@@ -32,6 +32,7 @@ ProgressKind = Literal[
     "step_started",
     "tool_call",
     "tool_result",
+    "token",
     "final_answer",
     "error",
     "result",
