@@ -10,6 +10,7 @@ import structlog
 
 from taskforce.config import Settings
 from tests.support.log_audit import EventAudit
+from tests.support.postgres import PostgresServer, running_postgres
 
 _AUDIT = EventAudit()
 
@@ -63,3 +64,16 @@ def fixture_clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def fixture_settings(tmp_path: Path) -> Settings:
     """Default settings with state and workspace under the test's tmp dir."""
     return Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "workspace")
+
+
+@pytest.fixture(scope="session", name="postgres_server")
+def fixture_postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the whole run (skips outside CI when not installed)."""
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture(name="postgres_dsn")
+def fixture_postgres_dsn(postgres_server: PostgresServer) -> str:
+    """The DSN of a fresh, empty database on the shared server."""
+    return postgres_server.create_database()

@@ -8,6 +8,7 @@ Precedence is init arguments > environment (``TASKFORCE_*``, nested with ``__``)
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
@@ -16,8 +17,17 @@ import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -38,6 +48,7 @@ __all__ = [
     "ModelPrice",
     "ServerSettings",
     "Settings",
+    "StateSettings",
     "ToolSettings",
     "load_settings",
 ]
@@ -163,6 +174,32 @@ class ServerSettings(_Section):
     shutdown_grace_seconds: float = Field(default=30.0, ge=0, le=3600)
 
 
+class StateSettings(_Section):
+    """Where session state lives (``backend``) and how much of it a session keeps.
+
+    The file backend's directory stays the top-level ``state_dir`` setting.
+    """
+
+    backend: Literal["file", "postgres"] = "file"
+    dsn: SecretStr | None = Field(default=None, validate_default=True)
+    pool_size: int = Field(default=10, ge=1, le=1000)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    max_history: int = Field(default=500, ge=1, le=1_000_000)
+    max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=1024**4)
+
+    @field_validator("dsn")
+    @classmethod
+    def _check_dsn(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        # The value is never echoed: it holds the database password.
+        if value is None:
+            if info.data.get("backend") == "postgres":
+                raise ValueError("is required when state.backend is 'postgres'")
+            return None
+        if not value.get_secret_value().startswith(("postgres://", "postgresql://")):
+            raise ValueError("must be a postgresql:// connection URL")
+        return value
+
+
 class LoggingSettings(_Section):
     """Structured logging: output format, level and which categories to keep."""
 
@@ -209,6 +246,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     logging: LoggingSettings = LoggingSettings()
     server: ServerSettings = ServerSettings()
+    state: StateSettings = StateSettings()
     state_dir: Path = Path(".taskforce/state")
     workspace_dir: Path = Path(".taskforce/workspace")
 
@@ -228,12 +266,27 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     def secret_values(self) -> list[str]:
-        """Return the values of every secret setting that is set (for log redaction)."""
-        return [
+        """Return the values of every secret setting that is set (for log redaction).
+
+        The state DSN counts twice: whole, and its password alone, which a
+        driver's message may quote without the rest.
+        """
+        values = [
             secret.get_secret_value()
-            for secret in (self.llm.api_key, self.metrics.auth_token, self.api.auth_token)
+            for secret in (
+                self.llm.api_key,
+                self.metrics.auth_token,
+                self.api.auth_token,
+                self.state.dsn,
+            )
             if secret is not None
         ]
+        if self.state.dsn is not None:
+            with contextlib.suppress(ValueError):
+                password = urlsplit(self.state.dsn.get_secret_value()).password
+                if password:
+                    values += [password, unquote(password)]
+        return values
 
 
 def _is_secret(annotation: Any) -> bool:

@@ -12,8 +12,9 @@ The hierarchy::
      │    ├── ToolNotFoundError    no tool of that name is registered
      │    ├── ToolExecutionError   a tool could not do what it was asked
      │    └── ToolTimeoutError     a tool call ran past its time limit
-     ├── StateStoreError
-     │    └── StateCorruptedError  a session's state file cannot be parsed
+     ├── StateStoreError             (messages name no server path or connection string)
+     │    ├── StateCorruptedError  a session's stored state cannot be parsed
+     │    └── StateStoreUnavailableError  the state database cannot be reached
      └── MissionError              a mission was asked for in a way that cannot run
 """
 
@@ -29,6 +30,7 @@ __all__ = [
     "StartupError",
     "StateCorruptedError",
     "StateStoreError",
+    "StateStoreUnavailableError",
     "TaskforceError",
     "ToolError",
     "ToolExecutionError",
@@ -127,7 +129,15 @@ class ToolTimeoutError(ToolError):
 
 
 class StateStoreError(TaskforceError):
-    """The state store could not save or load a session."""
+    """The state store could not save or load a session.
+
+    The message is safe to show a client; ``detail`` (for the log only) may
+    name the file or the database error.
+    """
+
+    def __init__(self, message: str, *, detail: str = "") -> None:
+        self.detail = detail
+        super().__init__(message)
 
 
 class StateCorruptedError(StateStoreError):
@@ -136,7 +146,13 @@ class StateCorruptedError(StateStoreError):
     def __init__(self, session_id: str, path: str, reason: str) -> None:
         self.session_id = session_id
         self.path = path
-        super().__init__(f"state of session {session_id!r} at {path} is corrupt: {reason}")
+        super().__init__(
+            f"state of session {session_id!r} is corrupt: {reason}", detail=f"at {path}"
+        )
+
+
+class StateStoreUnavailableError(StateStoreError):
+    """The state store's database cannot be reached (at start-up or during a mission)."""
 
 
 class MissionError(TaskforceError):

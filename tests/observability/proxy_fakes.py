@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from taskforce.core.interfaces import ExecutionResult, ProgressEvent, StepRecord
+from taskforce.core.interfaces import AppendResult, ExecutionResult, ProgressEvent, StepRecord
 from taskforce.core.interfaces.context import current_agent_type
 from taskforce.errors import ToolNotFoundError
 
@@ -277,6 +277,13 @@ class FakeStore:
 
     async def load(self, session_id: str) -> dict[str, Any] | None:
         return self.saved.get(session_id)
+
+    async def append(self, session_id: str, record: dict[str, Any]) -> AppendResult:
+        if self.error is not None:
+            raise self.error
+        missions = self.saved.setdefault(session_id, {}).setdefault("missions", [])
+        missions.append(record)
+        return AppendResult(size_bytes=100 * len(missions), records=len(missions))
 
 
 class FakeExecutor:

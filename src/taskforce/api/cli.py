@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from taskforce import __version__
 from taskforce.config import Settings, load_settings
-from taskforce.errors import ConfigurationError, MissionError, StartupError
+from taskforce.errors import (
+    ConfigurationError,
+    MissionError,
+    StartupError,
+    StateStoreUnavailableError,
+)
 
 if TYPE_CHECKING:
     from taskforce.core.interfaces import ExecutionResult, ExecutorProtocol
@@ -94,9 +99,22 @@ def _configure_logging(settings: Settings, *, at_least: str = "debug") -> None:
     )
 
 
+async def _check_state_store(settings: Settings) -> None:
+    """Open and close the state store once, so an unreachable database stops start-up."""
+    from taskforce.application.container import make_state_store
+
+    store = make_state_store(settings)
+    try:
+        await store.open()  # type: ignore[attr-defined]
+    finally:
+        await store.aclose()  # type: ignore[attr-defined]
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from taskforce.api._supervisor import resolve_workers, serve
 
+    if settings.state.backend == "postgres":
+        asyncio.run(_check_state_store(settings))
     return serve(settings, args.host, args.port, resolve_workers(args.workers))
 
 
@@ -156,8 +174,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``taskforce`` console script.
 
     Exit codes: 0 success, 1 a mission that did not complete, 2 bad usage, an
-    invalid mission, an invalid setting (one line on standard error says which) or a
-    start-up failure such as a port in use (the line names host and port).
+    invalid mission, an invalid setting (one line on standard error says which), an
+    unreachable state database (the line names state.dsn) or a start-up failure such
+    as a port in use (the line names host and port).
     """
     args = _parser().parse_args(argv)
     is_quiet_run = args.command == "run" and not args.verbose
@@ -177,5 +196,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             code = asyncio.run(_run_mission(args, settings))
     except (ConfigurationError, MissionError, StartupError) as exc:
         print(f"taskforce: {exc}", file=sys.stderr)
+        code = 2
+    except StateStoreUnavailableError as exc:
+        # The message names no connection string; the setting to check is state.dsn.
+        print(f"taskforce: state.dsn: {exc}", file=sys.stderr)
         code = 2
     sys.exit(code)

@@ -57,6 +57,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Connects the state store on the server's own loop (a pool belongs to one loop).
+        await ctr.open()
         await metrics_serving.start()
         _LOG.info(
             "server.started",

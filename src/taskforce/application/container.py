@@ -20,13 +20,13 @@ from taskforce.core.interfaces import (
     ToolRegistryProtocol,
 )
 from taskforce.infrastructure.llm import make_provider
-from taskforce.infrastructure.state import FileStateStore
+from taskforce.infrastructure.state import FileStateStore, PostgresStateStore, StateLimits
 from taskforce.infrastructure.tools import ToolThreadPool, build_default_registry
 
 if TYPE_CHECKING:
     from taskforce.observability import MetricSet
 
-__all__ = ["Container", "build_container"]
+__all__ = ["Container", "build_container", "make_state_store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,20 +41,50 @@ class Container:
     metrics: MetricSet | None = None
     tool_pool: ToolThreadPool | None = None
 
+    async def open(self) -> None:
+        """Prepare what must be ready before the first mission (the state store's connections).
+
+        Raises:
+            StateStoreUnavailableError: the state database cannot be reached.
+        """
+        open_store = getattr(self.state_store, "open", None)
+        if open_store is not None:
+            await open_store()
+
     async def aclose(self) -> None:
-        """Release what the container's objects hold (HTTP clients, the tools' threads)."""
-        aclose = getattr(self.llm_provider, "aclose", None)
-        if aclose is not None:
-            with contextlib.suppress(Exception):
-                await aclose()
+        """Release what the container holds: provider clients, store connections, tool threads."""
+        for owner in (self.llm_provider, self.state_store):
+            aclose = getattr(owner, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
         if self.tool_pool is not None:
             self.tool_pool.close()
 
     async def __aenter__(self) -> Container:
+        await self.open()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def make_state_store(settings: Settings) -> StateStoreProtocol:
+    """Build the state store ``settings.state.backend`` names, with the history limits.
+
+    Raises:
+        ConfigurationError: ``postgres`` is asked for but its driver is not installed.
+    """
+    state = settings.state
+    limits = StateLimits(max_history=state.max_history, max_bytes=state.max_bytes)
+    if state.backend == "postgres" and state.dsn is not None:
+        return PostgresStateStore(
+            state.dsn.get_secret_value(),
+            pool_size=state.pool_size,
+            timeout_seconds=state.timeout_seconds,
+            limits=limits,
+        )
+    return FileStateStore(settings.state_dir, limits=limits)
 
 
 def build_container(
@@ -71,7 +101,7 @@ def build_container(
         llm_provider: a provider to use instead of the one ``settings.llm`` names
             (a user's own implementation of ``LLMProviderProtocol``).
         tool_registry: a registry to use instead of the built-in tools.
-        state_store: a state store to use instead of the file store.
+        state_store: a state store to use instead of the one ``settings.state`` names.
 
     Returns:
         The container; with ``settings.metrics.enabled`` its provider, registry,
@@ -92,7 +122,7 @@ def build_container(
         if tool_registry is not None
         else build_default_registry(settings.workspace_dir, tool_pool)
     )
-    state = state_store if state_store is not None else FileStateStore(settings.state_dir)
+    state = state_store if state_store is not None else make_state_store(settings)
 
     metrics: MetricSet | None = None
     if settings.metrics.enabled:

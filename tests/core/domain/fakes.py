@@ -10,6 +10,7 @@ from typing import Any
 
 from taskforce.core.domain.prompts import FINAL_STEP_DESCRIPTION, MISSION_PREFIX
 from taskforce.core.interfaces.llm import ChatMessage, LLMResult, ToolSchema
+from taskforce.core.interfaces.state import AppendResult
 from taskforce.core.interfaces.tools import ToolProtocol, ToolResult
 from taskforce.errors import StateCorruptedError, ToolNotFoundError
 
@@ -229,6 +230,19 @@ class MemoryStateStore:
     async def load(self, session_id: str) -> dict[str, Any] | None:
         self._check(session_id)
         await asyncio.sleep(self.delay)
+        return self._parsed(session_id)
+
+    async def append(self, session_id: str, record: dict[str, Any]) -> AppendResult:
+        self._check(session_id)
+        await asyncio.sleep(self.delay)
+        state = self._parsed(session_id) or {}
+        missions = state.get("missions")
+        state["missions"] = [*(missions if isinstance(missions, list) else []), record]
+        self.data[session_id] = json.dumps(state)
+        self.saves += 1
+        return AppendResult(len(self.data[session_id]), len(state["missions"]))
+
+    def _parsed(self, session_id: str) -> dict[str, Any] | None:
         raw = self.data.get(session_id)
         if raw is None:
             return None

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from taskforce.core.interfaces.state import StateStoreProtocol
 from taskforce.errors import StateCorruptedError, StateStoreError
-from taskforce.infrastructure.state import FileStateStore
+from taskforce.infrastructure.state import FileStateStore, StateLimits
+from taskforce.infrastructure.state._file_store import LOCK_DIR
+
+
+def _listing(directory: Path) -> list[str]:
+    """The directory's entries but the lock folder, sorted."""
+    return sorted(name for name in os.listdir(directory) if name != LOCK_DIR)
 
 
 @pytest.fixture(name="state_dir")
@@ -47,7 +55,7 @@ class TestRoundTrip:
     async def test_save_creates_dir_and_one_file(self, store: FileStateStore) -> None:
         """The first save creates the directory and writes <session_id>.json."""
         await store.save("abc", {"a": 1})
-        assert ["abc.json"] == os.listdir(store.state_dir)
+        assert ["abc.json"] == _listing(store.state_dir)
 
     async def test_file_is_sorted_utf8_json(self, store: FileStateStore) -> None:
         """The file holds sorted-key JSON with non-ASCII characters unescaped."""
@@ -72,7 +80,7 @@ class TestRoundTrip:
         await asyncio.gather(*(store.save(f"s{i}", {"i": i}) for i in range(50)))
         loaded = await asyncio.gather(*(store.load(f"s{i}") for i in range(50)))
         assert [{"i": i} for i in range(50)] == loaded
-        assert sorted(f"s{i}.json" for i in range(50)) == sorted(os.listdir(store.state_dir))
+        assert sorted(f"s{i}.json" for i in range(50)) == sorted(_listing(store.state_dir))
 
     async def test_concurrent_saves_of_one_session_leave_one_whole(
         self, store: FileStateStore
@@ -81,7 +89,7 @@ class TestRoundTrip:
         states = [{"writer": i, "blob": "x" * 10_000} for i in range(20)]
         await asyncio.gather(*(store.save("same", state) for state in states))
         assert await store.load("same") in states
-        assert ["same.json"] == os.listdir(store.state_dir)
+        assert ["same.json"] == _listing(store.state_dir)
 
 
 class TestCorruption:
@@ -116,7 +124,7 @@ class TestAtomicSave:
         for i in range(5):
             await store.save("s", {"i": i})
         await store.save("t", {})
-        assert ["s.json", "t.json"] == sorted(os.listdir(store.state_dir))
+        assert ["s.json", "t.json"] == sorted(_listing(store.state_dir))
 
     @pytest.mark.parametrize(
         "bad",
@@ -136,7 +144,7 @@ class TestAtomicSave:
         with pytest.raises(TypeError):
             await store.save("s", bad)
         assert before == (store.state_dir / "s.json").read_bytes()
-        assert ["s.json"] == os.listdir(store.state_dir)
+        assert ["s.json"] == _listing(store.state_dir)
 
     async def test_circular_state_is_type_error(self, store: FileStateStore) -> None:
         """A state that contains itself raises TypeError, not a half-written file."""
@@ -164,7 +172,7 @@ class TestAtomicSave:
         with pytest.raises(StateStoreError, match="cannot save state of session 's'"):
             await store.save("s", {"v": 2})
         monkeypatch.undo()
-        assert ["s.json"] == os.listdir(store.state_dir)
+        assert ["s.json"] == _listing(store.state_dir)
         assert {"v": 1} == await store.load("s")
 
     async def test_state_changed_after_save_call_is_not_saved(self, store: FileStateStore) -> None:
@@ -200,3 +208,100 @@ class TestSessionIds:
         """A session id that is not a string raises ValueError."""
         with pytest.raises(ValueError, match="invalid session id 42"):
             await store.load(42)  # type: ignore[arg-type]
+
+
+class TestTempFiles:
+    async def test_crash_leftovers_removed_at_open_and_logged(self, store: FileStateStore) -> None:
+        """open() removes `.<id>.*.tmp` files a crash left, logs how many, keeps everything else."""
+        await store.save("s", {"v": 1})
+        leftovers = [".s.abc123_x.tmp", ".other.session.k9k9k9k9.tmp"]
+        for name in leftovers:
+            (store.state_dir / name).write_bytes(b"x" * 100)
+        (store.state_dir / "notes.tmp").write_text("not ours")
+        with capture_logs() as logs:
+            await store.open()
+        assert ["notes.tmp", "s.json"] == _listing(store.state_dir)
+        removed = [e for e in logs if e["event"] == "state.tempfiles.removed"]
+        assert [(2, 200, "warning", "state")] == [
+            (e["files"], e["bytes"], e["log_level"], e["category"]) for e in removed
+        ]
+        assert {"v": 1} == await store.load("s")
+
+    async def test_temp_file_of_a_live_writer_is_kept(self, store: FileStateStore) -> None:
+        """A temp file another writer holds locked is left alone."""
+        store.state_dir.mkdir()
+        live = store.state_dir / ".s.live0001.tmp"
+        with open(live, "wb") as handle:  # noqa: ASYNC230 (set-up, before the code under test)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            with capture_logs() as logs:
+                await store.open()
+            assert live.exists()
+        assert [] == [e for e in logs if e["event"] == "state.tempfiles.removed"]
+
+    async def test_open_without_directory(self, store: FileStateStore) -> None:
+        """open() on a state_dir that does not exist yet does nothing."""
+        await store.open()
+        assert not store.state_dir.exists()
+
+
+class TestAppendLayout:
+    async def test_append_to_an_old_single_line_file(self, store: FileStateStore) -> None:
+        """A file written before records were kept one per line is appended to as well."""
+        store.state_dir.mkdir()
+        old = {"missions": [{"mission_id": "m0"}], "note": "x"}
+        (store.state_dir / "s.json").write_text(json.dumps(old))
+        await store.append("s", {"mission_id": "m1"})
+        assert {**old, "missions": [{"mission_id": "m0"}, {"mission_id": "m1"}]} == (
+            await store.load("s")
+        )
+
+    async def test_file_is_one_json_document(self, store: FileStateStore) -> None:
+        """After appends the file is still one JSON object any JSON reader can parse."""
+        for i in range(3):
+            await store.append("s", {"i": i, "text": "line\nbreak"})
+        text = (store.state_dir / "s.json").read_text(encoding="utf-8")
+        assert {"missions": [{"i": i, "text": "line\nbreak"} for i in range(3)]} == json.loads(text)
+
+    async def test_corrupt_file_is_not_appended_to(self, store: FileStateStore) -> None:
+        """An append to an unparseable file raises StateCorruptedError and leaves it as is."""
+        store.state_dir.mkdir()
+        (store.state_dir / "s.json").write_bytes(b"{not json")
+        with pytest.raises(StateCorruptedError):
+            await store.append("s", {"i": 1})
+        assert b"{not json" == (store.state_dir / "s.json").read_bytes()
+
+
+class TestBoundedHistory:
+    @pytest.mark.slow
+    async def test_two_hundred_big_missions_stay_bounded(self, tmp_path: Path) -> None:
+        """200 records of 99 KB in one session: the file never exceeds max_bytes plus a record."""
+        limit = 1024 * 1024
+        store = FileStateStore(tmp_path / "state", limits=StateLimits(max_bytes=limit))
+        sizes = []
+        for i in range(200):
+            result = await store.append("big", {"i": i, "final_message": "y" * 99_000})
+            sizes.append(result.size_bytes)
+        assert max(sizes) <= limit
+        state = await store.load("big") or {}
+        assert 199 == state["missions"][-1]["i"]
+        assert len(state["missions"]) == sizes[-1] // 99_000
+
+
+class TestMessages:
+    async def test_errors_name_no_path_but_keep_detail(self, store: FileStateStore) -> None:
+        """A write error's message has no path; its detail (for the log) has it."""
+        store.state_dir.parent.mkdir(parents=True, exist_ok=True)
+        store.state_dir.write_text("in the way")
+        with pytest.raises(StateStoreError) as info:
+            await store.save("s", {})
+        assert str(store.state_dir) not in str(info.value)
+        assert str(store.state_dir) in info.value.detail
+
+    async def test_corrupt_message_names_no_path(self, store: FileStateStore) -> None:
+        """A corrupt file's message names the session, not the file."""
+        store.state_dir.mkdir()
+        (store.state_dir / "s.json").write_bytes(b"[]")
+        with pytest.raises(StateCorruptedError) as info:
+            await store.load("s")
+        assert str(store.state_dir) not in str(info.value)
+        assert "'s'" in str(info.value)

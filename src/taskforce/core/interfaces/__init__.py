@@ -54,7 +54,12 @@ from taskforce.core.interfaces.outcome import (
     is_unknown_tool_error,
     llm_exception_error_type,
 )
-from taskforce.core.interfaces.state import SessionState, StateStoreProtocol
+from taskforce.core.interfaces.state import (
+    AppendResult,
+    MissionRecord,
+    SessionState,
+    StateStoreProtocol,
+)
 from taskforce.core.interfaces.tools import (
     TOOL_TIMEOUT_CANCEL_MESSAGE,
     ToolProtocol,
@@ -76,6 +81,7 @@ __all__ = [
     "TOOL_TIMEOUT_CANCEL_MESSAGE",
     "UNKNOWN_TOOL",
     "AgentType",
+    "AppendResult",
     "ChatMessage",
     "ExecutionResult",
     "ExecutorProtocol",
@@ -84,6 +90,7 @@ __all__ = [
     "LLMErrorType",
     "LLMProviderProtocol",
     "LLMResult",
+    "MissionRecord",
     "MissionRequest",
     "MissionStatus",
     "ProgressEvent",

@@ -1,50 +1,123 @@
-"""The file state store: one JSON document per session, replaced atomically on save.
+"""The file state store: one JSON document per session, replaced atomically on every write.
 
-A save writes a temp file beside the target, fsyncs it and renames it over the
-old file, so a reader sees the old or the new state, never half of one. A file
-that cannot be parsed is reported, never overwritten or deleted by a load.
+A write goes to a temp file beside the target (locked while it is written), is
+fsynced and renamed over the old file, so a reader sees the old or the new
+state, never half of one. A file that cannot be parsed is reported, never
+overwritten or deleted by a load.
+
+The document keeps its mission records last, one per line, so an append
+splices the new record in without parsing or re-encoding the older ones.
+Writes of one session are ordered by an asyncio lock in the process and by an
+``flock`` on one of a fixed set of lock files (in ``.locks/``) across
+processes sharing the directory (``taskforce serve --workers``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import re
 import tempfile
+import weakref
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
-from taskforce.core.interfaces.state import SessionState
+import structlog
+
+from taskforce.core.interfaces.state import AppendResult, MissionRecord, SessionState
 from taskforce.errors import StateCorruptedError, StateStoreError
+from taskforce.infrastructure.state._common import (
+    StateLimits,
+    check_session_id,
+    dumps,
+    records_to_drop,
+)
 
-__all__ = ["FileStateStore"]
+__all__ = ["LOCK_DIR", "FileStateStore"]
 
-_SESSION_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
-
-
-def _check_session_id(session_id: object) -> str:
-    # A leading dot would allow "." and "..", and hides temp files from session files.
-    if (
-        not isinstance(session_id, str)
-        or not _SESSION_ID.fullmatch(session_id)
-        or session_id.startswith(".")
-    ):
-        raise ValueError(
-            f"invalid session id {session_id!r}: use 1 to 128 of A-Z a-z 0-9 _ . - "
-            "and do not start with '.'"
-        )
-    return session_id
+_LOG = structlog.get_logger(__name__)
+_R = TypeVar("_R")
+_MARK = b'"missions": ['
+_TAIL = b"]}"
+_LOCK_STRIPES = 64
+#: The hidden folder of ``state_dir`` that holds the cross-process lock files.
+LOCK_DIR = ".locks"
+# mkstemp(prefix=".<id>.", suffix=".tmp") in _write_atomically.
+_TEMP_FILE = re.compile(r"\.[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}\.[A-Za-z0-9_]+\.tmp")
 
 
-def _serialise(state: SessionState) -> bytes:
-    if not isinstance(state, dict):
-        raise TypeError(f"session state must be a dict, got {type(state).__name__}")
+@dataclass(slots=True)
+class _Document:
+    """A session file split into the JSON text before, of and after its records."""
+
+    head: bytes
+    records: list[bytes]
+
+    @classmethod
+    def parse(cls, data: bytes, session_id: str, path: Path) -> _Document:
+        """Split ``data``; our own layout is split without decoding a record."""
+        lines = data.split(b"\n")
+        body = lines[1:-1]
+        if (
+            len(lines) >= 2
+            and lines[0].endswith(_MARK)
+            and lines[-1] == _TAIL
+            and all(line.endswith(b",") for line in body[:-1])
+        ):
+            head = lines[0]
+            if _is_json_object(head[: -len(_MARK)].rstrip(b", ") + b"}"):
+                records = [line[:-1] for line in body[:-1]] + body[-1:]
+                return cls(head, records)
+        return cls.from_state(_decode(data, session_id, path))
+
+    @classmethod
+    def from_state(cls, state: SessionState) -> _Document:
+        """Lay ``state`` out with its ``missions`` list last, one record per line."""
+        missions = state.get("missions")
+        if not isinstance(missions, list):
+            return cls(dumps(state), [])
+        others = dumps({k: v for k, v in state.items() if k != "missions"})
+        head = others[:-1] + (b", " if len(others) > 2 else b"") + _MARK
+        return cls(head, [dumps(record, "mission record") for record in missions])
+
+    def to_bytes(self) -> bytes:
+        if not self.head.endswith(_MARK):
+            return self.head
+        if not self.records:
+            return self.head + b"\n" + _TAIL
+        return b"\n".join([self.head, b",\n".join(self.records), _TAIL])
+
+
+def _is_json_object(data: bytes) -> bool:
     try:
-        text = json.dumps(state, ensure_ascii=False, sort_keys=True, allow_nan=False)
-    except ValueError as exc:  # circular reference or NaN/inf: not JSON either
-        raise TypeError(f"session state is not JSON-serialisable: {exc}") from exc
-    return text.encode("utf-8")
+        return isinstance(json.loads(data), dict)
+    except ValueError:
+        return False
+
+
+def _decode(data: bytes, session_id: str, path: Path) -> SessionState:
+    try:
+        state = json.loads(data.decode("utf-8"))
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
+        raise StateCorruptedError(session_id, str(path), str(exc)) from exc
+    if not isinstance(state, dict):
+        raise StateCorruptedError(
+            session_id, str(path), f"expected a JSON object, found {type(state).__name__}"
+        )
+    return state
+
+
+def _read_if_exists(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -62,10 +135,12 @@ def _write_atomically(directory: Path, target: Path, data: bytes) -> None:
     fd, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{target.stem}.", suffix=".tmp")
     try:
         with open(fd, "wb") as handle:
+            # Held until closed: the start-up clean-up leaves a locked temp file alone.
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temp_name, target)
+            os.replace(temp_name, target)
     except BaseException:
         # Whatever failed, even an interrupt mid-write, no temp file is left behind.
         with contextlib.suppress(OSError):
@@ -74,21 +149,75 @@ def _write_atomically(directory: Path, target: Path, data: bytes) -> None:
     _fsync_dir(directory)
 
 
+@contextlib.contextmanager
+def _stripe_lock(directory: Path, session_id: str) -> Iterator[None]:
+    """Hold the cross-process lock of the session's stripe (a fixed set of lock files)."""
+    locks = directory / LOCK_DIR
+    locks.mkdir(parents=True, exist_ok=True)
+    stripe = zlib.crc32(session_id.encode()) % _LOCK_STRIPES
+    fd = os.open(locks / f"{stripe:02d}", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_temp_files(directory: Path) -> tuple[int, int]:
+    """Remove the temp files no writer holds; return how many and their bytes."""
+    removed = size = 0
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return 0, 0
+    for name in names:
+        if not _TEMP_FILE.fullmatch(name):
+            continue
+        path = directory / name
+        with contextlib.suppress(OSError):
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a live writer holds it
+                length = os.fstat(fd).st_size
+                os.unlink(path)
+            finally:
+                os.close(fd)
+            removed += 1
+            size += length
+    return removed, size
+
+
 class FileStateStore:
     """Stores each session's state as ``<state_dir>/<session_id>.json``.
 
-    Implements ``StateStoreProtocol``. Concurrent saves of different sessions
-    are independent; concurrent saves of one session leave one of them whole.
+    Implements ``StateStoreProtocol``. Writes of one session are ordered, in the
+    process and across processes sharing ``state_dir``; sessions are independent.
 
     Args:
-        state_dir: Directory of the state files; created on the first save.
+        state_dir: Directory of the state files; created on the first write.
+        limits: how many records and bytes an append leaves a session; no limit by default.
     """
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *, limits: StateLimits | None = None) -> None:
         self.state_dir = Path(state_dir)
+        self.limits = limits if limits is not None else StateLimits()
+        # Weak values: a session's lock lives only while a write holds or awaits it.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    async def open(self) -> None:
+        """Remove the temp files a crash left in ``state_dir``; logs ``state.tempfiles.removed``."""
+        removed, size = await asyncio.to_thread(_remove_temp_files, self.state_dir)
+        if removed:
+            _LOG.warning("state.tempfiles.removed", category="state", files=removed, bytes=size)
+
+    async def aclose(self) -> None:
+        """Nothing to release; here so both stores close alike."""
 
     def _path(self, session_id: str) -> Path:
-        return self.state_dir / f"{_check_session_id(session_id)}.json"
+        return self.state_dir / f"{check_session_id(session_id)}.json"
+
+    def _lock(self, session_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(session_id, asyncio.Lock())
 
     async def save(self, session_id: str, state: SessionState) -> int:
         """Replace the session's state atomically.
@@ -106,16 +235,61 @@ class FileStateStore:
             StateStoreError: The file could not be written.
         """
         target = self._path(session_id)
-        # Serialised here, on the loop, so the snapshot is consistent even if
-        # another task changes ``state`` while the write runs in a thread.
-        data = _serialise(state)
-        try:
-            await asyncio.to_thread(_write_atomically, self.state_dir, target, data)
-        except OSError as exc:
-            raise StateStoreError(
-                f"cannot save state of session {session_id!r} to {target}: {exc}"
-            ) from exc
+        if not isinstance(state, dict):
+            raise TypeError(f"session state must be a dict, got {type(state).__name__}")
+        # Encoded here, so the snapshot is the state at the call even if the
+        # caller changes it while the write runs in a thread.
+        data = _Document.from_state(state).to_bytes()
+        async with self._lock(session_id):
+            await self._in_thread("save", session_id, self._replace, session_id, target, data)
         return len(data)
+
+    def _replace(self, session_id: str, target: Path, data: bytes) -> None:
+        with _stripe_lock(self.state_dir, session_id):
+            _write_atomically(self.state_dir, target, data)
+
+    async def append(self, session_id: str, record: MissionRecord) -> AppendResult:
+        """Append ``record`` to the session's ``missions``, dropping the oldest beyond the limits.
+
+        Args:
+            session_id: The session; created when it has no file yet.
+            record: A JSON object.
+
+        Returns:
+            The file's size and record count after the append, and how many were dropped.
+
+        Raises:
+            ValueError: The session id is not safe as a file name.
+            TypeError: ``record`` is not a JSON object; nothing is written.
+            StateCorruptedError: The session's file cannot be parsed; it is left as is.
+            StateStoreError: The file could not be read or written.
+        """
+        target = self._path(session_id)
+        if not isinstance(record, dict):
+            raise TypeError(f"mission record must be a dict, got {type(record).__name__}")
+        line = dumps(record, "mission record")
+        async with self._lock(session_id):
+            return await self._in_thread(
+                "save", session_id, self._append_blocking, session_id, target, line
+            )
+
+    def _append_blocking(self, session_id: str, target: Path, line: bytes) -> AppendResult:
+        with _stripe_lock(self.state_dir, session_id):
+            data = _read_if_exists(target)
+            if data is None:
+                doc = _Document.from_state({"missions": []})
+            else:
+                doc = _Document.parse(data, session_id, target)
+            if not doc.head.endswith(_MARK):  # "missions" is not a list: start one
+                state = _decode(doc.head, session_id, target)
+                doc = _Document.from_state({**state, "missions": []})
+            doc.records.append(line)
+            overhead = len(doc.head) + len(_TAIL) + 1
+            dropped = records_to_drop([len(r) + 2 for r in doc.records], overhead, self.limits)
+            del doc.records[:dropped]
+            new = doc.to_bytes()
+            _write_atomically(self.state_dir, target, new)
+        return AppendResult(size_bytes=len(new), records=len(doc.records), dropped=dropped)
 
     async def load(self, session_id: str) -> SessionState | None:
         """Return the session's state.
@@ -132,23 +306,25 @@ class FileStateStore:
             StateStoreError: The file could not be read.
         """
         path = self._path(session_id)
+        data = await self._in_thread("load", session_id, _read_if_exists, path)
+        return None if data is None else _decode(data, session_id, path)
+
+    async def _in_thread(
+        self, action: str, session_id: str, func: Callable[..., _R], *args: object
+    ) -> _R:
+        """Run ``func`` in a thread; an ``OSError`` becomes a path-free ``StateStoreError``."""
         try:
-            data = await asyncio.to_thread(path.read_bytes)
-        except FileNotFoundError:
-            return None
+            return await asyncio.to_thread(func, *args)
         except OSError as exc:
-            raise StateStoreError(
-                f"cannot load state of session {session_id!r} from {path}: {exc}"
-            ) from exc
-        try:
-            state = json.loads(data.decode("utf-8"))
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
-            raise StateCorruptedError(session_id, str(path), str(exc)) from exc
-        if not isinstance(state, dict):
-            raise StateCorruptedError(
-                session_id, str(path), f"expected a JSON object, found {type(state).__name__}"
-            )
-        return state
+            raise self._error(action, session_id, exc) from exc
+
+    def _error(self, action: str, session_id: str, exc: OSError) -> StateStoreError:
+        reason = exc.strerror or type(exc).__name__
+        preposition = "to" if action == "save" else "from"
+        return StateStoreError(
+            f"cannot {action} state of session {session_id!r}: {reason}",
+            detail=f"{action} {preposition} {self.state_dir}: {exc}",
+        )
 
     def __repr__(self) -> str:
         return f"<FileStateStore state_dir={str(self.state_dir)!r}>"

@@ -1,0 +1,112 @@
+"""The PostgreSQL state store's schema: its tables, its version, and the statements the store runs.
+
+Each session is one row of ``taskforce_sessions`` (the state without its
+``missions``, as JSON text); each mission record is one row of
+``taskforce_mission_records``. Records are JSON *text*, not ``jsonb``: ``jsonb``
+refuses ``\\u0000`` and lone surrogates, which a tool's output may carry.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "APPEND_RECORD",
+    "CREATE_SCHEMA",
+    "DELETE_RECORDS",
+    "INSERT_RECORD",
+    "LOAD_SESSION",
+    "SCHEMA_LOCK",
+    "SCHEMA_VERSION",
+    "SCHEMA_VERSION_QUERY",
+    "TRIM_RECORDS",
+    "UPSERT_SESSION",
+]
+
+#: The schema this code reads and writes; a later change adds a migration step.
+SCHEMA_VERSION = 1
+
+#: The advisory lock that orders replicas creating the schema at the same time.
+SCHEMA_LOCK = 0x7A5CF04CE
+
+CREATE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS taskforce_schema_version (
+    version integer PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS taskforce_sessions (
+    session_id text PRIMARY KEY,
+    state text NOT NULL DEFAULT '{}',
+    has_missions boolean NOT NULL DEFAULT true,
+    records integer NOT NULL DEFAULT 0,
+    size_bytes bigint NOT NULL DEFAULT 0,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS taskforce_mission_records (
+    session_id text NOT NULL REFERENCES taskforce_sessions (session_id) ON DELETE CASCADE,
+    seq bigint GENERATED ALWAYS AS IDENTITY,
+    record text NOT NULL,
+    size_bytes integer NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (session_id, seq)
+);
+INSERT INTO taskforce_schema_version (version) VALUES (1) ON CONFLICT DO NOTHING;
+"""
+
+SCHEMA_VERSION_QUERY = "SELECT max(version) FROM taskforce_schema_version"
+
+# The upsert takes the session row's lock until commit: appends to one session
+# are ordered across every replica, appends to different sessions never wait.
+APPEND_RECORD = """
+INSERT INTO taskforce_sessions AS s (session_id, records, size_bytes)
+VALUES ($1, 1, $2::bigint + 2)
+ON CONFLICT (session_id) DO UPDATE SET
+    records = s.records + 1,
+    size_bytes = s.size_bytes + $2::bigint,
+    has_missions = true,
+    updated_at = now()
+RETURNING records, size_bytes, length(state) AS overhead
+"""
+
+INSERT_RECORD = """
+INSERT INTO taskforce_mission_records (session_id, record, size_bytes) VALUES ($1, $2, $3)
+"""
+
+# Keeps the newest records that fit $2 (records) and $4 (bytes, with $3 of state
+# besides the records); the newest is always kept.
+TRIM_RECORDS = """
+WITH ranked AS (
+    SELECT seq, row_number() OVER w AS rn, sum(size_bytes) OVER w AS newer_bytes
+    FROM taskforce_mission_records WHERE session_id = $1
+    WINDOW w AS (ORDER BY seq DESC)
+), gone AS (
+    DELETE FROM taskforce_mission_records m USING ranked r
+    WHERE m.session_id = $1 AND m.seq = r.seq
+      AND r.rn > 1 AND (r.rn > $2 OR r.newer_bytes + $3 > $4)
+    RETURNING m.size_bytes
+)
+UPDATE taskforce_sessions SET
+    records = records - (SELECT count(*) FROM gone),
+    size_bytes = size_bytes - (SELECT coalesce(sum(size_bytes), 0) FROM gone)
+WHERE session_id = $1
+RETURNING records, size_bytes, (SELECT count(*) FROM gone) AS dropped
+"""
+
+UPSERT_SESSION = """
+INSERT INTO taskforce_sessions AS s (session_id, state, has_missions, records, size_bytes)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (session_id) DO UPDATE SET
+    state = EXCLUDED.state,
+    has_missions = EXCLUDED.has_missions,
+    records = EXCLUDED.records,
+    size_bytes = EXCLUDED.size_bytes,
+    updated_at = now()
+"""
+
+DELETE_RECORDS = "DELETE FROM taskforce_mission_records WHERE session_id = $1"
+
+LOAD_SESSION = """
+SELECT s.state, s.has_missions,
+       array(SELECT m.record FROM taskforce_mission_records m
+             WHERE m.session_id = s.session_id ORDER BY m.seq) AS records
+FROM taskforce_sessions s WHERE s.session_id = $1
+"""

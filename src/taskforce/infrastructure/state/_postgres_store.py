@@ -1,0 +1,288 @@
+"""The PostgreSQL state store: sessions every replica shares, a record appended per transaction.
+
+This is the one module that imports the driver (asyncpg, the ``postgres``
+extra). The connection pool is opened by :meth:`PostgresStateStore.open` or by
+the first call, on the running event loop, and belongs to that loop. The
+connection string is a secret: no message this module raises contains it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+from taskforce.core.interfaces.state import AppendResult, MissionRecord, SessionState
+from taskforce.errors import (
+    ConfigurationError,
+    StateCorruptedError,
+    StateStoreError,
+    StateStoreUnavailableError,
+)
+from taskforce.infrastructure.state import _postgres_schema as sql
+from taskforce.infrastructure.state._common import StateLimits, check_session_id, dumps
+
+if TYPE_CHECKING:
+    import asyncpg
+
+__all__ = ["PostgresStateStore"]
+
+_WHERE = "postgres:taskforce_sessions"
+
+
+def _driver() -> Any:
+    try:
+        import asyncpg
+    except ImportError as exc:  # the extra is not installed
+        raise ConfigurationError(
+            "state.backend", "'postgres' needs the driver: pip install 'pytaskforce[postgres]'"
+        ) from exc
+    return asyncpg
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    driver = _driver()
+    return isinstance(
+        exc,
+        OSError
+        | TimeoutError
+        | driver.PostgresConnectionError
+        | driver.ConnectionDoesNotExistError
+        | driver.OperatorInterventionError
+        | driver.InterfaceError,
+    )
+
+
+class PostgresStateStore:
+    """Keeps sessions in PostgreSQL; an implementation of ``StateStoreProtocol``.
+
+    Safe under concurrency from any number of tasks and processes: an append
+    holds its session's row lock for one short transaction, so no record is
+    lost and the limits are applied in the same transaction.
+
+    Args:
+        dsn: a ``postgresql://`` connection URL; never shown in a message.
+        pool_size: the most connections the pool opens.
+        timeout_seconds: the limit on connecting, on waiting for a pooled
+            connection and on each statement.
+        limits: how many records and bytes an append leaves a session.
+
+    Raises:
+        ConfigurationError: the driver (the ``postgres`` extra) is not installed.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        pool_size: int = 10,
+        timeout_seconds: float = 10.0,
+        limits: StateLimits | None = None,
+    ) -> None:
+        _driver()
+        self._dsn = dsn
+        self._secrets = _secret_parts(dsn)
+        self.pool_size = pool_size
+        self.timeout_seconds = timeout_seconds
+        self.limits = limits if limits is not None else StateLimits()
+        self._pool: asyncpg.Pool | None = None
+        self._opening: asyncio.Lock | None = None
+
+    async def open(self) -> None:
+        """Connect the pool and create the schema if it is missing; idempotent.
+
+        Raises:
+            StateStoreUnavailableError: the database cannot be reached or refused us.
+            StateStoreError: the database holds a newer schema than this code knows.
+        """
+        if self._pool is not None:
+            return
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._pool is None:
+                self._pool = await self._connect()
+
+    async def _connect(self) -> asyncpg.Pool:
+        driver = _driver()
+        try:
+            pool: asyncpg.Pool = await driver.create_pool(
+                self._dsn,
+                min_size=1,
+                max_size=self.pool_size,
+                timeout=self.timeout_seconds,
+                command_timeout=self.timeout_seconds,
+            )
+        except (OSError, TimeoutError, driver.PostgresError, driver.InterfaceError) as exc:
+            raise StateStoreUnavailableError(
+                f"cannot reach the state database: {self._safe(exc)}", detail=self._safe(exc)
+            ) from None
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", sql.SCHEMA_LOCK)
+                await conn.execute(sql.CREATE_SCHEMA)
+                version = await conn.fetchval(sql.SCHEMA_VERSION_QUERY)
+        except BaseException as exc:
+            await pool.close()
+            if isinstance(exc, Exception) and not isinstance(exc, StateStoreError):
+                raise StateStoreUnavailableError(
+                    f"cannot create the state schema: {self._safe(exc)}", detail=self._safe(exc)
+                ) from None
+            raise
+        if version != sql.SCHEMA_VERSION:
+            await pool.close()
+            raise StateStoreError(
+                f"the state database has schema version {version}; "
+                f"this taskforce knows version {sql.SCHEMA_VERSION}"
+            )
+        return pool
+
+    async def aclose(self) -> None:
+        """Close the pool's connections; a later call opens a new pool."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pool.close(), self.timeout_seconds)
+
+    async def __aenter__(self) -> PostgresStateStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, action: str, session_id: str) -> AsyncIterator[Any]:
+        """A pooled connection in a transaction; driver errors become path-free store errors."""
+        await self.open()
+        assert self._pool is not None
+        try:
+            async with (
+                self._pool.acquire(timeout=self.timeout_seconds) as conn,
+                conn.transaction(),
+            ):
+                yield conn
+        except StateStoreError:
+            raise
+        except Exception as exc:
+            cls = StateStoreUnavailableError if _is_connection_error(exc) else StateStoreError
+            raise cls(
+                f"cannot {action} state of session {session_id!r}: {type(exc).__name__}",
+                detail=self._safe(exc),
+            ) from None
+
+    async def save(self, session_id: str, state: SessionState) -> int:
+        """Replace the session's state and its records in one transaction.
+
+        Returns:
+            The size of the session's stored state, in bytes.
+
+        Raises:
+            ValueError: the session id is invalid.
+            TypeError: ``state`` is not JSON; the stored state is unchanged.
+            StateStoreError: the database failed; nothing was changed.
+        """
+        check_session_id(session_id)
+        if not isinstance(state, dict):
+            raise TypeError(f"session state must be a dict, got {type(state).__name__}")
+        missions = state.get("missions")
+        has_missions = isinstance(missions, list)
+        rest = {k: v for k, v in state.items() if k != "missions"} if has_missions else state
+        head = dumps(rest).decode()
+        records = [_text(record) for record in missions] if isinstance(missions, list) else []
+        size = len(head) + sum(len(r) for r, _ in records)
+        async with self._transaction("save", session_id) as conn:
+            await conn.execute(
+                sql.UPSERT_SESSION, session_id, head, has_missions, len(records), size
+            )
+            await conn.execute(sql.DELETE_RECORDS, session_id)
+            if records:
+                await conn.executemany(
+                    sql.INSERT_RECORD, [(session_id, text, n) for text, n in records]
+                )
+        return size
+
+    async def append(self, session_id: str, record: MissionRecord) -> AppendResult:
+        """Append ``record`` to the session's records, dropping the oldest beyond the limits.
+
+        Raises:
+            ValueError: the session id is invalid.
+            TypeError: ``record`` is not a JSON object; nothing is written.
+            StateStoreError: the database failed; the record was not appended.
+        """
+        check_session_id(session_id)
+        if not isinstance(record, dict):
+            raise TypeError(f"mission record must be a dict, got {type(record).__name__}")
+        text, size = _text(record)
+        limits = self.limits
+        async with self._transaction("save", session_id) as conn:
+            row = await conn.fetchrow(sql.APPEND_RECORD, session_id, size)
+            await conn.execute(sql.INSERT_RECORD, session_id, text, size)
+            records, total, dropped = row["records"], row["size_bytes"], 0
+            over_history = limits.max_history is not None and records > limits.max_history
+            over_bytes = limits.max_bytes is not None and total > limits.max_bytes
+            if records > 1 and (over_history or over_bytes):
+                trimmed = await conn.fetchrow(
+                    sql.TRIM_RECORDS,
+                    session_id,
+                    limits.max_history or records,
+                    row["overhead"],
+                    limits.max_bytes or total,
+                )
+                records, total, dropped = trimmed["records"], trimmed["size_bytes"], trimmed[2]
+        return AppendResult(size_bytes=int(total), records=int(records), dropped=int(dropped))
+
+    async def load(self, session_id: str) -> SessionState | None:
+        """Return the session's state (its records as ``missions``), or ``None`` if unknown.
+
+        Raises:
+            ValueError: the session id is invalid.
+            StateCorruptedError: a stored text is not JSON; it is left as is.
+            StateStoreError: the database failed.
+        """
+        check_session_id(session_id)
+        async with self._transaction("load", session_id) as conn:
+            row = await conn.fetchrow(sql.LOAD_SESSION, session_id)
+        if row is None:
+            return None
+        state = _parse(row["state"], session_id)
+        if not isinstance(state, dict):
+            raise StateCorruptedError(session_id, _WHERE, "the state is not a JSON object")
+        if row["has_missions"]:
+            state["missions"] = [_parse(text, session_id) for text in row["records"]]
+        return state
+
+    def _safe(self, exc: BaseException) -> str:
+        """The exception as text, without the connection string or its password."""
+        text = f"{type(exc).__name__}: {exc}"
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def __repr__(self) -> str:
+        return f"<PostgresStateStore pool_size={self.pool_size}>"
+
+
+def _secret_parts(dsn: str) -> list[str]:
+    """The DSN and its password (raw and decoded), longest first, for redaction."""
+    parts = {dsn}
+    with contextlib.suppress(ValueError):
+        password = urlsplit(dsn).password
+        if password:
+            parts.update({password, unquote(password)})
+    return sorted(parts, key=len, reverse=True)
+
+
+def _text(record: object) -> tuple[str, int]:
+    data = dumps(record, "mission record")
+    return data.decode(), len(data)
+
+
+def _parse(text: str, session_id: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise StateCorruptedError(session_id, _WHERE, str(exc)) from exc

@@ -1,0 +1,64 @@
+"""The CLI with the PostgreSQL state store: start-up refusal when unreachable, missions when up."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from taskforce.infrastructure.state import PostgresStateStore
+from tests.api.test_cli import _env, _taskforce
+
+pytestmark = pytest.mark.integration
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class TestStartUp:
+    @pytest.mark.parametrize("command", [["serve", "--port", "0"], ["run", "hello"]])
+    def test_unreachable_database_exits_2_naming_the_setting(
+        self, tmp_path: Path, command: list[str]
+    ) -> None:
+        """An unreachable database: exit 2, one line naming state.dsn, the DSN never shown."""
+        pytest.importorskip("asyncpg")
+        dsn = f"postgresql://app:hunter2-secret@127.0.0.1:{_closed_port()}/nodb"
+        env = _env(
+            tmp_path,
+            TASKFORCE_STATE__BACKEND="postgres",
+            TASKFORCE_STATE__DSN=dsn,
+            TASKFORCE_STATE__TIMEOUT_SECONDS="5",
+        )
+        proc = _taskforce(*command, env=env, cwd=tmp_path)
+        assert 2 == proc.returncode
+        lines = proc.stderr.strip().splitlines()
+        assert 1 == len(lines), proc.stderr
+        assert lines[0].startswith("taskforce: state.dsn: cannot reach the state database")
+        assert "hunter2-secret" not in proc.stderr + proc.stdout
+        assert dsn not in proc.stderr + proc.stdout
+
+
+class TestRunOnPostgres:
+    async def test_two_runs_share_the_session(self, tmp_path: Path, postgres_dsn: str) -> None:
+        """Two `taskforce run` processes on one database: the session holds both records."""
+        env = _env(tmp_path, TASKFORCE_STATE__BACKEND="postgres", TASKFORCE_STATE__DSN=postgres_dsn)
+        ids = []
+        for mission in ("first", "second"):
+            proc = _taskforce(
+                "run", mission, "--session", "shared", "--json", env=env, cwd=tmp_path
+            )
+            assert 0 == proc.returncode, proc.stderr
+            result = json.loads(proc.stdout)
+            assert "completed" == result["status"]
+            ids.append(result["mission_id"])
+            password = postgres_dsn.split(":")[2].split("@")[0]
+            assert password not in proc.stderr + proc.stdout
+        assert not (tmp_path / "state").exists()
+        async with PostgresStateStore(postgres_dsn) as store:
+            state = await store.load("shared") or {}
+        assert ids == [record["mission_id"] for record in state["missions"]]

@@ -1,0 +1,208 @@
+"""The StateStoreProtocol contract, run against both stores: the file store and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from taskforce.core.interfaces.state import AppendResult, StateStoreProtocol
+from taskforce.errors import StateStoreError
+from taskforce.infrastructure.state import FileStateStore, StateLimits
+
+MakeStore = Callable[..., StateStoreProtocol]
+
+
+@pytest.fixture(
+    name="make_store",
+    params=["file", pytest.param("postgres", marks=pytest.mark.integration)],
+)
+async def fixture_make_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[MakeStore]:
+    """Builds stores of the parametrised kind, all over the same storage; closes them after."""
+    made: list[Any] = []
+    if request.param == "file":
+
+        def make(limits: StateLimits | None = None) -> StateStoreProtocol:
+            store = FileStateStore(tmp_path / "state", limits=limits)
+            made.append(store)
+            return store
+
+    else:
+        from taskforce.infrastructure.state._postgres_store import PostgresStateStore
+
+        dsn = request.getfixturevalue("postgres_dsn")
+
+        def make(limits: StateLimits | None = None) -> StateStoreProtocol:
+            store = PostgresStateStore(dsn, pool_size=4, limits=limits)
+            made.append(store)
+            return store
+
+    yield make
+    for store in made:
+        await store.aclose()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(name="store")
+def fixture_store(make_store: MakeStore) -> StateStoreProtocol:
+    """A store without limits."""
+    return make_store()
+
+
+def _record(i: int, size: int = 0) -> dict[str, Any]:
+    return {"mission_id": f"m{i}", "status": "completed", "blob": "x" * size}
+
+
+class TestSaveLoad:
+    def test_satisfies_protocol(self, store: StateStoreProtocol) -> None:
+        """The store is a StateStoreProtocol at runtime."""
+        assert isinstance(store, StateStoreProtocol)
+
+    async def test_round_trip(self, store: StateStoreProtocol) -> None:
+        """A saved state loads back equal: non-ASCII, nesting, other keys beside missions."""
+        state = {
+            "missions": [{"m": "grüß ✓", "n": [1, 2.5, None, True]}],
+            "zeta": {"a": "b"},
+            "alpha": 1,
+        }
+        await store.save("s1", state)
+        assert state == await store.load("s1")
+
+    async def test_round_trip_without_missions(self, store: StateStoreProtocol) -> None:
+        """A state without a missions list loads back as saved, with no missions key added."""
+        for state in ({"a": 1}, {}, {"missions": "not a list"}):
+            await store.save("s", state)
+            assert state == await store.load("s")
+
+    async def test_awkward_text_round_trips(self, store: StateStoreProtocol) -> None:
+        """NUL characters, lone surrogates and newlines in values survive save and append."""
+        text = "nul\x00 surrogate\udcff newline\n end"
+        await store.save("s", {"missions": [{"t": text}]})
+        await store.append("s", {"t": text})
+        assert {"missions": [{"t": text}, {"t": text}]} == await store.load("s")
+
+    async def test_unknown_session_is_none(self, store: StateStoreProtocol) -> None:
+        """An unknown session loads as None."""
+        assert None is await store.load("never")
+
+    async def test_save_replaces(self, store: StateStoreProtocol) -> None:
+        """A second save replaces the whole state, records included."""
+        await store.save("s", {"missions": [{"a": 1}, {"a": 2}], "old": 1})
+        await store.save("s", {"missions": [{"b": 1}]})
+        assert {"missions": [{"b": 1}]} == await store.load("s")
+
+    async def test_sessions_are_independent(self, store: StateStoreProtocol) -> None:
+        """Each session has its own state."""
+        await store.append("a", {"v": "a"})
+        await store.save("b", {"v": "b"})
+        assert {"missions": [{"v": "a"}]} == await store.load("a")
+        assert {"v": "b"} == await store.load("b")
+
+    @pytest.mark.parametrize("bad", [{"o": object()}, {"n": float("nan")}])
+    async def test_unserialisable_is_type_error(
+        self, store: StateStoreProtocol, bad: dict[str, Any]
+    ) -> None:
+        """A state or record that is not JSON raises TypeError and changes nothing."""
+        await store.save("s", {"missions": [{"ok": True}]})
+        with pytest.raises(TypeError):
+            await store.save("s", bad)
+        with pytest.raises(TypeError):
+            await store.append("s", bad)
+        assert {"missions": [{"ok": True}]} == await store.load("s")
+
+    @pytest.mark.parametrize("session_id", ["", ".", "..", "../x", "a/b", "a b", "0" * 129, "ü"])
+    async def test_invalid_ids(self, store: StateStoreProtocol, session_id: str) -> None:
+        """Ids a store cannot keep raise ValueError on save, append and load."""
+        with pytest.raises(ValueError, match="invalid session id"):
+            await store.save(session_id, {})
+        with pytest.raises(ValueError, match="invalid session id"):
+            await store.append(session_id, {})
+        with pytest.raises(ValueError, match="invalid session id"):
+            await store.load(session_id)
+
+
+class TestAppend:
+    async def test_append_creates_and_extends(self, store: StateStoreProtocol) -> None:
+        """The first append creates the session; later ones add at the end, in order."""
+        first = await store.append("s", _record(1))
+        second = await store.append("s", _record(2))
+        assert (1, 2, 0, 0) == (first.records, second.records, first.dropped, second.dropped)
+        assert second.size_bytes > first.size_bytes > 0
+        assert [_record(1), _record(2)] == (await store.load("s") or {})["missions"]
+
+    async def test_append_keeps_other_keys(self, store: StateStoreProtocol) -> None:
+        """Appending to a saved state keeps its other keys and its records."""
+        await store.save("s", {"note": "keep", "missions": [_record(0)]})
+        await store.append("s", _record(1))
+        assert {"note": "keep", "missions": [_record(0), _record(1)]} == await store.load("s")
+
+    async def test_append_replaces_non_list_missions(self, store: StateStoreProtocol) -> None:
+        """A state whose missions is not a list gets a list with the appended record."""
+        await store.save("s", {"missions": "odd", "k": 1})
+        await store.append("s", _record(1))
+        assert {"missions": [_record(1)], "k": 1} == await store.load("s")
+
+    async def test_concurrent_appends_lose_nothing(self, make_store: MakeStore) -> None:
+        """200 appends to 5 sessions from two store objects at once: each record once, in place."""
+        stores = [make_store(), make_store()]
+
+        async def one(i: int) -> AppendResult:
+            return await stores[i % 2].append(f"s{i % 5}", _record(i))
+
+        await asyncio.gather(*(one(i) for i in range(200)))
+        for session in range(5):
+            state = await stores[0].load(f"s{session}") or {}
+            ids = sorted(r["mission_id"] for r in state["missions"])
+            assert sorted(f"m{i}" for i in range(session, 200, 5)) == ids
+
+
+class TestLimits:
+    async def test_max_history_drops_oldest(self, make_store: MakeStore) -> None:
+        """With max_history=3 the three newest records stay; each append reports its drop."""
+        store = make_store(StateLimits(max_history=3))
+        results = [await store.append("s", _record(i)) for i in range(5)]
+        assert [0, 0, 0, 1, 1] == [r.dropped for r in results]
+        assert [3, 3] == [r.records for r in results[3:]]
+        state = await store.load("s") or {}
+        assert ["m2", "m3", "m4"] == [r["mission_id"] for r in state["missions"]]
+
+    async def test_max_bytes_drops_oldest(self, make_store: MakeStore) -> None:
+        """With max_bytes the session stays under the limit; the oldest records go first."""
+        store = make_store(StateLimits(max_bytes=10_000))
+        for i in range(20):
+            result = await store.append("s", _record(i, 3_000))
+            assert result.size_bytes <= 10_000
+        state = await store.load("s") or {}
+        ids = [r["mission_id"] for r in state["missions"]]
+        assert ["m17", "m18", "m19"] == ids
+
+    async def test_newest_record_is_kept_even_when_too_big(self, make_store: MakeStore) -> None:
+        """A record larger than max_bytes replaces the older ones but is itself kept."""
+        store = make_store(StateLimits(max_bytes=1_024))
+        await store.append("s", _record(1))
+        result = await store.append("s", _record(2, 5_000))
+        assert (1, 1) == (result.records, result.dropped)
+        assert [_record(2, 5_000)] == (await store.load("s") or {})["missions"]
+
+
+class TestErrors:
+    async def test_errors_name_no_server_path(self, store: StateStoreProtocol) -> None:
+        """A failing store raises StateStoreError whose message names no path or DSN."""
+        if isinstance(store, FileStateStore):
+            store.state_dir.parent.mkdir(parents=True, exist_ok=True)
+            store.state_dir.write_text("a file where the directory should be")
+            secret = str(store.state_dir)
+        else:
+            from taskforce.infrastructure.state._postgres_store import PostgresStateStore
+
+            assert isinstance(store, PostgresStateStore)
+            secret = store._dsn.replace("/postgres?", "/no_such_db?")
+            store = PostgresStateStore(secret)
+        with pytest.raises(StateStoreError) as info:
+            await store.append("s", _record(1))
+        assert secret not in str(info.value)
+        assert "/" not in str(info.value)

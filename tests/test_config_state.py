@@ -1,0 +1,70 @@
+"""The ``state`` settings: backend, DSN (a secret), pool, limits; ``state_dir`` unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from taskforce.config import load_settings
+from taskforce.errors import ConfigurationError
+
+_DSN = "postgresql://app:pa55-word@db.internal:5432/taskforce"
+
+
+class TestStateSettings:
+    def test_defaults(self) -> None:
+        """The file backend with the documented limits is the default."""
+        state = load_settings().state
+        assert ("file", None, 10, 500, 4 * 1024 * 1024) == (
+            state.backend,
+            state.dsn,
+            state.pool_size,
+            state.max_history,
+            state.max_bytes,
+        )
+
+    def test_from_environment(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """TASKFORCE_STATE__* set the section; TASKFORCE_STATE_DIR still sets state_dir."""
+        monkeypatch.setenv("TASKFORCE_STATE__BACKEND", "postgres")
+        monkeypatch.setenv("TASKFORCE_STATE__DSN", _DSN)
+        monkeypatch.setenv("TASKFORCE_STATE__POOL_SIZE", "3")
+        monkeypatch.setenv("TASKFORCE_STATE__MAX_HISTORY", "7")
+        monkeypatch.setenv("TASKFORCE_STATE_DIR", str(tmp_path))
+        settings = load_settings()
+        assert ("postgres", _DSN, 3, 7, tmp_path) == (
+            settings.state.backend,
+            settings.state.dsn.get_secret_value() if settings.state.dsn else None,
+            settings.state.pool_size,
+            settings.state.max_history,
+            settings.state_dir,
+        )
+
+    def test_dsn_is_secret_in_repr(self) -> None:
+        """The DSN does not show in the settings' repr."""
+        settings = load_settings(state={"backend": "postgres", "dsn": _DSN})
+        assert "pa55-word" not in repr(settings)
+        assert "pa55-word" not in str(settings.model_dump())
+
+    def test_postgres_needs_dsn(self) -> None:
+        """backend=postgres without a DSN names state.dsn."""
+        with pytest.raises(ConfigurationError) as info:
+            load_settings(state={"backend": "postgres"})
+        assert "state.dsn" == info.value.setting
+
+    def test_bad_dsn_is_named_not_shown(self) -> None:
+        """A DSN of another scheme names state.dsn and does not echo the value."""
+        with pytest.raises(ConfigurationError) as info:
+            load_settings(state={"backend": "postgres", "dsn": "mysql://u:hunter2@h/d"})
+        assert "state.dsn" == info.value.setting
+        assert "hunter2" not in str(info.value)
+
+    @pytest.mark.parametrize(
+        ("key", "value"),
+        [("max_history", 0), ("max_bytes", 10), ("pool_size", 0), ("backend", "redis")],
+    )
+    def test_bad_values_are_named(self, key: str, value: object) -> None:
+        """Out-of-range limits and unknown backends stop start-up naming the setting."""
+        with pytest.raises(ConfigurationError) as info:
+            load_settings(state={key: value})
+        assert f"state.{key}" == info.value.setting
