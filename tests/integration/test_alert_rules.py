@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -11,20 +10,13 @@ import pytest
 import yaml
 
 from tests.integration import promql
-from tests.support.binaries import require_binary
+from tests.support.binaries import run_promtool
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 ALERTS = DEPLOY / "alerts.yml"
 ALERT_TESTS = DEPLOY / "alerts.test.yml"
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "operator-guide.md"
 SEVERITIES = {"critical", "warning", "info"}
-
-
-def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    promtool = require_binary("promtool")
-    return subprocess.run(
-        [promtool, *args], capture_output=True, text=True, timeout=60, check=False
-    )
 
 
 def _alert_rules() -> list[dict[str, Any]]:
@@ -41,17 +33,17 @@ def _alert_cases() -> list[dict[str, Any]]:
 class TestPromtool:
     def test_rules_pass_promtool_check(self) -> None:
         """`promtool check rules` accepts alerts.yml."""
-        result = _promtool("check", "rules", str(ALERTS))
+        result = run_promtool("check", "rules", str(ALERTS))
         assert 0 == result.returncode, result.stdout + result.stderr
 
     def test_rule_unit_tests_pass(self) -> None:
         """`promtool test rules` runs every case of alerts.test.yml successfully."""
-        result = _promtool("test", "rules", str(ALERT_TESTS))
+        result = run_promtool("test", "rules", str(ALERT_TESTS))
         assert 0 == result.returncode, result.stdout + result.stderr
 
     def test_example_config_is_valid_and_loads_the_rules(self) -> None:
         """`promtool check config` accepts the example prometheus.yml, rule file included."""
-        result = _promtool("check", "config", str(DEPLOY / "prometheus.yml"))
+        result = run_promtool("check", "config", str(DEPLOY / "prometheus.yml"))
         assert 0 == result.returncode, result.stdout + result.stderr
         assert "SUCCESS: 1 rule files found" in result.stdout
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from taskforce.observability.metrics._catalog import CATALOG, metric
 from tests.integration import promql
-from tests.support.binaries import require_binary
+from tests.support.binaries import run_promtool
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "taskforce-dashboard.json"
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "operator-guide.md"
@@ -105,7 +104,6 @@ class TestDashboardQueries:
 
     def test_queries_parse_with_promtool(self, tmp_path: Path) -> None:
         """promtool accepts every expression, as a recording rule, once variables are filled."""
-        promtool = require_binary("promtool")
         rules = [
             {"record": f"dashboard:panel_{i}", "expr": _substitute(target["expr"])}
             for i, (_, _, target) in enumerate(_queries())
@@ -113,13 +111,7 @@ class TestDashboardQueries:
         rule_file = tmp_path / "dashboard-rules.yml"
         # JSON is YAML: no YAML writer needed.
         rule_file.write_text(json.dumps({"groups": [{"name": "dashboard", "rules": rules}]}))
-        result = subprocess.run(
-            [promtool, "check", "rules", str(rule_file)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = run_promtool("check", "rules", str(rule_file))
         assert 0 == result.returncode, result.stdout + result.stderr
         assert f"SUCCESS: {len(rules)} rules found" in result.stdout
 

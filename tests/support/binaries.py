@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -17,3 +18,11 @@ def require_binary(name: str) -> str:
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
     return path
+
+
+def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``promtool`` with ``args`` (see :func:`require_binary`); never raises on failure."""
+    promtool = require_binary("promtool")
+    return subprocess.run(
+        [promtool, *args], capture_output=True, text=True, timeout=60, check=False
+    )

@@ -1,0 +1,238 @@
+"""deploy/kubernetes renders and validates offline, and stays wired to the service and its rules.
+
+The base is rendered by :func:`render_base`, a renderer of exactly the kustomize
+features the base uses (``resources``, ``namespace``, metadata-only ``labels``);
+where ``kubectl`` is installed, its own ``kubectl kustomize`` must agree. The
+core objects are checked against the Kubernetes schemas that kubernetes-validate
+ships; the PodMonitor and PrometheusRule against the prometheus-operator CRD
+schemas as shipped (generated pydantic models) by cloudcoil-models-prometheus-operator,
+made strict so an unknown field fails. Nothing is fetched.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from cloudcoil.models.prometheus_operator import v1 as operator
+
+from taskforce.api.cli import _parser
+from taskforce.config import load_settings
+from tests.support.binaries import run_promtool
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = ROOT / "deploy" / "kubernetes"
+# The oldest Kubernetes the base targets, and the newest the validator knows.
+K8S_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
+_KUSTOMIZE_KEYS = {"apiVersion", "kind", "namespace", "labels", "resources"}
+
+
+def render_base(base: Path = BASE) -> list[dict[str, Any]]:
+    """Render a kustomization that uses only resources, namespace and metadata labels."""
+    kustomization = yaml.safe_load((base / "kustomization.yaml").read_text(encoding="utf-8"))
+    unsupported = set(kustomization) - _KUSTOMIZE_KEYS
+    assert set() == unsupported, "render_base does not implement these kustomize fields"
+    labels: dict[str, str] = {}
+    for entry in kustomization.get("labels", []):
+        assert {"pairs"} == set(entry), "only metadata labels (no selectors, no templates)"
+        labels.update(entry["pairs"])
+    rendered = []
+    for name in kustomization["resources"]:
+        for document in yaml.safe_load_all((base / name).read_text(encoding="utf-8")):
+            metadata = document.setdefault("metadata", {})
+            if "namespace" in kustomization:
+                metadata["namespace"] = kustomization["namespace"]
+            if labels:
+                metadata["labels"] = {**metadata.get("labels", {}), **labels}
+            rendered.append(document)
+    return rendered
+
+
+def _by_kind(kind: str) -> dict[str, Any]:
+    (found,) = [d for d in render_base() if d["kind"] == kind]
+    return found
+
+
+def _container() -> dict[str, Any]:
+    (container,) = _by_kind("Deployment")["spec"]["template"]["spec"]["containers"]
+    return dict(container)
+
+
+@cache
+def _generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "generate_prometheusrule", BASE / "generate_prometheusrule.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _strict(node: Any) -> Any:
+    """Reject properties a schema does not name (as kubernetes-validate's --strict does)."""
+    if isinstance(node, dict):
+        node = {key: _strict(value) for key, value in node.items()}
+        if "properties" in node and "additionalProperties" not in node:
+            node["additionalProperties"] = False
+    elif isinstance(node, list):
+        node = [_strict(item) for item in node]
+    return node
+
+
+@cache
+def _crd_validator(kind: str) -> jsonschema.Draft202012Validator:
+    model = {"PodMonitor": operator.PodMonitor, "PrometheusRule": operator.PrometheusRule}[kind]
+    schema = _strict(model.model_json_schema(by_alias=True))
+    return jsonschema.Draft202012Validator(schema)
+
+
+class TestRender:
+    def test_objects_namespace_and_labels(self) -> None:
+        """The base renders to its four objects, all in the namespace, all labelled part-of."""
+        rendered = render_base()
+        assert ["Deployment", "Service", "PodMonitor", "PrometheusRule"] == [
+            d["kind"] for d in rendered
+        ]
+        assert {"taskforce"} == {d["metadata"]["namespace"] for d in rendered}
+        assert {"taskforce"} == {
+            d["metadata"]["labels"]["app.kubernetes.io/part-of"] for d in rendered
+        }
+
+    def test_kubectl_kustomize_agrees(self) -> None:
+        """Where kubectl is installed, `kubectl kustomize` renders the same objects."""
+        kubectl = shutil.which("kubectl")
+        if kubectl is None:
+            pytest.skip("kubectl is not installed; render_base alone renders the base")
+        done = subprocess.run(
+            [kubectl, "kustomize", str(BASE)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert 0 == done.returncode, done.stderr
+
+        def key(document: dict[str, Any]) -> tuple[str, str]:
+            return document["kind"], document["metadata"]["name"]
+
+        theirs = sorted(yaml.safe_load_all(done.stdout), key=key)
+        assert sorted(render_base(), key=key) == theirs
+
+
+class TestKubernetesSchemas:
+    @pytest.mark.parametrize("version", K8S_VERSIONS)
+    @pytest.mark.parametrize("kind", ["Deployment", "Service"])
+    def test_core_objects_validate_strictly(self, kind: str, version: str) -> None:
+        """Deployment and Service fit the Kubernetes schema, unknown fields rejected."""
+        kubernetes_validate.validate(_by_kind(kind), version, strict=True)
+
+    def test_a_misspelt_field_is_caught(self) -> None:
+        """The strict check would catch a typo such as `readinesProbe`."""
+        deployment = _by_kind("Deployment")
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        container["readinesProbe"] = container.pop("readinessProbe")
+        with pytest.raises(kubernetes_validate.ValidationError, match="readinesProbe"):
+            kubernetes_validate.validate(deployment, K8S_VERSIONS[-1], strict=True)
+
+
+class TestOperatorSchemas:
+    @pytest.mark.parametrize("kind", ["PodMonitor", "PrometheusRule"])
+    def test_custom_resources_validate_strictly(self, kind: str) -> None:
+        """PodMonitor and PrometheusRule fit the prometheus-operator CRD schemas."""
+        errors = [e.message for e in _crd_validator(kind).iter_errors(_by_kind(kind))]
+        assert [] == errors
+
+    def test_a_misspelt_field_is_caught(self) -> None:
+        """An endpoint field the CRD does not know (`scrapeInterval`) is rejected."""
+        monitor = _by_kind("PodMonitor")
+        monitor["spec"]["podMetricsEndpoints"][0]["scrapeInterval"] = "15s"
+        errors = [e.message for e in _crd_validator("PodMonitor").iter_errors(monitor)]
+        assert any("scrapeInterval" in message for message in errors)
+
+
+class TestWiring:
+    def test_settings_from_the_deployment_load(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Every TASKFORCE_* variable of the Deployment is a setting with a valid value."""
+        for variable in _container()["env"]:
+            monkeypatch.setenv(variable["name"], variable["value"])
+        settings = load_settings()
+        ports = {p["name"]: p["containerPort"] for p in _container()["ports"]}
+        assert ports["metrics"] == settings.metrics.port
+        assert Path("/var/lib/taskforce/state") == settings.state_dir
+
+    def test_command_line_serves_all_interfaces_on_the_http_port(self) -> None:
+        """`taskforce serve` binds 0.0.0.0 on the port named http."""
+        container = _container()
+        assert ["taskforce"] == container["command"]
+        args = _parser().parse_args(container["args"])
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ("serve", "0.0.0.0", ports["http"]) == (args.command, args.host, args.port)
+
+    def test_probes_ask_health_on_the_http_port(self) -> None:
+        """Readiness and liveness probes GET /health on the http port."""
+        container = _container()
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert {"path": "/health", "port": "http"} == container[probe]["httpGet"]
+
+    def test_selectors_find_the_pods(self) -> None:
+        """The Service and the PodMonitor select the Deployment's pods."""
+        pod_labels = _by_kind("Deployment")["spec"]["template"]["metadata"]["labels"]
+        service = _by_kind("Service")["spec"]["selector"]
+        monitor = _by_kind("PodMonitor")["spec"]["selector"]["matchLabels"]
+        assert service.items() <= pod_labels.items()
+        assert monitor.items() <= pod_labels.items()
+
+    def test_podmonitor_scrapes_the_metrics_port_as_job_taskforce(self) -> None:
+        """The endpoint is the port named metrics; the job label is what the rules select."""
+        spec = _by_kind("PodMonitor")["spec"]
+        pod_labels = _by_kind("Deployment")["spec"]["template"]["metadata"]["labels"]
+        assert [("metrics", "/metrics")] == [
+            (e["port"], e["path"]) for e in spec["podMetricsEndpoints"]
+        ]
+        assert "taskforce" == pod_labels[spec["jobLabel"]]
+        rules = (ROOT / "deploy" / "kubernetes" / "prometheusrule.yaml").read_text(encoding="utf-8")
+        assert 'job="taskforce"' in rules
+
+    def test_shutdown_drains_before_the_kill(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The pod's grace period is longer than the service's own drain."""
+        for variable in _container()["env"]:
+            monkeypatch.setenv(variable["name"], variable["value"])
+        pod = _by_kind("Deployment")["spec"]["template"]["spec"]
+        assert pod["terminationGracePeriodSeconds"] > load_settings().server.shutdown_grace_seconds
+
+
+class TestPrometheusRule:
+    def test_checked_in_file_is_generated(self) -> None:
+        """prometheusrule.yaml is what the generator makes of deploy/prometheus today."""
+        checked_in = (BASE / "prometheusrule.yaml").read_text(encoding="utf-8")
+        assert _generator().render() == checked_in, (
+            "stale: run python deploy/kubernetes/generate_prometheusrule.py"
+        )
+
+    def test_holds_every_group_of_every_rule_file(self) -> None:
+        """The groups are those of the rule files (alerts.yml, ...), not a copy of old ones."""
+        expected = [
+            group
+            for path in _generator().rule_files()
+            for group in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]
+        ]
+        assert ROOT / "deploy" / "prometheus" / "alerts.yml" in _generator().rule_files()
+        assert expected == _by_kind("PrometheusRule")["spec"]["groups"]
+
+    @pytest.mark.integration
+    def test_rules_pass_promtool(self, tmp_path: Path) -> None:
+        """`promtool check rules` accepts the groups inside the PrometheusRule."""
+        rules = tmp_path / "rules.yml"
+        rules.write_text(yaml.safe_dump({"groups": _by_kind("PrometheusRule")["spec"]["groups"]}))
+        done = run_promtool("check", "rules", str(rules))
+        assert 0 == done.returncode, done.stdout + done.stderr
