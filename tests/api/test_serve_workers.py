@@ -20,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.processes import Child, clean_env, free_ports, started, wait_until_up
-from tests.support.workload import WORKLOAD
+from tests.support.workload import send
 
 pytestmark = pytest.mark.integration
 
@@ -33,19 +33,6 @@ def missions(text: str) -> Counter[tuple[str, str]]:
             if sample.name == "taskforce_missions_total":
                 counts[(sample.labels["agent_type"], sample.labels["status"])] += int(sample.value)
     return counts
-
-
-def send(api: str, rounds: int) -> Counter[tuple[str, str]]:
-    """Send the workload ``rounds`` times, one connection per request; return what was sent."""
-    sent: Counter[tuple[str, str]] = Counter()
-    for _ in range(rounds):
-        for agent, mission, status in WORKLOAD:
-            answer = httpx.post(
-                f"{api}/api/v1/execute", json={"mission": mission, "agent_type": agent}, timeout=30
-            )
-            assert status == answer.json()["status"], answer.text
-            sent[(agent, status)] += 1
-    return sent
 
 
 def scrape(port: int) -> Counter[tuple[str, str]]:

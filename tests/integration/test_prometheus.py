@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import os
-import socket
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -27,8 +24,8 @@ import pytest
 from taskforce import __version__
 from taskforce.api.server import create_app
 from taskforce.config import MetricsSettings, Settings
-from tests.support.binaries import require_binary
 from tests.support.live_server import serve
+from tests.support.prometheus import run_prometheus
 from tests.support.workload import WORKLOAD
 
 pytestmark = pytest.mark.integration
@@ -47,13 +44,6 @@ class Scraped:
     prometheus_url: str
     metrics_path: str
     expected_missions: dict[tuple[str, str], int]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _settings(root: Path, **metrics: Any) -> Settings:
@@ -79,63 +69,11 @@ def _scrape_job(name: str, port: int, metrics_path: str, **extra: Any) -> dict[s
     }
 
 
-@contextlib.contextmanager
-def _prometheus(root: Path, scrape_configs: list[dict[str, Any]]) -> Iterator[str]:
-    """Run Prometheus on 127.0.0.1 with these scrape jobs; yield its base URL once ready."""
-    binary = require_binary("prometheus")
-    root.mkdir(parents=True, exist_ok=True)
-    config = root / "prometheus.yml"
-    # JSON is YAML: no YAML writer needed. No remote_write, alerting or rule files.
-    config.write_text(
-        json.dumps(
-            {
-                "global": {
-                    "scrape_interval": "1s",
-                    "scrape_timeout": "1s",
-                    "evaluation_interval": "1s",
-                },
-                "scrape_configs": scrape_configs,
-            }
-        ),
-        encoding="utf-8",
-    )
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = root / "prometheus.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={root / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--storage.tsdb.retention.time=1h",
-                "--log.level=warn",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=root,
-        )
-    try:
-        deadline = time.monotonic() + DEADLINE_SECONDS
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"prometheus exited: {log.read_text(errors='replace')}")
-            with contextlib.suppress(httpx.HTTPError):
-                if 200 == httpx.get(f"{url}/-/ready", timeout=1.0).status_code:
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"prometheus not ready: {log.read_text(errors='replace')}")
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+def _prometheus(root: Path, scrape_configs: list[dict[str, Any]]) -> Any:
+    """Run Prometheus on 127.0.0.1 with these scrape jobs; enter it for its base URL."""
+    interval = {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"}
+    # No remote_write, alerting or rule files.
+    return run_prometheus(root, {"global": interval, "scrape_configs": scrape_configs})
 
 
 async def _query(prometheus_url: str, expr: str) -> list[dict[str, Any]]:
