@@ -41,3 +41,4 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/throughput.py")
     session.run("python", "benchmarks/llm_floor.py")
     session.run("python", "benchmarks/stuck_tools.py")
+    session.run("python", "benchmarks/body_limit.py")

@@ -149,3 +149,19 @@ class TestStuckToolsBenchmark:
         assert "6 concurrent file_read of a FIFO: ['NotARegularFile']" in output
         assert _has_verdict(output, "mission latency with six stuck tool calls")
         assert [] == list(tmp_path.glob("taskforce-bench-*"))
+
+
+class TestBodyLimitBenchmark:
+    """benchmarks/body_limit.py."""
+
+    def test_every_condition_reported(self, run_benchmark: RunBenchmark, tmp_path: Path) -> None:
+        """A row per condition: 413 under the default limit, 422 without it; temp removed."""
+        output = run_benchmark("body_limit")
+
+        for condition in ("declared, limit 1 MiB", "chunked, limit 1 MiB"):
+            assert re.search(rf"^{condition}\s+\d+\s+\d+\s+\d+\s+\S+x\s+HTTP/1.1 413", output, re.M)
+        assert re.search(
+            r"^declared, limit 1 GiB\s+\d+\s+\d+\s+\d+\s+\S+x\s+HTTP/1.1 422", output, re.M
+        )
+        assert _has_verdict(output, "peak RSS under 8 concurrent large bodies")
+        assert [] == list(tmp_path.glob("taskforce-bench-*"))
