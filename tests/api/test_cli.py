@@ -98,15 +98,23 @@ class TestRun:
         assert proc.stderr.startswith("taskforce: ")
         assert not (tmp_path / "state").exists()
 
-    def test_help_is_plain_and_states_defaults(self, tmp_path: Path) -> None:
-        """`run --help` has no reST markup and every option states its default."""
-        proc = _taskforce("run", "--help", env=_env(tmp_path), cwd=tmp_path)
-        assert 0 == proc.returncode
-        assert "``" not in proc.stdout
+    @pytest.mark.parametrize(
+        ("command", "names"),
+        [
+            ("run", {"--agent", "--session", "--json", "--stream", "--verbose", "--config"}),
+            ("serve", {"--host", "--port", "--config"}),
+        ],
+    )
+    def test_help_is_plain_and_states_defaults(
+        self, tmp_path: Path, command: str, names: set[str]
+    ) -> None:
+        """`--help` has no reST markup and every option states its default."""
+        top = _taskforce("--help", env=_env(tmp_path), cwd=tmp_path)
+        proc = _taskforce(command, "--help", env=_env(tmp_path), cwd=tmp_path)
+        assert (0, 0) == (top.returncode, proc.returncode)
+        assert "``" not in top.stdout + proc.stdout
         options = proc.stdout.split("options:")[1].split("\n  -")[2:]  # after -h/--help
-        assert {"--agent", "--session", "--json", "--stream", "--verbose", "--config"} == {
-            "-" + option.split()[0] for option in options
-        }
+        assert names <= {"-" + option.split()[0] for option in options}
         for option in options:
             assert "default" in " ".join(option.split()), option
 

@@ -33,7 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP service")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
-    serve.add_argument("--config", default=None, help="TOML settings file")
+    serve.add_argument(
+        "--config", default=None, help="TOML settings file (default: TASKFORCE_CONFIG, or none)"
+    )
     serve.add_argument(
         "--workers",
         type=int,
