@@ -4,7 +4,9 @@ Holds worker threads (process-wide resources) for the life of a container. A
 call that hangs in the kernel (a stuck network filesystem, say) keeps its thread
 even after the caller's timeout gave up on it; keeping tools off the event
 loop's default executor means such a call can only exhaust this pool, never the
-threads the state store and the rest of the service rely on.
+threads the state store and the rest of the service rely on. The threads are
+daemons (see ``_daemon_executor``), so a stuck one never keeps the process from
+exiting.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import asyncio
 import contextvars
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
+
+from taskforce.infrastructure.tools._daemon_executor import DaemonThreadExecutor
 
 __all__ = ["DEFAULT_TOOL_THREADS", "ToolThreadPool"]
 
@@ -42,7 +45,7 @@ class ToolThreadPool:
         if threads < 1:
             raise ValueError(f"a tool thread pool needs at least 1 thread, got {threads}")
         self.size = threads
-        self._executor = ThreadPoolExecutor(threads, thread_name_prefix="taskforce-tool")
+        self._executor = DaemonThreadExecutor(threads, thread_name_prefix="taskforce-tool")
         self._lock = threading.Lock()
         self._busy = 0
 
