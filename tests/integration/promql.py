@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from taskforce.observability.metrics._catalog import CATALOG
+from taskforce.observability.metrics._catalog import CATALOG, PROCESS_CATALOG
 
 #: Suffixes Prometheus adds to a histogram's series.
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
@@ -27,8 +27,9 @@ _SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)?\s*\{([^{}]*)\}")
 _MATCHER_LABEL = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
 _IDENTIFIER = re.compile(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?")
 
-_LABELS = {spec.name: frozenset(spec.label_names) for spec in CATALOG}
-_KINDS = {spec.name: spec.kind for spec in CATALOG}
+#: The catalog and the process families every process exports beside it.
+_LABELS = {spec.name: frozenset(spec.label_names) for spec in (*CATALOG, *PROCESS_CATALOG)}
+_KINDS = {spec.name: spec.kind for spec in (*CATALOG, *PROCESS_CATALOG)}
 
 
 @dataclass

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from taskforce.observability.metrics._catalog import CATALOG, metric
+from taskforce.observability.metrics._catalog import CATALOG, PROCESS_CATALOG, metric
 from tests.integration import promql
 from tests.support.binaries import run_promtool
 
@@ -60,7 +60,13 @@ class TestDashboardQueries:
         graphed: set[str] = set()
         for _, _, target in _queries():
             graphed |= promql.metrics_named(_substitute(target["expr"]))
-        assert {spec.name for spec in CATALOG} == graphed
+        assert {spec.name for spec in CATALOG} == graphed - {s.name for s in PROCESS_CATALOG}
+
+    def test_processes_row_shows_restarts_and_file_descriptors(self) -> None:
+        """The Processes row graphs restarts (start time changes) and fds against the limit."""
+        exprs = {title: target["expr"] for title, _, target in _queries()}
+        assert "changes(process_start_time_seconds" in exprs["Restarts"]
+        assert "process_open_fds / process_max_fds" in exprs["File descriptors used"]
 
     def test_legends_use_grouped_labels(self) -> None:
         """A legend's {{label}} is a label its query keeps (else the legend is blank)."""
