@@ -135,16 +135,24 @@ class TestErrors:
             load_settings(cfg)
         assert f"in {cfg}: 12" == info.value.source
 
-    @pytest.mark.parametrize("env", ["TASKFORCE_API__AUTH_TOKEN", "TASKFORCE_METRICS__AUTH_TOKEN"])
+    @pytest.mark.parametrize(
+        ("env", "value"),
+        [
+            ("TASKFORCE_API__AUTH_TOKEN", " \t "),
+            ("TASKFORCE_METRICS__AUTH_TOKEN", " \t "),
+            ("TASKFORCE_STATE__DSN", "mysql://u:pw\t@h/db"),
+        ],
+    )
     def test_invalid_secret_is_not_repeated(
-        self, monkeypatch: pytest.MonkeyPatch, env: str
+        self, monkeypatch: pytest.MonkeyPatch, env: str, value: str
     ) -> None:
         """An invalid secret names its variable but never its value."""
-        monkeypatch.setenv(env, " \t ")
+        monkeypatch.setenv(env, value)
         with pytest.raises(ConfigurationError) as info:
             load_settings()
         assert env == info.value.source
         assert "\\t" not in str(info.value)
+        assert "pw" not in str(info.value)
 
 
 class TestUnknownVariables:
