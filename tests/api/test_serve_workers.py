@@ -250,18 +250,26 @@ class TestShutdown:
         assert int(workers) == len(stopped)
 
 
-class TestForeignSupervisor:
-    """`uvicorn --factory --workers 2 taskforce.api.server:create_app`, which we do not control."""
+def _foreign_command(server: str, port: int) -> tuple[str, list[str]]:
+    """The module and arguments that run create_app with two workers under ``server``."""
+    if server == "uvicorn":
+        args = ["--factory", "--workers", "2", "--host", "127.0.0.1", "--port", str(port)]
+        return "uvicorn", [*args, "taskforce.api.server:create_app"]
+    args = ["-k", "uvicorn.workers.UvicornWorker", "-w", "2", "-b", f"127.0.0.1:{port}"]
+    return "gunicorn", [*args, "taskforce.api.server:create_app()"]
 
-    ARGS = ("--factory", "--workers", "2", "--host", "127.0.0.1")
+
+@pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
+class TestForeignSupervisor:
+    """Two workers of uvicorn or gunicorn (which we do not control) running create_app."""
 
     def test_shared_port_never_serves_one_workers_numbers(
-        self, tmp_path: Path, ports: tuple[int, int]
+        self, tmp_path: Path, ports: tuple[int, int], server: str
     ) -> None:
         """Without metrics.port every scrape of the shared port is 404, and the log says why."""
         api_port = ports[0]
-        args = [*self.ARGS, "--port", str(api_port), "taskforce.api.server:create_app"]
-        with started(args, clean_env(tmp_path), tmp_path, module="uvicorn") as child:
+        module, args = _foreign_command(server, api_port)
+        with started(args, clean_env(tmp_path), tmp_path, module=module) as child:
             api = f"http://127.0.0.1:{api_port}"
             wait_until_up(child, [f"{api}/health"])
             send(api, 2)
@@ -276,9 +284,10 @@ class TestForeignSupervisor:
         )
         assert "metrics.port" in refusal
         assert "lifecycle" in refusal
+        assert f"server={server}" in refusal
 
     def test_metrics_port_gives_each_worker_a_listener(
-        self, tmp_path: Path, ports: tuple[int, int]
+        self, tmp_path: Path, ports: tuple[int, int], server: str
     ) -> None:
         """With metrics.port, the workers take P and P+1, register both, and add up exactly."""
         api_port, metrics_port = ports
@@ -288,8 +297,8 @@ class TestForeignSupervisor:
             TASKFORCE_METRICS__PORT=str(metrics_port),
             TASKFORCE_METRICS__TARGETS_FILE=str(targets),
         )
-        args = [*self.ARGS, "--port", str(api_port), "taskforce.api.server:create_app"]
-        with started(args, env, tmp_path, module="uvicorn") as child:
+        module, args = _foreign_command(server, api_port)
+        with started(args, env, tmp_path, module=module) as child:
             api = f"http://127.0.0.1:{api_port}"
             urls = [f"http://127.0.0.1:{metrics_port + i}/metrics" for i in (0, 1)]
             wait_until_up(child, [*urls, f"{api}/health"])
