@@ -20,7 +20,7 @@ from taskforce.infrastructure.llm import make_provider
 from taskforce.infrastructure.state import FileStateStore
 from taskforce.infrastructure.tools import build_default_registry
 from taskforce.observability import MetricSet
-from taskforce.observability._proxy_base import ObservingProxy, passthrough
+from taskforce.observability.proxies._base import ObservingProxy, passthrough
 
 
 class _Executor(ObservingProxy[Any]):

@@ -42,7 +42,7 @@ from taskforce.infrastructure.llm import make_provider
 from taskforce.infrastructure.state import FileStateStore
 from taskforce.infrastructure.tools import build_default_registry
 from taskforce.observability import MetricSet, current_agent_type, instrument
-from taskforce.observability._proxy_base import ObservingProxy
+from taskforce.observability.proxies._base import ObservingProxy
 
 _ROWS: list[Any] = []  # where the rungs put what they extracted; cleared as it fills
 

@@ -18,7 +18,9 @@ from taskforce.api.server import create_app
 from taskforce.application.container import build_container
 from taskforce.config import Settings
 from taskforce.core.interfaces import ToolResult
+from taskforce.observability.metrics._catalog import TOOL_CALLS
 from tests.api.conftest import CALC_WRITE_MISSION
+from tests.observability.metric_samples import break_family
 from tests.support.binaries import require_binary
 from tests.support.live_server import serve
 
@@ -305,10 +307,7 @@ class TestRobustness:
         container = build_container(settings)
         assert container.metrics is not None
 
-        def broken(*args: Any, **kwargs: Any) -> None:
-            raise RuntimeError("metrics bug")
-
-        monkeypatch.setattr(container.metrics, "record_tool_call", broken)
+        break_family(monkeypatch, TOOL_CALLS)
         with serve(create_app(container=container)) as live:
             async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
                 r = await client.post("/api/v1/execute", json={"mission": CALC_WRITE_MISSION})

@@ -11,9 +11,9 @@ import pytest
 from fastapi import FastAPI
 from structlog.testing import capture_logs
 
-from taskforce.observability._asgi import MetricsMount, make_metrics_app
 from taskforce.observability.metrics import MetricSet
-from taskforce.observability.metrics._catalog import TOOL_CALLS
+from taskforce.observability.metrics._catalog import TOOL_CALLS, TOOL_DURATION
+from taskforce.observability.web._app import MetricsMount, make_metrics_app
 from tests.observability.metric_samples import value
 from tests.support.live_server import LiveServer, serve
 
@@ -25,7 +25,7 @@ IDENTITY = {"Accept-Encoding": "identity"}
 def fixture_metrics() -> MetricSet:
     """A MetricSet with a little data in it."""
     metrics = MetricSet()
-    metrics.record_tool_call("calculator", "lean", "success", 0.01, None)
+    metrics.counter(TOOL_CALLS).labels("calculator", "lean", "success").inc()
     return metrics
 
 
@@ -102,7 +102,8 @@ class TestGzip:
         """A scrape above the inline limit is compressed off the event loop, same result."""
         metrics = MetricSet(max_label_values=500)
         for i in range(200):
-            metrics.record_tool_call(f"tool_{i}", "lean", "success", 0.01, None)
+            metrics.counter(TOOL_CALLS).labels(f"tool_{i}", "lean", "success").inc()
+            metrics.histogram(TOOL_DURATION).labels(f"tool_{i}", "lean").observe(0.01)
         assert len(metrics.render()) > 64 * 1024
         with serve(make_metrics_app(metrics, auth_token=None)) as server:
             response = await _get(server.url + "/", headers={"Accept-Encoding": "gzip"})

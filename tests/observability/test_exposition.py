@@ -10,7 +10,6 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from taskforce.observability._asgi import make_metrics_app
 from taskforce.observability.metrics import CounterChild, GaugeChild, HistogramChild, MetricSet
 from taskforce.observability.metrics._catalog import (
     BUILD_INFO,
@@ -24,6 +23,7 @@ from taskforce.observability.metrics._catalog import (
     TOOL_FAILURES,
 )
 from taskforce.observability.metrics._guard import MAX_VALUE_LENGTH
+from taskforce.observability.web._app import make_metrics_app
 from tests.support.binaries import require_binary
 from tests.support.live_server import serve
 

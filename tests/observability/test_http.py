@@ -15,10 +15,11 @@ from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from taskforce.observability._asgi import MetricsMount, make_metrics_app
-from taskforce.observability._http import HTTPMetricsMiddleware, route_template
 from taskforce.observability.metrics import MetricSet
-from tests.observability.metric_samples import histogram, series, value
+from taskforce.observability.metrics._catalog import HTTP_REQUESTS
+from taskforce.observability.web._app import MetricsMount, make_metrics_app
+from taskforce.observability.web._http import HTTPMetricsMiddleware
+from tests.observability.metric_samples import break_family, histogram, series, value
 from tests.support.live_server import LiveServer, serve
 
 STREAM_SECONDS = 0.3
@@ -228,17 +229,16 @@ class TestExceptions:
             await _call(HTTPMetricsMiddleware(cancelled, metrics), _scope("/x"))
         assert 1 == _requests(metrics, "GET", "unmatched", "200")
 
-    async def test_recording_fault_is_swallowed(self, metrics: MetricSet) -> None:
+    async def test_recording_fault_is_swallowed(
+        self, metrics: MetricSet, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """If recording raises, the response is unaffected and an http fault is counted."""
 
         async def ok(scope: Scope, receive: Receive, send: Send) -> None:
             await send({"type": "http.response.start", "status": 204, "headers": []})
             await send({"type": "http.response.body", "body": b""})
 
-        def broken(*args: Any) -> None:
-            raise RuntimeError("metrics broke")
-
-        metrics.record_http_request = broken  # type: ignore[method-assign,assignment]
+        break_family(monkeypatch, HTTP_REQUESTS)
         sent = await _call(HTTPMetricsMiddleware(ok, metrics), _scope("/x"))
         assert [204] == [m["status"] for m in sent if m["type"] == "http.response.start"]
         assert 1 == value(metrics, "taskforce_metrics_errors_total", stage="http")
@@ -266,10 +266,21 @@ class TestPassThrough:
         assert [] == series(metrics, "taskforce_http_requests_total")
 
 
-class TestRouteTemplate:
-    def test_first_full_match_then_partial_then_unmatched(self) -> None:
-        """Mirrors the router: FULL wins, a method mismatch gives its template, else unmatched."""
-        routes = [Route("/a/{x}", _item, methods=["POST"]), Route("/a/{x}", _item, methods=["GET"])]
-        assert "/a/{x}" == route_template(routes, _scope("/a/1", "GET"))
-        assert "/a/{x}" == route_template(routes, _scope("/a/1", "PUT"))
-        assert "unmatched" == route_template(routes, _scope("/b"))
+class TestRouteFromStarlette:
+    async def test_full_match_then_partial_then_unmatched(self, metrics: MetricSet) -> None:
+        """The route the router picked: FULL wins, a method mismatch gives its template (405)."""
+        app = Starlette(
+            routes=[
+                Route("/a/{item_id}", _item, methods=["POST"]),
+                Route("/a/{item_id}", _item, methods=["GET"]),
+            ]
+        )
+        observed = HTTPMetricsMiddleware(app, metrics)
+        transport = httpx.ASGITransport(app=observed)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            assert 200 == (await client.get("/a/1")).status_code
+            assert 405 == (await client.put("/a/1")).status_code
+            assert 404 == (await client.get("/b")).status_code
+        assert 1 == _requests(metrics, "GET", "/a/{item_id}", "200")
+        assert 1 == _requests(metrics, "PUT", "/a/{item_id}", "405")
+        assert 1 == _requests(metrics, "GET", "unmatched", "404")

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from taskforce.observability._logging import REDACTED, configure_logging, resolve_format
+from taskforce.observability.logs._logging import REDACTED, configure_logging, resolve_format
 
 
 @pytest.fixture(name="_restore_stdlib_logging")

@@ -19,12 +19,6 @@ from taskforce.observability.metrics._catalog import (
 from tests.observability.metric_samples import histogram, series, value
 
 
-@pytest.fixture(name="metrics")
-def fixture_metrics() -> MetricSet:
-    """A fresh MetricSet (its own registry) for every test."""
-    return MetricSet()
-
-
 class TestConstruction:
     def test_registers_every_catalog_metric(self, metrics: MetricSet) -> None:
         """The registry holds exactly the catalog's metrics."""

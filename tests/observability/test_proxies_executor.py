@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Iterator
 from contextlib import aclosing
 from typing import Any
 
@@ -20,40 +19,59 @@ from taskforce.observability import (
     current_agent_type,
     observe_llm_provider,
 )
-from taskforce.observability._proxy_base import _forget_logged_faults
+from taskforce.observability.metrics import MetricSet
+from tests.observability.metric_samples import BrokenMetrics, faults, samples, value
 from tests.observability.proxy_fakes import (
-    BrokenMetrics,
     FakeExecutor,
     FakeRegistry,
     FakeStreamingProvider,
     FakeTool,
-    RecordingMetrics,
     make_result,
 )
 
 
-@pytest.fixture(autouse=True, name="_fresh_fault_log")
-def fixture_fresh_fault_log() -> Iterator[None]:
-    """Each test sees every fault logged afresh (the log-once set is process-wide)."""
-    _forget_logged_faults()
-    yield
-    _forget_logged_faults()
+def _finished(metrics: MetricSet) -> list[tuple[str, str, int | None, int | None]]:
+    """Missions finished: (agent_type, status, steps, tool calls), one per mission.
+
+    Steps and tool calls are the sums observed for that flow, None when none was.
+    """
+    steps = samples(metrics, "taskforce_mission_steps")
+    tool_calls = samples(metrics, "taskforce_mission_tool_calls")
+    durations = samples(metrics, "taskforce_mission_duration_seconds")
+    finished: list[tuple[str, str, int | None, int | None]] = []
+    for (agent, status), count in samples(metrics, "taskforce_missions_total").items():
+        assert count == durations[(agent, status)][0]
+        flow_steps, flow_calls = steps.get((agent,)), tool_calls.get((agent,))
+        finished += [
+            (
+                agent,
+                status,
+                None if flow_steps is None else int(flow_steps[1]),
+                None if flow_calls is None else int(flow_calls[1]),
+            )
+        ] * int(count)
+    return finished
 
 
-@pytest.fixture(name="metrics")
-def fixture_metrics() -> RecordingMetrics:
-    return RecordingMetrics()
+def _in_progress(metrics: MetricSet, agent_type: str) -> Any:
+    return value(metrics, "taskforce_missions_in_progress", agent_type=agent_type)
 
 
-def _finished(metrics: RecordingMetrics) -> list[tuple[str, str, int | None, int | None]]:
-    return [
-        (c["agent_type"], c["status"], c["steps"], c["tool_calls"])
-        for c in metrics.of("mission_finished")
-    ]
+def _nothing_recorded(metrics: MetricSet) -> bool:
+    """No mission counted, timed or in progress, no fault."""
+    return not any(
+        samples(metrics, name)
+        for name in (
+            "taskforce_missions_total",
+            "taskforce_mission_duration_seconds",
+            "taskforce_missions_in_progress",
+            "taskforce_metrics_errors_total",
+        )
+    )
 
 
 class TestParity:
-    def test_identity(self, metrics: RecordingMetrics) -> None:
+    def test_identity(self, metrics: MetricSet) -> None:
         """isinstance, __wrapped__ and calling conventions are the executor's."""
         executor = FakeExecutor()
         proxy = ExecutorProxy(executor, metrics)
@@ -63,7 +81,7 @@ class TestParity:
         assert inspect.iscoroutinefunction(proxy.execute_mission)
         assert inspect.isasyncgenfunction(proxy.execute_mission_streaming)
 
-    async def test_same_result_object(self, metrics: RecordingMetrics) -> None:
+    async def test_same_result_object(self, metrics: MetricSet) -> None:
         """execute_mission returns the very result the executor returned."""
         result = make_result("s", "m", "lean")
 
@@ -74,14 +92,13 @@ class TestParity:
 
 
 class TestExecuteMission:
-    async def test_completed(self, metrics: RecordingMetrics) -> None:
+    async def test_completed(self, metrics: MetricSet) -> None:
         """A completed mission: started, then finished completed with steps and tool calls."""
         await ExecutorProxy(FakeExecutor(), metrics).execute_mission("go", "legacy")
-        assert [{"agent_type": "legacy"}] == metrics.of("mission_started")
         assert [("legacy", "completed", 2, 3)] == _finished(metrics)
-        assert {"legacy": 0} == metrics.in_progress
+        assert 0 == _in_progress(metrics, "legacy")
 
-    async def test_failed_result(self, metrics: RecordingMetrics) -> None:
+    async def test_failed_result(self, metrics: MetricSet) -> None:
         """A mission returned with status failed is counted failed."""
 
         async def body(sid: str, mid: str, agent_type: str) -> Any:
@@ -90,7 +107,7 @@ class TestExecuteMission:
         await ExecutorProxy(FakeExecutor(body), metrics).execute_mission("go")
         assert [("lean", "failed", 2, 3)] == _finished(metrics)
 
-    async def test_raise_is_failed_and_the_same_exception(self, metrics: RecordingMetrics) -> None:
+    async def test_raise_is_failed_and_the_same_exception(self, metrics: MetricSet) -> None:
         """An executor that raises: the same exception object, the mission counted failed."""
         error = RuntimeError("broken")
 
@@ -101,9 +118,9 @@ class TestExecuteMission:
             await ExecutorProxy(FakeExecutor(body), metrics).execute_mission("go")
         assert error is caught.value
         assert [("lean", "failed", None, None)] == _finished(metrics)
-        assert {"lean": 0} == metrics.in_progress
+        assert 0 == _in_progress(metrics, "lean")
 
-    async def test_cancelled(self, metrics: RecordingMetrics) -> None:
+    async def test_cancelled(self, metrics: MetricSet) -> None:
         """A cancelled mission is counted cancelled, the gauge is back at 0."""
         running = asyncio.Event()
 
@@ -114,21 +131,21 @@ class TestExecuteMission:
         proxy = ExecutorProxy(FakeExecutor(body), metrics)
         task = asyncio.create_task(proxy.execute_mission("go"))
         await running.wait()
-        assert {"lean": 1} == metrics.in_progress
+        assert 1 == _in_progress(metrics, "lean")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         assert [("lean", "cancelled", None, None)] == _finished(metrics)
-        assert {"lean": 0} == metrics.in_progress
+        assert 0 == _in_progress(metrics, "lean")
 
-    async def test_missing_ids_left_to_the_executor(self, metrics: RecordingMetrics) -> None:
+    async def test_missing_ids_left_to_the_executor(self, metrics: MetricSet) -> None:
         """The proxy makes no ids: missing ones reach the executor as None, which makes them."""
         executor = FakeExecutor()
         await ExecutorProxy(executor, metrics).execute_mission("go")
         (call,) = executor.calls
         assert (None, None) == (call["session_id"], call["mission_id"])
 
-    async def test_given_ids_kept(self, metrics: RecordingMetrics) -> None:
+    async def test_given_ids_kept(self, metrics: MetricSet) -> None:
         """Given ids reach the executor unchanged."""
         executor = FakeExecutor()
         await ExecutorProxy(executor, metrics).execute_mission("go", "lean", "sess", "miss")
@@ -137,7 +154,7 @@ class TestExecuteMission:
             executor.calls[0]["mission_id"],
         )
 
-    async def test_sets_no_context_of_its_own(self, metrics: RecordingMetrics) -> None:
+    async def test_sets_no_context_of_its_own(self, metrics: MetricSet) -> None:
         """The executor owns the mission context: the proxy binds nothing, in either context."""
         seen: dict[str, Any] = {}
 
@@ -149,15 +166,15 @@ class TestExecuteMission:
         assert {"current": "none"} == seen
         assert {} == structlog.contextvars.get_contextvars()
 
-    async def test_unknown_agent_type_is_not_a_mission(self, metrics: RecordingMetrics) -> None:
+    async def test_unknown_agent_type_is_not_a_mission(self, metrics: MetricSet) -> None:
         """A bad agent_type passes straight through: the executor's error, nothing recorded."""
         executor = FakeExecutor()
         with pytest.raises(MissionError):
             await ExecutorProxy(executor, metrics).execute_mission("go", 'bogus\n"type')  # type: ignore[arg-type]
-        assert [] == metrics.calls
+        assert _nothing_recorded(metrics)
         assert executor.calls[0]["session_id"] is None
 
-    async def test_tools_and_llm_inside_carry_agent_type(self, metrics: RecordingMetrics) -> None:
+    async def test_tools_and_llm_inside_carry_agent_type(self, metrics: MetricSet) -> None:
         """Proxied tools and LLM calls made by the mission are labelled with its agent_type."""
         registry = ToolRegistryProxy(FakeRegistry(FakeTool("calc")), metrics)
         llm = observe_llm_provider(FakeStreamingProvider(), metrics)
@@ -169,27 +186,29 @@ class TestExecuteMission:
             return make_result(sid, mid, agent_type)
 
         await ExecutorProxy(FakeExecutor(body), metrics).execute_mission("go", "legacy")
-        labels = {c["agent_type"] for c in metrics.of("tool_call") + metrics.of("llm_request")}
-        assert {"legacy"} == labels
+        tools = samples(metrics, "taskforce_tool_calls_total")
+        requests = samples(metrics, "taskforce_llm_requests_total")
+        assert {"legacy"} == {agent for _, agent, _ in tools}
+        assert {"legacy"} == {agent for _, agent, _, _ in requests}
 
 
 class TestExecuteMissionStreaming:
-    async def test_completed_from_result_event(self, metrics: RecordingMetrics) -> None:
+    async def test_completed_from_result_event(self, metrics: MetricSet) -> None:
         """A stream read to its end: the same events, counted as the result event says."""
         executor = FakeExecutor()
         proxy = ExecutorProxy(executor, metrics)
         events = [e async for e in proxy.execute_mission_streaming("go", "legacy")]
         assert ["mission_started", "step_started", "result"] == [e.kind for e in events]
         assert [("legacy", "completed", 2, 3)] == _finished(metrics)
-        assert {"legacy": 0} == metrics.in_progress
+        assert 0 == _in_progress(metrics, "legacy")
 
-    async def test_nothing_recorded_before_iteration(self, metrics: RecordingMetrics) -> None:
+    async def test_nothing_recorded_before_iteration(self, metrics: MetricSet) -> None:
         """Creating the stream starts nothing; a stream never iterated records nothing."""
         stream = ExecutorProxy(FakeExecutor(), metrics).execute_mission_streaming("go")
         await stream.aclose()
-        assert [] == metrics.calls
+        assert _nothing_recorded(metrics)
 
-    async def test_consumer_stops_early_is_cancelled(self, metrics: RecordingMetrics) -> None:
+    async def test_consumer_stops_early_is_cancelled(self, metrics: MetricSet) -> None:
         """A consumer that stops before the result: cancelled, inner stream closed, once."""
         executor = FakeExecutor()
         stream = ExecutorProxy(executor, metrics).execute_mission_streaming("go")
@@ -198,9 +217,9 @@ class TestExecuteMissionStreaming:
                 break
         assert executor.stream_closed
         assert [("lean", "cancelled", None, None)] == _finished(metrics)
-        assert {"lean": 0} == metrics.in_progress
+        assert 0 == _in_progress(metrics, "lean")
 
-    async def test_stop_after_result_is_the_result(self, metrics: RecordingMetrics) -> None:
+    async def test_stop_after_result_is_the_result(self, metrics: MetricSet) -> None:
         """A consumer that stops right after the result event: the mission had completed."""
         stream = ExecutorProxy(FakeExecutor(), metrics).execute_mission_streaming("go")
         async with aclosing(stream) as events:
@@ -209,7 +228,7 @@ class TestExecuteMissionStreaming:
                     break
         assert [("lean", "completed", 2, 3)] == _finished(metrics)
 
-    async def test_consumer_cancelled(self, metrics: RecordingMetrics) -> None:
+    async def test_consumer_cancelled(self, metrics: MetricSet) -> None:
         """A consumer task cancelled mid-stream (a disconnect): cancelled, once."""
         executor = FakeExecutor()
         executor.event_delay = 0.05
@@ -225,9 +244,9 @@ class TestExecuteMissionStreaming:
         with pytest.raises(asyncio.CancelledError):
             await task
         assert [("lean", "cancelled", None, None)] == _finished(metrics)
-        assert {"lean": 0} == metrics.in_progress
+        assert 0 == _in_progress(metrics, "lean")
 
-    async def test_exception_mid_stream(self, metrics: RecordingMetrics) -> None:
+    async def test_exception_mid_stream(self, metrics: MetricSet) -> None:
         """An exception from the stream: the same object, counted failed, once."""
         executor = FakeExecutor()
         executor.stream_error = RuntimeError("mid")
@@ -237,7 +256,7 @@ class TestExecuteMissionStreaming:
         assert executor.stream_error is caught.value
         assert [("lean", "failed", None, None)] == _finished(metrics)
 
-    async def test_stream_without_result_is_failed(self, metrics: RecordingMetrics) -> None:
+    async def test_stream_without_result_is_failed(self, metrics: MetricSet) -> None:
         """A stream that ends without its result event broke the protocol: failed."""
         executor = FakeExecutor()
         executor.events = [ProgressEvent(kind="mission_started")]
@@ -245,7 +264,7 @@ class TestExecuteMissionStreaming:
             pass
         assert [("lean", "failed", None, None)] == _finished(metrics)
 
-    async def test_context_left_alone(self, metrics: RecordingMetrics) -> None:
+    async def test_context_left_alone(self, metrics: MetricSet) -> None:
         """The streaming form sets no context either: inner steps and consumer see none."""
         executor = FakeExecutor()
         outside = []
@@ -254,13 +273,13 @@ class TestExecuteMissionStreaming:
         assert ["none"] * 3 == executor.seen_agent_types
         assert ["none"] * 3 == outside
 
-    async def test_blank_mission_is_not_a_mission(self, metrics: RecordingMetrics) -> None:
+    async def test_blank_mission_is_not_a_mission(self, metrics: MetricSet) -> None:
         """A whitespace-only mission is refused by the executor and counted nowhere."""
         events = ExecutorProxy(FakeExecutor(), metrics).execute_mission_streaming("  \n\t")
         assert 3 == len([e async for e in events])
-        assert [] == metrics.calls
+        assert _nothing_recorded(metrics)
 
-    async def test_unknown_agent_type_passes_through(self, metrics: RecordingMetrics) -> None:
+    async def test_unknown_agent_type_passes_through(self, metrics: MetricSet) -> None:
         """A bad agent_type in the streaming form is not counted either."""
         events = [
             e
@@ -270,7 +289,7 @@ class TestExecuteMissionStreaming:
             )
         ]
         assert 3 == len(events)
-        assert [] == metrics.calls
+        assert _nothing_recorded(metrics)
 
 
 class TestExecutorFaults:
@@ -282,10 +301,10 @@ class TestExecutorFaults:
             first = await proxy.execute_mission("go")
             await proxy.execute_mission("go")
         assert "completed" == first.status
-        assert ["mission.start", "mission.finish"] * 2 == [f["stage"] for f in metrics.of("fault")]
+        assert {"mission": 4} == faults(metrics)
         assert ["mission.start", "mission.finish"] == [log["stage"] for log in logs]
 
-    async def test_unreadable_result_is_a_fault(self, metrics: RecordingMetrics) -> None:
+    async def test_unreadable_result_is_a_fault(self, metrics: MetricSet) -> None:
         """A result without status/steps: returned as is, counted completed, fault counted."""
         odd = object()
 
@@ -294,4 +313,4 @@ class TestExecutorFaults:
 
         assert odd is await ExecutorProxy(FakeExecutor(body), metrics).execute_mission("go")
         assert [("lean", "completed", None, None)] == _finished(metrics)
-        assert [{"stage": "mission.result"}] == metrics.of("fault")
+        assert {"mission": 1} == faults(metrics)

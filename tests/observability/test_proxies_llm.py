@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Iterator
 from contextlib import aclosing
 from typing import Any
 
@@ -19,13 +18,9 @@ from taskforce.observability import (
     mission_scope,
     observe_llm_provider,
 )
-from taskforce.observability._proxy_base import _forget_logged_faults
-from tests.observability.proxy_fakes import (
-    BrokenMetrics,
-    FakeProvider,
-    FakeStreamingProvider,
-    RecordingMetrics,
-)
+from taskforce.observability.metrics import MetricSet
+from tests.observability.metric_samples import BrokenMetrics, faults, samples
+from tests.observability.proxy_fakes import FakeProvider, FakeStreamingProvider
 
 MESSAGES = [
     {"role": "system", "content": "x" * 40},
@@ -34,23 +29,38 @@ MESSAGES = [
 ]
 
 
-@pytest.fixture(autouse=True, name="_fresh_fault_log")
-def fixture_fresh_fault_log() -> Iterator[None]:
-    """Each test sees every fault logged afresh (the log-once set is process-wide)."""
-    _forget_logged_faults()
-    yield
-    _forget_logged_faults()
+def _requests(metrics: MetricSet) -> list[tuple[str, str, str, str]]:
+    """Every request recorded: (model, agent_type, operation, status), one per request."""
+    counted = samples(metrics, "taskforce_llm_requests_total")
+    return [labels for labels, count in counted.items() for _ in range(int(count))]
 
 
-@pytest.fixture(name="metrics")
-def fixture_metrics() -> RecordingMetrics:
-    return RecordingMetrics()
+def _latency(metrics: MetricSet) -> float:
+    """The latency of the one request recorded."""
+    ((count, total),) = samples(metrics, "taskforce_llm_request_duration_seconds").values()
+    assert 1 == count
+    return float(total)
+
+
+def _tokens(metrics: MetricSet) -> dict[tuple[str, ...], Any]:
+    """Tokens counted: (model, agent_type, token_type) -> count."""
+    return samples(metrics, "taskforce_llm_tokens_total")
+
+
+def _packs(metrics: MetricSet) -> dict[str, tuple[Any, Any]]:
+    """Context packs observed per agent_type: (messages (count, sum), tokens (count, sum))."""
+    messages = samples(metrics, "taskforce_context_pack_messages")
+    tokens = samples(metrics, "taskforce_context_pack_tokens")
+    return {agent: (messages[(agent,)], tokens[(agent,)]) for (agent,) in messages}
+
+
+def _ttft(metrics: MetricSet) -> dict[tuple[str, ...], Any]:
+    """Times to first token: (model, agent_type) -> (count, sum)."""
+    return samples(metrics, "taskforce_llm_time_to_first_token_seconds")
 
 
 class TestFactory:
-    def test_provider_without_stream_has_none_through_the_proxy(
-        self, metrics: RecordingMetrics
-    ) -> None:
+    def test_provider_without_stream_has_none_through_the_proxy(self, metrics: MetricSet) -> None:
         """hasattr(proxy, 'stream') is False for a provider without stream."""
         proxy = observe_llm_provider(FakeProvider(), metrics)
         assert type(proxy) is LLMProviderProxy
@@ -58,7 +68,7 @@ class TestFactory:
         assert isinstance(proxy, LLMProviderProtocol)
         assert not isinstance(proxy, StreamingLLMProviderProtocol)
 
-    def test_streaming_provider_keeps_stream(self, metrics: RecordingMetrics) -> None:
+    def test_streaming_provider_keeps_stream(self, metrics: MetricSet) -> None:
         """A provider with stream gets the streaming proxy, whose stream is an async generator."""
         proxy = observe_llm_provider(FakeStreamingProvider(), metrics)
         assert type(proxy) is StreamingLLMProviderProxy
@@ -67,7 +77,7 @@ class TestFactory:
         assert inspect.isasyncgenfunction(proxy.stream)
         assert inspect.iscoroutinefunction(proxy.complete)
 
-    def test_attributes_pass_through(self, metrics: RecordingMetrics) -> None:
+    def test_attributes_pass_through(self, metrics: MetricSet) -> None:
         """Attributes and __wrapped__ are the provider's."""
         provider = FakeProvider()
         proxy = observe_llm_provider(provider, metrics)
@@ -76,43 +86,37 @@ class TestFactory:
 
 
 class TestComplete:
-    async def test_success_records_request_tokens_and_pack(self, metrics: RecordingMetrics) -> None:
+    async def test_success_records_request_tokens_and_pack(self, metrics: MetricSet) -> None:
         """A successful complete: one success request, its tokens and the context pack."""
         provider = FakeProvider()
         result = await observe_llm_provider(provider, metrics).complete(MESSAGES)
         assert provider.answer is result
-        assert [
-            ("llm_request", {"model": "reported-model", "agent_type": "none",
-                             "operation": "complete", "status": "success"}),
-            ("context_pack", {"agent_type": "none", "messages": 3, "tokens": 16}),
-            ("llm_tokens", {"model": "reported-model", "agent_type": "none",
-                            "input_tokens": 11, "output_tokens": 7}),
-        ] == [
-            (name, {k: v for k, v in args.items() if k != "duration_seconds"})
-            for name, args in metrics.calls
-        ]  # fmt: skip
+        assert [("reported-model", "none", "complete", "success")] == _requests(metrics)
+        assert {"none": ((1, 3.0), (1, 16.0))} == _packs(metrics)
+        assert {
+            ("reported-model", "none", "input"): 11,
+            ("reported-model", "none", "output"): 7,
+        } == _tokens(metrics)
 
-    async def test_success_false_is_an_error(self, metrics: RecordingMetrics) -> None:
+    async def test_success_false_is_an_error(self, metrics: MetricSet) -> None:
         """A returned success: false counts as an error; the result is returned unchanged."""
         failed = {"success": False, "error": "rate limited"}
         provider = FakeProvider(answer=failed)
         assert failed is await observe_llm_provider(provider, metrics).complete(MESSAGES)
-        (request,) = metrics.of("llm_request")
-        assert "error" == request["status"]
-        assert [] == metrics.of("llm_tokens")
+        ((_, _, _, status),) = _requests(metrics)
+        assert "error" == status
+        assert {} == _tokens(metrics)
 
-    async def test_raise_is_an_error_and_the_same_exception(
-        self, metrics: RecordingMetrics
-    ) -> None:
+    async def test_raise_is_an_error_and_the_same_exception(self, metrics: MetricSet) -> None:
         """A raising provider: the same exception object, an error request, the pack recorded."""
         error = LLMProviderError("down", provider="fake")
         proxy = observe_llm_provider(FakeProvider(error=error), metrics)
         with pytest.raises(LLMProviderError) as caught:
             await proxy.complete(MESSAGES, model="asked")
         assert error is caught.value
-        (request,) = metrics.of("llm_request")
-        assert ("asked", "error") == (request["model"], request["status"])
-        assert 1 == len(metrics.of("context_pack"))
+        ((model, _, _, status),) = _requests(metrics)
+        assert ("asked", "error") == (model, status)
+        assert 1 == len(_packs(metrics))
 
     @pytest.mark.parametrize(
         ("answer", "kwargs", "attr", "expected"),
@@ -125,7 +129,7 @@ class TestComplete:
     )
     async def test_model_label_resolution(
         self,
-        metrics: RecordingMetrics,
+        metrics: MetricSet,
         answer: dict[str, Any],
         kwargs: dict[str, Any],
         attr: str | None,
@@ -135,29 +139,31 @@ class TestComplete:
         provider = FakeProvider(answer=answer)
         provider.model = attr  # type: ignore[assignment]
         await observe_llm_provider(provider, metrics).complete(MESSAGES, **kwargs)
-        assert expected == metrics.of("llm_request")[0]["model"]
+        assert expected == _requests(metrics)[0][0]
 
-    async def test_positional_model_argument(self, metrics: RecordingMetrics) -> None:
+    async def test_positional_model_argument(self, metrics: MetricSet) -> None:
         """A model passed positionally is recognised like the keyword form."""
         provider = FakeProvider(answer={"success": True})
         await observe_llm_provider(provider, metrics).complete(MESSAGES, "positional")
-        assert "positional" == metrics.of("llm_request")[0]["model"]
+        assert "positional" == _requests(metrics)[0][0]
 
-    async def test_latency_covers_the_await(self, metrics: RecordingMetrics) -> None:
+    async def test_latency_covers_the_await(self, metrics: MetricSet) -> None:
         """The latency is that of the awaited call."""
         provider = FakeProvider()
         provider.delay = 0.05
         await observe_llm_provider(provider, metrics).complete(MESSAGES)
-        assert metrics.of("llm_request")[0]["duration_seconds"] >= 0.045
+        assert _latency(metrics) >= 0.045
 
-    async def test_agent_type_from_the_mission(self, metrics: RecordingMetrics) -> None:
+    async def test_agent_type_from_the_mission(self, metrics: MetricSet) -> None:
         """Inside a mission scope the request carries the mission's agent_type."""
         proxy = observe_llm_provider(FakeProvider(), metrics)
         with mission_scope("s", "m", "lean"):
             await proxy.complete(MESSAGES)
-        assert {"lean"} == {args["agent_type"] for _, args in metrics.calls}
+        assert {"lean"} == {agent for _, agent, _, _ in _requests(metrics)}
+        assert {"lean"} == set(_packs(metrics))
+        assert {"lean"} == {agent for _, agent, _ in _tokens(metrics)}
 
-    async def test_cancelled_call_records_nothing(self, metrics: RecordingMetrics) -> None:
+    async def test_cancelled_call_records_nothing(self, metrics: MetricSet) -> None:
         """A complete cancelled by its caller has no outcome and records nothing."""
         provider = FakeProvider()
         provider.delay = 10
@@ -166,56 +172,54 @@ class TestComplete:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert [] == metrics.calls
+        assert [] == _requests(metrics)
+        assert {} == _packs(metrics)
 
 
 class TestGenerate:
-    async def test_generate_is_one_message(self, metrics: RecordingMetrics) -> None:
+    async def test_generate_is_one_message(self, metrics: MetricSet) -> None:
         """generate records operation 'generate' and a pack of one message (prompt + context)."""
         provider = FakeProvider()
         proxy = observe_llm_provider(provider, metrics)
         assert provider.answer is await proxy.generate("p" * 30, context={"k": "v"})
-        (request,) = metrics.of("llm_request")
-        assert "generate" == request["operation"]
-        (pack,) = metrics.of("context_pack")
+        ((_, _, operation, _),) = _requests(metrics)
+        assert "generate" == operation
         # 30 chars of prompt + len("{'k': 'v'}") == 10 -> 40 chars -> 10 tokens
-        assert (1, 10) == (pack["messages"], pack["tokens"])
+        assert {"none": ((1, 1.0), (1, 10.0))} == _packs(metrics)
 
 
 class TestStream:
-    async def test_full_stream(self, metrics: RecordingMetrics) -> None:
+    async def test_full_stream(self, metrics: MetricSet) -> None:
         """A stream read to its end: same chunks, TTFT once, one success request, last usage."""
         provider = FakeStreamingProvider()
         proxy = observe_llm_provider(provider, metrics)
         chunks = [chunk async for chunk in proxy.stream(MESSAGES)]
         assert provider.chunks == chunks
         assert all(a is b for a, b in zip(provider.chunks, chunks, strict=True))
-        (ttft,) = metrics.of("time_to_first_token")
-        (request,) = metrics.of("llm_request")
-        (tokens,) = metrics.of("llm_tokens")
-        assert ("stream-model", "stream", "success") == (
-            request["model"],
-            request["operation"],
-            request["status"],
-        )
-        assert (5, 2) == (tokens["input_tokens"], tokens["output_tokens"])
-        assert 0.0 <= ttft["seconds"] <= request["duration_seconds"]
-        assert 1 == len(metrics.of("context_pack"))
+        assert [("stream-model", "none", "stream", "success")] == _requests(metrics)
+        assert {
+            ("stream-model", "none", "input"): 5,
+            ("stream-model", "none", "output"): 2,
+        } == _tokens(metrics)
+        ((count, ttft),) = _ttft(metrics).values()
+        assert 1 == count
+        assert 0.0 <= ttft <= _latency(metrics)
+        assert 1 == len(_packs(metrics))
 
-    async def test_ttft_is_the_first_chunk(self, metrics: RecordingMetrics) -> None:
+    async def test_ttft_is_the_first_chunk(self, metrics: MetricSet) -> None:
         """TTFT is measured to the first chunk, the latency to the end; same model label."""
         provider = FakeStreamingProvider()
         provider.chunk_delay = 0.03
         async for _ in observe_llm_provider(provider, metrics).stream(MESSAGES):
             pass
-        (ttft_call,) = metrics.of("time_to_first_token")
-        (request,) = metrics.of("llm_request")
-        assert "stream-model" == ttft_call["model"] == request["model"]
-        ttft, duration = ttft_call["seconds"], request["duration_seconds"]
+        (((ttft_model, _), (_, ttft)),) = _ttft(metrics).items()
+        ((model, _, _, _),) = _requests(metrics)
+        assert "stream-model" == ttft_model == model
+        duration = _latency(metrics)
         assert 0.025 <= ttft < duration
         assert duration >= 0.085
 
-    async def test_early_close_counts_once_as_success(self, metrics: RecordingMetrics) -> None:
+    async def test_early_close_counts_once_as_success(self, metrics: MetricSet) -> None:
         """A consumer that stops after one chunk: inner stream closed, one success request."""
         provider = FakeStreamingProvider()
         stream = observe_llm_provider(provider, metrics).stream(MESSAGES, model="asked")
@@ -223,13 +227,13 @@ class TestStream:
             async for _ in chunks:
                 break
         assert provider.closed
-        (request,) = metrics.of("llm_request")
-        assert ("asked", "success") == (request["model"], request["status"])
-        assert [] == metrics.of("llm_tokens")
+        ((model, _, _, status),) = _requests(metrics)
+        assert ("asked", "success") == (model, status)
+        assert {} == _tokens(metrics)
         await stream.aclose()  # closing again changes nothing
-        assert 1 == len(metrics.of("llm_request"))
+        assert 1 == len(_requests(metrics))
 
-    async def test_error_mid_stream(self, metrics: RecordingMetrics) -> None:
+    async def test_error_mid_stream(self, metrics: MetricSet) -> None:
         """An exception mid-stream: the same object comes out, one error request."""
         provider = FakeStreamingProvider()
         provider.stream_error = LLMProviderError("cut")
@@ -241,21 +245,21 @@ class TestStream:
                 received.append(chunk)
         assert error is caught.value
         assert 1 == len(received)
-        (request,) = metrics.of("llm_request")
-        assert "error" == request["status"]
-        assert 1 == len(metrics.of("time_to_first_token"))
+        ((_, _, _, status),) = _requests(metrics)
+        assert "error" == status
+        assert 1 == len(_ttft(metrics))
 
-    async def test_error_before_first_chunk(self, metrics: RecordingMetrics) -> None:
+    async def test_error_before_first_chunk(self, metrics: MetricSet) -> None:
         """A stream failing before any chunk: no TTFT, one error request."""
         provider = FakeStreamingProvider()
         provider.stream_error = LLMProviderError("refused")
         with pytest.raises(LLMProviderError):
             async for _ in observe_llm_provider(provider, metrics).stream(MESSAGES):
                 pass
-        assert [] == metrics.of("time_to_first_token")
-        assert ["error"] == [r["status"] for r in metrics.of("llm_request")]
+        assert {} == _ttft(metrics)
+        assert ["error"] == [status for _, _, _, status in _requests(metrics)]
 
-    async def test_cancelled_consumer_counts_once(self, metrics: RecordingMetrics) -> None:
+    async def test_cancelled_consumer_counts_once(self, metrics: MetricSet) -> None:
         """A consumer cancelled mid-stream: cancellation passes through, one request recorded."""
         provider = FakeStreamingProvider()
         provider.chunk_delay = 0.05
@@ -270,23 +274,25 @@ class TestStream:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert ["success"] == [r["status"] for r in metrics.of("llm_request")]
+        assert ["success"] == [status for _, _, _, status in _requests(metrics)]
         assert not provider.finished
 
-    async def test_stream_agent_type(self, metrics: RecordingMetrics) -> None:
+    async def test_stream_agent_type(self, metrics: MetricSet) -> None:
         """A stream inside a mission scope carries the mission's agent_type everywhere."""
         proxy = observe_llm_provider(FakeStreamingProvider(), metrics)
         with mission_scope("s", "m", "legacy"):
             async for _ in proxy.stream(MESSAGES):
                 pass
-        assert {"legacy"} == {args["agent_type"] for _, args in metrics.calls}
+        assert {"legacy"} == {agent for _, agent, _, _ in _requests(metrics)}
+        assert {"legacy"} == {agent for _, agent in _ttft(metrics)}
+        assert {"legacy"} == set(_packs(metrics))
 
 
 class TestLLMFaults:
     async def test_broken_metrics_do_not_change_the_call(self) -> None:
         """A raising MetricSet: results unchanged, every fault counted, logged once per stage.
 
-        A call's request, pack and tokens are one ``record_llm_call``: one fault per call.
+        A call's request, pack and tokens are written together: one fault per call.
         """
         metrics = BrokenMetrics()
         provider = FakeStreamingProvider()
@@ -295,21 +301,17 @@ class TestLLMFaults:
             assert provider.answer is await proxy.complete(MESSAGES)
             assert provider.answer is await proxy.complete(MESSAGES)
             assert provider.chunks == [c async for c in proxy.stream(MESSAGES)]
-        assert [
-            "llm.complete",
-            "llm.complete",
-            "llm.stream",
-            "llm.ttft",
-        ] == [f["stage"] for f in metrics.of("fault")]
+        assert {"llm": 4} == faults(metrics)
         assert [
             ("StreamingLLMProviderProxy", "llm.complete"),
             ("StreamingLLMProviderProxy", "llm.stream"),
             ("StreamingLLMProviderProxy", "llm.ttft"),
         ] == [(log["proxy"], log["stage"]) for log in logs]
 
-    async def test_malformed_messages_are_a_fault(self, metrics: RecordingMetrics) -> None:
+    async def test_malformed_messages_are_a_fault(self, metrics: MetricSet) -> None:
         """Messages the pack estimate cannot read: the call still works, the request counts."""
         provider = FakeProvider()
         assert provider.answer is await observe_llm_provider(provider, metrics).complete([1, 2])
-        assert [{"stage": "llm.context_pack"}] == metrics.of("fault")
-        assert 1 == len(metrics.of("llm_request"))
+        assert {"llm": 1} == faults(metrics)
+        assert 1 == len(_requests(metrics))
+        assert {} == _packs(metrics)

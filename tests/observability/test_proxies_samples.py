@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,8 @@ from taskforce.observability import (
     weave,
     weave_executor,
 )
-from taskforce.observability._proxy_base import _forget_logged_faults
+from taskforce.observability.metrics._catalog import TOOL_CALLS
+from tests.observability.metric_samples import break_family
 from tests.observability.proxy_fakes import (
     FakeExecutor,
     FakeProvider,
@@ -35,14 +35,6 @@ from tests.observability.proxy_fakes import (
 )
 
 MESSAGES = [{"role": "user", "content": "z" * 40}]
-
-
-@pytest.fixture(autouse=True, name="_fresh_fault_log")
-def fixture_fresh_fault_log() -> Iterator[None]:
-    """Each test sees every fault logged afresh (the log-once set is process-wide)."""
-    _forget_logged_faults()
-    yield
-    _forget_logged_faults()
 
 
 @pytest.fixture(name="metrics")
@@ -119,13 +111,11 @@ class TestToolSamples:
         assert 1 == len(lines)
         assert lines[0].endswith(" 1")
 
-    async def test_fault_is_counted(self, metrics: MetricSet) -> None:
-        """A failing record_tool_call is counted in taskforce_metrics_errors_total{stage=tool}."""
-
-        def broken(*args: Any) -> None:
-            raise RuntimeError("broken")
-
-        metrics.record_tool_call = broken  # type: ignore[method-assign]
+    async def test_fault_is_counted(
+        self, metrics: MetricSet, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A failing series lookup is counted in taskforce_metrics_errors_total{stage=tool}."""
+        break_family(monkeypatch, TOOL_CALLS)
         result = await ToolProxy(FakeTool(), metrics).execute()
         assert result["success"]
         assert 1 == _value(metrics, "taskforce_metrics_errors_total", stage="tool")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,25 +11,18 @@ from taskforce.core.interfaces import StateStoreProtocol
 from taskforce.errors import StateStoreError
 from taskforce.infrastructure.state import FileStateStore
 from taskforce.observability import StateStoreProxy
-from taskforce.observability._proxy_base import _forget_logged_faults
-from tests.observability.proxy_fakes import FakeStore, RecordingMetrics
+from taskforce.observability.metrics import MetricSet
+from tests.observability.metric_samples import faults, samples
+from tests.observability.proxy_fakes import FakeStore
 
 
-@pytest.fixture(autouse=True, name="_fresh_fault_log")
-def fixture_fresh_fault_log() -> Iterator[None]:
-    """Each test sees every fault logged afresh (the log-once set is process-wide)."""
-    _forget_logged_faults()
-    yield
-    _forget_logged_faults()
-
-
-@pytest.fixture(name="metrics")
-def fixture_metrics() -> RecordingMetrics:
-    return RecordingMetrics()
+def _sizes(metrics: MetricSet) -> list[tuple[int, float]]:
+    """The state-size histogram as (count, sum), empty when nothing was observed."""
+    return list(samples(metrics, "taskforce_state_size_bytes").values())
 
 
 class TestStateStoreProxy:
-    def test_parity(self, metrics: RecordingMetrics) -> None:
+    def test_parity(self, metrics: MetricSet) -> None:
         """isinstance and __wrapped__ are the store's."""
         store = FakeStore()
         proxy = StateStoreProxy(store, metrics)
@@ -39,15 +31,15 @@ class TestStateStoreProxy:
         assert store is proxy.__wrapped__
         assert store.load == proxy.load  # the store's own bound method, not a wrapper
 
-    async def test_records_utf8_json_size(self, metrics: RecordingMetrics) -> None:
+    async def test_records_utf8_json_size(self, metrics: MetricSet) -> None:
         """The size is the byte length of the UTF-8 JSON text, non-ASCII counted in bytes."""
         state = {"b": "äöü", "a": [1, 2, {"x": None}]}
         proxy = StateStoreProxy(FakeStore(), metrics)
         assert await proxy.save("s", state) is None
         expected = len(json.dumps(state, ensure_ascii=False, sort_keys=True).encode("utf-8"))
-        assert [{"size_bytes": expected}] == metrics.of("state_size")
+        assert [(1, expected)] == _sizes(metrics)
 
-    async def test_size_reported_by_the_store_is_used(self, metrics: RecordingMetrics) -> None:
+    async def test_size_reported_by_the_store_is_used(self, metrics: MetricSet) -> None:
         """A store that returns the bytes it wrote: that number is recorded and returned."""
 
         class SizedStore(FakeStore):
@@ -57,19 +49,17 @@ class TestStateStoreProxy:
 
         proxy = StateStoreProxy(SizedStore(), metrics)
         assert 12345 == await proxy.save("s", {"a": 1})
-        assert [{"size_bytes": 12345}] == metrics.of("state_size")
+        assert [(1, 12345)] == _sizes(metrics)
 
-    async def test_real_store_size_is_file_size(
-        self, metrics: RecordingMetrics, tmp_path: Path
-    ) -> None:
+    async def test_real_store_size_is_file_size(self, metrics: MetricSet, tmp_path: Path) -> None:
         """With the file store, the recorded size is the size of the file on disk."""
         proxy = StateStoreProxy(FileStateStore(tmp_path), metrics)
         state = {"missions": [{"text": "ünïcode " * 10}]}
         written = await proxy.save("s1", state)
         assert (tmp_path / "s1.json").stat().st_size == written
-        assert [{"size_bytes": written}] == metrics.of("state_size")
+        assert [(1, written)] == _sizes(metrics)
 
-    async def test_load_passes_through(self, metrics: RecordingMetrics) -> None:
+    async def test_load_passes_through(self, metrics: MetricSet) -> None:
         """load returns the store's object and records nothing."""
         store = FakeStore()
         proxy = StateStoreProxy(store, metrics)
@@ -77,21 +67,22 @@ class TestStateStoreProxy:
         await proxy.save("s", state)
         assert state is await proxy.load("s")
         assert await proxy.load("other") is None
-        assert 1 == len(metrics.calls)
+        assert 1 == _sizes(metrics)[0][0]
 
-    async def test_failed_save_records_nothing(self, metrics: RecordingMetrics) -> None:
+    async def test_failed_save_records_nothing(self, metrics: MetricSet) -> None:
         """A save that raises: the same exception object, no size recorded."""
         store = FakeStore()
         store.error = StateStoreError("disk full")
         with pytest.raises(StateStoreError) as caught:
             await StateStoreProxy(store, metrics).save("s", {"k": 1})
         assert store.error is caught.value
-        assert [] == metrics.calls
+        assert [] == _sizes(metrics)
 
-    async def test_unserialisable_state_is_a_fault(self, metrics: RecordingMetrics) -> None:
+    async def test_unserialisable_state_is_a_fault(self, metrics: MetricSet) -> None:
         """State the store accepted but json cannot serialise: saved, a fault is counted."""
         store = FakeStore()
         state = {"when": object()}
         await StateStoreProxy(store, metrics).save("s", state)
         assert state is store.saved["s"]
-        assert [("fault", {"stage": "state.save"})] == metrics.calls
+        assert {"state": 1} == faults(metrics)
+        assert [] == _sizes(metrics)

@@ -6,7 +6,6 @@ import asyncio
 import copy
 import inspect
 import pickle
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,21 +18,30 @@ from taskforce.core.interfaces import (
 )
 from taskforce.errors import ToolNotFoundError, ToolTimeoutError
 from taskforce.observability import ToolProxy, ToolRegistryProxy, mission_scope
-from taskforce.observability._proxy_base import _forget_logged_faults
-from tests.observability.proxy_fakes import BrokenMetrics, FakeRegistry, FakeTool, RecordingMetrics
+from taskforce.observability.metrics import MetricSet
+from tests.observability.metric_samples import BrokenMetrics, faults, samples
+from tests.observability.proxy_fakes import FakeRegistry, FakeTool
 
 
-@pytest.fixture(autouse=True, name="_fresh_fault_log")
-def fixture_fresh_fault_log() -> Iterator[None]:
-    """Each test sees every fault logged afresh (the log-once set is process-wide)."""
-    _forget_logged_faults()
-    yield
-    _forget_logged_faults()
+def _calls(metrics: MetricSet) -> list[tuple[str, str, str, str | None]]:
+    """Every tool call recorded: (tool_name, agent_type, status, error_type), one per call."""
+    failures = samples(metrics, "taskforce_tool_failures_total")
+    calls: list[tuple[str, str, str, str | None]] = []
+    for (tool, agent, status), count in samples(metrics, "taskforce_tool_calls_total").items():
+        if status == "success":
+            calls += [(tool, agent, status, None)] * int(count)
+        else:
+            for (failed_tool, failed_agent, error_type), failed in failures.items():
+                if (failed_tool, failed_agent) == (tool, agent):
+                    calls += [(tool, agent, status, error_type)] * int(failed)
+    return calls
 
 
-@pytest.fixture(name="metrics")
-def fixture_metrics() -> RecordingMetrics:
-    return RecordingMetrics()
+def _seconds(metrics: MetricSet) -> float:
+    """The duration of the one tool call recorded."""
+    ((count, total),) = samples(metrics, "taskforce_tool_duration_seconds").values()
+    assert 1 == count
+    return float(total)
 
 
 def _raising(exc: BaseException) -> Any:
@@ -63,7 +71,7 @@ class _PlainTool:
 
 
 class TestToolProxyParity:
-    def test_identity_and_attributes(self, metrics: RecordingMetrics) -> None:
+    def test_identity_and_attributes(self, metrics: MetricSet) -> None:
         """isinstance, attributes and __wrapped__ are those of the plain tool."""
         tool = FakeTool("calc")
         proxy = ToolProxy(tool, metrics)
@@ -77,20 +85,20 @@ class TestToolProxyParity:
         )
         assert inspect.iscoroutinefunction(proxy.execute)
 
-    async def test_same_result_object(self, metrics: RecordingMetrics) -> None:
+    async def test_same_result_object(self, metrics: MetricSet) -> None:
         """execute returns the very object the tool returned."""
         result = {"success": True, "output": 42}
         proxy = ToolProxy(FakeTool(behaviour=_returning(result)), metrics)
         assert result is await proxy.execute(a=1)
 
-    async def test_arguments_pass_through(self, metrics: RecordingMetrics) -> None:
+    async def test_arguments_pass_through(self, metrics: MetricSet) -> None:
         """Keyword arguments reach the tool unchanged."""
         proxy = ToolProxy(FakeTool(), metrics)
         assert {"success": True, "output": {"x": 1, "y": "two"}} == await proxy.execute(
             x=1, y="two"
         )
 
-    async def test_same_exception_object(self, metrics: RecordingMetrics) -> None:
+    async def test_same_exception_object(self, metrics: MetricSet) -> None:
         """An exception of the tool comes out of the proxy as the same object."""
         error = ValueError("bad")
         proxy = ToolProxy(FakeTool(behaviour=_raising(error)), metrics)
@@ -98,7 +106,7 @@ class TestToolProxyParity:
             await proxy.execute()
         assert error is caught.value
 
-    def test_copy_and_pickle_refused(self, metrics: RecordingMetrics) -> None:
+    def test_copy_and_pickle_refused(self, metrics: MetricSet) -> None:
         """A proxy cannot be copied or pickled (wrapt's default, kept on purpose)."""
         proxy = ToolProxy(FakeTool(), metrics)
         with pytest.raises(NotImplementedError):
@@ -106,14 +114,14 @@ class TestToolProxyParity:
         with pytest.raises(NotImplementedError):
             pickle.dumps(proxy)
 
-    def test_assignment_writes_through(self, metrics: RecordingMetrics) -> None:
+    def test_assignment_writes_through(self, metrics: MetricSet) -> None:
         """Setting a plain attribute on the proxy sets it on the tool (wrapt semantics)."""
         tool = FakeTool()
         proxy = ToolProxy(tool, metrics)
         proxy.extra = "changed"
         assert "changed" == tool.extra
 
-    def test_pass_throughs_are_the_tools_live_attributes(self, metrics: RecordingMetrics) -> None:
+    def test_pass_throughs_are_the_tools_live_attributes(self, metrics: MetricSet) -> None:
         """name/description/parameters_schema are read from the tool on every access."""
         tool = _PlainTool()
         proxy = ToolProxy(tool, metrics)
@@ -121,7 +129,7 @@ class TestToolProxyParity:
         tool.name, tool.description = "renamed", "new text"
         assert ("renamed", "new text") == (proxy.name, proxy.description)
 
-    def test_pass_throughs_write_and_delete_on_the_tool(self, metrics: RecordingMetrics) -> None:
+    def test_pass_throughs_write_and_delete_on_the_tool(self, metrics: MetricSet) -> None:
         """Assigning or deleting a pass-through attribute changes the tool, not the proxy."""
         tool = _PlainTool()
         proxy = ToolProxy(tool, metrics)
@@ -131,7 +139,7 @@ class TestToolProxyParity:
         assert not hasattr(tool, "description")
         assert not hasattr(proxy, "description")
 
-    def test_missing_attribute_is_missing(self, metrics: RecordingMetrics) -> None:
+    def test_missing_attribute_is_missing(self, metrics: MetricSet) -> None:
         """An attribute the tool lacks is missing on the proxy too (AttributeError, hasattr)."""
         proxy = ToolProxy(FakeTool(), metrics)
         assert not hasattr(proxy, "no_such_attribute")
@@ -140,19 +148,13 @@ class TestToolProxyParity:
 
 
 class TestToolProxyRecords:
-    async def test_success(self, metrics: RecordingMetrics) -> None:
+    async def test_success(self, metrics: MetricSet) -> None:
         """A successful call is one success record with the tool's name and a duration."""
         await ToolProxy(FakeTool("calc"), metrics).execute()
-        (call,) = metrics.of("tool_call")
-        assert ("calc", "none", "success", None) == (
-            call["tool_name"],
-            call["agent_type"],
-            call["status"],
-            call["error_type"],
-        )
-        assert call["duration_seconds"] >= 0.0
+        assert [("calc", "none", "success", None)] == _calls(metrics)
+        assert _seconds(metrics) >= 0.0
 
-    async def test_duration_covers_the_await(self, metrics: RecordingMetrics) -> None:
+    async def test_duration_covers_the_await(self, metrics: MetricSet) -> None:
         """The duration is that of the awaited call, not of creating the coroutine."""
 
         async def slow(**params: Any) -> Any:
@@ -160,7 +162,7 @@ class TestToolProxyRecords:
             return {"success": True}
 
         await ToolProxy(FakeTool(behaviour=slow), metrics).execute()
-        assert metrics.of("tool_call")[0]["duration_seconds"] >= 0.045
+        assert _seconds(metrics) >= 0.045
 
     @pytest.mark.parametrize(
         ("failed", "expected_type"),
@@ -171,12 +173,12 @@ class TestToolProxyRecords:
         ],
     )
     async def test_success_false_takes_the_tools_error_type(
-        self, metrics: RecordingMetrics, failed: dict[str, Any], expected_type: str
+        self, metrics: MetricSet, failed: dict[str, Any], expected_type: str
     ) -> None:
         """A returned success: false is an error of the tool's own type, else tool_error."""
         assert failed is await ToolProxy(FakeTool(behaviour=_returning(failed)), metrics).execute()
-        (call,) = metrics.of("tool_call")
-        assert ("error", expected_type) == (call["status"], call["error_type"])
+        ((_, _, status, error_type),) = _calls(metrics)
+        assert ("error", expected_type) == (status, error_type)
 
     @pytest.mark.parametrize(
         ("error", "expected_type"),
@@ -188,15 +190,15 @@ class TestToolProxyRecords:
         ],
     )
     async def test_raise_records_class_name(
-        self, metrics: RecordingMetrics, error: Exception, expected_type: str
+        self, metrics: MetricSet, error: Exception, expected_type: str
     ) -> None:
         """A raised exception is an error typed by its class name; timeouts are 'timeout'."""
         with pytest.raises(type(error)):
             await ToolProxy(FakeTool(behaviour=_raising(error)), metrics).execute()
-        (call,) = metrics.of("tool_call")
-        assert ("error", expected_type) == (call["status"], call["error_type"])
+        ((_, _, status, error_type),) = _calls(metrics)
+        assert ("error", expected_type) == (status, error_type)
 
-    async def test_timeout_cancellation_is_timeout(self, metrics: RecordingMetrics) -> None:
+    async def test_timeout_cancellation_is_timeout(self, metrics: MetricSet) -> None:
         """A call cancelled with the tool-timeout message counts as error 'timeout'."""
         started = asyncio.Event()
 
@@ -209,10 +211,10 @@ class TestToolProxyRecords:
         task.cancel(TOOL_TIMEOUT_CANCEL_MESSAGE)
         with pytest.raises(asyncio.CancelledError):
             await task
-        (call,) = metrics.of("tool_call")
-        assert ("error", "timeout") == (call["status"], call["error_type"])
+        ((_, _, status, error_type),) = _calls(metrics)
+        assert ("error", "timeout") == (status, error_type)
 
-    async def test_other_cancellation_records_nothing(self, metrics: RecordingMetrics) -> None:
+    async def test_other_cancellation_records_nothing(self, metrics: MetricSet) -> None:
         """A call cancelled for any other reason (mission cancelled) records no outcome."""
         started = asyncio.Event()
 
@@ -225,15 +227,16 @@ class TestToolProxyRecords:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert [] == metrics.calls
+        assert [] == _calls(metrics)
+        assert {} == samples(metrics, "taskforce_tool_duration_seconds")
 
-    async def test_agent_type_from_the_mission(self, metrics: RecordingMetrics) -> None:
+    async def test_agent_type_from_the_mission(self, metrics: MetricSet) -> None:
         """Inside a mission scope the call carries the mission's agent_type."""
         proxy = ToolProxy(FakeTool(), metrics)
         with mission_scope("s", "m", "legacy"):
             await proxy.execute()
         await proxy.execute()
-        assert ["legacy", "none"] == [c["agent_type"] for c in metrics.of("tool_call")]
+        assert {"legacy", "none"} == {agent for _, agent, _, _ in _calls(metrics)}
 
 
 class TestToolProxyFaults:
@@ -246,7 +249,7 @@ class TestToolProxyFaults:
         with pytest.raises(ValueError) as caught:
             await ToolProxy(FakeTool(behaviour=_raising(error)), metrics).execute()
         assert error is caught.value
-        assert [{"stage": "tool.execute"}] * 2 == metrics.of("fault")
+        assert {"tool": 2} == faults(metrics)
 
     async def test_fault_logged_once(self) -> None:
         """A fault that repeats is logged once (event metrics.fault, category metrics)."""
@@ -263,18 +266,16 @@ class TestToolProxyFaults:
         )
 
     @pytest.mark.parametrize("odd", [None, ["not", "a", "dict"], {"success": "yes"}, {}])
-    async def test_result_that_is_not_a_tool_result(
-        self, metrics: RecordingMetrics, odd: Any
-    ) -> None:
+    async def test_result_that_is_not_a_tool_result(self, metrics: MetricSet, odd: Any) -> None:
         """Not a dict with a boolean success: returned as is, error/invalid_result, no fault."""
         assert odd is await ToolProxy(FakeTool(behaviour=_returning(odd)), metrics).execute()
-        assert [] == metrics.of("fault")
-        (call,) = metrics.of("tool_call")
-        assert ("error", "invalid_result") == (call["status"], call["error_type"])
+        assert {} == faults(metrics)
+        ((_, _, status, error_type),) = _calls(metrics)
+        assert ("error", "invalid_result") == (status, error_type)
 
 
 class TestToolRegistryProxy:
-    def test_parity(self, metrics: RecordingMetrics) -> None:
+    def test_parity(self, metrics: MetricSet) -> None:
         """isinstance and pass-through methods are the plain registry's."""
         registry = FakeRegistry(FakeTool("a"))
         proxy = ToolRegistryProxy(registry, metrics)
@@ -284,7 +285,7 @@ class TestToolRegistryProxy:
         assert registry.openai_schemas == proxy.openai_schemas  # the registry's bound method
         assert registry is proxy.__wrapped__
 
-    def test_get_hands_out_one_cached_proxy_per_tool(self, metrics: RecordingMetrics) -> None:
+    def test_get_hands_out_one_cached_proxy_per_tool(self, metrics: MetricSet) -> None:
         """get returns a ToolProxy around the registered tool, the same one every time."""
         tool = FakeTool("a")
         proxy = ToolRegistryProxy(FakeRegistry(tool), metrics)
@@ -294,14 +295,14 @@ class TestToolRegistryProxy:
         assert first is proxy.get("a")
         assert first is proxy.list_tools()[0]
 
-    def test_list_tools_in_order(self, metrics: RecordingMetrics) -> None:
+    def test_list_tools_in_order(self, metrics: MetricSet) -> None:
         """list_tools returns proxies of every tool, in registration order."""
         proxy = ToolRegistryProxy(FakeRegistry(FakeTool("a"), FakeTool("b")), metrics)
         tools = proxy.list_tools()
         assert ["a", "b"] == [t.name for t in tools]
         assert all(isinstance(t, ToolProxy) for t in tools)
 
-    def test_list_tools_is_a_new_list_of_the_same_proxies(self, metrics: RecordingMetrics) -> None:
+    def test_list_tools_is_a_new_list_of_the_same_proxies(self, metrics: MetricSet) -> None:
         """Each list_tools is a fresh list (safe to change) holding the same proxies."""
         proxy = ToolRegistryProxy(FakeRegistry(FakeTool("a"), FakeTool("b")), metrics)
         first = proxy.list_tools()
@@ -313,7 +314,7 @@ class TestToolRegistryProxy:
         assert all(a is b for a, b in zip(second, proxy.list_tools(), strict=True))
         assert second[0] is proxy.get("a")
 
-    def test_list_tools_follows_the_registry(self, metrics: RecordingMetrics) -> None:
+    def test_list_tools_follows_the_registry(self, metrics: MetricSet) -> None:
         """A tool added, or one replaced by another object, shows up in the next list."""
         registry = FakeRegistry(FakeTool("a"))
         proxy = ToolRegistryProxy(registry, metrics)
@@ -325,7 +326,7 @@ class TestToolRegistryProxy:
         (first, _) = proxy.list_tools()
         assert replacement is first.__wrapped__
 
-    def test_unknown_tool_raises_the_same_and_is_counted(self, metrics: RecordingMetrics) -> None:
+    def test_unknown_tool_raises_the_same_and_is_counted(self, metrics: MetricSet) -> None:
         """get of an unknown name raises the registry's error and counts an unknown_tool failure."""
         error = ToolNotFoundError("missing")
 
@@ -336,14 +337,9 @@ class TestToolRegistryProxy:
         with pytest.raises(ToolNotFoundError) as caught:
             ToolRegistryProxy(Refusing(), metrics).get("missing")
         assert error is caught.value
-        (call,) = metrics.of("tool_call")
-        assert ("missing", "error", "unknown_tool") == (
-            call["tool_name"],
-            call["status"],
-            call["error_type"],
-        )
+        assert [("missing", "none", "error", "unknown_tool")] == _calls(metrics)
 
-    def test_other_get_errors_are_not_tool_calls(self, metrics: RecordingMetrics) -> None:
+    def test_other_get_errors_are_not_tool_calls(self, metrics: MetricSet) -> None:
         """A registry that breaks in get for another reason: raised unchanged, nothing counted."""
 
         class Broken(FakeRegistry):
@@ -352,30 +348,30 @@ class TestToolRegistryProxy:
 
         with pytest.raises(RuntimeError):
             ToolRegistryProxy(Broken(), metrics).get("calc")
-        assert [] == metrics.of("tool_call")
+        assert [] == _calls(metrics)
 
-    async def test_tool_registered_later_is_observed(self, metrics: RecordingMetrics) -> None:
+    async def test_tool_registered_later_is_observed(self, metrics: MetricSet) -> None:
         """A tool registered through the proxy after the build is handed out observed."""
         proxy = ToolRegistryProxy(FakeRegistry(), metrics)
         proxy.register(FakeTool("late"))
         await proxy.get("late").execute()
-        assert ["late"] == [c["tool_name"] for c in metrics.of("tool_call")]
+        assert [("late", "none", "success", None)] == _calls(metrics)
 
-    def test_registering_a_proxy_registers_the_plain_tool(self, metrics: RecordingMetrics) -> None:
+    def test_registering_a_proxy_registers_the_plain_tool(self, metrics: MetricSet) -> None:
         """register(ToolProxy) stores the tool inside, so nothing is counted twice."""
         tool = FakeTool("t")
         registry = FakeRegistry()
-        ToolRegistryProxy(registry, metrics).register(ToolProxy(tool, RecordingMetrics()))
+        ToolRegistryProxy(registry, metrics).register(ToolProxy(tool, MetricSet()))
         assert tool is registry.get("t")
         assert not isinstance(registry.get("t"), ToolProxy)
 
-    def test_duplicate_register_raises_the_same(self, metrics: RecordingMetrics) -> None:
+    def test_duplicate_register_raises_the_same(self, metrics: MetricSet) -> None:
         """register keeps the registry's ValueError for a duplicate name."""
         proxy = ToolRegistryProxy(FakeRegistry(FakeTool("a")), metrics)
         with pytest.raises(ValueError, match="duplicate"):
             proxy.register(FakeTool("a"))
 
-    def test_tuple_stays_tuple(self, metrics: RecordingMetrics) -> None:
+    def test_tuple_stays_tuple(self, metrics: MetricSet) -> None:
         """A registry that lists tools as a tuple gets a tuple of proxies back."""
 
         class TupleRegistry(FakeRegistry):

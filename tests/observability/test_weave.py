@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,8 @@ from taskforce.observability import (
     weave,
     weave_executor,
 )
-from taskforce.observability._proxy_base import _forget_logged_faults
+from taskforce.observability.metrics import MetricSet
+from tests.observability.metric_samples import samples
 from tests.observability.proxy_fakes import (
     FakeExecutor,
     FakeProvider,
@@ -35,21 +35,7 @@ from tests.observability.proxy_fakes import (
     FakeStore,
     FakeStreamingProvider,
     FakeTool,
-    RecordingMetrics,
 )
-
-
-@pytest.fixture(autouse=True, name="_fresh_fault_log")
-def fixture_fresh_fault_log() -> Iterator[None]:
-    """Each test sees every fault logged afresh (the log-once set is process-wide)."""
-    _forget_logged_faults()
-    yield
-    _forget_logged_faults()
-
-
-@pytest.fixture(name="metrics")
-def fixture_metrics() -> RecordingMetrics:
-    return RecordingMetrics()
 
 
 class TestInstrument:
@@ -65,7 +51,7 @@ class TestInstrument:
         ],
     )
     def test_proxy_class_per_protocol(
-        self, metrics: RecordingMetrics, make: Any, proxy_class: type
+        self, metrics: MetricSet, make: Any, proxy_class: type
     ) -> None:
         """Each protocol gets its proxy class, which still passes isinstance of the object."""
         plain = make()
@@ -73,32 +59,32 @@ class TestInstrument:
         assert proxy_class is type(proxy)
         assert isinstance(proxy, type(plain))
 
-    def test_already_proxied_returned_unchanged(self, metrics: RecordingMetrics) -> None:
+    def test_already_proxied_returned_unchanged(self, metrics: MetricSet) -> None:
         """Instrumenting a proxy (even with another MetricSet) returns that proxy."""
         proxy = instrument(FakeTool(), metrics)
         assert proxy is instrument(proxy, metrics)
-        assert proxy is instrument(proxy, RecordingMetrics())
+        assert proxy is instrument(proxy, MetricSet())
 
-    async def test_no_double_counting(self, metrics: RecordingMetrics) -> None:
+    async def test_no_double_counting(self, metrics: MetricSet) -> None:
         """A twice-instrumented tool records one call per call."""
         tool = instrument(instrument(FakeTool(), metrics), metrics)
         await tool.execute()
-        assert 1 == len(metrics.of("tool_call"))
+        assert {("fake", "none", "success"): 1} == samples(metrics, "taskforce_tool_calls_total")
 
-    def test_uninstrument(self, metrics: RecordingMetrics) -> None:
+    def test_uninstrument(self, metrics: MetricSet) -> None:
         """uninstrument hands back __wrapped__, and a plain object unchanged."""
         plain = FakeStore()
         assert plain is uninstrument(instrument(plain, metrics))
         assert plain is uninstrument(plain)
 
-    def test_unknown_object_refused(self, metrics: RecordingMetrics) -> None:
+    def test_unknown_object_refused(self, metrics: MetricSet) -> None:
         """An object of no known protocol is a TypeError naming its type."""
         with pytest.raises(TypeError, match="'object'"):
             instrument(object(), metrics)
 
 
 class TestWeave:
-    def test_weave_three(self, metrics: RecordingMetrics) -> None:
+    def test_weave_three(self, metrics: MetricSet) -> None:
         """weave returns the provider, registry and store, each proxied."""
         llm, tools, state = weave(
             llm_provider=FakeProvider(),
@@ -113,7 +99,7 @@ class TestWeave:
         )
         assert not hasattr(llm, "stream")
 
-    def test_weave_checks_each_role(self, metrics: RecordingMetrics) -> None:
+    def test_weave_checks_each_role(self, metrics: MetricSet) -> None:
         """An object passed in the wrong role is refused with a TypeError."""
         with pytest.raises(TypeError, match="ToolRegistryProtocol"):
             weave(
@@ -123,14 +109,21 @@ class TestWeave:
                 metrics=metrics,
             )
 
-    def test_weave_executor(self, metrics: RecordingMetrics) -> None:
+    def test_weave_executor(self, metrics: MetricSet) -> None:
         """weave_executor wraps the executor; twice is still one proxy."""
         executor = weave_executor(FakeExecutor(), metrics)
         assert ExecutorProxy is type(executor)
         assert executor is weave_executor(executor, metrics)
 
 
-def _woven_executor(tmp_path: Path, metrics: RecordingMetrics) -> Any:
+def _flows(metrics: MetricSet) -> set[str]:
+    """The agent_type of every tool call and LLM request recorded."""
+    tools = samples(metrics, "taskforce_tool_calls_total")
+    requests = samples(metrics, "taskforce_llm_requests_total")
+    return {agent for _, agent, _ in tools} | {agent for _, agent, _, _ in requests}
+
+
+def _woven_executor(tmp_path: Path, metrics: MetricSet) -> Any:
     llm, tools, state = weave(
         llm_provider=ScriptedLLMProvider(model="scripted-1"),
         tool_registry=build_default_registry(tmp_path / "workspace"),
@@ -146,34 +139,31 @@ MISSION = 'tool:calculator {"expression": "6*7"}\ntool:nope {}'
 class TestRealMissions:
     @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
     async def test_mission_through_the_real_stack(
-        self, tmp_path: Path, metrics: RecordingMetrics, agent_type: str
+        self, tmp_path: Path, metrics: MetricSet, agent_type: str
     ) -> None:
         """A real mission: one mission record, tool/LLM calls and state labelled by its flow."""
         executor = _woven_executor(tmp_path, metrics)
         result = await executor.execute_mission(MISSION, agent_type)
-        (finished,) = metrics.of("mission_finished")
-        assert (agent_type, result.status) == (finished["agent_type"], finished["status"])
-        assert {agent_type: 0} == metrics.in_progress
-        tool_names = [c["tool_name"] for c in metrics.of("tool_call")]
-        assert "calculator" in tool_names
-        labels = {c["agent_type"] for c in metrics.of("tool_call") + metrics.of("llm_request")}
-        assert {agent_type} == labels
-        assert metrics.of("llm_tokens")
-        assert metrics.of("state_size")
+        assert {(agent_type, result.status): 1} == samples(metrics, "taskforce_missions_total")
+        assert {} == samples(metrics, "taskforce_missions_in_progress")
+        tools = samples(metrics, "taskforce_tool_calls_total")
+        assert "calculator" in {tool for tool, _, _ in tools}
+        assert {agent_type} == _flows(metrics)
+        assert samples(metrics, "taskforce_llm_tokens_total")
+        assert samples(metrics, "taskforce_state_size_bytes")
 
     @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
     async def test_streamed_mission_labels_inner_calls(
-        self, tmp_path: Path, metrics: RecordingMetrics, agent_type: str
+        self, tmp_path: Path, metrics: MetricSet, agent_type: str
     ) -> None:
         """A streamed mission (run in the executor's own task) labels tool/LLM calls by flow."""
         executor = _woven_executor(tmp_path, metrics)
         events = [e async for e in executor.execute_mission_streaming(MISSION, agent_type)]
         assert "result" == events[-1].kind
-        (finished,) = metrics.of("mission_finished")
-        assert events[-1].result.status == finished["status"]
-        labels = {c["agent_type"] for c in metrics.of("tool_call") + metrics.of("llm_request")}
-        assert {agent_type} == labels
-        assert metrics.of("tool_call")
+        status = events[-1].result.status
+        assert {(agent_type, status): 1} == samples(metrics, "taskforce_missions_total")
+        assert {agent_type} == _flows(metrics)
+        assert samples(metrics, "taskforce_tool_calls_total")
 
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

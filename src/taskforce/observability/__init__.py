@@ -1,6 +1,8 @@
 """The observability aspect: metrics proxies woven in at container build, and logging set-up.
 
-Nothing outside the container (and the app factory, for ``/metrics`` and
+``metrics/`` holds the catalog, its families and the scrape; ``proxies/`` the adapters
+that record; ``web/`` the ``/metrics`` app and the HTTP middleware; ``logs/`` the
+structlog set-up. Nothing outside the container (and the app factory, for ``/metrics`` and
 logging) imports this package; agents, tools and providers never do.
 """
 
@@ -12,20 +14,23 @@ from taskforce.core.interfaces.context import (
     current_session_id,
     mission_scope,
 )
-from taskforce.observability._asgi import MetricsMount, make_metrics_app
-from taskforce.observability._http import HTTPMetricsMiddleware
-from taskforce.observability._logging import configure_logging
-from taskforce.observability._proxies_executor import ExecutorProxy
-from taskforce.observability._proxies_llm import (
-    LLMProviderProxy,
-    StreamingLLMProviderProxy,
-    observe_llm_provider,
-)
-from taskforce.observability._proxies_state import StateStoreProxy
-from taskforce.observability._proxies_tools import ToolProxy, ToolRegistryProxy
-from taskforce.observability._proxy_base import ObservingProxy
-from taskforce.observability._weave import instrument, uninstrument, weave, weave_executor
+from taskforce.observability.logs import configure_logging
 from taskforce.observability.metrics import MetricSet, observe_process
+from taskforce.observability.proxies import (
+    ExecutorProxy,
+    LLMProviderProxy,
+    ObservingProxy,
+    StateStoreProxy,
+    StreamingLLMProviderProxy,
+    ToolProxy,
+    ToolRegistryProxy,
+    instrument,
+    observe_llm_provider,
+    uninstrument,
+    weave,
+    weave_executor,
+)
+from taskforce.observability.web import HTTPMetricsMiddleware, MetricsMount, make_metrics_app
 
 __all__ = [
     "ExecutorProxy",

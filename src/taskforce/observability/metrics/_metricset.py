@@ -41,7 +41,6 @@ from taskforce.observability.metrics._catalog import (
     series_budget,
 )
 from taskforce.observability.metrics._children import CounterChild, GaugeChild, HistogramChild
-from taskforce.observability.metrics._compat import RecordCalls
 from taskforce.observability.metrics._family import CallbackFamily, Family
 from taskforce.observability.metrics._guard import LabelGuard
 from taskforce.observability.metrics._render import histogram_lines
@@ -62,7 +61,7 @@ def _version() -> str:
         return "0.0.0+unknown"
 
 
-class MetricSet(RecordCalls):
+class MetricSet:
     """Every metric of the catalog, for one container.
 
     Attributes:

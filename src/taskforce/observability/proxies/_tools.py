@@ -4,8 +4,8 @@
 ``list_tools``, so a tool registered after the container was built (a user's
 own tool) is observed like the built-in ones without any code of its own.
 
-Outcomes of ``ToolProxy.execute`` (``taskforce_tool_calls_total`` and friends)
-are decided by ``core.interfaces.outcome``, the same functions the tool runner
+Outcomes of ``ToolProxy.execute`` (the tool calls, failures and duration
+families) are decided by ``core.interfaces.outcome``, the same functions the tool runner
 uses, so the metrics, the mission and the ``tool.call.failed`` log line agree:
 
 - a result that ``classify_tool_result`` calls a success: ``success``;
@@ -48,8 +48,9 @@ from taskforce.core.interfaces.tools import (
     ToolRegistryProtocol,
     ToolResult,
 )
-from taskforce.observability._metricset import MetricSet
-from taskforce.observability._proxy_base import ObservingProxy, passthrough, report_fault
+from taskforce.observability.metrics import CounterChild, Family, HistogramChild, MetricSet
+from taskforce.observability.metrics._catalog import TOOL_CALLS, TOOL_DURATION, TOOL_FAILURES
+from taskforce.observability.proxies._base import ObservingProxy, passthrough, report_fault
 
 __all__ = ["ToolProxy", "ToolRegistryProxy"]
 
@@ -61,12 +62,33 @@ _STAGE = "tool.execute"
 _MAX_CACHED_TOOLS = 1024
 
 
+class _ToolFamilies:
+    """The families a tool call writes to."""
+
+    __slots__ = ("calls", "duration", "failures")
+
+    def __init__(self, metrics: MetricSet) -> None:
+        self.calls: Family[CounterChild] = metrics.counter(TOOL_CALLS)
+        self.failures: Family[CounterChild] = metrics.counter(TOOL_FAILURES)
+        self.duration: Family[HistogramChild] = metrics.histogram(TOOL_DURATION)
+
+
 class ToolProxy(ObservingProxy[_ToolT]):
     """A tool whose ``execute`` calls are counted and timed.
 
     Everything else (``name``, ``description``, ``parameters_schema``, ...)
     is the wrapped tool's own.
     """
+
+    def __init__(self, wrapped: _ToolT, metrics: MetricSet) -> None:
+        """Wrap ``wrapped`` so its calls are recorded in ``metrics``.
+
+        Args:
+            wrapped: The plain tool; it stays reachable as ``__wrapped__``.
+            metrics: The container's metric set.
+        """
+        super().__init__(wrapped, metrics)
+        self._self_families = _ToolFamilies(metrics)
 
     # The legacy agent reads these three of every tool for each mission's prompt.
     name = passthrough("name")
@@ -93,30 +115,37 @@ class ToolProxy(ObservingProxy[_ToolT]):
             result = await wrapped.execute(**params)
         except asyncio.CancelledError as exc:
             if exc.args and exc.args[0] == TOOL_TIMEOUT_CANCEL_MESSAGE:
-                _record(self, wrapped, started, TIMEOUT)
+                _record(self, wrapped, None, started, TIMEOUT)
             raise
         except Exception as exc:
-            _record(self, wrapped, started, exception_error_type(exc))
+            _record(self, wrapped, None, started, exception_error_type(exc))
             raise
-        _record(self, wrapped, started, classify_tool_result(result))
+        _record(self, wrapped, None, started, classify_tool_result(result))
         return result
 
 
 def _record(
-    proxy: Any, tool: Any, started: float, error_type: str | None, tool_name: Any = None
+    proxy: ToolProxy[Any] | ToolRegistryProxy[Any],
+    tool: Any,
+    tool_name: Any,
+    started: float,
+    error_type: str | None,
 ) -> None:
     """Record one call: a success when ``error_type`` is None, else a failure of that type."""
     duration = perf_counter() - started
-    metrics = proxy._self_metrics
+    families = proxy._self_families
     try:
         if tool is not None:
             tool_name = tool.name
+        agent_type = current_agent_type()
         if error_type is None:
-            metrics.record_tool_call(tool_name, current_agent_type(), "success", duration, None)
+            families.calls.labels(tool_name, agent_type, "success").inc()
         else:
-            metrics.record_tool_call(tool_name, current_agent_type(), "error", duration, error_type)
+            families.calls.labels(tool_name, agent_type, "error").inc()
+            families.failures.labels(tool_name, agent_type, error_type).inc()
+        families.duration.labels(tool_name, agent_type).observe(duration)
     except Exception as exc:
-        report_fault(metrics, "ToolProxy", _STAGE, exc)
+        report_fault(proxy._self_metrics, "ToolProxy", _STAGE, exc)
 
 
 class ToolRegistryProxy(ObservingProxy[_RegistryT]):
@@ -136,6 +165,7 @@ class ToolRegistryProxy(ObservingProxy[_RegistryT]):
             metrics: The container's metric set.
         """
         super().__init__(wrapped, metrics)
+        self._self_families = _ToolFamilies(metrics)
         # id(tool) -> (tool, proxy); holding the tool keeps its id from being reused.
         self._self_tools: dict[int, tuple[ToolProtocol, Any]] = {}
         # what list_tools() last listed, and the proxies it handed out for them
@@ -173,7 +203,7 @@ class ToolRegistryProxy(ObservingProxy[_RegistryT]):
             tool = self.__wrapped__.get(name)
         except Exception as exc:
             if is_unknown_tool_error(exc):
-                _record(self, None, perf_counter(), UNKNOWN_TOOL, name)
+                _record(self, None, name, perf_counter(), UNKNOWN_TOOL)
             raise
         # the cache holds the tool, so its id names no other object while cached
         cached = self._self_tools.get(id(tool))

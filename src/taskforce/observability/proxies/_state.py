@@ -14,7 +14,9 @@ import json
 from typing import TypeVar
 
 from taskforce.core.interfaces.state import SessionState, StateStoreProtocol
-from taskforce.observability._proxy_base import ObservingProxy, passthrough, report_fault
+from taskforce.observability.metrics import MetricSet
+from taskforce.observability.metrics._catalog import STATE_SIZE
+from taskforce.observability.proxies._base import ObservingProxy, passthrough, report_fault
 
 __all__ = ["StateStoreProxy"]
 
@@ -26,6 +28,16 @@ class StateStoreProxy(ObservingProxy[_StoreT]):
 
     # The executor loads the session before every mission.
     load = passthrough("load")
+
+    def __init__(self, wrapped: _StoreT, metrics: MetricSet) -> None:
+        """Wrap ``wrapped`` so the sizes of saved states are recorded in ``metrics``.
+
+        Args:
+            wrapped: The plain store; it stays reachable as ``__wrapped__``.
+            metrics: The container's metric set.
+        """
+        super().__init__(wrapped, metrics)
+        self._self_size = metrics.histogram(STATE_SIZE).labels()
 
     async def save(self, session_id: str, state: SessionState) -> int | None:
         """Save through the wrapped store, then record the state's size.
@@ -48,7 +60,7 @@ class StateStoreProxy(ObservingProxy[_StoreT]):
             else:
                 # sort_keys would only cost time: key order does not change the length.
                 size = len(json.dumps(state, ensure_ascii=False).encode())
-            self._self_metrics.record_state_size(size)
+            self._self_size.observe(size)
         except Exception as exc:
             report_fault(self._self_metrics, "StateStoreProxy", "state.save", exc)
         return saved

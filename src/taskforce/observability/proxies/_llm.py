@@ -9,7 +9,8 @@ What is recorded per call:
   unchanged) or ``classify_llm_result`` (the function the agents use too)
   calls the result a failure, else ``success``; the latency;
   tokens from ``usage``; the size of what was sent (messages and estimated
-  tokens, chars / 4; ``generate`` sends one message: prompt plus context).
+  tokens, chars / 4, see ``_context_pack``; ``generate`` sends one message:
+  prompt plus context).
   A cancelled call records nothing: it has no outcome, and the mission that
   was cancelled is counted ``cancelled``.
 - ``stream``: once, when the stream ends however it ends: ``error`` if the
@@ -37,8 +38,17 @@ from taskforce.core.interfaces.llm import (
     StreamingLLMProviderProtocol,
 )
 from taskforce.core.interfaces.outcome import classify_llm_result
-from taskforce.observability._metricset import MetricSet
-from taskforce.observability._proxy_base import ObservingProxy, aclose_iterator, report_fault
+from taskforce.observability.metrics import CounterChild, Family, HistogramChild, MetricSet
+from taskforce.observability.metrics._catalog import (
+    CONTEXT_PACK_MESSAGES,
+    CONTEXT_PACK_TOKENS,
+    LLM_DURATION,
+    LLM_REQUESTS,
+    LLM_TOKENS,
+    LLM_TTFT,
+)
+from taskforce.observability.proxies._base import ObservingProxy, aclose_iterator, report_fault
+from taskforce.observability.proxies._context_pack import PackEstimator
 
 __all__ = ["LLMProviderProxy", "StreamingLLMProviderProxy", "observe_llm_provider"]
 
@@ -50,8 +60,33 @@ _UNKNOWN_MODEL = "unknown"
 _MODEL_ARG = {"complete": 1, "generate": 2, "stream": 1}
 
 
+class _LLMFamilies:
+    """The families an LLM call writes to."""
+
+    __slots__ = ("duration", "pack_messages", "pack_tokens", "requests", "tokens", "ttft")
+
+    def __init__(self, metrics: MetricSet) -> None:
+        self.requests: Family[CounterChild] = metrics.counter(LLM_REQUESTS)
+        self.duration: Family[HistogramChild] = metrics.histogram(LLM_DURATION)
+        self.tokens: Family[CounterChild] = metrics.counter(LLM_TOKENS)
+        self.ttft: Family[HistogramChild] = metrics.histogram(LLM_TTFT)
+        self.pack_messages: Family[HistogramChild] = metrics.histogram(CONTEXT_PACK_MESSAGES)
+        self.pack_tokens: Family[HistogramChild] = metrics.histogram(CONTEXT_PACK_TOKENS)
+
+
 class LLMProviderProxy(ObservingProxy[_ProviderT]):
     """An LLM provider whose ``complete`` and ``generate`` calls are observed."""
+
+    def __init__(self, wrapped: _ProviderT, metrics: MetricSet) -> None:
+        """Wrap ``wrapped`` so its calls are recorded in ``metrics``.
+
+        Args:
+            wrapped: The plain provider; it stays reachable as ``__wrapped__``.
+            metrics: The container's metric set.
+        """
+        super().__init__(wrapped, metrics)
+        self._self_families = _LLMFamilies(metrics)
+        self._self_packs = PackEstimator()
 
     async def complete(self, *args: Any, **kwargs: Any) -> LLMResult:
         """Call the wrapped ``complete`` and record the request.
@@ -155,24 +190,16 @@ def _model(wrapped: Any, reported: Any, operation: str, args: tuple[Any, ...], k
 
 def _pack(
     proxy: LLMProviderProxy[Any], operation: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[int | None, int]:
-    """Messages and estimated tokens of what was sent; ``(None, 0)`` after a fault."""
+) -> tuple[int, int] | None:
+    """Messages and estimated tokens of what was sent; None after a fault."""
     try:
         if operation == "generate":
             prompt = args[0] if args else kwargs["prompt"]
-            context = args[1] if len(args) > 1 else kwargs.get("context")
-            # str() of the mapping stands in for however the provider renders it.
-            return 1, (len(prompt) + (len(str(context)) if context else 0) + 3) // 4
-        sent = args[0] if args else kwargs["messages"]
-        chars = 0
-        for message in sent:
-            content = message.get("content")
-            if content:
-                chars += len(content)
-        return len(sent), (chars + 3) // 4
+            return PackEstimator.prompt(prompt, args[1] if len(args) > 1 else kwargs.get("context"))
+        return proxy._self_packs.messages(args[0] if args else kwargs["messages"])
     except Exception as exc:
         report_fault(proxy._self_metrics, type(proxy).__name__, "llm.context_pack", exc)
-        return None, 0
+        return None
 
 
 def _tokens(usage: Any) -> tuple[int, int]:
@@ -180,6 +207,27 @@ def _tokens(usage: Any) -> tuple[int, int]:
     if not usage:
         return 0, 0
     return usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
+
+
+def _record_request(
+    families: _LLMFamilies,
+    labels: tuple[str, str, str],
+    status: str,
+    duration: float,
+    usage: Any,
+    pack: tuple[int, int] | None,
+) -> None:
+    """Write one request: ``labels`` is (model, agent_type, operation)."""
+    model, agent_type, _ = labels
+    families.requests.labels(*labels, status).inc()
+    families.duration.labels(*labels).observe(duration)
+    if pack is not None:
+        families.pack_messages.labels(agent_type).observe(pack[0])
+        families.pack_tokens.labels(agent_type).observe(pack[1])
+    input_tokens, output_tokens = _tokens(usage)
+    if input_tokens or output_tokens:  # no token series until a provider reports some
+        families.tokens.labels(model, agent_type, "input").inc(input_tokens)
+        families.tokens.labels(model, agent_type, "output").inc(output_tokens)
 
 
 def _record_call(
@@ -192,7 +240,7 @@ def _record_call(
     kwargs: dict[str, Any],
 ) -> None:
     duration = perf_counter() - started
-    messages, pack_tokens = _pack(proxy, operation, args, kwargs)
+    pack = _pack(proxy, operation, args, kwargs)
     try:
         if result is None:  # the call raised
             status, usage, model = "error", None, _model(wrapped, None, operation, args, kwargs)
@@ -201,18 +249,8 @@ def _record_call(
             usage, model = result.get("usage"), result.get("model")
             if not (model and type(model) is str):
                 model = _model(wrapped, model, operation, args, kwargs)
-        input_tokens, output_tokens = _tokens(usage)
-        proxy._self_metrics.record_llm_call(
-            model,
-            current_agent_type(),
-            operation,
-            status,
-            duration,
-            input_tokens,
-            output_tokens,
-            messages,
-            pack_tokens,
-        )
+        labels = (model, current_agent_type(), operation)
+        _record_request(proxy._self_families, labels, status, duration, usage, pack)
     except Exception as exc:
         report_fault(proxy._self_metrics, type(proxy).__name__, f"llm.{operation}", exc)
 
@@ -228,36 +266,24 @@ def _record_stream(
     kwargs: dict[str, Any],
 ) -> None:
     duration = perf_counter() - started
-    metrics = proxy._self_metrics
+    families = proxy._self_families
     agent_type = current_agent_type()
-    messages, pack_tokens = _pack(proxy, "stream", args, kwargs)
+    pack = _pack(proxy, "stream", args, kwargs)
     model = _UNKNOWN_MODEL
     try:
         usage = last.get("usage") if last is not None else None
         reported = last.get("model") if last is not None else None
         model = _model(wrapped, reported, "stream", args, kwargs)
-        input_tokens, output_tokens = _tokens(usage)
-        metrics.record_llm_call(
-            model,
-            agent_type,
-            "stream",
-            status,
-            duration,
-            input_tokens,
-            output_tokens,
-            messages,
-            pack_tokens,
-        )
+        _record_request(families, (model, agent_type, "stream"), status, duration, usage, pack)
     except Exception as exc:
-        report_fault(metrics, type(proxy).__name__, "llm.stream", exc)
+        report_fault(proxy._self_metrics, type(proxy).__name__, "llm.stream", exc)
     if first_chunk_at is not None:
         # Recorded at the end, not at the first chunk: the model the provider
         # resolved arrives with the last chunk, and both series share that label.
         try:
-            elapsed = first_chunk_at - started
-            metrics.record_time_to_first_token(model, agent_type, elapsed if elapsed > 0.0 else 0.0)
+            families.ttft.labels(model, agent_type).observe(first_chunk_at - started)
         except Exception as exc:
-            report_fault(metrics, type(proxy).__name__, "llm.ttft", exc)
+            report_fault(proxy._self_metrics, type(proxy).__name__, "llm.ttft", exc)
 
 
 def observe_llm_provider(provider: _ProviderT, metrics: MetricSet) -> LLMProviderProxy[_ProviderT]:

@@ -13,8 +13,8 @@ only counts and times, exactly once however the mission ends:
 
 A request that ``check_mission_request`` refuses (``mission_agent_type``
 gives ``None``) is not a mission: it passes straight through (the executor
-raises ``MissionError``) and is counted nowhere, neither in
-``taskforce_missions_total`` nor in the in-progress gauge, so a client's
+raises ``MissionError``) and is counted nowhere, neither in the missions
+counter nor in the in-progress gauge, so a client's
 mistake can neither create a series with a free-form ``agent_type`` nor
 raise the mission failure rate.
 """
@@ -33,7 +33,21 @@ from taskforce.core.interfaces.executor import (
     ProgressEvent,
     mission_agent_type,
 )
-from taskforce.observability._proxy_base import ObservingProxy, aclose_iterator, report_fault
+from taskforce.observability.metrics import (
+    CounterChild,
+    Family,
+    GaugeChild,
+    HistogramChild,
+    MetricSet,
+)
+from taskforce.observability.metrics._catalog import (
+    MISSION_DURATION,
+    MISSION_STEPS,
+    MISSION_TOOL_CALLS,
+    MISSIONS,
+    MISSIONS_IN_PROGRESS,
+)
+from taskforce.observability.proxies._base import ObservingProxy, aclose_iterator, report_fault
 
 __all__ = ["ExecutorProxy"]
 
@@ -42,8 +56,35 @@ _ExecutorT = TypeVar("_ExecutorT", bound=ExecutorProtocol)
 _Outcome = tuple[str, int | None, int | None]
 
 
+class _MissionChildren:
+    """The series a finished mission of one flow and final status writes."""
+
+    __slots__ = ("count", "duration", "in_progress", "steps", "tool_calls")
+
+    def __init__(self, metrics: MetricSet, agent_type: str, status: str) -> None:
+        self.count: CounterChild = metrics.counter(MISSIONS).labels(agent_type, status)
+        self.duration: HistogramChild = metrics.histogram(MISSION_DURATION).labels(
+            agent_type, status
+        )
+        self.steps: HistogramChild = metrics.histogram(MISSION_STEPS).labels(agent_type)
+        self.tool_calls: HistogramChild = metrics.histogram(MISSION_TOOL_CALLS).labels(agent_type)
+        self.in_progress: GaugeChild = metrics.gauge(MISSIONS_IN_PROGRESS).labels(agent_type)
+
+
 class ExecutorProxy(ObservingProxy[_ExecutorT]):
-    """An executor whose missions are counted, timed and run inside the mission context."""
+    """An executor whose missions are counted and timed."""
+
+    def __init__(self, wrapped: _ExecutorT, metrics: MetricSet) -> None:
+        """Wrap ``wrapped`` so its missions are recorded in ``metrics``.
+
+        Args:
+            wrapped: The plain executor; it stays reachable as ``__wrapped__``.
+            metrics: The container's metric set.
+        """
+        super().__init__(wrapped, metrics)
+        self._self_in_progress: Family[GaugeChild] = metrics.gauge(MISSIONS_IN_PROGRESS)
+        # (agent_type, status) -> children: both closed sets, so at most nine entries
+        self._self_finished: dict[tuple[str, str], _MissionChildren] = {}
 
     async def execute_mission(
         self,
@@ -152,7 +193,7 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
 
     def _self_record_started(self, label: str) -> None:
         try:
-            self._self_metrics.record_mission_started(label)
+            self._self_in_progress.labels(label).inc()
         except Exception as exc:
             report_fault(self._self_metrics, "ExecutorProxy", "mission.start", exc)
 
@@ -168,7 +209,16 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
         duration = perf_counter() - started
         status, steps, tool_calls = outcome
         try:
-            # record_mission_finished records a negative duration as 0
-            self._self_metrics.record_mission_finished(label, status, duration, steps, tool_calls)
+            children = self._self_finished.get((label, status))
+            if children is None:
+                children = _MissionChildren(self._self_metrics, label, status)
+                self._self_finished[(label, status)] = children
+            children.duration.observe(duration)  # a negative duration is observed as 0
+            if steps is not None:
+                children.steps.observe(steps)
+            if tool_calls is not None:
+                children.tool_calls.observe(tool_calls)
+            children.count.inc()
+            children.in_progress.dec()
         except Exception as exc:
             report_fault(self._self_metrics, "ExecutorProxy", "mission.finish", exc)

@@ -15,12 +15,12 @@ from taskforce.core.interfaces.executor import ExecutorProtocol
 from taskforce.core.interfaces.llm import LLMProviderProtocol
 from taskforce.core.interfaces.state import StateStoreProtocol
 from taskforce.core.interfaces.tools import ToolProtocol, ToolRegistryProtocol
-from taskforce.observability._proxies_executor import ExecutorProxy
-from taskforce.observability._proxies_llm import observe_llm_provider
-from taskforce.observability._proxies_state import StateStoreProxy
-from taskforce.observability._proxies_tools import ToolProxy, ToolRegistryProxy
-from taskforce.observability._proxy_base import ObservingProxy, is_observing_proxy
 from taskforce.observability.metrics import MetricSet
+from taskforce.observability.proxies._base import ObservingProxy, is_observing_proxy
+from taskforce.observability.proxies._executor import ExecutorProxy
+from taskforce.observability.proxies._llm import observe_llm_provider
+from taskforce.observability.proxies._state import StateStoreProxy
+from taskforce.observability.proxies._tools import ToolProxy, ToolRegistryProxy
 
 __all__ = ["instrument", "uninstrument", "weave", "weave_executor"]
 

@@ -1,0 +1,8 @@
+"""The web side of the aspect: the ``/metrics`` sub-app and the HTTP metrics middleware."""
+
+from __future__ import annotations
+
+from taskforce.observability.web._app import MetricsMount, make_metrics_app
+from taskforce.observability.web._http import HTTPMetricsMiddleware
+
+__all__ = ["HTTPMetricsMiddleware", "MetricsMount", "make_metrics_app"]
