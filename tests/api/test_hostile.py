@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import structlog
+from fastapi.routing import APIRoute
 
 from taskforce.api.server import create_app
 from taskforce.config import Settings
@@ -294,6 +296,23 @@ class TestAuth:
         ]
         assert "s3cret-token" not in repr(logs)
         assert 1 == total(samples, "taskforce_http_requests_total", route=path, status_code="401")
+
+    async def test_every_api_route_is_guarded(self, guarded: LiveServer) -> None:
+        """Every /api/v1 route of the app, present and future, refuses a missing token."""
+        app = guarded.server.config.app
+        routes = [
+            (method, re.sub(r"\{[^}]+\}", "x", route.path))
+            for route in app.routes
+            if isinstance(route, APIRoute) and route.path.startswith("/api/v1")
+            for method in route.methods
+        ]
+        assert ("POST", "/api/v1/execute") in routes
+        async with httpx.AsyncClient(base_url=guarded.url, timeout=30) as client:
+            answers = {
+                (method, path): (await client.request(method, path)).status_code
+                for method, path in routes
+            }
+        assert {route: 401 for route in routes} == answers
 
     async def test_right_token_passes_and_health_metrics_stay_open(
         self, guarded: LiveServer
