@@ -206,48 +206,67 @@ class TestStartup:
 
 
 class TestShutdown:
-    @pytest.mark.parametrize("workers", ["1", "2"])
-    def test_missions_in_flight_are_cancelled_after_the_grace(
-        self, tmp_path: Path, ports: tuple[int, int], workers: str
+    @pytest.mark.parametrize(
+        ("workers", "second_signal"), [("1", False), ("2", False), ("1", True), ("2", True)]
+    )
+    def test_missions_in_flight_are_cancelled_and_recorded(
+        self, tmp_path: Path, ports: tuple[int, int], workers: str, second_signal: bool
     ) -> None:
-        """SIGTERM with missions running: after the grace they are recorded cancelled, exit 0."""
+        """SIGTERM with missions running: cancelled after the grace (or at a second SIGTERM)."""
         api_port, metrics_port = ports
         env = clean_env(
             tmp_path,
-            TASKFORCE_SERVER__SHUTDOWN_GRACE_SECONDS="1",
+            TASKFORCE_SERVER__SHUTDOWN_GRACE_SECONDS="3600" if second_signal else "1",
             TASKFORCE_METRICS__PORT=str(metrics_port),
         )
         args = ["serve", "--port", str(api_port), "--workers", workers]
         with started(args, env, tmp_path) as child:
             api = f"http://127.0.0.1:{api_port}"
             wait_until_up(child, [f"{api}/health"])
-            mission = {"mission": 'tool:sleep {"seconds": 60}\ndone', "session_id": ""}
+            done = httpx.post(f"{api}/api/v1/execute", json={"mission": "hi", "session_id": "kept"})
+            mission = 'tool:sleep {"seconds": 60}\ndone'
             with concurrent.futures.ThreadPoolExecutor(4) as pool:
                 futures = [
                     pool.submit(
                         httpx.post,
                         f"{api}/api/v1/execute",
-                        json={**mission, "session_id": f"s{i}"},
+                        json={"mission": mission, "session_id": f"s{i}"},
                         timeout=60,
                     )
                     for i in range(4)
                 ]
-                deadline = time.monotonic() + 30
-                while sum(1 for e in events(child) if e["event"] == "mission.started") < 4:
-                    assert time.monotonic() < deadline, child.stderr()
-                    time.sleep(0.05)
+                _wait_for(child, "mission.started", 5)
                 began = time.monotonic()
-                code = child.stop(signal.SIGTERM, timeout=60)
+                child.process.send_signal(signal.SIGTERM)
+                if second_signal:
+                    _wait_for(child, "server.draining", 1)
+                    child.process.send_signal(signal.SIGTERM)
+                code = child.process.wait(timeout=60)
                 took = time.monotonic() - began
                 answers = [f.result() for f in futures]
-        print(f"shutdown with 4 missions in flight, grace 1 s, {workers} worker(s): {took:.2f} s")
+        how = "a second SIGTERM" if second_signal else "grace 1 s"
+        print(f"shutdown with 4 missions in flight, {how}, {workers} worker(s): {took:.2f} s")
         assert 0 == code
+        assert 200 == done.status_code
         assert [503] * 4 == [a.status_code for a in answers]
         for i in range(4):
-            state = json.loads((tmp_path / "state" / f"s{i}.json").read_text(encoding="utf-8"))
-            assert ["cancelled"] == [m["status"] for m in state["missions"]]
+            assert ["cancelled"] == _statuses(tmp_path, f"s{i}")
+        assert ["completed"] == _statuses(tmp_path, "kept")
         stopped = [e for e in events(child) if e["event"] == "server.stopped"]
         assert int(workers) == len(stopped)
+
+
+def _wait_for(child: Child, event: str, count: int) -> None:
+    """Wait until ``child`` has logged ``event`` at least ``count`` times."""
+    deadline = time.monotonic() + 30
+    while sum(1 for e in events(child) if e["event"] == event) < count:
+        assert time.monotonic() < deadline, child.stderr()
+        time.sleep(0.05)
+
+
+def _statuses(root: Path, session_id: str) -> list[str]:
+    state = json.loads((root / "state" / f"{session_id}.json").read_text(encoding="utf-8"))
+    return [m["status"] for m in state["missions"]]
 
 
 def _foreign_command(server: str, port: int) -> tuple[str, list[str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from prometheus_client.process_collector import ProcessCollector
 from taskforce.observability.metrics import MetricSet, observe_process
 from taskforce.observability.metrics._catalog import PROCESS_CATALOG
 from taskforce.observability.metrics._procfs import ProcessReader
+from tests.support.binaries import require_binary
 
 _BOOT = 1_700_000_000
 # pid (comm with a space and a parenthesis) state ppid ... utime=250 stime=150 ...
@@ -178,3 +180,21 @@ class TestProcessDoc:
             name: (kind, tuple(re.findall(r"`(\w+)`", labels))) for name, kind, labels in rows
         }
         assert {spec.name: (spec.kind, spec.label_names) for spec in PROCESS_CATALOG} == documented
+
+
+@pytest.mark.integration
+class TestProcessLint:
+    def test_promtool_check_metrics_is_clean(self) -> None:
+        """promtool check metrics reports nothing on the catalog plus the process families."""
+        metrics = MetricSet()
+        observe_process(metrics)
+        text = metrics.render().decode()
+        assert "process_start_time_seconds " in text
+        lint = subprocess.run(
+            [require_binary("promtool"), "check", "metrics"],
+            input=text,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert (0, "") == (lint.returncode, lint.stdout + lint.stderr)

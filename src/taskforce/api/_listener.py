@@ -10,10 +10,8 @@ server, falls forward to the next free port and registers it in the targets file
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import structlog
@@ -88,15 +86,6 @@ def bind_first_free(host: str, port: int) -> socket.socket:
     raise StartupError(f"cannot listen on {host}:{port} for metrics: no free port above it")
 
 
-class _QuietServer(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to the process's main server."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        """Install nothing: the main server's handlers stay in place."""
-        yield
-
-
 class MetricsListener:
     """Serves a metrics ASGI app on one socket until :meth:`aclose`."""
 
@@ -116,20 +105,30 @@ class MetricsListener:
             access_log=False,
             timeout_graceful_shutdown=_SCRAPE_DRAIN_SECONDS,
         )
-        self._server = _QuietServer(config)
+        # Never serve(): that would take over the signal handlers of the main server.
+        self._server = uvicorn.Server(config)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Start serving; return once the listener accepts connections.
 
         Raises:
-            StartupError: the server stopped during start-up.
+            StartupError: the server could not start on the socket.
         """
-        self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
-        while not self._server.started:
-            if self._task.done():
-                raise StartupError(f"the metrics listener on port {self.port} did not start")
-            await asyncio.sleep(0.01)
+        server = self._server
+        # uvicorn's serve() minus its "Started server process" line, which the main
+        # server of this process has logged already.
+        server.config.load()
+        server.lifespan = server.config.lifespan_class(server.config)
+        try:
+            await server.startup(sockets=[self._sock])
+        except OSError as exc:
+            raise StartupError(f"the metrics listener on port {self.port} did not start") from exc
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        await self._server.main_loop()
+        await self._server.shutdown(sockets=[self._sock])
 
     async def aclose(self) -> None:
         """Stop serving, let an unfinished scrape end, close the socket."""
