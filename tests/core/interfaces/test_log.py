@@ -41,6 +41,7 @@ class TestNoMissionContentInLogs:
             f'tool:calculator {{"expression": "{CANARY} + 1"}}',
             f'tool:file_read {{"path": "{CANARY}-missing.txt"}}',
             f"llm:error\n{CANARY}",
+            f'tool:{CANARY} {{"x": 1}}',
             f"Answer about {CANARY}.",
         ],
     )

@@ -88,10 +88,12 @@ async def run_tool_call(
     if result["success"]:
         _LOG.info("tool.call.completed", category="tool", tool=name, duration_seconds=duration)
     else:
+        # A name no tool has is the model's free text: described like the error.
+        is_unknown = result.get("error_type") == UNKNOWN_TOOL
         _LOG.warning(
             "tool.call.failed",
             category="tool",
-            tool=name,
+            **(text_fields("tool", name) if is_unknown else {"tool": name}),
             error_type=result.get("error_type"),
             duration_seconds=duration,
             # the message may quote the arguments: described, never repeated
