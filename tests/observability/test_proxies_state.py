@@ -86,3 +86,23 @@ class TestStateStoreProxy:
         assert state is store.saved["s"]
         assert {"state": 1} == faults(metrics)
         assert [] == _sizes(metrics)
+
+
+class TestStateStoreProxyAppend:
+    async def test_append_records_the_session_size(self, metrics: MetricSet) -> None:
+        """append returns the store's result unchanged and records its size_bytes."""
+        proxy = StateStoreProxy(FakeStore(), metrics)
+        first = await proxy.append("s", {"m": 1})
+        second = await proxy.append("s", {"m": 2})
+        assert (100, 200) == (first.size_bytes, second.size_bytes)
+        assert [(2, 300)] == _sizes(metrics)
+
+    async def test_append_error_passes_through_unrecorded(self, metrics: MetricSet) -> None:
+        """A failing append raises the same exception object and records nothing."""
+        store = FakeStore()
+        store.error = StateStoreError("down")
+        proxy = StateStoreProxy(store, metrics)
+        with pytest.raises(StateStoreError) as info:
+            await proxy.append("s", {})
+        assert store.error is info.value
+        assert [] == _sizes(metrics)

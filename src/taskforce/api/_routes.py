@@ -1,4 +1,4 @@
-"""The mission API under ``/api/v1``: execute (plain and SSE) and the tool list.
+"""The mission API under ``/api/v1``: execute (plain and SSE), the tool list, sessions.
 
 Every route of the router shares its dependencies (the optional bearer guard),
 its strict JSON body parsing and its always-encodable JSON responses, so a
@@ -20,6 +20,7 @@ from taskforce.api._auth import BearerGuard
 from taskforce.api._body import StrictJSONRoute
 from taskforce.api._encoding import PathRedactor, Redact, SafeJSONResponse, json_bytes, sse_event
 from taskforce.api._schemas import ExecuteRequest
+from taskforce.api._sessions import add_session_routes
 from taskforce.application.container import Container
 from taskforce.core.interfaces.executor import ProgressEvent
 from taskforce.errors import MissionError
@@ -154,4 +155,5 @@ def mission_router(container: Container) -> APIRouter:
         ]
         return SafeJSONResponse({"tools": listed})
 
+    add_session_routes(router, container, redact)
     return router

@@ -1,14 +1,16 @@
 """The mission edge: ``AgentExecutor`` validates a request, runs one agent and records the mission.
 
-Missions of one session are serialised by a per-session lock (so each session's
-state is read and written by one mission at a time); missions of different
-sessions run fully concurrently. Every mission leaves a record in its session's
-state, also a cancelled one (best-effort).
+Missions of one session are serialised by a per-session lock in the process;
+missions of different sessions run fully concurrently. Every mission appends a
+record to its session's state, also a cancelled one (best-effort), with
+``StateStoreProtocol.append``: atomic in the store, so missions of one session
+on other processes or replicas lose nothing either.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 import weakref
@@ -35,7 +37,7 @@ from taskforce.core.interfaces.executor import (
 )
 from taskforce.core.interfaces.llm import LLMProviderProtocol
 from taskforce.core.interfaces.log import text_fields
-from taskforce.core.interfaces.state import SessionState, StateStoreProtocol
+from taskforce.core.interfaces.state import StateStoreProtocol
 from taskforce.core.interfaces.tools import ToolRegistryProtocol
 from taskforce.errors import MissionError, StateStoreError
 
@@ -261,16 +263,6 @@ class AgentExecutor:
             raise
         try:
             try:
-                state = await self._state.load(session_id)
-            except ValueError as exc:
-                raise MissionError(f"invalid session_id {session_id!r}: {exc}") from exc
-            except StateStoreError as exc:
-                # Never overwrite state we cannot read: fail without saving.
-                _LOG.error("state.load.failed", category="state", error=str(exc))
-                return ExecutionResult(
-                    session_id, mission_id, agent_type, "failed", "", error=str(exc)
-                )
-            try:
                 # Only the streaming path (it has a listener) streams the LLM turns.
                 agent = self._agent(agent_type, stream_llm=on_event is not None)
                 outcome = await agent.run(mission, on_event=on_event)
@@ -290,39 +282,58 @@ class AgentExecutor:
             record = {**cancelled_record, **record_fields(result)}
             try:
                 # Once the agent is done its record is saved whole, even if cancelled meanwhile.
-                await to_the_end(self._append(session_id, state, record))
+                await to_the_end(self._append(session_id, record))
+            except ValueError as exc:
+                raise MissionError(f"invalid session_id {session_id!r}: {exc}") from exc
             except StateStoreError as exc:
-                _LOG.error("state.save.failed", category="state", error=str(exc))
+                # The store's message names no path or DSN (the log has the detail).
                 error = f"could not save the session state: {exc}"
                 return dataclasses.replace(result, status="failed", error=error)
             return result
         finally:
             lock.release()
 
-    async def _append(
-        self, session_id: str, state: SessionState | None, record: dict[str, Any]
-    ) -> None:
-        state = dict(state or {})
-        missions = state.get("missions")
-        previous = missions if isinstance(missions, list) else []
-        state["missions"] = [*previous, {**record, "finished_at": now_iso()}]
-        await self._state.save(session_id, state)
-        _LOG.debug("state.saved", category="state", missions=len(state["missions"]))
+    async def _append(self, session_id: str, record: dict[str, Any]) -> None:
+        """Append the record to the session's state; logs the save, any drop, any failure."""
+        started = time.perf_counter()
+        try:
+            saved = await self._state.append(session_id, {**record, "finished_at": now_iso()})
+        except Exception as exc:
+            _LOG.error(
+                "state.save.failed",
+                category="state",
+                error=f"{type(exc).__name__}: {exc}",
+                detail=getattr(exc, "detail", ""),
+                duration_ms=seconds_since(started) * 1000,
+            )
+            raise
+        _LOG.debug(
+            "state.saved",
+            category="state",
+            records=saved.records,
+            size_bytes=saved.size_bytes,
+            duration_ms=seconds_since(started) * 1000,
+        )
+        if saved.dropped:
+            _LOG.info(
+                "state.records.dropped",
+                category="state",
+                dropped=saved.dropped,
+                records=saved.records,
+                size_bytes=saved.size_bytes,
+            )
 
     async def _record_cancelled(
         self, session_id: str, lock: asyncio.Lock | None, record: dict[str, Any]
     ) -> None:
         """Record a cancelled mission, under ``lock`` unless the caller holds it; never raises."""
-        try:
+        # Best-effort: the cancellation is what must propagate; _append logged any failure.
+        with contextlib.suppress(Exception):
             if lock is None:
-                await self._append(session_id, await self._state.load(session_id), record)
+                await self._append(session_id, record)
             else:
                 async with lock:
-                    await self._append(session_id, await self._state.load(session_id), record)
-        except Exception as exc:  # best-effort: the cancellation is what must propagate
-            _LOG.warning(
-                "state.save.failed", category="state", error=f"{type(exc).__name__}: {exc}"
-            )
+                    await self._append(session_id, record)
 
     def _agent(self, agent_type: AgentType, *, stream_llm: bool) -> Agent | LeanAgent:
         settings = self._agent_settings

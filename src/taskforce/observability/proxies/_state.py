@@ -1,6 +1,7 @@
-"""Proxy for the state store: the size of every session state that was saved.
+"""Proxy for the state store: the size of every session state that was saved or appended to.
 
-The size is what ``save`` returned (the bytes the store persisted, per
+After an ``append`` the size is the session's size the store reported. After a
+``save`` it is what ``save`` returned (the bytes the store persisted, per
 ``StateStoreProtocol``), recorded only after ``save`` succeeded. A store that
 returns ``None`` gets the length in bytes of the state's JSON text (UTF-8)
 instead, at the cost of serialising it a second time; a state that cannot be
@@ -13,7 +14,12 @@ from __future__ import annotations
 import json
 from typing import TypeVar
 
-from taskforce.core.interfaces.state import SessionState, StateStoreProtocol
+from taskforce.core.interfaces.state import (
+    AppendResult,
+    MissionRecord,
+    SessionState,
+    StateStoreProtocol,
+)
 from taskforce.observability.metrics import MetricSet
 from taskforce.observability.metrics._catalog import STATE_SIZE
 from taskforce.observability.proxies._base import ObservingProxy, passthrough, report_fault
@@ -24,9 +30,9 @@ _StoreT = TypeVar("_StoreT", bound=StateStoreProtocol)
 
 
 class StateStoreProxy(ObservingProxy[_StoreT]):
-    """A state store whose ``save`` calls report the size of the saved state."""
+    """A state store whose ``save`` and ``append`` calls report the size of the session's state."""
 
-    # The executor loads the session before every mission.
+    # Loading changes no size (the session route reads through it).
     load = passthrough("load")
 
     def __init__(self, wrapped: _StoreT, metrics: MetricSet) -> None:
@@ -38,6 +44,27 @@ class StateStoreProxy(ObservingProxy[_StoreT]):
         """
         super().__init__(wrapped, metrics)
         self._self_size = metrics.histogram(STATE_SIZE).labels()
+
+    async def append(self, session_id: str, record: MissionRecord) -> AppendResult:
+        """Append through the wrapped store, then record the session's size.
+
+        Args:
+            session_id: Passed unchanged.
+            record: Passed unchanged.
+
+        Returns:
+            Exactly what the wrapped store returned.
+
+        Raises:
+            Exception: Exactly what the wrapped store raised (the same object);
+                nothing is recorded then.
+        """
+        appended = await self.__wrapped__.append(session_id, record)
+        try:
+            self._self_size.observe(appended.size_bytes)
+        except Exception as exc:
+            report_fault(self._self_metrics, "StateStoreProxy", "state.append", exc)
+        return appended
 
     async def save(self, session_id: str, state: SessionState) -> int | None:
         """Save through the wrapped store, then record the state's size.

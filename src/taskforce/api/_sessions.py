@@ -1,0 +1,56 @@
+"""``GET /api/v1/sessions/{session_id}``: a session's mission records, on any state store.
+
+The route is added to the mission router, so it shares that router's guard
+(``api.auth_token``) and its always-encodable JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+from starlette.responses import Response
+
+from taskforce.api._encoding import Redact, SafeJSONResponse, json_bytes
+from taskforce.application.container import Container
+from taskforce.application.sessions import read_session
+from taskforce.core.interfaces.executor import SESSION_ID_PATTERN
+from taskforce.errors import StateStoreError, StateStoreUnavailableError
+
+__all__ = ["add_session_routes"]
+
+_SessionId = Annotated[
+    str,
+    Path(
+        pattern=f"^{SESSION_ID_PATTERN.pattern}$",
+        description="1 to 128 of A-Z a-z 0-9 _ . - not starting with '.'",
+    ),
+]
+
+
+def add_session_routes(router: APIRouter, container: Container, redact: Redact) -> None:
+    """Add the session routes to ``router`` (under its prefix and its dependencies).
+
+    Args:
+        router: the ``/api/v1`` router.
+        container: whose state store the routes read.
+        redact: applied to the JSON text of every answer (no server path leaves).
+    """
+    store = container.state_store
+
+    @router.get("/sessions/{session_id}")
+    async def get_session(session_id: _SessionId) -> Response:
+        """A session's mission records, oldest first; 404 for an unknown session."""
+        try:
+            view = await read_session(store, session_id)
+        except ValueError:
+            return SafeJSONResponse(status_code=422, content={"detail": "invalid session id"})
+        except StateStoreError as exc:
+            # The store's message names no path or DSN; the log has the detail.
+            status = 503 if isinstance(exc, StateStoreUnavailableError) else 500
+            return SafeJSONResponse(status_code=status, content={"detail": redact(str(exc))})
+        if view is None:
+            return SafeJSONResponse(
+                status_code=404, content={"detail": f"unknown session {session_id!r}"}
+            )
+        return Response(json_bytes(view.to_dict(), redact), media_type="application/json")

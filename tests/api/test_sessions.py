@@ -1,0 +1,96 @@
+"""GET /api/v1/sessions/{session_id} through a real server, on the file and PostgreSQL stores."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from taskforce.api.server import create_app
+from taskforce.config import Settings
+from tests.support.live_server import serve
+
+pytestmark = pytest.mark.integration
+
+_TOOL_MISSION = 'tool:calculator {"expression": "6*7"}\nReport.'
+
+
+def _settings(tmp_path: Path, backend: str, dsn: str | None, **extra: Any) -> Settings:
+    state: dict[str, Any] = {"backend": backend}
+    if dsn is not None:
+        state["dsn"] = dsn
+    return Settings(
+        state_dir=tmp_path / "state", workspace_dir=tmp_path / "ws", state=state, **extra
+    )
+
+
+@pytest.fixture(name="backend", params=["file", "postgres"])
+def fixture_backend(request: pytest.FixtureRequest) -> tuple[str, str | None]:
+    """The store kind and, for PostgreSQL, a fresh database's DSN."""
+    if request.param == "file":
+        return "file", None
+    return "postgres", request.getfixturevalue("postgres_dsn")
+
+
+@pytest.fixture(name="client")
+async def fixture_client(
+    tmp_path: Path, backend: tuple[str, str | None]
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of a live server on the parametrised store."""
+    with serve(create_app(_settings(tmp_path, *backend))) as live:
+        async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+            yield client
+
+
+class TestReadSession:
+    async def test_records_of_both_flows(self, client: httpx.AsyncClient) -> None:
+        """Two missions of one session come back in order with status, times and tool calls."""
+        sent = []
+        for mission, agent in ((_TOOL_MISSION, "lean"), ("hello", "legacy")):
+            body = {"mission": mission, "agent_type": agent, "session_id": "s-1"}
+            sent.append((await client.post("/api/v1/execute", json=body)).json())
+        response = await client.get("/api/v1/sessions/s-1")
+        assert 200 == response.status_code
+        body = response.json()
+        assert "s-1" == body["session_id"]
+        assert [
+            (r["mission_id"], r["agent_type"], r["status"], r["final_message"]) for r in sent
+        ] == [
+            (m["mission_id"], m["agent_type"], m["status"], m["final_message"])
+            for m in body["missions"]
+        ]
+        first = body["missions"][0]
+        assert ["calculator"] == first["tool_calls"]
+        assert first["started_at"] <= first["finished_at"]
+
+    async def test_unknown_session_is_404(self, client: httpx.AsyncClient) -> None:
+        """A session nobody used is a 404 naming it."""
+        response = await client.get("/api/v1/sessions/never-used")
+        assert 404 == response.status_code
+        assert "never-used" in response.json()["detail"]
+
+    @pytest.mark.parametrize("bad", [".hidden", "a%20b", "x" * 129, "%C3%BC", "a%00"])
+    async def test_malformed_id_is_422(self, client: httpx.AsyncClient, bad: str) -> None:
+        """An id no store accepts is a 422 with a short reason, never a 500."""
+        response = await client.get(f"/api/v1/sessions/{bad}")
+        assert 422 == response.status_code
+
+    async def test_slash_is_no_session_route(self, client: httpx.AsyncClient) -> None:
+        """An id with an (encoded) slash matches no route at all: 404, nothing read."""
+        assert 404 == (await client.get("/api/v1/sessions/..%2Fetc")).status_code
+
+
+class TestGuard:
+    async def test_token_required_when_set(self, tmp_path: Path) -> None:
+        """With api.auth_token set, the session route answers 401 without the token."""
+        settings = _settings(tmp_path, "file", None, api={"auth_token": "t0ken-s3cret"})
+        with serve(create_app(settings)) as live:
+            async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+                refused = await client.get("/api/v1/sessions/s")
+                allowed = await client.get(
+                    "/api/v1/sessions/s", headers={"authorization": "Bearer t0ken-s3cret"}
+                )
+        assert (401, 404) == (refused.status_code, allowed.status_code)

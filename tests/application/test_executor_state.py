@@ -1,0 +1,111 @@
+"""How the executor records missions: one append per mission, its log events, store failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from taskforce.application.executor import AgentExecutor
+from taskforce.core.interfaces.state import AppendResult
+from taskforce.errors import StateStoreError, StateStoreUnavailableError
+from taskforce.infrastructure.state import FileStateStore, StateLimits
+from tests.core.domain.fakes import EchoLLM, FakeRegistry, FakeTool, MemoryStateStore, ok_handler
+
+
+def _executor(store: Any) -> AgentExecutor:
+    return AgentExecutor(EchoLLM(), FakeRegistry(FakeTool("echo", ok_handler)), store)
+
+
+class _FailingStore(MemoryStateStore):
+    """Appends fail the way a database that went away fails."""
+
+    async def append(self, session_id: str, record: dict[str, Any]) -> AppendResult:
+        raise StateStoreUnavailableError(
+            f"cannot save state of session {session_id!r}: ConnectionDoesNotExistError",
+            detail="ConnectionDoesNotExistError: connection was closed in the middle of operation",
+        )
+
+
+class TestRecording:
+    async def test_one_append_per_mission_no_load(self) -> None:
+        """A mission appends its record once and never loads the whole session first."""
+        store = MemoryStateStore()
+        loads = 0
+        original = store.load
+
+        async def counting_load(session_id: str) -> Any:
+            nonlocal loads
+            loads += 1
+            return await original(session_id)
+
+        store.load = counting_load  # type: ignore[method-assign]
+        executor = _executor(store)
+        for i in range(3):
+            await executor.execute_mission(f"m{i}", session_id="s", mission_id=f"id{i}")
+        assert (0, 3) == (loads, store.saves)
+        assert ["id0", "id1", "id2"] == [r["mission_id"] for r in store.missions("s")]
+
+    async def test_saved_event_has_duration(self) -> None:
+        """state.saved carries records, size_bytes and a non-negative duration_ms."""
+        with capture_logs() as logs:
+            await _executor(MemoryStateStore()).execute_mission("m", session_id="s")
+        (saved,) = [e for e in logs if e["event"] == "state.saved"]
+        assert (1, "state") == (saved["records"], saved["category"])
+        assert saved["size_bytes"] > 0 and saved["duration_ms"] >= 0
+
+    async def test_dropped_records_are_logged(self, tmp_path: Path) -> None:
+        """With state.max_history=2 the third mission drops the oldest record, and says so."""
+        store = FileStateStore(tmp_path, limits=StateLimits(max_history=2))
+        executor = _executor(store)
+        with capture_logs() as logs:
+            for i in range(3):
+                await executor.execute_mission(f"m{i}", session_id="s", mission_id=f"id{i}")
+        dropped = [e for e in logs if e["event"] == "state.records.dropped"]
+        assert [(1, 2, "info")] == [(e["dropped"], e["records"], e["log_level"]) for e in dropped]
+        state = await store.load("s") or {}
+        assert ["id1", "id2"] == [r["mission_id"] for r in state["missions"]]
+
+
+class TestStoreFailures:
+    async def test_unreachable_store_fails_the_mission_cleanly(self) -> None:
+        """A database error fails the mission with the store's short message; the log has more."""
+        with capture_logs() as logs:
+            result = await _executor(_FailingStore()).execute_mission("m", session_id="s")
+        assert "failed" == result.status
+        assert result.error == (
+            "could not save the session state: "
+            "cannot save state of session 's': ConnectionDoesNotExistError"
+        )
+        (failed,) = [e for e in logs if e["event"] == "state.save.failed"]
+        assert "connection was closed" in failed["detail"]
+        assert ("error", True) == (failed["log_level"], failed["duration_ms"] >= 0)
+
+    async def test_corrupt_state_fails_and_is_kept(self) -> None:
+        """An append to a corrupt session fails the mission and leaves the stored text alone."""
+        store = MemoryStateStore()
+        store.corrupt("s")
+        result = await _executor(store).execute_mission("m", session_id="s")
+        assert "failed" == result.status
+        assert result.error is not None and "corrupt" in result.error
+        assert "{not json" == store.data["s"]
+
+    async def test_store_error_subclasses_are_not_raised(self) -> None:
+        """Any StateStoreError becomes a failed result, never an exception of execute_mission."""
+
+        class Broken(MemoryStateStore):
+            async def append(self, session_id: str, record: dict[str, Any]) -> AppendResult:
+                raise StateStoreError("cannot save state of session 's': disk full")
+
+        result = await _executor(Broken()).execute_mission("m", session_id="s")
+        assert ("failed", True) == (result.status, "disk full" in (result.error or ""))
+
+
+@pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+async def test_both_flows_append(agent_type: str) -> None:
+    """Both flows leave exactly one record per mission."""
+    store = MemoryStateStore()
+    await _executor(store).execute_mission("m", agent_type=agent_type, session_id="s")
+    assert [agent_type] == [r["agent_type"] for r in store.missions("s")]
