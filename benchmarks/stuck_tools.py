@@ -14,8 +14,9 @@ Each condition is a fresh container; the loop's default executor has 6 threads
 - ``all stuck in tool pool``: every tool thread held; a mission without file
   tools, then the normal one (its ``file_write`` can only time out);
 - ``6 stuck in default executor``: the layout before the tool pool existed: the
-  same six reads on the loop's default executor, which the state store also
-  uses. A mission that does not finish within 3 s is reported as hung.
+  same six reads on the loop's default executor (which the state store used too,
+  before it had threads of its own). A mission that does not finish within 3 s
+  is reported as hung.
 
 Finally six ``file_read`` calls of a FIFO are made at once through the tool, to
 show they are refused rather than stuck.

@@ -145,7 +145,9 @@ class TestStuckToolsBenchmark:
         assert re.search(
             r"^all \d+ stuck in tool pool\s+normal\s.*failed: .*timed out", output, re.M
         )
-        assert re.search(r"^6 stuck in default executor\s.*hung", output, re.M)
+        # The state store has threads of its own: calls stuck in the default executor
+        # no longer hold a mission's record back.
+        assert re.search(r"^6 stuck in default executor\s.*completed", output, re.M)
         assert "6 concurrent file_read of a FIFO: ['NotARegularFile']" in output
         assert _has_verdict(output, "mission latency with six stuck tool calls")
         assert [] == list(tmp_path.glob("taskforce-bench-*"))

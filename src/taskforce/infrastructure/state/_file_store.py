@@ -24,6 +24,7 @@ import tempfile
 import weakref
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -46,6 +47,8 @@ _R = TypeVar("_R")
 _MARK = b'"missions": ['
 _TAIL = b"]}"
 _LOCK_STRIPES = 64
+# Writes of one session are ordered anyway; a few threads serve many sessions.
+_THREADS = 4
 #: The hidden folder of ``state_dir`` that holds the cross-process lock files.
 LOCK_DIR = ".locks"
 # mkstemp(prefix=".<id>.", suffix=".tmp") in _write_atomically.
@@ -201,17 +204,28 @@ class FileStateStore:
     def __init__(self, state_dir: Path, *, limits: StateLimits | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.limits = limits if limits is not None else StateLimits()
+        self._threads: ThreadPoolExecutor | None = None
         # Weak values: a session's lock lives only while a write holds or awaits it.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def open(self) -> None:
         """Remove the temp files a crash left in ``state_dir``; logs ``state.tempfiles.removed``."""
-        removed, size = await asyncio.to_thread(_remove_temp_files, self.state_dir)
+        removed, size = await self._run(_remove_temp_files, self.state_dir)
         if removed:
             _LOG.warning("state.tempfiles.removed", category="state", files=removed, bytes=size)
 
     async def aclose(self) -> None:
-        """Nothing to release; here so both stores close alike."""
+        """Let the store's threads go once idle; a later call starts new ones."""
+        threads, self._threads = self._threads, None
+        if threads is not None:
+            threads.shutdown(wait=False)
+
+    def _run(self, func: Callable[..., _R], *args: object) -> asyncio.Future[_R]:
+        # Threads of its own: a call stuck in the loop's default executor (or in
+        # anyone else's pool) cannot hold a mission's record back.
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(_THREADS, thread_name_prefix="taskforce-state")
+        return asyncio.get_running_loop().run_in_executor(self._threads, func, *args)
 
     def _path(self, session_id: str) -> Path:
         return self.state_dir / f"{check_session_id(session_id)}.json"
@@ -314,7 +328,7 @@ class FileStateStore:
     ) -> _R:
         """Run ``func`` in a thread; an ``OSError`` becomes a path-free ``StateStoreError``."""
         try:
-            return await asyncio.to_thread(func, *args)
+            return await self._run(func, *args)
         except OSError as exc:
             raise self._error(action, session_id, exc) from exc
 
