@@ -83,15 +83,6 @@ class TestStoreFailures:
         assert "connection was closed" in failed["detail"]
         assert ("error", True) == (failed["log_level"], failed["duration_ms"] >= 0)
 
-    async def test_corrupt_state_fails_and_is_kept(self) -> None:
-        """An append to a corrupt session fails the mission and leaves the stored text alone."""
-        store = MemoryStateStore()
-        store.corrupt("s")
-        result = await _executor(store).execute_mission("m", session_id="s")
-        assert "failed" == result.status
-        assert result.error is not None and "corrupt" in result.error
-        assert "{not json" == store.data["s"]
-
     async def test_store_error_subclasses_are_not_raised(self) -> None:
         """Any StateStoreError becomes a failed result, never an exception of execute_mission."""
 
