@@ -233,7 +233,10 @@ class TestDisconnect:
     async def test_a_client_that_goes_away_cancels_its_mission(
         self, hc: httpx.AsyncClient, hostile_server: LiveServer, root: Path
     ) -> None:
-        """Disconnecting from /execute cancels the mission: counted and recorded `cancelled`."""
+        """Disconnecting from /execute cancels the mission: counted and recorded `cancelled`.
+
+        The request itself is counted with status 499 (nobody received an answer).
+        """
         before = total(await scrape(hc), "taskforce_missions_total", status="cancelled")
         body = {"mission": 'tool:sleep {"seconds": 60}', "session_id": "gone"}
         async with httpx.AsyncClient(base_url=hostile_server.url, timeout=90) as leaving:
@@ -243,7 +246,11 @@ class TestDisconnect:
             with pytest.raises(asyncio.CancelledError):
                 await request
         samples = await _until(
-            hc, lambda s: total(s, "taskforce_missions_total", status="cancelled") > before
+            hc,
+            lambda s: (
+                total(s, "taskforce_missions_total", status="cancelled") > before
+                and total(s, "taskforce_http_requests_total", status_code="499") >= 1
+            ),
         )
         assert 0 == total(samples, "taskforce_missions_in_progress")
         state = json.loads((root / "state" / "gone.json").read_text(encoding="utf-8"))
