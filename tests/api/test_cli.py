@@ -89,14 +89,16 @@ class TestRun:
         levels = {json.loads(line)["level"] for line in proc.stderr.splitlines()}
         assert levels and levels <= {"warning", "error", "critical"}
 
-    @pytest.mark.parametrize("mission", ["", "  \n "])
-    def test_invalid_mission_one_line_exit_2(self, tmp_path: Path, mission: str) -> None:
-        """An empty mission prints one line (no traceback), exits 2 and creates nothing."""
-        proc = _taskforce("run", mission, env=_env(tmp_path), cwd=tmp_path)
+    @pytest.mark.parametrize(
+        "args", [[""], ["  \n "], ["hi", "--session", "../x"], ["hi", "--session", "a b"]]
+    )
+    def test_invalid_mission_one_line_exit_2(self, tmp_path: Path, args: list[str]) -> None:
+        """An empty mission or a bad session id prints one line (no traceback) and exits 2."""
+        proc = _taskforce("run", *args, env=_env(tmp_path), cwd=tmp_path)
         assert 2 == proc.returncode
         assert ("", 1) == (proc.stdout, len(proc.stderr.splitlines()))
         assert proc.stderr.startswith("taskforce: ")
-        assert not (tmp_path / "state").exists()
+        assert [] == list((tmp_path / "state").glob("*"))
 
     @pytest.mark.parametrize(
         ("command", "names"),
