@@ -167,3 +167,20 @@ class TestBodyLimitBenchmark:
         )
         assert _has_verdict(output, "peak RSS under 8 concurrent large bodies")
         assert [] == list(tmp_path.glob("taskforce-bench-*"))
+
+
+class TestStateStoreBenchmark:
+    """benchmarks/state_store.py."""
+
+    def test_every_table_reported(self, run_benchmark: RunBenchmark, tmp_path: Path) -> None:
+        """Save latency, missions/s per store, metrics and concurrency, the big session."""
+        output = run_benchmark("state_store")
+        stores = ["file", "postgres"] if "postgres  " in output else ["file"]
+        for store in stores:
+            assert re.search(rf"^{store}\s+\d+\s+\d+\.\d+\s+\d+\.\d+", output, re.M)
+            for metrics in ("off", "on"):
+                for concurrency in (1, 20):
+                    row = rf"^{store}\s+{metrics}\s+{concurrency}\s+\d+\s+\d+\s+\d+\.\d+x"
+                    assert re.search(row, output, re.M), (store, metrics, concurrency)
+            assert re.search(rf"^{store}\s+\d+\s+[\d.]+\s+[\d.]+\s+[\d.]+x", output, re.M)
+        assert [] == list(tmp_path.glob("taskforce-bench-*"))

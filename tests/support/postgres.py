@@ -59,13 +59,17 @@ def _free_port() -> int:
 class PostgresServer:
     """One PostgreSQL cluster in a temp dir, owned by an unprivileged user when we are root."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
         self.bindir = bindir
-        self.root = Path(tempfile.mkdtemp(prefix="taskforce-pg-"))
+        # Tests need no durability; a benchmark measures the real thing.
+        self.durable = durable
+        self._as_postgres = os.geteuid() == 0
+        # The postgres user must reach the directory: not under a root-only $TMPDIR.
+        parent = "/tmp" if self._as_postgres else None
+        self.root = Path(tempfile.mkdtemp(prefix="taskforce-pg-", dir=parent))
         self.data = self.root / "data"
         self.port = _free_port()
         self.password = "pw-" + secrets.token_hex(8)
-        self._as_postgres = os.geteuid() == 0
         self._databases = 0
         if self._as_postgres:
             shutil.chown(self.root, user="postgres", group="postgres")
@@ -102,9 +106,10 @@ class PostgresServer:
         """Start (or restart) the server; returns once it accepts connections."""
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} "
-            f"-c unix_socket_directories={self.root} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            f"-c unix_socket_directories={self.root} -c max_connections=200"
         )
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
             "pg_ctl",
             "-D",
