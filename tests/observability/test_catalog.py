@@ -30,6 +30,9 @@ CONTRACT = {
     "taskforce_llm_request_duration_seconds": ("histogram", ("model", "agent_type", "operation")),
     "taskforce_llm_time_to_first_token_seconds": ("histogram", ("model", "agent_type")),
     "taskforce_llm_tokens_total": ("counter", ("model", "agent_type", "token_type")),
+    "taskforce_llm_retries_total": ("counter", ("model", "agent_type", "error_type")),
+    "taskforce_llm_failures_total": ("counter", ("model", "agent_type", "error_type")),
+    "taskforce_llm_cost_usd_total": ("counter", ("model", "agent_type")),
     "taskforce_context_pack_messages": ("histogram", ("agent_type",)),
     "taskforce_context_pack_tokens": ("histogram", ("agent_type",)),
     "taskforce_state_size_bytes": ("histogram", ()),
@@ -37,7 +40,7 @@ CONTRACT = {
     "taskforce_http_request_duration_seconds": ("histogram", ("method", "route")),
     "taskforce_metrics_label_overflow_total": ("counter", ("metric", "label")),
     "taskforce_metrics_errors_total": ("counter", ("stage",)),
-    "taskforce_build_info": ("gauge", ("version", "python_version")),
+    "taskforce_build_info": ("gauge", ("version", "python_version", "llm_provider")),
 }
 
 OTEL_DURATION: tuple[float, ...] = (
@@ -119,6 +122,9 @@ class TestCatalogShape:
             ("taskforce_llm_request_duration_seconds", "model"),
             ("taskforce_llm_time_to_first_token_seconds", "model"),
             ("taskforce_llm_tokens_total", "model"),
+            ("taskforce_llm_retries_total", "model"),
+            ("taskforce_llm_failures_total", "model"),
+            ("taskforce_llm_cost_usd_total", "model"),
             ("taskforce_http_requests_total", "route"),
             ("taskforce_http_requests_total", "status_code"),
             ("taskforce_http_request_duration_seconds", "route"),
@@ -126,6 +132,14 @@ class TestCatalogShape:
         assert expected == set(guarded_pairs())
         overflow = metric("taskforce_metrics_label_overflow_total")
         assert {name for name, _ in expected} == set(overflow.labels[0].values)
+
+    def test_llm_error_type_is_the_closed_set(self) -> None:
+        """Retries and failures take exactly the LLM error types of core.interfaces."""
+        from taskforce.core.interfaces import LLM_ERROR_TYPES
+
+        for name in ("taskforce_llm_retries_total", "taskforce_llm_failures_total"):
+            (error_type,) = [label for label in metric(name).labels if label.name == "error_type"]
+            assert ("closed", LLM_ERROR_TYPES) == (error_type.kind, error_type.values)
 
     def test_unknown_metric(self) -> None:
         """Looking up a name outside the catalog raises KeyError."""
@@ -159,7 +173,7 @@ class TestSeriesBudget:
         """The catalog budget sums the metrics and is monotonic in the cap."""
         assert sum(s.series_budget(3) for s in CATALOG) == series_budget(3)
         assert series_budget(3) < series_budget(4)
-        assert 181600 == series_budget(100)
+        assert 186754 == series_budget(100)
 
     def test_rejects_cap_below_one(self) -> None:
         """A cap of 0 is a configuration error."""

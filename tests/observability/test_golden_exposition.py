@@ -3,7 +3,8 @@
 The golden file was rendered before the metrics write path was redesigned; any
 change to the exposition (order, escaping, number formatting, overflow) shows up
 here as a diff. Only the two version labels of ``taskforce_build_info`` vary by
-machine; they are replaced by placeholders before comparing.
+machine; they are replaced by placeholders before comparing (a ``MetricSet`` built
+without ``llm_provider`` says ``unknown``).
 """
 
 from __future__ import annotations
@@ -109,6 +110,11 @@ def record_workload(metrics: MetricSet) -> None:
     ttft.labels(_HOSTILE[2], "legacy").observe(0.64)
     ttft.labels(_HOSTILE[3], "lean").observe(-0.5)
     ttft.labels("again-other", "lean").observe(0.01)
+    metrics.counter(cat.LLM_RETRIES).labels("gpt-4o", "lean", "rate_limit").inc()
+    metrics.counter(cat.LLM_RETRIES).labels("gpt-4o", "lean", "server_error").inc(2)
+    metrics.counter(cat.LLM_FAILURES).labels("gpt-4o", "lean", "server_error").inc()
+    metrics.counter(cat.LLM_FAILURES).labels("claude", "legacy", "auth").inc()
+    metrics.counter(cat.LLM_COST).labels("gpt-4o", "lean").inc(1200 * 2.5e-6 + 80 * 10e-6)
 
     for size in (0, 64, 65, 4096, 4**13, 4**13 + 1, 123_456):
         metrics.histogram(cat.STATE_SIZE).labels().observe(size)

@@ -128,7 +128,13 @@ def build_container(
     if settings.metrics.enabled:
         from taskforce.observability import MetricSet, observe_process, weave
 
-        metrics = MetricSet(max_label_values=settings.metrics.max_label_values)
+        metrics = MetricSet(
+            max_label_values=settings.metrics.max_label_values,
+            llm_provider=settings.llm.provider,
+            llm_prices={
+                model: (price.input, price.output) for model, price in settings.llm.prices.items()
+            },
+        )
         observe_process(metrics)
         llm, tools, state = weave(
             llm_provider=llm, tool_registry=tools, state_store=state, metrics=metrics

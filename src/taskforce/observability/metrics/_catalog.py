@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from taskforce.core.interfaces.llm import LLM_ERROR_TYPES
+
 __all__ = [
     "AGENT_TYPES",
     "BUILD_INFO",
@@ -25,9 +27,12 @@ __all__ = [
     "HTTP_METHODS",
     "HTTP_REQUESTS",
     "LABEL_OVERFLOW",
+    "LLM_COST",
     "LLM_DURATION",
+    "LLM_FAILURES",
     "LLM_OPERATIONS",
     "LLM_REQUESTS",
+    "LLM_RETRIES",
     "LLM_TOKENS",
     "LLM_TTFT",
     "METRICS_ERRORS",
@@ -294,6 +299,27 @@ LLM_TOKENS = MetricSpec(
     "Tokens reported by the provider, by model, agent flow and token type.",
     (_MODEL, _AGENT, _closed("token_type", TOKEN_TYPES)),
 )
+_LLM_ERROR = _closed("error_type", LLM_ERROR_TYPES)
+LLM_RETRIES = MetricSpec(
+    "taskforce_llm_retries_total",
+    "counter",
+    "LLM attempts after the first, by model, agent flow and the error type of the attempt"
+    " that failed before.",
+    (_MODEL, _AGENT, _LLM_ERROR),
+)
+LLM_FAILURES = MetricSpec(
+    "taskforce_llm_failures_total",
+    "counter",
+    "LLM calls that failed in the end (after any retries), by model, agent flow and final"
+    " error type.",
+    (_MODEL, _AGENT, _LLM_ERROR),
+)
+LLM_COST = MetricSpec(
+    "taskforce_llm_cost_usd_total",
+    "counter",
+    "Spend on LLM tokens in US dollars (tokens times llm.prices), by model and agent flow.",
+    (_MODEL, _AGENT),
+)
 CONTEXT_PACK_MESSAGES = MetricSpec(
     "taskforce_context_pack_messages",
     "histogram",
@@ -342,6 +368,9 @@ _SPECS: tuple[MetricSpec, ...] = (
     LLM_DURATION,
     LLM_TTFT,
     LLM_TOKENS,
+    LLM_RETRIES,
+    LLM_FAILURES,
+    LLM_COST,
     CONTEXT_PACK_MESSAGES,
     CONTEXT_PACK_TOKENS,
     STATE_SIZE,
@@ -372,8 +401,12 @@ METRICS_ERRORS = MetricSpec(
 BUILD_INFO = MetricSpec(
     "taskforce_build_info",
     "gauge",
-    "Always 1; the labels carry the taskforce and Python versions.",
-    (Label("version", "constant"), Label("python_version", "constant")),
+    "Always 1; the labels carry the taskforce and Python versions and the LLM provider.",
+    (
+        Label("version", "constant"),
+        Label("python_version", "constant"),
+        Label("llm_provider", "constant"),
+    ),
 )
 
 #: Every metric of the catalog, in the order of CONTRACT.md.

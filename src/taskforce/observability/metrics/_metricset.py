@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import platform
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from operator import attrgetter
 from typing import Any, Literal, cast
@@ -72,7 +72,13 @@ class MetricSet:
         max_label_values: The guard's cap per label per metric.
     """
 
-    def __init__(self, *, max_label_values: int = 100) -> None:
+    def __init__(
+        self,
+        *,
+        max_label_values: int = 100,
+        llm_provider: str = "unknown",
+        llm_prices: Mapping[str, tuple[float, float]] | None = None,
+    ) -> None:
         """Build every family, and the series that exist from the first scrape on.
 
         Those are the fault counter per stage, the overflow counter per guarded
@@ -81,6 +87,9 @@ class MetricSet:
 
         Args:
             max_label_values: Cap of distinct values per free-form label per metric.
+            llm_provider: The ``llm_provider`` label of ``taskforce_build_info``.
+            llm_prices: USD per million ``(input, output)`` tokens by model, for
+                ``taskforce_llm_cost_usd_total``; a model without one has no cost.
 
         Raises:
             ValueError: ``max_label_values`` is below 1.
@@ -88,6 +97,9 @@ class MetricSet:
         if max_label_values < 1:
             raise ValueError(f"max_label_values must be >= 1, got {max_label_values!r}")
         self.max_label_values = max_label_values
+        self.llm_prices: dict[str, tuple[float, float]] = dict(llm_prices or {})
+        #: Models already reported as having no price (``llm.price.missing`` once each).
+        self.unpriced_models: set[str] = set()
         self.series_budget = series_budget(max_label_values)
         self.guard = LabelGuard(max_label_values, self._count_overflow)
         self._adapter = RegistryAdapter()
@@ -106,7 +118,8 @@ class MetricSet:
         self._overflow = {pair: overflow.labels(*pair) for pair in guarded_pairs()}
         errors = self.counter(METRICS_ERRORS)
         self._faults = {stage: errors.labels(stage) for stage in FAULT_STAGES}
-        self.gauge(BUILD_INFO).labels(_version(), platform.python_version()).set(1)
+        build_info = self.gauge(BUILD_INFO)
+        build_info.labels(_version(), platform.python_version(), llm_provider).set(1)
         self._precreate()
 
     def _precreate(self) -> None:

@@ -17,8 +17,17 @@ What is recorded per call:
   provider raised, else ``success`` (exhausted, or abandoned by its consumer
   through ``aclose()`` or cancellation: that is the caller's decision, not a
   provider failure); the latency up to that point; the time to the first
-  chunk, if one arrived; tokens from the last chunk's ``usage``. Both use the
-  ``model`` of the last chunk, which is where providers report it.
+  text delta (a ``content`` chunk), if one arrived; tokens from the last
+  chunk's ``usage``. All use the ``model`` of the last chunk, which is where
+  providers report it.
+- for every call that ends (not a cancelled one), from the provider's attempt
+  report (``attempts`` on the result, the last chunk or the raised error):
+  one retry per attempt after the first, labelled with the error type of the
+  attempt before it; one failure with the final error type if the call failed
+  (``classify_llm_result`` / ``llm_exception_error_type``, what the agents
+  log); and the spend, tokens times ``MetricSet.llm_prices`` (looked up by the
+  reported model, then the requested one; a model with neither has no cost
+  series and ``llm.price.missing`` is logged once per model).
 
 The ``model`` label is the model the provider reports in its result, else the
 ``model`` argument, else the provider's ``model`` attribute, else ``unknown``.
@@ -26,26 +35,33 @@ The ``model`` label is the model the provider reports in its result, else the
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable, Iterable
 from time import perf_counter
 from typing import Any, TypeVar, cast
 
+import structlog
+
 from taskforce.core.interfaces.context import current_agent_type
 from taskforce.core.interfaces.llm import (
+    LLM_ERROR_TYPES,
     LLMProviderProtocol,
     LLMResult,
     StreamChunk,
     StreamingLLMProviderProtocol,
 )
-from taskforce.core.interfaces.outcome import classify_llm_result
+from taskforce.core.interfaces.outcome import classify_llm_result, llm_exception_error_type
 from taskforce.observability.metrics import CounterChild, Family, HistogramChild, MetricSet
 from taskforce.observability.metrics._catalog import (
     CONTEXT_PACK_MESSAGES,
     CONTEXT_PACK_TOKENS,
+    LLM_COST,
     LLM_DURATION,
+    LLM_FAILURES,
     LLM_REQUESTS,
+    LLM_RETRIES,
     LLM_TOKENS,
     LLM_TTFT,
+    OTHER,
 )
 from taskforce.observability.proxies._base import ObservingProxy, aclose_iterator, report_fault
 from taskforce.observability.proxies._context_pack import PackEstimator
@@ -56,6 +72,9 @@ _ProviderT = TypeVar("_ProviderT", bound=LLMProviderProtocol)
 _StreamingT = TypeVar("_StreamingT", bound=StreamingLLMProviderProtocol)
 
 _UNKNOWN_MODEL = "unknown"
+_ERROR_TYPES = frozenset(LLM_ERROR_TYPES)
+_PER_MILLION = 1_000_000.0
+_LOGGER = structlog.get_logger("taskforce.observability")
 # Positional index of ``model`` in each protocol method (after self).
 _MODEL_ARG = {"complete": 1, "generate": 2, "stream": 1}
 
@@ -63,9 +82,22 @@ _MODEL_ARG = {"complete": 1, "generate": 2, "stream": 1}
 class _LLMFamilies:
     """The families an LLM call writes to."""
 
-    __slots__ = ("duration", "pack_messages", "pack_tokens", "requests", "tokens", "ttft")
+    __slots__ = (
+        "cost",
+        "duration",
+        "failures",
+        "pack_messages",
+        "pack_tokens",
+        "requests",
+        "retries",
+        "tokens",
+        "ttft",
+    )
 
     def __init__(self, metrics: MetricSet) -> None:
+        self.retries: Family[CounterChild] = metrics.counter(LLM_RETRIES)
+        self.failures: Family[CounterChild] = metrics.counter(LLM_FAILURES)
+        self.cost: Family[CounterChild] = metrics.counter(LLM_COST)
         self.requests: Family[CounterChild] = metrics.counter(LLM_REQUESTS)
         self.duration: Family[HistogramChild] = metrics.histogram(LLM_DURATION)
         self.tokens: Family[CounterChild] = metrics.counter(LLM_TOKENS)
@@ -106,8 +138,8 @@ class LLMProviderProxy(ObservingProxy[_ProviderT]):
         started = perf_counter()
         try:
             result = await wrapped.complete(*args, **kwargs)
-        except Exception:
-            _record_call(self, wrapped, "complete", started, None, args, kwargs)
+        except Exception as exc:
+            _record_call(self, wrapped, "complete", started, exc, args, kwargs)
             raise
         _record_call(self, wrapped, "complete", started, result, args, kwargs)
         return result
@@ -129,8 +161,8 @@ class LLMProviderProxy(ObservingProxy[_ProviderT]):
         started = perf_counter()
         try:
             result = await wrapped.generate(*args, **kwargs)
-        except Exception:
-            _record_call(self, wrapped, "generate", started, None, args, kwargs)
+        except Exception as exc:
+            _record_call(self, wrapped, "generate", started, exc, args, kwargs)
             raise
         _record_call(self, wrapped, "generate", started, result, args, kwargs)
         return result
@@ -159,22 +191,23 @@ class StreamingLLMProviderProxy(LLMProviderProxy[_StreamingT]):
         started = perf_counter()
         last: Any = None
         first_chunk_at: float | None = None
-        status = "success"
+        error: Exception | None = None
         try:
             chunks = wrapped.stream(*args, **kwargs)
             try:
                 async for chunk in chunks:
-                    if first_chunk_at is None:
+                    # The first text delta, not the last chunk of an answer without text.
+                    if first_chunk_at is None and isinstance(chunk, dict) and "content" in chunk:
                         first_chunk_at = perf_counter()
                     last = chunk
                     yield chunk
             finally:
                 await aclose_iterator(chunks)
-        except Exception:
-            status = "error"
+        except Exception as exc:
+            error = exc
             raise
         finally:
-            _record_stream(self, wrapped, started, first_chunk_at, status, last, args, kwargs)
+            _record_stream(self, wrapped, started, first_chunk_at, error, last, args, kwargs)
 
 
 def _model(wrapped: Any, reported: Any, operation: str, args: tuple[Any, ...], kwargs: Any) -> str:
@@ -230,6 +263,45 @@ def _record_request(
         families.tokens.labels(model, agent_type, "output").inc(output_tokens)
 
 
+def _closed(error_type: object) -> str:
+    return error_type if isinstance(error_type, str) and error_type in _ERROR_TYPES else OTHER
+
+
+def _record_outcome(
+    proxy: LLMProviderProxy[Any],
+    labels: tuple[str, str],
+    attempts: Iterable[object],
+    error_type: str | None,
+    usage: Any,
+    requested: Callable[[], str],
+) -> None:
+    """Write the retries, the failure and the spend of one call; ``labels`` is (model, agent)."""
+    families = proxy._self_families
+    report = list(attempts)
+    for attempt in report[:-1]:  # every attempt but the last was followed by a retry
+        failed = getattr(attempt, "error_type", None)
+        if failed is not None:
+            families.retries.labels(*labels, _closed(failed)).inc()
+    if error_type is not None:
+        families.failures.labels(*labels, _closed(error_type)).inc()
+    input_tokens, output_tokens = _tokens(usage)
+    if not (input_tokens or output_tokens):
+        return
+    metrics = proxy._self_metrics
+    price = metrics.llm_prices.get(labels[0])
+    if price is None:
+        price = metrics.llm_prices.get(requested())
+    if price is None:
+        if labels[0] not in metrics.unpriced_models:
+            metrics.unpriced_models.add(labels[0])
+            # A warning when prices are in use (this one was forgotten), else a note.
+            log = _LOGGER.warning if metrics.llm_prices else _LOGGER.info
+            log("llm.price.missing", category="llm", model=labels[0])
+        return
+    cost = (input_tokens * price[0] + output_tokens * price[1]) / _PER_MILLION
+    families.cost.labels(*labels).inc(cost)
+
+
 def _record_call(
     proxy: LLMProviderProxy[Any],
     wrapped: Any,
@@ -239,18 +311,32 @@ def _record_call(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> None:
+    """Record a finished ``complete``/``generate``; ``result`` is what it returned or raised."""
     duration = perf_counter() - started
     pack = _pack(proxy, operation, args, kwargs)
     try:
-        if result is None:  # the call raised
-            status, usage, model = "error", None, _model(wrapped, None, operation, args, kwargs)
+        if isinstance(result, Exception):  # the call raised
+            error_type: str | None = llm_exception_error_type(result)
+            usage, model = None, _model(wrapped, None, operation, args, kwargs)
+            attempts = getattr(result, "attempts", ())
         else:
-            status = "success" if classify_llm_result(result) is None else "error"
+            error_type = classify_llm_result(result)
             usage, model = result.get("usage"), result.get("model")
             if not (model and type(model) is str):
                 model = _model(wrapped, model, operation, args, kwargs)
-        labels = (model, current_agent_type(), operation)
+            attempts = result.get("attempts") or ()
+        agent_type = current_agent_type()
+        status = "success" if error_type is None else "error"
+        labels = (model, agent_type, operation)
         _record_request(proxy._self_families, labels, status, duration, usage, pack)
+        _record_outcome(
+            proxy,
+            (model, agent_type),
+            attempts,
+            error_type,
+            usage,
+            lambda: _model(wrapped, None, operation, args, kwargs),
+        )
     except Exception as exc:
         report_fault(proxy._self_metrics, type(proxy).__name__, f"llm.{operation}", exc)
 
@@ -260,7 +346,7 @@ def _record_stream(
     wrapped: Any,
     started: float,
     first_chunk_at: float | None,
-    status: str,
+    error: Exception | None,
     last: Any,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
@@ -274,7 +360,22 @@ def _record_stream(
         usage = last.get("usage") if last is not None else None
         reported = last.get("model") if last is not None else None
         model = _model(wrapped, reported, "stream", args, kwargs)
+        status = "success" if error is None else "error"
         _record_request(families, (model, agent_type, "stream"), status, duration, usage, pack)
+        if error is None:
+            error_type: str | None = None
+            attempts = (last.get("attempts") if last is not None else None) or ()
+        else:
+            error_type = llm_exception_error_type(error)
+            attempts = getattr(error, "attempts", ())
+        _record_outcome(
+            proxy,
+            (model, agent_type),
+            attempts,
+            error_type,
+            usage,
+            lambda: _model(wrapped, None, "stream", args, kwargs),
+        )
     except Exception as exc:
         report_fault(proxy._self_metrics, type(proxy).__name__, "llm.stream", exc)
     if first_chunk_at is not None:
