@@ -17,11 +17,20 @@ ALERTS = DEPLOY / "alerts.yml"
 ALERT_TESTS = DEPLOY / "alerts.test.yml"
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "operator-guide.md"
 SEVERITIES = {"critical", "warning", "info"}
+#: The documented placeholder base of every alert's runbook_url (see docs/operator-guide.md).
+RUNBOOK_BASE = "https://runbooks.example.com/taskforce/operator-guide.md"
 
 
 def _alert_rules() -> list[dict[str, Any]]:
     groups = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"]
     return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+
+
+def _recorded_names() -> frozenset[str]:
+    groups = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"]
+    return frozenset(
+        rule["record"] for group in groups for rule in group["rules"] if "record" in rule
+    )
 
 
 def _alert_cases() -> list[dict[str, Any]]:
@@ -72,12 +81,42 @@ class TestAlertCoverage:
 
     def test_alerts_read_catalog_metrics_and_labels(self) -> None:
         """Each alert expression names catalog metrics (or `up`) with labels they carry."""
+        allowed = frozenset({"up"}) | _recorded_names()
         found = [
             message
             for rule in _alert_rules()
-            for message in promql.problems(rule["expr"], allowed_series=frozenset({"up"}))
+            for message in promql.problems(rule["expr"], allowed_series=allowed)
         ]
         assert [] == found
+
+    def test_recording_rules_read_catalog_metrics(self) -> None:
+        """Each recording rule reads catalog metrics (or other recorded series) by their labels."""
+        groups = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"]
+        records = [rule for group in groups for rule in group["rules"] if "record" in rule]
+        assert records
+        found = [
+            message
+            for rule in records
+            for message in promql.problems(str(rule["expr"]), allowed_series=_recorded_names())
+        ]
+        assert [] == found
+
+    def test_every_alert_links_its_runbook_entry(self) -> None:
+        """runbook_url is the placeholder base plus the anchor of the alert's row in the guide."""
+        guide = GUIDE.read_text(encoding="utf-8")
+        for rule in _alert_rules():
+            anchor = rule["alert"].lower()
+            assert f"{RUNBOOK_BASE}#{anchor}" == rule["annotations"].get("runbook_url")
+            assert f'<a id="{anchor}"></a>' in guide, rule["alert"]
+
+    def test_ratio_alerts_keep_instance(self) -> None:
+        """An alert that divides keeps `instance`, so one bad replica reads as that replica."""
+        ratios = [rule for rule in _alert_rules() if "/" in rule["expr"]]
+        assert 4 <= len(ratios)
+        for rule in ratios:
+            grouping = promql.read(rule["expr"]).grouping
+            # No aggregation keeps every label of the series, instance included.
+            assert not grouping or "instance" in grouping, rule["alert"]
 
     def test_annotations_use_labels_the_alert_keeps(self) -> None:
         """A `$labels.x` in an annotation is a label the expression keeps, else it is empty."""
@@ -96,7 +135,7 @@ class TestAlertCoverage:
     def test_every_alert_has_a_runbook_line(self) -> None:
         """docs/operator-guide.md has one row per alert in its Alerts table, and no other."""
         text = GUIDE.read_text(encoding="utf-8").split("\n## Alerts\n", 1)[1].split("\n## ", 1)[0]
-        documented = set(re.findall(r"^\| `(\w+)` \|", text, re.M))
+        documented = set(re.findall(r"^\| `(\w+)`[^|]*\|", text, re.M))
         assert {rule["alert"] for rule in _alert_rules()} == documented
 
     def test_alert_names_are_unique(self) -> None:
