@@ -1,0 +1,170 @@
+"""Attempts, error classes, streamed tokens and spend against an OpenAI-compatible server.
+
+The fake server of tests/support/fake_openai.py runs on 127.0.0.1 and answers 429 with
+``Retry-After`` then 200, 500 three times, 401, or delays its first chunk; taskforce
+talks to it over real HTTP and serves its own metrics from a real uvicorn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from structlog.testing import capture_logs
+
+from taskforce.api.server import create_app
+from taskforce.config import Settings
+from tests.api.conftest import parse_sse
+from tests.api.test_metrics_e2e import Samples, scrape, total
+from tests.support.fake_openai import FakeOpenAIServer
+from tests.support.live_server import LiveServer, serve
+
+pytestmark = pytest.mark.integration
+
+_MODEL = "gpt-fake-2026"
+_PRICE_IN, _PRICE_OUT = 2.5, 10.0
+_FIRST_CHUNK_DELAY = 0.3
+
+
+@pytest.fixture(name="service")
+def fixture_service(tmp_path: Path) -> Iterator[tuple[LiveServer, FakeOpenAIServer]]:
+    """taskforce (max_retries=2, no backoff to speak of) in front of the fake server."""
+    fake = FakeOpenAIServer(reported_model=_MODEL)
+    with fake.serve() as base_url:
+        settings = Settings(
+            state_dir=tmp_path / "state",
+            workspace_dir=tmp_path / "ws",
+            llm={
+                "provider": "openai",
+                "base_url": base_url,
+                "api_key": "sk-test-key",
+                "model": "gpt-test",
+                "max_retries": 2,
+                "prices": {"gpt-test": {"input": _PRICE_IN, "output": _PRICE_OUT}},
+            },
+        )
+        with serve(create_app(settings)) as live:
+            yield live, fake
+
+
+async def _mission(live: LiveServer, mission: str) -> tuple[dict[str, object], Samples]:
+    async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:
+        response = await client.post("/api/v1/execute", json={"mission": mission})
+        return response.json(), await scrape(client)
+
+
+def _failed_log_types(logs: list[dict[str, object]]) -> list[object]:
+    return [event["error_type"] for event in logs if event["event"] == "llm.call.failed"]
+
+
+class TestAttempts:
+    async def test_rate_limit_then_success(
+        self, service: tuple[LiveServer, FakeOpenAIServer]
+    ) -> None:
+        """429 with Retry-After, then 200: one rate_limit retry, one successful request."""
+        live, fake = service
+        fake.fail_next(1, 429, retry_after=0.05)
+
+        body, samples = await _mission(live, "hello")
+
+        assert "completed" == body["status"]
+        assert 1 == total(samples, "taskforce_llm_retries_total", error_type="rate_limit")
+        assert 1 == total(samples, "taskforce_llm_retries_total")
+        assert 1 == total(samples, "taskforce_llm_requests_total", status="success")
+        assert 0 == total(samples, "taskforce_llm_requests_total", status="error")
+        assert 0 == total(samples, "taskforce_llm_failures_total")
+        assert 2 == len(fake.requests)
+
+    async def test_server_error_three_times(
+        self, service: tuple[LiveServer, FakeOpenAIServer]
+    ) -> None:
+        """500 three times: two retries and one failure, both server_error, in log and metrics."""
+        live, fake = service
+        fake.fail_next(3, 500)
+
+        with capture_logs() as logs:
+            body, samples = await _mission(live, "hello")
+
+        assert "failed" == body["status"]
+        assert 2 == total(samples, "taskforce_llm_retries_total", error_type="server_error")
+        assert 2 == total(samples, "taskforce_llm_retries_total")
+        assert 1 == total(samples, "taskforce_llm_failures_total", error_type="server_error")
+        assert 1 == total(samples, "taskforce_llm_failures_total")
+        assert ["server_error"] == _failed_log_types(logs)
+        retried = [e["error_type"] for e in logs if e["event"] == "llm.request.retry"]
+        assert ["server_error", "server_error"] == retried
+
+    async def test_auth_is_not_retried(self, service: tuple[LiveServer, FakeOpenAIServer]) -> None:
+        """401: no retry, one auth failure, the same error_type in the log line."""
+        live, fake = service
+        fake.fail_next(3, 401)
+
+        with capture_logs() as logs:
+            body, samples = await _mission(live, "hello")
+
+        assert "failed" == body["status"]
+        assert 0 == total(samples, "taskforce_llm_retries_total")
+        assert 1 == total(samples, "taskforce_llm_failures_total", error_type="auth")
+        assert ["auth"] == _failed_log_types(logs)
+        assert 1 == len(fake.requests)
+
+
+class TestStreamedTokens:
+    async def test_tokens_reach_the_client_and_ttft_is_recorded(
+        self, service: tuple[LiveServer, FakeOpenAIServer]
+    ) -> None:
+        """A streamed lean mission sends token events and records one TTFT after the delay."""
+        live, fake = service
+        fake.first_chunk_delay_seconds = _FIRST_CHUNK_DELAY
+        async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:
+            response = await client.post(
+                "/api/v1/execute/stream", json={"mission": "say hello", "agent_type": "lean"}
+            )
+            samples = await scrape(client)
+
+        events = parse_sse(response.text)
+        tokens = [data["content"] for kind, data in events if kind == "token"]
+        assert len(tokens) > 1
+        assert events[-1][1]["result"]["final_message"] == "".join(tokens)
+        ttft_count = total(samples, "taskforce_llm_time_to_first_token_seconds_count")
+        ttft_sum = total(samples, "taskforce_llm_time_to_first_token_seconds_sum")
+        duration = total(samples, "taskforce_llm_request_duration_seconds_sum", operation="stream")
+        assert 1 == ttft_count
+        assert _FIRST_CHUNK_DELAY <= ttft_sum <= duration
+        assert fake.requests[0].body["stream"] is True
+
+    async def test_streamed_tool_call_runs_the_tool(
+        self, service: tuple[LiveServer, FakeOpenAIServer]
+    ) -> None:
+        """A tool call streamed in pieces is assembled and run; usage comes from the last chunk."""
+        live, _ = service
+        mission = 'tool:calculator {"expression": "6*7"}\nreport'
+        async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:
+            response = await client.post("/api/v1/execute/stream", json={"mission": mission})
+            samples = await scrape(client)
+
+        events = parse_sse(response.text)
+        results = [data for kind, data in events if kind == "tool_result"]
+        assert [42] == [r["output"] for r in results]
+        assert "completed" == events[-1][1]["result"]["status"]
+        assert 0 < total(samples, "taskforce_llm_tokens_total", model=_MODEL, token_type="input")
+
+
+class TestSpend:
+    async def test_spend_equals_tokens_times_prices(
+        self, service: tuple[LiveServer, FakeOpenAIServer]
+    ) -> None:
+        """The dated model the server reports is priced by the model asked for."""
+        live, _ = service
+
+        _, samples = await _mission(live, 'tool:calculator {"expression": "1+1"}\nok')
+
+        tokens_in = total(samples, "taskforce_llm_tokens_total", model=_MODEL, token_type="input")
+        tokens_out = total(samples, "taskforce_llm_tokens_total", model=_MODEL, token_type="output")
+        spend = total(samples, "taskforce_llm_cost_usd_total", model=_MODEL)
+        assert tokens_in > 0 and tokens_out > 0
+        assert pytest.approx((tokens_in * _PRICE_IN + tokens_out * _PRICE_OUT) / 1e6) == spend
+        info = total(samples, "taskforce_build_info", llm_provider="openai")
+        assert 1 == info
