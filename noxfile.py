@@ -41,5 +41,6 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/throughput.py")
     session.run("python", "benchmarks/llm_floor.py")
     session.run("python", "benchmarks/stuck_tools.py")
+    session.run("python", "benchmarks/llm_deadline.py")
     session.run("python", "benchmarks/state_store.py")
     session.run("python", "benchmarks/body_limit.py")

@@ -153,6 +153,21 @@ class TestStuckToolsBenchmark:
         assert [] == list(tmp_path.glob("taskforce-bench-*"))
 
 
+class TestLLMDeadlineBenchmark:
+    """benchmarks/llm_deadline.py."""
+
+    def test_every_condition_reported(self, run_benchmark: RunBenchmark, tmp_path: Path) -> None:
+        """A row per condition and retry setting, each mission failed (cut), and a verdict."""
+        output = run_benchmark("llm_deadline")
+
+        for condition in ("headers", "body", "stream"):
+            for retries in ("0", "2"):
+                row = rf"^{condition}\s+{retries}\s+\d+\.\d\d\s+\d+\.\d\dx\s+\d+\s+failed"
+                assert re.search(row, output, re.M), condition
+        assert _has_verdict(output, "mission held by a trickling upstream")
+        assert [] == list(tmp_path.glob("taskforce-bench-*"))
+
+
 class TestBodyLimitBenchmark:
     """benchmarks/body_limit.py."""
 
