@@ -35,15 +35,12 @@ The ``model`` label is the model the provider reports in its result, else the
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator
 from time import perf_counter
 from typing import Any, TypeVar, cast
 
-import structlog
-
 from taskforce.core.interfaces.context import current_agent_type
 from taskforce.core.interfaces.llm import (
-    LLM_ERROR_TYPES,
     LLMProviderProtocol,
     LLMResult,
     StreamChunk,
@@ -61,10 +58,10 @@ from taskforce.observability.metrics._catalog import (
     LLM_RETRIES,
     LLM_TOKENS,
     LLM_TTFT,
-    OTHER,
 )
 from taskforce.observability.proxies._base import ObservingProxy, aclose_iterator, report_fault
 from taskforce.observability.proxies._context_pack import PackEstimator
+from taskforce.observability.proxies._llm_outcome import record_outcome, tokens_of
 
 __all__ = ["LLMProviderProxy", "StreamingLLMProviderProxy", "observe_llm_provider"]
 
@@ -72,9 +69,6 @@ _ProviderT = TypeVar("_ProviderT", bound=LLMProviderProtocol)
 _StreamingT = TypeVar("_StreamingT", bound=StreamingLLMProviderProtocol)
 
 _UNKNOWN_MODEL = "unknown"
-_ERROR_TYPES = frozenset(LLM_ERROR_TYPES)
-_PER_MILLION = 1_000_000.0
-_LOGGER = structlog.get_logger("taskforce.observability")
 # Positional index of ``model`` in each protocol method (after self).
 _MODEL_ARG = {"complete": 1, "generate": 2, "stream": 1}
 
@@ -235,13 +229,6 @@ def _pack(
         return None
 
 
-def _tokens(usage: Any) -> tuple[int, int]:
-    """Prompt and completion tokens of a ``usage`` mapping (0 when absent)."""
-    if not usage:
-        return 0, 0
-    return usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
-
-
 def _record_request(
     families: _LLMFamilies,
     labels: tuple[str, str, str],
@@ -257,49 +244,10 @@ def _record_request(
     if pack is not None:
         families.pack_messages.labels(agent_type).observe(pack[0])
         families.pack_tokens.labels(agent_type).observe(pack[1])
-    input_tokens, output_tokens = _tokens(usage)
+    input_tokens, output_tokens = tokens_of(usage)
     if input_tokens or output_tokens:  # no token series until a provider reports some
         families.tokens.labels(model, agent_type, "input").inc(input_tokens)
         families.tokens.labels(model, agent_type, "output").inc(output_tokens)
-
-
-def _closed(error_type: object) -> str:
-    return error_type if isinstance(error_type, str) and error_type in _ERROR_TYPES else OTHER
-
-
-def _record_outcome(
-    proxy: LLMProviderProxy[Any],
-    labels: tuple[str, str],
-    attempts: Iterable[object],
-    error_type: str | None,
-    usage: Any,
-    requested: Callable[[], str],
-) -> None:
-    """Write the retries, the failure and the spend of one call; ``labels`` is (model, agent)."""
-    families = proxy._self_families
-    report = list(attempts)
-    for attempt in report[:-1]:  # every attempt but the last was followed by a retry
-        failed = getattr(attempt, "error_type", None)
-        if failed is not None:
-            families.retries.labels(*labels, _closed(failed)).inc()
-    if error_type is not None:
-        families.failures.labels(*labels, _closed(error_type)).inc()
-    input_tokens, output_tokens = _tokens(usage)
-    if not (input_tokens or output_tokens):
-        return
-    metrics = proxy._self_metrics
-    price = metrics.llm_prices.get(labels[0])
-    if price is None:
-        price = metrics.llm_prices.get(requested())
-    if price is None:
-        if labels[0] not in metrics.unpriced_models:
-            metrics.unpriced_models.add(labels[0])
-            # A warning when prices are in use (this one was forgotten), else a note.
-            log = _LOGGER.warning if metrics.llm_prices else _LOGGER.info
-            log("llm.price.missing", category="llm", model=labels[0])
-        return
-    cost = (input_tokens * price[0] + output_tokens * price[1]) / _PER_MILLION
-    families.cost.labels(*labels).inc(cost)
 
 
 def _record_call(
@@ -329,8 +277,9 @@ def _record_call(
         status = "success" if error_type is None else "error"
         labels = (model, agent_type, operation)
         _record_request(proxy._self_families, labels, status, duration, usage, pack)
-        _record_outcome(
-            proxy,
+        record_outcome(
+            proxy._self_families,
+            proxy._self_metrics,
             (model, agent_type),
             attempts,
             error_type,
@@ -368,8 +317,9 @@ def _record_stream(
         else:
             error_type = llm_exception_error_type(error)
             attempts = getattr(error, "attempts", ())
-        _record_outcome(
-            proxy,
+        record_outcome(
+            proxy._self_families,
+            proxy._self_metrics,
             (model, agent_type),
             attempts,
             error_type,

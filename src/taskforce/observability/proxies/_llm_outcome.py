@@ -1,0 +1,91 @@
+"""What an LLM call adds to the request metrics: its retries, its failure, its spend.
+
+The provider reports every attempt of a call (``attempts`` on its result, on the
+last chunk of a stream, or on the error it raises): each attempt but the last was
+followed by a retry, labelled with its error type. The call's final error type is
+one failure. Tokens times ``MetricSet.llm_prices`` are the spend.
+
+Hazard: the set of models already reported as unpriced lives on the ``MetricSet``
+(one per container) and is read and written on the event-loop thread only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+import structlog
+
+from taskforce.core.interfaces.llm import LLM_ERROR_TYPES
+from taskforce.observability.metrics import CounterChild, Family, MetricSet
+from taskforce.observability.metrics._catalog import OTHER
+
+__all__ = ["OutcomeFamilies", "record_outcome", "tokens_of"]
+
+_ERROR_TYPES = frozenset(LLM_ERROR_TYPES)
+_PER_MILLION = 1_000_000.0
+_LOGGER = structlog.get_logger("taskforce.observability")
+
+
+class OutcomeFamilies(Protocol):
+    """The counter families an outcome is written to."""
+
+    retries: Family[CounterChild]
+    failures: Family[CounterChild]
+    cost: Family[CounterChild]
+
+
+def tokens_of(usage: Any) -> tuple[int, int]:
+    """Prompt and completion tokens of a ``usage`` mapping (0 when absent)."""
+    if not usage:
+        return 0, 0
+    return usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
+
+
+def _closed(error_type: object) -> str:
+    return error_type if isinstance(error_type, str) and error_type in _ERROR_TYPES else OTHER
+
+
+def record_outcome(
+    families: OutcomeFamilies,
+    metrics: MetricSet,
+    labels: tuple[str, str],
+    attempts: Iterable[object],
+    error_type: str | None,
+    usage: Any,
+    requested: Callable[[], str],
+) -> None:
+    """Write the retries, the failure and the spend of one call.
+
+    Args:
+        families: Where the retries, failures and cost go.
+        metrics: The metric set whose ``llm_prices`` price the call.
+        labels: ``(model, agent_type)``.
+        attempts: The provider's attempt report, oldest first (empty if it gave none).
+        error_type: The call's final error type, ``None`` if it succeeded.
+        usage: The provider's ``usage`` mapping, if any.
+        requested: Returns the model asked for (called only when the reported one has
+            no price).
+    """
+    report = list(attempts)
+    for attempt in report[:-1]:  # every attempt but the last was followed by a retry
+        failed = getattr(attempt, "error_type", None)
+        if failed is not None:
+            families.retries.labels(*labels, _closed(failed)).inc()
+    if error_type is not None:
+        families.failures.labels(*labels, _closed(error_type)).inc()
+    input_tokens, output_tokens = tokens_of(usage)
+    if not (input_tokens or output_tokens):
+        return
+    price = metrics.llm_prices.get(labels[0])
+    if price is None:
+        price = metrics.llm_prices.get(requested())
+    if price is None:
+        if labels[0] not in metrics.unpriced_models:
+            metrics.unpriced_models.add(labels[0])
+            # A warning when prices are in use (this one was forgotten), else a note.
+            log = _LOGGER.warning if metrics.llm_prices else _LOGGER.info
+            log("llm.price.missing", category="llm", model=labels[0])
+        return
+    cost = (input_tokens * price[0] + output_tokens * price[1]) / _PER_MILLION
+    families.cost.labels(*labels).inc(cost)
