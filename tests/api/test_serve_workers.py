@@ -174,6 +174,21 @@ class TestStartup:
         assert f"127.0.0.1:{port}" in lines[0]
         assert "in use" in lines[0]
 
+    @pytest.mark.parametrize("workers", ["1", "2"])
+    def test_app_that_cannot_start_exits_2(self, tmp_path: Path, workers: str) -> None:
+        """A worker whose app fails to start stops the service: exit 2, last line says so."""
+        (tmp_path / "a-file").write_text("not a folder", encoding="utf-8")
+        env = clean_env(
+            tmp_path,
+            TASKFORCE_STATE_DIR=str(tmp_path / "a-file" / "state"),
+            TASKFORCE_METRICS__PORT=str(free_ports(2)),
+        )
+        args = ["serve", "--port", str(free_ports(1)), "--workers", workers]
+        with started(args, env, tmp_path) as child:
+            assert 2 == child.process.wait(timeout=60)
+        last = child.stderr().strip().splitlines()[-1]
+        assert last.startswith("taskforce: ") and "failed to start" in last
+
     def test_metrics_port_in_use_exits_2(self, tmp_path: Path, ports: tuple[int, int]) -> None:
         """A taken metrics port is a start-up failure too, naming that port."""
         with socket.socket() as taken:

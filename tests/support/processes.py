@@ -47,7 +47,7 @@ def free_ports(count: int, host: str = "127.0.0.1") -> int:
 
 
 def clean_env(root: Path, **extra: str) -> dict[str, str]:
-    """The environment without any TASKFORCE_*/WEB_CONCURRENCY, with state under ``root``."""
+    """The environment without any TASKFORCE_*/WEB_CONCURRENCY, state under ``root``, ``extra``."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -59,8 +59,8 @@ def clean_env(root: Path, **extra: str) -> dict[str, str]:
         TASKFORCE_STATE_DIR=str(root / "state"),
         TASKFORCE_WORKSPACE_DIR=str(root / "workspace"),
         TASKFORCE_LOGGING__FORMAT="json",
-        **extra,
     )
+    env.update(extra)
     return env
 
 

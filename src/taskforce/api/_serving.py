@@ -15,7 +15,7 @@ import contextlib
 import signal
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 
 import structlog
@@ -89,6 +89,7 @@ class TaskforceServer(uvicorn.Server):
         *,
         grace_seconds: float,
         signals: Sequence[signal.Signals] = STOP_SIGNALS,
+        on_started: Callable[[], None] | None = None,
     ) -> None:
         """Create the server.
 
@@ -96,6 +97,7 @@ class TaskforceServer(uvicorn.Server):
             app: the ASGI app to serve (with its lifespan).
             grace_seconds: how long running requests may go on after the first signal.
             signals: the signals that stop it (none in tests that stop it by hand).
+            on_started: called once the app has started and the sockets serve.
         """
         self._answer_cancelled = _AnswerCancelled(app)
         super().__init__(
@@ -103,6 +105,13 @@ class TaskforceServer(uvicorn.Server):
         )
         self.grace_seconds = grace_seconds
         self._signals = tuple(signals)
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start the app and serve the sockets; then report it (see ``on_started``)."""
+        await super().startup(sockets=sockets)
+        if self.started and self._on_started is not None:
+            self._on_started()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -167,6 +176,7 @@ def run_worker(
     slot: WorkerSlot,
     *,
     signals: Sequence[signal.Signals] = STOP_SIGNALS,
+    on_started: Callable[[], None] | None = None,
 ) -> int:
     """Serve the app on sockets bound by the caller until a stop signal; return the exit code.
 
@@ -175,6 +185,7 @@ def run_worker(
         api_socket: the listening API socket (shared by every worker).
         slot: this worker's index and metrics socket.
         signals: the signals this process stops on.
+        on_started: called once the worker serves (the supervisor's readiness signal).
 
     Returns:
         0 once stopped; 3 when the app failed to start (its lifespan raised).
@@ -184,6 +195,7 @@ def run_worker(
         app,
         grace_seconds=settings.server.shutdown_grace_seconds,
         signals=signals,
+        on_started=on_started,
     )
     try:
         server.run(sockets=[api_socket])

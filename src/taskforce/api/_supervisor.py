@@ -19,6 +19,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from multiprocessing.context import ForkProcess
+from multiprocessing.synchronize import Event
 from pathlib import Path
 from types import FrameType
 
@@ -39,7 +40,6 @@ _MAX_RESTART_PAUSE_SECONDS = 10.0
 #: Time on top of the shutdown grace before a worker that ignores SIGTERM is killed.
 _KILL_MARGIN_SECONDS = 10.0
 _POLL_SECONDS = 0.1
-_STARTUP_FAILURE = 3  # uvicorn's exit code when the app's lifespan start-up failed
 
 
 def resolve_workers(option: int | None, environ: dict[str, str] | None = None) -> int:
@@ -65,7 +65,8 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
 
     Raises:
         StartupError: more than one worker with metrics on but no ``metrics.port``,
-            or a port cannot be bound (the message names host and port).
+            a port cannot be bound (the message names host and port), or the app
+            failed to start (in the first worker of a slot).
     """
     metrics = settings.metrics
     if workers > 1 and metrics.enabled and metrics.port is None:
@@ -88,7 +89,9 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
         targets.write(range(workers))
     try:
         if workers == 1:
-            return run_worker(settings, api_socket, WorkerSlot(0, metrics_sockets[0]))
+            if run_worker(settings, api_socket, WorkerSlot(0, metrics_sockets[0])) != 0:
+                raise StartupError("the service failed to start (see its log above)")
+            return 0
         return _Supervisor(settings, api_socket, metrics_sockets, targets).run()
     finally:
         targets.write(())
@@ -115,6 +118,7 @@ class _Targets:
 @dataclass
 class _Slot:
     index: int
+    ready: Event
     process: ForkProcess | None = None
     started_at: float = 0.0
     quick_deaths: int = 0
@@ -136,8 +140,8 @@ class _Supervisor:
         self._api_socket = api_socket
         self._metrics_sockets = metrics_sockets
         self._targets = targets
-        self._slots = [_Slot(i) for i in range(len(metrics_sockets))]
         self._context = multiprocessing.get_context("fork")
+        self._slots = [_Slot(i, self._context.Event()) for i in range(len(metrics_sockets))]
         self._signals = 0
         self._stop_sent = 0
         self._failed: int | None = None
@@ -171,7 +175,7 @@ class _Supervisor:
     def _start(self, slot: _Slot) -> None:
         process = self._context.Process(
             target=_worker_main,
-            args=(self._settings, self._api_socket, self._metrics_sockets, slot.index),
+            args=(self._settings, self._api_socket, self._metrics_sockets, slot.index, slot.ready),
             name=f"taskforce-worker-{slot.index}",
         )
         process.start()
@@ -226,7 +230,8 @@ class _Supervisor:
                     pid=process.pid,
                     exitcode=code,
                 )
-                if code == _STARTUP_FAILURE and slot.quick_deaths == 0 and not slot.pids:
+                if not slot.ready.is_set() and not slot.pids:
+                    # The first worker in this slot never served: the start failed.
                     self._failed = slot.index
                     self._signals = max(self._signals, 1)
                     continue
@@ -260,6 +265,7 @@ def _worker_main(
     api_socket: socket.socket,
     metrics_sockets: list[socket.socket | None],
     index: int,
+    ready: Event,
 ) -> None:
     """Body of a forked worker: serve until SIGTERM (SIGINT is the supervisor's to pass on)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -268,4 +274,5 @@ def _worker_main(
         if other != index and sock is not None:
             sock.close()
     slot = WorkerSlot(index, metrics_sockets[index])
-    raise SystemExit(run_worker(settings, api_socket, slot, signals=(signal.SIGTERM,)))
+    code = run_worker(settings, api_socket, slot, signals=(signal.SIGTERM,), on_started=ready.set)
+    raise SystemExit(code)
