@@ -62,3 +62,21 @@ class TestRunOnPostgres:
         async with PostgresStateStore(postgres_dsn) as store:
             state = await store.load("shared") or {}
         assert ids == [record["mission_id"] for record in state["missions"]]
+
+
+class TestCrashLeftovers:
+    def test_run_removes_temp_files_and_says_so(self, tmp_path: Path) -> None:
+        """Temp files a killed save left are gone after the next start, with a warning line."""
+        state = tmp_path / "state"
+        state.mkdir()
+        (state / "s.json").write_text('{"missions": []}')
+        (state / ".s.k1ll3d00.tmp").write_bytes(b"{half a sta")
+        proc = _taskforce("run", "hello", "--session", "s", env=_env(tmp_path), cwd=tmp_path)
+        assert 0 == proc.returncode, proc.stderr
+        assert [] == list(state.glob("*.tmp"))
+        (line,) = [json.loads(x) for x in proc.stderr.splitlines() if "tempfiles" in x]
+        assert ("state.tempfiles.removed", 1, "warning") == (
+            line["event"],
+            line["files"],
+            line["level"],
+        )
