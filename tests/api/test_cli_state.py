@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from taskforce.infrastructure.state import PostgresStateStore
@@ -80,3 +84,41 @@ class TestCrashLeftovers:
             line["files"],
             line["level"],
         )
+
+
+class TestServeOnPostgres:
+    def test_serve_records_and_reads_a_session(self, tmp_path: Path, postgres_dsn: str) -> None:
+        """`taskforce serve` on PostgreSQL: a mission's record is read back by the session route."""
+        port = _closed_port()
+        env = _env(tmp_path, TASKFORCE_STATE__BACKEND="postgres", TASKFORCE_STATE__DSN=postgres_dsn)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "taskforce", "serve", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    httpx.get(f"{base}/health", timeout=1)
+                    break
+                except httpx.TransportError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            body = {"mission": "hello", "session_id": "served"}
+            done = httpx.post(f"{base}/api/v1/execute", json=body, timeout=30).json()
+            session = httpx.get(f"{base}/api/v1/sessions/served", timeout=30)
+            metrics = httpx.get(f"{base}/metrics", timeout=30).text
+        finally:
+            proc.terminate()
+            _, stderr = proc.communicate(timeout=30)
+        assert 200 == session.status_code
+        assert [done["mission_id"]] == [m["mission_id"] for m in session.json()["missions"]]
+        assert "taskforce_state_size_bytes_count 1" in metrics
+        password = postgres_dsn.split(":")[2].split("@")[0]
+        assert password not in stderr + metrics
