@@ -1,0 +1,83 @@
+"""PostgresStateStore against a real server: its schema, its version, its errors and secrets."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from taskforce.errors import StateStoreError, StateStoreUnavailableError
+from taskforce.infrastructure.state import PostgresStateStore
+from taskforce.infrastructure.state._postgres_schema import SCHEMA_VERSION
+
+pytestmark = pytest.mark.integration
+
+
+async def _fetch(dsn: str, query: str) -> list[tuple[object, ...]]:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [tuple(row) for row in await conn.fetch(query)]
+    finally:
+        await conn.close()
+
+
+class TestSchema:
+    async def test_created_once_by_replicas_starting_together(self, postgres_dsn: str) -> None:
+        """Five stores opening at once create the schema once, with version 1 recorded."""
+        stores = [PostgresStateStore(postgres_dsn, pool_size=1) for _ in range(5)]
+        await asyncio.gather(*(store.open() for store in stores))
+        await asyncio.gather(*(store.aclose() for store in stores))
+        tables = await _fetch(
+            postgres_dsn,
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_name LIKE 'taskforce_%' ORDER BY 1",
+        )
+        assert [
+            ("taskforce_mission_records",),
+            ("taskforce_schema_version",),
+            ("taskforce_sessions",),
+        ] == tables
+        assert [(SCHEMA_VERSION,)] == await _fetch(
+            postgres_dsn, "SELECT version FROM taskforce_schema_version"
+        )
+
+    async def test_reopening_keeps_the_data(self, postgres_dsn: str) -> None:
+        """A second start (a new store on the same database) finds the sessions of the first."""
+        async with PostgresStateStore(postgres_dsn) as first:
+            await first.append("kept", {"n": 1})
+        async with PostgresStateStore(postgres_dsn) as second:
+            assert {"missions": [{"n": 1}]} == await second.load("kept")
+
+    async def test_newer_schema_is_refused(self, postgres_dsn: str) -> None:
+        """A database migrated by a newer taskforce stops this one with a clear error."""
+        async with PostgresStateStore(postgres_dsn):
+            pass
+        import asyncpg
+
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            await conn.execute("INSERT INTO taskforce_schema_version (version) VALUES (99)")
+        finally:
+            await conn.close()
+        with pytest.raises(StateStoreError, match="schema version 99"):
+            await PostgresStateStore(postgres_dsn).open()
+
+
+class TestSecrets:
+    async def test_wrong_password_names_no_secret(self, postgres_dsn: str) -> None:
+        """A refused login is StateStoreUnavailableError; neither message nor detail has it."""
+        password = postgres_dsn.split(":")[2].split("@")[0]
+        wrong = postgres_dsn.replace(password, "not-the-pw-xyzzy")
+        with pytest.raises(StateStoreUnavailableError) as info:
+            await PostgresStateStore(wrong, timeout_seconds=5).open()
+        for text in (str(info.value), info.value.detail, repr(info.value)):
+            assert "not-the-pw-xyzzy" not in text
+            assert wrong not in text
+
+    def test_repr_shows_no_dsn(self, postgres_dsn: str) -> None:
+        """The store's repr names its pool size only."""
+        assert "<PostgresStateStore pool_size=3>" == repr(
+            PostgresStateStore(postgres_dsn, pool_size=3)
+        )
