@@ -32,7 +32,7 @@ class TestSchema:
         tables = await _fetch(
             postgres_dsn,
             "SELECT table_name FROM information_schema.tables "
-            "WHERE table_name LIKE 'taskforce_%' ORDER BY 1",
+            "WHERE table_schema = current_schema() AND table_name LIKE 'taskforce_%' ORDER BY 1",
         )
         assert [
             ("taskforce_mission_records",),
