@@ -44,3 +44,4 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/llm_deadline.py")
     session.run("python", "benchmarks/state_store.py")
     session.run("python", "benchmarks/body_limit.py")
+    session.run("python", "benchmarks/shutdown.py")

@@ -199,3 +199,19 @@ class TestStateStoreBenchmark:
                     assert re.search(row, output, re.M), (store, metrics, concurrency)
             assert re.search(rf"^{store}\s+\d+\s+[\d.]+\s+[\d.]+\s+[\d.]+x", output, re.M)
         assert [] == list(tmp_path.glob("taskforce-bench-*"))
+
+
+@pytest.mark.integration
+class TestShutdownBenchmark:
+    """benchmarks/shutdown.py (starts real servers)."""
+
+    def test_every_condition_reported(self, run_benchmark: RunBenchmark, tmp_path: Path) -> None:
+        """A row per condition and worker count, a verdict, and no temporary folder left."""
+        output = run_benchmark("shutdown")
+
+        for condition in ("idle", "in flight, grace", "in flight, 2nd signal"):
+            for workers in ("1", "2"):
+                row = rf"^{condition}\s+{workers}\s+\d+\.\d\d\s+\d+\.\d\d\s+\S+x"
+                assert re.search(row, output, re.M), (condition, workers)
+        assert _has_verdict(output, "shutdown with missions in flight")
+        assert [] == list(tmp_path.glob("taskforce-bench-*"))
