@@ -39,3 +39,24 @@ async def use_public_api() -> str:
         _ = container.metrics.registry
     await container.aclose()
     return result.final_message
+
+
+async def use_the_attempt_report() -> list[str]:
+    """A caller reads the attempts and error type of a failed call or stream."""
+    from taskforce.core.interfaces import LLM_ERROR_TYPES, LLMAttempt, LLMErrorType
+    from taskforce.errors import LLMProviderError
+    from taskforce.infrastructure.llm import ScriptedLLMProvider
+
+    provider = ScriptedLLMProvider(max_retries=1, first_chunk_delay_ms=0.0)
+    result = await provider.complete([{"role": "user", "content": "llm:fail rate_limit"}])
+    attempts: list[LLMAttempt] = result.get("attempts", [])
+    kinds: list[str] = [a.error_type or "ok" for a in attempts]
+    try:
+        async for chunk in provider.stream([{"role": "user", "content": "hi"}]):
+            _ = chunk.get("tool_calls", [])
+    except LLMProviderError as exc:
+        error_type: str = exc.error_type
+        kinds.append(error_type)
+    first: LLMErrorType = LLM_ERROR_TYPES[0]
+    kinds.append(first)
+    return kinds
