@@ -14,6 +14,11 @@ What is measured, on this machine, in one run:
   issue 10): latency of the first ten and the last ten missions, and the size
   the session ends at, with the default limits (``state.max_bytes`` 4 MiB).
 
+Saves and missions run in rounds (``--repeats``, 7 by default) in which the
+conditions take turns, their order rotated every round, so drift of a shared
+machine hits them all alike; missions/s is the median over rounds, save
+latencies are pooled over rounds.
+
 The file store writes to a temp dir (fsync on every write, as in production).
 PostgreSQL is a throwaway cluster started for the run (``initdb``/``pg_ctl`` as
 in the tests, fsync on), or the database of ``--dsn``. Logging goes to
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import statistics
@@ -85,6 +91,10 @@ def _postgres(dsn: str | None) -> Iterator[str | None]:
         server.remove()
 
 
+def _rotated(count: int, round_: int) -> list[int]:
+    return [(round_ + i) % count for i in range(count)]
+
+
 def _p99(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
@@ -137,14 +147,14 @@ async def _big_session(container: Container, count: int) -> tuple[float, float, 
         assert result.status == "completed", result.error
         latencies.append((time.perf_counter() - started) * 1000)
     state = await container.state_store.load("big") or {}
-    size = len(str(state))
+    size = len(json.dumps(state, ensure_ascii=False).encode())
     return statistics.median(latencies[:10]), statistics.median(latencies[-10:]), size
 
 
 async def main(config: _bench.Config, dsn: str | None) -> None:
-    """Run every measurement once per store and print the tables."""
-    saves = 40 if config.quick else 1000
-    missions = 40 if config.quick else 400
+    """Run every measurement, in interleaved rounds, and print the tables."""
+    saves = 10 * config.repeats if config.quick else 1000
+    missions = 20 * config.repeats if config.quick else 560
     big = 12 if config.quick else 200
     root = Path(tempfile.mkdtemp(prefix="taskforce-bench-"))
     save_rows: list[list[str]] = []
@@ -157,46 +167,67 @@ async def main(config: _bench.Config, dsn: str | None) -> None:
                 stores.append(("postgres", pg))
             else:
                 print("postgres: no initdb found and no --dsn given; file store only")
-            for name, store_dsn in stores:
-                plain: Any = (
-                    FileStateStore(root / name / "save")
-                    if store_dsn is None
-                    else PostgresStateStore(store_dsn)
-                )
+            # Every measurement runs in rounds, the conditions interleaved (their order
+            # rotated each round), so drift of a shared machine hits all of them alike.
+            plains: list[Any] = [
+                FileStateStore(root / name / "save")
+                if store_dsn is None
+                else PostgresStateStore(store_dsn)
+                for name, store_dsn in stores
+            ]
+            latencies: list[list[float]] = [[] for _ in stores]
+            for plain in plains:
                 await plain.open()
                 await _save_latencies(plain, 20)  # connections, directories: not measured
-                latencies = await _save_latencies(plain, saves)
+            for round_ in range(config.repeats):
+                for i in _rotated(len(plains), round_):
+                    latencies[i] += await _save_latencies(plains[i], saves // config.repeats)
+            for plain in plains:
                 await plain.aclose()
-                save_rows.append(
+            for (name, _), values in zip(stores, latencies, strict=True):
+                median, p99 = statistics.median(values), _p99(values)
+                save_rows.append([name, str(len(values)), f"{median:.2f}", f"{p99:.2f}"])
+
+            conditions = [
+                (name, store_dsn, metrics, concurrency)
+                for name, store_dsn in stores
+                for metrics in (False, True)
+                for concurrency in (1, 20)
+            ]
+            async with contextlib.AsyncExitStack() as stack:
+                containers = [
+                    await stack.enter_async_context(
+                        build_container(_settings(root / f"{n}-{m}-{c}", d, metrics=m))
+                    )
+                    for n, d, m, c in conditions
+                ]
+                for container, (*_, concurrency) in zip(containers, conditions, strict=True):
+                    await _missions_per_second(container, 20, concurrency)  # warm-up
+                rates: list[list[float]] = [[] for _ in conditions]
+                for round_ in range(config.repeats):
+                    for i in _rotated(len(conditions), round_):
+                        per_round = missions // config.repeats
+                        concurrency = conditions[i][3]
+                        rates[i].append(
+                            await _missions_per_second(containers[i], per_round, concurrency)
+                        )
+            base = {
+                c: statistics.median(rates[i])
+                for i, (n, _, m, c) in enumerate(conditions)
+                if n == "file" and not m
+            }
+            for (name, _, metrics, concurrency), values in zip(conditions, rates, strict=True):
+                rate = statistics.median(values)
+                mps_rows.append(
                     [
                         name,
-                        str(saves),
-                        f"{statistics.median(latencies):.2f}",
-                        f"{_p99(latencies):.2f}",
+                        "on" if metrics else "off",
+                        str(concurrency),
+                        str(missions),
+                        f"{rate:.0f}",
+                        _bench.ratio(rate, base[concurrency]),
                     ]
                 )
-
-            base: dict[int, float] = {}
-            for name, store_dsn in stores:
-                for metrics in (False, True):
-                    for concurrency in (1, 20):
-                        where = root / f"{name}-{metrics}-{concurrency}"
-                        async with build_container(
-                            _settings(where, store_dsn, metrics=metrics)
-                        ) as container:
-                            await _missions_per_second(container, 20, concurrency)  # warm-up
-                            rate = await _missions_per_second(container, missions, concurrency)
-                        base.setdefault(concurrency, rate)
-                        mps_rows.append(
-                            [
-                                name,
-                                "on" if metrics else "off",
-                                str(concurrency),
-                                str(missions),
-                                f"{rate:.0f}",
-                                _bench.ratio(rate, base[concurrency]),
-                            ]
-                        )
 
             for name, store_dsn in stores:
                 async with build_container(
