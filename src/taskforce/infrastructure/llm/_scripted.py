@@ -321,7 +321,7 @@ class ScriptedLLMProvider:
                 attempt, classify=_classify, attempts=attempts, provider=_PROVIDER
             )
         except _InjectedFailure as exc:
-            message = f"scripted llm:fail {exc.error_type} after {len(attempts)} attempt(s)"
+            message = f"llm:fail {exc.error_type} after {len(attempts)} attempt(s)"
             raise LLMProviderError(
                 message, provider=_PROVIDER, error_type=exc.error_type, attempts=attempts
             ) from exc
