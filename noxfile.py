@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
+
+
+def _dev_pin(name: str) -> str:
+    """The exact requirement of ``name`` in the dev extra (lint runs without the package)."""
+    pyproject = tomllib.loads(Path("pyproject.toml").read_text(encoding="utf-8"))
+    for requirement in pyproject["project"]["optional-dependencies"]["dev"]:
+        if requirement.partition("==")[0] == name:
+            return str(requirement)
+    raise LookupError(f"{name} is not pinned with == in the dev extra")
 
 
 @nox.session(python="3.11")
@@ -18,7 +30,7 @@ def tests(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     """Ruff lint and format check over the package, tests, benchmarks and examples."""
-    session.install("ruff>=0.4")
+    session.install(_dev_pin("ruff"))
     paths = ["src", "tests", "benchmarks", "examples", "noxfile.py"]
     session.run("ruff", "check", *paths)
     session.run("ruff", "format", "--check", *paths)

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+# Each test runs a benchmark script in a subprocess for seconds: not part of the fast loop.
+pytestmark = pytest.mark.slow
+
 _BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 _VERDICT = r"^VERDICT {target}: (PASS|FAIL|SKIP) \(.+\)$"
 

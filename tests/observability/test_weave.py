@@ -183,6 +183,7 @@ def _run_example(name: str, tmp_path: Path) -> list[str]:
     return done.stdout.splitlines()
 
 
+@pytest.mark.slow  # each runs an example script in a subprocess
 class TestExamples:
     def test_custom_tool_shows_in_metrics(self, tmp_path: Path) -> None:
         """examples/custom_tool.py: a tool registered late is counted per flow in /metrics."""

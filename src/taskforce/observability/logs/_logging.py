@@ -146,7 +146,7 @@ def configure_logging(
         secrets: values that must never appear in a log line (API keys, tokens).
         stream: where lines go; standard error by default.
         cache_loggers: let each module logger keep its configured pipeline after its
-            first use (saves ~5 us per log call; what the CLI does). Leave it off when
+            first use (saves rebuilding it on every log call; what the CLI does). Leave it off when
             logging may be reconfigured later in the process (tests, embedding).
 
     Raises:

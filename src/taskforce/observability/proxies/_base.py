@@ -36,7 +36,7 @@ def report_fault(metrics: MetricSet, proxy: str, stage: str, exc: Exception) -> 
     Never raises (short of ``BaseException``): a fault of the fault path is dropped.
 
     Args:
-        metrics: Where ``taskforce_metrics_errors_total{stage}`` is counted.
+        metrics: Where the fault is counted (the fault counter, by ``stage``).
         proxy: The proxy class that hit the fault (part of the log-once key).
         stage: The closed-set name of the step that failed, e.g. ``"tool.execute"``.
         exc: The exception the instrumentation raised.
@@ -83,8 +83,8 @@ def passthrough(name: str) -> Any:
 
     For attributes the callers of a proxy read on every mission: reaching one the
     proxy does not define costs wrapt a failed lookup, an ``AttributeError`` and
-    a call of its ``__getattr__`` (~0.45 us); this property gets it with one
-    C-level ``attrgetter`` (~0.06 us). The value is read live, on every access,
+    a call of its ``__getattr__``; this property gets it with one C-level
+    ``attrgetter``. The value is read live, on every access,
     and assignment and deletion still land on the wrapped object, as without it.
 
     Args:
@@ -133,7 +133,7 @@ class ObservingProxy(_GenericProxy[_T]):
 
     # Any ``__getattr__`` in the MRO (wrapt's C type has one) makes CPython route
     # every attribute read through its generic hook, which calls wrapt's own
-    # ``__getattribute__`` through a bound method-wrapper (~50 ns more per read).
+    # ``__getattribute__`` through a bound method-wrapper, a call more per read.
     # With object's generic ``__getattribute__`` here the hook does the same
     # lookup directly; a miss still falls back to wrapt's ``__getattr__``, which
     # reads the wrapped object, exactly as wrapt's getattro does.
