@@ -48,7 +48,7 @@ from taskforce.observability.metrics._render import histogram_lines
 __all__ = ["DEFAULT_SLICE_LINES", "MetricSet"]
 
 #: Lines rendered between two yields to the event loop in :meth:`MetricSet.render_async`.
-DEFAULT_SLICE_LINES = 2_000
+DEFAULT_SLICE_LINES = 500
 
 _TEXT = attrgetter("text")
 _VALUE = attrgetter("value")
@@ -236,12 +236,13 @@ class MetricSet:
         Returns:
             The same bytes :meth:`render` returns for the same values.
         """
-        lines: list[bytes] = []
+        pieces: list[bytes] = []
         for chunk in self._slices(slice_lines):
-            lines.extend(chunk)
+            # joined per slice: one join of the whole body would be a stall of its own
+            chunk.append(b"")
+            pieces.append(b"\n".join(chunk))
             await asyncio.sleep(0)
-        lines.append(b"")
-        return b"\n".join(lines)
+        return b"".join(pieces)
 
     def _slices(self, slice_lines: int) -> Iterator[list[bytes]]:
         lines: list[bytes] = []
