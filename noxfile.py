@@ -52,6 +52,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/scrape.py")
     session.run("python", "benchmarks/throughput.py")
     session.run("python", "benchmarks/llm_floor.py")
+    session.run("python", "benchmarks/hot_paths.py")
     session.run("python", "benchmarks/stuck_tools.py")
     session.run("python", "benchmarks/llm_deadline.py")
     session.run("python", "benchmarks/state_store.py")

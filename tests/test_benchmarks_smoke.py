@@ -90,6 +90,10 @@ class TestScrapeBenchmark:
         for renderer in ("taskforce", "aioprometheus", "prometheus_client"):
             assert re.search(rf"^{renderer}\s+\d+\.\d+\s+\d+\.\d+\s+\d+\.\d+x", output, re.M)
         assert _has_verdict(output, "scrape render time")
+        assert _has_verdict(output, "scrape stall")
+        for render in (r"render\(\) \(one piece\)", r"render_async\(\) \(slices\)"):
+            for cache in ("cold", "warm"):
+                assert re.search(rf"^{render}\s+{cache}\s+\d+\.\d+", output, re.M)
         assert _has_verdict(output, "promtool check metrics")
 
 
@@ -107,12 +111,14 @@ class TestThroughputBenchmark:
         assert counted.group(2) == counted.group(1)
         assert counted.group(4) == counted.group(3)
         assert "metrics-off container has metrics: False" in output
+        executors = ("on", "off", r"off \(A/A\)", "forward only", "prometheus_client")
         for flow in ("lean", "legacy"):
-            for container in ("on", "off", r"off \(A/A\)", "forward only"):
-                assert re.search(rf"^{flow}\s+{container}\s+\d+", output, re.M), (flow, container)
-            assert _has_verdict(output, f"throughput {flow} on vs off")
-            verdict = re.search(rf"^VERDICT throughput {flow} on vs off: .*$", output, re.M)
-            assert verdict is not None and "proxies that only forward" in verdict.group(0)
+            for executor in (*executors, "opentelemetry"):
+                assert re.search(rf"^{flow}\s+{executor}\s+\d+", output, re.M), (flow, executor)
+            for latency in ("0 ms", "1 ms"):
+                assert re.search(rf"^{latency}\s+{flow}\s+\d+\s+\d+", output, re.M), latency
+            assert _has_verdict(output, f"per mission {flow} vs prometheus_client")
+            assert _has_verdict(output, f"per mission {flow} vs opentelemetry")
         assert [] == list(tmp_path.glob("taskforce-bench-*"))
 
 
@@ -218,3 +224,19 @@ class TestShutdownBenchmark:
                 assert re.search(row, output, re.M), (condition, workers)
         assert _has_verdict(output, "shutdown with missions in flight")
         assert [] == list(tmp_path.glob("taskforce-bench-*"))
+
+
+class TestHotPathsBenchmark:
+    """benchmarks/hot_paths.py."""
+
+    def test_both_estimates_at_both_sizes_and_both_route_reads(
+        self, run_benchmark: RunBenchmark
+    ) -> None:
+        """A row per context-pack estimate and size, and per way of reading the route."""
+        output = run_benchmark("hot_paths")
+
+        assert re.search(r"^10 messages\s+full scan\s+\d+\.\d+\s+1\.00x", output, re.M)
+        assert re.search(r"^200 messages\s+full scan\s+\d+\.\d+\s+1\.00x", output, re.M)
+        assert 2 == len(re.findall(r"^\s+incremental\s+-?\d+\.\d+\s+-?\d+\.\d+x", output, re.M))
+        assert re.search(r"^\d+ routes\s+match every route\s+\d+\.\d+", output, re.M)
+        assert re.search(r"^\s+read from the router\s+-?\d+\.\d+\s+-?\d+\.\d+x", output, re.M)
