@@ -35,7 +35,7 @@ class TestJsonBytes:
     def test_safe_response_renders_surrogates(self) -> None:
         """SafeJSONResponse renders what JSONResponse cannot."""
         response = SafeJSONResponse({"detail": "\ud800", "n": float("nan")})
-        assert {"detail": "\ud800", "n": None} == json.loads(response.body)
+        assert {"detail": "\ud800", "n": None} == json.loads(bytes(response.body))
 
 
 class TestSseEvent:

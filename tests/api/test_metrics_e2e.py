@@ -246,7 +246,14 @@ class RaisingProvider:
 
     model = "broken-1"
 
-    async def complete(self, messages: Iterable[Any], model: str | None = None, **kw: Any) -> Any:
+    async def complete(
+        self,
+        messages: Iterable[Any],
+        model: str | None = None,
+        tools: Any = None,
+        tool_choice: Any = None,
+        **kw: Any,
+    ) -> Any:
         raise ConnectionError("provider down")
 
     async def generate(

@@ -8,6 +8,7 @@ request is never counted as a mission.
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from taskforce.core.interfaces import (
     current_mission_id,
     current_session_id,
 )
+from taskforce.core.interfaces.executor import AgentType
 from taskforce.errors import MissionError
 from tests.observability.metric_samples import value
 
@@ -58,7 +60,7 @@ def fixture_container(tmp_path: Path) -> Container:
     )
 
 
-def _failed_logs(logs: list[dict[str, Any]]) -> list[Any]:
+def _failed_logs(logs: list[MutableMapping[str, Any]]) -> list[Any]:
     return [log["error_type"] for log in logs if log["event"] == "tool.call.failed"]
 
 
@@ -76,7 +78,7 @@ class TestToolOutcome:
         ],
     )
     async def test_same_error_type_in_result_log_and_metrics(
-        self, container: Container, agent_type: str, outcome: Any, error_type: str
+        self, container: Container, agent_type: AgentType, outcome: Any, error_type: str
     ) -> None:
         """A failing call has one error_type: in the result fed back, the log and the metrics."""
         container.tool_registry.register(_Tool("odd", outcome))

@@ -36,6 +36,7 @@ def samples(metrics: MetricSet, name: str) -> dict[tuple[str, ...], Any]:
     """
     spec = metric(name)
     found: dict[tuple[str, ...], Any] = {}
+    sample: Any
     for labels, sample in metrics.registry.get(name).get_all():
         key = tuple(labels[label] for label in spec.label_names)
         if spec.kind == "histogram":

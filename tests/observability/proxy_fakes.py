@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, cast
 
-from taskforce.core.interfaces import AppendResult, ExecutionResult, ProgressEvent, StepRecord
+from taskforce.core.interfaces import (
+    AppendResult,
+    ChatMessage,
+    ExecutionResult,
+    LLMResult,
+    ProgressEvent,
+    StepRecord,
+    StreamChunk,
+    ToolResult,
+    ToolSchema,
+)
 from taskforce.core.interfaces.context import current_agent_type
 from taskforce.errors import ToolNotFoundError
 
@@ -32,11 +42,11 @@ class FakeTool:
     def parameters_schema(self) -> dict[str, Any]:
         return {"type": "object", "properties": {}}
 
-    async def execute(self, **params: Any) -> dict[str, Any]:
+    async def execute(self, **params: Any) -> ToolResult:
         self.seen_agent_types.append(current_agent_type())
         if self.behaviour is not None:
             return await self.behaviour(**params)
-        return {"success": True, "output": params}
+        return cast(ToolResult, {"success": True, "output": params})
 
 
 class FakeRegistry:
@@ -61,8 +71,10 @@ class FakeRegistry:
     def list_tools(self) -> list[Any]:
         return list(self._tools.values())
 
-    def openai_schemas(self) -> list[dict[str, Any]]:
-        return [{"type": "function", "function": {"name": n}} for n in self._tools]
+    def openai_schemas(self) -> list[ToolSchema]:
+        return [
+            cast(ToolSchema, {"type": "function", "function": {"name": n}}) for n in self._tools
+        ]
 
 
 class FakeProvider:
@@ -76,19 +88,32 @@ class FakeProvider:
         self.delay = 0.0
         self.seen_agent_types: list[str] = []
 
-    async def complete(self, messages: Any, model: str | None = None, **kwargs: Any) -> Any:
+    async def complete(
+        self,
+        messages: Sequence[ChatMessage],
+        model: str | None = None,
+        tools: Sequence[ToolSchema] | None = None,
+        tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
         return await self._answer()
 
-    async def generate(self, prompt: str, context: Any = None, model: Any = None, **kw: Any) -> Any:
+    async def generate(
+        self,
+        prompt: str,
+        context: Mapping[str, Any] | None = None,
+        model: str | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
         return await self._answer()
 
-    async def _answer(self) -> Any:
+    async def _answer(self) -> LLMResult:
         self.seen_agent_types.append(current_agent_type())
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.error is not None:
             raise self.error
-        return self.answer
+        return cast(LLMResult, self.answer)
 
 
 class FakeStreamingProvider(FakeProvider):
@@ -104,8 +129,13 @@ class FakeStreamingProvider(FakeProvider):
         self.finished = False
 
     async def stream(
-        self, messages: Any, model: str | None = None, **kw: Any
-    ) -> AsyncIterator[Any]:
+        self,
+        messages: Sequence[ChatMessage],
+        model: str | None = None,
+        tools: Sequence[ToolSchema] | None = None,
+        tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[StreamChunk]:
         self.seen_agent_types.append(current_agent_type())
         try:
             for index, chunk in enumerate(self.chunks):
@@ -113,7 +143,7 @@ class FakeStreamingProvider(FakeProvider):
                     raise self.stream_error
                 if self.chunk_delay:
                     await asyncio.sleep(self.chunk_delay)
-                yield chunk
+                yield cast(StreamChunk, chunk)
             self.finished = True
         except GeneratorExit:
             self.closed = True
@@ -127,10 +157,11 @@ class FakeStore:
         self.saved: dict[str, Any] = {}
         self.error: Exception | None = None
 
-    async def save(self, session_id: str, state: dict[str, Any]) -> None:
+    async def save(self, session_id: str, state: dict[str, Any]) -> int | None:
         if self.error is not None:
             raise self.error
         self.saved[session_id] = state
+        return None
 
     async def load(self, session_id: str) -> dict[str, Any] | None:
         return self.saved.get(session_id)
@@ -185,7 +216,7 @@ class FakeExecutor:
         agent_type: str = "lean",
         session_id: str | None = None,
         mission_id: str | None = None,
-    ) -> AsyncIterator[ProgressEvent]:
+    ) -> AsyncGenerator[ProgressEvent, None]:
         self.calls.append({"mission": mission, "agent_type": agent_type, "session_id": session_id})
         events = self.events
         if events is None:

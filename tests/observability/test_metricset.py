@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import platform
+from typing import Any
 
 import pytest
 from aioprometheus.collectors import REGISTRY
@@ -234,7 +235,7 @@ class TestChildren:
 class TestRegistryView:
     def test_aioprometheus_writes_are_refused(self, metrics: MetricSet) -> None:
         """The registry is a read-only view: writing through aioprometheus bypasses the guard."""
-        collector = metrics.registry.get("taskforce_tool_calls_total")
+        collector: Any = metrics.registry.get("taskforce_tool_calls_total")
         with pytest.raises(TypeError, match="recorded through"):
             collector.inc({"tool_name": "x", "agent_type": "lean", "status": "success"})
 

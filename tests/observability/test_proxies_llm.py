@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from contextlib import aclosing
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from structlog.testing import capture_logs
@@ -32,7 +32,11 @@ MESSAGES = [
 def _requests(metrics: MetricSet) -> list[tuple[str, str, str, str]]:
     """Every request recorded: (model, agent_type, operation, status), one per request."""
     counted = samples(metrics, "taskforce_llm_requests_total")
-    return [labels for labels, count in counted.items() for _ in range(int(count))]
+    return [
+        cast(tuple[str, str, str, str], labels)
+        for labels, count in counted.items()
+        for _ in range(int(count))
+    ]
 
 
 def _latency(metrics: MetricSet) -> float:

@@ -15,6 +15,7 @@ from taskforce.core.interfaces import (
     TOOL_TIMEOUT_CANCEL_MESSAGE,
     ToolProtocol,
     ToolRegistryProtocol,
+    ToolResult,
 )
 from taskforce.errors import ToolNotFoundError, ToolTimeoutError
 from taskforce.observability import ToolProxy, ToolRegistryProxy, mission_scope
@@ -66,7 +67,7 @@ class _PlainTool:
         self.description = "a plain tool"
         self.parameters_schema: dict[str, Any] = {"type": "object"}
 
-    async def execute(self, **params: Any) -> dict[str, Any]:
+    async def execute(self, **params: Any) -> ToolResult:
         return {"success": True, "output": None}
 
 
@@ -324,6 +325,7 @@ class TestToolRegistryProxy:
         replacement = FakeTool("a")
         registry._tools["a"] = replacement
         (first, _) = proxy.list_tools()
+        assert isinstance(first, ToolProxy)
         assert replacement is first.__wrapped__
 
     def test_unknown_tool_raises_the_same_and_is_counted(self, metrics: MetricSet) -> None:

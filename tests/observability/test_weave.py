@@ -92,11 +92,8 @@ class TestWeave:
             state_store=FakeStore(),
             metrics=metrics,
         )
-        assert (LLMProviderProxy, ToolRegistryProxy, StateStoreProxy) == (
-            type(llm),
-            type(tools),
-            type(state),
-        )
+        woven: tuple[Any, ...] = (llm, tools, state)
+        assert [LLMProviderProxy, ToolRegistryProxy, StateStoreProxy] == [type(o) for o in woven]
         assert not hasattr(llm, "stream")
 
     def test_weave_checks_each_role(self, metrics: MetricSet) -> None:
@@ -104,14 +101,14 @@ class TestWeave:
         with pytest.raises(TypeError, match="ToolRegistryProtocol"):
             weave(
                 llm_provider=FakeProvider(),
-                tool_registry=FakeStore(),
+                tool_registry=FakeStore(),  # type: ignore[type-var]  # the wrong role
                 state_store=FakeStore(),
                 metrics=metrics,
             )
 
     def test_weave_executor(self, metrics: MetricSet) -> None:
         """weave_executor wraps the executor; twice is still one proxy."""
-        executor = weave_executor(FakeExecutor(), metrics)
+        executor: Any = weave_executor(FakeExecutor(), metrics)
         assert ExecutorProxy is type(executor)
         assert executor is weave_executor(executor, metrics)
 

@@ -233,7 +233,7 @@ class FakeOpenAIServer:
             yield frame([{"index": 0, "delta": first, "finish_reason": None}])
             for chunk in chunks:
                 if "content" in chunk:
-                    delta = {"content": chunk["content"]}
+                    delta: dict[str, Any] = {"content": chunk["content"]}
                     yield frame([{"index": 0, "delta": delta, "finish_reason": None}])
             for index, call in enumerate(tool_calls):
                 for part in _tool_call_deltas(index, call):

@@ -148,7 +148,7 @@ class EventAudit:
             audit.observe(method_name, {**logger._context, **event_kw, "event": event})
             return original(logger, method_name, event, event_kw)
 
-        BoundLoggerBase._process_event = audited  # type: ignore[method-assign]
+        BoundLoggerBase._process_event = audited  # type: ignore[method-assign,assignment]
 
     def uninstall(self) -> None:
         """Put the original method back."""

@@ -245,15 +245,31 @@ class _StreamingLLM:
         self.streams: list[dict[str, Any]] = []
         self.closed = 0
 
-    async def complete(self, messages: Any, model: Any = None, **kwargs: Any) -> Any:
+    async def complete(
+        self,
+        messages: Any,
+        model: Any = None,
+        tools: Any = None,
+        tool_choice: Any = None,
+        **kw: Any,
+    ) -> Any:
         self.completes += 1
         return {"success": True, "content": "from complete", "tool_calls": []}
 
-    async def generate(self, prompt: Any, context: Any = None, **kwargs: Any) -> Any:
+    async def generate(
+        self, prompt: Any, context: Any = None, model: Any = None, **kwargs: Any
+    ) -> Any:
         raise AssertionError("the lean flow never plans")
 
-    async def stream(self, messages: Any, model: Any = None, **kwargs: Any) -> Any:
-        self.streams.append(kwargs)
+    async def stream(
+        self,
+        messages: Any,
+        model: Any = None,
+        tools: Any = None,
+        tool_choice: Any = None,
+        **kw: Any,
+    ) -> Any:
+        self.streams.append({"tools": tools, "tool_choice": tool_choice, **kw})
         turn = self._turns.pop(0)
         try:
             if isinstance(turn, Exception):

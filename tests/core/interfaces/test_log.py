@@ -10,6 +10,7 @@ from structlog.testing import capture_logs
 
 from taskforce.application.container import build_container
 from taskforce.config import Settings
+from taskforce.core.interfaces.executor import AgentType
 from taskforce.core.interfaces.log import DIGEST_HEX_CHARS, text_fields
 
 CANARY = "ZQX-canary-7731"
@@ -46,7 +47,7 @@ class TestNoMissionContentInLogs:
         ],
     )
     async def test_canary_only_at_debug(
-        self, tmp_path: Path, agent_type: str, mission: str
+        self, tmp_path: Path, agent_type: AgentType, mission: str
     ) -> None:
         """Mission text, tool arguments and errors quoting them stay out of info and above."""
         settings = Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "ws")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 import structlog
@@ -96,7 +97,12 @@ class TestRun:
         attempts: list[LLMAttempt] = []
 
         with structlog.testing.capture_logs() as logs:
-            result = await policy.run(attempt, classify=_classify, attempts=attempts, provider="t")  # type: ignore[arg-type]
+            result: Any = await policy.run(
+                attempt,  # type: ignore[arg-type]
+                classify=_classify,
+                attempts=attempts,
+                provider="t",
+            )
 
         assert "ok" == result
         assert [error_type, None] == [a.error_type for a in attempts]

@@ -44,7 +44,7 @@ async def fixture_make_store(
 
     yield make
     for store in made:
-        await store.aclose()  # type: ignore[attr-defined]
+        await store.aclose()
 
 
 @pytest.fixture(name="store")

@@ -339,7 +339,7 @@ class TestNonRegularFiles:
         """A FIFO that replaces a regular file after the lstat is caught on the open file."""
         (workspace / "regular.txt").write_text("r")
         regular = os.lstat(workspace / "regular.txt")
-        monkeypatch.setattr(_files.os, "lstat", lambda _path: regular)
+        monkeypatch.setattr(_files.os, "lstat", lambda _path: regular)  # type: ignore[attr-defined]
         result = await asyncio.wait_for(FileReadTool(workspace).execute(path="pipe"), 30)
         assert self._refused("pipe") == result
 

@@ -79,7 +79,7 @@ class TestToolThreadPool:
         await _wait_started(started, 1)
         assert (2, True) == (pool.busy, pool.is_saturated)
         release.set()
-        assert ["released", "released"] == await asyncio.gather(first, second)
+        assert ["released", "released"] == list(await asyncio.gather(first, second))
         assert (0, False) == (pool.busy, pool.is_saturated)
 
     async def test_cancelled_queued_call_never_runs(self, pool: ToolThreadPool) -> None:

@@ -139,6 +139,12 @@ class ObservingProxy(_GenericProxy[_T]):
     # reads the wrapped object, exactly as wrapt's getattro does.
     __getattribute__ = object.__getattribute__
 
+    if TYPE_CHECKING:
+        # What wrapt does at run time: any attribute the proxy lacks is the wrapped object's.
+        def __getattr__(self, name: str) -> Any: ...
+
+        def __setattr__(self, name: str, value: Any) -> None: ...
+
     def __init__(self, wrapped: _T, metrics: MetricSet) -> None:
         """Wrap ``wrapped`` so its observed calls are recorded in ``metrics``.
 
