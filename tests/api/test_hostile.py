@@ -306,12 +306,12 @@ class TestAuth:
 
     async def test_every_api_route_is_guarded(self, guarded: LiveServer) -> None:
         """Every /api/v1 route of the app, present and future, refuses a missing token."""
-        app = guarded.server.config.app
+        app: Any = guarded.server.config.app
         routes = [
             (method, re.sub(r"\{[^}]+\}", "x", route.path))
             for route in app.routes
             if isinstance(route, APIRoute) and route.path.startswith("/api/v1")
-            for method in route.methods
+            for method in route.methods or ()
         ]
         assert ("POST", "/api/v1/execute") in routes
         async with httpx.AsyncClient(base_url=guarded.url, timeout=30) as client:

@@ -7,8 +7,9 @@ talks to it over real HTTP and serves its own metrics from a real uvicorn.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -55,7 +56,7 @@ async def _mission(live: LiveServer, mission: str) -> tuple[dict[str, object], S
         return response.json(), await scrape(client)
 
 
-def _failed_log_types(logs: list[dict[str, object]]) -> list[object]:
+def _failed_log_types(logs: list[MutableMapping[str, Any]]) -> list[object]:
     return [event["error_type"] for event in logs if event["event"] == "llm.call.failed"]
 
 

@@ -9,6 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from taskforce.application.executor import AgentExecutor
+from taskforce.core.interfaces.executor import AgentType
 from taskforce.core.interfaces.state import AppendResult
 from taskforce.errors import StateStoreError, StateStoreUnavailableError
 from taskforce.infrastructure.state import FileStateStore, StateLimits
@@ -95,7 +96,7 @@ class TestStoreFailures:
 
 
 @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
-async def test_both_flows_append(agent_type: str) -> None:
+async def test_both_flows_append(agent_type: AgentType) -> None:
     """Both flows leave exactly one record per mission."""
     store = MemoryStateStore()
     await _executor(store).execute_mission("m", agent_type=agent_type, session_id="s")
