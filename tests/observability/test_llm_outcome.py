@@ -35,7 +35,7 @@ def _build(tmp_path: Path, **llm: Any) -> Container:
 def _count(metrics: MetricSet, name: str, **labels: str) -> float:
     """A counter's value, 0 when the series does not exist."""
     wanted = [s for s in series(metrics, name) if all(s.get(k) == v for k, v in labels.items())]
-    return sum(value(metrics, name, **s) for s in wanted)
+    return float(sum(value(metrics, name, **s) for s in wanted))
 
 
 @pytest.fixture(name="container")
