@@ -68,3 +68,26 @@ class TestStateSettings:
         with pytest.raises(ConfigurationError) as info:
             load_settings(state={key: value})
         assert f"state.{key}" == info.value.setting
+
+
+class TestRedaction:
+    def test_dsn_and_its_password_are_redacted_in_logs(self) -> None:
+        """secret_values() holds the DSN and its password (raw and decoded); logs show ***."""
+        import io
+        import json as _json
+
+        import structlog
+
+        from taskforce.observability import configure_logging
+
+        dsn = "postgresql://app:p%40ss-w0rd!@db:5432/t"
+        settings = load_settings(state={"backend": "postgres", "dsn": dsn})
+        assert {dsn, "p%40ss-w0rd!", "p@ss-w0rd!"} <= set(settings.secret_values())
+        out = io.StringIO()
+        configure_logging(fmt="json", level="info", stream=out, secrets=settings.secret_values())
+        structlog.get_logger("t").info(
+            "server.started", category="lifecycle", note=f"connect {dsn} as p@ss-w0rd!"
+        )
+        line = _json.loads(out.getvalue().strip().splitlines()[-1])
+        assert "p@ss-w0rd" not in out.getvalue() and "p%40ss" not in out.getvalue()
+        assert "***" in line["note"]
