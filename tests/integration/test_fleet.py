@@ -184,7 +184,7 @@ class TestFleet:
             "rules never evaluated",
         )
         rules = [r for g in groups for r in g["rules"]]
-        assert rules
+        assert {"alerting", "recording"} == {r["type"] for r in rules}
         assert [] == [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
 
     def test_killed_worker_is_replaced_and_others_unaffected(self, fleet: Fleet) -> None:
