@@ -165,6 +165,7 @@ class NullMetrics:
 
     def __init__(self) -> None:
         self._family = _NullFamily()
+        self.llm_prices: dict[str, tuple[float, float]] = {}
 
     def counter(self, spec: Any) -> _NullFamily:
         return self._family

@@ -319,3 +319,19 @@ class TestLLMFaults:
         assert {"llm": 1} == faults(metrics)
         assert 1 == len(_requests(metrics))
         assert {} == _packs(metrics)
+
+
+class TestOverflowThroughTheProxy:
+    async def test_an_overflowed_model_counts_its_overflow_on_every_call(self) -> None:
+        """Past the cap a model is 'other' on every call, each call counted as an overflow."""
+        metrics = MetricSet(max_label_values=1)
+        proxy = observe_llm_provider(FakeProvider(answer={"success": True}), metrics)
+        await proxy.complete(MESSAGES, model="first")
+        for _ in range(3):
+            await proxy.complete(MESSAGES, model="second")
+        assert [
+            ("first", "none", "complete", "success"),
+            *[("other", "none", "complete", "success")] * 3,
+        ] == _requests(metrics)
+        overflow = samples(metrics, "taskforce_metrics_label_overflow_total")
+        assert 3 == overflow[("taskforce_llm_requests_total", "model")]

@@ -383,3 +383,19 @@ class TestToolRegistryProxy:
         tools = ToolRegistryProxy(TupleRegistry(FakeTool("a")), metrics).list_tools()
         assert isinstance(tools, tuple)
         assert isinstance(tools[0], ToolProxy)
+
+
+class TestOverflowThroughTheProxy:
+    async def test_an_overflowed_tool_counts_its_overflow_on_every_call(self) -> None:
+        """Past the cap a tool is 'other' on every call, each call counted as an overflow."""
+        metrics = MetricSet(max_label_values=1)
+        await ToolProxy(FakeTool("first"), metrics).execute()
+        second = ToolProxy(FakeTool("second"), metrics)
+        for _ in range(3):
+            await second.execute()
+        assert {
+            ("first", "none", "success"): 1,
+            ("other", "none", "success"): 3,
+        } == samples(metrics, "taskforce_tool_calls_total")
+        overflow = samples(metrics, "taskforce_metrics_label_overflow_total")
+        assert 3 == overflow[("taskforce_tool_calls_total", "tool_name")]

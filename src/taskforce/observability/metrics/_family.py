@@ -113,6 +113,14 @@ class Family(Generic[_C]):
             child = self._admit(values)
         return child
 
+    def is_cached(self, *values: Any) -> bool:
+        """Tell whether ``labels(*values)`` is one lookup: admitted, not overflowed, a ``str``.
+
+        Code that keeps children of its own (a bundle per label set) keeps them only
+        then, so an overflowed value still takes the slow path and counts every time.
+        """
+        return values in self._aliases
+
     def _admit(self, values: tuple[Any, ...]) -> _C:
         spec = self.spec
         if len(values) != len(spec.labels):

@@ -73,10 +73,15 @@ _UNKNOWN_MODEL = "unknown"
 _MODEL_ARG = {"complete": 1, "generate": 2, "stream": 1}
 
 
+# Bundles of children kept per proxy; more and the cache starts over.
+_MAX_BUNDLES = 1024
+
+
 class _LLMFamilies:
-    """The families an LLM call writes to."""
+    """The families an LLM call writes to, and the children of recent label sets."""
 
     __slots__ = (
+        "bundles",
         "cost",
         "duration",
         "failures",
@@ -98,6 +103,45 @@ class _LLMFamilies:
         self.ttft: Family[HistogramChild] = metrics.histogram(LLM_TTFT)
         self.pack_messages: Family[HistogramChild] = metrics.histogram(CONTEXT_PACK_MESSAGES)
         self.pack_tokens: Family[HistogramChild] = metrics.histogram(CONTEXT_PACK_TOKENS)
+        self.bundles: dict[tuple[str, str, str, str], _RequestChildren] = {}
+
+
+class _RequestChildren:
+    """The children one request of a (model, agent_type, operation, status) writes."""
+
+    __slots__ = (
+        "duration",
+        "input_tokens",
+        "output_tokens",
+        "pack_messages",
+        "pack_tokens",
+        "requests",
+    )
+
+    def __init__(self, families: _LLMFamilies, key: tuple[str, str, str, str]) -> None:
+        model, agent_type, operation, _ = key
+        self.requests = families.requests.labels(*key)
+        self.duration = families.duration.labels(model, agent_type, operation)
+        self.pack_messages = families.pack_messages.labels(agent_type)
+        self.pack_tokens = families.pack_tokens.labels(agent_type)
+        # made on first use: no token series before a provider reports tokens
+        self.input_tokens: CounterChild | None = None
+        self.output_tokens: CounterChild | None = None
+
+
+def _request_children(families: _LLMFamilies, key: tuple[str, str, str, str]) -> _RequestChildren:
+    children = families.bundles.get(key)
+    if children is None:
+        children = _RequestChildren(families, key)
+        model, agent_type, operation, _ = key
+        # an overflowed label is never kept: it must take the slow path (and count) each time
+        if families.requests.is_cached(*key) and families.duration.is_cached(
+            model, agent_type, operation
+        ):
+            if len(families.bundles) >= _MAX_BUNDLES:
+                families.bundles.clear()
+            families.bundles[key] = children
+    return children
 
 
 class LLMProviderProxy(ObservingProxy[_ProviderT]):
@@ -238,16 +282,23 @@ def _record_request(
     pack: tuple[int, int] | None,
 ) -> None:
     """Write one request: ``labels`` is (model, agent_type, operation)."""
-    model, agent_type, _ = labels
-    families.requests.labels(*labels, status).inc()
-    families.duration.labels(*labels).observe(duration)
+    children = _request_children(families, (*labels, status))
+    children.requests.inc()
+    children.duration.observe(duration)
     if pack is not None:
-        families.pack_messages.labels(agent_type).observe(pack[0])
-        families.pack_tokens.labels(agent_type).observe(pack[1])
+        children.pack_messages.observe(pack[0])
+        children.pack_tokens.observe(pack[1])
     input_tokens, output_tokens = tokens_of(usage)
     if input_tokens or output_tokens:  # no token series until a provider reports some
-        families.tokens.labels(model, agent_type, "input").inc(input_tokens)
-        families.tokens.labels(model, agent_type, "output").inc(output_tokens)
+        counted_in, counted_out = children.input_tokens, children.output_tokens
+        if counted_in is None or counted_out is None:
+            model, agent_type, _ = labels
+            counted_in = families.tokens.labels(model, agent_type, "input")
+            counted_out = families.tokens.labels(model, agent_type, "output")
+            if families.tokens.is_cached(model, agent_type, "input"):
+                children.input_tokens, children.output_tokens = counted_in, counted_out
+        counted_in.inc(input_tokens)
+        counted_out.inc(output_tokens)
 
 
 def _record_call(

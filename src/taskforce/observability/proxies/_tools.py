@@ -60,17 +60,46 @@ _RegistryT = TypeVar("_RegistryT", bound=ToolRegistryProtocol)
 _STAGE = "tool.execute"
 # Bounds the proxy cache of a registry whose get() builds a new tool each time.
 _MAX_CACHED_TOOLS = 1024
+# Bundles of children kept per proxy; more and the cache starts over.
+_MAX_BUNDLES = 1024
 
 
 class _ToolFamilies:
-    """The families a tool call writes to."""
+    """The families a tool call writes to, and the children of recent label sets."""
 
-    __slots__ = ("calls", "duration", "failures")
+    __slots__ = ("bundles", "calls", "duration", "failures")
 
     def __init__(self, metrics: MetricSet) -> None:
         self.calls: Family[CounterChild] = metrics.counter(TOOL_CALLS)
         self.failures: Family[CounterChild] = metrics.counter(TOOL_FAILURES)
         self.duration: Family[HistogramChild] = metrics.histogram(TOOL_DURATION)
+        self.bundles: dict[tuple[Any, str, str], _CallChildren] = {}
+
+    def children(self, tool_name: Any, agent_type: str, status: str) -> _CallChildren:
+        """Return the calls and duration children of one (tool, agent_type, status)."""
+        key = (tool_name, agent_type, status)
+        found = self.bundles.get(key)
+        if found is None:
+            found = _CallChildren(
+                self.calls.labels(tool_name, agent_type, status),
+                self.duration.labels(tool_name, agent_type),
+            )
+            # an overflowed name is never kept: it must take the slow path (and count) each time
+            if self.calls.is_cached(*key) and self.duration.is_cached(tool_name, agent_type):
+                if len(self.bundles) >= _MAX_BUNDLES:
+                    self.bundles.clear()
+                self.bundles[key] = found
+        return found
+
+
+class _CallChildren:
+    """The children every call of one (tool, agent_type, status) writes."""
+
+    __slots__ = ("calls", "duration")
+
+    def __init__(self, calls: CounterChild, duration: HistogramChild) -> None:
+        self.calls = calls
+        self.duration = duration
 
 
 class ToolProxy(ObservingProxy[_ToolT]):
@@ -139,11 +168,12 @@ def _record(
             tool_name = tool.name
         agent_type = current_agent_type()
         if error_type is None:
-            families.calls.labels(tool_name, agent_type, "success").inc()
+            children = families.children(tool_name, agent_type, "success")
         else:
-            families.calls.labels(tool_name, agent_type, "error").inc()
+            children = families.children(tool_name, agent_type, "error")
             families.failures.labels(tool_name, agent_type, error_type).inc()
-        families.duration.labels(tool_name, agent_type).observe(duration)
+        children.calls.inc()
+        children.duration.observe(duration)
     except Exception as exc:
         report_fault(proxy._self_metrics, "ToolProxy", _STAGE, exc)
 
