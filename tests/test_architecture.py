@@ -63,3 +63,37 @@ class TestLayers:
         """The checker finds a forbidden import when there is one (it can fail)."""
         src = SRC / "application" / "container.py"
         assert any(m.startswith("taskforce.observability") for m in _imports(src))
+
+
+class TestMetricsLayer:
+    def test_no_metric_name_outside_the_catalog(self) -> None:
+        """A metric is named in the catalog module only; code records through its spec."""
+        from taskforce.observability.metrics import CATALOG
+
+        catalog = SRC / "observability" / "metrics" / "_catalog.py"
+        names = {spec.name for spec in CATALOG}
+        found = {
+            (str(path.relative_to(SRC)), name)
+            for path in _modules()
+            if path != catalog
+            for name in names
+            if name in path.read_text(encoding="utf-8")
+        }
+        assert set() == found
+
+    def test_aioprometheus_behind_one_adapter(self) -> None:
+        """Only the adapter module imports aioprometheus."""
+        adapter = SRC / "observability" / "metrics" / "_aioprometheus.py"
+        importers = set()
+        for path in _modules():
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    modules = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    modules = [node.module]
+                else:
+                    continue
+                if any(m == "aioprometheus" or m.startswith("aioprometheus.") for m in modules):
+                    importers.add(str(path.relative_to(SRC)))
+        assert {str(adapter.relative_to(SRC))} == importers

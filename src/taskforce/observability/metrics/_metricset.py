@@ -87,9 +87,9 @@ class MetricSet:
 
         Args:
             max_label_values: Cap of distinct values per free-form label per metric.
-            llm_provider: The ``llm_provider`` label of ``taskforce_build_info``.
+            llm_provider: The ``llm_provider`` label of the build-info gauge.
             llm_prices: USD per million ``(input, output)`` tokens by model, for
-                ``taskforce_llm_cost_usd_total``; a model without one has no cost.
+                the LLM cost counter; a model without one has no cost.
 
         Raises:
             ValueError: ``max_label_values`` is below 1.
