@@ -159,6 +159,9 @@ class _NullFamily:
     def labels(self, *values: Any) -> _NullChild:
         return self._CHILD
 
+    def is_cached(self, *values: Any) -> bool:
+        return True
+
 
 class NullMetrics:
     """A stand-in ``MetricSet`` whose families record nothing: isolates the proxy's own cost."""
