@@ -208,6 +208,11 @@ class _Provider(_Delegate):
 
 
 class _Store(_Delegate):
+    async def append(self, session_id: str, record: Any) -> Any:
+        appended = await self._wrapped.append(session_id, record)
+        self._sink.observe("state_size_bytes", (), appended.size_bytes)
+        return appended
+
     async def save(self, session_id: str, state: Any) -> Any:
         saved = await self._wrapped.save(session_id, state)
         size = saved if isinstance(saved, int) else len(json.dumps(state).encode())
