@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import shutil
 import signal
 import socket
 import time
@@ -115,7 +116,31 @@ class TestWorkers:
             exited = [e for e in events(child) if e["event"] == "worker.exited"]
             assert [(0, -signal.SIGKILL)] == [(e["worker"], e["exitcode"]) for e in exited]
 
-    def test_workers_without_metrics_port_exit_2(self, tmp_path: Path) -> None:
+    def test_crash_loop_stops_the_service(self, tmp_path: Path, ports: tuple[int, int]) -> None:
+        """Replacements that keep dying before they serve stop the service with exit 2."""
+        api_port, metrics_port = ports
+        base = tmp_path / "base"
+        env = clean_env(
+            tmp_path,
+            TASKFORCE_STATE_DIR=str(base / "state"),
+            TASKFORCE_METRICS__PORT=str(metrics_port),
+        )
+        with started(["serve", "--port", str(api_port), "--workers", "2"], env, tmp_path) as child:
+            wait_until_up(child, [f"http://127.0.0.1:{metrics_port + i}/metrics" for i in (0, 1)])
+            shutil.rmtree(base, ignore_errors=True)
+            base.write_text("no longer a folder: every new worker fails", encoding="utf-8")
+            victim = next(
+                e["pid"]
+                for e in events(child)
+                if e["event"] == "server.started" and e["worker"] == 0
+            )
+            os.kill(int(str(victim)), signal.SIGKILL)
+            assert 2 == child.process.wait(timeout=120)
+        exited = [e for e in events(child) if e["event"] == "worker.exited"]
+        assert 6 == len(exited)  # the killed worker, then five replacements that never served
+        last = child.stderr().strip().splitlines()[-1]
+        assert last.startswith("taskforce: worker 0 failed to start")
+
         """`--workers 2` with metrics on and no metrics.port stops at once, naming it."""
         with started(
             ["serve", "--port", "1", "--workers", "2"], clean_env(tmp_path), tmp_path

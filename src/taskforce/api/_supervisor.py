@@ -37,6 +37,8 @@ _LOG = structlog.get_logger("taskforce.api")
 #: A worker that dies sooner than this after its start is restarted after a pause.
 _QUICK_DEATH_SECONDS = 1.0
 _MAX_RESTART_PAUSE_SECONDS = 10.0
+#: Replacements in a row that die before serving; then the service stops (a crash loop).
+_MAX_BOOT_FAILURES = 5
 #: Time on top of the shutdown grace before a worker that ignores SIGTERM is killed.
 _KILL_MARGIN_SECONDS = 10.0
 _POLL_SECONDS = 0.1
@@ -122,6 +124,7 @@ class _Slot:
     process: ForkProcess | None = None
     started_at: float = 0.0
     quick_deaths: int = 0
+    boot_failures: int = 0
     restart_at: float | None = None
     pids: list[int] = field(default_factory=list)
 
@@ -173,6 +176,7 @@ class _Supervisor:
         self._signals += 1
 
     def _start(self, slot: _Slot) -> None:
+        slot.ready.clear()
         process = self._context.Process(
             target=_worker_main,
             args=(self._settings, self._api_socket, self._metrics_sockets, slot.index, slot.ready),
@@ -230,8 +234,12 @@ class _Supervisor:
                     pid=process.pid,
                     exitcode=code,
                 )
-                if not slot.ready.is_set() and not slot.pids:
-                    # The first worker in this slot never served: the start failed.
+                slot.boot_failures = 0 if slot.ready.is_set() else slot.boot_failures + 1
+                if slot.boot_failures and (
+                    not slot.pids or slot.boot_failures >= _MAX_BOOT_FAILURES
+                ):
+                    # The first worker of the slot, or five replacements in a row, never
+                    # served: the app cannot start, and restarting it would loop forever.
                     self._failed = slot.index
                     self._signals = max(self._signals, 1)
                     continue
