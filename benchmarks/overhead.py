@@ -62,7 +62,7 @@ from taskforce.core.interfaces.tools import ToolResult
 from taskforce.infrastructure.llm import ScriptedLLMProvider
 from taskforce.infrastructure.state import FileStateStore
 from taskforce.infrastructure.tools import ToolRegistry
-from taskforce.observability import mission_scope
+from taskforce.observability import MetricSet, mission_scope
 
 TOOL_TARGET_US = 1.5
 LLM_TARGET_US = 3.5
@@ -163,20 +163,17 @@ class _NullFamily:
         return True
 
 
-class NullMetrics:
-    """A stand-in ``MetricSet`` whose families record nothing: isolates the proxy's own cost."""
+class NullMetrics(MetricSet):
+    """A ``MetricSet`` whose families record nothing: isolates the proxy's own cost."""
 
     def __init__(self) -> None:
-        self._family = _NullFamily()
-        self.llm_prices: dict[str, tuple[float, float]] = {}
+        super().__init__()
+        self._is_null = True
 
-    def counter(self, spec: Any) -> _NullFamily:
-        return self._family
-
-    gauge = histogram = counter
-
-    def record_fault(self, stage: str) -> None:
-        return None
+    def _typed(self, spec: Any, kind: Any) -> Any:
+        if getattr(self, "_is_null", False):
+            return _NullFamily()
+        return super()._typed(spec, kind)
 
 
 def catalog_buckets(metrics: Any) -> tuple[dict[str, tuple[float, ...]], str]:
