@@ -240,6 +240,24 @@ class TestPrices:
 
         assert setting == info.value.setting
 
+    @pytest.mark.parametrize(
+        ("value", "shown"),
+        [
+            ('{"gpt-4o": {"input": -1, "output": 1}}', "llm.prices.gpt-4o.input=-1"),
+            ('{"gpt-4o": {"input": 1, "output": 1, "cached": 3}}', "llm.prices.gpt-4o.cached=3"),
+        ],
+    )
+    def test_bad_price_names_the_variable_and_value(
+        self, monkeypatch: pytest.MonkeyPatch, value: str, shown: str
+    ) -> None:
+        """A bad key inside TASKFORCE_LLM__PRICES names that variable and the bad value."""
+        monkeypatch.setenv("TASKFORCE_LLM__PRICES", value)
+
+        with pytest.raises(ConfigurationError) as info:
+            load_settings()
+
+        assert f"TASKFORCE_LLM__PRICES, {shown}" == info.value.source
+
 
 class TestRetrySettings:
     def test_defaults(self) -> None:

@@ -342,16 +342,26 @@ def _configuration_error(
     setting = ".".join(str(part) for part in first["loc"]) or "settings"
     index = _settings_index()
     reason = first["msg"]
-    if first["type"] == "extra_forbidden":
+    # a key inside a setting's value (llm.prices.gpt-4o.input) comes from that setting's source
+    parts = [str(part) for part in first["loc"]]
+    known = next(
+        (".".join(parts[:n]) for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in index),
+        setting,
+    )
+    if first["type"] == "extra_forbidden" and known == setting:
         names = {name: name for name in index}
         return ConfigurationError(setting, f"unknown key; did you mean {_closest(setting, names)}?")
-    variable, is_secret = index.get(setting, (f"{_ENV_PREFIX}{setting}".upper(), False))
+    if first["type"] == "extra_forbidden":
+        reason = "unknown key"
+    variable, is_secret = index.get(known, (f"{_ENV_PREFIX}{setting}".upper(), False))
     value = "" if is_secret else f"={first.get('input')!r:.80}"
     env_names = {name.upper() for name in environ}
     section_variable = variable.split("__")[0]
     source: str | None
-    if variable in env_names:
+    if variable in env_names and known == setting:
         source = f"{variable}{value}"
+    elif variable in env_names:
+        source = f"{variable}, {setting}{value}"
     elif section_variable in env_names:
         source = f"{section_variable}, {setting}{value}"
     elif config_file:
