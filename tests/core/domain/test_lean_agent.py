@@ -325,6 +325,14 @@ class TestLeanAgentStreams:
         failed = [e for e in logs if e["event"] == "llm.call.failed"]
         assert ["rate_limit"] == [e["error_type"] for e in failed]
 
+    async def test_stream_failure_reads_like_a_returned_one(self) -> None:
+        """A provider error raised by a stream is quoted as is, without its class name."""
+        llm = _StreamingLLM([LLMProviderError("gave up", provider="p", error_type="auth")])
+
+        outcome = await LeanAgent(llm, _registry(), stream_llm=True).run("hi")
+
+        assert "LLM call failed: p: gave up" == outcome.error
+
 
 class TestLlmFailureLog:
     @pytest.mark.parametrize(

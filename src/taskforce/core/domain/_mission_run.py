@@ -27,6 +27,7 @@ from taskforce.core.interfaces.llm import (
 from taskforce.core.interfaces.log import text_fields
 from taskforce.core.interfaces.outcome import classify_llm_result, llm_exception_error_type
 from taskforce.core.interfaces.tools import ToolRegistryProtocol, ToolResult
+from taskforce.errors import LLMProviderError
 
 __all__ = ["STEP_LIMIT_ERROR", "MissionAborted", "MissionRun", "check_limits", "dump_result"]
 
@@ -144,7 +145,7 @@ class MissionRun:
             else:
                 result = await self.llm.complete(messages, tools=tools)
         except Exception as exc:  # a provider bug fails this mission, not the process
-            return self._llm_failed(f"{type(exc).__name__}: {exc}", llm_exception_error_type(exc))
+            return self._llm_failed(_describe(exc), llm_exception_error_type(exc))
         return self._checked(result)
 
     async def _streamed(
@@ -188,7 +189,7 @@ class MissionRun:
         try:
             result = await self.llm.generate(prompt)
         except Exception as exc:  # a provider bug fails this mission, not the process
-            return self._llm_failed(f"{type(exc).__name__}: {exc}", llm_exception_error_type(exc))
+            return self._llm_failed(_describe(exc), llm_exception_error_type(exc))
         return self._checked(result)
 
     def _checked(self, result: LLMResult) -> LLMResult:
@@ -261,3 +262,12 @@ class MissionRun:
 def dump_result(result: ToolResult) -> str:
     """Serialise a tool result for the model; values JSON cannot hold become strings."""
     return json.dumps(result, default=str)
+
+
+def _describe(exc: Exception) -> str:
+    """Say what a raised LLM call failed with, as a returned failure would say it.
+
+    A provider's own error already names what failed (a stream raises it where
+    ``complete`` returns it); anything else is a bug and gets its class name.
+    """
+    return str(exc) if isinstance(exc, LLMProviderError) else f"{type(exc).__name__}: {exc}"
