@@ -332,6 +332,10 @@ class TestAuth:
                 headers={"authorization": "Bearer s3cret-token"},
             )
             assert (200, "completed") == (ok.status_code, ok.json()["status"])
+            lower = await client.get(
+                "/api/v1/tools", headers={"authorization": "bearer s3cret-token"}
+            )
+            assert 200 == lower.status_code  # the scheme is case-insensitive, as on /metrics
             assert 200 == (await client.get("/health")).status_code
             assert 200 == (await client.get("/metrics")).status_code
 

@@ -24,7 +24,7 @@ class BearerGuard:
 
     def __init__(self, token: str) -> None:
         """Guard with ``token`` (never logged)."""
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
 
     async def __call__(self, request: Request) -> None:
         """Return if the request carries the token.
@@ -32,8 +32,11 @@ class BearerGuard:
         Raises:
             HTTPException: 401, with ``WWW-Authenticate: Bearer``.
         """
-        given = request.headers.get("authorization", "").encode("utf-8", "replace")
-        if hmac.compare_digest(given, self._expected):
+        given = request.headers.get("authorization", "")
+        # the scheme is case-insensitive (RFC 9110), as on the metrics path
+        scheme, _, credentials = given.partition(" ")
+        token = credentials.strip().encode("utf-8", "replace")
+        if scheme.lower() == "bearer" and hmac.compare_digest(token, self._expected):
             return
         route = getattr(request.scope.get("route"), "path", "unmatched")
         _LOG.warning(
