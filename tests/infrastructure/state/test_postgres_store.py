@@ -81,3 +81,20 @@ class TestSecrets:
         assert "<PostgresStateStore pool_size=3>" == repr(
             PostgresStateStore(postgres_dsn, pool_size=3)
         )
+
+    @pytest.mark.parametrize(
+        "dsn",
+        [
+            "postgresql://u:secret-xyzzy@127.0.0.1:99999/x",
+            "postgresql://u:secret-xyzzy@127.0.0.1:-1/x",
+            "postgresql://u:secret-xyzzy@127.0.0.1:abc/x",
+            "postgresql://u:secret-xyzzy@[::1/x",
+        ],
+    )
+    async def test_malformed_dsn_is_unavailable_not_a_crash(self, dsn: str) -> None:
+        """A DSN the driver cannot even parse (bad port, broken address) stops start-up cleanly."""
+        pytest.importorskip("asyncpg")
+        with pytest.raises(StateStoreUnavailableError) as info:
+            await PostgresStateStore(dsn, timeout_seconds=2).open()
+        for text in (str(info.value), info.value.detail, repr(info.value)):
+            assert "secret-xyzzy" not in text

@@ -116,7 +116,14 @@ class PostgresStateStore:
                 timeout=self.timeout_seconds,
                 command_timeout=self.timeout_seconds,
             )
-        except (OSError, TimeoutError, driver.PostgresError, driver.InterfaceError) as exc:
+        except (
+            OSError,
+            TimeoutError,
+            ValueError,  # a DSN the driver cannot parse: a port that is no number, a broken host
+            OverflowError,  # a port outside 0-65535
+            driver.PostgresError,
+            driver.InterfaceError,
+        ) as exc:
             raise StateStoreUnavailableError(
                 f"cannot reach the state database: {self._safe(exc)}", detail=self._safe(exc)
             ) from None
