@@ -280,8 +280,8 @@ def _record_request(
     duration: float,
     usage: Any,
     pack: tuple[int, int] | None,
-) -> None:
-    """Write one request: ``labels`` is (model, agent_type, operation)."""
+) -> tuple[int, int]:
+    """Write one request: ``labels`` is (model, agent_type, operation); return its tokens."""
     children = _request_children(families, (*labels, status))
     children.requests.inc()
     children.duration.observe(duration)
@@ -299,6 +299,22 @@ def _record_request(
                 children.input_tokens, children.output_tokens = counted_in, counted_out
         counted_in.inc(input_tokens)
         counted_out.inc(output_tokens)
+    return input_tokens, output_tokens
+
+
+def _has_outcome(
+    metrics: MetricSet, model: str, attempts: Any, error_type: str | None, tokens: tuple[int, int]
+) -> bool:
+    """Whether :func:`record_outcome` has anything to write for this call.
+
+    Most calls succeed at the first attempt, and without prices configured a model
+    with tokens was already reported as unpriced: nothing to write, no call to make.
+    """
+    if error_type is not None or not isinstance(attempts, list | tuple) or len(attempts) > 1:
+        return True
+    if not (tokens[0] or tokens[1]):
+        return False
+    return bool(metrics.llm_prices) or model not in metrics.unpriced_models
 
 
 def _record_call(
@@ -327,16 +343,18 @@ def _record_call(
         agent_type = current_agent_type()
         status = "success" if error_type is None else "error"
         labels = (model, agent_type, operation)
-        _record_request(proxy._self_families, labels, status, duration, usage, pack)
-        record_outcome(
-            proxy._self_families,
-            proxy._self_metrics,
-            (model, agent_type),
-            attempts,
-            error_type,
-            usage,
-            lambda: _model(wrapped, None, operation, args, kwargs),
-        )
+        tokens = _record_request(proxy._self_families, labels, status, duration, usage, pack)
+        metrics = proxy._self_metrics
+        if _has_outcome(metrics, model, attempts, error_type, tokens):
+            record_outcome(
+                proxy._self_families,
+                metrics,
+                (model, agent_type),
+                attempts,
+                error_type,
+                usage,
+                lambda: _model(wrapped, None, operation, args, kwargs),
+            )
     except Exception as exc:
         report_fault(proxy._self_metrics, type(proxy).__name__, f"llm.{operation}", exc)
 
