@@ -160,3 +160,10 @@ class TestDatabaseOutage:
             if c.metrics is not None
         ]
         assert 4 == sum(failed)
+        # the store is why: each failed mission's append raised, and was counted as such
+        appends = [
+            samples(c.metrics, "taskforce_state_errors_total").get(("append",), 0)
+            for c in replicas.containers
+            if c.metrics is not None
+        ]
+        assert 4 == sum(appends)

@@ -151,7 +151,7 @@ class FakeStreamingProvider(FakeProvider):
 
 
 class FakeStore:
-    """An in-memory state store; ``error`` makes ``save`` raise."""
+    """An in-memory state store; ``error`` makes every call raise."""
 
     def __init__(self) -> None:
         self.saved: dict[str, Any] = {}
@@ -164,6 +164,8 @@ class FakeStore:
         return None
 
     async def load(self, session_id: str) -> dict[str, Any] | None:
+        if self.error is not None:
+            raise self.error
         return self.saved.get(session_id)
 
     async def append(self, session_id: str, record: dict[str, Any]) -> AppendResult:

@@ -1,9 +1,10 @@
-"""StateStoreProxy: the size of saved state, recorded only after a successful save."""
+"""StateStoreProxy: the size of saved state after a successful save; every failed call counted."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,11 @@ from taskforce.observability import StateStoreProxy
 from taskforce.observability.metrics import MetricSet
 from tests.observability.metric_samples import faults, samples
 from tests.observability.proxy_fakes import FakeStore
+
+
+def _errors(metrics: MetricSet) -> dict[tuple[str, ...], Any]:
+    """taskforce_state_errors_total by operation, series at zero left out."""
+    return samples(metrics, "taskforce_state_errors_total")
 
 
 def _sizes(metrics: MetricSet) -> list[tuple[int, float]]:
@@ -29,7 +35,6 @@ class TestStateStoreProxy:
         assert isinstance(proxy, FakeStore)
         assert isinstance(proxy, StateStoreProtocol)
         assert store is proxy.__wrapped__
-        assert store.load == proxy.load  # the store's own bound method, not a wrapper
 
     async def test_records_utf8_json_size(self, metrics: MetricSet) -> None:
         """The size is the byte length of the UTF-8 JSON text, non-ASCII counted in bytes."""
@@ -60,7 +65,7 @@ class TestStateStoreProxy:
         assert [(1, written)] == _sizes(metrics)
 
     async def test_load_passes_through(self, metrics: MetricSet) -> None:
-        """load returns the store's object and records nothing."""
+        """load returns the store's object and records no size."""
         store = FakeStore()
         proxy = StateStoreProxy(store, metrics)
         state = {"k": 1}
@@ -77,6 +82,23 @@ class TestStateStoreProxy:
             await StateStoreProxy(store, metrics).save("s", {"k": 1})
         assert store.error is caught.value
         assert [] == _sizes(metrics)
+        assert {("save",): 1} == _errors(metrics)
+
+    async def test_failed_load_is_counted(self, metrics: MetricSet) -> None:
+        """A load that raises: the same exception object, one load error counted."""
+        store = FakeStore()
+        store.error = StateStoreError("database down")
+        with pytest.raises(StateStoreError) as caught:
+            await StateStoreProxy(store, metrics).load("s")
+        assert store.error is caught.value
+        assert {("load",): 1} == _errors(metrics)
+
+    async def test_error_series_exist_at_zero(self, metrics: MetricSet) -> None:
+        """Every operation's error series is exposed at 0 before any error (for rate())."""
+        StateStoreProxy(FakeStore(), metrics)
+        text = metrics.render().decode()
+        for operation in ("load", "save", "append"):
+            assert f'taskforce_state_errors_total{{operation="{operation}"}} 0' in text
 
     async def test_unserialisable_state_is_a_fault(self, metrics: MetricSet) -> None:
         """State the store accepted but json cannot serialise: saved, a fault is counted."""
@@ -106,3 +128,4 @@ class TestStateStoreProxyAppend:
             await proxy.append("s", {})
         assert store.error is info.value
         assert [] == _sizes(metrics)
+        assert {("append",): 1} == _errors(metrics)

@@ -44,6 +44,8 @@ __all__ = [
     "MISSION_TOOL_CALLS",
     "OTHER",
     "PROCESS_CATALOG",
+    "STATE_ERRORS",
+    "STATE_OPERATIONS",
     "STATE_SIZE",
     "TOKEN_TYPES",
     "TOOL_CALLS",
@@ -341,6 +343,14 @@ STATE_SIZE = MetricSpec(
     (),
     _STATE_BYTES,
 )
+#: The state store calls whose failures ``taskforce_state_errors_total`` counts.
+STATE_OPERATIONS: tuple[str, ...] = ("load", "save", "append")
+STATE_ERRORS = MetricSpec(
+    "taskforce_state_errors_total",
+    "counter",
+    "State store calls that raised (unreadable state, a full disk, a database down), by operation.",
+    (_closed("operation", STATE_OPERATIONS),),
+)
 HTTP_REQUESTS = MetricSpec(
     "taskforce_http_requests_total",
     "counter",
@@ -374,6 +384,7 @@ _SPECS: tuple[MetricSpec, ...] = (
     CONTEXT_PACK_MESSAGES,
     CONTEXT_PACK_TOKENS,
     STATE_SIZE,
+    STATE_ERRORS,
     HTTP_REQUESTS,
     HTTP_DURATION,
 )

@@ -1,4 +1,9 @@
-"""Proxy for the state store: the size of every session state that was saved or appended to.
+"""Proxy for the state store: the size of every session state saved or appended to, and errors.
+
+Every ``load``, ``save`` or ``append`` that raises is counted in
+``taskforce_state_errors_total{operation}`` (the exception passes through
+unchanged): a corrupt file, a full disk or a database that went away shows as a
+rate an operator can alert on, whichever store is configured.
 
 After an ``append`` the size is the session's size the store reported. After a
 ``save`` it is what ``save`` returned (the bytes the store persisted, per
@@ -21,8 +26,8 @@ from taskforce.core.interfaces.state import (
     StateStoreProtocol,
 )
 from taskforce.observability.metrics import MetricSet
-from taskforce.observability.metrics._catalog import STATE_SIZE
-from taskforce.observability.proxies._base import ObservingProxy, passthrough, report_fault
+from taskforce.observability.metrics._catalog import STATE_ERRORS, STATE_SIZE
+from taskforce.observability.proxies._base import ObservingProxy, report_fault
 
 __all__ = ["StateStoreProxy"]
 
@@ -30,10 +35,7 @@ _StoreT = TypeVar("_StoreT", bound=StateStoreProtocol)
 
 
 class StateStoreProxy(ObservingProxy[_StoreT]):
-    """A state store whose ``save`` and ``append`` calls report the size of the session's state."""
-
-    # Loading changes no size (the session route reads through it).
-    load = passthrough("load")
+    """A state store whose calls report the size of the session's state, and their errors."""
 
     def __init__(self, wrapped: _StoreT, metrics: MetricSet) -> None:
         """Wrap ``wrapped`` so the sizes of saved states are recorded in ``metrics``.
@@ -44,6 +46,33 @@ class StateStoreProxy(ObservingProxy[_StoreT]):
         """
         super().__init__(wrapped, metrics)
         self._self_size = metrics.histogram(STATE_SIZE).labels()
+        errors = metrics.counter(STATE_ERRORS)
+        # every operation's series exists at 0 from the first scrape, so rate() sees the first error
+        self._self_errors = {op: errors.labels(op) for op in ("load", "save", "append")}
+
+    async def load(self, session_id: str) -> SessionState | None:
+        """Load through the wrapped store; a raised error is counted.
+
+        Args:
+            session_id: Passed unchanged.
+
+        Returns:
+            Exactly what the wrapped store returned.
+
+        Raises:
+            Exception: Exactly what the wrapped store raised (the same object).
+        """
+        try:
+            return await self.__wrapped__.load(session_id)
+        except Exception:
+            self._self_count_error("load")
+            raise
+
+    def _self_count_error(self, operation: str) -> None:
+        try:
+            self._self_errors[operation].inc()
+        except Exception as exc:
+            report_fault(self._self_metrics, "StateStoreProxy", f"state.{operation}", exc)
 
     async def append(self, session_id: str, record: MissionRecord) -> AppendResult:
         """Append through the wrapped store, then record the session's size.
@@ -57,9 +86,13 @@ class StateStoreProxy(ObservingProxy[_StoreT]):
 
         Raises:
             Exception: Exactly what the wrapped store raised (the same object);
-                nothing is recorded then.
+                only the error is counted then.
         """
-        appended = await self.__wrapped__.append(session_id, record)
+        try:
+            appended = await self.__wrapped__.append(session_id, record)
+        except Exception:
+            self._self_count_error("append")
+            raise
         try:
             self._self_size.observe(appended.size_bytes)
         except Exception as exc:
@@ -78,9 +111,13 @@ class StateStoreProxy(ObservingProxy[_StoreT]):
 
         Raises:
             Exception: Exactly what the wrapped store raised (the same object);
-                nothing is recorded then.
+                only the error is counted then.
         """
-        saved = await self.__wrapped__.save(session_id, state)
+        try:
+            saved = await self.__wrapped__.save(session_id, state)
+        except Exception:
+            self._self_count_error("save")
+            raise
         try:
             if isinstance(saved, int) and not isinstance(saved, bool) and saved >= 0:
                 size = saved
