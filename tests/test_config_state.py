@@ -16,12 +16,13 @@ class TestStateSettings:
     def test_defaults(self) -> None:
         """The file backend with the documented limits is the default."""
         state = load_settings().state
-        assert ("file", None, 10, 500, 4 * 1024 * 1024) == (
+        assert ("file", None, 10, 500, 4 * 1024 * 1024, 4) == (
             state.backend,
             state.dsn,
             state.pool_size,
             state.max_history,
             state.max_bytes,
+            state.threads,
         )
 
     def test_from_environment(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -61,7 +62,14 @@ class TestStateSettings:
 
     @pytest.mark.parametrize(
         ("key", "value"),
-        [("max_history", 0), ("max_bytes", 10), ("pool_size", 0), ("backend", "redis")],
+        [
+            ("max_history", 0),
+            ("max_bytes", 10),
+            ("pool_size", 0),
+            ("backend", "redis"),
+            ("threads", 0),
+            ("threads", 257),
+        ],
     )
     def test_bad_values_are_named(self, key: str, value: object) -> None:
         """Out-of-range limits and unknown backends stop start-up naming the setting."""

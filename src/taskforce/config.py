@@ -186,6 +186,7 @@ class StateSettings(_Section):
     timeout_seconds: float = Field(default=10.0, gt=0, le=600)
     max_history: int = Field(default=500, ge=1, le=1_000_000)
     max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=1024**4)
+    threads: int = Field(default=4, ge=1, le=256)
 
     @field_validator("dsn")
     @classmethod

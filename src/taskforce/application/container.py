@@ -84,7 +84,7 @@ def make_state_store(settings: Settings) -> StateStoreProtocol:
             timeout_seconds=state.timeout_seconds,
             limits=limits,
         )
-    return FileStateStore(settings.state_dir, limits=limits)
+    return FileStateStore(settings.state_dir, limits=limits, threads=settings.state.threads)
 
 
 def build_container(

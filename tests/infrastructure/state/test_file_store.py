@@ -305,3 +305,25 @@ class TestMessages:
             await store.load("s")
         assert str(store.state_dir) not in str(info.value)
         assert "'s'" in str(info.value)
+
+
+class TestThreads:
+    async def test_io_runs_on_the_stores_own_threads(self, tmp_path: Path) -> None:
+        """File IO runs on the store's pool of ``threads`` threads, never the loop's default."""
+        import threading
+
+        store = FileStateStore(tmp_path, threads=2)
+        names: set[str] = set()
+
+        def note() -> None:
+            names.add(threading.current_thread().name)
+
+        await asyncio.gather(*(store._run(note) for _ in range(20)))
+        await store.aclose()
+        assert names and all(name.startswith("taskforce-state") for name in names)
+        assert len(names) <= 2
+
+    def test_threads_below_one_are_refused(self, tmp_path: Path) -> None:
+        """A store without threads could never write: refused where it is made."""
+        with pytest.raises(ValueError, match="threads"):
+            FileStateStore(tmp_path, threads=0)

@@ -47,8 +47,9 @@ _R = TypeVar("_R")
 _MARK = b'"missions": ['
 _TAIL = b"]}"
 _LOCK_STRIPES = 64
-# Writes of one session are ordered anyway; a few threads serve many sessions.
-_THREADS = 4
+#: Threads of a store unless told otherwise (``state.threads``): writes of one session
+#: are ordered anyway, so a few threads serve many sessions.
+DEFAULT_THREADS = 4
 #: The hidden folder of ``state_dir`` that holds the cross-process lock files.
 LOCK_DIR = ".locks"
 # mkstemp(prefix=".<id>.", suffix=".tmp") in _write_atomically.
@@ -199,11 +200,24 @@ class FileStateStore:
     Args:
         state_dir: Directory of the state files; created on the first write.
         limits: how many records and bytes an append leaves a session; no limit by default.
+        threads: the store's own threads for file IO (at least 1).
+
+    Raises:
+        ValueError: ``threads`` is below 1.
     """
 
-    def __init__(self, state_dir: Path, *, limits: StateLimits | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        limits: StateLimits | None = None,
+        threads: int = DEFAULT_THREADS,
+    ) -> None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads!r}")
         self.state_dir = Path(state_dir)
         self.limits = limits if limits is not None else StateLimits()
+        self._size = threads
         self._threads: ThreadPoolExecutor | None = None
         # Weak values: a session's lock lives only while a write holds or awaits it.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -224,7 +238,7 @@ class FileStateStore:
         # Threads of its own: a call stuck in the loop's default executor (or in
         # anyone else's pool) cannot hold a mission's record back.
         if self._threads is None:
-            self._threads = ThreadPoolExecutor(_THREADS, thread_name_prefix="taskforce-state")
+            self._threads = ThreadPoolExecutor(self._size, thread_name_prefix="taskforce-state")
         return asyncio.get_running_loop().run_in_executor(self._threads, func, *args)
 
     def _path(self, session_id: str) -> Path:
