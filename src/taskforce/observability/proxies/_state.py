@@ -1,7 +1,7 @@
 """Proxy for the state store: the size of every session state saved or appended to, and errors.
 
 Every ``load``, ``save`` or ``append`` that raises is counted in
-``taskforce_state_errors_total{operation}`` (the exception passes through
+the ``STATE_ERRORS`` family by operation (the exception passes through
 unchanged): a corrupt file, a full disk or a database that went away shows as a
 rate an operator can alert on, whichever store is configured.
 
