@@ -199,3 +199,10 @@ class TestServe:
         )
         assert 2 == proc.returncode
         assert "config" in proc.stderr
+
+    @pytest.mark.parametrize("port", ["65536", "99999", "-1"])
+    def test_serve_port_out_of_range_is_bad_usage(self, tmp_path: Path, port: str) -> None:
+        """A port outside 0 to 65535 exits 2 at once (the socket would wrap it, 99999 to 34463)."""
+        proc = _taskforce("serve", f"--port={port}", env=_env(tmp_path), cwd=tmp_path)
+        assert 2 == proc.returncode
+        assert f"invalid port '{port}'" in proc.stderr

@@ -25,6 +25,17 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 
+def _port(text: str) -> int:
+    """A TCP port number (the socket layer would silently wrap 99999 to 34463)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: must be 0 to 65535")
+    return port
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taskforce", description=__doc__)
     parser.add_argument("--version", action="version", version=f"taskforce {__version__}")
@@ -32,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the HTTP service")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    serve.add_argument("--port", type=_port, default=8000, help="port to bind (default 8000)")
     serve.add_argument(
         "--config", default=None, help="TOML settings file (default: TASKFORCE_CONFIG, or none)"
     )
