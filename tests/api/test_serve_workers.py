@@ -7,6 +7,7 @@ and talks to it over HTTP, as Prometheus and clients would.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import shutil
@@ -48,6 +49,15 @@ def nonzero(counts: Counter[tuple[str, str]]) -> dict[tuple[str, str], int]:
 
 def events(child: Child) -> list[dict[str, object]]:
     return [json.loads(line) for line in child.stderr().splitlines() if line.startswith("{")]
+
+
+def _is_running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 @pytest.fixture(name="ports")
@@ -115,6 +125,31 @@ class TestWorkers:
             assert before == scrape(metrics_port + 1)
             exited = [e for e in events(child) if e["event"] == "worker.exited"]
             assert [(0, -signal.SIGKILL)] == [(e["worker"], e["exitcode"]) for e in exited]
+
+    def test_workers_stop_when_the_supervisor_is_killed(
+        self, tmp_path: Path, ports: tuple[int, int]
+    ) -> None:
+        """A SIGKILLed supervisor leaves no orphan workers holding the ports."""
+        api_port, metrics_port = ports
+        env = clean_env(tmp_path, TASKFORCE_METRICS__PORT=str(metrics_port))
+        with started(["serve", "--port", str(api_port), "--workers", "2"], env, tmp_path) as child:
+            urls = [f"http://127.0.0.1:{metrics_port + i}/metrics" for i in (0, 1)]
+            wait_until_up(child, [*urls, f"http://127.0.0.1:{api_port}/health"])
+            pids = [int(str(e["pid"])) for e in events(child) if e["event"] == "server.started"]
+            assert 2 == len(pids)
+            child.process.kill()
+            child.process.wait(timeout=10)
+            deadline = time.monotonic() + 20
+            try:
+                while any(_is_running(pid) for pid in pids):
+                    assert time.monotonic() < deadline, "workers outlived their supervisor"
+                    time.sleep(0.05)
+            finally:
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", api_port))  # the port is free again
 
     def test_crash_loop_stops_the_service(self, tmp_path: Path, ports: tuple[int, int]) -> None:
         """Replacements that keep dying before they serve stop the service with exit 2."""

@@ -11,6 +11,8 @@ an app or a container itself.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -42,6 +44,7 @@ _MAX_BOOT_FAILURES = 5
 #: Time on top of the shutdown grace before a worker that ignores SIGTERM is killed.
 _KILL_MARGIN_SECONDS = 10.0
 _POLL_SECONDS = 0.1
+_PR_SET_PDEATHSIG = 1  # prctl option, <linux/prctl.h>
 
 
 def resolve_workers(option: int | None, environ: dict[str, str] | None = None) -> int:
@@ -179,7 +182,14 @@ class _Supervisor:
         slot.ready.clear()
         process = self._context.Process(
             target=_worker_main,
-            args=(self._settings, self._api_socket, self._metrics_sockets, slot.index, slot.ready),
+            args=(
+                self._settings,
+                self._api_socket,
+                self._metrics_sockets,
+                slot.index,
+                slot.ready,
+                os.getpid(),
+            ),
             name=f"taskforce-worker-{slot.index}",
         )
         process.start()
@@ -268,16 +278,30 @@ class _Supervisor:
                 )
 
 
+def _stop_with_supervisor(supervisor: int) -> None:
+    """Have the kernel send SIGTERM when the supervisor dies, even by SIGKILL (Linux).
+
+    Without it an orphaned worker would go on serving the shared ports, and the next
+    start would find them in use.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != supervisor:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _worker_main(
     settings: Settings,
     api_socket: socket.socket,
     metrics_sockets: list[socket.socket | None],
     index: int,
     ready: Event,
+    supervisor: int,
 ) -> None:
     """Body of a forked worker: serve until SIGTERM (SIGINT is the supervisor's to pass on)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _stop_with_supervisor(supervisor)
     for other, sock in enumerate(metrics_sockets):
         if other != index and sock is not None:
             sock.close()
