@@ -23,7 +23,6 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from cloudcoil.models.prometheus_operator import v1 as operator
 
 from taskforce.api.cli import _parser
 from taskforce.config import load_settings
@@ -91,6 +90,10 @@ def _strict(node: Any) -> Any:
 
 @cache
 def _crd_validator(kind: str) -> jsonschema.Draft202012Validator:
+    # Imported here, not at the top: the generated models take seconds to import,
+    # which every test run would pay at collection.
+    from cloudcoil.models.prometheus_operator import v1 as operator
+
     model = {"PodMonitor": operator.PodMonitor, "PrometheusRule": operator.PrometheusRule}[kind]
     schema = _strict(model.model_json_schema(by_alias=True))
     return jsonschema.Draft202012Validator(schema)
