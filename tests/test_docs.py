@@ -72,3 +72,20 @@ class TestLoggingDoc:
         text = text.split("## Categories", 1)[1].split("\n## ", 1)[0]
         documented = set(re.findall(r"^\| `([a-z]+)` \|", text, re.M))
         assert set(LOG_CATEGORIES) == documented
+
+
+class TestMetricsDoc:
+    def test_process_series_count(self, tmp_path: Path) -> None:
+        """docs/metrics.md says how many process series a scrape adds: the number served."""
+        from fastapi.testclient import TestClient
+
+        from taskforce.api.server import create_app
+
+        settings = Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "ws")
+        with TestClient(create_app(settings)) as client:
+            text = client.get("/metrics").text
+        served = sum(1 for line in text.splitlines() if line.startswith(("process_", "python_")))
+        doc = (DOCS / "metrics.md").read_text(encoding="utf-8")
+        found = re.search(r"They add (\d+) series per process", doc)
+        assert found is not None
+        assert served == int(found.group(1))
