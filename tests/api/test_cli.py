@@ -129,13 +129,24 @@ class TestRun:
         assert "TASKFORCE_METRICS__ENABLED (metrics.enabled)" in proc.stderr
 
     def test_stream_prints_tokens_then_the_result(self, tmp_path: Path) -> None:
-        """`run --stream` prints the streamed answer, then the usual result lines."""
+        """`run --stream` prints the streamed answer, then the result lines: the answer once."""
         proc = _taskforce("run", "say hello", "--stream", env=_env(tmp_path), cwd=tmp_path)
 
         assert 0 == proc.returncode, proc.stderr
         lines = proc.stdout.splitlines()
         assert "Scripted answer: say hello" == lines[0]
         assert "status: completed" == lines[1]
+        assert 1 == proc.stdout.count("Scripted answer: say hello")
+
+    def test_stream_of_the_legacy_flow_prints_the_answer_once(self, tmp_path: Path) -> None:
+        """The legacy flow streams no tokens: the answer is printed with the result lines."""
+        proc = _taskforce(
+            "run", "say hello", "--stream", "--agent", "legacy", env=_env(tmp_path), cwd=tmp_path
+        )
+
+        assert 0 == proc.returncode, proc.stderr
+        assert "status: completed" == proc.stdout.splitlines()[0]
+        assert 1 == proc.stdout.count("Scripted answer: say hello")
 
     def test_stream_json_prints_every_event(self, tmp_path: Path) -> None:
         """`run --stream --json` prints one JSON event per line: tokens, then the result last."""

@@ -137,9 +137,10 @@ async def _run_mission(args: argparse.Namespace, settings: Settings) -> int:
     if not args.mission.strip():
         # Refused before anything is built: no state directory for a mission that cannot run.
         raise MissionError("the mission is empty")
+    has_tokens = False  # the answer already went out as it streamed
     async with build_container(settings) as container:
         if args.stream:
-            result = await _stream_mission(args, container.executor)
+            result, has_tokens = await _stream_mission(args, container.executor)
         else:
             result = await container.executor.execute_mission(
                 args.mission, agent_type=args.agent, session_id=args.session
@@ -156,12 +157,20 @@ async def _run_mission(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  step {step.index} {step.status}: {step.description}{tools}")
         if result.error:
             print(f"error: {result.error}")
-        print(result.final_message)
+        if not has_tokens:
+            print(result.final_message)
     return 0 if result.status == "completed" else 1
 
 
-async def _stream_mission(args: argparse.Namespace, executor: ExecutorProtocol) -> ExecutionResult:
-    """Run the mission on the streaming path: tokens (or, with --json, events) as they come."""
+async def _stream_mission(
+    args: argparse.Namespace, executor: ExecutorProtocol
+) -> tuple[ExecutionResult, bool]:
+    """Run the mission on the streaming path: tokens (or, with --json, events) as they come.
+
+    Returns:
+        The result, and whether answer tokens were printed (then the summary leaves
+        the final message out rather than print it twice).
+    """
     result: ExecutionResult | None = None
     has_tokens = False
     stream = executor.execute_mission_streaming(
@@ -180,7 +189,7 @@ async def _stream_mission(args: argparse.Namespace, executor: ExecutorProtocol) 
         print()
     if result is None:  # the executor's contract: the last event is the result
         raise RuntimeError("the mission stream ended without a result")
-    return result
+    return result, has_tokens
 
 
 def main(argv: Sequence[str] | None = None) -> None:
