@@ -136,6 +136,25 @@ class TestShutdown:
         assert ["cancelled"] == [r["status"] for r in _records(settings.state_dir, "s0")]
         assert "server.stopped" == logs[-1]["event"]
 
+    async def test_stream_cancelled_at_shutdown_ends_with_an_error_event(
+        self, running: Running
+    ) -> None:
+        """A stream whose mission the shutdown cancels still ends with its final event."""
+        async with httpx.AsyncClient(base_url=running.url, timeout=30) as client:
+            body = {"mission": SLOW_MISSION, "session_id": "st"}
+            async with client.stream("POST", "/api/v1/execute/stream", json=body) as response:
+                lines = response.aiter_lines()
+                async for line in lines:
+                    if line.startswith("event: tool_call"):
+                        break
+                running.server.should_exit = True
+                rest = [line async for line in lines]
+            await asyncio.wait_for(running.task, timeout=20)
+        events = [line.removeprefix("event: ") for line in rest if line.startswith("event: ")]
+        assert "error" == events[-1]
+        last = json.loads([line for line in rest if line.startswith("data: ")][-1][6:])
+        assert ("cancelled", True) == (last["error_type"], last["is_final"])
+
     async def test_idle_server_stops_without_cancelling(self, running: Running) -> None:
         """With nothing running, a stop cancels nothing and logs server.stopped."""
         with structlog.testing.capture_logs() as logs:

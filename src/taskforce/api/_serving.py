@@ -22,6 +22,7 @@ import structlog
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from taskforce.api._encoding import sse_event
 from taskforce.api._listener import WorkerSlot
 from taskforce.api.server import create_app  # imported before the fork: workers start sooner
 from taskforce.config import Settings
@@ -37,7 +38,8 @@ CANCEL_RECORD_SECONDS = 5.0
 class _AnswerCancelled:
     """ASGI wrapper: a request cancelled by the shutdown gets a 503, not a 500 and a traceback.
 
-    A response already under way (a stream) is ended where it is instead.
+    A response already under way is ended where it is instead; a Server-Sent Events
+    stream first gets its final ``error`` event, so its client knows how it ended.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -49,10 +51,16 @@ class _AnswerCancelled:
             await self.app(scope, receive, send)
             return
         started = False
+        is_sse = False
 
         async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
+            nonlocal started, is_sse
+            if message["type"] == "http.response.start":
+                started = True
+                is_sse = any(
+                    name.lower() == b"content-type" and value.startswith(b"text/event-stream")
+                    for name, value in message.get("headers", ())
+                )
             await send(message)
 
         try:
@@ -62,8 +70,11 @@ class _AnswerCancelled:
                 raise
             # The cancellation was ours and has done its work (the mission is recorded);
             # what is left is to answer the client instead of failing the connection.
+            reason = "the service is shutting down; the mission was cancelled"
             if started:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                last = {"kind": "error", "error": reason, "error_type": "cancelled"}
+                end = sse_event("error", {**last, "is_final": True}) if is_sse else b""
+                await send({"type": "http.response.body", "body": end, "more_body": False})
                 return
             body = b'{"detail":"the service is shutting down; the mission was cancelled"}'
             await send(
