@@ -61,7 +61,7 @@ from taskforce.observability.metrics._catalog import (
 )
 from taskforce.observability.proxies._base import ObservingProxy, aclose_iterator, report_fault
 from taskforce.observability.proxies._context_pack import PackEstimator
-from taskforce.observability.proxies._llm_outcome import record_outcome, tokens_of
+from taskforce.observability.proxies._llm_outcome import record_outcome
 
 __all__ = ["LLMProviderProxy", "StreamingLLMProviderProxy", "observe_llm_provider"]
 
@@ -282,13 +282,21 @@ def _record_request(
     pack: tuple[int, int] | None,
 ) -> tuple[int, int]:
     """Write one request: ``labels`` is (model, agent_type, operation); return its tokens."""
-    children = _request_children(families, (*labels, status))
+    key = (*labels, status)
+    children = families.bundles.get(key)
+    if children is None:
+        children = _request_children(families, key)
     children.requests.inc()
     children.duration.observe(duration)
     if pack is not None:
         children.pack_messages.observe(pack[0])
         children.pack_tokens.observe(pack[1])
-    input_tokens, output_tokens = tokens_of(usage)
+    # tokens_of(usage), on every LLM call
+    if usage:
+        input_tokens = usage.get("prompt_tokens") or 0
+        output_tokens = usage.get("completion_tokens") or 0
+    else:
+        input_tokens = output_tokens = 0
     if input_tokens or output_tokens:  # no token series until a provider reports some
         counted_in, counted_out = children.input_tokens, children.output_tokens
         if counted_in is None or counted_out is None:
