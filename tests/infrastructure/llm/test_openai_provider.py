@@ -550,6 +550,7 @@ class TestDeadline:
 
             assert ("timeout", False) == (result["error_type"], upstream.finished)
             assert ["timeout"] == [a.error_type for a in result["attempts"]]
+            assert "within 0.3 s (llm.timeout_seconds)" in result["error"]
 
     async def test_trickling_stream_is_cut_at_the_deadline(self) -> None:
         """A stream whose chunks keep coming, each in time, still ends at the attempt's deadline."""
@@ -570,6 +571,7 @@ class TestDeadline:
 
             assert ("timeout", False) == (info.value.error_type, upstream.finished)
             assert received  # chunks arrived before the deadline: the gaps were short
+            assert "within 0.6 s (llm.timeout_seconds)" in str(info.value)
             assert ["timeout"] == [a.error_type for a in info.value.attempts]
 
     async def test_timeout_is_retried_with_a_fresh_deadline(self) -> None:

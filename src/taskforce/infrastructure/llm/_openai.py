@@ -416,7 +416,7 @@ class OpenAICompatibleProvider:
             error_type = _classify(exc)
             if error_type is None:
                 raise
-            return self._failure(f"{type(exc).__name__}: {exc}", error_type, asked, attempts)
+            return self._failure(self._describe(exc), error_type, asked, attempts)
         reported = response.model or asked
         try:
             if not response.choices:
@@ -456,10 +456,19 @@ class OpenAICompatibleProvider:
             "attempts": attempts,
         }
 
+    def _describe(self, exc: Exception) -> str:
+        # A deadline's TimeoutError has no message: say which limit ran out.
+        text = str(exc) or (
+            f"no complete answer within {self._timeout:g} s (llm.timeout_seconds)"
+            if isinstance(exc, TimeoutError)
+            else ""
+        )
+        return f"{type(exc).__name__}: {text}"
+
     def _provider_error(
         self, exc: Exception, error_type: LLMErrorType, attempts: list[LLMAttempt]
     ) -> LLMProviderError:
-        message = self._redact(f"{type(exc).__name__}: {exc}")
+        message = self._redact(self._describe(exc))
         return LLMProviderError(
             message,
             provider=_PROVIDER,
