@@ -197,6 +197,8 @@ class TestExecuteMission:
         mission_events = [(e["event"], e["category"]) for e in logs if e["category"] == "mission"]
         assert [("mission.started", "mission"), ("mission.completed", "mission")] == mission_events
         assert "SECRET-TEXT" not in repr(logs)
+        completed = next(e for e in logs if e["event"] == "mission.completed")
+        assert not {"error_chars", "error_sha256"} & set(completed)  # no error, no null fields
         measured = [e for e in logs if e["event"] == "mission.duration.measured"]
         assert [("performance", "completed", 2, 1)] == [
             (e["category"], e["status"], e["steps"], e["tool_calls"]) for e in measured

@@ -216,7 +216,7 @@ class AgentExecutor:
                     steps=steps,
                     tool_calls=tool_calls,
                     duration_seconds=seconds_since(started),
-                    **text_fields("error", result.error),
+                    **({} if is_completed else text_fields("error", result.error)),
                 )
                 return result
             finally:
