@@ -66,6 +66,13 @@ class TestReadSession:
         assert ["calculator"] == first["tool_calls"]
         assert first["started_at"] <= first["finished_at"]
 
+    async def test_post_takes_every_id_the_route_reads(self, client: httpx.AsyncClient) -> None:
+        """A session id with a leading dash (valid for the CLI and the route) can be continued."""
+        body = {"mission": "hello", "session_id": "-dash"}
+        assert 200 == (await client.post("/api/v1/execute", json=body)).status_code
+        response = await client.get("/api/v1/sessions/-dash")
+        assert (200, 1) == (response.status_code, len(response.json()["missions"]))
+
     async def test_unknown_session_is_404(self, client: httpx.AsyncClient) -> None:
         """A session nobody used is a 404 naming it."""
         response = await client.get("/api/v1/sessions/never-used")

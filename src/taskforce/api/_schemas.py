@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from taskforce.core.interfaces.executor import SESSION_ID_PATTERN
+
 __all__ = ["ExecuteRequest"]
 
 
@@ -18,6 +20,6 @@ class ExecuteRequest(BaseModel):
     agent_type: Literal["lean", "legacy"] = Field(default="lean", description="Which agent flow.")
     session_id: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
+        pattern=f"^{SESSION_ID_PATTERN.pattern}$",  # the same ids as the session route
         description="Continue this session; a new one is created when absent.",
     )
