@@ -14,7 +14,7 @@ from taskforce.config import Settings
 from taskforce.errors import ConfigurationError
 from taskforce.infrastructure.tools import session_folder_name
 from tests.api.conftest import CALC_WRITE_MISSION, parse_sse
-from tests.support.live_server import serve
+from tests.support.live_server import LiveServer, serve
 
 pytestmark = pytest.mark.integration
 
@@ -206,3 +206,20 @@ class TestLoad:
         written = {p.relative_to(tmp_path).parts[0] for p in tmp_path.rglob("*") if p.is_file()}
         assert written <= {"state", "ws"}
         assert [] == list((tmp_path / "cwd").iterdir())
+
+
+class TestScrapeRoute:
+    async def test_scrapes_of_the_app_count_under_the_metrics_path(
+        self, client: httpx.AsyncClient, server: LiveServer
+    ) -> None:
+        """On create_app's own port a scrape is route="/metrics", never "/" (docs/metrics.md)."""
+        for path in ("/metrics", "/metrics/"):
+            assert 200 == (await client.get(path)).status_code
+        text = (await client.get("/metrics")).text
+        routes = {
+            line.split('route="', 1)[1].split('"', 1)[0]
+            for line in text.splitlines()
+            if line.startswith("taskforce_http_requests_total{") and 'method="GET"' in line
+        }
+        assert "/metrics" in routes
+        assert "/" not in routes

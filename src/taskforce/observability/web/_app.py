@@ -125,4 +125,9 @@ class MetricsMount(Mount):
             if match is Match.FULL:
                 # only the bare mount path gets here: "/metrics/..." matched above
                 child_scope["path"] = slashed["path"]
+        if match is Match.FULL:
+            # FastAPI's router merges the child scope without a "route" for a mount: name
+            # the mount here, or the sub-app's own Route("/") is the first route written
+            # and the HTTP metrics label a scrape route="/" instead of its path.
+            child_scope["route"] = self
         return match, child_scope
