@@ -40,6 +40,31 @@ class TestJsonLogs:
         assert str(line["timestamp"]).endswith("Z")
         assert 3 == line["steps"]
 
+    def test_one_write_per_line(self) -> None:
+        """Each event, structlog's or the stdlib's, reaches the stream in one write() call.
+
+        Workers of one service share stderr: a line written in two calls (the JSON, then
+        the newline) can be split by another process's line.
+        """
+
+        class Writes(io.StringIO):
+            def __init__(self) -> None:
+                super().__init__()
+                self.calls: list[str] = []
+
+            def write(self, text: str) -> int:
+                self.calls.append(text)
+                return super().write(text)
+
+        buf = Writes()
+        configure_logging(fmt="json", stream=buf)
+        structlog.get_logger("t").info("mission.completed", category="mission")
+        logging.getLogger("uvicorn.error").warning("stdlib line")
+        assert 2 == len(buf.calls)
+        for call in buf.calls:
+            assert call.endswith("\n") and 1 == call.count("\n")
+            json.loads(call)
+
     def test_context_fields_merged(self) -> None:
         """Fields bound in structlog contextvars (session, mission) appear in every event."""
         buf = io.StringIO()

@@ -179,7 +179,8 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        # one write() per line: two workers sharing stderr can interleave writes, never split a line
+        logger_factory=structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=cache_loggers,
     )
     handler = _Handler(out)
