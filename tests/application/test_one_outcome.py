@@ -75,6 +75,8 @@ class TestToolOutcome:
             ({"success": False, "error": "x"}, "tool_error"),
             (ZeroDivisionError("boom"), "ZeroDivisionError"),
             (TimeoutError(), "timeout"),
+            ({"success": False, "error": "x", "error_type": "E" * 300}, "E" * 128),
+            (type("Long" + "X" * 200, (Exception,), {})(), ("Long" + "X" * 200)[:128]),
         ],
     )
     async def test_same_error_type_in_result_log_and_metrics(

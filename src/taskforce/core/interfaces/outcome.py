@@ -18,6 +18,7 @@ __all__ = [
     "INVALID_RESULT",
     "LLM_ERROR_TYPES",
     "LLM_OTHER",
+    "MAX_ERROR_TYPE_LENGTH",
     "TIMEOUT",
     "TOOL_ERROR",
     "UNKNOWN_TOOL",
@@ -47,6 +48,9 @@ _LLM_ERROR_TYPES = frozenset(LLM_ERROR_TYPES)
 # by name keeps this module free of imports from outside core.interfaces.
 _TIMEOUT_CLASS_NAMES = frozenset({"ToolTimeoutError"})
 _UNKNOWN_TOOL_CLASS_NAMES = frozenset({"ToolNotFoundError"})
+#: Characters an ``error_type`` keeps: the label guard's cut, so the log line and the
+#: metric carry the same value however long a tool's own type or class name is.
+MAX_ERROR_TYPE_LENGTH = 128
 
 
 def is_unknown_tool_error(exc: BaseException) -> bool:
@@ -70,12 +74,12 @@ def exception_error_type(exc: BaseException) -> str:
 
     Returns:
         ``timeout`` for ``TimeoutError`` and ``ToolTimeoutError``, else the
-        exception's class name.
+        exception's class name (its first :data:`MAX_ERROR_TYPE_LENGTH` characters).
     """
     if isinstance(exc, TimeoutError):
         return TIMEOUT
     name = type(exc).__name__
-    return TIMEOUT if name in _TIMEOUT_CLASS_NAMES else name
+    return TIMEOUT if name in _TIMEOUT_CLASS_NAMES else name[:MAX_ERROR_TYPE_LENGTH]
 
 
 def classify_tool_result(result: object) -> str | None:
@@ -86,9 +90,10 @@ def classify_tool_result(result: object) -> str | None:
 
     Returns:
         ``None`` for a success (a dict whose ``success`` is ``True``); else the
-        ``error_type``: the tool's own (a non-empty string), ``tool_error``
-        when it gave none, or ``invalid_result`` when ``result`` is not a dict
-        with a boolean ``success``.
+        ``error_type``: the tool's own (a non-empty string, cut to
+        :data:`MAX_ERROR_TYPE_LENGTH` characters), ``tool_error`` when it gave
+        none, or ``invalid_result`` when ``result`` is not a dict with a boolean
+        ``success``.
     """
     if not isinstance(result, dict):
         return INVALID_RESULT
@@ -98,7 +103,9 @@ def classify_tool_result(result: object) -> str | None:
     if success is not False:
         return INVALID_RESULT
     error_type = result.get("error_type")
-    return error_type if isinstance(error_type, str) and error_type else TOOL_ERROR
+    if isinstance(error_type, str) and error_type:
+        return error_type[:MAX_ERROR_TYPE_LENGTH]
+    return TOOL_ERROR
 
 
 def classify_llm_result(result: object) -> str | None:
