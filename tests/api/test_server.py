@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import structlog
 
 from taskforce.api.server import create_app
 from taskforce.config import Settings
@@ -223,3 +224,34 @@ class TestScrapeRoute:
         }
         assert "/metrics" in routes
         assert "/" not in routes
+
+
+class TestLoggingUnderAForeignServer:
+    def test_create_app_without_arguments_sets_logging_up(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """create_app() as uvicorn --factory calls it: JSON lines, the level, redaction."""
+        monkeypatch.setenv("TASKFORCE_STATE_DIR", str(tmp_path / "state"))
+        monkeypatch.setenv("TASKFORCE_WORKSPACE_DIR", str(tmp_path / "ws"))
+        monkeypatch.setenv("TASKFORCE_LOGGING__FORMAT", "json")
+        monkeypatch.setenv("TASKFORCE_LOGGING__LEVEL", "warning")
+        monkeypatch.setenv("TASKFORCE_API__AUTH_TOKEN", "s3cret-token")
+        create_app()
+        log = structlog.get_logger("t")
+        log.info("server.started", category="lifecycle")  # below the level: dropped
+        log.warning("worker.exited", category="lifecycle", reason="s3cret-token")
+        (line,) = capsys.readouterr().err.splitlines()
+        event = json.loads(line)
+        assert ("worker.exited", "warning") == (event["event"], event["level"])
+        assert "s3cret-token" not in line
+
+    def test_logging_set_up_before_is_left_alone(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """When the CLI (or the embedding program) configured structlog, the app keeps it."""
+        monkeypatch.setenv("TASKFORCE_STATE_DIR", str(tmp_path / "state"))
+        monkeypatch.setenv("TASKFORCE_WORKSPACE_DIR", str(tmp_path / "ws"))
+        processors = [structlog.processors.JSONRenderer()]
+        structlog.configure(processors=processors)
+        create_app()
+        assert processors == structlog.get_config()["processors"]

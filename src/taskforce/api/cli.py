@@ -11,6 +11,7 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 from taskforce import __version__
+from taskforce.api._logs import configure_from_settings
 from taskforce.config import Settings, load_settings
 from taskforce.errors import (
     ConfigurationError,
@@ -94,22 +95,6 @@ def _parser() -> argparse.ArgumentParser:
         "--config", default=None, help="TOML settings file (default: TASKFORCE_CONFIG, or none)"
     )
     return parser
-
-
-_LEVELS = ("debug", "info", "warning", "error", "critical")
-
-
-def _configure_logging(settings: Settings, *, at_least: str = "debug") -> None:
-    from taskforce.observability import configure_logging
-
-    level = max(settings.logging.level, at_least, key=_LEVELS.index)
-    configure_logging(
-        fmt=settings.logging.format,
-        level=level,
-        categories=settings.logging.categories,
-        secrets=settings.secret_values(),
-        cache_loggers=True,
-    )
 
 
 async def _check_state_store(settings: Settings) -> None:
@@ -207,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         overrides["metrics"] = {"port": args.metrics_port}
     try:
         settings = load_settings(args.config, **overrides)
-        _configure_logging(settings, at_least="warning" if is_quiet_run else "debug")
+        configure_from_settings(settings, at_least="warning" if is_quiet_run else "debug")
     except ConfigurationError as exc:
         print(f"taskforce: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -15,6 +15,7 @@ from taskforce.api._encoding import SafeJSONResponse
 from taskforce.api._errors import install_error_handlers
 from taskforce.api._limits import BodyLimitMiddleware
 from taskforce.api._listener import WorkerSlot
+from taskforce.api._logs import configure_from_settings
 from taskforce.api._metrics_serving import MetricsServing
 from taskforce.api._routes import mission_router
 from taskforce.application.container import Container, build_container
@@ -34,8 +35,10 @@ def create_app(
     """Create the taskforce HTTP service.
 
     Args:
-        settings: the settings to build a container from; defaults to ``load_settings()``.
-            Ignored when ``container`` is given (its own settings are used).
+        settings: the settings to build a container from; defaults to ``load_settings()``,
+            and then, unless structlog is configured already, logging is set up from
+            them (how a foreign server such as ``uvicorn --factory`` gets it). Ignored
+            when ``container`` is given (its own settings are used).
         container: an already built container (for embedding, or to register
             tools before serving). The app does not close a container it was given.
         worker: set by ``taskforce serve`` for each of its workers (index and the
@@ -52,7 +55,14 @@ def create_app(
     """
     owns_container = container is None
     if container is None:
-        container = build_container(settings if settings is not None else load_settings())
+        if settings is None:
+            settings = load_settings()
+            if not structlog.is_configured():
+                # Built by a foreign server (uvicorn --factory, gunicorn): nothing set
+                # logging up, and the settings' format, level, categories and secret
+                # redaction must hold there too.
+                configure_from_settings(settings)
+        container = build_container(settings)
     ctr = container
 
     @asynccontextmanager
