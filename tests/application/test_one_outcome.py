@@ -25,7 +25,7 @@ from taskforce.core.interfaces import (
 )
 from taskforce.core.interfaces.executor import AgentType
 from taskforce.errors import MissionError
-from tests.observability.metric_samples import value
+from tests.observability.metric_samples import samples, value
 
 
 class _Tool:
@@ -176,3 +176,27 @@ class TestRefusedRequests:
                     status=status,
                 )
         assert before == _taskforce_lines(container.metrics.render())
+
+
+class TestScriptedDrillsCountOncePerFlow:
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    @pytest.mark.parametrize(
+        "mission",
+        [
+            "llm:fail rate_limit\nsay hi",
+            'tool:calculator {"expression": "1+1"}\nllm:fail rate_limit\nsay hi',
+        ],
+    )
+    async def test_one_fail_line_is_one_retry_in_either_flow(
+        self, container: Container, agent_type: str, mission: str
+    ) -> None:
+        """One llm:fail line fails one call's first attempt, whichever flow runs it."""
+        result = await container.executor.execute_mission(mission, agent_type)
+        assert "completed" == result.status
+        assert container.metrics is not None
+        retries = sum(
+            count
+            for labels, count in samples(container.metrics, "taskforce_llm_retries_total").items()
+            if labels[1] == agent_type and labels[2] == "rate_limit"
+        )
+        assert 1 == retries

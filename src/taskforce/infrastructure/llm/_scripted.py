@@ -15,7 +15,7 @@ import math
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, TypeVar
 
-from taskforce.core.domain.prompts import FINAL_STEP_DESCRIPTION
+from taskforce.core.domain.prompts import FINAL_STEP_DESCRIPTION, STEP_PREFIX
 from taskforce.core.interfaces.llm import (
     LLM_ERROR_TYPES,
     ChatMessage,
@@ -29,6 +29,7 @@ from taskforce.core.interfaces.llm import (
 )
 from taskforce.errors import LLMProviderError
 from taskforce.infrastructure.llm._directives import (
+    CallFaults,
     ErrorDirective,
     Script,
     ScriptedLLMError,
@@ -176,7 +177,12 @@ class ScriptedLLMProvider:
         try:
             script = parse_script(mission_text(messages))
             observations = observations_of(messages)
-            directive = await self._attempts(script, len(observations), attempts)
+            directive = await self._attempts(
+                script,
+                len(observations),
+                attempts,
+                has_faults=bool(tools) or not _starts_a_step(messages),
+            )
         except LLMProviderError as exc:
             return _failure(exc, used_model, sent_chars, attempts)
         if tools:
@@ -297,14 +303,17 @@ class ScriptedLLMProvider:
         yield done
 
     async def _attempts(
-        self, script: Script, cursor: int, attempts: list[LLMAttempt]
+        self, script: Script, cursor: int, attempts: list[LLMAttempt], *, has_faults: bool = True
     ) -> ToolDirective | None:
         """Run the attempts of the call at ``cursor``; return the directive it answers.
+
+        ``has_faults=False``: another call already reached this point of the script and
+        took its ``llm:fail``/``llm:delay`` lines (see :func:`_starts_a_step`).
 
         Raises:
             LLMProviderError: ``llm:error`` is next, or ``llm:fail`` used up the attempts.
         """
-        faults = script.faults(cursor)
+        faults = script.faults(cursor) if has_faults else CallFaults()
         directive = script.next_directive(cursor)
 
         async def attempt() -> ToolDirective | None:
@@ -346,6 +355,20 @@ def _json_action(
     else:
         action = {"action": "finish", "answer": script.final_answer(observations_of(messages))}
     return json.dumps(action)
+
+
+def _starts_a_step(messages: Sequence[ChatMessage]) -> bool:
+    """Whether this is the legacy flow's first call of a plan step.
+
+    Its point of the script was reached already, by the plan call (before the first
+    tool result) or by the previous step's call that answered a tool result: the
+    ``llm:fail``/``llm:delay`` lines there belong to that call, so that one line
+    fails one call in both flows.
+    """
+    if not messages:
+        return False
+    content = messages[-1].get("content") or ""
+    return messages[-1].get("role") == "user" and content.startswith(STEP_PREFIX)
 
 
 def _tool_call(directive: ToolDirective, cursor: int) -> ToolCall:
