@@ -188,7 +188,7 @@ class TestScriptedDrillsCountOncePerFlow:
         ],
     )
     async def test_one_fail_line_is_one_retry_in_either_flow(
-        self, container: Container, agent_type: str, mission: str
+        self, container: Container, agent_type: AgentType, mission: str
     ) -> None:
         """One llm:fail line fails one call's first attempt, whichever flow runs it."""
         result = await container.executor.execute_mission(mission, agent_type)
