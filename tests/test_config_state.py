@@ -79,6 +79,12 @@ class TestStateSettings:
 
 
 class TestRedaction:
+    def test_a_password_in_the_query_is_a_secret_too(self) -> None:
+        """libpq also takes ?password=...: that value is redacted like the user:password one."""
+        dsn = "postgresql://app@db:5432/t?sslmode=disable&password=qu3ry-s3cret"
+        settings = load_settings(state={"backend": "postgres", "dsn": dsn})
+        assert {dsn, "qu3ry-s3cret"} <= set(settings.secret_values())
+
     def test_dsn_and_its_password_are_redacted_in_logs(self) -> None:
         """secret_values() holds the DSN and its password (raw and decoded); logs show ***."""
         import io

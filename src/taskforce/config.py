@@ -17,7 +17,7 @@ import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -269,8 +269,9 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Return the values of every secret setting that is set (for log redaction).
 
-        The state DSN counts twice: whole, and its password alone, which a
-        driver's message may quote without the rest.
+        The state DSN counts whole, and its password alone (from ``user:password@``
+        or a ``password=`` query parameter, as libpq accepts it), which a driver's
+        message may quote without the rest.
         """
         values = [
             secret.get_secret_value()
@@ -284,8 +285,10 @@ class Settings(BaseSettings):
         ]
         if self.state.dsn is not None:
             with contextlib.suppress(ValueError):
-                password = urlsplit(self.state.dsn.get_secret_value()).password
-                if password:
+                parts = urlsplit(self.state.dsn.get_secret_value())
+                passwords = [parts.password or ""]
+                passwords += parse_qs(parts.query).get("password", [])
+                for password in filter(None, passwords):
                     values += [password, unquote(password)]
         return values
 
