@@ -23,7 +23,6 @@ longer than 1.5 timeouts. Verdicts are printed, never asserted: the script exits
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from pathlib import Path
 import _bench
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.support.trickle_server import TrickleServer
+from tests.support.trickle_server import COMPLETION_BODY, TrickleServer, sse_body
 
 from taskforce.application.container import build_container
 from taskforce.config import Settings
@@ -41,29 +40,8 @@ from taskforce.observability import configure_logging
 
 TARGET_RATIO = 1.5
 
-_COMPLETION = json.dumps(
-    {
-        "id": "x",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "m",
-        "choices": [
-            {
-                "index": 0,
-                "finish_reason": "stop",
-                "message": {"role": "assistant", "content": "slow answer " * 20},
-            }
-        ],
-    }
-).encode()
-_CHUNK = {
-    "id": "x",
-    "object": "chat.completion.chunk",
-    "created": 0,
-    "model": "m",
-    "choices": [{"index": 0, "delta": {"content": "tick "}, "finish_reason": None}],
-}
-_SSE = b"".join(b"data: " + json.dumps(_CHUNK).encode() + b"\n\n" for _ in range(200))
+_COMPLETION = COMPLETION_BODY
+_SSE = sse_body(200)
 
 
 async def _hold(

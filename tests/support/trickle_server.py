@@ -15,9 +15,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from types import TracebackType
 
-__all__ = ["TrickleServer"]
+__all__ = ["COMPLETION_BODY", "TrickleServer", "sse_body"]
+
+#: A chat completion answered in full: what a trickling upstream sends byte by byte.
+COMPLETION_BODY = json.dumps(
+    {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "slow answer " * 20},
+            }
+        ],
+    }
+).encode()
+
+_CHUNK = {
+    "id": "x",
+    "object": "chat.completion.chunk",
+    "created": 0,
+    "model": "m",
+    "choices": [{"index": 0, "delta": {"content": "tick "}, "finish_reason": None}],
+}
+
+
+def sse_body(chunks: int) -> bytes:
+    """Return a streamed completion of ``chunks`` text deltas, as server-sent events."""
+    return b"".join(b"data: " + json.dumps(_CHUNK).encode() + b"\n\n" for _ in range(chunks))
 
 
 class TrickleServer:

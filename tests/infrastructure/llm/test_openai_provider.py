@@ -17,7 +17,7 @@ from taskforce.core.interfaces import StreamingLLMProviderProtocol
 from taskforce.errors import LLMProviderError
 from taskforce.infrastructure.llm import OpenAICompatibleProvider
 from tests.support.fake_openai import FakeOpenAIServer
-from tests.support.trickle_server import TrickleServer
+from tests.support.trickle_server import COMPLETION_BODY, TrickleServer, sse_body
 
 pytestmark = pytest.mark.integration
 
@@ -503,35 +503,8 @@ class TestStreamToolCalls:
         assert "Scripted answer: just talk" == "".join(c.get("content", "") for c in chunks)
 
 
-_COMPLETION = json.dumps(
-    {
-        "id": "x",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "m",
-        "choices": [
-            {
-                "index": 0,
-                "finish_reason": "stop",
-                "message": {"role": "assistant", "content": "slow answer " * 20},
-            }
-        ],
-    }
-).encode()
-_SSE = b"".join(
-    b"data: "
-    + json.dumps(
-        {
-            "id": "x",
-            "object": "chat.completion.chunk",
-            "created": 0,
-            "model": "m",
-            "choices": [{"index": 0, "delta": {"content": "tick "}, "finish_reason": None}],
-        }
-    ).encode()
-    + b"\n\n"
-    for _ in range(20)
-)
+_COMPLETION = COMPLETION_BODY
+_SSE = sse_body(20)
 
 
 class TestDeadline:
