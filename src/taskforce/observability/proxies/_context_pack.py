@@ -88,7 +88,7 @@ class PackEstimator:
                 self._counted.clear()
             counted = self._counted[key] = _Counted(sent[0], sent[-1], length, chars)
         counted.last, counted.length, counted.chars = sent[-1], length, chars
-        return length, (chars + 3) // 4  # estimate_tokens(chars), on every LLM call
+        return length, estimate_tokens(chars)
 
     @staticmethod
     def prompt(prompt: str, context: object) -> tuple[int, int]:

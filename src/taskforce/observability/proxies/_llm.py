@@ -61,7 +61,7 @@ from taskforce.observability.metrics._catalog import (
 )
 from taskforce.observability.proxies._base import ObservingProxy, aclose_iterator, report_fault
 from taskforce.observability.proxies._context_pack import PackEstimator
-from taskforce.observability.proxies._llm_outcome import record_outcome
+from taskforce.observability.proxies._llm_outcome import record_outcome, tokens_of
 
 __all__ = ["LLMProviderProxy", "StreamingLLMProviderProxy", "observe_llm_provider"]
 
@@ -282,21 +282,13 @@ def _record_request(
     pack: tuple[int, int] | None,
 ) -> tuple[int, int]:
     """Write one request: ``labels`` is (model, agent_type, operation); return its tokens."""
-    key = (*labels, status)
-    children = families.bundles.get(key)
-    if children is None:
-        children = _request_children(families, key)
+    children = _request_children(families, (*labels, status))
     children.requests.inc()
     children.duration.observe(duration)
     if pack is not None:
         children.pack_messages.observe(pack[0])
         children.pack_tokens.observe(pack[1])
-    # tokens_of(usage), on every LLM call
-    if usage:
-        input_tokens = usage.get("prompt_tokens") or 0
-        output_tokens = usage.get("completion_tokens") or 0
-    else:
-        input_tokens = output_tokens = 0
+    input_tokens, output_tokens = tokens_of(usage)
     if input_tokens or output_tokens:  # no token series until a provider reports some
         counted_in, counted_out = children.input_tokens, children.output_tokens
         if counted_in is None or counted_out is None:
@@ -360,7 +352,7 @@ def _record_call(
                 (model, agent_type),
                 attempts,
                 error_type,
-                usage,
+                tokens,
                 lambda: _model(wrapped, None, operation, args, kwargs),
             )
     except Exception as exc:
@@ -387,7 +379,9 @@ def _record_stream(
         reported = last.get("model") if last is not None else None
         model = _model(wrapped, reported, "stream", args, kwargs)
         status = "success" if error is None else "error"
-        _record_request(families, (model, agent_type, "stream"), status, duration, usage, pack)
+        tokens = _record_request(
+            families, (model, agent_type, "stream"), status, duration, usage, pack
+        )
         if error is None:
             error_type: str | None = None
             attempts = (last.get("attempts") if last is not None else None) or ()
@@ -400,7 +394,7 @@ def _record_stream(
             (model, agent_type),
             attempts,
             error_type,
-            usage,
+            tokens,
             lambda: _model(wrapped, None, "stream", args, kwargs),
         )
     except Exception as exc:

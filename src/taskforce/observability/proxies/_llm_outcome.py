@@ -52,7 +52,7 @@ def record_outcome(
     labels: tuple[str, str],
     attempts: Iterable[object],
     error_type: str | None,
-    usage: Any,
+    tokens: tuple[int, int],
     requested: Callable[[], str],
 ) -> None:
     """Write the retries, the failure and the spend of one call.
@@ -63,7 +63,7 @@ def record_outcome(
         labels: ``(model, agent_type)``.
         attempts: The provider's attempt report, oldest first (empty if it gave none).
         error_type: The call's final error type, ``None`` if it succeeded.
-        usage: The provider's ``usage`` mapping, if any.
+        tokens: The call's input and output tokens (:func:`tokens_of` its ``usage``).
         requested: Returns the model asked for (called only when the reported one has
             no price).
     """
@@ -74,7 +74,7 @@ def record_outcome(
             families.retries.labels(*labels, _closed(failed)).inc()
     if error_type is not None:
         families.failures.labels(*labels, _closed(error_type)).inc()
-    input_tokens, output_tokens = tokens_of(usage)
+    input_tokens, output_tokens = tokens
     if not (input_tokens or output_tokens):
         return
     price = metrics.llm_prices.get(labels[0])
