@@ -48,8 +48,8 @@ _LLM_ERROR_TYPES = frozenset(LLM_ERROR_TYPES)
 # by name keeps this module free of imports from outside core.interfaces.
 _TIMEOUT_CLASS_NAMES = frozenset({"ToolTimeoutError"})
 _UNKNOWN_TOOL_CLASS_NAMES = frozenset({"ToolNotFoundError"})
-#: Characters an ``error_type`` keeps: the label guard's cut, so the log line and the
-#: metric carry the same value however long a tool's own type or class name is.
+#: Characters an ``error_type`` keeps; the label guard cuts every label value here too,
+#: so the log line and the metric carry the same value however long a type name is.
 MAX_ERROR_TYPE_LENGTH = 128
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from taskforce.core.interfaces.outcome import MAX_ERROR_TYPE_LENGTH
 from taskforce.observability.metrics._catalog import OTHER
 
 __all__ = [
@@ -25,7 +26,8 @@ __all__ = [
 ]
 
 #: Characters kept of a label value; longer values are cut (so 10,000 characters are one value).
-MAX_VALUE_LENGTH = 128
+#: The cut the outcome functions give an ``error_type``, so its log line and label agree.
+MAX_VALUE_LENGTH = MAX_ERROR_TYPE_LENGTH
 
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n"}
 _UNESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
