@@ -16,6 +16,7 @@ from taskforce.core.interfaces import (
     StreamChunk,
     ToolResult,
     ToolSchema,
+    check_mission_request,
 )
 from taskforce.core.interfaces.context import current_agent_type
 from taskforce.errors import ToolNotFoundError
@@ -203,10 +204,7 @@ class FakeExecutor:
                 "mission_id": mission_id,
             }
         )
-        if agent_type not in ("lean", "legacy"):
-            from taskforce.errors import MissionError
-
-            raise MissionError(f"unknown agent_type {agent_type!r}")
+        check_mission_request(mission, agent_type, session_id, mission_id)  # as the executor does
         self.seen_agent_types.append(current_agent_type())
         if self.body is not None:
             return await self.body(session_id, mission_id, agent_type)
@@ -220,6 +218,7 @@ class FakeExecutor:
         mission_id: str | None = None,
     ) -> AsyncGenerator[ProgressEvent, None]:
         self.calls.append({"mission": mission, "agent_type": agent_type, "session_id": session_id})
+        check_mission_request(mission, agent_type, session_id, mission_id)  # as the executor does
         events = self.events
         if events is None:
             result = make_result(session_id or "", mission_id or "", agent_type)

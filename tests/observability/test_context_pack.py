@@ -1,10 +1,10 @@
-"""The context-pack estimate counts only the messages a conversation gained since last time."""
+"""The context-pack estimate: short conversations counted whole, long ones where they grew."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from taskforce.observability.proxies._context_pack import PackEstimator, estimate_tokens
+from taskforce.observability.proxies._context_pack import SCAN_LIMIT, PackEstimator, estimate_tokens
 
 
 class _CountingMessage(dict[str, Any]):
@@ -19,6 +19,14 @@ class _CountingMessage(dict[str, Any]):
 
 def _message(content: str | None) -> _CountingMessage:
     return _CountingMessage(role="user", content=content)
+
+
+def _long(*tail: _CountingMessage) -> list[_CountingMessage]:
+    """A conversation past ``SCAN_LIMIT``: ``SCAN_LIMIT`` messages of 4 chars, then ``tail``."""
+    return [_message("z" * 4) for _ in range(SCAN_LIMIT)] + list(tail)
+
+
+_HEAD = SCAN_LIMIT * 4  # the characters of _long()'s first messages
 
 
 class TestPackEstimator:
@@ -37,31 +45,40 @@ class TestPackEstimator:
         assert (202, estimate_tokens(200 * 100 + 16)) == estimator.messages(conversation)
         assert 2 == _CountingMessage.reads
 
+    def test_a_short_conversation_is_counted_whole_each_time(self) -> None:
+        """Up to SCAN_LIMIT messages, every call reads every message (nothing is remembered)."""
+        estimator = PackEstimator()
+        conversation = [_message("a" * 8) for _ in range(SCAN_LIMIT)]
+        estimator.messages(conversation)
+        _CountingMessage.reads = 0
+        assert (SCAN_LIMIT, estimate_tokens(8 * SCAN_LIMIT)) == estimator.messages(conversation)
+        assert SCAN_LIMIT == _CountingMessage.reads
+
     def test_a_rewritten_conversation_is_counted_again(self) -> None:
         """A list whose first or last counted message changed is counted from the start."""
         estimator = PackEstimator()
-        conversation = [_message("a" * 8), _message("b" * 8)]
+        conversation = _long(_message("a" * 8), _message("b" * 8))
         estimator.messages(conversation)
         conversation[-1] = _message("c" * 80)
-        assert (2, estimate_tokens(88)) == estimator.messages(conversation)
+        assert (SCAN_LIMIT + 2, estimate_tokens(_HEAD + 88)) == estimator.messages(conversation)
         conversation[0] = _message("")
-        assert (2, estimate_tokens(80)) == estimator.messages(conversation)
+        assert (SCAN_LIMIT + 2, estimate_tokens(_HEAD - 4 + 88)) == estimator.messages(conversation)
 
     def test_a_shorter_conversation_is_counted_again(self) -> None:
         """A list that lost messages is counted from the start."""
         estimator = PackEstimator()
-        conversation = [_message("a" * 8) for _ in range(5)]
+        conversation = _long(*[_message("a" * 8) for _ in range(5)])
         estimator.messages(conversation)
-        del conversation[2:]
-        assert (2, estimate_tokens(16)) == estimator.messages(conversation)
+        del conversation[SCAN_LIMIT + 2 :]
+        assert (SCAN_LIMIT + 2, estimate_tokens(_HEAD + 16)) == estimator.messages(conversation)
 
     def test_separate_conversations_do_not_mix(self) -> None:
         """Two lists alternate (two missions on one provider): each keeps its own count."""
         estimator = PackEstimator()
-        first, second = [_message("a" * 4)], [_message("b" * 40)]
+        first, second = _long(_message("a" * 4)), _long(_message("b" * 40))
         for _ in range(3):
-            assert (1, 1) == estimator.messages(first)
-            assert (1, 10) == estimator.messages(second)
+            assert (SCAN_LIMIT + 1, estimate_tokens(_HEAD + 4)) == estimator.messages(first)
+            assert (SCAN_LIMIT + 1, estimate_tokens(_HEAD + 40)) == estimator.messages(second)
 
     def test_empty_and_generate(self) -> None:
         """No message is (0, 0); generate is one message of prompt plus context."""

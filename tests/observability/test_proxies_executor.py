@@ -174,6 +174,13 @@ class TestExecuteMission:
         assert _nothing_recorded(metrics)
         assert executor.calls[0]["session_id"] is None
 
+    async def test_refused_request_is_not_a_mission(self, metrics: MetricSet) -> None:
+        """A request the executor refuses (a flow, but a blank mission) is counted nowhere."""
+        with pytest.raises(MissionError):
+            await ExecutorProxy(FakeExecutor(), metrics).execute_mission(" \n", "legacy")
+        assert _nothing_recorded(metrics)
+        assert 0 == _in_progress(metrics, "legacy")
+
     async def test_tools_and_llm_inside_carry_agent_type(self, metrics: MetricSet) -> None:
         """Proxied tools and LLM calls made by the mission are labelled with its agent_type."""
         registry = ToolRegistryProxy(FakeRegistry(FakeTool("calc")), metrics)
@@ -276,20 +283,29 @@ class TestExecuteMissionStreaming:
     async def test_blank_mission_is_not_a_mission(self, metrics: MetricSet) -> None:
         """A whitespace-only mission is refused by the executor and counted nowhere."""
         events = ExecutorProxy(FakeExecutor(), metrics).execute_mission_streaming("  \n\t")
-        assert 3 == len([e async for e in events])
+        with pytest.raises(MissionError):
+            await events.__anext__()
         assert _nothing_recorded(metrics)
 
     async def test_unknown_agent_type_passes_through(self, metrics: MetricSet) -> None:
         """A bad agent_type in the streaming form is not counted either."""
-        events = [
-            e
-            async for e in ExecutorProxy(FakeExecutor(), metrics).execute_mission_streaming(
-                "go",
-                "nope",  # type: ignore[arg-type]
-            )
-        ]
-        assert 3 == len(events)
+        events = ExecutorProxy(FakeExecutor(), metrics).execute_mission_streaming(
+            "go",
+            "nope",  # type: ignore[arg-type]
+        )
+        with pytest.raises(MissionError):
+            await events.__anext__()
         assert _nothing_recorded(metrics)
+
+    async def test_mission_error_after_the_first_event_is_failed(self, metrics: MetricSet) -> None:
+        """A MissionError once the mission has started is a failed mission, not a refusal."""
+        executor = FakeExecutor()
+        executor.stream_error = MissionError("raised mid-stream")
+        with pytest.raises(MissionError):
+            async for _ in ExecutorProxy(executor, metrics).execute_mission_streaming("go"):
+                pass
+        assert [("lean", "failed", None, None)] == _finished(metrics)
+        assert 0 == _in_progress(metrics, "lean")
 
 
 class TestExecutorFaults:

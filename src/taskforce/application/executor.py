@@ -39,7 +39,7 @@ from taskforce.core.interfaces.llm import LLMProviderProtocol
 from taskforce.core.interfaces.log import text_fields
 from taskforce.core.interfaces.state import StateStoreProtocol
 from taskforce.core.interfaces.tools import ToolRegistryProtocol
-from taskforce.errors import MissionError, StateStoreError
+from taskforce.errors import StateStoreError
 
 __all__ = ["AgentExecutor"]
 
@@ -284,7 +284,10 @@ class AgentExecutor:
                 # Once the agent is done its record is saved whole, even if cancelled meanwhile.
                 await to_the_end(self._append(session_id, record))
             except ValueError as exc:
-                raise MissionError(f"invalid session_id {session_id!r}: {exc}") from exc
+                # The request was checked before the mission ran, so a store that still
+                # refuses the id fails the mission; MissionError means a refused request.
+                error = f"could not save the session state: invalid session_id: {exc}"
+                return dataclasses.replace(result, status="failed", error=error)
             except StateStoreError as exc:
                 # The store's message names no path or DSN (the log has the detail).
                 error = f"could not save the session state: {exc}"

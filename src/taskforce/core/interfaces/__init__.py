@@ -24,7 +24,6 @@ from taskforce.core.interfaces.executor import (
     ProgressKind,
     StepRecord,
     check_mission_request,
-    mission_agent_type,
 )
 from taskforce.core.interfaces.llm import (
     LLM_ERROR_TYPES,
@@ -118,6 +117,5 @@ __all__ = [
     "is_unknown_tool_error",
     "llm_error_type_of_status",
     "llm_exception_error_type",
-    "mission_agent_type",
     "mission_scope",
 ]

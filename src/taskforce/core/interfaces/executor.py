@@ -7,6 +7,8 @@ from collections.abc import AsyncGenerator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, cast, runtime_checkable
 
+# Part of the port: what the executor raises for a request it refuses, re-exported for
+# the layers that may import only core.interfaces (the observability aspect).
 from taskforce.errors import MissionError
 
 __all__ = [
@@ -16,13 +18,13 @@ __all__ = [
     "AgentType",
     "ExecutionResult",
     "ExecutorProtocol",
+    "MissionError",
     "MissionRequest",
     "MissionStatus",
     "ProgressEvent",
     "ProgressKind",
     "StepRecord",
     "check_mission_request",
-    "mission_agent_type",
 ]
 
 AgentType = Literal["lean", "legacy"]
@@ -67,9 +69,9 @@ def check_mission_request(
 ) -> MissionRequest:
     """Validate a mission request: the one place that decides what is a mission.
 
-    The executor calls it before a mission starts; the HTTP edge and the
-    observability aspect call it too, so a request it refuses is a client
-    error (HTTP 422) and never counts as a mission.
+    The executor calls it before a mission starts, and only the executor: the
+    ``MissionError`` it raises is how the HTTP edge answers 422 and how the
+    observability aspect knows a request was not a mission.
 
     Args:
         mission: must be a string with at least one non-whitespace character.
@@ -196,29 +198,3 @@ class ExecutorProtocol(Protocol):
     ) -> AsyncGenerator[ProgressEvent, None]:
         """Run one mission, yielding progress events; the last is the result."""
         ...
-
-
-def mission_agent_type(
-    mission: object,
-    agent_type: object = "lean",
-    session_id: object = None,
-    mission_id: object = None,
-) -> AgentType | None:
-    """Return the flow of a request :func:`check_mission_request` accepts, else ``None``.
-
-    For code that must tell a mission from a refused request without handling
-    the refusal itself (the observability aspect counts missions only).
-
-    Args:
-        mission: As for :func:`check_mission_request`.
-        agent_type: As for :func:`check_mission_request`.
-        session_id: As for :func:`check_mission_request`.
-        mission_id: As for :func:`check_mission_request`.
-
-    Returns:
-        ``"lean"`` or ``"legacy"``, or ``None`` for a request that is not a mission.
-    """
-    try:
-        return check_mission_request(mission, agent_type, session_id, mission_id).agent_type
-    except MissionError:
-        return None

@@ -1,12 +1,14 @@
 """The size of what an LLM call sends: messages, and tokens estimated as characters / 4.
 
 An agent sends the same conversation list on every turn, one or two messages
-longer each time. :class:`PackEstimator` remembers, per list, how many messages it
-has counted and their characters, and counts only the new ones, so the estimate
-does not rescan the whole conversation on every call. A list is recognised by its
-``id`` together with the identity of its first and last counted message (the
-estimator keeps those two objects alive, so their ids cannot be reused); anything
-else, a shorter list or another first message, is counted from the start.
+longer each time. A short list (up to ``SCAN_LIMIT`` messages) is simply counted:
+counting a few messages again is cheaper than looking a remembered conversation up.
+For a longer list :class:`PackEstimator` remembers how many messages it has
+counted and their characters, and counts only the new ones, so the estimate does
+not rescan a long conversation on every call. A list is recognised by its ``id``
+together with the identity of its first and last counted message (the estimator
+keeps those two objects alive, so their ids cannot be reused); anything else, a
+shorter list or another first message, is counted from the start.
 
 Assumes a conversation grows by appending, as both agents do: a message edited in
 place after it was counted keeps its old length in the estimate.
@@ -16,10 +18,14 @@ Hazard: holds per-proxy mutable state without locks; use it on the event loop.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import islice
 from typing import Any
 
-__all__ = ["PackEstimator", "estimate_tokens"]
+__all__ = ["SCAN_LIMIT", "PackEstimator", "estimate_tokens"]
+
+#: Conversations of up to this many messages are counted whole on every call.
+SCAN_LIMIT = 16
 
 # Conversations remembered at once; more and the memory starts over.
 _MAX_CONVERSATIONS = 256
@@ -30,10 +36,11 @@ def estimate_tokens(chars: int) -> int:
     return (chars + 3) // 4
 
 
-def _chars(messages: Sequence[Any], start: int) -> int:
+def _chars(messages: Iterable[Any]) -> int:
+    """The characters of every message's ``content`` (a message without one adds 0)."""
     chars = 0
-    for index in range(start, len(messages)):
-        content = messages[index].get("content")
+    for message in messages:
+        content = message.get("content")
         if content:
             chars += len(content)
     return chars
@@ -71,24 +78,27 @@ class PackEstimator:
             Exception: Whatever reading a message raises (not a mapping, ...).
         """
         length = len(sent)
-        if length == 0:
-            return 0, 0
-        key = id(sent)
-        counted = self._counted.get(key)
+        if length <= SCAN_LIMIT:
+            return length, (_chars(sent) + 3) // 4
+        counted = self._counted.get(id(sent))
         if (
-            counted is not None
-            and counted.length <= length
-            and sent[0] is counted.first
-            and sent[counted.length - 1] is counted.last
+            counted is None
+            or counted.length > length
+            or sent[0] is not counted.first
+            or sent[counted.length - 1] is not counted.last
         ):
-            chars = counted.chars + _chars(sent, counted.length)
-        else:
-            chars = _chars(sent, 0)
-            if counted is None and len(self._counted) >= _MAX_CONVERSATIONS:
-                self._counted.clear()
-            counted = self._counted[key] = _Counted(sent[0], sent[-1], length, chars)
-        counted.last, counted.length, counted.chars = sent[-1], length, chars
-        return length, estimate_tokens(chars)
+            counted = self._count(sent)
+        elif counted.length < length:  # the conversation grew: count only the new messages
+            counted.chars += _chars(islice(sent, counted.length, None))
+            counted.last, counted.length = sent[-1], length
+        return length, (counted.chars + 3) // 4
+
+    def _count(self, sent: Sequence[Mapping[str, Any]]) -> _Counted:
+        """Count ``sent`` from the start and remember it."""
+        if len(self._counted) >= _MAX_CONVERSATIONS:
+            self._counted.clear()
+        counted = self._counted[id(sent)] = _Counted(sent[0], sent[-1], len(sent), _chars(sent))
+        return counted
 
     @staticmethod
     def prompt(prompt: str, context: object) -> tuple[int, int]:

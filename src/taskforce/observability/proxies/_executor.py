@@ -11,12 +11,20 @@ only counts and times, exactly once however the mission ends:
   and, for the streaming form, when the consumer stops before the ``result``
   event: ``aclose()``, a disconnecting client, a cancelled task.
 
-A request that ``check_mission_request`` refuses (``mission_agent_type``
-gives ``None``) is not a mission: it passes straight through (the executor
-raises ``MissionError``) and is counted nowhere, neither in the missions
-counter nor in the in-progress gauge, so a client's
-mistake can neither create a series with a free-form ``agent_type`` nor
-raise the mission failure rate.
+A request the executor refuses is not a mission and is counted nowhere,
+neither in the missions counter nor in the in-progress gauge, so a client's
+mistake can neither create a series with a free-form ``agent_type`` nor raise
+the mission failure rate. The proxy does not validate the request itself (the
+executor is its one judge, ``check_mission_request``); it relies on the
+protocol's promise that a refusal raises ``MissionError`` before anything
+runs:
+
+- an ``agent_type`` outside ``AGENT_TYPES`` cannot be a label: the call
+  passes straight through, for the executor to refuse;
+- for any other request the in-progress gauge goes up, and a ``MissionError``
+  takes it back down and counts nothing. The executor raises it before its
+  first ``await``, in the same step of the event loop, so no scrape sees the
+  gauge move.
 """
 
 from __future__ import annotations
@@ -26,12 +34,13 @@ from time import perf_counter
 from typing import Any, TypeVar
 
 from taskforce.core.interfaces.executor import (
+    AGENT_TYPES,
     MISSION_STATUSES,
     AgentType,
     ExecutionResult,
     ExecutorProtocol,
+    MissionError,
     ProgressEvent,
-    mission_agent_type,
 )
 from taskforce.observability.metrics import (
     CounterChild,
@@ -54,6 +63,14 @@ __all__ = ["ExecutorProxy"]
 _ExecutorT = TypeVar("_ExecutorT", bound=ExecutorProtocol)
 
 _Outcome = tuple[str, int | None, int | None]
+
+
+def _label(agent_type: object) -> str | None:
+    """The ``agent_type`` label of a request: itself if it is a flow, else ``None``."""
+    try:
+        return agent_type if agent_type in AGENT_TYPES else None
+    except TypeError:  # unhashable: not a flow either
+        return None
 
 
 class _MissionChildren:
@@ -111,25 +128,31 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
             asyncio.CancelledError: When the mission is cancelled.
         """
         wrapped = self.__wrapped__
-        label = mission_agent_type(mission, agent_type, session_id, mission_id)
+        label = _label(agent_type)
         if label is None:
             return await wrapped.execute_mission(
                 mission, agent_type, session_id=session_id, mission_id=mission_id, **kwargs
             )
         self._self_record_started(label)
         started = perf_counter()
-        outcome: _Outcome = ("cancelled", None, None)  # unless it returns or raises
+        outcome: _Outcome | None = ("cancelled", None, None)  # unless it returns or raises
         try:
             result = await wrapped.execute_mission(
                 mission, agent_type, session_id=session_id, mission_id=mission_id, **kwargs
             )
+        except MissionError:
+            outcome = None  # refused: not a mission
+            raise
         except Exception:
             outcome = ("failed", None, None)
             raise
         else:
             outcome = self._self_outcome(result)
         finally:
-            self._self_record_finished(label, outcome, started)
+            if outcome is None:
+                self._self_record_refused(label)
+            else:
+                self._self_record_finished(label, outcome, started)
         return result
 
     async def execute_mission_streaming(
@@ -160,7 +183,7 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
         events = self.__wrapped__.execute_mission_streaming(
             mission, agent_type, session_id=session_id, mission_id=mission_id, **kwargs
         )
-        label = mission_agent_type(mission, agent_type, session_id, mission_id)
+        label = _label(agent_type)
         if label is None:
             try:
                 async for event in events:
@@ -172,9 +195,11 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
         started = perf_counter()
         outcome: _Outcome | None = None  # from the ``result`` event
         status = "cancelled"  # unless the stream ends or raises
+        started_events = False
         try:
             try:
                 async for event in events:
+                    started_events = True
                     if getattr(event, "kind", None) == "result":
                         outcome = self._self_outcome(event.result)
                     yield event
@@ -182,18 +207,31 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
                 await aclose_iterator(events)
             # A stream that ends without its result event broke the protocol.
             status = "failed" if outcome is None else outcome[0]
+        except MissionError:
+            # refused before its first event: not a mission
+            status = "failed" if started_events else "refused"
+            raise
         except Exception:
             status = "failed"
             raise
         finally:
-            if status == "cancelled" and outcome is not None:
-                status = outcome[0]  # stopped after the result: the mission had ended
-            steps, tool_calls = (None, None) if outcome is None else outcome[1:]
-            self._self_record_finished(label, (status, steps, tool_calls), started)
+            if status == "refused":
+                self._self_record_refused(label)
+            else:
+                if status == "cancelled" and outcome is not None:
+                    status = outcome[0]  # stopped after the result: the mission had ended
+                steps, tool_calls = (None, None) if outcome is None else outcome[1:]
+                self._self_record_finished(label, (status, steps, tool_calls), started)
 
     def _self_record_started(self, label: str) -> None:
         try:
             self._self_in_progress.labels(label).inc()
+        except Exception as exc:
+            report_fault(self._self_metrics, "ExecutorProxy", "mission.start", exc)
+
+    def _self_record_refused(self, label: str) -> None:
+        try:
+            self._self_in_progress.labels(label).dec()
         except Exception as exc:
             report_fault(self._self_metrics, "ExecutorProxy", "mission.start", exc)
 

@@ -71,6 +71,8 @@ _StreamingT = TypeVar("_StreamingT", bound=StreamingLLMProviderProtocol)
 _UNKNOWN_MODEL = "unknown"
 # Positional index of ``model`` in each protocol method (after self).
 _MODEL_ARG = {"complete": 1, "generate": 2, "stream": 1}
+# What an attempt report that record_outcome need not see can be.
+_REPORTS = (list, tuple)
 
 
 # Bundles of children kept per proxy; more and the cache starts over.
@@ -112,24 +114,49 @@ class _RequestChildren:
     __slots__ = (
         "duration",
         "input_tokens",
+        "key",
         "output_tokens",
         "pack_messages",
         "pack_tokens",
         "requests",
+        "tokens",
     )
 
     def __init__(self, families: _LLMFamilies, key: tuple[str, str, str, str]) -> None:
         model, agent_type, operation, _ = key
+        self.key = key
         self.requests = families.requests.labels(*key)
         self.duration = families.duration.labels(model, agent_type, operation)
         self.pack_messages = families.pack_messages.labels(agent_type)
         self.pack_tokens = families.pack_tokens.labels(agent_type)
+        self.tokens = families.tokens
         # made on first use: no token series before a provider reports tokens
         self.input_tokens: CounterChild | None = None
         self.output_tokens: CounterChild | None = None
 
+    def record(self, duration: float, pack: tuple[int, int] | None, usage: Any) -> tuple[int, int]:
+        """Write one request; return its input and output tokens (0 when ``usage`` has none)."""
+        self.requests.inc()
+        self.duration.observe(duration)
+        if pack is not None:
+            self.pack_messages.observe(pack[0])
+            self.pack_tokens.observe(pack[1])
+        input_tokens, output_tokens = tokens_of(usage)
+        if input_tokens or output_tokens:  # no token series until a provider reports some
+            counted_in, counted_out = self.input_tokens, self.output_tokens
+            if counted_in is None or counted_out is None:
+                model, agent_type, _, _ = self.key
+                counted_in = self.tokens.labels(model, agent_type, "input")
+                counted_out = self.tokens.labels(model, agent_type, "output")
+                if self.tokens.is_cached(model, agent_type, "input"):
+                    self.input_tokens, self.output_tokens = counted_in, counted_out
+            counted_in.inc(input_tokens)
+            counted_out.inc(output_tokens)
+        return input_tokens, output_tokens
+
 
 def _request_children(families: _LLMFamilies, key: tuple[str, str, str, str]) -> _RequestChildren:
+    """The children of ``key``, kept for the next request unless a label overflowed."""
     children = families.bundles.get(key)
     if children is None:
         children = _RequestChildren(families, key)
@@ -273,35 +300,6 @@ def _pack(
         return None
 
 
-def _record_request(
-    families: _LLMFamilies,
-    labels: tuple[str, str, str],
-    status: str,
-    duration: float,
-    usage: Any,
-    pack: tuple[int, int] | None,
-) -> tuple[int, int]:
-    """Write one request: ``labels`` is (model, agent_type, operation); return its tokens."""
-    children = _request_children(families, (*labels, status))
-    children.requests.inc()
-    children.duration.observe(duration)
-    if pack is not None:
-        children.pack_messages.observe(pack[0])
-        children.pack_tokens.observe(pack[1])
-    input_tokens, output_tokens = tokens_of(usage)
-    if input_tokens or output_tokens:  # no token series until a provider reports some
-        counted_in, counted_out = children.input_tokens, children.output_tokens
-        if counted_in is None or counted_out is None:
-            model, agent_type, _ = labels
-            counted_in = families.tokens.labels(model, agent_type, "input")
-            counted_out = families.tokens.labels(model, agent_type, "output")
-            if families.tokens.is_cached(model, agent_type, "input"):
-                children.input_tokens, children.output_tokens = counted_in, counted_out
-        counted_in.inc(input_tokens)
-        counted_out.inc(output_tokens)
-    return input_tokens, output_tokens
-
-
 def _has_outcome(
     metrics: MetricSet, model: str, attempts: Any, error_type: str | None, tokens: tuple[int, int]
 ) -> bool:
@@ -310,7 +308,7 @@ def _has_outcome(
     Most calls succeed at the first attempt, and without prices configured a model
     with tokens was already reported as unpriced: nothing to write, no call to make.
     """
-    if error_type is not None or not isinstance(attempts, list | tuple) or len(attempts) > 1:
+    if error_type is not None or type(attempts) not in _REPORTS or len(attempts) > 1:
         return True
     if not (tokens[0] or tokens[1]):
         return False
@@ -340,16 +338,16 @@ def _record_call(
             if not (model and type(model) is str):
                 model = _model(wrapped, model, operation, args, kwargs)
             attempts = result.get("attempts") or ()
-        agent_type = current_agent_type()
-        status = "success" if error_type is None else "error"
-        labels = (model, agent_type, operation)
-        tokens = _record_request(proxy._self_families, labels, status, duration, usage, pack)
+        families = proxy._self_families
+        key = (model, current_agent_type(), operation, "success" if error_type is None else "error")
+        children = families.bundles.get(key) or _request_children(families, key)
+        tokens = children.record(duration, pack, usage)
         metrics = proxy._self_metrics
         if _has_outcome(metrics, model, attempts, error_type, tokens):
             record_outcome(
-                proxy._self_families,
+                families,
                 metrics,
-                (model, agent_type),
+                (model, key[1]),
                 attempts,
                 error_type,
                 tokens,
@@ -379,9 +377,8 @@ def _record_stream(
         reported = last.get("model") if last is not None else None
         model = _model(wrapped, reported, "stream", args, kwargs)
         status = "success" if error is None else "error"
-        tokens = _record_request(
-            families, (model, agent_type, "stream"), status, duration, usage, pack
-        )
+        key = (model, agent_type, "stream", status)
+        tokens = _request_children(families, key).record(duration, pack, usage)
         if error is None:
             error_type: str | None = None
             attempts = (last.get("attempts") if last is not None else None) or ()
