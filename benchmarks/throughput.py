@@ -20,8 +20,9 @@ then JSON actions). Every mission is a new session, so each saves one fresh
 state file and the per-mission cost stays constant across the run.
 
 Rounds are interleaved, the order of the executors rotated every round, so drift
-of the machine cancels; each round runs one batch of missions per container and
-flow, timed in wall-clock time and in process CPU time (``time.process_time``,
+of the machine cancels; each of the 101 rounds runs one batch of 20 missions per
+container and flow (short rounds: the difference from ``off`` is paired within
+each round, and many short pairs are less noisy than a few long ones), timed in wall-clock time and in process CPU time (``time.process_time``,
 which counts the state store's worker threads too and is blind to neighbours
 competing for the cores). Logging is set to ``critical`` and written to
 ``os.devnull``, so the difference is the metrics alone (with info-level logs
@@ -58,6 +59,10 @@ from taskforce.application.container import Container, build_container
 from taskforce.config import LLMSettings, MetricsSettings, Settings
 from taskforce.observability import configure_logging
 
+# Many short rounds rather than a few long ones: a round's CPU time is noisy (the state
+# store's threads, the neighbours of a shared machine), and each paired difference is
+# then taken over a short stretch in which both executors met the same machine.
+BATCH = 20
 TARGET_VS_PROM = 0.5
 TARGET_VS_OTEL = 0.15
 LATENCY_MS = (0, 1)
@@ -173,7 +178,7 @@ async def measure(config: _bench.Config, root: Path) -> None:
         make_settings(root / "e", enabled=False), PromSink()
     )
     executors["opentelemetry"] = peer_executor(make_settings(root / "f", enabled=False), otel)
-    batch = config.iterations(50)
+    batch = config.iterations(BATCH)
     ran = dict.fromkeys(FLOWS, 0)
     wall, cpu = await _rounds(executors, batch, config.repeats, ran)
 
@@ -298,7 +303,7 @@ def run_in_scratch(
 
 
 def main() -> None:
-    config = _bench.parse_args("mission throughput, metrics on vs off", repeats=31)
+    config = _bench.parse_args("mission throughput, metrics on vs off", repeats=101)
     _bench.print_environment("throughput: missions per second, metrics on vs off")
     run_in_scratch(measure, config)
 

@@ -78,8 +78,18 @@ class PackEstimator:
             Exception: Whatever reading a message raises (not a mapping, ...).
         """
         length = len(sent)
-        if length <= SCAN_LIMIT:
-            return length, (_chars(sent) + 3) // 4
+        if length > SCAN_LIMIT:
+            return length, (self._long(sent, length) + 3) // 4
+        # the loop of _chars, inline: most calls are short, and a call more costs as much
+        chars = 0
+        for message in sent:
+            content = message.get("content")
+            if content:
+                chars += len(content)
+        return length, (chars + 3) // 4
+
+    def _long(self, sent: Sequence[Mapping[str, Any]], length: int) -> int:
+        """The characters of a conversation past ``SCAN_LIMIT``, counting only what is new."""
         counted = self._counted.get(id(sent))
         if (
             counted is None
@@ -91,7 +101,7 @@ class PackEstimator:
         elif counted.length < length:  # the conversation grew: count only the new messages
             counted.chars += _chars(islice(sent, counted.length, None))
             counted.last, counted.length = sent[-1], length
-        return length, (counted.chars + 3) // 4
+        return counted.chars
 
     def _count(self, sent: Sequence[Mapping[str, Any]]) -> _Counted:
         """Count ``sent`` from the start and remember it."""

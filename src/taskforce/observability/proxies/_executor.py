@@ -100,6 +100,8 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
         """
         super().__init__(wrapped, metrics)
         self._self_in_progress: Family[GaugeChild] = metrics.gauge(MISSIONS_IN_PROGRESS)
+        # agent_type -> its in-progress child: a closed set, so at most two entries
+        self._self_gauges: dict[str, GaugeChild] = {}
         # (agent_type, status) -> children: both closed sets, so at most nine entries
         self._self_finished: dict[tuple[str, str], _MissionChildren] = {}
 
@@ -133,7 +135,9 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
             return await wrapped.execute_mission(
                 mission, agent_type, session_id=session_id, mission_id=mission_id, **kwargs
             )
-        self._self_record_started(label)
+        gauge = self._self_gauges.get(label) or self._self_record_started(label)
+        if gauge is not None:
+            gauge.inc()
         started = perf_counter()
         outcome: _Outcome | None = ("cancelled", None, None)  # unless it returns or raises
         try:
@@ -149,10 +153,10 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
         else:
             outcome = self._self_outcome(result)
         finally:
-            if outcome is None:
-                self._self_record_refused(label)
-            else:
+            if outcome is not None:
                 self._self_record_finished(label, outcome, started)
+            elif gauge is not None:
+                gauge.dec()  # the refusal came in the same step of the loop: no scrape saw it
         return result
 
     async def execute_mission_streaming(
@@ -191,7 +195,9 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
             finally:
                 await aclose_iterator(events)
             return
-        self._self_record_started(label)
+        gauge = self._self_gauges.get(label) or self._self_record_started(label)
+        if gauge is not None:
+            gauge.inc()
         started = perf_counter()
         outcome: _Outcome | None = None  # from the ``result`` event
         status = "cancelled"  # unless the stream ends or raises
@@ -216,24 +222,23 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
             raise
         finally:
             if status == "refused":
-                self._self_record_refused(label)
+                if gauge is not None:
+                    gauge.dec()
             else:
                 if status == "cancelled" and outcome is not None:
                     status = outcome[0]  # stopped after the result: the mission had ended
                 steps, tool_calls = (None, None) if outcome is None else outcome[1:]
                 self._self_record_finished(label, (status, steps, tool_calls), started)
 
-    def _self_record_started(self, label: str) -> None:
+    def _self_record_started(self, label: str) -> GaugeChild | None:
+        """The in-progress child of ``label``, kept for the next mission; None after a fault."""
         try:
-            self._self_in_progress.labels(label).inc()
+            gauge = self._self_in_progress.labels(label)
         except Exception as exc:
             report_fault(self._self_metrics, "ExecutorProxy", "mission.start", exc)
-
-    def _self_record_refused(self, label: str) -> None:
-        try:
-            self._self_in_progress.labels(label).dec()
-        except Exception as exc:
-            report_fault(self._self_metrics, "ExecutorProxy", "mission.start", exc)
+            return None
+        self._self_gauges[label] = gauge
+        return gauge
 
     def _self_outcome(self, result: Any) -> _Outcome:
         try:

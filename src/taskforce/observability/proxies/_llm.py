@@ -61,7 +61,7 @@ from taskforce.observability.metrics._catalog import (
 )
 from taskforce.observability.proxies._base import ObservingProxy, aclose_iterator, report_fault
 from taskforce.observability.proxies._context_pack import PackEstimator
-from taskforce.observability.proxies._llm_outcome import record_outcome, tokens_of
+from taskforce.observability.proxies._llm_outcome import record_outcome
 
 __all__ = ["LLMProviderProxy", "StreamingLLMProviderProxy", "observe_llm_provider"]
 
@@ -73,6 +73,7 @@ _UNKNOWN_MODEL = "unknown"
 _MODEL_ARG = {"complete": 1, "generate": 2, "stream": 1}
 # What an attempt report that record_outcome need not see can be.
 _REPORTS = (list, tuple)
+_NO_TOKENS = (0, 0)
 
 
 # Bundles of children kept per proxy; more and the cache starts over.
@@ -118,6 +119,7 @@ class _RequestChildren:
         "output_tokens",
         "pack_messages",
         "pack_tokens",
+        "quiet",
         "requests",
         "tokens",
     )
@@ -133,6 +135,9 @@ class _RequestChildren:
         # made on first use: no token series before a provider reports tokens
         self.input_tokens: CounterChild | None = None
         self.output_tokens: CounterChild | None = None
+        # True once a success of this bundle with tokens was seen to have no spend to
+        # write (no prices, the model already reported unpriced): both only stay so.
+        self.quiet = False
 
     def record(self, duration: float, pack: tuple[int, int] | None, usage: Any) -> tuple[int, int]:
         """Write one request; return its input and output tokens (0 when ``usage`` has none)."""
@@ -141,7 +146,10 @@ class _RequestChildren:
         if pack is not None:
             self.pack_messages.observe(pack[0])
             self.pack_tokens.observe(pack[1])
-        input_tokens, output_tokens = tokens_of(usage)
+        if not usage:
+            return _NO_TOKENS
+        input_tokens = usage.get("prompt_tokens") or 0
+        output_tokens = usage.get("completion_tokens") or 0
         if input_tokens or output_tokens:  # no token series until a provider reports some
             counted_in, counted_out = self.input_tokens, self.output_tokens
             if counted_in is None or counted_out is None:
@@ -300,21 +308,6 @@ def _pack(
         return None
 
 
-def _has_outcome(
-    metrics: MetricSet, model: str, attempts: Any, error_type: str | None, tokens: tuple[int, int]
-) -> bool:
-    """Whether :func:`record_outcome` has anything to write for this call.
-
-    Most calls succeed at the first attempt, and without prices configured a model
-    with tokens was already reported as unpriced: nothing to write, no call to make.
-    """
-    if error_type is not None or type(attempts) not in _REPORTS or len(attempts) > 1:
-        return True
-    if not (tokens[0] or tokens[1]):
-        return False
-    return bool(metrics.llm_prices) or model not in metrics.unpriced_models
-
-
 def _record_call(
     proxy: LLMProviderProxy[Any],
     wrapped: Any,
@@ -324,9 +317,23 @@ def _record_call(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> None:
-    """Record a finished ``complete``/``generate``; ``result`` is what it returned or raised."""
+    """Record a finished ``complete``/``generate``; ``result`` is what it returned or raised.
+
+    One function on purpose (plus the children's methods): between two LLM calls a
+    mission runs enough code to push this path out of the CPU caches, and every further
+    function a record enters costs more than its body (``docs/architecture.md``).
+    """
     duration = perf_counter() - started
-    pack = _pack(proxy, operation, args, kwargs)
+    if operation == "complete":  # _pack's work, inline for the common call
+        try:
+            pack: tuple[int, int] | None = proxy._self_packs.messages(
+                args[0] if args else kwargs["messages"]
+            )
+        except Exception as exc:
+            report_fault(proxy._self_metrics, type(proxy).__name__, "llm.context_pack", exc)
+            pack = None
+    else:
+        pack = _pack(proxy, operation, args, kwargs)
     try:
         if isinstance(result, Exception):  # the call raised
             error_type: str | None = llm_exception_error_type(result)
@@ -342,17 +349,25 @@ def _record_call(
         key = (model, current_agent_type(), operation, "success" if error_type is None else "error")
         children = families.bundles.get(key) or _request_children(families, key)
         tokens = children.record(duration, pack, usage)
+        # Most calls succeed at the first attempt, and most have no spend to write.
+        if (
+            error_type is None
+            and type(attempts) in _REPORTS
+            and len(attempts) < 2
+            and (children.quiet or not (tokens[0] or tokens[1]))
+        ):
+            return
         metrics = proxy._self_metrics
-        if _has_outcome(metrics, model, attempts, error_type, tokens):
-            record_outcome(
-                families,
-                metrics,
-                (model, key[1]),
-                attempts,
-                error_type,
-                tokens,
-                lambda: _model(wrapped, None, operation, args, kwargs),
-            )
+        record_outcome(
+            families,
+            metrics,
+            (model, key[1]),
+            attempts,
+            error_type,
+            tokens,
+            lambda: _model(wrapped, None, operation, args, kwargs),
+        )
+        children.quiet = not metrics.llm_prices and model in metrics.unpriced_models
     except Exception as exc:
         report_fault(proxy._self_metrics, type(proxy).__name__, f"llm.{operation}", exc)
 

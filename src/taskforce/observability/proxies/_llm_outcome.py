@@ -12,7 +12,7 @@ Hazard: the set of models already reported as unpriced lives on the ``MetricSet`
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
@@ -20,7 +20,7 @@ from taskforce.core.interfaces.llm import LLM_ERROR_TYPES
 from taskforce.observability.metrics import CounterChild, Family, MetricSet
 from taskforce.observability.metrics._catalog import OTHER
 
-__all__ = ["OutcomeFamilies", "record_outcome", "tokens_of"]
+__all__ = ["OutcomeFamilies", "record_outcome"]
 
 _ERROR_TYPES = frozenset(LLM_ERROR_TYPES)
 _PER_MILLION = 1_000_000.0
@@ -33,13 +33,6 @@ class OutcomeFamilies(Protocol):
     retries: Family[CounterChild]
     failures: Family[CounterChild]
     cost: Family[CounterChild]
-
-
-def tokens_of(usage: Any) -> tuple[int, int]:
-    """Prompt and completion tokens of a ``usage`` mapping (0 when absent)."""
-    if not usage:
-        return 0, 0
-    return usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
 
 
 def _closed(error_type: object) -> str:
@@ -63,7 +56,7 @@ def record_outcome(
         labels: ``(model, agent_type)``.
         attempts: The provider's attempt report, oldest first (empty if it gave none).
         error_type: The call's final error type, ``None`` if it succeeded.
-        tokens: The call's input and output tokens (:func:`tokens_of` its ``usage``).
+        tokens: The call's input and output tokens, from its ``usage``.
         requested: Returns the model asked for (called only when the reported one has
             no price).
     """
