@@ -22,8 +22,9 @@ state file and the per-mission cost stays constant across the run.
 Rounds are interleaved, the order of the executors rotated every round, so drift
 of the machine cancels; each of the 101 rounds runs one batch of 20 missions per
 container and flow (short rounds: the difference from ``off`` is paired within
-each round, and many short pairs are less noisy than a few long ones), timed in wall-clock time and in process CPU time (``time.process_time``,
-which counts the state store's worker threads too and is blind to neighbours
+each round, and many short pairs are less noisy than a few long ones), timed
+in wall-clock time and in process CPU time (``time.process_time``, which
+counts the state store's worker threads too and is blind to neighbours
 competing for the cores). Logging is set to ``critical`` and written to
 ``os.devnull``, so the difference is the metrics alone (with info-level logs
 the metrics' share would only be smaller).
