@@ -92,6 +92,7 @@ def _records(state_dir: Path, session_id: str) -> list[dict[str, object]]:
     return missions
 
 
+@pytest.mark.integration
 class TestShutdown:
     async def test_grace_expiry_cancels_records_and_counts(
         self, running: Running, settings: Settings

@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from taskforce.observability.metrics._catalog import CATALOG, PROCESS_CATALOG, metric
 from tests.integration import promql
 from tests.support.binaries import run_promtool
@@ -108,6 +110,7 @@ class TestDashboardQueries:
         assert "agent_type" == found.group(2)
         assert variable["includeAll"] and ".*" == variable["allValue"]
 
+    @pytest.mark.integration
     def test_queries_parse_with_promtool(self, tmp_path: Path) -> None:
         """promtool accepts every expression, as a recording rule, once variables are filled."""
         rules = [

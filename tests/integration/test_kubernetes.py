@@ -111,6 +111,7 @@ class TestRender:
             d["metadata"]["labels"]["app.kubernetes.io/part-of"] for d in rendered
         }
 
+    @pytest.mark.integration
     def test_kubectl_kustomize_agrees(self) -> None:
         """Where kubectl is installed, `kubectl kustomize` renders the same objects."""
         kubectl = shutil.which("kubectl")
@@ -148,6 +149,7 @@ class TestKubernetesSchemas:
             kubernetes_validate.validate(deployment, K8S_VERSIONS[-1], strict=True)
 
 
+@pytest.mark.slow  # the first check imports the generated operator models: seconds
 class TestOperatorSchemas:
     @pytest.mark.parametrize("kind", ["PodMonitor", "PrometheusRule"])
     def test_custom_resources_validate_strictly(self, kind: str) -> None:

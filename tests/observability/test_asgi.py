@@ -54,6 +54,7 @@ class _Unprintable:
 
 
 class TestServing:
+    @pytest.mark.integration
     async def test_serves_the_registry(self, metrics: MetricSet, server: LiveServer) -> None:
         """GET / returns the MetricSet's exposition with the 0.0.4 content type."""
         response = await _get(server.url + "/", headers=IDENTITY)
@@ -62,12 +63,14 @@ class TestServing:
         assert metrics.render() == response.content
         assert "content-encoding" not in response.headers
 
+    @pytest.mark.integration
     async def test_head(self, server: LiveServer) -> None:
         """HEAD is allowed and has no body."""
         async with httpx.AsyncClient(timeout=10) as client:
             response = await client.head(server.url + "/")
         assert (200, b"") == (response.status_code, response.content)
 
+    @pytest.mark.integration
     async def test_post_not_allowed(self, server: LiveServer) -> None:
         """Only GET and HEAD are served."""
         async with httpx.AsyncClient(timeout=10) as client:
@@ -80,6 +83,7 @@ class TestServing:
         assert metrics.registry is app.state.registry
 
 
+@pytest.mark.integration
 class TestGzip:
     async def test_gzip_when_asked(self, metrics: MetricSet, server: LiveServer) -> None:
         """Accept-Encoding: gzip gets a gzip body, Content-Encoding and Vary."""
@@ -111,6 +115,7 @@ class TestGzip:
         assert metrics.render() == response.content
 
 
+@pytest.mark.integration
 class TestAuth:
     @pytest.mark.parametrize(
         ("headers", "reason"),
@@ -142,6 +147,7 @@ class TestAuth:
             assert (200, metrics.render()) == (response.status_code, response.content)
 
 
+@pytest.mark.integration
 class TestRenderFault:
     async def test_broken_registry_gives_500_and_counts(
         self, metrics: MetricSet, server: LiveServer
@@ -158,6 +164,7 @@ class TestRenderFault:
         assert 200 == (await _get(server.url + "/")).status_code
 
 
+@pytest.mark.integration
 class TestMount:
     @pytest.fixture(name="parent")
     def fixture_parent(self, metrics: MetricSet) -> Iterator[LiveServer]:

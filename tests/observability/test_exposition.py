@@ -68,6 +68,7 @@ def _write(child: CounterChild | GaugeChild | HistogramChild) -> None:
         child.inc()
 
 
+@pytest.mark.integration
 class TestPromtool:
     def test_scrape_with_hostile_values_passes_promtool(self) -> None:
         """promtool check metrics reports nothing on a scrape full of hostile label values."""

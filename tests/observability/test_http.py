@@ -94,6 +94,7 @@ def fixture_server(metrics: MetricSet) -> Iterator[LiveServer]:
         yield server
 
 
+@pytest.mark.integration
 class TestLiveRoutes:
     async def test_route_templates_not_raw_paths(
         self, metrics: MetricSet, server: LiveServer
