@@ -11,6 +11,7 @@ made strict so an unknown field fails. Nothing is fetched.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import shutil
 import subprocess
@@ -56,9 +57,16 @@ def render_base(base: Path = BASE) -> list[dict[str, Any]]:
     return rendered
 
 
+@cache
+def _rendered() -> tuple[dict[str, Any], ...]:
+    """The base, rendered once per run: parsing its YAML is most of what these tests cost."""
+    return tuple(render_base())
+
+
 def _by_kind(kind: str) -> dict[str, Any]:
-    (found,) = [d for d in render_base() if d["kind"] == kind]
-    return found
+    """A fresh copy of the one object of ``kind`` (callers may change it)."""
+    (found,) = [d for d in _rendered() if d["kind"] == kind]
+    return copy.deepcopy(found)
 
 
 def _container() -> dict[str, Any]:
