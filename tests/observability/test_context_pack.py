@@ -45,45 +45,14 @@ class TestPackEstimator:
         assert (202, estimate_tokens(200 * 100 + 16)) == estimator.messages(conversation)
         assert 2 == _CountingMessage.reads
 
-    def test_a_short_conversation_grown_reads_only_the_new_messages(self) -> None:
-        """The previous call's conversation, however short, is counted only where it grew."""
+    def test_a_short_conversation_is_counted_whole_each_time(self) -> None:
+        """Up to SCAN_LIMIT messages, every call reads every message (nothing is remembered)."""
         estimator = PackEstimator()
-        conversation = [_message("a" * 8) for _ in range(3)]
-        estimator.messages(conversation)
-        conversation.append(_message("b" * 4))
-        _CountingMessage.reads = 0
-        assert (4, estimate_tokens(28)) == estimator.messages(conversation)
-        assert 1 == _CountingMessage.reads
-
-    def test_the_same_conversation_again_reads_nothing(self) -> None:
-        """A conversation sent twice unchanged is not read again."""
-        estimator = PackEstimator()
-        conversation = [_message("a" * 8) for _ in range(3)]
+        conversation = [_message("a" * 8) for _ in range(SCAN_LIMIT)]
         estimator.messages(conversation)
         _CountingMessage.reads = 0
-        assert (3, estimate_tokens(24)) == estimator.messages(conversation)
-        assert 0 == _CountingMessage.reads
-
-    def test_interleaved_short_conversations_are_counted_again(self) -> None:
-        """A short conversation sent after another one is counted from the start."""
-        estimator = PackEstimator()
-        first, second = [_message("a" * 8)] * 3, [_message("b" * 4)] * 2
-        estimator.messages(first)
-        estimator.messages(second)
-        _CountingMessage.reads = 0
-        assert (3, estimate_tokens(24)) == estimator.messages(first)
-        assert 3 == _CountingMessage.reads
-
-    def test_interleaved_long_conversations_read_only_the_new_messages(self) -> None:
-        """Two long conversations that alternate (two missions) are each remembered."""
-        estimator = PackEstimator()
-        first, second = _long(_message("a" * 4)), _long(_message("b" * 40))
-        estimator.messages(first)
-        estimator.messages(second)
-        first.append(_message("c" * 8))
-        _CountingMessage.reads = 0
-        assert (SCAN_LIMIT + 2, estimate_tokens(_HEAD + 12)) == estimator.messages(first)
-        assert 1 == _CountingMessage.reads
+        assert (SCAN_LIMIT, estimate_tokens(8 * SCAN_LIMIT)) == estimator.messages(conversation)
+        assert SCAN_LIMIT == _CountingMessage.reads
 
     def test_a_rewritten_conversation_is_counted_again(self) -> None:
         """A list whose first or last counted message changed is counted from the start."""

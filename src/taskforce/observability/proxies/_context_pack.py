@@ -1,19 +1,14 @@
 """The size of what an LLM call sends: messages, and tokens estimated as characters / 4.
 
 An agent sends the same conversation list on every turn, one or two messages
-longer each time, so :class:`PackEstimator` counts only what a conversation
-gained since it was last counted, and never rescans it:
-
-- the conversation of the previous call is kept (the list itself, so ``is``
-  recognises it) with its count: the common case, one agent turn after another,
-  costs a check and the new messages;
-- a conversation of more than ``SCAN_LIMIT`` messages is also remembered by its
-  ``id``, so missions that interleave on one provider do not rescan their long
-  conversations; it is recognised by the identity of its first and last counted
-  message (kept alive, so their ids cannot be reused);
-- anything else (a short conversation after another one, a list that lost
-  messages or whose first or last counted message was replaced) is counted from
-  the start.
+longer each time. A short list (up to ``SCAN_LIMIT`` messages) is simply counted:
+counting a few messages again is cheaper than looking a remembered conversation up.
+For a longer list :class:`PackEstimator` remembers how many messages it has
+counted and their characters, and counts only the new ones, so the estimate does
+not rescan a long conversation on every call. A list is recognised by its ``id``
+together with the identity of its first and last counted message (the estimator
+keeps those two objects alive, so their ids cannot be reused); anything else, a
+shorter list or another first message, is counted from the start.
 
 Assumes a conversation grows by appending, as both agents do: a message edited in
 place after it was counted keeps its old length in the estimate.
@@ -23,12 +18,12 @@ Hazard: holds per-proxy mutable state without locks; use it on the event loop.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 __all__ = ["SCAN_LIMIT", "PackEstimator", "estimate_tokens"]
 
-#: Conversations longer than this are remembered by id as well as when most recent.
+#: Conversations of up to this many messages are counted whole on every call.
 SCAN_LIMIT = 16
 
 # Conversations remembered at once; more and the memory starts over.
@@ -38,6 +33,16 @@ _MAX_CONVERSATIONS = 256
 def estimate_tokens(chars: int) -> int:
     """Return the token estimate of ``chars`` characters (4 per token, rounded up)."""
     return (chars + 3) // 4
+
+
+def _chars(messages: Iterable[Any]) -> int:
+    """The characters of every message's ``content`` (a message without one adds 0)."""
+    chars = 0
+    for message in messages:
+        content = message.get("content")
+        if content:
+            chars += len(content)
+    return chars
 
 
 class _Counted:
@@ -53,14 +58,11 @@ class _Counted:
 class PackEstimator:
     """Estimates the context pack of ``complete``/``stream`` calls, per conversation list."""
 
-    __slots__ = ("_counted", "_recent", "_recent_list")
+    __slots__ = ("_counted",)
 
     def __init__(self) -> None:
         """Start with nothing counted."""
         self._counted: dict[int, _Counted] = {}
-        # the conversation of the previous call, kept alive so that ``is`` is safe
-        self._recent_list: object = None
-        self._recent = _Counted(None, None, 0, 0)
 
     def messages(self, sent: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
         """Return the number of messages in ``sent`` and their estimated tokens.
@@ -75,32 +77,18 @@ class PackEstimator:
             Exception: Whatever reading a message raises (not a mapping, ...).
         """
         length = len(sent)
-        if not length:
-            return 0, 0
-        counted = self._recent
-        if (
-            sent is not self._recent_list
-            or counted.length > length
-            or sent[0] is not counted.first
-            or sent[counted.length - 1] is not counted.last
-        ):
-            counted = self._recent = self._find(sent, length)
-            self._recent_list = sent
-        start = counted.length
-        if start < length:  # count what is new, inline: one call less on every LLM call
-            chars = counted.chars
-            # by index from ``start``: islice would step through the counted ones
-            for message in map(sent.__getitem__, range(start, length)) if start else sent:
-                content = message.get("content")
-                if content:
-                    chars += len(content)
-            counted.chars, counted.length, counted.last = chars, length, sent[-1]
-        return length, (counted.chars + 3) // 4
+        if length > SCAN_LIMIT:
+            return length, (self._long(sent, length) + 3) // 4
+        # the loop of _chars, inline: most calls are short, and a call more costs as much
+        chars = 0
+        for message in sent:
+            content = message.get("content")
+            if content:
+                chars += len(content)
+        return length, (chars + 3) // 4
 
-    def _find(self, sent: Sequence[Mapping[str, Any]], length: int) -> _Counted:
-        """The count of a long conversation remembered by id, else a count from zero."""
-        if length <= SCAN_LIMIT:
-            return _Counted(sent[0], None, 0, 0)
+    def _long(self, sent: Sequence[Mapping[str, Any]], length: int) -> int:
+        """The characters of a conversation past ``SCAN_LIMIT``, counting only what is new."""
         counted = self._counted.get(id(sent))
         if (
             counted is None
@@ -108,9 +96,18 @@ class PackEstimator:
             or sent[0] is not counted.first
             or sent[counted.length - 1] is not counted.last
         ):
-            if len(self._counted) >= _MAX_CONVERSATIONS:
-                self._counted.clear()
-            counted = self._counted[id(sent)] = _Counted(sent[0], None, 0, 0)
+            counted = self._count(sent)
+        elif counted.length < length:  # the conversation grew: count only the new messages
+            # by index: islice would step through the messages already counted
+            counted.chars += _chars(map(sent.__getitem__, range(counted.length, length)))
+            counted.last, counted.length = sent[-1], length
+        return counted.chars
+
+    def _count(self, sent: Sequence[Mapping[str, Any]]) -> _Counted:
+        """Count ``sent`` from the start and remember it."""
+        if len(self._counted) >= _MAX_CONVERSATIONS:
+            self._counted.clear()
+        counted = self._counted[id(sent)] = _Counted(sent[0], sent[-1], len(sent), _chars(sent))
         return counted
 
     @staticmethod
