@@ -113,10 +113,9 @@ class _RequestChildren:
     """The children one request of a (model, agent_type, operation, status) writes."""
 
     __slots__ = (
+        "counted_tokens",
         "duration",
-        "input_tokens",
         "key",
-        "output_tokens",
         "pack_messages",
         "pack_tokens",
         "quiet",
@@ -132,35 +131,23 @@ class _RequestChildren:
         self.pack_messages = families.pack_messages.labels(agent_type)
         self.pack_tokens = families.pack_tokens.labels(agent_type)
         self.tokens = families.tokens
-        # made on first use: no token series before a provider reports tokens
-        self.input_tokens: CounterChild | None = None
-        self.output_tokens: CounterChild | None = None
+        # (input, output), made on first use: no token series before a provider reports tokens
+        self.counted_tokens: tuple[CounterChild, CounterChild] | None = None
         # True once a success of this bundle with tokens was seen to have no spend to
         # write (no prices, the model already reported unpriced): both only stay so.
         self.quiet = False
 
-    def record(self, duration: float, pack: tuple[int, int] | None, usage: Any) -> tuple[int, int]:
-        """Write one request; return its input and output tokens (0 when ``usage`` has none)."""
-        self.requests.inc()
-        self.duration.observe(duration)
-        if pack is not None:
-            self.pack_messages.observe(pack[0])
-            self.pack_tokens.observe(pack[1])
-        if not usage:
-            return _NO_TOKENS
-        input_tokens = usage.get("prompt_tokens") or 0
-        output_tokens = usage.get("completion_tokens") or 0
-        if input_tokens or output_tokens:  # no token series until a provider reports some
-            counted_in, counted_out = self.input_tokens, self.output_tokens
-            if counted_in is None or counted_out is None:
-                model, agent_type, _, _ = self.key
-                counted_in = self.tokens.labels(model, agent_type, "input")
-                counted_out = self.tokens.labels(model, agent_type, "output")
-                if self.tokens.is_cached(model, agent_type, "input"):
-                    self.input_tokens, self.output_tokens = counted_in, counted_out
-            counted_in.inc(input_tokens)
-            counted_out.inc(output_tokens)
-        return input_tokens, output_tokens
+
+def _token_children(children: _RequestChildren) -> tuple[CounterChild, CounterChild]:
+    """The input and output token children of a bundle, kept unless the model overflowed."""
+    model, agent_type, _, _ = children.key
+    pair = (
+        children.tokens.labels(model, agent_type, "input"),
+        children.tokens.labels(model, agent_type, "output"),
+    )
+    if children.tokens.is_cached(model, agent_type, "input"):
+        children.counted_tokens = pair
+    return pair
 
 
 def _request_children(families: _LLMFamilies, key: tuple[str, str, str, str]) -> _RequestChildren:
@@ -317,7 +304,7 @@ def _record_call(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> None:
-    """Record a finished ``complete``/``generate``; ``result`` is what it returned or raised.
+    """Record a finished call; ``result`` is what it returned or raised (a stream: its last chunk).
 
     One function on purpose (plus the children's methods): between two LLM calls a
     mission runs enough code to push this path out of the CPU caches, and every further
@@ -348,7 +335,19 @@ def _record_call(
         families = proxy._self_families
         key = (model, current_agent_type(), operation, "success" if error_type is None else "error")
         children = families.bundles.get(key) or _request_children(families, key)
-        tokens = children.record(duration, pack, usage)
+        children.requests.inc()
+        children.duration.observe(duration)
+        if pack is not None:
+            children.pack_messages.observe(pack[0])
+            children.pack_tokens.observe(pack[1])
+        if usage:
+            tokens = (usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
+            if tokens[0] or tokens[1]:  # no token series until a provider reports some
+                counted = children.counted_tokens or _token_children(children)
+                counted[0].inc(tokens[0])
+                counted[1].inc(tokens[1])
+        else:
+            tokens = _NO_TOKENS
         # Most calls succeed at the first attempt, and most have no spend to write.
         if (
             error_type is None
@@ -382,40 +381,30 @@ def _record_stream(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> None:
-    duration = perf_counter() - started
-    families = proxy._self_families
-    agent_type = current_agent_type()
-    pack = _pack(proxy, "stream", args, kwargs)
-    model = _UNKNOWN_MODEL
-    try:
-        usage = last.get("usage") if last is not None else None
-        reported = last.get("model") if last is not None else None
-        model = _model(wrapped, reported, "stream", args, kwargs)
-        status = "success" if error is None else "error"
-        key = (model, agent_type, "stream", status)
-        tokens = _request_children(families, key).record(duration, pack, usage)
-        if error is None:
-            error_type: str | None = None
-            attempts = (last.get("attempts") if last is not None else None) or ()
-        else:
-            error_type = llm_exception_error_type(error)
-            attempts = getattr(error, "attempts", ())
-        record_outcome(
-            proxy._self_families,
-            proxy._self_metrics,
-            (model, agent_type),
-            attempts,
-            error_type,
-            tokens,
-            lambda: _model(wrapped, None, "stream", args, kwargs),
-        )
-    except Exception as exc:
-        report_fault(proxy._self_metrics, type(proxy).__name__, "llm.stream", exc)
+    """Record a finished stream as the call it was: the last chunk reports what a result does."""
+    outcome: Any = error
+    if error is None:
+        try:
+            chunk = last if last is not None else {}
+            outcome = {
+                "success": True,
+                "usage": chunk.get("usage"),
+                "model": chunk.get("model"),
+                "attempts": chunk.get("attempts") or (),
+            }
+        except Exception as exc:
+            report_fault(proxy._self_metrics, type(proxy).__name__, "llm.stream", exc)
+            outcome = None
+    if outcome is not None:
+        _record_call(proxy, wrapped, "stream", started, outcome, args, kwargs)
     if first_chunk_at is not None:
         # Recorded at the end, not at the first chunk: the model the provider
         # resolved arrives with the last chunk, and both series share that label.
         try:
-            families.ttft.labels(model, agent_type).observe(first_chunk_at - started)
+            reported = outcome.get("model") if isinstance(outcome, dict) else None
+            model = _model(wrapped, reported, "stream", args, kwargs)
+            ttft = proxy._self_families.ttft.labels(model, current_agent_type())
+            ttft.observe(first_chunk_at - started)
         except Exception as exc:
             report_fault(proxy._self_metrics, type(proxy).__name__, "llm.ttft", exc)
 
