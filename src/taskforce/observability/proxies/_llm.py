@@ -73,7 +73,6 @@ _UNKNOWN_MODEL = "unknown"
 _MODEL_ARG = {"complete": 1, "generate": 2, "stream": 1}
 # What an attempt report that record_outcome need not see can be.
 _REPORTS = (list, tuple)
-_NO_TOKENS = (0, 0)
 
 
 # Bundles of children kept per proxy; more and the cache starts over.
@@ -340,20 +339,20 @@ def _record_call(
         if pack is not None:
             children.pack_messages.observe(pack[0])
             children.pack_tokens.observe(pack[1])
+        input_tokens = output_tokens = 0
         if usage:
-            tokens = (usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
-            if tokens[0] or tokens[1]:  # no token series until a provider reports some
+            input_tokens = usage.get("prompt_tokens") or 0
+            output_tokens = usage.get("completion_tokens") or 0
+            if input_tokens or output_tokens:  # no token series until a provider reports some
                 counted = children.counted_tokens or _token_children(children)
-                counted[0].inc(tokens[0])
-                counted[1].inc(tokens[1])
-        else:
-            tokens = _NO_TOKENS
+                counted[0].inc(input_tokens)
+                counted[1].inc(output_tokens)
         # Most calls succeed at the first attempt, and most have no spend to write.
         if (
             error_type is None
+            and (children.quiet or not (input_tokens or output_tokens))
             and type(attempts) in _REPORTS
             and len(attempts) < 2
-            and (children.quiet or not (tokens[0] or tokens[1]))
         ):
             return
         metrics = proxy._self_metrics
@@ -363,7 +362,7 @@ def _record_call(
             (model, key[1]),
             attempts,
             error_type,
-            tokens,
+            (input_tokens, output_tokens),
             lambda: _model(wrapped, None, operation, args, kwargs),
         )
         children.quiet = not metrics.llm_prices and model in metrics.unpriced_models
