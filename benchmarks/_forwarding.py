@@ -68,10 +68,14 @@ class _Registry(ObservingProxy[Any]):
 
 
 class _Store(ObservingProxy[Any]):
-    load = passthrough("load")
+    async def load(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.__wrapped__.load(*args, **kwargs)
 
     async def save(self, *args: Any, **kwargs: Any) -> Any:
         return await self.__wrapped__.save(*args, **kwargs)
+
+    async def append(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.__wrapped__.append(*args, **kwargs)
 
 
 def forwarding_executor(settings: Settings) -> Any:
