@@ -18,7 +18,7 @@ Hazard: holds per-proxy mutable state without locks; use it on the event loop.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = ["SCAN_LIMIT", "PackEstimator", "estimate_tokens"]
@@ -33,16 +33,6 @@ _MAX_CONVERSATIONS = 256
 def estimate_tokens(chars: int) -> int:
     """Return the token estimate of ``chars`` characters (4 per token, rounded up)."""
     return (chars + 3) // 4
-
-
-def _chars(messages: Iterable[Any]) -> int:
-    """The characters of every message's ``content`` (a message without one adds 0)."""
-    chars = 0
-    for message in messages:
-        content = message.get("content")
-        if content:
-            chars += len(content)
-    return chars
 
 
 class _Counted:
@@ -77,18 +67,20 @@ class PackEstimator:
             Exception: Whatever reading a message raises (not a mapping, ...).
         """
         length = len(sent)
-        if length > SCAN_LIMIT:
-            return length, (self._long(sent, length) + 3) // 4
-        # the loop of _chars, inline: most calls are short, and a call more costs as much
-        chars = 0
-        for message in sent:
+        # a long conversation resumes from its remembered count; a short one starts at 0
+        counted = self._remembered(sent, length) if length > SCAN_LIMIT else None
+        start, chars = (0, 0) if counted is None else (counted.length, counted.chars)
+        # by index from ``start``: islice would step through the messages already counted
+        for message in map(sent.__getitem__, range(start, length)) if start else sent:
             content = message.get("content")
             if content:
                 chars += len(content)
+        if counted is not None:
+            counted.chars, counted.length, counted.last = chars, length, sent[-1]
         return length, (chars + 3) // 4
 
-    def _long(self, sent: Sequence[Mapping[str, Any]], length: int) -> int:
-        """The characters of a conversation past ``SCAN_LIMIT``, counting only what is new."""
+    def _remembered(self, sent: Sequence[Mapping[str, Any]], length: int) -> _Counted:
+        """The count kept for ``sent``, or a new one at zero if it is not the same list grown."""
         counted = self._counted.get(id(sent))
         if (
             counted is None
@@ -96,18 +88,9 @@ class PackEstimator:
             or sent[0] is not counted.first
             or sent[counted.length - 1] is not counted.last
         ):
-            counted = self._count(sent)
-        elif counted.length < length:  # the conversation grew: count only the new messages
-            # by index: islice would step through the messages already counted
-            counted.chars += _chars(map(sent.__getitem__, range(counted.length, length)))
-            counted.last, counted.length = sent[-1], length
-        return counted.chars
-
-    def _count(self, sent: Sequence[Mapping[str, Any]]) -> _Counted:
-        """Count ``sent`` from the start and remember it."""
-        if len(self._counted) >= _MAX_CONVERSATIONS:
-            self._counted.clear()
-        counted = self._counted[id(sent)] = _Counted(sent[0], sent[-1], len(sent), _chars(sent))
+            if len(self._counted) >= _MAX_CONVERSATIONS:
+                self._counted.clear()
+            counted = self._counted[id(sent)] = _Counted(sent[0], None, 0, 0)
         return counted
 
     @staticmethod

@@ -69,14 +69,14 @@ def _label(agent_type: object) -> str | None:
     """The ``agent_type`` label of a request: itself if it is a flow, else ``None``."""
     try:
         return agent_type if agent_type in AGENT_TYPES else None
-    except TypeError:  # unhashable: not a flow either
+    except TypeError:  # an object whose == raises is not a flow either
         return None
 
 
 class _MissionChildren:
     """The series a finished mission of one flow and final status writes."""
 
-    __slots__ = ("count", "duration", "in_progress", "steps", "tool_calls")
+    __slots__ = ("count", "duration", "steps", "tool_calls")
 
     def __init__(self, metrics: MetricSet, agent_type: str, status: str) -> None:
         self.count: CounterChild = metrics.counter(MISSIONS).labels(agent_type, status)
@@ -85,7 +85,6 @@ class _MissionChildren:
         )
         self.steps: HistogramChild = metrics.histogram(MISSION_STEPS).labels(agent_type)
         self.tool_calls: HistogramChild = metrics.histogram(MISSION_TOOL_CALLS).labels(agent_type)
-        self.in_progress: GaugeChild = metrics.gauge(MISSIONS_IN_PROGRESS).labels(agent_type)
 
 
 class ExecutorProxy(ObservingProxy[_ExecutorT]):
@@ -130,15 +129,11 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
             asyncio.CancelledError: When the mission is cancelled.
         """
         wrapped = self.__wrapped__
-        try:  # _label's test, inline: it runs on every mission
-            is_flow = agent_type in AGENT_TYPES
-        except TypeError:
-            is_flow = False
-        if not is_flow:
+        label = _label(agent_type)
+        if label is None:
             return await wrapped.execute_mission(
                 mission, agent_type, session_id=session_id, mission_id=mission_id, **kwargs
             )
-        label: str = agent_type
         gauge = self._self_gauges.get(label) or self._self_record_started(label)
         if gauge is not None:
             gauge.inc()
@@ -158,7 +153,7 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
             outcome = self._self_outcome(result)
         finally:
             if outcome is not None:
-                self._self_record_finished(label, outcome, started)
+                self._self_record_finished(label, gauge, outcome, started)
             elif gauge is not None:
                 gauge.dec()  # the refusal came in the same step of the loop: no scrape saw it
         return result
@@ -232,7 +227,7 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
                 if status == "cancelled" and outcome is not None:
                     status = outcome[0]  # stopped after the result: the mission had ended
                 steps, tool_calls = (None, None) if outcome is None else outcome[1:]
-                self._self_record_finished(label, (status, steps, tool_calls), started)
+                self._self_record_finished(label, gauge, (status, steps, tool_calls), started)
 
     def _self_record_started(self, label: str) -> GaugeChild | None:
         """The in-progress child of ``label``, kept for the next mission; None after a fault."""
@@ -252,10 +247,14 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
             report_fault(self._self_metrics, "ExecutorProxy", "mission.result", exc)
             return "completed", None, None
 
-    def _self_record_finished(self, label: str, outcome: _Outcome, started: float) -> None:
+    def _self_record_finished(
+        self, label: str, gauge: GaugeChild | None, outcome: _Outcome, started: float
+    ) -> None:
         duration = perf_counter() - started
         status, steps, tool_calls = outcome
         try:
+            if gauge is not None:  # None: the start was a fault, there is nothing to take back
+                gauge.dec()
             children = self._self_finished.get((label, status))
             if children is None:
                 children = _MissionChildren(self._self_metrics, label, status)
@@ -266,6 +265,5 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
             if tool_calls is not None:
                 children.tool_calls.observe(tool_calls)
             children.count.inc()
-            children.in_progress.dec()
         except Exception as exc:
             report_fault(self._self_metrics, "ExecutorProxy", "mission.finish", exc)

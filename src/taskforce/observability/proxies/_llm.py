@@ -119,7 +119,6 @@ class _RequestChildren:
         "pack_tokens",
         "quiet",
         "requests",
-        "tokens",
     )
 
     def __init__(self, families: _LLMFamilies, key: tuple[str, str, str, str]) -> None:
@@ -129,7 +128,6 @@ class _RequestChildren:
         self.duration = families.duration.labels(model, agent_type, operation)
         self.pack_messages = families.pack_messages.labels(agent_type)
         self.pack_tokens = families.pack_tokens.labels(agent_type)
-        self.tokens = families.tokens
         # (input, output), made on first use: no token series before a provider reports tokens
         self.counted_tokens: tuple[CounterChild, CounterChild] | None = None
         # True once a success of this bundle with tokens was seen to have no spend to
@@ -137,14 +135,16 @@ class _RequestChildren:
         self.quiet = False
 
 
-def _token_children(children: _RequestChildren) -> tuple[CounterChild, CounterChild]:
+def _token_children(
+    families: _LLMFamilies, children: _RequestChildren
+) -> tuple[CounterChild, CounterChild]:
     """The input and output token children of a bundle, kept unless the model overflowed."""
     model, agent_type, _, _ = children.key
     pair = (
-        children.tokens.labels(model, agent_type, "input"),
-        children.tokens.labels(model, agent_type, "output"),
+        families.tokens.labels(model, agent_type, "input"),
+        families.tokens.labels(model, agent_type, "output"),
     )
-    if children.tokens.is_cached(model, agent_type, "input"):
+    if families.tokens.is_cached(model, agent_type, "input"):
         children.counted_tokens = pair
     return pair
 
@@ -280,20 +280,6 @@ def _model(wrapped: Any, reported: Any, operation: str, args: tuple[Any, ...], k
     return str(default) if default else _UNKNOWN_MODEL
 
 
-def _pack(
-    proxy: LLMProviderProxy[Any], operation: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[int, int] | None:
-    """Messages and estimated tokens of what was sent; None after a fault."""
-    try:
-        if operation == "generate":
-            prompt = args[0] if args else kwargs["prompt"]
-            return PackEstimator.prompt(prompt, args[1] if len(args) > 1 else kwargs.get("context"))
-        return proxy._self_packs.messages(args[0] if args else kwargs["messages"])
-    except Exception as exc:
-        report_fault(proxy._self_metrics, type(proxy).__name__, "llm.context_pack", exc)
-        return None
-
-
 def _record_call(
     proxy: LLMProviderProxy[Any],
     wrapped: Any,
@@ -310,16 +296,16 @@ def _record_call(
     function a record enters costs more than its body (``docs/architecture.md``).
     """
     duration = perf_counter() - started
-    if operation == "complete":  # _pack's work, inline for the common call
-        try:
-            pack: tuple[int, int] | None = proxy._self_packs.messages(
-                args[0] if args else kwargs["messages"]
-            )
-        except Exception as exc:
-            report_fault(proxy._self_metrics, type(proxy).__name__, "llm.context_pack", exc)
-            pack = None
-    else:
-        pack = _pack(proxy, operation, args, kwargs)
+    try:  # what was sent: messages and estimated tokens
+        if operation == "generate":
+            prompt = args[0] if args else kwargs["prompt"]
+            context = args[1] if len(args) > 1 else kwargs.get("context")
+            pack: tuple[int, int] | None = PackEstimator.prompt(prompt, context)
+        else:
+            pack = proxy._self_packs.messages(args[0] if args else kwargs["messages"])
+    except Exception as exc:
+        report_fault(proxy._self_metrics, type(proxy).__name__, "llm.context_pack", exc)
+        pack = None
     try:
         if isinstance(result, Exception):  # the call raised
             error_type: str | None = llm_exception_error_type(result)
@@ -344,7 +330,7 @@ def _record_call(
             input_tokens = usage.get("prompt_tokens") or 0
             output_tokens = usage.get("completion_tokens") or 0
             if input_tokens or output_tokens:  # no token series until a provider reports some
-                counted = children.counted_tokens or _token_children(children)
+                counted = children.counted_tokens or _token_children(families, children)
                 counted[0].inc(input_tokens)
                 counted[1].inc(output_tokens)
         # Most calls succeed at the first attempt, and most have no spend to write.
