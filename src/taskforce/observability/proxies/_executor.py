@@ -62,8 +62,6 @@ __all__ = ["ExecutorProxy"]
 
 _ExecutorT = TypeVar("_ExecutorT", bound=ExecutorProtocol)
 
-_Outcome = tuple[str, int | None, int | None]
-
 
 def _label(agent_type: object) -> str | None:
     """The ``agent_type`` label of a request: itself if it is a flow, else ``None``."""
@@ -129,7 +127,12 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
             asyncio.CancelledError: When the mission is cancelled.
         """
         wrapped = self.__wrapped__
-        label = _label(agent_type)
+        # the usual request inline; _label judges anything else (a str subclass, ...)
+        label = (
+            agent_type
+            if type(agent_type) is str and agent_type in AGENT_TYPES
+            else _label(agent_type)
+        )
         if label is None:
             return await wrapped.execute_mission(
                 mission, agent_type, session_id=session_id, mission_id=mission_id, **kwargs
@@ -138,22 +141,22 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
         if gauge is not None:
             gauge.inc()
         started = perf_counter()
-        outcome: _Outcome | None = ("cancelled", None, None)  # unless it returns or raises
+        status: str | None = "cancelled"  # unless it returns (None: read the result) or raises
+        result: ExecutionResult | None = None
         try:
             result = await wrapped.execute_mission(
                 mission, agent_type, session_id=session_id, mission_id=mission_id, **kwargs
             )
+            status = None
         except MissionError:
-            outcome = None  # refused: not a mission
+            status = "refused"  # not a mission
             raise
         except Exception:
-            outcome = ("failed", None, None)
+            status = "failed"
             raise
-        else:
-            outcome = self._self_outcome(result)
         finally:
-            if outcome is not None:
-                self._self_record_finished(label, gauge, outcome, started)
+            if status != "refused":
+                self._self_record_finished(label, gauge, started, status, result)
             elif gauge is not None:
                 gauge.dec()  # the refusal came in the same step of the loop: no scrape saw it
         return result
@@ -198,7 +201,7 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
         if gauge is not None:
             gauge.inc()
         started = perf_counter()
-        outcome: _Outcome | None = None  # from the ``result`` event
+        final: Any = None  # the ExecutionResult of the ``result`` event
         status = "cancelled"  # unless the stream ends or raises
         started_events = False
         try:
@@ -206,12 +209,12 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
                 async for event in events:
                     started_events = True
                     if getattr(event, "kind", None) == "result":
-                        outcome = self._self_outcome(event.result)
+                        final = event.result
                     yield event
             finally:
                 await aclose_iterator(events)
             # A stream that ends without its result event broke the protocol.
-            status = "failed" if outcome is None else outcome[0]
+            status = "failed" if final is None else "ended"
         except MissionError:
             # refused before its first event: not a mission
             status = "failed" if started_events else "refused"
@@ -224,10 +227,9 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
                 if gauge is not None:
                     gauge.dec()
             else:
-                if status == "cancelled" and outcome is not None:
-                    status = outcome[0]  # stopped after the result: the mission had ended
-                steps, tool_calls = (None, None) if outcome is None else outcome[1:]
-                self._self_record_finished(label, gauge, (status, steps, tool_calls), started)
+                # ended, or stopped after the result: the mission's own status
+                ended = status == "ended" or (status == "cancelled" and final is not None)
+                self._self_record_finished(label, gauge, started, None if ended else status, final)
 
     def _self_record_started(self, label: str) -> GaugeChild | None:
         """The in-progress child of ``label``, kept for the next mission; None after a fault."""
@@ -239,19 +241,34 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
         self._self_gauges[label] = gauge
         return gauge
 
-    def _self_outcome(self, result: Any) -> _Outcome:
-        try:
-            status = result.status if result.status in MISSION_STATUSES else "failed"
-            return status, len(result.steps), int(result.tool_calls)
-        except Exception as exc:
-            report_fault(self._self_metrics, "ExecutorProxy", "mission.result", exc)
-            return "completed", None, None
-
     def _self_record_finished(
-        self, label: str, gauge: GaugeChild | None, outcome: _Outcome, started: float
+        self,
+        label: str,
+        gauge: GaugeChild | None,
+        started: float,
+        status: str | None,
+        result: Any,
     ) -> None:
+        """Record a finished mission.
+
+        Args:
+            label: The mission's flow.
+            gauge: Its in-progress child, None if taking it up was a fault.
+            started: ``perf_counter()`` when it started.
+            status: How it ended, or None to read the status off ``result``.
+            result: The ``ExecutionResult``, if one came back: its steps and tool calls.
+        """
         duration = perf_counter() - started
-        status, steps, tool_calls = outcome
+        steps = tool_calls = None
+        if status is None or result is not None:
+            try:
+                if status is None:
+                    status = result.status if result.status in MISSION_STATUSES else "failed"
+                steps, tool_calls = len(result.steps), int(result.tool_calls)
+            except Exception as exc:
+                report_fault(self._self_metrics, "ExecutorProxy", "mission.result", exc)
+                steps = tool_calls = None
+                status = status or "completed"  # a result that cannot be read: it did return
         try:
             if gauge is not None:  # None: the start was a fault, there is nothing to take back
                 gauge.dec()

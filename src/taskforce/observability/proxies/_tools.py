@@ -144,36 +144,47 @@ class ToolProxy(ObservingProxy[_ToolT]):
             result = await wrapped.execute(**params)
         except asyncio.CancelledError as exc:
             if exc.args and exc.args[0] == TOOL_TIMEOUT_CANCEL_MESSAGE:
-                _record(self, wrapped, None, started, TIMEOUT)
+                _record_failure(self, wrapped, None, started, TIMEOUT)
             raise
         except Exception as exc:
-            _record(self, wrapped, None, started, exception_error_type(exc))
+            _record_failure(self, wrapped, None, started, exception_error_type(exc))
             raise
-        _record(self, wrapped, None, started, classify_tool_result(result))
+        error_type = classify_tool_result(result)
+        if error_type is not None:
+            _record_failure(self, wrapped, None, started, error_type)
+            return result
+        # A success is recorded here, not in a helper: one call less on the path most calls take.
+        duration = perf_counter() - started
+        try:
+            tool_name = wrapped.name
+            agent_type = current_agent_type()
+            families = self._self_families
+            children = families.bundles.get(
+                (tool_name, agent_type, "success")
+            ) or families.children(tool_name, agent_type, "success")
+            children.calls.inc()
+            children.duration.observe(duration)
+        except Exception as exc:
+            report_fault(self._self_metrics, "ToolProxy", _STAGE, exc)
         return result
 
 
-def _record(
+def _record_failure(
     proxy: ToolProxy[Any] | ToolRegistryProxy[Any],
     tool: Any,
     tool_name: Any,
     started: float,
-    error_type: str | None,
+    error_type: str,
 ) -> None:
-    """Record one call: a success when ``error_type`` is None, else a failure of that type."""
+    """Record one failed call (a success is recorded by ``ToolProxy.execute`` itself)."""
     duration = perf_counter() - started
-    families = proxy._self_families
     try:
         if tool is not None:
             tool_name = tool.name
         agent_type = current_agent_type()
-        if error_type is None:  # the bundle lookup inline: a call less on every success
-            children = families.bundles.get(
-                (tool_name, agent_type, "success")
-            ) or families.children(tool_name, agent_type, "success")
-        else:
-            children = families.children(tool_name, agent_type, "error")
-            families.failures.labels(tool_name, agent_type, error_type).inc()
+        families = proxy._self_families
+        children = families.children(tool_name, agent_type, "error")
+        families.failures.labels(tool_name, agent_type, error_type).inc()
         children.calls.inc()
         children.duration.observe(duration)
     except Exception as exc:
@@ -235,7 +246,7 @@ class ToolRegistryProxy(ObservingProxy[_RegistryT]):
             tool = self.__wrapped__.get(name)
         except Exception as exc:
             if is_unknown_tool_error(exc):
-                _record(self, None, name, perf_counter(), UNKNOWN_TOOL)
+                _record_failure(self, None, name, perf_counter(), UNKNOWN_TOOL)
             raise
         # the cache holds the tool, so its id names no other object while cached
         cached = self._self_tools.get(id(tool))
