@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 from aioprometheus.collectors import REGISTRY
 
-from taskforce.observability.metrics import CounterChild, GaugeChild, HistogramChild, MetricSet
+from taskforce.observability.metrics import (
+    CounterChild,
+    CounterPair,
+    GaugeChild,
+    HistogramChild,
+    MetricSet,
+)
 from taskforce.observability.metrics import _catalog as cat
 from taskforce.observability.metrics._catalog import (
     CATALOG,
@@ -187,6 +193,23 @@ class TestChildren:
             agent_type="legacy",
             token_type="input",
         )
+
+    def test_counter_pair_writes_both_or_neither(self, metrics: MetricSet) -> None:
+        """A pair adds each amount to its own series; a negative amount changes neither."""
+        tokens = metrics.counter(cat.LLM_TOKENS)
+        pair = CounterPair(*(tokens.labels("m", "lean", kind) for kind in ("input", "output")))
+        pair.inc(120, 30)
+        pair.inc(0, 2.5)
+        with pytest.raises(ValueError, match="only goes up"):
+            pair.inc(5, -1)
+        with pytest.raises(ValueError, match="only goes up"):
+            pair.inc(-5, 1)
+
+        def tokens_of(token_type: str) -> float | None:
+            labels = {"model": "m", "agent_type": "lean", "token_type": token_type}
+            return value(metrics, "taskforce_llm_tokens_total", **labels)
+
+        assert (120, 32.5) == (tokens_of("input"), tokens_of("output"))
 
     def test_gauge_goes_both_ways(self, metrics: MetricSet) -> None:
         """inc, dec and set."""

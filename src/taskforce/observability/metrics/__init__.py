@@ -7,7 +7,12 @@ Only :mod:`._aioprometheus` knows the client library behind ``MetricSet.registry
 from __future__ import annotations
 
 from taskforce.observability.metrics._catalog import CATALOG, MetricSpec
-from taskforce.observability.metrics._children import CounterChild, GaugeChild, HistogramChild
+from taskforce.observability.metrics._children import (
+    CounterChild,
+    CounterPair,
+    GaugeChild,
+    HistogramChild,
+)
 from taskforce.observability.metrics._family import CallbackFamily, Family, Sample
 from taskforce.observability.metrics._guard import LabelGuard
 from taskforce.observability.metrics._metricset import MetricSet
@@ -19,6 +24,7 @@ __all__ = [
     "CONTENT_TYPE",
     "CallbackFamily",
     "CounterChild",
+    "CounterPair",
     "Family",
     "GaugeChild",
     "HistogramChild",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
-__all__ = ["CounterChild", "GaugeChild", "HistogramChild"]
+__all__ = ["CounterChild", "CounterPair", "GaugeChild", "HistogramChild"]
 
 
 class _ScalarChild:
@@ -52,6 +52,47 @@ class CounterChild(_ScalarChild):
         if amount < 0:
             raise ValueError(f"a counter only goes up, got inc({amount!r})")
         self.value += amount
+
+
+class CounterPair:
+    """Two counter series that are always written together, with one call.
+
+    An LLM call's input and output tokens are the use: a record path runs per call,
+    and in a running mission each call it makes costs more than the work it does
+    (``docs/architecture.md``).
+
+    Attributes:
+        first: The first series.
+        second: The second series.
+    """
+
+    __slots__ = ("first", "second")
+
+    def __init__(self, first: CounterChild, second: CounterChild) -> None:
+        """Pair two series (of one family or of two).
+
+        Args:
+            first: The series ``inc``'s first amount goes to.
+            second: The series its second amount goes to.
+        """
+        self.first = first
+        self.second = second
+
+    def inc(self, first: float, second: float) -> None:
+        """Add ``first`` to the first series and ``second`` to the second.
+
+        Args:
+            first: What to add to the first series; 0 is allowed.
+            second: What to add to the second series; 0 is allowed.
+
+        Raises:
+            ValueError: An amount is negative (a counter never goes down); neither
+                series changes then.
+        """
+        if first < 0 or second < 0:
+            raise ValueError(f"a counter only goes up, got inc({first!r}, {second!r})")
+        self.first.value += first
+        self.second.value += second
 
 
 class GaugeChild(_ScalarChild):

@@ -47,7 +47,13 @@ from taskforce.core.interfaces.llm import (
     StreamingLLMProviderProtocol,
 )
 from taskforce.core.interfaces.outcome import classify_llm_result, llm_exception_error_type
-from taskforce.observability.metrics import CounterChild, Family, HistogramChild, MetricSet
+from taskforce.observability.metrics import (
+    CounterChild,
+    CounterPair,
+    Family,
+    HistogramChild,
+    MetricSet,
+)
 from taskforce.observability.metrics._catalog import (
     CONTEXT_PACK_MESSAGES,
     CONTEXT_PACK_TOKENS,
@@ -129,18 +135,16 @@ class _RequestChildren:
         self.pack_messages = families.pack_messages.labels(agent_type)
         self.pack_tokens = families.pack_tokens.labels(agent_type)
         # (input, output), made on first use: no token series before a provider reports tokens
-        self.counted_tokens: tuple[CounterChild, CounterChild] | None = None
+        self.counted_tokens: CounterPair | None = None
         # True once a success of this bundle with tokens was seen to have no spend to
         # write (no prices, the model already reported unpriced): both only stay so.
         self.quiet = False
 
 
-def _token_children(
-    families: _LLMFamilies, children: _RequestChildren
-) -> tuple[CounterChild, CounterChild]:
+def _token_children(families: _LLMFamilies, children: _RequestChildren) -> CounterPair:
     """The input and output token children of a bundle, kept unless the model overflowed."""
     model, agent_type, _, _ = children.key
-    pair = (
+    pair = CounterPair(
         families.tokens.labels(model, agent_type, "input"),
         families.tokens.labels(model, agent_type, "output"),
     )
@@ -331,8 +335,7 @@ def _record_call(
             output_tokens = usage.get("completion_tokens") or 0
             if input_tokens or output_tokens:  # no token series until a provider reports some
                 counted = children.counted_tokens or _token_children(families, children)
-                counted[0].inc(input_tokens)
-                counted[1].inc(output_tokens)
+                counted.inc(input_tokens, output_tokens)
         # Most calls succeed at the first attempt, and most have no spend to write.
         if (
             error_type is None
