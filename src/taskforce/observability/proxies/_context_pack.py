@@ -1,14 +1,16 @@
 """The size of what an LLM call sends: messages, and tokens estimated as characters / 4.
 
-An agent sends the same conversation list on every turn, one or two messages
-longer each time. A short list (up to ``SCAN_LIMIT`` messages) is simply counted:
-counting a few messages again is cheaper than looking a remembered conversation up.
-For a longer list :class:`PackEstimator` remembers how many messages it has
-counted and their characters, and counts only the new ones, so the estimate does
-not rescan a long conversation on every call. A list is recognised by its ``id``
-together with the identity of its first and last counted message (the estimator
-keeps those two objects alive, so their ids cannot be reused); anything else, a
-shorter list or another first message, is counted from the start.
+The LLM proxy counts the characters of the messages' ``content`` itself, in
+``_record_call``: in a running mission a call into a helper costs more than
+counting a few messages. A short list (up to ``SCAN_LIMIT`` messages) is counted
+whole on every call. An agent sends the same conversation list on every turn, one
+or two messages longer each time, so for a longer list :class:`PackEstimator`
+remembers how many messages were counted and their characters, and the proxy
+counts only the new ones: a long conversation is not rescanned on every call. A
+list is recognised by its ``id`` together with the identity of its first and last
+counted message (the estimator keeps those two objects alive, so their ids cannot
+be reused); anything else, a shorter list or another first message, is counted
+from the start.
 
 Assumes a conversation grows by appending, as both agents do: a message edited in
 place after it was counted keeps its old length in the estimate.
@@ -46,7 +48,7 @@ class _Counted:
 
 
 class PackEstimator:
-    """Estimates the context pack of ``complete``/``stream`` calls, per conversation list."""
+    """Remembers how far each long conversation list was counted (see the module doc)."""
 
     __slots__ = ("_counted",)
 
@@ -54,44 +56,41 @@ class PackEstimator:
         """Start with nothing counted."""
         self._counted: dict[int, _Counted] = {}
 
-    def messages(self, sent: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
-        """Return the number of messages in ``sent`` and their estimated tokens.
+    def resume(self, sent: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+        """Where counting ``sent`` resumes: the messages already counted and their characters.
 
         Args:
-            sent: The messages of the call (``content`` may be missing or ``None``).
+            sent: The messages of the call, a list longer than ``SCAN_LIMIT``.
 
         Returns:
-            ``(messages, estimated tokens)``.
-
-        Raises:
-            Exception: Whatever reading a message raises (not a mapping, ...).
+            ``(messages, characters)`` remembered for the same list, grown since;
+            ``(0, 0)`` for a list not seen before, shortened, or changed.
         """
-        length = len(sent)
-        # a long conversation resumes from its remembered count; a short one starts at 0
-        counted = self._remembered(sent, length) if length > SCAN_LIMIT else None
-        start, chars = (0, 0) if counted is None else (counted.length, counted.chars)
-        # by index from ``start``: islice would step through the messages already counted
-        for message in map(sent.__getitem__, range(start, length)) if start else sent:
-            content = message.get("content")
-            if content:
-                chars += len(content)
-        if counted is not None:
-            counted.chars, counted.length, counted.last = chars, length, sent[-1]
-        return length, (chars + 3) // 4
-
-    def _remembered(self, sent: Sequence[Mapping[str, Any]], length: int) -> _Counted:
-        """The count kept for ``sent``, or a new one at zero if it is not the same list grown."""
         counted = self._counted.get(id(sent))
         if (
             counted is None
-            or counted.length > length
+            or counted.length > len(sent)
             or sent[0] is not counted.first
             or sent[counted.length - 1] is not counted.last
         ):
+            return 0, 0
+        return counted.length, counted.chars
+
+    def remember(self, sent: Sequence[Mapping[str, Any]], chars: int) -> None:
+        """Remember that ``sent``, as it is now, holds ``chars`` characters of content.
+
+        Args:
+            sent: The messages of the call, a list longer than ``SCAN_LIMIT``.
+            chars: The characters of their ``content``.
+        """
+        counted = self._counted.get(id(sent))
+        if counted is None:
             if len(self._counted) >= _MAX_CONVERSATIONS:
                 self._counted.clear()
-            counted = self._counted[id(sent)] = _Counted(sent[0], None, 0, 0)
-        return counted
+            self._counted[id(sent)] = _Counted(sent[0], sent[-1], len(sent), chars)
+        else:
+            counted.first, counted.last, counted.length = sent[0], sent[-1], len(sent)
+            counted.chars = chars
 
     @staticmethod
     def prompt(prompt: str, context: object) -> tuple[int, int]:

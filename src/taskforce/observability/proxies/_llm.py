@@ -66,7 +66,7 @@ from taskforce.observability.metrics._catalog import (
     LLM_TTFT,
 )
 from taskforce.observability.proxies._base import ObservingProxy, aclose_iterator, report_fault
-from taskforce.observability.proxies._context_pack import PackEstimator
+from taskforce.observability.proxies._context_pack import SCAN_LIMIT, PackEstimator
 from taskforce.observability.proxies._llm_outcome import record_outcome
 
 __all__ = ["LLMProviderProxy", "StreamingLLMProviderProxy", "observe_llm_provider"]
@@ -306,7 +306,18 @@ def _record_call(
             context = args[1] if len(args) > 1 else kwargs.get("context")
             pack: tuple[int, int] | None = PackEstimator.prompt(prompt, context)
         else:
-            pack = proxy._self_packs.messages(args[0] if args else kwargs["messages"])
+            sent = args[0] if args else kwargs["messages"]
+            length = len(sent)
+            # the characters of the content; a long list resumes where it was counted last
+            start, chars = proxy._self_packs.resume(sent) if length > SCAN_LIMIT else (0, 0)
+            # by index from ``start``: islice would step through the messages already counted
+            for message in map(sent.__getitem__, range(start, length)) if start else sent:
+                content = message.get("content")
+                if content:
+                    chars += len(content)
+            if length > SCAN_LIMIT:
+                proxy._self_packs.remember(sent, chars)
+            pack = length, (chars + 3) // 4
     except Exception as exc:
         report_fault(proxy._self_metrics, type(proxy).__name__, "llm.context_pack", exc)
         pack = None
