@@ -19,12 +19,12 @@ on one event loop, for both flows (``lean``: native tool calls; ``legacy``: plan
 then JSON actions). Every mission is a new session, so each saves one fresh
 state file and the per-mission cost stays constant across the run.
 
-The whole measurement runs in three fresh interpreters one after the other, and
+The whole measurement runs in five fresh interpreters one after the other, and
 the figures are the median over them (a process's memory layout and string hash
 seed move its figures more than its rounds vary; ``added, by process`` shows
 each). Within a process, rounds are interleaved, the order of the executors
-rotated every round, so drift of the machine cancels; each of the 61 rounds
-runs one batch of 20 missions per container and flow (short rounds: the
+rotated every round, so drift of the machine cancels; each of the 41 rounds
+runs one batch of 50 missions per container and flow (short rounds: the
 difference from ``off`` is paired within each round, and many short pairs are
 less noisy than a few long ones), timed in wall-clock time and in process CPU
 time (``time.process_time``, which counts the state store's worker threads too
@@ -70,9 +70,9 @@ from taskforce.observability import configure_logging
 # Many short rounds rather than a few long ones: a round's CPU time is noisy (the state
 # store's threads, the neighbours of a shared machine), and each paired difference is
 # then taken over a short stretch in which both executors met the same machine.
-BATCH = 20
+BATCH = 50
 # Fresh interpreters the measurement runs in (see in_processes).
-PROCESSES = 3
+PROCESSES = 5
 _WORKER = "TASKFORCE_THROUGHPUT_WORKER"
 TARGET_VS_PROM = 0.5
 TARGET_VS_OTEL = 0.15
@@ -363,7 +363,7 @@ def in_processes(config: _bench.Config) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    config = _bench.parse_args("mission throughput, metrics on vs off", repeats=61)
+    config = _bench.parse_args("mission throughput, metrics on vs off", repeats=41)
     if os.environ.get(_WORKER):
         print("RESULT " + json.dumps(run_in_scratch(measure, config)))
         return
