@@ -330,3 +330,23 @@ class TestExecutorFaults:
         assert odd is await ExecutorProxy(FakeExecutor(body), metrics).execute_mission("go")
         assert [("lean", "completed", None, None)] == _finished(metrics)
         assert {"mission": 1} == faults(metrics)
+
+    async def test_readable_status_is_kept_when_the_counts_are_not(
+        self, metrics: MetricSet
+    ) -> None:
+        """A result whose status reads but whose steps do not: that status, no counts, a fault."""
+
+        class _NoSteps:
+            status = "failed"
+            tool_calls = 0
+
+            @property
+            def steps(self) -> list[Any]:
+                raise RuntimeError("steps unavailable")
+
+        async def body(*ids: Any) -> Any:
+            return _NoSteps()
+
+        await ExecutorProxy(FakeExecutor(body), metrics).execute_mission("go")
+        assert [("lean", "failed", None, None)] == _finished(metrics)
+        assert {"mission": 1} == faults(metrics)
