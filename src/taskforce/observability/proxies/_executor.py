@@ -127,12 +127,7 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
             asyncio.CancelledError: When the mission is cancelled.
         """
         wrapped = self.__wrapped__
-        # the usual request inline; _label judges anything else (a str subclass, ...)
-        label = (
-            agent_type
-            if type(agent_type) is str and agent_type in AGENT_TYPES
-            else _label(agent_type)
-        )
+        label = _label(agent_type)
         if label is None:
             return await wrapped.execute_mission(
                 mission, agent_type, session_id=session_id, mission_id=mission_id, **kwargs
@@ -202,7 +197,8 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
             gauge.inc()
         started = perf_counter()
         final: Any = None  # the ExecutionResult of the ``result`` event
-        status = "cancelled"  # unless the stream ends or raises
+        # unless the stream ends (None: the result's own status) or raises
+        status: str | None = "cancelled"
         started_events = False
         try:
             try:
@@ -214,7 +210,7 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
             finally:
                 await aclose_iterator(events)
             # A stream that ends without its result event broke the protocol.
-            status = "failed" if final is None else "ended"
+            status = "failed" if final is None else None
         except MissionError:
             # refused before its first event: not a mission
             status = "failed" if started_events else "refused"
@@ -227,9 +223,9 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
                 if gauge is not None:
                     gauge.dec()
             else:
-                # ended, or stopped after the result: the mission's own status
-                ended = status == "ended" or (status == "cancelled" and final is not None)
-                self._self_record_finished(label, gauge, started, None if ended else status, final)
+                if status == "cancelled" and final is not None:
+                    status = None  # stopped after the result: the mission had ended
+                self._self_record_finished(label, gauge, started, status, final)
 
     def _self_record_started(self, label: str) -> GaugeChild | None:
         """The in-progress child of ``label``, kept for the next mission; None after a fault."""

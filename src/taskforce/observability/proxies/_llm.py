@@ -317,7 +317,7 @@ def _record_call(
                     chars += len(content)
             if length > SCAN_LIMIT:
                 proxy._self_packs.remember(sent, chars)
-            pack = length, (chars + 3) // 4
+            pack = length, (chars + 3) // 4  # estimate_tokens(chars), without the call
     except Exception as exc:
         report_fault(proxy._self_metrics, type(proxy).__name__, "llm.context_pack", exc)
         pack = None

@@ -26,7 +26,7 @@ from taskforce.core.interfaces.state import (
     StateStoreProtocol,
 )
 from taskforce.observability.metrics import MetricSet
-from taskforce.observability.metrics._catalog import STATE_ERRORS, STATE_SIZE
+from taskforce.observability.metrics._catalog import STATE_ERRORS, STATE_OPERATIONS, STATE_SIZE
 from taskforce.observability.proxies._base import ObservingProxy, report_fault
 
 __all__ = ["StateStoreProxy"]
@@ -48,7 +48,7 @@ class StateStoreProxy(ObservingProxy[_StoreT]):
         self._self_size = metrics.histogram(STATE_SIZE).labels()
         errors = metrics.counter(STATE_ERRORS)
         # every operation's series exists at 0 from the first scrape, so rate() sees the first error
-        self._self_errors = {op: errors.labels(op) for op in ("load", "save", "append")}
+        self._self_errors = {op: errors.labels(op) for op in STATE_OPERATIONS}
 
     async def load(self, session_id: str) -> SessionState | None:
         """Load through the wrapped store; a raised error is counted.
