@@ -14,11 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from taskforce.application.container import build_container
 from taskforce.application.executor import AgentExecutor
 from taskforce.config import Settings
-from taskforce.infrastructure.llm import make_provider
-from taskforce.infrastructure.state import FileStateStore
-from taskforce.infrastructure.tools import build_default_registry
 from taskforce.observability import MetricSet
 from taskforce.observability.proxies._base import ObservingProxy, passthrough
 
@@ -87,9 +85,12 @@ def forwarding_executor(settings: Settings) -> Any:
     Returns:
         The executor proxy to run missions through.
     """
+    plain = build_container(settings)  # the parts exactly as the service builds them
+    if plain.metrics is not None:
+        raise ValueError("a forwarding executor is built from settings with metrics off")
     unused = MetricSet()
-    llm = ForwardingProvider(make_provider(settings.llm), unused)
-    tools = _Registry(build_default_registry(settings.workspace_dir), unused)
-    state = _Store(FileStateStore(settings.state_dir), unused)
+    llm = ForwardingProvider(plain.llm_provider, unused)
+    tools = _Registry(plain.tool_registry, unused)
+    state = _Store(plain.state_store, unused)
     executor = AgentExecutor(llm, tools, state, agent_settings=settings.agent)
     return _Executor(executor, unused)

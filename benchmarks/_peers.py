@@ -19,12 +19,10 @@ import prometheus_client
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from taskforce.application.container import build_container
 from taskforce.application.executor import AgentExecutor
 from taskforce.config import Settings
 from taskforce.core.interfaces.context import current_agent_type
-from taskforce.infrastructure.llm import make_provider
-from taskforce.infrastructure.state import FileStateStore
-from taskforce.infrastructure.tools import build_default_registry
 from taskforce.observability.metrics import CATALOG, MetricSpec
 
 _SPECS = {spec.name: spec for spec in CATALOG}
@@ -253,8 +251,11 @@ def peer_executor(settings: Settings, sink: PromSink | OtelSink) -> Any:
     Returns:
         The executor to run missions through.
     """
-    llm = _Provider(make_provider(settings.llm), sink)
-    tools = _Registry(build_default_registry(settings.workspace_dir), sink)
-    state = _Store(FileStateStore(settings.state_dir), sink)
+    plain = build_container(settings)  # the parts exactly as the service builds them
+    if plain.metrics is not None:
+        raise ValueError("a peer executor is built from settings with metrics off")
+    llm = _Provider(plain.llm_provider, sink)
+    tools = _Registry(plain.tool_registry, sink)
+    state = _Store(plain.state_store, sink)
     executor = AgentExecutor(llm, tools, state, agent_settings=settings.agent)  # type: ignore[arg-type]
     return _Executor(executor, sink)

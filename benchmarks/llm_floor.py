@@ -36,11 +36,9 @@ import _bench
 from _forwarding import ForwardingProvider
 from throughput import FLOWS, make_settings, run_batch, run_in_scratch, slowdown
 
+from taskforce.application.container import build_container
 from taskforce.application.executor import AgentExecutor
 from taskforce.config import Settings
-from taskforce.infrastructure.llm import make_provider
-from taskforce.infrastructure.state import FileStateStore
-from taskforce.infrastructure.tools import build_default_registry
 from taskforce.observability import MetricSet, current_agent_type, instrument
 from taskforce.observability.proxies._base import ObservingProxy
 
@@ -127,13 +125,12 @@ _RUNGS: dict[str, Any] = {
 
 def make_executor(settings: Settings, rung: str) -> Any:
     """An executor as ``build_container`` builds it with metrics off, its provider wrapped."""
-    llm: Any = make_provider(settings.llm)
+    plain = build_container(settings)
+    llm: Any = plain.llm_provider
     wrap = _RUNGS[rung]
     if wrap is not None:
         llm = wrap(llm, MetricSet())
-    tools = build_default_registry(settings.workspace_dir)
-    state = FileStateStore(settings.state_dir)
-    return AgentExecutor(llm, tools, state, agent_settings=settings.agent)
+    return AgentExecutor(llm, plain.tool_registry, plain.state_store, agent_settings=settings.agent)
 
 
 async def measure(config: _bench.Config, root: Path) -> None:
