@@ -154,18 +154,19 @@ def _token_children(families: _LLMFamilies, children: _RequestChildren) -> Count
 
 
 def _request_children(families: _LLMFamilies, key: tuple[str, str, str, str]) -> _RequestChildren:
-    """The children of ``key``, kept for the next request unless a label overflowed."""
-    children = families.bundles.get(key)
-    if children is None:
-        children = _RequestChildren(families, key)
-        model, agent_type, operation, _ = key
-        # an overflowed label is never kept: it must take the slow path (and count) each time
-        if families.requests.is_cached(*key) and families.duration.is_cached(
-            model, agent_type, operation
-        ):
-            if len(families.bundles) >= _MAX_BUNDLES:
-                families.bundles.clear()
-            families.bundles[key] = children
+    """Make the children of ``key``, which the caller found missing from ``families.bundles``.
+
+    They are kept there for the next request unless a label overflowed.
+    """
+    children = _RequestChildren(families, key)
+    model, agent_type, operation, _ = key
+    # an overflowed label is never kept: it must take the slow path (and count) each time
+    if families.requests.is_cached(*key) and families.duration.is_cached(
+        model, agent_type, operation
+    ):
+        if len(families.bundles) >= _MAX_BUNDLES:
+            families.bundles.clear()
+        families.bundles[key] = children
     return children
 
 
