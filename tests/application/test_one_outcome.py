@@ -2,13 +2,14 @@
 
 Through the real container (scripted provider, real executor, proxies, metric set):
 each tool call's ``error_type`` is the same in the ``tool_result`` the agent saw,
-in ``tool.call.failed`` and in ``taskforce_tool_failures_total``, and a refused
-request is never counted as a mission.
+in ``tool.call.failed`` and in ``taskforce_tool_failures_total``; each failed LLM
+call's is the same in ``llm.call.failed`` and in ``taskforce_llm_failures_total``;
+and a refused request is never counted as a mission.
 """
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import AsyncIterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from taskforce.core.interfaces import (
 )
 from taskforce.core.interfaces.executor import AgentType
 from taskforce.errors import MissionError
-from tests.observability.metric_samples import samples, value
+from tests.observability.metric_samples import faults, samples, value
 
 
 class _Tool:
@@ -114,6 +115,98 @@ class TestToolOutcome:
             agent_type="lean",
             error_type="unknown_tool",
         )
+
+
+class _Provider:
+    """A provider whose calls all return (or stream) what the test asks for."""
+
+    model = "odd-1"
+
+    def __init__(self, outcome: Any) -> None:
+        self.outcome = outcome
+
+    async def complete(self, messages: Any, model: Any = None, **kwargs: Any) -> Any:
+        return self.outcome
+
+    async def generate(self, prompt: str, context: Any = None, model: Any = None) -> Any:
+        return self.outcome
+
+
+class _StreamingProvider(_Provider):
+    """A provider whose stream yields one text chunk, then what the test asks for."""
+
+    async def stream(self, messages: Any, model: Any = None, **kwargs: Any) -> AsyncIterator[Any]:
+        yield {"content": "hel"}
+        yield self.outcome
+
+
+def _with_provider(tmp_path: Path, provider: Any) -> Container:
+    return build_container(
+        Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "workspace"),
+        llm_provider=provider,
+    )
+
+
+def _llm_failed_logs(logs: list[MutableMapping[str, Any]]) -> list[Any]:
+    return [log["error_type"] for log in logs if log["event"] == "llm.call.failed"]
+
+
+class TestLLMOutcome:
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    @pytest.mark.parametrize(
+        ("outcome", "error_type"),
+        [
+            (None, "invalid_response"),
+            ("text", "invalid_response"),
+            ({"success": "yes", "content": "hi"}, "invalid_response"),
+            ({"success": False, "error": "slow down", "error_type": "rate_limit"}, "rate_limit"),
+            ({"success": False, "error": "x", "error_type": "no_such_type"}, "other"),
+            ({"success": False, "error": "x"}, "other"),
+        ],
+    )
+    async def test_same_error_type_in_log_and_metrics(
+        self, tmp_path: Path, agent_type: AgentType, outcome: Any, error_type: str
+    ) -> None:
+        """A failed LLM call has one error_type in the log and the metrics, and no fault."""
+        container = _with_provider(tmp_path, _Provider(outcome))
+        with capture_logs() as logs:
+            result = await container.executor.execute_mission("say hi", agent_type)
+        assert "failed" == result.status
+        assert [error_type] == _llm_failed_logs(logs)
+        assert container.metrics is not None
+        assert {("odd-1", agent_type, error_type): 1} == samples(
+            container.metrics, "taskforce_llm_failures_total"
+        )
+        assert [("odd-1", agent_type, "error")] == [
+            (model, agent, status)
+            for (model, agent, _, status) in samples(
+                container.metrics, "taskforce_llm_requests_total"
+            )
+        ]
+        assert {} == faults(container.metrics)
+        assert "metrics.fault" not in [log["event"] for log in logs]
+
+    @pytest.mark.parametrize("last", [None, "text", 42])
+    async def test_streamed_chunk_that_is_not_a_dict(self, tmp_path: Path, last: Any) -> None:
+        """A stream yielding a non-dict fails the call as invalid_response, everywhere alike."""
+        container = _with_provider(tmp_path, _StreamingProvider(last))
+        with capture_logs() as logs:
+            events = [e async for e in container.executor.execute_mission_streaming("say hi")]
+        assert "failed" == events[-1].result.status  # type: ignore[union-attr]
+        assert ["invalid_response"] == _llm_failed_logs(logs)
+        assert container.metrics is not None
+        assert {("odd-1", "lean", "invalid_response"): 1} == samples(
+            container.metrics, "taskforce_llm_failures_total"
+        )
+        assert 1 == value(
+            container.metrics,
+            "taskforce_llm_requests_total",
+            model="odd-1",
+            agent_type="lean",
+            operation="stream",
+            status="error",
+        )
+        assert {} == faults(container.metrics)
 
 
 class TestMissionContext:

@@ -158,6 +158,11 @@ class MissionRun:
         last: StreamChunk = {}
         try:
             async for chunk in chunks:
+                if not isinstance(chunk, dict):  # what classify_llm_result says of such a result
+                    raise LLMProviderError(
+                        f"the provider streamed a {type(chunk).__name__}, not a chunk",
+                        error_type="invalid_response",
+                    )
                 if chunk.get("done"):
                     last = chunk
                     continue

@@ -14,7 +14,8 @@ What is recorded per call:
   A cancelled call records nothing: it has no outcome, and the mission that
   was cancelled is counted ``cancelled``.
 - ``stream``: once, when the stream ends however it ends: ``error`` if the
-  provider raised, else ``success`` (exhausted, or abandoned by its consumer
+  provider raised or its last chunk is not a dict (``invalid_response``, as the
+  agents fail such a call), else ``success`` (exhausted, or abandoned by its consumer
   through ``aclose()`` or cancellation: that is the caller's decision, not a
   provider failure); the latency up to that point; the time to the first
   text delta (a ``content`` chunk), if one arrived; tokens from the last
@@ -77,6 +78,8 @@ _StreamingT = TypeVar("_StreamingT", bound=StreamingLLMProviderProtocol)
 _UNKNOWN_MODEL = "unknown"
 # Positional index of ``model`` in each protocol method (after self).
 _MODEL_ARG = {"complete": 1, "generate": 2, "stream": 1}
+# What a stream that yielded nothing has as its last chunk.
+_NO_CHUNK: Any = object()
 # What an attempt report that record_outcome need not see can be.
 _REPORTS = (list, tuple)
 
@@ -253,7 +256,7 @@ class StreamingLLMProviderProxy(LLMProviderProxy[_StreamingT]):
         """
         wrapped = self.__wrapped__
         started = perf_counter()
-        last: Any = None
+        last: Any = _NO_CHUNK
         first_chunk_at: float | None = None
         error: Exception | None = None
         try:
@@ -329,10 +332,14 @@ def _record_call(
             attempts = getattr(result, "attempts", ())
         else:
             error_type = classify_llm_result(result)
-            usage, model = result.get("usage"), result.get("model")
-            if not (model and type(model) is str):
-                model = _model(wrapped, model, operation, args, kwargs)
-            attempts = result.get("attempts") or ()
+            if error_type is None or isinstance(result, dict):  # a success is always a dict
+                usage, model = result.get("usage"), result.get("model")
+                if not (model and type(model) is str):
+                    model = _model(wrapped, model, operation, args, kwargs)
+                attempts = result.get("attempts") or ()
+            else:  # not a dict at all (None, a string): invalid_response, with nothing to read
+                usage, model = None, _model(wrapped, None, operation, args, kwargs)
+                attempts = ()
         families = proxy._self_families
         key = (model, current_agent_type(), operation, "success" if error_type is None else "error")
         children = families.bundles.get(key) or _request_children(families, key)
@@ -383,9 +390,10 @@ def _record_stream(
 ) -> None:
     """Record a finished stream as the call it was: the last chunk reports what a result does."""
     outcome: Any = error
-    if error is None:
+    readable = True
+    if error is None and (last is _NO_CHUNK or isinstance(last, dict)):
         try:
-            chunk = last if last is not None else {}
+            chunk = {} if last is _NO_CHUNK else last
             outcome = {
                 "success": True,
                 "usage": chunk.get("usage"),
@@ -394,8 +402,12 @@ def _record_stream(
             }
         except Exception as exc:
             report_fault(proxy._self_metrics, type(proxy).__name__, "llm.stream", exc)
-            outcome = None
-    if outcome is not None:
+            readable = False
+    elif error is None:
+        # Not a chunk at all (None, a string): the agent fails the call as invalid_response,
+        # and so does classify_llm_result, which reads it as the call's result.
+        outcome = last
+    if readable:
         _record_call(proxy, wrapped, "stream", started, outcome, args, kwargs)
     if first_chunk_at is not None:
         # Recorded at the end, not at the first chunk: the model the provider
