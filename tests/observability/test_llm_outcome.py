@@ -19,7 +19,7 @@ from taskforce.core.interfaces import LLMAttempt
 from taskforce.errors import LLMProviderError
 from taskforce.observability import instrument
 from taskforce.observability.metrics import MetricSet
-from tests.observability.metric_samples import histogram, series, value
+from tests.observability.metric_samples import faults, histogram, series, value
 from tests.observability.proxy_fakes import FakeProvider
 
 _MODEL = "scripted-1"
@@ -219,3 +219,22 @@ class TestForeignProviders:
 
         assert 1 == _count(metrics, "taskforce_llm_retries_total", error_type="other")
         assert 1 == _count(metrics, "taskforce_llm_failures_total", error_type="other")
+
+    @pytest.mark.parametrize("attempts", [None, 5, "abc", {"error_type": "timeout"}])
+    async def test_attempt_report_that_is_not_a_list_is_no_report(self, attempts: Any) -> None:
+        """A raised error or a failed result with a malformed report: one failure, no fault."""
+        error = LLMProviderError("x", error_type="rate_limit")
+        error.attempts = attempts
+        answer = {"success": False, "error": "x", "error_type": "auth", "attempts": attempts}
+        metrics = MetricSet()
+        raising = instrument(FakeProvider(error=error), metrics)
+        failing = instrument(FakeProvider(answer=answer), metrics)
+
+        with pytest.raises(LLMProviderError):
+            await raising.complete([{"role": "user", "content": "hi"}])
+        await failing.complete([{"role": "user", "content": "hi"}])
+
+        assert [] == series(metrics, "taskforce_llm_retries_total")
+        assert 1 == _count(metrics, "taskforce_llm_failures_total", error_type="rate_limit")
+        assert 1 == _count(metrics, "taskforce_llm_failures_total", error_type="auth")
+        assert {} == faults(metrics)

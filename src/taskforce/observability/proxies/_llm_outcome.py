@@ -11,7 +11,7 @@ Hazard: the set of models already reported as unpriced lives on the ``MetricSet`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Protocol
 
 import structlog
@@ -43,7 +43,7 @@ def record_outcome(
     families: OutcomeFamilies,
     metrics: MetricSet,
     labels: tuple[str, str],
-    attempts: Iterable[object],
+    attempts: object,
     error_type: str | None,
     tokens: tuple[int, int],
     requested: Callable[[], str],
@@ -54,19 +54,20 @@ def record_outcome(
         families: Where the retries, failures and cost go.
         metrics: The metric set whose ``llm_prices`` price the call.
         labels: ``(model, agent_type)``.
-        attempts: The provider's attempt report, oldest first (empty if it gave none).
+        attempts: The provider's attempt report, oldest first: a list or tuple (empty if
+            it gave none; anything else is no report, and the failure still counts).
         error_type: The call's final error type, ``None`` if it succeeded.
         tokens: The call's input and output tokens, from its ``usage``.
         requested: Returns the model asked for (called only when the reported one has
             no price).
     """
-    report = list(attempts)
-    for attempt in report[:-1]:  # every attempt but the last was followed by a retry
-        failed = getattr(attempt, "error_type", None)
-        if failed is not None:
-            families.retries.labels(*labels, _closed(failed)).inc()
-    if error_type is not None:
+    if error_type is not None:  # first: a broken report must not lose the failure
         families.failures.labels(*labels, _closed(error_type)).inc()
+    if isinstance(attempts, list | tuple):
+        for attempt in attempts[:-1]:  # every attempt but the last was followed by a retry
+            failed = getattr(attempt, "error_type", None)
+            if failed is not None:
+                families.retries.labels(*labels, _closed(failed)).inc()
     input_tokens, output_tokens = tokens
     if not (input_tokens or output_tokens):
         return
