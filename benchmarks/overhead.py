@@ -138,6 +138,9 @@ CALCULATOR_SCHEMA = {
 class _NullChild:
     """A child that records nothing."""
 
+    # CounterPair adds to its two children's values directly; the sum is never read.
+    value: float = 0
+
     def inc(self, amount: float = 1) -> None:
         return None
 
