@@ -68,7 +68,7 @@ from taskforce.observability.metrics._catalog import (
 )
 from taskforce.observability.proxies._base import ObservingProxy, aclose_iterator, report_fault
 from taskforce.observability.proxies._context_pack import SCAN_LIMIT, PackEstimator
-from taskforce.observability.proxies._llm_outcome import record_outcome
+from taskforce.observability.proxies._llm_outcome import ATTEMPT_REPORTS, record_outcome
 
 __all__ = ["LLMProviderProxy", "StreamingLLMProviderProxy", "observe_llm_provider"]
 
@@ -80,8 +80,6 @@ _UNKNOWN_MODEL = "unknown"
 _MODEL_ARG = {"complete": 1, "generate": 2, "stream": 1}
 # What a stream that yielded nothing has as its last chunk.
 _NO_CHUNK: Any = object()
-# What an attempt report that record_outcome need not see can be.
-_REPORTS = (list, tuple)
 
 
 # Bundles of children kept per proxy; more and the cache starts over.
@@ -359,7 +357,7 @@ def _record_call(
         if (
             error_type is None
             and (children.quiet or not (input_tokens or output_tokens))
-            and type(attempts) in _REPORTS
+            and type(attempts) in ATTEMPT_REPORTS
             and len(attempts) < 2
         ):
             return

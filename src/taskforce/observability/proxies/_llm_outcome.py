@@ -20,9 +20,11 @@ from taskforce.core.interfaces.llm import LLM_ERROR_TYPES
 from taskforce.observability.metrics import CounterChild, Family, MetricSet
 from taskforce.observability.metrics._catalog import OTHER
 
-__all__ = ["OutcomeFamilies", "record_outcome"]
+__all__ = ["ATTEMPT_REPORTS", "OutcomeFamilies", "record_outcome"]
 
 _ERROR_TYPES = frozenset(LLM_ERROR_TYPES)
+#: What an attempt report is read from; anything else is no report.
+ATTEMPT_REPORTS = (list, tuple)
 _PER_MILLION = 1_000_000.0
 _LOGGER = structlog.get_logger("taskforce.observability")
 
@@ -63,7 +65,7 @@ def record_outcome(
     """
     if error_type is not None:  # first: a broken report must not lose the failure
         families.failures.labels(*labels, _closed(error_type)).inc()
-    if isinstance(attempts, list | tuple):
+    if isinstance(attempts, ATTEMPT_REPORTS):
         for attempt in attempts[:-1]:  # every attempt but the last was followed by a retry
             failed = getattr(attempt, "error_type", None)
             if failed is not None:
