@@ -70,7 +70,7 @@ class TestAttempts:
 
         body, samples = await _mission(live, "hello")
 
-        assert "completed" == body["status"]
+        assert ("completed", None) == (body["status"], body["error_type"])
         assert 1 == total(samples, "taskforce_llm_retries_total", error_type="rate_limit")
         assert 1 == total(samples, "taskforce_llm_retries_total")
         assert 1 == total(samples, "taskforce_llm_requests_total", status="success")
@@ -88,7 +88,7 @@ class TestAttempts:
         with capture_logs() as logs:
             body, samples = await _mission(live, "hello")
 
-        assert "failed" == body["status"]
+        assert ("failed", "server_error") == (body["status"], body["error_type"])
         assert 2 == total(samples, "taskforce_llm_retries_total", error_type="server_error")
         assert 2 == total(samples, "taskforce_llm_retries_total")
         assert 1 == total(samples, "taskforce_llm_failures_total", error_type="server_error")
@@ -105,7 +105,7 @@ class TestAttempts:
         with capture_logs() as logs:
             body, samples = await _mission(live, "hello")
 
-        assert "failed" == body["status"]
+        assert ("failed", "auth") == (body["status"], body["error_type"])
         assert 0 == total(samples, "taskforce_llm_retries_total")
         assert 1 == total(samples, "taskforce_llm_failures_total", error_type="auth")
         assert ["auth"] == _failed_log_types(logs)

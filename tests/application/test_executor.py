@@ -36,6 +36,7 @@ _RECORD_KEYS = {
     "status",
     "final_message",
     "error",
+    "error_type",
     "steps",
     "started_at",
     "finished_at",
@@ -144,9 +145,13 @@ class TestExecuteMission:
 
         result = await executor.execute_mission("m", session_id="s")
 
-        assert ("failed", "step limit reached") == (result.status, result.error)
-        assert [("failed", "step limit reached")] == [
-            (r["status"], r["error"]) for r in store.missions("s")
+        assert ("failed", "step limit reached", None) == (
+            result.status,
+            result.error,
+            result.error_type,  # no call failed: the limit ended it
+        )
+        assert [("failed", "step limit reached", None)] == [
+            (r["status"], r["error"], r["error_type"]) for r in store.missions("s")
         ]
 
     async def test_corrupt_state_fails_and_is_kept(self) -> None:

@@ -98,6 +98,9 @@ class TestToolOutcome:
         )
         assert 1 == value(container.metrics, "taskforce_tool_calls_total", status="error", **labels)
         assert "failed" == events[-1].result.status  # type: ignore[union-attr]
+        # it ended the mission (fail_on_tool_error): the result and its error event say so too
+        assert error_type == events[-1].result.error_type  # type: ignore[union-attr]
+        assert [error_type] == [e.data["error_type"] for e in events if e.kind == "error"]
         for stage in ("tool", "other"):
             assert 0 == value(container.metrics, "taskforce_metrics_errors_total", stage=stage)
 
@@ -172,7 +175,10 @@ class TestLLMOutcome:
         with capture_logs() as logs:
             result = await container.executor.execute_mission("say hi", agent_type)
         assert "failed" == result.status
+        assert error_type == result.error_type
         assert [error_type] == _llm_failed_logs(logs)
+        (mission_failed,) = [log for log in logs if log["event"] == "mission.failed"]
+        assert error_type == mission_failed["error_type"]
         assert container.metrics is not None
         assert {("odd-1", agent_type, error_type): 1} == samples(
             container.metrics, "taskforce_llm_failures_total"
@@ -193,6 +199,7 @@ class TestLLMOutcome:
         with capture_logs() as logs:
             events = [e async for e in container.executor.execute_mission_streaming("say hi")]
         assert "failed" == events[-1].result.status  # type: ignore[union-attr]
+        assert "invalid_response" == events[-1].result.error_type  # type: ignore[union-attr]
         assert ["invalid_response"] == _llm_failed_logs(logs)
         assert container.metrics is not None
         assert {("odd-1", "lean", "invalid_response"): 1} == samples(

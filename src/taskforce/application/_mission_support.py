@@ -28,6 +28,7 @@ def record_fields(result: ExecutionResult) -> dict[str, Any]:
         "status": result.status,
         "final_message": result.final_message,
         "error": result.error,
+        "error_type": result.error_type,
         "steps": [_step_dict(step) for step in result.steps],
     }
 

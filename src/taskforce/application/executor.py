@@ -216,7 +216,11 @@ class AgentExecutor:
                     steps=steps,
                     tool_calls=tool_calls,
                     duration_seconds=seconds_since(started),
-                    **({} if is_completed else text_fields("error", result.error)),
+                    **(
+                        {}
+                        if is_completed
+                        else {"error_type": result.error_type, **text_fields("error", result.error)}
+                    ),
                 )
                 return result
             finally:
@@ -249,6 +253,7 @@ class AgentExecutor:
             "status": "cancelled",
             "final_message": "",
             "error": "cancelled",
+            "error_type": None,
             "steps": [],
             "started_at": started_at,
         }
@@ -278,6 +283,7 @@ class AgentExecutor:
                 outcome.steps,
                 outcome.tool_calls,
                 outcome.error,
+                outcome.error_type,
             )
             record = {**cancelled_record, **record_fields(result)}
             try:
@@ -287,11 +293,11 @@ class AgentExecutor:
                 # The request was checked before the mission ran, so a store that still
                 # refuses the id fails the mission; MissionError means a refused request.
                 error = f"could not save the session state: invalid session_id: {exc}"
-                return dataclasses.replace(result, status="failed", error=error)
+                return dataclasses.replace(result, status="failed", error=error, error_type=None)
             except StateStoreError as exc:
                 # The store's message names no path or DSN (the log has the detail).
                 error = f"could not save the session state: {exc}"
-                return dataclasses.replace(result, status="failed", error=error)
+                return dataclasses.replace(result, status="failed", error=error, error_type=None)
             return result
         finally:
             lock.release()

@@ -41,10 +41,15 @@ _RESULT_KEYS = ("success", "output", "error", "error_type")
 
 
 class MissionAborted(Exception):
-    """Internal: ends the run as failed with ``error``; never leaves the domain package."""
+    """Internal: ends the run as failed with ``error``; never leaves the domain package.
 
-    def __init__(self, error: str) -> None:
+    ``error_type`` is that of the LLM or tool call whose failure ended the run (the value
+    its ``llm.call.failed``/``tool.call.failed`` line and the metrics carry), else None.
+    """
+
+    def __init__(self, error: str, error_type: str | None = None) -> None:
         self.error = error
+        self.error_type = error_type
         super().__init__(error)
 
 
@@ -211,7 +216,7 @@ class MissionRun:
             error_type=error_type,
             **text_fields("error", error),
         )
-        raise MissionAborted(f"LLM call failed: {error}")
+        raise MissionAborted(f"LLM call failed: {error}", error_type)
 
     async def call_tool(self, step: int, call_id: str, name: str, arguments: Any) -> ToolResult:
         """Run one tool call with its ``tool_call``/``tool_result`` events.
@@ -233,7 +238,9 @@ class MissionRun:
         await self.events.emit("tool_result", **data)
         is_unknown = result.get("error_type") == UNKNOWN_TOOL_ERROR_TYPE
         if not result["success"] and self.fail_on_tool_error and not is_unknown:
-            raise MissionAborted(f"tool {name!r} failed: {result.get('error')}")
+            raise MissionAborted(
+                f"tool {name!r} failed: {result.get('error')}", result.get("error_type")
+            )
         return result
 
     async def finish(self, final_message: str) -> AgentOutcome:
@@ -250,18 +257,21 @@ class MissionRun:
             "completed", final_message, tuple(self.steps), self.tool_calls, error=None
         )
 
-    async def fail(self, error: str) -> AgentOutcome:
-        """End the run as failed with ``error``."""
-        await self.events.emit("error", error=error)
+    async def fail(self, error: str, error_type: str | None = None) -> AgentOutcome:
+        """End the run as failed with ``error`` (and the failed call's ``error_type``, if any)."""
+        await self.events.emit("error", error=error, error_type=error_type)
         _LOG.warning(
             "agent.finished",
             category="agent",
             status="failed",
             steps=len(self.steps),
             tool_calls=self.tool_calls,
+            error_type=error_type,
             **text_fields("error", error),
         )
-        return AgentOutcome("failed", "", tuple(self.steps), self.tool_calls, error=error)
+        return AgentOutcome(
+            "failed", "", tuple(self.steps), self.tool_calls, error=error, error_type=error_type
+        )
 
 
 def dump_result(result: ToolResult) -> str:

@@ -18,7 +18,8 @@ class AgentOutcome:
     """How one agent run ended, the same shape for the legacy and the lean flow.
 
     ``final_message`` is the answer of a completed run and empty for a failed
-    one; ``error`` says why a failed run failed and is ``None`` otherwise.
+    one; ``error`` says why a failed run failed and is ``None`` otherwise;
+    ``error_type`` is that of the LLM or tool call whose failure ended it, if one did.
     """
 
     status: AgentStatus
@@ -26,3 +27,4 @@ class AgentOutcome:
     steps: tuple[StepRecord, ...] = ()
     tool_calls: int = 0
     error: str | None = None
+    error_type: str | None = None

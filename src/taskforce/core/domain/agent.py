@@ -113,7 +113,7 @@ class Agent:
                 answer = await self._run_step(run, messages, index, len(plan), description)
             return await run.finish(answer)
         except MissionAborted as exc:
-            return await run.fail(exc.error)
+            return await run.fail(exc.error, exc.error_type)
 
     async def _plan(self, run: MissionRun, mission: str) -> list[str]:
         result = await run.generate(PLAN_PROMPT + MISSION_PREFIX + mission)

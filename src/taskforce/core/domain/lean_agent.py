@@ -101,7 +101,7 @@ class LeanAgent:
                     return await run.finish(answer)
             raise MissionAborted(STEP_LIMIT_ERROR)
         except MissionAborted as exc:
-            return await run.fail(exc.error)
+            return await run.fail(exc.error, exc.error_type)
 
     async def _turn(self, run: MissionRun, messages: list[ChatMessage], index: int) -> str | None:
         """Make one LLM turn; return the final answer, or ``None`` after running tool calls."""

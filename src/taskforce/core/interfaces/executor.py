@@ -125,7 +125,13 @@ class StepRecord:
 
 @dataclass(frozen=True, slots=True)
 class ExecutionResult:
-    """How a mission ended. Identical in shape for both agent flows."""
+    """How a mission ended. Identical in shape for both agent flows.
+
+    ``error_type`` is set when a failed LLM or tool call ended the mission: the value
+    of that call's ``llm.call.failed``/``tool.call.failed`` line and of its failure
+    metric. It is ``None`` for a completed mission and for any other end (the step
+    limit, an unusable answer, a state store that failed, a cancellation).
+    """
 
     session_id: str
     mission_id: str
@@ -135,6 +141,7 @@ class ExecutionResult:
     steps: tuple[StepRecord, ...] = ()
     tool_calls: int = 0
     error: str | None = None
+    error_type: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as a JSON-serialisable dict."""
