@@ -54,11 +54,17 @@ class _Tool:
         return self.outcome
 
 
+def _with_provider(tmp_path: Path, provider: Any) -> Container:
+    """The service's container; its own scripted provider when ``provider`` is None."""
+    return build_container(
+        Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "workspace"),
+        llm_provider=provider,
+    )
+
+
 @pytest.fixture(name="container")
 def fixture_container(tmp_path: Path) -> Container:
-    return build_container(
-        Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "workspace")
-    )
+    return _with_provider(tmp_path, None)
 
 
 def _failed_logs(logs: list[MutableMapping[str, Any]]) -> list[Any]:
@@ -141,13 +147,6 @@ class _StreamingProvider(_Provider):
     async def stream(self, messages: Any, model: Any = None, **kwargs: Any) -> AsyncIterator[Any]:
         yield {"content": "hel"}
         yield self.outcome
-
-
-def _with_provider(tmp_path: Path, provider: Any) -> Container:
-    return build_container(
-        Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "workspace"),
-        llm_provider=provider,
-    )
 
 
 def _llm_failed_logs(logs: list[MutableMapping[str, Any]]) -> list[Any]:
