@@ -69,10 +69,10 @@ class _Section(BaseModel):
 
 
 class ModelPrice(_Section):
-    """What a model costs, in USD per million tokens."""
+    """What a model costs, in USD per million tokens: numbers, never strings or booleans."""
 
-    input: float = Field(ge=0, le=1_000_000, allow_inf_nan=False)
-    output: float = Field(ge=0, le=1_000_000, allow_inf_nan=False)
+    input: float = Field(ge=0, le=1_000_000, allow_inf_nan=False, strict=True)
+    output: float = Field(ge=0, le=1_000_000, allow_inf_nan=False, strict=True)
 
 
 class LLMSettings(_Section):

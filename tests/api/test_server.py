@@ -27,6 +27,11 @@ class TestHealthAndTools:
         assert 200 == response.status_code
         assert "ok" == response.json()["status"]
 
+    async def test_health_answers_head(self, client: httpx.AsyncClient) -> None:
+        """HEAD /health is 200 without a body: load balancers probe with HEAD."""
+        response = await client.head("/health")
+        assert (200, b"") == (response.status_code, response.content)
+
     async def test_tools_listed_with_schemas(self, client: httpx.AsyncClient) -> None:
         """GET /api/v1/tools lists the built-in tools with their JSON schemas."""
         tools = {t["name"]: t for t in (await client.get("/api/v1/tools")).json()["tools"]}

@@ -9,6 +9,8 @@ and a refused request is never counted as a mission.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from taskforce.application.container import Container, build_container
-from taskforce.config import Settings
+from taskforce.config import AgentSettings, Settings
 from taskforce.core.interfaces import (
     current_agent_type,
     current_mission_id,
@@ -84,6 +86,10 @@ class TestToolOutcome:
             (TimeoutError(), "timeout"),
             ({"success": False, "error": "x", "error_type": "E" * 300}, "E" * 128),
             (type("Long" + "X" * 200, (Exception,), {})(), ("Long" + "X" * 200)[:128]),
+            # a lone surrogate: the label guard makes it "?", and so does everything else
+            ({"success": False, "error": "x", "error_type": "bad\ud800x"}, "bad?x"),
+            # reserved for a name no tool has: a tool that ran failed like any other
+            ({"success": False, "error": "x", "error_type": "unknown_tool"}, "tool_error"),
         ],
     )
     async def test_same_error_type_in_result_log_and_metrics(
@@ -124,6 +130,59 @@ class TestToolOutcome:
             agent_type="lean",
             error_type="unknown_tool",
         )
+
+
+class _Swallowing:
+    """A tool that catches the cancellation of its time limit, then returns or raises."""
+
+    name = "swallow"
+    description = "test tool"
+    parameters_schema: dict[str, Any] = {"type": "object", "properties": {}}
+
+    def __init__(self, then: Any) -> None:
+        self.then = then
+
+    async def execute(self, **params: Any) -> Any:
+        # a misbehaving tool: the time limit's cancellation is swallowed
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(30)
+        if isinstance(self.then, BaseException):
+            raise self.then
+        return self.then
+
+
+class TestSwallowedTimeout:
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    @pytest.mark.parametrize(
+        "then", [{"success": True, "output": 1}, ValueError("late")], ids=["returns", "raises"]
+    )
+    async def test_is_a_timeout_everywhere(
+        self, tmp_path: Path, agent_type: AgentType, then: Any
+    ) -> None:
+        """A tool that outlives its limit by catching the cancellation timed out, in all three."""
+        container = build_container(
+            Settings(
+                state_dir=tmp_path / "state",
+                workspace_dir=tmp_path / "workspace",
+                agent=AgentSettings(tool_timeout_seconds=0.05),
+            )
+        )
+        container.tool_registry.register(_Swallowing(then))
+        with capture_logs() as logs:
+            stream = container.executor.execute_mission_streaming("tool:swallow {}", agent_type)
+            events = [event async for event in stream]
+        (tool_result,) = [e.data for e in events if e.kind == "tool_result"]
+        assert (False, "timeout") == (tool_result["success"], tool_result["error_type"])
+        assert ["timeout"] == _failed_logs(logs)
+        assert container.metrics is not None
+        assert {("swallow", agent_type, "timeout"): 1} == samples(
+            container.metrics, "taskforce_tool_failures_total"
+        )
+        assert {("swallow", agent_type, "error"): 1} == samples(
+            container.metrics, "taskforce_tool_calls_total"
+        )
+        assert "timeout" == events[-1].result.error_type  # type: ignore[union-attr]
+        assert {} == faults(container.metrics)
 
 
 class _Provider:

@@ -11,6 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from taskforce.core.interfaces import LLMProviderProtocol, StreamingLLMProviderProtocol
+from taskforce.core.interfaces.llm import LLMAttempt
 from taskforce.errors import LLMProviderError
 from taskforce.observability import (
     LLMProviderProxy,
@@ -237,6 +238,24 @@ class TestStream:
         await stream.aclose()  # closing again changes nothing
         assert 1 == len(_requests(metrics))
 
+    async def test_early_close_counts_the_retries_of_the_first_chunk(
+        self, metrics: MetricSet
+    ) -> None:
+        """Stopped before the last chunk: the retries the first reports are counted."""
+        attempts = [LLMAttempt("rate_limit", 0.01), LLMAttempt(None, 0.02)]
+        provider = FakeStreamingProvider(
+            [{"content": "a", "attempts": attempts}, {"content": "b"}, {"done": True}]
+        )
+        stream = observe_llm_provider(provider, metrics).stream(MESSAGES, model="asked")
+        async with aclosing(stream) as chunks:
+            async for chunk in chunks:
+                if chunk.get("content") == "b":
+                    break
+        assert ["success"] == [status for _, _, _, status in _requests(metrics)]
+        assert {("asked", "none", "rate_limit"): 1} == samples(
+            metrics, "taskforce_llm_retries_total"
+        )
+
     async def test_error_mid_stream(self, metrics: MetricSet) -> None:
         """An exception mid-stream: the same object comes out, one error request."""
         provider = FakeStreamingProvider()
@@ -319,6 +338,44 @@ class TestLLMFaults:
         assert {"llm": 1} == faults(metrics)
         assert 1 == len(_requests(metrics))
         assert {} == _packs(metrics)
+
+
+class TestTokenReports:
+    @pytest.mark.parametrize(
+        "usage",
+        [
+            {"prompt_tokens": -10, "completion_tokens": 5},
+            {"prompt_tokens": 1.5, "completion_tokens": 5},
+            {"prompt_tokens": "10", "completion_tokens": 5},
+            {"prompt_tokens": True, "completion_tokens": 5},
+            {"prompt_tokens": float("inf"), "completion_tokens": 5},
+            {"prompt_tokens": 10, "completion_tokens": float("nan")},
+        ],
+    )
+    async def test_a_count_that_is_not_one_is_a_fault_and_loses_nothing_else(
+        self, metrics: MetricSet, usage: dict[str, Any]
+    ) -> None:
+        """Bad token counts: no tokens written, a fault counted; the retry and request still are."""
+        answer = {
+            "success": True,
+            "content": "x",
+            "model": "m",
+            "usage": usage,
+            "attempts": [LLMAttempt("rate_limit", 0.01), LLMAttempt(None, 0.01)],
+        }
+        result = await observe_llm_provider(FakeProvider(answer), metrics).complete(MESSAGES)
+        assert answer is result
+        assert {} == _tokens(metrics)
+        assert {"llm": 1} == faults(metrics)
+        assert {("m", "none", "rate_limit"): 1} == samples(metrics, "taskforce_llm_retries_total")
+        assert [("m", "none", "complete", "success")] == _requests(metrics)
+
+    async def test_whole_floats_are_counts(self, metrics: MetricSet) -> None:
+        """``12.0`` tokens are 12 tokens."""
+        answer = {"success": True, "model": "m", "usage": {"prompt_tokens": 12.0}}
+        await observe_llm_provider(FakeProvider(answer), metrics).complete(MESSAGES)
+        assert 12 == _tokens(metrics)[("m", "none", "input")]
+        assert {} == faults(metrics)
 
 
 class TestOverflowThroughTheProxy:

@@ -341,6 +341,29 @@ class TestToolRegistryProxy:
         assert error is caught.value
         assert [("missing", "none", "error", "unknown_tool")] == _calls(metrics)
 
+    async def test_made_up_names_cannot_push_real_tools_into_other(self) -> None:
+        """Names no tool has get a tenth of the cap; the registered tools keep their names."""
+        metrics = MetricSet(max_label_values=20)  # made-up names: at most 2 of their own
+        registry = ToolRegistryProxy(FakeRegistry(), metrics)
+        for index in [0, 1, 2, 0, *range(3, 40)]:
+            with pytest.raises(ToolNotFoundError):
+                registry.get(f"made_up_{index}")
+        for name in ("calc", "search", "files"):
+            registry.register(FakeTool(name))
+            await registry.get(name).execute()
+        failures = samples(metrics, "taskforce_tool_failures_total")
+        assert {
+            ("made_up_0", "none", "unknown_tool"): 2,
+            ("made_up_1", "none", "unknown_tool"): 1,
+            ("other", "none", "unknown_tool"): 38,
+        } == failures
+        succeeded = {
+            tool
+            for (tool, _, status) in samples(metrics, "taskforce_tool_calls_total")
+            if status == "success"
+        }
+        assert {"calc", "search", "files"} == succeeded
+
     def test_other_get_errors_are_not_tool_calls(self, metrics: MetricSet) -> None:
         """A registry that breaks in get for another reason: raised unchanged, nothing counted."""
 

@@ -27,9 +27,13 @@ HTTP 400 and an OpenAI error body, which the SDK does not retry.
 Knobs, settable from the test thread while the server runs:
 
 - ``fail_next(n, status=500, retry_after=None)``: the next ``n`` requests get
-  that HTTP status with an OpenAI error body (``Retry-After`` when given);
+  that HTTP status with an OpenAI error body (``Retry-After`` when given: a
+  number of seconds, or a string sent as is, such as an HTTP date);
 - ``respond_next(payload, status=200)``: the next request gets this raw JSON
-  (e.g. a tool call whose ``arguments`` are not JSON);
+  (e.g. a tool call whose ``arguments`` are not JSON), or these bytes as an HTML
+  page when ``payload`` is ``bytes``;
+- ``cut_next_stream()``: the next stream ends cleanly after its text deltas, with
+  no ``finish_reason``, no usage and no ``[DONE]`` (a proxy that dropped it);
 - ``delay_seconds``: every request waits this long first (timeouts);
 - ``first_chunk_delay_seconds``: a stream sends its headers at once, then
   waits this long before its first chunk (time to first token);
@@ -95,6 +99,7 @@ class FakeOpenAIServer:
         self._scripted = ScriptedLLMProvider(latency_ms=latency_ms)
         self._lock = threading.Lock()
         self._canned: deque[_Canned] = deque()
+        self._cut_streams = 0
         self._ids = itertools.count(1)
         self.app = Starlette(
             routes=[Route("/v1/chat/completions", self._chat_completions, methods=["POST"])]
@@ -110,22 +115,41 @@ class FakeOpenAIServer:
         """Forget recorded requests and pending canned answers; restore the defaults."""
         with self._lock:
             self._canned.clear()
+            self._cut_streams = 0
         self.requests.clear()
         self.delay_seconds = 0.0
         self.first_chunk_delay_seconds = 0.0
         self.reported_model = None
 
-    def fail_next(self, n: int, status: int = 500, *, retry_after: float | None = None) -> None:
+    def fail_next(
+        self, n: int, status: int = 500, *, retry_after: float | str | None = None
+    ) -> None:
         """Answer the next ``n`` requests with HTTP ``status`` and an OpenAI error body."""
-        headers = {"retry-after": f"{retry_after:g}"} if retry_after is not None else {}
+        headers: dict[str, str] = {}
+        if isinstance(retry_after, str):
+            headers["retry-after"] = retry_after
+        elif retry_after is not None:
+            headers["retry-after"] = f"{retry_after:g}"
         body = _error_body(f"injected failure {status}", "server_error", str(status))
         with self._lock:
             self._canned.extend(_Canned(status, body, headers) for _ in range(n))
 
     def respond_next(self, payload: Any, status: int = 200) -> None:
-        """Answer the next request with this JSON payload as is."""
+        """Answer the next request with this JSON payload as is (bytes: as an HTML page)."""
         with self._lock:
             self._canned.append(_Canned(status, payload, {}))
+
+    def cut_next_stream(self) -> None:
+        """End the next stream after its text deltas, as if the connection was closed."""
+        with self._lock:
+            self._cut_streams += 1
+
+    def _take_cut(self) -> bool:
+        with self._lock:
+            if self._cut_streams:
+                self._cut_streams -= 1
+                return True
+            return False
 
     def _pop_canned(self) -> _Canned | None:
         with self._lock:
@@ -143,6 +167,8 @@ class FakeOpenAIServer:
         if self.delay_seconds > 0:
             await asyncio.sleep(self.delay_seconds)
         if canned is not None:
+            if isinstance(canned.payload, bytes):
+                return Response(canned.payload, canned.status, media_type="text/html")
             return JSONResponse(canned.payload, canned.status, headers=canned.headers)
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return JSONResponse(_error_body("body needs 'messages'", "invalid_request_error"), 400)
@@ -225,6 +251,7 @@ class FakeOpenAIServer:
 
         first_chunk_delay = self.first_chunk_delay_seconds
         tool_calls = chunks[-1].get("tool_calls") or []
+        cut = self._take_cut()
 
         async def events() -> AsyncIterator[str]:
             if first_chunk_delay > 0:
@@ -235,6 +262,8 @@ class FakeOpenAIServer:
                 if "content" in chunk:
                     delta: dict[str, Any] = {"content": chunk["content"]}
                     yield frame([{"index": 0, "delta": delta, "finish_reason": None}])
+            if cut:
+                return
             for index, call in enumerate(tool_calls):
                 for part in _tool_call_deltas(index, call):
                     delta = {"tool_calls": [part]}

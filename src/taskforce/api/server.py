@@ -123,6 +123,9 @@ def create_app(
             body["tool_threads"] = {"busy": pool.busy, "size": pool.size}
         return body
 
+    # HEAD too, for load balancers that probe with it (the same answer without its body).
+    app.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
+
     # The router's routes join the app's own list (as include_router did before FastAPI
     # kept an included router as one opaque entry): the HTTP metrics label requests
     # with the templates of the app's routes.

@@ -7,6 +7,8 @@ import json
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 
 import pytest
@@ -210,6 +212,18 @@ class TestComplete:
         assert "'calculator'" in result["error"]
         assert reason in result["error"]
 
+    async def test_a_page_that_is_not_json_is_invalid_response(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """A 200 whose body is an HTML page (a captive proxy, say) fails as invalid_response."""
+        fake.respond_next(b"<html><body>Welcome to the proxy</body></html>")
+
+        result = await provider.complete(_mission("hi"))
+
+        assert (False, "invalid_response") == (result["success"], result["error_type"])
+        assert "not a chat completion" in result["error"]
+        assert ["invalid_response"] == [a.error_type for a in result["attempts"]]
+
 
 class TestGenerate:
     async def test_plan_from_prompt(self, provider: OpenAICompatibleProvider) -> None:
@@ -354,9 +368,48 @@ class TestStream:
         async with contextlib.aclosing(stream):
             first = await anext(stream)
 
-        assert {"content": "Scripted "} == first
+        assert "Scripted " == first["content"]
+        # the attempt report rides on the first chunk too, for a consumer who stops early
+        assert [None] == [attempt.error_type for attempt in first["attempts"]]
         with pytest.raises(StopAsyncIteration):
             await anext(stream)
+
+    @pytest.mark.parametrize(
+        "payload",
+        [
+            {"id": "chatcmpl-1", "object": "chat.completion", "model": "m", "choices": []},
+            {"error": "streaming is not supported here"},
+        ],
+        ids=["json-completion", "json-error"],
+    )
+    async def test_answer_without_events_is_invalid_response(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, payload: Any
+    ) -> None:
+        """A 200 to a stream request that holds no server-sent event fails, never retried."""
+        fake.respond_next(payload)
+
+        with pytest.raises(LLMProviderError, match="without server-sent events") as info:
+            async for _ in provider.stream(_mission("hi")):
+                pass
+
+        assert "invalid_response" == info.value.error_type
+        assert ["invalid_response"] == [a.error_type for a in info.value.attempts]
+        assert 1 == len(fake.requests)
+
+    async def test_stream_cut_before_its_finish_is_connection(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """A stream that ends cleanly without a finish_reason lost the rest of the answer."""
+        fake.cut_next_stream()
+        texts: list[str] = []
+
+        with pytest.raises(LLMProviderError, match="before the model finished") as info:
+            async for chunk in provider.stream(_mission("one two three")):
+                texts.append(chunk.get("content", ""))
+
+        assert texts  # the deltas before the cut were delivered
+        assert "connection" == info.value.error_type
+        assert ["connection"] == [a.error_type for a in info.value.attempts]
 
     async def test_error_raises_chained(self, provider: OpenAICompatibleProvider) -> None:
         """A failed stream raises LLMProviderError chained to the SDK error."""
@@ -440,18 +493,32 @@ class TestErrorTypes:
         assert 1 == len(result["attempts"])
         assert 1 == len(fake.requests)
 
-    async def test_retry_after_is_capped(self, base_url: str, fake: FakeOpenAIServer) -> None:
-        """A Retry-After longer than retry_after_max_seconds is waited only that long."""
-        fake.fail_next(1, 429, retry_after=600)
+    @pytest.mark.parametrize(
+        ("hint", "waited"),
+        [
+            (600, 0.05),  # seconds, longer than the cap
+            (format_datetime(datetime.now(UTC) + timedelta(hours=1), usegmt=True), 0.05),
+            (format_datetime(datetime.now(UTC) - timedelta(hours=1), usegmt=True), 0.0),
+        ],
+        ids=["seconds", "date-ahead", "date-past"],
+    )
+    async def test_retry_after_is_capped(
+        self, base_url: str, fake: FakeOpenAIServer, hint: float | str, waited: float
+    ) -> None:
+        """A Retry-After (seconds or an HTTP date) is waited for up to retry_after_max_seconds.
+
+        A date already past asks for no wait beyond the backoff (zero here).
+        """
+        fake.fail_next(1, 429, retry_after=hint)
         async with OpenAICompatibleProvider(
-            "m", base_url, api_key=_KEY, backoff_base_seconds=0.0, retry_after_max_seconds=0.01
+            "m", base_url, api_key=_KEY, backoff_base_seconds=0.0, retry_after_max_seconds=0.05
         ) as provider:
             with structlog.testing.capture_logs() as logs:
                 result = await provider.complete(_mission("hi"))
 
         assert True is result["success"]
         retries = [e for e in logs if e["event"] == "llm.request.retry"]
-        assert [(0.01, "rate_limit")] == [(e["delay_seconds"], e["error_type"]) for e in retries]
+        assert [(waited, "rate_limit")] == [(e["delay_seconds"], e["error_type"]) for e in retries]
 
     async def test_stream_error_carries_type_and_attempts(
         self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer

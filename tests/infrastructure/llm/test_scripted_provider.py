@@ -407,7 +407,9 @@ class TestStream:
         first = await anext(stream)
         await stream.aclose()
 
-        assert {"content": "Scripted "} == first
+        assert "Scripted " == first["content"]
+        # the attempt report rides on the first chunk too, for a consumer who stops early
+        assert [None] == [attempt.error_type for attempt in first["attempts"]]
         with pytest.raises(StopAsyncIteration):
             await anext(stream)
 

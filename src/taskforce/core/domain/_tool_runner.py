@@ -26,10 +26,12 @@ from taskforce.core.interfaces.outcome import (
     is_unknown_tool_error,
 )
 from taskforce.core.interfaces.tools import (
+    TOOL_TIME_LIMIT,
     TOOL_TIMEOUT_CANCEL_MESSAGE,
     ToolProtocol,
     ToolRegistryProtocol,
     ToolResult,
+    ToolTimeLimit,
 )
 
 __all__ = ["UNKNOWN_TOOL_ERROR_TYPE", "error_result", "run_tool_call"]
@@ -137,25 +139,33 @@ async def _execute_with_time_limit(
         raise RuntimeError("a tool call must run inside an asyncio task")
     loop = asyncio.get_running_loop()
     baseline = task.cancelling()
-    fired = False
+    limit = ToolTimeLimit()
 
     def _on_timeout() -> None:
-        nonlocal fired
-        fired = True
+        limit.expired = True
         task.cancel(TOOL_TIMEOUT_CANCEL_MESSAGE)
 
     handle = loop.call_later(timeout_seconds, _on_timeout)
+    # Whatever awaits the call (an instrumenting proxy) reads the limit, see ToolTimeLimit.
+    token = TOOL_TIME_LIMIT.set(limit)
     try:
         result: object = await tool.execute(**arguments)
     except asyncio.CancelledError:
         # Only our own cancellation becomes a timeout; if anyone else asked to
         # cancel the task too, their request is still counted and must win.
-        if not fired or task.uncancel() > baseline:
+        if not limit.expired or task.uncancel() > baseline:
             raise
+        raise _TimedOut from None
+    except Exception:
+        if not limit.expired:
+            raise
+        # The tool caught our cancellation and raised something else: still a timeout.
+        task.uncancel()
         raise _TimedOut from None
     finally:
         handle.cancel()
-    if fired:
+        TOOL_TIME_LIMIT.reset(token)
+    if limit.expired:
         # The tool swallowed our cancellation and returned late: undo the
         # request so it cannot leak into later awaits, and still report the timeout.
         task.uncancel()

@@ -151,6 +151,9 @@ class StreamChunk(TypedDict, total=False):
     ``usage`` and ``model`` when the provider knows them, the ``tool_calls``
     assembled from the deltas when the stream was asked with ``tools``, and
     ``attempts`` (every attempt of the call, the last one the stream itself).
+    The first chunk may carry ``attempts`` as well, the same list, so that a
+    consumer who stops reading early still knows the retries made before the
+    stream began: the provider completes the list when the stream is closed.
     """
 
     content: str

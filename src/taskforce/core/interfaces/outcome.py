@@ -79,7 +79,7 @@ def exception_error_type(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return TIMEOUT
     name = type(exc).__name__
-    return TIMEOUT if name in _TIMEOUT_CLASS_NAMES else name[:MAX_ERROR_TYPE_LENGTH]
+    return TIMEOUT if name in _TIMEOUT_CLASS_NAMES else _label_safe(name)
 
 
 def classify_tool_result(result: object) -> str | None:
@@ -91,9 +91,11 @@ def classify_tool_result(result: object) -> str | None:
     Returns:
         ``None`` for a success (a dict whose ``success`` is ``True``); else the
         ``error_type``: the tool's own (a non-empty string, cut to
-        :data:`MAX_ERROR_TYPE_LENGTH` characters), ``tool_error`` when it gave
-        none, or ``invalid_result`` when ``result`` is not a dict with a boolean
-        ``success``.
+        :data:`MAX_ERROR_TYPE_LENGTH` characters, a character UTF-8 cannot encode
+        replaced by ``?``), ``tool_error`` when it gave none or gave
+        ``unknown_tool`` (reserved for a name no tool has: a tool that runs is
+        not unknown), or ``invalid_result`` when ``result`` is not a dict with a
+        boolean ``success``.
     """
     if not isinstance(result, dict):
         return INVALID_RESULT
@@ -103,9 +105,25 @@ def classify_tool_result(result: object) -> str | None:
     if success is not False:
         return INVALID_RESULT
     error_type = result.get("error_type")
-    if isinstance(error_type, str) and error_type:
-        return error_type[:MAX_ERROR_TYPE_LENGTH]
+    if isinstance(error_type, str) and error_type and error_type != UNKNOWN_TOOL:
+        return _label_safe(error_type)
     return TOOL_ERROR
+
+
+def _label_safe(error_type: str) -> str:
+    """``error_type`` as the label guard keeps it: cut, and valid UTF-8.
+
+    The guard cuts every label value to :data:`MAX_ERROR_TYPE_LENGTH` characters and
+    replaces a lone surrogate with ``?``; done here, the mission's result and the log
+    line carry the value the metric does.
+    """
+    error_type = error_type[:MAX_ERROR_TYPE_LENGTH]
+    if not error_type.isascii():
+        try:
+            error_type.encode("utf-8")
+        except UnicodeEncodeError:
+            return error_type.encode("utf-8", "replace").decode("utf-8")
+    return error_type
 
 
 def classify_llm_result(result: object) -> str | None:

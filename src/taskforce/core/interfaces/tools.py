@@ -3,21 +3,47 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any, Protocol, TypedDict, runtime_checkable
 
 from taskforce.core.interfaces.llm import ToolSchema
 
 __all__ = [
     "TOOL_TIMEOUT_CANCEL_MESSAGE",
+    "TOOL_TIME_LIMIT",
     "ToolProtocol",
     "ToolRegistryProtocol",
     "ToolResult",
+    "ToolTimeLimit",
 ]
 
 #: A tool call that runs past its time limit is cancelled with this message
 #: (``task.cancel(TOOL_TIMEOUT_CANCEL_MESSAGE)``), so anything awaiting the call
 #: can tell a timeout from any other cancellation by ``CancelledError.args``.
 TOOL_TIMEOUT_CANCEL_MESSAGE = "taskforce.tool_timeout"
+
+
+class ToolTimeLimit:
+    """The time limit of the one tool call running in a task.
+
+    Attributes:
+        expired: ``True`` once the limit fired. A tool can catch the cancellation
+            and return (or raise something else) anyway; the call still timed out,
+            and whatever awaits it reads this to say so.
+    """
+
+    __slots__ = ("expired",)
+
+    def __init__(self) -> None:
+        """Start unexpired."""
+        self.expired = False
+
+
+#: The time limit of the tool call the current task is running, set by the tool
+#: runner around each call (``None`` outside one).
+TOOL_TIME_LIMIT: ContextVar[ToolTimeLimit | None] = ContextVar(
+    "taskforce_tool_time_limit", default=None
+)
 
 
 class ToolResult(TypedDict, total=False):

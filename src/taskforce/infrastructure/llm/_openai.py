@@ -14,6 +14,8 @@ import json
 import math
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from time import perf_counter
 from types import TracebackType
 from typing import Any, cast
@@ -56,13 +58,17 @@ class _InvalidResponse(Exception):
     """Internal: the endpoint answered 2xx with something that is not a usable answer."""
 
 
+class _StreamCut(Exception):
+    """Internal: a stream ended, without an error, before the model finished its answer."""
+
+
 def _classify(exc: Exception) -> LLMErrorType | None:
     """Name the LLM error type of an SDK, HTTP or deadline failure; ``None`` for anything else."""
     if isinstance(exc, TimeoutError | openai.APITimeoutError | httpx.TimeoutException):
         return "timeout"
     if isinstance(exc, openai.APIStatusError):
         return llm_error_type_of_status(exc.status_code)
-    if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
+    if isinstance(exc, openai.APIConnectionError | httpx.TransportError | _StreamCut):
         return "connection"
     if isinstance(
         exc, _InvalidResponse | openai.APIResponseValidationError | httpx.DecodingError | ValueError
@@ -75,12 +81,19 @@ def _classify(exc: Exception) -> LLMErrorType | None:
 
 
 def _retry_after(exc: Exception) -> float | None:
+    """The wait a failed response asks for in ``Retry-After``: seconds or an HTTP date."""
     if not isinstance(exc, openai.APIStatusError):
         return None
+    hint = exc.response.headers.get("retry-after", "").strip()
     try:
-        seconds = float(exc.response.headers.get("retry-after", ""))
-    except ValueError:  # absent, or an HTTP date: fall back to our own backoff
-        return None
+        seconds = float(hint)
+    except ValueError:  # absent, or an HTTP date
+        try:
+            seconds = (parsedate_to_datetime(hint) - datetime.now(UTC)).total_seconds()
+        except (TypeError, ValueError, OverflowError):  # absent or unreadable: our own backoff
+            return None
+        # a date already past asks for no wait beyond the backoff
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
@@ -115,13 +128,19 @@ class _StreamState:
     model: str
     usage: Usage | None = None
     calls: dict[int, _StreamedCall] = field(default_factory=dict)
+    # A finish_reason (or the usage, which comes after it) was read: the answer is whole.
+    finished: bool = False
 
     def add(self, chunk: ChatCompletionChunk) -> list[str]:
         """Take in one chunk; return its text deltas."""
         self.model = chunk.model or self.model
         self.usage = _usage(chunk.usage) or self.usage
+        if chunk.usage is not None:
+            self.finished = True
         texts: list[str] = []
         for choice in chunk.choices:
+            if choice.finish_reason:
+                self.finished = True
             delta = choice.delta
             if delta.content:
                 texts.append(delta.content)
@@ -317,13 +336,16 @@ class OpenAICompatibleProvider:
             **kwargs: further ``chat.completions.create`` parameters.
 
         Yields:
-            ``{"content": delta}`` chunks, then ``{"done": True, "usage": ...,
-            "model": ..., "attempts": [...]}`` (and ``tool_calls`` when asked with tools).
+            ``{"content": delta}`` chunks (the first one with ``attempts`` too), then
+            ``{"done": True, "usage": ..., "model": ..., "attempts": [...]}`` (and
+            ``tool_calls`` when asked with tools).
 
         Raises:
-            LLMProviderError: the request failed after retries, the stream broke
-                or ran past its deadline, or its tool calls cannot be decoded;
-                ``error_type`` and ``attempts`` say which and how often.
+            LLMProviderError: the request failed after retries, was answered without
+                server-sent events (``invalid_response``), the stream broke, ended
+                before a ``finish_reason`` (``connection``) or ran past its deadline,
+                or its tool calls cannot be decoded; ``error_type`` and ``attempts``
+                say which and how often.
         """
         asked = model or self._model
         params = cast("list[ChatCompletionMessageParam]", list(messages))
@@ -346,6 +368,13 @@ class OpenAICompatibleProvider:
             chunks = response.__aiter__()
             try:
                 first = await anext(chunks, None)
+                if first is None:
+                    # A JSON body, an error page, nothing: no server-sent event at all.
+                    content_type = response.response.headers.get("content-type", "none")
+                    raise _InvalidResponse(
+                        f"the stream request was answered without server-sent events "
+                        f"(content-type {content_type[:60]!r})"
+                    )
             except BaseException:
                 await response.close()
                 raise
@@ -357,10 +386,17 @@ class OpenAICompatibleProvider:
             raise self._provider_error(exc, _classify(exc) or "other", attempts) from exc
         state = _StreamState(asked)
         error: LLMProviderError | None = None
+        # The first chunk carries the attempt report too (the same list, final once the
+        # stream is closed): a consumer that stops early still has the retries made.
+        reported = False
         try:
             while chunk is not None:
                 for text in state.add(chunk):
-                    yield {"content": text}
+                    if reported:
+                        yield {"content": text}
+                    else:
+                        reported = True
+                        yield {"content": text, "attempts": attempts}
                 try:
                     async with asyncio.timeout_at(deadline):
                         chunk = await anext(chunks, None)
@@ -371,6 +407,13 @@ class OpenAICompatibleProvider:
                     attempts[-1] = LLMAttempt(error_type, elapsed_since(opened))
                     error = self._provider_error(exc, error_type, attempts)
                     raise error from exc
+            if not state.finished:
+                # Closed cleanly mid-answer: no finish_reason, no usage. The text so far is
+                # a fragment, not the answer; the connection dropped as far as we can tell.
+                cut = _StreamCut("the stream ended before the model finished its answer")
+                attempts[-1] = LLMAttempt("connection", elapsed_since(opened))
+                error = self._provider_error(cut, "connection", attempts)
+                raise error from None
             try:
                 tool_calls = state.tool_calls() if tools else []
             except _InvalidResponse as exc:
@@ -417,6 +460,15 @@ class OpenAICompatibleProvider:
             if error_type is None:
                 raise
             return self._failure(self._describe(exc), error_type, asked, attempts)
+        if not isinstance(response, ChatCompletion):
+            # The SDK hands back the body as text when it is not JSON (an HTML error page).
+            attempts[-1] = LLMAttempt("invalid_response", attempts[-1].duration_seconds)
+            return self._failure(
+                f"the answer is not a chat completion ({type(response).__name__})",
+                "invalid_response",
+                asked,
+                attempts,
+            )
         reported = response.model or asked
         try:
             if not response.choices:

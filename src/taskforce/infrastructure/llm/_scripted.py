@@ -254,8 +254,9 @@ class ScriptedLLMProvider:
             **kwargs: accepted for compatibility and ignored.
 
         Yields:
-            ``{"content": ...}`` deltas, then ``{"done": True, "usage": ...,
-            "model": ..., "attempts": [...]}`` (with ``tool_calls`` when asked with tools).
+            ``{"content": ...}`` deltas (the first one with ``attempts`` too), then
+            ``{"done": True, "usage": ..., "model": ..., "attempts": [...]}`` (with
+            ``tool_calls`` when asked with tools).
 
         Raises:
             ScriptedLLMError: the next directive is ``llm:error``.
@@ -288,7 +289,10 @@ class ScriptedLLMProvider:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 delay = self._chunk_delay_seconds
-                yield {"content": word if index == len(words) - 1 else word + " "}
+                chunk: StreamChunk = {"content": word if index == len(words) - 1 else word + " "}
+                if index == 0:  # the attempt report on the first chunk too (see StreamChunk)
+                    chunk["attempts"] = attempts
+                yield chunk
         if delay > 0:
             await asyncio.sleep(delay)
         answer_chars = len(text) if text else len(json.dumps(calls))

@@ -254,6 +254,7 @@ class StreamingLLMProviderProxy(LLMProviderProxy[_StreamingT]):
         """
         wrapped = self.__wrapped__
         started = perf_counter()
+        first: Any = _NO_CHUNK
         last: Any = _NO_CHUNK
         first_chunk_at: float | None = None
         error: Exception | None = None
@@ -264,6 +265,8 @@ class StreamingLLMProviderProxy(LLMProviderProxy[_StreamingT]):
                     # The first text delta, not the last chunk of an answer without text.
                     if first_chunk_at is None and isinstance(chunk, dict) and "content" in chunk:
                         first_chunk_at = perf_counter()
+                    if first is _NO_CHUNK:
+                        first = chunk
                     last = chunk
                     yield chunk
             finally:
@@ -272,7 +275,9 @@ class StreamingLLMProviderProxy(LLMProviderProxy[_StreamingT]):
             error = exc
             raise
         finally:
-            _record_stream(self, wrapped, started, first_chunk_at, error, last, args, kwargs)
+            _record_stream(
+                self, wrapped, started, first_chunk_at, error, (first, last), args, kwargs
+            )
 
 
 def _model(wrapped: Any, reported: Any, operation: str, args: tuple[Any, ...], kwargs: Any) -> str:
@@ -350,6 +355,13 @@ def _record_call(
         if usage:
             input_tokens = usage.get("prompt_tokens") or 0
             output_tokens = usage.get("completion_tokens") or 0
+            if not (
+                type(input_tokens) is int
+                and type(output_tokens) is int
+                and input_tokens >= 0
+                and output_tokens >= 0
+            ):
+                input_tokens, output_tokens = _token_counts(proxy, input_tokens, output_tokens)
             if input_tokens or output_tokens:  # no token series until a provider reports some
                 counted = children.counted_tokens or _token_children(families, children)
                 counted.inc(input_tokens, output_tokens)
@@ -376,27 +388,55 @@ def _record_call(
         report_fault(proxy._self_metrics, type(proxy).__name__, f"llm.{operation}", exc)
 
 
+def _token_counts(proxy: LLMProviderProxy[Any], *counts: Any) -> tuple[int, int]:
+    """The reported token counts as ints, or ``(0, 0)`` and a fault if one is not a count.
+
+    A whole float (``12.0``) is a count. Anything else (negative, fractional, not a
+    number) is not written: a bad report must neither fail the record, and with it
+    the call's retries and failure, nor corrupt the token and spend series.
+    """
+    try:
+        if all(
+            type(count) in (int, float) and count >= 0 and float(count).is_integer()
+            for count in counts
+        ):
+            return int(counts[0]), int(counts[1])
+    except (OverflowError, ValueError):  # inf, nan
+        pass
+    error = ValueError(f"the provider reported token counts that are not counts: {counts!r:.80}")
+    report_fault(proxy._self_metrics, type(proxy).__name__, "llm.usage", error)
+    return 0, 0
+
+
 def _record_stream(
     proxy: LLMProviderProxy[Any],
     wrapped: Any,
     started: float,
     first_chunk_at: float | None,
     error: Exception | None,
-    last: Any,
+    chunks: tuple[Any, Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> None:
-    """Record a finished stream as the call it was: the last chunk reports what a result does."""
+    """Record a finished stream as the call it was: the last chunk reports what a result does.
+
+    ``chunks`` is the first and the last chunk read. A stream its consumer left early
+    has no report on its last chunk; the first may carry the attempts (``StreamChunk``).
+    """
+    first, last = chunks
     outcome: Any = error
     readable = True
     if error is None and (last is _NO_CHUNK or isinstance(last, dict)):
         try:
             chunk = {} if last is _NO_CHUNK else last
+            attempts = chunk.get("attempts")
+            if not attempts and first is not last and isinstance(first, dict):
+                attempts = first.get("attempts")
             outcome = {
                 "success": True,
                 "usage": chunk.get("usage"),
                 "model": chunk.get("model"),
-                "attempts": chunk.get("attempts") or (),
+                "attempts": attempts or (),
             }
         except Exception as exc:
             report_fault(proxy._self_metrics, type(proxy).__name__, "llm.stream", exc)

@@ -15,7 +15,9 @@ uses, so the metrics, the mission and the ``tool.call.failed`` log line agree:
 - raises an ``Exception``: ``error``, ``error_type`` from
   ``exception_error_type`` (its class name, ``timeout`` for timeouts);
 - cancelled with ``TOOL_TIMEOUT_CANCEL_MESSAGE`` (how the agents enforce the
-  tool time limit): ``error``, ``error_type="timeout"``;
+  tool time limit): ``error``, ``error_type="timeout"``; also when the tool
+  caught that cancellation and returned or raised anyway (the runner's
+  ``TOOL_TIME_LIMIT`` says the limit expired), as the agents count it;
 - any other cancellation (the mission was cancelled): nothing is recorded.
   The call has no outcome of its own, and counting it as a tool error would
   let client disconnects raise the tool failure rate; the mission is counted
@@ -24,6 +26,11 @@ uses, so the metrics, the mission and the ``tool.call.failed`` log line agree:
 ``ToolRegistryProxy.get`` of a name that is not registered counts a failed
 call of that (guarded) tool name with ``error_type="unknown_tool"``, duration
 0: the model asked for a tool, and the mission feeds the error back to it.
+Such names are free text from the model (or from whoever wrote the mission), so
+they get a budget of their own: at most a tenth of ``max_label_values`` distinct
+ones per registry (at least one); later ones are counted as ``other``. A client
+that sends many made-up names therefore cannot use up the guard's cap and push
+the registered tools' own names into ``other``.
 """
 
 from __future__ import annotations
@@ -43,13 +50,19 @@ from taskforce.core.interfaces.outcome import (
     is_unknown_tool_error,
 )
 from taskforce.core.interfaces.tools import (
+    TOOL_TIME_LIMIT,
     TOOL_TIMEOUT_CANCEL_MESSAGE,
     ToolProtocol,
     ToolRegistryProtocol,
     ToolResult,
 )
 from taskforce.observability.metrics import CounterChild, Family, HistogramChild, MetricSet
-from taskforce.observability.metrics._catalog import TOOL_CALLS, TOOL_DURATION, TOOL_FAILURES
+from taskforce.observability.metrics._catalog import (
+    OTHER,
+    TOOL_CALLS,
+    TOOL_DURATION,
+    TOOL_FAILURES,
+)
 from taskforce.observability.proxies._base import ObservingProxy, passthrough, report_fault
 
 __all__ = ["ToolProxy", "ToolRegistryProxy"]
@@ -147,9 +160,16 @@ class ToolProxy(ObservingProxy[_ToolT]):
                 _record_failure(self, wrapped, None, started, TIMEOUT)
             raise
         except Exception as exc:
-            _record_failure(self, wrapped, None, started, exception_error_type(exc))
+            limit = TOOL_TIME_LIMIT.get()
+            timed_out = limit is not None and limit.expired
+            _record_failure(
+                self, wrapped, None, started, TIMEOUT if timed_out else exception_error_type(exc)
+            )
             raise
         error_type = classify_tool_result(result)
+        limit = TOOL_TIME_LIMIT.get()
+        if limit is not None and limit.expired:  # it caught the timeout's cancellation
+            error_type = TIMEOUT
         if error_type is not None:
             _record_failure(self, wrapped, None, started, error_type)
             return result
@@ -213,6 +233,9 @@ class ToolRegistryProxy(ObservingProxy[_RegistryT]):
         self._self_tools: dict[int, tuple[ToolProtocol, Any]] = {}
         # what list_tools() last listed, and the proxies it handed out for them
         self._self_listed: tuple[list[ToolProtocol], list[ToolProtocol]] = ([], [])
+        # names no tool has that were counted under their own name (see the module doc)
+        self._self_unknown: set[str] = set()
+        self._self_unknown_budget = max(1, metrics.max_label_values // 10)
 
     # The lean agent reads it before every LLM call.
     openai_schemas = passthrough("openai_schemas")
@@ -246,7 +269,8 @@ class ToolRegistryProxy(ObservingProxy[_RegistryT]):
             tool = self.__wrapped__.get(name)
         except Exception as exc:
             if is_unknown_tool_error(exc):
-                _record_failure(self, None, name, perf_counter(), UNKNOWN_TOOL)
+                label = self._self_unknown_label(name)
+                _record_failure(self, None, label, perf_counter(), UNKNOWN_TOOL)
             raise
         # the cache holds the tool, so its id names no other object while cached
         cached = self._self_tools.get(id(tool))
@@ -272,6 +296,18 @@ class ToolRegistryProxy(ObservingProxy[_RegistryT]):
             return observed.copy()  # a new list per call, as the registry's own
         observed = [self._self_observed(tool) for tool in tools]
         return tuple(observed) if isinstance(tools, tuple) else observed
+
+    def _self_unknown_label(self, name: object) -> str:
+        """The ``tool_name`` of a name no tool has: itself while the budget lasts, else other."""
+        if type(name) is not str:  # not a name any registry could hold: nothing to keep
+            return OTHER
+        unknown = self._self_unknown
+        if name in unknown:
+            return name
+        if len(unknown) < self._self_unknown_budget:
+            unknown.add(name)
+            return name
+        return OTHER
 
     def _self_observed(self, tool: ToolProtocol) -> ToolProtocol:
         if isinstance(tool, ObservingProxy):
