@@ -15,6 +15,7 @@ import pytest
 from taskforce.api.server import create_app
 from taskforce.application.container import Container, build_container
 from taskforce.config import Settings
+from taskforce.infrastructure.state import FileStateStore
 from taskforce.infrastructure.tools import ToolThreadPool
 from tests.support.live_server import serve
 
@@ -133,6 +134,32 @@ class TestHealth:
             release.set()
             await asyncio.gather(*held)
         assert {"status": "ok", "busy": 0} == _summary((await client.get("/health")).json())
+
+
+    async def test_degraded_while_state_threads_are_saturated(
+        self, container: Container, client: httpx.AsyncClient
+    ) -> None:
+        """/health says degraded while every thread of the file store is busy (a hung disk)."""
+        store = container.state_store.__wrapped__  # type: ignore[attr-defined]
+        assert isinstance(store, FileStateStore)
+        release, started = threading.Event(), threading.Semaphore(0)
+
+        def hold() -> None:
+            started.release()
+            release.wait()
+
+        held = [store._run(hold) for _ in range(store.thread_count)]
+        try:
+            for _ in range(store.thread_count):
+                await asyncio.to_thread(started.acquire)
+            body = (await client.get("/health")).json()
+            assert "degraded" == body["status"]
+            assert {"busy": store.thread_count, "size": store.thread_count} == body["state_threads"]
+        finally:
+            release.set()
+            await asyncio.gather(*held)
+        body = (await client.get("/health")).json()
+        assert ("ok", 0) == (body["status"], body["state_threads"]["busy"])
 
 
 def _summary(body: dict[str, object]) -> dict[str, object]:

@@ -113,14 +113,22 @@ def create_app(
         # process whose missions without file tools still run, and a burst that fills
         # the pool for a moment is no reason to. Operators alert on the body instead.
         pool = ctr.tool_pool
+        # the file store's own threads (a store without threads has no such attributes)
+        store_busy = getattr(ctr.state_store, "threads_busy", None)
+        store_size = getattr(ctr.state_store, "thread_count", None)
+        saturated = (pool is not None and pool.is_saturated) or (
+            type(store_busy) is int and type(store_size) is int and store_busy >= store_size
+        )
         body: dict[str, Any] = {
-            "status": "degraded" if pool is not None and pool.is_saturated else "ok",
+            "status": "degraded" if saturated else "ok",
             "version": __version__,
             "llm_provider": ctr.settings.llm.provider,
             "metrics_enabled": ctr.metrics is not None,
         }
         if pool is not None:
             body["tool_threads"] = {"busy": pool.busy, "size": pool.size}
+        if type(store_busy) is int and type(store_size) is int:
+            body["state_threads"] = {"busy": store_busy, "size": store_size}
         return body
 
     # HEAD too, for load balancers that probe with it (the same answer without its body).

@@ -117,6 +117,29 @@ class TestCorruption:
         with pytest.raises(StateStoreError, match="cannot load state of session 'dir'"):
             await store.load("dir")
 
+    @pytest.mark.parametrize("kind", ["fifo", "link-to-device"])
+    async def test_a_file_that_is_not_regular_fails_at_once(
+        self, store: FileStateStore, kind: str
+    ) -> None:
+        """A FIFO (or a link to /dev/zero) as a session's file fails its calls, never blocks.
+
+        Reading either would block a thread of the store for good (a FIFO without a
+        writer) or forever fill memory (/dev/zero); both get StateStoreError at once.
+        """
+        store.state_dir.mkdir()
+        path = store.state_dir / "odd.json"
+        if kind == "fifo":
+            os.mkfifo(path)
+        else:
+            path.symlink_to("/dev/zero")
+        with pytest.raises(StateStoreError, match="not a regular file") as info:
+            await asyncio.wait_for(store.load("odd"), 5)
+        assert str(store.state_dir) not in str(info.value)  # the path stays in the log
+        with pytest.raises(StateStoreError, match="not a regular file"):
+            await asyncio.wait_for(store.append("odd", {"status": "completed"}), 5)
+        assert 0 == store.threads_busy
+        await store.aclose()
+
 
 class TestAtomicSave:
     async def test_no_temp_files_left(self, store: FileStateStore) -> None:
@@ -322,6 +345,29 @@ class TestThreads:
         await store.aclose()
         assert names and all(name.startswith("taskforce-state") for name in names)
         assert len(names) <= 2
+
+    async def test_threads_are_daemons_and_counted_while_busy(self, tmp_path: Path) -> None:
+        """A stuck call cannot keep the process alive at exit, and is seen as busy meanwhile."""
+        import threading
+
+        store = FileStateStore(tmp_path, threads=2)
+        release, started = threading.Event(), threading.Semaphore(0)
+        daemons: list[bool] = []
+
+        def hold() -> None:
+            daemons.append(threading.current_thread().daemon)
+            started.release()
+            release.wait()
+
+        held = [store._run(hold) for _ in range(2)]
+        for _ in range(2):
+            await asyncio.to_thread(started.acquire)
+        assert (2, 2) == (store.threads_busy, store.thread_count)
+        release.set()
+        await asyncio.gather(*held)
+        assert 0 == store.threads_busy
+        assert [True, True] == daemons
+        await store.aclose()
 
     def test_threads_below_one_are_refused(self, tmp_path: Path) -> None:
         """A store without threads could never write: refused where it is made."""

@@ -10,21 +10,29 @@ splices the new record in without parsing or re-encoding the older ones.
 Writes of one session are ordered by an asyncio lock in the process and by an
 ``flock`` on one of a fixed set of lock files (in ``.locks/``) across
 processes sharing the directory (``taskforce serve --workers``).
+
+Only regular files are read: a FIFO, a device or a socket where a session's file
+should be (a symlink to one too) fails the call at once instead of blocking one
+of the store's threads for good. The threads are daemons, so a call stuck in
+the kernel anyway (a hung network filesystem) cannot keep a stopped service from
+exiting; ``threads_busy`` against ``thread_count`` tells ``/health`` when all are busy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import re
+import stat
 import tempfile
+import threading
 import weakref
 import zlib
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -33,6 +41,7 @@ import structlog
 
 from taskforce.core.interfaces.state import AppendResult, MissionRecord, SessionState
 from taskforce.errors import StateCorruptedError, StateStoreError
+from taskforce.infrastructure._daemon_executor import DaemonThreadExecutor
 from taskforce.infrastructure.state._common import (
     StateLimits,
     check_session_id,
@@ -118,10 +127,16 @@ def _decode(data: bytes, session_id: str, path: Path) -> SessionState:
 
 
 def _read_if_exists(path: Path) -> bytes | None:
+    """The file's bytes, ``None`` if there is none; an ``OSError`` if it is not a regular file."""
     try:
-        return path.read_bytes()
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (it changes nothing else)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    with open(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return handle.read()
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -217,8 +232,10 @@ class FileStateStore:
             raise ValueError(f"threads must be >= 1, got {threads!r}")
         self.state_dir = Path(state_dir)
         self.limits = limits if limits is not None else StateLimits()
-        self._size = threads
-        self._threads: ThreadPoolExecutor | None = None
+        self.thread_count = threads
+        self._threads: DaemonThreadExecutor | None = None
+        self._busy = 0
+        self._busy_lock = threading.Lock()
         # Weak values: a session's lock lives only while a write holds or awaits it.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -234,12 +251,28 @@ class FileStateStore:
         if threads is not None:
             threads.shutdown(wait=False)
 
+    @property
+    def threads_busy(self) -> int:
+        """How many of the store's threads are running a call (queued calls not counted)."""
+        return self._busy
+
     def _run(self, func: Callable[..., _R], *args: object) -> asyncio.Future[_R]:
         # Threads of its own: a call stuck in the loop's default executor (or in
         # anyone else's pool) cannot hold a mission's record back.
         if self._threads is None:
-            self._threads = ThreadPoolExecutor(self._size, thread_name_prefix="taskforce-state")
-        return asyncio.get_running_loop().run_in_executor(self._threads, func, *args)
+            self._threads = DaemonThreadExecutor(
+                self.thread_count, thread_name_prefix="taskforce-state"
+            )
+        return asyncio.get_running_loop().run_in_executor(self._threads, self._counted, func, *args)
+
+    def _counted(self, func: Callable[..., _R], *args: object) -> _R:
+        with self._busy_lock:
+            self._busy += 1
+        try:
+            return func(*args)
+        finally:
+            with self._busy_lock:
+                self._busy -= 1
 
     def _path(self, session_id: str) -> Path:
         return self.state_dir / f"{check_session_id(session_id)}.json"

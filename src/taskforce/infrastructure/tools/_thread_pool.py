@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from taskforce.infrastructure.tools._daemon_executor import DaemonThreadExecutor
+from taskforce.infrastructure._daemon_executor import DaemonThreadExecutor
 
 __all__ = ["DEFAULT_TOOL_THREADS", "ToolThreadPool"]
 

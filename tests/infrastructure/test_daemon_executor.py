@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from taskforce.infrastructure.tools._daemon_executor import DaemonThreadExecutor
+from taskforce.infrastructure._daemon_executor import DaemonThreadExecutor
 
-_SRC = Path(__file__).resolve().parents[3] / "src"
+_SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 @pytest.fixture(name="executor")
@@ -100,7 +100,7 @@ class TestDaemonThreadExecutor:
         os.mkfifo(fifo)
         script = (
             "import threading, sys\n"
-            "from taskforce.infrastructure.tools._daemon_executor import DaemonThreadExecutor\n"
+            "from taskforce.infrastructure._daemon_executor import DaemonThreadExecutor\n"
             "started = threading.Event()\n"
             "def read():\n"
             "    started.set()\n"
