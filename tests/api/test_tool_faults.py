@@ -135,7 +135,6 @@ class TestHealth:
             await asyncio.gather(*held)
         assert {"status": "ok", "busy": 0} == _summary((await client.get("/health")).json())
 
-
     async def test_degraded_while_state_threads_are_saturated(
         self, container: Container, client: httpx.AsyncClient
     ) -> None:
