@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from taskforce.config import Settings, load_settings
+from taskforce.config import Settings, check_directories, load_settings
 from taskforce.core.interfaces.log import LOG_CATEGORIES
 from taskforce.errors import ConfigurationError, UnknownSettingError
 
@@ -78,6 +78,10 @@ class TestErrors:
             ("TASKFORCE_LOGGING__CATEGORIES", "security,nonsense", "logging.categories"),
             ("TASKFORCE_LOGGING__LEVEL", "loud", "logging.level"),
             ("TASKFORCE_METRICS__AUTH_TOKEN", "  ", "metrics.auth_token"),
+            # an empty path would silently mean the working directory
+            ("TASKFORCE_STATE_DIR", " ", "state_dir"),
+            ("TASKFORCE_WORKSPACE_DIR", "", "workspace_dir"),
+            ("TASKFORCE_METRICS__TARGETS_FILE", "", "metrics.targets_file"),
         ],
     )
     def test_invalid_value_names_setting(
@@ -96,11 +100,54 @@ class TestErrors:
             load_settings(tmp_path / "nope.toml")
 
     def test_malformed_config_file(self, tmp_path: Path) -> None:
-        """A TOML syntax error is reported as a configuration error."""
+        """A TOML syntax error is reported as a configuration error naming the file."""
         cfg = tmp_path / "bad.toml"
         cfg.write_text("[metrics\n", encoding="utf-8")
-        with pytest.raises(ConfigurationError):
+        with pytest.raises(ConfigurationError) as info:
             load_settings(cfg)
+        assert f"in {cfg}" == info.value.source
+
+    def test_config_file_that_is_a_directory(self, tmp_path: Path) -> None:
+        """A directory given as the config file is named for what it is."""
+        with pytest.raises(ConfigurationError, match="is not a file"):
+            load_settings(tmp_path)
+
+    def test_a_section_as_bad_json_names_its_variable(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """TASKFORCE_LLM='{...' (a whole section as JSON, cut short) names TASKFORCE_LLM."""
+        monkeypatch.setenv("TASKFORCE_LLM", '{"model": "m", ')
+        with pytest.raises(ConfigurationError) as info:
+            load_settings()
+        assert ("llm", "TASKFORCE_LLM") == (info.value.setting, info.value.source)
+
+
+class TestDirectories:
+    @pytest.mark.parametrize("name", ["state_dir", "workspace_dir"])
+    def test_a_file_where_a_directory_should_be(self, tmp_path: Path, name: str) -> None:
+        """A path that is a file stops start-up naming the setting, its variable and the path."""
+        taken = tmp_path / "taken"
+        taken.write_text("x", encoding="utf-8")
+        paths = {"state_dir": tmp_path / "s", "workspace_dir": tmp_path / "w", name: taken}
+        settings = Settings(state_dir=paths["state_dir"], workspace_dir=paths["workspace_dir"])
+        with pytest.raises(ConfigurationError, match="not a directory") as info:
+            check_directories(settings)
+        assert name == info.value.setting
+        assert f"TASKFORCE_{name.upper()}={str(taken)!r}" == info.value.source
+
+    def test_a_directory_that_cannot_be_made(self, tmp_path: Path) -> None:
+        """A directory below a file cannot be made: refused at start-up, not at the first write."""
+        (tmp_path / "file").write_text("x", encoding="utf-8")
+        settings = Settings(state_dir=tmp_path / "file" / "state", workspace_dir=tmp_path / "w")
+        with pytest.raises(ConfigurationError) as info:
+            check_directories(settings)
+        assert "state_dir" == info.value.setting
+
+    def test_missing_directories_are_made(self, tmp_path: Path) -> None:
+        """Directories that do not exist yet are made, and then pass."""
+        settings = Settings(state_dir=tmp_path / "a" / "s", workspace_dir=tmp_path / "b" / "w")
+        check_directories(settings)
+        assert settings.state_dir.is_dir() and settings.workspace_dir.is_dir()
 
     def test_unknown_key_in_file(self, tmp_path: Path) -> None:
         """A misspelt key in the file is an error naming it, not silently ignored."""

@@ -12,6 +12,7 @@ import contextlib
 import difflib
 import json
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -136,6 +137,13 @@ class MetricsSettings(_Section):
     #: A Prometheus ``file_sd`` file listing every worker's metrics endpoint.
     targets_file: Path | None = None
 
+    @field_validator("targets_file", mode="before")
+    @classmethod
+    def _check_targets_file(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must name a file, not be empty (unset it for none)")
+        return value
+
     @field_validator("path")
     @classmethod
     def _check_path(cls, value: str) -> str:
@@ -251,6 +259,14 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".taskforce/state")
     workspace_dir: Path = Path(".taskforce/workspace")
 
+    @field_validator("state_dir", "workspace_dir", mode="before")
+    @classmethod
+    def _check_directory(cls, value: Any) -> Any:
+        # An empty value would silently mean the working directory.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must name a directory, not be empty")
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -338,6 +354,21 @@ def _check_environment(environ: Mapping[str, str]) -> None:
             raise UnknownSettingError(variable, _closest(upper, by_variable))
 
 
+def _source_error(exc: Exception, config_file: str | None) -> ConfigurationError:
+    """Name where a value that could not even be parsed came from: a variable or the file."""
+    text = str(exc)
+    # pydantic-settings' words for a whole section given as JSON (TASKFORCE_LLM='{...')
+    section = re.search(
+        r'error parsing value for field "(\w+)" from source "EnvSettingsSource"', text
+    )
+    if section is not None:
+        name = section.group(1)
+        return ConfigurationError(name, "not a JSON object", source=f"{_ENV_PREFIX}{name}".upper())
+    if config_file:
+        return ConfigurationError("config", text, source=f"in {config_file}")
+    return ConfigurationError("config", text)
+
+
 def _configuration_error(
     exc: ValidationError, environ: Mapping[str, str], config_file: str | None
 ) -> ConfigurationError:
@@ -375,6 +406,34 @@ def _configuration_error(
     return ConfigurationError(setting, reason, source=source)
 
 
+def check_directories(settings: Settings) -> None:
+    """Create the directories the settings name, or stop start-up naming the one that fails.
+
+    ``state_dir`` (for the file store) and ``workspace_dir`` are made if missing; each
+    must then be a directory this process can write in.
+
+    Args:
+        settings: The service's settings.
+
+    Raises:
+        ConfigurationError: a path exists and is not a directory, or cannot be made
+            or written in; the message names the setting, its variable and the path.
+    """
+    names = ["workspace_dir"] + (["state_dir"] if settings.state.backend == "file" else [])
+    for name in names:
+        path = getattr(settings, name)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise PermissionError(13, "not writable")
+        except OSError as exc:
+            reason = "not a directory" if path.exists() and not path.is_dir() else exc.strerror
+            variable = f"{_ENV_PREFIX}{name}".upper()
+            raise ConfigurationError(
+                name, f"cannot use it as a directory: {reason}", source=f"{variable}={str(path)!r}"
+            ) from exc
+
+
 def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Build :class:`Settings` from the environment, an optional TOML file and overrides.
 
@@ -398,13 +457,15 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
     path = os.environ.get(_CONFIG_VARIABLE)
     try:
         _check_environment(os.environ)
-        if path and not Path(path).is_file():
+        if path and not Path(path).exists():
             raise ConfigurationError("config", f"config file {path} does not exist")
+        if path and not Path(path).is_file():
+            raise ConfigurationError("config", f"config file {path} is not a file")
         return Settings(**overrides)
     except ValidationError as exc:
         raise _configuration_error(exc, os.environ, path) from exc
-    except (OSError, ValueError) as exc:  # unreadable or malformed TOML
-        raise ConfigurationError("config", str(exc)) from exc
+    except (OSError, ValueError) as exc:  # unreadable or malformed TOML, a section's bad JSON
+        raise _source_error(exc, path) from exc
     finally:
         if config_file is not None:
             if previous is None:

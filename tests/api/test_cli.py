@@ -169,6 +169,18 @@ class TestRun:
         assert "TASKFORCE_METRICS__MAX_LABEL_VALUES='-3'" in proc.stderr
         assert not (tmp_path / "state").exists()
 
+    def test_a_state_dir_that_is_a_file_stops_it(self, tmp_path: Path) -> None:
+        """A state_dir that is a file: one line naming the variable, exit 2, no traceback."""
+        taken = tmp_path / "taken"
+        taken.write_text("x", encoding="utf-8")
+        env = {**_env(tmp_path), "TASKFORCE_STATE_DIR": str(taken)}
+        proc = _taskforce("run", "hi", env=env, cwd=tmp_path)
+        assert 2 == proc.returncode
+        assert [
+            f"taskforce: invalid setting 'state_dir' (TASKFORCE_STATE_DIR={str(taken)!r}): "
+            "cannot use it as a directory: not a directory"
+        ] == proc.stderr.splitlines()
+
 
 class TestServe:
     def test_serve_answers_health_and_metrics(self, tmp_path: Path) -> None:

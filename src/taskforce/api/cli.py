@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskforce import __version__
 from taskforce.api._logs import configure_from_settings
-from taskforce.config import Settings, load_settings
+from taskforce.config import Settings, check_directories, load_settings
 from taskforce.errors import (
     ConfigurationError,
     MissionError,
@@ -111,6 +111,7 @@ async def _check_state_store(settings: Settings) -> None:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from taskforce.api._supervisor import resolve_workers, serve
 
+    check_directories(settings)
     if settings.state.backend == "postgres":
         asyncio.run(_check_state_store(settings))
     return serve(settings, args.host, args.port, resolve_workers(args.workers))
@@ -122,6 +123,7 @@ async def _run_mission(args: argparse.Namespace, settings: Settings) -> int:
     if not args.mission.strip():
         # Refused before anything is built: no state directory for a mission that cannot run.
         raise MissionError("the mission is empty")
+    check_directories(settings)
     has_tokens = False  # the answer already went out as it streamed
     async with build_container(settings) as container:
         if args.stream:
