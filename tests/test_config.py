@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from taskforce.config import Settings, check_directories, load_settings
+from taskforce.config import Settings, check_directories, dsn_secrets, load_settings
 from taskforce.core.interfaces.log import LOG_CATEGORIES
 from taskforce.errors import ConfigurationError, UnknownSettingError
 
@@ -236,6 +236,25 @@ class TestUnknownVariables:
 
 
 class TestSecrets:
+    @pytest.mark.parametrize(
+        ("dsn", "hidden"),
+        [
+            ("postgresql://u:p%40ss@h/db", ["p%40ss", "p@ss"]),
+            ("postgresql://u@h/db?password=qs-pass", ["qs-pass"]),
+            # unencoded reserved characters: the password as written, and its pieces
+            ("postgresql://u:Top/Secret9@h:5432/db", ["Top/Secret9", "Secret9"]),
+            ("postgresql://u:Pa55?W0rdX@h/db", ["Pa55?W0rdX", "Pa55", "W0rdX"]),
+        ],
+    )
+    def test_dsn_secrets_cover_its_password_however_written(
+        self, dsn: str, hidden: list[str]
+    ) -> None:
+        """Every form a parser's message could quote the password in is redacted."""
+        secrets = dsn_secrets(dsn)
+        assert dsn == secrets[0]
+        assert set(hidden) <= set(secrets)
+        assert "h" not in secrets and "u" not in secrets  # host and user stay readable
+
     def test_secret_values_lists_every_set_secret(self) -> None:
         """secret_values() returns the value of every secret that is set (for redaction)."""
         s = Settings(api={"auth_token": "a"}, metrics={"auth_token": "m"}, llm={"api_key": "k"})

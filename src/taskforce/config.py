@@ -300,13 +300,42 @@ class Settings(BaseSettings):
             if secret is not None
         ]
         if self.state.dsn is not None:
-            with contextlib.suppress(ValueError):
-                parts = urlsplit(self.state.dsn.get_secret_value())
-                passwords = [parts.password or ""]
-                passwords += parse_qs(parts.query).get("password", [])
-                for password in filter(None, passwords):
-                    values += [password, unquote(password)]
+            values += dsn_secrets(self.state.dsn.get_secret_value())
         return values
+
+
+def dsn_secrets(dsn: str) -> list[str]:
+    """What of a connection string must never be shown, longest first.
+
+    The DSN whole; its password raw and decoded, from ``user:password@`` or a
+    ``password=`` query parameter (as libpq accepts it); and, for a password that
+    holds a character a URL reserves (``/``, ``#``, ``?``) without percent-encoding
+    it, the password as written and each of its pieces of 4 characters or more,
+    since a parser's message may quote a piece of it.
+
+    Args:
+        dsn: The connection string.
+
+    Returns:
+        The strings to redact.
+    """
+    values = {dsn}
+    passwords: list[str] = []
+    with contextlib.suppress(ValueError):
+        parts = urlsplit(dsn)
+        passwords += [parts.password or ""]
+        passwords += parse_qs(parts.query).get("password", [])
+    # userinfo as written: everything between the scheme and the last '@' (a host has none)
+    rest = dsn.split("://", 1)[-1]
+    if "@" in rest:
+        userinfo = rest.rsplit("@", 1)[0]
+        if ":" in userinfo:
+            written = userinfo.split(":", 1)[1]
+            passwords.append(written)
+            passwords += [piece for piece in re.split(r"[/#?@:]", written) if len(piece) >= 4]
+    for password in filter(None, passwords):
+        values.update({password, unquote(password)})
+    return sorted(values, key=len, reverse=True)
 
 
 def _is_secret(annotation: Any) -> bool:

@@ -236,13 +236,22 @@ class TestStartup:
 
     @pytest.mark.parametrize("workers", ["1", "2"])
     def test_app_that_cannot_start_exits_2(self, tmp_path: Path, workers: str) -> None:
-        """A worker whose app fails to start stops the service: exit 2, last line says so."""
-        (tmp_path / "a-file").write_text("not a folder", encoding="utf-8")
-        env = clean_env(
-            tmp_path,
-            TASKFORCE_STATE_DIR=str(tmp_path / "a-file" / "state"),
-            TASKFORCE_METRICS__PORT=str(free_ports(2)),
+        """A worker whose app fails to start stops the service: exit 2, last line says so.
+
+        The settings pass every check; the environment breaks the app's start-up itself
+        (a ``sitecustomize`` makes the state store's ``open`` raise in every process).
+        """
+        boot = tmp_path / "boot"
+        boot.mkdir()
+        (boot / "sitecustomize.py").write_text(
+            "from taskforce.infrastructure.state import FileStateStore\n"
+            "async def _broken(self):\n"
+            "    raise RuntimeError('the environment broke')\n"
+            "FileStateStore.open = _broken\n",
+            encoding="utf-8",
         )
+        env = clean_env(tmp_path, TASKFORCE_METRICS__PORT=str(free_ports(2)))
+        env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(boot)])
         args = ["serve", "--port", str(free_ports(1)), "--workers", workers]
         with started(args, env, tmp_path) as child:
             assert 2 == child.process.wait(timeout=60)
@@ -301,15 +310,7 @@ class TestShutdown:
             done = httpx.post(f"{api}/api/v1/execute", json={"mission": "hi", "session_id": "kept"})
             mission = 'tool:sleep {"seconds": 60}\ndone'
             with concurrent.futures.ThreadPoolExecutor(4) as pool:
-                futures = [
-                    pool.submit(
-                        httpx.post,
-                        f"{api}/api/v1/execute",
-                        json={"mission": mission, "session_id": f"s{i}"},
-                        timeout=60,
-                    )
-                    for i in range(4)
-                ]
+                futures = _post_missions(pool, api, mission, "s")
                 _wait_for(child, "mission.started", 5)
                 began = time.monotonic()
                 child.process.send_signal(signal.SIGTERM)
@@ -329,6 +330,51 @@ class TestShutdown:
         assert ["completed"] == _statuses(tmp_path, "kept")
         stopped = [e for e in events(child) if e["event"] == "server.stopped"]
         assert int(workers) == len(stopped)
+
+    def test_one_signal_to_the_whole_group_only_drains(
+        self, tmp_path: Path, ports: tuple[int, int]
+    ) -> None:
+        """SIGTERM to the process group (systemd, tini -g) is one signal: missions finish.
+
+        Each worker gets it directly and again from the supervisor; the two together must
+        not count as the second signal that cancels at once.
+        """
+        api_port, metrics_port = ports
+        env = clean_env(
+            tmp_path,
+            TASKFORCE_SERVER__SHUTDOWN_GRACE_SECONDS="60",
+            TASKFORCE_METRICS__PORT=str(metrics_port),
+        )
+        args = ["serve", "--port", str(api_port), "--workers", "2"]
+        with started(args, env, tmp_path) as child:
+            api = f"http://127.0.0.1:{api_port}"
+            wait_until_up(child, [f"{api}/health"])
+            mission = 'tool:sleep {"seconds": 2}\ndone'
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                futures = _post_missions(pool, api, mission, "g")
+                _wait_for(child, "mission.started", 4)
+                os.killpg(child.process.pid, signal.SIGTERM)
+                code = child.process.wait(timeout=60)
+                answers = [f.result() for f in futures]
+        assert 0 == code
+        assert [200] * 4 == [a.status_code for a in answers]
+        assert ["completed"] * 4 == [a.json()["status"] for a in answers]
+        assert not [e for e in events(child) if e["event"] == "server.requests.cancelled"]
+
+
+def _post_missions(
+    pool: concurrent.futures.ThreadPoolExecutor, api: str, mission: str, prefix: str
+) -> list[concurrent.futures.Future[httpx.Response]]:
+    """Send four missions at once, in sessions ``prefix0`` to ``prefix3``."""
+    return [
+        pool.submit(
+            httpx.post,
+            f"{api}/api/v1/execute",
+            json={"mission": mission, "session_id": f"{prefix}{i}"},
+            timeout=60,
+        )
+        for i in range(4)
+    ]
 
 
 def _wait_for(child: Child, event: str, count: int) -> None:

@@ -10,12 +10,14 @@ import httpx
 import pytest
 import structlog
 
+from taskforce.api._listener import WorkerSlot
 from taskforce.api.server import create_app
 from taskforce.config import Settings
-from taskforce.errors import ConfigurationError
+from taskforce.errors import ConfigurationError, StateStoreUnavailableError
 from taskforce.infrastructure.tools import session_folder_name
 from tests.api.conftest import CALC_WRITE_MISSION, parse_sse
 from tests.support.live_server import LiveServer, serve
+from tests.support.processes import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -260,3 +262,33 @@ class TestLoggingUnderAForeignServer:
         structlog.configure(processors=processors)
         create_app()
         assert processors == structlog.get_config()["processors"]
+
+
+class TestUnreachableStateDatabase:
+    @pytest.mark.parametrize("restarted", [False, True], ids=["first-start", "replacement"])
+    async def test_only_a_replacement_worker_starts_without_it(
+        self, tmp_path: Path, restarted: bool
+    ) -> None:
+        """A first start refuses; a worker replacing one that served starts and says why.
+
+        Otherwise one database outage plus one worker crash would stop the whole service.
+        """
+        pytest.importorskip("asyncpg")
+        dsn = f"postgresql://u:pw-xyzzy@127.0.0.1:{free_ports(1)}/x"  # nothing listens there
+        settings = Settings(
+            state_dir=tmp_path / "state",
+            workspace_dir=tmp_path / "workspace",
+            state={"backend": "postgres", "dsn": dsn, "timeout_seconds": 2},
+        )
+        app = create_app(settings, worker=WorkerSlot(0, None, restarted=restarted))
+        with structlog.testing.capture_logs() as logs:
+            if restarted:
+                async with app.router.lifespan_context(app):
+                    pass
+            else:
+                with pytest.raises(StateStoreUnavailableError):
+                    async with app.router.lifespan_context(app):
+                        pass
+        unavailable = [log for log in logs if log["event"] == "state.unavailable"]
+        assert restarted == bool(unavailable)
+        assert all("xyzzy" not in str(log) for log in logs)

@@ -138,7 +138,7 @@ class TestShutdown:
         assert "server.stopped" == logs[-1]["event"]
 
     async def test_stream_cancelled_at_shutdown_ends_with_an_error_event(
-        self, running: Running
+        self, running: Running, settings: Settings
     ) -> None:
         """A stream whose mission the shutdown cancels still ends with its final event."""
         async with httpx.AsyncClient(base_url=running.url, timeout=30) as client:
@@ -155,6 +155,9 @@ class TestShutdown:
         assert "error" == events[-1]
         last = json.loads([line for line in rest if line.startswith("data: ")][-1][6:])
         assert ("cancelled", True) == (last["error_type"], last["is_final"])
+        # the record says what the stream said
+        (record,) = _records(settings.state_dir, "st")
+        assert ("cancelled", "cancelled") == (record["status"], record["error_type"])
 
     async def test_idle_server_stops_without_cancelling(self, running: Running) -> None:
         """With nothing running, a stop cancels nothing and logs server.stopped."""

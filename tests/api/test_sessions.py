@@ -66,6 +66,16 @@ class TestReadSession:
         assert ["calculator"] == first["tool_calls"]
         assert first["started_at"] <= first["finished_at"]
 
+    async def test_a_failed_mission_reads_back_its_error_type(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        """The record of a failed mission carries the error and error_type its result did."""
+        body = {"mission": "llm:fail auth\nsay hi", "session_id": "s-failed"}
+        result = (await client.post("/api/v1/execute", json=body)).json()
+        assert ("failed", "auth") == (result["status"], result["error_type"])
+        (read,) = (await client.get("/api/v1/sessions/s-failed")).json()["missions"]
+        assert (result["error"], "auth") == (read["error"], read["error_type"])
+
     async def test_post_takes_every_id_the_route_reads(self, client: httpx.AsyncClient) -> None:
         """A session id with a leading dash (valid for the CLI and the route) can be continued."""
         body = {"mission": "hello", "session_id": "-dash"}

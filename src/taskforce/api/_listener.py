@@ -34,6 +34,9 @@ class WorkerSlot:
 
     index: int
     metrics_socket: socket.socket | None = None
+    #: A replacement for a worker that had served: it starts even while the state
+    #: database is unreachable (the service is up; its missions fail until it is back).
+    restarted: bool = False
 
 
 def bind_socket(host: str, port: int, *, what: str) -> socket.socket:

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from taskforce.api._encoding import sse_event
 from taskforce.api._listener import WorkerSlot
 from taskforce.api.server import create_app  # imported before the fork: workers start sooner
+from taskforce.application.executor import RECORD_SECONDS
 from taskforce.config import Settings
 
 __all__ = ["STOP_SIGNALS", "TaskforceServer", "run_worker"]
@@ -32,7 +33,7 @@ __all__ = ["STOP_SIGNALS", "TaskforceServer", "run_worker"]
 _LOG = structlog.get_logger("taskforce.api")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: How long cancelled missions get to write their ``cancelled`` record.
-CANCEL_RECORD_SECONDS = 5.0
+CANCEL_RECORD_SECONDS = RECORD_SECONDS
 
 
 class _AnswerCancelled:
@@ -100,6 +101,7 @@ class TaskforceServer(uvicorn.Server):
         *,
         grace_seconds: float,
         signals: Sequence[signal.Signals] = STOP_SIGNALS,
+        force_signals: Sequence[signal.Signals] = (),
         on_started: Callable[[], None] | None = None,
     ) -> None:
         """Create the server.
@@ -108,6 +110,10 @@ class TaskforceServer(uvicorn.Server):
             app: the ASGI app to serve (with its lifespan).
             grace_seconds: how long running requests may go on after the first signal.
             signals: the signals that stop it (none in tests that stop it by hand).
+            force_signals: when given, only these stop waiting at once, and any number of
+                ``signals`` just drain (a worker: it gets the supervisor's forwarded
+                signal and, under a process-group kill, the same signal directly).
+                Without them, a second signal of any kind stops waiting.
             on_started: called once the app has started and the sockets serve.
         """
         self._answer_cancelled = _AnswerCancelled(app)
@@ -115,7 +121,8 @@ class TaskforceServer(uvicorn.Server):
             uvicorn.Config(self._answer_cancelled, log_config=None, access_log=True, lifespan="on")
         )
         self.grace_seconds = grace_seconds
-        self._signals = tuple(signals)
+        self._force_signals = tuple(force_signals)
+        self._signals = tuple(dict.fromkeys((*signals, *self._force_signals)))
         self._on_started = on_started
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -138,8 +145,8 @@ class TaskforceServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        """First signal: drain within the grace. Any later one: stop waiting at once."""
-        if self.should_exit:
+        """First signal: drain within the grace. A later one (a force signal): stop waiting."""
+        if sig in self._force_signals or (self.should_exit and not self._force_signals):
             self.force_exit = True
         self.should_exit = True
 
@@ -187,6 +194,7 @@ def run_worker(
     slot: WorkerSlot,
     *,
     signals: Sequence[signal.Signals] = STOP_SIGNALS,
+    force_signals: Sequence[signal.Signals] = (),
     on_started: Callable[[], None] | None = None,
 ) -> int:
     """Serve the app on sockets bound by the caller until a stop signal; return the exit code.
@@ -196,6 +204,7 @@ def run_worker(
         api_socket: the listening API socket (shared by every worker).
         slot: this worker's index and metrics socket.
         signals: the signals this process stops on.
+        force_signals: the signals that stop it waiting at once (see ``TaskforceServer``).
         on_started: called once the worker serves (the supervisor's readiness signal).
 
     Returns:
@@ -206,6 +215,7 @@ def run_worker(
         app,
         grace_seconds=settings.server.shutdown_grace_seconds,
         signals=signals,
+        force_signals=force_signals,
         on_started=on_started,
     )
     try:

@@ -189,6 +189,7 @@ class _Supervisor:
                 slot.index,
                 slot.ready,
                 os.getpid(),
+                bool(slot.pids),  # a replacement of a worker that served
             ),
             name=f"taskforce-worker-{slot.index}",
         )
@@ -203,9 +204,13 @@ class _Supervisor:
         stop_deadline: float | None = None
         while True:
             if self._signals > self._stop_sent:
-                # First signal: drain. Second: each worker stops waiting at once.
+                # First signal: drain (SIGTERM). Second: each worker stops waiting at once
+                # (SIGUSR2). A worker only drains on any number of SIGTERMs: under a
+                # process-group kill (systemd, tini -g) it gets the operator's one directly
+                # as well as this one, and that must not count as a second.
+                forwarded = signal.SIGTERM if self._stop_sent == 0 else signal.SIGUSR2
                 for process in self._alive():
-                    os.kill(process.pid, signal.SIGTERM)  # type: ignore[arg-type]
+                    os.kill(process.pid, forwarded)  # type: ignore[arg-type]
                 if self._stop_sent == 0:
                     grace = self._settings.server.shutdown_grace_seconds
                     stop_deadline = (
@@ -297,14 +302,25 @@ def _worker_main(
     index: int,
     ready: Event,
     supervisor: int,
+    restarted: bool,
 ) -> None:
-    """Body of a forked worker: serve until SIGTERM (SIGINT is the supervisor's to pass on)."""
+    """Body of a forked worker: drain on SIGTERM, stop at once on SIGUSR2 (from the supervisor).
+
+    SIGINT is the supervisor's to pass on (a terminal's Ctrl-C reaches the whole group).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _stop_with_supervisor(supervisor)
     for other, sock in enumerate(metrics_sockets):
         if other != index and sock is not None:
             sock.close()
-    slot = WorkerSlot(index, metrics_sockets[index])
-    code = run_worker(settings, api_socket, slot, signals=(signal.SIGTERM,), on_started=ready.set)
+    slot = WorkerSlot(index, metrics_sockets[index], restarted=restarted)
+    code = run_worker(
+        settings,
+        api_socket,
+        slot,
+        signals=(signal.SIGTERM,),
+        force_signals=(signal.SIGUSR2,),
+        on_started=ready.set,
+    )
     raise SystemExit(code)

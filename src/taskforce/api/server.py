@@ -20,6 +20,7 @@ from taskforce.api._metrics_serving import MetricsServing
 from taskforce.api._routes import mission_router
 from taskforce.application.container import Container, build_container
 from taskforce.config import Settings, load_settings
+from taskforce.errors import StateStoreUnavailableError
 
 __all__ = ["create_app"]
 
@@ -68,7 +69,15 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Connects the state store on the server's own loop (a pool belongs to one loop).
-        await ctr.open()
+        try:
+            await ctr.open()
+        except StateStoreUnavailableError as exc:
+            # A first start refuses (the service would come up without its sessions); a
+            # worker replacing one that served must not, or one database outage plus one
+            # crash would take the whole service down. Its store connects on its next call.
+            if worker is None or not worker.restarted:
+                raise
+            _LOG.warning("state.unavailable", category="state", error=str(exc))
         await metrics_serving.start()
         _LOG.info(
             "server.started",

@@ -52,7 +52,15 @@ class Container:
             await open_store()
 
     async def aclose(self) -> None:
-        """Release what the container holds: provider clients, store connections, tool threads."""
+        """Release what the container holds: provider clients, store connections, tool threads.
+
+        First the executor's missions still running in tasks of their own are cancelled
+        and their records written (``AgentExecutor.drain``), while the store is open.
+        """
+        drain = getattr(self.executor, "drain", None)
+        if drain is not None:
+            with contextlib.suppress(Exception):
+                await drain()
         for owner in (self.llm_provider, self.state_store):
             aclose = getattr(owner, "aclose", None)
             if aclose is not None:

@@ -41,11 +41,13 @@ from taskforce.core.interfaces.state import StateStoreProtocol
 from taskforce.core.interfaces.tools import ToolRegistryProtocol
 from taskforce.errors import StateStoreError
 
-__all__ = ["AgentExecutor"]
+__all__ = ["RECORD_SECONDS", "AgentExecutor"]
 
 _LOG = structlog.get_logger(__name__)
 _T = TypeVar("_T")
 _DONE = object()
+#: How long a cancelled mission gets to write its ``cancelled`` record.
+RECORD_SECONDS = 5.0
 
 
 class AgentExecutor:
@@ -76,7 +78,9 @@ class AgentExecutor:
         self._agent_settings = agent_settings or AgentSettings()
         # Weak values: a session's lock lives only while a mission holds or awaits it.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self._background: set[asyncio.Task[None]] = set()
+        # Tasks that write a record after the caller stopped waiting: cancelled missions'
+        # records, and the missions of streams (their consumer may be gone).
+        self._background: set[asyncio.Task[Any]] = set()
 
     async def execute_mission(
         self,
@@ -150,6 +154,10 @@ class AgentExecutor:
                 queue.put_nowait(_DONE)
 
         task = asyncio.create_task(produce(), name=f"taskforce-mission-{mission_id}")
+        # Kept until done: a consumer cancelled over and over (anyio's cancel scopes, at
+        # shutdown) cannot wait for the record below, and ``drain`` then does.
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
         try:
             while (item := await queue.get()) is not _DONE:
                 yield cast(ProgressEvent, item)
@@ -161,6 +169,19 @@ class AgentExecutor:
                 await asyncio.wait([task])
             if not task.cancelled():
                 task.exception()  # retrieved, so asyncio does not report it as lost
+
+    async def drain(self) -> None:
+        """Cancel the missions still running in tasks of their own and let them record it.
+
+        For a shutdown: a stream whose consumer was cancelled cancels its mission, but
+        may not be able to wait for its ``cancelled`` record; this waits, at most
+        :data:`RECORD_SECONDS`, for those records and any still being written.
+        """
+        tasks = list(self._background)
+        for task in tasks:
+            task.cancel()  # a record being written is shielded (to_the_end)
+        if tasks:
+            await asyncio.wait(tasks, timeout=RECORD_SECONDS)
 
     async def _run(
         self,
@@ -253,7 +274,8 @@ class AgentExecutor:
             "status": "cancelled",
             "final_message": "",
             "error": "cancelled",
-            "error_type": None,
+            # as the stream's final error event says it (api/_serving.py)
+            "error_type": "cancelled",
             "steps": [],
             "started_at": started_at,
         }

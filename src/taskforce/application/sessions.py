@@ -42,6 +42,7 @@ def _mission(record: dict[str, Any]) -> dict[str, Any]:
     return {
         **{field: record.get(field) for field in _FIELDS},
         "error": record.get("error"),
+        "error_type": record.get("error_type"),
         "tool_calls": tool_calls,
         "steps": steps,
     }

@@ -89,6 +89,11 @@ class TestSecrets:
             "postgresql://u:secret-xyzzy@127.0.0.1:-1/x",
             "postgresql://u:secret-xyzzy@127.0.0.1:abc/x",
             "postgresql://u:secret-xyzzy@[::1/x",
+            # a password with a character a URL reserves, not percent-encoded: the parser
+            # splits inside it and its message quoted a piece of the password
+            "postgresql://u:secret/xyzzy9@127.0.0.1:5432/x",
+            "postgresql://u:secret#xyzzy9@127.0.0.1:5432/x",
+            "postgresql://u:secret?xyzzy9@127.0.0.1:5432/x",
         ],
     )
     async def test_malformed_dsn_is_unavailable_not_a_crash(self, dsn: str) -> None:
@@ -97,4 +102,5 @@ class TestSecrets:
         with pytest.raises(StateStoreUnavailableError) as info:
             await PostgresStateStore(dsn, timeout_seconds=2).open()
         for text in (str(info.value), info.value.detail, repr(info.value)):
-            assert "secret-xyzzy" not in text
+            assert "secret" not in text
+            assert "xyzzy" not in text

@@ -13,8 +13,8 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
 
+from taskforce.config import dsn_secrets
 from taskforce.core.interfaces.state import AppendResult, MissionRecord, SessionState
 from taskforce.errors import (
     ConfigurationError,
@@ -84,7 +84,7 @@ class PostgresStateStore:
     ) -> None:
         _driver()
         self._dsn = dsn
-        self._secrets = _secret_parts(dsn)
+        self._secrets = dsn_secrets(dsn)
         self.pool_size = pool_size
         self.timeout_seconds = timeout_seconds
         self.limits = limits if limits is not None else StateLimits()
@@ -117,10 +117,21 @@ class PostgresStateStore:
                 command_timeout=self.timeout_seconds,
             )
         except (
-            OSError,
-            TimeoutError,
             ValueError,  # a DSN the driver cannot parse: a port that is no number, a broken host
             OverflowError,  # a port outside 0-65535
+        ) as exc:
+            # Never the parser's words: they quote the piece of the DSN they tripped on,
+            # which is often the password (one with an unencoded '/', '#' or '?').
+            reason = (
+                f"the connection string cannot be parsed ({type(exc).__name__}); "
+                "percent-encode any '/', '#', '?', '@' or ':' in its user name and password"
+            )
+            raise StateStoreUnavailableError(
+                f"cannot reach the state database: {reason}", detail=reason
+            ) from None
+        except (
+            OSError,
+            TimeoutError,
             driver.PostgresError,
             driver.InterfaceError,
         ) as exc:
@@ -271,16 +282,6 @@ class PostgresStateStore:
 
     def __repr__(self) -> str:
         return f"<PostgresStateStore pool_size={self.pool_size}>"
-
-
-def _secret_parts(dsn: str) -> list[str]:
-    """The DSN and its password (raw and decoded), longest first, for redaction."""
-    parts = {dsn}
-    with contextlib.suppress(ValueError):
-        password = urlsplit(dsn).password
-        if password:
-            parts.update({password, unquote(password)})
-    return sorted(parts, key=len, reverse=True)
 
 
 def _text(record: object) -> tuple[str, int]:
