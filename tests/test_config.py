@@ -143,6 +143,26 @@ class TestDirectories:
             check_directories(settings)
         assert "state_dir" == info.value.setting
 
+    def test_a_targets_file_whose_folder_cannot_be_made(self, tmp_path: Path) -> None:
+        """The targets file's folder is checked too: named by the targets file's variable."""
+        (tmp_path / "file").write_text("x", encoding="utf-8")
+        settings = Settings(
+            state_dir=tmp_path / "s",
+            workspace_dir=tmp_path / "w",
+            metrics={"port": 9464, "targets_file": tmp_path / "file" / "targets.json"},
+        )
+        with pytest.raises(ConfigurationError) as info:
+            check_directories(settings)
+        assert "metrics.targets_file" == info.value.setting
+        assert str(info.value.source).startswith("TASKFORCE_METRICS__TARGETS_FILE=")
+
+    def test_a_targets_file_needs_a_metrics_port(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without metrics.port there is no listener to list: the file would stay unwritten."""
+        monkeypatch.setenv("TASKFORCE_METRICS__TARGETS_FILE", "/tmp/targets.json")
+        with pytest.raises(ConfigurationError, match=r"needs metrics\.port") as info:
+            load_settings()
+        assert "metrics.targets_file" == info.value.setting
+
     def test_missing_directories_are_made(self, tmp_path: Path) -> None:
         """Directories that do not exist yet are made, and then pass."""
         settings = Settings(state_dir=tmp_path / "a" / "s", workspace_dir=tmp_path / "b" / "w")

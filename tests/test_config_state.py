@@ -52,6 +52,7 @@ class TestStateSettings:
         with pytest.raises(ConfigurationError) as info:
             load_settings(state={"backend": "postgres"})
         assert "state.dsn" == info.value.setting
+        assert "TASKFORCE_STATE__DSN" == info.value.source  # the variable to set
 
     def test_bad_dsn_is_named_not_shown(self) -> None:
         """A DSN of another scheme names state.dsn and does not echo the value."""

@@ -144,6 +144,14 @@ class MetricsSettings(_Section):
             raise ValueError("must name a file, not be empty (unset it for none)")
         return value
 
+    @field_validator("targets_file")
+    @classmethod
+    def _targets_need_a_port(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # The file lists metrics listeners; without metrics.port there is none to list.
+        if value is not None and info.data.get("port") is None:
+            raise ValueError("lists the metrics listeners: it needs metrics.port")
+        return value
+
     @field_validator("path")
     @classmethod
     def _check_path(cls, value: str) -> str:
@@ -431,7 +439,8 @@ def _configuration_error(
     elif config_file:
         source = f"in {config_file}" + (f": {value[1:]}" if value else "")
     else:
-        source = value[1:] or None
+        # nothing was given (a setting another one requires): name the variable to set
+        source = value[1:] or variable
     return ConfigurationError(setting, reason, source=source)
 
 
@@ -449,15 +458,18 @@ def check_directories(settings: Settings) -> None:
             or written in; the message names the setting, its variable and the path.
     """
     names = ["workspace_dir"] + (["state_dir"] if settings.state.backend == "file" else [])
-    for name in names:
-        path = getattr(settings, name)
+    directories = [(name, getattr(settings, name)) for name in names]
+    if settings.metrics.targets_file is not None:
+        # the file is replaced atomically: its folder must take a new file
+        directories.append(("metrics.targets_file", settings.metrics.targets_file.parent))
+    for name, path in directories:
         try:
             path.mkdir(parents=True, exist_ok=True)
             if not os.access(path, os.W_OK | os.X_OK):
                 raise PermissionError(13, "not writable")
         except OSError as exc:
             reason = "not a directory" if path.exists() and not path.is_dir() else exc.strerror
-            variable = f"{_ENV_PREFIX}{name}".upper()
+            variable = f"{_ENV_PREFIX}{name.replace('.', '__')}".upper()
             raise ConfigurationError(
                 name, f"cannot use it as a directory: {reason}", source=f"{variable}={str(path)!r}"
             ) from exc

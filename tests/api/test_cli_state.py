@@ -46,6 +46,28 @@ class TestStartUp:
         assert "hunter2-secret" not in proc.stderr + proc.stdout
         assert dsn not in proc.stderr + proc.stdout
 
+    @pytest.mark.parametrize("command", [["serve", "--port", "0"], ["run", "hello"]])
+    async def test_a_newer_schema_exits_2_in_one_line(
+        self, tmp_path: Path, postgres_dsn: str, command: list[str]
+    ) -> None:
+        """A database a newer taskforce migrated: exit 2 and one line, not a traceback."""
+        import asyncpg
+
+        async with PostgresStateStore(postgres_dsn):
+            pass  # creates the schema
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            await conn.execute("INSERT INTO taskforce_schema_version (version) VALUES (99)")
+        finally:
+            await conn.close()
+        env = _env(tmp_path, TASKFORCE_STATE__BACKEND="postgres", TASKFORCE_STATE__DSN=postgres_dsn)
+        proc = _taskforce(*command, env=env, cwd=tmp_path)
+        assert 2 == proc.returncode
+        assert [
+            "taskforce: state: the state database has schema version 99; "
+            "this taskforce knows version 1"
+        ] == proc.stderr.strip().splitlines()
+
 
 class TestRunOnPostgres:
     async def test_two_runs_share_the_session(self, tmp_path: Path, postgres_dsn: str) -> None:

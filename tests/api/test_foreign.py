@@ -114,3 +114,8 @@ class TestFromParent:
     def test_unknown_worker_count_counts_as_many(self) -> None:
         """A gunicorn whose worker count cannot be read is treated as multi-process."""
         assert ForeignSupervisor("gunicorn", None).is_multiprocess
+
+    def test_gunicorn_with_one_worker_counts_as_many(self) -> None:
+        """gunicorn -w 1 can grow at run time (TTIN): its shared port never serves metrics."""
+        assert ForeignSupervisor("gunicorn", 1).is_multiprocess
+        assert not ForeignSupervisor("uvicorn", 1).is_multiprocess

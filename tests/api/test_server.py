@@ -292,3 +292,24 @@ class TestUnreachableStateDatabase:
         unavailable = [log for log in logs if log["event"] == "state.unavailable"]
         assert restarted == bool(unavailable)
         assert all("xyzzy" not in str(log) for log in logs)
+
+
+class TestTargetsFileOutsideTaskforceServe:
+    async def test_an_unwritable_targets_file_is_logged_not_fatal(self, tmp_path: Path) -> None:
+        """Built by another server, a targets file that cannot be written is named in a log.
+
+        The app still starts and serves its metrics; only discovery through the file is
+        missing (``taskforce serve`` refuses such a file before it starts, see config).
+        """
+        settings = Settings(
+            state_dir=tmp_path / "state",
+            workspace_dir=tmp_path / "workspace",
+            metrics={"port": free_ports(1), "targets_file": tmp_path / "no" / "such" / "t.json"},
+        )
+        app = create_app(settings)
+        with structlog.testing.capture_logs() as logs:
+            async with app.router.lifespan_context(app):
+                started = [log["event"] for log in logs]
+        assert "server.started" in started
+        (failed,) = [log for log in logs if log["event"] == "metrics.targets.failed"]
+        assert ("error", "metrics.targets_file") == (failed["log_level"], failed["setting"])

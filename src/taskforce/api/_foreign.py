@@ -30,7 +30,13 @@ class ForeignSupervisor:
 
     @property
     def is_multiprocess(self) -> bool:
-        """True unless the server is known to run a single worker."""
+        """True unless the server is known to run a single worker, and to keep it so.
+
+        gunicorn always counts as many: its ``TTIN`` signal adds workers at run time, to
+        a ``-w 1`` service too, and the shared port would then answer for either.
+        """
+        if self.name == "gunicorn":
+            return True
         return self.workers is None or self.workers > 1
 
 

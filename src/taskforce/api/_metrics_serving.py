@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 
 from taskforce.api._foreign import ForeignSupervisor, detect_supervisor
 from taskforce.api._listener import MetricsListener, WorkerSlot, bind_first_free, bind_socket
-from taskforce.api._targets import register_target, unregister_target
+from taskforce.api._targets import register_target, report_failure, unregister_target
 from taskforce.config import Settings
 from taskforce.observability import (
     HTTPMetricsMiddleware,
@@ -119,8 +119,12 @@ class MetricsServing:
             # The supervisor of `taskforce serve` writes the file for its workers.
             label = str(self._listener.port - port)
             path = targets.absolute()
-            register_target(path, host, self._listener.port, label)
-            self._registered = (path, host, self._listener.port)
+            try:
+                register_target(path, host, self._listener.port, label)
+            except OSError as exc:  # the metrics still serve; only discovery is missing
+                report_failure(exc)
+            else:
+                self._registered = (path, host, self._listener.port)
 
     async def aclose(self) -> None:
         """Stop the listener and withdraw this process's entry from the targets file."""
@@ -130,7 +134,7 @@ class MetricsServing:
             try:
                 unregister_target(path, host, port)
             except OSError as exc:
-                _LOG.warning("metrics.targets.failed", category="lifecycle", error=str(exc))
+                report_failure(exc, level="warning")
         if self._listener is not None:
             listener, self._listener = self._listener, None
             await listener.aclose()

@@ -29,7 +29,7 @@ import structlog
 
 from taskforce.api._listener import WorkerSlot, bind_socket
 from taskforce.api._serving import CANCEL_RECORD_SECONDS, run_worker
-from taskforce.api._targets import write_targets
+from taskforce.api._targets import report_failure, write_targets
 from taskforce.config import Settings
 from taskforce.errors import StartupError
 
@@ -117,7 +117,7 @@ class _Targets:
         try:
             write_targets(self.path, {str(i): (self.host, port + i) for i in workers})
         except OSError as exc:
-            _LOG.error("metrics.targets.failed", category="lifecycle", error=str(exc))
+            report_failure(exc)
 
 
 @dataclass

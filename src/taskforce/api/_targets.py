@@ -18,7 +18,27 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["advertised_host", "register_target", "unregister_target", "write_targets"]
+import structlog
+
+__all__ = [
+    "advertised_host",
+    "register_target",
+    "report_failure",
+    "unregister_target",
+    "write_targets",
+]
+
+_LOG = structlog.get_logger("taskforce.api")
+
+
+def report_failure(exc: OSError, *, level: str = "error") -> None:
+    """Log that the targets file could not be written or updated; the metrics still serve."""
+    getattr(_LOG, level)(
+        "metrics.targets.failed",
+        category="lifecycle",
+        setting="metrics.targets_file",
+        error=str(exc),
+    )
 
 
 def advertised_host(host: str) -> str:

@@ -17,6 +17,7 @@ from taskforce.errors import (
     ConfigurationError,
     MissionError,
     StartupError,
+    StateStoreError,
     StateStoreUnavailableError,
 )
 
@@ -209,5 +210,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     except StateStoreUnavailableError as exc:
         # The message names no connection string; the setting to check is state.dsn.
         print(f"taskforce: state.dsn: {exc}", file=sys.stderr)
+        code = 2
+    except StateStoreError as exc:
+        # A store that opened but cannot be used (a schema newer than this code knows):
+        # a start-up failure, one line; the message names no path and no DSN.
+        print(f"taskforce: state: {exc}", file=sys.stderr)
         code = 2
     sys.exit(code)
