@@ -90,11 +90,13 @@ class TestRun:
         assert levels and levels <= {"warning", "error", "critical"}
 
     @pytest.mark.parametrize(
-        "args", [[""], ["  \n "], ["hi", "--session", "../x"], ["hi", "--session", "a b"]]
+        "args",
+        [[""], ["  \n "], ["hi", "--session", "../x"], ["hi", "--session", "a b"], ["x" * 9]],
     )
     def test_invalid_mission_one_line_exit_2(self, tmp_path: Path, args: list[str]) -> None:
-        """An empty mission or a bad session id prints one line (no traceback) and exits 2."""
-        proc = _taskforce("run", *args, env=_env(tmp_path), cwd=tmp_path)
+        """An empty or too long mission or a bad session id: one line, no traceback, exit 2."""
+        env = _env(tmp_path, TASKFORCE_AGENT__MAX_MISSION_CHARS="8")
+        proc = _taskforce("run", *args, env=env, cwd=tmp_path)
         assert 2 == proc.returncode
         assert ("", 1) == (proc.stdout, len(proc.stderr.splitlines()))
         assert proc.stderr.startswith("taskforce: ")

@@ -80,6 +80,17 @@ class TestValidation:
         with pytest.raises(MissionError, match="mission must be"):
             await _executor().execute_mission(mission)
 
+    async def test_mission_length_is_agent_max_mission_chars(self) -> None:
+        """A mission longer than agent.max_mission_chars is refused, by both forms; at it, runs."""
+        store = MemoryStateStore()
+        executor = _executor(store, settings=AgentSettings(max_mission_chars=10))
+        with pytest.raises(MissionError, match=r"at most 10 characters .* got 11"):
+            await executor.execute_mission("x" * 11, session_id="s")
+        with pytest.raises(MissionError, match="agent.max_mission_chars"):
+            await anext(executor.execute_mission_streaming("x" * 11, session_id="s"))
+        assert {} == store.data
+        assert "completed" == (await executor.execute_mission("x" * 10)).status
+
     async def test_streaming_validates_too(self) -> None:
         """The streaming form raises MissionError for an unknown agent_type on first iteration."""
         stream = _executor().execute_mission_streaming("m", agent_type="nope")  # type: ignore[arg-type]

@@ -16,7 +16,8 @@ class ExecuteRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
-    mission: str = Field(min_length=1, max_length=100_000, description="What the agent must do.")
+    # Its longest length is agent.max_mission_chars, which the executor checks (for the CLI too).
+    mission: str = Field(min_length=1, description="What the agent must do.")
     agent_type: Literal["lean", "legacy"] = Field(default="lean", description="Which agent flow.")
     session_id: str | None = Field(
         default=None,

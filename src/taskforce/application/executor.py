@@ -32,6 +32,7 @@ from taskforce.core.interfaces.context import enter_mission, exit_mission
 from taskforce.core.interfaces.executor import (
     AgentType,
     ExecutionResult,
+    MissionRequest,
     ProgressEvent,
     check_mission_request,
 )
@@ -104,7 +105,7 @@ class AgentExecutor:
             MissionError: an argument is invalid (the message names it).
             asyncio.CancelledError: the mission was cancelled; it is recorded as such.
         """
-        request = check_mission_request(mission, agent_type, session_id, mission_id)
+        request = self._checked(mission, agent_type, session_id, mission_id)
         return await self._run(
             request.mission,
             request.agent_type,
@@ -139,7 +140,7 @@ class AgentExecutor:
         Raises:
             MissionError: an argument is invalid (the message names it).
         """
-        request = check_mission_request(mission, agent_type, session_id, mission_id)
+        request = self._checked(mission, agent_type, session_id, mission_id)
         session_id = request.session_id or new_id()
         mission_id = request.mission_id or new_id()
         queue: asyncio.Queue[object] = asyncio.Queue()
@@ -169,6 +170,18 @@ class AgentExecutor:
                 await asyncio.wait([task])
             if not task.cancelled():
                 task.exception()  # retrieved, so asyncio does not report it as lost
+
+    def _checked(
+        self, mission: object, agent_type: object, session_id: object, mission_id: object
+    ) -> MissionRequest:
+        """The request, checked against the protocol and this executor's limits."""
+        return check_mission_request(
+            mission,
+            agent_type,
+            session_id,
+            mission_id,
+            max_chars=self._agent_settings.max_mission_chars,
+        )
 
     async def drain(self) -> None:
         """Cancel the missions still running in tasks of their own and let them record it.

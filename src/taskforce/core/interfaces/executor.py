@@ -66,6 +66,8 @@ def check_mission_request(
     agent_type: object = "lean",
     session_id: object = None,
     mission_id: object = None,
+    *,
+    max_chars: int | None = None,
 ) -> MissionRequest:
     """Validate a mission request: the one place that decides what is a mission.
 
@@ -78,6 +80,8 @@ def check_mission_request(
         agent_type: must be one of ``AGENT_TYPES``.
         session_id: ``None``, or an id matching :data:`SESSION_ID_PATTERN`.
         mission_id: ``None``, or an id matching :data:`SESSION_ID_PATTERN`.
+        max_chars: the most characters ``mission`` may have (``agent.max_mission_chars``);
+            ``None``: no limit.
 
     Returns:
         The checked request.
@@ -96,6 +100,11 @@ def check_mission_request(
         )
     if not isinstance(mission, str) or not mission.strip():
         raise MissionError(f"mission must be a non-empty string, got {mission!r:.40}")
+    if max_chars is not None and len(mission) > max_chars:
+        raise MissionError(
+            f"mission must be at most {max_chars} characters (agent.max_mission_chars), "
+            f"got {len(mission)}"
+        )
     for name, value in (("session_id", session_id), ("mission_id", mission_id)):
         if value is not None and not (
             isinstance(value, str) and SESSION_ID_PATTERN.fullmatch(value)
