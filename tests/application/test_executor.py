@@ -86,7 +86,7 @@ class TestValidation:
         executor = _executor(store, settings=AgentSettings(max_mission_chars=10))
         with pytest.raises(MissionError, match=r"at most 10 characters .* got 11"):
             await executor.execute_mission("x" * 11, session_id="s")
-        with pytest.raises(MissionError, match="agent.max_mission_chars"):
+        with pytest.raises(MissionError, match=r"agent\.max_mission_chars"):
             await anext(executor.execute_mission_streaming("x" * 11, session_id="s"))
         assert {} == store.data
         assert "completed" == (await executor.execute_mission("x" * 10)).status
