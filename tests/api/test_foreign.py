@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from taskforce.api._foreign import ForeignSupervisor, detect_supervisor
+from taskforce.api._foreign import ForeignSupervisor, detect_supervisor, own_uvicorn_host
 
 
 def _fake_proc(tmp_path: Path, *argv: str) -> Path:
@@ -119,3 +119,21 @@ class TestFromParent:
         """gunicorn -w 1 can grow at run time (TTIN): its shared port never serves metrics."""
         assert ForeignSupervisor("gunicorn", 1).is_multiprocess
         assert not ForeignSupervisor("uvicorn", 1).is_multiprocess
+
+
+class TestOwnUvicornHost:
+    @pytest.mark.parametrize(
+        ("argv", "environ", "host"),
+        [
+            (["/venv/bin/uvicorn", "--factory", "--host", "0.0.0.0", "a:b"], {}, "0.0.0.0"),
+            (["/venv/bin/uvicorn", "--host=10.0.0.7", "a:b"], {}, "10.0.0.7"),
+            (["/x/uvicorn/__main__.py", "a:b"], {"UVICORN_HOST": "::"}, "::"),
+            (["/venv/bin/uvicorn", "a:b"], {}, None),  # uvicorn's default: the fallback
+            (["/venv/bin/taskforce", "serve", "--host", "0.0.0.0"], {}, None),  # not uvicorn
+        ],
+    )
+    def test_the_host_a_plain_uvicorn_serves_on(
+        self, argv: list[str], environ: dict[str, str], host: str | None
+    ) -> None:
+        """A single uvicorn's metrics listener follows its --host (or UVICORN_HOST)."""
+        assert host == own_uvicorn_host(argv, environ)

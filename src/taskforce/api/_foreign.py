@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -114,6 +115,22 @@ def _from_parent(proc: Path) -> ForeignSupervisor | None:
         host = _flag(argv, ("--host",)) or "127.0.0.1"
         return ForeignSupervisor("uvicorn", workers, host) if workers is not None else None
     return None
+
+
+def own_uvicorn_host(argv: list[str], environ: Mapping[str, str]) -> str | None:
+    """The ``--host`` of a plain (single-process) uvicorn running this process, if it is one.
+
+    Args:
+        argv: this process's command line (``sys.argv``).
+        environ: its environment (uvicorn reads ``UVICORN_HOST`` too).
+
+    Returns:
+        The host uvicorn binds; ``None`` when this process is not uvicorn's.
+    """
+    names = [os.path.basename(arg) for arg in argv[:2]]
+    if not (names and (names[0] == "uvicorn" or argv[0].endswith("uvicorn/__main__.py"))):
+        return None
+    return _flag(argv, ("--host",)) or environ.get("UVICORN_HOST") or None
 
 
 def detect_supervisor(proc: Path = Path("/proc")) -> ForeignSupervisor | None:

@@ -14,13 +14,15 @@ Decided once, when the app is built:
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import structlog
 from fastapi import FastAPI
 from starlette.applications import Starlette
 
-from taskforce.api._foreign import ForeignSupervisor, detect_supervisor
+from taskforce.api._foreign import ForeignSupervisor, detect_supervisor, own_uvicorn_host
 from taskforce.api._listener import MetricsListener, WorkerSlot, bind_first_free, bind_socket
 from taskforce.api._targets import register_target, report_failure, unregister_target
 from taskforce.config import Settings
@@ -142,4 +144,9 @@ class MetricsServing:
     def _default_host(self) -> str:
         if self._foreign is not None and self._foreign.host:
             return self._foreign.host
+        if self._worker is None and self._foreign is None:
+            # a plain uvicorn: the host it serves the API on (--host or UVICORN_HOST)
+            own = own_uvicorn_host(sys.argv, os.environ)
+            if own:
+                return own
         return _FALLBACK_HOST
