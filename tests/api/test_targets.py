@@ -9,20 +9,22 @@ from pathlib import Path
 from taskforce.api._targets import (
     advertised_host,
     register_target,
+    replace_own_targets,
     unregister_target,
-    write_targets,
 )
+
+_OWN = [("127.0.0.1", 9100), ("127.0.0.1", 9101)]
 
 
 def _read(path: Path) -> object:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-class TestWriteTargets:
+class TestReplaceOwnTargets:
     def test_one_group_per_worker_with_its_label(self, tmp_path: Path) -> None:
         """Each endpoint is a group with a `worker` label, in worker order."""
         path = tmp_path / "targets.json"
-        write_targets(path, {"1": ("127.0.0.1", 9101), "0": ("127.0.0.1", 9100)})
+        replace_own_targets(path, _OWN, {"1": ("127.0.0.1", 9101), "0": ("127.0.0.1", 9100)})
         assert [
             {"targets": ["127.0.0.1:9100"], "labels": {"worker": "0"}},
             {"targets": ["127.0.0.1:9101"], "labels": {"worker": "1"}},
@@ -31,10 +33,22 @@ class TestWriteTargets:
     def test_replaces_without_leaving_temporary_files(self, tmp_path: Path) -> None:
         """A rewrite replaces the file whole and leaves nothing else in the folder."""
         path = tmp_path / "targets.json"
-        write_targets(path, {"0": ("127.0.0.1", 9100)})
-        write_targets(path, {})
+        replace_own_targets(path, _OWN, {"0": ("127.0.0.1", 9100)})
+        replace_own_targets(path, _OWN, {})
         assert [] == _read(path)
-        assert ["targets.json"] == [p.name for p in tmp_path.iterdir()]
+        assert {"targets.json", "targets.json.lock"} == {p.name for p in tmp_path.iterdir()}
+
+    def test_two_services_share_one_file(self, tmp_path: Path) -> None:
+        """A second replica given the same file adds its workers; stopping takes only its own."""
+        path = tmp_path / "targets.json"
+        other = [("127.0.0.1", 9200), ("127.0.0.1", 9201)]
+        replace_own_targets(path, _OWN, {"0": _OWN[0], "1": _OWN[1]})
+        replace_own_targets(path, other, {"0": other[0], "1": other[1]})
+        listed = sorted(g["targets"][0] for g in _read(path))  # type: ignore[attr-defined]
+        assert ["127.0.0.1:9100", "127.0.0.1:9101", "127.0.0.1:9200", "127.0.0.1:9201"] == listed
+        replace_own_targets(path, other, {})  # the second stops
+        listed = sorted(g["targets"][0] for g in _read(path))  # type: ignore[attr-defined]
+        assert ["127.0.0.1:9100", "127.0.0.1:9101"] == listed
 
 
 class TestAdvertisedHost:

@@ -29,7 +29,7 @@ import structlog
 
 from taskforce.api._listener import WorkerSlot, bind_socket
 from taskforce.api._serving import CANCEL_RECORD_SECONDS, run_worker
-from taskforce.api._targets import report_failure, write_targets
+from taskforce.api._targets import replace_own_targets, report_failure
 from taskforce.config import Settings
 from taskforce.errors import StartupError
 
@@ -89,7 +89,7 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
             metrics_sockets[index] = bind_socket(
                 metrics_host, metrics.port + index, what=f"the metrics of worker {index}"
             )
-    targets = _Targets(metrics.targets_file, metrics_host, metrics.port)
+    targets = _Targets(metrics.targets_file, metrics_host, metrics.port, workers)
     if metrics.enabled and metrics.port is not None:
         targets.write(range(workers))
     try:
@@ -109,13 +109,17 @@ class _Targets:
     path: Path | None
     host: str
     port: int | None
+    #: How many workers the service has: the ports it may list, from ``port`` on.
+    capacity: int = 1
 
     def write(self, workers: range | tuple[()]) -> None:
+        """List ``workers`` (none: withdraw this service), keeping other services' entries."""
         if self.path is None or self.port is None:
             return
         port = self.port
+        own = [(self.host, port + i) for i in range(self.capacity)]
         try:
-            write_targets(self.path, {str(i): (self.host, port + i) for i in workers})
+            replace_own_targets(self.path, own, {str(i): (self.host, port + i) for i in workers})
         except OSError as exc:
             report_failure(exc)
 

@@ -1,9 +1,10 @@
 """The Prometheus ``file_sd`` targets file: every worker's metrics endpoint with a ``worker`` label.
 
 The file is always replaced whole (written beside itself, then renamed), so
-Prometheus never reads half a file. Processes that do not share a supervisor
-(workers of uvicorn or gunicorn) update it under an exclusive ``flock`` on a
-``.lock`` file beside it, each adding or removing only its own entry.
+Prometheus never reads half a file. Every writer updates it under an exclusive
+``flock`` on a ``.lock`` file beside it and changes only its own entries: a
+worker of uvicorn or gunicorn its one entry, the supervisor of ``taskforce serve``
+its workers'. Several services (replicas on one machine) can share one file.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import os
 import socket
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,9 @@ import structlog
 __all__ = [
     "advertised_host",
     "register_target",
+    "replace_own_targets",
     "report_failure",
     "unregister_target",
-    "write_targets",
 ]
 
 _LOG = structlog.get_logger("taskforce.api")
@@ -54,20 +55,6 @@ def advertised_host(host: str) -> str:
 
 def _entry(host: str, port: int, worker: str) -> dict[str, Any]:
     return {"targets": [f"{advertised_host(host)}:{port}"], "labels": {"worker": worker}}
-
-
-def write_targets(path: Path, endpoints: Mapping[str, tuple[str, int]]) -> None:
-    """Replace ``path`` atomically with one ``file_sd`` group per endpoint.
-
-    Args:
-        path: the targets file; its folder must exist.
-        endpoints: worker label -> (host, port) of that worker's metrics listener.
-
-    Raises:
-        OSError: the file cannot be written.
-    """
-    groups = [_entry(host, port, worker) for worker, (host, port) in sorted(endpoints.items())]
-    _replace(path, groups)
 
 
 def _replace(path: Path, groups: list[dict[str, Any]]) -> None:
@@ -101,6 +88,29 @@ def _locked(path: Path) -> Iterator[list[dict[str, Any]]]:
             _replace(path, groups)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def replace_own_targets(
+    path: Path, own: Sequence[tuple[str, int]], endpoints: Mapping[str, tuple[str, int]]
+) -> None:
+    """Replace this service's entries in a targets file other services may share.
+
+    Entries of other processes (another replica given the same file) are kept.
+
+    Args:
+        path: the targets file; its folder must exist.
+        own: every (host, port) this service may list; its entries are removed first.
+        endpoints: worker label -> (host, port) to list now (empty: withdraw them all).
+
+    Raises:
+        OSError: the file or its lock cannot be written.
+    """
+    mine = {f"{advertised_host(host)}:{port}" for host, port in own}
+    entries = [_entry(host, port, worker) for worker, (host, port) in sorted(endpoints.items())]
+    with _locked(path) as groups:
+        kept = [g for g in groups if not mine.intersection(g.get("targets") or ())]
+        groups[:] = kept + entries
+        groups.sort(key=lambda g: (str(g.get("labels", {}).get("worker", "")), g["targets"]))
 
 
 def register_target(path: Path, host: str, port: int, worker: str) -> None:
