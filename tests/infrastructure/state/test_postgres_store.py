@@ -104,3 +104,16 @@ class TestSecrets:
         for text in (str(info.value), info.value.detail, repr(info.value)):
             assert "secret" not in text
             assert "xyzzy" not in text
+
+
+class TestSizes:
+    async def test_sizes_are_utf8_bytes(self, postgres_dsn: str) -> None:
+        """Non-ASCII state counts its UTF-8 bytes, in a save and in the append after it."""
+        from taskforce.infrastructure.state._common import dumps
+
+        state = {"note": "é" * 100, "missions": []}
+        async with PostgresStateStore(postgres_dsn) as store:
+            saved = await store.save("utf8", state)
+            assert len(dumps({"note": "é" * 100})) == saved  # 2 bytes an é, not 1
+            appended = await store.append("utf8", {"n": 1})
+        assert saved + len(dumps({"n": 1})) == appended.size_bytes

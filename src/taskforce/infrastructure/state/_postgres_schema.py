@@ -64,7 +64,7 @@ ON CONFLICT (session_id) DO UPDATE SET
     size_bytes = s.size_bytes + $2::bigint,
     has_missions = true,
     updated_at = now()
-RETURNING records, size_bytes, length(state) AS overhead
+RETURNING records, size_bytes, octet_length(state) AS overhead
 """
 
 INSERT_RECORD = """

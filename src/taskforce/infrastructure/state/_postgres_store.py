@@ -209,9 +209,10 @@ class PostgresStateStore:
         missions = state.get("missions")
         has_missions = isinstance(missions, list)
         rest = {k: v for k, v in state.items() if k != "missions"} if has_missions else state
-        head = dumps(rest).decode()
+        encoded = dumps(rest)
+        head = encoded.decode()
         records = [_text(record) for record in missions] if isinstance(missions, list) else []
-        size = len(head) + sum(len(r) for r, _ in records)
+        size = len(encoded) + sum(n for _, n in records)  # bytes (UTF-8), not characters
         async with self._transaction("save", session_id) as conn:
             await conn.execute(
                 sql.UPSERT_SESSION, session_id, head, has_missions, len(records), size
