@@ -12,6 +12,7 @@ from taskforce.application.executor import AgentExecutor
 from taskforce.core.interfaces.executor import AgentType
 from taskforce.core.interfaces.state import AppendResult
 from taskforce.errors import StateStoreError, StateStoreUnavailableError
+from taskforce.infrastructure.llm import ScriptedLLMProvider
 from taskforce.infrastructure.state import FileStateStore, StateLimits
 from tests.core.domain.fakes import EchoLLM, FakeRegistry, FakeTool, MemoryStateStore, ok_handler
 
@@ -93,6 +94,25 @@ class TestStoreFailures:
 
         result = await _executor(Broken()).execute_mission("m", session_id="s")
         assert ("failed", True) == (result.status, "disk full" in (result.error or ""))
+
+    @pytest.mark.parametrize(
+        ("mission", "first"), [("say hi", None), ("llm:fail auth\nsay hi", "auth")]
+    )
+    async def test_a_stream_ends_with_the_error_its_result_carries(
+        self, mission: str, first: str | None
+    ) -> None:
+        """The store's failure is the stream's last error event, as it is the result's error.
+
+        After a mission that failed itself (auth), its own error event comes first.
+        """
+        executor = AgentExecutor(ScriptedLLMProvider(), FakeRegistry(), _FailingStore())
+        events = [e async for e in executor.execute_mission_streaming(mission, session_id="s")]
+        errors = [(e.data["error_type"], e.data["error"]) for e in events if e.kind == "error"]
+        result = events[-1].result
+        assert result is not None
+        assert ("failed", None) == (result.status, result.error_type)
+        assert (None, result.error) == errors[-1]
+        assert ([first] if first else []) + [None] == [error_type for error_type, _ in errors]
 
 
 @pytest.mark.parametrize("agent_type", ["lean", "legacy"])

@@ -274,6 +274,38 @@ class TestLLMOutcome:
         assert {} == faults(container.metrics)
 
 
+class TestStreamLeftEarly:
+    @pytest.mark.parametrize("answer", ["say hi", 'tool:calculator {"expression": "6*7"}'])
+    async def test_retries_before_the_first_text_are_counted(
+        self, tmp_path: Path, answer: str
+    ) -> None:
+        """A client gone while the model still thinks: the retry it logged is counted too."""
+        container = build_container(
+            Settings(
+                state_dir=tmp_path / "state",
+                workspace_dir=tmp_path / "workspace",
+                llm={"scripted_first_chunk_delay_ms": 5000},
+            )
+        )
+        with capture_logs() as logs:
+            stream = container.executor.execute_mission_streaming(
+                f"llm:fail rate_limit\n{answer}", "lean"
+            )
+            async for event in stream:
+                if event.kind == "step_started":
+                    break  # the client goes away while the first text is still due
+            await stream.aclose()
+        logged = [log["error_type"] for log in logs if log["event"] == "llm.request.retry"]
+        assert ["rate_limit"] == logged
+        assert container.metrics is not None
+        assert {("scripted-1", "lean", "rate_limit"): 1} == samples(
+            container.metrics, "taskforce_llm_retries_total"
+        )
+        assert 1 == value(
+            container.metrics, "taskforce_missions_total", agent_type="lean", status="cancelled"
+        )
+
+
 class TestMissionContext:
     async def test_one_set_of_ids_everywhere(self, container: Container) -> None:
         """The ids the executor made are the ones tools, logs and the result see; reset after."""

@@ -364,6 +364,22 @@ class TestToolRegistryProxy:
         }
         assert {"calc", "search", "files"} == succeeded
 
+    async def test_below_ten_values_made_up_names_get_none(self) -> None:
+        """With a cap under 10 every made-up name is other: the cap is the registered tools'."""
+        metrics = MetricSet(max_label_values=5)
+        registry = ToolRegistryProxy(FakeRegistry(), metrics)
+        with pytest.raises(ToolNotFoundError):
+            registry.get("made_up")
+        for name in ("a", "b", "c", "d"):
+            registry.register(FakeTool(name))
+            await registry.get(name).execute()
+        assert {("other", "none", "unknown_tool"): 1} == samples(
+            metrics, "taskforce_tool_failures_total"
+        )
+        assert {"a", "b", "c", "d"} <= {
+            tool for (tool, _, _) in samples(metrics, "taskforce_tool_calls_total")
+        }
+
     def test_other_get_errors_are_not_tool_calls(self, metrics: MetricSet) -> None:
         """A registry that breaks in get for another reason: raised unchanged, nothing counted."""
 

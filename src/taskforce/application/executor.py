@@ -51,6 +51,19 @@ _DONE = object()
 RECORD_SECONDS = 5.0
 
 
+async def _unsaved(
+    result: ExecutionResult, error: str, on_event: EventCallback | None
+) -> ExecutionResult:
+    """The result of a mission whose record could not be saved: failed, ``error_type`` null.
+
+    A stream hears it as its (last) ``error`` event first, so that event and the final
+    ``result`` agree, also after an earlier ``error`` event of the mission itself.
+    """
+    if on_event is not None:
+        await on_event(ProgressEvent(kind="error", data={"error": error, "error_type": None}))
+    return dataclasses.replace(result, status="failed", error=error, error_type=None)
+
+
 class AgentExecutor:
     """Runs each mission with a fresh ``Agent`` or ``LeanAgent``; an ``ExecutorProtocol``.
 
@@ -328,11 +341,10 @@ class AgentExecutor:
                 # The request was checked before the mission ran, so a store that still
                 # refuses the id fails the mission; MissionError means a refused request.
                 error = f"could not save the session state: invalid session_id: {exc}"
-                return dataclasses.replace(result, status="failed", error=error, error_type=None)
+                return await _unsaved(result, error, on_event)
             except StateStoreError as exc:
                 # The store's message names no path or DSN (the log has the detail).
-                error = f"could not save the session state: {exc}"
-                return dataclasses.replace(result, status="failed", error=error, error_type=None)
+                return await _unsaved(result, f"could not save the session state: {exc}", on_event)
             return result
         finally:
             lock.release()

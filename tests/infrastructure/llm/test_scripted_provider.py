@@ -373,7 +373,8 @@ class TestStream:
 
         chunks = [chunk async for chunk in provider.stream(messages, model="m-1")]
 
-        assert ["Scripted ", "answer: ", "Say ", "hello"] == [c["content"] for c in chunks[:-1]]
+        assert ["attempts"] == list(chunks[0])  # the attempt report first, alone
+        assert ["Scripted ", "answer: ", "Say ", "hello"] == [c["content"] for c in chunks[1:-1]]
         text = "Scripted answer: Say hello"
         sent = sum(len(m["content"]) for m in messages)
         expected_usage = {
@@ -404,12 +405,13 @@ class TestStream:
         """A caller may close the stream after the first chunk; it then ends."""
         stream = provider.stream(_mission("one two three four"))
 
+        report = await anext(stream)
         first = await anext(stream)
         await stream.aclose()
 
-        assert "Scripted " == first["content"]
-        # the attempt report rides on the first chunk too, for a consumer who stops early
-        assert [None] == [attempt.error_type for attempt in first["attempts"]]
+        assert {"content": "Scripted "} == first
+        # the attempt report comes first, alone, for a consumer who stops early
+        assert [None] == [attempt.error_type for attempt in report["attempts"]]
         with pytest.raises(StopAsyncIteration):
             await anext(stream)
 
@@ -533,14 +535,16 @@ class TestDelays:
         assert "bad_request" == result["error_type"]
 
     async def test_first_chunk_delay(self) -> None:
-        """first_chunk_delay_ms holds back the first chunk of a stream."""
+        """first_chunk_delay_ms holds back the first text chunk; the attempt report is at once."""
         provider = ScriptedLLMProvider(first_chunk_delay_ms=200)
         start = time.perf_counter()
 
         stream = provider.stream(_mission("hi"))
         async with contextlib.aclosing(stream):
+            report = await anext(stream)
             await anext(stream)
 
+        assert ["attempts"] == list(report)
         assert time.perf_counter() - start >= 0.2
 
     async def test_chunk_delay_between_chunks(self) -> None:
@@ -550,8 +554,9 @@ class TestDelays:
 
         chunks = [c async for c in provider.stream(_mission("a b c"))]
 
-        # "Scripted answer: a b c" is five words and a done chunk: five gaps after the first.
-        assert 6 == len(chunks)
+        # The attempt report, "Scripted answer: a b c" (five words) and a done chunk: five
+        # gaps after the first word.
+        assert 7 == len(chunks)
         assert time.perf_counter() - start >= 5 * 0.05
 
     @pytest.mark.parametrize("kwargs", [{"first_chunk_delay_ms": -1}, {"chunk_delay_ms": math.inf}])

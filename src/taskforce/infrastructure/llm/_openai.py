@@ -336,7 +336,7 @@ class OpenAICompatibleProvider:
             **kwargs: further ``chat.completions.create`` parameters.
 
         Yields:
-            ``{"content": delta}`` chunks (the first one with ``attempts`` too), then
+            ``{"attempts": [...]}`` first, ``{"content": delta}`` chunks, then
             ``{"done": True, "usage": ..., "model": ..., "attempts": [...]}`` (and
             ``tool_calls`` when asked with tools).
 
@@ -386,17 +386,13 @@ class OpenAICompatibleProvider:
             raise self._provider_error(exc, _classify(exc) or "other", attempts) from exc
         state = _StreamState(asked)
         error: LLMProviderError | None = None
-        # The first chunk carries the attempt report too (the same list, final once the
-        # stream is closed): a consumer that stops early still has the retries made.
-        reported = False
         try:
+            # The attempt report at once (the same list, final once the stream is closed):
+            # a consumer that stops before the last chunk still has the retries made.
+            yield {"attempts": attempts}
             while chunk is not None:
                 for text in state.add(chunk):
-                    if reported:
-                        yield {"content": text}
-                    else:
-                        reported = True
-                        yield {"content": text, "attempts": attempts}
+                    yield {"content": text}
                 try:
                     async with asyncio.timeout_at(deadline):
                         chunk = await anext(chunks, None)

@@ -254,7 +254,7 @@ class ScriptedLLMProvider:
             **kwargs: accepted for compatibility and ignored.
 
         Yields:
-            ``{"content": ...}`` deltas (the first one with ``attempts`` too), then
+            ``{"attempts": [...]}`` first, ``{"content": ...}`` deltas, then
             ``{"done": True, "usage": ..., "model": ..., "attempts": [...]}`` (with
             ``tool_calls`` when asked with tools).
 
@@ -282,6 +282,8 @@ class ScriptedLLMProvider:
             text = f"I would call tool {directive.name} with {json.dumps(directive.arguments)}."
         else:
             text = script.final_answer(observations)
+        # The attempt report at once, before the first text (see StreamChunk).
+        yield {"attempts": attempts}
         delay = self._first_chunk_delay_seconds
         if text:
             words = text.split(" ")
@@ -289,10 +291,7 @@ class ScriptedLLMProvider:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 delay = self._chunk_delay_seconds
-                chunk: StreamChunk = {"content": word if index == len(words) - 1 else word + " "}
-                if index == 0:  # the attempt report on the first chunk too (see StreamChunk)
-                    chunk["attempts"] = attempts
-                yield chunk
+                yield {"content": word if index == len(words) - 1 else word + " "}
         if delay > 0:
             await asyncio.sleep(delay)
         answer_chars = len(text) if text else len(json.dumps(calls))

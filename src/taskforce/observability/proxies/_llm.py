@@ -421,7 +421,7 @@ def _record_stream(
     """Record a finished stream as the call it was: the last chunk reports what a result does.
 
     ``chunks`` is the first and the last chunk read. A stream its consumer left early
-    has no report on its last chunk; the first may carry the attempts (``StreamChunk``).
+    has no report on its last chunk; the first may be the attempt report (``StreamChunk``).
     """
     first, last = chunks
     outcome: Any = error

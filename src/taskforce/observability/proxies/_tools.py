@@ -28,9 +28,10 @@ call of that (guarded) tool name with ``error_type="unknown_tool"``, duration
 0: the model asked for a tool, and the mission feeds the error back to it.
 Such names are free text from the model (or from whoever wrote the mission), so
 they get a budget of their own: at most a tenth of ``max_label_values`` distinct
-ones per registry (at least one); later ones are counted as ``other``. A client
+ones per registry (none below 10); later ones are counted as ``other``. A client
 that sends many made-up names therefore cannot use up the guard's cap and push
-the registered tools' own names into ``other``.
+the registered tools' own names into ``other``: up to nine tenths of the cap
+are theirs.
 """
 
 from __future__ import annotations
@@ -235,7 +236,7 @@ class ToolRegistryProxy(ObservingProxy[_RegistryT]):
         self._self_listed: tuple[list[ToolProtocol], list[ToolProtocol]] = ([], [])
         # names no tool has that were counted under their own name (see the module doc)
         self._self_unknown: set[str] = set()
-        self._self_unknown_budget = max(1, metrics.max_label_values // 10)
+        self._self_unknown_budget = metrics.max_label_values // 10
 
     # The lean agent reads it before every LLM call.
     openai_schemas = passthrough("openai_schemas")
