@@ -330,6 +330,9 @@ class TestShutdown:
         assert ["completed"] == _statuses(tmp_path, "kept")
         stopped = [e for e in events(child) if e["event"] == "server.stopped"]
         assert int(workers) == len(stopped)
+        # a supervisor says of each of its workers that it stopped, and how
+        reaped = [int(str(e["worker"])) for e in events(child) if e["event"] == "worker.stopped"]
+        assert ([0, 1] if workers == "2" else []) == sorted(reaped)
 
     def test_one_signal_to_the_whole_group_only_drains(
         self, tmp_path: Path, ports: tuple[int, int]

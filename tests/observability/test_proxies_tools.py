@@ -363,6 +363,10 @@ class TestToolRegistryProxy:
             if status == "success"
         }
         assert {"calc", "search", "files"} == succeeded
+        # the 38 folded ones are overflows like any other, for the overflow alert
+        overflow = samples(metrics, "taskforce_metrics_label_overflow_total")
+        assert 38 == overflow[("taskforce_tool_calls_total", "tool_name")]
+        assert 38 == overflow[("taskforce_tool_failures_total", "tool_name")]
 
     async def test_below_ten_values_made_up_names_get_none(self) -> None:
         """With a cap under 10 every made-up name is other: the cap is the registered tools'."""

@@ -225,6 +225,8 @@ class _Supervisor:
             alive = self._alive()
             if stop_deadline is not None:
                 if not alive:
+                    # the ones that ended since the last look still get their worker.stopped
+                    self._reap(stopping=True)
                     return
                 if time.monotonic() > stop_deadline:
                     for process in alive:

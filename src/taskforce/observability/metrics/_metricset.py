@@ -211,6 +211,19 @@ class MetricSet:
     def _count_overflow(self, metric: str, label: str) -> None:
         self._overflow[(metric, label)].inc()
 
+    def record_overflow(self, metric: str, label: str) -> None:
+        """Count a label value folded into ``other`` outside the guard (never raises).
+
+        For a budget of its own that a proxy keeps on top of the guard's cap (the names
+        no tool has): such a value is an overflow like any other, for the alert.
+
+        Args:
+            metric: The family's name.
+            label: The guarded label.
+        """
+        with contextlib.suppress(Exception):
+            self._count_overflow(metric, label)
+
     def render(self) -> bytes:
         """Return every family as a Prometheus text exposition (format 0.0.4), UTF-8.
 

@@ -300,14 +300,17 @@ class ToolRegistryProxy(ObservingProxy[_RegistryT]):
 
     def _self_unknown_label(self, name: object) -> str:
         """The ``tool_name`` of a name no tool has: itself while the budget lasts, else other."""
-        if type(name) is not str:  # not a name any registry could hold: nothing to keep
-            return OTHER
         unknown = self._self_unknown
-        if name in unknown:
-            return name
-        if len(unknown) < self._self_unknown_budget:
-            unknown.add(name)
-            return name
+        if type(name) is str:  # else not a name any registry could hold: nothing to keep
+            if name in unknown:
+                return name
+            if len(unknown) < self._self_unknown_budget:
+                unknown.add(name)
+                return name
+        # folded like any value past the guard's cap, and counted so (the overflow alert)
+        metrics = self._self_metrics
+        for spec in (TOOL_CALLS, TOOL_FAILURES, TOOL_DURATION):
+            metrics.record_overflow(spec.name, "tool_name")
         return OTHER
 
     def _self_observed(self, tool: ToolProtocol) -> ToolProtocol:
