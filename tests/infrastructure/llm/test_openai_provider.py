@@ -366,14 +366,24 @@ class TestStream:
         """Closing the stream after the first delta ends it without error."""
         stream = provider.stream(_mission("one two three"))
         async with contextlib.aclosing(stream):
-            report = await anext(stream)
             first = await anext(stream)
 
         assert {"content": "Scripted "} == first
-        # the attempt report comes first, alone, for a consumer who stops early; the
-        # provider completes it (the attempt that streamed) when the stream is closed
-        assert ["attempts"] == list(report)
-        assert [None] == [attempt.error_type for attempt in report["attempts"]]
+        with pytest.raises(StopAsyncIteration):
+            await anext(stream)
+
+    async def test_a_retried_stream_reports_its_attempts_first(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """A 429 then a stream: the attempt report comes alone first, completed at the close."""
+        fake.fail_next(1, 429, retry_after=0)
+        stream = provider.stream(_mission("one two three"))
+        async with contextlib.aclosing(stream):
+            report = await anext(stream)
+            assert ["attempts"] == list(report)
+            assert {"content": "Scripted "} == await anext(stream)
+
+        assert ["rate_limit", None] == [attempt.error_type for attempt in report["attempts"]]
         with pytest.raises(StopAsyncIteration):
             await anext(stream)
 

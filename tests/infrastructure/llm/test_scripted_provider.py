@@ -373,8 +373,7 @@ class TestStream:
 
         chunks = [chunk async for chunk in provider.stream(messages, model="m-1")]
 
-        assert ["attempts"] == list(chunks[0])  # the attempt report first, alone
-        assert ["Scripted ", "answer: ", "Say ", "hello"] == [c["content"] for c in chunks[1:-1]]
+        assert ["Scripted ", "answer: ", "Say ", "hello"] == [c["content"] for c in chunks[:-1]]
         text = "Scripted answer: Say hello"
         sent = sum(len(m["content"]) for m in messages)
         expected_usage = {
@@ -405,13 +404,10 @@ class TestStream:
         """A caller may close the stream after the first chunk; it then ends."""
         stream = provider.stream(_mission("one two three four"))
 
-        report = await anext(stream)
         first = await anext(stream)
         await stream.aclose()
 
         assert {"content": "Scripted "} == first
-        # the attempt report comes first, alone, for a consumer who stops early
-        assert [None] == [attempt.error_type for attempt in report["attempts"]]
         with pytest.raises(StopAsyncIteration):
             await anext(stream)
 
@@ -535,17 +531,25 @@ class TestDelays:
         assert "bad_request" == result["error_type"]
 
     async def test_first_chunk_delay(self) -> None:
-        """first_chunk_delay_ms holds back the first text chunk; the attempt report is at once."""
+        """first_chunk_delay_ms holds back the first chunk of a stream."""
         provider = ScriptedLLMProvider(first_chunk_delay_ms=200)
         start = time.perf_counter()
 
         stream = provider.stream(_mission("hi"))
         async with contextlib.aclosing(stream):
-            report = await anext(stream)
             await anext(stream)
 
-        assert ["attempts"] == list(report)
         assert time.perf_counter() - start >= 0.2
+
+    async def test_a_retried_stream_reports_its_attempts_before_the_delay(self) -> None:
+        """After a retry, the attempt report comes first, before the first-chunk delay."""
+        provider = ScriptedLLMProvider(first_chunk_delay_ms=60_000)
+        stream = provider.stream(_mission("llm:fail rate_limit\nhi"))
+        async with contextlib.aclosing(stream):
+            report = await anext(stream)  # would wait a minute if it came after the delay
+
+        assert ["attempts"] == list(report)
+        assert ["rate_limit", None] == [attempt.error_type for attempt in report["attempts"]]
 
     async def test_chunk_delay_between_chunks(self) -> None:
         """chunk_delay_ms separates the chunks after the first."""
@@ -554,9 +558,8 @@ class TestDelays:
 
         chunks = [c async for c in provider.stream(_mission("a b c"))]
 
-        # The attempt report, "Scripted answer: a b c" (five words) and a done chunk: five
-        # gaps after the first word.
-        assert 7 == len(chunks)
+        # "Scripted answer: a b c" is five words and a done chunk: five gaps after the first.
+        assert 6 == len(chunks)
         assert time.perf_counter() - start >= 5 * 0.05
 
     @pytest.mark.parametrize("kwargs", [{"first_chunk_delay_ms": -1}, {"chunk_delay_ms": math.inf}])

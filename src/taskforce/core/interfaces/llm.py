@@ -151,11 +151,11 @@ class StreamChunk(TypedDict, total=False):
     ``usage`` and ``model`` when the provider knows them, the ``tool_calls``
     assembled from the deltas when the stream was asked with ``tools``, and
     ``attempts`` (every attempt of the call, the last one the stream itself).
-    A provider may send ``{"attempts": [...]}`` alone as its first chunk, as soon
-    as the attempts before the stream are over (the same list, which it completes
-    when the stream is closed): a consumer who stops before the last chunk (a
-    client that went away while the model thought) still knows the retries made.
-    A chunk without ``content`` is no text: consumers skip it.
+    When the call was retried, a provider may send ``{"attempts": [...]}`` alone as
+    its first chunk, as soon as the attempts before the stream are over (the same
+    list, which it completes when the stream is closed): a consumer who stops
+    before the last chunk (a client that went away while the model thought) still
+    knows the retries made. A chunk without ``content`` is no text: consumers skip it.
     """
 
     content: str

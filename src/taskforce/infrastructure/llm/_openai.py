@@ -336,7 +336,8 @@ class OpenAICompatibleProvider:
             **kwargs: further ``chat.completions.create`` parameters.
 
         Yields:
-            ``{"attempts": [...]}`` first, ``{"content": delta}`` chunks, then
+            ``{"attempts": [...]}`` first when the call was retried, ``{"content": delta}``
+            chunks, then
             ``{"done": True, "usage": ..., "model": ..., "attempts": [...]}`` (and
             ``tool_calls`` when asked with tools).
 
@@ -387,9 +388,10 @@ class OpenAICompatibleProvider:
         state = _StreamState(asked)
         error: LLMProviderError | None = None
         try:
-            # The attempt report at once (the same list, final once the stream is closed):
-            # a consumer that stops before the last chunk still has the retries made.
-            yield {"attempts": attempts}
+            if len(attempts) > 1:
+                # Retries were made: their report at once (the same list, final once the
+                # stream is closed), for a consumer that stops before the last chunk.
+                yield {"attempts": attempts}
             while chunk is not None:
                 for text in state.add(chunk):
                     yield {"content": text}

@@ -254,7 +254,8 @@ class ScriptedLLMProvider:
             **kwargs: accepted for compatibility and ignored.
 
         Yields:
-            ``{"attempts": [...]}`` first, ``{"content": ...}`` deltas, then
+            ``{"attempts": [...]}`` first when the call was retried, ``{"content": ...}``
+            deltas, then
             ``{"done": True, "usage": ..., "model": ..., "attempts": [...]}`` (with
             ``tool_calls`` when asked with tools).
 
@@ -282,8 +283,9 @@ class ScriptedLLMProvider:
             text = f"I would call tool {directive.name} with {json.dumps(directive.arguments)}."
         else:
             text = script.final_answer(observations)
-        # The attempt report at once, before the first text (see StreamChunk).
-        yield {"attempts": attempts}
+        if len(attempts) > 1:
+            # Retries were made: their report at once, before the first text (StreamChunk).
+            yield {"attempts": attempts}
         delay = self._first_chunk_delay_seconds
         if text:
             words = text.split(" ")
