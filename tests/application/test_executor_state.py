@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,35 @@ class TestStoreFailures:
         assert ("failed", None) == (result.status, result.error_type)
         assert (None, result.error) == errors[-1]
         assert ([first] if first else []) + [None] == [error_type for error_type, _ in errors]
+
+
+class TestCancelledAfterTheEnd:
+    async def test_a_saved_record_is_the_missions_outcome(self) -> None:
+        """Cancelled while its record is being saved: the mission ended, as the record says.
+
+        The result comes back, and the log says completed, not cancelled (a client that
+        left, or a shutdown, just as the mission finished).
+        """
+        started, release = asyncio.Event(), asyncio.Event()
+
+        class SlowStore(MemoryStateStore):
+            async def append(self, session_id: str, record: dict[str, Any]) -> AppendResult:
+                started.set()
+                await release.wait()
+                return await super().append(session_id, record)
+
+        store = SlowStore()
+        with capture_logs() as logs:
+            task = asyncio.ensure_future(_executor(store).execute_mission("m", session_id="s"))
+            await started.wait()
+            task.cancel()
+            await asyncio.sleep(0)
+            release.set()
+            result = await task
+        assert ("completed", 0) == (result.status, task.cancelling())
+        assert ["completed"] == [r["status"] for r in store.missions("s")]
+        events = [e["event"] for e in logs]
+        assert "mission.completed" in events and "mission.cancelled" not in events
 
 
 @pytest.mark.parametrize("agent_type", ["lean", "legacy"])

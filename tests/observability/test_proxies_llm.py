@@ -256,6 +256,22 @@ class TestStream:
             metrics, "taskforce_llm_retries_total"
         )
 
+    async def test_cancelled_before_any_chunk_counts_the_reported_retries(
+        self, metrics: MetricSet
+    ) -> None:
+        """No chunk read, cancelled: the report on the cancellation still counts its retries."""
+
+        cancelled = asyncio.CancelledError()
+        cancelled.attempts = [LLMAttempt("rate_limit", 0.01), LLMAttempt(None, 0.02)]  # type: ignore[attr-defined]
+        provider = FakeStreamingProvider()
+        provider.stream_error = cancelled  # type: ignore[assignment]  # raised before chunk 0
+
+        with pytest.raises(asyncio.CancelledError):
+            async for _ in observe_llm_provider(provider, metrics).stream(MESSAGES, model="m"):
+                pass
+        assert {("m", "none", "rate_limit"): 1} == samples(metrics, "taskforce_llm_retries_total")
+        assert ["success"] == [status for _, _, _, status in _requests(metrics)]
+
     async def test_error_mid_stream(self, metrics: MetricSet) -> None:
         """An exception mid-stream: the same object comes out, one error request."""
         provider = FakeStreamingProvider()

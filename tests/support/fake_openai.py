@@ -32,6 +32,8 @@ Knobs, settable from the test thread while the server runs:
 - ``respond_next(payload, status=200)``: the next request gets this raw JSON
   (e.g. a tool call whose ``arguments`` are not JSON), or these bytes as an HTML
   page when ``payload`` is ``bytes``;
+- ``stream_next(frames)``: the next request gets these SSE ``data:`` frames as is
+  (dicts as JSON, strings verbatim), e.g. a chunk whose choice has no ``delta``;
 - ``cut_next_stream()``: the next stream ends cleanly after its text deltas, with
   no ``finish_reason``, no usage and no ``[DONE]`` (a proxy that dropped it);
 - ``delay_seconds``: every request waits this long first (timeouts);
@@ -139,6 +141,11 @@ class FakeOpenAIServer:
         with self._lock:
             self._canned.append(_Canned(status, payload, {}))
 
+    def stream_next(self, frames: list[Any]) -> None:
+        """Answer the next request with these server-sent ``data:`` frames, nothing else."""
+        with self._lock:
+            self._canned.append(_Canned(200, frames, {"x-fake-sse": "1"}))
+
     def cut_next_stream(self) -> None:
         """End the next stream after its text deltas, as if the connection was closed."""
         with self._lock:
@@ -169,6 +176,12 @@ class FakeOpenAIServer:
         if canned is not None:
             if isinstance(canned.payload, bytes):
                 return Response(canned.payload, canned.status, media_type="text/html")
+            if canned.headers.get("x-fake-sse"):
+                body = "".join(
+                    f"data: {f if isinstance(f, str) else json.dumps(f)}\n\n"
+                    for f in canned.payload
+                )
+                return Response(body, 200, media_type="text/event-stream")
             return JSONResponse(canned.payload, canned.status, headers=canned.headers)
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return JSONResponse(_error_body("body needs 'messages'", "invalid_request_error"), 400)

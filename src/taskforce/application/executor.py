@@ -334,9 +334,20 @@ class AgentExecutor:
                 outcome.error_type,
             )
             record = {**cancelled_record, **record_fields(result)}
+            save = asyncio.ensure_future(self._append(session_id, record))
             try:
                 # Once the agent is done its record is saved whole, even if cancelled meanwhile.
-                await to_the_end(self._append(session_id, record))
+                await to_the_end(save)
+            except asyncio.CancelledError:
+                if not save.done() or save.cancelled() or save.exception() is not None:
+                    raise
+                # Saved: the mission ended as its record says, and the cancellation (a
+                # client that left, a shutdown) came after that end. Its result, logs and
+                # metrics say the same as the record, not "cancelled".
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                return result
             except ValueError as exc:
                 # The request was checked before the mission ran, so a store that still
                 # refuses the id fails the mission; MissionError means a refused request.

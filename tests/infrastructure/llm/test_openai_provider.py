@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import socket
@@ -212,6 +213,23 @@ class TestComplete:
         assert "'calculator'" in result["error"]
         assert reason in result["error"]
 
+    @pytest.mark.parametrize("choice", [{}, {"index": 0, "message": None}])
+    async def test_a_choice_without_a_message_is_invalid_response(
+        self, base_url: str, fake: FakeOpenAIServer, choice: dict[str, Any]
+    ) -> None:
+        """Null fields the SDK lets through fail as invalid_response, with the retry before."""
+        fake.fail_next(1, 500)
+        fake.respond_next(
+            {"id": "x", "object": "chat.completion", "model": "m", "choices": [choice]}
+        )
+        async with OpenAICompatibleProvider(
+            "m", base_url, api_key=_KEY, backoff_base_seconds=0.0
+        ) as provider:
+            result = await provider.complete(_mission("hi"))
+
+        assert (False, "invalid_response") == (result["success"], result["error_type"])
+        assert ["server_error", "invalid_response"] == [a.error_type for a in result["attempts"]]
+
     async def test_a_page_that_is_not_json_is_invalid_response(
         self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
     ) -> None:
@@ -408,6 +426,44 @@ class TestStream:
         assert "invalid_response" == info.value.error_type
         assert ["invalid_response"] == [a.error_type for a in info.value.attempts]
         assert 1 == len(fake.requests)
+
+    async def test_cancelled_before_the_first_chunk_carries_the_attempts(
+        self, base_url: str, fake: FakeOpenAIServer
+    ) -> None:
+        """A consumer gone while the retried request waits: the cancellation has the report."""
+        fake.fail_next(1, 500)
+        fake.first_chunk_delay_seconds = 30
+        async with OpenAICompatibleProvider(
+            "m", base_url, api_key=_KEY, backoff_base_seconds=0.0, timeout_seconds=60
+        ) as provider:
+            stream = provider.stream(_mission("hi"))
+            reading = asyncio.ensure_future(anext(stream))
+            for _ in range(3000):  # until the retry is under way, its first chunk held back
+                if len(fake.requests) >= 2:
+                    break
+                await asyncio.sleep(0.01)
+            reading.cancel()
+            with pytest.raises(asyncio.CancelledError) as info:
+                await reading
+            await stream.aclose()
+
+        # the failed attempt, and the one under way when the consumer left
+        attempts = info.value.attempts  # type: ignore[attr-defined]
+        assert ["server_error", None] == [a.error_type for a in attempts]
+
+    async def test_a_chunk_without_a_delta_is_invalid_response(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """A streamed choice without its delta fails the stream as invalid_response."""
+        chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+        fake.stream_next([{**chunk, "choices": [{"index": 0}]}, "[DONE]"])
+
+        with pytest.raises(LLMProviderError, match="malformed") as info:
+            async for _ in provider.stream(_mission("hi")):
+                pass
+
+        assert "invalid_response" == info.value.error_type
+        assert ["invalid_response"] == [a.error_type for a in info.value.attempts]
 
     async def test_stream_cut_before_its_finish_is_connection(
         self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer

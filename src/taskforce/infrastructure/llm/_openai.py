@@ -383,6 +383,11 @@ class OpenAICompatibleProvider:
 
         try:
             response, chunks, chunk, deadline = await self._run(open_attempt, attempts)
+        except asyncio.CancelledError as exc:
+            # Its consumer left before the first chunk: the report rides on the
+            # cancellation, so the retries already made are still counted.
+            exc.attempts = attempts  # type: ignore[attr-defined]
+            raise
         except Exception as exc:
             raise self._provider_error(exc, _classify(exc) or "other", attempts) from exc
         state = _StreamState(asked)
@@ -393,7 +398,15 @@ class OpenAICompatibleProvider:
                 # stream is closed), for a consumer that stops before the last chunk.
                 yield {"attempts": attempts}
             while chunk is not None:
-                for text in state.add(chunk):
+                try:
+                    texts = state.add(chunk)
+                except (AttributeError, TypeError, ValueError) as exc:
+                    # Null fields the SDK does not check (a choice without a delta, say).
+                    malformed = _InvalidResponse(f"a streamed chunk is malformed ({exc})")
+                    attempts[-1] = LLMAttempt("invalid_response", elapsed_since(opened))
+                    error = self._provider_error(malformed, "invalid_response", attempts)
+                    raise error from exc
+                for text in texts:
                     yield {"content": text}
                 try:
                     async with asyncio.timeout_at(deadline):
@@ -481,10 +494,13 @@ class OpenAICompatibleProvider:
                     name = raw.function.name
                     calls.append(_decoded_call(raw.id, name, raw.function.arguments))
                 result["tool_calls"] = calls
-        except _InvalidResponse as exc:
+            usage = _usage(response.usage)
+        except (_InvalidResponse, AttributeError, TypeError, ValueError) as exc:
+            # AttributeError and the like: null fields the SDK does not check (a choice
+            # without a message, say), as unusable as no choices at all.
+            reason = str(exc) if isinstance(exc, _InvalidResponse) else f"malformed answer ({exc})"
             attempts[-1] = LLMAttempt("invalid_response", attempts[-1].duration_seconds)
-            return self._failure(str(exc), "invalid_response", reported, attempts)
-        usage = _usage(response.usage)
+            return self._failure(reason, "invalid_response", reported, attempts)
         if usage is not None:
             result["usage"] = usage
         result["attempts"] = attempts

@@ -115,6 +115,11 @@ class RetryPolicy:
                 else:
                     async with asyncio.timeout(deadline_seconds):
                         result = await attempt_call()
+            except asyncio.CancelledError:
+                # The attempt under way was made (the server may have seen it): it stays in
+                # the report, without an outcome of its own.
+                attempts.append(LLMAttempt(None, elapsed_since(started)))
+                raise
             except Exception as exc:
                 error_type = classify(exc)
                 if error_type is None:
@@ -124,6 +129,10 @@ class RetryPolicy:
                 if not self.should_retry(error_type, retries_done):
                     raise
                 delay = self.delay(retries_done, retry_after(exc))
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                # Logged as the retry starts, after the wait: a call cancelled while it
+                # waits makes no retry, and neither the log nor the metrics count one.
                 # Only the error type: an SDK message may quote a server body.
                 _LOG.warning(
                     "llm.request.retry",
@@ -134,8 +143,6 @@ class RetryPolicy:
                     delay_seconds=delay,
                     error_type=error_type,
                 )
-                if delay > 0:
-                    await asyncio.sleep(delay)
             else:
                 attempts.append(LLMAttempt(None, elapsed_since(started)))
                 return result

@@ -272,6 +272,9 @@ class ScriptedLLMProvider:
             script = parse_script(mission_text(messages))
             observations = observations_of(messages)
             directive = await self._attempts(script, len(observations), attempts)
+        except asyncio.CancelledError as exc:
+            exc.attempts = attempts  # type: ignore[attr-defined]  # as OpenAICompatibleProvider
+            raise
         except LLMProviderError as exc:
             _reported(exc, attempts)
             raise

@@ -36,6 +36,7 @@ The ``model`` label is the model the provider reports in its result, else the
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 from time import perf_counter
 from typing import Any, TypeVar, cast
@@ -273,6 +274,12 @@ class StreamingLLMProviderProxy(LLMProviderProxy[_StreamingT]):
                 await aclose_iterator(chunks)
         except Exception as exc:
             error = exc
+            raise
+        except asyncio.CancelledError as exc:
+            # Cancelled before any chunk: the provider may have put its attempt report on
+            # the cancellation (both built-in ones do), the retries made so far.
+            if first is _NO_CHUNK and getattr(exc, "attempts", None):
+                first = {"attempts": exc.attempts}  # type: ignore[attr-defined]
             raise
         finally:
             _record_stream(
