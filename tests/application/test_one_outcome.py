@@ -306,6 +306,35 @@ class TestStreamLeftEarly:
         )
 
 
+class TestStreamLeftAfterTheEnd:
+    @pytest.mark.parametrize(
+        ("mission", "status"), [("say hi", "completed"), ("llm:fail auth\nsay hi", "failed")]
+    )
+    async def test_the_mission_counts_as_it_ended(
+        self, container: Container, mission: str, status: str
+    ) -> None:
+        """A client gone after the last answer but before the result event: not cancelled.
+
+        The mission ended (its record is saved); the metrics, the log and the record all
+        say how, though nobody read its result event.
+        """
+        with capture_logs() as logs:
+            stream = container.executor.execute_mission_streaming(mission, "lean")
+            async for event in stream:
+                if event.kind in ("final_answer", "error"):
+                    break  # the client goes away before the result event
+            await stream.aclose()
+        assert container.metrics is not None
+        counted = {
+            s: value(container.metrics, "taskforce_missions_total", agent_type="lean", status=s)
+            for s in ("completed", "failed", "cancelled")
+        }
+        assert 1 == counted[status] == sum(counted.values())
+        ended = [log["event"] for log in logs if log["event"].startswith("mission.")]
+        assert f"mission.{status}" in ended and "mission.cancelled" not in ended
+        assert 0 == value(container.metrics, "taskforce_missions_in_progress", agent_type="lean")
+
+
 class TestMissionContext:
     async def test_one_set_of_ids_everywhere(self, container: Container) -> None:
         """The ids the executor made are the ones tools, logs and the result see; reset after."""

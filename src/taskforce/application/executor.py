@@ -30,6 +30,7 @@ from taskforce.config import AgentSettings
 from taskforce.core.domain import Agent, EventCallback, LeanAgent
 from taskforce.core.interfaces.context import enter_mission, exit_mission
 from taskforce.core.interfaces.executor import (
+    STREAM_END,
     AgentType,
     ExecutionResult,
     MissionRequest,
@@ -158,12 +159,13 @@ class AgentExecutor:
         mission_id = request.mission_id or new_id()
         queue: asyncio.Queue[object] = asyncio.Queue()
 
-        async def produce() -> None:
+        async def produce() -> ExecutionResult:
             try:
                 result = await self._run(
                     request.mission, request.agent_type, session_id, mission_id, queue.put
                 )
                 await queue.put(ProgressEvent(kind="result", result=result))
+                return result
             finally:
                 queue.put_nowait(_DONE)
 
@@ -181,8 +183,12 @@ class AgentExecutor:
                 task.cancel()
                 # asyncio.wait does not raise the task's CancelledError, but our own.
                 await asyncio.wait([task])
-            if not task.cancelled():
-                task.exception()  # retrieved, so asyncio does not report it as lost
+            if not task.cancelled() and task.exception() is None:
+                # It ended (before or despite the consumer leaving): say how, to a consumer
+                # that asked (STREAM_END), since the result event went unread.
+                end = STREAM_END.get()
+                if end is not None:
+                    end.result = task.result()
 
     def _checked(
         self, mission: object, agent_type: object, session_id: object, mission_id: object

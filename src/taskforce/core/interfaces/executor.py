@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncGenerator
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, cast, runtime_checkable
 
@@ -15,6 +16,7 @@ __all__ = [
     "AGENT_TYPES",
     "MISSION_STATUSES",
     "SESSION_ID_PATTERN",
+    "STREAM_END",
     "AgentType",
     "ExecutionResult",
     "ExecutorProtocol",
@@ -24,6 +26,7 @@ __all__ = [
     "ProgressEvent",
     "ProgressKind",
     "StepRecord",
+    "StreamEnd",
     "check_mission_request",
 ]
 
@@ -177,6 +180,31 @@ class ProgressEvent:
         if self.result is not None:
             out["result"] = self.result.to_dict()
         return out
+
+
+class StreamEnd:
+    """How a streamed mission ended, for a consumer that stopped reading before its end.
+
+    A consumer who leaves a stream early (``aclose()``, a cancelled task) never reads its
+    ``result`` event, yet the mission may have ended anyway, its record saved (it was
+    already done, or it finished its record while being cancelled). The executor puts
+    that :class:`ExecutionResult` here when its stream closes; ``None`` means it did not
+    end (it was cancelled).
+
+    Attributes:
+        result: The mission's result, if it ended.
+    """
+
+    __slots__ = ("result",)
+
+    def __init__(self) -> None:
+        """Start with no result."""
+        self.result: ExecutionResult | None = None
+
+
+#: Set by a consumer of ``execute_mission_streaming`` around its iteration (the
+#: observability aspect does), filled in by the executor as its stream closes.
+STREAM_END: ContextVar[StreamEnd | None] = ContextVar("taskforce_stream_end", default=None)
 
 
 @runtime_checkable

@@ -9,7 +9,9 @@ only counts and times, exactly once however the mission ends:
 - ``failed`` when the executor raises an ``Exception``;
 - ``cancelled`` on ``asyncio.CancelledError`` (or any other ``BaseException``)
   and, for the streaming form, when the consumer stops before the ``result``
-  event: ``aclose()``, a disconnecting client, a cancelled task.
+  event (``aclose()``, a disconnecting client, a cancelled task) and the mission
+  did not end: one that ended anyway, its record saved, counts as it ended (the
+  executor says so through ``STREAM_END``, ``core.interfaces.executor``).
 
 A request the executor refuses is not a mission and is counted nowhere,
 neither in the missions counter nor in the in-progress gauge, so a client's
@@ -29,6 +31,7 @@ runs:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncGenerator
 from time import perf_counter
 from typing import Any, TypeVar
@@ -36,11 +39,13 @@ from typing import Any, TypeVar
 from taskforce.core.interfaces.executor import (
     AGENT_TYPES,
     MISSION_STATUSES,
+    STREAM_END,
     AgentType,
     ExecutionResult,
     ExecutorProtocol,
     MissionError,
     ProgressEvent,
+    StreamEnd,
 )
 from taskforce.observability.metrics import (
     CounterChild,
@@ -200,6 +205,9 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
         # unless the stream ends (None: the result's own status) or raises
         status: str | None = "cancelled"
         started_events = False
+        # Filled in by the executor if the mission ended though its result went unread.
+        end = StreamEnd()
+        end_token = STREAM_END.set(end)
         try:
             try:
                 async for event in events:
@@ -209,6 +217,10 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
                     yield event
             finally:
                 await aclose_iterator(events)
+                with contextlib.suppress(ValueError):  # closed from another context
+                    STREAM_END.reset(end_token)
+                if final is None and end.result is not None:
+                    final = end.result  # it ended as its record says: not cancelled
             # A stream that ends without its result event broke the protocol.
             status = "failed" if final is None else None
         except MissionError:
