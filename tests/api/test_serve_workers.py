@@ -60,6 +60,17 @@ def _is_running(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
+def _with_targets(root: Path, metrics_port: int) -> tuple[dict[str, str], Path]:
+    """The environment of a service with metrics on ``metrics_port`` and a targets file."""
+    targets = root / "targets.json"
+    env = clean_env(
+        root,
+        TASKFORCE_METRICS__PORT=str(metrics_port),
+        TASKFORCE_METRICS__TARGETS_FILE=str(targets),
+    )
+    return env, targets
+
+
 @pytest.fixture(name="ports")
 def fixture_ports() -> tuple[int, int]:
     """A free API port and the first of two free consecutive metrics ports."""
@@ -95,6 +106,22 @@ class TestWorkers:
             ] == groups
             assert 0 == child.stop()
         assert [] == json.loads(targets.read_text(encoding="utf-8"))
+
+    @pytest.mark.parametrize("workers", ["1", "2"])
+    def test_sighup_stops_gracefully(
+        self, tmp_path: Path, ports: tuple[int, int], workers: str
+    ) -> None:
+        """SIGHUP (a closed terminal) stops like SIGTERM: exit 0, targets emptied, all logged."""
+        api_port, metrics_port = ports
+        env, targets = _with_targets(tmp_path, metrics_port)
+        args = ["serve", "--port", str(api_port), "--workers", workers]
+        with started(args, env, tmp_path) as child:
+            wait_until_up(child, [f"http://127.0.0.1:{api_port}/health"])
+            assert 0 == child.stop(signal.SIGHUP)
+        assert [] == json.loads(targets.read_text(encoding="utf-8"))
+        logged = [e["event"] for e in events(child)]
+        assert int(workers) == logged.count("server.stopped")
+        assert (int(workers) if workers == "2" else 0) == logged.count("worker.stopped")
 
     def test_dead_worker_is_replaced_and_the_other_keeps_its_numbers(
         self, tmp_path: Path, ports: tuple[int, int]
@@ -435,12 +462,7 @@ class TestForeignSupervisor:
     ) -> None:
         """With metrics.port, the workers take P and P+1, register both, and add up exactly."""
         api_port, metrics_port = ports
-        targets = tmp_path / "targets.json"
-        env = clean_env(
-            tmp_path,
-            TASKFORCE_METRICS__PORT=str(metrics_port),
-            TASKFORCE_METRICS__TARGETS_FILE=str(targets),
-        )
+        env, targets = _with_targets(tmp_path, metrics_port)
         module, args = _foreign_command(server, api_port)
         with started(args, env, tmp_path, module=module) as child:
             api = f"http://127.0.0.1:{api_port}"

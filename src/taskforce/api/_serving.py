@@ -31,7 +31,9 @@ from taskforce.config import Settings
 __all__ = ["STOP_SIGNALS", "TaskforceServer", "run_worker"]
 
 _LOG = structlog.get_logger("taskforce.api")
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: What stops ``taskforce serve`` gracefully: SIGHUP too (a closed terminal, a process
+#: manager's hang-up), so the targets file is emptied and no record is lost.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 #: How long cancelled missions get to write their ``cancelled`` record.
 CANCEL_RECORD_SECONDS = RECORD_SECONDS
 

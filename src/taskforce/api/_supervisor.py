@@ -28,7 +28,7 @@ from types import FrameType
 import structlog
 
 from taskforce.api._listener import WorkerSlot, bind_socket
-from taskforce.api._serving import CANCEL_RECORD_SECONDS, run_worker
+from taskforce.api._serving import CANCEL_RECORD_SECONDS, STOP_SIGNALS, run_worker
 from taskforce.api._targets import replace_own_targets, report_failure
 from taskforce.config import Settings
 from taskforce.errors import StartupError
@@ -158,9 +158,7 @@ class _Supervisor:
 
     def run(self) -> int:
         """Start every worker, supervise them until a stop signal, return the exit code."""
-        originals = {
-            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
+        originals = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
         try:
             _LOG.info(
                 "supervisor.started",
@@ -312,9 +310,11 @@ def _worker_main(
 ) -> None:
     """Body of a forked worker: drain on SIGTERM, stop at once on SIGUSR2 (from the supervisor).
 
-    SIGINT is the supervisor's to pass on (a terminal's Ctrl-C reaches the whole group).
+    SIGINT and SIGHUP are the supervisor's to pass on (a terminal's Ctrl-C or hang-up
+    reaches the whole group).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal: the supervisor's too
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _stop_with_supervisor(supervisor)
     for other, sock in enumerate(metrics_sockets):
