@@ -41,6 +41,8 @@ _QUICK_DEATH_SECONDS = 1.0
 _MAX_RESTART_PAUSE_SECONDS = 10.0
 #: Replacements in a row that die before serving; then the service stops (a crash loop).
 _MAX_BOOT_FAILURES = 5
+#: The most worker processes ``taskforce serve`` starts (``--workers``, ``WEB_CONCURRENCY``).
+MAX_WORKERS = 256
 #: Time on top of the shutdown grace before a worker that ignores SIGTERM is killed.
 _KILL_MARGIN_SECONDS = 10.0
 _POLL_SECONDS = 0.1
@@ -51,7 +53,8 @@ def resolve_workers(option: int | None, environ: dict[str, str] | None = None) -
     """Return the worker count: ``--workers``, else ``WEB_CONCURRENCY`` (as uvicorn), else 1.
 
     Raises:
-        StartupError: the count is not a whole number of at least 1 (names its source).
+        StartupError: the count is not a whole number from 1 to :data:`MAX_WORKERS`
+            (names its source): a typo must not fork thousands of processes.
     """
     env = os.environ if environ is None else environ
     if option is not None:
@@ -60,8 +63,10 @@ def resolve_workers(option: int | None, environ: dict[str, str] | None = None) -
         source, raw = "WEB_CONCURRENCY", env["WEB_CONCURRENCY"].strip()
     else:
         return 1
-    if not raw.isdigit() or int(raw) < 1:
-        raise StartupError(f"invalid {source} {raw!r}: must be a whole number of at least 1")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_WORKERS:
+        raise StartupError(
+            f"invalid {source} {raw!r}: must be a whole number from 1 to {MAX_WORKERS}"
+        )
     return int(raw)
 
 

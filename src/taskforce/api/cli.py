@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=None,
-        help="worker processes sharing the port (default $WEB_CONCURRENCY, else 1)",
+        help="worker processes sharing the port, 1 to 256 (default $WEB_CONCURRENCY, else 1)",
     )
     serve.add_argument(
         "--metrics-port",
