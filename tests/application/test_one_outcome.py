@@ -69,8 +69,11 @@ def fixture_container(tmp_path: Path) -> Container:
     return _with_provider(tmp_path, None)
 
 
-def _failed_logs(logs: list[MutableMapping[str, Any]]) -> list[Any]:
-    return [log["error_type"] for log in logs if log["event"] == "tool.call.failed"]
+def _failed_logs(
+    logs: list[MutableMapping[str, Any]], event: str = "tool.call.failed"
+) -> list[Any]:
+    """The ``error_type`` of every ``event`` line, in order."""
+    return [log["error_type"] for log in logs if log["event"] == event]
 
 
 class TestToolOutcome:
@@ -208,10 +211,6 @@ class _StreamingProvider(_Provider):
         yield self.outcome
 
 
-def _llm_failed_logs(logs: list[MutableMapping[str, Any]]) -> list[Any]:
-    return [log["error_type"] for log in logs if log["event"] == "llm.call.failed"]
-
-
 class TestLLMOutcome:
     @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
     @pytest.mark.parametrize(
@@ -234,7 +233,7 @@ class TestLLMOutcome:
             result = await container.executor.execute_mission("say hi", agent_type)
         assert "failed" == result.status
         assert error_type == result.error_type
-        assert [error_type] == _llm_failed_logs(logs)
+        assert [error_type] == _failed_logs(logs, "llm.call.failed")
         (mission_failed,) = [log for log in logs if log["event"] == "mission.failed"]
         assert error_type == mission_failed["error_type"]
         assert container.metrics is not None
@@ -258,7 +257,7 @@ class TestLLMOutcome:
             events = [e async for e in container.executor.execute_mission_streaming("say hi")]
         assert "failed" == events[-1].result.status  # type: ignore[union-attr]
         assert "invalid_response" == events[-1].result.error_type  # type: ignore[union-attr]
-        assert ["invalid_response"] == _llm_failed_logs(logs)
+        assert ["invalid_response"] == _failed_logs(logs, "llm.call.failed")
         assert container.metrics is not None
         assert {("odd-1", "lean", "invalid_response"): 1} == samples(
             container.metrics, "taskforce_llm_failures_total"

@@ -26,6 +26,7 @@ __all__ = [
     "classify_tool_result",
     "exception_error_type",
     "is_unknown_tool_error",
+    "label_safe",
     "llm_exception_error_type",
 ]
 
@@ -79,7 +80,7 @@ def exception_error_type(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return TIMEOUT
     name = type(exc).__name__
-    return TIMEOUT if name in _TIMEOUT_CLASS_NAMES else _label_safe(name)
+    return TIMEOUT if name in _TIMEOUT_CLASS_NAMES else label_safe(name)
 
 
 def classify_tool_result(result: object) -> str | None:
@@ -106,24 +107,24 @@ def classify_tool_result(result: object) -> str | None:
         return INVALID_RESULT
     error_type = result.get("error_type")
     if isinstance(error_type, str) and error_type and error_type != UNKNOWN_TOOL:
-        return _label_safe(error_type)
+        return label_safe(error_type)
     return TOOL_ERROR
 
 
-def _label_safe(error_type: str) -> str:
-    """``error_type`` as the label guard keeps it: cut, and valid UTF-8.
+def label_safe(text: str) -> str:
+    """``text`` as a label value keeps it: cut to :data:`MAX_ERROR_TYPE_LENGTH` characters,
+    a character UTF-8 cannot encode (a lone surrogate) replaced by ``?``.
 
-    The guard cuts every label value to :data:`MAX_ERROR_TYPE_LENGTH` characters and
-    replaces a lone surrogate with ``?``; done here, the mission's result and the log
-    line carry the value the metric does.
+    The label guard normalizes every value with it, and the outcome functions their
+    ``error_type``: the mission's result and the log line carry the value the metric does.
     """
-    error_type = error_type[:MAX_ERROR_TYPE_LENGTH]
-    if not error_type.isascii():
+    text = text[:MAX_ERROR_TYPE_LENGTH]
+    if not text.isascii():
         try:
-            error_type.encode("utf-8")
+            text.encode("utf-8")
         except UnicodeEncodeError:
-            return error_type.encode("utf-8", "replace").decode("utf-8")
-    return error_type
+            return text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 def classify_llm_result(result: object) -> str | None:

@@ -392,6 +392,14 @@ class OpenAICompatibleProvider:
             raise self._provider_error(exc, _classify(exc) or "other", attempts) from exc
         state = _StreamState(asked)
         error: LLMProviderError | None = None
+
+        def broke(exc: Exception, error_type: LLMErrorType) -> LLMProviderError:
+            """End the attempt that streams as ``error_type``; return the error to raise."""
+            nonlocal error
+            attempts[-1] = LLMAttempt(error_type, elapsed_since(opened))
+            error = self._provider_error(exc, error_type, attempts)
+            return error
+
         try:
             if len(attempts) > 1:
                 # Retries were made: their report at once (the same list, final once the
@@ -403,9 +411,7 @@ class OpenAICompatibleProvider:
                 except (AttributeError, TypeError, ValueError) as exc:
                     # Null fields the SDK does not check (a choice without a delta, say).
                     malformed = _InvalidResponse(f"a streamed chunk is malformed ({exc})")
-                    attempts[-1] = LLMAttempt("invalid_response", elapsed_since(opened))
-                    error = self._provider_error(malformed, "invalid_response", attempts)
-                    raise error from exc
+                    raise broke(malformed, "invalid_response") from exc
                 for text in texts:
                     yield {"content": text}
                 try:
@@ -414,23 +420,16 @@ class OpenAICompatibleProvider:
                 except Exception as exc:
                     # Mid-stream faults come from the SDK and its HTTP layer alike
                     # (their classes are not all OpenAIError); all mean "stream broke".
-                    error_type = _classify(exc) or "other"
-                    attempts[-1] = LLMAttempt(error_type, elapsed_since(opened))
-                    error = self._provider_error(exc, error_type, attempts)
-                    raise error from exc
+                    raise broke(exc, _classify(exc) or "other") from exc
             if not state.finished:
                 # Closed cleanly mid-answer: no finish_reason, no usage. The text so far is
                 # a fragment, not the answer; the connection dropped as far as we can tell.
                 cut = _StreamCut("the stream ended before the model finished its answer")
-                attempts[-1] = LLMAttempt("connection", elapsed_since(opened))
-                error = self._provider_error(cut, "connection", attempts)
-                raise error from None
+                raise broke(cut, "connection") from None
             try:
                 tool_calls = state.tool_calls() if tools else []
             except _InvalidResponse as exc:
-                attempts[-1] = LLMAttempt("invalid_response", elapsed_since(opened))
-                error = self._provider_error(exc, "invalid_response", attempts)
-                raise error from exc
+                raise broke(exc, "invalid_response") from exc
         finally:
             if error is None:
                 attempts[-1] = LLMAttempt(None, elapsed_since(opened))

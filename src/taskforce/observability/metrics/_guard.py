@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from taskforce.core.interfaces.outcome import MAX_ERROR_TYPE_LENGTH
+from taskforce.core.interfaces.outcome import MAX_ERROR_TYPE_LENGTH, label_safe
 from taskforce.observability.metrics._catalog import OTHER
 
 __all__ = [
@@ -86,15 +86,8 @@ def normalize_label_value(value: object) -> str:
     Returns:
         The exposition-safe form stored in the registry.
     """
-    text = value if type(value) is str else str(value)
-    if len(text) > MAX_VALUE_LENGTH:
-        text = text[:MAX_VALUE_LENGTH]
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            text = text.encode("utf-8", "replace").decode("utf-8")
-    return escape_label_value(text)
+    # cut and repair as the outcome functions do their error_type (one definition)
+    return escape_label_value(label_safe(value if type(value) is str else str(value)))
 
 
 @dataclass(slots=True)
