@@ -254,6 +254,46 @@ class TestUnknownVariables:
         monkeypatch.setenv(variable, value)
         load_settings()
 
+    # What Kubernetes puts in a pod's environment for the Services `taskforce` (port
+    # `http` 80 -> 8000) and `taskforce-metrics` of its namespace (service links).
+    SERVICE_LINKS = {
+        "TASKFORCE_SERVICE_HOST": "10.96.12.7",
+        "TASKFORCE_SERVICE_PORT": "80",
+        "TASKFORCE_SERVICE_PORT_HTTP": "80",
+        "TASKFORCE_PORT": "tcp://10.96.12.7:80",
+        "TASKFORCE_PORT_80_TCP": "tcp://10.96.12.7:80",
+        "TASKFORCE_PORT_80_TCP_PROTO": "tcp",
+        "TASKFORCE_PORT_80_TCP_PORT": "80",
+        "TASKFORCE_PORT_80_TCP_ADDR": "10.96.12.7",
+        "TASKFORCE_METRICS_SERVICE_HOST": "fd00::1",
+        "TASKFORCE_METRICS_SERVICE_PORT": "9100",
+        "TASKFORCE_METRICS_PORT": "tcp://[fd00::1]:9100",
+    }
+
+    def test_kubernetes_service_links_pass(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A pod's service-link variables are not settings, and do not stop start-up."""
+        for variable, value in self.SERVICE_LINKS.items():
+            monkeypatch.setenv(variable, value)
+        assert load_settings().metrics.port is None
+
+    @pytest.mark.parametrize(
+        ("variable", "value"),
+        [
+            ("TASKFORCE_METRICS_PORT", "9100"),  # a typo of TASKFORCE_METRICS__PORT
+            ("TASKFORCE_PORT", "8000"),
+            ("TASKFORCE_SERVICE_HOST", "localhost"),
+            ("TASKFORCE_SERVICE_PORT", "http"),
+            ("taskforce_port", "tcp://10.0.0.1:80"),
+        ],
+    )
+    def test_lookalikes_of_service_links_are_refused(
+        self, monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+    ) -> None:
+        """Only a service link's name with a service link's value passes: typos still stop."""
+        monkeypatch.setenv(variable, value)
+        with pytest.raises(UnknownSettingError):
+            load_settings()
+
 
 class TestSecrets:
     @pytest.mark.parametrize(

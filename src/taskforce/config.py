@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import ipaddress
 import json
 import os
 import re
@@ -376,8 +377,42 @@ def _closest(word: str, candidates: Mapping[str, str]) -> str:
     return f"{best} ({candidates[best]})"
 
 
+# The variables Kubernetes gives a pod for every Service of its namespace (service
+# links): a Service named ``taskforce`` (or ``taskforce-x``) yields TASKFORCE_SERVICE_HOST,
+# TASKFORCE_SERVICE_PORT[_NAME], TASKFORCE_PORT and TASKFORCE_PORT_<n>_<PROTO>[_FIELD].
+_SERVICE_LINK = re.compile(
+    r"TASKFORCE(?:_[A-Z0-9_]+?)??_(?:"
+    r"(?P<host>SERVICE_HOST)|(?P<port>SERVICE_PORT(?:_[A-Z0-9_]+)?)|(?P<url>PORT)"
+    r"|(?P<field>PORT_[0-9]+_(?:TCP|UDP|SCTP)(?:_PROTO|_PORT|_ADDR)?))"
+)
+_SERVICE_URL = re.compile(r"(?:tcp|udp|sctp)://\S+:[0-9]+")
+
+
+def _is_service_link(variable: str, value: str) -> bool:
+    """Tell whether ``variable=value`` is one of Kubernetes' service-link variables.
+
+    Both the name and the shape of the value must match, so a typo such as
+    ``TASKFORCE_METRICS_PORT=9100`` is still refused.
+    """
+    match = _SERVICE_LINK.fullmatch(variable)
+    if match is None:
+        return False
+    if match["host"]:
+        with contextlib.suppress(ValueError):
+            return bool(ipaddress.ip_address(value))
+        return False
+    if match["port"]:
+        return value.isdigit()
+    if match["url"]:
+        return _SERVICE_URL.fullmatch(value) is not None
+    return True  # TASKFORCE_PORT_8000_TCP... names no setting anyone would type
+
+
 def _check_environment(environ: Mapping[str, str]) -> None:
-    """Refuse a ``TASKFORCE_*`` variable that names no setting (a typo must not pass silently)."""
+    """Refuse a ``TASKFORCE_*`` variable that names no setting (a typo must not pass silently).
+
+    Kubernetes' service-link variables (see :func:`_is_service_link`) are let through.
+    """
     index = _settings_index()
     by_variable = {variable: setting for setting, (variable, _) in index.items()}
     # a whole section as JSON (TASKFORCE_LLM='{...}') is understood by pydantic-settings too
@@ -389,7 +424,11 @@ def _check_environment(environ: Mapping[str, str]) -> None:
     known = set(by_variable) | sections | {_CONFIG_VARIABLE}
     for variable in sorted(environ):
         upper = variable.upper()
-        if upper.startswith(_ENV_PREFIX) and upper not in known:
+        if (
+            upper.startswith(_ENV_PREFIX)
+            and upper not in known
+            and not _is_service_link(variable, environ[variable])
+        ):
             raise UnknownSettingError(variable, _closest(upper, by_variable))
 
 

@@ -191,6 +191,44 @@ class TestWiring:
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert ("serve", "0.0.0.0", ports["http"]) == (args.command, args.host, args.port)
 
+    def test_one_worker_whatever_the_image_sets(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The pod runs one process, its one metrics port scraped, even with WEB_CONCURRENCY."""
+        from taskforce.api._supervisor import resolve_workers
+
+        monkeypatch.setenv("WEB_CONCURRENCY", "4")
+        args = _parser().parse_args(_container()["args"])
+        assert 1 == resolve_workers(args.workers)
+
+    def test_settings_load_beside_the_service_links(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The variables Kubernetes makes for the Service do not stop start-up.
+
+        The pod turns service links off; where an overlay turns them back on (or
+        another Service named taskforce-* lives in the namespace), they pass too.
+        """
+        assert _by_kind("Deployment")["spec"]["template"]["spec"]["enableServiceLinks"] is False
+        service = _by_kind("Service")
+        prefix = service["metadata"]["name"].upper().replace("-", "_")
+        ip = "10.96.0.10"
+        links = {f"{prefix}_SERVICE_HOST": ip}
+        for port in service["spec"]["ports"]:
+            number, proto = port["port"], port["protocol"]
+            url = f"{proto.lower()}://{ip}:{number}"
+            base = f"{prefix}_PORT_{number}_{proto}"
+            links |= {
+                f"{prefix}_SERVICE_PORT": str(number),
+                f"{prefix}_SERVICE_PORT_{port['name'].upper()}": str(number),
+                f"{prefix}_PORT": url,
+                base: url,
+                f"{base}_PROTO": proto.lower(),
+                f"{base}_PORT": str(number),
+                f"{base}_ADDR": ip,
+            }
+        for variable in _container()["env"]:
+            monkeypatch.setenv(variable["name"], variable["value"])
+        for name, value in links.items():
+            monkeypatch.setenv(name, value)
+        assert 9100 == load_settings().metrics.port
+
     def test_probes_ask_health_on_the_http_port(self) -> None:
         """Readiness and liveness probes GET /health on the http port."""
         container = _container()
