@@ -179,14 +179,14 @@ class TestWorkers:
                 sock.bind(("127.0.0.1", api_port))  # the port is free again
 
     def test_crash_loop_stops_the_service(self, tmp_path: Path, ports: tuple[int, int]) -> None:
-        """Replacements that keep dying before they serve stop the service with exit 2."""
+        """Replacements that keep dying before they serve stop the service with exit 2.
+
+        The service stays in its targets file, so Prometheus sees its targets down.
+        """
         api_port, metrics_port = ports
         base = tmp_path / "base"
-        env = clean_env(
-            tmp_path,
-            TASKFORCE_STATE_DIR=str(base / "state"),
-            TASKFORCE_METRICS__PORT=str(metrics_port),
-        )
+        env, targets = _with_targets(tmp_path, metrics_port)
+        env["TASKFORCE_STATE_DIR"] = str(base / "state")
         with started(["serve", "--port", str(api_port), "--workers", "2"], env, tmp_path) as child:
             wait_until_up(child, [f"http://127.0.0.1:{metrics_port + i}/metrics" for i in (0, 1)])
             shutil.rmtree(base, ignore_errors=True)
@@ -202,6 +202,8 @@ class TestWorkers:
         assert 6 == len(exited)  # the killed worker, then five replacements that never served
         last = child.stderr().strip().splitlines()[-1]
         assert last.startswith("taskforce: worker 0 failed to start")
+        listed = sorted(g["targets"][0] for g in json.loads(targets.read_text("utf-8")))
+        assert [f"127.0.0.1:{metrics_port + i}" for i in (0, 1)] == listed
 
         """`--workers 2` with metrics on and no metrics.port stops at once, naming it."""
         with started(
@@ -277,13 +279,17 @@ class TestStartup:
             "FileStateStore.open = _broken\n",
             encoding="utf-8",
         )
-        env = clean_env(tmp_path, TASKFORCE_METRICS__PORT=str(free_ports(2)))
+        metrics_port = free_ports(2)
+        env, targets = _with_targets(tmp_path, metrics_port)
         env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(boot)])
         args = ["serve", "--port", str(free_ports(1)), "--workers", workers]
         with started(args, env, tmp_path) as child:
             assert 2 == child.process.wait(timeout=60)
         last = child.stderr().strip().splitlines()[-1]
         assert last.startswith("taskforce: ") and "failed to start" in last
+        # still listed: a service that failed shows as down, it does not vanish
+        listed = sorted(g["targets"][0] for g in json.loads(targets.read_text("utf-8")))
+        assert [f"127.0.0.1:{metrics_port + i}" for i in range(int(workers))] == listed
 
     def test_metrics_port_in_use_exits_2(self, tmp_path: Path, ports: tuple[int, int]) -> None:
         """A taken metrics port is a start-up failure too, naming that port."""

@@ -73,6 +73,12 @@ def resolve_workers(option: int | None, environ: dict[str, str] | None = None) -
 def serve(settings: Settings, host: str, port: int, workers: int) -> int:
     """Serve the app on ``host:port`` with ``workers`` processes until stopped.
 
+    The service's entries in ``metrics.targets_file`` are withdrawn when it stops
+    on a signal (return 0) and kept when it fails (an exception).
+
+    Returns:
+        0, after a stop signal and the drain.
+
     Raises:
         StartupError: more than one worker with metrics on but no ``metrics.port``,
             a port cannot be bound (the message names host and port), or the app
@@ -97,14 +103,16 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
     targets = _Targets(metrics.targets_file, metrics_host, metrics.port, workers)
     if metrics.enabled and metrics.port is not None:
         targets.write(range(workers))
-    try:
-        if workers == 1:
-            if run_worker(settings, api_socket, WorkerSlot(0, metrics_sockets[0])) != 0:
-                raise StartupError("the service failed to start (see its log above)")
-            return 0
-        return _Supervisor(settings, api_socket, metrics_sockets, targets).run()
-    finally:
-        targets.write(())
+    # Only a stop asked for withdraws the entries: a service that failed stays listed,
+    # so Prometheus sees its targets down (and TaskforceTargetDown fires) instead of
+    # seeing them vanish.
+    if workers == 1:
+        if run_worker(settings, api_socket, WorkerSlot(0, metrics_sockets[0])) != 0:
+            raise StartupError("the service failed to start (see its log above)")
+    else:
+        _Supervisor(settings, api_socket, metrics_sockets, targets).run()
+    targets.write(())
+    return 0
 
 
 @dataclass
@@ -161,8 +169,13 @@ class _Supervisor:
         self._stop_sent = 0
         self._failed: int | None = None
 
-    def run(self) -> int:
-        """Start every worker, supervise them until a stop signal, return the exit code."""
+    def run(self) -> None:
+        """Start every worker and supervise them until a stop signal.
+
+        Raises:
+            StartupError: a worker failed its first start, or its replacements kept
+                dying before they served.
+        """
         originals = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
         try:
             _LOG.info(
@@ -180,7 +193,6 @@ class _Supervisor:
         _LOG.info("supervisor.stopped", category="lifecycle", pid=os.getpid())
         if self._failed is not None:
             raise StartupError(f"worker {self._failed} failed to start (see its log above)")
-        return 0
 
     def _on_signal(self, sig: int, frame: FrameType | None) -> None:
         self._signals += 1
