@@ -245,6 +245,25 @@ class TestWorkers:
         assert 1 == len(lines)
         assert ("metrics.port" if value == "2" else "WEB_CONCURRENCY") in lines[0]
 
+    @pytest.mark.parametrize(
+        ("value", "flags"),
+        [("", []), ("  ", []), ("abc", ["--workers", "2"]), ("0", ["--workers", "1"])],
+    )
+    def test_blank_web_concurrency_or_one_the_flag_overrides_is_not_read(
+        self, tmp_path: Path, ports: tuple[int, int], value: str, flags: list[str]
+    ) -> None:
+        """A blank WEB_CONCURRENCY is unset; with --workers it is not read at all (uvicorn too)."""
+        api_port, metrics_port = ports
+        env = clean_env(tmp_path, WEB_CONCURRENCY=value, TASKFORCE_METRICS__PORT=str(metrics_port))
+        args = ["serve", "--port", str(api_port), *flags]
+        count = int(flags[1]) if flags else 1
+        with started(args, env, tmp_path) as child:
+            urls = [f"http://127.0.0.1:{metrics_port + i}/metrics" for i in range(count)]
+            wait_until_up(child, [*urls, f"http://127.0.0.1:{api_port}/health"])
+            assert 0 == child.stop(signal.SIGTERM)
+        assert count == [e["event"] for e in events(child)].count("server.started")
+        assert "Traceback" not in child.stderr()
+
 
 class TestStartup:
     @pytest.mark.parametrize("workers", ["1", "2"])

@@ -107,6 +107,7 @@ class MetricsListener:
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=_SCRAPE_DRAIN_SECONDS,
+            workers=1,  # never read WEB_CONCURRENCY (see TaskforceServer)
         )
         # Never serve(): that would take over the signal handlers of the main server.
         self._server = uvicorn.Server(config)

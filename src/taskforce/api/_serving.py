@@ -120,7 +120,15 @@ class TaskforceServer(uvicorn.Server):
         """
         self._answer_cancelled = _AnswerCancelled(app)
         super().__init__(
-            uvicorn.Config(self._answer_cancelled, log_config=None, access_log=True, lifespan="on")
+            # workers=1: uvicorn would read WEB_CONCURRENCY itself (and fail on a blank
+            # one); the worker count is taskforce's to resolve (see resolve_workers).
+            uvicorn.Config(
+                self._answer_cancelled,
+                log_config=None,
+                access_log=True,
+                lifespan="on",
+                workers=1,
+            )
         )
         self.grace_seconds = grace_seconds
         self._force_signals = tuple(force_signals)
