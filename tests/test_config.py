@@ -192,34 +192,105 @@ class TestDirectories:
         assert "TASKFORCE_METRICS__ENABLED='maybe'" == info.value.source
         assert "TASKFORCE_METRICS__ENABLED='maybe'" in str(info.value)
 
+    @pytest.mark.parametrize(
+        ("content", "shown"),
+        [
+            ("[api]\nmax_body_bytes = 12\n", "12"),
+            # a whole section as no table may hold a secret: only its type is named
+            ('state = "postgresql://tf:pw-SECRET-7@h/db"\n', "<a str>"),
+        ],
+    )
     def test_invalid_value_from_file_names_the_file(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+        self, tmp_path: Path, content: str, shown: str
     ) -> None:
         """An invalid value from the TOML file names the file and repeats the value."""
         cfg = tmp_path / "t.toml"
-        cfg.write_text("[api]\nmax_body_bytes = 12\n", encoding="utf-8")
+        cfg.write_text(content, encoding="utf-8")
         with pytest.raises(ConfigurationError) as info:
             load_settings(cfg)
-        assert f"in {cfg}: 12" == info.value.source
+        assert f"in {cfg}: {shown}" == info.value.source
+        assert "SECRET" not in str(info.value)
 
     @pytest.mark.parametrize(
-        ("env", "value"),
+        ("env", "value", "source"),
         [
-            ("TASKFORCE_API__AUTH_TOKEN", " \t "),
-            ("TASKFORCE_METRICS__AUTH_TOKEN", " \t "),
-            ("TASKFORCE_STATE__DSN", "mysql://u:pw\t@h/db"),
+            ("TASKFORCE_API__AUTH_TOKEN", " \t ", "TASKFORCE_API__AUTH_TOKEN"),
+            ("TASKFORCE_METRICS__AUTH_TOKEN", " \t ", "TASKFORCE_METRICS__AUTH_TOKEN"),
+            ("TASKFORCE_STATE__DSN", "mysql://u:pw\t@h/db", "TASKFORCE_STATE__DSN"),
+            # a whole section given as no table may hold a secret: only its type is named
+            ("TASKFORCE_API", '"apitok-pw"', "TASKFORCE_API=<a str>"),
+            ("TASKFORCE_STATE", '["postgresql://tf:pw@h/db"]', "TASKFORCE_STATE=<a list>"),
         ],
     )
     def test_invalid_secret_is_not_repeated(
-        self, monkeypatch: pytest.MonkeyPatch, env: str, value: str
+        self, monkeypatch: pytest.MonkeyPatch, env: str, value: str, source: str
     ) -> None:
         """An invalid secret names its variable but never its value."""
         monkeypatch.setenv(env, value)
         with pytest.raises(ConfigurationError) as info:
             load_settings()
-        assert env == info.value.source
+        assert source == info.value.source
         assert "\\t" not in str(info.value)
         assert "pw" not in str(info.value)
+
+    @pytest.mark.parametrize(
+        ("env", "value", "setting", "reason"),
+        [
+            ("TASKFORCE_LLM__SCRIPTED_LATENCY_MS", "nan", "llm.scripted_latency_ms", "finite"),
+            ("TASKFORCE_LLM__TIMEOUT_SECONDS", "inf", "llm.timeout_seconds", "finite"),
+            ("TASKFORCE_LLM__MODEL", "   ", "llm.model", "must not be blank"),
+            ("TASKFORCE_METRICS__HOST", " ", "metrics.host", "must not be blank"),
+            ("TASKFORCE_LLM__API_KEY", "", "llm.api_key", "must not be empty"),
+            ("TASKFORCE_METRICS__PATH", "/m%20x", "metrics.path", "'%'"),
+        ],
+    )
+    def test_nonsense_is_named_plainly(
+        self, monkeypatch: pytest.MonkeyPatch, env: str, value: str, setting: str, reason: str
+    ) -> None:
+        """NaN, blanks and an unreachable path stop start-up, with the reason in plain words."""
+        monkeypatch.setenv(env, value)
+        with pytest.raises(ConfigurationError) as info:
+            load_settings()
+        assert setting == info.value.setting
+        assert reason in info.value.reason
+        assert not info.value.reason.startswith("Value error")
+
+    @pytest.mark.parametrize(
+        ("env", "value", "read"),
+        [
+            ("TASKFORCE_LOGGING__FORMAT", "JSON", ("logging", "format", "json")),
+            ("TASKFORCE_LOGGING__LEVEL", " Warning ", ("logging", "level", "warning")),
+            ("TASKFORCE_STATE__BACKEND", "FILE", ("state", "backend", "file")),
+            ("TASKFORCE_LLM__PROVIDER", "Scripted", ("llm", "provider", "scripted")),
+        ],
+    )
+    def test_choices_are_read_in_any_case(
+        self, monkeypatch: pytest.MonkeyPatch, env: str, value: str, read: tuple[str, str, str]
+    ) -> None:
+        """A choice is read whatever its case and the spaces around it."""
+        monkeypatch.setenv(env, value)
+        section, name, expected = read
+        assert expected == getattr(getattr(load_settings(), section), name)
+
+    def test_an_unknown_key_names_where_it_came_from(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An unknown key in the file or in a section's JSON names the file or the variable."""
+        cfg = tmp_path / "k.toml"
+        cfg.write_text("[metrics]\nenabeld = true\n", encoding="utf-8")
+        with pytest.raises(ConfigurationError) as info:
+            load_settings(cfg)
+        assert (f"in {cfg}", "unknown key; did you mean metrics.enabled?") == (
+            info.value.source,
+            info.value.reason,
+        )
+        monkeypatch.setenv("TASKFORCE_LLM", '{"modle": "m"}')
+        with pytest.raises(ConfigurationError) as info:
+            load_settings()
+        assert ("TASKFORCE_LLM", "unknown key; did you mean llm.model?") == (
+            info.value.source,
+            info.value.reason,
+        )
 
 
 class TestUnknownVariables:

@@ -67,7 +67,19 @@ def _non_empty_token(value: SecretStr | None) -> SecretStr | None:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: NaN would otherwise fail with a misleading bound ("<= 600000")
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _lower(value: Any) -> Any:
+    """A choice (``JSON``, ``Postgres``) is read in any case, without spaces around it."""
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _not_blank(value: Any) -> Any:
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("must not be blank")
+    return value
 
 
 class ModelPrice(_Section):
@@ -82,7 +94,7 @@ class LLMSettings(_Section):
 
     provider: Literal["scripted", "openai"] = "scripted"
     model: str = Field(default="scripted-1", min_length=1)
-    base_url: str | None = None
+    base_url: str | None = Field(default=None, validate_default=True)
     api_key: SecretStr | None = None
     scripted_latency_ms: float = Field(default=0.0, ge=0, le=600_000)
     scripted_first_chunk_delay_ms: float = Field(default=0.0, ge=0, le=600_000)
@@ -91,6 +103,38 @@ class LLMSettings(_Section):
     max_retries: int = Field(default=2, ge=0, le=10)
     retry_after_max_seconds: float = Field(default=30.0, ge=0, le=3600)
     prices: Annotated[dict[str, ModelPrice], NoDecode] = Field(default_factory=dict)
+
+    _choice = field_validator("provider", mode="before")(_lower)
+    _model_named = field_validator("model", mode="before")(_not_blank)
+
+    @field_validator("api_key")
+    @classmethod
+    def _check_api_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("must not be empty (unset it for none)")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        value = value.strip() if value is not None else None
+        if not value:
+            if info.data.get("provider") == "openai":
+                raise ValueError("is required when llm.provider is 'openai'")
+            return None
+        parts = urlsplit(value)
+        try:
+            port = parts.port  # out of range or not a number: ValueError
+        except ValueError:
+            port = -1
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or port == -1
+            or any(c.isspace() for c in value)
+        ):
+            raise ValueError("must be an http:// or https:// URL with a host (http://host:8000/v1)")
+        return value
 
     @field_validator("prices", mode="before")
     @classmethod
@@ -140,6 +184,8 @@ class MetricsSettings(_Section):
     #: A Prometheus ``file_sd`` file listing every worker's metrics endpoint.
     targets_file: Path | None = None
 
+    _host_named = field_validator("host", mode="before")(_not_blank)
+
     @field_validator("targets_file", mode="before")
     @classmethod
     def _check_targets_file(cls, value: Any) -> Any:
@@ -160,8 +206,9 @@ class MetricsSettings(_Section):
     def _check_path(cls, value: str) -> str:
         if not value.startswith("/") or value == "/" or value.endswith("/"):
             raise ValueError("must start with '/', name a path and not end with '/'")
-        if any(c.isspace() or c in "?#{}" for c in value):
-            raise ValueError("must not contain spaces, '?', '#' or braces")
+        if any(c.isspace() or c in "?#{}%" for c in value):
+            # '%': a request's path arrives decoded, so /m%20x could never be asked for
+            raise ValueError("must not contain spaces, '?', '#', '%' or braces")
         for prefix in _RESERVED_PREFIXES:
             if value == prefix or value.startswith(prefix + "/"):
                 raise ValueError(f"collides with the built-in route {prefix}")
@@ -207,6 +254,8 @@ class StateSettings(_Section):
     max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=1024**4)
     threads: int = Field(default=4, ge=1, le=256)
 
+    _choice = field_validator("backend", mode="before")(_lower)
+
     @field_validator("dsn")
     @classmethod
     def _check_dsn(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
@@ -227,10 +276,7 @@ class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     categories: Annotated[tuple[str, ...], NoDecode] = LOG_CATEGORIES
 
-    @field_validator("level", mode="before")
-    @classmethod
-    def _lower_level(cls, value: Any) -> Any:
-        return value.lower() if isinstance(value, str) else value
+    _choice = field_validator("format", "level", mode="before")(_lower)
 
     @field_validator("categories", mode="before")
     @classmethod
@@ -454,21 +500,29 @@ def _configuration_error(
     first = exc.errors()[0]
     setting = ".".join(str(part) for part in first["loc"]) or "settings"
     index = _settings_index()
-    reason = first["msg"]
+    reason = first["msg"].removeprefix("Value error, ")
     # a key inside a setting's value (llm.prices.gpt-4o.input) comes from that setting's source
     parts = [str(part) for part in first["loc"]]
     known = next(
         (".".join(parts[:n]) for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in index),
         setting,
     )
+    env_names = {name.upper() for name in environ}
     if first["type"] == "extra_forbidden" and known == setting:
-        names = {name: name for name in index}
-        return ConfigurationError(setting, f"unknown key; did you mean {_closest(setting, names)}?")
+        (closest,) = difflib.get_close_matches(setting, index, n=1, cutoff=0.0) or [*index][:1]
+        section = f"{_ENV_PREFIX}{parts[0]}".upper()
+        where = section if section in env_names else f"in {config_file}" if config_file else None
+        return ConfigurationError(setting, f"unknown key; did you mean {closest}?", source=where)
+    if first["type"] == "model_type" and known not in index:
+        reason = "must be a table of settings (a JSON object in a variable, a TOML table)"
     if first["type"] == "extra_forbidden":
         reason = "unknown key"
     variable, is_secret = index.get(known, (f"{_ENV_PREFIX}{setting}".upper(), False))
-    value = "" if is_secret else f"={first.get('input')!r:.80}"
-    env_names = {name.upper() for name in environ}
+    # A section given as something else than a table (state = "postgresql://u:pw@h/db")
+    # may hold any of its secrets: only the type of what was given is named.
+    given = first.get("input")
+    shown = f"{given!r:.80}" if known in index else f"<a {type(given).__name__}>"
+    value = "" if is_secret else f"={shown}"
     section_variable = variable.split("__")[0]
     source: str | None
     if variable in env_names and known == setting:
@@ -539,6 +593,11 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
     path = os.environ.get(_CONFIG_VARIABLE)
     try:
         _check_environment(os.environ)
+        if path is not None and not path.strip():
+            where = "--config" if config_file is not None else _CONFIG_VARIABLE
+            raise ConfigurationError(
+                "config", "names no file (leave it out for none)", source=f"{where}={path!r}"
+            )
         if path and not Path(path).exists():
             raise ConfigurationError("config", f"config file {path} does not exist")
         if path and not Path(path).is_file():

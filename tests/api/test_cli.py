@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -75,6 +76,39 @@ class TestRun:
         proc = _taskforce("run", "llm:error", env=_env(tmp_path), cwd=tmp_path)
         assert 1 == proc.returncode
         assert "status: failed" in proc.stdout
+
+    def test_failed_mission_prints_no_blank_answer(self, tmp_path: Path) -> None:
+        """A mission that failed without an answer ends on its error, not on an empty line."""
+        proc = _taskforce("run", "llm:error", env=_env(tmp_path), cwd=tmp_path)
+        assert 1 == proc.returncode
+        assert proc.stdout.endswith("\n") and not proc.stdout.endswith("\n\n")
+        assert proc.stdout.splitlines()[-1].startswith("error: ")
+
+    @pytest.mark.parametrize(("sent", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+    def test_a_stop_signal_cancels_and_records_the_mission(
+        self, tmp_path: Path, sent: signal.Signals, code: int
+    ) -> None:
+        """Ctrl-C or SIGTERM: the mission is cancelled and recorded, one line, 128 + signal."""
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "taskforce", "run", 'tool:sleep {"seconds": 30}', "--verbose"],
+            env=_env(tmp_path, TASKFORCE_LOGGING__LEVEL="debug"),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stderr is not None
+        for line in proc.stderr:  # the tool is running: the mission is under way
+            if '"tool.call.started"' in line:
+                break
+        proc.send_signal(sent)
+        stdout, stderr = proc.communicate(timeout=30)
+        assert (code, "") == (proc.returncode, stdout)
+        assert stderr.splitlines()[-1] == f"taskforce: {sent.name}: the mission was cancelled"
+        assert "Traceback" not in stderr
+        (saved,) = (tmp_path / "state").glob("*.json")
+        (record,) = json.loads(saved.read_text(encoding="utf-8"))["missions"]
+        assert ("cancelled", "cancelled") == (record["status"], record["error_type"])
 
     def test_prints_only_its_result(self, tmp_path: Path) -> None:
         """Without --verbose stdout holds the result alone and stderr no info line."""
@@ -192,7 +226,7 @@ class TestServe:
             port = sock.getsockname()[1]
         proc = subprocess.Popen(
             [sys.executable, "-m", "taskforce", "serve", "--port", str(port)],
-            env=_env(tmp_path),
+            env=_env(tmp_path, TASKFORCE_LOGGING__LEVEL="debug"),
             cwd=tmp_path,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -224,6 +258,41 @@ class TestServe:
         )
         assert 2 == proc.returncode
         assert "config" in proc.stderr
+
+    @pytest.mark.parametrize("args", [["--config", ""], ["--config", " "]])
+    def test_an_empty_config_name_is_refused(self, tmp_path: Path, args: list[str]) -> None:
+        """`--config ''` (an unset shell variable) stops start-up instead of reading no file."""
+        for command in (["serve", "--port", "1"], ["run", "hi"]):
+            proc = _taskforce(*command, *args, env=_env(tmp_path), cwd=tmp_path)
+            assert 2 == proc.returncode
+            assert f"(--config={args[1]!r}): names no file" in proc.stderr
+        env = _env(tmp_path, TASKFORCE_CONFIG="")
+        proc = _taskforce("run", "hi", env=env, cwd=tmp_path)
+        assert (2, 1) == (proc.returncode, len(proc.stderr.splitlines()))
+        assert "(TASKFORCE_CONFIG='')" in proc.stderr
+
+    @pytest.mark.parametrize("port", ["0", "65536", "x"])
+    def test_metrics_port_out_of_range_is_bad_usage(self, tmp_path: Path, port: str) -> None:
+        """`--metrics-port` is checked as the flag it is, not as the variable it is not."""
+        env = _env(tmp_path, TASKFORCE_METRICS__PORT="9464")
+        proc = _taskforce("serve", f"--metrics-port={port}", env=env, cwd=tmp_path)
+        assert 2 == proc.returncode
+        assert f"argument --metrics-port: invalid port '{port}'" in proc.stderr
+        assert "TASKFORCE_METRICS__PORT" not in proc.stderr
+
+    @pytest.mark.parametrize(("workers", "metrics_port"), [("1", 0), ("3", -2)])
+    def test_metrics_port_on_the_api_port_is_refused(
+        self, tmp_path: Path, workers: str, metrics_port: int
+    ) -> None:
+        """Metrics ports that take the API port: one line saying so, not 'address in use'."""
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        args = ["--port", str(port), "--workers", workers]
+        args += ["--metrics-port", str(port + metrics_port)]
+        proc = _taskforce("serve", *args, env=_env(tmp_path), cwd=tmp_path)
+        assert (2, 1) == (proc.returncode, len(proc.stderr.splitlines()))
+        assert f"the API port {port} is also" in proc.stderr
 
     @pytest.mark.parametrize("port", ["65536", "99999", "-1"])
     def test_serve_port_out_of_range_is_bad_usage(self, tmp_path: Path, port: str) -> None:

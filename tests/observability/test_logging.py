@@ -123,6 +123,17 @@ class TestJsonLogs:
         assert REDACTED == line["authorization"]
         assert {"api_key": REDACTED, "ok": "fine"} == line["nested"]
 
+    def test_a_short_secret_leaves_the_names_alone(self) -> None:
+        """A one-letter token is redacted where it stands alone, not inside every word."""
+        buf = io.StringIO()
+        configure_logging(fmt="json", secrets=["e"], stream=buf)
+        structlog.get_logger("t").warning(
+            "server.config.checked", category="lifecycle", agent_type="lean", detail="token=e sent"
+        )
+        (line,) = _lines(buf)
+        assert ("server.config.checked", "lifecycle") == (line["event"], line["category"])
+        assert ("lean", f"token={REDACTED} sent") == (line["agent_type"], line["detail"])
+
     def test_stdlib_records_share_format(self) -> None:
         """uvicorn's stdlib records come out as JSON lines with a category too."""
         buf = io.StringIO()

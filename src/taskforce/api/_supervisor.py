@@ -70,6 +70,10 @@ def resolve_workers(option: int | None, environ: dict[str, str] | None = None) -
     return int(raw)
 
 
+# Addresses that bind every interface, and so collide with any other address.
+_WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+
+
 def serve(settings: Settings, host: str, port: int, workers: int) -> int:
     """Serve the app on ``host:port`` with ``workers`` processes until stopped.
 
@@ -90,9 +94,20 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
             f"{workers} workers need metrics.port (TASKFORCE_METRICS__PORT or --metrics-port): "
             "each worker serves its own metrics on metrics.port + its index"
         )
+    metrics_host = metrics.host or host
+    if metrics.enabled and metrics.port is not None:
+        same_address = metrics_host == host or _WILDCARDS & {metrics_host, host}
+        if same_address and metrics.port <= port < metrics.port + workers:
+            taken = (
+                "metrics.port"
+                if workers == 1
+                else f"among the workers' metrics ports {metrics.port}-{metrics.port + workers - 1}"
+            )
+            raise StartupError(
+                f"the API port {port} is also {taken}: give metrics a port of their own"
+            )
     api_socket = bind_socket(host, port, what="the API")
     metrics_sockets: list[socket.socket | None] = [None] * workers
-    metrics_host = metrics.host or host
     if metrics.enabled and metrics.port is not None:
         if metrics.port + workers - 1 > 65535:
             raise StartupError(f"metrics.port {metrics.port} + {workers} workers passes 65535")

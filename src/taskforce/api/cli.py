@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from contextlib import aclosing
@@ -27,15 +28,20 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 
-def _port(text: str) -> int:
+def _port(text: str, lowest: int = 0) -> int:
     """A TCP port number (the socket layer would silently wrap 99999 to 34463)."""
     try:
         port = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid port {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"invalid port {text!r}: must be 0 to 65535")
+    if not lowest <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: must be {lowest} to 65535")
     return port
+
+
+def _metrics_port(text: str) -> int:
+    """A metrics port: no 0 (metrics.port names a port to scrape, not any free one)."""
+    return _port(text, lowest=1)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--metrics-port",
-        type=int,
+        type=_metrics_port,
         default=None,
         help="serve metrics on this port instead of the API port (default metrics.port)",
     )
@@ -125,6 +131,11 @@ async def _run_mission(args: argparse.Namespace, settings: Settings) -> int:
         # Refused before anything is built: no state directory for a mission that cannot run.
         raise MissionError("the mission is empty")
     check_directories(settings)
+    # SIGTERM ends the mission like Ctrl-C does (asyncio.run cancels it on SIGINT):
+    # cancelled, recorded in its session, the container closed.
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     has_tokens = False  # the answer already went out as it streamed
     async with build_container(settings) as container:
         if args.stream:
@@ -145,7 +156,7 @@ async def _run_mission(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  step {step.index} {step.status}: {step.description}{tools}")
         if result.error:
             print(f"error: {result.error}")
-        if not has_tokens:
+        if not has_tokens and result.final_message:
             print(result.final_message)
     return 0 if result.status == "completed" else 1
 
@@ -186,7 +197,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     Exit codes: 0 success, 1 a mission that did not complete, 2 bad usage, an
     invalid mission, an invalid setting (one line on standard error says which), an
     unreachable state database (the line names state.dsn) or a start-up failure such
-    as a port in use (the line names host and port).
+    as a port in use (the line names host and port); 130 and 143 when ``run`` is
+    stopped by SIGINT (Ctrl-C) or SIGTERM, its mission cancelled.
     """
     args = _parser().parse_args(argv)
     is_quiet_run = args.command == "run" and not args.verbose
@@ -216,4 +228,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         # a start-up failure, one line; the message names no path and no DSN.
         print(f"taskforce: state: {exc}", file=sys.stderr)
         code = 2
+    except (KeyboardInterrupt, asyncio.CancelledError) as exc:
+        # Only `run` gets here (serve drains on its signals): the mission was cancelled
+        # and recorded so. The shell's convention: 128 + the signal's number.
+        stopped_by = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
+        print(f"taskforce: {stopped_by.name}: the mission was cancelled", file=sys.stderr)
+        code = 128 + stopped_by
     sys.exit(code)

@@ -11,9 +11,42 @@ from structlog.testing import capture_logs
 from taskforce.application.container import build_container
 from taskforce.config import Settings
 from taskforce.core.interfaces.executor import AgentType
-from taskforce.core.interfaces.log import DIGEST_HEX_CHARS, text_fields
+from taskforce.core.interfaces.log import (
+    DIGEST_HEX_CHARS,
+    REDACTED,
+    SHORT_SECRET_CHARS,
+    secret_scrubber,
+    text_fields,
+)
 
 CANARY = "ZQX-canary-7731"
+
+
+class TestSecretScrubber:
+    @pytest.mark.parametrize(
+        ("secrets", "text", "expected"),
+        [
+            # long secrets go wherever they are, the longest first
+            (["sk-live-12345678"], "key=sk-live-12345678x", "key=***x"),
+            (["sk-live-1234", "sk-live-12345678"], "a sk-live-12345678 b", "a *** b"),
+            # short ones only where no letter or digit touches them
+            (["e"], "mission.started e", "mission.started ***"),
+            (["EMPTY"], "Bearer EMPTY, EMPTYING", "Bearer ***, EMPTYING"),
+            (["pw1"], "user:pw1@host pw12 _pw1_", "user:***@host pw12 _***_"),
+            (["a.b"], "a.b axb", "*** axb"),  # regex characters are literal
+            ([], "nothing to hide", "nothing to hide"),
+            ([""], "an empty secret hides nothing", "an empty secret hides nothing"),
+        ],
+    )
+    def test_replaces_each_secret(self, secrets: list[str], text: str, expected: str) -> None:
+        """Every known secret becomes REDACTED; short ones only where they stand alone."""
+        assert expected.replace("***", REDACTED) == secret_scrubber(secrets)(text)
+
+    def test_the_short_limit(self) -> None:
+        """A secret of SHORT_SECRET_CHARS characters is replaced inside words too."""
+        secret = "k" * SHORT_SECRET_CHARS
+        assert f"x{REDACTED}x" == secret_scrubber([secret])(f"x{secret}x")
+        assert f"x{secret[1:]}x" == secret_scrubber([secret[1:]])(f"x{secret[1:]}x")
 
 
 class TestTextFields:

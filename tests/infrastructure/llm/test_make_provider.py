@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from taskforce.config import LLMSettings
+from taskforce.config import LLMSettings, load_settings
 from taskforce.errors import ConfigurationError
 from taskforce.infrastructure.llm import (
     OpenAICompatibleProvider,
@@ -39,24 +39,46 @@ class TestMakeProvider:
         assert isinstance(provider, ScriptedLLMProvider)
         assert 250 == provider.latency_ms
 
-    @pytest.mark.parametrize("base_url", [None, "  "])
-    def test_openai_needs_base_url(self, base_url: str | None) -> None:
-        """``openai`` without a base URL is a configuration error naming llm.base_url."""
+    @pytest.mark.parametrize(
+        "base_url",
+        [
+            None,
+            "  ",
+            "ftp://host/v1",
+            "http://",
+            "http://:8000/v1",
+            "http://host:99999/v1",
+            "http://host:port/v1",
+            "https://exa mple.com/v1",
+            "host:8000/v1",
+        ],
+    )
+    def test_openai_needs_a_usable_base_url(
+        self, monkeypatch: pytest.MonkeyPatch, base_url: str | None
+    ) -> None:
+        """``openai`` without an http(s) URL with a host stops at the settings, naming it.
+
+        Before any provider is built (or any worker forked), with the variable and value.
+        """
+        monkeypatch.setenv("TASKFORCE_LLM__PROVIDER", "openai")
+        if base_url is not None:
+            monkeypatch.setenv("TASKFORCE_LLM__BASE_URL", base_url)
+        with pytest.raises(ConfigurationError) as info:
+            load_settings()
+        assert "llm.base_url" == info.value.setting
+        if base_url is not None:
+            assert f"TASKFORCE_LLM__BASE_URL={base_url!r}" == info.value.source
+
+    @pytest.mark.parametrize(
+        "base_url", ["http://127.0.0.1:8000/v1", " https://api.example.com/v1 ", "http://[::1]/"]
+    )
+    async def test_a_usable_base_url_is_kept_stripped(self, base_url: str) -> None:
+        """An http(s) URL with a host passes, without the spaces around it."""
         settings = LLMSettings(provider="openai", model="gpt-x", base_url=base_url)
-
-        with pytest.raises(ConfigurationError) as info:
-            make_provider(settings)
-
-        assert "llm.base_url" == info.value.setting
-
-    def test_openai_base_url_must_be_http(self) -> None:
-        """A base URL without an http(s) scheme is refused."""
-        settings = LLMSettings(provider="openai", model="gpt-x", base_url="ftp://host/v1")
-
-        with pytest.raises(ConfigurationError) as info:
-            make_provider(settings)
-
-        assert "llm.base_url" == info.value.setting
+        assert base_url.strip() == settings.base_url
+        provider = make_provider(settings)
+        assert isinstance(provider, OpenAICompatibleProvider)
+        await provider.aclose()
 
     @pytest.mark.integration
     async def test_openai_uses_settings(self) -> None:

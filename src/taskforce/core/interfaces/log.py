@@ -8,9 +8,25 @@ quote them never appear in a line at ``info`` or above; such a line carries
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Callable, Iterable
 from typing import Literal, get_args
 
-__all__ = ["DIGEST_HEX_CHARS", "LOG_CATEGORIES", "LogCategory", "text_fields"]
+__all__ = [
+    "DIGEST_HEX_CHARS",
+    "LOG_CATEGORIES",
+    "REDACTED",
+    "SHORT_SECRET_CHARS",
+    "LogCategory",
+    "secret_scrubber",
+    "text_fields",
+]
+
+REDACTED = "***"
+"""What a secret is replaced with."""
+
+SHORT_SECRET_CHARS = 8
+"""A secret shorter than this is redacted only where it stands alone (see secret_scrubber)."""
 
 DIGEST_HEX_CHARS = 16
 """Hex digits of the SHA-256 a log line keeps: enough to match a text one already has."""
@@ -48,3 +64,36 @@ def text_fields(name: str, text: object) -> dict[str, int | str | None]:
     # surrogatepass: a lone surrogate (a non-UTF-8 file name) must not break the log line
     digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
     return {f"{name}_chars": len(value), f"{name}_sha256": digest[:DIGEST_HEX_CHARS]}
+
+
+def secret_scrubber(secrets: Iterable[str]) -> Callable[[str], str]:
+    """Build the function that replaces every known secret in a text with :data:`REDACTED`.
+
+    A secret of :data:`SHORT_SECRET_CHARS` or more is replaced wherever it occurs. A
+    shorter one (a placeholder API key such as ``EMPTY``, a one-letter token) only
+    where no letter or digit touches it: replaced everywhere, it would rewrite the
+    event and category names of every line (``mission.started`` with a token ``e``).
+
+    Args:
+        secrets: The secret values; empty ones are ignored.
+
+    Returns:
+        A function from a text to the text with the secrets replaced.
+    """
+    values = sorted({s for s in secrets if s}, key=len, reverse=True)
+    whole = tuple(s for s in values if len(s) >= SHORT_SECRET_CHARS)
+    short = [s for s in values if len(s) < SHORT_SECRET_CHARS]
+    # (?<![^\W_]): not preceded by a letter or digit; (?![^\W_]): not followed by one
+    alone = (
+        re.compile("|".join(rf"(?<![^\W_]){re.escape(s)}(?![^\W_])" for s in short))
+        if short
+        else None
+    )
+
+    def scrub(text: str) -> str:
+        for secret in whole:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return alone.sub(REDACTED, text) if alone is not None else text
+
+    return scrub

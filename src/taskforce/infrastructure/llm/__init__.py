@@ -30,8 +30,8 @@ def make_provider(settings: LLMSettings) -> LLMProviderProtocol:
         OpenAI provider and closes it with ``aclose()``.
 
     Raises:
-        ConfigurationError: ``provider`` is ``openai`` and ``base_url`` is unset
-            or not an http(s) URL.
+        ConfigurationError: ``provider`` is ``openai`` and ``base_url`` is unset (only
+            in settings built with ``model_construct``: validation refuses it).
     """
     if settings.provider == "scripted":
         return ScriptedLLMProvider(
@@ -41,15 +41,12 @@ def make_provider(settings: LLMSettings) -> LLMProviderProtocol:
             first_chunk_delay_ms=settings.scripted_first_chunk_delay_ms,
             chunk_delay_ms=settings.scripted_chunk_delay_ms,
         )
-    base_url = (settings.base_url or "").strip()
-    if not base_url:
+    if settings.base_url is None:  # LLMSettings refuses this; a hand-built copy may not
         raise ConfigurationError("llm.base_url", "is required when llm.provider is 'openai'")
-    if not base_url.startswith(("http://", "https://")):
-        raise ConfigurationError("llm.base_url", "must be an http:// or https:// URL")
     api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
     return OpenAICompatibleProvider(
         model=settings.model,
-        base_url=base_url,
+        base_url=settings.base_url,
         api_key=api_key,
         timeout_seconds=settings.timeout_seconds,
         max_retries=settings.max_retries,

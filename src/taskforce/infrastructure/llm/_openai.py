@@ -43,6 +43,7 @@ from taskforce.core.interfaces.llm import (
     Usage,
     llm_error_type_of_status,
 )
+from taskforce.core.interfaces.log import secret_scrubber
 from taskforce.errors import LLMProviderError
 from taskforce.infrastructure.llm._retry import RetryPolicy, elapsed_since
 
@@ -226,7 +227,8 @@ class OpenAICompatibleProvider:
         if not (math.isfinite(timeout_seconds) and timeout_seconds > 0):
             raise ValueError(f"timeout_seconds must be > 0, got {timeout_seconds!r}")
         self._model = model
-        self._api_key = api_key or None
+        # The key never leaves in an error message (a server may quote it back).
+        self._redact_key = secret_scrubber([api_key] if api_key else [])
         self._timeout = timeout_seconds
         self._retry = RetryPolicy(
             max_retries, backoff_base_seconds, backoff_max_seconds, retry_after_max_seconds
@@ -505,17 +507,12 @@ class OpenAICompatibleProvider:
         result["attempts"] = attempts
         return result
 
-    def _redact(self, text: str) -> str:
-        if self._api_key:
-            return text.replace(self._api_key, "***")
-        return text
-
     def _failure(
         self, error: str, error_type: LLMErrorType, model: str, attempts: list[LLMAttempt]
     ) -> LLMResult:
         return {
             "success": False,
-            "error": self._redact(error),
+            "error": self._redact_key(error),
             "error_type": error_type,
             "model": model,
             "attempts": attempts,
@@ -533,7 +530,7 @@ class OpenAICompatibleProvider:
     def _provider_error(
         self, exc: Exception, error_type: LLMErrorType, attempts: list[LLMAttempt]
     ) -> LLMProviderError:
-        message = self._redact(self._describe(exc))
+        message = self._redact_key(self._describe(exc))
         return LLMProviderError(
             message,
             provider=_PROVIDER,

@@ -15,11 +15,9 @@ from typing import Any, Literal
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from taskforce.core.interfaces.log import LOG_CATEGORIES
+from taskforce.core.interfaces.log import LOG_CATEGORIES, REDACTED, secret_scrubber
 
 __all__ = ["REDACTED", "configure_logging", "resolve_format"]
-
-REDACTED = "***"
 
 # Field names whose values are secrets wherever they appear in an event.
 _SECRET_KEYS = frozenset(
@@ -88,14 +86,11 @@ class _Redactor:
     """Replaces secret fields, and any known secret inside any string value, with ``***``."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        self._secrets = tuple(s for s in secrets if s)
+        self._scrub_text = secret_scrubber(secrets)
 
     def _scrub(self, value: Any) -> Any:
         if isinstance(value, str):
-            for secret in self._secrets:
-                if secret in value:
-                    value = value.replace(secret, REDACTED)
-            return value
+            return self._scrub_text(value)
         if isinstance(value, MutableMapping):
             return {k: self._field(str(k), v) for k, v in value.items()}
         if isinstance(value, list | tuple):
