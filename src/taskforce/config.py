@@ -164,9 +164,11 @@ class AgentSettings(_Section):
 
 
 class ToolSettings(_Section):
-    """How the built-in tools run their blocking work."""
+    """How the built-in tools run their blocking work, and how large a file they handle."""
 
     threads: int = Field(default=8, ge=1, le=256)
+    #: The largest file ``file_read`` reads and ``file_write`` leaves (appends included).
+    max_file_bytes: int = Field(default=1024 * 1024, ge=1, le=1024**4)
 
 
 class MetricsSettings(_Section):

@@ -128,7 +128,9 @@ def build_container(
     tools = (
         tool_registry
         if tool_registry is not None
-        else build_default_registry(settings.workspace_dir, tool_pool)
+        else build_default_registry(
+            settings.workspace_dir, tool_pool, max_file_bytes=settings.tools.max_file_bytes
+        )
     )
     state = state_store if state_store is not None else make_state_store(settings)
 

@@ -105,6 +105,23 @@ class TestSecrets:
             assert "secret" not in text
             assert "xyzzy" not in text
 
+    async def test_a_server_that_never_answers_says_so(self) -> None:
+        """A connection that gets no answer names the wait and its setting, not an empty reason."""
+        pytest.importorskip("asyncpg")
+        import socket
+
+        with socket.socket() as silent:  # accepts (in the backlog), never speaks
+            silent.bind(("127.0.0.1", 0))
+            silent.listen()
+            port = silent.getsockname()[1]
+            store = PostgresStateStore(
+                f"postgresql://u:secret-xyzzy@127.0.0.1:{port}/x", timeout_seconds=0.3
+            )
+            with pytest.raises(StateStoreUnavailableError) as info:
+                await store.open()
+        assert "no answer within 0.3 s (state.timeout_seconds)" in info.value.detail
+        assert "xyzzy" not in str(info.value)
+
 
 class TestSizes:
     async def test_sizes_are_utf8_bytes(self, postgres_dsn: str) -> None:

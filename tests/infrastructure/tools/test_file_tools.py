@@ -136,6 +136,35 @@ class TestFileWriteAndRead:
         result = await FileReadTool(workspace).execute(path="edge.txt")
         assert 1024 * 1024 == len(result["output"])
 
+    async def test_max_file_bytes_bounds_reads(self, workspace: Path) -> None:
+        """max_file_bytes moves the read cap: 10 bytes read, 11 refused naming the setting."""
+        workspace.mkdir()
+        (workspace / "ten.txt").write_bytes(b"a" * 10)
+        (workspace / "eleven.txt").write_bytes(b"a" * 11)
+        tool = FileReadTool(workspace, max_file_bytes=10)
+        assert {"success": True, "output": "a" * 10} == await tool.execute(path="ten.txt")
+        refused = await tool.execute(path="eleven.txt")
+        assert ("FileTooLarge", True) == (
+            refused["error_type"],
+            "tools.max_file_bytes" in refused["error"],
+        )
+
+    async def test_a_write_over_the_limit_changes_nothing(self, workspace: Path) -> None:
+        """A write or an append that would leave a file over max_file_bytes is refused whole."""
+        tool = FileWriteTool(workspace, max_file_bytes=10)
+        assert {"success": True, "output": 6} == await tool.execute(path="f.txt", content="é" * 3)
+        too_long = await tool.execute(path="new/g.txt", content="x" * 11)
+        appended = await tool.execute(path="f.txt", content="12345", append=True)
+        replaced = await tool.execute(path="f.txt", content="y" * 11)
+        assert ["FileTooLarge"] * 3 == [r["error_type"] for r in (too_long, appended, replaced)]
+        assert "é" * 3 == (workspace / "f.txt").read_text(encoding="utf-8")
+        assert not (workspace / "new").exists()
+        assert {"success": True, "output": 4} == await tool.execute(
+            path="f.txt", content="1234", append=True
+        )
+        assert {"success": True, "output": 10} == await tool.execute(path="f.txt", content="z" * 10)
+        assert "z" * 10 == (workspace / "f.txt").read_text(encoding="utf-8")
+
     async def test_nul_in_path_refused(self, workspace: Path) -> None:
         """A path with a NUL byte gives an InvalidPath error result."""
         result = await FileReadTool(workspace).execute(path="a\x00b")
@@ -350,3 +379,25 @@ class TestNonRegularFiles:
             "success": True,
             "output": [{"name": "a.txt", "type": "file"}, {"name": "pipe", "type": "other"}],
         } == await ListDirTool(workspace).execute()
+
+
+class TestMaxFileBytesSetting:
+    async def test_a_mission_meets_the_limit_of_the_settings(self, tmp_path: Path) -> None:
+        """tools.max_file_bytes reaches the container's file tools: a write past it fails."""
+        from taskforce.application.container import build_container
+        from taskforce.config import Settings
+
+        settings = Settings(
+            state_dir=tmp_path / "state",
+            workspace_dir=tmp_path / "ws",
+            tools={"max_file_bytes": 5},
+        )
+        async with build_container(settings) as container:
+            small = await container.executor.execute_mission(
+                'tool:file_write {"path": "a.txt", "content": "12345"}'
+            )
+            large = await container.executor.execute_mission(
+                'tool:file_write {"path": "b.txt", "content": "123456"}'
+            )
+        assert ("completed", "failed") == (small.status, large.status)
+        assert "FileTooLarge" == large.error_type

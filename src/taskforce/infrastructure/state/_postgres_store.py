@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from taskforce.config import dsn_secrets
+from taskforce.core.interfaces.log import secret_scrubber
 from taskforce.core.interfaces.state import AppendResult, MissionRecord, SessionState
 from taskforce.errors import (
     ConfigurationError,
@@ -84,7 +85,7 @@ class PostgresStateStore:
     ) -> None:
         _driver()
         self._dsn = dsn
-        self._secrets = dsn_secrets(dsn)
+        self._scrub = secret_scrubber(dsn_secrets(dsn))
         self.pool_size = pool_size
         self.timeout_seconds = timeout_seconds
         self.limits = limits if limits is not None else StateLimits()
@@ -276,10 +277,10 @@ class PostgresStateStore:
 
     def _safe(self, exc: BaseException) -> str:
         """The exception as text, without the connection string or its password."""
-        text = f"{type(exc).__name__}: {exc}"
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        said = str(exc)
+        if not said and isinstance(exc, TimeoutError):
+            said = f"no answer within {self.timeout_seconds:g} s (state.timeout_seconds)"
+        return self._scrub(f"{type(exc).__name__}: {said}" if said else type(exc).__name__)
 
     def __repr__(self) -> str:
         return f"<PostgresStateStore pool_size={self.pool_size}>"

@@ -5,7 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from taskforce.infrastructure.tools._calculator import CalculatorTool
-from taskforce.infrastructure.tools._files import FileReadTool, FileWriteTool, ListDirTool
+from taskforce.infrastructure.tools._files import (
+    DEFAULT_MAX_FILE_BYTES,
+    FileReadTool,
+    FileWriteTool,
+    ListDirTool,
+)
 from taskforce.infrastructure.tools._registry import ToolRegistry
 from taskforce.infrastructure.tools._sleep import SleepTool
 from taskforce.infrastructure.tools._thread_pool import ToolThreadPool
@@ -13,13 +18,19 @@ from taskforce.infrastructure.tools._thread_pool import ToolThreadPool
 __all__ = ["build_default_registry"]
 
 
-def build_default_registry(workspace_dir: Path, pool: ToolThreadPool | None = None) -> ToolRegistry:
+def build_default_registry(
+    workspace_dir: Path,
+    pool: ToolThreadPool | None = None,
+    *,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+) -> ToolRegistry:
     """Build a registry holding the five built-in tools.
 
     Args:
         workspace_dir: The directory the file tools are confined to; created on first use.
         pool: The thread pool the file tools share for their IO; one of the
             default size when not given.
+        max_file_bytes: The largest file the file tools read or leave behind.
 
     Returns:
         A registry with ``calculator``, ``file_read``, ``file_write``, ``list_dir`` and ``sleep``.
@@ -28,8 +39,8 @@ def build_default_registry(workspace_dir: Path, pool: ToolThreadPool | None = No
     return ToolRegistry(
         [
             CalculatorTool(),
-            FileReadTool(workspace_dir, pool),
-            FileWriteTool(workspace_dir, pool),
+            FileReadTool(workspace_dir, pool, max_file_bytes=max_file_bytes),
+            FileWriteTool(workspace_dir, pool, max_file_bytes=max_file_bytes),
             ListDirTool(workspace_dir, pool),
             SleepTool(),
         ]

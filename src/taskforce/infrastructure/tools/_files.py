@@ -25,9 +25,10 @@ from taskforce.infrastructure.tools._base import BaseTool, error_result, ok_resu
 from taskforce.infrastructure.tools._thread_pool import ToolThreadPool
 from taskforce.infrastructure.tools._workspace import Failure, PathRefused, Workspace
 
-__all__ = ["FileReadTool", "FileWriteTool", "ListDirTool"]
+__all__ = ["DEFAULT_MAX_FILE_BYTES", "FileReadTool", "FileWriteTool", "ListDirTool"]
 
-_MAX_READ_BYTES = 1024 * 1024
+#: The largest file the file tools read, or make by a write or an append (tools.max_file_bytes).
+DEFAULT_MAX_FILE_BYTES = 1024 * 1024
 # Refuse to follow a symlink swapped in between the path check and the open.
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 # Opening a FIFO without a peer would wait for one; non-blocking, it returns at once
@@ -46,11 +47,21 @@ class _WorkspaceTool(BaseTool):
         workspace_dir: The workspace; created on the first call if missing.
         pool: The thread pool to run file IO in; shared by the tools of one
             container. Without one the tool makes its own of the default size.
+        max_file_bytes: The largest file the tool reads or leaves behind.
     """
 
-    def __init__(self, workspace_dir: Path, pool: ToolThreadPool | None = None) -> None:
+    def __init__(
+        self,
+        workspace_dir: Path,
+        pool: ToolThreadPool | None = None,
+        *,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    ) -> None:
+        if max_file_bytes < 1:
+            raise ValueError(f"max_file_bytes must be at least 1, got {max_file_bytes}")
         self.workspace = Workspace(workspace_dir)
         self.pool = pool if pool is not None else ToolThreadPool()
+        self.max_file_bytes = max_file_bytes
 
     async def _in_workspace(self, raw: str, action: Callable[[Path], Any]) -> ToolResult:
         root = self.workspace.current_root()
@@ -118,11 +129,18 @@ def _open_regular(path: Path, flags: int, mode: int = 0o644) -> int:
     return fd
 
 
-def _read_text(path: Path) -> str:
+def _reader(limit: int) -> Callable[[Path], str]:
+    def read(path: Path) -> str:
+        return _read_text(path, limit)
+
+    return read
+
+
+def _read_text(path: Path, limit: int) -> str:
     with open(_open_regular(path, os.O_RDONLY), "rb") as handle:
-        data = handle.read(_MAX_READ_BYTES + 1)
-    if len(data) > _MAX_READ_BYTES:
-        raise Failure(f"is larger than {_MAX_READ_BYTES} bytes", "FileTooLarge")
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise Failure(f"is larger than {limit} bytes (tools.max_file_bytes)", "FileTooLarge")
     try:
         if b"\x00" in data:
             raise ValueError("NUL byte")
@@ -132,7 +150,7 @@ def _read_text(path: Path) -> str:
 
 
 class FileReadTool(_WorkspaceTool):
-    """Reads a UTF-8 text file from the workspace (at most 1 MiB)."""
+    """Reads a UTF-8 text file from the workspace (at most ``max_file_bytes``)."""
 
     name = "file_read"
     description = "Read a UTF-8 text file from the workspace and return its content."
@@ -154,16 +172,24 @@ class FileReadTool(_WorkspaceTool):
         Returns:
             The file's text, or an error result (outside, missing, binary, too large).
         """
-        return await self._in_workspace(args["path"], _read_text)
+        return await self._in_workspace(args["path"], _reader(self.max_file_bytes))
 
 
-def _writer(content: str, *, append: bool) -> Callable[[Path], int]:
+def _writer(content: str, *, append: bool, limit: int) -> Callable[[Path], int]:
     data = content.encode("utf-8")
+    too_large = f"would be larger than {limit} bytes (tools.max_file_bytes)"
 
     def write(path: Path) -> int:
+        if len(data) > limit:  # before anything is made or truncated
+            raise Failure(too_large, "FileTooLarge")
         path.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+        # no O_TRUNC in the open: an append that would pass the limit leaves the file as it was
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else 0)
         with open(_open_regular(path, flags), "wb") as handle:
+            if append and os.fstat(handle.fileno()).st_size + len(data) > limit:
+                raise Failure(too_large, "FileTooLarge")
+            if not append:
+                handle.truncate(0)
             handle.write(data)
         return len(data)
 
@@ -202,7 +228,9 @@ class FileWriteTool(_WorkspaceTool):
         Returns:
             The number of bytes written, or an error result.
         """
-        write = _writer(args["content"], append=args.get("append", False))
+        write = _writer(
+            args["content"], append=args.get("append", False), limit=self.max_file_bytes
+        )
         return await self._in_workspace(args["path"], write)
 
 
