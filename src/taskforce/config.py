@@ -102,6 +102,8 @@ class LLMSettings(_Section):
     timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
     max_retries: int = Field(default=2, ge=0, le=10)
     retry_after_max_seconds: float = Field(default=30.0, ge=0, le=3600)
+    #: The most bytes one attempt's answer may have (a stream's whole body, SSE included).
+    max_response_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, le=1024**4)
     prices: Annotated[dict[str, ModelPrice], NoDecode] = Field(default_factory=dict)
 
     _choice = field_validator("provider", mode="before")(_lower)

@@ -98,3 +98,19 @@ class TestMakeProvider:
 
         assert ("gpt-x", True) == (result["model"], result["success"])
         assert "Bearer sk-from-settings" == fake.requests[0].headers["authorization"]
+
+    @pytest.mark.integration
+    async def test_openai_gets_max_response_bytes(self) -> None:
+        """``llm.max_response_bytes`` reaches the provider: a longer answer is refused."""
+        fake = FakeOpenAIServer()
+        with fake.serve() as base_url:
+            settings = LLMSettings(
+                provider="openai", model="m", base_url=base_url, max_response_bytes=1024
+            )
+            provider = make_provider(settings)
+            assert isinstance(provider, OpenAICompatibleProvider)
+            async with provider:
+                short = await provider.complete([{"role": "user", "content": "hi"}])
+                long = await provider.complete([{"role": "user", "content": "word " * 400}])
+
+        assert (True, "invalid_response") == (short["success"], long.get("error_type"))

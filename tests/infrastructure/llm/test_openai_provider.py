@@ -500,6 +500,69 @@ class TestStream:
         assert 2 == len(fake.requests)
 
 
+class TestResponseSize:
+    """``max_response_bytes``: no answer body past it is read, whether declared or streamed."""
+
+    @staticmethod
+    def _answer(text: str) -> dict[str, Any]:
+        return {
+            "id": "a",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
+        }
+
+    @pytest.mark.parametrize(("length", "refused"), [(1000, False), (5000, True)])
+    async def test_an_answer_over_the_limit_fails_without_retry(
+        self, base_url: str, fake: FakeOpenAIServer, length: int, refused: bool
+    ) -> None:
+        """A body whose length is over the limit is invalid_response, not retried; one
+        under it is read. The request asks for an uncompressed body."""
+        fake.respond_next(self._answer("x" * length))
+        async with OpenAICompatibleProvider("m", base_url, max_response_bytes=2048) as provider:
+            result = await provider.complete(_mission("hi"))
+        assert "identity" == fake.requests[-1].headers["accept-encoding"]
+        assert 1 == len(fake.requests)
+        if not refused:
+            assert (True, "x" * length) == (result["success"], result["content"])
+            return
+        assert (False, "invalid_response") == (result["success"], result["error_type"])
+        assert "larger than 2048 bytes (llm.max_response_bytes)" in result["error"]
+        assert ["invalid_response"] == [a.error_type for a in result["attempts"]]
+
+    @pytest.mark.parametrize("declared", [True, False])
+    async def test_a_stream_over_the_limit_is_cut(
+        self, base_url: str, fake: FakeOpenAIServer, declared: bool
+    ) -> None:
+        """A stream over the limit is invalid_response: refused whole when its length is
+        declared, else counted as it arrives and cut once past the limit."""
+        if declared:
+            chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+            delta = {"index": 0, "delta": {"content": "y" * 100}, "finish_reason": None}
+            fake.stream_next([{**chunk, "choices": [delta]}] * 100 + ["[DONE]"])
+        texts: list[str] = []
+        async with OpenAICompatibleProvider("m", base_url, max_response_bytes=4096) as provider:
+            with pytest.raises(LLMProviderError, match=r"llm\.max_response_bytes") as info:
+                # undeclared: the fake streams a long answer chunk by chunk (chunked encoding)
+                async for piece in provider.stream(_mission("word " * 2000)):
+                    texts.append(piece.get("content", ""))
+        assert "invalid_response" == info.value.error_type
+        assert ["invalid_response"] == [a.error_type for a in info.value.attempts]
+        assert (0 if declared else 1) <= len("".join(texts)) < 4096
+
+    def test_a_limit_below_one_byte_is_refused(self) -> None:
+        """The provider refuses a limit that no answer could meet."""
+        with pytest.raises(ValueError, match="max_response_bytes"):
+            OpenAICompatibleProvider("m", "http://127.0.0.1:1/v1", max_response_bytes=0)
+
+
 class TestErrorTypes:
     @pytest.mark.parametrize(
         ("status", "error_type"),

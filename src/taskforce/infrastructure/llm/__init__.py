@@ -51,4 +51,5 @@ def make_provider(settings: LLMSettings) -> LLMProviderProtocol:
         timeout_seconds=settings.timeout_seconds,
         max_retries=settings.max_retries,
         retry_after_max_seconds=settings.retry_after_max_seconds,
+        max_response_bytes=settings.max_response_bytes,
     )

@@ -10,14 +10,15 @@ The API key never appears in a returned error, a raised error or a log line.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import math
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from time import perf_counter
-from types import TracebackType
+from types import ModuleType, TracebackType
 from typing import Any, cast
 
 import httpx
@@ -63,8 +64,77 @@ class _StreamCut(Exception):
     """Internal: a stream ended, without an error, before the model finished its answer."""
 
 
+#: The most bytes one attempt's answer may have (``llm.max_response_bytes``).
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+
+
+def _sdk_http() -> ModuleType:
+    """The HTTP library the installed openai SDK is built on: ``httpx``, or a successor.
+
+    Its client and transports are that library's types, which the SDK checks for.
+    """
+    client = next(c for c in openai.DefaultAsyncHttpxClient.__mro__ if c.__name__ == "AsyncClient")
+    return importlib.import_module(client.__module__.split(".", 1)[0])
+
+
+_HTTP: Any = _sdk_http()
+
+
+class _TooLarge(_InvalidResponse):
+    """Internal: an answer longer than ``llm.max_response_bytes``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the answer is larger than {limit} bytes (llm.max_response_bytes)")
+
+
+class _CappedBody(_HTTP.AsyncByteStream):  # type: ignore[misc]  # the SDK's HTTP library
+    """A response body that raises :class:`_TooLarge` as soon as it passes ``limit`` bytes."""
+
+    def __init__(self, body: Any, limit: int) -> None:
+        self._body = body
+        self._limit = limit
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self._body:
+            seen += len(chunk)
+            if seen > self._limit:
+                raise _TooLarge(self._limit)
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._body.aclose()
+
+
+class _CappedTransport(_HTTP.AsyncBaseTransport):  # type: ignore[misc]  # see _CappedBody
+    """The HTTP transport of the provider: no answer body past ``limit`` bytes is read.
+
+    A declared ``Content-Length`` over it is refused before the body; any other body
+    (chunked, a stream) is cut as it passes the limit. Bytes are counted as they
+    arrive; the client asks for them uncompressed, so that is what the model sent.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._inner = _HTTP.AsyncHTTPTransport()
+        self._limit = limit
+
+    async def handle_async_request(self, request: Any) -> Any:
+        response = await self._inner.handle_async_request(request)
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._limit:
+            await response.aclose()
+            raise _TooLarge(self._limit)
+        response.stream = _CappedBody(response.stream, self._limit)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 def _classify(exc: Exception) -> LLMErrorType | None:
     """Name the LLM error type of an SDK, HTTP or deadline failure; ``None`` for anything else."""
+    if isinstance(exc, openai.APIConnectionError) and isinstance(exc.__cause__, _TooLarge):
+        return "invalid_response"  # the SDK wraps what the transport raised while reading
     if isinstance(exc, TimeoutError | openai.APITimeoutError | httpx.TimeoutException):
         return "timeout"
     if isinstance(exc, openai.APIStatusError):
@@ -203,6 +273,7 @@ class OpenAICompatibleProvider:
         backoff_base_seconds: float = 0.5,
         backoff_max_seconds: float = 8.0,
         retry_after_max_seconds: float = 30.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         """Create the provider and its HTTP client.
 
@@ -216,6 +287,8 @@ class OpenAICompatibleProvider:
             backoff_base_seconds: the first retry waits this long, each next one twice as long.
             backoff_max_seconds: upper bound of one backoff wait.
             retry_after_max_seconds: upper bound of a wait a ``Retry-After`` hint asks for.
+            max_response_bytes: the most bytes one attempt's answer may have (a stream's
+                whole body); a longer one fails the attempt as ``invalid_response``.
 
         Raises:
             ValueError: an argument is empty, negative or not finite.
@@ -233,11 +306,19 @@ class OpenAICompatibleProvider:
         self._retry = RetryPolicy(
             max_retries, backoff_base_seconds, backoff_max_seconds, retry_after_max_seconds
         )
+        if max_response_bytes < 1:
+            raise ValueError(f"max_response_bytes must be at least 1, got {max_response_bytes}")
         self._client = openai.AsyncOpenAI(
             api_key=api_key or _NO_KEY,
             base_url=base_url,
             timeout=timeout_seconds,
             max_retries=0,
+            http_client=openai.DefaultAsyncHttpxClient(
+                transport=_CappedTransport(max_response_bytes),
+                # uncompressed: the limit then counts what the model sent, and a small
+                # compressed body cannot unpack into gigabytes
+                headers={"accept-encoding": "identity"},
+            ),
         )
 
     @property
