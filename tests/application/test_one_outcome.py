@@ -305,6 +305,21 @@ class TestStreamLeftEarly:
         )
 
 
+def _assert_one_mission_ended(
+    container: Container, logs: list[MutableMapping[str, Any]], status: str
+) -> None:
+    """One lean mission counted and logged with ``status``, none counted or logged cancelled."""
+    assert container.metrics is not None
+    counted = {
+        s: value(container.metrics, "taskforce_missions_total", agent_type="lean", status=s)
+        for s in ("completed", "failed", "cancelled")
+    }
+    assert 1 == counted[status] == sum(counted.values())
+    ended = [log["event"] for log in logs if log["event"].startswith("mission.")]
+    assert f"mission.{status}" in ended and "mission.cancelled" not in ended
+    assert 0 == value(container.metrics, "taskforce_missions_in_progress", agent_type="lean")
+
+
 class TestStreamLeftAfterTheEnd:
     @pytest.mark.parametrize(
         ("mission", "status"), [("say hi", "completed"), ("llm:fail auth\nsay hi", "failed")]
@@ -323,15 +338,61 @@ class TestStreamLeftAfterTheEnd:
                 if event.kind in ("final_answer", "error"):
                     break  # the client goes away before the result event
             await stream.aclose()
-        assert container.metrics is not None
-        counted = {
-            s: value(container.metrics, "taskforce_missions_total", agent_type="lean", status=s)
-            for s in ("completed", "failed", "cancelled")
-        }
-        assert 1 == counted[status] == sum(counted.values())
-        ended = [log["event"] for log in logs if log["event"].startswith("mission.")]
-        assert f"mission.{status}" in ended and "mission.cancelled" not in ended
-        assert 0 == value(container.metrics, "taskforce_missions_in_progress", agent_type="lean")
+        _assert_one_mission_ended(container, logs, status)
+
+
+class _SlowAppendStore:
+    """The container's file store, whose ``append`` holds a mission's record back a moment."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        from taskforce.infrastructure.state import FileStateStore
+
+        self._store = FileStateStore(tmp_path / "state")
+        self.appending = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def append(self, session_id: str, record: Any) -> Any:
+        self.appending.set()
+        await asyncio.sleep(0.2)
+        return await self._store.append(session_id, record)
+
+
+class TestStreamCancelledWhileRecording:
+    @pytest.mark.parametrize(
+        ("mission", "status"), [("say hi", "completed"), ("llm:fail auth\nsay hi", "failed")]
+    )
+    async def test_the_mission_counts_as_its_record_says(
+        self, tmp_path: Path, mission: str, status: str
+    ) -> None:
+        """A consumer cancelled again and again (an anyio cancel scope, as Starlette's
+        streaming response uses) while the mission writes its record: the metrics say
+        what the record and the log say, not ``cancelled``."""
+        import anyio
+
+        store = _SlowAppendStore(tmp_path)
+        container = build_container(
+            Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "workspace"),
+            state_store=store,
+        )
+        scope = anyio.CancelScope()
+
+        async def consume() -> None:
+            with scope:
+                stream = container.executor.execute_mission_streaming(mission, "lean")
+                async with contextlib.aclosing(stream) as events:
+                    async for _ in events:
+                        pass
+
+        with capture_logs() as logs:
+            consumer = asyncio.create_task(consume())
+            await store.appending.wait()  # the mission ended; its record is being written
+            scope.cancel()
+            await consumer
+        _assert_one_mission_ended(container, logs, status)
+        (session,) = (tmp_path / "state").glob("*.json")
+        assert f'"status": "{status}"' in session.read_text(encoding="utf-8")
 
 
 class TestMissionContext:

@@ -230,6 +230,29 @@ class TestExceptions:
             await _call(HTTPMetricsMiddleware(cancelled, metrics), _scope("/x"))
         assert 1 == _requests(metrics, "GET", "unmatched", "200")
 
+    async def test_cancelled_before_an_answer_counts_503(self, metrics: MetricSet) -> None:
+        """A request the server gave up before answering (a shutdown) counts as the 503
+        taskforce serve answers it with, not as a 500."""
+
+        async def cancelled(scope: Scope, receive: Receive, send: Send) -> None:
+            raise asyncio.CancelledError
+
+        with pytest.raises(asyncio.CancelledError):
+            await _call(HTTPMetricsMiddleware(cancelled, metrics), _scope("/x"))
+        assert 1 == _requests(metrics, "GET", "unmatched", "503")
+        assert 'status_code="500"' not in metrics.render().decode()
+
+    async def test_failed_after_start_counts_500(self, metrics: MetricSet) -> None:
+        """An app that raises after it started its answer is a 500, as before."""
+
+        async def failing(scope: Scope, receive: Receive, send: Send) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            raise RuntimeError("half way")
+
+        with pytest.raises(RuntimeError):
+            await _call(HTTPMetricsMiddleware(failing, metrics), _scope("/x"))
+        assert 1 == _requests(metrics, "GET", "unmatched", "500")
+
     async def test_recording_fault_is_swallowed(
         self, metrics: MetricSet, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -179,16 +179,20 @@ class AgentExecutor:
                 yield cast(ProgressEvent, item)
             await task  # re-raises what ended the mission abnormally
         finally:
-            if not task.done():
-                task.cancel()
-                # asyncio.wait does not raise the task's CancelledError, but our own.
-                await asyncio.wait([task])
-            if not task.cancelled() and task.exception() is None:
-                # It ended (before or despite the consumer leaving): say how, to a consumer
-                # that asked (STREAM_END), since the result event went unread.
-                end = STREAM_END.get()
-                if end is not None:
-                    end.result = task.result()
+            try:
+                if not task.done():
+                    task.cancel()
+                    # The mission may be writing its record (shielded): wait for it, at most
+                    # RECORD_SECONDS, however often this consumer is cancelled meanwhile
+                    # (anyio re-delivers a cancellation until the consumer is gone).
+                    await to_the_end(asyncio.wait([task], timeout=RECORD_SECONDS))
+            finally:
+                if task.done() and not task.cancelled() and task.exception() is None:
+                    # It ended (before or despite the consumer leaving): say how, to a
+                    # consumer that asked (STREAM_END), since the result event went unread.
+                    end = STREAM_END.get()
+                    if end is not None:
+                        end.result = task.result()
 
     def _checked(
         self, mission: object, agent_type: object, session_id: object, mission_id: object

@@ -12,6 +12,7 @@ matching every route a second time. Only a request answered before any router sa
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -120,15 +121,21 @@ class HTTPMetricsMiddleware:
                 status = message["status"]
             await send(message)
 
-        failed = False
+        unanswered = 500
         try:
             await self.app(observed, receive, send_observed)
+        except asyncio.CancelledError:
+            # Cancelled before an answer: the server gave the request up (a shutdown;
+            # taskforce serve then answers 503, and a client that left /execute gets
+            # its 499 from the route). Counted as what the client is told, not as a 500.
+            unanswered = 503
+            raise
         except Exception:
-            failed = True
+            status = None  # the app failed: a 500, whatever it had started to send
             raise
         finally:
             duration = time.perf_counter() - started
-            code = 500 if failed or status is None else status
+            code = unanswered if status is None else status
             try:
                 self._record(scope, observed.route, code, duration)
             except Exception:  # observing must not change the response

@@ -1,0 +1,212 @@
+"""What metrics add to a mission, counted instead of timed: calls, instructions, cache misses.
+
+The per-mission CPU figures of ``throughput.py`` move from run to run on a shared
+machine (its A/A control shows by how much). The counts here do not: they are
+the same work measured again, so they show where the added cost comes from and
+how it compares with the peers when the clock is too noisy to say.
+
+What is counted, per mission, for the executors of ``throughput.py`` (``off``:
+metrics off; ``on``: metrics on; ``prometheus_client``: metrics off, the same
+metric set written by hand-written wrappers to pre-bound children, see
+``_peers.py``), for both flows, with the same mission:
+
+- Python function calls (``cProfile``, always): what each executor runs, in calls;
+- with ``valgrind`` installed (``cachegrind``, a simulated CPU): instructions,
+  first-level data and instruction cache misses, and mispredicted branches.
+
+Each count is taken in fresh interpreters: one that warms up (50 missions of each
+flow) and stops, and one per flow that warms up the same way and then runs N more
+missions of that flow; the difference over N is the per-mission count, so start-up
+and warm-up cancel out. ``added`` is the difference from ``off``. The ratio row
+divides ours by prometheus_client's.
+
+Reading the output: the targets of issue 8 are about CPU time, which this script
+does not measure; it prints figures, no verdict, and exits 0. Without valgrind the
+cache columns say ``n/a``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import json
+import os
+import pstats
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import _bench
+
+_WORKER = "TASKFORCE_COUNTS_WORKER"
+CANDIDATES = ("off", "on", "prometheus_client")
+FLOWS = ("lean", "legacy")
+WARMUP = 50
+MISSIONS = 200
+# cachegrind's summary line: Ir I1mr ILmr Dr D1mr DLmr Dw D1mw DLmw Bc Bcm Bi Bim
+_EVENTS = (
+    "Ir",
+    "I1mr",
+    "ILmr",
+    "Dr",
+    "D1mr",
+    "DLmr",
+    "Dw",
+    "D1mw",
+    "DLmw",
+    "Bc",
+    "Bcm",
+    "Bi",
+    "Bim",
+)
+_CACHE_COLUMNS = {
+    "instructions": ("Ir",),
+    "L1d misses": ("D1mr", "D1mw"),
+    "L1i misses": ("I1mr",),
+    "mispredicts": ("Bcm", "Bim"),
+}
+
+
+# ------------------------------------------------------------------ in the worker
+
+
+def _executor(candidate: str, root: Path) -> Any:
+    from _peers import PromSink, peer_executor
+    from throughput import make_container, make_settings
+
+    if candidate == "prometheus_client":
+        return peer_executor(make_settings(root, enabled=False), PromSink())
+    return make_container(root, enabled=candidate == "on").executor
+
+
+async def _run(candidate: str, flow: str, missions: int, profile: bool) -> dict[str, float]:
+    from throughput import MISSION
+
+    with tempfile.TemporaryDirectory(prefix="taskforce-counts-") as tmp:
+        executor = _executor(candidate, Path(tmp))
+        for warm in FLOWS:
+            for _ in range(WARMUP):
+                await executor.execute_mission(MISSION, agent_type=warm)
+        profiler = cProfile.Profile() if profile else None
+        if profiler is not None:
+            profiler.enable()
+        for _ in range(missions):
+            result = await executor.execute_mission(MISSION, agent_type=flow)
+            if result.status != "completed":
+                raise RuntimeError(f"benchmark mission did not complete: {result!r}")
+        if profiler is None:
+            return {}
+        profiler.disable()
+        stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]  # no public API
+        return {"calls": float(sum(entry[1] for entry in stats.values()))}
+
+
+def _worker(spec: str) -> None:
+    from taskforce.observability import configure_logging
+
+    candidate, flow, missions, profile = spec.split(":")
+    with open(os.devnull, "w") as devnull:
+        configure_logging(fmt="json", level="critical", stream=devnull, cache_loggers=True)
+        counts = asyncio.run(_run(candidate, flow, int(missions), profile == "1"))
+    print("RESULT " + json.dumps(counts))
+
+
+# ------------------------------------------------------------------ in the parent
+
+
+def _child(spec: str, prefix: list[str]) -> dict[str, float]:
+    done = subprocess.run(
+        [*prefix, sys.executable, __file__],
+        env={**os.environ, _WORKER: spec},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    line = [row for row in done.stdout.splitlines() if row.startswith("RESULT ")][-1]
+    counts: dict[str, float] = json.loads(line.removeprefix("RESULT "))
+    return counts
+
+
+def _calls(candidate: str, flow: str, missions: int) -> float:
+    """Python calls per mission: cProfile counts only the missions after the warm-up."""
+    return _child(f"{candidate}:{flow}:{missions}:1", [])["calls"] / missions
+
+
+def _cachegrind(candidate: str, flow: str, missions: int, out: Path) -> dict[str, float]:
+    """The cachegrind totals of a worker: warm-up, then ``missions`` missions of ``flow``."""
+    file = out / f"cg.{candidate}.{flow}.{missions}"
+    valgrind = [
+        "valgrind",
+        "--tool=cachegrind",
+        "--cache-sim=yes",
+        "--branch-sim=yes",
+        f"--cachegrind-out-file={file}",
+    ]
+    _child(f"{candidate}:{flow}:{missions}:0", valgrind)
+    summary = next(
+        line for line in file.read_text().splitlines() if line.startswith("summary:")
+    ).split()[1:]
+    return dict(zip(_EVENTS, map(float, summary), strict=True))
+
+
+def _real_python() -> bool:
+    """valgrind must run the interpreter itself, not a shell wrapper (a pyenv shim)."""
+    with open(sys.executable, "rb") as handle:
+        return handle.read(2) != b"#!"
+
+
+def main() -> None:
+    config = _bench.parse_args(__doc__.splitlines()[0] if __doc__ else "counts")
+    if os.environ.get(_WORKER):
+        _worker(os.environ[_WORKER])
+        return
+    _bench.print_environment("counts: what metrics add to a mission, counted")
+    missions = config.iterations(MISSIONS)
+    use_valgrind = shutil.which("valgrind") is not None and _real_python() and not config.quick
+    print(
+        f"missions counted per flow: {missions}, after {WARMUP} of each flow; valgrind: "
+        f"{'cachegrind' if use_valgrind else 'not used (not installed, or --quick)'}"
+    )
+    per: dict[tuple[str, str], dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="taskforce-counts-") as tmp:
+        base: dict[str, dict[str, float]] = {}
+        for candidate in CANDIDATES:
+            if use_valgrind:
+                base[candidate] = _cachegrind(candidate, "lean", 0, Path(tmp))
+            for flow in FLOWS:
+                row = {"calls": _calls(candidate, flow, missions)}
+                if use_valgrind:
+                    total = _cachegrind(candidate, flow, missions, Path(tmp))
+                    for column, events in _CACHE_COLUMNS.items():
+                        spent = sum(total[e] - base[candidate][e] for e in events)
+                        row[column] = spent / missions
+                per[(candidate, flow)] = row
+    columns = ["calls", *(_CACHE_COLUMNS if use_valgrind else ())]
+    for flow in FLOWS:
+        off = per[("off", flow)]
+        rows = []
+        for candidate in CANDIDATES:
+            row = per[(candidate, flow)]
+            rows.append(
+                [candidate]
+                + [
+                    f"{row[c]:.0f}" if candidate == "off" else f"{row[c] - off[c]:+.0f}"
+                    for c in columns
+                ]
+            )
+        ours, peer = per[("on", flow)], per[("prometheus_client", flow)]
+        rows.append(
+            ["on / prometheus_client"]
+            + [_bench.ratio(ours[c] - off[c], peer[c] - off[c]) for c in columns]
+        )
+        if not use_valgrind:
+            rows = [[*r, *("n/a" for _ in _CACHE_COLUMNS)] for r in rows]
+        print(f"\n-- {flow} mission: per mission ('off': the count; others: added to 'off') --")
+        _bench.print_table(["executor", "Python calls", *_CACHE_COLUMNS], rows)
+
+
+if __name__ == "__main__":
+    main()
