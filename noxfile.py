@@ -57,3 +57,10 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/state_store.py")
     session.run("python", "benchmarks/body_limit.py")
     session.run("python", "benchmarks/shutdown.py")
+
+
+@nox.session(python="3.11")
+def counts(session: nox.Session) -> None:
+    """Count what metrics add to a mission (calls; with valgrind, instructions and misses)."""
+    session.install("-e", ".[dev]")
+    session.run("python", "benchmarks/instructions.py", *session.posargs)

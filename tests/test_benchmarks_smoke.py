@@ -240,3 +240,17 @@ class TestHotPathsBenchmark:
         assert 2 == len(re.findall(r"^\s+ours\s+-?\d+\.\d+\s+-?\d+\.\d+x", output, re.M))
         assert re.search(r"^\d+ routes\s+match every route\s+\d+\.\d+", output, re.M)
         assert re.search(r"^\s+read from the router\s+-?\d+\.\d+\s+-?\d+\.\d+x", output, re.M)
+
+
+class TestInstructionsBenchmark:
+    """benchmarks/instructions.py (its --quick run counts calls only, never under valgrind)."""
+
+    def test_counts_calls_for_every_executor_and_flow(self, run_benchmark: RunBenchmark) -> None:
+        """Both flows: off counted, on and prometheus_client added to it, and their ratio."""
+        output = run_benchmark("instructions")
+
+        assert 2 == len(re.findall(r"^-- (lean|legacy) mission: per mission", output, re.M))
+        assert 2 == len(re.findall(r"^off\s+\d+\s", output, re.M))
+        for executor in ("on", "prometheus_client"):
+            assert 2 == len(re.findall(rf"^{executor}\s+\+\d+\s", output, re.M)), executor
+        assert 2 == len(re.findall(r"^on / prometheus_client\s+\d+\.\d+x", output, re.M))
