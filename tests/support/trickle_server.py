@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from types import TracebackType
+
+from tests.support.loopback import LoopbackServer
 
 __all__ = ["COMPLETION_BODY", "TrickleServer", "sse_body"]
 
@@ -51,7 +52,7 @@ def sse_body(chunks: int) -> bytes:
     return b"".join(b"data: " + json.dumps(_CHUNK).encode() + b"\n\n" for _ in range(chunks))
 
 
-class TrickleServer:
+class TrickleServer(LoopbackServer):
     """Answers every request with ``body``, ``chunk_size`` bytes every ``interval`` seconds."""
 
     def __init__(
@@ -63,37 +64,22 @@ class TrickleServer:
         content_type: str = "application/json",
         chunk_size: int = 1,
     ) -> None:
+        super().__init__()
         self._body = body
         self._interval = interval
         self._chunk_size = chunk_size
         self._stopping = asyncio.Event()
         self._trickle_headers = trickle_headers
         self._content_type = content_type
-        self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self.requests = 0
         self.bytes_sent = 0
         self.finished = False
-        self.base_url = ""
 
-    async def __aenter__(self) -> TrickleServer:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{port}/v1"
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._server is not None
-        self._server.close()
+    async def _finish_handlers(self) -> None:
         # Not cancelled: asyncio's stream protocol logs a cancelled handler as an error.
         self._stopping.set()
         await asyncio.gather(*self._handlers, return_exceptions=True)
-        await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

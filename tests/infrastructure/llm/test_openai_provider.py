@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import socket
 import time
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -20,6 +22,7 @@ from taskforce.core.interfaces import StreamingLLMProviderProtocol
 from taskforce.errors import LLMProviderError
 from taskforce.infrastructure.llm import OpenAICompatibleProvider
 from tests.support.fake_openai import FakeOpenAIServer
+from tests.support.raw_upstream import RawUpstream, raw_response
 from tests.support.trickle_server import COMPLETION_BODY, TrickleServer, sse_body
 
 pytestmark = pytest.mark.integration
@@ -488,6 +491,45 @@ class TestStream:
 
         assert "BadRequestError" == type(info.value.__cause__).__name__
 
+    @pytest.mark.parametrize(
+        ("error", "error_type"),
+        [
+            ({"message": "slow down", "code": 429}, "rate_limit"),
+            ({"message": "busy", "type": "overloaded_error"}, "server_error"),
+            ({"message": "down", "code": "503"}, "server_error"),
+        ],
+    )
+    async def test_an_error_object_before_the_first_chunk_is_retried(
+        self,
+        provider: OpenAICompatibleProvider,
+        fake: FakeOpenAIServer,
+        error: dict[str, Any],
+        error_type: str,
+    ) -> None:
+        """An error a server sends inside a 2xx stream counts as the status or type it
+        names, so a rate limit reported that way is retried like a 429."""
+        fake.stream_next([{"error": error}])
+
+        chunks = [chunk async for chunk in provider.stream(_mission("hi"))]
+
+        assert True is chunks[-1]["done"]
+        assert [error_type, None] == [a.error_type for a in chunks[0]["attempts"]]
+
+    async def test_a_keep_alive_chunk_without_choices_is_skipped(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """``data: {}`` between deltas (a keep-alive) adds nothing and breaks nothing."""
+        chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+        delta = {"index": 0, "delta": {"content": "hi"}, "finish_reason": None}
+        end = {"index": 0, "delta": {}, "finish_reason": "stop"}
+        frames = [{}, {**chunk, "choices": [delta]}, {}, {**chunk, "choices": [end]}, "[DONE]"]
+        fake.stream_next(frames)
+
+        chunks = [chunk async for chunk in provider.stream(_mission("hi"))]
+
+        assert "hi" == "".join(c.get("content", "") for c in chunks)
+        assert True is chunks[-1]["done"]
+
     async def test_stream_retries_before_first_chunk(
         self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
     ) -> None:
@@ -557,10 +599,95 @@ class TestResponseSize:
         assert ["invalid_response"] == [a.error_type for a in info.value.attempts]
         assert (0 if declared else 1) <= len("".join(texts)) < 4096
 
+    @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+    async def test_a_compressed_bomb_is_cut_as_it_inflates(self, encoding: str) -> None:
+        """An answer compressed although identity was asked: counted decoded, so a small
+        body that unpacks into gigabytes is cut at the limit, once, not retried."""
+        huge = b"{" + b" " * (256 * 1024 * 1024) + b"}"
+        packed = zlib.compress(huge, 9) if encoding == "deflate" else gzip.compress(huge, 9)
+        assert len(packed) < 1024 * 1024  # under the limit as sent
+        response = raw_response(200, packed, {"content-encoding": encoding})
+        async with (
+            RawUpstream(response) as upstream,
+            OpenAICompatibleProvider(
+                "m", upstream.base_url, max_response_bytes=1024 * 1024
+            ) as provider,
+        ):
+            result = await provider.complete(_mission("hi"))
+        assert ("invalid_response", 1) == (result.get("error_type"), len(upstream.targets))
+        assert result["error"].startswith("the answer is larger than 1048576 bytes")
+
+    @pytest.mark.parametrize(
+        ("encoding", "body", "expected"),
+        [
+            ("gzip", gzip.compress(COMPLETION_BODY), None),  # inflated here, read as usual
+            ("deflate", zlib.compress(COMPLETION_BODY), None),
+            ("gzip", b"not gzip at all", "the answer's gzip encoding is broken"),
+            ("br", b"\x00", "the answer is encoded with 'br'"),
+        ],
+    )
+    async def test_an_encoded_answer_is_read_or_refused(
+        self, encoding: str, body: bytes, expected: str | None
+    ) -> None:
+        """gzip and deflate are decoded under the limit; a broken or other encoding is an
+        invalid_response, not a connection error retried three times."""
+        response = raw_response(200, body, {"content-encoding": encoding})
+        async with (
+            RawUpstream(response) as upstream,
+            OpenAICompatibleProvider("m", upstream.base_url) as provider,
+        ):
+            result = await provider.complete(_mission("hi"))
+        if expected is None:
+            assert (True, "slow answer " * 20) == (result["success"], result["content"])
+            return
+        assert ("invalid_response", 1) == (result.get("error_type"), len(upstream.targets))
+        assert result["error"].startswith(expected)
+
     def test_a_limit_below_one_byte_is_refused(self) -> None:
         """The provider refuses a limit that no answer could meet."""
         with pytest.raises(ValueError, match="max_response_bytes"):
             OpenAICompatibleProvider("m", "http://127.0.0.1:1/v1", max_response_bytes=0)
+
+
+class TestHTTPClient:
+    """The SDK's own client is kept: its pool, the proxy variables; redirects are not followed."""
+
+    async def test_a_redirect_is_not_followed(self) -> None:
+        """A 307 would re-send the whole conversation to wherever it points: an error instead."""
+        async with RawUpstream(raw_response(200, COMPLETION_BODY)) as elsewhere:
+            moved = raw_response(307, b"", {"location": f"{elsewhere.base_url}/chat/completions"})
+            async with (
+                RawUpstream(moved) as upstream,
+                OpenAICompatibleProvider("m", upstream.base_url) as provider,
+            ):
+                result = await provider.complete(_mission("hi"))
+        assert ("other", 1, []) == (
+            result.get("error_type"),
+            len(upstream.targets),
+            elsewhere.targets,
+        )
+
+    async def test_the_proxy_variables_are_honoured(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """HTTP_PROXY reaches the client: the request goes through the proxy, as the SDK's does."""
+        async with RawUpstream(raw_response(200, COMPLETION_BODY)) as proxy:
+            monkeypatch.setenv("HTTP_PROXY", proxy.base_url.removesuffix("/v1"))
+            monkeypatch.delenv("NO_PROXY", raising=False)
+            monkeypatch.delenv("no_proxy", raising=False)
+            async with OpenAICompatibleProvider("m", "http://llm.upstream.test/v1") as provider:
+                result = await provider.complete(_mission("hi"))
+        assert True is result["success"]
+        assert ["http://llm.upstream.test/v1/chat/completions"] == proxy.targets
+
+    async def test_more_calls_at_once_than_httpx_pools_by_default(
+        self, base_url: str, fake: FakeOpenAIServer
+    ) -> None:
+        """150 calls at once to a slow server all finish: the SDK's pool (1000), not 100."""
+        fake.delay_seconds = 0.5
+        async with OpenAICompatibleProvider(
+            "m", base_url, timeout_seconds=0.9, max_retries=0
+        ) as provider:
+            results = await asyncio.gather(*(provider.complete(_mission("hi")) for _ in range(150)))
+        assert [True] * 150 == [r["success"] for r in results]
 
 
 class TestErrorTypes:

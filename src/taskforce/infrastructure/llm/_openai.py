@@ -13,7 +13,8 @@ import asyncio
 import importlib
 import json
 import math
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+import zlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -87,66 +88,147 @@ class _TooLarge(_InvalidResponse):
         super().__init__(f"the answer is larger than {limit} bytes (llm.max_response_bytes)")
 
 
-class _CappedBody(_HTTP.AsyncByteStream):  # type: ignore[misc]  # the SDK's HTTP library
-    """A response body that raises :class:`_TooLarge` as soon as it passes ``limit`` bytes."""
+# What an answer may be encoded with: it is asked for uncompressed ("identity"), but a
+# server or proxy may compress anyway; these are inflated here, under the limit.
+_INFLATED = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": 0}
+_PLAIN = ("", "identity")
 
-    def __init__(self, body: Any, limit: int) -> None:
+
+def _deflate_bits(first: bytes) -> int:
+    """``deflate`` is zlib-wrapped by the standard, raw in practice: tell by the header."""
+    is_zlib = len(first) >= 2 and first[0] & 0x0F == 8 and (first[0] << 8 | first[1]) % 31 == 0
+    return zlib.MAX_WBITS if is_zlib else -zlib.MAX_WBITS
+
+
+class _CappedBody(_HTTP.AsyncByteStream):  # type: ignore[misc]  # the SDK's HTTP library
+    """A response body that yields at most ``limit`` bytes, decoded; past it, :class:`_TooLarge`.
+
+    A gzip or deflate body is inflated here, at most the bytes still allowed at a
+    time, so a small compressed body cannot unpack into gigabytes.
+    """
+
+    def __init__(self, body: Any, limit: int, encoding: str) -> None:
         self._body = body
         self._limit = limit
+        self._encoding = encoding
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         seen = 0
+        inflater: Any = None
         async for chunk in self._body:
-            seen += len(chunk)
-            if seen > self._limit:
-                raise _TooLarge(self._limit)
-            yield chunk
+            if self._encoding not in _PLAIN and inflater is None and chunk:
+                bits = _INFLATED[self._encoding] or _deflate_bits(chunk)
+                inflater = zlib.decompressobj(bits)
+            pending = chunk
+            while pending:
+                if inflater is None:
+                    out, pending = pending, b""
+                else:
+                    try:
+                        out = inflater.decompress(pending, self._limit - seen + 1)
+                    except zlib.error:
+                        raise _InvalidResponse(
+                            f"the answer's {self._encoding} encoding is broken"
+                        ) from None
+                    pending = inflater.unconsumed_tail
+                seen += len(out)
+                if seen > self._limit:
+                    raise _TooLarge(self._limit)
+                if out:
+                    yield out
 
     async def aclose(self) -> None:
         await self._body.aclose()
 
 
-class _CappedTransport(_HTTP.AsyncBaseTransport):  # type: ignore[misc]  # see _CappedBody
-    """The HTTP transport of the provider: no answer body past ``limit`` bytes is read.
+def _capping(limit: int) -> Callable[[Any], Awaitable[None]]:
+    """The response hook that bounds every answer body to ``limit`` bytes, decoded.
 
-    A declared ``Content-Length`` over it is refused before the body; any other body
-    (chunked, a stream) is cut as it passes the limit. Bytes are counted as they
-    arrive; the client asks for them uncompressed, so that is what the model sent.
+    A declared ``Content-Length`` over the limit is refused before the body; any other
+    body (chunked, a stream, a compressed one) is cut as it passes the limit. A hook,
+    not a transport of our own: the SDK's client keeps its pool, proxies and the rest.
     """
 
-    def __init__(self, limit: int) -> None:
-        self._inner = _HTTP.AsyncHTTPTransport()
-        self._limit = limit
-
-    async def handle_async_request(self, request: Any) -> Any:
-        response = await self._inner.handle_async_request(request)
+    async def cap(response: Any) -> None:
+        encoding = response.headers.get("content-encoding", "").strip().lower()
         declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self._limit:
+        refusal: _InvalidResponse | None = None
+        if encoding not in _PLAIN and encoding not in _INFLATED:
+            refusal = _InvalidResponse(
+                f"the answer is encoded with {encoding!r}; identity, gzip or deflate expected"
+            )
+        elif declared.isdigit() and int(declared) > limit:
+            refusal = _TooLarge(limit)
+        if refusal is not None:
             await response.aclose()
-            raise _TooLarge(self._limit)
-        response.stream = _CappedBody(response.stream, self._limit)
-        return response
+            raise refusal
+        if encoding not in _PLAIN:  # decoded here: the client must not decode it again
+            del response.headers["content-encoding"]
+            response.headers.pop("content-length", None)
+        response.stream = _CappedBody(response.stream, limit, encoding)
 
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+    return cap
+
+
+# The HTTP errors of httpx and of the library the SDK is built on (the same, or a successor).
+_TIMEOUTS = (TimeoutError, openai.APITimeoutError, httpx.TimeoutException, _HTTP.TimeoutException)
+_TRANSPORT = (openai.APIConnectionError, _StreamCut, httpx.TransportError, _HTTP.TransportError)
+_UNUSABLE = (
+    _InvalidResponse,
+    openai.APIResponseValidationError,
+    httpx.DecodingError,
+    _HTTP.DecodingError,
+    ValueError,  # the JSON the SDK cannot decode (a JSONDecodeError)
+)
+_HTTP_ERRORS = (openai.OpenAIError, httpx.HTTPError, _HTTP.HTTPError)
+
+
+def _unwrapped(exc: Exception) -> Exception:
+    """What the SDK's ``APIConnectionError`` wraps, when it is an unusable answer.
+
+    The SDK wraps whatever its client raised while reading (our limit, a broken
+    encoding) as a connection error, which another attempt would not cure.
+    """
+    cause = exc.__cause__
+    if isinstance(exc, openai.APIConnectionError) and isinstance(cause, _UNUSABLE):
+        return cause
+    return exc
+
+
+def _in_stream_error_type(body: object) -> LLMErrorType:
+    """The error type of an error object a server sent inside a 2xx stream.
+
+    Compatible servers report a rate limit or an overload that way (``{"error": {"code":
+    429, ...}}``); read like the HTTP status or type it names, else ``other``.
+    """
+    if not isinstance(body, Mapping):
+        return "other"
+    code, kind = body.get("code"), str(body.get("type") or "").lower()
+    status = code if type(code) is int else int(str(code)) if str(code).isdigit() else None
+    if status is not None and 400 <= status < 600:
+        return llm_error_type_of_status(status)
+    named = f"{kind} {code}".lower()
+    if "rate_limit" in named or "rate limit" in named:
+        return "rate_limit"
+    if any(word in named for word in ("server_error", "overloaded", "unavailable")):
+        return "server_error"
+    return "other"
 
 
 def _classify(exc: Exception) -> LLMErrorType | None:
     """Name the LLM error type of an SDK, HTTP or deadline failure; ``None`` for anything else."""
-    if isinstance(exc, openai.APIConnectionError) and isinstance(exc.__cause__, _TooLarge):
-        return "invalid_response"  # the SDK wraps what the transport raised while reading
-    if isinstance(exc, TimeoutError | openai.APITimeoutError | httpx.TimeoutException):
+    exc = _unwrapped(exc)
+    if isinstance(exc, _TIMEOUTS):
         return "timeout"
     if isinstance(exc, openai.APIStatusError):
         return llm_error_type_of_status(exc.status_code)
-    if isinstance(exc, openai.APIConnectionError | httpx.TransportError | _StreamCut):
+    if isinstance(exc, _TRANSPORT):
         return "connection"
-    if isinstance(
-        exc, _InvalidResponse | openai.APIResponseValidationError | httpx.DecodingError | ValueError
-    ):
-        # ValueError covers the JSON the SDK cannot decode (a JSONDecodeError).
+    if isinstance(exc, _UNUSABLE):
         return "invalid_response"
-    if isinstance(exc, openai.OpenAIError | httpx.HTTPError):
+    if isinstance(exc, openai.APIError):  # an error object inside a 2xx stream
+        return _in_stream_error_type(exc.body)
+    if isinstance(exc, _HTTP_ERRORS):
         return "other"
     return None
 
@@ -209,7 +291,8 @@ class _StreamState:
         if chunk.usage is not None:
             self.finished = True
         texts: list[str] = []
-        for choice in chunk.choices:
+        # no choices at all: a keep-alive some servers send (``data: {}``), nothing to add
+        for choice in chunk.choices or ():
             if choice.finish_reason:
                 self.finished = True
             delta = choice.delta
@@ -314,10 +397,10 @@ class OpenAICompatibleProvider:
             timeout=timeout_seconds,
             max_retries=0,
             http_client=openai.DefaultAsyncHttpxClient(
-                transport=_CappedTransport(max_response_bytes),
-                # uncompressed: the limit then counts what the model sent, and a small
-                # compressed body cannot unpack into gigabytes
+                event_hooks={"response": [_capping(max_response_bytes)]},
                 headers={"accept-encoding": "identity"},
+                # a redirect would re-send the conversation wherever Location points
+                follow_redirects=False,
             ),
         )
 
@@ -600,6 +683,9 @@ class OpenAICompatibleProvider:
         }
 
     def _describe(self, exc: Exception) -> str:
+        exc = _unwrapped(exc)
+        if isinstance(exc, _InvalidResponse | _StreamCut):
+            return str(exc)  # our own words, without an internal class name
         # A deadline's TimeoutError has no message: say which limit ran out.
         text = str(exc) or (
             f"no complete answer within {self._timeout:g} s (llm.timeout_seconds)"
