@@ -478,3 +478,31 @@ class TestRetrySettings:
             load_settings()
 
         assert f"llm.{name.lower()}" == info.value.setting
+
+
+class TestIgnoredSettings:
+    def test_settings_the_others_leave_without_effect_are_named(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Given settings that do nothing under the others are listed with the reason."""
+        from taskforce.config import ignored_settings
+
+        monkeypatch.setenv("TASKFORCE_METRICS__ENABLED", "false")
+        monkeypatch.setenv("TASKFORCE_METRICS__PORT", "9464")
+        monkeypatch.setenv("TASKFORCE_STATE__DSN", "postgresql://u:pw@h/db")
+        monkeypatch.setenv("TASKFORCE_LLM__API_KEY", "sk-unused-by-the-script")
+        assert [
+            ("metrics.port", "metrics.enabled is false"),
+            ("state.dsn", "state.backend is 'file'"),
+            ("llm.api_key", "llm.provider is 'scripted'"),
+        ] == ignored_settings(load_settings())
+
+    def test_defaults_and_settings_in_use_are_not(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Nothing is named for defaults, or for settings the others make use of."""
+        from taskforce.config import ignored_settings
+
+        assert [] == ignored_settings(load_settings())
+        monkeypatch.setenv("TASKFORCE_METRICS__PORT", "9464")
+        monkeypatch.setenv("TASKFORCE_STATE__BACKEND", "postgres")
+        monkeypatch.setenv("TASKFORCE_STATE__DSN", "postgresql://u:pw@h/db")
+        assert [] == ignored_settings(load_settings())

@@ -543,6 +543,36 @@ def _configuration_error(
     return ConfigurationError(setting, reason, source=source)
 
 
+# Settings that another one makes pointless: (section, names, the condition, why).
+_IGNORED_WHEN = (
+    ("metrics", ("port", "host", "path", "auth_token", "targets_file", "max_label_values"),
+     lambda s: not s.metrics.enabled, "metrics.enabled is false"),
+    ("state", ("dsn", "pool_size", "timeout_seconds"),
+     lambda s: s.state.backend == "file", "state.backend is 'file'"),
+    ("llm", ("base_url", "api_key", "max_response_bytes"),
+     lambda s: s.llm.provider == "scripted", "llm.provider is 'scripted'"),
+    ("llm", ("scripted_latency_ms", "scripted_first_chunk_delay_ms", "scripted_chunk_delay_ms"),
+     lambda s: s.llm.provider != "scripted", "llm.provider is not 'scripted'"),
+)  # fmt: skip
+
+
+def ignored_settings(settings: Settings) -> list[tuple[str, str]]:
+    """The settings given (not defaulted) that the other settings leave without effect.
+
+    Args:
+        settings: The loaded settings.
+
+    Returns:
+        ``(setting, why)`` for each, e.g. ``("metrics.port", "metrics.enabled is false")``.
+    """
+    found = []
+    for section, names, applies, why in _IGNORED_WHEN:
+        given = getattr(settings, section).model_fields_set
+        if applies(settings):
+            found += [(f"{section}.{name}", why) for name in names if name in given]
+    return found
+
+
 def check_directories(settings: Settings) -> None:
     """Create the directories the settings name, or stop start-up naming the one that fails.
 

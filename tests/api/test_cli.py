@@ -110,6 +110,18 @@ class TestRun:
         (record,) = json.loads(saved.read_text(encoding="utf-8"))["missions"]
         assert ("cancelled", "cancelled") == (record["status"], record["error_type"])
 
+    def test_a_setting_without_effect_is_warned_about(self, tmp_path: Path) -> None:
+        """metrics.port with metrics off: the run goes on, one config.ignored warning says so."""
+        env = _env(tmp_path, TASKFORCE_METRICS__ENABLED="false", TASKFORCE_METRICS__PORT="9464")
+        proc = _taskforce("run", "hi", env=env, cwd=tmp_path)
+        assert 0 == proc.returncode
+        (warned,) = [json.loads(line) for line in proc.stderr.splitlines()]
+        assert ("config.ignored", "metrics.port", "warning") == (
+            warned["event"],
+            warned["setting"],
+            warned["level"],
+        )
+
     def test_prints_only_its_result(self, tmp_path: Path) -> None:
         """Without --verbose stdout holds the result alone and stderr no info line."""
         proc = _taskforce("run", CALC_WRITE_MISSION, "--json", env=_env(tmp_path), cwd=tmp_path)

@@ -7,7 +7,9 @@ app and nothing has set logging up yet.
 
 from __future__ import annotations
 
-from taskforce.config import Settings
+import structlog
+
+from taskforce.config import Settings, ignored_settings
 
 __all__ = ["configure_from_settings"]
 
@@ -16,6 +18,9 @@ _LEVELS = ("debug", "info", "warning", "error", "critical")
 
 def configure_from_settings(settings: Settings, *, at_least: str = "debug") -> None:
     """Configure structlog and stdlib logging as ``settings.logging`` says.
+
+    Then warn (``config.ignored``) about each setting given that the others leave
+    without effect, such as ``metrics.port`` with metrics off.
 
     Args:
         settings: The settings; their secrets are redacted from every line.
@@ -31,3 +36,7 @@ def configure_from_settings(settings: Settings, *, at_least: str = "debug") -> N
         secrets=settings.secret_values(),
         cache_loggers=True,
     )
+    log = structlog.get_logger(__name__)
+    for setting, why in ignored_settings(settings):
+        # a warning, not an error: the service runs as the other settings say
+        log.warning("config.ignored", category="lifecycle", setting=setting, because=why)
