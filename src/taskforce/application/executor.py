@@ -17,6 +17,7 @@ import weakref
 from collections.abc import AsyncGenerator
 from typing import Any, TypeVar, cast
 
+import anyio
 import structlog
 
 from taskforce.application._mission_support import (
@@ -183,9 +184,11 @@ class AgentExecutor:
                 if not task.done():
                     task.cancel()
                     # The mission may be writing its record (shielded): wait for it, at most
-                    # RECORD_SECONDS, however often this consumer is cancelled meanwhile
-                    # (anyio re-delivers a cancellation until the consumer is gone).
-                    await to_the_end(asyncio.wait([task], timeout=RECORD_SECONDS))
+                    # RECORD_SECONDS, however often this consumer is cancelled meanwhile. The
+                    # shield keeps an anyio cancel scope (Starlette's streaming response) from
+                    # re-delivering its cancellation on every turn of the loop while we wait.
+                    with anyio.CancelScope(shield=True):
+                        await to_the_end(asyncio.wait([task], timeout=RECORD_SECONDS))
             finally:
                 if task.done() and not task.cancelled() and task.exception() is None:
                     # It ended (before or despite the consumer leaving): say how, to a

@@ -90,7 +90,8 @@ class HTTPMetricsMiddleware:
     ``http.response.start`` message; the duration runs to the end of the response body
     (so a server-sent-event stream is timed until it closes). An exception from the app
     is counted as status 500 and re-raised unchanged; a cancelled request keeps the
-    status already sent, else 500. A fault while recording is counted (stage ``http``)
+    status already sent, else counts as 503 (the server gave it up: a shutdown, which
+    ``taskforce serve`` answers with a 503). A fault while recording is counted (stage ``http``)
     and never reaches the client.
     """
 
