@@ -1,8 +1,9 @@
 """An HTTP upstream on 127.0.0.1 that answers every request with the same raw bytes.
 
 For answers no well-behaved server gives (a gzip bomb, a broken encoding, a redirect),
-written as they go on the wire. It also serves as a plain HTTP proxy: a request in
-absolute form (``POST http://host/v1/...``) is answered the same, and its target kept.
+written as they go on the wire, at once or in pieces with pauses between them. It also
+serves as a plain HTTP proxy: a request in absolute form (``POST http://host/v1/...``)
+is answered the same, and its target kept.
 
 Usage (inside a running event loop)::
 
@@ -19,7 +20,7 @@ import contextlib
 
 from tests.support.loopback import LoopbackServer
 
-__all__ = ["RawUpstream", "raw_response"]
+__all__ = ["RawUpstream", "chunked", "raw_response"]
 
 
 def raw_response(status: int, body: bytes, headers: dict[str, str] | None = None) -> bytes:
@@ -29,12 +30,27 @@ def raw_response(status: int, body: bytes, headers: dict[str, str] | None = None
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-class RawUpstream(LoopbackServer):
-    """Answers every request with ``response``; counts them and keeps their targets."""
+def chunked(pieces: list[bytes]) -> list[bytes]:
+    """``pieces`` in chunked transfer coding, one chunk each, then the last chunk."""
+    return [b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces] + [b"0\r\n\r\n"]
 
-    def __init__(self, response: bytes) -> None:
+
+class RawUpstream(LoopbackServer):
+    """Answers every request with ``response``; counts them and keeps their targets.
+
+    ``response`` is the bytes to send, or pieces sent ``pause`` seconds apart (each
+    flushed on its own, so the client reads them separately). With ``gather``, no
+    request is answered before that many have arrived.
+    """
+
+    def __init__(
+        self, response: bytes | list[bytes], *, pause: float = 0.0, gather: int = 1
+    ) -> None:
         super().__init__()
-        self._response = response
+        self._pieces = [response] if isinstance(response, bytes) else response
+        self._pause = pause
+        self._gather = gather
+        self._gathered = asyncio.Event()
         self.targets: list[str] = []
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -47,6 +63,12 @@ class RawUpstream(LoopbackServer):
                 if name.strip().lower() == b"content-length":
                     length = int(value)
             await reader.readexactly(length)
-            writer.write(self._response)
-            await writer.drain()
+            if len(self.targets) >= self._gather:
+                self._gathered.set()
+            await self._gathered.wait()
+            for index, piece in enumerate(self._pieces):
+                if index and self._pause:
+                    await asyncio.sleep(self._pause)
+                writer.write(piece)
+                await writer.drain()
         writer.close()

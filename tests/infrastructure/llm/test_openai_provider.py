@@ -22,7 +22,7 @@ from taskforce.core.interfaces import StreamingLLMProviderProtocol
 from taskforce.errors import LLMProviderError
 from taskforce.infrastructure.llm import OpenAICompatibleProvider
 from tests.support.fake_openai import FakeOpenAIServer
-from tests.support.raw_upstream import RawUpstream, raw_response
+from tests.support.raw_upstream import RawUpstream, chunked, raw_response
 from tests.support.trickle_server import COMPLETION_BODY, TrickleServer, sse_body
 
 pytestmark = pytest.mark.integration
@@ -65,6 +65,16 @@ async def fixture_provider(base_url: str) -> AsyncIterator[OpenAICompatibleProvi
         "gpt-test", base_url, api_key=_KEY, timeout_seconds=5, backoff_base_seconds=0.01
     ) as provider:
         yield provider
+
+
+def _chunks(text: str) -> list[dict[str, Any]]:
+    """A streamed answer: one chunk per character of ``text``, then its end."""
+    base = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+    deltas: list[dict[str, Any]] = [
+        {"index": 0, "delta": {"content": c}, "finish_reason": None} for c in text
+    ]
+    deltas.append({"index": 0, "delta": {}, "finish_reason": "stop"})
+    return [{**base, "choices": [delta]} for delta in deltas]
 
 
 def _mission(text: str) -> list[Any]:
@@ -515,6 +525,43 @@ class TestStream:
         assert True is chunks[-1]["done"]
         assert [error_type, None] == [a.error_type for a in chunks[0]["attempts"]]
 
+    @pytest.mark.parametrize(
+        "before",
+        [
+            [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}],
+            [],  # a keep-alive: a chunk without choices
+        ],
+    )
+    async def test_an_error_after_a_chunk_without_text_is_retried(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, before: list[Any]
+    ) -> None:
+        """The role-only chunk a server sends first is no answer yet: a 429 after it is
+        retried like one before any chunk."""
+        chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+        fake.stream_next([{**chunk, "choices": before}, {"error": {"code": 429}}])
+
+        chunks = [chunk async for chunk in provider.stream(_mission("hi"))]
+
+        assert True is chunks[-1]["done"]
+        assert ["rate_limit", None] == [a.error_type for a in chunks[0]["attempts"]]
+
+    @pytest.mark.parametrize("code", ["\u00b2", "9" * 5000, None, 3.5])
+    async def test_an_odd_error_code_in_a_stream_is_other(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, code: Any
+    ) -> None:
+        """An error object whose code is no status (a superscript digit, 5000 digits, none)
+        is an `other` failure, never a ValueError out of the provider."""
+        fake.stream_next([{"error": {"message": "odd", "code": code}}])
+
+        with pytest.raises(LLMProviderError) as info:
+            async for _ in provider.stream(_mission("hi")):
+                pass
+
+        assert ("other", ["other"]) == (
+            info.value.error_type,
+            [a.error_type for a in info.value.attempts],
+        )
+
     async def test_a_keep_alive_chunk_without_choices_is_skipped(
         self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
     ) -> None:
@@ -643,6 +690,65 @@ class TestResponseSize:
         assert ("invalid_response", 1) == (result.get("error_type"), len(upstream.targets))
         assert result["error"].startswith(expected)
 
+    async def test_a_compressed_stream_whose_end_comes_late_is_whole(self) -> None:
+        """A gzip stream flushed per event, its trailer after [DONE]: the SDK reads the rest
+        of the body again after the end, and the decoding carries on where it stopped."""
+        events = [b"data: " + json.dumps(c).encode() + b"\n\n" for c in _chunks("hello")]
+        packer = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+        pieces = [packer.compress(e) + packer.flush(zlib.Z_SYNC_FLUSH) for e in events]
+        pieces.append(packer.compress(b"data: [DONE]\n\n") + packer.flush(zlib.Z_SYNC_FLUSH))
+        pieces.append(packer.flush())  # the gzip trailer, a moment later
+        head = (
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"content-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
+        async with (
+            RawUpstream([head, *chunked(pieces)], pause=0.02) as upstream,
+            OpenAICompatibleProvider("m", upstream.base_url) as provider,
+        ):
+            got = [chunk async for chunk in provider.stream(_mission("hi"))]
+        assert "hello" == "".join(c.get("content", "") for c in got)
+        assert True is got[-1]["done"]
+
+    async def test_a_deflate_body_read_a_byte_at_a_time(self) -> None:
+        """A zlib-wrapped deflate body whose first read is one byte is still told apart."""
+        packed = zlib.compress(COMPLETION_BODY)
+        head = (
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+            b"content-encoding: identity, deflate\r\n"
+            b"content-length: %d\r\n\r\n" % len(packed)
+        )
+        pieces = [head, *(packed[i : i + 1] for i in range(4)), packed[4:]]
+        async with (
+            RawUpstream(pieces, pause=0.01) as upstream,
+            OpenAICompatibleProvider("m", upstream.base_url) as provider,
+        ):
+            result = await provider.complete(_mission("hi"))
+        assert (True, "slow answer " * 20) == (result["success"], result["content"])
+
+    @pytest.mark.parametrize(
+        ("status", "headers", "body", "error_type"),
+        [
+            (503, {"content-encoding": "br"}, b"\x00\x01", "server_error"),
+            (429, {"content-encoding": "gzip"}, b"not gzip", "rate_limit"),
+            (500, {}, b"x" * 4096, "server_error"),  # over the limit: cut, not refused
+        ],
+    )
+    async def test_an_error_keeps_its_status_whatever_its_body(
+        self, status: int, headers: dict[str, str], body: bytes, error_type: str
+    ) -> None:
+        """An error body that cannot be read (a coding not undone here, a broken one, over
+        the limit) is cut or dropped: the error is told by its status, and retried so."""
+        async with (
+            RawUpstream(raw_response(status, body, headers)) as upstream,
+            OpenAICompatibleProvider(
+                "m", upstream.base_url, max_response_bytes=1024, backoff_base_seconds=0.0
+            ) as provider,
+        ):
+            result = await provider.complete(_mission("hi"))
+        assert [error_type] * 3 == [a.error_type for a in result["attempts"]]
+        assert 3 == len(upstream.targets)
+
     def test_a_limit_below_one_byte_is_refused(self) -> None:
         """The provider refuses a limit that no answer could meet."""
         with pytest.raises(ValueError, match="max_response_bytes"):
@@ -678,14 +784,18 @@ class TestHTTPClient:
         assert True is result["success"]
         assert ["http://llm.upstream.test/v1/chat/completions"] == proxy.targets
 
-    async def test_more_calls_at_once_than_httpx_pools_by_default(
-        self, base_url: str, fake: FakeOpenAIServer
-    ) -> None:
-        """150 calls at once to a slow server all finish: the SDK's pool (1000), not 100."""
-        fake.delay_seconds = 0.5
-        async with OpenAICompatibleProvider(
-            "m", base_url, timeout_seconds=0.9, max_retries=0
-        ) as provider:
+    async def test_more_calls_at_once_than_httpx_pools_by_default(self) -> None:
+        """150 calls at once all reach the server: the SDK's pool (1,000), not httpx's 100.
+
+        The upstream answers none until all 150 are there: with a pool of 100 the first
+        100 would wait for the other 50, which wait for a connection, until the deadline.
+        """
+        async with (
+            RawUpstream(raw_response(200, COMPLETION_BODY), gather=150) as upstream,
+            OpenAICompatibleProvider(
+                "m", upstream.base_url, timeout_seconds=10, max_retries=0
+            ) as provider,
+        ):
             results = await asyncio.gather(*(provider.complete(_mission("hi")) for _ in range(150)))
         assert [True] * 150 == [r["success"] for r in results]
 

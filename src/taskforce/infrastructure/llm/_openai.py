@@ -14,7 +14,15 @@ import importlib
 import json
 import math
 import zlib
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -90,52 +98,88 @@ class _TooLarge(_InvalidResponse):
 
 # What an answer may be encoded with: it is asked for uncompressed ("identity"), but a
 # server or proxy may compress anyway; these are inflated here, under the limit.
-_INFLATED = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": 0}
-_PLAIN = ("", "identity")
+_GZIP_BITS = zlib.MAX_WBITS | 16
+_INFLATED = {"gzip": _GZIP_BITS, "x-gzip": _GZIP_BITS, "deflate": 0}
 
 
-def _deflate_bits(first: bytes) -> int:
+def _coding(values: list[str]) -> str | None:
+    """The one content coding to undo (``""``: none), or ``None`` for one not undone here."""
+    codings = [c.strip().lower() for value in values for c in value.split(",")]
+    codings = [c for c in codings if c not in ("", "identity")]
+    if not codings:
+        return ""
+    return codings[0] if len(codings) == 1 and codings[0] in _INFLATED else None
+
+
+def _deflate_bits(head: bytes) -> int:
     """``deflate`` is zlib-wrapped by the standard, raw in practice: tell by the header."""
-    is_zlib = len(first) >= 2 and first[0] & 0x0F == 8 and (first[0] << 8 | first[1]) % 31 == 0
+    is_zlib = len(head) >= 2 and head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0
     return zlib.MAX_WBITS if is_zlib else -zlib.MAX_WBITS
 
 
 class _CappedBody(_HTTP.AsyncByteStream):  # type: ignore[misc]  # the SDK's HTTP library
-    """A response body that yields at most ``limit`` bytes, decoded; past it, :class:`_TooLarge`.
+    """A response body that yields at most ``limit`` bytes, decoded.
 
-    A gzip or deflate body is inflated here, at most the bytes still allowed at a
-    time, so a small compressed body cannot unpack into gigabytes.
+    A gzip or deflate body is inflated here, at most the bytes still allowed at a time,
+    so a small compressed body cannot unpack into gigabytes. Past the limit, or at a
+    broken encoding, an answer (``strict``) raises :class:`_TooLarge` or
+    :class:`_InvalidResponse`; an error body is cut there instead, quietly, so that the
+    error is still told by its status. The decoding state lives on the object: the SDK
+    reads a stream's rest again after its end, and that must carry on, not start over.
     """
 
-    def __init__(self, body: Any, limit: int, encoding: str) -> None:
+    def __init__(self, body: Any, limit: int, coding: str | None, *, strict: bool) -> None:
         self._body = body
         self._limit = limit
-        self._encoding = encoding
+        self._coding = coding
+        self._strict = strict
+        self._seen = 0
+        self._inflater: Any = None
+        self._head = b""  # deflate: the first bytes, until its header can be told
+        self._done = coding is None  # a coding not undone here: nothing to read
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        seen = 0
-        inflater: Any = None
         async for chunk in self._body:
-            if self._encoding not in _PLAIN and inflater is None and chunk:
-                bits = _INFLATED[self._encoding] or _deflate_bits(chunk)
-                inflater = zlib.decompressobj(bits)
-            pending = chunk
-            while pending:
-                if inflater is None:
-                    out, pending = pending, b""
-                else:
-                    try:
-                        out = inflater.decompress(pending, self._limit - seen + 1)
-                    except zlib.error:
+            for out in self._decoded(chunk):
+                yield out
+        if self._head:  # a body shorter than a deflate header
+            for out in self._decoded(b"", end=True):
+                yield out
+
+    def _decoded(self, chunk: bytes, *, end: bool = False) -> Iterator[bytes]:
+        if self._done:
+            return
+        if self._coding and self._inflater is None:
+            self._head += chunk
+            if len(self._head) < 2 and not end:
+                return
+            bits = _INFLATED[self._coding] or _deflate_bits(self._head)
+            self._inflater = zlib.decompressobj(bits)
+            chunk, self._head = self._head, b""
+        pending = chunk
+        while pending:
+            if self._inflater is None:
+                out, pending = pending, b""
+            else:
+                try:
+                    out = self._inflater.decompress(pending, self._limit - self._seen + 1)
+                except zlib.error:
+                    self._done = True
+                    if self._strict:
                         raise _InvalidResponse(
-                            f"the answer's {self._encoding} encoding is broken"
+                            f"the answer's {self._coding} encoding is broken"
                         ) from None
-                    pending = inflater.unconsumed_tail
-                seen += len(out)
-                if seen > self._limit:
+                    return
+                pending = self._inflater.unconsumed_tail
+            self._seen += len(out)
+            if self._seen > self._limit:
+                self._done = True
+                if self._strict:
                     raise _TooLarge(self._limit)
-                if out:
-                    yield out
+                out = out[: len(out) - (self._seen - self._limit)]
+                pending = b""
+            if out:
+                yield out
 
     async def aclose(self) -> None:
         await self._body.aclose()
@@ -144,28 +188,32 @@ class _CappedBody(_HTTP.AsyncByteStream):  # type: ignore[misc]  # the SDK's HTT
 def _capping(limit: int) -> Callable[[Any], Awaitable[None]]:
     """The response hook that bounds every answer body to ``limit`` bytes, decoded.
 
-    A declared ``Content-Length`` over the limit is refused before the body; any other
-    body (chunked, a stream, a compressed one) is cut as it passes the limit. A hook,
+    An answer (2xx) whose declared ``Content-Length`` is over the limit, or whose
+    coding is not one undone here, is refused before its body; any other is cut as it
+    passes the limit. An error body is only cut, so the error keeps its status. A hook,
     not a transport of our own: the SDK's client keeps its pool, proxies and the rest.
     """
 
     async def cap(response: Any) -> None:
-        encoding = response.headers.get("content-encoding", "").strip().lower()
+        values = response.headers.get_list("content-encoding")
+        coding = _coding(values)
+        strict = response.status_code < 300
         declared = response.headers.get("content-length", "")
         refusal: _InvalidResponse | None = None
-        if encoding not in _PLAIN and encoding not in _INFLATED:
+        if strict and coding is None:
             refusal = _InvalidResponse(
-                f"the answer is encoded with {encoding!r}; identity, gzip or deflate expected"
+                f"the answer is encoded with {', '.join(values)!r}; identity, gzip or "
+                "deflate expected"
             )
-        elif declared.isdigit() and int(declared) > limit:
+        elif strict and declared.isdigit() and int(declared) > limit:
             refusal = _TooLarge(limit)
         if refusal is not None:
             await response.aclose()
             raise refusal
-        if encoding not in _PLAIN:  # decoded here: the client must not decode it again
+        if values:  # decoded here (or dropped): the client must not decode it again
             del response.headers["content-encoding"]
             response.headers.pop("content-length", None)
-        response.stream = _CappedBody(response.stream, limit, encoding)
+        response.stream = _CappedBody(response.stream, limit, coding, strict=strict)
 
     return cap
 
@@ -195,6 +243,22 @@ def _unwrapped(exc: Exception) -> Exception:
     return exc
 
 
+def _carries(chunk: ChatCompletionChunk | None) -> bool:
+    """Whether a streamed chunk is (part of) an answer: text, a tool call, an end, usage.
+
+    The stream's end (``None``) and a chunk too malformed to tell count as carrying:
+    reading stops there, and what follows judges them.
+    """
+    if chunk is None or chunk.usage is not None:
+        return True
+    try:
+        return any(
+            c.finish_reason or c.delta.content or c.delta.tool_calls for c in chunk.choices or ()
+        )
+    except AttributeError:  # a choice without a delta: malformed, for the caller to refuse
+        return True
+
+
 def _in_stream_error_type(body: object) -> LLMErrorType:
     """The error type of an error object a server sent inside a 2xx stream.
 
@@ -204,10 +268,12 @@ def _in_stream_error_type(body: object) -> LLMErrorType:
     if not isinstance(body, Mapping):
         return "other"
     code, kind = body.get("code"), str(body.get("type") or "").lower()
-    status = code if type(code) is int else int(str(code)) if str(code).isdigit() else None
-    if status is not None and 400 <= status < 600:
+    text = code if isinstance(code, str) else ""
+    # isdecimal and short: "²" is a digit but no number, and huge ones cannot be int()ed
+    status = code if type(code) is int else int(text) if text.isdecimal() and len(text) <= 3 else 0
+    if 400 <= status < 600:
         return llm_error_type_of_status(status)
-    named = f"{kind} {code}".lower()
+    named = f"{kind} {text}".lower()
     if "rate_limit" in named or "rate limit" in named:
         return "rate_limit"
     if any(word in named for word in ("server_error", "overloaded", "unavailable")):
@@ -521,7 +587,7 @@ class OpenAICompatibleProvider:
         loop = asyncio.get_running_loop()
         opened = 0.0
 
-        async def open_attempt() -> tuple[Any, Any, ChatCompletionChunk | None, float]:
+        async def open_attempt() -> tuple[Any, Any, list[ChatCompletionChunk | None], float]:
             nonlocal opened
             opened = perf_counter()
             deadline = loop.time() + self._timeout
@@ -533,9 +599,14 @@ class OpenAICompatibleProvider:
                 **extra,
             )
             chunks = response.__aiter__()
+            # Read up to the first chunk that carries something: the role-only chunk a
+            # server sends first, or a keep-alive, is no answer yet, and an error after
+            # it (an in-stream 429) is retried like one before any chunk.
+            held: list[ChatCompletionChunk | None] = []
             try:
-                first = await anext(chunks, None)
-                if first is None:
+                while not held or not _carries(held[-1]):
+                    held.append(await anext(chunks, None))
+                if held == [None]:
                     # A JSON body, an error page, nothing: no server-sent event at all.
                     content_type = response.response.headers.get("content-type", "none")
                     raise _InvalidResponse(
@@ -545,10 +616,10 @@ class OpenAICompatibleProvider:
             except BaseException:
                 await response.close()
                 raise
-            return response, chunks, first, deadline
+            return response, chunks, held, deadline
 
         try:
-            response, chunks, chunk, deadline = await self._run(open_attempt, attempts)
+            response, chunks, held, deadline = await self._run(open_attempt, attempts)
         except asyncio.CancelledError as exc:
             # Its consumer left before the first chunk: the report rides on the
             # cancellation, so the retries already made are still counted.
@@ -571,6 +642,7 @@ class OpenAICompatibleProvider:
                 # Retries were made: their report at once (the same list, final once the
                 # stream is closed), for a consumer that stops before the last chunk.
                 yield {"attempts": attempts}
+            chunk = held.pop(0)
             while chunk is not None:
                 try:
                     texts = state.add(chunk)
@@ -580,6 +652,9 @@ class OpenAICompatibleProvider:
                     raise broke(malformed, "invalid_response") from exc
                 for text in texts:
                     yield {"content": text}
+                if held:  # read while the attempt opened
+                    chunk = held.pop(0)
+                    continue
                 try:
                     async with asyncio.timeout_at(deadline):
                         chunk = await anext(chunks, None)
