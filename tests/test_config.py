@@ -355,6 +355,13 @@ class TestUnknownVariables:
             ("TASKFORCE_SERVICE_HOST", "localhost"),
             ("TASKFORCE_SERVICE_PORT", "http"),
             ("taskforce_port", "tcp://10.0.0.1:80"),
+            ("TASKFORCE_METRICS__SERVICE_HOST", "10.0.0.1"),  # no Service name has "__"
+            ("TASKFORCE_SERVICE_PORT", "\u0668\u0660"),  # Arabic-Indic digits: no port
+            ("TASKFORCE_SERVICE_PORT", "99999"),
+            ("TASKFORCE_PORT_8000_TCP_PORT", "notaport"),
+            ("TASKFORCE_PORT_8000_TCP_ADDR", "notanip"),
+            ("TASKFORCE_PORT_8000_TCP_PROTO", "http"),
+            ("TASKFORCE_PORT_8000_TCP", "8000"),
         ],
     )
     def test_lookalikes_of_service_links_are_refused(
@@ -362,7 +369,7 @@ class TestUnknownVariables:
     ) -> None:
         """Only a service link's name with a service link's value passes: typos still stop."""
         monkeypatch.setenv(variable, value)
-        with pytest.raises(UnknownSettingError):
+        with pytest.raises(ConfigurationError):
             load_settings()
 
 
@@ -498,11 +505,66 @@ class TestIgnoredSettings:
         ] == ignored_settings(load_settings())
 
     def test_defaults_and_settings_in_use_are_not(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """Nothing is named for defaults, or for settings the others make use of."""
+        """Nothing is named for defaults (an explicit null included), or for settings the
+        others make use of."""
         from taskforce.config import ignored_settings
 
         assert [] == ignored_settings(load_settings())
+        monkeypatch.setenv("TASKFORCE_METRICS", '{"enabled": false, "port": null}')
+        assert [] == ignored_settings(load_settings())
+        monkeypatch.delenv("TASKFORCE_METRICS")
         monkeypatch.setenv("TASKFORCE_METRICS__PORT", "9464")
         monkeypatch.setenv("TASKFORCE_STATE__BACKEND", "postgres")
         monkeypatch.setenv("TASKFORCE_STATE__DSN", "postgresql://u:pw@h/db")
         assert [] == ignored_settings(load_settings())
+
+
+class TestWhereAnErrorCameFrom:
+    def test_a_missing_base_url_names_its_variable(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Nothing given: the variable to set is named, not "None"."""
+        monkeypatch.setenv("TASKFORCE_LLM__PROVIDER", "openai")
+        with pytest.raises(ConfigurationError) as info:
+            load_settings()
+        assert "TASKFORCE_LLM__BASE_URL" == info.value.source
+
+    def test_a_password_in_a_url_is_not_repeated(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A base URL with user and password, refused, is shown without them."""
+        monkeypatch.setenv("TASKFORCE_LLM__BASE_URL", "http://u:hunter2pass@h:99999/v1")
+        with pytest.raises(ConfigurationError) as info:
+            load_settings()
+        assert "hunter2pass" not in str(info.value)
+        assert "http://***@h:99999/v1" in str(info.value)
+
+    def test_a_key_only_the_file_holds_is_blamed_on_the_file(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A section variable that does not hold the bad key is not named; the file is."""
+        cfg = tmp_path / "b.toml"
+        cfg.write_text("[metrics]\nenabeld = true\n", encoding="utf-8")
+        monkeypatch.setenv("TASKFORCE_METRICS", '{"enabled": true}')
+        with pytest.raises(ConfigurationError) as info:
+            load_settings(cfg)
+        assert f"in {cfg}" == info.value.source
+
+    def test_a_lowercase_config_variable_is_refused(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """taskforce_config would be accepted and never read: it is refused instead."""
+        monkeypatch.setenv("taskforce_config", "/nonexistent.toml")
+        with pytest.raises(ConfigurationError, match="in capitals"):
+            load_settings()
+
+    @pytest.mark.parametrize(
+        ("value", "shown"),
+        [("http://h:0/v1", "base_url"), ("  gpt-4o  ", None)],
+    )
+    def test_port_zero_is_refused_and_a_model_is_stripped(
+        self, monkeypatch: pytest.MonkeyPatch, value: str, shown: str | None
+    ) -> None:
+        """Port 0 names no server; spaces around a model's name are dropped."""
+        if shown is None:
+            monkeypatch.setenv("TASKFORCE_LLM__MODEL", value)
+            assert "gpt-4o" == load_settings().llm.model
+            return
+        monkeypatch.setenv("TASKFORCE_LLM__BASE_URL", value)
+        with pytest.raises(ConfigurationError) as info:
+            load_settings()
+        assert "llm.base_url" == info.value.setting

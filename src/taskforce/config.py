@@ -16,7 +16,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -107,7 +107,12 @@ class LLMSettings(_Section):
     prices: Annotated[dict[str, ModelPrice], NoDecode] = Field(default_factory=dict)
 
     _choice = field_validator("provider", mode="before")(_lower)
-    _model_named = field_validator("model", mode="before")(_not_blank)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _check_model(cls, value: Any) -> Any:
+        # spaces around a name are a slip (a quoted variable), never part of a model's name
+        return _not_blank(value).strip() if isinstance(value, str) else value
 
     @field_validator("api_key")
     @classmethod
@@ -132,7 +137,7 @@ class LLMSettings(_Section):
         if (
             parts.scheme not in ("http", "https")
             or not parts.hostname
-            or port == -1
+            or port in (-1, 0)
             or any(c.isspace() for c in value)
         ):
             raise ValueError("must be an http:// or https:// URL with a host (http://host:8000/v1)")
@@ -431,9 +436,10 @@ def _closest(word: str, candidates: Mapping[str, str]) -> str:
 # links): a Service named ``taskforce`` (or ``taskforce-x``) yields TASKFORCE_SERVICE_HOST,
 # TASKFORCE_SERVICE_PORT[_NAME], TASKFORCE_PORT and TASKFORCE_PORT_<n>_<PROTO>[_FIELD].
 _SERVICE_LINK = re.compile(
-    r"TASKFORCE(?:_[A-Z0-9_]+?)??_(?:"
+    # the Service's name, dashes made underscores: never two underscores in a row
+    r"TASKFORCE(?:_[A-Z0-9]+)*?_(?:"
     r"(?P<host>SERVICE_HOST)|(?P<port>SERVICE_PORT(?:_[A-Z0-9_]+)?)|(?P<url>PORT)"
-    r"|(?P<field>PORT_[0-9]+_(?:TCP|UDP|SCTP)(?:_PROTO|_PORT|_ADDR)?))"
+    r"|PORT_[0-9]+_(?:TCP|UDP|SCTP)(?:_(?P<field>PROTO|PORT|ADDR))?(?P<bare>))"
 )
 _SERVICE_URL = re.compile(r"(?:tcp|udp|sctp)://\S+:[0-9]+")
 
@@ -447,15 +453,15 @@ def _is_service_link(variable: str, value: str) -> bool:
     match = _SERVICE_LINK.fullmatch(variable)
     if match is None:
         return False
-    if match["host"]:
+    if match["host"] or match["field"] == "ADDR":
         with contextlib.suppress(ValueError):
             return bool(ipaddress.ip_address(value))
         return False
-    if match["port"]:
-        return value.isdigit()
-    if match["url"]:
-        return _SERVICE_URL.fullmatch(value) is not None
-    return True  # TASKFORCE_PORT_8000_TCP... names no setting anyone would type
+    if match["port"] or match["field"] == "PORT":
+        return value.isascii() and value.isdigit() and 0 < int(value) < 65536
+    if match["field"] == "PROTO":
+        return value in ("tcp", "udp", "sctp")
+    return _SERVICE_URL.fullmatch(value) is not None  # TASKFORCE_PORT, ..._PORT_80_TCP
 
 
 def _check_environment(environ: Mapping[str, str]) -> None:
@@ -474,6 +480,10 @@ def _check_environment(environ: Mapping[str, str]) -> None:
     known = set(by_variable) | sections | {_CONFIG_VARIABLE}
     for variable in sorted(environ):
         upper = variable.upper()
+        if upper == _CONFIG_VARIABLE and variable != _CONFIG_VARIABLE:
+            raise ConfigurationError(
+                "config", f"write {_CONFIG_VARIABLE} in capitals: {variable} is not read"
+            )
         if (
             upper.startswith(_ENV_PREFIX)
             and upper not in known
@@ -512,10 +522,12 @@ def _configuration_error(
         setting,
     )
     env_names = {name.upper() for name in environ}
+    section = f"{_ENV_PREFIX}{parts[0]}".upper()
+    # a section's JSON variable is named only when it holds the key, else the file is
+    in_section = _json_holds(environ, section, parts[1:])
     if first["type"] == "extra_forbidden" and known == setting:
         (closest,) = difflib.get_close_matches(setting, index, n=1, cutoff=0.0) or [*index][:1]
-        section = f"{_ENV_PREFIX}{parts[0]}".upper()
-        where = section if section in env_names else f"in {config_file}" if config_file else None
+        where = section if in_section else f"in {config_file}" if config_file else None
         return ConfigurationError(setting, f"unknown key; did you mean {closest}?", source=where)
     if first["type"] == "model_type" and known not in index:
         reason = "must be a table of settings (a JSON object in a variable, a TOML table)"
@@ -525,31 +537,57 @@ def _configuration_error(
     # A section given as something else than a table (state = "postgresql://u:pw@h/db")
     # may hold any of its secrets: only the type of what was given is named.
     given = first.get("input")
-    shown = f"{given!r:.80}" if known in index else f"<a {type(given).__name__}>"
-    value = "" if is_secret else f"={shown}"
-    section_variable = variable.split("__")[0]
+    kind = type(given).__name__
+    shown = (
+        _USERINFO.sub("***@", f"{given!r:.80}")  # a password in a URL is not repeated
+        if known in index
+        else f"<{'an' if kind[0] in 'aeiou' else 'a'} {kind}>"
+    )
+    value = "" if is_secret or given is None else f"={shown}"
     source: str | None
     if variable in env_names and known == setting:
         source = f"{variable}{value}"
     elif variable in env_names:
         source = f"{variable}, {setting}{value}"
-    elif section_variable in env_names:
-        source = f"{section_variable}, {setting}{value}"
-    elif config_file:
+    elif in_section:
+        source = f"{section}, {setting}{value}"
+    elif config_file and given is not None:
         source = f"in {config_file}" + (f": {value[1:]}" if value else "")
     else:
         # nothing was given (a setting another one requires): name the variable to set
-        source = value[1:] or variable
+        source = variable
     return ConfigurationError(setting, reason, source=source)
 
 
+_USERINFO = re.compile(r"(?<=//)[^/@\s]*@")
+
+
+def _json_holds(environ: Mapping[str, str], variable: str, keys: list[str]) -> bool:
+    """Whether the section variable's JSON (``TASKFORCE_LLM='{...}'``) holds ``keys``."""
+    text = next((v for k, v in environ.items() if k.upper() == variable), None)
+    try:
+        found: Any = json.loads(text) if text is not None else None
+    except ValueError:
+        return False
+    for key in keys:
+        if not isinstance(found, dict) or key not in found:
+            return False
+        found = found[key]
+    return text is not None
+
+
 # Settings that another one makes pointless: (section, names, the condition, why).
-_IGNORED_WHEN = (
+_IGNORED_WHEN: tuple[tuple[str, tuple[str, ...], Callable[[Settings], bool], str], ...] = (
     ("metrics", ("port", "host", "path", "auth_token", "targets_file", "max_label_values"),
      lambda s: not s.metrics.enabled, "metrics.enabled is false"),
+    ("metrics", ("host",),
+     lambda s: s.metrics.enabled and s.metrics.port is None, "metrics.port is not set"),
     ("state", ("dsn", "pool_size", "timeout_seconds"),
      lambda s: s.state.backend == "file", "state.backend is 'file'"),
-    ("llm", ("base_url", "api_key", "max_response_bytes"),
+    ("state", ("threads",),
+     lambda s: s.state.backend != "file", "state.backend is not 'file'"),
+    ("llm", ("base_url", "api_key", "max_response_bytes", "timeout_seconds",
+             "retry_after_max_seconds"),
      lambda s: s.llm.provider == "scripted", "llm.provider is 'scripted'"),
     ("llm", ("scripted_latency_ms", "scripted_first_chunk_delay_ms", "scripted_chunk_delay_ms"),
      lambda s: s.llm.provider != "scripted", "llm.provider is not 'scripted'"),
@@ -567,9 +605,16 @@ def ignored_settings(settings: Settings) -> list[tuple[str, str]]:
     """
     found = []
     for section, names, applies, why in _IGNORED_WHEN:
-        given = getattr(settings, section).model_fields_set
+        part: BaseModel = getattr(settings, section)
+        fields = type(part).model_fields
         if applies(settings):
-            found += [(f"{section}.{name}", why) for name in names if name in given]
+            found += [
+                (f"{section}.{name}", why)
+                for name in names
+                # given, and not as the default (an explicit null, the default's value)
+                if name in part.model_fields_set
+                and getattr(part, name) != fields[name].get_default(call_default_factory=True)
+            ]
     return found
 
 

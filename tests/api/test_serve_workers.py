@@ -235,7 +235,7 @@ class TestWorkers:
             workers = {e["worker"] for e in events(child) if e["event"] == "server.started"}
             assert {0, 1} == workers
 
-    @pytest.mark.parametrize("value", ["2", "zero", "257", "100000"])
+    @pytest.mark.parametrize("value", ["2", "zero", "257", "100000", "\u00b2", "\u0663"])
     def test_web_concurrency_errors_exit_2(self, tmp_path: Path, value: str) -> None:
         """WEB_CONCURRENCY=2 without metrics.port, a non-number or over 256: one line, exit 2."""
         env = clean_env(tmp_path, WEB_CONCURRENCY=value)

@@ -134,6 +134,28 @@ class TestJsonLogs:
         assert ("server.config.checked", "lifecycle") == (line["event"], line["category"])
         assert ("lean", f"token={REDACTED} sent") == (line["agent_type"], line["detail"])
 
+    def test_a_traceback_is_redacted_too(self) -> None:
+        """An exception's message in a formatted traceback loses its secrets, for structlog
+        and for stdlib records (uvicorn's "Exception in ASGI application") alike."""
+        buf = io.StringIO()
+        configure_logging(fmt="json", secrets=["sk-LONGSECRET-1", "abc"], stream=buf)
+        try:
+            raise RuntimeError("upstream said sk-LONGSECRET-1 Bearer abc")
+        except RuntimeError:
+            structlog.get_logger("t").error("server.config.checked", exc_info=True)
+            logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+        text = buf.getvalue()
+        assert 2 == text.count("RuntimeError: upstream said *** Bearer ***")
+        assert "sk-LONGSECRET-1" not in text and "Bearer abc" not in text
+
+    def test_fixed_fields_are_never_rewritten(self) -> None:
+        """A short secret that is a word (a category's name) leaves the category alone."""
+        buf = io.StringIO()
+        configure_logging(fmt="json", secrets=["lifecycle"], stream=buf)
+        structlog.get_logger("t").warning("server.config.checked", category="lifecycle")
+        (line,) = _lines(buf)
+        assert ("lifecycle", "warning") == (line["category"], line["level"])
+
     def test_stdlib_records_share_format(self) -> None:
         """uvicorn's stdlib records come out as JSON lines with a category too."""
         buf = io.StringIO()

@@ -63,7 +63,8 @@ def resolve_workers(option: int | None, environ: dict[str, str] | None = None) -
         source, raw = "WEB_CONCURRENCY", env["WEB_CONCURRENCY"].strip()
     else:
         return 1
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_WORKERS:
+    # ASCII digits only: "²" is a digit to str.isdigit, and no number to int()
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_WORKERS:
         raise StartupError(
             f"invalid {source} {raw!r}: must be a whole number from 1 to {MAX_WORKERS}"
         )

@@ -175,17 +175,19 @@ async def _stream_mission(
     stream = executor.execute_mission_streaming(
         args.mission, agent_type=args.agent, session_id=args.session
     )
-    async with aclosing(stream) as events:
-        async for event in events:
-            if args.json:
-                print(json.dumps(event.to_dict(), ensure_ascii=False), flush=True)
-            elif event.kind == "token":
-                print(event.data.get("content", ""), end="", flush=True)
-                has_tokens = True
-            if event.result is not None:
-                result = event.result
-    if has_tokens:
-        print()
+    try:
+        async with aclosing(stream) as events:
+            async for event in events:
+                if args.json:
+                    print(json.dumps(event.to_dict(), ensure_ascii=False), flush=True)
+                elif event.kind == "token":
+                    print(event.data.get("content", ""), end="", flush=True)
+                    has_tokens = True
+                if event.result is not None:
+                    result = event.result
+    finally:
+        if has_tokens:
+            print()  # ends the answer's line, also when the mission was cut short
     if result is None:  # the executor's contract: the last event is the result
         raise RuntimeError("the mission stream ended without a result")
     return result, has_tokens

@@ -34,6 +34,10 @@ class TestSecretScrubber:
             (["EMPTY"], "Bearer EMPTY, EMPTYING", "Bearer ***, EMPTYING"),
             (["pw1"], "user:pw1@host pw12 _pw1_", "user:***@host pw12 _***_"),
             (["a.b"], "a.b axb", "*** axb"),  # regex characters are literal
+            # as a URL's query carries them: percent-encoded, a %-escape before a short one
+            (["abc"], "?auth=Bearer%20abc&k=key%3Dabc", "?auth=Bearer%20***&k=key%3D***"),
+            (["tok-LONG/SECRET 77"], "?u=tok-LONG%2FSECRET%2077", "?u=***"),
+            (["tok-LONG/SECRET 77"], "?u=tok-LONG%2FSECRET+77", "?u=***"),
             ([], "nothing to hide", "nothing to hide"),
             ([""], "an empty secret hides nothing", "an empty secret hides nothing"),
         ],

@@ -11,6 +11,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable
 from typing import Literal, get_args
+from urllib.parse import quote, quote_plus
 
 __all__ = [
     "DIGEST_HEX_CHARS",
@@ -71,8 +72,10 @@ def secret_scrubber(secrets: Iterable[str]) -> Callable[[str], str]:
 
     A secret of :data:`SHORT_SECRET_CHARS` or more is replaced wherever it occurs. A
     shorter one (a placeholder API key such as ``EMPTY``, a one-letter token) only
-    where no letter or digit touches it: replaced everywhere, it would rewrite the
-    event and category names of every line (``mission.started`` with a token ``e``).
+    where no letter or digit touches it (a ``%XX`` escape before it counts as a
+    boundary): replaced everywhere, it would rewrite the event names of every line
+    (``mission.started`` with a token ``e``). Each secret is also looked for
+    percent-encoded, as a URL's query carries it.
 
     Args:
         secrets: The secret values; empty ones are ignored.
@@ -80,14 +83,20 @@ def secret_scrubber(secrets: Iterable[str]) -> Callable[[str], str]:
     Returns:
         A function from a text to the text with the secrets replaced.
     """
-    values = sorted({s for s in secrets if s}, key=len, reverse=True)
+    given = {s for s in secrets if s}
+    # as written, and as a URL carries it (an access log line quotes the raw query)
+    values = sorted(
+        given | {quote(s, safe="") for s in given} | {quote_plus(s) for s in given},
+        key=len,
+        reverse=True,
+    )
     whole = tuple(s for s in values if len(s) >= SHORT_SECRET_CHARS)
     short = [s for s in values if len(s) < SHORT_SECRET_CHARS]
-    # (?<![^\W_]): not preceded by a letter or digit; (?![^\W_]): not followed by one
+    # standing alone: not preceded by a letter or digit, unless that ends a %-escape
+    # (Bearer%20abc), and not followed by one
+    before = r"(?:(?<=%[0-9A-Fa-f]{2})|(?<![^\W_]))"
     alone = (
-        re.compile("|".join(rf"(?<![^\W_]){re.escape(s)}(?![^\W_])" for s in short))
-        if short
-        else None
+        re.compile("|".join(rf"{before}{re.escape(s)}(?![^\W_])" for s in short)) if short else None
     )
 
     def scrub(text: str) -> str:

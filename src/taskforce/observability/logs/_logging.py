@@ -24,6 +24,10 @@ _SECRET_KEYS = frozenset(
     {"api_key", "apikey", "authorization", "auth_token", "token", "password", "secret", "bearer"}
 )
 
+# Fields whose values the code sets from closed sets, never from input: not scrubbed, so
+# a short secret that happens to be a word ("mission") cannot rewrite them.
+_FIXED_FIELDS = frozenset({"category", "level", "log_level", "timestamp", "logger"})
+
 # Events without an explicit category get one from the first segment of their dotted name.
 _PREFIX_CATEGORY = {c: c for c in LOG_CATEGORIES} | {
     "startup": "lifecycle",
@@ -104,7 +108,8 @@ class _Redactor:
 
     def __call__(self, _: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
         for key in list(event_dict):
-            event_dict[key] = self._field(key, event_dict[key])
+            if key not in _FIXED_FIELDS:
+                event_dict[key] = self._field(key, event_dict[key])
         return event_dict
 
 
@@ -165,14 +170,12 @@ def configure_logging(
         _add_category,
         _CategoryFilter(categories),
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        # before the redactor: a traceback may quote a secret (an exception's message)
+        structlog.processors.format_exc_info,
         _Redactor(secrets),
     ]
     structlog.configure(
-        processors=[
-            *shared,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         # one write() per line: two workers sharing stderr can interleave writes, never split a line
         logger_factory=structlog.WriteLoggerFactory(file=out),
@@ -182,11 +185,7 @@ def configure_logging(
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info,
-                renderer,
-            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )
     root = logging.getLogger()
