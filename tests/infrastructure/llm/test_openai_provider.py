@@ -545,19 +545,52 @@ class TestStream:
         assert True is chunks[-1]["done"]
         assert ["rate_limit", None] == [a.error_type for a in chunks[0]["attempts"]]
 
-    @pytest.mark.parametrize("code", ["\u00b2", "9" * 5000, None, 3.5])
-    async def test_an_odd_error_code_in_a_stream_is_other(
-        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, code: Any
+    async def test_an_error_after_reasoning_is_not_retried(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
     ) -> None:
-        """An error object whose code is no status (a superscript digit, 5000 digits, none)
-        is an `other` failure, never a ValueError out of the provider."""
-        fake.stream_next([{"error": {"message": "odd", "code": code}}])
+        """A reasoning model's thinking is output (billed): an error after it ends the
+        stream without a retry, as one after text does."""
+        chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+        thinking = {"index": 0, "delta": {"reasoning_content": "hmm"}, "finish_reason": None}
+        fake.stream_next([{**chunk, "choices": [thinking]}, {"error": {"code": 429}}])
 
         with pytest.raises(LLMProviderError) as info:
             async for _ in provider.stream(_mission("hi")):
                 pass
 
-        assert ("other", ["other"]) == (
+        assert ["rate_limit"] == [a.error_type for a in info.value.attempts]
+        assert 1 == len(fake.requests)
+
+    @pytest.mark.parametrize(
+        ("frame", "error_type"),
+        [
+            # a first event that is no object: an invalid_response attempt, counted
+            ("[1, 2]", "invalid_response"),
+            ('"hello"', "invalid_response"),
+            ("5", "invalid_response"),
+            # an error object whose code is no status (a superscript digit, 5000 digits):
+            # `other`, never a ValueError out of the provider
+            ({"error": {"message": "odd", "code": "\u00b2"}}, "other"),
+            ({"error": {"message": "odd", "code": "9" * 5000}}, "other"),
+            ({"error": {"message": "odd", "code": None}}, "other"),
+            ({"error": {"message": "odd", "code": 3.5}}, "other"),
+        ],
+    )
+    async def test_an_odd_first_event_fails_one_counted_attempt(
+        self,
+        provider: OpenAICompatibleProvider,
+        fake: FakeOpenAIServer,
+        frame: Any,
+        error_type: str,
+    ) -> None:
+        """Whatever the first event is, the stream fails with one attempt of a known type."""
+        fake.stream_next([frame])
+
+        with pytest.raises(LLMProviderError) as info:
+            async for _ in provider.stream(_mission("hi")):
+                pass
+
+        assert (error_type, [error_type]) == (
             info.value.error_type,
             [a.error_type for a in info.value.attempts],
         )
@@ -748,6 +781,34 @@ class TestResponseSize:
             result = await provider.complete(_mission("hi"))
         assert [error_type] * 3 == [a.error_type for a in result["attempts"]]
         assert 3 == len(upstream.targets)
+
+    async def test_an_error_body_without_end_is_cut(self) -> None:
+        """A 500 whose body never ends is read up to the limit, then left: each attempt is
+        a quick server_error, not a download that runs to the deadline as a timeout."""
+
+        async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 500 X\r\ntransfer-encoding: chunked\r\n\r\n")
+                while True:
+                    writer.write(b"10000\r\n" + b"x" * 0x10000 + b"\r\n")
+                    await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(endless, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with OpenAICompatibleProvider(
+                "m",
+                f"http://127.0.0.1:{port}/v1",
+                timeout_seconds=60,
+                max_response_bytes=4096,
+                backoff_base_seconds=0.0,
+            ) as provider:
+                result = await provider.complete(_mission("hi"))
+        finally:
+            server.close()
+        assert ["server_error"] * 3 == [a.error_type for a in result["attempts"]]
 
     def test_a_limit_below_one_byte_is_refused(self) -> None:
         """The provider refuses a limit that no answer could meet."""

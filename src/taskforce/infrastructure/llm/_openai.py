@@ -139,9 +139,13 @@ class _CappedBody(_HTTP.AsyncByteStream):  # type: ignore[misc]  # the SDK's HTT
         self._done = coding is None  # a coding not undone here: nothing to read
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._done:  # a coding not undone here, or read up to its cut already
+            return
         async for chunk in self._body:
             for out in self._decoded(chunk):
                 yield out
+            if self._done:  # cut: the rest (of an error body without end) is not read
+                return
         if self._head:  # a body shorter than a deflate header
             for out in self._decoded(b"", end=True):
                 yield out
@@ -249,13 +253,20 @@ def _carries(chunk: ChatCompletionChunk | None) -> bool:
     The stream's end (``None``) and a chunk too malformed to tell count as carrying:
     reading stops there, and what follows judges them.
     """
-    if chunk is None or chunk.usage is not None:
+    if chunk is None:
         return True
     try:
-        return any(
-            c.finish_reason or c.delta.content or c.delta.tool_calls for c in chunk.choices or ()
+        return chunk.usage is not None or any(
+            c.finish_reason
+            or c.delta.content
+            or c.delta.tool_calls
+            or c.delta.refusal
+            # a reasoning model's thinking (an extra field of the delta): output, billed
+            or getattr(c.delta, "reasoning_content", None)
+            or getattr(c.delta, "reasoning", None)
+            for c in chunk.choices or ()
         )
-    except AttributeError:  # a choice without a delta: malformed, for the caller to refuse
+    except AttributeError:  # not a chunk, a choice without a delta: for the caller to refuse
         return True
 
 
@@ -556,8 +567,10 @@ class OpenAICompatibleProvider:
     ) -> AsyncGenerator[StreamChunk, None]:
         """Stream the answer to a chat as text deltas, usage asked for on the last chunk.
 
-        A failure before the first chunk is retried like any call; once a chunk
-        is read, the stream is not retried. The deadline covers the whole stream.
+        A failure before the first chunk that carries something (text, a tool call,
+        reasoning, a refusal, the end, usage) is retried like any call: the role-only
+        chunk servers send first, and keep-alives, do not count. After it the stream is
+        not retried. The deadline covers the whole stream.
 
         Args:
             messages: the conversation in OpenAI form.
@@ -602,10 +615,12 @@ class OpenAICompatibleProvider:
             # Read up to the first chunk that carries something: the role-only chunk a
             # server sends first, or a keep-alive, is no answer yet, and an error after
             # it (an in-stream 429) is retried like one before any chunk.
+            # Of the chunks before it only the last is kept (it names the model): a long
+            # run of them (a reasoning phase) must not pile up in memory.
             held: list[ChatCompletionChunk | None] = []
             try:
                 while not held or not _carries(held[-1]):
-                    held.append(await anext(chunks, None))
+                    held = [*held[-1:], await anext(chunks, None)]
                 if held == [None]:
                     # A JSON body, an error page, nothing: no server-sent event at all.
                     content_type = response.response.headers.get("content-type", "none")
