@@ -116,7 +116,9 @@ class TestWorkers:
         env, targets = _with_targets(tmp_path, metrics_port)
         args = ["serve", "--port", str(api_port), "--workers", workers]
         with started(args, env, tmp_path) as child:
-            wait_until_up(child, [f"http://127.0.0.1:{api_port}/health"])
+            # every worker serving (its metrics listener up), not only the first
+            urls = [f"http://127.0.0.1:{metrics_port + i}/metrics" for i in range(int(workers))]
+            wait_until_up(child, [f"http://127.0.0.1:{api_port}/health", *urls])
             assert 0 == child.stop(signal.SIGHUP)
         assert [] == json.loads(targets.read_text(encoding="utf-8"))
         logged = [e["event"] for e in events(child)]

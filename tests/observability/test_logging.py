@@ -156,6 +156,15 @@ class TestJsonLogs:
         (line,) = _lines(buf)
         assert ("lifecycle", "warning") == (line["category"], line["level"])
 
+    def test_http_client_request_lines_are_quiet(self) -> None:
+        """The HTTP client's one info line per request is dropped; its warnings are kept."""
+        buf = io.StringIO()
+        configure_logging(fmt="json", level="info", stream=buf)
+        for name in ("httpx", "httpx2", "openai"):
+            logging.getLogger(name).info("HTTP Request: POST http://x/v1/chat/completions")
+            logging.getLogger(name).warning("Retrying request")
+        assert ["Retrying request"] * 3 == [line["event"] for line in _lines(buf)]
+
     def test_stdlib_records_share_format(self) -> None:
         """uvicorn's stdlib records come out as JSON lines with a category too."""
         buf = io.StringIO()

@@ -786,13 +786,20 @@ class TestResponseSize:
         """A 500 whose body never ends is read up to the limit, then left: each attempt is
         a quick server_error, not a download that runs to the deadline as a timeout."""
 
+        handlers: list[asyncio.Task[Any]] = []
+
         async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError):
+            task = asyncio.current_task()
+            assert task is not None
+            handlers.append(task)
+            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
                 await reader.readuntil(b"\r\n\r\n")
                 writer.write(b"HTTP/1.1 500 X\r\ntransfer-encoding: chunked\r\n\r\n")
-                while True:
+                while not writer.is_closing():  # until the client leaves
                     writer.write(b"10000\r\n" + b"x" * 0x10000 + b"\r\n")
                     await writer.drain()
+                    if reader.at_eof():  # the client closed its side
+                        break
             writer.close()
 
         server = await asyncio.start_server(endless, "127.0.0.1", 0)
@@ -808,6 +815,8 @@ class TestResponseSize:
                 result = await provider.complete(_mission("hi"))
         finally:
             server.close()
+            await asyncio.gather(*handlers, return_exceptions=True)  # all ended by now
+            await server.wait_closed()
         assert ["server_error"] * 3 == [a.error_type for a in result["attempts"]]
 
     def test_a_limit_below_one_byte_is_refused(self) -> None:

@@ -24,6 +24,9 @@ _SECRET_KEYS = frozenset(
     {"api_key", "apikey", "authorization", "auth_token", "token", "password", "secret", "bearer"}
 )
 
+# HTTP client libraries whose info lines are one per request (the LLM provider's).
+_QUIET_LIBRARIES = ("httpx", "httpx2", "httpcore", "httpcore2", "openai")
+
 # Fields whose values the code sets from closed sets, never from input: not scrubbed, so
 # a short secret that happens to be a word ("mission") cannot rewrite them.
 _FIXED_FIELDS = frozenset({"category", "level", "log_level", "timestamp", "logger"})
@@ -191,6 +194,10 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS[level])
+    for name in _QUIET_LIBRARIES:
+        # their per-request info lines ("HTTP Request: POST ...") repeat what the llm.*
+        # events say, without a category of their own: warnings and worse only
+        logging.getLogger(name).setLevel(max(_LEVELS[level], logging.WARNING))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         # uvicorn installs its own handlers; route its records through ours instead.
         uv = logging.getLogger(name)
