@@ -125,17 +125,18 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _run_mission(args: argparse.Namespace, settings: Settings) -> int:
+    # SIGTERM ends the run like Ctrl-C does (asyncio.run cancels it on SIGINT): first of
+    # all, so that one arriving while the container's modules load is answered too; once
+    # the mission runs, it is cancelled, recorded in its session, the container closed.
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     from taskforce.application.container import build_container
 
     if not args.mission.strip():
         # Refused before anything is built: no state directory for a mission that cannot run.
         raise MissionError("the mission is empty")
     check_directories(settings)
-    # SIGTERM ends the mission like Ctrl-C does (asyncio.run cancels it on SIGINT):
-    # cancelled, recorded in its session, the container closed.
-    task = asyncio.current_task()
-    if task is not None:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     has_tokens = False  # the answer already went out as it streamed
     async with build_container(settings) as container:
         if args.stream:
