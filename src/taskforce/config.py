@@ -60,10 +60,15 @@ _CONFIG_VARIABLE = "TASKFORCE_CONFIG"
 _RESERVED_PREFIXES = ("/api", "/health", "/docs", "/redoc", "/openapi.json")
 
 
-def _non_empty_token(value: SecretStr | None) -> SecretStr | None:
-    if value is not None and not value.get_secret_value().strip():
-        raise ValueError("must not be empty (unset it to disable auth)")
-    return value
+def _non_empty_secret(unset_means: str) -> Callable[[SecretStr | None], SecretStr | None]:
+    """A validator refusing a blank secret; the message says what unsetting it means."""
+
+    def check(value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError(f"must not be empty (unset it {unset_means})")
+        return value
+
+    return check
 
 
 class _Section(BaseModel):
@@ -76,10 +81,19 @@ def _lower(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
 
-def _not_blank(value: Any) -> Any:
-    if isinstance(value, str) and not value.strip():
-        raise ValueError("must not be blank")
-    return value
+def _refuse_blank(message: str) -> Callable[[Any], Any]:
+    """A before-validator refusing a blank string with ``message`` (an empty path would
+    silently mean the working directory, an empty name nothing)."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError(message)
+        return value
+
+    return check
+
+
+_not_blank = _refuse_blank("must not be blank")
 
 
 class ModelPrice(_Section):
@@ -114,12 +128,7 @@ class LLMSettings(_Section):
         # spaces around a name are a slip (a quoted variable), never part of a model's name
         return _not_blank(value).strip() if isinstance(value, str) else value
 
-    @field_validator("api_key")
-    @classmethod
-    def _check_api_key(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().strip():
-            raise ValueError("must not be empty (unset it for none)")
-        return value
+    _api_key_given = field_validator("api_key")(_non_empty_secret("for none"))
 
     @field_validator("base_url")
     @classmethod
@@ -195,12 +204,9 @@ class MetricsSettings(_Section):
 
     _host_named = field_validator("host", mode="before")(_not_blank)
 
-    @field_validator("targets_file", mode="before")
-    @classmethod
-    def _check_targets_file(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.strip():
-            raise ValueError("must name a file, not be empty (unset it for none)")
-        return value
+    _targets_file_named = field_validator("targets_file", mode="before")(
+        _refuse_blank("must name a file, not be empty (unset it for none)")
+    )
 
     @field_validator("targets_file")
     @classmethod
@@ -223,10 +229,7 @@ class MetricsSettings(_Section):
                 raise ValueError(f"collides with the built-in route {prefix}")
         return value
 
-    @field_validator("auth_token")
-    @classmethod
-    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
-        return _non_empty_token(value)
+    _token_given = field_validator("auth_token")(_non_empty_secret("to disable auth"))
 
 
 class ApiSettings(_Section):
@@ -236,10 +239,7 @@ class ApiSettings(_Section):
     auth_token: SecretStr | None = None
     docs_enabled: bool = True
 
-    @field_validator("auth_token")
-    @classmethod
-    def _check_token(cls, value: SecretStr | None) -> SecretStr | None:
-        return _non_empty_token(value)
+    _token_given = field_validator("auth_token")(_non_empty_secret("to disable auth"))
 
 
 class ServerSettings(_Section):
@@ -325,13 +325,9 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".taskforce/state")
     workspace_dir: Path = Path(".taskforce/workspace")
 
-    @field_validator("state_dir", "workspace_dir", mode="before")
-    @classmethod
-    def _check_directory(cls, value: Any) -> Any:
-        # An empty value would silently mean the working directory.
-        if isinstance(value, str) and not value.strip():
-            raise ValueError("must name a directory, not be empty")
-        return value
+    _directory_named = field_validator("state_dir", "workspace_dir", mode="before")(
+        _refuse_blank("must name a directory, not be empty")
+    )
 
     @classmethod
     def settings_customise_sources(

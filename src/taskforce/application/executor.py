@@ -171,8 +171,8 @@ class AgentExecutor:
                 queue.put_nowait(_DONE)
 
         task = asyncio.create_task(produce(), name=f"taskforce-mission-{mission_id}")
-        # Kept until done: a consumer cancelled over and over (anyio's cancel scopes, at
-        # shutdown) cannot wait for the record below, and ``drain`` then does.
+        # Kept until done: a consumer waits for the record below at most RECORD_SECONDS
+        # (a slow store may take longer), and ``drain`` then waits at a shutdown.
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         try:
