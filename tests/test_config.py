@@ -272,6 +272,24 @@ class TestDirectories:
         section, name, expected = read
         assert expected == getattr(getattr(load_settings(), section), name)
 
+    def test_categories_are_read_in_any_case(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """logging.categories is a list of choices: read in any case, like the others."""
+        cfg = tmp_path / "c.toml"
+        cfg.write_text('[logging]\ncategories = ["Mission", " SECURITY "]\n', encoding="utf-8")
+        assert ("mission", "security") == load_settings(cfg).logging.categories
+        monkeypatch.setenv("TASKFORCE_LOGGING__CATEGORIES", "LIFECYCLE, Performance")
+        assert ("lifecycle", "performance") == load_settings().logging.categories
+
+    def test_an_unknown_category_names_its_variable(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A category that is none in any case stops start-up naming the variable."""
+        monkeypatch.setenv("TASKFORCE_LOGGING__CATEGORIES", "LIFECYCLE,Lifecycles")
+        with pytest.raises(ConfigurationError) as info:
+            load_settings()
+        assert "TASKFORCE_LOGGING__CATEGORIES='LIFECYCLE,Lifecycles'" == info.value.source
+        assert info.value.reason.startswith("unknown categories ['lifecycles']")
+
     def test_an_unknown_key_names_where_it_came_from(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -291,8 +291,9 @@ class LoggingSettings(_Section):
     @classmethod
     def _split_categories(cls, value: Any) -> Any:
         if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
+            value = [part for part in value.split(",") if part.strip()]
         if isinstance(value, list | tuple):
+            value = [_lower(part) for part in value]  # choices, read in any case like the others
             unknown = sorted(set(value) - set(LOG_CATEGORIES))
             if unknown:
                 raise ValueError(
