@@ -333,6 +333,37 @@ class TestUnknownVariables:
         assert closest in str(info.value)
 
     @pytest.mark.parametrize(
+        "variable", ["TASKFORCE_XYZZY", "TASKFORCE_FOO_BAR", "TASKFORCE_METRICS__XYZZY"]
+    )
+    def test_an_unrelated_variable_gets_no_suggestion(
+        self, monkeypatch: pytest.MonkeyPatch, variable: str
+    ) -> None:
+        """A variable like no setting (its section alone is no likeness) is refused, unsuggested."""
+        monkeypatch.setenv(variable, "1")
+        with pytest.raises(UnknownSettingError) as info:
+            load_settings()
+        assert (variable, None) == (info.value.variable, info.value.closest)
+        assert f"unknown variable {variable}: it names no setting" == str(info.value)
+
+    @pytest.mark.parametrize(
+        ("key", "reason"),
+        [
+            ("enabeld", "unknown key; did you mean metrics.enabled?"),
+            ("xyzzy", "unknown key"),
+            ("x", "unknown key"),
+        ],
+    )
+    def test_an_unknown_key_gets_a_suggestion_only_when_close(
+        self, tmp_path: Path, key: str, reason: str
+    ) -> None:
+        """An unknown key in the file is suggested a setting only when its name is close."""
+        cfg = tmp_path / "k.toml"
+        cfg.write_text(f"[metrics]\n{key} = true\n", encoding="utf-8")
+        with pytest.raises(ConfigurationError) as info:
+            load_settings(cfg)
+        assert (f"metrics.{key}", reason) == (info.value.setting, info.value.reason)
+
+    @pytest.mark.parametrize(
         ("variable", "value"),
         [("TASKFORCE_API__DOCS_ENABLED", "false"), ("TASKFORCE_LLM", '{"model": "m"}')],
     )

@@ -16,7 +16,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -422,11 +422,39 @@ def _settings_index() -> dict[str, tuple[str, bool]]:
     return index
 
 
-def _closest(word: str, candidates: Mapping[str, str]) -> str:
-    """Return ``"VARIABLE (setting)"`` of the candidate closest to ``word``."""
-    match = difflib.get_close_matches(word, candidates, n=1, cutoff=0.0)
-    best = match[0] if match else next(iter(candidates))
-    return f"{best} ({candidates[best]})"
+#: How alike (difflib's ratio, 0 to 1) a name must be to a setting's to be suggested:
+#: difflib's own default for a close match.
+_SUGGESTION_CUTOFF = 0.6
+
+
+def _likeness(word: str, candidate: str, separator: str) -> float:
+    """difflib's ratio of the parts that differ: of the keys alone within one section.
+
+    A shared section (``metrics.``, ``LLM__``) would otherwise make any key in it look
+    like every other key there.
+    """
+    section, _, key = word.rpartition(separator)
+    other_section, _, other_key = candidate.rpartition(separator)
+    if section and section == other_section:
+        word, candidate = key, other_key
+    return difflib.SequenceMatcher(None, word, candidate).ratio()
+
+
+def _suggestion(word: str, candidates: Collection[str], separator: str) -> str | None:
+    """Return the candidate closest to ``word``, or None when none is close enough."""
+    scored = [(_likeness(word, name, separator), name) for name in candidates]
+    score, best = max(scored, key=lambda pair: pair[0], default=(0.0, ""))
+    return best if score >= _SUGGESTION_CUTOFF else None
+
+
+def _closest(variable: str, candidates: Mapping[str, str]) -> str | None:
+    """Return ``"VARIABLE (setting)"`` of the candidate close to ``variable``, if one is.
+
+    The ``TASKFORCE_`` prefix every candidate shares is left out of the comparison.
+    """
+    names = {name.removeprefix(_ENV_PREFIX): name for name in candidates}
+    best = _suggestion(variable.removeprefix(_ENV_PREFIX), names, "__")
+    return None if best is None else f"{names[best]} ({candidates[names[best]]})"
 
 
 # The variables Kubernetes gives a pod for every Service of its namespace (service
@@ -523,9 +551,10 @@ def _configuration_error(
     # a section's JSON variable is named only when it holds the key, else the file is
     in_section = _json_holds(environ, section, parts[1:])
     if first["type"] == "extra_forbidden" and known == setting:
-        (closest,) = difflib.get_close_matches(setting, index, n=1, cutoff=0.0) or [*index][:1]
+        closest = _suggestion(setting, index, ".")
         where = section if in_section else f"in {config_file}" if config_file else None
-        return ConfigurationError(setting, f"unknown key; did you mean {closest}?", source=where)
+        hint = f"; did you mean {closest}?" if closest else ""
+        return ConfigurationError(setting, f"unknown key{hint}", source=where)
     if first["type"] == "model_type" and known not in index:
         reason = "must be a table of settings (a JSON object in a variable, a TOML table)"
     if first["type"] == "extra_forbidden":

@@ -62,12 +62,15 @@ class ConfigurationError(TaskforceError):
 class UnknownSettingError(ConfigurationError):
     """An environment variable with the ``TASKFORCE_`` prefix names no setting."""
 
-    def __init__(self, variable: str, closest: str) -> None:
+    def __init__(self, variable: str, closest: str | None) -> None:
         self.variable = variable
+        # "VARIABLE (setting)" of a setting whose name is close, None when none is
         self.closest = closest
         super().__init__(variable, "names no setting", source=None)
 
     def _message(self) -> str:
+        if self.closest is None:
+            return f"unknown variable {self.variable}: it names no setting"
         return f"unknown variable {self.variable}; the closest setting is {self.closest}"
 
 
