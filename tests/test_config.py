@@ -511,6 +511,50 @@ class TestPrices:
 
         assert f"TASKFORCE_LLM__PRICES, {shown}" == info.value.source
 
+    @pytest.mark.parametrize(
+        ("variable", "value", "source"),
+        [
+            (
+                "TASKFORCE_LLM__PRICES",
+                '{"gpt-4o": {"input": 2.5}}',
+                "TASKFORCE_LLM__PRICES, llm.prices.gpt-4o.output",
+            ),
+            (
+                "TASKFORCE_LLM",
+                '{"prices": {"gpt-4o": {"input": 2.5}}}',
+                "TASKFORCE_LLM, llm.prices.gpt-4o.output",
+            ),
+        ],
+    )
+    def test_a_missing_price_names_the_model_and_the_key(
+        self, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, source: str
+    ) -> None:
+        """A model without its output price is named with that key, not shown as its table."""
+        monkeypatch.setenv(variable, value)
+
+        with pytest.raises(ConfigurationError) as info:
+            load_settings()
+
+        assert (
+            "llm.prices.gpt-4o.output",
+            source,
+            "model 'gpt-4o' has no 'output' price (USD per million output tokens)",
+        ) == (info.value.setting, info.value.source, info.value.reason)
+        assert "{" not in str(info.value)
+
+    def test_a_missing_price_in_the_file_names_the_file(self, tmp_path: Path) -> None:
+        """A [llm.prices] entry without its input price names the file, the model and the key."""
+        config = tmp_path / "p.toml"
+        config.write_text('[llm.prices]\n"gpt-4o" = { output = 10 }\n', encoding="utf-8")
+
+        with pytest.raises(ConfigurationError) as info:
+            load_settings(config)
+
+        assert (
+            f"invalid setting 'llm.prices.gpt-4o.input' (in {config}): "
+            "model 'gpt-4o' has no 'input' price (USD per million input tokens)"
+        ) == str(info.value)
+
 
 class TestRetrySettings:
     def test_defaults(self) -> None:

@@ -548,8 +548,11 @@ def _configuration_error(
     )
     env_names = {name.upper() for name in environ}
     section = f"{_ENV_PREFIX}{parts[0]}".upper()
-    # a section's JSON variable is named only when it holds the key, else the file is
-    in_section = _json_holds(environ, section, parts[1:])
+    # A missing key's input is the table that lacks it: named, not shown.
+    is_missing = first["type"] == "missing"
+    # a section's JSON variable is named only when it holds the key (or the table that
+    # lacks it), else the file is
+    in_section = _json_holds(environ, section, parts[1:-1] if is_missing else parts[1:])
     if first["type"] == "extra_forbidden" and known == setting:
         closest = _suggestion(setting, index, ".")
         where = section if in_section else f"in {config_file}" if config_file else None
@@ -559,6 +562,9 @@ def _configuration_error(
         reason = "must be a table of settings (a JSON object in a variable, a TOML table)"
     if first["type"] == "extra_forbidden":
         reason = "unknown key"
+    if is_missing and parts[:2] == ["llm", "prices"] and len(parts) == 4:
+        model, key = parts[2:]
+        reason = f"model {model!r} has no {key!r} price (USD per million {key} tokens)"
     variable, is_secret = index.get(known, (f"{_ENV_PREFIX}{setting}".upper(), False))
     # A section given as something else than a table (state = "postgresql://u:pw@h/db")
     # may hold any of its secrets: only the type of what was given is named.
@@ -569,7 +575,7 @@ def _configuration_error(
         if known in index
         else f"<{'an' if kind[0] in 'aeiou' else 'a'} {kind}>"
     )
-    value = "" if is_secret or given is None else f"={shown}"
+    value = "" if is_secret or is_missing or given is None else f"={shown}"
     source: str | None
     if variable in env_names and known == setting:
         source = f"{variable}{value}"
