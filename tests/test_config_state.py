@@ -61,6 +61,28 @@ class TestStateSettings:
         assert "state.dsn" == info.value.setting
         assert "hunter2" not in str(info.value)
 
+    @pytest.mark.parametrize("mode", ["bogus", "REQUIRE", "verify full"])
+    def test_an_unknown_sslmode_is_named(self, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+        """A DSN's sslmode that libpq does not know stops start-up naming it and the variable."""
+        monkeypatch.setenv("TASKFORCE_STATE__BACKEND", "postgres")
+        monkeypatch.setenv("TASKFORCE_STATE__DSN", f"{_DSN}?connect_timeout=5&sslmode={mode}")
+        with pytest.raises(ConfigurationError) as info:
+            load_settings()
+        assert (
+            "invalid setting 'state.dsn' (TASKFORCE_STATE__DSN): its sslmode must be one of "
+            "disable, allow, prefer, require, verify-ca, verify-full"
+        ) == str(info.value)
+
+    @pytest.mark.parametrize(
+        "mode", ["disable", "allow", "prefer", "require", "verify-ca", "verify-full", "verify_ca"]
+    )
+    def test_every_libpq_sslmode_is_accepted(self, mode: str) -> None:
+        """Each sslmode libpq knows passes as written (and as the driver also reads it)."""
+        dsn = f"{_DSN}?sslmode={mode}"
+        settings = load_settings(state={"backend": "postgres", "dsn": dsn})
+        assert settings.state.dsn is not None
+        assert dsn == settings.state.dsn.get_secret_value()
+
     @pytest.mark.parametrize(
         ("key", "value"),
         [

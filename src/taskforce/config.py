@@ -58,6 +58,8 @@ __all__ = [
 _ENV_PREFIX = "TASKFORCE_"
 _CONFIG_VARIABLE = "TASKFORCE_CONFIG"
 _RESERVED_PREFIXES = ("/api", "/health", "/docs", "/redoc", "/openapi.json")
+#: The values libpq and the asyncpg driver accept for a DSN's ``sslmode`` (in this case only).
+_SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
 def _non_empty_secret(unset_means: str) -> Callable[[SecretStr | None], SecretStr | None]:
@@ -273,8 +275,16 @@ class StateSettings(_Section):
             if info.data.get("backend") == "postgres":
                 raise ValueError("is required when state.backend is 'postgres'")
             return None
-        if not value.get_secret_value().startswith(("postgres://", "postgresql://")):
+        dsn = value.get_secret_value()
+        if not dsn.startswith(("postgres://", "postgresql://")):
             raise ValueError("must be a postgresql:// connection URL")
+        modes: list[str] = []
+        with contextlib.suppress(ValueError):  # a URL that cannot be split: the driver says so
+            modes = parse_qs(urlsplit(dsn).query).get("sslmode", [])
+        # the driver reads verify_full as verify-full too: what it takes is not refused here
+        if any(mode.replace("_", "-") not in _SSL_MODES for mode in modes):
+            # the mode is not repeated: a password with an unencoded '?' could end up in it
+            raise ValueError(f"its sslmode must be one of {', '.join(_SSL_MODES)}")
         return value
 
 

@@ -105,6 +105,27 @@ class TestSecrets:
             assert "secret" not in text
             assert "xyzzy" not in text
 
+    @pytest.mark.parametrize(
+        ("dsn", "environment"),
+        [
+            ("postgresql://u:secret-xyzzy@127.0.0.1:1/x?sslmode=bogus", {}),
+            ("postgresql://u:secret-xyzzy@127.0.0.1:1/x", {"PGSSLMODE": "bogus"}),
+        ],
+    )
+    async def test_a_refused_sslmode_is_named_not_blamed_on_encoding(
+        self, monkeypatch: pytest.MonkeyPatch, dsn: str, environment: dict[str, str]
+    ) -> None:
+        """A bad sslmode (DSN or PGSSLMODE) is named as such; no percent-encoding advice."""
+        pytest.importorskip("asyncpg")
+        for name, value in environment.items():
+            monkeypatch.setenv(name, value)
+        with pytest.raises(StateStoreUnavailableError) as info:
+            await PostgresStateStore(dsn, timeout_seconds=2).open()
+        assert info.value.detail.startswith("the driver refuses a connection parameter: ")
+        assert "`sslmode` parameter must be one of: disable, allow, prefer" in str(info.value)
+        assert "percent-encode" not in str(info.value)
+        assert "xyzzy" not in str(info.value)
+
     async def test_a_server_that_never_answers_says_so(self) -> None:
         """A connection that gets no answer names the wait and its setting, not an empty reason."""
         pytest.importorskip("asyncpg")

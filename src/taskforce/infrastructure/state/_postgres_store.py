@@ -117,6 +117,13 @@ class PostgresStateStore:
                 timeout=self.timeout_seconds,
                 command_timeout=self.timeout_seconds,
             )
+        except driver.ClientConfigurationError as exc:
+            # A ValueError too, but the DSN was read: a parameter has a value the driver
+            # refuses (sslmode=bogus, in the DSN or PGSSLMODE), and its message names it.
+            reason = f"the driver refuses a connection parameter: {self._safe(exc)}"
+            raise StateStoreUnavailableError(
+                f"cannot reach the state database: {reason}", detail=reason
+            ) from None
         except (
             ValueError,  # a DSN the driver cannot parse: a port that is no number, a broken host
             OverflowError,  # a port outside 0-65535
