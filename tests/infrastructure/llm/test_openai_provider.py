@@ -679,12 +679,17 @@ class TestResponseSize:
         assert ["invalid_response"] == [a.error_type for a in info.value.attempts]
         assert (0 if declared else 1) <= len("".join(texts)) < 4096
 
-    @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+    @pytest.mark.parametrize("encoding", ["gzip", "deflate", "gzip-members"])
     async def test_a_compressed_bomb_is_cut_as_it_inflates(self, encoding: str) -> None:
         """An answer compressed although identity was asked: counted decoded, so a small
-        body that unpacks into gigabytes is cut at the limit, once, not retried."""
-        huge = b"{" + b" " * (256 * 1024 * 1024) + b"}"
-        packed = zlib.compress(huge, 9) if encoding == "deflate" else gzip.compress(huge, 9)
+        body that unpacks into gigabytes is cut at the limit, once, not retried; the bytes
+        of all gzip members count, a bomb in the second as much as in the first."""
+        if encoding == "gzip-members":
+            packed = gzip.compress(b"{") + gzip.compress(b" " * (16 * 1024 * 1024) + b"}", 9)
+            encoding = "gzip"
+        else:
+            huge = b"{" + b" " * (256 * 1024 * 1024) + b"}"
+            packed = zlib.compress(huge, 9) if encoding == "deflate" else gzip.compress(huge, 9)
         assert len(packed) < 1024 * 1024  # under the limit as sent
         response = raw_response(200, packed, {"content-encoding": encoding})
         async with (
@@ -742,6 +747,65 @@ class TestResponseSize:
             got = [chunk async for chunk in provider.stream(_mission("hi"))]
         assert "hello" == "".join(c.get("content", "") for c in got)
         assert True is got[-1]["done"]
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            gzip.compress(COMPLETION_BODY[:40]) + gzip.compress(COMPLETION_BODY[40:]),
+            # members of one byte each, read in pieces that cut through their headers
+            b"".join(
+                gzip.compress(COMPLETION_BODY[i : i + 1]) for i in range(len(COMPLETION_BODY))
+            ),
+            # zero bytes between and after members: padding, as gzip reads it
+            gzip.compress(COMPLETION_BODY[:40])
+            + bytes(7)
+            + gzip.compress(COMPLETION_BODY[40:])
+            + bytes(3),
+        ],
+        ids=["two", "one-per-byte", "zero-padded"],
+    )
+    async def test_a_gzip_body_of_several_members_is_read_whole(self, body: bytes) -> None:
+        """Concatenated gzip members (RFC 1952) are all inflated, not only the first."""
+        head = (
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\n"
+            b"content-length: %d\r\n\r\n" % len(body)
+        )
+        pieces = [head, *(body[i : i + 7] for i in range(0, len(body), 7))]
+        async with (
+            RawUpstream(pieces) as upstream,
+            OpenAICompatibleProvider("m", upstream.base_url) as provider,
+        ):
+            result = await provider.complete(_mission("hi"))
+        assert (True, "slow answer " * 20) == (result["success"], result["content"])
+
+    async def test_a_gzip_stream_of_one_member_per_event_is_read_whole(self) -> None:
+        """A proxy that compresses each event as a member of its own: every event is read."""
+        events = [b"data: " + json.dumps(c).encode() + b"\n\n" for c in _chunks("hello")]
+        members = [gzip.compress(e) for e in [*events, b"data: [DONE]\n\n"]]
+        head = (
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"content-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
+        async with (
+            RawUpstream([head, *chunked(members)], pause=0.01) as upstream,
+            OpenAICompatibleProvider("m", upstream.base_url) as provider,
+        ):
+            got = [chunk async for chunk in provider.stream(_mission("hi"))]
+        assert "hello" == "".join(c.get("content", "") for c in got)
+        assert True is got[-1]["done"]
+
+    async def test_bytes_after_a_gzip_member_that_are_no_member_are_refused(self) -> None:
+        """What follows a member must be another one (or zero padding): anything else is a
+        broken encoding, invalid_response, not an answer whose end was dropped unseen."""
+        body = gzip.compress(COMPLETION_BODY) + b"trailing junk"
+        response = raw_response(200, body, {"content-encoding": "gzip"})
+        async with (
+            RawUpstream(response) as upstream,
+            OpenAICompatibleProvider("m", upstream.base_url) as provider,
+        ):
+            result = await provider.complete(_mission("hi"))
+        assert ("invalid_response", 1) == (result.get("error_type"), len(upstream.targets))
+        assert result["error"].startswith("the answer's gzip encoding is broken")
 
     async def test_a_deflate_body_read_a_byte_at_a_time(self) -> None:
         """A zlib-wrapped deflate body whose first read is one byte is still told apart."""

@@ -121,8 +121,11 @@ class _CappedBody(_HTTP.AsyncByteStream):  # type: ignore[misc]  # the SDK's HTT
     """A response body that yields at most ``limit`` bytes, decoded.
 
     A gzip or deflate body is inflated here, at most the bytes still allowed at a time,
-    so a small compressed body cannot unpack into gigabytes. Past the limit, or at a
-    broken encoding, an answer (``strict``) raises :class:`_TooLarge` or
+    so a small compressed body cannot unpack into gigabytes. A gzip body may be several
+    members one after another (RFC 1952, 2.2: what ``cat a.gz b.gz`` and some proxies
+    send): each is inflated in turn, zero bytes between or after them skipped as padding,
+    as gzip itself does; anything else after a member is a broken encoding. Past the
+    limit, or at a broken encoding, an answer (``strict``) raises :class:`_TooLarge` or
     :class:`_InvalidResponse`; an error body is cut there instead, quietly, so that the
     error is still told by its status. The decoding state lives on the object: the SDK
     reads a stream's rest again after its end, and that must carry on, not start over.
@@ -164,6 +167,9 @@ class _CappedBody(_HTTP.AsyncByteStream):  # type: ignore[misc]  # the SDK's HTT
         while pending:
             if self._inflater is None:
                 out, pending = pending, b""
+            elif self._inflater.eof:
+                pending = self._next_member(pending)
+                continue
             else:
                 try:
                     out = self._inflater.decompress(pending, self._limit - self._seen + 1)
@@ -174,7 +180,9 @@ class _CappedBody(_HTTP.AsyncByteStream):  # type: ignore[misc]  # the SDK's HTT
                             f"the answer's {self._coding} encoding is broken"
                         ) from None
                     return
-                pending = self._inflater.unconsumed_tail
+                # what follows a member's end is kept apart from the input not yet inflated
+                inflater = self._inflater
+                pending = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
             self._seen += len(out)
             if self._seen > self._limit:
                 self._done = True
@@ -184,6 +192,15 @@ class _CappedBody(_HTTP.AsyncByteStream):  # type: ignore[misc]  # the SDK's HTT
                 pending = b""
             if out:
                 yield out
+
+    def _next_member(self, rest: bytes) -> bytes:
+        """Start on what follows a finished member; return the part left to inflate."""
+        if self._coding == "deflate":  # one stream, no members: what follows it is ignored
+            return b""
+        rest = rest.lstrip(b"\0")
+        if rest:
+            self._inflater = zlib.decompressobj(_GZIP_BITS)
+        return rest
 
     async def aclose(self) -> None:
         await self._body.aclose()
