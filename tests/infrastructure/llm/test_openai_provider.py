@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import itertools
 import json
 import socket
 import time
@@ -21,6 +22,7 @@ from taskforce.core.domain.prompts import FINAL_STEP_DESCRIPTION, MISSION_PREFIX
 from taskforce.core.interfaces import StreamingLLMProviderProtocol
 from taskforce.errors import LLMProviderError
 from taskforce.infrastructure.llm import OpenAICompatibleProvider
+from taskforce.infrastructure.llm._openai import _CappedBody, _TooLarge
 from tests.support.fake_openai import FakeOpenAIServer
 from tests.support.raw_upstream import RawUpstream, chunked, raw_response
 from tests.support.trickle_server import COMPLETION_BODY, TrickleServer, sse_body
@@ -887,6 +889,75 @@ class TestResponseSize:
         """The provider refuses a limit that no answer could meet."""
         with pytest.raises(ValueError, match="max_response_bytes"):
             OpenAICompatibleProvider("m", "http://127.0.0.1:1/v1", max_response_bytes=0)
+
+
+class TestInflation:
+    """How a compressed body is inflated: in bounded pieces, other tasks running between them.
+
+    Driven on the body class itself, fed from memory: over a socket, the reads alone
+    would hand the event loop turns, and hide whether inflating does.
+    """
+
+    @staticmethod
+    async def _fed(*chunks: bytes) -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+
+    async def test_a_bomb_is_inflated_in_pieces_with_other_tasks_run_between(self) -> None:
+        """A body that unpacks past the limit in one read is inflated a bounded piece at a
+        time, and another task runs between every two pieces; the limit still holds."""
+        limit = 1024 * 1024
+        capped = _CappedBody(
+            self._fed(gzip.compress(b" " * (8 * limit), 9)), limit, "gzip", strict=True
+        )
+        turns = 0
+
+        async def other() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        other_task = asyncio.create_task(other())
+        await asyncio.sleep(0)  # the other task is under way
+        pieces: list[tuple[int, int]] = []  # (size, the other task's turns so far)
+        try:
+            with pytest.raises(_TooLarge):
+                async for piece in capped:
+                    pieces.append((len(piece), turns))
+        finally:
+            other_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await other_task
+        sizes = [size for size, _ in pieces]
+        turns_seen = [seen for _, seen in pieces]
+        assert len(pieces) > 1
+        assert sum(sizes) <= limit
+        assert all(later > earlier for earlier, later in itertools.pairwise(turns_seen))
+
+    async def test_what_a_read_carries_comes_out_before_the_next_read(self) -> None:
+        """Wherever a read ends (inside a long match, a piece's room just filled), all it
+        inflates to comes out before the body is read again: nothing waits in the inflater
+        for bytes that may come much later (the next event of a stream)."""
+        text = b"{" + b" " * (256 * 1024) + b"}"
+        packed = gzip.compress(text)
+        for split in range(1, len(packed)):
+            carried = len(zlib.decompressobj(zlib.MAX_WBITS | 16).decompress(packed[:split]))
+            out = bytearray()
+            before_second: list[int] = []
+            body = self._read_twice(packed[:split], packed[split:], out, before_second)
+            async for piece in _CappedBody(body, 2 * len(text), "gzip", strict=True):
+                out += piece
+            assert (split, carried, text) == (split, before_second[0], bytes(out))
+
+    @staticmethod
+    async def _read_twice(
+        first: bytes, second: bytes, out: bytearray, before_second: list[int]
+    ) -> AsyncIterator[bytes]:
+        """Feed two reads; note how much had come ``out`` when the second was asked for."""
+        yield first
+        before_second.append(len(out))
+        yield second
 
 
 class TestHTTPClient:

@@ -100,6 +100,8 @@ class _TooLarge(_InvalidResponse):
 # server or proxy may compress anyway; these are inflated here, under the limit.
 _GZIP_BITS = zlib.MAX_WBITS | 16
 _INFLATED = {"gzip": _GZIP_BITS, "x-gzip": _GZIP_BITS, "deflate": 0}
+#: The most bytes one inflation step turns out; between two steps other tasks run.
+_INFLATED_PIECE_BYTES = 64 * 1024
 
 
 def _coding(values: list[str]) -> str | None:
@@ -120,8 +122,10 @@ def _deflate_bits(head: bytes) -> int:
 class _CappedBody(_HTTP.AsyncByteStream):  # type: ignore[misc]  # the SDK's HTTP library
     """A response body that yields at most ``limit`` bytes, decoded.
 
-    A gzip or deflate body is inflated here, at most the bytes still allowed at a time,
-    so a small compressed body cannot unpack into gigabytes. A gzip body may be several
+    A gzip or deflate body is inflated here, never past the bytes still allowed, so a
+    small compressed body cannot unpack into gigabytes; and a bounded piece at a time,
+    with a turn for the event loop after each: inflating up to the limit is real work,
+    and every other request on the loop waits while it runs. A gzip body may be several
     members one after another (RFC 1952, 2.2: what ``cat a.gz b.gz`` and some proxies
     send): each is inflated in turn, zero bytes between or after them skipped as padding,
     as gzip itself does; anything else after a member is a broken encoding. Past the
@@ -147,6 +151,10 @@ class _CappedBody(_HTTP.AsyncByteStream):  # type: ignore[misc]  # the SDK's HTT
         async for chunk in self._body:
             for out in self._decoded(chunk):
                 yield out
+                if self._inflater is not None:
+                    # Yielding to our reader does not reach the loop (it asks for the next
+                    # piece at once): hand the loop a turn before inflating another.
+                    await asyncio.sleep(0)
             if self._done:  # cut: the rest (of an error body without end) is not read
                 return
         if self._head:  # a body shorter than a deflate header
@@ -164,15 +172,20 @@ class _CappedBody(_HTTP.AsyncByteStream):  # type: ignore[misc]  # the SDK's HTT
             self._inflater = zlib.decompressobj(bits)
             chunk, self._head = self._head, b""
         pending = chunk
-        while pending:
+        # A step that filled its room may leave output inside zlib with its input all
+        # read (the rest of a long match): it is asked for again, input or not.
+        is_full = False
+        while pending or is_full:
             if self._inflater is None:
                 out, pending = pending, b""
             elif self._inflater.eof:
+                is_full = False
                 pending = self._next_member(pending)
                 continue
             else:
+                room = min(self._limit - self._seen + 1, _INFLATED_PIECE_BYTES)
                 try:
-                    out = self._inflater.decompress(pending, self._limit - self._seen + 1)
+                    out = self._inflater.decompress(pending, room)
                 except zlib.error:
                     self._done = True
                     if self._strict:
@@ -180,6 +193,7 @@ class _CappedBody(_HTTP.AsyncByteStream):  # type: ignore[misc]  # the SDK's HTT
                             f"the answer's {self._coding} encoding is broken"
                         ) from None
                     return
+                is_full = len(out) == room
                 # what follows a member's end is kept apart from the input not yet inflated
                 inflater = self._inflater
                 pending = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
@@ -189,7 +203,7 @@ class _CappedBody(_HTTP.AsyncByteStream):  # type: ignore[misc]  # the SDK's HTT
                 if self._strict:
                     raise _TooLarge(self._limit)
                 out = out[: len(out) - (self._seen - self._limit)]
-                pending = b""
+                pending, is_full = b"", False
             if out:
                 yield out
 
