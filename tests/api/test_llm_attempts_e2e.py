@@ -113,6 +113,29 @@ class TestAttempts:
 
 
 class TestStreamedTokens:
+    async def test_an_event_that_is_not_an_object_is_one_invalid_response(
+        self, service: tuple[LiveServer, FakeOpenAIServer]
+    ) -> None:
+        """``data: null`` first in a streamed turn: invalid_response, said so, in the result,
+        the log line and the metrics alike, and not retried."""
+        live, fake = service
+        fake.stream_next(["null"])
+
+        with capture_logs() as logs:
+            async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:
+                response = await client.post(
+                    "/api/v1/execute/stream", json={"mission": "hello", "agent_type": "lean"}
+                )
+                samples = await scrape(client)
+
+        result = parse_sse(response.text)[-1][1]["result"]
+        assert ("failed", "invalid_response") == (result["status"], result["error_type"])
+        assert "a streamed event is null, not a JSON object" in result["error"]
+        assert ["invalid_response"] == _failed_log_types(logs)
+        assert 1 == total(samples, "taskforce_llm_failures_total", error_type="invalid_response")
+        assert 1 == total(samples, "taskforce_llm_failures_total")
+        assert 1 == len(fake.requests)
+
     async def test_tokens_reach_the_client_and_ttft_is_recorded(
         self, service: tuple[LiveServer, FakeOpenAIServer]
     ) -> None:

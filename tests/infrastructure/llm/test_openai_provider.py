@@ -597,6 +597,47 @@ class TestStream:
             [a.error_type for a in info.value.attempts],
         )
 
+    @pytest.mark.parametrize(
+        ("frame", "kind"),
+        [
+            ("null", "null"),
+            ("[1, 2]", "an array"),
+            ('"hello"', "a string"),
+            ("5", "a number"),
+            ("true", "a boolean"),
+        ],
+    )
+    @pytest.mark.parametrize("after_text", [False, True], ids=["first", "after-text"])
+    async def test_an_event_that_is_not_an_object_is_named_so(
+        self,
+        provider: OpenAICompatibleProvider,
+        fake: FakeOpenAIServer,
+        frame: str,
+        kind: str,
+        after_text: bool,
+    ) -> None:
+        """``data: null`` (or another JSON value that is no object), first or later, fails
+        the stream as an invalid_response that says what the event was: not as a stream
+        without server-sent events, nor as a stream cut short."""
+        chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+        text = {"index": 0, "delta": {"content": "hi"}, "finish_reason": None}
+        end = {"index": 0, "delta": {}, "finish_reason": "stop"}
+        before = [{**chunk, "choices": [text]}] if after_text else []
+        fake.stream_next([*before, frame, {**chunk, "choices": [end]}, "[DONE]"])
+        texts: list[str] = []
+
+        with pytest.raises(LLMProviderError) as info:
+            async for piece in provider.stream(_mission("hi")):
+                texts.append(piece.get("content", ""))
+
+        assert f"openai: a streamed event is {kind}, not a JSON object" == str(info.value)
+        assert ("invalid_response", ["invalid_response"]) == (
+            info.value.error_type,
+            [a.error_type for a in info.value.attempts],
+        )
+        assert (["hi"] if after_text else []) == texts
+        assert 1 == len(fake.requests)
+
     async def test_a_keep_alive_chunk_without_choices_is_skipped(
         self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
     ) -> None:

@@ -10,6 +10,7 @@ The API key never appears in a returned error, a raised error or a log line.
 from __future__ import annotations
 
 import asyncio
+import enum
 import importlib
 import json
 import math
@@ -278,13 +279,33 @@ def _unwrapped(exc: Exception) -> Exception:
     return exc
 
 
-def _carries(chunk: ChatCompletionChunk | None) -> bool:
+class _End(enum.Enum):
+    """The end of a stream, told apart from ``None``: what the SDK makes of ``data: null``."""
+
+    END = enum.auto()
+
+
+def _json_kind(value: object) -> str:
+    """Name the kind of a JSON value that is not an object, for a message."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "of another kind"
+
+
+def _carries(chunk: ChatCompletionChunk | _End) -> bool:
     """Whether a streamed chunk is (part of) an answer: text, a tool call, an end, usage.
 
-    The stream's end (``None``) and a chunk too malformed to tell count as carrying:
-    reading stops there, and what follows judges them.
+    The stream's end, an event that is not an object (the SDK passes on whatever JSON
+    an event holds) and a chunk too malformed to tell count as carrying: reading stops
+    there, and what follows judges them.
     """
-    if chunk is None:
+    if not isinstance(chunk, ChatCompletionChunk):
         return True
     try:
         return chunk.usage is not None or any(
@@ -619,7 +640,8 @@ class OpenAICompatibleProvider:
 
         Raises:
             LLMProviderError: the request failed after retries, was answered without
-                server-sent events (``invalid_response``), the stream broke, ended
+                server-sent events or with an event that is not a JSON object
+                (``invalid_response``), the stream broke, ended
                 before a ``finish_reason`` (``connection``) or ran past its deadline,
                 or its tool calls cannot be decoded; ``error_type`` and ``attempts``
                 say which and how often.
@@ -631,7 +653,7 @@ class OpenAICompatibleProvider:
         loop = asyncio.get_running_loop()
         opened = 0.0
 
-        async def open_attempt() -> tuple[Any, Any, list[ChatCompletionChunk | None], float]:
+        async def open_attempt() -> tuple[Any, Any, list[ChatCompletionChunk | _End], float]:
             nonlocal opened
             opened = perf_counter()
             deadline = loop.time() + self._timeout
@@ -648,11 +670,11 @@ class OpenAICompatibleProvider:
             # it (an in-stream 429) is retried like one before any chunk.
             # Of the chunks before it only the last is kept (it names the model): a long
             # run of them (a reasoning phase) must not pile up in memory.
-            held: list[ChatCompletionChunk | None] = []
+            held: list[ChatCompletionChunk | _End] = []
             try:
                 while not held or not _carries(held[-1]):
-                    held = [*held[-1:], await anext(chunks, None)]
-                if held == [None]:
+                    held = [*held[-1:], await anext(chunks, _End.END)]
+                if held == [_End.END]:
                     # A JSON body, an error page, nothing: no server-sent event at all.
                     content_type = response.response.headers.get("content-type", "none")
                     raise _InvalidResponse(
@@ -689,7 +711,13 @@ class OpenAICompatibleProvider:
                 # stream is closed), for a consumer that stops before the last chunk.
                 yield {"attempts": attempts}
             chunk = held.pop(0)
-            while chunk is not None:
+            while chunk is not _End.END:
+                if not isinstance(chunk, ChatCompletionChunk):
+                    # The SDK hands on whatever JSON an event holds (``data: null``).
+                    odd = _InvalidResponse(
+                        f"a streamed event is {_json_kind(chunk)}, not a JSON object"
+                    )
+                    raise broke(odd, "invalid_response") from None
                 try:
                     texts = state.add(chunk)
                 except (AttributeError, TypeError, ValueError) as exc:
@@ -703,7 +731,7 @@ class OpenAICompatibleProvider:
                     continue
                 try:
                     async with asyncio.timeout_at(deadline):
-                        chunk = await anext(chunks, None)
+                        chunk = await anext(chunks, _End.END)
                 except Exception as exc:
                     # Mid-stream faults come from the SDK and its HTTP layer alike
                     # (their classes are not all OpenAIError); all mean "stream broke".
