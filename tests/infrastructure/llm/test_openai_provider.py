@@ -1135,6 +1135,40 @@ class TestErrorTypes:
         retries = [e for e in logs if e["event"] == "llm.request.retry"]
         assert [(waited, "rate_limit")] == [(e["delay_seconds"], e["error_type"]) for e in retries]
 
+    @pytest.mark.parametrize(
+        ("hint", "waited"),
+        [
+            ("0.02", 0.02),
+            ("600", 0.05),  # longer than the cap
+            (format_datetime(datetime.now(UTC) + timedelta(hours=1), usegmt=True), 0.05),
+        ],
+        ids=["seconds", "over-the-cap", "date-ahead"],
+    )
+    async def test_retry_after_on_a_stream_with_an_error_object_is_honoured(
+        self, hint: str, waited: float
+    ) -> None:
+        """A 2xx whose stream holds a 429 error object: its Retry-After is waited for before
+        the retry, up to retry_after_max_seconds, as a real 429's is."""
+        body = b'data: {"error": {"code": 429, "message": "slow down"}}\n\n'
+        headers = {"content-type": "text/event-stream", "retry-after": hint}
+        async with (
+            RawUpstream(raw_response(200, body, headers)) as upstream,
+            OpenAICompatibleProvider(
+                "m",
+                upstream.base_url,
+                max_retries=1,
+                backoff_base_seconds=0.0,
+                retry_after_max_seconds=0.05,
+            ) as provider,
+        ):
+            with structlog.testing.capture_logs() as logs, pytest.raises(LLMProviderError) as info:
+                async for _ in provider.stream(_mission("hi")):
+                    pass
+
+        assert ["rate_limit"] * 2 == [a.error_type for a in info.value.attempts]
+        retries = [e for e in logs if e["event"] == "llm.request.retry"]
+        assert [(waited, "rate_limit")] == [(e["delay_seconds"], e["error_type"]) for e in retries]
+
     async def test_stream_error_carries_type_and_attempts(
         self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
     ) -> None:

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from time import perf_counter
 from types import ModuleType, TracebackType
-from typing import Any, cast
+from typing import Any, TypeGuard, cast
 
 import httpx
 import openai
@@ -322,6 +322,13 @@ def _carries(chunk: ChatCompletionChunk | _End) -> bool:
         return True
 
 
+def _is_in_stream_error(exc: BaseException) -> TypeGuard[openai.APIError]:
+    """Whether ``exc`` is the SDK's report of an error object inside a 2xx stream."""
+    return isinstance(exc, openai.APIError) and not isinstance(
+        exc, openai.APIStatusError | openai.APIConnectionError | openai.APIResponseValidationError
+    )
+
+
 def _in_stream_error_type(body: object) -> LLMErrorType:
     """The error type of an error object a server sent inside a 2xx stream.
 
@@ -355,7 +362,7 @@ def _classify(exc: Exception) -> LLMErrorType | None:
         return "connection"
     if isinstance(exc, _UNUSABLE):
         return "invalid_response"
-    if isinstance(exc, openai.APIError):  # an error object inside a 2xx stream
+    if _is_in_stream_error(exc):
         return _in_stream_error_type(exc.body)
     if isinstance(exc, _HTTP_ERRORS):
         return "other"
@@ -366,7 +373,12 @@ def _retry_after(exc: Exception) -> float | None:
     """The wait a failed response asks for in ``Retry-After``: seconds or an HTTP date."""
     if not isinstance(exc, openai.APIStatusError):
         return None
-    hint = exc.response.headers.get("retry-after", "").strip()
+    return _wait_asked(exc.response.headers)
+
+
+def _wait_asked(headers: Any) -> float | None:
+    """The wait in a response's ``Retry-After`` header: seconds or an HTTP date, if any."""
+    hint = headers.get("retry-after", "").strip()
     try:
         seconds = float(hint)
     except ValueError:  # absent, or an HTTP date
@@ -652,9 +664,17 @@ class OpenAICompatibleProvider:
         attempts: list[LLMAttempt] = []
         loop = asyncio.get_running_loop()
         opened = 0.0
+        # An error object in a 2xx stream (an in-stream 429) and the wait its response's
+        # Retry-After asks for: the SDK's error carries no response to read it from.
+        in_stream: tuple[BaseException, float | None] | None = None
+
+        def retry_after(exc: Exception) -> float | None:
+            if in_stream is not None and in_stream[0] is exc:
+                return in_stream[1]
+            return _retry_after(exc)
 
         async def open_attempt() -> tuple[Any, Any, list[ChatCompletionChunk | _End], float]:
-            nonlocal opened
+            nonlocal opened, in_stream
             opened = perf_counter()
             deadline = loop.time() + self._timeout
             response = await self._client.chat.completions.create(
@@ -681,13 +701,15 @@ class OpenAICompatibleProvider:
                         f"the stream request was answered without server-sent events "
                         f"(content-type {content_type[:60]!r})"
                     )
-            except BaseException:
+            except BaseException as exc:
                 await response.close()
+                if _is_in_stream_error(exc):
+                    in_stream = (exc, _wait_asked(response.response.headers))
                 raise
             return response, chunks, held, deadline
 
         try:
-            response, chunks, held, deadline = await self._run(open_attempt, attempts)
+            response, chunks, held, deadline = await self._run(open_attempt, attempts, retry_after)
         except asyncio.CancelledError as exc:
             # Its consumer left before the first chunk: the report rides on the
             # cancellation, so the retries already made are still counted.
@@ -756,14 +778,19 @@ class OpenAICompatibleProvider:
             done["usage"] = state.usage
         yield done
 
-    async def _run(self, attempt_call: Any, attempts: list[LLMAttempt]) -> Any:
+    async def _run(
+        self,
+        attempt_call: Any,
+        attempts: list[LLMAttempt],
+        retry_after: Callable[[Exception], float | None] = _retry_after,
+    ) -> Any:
         return await self._retry.run(
             attempt_call,
             classify=_classify,
             attempts=attempts,
             provider=_PROVIDER,
             deadline_seconds=self._timeout,
-            retry_after=_retry_after,
+            retry_after=retry_after,
         )
 
     async def _complete(
