@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 
 from taskforce.api.server import create_app
 from taskforce.config import Settings
+from taskforce.core.interfaces.log import text_fields
 from tests.api.conftest import parse_sse
 from tests.api.test_metrics_e2e import Samples, scrape, total
 from tests.support.fake_openai import FakeOpenAIServer
@@ -96,6 +97,24 @@ class TestAttempts:
         assert ["server_error"] == _failed_log_types(logs)
         retried = [e["error_type"] for e in logs if e["event"] == "llm.request.retry"]
         assert ["server_error", "server_error"] == retried
+
+    async def test_a_failure_says_its_status_in_plain_words(
+        self, service: tuple[LiveServer, FakeOpenAIServer]
+    ) -> None:
+        """The mission's error says the status and the server's reason, no SDK class name;
+        its llm.call.failed line describes that same text, under the metrics' error_type."""
+        live, fake = service
+        fake.fail_next(3, 503)
+
+        with capture_logs() as logs:
+            body, samples = await _mission(live, "hello")
+
+        said = "HTTP 503 Service Unavailable: injected failure 503"
+        assert (f"LLM call failed: {said}", "server_error") == (body["error"], body["error_type"])
+        (failed,) = [e for e in logs if e["event"] == "llm.call.failed"]
+        described = {key: failed[key] for key in ("error_chars", "error_sha256", "error_type")}
+        assert {**text_fields("error", said), "error_type": "server_error"} == described
+        assert 1 == total(samples, "taskforce_llm_failures_total", error_type="server_error")
 
     async def test_auth_is_not_retried(self, service: tuple[LiveServer, FakeOpenAIServer]) -> None:
         """401: no retry, one auth failure, the same error_type in the log line."""

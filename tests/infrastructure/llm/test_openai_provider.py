@@ -1196,6 +1196,97 @@ class TestErrorTypes:
         assert False is info.value.retryable
 
 
+class TestMessages:
+    """What a failure says, in the result and the raised error alike: plain words, no SDK
+    or HTTP class name; its error_type is what it was."""
+
+    @pytest.mark.parametrize(
+        ("status", "error_type"),
+        [(429, "rate_limit"), (503, "server_error"), (401, "auth"), (400, "bad_request")],
+    )
+    async def test_a_status_says_its_number_name_and_reason(
+        self, base_url: str, fake: FakeOpenAIServer, status: int, error_type: str
+    ) -> None:
+        """An error status says the status, its name and the server's own message."""
+        name = {429: "Too Many Requests", 503: "Service Unavailable", 401: "Unauthorized"}
+        name[400] = "Bad Request"
+        fake.fail_next(2, status)
+        async with OpenAICompatibleProvider("m", base_url, max_retries=0) as provider:
+            result = await provider.complete(_mission("hi"))
+            with pytest.raises(LLMProviderError) as info:
+                async for _ in provider.stream(_mission("hi")):
+                    pass
+
+        expected = f"HTTP {status} {name[status]}: injected failure {status}"
+        assert (expected, error_type) == (result["error"], result["error_type"])
+        assert (f"openai: {expected}", error_type) == (str(info.value), info.value.error_type)
+
+    @pytest.mark.parametrize(
+        ("body", "expected"),
+        [
+            (b"<html><body>Bad gateway</body></html>", "HTTP 502 Bad Gateway"),
+            (
+                json.dumps({"error": {"message": "upstream\n  down " + "x" * 500}}).encode(),
+                "HTTP 502 Bad Gateway: " + ("upstream down " + "x" * 500)[:197] + "...",
+            ),
+        ],
+        ids=["page", "long-reason"],
+    )
+    async def test_a_reason_is_short_and_on_one_line(self, body: bytes, expected: str) -> None:
+        """A page is not quoted; a long reason is cut, and its line breaks are spaces."""
+        async with (
+            RawUpstream(raw_response(502, body)) as upstream,
+            OpenAICompatibleProvider("m", upstream.base_url, max_retries=0) as provider,
+        ):
+            result = await provider.complete(_mission("hi"))
+        assert (expected, "server_error") == (result["error"], result["error_type"])
+
+    @pytest.mark.parametrize(
+        ("error", "expected"),
+        [
+            ({"message": "slow down", "code": 429}, " (429): slow down"),
+            ({"message": "busy", "code": "overloaded", "type": "x"}, " (overloaded): busy"),
+            ({"code": "503"}, " (503)"),
+            ({"message": "odd", "code": "not a code!"}, ": odd"),
+        ],
+    )
+    async def test_an_error_object_in_a_stream_says_its_code_and_reason(
+        self,
+        base_url: str,
+        fake: FakeOpenAIServer,
+        error: dict[str, Any],
+        expected: str,
+    ) -> None:
+        """An error object inside a 2xx stream says the code it names and its message."""
+        fake.stream_next([{"error": error}])
+        async with OpenAICompatibleProvider("m", base_url, max_retries=0) as provider:
+            with pytest.raises(LLMProviderError) as info:
+                async for _ in provider.stream(_mission("hi")):
+                    pass
+        assert f"openai: the stream carried an error{expected}" == str(info.value)
+
+    async def test_a_connection_error_names_no_class(self) -> None:
+        """A refused connection says so, without the SDK's class name."""
+        async with OpenAICompatibleProvider("m", _closed_port_url(), max_retries=0) as provider:
+            result = await provider.complete(_mission("hi"))
+        assert ("Connection error.", "connection") == (result["error"], result["error_type"])
+
+    async def test_an_event_that_cannot_be_decoded_says_the_answer_cannot_be_read(
+        self,
+    ) -> None:
+        """A streamed event that is not JSON: the answer cannot be read, and why."""
+        response = raw_response(200, b'data: {"a\n\n', {"content-type": "text/event-stream"})
+        async with (
+            RawUpstream(response) as upstream,
+            OpenAICompatibleProvider("m", upstream.base_url, max_retries=0) as provider,
+        ):
+            with pytest.raises(LLMProviderError) as info:
+                async for _ in provider.stream(_mission("hi")):
+                    pass
+        assert "invalid_response" == info.value.error_type
+        assert str(info.value).startswith("openai: the answer cannot be read (Unterminated")
+
+
 class TestStreamToolCalls:
     async def test_tool_call_assembled_from_deltas(
         self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer

@@ -14,6 +14,7 @@ import enum
 import importlib
 import json
 import math
+import re
 import zlib
 from collections.abc import (
     AsyncGenerator,
@@ -389,6 +390,42 @@ def _wait_asked(headers: Any) -> float | None:
         # a date already past asks for no wait beyond the backoff
         return max(seconds, 0.0) if math.isfinite(seconds) else None
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+#: The most characters of a server's own reason that a message quotes.
+_REASON_CHARS = 200
+
+
+def _reason(body: object) -> str:
+    """The server's own reason in an error body (its ``message``), on one line and short."""
+    message = body.get("message") if isinstance(body, Mapping) else None
+    if not isinstance(message, str):
+        return ""
+    text = " ".join(message.split())
+    return text if len(text) <= _REASON_CHARS else f"{text[: _REASON_CHARS - 3]}..."
+
+
+def _status_text(exc: openai.APIStatusError) -> str:
+    """Say what an error status answered: ``HTTP 429 Too Many Requests: <its reason>``."""
+    status = f"HTTP {exc.status_code} {httpx.codes.get_reason_phrase(exc.status_code)}".rstrip()
+    reason = _reason(exc.body)
+    return f"{status}: {reason}" if reason else status
+
+
+#: A code an in-stream error may be named by: a status, or a name (``rate_limit_exceeded``).
+_ERROR_CODE = re.compile(r"[\w.-]{1,40}", re.ASCII)
+
+
+def _in_stream_text(exc: openai.APIError) -> str:
+    """Say what an error object inside a 2xx stream reported: its code and its reason."""
+    code = exc.body.get("code") if isinstance(exc.body, Mapping) else None
+    if isinstance(code, int) and not isinstance(code, bool) and 0 <= code < 1000:
+        code = str(code)
+    text = "the stream carried an error"
+    if isinstance(code, str) and _ERROR_CODE.fullmatch(code):
+        text = f"{text} ({code})"
+    reason = _reason(exc.body)
+    return f"{text}: {reason}" if reason else text
 
 
 def _decoded_call(call_id: str, name: str, raw_arguments: str | None) -> ToolCall:
@@ -811,7 +848,7 @@ class OpenAICompatibleProvider:
             error_type = _classify(exc)
             if error_type is None:
                 raise
-            return self._failure(self._describe(exc), error_type, asked, attempts)
+            return self._failure(self._describe(exc, error_type), error_type, asked, attempts)
         if not isinstance(response, ChatCompletion):
             # The SDK hands back the body as text when it is not JSON (an HTML error page).
             attempts[-1] = LLMAttempt("invalid_response", attempts[-1].duration_seconds)
@@ -858,22 +895,31 @@ class OpenAICompatibleProvider:
             "attempts": attempts,
         }
 
-    def _describe(self, exc: Exception) -> str:
+    def _describe(self, exc: Exception, error_type: LLMErrorType) -> str:
+        """Say in plain words what failed: the one message of the result, log line and error.
+
+        No SDK or HTTP class name: a status says its number, name and the server's own
+        reason; an error object in a stream, its code and reason; anything else its text.
+        """
         exc = _unwrapped(exc)
         if isinstance(exc, _InvalidResponse | _StreamCut):
-            return str(exc)  # our own words, without an internal class name
-        # A deadline's TimeoutError has no message: say which limit ran out.
-        text = str(exc) or (
-            f"no complete answer within {self._timeout:g} s (llm.timeout_seconds)"
-            if isinstance(exc, TimeoutError)
-            else ""
-        )
-        return f"{type(exc).__name__}: {text}"
+            return str(exc)  # our own words
+        if isinstance(exc, openai.APIStatusError):
+            return _status_text(exc)
+        if _is_in_stream_error(exc):
+            return _in_stream_text(exc)
+        text = " ".join(str(exc).split())
+        if isinstance(exc, TimeoutError) and not text:
+            # A deadline's TimeoutError has no message: say which limit ran out.
+            return f"no complete answer within {self._timeout:g} s (llm.timeout_seconds)"
+        if isinstance(exc, _UNUSABLE):  # a decoder's words (a JSON error) need their subject
+            return f"the answer cannot be read ({text})" if text else "the answer cannot be read"
+        return text or f"the request failed ({error_type})"
 
     def _provider_error(
         self, exc: Exception, error_type: LLMErrorType, attempts: list[LLMAttempt]
     ) -> LLMProviderError:
-        message = self._redact_key(self._describe(exc))
+        message = self._redact_key(self._describe(exc, error_type))
         return LLMProviderError(
             message,
             provider=_PROVIDER,
