@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,9 +19,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from taskforce.api._listener import bind_socket
 from taskforce.api._serving import TaskforceServer
 from taskforce.api.server import create_app
-from taskforce.application.container import Container
+from taskforce.application import executor as executor_module
+from taskforce.application.container import Container, build_container
 from taskforce.config import Settings
 from taskforce.errors import StartupError
+from taskforce.infrastructure.state import FileStateStore
 
 SLOW_MISSION = 'tool:sleep {"seconds": 30}\ndone'
 FAST_MISSION = "hello"
@@ -51,10 +55,19 @@ class Running:
 @pytest.fixture(name="running")
 async def fixture_running(settings: Settings) -> AsyncIterator[Running]:
     """The app under ``TaskforceServer`` (grace 0.5 s, no signal handlers), stopped by the test."""
+    async with _serving(settings) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def _serving(
+    settings: Settings, container: Container | None = None
+) -> AsyncIterator[Running]:
+    """Serve the app (of ``container`` if given) under ``TaskforceServer`` with a 0.5 s grace."""
     settings = settings.model_copy(
         update={"server": settings.server.model_copy(update={"shutdown_grace_seconds": 0.5})}
     )
-    app = create_app(settings)
+    app = create_app(settings, container)
     sock = bind_socket("127.0.0.1", 0, what="the API")
     port = sock.getsockname()[1]
     server = TaskforceServer(app, grace_seconds=0.5, signals=())
@@ -90,6 +103,123 @@ def _records(state_dir: Path, session_id: str) -> list[dict[str, object]]:
     data = json.loads((state_dir / f"{session_id}.json").read_text(encoding="utf-8"))
     missions: list[dict[str, object]] = data["missions"]
     return missions
+
+
+class _HeldStore:
+    """The file store, whose appends wait until the test lets them go: slower than any bound."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self._store = FileStateStore(state_dir)
+        self.appending = asyncio.Event()
+        self.released = asyncio.Event()
+        self.landed = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def append(self, session_id: str, record: Any) -> Any:
+        self.appending.set()
+        await self.released.wait()
+        try:
+            return await self._store.append(session_id, record)
+        finally:
+            self.landed.set()
+
+
+def _mission_events(logs: list[Any]) -> list[str]:
+    """The events that say how a mission ended, in order."""
+    ends = ("mission.completed", "mission.failed", "mission.cancelled")
+    return [e["event"] for e in logs if e["event"] in ends]
+
+
+async def _until_in_progress(url: str) -> None:
+    """Return once a mission is running on the server at ``url``."""
+    async with httpx.AsyncClient(base_url=url) as probe:
+        while True:
+            text = (await probe.get("/metrics")).text
+            if 'taskforce_missions_in_progress{agent_type="lean"} 1' in text:
+                return
+            await asyncio.sleep(0.02)
+
+
+async def _until_logged(logs: list[Any], event: str) -> None:
+    """Return once ``event`` is among the captured ``logs``."""
+    while True:
+        if event in [e["event"] for e in logs]:
+            return
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.integration
+class TestShutdownWithASlowStore:
+    @pytest.mark.parametrize("route", ["/api/v1/execute", "/api/v1/execute/stream"])
+    async def test_a_record_slower_than_the_bound_does_not_hold_the_shutdown(
+        self, settings: Settings, monkeypatch: pytest.MonkeyPatch, route: str
+    ) -> None:
+        """A cancelled mission waits RECORD_SECONDS for its record, then ends as cancelled.
+
+        The client has its answer once the server stopped, although the store still
+        holds the record; the mission is counted and logged cancelled once, and the
+        record, let go later, adds nothing to either.
+        """
+        monkeypatch.setattr(executor_module, "RECORD_SECONDS", 0.5)
+        store = _HeldStore(settings.state_dir)
+        container = build_container(settings, state_store=store)
+        async with (
+            _serving(settings, container) as running,
+            httpx.AsyncClient(base_url=running.url, timeout=30) as client,
+        ):
+            body = {"mission": SLOW_MISSION, "session_id": "slow"}
+            request = asyncio.create_task(client.post(route, json=body))
+            await _until_in_progress(running.url)
+            with structlog.testing.capture_logs() as logs:
+                running.server.should_exit = True
+                await asyncio.wait_for(running.task, timeout=20)
+                # a hang guard, not a timing: without the bound the answer waits for the store
+                response = await asyncio.wait_for(request, timeout=10)
+                counted = missions_total(container)
+                assert ["mission.cancelled"] == _mission_events(logs)
+                assert "state.save.late" in [e["event"] for e in logs]
+                store.released.set()
+                await store.landed.wait()
+            assert ["cancelled"] == [r["status"] for r in _records(settings.state_dir, "slow")]
+            await container.aclose()
+        if route.endswith("/stream"):
+            assert 200 == response.status_code
+            assert '"error_type":"cancelled","is_final":true' in response.text
+        else:
+            assert 503 == response.status_code
+        assert {("lean", "cancelled"): 1.0} == {k: v for k, v in counted.items() if v}
+        assert counted == missions_total(container)
+        assert ["mission.cancelled"] == _mission_events(logs)
+
+    async def test_a_record_saved_while_cancelled_is_the_answer(self, settings: Settings) -> None:
+        """The shutdown cancels a request whose mission is saving its result: the save ends
+        within the bound, and the answer is that result, as the metrics and the log say."""
+        store = _HeldStore(settings.state_dir)
+        container = build_container(settings, state_store=store)
+        async with (
+            _serving(settings, container) as running,
+            httpx.AsyncClient(base_url=running.url, timeout=30) as client,
+        ):
+            body = {"mission": FAST_MISSION, "session_id": "saving"}
+            request = asyncio.create_task(client.post("/api/v1/execute", json=body))
+            await store.appending.wait()  # the mission ended; its record is being written
+            with structlog.testing.capture_logs() as logs:
+                running.server.should_exit = True
+                # the grace is over: the request is cancelled
+                await _until_logged(logs, "server.requests.cancelled")
+                store.released.set()
+                await asyncio.wait_for(running.task, timeout=20)
+                response = await request
+            await container.aclose()
+        assert 200 == response.status_code
+        assert "completed" == response.json()["status"]
+        assert {("lean", "completed"): 1.0} == {
+            k: v for k, v in missions_total(container).items() if v
+        }
+        assert ["mission.completed"] == _mission_events(logs)
+        assert ["completed"] == [r["status"] for r in _records(settings.state_dir, "saving")]
 
 
 @pytest.mark.integration

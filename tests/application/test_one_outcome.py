@@ -405,6 +405,64 @@ class TestStreamCancelledWhileRecording:
         assert f'"status": "{status}"' in session.read_text(encoding="utf-8")
 
 
+class _HeldAppendStore(_SlowAppendStore):
+    """The container's file store, whose ``append`` waits until the test lets it go."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        super().__init__(tmp_path)
+        self.released = asyncio.Event()
+        self.landed = asyncio.Event()
+
+    async def append(self, session_id: str, record: Any) -> Any:
+        self.appending.set()
+        await self.released.wait()
+        try:
+            return await self._store.append(session_id, record)
+        finally:
+            self.landed.set()
+
+
+class TestCancelledWhileRecordingPastTheBound:
+    async def test_the_mission_ends_cancelled_everywhere(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Cancelled while its result's record is written by a store slower than
+        RECORD_SECONDS: the mission stops waiting and ends cancelled, in what the caller
+        gets, the log and the metrics, once each; the write goes on and lands later."""
+        from taskforce.application import executor as executor_module
+
+        monkeypatch.setattr(executor_module, "RECORD_SECONDS", 0.05)
+        store = _HeldAppendStore(tmp_path)
+        container = build_container(
+            Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "workspace"),
+            state_store=store,
+        )
+        with capture_logs() as logs:
+            mission = asyncio.create_task(container.executor.execute_mission("say hi", "lean"))
+            await store.appending.wait()  # the agent is done; its record is being written
+            mission.cancel()
+            try:
+                # a hang guard, not a timing: without the bound this waits for the store
+                await asyncio.wait([mission], timeout=10)
+                assert mission.cancelled()
+                ended = [log["event"] for log in logs if log["event"].startswith("mission.")]
+            finally:
+                store.released.set()
+            await store.landed.wait()  # the write went on, and lands
+        (session,) = (tmp_path / "state").glob("*.json")
+        assert '"status": "completed"' in session.read_text(encoding="utf-8")
+        assert ["mission.started", "mission.cancelled", "mission.duration.measured"] == ended
+        assert ended == [log["event"] for log in logs if log["event"].startswith("mission.")]
+        (late,) = [log for log in logs if log["event"] == "state.save.late"]
+        assert "completed" == late["status"]  # what the record that lands says
+        assert container.metrics is not None
+        counted = {
+            s: value(container.metrics, "taskforce_missions_total", agent_type="lean", status=s)
+            for s in ("completed", "failed", "cancelled")
+        }
+        assert {"completed": 0, "failed": 0, "cancelled": 1} == counted
+
+
 class TestMissionContext:
     async def test_one_set_of_ids_everywhere(self, container: Container) -> None:
         """The ids the executor made are the ones tools, logs and the result see; reset after."""

@@ -21,6 +21,7 @@ from taskforce.api._body import StrictJSONRoute
 from taskforce.api._encoding import PathRedactor, Redact, SafeJSONResponse, json_bytes, sse_event
 from taskforce.api._schemas import ExecuteRequest
 from taskforce.api._sessions import add_session_routes
+from taskforce.application._mission_support import to_the_end
 from taskforce.application.container import Container
 from taskforce.core.interfaces.executor import ProgressEvent
 from taskforce.errors import MissionError
@@ -45,11 +46,29 @@ async def _disconnected(request: Request) -> None:
 
 
 async def _unless_disconnected(request: Request, aw: Awaitable[_T]) -> _T:
-    """Await ``aw``; cancel it and raise ``_ClientGone`` if the client disconnects first."""
+    """Await ``aw``; cancel it and raise ``_ClientGone`` if the client disconnects first.
+
+    When the request itself is cancelled (a shutdown), ``aw`` is cancelled and waited
+    for: the executor waits for a cancelled mission's record at most ``RECORD_SECONDS``,
+    so this wait is bounded too. The answer is then how the mission ended, as its log
+    line and metrics say: cancelled (the cancellation goes on: a 503), or, when its
+    record was saved before the cancellation could stop it, its result.
+    """
     work = asyncio.ensure_future(aw)
     watch = asyncio.ensure_future(_disconnected(request))
     try:
         await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        watch.cancel()
+        work.cancel()
+        await to_the_end(asyncio.wait([work]))  # a cancellation meanwhile is raised after it
+        if work.cancelled():
+            raise
+        # It ended after all: answer as it is counted and logged, not with a 503.
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()
+        return work.result()
     finally:
         watch.cancel()
         if not work.done():

@@ -37,21 +37,45 @@ def _step_dict(step: StepRecord) -> dict[str, Any]:
     return {**dataclasses.asdict(step), "tool_calls": list(step.tool_calls)}
 
 
-async def to_the_end(aw: Awaitable[_T]) -> _T:
-    """Await ``aw`` to its end even when cancelled meanwhile, then re-raise the cancellation."""
+async def to_the_end(
+    aw: Awaitable[_T], *, at_most_once_cancelled: float | None = None, is_cancelled: bool = False
+) -> _T:
+    """Await ``aw`` to its end even when cancelled meanwhile, then re-raise the cancellation.
+
+    Args:
+        aw: What to await; it runs in a task of its own, which a cancellation does not reach.
+        at_most_once_cancelled: When given, stop waiting this many seconds after the first
+            cancellation and re-raise it; ``aw`` then goes on in its task, on its own.
+        is_cancelled: The caller is being cancelled already (it awaits in an ``except
+            CancelledError``): ``at_most_once_cancelled`` counts from now.
+
+    Returns:
+        What ``aw`` returned, when no cancellation came meanwhile.
+
+    Raises:
+        asyncio.CancelledError: A cancellation came meanwhile (re-raised once ``aw`` ended,
+            or once ``at_most_once_cancelled`` passed), or ``aw`` was cancelled itself.
+        Exception: What ``aw`` raised.
+    """
     task = asyncio.ensure_future(aw)
-    is_cancelled = False
-    while True:
+    loop = asyncio.get_running_loop()
+    deadline = None
+    if is_cancelled and at_most_once_cancelled is not None:
+        deadline = loop.time() + at_most_once_cancelled
+    is_cancelled_meanwhile = False
+    while not task.done():
+        timeout = None if deadline is None else deadline - loop.time()
+        if timeout is not None and timeout <= 0:
+            raise asyncio.CancelledError  # waited long enough: ``aw`` goes on on its own
         try:
-            result = await asyncio.shield(task)
+            await asyncio.wait([task], timeout=timeout)
         except asyncio.CancelledError:
-            if task.done():
-                raise
-            is_cancelled = True
-            continue
-        if is_cancelled:
-            raise asyncio.CancelledError
-        return result
+            is_cancelled_meanwhile = True
+            if deadline is None and at_most_once_cancelled is not None:
+                deadline = loop.time() + at_most_once_cancelled
+    if task.cancelled() or (is_cancelled_meanwhile and task.exception() is None):
+        raise asyncio.CancelledError
+    return task.result()
 
 
 def now_iso() -> str:

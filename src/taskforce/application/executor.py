@@ -49,7 +49,9 @@ __all__ = ["RECORD_SECONDS", "AgentExecutor"]
 _LOG = structlog.get_logger(__name__)
 _T = TypeVar("_T")
 _DONE = object()
-#: How long a cancelled mission gets to write its ``cancelled`` record.
+#: How long a cancelled mission waits for its record (``cancelled``, or the result it
+#: was saving when the cancellation came); past it the mission ends as cancelled and
+#: the write goes on on its own (``state.save.late``).
 RECORD_SECONDS = 5.0
 
 
@@ -97,6 +99,9 @@ class AgentExecutor:
         # Tasks that write a record after the caller stopped waiting: cancelled missions'
         # records, and the missions of streams (their consumer may be gone).
         self._background: set[asyncio.Task[Any]] = set()
+        # Record writes a cancelled mission stopped waiting for (RECORD_SECONDS): kept
+        # referenced until they end, but not waited for by ``drain``.
+        self._late: set[asyncio.Future[Any]] = set()
 
     async def execute_mission(
         self,
@@ -218,7 +223,9 @@ class AgentExecutor:
         """
         tasks = list(self._background)
         for task in tasks:
-            task.cancel()  # a record being written is shielded (to_the_end)
+            # a record being written is shielded, and waited for RECORD_SECONDS at most from
+            # the mission's first cancellation: a second one does not extend that
+            task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=RECORD_SECONDS)
 
@@ -333,7 +340,10 @@ class AgentExecutor:
                 agent = self._agent(agent_type, stream_llm=on_event is not None)
                 outcome = await agent.run(mission, on_event=on_event)
             except asyncio.CancelledError:
-                await to_the_end(self._record_cancelled(session_id, None, cancelled_record))
+                write = asyncio.ensure_future(
+                    self._record_cancelled(session_id, None, cancelled_record)
+                )
+                await self._await_record(write, "cancelled", is_cancelled=True)
                 raise
             result = ExecutionResult(
                 session_id,
@@ -349,8 +359,9 @@ class AgentExecutor:
             record = {**cancelled_record, **record_fields(result)}
             save = asyncio.ensure_future(self._append(session_id, record))
             try:
-                # Once the agent is done its record is saved whole, even if cancelled meanwhile.
-                await to_the_end(save)
+                # Once the agent is done its record is saved whole, even if cancelled meanwhile
+                # (then waited for at most RECORD_SECONDS: the mission ends as cancelled).
+                await self._await_record(save, result.status)
             except asyncio.CancelledError:
                 if not save.done() or save.cancelled() or save.exception() is not None:
                     raise
@@ -372,6 +383,35 @@ class AgentExecutor:
             return result
         finally:
             lock.release()
+
+    async def _await_record(
+        self, write: asyncio.Future[Any], status: str, *, is_cancelled: bool = False
+    ) -> None:
+        """Await a mission's record ``write``; once the mission is cancelled, for RECORD_SECONDS.
+
+        One bound for every caller (a request the server gives up, a stream's consumer
+        gone, ``taskforce run`` stopped): a store slower than that cannot hold a shutdown
+        up. The mission then ends as cancelled, in its result, log line and metrics alike;
+        the write goes on on its own and may still land (``state.save.late`` says so).
+
+        Raises:
+            asyncio.CancelledError: The mission was cancelled (``is_cancelled``: already).
+            Exception: What the write raised.
+        """
+        try:
+            await to_the_end(
+                write, at_most_once_cancelled=RECORD_SECONDS, is_cancelled=is_cancelled
+            )
+        finally:
+            if not write.done():
+                self._late.add(write)
+                write.add_done_callback(self._late.discard)
+                _LOG.warning(
+                    "state.save.late",
+                    category="state",
+                    status=status,
+                    waited_seconds=RECORD_SECONDS,
+                )
 
     async def _append(self, session_id: str, record: dict[str, Any]) -> None:
         """Append the record to the session's state; logs the save, any drop, any failure."""
