@@ -43,6 +43,29 @@ def _taskforce(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Complet
     )
 
 
+# The child of a test: sends itself a signal (argv[1]) when a module (argv[2]) is first
+# imported, then runs the taskforce CLI with the rest of argv.
+_SIGNAL_WHILE_LOADING = """
+import os, signal, sys
+
+sent, loading = signal.Signals[sys.argv[1]], sys.argv[2]
+
+
+class SignalOnImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == loading:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), sent)
+        return None
+
+
+sys.meta_path.insert(0, SignalOnImport())
+from taskforce.api.cli import main
+
+main(sys.argv[3:])
+"""
+
+
 class TestRun:
     @pytest.mark.parametrize("agent", ["lean", "legacy"])
     def test_mission_completes(self, tmp_path: Path, agent: str) -> None:
@@ -109,6 +132,37 @@ class TestRun:
         (saved,) = (tmp_path / "state").glob("*.json")
         (record,) = json.loads(saved.read_text(encoding="utf-8"))["missions"]
         assert ("cancelled", "cancelled") == (record["status"], record["error_type"])
+
+    @pytest.mark.parametrize(
+        ("sent", "code", "loading"),
+        [
+            (signal.SIGTERM, 143, "pydantic"),
+            (signal.SIGINT, 130, "pydantic"),
+            (signal.SIGTERM, 143, "structlog"),
+        ],
+    )
+    def test_a_stop_signal_before_the_event_loop_ends_it_with_one_line(
+        self, tmp_path: Path, sent: signal.Signals, code: int, loading: str
+    ) -> None:
+        """A signal while `run` still loads its settings and logging: one line, 128 + signal.
+
+        The child sends the signal to itself as ``loading`` is first imported, so it
+        comes before the event loop every time, without racing a sleep.
+        """
+        proc = subprocess.run(
+            [sys.executable, "-c", _SIGNAL_WHILE_LOADING, sent.name, loading, "run", "say hi"],
+            env=_env(tmp_path),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert (code, "") == (proc.returncode, proc.stdout), proc.stderr
+        assert [f"taskforce: {sent.name}: stopped before the mission started"] == (
+            proc.stderr.splitlines()
+        )
+        assert not (tmp_path / "state").exists()  # no mission: nothing recorded
 
     def test_a_setting_without_effect_is_warned_about(self, tmp_path: Path) -> None:
         """metrics.port with metrics off: the run goes on, one config.ignored warning says so."""

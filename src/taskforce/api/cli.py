@@ -1,19 +1,22 @@
 """The taskforce command line: serve runs the HTTP service, run runs one mission."""
 
+# (The docstring is --help's description.) This module imports only the standard
+# library and taskforce.errors when it is loaded: `taskforce run` takes SIGTERM over
+# first thing, and loads settings, logging and asyncio only then, so that a signal sent
+# right after the start is answered too.
+
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import signal
 import sys
 from collections.abc import Sequence
 from contextlib import aclosing
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from taskforce import __version__
-from taskforce.api._logs import configure_from_settings
-from taskforce.config import Settings, check_directories, load_settings
 from taskforce.errors import (
     ConfigurationError,
     MissionError,
@@ -23,9 +26,19 @@ from taskforce.errors import (
 )
 
 if TYPE_CHECKING:
+    from taskforce.config import Settings
     from taskforce.core.interfaces import ExecutionResult, ExecutorProtocol
 
 __all__ = ["main"]
+
+
+class _Terminated(BaseException):
+    """SIGTERM came before ``run``'s event loop took it over; a BaseException, as Ctrl-C's is."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    """Stop ``run`` where it is, as Python's own SIGINT handler does with KeyboardInterrupt."""
+    raise _Terminated
 
 
 def _port(text: str, lowest: int = 0) -> int:
@@ -116,7 +129,10 @@ async def _check_state_store(settings: Settings) -> None:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
     from taskforce.api._supervisor import resolve_workers, serve
+    from taskforce.config import check_directories
 
     check_directories(settings)
     if settings.state.backend == "postgres":
@@ -125,13 +141,17 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _run_mission(args: argparse.Namespace, settings: Settings) -> int:
-    # SIGTERM ends the run like Ctrl-C does (asyncio.run cancels it on SIGINT): first of
-    # all, so that one arriving while the container's modules load is answered too; once
-    # the mission runs, it is cancelled, recorded in its session, the container closed.
+    import asyncio
+
+    # SIGTERM ends the run like Ctrl-C does (asyncio.run cancels it on SIGINT), taken
+    # over from main's handler first of all, so that one arriving while the container's
+    # modules load is answered too; once the mission runs, it is cancelled, recorded in
+    # its session, the container closed.
     task = asyncio.current_task()
     if task is not None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     from taskforce.application.container import build_container
+    from taskforce.config import check_directories
 
     if not args.mission.strip():
         # Refused before anything is built: no state directory for a mission that cannot run.
@@ -201,9 +221,32 @@ def main(argv: Sequence[str] | None = None) -> None:
     invalid mission, an invalid setting (one line on standard error says which), an
     unreachable state database (the line names state.dsn) or a start-up failure such
     as a port in use (the line names host and port); 130 and 143 when ``run`` is
-    stopped by SIGINT (Ctrl-C) or SIGTERM, its mission cancelled.
+    stopped by SIGINT (Ctrl-C) or SIGTERM, its mission cancelled, or before it started.
     """
     args = _parser().parse_args(argv)
+    if args.command != "run":
+        sys.exit(_command(args))
+    # From here on SIGTERM stops `run` as Ctrl-C does, also while the settings, logging
+    # and asyncio load: before the mission's event loop takes it over (_run_mission),
+    # there is nothing to cancel or record, so one line and 143 it is. (Only the
+    # interpreter's own start and `import taskforce` come before this handler.)
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        code = _command(args)
+    except (KeyboardInterrupt, _Terminated) as exc:
+        stopped_by = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
+        print(f"taskforce: {stopped_by.name}: stopped before the mission started", file=sys.stderr)
+        code = 128 + stopped_by
+    sys.exit(code)
+
+
+def _command(args: argparse.Namespace) -> int:
+    """Load the settings and run the command; return its exit code (see :func:`main`)."""
+    import asyncio
+
+    from taskforce.api._logs import configure_from_settings
+    from taskforce.config import load_settings
+
     is_quiet_run = args.command == "run" and not args.verbose
     overrides: dict[str, Any] = {}
     if getattr(args, "metrics_port", None) is not None:
@@ -213,28 +256,26 @@ def main(argv: Sequence[str] | None = None) -> None:
         configure_from_settings(settings, at_least="warning" if is_quiet_run else "debug")
     except ConfigurationError as exc:
         print(f"taskforce: {exc}", file=sys.stderr)
-        sys.exit(2)
+        return 2
     try:
         if args.command == "serve":
-            code = _serve(args, settings)
-        else:
-            code = asyncio.run(_run_mission(args, settings))
+            return _serve(args, settings)
+        return asyncio.run(_run_mission(args, settings))
     except (ConfigurationError, MissionError, StartupError) as exc:
         print(f"taskforce: {exc}", file=sys.stderr)
-        code = 2
+        return 2
     except StateStoreUnavailableError as exc:
         # The message names no connection string; the setting to check is state.dsn.
         print(f"taskforce: state.dsn: {exc}", file=sys.stderr)
-        code = 2
+        return 2
     except StateStoreError as exc:
         # A store that opened but cannot be used (a schema newer than this code knows):
         # a start-up failure, one line; the message names no path and no DSN.
         print(f"taskforce: state: {exc}", file=sys.stderr)
-        code = 2
+        return 2
     except (KeyboardInterrupt, asyncio.CancelledError) as exc:
         # Only `run` gets here (serve drains on its signals): the mission was cancelled
         # and recorded so. The shell's convention: 128 + the signal's number.
         stopped_by = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
         print(f"taskforce: {stopped_by.name}: the mission was cancelled", file=sys.stderr)
-        code = 128 + stopped_by
-    sys.exit(code)
+        return 128 + stopped_by
