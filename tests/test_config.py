@@ -27,6 +27,7 @@ class TestDefaults:
         assert "auto" == s.logging.format
         assert "info" == s.logging.level
         assert LOG_CATEGORIES == s.logging.categories
+        assert 1024 == s.logging.max_path_chars
         assert 1024 * 1024 == s.api.max_body_bytes
         assert s.api.auth_token is None
         assert s.api.docs_enabled is True
@@ -77,6 +78,8 @@ class TestErrors:
             ("TASKFORCE_LLM__SCRIPTED_LATENCY_MS", "-1", "llm.scripted_latency_ms"),
             ("TASKFORCE_LOGGING__CATEGORIES", "security,nonsense", "logging.categories"),
             ("TASKFORCE_LOGGING__LEVEL", "loud", "logging.level"),
+            ("TASKFORCE_LOGGING__MAX_PATH_CHARS", "63", "logging.max_path_chars"),
+            ("TASKFORCE_LOGGING__MAX_PATH_CHARS", "1048577", "logging.max_path_chars"),
             ("TASKFORCE_METRICS__AUTH_TOKEN", "  ", "metrics.auth_token"),
             # an empty path would silently mean the working directory
             ("TASKFORCE_STATE_DIR", " ", "state_dir"),

@@ -38,7 +38,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from taskforce.core.interfaces.log import LOG_CATEGORIES
+from taskforce.core.interfaces.log import LOG_CATEGORIES, MAX_PATH_CHARS
 from taskforce.errors import ConfigurationError, UnknownSettingError
 
 __all__ = [
@@ -289,11 +289,13 @@ class StateSettings(_Section):
 
 
 class LoggingSettings(_Section):
-    """Structured logging: output format, level and which categories to keep."""
+    """Structured logging: output format, level, which categories to keep, how much path."""
 
     format: Literal["auto", "console", "json"] = "auto"
     level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     categories: Annotated[tuple[str, ...], NoDecode] = LOG_CATEGORIES
+    # the request path (query included) an access line keeps; a longer one is cut, marked
+    max_path_chars: int = Field(default=MAX_PATH_CHARS, ge=64, le=1024 * 1024)
 
     _choice = field_validator("format", "level", mode="before")(_lower)
 

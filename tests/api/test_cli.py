@@ -317,6 +317,46 @@ class TestServe:
             _, stderr = proc.communicate(timeout=15)
         assert "server.started" in stderr
 
+    def test_access_lines_keep_a_long_path_cut(self, tmp_path: Path) -> None:
+        """A request path past logging.max_path_chars (1024) is logged cut, and says so;
+        a secret in the query is redacted before the cut, which leaves none of it."""
+        token = "Zq7Xw9Kp2Lm4Nv6Rt8Yb1Hc3"
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "taskforce", "serve", "--port", str(port)],
+            env=_env(tmp_path, TASKFORCE_API__AUTH_TOKEN=token),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        long_path = "/" + "x" * 4999
+        # cut as it came, the path would end inside the token (which starts at 1019)
+        secret_path = "/" + "a" * 1015 + "?t=" + token + "&" + "b" * 100
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                    break
+                except httpx.TransportError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            for path in (long_path, secret_path):
+                assert 404 == httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5).status_code
+        finally:
+            proc.terminate()
+            _, stderr = proc.communicate(timeout=15)
+        lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+        access = [line["event"] for line in lines if line.get("logger") == "uvicorn.access"]
+        assert f'"GET {long_path[:1024]}...[+3976 chars] HTTP/1.1" 404' in access[-2]
+        redacted = secret_path.replace(token, "***")
+        assert f'"GET {redacted[:1024]}...[+99 chars] HTTP/1.1" 404' in access[-1]
+        assert token[:4] not in stderr
+
     def test_serve_bad_config_file(self, tmp_path: Path) -> None:
         """`taskforce serve --config missing.toml` refuses to start and says why."""
         proc = _taskforce(

@@ -165,6 +165,35 @@ class TestJsonLogs:
             logging.getLogger(name).warning("Retrying request")
         assert ["Retrying request"] * 3 == [line["event"] for line in _lines(buf)]
 
+    def test_an_access_line_keeps_its_path_cut(self) -> None:
+        """uvicorn's access line keeps max_path_chars of the path, marked, redacted first:
+        a cut inside a secret leaves no part of it."""
+        buf = io.StringIO()
+        secret = "s3cr3t-token-of-24-chars"
+        configure_logging(fmt="json", stream=buf, secrets=[secret], max_path_chars=64)
+        access = logging.getLogger("uvicorn.access")
+        line = '%s - "%s %s HTTP/%s" %d'
+        access.info(line, "127.0.0.1:5000", "GET", "/" + "x" * 99, "1.1", 404)
+        # cut as it came, this path would end inside the secret (which starts at 57)
+        access.info(
+            line, "127.0.0.1:5000", "GET", "/" + "a" * 53 + "?t=" + secret + "&b=1", "1.1", 200
+        )
+        access.info(line, "127.0.0.1:5000", "GET", "/health", "1.1", 200)
+        first, second, short = (str(entry["event"]) for entry in _lines(buf))
+        assert f'127.0.0.1:5000 - "GET /{"x" * 63}...[+36 chars] HTTP/1.1" 404' == first
+        assert f'127.0.0.1:5000 - "GET /{"a" * 53}?t={REDACTED}&b=1 HTTP/1.1" 200' == second
+        assert '127.0.0.1:5000 - "GET /health HTTP/1.1" 200' == short
+        assert secret[:4] not in buf.getvalue()
+
+    def test_other_stdlib_lines_are_left_whole(self) -> None:
+        """Only access lines are cut; another line's arguments are formatted, never listed."""
+        buf = io.StringIO()
+        configure_logging(fmt="json", stream=buf, max_path_chars=64)
+        logging.getLogger("uvicorn.error").warning("bad request to %s", "/" + "x" * 99)
+        (entry,) = _lines(buf)
+        assert "bad request to /" + "x" * 99 == entry["event"]
+        assert "positional_args" not in entry
+
     def test_stdlib_records_share_format(self) -> None:
         """uvicorn's stdlib records come out as JSON lines with a category too."""
         buf = io.StringIO()

@@ -34,6 +34,7 @@ def configure_from_settings(settings: Settings, *, at_least: str = "debug") -> N
         level=level,
         categories=settings.logging.categories,
         secrets=settings.secret_values(),
+        max_path_chars=settings.logging.max_path_chars,
         cache_loggers=True,
     )
     log = structlog.get_logger(__name__)

@@ -15,6 +15,7 @@ from taskforce.core.interfaces.log import (
     DIGEST_HEX_CHARS,
     REDACTED,
     SHORT_SECRET_CHARS,
+    cut_text,
     secret_scrubber,
     text_fields,
 )
@@ -51,6 +52,26 @@ class TestSecretScrubber:
         secret = "k" * SHORT_SECRET_CHARS
         assert f"x{REDACTED}x" == secret_scrubber([secret])(f"x{secret}x")
         assert f"x{secret[1:]}x" == secret_scrubber([secret[1:]])(f"x{secret[1:]}x")
+
+
+class TestCutText:
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("", ""),
+            ("abcd", "abcd"),
+            ("abcde", "abcd...[+1 chars]"),
+            ("x" * 10, "xxxx...[+6 chars]"),
+        ],
+    )
+    def test_cut_and_marked(self, text: str, expected: str) -> None:
+        """A text longer than the limit keeps that many characters and says how many went."""
+        assert expected == cut_text(text, 4)
+
+    def test_limit_below_one_refused(self) -> None:
+        """A limit of 0 would cut everything: refused, naming the value."""
+        with pytest.raises(ValueError, match="got 0"):
+            cut_text("abc", 0)
 
 
 class TestTextFields:

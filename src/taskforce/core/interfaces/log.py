@@ -2,7 +2,8 @@
 
 Mission text, prompts, model replies, tool arguments and the error messages that
 quote them never appear in a line at ``info`` or above; such a line carries
-:func:`text_fields` instead: the text's length and the start of its SHA-256.
+:func:`text_fields` instead: the text's length and the start of its SHA-256. Text a
+client chose that a line does quote (a request's path) is cut by :func:`cut_text`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from urllib.parse import quote, quote_plus
 __all__ = [
     "DIGEST_HEX_CHARS",
     "LOG_CATEGORIES",
+    "MAX_PATH_CHARS",
     "REDACTED",
     "SHORT_SECRET_CHARS",
     "LogCategory",
+    "cut_text",
     "secret_scrubber",
     "text_fields",
 ]
@@ -31,6 +34,10 @@ SHORT_SECRET_CHARS = 8
 
 DIGEST_HEX_CHARS = 16
 """Hex digits of the SHA-256 a log line keeps: enough to match a text one already has."""
+
+MAX_PATH_CHARS = 1024
+"""The default of ``logging.max_path_chars``: the longest request path (query included)
+an access log line keeps."""
 
 LogCategory = Literal[
     "lifecycle",  # service start-up, shutdown, configuration
@@ -65,6 +72,27 @@ def text_fields(name: str, text: object) -> dict[str, int | str | None]:
     # surrogatepass: a lone surrogate (a non-UTF-8 file name) must not break the log line
     digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
     return {f"{name}_chars": len(value), f"{name}_sha256": digest[:DIGEST_HEX_CHARS]}
+
+
+def cut_text(text: str, max_chars: int) -> str:
+    """Cut ``text`` at ``max_chars`` characters, with a marker saying how many were left out.
+
+    Args:
+        text: The text, e.g. a request's path and query.
+        max_chars: How many of its characters to keep; at least 1.
+
+    Returns:
+        ``text`` itself when it is no longer than ``max_chars``, else its first
+        ``max_chars`` characters followed by ``...[+N chars]``.
+
+    Raises:
+        ValueError: ``max_chars`` is less than 1.
+    """
+    if max_chars < 1:
+        raise ValueError(f"max_chars must be at least 1, got {max_chars}")
+    if len(text) <= max_chars:
+        return text
+    return f"{text[:max_chars]}...[+{len(text) - max_chars} chars]"
 
 
 def secret_scrubber(secrets: Iterable[str]) -> Callable[[str], str]:

@@ -1,21 +1,28 @@
 """Structured logging set-up: every event gets a category from a closed set, secrets are redacted.
 
 This configures structlog *and* the standard library's root logger (so uvicorn's
-own lines come out in the same format); it holds process-wide state, so call it
-once at start-up, from the CLI or the app factory, never from library code.
+own lines come out in the same format, an access line's path cut to length); it
+holds process-wide state, so call it once at start-up, from the CLI or the app
+factory, never from library code.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any, Literal
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from taskforce.core.interfaces.log import LOG_CATEGORIES, REDACTED, secret_scrubber
+from taskforce.core.interfaces.log import (
+    LOG_CATEGORIES,
+    MAX_PATH_CHARS,
+    REDACTED,
+    cut_text,
+    secret_scrubber,
+)
 
 __all__ = ["REDACTED", "configure_logging", "resolve_format"]
 
@@ -93,11 +100,11 @@ class _Redactor:
     """Replaces secret fields, and any known secret inside any string value, with ``***``."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        self._scrub_text = secret_scrubber(secrets)
+        self.scrub_text = secret_scrubber(secrets)
 
     def _scrub(self, value: Any) -> Any:
         if isinstance(value, str):
-            return self._scrub_text(value)
+            return self.scrub_text(value)
         if isinstance(value, MutableMapping):
             return {k: self._field(str(k), v) for k, v in value.items()}
         if isinstance(value, list | tuple):
@@ -113,6 +120,40 @@ class _Redactor:
         for key in list(event_dict):
             if key not in _FIXED_FIELDS:
                 event_dict[key] = self._field(key, event_dict[key])
+        return event_dict
+
+
+class _AccessLinePaths:
+    """Cuts what a client wrote into uvicorn's access lines (the path and query) to length.
+
+    uvicorn formats the whole path into the line, and only h11 (16 KiB) bounds it. The
+    line is formatted again from the record's arguments, each text redacted of secrets
+    first, so that a cut never leaves part of a secret behind, then cut (``cut_text``).
+    Every other stdlib line passes unchanged (its arguments are dropped: the message
+    is formatted with them already).
+    """
+
+    def __init__(self, max_chars: int, scrub: Callable[[str], str]) -> None:
+        self._max_chars = max_chars
+        self._scrub = scrub
+
+    def __call__(self, _: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+        args = event_dict.pop("positional_args", None)
+        record = event_dict.get("_record")
+        if (
+            record is None
+            or record.name != "uvicorn.access"
+            or not isinstance(args, tuple)
+            or not any(isinstance(a, str) and len(a) > self._max_chars for a in args)
+        ):
+            return event_dict
+        cut = tuple(
+            cut_text(self._scrub(a), self._max_chars) if isinstance(a, str) else a for a in args
+        )
+        try:
+            event_dict["event"] = str(record.msg) % cut
+        except (TypeError, ValueError):  # a format of a later uvicorn: cut the line itself
+            event_dict["event"] = cut_text(self._scrub(str(event_dict["event"])), self._max_chars)
         return event_dict
 
 
@@ -138,6 +179,7 @@ def configure_logging(
     categories: Iterable[str] = LOG_CATEGORIES,
     secrets: Iterable[str] = (),
     stream: Any = None,
+    max_path_chars: int = MAX_PATH_CHARS,
     cache_loggers: bool = False,
 ) -> None:
     """Configure structlog and stdlib logging for the process.
@@ -148,12 +190,14 @@ def configure_logging(
         categories: the categories to keep; events of the others are dropped.
         secrets: values that must never appear in a log line (API keys, tokens).
         stream: where lines go; standard error by default.
+        max_path_chars: the longest request path (query included) an access line keeps;
+            a longer one is cut and marked ``...[+N chars]``.
         cache_loggers: let each module logger keep its configured pipeline after its
             first use (saves rebuilding it on every log call; what the CLI does). Leave it off when
             logging may be reconfigured later in the process (tests, embedding).
 
     Raises:
-        ValueError: an unknown level or category.
+        ValueError: an unknown level or category, or ``max_path_chars`` below 1.
     """
     if level not in _LEVELS:
         raise ValueError(f"unknown log level {level!r}")
@@ -161,12 +205,15 @@ def configure_logging(
     unknown = set(categories) - set(LOG_CATEGORIES)
     if unknown:
         raise ValueError(f"unknown log categories {sorted(unknown)}")
+    if max_path_chars < 1:
+        raise ValueError(f"max_path_chars must be at least 1, got {max_path_chars}")
     out = sys.stderr if stream is None else stream
     renderer: Processor
     if resolve_format(fmt, out) == "json":
         renderer = structlog.processors.JSONRenderer()
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
+    redactor = _Redactor(secrets)
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -175,7 +222,7 @@ def configure_logging(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         # before the redactor: a traceback may quote a secret (an exception's message)
         structlog.processors.format_exc_info,
-        _Redactor(secrets),
+        redactor,
     ]
     structlog.configure(
         processors=[*shared, renderer],
@@ -187,8 +234,14 @@ def configure_logging(
     handler = _Handler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            foreign_pre_chain=[
+                _AccessLinePaths(max_path_chars, redactor.scrub_text),
+                structlog.stdlib.add_logger_name,
+                *shared,
+            ],
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            # the access lines' arguments, for _AccessLinePaths (which drops them)
+            pass_foreign_args=True,
         )
     )
     root = logging.getLogger()
