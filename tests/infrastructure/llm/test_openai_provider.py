@@ -791,6 +791,26 @@ class TestResponseSize:
         assert "hello" == "".join(c.get("content", "") for c in got)
         assert True is got[-1]["done"]
 
+    async def test_a_gzip_stream_whose_last_member_starts_in_the_read_of_done_is_whole(
+        self,
+    ) -> None:
+        """A member ends with [DONE] and the next (empty) one starts in the same read: the
+        SDK stops there and reads the rest anew; the start it left undecoded is not lost."""
+        events = [b"data: " + json.dumps(c).encode() + b"\n\n" for c in _chunks("hello")]
+        body = gzip.compress(b"".join([*events, b"data: [DONE]\n\n"])) + gzip.compress(b"")
+        cut = len(body) - 15  # five bytes into the empty member's header
+        head = (
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"content-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
+        async with (
+            RawUpstream([head, *chunked([body[:cut], body[cut:]])], pause=0.02) as upstream,
+            OpenAICompatibleProvider("m", upstream.base_url, max_retries=0) as provider,
+        ):
+            got = [chunk async for chunk in provider.stream(_mission("hi"))]
+        assert "hello" == "".join(c.get("content", "") for c in got)
+        assert True is got[-1]["done"]
+
     @pytest.mark.parametrize(
         "body",
         [
@@ -990,6 +1010,21 @@ class TestInflation:
             async for piece in _CappedBody(body, 2 * len(text), "gzip", strict=True):
                 out += piece
             assert (split, carried, text) == (split, before_second[0], bytes(out))
+
+    async def test_a_reader_that_stops_between_pieces_loses_nothing(self) -> None:
+        """A reader may stop after any piece and another read on (the SDK stops at [DONE]
+        and drains the rest): wherever the reads fall, the same text comes out, the input
+        left undecoded (a member's start, the rest of a long match) taken up again."""
+        text = b"data: a\n\n" + b" " * (200 * 1024) + b"\n\ndata: [DONE]\n\n"
+        packed = gzip.compress(text[:5]) + gzip.compress(text[5:]) + gzip.compress(b"")
+        for split in range(1, len(packed)):
+            capped = _CappedBody(
+                self._fed(packed[:split], packed[split:]), 2 * len(text), "gzip", strict=True
+            )
+            out = bytearray()
+            while (piece := await anext(aiter(capped), None)) is not None:
+                out += piece  # one piece per reader, each new reader starting where it left
+            assert (split, text) == (split, bytes(out))
 
     @staticmethod
     async def _read_twice(

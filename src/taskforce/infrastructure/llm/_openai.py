@@ -145,69 +145,76 @@ class _CappedBody(_HTTP.AsyncByteStream):  # type: ignore[misc]  # the SDK's HTT
         self._seen = 0
         self._inflater: Any = None
         self._head = b""  # deflate: the first bytes, until its header can be told
+        # Input read but not inflated yet, and whether the last step filled its room (output
+        # may wait inside zlib): kept here, not in the reading loop, since a reader may stop
+        # between two pieces (the SDK at [DONE]) and another read the rest.
+        self._pending = b""
+        self._is_full = False
         self._done = coding is None  # a coding not undone here: nothing to read
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        if self._done:  # a coding not undone here, or read up to its cut already
-            return
-        async for chunk in self._body:
-            for out in self._decoded(chunk):
+        chunks = aiter(self._body)
+        chunk: bytes | None = b""  # first what an earlier reader left undecoded
+        while not self._done:  # a coding not undone here, or read up to its cut or end
+            for out in self._decoded(chunk or b"", end=chunk is None):
                 yield out
                 if self._inflater is not None:
                     # Yielding to our reader does not reach the loop (it asks for the next
                     # piece at once): hand the loop a turn before inflating another.
                     await asyncio.sleep(0)
-            if self._done:  # cut: the rest (of an error body without end) is not read
+            if chunk is None:
+                self._done = True
                 return
-        if self._head:  # a body shorter than a deflate header
-            for out in self._decoded(b"", end=True):
-                yield out
+            chunk = await anext(chunks, None)
 
     def _decoded(self, chunk: bytes, *, end: bool = False) -> Iterator[bytes]:
+        """Decode ``chunk`` after the input still pending; ``end``: the body ends after it."""
         if self._done:
             return
         if self._coding and self._inflater is None:
             self._head += chunk
-            if len(self._head) < 2 and not end:
+            if len(self._head) < 2 and not (end and self._head):  # an empty body: nothing
                 return
             bits = _INFLATED[self._coding] or _deflate_bits(self._head)
             self._inflater = zlib.decompressobj(bits)
             chunk, self._head = self._head, b""
-        pending = chunk
+        self._pending += chunk
         # A step that filled its room may leave output inside zlib with its input all
         # read (the rest of a long match): it is asked for again, input or not.
-        is_full = False
-        while pending or is_full:
+        while self._pending or self._is_full:
             if self._inflater is None:
-                out, pending = pending, b""
+                out, self._pending = self._pending, b""
             elif self._inflater.eof:
-                is_full = False
-                pending = self._next_member(pending)
+                self._is_full = False
+                self._pending = self._next_member(self._pending)
                 continue
             else:
                 room = min(self._limit - self._seen + 1, _INFLATED_PIECE_BYTES)
                 try:
-                    out = self._inflater.decompress(pending, room)
+                    out = self._inflater.decompress(self._pending, room)
                 except zlib.error:
-                    self._done = True
-                    if self._strict:
-                        raise _InvalidResponse(
-                            f"the answer's {self._coding} encoding is broken"
-                        ) from None
+                    self._broken()
                     return
-                is_full = len(out) == room
+                self._is_full = len(out) == room
                 # what follows a member's end is kept apart from the input not yet inflated
                 inflater = self._inflater
-                pending = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
+                self._pending = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
             self._seen += len(out)
             if self._seen > self._limit:
                 self._done = True
+                self._pending, self._is_full = b"", False
                 if self._strict:
                     raise _TooLarge(self._limit)
                 out = out[: len(out) - (self._seen - self._limit)]
-                pending, is_full = b"", False
             if out:
                 yield out
+
+    def _broken(self) -> None:
+        """Stop at a broken encoding; an answer's raises, an error body's is cut there."""
+        self._done = True
+        self._pending, self._is_full = b"", False
+        if self._strict:
+            raise _InvalidResponse(f"the answer's {self._coding} encoding is broken") from None
 
     def _next_member(self, rest: bytes) -> bytes:
         """Start on what follows a finished member; return the part left to inflate."""
