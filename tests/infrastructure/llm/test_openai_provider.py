@@ -857,18 +857,36 @@ class TestResponseSize:
         assert "hello" == "".join(c.get("content", "") for c in got)
         assert True is got[-1]["done"]
 
-    async def test_bytes_after_a_gzip_member_that_are_no_member_are_refused(self) -> None:
-        """What follows a member must be another one (or zero padding): anything else is a
-        broken encoding, invalid_response, not an answer whose end was dropped unseen."""
-        body = gzip.compress(COMPLETION_BODY) + b"trailing junk"
-        response = raw_response(200, body, {"content-encoding": "gzip"})
+    @pytest.mark.parametrize(
+        ("encoding", "body"),
+        [
+            ("gzip", gzip.compress(COMPLETION_BODY) + b"trailing junk"),
+            # too few bytes for zlib to refuse as a header: refused at the body's end
+            ("gzip", gzip.compress(COMPLETION_BODY) + b"\n"),
+            ("gzip", gzip.compress(COMPLETION_BODY) + b"\x1f\x8b"),
+            ("gzip", gzip.compress(COMPLETION_BODY) + bytes(3) + b"x"),
+            ("gzip", gzip.compress(COMPLETION_BODY) + gzip.compress(b" ")[:10]),
+            # a body that ends inside a member: the last one cut short
+            ("gzip", gzip.compress(COMPLETION_BODY)[:-8]),
+            ("gzip", gzip.compress(COMPLETION_BODY) + gzip.compress(b" ")[:-8]),
+            ("deflate", zlib.compress(COMPLETION_BODY)[:-4]),
+        ],
+        ids=["junk", "newline", "magic", "padding-then-x", "header", "trailer", "member", "zlib"],
+    )
+    async def test_bytes_after_a_gzip_member_that_are_no_member_are_refused(
+        self, encoding: str, body: bytes
+    ) -> None:
+        """What follows a member must be another whole one (or zero padding): anything
+        else, however short, and a member cut short are a broken encoding,
+        invalid_response, not an answer whose end was dropped unseen."""
+        response = raw_response(200, body, {"content-encoding": encoding})
         async with (
             RawUpstream(response) as upstream,
             OpenAICompatibleProvider("m", upstream.base_url) as provider,
         ):
             result = await provider.complete(_mission("hi"))
         assert ("invalid_response", 1) == (result.get("error_type"), len(upstream.targets))
-        assert result["error"].startswith("the answer's gzip encoding is broken")
+        assert f"the answer's {encoding} encoding is broken" == result["error"]
 
     async def test_a_deflate_body_read_a_byte_at_a_time(self) -> None:
         """A zlib-wrapped deflate body whose first read is one byte is still told apart."""

@@ -130,7 +130,8 @@ class _CappedBody(_HTTP.AsyncByteStream):  # type: ignore[misc]  # the SDK's HTT
     and every other request on the loop waits while it runs. A gzip body may be several
     members one after another (RFC 1952, 2.2: what ``cat a.gz b.gz`` and some proxies
     send): each is inflated in turn, zero bytes between or after them skipped as padding,
-    as gzip itself does; anything else after a member is a broken encoding. Past the
+    as gzip itself does; anything else after a member, or a body that ends inside one (a
+    deflate stream too), is a broken encoding. Past the
     limit, or at a broken encoding, an answer (``strict``) raises :class:`_TooLarge` or
     :class:`_InvalidResponse`; an error body is cut there instead, quietly, so that the
     error is still told by its status. The decoding state lives on the object: the SDK
@@ -208,6 +209,10 @@ class _CappedBody(_HTTP.AsyncByteStream):  # type: ignore[misc]  # the SDK's HTT
                 out = out[: len(out) - (self._seen - self._limit)]
             if out:
                 yield out
+        if end and self._inflater is not None and not self._inflater.eof:
+            # The body ends inside a member: one cut short, or bytes after the last
+            # member too few for zlib to tell that they begin none (``\n``, ``\x1f``).
+            self._broken()
 
     def _broken(self) -> None:
         """Stop at a broken encoding; an answer's raises, an error body's is cut there."""
