@@ -365,6 +365,23 @@ class TestSecrets:
         assert _KEY not in result["error"]
         assert "bad key ***" in result["error"]
 
+    async def test_key_across_the_cut_of_a_long_reason_is_redacted(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """A server's reason is cut to 200 characters after the key is masked: a key the
+        cut goes through leaves no part of itself, in the result or the raised error."""
+        reason = "x" * 175 + f" key {_KEY}"  # the cut falls inside the key
+        fake.respond_next({"error": {"message": reason}}, status=401)
+        fake.respond_next({"error": {"message": reason}}, status=401)
+
+        result = await provider.complete(_mission("hi"))
+        with pytest.raises(LLMProviderError) as info:
+            async for _ in provider.stream(_mission("hi")):
+                pass
+
+        expected = "HTTP 401 Unauthorized: " + "x" * 175 + " key ***"
+        assert [expected, f"openai: {expected}"] == [result["error"], str(info.value)]
+
     async def test_key_not_in_stream_error(
         self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
     ) -> None:

@@ -408,19 +408,23 @@ def _wait_asked(headers: Any) -> float | None:
 _REASON_CHARS = 200
 
 
-def _reason(body: object) -> str:
-    """The server's own reason in an error body (its ``message``), on one line and short."""
+def _reason(body: object, redact: Callable[[str], str]) -> str:
+    """The server's own reason in an error body (its ``message``), on one line and short.
+
+    ``redact`` runs on the whole text before it is cut: a secret the cut went through
+    would no longer match, and its first part would be quoted.
+    """
     message = body.get("message") if isinstance(body, Mapping) else None
     if not isinstance(message, str):
         return ""
-    text = " ".join(message.split())
+    text = " ".join(redact(message).split())
     return text if len(text) <= _REASON_CHARS else f"{text[: _REASON_CHARS - 3]}..."
 
 
-def _status_text(exc: openai.APIStatusError) -> str:
+def _status_text(exc: openai.APIStatusError, redact: Callable[[str], str]) -> str:
     """Say what an error status answered: ``HTTP 429 Too Many Requests: <its reason>``."""
     status = f"HTTP {exc.status_code} {httpx.codes.get_reason_phrase(exc.status_code)}".rstrip()
-    reason = _reason(exc.body)
+    reason = _reason(exc.body, redact)
     return f"{status}: {reason}" if reason else status
 
 
@@ -428,7 +432,7 @@ def _status_text(exc: openai.APIStatusError) -> str:
 _ERROR_CODE = re.compile(r"[\w.-]{1,40}", re.ASCII)
 
 
-def _in_stream_text(exc: openai.APIError) -> str:
+def _in_stream_text(exc: openai.APIError, redact: Callable[[str], str]) -> str:
     """Say what an error object inside a 2xx stream reported: its code and its reason."""
     code = exc.body.get("code") if isinstance(exc.body, Mapping) else None
     if isinstance(code, int) and not isinstance(code, bool) and 0 <= code < 1000:
@@ -436,7 +440,7 @@ def _in_stream_text(exc: openai.APIError) -> str:
     text = "the stream carried an error"
     if isinstance(code, str) and _ERROR_CODE.fullmatch(code):
         text = f"{text} ({code})"
-    reason = _reason(exc.body)
+    reason = _reason(exc.body, redact)
     return f"{text}: {reason}" if reason else text
 
 
@@ -746,9 +750,10 @@ class OpenAICompatibleProvider:
                 if held == [_End.END]:
                     # A JSON body, an error page, nothing: no server-sent event at all.
                     content_type = response.response.headers.get("content-type", "none")
+                    content_type = self._redact_key(content_type)[:60]  # redacted, then cut
                     raise _InvalidResponse(
                         f"the stream request was answered without server-sent events "
-                        f"(content-type {content_type[:60]!r})"
+                        f"(content-type {content_type!r})"
                     )
             except BaseException as exc:
                 await response.close()
@@ -917,9 +922,9 @@ class OpenAICompatibleProvider:
         if isinstance(exc, _InvalidResponse | _StreamCut):
             return str(exc)  # our own words
         if isinstance(exc, openai.APIStatusError):
-            return _status_text(exc)
+            return _status_text(exc, self._redact_key)
         if _is_in_stream_error(exc):
-            return _in_stream_text(exc)
+            return _in_stream_text(exc, self._redact_key)
         text = " ".join(str(exc).split())
         if isinstance(exc, TimeoutError) and not text:
             # A deadline's TimeoutError has no message: say which limit ran out.
