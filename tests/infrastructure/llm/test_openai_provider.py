@@ -1311,6 +1311,23 @@ class TestMessages:
             result = await provider.complete(_mission("hi"))
         assert (expected, "server_error") == (result["error"], result["error_type"])
 
+    async def test_a_reason_shows_no_control_character(self) -> None:
+        """A reason's control characters (an ANSI escape, NUL), bidi overrides and lone
+        surrogates are replaced: a message is safe to print, log and store as UTF-8."""
+        message = r"red \u001b[31mX nul\u0000 bidi\u202egnp.exe half \ud83d emoji \u2705"
+        body = b'{"error": {"message": "%s"}}' % message.encode()
+        async with (
+            RawUpstream(raw_response(400, body)) as upstream,
+            OpenAICompatibleProvider("m", upstream.base_url, max_retries=0) as provider,
+        ):
+            result = await provider.complete(_mission("hi"))
+            with pytest.raises(LLMProviderError) as info:
+                async for _ in provider.stream(_mission("hi")):
+                    pass
+        said = "red \ufffd[31mX nul\ufffd bidi\ufffdgnp.exe half \ufffd emoji \u2705"
+        expected = f"HTTP 400 Bad Request: {said}"
+        assert [expected, f"openai: {expected}"] == [result["error"], str(info.value)]
+
     @pytest.mark.parametrize(
         ("error", "expected"),
         [

@@ -406,6 +406,17 @@ def _wait_asked(headers: Any) -> float | None:
 
 #: The most characters of a server's own reason that a message quotes.
 _REASON_CHARS = 200
+#: What a message must not carry from a server's text: control characters (an ANSI
+#: escape, NUL), bidi overrides that make a terminal show text reversed, and lone
+#: surrogates (``"\ud83d"`` in JSON), which UTF-8 cannot encode (a log line, a session).
+_UNPRINTABLE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+
+
+def _plain(text: str) -> str:
+    """``text`` on one line, each character that must not be shown replaced by U+FFFD."""
+    return _UNPRINTABLE.sub("\ufffd", " ".join(text.split()))
 
 
 def _reason(body: object, redact: Callable[[str], str]) -> str:
@@ -417,7 +428,7 @@ def _reason(body: object, redact: Callable[[str], str]) -> str:
     message = body.get("message") if isinstance(body, Mapping) else None
     if not isinstance(message, str):
         return ""
-    text = " ".join(redact(message).split())
+    text = _plain(redact(message))
     return text if len(text) <= _REASON_CHARS else f"{text[: _REASON_CHARS - 3]}..."
 
 
@@ -906,7 +917,7 @@ class OpenAICompatibleProvider:
     ) -> LLMResult:
         return {
             "success": False,
-            "error": self._redact_key(error),
+            "error": _plain(self._redact_key(error)),
             "error_type": error_type,
             "model": model,
             "attempts": attempts,
@@ -936,7 +947,7 @@ class OpenAICompatibleProvider:
     def _provider_error(
         self, exc: Exception, error_type: LLMErrorType, attempts: list[LLMAttempt]
     ) -> LLMProviderError:
-        message = self._redact_key(self._describe(exc, error_type))
+        message = _plain(self._redact_key(self._describe(exc, error_type)))
         return LLMProviderError(
             message,
             provider=_PROVIDER,
