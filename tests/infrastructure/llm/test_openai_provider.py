@@ -1311,6 +1311,30 @@ class TestMessages:
             result = await provider.complete(_mission("hi"))
         assert (expected, "server_error") == (result["error"], result["error_type"])
 
+    @pytest.mark.parametrize(
+        ("status", "body", "expected"),
+        [
+            (400, {"error": "plain words"}, "HTTP 400 Bad Request: plain words"),
+            (404, {"detail": "Not Found"}, "HTTP 404 Not Found: Not Found"),
+            (
+                422,
+                {"detail": [{"loc": ["body", "model"], "msg": "Field required"}, {"msg": "bad"}]},
+                "HTTP 422 Unprocessable Entity: Field required; bad",
+            ),
+            (500, b"upstream exploded", "HTTP 500 Internal Server Error"),
+        ],
+        ids=["error-text", "detail", "detail-list", "no-json"],
+    )
+    async def test_a_reason_is_read_from_the_bodies_servers_send(
+        self, base_url: str, fake: FakeOpenAIServer, status: int, body: Any, expected: str
+    ) -> None:
+        """An error that is text and FastAPI's ``detail`` (a text, or problems with their
+        ``msg``) are the reason too; a body that is no JSON is still not quoted."""
+        fake.respond_next(body, status=status)
+        async with OpenAICompatibleProvider("m", base_url, max_retries=0) as provider:
+            result = await provider.complete(_mission("hi"))
+        assert expected == result["error"]
+
     async def test_a_reason_shows_no_control_character(self) -> None:
         """A reason's control characters (an ANSI escape, NUL), bidi overrides and lone
         surrogates are replaced: a message is safe to print, log and store as UTF-8."""
@@ -1335,16 +1359,18 @@ class TestMessages:
             ({"message": "busy", "code": "overloaded", "type": "x"}, " (overloaded): busy"),
             ({"code": "503"}, " (503)"),
             ({"message": "odd", "code": "not a code!"}, ": odd"),
+            ("plain words", ": plain words"),
         ],
     )
     async def test_an_error_object_in_a_stream_says_its_code_and_reason(
         self,
         base_url: str,
         fake: FakeOpenAIServer,
-        error: dict[str, Any],
+        error: Any,
         expected: str,
     ) -> None:
-        """An error object inside a 2xx stream says the code it names and its message."""
+        """An error object inside a 2xx stream says the code it names and its message; an
+        error that is text says that text."""
         fake.stream_next([{"error": error}])
         async with OpenAICompatibleProvider("m", base_url, max_retries=0) as provider:
             with pytest.raises(LLMProviderError) as info:

@@ -419,23 +419,42 @@ def _plain(text: str) -> str:
     return _UNPRINTABLE.sub("\ufffd", " ".join(text.split()))
 
 
+def _said(body: object) -> str:
+    """The text an error (the SDK's ``body``: a JSON body's ``error``, or all of it) gives.
+
+    Its ``message``; the error itself when it is text (``{"error": "..."}``); or FastAPI's
+    ``detail``, a text or a list of problems, each with its ``msg``.
+    """
+    if isinstance(body, str):
+        return body
+    if not isinstance(body, Mapping):
+        return ""
+    message, detail = body.get("message"), body.get("detail")
+    if isinstance(message, str):
+        return message
+    if isinstance(detail, list):
+        said = [item.get("msg") for item in detail if isinstance(item, Mapping)]
+        return "; ".join(msg for msg in said if isinstance(msg, str))
+    return detail if isinstance(detail, str) else ""
+
+
 def _reason(body: object, redact: Callable[[str], str]) -> str:
-    """The server's own reason in an error body (its ``message``), on one line and short.
+    """The server's own reason in an error body, on one line and short.
 
     ``redact`` runs on the whole text before it is cut: a secret the cut went through
     would no longer match, and its first part would be quoted.
     """
-    message = body.get("message") if isinstance(body, Mapping) else None
-    if not isinstance(message, str):
-        return ""
-    text = _plain(redact(message))
+    text = _plain(redact(_said(body)))
     return text if len(text) <= _REASON_CHARS else f"{text[: _REASON_CHARS - 3]}..."
 
 
 def _status_text(exc: openai.APIStatusError, redact: Callable[[str], str]) -> str:
     """Say what an error status answered: ``HTTP 429 Too Many Requests: <its reason>``."""
     status = f"HTTP {exc.status_code} {httpx.codes.get_reason_phrase(exc.status_code)}".rstrip()
-    reason = _reason(exc.body, redact)
+    body = exc.body
+    if isinstance(body, str) and body == exc.response.text.strip():
+        body = None  # no JSON: the SDK hands on the text itself (a page), which is not quoted
+    reason = _reason(body, redact)
     return f"{status}: {reason}" if reason else status
 
 
