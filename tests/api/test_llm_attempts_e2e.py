@@ -98,16 +98,23 @@ class TestAttempts:
         retried = [e["error_type"] for e in logs if e["event"] == "llm.request.retry"]
         assert ["server_error", "server_error"] == retried
 
+    @pytest.mark.parametrize("route", ["/api/v1/execute", "/api/v1/execute/stream"])
     async def test_a_failure_says_its_status_in_plain_words(
-        self, service: tuple[LiveServer, FakeOpenAIServer]
+        self, service: tuple[LiveServer, FakeOpenAIServer], route: str
     ) -> None:
-        """The mission's error says the status and the server's reason, no SDK class name;
-        its llm.call.failed line describes that same text, under the metrics' error_type."""
+        """The mission's error says the status and the server's reason, no SDK class name
+        nor provider, on either route; its llm.call.failed line describes that same text,
+        under the metrics' error_type."""
         live, fake = service
         fake.fail_next(3, 503)
 
         with capture_logs() as logs:
-            body, samples = await _mission(live, "hello")
+            async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:
+                mission = {"mission": "hello", "agent_type": "lean"}
+                response = await client.post(route, json=mission)
+                samples = await scrape(client)
+        streamed = route.endswith("/stream")
+        body = parse_sse(response.text)[-1][1]["result"] if streamed else response.json()
 
         said = "HTTP 503 Service Unavailable: injected failure 503"
         assert (f"LLM call failed: {said}", "server_error") == (body["error"], body["error_type"])

@@ -967,13 +967,16 @@ class OpenAICompatibleProvider:
         self, exc: Exception, error_type: LLMErrorType, attempts: list[LLMAttempt]
     ) -> LLMProviderError:
         message = _plain(self._redact_key(self._describe(exc, error_type)))
-        return LLMProviderError(
+        error = LLMProviderError(
             message,
-            provider=_PROVIDER,
             retryable=error_type in RETRYABLE_LLM_ERROR_TYPES,
             error_type=error_type,
             attempts=attempts,
         )
+        # Named after the message is built, not in it (``openai: ...``): a failed stream
+        # says what a failed complete() returns, in the mission's error and log alike.
+        error.provider = _PROVIDER
+        return error
 
 
 def _extra(
