@@ -367,6 +367,60 @@ class TestUnknownVariables:
         assert (f"metrics.{key}", reason) == (info.value.setting, info.value.reason)
 
     @pytest.mark.parametrize(
+        ("variable", "closest"),
+        [
+            ("TASKFORCE_LLM__PATH", None),
+            ("TASKFORCE_METRICS__PAHT", "TASKFORCE_METRICS__PATH (metrics.path)"),
+            ("TASKFORCE_METRIC__PATH", "TASKFORCE_METRICS__PATH (metrics.path)"),
+            ("TASKFORCE_METRIC__XYZZY", "TASKFORCE_METRICS__* (metrics.*)"),
+            ("TASKFORCE_METRIC", "TASKFORCE_METRICS (metrics)"),
+        ],
+    )
+    def test_a_variable_is_suggested_its_own_section_or_the_closest_section(
+        self, monkeypatch: pytest.MonkeyPatch, variable: str, closest: str | None
+    ) -> None:
+        """A real section's variable is suggested only that section's keys; an unknown
+        section is suggested the closest section, with the key when the key is there."""
+        monkeypatch.setenv(variable, "1")
+        with pytest.raises(UnknownSettingError) as info:
+            load_settings()
+        assert (variable, closest) == (info.value.variable, info.value.closest)
+
+    @pytest.mark.parametrize(
+        ("content", "setting", "reason"),
+        [
+            ('[llm]\npath = "/m"\n', "llm.path", "unknown key"),
+            ('[metrics]\npaht = "/m"\n', "metrics.paht", "unknown key; did you mean metrics.path?"),
+            ('[metric]\npath = "/m"\n', "metric", "unknown section; did you mean metrics?"),
+            ("[metric]\nxyzzy = 1\n", "metric", "unknown section; did you mean metrics?"),
+            ("[xyzzy]\npath = 1\n", "xyzzy", "unknown section"),
+        ],
+    )
+    def test_a_file_key_is_suggested_its_own_section_or_the_section_is_named(
+        self, tmp_path: Path, content: str, setting: str, reason: str
+    ) -> None:
+        """In the file, a real section's unknown key is suggested only that section's keys,
+        and a table under no section's name is suggested the closest section's name."""
+        cfg = tmp_path / "k.toml"
+        cfg.write_text(content, encoding="utf-8")
+        with pytest.raises(ConfigurationError) as info:
+            load_settings(cfg)
+        assert (setting, reason) == (info.value.setting, info.value.reason)
+
+    def test_a_sections_json_is_suggested_only_its_own_keys(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An unknown key in a section's JSON variable is not given another section's key."""
+        monkeypatch.setenv("TASKFORCE_LLM", '{"path": "/m"}')
+        with pytest.raises(ConfigurationError) as info:
+            load_settings()
+        assert ("llm.path", "TASKFORCE_LLM", "unknown key") == (
+            info.value.setting,
+            info.value.source,
+            info.value.reason,
+        )
+
+    @pytest.mark.parametrize(
         ("variable", "value"),
         [("TASKFORCE_API__DOCS_ENABLED", "false"), ("TASKFORCE_LLM", '{"model": "m"}')],
     )

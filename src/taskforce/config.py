@@ -439,34 +439,63 @@ def _settings_index() -> dict[str, tuple[str, bool]]:
 _SUGGESTION_CUTOFF = 0.6
 
 
-def _likeness(word: str, candidate: str, separator: str) -> float:
-    """difflib's ratio of the parts that differ: of the keys alone within one section.
-
-    A shared section (``metrics.``, ``LLM__``) would otherwise make any key in it look
-    like every other key there.
-    """
-    section, _, key = word.rpartition(separator)
-    other_section, _, other_key = candidate.rpartition(separator)
-    if section and section == other_section:
-        word, candidate = key, other_key
-    return difflib.SequenceMatcher(None, word, candidate).ratio()
+def _sections() -> dict[str, tuple[str, ...]]:
+    """Map every section's name (``metrics``) to the names of its keys."""
+    return {
+        name: tuple(field.annotation.model_fields)
+        for name, field in Settings.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+    }
 
 
-def _suggestion(word: str, candidates: Collection[str], separator: str) -> str | None:
+def _suggestion(word: str, candidates: Collection[str]) -> str | None:
     """Return the candidate closest to ``word``, or None when none is close enough."""
-    scored = [(_likeness(word, name, separator), name) for name in candidates]
+    scored = [(difflib.SequenceMatcher(None, word, name).ratio(), name) for name in candidates]
     score, best = max(scored, key=lambda pair: pair[0], default=(0.0, ""))
     return best if score >= _SUGGESTION_CUTOFF else None
 
 
+def _section_suggestion(section: str, key: str) -> tuple[str, str | None] | None:
+    """Return the ``(section, key)`` closest to ``section.key``, the key None if none is.
+
+    A real section is kept and only its own keys are compared: a key of another
+    section is never the fix for an unknown key in this one. An unknown section is
+    what is wrong: the closest section, and its key closest to ``key`` if one is close.
+    """
+    sections = _sections()
+    if section in sections:
+        best = _suggestion(key, sections[section])
+        return None if best is None else (section, best)
+    other = _suggestion(section, sections)
+    return None if other is None else (other, _suggestion(key, sections[other]))
+
+
 def _closest(variable: str, candidates: Mapping[str, str]) -> str | None:
-    """Return ``"VARIABLE (setting)"`` of the candidate close to ``variable``, if one is.
+    """Return ``"VARIABLE (setting)"`` of the setting close to ``variable``, if one is.
 
     The ``TASKFORCE_`` prefix every candidate shares is left out of the comparison.
+    A variable with a section part (``TASKFORCE_METRIC__PATH``) is matched as
+    :func:`_section_suggestion` does; a section alone is ``TASKFORCE_METRICS__* (metrics.*)``.
     """
-    names = {name.removeprefix(_ENV_PREFIX): name for name in candidates}
-    best = _suggestion(variable.removeprefix(_ENV_PREFIX), names, "__")
-    return None if best is None else f"{names[best]} ({candidates[names[best]]})"
+    word = variable.upper().removeprefix(_ENV_PREFIX).lower()
+    section, nested, key = word.partition("__")
+    if not nested:
+        # a top-level setting, a setting whose `__` was mistyped, or a section's JSON
+        names = {name.removeprefix(_ENV_PREFIX).lower(): name for name in candidates}
+        sections = {name: f"{_ENV_PREFIX}{name}".upper() for name in _sections()}
+        best = _suggestion(word, names.keys() | sections.keys())
+        if best is None:
+            return None
+        if best in sections:
+            return f"{sections[best]} ({best})"
+        return f"{names[best]} ({candidates[names[best]]})"
+    found = _section_suggestion(section, key)
+    if found is None:
+        return None
+    section, best_key = found
+    if best_key is None:
+        return f"{_ENV_PREFIX}{section.upper()}__* ({section}.*)"
+    return f"{_ENV_PREFIX}{section}__{best_key}".upper() + f" ({section}.{best_key})"
 
 
 # The variables Kubernetes gives a pod for every Service of its namespace (service
@@ -509,11 +538,7 @@ def _check_environment(environ: Mapping[str, str]) -> None:
     index = _settings_index()
     by_variable = {variable: setting for setting, (variable, _) in index.items()}
     # a whole section as JSON (TASKFORCE_LLM='{...}') is understood by pydantic-settings too
-    sections = {
-        f"{_ENV_PREFIX}{name}".upper()
-        for name, field in Settings.model_fields.items()
-        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
-    }
+    sections = {f"{_ENV_PREFIX}{name}".upper() for name in _sections()}
     known = set(by_variable) | sections | {_CONFIG_VARIABLE}
     for variable in sorted(environ):
         upper = variable.upper()
@@ -566,10 +591,10 @@ def _configuration_error(
     # lacks it), else the file is
     in_section = _json_holds(environ, section, parts[1:-1] if is_missing else parts[1:])
     if first["type"] == "extra_forbidden" and known == setting:
-        closest = _suggestion(setting, index, ".")
         where = section if in_section else f"in {config_file}" if config_file else None
+        kind, closest = _unknown_key(parts, first.get("input"), index)
         hint = f"; did you mean {closest}?" if closest else ""
-        return ConfigurationError(setting, f"unknown key{hint}", source=where)
+        return ConfigurationError(setting, f"unknown {kind}{hint}", source=where)
     if first["type"] == "model_type" and known not in index:
         reason = "must be a table of settings (a JSON object in a variable, a TOML table)"
     if first["type"] == "extra_forbidden":
@@ -604,6 +629,21 @@ def _configuration_error(
 
 
 _USERINFO = re.compile(r"(?<=//)[^/@\s]*@")
+
+
+def _unknown_key(parts: list[str], given: Any, index: Collection[str]) -> tuple[str, str | None]:
+    """Say what an unknown key of the file (or a section's JSON) is, and what is close.
+
+    Returns ``("section", "metrics")`` for a table under a name no section has
+    (``[metric]``), else ``("key", "llm.model")``: for a key in a section, only that
+    section's keys are compared; for one at the top, every setting.
+    """
+    if len(parts) == 2:
+        found = _section_suggestion(parts[0], parts[1])
+        return "key", None if found is None or found[1] is None else f"{found[0]}.{found[1]}"
+    if isinstance(given, dict):
+        return "section", _suggestion(parts[0], _sections())
+    return "key", _suggestion(parts[0], index)
 
 
 def _json_holds(environ: Mapping[str, str], variable: str, keys: list[str]) -> bool:
