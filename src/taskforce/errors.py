@@ -155,7 +155,16 @@ class StateCorruptedError(StateStoreError):
 
 
 class StateStoreUnavailableError(StateStoreError):
-    """The state store's database cannot be reached (at start-up or during a mission)."""
+    """The state store's database cannot be reached (at start-up or during a mission).
+
+    ``variable`` names the environment variable the driver read a refused value
+    from (a libpq one, e.g. ``PGSSLMODE``); None when the connection string
+    (``state.dsn``) or the database is what to check.
+    """
+
+    def __init__(self, message: str, *, detail: str = "", variable: str | None = None) -> None:
+        self.variable = variable
+        super().__init__(message, detail=detail)
 
 
 class MissionError(TaskforceError):

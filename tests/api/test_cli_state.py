@@ -47,6 +47,29 @@ class TestStartUp:
         assert dsn not in proc.stderr + proc.stdout
 
     @pytest.mark.parametrize("command", [["serve", "--port", "0"], ["run", "hello"]])
+    def test_a_refused_libpq_variable_exits_2_naming_it_not_the_dsn(
+        self, tmp_path: Path, command: list[str]
+    ) -> None:
+        """PGSSLMODE=bogus: exit 2, one line naming PGSSLMODE, not state.dsn."""
+        pytest.importorskip("asyncpg")
+        env = _env(
+            tmp_path,
+            TASKFORCE_STATE__BACKEND="postgres",
+            TASKFORCE_STATE__DSN=f"postgresql://app:hunter2-secret@127.0.0.1:{_closed_port()}/db",
+            PGSSLMODE="bogus",
+        )
+        proc = _taskforce(*command, env=env, cwd=tmp_path)
+        assert 2 == proc.returncode
+        lines = proc.stderr.strip().splitlines()
+        assert 1 == len(lines), proc.stderr
+        assert lines[0].startswith(
+            "taskforce: cannot reach the state database: "
+            "the driver refuses the environment variable PGSSLMODE: "
+        )
+        assert "state.dsn" not in lines[0]
+        assert "hunter2-secret" not in proc.stderr + proc.stdout
+
+    @pytest.mark.parametrize("command", [["serve", "--port", "0"], ["run", "hello"]])
     async def test_a_newer_schema_exits_2_in_one_line(
         self, tmp_path: Path, postgres_dsn: str, command: list[str]
     ) -> None:

@@ -219,7 +219,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     Exit codes: 0 success, 1 a mission that did not complete, 2 bad usage, an
     invalid mission, an invalid setting (one line on standard error says which), an
-    unreachable state database (the line names state.dsn) or a start-up failure such
+    unreachable state database (the line names state.dsn, or the libpq variable such as
+    PGSSLMODE whose value the driver refused) or a start-up failure such
     as a port in use (the line names host and port); 130 and 143 when ``run`` is
     stopped by SIGINT (Ctrl-C) or SIGTERM, its mission cancelled, or before it started.
     """
@@ -265,8 +266,10 @@ def _command(args: argparse.Namespace) -> int:
         print(f"taskforce: {exc}", file=sys.stderr)
         return 2
     except StateStoreUnavailableError as exc:
-        # The message names no connection string; the setting to check is state.dsn.
-        print(f"taskforce: state.dsn: {exc}", file=sys.stderr)
+        # The message names no connection string; the setting to check is state.dsn,
+        # unless the message names the libpq variable (PGSSLMODE) the driver refused.
+        where = "" if exc.variable else "state.dsn: "
+        print(f"taskforce: {where}{exc}", file=sys.stderr)
         return 2
     except StateStoreError as exc:
         # A store that opened but cannot be used (a schema newer than this code knows):

@@ -105,24 +105,67 @@ class TestSecrets:
             assert "secret" not in text
             assert "xyzzy" not in text
 
+    async def test_a_refused_sslmode_in_the_dsn_is_named_not_blamed_on_encoding(self) -> None:
+        """A bad sslmode in the DSN is named as such; no percent-encoding advice."""
+        pytest.importorskip("asyncpg")
+        dsn = "postgresql://u:secret-xyzzy@127.0.0.1:1/x?sslmode=bogus"
+        with pytest.raises(StateStoreUnavailableError) as info:
+            await PostgresStateStore(dsn, timeout_seconds=2).open()
+        assert info.value.detail.startswith("the driver refuses a connection parameter: ")
+        assert "`sslmode` parameter must be one of: disable, allow, prefer" in str(info.value)
+        assert None is info.value.variable
+        assert "percent-encode" not in str(info.value)
+        assert "xyzzy" not in str(info.value)
+
     @pytest.mark.parametrize(
-        ("dsn", "environment"),
+        ("dsn", "environment", "variable", "reason"),
         [
-            ("postgresql://u:secret-xyzzy@127.0.0.1:1/x?sslmode=bogus", {}),
-            ("postgresql://u:secret-xyzzy@127.0.0.1:1/x", {"PGSSLMODE": "bogus"}),
+            (
+                "postgresql://u:secret-xyzzy@127.0.0.1:1/x",
+                {"PGSSLMODE": "bogus"},
+                "PGSSLMODE",
+                "the driver refuses the environment variable PGSSLMODE: ClientConfigurationError: "
+                "`sslmode` parameter must be one of: disable, allow, prefer",
+            ),
+            (
+                "postgresql://u:secret-xyzzy@127.0.0.1:1/x",
+                {"PGPORT": "abc"},
+                "PGPORT",
+                "the driver refuses the environment variable PGPORT: not a port from 1 to 65535",
+            ),
+            (
+                "postgresql://u:secret-xyzzy@127.0.0.1/x",
+                {"PGPORT": "99999"},
+                "PGPORT",
+                "the driver refuses the environment variable PGPORT: not a port from 1 to 65535",
+            ),
+            (
+                "postgresql://u:secret-xyzzy@127.0.0.1:1/x?sslmode=verify-ca",
+                {"PGSSLROOTCERT": "/nonexistent/root.crt"},
+                "PGSSLROOTCERT",
+                "the driver cannot read the file PGSSLROOTCERT names: FileNotFoundError",
+            ),
         ],
+        ids=["PGSSLMODE", "PGPORT-abc", "PGPORT-99999", "PGSSLROOTCERT"],
     )
-    async def test_a_refused_sslmode_is_named_not_blamed_on_encoding(
-        self, monkeypatch: pytest.MonkeyPatch, dsn: str, environment: dict[str, str]
+    async def test_a_libpq_variable_the_driver_refuses_is_named_not_the_dsn(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        dsn: str,
+        environment: dict[str, str],
+        variable: str,
+        reason: str,
     ) -> None:
-        """A bad sslmode (DSN or PGSSLMODE) is named as such; no percent-encoding advice."""
+        """A value the driver read from a libpq variable (PGSSLMODE, PGPORT, PGSSLROOTCERT)
+        and refused names that variable, not the DSN or its percent-encoding."""
         pytest.importorskip("asyncpg")
         for name, value in environment.items():
             monkeypatch.setenv(name, value)
         with pytest.raises(StateStoreUnavailableError) as info:
             await PostgresStateStore(dsn, timeout_seconds=2).open()
-        assert info.value.detail.startswith("the driver refuses a connection parameter: ")
-        assert "`sslmode` parameter must be one of: disable, allow, prefer" in str(info.value)
+        assert variable == info.value.variable
+        assert info.value.detail.startswith(reason), info.value.detail
+        assert f"cannot reach the state database: {info.value.detail}" == str(info.value)
         assert "percent-encode" not in str(info.value)
         assert "xyzzy" not in str(info.value)
 

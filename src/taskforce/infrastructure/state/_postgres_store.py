@@ -25,6 +25,7 @@ from taskforce.errors import (
 )
 from taskforce.infrastructure.state import _postgres_schema as sql
 from taskforce.infrastructure.state._common import StateLimits, check_session_id, dumps
+from taskforce.infrastructure.state._libpq_environment import is_file_error, refused_variable
 
 if TYPE_CHECKING:
     import asyncpg
@@ -119,33 +120,44 @@ class PostgresStateStore:
             )
         except driver.ClientConfigurationError as exc:
             # A ValueError too, but the DSN was read: a parameter has a value the driver
-            # refuses (sslmode=bogus, in the DSN or PGSSLMODE), and its message names it.
-            reason = f"the driver refuses a connection parameter: {self._safe(exc)}"
-            raise StateStoreUnavailableError(
-                f"cannot reach the state database: {reason}", detail=reason
-            ) from None
+            # refuses (sslmode=bogus), and its message names it. The value may come from
+            # a libpq variable (PGSSLMODE=bogus) the driver reads for one the DSN leaves out.
+            variable = refused_variable(self._dsn, "parameter", str(exc))
+            refused = (
+                f"the environment variable {variable}" if variable else "a connection parameter"
+            )
+            reason = f"the driver refuses {refused}: {self._safe(exc)}"
+            raise self._unreachable(reason, variable) from None
         except (
             ValueError,  # a DSN the driver cannot parse: a port that is no number, a broken host
             OverflowError,  # a port outside 0-65535
         ) as exc:
+            variable = refused_variable(self._dsn, "unparsable", str(exc))
+            if variable is not None:  # PGPORT, read even for a DSN that names its port
+                reason = (
+                    f"the driver refuses the environment variable {variable}: "
+                    "not a port from 1 to 65535, or several separated by commas"
+                )
+                raise self._unreachable(reason, variable) from None
             # Never the parser's words: they quote the piece of the DSN they tripped on,
             # which is often the password (one with an unencoded '/', '#' or '?').
             reason = (
                 f"the connection string cannot be parsed ({type(exc).__name__}); "
                 "percent-encode any '/', '#', '?', '@' or ':' in its user name and password"
             )
-            raise StateStoreUnavailableError(
-                f"cannot reach the state database: {reason}", detail=reason
-            ) from None
+            raise self._unreachable(reason) from None
         except (
             OSError,
             TimeoutError,
             driver.PostgresError,
             driver.InterfaceError,
         ) as exc:
-            raise StateStoreUnavailableError(
-                f"cannot reach the state database: {self._safe(exc)}", detail=self._safe(exc)
-            ) from None
+            # a certificate or key file a libpq variable (PGSSLROOTCERT) names, not found
+            variable = refused_variable(self._dsn, "file", str(exc)) if is_file_error(exc) else None
+            if variable is not None:
+                reason = f"the driver cannot read the file {variable} names: {self._safe(exc)}"
+                raise self._unreachable(reason, variable) from None
+            raise self._unreachable(self._safe(exc)) from None
         try:
             async with pool.acquire() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", sql.SCHEMA_LOCK)
@@ -165,6 +177,13 @@ class PostgresStateStore:
                 f"this taskforce knows version {sql.SCHEMA_VERSION}"
             )
         return pool
+
+    def _unreachable(self, reason: str, variable: str | None = None) -> StateStoreUnavailableError:
+        """The error of a pool that cannot be opened (raise it ``from None``: the DSN may
+        be in the driver's)."""
+        return StateStoreUnavailableError(
+            f"cannot reach the state database: {reason}", detail=reason, variable=variable
+        )
 
     async def aclose(self) -> None:
         """Close the pool's connections; a later call opens a new pool."""
