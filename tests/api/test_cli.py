@@ -16,6 +16,7 @@ import pytest
 
 from taskforce.infrastructure.tools import session_folder_name
 from tests.api.conftest import CALC_WRITE_MISSION
+from tests.support.processes import free_ports, started, wait_until_up
 
 pytestmark = pytest.mark.integration
 
@@ -321,35 +322,16 @@ class TestServe:
         """A request path past logging.max_path_chars (1024) is logged cut, and says so;
         a secret in the query is redacted before the cut, which leaves none of it."""
         token = "Zq7Xw9Kp2Lm4Nv6Rt8Yb1Hc3"
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "taskforce", "serve", "--port", str(port)],
-            env=_env(tmp_path, TASKFORCE_API__AUTH_TOKEN=token),
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        port = free_ports(1)
         long_path = "/" + "x" * 4999
         # cut as it came, the path would end inside the token (which starts at 1019)
         secret_path = "/" + "a" * 1015 + "?t=" + token + "&" + "b" * 100
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                    break
-                except httpx.TransportError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
+        env = _env(tmp_path, TASKFORCE_API__AUTH_TOKEN=token)
+        with started(["serve", "--port", str(port)], env, tmp_path) as child:
+            wait_until_up(child, [f"http://127.0.0.1:{port}/health"])
             for path in (long_path, secret_path):
                 assert 404 == httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5).status_code
-        finally:
-            proc.terminate()
-            _, stderr = proc.communicate(timeout=15)
+        stderr = child.stderr()
         lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
         access = [line["event"] for line in lines if line.get("logger") == "uvicorn.access"]
         assert f'"GET {long_path[:1024]}...[+3976 chars] HTTP/1.1" 404' in access[-2]

@@ -23,7 +23,7 @@ from taskforce.application import executor as executor_module
 from taskforce.application.container import Container, build_container
 from taskforce.config import Settings
 from taskforce.errors import StartupError
-from taskforce.infrastructure.state import FileStateStore
+from tests.support.held_store import HeldStore
 
 SLOW_MISSION = 'tool:sleep {"seconds": 30}\ndone'
 FAST_MISSION = "hello"
@@ -105,27 +105,6 @@ def _records(state_dir: Path, session_id: str) -> list[dict[str, object]]:
     return missions
 
 
-class _HeldStore:
-    """The file store, whose appends wait until the test lets them go: slower than any bound."""
-
-    def __init__(self, state_dir: Path) -> None:
-        self._store = FileStateStore(state_dir)
-        self.appending = asyncio.Event()
-        self.released = asyncio.Event()
-        self.landed = asyncio.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    async def append(self, session_id: str, record: Any) -> Any:
-        self.appending.set()
-        await self.released.wait()
-        try:
-            return await self._store.append(session_id, record)
-        finally:
-            self.landed.set()
-
-
 def _mission_events(logs: list[Any]) -> list[str]:
     """The events that say how a mission ended, in order."""
     ends = ("mission.completed", "mission.failed", "mission.cancelled")
@@ -163,7 +142,7 @@ class TestShutdownWithASlowStore:
         record, let go later, adds nothing to either.
         """
         monkeypatch.setattr(executor_module, "RECORD_SECONDS", 0.5)
-        store = _HeldStore(settings.state_dir)
+        store = HeldStore(settings.state_dir)
         container = build_container(settings, state_store=store)
         async with (
             _serving(settings, container) as running,
@@ -196,7 +175,7 @@ class TestShutdownWithASlowStore:
     async def test_a_record_saved_while_cancelled_is_the_answer(self, settings: Settings) -> None:
         """The shutdown cancels a request whose mission is saving its result: the save ends
         within the bound, and the answer is that result, as the metrics and the log say."""
-        store = _HeldStore(settings.state_dir)
+        store = HeldStore(settings.state_dir)
         container = build_container(settings, state_store=store)
         async with (
             _serving(settings, container) as running,

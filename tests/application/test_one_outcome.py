@@ -29,6 +29,7 @@ from taskforce.core.interfaces import (
 from taskforce.core.interfaces.executor import AgentType
 from taskforce.errors import MissionError
 from tests.observability.metric_samples import faults, samples, value
+from tests.support.held_store import HeldStore
 
 
 class _Tool:
@@ -405,23 +406,6 @@ class TestStreamCancelledWhileRecording:
         assert f'"status": "{status}"' in session.read_text(encoding="utf-8")
 
 
-class _HeldAppendStore(_SlowAppendStore):
-    """The container's file store, whose ``append`` waits until the test lets it go."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        super().__init__(tmp_path)
-        self.released = asyncio.Event()
-        self.landed = asyncio.Event()
-
-    async def append(self, session_id: str, record: Any) -> Any:
-        self.appending.set()
-        await self.released.wait()
-        try:
-            return await self._store.append(session_id, record)
-        finally:
-            self.landed.set()
-
-
 class TestCancelledWhileRecordingPastTheBound:
     async def test_the_mission_ends_cancelled_everywhere(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -432,7 +416,7 @@ class TestCancelledWhileRecordingPastTheBound:
         from taskforce.application import executor as executor_module
 
         monkeypatch.setattr(executor_module, "RECORD_SECONDS", 0.05)
-        store = _HeldAppendStore(tmp_path)
+        store = HeldStore(tmp_path / "state")
         container = build_container(
             Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "workspace"),
             state_store=store,

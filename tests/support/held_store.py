@@ -1,0 +1,44 @@
+"""A file state store whose appends wait until the test lets them go.
+
+For tests of what happens while a mission's record is being written: slower than
+any bound the executor or the server puts on that wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from taskforce.infrastructure.state import FileStateStore
+
+__all__ = ["HeldStore"]
+
+
+class HeldStore:
+    """The file store, whose ``append`` waits for ``released``.
+
+    Attributes:
+        appending: Set when an append starts (the mission ended; its record is on its way).
+        released: Set by the test to let the append go on.
+        landed: Set once the append is over (written or failed).
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        """Hold the appends of a file store in ``state_dir``."""
+        self._store = FileStateStore(state_dir)
+        self.appending = asyncio.Event()
+        self.released = asyncio.Event()
+        self.landed = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def append(self, session_id: str, record: Any) -> Any:
+        """Append once the test released the store; ``landed`` is set however it ends."""
+        self.appending.set()
+        await self.released.wait()
+        try:
+            return await self._store.append(session_id, record)
+        finally:
+            self.landed.set()
