@@ -1479,3 +1479,65 @@ class TestDeadline:
 
             assert ["timeout", "timeout"] == [a.error_type for a in result["attempts"]]
             assert 2 == upstream.requests
+
+
+class TestCompressedBodyOnTheWire:
+    """A compressed body counts against the limit as it comes, not only as it inflates."""
+
+    @staticmethod
+    async def _fed(*chunks: bytes) -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+
+    class _Counted:
+        """A body fed from memory that counts the bytes read from it."""
+
+        def __init__(self, chunks: list[bytes]) -> None:
+            self.chunks = chunks
+            self.read = 0
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            for chunk in self.chunks:
+                self.read += len(chunk)
+                yield chunk
+
+    @pytest.mark.parametrize(
+        "tail",
+        [
+            pytest.param(b"\0" * 4096, id="padding"),
+            pytest.param(gzip.compress(b""), id="empty-members"),
+        ],
+    )
+    async def test_what_inflates_to_nothing_still_counts(self, tail: bytes) -> None:
+        """Zero padding or empty gzip members after a valid answer inflate to nothing: past
+        the limit on the wire the answer is refused, not read (and inflated) without end."""
+        limit = 64 * 1024
+        answer = gzip.compress(b'{"ok": true}')
+        chunks = [answer, *([tail] * (2 * limit // len(tail) + 1))]
+        body = self._Counted(chunks)
+        with pytest.raises(_TooLarge):
+            async for _ in _CappedBody(body, limit, "gzip", strict=True):
+                pass
+        assert body.read <= limit + len(tail)
+
+    async def test_an_error_body_is_cut_there_quietly(self) -> None:
+        """An error body (not strict) past the limit on the wire ends there, without a raise."""
+        limit = 64 * 1024
+        chunks = [gzip.compress(b'{"error": "x"}'), *([b"\0" * 4096] * 40)]
+        body = self._Counted(chunks)
+        out = bytearray()
+        async for piece in _CappedBody(body, limit, "gzip", strict=False):
+            out += piece
+        assert b'{"error": "x"}' == bytes(out)
+        assert body.read <= limit + 4096
+
+    async def test_an_answer_within_the_limit_is_read_whole(self) -> None:
+        """A compressed answer whose wire bytes stay within the limit is read as before."""
+        text = b"x" * 50_000
+        packed = gzip.compress(text)
+        out = bytearray()
+        async for piece in _CappedBody(
+            self._fed(packed, b"\0" * 100), 64 * 1024, "gzip", strict=True
+        ):
+            out += piece
+        assert text == bytes(out)

@@ -122,7 +122,8 @@ def _deflate_bits(head: bytes) -> int:
 
 
 class _CappedBody(_HTTP.AsyncByteStream):  # type: ignore[misc]  # the SDK's HTTP library
-    """A response body that yields at most ``limit`` bytes, decoded.
+    """A response body that yields at most ``limit`` bytes, decoded, and reads at most
+    about ``limit`` bytes as they come.
 
     A gzip or deflate body is inflated here, never past the bytes still allowed, so a
     small compressed body cannot unpack into gigabytes; and a bounded piece at a time,
@@ -152,6 +153,10 @@ class _CappedBody(_HTTP.AsyncByteStream):  # type: ignore[misc]  # the SDK's HTT
         self._pending = b""
         self._is_full = False
         self._done = coding is None  # a coding not undone here: nothing to read
+        # A compressed body is counted as it comes too, like a declared length: padding,
+        # empty members or garbage inflate to little or nothing, and would otherwise be
+        # read (and worked on) without end.
+        self._wire = 0
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         chunks = aiter(self._body)
@@ -167,6 +172,11 @@ class _CappedBody(_HTTP.AsyncByteStream):  # type: ignore[misc]  # the SDK's HTT
                 self._done = True
                 return
             chunk = await anext(chunks, None)
+            if chunk and self._coding:
+                self._wire += len(chunk)
+                if self._wire > self._limit:
+                    self._over_on_the_wire()
+                    return
 
     def _decoded(self, chunk: bytes, *, end: bool = False) -> Iterator[bytes]:
         """Decode ``chunk`` after the input still pending; ``end``: the body ends after it."""
@@ -213,6 +223,13 @@ class _CappedBody(_HTTP.AsyncByteStream):  # type: ignore[misc]  # the SDK's HTT
             # The body ends inside a member: one cut short, or bytes after the last
             # member too few for zlib to tell that they begin none (``\n``, ``\x1f``).
             self._broken()
+
+    def _over_on_the_wire(self) -> None:
+        """Stop a compressed body that is longer than the limit as it comes."""
+        self._done = True
+        self._pending, self._is_full = b"", False
+        if self._strict:
+            raise _TooLarge(self._limit)
 
     def _broken(self) -> None:
         """Stop at a broken encoding; an answer's raises, an error body's is cut there."""
