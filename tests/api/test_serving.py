@@ -23,6 +23,7 @@ from taskforce.application import executor as executor_module
 from taskforce.application.container import Container, build_container
 from taskforce.config import Settings
 from taskforce.errors import StartupError
+from tests.observability.metric_samples import value
 from tests.support.held_store import HeldStore
 
 SLOW_MISSION = 'tool:sleep {"seconds": 30}\ndone'
@@ -199,6 +200,47 @@ class TestShutdownWithASlowStore:
         }
         assert ["mission.completed"] == _mission_events(logs)
         assert ["completed"] == [r["status"] for r in _records(settings.state_dir, "saving")]
+
+
+@pytest.mark.integration
+class TestShutdownAfterTheClientLeft:
+    async def test_the_request_ends_after_its_mission(self, settings: Settings) -> None:
+        """A client left /execute; its mission writes its ``cancelled`` record when the
+        shutdown cancels the request. The request still waits for its mission (bounded
+        by the executor), so the mission is logged and recorded before the server stops,
+        and the request counts as the 499 of a client that left, not as a 503."""
+        store = HeldStore(settings.state_dir)
+        container = build_container(settings, state_store=store)
+        async with _serving(settings, container) as running:
+            async with httpx.AsyncClient(base_url=running.url, timeout=30) as leaving:
+                body = {"mission": SLOW_MISSION, "session_id": "left"}
+                request = asyncio.create_task(leaving.post("/api/v1/execute", json=body))
+                await _until_in_progress(running.url)
+                request.cancel()  # the client goes away
+                with contextlib.suppress(asyncio.CancelledError):
+                    await request
+            await store.appending.wait()  # the mission is cancelled: its record is held
+            (served,) = running.server.server_state.tasks
+            when_request_ended: list[Any] = []
+            with structlog.testing.capture_logs() as logs:
+                served.add_done_callback(lambda _: when_request_ended.extend(logs))
+                running.server.should_exit = True
+                await _until_logged(logs, "server.requests.cancelled")
+                store.released.set()
+                await asyncio.wait_for(running.task, timeout=20)
+            await container.aclose()
+        assert ["mission.cancelled"] == _mission_events(when_request_ended)
+        events = [e["event"] for e in logs]
+        assert events.index("mission.cancelled") < events.index("server.stopped")
+        assert ["cancelled"] == [r["status"] for r in _records(settings.state_dir, "left")]
+        assert container.metrics is not None
+        execute = {"method": "POST", "route": "/api/v1/execute"}
+        assert 1 == value(
+            container.metrics, "taskforce_http_requests_total", status_code="499", **execute
+        )
+        assert {("lean", "cancelled"): 1.0} == {
+            k: v for k, v in missions_total(container).items() if v
+        }
 
 
 @pytest.mark.integration

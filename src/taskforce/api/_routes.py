@@ -48,36 +48,42 @@ async def _disconnected(request: Request) -> None:
 async def _unless_disconnected(request: Request, aw: Awaitable[_T]) -> _T:
     """Await ``aw``; cancel it and raise ``_ClientGone`` if the client disconnects first.
 
-    When the request itself is cancelled (a shutdown), ``aw`` is cancelled and waited
-    for: the executor waits for a cancelled mission's record at most ``RECORD_SECONDS``,
-    so this wait is bounded too. The answer is then how the mission ended, as its log
-    line and metrics say: cancelled (the cancellation goes on: a 503), or, when its
-    record was saved before the cancellation could stop it, its result.
+    When the client leaves or the request itself is cancelled (a shutdown), ``aw`` is
+    cancelled and waited for, however often the request is cancelled meanwhile: the
+    executor waits for a cancelled mission's record at most ``RECORD_SECONDS``, so this
+    wait is bounded too, and the mission has ended (its log line written, its record
+    saved or left to the executor) before the request ends. The answer is then how the
+    mission ended, as its log line and metrics say: a 499 for a client that left first;
+    cancelled (the cancellation goes on: a 503); or, when its record was saved before
+    the cancellation could stop it, its result.
     """
     work = asyncio.ensure_future(aw)
     watch = asyncio.ensure_future(_disconnected(request))
     try:
-        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch.cancel()
+            if not work.done():
+                work.cancel()
+                # A cancellation meanwhile (a shutdown) is raised once the mission ended.
+                await to_the_end(asyncio.wait([work]))
     except asyncio.CancelledError:
-        watch.cancel()
-        work.cancel()
-        await to_the_end(asyncio.wait([work]))  # a cancellation meanwhile is raised after it
-        if work.cancelled():
+        if work.cancelled() and not _has_left(watch):
             raise
-        # It ended after all: answer as it is counted and logged, not with a 503.
+        # It ended after all, or its client had left before: answer as it is counted and
+        # logged (its result, a 499), not with a 503.
         current = asyncio.current_task()
         if current is not None:
             current.uncancel()
-        return work.result()
-    finally:
-        watch.cancel()
-        if not work.done():
-            work.cancel()
-            # asyncio.wait does not raise the task's CancelledError; the record is saved by then.
-            await asyncio.wait([work])
-    if work.cancelled() and watch.done() and not watch.cancelled():
+    if work.cancelled() and _has_left(watch):
         raise _ClientGone
     return work.result()
+
+
+def _has_left(watch: asyncio.Future[None]) -> bool:
+    """Whether the client disconnected (``watch`` saw it, rather than being cancelled)."""
+    return watch.done() and not watch.cancelled()
 
 
 def _stream_error(exc: BaseException) -> dict[str, Any]:
