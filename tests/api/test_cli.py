@@ -67,6 +67,69 @@ main(sys.argv[3:])
 """
 
 
+# The child of a test: `taskforce run` (argv[2:]) whose state store says "appending" on
+# stderr when a record's write starts, waits until `run` is stopped (its task cancelled)
+# and says "stopped"; then it writes the record, or (argv[1] "hold") never does.
+_STOPPED_WHILE_SAVING = """
+import asyncio, sys
+
+from taskforce.application import container as built
+from taskforce.api.cli import main
+
+
+class StoppedWhileSaving:
+    def __init__(self, store):
+        self._store = store
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    async def append(self, session_id, record):
+        print("appending", file=sys.stderr, flush=True)
+        while not any(task.cancelling() for task in asyncio.all_tasks()):
+            await asyncio.sleep(0.01)
+        print("stopped", file=sys.stderr, flush=True)
+        if sys.argv[1] == "hold":
+            await asyncio.Event().wait()
+        return await self._store.append(session_id, record)
+
+
+build = built.build_container
+built.build_container = lambda settings, **kw: build(
+    settings, state_store=StoppedWhileSaving(built.make_state_store(settings)), **kw
+)
+main(sys.argv[2:])
+"""
+
+
+def _stopped_while_saving(
+    tmp_path: Path, hold: str, args: list[str], signals: list[signal.Signals]
+) -> tuple[int, str, str]:
+    """Run the child above; send each of ``signals`` once it said "appending", then "stopped".
+
+    Returns:
+        The exit code, stdout and the stderr lines that are not JSON log lines.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _STOPPED_WHILE_SAVING, hold, "run", *args],
+        env=_env(tmp_path),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    lines: list[str] = []
+    for sent, wanted in zip(signals, ("appending", "stopped"), strict=False):
+        for line in proc.stderr:
+            lines.append(line)
+            if line.strip() == wanted:
+                break
+        proc.send_signal(sent)
+    stdout, stderr = proc.communicate(timeout=30)
+    return proc.returncode, stdout, "".join(lines) + stderr
+
+
 class TestRun:
     @pytest.mark.parametrize("agent", ["lean", "legacy"])
     def test_mission_completes(self, tmp_path: Path, agent: str) -> None:
@@ -164,6 +227,20 @@ class TestRun:
             proc.stderr.splitlines()
         )
         assert not (tmp_path / "state").exists()  # no mission: nothing recorded
+
+    def test_stream_stopped_while_its_result_is_saved_prints_that_result(
+        self, tmp_path: Path
+    ) -> None:
+        """SIGTERM while `run --stream` saves its completed result: the save ends, and
+        `run` prints that result and exits 0, as plain `run` does; the record agrees."""
+        code, stdout, stderr = _stopped_while_saving(
+            tmp_path, "release", ["say hello", "--stream"], [signal.SIGTERM]
+        )
+        assert 0 == code, stderr
+        assert ["Scripted answer: say hello", "status: completed"] == stdout.splitlines()[:2]
+        (saved,) = (tmp_path / "state").glob("*.json")
+        (record,) = json.loads(saved.read_text(encoding="utf-8"))["missions"]
+        assert "completed" == record["status"]
 
     def test_a_setting_without_effect_is_warned_about(self, tmp_path: Path) -> None:
         """metrics.port with metrics off: the run goes on, one config.ignored warning says so."""

@@ -23,6 +23,7 @@ from taskforce.application import executor as executor_module
 from taskforce.application.container import Container, build_container
 from taskforce.config import Settings
 from taskforce.errors import StartupError
+from tests.api.conftest import parse_sse
 from tests.observability.metric_samples import value
 from tests.support.held_store import HeldStore
 
@@ -241,6 +242,41 @@ class TestShutdownAfterTheClientLeft:
         assert {("lean", "cancelled"): 1.0} == {
             k: v for k, v in missions_total(container).items() if v
         }
+
+
+@pytest.mark.integration
+class TestStreamSavingAtShutdown:
+    async def test_the_stream_ends_with_the_result_its_mission_saved(
+        self, settings: Settings
+    ) -> None:
+        """The shutdown cancels a stream whose mission is saving its result: the save ends
+        within the bound, and the stream's last event is that ``result``, as the metrics,
+        the log and the record say (``/execute`` answers with it too)."""
+        store = HeldStore(settings.state_dir)
+        container = build_container(settings, state_store=store)
+        async with (
+            _serving(settings, container) as running,
+            httpx.AsyncClient(base_url=running.url, timeout=30) as client,
+        ):
+            body = {"mission": FAST_MISSION, "session_id": "streamed"}
+            request = asyncio.create_task(client.post("/api/v1/execute/stream", json=body))
+            await store.appending.wait()  # the mission ended; its record is being written
+            with structlog.testing.capture_logs() as logs:
+                running.server.should_exit = True
+                await _until_logged(logs, "server.requests.cancelled")
+                store.released.set()
+                await asyncio.wait_for(running.task, timeout=20)
+                response = await request
+            await container.aclose()
+        assert 200 == response.status_code
+        (last_kind, last), *_ = reversed(parse_sse(response.text))
+        assert ("result", "completed") == (last_kind, last["result"]["status"])
+        assert "error" not in [kind for kind, _ in parse_sse(response.text)]
+        assert ["mission.completed"] == _mission_events(logs)
+        assert {("lean", "completed"): 1.0} == {
+            k: v for k, v in missions_total(container).items() if v
+        }
+        assert ["completed"] == [r["status"] for r in _records(settings.state_dir, "streamed")]
 
 
 @pytest.mark.integration

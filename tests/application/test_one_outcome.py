@@ -369,7 +369,8 @@ class TestStreamCancelledWhileRecording:
     ) -> None:
         """A consumer cancelled again and again (an anyio cancel scope, as Starlette's
         streaming response uses) while the mission writes its record: the metrics say
-        what the record and the log say, not ``cancelled``."""
+        what the record and the log say, not ``cancelled``, and so does the stream, whose
+        last event is the result."""
         import anyio
 
         store = _SlowAppendStore(tmp_path)
@@ -378,13 +379,14 @@ class TestStreamCancelledWhileRecording:
             state_store=store,
         )
         scope = anyio.CancelScope()
+        kinds: list[str] = []
 
         async def consume() -> None:
             with scope:
                 stream = container.executor.execute_mission_streaming(mission, "lean")
                 async with contextlib.aclosing(stream) as events:
-                    async for _ in events:
-                        pass
+                    async for event in events:
+                        kinds.append(event.kind)
 
         class CountedTask(asyncio.Task[None]):
             cancels = 0
@@ -402,6 +404,7 @@ class TestStreamCancelledWhileRecording:
         # consumer again on every turn of the loop (thousands of times in 0.2 s).
         assert CountedTask.cancels <= 2
         _assert_one_mission_ended(container, logs, status)
+        assert "result" == kinds[-1]
         (session,) = (tmp_path / "state").glob("*.json")
         assert f'"status": "{status}"' in session.read_text(encoding="utf-8")
 

@@ -42,7 +42,9 @@ class _AnswerCancelled:
     """ASGI wrapper: a request cancelled by the shutdown gets a 503, not a 500 and a traceback.
 
     A response already under way is ended where it is instead; a Server-Sent Events
-    stream first gets its final ``error`` event, so its client knows how it ended.
+    stream first gets its final ``error`` event, so its client knows how it ended. A
+    response that was sent whole (a stream whose mission ended anyway, its ``result``
+    its last event) is left as it is.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -55,9 +57,10 @@ class _AnswerCancelled:
             return
         started = False
         is_sse = False
+        is_sent = False  # the response is whole: nothing may follow it
 
         async def tracking_send(message: Message) -> None:
-            nonlocal started, is_sse
+            nonlocal started, is_sse, is_sent
             if message["type"] == "http.response.start":
                 started = True
                 is_sse = any(
@@ -65,6 +68,8 @@ class _AnswerCancelled:
                     for name, value in message.get("headers", ())
                 )
             await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                is_sent = True
 
         try:
             await self.app(scope, receive, tracking_send)
@@ -73,6 +78,8 @@ class _AnswerCancelled:
                 raise
             # The cancellation was ours and has done its work (the mission is recorded);
             # what is left is to answer the client instead of failing the connection.
+            if is_sent:
+                return
             reason = "the service is shutting down; the mission was cancelled"
             if started:
                 last = {"kind": "error", "error": reason, "error_type": "cancelled"}

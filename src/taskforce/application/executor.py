@@ -68,6 +68,25 @@ async def _unsaved(
     return dataclasses.replace(result, status="failed", error=error, error_type=None)
 
 
+async def _stop(task: asyncio.Task[Any]) -> None:
+    """Cancel a stream's mission ``task`` and wait for its record, at most RECORD_SECONDS.
+
+    The mission may be writing its record (shielded): it is waited for however often
+    the consumer is cancelled meanwhile (that cancellation is raised after the wait). The
+    anyio shield keeps a cancel scope (Starlette's streaming response) from re-delivering
+    its cancellation on every turn of the loop while we wait.
+    """
+    if not task.done():
+        task.cancel()
+        with anyio.CancelScope(shield=True):
+            await to_the_end(asyncio.wait([task], timeout=RECORD_SECONDS))
+
+
+def _has_ended(task: asyncio.Task[Any]) -> bool:
+    """Whether a stream's mission ``task`` ended with its result (its record saved)."""
+    return task.done() and not task.cancelled() and task.exception() is None
+
+
 class AgentExecutor:
     """Runs each mission with a fresh ``Agent`` or ``LeanAgent``; an ``ExecutorProtocol``.
 
@@ -147,6 +166,9 @@ class AgentExecutor:
         :class:`ExecutionResult`. The mission runs in a task of its own; when the
         consumer stops early (``aclose()``, ``break`` under ``aclosing``) or is
         cancelled, that task is cancelled and awaited before this generator ends.
+        A consumer cancelled while the mission was saving its result, which it then
+        saved, is not cancelled after all: it gets the rest of the events, the
+        ``result`` last, as ``execute_mission`` returns that result.
 
         Args:
             mission: the mission text.
@@ -180,22 +202,33 @@ class AgentExecutor:
         # (a slow store may take longer), and ``drain`` then waits at a shutdown.
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        is_read = False  # the end of the queue (_DONE) was taken
         try:
-            while (item := await queue.get()) is not _DONE:
+            try:
+                while (item := await queue.get()) is not _DONE:
+                    yield cast(ProgressEvent, item)
+                is_read = True
+                await task  # re-raises what ended the mission abnormally
+            except asyncio.CancelledError:
+                # another cancellation while the record is awaited is the same stop
+                with contextlib.suppress(asyncio.CancelledError):
+                    await _stop(task)
+                if not _has_ended(task):
+                    raise
+                # It saved its result while the consumer was being cancelled: the mission
+                # ended as its record, log line and metrics say, so the consumer is told
+                # that, as execute_mission returns it, rather than "cancelled".
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+            # What the mission queued before it ended, its result last (it is done: no wait).
+            while not is_read and (item := queue.get_nowait()) is not _DONE:
                 yield cast(ProgressEvent, item)
-            await task  # re-raises what ended the mission abnormally
         finally:
             try:
-                if not task.done():
-                    task.cancel()
-                    # The mission may be writing its record (shielded): wait for it, at most
-                    # RECORD_SECONDS, however often this consumer is cancelled meanwhile. The
-                    # shield keeps an anyio cancel scope (Starlette's streaming response) from
-                    # re-delivering its cancellation on every turn of the loop while we wait.
-                    with anyio.CancelScope(shield=True):
-                        await to_the_end(asyncio.wait([task], timeout=RECORD_SECONDS))
+                await _stop(task)
             finally:
-                if task.done() and not task.cancelled() and task.exception() is None:
+                if _has_ended(task):
                     # It ended (before or despite the consumer leaving): say how, to a
                     # consumer that asked (STREAM_END), since the result event went unread.
                     end = STREAM_END.get()
