@@ -242,6 +242,21 @@ class TestRun:
         (record,) = json.loads(saved.read_text(encoding="utf-8"))["missions"]
         assert "completed" == record["status"]
 
+    def test_a_second_ctrl_c_logs_the_record_it_gives_up(self, tmp_path: Path) -> None:
+        """Ctrl-C twice while the result is saved: `run` stops at once, and the record
+        it gives up is logged (state.save.abandoned, with its ids and status)."""
+        code, _, stderr = _stopped_while_saving(
+            tmp_path, "hold", ["say hello", "--verbose"], [signal.SIGINT, signal.SIGINT]
+        )
+        assert 130 == code, stderr
+        logs = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+        (abandoned,) = [log for log in logs if log["event"] == "state.save.abandoned"]
+        (started,) = [log for log in logs if log["event"] == "mission.started"]
+        assert ("warning", "completed") == (abandoned["level"], abandoned["status"])
+        ids = ("session_id", "mission_id")
+        assert [started[k] for k in ids] == [abandoned[k] for k in ids]
+        assert "taskforce: SIGINT: the mission was cancelled" == stderr.splitlines()[-1]
+
     def test_a_setting_without_effect_is_warned_about(self, tmp_path: Path) -> None:
         """metrics.port with metrics off: the run goes on, one config.ignored warning says so."""
         env = _env(tmp_path, TASKFORCE_METRICS__ENABLED="false", TASKFORCE_METRICS__PORT="9464")

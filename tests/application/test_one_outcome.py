@@ -450,6 +450,71 @@ class TestCancelledWhileRecordingPastTheBound:
         assert {"completed": 0, "failed": 0, "cancelled": 1} == counted
 
 
+class TestClosingWithRecordsUnderWay:
+    async def test_a_write_its_mission_stopped_waiting_for_is_waited_for(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A mission that stopped waiting for its record (state.save.late): closing the
+        container waits for that write (within its own bound) before the store closes,
+        so the record lands, as the log line said it might."""
+        from taskforce.application import executor as executor_module
+
+        monkeypatch.setattr(executor_module, "RECORD_SECONDS", 0.05)
+        store = HeldStore(tmp_path / "state")
+        container = build_container(
+            Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "workspace"),
+            state_store=store,
+        )
+        with capture_logs() as logs:
+            mission = asyncio.create_task(container.executor.execute_mission("say hi", "lean"))
+            await store.appending.wait()  # the agent is done; its record is being written
+            mission.cancel()
+            await asyncio.wait([mission])  # it ended cancelled; its write goes on
+            monkeypatch.setattr(executor_module, "RECORD_SECONDS", 60.0)  # a hang guard
+            closing = asyncio.create_task(container.aclose())
+            for _ in range(20):  # turns of the loop for a close that would not wait
+                await asyncio.sleep(0)
+            store.released.set()
+            await closing
+        events = [log["event"] for log in logs]
+        assert "state.save.late" in events
+        assert not {"state.save.failed", "state.save.abandoned"} & set(events)
+        (session,) = (tmp_path / "state").glob("*.json")
+        assert '"status": "completed"' in session.read_text(encoding="utf-8")
+
+    async def test_a_write_past_the_bound_is_given_up_and_logged(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A write still under way when closing has waited RECORD_SECONDS is given up:
+        cancelled, and logged state.save.abandoned with its session, mission and status."""
+        from taskforce.application import executor as executor_module
+
+        monkeypatch.setattr(executor_module, "RECORD_SECONDS", 0.05)
+        store = HeldStore(tmp_path / "state")  # never released
+        container = build_container(
+            Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "workspace"),
+            state_store=store,
+        )
+        with capture_logs() as logs:
+            mission = asyncio.create_task(
+                container.executor.execute_mission(
+                    "say hi", "lean", session_id="held", mission_id="m1"
+                )
+            )
+            await store.appending.wait()
+            mission.cancel()
+            await asyncio.wait([mission])
+            await container.aclose()
+        (abandoned,) = [log for log in logs if log["event"] == "state.save.abandoned"]
+        assert ("warning", "state") == (abandoned["log_level"], abandoned["category"])
+        assert ("held", "m1", "completed") == (
+            abandoned["session_id"],
+            abandoned["mission_id"],
+            abandoned["status"],
+        )
+        assert [] == list((tmp_path / "state").glob("*.json"))
+
+
 class TestMissionContext:
     async def test_one_set_of_ids_everywhere(self, container: Container) -> None:
         """The ids the executor made are the ones tools, logs and the result see; reset after."""

@@ -4,8 +4,9 @@ The first SIGTERM or SIGINT stops accepting connections and lets running mission
 finish for ``server.shutdown_grace_seconds``; those still running then are
 cancelled, which records them as ``cancelled`` (state saved, counted). A second
 signal skips the wait. Either way the lifespan's shutdown runs, so the container
-is closed and ``server.stopped`` is logged, and the process exits 0. Unlike plain
-uvicorn, a signal that stopped the server is not raised again afterwards.
+is closed (after up to ``RECORD_SECONDS`` more for the record writes still under
+way: ``AgentExecutor.drain``) and ``server.stopped`` is logged, and the process exits
+0. Unlike plain uvicorn, a signal that stopped the server is not raised again afterwards.
 """
 
 from __future__ import annotations

@@ -55,7 +55,8 @@ class Container:
         """Release what the container holds: provider clients, store connections, tool threads.
 
         First the executor's missions still running in tasks of their own are cancelled
-        and their records written (``AgentExecutor.drain``), while the store is open.
+        and their records written, those still under way waited for a bounded time
+        (``AgentExecutor.drain``), while the store is open.
         """
         drain = getattr(self.executor, "drain", None)
         if drain is not None:

@@ -27,6 +27,7 @@ from taskforce.application._mission_support import (
     seconds_since,
     to_the_end,
 )
+from taskforce.application._record_writes import RecordWrites
 from taskforce.config import AgentSettings
 from taskforce.core.domain import Agent, EventCallback, LeanAgent
 from taskforce.core.interfaces.context import enter_mission, exit_mission
@@ -51,7 +52,8 @@ _T = TypeVar("_T")
 _DONE = object()
 #: How long a cancelled mission waits for its record (``cancelled``, or the result it
 #: was saving when the cancellation came); past it the mission ends as cancelled and
-#: the write goes on on its own (``state.save.late``).
+#: the write goes on on its own (``state.save.late``). ``drain`` waits as long again
+#: for the writes still under way, then gives them up (``state.save.abandoned``).
 RECORD_SECONDS = 5.0
 
 
@@ -111,16 +113,12 @@ class AgentExecutor:
         """
         self._llm = llm
         self._tools = tools
-        self._state = state_store
+        self._records = RecordWrites(state_store)
         self._agent_settings = agent_settings or AgentSettings()
         # Weak values: a session's lock lives only while a mission holds or awaits it.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        # Tasks that write a record after the caller stopped waiting: cancelled missions'
-        # records, and the missions of streams (their consumer may be gone).
+        # The missions of streams, each in a task of its own (their consumer may be gone).
         self._background: set[asyncio.Task[Any]] = set()
-        # Record writes a cancelled mission stopped waiting for (RECORD_SECONDS): kept
-        # referenced until they end, but not waited for by ``drain``.
-        self._late: set[asyncio.Future[Any]] = set()
 
     async def execute_mission(
         self,
@@ -248,19 +246,39 @@ class AgentExecutor:
         )
 
     async def drain(self) -> None:
-        """Cancel the missions still running in tasks of their own and let them record it.
+        """Cancel the missions still running in tasks of their own; wait for the records.
 
-        For a shutdown: a stream whose consumer was cancelled cancels its mission, but
-        may not be able to wait for its ``cancelled`` record; this waits, at most
-        :data:`RECORD_SECONDS`, for those records and any still being written.
+        For a shutdown, before the store closes: a stream whose consumer was cancelled
+        cancels its mission, but may not be able to wait for its ``cancelled`` record.
+        This waits, at most :data:`RECORD_SECONDS` in all and however often it is
+        cancelled meanwhile, for those missions and for every record write still under
+        way, also one its mission stopped waiting for (``state.save.late``). A write
+        still under way after that is given up: cancelled, and logged
+        ``state.save.abandoned`` (its record may be missing).
+
+        Raises:
+            asyncio.CancelledError: It was cancelled meanwhile (raised once it is done).
         """
-        tasks = list(self._background)
-        for task in tasks:
+        if not self._background and not self._records.pending():
+            return  # nothing to wait for: no turn of the loop for a signal to land in
+        for task in list(self._background):
             # a record being written is shielded, and waited for RECORD_SECONDS at most from
             # the mission's first cancellation: a second one does not extend that
             task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=RECORD_SECONDS)
+        try:
+            await to_the_end(self._settled(RECORD_SECONDS))
+        finally:
+            self._records.abandon()
+
+    async def _settled(self, seconds: float) -> None:
+        """Return once no mission task and no record write is left, or after ``seconds``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while (remaining := deadline - loop.time()) > 0:
+            pending = [t for t in self._background if not t.done()] + self._records.pending()
+            if not pending:
+                return
+            await asyncio.wait(pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
 
     async def _run(
         self,
@@ -363,9 +381,7 @@ class AgentExecutor:
         except asyncio.CancelledError:
             # Waiting for the lock could take as long as another mission: record
             # in the background rather than hold the cancellation up.
-            task = asyncio.create_task(self._record_cancelled(session_id, lock, cancelled_record))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._records.start(session_id, cancelled_record, lock=lock, is_best_effort=True)
             raise
         try:
             try:
@@ -373,9 +389,7 @@ class AgentExecutor:
                 agent = self._agent(agent_type, stream_llm=on_event is not None)
                 outcome = await agent.run(mission, on_event=on_event)
             except asyncio.CancelledError:
-                write = asyncio.ensure_future(
-                    self._record_cancelled(session_id, None, cancelled_record)
-                )
+                write = self._records.start(session_id, cancelled_record, is_best_effort=True)
                 await self._await_record(write, "cancelled", is_cancelled=True)
                 raise
             result = ExecutionResult(
@@ -390,7 +404,7 @@ class AgentExecutor:
                 outcome.error_type,
             )
             record = {**cancelled_record, **record_fields(result)}
-            save = asyncio.ensure_future(self._append(session_id, record))
+            save = self._records.start(session_id, record)
             try:
                 # Once the agent is done its record is saved whole, even if cancelled meanwhile
                 # (then waited for at most RECORD_SECONDS: the mission ends as cancelled).
@@ -437,56 +451,12 @@ class AgentExecutor:
             )
         finally:
             if not write.done():
-                self._late.add(write)
-                write.add_done_callback(self._late.discard)
                 _LOG.warning(
                     "state.save.late",
                     category="state",
                     status=status,
                     waited_seconds=RECORD_SECONDS,
                 )
-
-    async def _append(self, session_id: str, record: dict[str, Any]) -> None:
-        """Append the record to the session's state; logs the save, any drop, any failure."""
-        started = time.perf_counter()
-        try:
-            saved = await self._state.append(session_id, {**record, "finished_at": now_iso()})
-        except Exception as exc:
-            _LOG.error(
-                "state.save.failed",
-                category="state",
-                error=f"{type(exc).__name__}: {exc}",
-                detail=getattr(exc, "detail", ""),
-                duration_ms=seconds_since(started) * 1000,
-            )
-            raise
-        _LOG.debug(
-            "state.saved",
-            category="state",
-            records=saved.records,
-            size_bytes=saved.size_bytes,
-            duration_ms=seconds_since(started) * 1000,
-        )
-        if saved.dropped:
-            _LOG.info(
-                "state.records.dropped",
-                category="state",
-                dropped=saved.dropped,
-                records=saved.records,
-                size_bytes=saved.size_bytes,
-            )
-
-    async def _record_cancelled(
-        self, session_id: str, lock: asyncio.Lock | None, record: dict[str, Any]
-    ) -> None:
-        """Record a cancelled mission, under ``lock`` unless the caller holds it; never raises."""
-        # Best-effort: the cancellation is what must propagate; _append logged any failure.
-        with contextlib.suppress(Exception):
-            if lock is None:
-                await self._append(session_id, record)
-            else:
-                async with lock:
-                    await self._append(session_id, record)
 
     def _agent(self, agent_type: AgentType, *, stream_llm: bool) -> Agent | LeanAgent:
         settings = self._agent_settings
