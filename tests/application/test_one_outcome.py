@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -481,6 +482,38 @@ class TestClosingWithRecordsUnderWay:
         assert not {"state.save.failed", "state.save.abandoned"} & set(events)
         (session,) = (tmp_path / "state").glob("*.json")
         assert '"status": "completed"' in session.read_text(encoding="utf-8")
+
+    async def test_a_cancelled_record_that_waits_for_its_session_is_written(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A mission cancelled while it waited for its session (another mission of it was
+        saving) records ``cancelled`` once that one is done: closing the container waits
+        for that write rather than cancel it, so both records land."""
+        from taskforce.application import executor as executor_module
+
+        monkeypatch.setattr(executor_module, "RECORD_SECONDS", 60.0)  # a hang guard
+        store = HeldStore(tmp_path / "state")
+        container = build_container(
+            Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "workspace"),
+            state_store=store,
+        )
+        executor = container.executor
+        with capture_logs() as logs:
+            first = asyncio.create_task(executor.execute_mission("say hi", session_id="one"))
+            await store.appending.wait()  # it holds the session while its record is held
+            second = asyncio.create_task(executor.execute_mission("say hi", session_id="one"))
+            for _ in range(20):  # turns of the loop: it waits for the session's lock
+                await asyncio.sleep(0)
+            second.cancel()
+            await asyncio.wait([second])
+            closing = asyncio.create_task(container.aclose())
+            for _ in range(20):  # turns of the loop for a close that would cancel that write
+                await asyncio.sleep(0)
+            store.released.set()
+            await asyncio.gather(first, closing)
+        assert "state.save.abandoned" not in [log["event"] for log in logs]
+        saved = json.loads((tmp_path / "state" / "one.json").read_text(encoding="utf-8"))
+        assert ["completed", "cancelled"] == [r["status"] for r in saved["missions"]]
 
     async def test_a_write_past_the_bound_is_given_up_and_logged(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
