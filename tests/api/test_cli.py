@@ -228,6 +228,35 @@ class TestRun:
         )
         assert not (tmp_path / "state").exists()  # no mission: nothing recorded
 
+    @pytest.mark.parametrize(("sent", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+    def test_a_stop_signal_while_the_container_is_built_says_no_mission_started(
+        self, tmp_path: Path, sent: signal.Signals, code: int
+    ) -> None:
+        """A signal while `run` builds its container (the event loop runs, no mission yet):
+        the one line says it stopped before the mission started, and nothing is recorded."""
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _SIGNAL_WHILE_LOADING,
+                sent.name,
+                "taskforce.application.container",
+                "run",
+                "say hi",
+            ],
+            env=_env(tmp_path),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert (code, "") == (proc.returncode, proc.stdout), proc.stderr
+        assert [f"taskforce: {sent.name}: stopped before the mission started"] == (
+            proc.stderr.splitlines()
+        )
+        assert [] == list((tmp_path / "state").glob("*.json"))  # no mission: nothing recorded
+
     def test_stream_stopped_while_its_result_is_saved_prints_that_result(
         self, tmp_path: Path
     ) -> None:

@@ -31,9 +31,20 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
+_NOT_STARTED = "stopped before the mission started"
+
 
 class _Terminated(BaseException):
     """SIGTERM came before ``run``'s event loop took it over; a BaseException, as Ctrl-C's is."""
+
+
+class _Run:
+    """How far ``run`` got: whether a stop signal found a mission to cancel."""
+
+    __slots__ = ("has_mission",)
+
+    def __init__(self) -> None:
+        self.has_mission = False
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
@@ -140,7 +151,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return serve(settings, args.host, args.port, resolve_workers(args.workers))
 
 
-async def _run_mission(args: argparse.Namespace, settings: Settings) -> int:
+async def _run_mission(args: argparse.Namespace, settings: Settings, run: _Run) -> int:
     import asyncio
 
     # SIGTERM ends the run like Ctrl-C does (asyncio.run cancels it on SIGINT), taken
@@ -159,6 +170,10 @@ async def _run_mission(args: argparse.Namespace, settings: Settings) -> int:
     check_directories(settings)
     has_tokens = False  # the answer already went out as it streamed
     async with build_container(settings) as container:
+        # From here a cancellation finds a mission: the executor starts it (logs it, will
+        # record it) before one can land (execute_mission before its first await, a
+        # stream's mission task before its consumer's first wait can end).
+        run.has_mission = True
         if args.stream:
             result, has_tokens = await _stream_mission(args, container.executor)
         else:
@@ -236,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = _command(args)
     except (KeyboardInterrupt, _Terminated) as exc:
         stopped_by = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
-        print(f"taskforce: {stopped_by.name}: stopped before the mission started", file=sys.stderr)
+        print(f"taskforce: {stopped_by.name}: {_NOT_STARTED}", file=sys.stderr)
         code = 128 + stopped_by
     sys.exit(code)
 
@@ -249,6 +264,7 @@ def _command(args: argparse.Namespace) -> int:
     from taskforce.config import load_settings
 
     is_quiet_run = args.command == "run" and not args.verbose
+    run = _Run()
     overrides: dict[str, Any] = {}
     if getattr(args, "metrics_port", None) is not None:
         overrides["metrics"] = {"port": args.metrics_port}
@@ -261,7 +277,7 @@ def _command(args: argparse.Namespace) -> int:
     try:
         if args.command == "serve":
             return _serve(args, settings)
-        return asyncio.run(_run_mission(args, settings))
+        return asyncio.run(_run_mission(args, settings, run))
     except (ConfigurationError, MissionError, StartupError) as exc:
         print(f"taskforce: {exc}", file=sys.stderr)
         return 2
@@ -278,7 +294,9 @@ def _command(args: argparse.Namespace) -> int:
         return 2
     except (KeyboardInterrupt, asyncio.CancelledError) as exc:
         # Only `run` gets here (serve drains on its signals): the mission was cancelled
-        # and recorded so. The shell's convention: 128 + the signal's number.
+        # and recorded so, or none had started yet (the container was still being built).
+        # The shell's convention: 128 + the signal's number.
         stopped_by = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
-        print(f"taskforce: {stopped_by.name}: the mission was cancelled", file=sys.stderr)
+        what = "the mission was cancelled" if run.has_mission else _NOT_STARTED
+        print(f"taskforce: {stopped_by.name}: {what}", file=sys.stderr)
         return 128 + stopped_by
