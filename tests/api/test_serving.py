@@ -174,9 +174,13 @@ class TestShutdownWithASlowStore:
         assert counted == missions_total(container)
         assert ["mission.cancelled"] == _mission_events(logs)
 
-    async def test_a_record_saved_while_cancelled_is_the_answer(self, settings: Settings) -> None:
+    @pytest.mark.parametrize("route", ["/api/v1/execute", "/api/v1/execute/stream"])
+    async def test_a_record_saved_while_cancelled_is_the_answer(
+        self, settings: Settings, route: str
+    ) -> None:
         """The shutdown cancels a request whose mission is saving its result: the save ends
-        within the bound, and the answer is that result, as the metrics and the log say."""
+        within the bound, and the answer is that result (a stream's last event), as the
+        metrics, the log and the record say."""
         store = HeldStore(settings.state_dir)
         container = build_container(settings, state_store=store)
         async with (
@@ -184,7 +188,7 @@ class TestShutdownWithASlowStore:
             httpx.AsyncClient(base_url=running.url, timeout=30) as client,
         ):
             body = {"mission": FAST_MISSION, "session_id": "saving"}
-            request = asyncio.create_task(client.post("/api/v1/execute", json=body))
+            request = asyncio.create_task(client.post(route, json=body))
             await store.appending.wait()  # the mission ended; its record is being written
             with structlog.testing.capture_logs() as logs:
                 running.server.should_exit = True
@@ -195,7 +199,13 @@ class TestShutdownWithASlowStore:
                 response = await request
             await container.aclose()
         assert 200 == response.status_code
-        assert "completed" == response.json()["status"]
+        if route.endswith("/stream"):
+            events = parse_sse(response.text)
+            (last_kind, last), *_ = reversed(events)
+            assert ("result", "completed") == (last_kind, last["result"]["status"])
+            assert "error" not in [kind for kind, _ in events]
+        else:
+            assert "completed" == response.json()["status"]
         assert {("lean", "completed"): 1.0} == {
             k: v for k, v in missions_total(container).items() if v
         }
@@ -242,41 +252,6 @@ class TestShutdownAfterTheClientLeft:
         assert {("lean", "cancelled"): 1.0} == {
             k: v for k, v in missions_total(container).items() if v
         }
-
-
-@pytest.mark.integration
-class TestStreamSavingAtShutdown:
-    async def test_the_stream_ends_with_the_result_its_mission_saved(
-        self, settings: Settings
-    ) -> None:
-        """The shutdown cancels a stream whose mission is saving its result: the save ends
-        within the bound, and the stream's last event is that ``result``, as the metrics,
-        the log and the record say (``/execute`` answers with it too)."""
-        store = HeldStore(settings.state_dir)
-        container = build_container(settings, state_store=store)
-        async with (
-            _serving(settings, container) as running,
-            httpx.AsyncClient(base_url=running.url, timeout=30) as client,
-        ):
-            body = {"mission": FAST_MISSION, "session_id": "streamed"}
-            request = asyncio.create_task(client.post("/api/v1/execute/stream", json=body))
-            await store.appending.wait()  # the mission ended; its record is being written
-            with structlog.testing.capture_logs() as logs:
-                running.server.should_exit = True
-                await _until_logged(logs, "server.requests.cancelled")
-                store.released.set()
-                await asyncio.wait_for(running.task, timeout=20)
-                response = await request
-            await container.aclose()
-        assert 200 == response.status_code
-        (last_kind, last), *_ = reversed(parse_sse(response.text))
-        assert ("result", "completed") == (last_kind, last["result"]["status"])
-        assert "error" not in [kind for kind, _ in parse_sse(response.text)]
-        assert ["mission.completed"] == _mission_events(logs)
-        assert {("lean", "completed"): 1.0} == {
-            k: v for k, v in missions_total(container).items() if v
-        }
-        assert ["completed"] == [r["status"] for r in _records(settings.state_dir, "streamed")]
 
 
 @pytest.mark.integration

@@ -410,6 +410,19 @@ class TestStreamCancelledWhileRecording:
         assert f'"status": "{status}"' in session.read_text(encoding="utf-8")
 
 
+def _held_container(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[HeldStore, Container]:
+    """A container on a held store, its missions waiting at most 0.05 s for their record."""
+    from taskforce.application import executor as executor_module
+
+    monkeypatch.setattr(executor_module, "RECORD_SECONDS", 0.05)
+    store = HeldStore(tmp_path / "state")
+    container = build_container(
+        Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "workspace"),
+        state_store=store,
+    )
+    return store, container
+
+
 class TestCancelledWhileRecordingPastTheBound:
     async def test_the_mission_ends_cancelled_everywhere(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -417,14 +430,7 @@ class TestCancelledWhileRecordingPastTheBound:
         """Cancelled while its result's record is written by a store slower than
         RECORD_SECONDS: the mission stops waiting and ends cancelled, in what the caller
         gets, the log and the metrics, once each; the write goes on and lands later."""
-        from taskforce.application import executor as executor_module
-
-        monkeypatch.setattr(executor_module, "RECORD_SECONDS", 0.05)
-        store = HeldStore(tmp_path / "state")
-        container = build_container(
-            Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "workspace"),
-            state_store=store,
-        )
+        store, container = _held_container(tmp_path, monkeypatch)
         with capture_logs() as logs:
             mission = asyncio.create_task(container.executor.execute_mission("say hi", "lean"))
             await store.appending.wait()  # the agent is done; its record is being written
@@ -460,12 +466,7 @@ class TestClosingWithRecordsUnderWay:
         so the record lands, as the log line said it might."""
         from taskforce.application import executor as executor_module
 
-        monkeypatch.setattr(executor_module, "RECORD_SECONDS", 0.05)
-        store = HeldStore(tmp_path / "state")
-        container = build_container(
-            Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "workspace"),
-            state_store=store,
-        )
+        store, container = _held_container(tmp_path, monkeypatch)
         with capture_logs() as logs:
             mission = asyncio.create_task(container.executor.execute_mission("say hi", "lean"))
             await store.appending.wait()  # the agent is done; its record is being written
@@ -520,14 +521,7 @@ class TestClosingWithRecordsUnderWay:
     ) -> None:
         """A write still under way when closing has waited RECORD_SECONDS is given up:
         cancelled, and logged state.save.abandoned with its session, mission and status."""
-        from taskforce.application import executor as executor_module
-
-        monkeypatch.setattr(executor_module, "RECORD_SECONDS", 0.05)
-        store = HeldStore(tmp_path / "state")  # never released
-        container = build_container(
-            Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "workspace"),
-            state_store=store,
-        )
+        store, container = _held_container(tmp_path, monkeypatch)  # never released
         with capture_logs() as logs:
             mission = asyncio.create_task(
                 container.executor.execute_mission(
