@@ -250,10 +250,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         code = _command(args)
     except (KeyboardInterrupt, _Terminated) as exc:
-        stopped_by = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
-        print(f"taskforce: {stopped_by.name}: {_NOT_STARTED}", file=sys.stderr)
-        code = 128 + stopped_by
+        code = _stopped(exc, _NOT_STARTED)
     sys.exit(code)
+
+
+def _stopped(exc: BaseException, what: str) -> int:
+    """Say that a stop signal ended ``run`` and ``what`` it found; return 128 + the signal.
+
+    ``exc`` is how the signal arrived: ``KeyboardInterrupt`` for SIGINT (Ctrl-C), else
+    SIGTERM (``_Terminated`` before the event loop, a cancellation within it).
+    """
+    stopped_by = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
+    print(f"taskforce: {stopped_by.name}: {what}", file=sys.stderr)
+    return 128 + stopped_by
 
 
 def _command(args: argparse.Namespace) -> int:
@@ -296,7 +305,4 @@ def _command(args: argparse.Namespace) -> int:
         # Only `run` gets here (serve drains on its signals): the mission was cancelled
         # and recorded so, or none had started yet (the container was still being built).
         # The shell's convention: 128 + the signal's number.
-        stopped_by = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
-        what = "the mission was cancelled" if run.has_mission else _NOT_STARTED
-        print(f"taskforce: {stopped_by.name}: {what}", file=sys.stderr)
-        return 128 + stopped_by
+        return _stopped(exc, "the mission was cancelled" if run.has_mission else _NOT_STARTED)

@@ -79,6 +79,29 @@ def _chunks(text: str) -> list[dict[str, Any]]:
     return [{**base, "choices": [delta]} for delta in deltas]
 
 
+def _hello_events() -> list[bytes]:
+    """The server-sent events of a streamed answer ``hello`` (no ``[DONE]``)."""
+    return [b"data: " + json.dumps(c).encode() + b"\n\n" for c in _chunks("hello")]
+
+
+async def _assert_gzip_stream_says_hello(pieces: list[bytes], *, pause: float) -> None:
+    """Stream a gzip body sent as ``pieces`` (one chunk each): the answer is ``hello``, whole.
+
+    No retries: a first attempt that failed must not be hidden by a second.
+    """
+    head = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+        b"content-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    async with (
+        RawUpstream([head, *chunked(pieces)], pause=pause) as upstream,
+        OpenAICompatibleProvider("m", upstream.base_url, max_retries=0) as provider,
+    ):
+        got = [chunk async for chunk in provider.stream(_mission("hi"))]
+    assert "hello" == "".join(c.get("content", "") for c in got)
+    assert True is got[-1]["done"]
+
+
 def _mission(text: str) -> list[Any]:
     return [{"role": "user", "content": MISSION_PREFIX + text}]
 
@@ -791,42 +814,21 @@ class TestResponseSize:
     async def test_a_compressed_stream_whose_end_comes_late_is_whole(self) -> None:
         """A gzip stream flushed per event, its trailer after [DONE]: the SDK reads the rest
         of the body again after the end, and the decoding carries on where it stopped."""
-        events = [b"data: " + json.dumps(c).encode() + b"\n\n" for c in _chunks("hello")]
         packer = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
-        pieces = [packer.compress(e) + packer.flush(zlib.Z_SYNC_FLUSH) for e in events]
+        pieces = [packer.compress(e) + packer.flush(zlib.Z_SYNC_FLUSH) for e in _hello_events()]
         pieces.append(packer.compress(b"data: [DONE]\n\n") + packer.flush(zlib.Z_SYNC_FLUSH))
         pieces.append(packer.flush())  # the gzip trailer, a moment later
-        head = (
-            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-            b"content-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n"
-        )
-        async with (
-            RawUpstream([head, *chunked(pieces)], pause=0.02) as upstream,
-            OpenAICompatibleProvider("m", upstream.base_url) as provider,
-        ):
-            got = [chunk async for chunk in provider.stream(_mission("hi"))]
-        assert "hello" == "".join(c.get("content", "") for c in got)
-        assert True is got[-1]["done"]
+        await _assert_gzip_stream_says_hello(pieces, pause=0.02)
 
     async def test_a_gzip_stream_whose_last_member_starts_in_the_read_of_done_is_whole(
         self,
     ) -> None:
         """A member ends with [DONE] and the next (empty) one starts in the same read: the
         SDK stops there and reads the rest anew; the start it left undecoded is not lost."""
-        events = [b"data: " + json.dumps(c).encode() + b"\n\n" for c in _chunks("hello")]
+        events = _hello_events()
         body = gzip.compress(b"".join([*events, b"data: [DONE]\n\n"])) + gzip.compress(b"")
         cut = len(body) - 15  # five bytes into the empty member's header
-        head = (
-            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-            b"content-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n"
-        )
-        async with (
-            RawUpstream([head, *chunked([body[:cut], body[cut:]])], pause=0.02) as upstream,
-            OpenAICompatibleProvider("m", upstream.base_url, max_retries=0) as provider,
-        ):
-            got = [chunk async for chunk in provider.stream(_mission("hi"))]
-        assert "hello" == "".join(c.get("content", "") for c in got)
-        assert True is got[-1]["done"]
+        await _assert_gzip_stream_says_hello([body[:cut], body[cut:]], pause=0.02)
 
     @pytest.mark.parametrize(
         "body",
@@ -860,19 +862,8 @@ class TestResponseSize:
 
     async def test_a_gzip_stream_of_one_member_per_event_is_read_whole(self) -> None:
         """A proxy that compresses each event as a member of its own: every event is read."""
-        events = [b"data: " + json.dumps(c).encode() + b"\n\n" for c in _chunks("hello")]
-        members = [gzip.compress(e) for e in [*events, b"data: [DONE]\n\n"]]
-        head = (
-            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-            b"content-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n"
-        )
-        async with (
-            RawUpstream([head, *chunked(members)], pause=0.01) as upstream,
-            OpenAICompatibleProvider("m", upstream.base_url) as provider,
-        ):
-            got = [chunk async for chunk in provider.stream(_mission("hi"))]
-        assert "hello" == "".join(c.get("content", "") for c in got)
-        assert True is got[-1]["done"]
+        members = [gzip.compress(e) for e in [*_hello_events(), b"data: [DONE]\n\n"]]
+        await _assert_gzip_stream_says_hello(members, pause=0.01)
 
     @pytest.mark.parametrize(
         ("encoding", "body"),

@@ -175,7 +175,7 @@ class _CappedBody(_HTTP.AsyncByteStream):  # type: ignore[misc]  # the SDK's HTT
             if chunk and self._coding:
                 self._wire += len(chunk)
                 if self._wire > self._limit:
-                    self._over_on_the_wire()
+                    self._stop(_TooLarge(self._limit))
                     return
 
     def _decoded(self, chunk: bytes, *, end: bool = False) -> Iterator[bytes]:
@@ -204,7 +204,7 @@ class _CappedBody(_HTTP.AsyncByteStream):  # type: ignore[misc]  # the SDK's HTT
                 try:
                     out = self._inflater.decompress(self._pending, room)
                 except zlib.error:
-                    self._broken()
+                    self._stop(self._broken_encoding())
                     return
                 self._is_full = len(out) == room
                 # what follows a member's end is kept apart from the input not yet inflated
@@ -212,31 +212,25 @@ class _CappedBody(_HTTP.AsyncByteStream):  # type: ignore[misc]  # the SDK's HTT
                 self._pending = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
             self._seen += len(out)
             if self._seen > self._limit:
-                self._done = True
-                self._pending, self._is_full = b"", False
-                if self._strict:
-                    raise _TooLarge(self._limit)
+                self._stop(_TooLarge(self._limit))
                 out = out[: len(out) - (self._seen - self._limit)]
             if out:
                 yield out
         if end and self._inflater is not None and not self._inflater.eof:
             # The body ends inside a member: one cut short, or bytes after the last
             # member too few for zlib to tell that they begin none (``\n``, ``\x1f``).
-            self._broken()
+            self._stop(self._broken_encoding())
 
-    def _over_on_the_wire(self) -> None:
-        """Stop a compressed body that is longer than the limit as it comes."""
+    def _stop(self, error: _InvalidResponse) -> None:
+        """Read no further: an answer raises ``error``, an error body is cut here quietly."""
         self._done = True
         self._pending, self._is_full = b"", False
         if self._strict:
-            raise _TooLarge(self._limit)
+            raise error from None
 
-    def _broken(self) -> None:
-        """Stop at a broken encoding; an answer's raises, an error body's is cut there."""
-        self._done = True
-        self._pending, self._is_full = b"", False
-        if self._strict:
-            raise _InvalidResponse(f"the answer's {self._coding} encoding is broken") from None
+    def _broken_encoding(self) -> _InvalidResponse:
+        """What an answer whose encoding is broken fails with."""
+        return _InvalidResponse(f"the answer's {self._coding} encoding is broken")
 
     def _next_member(self, rest: bytes) -> bytes:
         """Start on what follows a finished member; return the part left to inflate."""
