@@ -22,7 +22,7 @@ from taskforce.core.domain.prompts import FINAL_STEP_DESCRIPTION, MISSION_PREFIX
 from taskforce.core.interfaces import StreamingLLMProviderProtocol
 from taskforce.errors import LLMProviderError
 from taskforce.infrastructure.llm import OpenAICompatibleProvider
-from taskforce.infrastructure.llm._openai import _CappedBody, _TooLarge
+from taskforce.infrastructure.llm._openai_http import _CappedBody, _TooLarge
 from tests.support.fake_openai import FakeOpenAIServer
 from tests.support.raw_upstream import RawUpstream, chunked, raw_response
 from tests.support.trickle_server import COMPLETION_BODY, TrickleServer, sse_body

@@ -1,0 +1,99 @@
+"""The chat completion in the SDK's types: a call's parameters out, the model's answer in.
+
+Builds a call's parameters besides its messages, and reads the answer out of the SDK's
+objects: a completion's result, its tool calls with decoded arguments, and usage. A
+whole completion and an assembled stream decode tool calls and usage here alike.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, cast
+
+from openai.types import CompletionUsage
+from openai.types.chat import (
+    ChatCompletion,
+    ChatCompletionToolChoiceOptionParam,
+    ChatCompletionToolUnionParam,
+)
+
+from taskforce.core.interfaces.llm import LLMResult, ToolCall, ToolSchema, Usage
+from taskforce.infrastructure.llm._openai_errors import _InvalidResponse
+
+__all__ = ["_answer", "_decoded_call", "_extra", "_usage"]
+
+
+def _decoded_call(call_id: str, name: str, raw_arguments: str | None) -> ToolCall:
+    """Return a tool call with its JSON arguments decoded.
+
+    Raises:
+        _InvalidResponse: the arguments are not a JSON object.
+    """
+    try:
+        arguments = json.loads(raw_arguments or "{}")
+    except json.JSONDecodeError as exc:
+        raise _InvalidResponse(
+            f"tool call {name!r} has arguments that are not JSON ({exc.msg})"
+        ) from exc
+    if not isinstance(arguments, dict):
+        raise _InvalidResponse(f"tool call {name!r} has arguments that are not a JSON object")
+    return {"id": call_id, "name": name, "arguments": arguments}
+
+
+def _usage(usage: CompletionUsage | None) -> Usage | None:
+    if usage is None:
+        return None
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def _answer(response: ChatCompletion, model: str, *, with_tool_calls: bool) -> LLMResult:
+    """Return the successful result a chat completion holds, without its attempts.
+
+    Args:
+        response: the completion, as the SDK decoded it.
+        model: the model the result names.
+        with_tool_calls: whether to decode the message's tool calls into ``tool_calls``.
+
+    Returns:
+        ``{"success": True, "content": ..., "model": ...}``, with ``tool_calls`` when
+        asked for and ``usage`` when the server reported it.
+
+    Raises:
+        _InvalidResponse: the completion holds no choices, a tool call of a type other
+            than ``function``, or tool arguments that are not a JSON object.
+        AttributeError: a field the SDK does not check is null (as may ``TypeError``
+            or ``ValueError``).
+    """
+    if not response.choices:
+        raise _InvalidResponse("the response holds no choices")
+    message = response.choices[0].message
+    result: LLMResult = {"success": True, "content": message.content, "model": model}
+    if with_tool_calls:
+        calls: list[ToolCall] = []
+        for raw in message.tool_calls or []:
+            if raw.type != "function":
+                raise _InvalidResponse(f"unsupported tool call type {raw.type!r}")
+            name = raw.function.name
+            calls.append(_decoded_call(raw.id, name, raw.function.arguments))
+        result["tool_calls"] = calls
+    usage = _usage(response.usage)
+    if usage is not None:
+        result["usage"] = usage
+    return result
+
+
+def _extra(
+    kwargs: dict[str, Any], tools: Sequence[ToolSchema] | None, tool_choice: str | None
+) -> dict[str, Any]:
+    """The ``chat.completions.create`` parameters of a call, besides messages and model."""
+    extra: dict[str, Any] = dict(kwargs)
+    if tools:
+        extra["tools"] = cast("list[ChatCompletionToolUnionParam]", list(tools))
+    if tool_choice is not None:
+        extra["tool_choice"] = cast("ChatCompletionToolChoiceOptionParam", tool_choice)
+    return extra

@@ -1,0 +1,283 @@
+"""What a failed call of the OpenAI-compatible provider is, and how it is reported.
+
+Its LLM error type (``_classify``), the wait its ``Retry-After`` asks for, and the
+failed result or raised error that reports it (``_Failures``), whose message says in
+plain words on one line what failed: a status with the server's own reason, cut short
+after the API key is masked, and no character a terminal or UTF-8 cannot show.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeGuard
+
+import httpx
+import openai
+
+from taskforce.core.interfaces.llm import (
+    RETRYABLE_LLM_ERROR_TYPES,
+    LLMAttempt,
+    LLMErrorType,
+    LLMResult,
+    llm_error_type_of_status,
+)
+from taskforce.errors import LLMProviderError
+from taskforce.infrastructure.llm._openai_errors import _InvalidResponse, _StreamCut
+from taskforce.infrastructure.llm._openai_http import _HTTP
+
+__all__ = ["_Failures", "_classify", "_is_in_stream_error", "_retry_after", "_wait_asked"]
+
+
+# The HTTP errors of httpx and of the library the SDK is built on (the same, or a successor).
+_TIMEOUTS = (TimeoutError, openai.APITimeoutError, httpx.TimeoutException, _HTTP.TimeoutException)
+_TRANSPORT = (openai.APIConnectionError, _StreamCut, httpx.TransportError, _HTTP.TransportError)
+_UNUSABLE = (
+    _InvalidResponse,
+    openai.APIResponseValidationError,
+    httpx.DecodingError,
+    _HTTP.DecodingError,
+    ValueError,  # the JSON the SDK cannot decode (a JSONDecodeError)
+)
+_HTTP_ERRORS = (openai.OpenAIError, httpx.HTTPError, _HTTP.HTTPError)
+
+
+def _unwrapped(exc: Exception) -> Exception:
+    """What the SDK's ``APIConnectionError`` wraps, when it is an unusable answer.
+
+    The SDK wraps whatever its client raised while reading (our limit, a broken
+    encoding) as a connection error, which another attempt would not cure.
+    """
+    cause = exc.__cause__
+    if isinstance(exc, openai.APIConnectionError) and isinstance(cause, _UNUSABLE):
+        return cause
+    return exc
+
+
+def _is_in_stream_error(exc: BaseException) -> TypeGuard[openai.APIError]:
+    """Whether ``exc`` is the SDK's report of an error object inside a 2xx stream."""
+    return isinstance(exc, openai.APIError) and not isinstance(
+        exc, openai.APIStatusError | openai.APIConnectionError | openai.APIResponseValidationError
+    )
+
+
+def _in_stream_error_type(body: object) -> LLMErrorType:
+    """The error type of an error object a server sent inside a 2xx stream.
+
+    Compatible servers report a rate limit or an overload that way (``{"error": {"code":
+    429, ...}}``); read like the HTTP status or type it names, else ``other``.
+    """
+    if not isinstance(body, Mapping):
+        return "other"
+    code, kind = body.get("code"), str(body.get("type") or "").lower()
+    text = code if isinstance(code, str) else ""
+    # isdecimal and short: "²" is a digit but no number, and huge ones cannot be int()ed
+    status = code if type(code) is int else int(text) if text.isdecimal() and len(text) <= 3 else 0
+    if 400 <= status < 600:
+        return llm_error_type_of_status(status)
+    named = f"{kind} {text}".lower()
+    if "rate_limit" in named or "rate limit" in named:
+        return "rate_limit"
+    if any(word in named for word in ("server_error", "overloaded", "unavailable")):
+        return "server_error"
+    return "other"
+
+
+def _classify(exc: Exception) -> LLMErrorType | None:
+    """Name the LLM error type of an SDK, HTTP or deadline failure; ``None`` for anything else."""
+    exc = _unwrapped(exc)
+    if isinstance(exc, _TIMEOUTS):
+        return "timeout"
+    if isinstance(exc, openai.APIStatusError):
+        return llm_error_type_of_status(exc.status_code)
+    if isinstance(exc, _TRANSPORT):
+        return "connection"
+    if isinstance(exc, _UNUSABLE):
+        return "invalid_response"
+    if _is_in_stream_error(exc):
+        return _in_stream_error_type(exc.body)
+    if isinstance(exc, _HTTP_ERRORS):
+        return "other"
+    return None
+
+
+def _retry_after(exc: Exception) -> float | None:
+    """The wait a failed response asks for in ``Retry-After``: seconds or an HTTP date."""
+    if not isinstance(exc, openai.APIStatusError):
+        return None
+    return _wait_asked(exc.response.headers)
+
+
+def _wait_asked(headers: Any) -> float | None:
+    """The wait in a response's ``Retry-After`` header: seconds or an HTTP date, if any."""
+    hint = headers.get("retry-after", "").strip()
+    try:
+        seconds = float(hint)
+    except ValueError:  # absent, or an HTTP date
+        try:
+            seconds = (parsedate_to_datetime(hint) - datetime.now(UTC)).total_seconds()
+        except (TypeError, ValueError, OverflowError):  # absent or unreadable: our own backoff
+            return None
+        # a date already past asks for no wait beyond the backoff
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+#: The most characters of a server's own reason that a message quotes.
+_REASON_CHARS = 200
+#: What a message must not carry from a server's text: control characters (an ANSI
+#: escape, NUL), bidi overrides that make a terminal show text reversed, and lone
+#: surrogates (``"\ud83d"`` in JSON), which UTF-8 cannot encode (a log line, a session).
+_UNPRINTABLE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+
+
+def _plain(text: str) -> str:
+    """``text`` on one line, each character that must not be shown replaced by U+FFFD."""
+    return _UNPRINTABLE.sub("\ufffd", " ".join(text.split()))
+
+
+def _said(body: object) -> str:
+    """The text an error (the SDK's ``body``: a JSON body's ``error``, or all of it) gives.
+
+    Its ``message``; the error itself when it is text (``{"error": "..."}``); or FastAPI's
+    ``detail``, a text or a list of problems, each with its ``msg``.
+    """
+    if isinstance(body, str):
+        return body
+    if not isinstance(body, Mapping):
+        return ""
+    message, detail = body.get("message"), body.get("detail")
+    if isinstance(message, str):
+        return message
+    if isinstance(detail, list):
+        said = [item.get("msg") for item in detail if isinstance(item, Mapping)]
+        return "; ".join(msg for msg in said if isinstance(msg, str))
+    return detail if isinstance(detail, str) else ""
+
+
+def _reason(body: object, redact: Callable[[str], str]) -> str:
+    """The server's own reason in an error body, on one line and short.
+
+    ``redact`` runs on the whole text before it is cut: a secret the cut went through
+    would no longer match, and its first part would be quoted.
+    """
+    text = _plain(redact(_said(body)))
+    return text if len(text) <= _REASON_CHARS else f"{text[: _REASON_CHARS - 3]}..."
+
+
+def _status_text(exc: openai.APIStatusError, redact: Callable[[str], str]) -> str:
+    """Say what an error status answered: ``HTTP 429 Too Many Requests: <its reason>``."""
+    status = f"HTTP {exc.status_code} {httpx.codes.get_reason_phrase(exc.status_code)}".rstrip()
+    body = exc.body
+    if isinstance(body, str) and body == exc.response.text.strip():
+        body = None  # no JSON: the SDK hands on the text itself (a page), which is not quoted
+    reason = _reason(body, redact)
+    return f"{status}: {reason}" if reason else status
+
+
+#: A code an in-stream error may be named by: a status, or a name (``rate_limit_exceeded``).
+_ERROR_CODE = re.compile(r"[\w.-]{1,40}", re.ASCII)
+
+
+def _in_stream_text(exc: openai.APIError, redact: Callable[[str], str]) -> str:
+    """Say what an error object inside a 2xx stream reported: its code and its reason."""
+    code = exc.body.get("code") if isinstance(exc.body, Mapping) else None
+    if isinstance(code, int) and not isinstance(code, bool) and 0 <= code < 1000:
+        code = str(code)
+    text = "the stream carried an error"
+    if isinstance(code, str) and _ERROR_CODE.fullmatch(code):
+        text = f"{text} ({code})"
+    reason = _reason(exc.body, redact)
+    return f"{text}: {reason}" if reason else text
+
+
+@dataclass(frozen=True)
+class _Failures:
+    """How one provider reports a failure: as a failed result, or as an error to raise.
+
+    Both say the words of :meth:`describe`, the API key masked, on one line.
+    """
+
+    #: The provider's name, set on each error it raises.
+    provider: str
+    #: Masks the provider's API key in a text (a server may quote it back); out of the
+    #: repr, which must never come near the key.
+    redact: Callable[[str], str] = field(repr=False)
+    #: The deadline of one attempt (``llm.timeout_seconds``), named when it ran out.
+    timeout: float
+
+    def describe(self, exc: Exception, error_type: LLMErrorType) -> str:
+        """Say in plain words what failed: the one message of the result, log line and error.
+
+        No SDK or HTTP class name: a status says its number, name and the server's own
+        reason; an error object in a stream, its code and reason; anything else its text.
+        """
+        exc = _unwrapped(exc)
+        if isinstance(exc, _InvalidResponse | _StreamCut):
+            return str(exc)  # our own words
+        if isinstance(exc, openai.APIStatusError):
+            return _status_text(exc, self.redact)
+        if _is_in_stream_error(exc):
+            return _in_stream_text(exc, self.redact)
+        text = " ".join(str(exc).split())
+        if isinstance(exc, TimeoutError) and not text:
+            # A deadline's TimeoutError has no message: say which limit ran out.
+            return f"no complete answer within {self.timeout:g} s (llm.timeout_seconds)"
+        if isinstance(exc, _UNUSABLE):  # a decoder's words (a JSON error) need their subject
+            return f"the answer cannot be read ({text})" if text else "the answer cannot be read"
+        return text or f"the request failed ({error_type})"
+
+    def result(
+        self, error: str, error_type: LLMErrorType, model: str, attempts: list[LLMAttempt]
+    ) -> LLMResult:
+        """Return the failed result of a call.
+
+        Args:
+            error: what failed, in words; masked and put on one line here.
+            error_type: the LLM error type of the failure.
+            model: the model the result names.
+            attempts: the report of every attempt made.
+
+        Returns:
+            ``{"success": False, "error": ..., "error_type": ..., "model": ...,
+            "attempts": ...}``.
+        """
+        return {
+            "success": False,
+            "error": _plain(self.redact(error)),
+            "error_type": error_type,
+            "model": model,
+            "attempts": attempts,
+        }
+
+    def error(
+        self, exc: Exception, error_type: LLMErrorType, attempts: list[LLMAttempt]
+    ) -> LLMProviderError:
+        """Return the error to raise for a failed stream, which ``exc`` ended.
+
+        Args:
+            exc: the failure, described by :meth:`describe`.
+            error_type: the LLM error type of the failure.
+            attempts: the report of every attempt made.
+
+        Returns:
+            An :class:`~taskforce.errors.LLMProviderError`, retryable when its type is,
+            its ``provider`` set.
+        """
+        message = _plain(self.redact(self.describe(exc, error_type)))
+        error = LLMProviderError(
+            message,
+            retryable=error_type in RETRYABLE_LLM_ERROR_TYPES,
+            error_type=error_type,
+            attempts=attempts,
+        )
+        # Named after the message is built, not in it (``openai: ...``): a failed stream
+        # says what a failed complete() returns, in the mission's error and log alike.
+        error.provider = self.provider
+        return error

@@ -1,0 +1,176 @@
+"""Reading the chunks of a streamed chat completion for the OpenAI-compatible provider.
+
+Tells a chunk that carries an answer from a role-only chunk or a keep-alive, the
+stream's end from ``data: null``, and assembles text deltas, tool call deltas and
+usage into what the stream's last chunk reports.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from openai.types.chat import ChatCompletionChunk
+
+from taskforce.core.interfaces.llm import LLMAttempt, StreamChunk, ToolCall, Usage
+from taskforce.infrastructure.llm._openai_chat import _decoded_call, _usage
+from taskforce.infrastructure.llm._openai_errors import _InvalidResponse
+
+__all__ = ["_End", "_StreamState", "_json_kind", "_opening"]
+
+
+class _End(enum.Enum):
+    """The end of a stream, told apart from ``None``: what the SDK makes of ``data: null``."""
+
+    END = enum.auto()
+
+
+def _json_kind(value: object) -> str:
+    """Name the kind of a JSON value that is not an object, for a message."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array" if isinstance(value, list) else "of another kind"
+
+
+def _carries(chunk: ChatCompletionChunk | _End) -> bool:
+    """Whether a streamed chunk is (part of) an answer: text, a tool call, an end, usage.
+
+    The stream's end, an event that is not an object (the SDK passes on whatever JSON
+    an event holds) and a chunk too malformed to tell count as carrying: reading stops
+    there, and what follows judges them.
+    """
+    if not isinstance(chunk, ChatCompletionChunk):
+        return True
+    try:
+        return chunk.usage is not None or any(
+            c.finish_reason
+            or c.delta.content
+            or c.delta.tool_calls
+            or c.delta.refusal
+            # a reasoning model's thinking (an extra field of the delta): output, billed
+            or getattr(c.delta, "reasoning_content", None)
+            or getattr(c.delta, "reasoning", None)
+            for c in chunk.choices or ()
+        )
+    except AttributeError:  # not a chunk, a choice without a delta: for the caller to refuse
+        return True
+
+
+async def _opening(
+    chunks: AsyncIterator[Any], headers: Any, redact: Callable[[str], str]
+) -> list[ChatCompletionChunk | _End]:
+    """Read a stream up to its first chunk that carries something (:func:`_carries`).
+
+    The role-only chunk a server sends first, or a keep-alive, is no answer yet. Of
+    the chunks before the first that carries, only the last is kept (it names the
+    model): a long run of them (a reasoning phase) must not pile up in memory.
+
+    Args:
+        chunks: the stream's chunks, as the SDK hands them on.
+        headers: the response's headers, whose content type a refusal names.
+        redact: masks the API key in that content type.
+
+    Returns:
+        The chunk that carries something (or the stream's end), after the last chunk
+        before it, if any.
+
+    Raises:
+        _InvalidResponse: the stream ended before its first event.
+    """
+    held: list[ChatCompletionChunk | _End] = []
+    while not held or not _carries(held[-1]):
+        held = [*held[-1:], await anext(chunks, _End.END)]
+    if held == [_End.END]:
+        # A JSON body, an error page, nothing: no server-sent event at all.
+        content_type = headers.get("content-type", "none")
+        content_type = redact(content_type)[:60]  # redacted, then cut
+        raise _InvalidResponse(
+            f"the stream request was answered without server-sent events "
+            f"(content-type {content_type!r})"
+        )
+    return held
+
+
+@dataclass
+class _StreamedCall:
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _StreamState:
+    """What a stream has told so far, besides its text: model, usage, tool call deltas."""
+
+    model: str
+    usage: Usage | None = None
+    calls: dict[int, _StreamedCall] = field(default_factory=dict)
+    # A finish_reason (or the usage, which comes after it) was read: the answer is whole.
+    finished: bool = False
+
+    def add(self, chunk: ChatCompletionChunk) -> list[str]:
+        """Take in one chunk; return its text deltas."""
+        self.model = chunk.model or self.model
+        self.usage = _usage(chunk.usage) or self.usage
+        if chunk.usage is not None:
+            self.finished = True
+        texts: list[str] = []
+        # no choices at all: a keep-alive some servers send (``data: {}``), nothing to add
+        for choice in chunk.choices or ():
+            if choice.finish_reason:
+                self.finished = True
+            delta = choice.delta
+            if delta.content:
+                texts.append(delta.content)
+            for part in delta.tool_calls or ():
+                call = self.calls.setdefault(part.index, _StreamedCall())
+                call.id = part.id or call.id
+                if part.function is not None:
+                    # The name comes whole (once, or repeated by some servers); arguments in pieces.
+                    call.name = part.function.name or call.name
+                    if part.function.arguments:
+                        call.arguments.append(part.function.arguments)
+        return texts
+
+    def tool_calls(self) -> list[ToolCall]:
+        """Return the assembled tool calls, in index order.
+
+        Raises:
+            _InvalidResponse: a call has no name or arguments that are not a JSON object.
+        """
+        calls: list[ToolCall] = []
+        for index in sorted(self.calls):
+            call = self.calls[index]
+            if not call.name:
+                raise _InvalidResponse(f"streamed tool call {index} has no name")
+            call_id = call.id or f"call_{index}"
+            calls.append(_decoded_call(call_id, call.name, "".join(call.arguments)))
+        return calls
+
+    def last_chunk(
+        self, attempts: list[LLMAttempt], tool_calls: list[ToolCall] | None
+    ) -> StreamChunk:
+        """Return the stream's last chunk: done, with its model, usage and attempts.
+
+        Args:
+            attempts: the report of every attempt made.
+            tool_calls: the assembled tool calls; ``None`` when the call offered no tools.
+
+        Returns:
+            ``{"done": True, "model": ..., "attempts": ...}``, with ``tool_calls`` unless
+            ``None`` and ``usage`` when the server reported it.
+        """
+        done: StreamChunk = {"done": True, "model": self.model, "attempts": attempts}
+        if tool_calls is not None:
+            done["tool_calls"] = tool_calls
+        if self.usage is not None:
+            done["usage"] = self.usage
+        return done
