@@ -115,16 +115,20 @@ def _retry_after(exc: Exception) -> float | None:
 def _wait_asked(headers: Any) -> float | None:
     """The wait in a response's ``Retry-After`` header: seconds or an HTTP date, if any."""
     hint = headers.get("retry-after", "").strip()
-    try:
+    if _DELAY_SECONDS.fullmatch(hint):
         seconds = float(hint)
-    except ValueError:  # absent, or an HTTP date
-        try:
-            seconds = (parsedate_to_datetime(hint) - datetime.now(UTC)).total_seconds()
-        except (TypeError, ValueError, OverflowError):  # absent or unreadable: our own backoff
-            return None
-        # a date already past asks for no wait beyond the backoff
-        return max(seconds, 0.0) if math.isfinite(seconds) else None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+        return seconds if math.isfinite(seconds) else None
+    try:  # an HTTP date
+        seconds = (parsedate_to_datetime(hint) - datetime.now(UTC)).total_seconds()
+    except (TypeError, ValueError, OverflowError):  # absent or unreadable: our own backoff
+        return None
+    # a date already past asks for no wait beyond the backoff
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
+#: ``Retry-After`` seconds: ASCII digits (RFC 9110), a fraction tolerated. Not what else
+#: ``float()`` reads: other scripts' digits, ``1_0``, ``1e3``, ``inf``, a sign.
+_DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
 #: The most characters of a server's own reason that a message quotes.
