@@ -1,0 +1,87 @@
+"""Start-up checks of loaded settings: the directories they name, and the settings that
+others leave without effect.
+
+:func:`check_directories` creates directories on disk.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from pydantic import BaseModel
+
+from taskforce.config._settings import ENV_PREFIX, Settings
+from taskforce.errors import ConfigurationError
+
+# Settings that another one makes pointless: (section, names, the condition, why).
+_IGNORED_WHEN: tuple[tuple[str, tuple[str, ...], Callable[[Settings], bool], str], ...] = (
+    ("metrics", ("port", "host", "path", "auth_token", "targets_file", "max_label_values"),
+     lambda s: not s.metrics.enabled, "metrics.enabled is false"),
+    ("metrics", ("host",),
+     lambda s: s.metrics.enabled and s.metrics.port is None, "metrics.port is not set"),
+    ("state", ("dsn", "pool_size", "timeout_seconds"),
+     lambda s: s.state.backend == "file", "state.backend is 'file'"),
+    ("state", ("threads",),
+     lambda s: s.state.backend != "file", "state.backend is not 'file'"),
+    ("llm", ("base_url", "api_key", "max_response_bytes", "timeout_seconds",
+             "retry_after_max_seconds"),
+     lambda s: s.llm.provider == "scripted", "llm.provider is 'scripted'"),
+    ("llm", ("scripted_latency_ms", "scripted_first_chunk_delay_ms", "scripted_chunk_delay_ms"),
+     lambda s: s.llm.provider != "scripted", "llm.provider is not 'scripted'"),
+)  # fmt: skip
+
+
+def ignored_settings(settings: Settings) -> list[tuple[str, str]]:
+    """The settings given (not defaulted) that the other settings leave without effect.
+
+    Args:
+        settings: The loaded settings.
+
+    Returns:
+        ``(setting, why)`` for each, e.g. ``("metrics.port", "metrics.enabled is false")``.
+    """
+    found = []
+    for section, names, applies, why in _IGNORED_WHEN:
+        part: BaseModel = getattr(settings, section)
+        fields = type(part).model_fields
+        if applies(settings):
+            found += [
+                (f"{section}.{name}", why)
+                for name in names
+                # given, and not as the default (an explicit null, the default's value)
+                if name in part.model_fields_set
+                and getattr(part, name) != fields[name].get_default(call_default_factory=True)
+            ]
+    return found
+
+
+def check_directories(settings: Settings) -> None:
+    """Create the directories the settings name, or stop start-up naming the one that fails.
+
+    ``state_dir`` (for the file store) and ``workspace_dir`` are made if missing; each
+    must then be a directory this process can write in.
+
+    Args:
+        settings: The service's settings.
+
+    Raises:
+        ConfigurationError: a path exists and is not a directory, or cannot be made
+            or written in; the message names the setting, its variable and the path.
+    """
+    names = ["workspace_dir"] + (["state_dir"] if settings.state.backend == "file" else [])
+    directories = [(name, getattr(settings, name)) for name in names]
+    if settings.metrics.targets_file is not None:
+        # the file is replaced atomically: its folder must take a new file
+        directories.append(("metrics.targets_file", settings.metrics.targets_file.parent))
+    for name, path in directories:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise PermissionError(13, "not writable")
+        except OSError as exc:
+            reason = "not a directory" if path.exists() and not path.is_dir() else exc.strerror
+            variable = f"{ENV_PREFIX}{name.replace('.', '__')}".upper()
+            raise ConfigurationError(
+                name, f"cannot use it as a directory: {reason}", source=f"{variable}={str(path)!r}"
+            ) from exc

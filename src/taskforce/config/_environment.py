@@ -1,0 +1,79 @@
+"""Refusing a ``TASKFORCE_*`` environment variable that names no setting, at start-up.
+
+A typo must not pass silently; Kubernetes' service-link variables, which share
+the prefix when a Service is named ``taskforce``, are let through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import re
+from collections.abc import Mapping
+
+from taskforce.config._names import closest, section_keys, settings_index
+from taskforce.config._settings import CONFIG_VARIABLE, ENV_PREFIX
+from taskforce.errors import ConfigurationError, UnknownSettingError
+
+# The variables Kubernetes gives a pod for every Service of its namespace (service
+# links): a Service named ``taskforce`` (or ``taskforce-x``) yields TASKFORCE_SERVICE_HOST,
+# TASKFORCE_SERVICE_PORT[_NAME], TASKFORCE_PORT and TASKFORCE_PORT_<n>_<PROTO>[_FIELD].
+_SERVICE_LINK = re.compile(
+    # the Service's name, dashes made underscores: never two underscores in a row
+    r"TASKFORCE(?:_[A-Z0-9]+)*?_(?:"
+    r"(?P<host>SERVICE_HOST)|(?P<port>SERVICE_PORT(?:_[A-Z0-9_]+)?)|(?P<url>PORT)"
+    r"|PORT_[0-9]+_(?:TCP|UDP|SCTP)(?:_(?P<field>PROTO|PORT|ADDR))?(?P<bare>))"
+)
+_SERVICE_URL = re.compile(r"(?:tcp|udp|sctp)://\S+:[0-9]+")
+
+
+def _is_service_link(variable: str, value: str) -> bool:
+    """Tell whether ``variable=value`` is one of Kubernetes' service-link variables.
+
+    Both the name and the shape of the value must match, so a typo such as
+    ``TASKFORCE_METRICS_PORT=9100`` is still refused.
+    """
+    match = _SERVICE_LINK.fullmatch(variable)
+    if match is None:
+        return False
+    if match["host"] or match["field"] == "ADDR":
+        with contextlib.suppress(ValueError):
+            return bool(ipaddress.ip_address(value))
+        return False
+    if match["port"] or match["field"] == "PORT":
+        return value.isascii() and value.isdigit() and 0 < int(value) < 65536
+    if match["field"] == "PROTO":
+        return value in ("tcp", "udp", "sctp")
+    return _SERVICE_URL.fullmatch(value) is not None  # TASKFORCE_PORT, ..._PORT_80_TCP
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse a ``TASKFORCE_*`` variable that names no setting (a typo must not pass silently).
+
+    Kubernetes' service-link variables (see :func:`_is_service_link`) are let through.
+
+    Args:
+        environ: The environment to check.
+
+    Raises:
+        UnknownSettingError: a variable names no setting; the message names the
+            closest one, if one is close.
+        ConfigurationError: ``TASKFORCE_CONFIG`` is written in another case.
+    """
+    index = settings_index()
+    by_variable = {variable: setting for setting, (variable, _) in index.items()}
+    # a whole section as JSON (TASKFORCE_LLM='{...}') is understood by pydantic-settings too
+    sections = {f"{ENV_PREFIX}{name}".upper() for name in section_keys()}
+    known = set(by_variable) | sections | {CONFIG_VARIABLE}
+    for variable in sorted(environ):
+        upper = variable.upper()
+        if upper == CONFIG_VARIABLE and variable != CONFIG_VARIABLE:
+            raise ConfigurationError(
+                "config", f"write {CONFIG_VARIABLE} in capitals: {variable} is not read"
+            )
+        if (
+            upper.startswith(ENV_PREFIX)
+            and upper not in known
+            and not _is_service_link(variable, environ[variable])
+        ):
+            raise UnknownSettingError(variable, closest(upper, by_variable))

@@ -1,0 +1,197 @@
+"""The sections of the settings (``llm``, ``metrics``, ...): their fields, bounds, defaults.
+
+Each section is a frozen model that refuses unknown keys. Checks of one value come
+from :mod:`taskforce.config._validators` and :mod:`taskforce.config._dsn`; a check
+that reads another field stays with its section.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_settings import NoDecode
+
+from taskforce.config._dsn import check_dsn
+from taskforce.config._validators import (
+    check_http_url,
+    check_metrics_path,
+    decode_prices,
+    lower,
+    non_empty_secret,
+    not_blank,
+    refuse_blank,
+    split_categories,
+)
+from taskforce.core.interfaces.log import LOG_CATEGORIES, MAX_PATH_CHARS
+
+
+class _Section(BaseModel):
+    # allow_inf_nan=False: NaN would otherwise fail with a misleading bound ("<= 600000")
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class ModelPrice(_Section):
+    """What a model costs, in USD per million tokens: numbers, never strings or booleans."""
+
+    input: float = Field(ge=0, le=1_000_000, allow_inf_nan=False, strict=True)
+    output: float = Field(ge=0, le=1_000_000, allow_inf_nan=False, strict=True)
+
+
+class LLMSettings(_Section):
+    """Which LLM provider to use, how to reach it, how hard to retry, and what it costs."""
+
+    provider: Literal["scripted", "openai"] = "scripted"
+    model: str = Field(default="scripted-1", min_length=1)
+    base_url: str | None = Field(default=None, validate_default=True)
+    api_key: SecretStr | None = None
+    scripted_latency_ms: float = Field(default=0.0, ge=0, le=600_000)
+    scripted_first_chunk_delay_ms: float = Field(default=0.0, ge=0, le=600_000)
+    scripted_chunk_delay_ms: float = Field(default=0.0, ge=0, le=600_000)
+    timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    retry_after_max_seconds: float = Field(default=30.0, ge=0, le=3600)
+    #: The most bytes one attempt's answer may have (a stream's whole body, SSE included).
+    max_response_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, le=1024**4)
+    prices: Annotated[dict[str, ModelPrice], NoDecode] = Field(default_factory=dict)
+
+    _choice = field_validator("provider", mode="before")(lower)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _check_model(cls, value: Any) -> Any:
+        # spaces around a name are a slip (a quoted variable), never part of a model's name
+        return not_blank(value).strip() if isinstance(value, str) else value
+
+    _api_key_given = field_validator("api_key")(non_empty_secret("for none"))
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        value = value.strip() if value is not None else None
+        if not value:
+            if info.data.get("provider") == "openai":
+                raise ValueError("is required when llm.provider is 'openai'")
+            return None
+        return check_http_url(value)
+
+    _prices_decoded = field_validator("prices", mode="before")(decode_prices)
+
+
+class AgentSettings(_Section):
+    """Limits of the agent loops."""
+
+    max_steps: int = Field(default=20, ge=1, le=1000)
+    tool_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    #: The longest mission text a request (HTTP or ``taskforce run``) may carry.
+    max_mission_chars: int = Field(default=100_000, ge=1, le=10_000_000)
+    fail_on_tool_error: bool = True
+
+
+class ToolSettings(_Section):
+    """How the built-in tools run their blocking work, and how large a file they handle."""
+
+    threads: int = Field(default=8, ge=1, le=256)
+    #: The largest file ``file_read`` reads and ``file_write`` leaves (appends included).
+    max_file_bytes: int = Field(default=1024 * 1024, ge=1, le=1024**4)
+
+
+class MetricsSettings(_Section):
+    """The Prometheus metrics aspect and its ``/metrics`` endpoint."""
+
+    enabled: bool = True
+    path: str = "/metrics"
+    auth_token: SecretStr | None = None
+    max_label_values: int = Field(default=100, ge=1, le=100_000)
+    #: A separate listener for ``path``; the API port then answers 404 for it.
+    #: Worker ``i`` of ``taskforce serve --workers N`` listens on ``port + i``.
+    port: int | None = Field(default=None, ge=1, le=65535)
+    #: Address of that listener; ``None`` = the service's own host (``--host``).
+    host: str | None = Field(default=None, min_length=1)
+    #: A Prometheus ``file_sd`` file listing every worker's metrics endpoint.
+    targets_file: Path | None = None
+
+    _host_named = field_validator("host", mode="before")(not_blank)
+
+    _targets_file_named = field_validator("targets_file", mode="before")(
+        refuse_blank("must name a file, not be empty (unset it for none)")
+    )
+
+    @field_validator("targets_file")
+    @classmethod
+    def _targets_need_a_port(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # The file lists metrics listeners; without metrics.port there is none to list.
+        if value is not None and info.data.get("port") is None:
+            raise ValueError("lists the metrics listeners: it needs metrics.port")
+        return value
+
+    _path_servable = field_validator("path")(check_metrics_path)
+
+    _token_given = field_validator("auth_token")(non_empty_secret("to disable auth"))
+
+
+class ApiSettings(_Section):
+    """Limits and optional protection of the HTTP API."""
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024**3)
+    auth_token: SecretStr | None = None
+    docs_enabled: bool = True
+
+    _token_given = field_validator("auth_token")(non_empty_secret("to disable auth"))
+
+
+class ServerSettings(_Section):
+    """How ``taskforce serve`` stops."""
+
+    #: After a stop signal, missions still running this long are cancelled.
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0, le=3600)
+
+
+class StateSettings(_Section):
+    """Where session state lives (``backend``) and how much of it a session keeps.
+
+    The file backend's directory stays the top-level ``state_dir`` setting.
+    """
+
+    backend: Literal["file", "postgres"] = "file"
+    dsn: SecretStr | None = Field(default=None, validate_default=True)
+    pool_size: int = Field(default=10, ge=1, le=1000)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    max_history: int = Field(default=500, ge=1, le=1_000_000)
+    max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=1024**4)
+    threads: int = Field(default=4, ge=1, le=256)
+
+    _choice = field_validator("backend", mode="before")(lower)
+
+    @field_validator("dsn")
+    @classmethod
+    def _check_dsn(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        # The value is never echoed: it holds the database password.
+        if value is None:
+            if info.data.get("backend") == "postgres":
+                raise ValueError("is required when state.backend is 'postgres'")
+            return None
+        check_dsn(value.get_secret_value())
+        return value
+
+
+class LoggingSettings(_Section):
+    """Structured logging: output format, level, which categories to keep, how much path."""
+
+    format: Literal["auto", "console", "json"] = "auto"
+    level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    categories: Annotated[tuple[str, ...], NoDecode] = LOG_CATEGORIES
+    # the request path (query included) an access line keeps; a longer one is cut, marked
+    max_path_chars: int = Field(default=MAX_PATH_CHARS, ge=64, le=1024 * 1024)
+
+    _choice = field_validator("format", "level", mode="before")(lower)
+
+    _categories_split = field_validator("categories", mode="before")(split_categories)

@@ -1,0 +1,153 @@
+"""Field validators the settings sections share: choices, blanks, secrets, URLs, paths, prices.
+
+Each raises ``ValueError`` with the reason :func:`~taskforce.config.load_settings`
+puts after the setting's name, so its wording is part of the start-up message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import SecretStr
+
+from taskforce.core.interfaces.log import LOG_CATEGORIES
+
+_RESERVED_PREFIXES = ("/api", "/health", "/docs", "/redoc", "/openapi.json")
+
+
+def non_empty_secret(unset_means: str) -> Callable[[SecretStr | None], SecretStr | None]:
+    """A validator refusing a blank secret; the message says what unsetting it means."""
+
+    def check(value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError(f"must not be empty (unset it {unset_means})")
+        return value
+
+    return check
+
+
+def lower(value: Any) -> Any:
+    """A choice (``JSON``, ``Postgres``) is read in any case, without spaces around it."""
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def refuse_blank(message: str) -> Callable[[Any], Any]:
+    """A before-validator refusing a blank string with ``message`` (an empty path would
+    silently mean the working directory, an empty name nothing)."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError(message)
+        return value
+
+    return check
+
+
+not_blank = refuse_blank("must not be blank")
+
+
+def check_http_url(value: str) -> str:
+    """Return ``value`` if it is an http:// or https:// URL with a host and a usable port.
+
+    Args:
+        value: The URL, stripped and not empty.
+
+    Returns:
+        ``value`` unchanged.
+
+    Raises:
+        ValueError: another scheme, no host, a port out of range or not a number,
+            or a space in it.
+    """
+    parts = urlsplit(value)
+    try:
+        port = parts.port  # out of range or not a number: ValueError
+    except ValueError:
+        port = -1
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or port in (-1, 0)
+        or any(c.isspace() for c in value)
+    ):
+        raise ValueError("must be an http:// or https:// URL with a host (http://host:8000/v1)")
+    return value
+
+
+def decode_prices(value: Any) -> Any:
+    """Read the model prices given as JSON text, and refuse an empty model name.
+
+    Decoded here rather than by pydantic-settings, whose error names no setting.
+
+    Args:
+        value: The prices as given: JSON text, or already a table.
+
+    Returns:
+        The table, for pydantic to validate each price.
+
+    Raises:
+        ValueError: the text is not JSON, or a model name is empty.
+    """
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                'must be a JSON object like {"gpt-4o": {"input": 2.5, "output": 10}}'
+                f" ({exc.msg})"
+            ) from exc
+    if isinstance(value, dict) and any(not str(name).strip() for name in value):
+        raise ValueError("a model name must not be empty")
+    return value
+
+
+def check_metrics_path(value: str) -> str:
+    """Return ``value`` if it can be the path of ``/metrics``.
+
+    Args:
+        value: The path.
+
+    Returns:
+        ``value`` unchanged.
+
+    Raises:
+        ValueError: it does not start with ``/``, ends with one, holds a character
+            a request's path cannot ask for, or collides with a built-in route.
+    """
+    if not value.startswith("/") or value == "/" or value.endswith("/"):
+        raise ValueError("must start with '/', name a path and not end with '/'")
+    if any(c.isspace() or c in "?#{}%" for c in value):
+        # '%': a request's path arrives decoded, so /m%20x could never be asked for
+        raise ValueError("must not contain spaces, '?', '#', '%' or braces")
+    for prefix in _RESERVED_PREFIXES:
+        if value == prefix or value.startswith(prefix + "/"):
+            raise ValueError(f"collides with the built-in route {prefix}")
+    return value
+
+
+def split_categories(value: Any) -> Any:
+    """Read log categories given as a comma-separated list, in any case.
+
+    Args:
+        value: The categories as given: text, a list or a tuple.
+
+    Returns:
+        A tuple of known categories, or ``value`` unchanged if it is none of those.
+
+    Raises:
+        ValueError: a category is unknown, or none is named.
+    """
+    if isinstance(value, str):
+        value = [part for part in value.split(",") if part.strip()]
+    if isinstance(value, list | tuple):
+        value = [lower(part) for part in value]  # choices, read in any case like the others
+        unknown = sorted(set(value) - set(LOG_CATEGORIES))
+        if unknown:
+            raise ValueError(f"unknown categories {unknown}; known: {', '.join(LOG_CATEGORIES)}")
+        if not value:
+            raise ValueError("must name at least one category")
+        return tuple(value)
+    return value
