@@ -19,7 +19,7 @@ from taskforce.application.container import build_container
 from taskforce.config import Settings
 from taskforce.core.interfaces import ToolResult
 from taskforce.observability.metrics._catalog import TOOL_CALLS
-from tests.api.conftest import CALC_WRITE_MISSION
+from tests.api.conftest import CALC_WRITE_MISSION, parse_sse
 from tests.observability.metric_samples import break_family
 from tests.support.binaries import require_binary
 from tests.support.live_server import serve
@@ -262,6 +262,28 @@ class RaisingProvider:
         raise ConnectionError("provider down")
 
 
+class RaisingTool(EchoTool):
+    """A tool that raises what ``raised`` holds: a BaseException that is not an Exception."""
+
+    name = "raising"
+
+    def __init__(self) -> None:
+        self.raised: BaseException = SystemExit(2)
+
+    async def execute(self, **params: Any) -> ToolResult:
+        raise self.raised
+
+
+class BaseRaisingProvider(RaisingProvider):
+    """A provider that raises a SystemExit of its own on every call."""
+
+    async def complete(self, messages: Iterable[Any], *args: Any, **kw: Any) -> Any:
+        raise SystemExit(3)
+
+    async def generate(self, prompt: str, *args: Any, **kw: Any) -> Any:
+        raise SystemExit(3)
+
+
 class TestRobustness:
     async def test_late_tool_and_raising_tool(self, settings: Settings) -> None:
         """A tool registered after the build is measured; a raising tool fails only its mission."""
@@ -291,20 +313,94 @@ class TestRobustness:
         )
         assert 0 == total(samples, "taskforce_missions_in_progress")
 
-    async def test_raising_provider(self, settings: Settings) -> None:
-        """A provider that raises fails the mission, counts an LLM error, and the app serves on."""
-        container = build_container(settings, llm_provider=RaisingProvider())
+    @pytest.mark.parametrize("route", ["/api/v1/execute", "/api/v1/execute/stream"])
+    async def test_a_tool_raising_a_base_exception_fails_its_call(
+        self, settings: Settings, route: str
+    ) -> None:
+        """A tool's own CancelledError, SystemExit or GeneratorExit fails its call and its
+        mission (a 200 with the same error_type as the metrics), never the process, and
+        is no 500 or cut stream."""
+        container = build_container(settings)
+        tool = RaisingTool()
+        container.tool_registry.register(tool)
+        raised = [asyncio.CancelledError("inner"), SystemExit(2), GeneratorExit()]
+        with serve(create_app(container=container)) as live:
+            async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+                for exc in raised:
+                    tool.raised = exc
+                    r = await client.post(route, json={"mission": "tool:raising"})
+                    assert 200 == r.status_code
+                    streamed = route.endswith("/stream")
+                    result = parse_sse(r.text)[-1][1]["result"] if streamed else r.json()
+                    assert ("failed", type(exc).__name__) == (
+                        result["status"],
+                        result["error_type"],
+                    )
+                assert 200 == (await client.get("/health")).status_code
+                samples = await scrape(client)
+        for exc in raised:
+            assert 1 == total(
+                samples,
+                "taskforce_tool_failures_total",
+                tool_name="raising",
+                error_type=type(exc).__name__,
+            )
+        assert 3 == total(samples, "taskforce_missions_total", status="failed")
+        assert 0 == total(samples, "taskforce_missions_total", status="cancelled")
+
+    async def test_an_argument_named_self_is_an_argument_like_any_other(
+        self, settings: Settings
+    ) -> None:
+        """The model names the arguments: ``self`` is refused by the tool's schema like any
+        unknown one, the same in the result and the metrics, metrics on or off."""
+        mission = 'tool:calculator {"expression": "1+1", "self": 1}'
+        outcomes = []
+        for enabled in (True, False):
+            metrics = settings.metrics.model_copy(update={"enabled": enabled})
+            container = build_container(settings.model_copy(update={"metrics": metrics}))
+            with serve(create_app(container=container)) as live:
+                async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+                    r = await client.post("/api/v1/execute", json={"mission": mission})
+                    outcomes.append((r.json()["status"], r.json()["error_type"], r.json()["error"]))
+                    if enabled:
+                        samples = await scrape(client)
+        assert outcomes[0] == outcomes[1]
+        assert ("failed", "InvalidArguments") == outcomes[0][:2]
+        assert "self" in outcomes[0][2]
+        assert 1 == total(
+            samples,
+            "taskforce_tool_failures_total",
+            tool_name="calculator",
+            error_type="InvalidArguments",
+        )
+
+    @pytest.mark.parametrize(
+        ("provider", "said", "error_type"),
+        [
+            (RaisingProvider(), "provider down", "other"),
+            (BaseRaisingProvider(), "SystemExit: 3", "other"),
+        ],
+        ids=["ConnectionError", "SystemExit"],
+    )
+    async def test_raising_provider(
+        self, settings: Settings, provider: Any, said: str, error_type: str
+    ) -> None:
+        """A provider that raises (an Exception, or a SystemExit of its own) fails the
+        mission, counts an LLM error of the same error_type as the result, and the app
+        serves on."""
+        container = build_container(settings, llm_provider=provider)
         with serve(create_app(container=container)) as live:
             async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
                 for flow in ("lean", "legacy"):
                     r = await client.post(
                         "/api/v1/execute", json={"mission": "hi", "agent_type": flow}
                     )
-                    assert "failed" == r.json()["status"]
-                    assert "provider down" in r.json()["error"]
+                    assert ("failed", error_type) == (r.json()["status"], r.json()["error_type"])
+                    assert said in r.json()["error"]
                 assert 200 == (await client.get("/health")).status_code
                 samples = await scrape(client)
         assert 2 == total(samples, "taskforce_llm_requests_total", status="error", model="broken-1")
+        assert 2 == total(samples, "taskforce_llm_failures_total", error_type=error_type)
         assert 2 == total(samples, "taskforce_missions_total", status="failed")
 
     async def test_metric_update_fault_is_swallowed(

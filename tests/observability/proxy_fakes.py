@@ -43,7 +43,7 @@ class FakeTool:
     def parameters_schema(self) -> dict[str, Any]:
         return {"type": "object", "properties": {}}
 
-    async def execute(self, **params: Any) -> ToolResult:
+    async def execute(self, /, **params: Any) -> ToolResult:
         self.seen_agent_types.append(current_agent_type())
         if self.behaviour is not None:
             return await self.behaviour(**params)
@@ -83,10 +83,13 @@ class FakeProvider:
 
     model = "default-model"
 
-    def __init__(self, answer: dict[str, Any] | None = None, error: Exception | None = None):
+    def __init__(self, answer: dict[str, Any] | None = None, error: BaseException | None = None):
         self.answer = answer if answer is not None else _ok_answer()
         self.error = error
         self.delay = 0.0
+        # put on a cancellation that ends the delay, as the built-in providers report attempts
+        self.cancel_attempts: list[Any] | None = None
+        self.waiting = asyncio.Event()  # set once a call waits out its delay
         self.seen_agent_types: list[str] = []
 
     async def complete(
@@ -111,10 +114,19 @@ class FakeProvider:
     async def _answer(self) -> LLMResult:
         self.seen_agent_types.append(current_agent_type())
         if self.delay:
-            await asyncio.sleep(self.delay)
+            await self._wait(self.delay)
         if self.error is not None:
             raise self.error
         return cast(LLMResult, self.answer)
+
+    async def _wait(self, seconds: float) -> None:
+        self.waiting.set()
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError as exc:
+            if self.cancel_attempts is not None:
+                exc.attempts = self.cancel_attempts  # type: ignore[attr-defined]
+            raise
 
 
 class FakeStreamingProvider(FakeProvider):
@@ -123,7 +135,7 @@ class FakeStreamingProvider(FakeProvider):
     def __init__(self, chunks: list[dict[str, Any]] | None = None) -> None:
         super().__init__()
         self.chunks = chunks if chunks is not None else _default_chunks()
-        self.stream_error: Exception | None = None
+        self.stream_error: BaseException | None = None
         self.fail_after = 0
         self.chunk_delay = 0.0
         self.closed = False
@@ -143,7 +155,7 @@ class FakeStreamingProvider(FakeProvider):
                 if self.stream_error is not None and index == self.fail_after:
                     raise self.stream_error
                 if self.chunk_delay:
-                    await asyncio.sleep(self.chunk_delay)
+                    await self._wait(self.chunk_delay)
                 yield cast(StreamChunk, chunk)
             self.finished = True
         except GeneratorExit:
@@ -184,7 +196,7 @@ class FakeExecutor:
         self.body = body
         self.calls: list[dict[str, Any]] = []
         self.events: list[ProgressEvent] | None = None
-        self.stream_error: Exception | None = None
+        self.stream_error: BaseException | None = None
         self.event_delay = 0.0
         self.stream_closed = False
         self.seen_agent_types: list[str] = []

@@ -173,12 +173,72 @@ class TestComplete:
         provider = FakeProvider()
         provider.delay = 10
         task = asyncio.create_task(observe_llm_provider(provider, metrics).complete(MESSAGES))
-        await asyncio.sleep(0.01)
+        await provider.waiting.wait()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         assert [] == _requests(metrics)
         assert {} == _packs(metrics)
+
+    @pytest.mark.parametrize("operation", ["complete", "generate"])
+    async def test_cancelled_call_counts_the_retries_it_made(
+        self, metrics: MetricSet, operation: str
+    ) -> None:
+        """Cancelled after two failed attempts: no request and no failure, but the two
+        retries the provider made (and logged) are counted, from the report it put on
+        the cancellation."""
+        provider = FakeProvider()
+        provider.delay = 10
+        provider.cancel_attempts = [
+            LLMAttempt("rate_limit", 0.01),
+            LLMAttempt("server_error", 0.01),
+            LLMAttempt(None, 0.02),
+        ]
+        proxy = observe_llm_provider(provider, metrics)
+        if operation == "complete":
+            task = asyncio.create_task(proxy.complete(MESSAGES, model="m"))
+        else:
+            task = asyncio.create_task(proxy.generate("prompt", None, "m"))
+        await provider.waiting.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert [] == _requests(metrics)
+        assert {} == samples(metrics, "taskforce_llm_failures_total")
+        assert {
+            ("m", "none", "rate_limit"): 1,
+            ("m", "none", "server_error"): 1,
+        } == samples(metrics, "taskforce_llm_retries_total")
+
+    @pytest.mark.parametrize("raised", [asyncio.CancelledError(), SystemExit(2)], ids=repr)
+    async def test_a_base_exception_of_the_providers_own_is_an_error(
+        self, metrics: MetricSet, raised: BaseException
+    ) -> None:
+        """A CancelledError the provider raised itself (nobody cancelled the caller), or a
+        SystemExit: the same object comes out, and the call is an error ``other``, as the
+        agents fail it."""
+        proxy = observe_llm_provider(FakeProvider(error=raised), metrics)
+        with pytest.raises(type(raised)) as caught:
+            await proxy.complete(MESSAGES, model="m")
+        assert raised is caught.value
+        assert [("m", "none", "complete", "error")] == _requests(metrics)
+        assert {("m", "none", "other"): 1} == samples(metrics, "taskforce_llm_failures_total")
+
+    async def test_a_failed_call_counts_the_tokens_its_error_reports(
+        self, metrics: MetricSet
+    ) -> None:
+        """The server billed tokens, then the call failed: the error's ``usage`` is counted."""
+
+        class Billed(LLMProviderError):
+            usage = {"prompt_tokens": 11, "completion_tokens": 7}
+
+        error = Billed("the answer could not be read", error_type="invalid_response")
+        with pytest.raises(Billed):
+            await observe_llm_provider(FakeProvider(error=error), metrics).complete(
+                MESSAGES, model="m"
+            )
+        assert {("m", "none", "input"): 11, ("m", "none", "output"): 7} == _tokens(metrics)
+        assert [("m", "none", "complete", "error")] == _requests(metrics)
 
 
 class TestGenerate:
@@ -260,17 +320,37 @@ class TestStream:
         self, metrics: MetricSet
     ) -> None:
         """No chunk read, cancelled: the report on the cancellation still counts its retries."""
-
-        cancelled = asyncio.CancelledError()
-        cancelled.attempts = [LLMAttempt("rate_limit", 0.01), LLMAttempt(None, 0.02)]  # type: ignore[attr-defined]
         provider = FakeStreamingProvider()
-        provider.stream_error = cancelled  # type: ignore[assignment]  # raised before chunk 0
+        provider.chunk_delay = 10
+        provider.cancel_attempts = [LLMAttempt("rate_limit", 0.01), LLMAttempt(None, 0.02)]
 
-        with pytest.raises(asyncio.CancelledError):
+        async def consume() -> None:
             async for _ in observe_llm_provider(provider, metrics).stream(MESSAGES, model="m"):
                 pass
+
+        task = asyncio.create_task(consume())
+        await provider.waiting.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
         assert {("m", "none", "rate_limit"): 1} == samples(metrics, "taskforce_llm_retries_total")
         assert ["success"] == [status for _, _, _, status in _requests(metrics)]
+
+    @pytest.mark.parametrize("raised", [asyncio.CancelledError(), SystemExit(2)], ids=repr)
+    async def test_a_base_exception_of_the_providers_own_is_an_error(
+        self, metrics: MetricSet, raised: BaseException
+    ) -> None:
+        """A CancelledError the provider raised itself (nobody cancelled the caller), or a
+        SystemExit, fails the call: the same object comes out, one error, as the agents
+        count it."""
+        provider = FakeStreamingProvider()
+        provider.stream_error = raised
+        with pytest.raises(type(raised)) as caught:
+            async for _ in observe_llm_provider(provider, metrics).stream(MESSAGES, model="m"):
+                pass
+        assert raised is caught.value
+        assert ["error"] == [status for _, _, _, status in _requests(metrics)]
+        assert {("m", "none", "other"): 1} == samples(metrics, "taskforce_llm_failures_total")
 
     async def test_error_mid_stream(self, metrics: MetricSet) -> None:
         """An exception mid-stream: the same object comes out, one error request."""

@@ -231,6 +231,42 @@ class TestToolProxyRecords:
         assert [] == _calls(metrics)
         assert {} == samples(metrics, "taskforce_tool_duration_seconds")
 
+    @pytest.mark.parametrize(
+        ("raised", "expected_type"),
+        [(asyncio.CancelledError(), "CancelledError"), (SystemExit(2), "SystemExit")],
+        ids=["CancelledError", "SystemExit"],
+    )
+    async def test_a_base_exception_of_the_tools_own_is_an_error(
+        self, metrics: MetricSet, raised: BaseException, expected_type: str
+    ) -> None:
+        """A CancelledError the tool raised itself (nobody cancelled the caller), or a
+        SystemExit: the same object comes out, and the call is an error typed by its class,
+        as the tool runner fails it."""
+        with pytest.raises(type(raised)) as caught:
+            await ToolProxy(FakeTool(behaviour=_raising(raised)), metrics).execute()
+        assert raised is caught.value
+        ((_, _, status, error_type),) = _calls(metrics)
+        assert ("error", expected_type) == (status, error_type)
+
+    async def test_keyboard_interrupt_records_nothing(self, metrics: MetricSet) -> None:
+        """An interrupt stops the process, not the call: it has no outcome of its own."""
+        with pytest.raises(KeyboardInterrupt):
+            await ToolProxy(FakeTool(behaviour=_raising(KeyboardInterrupt())), metrics).execute()
+        assert [] == _calls(metrics)
+
+    async def test_an_argument_named_self_reaches_the_tool(self, metrics: MetricSet) -> None:
+        """``self`` is an argument like any other (the model chooses the names): the tool
+        gets it, and the call is recorded."""
+        seen: dict[str, Any] = {}
+
+        async def behaviour(**params: Any) -> Any:
+            seen.update(params)
+            return {"success": True}
+
+        await ToolProxy(FakeTool(behaviour=behaviour), metrics).execute(self=1, x=2)
+        assert {"self": 1, "x": 2} == seen
+        assert [("fake", "none", "success", None)] == _calls(metrics)
+
     async def test_agent_type_from_the_mission(self, metrics: MetricSet) -> None:
         """Inside a mission scope the call carries the mission's agent_type."""
         proxy = ToolProxy(FakeTool(), metrics)

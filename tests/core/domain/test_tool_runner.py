@@ -55,6 +55,49 @@ class TestRunToolCall:
         assert ("ZeroDivisionError", False) == (result["error_type"], result["success"])
         assert "division by zero" in result["error"]
 
+    @pytest.mark.parametrize(
+        ("raised", "expected"),
+        [
+            (asyncio.CancelledError("inner task"), "CancelledError"),
+            (SystemExit(2), "SystemExit"),
+            (GeneratorExit(), "GeneratorExit"),
+        ],
+        ids=["CancelledError", "SystemExit", "GeneratorExit"],
+    )
+    async def test_a_base_exception_of_the_tools_own_fails_the_call(
+        self, raised: BaseException, expected: str
+    ) -> None:
+        """What a tool raises that is not a cancellation of the mission fails its call, never
+        the mission as if cancelled, nor the process: its own CancelledError (an inner task
+        of its was cancelled), a SystemExit (argparse), a GeneratorExit."""
+
+        async def bad(**_: Any) -> Any:
+            raise raised
+
+        result = await run_tool_call(
+            FakeRegistry(FakeTool("bad", bad)), "bad", {}, timeout_seconds=5
+        )
+
+        current = asyncio.current_task()
+        assert current is not None
+        assert (False, expected, 0) == (
+            result["success"],
+            result["error_type"],
+            current.cancelling(),
+        )
+        assert result["error"].startswith(f"{expected}")
+
+    async def test_keyboard_interrupt_propagates(self) -> None:
+        """An interrupt is the process's, not the call's: it goes on up."""
+
+        async def interrupted(**_: Any) -> Any:
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            await run_tool_call(
+                FakeRegistry(FakeTool("int", interrupted)), "int", {}, timeout_seconds=5
+            )
+
     async def test_unexpected_keyword_is_a_type_error_result(self) -> None:
         """Arguments the tool does not accept fail the call with error_type TypeError."""
 

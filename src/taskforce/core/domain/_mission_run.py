@@ -25,7 +25,11 @@ from taskforce.core.interfaces.llm import (
     ToolSchema,
 )
 from taskforce.core.interfaces.log import text_fields
-from taskforce.core.interfaces.outcome import classify_llm_result, llm_exception_error_type
+from taskforce.core.interfaces.outcome import (
+    classify_llm_result,
+    is_caller_cancelled,
+    llm_exception_error_type,
+)
 from taskforce.core.interfaces.tools import ToolRegistryProtocol, ToolResult
 from taskforce.errors import LLMProviderError
 
@@ -149,7 +153,12 @@ class MissionRun:
                 result = await self._streamed(messages, tools, step)
             else:
                 result = await self.llm.complete(messages, tools=tools)
-        except Exception as exc:  # a provider bug fails this mission, not the process
+        except BaseException as exc:  # a provider bug fails this mission, not the process
+            # A provider's own CancelledError (an inner task of its was cancelled) or
+            # SystemExit fails its call, as the LLM proxy counts it; a cancellation of
+            # the mission or an interrupt goes on up.
+            if is_caller_cancelled(exc):
+                raise
             return self._llm_failed(_describe(exc), llm_exception_error_type(exc))
         return self._checked(result)
 
@@ -198,7 +207,12 @@ class MissionRun:
         """
         try:
             result = await self.llm.generate(prompt)
-        except Exception as exc:  # a provider bug fails this mission, not the process
+        except BaseException as exc:  # a provider bug fails this mission, not the process
+            # A provider's own CancelledError (an inner task of its was cancelled) or
+            # SystemExit fails its call, as the LLM proxy counts it; a cancellation of
+            # the mission or an interrupt goes on up.
+            if is_caller_cancelled(exc):
+                raise
             return self._llm_failed(_describe(exc), llm_exception_error_type(exc))
         return self._checked(result)
 
@@ -279,7 +293,7 @@ def dump_result(result: ToolResult) -> str:
     return json.dumps(result, default=str)
 
 
-def _describe(exc: Exception) -> str:
+def _describe(exc: BaseException) -> str:
     """Say what a raised LLM call failed with, as a returned failure would say it.
 
     A provider's own error already names what failed (a stream raises it where

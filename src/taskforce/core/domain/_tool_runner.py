@@ -22,8 +22,8 @@ from taskforce.core.interfaces.outcome import (
     TIMEOUT,
     UNKNOWN_TOOL,
     classify_tool_result,
-    exception_error_type,
     is_unknown_tool_error,
+    tool_exception_error_type,
 )
 from taskforce.core.interfaces.tools import (
     TOOL_TIME_LIMIT,
@@ -120,15 +120,24 @@ async def _run(
         )
     try:
         raw = await _execute_with_time_limit(tool, arguments, timeout_seconds)
-    except _TimedOut:
-        return error_result(f"timed out after {timeout_seconds:g} s", TIMEOUT)
-    except Exception as exc:  # a faulty tool fails its call, never the agent loop
-        return error_result(f"{type(exc).__name__}: {exc}", exception_error_type(exc))
+    except _Failed as failed:  # a faulty tool fails its call, never the agent loop
+        if failed.raised is None:
+            return error_result(f"timed out after {timeout_seconds:g} s", TIMEOUT)
+        raised = failed.raised
+        return error_result(f"{type(raised).__name__}: {raised}", failed.error_type)
     return _checked(name, raw)
 
 
-class _TimedOut(Exception):
-    """Internal: the time limit of the call fired."""
+class _Failed(Exception):
+    """Internal: the call failed with ``error_type``; ``raised`` is what the tool raised.
+
+    ``raised`` is ``None`` when the time limit fired, whatever the tool did then.
+    """
+
+    def __init__(self, error_type: str, raised: BaseException | None) -> None:
+        super().__init__(error_type)
+        self.error_type = error_type
+        self.raised = raised
 
 
 async def _execute_with_time_limit(
@@ -138,8 +147,7 @@ async def _execute_with_time_limit(
     if task is None:
         raise RuntimeError("a tool call must run inside an asyncio task")
     loop = asyncio.get_running_loop()
-    baseline = task.cancelling()
-    limit = ToolTimeLimit()
+    limit = ToolTimeLimit(task.cancelling())
 
     def _on_timeout() -> None:
         limit.expired = True
@@ -150,18 +158,18 @@ async def _execute_with_time_limit(
     token = TOOL_TIME_LIMIT.set(limit)
     try:
         result: object = await tool.execute(**arguments)
-    except asyncio.CancelledError:
-        # Only our own cancellation becomes a timeout; if anyone else asked to
-        # cancel the task too, their request is still counted and must win.
-        if not limit.expired or task.uncancel() > baseline:
+    except BaseException as exc:  # re-raised below when it is no failure of the tool's
+        # Decided as the tool proxy decides it, so the metrics say what the result says:
+        # a cancellation of the mission (anyone's request but our limit's, which must
+        # then win) or an interrupt propagates; a timeout is one however the tool ended
+        # (it may catch our cancellation and raise something else); anything else the
+        # tool raised, a CancelledError or SystemExit of its own included, fails the call.
+        error_type = tool_exception_error_type(exc, limit)
+        if limit.expired:
+            task.uncancel()  # our own request: it must not leak into later awaits
+        if error_type is None:
             raise
-        raise _TimedOut from None
-    except Exception:
-        if not limit.expired:
-            raise
-        # The tool caught our cancellation and raised something else: still a timeout.
-        task.uncancel()
-        raise _TimedOut from None
+        raise _Failed(error_type, None if limit.expired else exc) from None
     finally:
         handle.cancel()
         TOOL_TIME_LIMIT.reset(token)
@@ -169,7 +177,7 @@ async def _execute_with_time_limit(
         # The tool swallowed our cancellation and returned late: undo the
         # request so it cannot leak into later awaits, and still report the timeout.
         task.uncancel()
-        raise _TimedOut
+        raise _Failed(TIMEOUT, None)
     return result
 
 

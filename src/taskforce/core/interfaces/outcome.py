@@ -9,9 +9,11 @@ line and in the metrics.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Final
 
 from taskforce.core.interfaces.llm import LLM_ERROR_TYPES
+from taskforce.core.interfaces.tools import TOOL_TIMEOUT_CANCEL_MESSAGE, ToolTimeLimit
 
 __all__ = [
     "INVALID_ARGUMENTS",
@@ -25,9 +27,11 @@ __all__ = [
     "classify_llm_result",
     "classify_tool_result",
     "exception_error_type",
+    "is_caller_cancelled",
     "is_unknown_tool_error",
     "label_safe",
     "llm_exception_error_type",
+    "tool_exception_error_type",
 ]
 
 #: A tool returned ``success: false`` without an ``error_type`` of its own.
@@ -52,6 +56,56 @@ _UNKNOWN_TOOL_CLASS_NAMES = frozenset({"ToolNotFoundError"})
 #: Characters an ``error_type`` keeps; the label guard cuts every label value here too,
 #: so the log line and the metric carry the same value however long a type name is.
 MAX_ERROR_TYPE_LENGTH = 128
+
+
+def is_caller_cancelled(exc: BaseException, baseline: int = 0) -> bool:
+    """Tell whether ``exc`` ends a call without an outcome of its own.
+
+    That is the case when the task running the call was cancelled (its
+    ``cancelling()`` count is above ``baseline``), or the process is interrupted
+    (``KeyboardInterrupt``): the mission stops, and the call is neither a success nor
+    a failure. Anything else a call raises is its failure, even a ``CancelledError``
+    that a tool or provider raised itself (an inner task of its own was cancelled)
+    and ``SystemExit`` or ``GeneratorExit``: a failing call must not stop the mission
+    as if it were cancelled, nor the process.
+
+    Args:
+        exc: What the call raised.
+        baseline: The task's ``cancelling()`` count when the call started.
+
+    Returns:
+        ``True`` when ``exc`` must propagate as the cancellation or interruption it is.
+    """
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    if not isinstance(exc, asyncio.CancelledError):
+        return False
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > baseline
+
+
+def tool_exception_error_type(exc: BaseException, limit: ToolTimeLimit | None) -> str | None:
+    """Return the ``error_type`` of a tool call that raised ``exc``, if it has one.
+
+    Args:
+        exc: What the call raised (or what it was cancelled with).
+        limit: The call's time limit (``TOOL_TIME_LIMIT``), ``None`` outside the tool
+            runner.
+
+    Returns:
+        ``None`` when the call has no outcome (:func:`is_caller_cancelled`; the time
+        limit's own cancellation request does not count as the mission's); else
+        ``timeout`` when the limit fired (``limit.expired``, or a cancellation with
+        ``TOOL_TIMEOUT_CANCEL_MESSAGE``), however the tool ended, else
+        :func:`exception_error_type`.
+    """
+    expired = (limit is not None and limit.expired) or (
+        isinstance(exc, asyncio.CancelledError) and exc.args[:1] == (TOOL_TIMEOUT_CANCEL_MESSAGE,)
+    )
+    baseline = 0 if limit is None else limit.baseline
+    if is_caller_cancelled(exc, baseline + expired):
+        return None
+    return TIMEOUT if expired else exception_error_type(exc)
 
 
 def is_unknown_tool_error(exc: BaseException) -> bool:

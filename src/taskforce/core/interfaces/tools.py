@@ -30,13 +30,21 @@ class ToolTimeLimit:
         expired: ``True`` once the limit fired. A tool can catch the cancellation
             and return (or raise something else) anyway; the call still timed out,
             and whatever awaits it reads this to say so.
+        baseline: The running task's ``cancelling()`` count when the call started: a
+            count above it (besides the limit's own request) is a cancellation of
+            the mission, not something the tool raised.
     """
 
-    __slots__ = ("expired",)
+    __slots__ = ("baseline", "expired")
 
-    def __init__(self) -> None:
-        """Start unexpired."""
+    def __init__(self, baseline: int = 0) -> None:
+        """Start unexpired.
+
+        Args:
+            baseline: The task's ``cancelling()`` count as the call starts.
+        """
         self.expired = False
+        self.baseline = baseline
 
 
 #: The time limit of the tool call the current task is running, set by the tool
@@ -85,7 +93,7 @@ class ToolProtocol(Protocol):
         """JSON schema (``type: object``) of the keyword arguments of ``execute``."""
         ...
 
-    async def execute(self, **params: Any) -> ToolResult:
+    async def execute(self, /, **params: Any) -> ToolResult:
         """Run the tool with the given arguments."""
         ...
 

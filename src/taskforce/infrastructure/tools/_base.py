@@ -112,7 +112,7 @@ class BaseTool(ABC):
     description: str
     parameters_schema: dict[str, Any]
 
-    async def execute(self, **params: Any) -> ToolResult:
+    async def execute(self, /, **params: Any) -> ToolResult:
         """Validate the arguments, then run the tool.
 
         Args:

@@ -109,6 +109,7 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
 
     async def execute_mission(
         self,
+        /,
         mission: str,
         agent_type: AgentType = "lean",
         session_id: str | None = None,
@@ -163,6 +164,7 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
 
     async def execute_mission_streaming(
         self,
+        /,
         mission: str,
         agent_type: AgentType = "lean",
         session_id: str | None = None,

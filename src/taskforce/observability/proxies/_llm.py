@@ -6,22 +6,26 @@ does (callers pick streaming that way): :func:`observe_llm_provider` picks one.
 What is recorded per call:
 
 - ``complete``/``generate``: an ``error`` when the call raises (re-raised
-  unchanged) or ``classify_llm_result`` (the function the agents use too)
+  unchanged; anything but a cancellation of the mission or a ``KeyboardInterrupt``,
+  ``is_caller_cancelled``, a provider's own ``CancelledError`` or ``SystemExit``
+  included) or ``classify_llm_result`` (the function the agents use too)
   calls the result a failure, else ``success``; the latency;
-  tokens from ``usage``; the size of what was sent (messages and estimated
+  tokens from ``usage`` (of a failed call too, when the server reported them:
+  ``LLMProviderError.usage``); the size of what was sent (messages and estimated
   tokens, chars / 4, see ``_context_pack``; ``generate`` sends one message:
   prompt plus context).
-  A cancelled call records nothing: it has no outcome, and the mission that
-  was cancelled is counted ``cancelled``.
+  A cancelled call records no request and no failure: it has no outcome, and the
+  mission that was cancelled is counted ``cancelled``. Its retries are counted,
+  from the attempt report on the cancellation: they happened, and were logged.
 - ``stream``: once, when the stream ends however it ends: ``error`` if the
-  provider raised or its last chunk is not a dict (``invalid_response``, as the
-  agents fail such a call), else ``success`` (exhausted, or abandoned by its consumer
-  through ``aclose()`` or cancellation: that is the caller's decision, not a
+  provider raised (as above) or its last chunk is not a dict (``invalid_response``,
+  as the agents fail such a call), else ``success`` (exhausted, or abandoned by its
+  consumer through ``aclose()`` or cancellation: that is the caller's decision, not a
   provider failure); the latency up to that point; the time to the first
   text delta (a ``content`` chunk), if one arrived; tokens from the last
   chunk's ``usage``. All use the ``model`` of the last chunk, which is where
   providers report it.
-- for every call that ends (not a cancelled one), from the provider's attempt
+- for every call that ends, from the provider's attempt
   report (``attempts`` on the result, the last chunk or the raised error):
   one retry per attempt after the first, labelled with the error type of the
   attempt before it; one failure with the final error type if the call failed
@@ -36,7 +40,6 @@ The ``model`` label is the model the provider reports in its result, else the
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator
 from time import perf_counter
 from typing import Any, TypeVar, cast
@@ -48,7 +51,11 @@ from taskforce.core.interfaces.llm import (
     StreamChunk,
     StreamingLLMProviderProtocol,
 )
-from taskforce.core.interfaces.outcome import classify_llm_result, llm_exception_error_type
+from taskforce.core.interfaces.outcome import (
+    classify_llm_result,
+    is_caller_cancelled,
+    llm_exception_error_type,
+)
 from taskforce.observability.metrics import (
     CounterChild,
     CounterPair,
@@ -186,7 +193,7 @@ class LLMProviderProxy(ObservingProxy[_ProviderT]):
         self._self_families = _LLMFamilies(metrics)
         self._self_packs = PackEstimator()
 
-    async def complete(self, *args: Any, **kwargs: Any) -> LLMResult:
+    async def complete(self, /, *args: Any, **kwargs: Any) -> LLMResult:
         """Call the wrapped ``complete`` and record the request.
 
         Args:
@@ -204,13 +211,16 @@ class LLMProviderProxy(ObservingProxy[_ProviderT]):
         started = perf_counter()
         try:
             result = await wrapped.complete(*args, **kwargs)
-        except Exception as exc:
-            _record_call(self, wrapped, "complete", started, exc, args, kwargs)
+        except BaseException as exc:  # always re-raised: only the outcome is read here
+            if is_caller_cancelled(exc):
+                _record_cancelled(self, wrapped, "complete", exc, (args, kwargs))
+            else:
+                _record_call(self, wrapped, "complete", started, exc, args, kwargs)
             raise
         _record_call(self, wrapped, "complete", started, result, args, kwargs)
         return result
 
-    async def generate(self, *args: Any, **kwargs: Any) -> LLMResult:
+    async def generate(self, /, *args: Any, **kwargs: Any) -> LLMResult:
         """Call the wrapped ``generate`` and record the request.
 
         Args:
@@ -227,8 +237,11 @@ class LLMProviderProxy(ObservingProxy[_ProviderT]):
         started = perf_counter()
         try:
             result = await wrapped.generate(*args, **kwargs)
-        except Exception as exc:
-            _record_call(self, wrapped, "generate", started, exc, args, kwargs)
+        except BaseException as exc:  # always re-raised: only the outcome is read here
+            if is_caller_cancelled(exc):
+                _record_cancelled(self, wrapped, "generate", exc, (args, kwargs))
+            else:
+                _record_call(self, wrapped, "generate", started, exc, args, kwargs)
             raise
         _record_call(self, wrapped, "generate", started, result, args, kwargs)
         return result
@@ -237,7 +250,7 @@ class LLMProviderProxy(ObservingProxy[_ProviderT]):
 class StreamingLLMProviderProxy(LLMProviderProxy[_StreamingT]):
     """An LLM provider with ``stream``, whose streams are observed as well."""
 
-    async def stream(self, *args: Any, **kwargs: Any) -> AsyncGenerator[StreamChunk, None]:
+    async def stream(self, /, *args: Any, **kwargs: Any) -> AsyncGenerator[StreamChunk, None]:
         """Iterate the wrapped ``stream``, recording the request once however it ends.
 
         The inner stream is closed as soon as this one is, as ``contextlib.aclosing``
@@ -258,7 +271,8 @@ class StreamingLLMProviderProxy(LLMProviderProxy[_StreamingT]):
         first: Any = _NO_CHUNK
         last: Any = _NO_CHUNK
         first_chunk_at: float | None = None
-        error: Exception | None = None
+        error: BaseException | None = None
+        consumer_left = False  # True while a chunk is out: GeneratorExit then means aclose()
         try:
             chunks = wrapped.stream(*args, **kwargs)
             try:
@@ -269,16 +283,20 @@ class StreamingLLMProviderProxy(LLMProviderProxy[_StreamingT]):
                     if first is _NO_CHUNK:
                         first = chunk
                     last = chunk
+                    consumer_left = True
                     yield chunk
+                    consumer_left = False
             finally:
                 await aclose_iterator(chunks)
         except Exception as exc:
             error = exc
             raise
-        except asyncio.CancelledError as exc:
-            # Cancelled before any chunk: the provider may have put its attempt report on
-            # the cancellation (both built-in ones do), the retries made so far.
-            if first is _NO_CHUNK and getattr(exc, "attempts", None):
+        except BaseException as exc:
+            if not (consumer_left or is_caller_cancelled(exc)):
+                error = exc  # the provider's own CancelledError, SystemExit, ...: a failure
+            elif first is _NO_CHUNK and getattr(exc, "attempts", None):
+                # Cancelled before any chunk: the provider may have put its attempt report
+                # on the cancellation (both built-in ones do), the retries made so far.
                 first = {"attempts": exc.attempts}  # type: ignore[attr-defined]
             raise
         finally:
@@ -336,9 +354,13 @@ def _record_call(
         report_fault(proxy._self_metrics, type(proxy).__name__, "llm.context_pack", exc)
         pack = None
     try:
-        if isinstance(result, Exception):  # the call raised
+        if isinstance(result, BaseException):  # the call raised
             error_type: str | None = llm_exception_error_type(result)
-            usage, model = None, _model(wrapped, None, operation, args, kwargs)
+            model = _model(wrapped, None, operation, args, kwargs)
+            # what the server reported before the call failed (LLMProviderError.usage)
+            usage = getattr(result, "usage", None)
+            if not isinstance(usage, dict):
+                usage = None
             attempts = getattr(result, "attempts", ())
         else:
             error_type = classify_llm_result(result)
@@ -395,6 +417,37 @@ def _record_call(
         report_fault(proxy._self_metrics, type(proxy).__name__, f"llm.{operation}", exc)
 
 
+def _record_cancelled(
+    proxy: LLMProviderProxy[Any],
+    wrapped: Any,
+    operation: str,
+    cancelled: BaseException,
+    call: tuple[tuple[Any, ...], dict[str, Any]],
+) -> None:
+    """Record a call whose mission was cancelled: the retries it made, nothing else.
+
+    It has no outcome (no request, no failure), but the retries it made before the
+    cancellation happened, and the provider logged them: they are counted from the
+    attempt report the provider put on the cancellation, as a stream's are.
+    """
+    args, kwargs = call
+    try:
+        attempts = getattr(cancelled, "attempts", ())
+        if type(attempts) in ATTEMPT_REPORTS and len(attempts) > 1:
+            model = _model(wrapped, None, operation, args, kwargs)
+            record_outcome(
+                proxy._self_families,
+                proxy._self_metrics,
+                (model, current_agent_type()),
+                attempts,
+                None,
+                (0, 0),
+                lambda: model,
+            )
+    except Exception as fault:
+        report_fault(proxy._self_metrics, type(proxy).__name__, f"llm.{operation}", fault)
+
+
 def _token_counts(proxy: LLMProviderProxy[Any], *counts: Any) -> tuple[int, int]:
     """The reported token counts as ints, or ``(0, 0)`` and a fault if one is not a count.
 
@@ -420,7 +473,7 @@ def _record_stream(
     wrapped: Any,
     started: float,
     first_chunk_at: float | None,
-    error: Exception | None,
+    error: BaseException | None,
     chunks: tuple[Any, Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],

@@ -12,16 +12,17 @@ uses, so the metrics, the mission and the ``tool.call.failed`` log line agree:
 - a failed result: ``error`` with the tool's own ``error_type``, else
   ``tool_error``; anything but a dict with a boolean ``success``:
   ``error``/``invalid_result``;
-- raises an ``Exception``: ``error``, ``error_type`` from
-  ``exception_error_type`` (its class name, ``timeout`` for timeouts);
-- cancelled with ``TOOL_TIMEOUT_CANCEL_MESSAGE`` (how the agents enforce the
-  tool time limit): ``error``, ``error_type="timeout"``; also when the tool
-  caught that cancellation and returned or raised anyway (the runner's
-  ``TOOL_TIME_LIMIT`` says the limit expired), as the agents count it;
-- any other cancellation (the mission was cancelled): nothing is recorded.
-  The call has no outcome of its own, and counting it as a tool error would
-  let client disconnects raise the tool failure rate; the mission is counted
-  ``cancelled`` instead.
+- raises: ``error``, ``error_type`` from ``tool_exception_error_type``:
+  ``timeout`` when the time limit fired (the runner's ``TOOL_TIME_LIMIT`` says
+  so), also when the tool caught that cancellation and returned or raised
+  anyway, as the agents count it; else the class name (``timeout`` for
+  timeouts), for anything the tool raised itself, a ``CancelledError`` or
+  ``SystemExit`` of its own included;
+- a cancellation of the mission (the task's cancellation count above what it
+  was when the call started, besides the limit's own request) or a
+  ``KeyboardInterrupt``: nothing is recorded. The call has no outcome of its
+  own, and counting it as a tool error would let client disconnects raise the
+  tool failure rate; the mission is counted ``cancelled`` instead.
 
 ``ToolRegistryProxy.get`` of a name that is not registered counts a failed
 call of that (guarded) tool name with ``error_type="unknown_tool"``, duration
@@ -36,7 +37,6 @@ are theirs.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from operator import is_
 from time import perf_counter
@@ -47,12 +47,11 @@ from taskforce.core.interfaces.outcome import (
     TIMEOUT,
     UNKNOWN_TOOL,
     classify_tool_result,
-    exception_error_type,
     is_unknown_tool_error,
+    tool_exception_error_type,
 )
 from taskforce.core.interfaces.tools import (
     TOOL_TIME_LIMIT,
-    TOOL_TIMEOUT_CANCEL_MESSAGE,
     ToolProtocol,
     ToolRegistryProtocol,
     ToolResult,
@@ -138,7 +137,7 @@ class ToolProxy(ObservingProxy[_ToolT]):
     description = passthrough("description")
     parameters_schema = passthrough("parameters_schema")
 
-    async def execute(self, **params: Any) -> ToolResult:
+    async def execute(self, /, **params: Any) -> ToolResult:
         """Run the wrapped tool's ``execute`` and record the call's outcome.
 
         Args:
@@ -156,16 +155,10 @@ class ToolProxy(ObservingProxy[_ToolT]):
         started = perf_counter()
         try:
             result = await wrapped.execute(**params)
-        except asyncio.CancelledError as exc:
-            if exc.args and exc.args[0] == TOOL_TIMEOUT_CANCEL_MESSAGE:
-                _record_failure(self, wrapped, None, started, TIMEOUT)
-            raise
-        except Exception as exc:
-            limit = TOOL_TIME_LIMIT.get()
-            timed_out = limit is not None and limit.expired
-            _record_failure(
-                self, wrapped, None, started, TIMEOUT if timed_out else exception_error_type(exc)
-            )
+        except BaseException as exc:  # always re-raised: only the outcome is read here
+            failed = tool_exception_error_type(exc, TOOL_TIME_LIMIT.get())
+            if failed is not None:  # None: the mission was cancelled, the call has no outcome
+                _record_failure(self, wrapped, None, started, failed)
             raise
         error_type = classify_tool_result(result)
         limit = TOOL_TIME_LIMIT.get()
