@@ -20,7 +20,7 @@ The hierarchy::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
@@ -83,7 +83,11 @@ class LLMProviderError(TaskforceError):
 
     ``error_type`` is one of the LLM error types of ``core.interfaces.llm``
     (``other`` when the raiser did not say); ``attempts`` holds the call's
-    ``LLMAttempt`` records, oldest first, when the provider reported them.
+    ``LLMAttempt`` records, oldest first, when the provider reported them;
+    ``usage`` holds the token usage the server reported before the call failed (a
+    stream whose tool arguments are not JSON was billed all the same), shaped like
+    the ``Usage`` of ``core.interfaces.llm`` (``prompt_tokens``, ``completion_tokens``,
+    ...); ``None`` when it reported none.
     """
 
     def __init__(
@@ -94,12 +98,14 @@ class LLMProviderError(TaskforceError):
         retryable: bool = False,
         error_type: str = "other",
         attempts: Sequence[Any] = (),
+        usage: Mapping[str, Any] | None = None,
     ) -> None:
         self.provider = provider
         self.retryable = retryable
         self.error_type = error_type
         # Typed loosely: this module imports nothing of the project (see its docstring).
         self.attempts: tuple[Any, ...] = tuple(attempts)
+        self.usage: Mapping[str, Any] | None = None if usage is None else dict(usage)
         prefix = f"{provider}: " if provider else ""
         super().__init__(f"{prefix}{message}")
 

@@ -1416,6 +1416,190 @@ class TestStreamToolCalls:
         assert "Scripted answer: just talk" == "".join(c.get("content", "") for c in chunks)
 
 
+_USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+_CHUNK = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+
+
+def _completion(choices: list[Any], usage: Any) -> dict[str, Any]:
+    """A chat completion body with these choices and this ``usage``."""
+    body = {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": choices}
+    return {**body, "usage": usage}
+
+
+def _tool_choice(arguments: str) -> dict[str, Any]:
+    """A choice that calls the calculator with these raw ``arguments``."""
+    function = {"name": "calculator", "arguments": arguments}
+    call = {"id": "c1", "type": "function", "function": function}
+    message = {"role": "assistant", "content": None, "tool_calls": [call]}
+    return {"index": 0, "finish_reason": "tool_calls", "message": message}
+
+
+def _tool_delta(arguments: str) -> dict[str, Any]:
+    """A streamed choice that calls the calculator with these raw ``arguments``, whole."""
+    function = {"name": "calculator", "arguments": arguments}
+    part = {"index": 0, "id": "c1", "type": "function", "function": function}
+    return {"index": 0, "delta": {"tool_calls": [part]}, "finish_reason": "tool_calls"}
+
+
+def _frame(choices: list[Any], **fields: Any) -> dict[str, Any]:
+    """A streamed chunk with these choices (and ``usage``, say)."""
+    return {**_CHUNK, "choices": choices, **fields}
+
+
+def _text(text: str) -> dict[str, Any]:
+    """A streamed choice that carries ``text``."""
+    return {"index": 0, "delta": {"content": text}, "finish_reason": None}
+
+
+def _finish() -> dict[str, Any]:
+    """The streamed choice that ends the answer."""
+    return {"index": 0, "delta": {}, "finish_reason": "stop"}
+
+
+class TestUsage:
+    """The usage a server reported is kept whatever becomes of the call: it was billed."""
+
+    @pytest.mark.parametrize(
+        ("operation", "choices"),
+        [
+            ("complete", [_tool_choice("{bad")]),
+            ("complete", [_tool_choice("[1, 2]")]),
+            ("complete", []),
+            ("complete", [{"index": 0, "message": None}]),
+            ("generate", []),
+        ],
+        ids=["arguments-not-json", "arguments-not-object", "no-choices", "no-message", "generate"],
+    )
+    async def test_a_failed_answer_keeps_the_usage_it_reported(
+        self,
+        provider: OpenAICompatibleProvider,
+        fake: FakeOpenAIServer,
+        operation: str,
+        choices: list[Any],
+    ) -> None:
+        """A 200 that cannot be used fails as invalid_response with the usage it reported."""
+        fake.respond_next(_completion(choices, _USAGE))
+
+        if operation == "generate":
+            result = await provider.generate("hi")
+        else:
+            result = await provider.complete(_mission("hi"), tools=_TOOLS)
+
+        assert (False, "invalid_response") == (result["success"], result["error_type"])
+        assert _USAGE == result.get("usage")
+
+    async def test_a_failure_without_usage_has_none(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """A failed answer that reported no usage has no ``usage``, nor has an error status."""
+        fake.respond_next(_completion([], None))
+        fake.fail_next(1, 400)
+
+        unusable = await provider.complete(_mission("hi"))
+        refused = await provider.complete(_mission("hi"))
+
+        assert (False, False) == (unusable["success"], refused["success"])
+        assert (False, False) == ("usage" in unusable, "usage" in refused)
+
+    @pytest.mark.parametrize(
+        ("usage", "expected"),
+        [
+            ({"prompt_tokens": 11}, {"prompt_tokens": 11}),
+            ({"prompt_tokens": 11, "completion_tokens": None}, {"prompt_tokens": 11}),
+            ({}, None),
+            ("eleven", None),  # no object: no usage, and the answer all the same
+        ],
+        ids=["prompt-only", "null-count", "empty", "not-an-object"],
+    )
+    async def test_a_usage_is_read_count_by_count(
+        self,
+        provider: OpenAICompatibleProvider,
+        fake: FakeOpenAIServer,
+        usage: Any,
+        expected: dict[str, int] | None,
+    ) -> None:
+        """The counts a server gave are reported, no null for those it left out; a usage
+        that cannot be read costs nothing but itself."""
+        fake.respond_next(_completion([_tool_choice("{}")], usage))
+
+        result = await provider.complete(_mission("hi"), tools=_TOOLS)
+
+        assert True is result["success"]
+        assert expected == result.get("usage")
+
+    @pytest.mark.parametrize(
+        "frames",
+        [
+            # tool arguments that are not JSON, then the usage
+            [_frame([_tool_delta("{bad")]), _frame([], usage=_USAGE), "[DONE]"],
+            # an event that is no object after the usage
+            [_frame([_text("hi")]), _frame([_finish()]), _frame([], usage=_USAGE), "null"],
+        ],
+        ids=["arguments-not-json", "null-after-usage"],
+    )
+    async def test_a_stream_that_fails_after_its_usage_keeps_it(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, frames: list[Any]
+    ) -> None:
+        """The error a stream raises after the server reported usage carries that usage."""
+        fake.stream_next(frames)
+
+        with pytest.raises(LLMProviderError) as info:
+            async for _ in provider.stream(_mission("hi"), tools=_TOOLS):
+                pass
+
+        assert ("invalid_response", _USAGE) == (info.value.error_type, info.value.usage)
+
+    async def test_a_stream_that_fails_before_usage_has_none(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """A stream refused before any usage raises an error whose ``usage`` is None."""
+        fake.cut_next_stream()
+
+        with pytest.raises(LLMProviderError) as info:
+            async for _ in provider.stream(_mission("one two")):
+                pass
+
+        assert ("connection", None) == (info.value.error_type, info.value.usage)
+
+    @pytest.mark.parametrize(
+        ("usages", "expected"),
+        [
+            # in parts: merged
+            (
+                [{"prompt_tokens": 11}, {"completion_tokens": 7}],
+                {"prompt_tokens": 11, "completion_tokens": 7},
+            ),
+            # cumulative, in every chunk: the last of each, not the sum
+            (
+                [
+                    {"prompt_tokens": 11, "completion_tokens": 1, "total_tokens": 12},
+                    {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
+                ],
+                _USAGE,
+            ),
+            # a count given, then its null: the count stays
+            ([_USAGE, {"prompt_tokens": None, "completion_tokens": 7}], _USAGE),
+        ],
+        ids=["parts", "cumulative", "null-later"],
+    )
+    async def test_usage_over_several_chunks_is_merged_count_by_count(
+        self,
+        provider: OpenAICompatibleProvider,
+        fake: FakeOpenAIServer,
+        usages: list[dict[str, Any]],
+        expected: dict[str, int],
+    ) -> None:
+        """Each chunk's usage adds the counts it gives to those before; a later count
+        replaces the earlier one of its kind."""
+        frames: list[Any] = [_frame([_text("hi")]), _frame([_finish()])]
+        frames += [_frame([], usage=usage) for usage in usages]
+        fake.stream_next([*frames, "[DONE]"])
+
+        chunks = [chunk async for chunk in provider.stream(_mission("hi"))]
+
+        assert (True, expected) == (chunks[-1]["done"], chunks[-1].get("usage"))
+
+
 _COMPLETION = COMPLETION_BODY
 _SSE = sse_body(20)
 

@@ -504,6 +504,20 @@ class TestFailDirective:
         assert "bad_request" == info.value.error_type
 
     @pytest.mark.parametrize(
+        "mission", ["llm:error", "llm:fail server_error 3", "hi\nllm:fail nosuch"]
+    )
+    async def test_a_failed_stream_reports_the_usage_a_failed_complete_does(
+        self, provider: ScriptedLLMProvider, mission: str
+    ) -> None:
+        """A stream's error carries the ``usage`` a failed result does (the prompt's)."""
+        result = await provider.complete(_mission(mission))
+        with pytest.raises(LLMProviderError) as info:
+            async for _ in provider.stream(_mission(mission)):
+                pass
+
+        assert (False, result["usage"]) == (result["success"], info.value.usage)
+
+    @pytest.mark.parametrize(
         "line",
         ["llm:fail", "llm:fail nosuch", "llm:fail auth 0", "llm:fail auth x", "llm:fail a 1 2"],
     )

@@ -32,7 +32,7 @@ from taskforce.core.interfaces.llm import (
 )
 from taskforce.core.interfaces.log import secret_scrubber
 from taskforce.errors import LLMProviderError
-from taskforce.infrastructure.llm._openai_chat import _answer, _extra
+from taskforce.infrastructure.llm._openai_chat import _answer, _extra, _usage
 from taskforce.infrastructure.llm._openai_errors import _InvalidResponse, _StreamCut
 from taskforce.infrastructure.llm._openai_failures import (
     _classify,
@@ -230,7 +230,8 @@ class OpenAICompatibleProvider:
                 (``invalid_response``), the stream broke, ended
                 before a ``finish_reason`` (``connection``) or ran past its deadline,
                 or its tool calls cannot be decoded; ``error_type`` and ``attempts``
-                say which and how often.
+                say which and how often, ``usage`` what the stream reported before
+                it failed, if anything.
         """
         asked = model or self._model
         params = cast("list[ChatCompletionMessageParam]", list(messages))
@@ -283,10 +284,13 @@ class OpenAICompatibleProvider:
         error: LLMProviderError | None = None
 
         def broke(exc: Exception, error_type: LLMErrorType) -> LLMProviderError:
-            """End the attempt that streams as ``error_type``; return the error to raise."""
+            """End the attempt that streams as ``error_type``; return the error to raise.
+
+            The error carries the usage the stream reported before it failed: billed.
+            """
             nonlocal error
             attempts[-1] = LLMAttempt(error_type, elapsed_since(opened))
-            error = self._failures.error(exc, error_type, attempts)
+            error = self._failures.error(exc, error_type, attempts, state.usage)
             return error
 
         try:
@@ -381,13 +385,15 @@ class OpenAICompatibleProvider:
                 attempts,
             )
         reported = response.model or asked
+        # Read first: a server bills the answer it sent, even one that cannot be used.
+        usage = _usage(response.usage)
         try:
-            result = _answer(response, reported, with_tool_calls=with_tool_calls)
+            result = _answer(response, reported, usage, with_tool_calls=with_tool_calls)
         except (_InvalidResponse, AttributeError, TypeError, ValueError) as exc:
             # AttributeError and the like: null fields the SDK does not check (a choice
             # without a message, say), as unusable as no choices at all.
             reason = str(exc) if isinstance(exc, _InvalidResponse) else f"malformed answer ({exc})"
             attempts[-1] = LLMAttempt("invalid_response", attempts[-1].duration_seconds)
-            return self._failures.result(reason, "invalid_response", reported, attempts)
+            return self._failures.result(reason, "invalid_response", reported, attempts, usage)
         result["attempts"] = attempts
         return result

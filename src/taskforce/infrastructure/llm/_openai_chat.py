@@ -41,27 +41,38 @@ def _decoded_call(call_id: str, name: str, raw_arguments: str | None) -> ToolCal
     return {"id": call_id, "name": name, "arguments": arguments}
 
 
+#: The counts of a server's ``usage`` that a result reports.
+_USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
 def _usage(usage: CompletionUsage | None) -> Usage | None:
-    if usage is None:
-        return None
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-    }
+    """The counts a server's ``usage`` reports; ``None`` when it reports none.
+
+    Never raises: the SDK lets anything through (a count left out or null, a usage
+    that is no object), and a usage that cannot be read must not cost the answer. A
+    count left out or null is left out, so that the parts of a usage a stream sends
+    over several chunks merge (:meth:`~._openai_stream._StreamState.add`).
+    """
+    counts = {name: getattr(usage, name, None) for name in _USAGE_FIELDS}
+    reported = {name: count for name, count in counts.items() if count is not None}
+    return cast("Usage", reported) if reported else None
 
 
-def _answer(response: ChatCompletion, model: str, *, with_tool_calls: bool) -> LLMResult:
+def _answer(
+    response: ChatCompletion, model: str, usage: Usage | None, *, with_tool_calls: bool
+) -> LLMResult:
     """Return the successful result a chat completion holds, without its attempts.
 
     Args:
         response: the completion, as the SDK decoded it.
         model: the model the result names.
+        usage: the completion's usage, read (:func:`_usage`) before anything here can
+            fail, so that a failure still reports it.
         with_tool_calls: whether to decode the message's tool calls into ``tool_calls``.
 
     Returns:
         ``{"success": True, "content": ..., "model": ...}``, with ``tool_calls`` when
-        asked for and ``usage`` when the server reported it.
+        asked for and ``usage`` unless ``None``.
 
     Raises:
         _InvalidResponse: the completion holds no choices, a tool call of a type other
@@ -81,7 +92,6 @@ def _answer(response: ChatCompletion, model: str, *, with_tool_calls: bool) -> L
             name = raw.function.name
             calls.append(_decoded_call(raw.id, name, raw.function.arguments))
         result["tool_calls"] = calls
-    usage = _usage(response.usage)
     if usage is not None:
         result["usage"] = usage
     return result

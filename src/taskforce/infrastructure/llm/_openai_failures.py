@@ -24,6 +24,7 @@ from taskforce.core.interfaces.llm import (
     LLMAttempt,
     LLMErrorType,
     LLMResult,
+    Usage,
     llm_error_type_of_status,
 )
 from taskforce.errors import LLMProviderError
@@ -238,7 +239,12 @@ class _Failures:
         return text or f"the request failed ({error_type})"
 
     def result(
-        self, error: str, error_type: LLMErrorType, model: str, attempts: list[LLMAttempt]
+        self,
+        error: str,
+        error_type: LLMErrorType,
+        model: str,
+        attempts: list[LLMAttempt],
+        usage: Usage | None = None,
     ) -> LLMResult:
         """Return the failed result of a call.
 
@@ -247,21 +253,30 @@ class _Failures:
             error_type: the LLM error type of the failure.
             model: the model the result names.
             attempts: the report of every attempt made.
+            usage: the usage the server reported before the call failed (a 200 whose
+                tool arguments are not JSON was billed), if any.
 
         Returns:
             ``{"success": False, "error": ..., "error_type": ..., "model": ...,
-            "attempts": ...}``.
+            "attempts": ...}``, with ``usage`` unless ``None``.
         """
-        return {
+        failed: LLMResult = {
             "success": False,
             "error": _plain(self.redact(error)),
             "error_type": error_type,
             "model": model,
             "attempts": attempts,
         }
+        if usage is not None:
+            failed["usage"] = usage
+        return failed
 
     def error(
-        self, exc: Exception, error_type: LLMErrorType, attempts: list[LLMAttempt]
+        self,
+        exc: Exception,
+        error_type: LLMErrorType,
+        attempts: list[LLMAttempt],
+        usage: Usage | None = None,
     ) -> LLMProviderError:
         """Return the error to raise for a failed stream, which ``exc`` ended.
 
@@ -269,10 +284,11 @@ class _Failures:
             exc: the failure, described by :meth:`describe`.
             error_type: the LLM error type of the failure.
             attempts: the report of every attempt made.
+            usage: the usage the stream reported before it failed, if any.
 
         Returns:
             An :class:`~taskforce.errors.LLMProviderError`, retryable when its type is,
-            its ``provider`` set.
+            its ``provider`` set, its ``usage`` the one given.
         """
         message = _plain(self.redact(self.describe(exc, error_type)))
         error = LLMProviderError(
@@ -280,6 +296,7 @@ class _Failures:
             retryable=error_type in RETRYABLE_LLM_ERROR_TYPES,
             error_type=error_type,
             attempts=attempts,
+            usage=usage,
         )
         # Named after the message is built, not in it (``openai: ...``): a failed stream
         # says what a failed complete() returns, in the mission's error and log alike.

@@ -2,7 +2,8 @@
 
 Tells a chunk that carries an answer from a role-only chunk or a keep-alive, the
 stream's end from ``data: null``, and assembles text deltas, tool call deltas and
-usage into what the stream's last chunk reports.
+usage (merged count by count over the chunks that carry it) into what the stream's
+last chunk reports.
 """
 
 from __future__ import annotations
@@ -119,7 +120,12 @@ class _StreamState:
     def add(self, chunk: ChatCompletionChunk) -> list[str]:
         """Take in one chunk; return its text deltas."""
         self.model = chunk.model or self.model
-        self.usage = _usage(chunk.usage) or self.usage
+        reported = _usage(chunk.usage)
+        if reported is not None:
+            # Merged count by count: a server may send its usage in parts over chunks.
+            # A later count replaces the earlier one (cumulative usage in every chunk
+            # comes out right, not summed).
+            self.usage = {**(self.usage or {}), **reported}
         if chunk.usage is not None:
             self.finished = True
         texts: list[str] = []

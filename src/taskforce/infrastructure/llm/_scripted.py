@@ -68,11 +68,16 @@ def _classify(exc: Exception) -> LLMErrorType | None:
     return None
 
 
-def _reported(exc: LLMProviderError, attempts: list[LLMAttempt]) -> list[LLMAttempt]:
-    """Put the call's attempts on ``exc``; a call that failed before any attempt counts one."""
+def _reported(exc: LLMProviderError, attempts: list[LLMAttempt], usage: Usage) -> list[LLMAttempt]:
+    """Put the call's attempts and usage on ``exc``; return the attempts.
+
+    A call that failed before any attempt counts one. A failed stream's error carries
+    the usage a failed ``complete`` returns, so both report the same.
+    """
     if not attempts:
         attempts.append(LLMAttempt(_classify(exc) or "other", 0.0))
     exc.attempts = tuple(attempts)
+    exc.usage = usage
     return attempts
 
 
@@ -92,7 +97,8 @@ class ScriptedLLMProvider:
     ``stream`` sends the answer word by word. Failures are returned as
     ``{"success": False, ...}``; ``stream`` raises
     :class:`~taskforce.errors.LLMProviderError` instead. Every result, last
-    chunk and error carries ``attempts``. Safe to share between concurrent
+    chunk and error carries ``attempts``, and ``usage`` (estimated; a failure's
+    from the prompt alone). Safe to share between concurrent
     missions: it keeps no state between calls.
     """
 
@@ -263,7 +269,8 @@ class ScriptedLLMProvider:
             ScriptedLLMError: the next directive is ``llm:error``.
             ScriptedDirectiveError: a directive line is malformed.
             LLMProviderError: ``llm:fail`` lines used up the attempts
-                (``error_type`` and ``attempts`` say how).
+                (``error_type`` and ``attempts`` say how). Each of these errors
+                carries ``usage``, the prompt's estimate, as a failed result does.
         """
         used_model = model or self._model
         await self._pause()
@@ -276,7 +283,7 @@ class ScriptedLLMProvider:
             exc.attempts = attempts  # type: ignore[attr-defined]  # as OpenAICompatibleProvider
             raise
         except LLMProviderError as exc:
-            _reported(exc, attempts)
+            _reported(exc, attempts, _usage(_chars_of(messages), 0))
             raise
         calls: list[ToolCall] = []
         if isinstance(directive, ToolDirective) and tools and tool_choice != "none":
@@ -418,12 +425,13 @@ def _success(
 def _failure(
     exc: LLMProviderError, model: str, sent_chars: int, attempts: list[LLMAttempt]
 ) -> LLMResult:
-    reported = _reported(exc, attempts)
+    usage = _usage(sent_chars, 0)
+    reported = _reported(exc, attempts, usage)
     return {
         "success": False,
         "error": str(exc),
         "error_type": reported[-1].error_type or "other",
         "model": model,
-        "usage": _usage(sent_chars, 0),
+        "usage": usage,
         "attempts": reported,
     }
