@@ -1456,6 +1456,27 @@ def _finish() -> dict[str, Any]:
     return {"index": 0, "delta": {}, "finish_reason": "stop"}
 
 
+async def _stream_cut_after(frames: list[dict[str, Any]]) -> list[Any]:
+    """Stream ``frames`` from a server whose connection drops after them (no ``[DONE]``).
+
+    The body is chunked and its last chunk never comes: the client sees the connection
+    closed inside the body, as after a reset or a proxy that cut it.
+
+    Returns:
+        The chunks the stream yielded; raises what it raised.
+    """
+    head = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    events = [b"data: " + json.dumps(frame).encode() + b"\n\n" for frame in frames]
+    cut = chunked(events)[:-1]  # without the last chunk, which ends the body
+    async with (
+        RawUpstream([head, *cut], pause=0.01) as upstream,
+        OpenAICompatibleProvider("m", upstream.base_url, max_retries=0) as provider,
+    ):
+        return [chunk async for chunk in provider.stream(_mission("hi"), tools=_TOOLS)]
+
+
 class TestUsage:
     """The usage a server reported is kept whatever becomes of the call: it was billed."""
 
@@ -1598,6 +1619,45 @@ class TestUsage:
         chunks = [chunk async for chunk in provider.stream(_mission("hi"))]
 
         assert (True, expected) == (chunks[-1]["done"], chunks[-1].get("usage"))
+
+
+class TestStreamBrokenAfterItsAnswer:
+    """A connection that drops after the finish_reason takes nothing from the answer."""
+
+    @pytest.mark.parametrize("with_usage", [True, False], ids=["after-usage", "before-usage"])
+    async def test_a_stream_cut_after_its_finish_is_its_answer(self, with_usage: bool) -> None:
+        """The answer was whole: it ends as delivered, with its usage if it got it."""
+        frames = [_frame([_text("hel")]), _frame([_text("lo")]), _frame([_finish()])]
+        if with_usage:
+            frames.append(_frame([], usage=_USAGE))
+
+        chunks = await _stream_cut_after(frames)
+
+        assert "hello" == "".join(chunk.get("content", "") for chunk in chunks)
+        done = chunks[-1]
+        assert (True, []) == (done["done"], done["tool_calls"])
+        assert (_USAGE if with_usage else None) == done.get("usage")
+        assert [None] == [attempt.error_type for attempt in done["attempts"]]
+
+    async def test_a_tool_call_cut_after_its_finish_is_the_answer(self) -> None:
+        """A streamed tool call whose finish_reason came arrives whole, the cut unseen."""
+        call = _tool_delta('{"expression": "6*7"}')
+
+        chunks = await _stream_cut_after([_frame([call]), _frame([], usage=_USAGE)])
+
+        expected = [{"id": "c1", "name": "calculator", "arguments": {"expression": "6*7"}}]
+        assert (expected, _USAGE) == (chunks[-1]["tool_calls"], chunks[-1]["usage"])
+
+    async def test_a_stream_cut_before_its_finish_is_connection(self) -> None:
+        """Cut before the finish_reason, the text is a fragment: a connection failure, with
+        the usage a server that sends it on every chunk reported (usage is no finish)."""
+        frames = [_frame([_text("hel")], usage=_USAGE), _frame([_text("lo")])]
+
+        with pytest.raises(LLMProviderError) as info:
+            await _stream_cut_after(frames)
+
+        assert ("connection", _USAGE) == (info.value.error_type, info.value.usage)
+        assert ["connection"] == [attempt.error_type for attempt in info.value.attempts]
 
 
 _COMPLETION = COMPLETION_BODY

@@ -227,11 +227,13 @@ class OpenAICompatibleProvider:
         Raises:
             LLMProviderError: the request failed after retries, was answered without
                 server-sent events or with an event that is not a JSON object
-                (``invalid_response``), the stream broke, ended
+                (``invalid_response``), the stream broke or ended
                 before a ``finish_reason`` (``connection``) or ran past its deadline,
                 or its tool calls cannot be decoded; ``error_type`` and ``attempts``
                 say which and how often, ``usage`` what the stream reported before
-                it failed, if anything.
+                it failed, if anything. A connection that drops after the
+                ``finish_reason`` (before the usage or ``[DONE]``) ends the stream as
+                the answer it delivered, not as an error.
         """
         asked = model or self._model
         params = cast("list[ChatCompletionMessageParam]", list(messages))
@@ -323,7 +325,13 @@ class OpenAICompatibleProvider:
                 except Exception as exc:
                     # Mid-stream faults come from the SDK and its HTTP layer alike
                     # (their classes are not all OpenAIError); all mean "stream broke".
-                    raise broke(exc, _classify(exc) or "other") from exc
+                    error_type = _classify(exc) or "other"
+                    if error_type == "connection" and state.finish_read:
+                        # The answer is whole (its finish_reason was read): a connection
+                        # dropped before [DONE] (reset, a body cut short) takes nothing
+                        # from it. It ends as delivered, with the usage read, if any.
+                        break
+                    raise broke(exc, error_type) from exc
             if not state.finished:
                 # Closed cleanly mid-answer: no finish_reason, no usage. The text so far is
                 # a fragment, not the answer; the connection dropped as far as we can tell.

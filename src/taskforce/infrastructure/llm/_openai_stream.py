@@ -116,6 +116,10 @@ class _StreamState:
     calls: dict[int, _StreamedCall] = field(default_factory=dict)
     # A finish_reason (or the usage, which comes after it) was read: the answer is whole.
     finished: bool = False
+    # A finish_reason itself was read. Usage alone does not say the answer is whole
+    # when a server sends it on every chunk: a connection that drops after it cuts
+    # a fragment, not an answer.
+    finish_read: bool = False
 
     def add(self, chunk: ChatCompletionChunk) -> list[str]:
         """Take in one chunk; return its text deltas."""
@@ -132,7 +136,7 @@ class _StreamState:
         # no choices at all: a keep-alive some servers send (``data: {}``), nothing to add
         for choice in chunk.choices or ():
             if choice.finish_reason:
-                self.finished = True
+                self.finished = self.finish_read = True
             delta = choice.delta
             if delta.content:
                 texts.append(delta.content)
