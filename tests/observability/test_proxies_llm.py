@@ -228,12 +228,12 @@ class TestComplete:
         self, metrics: MetricSet
     ) -> None:
         """The server billed tokens, then the call failed: the error's ``usage`` is counted."""
-
-        class Billed(LLMProviderError):
-            usage = {"prompt_tokens": 11, "completion_tokens": 7}
-
-        error = Billed("the answer could not be read", error_type="invalid_response")
-        with pytest.raises(Billed):
+        error = LLMProviderError(
+            "the answer could not be read",
+            error_type="invalid_response",
+            usage={"prompt_tokens": 11, "completion_tokens": 7},
+        )
+        with pytest.raises(LLMProviderError):
             await observe_llm_provider(FakeProvider(error=error), metrics).complete(
                 MESSAGES, model="m"
             )
