@@ -224,6 +224,43 @@ class TestComplete:
         assert [("m", "none", "complete", "error")] == _requests(metrics)
         assert {("m", "none", "other"): 1} == samples(metrics, "taskforce_llm_failures_total")
 
+    async def test_a_failure_shares_the_series_of_the_model_it_resolves_to(
+        self, metrics: MetricSet
+    ) -> None:
+        """A provider answers ``gpt-4o`` as ``gpt-4o-2024-08-06``; its failures report no
+        model. Before any success a failure is labelled with the model asked for; after
+        one, with the model that name resolved to, so the error ratio of that model counts
+        them (streams and retries alike)."""
+        provider = FakeProvider(error=LLMProviderError("down", error_type="server_error"))
+        proxy = observe_llm_provider(provider, metrics)
+        with pytest.raises(LLMProviderError):
+            await proxy.complete(MESSAGES, model="gpt-4o")
+        provider.error = None
+        provider.answer = {"success": True, "model": "gpt-4o-2024-08-06"}
+        await proxy.complete(MESSAGES, model="gpt-4o")
+        provider.error = LLMProviderError(
+            "down", error_type="server_error", attempts=[LLMAttempt("rate_limit", 0.01)] * 2
+        )
+        with pytest.raises(LLMProviderError):
+            await proxy.complete(MESSAGES, model="gpt-4o")
+        provider.error, provider.answer = None, {"success": False, "error": "refused"}
+        await proxy.complete(MESSAGES, model="gpt-4o")
+
+        assert [
+            ("gpt-4o", "none", "complete", "error"),
+            ("gpt-4o-2024-08-06", "none", "complete", "success"),
+            ("gpt-4o-2024-08-06", "none", "complete", "error"),
+            ("gpt-4o-2024-08-06", "none", "complete", "error"),
+        ] == _requests(metrics)
+        assert {
+            ("gpt-4o", "none", "server_error"): 1,
+            ("gpt-4o-2024-08-06", "none", "server_error"): 1,
+            ("gpt-4o-2024-08-06", "none", "other"): 1,
+        } == samples(metrics, "taskforce_llm_failures_total")
+        assert {("gpt-4o-2024-08-06", "none", "rate_limit"): 1} == samples(
+            metrics, "taskforce_llm_retries_total"
+        )
+
     async def test_a_failed_call_counts_the_tokens_its_error_reports(
         self, metrics: MetricSet
     ) -> None:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import signal
 import sys
@@ -26,6 +27,8 @@ from taskforce.errors import (
 )
 
 if TYPE_CHECKING:
+    import asyncio
+
     from taskforce.config import Settings
     from taskforce.core.interfaces import ExecutionResult, ExecutorProtocol
 
@@ -39,12 +42,14 @@ class _Terminated(BaseException):
 
 
 class _Run:
-    """How far ``run`` got: whether a stop signal found a mission to cancel."""
+    """How far ``run`` got: whether a stop signal found a mission to cancel, and which one."""
 
-    __slots__ = ("has_mission",)
+    __slots__ = ("has_mission", "interrupts", "stopped_by")
 
     def __init__(self) -> None:
         self.has_mission = False
+        self.interrupts = 0  # Ctrl-Cs the event loop took
+        self.stopped_by: signal.Signals | None = None  # the first stop signal it took
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
@@ -154,13 +159,31 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 async def _run_mission(args: argparse.Namespace, settings: Settings, run: _Run) -> int:
     import asyncio
 
-    # SIGTERM ends the run like Ctrl-C does (asyncio.run cancels it on SIGINT), taken
-    # over from main's handler first of all, so that one arriving while the container's
-    # modules load is answered too; once the mission runs, it is cancelled, recorded in
-    # its session, the container closed.
+    # SIGTERM and Ctrl-C cancel the run, taken over from main's handler (and from
+    # asyncio.run's) first of all, so that one arriving while the container's modules
+    # load is answered too; once the mission runs, it is cancelled, recorded in its
+    # session, the container closed. The handler runs between two bytecodes, as
+    # asyncio.run's own does, so the cancellation lands at once (a handler of the loop's
+    # would wait for its next turn, and a mission may start, or even end, before). A
+    # second Ctrl-C stops at once: raised from a callback of the loop, not (as
+    # asyncio.run's handler would) in whatever task code runs when it comes, so the
+    # writes still under way are given up and logged.
     task = asyncio.current_task()
-    if task is not None:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    if task is None:  # not under asyncio.run: nothing to cancel
+        return await _mission(args, settings, run)
+    taken = {sent: signal.getsignal(sent) for sent in (signal.SIGTERM, signal.SIGINT)}
+    stop = functools.partial(_stop, run, task, asyncio.get_running_loop())
+    for sent in taken:
+        signal.signal(sent, stop)
+    try:
+        return await _mission(args, settings, run)
+    finally:
+        for sent, handler in taken.items():
+            signal.signal(sent, handler)
+
+
+async def _mission(args: argparse.Namespace, settings: Settings, run: _Run) -> int:
+    """Build the container, run the mission, print its result; return the exit code."""
     from taskforce.application.container import build_container
     from taskforce.config import check_directories
 
@@ -195,6 +218,30 @@ async def _run_mission(args: argparse.Namespace, settings: Settings, run: _Run) 
         if not has_tokens and result.final_message:
             print(result.final_message)
     return 0 if result.status == "completed" else 1
+
+
+def _stop(
+    run: _Run, task: asyncio.Task[int], loop: asyncio.AbstractEventLoop, signum: int, _: object
+) -> None:
+    """Cancel ``run``'s task on a stop signal; a second Ctrl-C interrupts the loop instead."""
+    sent = signal.Signals(signum)
+    run.stopped_by = run.stopped_by or sent
+    if sent == signal.SIGINT:
+        run.interrupts += 1
+        if run.interrupts > 1:
+            loop.call_soon_threadsafe(_interrupt)
+            return
+    task.cancel()
+    loop.call_soon_threadsafe(_wake)  # the loop may wait in select() with a long timeout
+
+
+def _interrupt() -> None:
+    """Stop the event loop with KeyboardInterrupt (asyncio.run then cancels every task)."""
+    raise KeyboardInterrupt
+
+
+def _wake() -> None:
+    """Nothing: a callback that makes a waiting event loop take its next turn."""
 
 
 async def _stream_mission(
@@ -254,13 +301,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     sys.exit(code)
 
 
-def _stopped(exc: BaseException, what: str) -> int:
+def _stopped(exc: BaseException, what: str, taken: signal.Signals | None = None) -> int:
     """Say that a stop signal ended ``run`` and ``what`` it found; return 128 + the signal.
 
-    ``exc`` is how the signal arrived: ``KeyboardInterrupt`` for SIGINT (Ctrl-C), else
-    SIGTERM (``_Terminated`` before the event loop, a cancellation within it).
+    ``taken`` is the signal the event loop took, if it did; else ``exc`` says how the
+    signal arrived: ``KeyboardInterrupt`` for SIGINT (Ctrl-C), else SIGTERM.
     """
-    stopped_by = signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM
+    stopped_by = taken or (signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM)
     print(f"taskforce: {stopped_by.name}: {what}", file=sys.stderr)
     return 128 + stopped_by
 
@@ -305,4 +352,5 @@ def _command(args: argparse.Namespace) -> int:
         # Only `run` gets here (serve drains on its signals): the mission was cancelled
         # and recorded so, or none had started yet (the container was still being built).
         # The shell's convention: 128 + the signal's number.
-        return _stopped(exc, "the mission was cancelled" if run.has_mission else _NOT_STARTED)
+        what = "the mission was cancelled" if run.has_mission else _NOT_STARTED
+        return _stopped(exc, what, run.stopped_by)

@@ -25,7 +25,8 @@ class RecordWrites:
     """Appends mission records, each in a task that no cancellation of its mission reaches.
 
     Only :meth:`abandon` and the end of the event loop (``asyncio.run`` after a second
-    Ctrl-C) cancel a write, and each write given up is logged once. For one event loop.
+    Ctrl-C, whose ``KeyboardInterrupt`` may land in the write itself) stop a write, and
+    each write given up is logged once. For one event loop.
     """
 
     def __init__(self, state_store: StateStoreProtocol) -> None:
@@ -91,15 +92,17 @@ class RecordWrites:
             else:
                 async with lock:
                     await self._append(session_id, record)
-        except asyncio.CancelledError:
-            # Not given up by abandon(), which logged it: the event loop is ending.
+        except Exception:
+            if not is_best_effort:
+                raise
+        except BaseException:
+            # Given up, but not by abandon(), which logged it: the event loop is ending
+            # (a cancellation), or a second Ctrl-C, which asyncio.run raises as a
+            # KeyboardInterrupt wherever the loop is, landed in this write itself.
             fields = self._writes.pop(cast(asyncio.Task[None], asyncio.current_task()), None)
             if fields is not None:
                 _LOG.warning("state.save.abandoned", category="state", **fields)
             raise
-        except Exception:
-            if not is_best_effort:
-                raise
 
     async def _append(self, session_id: str, record: dict[str, Any]) -> None:
         """Append the record to the session's state; logs the save, any drop, any failure."""

@@ -226,6 +226,22 @@ class TestTimeLimit:
             await task
         assert task.cancelled()
 
+    async def test_a_cancellation_asked_for_before_the_call_propagates(self) -> None:
+        """A stop signal that asked to cancel the task just before the tool started: the
+        CancelledError at the tool's first await is the mission's, not a tool failure."""
+        registry = FakeRegistry(FakeTool("slow", _sleep_forever))
+
+        async def mission() -> Any:
+            current = asyncio.current_task()
+            assert current is not None
+            current.cancel()  # asked for, not yet delivered
+            return await run_tool_call(registry, "slow", {}, timeout_seconds=30)
+
+        task = asyncio.create_task(mission())
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert task.cancelled()
+
     async def test_outer_cancellation_wins_over_a_timeout_firing_during_cleanup(self) -> None:
         """When the timer fires while an outer cancellation unwinds the tool, the outer one wins."""
 

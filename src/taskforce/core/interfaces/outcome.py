@@ -58,20 +58,21 @@ _UNKNOWN_TOOL_CLASS_NAMES = frozenset({"ToolNotFoundError"})
 MAX_ERROR_TYPE_LENGTH = 128
 
 
-def is_caller_cancelled(exc: BaseException, baseline: int = 0) -> bool:
+def is_caller_cancelled(exc: BaseException, own_requests: int = 0) -> bool:
     """Tell whether ``exc`` ends a call without an outcome of its own.
 
-    That is the case when the task running the call was cancelled (its
-    ``cancelling()`` count is above ``baseline``), or the process is interrupted
+    That is the case when the task running the call was asked to cancel (its
+    ``cancelling()`` count is above ``own_requests``, the requests the call's own
+    machinery made, such as a time limit that fired), or the process is interrupted
     (``KeyboardInterrupt``): the mission stops, and the call is neither a success nor
     a failure. Anything else a call raises is its failure, even a ``CancelledError``
-    that a tool or provider raised itself (an inner task of its own was cancelled)
-    and ``SystemExit`` or ``GeneratorExit``: a failing call must not stop the mission
-    as if it were cancelled, nor the process.
+    that a tool or provider raised itself while nobody asked the task to cancel (an
+    inner task of its own was cancelled) and ``SystemExit`` or ``GeneratorExit``: a
+    failing call must not stop the mission as if it were cancelled, nor the process.
 
     Args:
         exc: What the call raised.
-        baseline: The task's ``cancelling()`` count when the call started.
+        own_requests: The task's cancellation requests that are not the caller's.
 
     Returns:
         ``True`` when ``exc`` must propagate as the cancellation or interruption it is.
@@ -81,7 +82,7 @@ def is_caller_cancelled(exc: BaseException, baseline: int = 0) -> bool:
     if not isinstance(exc, asyncio.CancelledError):
         return False
     task = asyncio.current_task()
-    return task is None or task.cancelling() > baseline
+    return task is None or task.cancelling() > own_requests
 
 
 def tool_exception_error_type(exc: BaseException, limit: ToolTimeLimit | None) -> str | None:
@@ -93,17 +94,17 @@ def tool_exception_error_type(exc: BaseException, limit: ToolTimeLimit | None) -
             runner.
 
     Returns:
-        ``None`` when the call has no outcome (:func:`is_caller_cancelled`; the time
-        limit's own cancellation request does not count as the mission's); else
-        ``timeout`` when the limit fired (``limit.expired``, or a cancellation with
-        ``TOOL_TIMEOUT_CANCEL_MESSAGE``), however the tool ended, else
-        :func:`exception_error_type`.
+        ``None`` when the call has no outcome (:func:`is_caller_cancelled`; once the time
+        limit fired, its own request and those the task had when the call started do
+        not count as the mission's); else ``timeout`` when the limit fired
+        (``limit.expired``, or a cancellation with ``TOOL_TIMEOUT_CANCEL_MESSAGE``),
+        however the tool ended, else :func:`exception_error_type`.
     """
     expired = (limit is not None and limit.expired) or (
         isinstance(exc, asyncio.CancelledError) and exc.args[:1] == (TOOL_TIMEOUT_CANCEL_MESSAGE,)
     )
-    baseline = 0 if limit is None else limit.baseline
-    if is_caller_cancelled(exc, baseline + expired):
+    own_requests = ((0 if limit is None else limit.baseline) + 1) if expired else 0
+    if is_caller_cancelled(exc, own_requests):
         return None
     return TIMEOUT if expired else exception_error_type(exc)
 

@@ -30,9 +30,9 @@ class ToolTimeLimit:
         expired: ``True`` once the limit fired. A tool can catch the cancellation
             and return (or raise something else) anyway; the call still timed out,
             and whatever awaits it reads this to say so.
-        baseline: The running task's ``cancelling()`` count when the call started: a
-            count above it (besides the limit's own request) is a cancellation of
-            the mission, not something the tool raised.
+        baseline: The running task's ``cancelling()`` count when the call started:
+            once the limit fired, a count above it and the limit's own request is a
+            cancellation of the mission too (``tool_exception_error_type``).
     """
 
     __slots__ = ("baseline", "expired")

@@ -34,8 +34,12 @@ What is recorded per call:
   reported model, then the requested one; a model with neither has no cost
   series and ``llm.price.missing`` is logged once per model).
 
-The ``model`` label is the model the provider reports in its result, else the
-``model`` argument, else the provider's ``model`` attribute, else ``unknown``.
+The ``model`` label is the model the provider reports in its result. A call it
+reports none for (a failure, mostly) gets the model the provider last resolved the
+requested one to, so a model's failures and successes share their series (the
+error ratio of ``gpt-4o-2024-08-06`` counts its failures, which report no model);
+the requested model is the ``model`` argument, else the provider's ``model``
+attribute, else ``unknown``.
 """
 
 from __future__ import annotations
@@ -105,6 +109,7 @@ class _LLMFamilies:
         "pack_messages",
         "pack_tokens",
         "requests",
+        "resolved",
         "retries",
         "tokens",
         "ttft",
@@ -121,6 +126,8 @@ class _LLMFamilies:
         self.pack_messages: Family[HistogramChild] = metrics.histogram(CONTEXT_PACK_MESSAGES)
         self.pack_tokens: Family[HistogramChild] = metrics.histogram(CONTEXT_PACK_TOKENS)
         self.bundles: dict[tuple[str, str, str, str], _RequestChildren] = {}
+        # requested model -> the model the provider last reported for it (bounded)
+        self.resolved: dict[str, str] = {}
 
 
 class _RequestChildren:
@@ -306,6 +313,7 @@ class StreamingLLMProviderProxy(LLMProviderProxy[_StreamingT]):
 
 
 def _model(wrapped: Any, reported: Any, operation: str, args: tuple[Any, ...], kwargs: Any) -> str:
+    """``reported``, else the model asked for: the argument, the provider's, ``unknown``."""
     if reported:
         return str(reported)
     index = _MODEL_ARG[operation]
@@ -314,6 +322,14 @@ def _model(wrapped: Any, reported: Any, operation: str, args: tuple[Any, ...], k
         return str(requested)
     default = getattr(wrapped, "model", None)
     return str(default) if default else _UNKNOWN_MODEL
+
+
+def _unreported_model(
+    families: _LLMFamilies, wrapped: Any, operation: str, args: tuple[Any, ...], kwargs: Any
+) -> str:
+    """The label of a call the provider reported no model for (see the module doc)."""
+    requested = _model(wrapped, None, operation, args, kwargs)
+    return families.resolved.get(requested, requested)
 
 
 def _record_call(
@@ -354,9 +370,10 @@ def _record_call(
         report_fault(proxy._self_metrics, type(proxy).__name__, "llm.context_pack", exc)
         pack = None
     try:
+        families = proxy._self_families
         if isinstance(result, BaseException):  # the call raised
             error_type: str | None = llm_exception_error_type(result)
-            model = _model(wrapped, None, operation, args, kwargs)
+            model = _unreported_model(families, wrapped, operation, args, kwargs)
             # what the server reported before the call failed (LLMProviderError.usage)
             usage = getattr(result, "usage", None)
             if not isinstance(usage, dict):
@@ -367,14 +384,25 @@ def _record_call(
             if error_type is None or isinstance(result, dict):  # a success is always a dict
                 usage, model = result.get("usage"), result.get("model")
                 if not (model and type(model) is str):
-                    model = _model(wrapped, model, operation, args, kwargs)
+                    model = (
+                        str(model)
+                        if model
+                        else _unreported_model(families, wrapped, operation, args, kwargs)
+                    )
                 attempts = result.get("attempts") or ()
             else:  # not a dict at all (None, a string): invalid_response, with nothing to read
-                usage, model = None, _model(wrapped, None, operation, args, kwargs)
+                usage = None
+                model = _unreported_model(families, wrapped, operation, args, kwargs)
                 attempts = ()
-        families = proxy._self_families
         key = (model, current_agent_type(), operation, "success" if error_type is None else "error")
-        children = families.bundles.get(key) or _request_children(families, key)
+        children = families.bundles.get(key)
+        if children is None:
+            children = _request_children(families, key)
+            if isinstance(result, dict) and result.get("model") == model:
+                # reported: what the model asked for resolves to, for calls that report none
+                if len(families.resolved) >= _MAX_BUNDLES:
+                    families.resolved.clear()
+                families.resolved[_model(wrapped, None, operation, args, kwargs)] = model
         children.requests.inc()
         children.duration.observe(duration)
         if pack is not None:
@@ -434,9 +462,10 @@ def _record_cancelled(
     try:
         attempts = getattr(cancelled, "attempts", ())
         if type(attempts) in ATTEMPT_REPORTS and len(attempts) > 1:
-            model = _model(wrapped, None, operation, args, kwargs)
+            families = proxy._self_families
+            model = _unreported_model(families, wrapped, operation, args, kwargs)
             record_outcome(
-                proxy._self_families,
+                families,
                 proxy._self_metrics,
                 (model, current_agent_type()),
                 attempts,
@@ -511,9 +540,14 @@ def _record_stream(
         # Recorded at the end, not at the first chunk: the model the provider
         # resolved arrives with the last chunk, and both series share that label.
         try:
+            families = proxy._self_families
             reported = outcome.get("model") if isinstance(outcome, dict) else None
-            model = _model(wrapped, reported, "stream", args, kwargs)
-            ttft = proxy._self_families.ttft.labels(model, current_agent_type())
+            model = (
+                str(reported)
+                if reported
+                else _unreported_model(families, wrapped, "stream", args, kwargs)
+            )
+            ttft = families.ttft.labels(model, current_agent_type())
             ttft.observe(first_chunk_at - started)
         except Exception as exc:
             report_fault(proxy._self_metrics, type(proxy).__name__, "llm.ttft", exc)
