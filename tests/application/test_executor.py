@@ -27,7 +27,15 @@ from taskforce.errors import MissionError
 from taskforce.infrastructure.llm import ScriptedLLMProvider
 from taskforce.infrastructure.state import FileStateStore
 from taskforce.infrastructure.tools import build_default_registry
-from tests.core.domain.fakes import EchoLLM, FakeRegistry, FakeTool, MemoryStateStore, ok_handler
+from tests.core.domain.fakes import (
+    EchoLLM,
+    FakeRegistry,
+    FakeTool,
+    MemoryStateStore,
+    ok_handler,
+    step_limit_line,
+    step_limit_lines,
+)
 
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _RECORD_KEYS = {
@@ -481,6 +489,23 @@ class TestWithRealAdapters:
         assert "42" == (tmp_path / "workspace" / "s" / "out.txt").read_text()
         assert [("lean", "completed"), ("legacy", "completed")] == [
             (r["agent_type"], r["status"]) for r in _stored_missions(tmp_path, "s")
+        ]
+
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    async def test_step_limit_is_logged_once(
+        self, real_executor: Callable[..., AgentExecutor], agent_type: Any
+    ) -> None:
+        """Three tool directives and two turns: both flows fail and log the limit once."""
+        mission = "\n".join(f'tool:calculator {{"expression": "{n}+1"}}' for n in range(3))
+
+        with capture_logs() as logs:
+            result = await real_executor(max_steps=2).execute_mission(
+                mission, agent_type=agent_type
+            )
+
+        assert ("failed", "step limit reached") == (result.status, result.error)
+        assert [step_limit_line(2)] == [
+            {key: line[key] for key in step_limit_line(2)} for line in step_limit_lines(logs)
         ]
 
     @pytest.mark.parametrize("agent_type", ["lean", "legacy"])

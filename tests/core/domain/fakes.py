@@ -55,6 +55,21 @@ def failure(error: str) -> LLMResult:
     return {"success": False, "error": error, "error_type": "FakeError"}
 
 
+def step_limit_lines(logs: Sequence[Any]) -> list[dict[str, Any]]:
+    """The ``agent.step_limit.reached`` lines among captured logs, with their fields."""
+    return [dict(log) for log in logs if log["event"] == "agent.step_limit.reached"]
+
+
+def step_limit_line(max_steps: int) -> dict[str, Any]:
+    """The one line a run that used up ``max_steps`` LLM turns logs, in either flow."""
+    return {
+        "event": "agent.step_limit.reached",
+        "log_level": "warning",
+        "category": "agent",
+        "max_steps": max_steps,
+    }
+
+
 class QueueLLM:
     """Answers ``complete`` and ``generate`` from two queues, recording every call."""
 

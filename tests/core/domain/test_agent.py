@@ -25,6 +25,8 @@ from tests.core.domain.fakes import (
     finish_action,
     ok_handler,
     plan,
+    step_limit_line,
+    step_limit_lines,
     text,
     tool_action,
 )
@@ -248,7 +250,8 @@ class TestAgentFails:
             generate=[plan("x", "y", "z")],
         )
 
-        outcome = await Agent(llm, _registry(), max_steps=4).run("m")
+        with capture_logs() as logs:
+            outcome = await Agent(llm, _registry(), max_steps=4).run("m")
 
         assert ("failed", "step limit reached", 4) == (
             outcome.status,
@@ -256,3 +259,4 @@ class TestAgentFails:
             len(llm.complete_calls),
         )
         assert ["completed", "failed"] == [s.status for s in outcome.steps]
+        assert [step_limit_line(4)] == step_limit_lines(logs)

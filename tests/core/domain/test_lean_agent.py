@@ -19,6 +19,8 @@ from tests.core.domain.fakes import (
     failure,
     native_calls,
     ok_handler,
+    step_limit_line,
+    step_limit_lines,
     text,
 )
 
@@ -210,7 +212,8 @@ class TestLeanAgentFails:
         """A model that never answers fails with 'step limit reached' after max_steps turns."""
         llm = QueueLLM([native_calls(("calc", {}))] * 10)
 
-        outcome = await LeanAgent(llm, _registry(), max_steps=3).run("m")
+        with capture_logs() as logs:
+            outcome = await LeanAgent(llm, _registry(), max_steps=3).run("m")
 
         assert ("failed", "step limit reached", 3, 3) == (
             outcome.status,
@@ -218,6 +221,8 @@ class TestLeanAgentFails:
             len(outcome.steps),
             len(llm.complete_calls),
         )
+        # logged once, as the legacy flow logs it
+        assert [step_limit_line(3)] == step_limit_lines(logs)
 
     async def test_empty_answer(self) -> None:
         """An answer with neither text nor tool calls fails the run."""

@@ -6,6 +6,8 @@ import contextlib
 import json
 from typing import Any
 
+import structlog
+
 from taskforce.core.domain._events import EventCallback
 from taskforce.core.domain._mission_run import (
     STEP_LIMIT_ERROR,
@@ -20,6 +22,8 @@ from taskforce.core.interfaces.llm import ChatMessage, LLMProviderProtocol
 from taskforce.core.interfaces.tools import ToolRegistryProtocol
 
 __all__ = ["LeanAgent"]
+
+_LOG = structlog.get_logger(__name__)
 
 
 class LeanAgent:
@@ -99,6 +103,8 @@ class LeanAgent:
                 answer = await self._turn(run, messages, index)
                 if answer is not None:
                     return await run.finish(answer)
+            # Every turn was used: the same line the legacy flow's next turn would log.
+            _LOG.warning("agent.step_limit.reached", category="agent", max_steps=self._max_steps)
             raise MissionAborted(STEP_LIMIT_ERROR)
         except MissionAborted as exc:
             return await run.fail(exc.error, exc.error_type)
