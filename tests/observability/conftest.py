@@ -6,8 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from taskforce.observability import _faults
 from taskforce.observability.metrics import MetricSet
-from taskforce.observability.proxies._base import _forget_logged_faults
+from taskforce.observability.proxies import _base
 
 
 @pytest.fixture(autouse=True, name="_fresh_fault_log")
@@ -16,6 +17,12 @@ def fixture_fresh_fault_log() -> Iterator[None]:
     _forget_logged_faults()
     yield
     _forget_logged_faults()
+
+
+def _forget_logged_faults() -> None:
+    # the proxies keep their own log-once set until they report through _faults too
+    _base._forget_logged_faults()
+    _faults._forget_logged_faults()
 
 
 @pytest.fixture(name="metrics")

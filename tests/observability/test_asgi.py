@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from structlog.testing import capture_logs
 
-from taskforce.observability.metrics import MetricSet
+from taskforce.observability.metrics import CallbackFamily, MetricSet, MetricSpec
 from taskforce.observability.metrics._catalog import TOOL_CALLS, TOOL_DURATION
 from taskforce.observability.web._app import MetricsMount, make_metrics_app
 from tests.observability.metric_samples import value
@@ -147,19 +147,52 @@ class TestAuth:
             assert (200, metrics.render()) == (response.status_code, response.content)
 
 
-@pytest.mark.integration
 class TestRenderFault:
+    async def test_failing_family_is_dropped_the_scrape_answers_200(
+        self, metrics: MetricSet
+    ) -> None:
+        """A family whose reader raises is left out, counted, logged once; the rest is served."""
+
+        def unreadable() -> list[tuple[tuple[str, ...], float]]:
+            raise OSError("no /proc here")
+
+        spec = MetricSpec("process_open_fds", "gauge", "Open file descriptors.", ())
+        metrics.add_callback(CallbackFamily(spec, unreadable))
+        transport = httpx.ASGITransport(app=make_metrics_app(metrics, auth_token=None))
+        with capture_logs() as logs:
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                responses = [await client.get("/", headers=IDENTITY) for _ in range(2)]
+        assert [200, 200] == [response.status_code for response in responses]
+        body = responses[1].text
+        assert "process_open_fds" not in body
+        assert "taskforce_tool_calls_total{" in body
+        assert 'taskforce_metrics_errors_total{stage="render"} 2\n' in body
+        assert [("metrics.fault", "warning", "process_open_fds", "render", "OSError")] == [
+            (e["event"], e["log_level"], e["proxy"], e["stage"], e["error_type"]) for e in logs
+        ]
+
+    @pytest.mark.integration
     async def test_broken_registry_gives_500_and_counts(
         self, metrics: MetricSet, server: LiveServer
     ) -> None:
-        """A series that cannot render answers 500, counts a render fault, keeps serving."""
+        """A series that cannot render answers 500, counts a render fault, keeps serving.
+
+        Every failed scrape logs ``metrics.render.failed``; the first also ``metrics.fault``.
+        """
         child = metrics.counter(TOOL_CALLS).labels("broken", "lean", "success")
         child.value = _Unprintable()  # type: ignore[assignment]
         with capture_logs() as logs:
-            response = await _get(server.url + "/")
-        assert 500 == response.status_code
-        assert 1 == value(metrics, "taskforce_metrics_errors_total", stage="render")
-        assert ["metrics.render.failed"] == [e["event"] for e in logs]
+            statuses = [(await _get(server.url + "/")).status_code for _ in range(2)]
+        assert [500, 500] == statuses
+        assert 2 == value(metrics, "taskforce_metrics_errors_total", stage="render")
+        assert ["metrics.fault", "metrics.render.failed", "metrics.render.failed"] == [
+            e["event"] for e in logs
+        ]
+        assert ("MetricSet", "render", "error") == (
+            logs[0]["proxy"],
+            logs[0]["stage"],
+            logs[2]["log_level"],
+        )
         child.value = 0
         assert 200 == (await _get(server.url + "/")).status_code
 

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
+from structlog.testing import capture_logs
 
 from taskforce.observability.metrics import MetricSet
 from taskforce.observability.metrics._catalog import HTTP_REQUESTS
@@ -256,16 +257,23 @@ class TestExceptions:
     async def test_recording_fault_is_swallowed(
         self, metrics: MetricSet, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """If recording raises, the response is unaffected and an http fault is counted."""
+        """If recording raises, the response is unaffected; each http fault is counted,
+        the first also logged as ``metrics.fault``."""
 
         async def ok(scope: Scope, receive: Receive, send: Send) -> None:
             await send({"type": "http.response.start", "status": 204, "headers": []})
             await send({"type": "http.response.body", "body": b""})
 
         break_family(monkeypatch, HTTP_REQUESTS)
-        sent = await _call(HTTPMetricsMiddleware(ok, metrics), _scope("/x"))
-        assert [204] == [m["status"] for m in sent if m["type"] == "http.response.start"]
-        assert 1 == value(metrics, "taskforce_metrics_errors_total", stage="http")
+        middleware = HTTPMetricsMiddleware(ok, metrics)
+        with capture_logs() as logs:
+            sent = [await _call(middleware, _scope("/x")) for _ in range(2)]
+        for messages in sent:
+            assert [204] == [m["status"] for m in messages if m["type"] == "http.response.start"]
+        assert 2 == value(metrics, "taskforce_metrics_errors_total", stage="http")
+        assert [("metrics.fault", "metrics", "HTTPMetricsMiddleware", "http")] == [
+            (log["event"], log["category"], log["proxy"], log["stage"]) for log in logs
+        ]
 
 
 class TestPassThrough:

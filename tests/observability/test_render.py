@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from structlog.testing import capture_logs
 
 from taskforce.observability.metrics import CallbackFamily, MetricSet, MetricSpec
 from taskforce.observability.metrics import _catalog as cat
 from taskforce.observability.metrics._aioprometheus import reference_text
 from taskforce.observability.metrics._catalog import Label
 from taskforce.observability.metrics._render import CONTENT_TYPE, escape_help
+from tests.observability.metric_samples import value
 
 
 def _populate(metrics: MetricSet) -> None:
@@ -95,9 +97,18 @@ class TestCallbackFamilies:
             raise OSError("no /proc here")
 
         metrics.add_callback(CallbackFamily(_gauge_spec(), broken))
-        text = metrics.render().decode()
+        metrics.add_callback(CallbackFamily(_gauge_spec("process_max_fds"), broken))
+        with capture_logs() as logs:
+            text = metrics.render().decode()
+            metrics.render()
         assert "process_open_fds" not in text
-        assert 'taskforce_metrics_errors_total{stage="render"} 1\n' in text
+        assert 'taskforce_metrics_errors_total{stage="render"} 2\n' in text
+        assert 4 == value(metrics, "taskforce_metrics_errors_total", stage="render")
+        # logged once per family, then only counted
+        assert [
+            ("metrics.fault", "process_max_fds", "render", "OSError", "no /proc here"),
+            ("metrics.fault", "process_open_fds", "render", "OSError", "no /proc here"),
+        ] == [(e["event"], e["proxy"], e["stage"], e["error_type"], e["error"]) for e in logs]
 
     def test_names_are_unique(self, metrics: MetricSet) -> None:
         """A callback family cannot shadow a catalog family or another callback."""

@@ -172,7 +172,8 @@ class CallbackFamily:
     For values that are read rather than recorded (CPU seconds, resident memory,
     garbage-collector counts). The function runs on the event-loop thread during a
     scrape, so it must be quick and must not block; an exception from it is counted
-    as a ``render`` fault and the family is left out of that scrape.
+    as a ``render`` fault (logged once per family as ``metrics.fault``) and the family
+    is left out of that scrape, which serves the rest.
 
     Attributes:
         spec: Name, kind (``counter`` or ``gauge``), help and label names.

@@ -20,6 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 from operator import attrgetter
 from typing import Any, Literal, cast
 
+from taskforce.observability._faults import report_fault
 from taskforce.observability.metrics._aioprometheus import RegistryAdapter
 from taskforce.observability.metrics._catalog import (
     AGENT_TYPES,
@@ -263,8 +264,8 @@ class MetricSet:
             if isinstance(block, CallbackFamily):
                 try:
                     samples = block.lines()
-                except Exception:  # a broken reader loses its family, not the scrape
-                    self.record_fault("render")
+                except Exception as exc:  # a broken reader loses its family, not the scrape
+                    report_fault(self, block.spec.name, "render", exc)
                     continue
                 lines.extend(block.header)
                 lines.extend(samples)

@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Mount, Route
 from starlette.types import Scope
 
+from taskforce.observability._faults import report_fault
 from taskforce.observability.metrics import CONTENT_TYPE, MetricSet
 
 __all__ = ["CONTENT_TYPE", "MetricsMount", "make_metrics_app"]
@@ -89,7 +90,7 @@ def make_metrics_app(metrics: MetricSet, *, auth_token: str | None) -> Starlette
         try:
             body = await metrics.render_async()
         except Exception as exc:  # a broken collector must not take the service down
-            metrics.record_fault("render")
+            report_fault(metrics, "MetricSet", "render", exc)
             _LOG.error("metrics.render.failed", category="metrics", error_type=type(exc).__name__)
             return Response(b"metrics rendering failed\n", status_code=500)
         headers = {"Vary": "Accept-Encoding"}

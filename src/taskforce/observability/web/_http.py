@@ -20,6 +20,7 @@ from typing import Any
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from taskforce.observability._faults import report_fault
 from taskforce.observability.metrics import MetricSet
 from taskforce.observability.metrics._catalog import (
     HTTP_DURATION,
@@ -91,8 +92,8 @@ class HTTPMetricsMiddleware:
     (so a server-sent-event stream is timed until it closes). An exception from the app
     is counted as status 500 and re-raised unchanged; a cancelled request keeps the
     status already sent, else counts as 503 (the server gave it up: a shutdown, which
-    ``taskforce serve`` answers with a 503). A fault while recording is counted (stage ``http``)
-    and never reaches the client.
+    ``taskforce serve`` answers with a 503). A fault while recording is counted (stage
+    ``http``), logged once as ``metrics.fault``, and never reaches the client.
     """
 
     def __init__(self, app: ASGIApp, metrics: MetricSet) -> None:
@@ -139,8 +140,8 @@ class HTTPMetricsMiddleware:
             code = unanswered if status is None else status
             try:
                 self._record(scope, observed.route, code, duration)
-            except Exception:  # observing must not change the response
-                self.metrics.record_fault("http")
+            except Exception as exc:  # observing must not change the response
+                report_fault(self.metrics, "HTTPMetricsMiddleware", "http", exc)
 
     def _record(self, scope: Scope, matched: Any, status_code: int, duration: float) -> None:
         method = scope.get("method", "GET")
