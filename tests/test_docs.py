@@ -6,9 +6,11 @@ import ast
 import re
 from pathlib import Path
 
+import annotated_types
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
-from taskforce.config import Settings
+from taskforce.config import ModelPrice, Settings
 from taskforce.core.interfaces.log import LOG_CATEGORIES
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -25,6 +27,49 @@ def _setting_names(model: type[BaseModel], prefix: str = "") -> set[str]:
     return names
 
 
+def _setting_fields(model: type[BaseModel], prefix: str = "") -> dict[str, FieldInfo]:
+    fields: dict[str, FieldInfo] = {}
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            fields |= _setting_fields(annotation, f"{prefix}{name}.")
+        else:
+            fields[prefix + name] = field
+    return fields
+
+
+#: (lowest, whether the lowest is excluded, highest) of a numeric setting.
+Bounds = tuple[float, bool, float]
+
+_UNITS = {"KiB": 1024, "MiB": 1024**2, "GiB": 1024**3, "TiB": 1024**4}
+_NUMBER = r"[0-9][0-9,.]*(?: [KMGT]iB)?"
+# "(1 to 1000", "; 0 to 600,000 ms", "(above 0, at most 3600 seconds", "(1 KiB to 1 TiB"
+_RANGE = re.compile(rf"(?:\(|; )(above )?({_NUMBER})(?: to |, at most )({_NUMBER})")
+
+
+def _bounds(field: FieldInfo) -> Bounds | None:
+    low: float | None = None
+    high: float | None = None
+    above = False
+    for item in field.metadata:
+        if isinstance(item, annotated_types.Ge):
+            low = float(str(item.ge))
+        elif isinstance(item, annotated_types.Gt):
+            low, above = float(str(item.gt)), True
+        elif isinstance(item, annotated_types.Le):
+            high = float(str(item.le))
+    return None if low is None or high is None else (low, above, high)
+
+
+def _number(text: str) -> float:
+    figure, _, unit = text.partition(" ")
+    return float(figure.replace(",", "")) * _UNITS.get(unit, 1)
+
+
+def _documented_ranges(row: str) -> list[Bounds]:
+    return [(_number(low), bool(above), _number(high)) for above, low, high in _RANGE.findall(row)]
+
+
 class TestConfigurationDoc:
     def test_every_setting_documented(self) -> None:
         """docs/configuration.md has one table row per setting, with its env var."""
@@ -34,6 +79,21 @@ class TestConfigurationDoc:
         assert expected == set(rows)
         for name, env in rows.items():
             assert "TASKFORCE_" + name.upper().replace(".", "__") == env
+
+    def test_every_range_documented(self) -> None:
+        """Each bounded setting's row states the range config enforces, and only that one."""
+        text = (DOCS / "configuration.md").read_text(encoding="utf-8")
+        rows = dict(re.findall(r"^\| `([a-z_.]+)` \| (.*)$", text, re.M))
+        expected = {name: _bounds(field) for name, field in _setting_fields(Settings).items()}
+        # a price's range is the same for input and output, and stated in the prices row
+        (price,) = {_bounds(field) for field in ModelPrice.model_fields.values()}
+        expected["llm.prices"] = price
+        bounded = {name: bounds for name, bounds in expected.items() if bounds is not None}
+        assert len(bounded) > 20  # the scan finds the bounds, so this test can fail
+        documented = {name: _documented_ranges(rows[name]) for name in expected}
+        assert {name: [bounds] for name, bounds in bounded.items()} == {
+            name: ranges for name, ranges in documented.items() if ranges
+        }
 
 
 def _logged_events() -> set[str]:
