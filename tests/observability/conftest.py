@@ -8,20 +8,13 @@ import pytest
 
 from taskforce.observability import _faults
 from taskforce.observability.metrics import MetricSet
-from taskforce.observability.proxies import _base
 
 
 @pytest.fixture(autouse=True, name="_fresh_fault_log")
 def fixture_fresh_fault_log() -> Iterator[None]:
     """Each test sees every fault logged afresh (the log-once set is process-wide)."""
-    _forget_logged_faults()
+    _faults._forget_logged_faults()
     yield
-    _forget_logged_faults()
-
-
-def _forget_logged_faults() -> None:
-    # the proxies keep their own log-once set until they report through _faults too
-    _base._forget_logged_faults()
     _faults._forget_logged_faults()
 
 

@@ -1,19 +1,15 @@
-"""The base every observing proxy shares, and how a proxy reports a fault of its own.
-
-Holds process-wide state: the set of (proxy class, stage) pairs whose fault
-was already logged, so a metric update that fails on every call logs once
-and is only counted afterwards.
+"""The base every observing proxy shares; a proxy reports a fault of its own with
+:func:`report_fault` (``observability._faults``: counted always, logged once).
 """
 
 from __future__ import annotations
 
-import contextlib
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import structlog
 import wrapt
 
+from taskforce.observability._faults import report_fault
 from taskforce.observability.metrics import MetricSet
 
 __all__ = [
@@ -25,39 +21,6 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
-
-_LOGGER = structlog.get_logger("taskforce.observability")
-_LOGGED_FAULTS: set[tuple[str, str]] = set()
-
-
-def report_fault(metrics: MetricSet, proxy: str, stage: str, exc: Exception) -> None:
-    """Count a fault of the instrumentation and log it the first time it happens.
-
-    Never raises (short of ``BaseException``): a fault of the fault path is dropped.
-
-    Args:
-        metrics: Where the fault is counted (the fault counter, by ``stage``).
-        proxy: The proxy class that hit the fault (part of the log-once key).
-        stage: The closed-set name of the step that failed, e.g. ``"tool.execute"``.
-        exc: The exception the instrumentation raised.
-    """
-    with contextlib.suppress(Exception):  # a broken MetricSet must not break the call
-        metrics.record_fault(stage)
-    key = (proxy, stage)
-    if key in _LOGGED_FAULTS:
-        return
-    # Faults happen on the event-loop thread; a race could at worst log twice.
-    _LOGGED_FAULTS.add(key)
-    with contextlib.suppress(Exception):  # logging is best effort here, like the counter
-        _LOGGER.warning(
-            "metrics.fault",
-            category="metrics",
-            proxy=proxy,
-            stage=stage,
-            error_type=type(exc).__name__,
-            error=str(exc),
-            once=True,
-        )
 
 
 async def aclose_iterator(iterator: object) -> None:
@@ -101,11 +64,6 @@ def passthrough(name: str) -> Any:
         delattr(proxy.__wrapped__, name)
 
     return property(attrgetter(f"__wrapped__.{name}"), set_attr, del_attr, f"The wrapped {name}.")
-
-
-def _forget_logged_faults() -> None:
-    """Let every fault be logged again (for tests that check the log-once rule)."""
-    _LOGGED_FAULTS.clear()
 
 
 if TYPE_CHECKING:
