@@ -535,6 +535,32 @@ class TestStream:
         assert "connection" == info.value.error_type
         assert ["connection"] == [a.error_type for a in info.value.attempts]
 
+    async def test_a_usage_on_every_chunk_does_not_finish_the_answer(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """A server that sends its usage on every chunk: a stream that ends without a
+        finish_reason is still a fragment (connection), its usage kept."""
+        chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+        fake.stream_next(
+            [
+                {
+                    **chunk,
+                    "choices": [{"index": 0, "delta": {"content": word}}],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": n, "total_tokens": 5 + n},
+                }
+                for n, word in enumerate(["one ", "two"], start=1)
+            ]
+            + ["[DONE]"]
+        )
+
+        with pytest.raises(LLMProviderError, match="before the model finished") as info:
+            async for _ in provider.stream(_mission("hi")):
+                pass
+
+        assert "connection" == info.value.error_type
+        assert info.value.usage is not None
+        assert (5, 2) == (info.value.usage["prompt_tokens"], info.value.usage["completion_tokens"])
+
     async def test_error_raises_chained(self, provider: OpenAICompatibleProvider) -> None:
         """A failed stream raises LLMProviderError chained to the SDK error."""
         with pytest.raises(LLMProviderError, match="llm:error") as info:

@@ -332,9 +332,11 @@ class OpenAICompatibleProvider:
                         # from it. It ends as delivered, with the usage read, if any.
                         break
                     raise broke(exc, error_type) from exc
-            if not state.finished:
-                # Closed cleanly mid-answer: no finish_reason, no usage. The text so far is
-                # a fragment, not the answer; the connection dropped as far as we can tell.
+            if not state.finish_read:
+                # Closed cleanly mid-answer: no finish_reason (a usage alone does not say
+                # the answer is whole: some servers send one on every chunk). The text so
+                # far is a fragment, not the answer; the connection dropped as far as we
+                # can tell.
                 cut = _StreamCut("the stream ended before the model finished its answer")
                 raise broke(cut, "connection") from None
             try:

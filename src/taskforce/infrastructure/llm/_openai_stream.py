@@ -114,11 +114,8 @@ class _StreamState:
     model: str
     usage: Usage | None = None
     calls: dict[int, _StreamedCall] = field(default_factory=dict)
-    # A finish_reason (or the usage, which comes after it) was read: the answer is whole.
-    finished: bool = False
-    # A finish_reason itself was read. Usage alone does not say the answer is whole
-    # when a server sends it on every chunk: a connection that drops after it cuts
-    # a fragment, not an answer.
+    # A finish_reason was read: the answer is whole. A usage alone does not say so when
+    # a server sends one on every chunk: a stream that ends after it ends a fragment.
     finish_read: bool = False
 
     def add(self, chunk: ChatCompletionChunk) -> list[str]:
@@ -130,13 +127,11 @@ class _StreamState:
             # A later count replaces the earlier one (cumulative usage in every chunk
             # comes out right, not summed).
             self.usage = {**(self.usage or {}), **reported}
-        if chunk.usage is not None:
-            self.finished = True
         texts: list[str] = []
         # no choices at all: a keep-alive some servers send (``data: {}``), nothing to add
         for choice in chunk.choices or ():
             if choice.finish_reason:
-                self.finished = self.finish_read = True
+                self.finish_read = True
             delta = choice.delta
             if delta.content:
                 texts.append(delta.content)
