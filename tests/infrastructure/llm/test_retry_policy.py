@@ -58,6 +58,13 @@ class TestDelay:
 
         assert [0.5, 3.0, 4.0] == [policy.delay(0, h) for h in (0.1, 3.0, 60.0)]
 
+    def test_a_cap_below_the_backoff_never_shortens_it(self) -> None:
+        """With retry_after_max_seconds under the backoff (0, say), a hint leaves the
+        backoff as it is: the cap cuts a hint, it does not cut the wait below its floor."""
+        policy = RetryPolicy(max_retries=5, base_delay=0.5, max_delay=2.0, max_retry_after=0.0)
+
+        assert [0.5, 1.0, 2.0] == [policy.delay(n, 60.0) for n in range(3)]
+
     @pytest.mark.parametrize(
         ("kwargs", "name"),
         [

@@ -76,7 +76,8 @@ class RetryPolicy:
         """
         delay = min(self.max_delay, self.base_delay * 2.0**retries_done)
         if hinted is not None and math.isfinite(hinted) and hinted > delay:
-            delay = min(hinted, self.max_retry_after)
+            # the hint, cut to its cap; never shorter than the backoff it replaces
+            delay = max(delay, min(hinted, self.max_retry_after))
         return delay
 
     async def run(
