@@ -32,9 +32,9 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _taskforce(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def _python(*argv: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "taskforce", *args],
+        [sys.executable, *argv],
         env=env,
         cwd=cwd,
         capture_output=True,
@@ -42,6 +42,10 @@ def _taskforce(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Complet
         timeout=60,
         check=False,
     )
+
+
+def _taskforce(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return _python("-m", "taskforce", *args, env=env, cwd=cwd)
 
 
 # The child of a test: sends itself a signal (argv[1]) when a module (argv[2]) is first
@@ -67,11 +71,13 @@ main(sys.argv[3:])
 """
 
 
-# The child of a test: `taskforce run` (argv[2:]) whose state store says "appending" on
-# stderr when a record's write starts, waits until `run` is stopped (its task cancelled)
-# and says "stopped"; then it writes the record, or (argv[1] "hold") never does.
+# The child of a test: `taskforce run` (argv[2:]) whose state store, for argv[1] "hold"
+# or "release", says "appending" on stderr when a record's write starts, waits until
+# `run` is stopped (its task cancelled) and says "stopped"; then it writes the record
+# ("release") or never does ("hold"). For "at-close" it writes as usual, and sends the
+# process SIGTERM and two Ctrl-Cs as the container closes, after the mission ended.
 _STOPPED_WHILE_SAVING = """
-import asyncio, sys
+import asyncio, os, signal, sys
 
 from taskforce.application import container as built
 from taskforce.api.cli import main
@@ -85,6 +91,8 @@ class StoppedWhileSaving:
         return getattr(self._store, name)
 
     async def append(self, session_id, record):
+        if sys.argv[1] == "at-close":
+            return await self._store.append(session_id, record)
         print("appending", file=sys.stderr, flush=True)
         while not any(task.cancelling() for task in asyncio.all_tasks()):
             await asyncio.sleep(0.01)
@@ -92,6 +100,15 @@ class StoppedWhileSaving:
         if sys.argv[1] == "hold":
             await asyncio.Event().wait()
         return await self._store.append(session_id, record)
+
+    async def aclose(self):
+        if sys.argv[1] == "at-close":
+            for sent in (signal.SIGTERM, signal.SIGINT, signal.SIGINT):
+                os.kill(os.getpid(), sent)
+            await asyncio.sleep(0.05)  # turns of the loop for anything the signals scheduled
+        close = getattr(self._store, "aclose", None)
+        if close is not None:
+            await close()
 
 
 build = built.build_container
@@ -217,15 +234,10 @@ class TestRun:
         The child sends the signal to itself as ``loading`` is first imported, so it
         comes before the mission every time, without racing a sleep.
         """
-        proc = subprocess.run(
-            [sys.executable, "-c", _SIGNAL_WHILE_LOADING, sent.name, loading, "run", "say hi"],
-            env=_env(tmp_path),
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        proc = _python(
+            "-c", _SIGNAL_WHILE_LOADING, sent.name, loading, "run", "say hi",
+            env=_env(tmp_path), cwd=tmp_path,
+        )  # fmt: skip
         assert (code, "") == (proc.returncode, proc.stdout), proc.stderr
         assert [f"taskforce: {sent.name}: stopped before the mission started"] == (
             proc.stderr.splitlines()
@@ -242,6 +254,20 @@ class TestRun:
         )
         assert 0 == code, stderr
         assert ["Scripted answer: say hello", "status: completed"] == stdout.splitlines()[:2]
+        (saved,) = (tmp_path / "state").glob("*.json")
+        (record,) = json.loads(saved.read_text(encoding="utf-8"))["missions"]
+        assert "completed" == record["status"]
+
+    def test_stop_signals_after_the_mission_ended_change_nothing(self, tmp_path: Path) -> None:
+        """SIGTERM and two Ctrl-Cs once the mission ended (its container closing): `run`
+        prints the result and exits with the mission's code; no stop line, no traceback."""
+        proc = _python(
+            "-c", _STOPPED_WHILE_SAVING, "at-close", "run", "say hello",
+            env=_env(tmp_path), cwd=tmp_path,
+        )  # fmt: skip
+        assert (0, "status: completed") == (proc.returncode, proc.stdout.splitlines()[0])
+        assert "taskforce:" not in proc.stderr
+        assert "Traceback" not in proc.stderr
         (saved,) = (tmp_path / "state").glob("*.json")
         (record,) = json.loads(saved.read_text(encoding="utf-8"))["missions"]
         assert "completed" == record["status"]

@@ -261,6 +261,24 @@ class TestComplete:
             metrics, "taskforce_llm_retries_total"
         )
 
+    async def test_a_failure_naming_the_model_it_asked_for_teaches_nothing(
+        self, metrics: MetricSet
+    ) -> None:
+        """A failed result that names the model it asked for (``gpt-4o``) is labelled with
+        what that resolved to, and does not undo what the successes taught."""
+        provider = FakeProvider(answer={"success": True, "model": "gpt-4o-2024-08-06"})
+        proxy = observe_llm_provider(provider, metrics)
+        await proxy.complete(MESSAGES, model="gpt-4o")
+        provider.answer = {"success": False, "model": "gpt-4o", "error_type": "auth"}
+        await proxy.complete(MESSAGES, model="gpt-4o")
+        provider.error = LLMProviderError("down", error_type="auth")
+        with pytest.raises(LLMProviderError):
+            await proxy.complete(MESSAGES, model="gpt-4o")
+
+        assert {("gpt-4o-2024-08-06", "none", "auth"): 2} == samples(
+            metrics, "taskforce_llm_failures_total"
+        )
+
     async def test_a_failed_call_counts_the_tokens_its_error_reports(
         self, metrics: MetricSet
     ) -> None:

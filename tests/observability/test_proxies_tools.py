@@ -248,6 +248,29 @@ class TestToolProxyRecords:
         ((_, _, status, error_type),) = _calls(metrics)
         assert ("error", expected_type) == (status, error_type)
 
+    async def test_a_cancellation_the_tool_turns_into_an_error_records_nothing(
+        self, metrics: MetricSet
+    ) -> None:
+        """The caller cancelled; the tool caught that and raised a ValueError: the same
+        object comes out, and the call has no outcome (the mission was cancelled)."""
+        started = asyncio.Event()
+        raised = ValueError("no")
+
+        async def stubborn(**params: Any) -> Any:
+            started.set()
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                raise raised from None
+
+        task = asyncio.create_task(ToolProxy(FakeTool(behaviour=stubborn), metrics).execute())
+        await started.wait()
+        task.cancel()
+        with pytest.raises(ValueError) as caught:
+            await task
+        assert raised is caught.value
+        assert [] == _calls(metrics)
+
     async def test_keyboard_interrupt_records_nothing(self, metrics: MetricSet) -> None:
         """An interrupt stops the process, not the call: it has no outcome of its own."""
         with pytest.raises(KeyboardInterrupt):

@@ -44,10 +44,11 @@ class _Terminated(BaseException):
 class _Run:
     """How far ``run`` got: whether a stop signal found a mission to cancel, and which one."""
 
-    __slots__ = ("has_mission", "interrupts", "stopped_by")
+    __slots__ = ("has_mission", "has_result", "interrupts", "stopped_by")
 
     def __init__(self) -> None:
         self.has_mission = False
+        self.has_result = False  # the mission ended: a stop signal finds nothing to stop
         self.interrupts = 0  # Ctrl-Cs the event loop took
         self.stopped_by: signal.Signals | None = None  # the first stop signal it took
 
@@ -171,15 +172,12 @@ async def _run_mission(args: argparse.Namespace, settings: Settings, run: _Run) 
     task = asyncio.current_task()
     if task is None:  # not under asyncio.run: nothing to cancel
         return await _mission(args, settings, run)
-    taken = {sent: signal.getsignal(sent) for sent in (signal.SIGTERM, signal.SIGINT)}
+    # Kept until asyncio.run is over (its shutdown included): _command then restores
+    # the default disposition, as the process is about to exit.
     stop = functools.partial(_stop, run, task, asyncio.get_running_loop())
-    for sent in taken:
+    for sent in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sent, stop)
-    try:
-        return await _mission(args, settings, run)
-    finally:
-        for sent, handler in taken.items():
-            signal.signal(sent, handler)
+    return await _mission(args, settings, run)
 
 
 async def _mission(args: argparse.Namespace, settings: Settings, run: _Run) -> int:
@@ -203,6 +201,7 @@ async def _mission(args: argparse.Namespace, settings: Settings, run: _Run) -> i
             result = await container.executor.execute_mission(
                 args.mission, agent_type=args.agent, session_id=args.session
             )
+        run.has_result = True  # ended: its result is printed and its code returned
     if args.json and args.stream:
         pass  # the result went out as the last event
     elif args.json:
@@ -224,6 +223,8 @@ def _stop(
     run: _Run, task: asyncio.Task[int], loop: asyncio.AbstractEventLoop, signum: int, _: object
 ) -> None:
     """Cancel ``run``'s task on a stop signal; a second Ctrl-C interrupts the loop instead."""
+    if run.has_result or loop.is_closed():
+        return  # the mission ended: run prints its result and exits with its code
     sent = signal.Signals(signum)
     run.stopped_by = run.stopped_by or sent
     if sent == signal.SIGINT:
@@ -333,7 +334,13 @@ def _command(args: argparse.Namespace) -> int:
     try:
         if args.command == "serve":
             return _serve(args, settings)
-        return asyncio.run(_run_mission(args, settings, run))
+        try:
+            return asyncio.run(_run_mission(args, settings, run))
+        finally:
+            # run is over: a signal from here on ends the process as it would any
+            # program (not a KeyboardInterrupt or traceback during its exit)
+            for sent in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sent, signal.SIG_DFL)
     except (ConfigurationError, MissionError, StartupError) as exc:
         print(f"taskforce: {exc}", file=sys.stderr)
         return 2

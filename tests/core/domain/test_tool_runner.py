@@ -208,13 +208,25 @@ class TestTimeLimit:
         assert current is not None
         assert ("timeout", 0) == (result["error_type"], current.cancelling())
 
-    async def test_outer_cancellation_propagates(self) -> None:
-        """Cancelling the mission's task during a tool call raises CancelledError, no result."""
+    @pytest.mark.parametrize(
+        "raised",
+        [None, ValueError("no"), SystemExit(2)],
+        ids=["re-raised", "ValueError", "SystemExit"],
+    )
+    async def test_outer_cancellation_propagates(self, raised: BaseException | None) -> None:
+        """Cancelling the mission's task during a tool call raises CancelledError, no result;
+        also when the tool catches the cancellation and raises something else: the mission
+        is still cancelled, not a failed call it would go on after."""
         started = asyncio.Event()
 
         async def hang(**_: Any) -> Any:
             started.set()
-            await asyncio.sleep(3600)
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if raised is None:
+                    raise
+                raise raised from None
 
         registry = FakeRegistry(FakeTool("slow", hang))
         task = asyncio.create_task(run_tool_call(registry, "slow", {}, timeout_seconds=30))

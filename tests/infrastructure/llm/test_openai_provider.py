@@ -281,6 +281,33 @@ class TestComplete:
         assert ["invalid_response"] == [a.error_type for a in result["attempts"]]
 
 
+class TestResolvedModel:
+    async def test_a_failure_is_reported_as_the_model_the_server_answered_with(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """Asked for ``gpt-4o``, answered as ``gpt-4o-2024-08-06``: a later failure, which the
+        server names no model for, is reported as that model, streamed or not; a failure
+        teaches nothing (before any answer it is the model asked for)."""
+        fake.fail_next(1, 401)
+        before = await provider.complete(_mission("hi"), model="gpt-4o")
+        fake.reported_model = "gpt-4o-2024-08-06"
+        answered = await provider.complete(_mission("hi"), model="gpt-4o")
+        fake.fail_next(1, 401)
+        failed = await provider.complete(_mission("hi"), model="gpt-4o")
+        fake.fail_next(1, 401)
+        again = await provider.complete(_mission("hi"), model="gpt-4o")
+        fake.fail_next(1, 401)
+        other = await provider.complete(_mission("hi"), model="gpt-4o-mini")
+
+        assert [False, True, False, False, False] == [
+            r["success"] for r in (before, answered, failed, again, other)
+        ]
+        assert ["gpt-4o", "gpt-4o-2024-08-06", "gpt-4o-2024-08-06", "gpt-4o-2024-08-06"] == [
+            r["model"] for r in (before, answered, failed, again)
+        ]
+        assert "gpt-4o-mini" == other["model"]
+
+
 class TestGenerate:
     async def test_plan_from_prompt(self, provider: OpenAICompatibleProvider) -> None:
         """A planning prompt is answered with the plan as JSON text."""

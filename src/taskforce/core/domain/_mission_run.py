@@ -26,6 +26,7 @@ from taskforce.core.interfaces.llm import (
 )
 from taskforce.core.interfaces.log import text_fields
 from taskforce.core.interfaces.outcome import (
+    as_cancellation,
     classify_llm_result,
     is_caller_cancelled,
     llm_exception_error_type,
@@ -158,7 +159,10 @@ class MissionRun:
             # SystemExit fails its call, as the LLM proxy counts it; a cancellation of
             # the mission or an interrupt goes on up.
             if is_caller_cancelled(exc):
-                raise
+                cancelled = as_cancellation(exc)
+                if cancelled is exc:
+                    raise
+                raise cancelled from exc
             return self._llm_failed(_describe(exc), llm_exception_error_type(exc))
         return self._checked(result)
 
@@ -212,7 +216,10 @@ class MissionRun:
             # SystemExit fails its call, as the LLM proxy counts it; a cancellation of
             # the mission or an interrupt goes on up.
             if is_caller_cancelled(exc):
-                raise
+                cancelled = as_cancellation(exc)
+                if cancelled is exc:
+                    raise
+                raise cancelled from exc
             return self._llm_failed(_describe(exc), llm_exception_error_type(exc))
         return self._checked(result)
 

@@ -24,6 +24,7 @@ __all__ = [
     "TIMEOUT",
     "TOOL_ERROR",
     "UNKNOWN_TOOL",
+    "as_cancellation",
     "classify_llm_result",
     "classify_tool_result",
     "exception_error_type",
@@ -63,26 +64,46 @@ def is_caller_cancelled(exc: BaseException, own_requests: int = 0) -> bool:
 
     That is the case when the task running the call was asked to cancel (its
     ``cancelling()`` count is above ``own_requests``, the requests the call's own
-    machinery made, such as a time limit that fired), or the process is interrupted
-    (``KeyboardInterrupt``): the mission stops, and the call is neither a success nor
-    a failure. Anything else a call raises is its failure, even a ``CancelledError``
-    that a tool or provider raised itself while nobody asked the task to cancel (an
-    inner task of its own was cancelled) and ``SystemExit`` or ``GeneratorExit``: a
-    failing call must not stop the mission as if it were cancelled, nor the process.
+    machinery made, such as a time limit that fired), however the call ended: a tool
+    that catches the cancellation and raises something else (``SystemExit``, a
+    ``ValueError``) does not turn it into a failure. It is also the case for an
+    interrupt of the process (``KeyboardInterrupt``). The mission stops, and the call is
+    neither a success nor a failure. Anything else a call raises is its failure, even a
+    ``CancelledError`` that a tool or provider raised itself while nobody asked the task
+    to cancel (an inner task of its own was cancelled), and ``SystemExit`` or
+    ``GeneratorExit``: a failing call must not stop the mission as if it were cancelled,
+    nor the process.
 
     Args:
         exc: What the call raised.
         own_requests: The task's cancellation requests that are not the caller's.
 
     Returns:
-        ``True`` when ``exc`` must propagate as the cancellation or interruption it is.
+        ``True`` when the call must end as the cancellation or interruption it is (see
+        :func:`as_cancellation`).
     """
     if isinstance(exc, KeyboardInterrupt):
         return True
-    if not isinstance(exc, asyncio.CancelledError):
-        return False
     task = asyncio.current_task()
-    return task is None or task.cancelling() > own_requests
+    if task is None:
+        return isinstance(exc, asyncio.CancelledError)
+    return task.cancelling() > own_requests
+
+
+def as_cancellation(exc: BaseException) -> BaseException:
+    """What a call that :func:`is_caller_cancelled` says was cancelled goes on up as.
+
+    Args:
+        exc: What the call raised.
+
+    Returns:
+        ``exc`` itself for a ``CancelledError`` or ``KeyboardInterrupt``; else a new
+        ``CancelledError`` (to raise ``from exc``): the mission was cancelled, whatever
+        the tool or provider made of it.
+    """
+    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+        return exc
+    return asyncio.CancelledError()
 
 
 def tool_exception_error_type(exc: BaseException, limit: ToolTimeLimit | None) -> str | None:

@@ -48,6 +48,8 @@ from taskforce.infrastructure.llm._retry import RetryPolicy, elapsed_since
 __all__ = ["OpenAICompatibleProvider"]
 
 _PROVIDER = "openai"
+#: Requested models whose resolution the provider remembers; more and it starts over.
+_MAX_RESOLVED = 1024
 #: The SDK insists on a key; a keyless local endpoint gets this instead of
 #: ``OPENAI_API_KEY``, which must never leak to an arbitrary ``base_url``.
 _NO_KEY = "unused"
@@ -102,6 +104,9 @@ class OpenAICompatibleProvider:
         if not (math.isfinite(timeout_seconds) and timeout_seconds > 0):
             raise ValueError(f"timeout_seconds must be > 0, got {timeout_seconds!r}")
         self._model = model
+        # model asked for -> the model the server last answered it with (bounded): what a
+        # failed call, which the server names no model for, is reported as
+        self._resolved: dict[str, str] = {}
         # The key never leaves in an error message (a server may quote it back).
         self._redact_key = secret_scrubber([api_key] if api_key else [])
         self._timeout = timeout_seconds
@@ -282,7 +287,7 @@ class OpenAICompatibleProvider:
             raise
         except Exception as exc:
             raise self._failures.error(exc, _classify(exc) or "other", attempts) from exc
-        state = _StreamState(asked)
+        state = _StreamState(self._as(asked))
         error: LLMProviderError | None = None
 
         def broke(exc: Exception, error_type: LLMErrorType) -> LLMProviderError:
@@ -347,6 +352,7 @@ class OpenAICompatibleProvider:
             if error is None:
                 attempts[-1] = LLMAttempt(None, elapsed_since(opened))
             await response.close()
+        self._answered(asked, state.model)
         yield state.last_chunk(attempts, tool_calls)
 
     async def _run(
@@ -383,7 +389,7 @@ class OpenAICompatibleProvider:
             if error_type is None:
                 raise
             return self._failures.result(
-                self._failures.describe(exc, error_type), error_type, asked, attempts
+                self._failures.describe(exc, error_type), error_type, self._as(asked), attempts
             )
         if not isinstance(response, ChatCompletion):
             # The SDK hands back the body as text when it is not JSON (an HTML error page).
@@ -391,10 +397,10 @@ class OpenAICompatibleProvider:
             return self._failures.result(
                 f"the answer is not a chat completion ({type(response).__name__})",
                 "invalid_response",
-                asked,
+                self._as(asked),
                 attempts,
             )
-        reported = response.model or asked
+        reported = response.model or self._as(asked)
         # Read first: a server bills the answer it sent, even one that cannot be used.
         usage = _usage(response.usage)
         try:
@@ -406,4 +412,16 @@ class OpenAICompatibleProvider:
             attempts[-1] = LLMAttempt("invalid_response", attempts[-1].duration_seconds)
             return self._failures.result(reason, "invalid_response", reported, attempts, usage)
         result["attempts"] = attempts
+        self._answered(asked, response.model)
         return result
+
+    def _as(self, asked: str) -> str:
+        """The model a call that asked for ``asked`` is reported as when the server names none."""
+        return self._resolved.get(asked, asked)
+
+    def _answered(self, asked: str, model: str | None) -> None:
+        """Remember that the server answered ``asked`` as ``model`` (a success's report)."""
+        if model and self._resolved.get(asked) != model:
+            if len(self._resolved) >= _MAX_RESOLVED:
+                self._resolved.clear()
+            self._resolved[asked] = model

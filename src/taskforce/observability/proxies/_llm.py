@@ -295,12 +295,9 @@ class StreamingLLMProviderProxy(LLMProviderProxy[_StreamingT]):
                     consumer_left = False
             finally:
                 await aclose_iterator(chunks)
-        except Exception as exc:
-            error = exc
-            raise
         except BaseException as exc:
             if not (consumer_left or is_caller_cancelled(exc)):
-                error = exc  # the provider's own CancelledError, SystemExit, ...: a failure
+                error = exc  # what the provider raised (its own CancelledError too): a failure
             elif first is _NO_CHUNK and getattr(exc, "attempts", None):
                 # Cancelled before any chunk: the provider may have put its attempt report
                 # on the cancellation (both built-in ones do), the retries made so far.
@@ -383,6 +380,10 @@ def _record_call(
             error_type = classify_llm_result(result)
             if error_type is None or isinstance(result, dict):  # a success is always a dict
                 usage, model = result.get("usage"), result.get("model")
+                if error_type is not None and type(model) is str:
+                    # a failure names the model it asked for, at best: the series is the
+                    # model that one resolved to
+                    model = families.resolved.get(model, model)
                 if not (model and type(model) is str):
                     model = (
                         str(model)
@@ -398,8 +399,9 @@ def _record_call(
         children = families.bundles.get(key)
         if children is None:
             children = _request_children(families, key)
-            if isinstance(result, dict) and result.get("model") == model:
-                # reported: what the model asked for resolves to, for calls that report none
+            if error_type is None and isinstance(result, dict) and result.get("model") == model:
+                # a success's report: what the model asked for resolves to, for the calls
+                # that report none (a failure's model may be only the one it asked for)
                 if len(families.resolved) >= _MAX_BUNDLES:
                     families.resolved.clear()
                 families.resolved[_model(wrapped, None, operation, args, kwargs)] = model
