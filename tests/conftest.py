@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,12 +48,21 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 @pytest.fixture(autouse=True, name="_reset_structlog")
 def fixture_reset_structlog() -> Iterator[None]:
-    """Every test starts and ends with default structlog config and empty contextvars."""
+    """Every test starts and ends with default structlog config and empty contextvars.
+
+    The root logger's handlers and level are put back too: a test that configures logging
+    onto a stream of its own (captured, then closed) must not leave a later test's stdlib
+    log lines writing to that closed stream.
+    """
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
     yield
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(autouse=True, name="_log_audit")
