@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -168,6 +169,20 @@ class TestSecrets:
         assert f"cannot reach the state database: {info.value.detail}" == str(info.value)
         assert "percent-encode" not in str(info.value)
         assert "xyzzy" not in str(info.value)
+
+    async def test_a_refusal_on_several_lines_is_said_on_one(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """``sslmode=verify-ca`` without a root certificate: the driver's reason and its
+        ``HINT:`` line come as one line, as every start-up error does."""
+        pytest.importorskip("asyncpg")
+        monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.postgresql/root.crt there
+        dsn = "postgresql://u:secret-xyzzy@127.0.0.1:1/x?sslmode=verify-ca"
+        with pytest.raises(StateStoreUnavailableError) as info:
+            await PostgresStateStore(dsn, timeout_seconds=2).open()
+        assert "\n" not in str(info.value)
+        assert "root certificate file" in str(info.value)
+        assert "HINT: Provide the certificate file" in str(info.value)
 
     async def test_a_server_that_never_answers_says_so(self) -> None:
         """A connection that gets no answer names the wait and its setting, not an empty reason."""

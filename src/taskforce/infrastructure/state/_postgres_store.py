@@ -302,8 +302,12 @@ class PostgresStateStore:
         return state
 
     def _safe(self, exc: BaseException) -> str:
-        """The exception as text, without the connection string or its password."""
-        said = str(exc)
+        """The exception as text on one line, without the connection string or its password.
+
+        The driver's own text may run over lines (libpq's ``HINT:`` on a line of its
+        own); a start-up error is one line.
+        """
+        said = " ".join(str(exc).split())
         if not said and isinstance(exc, TimeoutError):
             said = f"no answer within {self.timeout_seconds:g} s (state.timeout_seconds)"
         return self._scrub(f"{type(exc).__name__}: {said}" if said else type(exc).__name__)
