@@ -26,10 +26,10 @@ from taskforce.core.interfaces.llm import (
 )
 from taskforce.core.interfaces.log import text_fields
 from taskforce.core.interfaces.outcome import (
-    as_cancellation,
     classify_llm_result,
     is_caller_cancelled,
     llm_exception_error_type,
+    raise_cancellation,
 )
 from taskforce.core.interfaces.tools import ToolRegistryProtocol, ToolResult
 from taskforce.errors import LLMProviderError
@@ -155,15 +155,7 @@ class MissionRun:
             else:
                 result = await self.llm.complete(messages, tools=tools)
         except BaseException as exc:  # a provider bug fails this mission, not the process
-            # A provider's own CancelledError (an inner task of its was cancelled) or
-            # SystemExit fails its call, as the LLM proxy counts it; a cancellation of
-            # the mission or an interrupt goes on up.
-            if is_caller_cancelled(exc):
-                cancelled = as_cancellation(exc)
-                if cancelled is exc:
-                    raise
-                raise cancelled from exc
-            return self._llm_failed(_describe(exc), llm_exception_error_type(exc))
+            return self._llm_raised(exc)
         return self._checked(result)
 
     async def _streamed(
@@ -212,15 +204,7 @@ class MissionRun:
         try:
             result = await self.llm.generate(prompt)
         except BaseException as exc:  # a provider bug fails this mission, not the process
-            # A provider's own CancelledError (an inner task of its was cancelled) or
-            # SystemExit fails its call, as the LLM proxy counts it; a cancellation of
-            # the mission or an interrupt goes on up.
-            if is_caller_cancelled(exc):
-                cancelled = as_cancellation(exc)
-                if cancelled is exc:
-                    raise
-                raise cancelled from exc
-            return self._llm_failed(_describe(exc), llm_exception_error_type(exc))
+            return self._llm_raised(exc)
         return self._checked(result)
 
     def _checked(self, result: LLMResult) -> LLMResult:
@@ -229,6 +213,16 @@ class MissionRun:
             error = result.get("error") if isinstance(result, dict) else None
             return self._llm_failed(str(error or "the provider reported a failure"), error_type)
         return result
+
+    def _llm_raised(self, exc: BaseException) -> LLMResult:
+        """Fail the call that raised ``exc``, as the LLM proxy counts it.
+
+        A provider's own CancelledError (an inner task of its was cancelled) or SystemExit
+        fails its call; a cancellation of the mission or an interrupt goes on up.
+        """
+        if is_caller_cancelled(exc):
+            raise_cancellation(exc)
+        return self._llm_failed(_describe(exc), llm_exception_error_type(exc))
 
     def _llm_failed(self, error: str, error_type: str) -> LLMResult:
         _LOG.warning(

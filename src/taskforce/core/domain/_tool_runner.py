@@ -21,9 +21,9 @@ from taskforce.core.interfaces.outcome import (
     INVALID_RESULT,
     TIMEOUT,
     UNKNOWN_TOOL,
-    as_cancellation,
     classify_tool_result,
     is_unknown_tool_error,
+    raise_cancellation,
     tool_exception_error_type,
 )
 from taskforce.core.interfaces.tools import (
@@ -169,10 +169,7 @@ async def _execute_with_time_limit(
         if limit.expired:
             task.uncancel()  # our own request: it must not leak into later awaits
         if error_type is None:
-            cancelled = as_cancellation(exc)
-            if cancelled is exc:
-                raise
-            raise cancelled from exc
+            raise_cancellation(exc)
         raise _Failed(error_type, None if limit.expired else exc) from None
     finally:
         handle.cancel()

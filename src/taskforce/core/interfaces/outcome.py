@@ -10,7 +10,7 @@ line and in the metrics.
 from __future__ import annotations
 
 import asyncio
-from typing import Final
+from typing import Final, NoReturn
 
 from taskforce.core.interfaces.llm import LLM_ERROR_TYPES
 from taskforce.core.interfaces.tools import TOOL_TIMEOUT_CANCEL_MESSAGE, ToolTimeLimit
@@ -24,7 +24,6 @@ __all__ = [
     "TIMEOUT",
     "TOOL_ERROR",
     "UNKNOWN_TOOL",
-    "as_cancellation",
     "classify_llm_result",
     "classify_tool_result",
     "exception_error_type",
@@ -32,6 +31,7 @@ __all__ = [
     "is_unknown_tool_error",
     "label_safe",
     "llm_exception_error_type",
+    "raise_cancellation",
     "tool_exception_error_type",
 ]
 
@@ -80,7 +80,7 @@ def is_caller_cancelled(exc: BaseException, own_requests: int = 0) -> bool:
 
     Returns:
         ``True`` when the call must end as the cancellation or interruption it is (see
-        :func:`as_cancellation`).
+        :func:`raise_cancellation`).
     """
     if isinstance(exc, KeyboardInterrupt):
         return True
@@ -90,20 +90,20 @@ def is_caller_cancelled(exc: BaseException, own_requests: int = 0) -> bool:
     return task.cancelling() > own_requests
 
 
-def as_cancellation(exc: BaseException) -> BaseException:
-    """What a call that :func:`is_caller_cancelled` says was cancelled goes on up as.
+def raise_cancellation(exc: BaseException) -> NoReturn:
+    """Raise what a call that :func:`is_caller_cancelled` says was cancelled goes on up as.
 
     Args:
         exc: What the call raised.
 
-    Returns:
-        ``exc`` itself for a ``CancelledError`` or ``KeyboardInterrupt``; else a new
-        ``CancelledError`` (to raise ``from exc``): the mission was cancelled, whatever
-        the tool or provider made of it.
+    Raises:
+        asyncio.CancelledError: ``exc`` itself, or a new one chained to what the tool or
+            provider made of the cancellation (the mission was cancelled all the same).
+        KeyboardInterrupt: ``exc`` itself.
     """
     if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
-        return exc
-    return asyncio.CancelledError()
+        raise exc
+    raise asyncio.CancelledError from exc
 
 
 def tool_exception_error_type(exc: BaseException, limit: ToolTimeLimit | None) -> str | None:
