@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from taskforce.errors import StateStoreError, StateStoreUnavailableError
 from taskforce.infrastructure.state import PostgresStateStore
 from taskforce.infrastructure.state._postgres_schema import SCHEMA_VERSION
+from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.integration
 
@@ -213,3 +215,34 @@ class TestSizes:
             assert len(dumps({"note": "é" * 100})) == saved  # 2 bytes an é, not 1
             appended = await store.append("utf8", {"n": 1})
         assert saved + len(dumps({"n": 1})) == appended.size_bytes
+
+
+class TestLeastPrivilege:
+    async def test_a_user_without_create_starts_on_an_existing_schema(
+        self, postgres_server: PostgresServer, postgres_dsn: str
+    ) -> None:
+        """Once the schema exists, a user with only SELECT, INSERT, UPDATE, DELETE on the
+        three tables (no CREATE on the schema) starts, appends and reads, as the guide says."""
+        import asyncpg
+
+        async with PostgresStateStore(postgres_dsn):  # the first start, by the owner
+            pass
+        role, password = f"dml_{secrets.token_hex(4)}", "pw-" + secrets.token_hex(8)
+        owner = await asyncpg.connect(postgres_dsn)
+        try:
+            schema = await owner.fetchval("SELECT current_schema()")
+            await owner.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+            await owner.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+            await owner.execute(
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON taskforce_schema_version, "
+                f"taskforce_sessions, taskforce_mission_records TO {role}"
+            )
+        finally:
+            await owner.close()
+        dsn = (
+            f"postgresql://{role}:{password}@127.0.0.1:{postgres_server.port}/postgres"
+            f"?search_path={schema}"
+        )
+        async with PostgresStateStore(dsn) as store:
+            await store.append("least", {"n": 1})
+            assert {"missions": [{"n": 1}]} == await store.load("least")

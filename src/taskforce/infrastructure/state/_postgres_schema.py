@@ -14,6 +14,7 @@ __all__ = [
     "DELETE_RECORDS",
     "INSERT_RECORD",
     "LOAD_SESSION",
+    "SCHEMA_IS_COMPLETE",
     "SCHEMA_LOCK",
     "SCHEMA_VERSION",
     "SCHEMA_VERSION_QUERY",
@@ -53,6 +54,15 @@ INSERT INTO taskforce_schema_version (version) VALUES (1) ON CONFLICT DO NOTHING
 """
 
 SCHEMA_VERSION_QUERY = "SELECT max(version) FROM taskforce_schema_version"
+
+# Whether all three tables exist where the search path puts them: a start on a complete
+# schema runs no CREATE, so a user with only SELECT, INSERT, UPDATE and DELETE on the
+# tables (no CREATE on the schema) can start once the schema exists.
+SCHEMA_IS_COMPLETE = """
+SELECT to_regclass('taskforce_schema_version') IS NOT NULL
+   AND to_regclass('taskforce_sessions') IS NOT NULL
+   AND to_regclass('taskforce_mission_records') IS NOT NULL
+"""
 
 # The upsert takes the session row's lock until commit: appends to one session
 # are ordered across every replica, appends to different sessions never wait.

@@ -161,7 +161,8 @@ class PostgresStateStore:
         try:
             async with pool.acquire() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", sql.SCHEMA_LOCK)
-                await conn.execute(sql.CREATE_SCHEMA)
+                if not await conn.fetchval(sql.SCHEMA_IS_COMPLETE):
+                    await conn.execute(sql.CREATE_SCHEMA)
                 version = await conn.fetchval(sql.SCHEMA_VERSION_QUERY)
         except BaseException as exc:
             await pool.close()
