@@ -217,32 +217,76 @@ class TestSizes:
         assert saved + len(dumps({"n": 1})) == appended.size_bytes
 
 
+# pg_locks is read afresh on every call (pg_stat_activity keeps one snapshot per transaction).
+_UNTIL_A_LOCK_IS_AWAITED = """
+DO $$ BEGIN
+    WHILE NOT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted) LOOP
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+END $$
+"""
+
+
+async def _dml_user(server: PostgresServer, owner_dsn: str, *, limit: int = -1) -> str:
+    """A new user with only SELECT, INSERT, UPDATE, DELETE on the store's tables (no
+    superuser, so ``limit``, its connection limit, holds); return its DSN."""
+    import asyncpg
+
+    role, password = f"dml_{secrets.token_hex(4)}", "pw-" + secrets.token_hex(8)
+    owner = await asyncpg.connect(owner_dsn)
+    try:
+        schema = await owner.fetchval("SELECT current_schema()")
+        await owner.execute(
+            f"CREATE ROLE {role} LOGIN CONNECTION LIMIT {limit} PASSWORD '{password}'"
+        )
+        await owner.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        await owner.execute(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON taskforce_schema_version, "
+            f"taskforce_sessions, taskforce_mission_records TO {role}"
+        )
+    finally:
+        await owner.close()
+    return f"postgresql://{role}:{password}@127.0.0.1:{server.port}/postgres?search_path={schema}"
+
+
 class TestLeastPrivilege:
     async def test_a_user_without_create_starts_on_an_existing_schema(
         self, postgres_server: PostgresServer, postgres_dsn: str
     ) -> None:
         """Once the schema exists, a user with only SELECT, INSERT, UPDATE, DELETE on the
         three tables (no CREATE on the schema) starts, appends and reads, as the guide says."""
-        import asyncpg
-
         async with PostgresStateStore(postgres_dsn):  # the first start, by the owner
             pass
-        role, password = f"dml_{secrets.token_hex(4)}", "pw-" + secrets.token_hex(8)
-        owner = await asyncpg.connect(postgres_dsn)
-        try:
-            schema = await owner.fetchval("SELECT current_schema()")
-            await owner.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
-            await owner.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
-            await owner.execute(
-                "GRANT SELECT, INSERT, UPDATE, DELETE ON taskforce_schema_version, "
-                f"taskforce_sessions, taskforce_mission_records TO {role}"
-            )
-        finally:
-            await owner.close()
-        dsn = (
-            f"postgresql://{role}:{password}@127.0.0.1:{postgres_server.port}/postgres"
-            f"?search_path={schema}"
-        )
+        dsn = await _dml_user(postgres_server, postgres_dsn)
         async with PostgresStateStore(dsn) as store:
             await store.append("least", {"n": 1})
             assert {"missions": [{"n": 1}]} == await store.load("least")
+
+
+class TestRefusedConnection:
+    async def test_a_connection_refused_while_running_is_unavailable(
+        self, postgres_server: PostgresServer, postgres_dsn: str
+    ) -> None:
+        """A new connection the server refuses once the store runs (too many connections)
+        is StateStoreUnavailableError, as at start-up: the session route answers 503."""
+        import asyncpg
+
+        async with PostgresStateStore(postgres_dsn):
+            pass
+        dsn = await _dml_user(postgres_server, postgres_dsn, limit=1)
+        owner, watch = await asyncpg.connect(postgres_dsn), await asyncpg.connect(postgres_dsn)
+        try:
+            async with PostgresStateStore(dsn, pool_size=2) as store:
+                await owner.execute("BEGIN")
+                await owner.execute("INSERT INTO taskforce_sessions (session_id) VALUES ('held')")
+                held = asyncio.create_task(store.append("held", {"n": 1}))
+                # the append holds the user's one connection, waiting for our row's lock
+                await watch.execute(_UNTIL_A_LOCK_IS_AWAITED, timeout=60)
+                with pytest.raises(StateStoreUnavailableError) as info:
+                    await store.load("other")
+                await owner.execute("ROLLBACK")
+                assert 1 == (await held).records
+        finally:
+            await owner.close()
+            await watch.close()
+        assert "TooManyConnectionsError" in info.value.detail

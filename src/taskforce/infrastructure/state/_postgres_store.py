@@ -202,19 +202,24 @@ class PostgresStateStore:
 
     @contextlib.asynccontextmanager
     async def _transaction(self, action: str, session_id: str) -> AsyncIterator[Any]:
-        """A pooled connection in a transaction; driver errors become path-free store errors."""
+        """A pooled connection in a transaction; driver errors become path-free store errors.
+
+        A connection the pool cannot get (the server refuses a new one: too many
+        connections, a changed password) is the database being unavailable, as at start-up.
+        """
         await self.open()
         assert self._pool is not None
+        is_acquired = False
         try:
-            async with (
-                self._pool.acquire(timeout=self.timeout_seconds) as conn,
-                conn.transaction(),
-            ):
-                yield conn
+            async with self._pool.acquire(timeout=self.timeout_seconds) as conn:
+                is_acquired = True
+                async with conn.transaction():
+                    yield conn
         except StateStoreError:
             raise
         except Exception as exc:
-            cls = StateStoreUnavailableError if _is_connection_error(exc) else StateStoreError
+            is_unavailable = not is_acquired or _is_connection_error(exc)
+            cls = StateStoreUnavailableError if is_unavailable else StateStoreError
             raise cls(
                 f"cannot {action} state of session {session_id!r}: {type(exc).__name__}",
                 detail=self._safe(exc),
