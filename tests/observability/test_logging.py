@@ -202,6 +202,15 @@ class TestJsonLogs:
         (line,) = _lines(buf)
         assert ("Started server process", "lifecycle") == (line["event"], line["category"])
 
+    def test_the_database_drivers_lines_are_state(self) -> None:
+        """The PostgreSQL driver's own lines (its pool failing to reconnect) are in the
+        ``state`` category, with the store's other events, not ``lifecycle``."""
+        buf = io.StringIO()
+        configure_logging(fmt="json", stream=buf)
+        logging.getLogger("asyncpg.pool").warning("Failed to restore the pool connection floor")
+        logging.getLogger("asyncpg").warning("connection lost")
+        assert ["state", "state"] == [line["category"] for line in _lines(buf)]
+
     def test_unknown_inputs_rejected(self) -> None:
         """An unknown level or category is refused with ValueError."""
         with pytest.raises(ValueError, match="level"):

@@ -46,7 +46,10 @@ _PREFIX_CATEGORY = {c: c for c in LOG_CATEGORIES} | {
     "config": "lifecycle",
     "uvicorn": "lifecycle",
 }
+# Foreign loggers whose lines belong to a category of their own: the access lines, and
+# the PostgreSQL driver's (its pool failing to reconnect), which are the state store's.
 _LOGGER_CATEGORY = {"uvicorn.access": "http"}
+_LOGGER_PREFIX_CATEGORY = {"asyncpg": "state"}
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -72,10 +75,12 @@ def _add_category(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict
         event = str(event_dict.get("event", ""))
         prefix = event.split(".", 1)[0]
         logger_name = str(event_dict.get("logger", ""))
+        logger_prefix = logger_name.split(".", 1)[0]
         inferred = (
             _LOGGER_CATEGORY.get(logger_name)
+            or _LOGGER_PREFIX_CATEGORY.get(logger_prefix)
             or _PREFIX_CATEGORY.get(prefix)
-            or _PREFIX_CATEGORY.get(logger_name.split(".", 1)[0], "lifecycle")
+            or _PREFIX_CATEGORY.get(logger_prefix, "lifecycle")
         )
         if category is not None:
             # An unknown category is kept visible instead of silently dropped.
