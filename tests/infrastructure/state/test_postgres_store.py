@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from pathlib import Path
 
 import pytest
+import structlog
 
 from taskforce.errors import StateStoreError, StateStoreUnavailableError
 from taskforce.infrastructure.state import PostgresStateStore
@@ -290,3 +292,48 @@ class TestRefusedConnection:
             await owner.close()
             await watch.close()
         assert "TooManyConnectionsError" in info.value.detail
+
+
+class TestDriverContext:
+    async def test_the_pools_own_lines_name_no_finished_mission(
+        self, postgres_server: PostgresServer, postgres_dsn: str
+    ) -> None:
+        """A connection opened during a mission and lost after it ended: the pool's warning
+        that it cannot reconnect carries no session or mission id (it had the ended one's)."""
+        import asyncpg
+
+        async with PostgresStateStore(postgres_dsn):
+            pass
+        dsn = await _dml_user(postgres_server, postgres_dsn)
+        role = dsn.split("//", 1)[1].split(":", 1)[0]
+        contexts: list[dict[str, object]] = []
+        warned = asyncio.Event()
+
+        class Spy(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                contexts.append(structlog.contextvars.get_contextvars())
+                warned.set()
+
+        spy, pool_logger = Spy(), logging.getLogger("asyncpg.pool")
+        level = pool_logger.level
+        pool_logger.addHandler(spy)
+        pool_logger.setLevel(logging.WARNING)
+        store = PostgresStateStore(dsn)
+        try:
+            with structlog.contextvars.bound_contextvars(session_id="ended", mission_id="m1"):
+                await store.load("ended")  # the pool and its connection are made here
+            owner = await asyncpg.connect(postgres_dsn)
+            try:  # the connection is lost, and no new one is allowed
+                await owner.execute(f"ALTER ROLE {role} CONNECTION LIMIT 0")
+                await owner.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+                    role,
+                )
+            finally:
+                await owner.close()
+            await asyncio.wait_for(warned.wait(), 60)
+        finally:
+            pool_logger.removeHandler(spy)
+            pool_logger.setLevel(level)
+            await store.aclose()
+        assert {} == contexts[0]

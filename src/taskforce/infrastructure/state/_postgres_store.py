@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from taskforce.config import dsn_secrets
 from taskforce.core.interfaces.log import secret_scrubber
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 __all__ = ["PostgresStateStore"]
 
 _WHERE = "postgres:taskforce_sessions"
+
+_T = TypeVar("_T")
 
 
 def _driver() -> Any:
@@ -106,7 +109,7 @@ class PostgresStateStore:
             self._opening = asyncio.Lock()
         async with self._opening:
             if self._pool is None:
-                self._pool = await self._connect()
+                self._pool = await _in_own_context(self._connect())
 
     async def _connect(self) -> asyncpg.Pool:
         driver = _driver()
@@ -200,6 +203,15 @@ class PostgresStateStore:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    async def _run(self, action: str, session_id: str, work: Callable[[Any], Awaitable[_T]]) -> _T:
+        """Run ``work`` on a pooled connection in one transaction, in a context of its own."""
+
+        async def transaction() -> _T:
+            async with self._transaction(action, session_id) as conn:
+                return await work(conn)
+
+        return await _in_own_context(transaction())
+
     @contextlib.asynccontextmanager
     async def _transaction(self, action: str, session_id: str) -> AsyncIterator[Any]:
         """A pooled connection in a transaction; driver errors become path-free store errors.
@@ -246,7 +258,8 @@ class PostgresStateStore:
         head = encoded.decode()
         records = [_text(record) for record in missions] if isinstance(missions, list) else []
         size = len(encoded) + sum(n for _, n in records)  # bytes (UTF-8), not characters
-        async with self._transaction("save", session_id) as conn:
+
+        async def replace(conn: Any) -> None:
             await conn.execute(
                 sql.UPSERT_SESSION, session_id, head, has_missions, len(records), size
             )
@@ -255,6 +268,8 @@ class PostgresStateStore:
                 await conn.executemany(
                     sql.INSERT_RECORD, [(session_id, text, n) for text, n in records]
                 )
+
+        await self._run("save", session_id, replace)
         return size
 
     async def append(self, session_id: str, record: MissionRecord) -> AppendResult:
@@ -270,7 +285,8 @@ class PostgresStateStore:
             raise TypeError(f"mission record must be a dict, got {type(record).__name__}")
         text, size = _text(record)
         limits = self.limits
-        async with self._transaction("save", session_id) as conn:
+
+        async def add(conn: Any) -> AppendResult:
             row = await conn.fetchrow(sql.APPEND_RECORD, session_id, size)
             await conn.execute(sql.INSERT_RECORD, session_id, text, size)
             records, total, dropped = row["records"], row["size_bytes"], 0
@@ -285,7 +301,9 @@ class PostgresStateStore:
                     limits.max_bytes or total,
                 )
                 records, total, dropped = trimmed["records"], trimmed["size_bytes"], trimmed[2]
-        return AppendResult(size_bytes=int(total), records=int(records), dropped=int(dropped))
+            return AppendResult(size_bytes=int(total), records=int(records), dropped=int(dropped))
+
+        return await self._run("save", session_id, add)
 
     async def load(self, session_id: str) -> SessionState | None:
         """Return the session's state (its records as ``missions``), or ``None`` if unknown.
@@ -296,8 +314,9 @@ class PostgresStateStore:
             StateStoreError: the database failed.
         """
         check_session_id(session_id)
-        async with self._transaction("load", session_id) as conn:
-            row = await conn.fetchrow(sql.LOAD_SESSION, session_id)
+        row = await self._run(
+            "load", session_id, lambda conn: conn.fetchrow(sql.LOAD_SESSION, session_id)
+        )
         if row is None:
             return None
         state = _parse(row["state"], session_id)
@@ -320,6 +339,17 @@ class PostgresStateStore:
 
     def __repr__(self) -> str:
         return f"<PostgresStateStore pool_size={self.pool_size}>"
+
+
+async def _in_own_context(work: Coroutine[Any, Any, _T]) -> _T:
+    """Await ``work`` in a task whose context is empty; it raises what ``work`` raises.
+
+    The driver's connections, and the tasks its pool starts for them (reconnecting after
+    one is lost), keep the context they were made in: made in a mission's, their log
+    lines would name that mission long after it ended. Cancelling the caller cancels
+    the task, as if ``work`` ran in the caller.
+    """
+    return await asyncio.create_task(work, context=contextvars.Context())
 
 
 def _text(record: object) -> tuple[str, int]:
