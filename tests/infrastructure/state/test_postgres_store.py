@@ -294,6 +294,35 @@ class TestRefusedConnection:
         assert "TooManyConnectionsError" in info.value.detail
 
 
+class TestLostConnection:
+    async def test_a_connection_lost_mid_append_is_named_by_its_cause(
+        self, postgres_dsn: str
+    ) -> None:
+        """The server ends the connection while an append waits: the error names that
+        loss, not the driver's later complaint that the transaction cannot be closed."""
+        import asyncpg
+
+        owner, watch = await asyncpg.connect(postgres_dsn), await asyncpg.connect(postgres_dsn)
+        try:
+            async with PostgresStateStore(postgres_dsn) as store:
+                await store.append("lost", {"n": 0})
+                await owner.execute("BEGIN")
+                await owner.execute("SELECT 1 FROM taskforce_sessions FOR UPDATE")
+                waiting = asyncio.create_task(store.append("lost", {"n": 1}))
+                await watch.execute(_UNTIL_A_LOCK_IS_AWAITED, timeout=60)
+                await watch.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE NOT granted"
+                )
+                with pytest.raises(StateStoreUnavailableError) as info:
+                    await waiting
+                await owner.execute("ROLLBACK")
+        finally:
+            await owner.close()
+            await watch.close()
+        assert "Transaction.__aexit__" not in info.value.detail
+        assert "terminating connection" in info.value.detail
+
+
 class TestDriverContext:
     async def test_the_pools_own_lines_name_no_finished_mission(
         self, postgres_server: PostgresServer, postgres_dsn: str

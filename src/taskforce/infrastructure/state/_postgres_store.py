@@ -229,7 +229,8 @@ class PostgresStateStore:
                     yield conn
         except StateStoreError:
             raise
-        except Exception as exc:
+        except Exception as raised:
+            exc = _first_cause(raised)
             is_unavailable = not is_acquired or _is_connection_error(exc)
             cls = StateStoreUnavailableError if is_unavailable else StateStoreError
             raise cls(
@@ -339,6 +340,15 @@ class PostgresStateStore:
 
     def __repr__(self) -> str:
         return f"<PostgresStateStore pool_size={self.pool_size}>"
+
+
+def _first_cause(exc: Exception) -> Exception:
+    """The error that ended a transaction, not the driver's complaint that closing it
+    failed (an ``InterfaceError`` raised while handling the loss of its connection)."""
+    context = exc.__context__
+    if isinstance(exc, _driver().InterfaceError) and isinstance(context, Exception):
+        return context
+    return exc
 
 
 async def _in_own_context(work: Coroutine[Any, Any, _T]) -> _T:
