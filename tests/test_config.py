@@ -125,6 +125,14 @@ class TestErrors:
         assert ("llm", "TASKFORCE_LLM") == (info.value.setting, info.value.source)
 
 
+def _with_targets_file(tmp_path: Path, targets: Path) -> Settings:
+    return Settings(
+        state_dir=tmp_path / "s",
+        workspace_dir=tmp_path / "w",
+        metrics={"port": 9464, "targets_file": targets},
+    )
+
+
 class TestDirectories:
     @pytest.mark.parametrize("name", ["state_dir", "workspace_dir"])
     def test_a_file_where_a_directory_should_be(self, tmp_path: Path, name: str) -> None:
@@ -158,6 +166,35 @@ class TestDirectories:
             check_directories(settings)
         assert "metrics.targets_file" == info.value.setting
         assert str(info.value.source).startswith("TASKFORCE_METRICS__TARGETS_FILE=")
+
+    def test_a_targets_file_that_is_a_directory(self, tmp_path: Path) -> None:
+        """A directory named as the targets file is refused, not logged at every rewrite."""
+        folder = tmp_path / "file_sd"
+        folder.mkdir()
+        settings = _with_targets_file(tmp_path, folder)
+        with pytest.raises(ConfigurationError, match="is a directory") as info:
+            check_directories(settings)
+        assert "metrics.targets_file" == info.value.setting
+        assert f"TASKFORCE_METRICS__TARGETS_FILE={str(folder)!r}" == info.value.source
+
+    @pytest.mark.parametrize("text", ["global:\n  scrape_interval: 15s\n", '{"a": 1}', "[1, "])
+    def test_a_file_that_is_no_targets_file_is_kept(self, tmp_path: Path, text: str) -> None:
+        """A file other than a targets file (a mistyped path) stops start-up and is kept as is."""
+        other = tmp_path / "prometheus.yml"
+        other.write_text(text, encoding="utf-8")
+        settings = _with_targets_file(tmp_path, other)
+        with pytest.raises(ConfigurationError, match="not a targets file") as info:
+            check_directories(settings)
+        assert "metrics.targets_file" == info.value.setting
+        assert text == other.read_text(encoding="utf-8")
+
+    @pytest.mark.parametrize("text", ["", "[]\n", '[{"targets": ["h:9464"], "labels": {}}]'])
+    def test_an_empty_or_listing_targets_file_passes(self, tmp_path: Path, text: str) -> None:
+        """An empty file or a JSON list (a file a service wrote before) is taken."""
+        targets = tmp_path / "t.json"
+        targets.write_text(text, encoding="utf-8")
+        settings = _with_targets_file(tmp_path, targets)
+        check_directories(settings)
 
     def test_a_targets_file_needs_a_metrics_port(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Without metrics.port there is no listener to list: the file would stay unwritten."""

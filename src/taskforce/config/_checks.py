@@ -6,8 +6,10 @@ others leave without effect.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 from pydantic import BaseModel
 
@@ -67,7 +69,8 @@ def check_directories(settings: Settings) -> None:
 
     Raises:
         ConfigurationError: a path exists and is not a directory, or cannot be made
-            or written in; the message names the setting, its variable and the path.
+            or written in, or ``metrics.targets_file`` is a directory or a file that is
+            not a targets file; the message names the setting, its variable and the path.
     """
     names = ["workspace_dir"] + (["state_dir"] if settings.state.backend == "file" else [])
     directories = [(name, getattr(settings, name)) for name in names]
@@ -81,7 +84,41 @@ def check_directories(settings: Settings) -> None:
                 raise PermissionError(13, "not writable")
         except OSError as exc:
             reason = "not a directory" if path.exists() and not path.is_dir() else exc.strerror
-            variable = f"{ENV_PREFIX}{name.replace('.', '__')}".upper()
             raise ConfigurationError(
-                name, f"cannot use it as a directory: {reason}", source=f"{variable}={str(path)!r}"
+                name, f"cannot use it as a directory: {reason}", source=_source(name, path)
             ) from exc
+    if settings.metrics.targets_file is not None:
+        _check_targets_file(settings.metrics.targets_file)
+
+
+def _source(name: str, path: Path) -> str:
+    return f"{ENV_PREFIX}{name.replace('.', '__')}".upper() + f"={str(path)!r}"
+
+
+def _is_json_list(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), list)
+    except ValueError:
+        return False
+
+
+def _check_targets_file(path: Path) -> None:
+    """Refuse a targets file path the service would fail to write, or write over another file.
+
+    The file is replaced whole at every change, so an existing file must be one a service
+    wrote (a JSON list) or empty: anything else is a mistyped path, kept as it is.
+    """
+    reason = None
+    if path.is_dir():
+        reason = "is a directory; name a file in it"
+    elif path.exists():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, ValueError) as exc:
+            reason = f"cannot read it: {exc}"
+        else:
+            if text.strip() and not _is_json_list(text):
+                reason = "is not a targets file (a JSON list); it would be overwritten"
+    if reason is not None:
+        setting = "metrics.targets_file"
+        raise ConfigurationError(setting, reason, source=_source(setting, path))
