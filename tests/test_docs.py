@@ -149,3 +149,23 @@ class TestMetricsDoc:
         found = re.search(r"They add (\d+) series per process", doc)
         assert found is not None
         assert served == int(found.group(1))
+
+
+class TestOperatorGuideLimits:
+    def _section(self, start: str, end: str) -> str:
+        text = (DOCS / "operator-guide.md").read_text(encoding="utf-8")
+        return " ".join(text[text.index(start) : text.index(end)].split())
+
+    def test_the_scrape_drain_is_documented(self) -> None:
+        """How long a stopping process lets a scrape under way finish is in "Stopping"."""
+        from taskforce.api._listener import _SCRAPE_DRAIN_SECONDS
+
+        stopping = self._section("### Stopping", "### uvicorn")
+        assert f"a scrape under way gets up to {_SCRAPE_DRAIN_SECONDS} s" in stopping
+
+    def test_the_listen_backlog_is_documented(self) -> None:
+        """The connections a socket holds while no worker accepts them are in "Workers"."""
+        from taskforce.api._listener import _BACKLOG
+
+        workers = self._section("### Workers", "### Stopping")
+        assert f"a backlog of {_BACKLOG:,} connections" in workers
