@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
+import wrapt
 
 from taskforce.application.executor import AgentExecutor
 from taskforce.infrastructure.llm import ScriptedLLMProvider
@@ -27,6 +29,7 @@ from taskforce.observability import (
     weave_executor,
 )
 from taskforce.observability.metrics import MetricSet
+from taskforce.observability.proxies._base import ObservingProxy
 from tests.observability.metric_samples import samples
 from tests.observability.proxy_fakes import (
     FakeExecutor,
@@ -58,6 +61,24 @@ class TestInstrument:
         proxy = instrument(plain, metrics)
         assert proxy_class is type(proxy)
         assert isinstance(proxy, type(plain))
+
+    @pytest.mark.parametrize(
+        "proxy_class",
+        [
+            ExecutorProxy,
+            ToolRegistryProxy,
+            LLMProviderProxy,
+            StreamingLLMProviderProxy,
+            StateStoreProxy,
+            ToolProxy,
+        ],
+    )
+    def test_no_typing_generic_at_run_time(self, proxy_class: type) -> None:
+        """A proxy's MRO is its own classes, wrapt's and ``object``: subscripting
+        ``ObservingProxy[T]`` is for the type checker and adds no ``typing.Generic``."""
+        assert typing.Generic not in proxy_class.__mro__
+        assert [wrapt.BaseObjectProxy, object] == list(proxy_class.__mro__[-2:])
+        assert ObservingProxy in proxy_class.__mro__
 
     def test_already_proxied_returned_unchanged(self, metrics: MetricSet) -> None:
         """Instrumenting a proxy (even with another MetricSet) returns that proxy."""

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import wrapt
 
@@ -67,18 +67,26 @@ def passthrough(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    # The stubs make BaseObjectProxy generic, so mypy sees ``__wrapped__: _T``;
-    # at runtime wrapt 2.1 cannot subscript it (that arrived in wrapt 2.2).
-    class _GenericProxy(wrapt.BaseObjectProxy[_T]):
-        pass
+    # The stubs make BaseObjectProxy generic, so mypy sees ``__wrapped__: _T``.
+    _ProxyBase = wrapt.BaseObjectProxy
 
 else:
 
-    class _GenericProxy(wrapt.BaseObjectProxy, Generic[_T]):
-        pass
+    class _ErasedSubscript:
+        """``_ProxyBase[T]`` at run time: wrapt's class itself, with no ``typing.Generic``.
+
+        wrapt 2.1 cannot subscript ``BaseObjectProxy`` (that arrived in wrapt 2.2), and
+        ``Generic`` as a base would lengthen the MRO of every proxy: an attribute read on
+        a proxy that misses CPython's type attribute cache walks the whole MRO.
+        """
+
+        def __getitem__(self, item: object) -> type:
+            return wrapt.BaseObjectProxy
+
+    _ProxyBase = _ErasedSubscript()
 
 
-class ObservingProxy(_GenericProxy[_T]):
+class ObservingProxy(_ProxyBase[_T]):
     """A ``wrapt.BaseObjectProxy`` that writes to one :class:`MetricSet`.
 
     Subclasses define the protocol methods they observe explicitly (an
@@ -96,6 +104,10 @@ class ObservingProxy(_GenericProxy[_T]):
     # lookup directly; a miss still falls back to wrapt's ``__getattr__``, which
     # reads the wrapped object, exactly as wrapt's getattro does.
     __getattribute__ = object.__getattribute__
+
+    def __class_getitem__(cls, item: object) -> type:
+        """``ObservingProxy[T]`` (and a subclass's) is the class itself: the type is mypy's."""
+        return cls
 
     if TYPE_CHECKING:
         # What wrapt does at run time: any attribute the proxy lacks is the wrapped object's.
