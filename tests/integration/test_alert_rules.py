@@ -118,6 +118,33 @@ class TestAlertCoverage:
             # No aggregation keeps every label of the series, instance included.
             assert not grouping or "instance" in grouping, rule["alert"]
 
+    def test_ratio_alerts_also_fire_service_wide(self) -> None:
+        """A ratio alert also sums a job's instances, so quiet workers that all fail still page.
+
+        Its service-wide part drops `instance` but keeps `job`, stands aside where an
+        instance part fires (`unless on (job, ...)`), and a promtool case fires it.
+        """
+        # A ratio with a traffic minimum (`>=`); a per-process gauge ratio has none.
+        ratios = [rule for rule in _alert_rules() if "/" in rule["expr"] and ">=" in rule["expr"]]
+        assert 4 <= len(ratios)
+        service_wide = {
+            case["alertname"]
+            for case in _alert_cases()
+            for alert in case.get("exp_alerts") or []
+            if alert["exp_labels"].get("scope") == "service"
+        }
+        for rule in ratios:
+            name, expr = rule["alert"], rule["expr"]
+            groupings = [
+                {label.strip() for label in found.split(",")}
+                for found in re.findall(r"\bby \(([^()]*)\)", expr)
+            ]
+            assert any({"job", "instance"} <= grouping for grouping in groupings), name
+            assert any("job" in g and "instance" not in g for g in groupings), name
+            assert "unless on (job, " in expr, name
+            assert "scope" in rule["labels"], name
+            assert name in service_wide, f"{name}: no promtool case fires it service-wide"
+
     def test_annotations_use_labels_the_alert_keeps(self) -> None:
         """A `$labels.x` in an annotation is a label the expression keeps, else it is empty."""
         wrong = []
