@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import re
 import shutil
 import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -25,7 +27,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from taskforce.api._listener import _SCRAPE_DRAIN_SECONDS
+from taskforce.api._serving import CANCEL_RECORD_SECONDS
 from taskforce.api.cli import _parser
+from taskforce.application.executor import RECORD_SECONDS
 from taskforce.config import load_settings
 from tests.support.binaries import run_promtool
 
@@ -83,6 +88,14 @@ def _generator() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _prestop_seconds() -> float:
+    """How long the container's preStop hook sleeps, read from its command."""
+    command = " ".join(_container()["lifecycle"]["preStop"]["exec"]["command"])
+    found = re.search(r"\bsleep\(([0-9.]+)\)", command)
+    assert found is not None, command
+    return float(found.group(1))
 
 
 def _strict(node: Any) -> Any:
@@ -254,12 +267,38 @@ class TestWiring:
         rules = (ROOT / "deploy" / "kubernetes" / "prometheusrule.yaml").read_text(encoding="utf-8")
         assert 'job="taskforce"' in rules
 
+    def test_prestop_hook_waits_before_the_signal(self) -> None:
+        """A preStop hook sleeps a few seconds, so the pod leaves the endpoints before SIGTERM.
+
+        An `exec` of the Python the image runs taskforce on: Kubernetes 1.29 has no
+        built-in `sleep` action, and the image may have no `sleep` binary.
+        """
+        command = _container()["lifecycle"]["preStop"]["exec"]["command"]
+        assert ["python3", "-c"] == command[:2]
+        assert 3 <= _prestop_seconds() <= 15
+        # the same program without the wait runs here: it is valid Python
+        snippet = re.sub(r"\bsleep\([0-9.]+\)", "sleep(0)", command[2])
+        done = subprocess.run(
+            [sys.executable, "-c", snippet], capture_output=True, timeout=30, check=False
+        )
+        assert 0 == done.returncode, done.stderr
+
     def test_shutdown_drains_before_the_kill(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """The pod's grace period is longer than the service's own drain."""
+        """The pod's grace period covers the preStop hook plus the service's own drain.
+
+        Kubernetes counts the hook in the grace period; the drain is the shutdown
+        grace, the waits for mission records and the scrape under way (see Stopping).
+        """
         for variable in _container()["env"]:
             monkeypatch.setenv(variable["name"], variable["value"])
         pod = _by_kind("Deployment")["spec"]["template"]["spec"]
-        assert pod["terminationGracePeriodSeconds"] > load_settings().server.shutdown_grace_seconds
+        drain = (
+            load_settings().server.shutdown_grace_seconds
+            + CANCEL_RECORD_SECONDS
+            + RECORD_SECONDS
+            + _SCRAPE_DRAIN_SECONDS
+        )
+        assert pod["terminationGracePeriodSeconds"] > _prestop_seconds() + drain
 
 
 class TestPrometheusRule:
