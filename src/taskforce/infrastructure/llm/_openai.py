@@ -5,8 +5,9 @@ Retries are ours (exponential backoff on connection errors, timeouts, 429 and 5x
 there is one retry policy. ``timeout_seconds`` is the deadline of one whole
 attempt, headers and body (for a stream: the whole stream), not only of a read.
 The API key never appears in a returned error, a raised error or a log line.
-The HTTP client and its capped bodies, the SDK's chat types, stream reading, and the
-classifying and reporting of failures live in the sibling ``_openai_*`` modules.
+The HTTP client and its capped bodies, the reading of server-sent events, the SDK's chat
+types, stream reading, and the classifying and reporting of failures live in the sibling
+``_openai_*`` modules.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from time import perf_counter
 from types import TracebackType
 from typing import Any, cast
 
-import openai
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
 
 from taskforce.core.interfaces.llm import (
@@ -42,6 +42,7 @@ from taskforce.infrastructure.llm._openai_failures import (
     _wait_asked,
 )
 from taskforce.infrastructure.llm._openai_http import DEFAULT_MAX_RESPONSE_BYTES, _http_client
+from taskforce.infrastructure.llm._openai_sse import _EventStreamClient
 from taskforce.infrastructure.llm._openai_stream import _End, _json_kind, _opening, _StreamState
 from taskforce.infrastructure.llm._retry import RetryPolicy, elapsed_since
 
@@ -116,7 +117,7 @@ class OpenAICompatibleProvider:
         )
         if max_response_bytes < 1:
             raise ValueError(f"max_response_bytes must be at least 1, got {max_response_bytes}")
-        self._client = openai.AsyncOpenAI(
+        self._client = _EventStreamClient(
             api_key=api_key or _NO_KEY,
             base_url=base_url,
             timeout=timeout_seconds,

@@ -1,0 +1,112 @@
+"""Reading a server-sent event stream as the WHATWG HTML standard does, for the SDK's streams.
+
+The SDK's own reader hands on a block of ``event:``, ``id:`` or ``retry:`` fields
+without ``data`` as an event with empty data (which no JSON decoder reads), and keeps
+a leading byte order mark in the first field's name (which loses the first event). A
+server may send both (a reconnection time first, a named ping), so its streams are
+read here instead: the client below makes the SDK use :class:`_EventStreamDecoder`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator
+
+import openai
+from openai._streaming import ServerSentEvent
+
+__all__ = ["_EventStreamClient", "_EventStreamDecoder"]
+
+#: A line ends at CRLF, LF or CR.
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_BOM = "\ufeff"
+
+
+class _EventStreamDecoder:
+    """Turns the bytes of an event stream into its events, a read at a time.
+
+    Lines end at CRLF, LF or CR, also when a CRLF is split over two reads. A line is
+    decoded as UTF-8 once whole, so a character split over reads is no matter. One
+    leading BOM is dropped; a block whose fields hold no ``data`` dispatches nothing;
+    an event the stream ends inside is not dispatched. The last event id is kept for
+    the stream, as the standard asks, but makes no event by itself.
+    """
+
+    def __init__(self) -> None:
+        self._line = bytearray()  # the line read so far, not ended yet
+        self._after_cr = False  # the last read ended in CR: an LF first in the next one is its
+        self._is_first_line = True
+        self._event = ""
+        self._data: list[str] = []
+        self._last_id: str | None = None
+        self._retry: int | None = None
+
+    def iter_bytes(self, iterator: Iterator[bytes]) -> Iterator[ServerSentEvent]:
+        """Yield the events of a stream read with ``iterator``."""
+        for chunk in iterator:
+            yield from self._feed(chunk)
+
+    async def aiter_bytes(self, iterator: AsyncIterator[bytes]) -> AsyncIterator[ServerSentEvent]:
+        """Yield the events of a stream read with ``iterator``."""
+        async for chunk in iterator:
+            for event in self._feed(chunk):
+                yield event
+
+    def _feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        """Take in one read; return the events it completes."""
+        if not chunk:
+            return []
+        start = 0
+        if self._after_cr and chunk[:1] == b"\n":
+            start = 1  # the rest of a CRLF split over two reads
+        self._after_cr = False
+        events: list[ServerSentEvent] = []
+        for match in _LINE_END.finditer(chunk, start):
+            self._line += chunk[start : match.start()]
+            line = self._line.decode("utf-8")
+            self._line.clear()
+            start = match.end()
+            event = self._take(line)
+            if event is not None:
+                events.append(event)
+        self._line += chunk[start:]
+        self._after_cr = chunk.endswith(b"\r")
+        return events
+
+    def _take(self, line: str) -> ServerSentEvent | None:
+        """Process one line; return the event it dispatches, if any."""
+        if self._is_first_line:
+            self._is_first_line = False
+            line = line.removeprefix(_BOM)
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):  # a comment: a keep-alive
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id" and "\0" not in value:
+            self._last_id = value
+        elif name == "retry" and value.isascii() and value.isdigit():
+            self._retry = int(value)
+        return None
+
+    def _dispatch(self) -> ServerSentEvent | None:
+        """End the block: its event when it holds data; nothing otherwise."""
+        data, event = self._data, self._event
+        self._data, self._event = [], ""
+        if not data:
+            return None
+        return ServerSentEvent(
+            event=event or None, data="\n".join(data), id=self._last_id, retry=self._retry
+        )
+
+
+class _EventStreamClient(openai.AsyncOpenAI):
+    """The SDK's client, reading every stream with :class:`_EventStreamDecoder`."""
+
+    def _make_sse_decoder(self) -> _EventStreamDecoder:
+        return _EventStreamDecoder()

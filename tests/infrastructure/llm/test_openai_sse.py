@@ -1,0 +1,68 @@
+"""The event stream decoder: the WHATWG HTML standard's reading of server-sent events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from taskforce.infrastructure.llm._openai_sse import _EventStreamDecoder
+
+
+def _events(*reads: bytes) -> list[tuple[str | None, str, str | None, int | None]]:
+    """The events (event type, data, id, retry) a stream read as ``reads`` holds."""
+    decoded = _EventStreamDecoder().iter_bytes(iter(reads))
+    return [(e.event, e.data, e.id, e.retry) for e in decoded]
+
+
+@pytest.mark.parametrize("end", [b"\n", b"\r\n", b"\r"], ids=["lf", "crlf", "cr"])
+def test_lines_end_at_lf_crlf_or_cr(end: bytes) -> None:
+    """Each line ending the standard allows ends a line; an empty line ends the event."""
+    stream = b"data: a" + end + b"data:b" + end + end + b"data: c" + end + end
+    assert [(None, "a\nb", None, None), (None, "c", None, None)] == _events(stream)
+
+
+def test_a_crlf_split_over_reads_is_one_line_end() -> None:
+    """A CR closing one read and an LF opening the next make no empty line between."""
+    assert [(None, "a\nb", None, None)] == _events(b"data: a\r", b"\ndata: b\r", b"\n\r\n")
+
+
+def test_a_character_split_over_reads_is_decoded_whole() -> None:
+    """A UTF-8 character whose bytes arrive in two reads comes out whole."""
+    encoded = "data: é\n\n".encode()
+    assert [(None, "é", None, None)] == _events(encoded[:7], encoded[7:])
+
+
+def test_fields_comments_and_blocks_without_data() -> None:
+    """Comments are skipped; a block without data dispatches nothing; the id carries on."""
+    stream = b": hi\n\nretry: 5\n\nevent: ping\nid: 3\n\n\nevent: x\ndata: d\n\ndata: e\n\n"
+    assert [("x", "d", "3", 5), (None, "e", "3", 5)] == _events(stream)
+
+
+def test_odd_fields_are_ignored() -> None:
+    """A retry that is no number, an id with a NUL and unknown fields change nothing."""
+    stream = b"retry: 1e3\nid: a\0b\nfoo: bar\ndata\n\n"
+    assert [(None, "", None, None)] == _events(stream)
+
+
+def test_an_event_the_stream_ends_inside_is_dropped() -> None:
+    """No empty line after the last data: that event is not dispatched."""
+    assert [(None, "a", None, None)] == _events(b"data: a\n\ndata: b\n")
+
+
+def test_one_leading_bom_is_dropped() -> None:
+    """A BOM opening the stream is dropped; a second one is part of the field name."""
+    bom = "\ufeff".encode()
+    assert [(None, "a", None, None)] == _events(bom[:1], bom[1:] + b"data: a\n\n")
+    assert [] == _events(bom + bom + b"data: a\n\n")
+
+
+async def test_async_reads_give_the_same_events() -> None:
+    """``aiter_bytes`` reads as ``iter_bytes`` does."""
+
+    async def reads() -> AsyncIterator[bytes]:
+        for read in (b"data: a\r", b"\n\r\n", b"data: b\n\n"):
+            yield read
+
+    events = [e.data async for e in _EventStreamDecoder().aiter_bytes(reads())]
+    assert ["a", "b"] == events
