@@ -1468,6 +1468,29 @@ class TestStreamToolCalls:
         assert [] == chunks[-1]["tool_calls"]
         assert "Scripted answer: just talk" == "".join(c.get("content", "") for c in chunks)
 
+    @pytest.mark.parametrize(
+        "delta",
+        [
+            {"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": {"x": 1}}}]},
+            {"tool_calls": [{"index": 0, "id": "c1", "function": {"name": ["f"]}}]},
+            {"content": [{"type": "text", "text": "hi"}]},
+        ],
+        ids=["arguments-an-object", "name-an-array", "content-an-array"],
+    )
+    async def test_a_delta_part_that_is_no_text_is_invalid_response(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, delta: Any
+    ) -> None:
+        """Text, a tool's name or arguments sent as other JSON than a string fail the stream
+        as unusable, as such an answer fails ``complete``: no other error leaves it."""
+        choice = {"index": 0, "delta": delta, "finish_reason": "tool_calls"}
+        fake.stream_next([{**_CHUNK, "choices": [choice]}, "[DONE]"])
+
+        with pytest.raises(LLMProviderError, match=r"malformed.*not a string") as info:
+            async for _ in provider.stream(_mission("hi"), tools=_TOOLS):
+                pass
+
+        assert "invalid_response" == info.value.error_type
+
 
 _USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
 _CHUNK = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}

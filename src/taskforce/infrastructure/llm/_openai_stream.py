@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from openai.types.chat import ChatCompletionChunk
+from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 
 from taskforce.core.interfaces.llm import LLMAttempt, StreamChunk, ToolCall, Usage
 from taskforce.infrastructure.llm._openai_chat import _decoded_call, _usage
@@ -38,7 +39,21 @@ def _json_kind(value: object) -> str:
         return "a number"
     if isinstance(value, str):
         return "a string"
+    if isinstance(value, dict):
+        return "an object"
     return "an array" if isinstance(value, list) else "of another kind"
+
+
+def _text(value: object, what: str) -> str | None:
+    """``value``, a streamed piece of text (or none); the SDK lets any JSON through.
+
+    Raises:
+        TypeError: ``value`` is JSON of another kind (a name as an array, tool arguments
+            as an object): the chunk is malformed.
+    """
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"{what} is {_json_kind(value)}, not a string")
 
 
 def _carries(chunk: ChatCompletionChunk | _End) -> bool:
@@ -133,17 +148,23 @@ class _StreamState:
             if choice.finish_reason:
                 self.finish_read = True
             delta = choice.delta
-            if delta.content:
-                texts.append(delta.content)
+            content = _text(delta.content, "a text delta")
+            if content:
+                texts.append(content)
             for part in delta.tool_calls or ():
-                call = self.calls.setdefault(part.index, _StreamedCall())
-                call.id = part.id or call.id
-                if part.function is not None:
-                    # The name comes whole (once, or repeated by some servers); arguments in pieces.
-                    call.name = part.function.name or call.name
-                    if part.function.arguments:
-                        call.arguments.append(part.function.arguments)
+                self._add_call_part(part)
         return texts
+
+    def _add_call_part(self, part: ChoiceDeltaToolCall) -> None:
+        """Take in the delta of one tool call: its id, its name, a piece of its arguments."""
+        call = self.calls.setdefault(part.index, _StreamedCall())
+        call.id = _text(part.id, "a tool call's id") or call.id
+        if part.function is not None:
+            # The name comes whole (once, or repeated by some servers); arguments in pieces.
+            call.name = _text(part.function.name, "a tool call's name") or call.name
+            arguments = _text(part.function.arguments, "a tool call's arguments")
+            if arguments:
+                call.arguments.append(arguments)
 
     def tool_calls(self) -> list[ToolCall]:
         """Return the assembled tool calls, in index order.
