@@ -1852,3 +1852,51 @@ class TestCompressedBodyOnTheWire:
         ):
             out += piece
         assert text == bytes(out)
+
+
+class TestRefusal:
+    """A model that declines answers with a ``refusal`` and no content: that is its answer."""
+
+    async def test_a_refusal_is_the_answer_of_complete(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """``complete`` returns the refusal's text as the content of a success."""
+        message = {"role": "assistant", "content": None, "refusal": "I can't help with that."}
+        fake.respond_next(
+            _completion([{"index": 0, "finish_reason": "stop", "message": message}], _USAGE)
+        )
+
+        result = await provider.complete(_mission("hi"), tools=_TOOLS)
+
+        assert (True, "I can't help with that.") == (result["success"], result["content"])
+        assert [] == result["tool_calls"]
+
+    async def test_a_streamed_refusal_is_its_text(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """A stream's refusal deltas come out as its text deltas, in order."""
+        refusals = [
+            {"index": 0, "delta": {"refusal": part}, "finish_reason": None}
+            for part in ("I can", "'t.")
+        ]
+        fake.stream_next(
+            [_frame([refusal]) for refusal in refusals] + [_frame([_finish()]), "[DONE]"]
+        )
+
+        chunks = [chunk async for chunk in provider.stream(_mission("hi"), tools=_TOOLS)]
+
+        assert ["I can", "'t."] == [chunk["content"] for chunk in chunks if "content" in chunk]
+        assert [] == chunks[-1]["tool_calls"]
+
+    async def test_content_wins_over_a_refusal(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """A message with content is answered by its content, refusal or not."""
+        message = {"role": "assistant", "content": "Here it is.", "refusal": "no"}
+        fake.respond_next(
+            _completion([{"index": 0, "finish_reason": "stop", "message": message}], _USAGE)
+        )
+
+        result = await provider.complete(_mission("hi"))
+
+        assert "Here it is." == result["content"]

@@ -72,7 +72,8 @@ def _answer(
 
     Returns:
         ``{"success": True, "content": ..., "model": ...}``, with ``tool_calls`` when
-        asked for and ``usage`` unless ``None``.
+        asked for and ``usage`` unless ``None``. ``content`` is the message's
+        ``refusal`` when the model declined (a refusal and no content).
 
     Raises:
         _InvalidResponse: the completion holds no choices, a tool call of a type other
@@ -83,7 +84,9 @@ def _answer(
     if not response.choices:
         raise _InvalidResponse("the response holds no choices")
     message = response.choices[0].message
-    result: LLMResult = {"success": True, "content": message.content, "model": model}
+    # A model that declines answers with a refusal and no content: that is its answer.
+    content = message.content if message.content is not None else _refusal(message)
+    result: LLMResult = {"success": True, "content": content, "model": model}
     if with_tool_calls:
         calls: list[ToolCall] = []
         for raw in message.tool_calls or []:
@@ -95,6 +98,12 @@ def _answer(
     if usage is not None:
         result["usage"] = usage
     return result
+
+
+def _refusal(message: object) -> str | None:
+    """The text of a message's ``refusal``, if it is one (the SDK lets any JSON through)."""
+    refusal = getattr(message, "refusal", None)
+    return refusal if isinstance(refusal, str) and refusal else None
 
 
 def _extra(

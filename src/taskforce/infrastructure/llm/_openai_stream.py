@@ -148,7 +148,10 @@ class _StreamState:
             if choice.finish_reason:
                 self.finish_read = True
             delta = choice.delta
-            content = _text(delta.content, "a text delta")
+            # A model that declines streams a refusal in place of text: it is the answer.
+            content = _text(delta.content, "a text delta") or _text(
+                getattr(delta, "refusal", None), "a refusal delta"
+            )
             if content:
                 texts.append(content)
             for part in delta.tool_calls or ():
