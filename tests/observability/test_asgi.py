@@ -102,6 +102,24 @@ class TestGzip:
         response = await _get(server.url + "/", headers={"Accept-Encoding": "gzip;q=0"})
         assert "content-encoding" not in response.headers
 
+    @pytest.mark.parametrize(
+        ("accept_encoding", "is_gzip"),
+        [
+            ("*, gzip;q=0", False),
+            ("gzip;q=0, *", False),
+            ("*;q=0, gzip", True),
+            ("identity;q=0, *;q=0, GZIP;q=0.5", True),
+            ("gzip, br, identity;q=0", True),
+            ("x-gzip", True),
+        ],
+    )
+    async def test_named_gzip_outranks_the_wildcard(
+        self, server: LiveServer, accept_encoding: str, is_gzip: bool
+    ) -> None:
+        """gzip's own entry decides, wherever it stands; ``*`` only speaks for unnamed codings."""
+        response = await _get(server.url + "/", headers={"Accept-Encoding": accept_encoding})
+        assert is_gzip == ("gzip" == response.headers.get("content-encoding"))
+
     async def test_large_body_is_compressed_too(self) -> None:
         """A scrape above the inline limit is compressed off the event loop, same result."""
         metrics = MetricSet(max_label_values=500)

@@ -32,9 +32,14 @@ _GZIP_LEVEL = 6
 
 
 def _accepts_gzip(header: str) -> bool:
+    # RFC 9110 12.5.3: gzip's own entry (x-gzip is the same coding) decides wherever it
+    # stands; "*" speaks only for codings the header does not name.
+    named: float | None = None
+    wildcard: float | None = None
     for item in header.split(","):
         coding, _, params = item.strip().partition(";")
-        if coding.strip().lower() not in ("gzip", "*"):
+        coding = coding.strip().lower()
+        if coding not in ("gzip", "x-gzip", "*"):
             continue
         quality = 1.0
         for param in params.split(";"):
@@ -44,8 +49,12 @@ def _accepts_gzip(header: str) -> bool:
                     quality = float(value)
                 except ValueError:
                     quality = 0.0
-        return quality > 0.0
-    return False
+        if coding == "*":
+            wildcard = quality if wildcard is None else max(wildcard, quality)
+        else:
+            named = quality if named is None else max(named, quality)
+    chosen = named if named is not None else wildcard
+    return chosen is not None and chosen > 0.0
 
 
 def _bearer_token(request: Request) -> bytes | None:
