@@ -164,6 +164,19 @@ class TestAuth:
             response = await _get(auth_server.url + "/", headers=headers)
             assert (200, metrics.render()) == (response.status_code, response.content)
 
+    async def test_a_non_ascii_token_sent_as_utf8_is_accepted(self, metrics: MetricSet) -> None:
+        """A token outside ASCII matches when a scraper sends it as UTF-8, as Prometheus does."""
+        token = "jeton-\u00e9t\u00e9"
+        with serve(make_metrics_app(metrics, auth_token=token)) as server:
+            utf8 = await _get(
+                server.url + "/", headers={"Authorization": f"Bearer {token}".encode()}
+            )
+            # the same characters as Latin-1 bytes are other bytes: not the token
+            latin1 = await _get(
+                server.url + "/", headers={"Authorization": f"Bearer {token}".encode("latin-1")}
+            )
+        assert (200, 401) == (utf8.status_code, latin1.status_code)
+
 
 class TestRenderFault:
     async def test_failing_family_is_dropped_the_scrape_answers_200(

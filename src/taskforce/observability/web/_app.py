@@ -58,10 +58,13 @@ def _accepts_gzip(header: str) -> bool:
 
 
 def _bearer_token(request: Request) -> bytes | None:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    # Starlette decodes a header's bytes as Latin-1; encoding them back gives the bytes
+    # sent, which a scraper writes as UTF-8 (Prometheus does): compare those, not the text
+    raw = request.headers.get("authorization", "").encode("latin-1")
+    scheme, _, token = raw.partition(b" ")
+    if scheme.lower() != b"bearer" or not token.strip():
         return None
-    return token.strip().encode("utf-8")
+    return token.strip()
 
 
 def make_metrics_app(metrics: MetricSet, *, auth_token: str | None) -> Starlette:
