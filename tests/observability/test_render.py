@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -89,6 +91,33 @@ class TestCallbackFamilies:
         assert '# TYPE process_open_fds gauge\nprocess_open_fds{kind="a\\"b"} 7.0\n' in text
         # sorted by name among the catalog's families
         assert text.index("process_open_fds") < text.index("taskforce_build_info")
+
+    def test_values_are_written_as_numbers(self, metrics: MetricSet) -> None:
+        """A bool or a Decimal is written as the number it is; ``True`` would fail the scrape."""
+        # typed float, but a reader may hand back any number-like object
+        samples: list[Any] = [
+            (("a",), True),
+            (("b",), False),
+            (("c",), Decimal("2.5")),
+            (("d",), 3),
+        ]
+        metrics.add_callback(CallbackFamily(_gauge_spec(), lambda: samples))
+        lines = [line for line in metrics.render().decode().splitlines() if "open_fds{" in line]
+        assert [
+            'process_open_fds{kind="a"} 1.0',
+            'process_open_fds{kind="b"} 0.0',
+            'process_open_fds{kind="c"} 2.5',
+            'process_open_fds{kind="d"} 3',
+        ] == lines
+
+    def test_a_value_that_is_no_number_loses_its_family(self, metrics: MetricSet) -> None:
+        """A value ``float`` refuses is a render fault, not a line no scraper parses."""
+        samples: list[Any] = [(("a",), "ready")]
+        metrics.add_callback(CallbackFamily(_gauge_spec(), lambda: samples))
+        with capture_logs():
+            text = metrics.render().decode()
+        assert "process_open_fds" not in text
+        assert 1 == value(metrics, "taskforce_metrics_errors_total", stage="render")
 
     def test_a_failing_reader_loses_its_family_not_the_scrape(self, metrics: MetricSet) -> None:
         """An exception from the reader is a render fault; the rest is rendered."""

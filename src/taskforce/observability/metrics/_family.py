@@ -173,7 +173,8 @@ class CallbackFamily:
     garbage-collector counts). The function runs on the event-loop thread during a
     scrape, so it must be quick and must not block; an exception from it is counted
     as a ``render`` fault (logged once per family as ``metrics.fault``) and the family
-    is left out of that scrape, which serves the rest.
+    is left out of that scrape, which serves the rest. A value is written as a number:
+    ``True`` as ``1.0``, a ``Decimal`` as its float; one ``float`` refuses is such a fault.
 
     Attributes:
         spec: Name, kind (``counter`` or ``gauge``), help and label names.
@@ -207,6 +208,13 @@ class CallbackFamily:
                 self.spec.name,
                 {n: normalize_label_value(v) for n, v in zip(names, values, strict=True)},
             )
-            + f"{value}".encode()
+            + f"{_number(value)}".encode()
             for values, value in self.read()
         ]
+
+
+def _number(value: Any) -> float:
+    # A bool prints as "True", which no scraper parses: the whole scrape would fail. An int
+    # or a float prints as a number already (and keeps its form); anything else becomes
+    # the float it stands for, or raises, which loses the family, not the scrape.
+    return value if type(value) is int or type(value) is float else float(value)
