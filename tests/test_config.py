@@ -278,6 +278,9 @@ class TestDirectories:
         [
             ("TASKFORCE_LLM__SCRIPTED_LATENCY_MS", "nan", "llm.scripted_latency_ms", "finite"),
             ("TASKFORCE_LLM__TIMEOUT_SECONDS", "inf", "llm.timeout_seconds", "finite"),
+            ("TASKFORCE_API__READ_TIMEOUT_SECONDS", "nan", "api.read_timeout_seconds", "finite"),
+            ("TASKFORCE_API__READ_TIMEOUT_SECONDS", "0", "api.read_timeout_seconds", "greater"),
+            ("TASKFORCE_API__READ_TIMEOUT_SECONDS", "3601", "api.read_timeout_seconds", "less"),
             ("TASKFORCE_LLM__MODEL", "   ", "llm.model", "must not be blank"),
             ("TASKFORCE_METRICS__HOST", " ", "metrics.host", "must not be blank"),
             ("TASKFORCE_LLM__API_KEY", "", "llm.api_key", "must not be empty"),

@@ -1,32 +1,46 @@
-"""The request body limit (``api.max_body_bytes``): a 413 before the rest of the body is read.
+"""Request body limits: a 413 past ``api.max_body_bytes``, a 408 past ``api.read_timeout_seconds``.
 
 A declared ``Content-Length`` over the limit is answered at once, before the app
-or any body byte is read; a chunked body is cut off as the limit is crossed.
-Either way the 413 leaves as an ordinary response through the middleware
-around this one (the HTTP metrics count it like any other), and the connection
-is closed rather than drained.
+or any body byte is read; a chunked body is cut off as the limit is crossed. A body
+whose last byte has not come ``read_timeout_seconds`` after the request reached the
+app (a client that sends it slowly, or never ends it) gets a 408. Either way the
+answer leaves as an ordinary response through the middleware around this one (the
+HTTP metrics count it like any other), and the connection is closed rather than
+drained.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["BodyLimitMiddleware", "BodyTooLargeError"]
+__all__ = ["BodyLimitMiddleware", "BodyTimeoutError", "BodyTooLargeError"]
 
 
-class BodyTooLargeError(HTTPException):
+class _BodyRefused(HTTPException):
+    """A request body refused from ``receive``; its answer closes the connection."""
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(status_code=status_code, detail=detail, headers={"Connection": "close"})
+
+
+class BodyTooLargeError(_BodyRefused):
     """The request body is longer than the limit (raised from ``receive``)."""
 
     def __init__(self, limit: int) -> None:
         """Build the 413 for ``limit`` bytes."""
-        super().__init__(
-            status_code=413,
-            detail=f"request body is larger than {limit} bytes",
-            headers={"Connection": "close"},
-        )
+        super().__init__(413, f"request body is larger than {limit} bytes")
+
+
+class BodyTimeoutError(_BodyRefused):
+    """The request body did not arrive whole in time (raised from ``receive``)."""
+
+    def __init__(self, seconds: float) -> None:
+        """Build the 408 for a limit of ``seconds``."""
+        super().__init__(408, f"request body was not received within {seconds:g} seconds")
 
 
 def _declared_length(scope: Scope) -> int | None:
@@ -46,15 +60,17 @@ class BodyLimitMiddleware:
     (so inside) the HTTP metrics middleware.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout_seconds: float) -> None:
         """Wrap ``app``.
 
         Args:
             app: the next ASGI app.
             max_bytes: the longest body let through.
+            read_timeout_seconds: how long the whole body may take to arrive.
         """
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout_seconds = read_timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve the request, or answer 413 if its body is too long."""
@@ -64,18 +80,21 @@ class BodyLimitMiddleware:
         limit = self.max_bytes
         declared = _declared_length(scope)
         if declared is not None and declared > limit:
-            await self._refuse(send)
+            await self._refuse(send, BodyTooLargeError(limit))
             return
         received = 0
         is_started = False
+        is_whole = False  # the last body message came: later ones (disconnect) may wait
+        deadline = asyncio.get_running_loop().time() + self.read_timeout_seconds
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, is_whole
+            message = await (receive() if is_whole else self._before(deadline, receive))
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise BodyTooLargeError(limit)
+                is_whole = not message.get("more_body", False)
             return message
 
         async def observed_send(message: Message) -> None:
@@ -85,19 +104,26 @@ class BodyLimitMiddleware:
 
         try:
             await self.app(scope, limited_receive, observed_send)
-        except BodyTooLargeError:
+        except _BodyRefused as exc:
             # Raised past a route that does not turn HTTPExceptions into responses.
             if is_started:
                 raise
-            await self._refuse(send)
+            await self._refuse(send, exc)
 
-    async def _refuse(self, send: Send) -> None:
-        error = BodyTooLargeError(self.max_bytes)
+    async def _before(self, deadline: float, receive: Receive) -> Message:
+        """Return the next message of ``receive``; raise ``BodyTimeoutError`` past ``deadline``."""
+        remaining = deadline - asyncio.get_running_loop().time()
+        try:
+            return await asyncio.wait_for(receive(), max(0.0, remaining))
+        except TimeoutError:
+            raise BodyTimeoutError(self.read_timeout_seconds) from None
+
+    async def _refuse(self, send: Send, error: HTTPException) -> None:
         body = json.dumps({"detail": error.detail}).encode()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"connection", b"close"),
         ]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -58,6 +58,7 @@ class MetricsServing:
             worker: this process's slot when run by ``taskforce serve``; ``None`` otherwise.
         """
         self._settings = settings.metrics
+        self._read_timeout = settings.api.read_timeout_seconds
         self._worker = worker
         self._foreign: ForeignSupervisor | None = None
         self._listener_app: Starlette | None = None
@@ -114,7 +115,7 @@ class MetricsServing:
             sock = bind_first_free(host, port)
         else:
             sock = bind_socket(host, port, what="metrics")
-        self._listener = MetricsListener(self._listener_app, sock)
+        self._listener = MetricsListener(self._listener_app, sock, self._read_timeout)
         await self._listener.start()
         targets = self._settings.targets_file
         if self._worker is None and targets is not None:

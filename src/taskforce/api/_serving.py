@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskforce.api._encoding import sse_event
 from taskforce.api._listener import WorkerSlot
+from taskforce.api._read_deadline import read_deadline_protocol
 from taskforce.api.server import create_app  # imported before the fork: workers start sooner
 from taskforce.application.executor import RECORD_SECONDS
 from taskforce.config import Settings
@@ -110,6 +111,7 @@ class TaskforceServer(uvicorn.Server):
         app: ASGIApp,
         *,
         grace_seconds: float,
+        read_timeout_seconds: float = 60.0,
         signals: Sequence[signal.Signals] = STOP_SIGNALS,
         force_signals: Sequence[signal.Signals] = (),
         on_started: Callable[[], None] | None = None,
@@ -119,6 +121,8 @@ class TaskforceServer(uvicorn.Server):
         Args:
             app: the ASGI app to serve (with its lifespan).
             grace_seconds: how long running requests may go on after the first signal.
+            read_timeout_seconds: how long a client may take to send one request
+                (``api.read_timeout_seconds``).
             signals: the signals that stop it (none in tests that stop it by hand).
             force_signals: when given, only these stop waiting at once, and any number of
                 ``signals`` just drain (a worker: it gets the supervisor's forwarded
@@ -136,6 +140,7 @@ class TaskforceServer(uvicorn.Server):
                 access_log=True,
                 lifespan="on",
                 workers=1,
+                http=read_deadline_protocol(read_timeout_seconds),
             )
         )
         self.grace_seconds = grace_seconds
@@ -232,6 +237,7 @@ def run_worker(
     server = TaskforceServer(
         app,
         grace_seconds=settings.server.shutdown_grace_seconds,
+        read_timeout_seconds=settings.api.read_timeout_seconds,
         signals=signals,
         force_signals=force_signals,
         on_started=on_started,

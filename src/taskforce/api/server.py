@@ -112,8 +112,12 @@ def create_app(
     )
     app.state.container = ctr
     install_error_handlers(app)
-    # Added before the metrics middleware, so inside it: a 413 is counted like any answer.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=api.max_body_bytes)
+    # Added before the metrics middleware, so inside it: a 413 or 408 is counted like any answer.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=api.max_body_bytes,
+        read_timeout_seconds=api.read_timeout_seconds,
+    )
     metrics_serving = MetricsServing(app, ctr.settings, ctr.metrics, worker)
 
     @app.get("/health")

@@ -1,0 +1,103 @@
+"""The HTTP connection protocol of taskforce's listeners: a request must arrive in time.
+
+uvicorn only times a connection out while it idles between two requests. A client
+that opens one and sends nothing, or half a request line, or headers that never
+end, or that drips the body of a request the app answered without reading it,
+would hold its socket (and a file descriptor) for good; enough such clients and the
+process can accept no more. Here a request's bytes, from the connection's opening or
+the request's first byte to its last, must all come within ``api.read_timeout_seconds``.
+Headers still unfinished then get a 408 and the connection is closed; a body the app
+waits for is timed by ``BodyLimitMiddleware``, which answers its 408 through the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import ClassVar
+
+import h11
+import structlog
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+__all__ = ["read_deadline_protocol"]
+
+_LOG = structlog.get_logger("taskforce.api")
+_BODY = b"request headers were not received in time\n"
+_TIMEOUT_RESPONSE = (
+    b"HTTP/1.1 408 Request Timeout\r\n"
+    b"content-type: text/plain; charset=utf-8\r\n"
+    b"content-length: " + str(len(_BODY)).encode() + b"\r\n"
+    b"connection: close\r\n\r\n" + _BODY
+)
+
+
+class _ReadDeadlineProtocol(H11Protocol):
+    """uvicorn's h11 protocol, with a deadline on receiving each request."""
+
+    read_timeout_seconds: ClassVar[float]
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Start the first request's deadline: an idle new connection counts."""
+        self._read_timer: asyncio.TimerHandle | None = None
+        super().connection_made(transport)
+        self._follow()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Drop the deadline with the connection."""
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """Read as uvicorn does; start the deadline at a request's first byte."""
+        super().data_received(data)
+        self._follow()
+
+    def on_response_complete(self) -> None:
+        """Finish as uvicorn does; keep timing a request whose body is still coming."""
+        super().on_response_complete()
+        self._follow()
+
+    def _follow(self) -> None:
+        """Arm the deadline while a request is incomplete, drop it once it is whole."""
+        state = self.conn.their_state
+        idle = state is h11.IDLE and self.timeout_keep_alive_task is not None
+        if state is h11.DONE or idle or self.transport.is_closing():
+            self._disarm()  # whole, or idle between requests: uvicorn's keep-alive times that
+        elif self._read_timer is None:
+            self._read_timer = self.loop.call_later(self.read_timeout_seconds, self._expired)
+
+    def _disarm(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _expired(self) -> None:
+        self._read_timer = None
+        if self.transport.is_closing():
+            return
+        if self.conn.their_state is h11.IDLE:
+            stage = "headers"
+            self.transport.write(_TIMEOUT_RESPONSE)
+        elif self.cycle is not None and not self.cycle.response_complete:
+            return  # the app is waiting for the body: BodyLimitMiddleware answers the 408
+        else:
+            stage = "body"  # answered without reading it, and the client still sends it
+        _LOG.warning(
+            "http.request.timeout",
+            category="http",
+            stage=stage,
+            timeout_seconds=self.read_timeout_seconds,
+        )
+        self.transport.close()
+
+
+def read_deadline_protocol(seconds: float) -> type[H11Protocol]:
+    """Return a uvicorn HTTP protocol class that gives each request ``seconds`` to arrive.
+
+    Args:
+        seconds: ``api.read_timeout_seconds``.
+
+    Returns:
+        A protocol class for ``uvicorn.Config(http=...)``.
+    """
+    return type("ReadDeadlineProtocol", (_ReadDeadlineProtocol,), {"read_timeout_seconds": seconds})

@@ -1,0 +1,177 @@
+"""``api.read_timeout_seconds``: a request that does not arrive whole in time, on a real server.
+
+Idle connections, unfinished headers and bodies that never end held a socket for good:
+uvicorn only times a connection out between two requests. Each case here gets a 408
+(or, for a body the app did not wait for, a closed connection) once the deadline passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+import structlog
+from fastapi import FastAPI
+
+from taskforce.api._listener import WorkerSlot, bind_socket
+from taskforce.api._serving import TaskforceServer
+from taskforce.api.server import create_app
+from taskforce.config import Settings
+from tests.observability.metric_samples import value
+
+READ_TIMEOUT = 0.3
+#: Only a guard against a test that would hang: every case ends long before it.
+GUARD_SECONDS = 30
+HTTP = "taskforce_http_requests_total"
+EXECUTE_HEAD = b"POST /api/v1/execute HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+
+
+@contextlib.asynccontextmanager
+async def _serving(
+    settings: Settings, worker: WorkerSlot | None = None
+) -> AsyncIterator[tuple[int, FastAPI]]:
+    """Serve ``settings`` under ``TaskforceServer`` in this loop; yield its port and app."""
+    app = create_app(settings, worker=worker)
+    sock = bind_socket("127.0.0.1", 0, what="the API")
+    server = TaskforceServer(app, grace_seconds=0.5, read_timeout_seconds=READ_TIMEOUT, signals=())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        assert not task.done()
+        await asyncio.sleep(0.01)
+    try:
+        yield sock.getsockname()[1], app
+    finally:
+        server.should_exit = server.force_exit = True
+        await task
+
+
+@pytest.fixture(name="timed_settings")
+def fixture_timed_settings(settings: Settings) -> Settings:
+    """The default settings with a short ``api.read_timeout_seconds``."""
+    api = settings.api.model_copy(update={"read_timeout_seconds": READ_TIMEOUT})
+    return settings.model_copy(update={"api": api})
+
+
+async def _until_closed(port: int, sent: bytes) -> bytes:
+    """Send ``sent``, then nothing more; return all the server sends before it closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(sent)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), GUARD_SECONDS)
+    finally:
+        writer.close()
+
+
+async def _one_response(reader: asyncio.StreamReader) -> bytes:
+    """Read one response with a ``content-length`` from ``reader``."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.lower().split(b"\r\n")
+    length = next(int(line.split(b":")[1]) for line in lines if line.startswith(b"content-length"))
+    return head + await reader.readexactly(length)
+
+
+class TestHeaders:
+    @pytest.mark.parametrize(
+        "sent",
+        [
+            pytest.param(b"", id="idle-connection"),
+            pytest.param(b"GET /hea", id="partial-request-line"),
+            pytest.param(b"GET /health HTTP/1.1\r\nHost: t\r\n", id="unfinished-headers"),
+        ],
+    )
+    async def test_unfinished_head_gets_a_408(self, timed_settings: Settings, sent: bytes) -> None:
+        """A connection whose request headers do not end in time gets a 408 and is closed."""
+        async with _serving(timed_settings) as (port, _):
+            with structlog.testing.capture_logs() as logs:
+                answer = await _until_closed(port, sent)
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert answer.endswith(b"request headers were not received in time\n")
+        timeouts = [log for log in logs if log["event"] == "http.request.timeout"]
+        assert [("headers", "http")] == [(log["stage"], log["category"]) for log in timeouts]
+
+    async def test_next_request_on_a_kept_connection_is_timed(
+        self, timed_settings: Settings
+    ) -> None:
+        """After a whole request and its answer, a second one left unfinished gets a 408 too."""
+        async with _serving(timed_settings) as (port, _):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+                first = await asyncio.wait_for(_one_response(reader), GUARD_SECONDS)
+                writer.write(b"GET /health HTTP/1.1\r\n")
+                second = await asyncio.wait_for(reader.read(), GUARD_SECONDS)
+            finally:
+                writer.close()
+        assert first.startswith(b"HTTP/1.1 200 ")
+        assert second.startswith(b"HTTP/1.1 408 ")
+
+    async def test_whole_request_is_answered(self, timed_settings: Settings) -> None:
+        """A request sent whole is answered as usual; the deadline never fires."""
+        async with _serving(timed_settings) as (port, _):
+            with structlog.testing.capture_logs() as logs:
+                sent = b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                answer = await _until_closed(port, sent)
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        assert [] == [log for log in logs if log["event"] == "http.request.timeout"]
+
+
+class TestBody:
+    @pytest.mark.parametrize(
+        "sent",
+        [
+            pytest.param(EXECUTE_HEAD + b'Content-Length: 100\r\n\r\n{"mis', id="short-body"),
+            pytest.param(
+                EXECUTE_HEAD + b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"mis\r\n',
+                id="endless-chunked-body",
+            ),
+        ],
+    )
+    async def test_unfinished_body_gets_a_408_counted(
+        self, timed_settings: Settings, sent: bytes
+    ) -> None:
+        """A body the route waits for and that does not end in time is a 408, counted."""
+        async with _serving(timed_settings) as (port, app):
+            answer = await _until_closed(port, sent)
+            metrics = app.state.container.metrics
+            counted = value(
+                metrics, HTTP, method="POST", route="/api/v1/execute", status_code="408"
+            )
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert b"request body was not received within 0.3 seconds" in answer
+        assert 1 == counted
+
+    async def test_body_dripped_after_the_answer_is_cut(self, timed_settings: Settings) -> None:
+        """A route that answered without the body does not keep a dripping client connected."""
+        async with _serving(timed_settings) as (port, _):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            head = b"GET /health HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+            writer.write(head + b"1\r\na\r\n")
+            with structlog.testing.capture_logs() as logs:
+                for _ in range(GUARD_SECONDS * 20):  # a guard only: the server cuts it first
+                    writer.write(b"1\r\na\r\n")
+                    with contextlib.suppress(TimeoutError, ConnectionError):
+                        await asyncio.wait_for(reader.read(65536), 0.05)
+                    if reader.at_eof():
+                        break
+            writer.close()
+        assert reader.at_eof()
+        events = [(log["event"], log.get("stage")) for log in logs]
+        assert ("http.request.timeout", "body") in events
+
+
+class TestMetricsListener:
+    async def test_idle_connection_to_metrics_port_gets_a_408(
+        self, timed_settings: Settings
+    ) -> None:
+        """The metrics listener of ``metrics.port`` times a request out the same way."""
+        metrics_sock = bind_socket("127.0.0.1", 0, what="metrics")
+        metrics_port = metrics_sock.getsockname()[1]
+        with_port = timed_settings.metrics.model_copy(update={"port": metrics_port})
+        settings = timed_settings.model_copy(update={"metrics": with_port})
+        slot = WorkerSlot(index=0, metrics_socket=metrics_sock)
+        async with _serving(settings, slot):
+            answer = await _until_closed(metrics_port, b"GET /metr")
+        assert answer.startswith(b"HTTP/1.1 408 ")
