@@ -461,6 +461,23 @@ class TestServe:
         assert f'"GET {redacted[:1024]}...[+99 chars] HTTP/1.1" 404' in access[-1]
         assert token[:4] not in stderr
 
+    def test_access_lines_stay_with_a_metrics_port(self, tmp_path: Path) -> None:
+        """The metrics listener of metrics.port keeps its scrapes out of the access log,
+        without silencing the API's own access lines."""
+        api_port = free_ports(2)
+        metrics_port = api_port + 1
+        env = _env(tmp_path, TASKFORCE_METRICS__PORT=str(metrics_port))
+        with started(["serve", "--port", str(api_port)], env, tmp_path) as child:
+            wait_until_up(child, [f"http://127.0.0.1:{api_port}/health"])
+            assert (
+                200 == httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).status_code
+            )
+            assert 404 == httpx.get(f"http://127.0.0.1:{api_port}/nowhere", timeout=5).status_code
+        lines = [json.loads(line) for line in child.stderr().splitlines() if line.startswith("{")]
+        access = [line["event"] for line in lines if line.get("logger") == "uvicorn.access"]
+        assert any('"GET /nowhere HTTP/1.1" 404' in line for line in access), access
+        assert not any("/metrics" in line for line in access)
+
     def test_serve_bad_config_file(self, tmp_path: Path) -> None:
         """`taskforce serve --config missing.toml` refuses to start and says why."""
         proc = _taskforce(

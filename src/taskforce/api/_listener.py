@@ -107,10 +107,11 @@ class MetricsListener:
             app,
             lifespan="off",
             log_config=None,
-            access_log=False,
+            # Scrapes get no access lines; see read_deadline_protocol for why not here.
+            access_log=True,
             timeout_graceful_shutdown=_SCRAPE_DRAIN_SECONDS,
             workers=1,  # never read WEB_CONCURRENCY (see TaskforceServer)
-            http=read_deadline_protocol(read_timeout_seconds),
+            http=read_deadline_protocol(read_timeout_seconds, is_access_logged=False),
         )
         # Never serve(): that would take over the signal handlers of the main server.
         self._server = uvicorn.Server(config)

@@ -13,7 +13,7 @@ waits for is timed by ``BodyLimitMiddleware``, which answers its 408 through the
 from __future__ import annotations
 
 import asyncio
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import h11
 import structlog
@@ -35,6 +35,14 @@ class _ReadDeadlineProtocol(H11Protocol):
     """uvicorn's h11 protocol, with a deadline on receiving each request."""
 
     read_timeout_seconds: ClassVar[float]
+    is_access_logged: ClassVar[bool]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Build uvicorn's protocol; without access lines when the class says so."""
+        super().__init__(*args, **kwargs)
+        # Per connection, not with uvicorn's access_log=False: that empties the process's
+        # "uvicorn.access" logger, so the API server beside this one would log none either.
+        self.access_log = self.access_log and self.is_access_logged
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Start the first request's deadline: an idle new connection counts."""
@@ -91,13 +99,15 @@ class _ReadDeadlineProtocol(H11Protocol):
         self.transport.close()
 
 
-def read_deadline_protocol(seconds: float) -> type[H11Protocol]:
+def read_deadline_protocol(seconds: float, *, is_access_logged: bool = True) -> type[H11Protocol]:
     """Return a uvicorn HTTP protocol class that gives each request ``seconds`` to arrive.
 
     Args:
         seconds: ``api.read_timeout_seconds``.
+        is_access_logged: whether its requests get access lines.
 
     Returns:
         A protocol class for ``uvicorn.Config(http=...)``.
     """
-    return type("ReadDeadlineProtocol", (_ReadDeadlineProtocol,), {"read_timeout_seconds": seconds})
+    settings = {"read_timeout_seconds": seconds, "is_access_logged": is_access_logged}
+    return type("ReadDeadlineProtocol", (_ReadDeadlineProtocol,), settings)
