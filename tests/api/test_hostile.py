@@ -321,6 +321,21 @@ class TestAuth:
             }
         assert {route: 401 for route in routes} == answers
 
+    async def test_a_non_ascii_token_sent_as_utf8_passes(self, tmp_path: Path) -> None:
+        """A token outside ASCII matches when the client sends it as UTF-8; the same
+        characters as Latin-1 bytes are other bytes, not the token."""
+        token = "jeton-\u00e9t\u00e9"
+        settings = Settings(
+            state_dir=tmp_path / "state", workspace_dir=tmp_path / "ws", api={"auth_token": token}
+        )
+        with serve(create_app(settings)) as live:
+            async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+                answers = [
+                    (await client.get("/api/v1/tools", headers={b"authorization": header}))
+                    for header in (f"Bearer {token}".encode(), f"Bearer {token}".encode("latin-1"))
+                ]
+        assert [200, 401] == [answer.status_code for answer in answers]
+
     async def test_right_token_passes_and_health_metrics_stay_open(
         self, guarded: LiveServer
     ) -> None:

@@ -33,10 +33,11 @@ class BearerGuard:
             HTTPException: 401, with ``WWW-Authenticate: Bearer``.
         """
         given = request.headers.get("authorization", "")
-        # the scheme is case-insensitive (RFC 9110), as on the metrics path
-        scheme, _, credentials = given.partition(" ")
-        token = credentials.strip().encode("utf-8", "replace")
-        if scheme.lower() == "bearer" and hmac.compare_digest(token, self._expected):
+        # Starlette reads a header's bytes as Latin-1, so encoding it back gives the bytes
+        # the client sent: a token outside ASCII is compared as the UTF-8 it wrote. The
+        # scheme is case-insensitive (RFC 9110), as on the metrics path.
+        scheme, _, credentials = given.encode("latin-1").partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self._expected):
             return
         route = getattr(request.scope.get("route"), "path", "unmatched")
         _LOG.warning(
