@@ -31,6 +31,7 @@ class TestDefaults:
         assert 1024 * 1024 == s.api.max_body_bytes
         assert s.api.auth_token is None
         assert s.api.docs_enabled is True
+        assert 64 == s.api.max_missions_in_flight
 
 
 class TestPrecedence:
@@ -41,6 +42,11 @@ class TestPrecedence:
         s = load_settings()
         assert s.metrics.enabled is False
         assert 20 == s.llm.scripted_latency_ms
+
+    def test_missions_in_flight_from_env(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """TASKFORCE_API__MAX_MISSIONS_IN_FLIGHT sets the per-process limit, spaces around it."""
+        monkeypatch.setenv("TASKFORCE_API__MAX_MISSIONS_IN_FLIGHT", " 8 ")
+        assert 8 == load_settings().api.max_missions_in_flight
 
     def test_env_beats_file_beats_defaults(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -81,6 +87,10 @@ class TestErrors:
             ("TASKFORCE_LOGGING__MAX_PATH_CHARS", "63", "logging.max_path_chars"),
             ("TASKFORCE_LOGGING__MAX_PATH_CHARS", "1048577", "logging.max_path_chars"),
             ("TASKFORCE_METRICS__AUTH_TOKEN", "  ", "metrics.auth_token"),
+            ("TASKFORCE_API__MAX_MISSIONS_IN_FLIGHT", "0", "api.max_missions_in_flight"),
+            ("TASKFORCE_API__MAX_MISSIONS_IN_FLIGHT", "10001", "api.max_missions_in_flight"),
+            ("TASKFORCE_API__MAX_MISSIONS_IN_FLIGHT", "many", "api.max_missions_in_flight"),
+            ("TASKFORCE_API__MAX_MISSIONS_IN_FLIGHT", "2.5", "api.max_missions_in_flight"),
             # an empty path would silently mean the working directory
             ("TASKFORCE_STATE_DIR", " ", "state_dir"),
             ("TASKFORCE_WORKSPACE_DIR", "", "workspace_dir"),

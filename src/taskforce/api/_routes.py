@@ -16,6 +16,7 @@ import structlog
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response, StreamingResponse
 
+from taskforce.api._admission import admit
 from taskforce.api._auth import BearerGuard
 from taskforce.api._body import StrictJSONRoute
 from taskforce.api._encoding import PathRedactor, Redact, SafeJSONResponse, json_bytes, sse_event
@@ -26,13 +27,17 @@ from taskforce.application.container import Container
 from taskforce.core.interfaces.executor import ProgressEvent
 from taskforce.errors import MissionError
 
-__all__ = ["CLIENT_CLOSED_REQUEST", "mission_router"]
+__all__ = ["CLIENT_CLOSED_REQUEST", "MISSION_ROUTES", "mission_router"]
 
 _LOG = structlog.get_logger(__name__)
 _T = TypeVar("_T")
 
 CLIENT_CLOSED_REQUEST = 499
 """Status recorded for a request whose client went away before its answer (nginx's code)."""
+
+
+MISSION_ROUTES = ("/api/v1/execute", "/api/v1/execute/stream")
+"""The routes that start a mission: each takes a slot of ``api.max_missions_in_flight``."""
 
 
 class _ClientGone(Exception):
@@ -137,6 +142,9 @@ def mission_router(container: Container) -> APIRouter:
     @router.post("/execute")
     async def execute(body: ExecuteRequest, request: Request) -> Response:
         """Run one mission; a client that disconnects cancels it."""
+        refusal = admit(request, MISSION_ROUTES[0])
+        if refusal is not None:
+            return refusal
         mission = executor.execute_mission(
             body.mission, agent_type=body.agent_type, session_id=body.session_id
         )
@@ -147,8 +155,11 @@ def mission_router(container: Container) -> APIRouter:
         return Response(json_bytes(result.to_dict(), redact), media_type="application/json")
 
     @router.post("/execute/stream")
-    async def execute_stream(body: ExecuteRequest) -> StreamingResponse:
+    async def execute_stream(body: ExecuteRequest, request: Request) -> Response:
         """Run one mission and stream its progress as Server-Sent Events."""
+        refusal = admit(request, MISSION_ROUTES[1])
+        if refusal is not None:
+            return refusal
         stream = executor.execute_mission_streaming(
             body.mission, agent_type=body.agent_type, session_id=body.session_id
         )

@@ -11,13 +11,14 @@ import structlog
 from fastapi import FastAPI
 
 from taskforce import __version__
+from taskforce.api._admission import MissionAdmissionMiddleware, MissionSlots
 from taskforce.api._encoding import SafeJSONResponse
 from taskforce.api._errors import install_error_handlers
 from taskforce.api._limits import BodyLimitMiddleware
 from taskforce.api._listener import WorkerSlot
 from taskforce.api._logs import configure_from_settings
 from taskforce.api._metrics_serving import MetricsServing
-from taskforce.api._routes import mission_router
+from taskforce.api._routes import MISSION_ROUTES, mission_router
 from taskforce.application.container import Container, build_container
 from taskforce.config import Settings, load_settings
 from taskforce.errors import StateStoreUnavailableError
@@ -118,6 +119,13 @@ def create_app(
         max_bytes=api.max_body_bytes,
         read_timeout_seconds=api.read_timeout_seconds,
     )
+    routes = mission_router(ctr).routes
+    # Inside the metrics middleware too: a refusal is counted as a 503 of its route.
+    app.add_middleware(
+        MissionAdmissionMiddleware,
+        slots=MissionSlots(api.max_missions_in_flight),
+        routes=[route for route in routes if getattr(route, "path", None) in MISSION_ROUTES],
+    )
     metrics_serving = MetricsServing(app, ctr.settings, ctr.metrics, worker)
 
     @app.get("/health")
@@ -150,6 +158,6 @@ def create_app(
     # The router's routes join the app's own list (as include_router did before FastAPI
     # kept an included router as one opaque entry): the HTTP metrics label requests
     # with the templates of the app's routes.
-    app.router.routes.extend(mission_router(ctr).routes)
+    app.router.routes.extend(routes)
 
     return app

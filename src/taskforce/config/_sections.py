@@ -146,6 +146,8 @@ class ApiSettings(_Section):
     read_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
     auth_token: SecretStr | None = None
     docs_enabled: bool = True
+    #: Missions this process runs at once; a request for one more gets a 503.
+    max_missions_in_flight: int = Field(default=64, ge=1, le=10_000)
 
     _token_given = field_validator("auth_token")(non_empty_secret("to disable auth"))
 
