@@ -141,6 +141,7 @@ def _check_refusal(response: httpx.Response) -> None:
     assert {"detail": "too many missions in flight (limit 2); retry later"} == response.json()
 
 
+@pytest.mark.integration
 class TestExecute:
     async def test_third_mission_is_refused_then_admitted(self, settings: Settings) -> None:
         """Limit 2: two slow missions run, a third gets a 503, one after them runs."""
@@ -175,6 +176,7 @@ class TestExecute:
         assert "never runs" not in repr(line)
 
 
+@pytest.mark.integration
 class TestStream:
     async def test_third_stream_is_refused_then_admitted(self, settings: Settings) -> None:
         """Limit 2: two slow streams run, a third gets a 503 (no stream), one after them runs."""

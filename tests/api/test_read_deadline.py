@@ -21,6 +21,8 @@ from taskforce.api.server import create_app
 from taskforce.config import Settings
 from tests.observability.metric_samples import value
 
+pytestmark = pytest.mark.integration
+
 READ_TIMEOUT = 0.3
 #: Only a guard against a test that would hang: every case ends long before it.
 GUARD_SECONDS = 30
