@@ -1900,3 +1900,41 @@ class TestRefusal:
         result = await provider.complete(_mission("hi"))
 
         assert "Here it is." == result["content"]
+
+    async def test_a_refusal_beside_empty_content_is_the_answer_of_complete(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """An empty content hides no refusal: ``complete`` answers as ``stream`` does."""
+        message = {"role": "assistant", "content": "", "refusal": "I can't help with that."}
+        fake.respond_next(
+            _completion([{"index": 0, "finish_reason": "stop", "message": message}], _USAGE)
+        )
+        fake.stream_next(
+            [
+                _frame(
+                    [{"index": 0, "delta": {"content": "", "refusal": "I can't help with that."}}]
+                ),
+                _frame([_finish()]),
+                "[DONE]",
+            ]
+        )
+
+        result = await provider.complete(_mission("hi"))
+        streamed = [chunk async for chunk in provider.stream(_mission("hi"))]
+
+        assert "I can't help with that." == result["content"]
+        assert ["I can't help with that."] == [c["content"] for c in streamed if "content" in c]
+
+    async def test_a_refusal_that_is_no_string_is_an_invalid_response_of_complete(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """A refusal sent as an array fails ``complete`` as ``invalid_response``, as in a stream."""
+        message = {"role": "assistant", "content": None, "refusal": ["no"]}
+        fake.respond_next(
+            _completion([{"index": 0, "finish_reason": "stop", "message": message}], _USAGE)
+        )
+
+        result = await provider.complete(_mission("hi"))
+
+        assert (False, "invalid_response") == (result["success"], result.get("error_type"))
+        assert "refusal" in result["error"]

@@ -73,19 +73,21 @@ def _answer(
     Returns:
         ``{"success": True, "content": ..., "model": ...}``, with ``tool_calls`` when
         asked for and ``usage`` unless ``None``. ``content`` is the message's
-        ``refusal`` when the model declined (a refusal and no content).
+        ``refusal`` when the model declined (a refusal and no or empty content).
 
     Raises:
         _InvalidResponse: the completion holds no choices, a tool call of a type other
             than ``function``, or tool arguments that are not a JSON object.
+        TypeError: the refusal that stands for the content is not a string.
         AttributeError: a field the SDK does not check is null (as may ``TypeError``
             or ``ValueError``).
     """
     if not response.choices:
         raise _InvalidResponse("the response holds no choices")
     message = response.choices[0].message
-    # A model that declines answers with a refusal and no content: that is its answer.
-    content = message.content if message.content is not None else _refusal(message)
+    # A model that declines answers with a refusal and no content (none, or an empty
+    # one, as a stream's delta may say): that is its answer.
+    content = message.content or _refusal(message) or message.content
     result: LLMResult = {"success": True, "content": content, "model": model}
     if with_tool_calls:
         calls: list[ToolCall] = []
@@ -101,9 +103,16 @@ def _answer(
 
 
 def _refusal(message: object) -> str | None:
-    """The text of a message's ``refusal``, if it is one (the SDK lets any JSON through)."""
+    """The text of a message's ``refusal``, if it has one.
+
+    Raises:
+        TypeError: the refusal is JSON of another kind (the SDK lets any JSON through):
+            the answer is malformed, as the same refusal is in a stream.
+    """
     refusal = getattr(message, "refusal", None)
-    return refusal if isinstance(refusal, str) and refusal else None
+    if refusal is None or isinstance(refusal, str):
+        return refusal or None
+    raise TypeError(f"the refusal is {type(refusal).__name__}, not a string")
 
 
 def _extra(
