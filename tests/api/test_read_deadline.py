@@ -19,7 +19,7 @@ from taskforce.api._listener import WorkerSlot, bind_socket
 from taskforce.api._serving import TaskforceServer
 from taskforce.api.server import create_app
 from taskforce.config import Settings
-from tests.observability.metric_samples import value
+from tests.observability.metric_samples import series, value
 
 pytestmark = pytest.mark.integration
 
@@ -93,6 +93,15 @@ class TestHeaders:
         assert answer.endswith(b"request headers were not received in time\n")
         timeouts = [log for log in logs if log["event"] == "http.request.timeout"]
         assert [("headers", "http")] == [(log["stage"], log["category"]) for log in timeouts]
+
+    async def test_late_headers_are_not_counted(self, timed_settings: Settings) -> None:
+        """A 408 for late headers comes before any route: no HTTP request series counts it."""
+        async with _serving(timed_settings) as (port, app):
+            answer = await _until_closed(port, b"GET /health HTTP/1.1\r\n")
+            metrics = app.state.container.metrics
+            counted = [labels for labels in series(metrics, HTTP) if labels["status_code"] == "408"]
+        assert answer.startswith(b"HTTP/1.1 408 ")
+        assert [] == counted
 
     async def test_next_request_on_a_kept_connection_is_timed(
         self, timed_settings: Settings
