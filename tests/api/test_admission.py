@@ -219,8 +219,10 @@ class TestStream:
         assert 0 == total(samples, "taskforce_missions_in_progress")
 
 
-async def _probe(app: Any, path: str = EXECUTE) -> int:
-    """Call ``app`` with a bare POST to ``path``; return the status it answered."""
+async def _probe(
+    app: Any, path: str = EXECUTE, *, method: str = "POST", root_path: str = ""
+) -> int:
+    """Call ``app`` with a bare ``method`` request to ``path``; return the status it answered."""
     sent: list[Message] = []
 
     async def receive() -> Message:
@@ -231,9 +233,9 @@ async def _probe(app: Any, path: str = EXECUTE) -> int:
 
     scope: Scope = {
         "type": "http",
-        "method": "POST",
+        "method": method,
         "path": path,
-        "root_path": "",
+        "root_path": root_path,
         "headers": [],
         "query_string": b"",
     }
@@ -298,4 +300,13 @@ class TestMissionSlots:
         slots = MissionSlots(1)
         async with _one_held(slots) as (app, _):
             assert 404 == await _probe(app, "/api/v1/other")
+            assert 1 == slots.in_flight
+
+    async def test_a_mission_route_is_known_by_method_and_path(self) -> None:
+        """When full, a POST to a mission route is refused, mounted under a root path too;
+        another method on that path is no mission and reaches the app."""
+        slots = MissionSlots(1)
+        async with _one_held(slots) as (app, _):
+            assert 503 == await _probe(app, "/tf" + EXECUTE, root_path="/tf")
+            assert 405 == await _probe(app, method="GET")
             assert 1 == slots.in_flight

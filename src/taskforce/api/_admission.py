@@ -12,12 +12,11 @@ process-wide state: one ``MissionSlots`` per app, shared by all of its requests.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import structlog
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from taskforce.api._encoding import SafeJSONResponse
@@ -133,7 +132,14 @@ class MissionAdmissionMiddleware:
         """
         self.app = app
         self.slots = slots
-        self.routes = tuple(routes)
+        # (method, path) -> template: the mission routes have no path parameters, so a
+        # request is one of them by a dict lookup, not by matching every route again
+        self.routes = {
+            (method, path): path
+            for route in routes
+            if isinstance(path := getattr(route, "path", None), str)
+            for method in getattr(route, "methods", None) or ()
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve the request; answer 503 at once for a mission route when full."""
@@ -155,13 +161,8 @@ class MissionAdmissionMiddleware:
         """The template of the mission route ``scope`` asks for, else ``None``."""
         if scope["type"] != "http":
             return None
-        for route in self.routes:
-            match, _ = route.matches(scope)
-            if match is Match.FULL:
-                return _template(route)
-        return None
-
-
-def _template(route: Any) -> str:
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "unmatched"
+        path = scope["path"]
+        root_path = scope.get("root_path", "")
+        if root_path and path.startswith(root_path):  # mounted: routes see the rest
+            path = path[len(root_path) :]
+        return self.routes.get((scope["method"], path))
