@@ -7,6 +7,8 @@ import hmac
 import structlog
 from fastapi import HTTPException, Request
 
+from taskforce.observability.web import bearer_token
+
 __all__ = ["BearerGuard"]
 
 _LOG = structlog.get_logger(__name__)
@@ -33,11 +35,9 @@ class BearerGuard:
             HTTPException: 401, with ``WWW-Authenticate: Bearer``.
         """
         given = request.headers.get("authorization", "")
-        # Starlette reads a header's bytes as Latin-1, so encoding it back gives the bytes
-        # the client sent: a token outside ASCII is compared as the UTF-8 it wrote. The
-        # scheme is case-insensitive (RFC 9110), as on the metrics path.
-        scheme, _, credentials = given.encode("latin-1").partition(b" ")
-        if scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self._expected):
+        # read as on the metrics path: the bytes the client sent, any case of the scheme
+        token = bearer_token(request)
+        if token is not None and hmac.compare_digest(token, self._expected):
             return
         route = getattr(request.scope.get("route"), "path", "unmatched")
         _LOG.warning(

@@ -1854,6 +1854,11 @@ class TestCompressedBodyOnTheWire:
         assert text == bytes(out)
 
 
+def _answered(message: dict[str, Any]) -> dict[str, Any]:
+    """A chat completion whose one choice is ``message``, finished, with ``_USAGE``."""
+    return _completion([{"index": 0, "finish_reason": "stop", "message": message}], _USAGE)
+
+
 class TestRefusal:
     """A model that declines answers with a ``refusal`` and no content: that is its answer."""
 
@@ -1862,9 +1867,7 @@ class TestRefusal:
     ) -> None:
         """``complete`` returns the refusal's text as the content of a success."""
         message = {"role": "assistant", "content": None, "refusal": "I can't help with that."}
-        fake.respond_next(
-            _completion([{"index": 0, "finish_reason": "stop", "message": message}], _USAGE)
-        )
+        fake.respond_next(_answered(message))
 
         result = await provider.complete(_mission("hi"), tools=_TOOLS)
 
@@ -1893,9 +1896,7 @@ class TestRefusal:
     ) -> None:
         """A message with content is answered by its content, refusal or not."""
         message = {"role": "assistant", "content": "Here it is.", "refusal": "no"}
-        fake.respond_next(
-            _completion([{"index": 0, "finish_reason": "stop", "message": message}], _USAGE)
-        )
+        fake.respond_next(_answered(message))
 
         result = await provider.complete(_mission("hi"))
 
@@ -1906,9 +1907,7 @@ class TestRefusal:
     ) -> None:
         """An empty content hides no refusal: ``complete`` answers as ``stream`` does."""
         message = {"role": "assistant", "content": "", "refusal": "I can't help with that."}
-        fake.respond_next(
-            _completion([{"index": 0, "finish_reason": "stop", "message": message}], _USAGE)
-        )
+        fake.respond_next(_answered(message))
         fake.stream_next(
             [
                 _frame(
@@ -1930,9 +1929,7 @@ class TestRefusal:
     ) -> None:
         """A refusal sent as an array fails ``complete`` as ``invalid_response``, as in a stream."""
         message = {"role": "assistant", "content": None, "refusal": ["no"]}
-        fake.respond_next(
-            _completion([{"index": 0, "finish_reason": "stop", "message": message}], _USAGE)
-        )
+        fake.respond_next(_answered(message))
 
         result = await provider.complete(_mission("hi"))
 

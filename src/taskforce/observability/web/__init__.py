@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from taskforce.observability.web._app import MetricsMount, make_metrics_app
+from taskforce.observability.web._app import MetricsMount, bearer_token, make_metrics_app
 from taskforce.observability.web._http import HTTPMetricsMiddleware
 
-__all__ = ["HTTPMetricsMiddleware", "MetricsMount", "make_metrics_app"]
+__all__ = ["HTTPMetricsMiddleware", "MetricsMount", "bearer_token", "make_metrics_app"]

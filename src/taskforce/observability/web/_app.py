@@ -57,9 +57,17 @@ def _accepts_gzip(header: str) -> bool:
     return chosen is not None and chosen > 0.0
 
 
-def _bearer_token(request: Request) -> bytes | None:
-    # Starlette decodes a header's bytes as Latin-1; encoding them back gives the bytes
-    # sent, which a scraper writes as UTF-8 (Prometheus does): compare those, not the text
+def bearer_token(request: Request) -> bytes | None:
+    """The token of ``Authorization: Bearer <token>``, as the bytes the client sent.
+
+    Starlette decodes a header's bytes as Latin-1; encoding them back gives the bytes
+    sent, which a client writes as UTF-8 (Prometheus does): a token is compared as
+    those, not as the text. The scheme is case-insensitive (RFC 9110). The mission
+    API's guard reads its token with this too.
+
+    Returns:
+        The token, or ``None`` for no header, another scheme or an empty token.
+    """
     raw = request.headers.get("authorization", "").encode("latin-1")
     scheme, _, token = raw.partition(b" ")
     if scheme.lower() != b"bearer" or not token.strip():
@@ -84,7 +92,7 @@ def make_metrics_app(metrics: MetricSet, *, auth_token: str | None) -> Starlette
 
     async def serve_metrics(request: Request) -> Response:
         if expected is not None:
-            token = _bearer_token(request)
+            token = bearer_token(request)
             # compare_digest: the time taken must not tell how much of a guess was right
             if token is None or not hmac.compare_digest(token, expected):
                 _LOG.warning(
