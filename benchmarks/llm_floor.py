@@ -20,7 +20,8 @@ The rungs are cumulative, so each row's difference from the one above is what
 that step costs in place (in a tight loop the same code runs 2-4x faster: here it
 runs between the agent's and the provider's own code, with cold caches).
 
-Reading the output: per flow and executor, missions per CPU-second (median of
+Reading the output: per flow and executor, missions per CPU-second of the
+event-loop thread (``throughput.run_batch``; median of
 interleaved rounds) and the median paired slowdown against ``off`` in percent;
 ``off (A/A)`` is the noise floor. Figures only, no verdict: the script exits 0.
 """
