@@ -1491,6 +1491,30 @@ class TestStreamToolCalls:
 
         assert "invalid_response" == info.value.error_type
 
+    @pytest.mark.parametrize("together", [False, True], ids=["chunk-each", "one-chunk"])
+    async def test_deltas_without_an_index_are_told_apart_by_their_id(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, together: bool
+    ) -> None:
+        """A server that leaves out ``index``: a new id starts the next call, a delta
+        without an id goes on with the last one; no two calls are merged into one."""
+        parts = [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a"'}},
+            {"function": {"arguments": ": 1}"}},
+            {"id": "c2", "type": "function", "function": {"name": "g", "arguments": "{}"}},
+        ]
+        deltas = [parts] if together else [[part] for part in parts]
+        frames = [_frame([{"index": 0, "delta": {"tool_calls": d}}]) for d in deltas]
+        finish = {"index": 0, "delta": {}, "finish_reason": "tool_calls"}
+        fake.stream_next([*frames, _frame([finish]), "[DONE]"])
+
+        chunks = [c async for c in provider.stream(_mission("hi"), tools=_TOOLS)]
+
+        expected = [
+            {"id": "c1", "name": "f", "arguments": {"a": 1}},
+            {"id": "c2", "name": "g", "arguments": {}},
+        ]
+        assert expected == chunks[-1]["tool_calls"]
+
 
 _USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
 _CHUNK = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
