@@ -1503,21 +1503,51 @@ class TestStreamToolCalls:
             {"id": "c2", "type": "function", "function": {"name": "g", "arguments": "{}"}},
         ]
         deltas = [parts] if together else [[part] for part in parts]
-        frames = [_frame([{"index": 0, "delta": {"tool_calls": d}}]) for d in deltas]
-        finish = {"index": 0, "delta": {}, "finish_reason": "tool_calls"}
-        fake.stream_next([*frames, _frame([finish]), "[DONE]"])
 
-        chunks = [c async for c in provider.stream(_mission("hi"), tools=_TOOLS)]
+        calls = await _streamed_calls(provider, fake, deltas)
 
         expected = [
             {"id": "c1", "name": "f", "arguments": {"a": 1}},
             {"id": "c2", "name": "g", "arguments": {}},
         ]
-        assert expected == chunks[-1]["tool_calls"]
+        assert expected == calls
+
+    @pytest.mark.parametrize("call_id", [None, ""], ids=["no-id", "empty-id"])
+    async def test_deltas_without_an_index_or_id_are_told_apart_by_their_name(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, call_id: str | None
+    ) -> None:
+        """Without ``index`` or id, a delta that names a tool after a named call starts
+        the next call; the pieces of arguments after it go on with it."""
+        parts: list[dict[str, Any]] = [
+            {"function": {"name": "f", "arguments": '{"a"'}},
+            {"function": {"arguments": ": 1}"}},
+            {"function": {"name": "f", "arguments": "{}"}},
+        ]
+        if call_id is not None:
+            parts = [{**part, "id": call_id} for part in parts]
+
+        calls = await _streamed_calls(provider, fake, [[part] for part in parts])
+
+        expected = [
+            {"id": "call_0", "name": "f", "arguments": {"a": 1}},
+            {"id": "call_1", "name": "f", "arguments": {}},
+        ]
+        assert expected == calls
 
 
 _USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
 _CHUNK = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+
+
+async def _streamed_calls(
+    provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, deltas: list[list[Any]]
+) -> Any:
+    """The tool calls of a stream whose chunks carry these tool call deltas, one list each."""
+    frames = [_frame([{"index": 0, "delta": {"tool_calls": d}}]) for d in deltas]
+    finish = {"index": 0, "delta": {}, "finish_reason": "tool_calls"}
+    fake.stream_next([*frames, _frame([finish]), "[DONE]"])
+    chunks = [c async for c in provider.stream(_mission("hi"), tools=_TOOLS)]
+    return chunks[-1]["tool_calls"]
 
 
 def _completion(choices: list[Any], usage: Any) -> dict[str, Any]:

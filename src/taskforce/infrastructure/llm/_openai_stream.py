@@ -161,30 +161,34 @@ class _StreamState:
     def _add_call_part(self, part: ChoiceDeltaToolCall) -> None:
         """Take in the delta of one tool call: its id, its name, a piece of its arguments."""
         call_id = _text(part.id, "a tool call's id")
-        call = self.calls.setdefault(self._index_of(part.index, call_id), _StreamedCall())
+        name = _text(part.function.name, "a tool call's name") if part.function else None
+        call = self.calls.setdefault(self._index_of(part.index, call_id, name), _StreamedCall())
         call.id = call_id or call.id
         if part.function is not None:
             # The name comes whole (once, or repeated by some servers); arguments in pieces.
-            call.name = _text(part.function.name, "a tool call's name") or call.name
+            call.name = name or call.name
             arguments = _text(part.function.arguments, "a tool call's arguments")
             if arguments:
                 call.arguments.append(arguments)
 
-    def _index_of(self, index: object, call_id: str | None) -> int:
+    def _index_of(self, index: object, call_id: str | None, name: str | None) -> int:
         """The index a tool call delta belongs to, also when the server leaves it out.
 
         Some compatible servers send no ``index``: a delta with an id that is not the
-        last call's starts the next call; one without an id (or with the same id) goes
-        on with the last call.
+        last call's starts the next call, and so does one without an id that names a
+        tool when the last call is named already (a server that sends no ids, or empty
+        ones); any other goes on with the last call.
         """
         if type(index) is int:
             return index
         if index is not None:
             raise TypeError(f"a tool call's index is {_json_kind(index)}, not an integer")
         last = max(self.calls, default=None)
-        if last is None or (call_id and call_id != self.calls[last].id):
-            return 0 if last is None else last + 1
-        return last
+        if last is None:
+            return 0
+        call = self.calls[last]
+        starts = call_id != call.id if call_id else bool(name and call.name and not call.id)
+        return last + 1 if starts else last
 
     def tool_calls(self) -> list[ToolCall]:
         """Return the assembled tool calls, in index order.
