@@ -71,8 +71,9 @@ class PostgresStateStore:
     Args:
         dsn: a ``postgresql://`` connection URL; never shown in a message.
         pool_size: the most connections the pool opens.
-        timeout_seconds: the limit on connecting, on waiting for a pooled
-            connection and on each statement.
+        timeout_seconds: the deadline of each call as a whole (waiting for a
+            pooled connection, connecting, its statements); at :meth:`open`, the
+            limit on connecting and on each schema statement.
         limits: how many records and bytes an append leaves a session.
 
     Raises:
@@ -210,7 +211,17 @@ class PostgresStateStore:
             async with self._transaction(action, session_id) as conn:
                 return await work(conn)
 
-        return await _in_own_context(transaction())
+        try:
+            return await _in_own_context(transaction(), deadline=self.timeout_seconds)
+        except _DeadlinePassed:
+            # The driver's own limits are per step (a pooled connection, each statement,
+            # then the wait for a cancelled statement's cancel request): the operation as
+            # a whole ends here, its connection is cleaned up behind it.
+            said = f"no answer within {self.timeout_seconds:g} s (state.timeout_seconds)"
+            raise StateStoreUnavailableError(
+                f"cannot {action} state of session {session_id!r}: TimeoutError",
+                detail=f"TimeoutError: {said}",
+            ) from None
 
     @contextlib.asynccontextmanager
     async def _transaction(self, action: str, session_id: str) -> AsyncIterator[Any]:
@@ -351,15 +362,43 @@ def _first_cause(exc: Exception) -> Exception:
     return exc
 
 
-async def _in_own_context(work: Coroutine[Any, Any, _T]) -> _T:
+class _DeadlinePassed(Exception):
+    """The whole of a store operation took longer than its deadline."""
+
+
+async def _in_own_context(work: Coroutine[Any, Any, _T], *, deadline: float | None = None) -> _T:
     """Await ``work`` in a task whose context is empty; it raises what ``work`` raises.
 
     The driver's connections, and the tasks its pool starts for them (reconnecting after
     one is lost), keep the context they were made in: made in a mission's, their log
     lines would name that mission long after it ended. Cancelling the caller cancels
     the task, as if ``work`` ran in the caller.
+
+    Past ``deadline`` seconds the task is cancelled and :class:`_DeadlinePassed` raised
+    at once: the task's clean-up (rolling back, returning or closing its connection)
+    goes on without the caller.
     """
-    return await asyncio.create_task(work, context=contextvars.Context())
+    task = asyncio.create_task(work, context=contextvars.Context())
+    if deadline is None:
+        return await task
+    try:
+        done, _ = await asyncio.wait({task}, timeout=deadline)
+    except BaseException:  # the caller was cancelled: so is the work, awaited as before
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        raise
+    if not done:
+        task.cancel()
+        task.add_done_callback(_retrieve)
+        raise _DeadlinePassed
+    return task.result()
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Read the outcome of a task nobody awaits, so asyncio does not report it as lost."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _text(record: object) -> tuple[str, int]:
