@@ -40,7 +40,7 @@ def add_session_routes(router: APIRouter, container: Container, redact: Redact) 
 
     @router.get("/sessions/{session_id}")
     async def get_session(session_id: _SessionId) -> Response:
-        """A session's mission records, oldest first; 404 for an unknown session."""
+        """A session's mission records in the order written; 404 for an unknown session."""
         try:
             view = await read_session(store, session_id)
         except ValueError:

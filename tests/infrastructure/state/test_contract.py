@@ -159,6 +159,23 @@ class TestAppend:
             ids = sorted(r["mission_id"] for r in state["missions"])
             assert sorted(f"m{i}" for i in range(session, 200, 5)) == ids
 
+    async def test_records_are_in_append_order_not_finished_at_order(
+        self, make_store: MakeStore
+    ) -> None:
+        """A session lists its records in the order they were appended, whatever their
+        finished_at says, and every reader, from any store object, sees one order."""
+        stores = [make_store(), make_store()]
+        await stores[0].append("s", {**_record(1), "finished_at": "2026-01-01T00:00:02+00:00"})
+        await stores[1].append("s", {**_record(2), "finished_at": "2026-01-01T00:00:01+00:00"})
+        await asyncio.gather(*(stores[i % 2].append("s", _record(i)) for i in range(3, 40)))
+        orders = [
+            [r["mission_id"] for r in (await store.load("s") or {})["missions"]]
+            for store in (*stores, *stores)
+        ]
+        assert ["m1", "m2"] == orders[0][:2]
+        assert all(order == orders[0] for order in orders)
+        assert sorted(f"m{i}" for i in range(1, 40)) == sorted(orders[0])
+
 
 class TestLimits:
     async def test_max_history_drops_oldest(self, make_store: MakeStore) -> None:
