@@ -42,7 +42,9 @@ class TestStartUp:
         assert 2 == proc.returncode
         lines = proc.stderr.strip().splitlines()
         assert 1 == len(lines), proc.stderr
-        assert lines[0].startswith("taskforce: state.dsn: cannot reach the state database")
+        assert lines[0].startswith(
+            "taskforce: state.dsn (TASKFORCE_STATE__DSN): cannot reach the state database"
+        )
         assert "hunter2-secret" not in proc.stderr + proc.stdout
         assert dsn not in proc.stderr + proc.stdout
 

@@ -347,7 +347,7 @@ def _command(args: argparse.Namespace) -> int:
     except StateStoreUnavailableError as exc:
         # The message names no connection string; the setting to check is state.dsn,
         # unless the message names the libpq variable (PGSSLMODE) the driver refused.
-        where = "" if exc.variable else "state.dsn: "
+        where = "" if exc.variable else "state.dsn (TASKFORCE_STATE__DSN): "
         print(f"taskforce: {where}{exc}", file=sys.stderr)
         return 2
     except StateStoreError as exc:

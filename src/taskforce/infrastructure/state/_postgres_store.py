@@ -390,13 +390,19 @@ async def _in_own_context(work: Coroutine[Any, Any, _T], *, deadline: float | No
         raise
     if not done:
         task.cancel()
+        _ABANDONED.add(task)  # the loop holds tasks weakly: keep it until its clean-up ends
         task.add_done_callback(_retrieve)
         raise _DeadlinePassed
     return task.result()
 
 
+# Tasks past their deadline, still cleaning up (see _in_own_context).
+_ABANDONED: set[asyncio.Task[Any]] = set()
+
+
 def _retrieve(task: asyncio.Task[Any]) -> None:
     """Read the outcome of a task nobody awaits, so asyncio does not report it as lost."""
+    _ABANDONED.discard(task)
     if not task.cancelled():
         task.exception()
 
