@@ -321,6 +321,33 @@ class TestShutdown:
         (record,) = _records(settings.state_dir, "st")
         assert ("cancelled", "cancelled") == (record["status"], record["error_type"])
 
+    async def test_a_body_still_arriving_is_refused_at_once(self, running: Running) -> None:
+        """A request still sending its body gets a 503 saying why, without waiting out the grace."""
+        running.server.grace_seconds = 3600
+        host, port = running.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        head = "POST /api/v1/execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        writer.write(f'{head}Content-Length: 100\r\n\r\n{{"mission":'.encode())
+        await writer.drain()
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(500):  # until the request reached the app and waits for its body
+                if running.server.server_state.tasks:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)
+            running.server.should_exit = True
+            answer = await asyncio.wait_for(reader.read(), timeout=5)
+            await asyncio.wait_for(running.task, timeout=5)
+        writer.close()
+        status, _, body = answer.partition(b"\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 503")
+        assert {"detail": "the service is shutting down; the request was not read"} == json.loads(
+            body
+        )
+        refused = [e for e in logs if e["event"] == "server.requests.refused"]
+        assert [1] == [e["requests"] for e in refused]
+        assert "server.requests.cancelled" not in [e["event"] for e in logs]
+
     async def test_idle_server_stops_without_cancelling(self, running: Running) -> None:
         """With nothing running, a stop cancels nothing and logs server.stopped."""
         with structlog.testing.capture_logs() as logs:

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from taskforce.api._encoding import SafeJSONResponse
+from taskforce.api._encoding import refusal
 
 __all__ = ["RETRY_AFTER_SECONDS", "MissionAdmissionMiddleware", "MissionSlots", "admit"]
 
@@ -87,10 +87,10 @@ def _refusal(slots: MissionSlots, route: str) -> Response:
         limit=slots.limit,
         retry_after_seconds=RETRY_AFTER_SECONDS,
     )
-    return SafeJSONResponse(
-        status_code=503,
-        content={"detail": f"too many missions in flight (limit {slots.limit}); retry later"},
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    return refusal(
+        503,
+        f"too many missions in flight (limit {slots.limit}); retry later",
+        {"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
 
 

@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
-__all__ = ["PathRedactor", "SafeJSONResponse", "json_bytes", "sse_event"]
+__all__ = ["PathRedactor", "SafeJSONResponse", "json_bytes", "refusal", "sse_event"]
 
 Redact = Callable[[str], str]
 
@@ -95,3 +95,12 @@ class SafeJSONResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
         """Encode ``content`` with :func:`json_bytes`."""
         return json_bytes(content)
+
+
+def refusal(status_code: int, detail: str, headers: Mapping[str, str] | None = None) -> Response:
+    """The answer to a refused request: ``{"detail": reason}`` as JSON, with ``headers``.
+
+    Every refusal written outside a route (a body limit, a full process, a shutdown)
+    is built here, so they share one shape and one encoding.
+    """
+    return SafeJSONResponse(status_code=status_code, content={"detail": detail}, headers=headers)

@@ -12,10 +12,11 @@ drained.
 from __future__ import annotations
 
 import asyncio
-import json
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from taskforce.api._encoding import refusal
 
 __all__ = ["BodyLimitMiddleware", "BodyTimeoutError", "BodyTooLargeError"]
 
@@ -80,7 +81,7 @@ class BodyLimitMiddleware:
         limit = self.max_bytes
         declared = _declared_length(scope)
         if declared is not None and declared > limit:
-            await self._refuse(send, BodyTooLargeError(limit))
+            await _refuse(BodyTooLargeError(limit), scope, receive, send)
             return
         received = 0
         is_started = False
@@ -108,7 +109,7 @@ class BodyLimitMiddleware:
             # Raised past a route that does not turn HTTPExceptions into responses.
             if is_started:
                 raise
-            await self._refuse(send, exc)
+            await _refuse(exc, scope, receive, send)
 
     async def _before(self, deadline: float, receive: Receive) -> Message:
         """Return the next message of ``receive``; raise ``BodyTimeoutError`` past ``deadline``."""
@@ -118,12 +119,7 @@ class BodyLimitMiddleware:
         except TimeoutError:
             raise BodyTimeoutError(self.read_timeout_seconds) from None
 
-    async def _refuse(self, send: Send, error: HTTPException) -> None:
-        body = json.dumps({"detail": error.detail}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ]
-        await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+
+async def _refuse(error: HTTPException, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer ``error`` (its status and reason); the connection is closed after it."""
+    await refusal(error.status_code, error.detail, error.headers)(scope, receive, send)
