@@ -20,7 +20,7 @@ from taskforce.api._admission import admit
 from taskforce.api._auth import BearerGuard
 from taskforce.api._body import StrictJSONRoute
 from taskforce.api._encoding import PathRedactor, Redact, SafeJSONResponse, json_bytes, sse_event
-from taskforce.api._schemas import ExecuteRequest
+from taskforce.api._schemas import MISSION_ANSWERS, ExecuteRequest, error_answer
 from taskforce.api._sessions import add_session_routes
 from taskforce.application._mission_support import to_the_end
 from taskforce.application.container import Container
@@ -129,8 +129,10 @@ def mission_router(container: Container) -> APIRouter:
     """
     token = container.settings.api.auth_token
     guards = [] if token is None else [Depends(BearerGuard(token.get_secret_value()))]
+    unauthorized = error_answer("`api.auth_token` is set and the bearer token is missing or wrong.")
     router = APIRouter(
         prefix="/api/v1",
+        responses={} if token is None else {401: unauthorized},
         route_class=StrictJSONRoute,
         default_response_class=SafeJSONResponse,
         dependencies=guards,
@@ -139,7 +141,7 @@ def mission_router(container: Container) -> APIRouter:
     dirs = container.settings
     redact = PathRedactor({"state_dir": dirs.state_dir, "workspace_dir": dirs.workspace_dir})
 
-    @router.post("/execute")
+    @router.post("/execute", responses=MISSION_ANSWERS)
     async def execute(body: ExecuteRequest, request: Request) -> Response:
         """Run one mission; a client that disconnects cancels it."""
         refusal = admit(request, MISSION_ROUTES[0])
@@ -154,7 +156,7 @@ def mission_router(container: Container) -> APIRouter:
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         return Response(json_bytes(result.to_dict(), redact), media_type="application/json")
 
-    @router.post("/execute/stream")
+    @router.post("/execute/stream", responses=MISSION_ANSWERS)
     async def execute_stream(body: ExecuteRequest, request: Request) -> Response:
         """Run one mission and stream its progress as Server-Sent Events."""
         refusal = admit(request, MISSION_ROUTES[1])

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from taskforce.core.interfaces.executor import SESSION_ID_PATTERN
 
-__all__ = ["ExecuteRequest"]
+__all__ = [
+    "MISSION_ANSWERS",
+    "SESSION_ANSWERS",
+    "ErrorAnswer",
+    "ExecuteRequest",
+    "error_answer",
+]
 
 
 class ExecuteRequest(BaseModel):
@@ -24,3 +30,39 @@ class ExecuteRequest(BaseModel):
         pattern=f"^{SESSION_ID_PATTERN.pattern}$",  # the same ids as the session route
         description="Continue this session; a new one is created when absent.",
     )
+
+
+class ErrorAnswer(BaseModel):
+    """A refusal or failure answered with a short reason (every non-2xx except most 422s)."""
+
+    detail: str = Field(description="Why the request was refused or failed.")
+
+
+def error_answer(description: str) -> dict[str, Any]:
+    """An OpenAPI ``responses`` entry for a refusal answered as :class:`ErrorAnswer`."""
+    return {"model": ErrorAnswer, "description": description}
+
+
+MISSION_ANSWERS: dict[int | str, dict[str, Any]] = {
+    408: error_answer("The body did not arrive within `api.read_timeout_seconds`."),
+    413: error_answer("The body is longer than `api.max_body_bytes`."),
+    503: {
+        **error_answer(
+            "Too many missions in flight (`api.max_missions_in_flight`; with `Retry-After`), "
+            "or the service is shutting down."
+        ),
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds to wait before retrying (a full process only).",
+                "schema": {"type": "integer"},
+            }
+        },
+    },
+}
+"""The refusals of a mission route besides its 422, as the OpenAPI schema lists them."""
+
+SESSION_ANSWERS: dict[int | str, dict[str, Any]] = {
+    404: error_answer("No such session."),
+    503: error_answer("The state store cannot be reached, or the service is shutting down."),
+}
+"""The refusals of the session route besides its 422, as the OpenAPI schema lists them."""

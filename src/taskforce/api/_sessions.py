@@ -12,6 +12,7 @@ from fastapi import APIRouter, Path
 from starlette.responses import Response
 
 from taskforce.api._encoding import Redact, SafeJSONResponse, json_bytes
+from taskforce.api._schemas import SESSION_ANSWERS
 from taskforce.application.container import Container
 from taskforce.application.sessions import read_session
 from taskforce.core.interfaces.executor import SESSION_ID_PATTERN
@@ -38,7 +39,7 @@ def add_session_routes(router: APIRouter, container: Container, redact: Redact) 
     """
     store = container.state_store
 
-    @router.get("/sessions/{session_id}")
+    @router.get("/sessions/{session_id}", responses=SESSION_ANSWERS)
     async def get_session(session_id: _SessionId) -> Response:
         """A session's mission records in the order written; 404 for an unknown session."""
         try:

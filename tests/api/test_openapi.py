@@ -1,0 +1,49 @@
+"""The OpenAPI schema lists every answer the API routes can give, refusals included."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from taskforce.api.server import create_app
+from taskforce.config import Settings
+
+
+def _responses(settings: Settings) -> dict[tuple[str, str], dict[str, Any]]:
+    schema = create_app(settings).openapi()
+    return {
+        (method, path): operation["responses"]
+        for path, item in schema["paths"].items()
+        for method, operation in item.items()
+    }
+
+
+class TestOpenAPI:
+    @pytest.mark.parametrize("path", ["/api/v1/execute", "/api/v1/execute/stream"])
+    def test_mission_routes_list_their_refusals(self, settings: Settings, path: str) -> None:
+        """A full process or a shutdown (503), a long or slow body (413, 408) are declared."""
+        responses = _responses(settings)[("post", path)]
+        assert {"200", "408", "413", "422", "503"} == set(responses)
+        refused = responses["503"]
+        ref = refused["content"]["application/json"]["schema"]["$ref"]
+        assert ref.endswith("/ErrorAnswer")
+        assert "Retry-After" in refused["headers"]
+
+    def test_session_route_lists_unknown_and_unavailable(self, settings: Settings) -> None:
+        """An unknown session (404) and an unreachable store (503) are declared."""
+        responses = _responses(settings)[("get", "/api/v1/sessions/{session_id}")]
+        assert {"200", "404", "422", "503"} == set(responses)
+
+    def test_401_is_declared_only_with_a_token(self, settings: Settings) -> None:
+        """With api.auth_token every /api/v1 route declares its 401; without it none does."""
+        guarded = settings.model_copy(
+            update={"api": settings.api.model_copy(update={"auth_token": SecretStr("t0ken")})}
+        )
+        with_token = _responses(guarded)
+        api_routes = [key for key in with_token if key[1].startswith("/api/v1/")]
+        assert api_routes
+        assert all("401" in with_token[key] for key in api_routes)
+        assert not any("401" in answers for answers in _responses(settings).values())
+        assert "401" not in with_token[("get", "/health")]
