@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 
@@ -28,6 +29,28 @@ class TestHealthAndTools:
         response = await client.get("/health")
         assert 200 == response.status_code
         assert "ok" == response.json()["status"]
+
+    async def test_health_counts_missions_in_flight(self, client: httpx.AsyncClient) -> None:
+        """/health shows the missions holding a slot now, against api.max_missions_in_flight."""
+        assert {"in_flight": 0, "limit": 64} == (await client.get("/health")).json()["missions"]
+        body = {"mission": 'tool:sleep {"seconds": 30}\ndone'}
+        request = asyncio.create_task(client.post("/api/v1/execute", json=body))
+        seen = []
+        for _ in range(500):
+            seen.append((await client.get("/health")).json()["missions"]["in_flight"])
+            if seen[-1] == 1:
+                break
+            await asyncio.sleep(0.01)
+        request.cancel()  # the client goes away: the mission ends and frees its slot
+        with contextlib.suppress(asyncio.CancelledError):
+            await request
+        for _ in range(500):
+            seen.append((await client.get("/health")).json()["missions"]["in_flight"])
+            if seen[-1] == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert 1 in seen
+        assert 0 == seen[-1]
 
     async def test_health_answers_head(self, client: httpx.AsyncClient) -> None:
         """HEAD /health is 200 without a body: load balancers probe with HEAD."""

@@ -120,10 +120,11 @@ def create_app(
         read_timeout_seconds=api.read_timeout_seconds,
     )
     routes = mission_router(ctr).routes
+    slots = MissionSlots(api.max_missions_in_flight)
     # Inside the metrics middleware too: a refusal is counted as a 503 of its route.
     app.add_middleware(
         MissionAdmissionMiddleware,
-        slots=MissionSlots(api.max_missions_in_flight),
+        slots=slots,
         routes=[route for route in routes if getattr(route, "path", None) in MISSION_ROUTES],
     )
     metrics_serving = MetricsServing(app, ctr.settings, ctr.metrics, worker)
@@ -150,6 +151,8 @@ def create_app(
             body["tool_threads"] = {"busy": pool.busy, "size": pool.size}
         if type(store_busy) is int and type(store_size) is int:
             body["state_threads"] = {"busy": store_busy, "size": store_size}
+        # this process's missions against api.max_missions_in_flight (a full one refuses more)
+        body["missions"] = {"in_flight": slots.in_flight, "limit": slots.limit}
         return body
 
     # HEAD too, for load balancers that probe with it (the same answer without its body).
