@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
+from taskforce.api._schemas import ErrorAnswer, InvalidRequest
 from taskforce.api.server import create_app
 from taskforce.config import Settings
 
@@ -47,3 +49,29 @@ class TestOpenAPI:
         assert all("401" in with_token[key] for key in api_routes)
         assert not any("401" in answers for answers in _responses(settings).values())
         assert "401" not in with_token[("get", "/health")]
+
+    @pytest.mark.parametrize(
+        ("body", "model"),
+        [
+            ({"mission": "   "}, ErrorAnswer),  # refused by the executor: one reason
+            ({"mission": 5, "x": 1}, InvalidRequest),  # refused by validation: a list
+            ('{"mission": NaN}', InvalidRequest),
+        ],
+    )
+    async def test_the_declared_422_is_the_one_answered(
+        self, settings: Settings, body: Any, model: type[ErrorAnswer | InvalidRequest]
+    ) -> None:
+        """Both shapes of a mission route's 422 are declared, and each answer fits one."""
+        app = create_app(settings)
+        schema = app.openapi()["paths"]["/api/v1/execute"]["post"]["responses"]["422"]
+        refs = schema["content"]["application/json"]["schema"]["anyOf"]
+        assert {"#/components/schemas/InvalidRequest", "#/components/schemas/ErrorAnswer"} == {
+            ref["$ref"] for ref in refs
+        }
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            content = body if isinstance(body, str) else None
+            payload = None if isinstance(body, str) else body
+            answer = await client.post("/api/v1/execute", json=payload, content=content)
+        assert 422 == answer.status_code
+        model.model_validate(answer.json())

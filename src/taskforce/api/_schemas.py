@@ -13,6 +13,8 @@ __all__ = [
     "SESSION_ANSWERS",
     "ErrorAnswer",
     "ExecuteRequest",
+    "InvalidField",
+    "InvalidRequest",
     "error_answer",
 ]
 
@@ -38,6 +40,29 @@ class ErrorAnswer(BaseModel):
     detail: str = Field(description="Why the request was refused or failed.")
 
 
+class InvalidField(BaseModel):
+    """One reason a request body or parameter was refused (see ``api._errors``)."""
+
+    type: str = Field(description="What is wrong, e.g. `missing`, `json_invalid`.")
+    loc: list[str | int] = Field(description="Where: `body`, then field names or a position.")
+    msg: str = Field(description="A short reason.")
+    input: Any = Field(default=None, description="A short prefix of the offending input.")
+
+
+class InvalidRequest(BaseModel):
+    """A 422 for a body or parameter that does not fit: at most ten reasons."""
+
+    detail: list[InvalidField]
+
+
+def _invalid() -> dict[str, Any]:
+    return {
+        "model": InvalidRequest | ErrorAnswer,
+        "description": "The body or a parameter does not fit (a list of reasons), or the "
+        "mission was refused (a blank mission, one over `agent.max_mission_chars`, ...).",
+    }
+
+
 def error_answer(description: str) -> dict[str, Any]:
     """An OpenAPI ``responses`` entry for a refusal answered as :class:`ErrorAnswer`."""
     return {"model": ErrorAnswer, "description": description}
@@ -45,6 +70,7 @@ def error_answer(description: str) -> dict[str, Any]:
 
 MISSION_ANSWERS: dict[int | str, dict[str, Any]] = {
     408: error_answer("The body did not arrive within `api.read_timeout_seconds`."),
+    422: _invalid(),
     413: error_answer("The body is longer than `api.max_body_bytes`."),
     503: {
         **error_answer(
@@ -63,6 +89,7 @@ MISSION_ANSWERS: dict[int | str, dict[str, Any]] = {
 
 SESSION_ANSWERS: dict[int | str, dict[str, Any]] = {
     404: error_answer("No such session."),
+    422: _invalid(),
     503: error_answer("The state store cannot be reached, or the service is shutting down."),
 }
 """The refusals of the session route besides its 422, as the OpenAPI schema lists them."""
