@@ -170,6 +170,14 @@ class TestFileWriteAndRead:
         result = await FileReadTool(workspace).execute(path="a\x00b")
         assert "InvalidPath" == result["error_type"]
 
+    async def test_deeply_nested_path_refused(self, workspace: Path) -> None:
+        """A path of thousands of folders is an InvalidPath, not an interpreter error."""
+        result = await FileWriteTool(workspace).execute(path="d/" * 2000 + "x", content="x")
+        assert ("InvalidPath", "nests too deeply") == (
+            result["error_type"],
+            result["error"].rsplit(": ", 1)[-1],
+        )
+
     @pytest.mark.parametrize(
         "params",
         [{}, {"path": "a"}, {"path": 1, "content": "x"}, {"path": "a", "content": "x", "mode": 1}],

@@ -92,6 +92,8 @@ class _WorkspaceTool(BaseTool):
             return error_result(f"permission denied for {raw!r}", "PermissionDenied")
         except ValueError as exc:  # e.g. an embedded NUL byte
             return error_result(f"invalid path {raw!r}: {exc}", "InvalidPath")
+        except RecursionError:  # pathlib makes the missing parent folders one frame each
+            return error_result(f"invalid path {raw!r}: nests too deeply", "InvalidPath")
         except OSError as exc:
             return error_result(f"cannot access {raw!r}: {exc.strerror or exc}", type(exc).__name__)
 
