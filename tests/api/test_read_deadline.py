@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import socket
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 import structlog
 from fastapi import FastAPI
@@ -19,6 +22,7 @@ from taskforce.api._listener import WorkerSlot, bind_socket
 from taskforce.api._serving import TaskforceServer
 from taskforce.api.server import create_app
 from taskforce.config import Settings
+from taskforce.infrastructure.tools import session_folder_name
 from tests.observability.metric_samples import series, value
 
 pytestmark = pytest.mark.integration
@@ -32,12 +36,18 @@ EXECUTE_HEAD = b"POST /api/v1/execute HTTP/1.1\r\nHost: t\r\nContent-Type: appli
 
 @contextlib.asynccontextmanager
 async def _serving(
-    settings: Settings, worker: WorkerSlot | None = None
+    settings: Settings, worker: WorkerSlot | None = None, write_timeout: float | None = None
 ) -> AsyncIterator[tuple[int, FastAPI]]:
     """Serve ``settings`` under ``TaskforceServer`` in this loop; yield its port and app."""
     app = create_app(settings, worker=worker)
     sock = bind_socket("127.0.0.1", 0, what="the API")
-    server = TaskforceServer(app, grace_seconds=0.5, read_timeout_seconds=READ_TIMEOUT, signals=())
+    server = TaskforceServer(
+        app,
+        grace_seconds=0.5,
+        read_timeout_seconds=READ_TIMEOUT,
+        write_timeout_seconds=write_timeout,
+        signals=(),
+    )
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         assert not task.done()
@@ -171,6 +181,42 @@ class TestBody:
         assert reader.at_eof()
         events = [(log["event"], log.get("stage")) for log in logs]
         assert ("http.request.timeout", "body") in events
+
+
+class TestUnreadAnswer:
+    async def test_a_stream_left_unread_is_cut_and_frees_its_slot(
+        self, timed_settings: Settings
+    ) -> None:
+        """A client that stops reading its stream loses it after the write timeout."""
+        folder = timed_settings.workspace_dir / session_folder_name("unread")
+        folder.mkdir(parents=True)
+        (folder / "big.txt").write_text("x" * 900_000, encoding="utf-8")
+        reads = ['tool:file_read {"path": "big.txt"}'] * 15
+        body = json.dumps({"mission": "\n".join([*reads, "done"]), "session_id": "unread"})
+        head = b"POST /api/v1/execute/stream HTTP/1.1\r\nHost: t\r\n"
+        request = head + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        with structlog.testing.capture_logs() as logs:
+            async with _serving(timed_settings, write_timeout=0.5) as (port, _):
+                client = socket.socket()
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                client.setblocking(False)
+                loop = asyncio.get_running_loop()
+                await loop.sock_connect(client, ("127.0.0.1", port))
+                await loop.sock_sendall(client, request + body.encode())
+                async with asyncio.timeout(GUARD_SECONDS):
+                    while True:  # until the server gave up on the unread answer
+                        if "http.response.stalled" in [e["event"] for e in logs]:
+                            break
+                        await asyncio.sleep(0.05)
+                    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as probe:
+                        while True:  # until the mission's slot is free again
+                            health = (await probe.get("/health")).json()
+                            if health["missions"]["in_flight"] == 0:
+                                break
+                            await asyncio.sleep(0.05)
+                client.close()
+        stalled = [e for e in logs if e["event"] == "http.response.stalled"]
+        assert [0.5] == [e["timeout_seconds"] for e in stalled]
 
 
 class TestMetricsListener:

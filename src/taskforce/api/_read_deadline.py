@@ -8,6 +8,12 @@ process can accept no more. Here a request's bytes, from the connection's openin
 the request's first byte to its last, must all come within ``api.read_timeout_seconds``.
 Headers still unfinished then get a 408 and the connection is closed; a body the app
 waits for is timed by ``BodyLimitMiddleware``, which answers its 408 through the app.
+
+The other way round, a client that stops reading its answer (a stream it never
+reads) would hold the request, and a mission's slot, for good: once the socket's
+send buffer is full, the app waits until it drains. With a write timeout, a buffer
+still full after ``api.write_timeout_seconds`` aborts the connection, and the app
+sees a client that went away (a stream's mission is cancelled).
 """
 
 from __future__ import annotations
@@ -31,10 +37,16 @@ _TIMEOUT_RESPONSE = (
 )
 
 
+def _cancel(timer: asyncio.TimerHandle | None) -> None:
+    if timer is not None:
+        timer.cancel()
+
+
 class _ReadDeadlineProtocol(H11Protocol):
     """uvicorn's h11 protocol, with a deadline on receiving each request."""
 
     read_timeout_seconds: ClassVar[float]
+    write_timeout_seconds: ClassVar[float | None]
     is_access_logged: ClassVar[bool]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -47,13 +59,38 @@ class _ReadDeadlineProtocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Start the first request's deadline: an idle new connection counts."""
         self._read_timer: asyncio.TimerHandle | None = None
+        self._write_timer: asyncio.TimerHandle | None = None
         super().connection_made(transport)
         self._follow()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Drop the deadline with the connection."""
+        """Drop the deadlines with the connection."""
         self._disarm()
+        self._resumed()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        """Wait as uvicorn does for the client to read; abort if it does not in time."""
+        super().pause_writing()
+        if self.write_timeout_seconds is not None and self._write_timer is None:
+            self._write_timer = self.loop.call_later(self.write_timeout_seconds, self._stalled)
+
+    def resume_writing(self) -> None:
+        """Go on writing as uvicorn does: the client read."""
+        self._resumed()
+        super().resume_writing()
+
+    def _resumed(self) -> None:
+        _cancel(self._write_timer)
+        self._write_timer = None
+
+    def _stalled(self) -> None:
+        """The client left its answer unread too long: drop the connection, say why."""
+        self._resumed()
+        if not self.transport.is_closing():
+            timeout = self.write_timeout_seconds
+            _LOG.warning("http.response.stalled", category="http", timeout_seconds=timeout)
+            self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         """Read as uvicorn does; start the deadline at a request's first byte."""
@@ -75,9 +112,8 @@ class _ReadDeadlineProtocol(H11Protocol):
             self._read_timer = self.loop.call_later(self.read_timeout_seconds, self._expired)
 
     def _disarm(self) -> None:
-        if self._read_timer is not None:
-            self._read_timer.cancel()
-            self._read_timer = None
+        _cancel(self._read_timer)
+        self._read_timer = None
 
     def _expired(self) -> None:
         self._read_timer = None
@@ -99,15 +135,23 @@ class _ReadDeadlineProtocol(H11Protocol):
         self.transport.close()
 
 
-def read_deadline_protocol(seconds: float, *, is_access_logged: bool = True) -> type[H11Protocol]:
+def read_deadline_protocol(
+    seconds: float, *, write_timeout_seconds: float | None = None, is_access_logged: bool = True
+) -> type[H11Protocol]:
     """Return a uvicorn HTTP protocol class that gives each request ``seconds`` to arrive.
 
     Args:
         seconds: ``api.read_timeout_seconds``.
+        write_timeout_seconds: ``api.write_timeout_seconds``: how long an answer may
+            stay unread before the connection is aborted; ``None``: no limit.
         is_access_logged: whether its requests get access lines.
 
     Returns:
         A protocol class for ``uvicorn.Config(http=...)``.
     """
-    settings = {"read_timeout_seconds": seconds, "is_access_logged": is_access_logged}
+    settings = {
+        "read_timeout_seconds": seconds,
+        "write_timeout_seconds": write_timeout_seconds,
+        "is_access_logged": is_access_logged,
+    }
     return type("ReadDeadlineProtocol", (_ReadDeadlineProtocol,), settings)

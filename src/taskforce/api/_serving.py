@@ -134,6 +134,7 @@ class TaskforceServer(uvicorn.Server):
         *,
         grace_seconds: float,
         read_timeout_seconds: float = 60.0,
+        write_timeout_seconds: float | None = None,
         signals: Sequence[signal.Signals] = STOP_SIGNALS,
         force_signals: Sequence[signal.Signals] = (),
         on_started: Callable[[], None] | None = None,
@@ -145,6 +146,8 @@ class TaskforceServer(uvicorn.Server):
             grace_seconds: how long running requests may go on after the first signal.
             read_timeout_seconds: how long a client may take to send one request
                 (``api.read_timeout_seconds``).
+            write_timeout_seconds: how long a client may leave its answer unread
+                (``api.write_timeout_seconds``); ``None``: no limit.
             signals: the signals that stop it (none in tests that stop it by hand).
             force_signals: when given, only these stop waiting at once, and any number of
                 ``signals`` just drain (a worker: it gets the supervisor's forwarded
@@ -162,7 +165,9 @@ class TaskforceServer(uvicorn.Server):
                 access_log=True,
                 lifespan="on",
                 workers=1,
-                http=read_deadline_protocol(read_timeout_seconds),
+                http=read_deadline_protocol(
+                    read_timeout_seconds, write_timeout_seconds=write_timeout_seconds
+                ),
             )
         )
         self.grace_seconds = grace_seconds
@@ -264,6 +269,7 @@ def run_worker(
         app,
         grace_seconds=settings.server.shutdown_grace_seconds,
         read_timeout_seconds=settings.api.read_timeout_seconds,
+        write_timeout_seconds=settings.api.write_timeout_seconds,
         signals=signals,
         force_signals=force_signals,
         on_started=on_started,

@@ -144,6 +144,8 @@ class ApiSettings(_Section):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024**3)
     #: Longest a client may take to send one whole request, headers and body.
     read_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    #: Longest a client may leave an answer unread (the socket's send buffer full).
+    write_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
     auth_token: SecretStr | None = None
     docs_enabled: bool = True
     #: Missions this process runs at once; a request for one more gets a 503.
