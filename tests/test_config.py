@@ -295,6 +295,12 @@ class TestDirectories:
             ("TASKFORCE_METRICS__HOST", " ", "metrics.host", "must not be blank"),
             ("TASKFORCE_LLM__API_KEY", "", "llm.api_key", "must not be empty"),
             ("TASKFORCE_METRICS__PATH", "/m%20x", "metrics.path", "'%'"),
+            # a scraper's URL library removes dot segments: these could never be scraped
+            ("TASKFORCE_METRICS__PATH", "/a/../metrics", "metrics.path", "'..' segment"),
+            ("TASKFORCE_METRICS__PATH", "/./metrics", "metrics.path", "'..' segment"),
+            ("TASKFORCE_METRICS__PATH", "/metrics/..", "metrics.path", "'..' segment"),
+            ("TASKFORCE_METRICS__PATH", "//metrics", "metrics.path", "empty"),
+            ("TASKFORCE_METRICS__PATH", "/m\x01", "metrics.path", "control characters"),
         ],
     )
     def test_nonsense_is_named_plainly(
@@ -307,6 +313,14 @@ class TestDirectories:
         assert setting == info.value.setting
         assert reason in info.value.reason
         assert not info.value.reason.startswith("Value error")
+
+    @pytest.mark.parametrize("path", ["/metrics..", "/m;x", "/a.b/metrics", "/m\u00e9trics"])
+    def test_a_reachable_metrics_path_is_kept(
+        self, monkeypatch: pytest.MonkeyPatch, path: str
+    ) -> None:
+        """Dots inside a segment, ';' and non-ASCII letters can be scraped: kept as given."""
+        monkeypatch.setenv("TASKFORCE_METRICS__PATH", path)
+        assert path == load_settings().metrics.path
 
     @pytest.mark.parametrize(
         ("env", "value", "read"),

@@ -115,13 +115,17 @@ def check_metrics_path(value: str) -> str:
 
     Raises:
         ValueError: it does not start with ``/``, ends with one, holds a character
-            a request's path cannot ask for, or collides with a built-in route.
+            a request's path cannot ask for, an empty or dot segment, or collides
+            with a built-in route.
     """
     if not value.startswith("/") or value == "/" or value.endswith("/"):
         raise ValueError("must start with '/', name a path and not end with '/'")
-    if any(c.isspace() or c in "?#{}%" for c in value):
+    if any(c.isspace() or not c.isprintable() or c in "?#{}%" for c in value):
         # '%': a request's path arrives decoded, so /m%20x could never be asked for
-        raise ValueError("must not contain spaces, '?', '#', '%' or braces")
+        raise ValueError("must not contain spaces, control characters, '?', '#', '%' or braces")
+    if any(segment in ("", ".", "..") for segment in value[1:].split("/")):
+        # a scraper's URL library removes dot segments, and some fold '//'
+        raise ValueError("must not hold an empty, '.' or '..' segment ('//', '/./', '/../')")
     for prefix in _RESERVED_PREFIXES:
         if value == prefix or value.startswith(prefix + "/"):
             raise ValueError(f"collides with the built-in route {prefix}")
