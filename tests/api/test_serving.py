@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from taskforce.api._listener import bind_socket
 from taskforce.api._serving import TaskforceServer
+from taskforce.api._supervisor import serve
 from taskforce.api.server import create_app
 from taskforce.application import executor as executor_module
 from taskforce.application.container import Container, build_container
@@ -376,3 +377,20 @@ class TestBindSocket:
         """A host that does not resolve is a StartupError naming it."""
         with pytest.raises(StartupError, match=r"no-such-host\.invalid:80"):
             bind_socket("no-such-host.invalid", 80, what="the API")
+
+    @pytest.mark.parametrize("workers", [1, 2])
+    def test_a_metrics_address_that_cannot_be_bound_names_its_settings(
+        self, tmp_path: Path, workers: int
+    ) -> None:
+        """A metrics.host that cannot be bound stops start-up naming its variables."""
+        settings = Settings(
+            state_dir=tmp_path / "state",
+            workspace_dir=tmp_path / "workspace",
+            metrics={"host": "no-such-host.invalid", "port": 49556},
+        )
+        with pytest.raises(StartupError) as caught:
+            serve(settings, "127.0.0.1", 49555, workers)
+        message = str(caught.value)
+        assert "no-such-host.invalid:49556" in message
+        assert "TASKFORCE_METRICS__HOST" in message
+        assert "\n" not in message

@@ -40,6 +40,10 @@ class WorkerSlot:
     restarted: bool = False
 
 
+#: What a metrics listener is for, in a bind error: the settings that chose its address.
+METRICS_LISTENER = "metrics (TASKFORCE_METRICS__HOST, TASKFORCE_METRICS__PORT)"
+
+
 def bind_socket(host: str, port: int, *, what: str) -> socket.socket:
     """Bind and listen on ``host:port``, inheritable so worker processes can share it.
 
@@ -83,11 +87,13 @@ def bind_first_free(host: str, port: int) -> socket.socket:
     """
     for candidate in range(port, 65536):
         try:
-            return bind_socket(host, candidate, what="metrics")
+            return bind_socket(host, candidate, what=METRICS_LISTENER)
         except StartupError as exc:
             if not isinstance(exc.__cause__, OSError) or exc.__cause__.errno != errno.EADDRINUSE:
                 raise
-    raise StartupError(f"cannot listen on {host}:{port} for metrics: no free port above it")
+    raise StartupError(
+        f"cannot listen on {host}:{port} for {METRICS_LISTENER}: no free port above it"
+    )
 
 
 class MetricsListener:

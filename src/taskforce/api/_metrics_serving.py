@@ -23,7 +23,13 @@ from fastapi import FastAPI
 from starlette.applications import Starlette
 
 from taskforce.api._foreign import ForeignSupervisor, detect_supervisor, own_uvicorn_host
-from taskforce.api._listener import MetricsListener, WorkerSlot, bind_first_free, bind_socket
+from taskforce.api._listener import (
+    METRICS_LISTENER,
+    MetricsListener,
+    WorkerSlot,
+    bind_first_free,
+    bind_socket,
+)
 from taskforce.api._targets import register_target, report_failure, unregister_target
 from taskforce.config import Settings
 from taskforce.observability import (
@@ -114,7 +120,7 @@ class MetricsServing:
         elif self._foreign is not None and self._foreign.is_multiprocess:
             sock = bind_first_free(host, port)
         else:
-            sock = bind_socket(host, port, what="metrics")
+            sock = bind_socket(host, port, what=METRICS_LISTENER)
         self._listener = MetricsListener(self._listener_app, sock, self._read_timeout)
         await self._listener.start()
         targets = self._settings.targets_file

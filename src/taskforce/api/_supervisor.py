@@ -27,7 +27,7 @@ from types import FrameType
 
 import structlog
 
-from taskforce.api._listener import WorkerSlot, bind_socket
+from taskforce.api._listener import METRICS_LISTENER, WorkerSlot, bind_socket
 from taskforce.api._serving import CANCEL_RECORD_SECONDS, STOP_SIGNALS, run_worker
 from taskforce.api._targets import replace_own_targets, report_failure
 from taskforce.config import Settings
@@ -110,12 +110,18 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
     api_socket = bind_socket(host, port, what="the API")
     metrics_sockets: list[socket.socket | None] = [None] * workers
     if metrics.enabled and metrics.port is not None:
-        if metrics.port + workers - 1 > 65535:
-            raise StartupError(f"metrics.port {metrics.port} + {workers} workers passes 65535")
-        for index in range(workers):
-            metrics_sockets[index] = bind_socket(
-                metrics_host, metrics.port + index, what=f"the metrics of worker {index}"
-            )
+        try:
+            if metrics.port + workers - 1 > 65535:
+                raise StartupError(f"metrics.port {metrics.port} + {workers} workers passes 65535")
+            for index in range(workers):
+                metrics_sockets[index] = bind_socket(
+                    metrics_host, metrics.port + index, what=f"worker {index}'s {METRICS_LISTENER}"
+                )
+        except StartupError:
+            for sock in (api_socket, *metrics_sockets):
+                if sock is not None:
+                    sock.close()
+            raise
     targets = _Targets(metrics.targets_file, metrics_host, metrics.port, workers)
     if metrics.enabled and metrics.port is not None:
         targets.write(range(workers))
