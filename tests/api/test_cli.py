@@ -53,6 +53,9 @@ def _taskforce(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Complet
 _SIGNAL_WHILE_LOADING = """
 import os, signal, sys
 
+# Ctrl-C as at a terminal, however the tests were started: a shell starts a background
+# job with SIGINT ignored, and a process keeps an ignored signal ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sent, loading = signal.Signals[sys.argv[1]], sys.argv[2]
 
 
