@@ -82,12 +82,6 @@ async def _eventually(read: Callable[[], Any], expected: Any) -> None:
         await asyncio.sleep(0.01)
 
 
-@pytest.fixture(name="metrics")
-def fixture_metrics() -> MetricSet:
-    """A fresh MetricSet."""
-    return MetricSet()
-
-
 @pytest.fixture(name="server")
 def fixture_server(metrics: MetricSet) -> Iterator[LiveServer]:
     """A Starlette app with the middleware, served on 127.0.0.1."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -13,19 +12,6 @@ from taskforce.core.domain.prompts import MISSION_PREFIX
 from tests.support.fake_openai import FakeOpenAIServer
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module", name="fake_server")
-def fixture_fake_server() -> Iterator[tuple[FakeOpenAIServer, str]]:
-    fake = FakeOpenAIServer()
-    with fake.serve() as base_url:
-        yield fake, base_url
-
-
-@pytest.fixture(name="fake")
-def fixture_fake(fake_server: tuple[FakeOpenAIServer, str]) -> FakeOpenAIServer:
-    fake_server[0].reset()
-    return fake_server[0]
 
 
 @pytest.fixture(name="url")

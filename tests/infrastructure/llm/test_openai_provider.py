@@ -10,7 +10,7 @@ import json
 import socket
 import time
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -40,20 +40,6 @@ _TOOLS: list[Any] = [
         },
     }
 ]
-
-
-@pytest.fixture(scope="module", name="fake_server")
-def fixture_fake_server() -> Iterator[tuple[FakeOpenAIServer, str]]:
-    """One fake server for the module; each test resets it."""
-    fake = FakeOpenAIServer()
-    with fake.serve() as base_url:
-        yield fake, base_url
-
-
-@pytest.fixture(name="fake")
-def fixture_fake(fake_server: tuple[FakeOpenAIServer, str]) -> FakeOpenAIServer:
-    fake_server[0].reset()
-    return fake_server[0]
 
 
 @pytest.fixture(name="base_url")

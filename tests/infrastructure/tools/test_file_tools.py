@@ -15,12 +15,6 @@ from taskforce.core.interfaces.log import text_fields
 from taskforce.infrastructure.tools import FileReadTool, FileWriteTool, ListDirTool, _files
 
 
-@pytest.fixture(name="workspace")
-def fixture_workspace(tmp_path: Path) -> Path:
-    """A workspace directory path that does not exist yet (the tools create it)."""
-    return tmp_path / "workspace"
-
-
 @pytest.fixture(name="outside")
 def fixture_outside(tmp_path: Path) -> Path:
     """A directory beside the workspace holding a secret file."""

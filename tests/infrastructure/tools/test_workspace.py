@@ -71,12 +71,6 @@ class TestSessionFolderName:
             session_folder_name("")
 
 
-@pytest.fixture(name="workspace")
-def fixture_workspace(tmp_path: Path) -> Path:
-    """The workspace root (created by the tools)."""
-    return tmp_path / "workspace"
-
-
 class TestSessionIsolation:
     async def test_files_land_in_the_session_folder(self, workspace: Path) -> None:
         """Inside a mission, a relative path is taken inside the session's own folder."""
