@@ -82,18 +82,58 @@ class TestMetricsLayer:
         assert set() == found
 
     def test_aioprometheus_behind_one_adapter(self) -> None:
-        """Only the adapter module imports aioprometheus."""
+        """Only the adapter module imports aioprometheus, in any form (lazily, by importlib)."""
         adapter = SRC / "observability" / "metrics" / "_aioprometheus.py"
-        importers = set()
-        for path in _modules():
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-            for node in ast.walk(tree):
-                if isinstance(node, ast.Import):
-                    modules = [alias.name for alias in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.module:
-                    modules = [node.module]
-                else:
-                    continue
-                if any(m == "aioprometheus" or m.startswith("aioprometheus.") for m in modules):
-                    importers.add(str(path.relative_to(SRC)))
+        importers = {
+            str(path.relative_to(SRC))
+            for path in _modules()
+            if _imports_aioprometheus(path.read_text(encoding="utf-8"))
+        }
         assert {str(adapter.relative_to(SRC))} == importers
+
+    @pytest.mark.parametrize(
+        "source",
+        [
+            "import aioprometheus",
+            "import aioprometheus.collectors as c",
+            "from aioprometheus.renderer import render",
+            "def f():\n    from aioprometheus import Registry",
+            "import importlib\nimportlib.import_module('aioprometheus.collectors')",
+            "from importlib import import_module\nimport_module('aioprometheus')",
+            "__import__('aioprometheus')",
+        ],
+    )
+    def test_the_adapter_rule_sees_every_import_form(self, source: str) -> None:
+        """The checker finds aioprometheus imported any of these ways (it can fail)."""
+        assert _imports_aioprometheus(source)
+
+    def test_the_adapter_rule_ignores_mentions(self) -> None:
+        """A docstring or a comment naming aioprometheus is no import."""
+        assert not _imports_aioprometheus(
+            '"""aioprometheus\' own handler."""\nx = 1  # aioprometheus'
+        )
+
+
+def _is_aioprometheus(name: object) -> bool:
+    return isinstance(name, str) and (name == "aioprometheus" or name.startswith("aioprometheus."))
+
+
+def _imports_aioprometheus(source: str) -> bool:
+    """Whether ``source`` imports aioprometheus (statements, ``import_module``, ``__import__``)."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names: list[object] = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module]
+        elif isinstance(node, ast.Call) and node.args:
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            if called not in ("import_module", "__import__"):
+                continue
+            first = node.args[0]
+            names = [first.value if isinstance(first, ast.Constant) else None]
+        else:
+            continue
+        if any(_is_aioprometheus(name) for name in names):
+            return True
+    return False
