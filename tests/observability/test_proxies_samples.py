@@ -25,7 +25,7 @@ from taskforce.observability import (
     weave_executor,
 )
 from taskforce.observability.metrics._catalog import TOOL_CALLS
-from tests.observability.metric_samples import break_family
+from tests.observability.metric_samples import break_family, value
 from tests.observability.proxy_fakes import (
     FakeExecutor,
     FakeProvider,
@@ -42,13 +42,9 @@ def fixture_metrics() -> MetricSet:
     return MetricSet(max_label_values=10)
 
 
-def _value(metrics: MetricSet, name: str, **labels: str) -> Any:
-    return metrics.registry.collectors[name].get(labels)
-
-
 def _count(metrics: MetricSet, name: str, **labels: str) -> int:
     """The number of observations of a histogram series."""
-    return int(_value(metrics, name, **labels)["count"])
+    return int(value(metrics, name, **labels)["count"])
 
 
 def _raising(exc: BaseException) -> Any:
@@ -75,10 +71,10 @@ class TestToolSamples:
         calls = "taskforce_tool_calls_total"
         failures = "taskforce_tool_failures_total"
         labels = {"tool_name": "calc", "agent_type": "lean"}
-        assert 1 == _value(metrics, calls, status="success", **labels)
-        assert 3 == _value(metrics, calls, status="error", **labels)
+        assert 1 == value(metrics, calls, status="success", **labels)
+        assert 3 == value(metrics, calls, status="error", **labels)
         assert [1, 1, 1] == [
-            _value(metrics, failures, error_type=error_type, **labels)
+            value(metrics, failures, error_type=error_type, **labels)
             for error_type in ("tool_error", "KeyError", "timeout")
         ]
         assert 4 == _count(metrics, "taskforce_tool_duration_seconds", **labels)
@@ -97,7 +93,7 @@ class TestToolSamples:
         with pytest.raises(asyncio.CancelledError):
             await task
         labels = {"tool_name": "slow", "agent_type": "none"}
-        assert 1 == _value(metrics, "taskforce_tool_failures_total", error_type="timeout", **labels)
+        assert 1 == value(metrics, "taskforce_tool_failures_total", error_type="timeout", **labels)
 
     async def test_hostile_tool_name_is_guarded(self, metrics: MetricSet) -> None:
         """A tool name with quotes, a newline and 10,000 characters: one line per series."""
@@ -118,7 +114,7 @@ class TestToolSamples:
         break_family(monkeypatch, TOOL_CALLS)
         result = await ToolProxy(FakeTool(), metrics).execute()
         assert result["success"]
-        assert 1 == _value(metrics, "taskforce_metrics_errors_total", stage="tool")
+        assert 1 == value(metrics, "taskforce_metrics_errors_total", stage="tool")
 
 
 class TestLLMSamples:
@@ -132,16 +128,16 @@ class TestLLMSamples:
         await proxy.complete(MESSAGES)
         requests = "taskforce_llm_requests_total"
         labels = {"model": "reported-model", "agent_type": "none"}
-        assert 1 == _value(metrics, requests, operation="complete", status="success", **labels)
-        assert 1 == _value(metrics, requests, operation="complete", status="error", **labels)
-        assert 1 == _value(metrics, requests, operation="generate", status="success", **labels)
+        assert 1 == value(metrics, requests, operation="complete", status="success", **labels)
+        assert 1 == value(metrics, requests, operation="complete", status="error", **labels)
+        assert 1 == value(metrics, requests, operation="generate", status="success", **labels)
         tokens = "taskforce_llm_tokens_total"
         assert (22, 14) == (
-            _value(metrics, tokens, token_type="input", **labels),
-            _value(metrics, tokens, token_type="output", **labels),
+            value(metrics, tokens, token_type="input", **labels),
+            value(metrics, tokens, token_type="output", **labels),
         )
         assert 3 == _count(metrics, "taskforce_context_pack_messages", agent_type="none")
-        pack_tokens = _value(metrics, "taskforce_context_pack_tokens", agent_type="none")
+        pack_tokens = value(metrics, "taskforce_context_pack_tokens", agent_type="none")
         assert 10 + 10 + 2 == pack_tokens["sum"]
 
     async def test_stream(self, metrics: MetricSet) -> None:
@@ -152,10 +148,10 @@ class TestLLMSamples:
                 pass
         labels = {"model": "stream-model", "agent_type": "legacy"}
         assert 1 == _count(metrics, "taskforce_llm_time_to_first_token_seconds", **labels)
-        assert 1 == _value(
+        assert 1 == value(
             metrics, "taskforce_llm_requests_total", operation="stream", status="success", **labels
         )
-        assert 5 == _value(metrics, "taskforce_llm_tokens_total", token_type="input", **labels)
+        assert 5 == value(metrics, "taskforce_llm_tokens_total", token_type="input", **labels)
 
 
 class TestMissionSamples:
@@ -178,24 +174,24 @@ class TestMissionSamples:
         )
         await running.wait()
         gauge = "taskforce_missions_in_progress"
-        assert 1 == _value(metrics, gauge, agent_type="legacy")
+        assert 1 == value(metrics, gauge, agent_type="legacy")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         missions = "taskforce_missions_total"
         assert [1, 1, 1] == [
-            _value(metrics, missions, agent_type="legacy", status=status)
+            value(metrics, missions, agent_type="legacy", status=status)
             for status in ("completed", "failed", "cancelled")
         ]
-        assert 0 == _value(metrics, gauge, agent_type="legacy")
-        steps = _value(metrics, "taskforce_mission_steps", agent_type="legacy")
+        assert 0 == value(metrics, gauge, agent_type="legacy")
+        steps = value(metrics, "taskforce_mission_steps", agent_type="legacy")
         assert (1, 2) == (steps["count"], steps["sum"])
-        assert 3 == _value(metrics, "taskforce_mission_tool_calls", agent_type="legacy")["sum"]
+        assert 3 == value(metrics, "taskforce_mission_tool_calls", agent_type="legacy")["sum"]
 
     async def test_state_size(self, metrics: MetricSet) -> None:
         """A saved state is one observation of its size in bytes."""
         await StateStoreProxy(FakeStore(), metrics).save("s", {"k": "ü"})
-        size = _value(metrics, "taskforce_state_size_bytes")
+        size = value(metrics, "taskforce_state_size_bytes")
         assert (1, len('{"k": "ü"}'.encode())) == (size["count"], size["sum"])
 
 
@@ -218,13 +214,13 @@ class TestRealStack:
                 pass
         for agent_type in ("lean", "legacy"):
             missions = {
-                status: _value(
+                status: value(
                     metrics, "taskforce_missions_total", agent_type=agent_type, status=status
                 )
                 for status in ("completed", "failed", "cancelled")
             }
             assert {"completed": 3, "failed": 1, "cancelled": 0} == missions
-            calls = _value(
+            calls = value(
                 metrics,
                 "taskforce_tool_calls_total",
                 tool_name="calculator",
@@ -232,7 +228,7 @@ class TestRealStack:
                 status="success",
             )
             assert 3 == calls
-            assert 0 == _value(metrics, "taskforce_missions_in_progress", agent_type=agent_type)
+            assert 0 == value(metrics, "taskforce_missions_in_progress", agent_type=agent_type)
 
     async def test_streamed_mission_abandoned(self, tmp_path: Path, metrics: MetricSet) -> None:
         """A streamed mission whose consumer leaves half-way is cancelled, the gauge back at 0."""
@@ -249,5 +245,5 @@ class TestRealStack:
                 if event.kind == "tool_call":
                     break
         labels = {"agent_type": "lean"}
-        assert 1 == _value(metrics, "taskforce_missions_total", status="cancelled", **labels)
-        assert 0 == _value(metrics, "taskforce_missions_in_progress", **labels)
+        assert 1 == value(metrics, "taskforce_missions_total", status="cancelled", **labels)
+        assert 0 == value(metrics, "taskforce_missions_in_progress", **labels)
