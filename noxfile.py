@@ -61,6 +61,6 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def counts(session: nox.Session) -> None:
-    """Count what metrics add to a mission (calls; with valgrind, instructions and misses)."""
+    """Count what metrics add to a mission: calls, bytecodes; with valgrind, instructions."""
     session.install("-e", ".[dev]")
     session.run("python", "benchmarks/instructions.py", *session.posargs)

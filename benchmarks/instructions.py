@@ -11,6 +11,10 @@ metric set written by hand-written wrappers to pre-bound children, see
 ``_peers.py``), for both flows, with the same mission:
 
 - Python function calls (``cProfile``, always): what each executor runs, in calls;
+- bytecodes (``sys.settrace`` with opcode events, always; on the event-loop thread,
+  over a tenth of the missions, as each is the same): the interpreter's steps, each
+  one an indirect branch the CPU has to predict, so they follow the mispredicted
+  branches below more closely than instructions do;
 - with ``valgrind`` installed (``cachegrind``, a simulated CPU): instructions,
   first-level data and instruction cache misses, and mispredicted branches.
 
@@ -37,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import _bench
@@ -82,7 +87,29 @@ def _executor(candidate: str, root: Path) -> Any:
     return make_container(root, enabled=candidate == "on").executor
 
 
-async def _run(candidate: str, flow: str, missions: int, profile: bool) -> dict[str, float]:
+class _Bytecodes:
+    """Counts the opcodes the interpreter runs on this thread while it is on."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def _opcode(self, frame: FrameType, event: str, arg: object) -> Any:
+        if event == "opcode":
+            self.count += 1
+        return self._opcode
+
+    def _call(self, frame: FrameType, event: str, arg: object) -> Any:
+        frame.f_trace_opcodes = True
+        return self._opcode
+
+    def start(self) -> None:
+        sys.settrace(self._call)
+
+    def stop(self) -> None:
+        sys.settrace(None)
+
+
+async def _run(candidate: str, flow: str, missions: int, mode: str) -> dict[str, float]:
     from throughput import MISSION
 
     with tempfile.TemporaryDirectory(prefix="taskforce-counts-") as tmp:
@@ -90,13 +117,19 @@ async def _run(candidate: str, flow: str, missions: int, profile: bool) -> dict[
         for warm in FLOWS:
             for _ in range(WARMUP):
                 await executor.execute_mission(MISSION, agent_type=warm)
-        profiler = cProfile.Profile() if profile else None
+        profiler = cProfile.Profile() if mode == "calls" else None
+        bytecodes = _Bytecodes() if mode == "bytecodes" else None
         if profiler is not None:
             profiler.enable()
+        if bytecodes is not None:
+            bytecodes.start()
         for _ in range(missions):
             result = await executor.execute_mission(MISSION, agent_type=flow)
             if result.status != "completed":
                 raise RuntimeError(f"benchmark mission did not complete: {result!r}")
+        if bytecodes is not None:
+            bytecodes.stop()
+            return {"bytecodes": float(bytecodes.count)}
         if profiler is None:
             return {}
         profiler.disable()
@@ -107,10 +140,10 @@ async def _run(candidate: str, flow: str, missions: int, profile: bool) -> dict[
 def _worker(spec: str) -> None:
     from taskforce.observability import configure_logging
 
-    candidate, flow, missions, profile = spec.split(":")
+    candidate, flow, missions, mode = spec.split(":")
     with open(os.devnull, "w") as devnull:
         configure_logging(fmt="json", level="critical", stream=devnull, cache_loggers=True)
-        counts = asyncio.run(_run(candidate, flow, int(missions), profile == "1"))
+        counts = asyncio.run(_run(candidate, flow, int(missions), mode))
     print("RESULT " + json.dumps(counts))
 
 
@@ -132,7 +165,13 @@ def _child(spec: str, prefix: list[str]) -> dict[str, float]:
 
 def _calls(candidate: str, flow: str, missions: int) -> float:
     """Python calls per mission: cProfile counts only the missions after the warm-up."""
-    return _child(f"{candidate}:{flow}:{missions}:1", [])["calls"] / missions
+    return _child(f"{candidate}:{flow}:{missions}:calls", [])["calls"] / missions
+
+
+def _bytecodes(candidate: str, flow: str, missions: int) -> float:
+    """Bytecodes per mission on the event-loop thread, after the warm-up."""
+    counted = max(1, missions // 10)
+    return _child(f"{candidate}:{flow}:{counted}:bytecodes", [])["bytecodes"] / counted
 
 
 def _cachegrind(candidate: str, flow: str, missions: int, out: Path) -> dict[str, float]:
@@ -145,7 +184,7 @@ def _cachegrind(candidate: str, flow: str, missions: int, out: Path) -> dict[str
         "--branch-sim=yes",
         f"--cachegrind-out-file={file}",
     ]
-    _child(f"{candidate}:{flow}:{missions}:0", valgrind)
+    _child(f"{candidate}:{flow}:{missions}:none", valgrind)
     summary = next(
         line for line in file.read_text().splitlines() if line.startswith("summary:")
     ).split()[1:]
@@ -177,14 +216,17 @@ def main() -> None:
             if use_valgrind:
                 base[candidate] = _cachegrind(candidate, "lean", 0, Path(tmp))
             for flow in FLOWS:
-                row = {"calls": _calls(candidate, flow, missions)}
+                row = {
+                    "calls": _calls(candidate, flow, missions),
+                    "bytecodes": _bytecodes(candidate, flow, missions),
+                }
                 if use_valgrind:
                     total = _cachegrind(candidate, flow, missions, Path(tmp))
                     for column, events in _CACHE_COLUMNS.items():
                         spent = sum(total[e] - base[candidate][e] for e in events)
                         row[column] = spent / missions
                 per[(candidate, flow)] = row
-    columns = ["calls", *(_CACHE_COLUMNS if use_valgrind else ())]
+    columns = ["calls", "bytecodes", *(_CACHE_COLUMNS if use_valgrind else ())]
     for flow in FLOWS:
         off = per[("off", flow)]
         rows = []
@@ -205,7 +247,7 @@ def main() -> None:
         if not use_valgrind:
             rows = [[*r, *("n/a" for _ in _CACHE_COLUMNS)] for r in rows]
         print(f"\n-- {flow} mission: per mission ('off': the count; others: added to 'off') --")
-        _bench.print_table(["executor", "Python calls", *_CACHE_COLUMNS], rows)
+        _bench.print_table(["executor", "Python calls", "bytecodes", *_CACHE_COLUMNS], rows)
 
 
 if __name__ == "__main__":
