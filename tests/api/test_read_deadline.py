@@ -183,26 +183,38 @@ class TestBody:
         assert ("http.request.timeout", "body") in events
 
 
+def _big_stream(settings: Settings, session: str, reads: int) -> bytes:
+    """A stream request whose mission reads a large file ``reads`` times."""
+    folder = settings.workspace_dir / session_folder_name(session)
+    folder.mkdir(parents=True)
+    (folder / "big.txt").write_text("x" * 900_000, encoding="utf-8")
+    steps = ['tool:file_read {"path": "big.txt"}'] * reads
+    body = json.dumps({"mission": "\n".join([*steps, "done"]), "session_id": session})
+    head = b"POST /api/v1/execute/stream HTTP/1.1\r\nHost: t\r\n"
+    head += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    return head + body.encode()
+
+
+async def _narrow_client(port: int, request: bytes) -> socket.socket:
+    """Send ``request`` from a socket with a small receive buffer; return the socket."""
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(client, ("127.0.0.1", port))
+    await loop.sock_sendall(client, request)
+    return client
+
+
 class TestUnreadAnswer:
     async def test_a_stream_left_unread_is_cut_and_frees_its_slot(
         self, timed_settings: Settings
     ) -> None:
         """A client that stops reading its stream loses it after the write timeout."""
-        folder = timed_settings.workspace_dir / session_folder_name("unread")
-        folder.mkdir(parents=True)
-        (folder / "big.txt").write_text("x" * 900_000, encoding="utf-8")
-        reads = ['tool:file_read {"path": "big.txt"}'] * 15
-        body = json.dumps({"mission": "\n".join([*reads, "done"]), "session_id": "unread"})
-        head = b"POST /api/v1/execute/stream HTTP/1.1\r\nHost: t\r\n"
-        request = head + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        request = _big_stream(timed_settings, "unread", 15)
         with structlog.testing.capture_logs() as logs:
             async with _serving(timed_settings, write_timeout=0.5) as (port, _):
-                client = socket.socket()
-                client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-                client.setblocking(False)
-                loop = asyncio.get_running_loop()
-                await loop.sock_connect(client, ("127.0.0.1", port))
-                await loop.sock_sendall(client, request + body.encode())
+                client = await _narrow_client(port, request)
                 async with asyncio.timeout(GUARD_SECONDS):
                     while True:  # until the server gave up on the unread answer
                         if "http.response.stalled" in [e["event"] for e in logs]:
@@ -217,6 +229,25 @@ class TestUnreadAnswer:
                 client.close()
         stalled = [e for e in logs if e["event"] == "http.response.stalled"]
         assert [0.5] == [e["timeout_seconds"] for e in stalled]
+
+    async def test_a_stream_read_slowly_but_steadily_is_not_cut(
+        self, timed_settings: Settings
+    ) -> None:
+        """A client that keeps reading, slower than the answer comes, gets all of it."""
+        request = _big_stream(timed_settings, "slow", 4)
+        answer = b""
+        with structlog.testing.capture_logs() as logs:
+            async with _serving(timed_settings, write_timeout=0.5) as (port, _):
+                client = await _narrow_client(port, request)
+                loop = asyncio.get_running_loop()
+                async with asyncio.timeout(GUARD_SECONDS * 2):
+                    while chunk := await loop.sock_recv(client, 16384):
+                        answer += chunk
+                        await asyncio.sleep(0.01)  # slower than the server writes
+                client.close()
+        assert "http.response.stalled" not in [e["event"] for e in logs]
+        assert answer.endswith(b'"error":null,"error_type":null}}\n\n\r\n0\r\n\r\n')
+        assert b"Completed 4 tool call(s)" in answer[-2_000_000:]
 
 
 class TestMetricsListener:

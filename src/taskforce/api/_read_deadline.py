@@ -11,14 +11,18 @@ waits for is timed by ``BodyLimitMiddleware``, which answers its 408 through the
 
 The other way round, a client that stops reading its answer (a stream it never
 reads) would hold the request, and a mission's slot, for good: once the socket's
-send buffer is full, the app waits until it drains. With a write timeout, a buffer
-still full after ``api.write_timeout_seconds`` aborts the connection, and the app
-sees a client that went away (a stream's mission is cancelled).
+send buffer is full, the app waits until it drains. With a write timeout, a full
+buffer of which the client read nothing for ``api.write_timeout_seconds`` aborts the
+connection, and the app sees a client that went away (a stream's mission is
+cancelled). A client that reads, however slowly, is not cut: each byte it takes
+starts the timeout again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sys
 from typing import Any, ClassVar
 
 import h11
@@ -26,6 +30,15 @@ import structlog
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 __all__ = ["read_deadline_protocol"]
+
+try:
+    import fcntl
+    import termios
+except ImportError:  # pragma: no cover - not on POSIX
+    _OUTQ: int | None = None
+else:
+    #: Linux's SIOCOUTQ: the bytes a socket's kernel send queue still holds.
+    _OUTQ = getattr(termios, "TIOCOUTQ", None) if sys.platform == "linux" else None
 
 _LOG = structlog.get_logger("taskforce.api")
 _BODY = b"request headers were not received in time\n"
@@ -60,6 +73,7 @@ class _ReadDeadlineProtocol(H11Protocol):
         """Start the first request's deadline: an idle new connection counts."""
         self._read_timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
+        self._unread = 0
         super().connection_made(transport)
         self._follow()
 
@@ -73,7 +87,28 @@ class _ReadDeadlineProtocol(H11Protocol):
         """Wait as uvicorn does for the client to read; abort if it does not in time."""
         super().pause_writing()
         if self.write_timeout_seconds is not None and self._write_timer is None:
-            self._write_timer = self.loop.call_later(self.write_timeout_seconds, self._stalled)
+            self._watch_unread(self.write_timeout_seconds)
+
+    def _watch_unread(self, seconds: float) -> None:
+        """Note what the client has still to read; check again ``seconds`` later."""
+        self._unread = self._unsent()
+        self._write_timer = self.loop.call_later(seconds, self._stalled, seconds)
+
+    def _unsent(self) -> int:
+        """Bytes of the answer the client has not taken: in the transport, and in the kernel.
+
+        A client that reads drains the kernel's send queue first; the transport's own
+        buffer shrinks only once that queue has room enough, which may take long on a
+        large one. Where the kernel cannot tell its queue, the transport's buffer it is.
+        """
+        unsent = self.transport.get_write_buffer_size()
+        sock = self.transport.get_extra_info("socket")
+        if _OUTQ is None or sock is None:
+            return unsent
+        with contextlib.suppress(OSError, ValueError):
+            queued = fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0")
+            unsent += int.from_bytes(queued, sys.byteorder, signed=True)
+        return unsent
 
     def resume_writing(self) -> None:
         """Go on writing as uvicorn does: the client read."""
@@ -84,12 +119,15 @@ class _ReadDeadlineProtocol(H11Protocol):
         _cancel(self._write_timer)
         self._write_timer = None
 
-    def _stalled(self) -> None:
-        """The client left its answer unread too long: drop the connection, say why."""
+    def _stalled(self, seconds: float) -> None:
+        """Abort if the client read nothing since the last check, say why; else wait on."""
         self._resumed()
-        if not self.transport.is_closing():
-            timeout = self.write_timeout_seconds
-            _LOG.warning("http.response.stalled", category="http", timeout_seconds=timeout)
+        if self.transport.is_closing():
+            return
+        if self._unsent() < self._unread:
+            self._watch_unread(seconds)  # slow, but reading: it gets another timeout
+        else:
+            _LOG.warning("http.response.stalled", category="http", timeout_seconds=seconds)
             self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
