@@ -1520,6 +1520,41 @@ class TestStreamToolCalls:
         ]
         assert expected == calls
 
+    async def test_a_name_repeated_on_every_delta_without_an_index_or_id_is_one_call(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """A server that repeats the name on each piece: a call until its arguments are whole."""
+        parts: list[dict[str, Any]] = [
+            {"function": {"name": "f", "arguments": '{"a"'}},
+            {"function": {"name": "f", "arguments": ": 1}"}},
+            {"function": {"name": "f", "arguments": '{"a": 2}'}},
+        ]
+
+        calls = await _streamed_calls(provider, fake, [[part] for part in parts])
+
+        expected = [
+            {"id": "call_0", "name": "f", "arguments": {"a": 1}},
+            {"id": "call_1", "name": "f", "arguments": {"a": 2}},
+        ]
+        assert expected == calls
+
+    async def test_a_delta_without_an_index_or_id_naming_another_tool_starts_a_call(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """Mixed: an id on the first call only; a delta naming another tool is the next."""
+        parts: list[dict[str, Any]] = [
+            {"index": 0, "id": "c1", "function": {"name": "f", "arguments": '{"a": 1}'}},
+            {"function": {"name": "g", "arguments": "{}"}},
+        ]
+
+        calls = await _streamed_calls(provider, fake, [[part] for part in parts])
+
+        expected = [
+            {"id": "c1", "name": "f", "arguments": {"a": 1}},
+            {"id": "call_1", "name": "g", "arguments": {}},
+        ]
+        assert expected == calls
+
 
 _USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
 _CHUNK = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}

@@ -9,6 +9,7 @@ last chunk reports.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,6 +123,14 @@ class _StreamedCall:
     arguments: list[str] = field(default_factory=list)
 
 
+def _is_whole(call: _StreamedCall) -> bool:
+    """Whether the arguments of ``call`` so far are a whole JSON object."""
+    try:
+        return isinstance(json.loads("".join(call.arguments)), dict)
+    except ValueError:
+        return False
+
+
 @dataclass
 class _StreamState:
     """What a stream has told so far, besides its text: model, usage, tool call deltas."""
@@ -175,9 +184,11 @@ class _StreamState:
         """The index a tool call delta belongs to, also when the server leaves it out.
 
         Some compatible servers send no ``index``: a delta with an id that is not the
-        last call's starts the next call, and so does one without an id that names a
-        tool when the last call is named already (a server that sends no ids, or empty
-        ones); any other goes on with the last call.
+        last call's starts the next call; so does one without an id that names another
+        tool than the last call, or names it again once the last call's arguments are a
+        whole JSON object (a server that sends no ids, or empty ones: one that repeats
+        the name on every piece goes on with its call until its arguments are whole);
+        any other goes on with the last call.
         """
         if type(index) is int:
             return index
@@ -187,7 +198,10 @@ class _StreamState:
         if last is None:
             return 0
         call = self.calls[last]
-        starts = call_id != call.id if call_id else bool(name and call.name and not call.id)
+        if call_id:
+            starts = call_id != call.id
+        else:
+            starts = bool(name and call.name) and (name != call.name or _is_whole(call))
         return last + 1 if starts else last
 
     def tool_calls(self) -> list[ToolCall]:
