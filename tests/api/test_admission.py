@@ -249,7 +249,7 @@ def _held_app(started: asyncio.Event, release: asyncio.Event) -> FastAPI:
 
     @inner.post(EXECUTE)
     async def execute(request: Request) -> Response:
-        refusal = admit(request, EXECUTE)
+        refusal = admit(request)
         if refusal is not None:
             return refusal
         started.set()

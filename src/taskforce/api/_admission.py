@@ -56,12 +56,14 @@ class MissionSlots:
 
 
 class _Ticket:
-    """One request's claim on a slot: taken at most once, given back exactly once."""
+    """One request's claim on a slot of its mission route: taken at most once, given back
+    exactly once."""
 
-    __slots__ = ("_has_slot", "slots")
+    __slots__ = ("_has_slot", "route", "slots")
 
-    def __init__(self, slots: MissionSlots) -> None:
+    def __init__(self, slots: MissionSlots, route: str) -> None:
         self.slots = slots
+        self.route = route
         self._has_slot = False
 
     def take(self) -> bool:
@@ -94,12 +96,11 @@ def _refusal(slots: MissionSlots, route: str) -> Response:
     )
 
 
-def admit(request: Request, route: str) -> Response | None:
+def admit(request: Request) -> Response | None:
     """Take a slot for the mission ``request`` starts, or build its refusal.
 
     Args:
         request: a request that passed through ``MissionAdmissionMiddleware``.
-        route: the route's template, for the log line.
 
     Returns:
         ``None`` when the mission may start (the middleware gives the slot back when
@@ -111,7 +112,7 @@ def admit(request: Request, route: str) -> Response | None:
     ticket = request.scope.get(_TICKET)
     if not isinstance(ticket, _Ticket):
         raise RuntimeError("MissionAdmissionMiddleware is not installed around this route")
-    return None if ticket.take() else _refusal(ticket.slots, route)
+    return None if ticket.take() else _refusal(ticket.slots, ticket.route)
 
 
 class MissionAdmissionMiddleware:
@@ -150,7 +151,7 @@ class MissionAdmissionMiddleware:
         if self.slots.is_full:
             await _refusal(self.slots, route)(scope, receive, send)
             return
-        ticket = _Ticket(self.slots)
+        ticket = _Ticket(self.slots, route)
         scope[_TICKET] = ticket
         try:
             await self.app(scope, receive, send)

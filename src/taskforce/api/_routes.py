@@ -144,7 +144,7 @@ def mission_router(container: Container) -> APIRouter:
     @router.post("/execute", responses=MISSION_ANSWERS)
     async def execute(body: ExecuteRequest, request: Request) -> Response:
         """Run one mission; a client that disconnects cancels it."""
-        refusal = admit(request, MISSION_ROUTES[0])
+        refusal = admit(request)
         if refusal is not None:
             return refusal
         mission = executor.execute_mission(
@@ -159,7 +159,7 @@ def mission_router(container: Container) -> APIRouter:
     @router.post("/execute/stream", responses=MISSION_ANSWERS)
     async def execute_stream(body: ExecuteRequest, request: Request) -> Response:
         """Run one mission and stream its progress as Server-Sent Events."""
-        refusal = admit(request, MISSION_ROUTES[1])
+        refusal = admit(request)
         if refusal is not None:
             return refusal
         stream = executor.execute_mission_streaming(
