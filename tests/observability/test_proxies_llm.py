@@ -261,6 +261,26 @@ class TestComplete:
             metrics, "taskforce_llm_retries_total"
         )
 
+    async def test_a_failure_takes_the_model_its_alias_resolves_to_now(
+        self, metrics: MetricSet
+    ) -> None:
+        """An alias the provider moved to a new version and back again: a failure after
+        that is labelled with the version the alias resolves to now, not the one before."""
+        provider = FakeProvider(answer={"success": True, "model": "gpt-4o-2024-08-06"})
+        proxy = observe_llm_provider(provider, metrics)
+        for version in ("gpt-4o-2024-08-06", "gpt-4o-2024-11-20", "gpt-4o-2024-08-06"):
+            provider.answer = {"success": True, "model": version}
+            await proxy.complete(MESSAGES, model="gpt-4o")
+            provider.error = LLMProviderError("down", error_type="server_error")
+            with pytest.raises(LLMProviderError):
+                await proxy.complete(MESSAGES, model="gpt-4o")
+            provider.error = None
+
+        assert {
+            ("gpt-4o-2024-08-06", "none", "server_error"): 2,
+            ("gpt-4o-2024-11-20", "none", "server_error"): 1,
+        } == samples(metrics, "taskforce_llm_failures_total")
+
     async def test_a_failure_naming_the_model_it_asked_for_teaches_nothing(
         self, metrics: MetricSet
     ) -> None:

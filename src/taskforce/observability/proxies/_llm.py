@@ -134,6 +134,7 @@ class _RequestChildren:
     """The children one request of a (model, agent_type, operation, status) writes."""
 
     __slots__ = (
+        "asked",
         "counted_tokens",
         "duration",
         "key",
@@ -155,6 +156,8 @@ class _RequestChildren:
         # True once a success of this bundle with tokens was seen to have no spend to
         # write (no prices, the model already reported unpriced): both only stay so.
         self.quiet = False
+        # the model asked for that a success of this bundle reported resolving to ``model``
+        self.asked: str | None = None
 
 
 def _token_children(families: _LLMFamilies, children: _RequestChildren) -> CounterPair:
@@ -329,6 +332,13 @@ def _unreported_model(
     return families.resolved.get(requested, requested)
 
 
+def _resolve(families: _LLMFamilies, asked: str, model: str) -> None:
+    """Remember that ``asked`` now resolves to ``model`` (bounded, see ``_MAX_BUNDLES``)."""
+    if len(families.resolved) >= _MAX_BUNDLES:
+        families.resolved.clear()
+    families.resolved[asked] = model
+
+
 def _record_call(
     proxy: LLMProviderProxy[Any],
     wrapped: Any,
@@ -402,9 +412,10 @@ def _record_call(
             if error_type is None and isinstance(result, dict) and result.get("model") == model:
                 # a success's report: what the model asked for resolves to, for the calls
                 # that report none (a failure's model may be only the one it asked for)
-                if len(families.resolved) >= _MAX_BUNDLES:
-                    families.resolved.clear()
-                families.resolved[_model(wrapped, None, operation, args, kwargs)] = model
+                children.asked = _model(wrapped, None, operation, args, kwargs)
+                _resolve(families, children.asked, model)
+        elif children.asked is not None and families.resolved.get(children.asked) != model:
+            _resolve(families, children.asked, model)  # an alias that moved, and came back
         children.requests.inc()
         children.duration.observe(duration)
         if pack is not None:
