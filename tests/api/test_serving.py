@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import structlog
+from fastapi import FastAPI, Request
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskforce.api._listener import bind_socket
@@ -64,13 +65,19 @@ async def fixture_running(settings: Settings) -> AsyncIterator[Running]:
 
 @contextlib.asynccontextmanager
 async def _serving(
-    settings: Settings, container: Container | None = None
+    settings: Settings,
+    container: Container | None = None,
+    *,
+    prepare: Callable[[FastAPI], None] | None = None,
 ) -> AsyncIterator[Running]:
-    """Serve the app (of ``container`` if given) under ``TaskforceServer`` with a 0.5 s grace."""
+    """Serve the app (of ``container`` if given, passed to ``prepare`` if given) under
+    ``TaskforceServer`` with a 0.5 s grace."""
     settings = settings.model_copy(
         update={"server": settings.server.model_copy(update={"shutdown_grace_seconds": 0.5})}
     )
     app = create_app(settings, container)
+    if prepare is not None:
+        prepare(app)
     sock = bind_socket("127.0.0.1", 0, what="the API")
     port = sock.getsockname()[1]
     server = TaskforceServer(app, grace_seconds=0.5, signals=())
@@ -122,6 +129,16 @@ async def _until_in_progress(url: str) -> None:
             if 'taskforce_missions_in_progress{agent_type="lean"} 1' in text:
                 return
             await asyncio.sleep(0.02)
+
+
+async def _half_a_body(url: str, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Send a POST to ``path`` of the server at ``url`` with the start of its body only."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    writer.write(f'{head}Content-Length: 100\r\n\r\n{{"mission":'.encode())
+    await writer.drain()
+    return reader, writer
 
 
 async def _until_logged(logs: list[Any], event: str) -> None:
@@ -325,11 +342,7 @@ class TestShutdown:
     async def test_a_body_still_arriving_is_refused_at_once(self, running: Running) -> None:
         """A request still sending its body gets a 503 saying why, without waiting out the grace."""
         running.server.grace_seconds = 3600
-        host, port = running.url.removeprefix("http://").split(":")
-        reader, writer = await asyncio.open_connection(host, int(port))
-        head = "POST /api/v1/execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        writer.write(f'{head}Content-Length: 100\r\n\r\n{{"mission":'.encode())
-        await writer.drain()
+        reader, writer = await _half_a_body(running.url, "/api/v1/execute")
         with structlog.testing.capture_logs() as logs:
             for _ in range(500):  # until the request reached the app and waits for its body
                 if running.server.server_state.tasks:
@@ -347,6 +360,44 @@ class TestShutdown:
         )
         refused = [e for e in logs if e["event"] == "server.requests.refused"]
         assert [1] == [e["requests"] for e in refused]
+        assert "server.requests.cancelled" not in [e["event"] for e in logs]
+
+    async def test_a_body_first_asked_for_after_the_signal_is_refused_at_once(
+        self, settings: Settings
+    ) -> None:
+        """A request the server took before the signal, whose route asks for its body only
+        after the shutdown began, gets the same 503 at once, logged as refused, instead of
+        waiting out the grace for its body."""
+        entered, go_on = asyncio.Event(), asyncio.Event()
+
+        async def late_reader(request: Request) -> dict[str, int]:
+            entered.set()
+            await go_on.wait()
+            return {"bytes": len(await request.body())}
+
+        def add_late_reader(app: FastAPI) -> None:
+            app.add_api_route("/late-reader", late_reader, methods=["POST"])
+
+        async with _serving(settings, prepare=add_late_reader) as running:
+            running.server.grace_seconds = 3600
+            reader, writer = await _half_a_body(running.url, "/late-reader")
+            await asyncio.wait_for(entered.wait(), timeout=5)  # a hang guard
+            with structlog.testing.capture_logs() as logs:
+                running.server.should_exit = True
+                await _until_logged(logs, "server.draining")  # the shutdown has begun
+                go_on.set()
+                # hang guards, not timings: without the refusal both wait out the grace
+                answer = await asyncio.wait_for(reader.read(), timeout=5)
+                await asyncio.wait_for(running.task, timeout=5)
+            writer.close()
+        status, _, body = answer.partition(b"\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 503")
+        assert b"\r\nconnection: close" in status.lower()
+        assert {"detail": "the service is shutting down; the request was not read"} == json.loads(
+            body
+        )
+        refused = [e for e in logs if e["event"] == "server.requests.refused"]
+        assert [("lifecycle", 1)] == [(e["category"], e["requests"]) for e in refused]
         assert "server.requests.cancelled" not in [e["event"] for e in logs]
 
     async def test_idle_server_stops_without_cancelling(self, running: Running) -> None:

@@ -3,7 +3,9 @@
 A declared ``Content-Length`` over the limit is answered at once, before the app
 or any body byte is read; a chunked body is cut off as the limit is crossed. A body
 whose last byte has not come ``read_timeout_seconds`` after the request reached the
-app (a client that sends it slowly, or never ends it) gets a 408. Either way the
+app (a client that sends it slowly, or never ends it) gets a 408. Under
+``taskforce serve``, a body not whole when the server's shutdown begins (see
+``ShutdownNotice``) gets a 503: the request has started nothing. Either way the
 answer leaves as an ordinary response through the middleware around this one (the
 HTTP metrics count it like any other), and the connection is closed rather than
 drained.
@@ -12,13 +14,25 @@ drained.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskforce.api._encoding import refusal
 
-__all__ = ["BodyLimitMiddleware", "BodyTimeoutError", "BodyTooLargeError"]
+__all__ = [
+    "BodyLimitMiddleware",
+    "BodyTimeoutError",
+    "BodyTooLargeError",
+    "ShutdownNotice",
+    "ShuttingDownError",
+]
+
+_NOTICE = "taskforce.shutdown_notice"
+"""The scope key under which the server hands each request its ``ShutdownNotice``."""
 
 
 class _BodyRefused(HTTPException):
@@ -44,6 +58,76 @@ class BodyTimeoutError(_BodyRefused):
         super().__init__(408, f"request body was not received within {seconds:g} seconds")
 
 
+class ShuttingDownError(_BodyRefused):
+    """The server's shutdown began before the request body was whole (raised from ``receive``)."""
+
+    def __init__(self) -> None:
+        """Build the 503 of a request that started nothing."""
+        super().__init__(503, "the service is shutting down; the request was not read")
+
+
+class ShutdownNotice:
+    """Tells one server's requests that its shutdown began: a body not whole by then is refused.
+
+    The server owns one, hands it to each HTTP request with ``given_to`` and calls
+    ``begin`` as its shutdown starts. ``BodyLimitMiddleware`` then answers 503 to each
+    request whose body is not whole: at once to those waiting for it, and to one that
+    asks for it later as soon as it asks. A request whose body is whole is not
+    touched. Not thread-safe: it belongs to the server's event loop.
+    """
+
+    def __init__(self, on_refused: Callable[[int], None]) -> None:
+        """Create a notice whose shutdown has not begun.
+
+        Args:
+            on_refused: told how many requests the shutdown refuses: at ``begin``
+                those then waiting for their body (if any), later one by one.
+        """
+        self._on_refused = on_refused
+        self._has_begun = False
+        self._waiting: set[asyncio.Future[None]] = set()
+
+    @property
+    def has_begun(self) -> bool:
+        """Whether ``begin`` was called."""
+        return self._has_begun
+
+    def given_to(self, scope: Scope) -> Scope:
+        """Put this notice in ``scope`` for the app's ``BodyLimitMiddleware``; return ``scope``."""
+        scope[_NOTICE] = self
+        return scope
+
+    def begin(self) -> None:
+        """Refuse the requests waiting for their body now, and any that asks for it later."""
+        if self._has_begun:
+            return
+        self._has_begun = True
+        waiting = list(self._waiting)
+        self._waiting.clear()
+        for waiter in waiting:
+            waiter.set_result(None)
+        if waiting:
+            self._on_refused(len(waiting))
+
+    @contextlib.contextmanager
+    def watch(self) -> Iterator[asyncio.Future[None]]:
+        """Yield a future done once the shutdown began (at once if it has), for one body wait.
+
+        A request whose future is done is refused, so it is counted (``on_refused``)
+        as its future is done.
+        """
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._has_begun:
+            waiter.set_result(None)
+            self._on_refused(1)
+        else:
+            self._waiting.add(waiter)
+        try:
+            yield waiter
+        finally:
+            self._waiting.discard(waiter)
+
+
 def _declared_length(scope: Scope) -> int | None:
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
@@ -54,8 +138,30 @@ def _declared_length(scope: Scope) -> int | None:
     return None
 
 
+def _has_body(scope: Scope, declared: int | None) -> bool:
+    """Whether the request sends a body: in HTTP/1, a length over 0 or chunks, nothing else."""
+    if scope.get("http_version", "1.1") not in ("1.0", "1.1"):
+        return True  # HTTP/2 and later may send a body with neither header
+    if declared is not None:
+        return declared > 0
+    return any(name == b"transfer-encoding" for name, _ in scope.get("headers", ()))
+
+
+def _notice_of(scope: Scope) -> ShutdownNotice | None:
+    notice = scope.get(_NOTICE)
+    return notice if isinstance(notice, ShutdownNotice) else None
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` if it still runs, else mark its outcome taken (whether used or not)."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()  # retrieved: no "exception was never retrieved" at collection
+
+
 class BodyLimitMiddleware:
-    """Refuse request bodies longer than ``max_bytes`` with a 413.
+    """Refuse a request body too long (413), too late (408) or cut by a shutdown (503).
 
     Add it with ``app.add_middleware(BodyLimitMiddleware, max_bytes=...)`` before
     (so inside) the HTTP metrics middleware.
@@ -74,7 +180,7 @@ class BodyLimitMiddleware:
         self.read_timeout_seconds = read_timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve the request, or answer 413 if its body is too long."""
+        """Serve the request, or answer its refusal if its body is refused (see the class)."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -85,12 +191,14 @@ class BodyLimitMiddleware:
             return
         received = 0
         is_started = False
-        is_whole = False  # the last body message came: later ones (disconnect) may wait
+        # The last body message came (none is to come): later ones (disconnect) may wait.
+        is_whole = not _has_body(scope, declared)
+        notice = _notice_of(scope)
         deadline = asyncio.get_running_loop().time() + self.read_timeout_seconds
 
         async def limited_receive() -> Message:
             nonlocal received, is_whole
-            message = await (receive() if is_whole else self._before(deadline, receive))
+            message = await (receive() if is_whole else self._body_part(receive, deadline, notice))
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
@@ -111,13 +219,36 @@ class BodyLimitMiddleware:
                 raise
             await _refuse(exc, scope, receive, send)
 
-    async def _before(self, deadline: float, receive: Receive) -> Message:
-        """Return the next message of ``receive``; raise ``BodyTimeoutError`` past ``deadline``."""
-        remaining = deadline - asyncio.get_running_loop().time()
-        try:
-            return await asyncio.wait_for(receive(), max(0.0, remaining))
-        except TimeoutError:
-            raise BodyTimeoutError(self.read_timeout_seconds) from None
+    async def _body_part(
+        self, receive: Receive, deadline: float, notice: ShutdownNotice | None
+    ) -> Message:
+        """Return the next message of ``receive`` while the body is not whole.
+
+        Raises:
+            ShuttingDownError: the shutdown of ``notice`` began before the message came.
+            BodyTimeoutError: ``deadline`` passed before the message came.
+        """
+        remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+        watching: contextlib.AbstractContextManager[asyncio.Future[None] | None] = (
+            notice.watch() if notice is not None else contextlib.nullcontext()
+        )
+        with watching as shutdown:
+            if shutdown is not None and shutdown.done():
+                raise ShuttingDownError
+            arriving = asyncio.ensure_future(receive())
+            waits: set[asyncio.Future[Any]] = {arriving}
+            if shutdown is not None:
+                waits.add(shutdown)
+            try:
+                await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                # The shutdown wins a tie with the message: the notice counted it refused.
+                if shutdown is not None and shutdown.done():
+                    raise ShuttingDownError
+                if not arriving.done():
+                    raise BodyTimeoutError(self.read_timeout_seconds)
+                return arriving.result()
+            finally:
+                _forget(arriving)
 
 
 async def _refuse(error: HTTPException, scope: Scope, receive: Receive, send: Send) -> None:

@@ -18,13 +18,13 @@ import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
-from typing import Any
 
 import structlog
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskforce.api._encoding import refusal, sse_event
+from taskforce.api._limits import ShutdownNotice
 from taskforce.api._listener import WorkerSlot
 from taskforce.api._read_deadline import read_deadline_protocol
 from taskforce.api.server import create_app  # imported before the fork: workers start sooner
@@ -47,47 +47,25 @@ class _AnswerCancelled:
     A response already under way is ended where it is instead; a Server-Sent Events
     stream first gets its final ``error`` event, so its client knows how it ended. A
     response that was sent whole (a stream whose mission ended anyway, its ``result``
-    its last event) is left as it is. A request whose body is still arriving when the
-    shutdown begins has started nothing: ``refuse_unread`` answers it 503 at once
-    instead of waiting out the grace for a body that would only be refused then.
+    its last event) is left as it is. Each request also carries the server's
+    ``ShutdownNotice``: the app's ``BodyLimitMiddleware`` answers 503 at once to one
+    whose body is not whole when the shutdown begins, instead of letting it wait out
+    the grace for a body that would only be refused then.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, notice: ShutdownNotice) -> None:
         self.app = app
+        self.notice = notice
         self.is_cancelling = False
-        self._reading: set[asyncio.Task[Any]] = set()  # waiting for more of their body
-        self._unread: set[asyncio.Task[Any]] = set()  # cancelled by refuse_unread
-
-    def refuse_unread(self) -> int:
-        """Cancel the requests now waiting for their body; return how many (answered 503)."""
-        reading = list(self._reading)
-        self._reading.clear()
-        for task in reading:
-            self._unread.add(task)
-            task.cancel("taskforce is shutting down")
-        return len(reading)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        scope = self.notice.given_to(scope)
         started = False
         is_sse = False
         is_sent = False  # the response is whole: nothing may follow it
-        is_read = False  # the body's last message came
-        task = asyncio.current_task()
-
-        async def tracking_receive() -> Message:
-            nonlocal is_read
-            if is_read or task is None:
-                return await receive()
-            self._reading.add(task)
-            try:
-                message = await receive()
-            finally:
-                self._reading.discard(task)
-            is_read = message["type"] != "http.request" or not message.get("more_body", False)
-            return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started, is_sse, is_sent
@@ -102,21 +80,15 @@ class _AnswerCancelled:
                 is_sent = True
 
         try:
-            await self.app(scope, tracking_receive, tracking_send)
+            await self.app(scope, receive, tracking_send)
         except asyncio.CancelledError:
-            is_unread = task in self._unread
-            self._unread.discard(task)
-            if not (self.is_cancelling or is_unread):
+            if not self.is_cancelling:
                 raise
             # The cancellation was ours and has done its work (the mission is recorded);
             # what is left is to answer the client instead of failing the connection.
             if is_sent:
                 return
-            reason = (
-                "the service is shutting down; the request was not read"
-                if is_unread
-                else "the service is shutting down; the mission was cancelled"
-            )
+            reason = "the service is shutting down; the mission was cancelled"
             if started:
                 last = {"kind": "error", "error": reason, "error_type": "cancelled"}
                 end = sse_event("error", {**last, "is_final": True}) if is_sse else b""
@@ -155,7 +127,7 @@ class TaskforceServer(uvicorn.Server):
                 Without them, a second signal of any kind stops waiting.
             on_started: called once the app has started and the sockets serve.
         """
-        self._answer_cancelled = _AnswerCancelled(app)
+        self._answer_cancelled = _AnswerCancelled(app, ShutdownNotice(_log_refused))
         super().__init__(
             # workers=1: uvicorn would read WEB_CONCURRENCY itself (and fail on a blank
             # one); the worker count is taskforce's to resolve (see resolve_workers).
@@ -210,10 +182,8 @@ class TaskforceServer(uvicorn.Server):
             connection.shutdown()
         tasks = self.server_state.tasks
         grace = self.grace_seconds
-        # A request still sending its body has started nothing: it is refused at once.
-        unread = self._answer_cancelled.refuse_unread()
-        if unread:
-            _LOG.info("server.requests.refused", category="lifecycle", requests=unread)
+        # A request whose body is not whole has started nothing: it is refused at once.
+        self._answer_cancelled.notice.begin()
         if tasks:
             _LOG.info(
                 "server.draining", category="lifecycle", requests=len(tasks), grace_seconds=grace
@@ -240,6 +210,11 @@ class TaskforceServer(uvicorn.Server):
                 await asyncio.wait_for(server.wait_closed(), timeout=1.0)
         # Unlike uvicorn on a forced exit, always: it closes the container, logs server.stopped.
         await self.lifespan.shutdown()
+
+
+def _log_refused(requests: int) -> None:
+    """Log requests that the shutdown answered 503 before their body was whole."""
+    _LOG.info("server.requests.refused", category="lifecycle", requests=requests)
 
 
 def run_worker(
