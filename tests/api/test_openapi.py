@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.routing import APIRoute
 from pydantic import SecretStr
 
 from taskforce.api._schemas import ErrorAnswer, InvalidRequest
@@ -25,13 +26,29 @@ def _responses(settings: Settings) -> dict[tuple[str, str], dict[str, Any]]:
 class TestOpenAPI:
     @pytest.mark.parametrize("path", ["/api/v1/execute", "/api/v1/execute/stream"])
     def test_mission_routes_list_their_refusals(self, settings: Settings, path: str) -> None:
-        """A full process or a shutdown (503), a long or slow body (413, 408) are declared."""
+        """A full process or a shutdown (503), a long or slow body (413, 408) and a body
+        whose Content-Type is not JSON (415) are declared."""
         responses = _responses(settings)[("post", path)]
-        assert {"200", "408", "413", "422", "503"} == set(responses)
+        assert {"200", "408", "413", "415", "422", "503"} == set(responses)
         refused = responses["503"]
         ref = refused["content"]["application/json"]["schema"]["$ref"]
         assert ref.endswith("/ErrorAnswer")
         assert "Retry-After" in refused["headers"]
+        not_json = responses["415"]["content"]["application/json"]["schema"]["$ref"]
+        assert not_json.endswith("/ErrorAnswer")
+
+    def test_every_route_with_a_json_body_declares_its_415(self, settings: Settings) -> None:
+        """Each route that takes a JSON body (and so answers 415) declares it; no other does."""
+        app = create_app(settings)
+        responses = _responses(settings)
+        with_body = {
+            (method.lower(), route.path)
+            for route in app.routes
+            if isinstance(route, APIRoute) and route.body_field is not None
+            for method in route.methods or ()
+        }
+        assert {("post", "/api/v1/execute"), ("post", "/api/v1/execute/stream")} <= with_body
+        assert with_body == {key for key, answers in responses.items() if "415" in answers}
 
     def test_session_route_lists_unknown_and_unavailable(self, settings: Settings) -> None:
         """An unknown session (404) and an unreachable store (503) are declared."""

@@ -1,26 +1,41 @@
-"""Strict JSON request bodies: what Python's ``json`` accepts but JSON or our responses cannot.
+"""Strict JSON request bodies: a JSON content type, and no more than JSON itself allows.
 
-``json.loads`` takes ``NaN``/``Infinity``, numbers that overflow to infinity, lone
-surrogate escapes (``"\\ud800"``) and nesting until the interpreter's recursion
-limit. Each is refused here as a ``json.JSONDecodeError`` with a short reason,
-which FastAPI answers as a 422 ``json_invalid`` before any validation runs.
+A body sent with a content type that is not JSON (a form, ``text/plain``) is refused
+with a 415 before it is read. ``json.loads`` takes ``NaN``/``Infinity``, numbers that
+overflow to infinity, lone surrogate escapes (``"\\ud800"``) and nesting until the
+interpreter's recursion limit. Each is refused here as a ``json.JSONDecodeError``
+with a short reason, which FastAPI answers as a 422 ``json_invalid`` before any
+validation runs.
 """
 
 from __future__ import annotations
 
+import email.message
 import json
 import math
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from fastapi import params
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 
-__all__ = ["MAX_JSON_DEPTH", "StrictJSONRoute", "parse_strict_json"]
+from taskforce.api._encoding import refusal
+
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "NOT_JSON_REASON",
+    "StrictJSONRoute",
+    "is_json_media_type",
+    "parse_strict_json",
+]
 
 MAX_JSON_DEPTH = 32
 """Deepest nesting of arrays and objects a request body may have."""
+
+NOT_JSON_REASON = "request body must be JSON (content-type: application/json)"
+"""The reason of the 415 answered to a body sent with a content type that is not JSON."""
 
 
 def _refuse(reason: str, doc: str, needle: str = "") -> json.JSONDecodeError:
@@ -95,6 +110,26 @@ def parse_strict_json(body: bytes) -> Any:
     return value
 
 
+def is_json_media_type(content_type: str) -> bool:
+    """Whether a ``Content-Type`` value names JSON, as FastAPI decides it.
+
+    Args:
+        content_type: the header's value, e.g. ``application/json; charset=utf-8``.
+
+    Returns:
+        True for ``application/json`` and ``application/<anything>+json``, in any
+        case and with any parameters. Read with the same ``email.message`` rule
+        FastAPI uses to choose whether it parses a body as JSON, so a type let
+        through here is one FastAPI parses.
+    """
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json")
+    )
+
+
 class _StrictJSONRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
@@ -106,7 +141,11 @@ class StrictJSONRoute(APIRoute):
     """An ``APIRoute`` whose JSON body is parsed by :func:`parse_strict_json`.
 
     A dependency with a true ``runs_before_body`` attribute (an auth guard) is also
-    run before the body is read: FastAPI itself reads the body first.
+    run before the body is read: FastAPI itself reads the body first. After it, a
+    route that takes a JSON body answers a request whose ``Content-Type`` is not
+    JSON with a 415 (:data:`NOT_JSON_REASON`), unread: FastAPI would read it whole,
+    then refuse it as a 422 that does not say why. A request without a
+    ``Content-Type`` is left to FastAPI, as before.
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
@@ -117,11 +156,18 @@ class StrictJSONRoute(APIRoute):
             for dep in self.dependencies
             if dep.dependency is not None and getattr(dep.dependency, "runs_before_body", False)
         ]
+        body = self.body_field
+        takes_json = body is not None and not isinstance(body.field_info, params.Form)
 
         async def strict_handler(request: Request) -> Response:
             strict = _StrictJSONRequest(request.scope, request.receive)
             for check in early:
                 await check(strict)
+            if takes_json:
+                # Empty counts as absent, as FastAPI reads it.
+                content_type = strict.headers.get("content-type")
+                if content_type and not is_json_media_type(content_type):
+                    return refusal(415, NOT_JSON_REASON)
             return await handler(strict)
 
         return strict_handler

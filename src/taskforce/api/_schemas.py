@@ -72,6 +72,10 @@ MISSION_ANSWERS: dict[int | str, dict[str, Any]] = {
     408: error_answer("The body did not arrive within `api.read_timeout_seconds`."),
     422: _invalid(),
     413: error_answer("The body is longer than `api.max_body_bytes`."),
+    415: error_answer(
+        "The body was sent with a `Content-Type` that is not JSON: send `application/json` "
+        "(any parameters) or an `application/*+json` type."
+    ),
     503: {
         **error_answer(
             "Too many missions in flight (`api.max_missions_in_flight`; with `Retry-After`), "
