@@ -118,7 +118,7 @@ class TestHostileJson:
     async def test_body_without_content_type_is_short(self, hc: httpx.AsyncClient) -> None:
         """A large body sent without a JSON content type is refused without echoing it."""
         response = await hc.post("/api/v1/execute", content=b"z" * 900_000)
-        _assert_short_reason(response, 422, "")
+        _assert_short_reason(response, 415, "")
 
 
 class TestStreams:

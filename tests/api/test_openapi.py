@@ -89,6 +89,9 @@ class TestOpenAPI:
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             content = body if isinstance(body, str) else None
             payload = None if isinstance(body, str) else body
-            answer = await client.post("/api/v1/execute", json=payload, content=content)
+            headers = {"content-type": "application/json"}
+            answer = await client.post(
+                "/api/v1/execute", json=payload, content=content, headers=headers
+            )
         assert 422 == answer.status_code
         model.model_validate(answer.json())

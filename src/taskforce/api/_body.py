@@ -144,8 +144,9 @@ class StrictJSONRoute(APIRoute):
     run before the body is read: FastAPI itself reads the body first. After it, a
     route that takes a JSON body answers a request whose ``Content-Type`` is not
     JSON with a 415 (:data:`NOT_JSON_REASON`), unread: FastAPI would read it whole,
-    then refuse it as a 422 that does not say why. A request without a
-    ``Content-Type`` is left to FastAPI, as before.
+    then refuse it as a 422 that does not say why. So is a request without a
+    ``Content-Type``: FastAPI does not read such a body as JSON either (a guard against
+    web pages that make a browser post to a local service without a CORS preflight).
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
@@ -163,11 +164,8 @@ class StrictJSONRoute(APIRoute):
             strict = _StrictJSONRequest(request.scope, request.receive)
             for check in early:
                 await check(strict)
-            if takes_json:
-                # Empty counts as absent, as FastAPI reads it.
-                content_type = strict.headers.get("content-type")
-                if content_type and not is_json_media_type(content_type):
-                    return refusal(415, NOT_JSON_REASON)
+            if takes_json and not is_json_media_type(strict.headers.get("content-type", "")):
+                return refusal(415, NOT_JSON_REASON)  # none at all too (see above)
             return await handler(strict)
 
         return strict_handler
