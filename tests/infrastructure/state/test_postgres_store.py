@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from pathlib import Path
@@ -14,6 +13,7 @@ import structlog
 from taskforce.errors import StateStoreError, StateStoreUnavailableError
 from taskforce.infrastructure.state import PostgresStateStore
 from taskforce.infrastructure.state._postgres_schema import SCHEMA_VERSION
+from tests.support.freezable_relay import FreezableRelay
 from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.integration
@@ -369,49 +369,6 @@ class TestDriverContext:
         assert {} == contexts[0]
 
 
-class _FreezableProxy:
-    """A TCP relay to the server that can stop passing bytes (a hung database or network)."""
-
-    def __init__(self, port: int) -> None:
-        self._port = port
-        self._flowing = asyncio.Event()
-        self._flowing.set()
-        self._server: asyncio.Server | None = None
-        self._writers: list[asyncio.StreamWriter] = []
-        self.port = 0
-
-    async def __aenter__(self) -> _FreezableProxy:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for writer in self._writers:
-            writer.transport.abort()
-        self._flowing.set()
-
-    def freeze(self) -> None:
-        self._flowing.clear()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.append(writer)
-        await self._flowing.wait()
-        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self._port)
-        self._writers.append(upstream_writer)
-
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while data := await source.read(65536):
-                    await self._flowing.wait()
-                    sink.write(data)
-                    await sink.drain()
-            sink.close()
-
-        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
-
-
 class TestDeadline:
     async def test_an_append_to_a_hung_database_ends_within_the_timeout(
         self, postgres_server: PostgresServer, postgres_dsn: str
@@ -420,7 +377,7 @@ class TestDeadline:
         that stops answering mid-run fails the call after the timeout, not after the
         statement's timeout plus the wait for its cancel request."""
         timeout = 1.0
-        async with _FreezableProxy(postgres_server.port) as proxy:
+        async with FreezableRelay(postgres_server.port) as proxy:
             dsn = postgres_dsn.replace(f":{postgres_server.port}/", f":{proxy.port}/")
             store = PostgresStateStore(dsn, timeout_seconds=timeout)
             try:
