@@ -129,3 +129,26 @@ class TestStateStoreProxyAppend:
         assert store.error is info.value
         assert [] == _sizes(metrics)
         assert {("append",): 1} == _errors(metrics)
+
+
+class TestStateStoreProxyHealth:
+    async def test_check_health_passes_through_uncounted(
+        self, metrics: MetricSet, tmp_path: Path
+    ) -> None:
+        """check_health and backend are the store's own, and a failed check is no state error."""
+        (tmp_path / "state").write_text("a file where the directory should be")
+        store = FileStateStore(tmp_path / "state")
+        proxy = StateStoreProxy(store, metrics)
+        assert store.check_health == proxy.check_health
+        assert "file" == proxy.backend
+        health = await proxy.check_health()
+        assert health == await store.check_health()
+        assert False is health.is_reachable
+        assert {} == _errors(metrics)
+        assert [] == _sizes(metrics)
+        assert {} == faults(metrics)
+        await store.aclose()
+
+    def test_a_store_without_a_check_gets_none(self, metrics: MetricSet) -> None:
+        """The proxy adds no check_health to a store that has none (callers test hasattr)."""
+        assert not hasattr(StateStoreProxy(FakeStore(), metrics), "check_health")

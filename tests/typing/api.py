@@ -60,3 +60,40 @@ async def use_the_attempt_report() -> list[str]:
     first: LLMErrorType = LLM_ERROR_TYPES[0]
     kinds.append(first)
     return kinds
+
+
+async def use_a_store_with_a_health_check() -> bool:
+    """A user's store with a health check (a HealthCheckingStateStoreProtocol): /health shows it."""
+    from taskforce.core.interfaces import (
+        AppendResult,
+        HealthCheckingStateStoreProtocol,
+        MissionRecord,
+        SessionState,
+        StateStoreHealth,
+    )
+
+    class MemoryStore:
+        backend = "memory"
+
+        def __init__(self) -> None:
+            self.sessions: dict[str, SessionState] = {}
+
+        async def save(self, session_id: str, state: SessionState) -> int | None:
+            self.sessions[session_id] = state
+            return None
+
+        async def load(self, session_id: str) -> SessionState | None:
+            return self.sessions.get(session_id)
+
+        async def append(self, session_id: str, record: MissionRecord) -> AppendResult:
+            missions = self.sessions.setdefault(session_id, {}).setdefault("missions", [])
+            missions.append(record)
+            return AppendResult(size_bytes=0, records=len(missions))
+
+        async def check_health(self) -> StateStoreHealth:
+            return StateStoreHealth(is_reachable=True)
+
+    store: HealthCheckingStateStoreProtocol = MemoryStore()
+    build_container(state_store=store)
+    health = await store.check_health()
+    return health.is_reachable and store.backend == "memory"

@@ -14,6 +14,7 @@ from taskforce import __version__
 from taskforce.api._admission import MissionAdmissionMiddleware, MissionSlots
 from taskforce.api._encoding import SafeJSONResponse
 from taskforce.api._errors import install_error_handlers
+from taskforce.api._health import HEALTH_CHECK_SECONDS, StateStoreCheck
 from taskforce.api._limits import BodyLimitMiddleware
 from taskforce.api._listener import WorkerSlot
 from taskforce.api._logs import configure_from_settings
@@ -94,6 +95,7 @@ def create_app(
             yield
         finally:
             try:
+                await store_check.aclose()
                 await metrics_serving.aclose()
                 if owns_container:
                     await ctr.aclose()
@@ -128,12 +130,18 @@ def create_app(
         routes=[route for route in routes if getattr(route, "path", None) in MISSION_ROUTES],
     )
     metrics_serving = MetricsServing(app, ctr.settings, ctr.metrics, worker)
+    store_check = StateStoreCheck(
+        ctr.state_store, min(HEALTH_CHECK_SECONDS, ctr.settings.state.timeout_seconds)
+    )
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
         # "degraded" stays a 200: a probe that failed here would restart or unroute a
         # process whose missions without file tools still run, and a burst that fills
         # the pool for a moment is no reason to. Operators alert on the body instead.
+        # An unreachable state store leaves "status" alone too: restarting every replica
+        # would not bring its database back, and the process still answers.
+        state_store = await store_check.report()
         pool = ctr.tool_pool
         # the file store's own threads (a store without threads has no such attributes)
         store_busy = getattr(ctr.state_store, "threads_busy", None)
@@ -153,6 +161,8 @@ def create_app(
             body["state_threads"] = {"busy": store_busy, "size": store_size}
         # this process's missions against api.max_missions_in_flight (a full one refuses more)
         body["missions"] = {"in_flight": slots.in_flight, "limit": slots.limit}
+        if state_store is not None:
+            body["state_store"] = state_store
         return body
 
     # HEAD too, for load balancers that probe with it (the same answer without its body).

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from taskforce.core.interfaces.state import StateStoreProtocol
+from taskforce.core.interfaces.state import StateStoreHealth, StateStoreProtocol
 from taskforce.errors import StateCorruptedError, StateStoreError
 from taskforce.infrastructure.state import FileStateStore, StateLimits
 from taskforce.infrastructure.state._file_store import LOCK_DIR
@@ -373,3 +373,76 @@ class TestThreads:
         """A store without threads could never write: refused where it is made."""
         with pytest.raises(ValueError, match="threads"):
             FileStateStore(tmp_path, threads=0)
+
+
+class TestCheckHealth:
+    async def test_a_writable_directory_is_reachable(self, store: FileStateStore) -> None:
+        """An existing directory the process may write in: reachable, backend ``file``."""
+        store.state_dir.mkdir()
+        assert StateStoreHealth(is_reachable=True) == await store.check_health()
+        assert "file" == store.backend
+        await store.aclose()
+
+    async def test_a_directory_not_made_yet_is_reachable(self, store: FileStateStore) -> None:
+        """A state_dir the first write will create is reachable, and the check creates nothing."""
+        assert StateStoreHealth(is_reachable=True) == await store.check_health()
+        assert not store.state_dir.exists()
+        await store.aclose()
+
+    async def test_a_file_in_its_place_is_unreachable(self, store: FileStateStore) -> None:
+        """A regular file where state_dir should be: unreachable, the reason names no path."""
+        store.state_dir.write_text("not a directory")
+        health = await store.check_health()
+        expected = StateStoreHealth(
+            is_reachable=False, error="NotADirectoryError: state_dir is not a directory"
+        )
+        assert expected == health
+        await store.aclose()
+
+    async def test_a_directory_under_a_file_is_unreachable(self, tmp_path: Path) -> None:
+        """A state_dir below a regular file can never be made: the OSError's class is the reason."""
+        (tmp_path / "file").write_text("x")
+        store = FileStateStore(tmp_path / "file" / "state")
+        health = await store.check_health()
+        assert StateStoreHealth(is_reachable=False, error="NotADirectoryError") == health
+        assert str(tmp_path) not in str(health)
+        await store.aclose()
+
+    async def test_a_directory_it_may_not_write_is_unreachable(
+        self, store: FileStateStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Not writable (a read-only mount reads so too, through os.access): unreachable."""
+        store.state_dir.mkdir()
+        asked: list[tuple[str, int]] = []
+
+        def access(path: str | Path, mode: int) -> bool:
+            asked.append((os.fspath(path), mode))
+            return False
+
+        monkeypatch.setattr(os, "access", access)
+        health = await store.check_health()
+        expected = StateStoreHealth(
+            is_reachable=False, error="PermissionError: state_dir is not writable"
+        )
+        assert expected == health
+        assert [(str(store.state_dir), os.W_OK | os.X_OK)] == asked
+        await store.aclose()
+
+    async def test_checks_on_the_stores_own_threads(
+        self, store: FileStateStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The check's file system calls run on a store thread, never on the event loop."""
+        import threading
+
+        threads: list[str] = []
+        real_access = os.access
+
+        def access(path: str, mode: int) -> bool:
+            threads.append(threading.current_thread().name)
+            return real_access(path, mode)
+
+        monkeypatch.setattr(os, "access", access)
+        await store.check_health()
+        assert 1 == len(threads)
+        assert threads[0].startswith("taskforce-state")
+        await store.aclose()

@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 import structlog
 
+from taskforce.core.interfaces.state import StateStoreHealth
 from taskforce.errors import StateStoreError, StateStoreUnavailableError
 from taskforce.infrastructure.state import PostgresStateStore
 from taskforce.infrastructure.state._postgres_schema import SCHEMA_VERSION
 from tests.support.freezable_relay import FreezableRelay
 from tests.support.postgres import PostgresServer
+from tests.support.processes import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -392,3 +394,50 @@ class TestDeadline:
         assert took < timeout * 1.5
         assert "TimeoutError" in str(info.value)
         assert "no answer within 1 s (state.timeout_seconds)" in info.value.detail
+
+
+class TestCheckHealth:
+    async def test_a_database_that_answers_is_reachable(self, postgres_dsn: str) -> None:
+        """SELECT 1 answered: reachable, backend postgres; a store not opened yet connects."""
+        store = PostgresStateStore(postgres_dsn)
+        try:
+            assert StateStoreHealth(is_reachable=True) == await store.check_health()
+            assert "postgres" == store.backend
+            assert None is await store.load("untouched")  # the check left the pool open
+        finally:
+            await store.aclose()
+
+    async def test_a_closed_port_is_unreachable_by_its_class(self) -> None:
+        """Nobody listening: unreachable, the reason the refusal's class, nothing of the DSN."""
+        pytest.importorskip("asyncpg")
+        port = free_ports(1)
+        store = PostgresStateStore(f"postgresql://u:secret-xyzzy@127.0.0.1:{port}/x")
+        health = await store.check_health()
+        assert StateStoreHealth(is_reachable=False, error="ConnectionRefusedError") == health
+
+    async def test_a_wrong_password_is_unreachable_without_it(self, postgres_dsn: str) -> None:
+        """A refused login: unreachable, the driver's class of it; neither password is named."""
+        password = postgres_dsn.split(":")[2].split("@")[0]
+        wrong = postgres_dsn.replace(password, "not-the-pw-xyzzy")
+        store = PostgresStateStore(wrong, timeout_seconds=5)
+        health = await store.check_health()
+        assert StateStoreHealth(is_reachable=False, error="InvalidPasswordError") == health
+
+    async def test_a_hung_database_is_unreachable_by_the_deadline(
+        self, postgres_server: PostgresServer, postgres_dsn: str
+    ) -> None:
+        """A database that stops answering: the check ends at state.timeout_seconds, unreachable
+        with the wait as its reason, and once it answers again it is reachable."""
+        async with FreezableRelay(postgres_server.port) as relay:
+            dsn = postgres_dsn.replace(f":{postgres_server.port}/", f":{relay.port}/")
+            store = PostgresStateStore(dsn, timeout_seconds=0.5)
+            try:
+                assert True is (await store.check_health()).is_reachable
+                relay.freeze()
+                health = await store.check_health()
+                relay.thaw()
+                assert True is (await store.check_health()).is_reachable
+            finally:
+                await store.aclose()
+        said = "TimeoutError: no answer within 0.5 s (state.timeout_seconds)"
+        assert StateStoreHealth(is_reachable=False, error=said) == health

@@ -55,8 +55,10 @@ from taskforce.core.interfaces.outcome import (
 )
 from taskforce.core.interfaces.state import (
     AppendResult,
+    HealthCheckingStateStoreProtocol,
     MissionRecord,
     SessionState,
+    StateStoreHealth,
     StateStoreProtocol,
 )
 from taskforce.core.interfaces.tools import (
@@ -85,6 +87,7 @@ __all__ = [
     "ExecutionResult",
     "ExecutorProtocol",
     "FunctionSchema",
+    "HealthCheckingStateStoreProtocol",
     "LLMAttempt",
     "LLMErrorType",
     "LLMProviderProtocol",
@@ -95,6 +98,7 @@ __all__ = [
     "ProgressEvent",
     "ProgressKind",
     "SessionState",
+    "StateStoreHealth",
     "StateStoreProtocol",
     "StepRecord",
     "StreamChunk",

@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["AppendResult", "MissionRecord", "SessionState", "StateStoreProtocol"]
+__all__ = [
+    "AppendResult",
+    "HealthCheckingStateStoreProtocol",
+    "MissionRecord",
+    "SessionState",
+    "StateStoreHealth",
+    "StateStoreProtocol",
+]
 
 #: A session's state: a JSON object (only JSON-serialisable values).
 SessionState = dict[str, Any]
@@ -70,4 +77,47 @@ class StateStoreProtocol(Protocol):
         Returns what the session holds after the append (its size feeds the
         state size metric).
         """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StateStoreHealth:
+    """What a :meth:`HealthCheckingStateStoreProtocol.check_health` found.
+
+    Attributes:
+        is_reachable: whether the store answered: its calls can be served now.
+        error: when not, a short reason: the class of the failure, perhaps with a
+            phrase of the store's own; never a path, a connection string, a host
+            or the server's words.
+    """
+
+    is_reachable: bool
+    error: str | None = None
+
+
+class HealthCheckingStateStoreProtocol(StateStoreProtocol, Protocol):
+    """A state store that can also say whether it can be reached. Callers find the
+    check with ``hasattr(store, "check_health")`` (a proxy forwards it).
+
+    Contract:
+
+    - ``backend`` is a short fixed name of the kind of store (``file``, ``postgres``).
+    - ``check_health`` returns a storage failure as
+      ``StateStoreHealth(is_reachable=False, error=...)``; it raises nothing but
+      cancellation. It reads no session and changes nothing.
+    - Safe under concurrency; each call checks afresh (with the resources of a
+      store call: a pooled connection, one of the store's threads), so a caller
+      that polls shares one call among its concurrent requests.
+    - A store with a deadline of its own ends the call by it; a call can still
+      wait on storage that hangs (a stalled network filesystem), so the caller
+      bounds its wait.
+    """
+
+    @property
+    def backend(self) -> str:
+        """The kind of store, as ``state.backend`` names it."""
+        ...
+
+    async def check_health(self) -> StateStoreHealth:
+        """Check that the store can serve calls now."""
         ...

@@ -39,7 +39,12 @@ from typing import TypeVar
 
 import structlog
 
-from taskforce.core.interfaces.state import AppendResult, MissionRecord, SessionState
+from taskforce.core.interfaces.state import (
+    AppendResult,
+    MissionRecord,
+    SessionState,
+    StateStoreHealth,
+)
 from taskforce.errors import StateCorruptedError, StateStoreError
 from taskforce.infrastructure._daemon_executor import DaemonThreadExecutor
 from taskforce.infrastructure.state._common import (
@@ -182,6 +187,28 @@ def _stripe_lock(directory: Path, session_id: str) -> Iterator[None]:
         os.close(fd)
 
 
+def _unwritable(directory: Path) -> str | None:
+    """Why no session file could be written in ``directory`` now, ``None`` if one could.
+
+    Writes nothing: the directory, or the nearest parent a first write would create it
+    in, must be a directory this process may create files in (a read-only mount is not).
+    """
+    existing = directory
+    while True:
+        try:
+            mode = os.stat(existing).st_mode
+            break
+        except FileNotFoundError:
+            if existing.parent == existing:
+                raise
+            existing = existing.parent
+    if not stat.S_ISDIR(mode):
+        return "NotADirectoryError: state_dir is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return "PermissionError: state_dir is not writable"
+    return None
+
+
 def _remove_temp_files(directory: Path) -> tuple[int, int]:
     """Remove the temp files no writer holds; return how many and their bytes."""
     removed = size = 0
@@ -209,7 +236,7 @@ def _remove_temp_files(directory: Path) -> tuple[int, int]:
 class FileStateStore:
     """Stores each session's state as ``<state_dir>/<session_id>.json``.
 
-    Implements ``StateStoreProtocol``. Writes of one session are ordered, in the
+    Implements ``HealthCheckingStateStoreProtocol``. Writes of one session are ordered, in the
     process and across processes sharing ``state_dir``; sessions are independent.
 
     Args:
@@ -220,6 +247,9 @@ class FileStateStore:
     Raises:
         ValueError: ``threads`` is below 1.
     """
+
+    #: The kind of store, as ``state.backend`` names it.
+    backend = "file"
 
     def __init__(
         self,
@@ -250,6 +280,22 @@ class FileStateStore:
         threads, self._threads = self._threads, None
         if threads is not None:
             threads.shutdown(wait=False)
+
+    async def check_health(self) -> StateStoreHealth:
+        """Check that a session file could be written in ``state_dir`` (or where it will be made).
+
+        Runs on one of the store's threads; a hung filesystem keeps it waiting.
+
+        Returns:
+            Reachable, or not with the reason (``PermissionError: state_dir is not
+            writable``, a read-only mount too; ``NotADirectoryError``; the class of
+            another ``OSError``); never a path.
+        """
+        try:
+            reason = await self._run(_unwritable, self.state_dir)
+        except OSError as exc:
+            reason = type(exc).__name__
+        return StateStoreHealth(is_reachable=reason is None, error=reason)
 
     @property
     def threads_busy(self) -> int:

@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from taskforce.config import dsn_secrets
 from taskforce.core.interfaces.log import secret_scrubber
-from taskforce.core.interfaces.state import AppendResult, MissionRecord, SessionState
+from taskforce.core.interfaces.state import (
+    AppendResult,
+    MissionRecord,
+    SessionState,
+    StateStoreHealth,
+)
 from taskforce.errors import (
     ConfigurationError,
     StateCorruptedError,
@@ -62,7 +67,7 @@ def _is_connection_error(exc: BaseException) -> bool:
 
 
 class PostgresStateStore:
-    """Keeps sessions in PostgreSQL; an implementation of ``StateStoreProtocol``.
+    """Keeps sessions in PostgreSQL; an implementation of ``HealthCheckingStateStoreProtocol``.
 
     Safe under concurrency from any number of tasks and processes: an append
     holds its session's row lock for one short transaction, so no record is
@@ -79,6 +84,9 @@ class PostgresStateStore:
     Raises:
         ConfigurationError: the driver (the ``postgres`` extra) is not installed.
     """
+
+    #: The kind of store, as ``state.backend`` names it.
+    backend = "postgres"
 
     def __init__(
         self,
@@ -249,6 +257,32 @@ class PostgresStateStore:
                 detail=self._safe(exc),
             ) from None
 
+    async def check_health(self) -> StateStoreHealth:
+        """Check that the database answers ``SELECT 1`` on a pooled connection.
+
+        Connects the pool first when it is not (a replica that started while the
+        database was down). ``timeout_seconds`` bounds the check as a whole, as a call.
+
+        Returns:
+            Reachable, or not with the class of the failure (``ConnectionRefusedError``,
+            ``InvalidPasswordError``, ``TimeoutError: no answer within N s``): never the
+            server's or the driver's words, which may name a host or a user.
+        """
+        try:
+            await _in_own_context(self._select_one(), deadline=self.timeout_seconds)
+        except _DeadlinePassed:
+            said = f"no answer within {self.timeout_seconds:g} s (state.timeout_seconds)"
+            return StateStoreHealth(is_reachable=False, error=f"TimeoutError: {said}")
+        except Exception as exc:
+            return StateStoreHealth(is_reachable=False, error=_failure_name(exc))
+        return StateStoreHealth(is_reachable=True)
+
+    async def _select_one(self) -> None:
+        await self.open()
+        assert self._pool is not None
+        async with self._pool.acquire(timeout=self.timeout_seconds) as conn:
+            await conn.fetchval("SELECT 1")
+
     async def save(self, session_id: str, state: SessionState) -> int:
         """Replace the session's state and its records in one transaction.
 
@@ -360,6 +394,15 @@ def _first_cause(exc: Exception) -> Exception:
     if isinstance(exc, _driver().InterfaceError) and isinstance(context, Exception):
         return context
     return exc
+
+
+def _failure_name(exc: Exception) -> str:
+    """The class name of what failed: for a store error of ours (raised ``from None``, it
+    keeps the driver's error as its context), the driver's error's."""
+    context = exc.__context__
+    if isinstance(exc, StateStoreError) and isinstance(context, Exception):
+        exc = context
+    return type(_first_cause(exc)).__name__
 
 
 class _DeadlinePassed(Exception):

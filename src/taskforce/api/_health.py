@@ -1,0 +1,100 @@
+"""The state store's part of ``/health``: one check in flight at a time, each answer by a deadline.
+
+Holds the check in flight (a task of the app's event loop) between requests: a
+check that outlives its requests' deadlines is joined by the next ones rather
+than started again, so a database or a filesystem that hangs is asked once, not
+once per probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from typing import Any, cast
+
+from taskforce.core.interfaces.state import HealthCheckingStateStoreProtocol, StateStoreHealth
+
+__all__ = ["HEALTH_CHECK_SECONDS", "StateStoreCheck"]
+
+#: The longest ``/health`` waits for the state store (or ``state.timeout_seconds``
+#: when that is shorter): well inside a probe's timeout (2 s for the shipped
+#: readiness probe), so a store that hangs never fails the probe itself.
+HEALTH_CHECK_SECONDS = 1.0
+
+
+class StateStoreCheck:
+    """Checks the state store for ``/health``, sharing one check among concurrent requests.
+
+    Args:
+        store: the container's state store (a proxy forwards ``check_health``); one
+            without ``check_health`` and a ``backend`` name is not reported.
+        deadline_seconds: how long one request waits for the check, above 0.
+
+    Raises:
+        ValueError: ``deadline_seconds`` is not above 0.
+    """
+
+    def __init__(self, store: object, deadline_seconds: float) -> None:
+        if not deadline_seconds > 0:
+            raise ValueError(f"deadline_seconds must be above 0, got {deadline_seconds!r}")
+        is_checked = hasattr(store, "check_health") and isinstance(
+            getattr(store, "backend", None), str
+        )
+        self._store = cast(HealthCheckingStateStoreProtocol, store) if is_checked else None
+        self._deadline = deadline_seconds
+        self._in_flight: asyncio.Task[StateStoreHealth] | None = None
+
+    async def report(self) -> dict[str, Any] | None:
+        """The ``state_store`` field of ``/health``; ``None`` for a store without a check.
+
+        Returns:
+            ``{"backend": ..., "reachable": bool}``, with ``"error"`` (a short reason)
+            when not reachable; a check still running at the deadline reads
+            ``TimeoutError: no answer within N s``, a check that raised its error's class.
+        """
+        store = self._store
+        if store is None:
+            return None
+        backend = str(store.backend)
+        task = self._in_flight
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            # A context of its own: the check serves every request that joins it, not
+            # the first one's (whose request id a log line of the store would carry).
+            task = asyncio.create_task(store.check_health(), context=contextvars.Context())
+            task.add_done_callback(_retrieve)
+            self._in_flight = task
+        # asyncio.wait, not wait_for: a request that gives up (or is cancelled) leaves
+        # the shared check running for the requests that joined it.
+        done, _ = await asyncio.wait({task}, timeout=self._deadline)
+        if not done:
+            said = f"no answer within {self._deadline:g} s"
+            return {"backend": backend, "reachable": False, "error": f"TimeoutError: {said}"}
+        health = _outcome(task)
+        body: dict[str, Any] = {"backend": backend, "reachable": health.is_reachable is True}
+        if not body["reachable"]:
+            body["error"] = str(health.error or "unknown")
+        return body
+
+    async def aclose(self) -> None:
+        """Cancel a check still in flight (the app is stopping); waits for it by the deadline."""
+        task, self._in_flight = self._in_flight, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=self._deadline)
+
+
+def _outcome(task: asyncio.Task[StateStoreHealth]) -> StateStoreHealth:
+    """What a finished check found; one cancelled (by ``aclose``, the app stopping while a
+    request waited) or raising (against its contract) is unreachable by that class."""
+    if task.cancelled():
+        return StateStoreHealth(is_reachable=False, error="CancelledError")
+    try:
+        return task.result()
+    except Exception as exc:
+        return StateStoreHealth(is_reachable=False, error=type(exc).__name__)
+
+
+def _retrieve(task: asyncio.Task[StateStoreHealth]) -> None:
+    """Read the outcome of a check no request awaited to its end, so asyncio reports none lost."""
+    if not task.cancelled():
+        task.exception()
