@@ -291,6 +291,12 @@ class TestDirectories:
             ("TASKFORCE_API__READ_TIMEOUT_SECONDS", "nan", "api.read_timeout_seconds", "finite"),
             ("TASKFORCE_API__READ_TIMEOUT_SECONDS", "0", "api.read_timeout_seconds", "greater"),
             ("TASKFORCE_API__READ_TIMEOUT_SECONDS", "3601", "api.read_timeout_seconds", "less"),
+            (
+                "TASKFORCE_STATE__HEALTH_TIMEOUT_SECONDS",
+                "0",
+                "state.health_timeout_seconds",
+                "greater",
+            ),
             ("TASKFORCE_LLM__MODEL", "   ", "llm.model", "must not be blank"),
             ("TASKFORCE_METRICS__HOST", " ", "metrics.host", "must not be blank"),
             ("TASKFORCE_LLM__API_KEY", "", "llm.api_key", "must not be empty"),

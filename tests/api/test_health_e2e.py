@@ -104,12 +104,15 @@ class TestPostgres:
         self, tmp_path: Path, postgres_server: PostgresServer, postgres_dsn: str
     ) -> None:
         """The database stops answering: ten probes at once are all answered at /health's own
-        deadline (1 s, below state.timeout_seconds), 200 and ok, unreachable; they share one
+        deadline (state.health_timeout_seconds, 0.5 s here, below state.timeout_seconds), 200
+        and ok, unreachable; they share one
         check (no new connection is tried); once it answers, reachable again."""
         port = postgres_server.port
         async with FreezableRelay(port) as relay:
             dsn = postgres_dsn.replace(f":{port}/", f":{relay.port}/")
-            settings = _postgres_settings(tmp_path, dsn, timeout_seconds=30)
+            settings = _postgres_settings(
+                tmp_path, dsn, timeout_seconds=30, health_timeout_seconds=0.5
+            )
             async with _served(settings) as client:
                 assert True is (await _health(client))["state_store"]["reachable"]
                 relay.freeze()
@@ -122,7 +125,7 @@ class TestPostgres:
         expected = {
             "backend": "postgres",
             "reachable": False,
-            "error": "TimeoutError: no answer within 1 s",
+            "error": "TimeoutError: no answer within 0.5 s",
         }
         assert [200] * 10 == [response.status_code for response in responses]
         assert 10 * [expected] == [response.json()["state_store"] for response in responses]

@@ -14,12 +14,7 @@ from typing import Any, cast
 
 from taskforce.core.interfaces.state import HealthCheckingStateStoreProtocol, StateStoreHealth
 
-__all__ = ["HEALTH_CHECK_SECONDS", "StateStoreCheck"]
-
-#: The longest ``/health`` waits for the state store (or ``state.timeout_seconds``
-#: when that is shorter): well inside a probe's timeout (2 s for the shipped
-#: readiness probe), so a store that hangs never fails the probe itself.
-HEALTH_CHECK_SECONDS = 1.0
+__all__ = ["StateStoreCheck"]
 
 
 class StateStoreCheck:

@@ -14,7 +14,7 @@ from taskforce import __version__
 from taskforce.api._admission import MissionAdmissionMiddleware, MissionSlots
 from taskforce.api._encoding import SafeJSONResponse
 from taskforce.api._errors import install_error_handlers
-from taskforce.api._health import HEALTH_CHECK_SECONDS, StateStoreCheck
+from taskforce.api._health import StateStoreCheck
 from taskforce.api._limits import BodyLimitMiddleware
 from taskforce.api._listener import WorkerSlot
 from taskforce.api._logs import configure_from_settings
@@ -130,9 +130,7 @@ def create_app(
         routes=[route for route in routes if getattr(route, "path", None) in MISSION_ROUTES],
     )
     metrics_serving = MetricsServing(app, ctr.settings, ctr.metrics, worker)
-    store_check = StateStoreCheck(
-        ctr.state_store, min(HEALTH_CHECK_SECONDS, ctr.settings.state.timeout_seconds)
-    )
+    store_check = StateStoreCheck(ctr.state_store, ctr.settings.state.health_timeout_seconds)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

@@ -171,6 +171,8 @@ class StateSettings(_Section):
     dsn: SecretStr | None = Field(default=None, validate_default=True)
     pool_size: int = Field(default=10, ge=1, le=1000)
     timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    #: Longest ``/health`` waits for its check of the store, then answers without it.
+    health_timeout_seconds: float = Field(default=1.0, gt=0, le=600)
     max_history: int = Field(default=500, ge=1, le=1_000_000)
     max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=1024**4)
     threads: int = Field(default=4, ge=1, le=256)
