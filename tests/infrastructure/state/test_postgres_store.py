@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
 import secrets
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
 
-from taskforce.core.interfaces.state import StateStoreHealth
+from taskforce.core.interfaces.state import AppendResult, StateStoreHealth
 from taskforce.errors import StateStoreError, StateStoreUnavailableError
 from taskforce.infrastructure.state import PostgresStateStore
 from taskforce.infrastructure.state._postgres_schema import SCHEMA_VERSION
+from taskforce.infrastructure.state._postgres_store import _ABANDONED, _in_own_context
 from tests.support.freezable_relay import FreezableRelay
 from tests.support.postgres import PostgresServer
 from tests.support.processes import free_ports
@@ -441,3 +446,194 @@ class TestCheckHealth:
                 await store.aclose()
         said = "TimeoutError: no answer within 0.5 s (state.timeout_seconds)"
         assert StateStoreHealth(is_reachable=False, error=said) == health
+
+
+# The store's insert into taskforce_sessions waits for the advisory lock {statement};
+# cancelled there (the driver's cancel request), it takes {clean_up} before it fails. The
+# driver waits for a cancelled statement's end before it rolls back, so the call's
+# clean-up is under way for as long as the test holds {clean_up}. The server may signal
+# one cancel request twice (to the backend, then to its process group), so a second
+# cancellation of the wait for {clean_up} is caught too.
+_HOLD = """
+CREATE FUNCTION taskforce_hold() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock({statement});
+    RETURN NEW;
+EXCEPTION WHEN query_canceled THEN
+    LOOP
+        BEGIN
+            PERFORM pg_advisory_xact_lock({clean_up});
+            EXIT;
+        EXCEPTION WHEN query_canceled THEN
+            NULL;
+        END;
+    END LOOP;
+    RAISE query_canceled;
+END $$;
+CREATE TRIGGER taskforce_hold BEFORE INSERT ON taskforce_sessions
+    FOR EACH ROW EXECUTE FUNCTION taskforce_hold();
+"""
+
+_UNTIL_AWAITED = """
+DO $$ BEGIN
+    WHILE NOT EXISTS (
+        SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid = {key}
+    ) LOOP
+        PERFORM pg_sleep(0.01);
+    END LOOP;
+END $$
+"""
+
+
+class _Held:
+    """A store of one pooled connection whose append the test holds (see _HOLD).
+
+    Its locks are its own (advisory locks are the database's, which every test shares),
+    so what one test leaves waiting cannot be mistaken for another's.
+    """
+
+    def __init__(self, store: PostgresStateStore, holder: Any, watch: Any) -> None:
+        self.store = store
+        self._holder = holder
+        self._watch = watch
+        self.statement = 2 * secrets.randbelow(2**30)
+        self.clean_up = self.statement + 1
+
+    async def hold(self) -> None:
+        """Add the trigger and take both its locks."""
+        await self._holder.execute(_HOLD.format(statement=self.statement, clean_up=self.clean_up))
+        await self._holder.execute(
+            "SELECT pg_advisory_lock($1), pg_advisory_lock($2)", self.statement, self.clean_up
+        )
+
+    async def append(self) -> asyncio.Task[AppendResult]:
+        """Start an append to session 'held'; return it once its statement waits."""
+        call = asyncio.create_task(self.store.append("held", {"n": 1}))
+        await self._until_awaited(self.statement)
+        return call
+
+    async def until_cleaning_up(self) -> None:
+        """Return once the cancelled statement holds its connection's clean-up up."""
+        await self._until_awaited(self.clean_up)
+
+    async def end_clean_up(self) -> None:
+        """Let the cancelled statement end, and so its connection's clean-up."""
+        await self._holder.execute("SELECT pg_advisory_unlock($1)", self.clean_up)
+
+    async def next_append(self) -> AppendResult:
+        """Let statements through and append again (on the pool's one connection)."""
+        await self._holder.execute("SELECT pg_advisory_unlock($1)", self.statement)
+        return await self.store.append("held", {"n": 2})
+
+    async def _until_awaited(self, key: int) -> None:
+        await self._watch.execute(_UNTIL_AWAITED.format(key=key), timeout=60)
+
+
+@pytest.fixture(name="held")
+async def fixture_held(postgres_dsn: str) -> AsyncIterator[_Held]:
+    """A store on a fresh database whose appends wait until the test lets them go."""
+    import asyncpg
+
+    store = PostgresStateStore(postgres_dsn, pool_size=1)
+    await store.open()
+    holder, watch = await asyncpg.connect(postgres_dsn), await asyncpg.connect(postgres_dsn)
+    try:
+        held = _Held(store, holder, watch)
+        await held.hold()
+        yield held
+    finally:
+        await store.aclose()
+        await holder.close()
+        await watch.close()
+
+
+@contextlib.contextmanager
+def _loop_reports() -> Iterator[list[str]]:
+    """What asyncio reports to the running loop meanwhile ("Task exception was never
+    retrieved", "Task was destroyed but it is pending", the driver's complaints)."""
+    loop = asyncio.get_running_loop()
+    reports: list[str] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: reports.append(str(context["message"])))
+    try:
+        yield reports
+    finally:
+        gc.collect()  # a task lost with its outcome unread is reported when collected
+        loop.set_exception_handler(previous)
+
+
+class TestCancellation:
+    async def test_a_second_cancellation_leaves_the_clean_up_behind(self, held: _Held) -> None:
+        """Cancelled, then cancelled again while its connection is being cleaned up: the
+        call raises at once and does not pass the second cancellation on; the clean-up
+        ends on its own and its task leaves _ABANDONED; the pool's one connection serves
+        the next call; asyncio reports nothing."""
+        before = set(_ABANDONED)
+        with _loop_reports() as reports:
+            call = await held.append()
+            call.cancel()
+            await held.until_cleaning_up()
+            assert not call.done()  # a first cancellation waits for the clean-up
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            (clean_up,) = _ABANDONED - before
+            assert not clean_up.done()
+            await held.end_clean_up()
+            await asyncio.wait({clean_up})
+            assert before == _ABANDONED
+            assert 1 == (await held.next_append()).records
+            assert {"missions": [{"n": 2}]} == await held.store.load("held")
+        assert [] == reports
+
+    async def test_two_cancellations_at_once_are_one(self, held: _Held) -> None:
+        """Two cancellations before the call runs again are one: it waits for its clean-up,
+        then raises, leaving nothing behind (pins the behaviour before the fix)."""
+        before = set(_ABANDONED)
+        with _loop_reports() as reports:
+            call = await held.append()
+            call.cancel()
+            call.cancel()
+            await held.until_cleaning_up()
+            assert not call.done()
+            await held.end_clean_up()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            assert before == _ABANDONED
+            assert 1 == (await held.next_append()).records
+        assert [] == reports
+
+    async def test_a_cancelled_call_waits_for_its_clean_up_until_its_deadline_only(
+        self,
+    ) -> None:
+        """A call cancelled once waits for its work's clean-up no longer than the deadline of
+        the whole call (state.timeout_seconds); the clean-up then goes on and ends behind it."""
+        started, let_go, cleaned = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+        async def work() -> None:
+            started.set()
+            try:
+                await asyncio.Event().wait()
+            finally:  # a clean-up that takes as long as the test says
+                await let_go.wait()
+                cleaned.set()
+
+        before = set(_ABANDONED)
+        # only so that the code before the fix, which waits for the clean-up, ends
+        unstick = asyncio.get_running_loop().call_later(30, let_go.set)
+        try:
+            with _loop_reports() as reports:
+                call = asyncio.create_task(_in_own_context(work(), deadline=0.2))
+                await started.wait()
+                call.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await call
+                (clean_up,) = _ABANDONED - before
+                assert not cleaned.is_set()
+                let_go.set()
+                await asyncio.wait({clean_up})
+                assert cleaned.is_set()
+                assert before == _ABANDONED
+        finally:
+            unstick.cancel()
+        assert [] == reports

@@ -414,33 +414,52 @@ async def _in_own_context(work: Coroutine[Any, Any, _T], *, deadline: float | No
 
     The driver's connections, and the tasks its pool starts for them (reconnecting after
     one is lost), keep the context they were made in: made in a mission's, their log
-    lines would name that mission long after it ended. Cancelling the caller cancels
-    the task, as if ``work`` ran in the caller.
+    lines would name that mission long after it ended.
 
     Past ``deadline`` seconds the task is cancelled and :class:`_DeadlinePassed` raised
     at once: the task's clean-up (rolling back, returning or closing its connection)
-    goes on without the caller.
+    goes on without the caller. Cancelling the caller cancels the task once, and the
+    caller waits for that clean-up as if ``work`` ran in it, but not past the deadline
+    and not past a further cancellation of its own: then it leaves the clean-up to go on
+    without it, as at the deadline. A further cancellation is not passed on: it would
+    break off the clean-up itself (the driver's rollback, or its wait for the pool to
+    take the connection back, whose failure then nobody reads).
     """
+    loop = asyncio.get_running_loop()
+    ends = None if deadline is None else loop.time() + deadline
     task = asyncio.create_task(work, context=contextvars.Context())
-    if deadline is None:
-        return await task
     try:
         done, _ = await asyncio.wait({task}, timeout=deadline)
-    except BaseException:  # the caller was cancelled: so is the work, awaited as before
+    except BaseException:  # the caller was cancelled: so is the work, once
         task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
+        try:
+            left = None if ends is None else max(0.0, ends - loop.time())
+            await asyncio.wait({task}, timeout=left)  # a cancellation ends the wait, not the task
+        finally:
+            _let_go(task)
         raise
     if not done:
         task.cancel()
-        _ABANDONED.add(task)  # the loop holds tasks weakly: keep it until its clean-up ends
-        task.add_done_callback(_retrieve)
+        _let_go(task)
         raise _DeadlinePassed
     return task.result()
 
 
-# Tasks past their deadline, still cleaning up (see _in_own_context).
+# Tasks given up (past their deadline, or their caller cancelled), still cleaning up.
 _ABANDONED: set[asyncio.Task[Any]] = set()
+
+
+def _let_go(task: asyncio.Task[Any]) -> None:
+    """Read the outcome of a task nobody awaits any more, now or once it ends.
+
+    The loop holds tasks weakly: one still cleaning up is kept in ``_ABANDONED`` until
+    it ends.
+    """
+    if task.done():
+        _retrieve(task)
+    else:
+        _ABANDONED.add(task)
+        task.add_done_callback(_retrieve)
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:
