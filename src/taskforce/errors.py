@@ -15,6 +15,7 @@ The hierarchy::
      ├── StateStoreError             (messages name no server path or connection string)
      │    ├── StateCorruptedError  a session's stored state cannot be parsed
      │    └── StateStoreUnavailableError  the state database cannot be reached
+     │         └── StateStorePermissionError  its user lacks a privilege the store needs
      └── MissionError              a mission was asked for in a way that cannot run
 """
 
@@ -30,6 +31,7 @@ __all__ = [
     "StartupError",
     "StateCorruptedError",
     "StateStoreError",
+    "StateStorePermissionError",
     "StateStoreUnavailableError",
     "TaskforceError",
     "ToolError",
@@ -171,6 +173,19 @@ class StateStoreUnavailableError(StateStoreError):
     def __init__(self, message: str, *, detail: str = "", variable: str | None = None) -> None:
         self.variable = variable
         super().__init__(message, detail=detail)
+
+
+class StateStorePermissionError(StateStoreUnavailableError):
+    """The state database refuses its user a privilege the store needs (found at start-up).
+
+    The message names the user (``user``, never its password), what it lacks and what
+    to do; the connection string (``state.dsn``) or the database's grants are what to fix.
+    """
+
+    def __init__(self, user: str, refusal: str, remedy: str) -> None:
+        self.user = user
+        reason = f"the database user {user!r} {refusal}: {remedy}"
+        super().__init__(f"cannot use the state database: {reason}", detail=reason)
 
 
 class MissionError(TaskforceError):

@@ -14,6 +14,7 @@ import pytest
 
 from taskforce.infrastructure.state import PostgresStateStore
 from tests.api.test_cli import _env, _taskforce
+from tests.support.postgres import create_user
 
 pytestmark = pytest.mark.integration
 
@@ -92,6 +93,33 @@ class TestStartUp:
             "taskforce: state: the state database has schema version 99; "
             "this taskforce knows version 1"
         ] == proc.stderr.strip().splitlines()
+
+    @pytest.mark.parametrize("command", [["serve", "--port", "0"], ["run", "hello"]])
+    async def test_a_user_lacking_privileges_exits_2_naming_the_setting_and_user(
+        self, tmp_path: Path, postgres_dsn: str, command: list[str]
+    ) -> None:
+        """The tables exist and the user of state.dsn may only read them: exit 2 and one line
+        naming the setting, the user and what it lacks, never its password; no mission runs."""
+        async with PostgresStateStore(postgres_dsn):
+            pass  # another user creates the schema
+        tables = "taskforce_schema_version, taskforce_sessions, taskforce_mission_records"
+        grants = [
+            "GRANT USAGE ON SCHEMA {schema} TO {role}",
+            f"GRANT SELECT ON {tables} TO {{role}}",
+        ]
+        user = await create_user(postgres_dsn, grants=grants)
+        env = _env(tmp_path, TASKFORCE_STATE__BACKEND="postgres", TASKFORCE_STATE__DSN=user.dsn)
+        proc = _taskforce(*command, env=env, cwd=tmp_path)
+        assert 2 == proc.returncode
+        schema = user.dsn.rsplit("search_path=", 1)[1]
+        assert [
+            "taskforce: state.dsn (TASKFORCE_STATE__DSN): cannot use the state database: "
+            f"the database user {user.role!r} lacks INSERT, UPDATE on taskforce_sessions; "
+            f"INSERT, DELETE on taskforce_mission_records (in schema {schema!r}): "
+            "grant them, or give state.dsn a user that has them"
+        ] == proc.stderr.strip().splitlines()
+        password = user.dsn.split("@", 1)[0].rsplit(":", 1)[1]
+        assert password not in proc.stderr + proc.stdout
 
 
 class TestRunOnPostgres:

@@ -14,15 +14,17 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
 from taskforce.api.server import create_app
 from taskforce.application.container import Container
 from taskforce.config import Settings
+from taskforce.infrastructure.state import PostgresStateStore
 from tests.observability.metric_samples import samples
 from tests.support.live_server import serve
-from tests.support.postgres import PostgresServer, running_postgres
+from tests.support.postgres import PostgresServer, create_user, running_postgres
 
 pytestmark = pytest.mark.integration
 
@@ -167,3 +169,38 @@ class TestDatabaseOutage:
             if c.metrics is not None
         ]
         assert 4 == sum(appends)
+
+
+class TestRevokedPrivilege:
+    async def test_missions_fail_with_the_state_error_and_recover(
+        self, tmp_path: Path, postgres_dsn: str
+    ) -> None:
+        """INSERT on the sessions revoked from the replicas' user while they run: missions
+        fail with the usual state error and the service stays up; granted again, they pass
+        (pins the behaviour: privileges are checked at start-up only)."""
+        async with PostgresStateStore(postgres_dsn):
+            pass  # the owner creates the schema; the replicas use a least-privilege user
+        user = await create_user(postgres_dsn)
+        owner = await asyncpg.connect(postgres_dsn)
+        with ExitStack() as stack:
+            replicas = _start(stack, tmp_path, user.dsn)
+            try:
+                assert "completed" == (await replicas.execute(0, "kept"))["status"]
+                await owner.execute(f"REVOKE INSERT ON taskforce_sessions FROM {user.role}")
+                refused = [await replicas.execute(i, "kept") for i in range(2)]
+                health = await replicas.clients[1].get("/health")
+                await owner.execute(f"GRANT INSERT ON taskforce_sessions TO {user.role}")
+                after = await replicas.execute(1, "kept")
+                missions = (await replicas.session(0, "kept")).json()["missions"]
+            finally:
+                await owner.close()
+                for client in replicas.clients:
+                    await client.aclose()
+        error = (
+            "could not save the session state: "
+            "cannot save state of session 'kept': InsufficientPrivilegeError"
+        )
+        assert [("failed", error)] * 2 == [(r["status"], r["error"]) for r in refused]
+        assert 200 == health.status_code
+        assert "completed" == after["status"]
+        assert 2 == len(missions)

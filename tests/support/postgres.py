@@ -10,17 +10,26 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import re
 import secrets
 import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
-__all__ = ["PostgresServer", "require_postgres", "running_postgres"]
+__all__ = [
+    "DML_GRANTS",
+    "DatabaseUser",
+    "PostgresServer",
+    "create_user",
+    "require_postgres",
+    "running_postgres",
+]
 
 _USER = "taskforce"
 
@@ -177,3 +186,43 @@ def running_postgres() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.remove()
+
+
+#: What the operator guide asks of the store's user once its tables exist.
+DML_GRANTS = (
+    "GRANT USAGE ON SCHEMA {schema} TO {role}",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON taskforce_schema_version, taskforce_sessions, "
+    "taskforce_mission_records TO {role}",
+)
+
+
+class DatabaseUser(NamedTuple):
+    """A login user made by :func:`create_user`: its name and its DSN."""
+
+    role: str
+    dsn: str
+
+
+async def create_user(
+    owner_dsn: str, *, grants: Sequence[str] = DML_GRANTS, limit: int = -1
+) -> DatabaseUser:
+    """A new user on the server and in the schema of ``owner_dsn``, granted ``grants``.
+
+    It is no superuser, so its privileges and ``limit`` (its connection limit) hold.
+    Each grant is a statement with ``{role}`` and ``{schema}`` to fill in.
+    """
+    import asyncpg
+
+    role, password = f"user_{secrets.token_hex(4)}", "pw-" + secrets.token_hex(8)
+    owner = await asyncpg.connect(owner_dsn)
+    try:
+        schema = await owner.fetchval("SELECT current_schema()")
+        await owner.execute(
+            f"CREATE ROLE {role} LOGIN CONNECTION LIMIT {limit} PASSWORD '{password}'"
+        )
+        for grant in grants:
+            await owner.execute(grant.format(role=role, schema=schema))
+    finally:
+        await owner.close()
+    server = re.sub("//[^@]*@", f"//{role}:{password}@", owner_dsn.split("?")[0], count=1)
+    return DatabaseUser(role, f"{server}?search_path={schema}")

@@ -15,12 +15,17 @@ import pytest
 import structlog
 
 from taskforce.core.interfaces.state import AppendResult, StateStoreHealth
-from taskforce.errors import StateStoreError, StateStoreUnavailableError
+from taskforce.errors import (
+    StateStoreError,
+    StateStorePermissionError,
+    StateStoreUnavailableError,
+)
 from taskforce.infrastructure.state import PostgresStateStore
+from taskforce.infrastructure.state._common import StateLimits
 from taskforce.infrastructure.state._postgres_schema import SCHEMA_VERSION
 from taskforce.infrastructure.state._postgres_store import _ABANDONED, _in_own_context
 from tests.support.freezable_relay import FreezableRelay
-from tests.support.postgres import PostgresServer
+from tests.support.postgres import PostgresServer, create_user
 from tests.support.processes import free_ports
 
 pytestmark = pytest.mark.integration
@@ -237,45 +242,160 @@ END $$
 """
 
 
-async def _dml_user(server: PostgresServer, owner_dsn: str, *, limit: int = -1) -> str:
-    """A new user with only SELECT, INSERT, UPDATE, DELETE on the store's tables (no
-    superuser, so ``limit``, its connection limit, holds); return its DSN."""
-    import asyncpg
-
-    role, password = f"dml_{secrets.token_hex(4)}", "pw-" + secrets.token_hex(8)
-    owner = await asyncpg.connect(owner_dsn)
-    try:
-        schema = await owner.fetchval("SELECT current_schema()")
-        await owner.execute(
-            f"CREATE ROLE {role} LOGIN CONNECTION LIMIT {limit} PASSWORD '{password}'"
-        )
-        await owner.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
-        await owner.execute(
-            "GRANT SELECT, INSERT, UPDATE, DELETE ON taskforce_schema_version, "
-            f"taskforce_sessions, taskforce_mission_records TO {role}"
-        )
-    finally:
-        await owner.close()
-    return f"postgresql://{role}:{password}@127.0.0.1:{server.port}/postgres?search_path={schema}"
+_TABLES = "taskforce_schema_version, taskforce_sessions, taskforce_mission_records"
+_USAGE = "GRANT USAGE ON SCHEMA {schema} TO {role}"
 
 
 class TestLeastPrivilege:
     async def test_a_user_without_create_starts_on_an_existing_schema(
-        self, postgres_server: PostgresServer, postgres_dsn: str
+        self, postgres_dsn: str
     ) -> None:
         """Once the schema exists, a user with only SELECT, INSERT, UPDATE, DELETE on the
         three tables (no CREATE on the schema) starts, appends and reads, as the guide says."""
         async with PostgresStateStore(postgres_dsn):  # the first start, by the owner
             pass
-        dsn = await _dml_user(postgres_server, postgres_dsn)
+        dsn = (await create_user(postgres_dsn)).dsn
         async with PostgresStateStore(dsn) as store:
             await store.append("least", {"n": 1})
             assert {"missions": [{"n": 1}]} == await store.load("least")
 
+    async def test_the_privileges_the_store_uses_are_enough(self, postgres_dsn: str) -> None:
+        """SELECT on the version table, SELECT, INSERT, UPDATE on the sessions and SELECT,
+        INSERT, DELETE on the records (the least the guide names) pass the start-up check
+        and serve every call: append past the limits, save, load."""
+        async with PostgresStateStore(postgres_dsn):
+            pass
+        grants = [
+            _USAGE,
+            "GRANT SELECT ON taskforce_schema_version TO {role}",
+            "GRANT SELECT, INSERT, UPDATE ON taskforce_sessions TO {role}",
+            "GRANT SELECT, INSERT, DELETE ON taskforce_mission_records TO {role}",
+        ]
+        user = await create_user(postgres_dsn, grants=grants)
+        async with PostgresStateStore(user.dsn, limits=StateLimits(max_history=1)) as store:
+            await store.append("least", {"n": 1})
+            assert 1 == (await store.append("least", {"n": 2})).dropped
+            await store.save("saved", {"note": 1, "missions": [{"n": 3}]})
+            assert {"note": 1, "missions": [{"n": 3}]} == await store.load("saved")
+            assert {"missions": [{"n": 2}]} == await store.load("least")
+
+    @pytest.mark.parametrize(
+        ("grants", "lacks", "them"),
+        [
+            (
+                [_USAGE],
+                "SELECT on taskforce_schema_version; SELECT, INSERT, UPDATE on "
+                "taskforce_sessions; SELECT, INSERT, DELETE on taskforce_mission_records",
+                "them",
+            ),
+            (
+                [_USAGE, f"GRANT SELECT ON {_TABLES} TO {{role}}"],
+                "INSERT, UPDATE on taskforce_sessions; INSERT, DELETE on taskforce_mission_records",
+                "them",
+            ),
+            (
+                [_USAGE, f"GRANT SELECT, INSERT, UPDATE ON {_TABLES} TO {{role}}"],
+                "DELETE on taskforce_mission_records",
+                "it",
+            ),
+        ],
+        ids=["no-grant", "select-only", "no-delete"],
+    )
+    async def test_a_user_lacking_privileges_on_the_tables_is_refused_at_start_up(
+        self, postgres_dsn: str, grants: list[str], lacks: str, them: str
+    ) -> None:
+        """The tables exist (another user made them) but this user lacks privileges the
+        store uses on them: opening stops with one line naming the user and every privilege
+        it lacks, never the password; not the first mission's write."""
+        async with PostgresStateStore(postgres_dsn):
+            pass
+        user = await create_user(postgres_dsn, grants=grants)
+        refused = await _refused(user.dsn)
+        reason = (
+            f"the database user {user.role!r} lacks {lacks} (in schema {_schema(postgres_dsn)!r}): "
+            f"grant {them}, or give state.dsn a user that has {them}"
+        )
+        assert (f"cannot use the state database: {reason}", reason) == (
+            str(refused),
+            refused.detail,
+        )
+        assert user.role == refused.user
+        assert _password(user.dsn) not in str(refused)
+
+    async def test_a_user_without_create_on_a_new_schema_is_refused_at_start_up(
+        self, postgres_dsn: str
+    ) -> None:
+        """No tables yet and no CREATE on the schema: start-up names the user, the schema
+        and the privilege the first start needs, not the driver's 'permission denied'."""
+        user = await create_user(postgres_dsn, grants=[_USAGE])
+        refused = await _refused(user.dsn)
+        assert (
+            f"cannot use the state database: the database user {user.role!r} lacks CREATE on "
+            f"schema {_schema(postgres_dsn)!r}, which the first start needs to create the state "
+            "tables: grant it, or start once with a user that has it (the schema's owner); "
+            "later starts need only the privileges on the tables"
+        ) == str(refused)
+
+    async def test_a_user_that_may_use_no_schema_is_refused_at_start_up(
+        self, postgres_dsn: str
+    ) -> None:
+        """No USAGE on the schema of its search_path (the tables in it unseen): start-up says
+        so, not the driver's 'no schema has been selected to create in'."""
+        async with PostgresStateStore(postgres_dsn):
+            pass
+        user = await create_user(postgres_dsn, grants=[])
+        refused = await _refused(user.dsn)
+        assert (
+            f"cannot use the state database: the database user {user.role!r} may use no schema "
+            f"of its search_path ({_schema(postgres_dsn)}): create the schema or grant the user "
+            "USAGE on it, or name another with ?search_path= in state.dsn"
+        ) == str(refused)
+
+    async def test_a_privilege_revoked_while_running_fails_the_call_not_the_store(
+        self, postgres_dsn: str
+    ) -> None:
+        """INSERT revoked once the store runs: an append fails with the usual StateStoreError
+        (the database's words in its detail), reads go on, and once INSERT is granted again
+        appends do too (pins the behaviour before start-up checked privileges)."""
+        async with PostgresStateStore(postgres_dsn):
+            pass
+        user = await create_user(postgres_dsn)
+        async with PostgresStateStore(user.dsn) as store:
+            await _fetch(postgres_dsn, f"REVOKE INSERT ON taskforce_sessions FROM {user.role}")
+            with pytest.raises(StateStoreError) as info:
+                await store.append("revoked", {"n": 1})
+            assert None is await store.load("revoked")
+            await _fetch(postgres_dsn, f"GRANT INSERT ON taskforce_sessions TO {user.role}")
+            assert 1 == (await store.append("revoked", {"n": 2})).records
+        assert StateStoreError is type(info.value)
+        assert "cannot save state of session 'revoked': InsufficientPrivilegeError" == str(
+            info.value
+        )
+        assert "permission denied for table taskforce_sessions" in info.value.detail
+
+
+async def _refused(dsn: str) -> StateStorePermissionError:
+    """What opening a store on ``dsn`` raised; the store is closed whatever happened."""
+    store = PostgresStateStore(dsn)
+    try:
+        with pytest.raises(StateStorePermissionError) as info:
+            await store.open()
+    finally:
+        await store.aclose()
+    return info.value
+
+
+def _schema(dsn: str) -> str:
+    return dsn.rsplit("search_path=", 1)[1]
+
+
+def _password(dsn: str) -> str:
+    return dsn.split("//", 1)[1].split("@", 1)[0].split(":", 1)[1]
+
 
 class TestRefusedConnection:
     async def test_a_connection_refused_while_running_is_unavailable(
-        self, postgres_server: PostgresServer, postgres_dsn: str
+        self, postgres_dsn: str
     ) -> None:
         """A new connection the server refuses once the store runs (too many connections)
         is StateStoreUnavailableError, as at start-up: the session route answers 503."""
@@ -283,7 +403,7 @@ class TestRefusedConnection:
 
         async with PostgresStateStore(postgres_dsn):
             pass
-        dsn = await _dml_user(postgres_server, postgres_dsn, limit=1)
+        dsn = (await create_user(postgres_dsn, limit=1)).dsn
         owner, watch = await asyncpg.connect(postgres_dsn), await asyncpg.connect(postgres_dsn)
         try:
             async with PostgresStateStore(dsn, pool_size=2) as store:
@@ -332,17 +452,14 @@ class TestLostConnection:
 
 
 class TestDriverContext:
-    async def test_the_pools_own_lines_name_no_finished_mission(
-        self, postgres_server: PostgresServer, postgres_dsn: str
-    ) -> None:
+    async def test_the_pools_own_lines_name_no_finished_mission(self, postgres_dsn: str) -> None:
         """A connection opened during a mission and lost after it ended: the pool's warning
         that it cannot reconnect carries no session or mission id (it had the ended one's)."""
         import asyncpg
 
         async with PostgresStateStore(postgres_dsn):
             pass
-        dsn = await _dml_user(postgres_server, postgres_dsn)
-        role = dsn.split("//", 1)[1].split(":", 1)[0]
+        role, dsn = await create_user(postgres_dsn)
         contexts: list[dict[str, object]] = []
         warned = asyncio.Event()
 
@@ -427,6 +544,22 @@ class TestCheckHealth:
         store = PostgresStateStore(wrong, timeout_seconds=5)
         health = await store.check_health()
         assert StateStoreHealth(is_reachable=False, error="InvalidPasswordError") == health
+
+    async def test_a_user_lacking_privileges_is_unreachable_by_that_refusal(
+        self, postgres_dsn: str
+    ) -> None:
+        """A user that may only read the tables: the store cannot be opened, so the check
+        says unreachable with the refusal's class, not the user (the start-up line names it)."""
+        async with PostgresStateStore(postgres_dsn):
+            pass
+        grants = [_USAGE, f"GRANT SELECT ON {_TABLES} TO {{role}}"]
+        user = await create_user(postgres_dsn, grants=grants)
+        store = PostgresStateStore(user.dsn)
+        try:
+            health = await store.check_health()
+        finally:
+            await store.aclose()
+        assert StateStoreHealth(is_reachable=False, error="StateStorePermissionError") == health
 
     async def test_a_hung_database_is_unreachable_by_the_deadline(
         self, postgres_server: PostgresServer, postgres_dsn: str

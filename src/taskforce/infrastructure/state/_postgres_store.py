@@ -27,11 +27,13 @@ from taskforce.errors import (
     ConfigurationError,
     StateCorruptedError,
     StateStoreError,
+    StateStorePermissionError,
     StateStoreUnavailableError,
 )
 from taskforce.infrastructure.state import _postgres_schema as sql
 from taskforce.infrastructure.state._common import StateLimits, check_session_id, dumps
 from taskforce.infrastructure.state._libpq_environment import is_file_error, refused_variable
+from taskforce.infrastructure.state._postgres_access import Refusal, creation_refusal, use_refusal
 
 if TYPE_CHECKING:
     import asyncpg
@@ -109,6 +111,8 @@ class PostgresStateStore:
         """Connect the pool and create the schema if it is missing; idempotent.
 
         Raises:
+            StateStorePermissionError: the database refuses its user a privilege the
+                store needs: CREATE on the schema (to create it), or one on its tables.
             StateStoreUnavailableError: the database cannot be reached or refused us.
             StateStoreError: the database holds a newer schema than this code knows.
         """
@@ -174,7 +178,9 @@ class PostgresStateStore:
             async with pool.acquire() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", sql.SCHEMA_LOCK)
                 if not await conn.fetchval(sql.SCHEMA_IS_COMPLETE):
+                    self._check(await creation_refusal(conn))
                     await conn.execute(sql.CREATE_SCHEMA)
+                self._check(await use_refusal(conn))
                 version = await conn.fetchval(sql.SCHEMA_VERSION_QUERY)
         except BaseException as exc:
             await pool.close()
@@ -190,6 +196,11 @@ class PostgresStateStore:
                 f"this taskforce knows version {sql.SCHEMA_VERSION}"
             )
         return pool
+
+    def _check(self, refusal: Refusal | None) -> None:
+        """Stop start-up with what the database refuses its user, if anything."""
+        if refusal is not None:
+            raise StateStorePermissionError(*map(self._scrub, refusal))
 
     def _unreachable(self, reason: str, variable: str | None = None) -> StateStoreUnavailableError:
         """The error of a pool that cannot be opened (raise it ``from None``: the DSN may

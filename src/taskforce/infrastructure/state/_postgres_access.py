@@ -1,0 +1,99 @@
+"""What the PostgreSQL store's database user may do, checked once at start-up.
+
+A user that may not create the store's tables (on the first start) or lacks a
+privilege on them (on any start) stops start-up with one line that names the user
+and what it lacks, instead of failing each mission's write later on.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+__all__ = ["TABLE_PRIVILEGES", "Refusal", "creation_refusal", "use_refusal"]
+
+#: The privileges the store uses on each of its tables once they exist.
+TABLE_PRIVILEGES: dict[str, tuple[str, ...]] = {
+    "taskforce_schema_version": ("SELECT",),
+    "taskforce_sessions": ("SELECT", "INSERT", "UPDATE"),
+    "taskforce_mission_records": ("SELECT", "INSERT", "DELETE"),
+}
+
+# current_schema() is where CREATE TABLE puts a table: the first schema of the search
+# path that exists and that the user may use (USAGE), or NULL when there is none.
+_WHERE_TO_CREATE = """
+SELECT current_user, current_schema(), current_setting('search_path'),
+       has_schema_privilege(current_schema(), 'CREATE')
+"""
+
+_LACKING = """
+SELECT current_user, wanted.name, wanted.privilege,
+       (SELECT c.relnamespace::regnamespace::text FROM pg_class c
+        WHERE c.oid = to_regclass(wanted.name)) AS schema
+FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS wanted (name, privilege, n)
+WHERE NOT has_table_privilege(wanted.name, wanted.privilege)
+ORDER BY wanted.n
+"""
+
+
+class Refusal(NamedTuple):
+    """What the database refuses its user: who, what it lacks, and what to do about it."""
+
+    user: str
+    refusal: str
+    remedy: str
+
+
+async def creation_refusal(conn: Any) -> Refusal | None:
+    """Why the user may not create the store's tables, or None when it may.
+
+    Args:
+        conn: a connection of the store's pool, in the start-up transaction.
+
+    Returns:
+        The refusal: no schema of the search path it may use, or no CREATE on the one
+        the tables would go in.
+    """
+    user, schema, search_path, may_create = await conn.fetchrow(_WHERE_TO_CREATE)
+    if schema is None:
+        return Refusal(
+            user,
+            f"may use no schema of its search_path ({search_path})",
+            "create the schema or grant the user USAGE on it, "
+            "or name another with ?search_path= in state.dsn",
+        )
+    if not may_create:
+        return Refusal(
+            user,
+            f"lacks CREATE on schema {schema!r}, which the first start needs to create "
+            "the state tables",
+            "grant it, or start once with a user that has it (the schema's owner); "
+            "later starts need only the privileges on the tables",
+        )
+    return None
+
+
+async def use_refusal(conn: Any) -> Refusal | None:
+    """Which privileges on the store's tables the user lacks, or None when it has them all.
+
+    Args:
+        conn: a connection of the store's pool, in the start-up transaction, once
+            the tables exist.
+
+    Returns:
+        The refusal, naming every privilege missing on each table.
+    """
+    names = [name for name, wanted in TABLE_PRIVILEGES.items() for _ in wanted]
+    privileges = [privilege for wanted in TABLE_PRIVILEGES.values() for privilege in wanted]
+    rows = await conn.fetch(_LACKING, names, privileges)
+    if not rows:
+        return None
+    lacking: dict[str, list[str]] = {}
+    for row in rows:
+        lacking.setdefault(row["name"], []).append(row["privilege"])
+    said = "; ".join(f"{', '.join(missing)} on {name}" for name, missing in lacking.items())
+    them = "it" if len(rows) == 1 else "them"
+    return Refusal(
+        rows[0]["current_user"],
+        f"lacks {said} (in schema {rows[0]['schema']!r})",
+        f"grant {them}, or give state.dsn a user that has {them}",
+    )
