@@ -1,12 +1,17 @@
-"""StateStoreCheck: the state store's field of /health, one check in flight, each answer bounded."""
+"""StateStoreCheck: the state store's field of /health, one check in flight, each answer
+bounded; and /health with a store of one's own."""
 
 from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
 from taskforce.api._health import StateStoreCheck
+from taskforce.api.server import create_app
+from taskforce.application.container import build_container
+from taskforce.config import Settings
 from taskforce.core.interfaces.state import StateStoreHealth
 from tests.observability.proxy_fakes import FakeStore
 
@@ -37,6 +42,15 @@ class CheckedStore(FakeStore):
             self.cancelled += 1
             raise
         return self.health
+
+
+class SyncCheckStore(FakeStore):
+    """A store of one's own with a ``backend`` name and a check of another interface (sync)."""
+
+    backend = "mine"
+
+    def check_health(self) -> bool:
+        return True
 
 
 class TestReport:
@@ -73,6 +87,25 @@ class TestReport:
 
         report = await StateStoreCheck(Broken(), _PATIENT).report()
         assert {"backend": "fake", "reachable": False, "error": "RuntimeError"} == report
+
+    async def test_a_check_that_is_not_the_protocols_reads_unreachable(self) -> None:
+        """A store of one's own with a backend name and a synchronous check_health (one of
+        another interface): its check fails as a TypeError, and /health still answers."""
+        report = await StateStoreCheck(SyncCheckStore(), _PATIENT).report()
+        assert {"backend": "mine", "reachable": False, "error": "TypeError"} == report
+
+    async def test_a_check_answering_something_else_reads_unreachable(self) -> None:
+        """An async check_health that answers a bool (not a StateStoreHealth): a TypeError,
+        so "reachable" never rests on a value the protocol does not define."""
+
+        class BoolCheck(FakeStore):
+            backend = "mine"
+
+            async def check_health(self) -> bool:
+                return True
+
+        report = await StateStoreCheck(BoolCheck(), _PATIENT).report()
+        assert {"backend": "mine", "reachable": False, "error": "TypeError"} == report
 
     async def test_a_check_past_the_deadline_is_answered_as_a_timeout(self) -> None:
         """A check that hangs: the answer comes at the deadline, unreachable, TimeoutError."""
@@ -159,3 +192,28 @@ class TestOneCheckInFlight:
         await check.aclose()
         expected = {"backend": "fake", "reachable": False, "error": "CancelledError"}
         assert expected == await waiting
+
+
+class TestHealthRoute:
+    @pytest.mark.parametrize(
+        ("store", "expected"),
+        [
+            (FakeStore(), None),
+            (SyncCheckStore(), {"backend": "mine", "reachable": False, "error": "TypeError"}),
+        ],
+        ids=["without-a-check", "sync-check"],
+    )
+    async def test_a_store_of_ones_own_keeps_health_answering(
+        self, settings: Settings, store: FakeStore, expected: dict[str, object] | None
+    ) -> None:
+        """With a store of one's own the app builds and /health is a 200 with status ok: no
+        state_store field without a check (pins existing behaviour), unreachable with a
+        TypeError for a check that is not the protocol's (it was a 500)."""
+        app = create_app(container=build_container(settings, state_store=store))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get("/health")
+            head = await client.head("/health")
+        assert (200, "ok") == (response.status_code, response.json()["status"])
+        assert expected == response.json().get("state_store")
+        assert 200 == head.status_code

@@ -45,7 +45,9 @@ class StateStoreCheck:
         Returns:
             ``{"backend": ..., "reachable": bool}``, with ``"error"`` (a short reason)
             when not reachable; a check still running at the deadline reads
-            ``TimeoutError: no answer within N s``, a check that raised its error's class.
+            ``TimeoutError: no answer within N s``, a check that raised its error's class
+            (``TypeError`` for one that is not the protocol's). Raises nothing, so
+            ``/health`` answers whatever the store does.
         """
         store = self._store
         if store is None:
@@ -55,7 +57,7 @@ class StateStoreCheck:
         if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
             # A context of its own: the check serves every request that joins it, not
             # the first one's (whose request id a log line of the store would carry).
-            task = asyncio.create_task(store.check_health(), context=contextvars.Context())
+            task = asyncio.create_task(_checked(store), context=contextvars.Context())
             task.add_done_callback(_retrieve)
             self._in_flight = task
         # asyncio.wait, not wait_for: a request that gives up (or is cancelled) leaves
@@ -76,6 +78,16 @@ class StateStoreCheck:
         if task is not None and not task.done():
             task.cancel()
             await asyncio.wait({task}, timeout=self._deadline)
+
+
+async def _checked(store: HealthCheckingStateStoreProtocol) -> StateStoreHealth:
+    """Run ``store``'s check, called and awaited inside the task: a store of one's own whose
+    ``check_health`` is not the protocol's (synchronous, or answering something else than a
+    ``StateStoreHealth``) fails it with a ``TypeError`` instead of failing ``/health``."""
+    health = await store.check_health()
+    if not isinstance(health, StateStoreHealth):
+        raise TypeError(f"check_health returned {type(health).__name__}, not StateStoreHealth")
+    return health
 
 
 def _outcome(task: asyncio.Task[StateStoreHealth]) -> StateStoreHealth:
