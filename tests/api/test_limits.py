@@ -91,18 +91,43 @@ class TestShutdownRefusal:
     async def test_a_body_first_asked_for_after_the_shutdown_began_is_answered_503(
         self,
     ) -> None:
-        """A request that asks for its body only after the shutdown began gets the 503 at
-        once, without its body being read, and is counted as refused then."""
+        """A request that asks for its body only after the shutdown began, and has to wait
+        for it, gets the 503 at once, counted as refused then; it does not wait for the
+        client."""
+        refused: list[int] = []
+        notice = ShutdownNotice(refused.append)
+        notice.begin()
+        client = Client()  # the body has not come
+        headers = [(b"content-length", b"2")]
+        await _middleware(_reading_app())(_scope(headers, notice), client.receive, client.send)
+        status, _, body = client.answer()
+        assert (503, REFUSED) == (status, body)
+        assert [1] == refused
+
+    async def test_the_part_held_is_read_and_a_wait_for_the_rest_refused(self) -> None:
+        """Asked for after the shutdown began, the part of the body the server holds is
+        read; the wait for the rest is refused at once, counted once."""
+        refused: list[int] = []
+        notice = ShutdownNotice(refused.append)
+        notice.begin()
+        client = Client({"type": "http.request", "body": b'{"a":', "more_body": True})
+        await _middleware(_reading_app())(_scope(CHUNKED, notice), client.receive, client.send)
+        status, _, body = client.answer()
+        assert (503, REFUSED) == (status, body)
+        assert ([1], []) == (refused, client.messages)
+
+    async def test_a_body_held_whole_is_served_when_asked_for_after_the_signal(self) -> None:
+        """A request whose whole body the server holds (it came before the signal), whose
+        route asks for it only after the shutdown began, is served, not refused: no wait
+        for the client is left."""
         refused: list[int] = []
         notice = ShutdownNotice(refused.append)
         notice.begin()
         client = Client({"type": "http.request", "body": b"{}", "more_body": False})
         headers = [(b"content-length", b"2")]
         await _middleware(_reading_app())(_scope(headers, notice), client.receive, client.send)
-        status, _, body = client.answer()
-        assert (503, REFUSED) == (status, body)
-        assert [1] == refused
-        assert 1 == len(client.messages)  # never read
+        assert (200, {"bytes": 2}) == client.answer()[::2]
+        assert [] == refused
 
     async def test_a_whole_body_is_not_refused(self) -> None:
         """A request whose body is whole goes on through the shutdown (it pins the behaviour

@@ -131,14 +131,47 @@ async def _until_in_progress(url: str) -> None:
             await asyncio.sleep(0.02)
 
 
-async def _half_a_body(url: str, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Send a POST to ``path`` of the server at ``url`` with the start of its body only."""
+def _half_a_body(path: str) -> bytes:
+    """A POST to ``path`` with the start of its body only."""
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    return f'{head}Content-Length: 100\r\n\r\n{{"mission":'.encode()
+
+
+async def _send(url: str, request: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open a connection to the server at ``url`` and send ``request`` on it."""
     host, port = url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
-    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-    writer.write(f'{head}Content-Length: 100\r\n\r\n{{"mission":'.encode())
+    writer.write(request)
     await writer.drain()
     return reader, writer
+
+
+async def _asked_for_late(settings: Settings, request: bytes) -> tuple[bytes, list[Any]]:
+    """Send ``request`` to ``/late-reader``, a route that asks for its body only once the
+    shutdown began (grace 1 h); return the answer and the shutdown's log events."""
+    entered, go_on = asyncio.Event(), asyncio.Event()
+
+    async def late_reader(request: Request) -> dict[str, int]:
+        entered.set()
+        await go_on.wait()
+        return {"bytes": len(await request.body())}
+
+    def add_late_reader(app: FastAPI) -> None:
+        app.add_api_route("/late-reader", late_reader, methods=["POST"])
+
+    async with _serving(settings, prepare=add_late_reader) as running:
+        running.server.grace_seconds = 3600
+        reader, writer = await _send(running.url, request)
+        await asyncio.wait_for(entered.wait(), timeout=5)  # a hang guard
+        with structlog.testing.capture_logs() as logs:
+            running.server.should_exit = True
+            await _until_logged(logs, "server.draining")  # the shutdown has begun
+            go_on.set()
+            # hang guards, not timings: a request that waits for its body waits out the grace
+            answer = await asyncio.wait_for(reader.read(), timeout=5)
+            await asyncio.wait_for(running.task, timeout=5)
+        writer.close()
+    return answer, logs
 
 
 async def _until_logged(logs: list[Any], event: str) -> None:
@@ -342,7 +375,7 @@ class TestShutdown:
     async def test_a_body_still_arriving_is_refused_at_once(self, running: Running) -> None:
         """A request still sending its body gets a 503 saying why, without waiting out the grace."""
         running.server.grace_seconds = 3600
-        reader, writer = await _half_a_body(running.url, "/api/v1/execute")
+        reader, writer = await _send(running.url, _half_a_body("/api/v1/execute"))
         with structlog.testing.capture_logs() as logs:
             for _ in range(500):  # until the request reached the app and waits for its body
                 if running.server.server_state.tasks:
@@ -368,28 +401,7 @@ class TestShutdown:
         """A request the server took before the signal, whose route asks for its body only
         after the shutdown began, gets the same 503 at once, logged as refused, instead of
         waiting out the grace for its body."""
-        entered, go_on = asyncio.Event(), asyncio.Event()
-
-        async def late_reader(request: Request) -> dict[str, int]:
-            entered.set()
-            await go_on.wait()
-            return {"bytes": len(await request.body())}
-
-        def add_late_reader(app: FastAPI) -> None:
-            app.add_api_route("/late-reader", late_reader, methods=["POST"])
-
-        async with _serving(settings, prepare=add_late_reader) as running:
-            running.server.grace_seconds = 3600
-            reader, writer = await _half_a_body(running.url, "/late-reader")
-            await asyncio.wait_for(entered.wait(), timeout=5)  # a hang guard
-            with structlog.testing.capture_logs() as logs:
-                running.server.should_exit = True
-                await _until_logged(logs, "server.draining")  # the shutdown has begun
-                go_on.set()
-                # hang guards, not timings: without the refusal both wait out the grace
-                answer = await asyncio.wait_for(reader.read(), timeout=5)
-                await asyncio.wait_for(running.task, timeout=5)
-            writer.close()
+        answer, logs = await _asked_for_late(settings, _half_a_body("/late-reader"))
         status, _, body = answer.partition(b"\r\n\r\n")
         assert status.startswith(b"HTTP/1.1 503")
         assert b"\r\nconnection: close" in status.lower()
@@ -399,6 +411,18 @@ class TestShutdown:
         refused = [e for e in logs if e["event"] == "server.requests.refused"]
         assert [("lifecycle", 1)] == [(e["category"], e["requests"]) for e in refused]
         assert "server.requests.cancelled" not in [e["event"] for e in logs]
+
+    async def test_a_whole_body_first_asked_for_after_the_signal_is_served(
+        self, settings: Settings
+    ) -> None:
+        """A request whose whole body came before the signal, whose route asks for it only
+        after the shutdown began, is served within the grace: nothing is left to wait for."""
+        whole = b"POST /late-reader HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+        answer, logs = await _asked_for_late(settings, whole)
+        status, _, body = answer.partition(b"\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 200")
+        assert {"bytes": 2} == json.loads(body)
+        assert "server.requests.refused" not in [e["event"] for e in logs]
 
     async def test_idle_server_stops_without_cancelling(self, running: Running) -> None:
         """With nothing running, a stop cancels nothing and logs server.stopped."""

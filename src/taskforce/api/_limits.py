@@ -4,11 +4,11 @@ A declared ``Content-Length`` over the limit is answered at once, before the app
 or any body byte is read; a chunked body is cut off as the limit is crossed. A body
 whose last byte has not come ``read_timeout_seconds`` after the request reached the
 app (a client that sends it slowly, or never ends it) gets a 408. Under
-``taskforce serve``, a body not whole when the server's shutdown begins (see
-``ShutdownNotice``) gets a 503: the request has started nothing. Either way the
-answer leaves as an ordinary response through the middleware around this one (the
-HTTP metrics count it like any other), and the connection is closed rather than
-drained.
+``taskforce serve``, a body the app would still have to wait for once the server's
+shutdown began (see ``ShutdownNotice``) gets a 503: the request has started nothing.
+Either way the answer leaves as an ordinary response through the middleware around
+this one (the HTTP metrics count it like any other), and the connection is closed
+rather than drained.
 """
 
 from __future__ import annotations
@@ -72,8 +72,9 @@ class ShutdownNotice:
     The server owns one, hands it to each HTTP request with ``given_to`` and calls
     ``begin`` as its shutdown starts. ``BodyLimitMiddleware`` then answers 503 to each
     request whose body is not whole: at once to those waiting for it, and to one that
-    asks for it later as soon as it asks. A request whose body is whole is not
-    touched. Not thread-safe: it belongs to the server's event loop.
+    asks for it later as soon as it would have to wait (what the server holds of the
+    body already is read first). A request whose body is whole, read or held by the
+    server, is not touched. Not thread-safe: it belongs to the server's event loop.
     """
 
     def __init__(self, on_refused: Callable[[int], None]) -> None:
@@ -228,6 +229,12 @@ class BodyLimitMiddleware:
             ShuttingDownError: the shutdown of ``notice`` began before the message came.
             BodyTimeoutError: ``deadline`` passed before the message came.
         """
+        if notice is not None and notice.has_begun:
+            # The shutdown refuses a wait for the client, not a request the server holds
+            # whole already (it came before the signal, its route just had not asked yet).
+            held = await _held(receive)
+            if held is not None:
+                return held
         remaining = max(0.0, deadline - asyncio.get_running_loop().time())
         watching: contextlib.AbstractContextManager[asyncio.Future[None] | None] = (
             notice.watch() if notice is not None else contextlib.nullcontext()
@@ -249,6 +256,20 @@ class BodyLimitMiddleware:
                 return arriving.result()
             finally:
                 _forget(arriving)
+
+
+async def _held(receive: Receive) -> Message | None:
+    """The next message of ``receive`` if the server holds it already, else ``None`` (unread).
+
+    ``receive`` gets one step of the loop: the task that runs it is scheduled before this
+    coroutine resumes, and a message already received needs no more than that step.
+    """
+    arriving = asyncio.ensure_future(receive())
+    await asyncio.sleep(0)
+    if arriving.done():
+        return arriving.result()
+    _forget(arriving)
+    return None
 
 
 async def _refuse(error: HTTPException, scope: Scope, receive: Receive, send: Send) -> None:
