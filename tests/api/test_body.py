@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from taskforce.api._body import (
+    MANY_TYPES_REASON,
     MAX_JSON_DEPTH,
     NOT_JSON_REASON,
     is_json_media_type,
@@ -163,6 +164,29 @@ class TestJSONContentType:
         """application/json with parameters, in any case, and application/*+json run it."""
         response = await client.post(route, content=MISSION, headers={"content-type": content_type})
         assert _answered(route, response), response.text[:300]
+
+    @pytest.mark.parametrize("route", ROUTES)
+    @pytest.mark.parametrize(
+        "types", [("application/json", "text/plain"), ("text/plain", "application/json")]
+    )
+    async def test_two_differing_content_types_are_a_415(
+        self, client: httpx.AsyncClient, route: str, types: tuple[str, str]
+    ) -> None:
+        """Two Content-Type headers that differ are refused whichever comes first: a proxy
+        that reads the other one (a WAF that skips a text/plain body) must not see
+        another request than the one that runs; no mission ran."""
+        headers = [("content-type", kind) for kind in types]
+        response = await client.post(route, content=MISSION, headers=headers)
+        assert (415, {"detail": MANY_TYPES_REASON}) == (response.status_code, response.json())
+        samples = await scrape(client)
+        assert 0 == total(samples, "taskforce_missions_total")
+
+    async def test_the_same_content_type_twice_is_one(self, client: httpx.AsyncClient) -> None:
+        """Pins existing behaviour: a Content-Type repeated with the same value is no
+        ambiguity, and the mission runs."""
+        headers = [("content-type", "application/json")] * 2
+        response = await client.post(ROUTES[0], content=MISSION, headers=headers)
+        assert _answered(ROUTES[0], response), response.text[:300]
 
     @pytest.mark.parametrize("route", ROUTES)
     async def test_no_content_type_is_a_415_too(

@@ -24,6 +24,7 @@ from starlette.responses import Response
 from taskforce.api._encoding import refusal
 
 __all__ = [
+    "MANY_TYPES_REASON",
     "MAX_JSON_DEPTH",
     "NOT_JSON_REASON",
     "StrictJSONRoute",
@@ -36,6 +37,9 @@ MAX_JSON_DEPTH = 32
 
 NOT_JSON_REASON = "request body must be JSON (content-type: application/json)"
 """The reason of the 415 answered to a body sent with a content type that is not JSON."""
+
+MANY_TYPES_REASON = "request has more than one content-type; send one: application/json"
+"""The reason of the 415 answered to a request with several ``Content-Type`` headers that differ."""
 
 
 def _refuse(reason: str, doc: str, needle: str = "") -> json.JSONDecodeError:
@@ -130,6 +134,16 @@ def is_json_media_type(content_type: str) -> bool:
     )
 
 
+def _content_type(request: Request) -> str | None:
+    """The request's ``Content-Type`` (``""`` without one); ``None`` if it has several that differ.
+
+    HTTP allows one; FastAPI, like this module, reads the first. A proxy before us may
+    read another, and check a different request than the one that runs.
+    """
+    given = {value for name, value in request.scope["headers"] if name == b"content-type"}
+    return None if len(given) > 1 else request.headers.get("content-type", "")
+
+
 class _StrictJSONRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
@@ -146,7 +160,8 @@ class StrictJSONRoute(APIRoute):
     JSON with a 415 (:data:`NOT_JSON_REASON`), unread: FastAPI would read it whole,
     then refuse it as a 422 that does not say why. So is a request without a
     ``Content-Type``: FastAPI does not read such a body as JSON either (a guard against
-    web pages that make a browser post to a local service without a CORS preflight).
+    web pages that make a browser post to a local service without a CORS preflight);
+    and one with several that differ (:data:`MANY_TYPES_REASON`), whichever is first.
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
@@ -164,8 +179,12 @@ class StrictJSONRoute(APIRoute):
             strict = _StrictJSONRequest(request.scope, request.receive)
             for check in early:
                 await check(strict)
-            if takes_json and not is_json_media_type(strict.headers.get("content-type", "")):
-                return refusal(415, NOT_JSON_REASON)  # none at all too (see above)
+            if takes_json:
+                content_type = _content_type(strict)
+                if content_type is None:
+                    return refusal(415, MANY_TYPES_REASON)
+                if not is_json_media_type(content_type):
+                    return refusal(415, NOT_JSON_REASON)  # none at all too (see above)
             return await handler(strict)
 
         return strict_handler
