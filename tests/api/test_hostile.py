@@ -8,6 +8,7 @@ with other settings (a bearer token, docs off) get their own, shorter-lived one.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
 import subprocess
@@ -22,6 +23,7 @@ from fastapi.routing import APIRoute
 
 from taskforce.api.server import create_app
 from taskforce.config import Settings
+from taskforce.observability import configure_logging
 from tests.api.conftest import parse_sse
 from tests.api.test_metrics_e2e import scrape, total
 from tests.support.binaries import require_binary
@@ -371,6 +373,31 @@ class TestDocs:
                 for path in ("/docs", "/redoc", "/openapi.json"):
                     assert 404 == (await client.get(path)).status_code
                 assert 200 == (await client.get("/health")).status_code
+
+
+class _RefusingStream(io.StringIO):
+    """A log stream whose reader went away: every write is a broken pipe."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+class TestBrokenLogSink:
+    async def test_missions_run_while_the_log_sink_fails(self, tmp_path: Path) -> None:
+        """A log stream that refuses every line (a collector that went away) fails no
+        request: a mission, plain and streamed, completes, and the lost lines are counted."""
+        configure_logging(fmt="json", level="debug", stream=_RefusingStream())
+        settings = Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "ws")
+        with serve(create_app(settings)) as live:
+            async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+                plain = await client.post("/api/v1/execute", json={"mission": "hi"})
+                streamed = await client.post("/api/v1/execute/stream", json={"mission": "hi"})
+                samples = await scrape(client)
+        assert (200, "completed") == (plain.status_code, plain.json()["status"])
+        assert 200 == streamed.status_code
+        assert "result" == parse_sse(streamed.text)[-1][0]
+        assert 2 == total(samples, "taskforce_missions_total", status="completed")
+        assert total(samples, "taskforce_metrics_errors_total", stage="log") > 0
 
 
 class TestAfterTheSuite:

@@ -10,7 +10,10 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
+from taskforce.observability._faults import count_log_faults_in
 from taskforce.observability.logs._logging import REDACTED, configure_logging, resolve_format
+from taskforce.observability.metrics import MetricSet
+from tests.observability.metric_samples import value
 
 
 @pytest.fixture(name="_restore_stdlib_logging")
@@ -217,6 +220,43 @@ class TestJsonLogs:
             configure_logging(level="loud")
         with pytest.raises(ValueError, match="categories"):
             configure_logging(categories=("nope",))
+
+
+class _FailingStream(io.StringIO):
+    """A log sink that refuses every write, as a pipe whose reader went away does."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+class TestFailingSink:
+    def test_a_line_the_sink_refuses_is_dropped_and_counted(self, metrics: MetricSet) -> None:
+        """A log call whose line the stream refuses returns normally, structlog's and the
+        stdlib's alike, and each lost line counts once as a fault of stage ``log``."""
+        count_log_faults_in(metrics)
+        configure_logging(fmt="json", stream=_FailingStream())
+        structlog.get_logger("t").error("mission.failed", category="mission")
+        logging.getLogger("uvicorn.error").warning("stdlib line")
+        assert 2 == value(metrics, "taskforce_metrics_errors_total", stage="log")
+
+    def test_a_closed_stream_is_a_failing_sink(self, metrics: MetricSet) -> None:
+        """A stream closed under the logger (ValueError on write) drops the line too."""
+        count_log_faults_in(metrics)
+        stream = io.StringIO()
+        configure_logging(fmt="json", stream=stream)
+        stream.close()
+        structlog.get_logger("t").info("mission.completed", category="mission")
+        assert 1 == value(metrics, "taskforce_metrics_errors_total", stage="log")
+
+    def test_no_standard_error_drops_lines_off_standard_output(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """With standard error closed at start (``sys.stderr`` is None), lines are
+        dropped: they do not go to standard output, where ``taskforce run`` prints."""
+        monkeypatch.setattr("sys.stderr", None)
+        configure_logging(fmt="json")
+        structlog.get_logger("t").error("mission.failed", category="mission")
+        assert "" == capsys.readouterr().out
 
 
 class TestResolveFormat:

@@ -2,12 +2,14 @@
 
 Holds process-wide state: the set of (component, stage) pairs whose fault was
 already logged, so a metric update that fails on every call (or a family that
-fails on every scrape) logs ``metrics.fault`` once and is only counted afterwards.
+fails on every scrape) logs ``metrics.fault`` once and is only counted afterwards;
+and the metric set that counts the log lines the process could not write.
 """
 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from typing import TYPE_CHECKING
 
 import structlog
@@ -15,10 +17,12 @@ import structlog
 if TYPE_CHECKING:
     from taskforce.observability.metrics import MetricSet
 
-__all__ = ["report_fault"]
+__all__ = ["count_log_faults_in", "report_fault", "report_log_fault"]
 
 _LOGGER = structlog.get_logger("taskforce.observability")
 _LOGGED_FAULTS: set[tuple[str, str]] = set()
+# Weak: a container that is gone (tests build many) stops counting, and is not kept alive.
+_LOG_FAULTS_TO: weakref.ref[MetricSet] | None = None
 
 
 def report_fault(metrics: MetricSet, proxy: str, stage: str, exc: Exception) -> None:
@@ -51,6 +55,29 @@ def report_fault(metrics: MetricSet, proxy: str, stage: str, exc: Exception) -> 
             error=str(exc),
             once=True,
         )
+
+
+def count_log_faults_in(metrics: MetricSet) -> None:
+    """Count the log lines the process cannot write in ``metrics`` from now on (stage ``log``).
+
+    The log sink is the process's, so this is process-wide: the metric set given last
+    counts them (a process builds one container).
+
+    Args:
+        metrics: The container's metric set.
+    """
+    global _LOG_FAULTS_TO
+    _LOG_FAULTS_TO = weakref.ref(metrics)
+
+
+def report_log_fault() -> None:
+    """Count one log line the log stream failed to take.
+
+    Never raises, and never logs: the log is what failed.
+    """
+    metrics = None if _LOG_FAULTS_TO is None else _LOG_FAULTS_TO()
+    if metrics is not None:
+        metrics.record_fault("log")
 
 
 def _forget_logged_faults() -> None:

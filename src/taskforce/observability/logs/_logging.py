@@ -23,6 +23,7 @@ from taskforce.core.interfaces.log import (
     cut_text,
     secret_scrubber,
 )
+from taskforce.observability._faults import report_log_fault
 
 __all__ = ["REDACTED", "configure_logging", "resolve_format"]
 
@@ -162,6 +163,34 @@ class _AccessLinePaths:
         return event_dict
 
 
+class _SinkStream:
+    """The log stream, where a line the sink cannot take is dropped and counted, not raised.
+
+    A reader that went away (a broken pipe), a full disk or a closed stream must not
+    fail the mission or request that logged: the line is lost, and counted as a fault
+    of stage ``log`` (:func:`report_log_fault`). Each line is written and flushed in
+    one :meth:`write`, so a line that fails is counted once. Without a stream at all
+    (standard error closed before start) lines are dropped: they must not go to
+    standard output, where ``taskforce run`` prints its result.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        """Write and flush ``text``; on a failure of the stream, drop it and count it."""
+        if self._stream is not None:
+            try:
+                self._stream.write(text)
+                self._stream.flush()
+            except (OSError, ValueError):  # ValueError: a closed stream
+                report_log_fault()
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing to do: :meth:`write` flushed already."""
+
+
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]  # stream type is Any here
     """A stream handler that honours structlog's ``DropEvent`` for stdlib records."""
 
@@ -213,6 +242,7 @@ def configure_logging(
     if max_path_chars < 1:
         raise ValueError(f"max_path_chars must be at least 1, got {max_path_chars}")
     out = sys.stderr if stream is None else stream
+    sink = _SinkStream(out)
     renderer: Processor
     if resolve_format(fmt, out) == "json":
         renderer = structlog.processors.JSONRenderer()
@@ -233,10 +263,10 @@ def configure_logging(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         # one write() per line: two workers sharing stderr can interleave writes, never split a line
-        logger_factory=structlog.WriteLoggerFactory(file=out),
+        logger_factory=structlog.WriteLoggerFactory(file=sink),  # type: ignore[arg-type]  # a TextIO in what WriteLogger uses
         cache_logger_on_first_use=cache_loggers,
     )
-    handler = _Handler(out)
+    handler = _Handler(sink)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[

@@ -82,6 +82,7 @@ FAULT_STAGES: tuple[str, ...] = (
     "state",  # StateStoreProxy: state size
     "http",  # HTTPMetricsMiddleware
     "render",  # the /metrics endpoint while rendering
+    "log",  # the log sink: a line it could not take was dropped
     OTHER,
 )
 HTTP_METHODS: tuple[str, ...] = (

@@ -15,6 +15,7 @@ from taskforce.core.interfaces.executor import ExecutorProtocol
 from taskforce.core.interfaces.llm import LLMProviderProtocol
 from taskforce.core.interfaces.state import StateStoreProtocol
 from taskforce.core.interfaces.tools import ToolProtocol, ToolRegistryProtocol
+from taskforce.observability._faults import count_log_faults_in
 from taskforce.observability.metrics import MetricSet
 from taskforce.observability.proxies._base import ObservingProxy, is_observing_proxy
 from taskforce.observability.proxies._executor import ExecutorProxy
@@ -92,6 +93,9 @@ def weave(
 ) -> tuple[_LLMT, _RegistryT, _StoreT]:
     """Wrap the dependencies the executor is built from.
 
+    From then on ``metrics`` also counts the log lines the process cannot write
+    (stage ``log``): the log sink is the process's, like the container.
+
     Args:
         llm_provider: The provider the agents call.
         tool_registry: The registry the agents take tools from.
@@ -104,6 +108,7 @@ def weave(
     Raises:
         TypeError: An object does not satisfy its protocol.
     """
+    count_log_faults_in(metrics)
     return (
         _instrument_as(llm_provider, LLMProviderProtocol, metrics),
         _instrument_as(tool_registry, ToolRegistryProtocol, metrics),
