@@ -317,10 +317,18 @@ class TestRun:
 
     @pytest.mark.parametrize(
         "args",
-        [[""], ["  \n "], ["hi", "--session", "../x"], ["hi", "--session", "a b"], ["x" * 9]],
+        [
+            [""],
+            ["  \n "],
+            ["hi", "--session", "../x"],
+            ["hi", "--session", "a b"],
+            ["x" * 9],
+            ["hi \udcff"],  # a byte that is not UTF-8 in argv, as the API refuses "\udcff"
+        ],
     )
     def test_invalid_mission_one_line_exit_2(self, tmp_path: Path, args: list[str]) -> None:
-        """An empty or too long mission or a bad session id: one line, no traceback, exit 2."""
+        """An empty, too long or not UTF-8 mission or a bad session id: one line, no
+        traceback, exit 2."""
         env = _env(tmp_path, TASKFORCE_AGENT__MAX_MISSION_CHARS="8")
         proc = _taskforce("run", *args, env=env, cwd=tmp_path)
         assert 2 == proc.returncode

@@ -79,7 +79,8 @@ def check_mission_request(
     observability aspect knows a request was not a mission.
 
     Args:
-        mission: must be a string with at least one non-whitespace character.
+        mission: must be a string with at least one non-whitespace character, and
+            encodable as UTF-8 (no lone surrogate).
         agent_type: must be one of ``AGENT_TYPES``.
         session_id: ``None``, or an id matching :data:`SESSION_ID_PATTERN`.
         mission_id: ``None``, or an id matching :data:`SESSION_ID_PATTERN`.
@@ -103,6 +104,13 @@ def check_mission_request(
         )
     if not isinstance(mission, str) or not mission.strip():
         raise MissionError(f"mission must be a non-empty string, got {mission!r:.40}")
+    if not mission.isascii():
+        try:
+            mission.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate: argv bytes that are not UTF-8
+            raise MissionError(
+                f"mission must be UTF-8 text; character {exc.start} is an unpaired surrogate"
+            ) from None
     if max_chars is not None and len(mission) > max_chars:
         raise MissionError(
             f"mission must be at most {max_chars} characters (agent.max_mission_chars), "
