@@ -58,6 +58,9 @@ class TestParseStrictJSON:
             (b'{"mission": "\xff\xfe"}', "not valid UTF-8"),
             (b'{"x": ' + b"9" * 5000 + b"}", "Exceeds the limit"),
             (b'{"mission": ', "Expecting value"),
+            (b'{"mission": "hi", "mission": "rm"}', "duplicate key 'mission'"),
+            (b'{"a": {"k": 1, "k": 1}}', "duplicate key 'k'"),
+            (b'{"' + b"k" * 100_000 + b'": 1, "' + b"k" * 100_000 + b'": 2}', "duplicate key"),
         ],
     )
     def test_hostile_json_refused_with_reason(self, body: bytes, reason: str) -> None:

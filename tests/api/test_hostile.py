@@ -92,6 +92,7 @@ class TestHostileJson:
             (b'{"mission": "caf\xe9"}', "not valid UTF-8"),
             (b"\xff\xfe{}", "not valid UTF-8"),
             (b'{"mission": "unterminated', "JSON decode error"),
+            (b'{"mission": "say a", "mission": "say b"}', "duplicate key"),
         ],
     )
     async def test_hostile_body_is_a_422_with_reason(

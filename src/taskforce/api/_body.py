@@ -57,6 +57,22 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's members as a dict; a key given twice is refused (which one would count?).
+
+    ``json.loads`` keeps the last, another reader (a proxy, a log pipeline) may keep the
+    first: the request one of them checked would not be the one that ran.
+    """
+    value = dict(pairs)
+    if len(value) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise json.JSONDecodeError(f"duplicate key {key[:40]!r}", "", 0)
+            seen.add(key)
+    return value
+
+
 def _unencodable(text: str) -> str | None:
     """Return the ``\\uXXXX`` escape of the first lone surrogate in ``text``, else ``None``."""
     try:
@@ -94,14 +110,20 @@ def parse_strict_json(body: bytes) -> Any:
     Raises:
         json.JSONDecodeError: the body is not UTF-8, not JSON, uses ``NaN`` or
             ``Infinity``, has a number out of range, nests deeper than
-            ``MAX_JSON_DEPTH`` or holds a lone surrogate; the message says which.
+            ``MAX_JSON_DEPTH``, holds a lone surrogate or gives an object a key
+            twice; the message says which.
     """
     try:
         doc = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise json.JSONDecodeError("body is not valid UTF-8", "", exc.start) from None
     try:
-        value = json.loads(doc, parse_constant=_reject_constant, parse_float=_finite_float)
+        value = json.loads(
+            doc,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_keys,
+        )
     except json.JSONDecodeError as exc:
         raise json.JSONDecodeError(exc.msg, doc, exc.pos) from None
     except RecursionError:
