@@ -207,6 +207,7 @@ class TestWorkers:
         listed = sorted(g["targets"][0] for g in json.loads(targets.read_text("utf-8")))
         assert [f"127.0.0.1:{metrics_port + i}" for i in (0, 1)] == listed
 
+    def test_workers_without_metrics_port_exit_2(self, tmp_path: Path) -> None:
         """`--workers 2` with metrics on and no metrics.port stops at once, naming it."""
         with started(
             ["serve", "--port", "1", "--workers", "2"], clean_env(tmp_path), tmp_path
@@ -226,6 +227,34 @@ class TestWorkers:
             wait_until_up(child, [api])
             assert 5 == sum(send(api, 1).values())
             assert 404 == httpx.get(f"{api}/metrics", timeout=5).status_code
+
+    def test_metrics_off_lists_no_targets_when_a_worker_is_replaced(
+        self, tmp_path: Path, ports: tuple[int, int]
+    ) -> None:
+        """With metrics disabled, metrics.port and the targets file set, nothing is listed.
+
+        No worker serves metrics, so an entry would be a target that is always down.
+        """
+        api_port, metrics_port = ports
+        env, targets = _with_targets(tmp_path, metrics_port)
+        env["TASKFORCE_METRICS__ENABLED"] = "false"
+        with started(["serve", "--port", str(api_port), "--workers", "2"], env, tmp_path) as child:
+            deadline = time.monotonic() + 30
+            while 2 > [e["event"] for e in events(child)].count("server.started"):
+                assert time.monotonic() < deadline, child.stderr()
+                time.sleep(0.05)
+            victim = next(
+                e["pid"]
+                for e in events(child)
+                if e["event"] == "server.started" and e["worker"] == 0
+            )
+            os.kill(int(str(victim)), signal.SIGKILL)
+            while not [e for e in events(child) if e["event"] == "worker.restarted"]:
+                assert time.monotonic() < deadline, child.stderr()
+                time.sleep(0.05)
+            assert not targets.exists()
+            assert 0 == child.stop()
+        assert not targets.exists()
 
     def test_web_concurrency_is_workers(self, tmp_path: Path, ports: tuple[int, int]) -> None:
         """WEB_CONCURRENCY=2 runs two workers, each with its own metrics port."""

@@ -122,9 +122,10 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
                 if sock is not None:
                     sock.close()
             raise
-    targets = _Targets(metrics.targets_file, metrics_host, metrics.port, workers)
-    if metrics.enabled and metrics.port is not None:
-        targets.write(range(workers))
+    # With metrics off no worker serves a listener: nothing to list, now or on a restart.
+    listed_port = metrics.port if metrics.enabled else None
+    targets = _Targets(metrics.targets_file, metrics_host, listed_port, workers)
+    targets.write(range(workers))
     # Only a stop asked for withdraws the entries: a service that failed stays listed,
     # so Prometheus sees its targets down (and TaskforceTargetDown fires) instead of
     # seeing them vanish.
