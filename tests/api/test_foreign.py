@@ -64,10 +64,17 @@ class TestFromStack:
         )
         assert ForeignSupervisor("gunicorn", 4, "10.0.0.5") == found
 
-    def test_uvicorn_reload_is_single_process(self, tmp_path: Path) -> None:
-        """uvicorn --reload runs one worker through the same function: not multi-process."""
+    @pytest.mark.parametrize(
+        ("workers", "is_reload"),
+        [(1, False), (2, True)],  # --reload; with --workers 2 or WEB_CONCURRENCY=2 too
+    )
+    def test_uvicorn_reload_is_single_process(
+        self, tmp_path: Path, workers: int, is_reload: bool
+    ) -> None:
+        """uvicorn --reload runs one worker through the same function, ignoring any count."""
         config = _Config()
-        config.workers = 1
+        config.workers = workers
+        config.should_reload = is_reload  # type: ignore[attr-defined]
         found = _call_from(
             "uvicorn._subprocess",
             "subprocess_started",
@@ -110,6 +117,11 @@ class TestFromParent:
     def test_uvicorn_without_workers_flag_is_not_a_supervisor(self, tmp_path: Path) -> None:
         """Plain `uvicorn app` runs the app in the same process: not a foreign supervisor."""
         assert detect_supervisor(_fake_proc(tmp_path, "python", "-m", "uvicorn", "a:b")) is None
+
+    def test_uvicorn_reload_with_workers_flag_is_not_a_supervisor(self, tmp_path: Path) -> None:
+        """`uvicorn --reload --workers 2` runs one process: uvicorn ignores the flag."""
+        proc = _fake_proc(tmp_path, "uvicorn", "--reload", "--workers", "2", "a:b")
+        assert detect_supervisor(proc) is None
 
     def test_unknown_worker_count_counts_as_many(self) -> None:
         """A gunicorn whose worker count cannot be read is treated as multi-process."""

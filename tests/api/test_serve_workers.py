@@ -471,6 +471,26 @@ def _wait_for(child: Child, event: str, count: int) -> None:
         time.sleep(0.05)
 
 
+class TestUvicornReload:
+    def test_reload_with_web_concurrency_serves_metrics_on_its_port(
+        self, tmp_path: Path, ports: tuple[int, int]
+    ) -> None:
+        """uvicorn --reload runs one process even with WEB_CONCURRENCY=2: /metrics is served."""
+        api_port = ports[0]
+        watched = tmp_path / "watched"
+        watched.mkdir()
+        env = clean_env(tmp_path, WEB_CONCURRENCY="2")
+        args = ["--factory", "--reload", "--reload-dir", str(watched), "--port", str(api_port)]
+        with started(
+            [*args, "taskforce.api.server:create_app"], env, tmp_path, module="uvicorn"
+        ) as child:
+            api = f"http://127.0.0.1:{api_port}"
+            wait_until_up(child, [f"{api}/health"])
+            sent = send(api, 1)
+            assert nonzero(sent) == nonzero(scrape(api_port))
+        assert "metrics.shared_port.refused" not in child.stderr()
+
+
 def _statuses(root: Path, session_id: str) -> list[str]:
     state = json.loads((root / "state" / f"{session_id}.json").read_text(encoding="utf-8"))
     return [m["status"] for m in state["missions"]]

@@ -58,9 +58,12 @@ def _from_frame(frame: FrameType) -> ForeignSupervisor | None:
     if module == "uvicorn._subprocess" and frame.f_code.co_name == "subprocess_started":
         config = frame.f_locals.get("config")
         host = getattr(config, "host", None)
+        # --reload runs one process through the same function; uvicorn ignores --workers
+        # and WEB_CONCURRENCY then, but keeps them in its config.
+        is_reload = getattr(config, "should_reload", False) is True
         return ForeignSupervisor(
             "uvicorn",
-            _as_count(getattr(config, "workers", None)),
+            1 if is_reload else _as_count(getattr(config, "workers", None)),
             host if isinstance(host, str) else None,
         )
     if module.startswith("gunicorn."):
@@ -111,6 +114,8 @@ def _from_parent(proc: Path) -> ForeignSupervisor | None:
         workers = _flag_count(argv, ("-w", "--workers"))
         return ForeignSupervisor("gunicorn", workers, _bind_host([_flag(argv, ("-b", "--bind"))]))
     if any(name == "uvicorn" for name in names) or "uvicorn" in argv[1:3]:
+        if "--reload" in argv:  # one process, whatever --workers says (see _from_frame)
+            return None
         workers = _flag_count(argv, ("--workers",))
         host = _flag(argv, ("--host",)) or "127.0.0.1"
         return ForeignSupervisor("uvicorn", workers, host) if workers is not None else None
