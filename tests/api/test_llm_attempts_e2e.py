@@ -57,6 +57,17 @@ async def _mission(live: LiveServer, mission: str) -> tuple[dict[str, object], S
         return response.json(), await scrape(client)
 
 
+async def _lean_mission_on(live: LiveServer, route: str) -> tuple[dict[str, Any], Samples]:
+    """Run a lean mission ``hello`` on ``route``; return its result (streamed: the last
+    event's) and the scrape after it."""
+    async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:
+        response = await client.post(route, json={"mission": "hello", "agent_type": "lean"})
+        samples = await scrape(client)
+    if route.endswith("/stream"):
+        return parse_sse(response.text)[-1][1]["result"], samples
+    return response.json(), samples
+
+
 def _failed_log_types(logs: list[MutableMapping[str, Any]]) -> list[object]:
     return [event["error_type"] for event in logs if event["event"] == "llm.call.failed"]
 
@@ -109,12 +120,7 @@ class TestAttempts:
         fake.fail_next(3, 503)
 
         with capture_logs() as logs:
-            async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:
-                mission = {"mission": "hello", "agent_type": "lean"}
-                response = await client.post(route, json=mission)
-                samples = await scrape(client)
-        streamed = route.endswith("/stream")
-        body = parse_sse(response.text)[-1][1]["result"] if streamed else response.json()
+            body, samples = await _lean_mission_on(live, route)
 
         said = "HTTP 503 Service Unavailable: injected failure 503"
         assert (f"LLM call failed: {said}", "server_error") == (body["error"], body["error_type"])
@@ -122,6 +128,29 @@ class TestAttempts:
         described = {key: failed[key] for key in ("error_chars", "error_sha256", "error_type")}
         assert {**text_fields("error", said), "error_type": "server_error"} == described
         assert 1 == total(samples, "taskforce_llm_failures_total", error_type="server_error")
+
+    @pytest.mark.parametrize("route", ["/api/v1/execute", "/api/v1/execute/stream"])
+    async def test_an_error_object_in_a_200_counts_as_its_code_on_either_route(
+        self, service: tuple[LiveServer, FakeOpenAIServer], route: str
+    ) -> None:
+        """A 200 whose body (or stream) is a 429 error object, then the answer: one
+        rate_limit retry and one successful request, streamed or not."""
+        live, fake = service
+        error = {"error": {"code": 429, "message": "slow down"}}
+        if route.endswith("/stream"):
+            fake.stream_next([error])
+        else:
+            fake.respond_next(error)
+
+        with capture_logs() as logs:
+            body, samples = await _lean_mission_on(live, route)
+
+        assert ("completed", None) == (body["status"], body["error_type"])
+        assert 1 == total(samples, "taskforce_llm_retries_total", error_type="rate_limit")
+        assert 1 == total(samples, "taskforce_llm_requests_total", status="success")
+        assert 0 == total(samples, "taskforce_llm_failures_total")
+        retried = [e["error_type"] for e in logs if e["event"] == "llm.request.retry"]
+        assert ["rate_limit"] == retried
 
     async def test_auth_is_not_retried(self, service: tuple[LiveServer, FakeOpenAIServer]) -> None:
         """401: no retry, one auth failure, the same error_type in the log line."""

@@ -1269,6 +1269,48 @@ class TestErrorTypes:
         retries = [e for e in logs if e["event"] == "llm.request.retry"]
         assert [(waited, "rate_limit")] == [(e["delay_seconds"], e["error_type"]) for e in retries]
 
+    @pytest.mark.parametrize(
+        ("error", "error_type", "attempts", "said"),
+        [
+            ({"code": 429, "message": "slow down"}, "rate_limit", 3, " (429): slow down"),
+            ({"code": 502, "message": "provider down"}, "server_error", 3, " (502): provider down"),
+            ({"code": "overloaded", "message": "busy"}, "server_error", 3, " (overloaded): busy"),
+            ({"code": 401, "message": "key revoked"}, "auth", 1, " (401): key revoked"),
+            ("plain words", "other", 1, ": plain words"),
+        ],
+    )
+    async def test_an_error_object_in_a_2xx_answer_is_read_as_in_a_stream(
+        self,
+        provider: OpenAICompatibleProvider,
+        fake: FakeOpenAIServer,
+        error: Any,
+        error_type: str,
+        attempts: int,
+        said: str,
+    ) -> None:
+        """A 200 whose body is an error object (a router's failure while the model wrote its
+        answer) fails as the error it names, retried by the same rule, as in a stream."""
+        for _ in range(3):
+            fake.respond_next({"error": error})
+
+        result = await provider.complete(_mission("hi"))
+
+        assert (False, error_type) == (result["success"], result["error_type"])
+        assert [error_type] * attempts == [a.error_type for a in result["attempts"]]
+        assert attempts == len(fake.requests)
+        assert f"the answer carried an error{said}" == result["error"]
+
+    async def test_an_error_object_in_a_2xx_answer_then_the_answer(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """A 200 holding a 429 error object, then the answer: one retried, successful call."""
+        fake.respond_next({"error": {"code": 429, "message": "slow down"}})
+
+        result = await provider.complete(_mission("hi"))
+
+        assert True is result["success"]
+        assert ["rate_limit", None] == [a.error_type for a in result["attempts"]]
+
     async def test_stream_error_carries_type_and_attempts(
         self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
     ) -> None:

@@ -33,7 +33,11 @@ from taskforce.core.interfaces.llm import (
 from taskforce.core.interfaces.log import secret_scrubber
 from taskforce.errors import LLMProviderError
 from taskforce.infrastructure.llm._openai_chat import _answer, _extra, _usage
-from taskforce.infrastructure.llm._openai_errors import _InvalidResponse, _StreamCut
+from taskforce.infrastructure.llm._openai_errors import (
+    _ErrorInAnswer,
+    _InvalidResponse,
+    _StreamCut,
+)
 from taskforce.infrastructure.llm._openai_failures import (
     _classify,
     _Failures,
@@ -380,11 +384,24 @@ class OpenAICompatibleProvider:
     ) -> LLMResult:
         params = cast("list[ChatCompletionMessageParam]", messages)
         attempts: list[LLMAttempt] = []
-        try:
-            response: ChatCompletion = await self._run(
-                lambda: self._client.chat.completions.create(messages=params, model=asked, **extra),
-                attempts,
+
+        async def attempt() -> Any:
+            response = await self._client.chat.completions.create(
+                messages=params, model=asked, **extra
             )
+            error = (
+                (response.model_extra or {}).get("error")
+                if isinstance(response, ChatCompletion)
+                else None
+            )
+            if error:
+                # An error object where the answer should be (a router that failed while
+                # the model wrote): the failure it names, retried as in a stream.
+                raise _ErrorInAnswer(error)
+            return response
+
+        try:
+            response: ChatCompletion = await self._run(attempt, attempts)
         except Exception as exc:
             error_type = _classify(exc)
             if error_type is None:

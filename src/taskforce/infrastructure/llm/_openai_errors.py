@@ -1,4 +1,5 @@
-"""The internal exceptions of the OpenAI-compatible provider: an unusable answer, a cut stream.
+"""The internal exceptions of the OpenAI-compatible provider: an unusable answer, an error
+object in a 2xx answer, a cut stream.
 
 They never leave the provider, which turns each into a failure result or an
 :class:`~taskforce.errors.LLMProviderError`. The module imports nothing from the
@@ -7,7 +8,7 @@ project, so each of the provider's modules can raise them without a cycle.
 
 from __future__ import annotations
 
-__all__ = ["_InvalidResponse", "_StreamCut"]
+__all__ = ["_ErrorInAnswer", "_InvalidResponse", "_StreamCut"]
 
 
 class _InvalidResponse(Exception):
@@ -16,3 +17,16 @@ class _InvalidResponse(Exception):
 
 class _StreamCut(Exception):
     """Internal: a stream ended, without an error, before the model finished its answer."""
+
+
+class _ErrorInAnswer(Exception):
+    """Internal: a 2xx chat completion whose body is an error object, not an answer.
+
+    A router that fails while the model writes (OpenRouter, say) answers 200 with
+    ``{"error": {"code": 429, ...}}``; ``body`` is that error, read as the SDK reads one
+    inside a stream.
+    """
+
+    def __init__(self, body: object) -> None:
+        super().__init__("the answer carried an error")
+        self.body = body

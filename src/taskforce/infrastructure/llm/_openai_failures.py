@@ -28,7 +28,11 @@ from taskforce.core.interfaces.llm import (
     llm_error_type_of_status,
 )
 from taskforce.errors import LLMProviderError
-from taskforce.infrastructure.llm._openai_errors import _InvalidResponse, _StreamCut
+from taskforce.infrastructure.llm._openai_errors import (
+    _ErrorInAnswer,
+    _InvalidResponse,
+    _StreamCut,
+)
 from taskforce.infrastructure.llm._openai_http import _HTTP
 
 __all__ = ["_Failures", "_classify", "_is_in_stream_error", "_retry_after", "_wait_asked"]
@@ -67,7 +71,7 @@ def _is_in_stream_error(exc: BaseException) -> TypeGuard[openai.APIError]:
 
 
 def _in_stream_error_type(body: object) -> LLMErrorType:
-    """The error type of an error object a server sent inside a 2xx stream.
+    """The error type of an error object a server sent inside a 2xx stream or answer.
 
     Compatible servers report a rate limit or an overload that way (``{"error": {"code":
     429, ...}}``); read like the HTTP status or type it names, else ``other``.
@@ -99,7 +103,7 @@ def _classify(exc: Exception) -> LLMErrorType | None:
         return "connection"
     if isinstance(exc, _UNUSABLE):
         return "invalid_response"
-    if _is_in_stream_error(exc):
+    if _is_in_stream_error(exc) or isinstance(exc, _ErrorInAnswer):
         return _in_stream_error_type(exc.body)
     if isinstance(exc, _HTTP_ERRORS):
         return "other"
@@ -190,15 +194,17 @@ def _status_text(exc: openai.APIStatusError, redact: Callable[[str], str]) -> st
 _ERROR_CODE = re.compile(r"[\w.-]{1,40}", re.ASCII)
 
 
-def _in_stream_text(exc: openai.APIError, redact: Callable[[str], str]) -> str:
-    """Say what an error object inside a 2xx stream reported: its code and its reason."""
-    code = exc.body.get("code") if isinstance(exc.body, Mapping) else None
+def _error_object_text(text: str, body: object, redact: Callable[[str], str]) -> str:
+    """Say what an error object inside a 2xx stream or answer reported: its code and reason.
+
+    ``text`` says where it came (``the stream carried an error``).
+    """
+    code = body.get("code") if isinstance(body, Mapping) else None
     if isinstance(code, int) and not isinstance(code, bool) and 0 <= code < 1000:
         code = str(code)
-    text = "the stream carried an error"
     if isinstance(code, str) and _ERROR_CODE.fullmatch(code):
         text = f"{text} ({code})"
-    reason = _reason(exc.body, redact)
+    reason = _reason(body, redact)
     return f"{text}: {reason}" if reason else text
 
 
@@ -229,7 +235,9 @@ class _Failures:
         if isinstance(exc, openai.APIStatusError):
             return _status_text(exc, self.redact)
         if _is_in_stream_error(exc):
-            return _in_stream_text(exc, self.redact)
+            return _error_object_text("the stream carried an error", exc.body, self.redact)
+        if isinstance(exc, _ErrorInAnswer):
+            return _error_object_text(str(exc), exc.body, self.redact)
         text = " ".join(str(exc).split())
         if isinstance(exc, TimeoutError) and not text:
             # A deadline's TimeoutError has no message: say which limit ran out.
