@@ -7,6 +7,7 @@ import contextlib
 import json
 import math
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -602,3 +603,22 @@ class TestStreamWithTools:
 
         text = "".join(c.get("content", "") for c in chunks)
         assert ("Completed 1 tool call(s). Last result: 7", []) == (text, chunks[-1]["tool_calls"])
+
+    @pytest.mark.parametrize(
+        "mission", ['tool:calculator {"a": 1}', "say hello", "llm:fail server_error 3"]
+    )
+    async def test_usage_is_the_one_complete_reports(
+        self, provider: ScriptedLLMProvider, mission: str
+    ) -> None:
+        """The same turn streamed or not reports the same usage: the tool schemas sent are
+        prompt tokens either way, so spend does not depend on the route."""
+        messages = _mission(mission)
+        completed = await provider.complete(messages, tools=_TOOLS)
+        streamed: Mapping[str, Any] | None
+        try:
+            chunks = [c async for c in provider.stream(messages, tools=_TOOLS)]
+            streamed = chunks[-1]["usage"]
+        except LLMProviderError as exc:
+            streamed = exc.usage
+
+        assert completed["usage"] == streamed

@@ -178,7 +178,7 @@ class ScriptedLLMProvider:
         """
         used_model = model or self._model
         await self._pause()
-        sent_chars = _chars_of(messages) + (len(json.dumps(list(tools))) if tools else 0)
+        sent_chars = _sent_chars(messages, tools)
         attempts: list[LLMAttempt] = []
         try:
             script = parse_script(mission_text(messages))
@@ -274,6 +274,7 @@ class ScriptedLLMProvider:
         """
         used_model = model or self._model
         await self._pause()
+        sent_chars = _sent_chars(messages, tools)
         attempts: list[LLMAttempt] = []
         try:
             script = parse_script(mission_text(messages))
@@ -283,7 +284,7 @@ class ScriptedLLMProvider:
             exc.attempts = attempts  # type: ignore[attr-defined]  # as OpenAICompatibleProvider
             raise
         except LLMProviderError as exc:
-            _reported(exc, attempts, _usage(_chars_of(messages), 0))
+            _reported(exc, attempts, _usage(sent_chars, 0))
             raise
         calls: list[ToolCall] = []
         if isinstance(directive, ToolDirective) and tools and tool_choice != "none":
@@ -309,7 +310,7 @@ class ScriptedLLMProvider:
         answer_chars = len(text) if text else len(json.dumps(calls))
         done: StreamChunk = {
             "done": True,
-            "usage": _usage(_chars_of(messages), answer_chars),
+            "usage": _usage(sent_chars, answer_chars),
             "model": used_model,
             "attempts": attempts,
         }
@@ -390,8 +391,10 @@ def _tool_call(directive: ToolDirective, cursor: int) -> ToolCall:
     return {"id": f"call_{cursor}", "name": directive.name, "arguments": directive.arguments}
 
 
-def _chars_of(messages: Sequence[ChatMessage]) -> int:
-    return sum(len(m.get("content") or "") for m in messages)
+def _sent_chars(messages: Sequence[ChatMessage], tools: Sequence[ToolSchema] | None) -> int:
+    """The characters a call sends, counted for its usage: message text plus tool schemas."""
+    chars = sum(len(m.get("content") or "") for m in messages)
+    return chars + (len(json.dumps(list(tools))) if tools else 0)
 
 
 def _usage(sent_chars: int, answer_chars: int) -> Usage:
