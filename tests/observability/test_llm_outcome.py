@@ -100,6 +100,26 @@ class TestRetriesAndFailures:
         assert 1 == _count(metrics, "taskforce_llm_failures_total", error_type="timeout")
         assert 1 == _count(metrics, "taskforce_llm_requests_total", operation="stream")
 
+    @pytest.mark.parametrize("streamed", [False, True], ids=["execute", "stream"])
+    @pytest.mark.parametrize(
+        "mission", ["llm:fail server_error 3", "llm:fail auth", "llm:error", "tool:x [1]"]
+    )
+    async def test_a_failed_call_bills_nothing(
+        self, container: Container, mission: str, streamed: bool
+    ) -> None:
+        """A call that fails offline counts no tokens and no spend, as an endpoint that
+        answers 500, 401 or 400 reports no usage: the drill shows the provider's numbers."""
+        assert container.metrics is not None
+        if streamed:
+            _ = [e async for e in container.executor.execute_mission_streaming(mission)]
+        else:
+            await container.executor.execute_mission(mission)
+
+        metrics = container.metrics
+        assert 1 == _count(metrics, "taskforce_llm_failures_total")
+        assert 0 == _count(metrics, "taskforce_llm_tokens_total")
+        assert 0 == _count(metrics, "taskforce_llm_cost_usd_total")
+
 
 class TestTimeToFirstToken:
     async def test_streamed_mission_records_one_ttft(self, tmp_path: Path) -> None:

@@ -507,16 +507,19 @@ class TestFailDirective:
     @pytest.mark.parametrize(
         "mission", ["llm:error", "llm:fail server_error 3", "hi\nllm:fail nosuch"]
     )
-    async def test_a_failed_stream_reports_the_usage_a_failed_complete_does(
+    async def test_a_failed_call_reports_no_usage(
         self, provider: ScriptedLLMProvider, mission: str
     ) -> None:
-        """A stream's error carries the ``usage`` a failed result does (the prompt's)."""
+        """A failed result and a stream's error report no usage, as an endpoint that
+        answers an error status reports none (a drill bills nothing the provider would not)."""
         result = await provider.complete(_mission(mission))
+        planned = await provider.generate(PLAN_PROMPT + MISSION_PREFIX + mission)
         with pytest.raises(LLMProviderError) as info:
             async for _ in provider.stream(_mission(mission)):
                 pass
 
-        assert (False, result["usage"]) == (result["success"], info.value.usage)
+        assert (False, False) == (result["success"], planned["success"])
+        assert (None, None, None) == (result.get("usage"), planned.get("usage"), info.value.usage)
 
     @pytest.mark.parametrize(
         "line",
@@ -621,4 +624,4 @@ class TestStreamWithTools:
         except LLMProviderError as exc:
             streamed = exc.usage
 
-        assert completed["usage"] == streamed
+        assert completed.get("usage") == streamed

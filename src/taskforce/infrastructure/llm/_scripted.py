@@ -68,16 +68,15 @@ def _classify(exc: Exception) -> LLMErrorType | None:
     return None
 
 
-def _reported(exc: LLMProviderError, attempts: list[LLMAttempt], usage: Usage) -> list[LLMAttempt]:
-    """Put the call's attempts and usage on ``exc``; return the attempts.
+def _reported(exc: LLMProviderError, attempts: list[LLMAttempt]) -> list[LLMAttempt]:
+    """Put the call's attempts on ``exc``; return the attempts.
 
-    A call that failed before any attempt counts one. A failed stream's error carries
-    the usage a failed ``complete`` returns, so both report the same.
+    A call that failed before any attempt counts one. It reports no usage, as an
+    endpoint that answers an error status reports none: a drill shows its numbers.
     """
     if not attempts:
         attempts.append(LLMAttempt(_classify(exc) or "other", 0.0))
     exc.attempts = tuple(attempts)
-    exc.usage = usage
     return attempts
 
 
@@ -97,8 +96,8 @@ class ScriptedLLMProvider:
     ``stream`` sends the answer word by word. Failures are returned as
     ``{"success": False, ...}``; ``stream`` raises
     :class:`~taskforce.errors.LLMProviderError` instead. Every result, last
-    chunk and error carries ``attempts``, and ``usage`` (estimated; a failure's
-    from the prompt alone). Safe to share between concurrent
+    chunk and error carries ``attempts``; a success also ``usage`` (estimated), a
+    failure none (an endpoint's error status reports none). Safe to share between concurrent
     missions: it keeps no state between calls.
     """
 
@@ -190,7 +189,7 @@ class ScriptedLLMProvider:
                 has_faults=bool(tools) or not _starts_a_step(messages),
             )
         except LLMProviderError as exc:
-            return _failure(exc, used_model, sent_chars, attempts)
+            return _failure(exc, used_model, attempts)
         if tools:
             if isinstance(directive, ToolDirective) and tool_choice != "none":
                 call = _tool_call(directive, len(observations))
@@ -228,7 +227,7 @@ class ScriptedLLMProvider:
             script = parse_script(plan_text(prompt))
             await self._attempts(script, 0, attempts)
         except LLMProviderError as exc:
-            return _failure(exc, used_model, sent_chars, attempts)
+            return _failure(exc, used_model, attempts)
         steps = [d.describe() for d in script.tool_directives] + [FINAL_STEP_DESCRIPTION]
         content = json.dumps({"steps": steps})
         return {
@@ -269,12 +268,11 @@ class ScriptedLLMProvider:
             ScriptedLLMError: the next directive is ``llm:error``.
             ScriptedDirectiveError: a directive line is malformed.
             LLMProviderError: ``llm:fail`` lines used up the attempts
-                (``error_type`` and ``attempts`` say how). Each of these errors
-                carries ``usage``, the prompt's estimate, as a failed result does.
+                (``error_type`` and ``attempts`` say how). None of these errors
+                carries ``usage``, as a failed result has none.
         """
         used_model = model or self._model
         await self._pause()
-        sent_chars = _sent_chars(messages, tools)
         attempts: list[LLMAttempt] = []
         try:
             script = parse_script(mission_text(messages))
@@ -284,7 +282,7 @@ class ScriptedLLMProvider:
             exc.attempts = attempts  # type: ignore[attr-defined]  # as OpenAICompatibleProvider
             raise
         except LLMProviderError as exc:
-            _reported(exc, attempts, _usage(sent_chars, 0))
+            _reported(exc, attempts)
             raise
         calls: list[ToolCall] = []
         if isinstance(directive, ToolDirective) and tools and tool_choice != "none":
@@ -310,7 +308,7 @@ class ScriptedLLMProvider:
         answer_chars = len(text) if text else len(json.dumps(calls))
         done: StreamChunk = {
             "done": True,
-            "usage": _usage(sent_chars, answer_chars),
+            "usage": _usage(_sent_chars(messages, tools), answer_chars),
             "model": used_model,
             "attempts": attempts,
         }
@@ -425,16 +423,12 @@ def _success(
     }
 
 
-def _failure(
-    exc: LLMProviderError, model: str, sent_chars: int, attempts: list[LLMAttempt]
-) -> LLMResult:
-    usage = _usage(sent_chars, 0)
-    reported = _reported(exc, attempts, usage)
+def _failure(exc: LLMProviderError, model: str, attempts: list[LLMAttempt]) -> LLMResult:
+    reported = _reported(exc, attempts)
     return {
         "success": False,
         "error": str(exc),
         "error_type": reported[-1].error_type or "other",
         "model": model,
-        "usage": usage,
         "attempts": reported,
     }
