@@ -29,6 +29,7 @@ class TestDefaults:
         assert LOG_CATEGORIES == s.logging.categories
         assert 1024 == s.logging.max_path_chars
         assert 1024 * 1024 == s.api.max_body_bytes
+        assert 64 * 1024 == s.api.max_header_bytes
         assert s.api.auth_token is None
         assert s.api.docs_enabled is True
         assert 64 == s.api.max_missions_in_flight
@@ -291,6 +292,8 @@ class TestDirectories:
             ("TASKFORCE_API__READ_TIMEOUT_SECONDS", "nan", "api.read_timeout_seconds", "finite"),
             ("TASKFORCE_API__READ_TIMEOUT_SECONDS", "0", "api.read_timeout_seconds", "greater"),
             ("TASKFORCE_API__READ_TIMEOUT_SECONDS", "3601", "api.read_timeout_seconds", "less"),
+            ("TASKFORCE_API__MAX_HEADER_BYTES", "1023", "api.max_header_bytes", "greater"),
+            ("TASKFORCE_API__MAX_HEADER_BYTES", "16777217", "api.max_header_bytes", "less"),
             (
                 "TASKFORCE_STATE__HEALTH_TIMEOUT_SECONDS",
                 "0",

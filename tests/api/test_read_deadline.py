@@ -11,52 +11,22 @@ import asyncio
 import contextlib
 import json
 import socket
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 import structlog
-from fastapi import FastAPI
 
 from taskforce.api._listener import WorkerSlot, bind_socket
-from taskforce.api._serving import TaskforceServer
-from taskforce.api.server import create_app
 from taskforce.config import Settings
 from taskforce.infrastructure.tools import session_folder_name
 from tests.observability.metric_samples import series, value
+from tests.support.taskforce_server import GUARD_SECONDS, serving, until_closed
 
 pytestmark = pytest.mark.integration
 
 READ_TIMEOUT = 0.3
-#: Only a guard against a test that would hang: every case ends long before it.
-GUARD_SECONDS = 30
 HTTP = "taskforce_http_requests_total"
 EXECUTE_HEAD = b"POST /api/v1/execute HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-
-
-@contextlib.asynccontextmanager
-async def _serving(
-    settings: Settings, worker: WorkerSlot | None = None, write_timeout: float | None = None
-) -> AsyncIterator[tuple[int, FastAPI]]:
-    """Serve ``settings`` under ``TaskforceServer`` in this loop; yield its port and app."""
-    app = create_app(settings, worker=worker)
-    sock = bind_socket("127.0.0.1", 0, what="the API")
-    server = TaskforceServer(
-        app,
-        grace_seconds=0.5,
-        read_timeout_seconds=READ_TIMEOUT,
-        write_timeout_seconds=write_timeout,
-        signals=(),
-    )
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        assert not task.done()
-        await asyncio.sleep(0.01)
-    try:
-        yield sock.getsockname()[1], app
-    finally:
-        server.should_exit = server.force_exit = True
-        await task
 
 
 @pytest.fixture(name="timed_settings")
@@ -64,17 +34,6 @@ def fixture_timed_settings(settings: Settings) -> Settings:
     """The default settings with a short ``api.read_timeout_seconds``."""
     api = settings.api.model_copy(update={"read_timeout_seconds": READ_TIMEOUT})
     return settings.model_copy(update={"api": api})
-
-
-async def _until_closed(port: int, sent: bytes) -> bytes:
-    """Send ``sent``, then nothing more; return all the server sends before it closes."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(sent)
-        await writer.drain()
-        return await asyncio.wait_for(reader.read(), GUARD_SECONDS)
-    finally:
-        writer.close()
 
 
 async def _one_response(reader: asyncio.StreamReader) -> bytes:
@@ -96,9 +55,9 @@ class TestHeaders:
     )
     async def test_unfinished_head_gets_a_408(self, timed_settings: Settings, sent: bytes) -> None:
         """A connection whose request headers do not end in time gets a 408 and is closed."""
-        async with _serving(timed_settings) as (port, _):
+        async with serving(timed_settings) as (port, _):
             with structlog.testing.capture_logs() as logs:
-                answer = await _until_closed(port, sent)
+                answer = await until_closed(port, sent)
         assert answer.startswith(b"HTTP/1.1 408 ")
         assert answer.endswith(b"request headers were not received in time\n")
         timeouts = [log for log in logs if log["event"] == "http.request.timeout"]
@@ -106,8 +65,8 @@ class TestHeaders:
 
     async def test_late_headers_are_not_counted(self, timed_settings: Settings) -> None:
         """A 408 for late headers comes before any route: no HTTP request series counts it."""
-        async with _serving(timed_settings) as (port, app):
-            answer = await _until_closed(port, b"GET /health HTTP/1.1\r\n")
+        async with serving(timed_settings) as (port, app):
+            answer = await until_closed(port, b"GET /health HTTP/1.1\r\n")
             metrics = app.state.container.metrics
             counted = [labels for labels in series(metrics, HTTP) if labels["status_code"] == "408"]
         assert answer.startswith(b"HTTP/1.1 408 ")
@@ -117,7 +76,7 @@ class TestHeaders:
         self, timed_settings: Settings
     ) -> None:
         """After a whole request and its answer, a second one left unfinished gets a 408 too."""
-        async with _serving(timed_settings) as (port, _):
+        async with serving(timed_settings) as (port, _):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             try:
                 writer.write(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -131,10 +90,10 @@ class TestHeaders:
 
     async def test_whole_request_is_answered(self, timed_settings: Settings) -> None:
         """A request sent whole is answered as usual; the deadline never fires."""
-        async with _serving(timed_settings) as (port, _):
+        async with serving(timed_settings) as (port, _):
             with structlog.testing.capture_logs() as logs:
                 sent = b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-                answer = await _until_closed(port, sent)
+                answer = await until_closed(port, sent)
         assert answer.startswith(b"HTTP/1.1 200 ")
         assert [] == [log for log in logs if log["event"] == "http.request.timeout"]
 
@@ -154,8 +113,8 @@ class TestBody:
         self, timed_settings: Settings, sent: bytes
     ) -> None:
         """A body the route waits for and that does not end in time is a 408, counted."""
-        async with _serving(timed_settings) as (port, app):
-            answer = await _until_closed(port, sent)
+        async with serving(timed_settings) as (port, app):
+            answer = await until_closed(port, sent)
             metrics = app.state.container.metrics
             counted = value(
                 metrics, HTTP, method="POST", route="/api/v1/execute", status_code="408"
@@ -166,7 +125,7 @@ class TestBody:
 
     async def test_body_dripped_after_the_answer_is_cut(self, timed_settings: Settings) -> None:
         """A route that answered without the body does not keep a dripping client connected."""
-        async with _serving(timed_settings) as (port, _):
+        async with serving(timed_settings) as (port, _):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             head = b"GET /health HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
             writer.write(head + b"1\r\na\r\n")
@@ -213,7 +172,7 @@ class TestUnreadAnswer:
         """A client that stops reading its stream loses it after the write timeout."""
         request = _big_stream(timed_settings, "unread", 15)
         with structlog.testing.capture_logs() as logs:
-            async with _serving(timed_settings, write_timeout=0.5) as (port, _):
+            async with serving(timed_settings, write_timeout=0.5) as (port, _):
                 client = await _narrow_client(port, request)
                 async with asyncio.timeout(GUARD_SECONDS):
                     while True:  # until the server gave up on the unread answer
@@ -237,7 +196,7 @@ class TestUnreadAnswer:
         request = _big_stream(timed_settings, "slow", 4)
         answer = b""
         with structlog.testing.capture_logs() as logs:
-            async with _serving(timed_settings, write_timeout=0.5) as (port, _):
+            async with serving(timed_settings, write_timeout=0.5) as (port, _):
                 client = await _narrow_client(port, request)
                 loop = asyncio.get_running_loop()
                 async with asyncio.timeout(GUARD_SECONDS * 2):
@@ -260,6 +219,6 @@ class TestMetricsListener:
         with_port = timed_settings.metrics.model_copy(update={"port": metrics_port})
         settings = timed_settings.model_copy(update={"metrics": with_port})
         slot = WorkerSlot(index=0, metrics_socket=metrics_sock)
-        async with _serving(settings, slot):
-            answer = await _until_closed(metrics_port, b"GET /metr")
+        async with serving(settings, slot):
+            answer = await until_closed(metrics_port, b"GET /metr")
         assert answer.startswith(b"HTTP/1.1 408 ")

@@ -18,7 +18,7 @@ import structlog
 import uvicorn
 from starlette.applications import Starlette
 
-from taskforce.api._read_deadline import read_deadline_protocol
+from taskforce.api._read_deadline import DEFAULT_MAX_HEADER_BYTES, read_deadline_protocol
 from taskforce.errors import StartupError
 
 __all__ = ["MetricsListener", "WorkerSlot", "bind_first_free", "bind_socket"]
@@ -99,13 +99,20 @@ def bind_first_free(host: str, port: int) -> socket.socket:
 class MetricsListener:
     """Serves a metrics ASGI app on one socket until :meth:`aclose`."""
 
-    def __init__(self, app: Starlette, sock: socket.socket, read_timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        app: Starlette,
+        sock: socket.socket,
+        read_timeout_seconds: float,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+    ) -> None:
         """Prepare (not start) the listener.
 
         Args:
             app: the ASGI app answering ``{metrics.path}`` (404 for any other path).
             sock: a bound, listening socket; closed by :meth:`aclose`.
             read_timeout_seconds: how long a client may take to send one request.
+            max_header_bytes: the longest request head taken (``api.max_header_bytes``).
         """
         self.host, self.port = sock.getsockname()[:2]
         self._sock = sock
@@ -117,7 +124,9 @@ class MetricsListener:
             access_log=True,
             timeout_graceful_shutdown=_SCRAPE_DRAIN_SECONDS,
             workers=1,  # never read WEB_CONCURRENCY (see TaskforceServer)
-            http=read_deadline_protocol(read_timeout_seconds, is_access_logged=False),
+            http=read_deadline_protocol(
+                read_timeout_seconds, is_access_logged=False, max_header_bytes=max_header_bytes
+            ),
         )
         # Never serve(): that would take over the signal handlers of the main server.
         self._server = uvicorn.Server(config)

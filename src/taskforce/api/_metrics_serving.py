@@ -65,6 +65,7 @@ class MetricsServing:
         """
         self._settings = settings.metrics
         self._read_timeout = settings.api.read_timeout_seconds
+        self._max_header_bytes = settings.api.max_header_bytes
         self._worker = worker
         self._foreign: ForeignSupervisor | None = None
         self._listener_app: Starlette | None = None
@@ -121,7 +122,9 @@ class MetricsServing:
             sock = bind_first_free(host, port)
         else:
             sock = bind_socket(host, port, what=METRICS_LISTENER)
-        self._listener = MetricsListener(self._listener_app, sock, self._read_timeout)
+        self._listener = MetricsListener(
+            self._listener_app, sock, self._read_timeout, self._max_header_bytes
+        )
         await self._listener.start()
         targets = self._settings.targets_file
         if self._worker is None and targets is not None:

@@ -16,6 +16,13 @@ buffer of which the client read nothing for ``api.write_timeout_seconds`` aborts
 connection, and the app sees a client that went away (a stream's mission is
 cancelled). A client that reads, however slowly, is not cut: each byte it takes
 starts the timeout again.
+
+A request h11 cannot take (a head over ``api.max_header_bytes``: 431; anything else
+it cannot parse: 400) gets a JSON reason, then a lingering close: the write side is
+shut and what the client still sends is read and dropped, for at most
+``LINGER_SECONDS`` and ``LINGER_BYTES``, before the socket closes. uvicorn closed at
+once, with the rest of the client's input unread, so the kernel reset the connection
+and the client often lost the answer.
 """
 
 from __future__ import annotations
@@ -29,7 +36,17 @@ import h11
 import structlog
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["read_deadline_protocol"]
+from taskforce.api._head_limit import INVALID_REQUEST, HeadLimitedConnection, refusal_bytes
+
+__all__ = ["DEFAULT_MAX_HEADER_BYTES", "LINGER_BYTES", "LINGER_SECONDS", "read_deadline_protocol"]
+
+#: ``api.max_header_bytes``'s default: 4 times h11's own limit, which long cookies or
+#: tokens can reach; nginx allows 32 KiB and Go 1 MiB.
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+#: After refusing a request, how long and how much of the client's input is read and
+#: dropped before the close, so that the client reads the answer rather than a reset.
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 16 * 1024 * 1024
 
 try:
     import fcntl
@@ -61,10 +78,15 @@ class _ReadDeadlineProtocol(H11Protocol):
     read_timeout_seconds: ClassVar[float]
     write_timeout_seconds: ClassVar[float | None]
     is_access_logged: ClassVar[bool]
+    max_header_bytes: ClassVar[int]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Build uvicorn's protocol; without access lines when the class says so."""
         super().__init__(*args, **kwargs)
+        self._head = HeadLimitedConnection(self.max_header_bytes)
+        self.conn = self._head
+        self._discarded: int | None = None  # bytes dropped since the refusal; None: none
+        self._linger_timer: asyncio.TimerHandle | None = None
         # Per connection, not with uvicorn's access_log=False: that empties the process's
         # "uvicorn.access" logger, so the API server beside this one would log none either.
         self.access_log = self.access_log and self.is_access_logged
@@ -80,6 +102,7 @@ class _ReadDeadlineProtocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """Drop the deadlines with the connection."""
         self._disarm()
+        _cancel(self._linger_timer)
         self._resumed()
         super().connection_lost(exc)
 
@@ -131,9 +154,54 @@ class _ReadDeadlineProtocol(H11Protocol):
             self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
-        """Read as uvicorn does; start the deadline at a request's first byte."""
+        """Read as uvicorn does; start the deadline at a request's first byte.
+
+        Once a request was refused, the input is dropped, up to ``LINGER_BYTES``.
+        """
+        if self._discarded is not None:
+            self._discarded += len(data)
+            if self._discarded > LINGER_BYTES:
+                self.transport.close()
+            return
         super().data_received(data)
         self._follow()
+
+    def send_400_response(self, msg: str) -> None:
+        """Refuse the request h11 could not take: 431 for a head too large, else 400.
+
+        Args:
+            msg: uvicorn's text for it (it logs that itself); the client gets a JSON reason.
+        """
+        error = self._head.error
+        if error is not None and error.error_status_hint == 431:
+            status, detail = 431, f"request headers exceed {self.max_header_bytes} bytes"
+        else:
+            status, detail = 400, INVALID_REQUEST
+        _LOG.warning(
+            "http.request.refused",
+            category="http",
+            status_code=status,
+            reason=detail,
+            max_header_bytes=self.max_header_bytes,
+        )
+        if self.cycle is not None and not self.cycle.response_complete:
+            # a body that broke the protocol: the app's request ends as if the client left
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
+        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            self.transport.close()  # an answer is under way: nothing can follow it
+            return
+        self.transport.write(refusal_bytes(self.conn, status, detail))
+        self._linger()
+
+    def _linger(self) -> None:
+        """Shut the write side; drop what the client still sends for a while, then close."""
+        self._disarm()
+        self._discarded = 0
+        self.flow.resume_reading()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self._linger_timer = self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def on_response_complete(self) -> None:
         """Finish as uvicorn does; keep timing a request whose body is still coming."""
@@ -144,7 +212,7 @@ class _ReadDeadlineProtocol(H11Protocol):
         """Arm the deadline while a request is incomplete, drop it once it is whole."""
         state = self.conn.their_state
         idle = state is h11.IDLE and self.timeout_keep_alive_task is not None
-        if state is h11.DONE or idle or self.transport.is_closing():
+        if state is h11.DONE or idle or self.transport.is_closing() or self._discarded is not None:
             self._disarm()  # whole, or idle between requests: uvicorn's keep-alive times that
         elif self._read_timer is None:
             self._read_timer = self.loop.call_later(self.read_timeout_seconds, self._expired)
@@ -174,7 +242,11 @@ class _ReadDeadlineProtocol(H11Protocol):
 
 
 def read_deadline_protocol(
-    seconds: float, *, write_timeout_seconds: float | None = None, is_access_logged: bool = True
+    seconds: float,
+    *,
+    write_timeout_seconds: float | None = None,
+    is_access_logged: bool = True,
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
 ) -> type[H11Protocol]:
     """Return a uvicorn HTTP protocol class that gives each request ``seconds`` to arrive.
 
@@ -183,6 +255,8 @@ def read_deadline_protocol(
         write_timeout_seconds: ``api.write_timeout_seconds``: how long an answer may
             stay unread before the connection is aborted; ``None``: no limit.
         is_access_logged: whether its requests get access lines.
+        max_header_bytes: ``api.max_header_bytes``: the longest request head (request
+            line and header fields) taken; a longer one gets a 431.
 
     Returns:
         A protocol class for ``uvicorn.Config(http=...)``.
@@ -191,5 +265,6 @@ def read_deadline_protocol(
         "read_timeout_seconds": seconds,
         "write_timeout_seconds": write_timeout_seconds,
         "is_access_logged": is_access_logged,
+        "max_header_bytes": max_header_bytes,
     }
     return type("ReadDeadlineProtocol", (_ReadDeadlineProtocol,), settings)

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from taskforce.api._encoding import refusal, sse_event
 from taskforce.api._limits import ShutdownNotice
 from taskforce.api._listener import WorkerSlot
-from taskforce.api._read_deadline import read_deadline_protocol
+from taskforce.api._read_deadline import DEFAULT_MAX_HEADER_BYTES, read_deadline_protocol
 from taskforce.api.server import create_app  # imported before the fork: workers start sooner
 from taskforce.application.executor import RECORD_SECONDS
 from taskforce.config import Settings
@@ -107,6 +107,7 @@ class TaskforceServer(uvicorn.Server):
         grace_seconds: float,
         read_timeout_seconds: float = 60.0,
         write_timeout_seconds: float | None = None,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
         signals: Sequence[signal.Signals] = STOP_SIGNALS,
         force_signals: Sequence[signal.Signals] = (),
         on_started: Callable[[], None] | None = None,
@@ -120,6 +121,7 @@ class TaskforceServer(uvicorn.Server):
                 (``api.read_timeout_seconds``).
             write_timeout_seconds: how long a client may leave its answer unread
                 (``api.write_timeout_seconds``); ``None``: no limit.
+            max_header_bytes: the longest request head taken (``api.max_header_bytes``).
             signals: the signals that stop it (none in tests that stop it by hand).
             force_signals: when given, only these stop waiting at once, and any number of
                 ``signals`` just drain (a worker: it gets the supervisor's forwarded
@@ -138,7 +140,9 @@ class TaskforceServer(uvicorn.Server):
                 lifespan="on",
                 workers=1,
                 http=read_deadline_protocol(
-                    read_timeout_seconds, write_timeout_seconds=write_timeout_seconds
+                    read_timeout_seconds,
+                    write_timeout_seconds=write_timeout_seconds,
+                    max_header_bytes=max_header_bytes,
                 ),
             )
         )
@@ -245,6 +249,7 @@ def run_worker(
         grace_seconds=settings.server.shutdown_grace_seconds,
         read_timeout_seconds=settings.api.read_timeout_seconds,
         write_timeout_seconds=settings.api.write_timeout_seconds,
+        max_header_bytes=settings.api.max_header_bytes,
         signals=signals,
         force_signals=force_signals,
         on_started=on_started,

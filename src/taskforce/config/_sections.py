@@ -142,6 +142,8 @@ class ApiSettings(_Section):
     """Limits and optional protection of the HTTP API."""
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024**3)
+    #: The longest request head (request line and header fields); a longer one gets a 431.
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     #: Longest a client may take to send one whole request, headers and body.
     read_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
     #: Longest a client may leave an answer unread (the socket's send buffer full).

@@ -132,7 +132,7 @@ class _Redactor:
 class _AccessLinePaths:
     """Cuts what a client wrote into uvicorn's access lines (the path and query) to length.
 
-    uvicorn formats the whole path into the line, and only h11 (16 KiB) bounds it. The
+    uvicorn formats the whole path into the line, and only the head's limit bounds it. The
     line is formatted again from the record's arguments, each text redacted of secrets
     first, so that a cut never leaves part of a secret behind, then cut (``cut_text``).
     Every other stdlib line passes unchanged (its arguments are dropped: the message
