@@ -162,8 +162,10 @@ def _content_type(request: Request) -> str | None:
     HTTP allows one; FastAPI, like this module, reads the first. A proxy before us may
     read another, and check a different request than the one that runs.
     """
-    given = {value for name, value in request.scope["headers"] if name == b"content-type"}
-    return None if len(given) > 1 else request.headers.get("content-type", "")
+    given = request.headers.getlist("content-type")
+    if len(set(given)) > 1:
+        return None
+    return given[0] if given else ""
 
 
 class _StrictJSONRequest(Request):

@@ -18,6 +18,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -129,23 +130,20 @@ class ShutdownNotice:
             self._waiting.discard(waiter)
 
 
-def _declared_length(scope: Scope) -> int | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+def _declared_length(headers: Headers) -> int | None:
+    try:
+        return int(headers.get("content-length", ""))
+    except ValueError:
+        return None
 
 
-def _has_body(scope: Scope, declared: int | None) -> bool:
+def _has_body(scope: Scope, headers: Headers, declared: int | None) -> bool:
     """Whether the request sends a body: in HTTP/1, a length over 0 or chunks, nothing else."""
     if scope.get("http_version", "1.1") not in ("1.0", "1.1"):
         return True  # HTTP/2 and later may send a body with neither header
     if declared is not None:
         return declared > 0
-    return any(name == b"transfer-encoding" for name, _ in scope.get("headers", ()))
+    return "transfer-encoding" in headers
 
 
 def _notice_of(scope: Scope) -> ShutdownNotice | None:
@@ -186,14 +184,15 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.max_bytes
-        declared = _declared_length(scope)
+        headers = Headers(raw=scope.get("headers", []))  # read only: the scope is left as it is
+        declared = _declared_length(headers)
         if declared is not None and declared > limit:
             await _refuse(BodyTooLargeError(limit), scope, receive, send)
             return
         received = 0
         is_started = False
         # The last body message came (none is to come): later ones (disconnect) may wait.
-        is_whole = not _has_body(scope, declared)
+        is_whole = not _has_body(scope, headers, declared)
         notice = _notice_of(scope)
         deadline = asyncio.get_running_loop().time() + self.read_timeout_seconds
 
