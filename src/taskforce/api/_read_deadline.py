@@ -37,12 +37,12 @@ import structlog
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from taskforce.api._head_limit import INVALID_REQUEST, HeadLimitedConnection, refusal_bytes
+from taskforce.config import ApiSettings
 
 __all__ = ["DEFAULT_MAX_HEADER_BYTES", "LINGER_BYTES", "LINGER_SECONDS", "read_deadline_protocol"]
 
-#: ``api.max_header_bytes``'s default: 4 times h11's own limit, which long cookies or
-#: tokens can reach; nginx allows 32 KiB and Go 1 MiB.
-DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+#: ``api.max_header_bytes``'s default, for a protocol built without settings.
+DEFAULT_MAX_HEADER_BYTES: int = ApiSettings.model_fields["max_header_bytes"].default
 #: After refusing a request, how long and how much of the client's input is read and
 #: dropped before the close, so that the client reads the answer rather than a reset.
 LINGER_SECONDS = 1.0

@@ -143,6 +143,8 @@ class ApiSettings(_Section):
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024**3)
     #: The longest request head (request line and header fields); a longer one gets a 431.
+    #: The default is 4 times h11's own limit, which long cookies or tokens can reach;
+    #: nginx allows 32 KiB and Go 1 MiB.
     max_header_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     #: Longest a client may take to send one whole request, headers and body.
     read_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
