@@ -1,11 +1,12 @@
 """Strict JSON request bodies: a JSON content type, and no more than JSON itself allows.
 
-A body sent with a content type that is not JSON (a form, ``text/plain``) is refused
-with a 415 before it is read. ``json.loads`` takes ``NaN``/``Infinity``, numbers that
-overflow to infinity, lone surrogate escapes (``"\\ud800"``) and nesting until the
-interpreter's recursion limit. Each is refused here as a ``json.JSONDecodeError``
-with a short reason, which FastAPI answers as a 422 ``json_invalid`` before any
-validation runs.
+A body sent without one JSON content type (none at all, a form, ``text/plain``, or
+several that differ) is refused with a 415 before it is read. ``json.loads`` takes
+``NaN``/``Infinity``, numbers that overflow to infinity, lone surrogate escapes
+(``"\\ud800"``), nesting until the interpreter's recursion limit, and an object
+that gives a key twice (keeping the last). Each is refused here as a
+``json.JSONDecodeError`` with a short reason, which FastAPI answers as a 422
+``json_invalid`` before any validation runs.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Request body limits: a 413 past ``api.max_body_bytes``, a 408 past ``api.read_timeout_seconds``.
+"""Request body limits: a 413 past ``api.max_body_bytes``, a 408 past
+``api.read_timeout_seconds``, a 503 for a body still to come once a shutdown began.
 
 A declared ``Content-Length`` over the limit is answered at once, before the app
 or any body byte is read; a chunked body is cut off as the limit is crossed. A body
@@ -6,7 +7,7 @@ whose last byte has not come ``read_timeout_seconds`` after the request reached 
 app (a client that sends it slowly, or never ends it) gets a 408. Under
 ``taskforce serve``, a body the app would still have to wait for once the server's
 shutdown began (see ``ShutdownNotice``) gets a 503: the request has started nothing.
-Either way the answer leaves as an ordinary response through the middleware around
+Each answer leaves as an ordinary response through the middleware around
 this one (the HTTP metrics count it like any other), and the connection is closed
 rather than drained.
 """
@@ -162,8 +163,8 @@ def _forget(task: asyncio.Future[Any]) -> None:
 class BodyLimitMiddleware:
     """Refuse a request body too long (413), too late (408) or cut by a shutdown (503).
 
-    Add it with ``app.add_middleware(BodyLimitMiddleware, max_bytes=...)`` before
-    (so inside) the HTTP metrics middleware.
+    Add it with ``app.add_middleware(BodyLimitMiddleware, max_bytes=...,
+    read_timeout_seconds=...)`` before (so inside) the HTTP metrics middleware.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int, read_timeout_seconds: float) -> None:

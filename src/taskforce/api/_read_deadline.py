@@ -1,4 +1,5 @@
-"""The HTTP connection protocol of taskforce's listeners: a request must arrive in time.
+"""The HTTP connection protocol of taskforce's listeners: a request must arrive in time,
+and its head be no longer than ``api.max_header_bytes``.
 
 uvicorn only times a connection out while it idles between two requests. A client
 that opens one and sends nothing, or half a request line, or headers that never
@@ -213,7 +214,9 @@ class _ReadDeadlineProtocol(H11Protocol):
         state = self.conn.their_state
         idle = state is h11.IDLE and self.timeout_keep_alive_task is not None
         if state is h11.DONE or idle or self.transport.is_closing() or self._discarded is not None:
-            self._disarm()  # whole, or idle between requests: uvicorn's keep-alive times that
+            # whole, idle between requests (uvicorn's keep-alive times that), or refused
+            # and lingering (the linger timer closes it)
+            self._disarm()
         elif self._read_timer is None:
             self._read_timer = self.loop.call_later(self.read_timeout_seconds, self._expired)
 

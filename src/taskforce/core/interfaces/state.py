@@ -97,7 +97,8 @@ class StateStoreHealth:
 
 class HealthCheckingStateStoreProtocol(StateStoreProtocol, Protocol):
     """A state store that can also say whether it can be reached. Callers find the
-    check with ``hasattr(store, "check_health")`` (a proxy forwards it).
+    check by its members, ``check_health`` and a ``backend`` name (a proxy forwards
+    both).
 
     Contract:
 
