@@ -129,7 +129,8 @@ class TaskforceServer(uvicorn.Server):
                 Without them, a second signal of any kind stops waiting.
             on_started: called once the app has started and the sockets serve.
         """
-        self._answer_cancelled = _AnswerCancelled(app, ShutdownNotice(_log_refused))
+        self._shutdown_notice = ShutdownNotice(_log_refused)
+        self._answer_cancelled = _AnswerCancelled(app, self._shutdown_notice)
         super().__init__(
             # workers=1: uvicorn would read WEB_CONCURRENCY itself (and fail on a blank
             # one); the worker count is taskforce's to resolve (see resolve_workers).
@@ -187,7 +188,7 @@ class TaskforceServer(uvicorn.Server):
         tasks = self.server_state.tasks
         grace = self.grace_seconds
         # A request whose body is not whole has started nothing: it is refused at once.
-        self._answer_cancelled.notice.begin()
+        self._shutdown_notice.begin()
         if tasks:
             _LOG.info(
                 "server.draining", category="lifecycle", requests=len(tasks), grace_seconds=grace
