@@ -140,7 +140,7 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
 
 @dataclass
 class _Targets:
-    """The targets file of this service (a no-op when ``metrics.targets_file`` is unset)."""
+    """The targets file of this service (a no-op without ``metrics.targets_file`` or a port)."""
 
     path: Path | None
     host: str
