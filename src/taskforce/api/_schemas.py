@@ -73,8 +73,9 @@ MISSION_ANSWERS: dict[int | str, dict[str, Any]] = {
     422: _invalid(),
     413: error_answer("The body is longer than `api.max_body_bytes`."),
     415: error_answer(
-        "The body was sent with a `Content-Type` that is not JSON, or with several that "
-        "differ: send one, `application/json` (any parameters) or an `application/*+json` type."
+        "The body was sent without a `Content-Type`, with one that is not JSON, or with "
+        "several that differ: send one, `application/json` (any parameters) or an "
+        "`application/*+json` type."
     ),
     503: {
         **error_answer(
