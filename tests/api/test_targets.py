@@ -50,6 +50,21 @@ class TestReplaceOwnTargets:
         listed = sorted(g["targets"][0] for g in _read(path))  # type: ignore[attr-defined]
         assert ["127.0.0.1:9100", "127.0.0.1:9101"] == listed
 
+    def test_a_restart_with_fewer_workers_takes_back_the_earlier_ones(self, tmp_path: Path) -> None:
+        """A run of four workers failed (its entries kept), the next runs two: the entries of
+        workers 2 and 3 go, another service's (base 9102, next to ours) stay."""
+        path = tmp_path / "targets.json"
+        four = [("127.0.0.1", 9100 + i) for i in range(4)]
+        replace_own_targets(path, four, {str(i): four[i] for i in range(4)})
+        register_target(path, "127.0.0.1", 9102, "0")  # another service's worker 0
+        replace_own_targets(path, _OWN, {"0": _OWN[0], "1": _OWN[1]}, first=_OWN[0])
+        listed = sorted((g["labels"]["worker"], g["targets"][0]) for g in _read(path))  # type: ignore[attr-defined]
+        assert [
+            ("0", "127.0.0.1:9100"),
+            ("0", "127.0.0.1:9102"),
+            ("1", "127.0.0.1:9101"),
+        ] == listed
+
 
 class TestAdvertisedHost:
     def test_wildcards_become_the_host_name(self) -> None:

@@ -155,7 +155,8 @@ class _Targets:
         port = self.port
         own = [(self.host, port + i) for i in range(self.capacity)]
         try:
-            replace_own_targets(self.path, own, {str(i): (self.host, port + i) for i in workers})
+            listed = {str(i): (self.host, port + i) for i in workers}
+            replace_own_targets(self.path, own, listed, first=(self.host, port))
         except OSError as exc:
             report_failure(exc)
 

@@ -91,7 +91,11 @@ def _locked(path: Path) -> Iterator[list[dict[str, Any]]]:
 
 
 def replace_own_targets(
-    path: Path, own: Sequence[tuple[str, int]], endpoints: Mapping[str, tuple[str, int]]
+    path: Path,
+    own: Sequence[tuple[str, int]],
+    endpoints: Mapping[str, tuple[str, int]],
+    *,
+    first: tuple[str, int] | None = None,
 ) -> None:
     """Replace this service's entries in a targets file other services may share.
 
@@ -101,6 +105,10 @@ def replace_own_targets(
         path: the targets file; its folder must exist.
         own: every (host, port) this service may list; its entries are removed first.
         endpoints: worker label -> (host, port) to list now (empty: withdraw them all).
+        first: (host, port) of worker ``0``, when worker ``N`` listens on port + N: an
+            entry labelled worker ``N`` at that port is this service's too, whatever
+            worker count wrote it (a run with more workers that failed, so kept its
+            entries, then a restart with fewer: theirs would stay down for good).
 
     Raises:
         OSError: the file or its lock cannot be written.
@@ -108,9 +116,23 @@ def replace_own_targets(
     mine = {f"{advertised_host(host)}:{port}" for host, port in own}
     entries = [_entry(host, port, worker) for worker, (host, port) in sorted(endpoints.items())]
     with _locked(path) as groups:
+        if first is not None:
+            mine.update(_earlier_workers(groups, *first))
         kept = [g for g in groups if not mine.intersection(g.get("targets") or ())]
         groups[:] = kept + entries
         groups.sort(key=lambda g: (str(g.get("labels", {}).get("worker", "")), g["targets"]))
+
+
+def _earlier_workers(groups: list[dict[str, Any]], host: str, port: int) -> list[str]:
+    """The targets in ``groups`` labelled worker ``N`` at ``host``:``port`` + N."""
+    found = []
+    for group in groups:
+        worker = str((group.get("labels") or {}).get("worker", ""))
+        if worker.isdecimal() and worker.isascii():
+            target = f"{advertised_host(host)}:{port + int(worker)}"
+            if [target] == group.get("targets"):
+                found.append(target)
+    return found
 
 
 def register_target(path: Path, host: str, port: int, worker: str) -> None:
