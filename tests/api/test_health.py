@@ -116,7 +116,7 @@ class TestReport:
         expected = {
             "backend": "fake",
             "reachable": False,
-            "error": "TimeoutError: no answer within 0.01 s",
+            "error": "TimeoutError: no answer within 0.01 s (state.health_timeout_seconds)",
         }
         assert expected == report
         await check.aclose()

@@ -125,7 +125,7 @@ class TestPostgres:
         expected = {
             "backend": "postgres",
             "reachable": False,
-            "error": "TimeoutError: no answer within 0.5 s",
+            "error": "TimeoutError: no answer within 0.5 s (state.health_timeout_seconds)",
         }
         assert [200] * 10 == [response.status_code for response in responses]
         assert 10 * [expected] == [response.json()["state_store"] for response in responses]

@@ -45,7 +45,8 @@ class StateStoreCheck:
         Returns:
             ``{"backend": ..., "reachable": bool}``, with ``"error"`` (a short reason)
             when not reachable; a check still running at the deadline reads
-            ``TimeoutError: no answer within N s``, a check that raised its error's class
+            ``TimeoutError: no answer within N s (state.health_timeout_seconds)``, a check
+            that raised its error's class
             (``TypeError`` for one that is not the protocol's). Raises nothing, so
             ``/health`` answers whatever the store does.
         """
@@ -64,7 +65,7 @@ class StateStoreCheck:
         # the shared check running for the requests that joined it.
         done, _ = await asyncio.wait({task}, timeout=self._deadline)
         if not done:
-            said = f"no answer within {self._deadline:g} s"
+            said = f"no answer within {self._deadline:g} s (state.health_timeout_seconds)"
             return {"backend": backend, "reachable": False, "error": f"TimeoutError: {said}"}
         health = _outcome(task)
         body: dict[str, Any] = {"backend": backend, "reachable": health.is_reachable is True}
