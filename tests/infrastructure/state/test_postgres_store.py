@@ -232,6 +232,40 @@ class TestSizes:
         assert saved + len(dumps({"n": 1})) == appended.size_bytes
 
 
+class TestIsolation:
+    """The store keeps its guarantees whatever isolation the database defaults to."""
+
+    @pytest.mark.parametrize("level", ["repeatable%20read", "serializable"])
+    async def test_concurrent_appends_lose_nothing_under_a_stricter_default(
+        self, postgres_dsn: str, level: str
+    ) -> None:
+        """Two replicas appending to one session at once all succeed, under a database
+        whose default_transaction_isolation is stricter than READ COMMITTED."""
+        dsn = f"{postgres_dsn}&default_transaction_isolation={level}"
+        stores = [PostgresStateStore(dsn, pool_size=5) for _ in range(2)]
+        try:
+            for store in stores:  # one after the other: only the appends run at once
+                await store.open()
+            await asyncio.gather(*(stores[i % 2].append("strict", {"n": i}) for i in range(40)))
+            state = await stores[0].load("strict")
+        finally:
+            await asyncio.gather(*(store.aclose() for store in stores))
+        assert state is not None
+        assert list(range(40)) == sorted(record["n"] for record in state["missions"])
+
+    async def test_replicas_starting_together_under_a_stricter_default(
+        self, postgres_dsn: str
+    ) -> None:
+        """Replicas creating the schema at once all start when transactions default to
+        SERIALIZABLE: the one that waited for the lock sees the schema version committed."""
+        dsn = f"{postgres_dsn}&default_transaction_isolation=serializable"
+        stores = [PostgresStateStore(dsn, pool_size=1) for _ in range(5)]
+        try:
+            await asyncio.gather(*(store.open() for store in stores))
+        finally:
+            await asyncio.gather(*(store.aclose() for store in stores))
+
+
 # pg_locks is read afresh on every call (pg_stat_activity keeps one snapshot per transaction).
 _UNTIL_A_LOCK_IS_AWAITED = """
 DO $$ BEGIN

@@ -8,11 +8,14 @@ refuses ``\\u0000`` and lone surrogates, which a tool's output may carry.
 
 from __future__ import annotations
 
+from typing import Final, Literal
+
 __all__ = [
     "APPEND_RECORD",
     "CREATE_SCHEMA",
     "DELETE_RECORDS",
     "INSERT_RECORD",
+    "ISOLATION",
     "LOAD_SESSION",
     "SCHEMA_IS_COMPLETE",
     "SCHEMA_LOCK",
@@ -24,6 +27,12 @@ __all__ = [
 
 #: The schema this code reads and writes; a later change adds a migration step.
 SCHEMA_VERSION = 1
+
+#: The isolation of every transaction of the store, whatever the database's
+#: ``default_transaction_isolation``: each statement must see what the transaction it
+#: waited for committed (the schema version, a session row's new counts). Under
+#: REPEATABLE READ or SERIALIZABLE concurrent appends to one session fail instead.
+ISOLATION: Final[Literal["read_committed"]] = "read_committed"
 
 #: The advisory lock that orders replicas creating the schema at the same time.
 SCHEMA_LOCK = 0x7A5CF04CE

@@ -175,7 +175,7 @@ class PostgresStateStore:
                 raise self._unreachable(reason, variable) from None
             raise self._unreachable(self._safe(exc)) from None
         try:
-            async with pool.acquire() as conn, conn.transaction():
+            async with pool.acquire() as conn, conn.transaction(isolation=sql.ISOLATION):
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", sql.SCHEMA_LOCK)
                 if not await conn.fetchval(sql.SCHEMA_IS_COMPLETE):
                     self._check(await creation_refusal(conn))
@@ -255,7 +255,7 @@ class PostgresStateStore:
         try:
             async with self._pool.acquire(timeout=self.timeout_seconds) as conn:
                 is_acquired = True
-                async with conn.transaction():
+                async with conn.transaction(isolation=sql.ISOLATION):
                     yield conn
         except StateStoreError:
             raise
