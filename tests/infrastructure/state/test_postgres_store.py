@@ -266,6 +266,30 @@ class TestIsolation:
             await asyncio.gather(*(store.aclose() for store in stores))
 
 
+class TestTransactionPooling:
+    """Behind PgBouncer in transaction mode, as the operator guide advises beyond
+    ``max_connections``, each transaction may run on another server session, which has
+    none of the statements an earlier one prepared."""
+
+    async def test_calls_need_no_statement_prepared_by_an_earlier_one(
+        self, postgres_dsn: str
+    ) -> None:
+        """With its server session's prepared statements gone between calls, the store's
+        pooled connection still appends, loads and answers the health check."""
+        async with PostgresStateStore(postgres_dsn, pool_size=1) as store:
+            await store.append("pooled", {"n": 1})
+            await store.load("pooled")
+            assert StateStoreHealth(is_reachable=True) == await store.check_health()
+            assert store._pool is not None
+            async with store._pool.acquire() as conn:  # the pool's one connection
+                await conn.execute("DEALLOCATE ALL")  # another server session's view
+            await store.append("pooled", {"n": 2})
+            state = await store.load("pooled")
+            health = await store.check_health()
+        assert {"missions": [{"n": 1}, {"n": 2}]} == state
+        assert StateStoreHealth(is_reachable=True) == health
+
+
 # pg_locks is read afresh on every call (pg_stat_activity keeps one snapshot per transaction).
 _UNTIL_A_LOCK_IS_AWAITED = """
 DO $$ BEGIN

@@ -133,6 +133,10 @@ class PostgresStateStore:
                 max_size=self.pool_size,
                 timeout=self.timeout_seconds,
                 command_timeout=self.timeout_seconds,
+                # No named prepared statements: behind PgBouncer in transaction mode
+                # (the operator guide's advice) a later transaction may run on another
+                # server session, which does not have them.
+                statement_cache_size=0,
             )
         except driver.ClientConfigurationError as exc:
             # A ValueError too, but the DSN was read: a parameter has a value the driver
@@ -292,7 +296,8 @@ class PostgresStateStore:
         await self.open()
         assert self._pool is not None
         async with self._pool.acquire(timeout=self.timeout_seconds) as conn:
-            await conn.fetchval("SELECT 1")
+            # the simple protocol: no statement is prepared, on a session of its own
+            await conn.execute("SELECT 1")
 
     async def save(self, session_id: str, state: SessionState) -> int:
         """Replace the session's state and its records in one transaction.
