@@ -474,7 +474,7 @@ class TestServe:
                 assert 404 == httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5).status_code
         stderr = child.stderr()
         lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
-        access = [line["event"] for line in lines if line.get("logger") == "uvicorn.access"]
+        access = [line["message"] for line in lines if line.get("logger") == "uvicorn.access"]
         assert f'"GET {long_path[:1024]}...[+3976 chars] HTTP/1.1" 404' in access[-2]
         redacted = secret_path.replace(token, "***")
         assert f'"GET {redacted[:1024]}...[+99 chars] HTTP/1.1" 404' in access[-1]
@@ -493,7 +493,7 @@ class TestServe:
             )
             assert 404 == httpx.get(f"http://127.0.0.1:{api_port}/nowhere", timeout=5).status_code
         lines = [json.loads(line) for line in child.stderr().splitlines() if line.startswith("{")]
-        access = [line["event"] for line in lines if line.get("logger") == "uvicorn.access"]
+        access = [line["message"] for line in lines if line.get("logger") == "uvicorn.access"]
         assert any('"GET /nowhere HTTP/1.1" 404' in line for line in access), access
         assert not any("/metrics" in line for line in access)
 

@@ -166,7 +166,7 @@ class TestJsonLogs:
         for name in ("httpx", "httpx2", "openai"):
             logging.getLogger(name).info("HTTP Request: POST http://x/v1/chat/completions")
             logging.getLogger(name).warning("Retrying request")
-        assert ["Retrying request"] * 3 == [line["event"] for line in _lines(buf)]
+        assert ["Retrying request"] * 3 == [line["message"] for line in _lines(buf)]
 
     def test_an_access_line_keeps_its_path_cut(self) -> None:
         """uvicorn's access line keeps max_path_chars of the path, marked, redacted first:
@@ -182,7 +182,7 @@ class TestJsonLogs:
             line, "127.0.0.1:5000", "GET", "/" + "a" * 53 + "?t=" + secret + "&b=1", "1.1", 200
         )
         access.info(line, "127.0.0.1:5000", "GET", "/health", "1.1", 200)
-        first, second, short = (str(entry["event"]) for entry in _lines(buf))
+        first, second, short = (str(entry["message"]) for entry in _lines(buf))
         assert f'127.0.0.1:5000 - "GET /{"x" * 63}...[+36 chars] HTTP/1.1" 404' == first
         assert f'127.0.0.1:5000 - "GET /{"a" * 53}?t={REDACTED}&b=1 HTTP/1.1" 200' == second
         assert '127.0.0.1:5000 - "GET /health HTTP/1.1" 200' == short
@@ -194,7 +194,7 @@ class TestJsonLogs:
         configure_logging(fmt="json", stream=buf, max_path_chars=64)
         logging.getLogger("uvicorn.error").warning("bad request to %s", "/" + "x" * 99)
         (entry,) = _lines(buf)
-        assert "bad request to /" + "x" * 99 == entry["event"]
+        assert "bad request to /" + "x" * 99 == entry["message"]
         assert "positional_args" not in entry
 
     def test_stdlib_records_share_format(self) -> None:
@@ -203,7 +203,23 @@ class TestJsonLogs:
         configure_logging(fmt="json", stream=buf)
         logging.getLogger("uvicorn.error").info("Started server process")
         (line,) = _lines(buf)
-        assert ("Started server process", "lifecycle") == (line["event"], line["category"])
+        assert ("Started server process", "lifecycle") == (line["message"], line["category"])
+
+    def test_stdlib_records_get_a_dotted_event(self) -> None:
+        """Every stdlib record's event is the dotted ``<logger>.logged`` (uvicorn's start-up
+        and access lines, a driver's, the root logger's); its text is the ``message``."""
+        buf = io.StringIO()
+        configure_logging(fmt="json", stream=buf)
+        logging.getLogger("uvicorn.error").info("Started server process [%d]", 7)
+        logging.getLogger("uvicorn.access").info('%s - "%s"', "127.0.0.1:1", "GET / HTTP/1.1")
+        logging.getLogger("asyncpg.pool").warning("connection lost")
+        logging.getLogger().warning("a root line")
+        assert [
+            ("uvicorn.error.logged", "lifecycle", "Started server process [7]"),
+            ("uvicorn.access.logged", "http", '127.0.0.1:1 - "GET / HTTP/1.1"'),
+            ("asyncpg.pool.logged", "state", "connection lost"),
+            ("root.logged", "lifecycle", "a root line"),
+        ] == [(line["event"], line["category"], line["message"]) for line in _lines(buf)]
 
     def test_the_database_drivers_lines_are_state(self) -> None:
         """The PostgreSQL driver's own lines (its pool failing to reconnect) are in the

@@ -163,6 +163,17 @@ class _AccessLinePaths:
         return event_dict
 
 
+def _name_stdlib_line(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Give a stdlib record a dotted event, ``<logger>.logged``; its text goes to ``message``.
+
+    Every line then has a dotted ``event`` as CONTRACT.md asks, uvicorn's and the
+    drivers' included, and the free text (an access line, a start-up line) stays whole.
+    """
+    event_dict["message"] = event_dict.get("event")
+    event_dict["event"] = f"{event_dict.get('logger') or 'root'}.logged"
+    return event_dict
+
+
 class _SinkStream:
     """The log stream, where a line the sink cannot take is dropped and counted, not raised.
 
@@ -272,6 +283,7 @@ def configure_logging(
             foreign_pre_chain=[
                 _AccessLinePaths(max_path_chars, redactor.scrub_text),
                 structlog.stdlib.add_logger_name,
+                _name_stdlib_line,
                 *shared,
             ],
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
