@@ -112,6 +112,17 @@ class TestNativeMode:
         assert expected == result["content"]
         assert [] == result["tool_calls"]
 
+    async def test_any_whitespace_separates_name_and_arguments(
+        self, provider: ScriptedLLMProvider
+    ) -> None:
+        """A tab between a tool's name and its JSON arguments separates them like a space."""
+        mission = 'tool:calculator\t{"expression": "2+2"}'
+
+        result = await provider.complete(_mission(mission), tools=_TOOLS)
+
+        expected = [{"id": "call_0", "name": "calculator", "arguments": {"expression": "2+2"}}]
+        assert expected == result["tool_calls"]
+
     async def test_plain_mission_is_echoed(self, provider: ScriptedLLMProvider) -> None:
         """A mission without directives is answered directly with its text."""
         result = await provider.complete(_mission("  Say hello\n\nto the team "), tools=_TOOLS)
@@ -436,6 +447,12 @@ class TestFailDirective:
 
         assert "auth" == result["error_type"]
         assert ["auth"] == [a.error_type for a in result["attempts"]]
+
+    async def test_a_tab_separates_like_a_space(self, provider: ScriptedLLMProvider) -> None:
+        """``llm:fail`` followed by a tab is the directive, not plain text."""
+        result = await provider.complete(_mission("llm:fail\tauth"), tools=_TOOLS)
+
+        assert (False, "auth") == (result["success"], result["error_type"])
 
     async def test_max_retries_is_honoured(self) -> None:
         """With max_retries=0 a single timeout already fails the call."""

@@ -188,10 +188,12 @@ class Script:
 
 
 def _parse_tool_line(line_no: int, line: str) -> ToolDirective:
-    name, _, raw_args = line[len(_TOOL_PREFIX) :].strip().partition(" ")
-    if not name:
+    # any whitespace (a space, a tab) ends the name
+    parts = line[len(_TOOL_PREFIX) :].split(maxsplit=1)
+    if not parts:
         raise ScriptedDirectiveError(line_no, line, "names no tool")
-    raw_args = raw_args.strip()
+    name = parts[0]
+    raw_args = parts[1].strip() if len(parts) == 2 else ""
     if not raw_args:
         return ToolDirective(line_no, name, {})
     try:
@@ -245,13 +247,14 @@ def parse_script(text: str) -> Script:
     plain: list[str] = []
     for line_no, raw_line in enumerate(text.splitlines(), start=1):
         line = raw_line.strip()
+        head = line.split(maxsplit=1)[0] if line else ""
         if line.startswith(_TOOL_PREFIX):
             directives.append(_parse_tool_line(line_no, line))
         elif line == _ERROR_DIRECTIVE:
             directives.append(ErrorDirective(line_no))
-        elif line.split(" ", 1)[0] == _FAIL_PREFIX:
+        elif head == _FAIL_PREFIX:
             directives.append(_parse_fail_line(line_no, line))
-        elif line.split(" ", 1)[0] == _DELAY_PREFIX:
+        elif head == _DELAY_PREFIX:
             directives.append(_parse_delay_line(line_no, line))
         elif line:
             plain.append(line)
