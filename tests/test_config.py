@@ -165,6 +165,21 @@ class TestDirectories:
             check_directories(settings)
         assert "state_dir" == info.value.setting
 
+    def test_a_refusal_leaves_no_directory_made(self, tmp_path: Path) -> None:
+        """Start-up stops with nothing made half-way: a workspace_dir made before state_dir
+        was refused is removed again, and directories that existed are kept."""
+        (tmp_path / "file").write_text("x", encoding="utf-8")
+        (tmp_path / "kept").mkdir()
+        settings = Settings(
+            workspace_dir=tmp_path / "kept" / "new" / "workspace",
+            state_dir=tmp_path / "file" / "state",
+        )
+        with pytest.raises(ConfigurationError) as info:
+            check_directories(settings)
+        assert "state_dir" == info.value.setting
+        assert ["file", "kept"] == sorted(p.name for p in tmp_path.iterdir())
+        assert [] == list((tmp_path / "kept").iterdir())
+
     def test_a_targets_file_whose_folder_cannot_be_made(self, tmp_path: Path) -> None:
         """The targets file's folder is checked too: named by the targets file's variable."""
         (tmp_path / "file").write_text("x", encoding="utf-8")

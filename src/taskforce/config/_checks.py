@@ -6,6 +6,7 @@ others leave without effect.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -62,7 +63,8 @@ def check_directories(settings: Settings) -> None:
     """Create the directories the settings name, or stop start-up naming the one that fails.
 
     ``state_dir`` (for the file store) and ``workspace_dir`` are made if missing; each
-    must then be a directory this process can write in.
+    must then be a directory this process can write in. When a check fails, the
+    directories this call made are removed again (those that existed are kept).
 
     Args:
         settings: The service's settings.
@@ -77,18 +79,29 @@ def check_directories(settings: Settings) -> None:
     if settings.metrics.targets_file is not None:
         # the file is replaced atomically: its folder must take a new file
         directories.append(("metrics.targets_file", settings.metrics.targets_file.parent))
-    for name, path in directories:
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            if not os.access(path, os.W_OK | os.X_OK):
-                raise PermissionError(13, "not writable")
-        except OSError as exc:
-            reason = "not a directory" if path.exists() and not path.is_dir() else exc.strerror
-            raise ConfigurationError(
-                name, f"cannot use it as a directory: {reason}", source=_source(name, path)
-            ) from exc
-    if settings.metrics.targets_file is not None:
-        _check_targets_file(settings.metrics.targets_file)
+    made: list[Path] = []
+    try:
+        for name, path in directories:
+            # the missing folders, outermost first: removed again if start-up stops
+            made.extend(reversed([p for p in (path, *path.parents) if not p.exists()]))
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                if not os.access(path, os.W_OK | os.X_OK):
+                    raise PermissionError(13, "not writable")
+            except OSError as exc:
+                is_file = path.exists() and not path.is_dir()
+                reason = "not a directory" if is_file else exc.strerror
+                raise ConfigurationError(
+                    name, f"cannot use it as a directory: {reason}", source=_source(name, path)
+                ) from exc
+        if settings.metrics.targets_file is not None:
+            _check_targets_file(settings.metrics.targets_file)
+    except ConfigurationError:
+        # nothing starts half-way: no folder made for a start-up that did not happen
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 def _source(name: str, path: Path) -> str:
