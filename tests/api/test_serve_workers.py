@@ -239,7 +239,7 @@ class TestWorkers:
         env, targets = _with_targets(tmp_path, metrics_port)
         env["TASKFORCE_METRICS__ENABLED"] = "false"
         with started(["serve", "--port", str(api_port), "--workers", "2"], env, tmp_path) as child:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 60  # a guard: two workers start in seconds
             while 2 > [e["event"] for e in events(child)].count("server.started"):
                 assert time.monotonic() < deadline, child.stderr()
                 time.sleep(0.05)
@@ -249,6 +249,7 @@ class TestWorkers:
                 if e["event"] == "server.started" and e["worker"] == 0
             )
             os.kill(int(str(victim)), signal.SIGKILL)
+            deadline = time.monotonic() + 60  # a death this quick waits out a short backoff
             while not [e for e in events(child) if e["event"] == "worker.restarted"]:
                 assert time.monotonic() < deadline, child.stderr()
                 time.sleep(0.05)
