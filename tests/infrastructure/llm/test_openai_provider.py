@@ -88,6 +88,18 @@ async def _assert_gzip_stream_says_hello(pieces: list[bytes], *, pause: float) -
     assert True is got[-1]["done"]
 
 
+async def _attempts_of_a_failed_call(provider: OpenAICompatibleProvider, route: str) -> Any:
+    """Call ``route`` (``stream`` or ``complete``), which must fail; return its attempts."""
+    if route == "complete":
+        result = await provider.complete(_mission("hi"))
+        assert False is result["success"]
+        return result["attempts"]
+    with pytest.raises(LLMProviderError) as info:
+        async for _ in provider.stream(_mission("hi")):
+            pass
+    return info.value.attempts
+
+
 def _mission(text: str) -> list[Any]:
     return [{"role": "user", "content": MISSION_PREFIX + text}]
 
@@ -1244,13 +1256,20 @@ class TestErrorTypes:
         ],
         ids=["seconds", "over-the-cap", "date-ahead"],
     )
-    async def test_retry_after_on_a_stream_with_an_error_object_is_honoured(
-        self, hint: str, waited: float
+    @pytest.mark.parametrize("route", ["stream", "complete"])
+    async def test_retry_after_on_a_2xx_with_an_error_object_is_honoured(
+        self, hint: str, waited: float, route: str
     ) -> None:
-        """A 2xx whose stream holds a 429 error object: its Retry-After is waited for before
-        the retry, up to retry_after_max_seconds, as a real 429's is."""
-        body = b'data: {"error": {"code": 429, "message": "slow down"}}\n\n'
-        headers = {"content-type": "text/event-stream", "retry-after": hint}
+        """A 2xx that holds a 429 error object (in its stream, or as the whole answer, as
+        OpenRouter sends one): its Retry-After is waited for before the retry, up to
+        retry_after_max_seconds, as a real 429's is."""
+        error = b'{"error": {"code": 429, "message": "slow down"}}'
+        body, content_type = (
+            (b"data: " + error + b"\n\n", "text/event-stream")
+            if route == "stream"
+            else (error, "application/json")
+        )
+        headers = {"content-type": content_type, "retry-after": hint}
         async with (
             RawUpstream(raw_response(200, body, headers)) as upstream,
             OpenAICompatibleProvider(
@@ -1261,11 +1280,10 @@ class TestErrorTypes:
                 retry_after_max_seconds=0.05,
             ) as provider,
         ):
-            with structlog.testing.capture_logs() as logs, pytest.raises(LLMProviderError) as info:
-                async for _ in provider.stream(_mission("hi")):
-                    pass
+            with structlog.testing.capture_logs() as logs:
+                attempts = await _attempts_of_a_failed_call(provider, route)
 
-        assert ["rate_limit"] * 2 == [a.error_type for a in info.value.attempts]
+        assert ["rate_limit"] * 2 == [a.error_type for a in attempts]
         retries = [e for e in logs if e["event"] == "llm.request.retry"]
         assert [(waited, "rate_limit")] == [(e["delay_seconds"], e["error_type"]) for e in retries]
 

@@ -386,9 +386,11 @@ class OpenAICompatibleProvider:
         attempts: list[LLMAttempt] = []
 
         async def attempt() -> Any:
-            response = await self._client.chat.completions.create(
+            # Raw, for the headers: an error object in a 2xx may come with a Retry-After.
+            raw = await self._client.chat.completions.with_raw_response.create(
                 messages=params, model=asked, **extra
             )
+            response = raw.parse()
             error = (
                 (response.model_extra or {}).get("error")
                 if isinstance(response, ChatCompletion)
@@ -396,8 +398,9 @@ class OpenAICompatibleProvider:
             )
             if error:
                 # An error object where the answer should be (a router that failed while
-                # the model wrote): the failure it names, retried as in a stream.
-                raise _ErrorInAnswer(error)
+                # the model wrote): the failure it names, retried as in a stream, after
+                # the wait its Retry-After asks for, as a real 429's.
+                raise _ErrorInAnswer(error, _wait_asked(raw.headers))
             return response
 
         try:

@@ -24,9 +24,11 @@ class _ErrorInAnswer(Exception):
 
     A router that fails while the model writes (OpenRouter, say) answers 200 with
     ``{"error": {"code": 429, ...}}``; ``body`` is that error, read as the SDK reads one
-    inside a stream.
+    inside a stream. ``retry_after`` is the wait the answer's ``Retry-After`` header
+    asks for, in seconds, if it sent one: read as a real 429's is.
     """
 
-    def __init__(self, body: object) -> None:
+    def __init__(self, body: object, retry_after: float | None = None) -> None:
         super().__init__("the answer carried an error")
         self.body = body
+        self.retry_after = retry_after

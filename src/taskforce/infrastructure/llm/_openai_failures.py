@@ -111,7 +111,13 @@ def _classify(exc: Exception) -> LLMErrorType | None:
 
 
 def _retry_after(exc: Exception) -> float | None:
-    """The wait a failed response asks for in ``Retry-After``: seconds or an HTTP date."""
+    """The wait a failed response asks for in ``Retry-After``: seconds or an HTTP date.
+
+    A 2xx answer that holds an error object is read like an error status: its header was
+    read when the answer came (:class:`_ErrorInAnswer`).
+    """
+    if isinstance(exc, _ErrorInAnswer):
+        return exc.retry_after
     if not isinstance(exc, openai.APIStatusError):
         return None
     return _wait_asked(exc.response.headers)
