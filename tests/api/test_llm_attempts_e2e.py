@@ -214,6 +214,27 @@ class TestStreamedTokens:
         assert _FIRST_CHUNK_DELAY <= ttft_sum <= duration
         assert fake.requests[0].body["stream"] is True
 
+    async def test_ttft_leaves_out_the_retry_before_the_stream(
+        self, service: tuple[LiveServer, FakeOpenAIServer]
+    ) -> None:
+        """A 429 with Retry-After, then a stream with a delayed first chunk: the TTFT runs
+        from the attempt that streamed, so the wait before it is only in the duration."""
+        live, fake = service
+        waited = 0.5  # the Retry-After; the backoff (0.5 s) is never shorter
+        fake.fail_next(1, 429, retry_after=waited)
+        fake.first_chunk_delay_seconds = _FIRST_CHUNK_DELAY
+        async with httpx.AsyncClient(base_url=live.url, timeout=60) as client:
+            await client.post(
+                "/api/v1/execute/stream", json={"mission": "say hello", "agent_type": "lean"}
+            )
+            samples = await scrape(client)
+
+        ttft_sum = total(samples, "taskforce_llm_time_to_first_token_seconds_sum")
+        duration = total(samples, "taskforce_llm_request_duration_seconds_sum", operation="stream")
+        assert 1 == total(samples, "taskforce_llm_time_to_first_token_seconds_count")
+        assert 1 == total(samples, "taskforce_llm_retries_total", error_type="rate_limit")
+        assert _FIRST_CHUNK_DELAY <= ttft_sum <= duration - waited
+
     async def test_streamed_tool_call_runs_the_tool(
         self, service: tuple[LiveServer, FakeOpenAIServer]
     ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from contextlib import aclosing
 from typing import Any, cast
@@ -20,6 +21,7 @@ from taskforce.observability import (
     observe_llm_provider,
 )
 from taskforce.observability.metrics import MetricSet
+from taskforce.observability.proxies import _llm as llm_proxy_module
 from tests.observability.metric_samples import BrokenMetrics, faults, samples
 from tests.observability.proxy_fakes import FakeProvider, FakeStreamingProvider
 
@@ -358,6 +360,31 @@ class TestStream:
         duration = _latency(metrics)
         assert 0.025 <= ttft < duration
         assert duration >= 0.085
+
+    @pytest.mark.parametrize("failed", [False, True], ids=["answered", "failed-after-text"])
+    async def test_ttft_starts_with_the_attempt_that_streams(
+        self, metrics: MetricSet, monkeypatch: pytest.MonkeyPatch, failed: bool
+    ) -> None:
+        """TTFT runs from the start of the attempt that streamed, by the attempt report:
+        the failed attempts and the waits before it are left out (they are in the latency),
+        whether the stream then ends or fails."""
+        clock = [100.0]
+        monkeypatch.setattr(llm_proxy_module, "perf_counter", lambda: clock[0])
+        # a 429 that took 2 s, a Retry-After wait of 5 s, then the attempt that streams
+        attempts = [LLMAttempt("rate_limit", 2.0), LLMAttempt(None, 1.0, waited_seconds=5.0)]
+        provider = FakeStreamingProvider(
+            [{"attempts": attempts}, {"content": "a"}, {"done": True, "attempts": attempts}]
+        )
+        if failed:
+            provider.stream_error = LLMProviderError("cut", attempts=attempts)
+            provider.fail_after = 2
+        with contextlib.suppress(LLMProviderError):
+            async for chunk in observe_llm_provider(provider, metrics).stream(MESSAGES):
+                if "attempts" in chunk and "done" not in chunk:
+                    clock[0] = 107.5  # the first text arrives 0.5 s into the last attempt
+        assert {("default-model", "none"): (1, 0.5)} == {
+            labels: (count, float(total)) for labels, (count, total) in _ttft(metrics).items()
+        }
 
     async def test_early_close_counts_once_as_success(self, metrics: MetricSet) -> None:
         """A consumer that stops after one chunk: inner stream closed, one success request."""

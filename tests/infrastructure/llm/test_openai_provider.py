@@ -380,6 +380,25 @@ class TestRetries:
         assert True is result["success"]
         assert time.perf_counter() - start >= 0.3
 
+    @pytest.mark.parametrize("route", ["complete", "stream"])
+    async def test_the_wait_before_a_retry_is_reported(
+        self, base_url: str, fake: FakeOpenAIServer, route: str
+    ) -> None:
+        """The attempt after a 503 reports the Retry-After it waited, on the result or the
+        last chunk (where a stream's time to first token starts from)."""
+        fake.fail_next(1, 503, retry_after=0.05)
+        async with OpenAICompatibleProvider(
+            "m", base_url, api_key=_KEY, backoff_base_seconds=0.0
+        ) as provider:
+            if route == "complete":
+                attempts = (await provider.complete(_mission("hi")))["attempts"]
+            else:
+                attempts = [c async for c in provider.stream(_mission("hi"))][-1]["attempts"]
+
+        assert ["server_error", None] == [a.error_type for a in attempts]
+        assert 0.0 == attempts[0].waited_seconds
+        assert attempts[1].waited_seconds >= 0.05
+
     async def test_timeout_is_returned(self, base_url: str, fake: FakeOpenAIServer) -> None:
         """A request slower than timeout_seconds fails as a ``timeout``."""
         fake.delay_seconds = 0.5

@@ -177,3 +177,16 @@ class TestRun:
             )
 
         assert [0.01] == [e["delay_seconds"] for e in logs if e["event"] == "llm.request.retry"]
+
+    async def test_each_attempt_reports_the_wait_before_it(self) -> None:
+        """The first attempt waited nothing; each retry reports at least the backoff it
+        waited, so the report says when the last attempt started."""
+        policy = RetryPolicy(max_retries=2, base_delay=0.02, max_delay=0.04)
+        _, attempt = _script("server_error", "rate_limit", None)
+        attempts: list[LLMAttempt] = []
+
+        await policy.run(attempt, classify=_classify, attempts=attempts, provider="t")  # type: ignore[arg-type]
+
+        assert 0.0 == attempts[0].waited_seconds
+        assert attempts[1].waited_seconds >= 0.02
+        assert attempts[2].waited_seconds >= 0.04

@@ -73,14 +73,18 @@ def llm_error_type_of_status(status_code: int) -> LLMErrorType:
 
 @dataclass(frozen=True, slots=True)
 class LLMAttempt:
-    """One attempt of an LLM call: how it ended and how long it took.
+    """One attempt of an LLM call: how it ended, how long it took, how long it waited.
 
     ``error_type`` is ``None`` for the attempt that succeeded. The backoff
-    waited between attempts is in no attempt's ``duration_seconds``.
+    waited between attempts is in no attempt's ``duration_seconds``: it is the
+    ``waited_seconds`` of the attempt after it (0 for the first attempt, and for a
+    provider that does not say), so the last attempt started the sum of every
+    earlier attempt's duration and of every wait after the call did.
     """
 
     error_type: LLMErrorType | None
     duration_seconds: float
+    waited_seconds: float = 0.0
 
 
 class ChatMessage(TypedDict):

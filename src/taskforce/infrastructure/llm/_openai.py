@@ -16,6 +16,7 @@ import asyncio
 import json
 import math
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from dataclasses import replace
 from time import perf_counter
 from types import TracebackType
 from typing import Any, cast
@@ -301,7 +302,9 @@ class OpenAICompatibleProvider:
             The error carries the usage the stream reported before it failed: billed.
             """
             nonlocal error
-            attempts[-1] = LLMAttempt(error_type, elapsed_since(opened))
+            attempts[-1] = replace(
+                attempts[-1], error_type=error_type, duration_seconds=elapsed_since(opened)
+            )
             error = self._failures.error(exc, error_type, attempts, state.usage)
             return error
 
@@ -355,7 +358,7 @@ class OpenAICompatibleProvider:
                 raise broke(exc, "invalid_response") from exc
         finally:
             if error is None:
-                attempts[-1] = LLMAttempt(None, elapsed_since(opened))
+                attempts[-1] = replace(attempts[-1], duration_seconds=elapsed_since(opened))
             await response.close()
         self._answered(asked, state.model)
         yield state.last_chunk(attempts, tool_calls)
@@ -414,7 +417,7 @@ class OpenAICompatibleProvider:
             )
         if not isinstance(response, ChatCompletion):
             # The SDK hands back the body as text when it is not JSON (an HTML error page).
-            attempts[-1] = LLMAttempt("invalid_response", attempts[-1].duration_seconds)
+            attempts[-1] = replace(attempts[-1], error_type="invalid_response")
             return self._failures.result(
                 f"the answer is not a chat completion ({type(response).__name__})",
                 "invalid_response",
@@ -430,7 +433,7 @@ class OpenAICompatibleProvider:
             # AttributeError and the like: null fields the SDK does not check (a choice
             # without a message, say), as unusable as no choices at all.
             reason = str(exc) if isinstance(exc, _InvalidResponse) else f"malformed answer ({exc})"
-            attempts[-1] = LLMAttempt("invalid_response", attempts[-1].duration_seconds)
+            attempts[-1] = replace(attempts[-1], error_type="invalid_response")
             return self._failures.result(reason, "invalid_response", reported, attempts, usage)
         result["attempts"] = attempts
         self._answered(asked, response.model)

@@ -108,8 +108,11 @@ class RetryPolicy:
             Exception: the last attempt's error (not retryable, or no retries left),
                 or at once any error ``classify`` does not name.
         """
+        ended: float | None = None  # when the attempt before this one failed
         while True:
             started = perf_counter()
+            # the backoff, and the little around it: time between two attempts
+            waited = 0.0 if ended is None else max(started - ended, 0.0)
             try:
                 if deadline_seconds is None:
                     result = await attempt_call()
@@ -119,13 +122,15 @@ class RetryPolicy:
             except asyncio.CancelledError:
                 # The attempt under way was made (the server may have seen it): it stays in
                 # the report, without an outcome of its own.
-                attempts.append(LLMAttempt(None, elapsed_since(started)))
+                attempts.append(LLMAttempt(None, elapsed_since(started), waited))
                 raise
             except Exception as exc:
                 error_type = classify(exc)
                 if error_type is None:
                     raise
-                attempts.append(LLMAttempt(error_type, elapsed_since(started)))
+                duration = elapsed_since(started)
+                ended = started + duration
+                attempts.append(LLMAttempt(error_type, duration, waited))
                 retries_done = len(attempts) - 1
                 if not self.should_retry(error_type, retries_done):
                     raise
@@ -145,5 +150,5 @@ class RetryPolicy:
                     error_type=error_type,
                 )
             else:
-                attempts.append(LLMAttempt(None, elapsed_since(started)))
+                attempts.append(LLMAttempt(None, elapsed_since(started), waited))
                 return result

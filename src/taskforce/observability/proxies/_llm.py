@@ -22,7 +22,10 @@ What is recorded per call:
   as the agents fail such a call), else ``success`` (exhausted, or abandoned by its
   consumer through ``aclose()`` or cancellation: that is the caller's decision, not a
   provider failure); the latency up to that point; the time to the first
-  text delta (a ``content`` chunk), if one arrived; tokens from the last
+  text delta (a ``content`` chunk), if one arrived, from the start of the attempt
+  that streamed it (the attempts before it and the waits between them, from the
+  provider's attempt report, are left out: they are in the latency and the
+  retries); tokens from the last
   chunk's ``usage``. All use the ``model`` of the last chunk, which is where
   providers report it.
 - for every call that ends, from the provider's attempt
@@ -80,7 +83,11 @@ from taskforce.observability.metrics._catalog import (
 )
 from taskforce.observability.proxies._base import ObservingProxy, aclose_iterator, report_fault
 from taskforce.observability.proxies._context_pack import SCAN_LIMIT, PackEstimator
-from taskforce.observability.proxies._llm_outcome import ATTEMPT_REPORTS, record_outcome
+from taskforce.observability.proxies._llm_outcome import (
+    ATTEMPT_REPORTS,
+    before_last_attempt,
+    record_outcome,
+)
 
 __all__ = ["LLMProviderProxy", "StreamingLLMProviderProxy", "observe_llm_provider"]
 
@@ -560,8 +567,15 @@ def _record_stream(
                 if reported
                 else _unreported_model(families, wrapped, "stream", args, kwargs)
             )
+            attempts = (
+                outcome.get("attempts")
+                if isinstance(outcome, dict)
+                else getattr(outcome, "attempts", None)
+            )
+            # from the start of the attempt that streamed: the request whose first chunk it is
+            opened = started + before_last_attempt(attempts)
             ttft = families.ttft.labels(model, current_agent_type())
-            ttft.observe(first_chunk_at - started)
+            ttft.observe(max(first_chunk_at - opened, 0.0))
         except Exception as exc:
             report_fault(proxy._self_metrics, type(proxy).__name__, "llm.ttft", exc)
 

@@ -3,7 +3,8 @@
 The provider reports every attempt of a call (``attempts`` on its result, on the
 last chunk of a stream, or on the error it raises): each attempt but the last was
 followed by a retry, labelled with its error type. The call's final error type is
-one failure. Tokens times ``MetricSet.llm_prices`` are the spend.
+one failure. Tokens times ``MetricSet.llm_prices`` are the spend. The same report
+says when the last attempt started, where a stream's time to first token begins.
 
 Hazard: the set of models already reported as unpriced lives on the ``MetricSet``
 (one per container) and is read and written on the event-loop thread only.
@@ -11,6 +12,7 @@ Hazard: the set of models already reported as unpriced lives on the ``MetricSet`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Protocol
 
@@ -20,7 +22,7 @@ from taskforce.core.interfaces.llm import LLM_ERROR_TYPES
 from taskforce.observability.metrics import CounterChild, Family, MetricSet
 from taskforce.observability.metrics._catalog import OTHER
 
-__all__ = ["ATTEMPT_REPORTS", "OutcomeFamilies", "record_outcome"]
+__all__ = ["ATTEMPT_REPORTS", "OutcomeFamilies", "before_last_attempt", "record_outcome"]
 
 _ERROR_TYPES = frozenset(LLM_ERROR_TYPES)
 #: What an attempt report is read from; anything else is no report.
@@ -39,6 +41,36 @@ class OutcomeFamilies(Protocol):
 
 def _closed(error_type: object) -> str:
     return error_type if isinstance(error_type, str) and error_type in _ERROR_TYPES else OTHER
+
+
+def before_last_attempt(attempts: object) -> float:
+    """Return the seconds from a call's start to the start of its last attempt.
+
+    Read from the provider's attempt report: every earlier attempt's
+    ``duration_seconds`` and every attempt's ``waited_seconds`` (the wait before it),
+    summed. A field missing, or not a finite number above 0, adds nothing (a provider
+    that reports no waits: its waits stay in the time after the call's start).
+
+    Args:
+        attempts: The provider's attempt report, oldest first (a list or tuple; anything
+            else is no report).
+
+    Returns:
+        The seconds, 0 without a report.
+    """
+    if not isinstance(attempts, ATTEMPT_REPORTS):
+        return 0.0
+    last = len(attempts) - 1
+    total = 0.0
+    for index, attempt in enumerate(attempts):
+        spent = (
+            getattr(attempt, "waited_seconds", 0.0),
+            getattr(attempt, "duration_seconds", 0.0) if index < last else 0.0,
+        )
+        for seconds in spent:
+            if type(seconds) in (int, float) and math.isfinite(seconds) and seconds > 0:
+                total += seconds
+    return total
 
 
 def record_outcome(
