@@ -40,16 +40,25 @@ class RawUpstream(LoopbackServer):
 
     ``response`` is the bytes to send, or pieces sent ``pause`` seconds apart (each
     flushed on its own, so the client reads them separately). With ``gather``, no
-    request is answered before that many have arrived.
+    request is answered before that many have arrived. With ``answers``, only that many
+    are: each later one is held, unanswered, until its client closes the connection
+    (``holding`` is set once one is).
     """
 
     def __init__(
-        self, response: bytes | list[bytes], *, pause: float = 0.0, gather: int = 1
+        self,
+        response: bytes | list[bytes],
+        *,
+        pause: float = 0.0,
+        gather: int = 1,
+        answers: int | None = None,
     ) -> None:
         super().__init__()
         self._pieces = [response] if isinstance(response, bytes) else response
         self._pause = pause
         self._gather = gather
+        self._answers = answers
+        self.holding = asyncio.Event()
         self._gathered = asyncio.Event()
         self.targets: list[str] = []
 
@@ -66,7 +75,12 @@ class RawUpstream(LoopbackServer):
             if len(self.targets) >= self._gather:
                 self._gathered.set()
             await self._gathered.wait()
-            for index, piece in enumerate(self._pieces):
+            pieces = self._pieces
+            if self._answers is not None and len(self.targets) > self._answers:
+                self.holding.set()
+                await reader.read()  # held, unanswered, until the client leaves
+                pieces = []
+            for index, piece in enumerate(pieces):
                 if index and self._pause:
                     await asyncio.sleep(self._pause)
                 writer.write(piece)

@@ -399,6 +399,29 @@ class TestRetries:
         assert 0.0 == attempts[0].waited_seconds
         assert attempts[1].waited_seconds >= 0.05
 
+    @pytest.mark.parametrize("route", ["complete", "generate", "stream"])
+    async def test_a_call_cancelled_in_its_retry_carries_the_report(self, route: str) -> None:
+        """Cancelled during the retry after a 429: the cancellation carries both attempts,
+        so the retry that was logged is counted, on every route."""
+        rate_limited = raw_response(429, b'{"error": {"message": "slow down"}}', {})
+        async with (
+            RawUpstream(rate_limited, answers=1) as upstream,
+            OpenAICompatibleProvider("m", upstream.base_url, backoff_base_seconds=0.0) as provider,
+        ):
+            if route == "stream":
+                call: Any = anext(aiter(provider.stream(_mission("hi"))))
+            elif route == "complete":
+                call = provider.complete(_mission("hi"))
+            else:
+                call = provider.generate("hi")
+            task = asyncio.ensure_future(call)
+            await upstream.holding.wait()  # the retry reached the server, and hangs there
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError) as info:
+                await task
+
+        assert ["rate_limit", None] == [a.error_type for a in info.value.attempts]  # type: ignore[attr-defined]
+
     async def test_timeout_is_returned(self, base_url: str, fake: FakeOpenAIServer) -> None:
         """A request slower than timeout_seconds fails as a ``timeout``."""
         fake.delay_seconds = 0.5

@@ -190,3 +190,32 @@ class TestRun:
         assert 0.0 == attempts[0].waited_seconds
         assert attempts[1].waited_seconds >= 0.02
         assert attempts[2].waited_seconds >= 0.04
+
+    @pytest.mark.parametrize("during", ["wait", "retry"])
+    async def test_a_cancellation_carries_the_report(self, during: str) -> None:
+        """Cancelled while it waits to retry, or during the retry: the cancellation carries
+        the attempts made (the one under way included), for a caller to count the retries
+        that were logged."""
+        policy = RetryPolicy(
+            max_retries=1, base_delay=60.0 if during == "wait" else 0.0, max_delay=60.0
+        )
+        retrying = asyncio.Event()
+
+        async def attempt() -> str:
+            if retrying.is_set():
+                await asyncio.sleep(60)
+            retrying.set()
+            raise _Failed("rate_limit")
+
+        attempts: list[LLMAttempt] = []
+        task = asyncio.create_task(
+            policy.run(attempt, classify=_classify, attempts=attempts, provider="t")
+        )
+        await retrying.wait()
+        await asyncio.sleep(0)  # into the wait, or into the retry
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError) as info:
+            await task
+
+        expected = ["rate_limit"] if during == "wait" else ["rate_limit", None]
+        assert expected == [a.error_type for a in info.value.attempts]  # type: ignore[attr-defined]

@@ -285,12 +285,9 @@ class OpenAICompatibleProvider:
             return response, chunks, held, deadline
 
         try:
+            # Cancelled before the first chunk (its consumer left): the report rides on the
+            # cancellation (RetryPolicy.run), so the retries already made are still counted.
             response, chunks, held, deadline = await self._run(open_attempt, attempts, retry_after)
-        except asyncio.CancelledError as exc:
-            # Its consumer left before the first chunk: the report rides on the
-            # cancellation, so the retries already made are still counted.
-            exc.attempts = attempts  # type: ignore[attr-defined]
-            raise
         except Exception as exc:
             raise self._failures.error(exc, _classify(exc) or "other", attempts) from exc
         state = _StreamState(self._as(asked))

@@ -107,7 +107,29 @@ class RetryPolicy:
         Raises:
             Exception: the last attempt's error (not retryable, or no retries left),
                 or at once any error ``classify`` does not name.
+            asyncio.CancelledError: the call was cancelled, while an attempt ran or while
+                it waited to retry; ``attempts`` is set on it to the report so far.
         """
+        try:
+            return await self._until_done(
+                attempt_call, classify, attempts, provider, deadline_seconds, retry_after
+            )
+        except asyncio.CancelledError as exc:
+            # A cancelled call has no outcome, but its attempts were made, and its retries
+            # logged: the report rides on the cancellation, for the caller to count them.
+            exc.attempts = attempts  # type: ignore[attr-defined]
+            raise
+
+    async def _until_done(
+        self,
+        attempt_call: Callable[[], Awaitable[_T]],
+        classify: Classify,
+        attempts: list[LLMAttempt],
+        provider: str,
+        deadline_seconds: float | None,
+        retry_after: Callable[[Exception], float | None],
+    ) -> _T:
+        """Run the attempts of :meth:`run`, which documents the arguments."""
         ended: float | None = None  # when the attempt before this one failed
         while True:
             started = perf_counter()

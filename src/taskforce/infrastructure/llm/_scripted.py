@@ -277,10 +277,8 @@ class ScriptedLLMProvider:
         try:
             script = parse_script(mission_text(messages))
             observations = observations_of(messages)
+            # cancelled: the report rides on the cancellation (RetryPolicy.run)
             directive = await self._attempts(script, len(observations), attempts)
-        except asyncio.CancelledError as exc:
-            exc.attempts = attempts  # type: ignore[attr-defined]  # as OpenAICompatibleProvider
-            raise
         except LLMProviderError as exc:
             _reported(exc, attempts)
             raise
