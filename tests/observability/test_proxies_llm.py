@@ -421,7 +421,8 @@ class TestStream:
     async def test_cancelled_before_any_chunk_counts_the_reported_retries(
         self, metrics: MetricSet
     ) -> None:
-        """No chunk read, cancelled: the report on the cancellation still counts its retries."""
+        """No chunk read, cancelled (while it retried, say): no request, as for a cancelled
+        complete(), but the report on the cancellation still counts its retries."""
         provider = FakeStreamingProvider()
         provider.chunk_delay = 10
         provider.cancel_attempts = [LLMAttempt("rate_limit", 0.01), LLMAttempt(None, 0.02)]
@@ -436,7 +437,9 @@ class TestStream:
         with pytest.raises(asyncio.CancelledError):
             await task
         assert {("m", "none", "rate_limit"): 1} == samples(metrics, "taskforce_llm_retries_total")
-        assert ["success"] == [status for _, _, _, status in _requests(metrics)]
+        assert [] == _requests(metrics)
+        assert {} == samples(metrics, "taskforce_llm_request_duration_seconds")
+        assert {} == samples(metrics, "taskforce_llm_failures_total")
 
     @pytest.mark.parametrize("raised", [asyncio.CancelledError(), SystemExit(2)], ids=repr)
     async def test_a_base_exception_of_the_providers_own_is_an_error(

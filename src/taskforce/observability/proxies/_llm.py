@@ -20,8 +20,9 @@ What is recorded per call:
 - ``stream``: once, when the stream ends however it ends: ``error`` if the
   provider raised (as above) or its last chunk is not a dict (``invalid_response``,
   as the agents fail such a call), else ``success`` (exhausted, or abandoned by its
-  consumer through ``aclose()`` or cancellation: that is the caller's decision, not a
-  provider failure); the latency up to that point; the time to the first
+  consumer through ``aclose()`` or cancellation after a chunk: that is the caller's
+  decision, not a provider failure; cancelled before any chunk, it is recorded as a
+  cancelled ``complete`` is); the latency up to that point; the time to the first
   text delta (a ``content`` chunk), if one arrived, from the start of the attempt
   that streamed it (the attempts before it and the waits between them, from the
   provider's attempt report, are left out: they are in the latency and the
@@ -289,6 +290,7 @@ class StreamingLLMProviderProxy(LLMProviderProxy[_StreamingT]):
         last: Any = _NO_CHUNK
         first_chunk_at: float | None = None
         error: BaseException | None = None
+        cancelled: BaseException | None = None  # the caller's, before any chunk
         consumer_left = False  # True while a chunk is out: GeneratorExit then means aclose()
         try:
             chunks = wrapped.stream(*args, **kwargs)
@@ -308,15 +310,18 @@ class StreamingLLMProviderProxy(LLMProviderProxy[_StreamingT]):
         except BaseException as exc:
             if not (consumer_left or is_caller_cancelled(exc)):
                 error = exc  # what the provider raised (its own CancelledError too): a failure
-            elif first is _NO_CHUNK and getattr(exc, "attempts", None):
-                # Cancelled before any chunk: the provider may have put its attempt report
-                # on the cancellation (both built-in ones do), the retries made so far.
-                first = {"attempts": exc.attempts}  # type: ignore[attr-defined]
+            elif first is _NO_CHUNK:
+                # Cancelled before any chunk (while it retried, say): no outcome, as a
+                # cancelled complete() has none; its retries are counted from the report.
+                cancelled = exc
             raise
         finally:
-            _record_stream(
-                self, wrapped, started, first_chunk_at, error, (first, last), args, kwargs
-            )
+            if cancelled is not None:
+                _record_cancelled(self, wrapped, "stream", cancelled, (args, kwargs))
+            else:
+                _record_stream(
+                    self, wrapped, started, first_chunk_at, error, (first, last), args, kwargs
+                )
 
 
 def _model(wrapped: Any, reported: Any, operation: str, args: tuple[Any, ...], kwargs: Any) -> str:
