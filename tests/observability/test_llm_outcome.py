@@ -189,6 +189,23 @@ class TestSpend:
         assert [(_MODEL, "warning")] == [(e["model"], e["log_level"]) for e in missing]
         assert [] == series(container.metrics, "taskforce_llm_cost_usd_total")
 
+    async def test_unpriced_models_past_the_label_cap_are_logged_once_as_other(self) -> None:
+        """A provider that reports a new model on every call: llm.price.missing once per
+        model up to metrics.max_label_values, then once as other, as their series are; the
+        models remembered stay within that bound."""
+        metrics = MetricSet(max_label_values=3, llm_prices={"gpt-4o": (1.0, 1.0)})
+        provider = instrument(FakeProvider(), metrics)
+        provider.answer = dict(provider.answer)
+
+        with capture_logs() as logs:
+            for index in range(6):
+                provider.answer["model"] = f"deployment-{index}"
+                await provider.complete([{"role": "user", "content": "hi"}])
+
+        missing = [e["model"] for e in logs if e["event"] == "llm.price.missing"]
+        assert ["deployment-0", "deployment-1", "deployment-2", "other"] == missing
+        assert 4 == len(metrics.unpriced_models)
+
     async def test_no_prices_at_all_is_a_note(self, tmp_path: Path) -> None:
         """Without llm.prices the missing price is logged at info, still once."""
         container = _build(tmp_path)

@@ -109,11 +109,27 @@ def record_outcome(
     if price is None:
         price = metrics.llm_prices.get(requested())
     if price is None:
-        if labels[0] not in metrics.unpriced_models:
-            metrics.unpriced_models.add(labels[0])
-            # A warning when prices are in use (this one was forgotten), else a note.
-            log = _LOGGER.warning if metrics.llm_prices else _LOGGER.info
-            log("llm.price.missing", category="llm", model=labels[0])
+        _note_unpriced(metrics, labels[0])
         return
     cost = (input_tokens * price[0] + output_tokens * price[1]) / _PER_MILLION
     families.cost.labels(*labels).inc(cost)
+
+
+def _note_unpriced(metrics: MetricSet, model: str) -> None:
+    """Log ``llm.price.missing`` once for ``model``.
+
+    Once ``metrics.max_label_values`` models are remembered, any further one is
+    ``other``, as its series are: a provider that names a new model on every call
+    logs a bounded number of lines and keeps a bounded set.
+    """
+    unpriced = metrics.unpriced_models
+    if model in unpriced:
+        return
+    if len(unpriced) >= metrics.max_label_values:
+        if OTHER in unpriced:
+            return
+        model = OTHER
+    unpriced.add(model)
+    # A warning when prices are in use (this one was forgotten), else a note.
+    log = _LOGGER.warning if metrics.llm_prices else _LOGGER.info
+    log("llm.price.missing", category="llm", model=model)
