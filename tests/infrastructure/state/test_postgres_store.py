@@ -82,6 +82,29 @@ class TestSchema:
         with pytest.raises(StateStoreError, match="schema version 99"):
             await PostgresStateStore(postgres_dsn).open()
 
+    async def test_an_empty_version_table_says_what_was_found_and_what_to_do(
+        self, postgres_dsn: str
+    ) -> None:
+        """The tables exist but taskforce_schema_version has no row: start-up stops saying
+        so and how to mend it, not 'schema version None'; the tables are left as they are."""
+        async with PostgresStateStore(postgres_dsn) as store:
+            await store.append("kept", {"n": 1})
+        await _fetch(postgres_dsn, "DELETE FROM taskforce_schema_version")
+        store = PostgresStateStore(postgres_dsn)
+        with pytest.raises(StateStoreError) as info:
+            await store.open()
+        assert (
+            f"the state tables in schema {_schema(postgres_dsn)!r} have no schema version: "
+            "taskforce_schema_version is empty; if they hold this taskforce's tables "
+            f"(version {SCHEMA_VERSION}), insert it: INSERT INTO taskforce_schema_version "
+            f"(version) VALUES ({SCHEMA_VERSION}); else move the taskforce_ tables aside "
+            "and start again to create them"
+        ) == str(info.value)
+        assert "None" not in str(info.value)
+        assert None is store._pool
+        assert [(1,)] == await _fetch(postgres_dsn, "SELECT count(*) FROM taskforce_sessions")
+        assert [] == await _fetch(postgres_dsn, "SELECT * FROM taskforce_schema_version")
+
 
 class TestSecrets:
     async def test_wrong_password_names_no_secret(self, postgres_dsn: str) -> None:

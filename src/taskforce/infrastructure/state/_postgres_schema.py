@@ -23,6 +23,7 @@ __all__ = [
     "SCHEMA_VERSION_QUERY",
     "TRIM_RECORDS",
     "UPSERT_SESSION",
+    "version_refusal",
 ]
 
 #: The schema this code reads and writes; a later change adds a migration step.
@@ -62,7 +63,12 @@ CREATE TABLE IF NOT EXISTS taskforce_mission_records (
 INSERT INTO taskforce_schema_version (version) VALUES (1) ON CONFLICT DO NOTHING;
 """
 
-SCHEMA_VERSION_QUERY = "SELECT max(version) FROM taskforce_schema_version"
+# The version, and the schema the version table is in (where the search path found it).
+SCHEMA_VERSION_QUERY = """
+SELECT (SELECT max(version) FROM taskforce_schema_version) AS version,
+       (SELECT c.relnamespace::regnamespace::text FROM pg_class c
+        WHERE c.oid = to_regclass('taskforce_schema_version')) AS schema
+"""
 
 # Whether all three tables exist where the search path puts them: a start on a complete
 # schema runs no CREATE, so a user with only SELECT, INSERT, UPDATE and DELETE on the
@@ -129,3 +135,31 @@ SELECT s.state, s.has_missions,
              WHERE m.session_id = s.session_id ORDER BY m.seq) AS records
 FROM taskforce_sessions s WHERE s.session_id = $1
 """
+
+
+def version_refusal(version: int | None, schema: str) -> str | None:
+    """Why this code cannot use the tables whose schema version the database holds.
+
+    Args:
+        version: the highest version in ``taskforce_schema_version``; None when it is empty.
+        schema: the schema the tables are in.
+
+    Returns:
+        What was found and what to do, or None for the version this code knows.
+    """
+    if version is None:
+        # Not made by a start-up, which records the version with the tables, or its row
+        # was deleted: the tables may be anything, so nothing is guessed or written.
+        return (
+            f"the state tables in schema {schema!r} have no schema version: "
+            "taskforce_schema_version is empty; if they hold this taskforce's tables "
+            f"(version {SCHEMA_VERSION}), insert it: INSERT INTO taskforce_schema_version "
+            f"(version) VALUES ({SCHEMA_VERSION}); else move the taskforce_ tables aside "
+            "and start again to create them"
+        )
+    if version != SCHEMA_VERSION:
+        return (
+            f"the state database has schema version {version}; "
+            f"this taskforce knows version {SCHEMA_VERSION}"
+        )
+    return None

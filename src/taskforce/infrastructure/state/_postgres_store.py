@@ -185,7 +185,11 @@ class PostgresStateStore:
                     self._check(await creation_refusal(conn))
                     await conn.execute(sql.CREATE_SCHEMA)
                 self._check(await use_refusal(conn))
-                version = await conn.fetchval(sql.SCHEMA_VERSION_QUERY)
+                found = await conn.fetchrow(sql.SCHEMA_VERSION_QUERY)
+                assert found is not None  # a SELECT without FROM has one row
+                refusal = sql.version_refusal(found["version"], found["schema"])
+                if refusal is not None:
+                    raise StateStoreError(refusal)
         except BaseException as exc:
             await pool.close()
             if isinstance(exc, Exception) and not isinstance(exc, StateStoreError):
@@ -193,12 +197,6 @@ class PostgresStateStore:
                     f"cannot create the state schema: {self._safe(exc)}", detail=self._safe(exc)
                 ) from None
             raise
-        if version != sql.SCHEMA_VERSION:
-            await pool.close()
-            raise StateStoreError(
-                f"the state database has schema version {version}; "
-                f"this taskforce knows version {sql.SCHEMA_VERSION}"
-            )
         return pool
 
     def _check(self, refusal: Refusal | None) -> None:
