@@ -15,7 +15,8 @@ The hierarchy::
      ├── StateStoreError             (messages name no server path or connection string)
      │    ├── StateCorruptedError  a session's stored state cannot be parsed
      │    └── StateStoreUnavailableError  the state database cannot be reached
-     │         └── StateStorePermissionError  its user lacks a privilege the store needs
+     │         └── StateStorePermissionError  its user lacks a privilege the store needs,
+     │                                        or may not write at all
      └── MissionError              a mission was asked for in a way that cannot run
 """
 
@@ -176,10 +177,12 @@ class StateStoreUnavailableError(StateStoreError):
 
 
 class StateStorePermissionError(StateStoreUnavailableError):
-    """The state database refuses its user a privilege the store needs (found at start-up).
+    """The state database refuses its user a privilege the store needs, or any write (a
+    standby, read-only transactions by default); found at start-up.
 
     The message names the user (``user``, never its password), what it lacks and what
-    to do; the connection string (``state.dsn``) or the database's grants are what to fix.
+    to do; the connection string (``state.dsn``), the database's grants or its settings
+    are what to fix.
     """
 
     def __init__(self, user: str, refusal: str, remedy: str) -> None:

@@ -121,6 +121,36 @@ class TestStartUp:
         password = user.dsn.split("@", 1)[0].rsplit(":", 1)[1]
         assert password not in proc.stderr + proc.stdout
 
+    @pytest.mark.parametrize("command", [["serve", "--port", "0"], ["run", "hello"]])
+    async def test_a_read_only_user_exits_2_naming_the_setting(
+        self, tmp_path: Path, postgres_dsn: str, command: list[str]
+    ) -> None:
+        """The user of state.dsn gets read-only transactions: exit 2 and one line naming
+        default_transaction_read_only and how to undo it, never the password; no mission
+        runs (it used to start and fail every save)."""
+        import asyncpg
+
+        async with PostgresStateStore(postgres_dsn):
+            pass  # another user creates the schema
+        user = await create_user(postgres_dsn)
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            await conn.execute(f"ALTER ROLE {user.role} SET default_transaction_read_only = on")
+        finally:
+            await conn.close()
+        env = _env(tmp_path, TASKFORCE_STATE__BACKEND="postgres", TASKFORCE_STATE__DSN=user.dsn)
+        proc = _taskforce(*command, env=env, cwd=tmp_path)
+        assert 2 == proc.returncode
+        assert [
+            "taskforce: state.dsn (TASKFORCE_STATE__DSN): cannot use the state database: "
+            f"the database user {user.role!r} gets read-only transactions: "
+            "default_transaction_read_only is on, set for the role: reset it (ALTER ROLE "
+            f"{user.role} RESET default_transaction_read_only), or give state.dsn a user "
+            "without it"
+        ] == proc.stderr.strip().splitlines()
+        password = user.dsn.split("@", 1)[0].rsplit(":", 1)[1]
+        assert password not in proc.stderr + proc.stdout
+
 
 class TestRunOnPostgres:
     async def test_two_runs_share_the_session(self, tmp_path: Path, postgres_dsn: str) -> None:

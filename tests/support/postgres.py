@@ -29,6 +29,7 @@ __all__ = [
     "create_user",
     "require_postgres",
     "running_postgres",
+    "running_standby",
 ]
 
 _USER = "taskforce"
@@ -174,6 +175,32 @@ class PostgresServer:
         """Stop the server and delete its directory."""
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_standby(primary: PostgresServer) -> Iterator[PostgresServer]:
+    """A started hot standby of ``primary`` (a base backup of it, in recovery), stopped and
+    removed however the block ends; it has the primary's user, password and schemas."""
+    standby = PostgresServer(primary.bindir)
+    standby.password = primary.password
+    try:
+        conninfo = f"host=127.0.0.1 port={primary.port} user={_USER} password={primary.password}"
+        standby._run(
+            "pg_basebackup",
+            "-d",
+            conninfo,
+            "-D",
+            str(standby.data),
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+        )
+        standby.start()
+        yield standby
+    finally:
+        standby.remove()
 
 
 @contextlib.contextmanager

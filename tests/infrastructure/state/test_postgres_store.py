@@ -25,7 +25,7 @@ from taskforce.infrastructure.state._common import StateLimits
 from taskforce.infrastructure.state._postgres_schema import SCHEMA_VERSION
 from taskforce.infrastructure.state._postgres_store import _ABANDONED, _in_own_context
 from tests.support.freezable_relay import FreezableRelay
-from tests.support.postgres import PostgresServer, create_user
+from tests.support.postgres import PostgresServer, create_user, running_standby
 from tests.support.processes import free_ports
 
 pytestmark = pytest.mark.integration
@@ -453,6 +453,109 @@ class TestLeastPrivilege:
             info.value
         )
         assert "permission denied for table taskforce_sessions" in info.value.detail
+
+
+class TestReadOnly:
+    """A database that takes no writes stops start-up, naming why, not the first save."""
+
+    @pytest.mark.parametrize(
+        ("alter", "where", "remedy"),
+        [
+            (
+                "ALTER ROLE {role} SET default_transaction_read_only = on",
+                "for the role",
+                "reset it (ALTER ROLE {role} RESET default_transaction_read_only), "
+                "or give state.dsn a user without it",
+            ),
+            (
+                "ALTER ROLE {role} IN DATABASE postgres SET default_transaction_read_only = on",
+                "for the role in the database 'postgres'",
+                "reset it (ALTER ROLE {role} IN DATABASE postgres RESET "
+                "default_transaction_read_only)",
+            ),
+        ],
+        ids=["role", "role-in-database"],
+    )
+    async def test_a_user_with_read_only_transactions_is_refused_at_start_up(
+        self, postgres_dsn: str, alter: str, where: str, remedy: str
+    ) -> None:
+        """default_transaction_read_only on for the store's user: opening stops naming the
+        user, the setting, where it is set and how to undo it, never the password; nothing
+        is written."""
+        async with PostgresStateStore(postgres_dsn) as owner:
+            await owner.append("kept", {"n": 1})
+        user = await create_user(postgres_dsn)
+        await _fetch(postgres_dsn, alter.format(role=user.role))
+        refused = await _refused(user.dsn)
+        assert (
+            f"cannot use the state database: the database user {user.role!r} gets read-only "
+            f"transactions: default_transaction_read_only is on, set {where}: "
+            + remedy.format(role=user.role)
+        ) == str(refused)
+        assert _password(user.dsn) not in str(refused)
+        assert [(1,)] == await _fetch(postgres_dsn, "SELECT count(*) FROM taskforce_sessions")
+
+    async def test_a_read_only_database_is_refused_before_any_table_is_made(
+        self, postgres_server: PostgresServer
+    ) -> None:
+        """A database with default_transaction_read_only on: the first start stops naming the
+        database and the setting, not the driver's 'cannot execute CREATE TABLE in a
+        read-only transaction'."""
+        admin = postgres_server.dsn()
+        name = f"ro_{secrets.token_hex(4)}"
+        await _fetch(admin, f"CREATE DATABASE {name}")
+        try:
+            await _fetch(admin, f"ALTER DATABASE {name} SET default_transaction_read_only = on")
+            refused = await _refused(postgres_server.dsn(name))
+            tables = await _fetch(
+                postgres_server.dsn(name), "SELECT to_regclass('taskforce_sessions')"
+            )
+        finally:
+            await _fetch(admin, f"DROP DATABASE {name} WITH (FORCE)")
+        assert (
+            "cannot use the state database: the database user 'taskforce' gets read-only "
+            f"transactions: default_transaction_read_only is on, set for the database {name!r}: "
+            f"reset it (ALTER DATABASE {name} RESET default_transaction_read_only), or turn it "
+            "off for the user (ALTER ROLE taskforce SET default_transaction_read_only = off)"
+        ) == str(refused)
+        assert [(None,)] == tables
+
+    async def test_read_only_set_by_the_connection_is_named_so(self, postgres_dsn: str) -> None:
+        """default_transaction_read_only=on among the DSN's options: the line says the
+        connection sets it, without showing the DSN."""
+        refused = await _refused(f"{postgres_dsn}&default_transaction_read_only=on")
+        assert str(refused).endswith(
+            "default_transaction_read_only is on, set by the connection (an option in "
+            "state.dsn, or PGOPTIONS): remove it there"
+        )
+        assert _password(postgres_dsn) not in str(refused)
+
+    async def test_the_connection_turning_it_off_is_enough(self, postgres_dsn: str) -> None:
+        """A user whose role is read-only, with default_transaction_read_only=off in the DSN:
+        its transactions may write, so the store starts and appends."""
+        async with PostgresStateStore(postgres_dsn):
+            pass
+        user = await create_user(postgres_dsn)
+        await _fetch(postgres_dsn, f"ALTER ROLE {user.role} SET default_transaction_read_only = on")
+        async with PostgresStateStore(f"{user.dsn}&default_transaction_read_only=off") as store:
+            assert 1 == (await store.append("written", {"n": 1})).records
+
+    async def test_a_standby_is_refused_at_start_up(
+        self, postgres_server: PostgresServer, postgres_dsn: str
+    ) -> None:
+        """A DSN that points at a hot standby (in recovery, its tables replicated): opening
+        stops saying it is a standby and to point state.dsn at the primary."""
+        async with PostgresStateStore(postgres_dsn) as primary:
+            await primary.append("kept", {"n": 1})
+        with running_standby(postgres_server) as standby:
+            dsn = postgres_dsn.replace(f":{postgres_server.port}/", f":{standby.port}/")
+            refused = await _refused(dsn)
+        assert (
+            "cannot use the state database: the database user 'taskforce' is connected to a "
+            "standby server (pg_is_in_recovery() is true), which takes no writes: point "
+            "state.dsn at the primary (with several hosts, add target_session_attrs=primary)"
+        ) == str(refused)
+        assert _password(dsn) not in str(refused)
 
 
 async def _refused(dsn: str) -> StateStorePermissionError:

@@ -1,15 +1,16 @@
 """What the PostgreSQL store's database user may do, checked once at start-up.
 
-A user that may not create the store's tables (on the first start) or lacks a
-privilege on them (on any start) stops start-up with one line that names the user
-and what it lacks, instead of failing each mission's write later on.
+A user that may not write at all (a standby, or read-only transactions by default),
+may not create the store's tables (on the first start) or lacks a privilege on them
+(on any start) stops start-up with one line that names the user and what it lacks,
+instead of failing each mission's write later on.
 """
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-__all__ = ["TABLE_PRIVILEGES", "Refusal", "creation_refusal", "use_refusal"]
+__all__ = ["TABLE_PRIVILEGES", "Refusal", "creation_refusal", "use_refusal", "write_refusal"]
 
 #: The privileges the store uses on each of its tables once they exist.
 TABLE_PRIVILEGES: dict[str, tuple[str, ...]] = {
@@ -33,6 +34,38 @@ FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS wanted (name, privilege, 
 WHERE NOT has_table_privilege(wanted.name, wanted.privilege)
 ORDER BY wanted.n
 """
+
+
+# What every transaction of the store starts as: a standby takes no writes, and
+# default_transaction_read_only makes each transaction read-only unless it says otherwise.
+_WRITABLE = """
+SELECT current_user, current_database(), pg_is_in_recovery() AS is_standby,
+       s.setting = 'on' AS is_read_only, s.source
+FROM pg_settings s WHERE s.name = 'default_transaction_read_only'
+"""
+
+_SETTING = "default_transaction_read_only"
+_FOR_THE_USER = f"ALTER ROLE {{user}} SET {_SETTING} = off"
+
+# pg_settings.source of default_transaction_read_only -> where it was set, what to do;
+# {user}, {database} and {source} are filled in.
+_READ_ONLY_SOURCES = {
+    "user": (
+        "for the role",
+        f"reset it (ALTER ROLE {{user}} RESET {_SETTING}), or give state.dsn a user without it",
+    ),
+    "database": (
+        "for the database {database!r}",
+        f"reset it (ALTER DATABASE {{database}} RESET {_SETTING}), "
+        f"or turn it off for the user ({_FOR_THE_USER})",
+    ),
+    "database user": (
+        "for the role in the database {database!r}",
+        f"reset it (ALTER ROLE {{user}} IN DATABASE {{database}} RESET {_SETTING})",
+    ),
+    "client": ("by the connection (an option in state.dsn, or PGOPTIONS)", "remove it there"),
+}
+_ELSEWHERE = ("in the server's {source}", f"turn it off there, or for the user ({_FOR_THE_USER})")
 
 
 class Refusal(NamedTuple):
@@ -96,4 +129,34 @@ async def use_refusal(conn: Any) -> Refusal | None:
         rows[0]["current_user"],
         f"lacks {said} (in schema {rows[0]['schema']!r})",
         f"grant {them}, or give state.dsn a user that has {them}",
+    )
+
+
+async def write_refusal(conn: Any) -> Refusal | None:
+    """Why no transaction of the store's may write, or None when they may.
+
+    Args:
+        conn: a connection of the store's pool, in the start-up transaction.
+
+    Returns:
+        The refusal: the server is a standby (``pg_is_in_recovery()``), or
+        ``default_transaction_read_only`` is on, with where it was set and how to undo it.
+    """
+    row = await conn.fetchrow(_WRITABLE)
+    user, database = row["current_user"], row["current_database"]
+    if row["is_standby"]:
+        return Refusal(
+            user,
+            "is connected to a standby server (pg_is_in_recovery() is true), which takes no writes",
+            "point state.dsn at the primary (with several hosts, add target_session_attrs=primary)",
+        )
+    if not row["is_read_only"]:
+        return None
+    source = row["source"]
+    where, remedy = _READ_ONLY_SOURCES.get(source, _ELSEWHERE)
+    names = {"user": user, "database": database, "source": source}
+    return Refusal(
+        user,
+        f"gets read-only transactions: {_SETTING} is on, set {where.format(**names)}",
+        remedy.format(**names),
     )

@@ -33,7 +33,12 @@ from taskforce.errors import (
 from taskforce.infrastructure.state import _postgres_schema as sql
 from taskforce.infrastructure.state._common import StateLimits, check_session_id, dumps
 from taskforce.infrastructure.state._libpq_environment import is_file_error, refused_variable
-from taskforce.infrastructure.state._postgres_access import Refusal, creation_refusal, use_refusal
+from taskforce.infrastructure.state._postgres_access import (
+    Refusal,
+    creation_refusal,
+    use_refusal,
+    write_refusal,
+)
 
 if TYPE_CHECKING:
     import asyncpg
@@ -112,9 +117,11 @@ class PostgresStateStore:
 
         Raises:
             StateStorePermissionError: the database refuses its user a privilege the
-                store needs: CREATE on the schema (to create it), or one on its tables.
+                store needs: CREATE on the schema (to create it), or one on its tables;
+                or it takes no writes (a standby, ``default_transaction_read_only`` on).
             StateStoreUnavailableError: the database cannot be reached or refused us.
-            StateStoreError: the database holds a newer schema than this code knows.
+            StateStoreError: the database holds a schema version this code does not
+                know, or none (an empty version table).
         """
         if self._pool is not None:
             return
@@ -180,6 +187,7 @@ class PostgresStateStore:
             raise self._unreachable(self._safe(exc)) from None
         try:
             async with pool.acquire() as conn, conn.transaction(isolation=sql.ISOLATION):
+                self._check(await write_refusal(conn))
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", sql.SCHEMA_LOCK)
                 if not await conn.fetchval(sql.SCHEMA_IS_COMPLETE):
                     self._check(await creation_refusal(conn))
