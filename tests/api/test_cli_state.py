@@ -73,25 +73,43 @@ class TestStartUp:
         assert "hunter2-secret" not in proc.stderr + proc.stdout
 
     @pytest.mark.parametrize("command", [["serve", "--port", "0"], ["run", "hello"]])
-    async def test_a_newer_schema_exits_2_in_one_line(
-        self, tmp_path: Path, postgres_dsn: str, command: list[str]
+    @pytest.mark.parametrize(
+        ("change", "said"),
+        [
+            (
+                "INSERT INTO taskforce_schema_version (version) VALUES (99)",
+                "the state database has schema version 99; this taskforce knows version 1",
+            ),
+            (
+                "DELETE FROM taskforce_schema_version",
+                "the state tables in schema {schema!r} have no schema version: "
+                "taskforce_schema_version is empty; if they hold this taskforce's tables "
+                "(version 1), insert it: INSERT INTO taskforce_schema_version (version) "
+                "VALUES (1); else move the taskforce_ tables aside and start again to create them",
+            ),
+        ],
+        ids=["newer", "empty"],
+    )
+    async def test_a_schema_version_it_cannot_use_exits_2_in_one_line(
+        self, tmp_path: Path, postgres_dsn: str, command: list[str], change: str, said: str
     ) -> None:
-        """A database a newer taskforce migrated: exit 2 and one line, not a traceback."""
+        """A database a newer taskforce migrated, or whose version row is gone: exit 2 and
+        one line saying what was found, not a traceback or 'schema version None'."""
         import asyncpg
 
         async with PostgresStateStore(postgres_dsn):
             pass  # creates the schema
         conn = await asyncpg.connect(postgres_dsn)
         try:
-            await conn.execute("INSERT INTO taskforce_schema_version (version) VALUES (99)")
+            await conn.execute(change)
         finally:
             await conn.close()
         env = _env(tmp_path, TASKFORCE_STATE__BACKEND="postgres", TASKFORCE_STATE__DSN=postgres_dsn)
         proc = _taskforce(*command, env=env, cwd=tmp_path)
         assert 2 == proc.returncode
+        schema = postgres_dsn.rsplit("search_path=", 1)[1]
         assert [
-            "taskforce: state: the state database has schema version 99; "
-            "this taskforce knows version 1"
+            "taskforce: state: " + said.format(schema=schema)
         ] == proc.stderr.strip().splitlines()
 
     @pytest.mark.parametrize("command", [["serve", "--port", "0"], ["run", "hello"]])
