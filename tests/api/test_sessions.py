@@ -111,3 +111,49 @@ class TestGuard:
                     "/api/v1/sessions/s", headers={"authorization": "Bearer t0ken-s3cret"}
                 )
         assert (401, 404) == (refused.status_code, allowed.status_code)
+
+
+class _NulTool:
+    """A tool that fails with a NUL character in its error, as a tool's output may hold."""
+
+    name = "nul"
+    description = "fails with a NUL in its error"
+    parameters_schema: dict[str, Any] = {"type": "object", "properties": {}}
+
+    async def execute(self, **_: Any) -> dict[str, Any]:
+        return {"success": False, "error": "before\x00after", "error_type": "Nul"}
+
+
+class TestAwkwardText:
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    async def test_nul_characters_round_trip_on_both_stores(
+        self, tmp_path: Path, backend: tuple[str, str | None], agent_type: str
+    ) -> None:
+        """NUL in the mission text, so in the LLM's answer, and in a tool's error: each
+        mission answers 200 and its record reads back as it answered, on PostgreSQL (whose
+        text and jsonb refuse NUL) as on the file store; the session goes on after them."""
+        app = create_app(_settings(tmp_path, *backend))
+        app.state.container.tool_registry.register(_NulTool())
+        missions = ["say \x00 back", "tool:nul {}\nReport.", "then \x00 again"]
+        with serve(app) as live:
+            async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+                sent = []
+                for mission in missions:
+                    body = {"mission": mission, "agent_type": agent_type, "session_id": "nul"}
+                    response = await client.post("/api/v1/execute", json=body)
+                    assert 200 == response.status_code, response.text
+                    sent.append(response.json())
+                read = await client.get("/api/v1/sessions/nul")
+        assert 200 == read.status_code
+        assert ["completed", "failed", "completed"] == [r["status"] for r in sent]
+        assert "\x00" in sent[0]["final_message"]
+        assert ("tool 'nul' failed: before\x00after", "Nul") == (
+            sent[1]["error"],
+            sent[1]["error_type"],
+        )
+        assert [
+            (r["mission_id"], r["final_message"], r["error"], r["error_type"]) for r in sent
+        ] == [
+            (m["mission_id"], m["final_message"], m["error"], m["error_type"])
+            for m in read.json()["missions"]
+        ]
