@@ -106,6 +106,27 @@ class TestSchema:
         assert [] == await _fetch(postgres_dsn, "SELECT * FROM taskforce_schema_version")
 
 
+# The operator guide's query of the records (docs/operator-guide.md, "the schema").
+_GUIDE_QUERY = (
+    "SELECT regexp_replace(record, '\\\\u(0000|d[89a-f][0-9a-f]{2})', '\\\\ufffd', 'gi')::jsonb"
+    "->>'status' AS status, count(*)\nFROM taskforce_mission_records GROUP BY 1 ORDER BY 1;"
+)
+
+
+class TestRecordQuery:
+    async def test_the_guides_query_reads_every_record(self, postgres_dsn: str) -> None:
+        """The operator guide's query of the records as JSON counts them all, also records
+        that hold what PostgreSQL's json refuses (NUL, a lone surrogate) and one whose text
+        only looks like such an escape; it is the query the guide shows."""
+        guide = Path(__file__).resolve().parents[3] / "docs" / "operator-guide.md"
+        assert _GUIDE_QUERY in guide.read_text()
+        async with PostgresStateStore(postgres_dsn) as store:
+            for text in ("nul\x00", "lone\udcff", "pair \U0001f600 \udcff", "\\u0000", "plain"):
+                await store.append("q", {"status": "completed", "note": text})
+            await store.append("q", {"status": "failed", "note": "\x00"})
+        assert [("completed", 5), ("failed", 1)] == await _fetch(postgres_dsn, _GUIDE_QUERY)
+
+
 class TestSecrets:
     async def test_wrong_password_names_no_secret(self, postgres_dsn: str) -> None:
         """A refused login is StateStoreUnavailableError; neither message nor detail has it."""
