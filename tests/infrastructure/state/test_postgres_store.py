@@ -516,6 +516,22 @@ class TestReadOnly:
         assert _password(user.dsn) not in str(refused)
         assert [(1,)] == await _fetch(postgres_dsn, "SELECT count(*) FROM taskforce_sessions")
 
+    async def test_the_remedy_quotes_a_name_sql_would_misread(self, postgres_dsn: str) -> None:
+        """A user whose name needs quoting in SQL (capitals, a dash): the remedy's statement
+        quotes it, so it can be run as shown."""
+        role, password = f"Read-Only-{secrets.token_hex(2)}", "pw-" + secrets.token_hex(8)
+        await _fetch(postgres_dsn, f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}'")
+        await _fetch(postgres_dsn, f'ALTER ROLE "{role}" SET default_transaction_read_only = on')
+        dsn = postgres_dsn.replace("//taskforce:", f"//{role}:").replace(
+            _password(postgres_dsn), password
+        )
+        refused = await _refused(dsn)
+        assert str(refused).endswith(
+            f'reset it (ALTER ROLE "{role}" RESET default_transaction_read_only), '
+            "or give state.dsn a user without it"
+        )
+        assert role == refused.user
+
     async def test_a_read_only_database_is_refused_before_any_table_is_made(
         self, postgres_server: PostgresServer
     ) -> None:

@@ -40,28 +40,30 @@ ORDER BY wanted.n
 # default_transaction_read_only makes each transaction read-only unless it says otherwise.
 _WRITABLE = """
 SELECT current_user, current_database(), pg_is_in_recovery() AS is_standby,
-       s.setting = 'on' AS is_read_only, s.source
+       s.setting = 'on' AS is_read_only, s.source,
+       quote_ident(current_user) AS user_sql, quote_ident(current_database()) AS database_sql
 FROM pg_settings s WHERE s.name = 'default_transaction_read_only'
 """
 
 _SETTING = "default_transaction_read_only"
-_FOR_THE_USER = f"ALTER ROLE {{user}} SET {_SETTING} = off"
+_FOR_THE_USER = f"ALTER ROLE {{user_sql}} SET {_SETTING} = off"
 
 # pg_settings.source of default_transaction_read_only -> where it was set, what to do;
-# {user}, {database} and {source} are filled in.
+# {database} and {source} are filled in, and {user_sql} and {database_sql}: the names
+# quoted for SQL, so a statement shown can be run as it is.
 _READ_ONLY_SOURCES = {
     "user": (
         "for the role",
-        f"reset it (ALTER ROLE {{user}} RESET {_SETTING}), or give state.dsn a user without it",
+        f"reset it (ALTER ROLE {{user_sql}} RESET {_SETTING}), or give state.dsn a user without it",
     ),
     "database": (
         "for the database {database!r}",
-        f"reset it (ALTER DATABASE {{database}} RESET {_SETTING}), "
+        f"reset it (ALTER DATABASE {{database_sql}} RESET {_SETTING}), "
         f"or turn it off for the user ({_FOR_THE_USER})",
     ),
     "database user": (
         "for the role in the database {database!r}",
-        f"reset it (ALTER ROLE {{user}} IN DATABASE {{database}} RESET {_SETTING})",
+        f"reset it (ALTER ROLE {{user_sql}} IN DATABASE {{database_sql}} RESET {_SETTING})",
     ),
     "client": ("by the connection (an option in state.dsn, or PGOPTIONS)", "remove it there"),
 }
@@ -154,7 +156,12 @@ async def write_refusal(conn: Any) -> Refusal | None:
         return None
     source = row["source"]
     where, remedy = _READ_ONLY_SOURCES.get(source, _ELSEWHERE)
-    names = {"user": user, "database": database, "source": source}
+    names = {
+        "database": database,
+        "source": source,
+        "user_sql": row["user_sql"],
+        "database_sql": row["database_sql"],
+    }
     return Refusal(
         user,
         f"gets read-only transactions: {_SETTING} is on, set {where.format(**names)}",
