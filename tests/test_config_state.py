@@ -100,6 +100,17 @@ class TestStateSettings:
             load_settings(state={key: value})
         assert f"state.{key}" == info.value.setting
 
+    def test_postgres_caps_max_bytes_at_what_one_load_returns(self) -> None:
+        """Over 512 MiB with PostgreSQL names state.max_bytes; the file store takes it."""
+        big = 512 * 1024 * 1024 + 1
+        with pytest.raises(ConfigurationError) as info:
+            load_settings(state={"backend": "postgres", "dsn": _DSN, "max_bytes": big})
+        assert "state.max_bytes" == info.value.setting
+        assert "512 MiB" in str(info.value)
+        assert big == load_settings(state={"max_bytes": big}).state.max_bytes
+        at_cap = {"backend": "postgres", "dsn": _DSN, "max_bytes": big - 1}
+        assert big - 1 == load_settings(state=at_cap).state.max_bytes
+
 
 class TestRedaction:
     def test_a_password_in_the_query_is_a_secret_too(self) -> None:

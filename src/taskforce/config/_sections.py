@@ -165,6 +165,11 @@ class ServerSettings(_Section):
     shutdown_grace_seconds: float = Field(default=30.0, ge=0, le=3600)
 
 
+#: The most ``state.max_bytes`` may be with PostgreSQL: half its 1 GB limit on one value,
+#: leaving room for the newest record, which is kept whatever its size.
+POSTGRES_MAX_BYTES = 512 * 1024 * 1024
+
+
 class StateSettings(_Section):
     """Where session state lives (``backend``) and how much of it a session keeps.
 
@@ -182,6 +187,18 @@ class StateSettings(_Section):
     threads: int = Field(default=4, ge=1, le=256)
 
     _choice = field_validator("backend", mode="before")(lower)
+
+    @field_validator("max_bytes")
+    @classmethod
+    def _fits_one_value(cls, value: int, info: ValidationInfo) -> int:
+        # PostgreSQL hands a session's records back as one array, and one value it
+        # builds is at most 1 GB: a larger session could be saved but never loaded.
+        if info.data.get("backend") == "postgres" and value > POSTGRES_MAX_BYTES:
+            raise ValueError(
+                f"is at most {POSTGRES_MAX_BYTES} (512 MiB) when state.backend is 'postgres' "
+                "(PostgreSQL returns a session's records as one value of at most 1 GB)"
+            )
+        return value
 
     @field_validator("dsn")
     @classmethod
