@@ -318,18 +318,47 @@ class TestUnreachableStateDatabase:
 
 
 class TestTargetsFileOutsideTaskforceServe:
-    async def test_an_unwritable_targets_file_is_logged_not_fatal(self, tmp_path: Path) -> None:
-        """Built by another server, a targets file that cannot be written is named in a log.
-
-        The app still starts and serves its metrics; only discovery through the file is
-        missing (``taskforce serve`` refuses such a file before it starts, see config).
-        """
-        settings = Settings(
+    def _settings(self, tmp_path: Path, targets: Path) -> Settings:
+        return Settings(
             state_dir=tmp_path / "state",
             workspace_dir=tmp_path / "workspace",
-            metrics={"port": free_ports(1), "targets_file": tmp_path / "no" / "such" / "t.json"},
+            metrics={"port": free_ports(1), "targets_file": targets},
         )
+
+    async def test_a_missing_folder_is_made_and_the_listener_listed(self, tmp_path: Path) -> None:
+        """Built by another server, the app makes the file's folder, as taskforce serve does."""
+        targets = tmp_path / "no" / "such" / "t.json"
+        settings = self._settings(tmp_path, targets)
         app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            listed = json.loads(targets.read_text(encoding="utf-8"))
+        assert [[f"127.0.0.1:{settings.metrics.port}"]] == [g["targets"] for g in listed]
+
+    def test_another_file_is_refused_and_left_as_it_is(self, tmp_path: Path) -> None:
+        """A targets_file naming a file that is no targets file stops the app, unwritten.
+
+        Built by another server (uvicorn, gunicorn) as under taskforce serve: a mistyped
+        path must not have its file replaced by a list of endpoints.
+        """
+        other = tmp_path / "prometheus.yml"
+        other.write_text("global: {}\n", encoding="utf-8")
+        with pytest.raises(ConfigurationError) as info:
+            create_app(self._settings(tmp_path, other))
+        assert "metrics.targets_file" == info.value.setting
+        assert "TASKFORCE_METRICS__TARGETS_FILE" in str(info.value)
+        assert "global: {}\n" == other.read_text(encoding="utf-8")
+
+    async def test_a_targets_file_that_cannot_be_written_is_logged_not_fatal(
+        self, tmp_path: Path
+    ) -> None:
+        """A file that passed the start-up check but cannot be written is named in a log.
+
+        The app still starts and serves its metrics; only discovery through the file is
+        missing (here its lock cannot be taken: a directory stands where it would be).
+        """
+        targets = tmp_path / "t.json"
+        (tmp_path / "t.json.lock").mkdir()
+        app = create_app(self._settings(tmp_path, targets))
         with structlog.testing.capture_logs() as logs:
             async with app.router.lifespan_context(app):
                 started = [log["event"] for log in logs]

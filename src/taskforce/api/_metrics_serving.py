@@ -6,7 +6,8 @@ Decided once, when the app is built:
 - ``metrics.port`` set: a separate listener; the API port answers 404 for the path.
   A worker of ``taskforce serve`` gets its socket from the supervisor; any other
   process binds ``metrics.port`` (falling forward to a free port under a recognised
-  multi-process server) and registers itself in ``metrics.targets_file``.
+  multi-process server) and registers itself in ``metrics.targets_file``, checked
+  first as ``taskforce serve`` checks it.
 - ``metrics.port`` unset under uvicorn ``--workers`` or gunicorn: not served at all,
   since one worker's numbers are not the service's; a ``lifecycle`` warning names
   ``metrics.port`` as the fix.
@@ -31,7 +32,7 @@ from taskforce.api._listener import (
     bind_socket,
 )
 from taskforce.api._targets import register_target, report_failure, unregister_target
-from taskforce.config import Settings
+from taskforce.config import Settings, check_targets_file
 from taskforce.observability import (
     HTTPMetricsMiddleware,
     MetricSet,
@@ -62,6 +63,11 @@ class MetricsServing:
             settings: the container's settings.
             metrics: the container's metric set; ``None`` when metrics are disabled.
             worker: this process's slot when run by ``taskforce serve``; ``None`` otherwise.
+
+        Raises:
+            ConfigurationError: ``metrics.targets_file``, which a process that is no
+                worker of ``taskforce serve`` registers itself in, is a directory, a
+                file that is not a targets file, or in a folder that cannot be made.
         """
         self._settings = settings.metrics
         self._read_timeout = settings.api.read_timeout_seconds
@@ -83,6 +89,12 @@ class MetricsServing:
         # MetricsMount serves the bare path too: a scrape of /metrics must not be a 307.
         mount = MetricsMount(self._settings.path, app=metrics_app)
         if self._settings.port is not None:
+            targets = self._settings.targets_file
+            if worker is None and targets is not None:
+                # This process registers itself: checked as `taskforce serve` checks it
+                # before it starts, the folder made and a mistyped path naming another
+                # file refused rather than written over.
+                check_targets_file(targets)
             self._listener_app = Starlette(routes=[mount])
         elif self._foreign is not None and self._foreign.is_multiprocess:
             self.is_refused = True

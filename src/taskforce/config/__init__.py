@@ -15,12 +15,13 @@ The modules, each with one job:
 - ``_environment``: refusing a ``TASKFORCE_*`` variable that names no setting;
 - ``_messages``: the start-up error messages;
 - ``_loading``: :func:`load_settings`;
-- ``_checks``: :func:`check_directories` and :func:`ignored_settings`.
+- ``_checks``: :func:`check_directories`, :func:`check_targets_file` and
+  :func:`ignored_settings`.
 """
 
 from __future__ import annotations
 
-from taskforce.config._checks import check_directories, ignored_settings
+from taskforce.config._checks import check_directories, check_targets_file, ignored_settings
 from taskforce.config._dsn import dsn_secrets
 from taskforce.config._loading import load_settings
 from taskforce.config._sections import (
@@ -48,6 +49,7 @@ __all__ = [
     "StateSettings",
     "ToolSettings",
     "check_directories",
+    "check_targets_file",
     "dsn_secrets",
     "ignored_settings",
     "load_settings",

@@ -1,7 +1,7 @@
 """Start-up checks of loaded settings: the directories they name, and the settings that
 others leave without effect.
 
-:func:`check_directories` creates directories on disk.
+:func:`check_directories` and :func:`check_targets_file` create directories on disk.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ def check_directories(settings: Settings) -> None:
     """Create the directories the settings name, or stop start-up naming the one that fails.
 
     ``state_dir`` (for the file store) and ``workspace_dir`` are made if missing; each
-    must then be a directory this process can write in. When a check fails, the
+    must then be a directory this process can write in, as must the folder of
+    ``metrics.targets_file`` (see :func:`check_targets_file`). When a check fails, the
     directories this call made are removed again (those that existed are kept).
 
     Args:
@@ -76,9 +77,32 @@ def check_directories(settings: Settings) -> None:
     """
     names = ["workspace_dir"] + (["state_dir"] if settings.state.backend == "file" else [])
     directories = [(name, getattr(settings, name)) for name in names]
-    if settings.metrics.targets_file is not None:
+    _prepare(directories, settings.metrics.targets_file)
+
+
+def check_targets_file(path: Path) -> None:
+    """Make the folder of ``metrics.targets_file``, or stop start-up naming the setting.
+
+    The file is replaced whole at every change, so its folder must take a new file, and
+    an existing file must be one a service wrote (a JSON list) or empty: anything else is
+    a mistyped path, kept as it is. A folder this call made is removed again if it fails.
+
+    Args:
+        path: The targets file.
+
+    Raises:
+        ConfigurationError: the folder cannot be made or written in, or ``path`` is a
+            directory or a file that is not a targets file; the message names the
+            setting, its variable and the path.
+    """
+    _prepare([], path)
+
+
+def _prepare(directories: list[tuple[str, Path]], targets_file: Path | None) -> None:
+    """Make ``directories`` and the folder of ``targets_file``, then check that file."""
+    if targets_file is not None:
         # the file is replaced atomically: its folder must take a new file
-        directories.append(("metrics.targets_file", settings.metrics.targets_file.parent))
+        directories = [*directories, ("metrics.targets_file", targets_file.parent)]
     made: list[Path] = []
     try:
         for name, path in directories:
@@ -94,8 +118,8 @@ def check_directories(settings: Settings) -> None:
                 raise ConfigurationError(
                     name, f"cannot use it as a directory: {reason}", source=_source(name, path)
                 ) from exc
-        if settings.metrics.targets_file is not None:
-            _check_targets_file(settings.metrics.targets_file)
+        if targets_file is not None:
+            _check_targets_file(targets_file)
     except ConfigurationError:
         # nothing starts half-way: no folder made for a start-up that did not happen
         for folder in reversed(made):
