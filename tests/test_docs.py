@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import fnmatch
 import re
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from taskforce.config import ModelPrice, Settings
 from taskforce.core.interfaces.log import LOG_CATEGORIES
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 
 
 def _setting_names(model: type[BaseModel], prefix: str = "") -> set[str]:
@@ -169,3 +171,29 @@ class TestOperatorGuideLimits:
 
         workers = self._section("### Workers", "### Stopping")
         assert f"a backlog of {_BACKLOG:,} connections" in workers
+
+
+class TestTargetsFileExamples:
+    def test_every_example_targets_file_is_found_by_the_example_scrape_config(self) -> None:
+        """Each targets file the docs suggest matches a file_sd glob of the example configs.
+
+        An operator who copies both must get the workers scraped, not an empty job.
+        """
+        texts = [path.read_text(encoding="utf-8") for path in sorted(DOCS.glob("*.md"))]
+        texts.append((DEPLOY / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
+        globs = {
+            name.strip().strip("\"'")
+            for text in texts
+            for listed in re.findall(r"files: \[([^\]]*)\]", text)
+            for name in listed.split(",")
+        }
+        examples = {
+            path.replace("$(hostname)", "web1")
+            for text in texts
+            for path in re.findall(
+                r'(?:TASKFORCE_METRICS__TARGETS_FILE=|targets_file = ")(/[^\s"`]+)', text
+            )
+        }
+        assert globs and examples
+        unmatched = {p for p in examples if not any(fnmatch.fnmatch(p, g) for g in globs)}
+        assert set() == unmatched
