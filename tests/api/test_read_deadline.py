@@ -58,8 +58,15 @@ class TestHeaders:
         async with serving(timed_settings) as (port, _):
             with structlog.testing.capture_logs() as logs:
                 answer = await until_closed(port, sent)
-        assert answer.startswith(b"HTTP/1.1 408 ")
-        assert answer.endswith(b"request headers were not received in time\n")
+        head, _, body = answer.partition(b"\r\n\r\n")
+        status_line, *lines = head.split(b"\r\n")
+        headers = dict(line.lower().split(b": ", 1) for line in lines)
+        assert b"HTTP/1.1 408 Request Timeout" == status_line
+        assert b"application/json" == headers[b"content-type"]
+        assert b"close" == headers[b"connection"]
+        assert len(body) == int(headers[b"content-length"])
+        detail = "request headers were not received within 0.3 seconds"
+        assert {"detail": detail} == json.loads(body)
         timeouts = [log for log in logs if log["event"] == "http.request.timeout"]
         assert [("headers", "http")] == [(log["stage"], log["category"]) for log in timeouts]
 

@@ -7,8 +7,9 @@ end, or that drips the body of a request the app answered without reading it,
 would hold its socket (and a file descriptor) for good; enough such clients and the
 process can accept no more. Here a request's bytes, from the connection's opening or
 the request's first byte to its last, must all come within ``api.read_timeout_seconds``.
-Headers still unfinished then get a 408 and the connection is closed; a body the app
-waits for is timed by ``BodyLimitMiddleware``, which answers its 408 through the app.
+Headers still unfinished then get a 408 with a JSON reason, as the refusals below do,
+and the connection is closed; a body the app waits for is timed by
+``BodyLimitMiddleware``, which answers its 408 through the app.
 
 The other way round, a client that stops reading its answer (a stream it never
 reads) would hold the request, and a mission's slot, for good: once the socket's
@@ -59,13 +60,6 @@ else:
     _OUTQ = getattr(termios, "TIOCOUTQ", None) if sys.platform == "linux" else None
 
 _LOG = structlog.get_logger("taskforce.api")
-_BODY = b"request headers were not received in time\n"
-_TIMEOUT_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\n"
-    b"content-type: text/plain; charset=utf-8\r\n"
-    b"content-length: " + str(len(_BODY)).encode() + b"\r\n"
-    b"connection: close\r\n\r\n" + _BODY
-)
 
 
 def _cancel(timer: asyncio.TimerHandle | None) -> None:
@@ -230,7 +224,10 @@ class _ReadDeadlineProtocol(H11Protocol):
             return
         if self.conn.their_state is h11.IDLE:
             stage = "headers"
-            self.transport.write(_TIMEOUT_RESPONSE)
+            detail = (
+                f"request headers were not received within {self.read_timeout_seconds:g} seconds"
+            )
+            self.transport.write(refusal_bytes(self.conn, 408, detail))
         elif self.cycle is not None and not self.cycle.response_complete:
             return  # the app is waiting for the body: BodyLimitMiddleware answers the 408
         else:
