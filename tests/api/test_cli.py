@@ -320,6 +320,8 @@ class TestRun:
         [
             [""],
             ["  \n "],
+            ["\u200b\ufeff \t"],  # invisible characters only (argv cannot hold a NUL)
+            ["\x07\x1b"],
             ["hi", "--session", "../x"],
             ["hi", "--session", "a b"],
             ["x" * 9],
@@ -327,8 +329,8 @@ class TestRun:
         ],
     )
     def test_invalid_mission_one_line_exit_2(self, tmp_path: Path, args: list[str]) -> None:
-        """An empty, too long or not UTF-8 mission or a bad session id: one line, no
-        traceback, exit 2."""
+        """An empty, invisible, too long or not UTF-8 mission or a bad session id: one line,
+        no traceback, exit 2."""
         env = _env(tmp_path, TASKFORCE_AGENT__MAX_MISSION_CHARS="8")
         proc = _taskforce("run", *args, env=env, cwd=tmp_path)
         assert 2 == proc.returncode

@@ -154,11 +154,15 @@ class TestStreams:
         else:
             assert "completed" == response.json()["status"]
 
-    @pytest.mark.parametrize("mission", [" ", "\n\t "])
-    async def test_stream_refuses_before_200(self, hc: httpx.AsyncClient, mission: str) -> None:
-        """A whitespace-only mission on /stream is a 422 like /execute, not a 200 that aborts."""
-        response = await hc.post("/api/v1/execute/stream", json={"mission": mission})
-        _assert_short_reason(response, 422, "mission")
+    @pytest.mark.parametrize("route", ROUTES)
+    @pytest.mark.parametrize("mission", [" ", "\n\t ", "\u200b", "\ufeff\x00 \u2060\x1b\n"])
+    async def test_blank_mission_refused_before_200(
+        self, hc: httpx.AsyncClient, route: str, mission: str
+    ) -> None:
+        """A mission of whitespace or invisible characters only is a 422 on both routes, not
+        a mission (nor, on /stream, a 200 that aborts)."""
+        response = await hc.post(route, json={"mission": mission})
+        _assert_short_reason(response, 422, "mission must be a non-empty string with a visible")
 
 
 class TestBodyLimit:

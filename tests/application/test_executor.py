@@ -82,11 +82,21 @@ class TestValidation:
 
         assert {} == store.data
 
-    @pytest.mark.parametrize("mission", ["", "   ", None, 42])
+    @pytest.mark.parametrize("mission", ["", "   ", None, 42, "\u200b", " \ufeff\x00\t"])
     async def test_bad_mission(self, mission: Any) -> None:
-        """A mission that is not a non-empty string raises MissionError."""
+        """A mission that is not a string with a visible character raises MissionError."""
+        store = MemoryStateStore()
         with pytest.raises(MissionError, match="mission must be"):
-            await _executor().execute_mission(mission)
+            await _executor(store).execute_mission(mission)
+        with pytest.raises(MissionError, match="mission must be"):
+            await anext(_executor(store).execute_mission_streaming(mission))
+        assert {} == store.data
+
+    async def test_invisible_characters_of_a_visible_mission_are_kept(self) -> None:
+        """A mission with visible text runs as sent: its invisible characters are not stripped."""
+        mission = "\ufeff\u200bhi\x00 "
+        result = await _executor().execute_mission(mission, agent_type="lean")
+        assert ("completed", f"done: {mission}") == (result.status, result.final_message)
 
     async def test_mission_length_is_agent_max_mission_chars(self) -> None:
         """A mission longer than agent.max_mission_chars is refused, by both forms; at it, runs."""

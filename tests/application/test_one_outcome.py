@@ -573,6 +573,7 @@ class TestRefusedRequests:
         "request_args",
         [
             {"mission": " \n\t "},
+            {"mission": "\u200b\ufeff\x00 "},
             {"mission": ""},
             {"mission": "go", "agent_type": "bogus"},
             {"mission": "go", "session_id": "../escape"},

@@ -24,6 +24,7 @@ from taskforce.core.interfaces.executor import (
     ProgressKind,
     StepRecord,
     check_mission_request,
+    has_visible_character,
 )
 from taskforce.core.interfaces.llm import (
     LLM_ERROR_TYPES,
@@ -118,6 +119,7 @@ __all__ = [
     "enter_mission",
     "exception_error_type",
     "exit_mission",
+    "has_visible_character",
     "is_unknown_tool_error",
     "llm_error_type_of_status",
     "llm_exception_error_type",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import AsyncGenerator
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,7 @@ __all__ = [
     "StepRecord",
     "StreamEnd",
     "check_mission_request",
+    "has_visible_character",
 ]
 
 AgentType = Literal["lean", "legacy"]
@@ -48,6 +50,47 @@ MISSION_STATUSES: tuple[MissionStatus, ...] = ("completed", "failed", "cancelled
 #: What a session or mission id may look like: 1 to 128 of ``A-Za-z0-9_.-``, no leading dot
 #: (so an id is safe as a file name, a label of nothing, and a log value).
 SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
+#: Categories that draw nothing: controls (NUL, ...), formats (U+200B, the BOM U+FEFF, ...)
+#: and separators (spaces, line and paragraph separators).
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+#: Unicode's default-ignorable code points outside those categories, which draw nothing
+#: either: the combining grapheme joiner, Hangul fillers, Khmer inherent vowels,
+#: Mongolian and other variation selectors, and tags.
+_IGNORABLE_RANGES = (
+    (0x034F, 0x034F),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x2065, 0x2065),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0xE0000, 0xE0FFF),
+)
+
+
+def _is_invisible(char: str) -> bool:
+    if unicodedata.category(char) in _INVISIBLE_CATEGORIES or char.isspace():
+        return True
+    code = ord(char)
+    return any(low <= code <= high for low, high in _IGNORABLE_RANGES)
+
+
+def has_visible_character(text: str) -> bool:
+    """Tell whether ``text`` has a character that draws something.
+
+    Whitespace, control (``Cc``) and format (``Cf``) characters such as NUL, the
+    zero-width space and the BOM, and Unicode's other default-ignorable code points
+    draw nothing: a text of only those is blank, however long.
+
+    Args:
+        text: the text to look at.
+
+    Returns:
+        Whether one of its characters is visible.
+    """
+    return not all(_is_invisible(char) for char in text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +122,8 @@ def check_mission_request(
     observability aspect knows a request was not a mission.
 
     Args:
-        mission: must be a string with at least one non-whitespace character, and
-            encodable as UTF-8 (no lone surrogate).
+        mission: must be a string with at least one visible character (see
+            :func:`has_visible_character`), and encodable as UTF-8 (no lone surrogate).
         agent_type: must be one of ``AGENT_TYPES``.
         session_id: ``None``, or an id matching :data:`SESSION_ID_PATTERN`.
         mission_id: ``None``, or an id matching :data:`SESSION_ID_PATTERN`.
@@ -102,8 +145,10 @@ def check_mission_request(
         raise MissionError(
             f"unknown agent_type {agent_type!r:.40}; expected one of {', '.join(AGENT_TYPES)}"
         )
-    if not isinstance(mission, str) or not mission.strip():
-        raise MissionError(f"mission must be a non-empty string, got {mission!r:.40}")
+    if not isinstance(mission, str) or not has_visible_character(mission):
+        raise MissionError(
+            f"mission must be a non-empty string with a visible character, got {mission!r:.40}"
+        )
     if not mission.isascii():
         try:
             mission.encode("utf-8")
