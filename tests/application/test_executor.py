@@ -174,12 +174,12 @@ class TestExecuteMission:
 
         result = await executor.execute_mission("m", session_id="s")
 
-        assert ("failed", "step limit reached", None) == (
+        assert ("failed", "step limit reached", "step_limit") == (
             result.status,
             result.error,
             result.error_type,  # no call failed: the limit ended it
         )
-        assert [("failed", "step limit reached", None)] == [
+        assert [("failed", "step limit reached", "step_limit")] == [
             (r["status"], r["error"], r["error_type"]) for r in store.missions("s")
         ]
 

@@ -111,9 +111,10 @@ class TestStoreFailures:
         errors = [(e.data["error_type"], e.data["error"]) for e in events if e.kind == "error"]
         result = events[-1].result
         assert result is not None
-        assert ("failed", None) == (result.status, result.error_type)
-        assert (None, result.error) == errors[-1]
-        assert ([first] if first else []) + [None] == [error_type for error_type, _ in errors]
+        unsaved = "StateStoreUnavailableError"
+        assert ("failed", unsaved) == (result.status, result.error_type)
+        assert (unsaved, result.error) == errors[-1]
+        assert ([first] if first else []) + [unsaved] == [error_type for error_type, _ in errors]
 
 
 class TestCancelledAfterTheEnd:

@@ -29,6 +29,7 @@ from taskforce.core.interfaces import (
 )
 from taskforce.core.interfaces.executor import AgentType
 from taskforce.errors import MissionError
+from tests.core.domain.fakes import QueueLLM, plan, text, tool_action
 from tests.observability.metric_samples import faults, samples, value
 from tests.support.held_store import HeldStore
 
@@ -273,6 +274,68 @@ class TestLLMOutcome:
             status="error",
         )
         assert {} == faults(container.metrics)
+
+
+def _failing_container(tmp_path: Path, kind: str) -> tuple[Container, str]:
+    """A container whose next mission fails as ``kind`` says, and the mission to send it."""
+    settings = Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "workspace")
+    provider: QueueLLM | None = None
+    mission = "say hi"
+    if kind == "step_limit":
+        settings = settings.model_copy(update={"agent": AgentSettings(max_steps=1)})
+        mission = 'tool:calculator {"expression": "1+1"}\nsay hi'
+    elif kind == "StateCorruptedError":
+        settings.state_dir.mkdir(parents=True)
+        (settings.state_dir / "s.json").write_text("{not json")
+    elif kind == "empty_answer":
+        provider = QueueLLM([text("")] * 2)
+    elif kind == "invalid_plan":
+        provider = QueueLLM(generate=[text("no plan")] * 2)
+    elif kind == "invalid_action":
+        provider = QueueLLM([text("nope")] * 4, generate=[plan("x")] * 2)
+    elif kind == "step_turn_limit":
+        provider = QueueLLM([tool_action("calculator", {"expression": "1"})] * 16, [plan("x")] * 2)
+    return build_container(settings, llm_provider=provider), mission
+
+
+class TestMissionFailureOutcome:
+    @pytest.mark.parametrize(
+        ("agent_type", "kind"),
+        [
+            ("lean", "step_limit"),
+            ("legacy", "step_limit"),
+            ("lean", "StateCorruptedError"),
+            ("legacy", "StateCorruptedError"),
+            ("lean", "empty_answer"),
+            ("legacy", "invalid_plan"),
+            ("legacy", "invalid_action"),
+            ("legacy", "step_turn_limit"),
+        ],
+    )
+    async def test_a_failed_mission_has_one_error_type(
+        self, tmp_path: Path, agent_type: AgentType, kind: str
+    ) -> None:
+        """Every way a mission fails gives it an error_type: in its result, in the stream's
+        last error event and result, on mission.failed and in its session record alike."""
+        container, mission = _failing_container(tmp_path, kind)
+        with capture_logs() as logs:
+            result = await container.executor.execute_mission(mission, agent_type, "s")
+            events = [
+                e
+                async for e in container.executor.execute_mission_streaming(
+                    mission, agent_type, "s"
+                )
+            ]
+        streamed = events[-1].result
+        assert streamed is not None
+        errors = [e.data["error_type"] for e in events if e.kind == "error"]
+        failed = [log["error_type"] for log in logs if log["event"] == "mission.failed"]
+        assert ("failed", kind) == (result.status, result.error_type)
+        assert ("failed", kind, kind) == (streamed.status, streamed.error_type, errors[-1])
+        assert [kind, kind] == failed
+        if kind != "StateCorruptedError":
+            state = await container.state_store.load("s") or {}
+            assert [kind, kind] == [record["error_type"] for record in state["missions"]]
 
 
 class TestStreamLeftEarly:

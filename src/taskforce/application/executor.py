@@ -41,6 +41,7 @@ from taskforce.core.interfaces.executor import (
 )
 from taskforce.core.interfaces.llm import LLMProviderProtocol
 from taskforce.core.interfaces.log import text_fields
+from taskforce.core.interfaces.outcome import exception_error_type
 from taskforce.core.interfaces.state import StateStoreProtocol
 from taskforce.core.interfaces.tools import ToolRegistryProtocol
 from taskforce.errors import StateStoreError
@@ -58,16 +59,19 @@ RECORD_SECONDS = 5.0
 
 
 async def _unsaved(
-    result: ExecutionResult, error: str, on_event: EventCallback | None
+    result: ExecutionResult, error: str, exc: Exception, on_event: EventCallback | None
 ) -> ExecutionResult:
-    """The result of a mission whose record could not be saved: failed, ``error_type`` null.
+    """The result of a mission whose record could not be saved, as ``exc`` said: failed.
 
-    A stream hears it as its (last) ``error`` event first, so that event and the final
+    Its ``error_type`` is the class name of ``exc`` (``StateCorruptedError``, ...). A
+    stream hears it as its (last) ``error`` event first, so that event and the final
     ``result`` agree, also after an earlier ``error`` event of the mission itself.
     """
+    error_type = exception_error_type(exc)
     if on_event is not None:
-        await on_event(ProgressEvent(kind="error", data={"error": error, "error_type": None}))
-    return dataclasses.replace(result, status="failed", error=error, error_type=None)
+        data = {"error": error, "error_type": error_type}
+        await on_event(ProgressEvent(kind="error", data=data))
+    return dataclasses.replace(result, status="failed", error=error, error_type=error_type)
 
 
 async def _stop(task: asyncio.Task[Any]) -> None:
@@ -423,10 +427,11 @@ class AgentExecutor:
                 # The request was checked before the mission ran, so a store that still
                 # refuses the id fails the mission; MissionError means a refused request.
                 error = f"could not save the session state: invalid session_id: {exc}"
-                return await _unsaved(result, error, on_event)
+                return await _unsaved(result, error, exc, on_event)
             except StateStoreError as exc:
                 # The store's message names no path or DSN (the log has the detail).
-                return await _unsaved(result, f"could not save the session state: {exc}", on_event)
+                error = f"could not save the session state: {exc}"
+                return await _unsaved(result, error, exc, on_event)
             return result
         finally:
             lock.release()

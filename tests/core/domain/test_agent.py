@@ -182,6 +182,7 @@ class TestAgentParseErrors:
 
         assert ("failed", 2) == (outcome.status, len(llm.complete_calls))
         assert outcome.error is not None and "not a valid JSON action" in outcome.error
+        assert "invalid_action" == outcome.error_type
         assert ["failed"] == [s.status for s in outcome.steps]
 
     async def test_bad_plan_fails_the_mission(self) -> None:
@@ -192,6 +193,7 @@ class TestAgentParseErrors:
 
         assert ("failed", (), []) == (outcome.status, outcome.steps, llm.complete_calls)
         assert outcome.error is not None and outcome.error.startswith("could not parse the plan")
+        assert "invalid_plan" == outcome.error_type
 
 
 class TestAgentFails:
@@ -242,6 +244,7 @@ class TestAgentFails:
 
         assert ("failed", 3) == (outcome.status, len(llm.complete_calls))
         assert outcome.error is not None and "step 1 did not finish within 3" in outcome.error
+        assert "step_turn_limit" == outcome.error_type
 
     async def test_max_steps_bounds_all_turns(self) -> None:
         """max_steps bounds the LLM turns of the whole mission, across plan steps."""
@@ -253,9 +256,10 @@ class TestAgentFails:
         with capture_logs() as logs:
             outcome = await Agent(llm, _registry(), max_steps=4).run("m")
 
-        assert ("failed", "step limit reached", 4) == (
+        assert ("failed", "step limit reached", "step_limit", 4) == (
             outcome.status,
             outcome.error,
+            outcome.error_type,
             len(llm.complete_calls),
         )
         assert ["completed", "failed"] == [s.status for s in outcome.steps]

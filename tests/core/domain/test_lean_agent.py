@@ -215,9 +215,10 @@ class TestLeanAgentFails:
         with capture_logs() as logs:
             outcome = await LeanAgent(llm, _registry(), max_steps=3).run("m")
 
-        assert ("failed", "step limit reached", 3, 3) == (
+        assert ("failed", "step limit reached", "step_limit", 3, 3) == (
             outcome.status,
             outcome.error,
+            outcome.error_type,
             len(outcome.steps),
             len(llm.complete_calls),
         )
@@ -228,7 +229,7 @@ class TestLeanAgentFails:
         """An answer with neither text nor tool calls fails the run."""
         outcome = await LeanAgent(QueueLLM([text("  ")]), _registry()).run("m")
 
-        assert "failed" == outcome.status
+        assert ("failed", "empty_answer") == (outcome.status, outcome.error_type)
         assert outcome.error is not None and "neither text nor tool calls" in outcome.error
 
     @pytest.mark.parametrize(

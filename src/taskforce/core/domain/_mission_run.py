@@ -26,6 +26,8 @@ from taskforce.core.interfaces.llm import (
 )
 from taskforce.core.interfaces.log import text_fields
 from taskforce.core.interfaces.outcome import (
+    STEP_LIMIT,
+    TOOL_ERROR,
     classify_llm_result,
     is_caller_cancelled,
     llm_exception_error_type,
@@ -49,10 +51,11 @@ class MissionAborted(Exception):
     """Internal: ends the run as failed with ``error``; never leaves the domain package.
 
     ``error_type`` is that of the LLM or tool call whose failure ended the run (the value
-    its ``llm.call.failed``/``tool.call.failed`` line and the metrics carry), else None.
+    its ``llm.call.failed``/``tool.call.failed`` line and the metrics carry), else one of
+    ``MISSION_ERROR_TYPES`` (``step_limit``, ...).
     """
 
-    def __init__(self, error: str, error_type: str | None = None) -> None:
+    def __init__(self, error: str, error_type: str) -> None:
         self.error = error
         self.error_type = error_type
         super().__init__(error)
@@ -145,7 +148,7 @@ class MissionRun:
         """
         if self.llm_turns >= self.max_steps:
             _LOG.warning("agent.step_limit.reached", category="agent", max_steps=self.max_steps)
-            raise MissionAborted(STEP_LIMIT_ERROR)
+            raise MissionAborted(STEP_LIMIT_ERROR, STEP_LIMIT)
         self.llm_turns += 1
         try:
             if tools is None:
@@ -254,7 +257,8 @@ class MissionRun:
         is_unknown = result.get("error_type") == UNKNOWN_TOOL_ERROR_TYPE
         if not result["success"] and self.fail_on_tool_error and not is_unknown:
             raise MissionAborted(
-                f"tool {name!r} failed: {result.get('error')}", result.get("error_type")
+                f"tool {name!r} failed: {result.get('error')}",
+                result.get("error_type") or TOOL_ERROR,  # always set by the tool runner
             )
         return result
 
@@ -272,8 +276,8 @@ class MissionRun:
             "completed", final_message, tuple(self.steps), self.tool_calls, error=None
         )
 
-    async def fail(self, error: str, error_type: str | None = None) -> AgentOutcome:
-        """End the run as failed with ``error`` (and the failed call's ``error_type``, if any)."""
+    async def fail(self, error: str, error_type: str) -> AgentOutcome:
+        """End the run as failed with ``error`` and ``error_type`` (see ``MissionAborted``)."""
         await self.events.emit("error", error=error, error_type=error_type)
         _LOG.warning(
             "agent.finished",

@@ -32,6 +32,7 @@ from taskforce.core.domain.prompts import (
 )
 from taskforce.core.interfaces.llm import ChatMessage, LLMProviderProtocol
 from taskforce.core.interfaces.log import text_fields
+from taskforce.core.interfaces.outcome import INVALID_ACTION, INVALID_PLAN, STEP_TURN_LIMIT
 from taskforce.core.interfaces.tools import ToolRegistryProtocol
 
 __all__ = ["Agent"]
@@ -121,7 +122,7 @@ class Agent:
             plan = parse_plan(result.get("content"))
         except ActionParseError as exc:
             _LOG.warning("agent.plan.failed", category="agent", **text_fields("reason", exc))
-            raise MissionAborted(f"could not parse the plan: {exc}") from exc
+            raise MissionAborted(f"could not parse the plan: {exc}", INVALID_PLAN) from exc
         # Every plan ends with the answer step, so the last step's answer is the mission's.
         if plan[-1] != FINAL_STEP_DESCRIPTION:
             plan.append(FINAL_STEP_DESCRIPTION)
@@ -172,7 +173,8 @@ class Agent:
                 )
                 if has_fed_back_parse_error:
                     raise MissionAborted(
-                        f"step {index}: the model's reply is not a valid JSON action: {exc}"
+                        f"step {index}: the model's reply is not a valid JSON action: {exc}",
+                        INVALID_ACTION,
                     ) from exc
                 has_fed_back_parse_error = True
                 messages.append({"role": "user", "content": PARSE_ERROR_PREFIX + str(exc)})
@@ -186,5 +188,6 @@ class Agent:
                 {"role": "user", "content": OBSERVATION_PREFIX + dump_result(tool_result)}
             )
         raise MissionAborted(
-            f"step {index} did not finish within {self._max_turns_per_step} LLM turns"
+            f"step {index} did not finish within {self._max_turns_per_step} LLM turns",
+            STEP_TURN_LIMIT,
         )

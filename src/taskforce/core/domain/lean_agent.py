@@ -19,6 +19,7 @@ from taskforce.core.domain._mission_run import (
 from taskforce.core.domain._outcome import AgentOutcome
 from taskforce.core.domain.prompts import LEAN_SYSTEM_PROMPT, MISSION_PREFIX
 from taskforce.core.interfaces.llm import ChatMessage, LLMProviderProtocol
+from taskforce.core.interfaces.outcome import EMPTY_ANSWER, STEP_LIMIT
 from taskforce.core.interfaces.tools import ToolRegistryProtocol
 
 __all__ = ["LeanAgent"]
@@ -105,7 +106,7 @@ class LeanAgent:
                     return await run.finish(answer)
             # Every turn was used: the same line the legacy flow's next turn would log.
             _LOG.warning("agent.step_limit.reached", category="agent", max_steps=self._max_steps)
-            raise MissionAborted(STEP_LIMIT_ERROR)
+            raise MissionAborted(STEP_LIMIT_ERROR, STEP_LIMIT)
         except MissionAborted as exc:
             return await run.fail(exc.error, exc.error_type)
 
@@ -123,7 +124,9 @@ class LeanAgent:
             content = result.get("content")
             if not calls:
                 if not content or not content.strip():
-                    raise MissionAborted("the model answered with neither text nor tool calls")
+                    raise MissionAborted(
+                        "the model answered with neither text nor tool calls", EMPTY_ANSWER
+                    )
                 run.record_step(index, description, (), outcome=content)
                 return content
             messages.append(

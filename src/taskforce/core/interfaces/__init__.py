@@ -45,6 +45,7 @@ from taskforce.core.interfaces.llm import (
 from taskforce.core.interfaces.outcome import (
     INVALID_ARGUMENTS,
     INVALID_RESULT,
+    MISSION_ERROR_TYPES,
     TIMEOUT,
     TOOL_ERROR,
     UNKNOWN_TOOL,
@@ -74,6 +75,7 @@ __all__ = [
     "INVALID_ARGUMENTS",
     "INVALID_RESULT",
     "LLM_ERROR_TYPES",
+    "MISSION_ERROR_TYPES",
     "MISSION_STATUSES",
     "NO_AGENT",
     "RETRYABLE_LLM_ERROR_TYPES",

@@ -16,11 +16,17 @@ from taskforce.core.interfaces.llm import LLM_ERROR_TYPES
 from taskforce.core.interfaces.tools import TOOL_TIMEOUT_CANCEL_MESSAGE, ToolTimeLimit
 
 __all__ = [
+    "EMPTY_ANSWER",
+    "INVALID_ACTION",
     "INVALID_ARGUMENTS",
+    "INVALID_PLAN",
     "INVALID_RESULT",
     "LLM_ERROR_TYPES",
     "LLM_OTHER",
     "MAX_ERROR_TYPE_LENGTH",
+    "MISSION_ERROR_TYPES",
+    "STEP_LIMIT",
+    "STEP_TURN_LIMIT",
     "TIMEOUT",
     "TOOL_ERROR",
     "UNKNOWN_TOOL",
@@ -49,6 +55,26 @@ INVALID_ARGUMENTS: Final = "InvalidArguments"
 #: An LLM result that failed without a usable ``error_type``.
 LLM_OTHER: Final = "other"
 _LLM_ERROR_TYPES = frozenset(LLM_ERROR_TYPES)
+
+# A mission that fails with no failed call to blame has one of these ``error_type``s.
+#: The mission used up ``agent.max_steps`` LLM turns.
+STEP_LIMIT: Final = "step_limit"
+#: One step of a legacy plan used up its LLM turns without finishing.
+STEP_TURN_LIMIT: Final = "step_turn_limit"
+#: The model's plan (legacy) could not be read.
+INVALID_PLAN: Final = "invalid_plan"
+#: The model's action (legacy) could not be read, again after being told why.
+INVALID_ACTION: Final = "invalid_action"
+#: The model (lean) answered with neither text nor tool calls.
+EMPTY_ANSWER: Final = "empty_answer"
+#: Every ``error_type`` of a mission that failed on its own, without a failed call.
+MISSION_ERROR_TYPES: Final = (
+    STEP_LIMIT,
+    STEP_TURN_LIMIT,
+    INVALID_PLAN,
+    INVALID_ACTION,
+    EMPTY_ANSWER,
+)
 
 # taskforce.errors.ToolTimeoutError is not a TimeoutError subclass; matching it
 # by name keeps this module free of imports from outside core.interfaces.
