@@ -122,6 +122,43 @@ class TestToolOutcome:
         for stage in ("tool", "other"):
             assert 0 == value(container.metrics, "taskforce_metrics_errors_total", stage=stage)
 
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    @pytest.mark.parametrize(
+        ("tool", "args", "problem"),
+        [
+            ("calculator", {"expr": "1+1"}, "missing required argument 'expression'; "),
+            ("calculator", {"expression": "1", "x": 1}, "unexpected argument 'x'."),
+            ("sleep", {}, "missing required argument 'seconds'."),
+            ("file_write", {"path": "a"}, "missing required argument 'content'."),
+            ("file_read", {"path": 1}, "argument 'path' must be of type string, got int."),
+            ("list_dir", {"dir": "."}, "unexpected argument 'dir'."),
+        ],
+    )
+    async def test_wrong_arguments_of_a_built_in_tool(
+        self,
+        container: Container,
+        agent_type: AgentType,
+        tool: str,
+        args: dict[str, Any],
+        problem: str,
+    ) -> None:
+        """A built-in tool called with wrong arguments is InvalidArguments in the result, the
+        log and the metrics, and its error names the tool and the argument."""
+        with capture_logs() as logs:
+            mission = f"tool:{tool} {json.dumps(args)}"
+            stream = container.executor.execute_mission_streaming(mission, agent_type)
+            events = [event async for event in stream]
+        (tool_result,) = [e.data for e in events if e.kind == "tool_result"]
+        assert (False, "InvalidArguments") == (tool_result["success"], tool_result["error_type"])
+        assert tool_result["error"].startswith(f"invalid arguments for tool {tool!r}: ")
+        assert problem in tool_result["error"]
+        assert ["InvalidArguments"] == _failed_logs(logs)
+        assert container.metrics is not None
+        assert {(tool, agent_type, "InvalidArguments"): 1} == samples(
+            container.metrics, "taskforce_tool_failures_total"
+        )
+        assert "InvalidArguments" == events[-1].result.error_type  # type: ignore[union-attr]
+
     async def test_unknown_tool_is_a_counted_failure(self, container: Container) -> None:
         """tool:nosuch is fed back to the model and counted as an unknown_tool failure."""
         with capture_logs() as logs:

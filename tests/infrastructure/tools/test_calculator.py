@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import pytest
 
@@ -84,7 +85,7 @@ class TestCalculatorRefusals:
             ("1j", "UnsupportedOperation", "value of type complex is not a real number"),
             ("(-8) ** 0.5", "UnsupportedOperation", "value of type complex is not a real number"),
             ("round(1.5, ndigits=1)", "UnsupportedOperation", "keyword arguments"),
-            ("sqrt(1, 2)", "InvalidExpression", "sqrt() takes 1 arguments, got 2"),
+            ("sqrt(1, 2)", "InvalidExpression", "sqrt() takes 1 argument, got 2"),
             ("min(1)", "InvalidExpression", "min() takes 2 to 50 arguments, got 1"),
             ("sqrt(-1)", "MathDomainError", "sqrt() cannot be computed"),
             ("log(0)", "MathDomainError", "log() cannot be computed"),
@@ -110,7 +111,8 @@ class TestCalculatorRefusals:
         result = await _calc("1+" * 500 + "1")
         assert {
             "success": False,
-            "error": "argument 'expression' is longer than 1000 characters",
+            "error": "invalid arguments for tool 'calculator': argument 'expression' is longer "
+            "than 1000 characters. It takes 'expression' (string, required).",
             "error_type": "InvalidArguments",
         } == result
 
@@ -121,10 +123,24 @@ class TestCalculatorRefusals:
         assert "LimitExceeded" == result["error_type"]
         assert time.perf_counter() - started < 1.0
 
-    async def test_missing_expression_refused(self) -> None:
-        """Calling without an expression names the missing argument."""
-        result = await CalculatorTool().execute()
-        assert "missing required argument 'expression'" == result["error"]
+    @pytest.mark.parametrize(
+        ("params", "problem"),
+        [
+            ({}, "missing required argument 'expression'"),
+            ({"expr": "1+1"}, "missing required argument 'expression'; unexpected argument 'expr'"),
+            ({"expression": "1", "x": 1}, "unexpected argument 'x'"),
+        ],
+    )
+    async def test_wrong_arguments_refused(self, params: dict[str, Any], problem: str) -> None:
+        """Missing or extra arguments: the error names the tool, each bad argument, and what
+        it takes; no Python message."""
+        result = await CalculatorTool().execute(**params)
+        assert {
+            "success": False,
+            "error": f"invalid arguments for tool 'calculator': {problem}. "
+            "It takes 'expression' (string, required).",
+            "error_type": "InvalidArguments",
+        } == result
 
     async def test_non_string_expression_refused(self) -> None:
         """A number instead of an expression string is an argument error."""

@@ -50,10 +50,13 @@ class TestSleepTool:
     )
     async def test_bad_seconds_refused(self, seconds: Any, message: str) -> None:
         """Negative, too long or non-number seconds give an error result, not a sleep."""
-        expected = {"success": False, "error": message, "error_type": "InvalidArguments"}
+        error = (
+            f"invalid arguments for tool 'sleep': {message}. It takes 'seconds' (number, required)."
+        )
+        expected = {"success": False, "error": error, "error_type": "InvalidArguments"}
         assert expected == await SleepTool().execute(seconds=seconds)
 
     async def test_missing_seconds_refused(self) -> None:
         """Calling without seconds gives an error result naming the argument."""
         result = await SleepTool().execute()
-        assert "missing required argument 'seconds'" == result["error"]
+        assert "sleep': missing required argument 'seconds'. It takes 'seconds'" in result["error"]

@@ -9,7 +9,7 @@ import pytest
 
 from taskforce.core.interfaces.tools import ToolResult
 from taskforce.infrastructure.tools import BaseTool, ok_result
-from taskforce.infrastructure.tools._base import validate_arguments
+from taskforce.infrastructure.tools._base import describe_arguments, validate_arguments
 
 
 class _RecordingTool(BaseTool):
@@ -31,6 +31,9 @@ class _RecordingTool(BaseTool):
 
     async def run(self, args: Mapping[str, Any]) -> ToolResult:
         return ok_result(dict(args))
+
+
+_TAKES = "'text' (string, required), 'count' (integer), 'ratio' (number), 'flag' (boolean)"
 
 
 class TestBaseTool:
@@ -75,11 +78,34 @@ class TestBaseTool:
         self, params: dict[str, Any], message: str
     ) -> None:
         """Missing, extra, wrong-typed or out-of-range arguments give an error result naming it."""
-        expected = {"success": False, "error": message, "error_type": "InvalidArguments"}
+        error = f"invalid arguments for tool 'record': {message}. It takes {_TAKES}."
+        expected = {"success": False, "error": error, "error_type": "InvalidArguments"}
         assert expected == await _RecordingTool().execute(**params)
+
+    async def test_every_bad_argument_is_named(self) -> None:
+        """Several bad arguments are all named, missing ones first, not only the first."""
+        result = await _RecordingTool().execute(txt="a", count=0)
+        assert (
+            "invalid arguments for tool 'record': missing required argument 'text'; "
+            "unexpected argument 'txt'; argument 'count' must be at least 1, got 0. "
+            f"It takes {_TAKES}."
+        ) == result["error"]
 
 
 class TestValidateArguments:
+    @pytest.mark.parametrize(
+        ("schema", "described"),
+        [
+            ({"type": "object", "properties": {}}, "no arguments"),
+            ({"properties": {"path": {"type": "string"}}}, "'path' (string)"),
+            ({"properties": {"x": {}}, "required": ["x"]}, "'x' (required)"),
+            ({"properties": {"x": {}}}, "'x'"),
+        ],
+    )
+    def test_describe_arguments(self, schema: dict[str, Any], described: str) -> None:
+        """The arguments a schema takes, as a caller that got them wrong is told."""
+        assert described == describe_arguments(schema)
+
     def test_open_schema_allows_extra_arguments(self) -> None:
         """Without additionalProperties: false, unknown arguments pass."""
         schema = {"type": "object", "properties": {}}

@@ -15,7 +15,14 @@ from typing import Any
 from taskforce.core.interfaces.outcome import INVALID_ARGUMENTS
 from taskforce.core.interfaces.tools import ToolResult
 
-__all__ = ["INVALID_ARGUMENTS", "BaseTool", "error_result", "ok_result", "validate_arguments"]
+__all__ = [
+    "INVALID_ARGUMENTS",
+    "BaseTool",
+    "describe_arguments",
+    "error_result",
+    "ok_result",
+    "validate_arguments",
+]
 
 
 def ok_result(output: Any) -> ToolResult:
@@ -80,23 +87,43 @@ def validate_arguments(schema: Mapping[str, Any], params: Mapping[str, Any]) -> 
         params: The keyword arguments of the call.
 
     Returns:
-        ``None`` when the arguments fit, else a message naming the first bad argument.
+        ``None`` when the arguments fit, else a message naming every bad argument
+        (missing, unexpected, then wrong values), separated by ``"; "``.
     """
     properties: Mapping[str, Any] = schema.get("properties", {})
-    for name in schema.get("required", ()):
-        if name not in params:
-            return f"missing required argument {name!r}"
+    problems = [
+        f"missing required argument {name!r}"
+        for name in schema.get("required", ())
+        if name not in params
+    ]
     if schema.get("additionalProperties") is False:
-        for name in params:
-            if name not in properties:
-                return f"unexpected argument {name!r}"
+        problems += [f"unexpected argument {name!r}" for name in params if name not in properties]
     for name, value in params.items():
         spec = properties.get(name)
         if isinstance(spec, Mapping):
             problem = _check_value(name, spec, value)
             if problem is not None:
-                return problem
-    return None
+                problems.append(problem)
+    return "; ".join(problems) or None
+
+
+def describe_arguments(schema: Mapping[str, Any]) -> str:
+    """Say which arguments an object schema takes, for a caller that got them wrong.
+
+    Args:
+        schema: A JSON schema of ``type: object``.
+
+    Returns:
+        E.g. ``"'path' (string, required), 'append' (boolean)"``, or ``"no arguments"``.
+    """
+    properties: Mapping[str, Any] = schema.get("properties", {})
+    required = set(schema.get("required", ()))
+    described = []
+    for name, spec in properties.items():
+        kind = spec.get("type") if isinstance(spec, Mapping) else None
+        notes = [note for note in (kind, "required" if name in required else None) if note]
+        described.append(f"{name!r} ({', '.join(notes)})" if notes else repr(name))
+    return ", ".join(described) or "no arguments"
 
 
 class BaseTool(ABC):
@@ -104,8 +131,8 @@ class BaseTool(ABC):
 
     Subclasses set ``name``, ``description`` and ``parameters_schema`` as class
     attributes and implement :meth:`run`, which gets the validated arguments as
-    one mapping. ``execute`` never raises for bad
-    arguments: it returns an error result naming the argument.
+    one mapping. ``execute`` never raises for bad arguments: it returns an
+    ``InvalidArguments`` error result naming the tool and the arguments.
     """
 
     name: str
@@ -119,11 +146,14 @@ class BaseTool(ABC):
             **params: The tool's arguments, as described by ``parameters_schema``.
 
         Returns:
-            The tool's result, or an ``InvalidArguments`` error result.
+            The tool's result, or an ``InvalidArguments`` error result that names the
+            tool, every bad or missing argument, and the arguments the tool takes.
         """
         problem = validate_arguments(self.parameters_schema, params)
         if problem is not None:
-            return error_result(problem, INVALID_ARGUMENTS)
+            takes = describe_arguments(self.parameters_schema)
+            error = f"invalid arguments for tool {self.name!r}: {problem}. It takes {takes}."
+            return error_result(error, INVALID_ARGUMENTS)
         return await self.run(params)
 
     @abstractmethod

@@ -92,6 +92,13 @@ def _check_power(base: Number, exponent: Number) -> None:
         raise _Refused(f"{base}**{exponent} is too large (limit is 1e308)", "LimitExceeded")
 
 
+def _arity(min_args: int, max_args: int) -> str:
+    """``"1 argument"``, ``"2 arguments"`` or ``"1 to 2 arguments"``."""
+    if min_args != max_args:
+        return f"{min_args} to {max_args} arguments"
+    return f"{min_args} argument" if min_args == 1 else f"{min_args} arguments"
+
+
 class _Evaluator:
     """Walks a parsed expression; each node kind has its own method."""
 
@@ -141,9 +148,9 @@ class _Evaluator:
         name = node.func.id
         function, min_args, max_args = _FUNCTIONS[name]
         if not min_args <= len(node.args) <= max_args:
-            wanted = str(min_args) if min_args == max_args else f"{min_args} to {max_args}"
             raise _Refused(
-                f"{name}() takes {wanted} arguments, got {len(node.args)}", "InvalidExpression"
+                f"{name}() takes {_arity(min_args, max_args)}, got {len(node.args)}",
+                "InvalidExpression",
             )
         args = [self.evaluate(arg) for arg in node.args]
         try:
