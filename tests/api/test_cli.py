@@ -191,6 +191,33 @@ class TestRun:
         assert proc.stdout.endswith("\n") and not proc.stdout.endswith("\n\n")
         assert proc.stdout.splitlines()[-1].startswith("error: ")
 
+    @pytest.mark.parametrize("flags", [[], ["--json"], ["--stream"], ["--stream", "--json"]])
+    def test_closed_output_exits_141(self, tmp_path: Path, flags: list[str]) -> None:
+        """A reader that went away (`| head`): a line, no traceback, 128 + SIGPIPE; the
+        mission is recorded (a stream's may be cancelled when its output fails)."""
+        read, write = os.pipe()
+        os.close(read)  # no reader: the first write fails with EPIPE
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "taskforce", "run", "hi", "--session", "s", *flags],
+                env=_env(tmp_path),
+                cwd=tmp_path,
+                stdout=write,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        finally:
+            os.close(write)
+        assert (141, "taskforce: standard output was closed before all was printed") == (
+            proc.returncode,
+            proc.stderr.splitlines()[-1],
+        )
+        assert "Traceback" not in proc.stderr
+        state = json.loads((tmp_path / "state" / "s.json").read_text(encoding="utf-8"))
+        assert 1 == len(state["missions"])
+
     @pytest.mark.parametrize(("sent", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
     def test_a_stop_signal_cancels_and_records_the_mission(
         self, tmp_path: Path, sent: signal.Signals, code: int

@@ -286,7 +286,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     unreachable state database (the line names state.dsn, or the libpq variable such as
     PGSSLMODE whose value the driver refused) or a start-up failure such
     as a port in use (the line names host and port); 130 and 143 when ``run`` is
-    stopped by SIGINT (Ctrl-C) or SIGTERM, its mission cancelled, or before it started.
+    stopped by SIGINT (Ctrl-C) or SIGTERM, its mission cancelled, or before it started;
+    141 when ``run``'s standard output is closed (a reader that went away), as SIGPIPE.
     """
     args = _parser().parse_args(argv)
     if args.command != "run":
@@ -312,6 +313,21 @@ def _stopped(exc: BaseException, what: str, taken: signal.Signals | None = None)
     stopped_by = taken or (signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM)
     print(f"taskforce: {stopped_by.name}: {what}", file=sys.stderr)
     return 128 + stopped_by
+
+
+def _output_closed() -> int:
+    """Say that standard output was closed; return 128 + SIGPIPE, as the shell has it.
+
+    Python ignores SIGPIPE and raises ``BrokenPipeError`` instead; what is still buffered
+    would fail again at exit, so standard output goes to the null device from here.
+    """
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    print("taskforce: standard output was closed before all was printed", file=sys.stderr)
+    return 128 + getattr(signal, "SIGPIPE", 13)
 
 
 def _command(args: argparse.Namespace) -> int:
@@ -356,6 +372,11 @@ def _command(args: argparse.Namespace) -> int:
         # a start-up failure, one line; the message names no path and no DSN.
         print(f"taskforce: state: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # Only `run` prints: its reader went away (`taskforce run ... | head -n 1`). A
+        # stream's mission still running is cancelled (and logged so) when an event
+        # cannot be printed; one that ended is recorded as it ended.
+        return _output_closed()
     except (KeyboardInterrupt, asyncio.CancelledError) as exc:
         # Only `run` gets here (serve drains on its signals): the mission was cancelled
         # and recorded so, or none had started yet (the container was still being built).
