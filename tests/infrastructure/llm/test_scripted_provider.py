@@ -191,6 +191,11 @@ class TestDirectiveErrors:
         ("line", "reason"),
         [
             ("tool:calculator {not json", "not JSON"),
+            ('tool:calculator {"a": ' + "1" * 5000 + "}", "cannot be read (a number too long)"),
+            (
+                "tool:calculator " + "[" * 50_000 + "]" * 50_000,
+                "cannot be read (nested too deeply)",
+            ),
             ('tool:calculator ["a"]', "must be a JSON object"),
             ("tool:", "names no tool"),
         ],

@@ -200,6 +200,11 @@ def _parse_tool_line(line_no: int, line: str) -> ToolDirective:
         arguments = json.loads(raw_args)
     except json.JSONDecodeError as exc:
         raise ScriptedDirectiveError(line_no, line, f"arguments are not JSON ({exc.msg})") from exc
+    except (ValueError, RecursionError) as exc:
+        # JSON, but more than Python reads: a number over its digit limit, or nesting
+        # deeper than its recursion limit. The mission's own mistake, as bad JSON is.
+        reason = "a number too long" if isinstance(exc, ValueError) else "nested too deeply"
+        raise ScriptedDirectiveError(line_no, line, f"arguments cannot be read ({reason})") from exc
     if not isinstance(arguments, dict):
         raise ScriptedDirectiveError(line_no, line, "arguments must be a JSON object")
     return ToolDirective(line_no, name, arguments)
