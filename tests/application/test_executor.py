@@ -183,6 +183,38 @@ class TestExecuteMission:
             (r["status"], r["error"], r["error_type"]) for r in store.missions("s")
         ]
 
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    async def test_an_agent_that_raises_fails_the_mission(self, agent_type: AgentType) -> None:
+        """A bug below the agent (a registry that raises) fails the mission with a result
+        and a record, not an exception; its message and traceback are logged at debug only."""
+
+        class BrokenRegistry(FakeRegistry):
+            def get(self, name: str) -> Any:
+                raise RuntimeError("secret mission detail")
+
+        store = MemoryStateStore()
+        registry = BrokenRegistry(FakeTool("x", ok_handler))
+        executor = AgentExecutor(ScriptedLLMProvider(), registry, store)
+        with capture_logs() as logs:
+            result = await executor.execute_mission("tool:x {}", agent_type, "s")
+        assert ("failed", "RuntimeError", "the mission stopped unexpectedly (RuntimeError)") == (
+            result.status,
+            result.error_type,
+            result.error,
+        )
+        assert [("failed", "RuntimeError")] == [
+            (r["status"], r["error_type"]) for r in store.missions("s")
+        ]
+        (crashed,) = [e for e in logs if e["event"] == "agent.crashed"]
+        assert ("error", "agent", "RuntimeError") == (
+            crashed["log_level"],
+            crashed["category"],
+            crashed["error_type"],
+        )
+        (traceback,) = [e for e in logs if e["event"] == "agent.crashed.traceback"]
+        assert ("debug", RuntimeError) == (traceback["log_level"], type(traceback["exc_info"]))
+        assert "secret" not in repr([e for e in logs if e["log_level"] != "debug"])
+
     async def test_corrupt_state_fails_and_is_kept(self) -> None:
         """A corrupt session state fails the mission with that error and is never overwritten."""
         store = MemoryStateStore()

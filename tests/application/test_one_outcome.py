@@ -332,7 +332,13 @@ def _failing_container(tmp_path: Path, kind: str) -> tuple[Container, str]:
         provider = QueueLLM([text("nope")] * 4, generate=[plan("x")] * 2)
     elif kind == "step_turn_limit":
         provider = QueueLLM([tool_action("calculator", {"expression": "1"})] * 16, [plan("x")] * 2)
-    return build_container(settings, llm_provider=provider), mission
+    container = build_container(settings, llm_provider=provider)
+    if kind == "ValueError":  # a tool result the agent cannot serialise: the agent raises
+        looped: list[Any] = []
+        looped.append(looped)
+        container.tool_registry.register(_Tool("loop", {"success": True, "output": looped}))
+        mission = "tool:loop {}"
+    return container, mission
 
 
 class TestMissionFailureOutcome:
@@ -347,6 +353,8 @@ class TestMissionFailureOutcome:
             ("legacy", "invalid_plan"),
             ("legacy", "invalid_action"),
             ("legacy", "step_turn_limit"),
+            ("lean", "ValueError"),
+            ("legacy", "ValueError"),
         ],
     )
     async def test_a_failed_mission_has_one_error_type(

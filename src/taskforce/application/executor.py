@@ -29,7 +29,7 @@ from taskforce.application._mission_support import (
 )
 from taskforce.application._record_writes import RecordWrites
 from taskforce.config import AgentSettings
-from taskforce.core.domain import Agent, EventCallback, LeanAgent
+from taskforce.core.domain import Agent, AgentOutcome, EventCallback, LeanAgent
 from taskforce.core.interfaces.context import enter_mission, exit_mission
 from taskforce.core.interfaces.executor import (
     STREAM_END,
@@ -72,6 +72,25 @@ async def _unsaved(
         data = {"error": error, "error_type": error_type}
         await on_event(ProgressEvent(kind="error", data=data))
     return dataclasses.replace(result, status="failed", error=error, error_type=error_type)
+
+
+async def _crashed(exc: Exception, on_event: EventCallback | None) -> AgentOutcome:
+    """The outcome of an agent run that raised ``exc`` (a bug below it): failed.
+
+    A tool registry, a tool's result or a provider's answer the agent could not handle
+    fails this mission only, with the exception's class name as its ``error_type``: the
+    caller gets a result (not a 500) and the session a record. Its message may quote the
+    mission, so the traceback is logged at debug only.
+    """
+    error_type = exception_error_type(exc)
+    _LOG.error(
+        "agent.crashed", category="agent", error_type=error_type, **text_fields("error", exc)
+    )
+    _LOG.debug("agent.crashed.traceback", category="agent", exc_info=exc)
+    error = f"the mission stopped unexpectedly ({error_type})"
+    if on_event is not None:
+        await on_event(ProgressEvent(kind="error", data={"error": error, "error_type": error_type}))
+    return AgentOutcome("failed", "", error=error, error_type=error_type)
 
 
 async def _stop(task: asyncio.Task[Any]) -> None:
@@ -396,6 +415,8 @@ class AgentExecutor:
                 write = self._records.start(session_id, cancelled_record, is_best_effort=True)
                 await self._await_record(write, "cancelled", is_cancelled=True)
                 raise
+            except Exception as exc:
+                outcome = await _crashed(exc, on_event)
             result = ExecutionResult(
                 session_id,
                 mission_id,
