@@ -488,6 +488,20 @@ class TestServe:
             _, stderr = proc.communicate(timeout=15)
         assert "server.started" in stderr
 
+    def test_server_started_says_where_it_listens(self, tmp_path: Path) -> None:
+        """`serve --port 0` binds a free port; server.started names it in its url, which
+        answers (nothing else would tell the port)."""
+        with started(["serve", "--port", "0"], _env(tmp_path), tmp_path) as child:
+            deadline = time.monotonic() + 60  # a guard: the service starts in seconds
+            while '"server.started"' not in child.stderr():
+                assert child.process.poll() is None, child.stderr()
+                assert time.monotonic() < deadline, child.stderr()
+                time.sleep(0.05)
+            (line,) = [line for line in child.stderr().splitlines() if "server.started" in line]
+            url = json.loads(line)["url"]
+            assert url.startswith("http://127.0.0.1:") and not url.endswith(":0"), url
+            assert 200 == httpx.get(f"{url}/health", timeout=5).status_code
+
     def test_access_lines_keep_a_long_path_cut(self, tmp_path: Path) -> None:
         """A request path past logging.max_path_chars (1024) is logged cut, and says so;
         a secret in the query is redacted before the cut, which leaves none of it."""

@@ -21,7 +21,7 @@ from starlette.applications import Starlette
 from taskforce.api._read_deadline import DEFAULT_MAX_HEADER_BYTES, read_deadline_protocol
 from taskforce.errors import StartupError
 
-__all__ = ["MetricsListener", "WorkerSlot", "bind_first_free", "bind_socket"]
+__all__ = ["MetricsListener", "WorkerSlot", "bind_first_free", "bind_socket", "socket_url"]
 
 _LOG = structlog.get_logger("taskforce.api")
 #: How long the listener waits for an unfinished scrape when the process stops.
@@ -38,6 +38,8 @@ class WorkerSlot:
     #: A replacement for a worker that had served: it starts even while the state
     #: database is unreachable (the service is up; its missions fail until it is back).
     restarted: bool = False
+    #: Where the API socket listens, as ``server.started`` tells it (see :func:`socket_url`).
+    url: str | None = None
 
 
 #: What a metrics listener is for, in a bind error: the settings that chose its address.
@@ -77,6 +79,16 @@ def bind_socket(host: str, port: int, *, what: str) -> socket.socket:
         raise StartupError(f"cannot listen on {host}:{port} for {what}: {reason}") from exc
     sock.set_inheritable(True)
     return sock
+
+
+def socket_url(sock: socket.socket) -> str:
+    """Return the ``http://`` URL of a listening socket: the address and port it is bound to.
+
+    The port is the one the socket got (``--port 0`` picks a free one), the address
+    the one it was bound to (a host name resolved, an IPv6 address in brackets).
+    """
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def bind_first_free(host: str, port: int) -> socket.socket:

@@ -17,6 +17,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from types import FrameType
 
 import structlog
@@ -25,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskforce.api._encoding import refusal, sse_event
 from taskforce.api._limits import ShutdownNotice
-from taskforce.api._listener import WorkerSlot
+from taskforce.api._listener import WorkerSlot, socket_url
 from taskforce.api._read_deadline import DEFAULT_MAX_HEADER_BYTES, read_deadline_protocol
 from taskforce.api.server import create_app  # imported before the fork: workers start sooner
 from taskforce.application.executor import RECORD_SECONDS
@@ -244,7 +245,7 @@ def run_worker(
     Returns:
         0 once stopped; 3 when the app failed to start (its lifespan raised).
     """
-    app = create_app(settings, worker=slot)
+    app = create_app(settings, worker=replace(slot, url=socket_url(api_socket)))
     server = TaskforceServer(
         app,
         grace_seconds=settings.server.shutdown_grace_seconds,

@@ -87,6 +87,7 @@ def create_app(
             version=__version__,
             llm_provider=ctr.settings.llm.provider,
             metrics_enabled=ctr.metrics is not None,
+            url=worker.url if worker is not None else None,
             metrics_port=metrics_serving.port,
             worker=worker.index if worker is not None else None,
             pid=os.getpid(),
