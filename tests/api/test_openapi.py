@@ -67,6 +67,29 @@ class TestOpenAPI:
         assert not any("401" in answers for answers in _responses(settings).values())
         assert "401" not in with_token[("get", "/health")]
 
+    def test_the_bearer_scheme_is_declared_only_with_a_token(self, settings: Settings) -> None:
+        """With api.auth_token every /api/v1 route requires the declared bearer scheme (so
+        /docs can send the token); without it no scheme and no route requires one."""
+        guarded = settings.model_copy(
+            update={"api": settings.api.model_copy(update={"auth_token": SecretStr("t0ken")})}
+        )
+        schema = create_app(guarded).openapi()
+        assert {"bearer": {"type": "http", "scheme": "bearer"}} == {
+            name: {k: v for k, v in scheme.items() if k != "description"}
+            for name, scheme in schema["components"]["securitySchemes"].items()
+        }
+        operations = {
+            (method, path): operation
+            for path, item in schema["paths"].items()
+            for method, operation in item.items()
+        }
+        api_routes = [key for key in operations if key[1].startswith("/api/v1/")]
+        assert api_routes
+        assert all([{"bearer": []}] == operations[key].get("security") for key in api_routes)
+        assert "security" not in operations[("get", "/health")]
+        plain = create_app(settings).openapi()
+        assert "securitySchemes" not in plain["components"]
+
     @pytest.mark.parametrize(
         ("body", "model"),
         [

@@ -6,6 +6,8 @@ import hmac
 
 import structlog
 from fastapi import HTTPException, Request
+from fastapi.openapi.models import HTTPBearer
+from fastapi.security.base import SecurityBase
 
 from taskforce.observability.web import bearer_token
 
@@ -14,11 +16,13 @@ __all__ = ["BearerGuard"]
 _LOG = structlog.get_logger(__name__)
 
 
-class BearerGuard:
+class BearerGuard(SecurityBase):
     """A FastAPI dependency that lets through only ``Authorization: Bearer <token>``.
 
     A missing or wrong token raises ``HTTPException(401)`` and logs
     ``api.auth.failed`` (category ``security``) with the route and why, never a token.
+    A ``SecurityBase``, so the OpenAPI schema declares the bearer scheme on every
+    guarded route, and ``/docs`` can send the token ("Authorize").
     """
 
     runs_before_body = True
@@ -27,6 +31,8 @@ class BearerGuard:
     def __init__(self, token: str) -> None:
         """Guard with ``token`` (never logged)."""
         self._expected = token.encode()
+        self.model = HTTPBearer(description="the token of `api.auth_token`")
+        self.scheme_name = "bearer"
 
     async def __call__(self, request: Request) -> None:
         """Return if the request carries the token.
