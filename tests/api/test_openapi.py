@@ -37,6 +37,17 @@ class TestOpenAPI:
         not_json = responses["415"]["content"]["application/json"]["schema"]["$ref"]
         assert not_json.endswith("/ErrorAnswer")
 
+    def test_the_stream_answers_server_sent_events(self, settings: Settings) -> None:
+        """The stream route's 200 is declared as `text/event-stream`, not as JSON; the plain
+        route's stays JSON."""
+        responses = _responses(settings)
+        assert ["text/event-stream"] == list(
+            responses[("post", "/api/v1/execute/stream")]["200"]["content"]
+        )
+        assert ["application/json"] == list(
+            responses[("post", "/api/v1/execute")]["200"]["content"]
+        )
+
     def test_every_route_with_a_json_body_declares_its_415(self, settings: Settings) -> None:
         """Each route that takes a JSON body (and so answers 415) declares it; no other does."""
         app = create_app(settings)

@@ -20,7 +20,12 @@ from taskforce.api._admission import admit
 from taskforce.api._auth import BearerGuard
 from taskforce.api._body import StrictJSONRoute
 from taskforce.api._encoding import PathRedactor, Redact, SafeJSONResponse, json_bytes, sse_event
-from taskforce.api._schemas import MISSION_ANSWERS, ExecuteRequest, error_answer
+from taskforce.api._schemas import (
+    MISSION_ANSWERS,
+    STREAM_ANSWERS,
+    ExecuteRequest,
+    error_answer,
+)
 from taskforce.api._sessions import add_session_routes
 from taskforce.application._mission_support import to_the_end
 from taskforce.application.container import Container
@@ -156,7 +161,9 @@ def mission_router(container: Container) -> APIRouter:
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         return Response(json_bytes(result.to_dict(), redact), media_type="application/json")
 
-    @router.post("/execute/stream", responses=MISSION_ANSWERS)
+    # StreamingResponse has no media type of its own: FastAPI then declares no JSON 200,
+    # only STREAM_ANSWERS' event stream, and the refusals stay JSON.
+    @router.post("/execute/stream", responses=STREAM_ANSWERS, response_class=StreamingResponse)
     async def execute_stream(body: ExecuteRequest, request: Request) -> Response:
         """Run one mission and stream its progress as Server-Sent Events."""
         refusal = admit(request)

@@ -11,6 +11,7 @@ from taskforce.core.interfaces.executor import SESSION_ID_PATTERN
 __all__ = [
     "MISSION_ANSWERS",
     "SESSION_ANSWERS",
+    "STREAM_ANSWERS",
     "ErrorAnswer",
     "ExecuteRequest",
     "InvalidField",
@@ -91,6 +92,17 @@ MISSION_ANSWERS: dict[int | str, dict[str, Any]] = {
     },
 }
 """The refusals of a mission route besides its 422, as the OpenAPI schema lists them."""
+
+STREAM_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-Sent Events, one per progress event (`event:` its kind, "
+        "`data:` the event as JSON); the last is the `result`, else a final `error` (a "
+        "shutdown cancelled the mission, or it stopped unexpectedly).",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    },
+    **MISSION_ANSWERS,
+}
+"""The answers of the stream route: its events (not JSON), then a mission route's refusals."""
 
 SESSION_ANSWERS: dict[int | str, dict[str, Any]] = {
     404: error_answer("No such session."),
