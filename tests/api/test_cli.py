@@ -122,6 +122,32 @@ main(sys.argv[2:])
 """
 
 
+# The child of a test: `taskforce run` (argv[1:]) with a state store of one's own whose
+# append raises a RuntimeError (a bug in it).
+_BUGGY_STORE = """
+import sys
+
+from taskforce.application import container as built
+from taskforce.api.cli import main
+
+
+class BuggyStore:
+    async def load(self, session_id):
+        return None
+
+    async def save(self, session_id, state):
+        return None
+
+    async def append(self, session_id, record):
+        raise RuntimeError("/srv/secret/state broke")
+
+
+build = built.build_container
+built.build_container = lambda settings, **kw: build(settings, state_store=BuggyStore(), **kw)
+main(sys.argv[1:])
+"""
+
+
 def _stopped_while_saving(
     tmp_path: Path, hold: str, args: list[str], signals: list[signal.Signals]
 ) -> tuple[int, str, str]:
@@ -190,6 +216,22 @@ class TestRun:
         assert 1 == proc.returncode
         assert proc.stdout.endswith("\n") and not proc.stdout.endswith("\n\n")
         assert proc.stdout.splitlines()[-1].startswith("error: ")
+
+    @pytest.mark.parametrize("flags", [[], ["--stream"]])
+    def test_a_store_of_ones_own_that_raises_fails_the_mission(
+        self, tmp_path: Path, flags: list[str]
+    ) -> None:
+        """A store that raises a RuntimeError on append: the mission's failed result and exit
+        1, no traceback; its message stays in the log."""
+        proc = _python("-c", _BUGGY_STORE, "run", "hi", *flags, env=_env(tmp_path), cwd=tmp_path)
+        assert 1 == proc.returncode, proc.stderr
+        lines = proc.stdout.splitlines()
+        assert "status: failed" in lines
+        assert "error: could not save the session state (RuntimeError)" in lines
+        assert "Traceback" not in proc.stderr
+        logs = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+        failed = [line["error_type"] for line in logs if line["event"] == "mission.failed"]
+        assert ["RuntimeError"] == failed
 
     @pytest.mark.parametrize("flags", [[], ["--json"], ["--stream"], ["--stream", "--json"]])
     def test_closed_output_exits_141(self, tmp_path: Path, flags: list[str]) -> None:

@@ -453,6 +453,12 @@ class AgentExecutor:
                 # The store's message names no path or DSN (the log has the detail).
                 error = f"could not save the session state: {exc}"
                 return await _unsaved(result, error, exc, on_event)
+            except Exception as exc:
+                # A store of one's own that raised anything else (a bug in it) fails this
+                # mission only. Its message may name a path or a DSN: only its class is said
+                # (state.save.failed has the message).
+                error = f"could not save the session state ({exception_error_type(exc)})"
+                return await _unsaved(result, error, exc, on_event)
             return result
         finally:
             lock.release()
