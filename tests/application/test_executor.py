@@ -215,6 +215,44 @@ class TestExecuteMission:
         assert ("debug", RuntimeError) == (traceback["log_level"], type(traceback["exc_info"]))
         assert "secret" not in repr([e for e in logs if e["log_level"] != "debug"])
 
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    @pytest.mark.parametrize("is_streamed", [False, True])
+    async def test_an_agent_that_raises_keeps_its_steps(
+        self, agent_type: AgentType, is_streamed: bool
+    ) -> None:
+        """A crash in the second step keeps the first step, and records the second as failed,
+        in the result, the stream's result and the session record."""
+
+        class BrokenRegistry(FakeRegistry):
+            def get(self, name: str) -> Any:
+                if name == "boom":
+                    raise RuntimeError("secret mission detail")
+                return super().get(name)
+
+        store = MemoryStateStore()
+        registry = BrokenRegistry(FakeTool("x", ok_handler))
+        executor = AgentExecutor(ScriptedLLMProvider(), registry, store)
+        mission = "tool:x {}\ntool:boom {}"
+        if is_streamed:
+            events = [e async for e in executor.execute_mission_streaming(mission, agent_type, "s")]
+            result = events[-1].result
+            assert result is not None
+        else:
+            result = await executor.execute_mission(mission, agent_type, "s")
+        crashed = "the mission stopped unexpectedly (RuntimeError)"
+        assert ("failed", "RuntimeError", 2) == (
+            result.status,
+            result.error_type,
+            result.tool_calls,
+        )
+        steps = [(step.index, step.status, step.tool_calls) for step in result.steps]
+        assert [(1, "completed", ("x",)), (2, "failed", ("boom",))] == steps
+        assert crashed == result.steps[-1].outcome
+        (record,) = store.missions("s")
+        assert [(1, "completed"), (2, "failed")] == [
+            (step["index"], step["status"]) for step in record["steps"]
+        ]
+
     async def test_corrupt_state_fails_and_is_kept(self) -> None:
         """A corrupt session state fails the mission with that error and is never overwritten."""
         store = MemoryStateStore()

@@ -29,7 +29,7 @@ from taskforce.application._mission_support import (
 )
 from taskforce.application._record_writes import RecordWrites
 from taskforce.config import AgentSettings
-from taskforce.core.domain import Agent, AgentOutcome, EventCallback, LeanAgent
+from taskforce.core.domain import Agent, AgentOutcome, EventCallback, LeanAgent, crash_error
 from taskforce.core.interfaces.context import enter_mission, exit_mission
 from taskforce.core.interfaces.executor import (
     STREAM_END,
@@ -75,19 +75,13 @@ async def _unsaved(
 
 
 async def _crashed(exc: Exception, on_event: EventCallback | None) -> AgentOutcome:
-    """The outcome of an agent run that raised ``exc`` (a bug below it): failed.
+    """The outcome of an agent that raised ``exc`` itself: failed, as a crash below it is.
 
-    A tool registry, a tool's result or a provider's answer the agent could not handle
-    fails this mission only, with the exception's class name as its ``error_type``: the
-    caller gets a result (not a 500) and the session a record. Its message may quote the
-    mission, so the traceback is logged at debug only.
+    An agent ends its run failed, its steps kept, when something below it raises (see
+    ``crash_error``); this is the last resort for a bug in the agent itself, so that the
+    caller still gets a result (not a 500) and the session a record.
     """
-    error_type = exception_error_type(exc)
-    _LOG.error(
-        "agent.crashed", category="agent", error_type=error_type, **text_fields("error", exc)
-    )
-    _LOG.debug("agent.crashed.traceback", category="agent", exc_info=exc)
-    error = f"the mission stopped unexpectedly ({error_type})"
+    error, error_type = crash_error(exc)
     if on_event is not None:
         await on_event(ProgressEvent(kind="error", data={"error": error, "error_type": error_type}))
     return AgentOutcome("failed", "", error=error, error_type=error_type)

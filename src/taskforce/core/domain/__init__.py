@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from taskforce.core.domain._events import EventCallback
+from taskforce.core.domain._mission_run import crash_error
 from taskforce.core.domain._outcome import AgentOutcome, AgentStatus
 from taskforce.core.domain._tool_runner import run_tool_call
 from taskforce.core.domain.agent import Agent
 from taskforce.core.domain.lean_agent import LeanAgent
 
-__all__ = ["Agent", "AgentOutcome", "AgentStatus", "EventCallback", "LeanAgent", "run_tool_call"]
+__all__ = [
+    "Agent",
+    "AgentOutcome",
+    "AgentStatus",
+    "EventCallback",
+    "LeanAgent",
+    "crash_error",
+    "run_tool_call",
+]

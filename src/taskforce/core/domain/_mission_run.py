@@ -29,6 +29,7 @@ from taskforce.core.interfaces.outcome import (
     STEP_LIMIT,
     TOOL_ERROR,
     classify_llm_result,
+    exception_error_type,
     is_caller_cancelled,
     llm_exception_error_type,
     raise_cancellation,
@@ -36,7 +37,14 @@ from taskforce.core.interfaces.outcome import (
 from taskforce.core.interfaces.tools import ToolRegistryProtocol, ToolResult
 from taskforce.errors import LLMProviderError
 
-__all__ = ["STEP_LIMIT_ERROR", "MissionAborted", "MissionRun", "check_limits", "dump_result"]
+__all__ = [
+    "STEP_LIMIT_ERROR",
+    "MissionAborted",
+    "MissionRun",
+    "check_limits",
+    "crash_error",
+    "dump_result",
+]
 
 _LOG = structlog.get_logger(__name__)
 
@@ -59,6 +67,34 @@ class MissionAborted(Exception):
         self.error = error
         self.error_type = error_type
         super().__init__(error)
+
+
+def _crash(exc: Exception) -> tuple[str, str]:
+    """The ``error`` and ``error_type`` of a run that raised ``exc`` (see crash_error)."""
+    error_type = exception_error_type(exc)
+    return f"the mission stopped unexpectedly ({error_type})", error_type
+
+
+def crash_error(exc: Exception) -> tuple[str, str]:
+    """Log ``exc``, which an agent run raised (a bug below it), and say how it fails the run.
+
+    A tool registry, a tool's result or a provider's answer the agent could not handle
+    fails the mission only, with the exception's class name as its ``error_type``. Its
+    message may quote the mission, so the traceback is logged at debug only.
+
+    Args:
+        exc: What the run raised.
+
+    Returns:
+        The run's ``error`` (``the mission stopped unexpectedly (<class>)``) and
+        ``error_type``.
+    """
+    error, error_type = _crash(exc)
+    _LOG.error(
+        "agent.crashed", category="agent", error_type=error_type, **text_fields("error", exc)
+    )
+    _LOG.debug("agent.crashed.traceback", category="agent", exc_info=exc)
+    return error, error_type
 
 
 def check_limits(max_steps: int, tool_timeout_seconds: float, **more_counts: int) -> None:
@@ -129,6 +165,14 @@ class MissionRun:
                 "agent.step.failed", category="agent", step=index, **text_fields("error", error)
             )
         self.steps.append(record)
+
+    def fail_step(
+        self, index: int, description: str, tool_names: Sequence[str], exc: Exception
+    ) -> None:
+        """Record the step that raised ``exc`` as failed, with the error the run ends with
+        (see :meth:`fail_on`): the steps before it stay recorded, also after a crash."""
+        error = exc.error if isinstance(exc, MissionAborted) else _crash(exc)[0]
+        self.record_step(index, description, tool_names, outcome="", error=error)
 
     async def complete(
         self,
@@ -275,6 +319,13 @@ class MissionRun:
         return AgentOutcome(
             "completed", final_message, tuple(self.steps), self.tool_calls, error=None
         )
+
+    async def fail_on(self, exc: Exception) -> AgentOutcome:
+        """End the run that raised ``exc`` as failed: as a MissionAborted says, else as a
+        crash (see :func:`crash_error`), with the steps recorded so far."""
+        if isinstance(exc, MissionAborted):
+            return await self.fail(exc.error, exc.error_type)
+        return await self.fail(*crash_error(exc))
 
     async def fail(self, error: str, error_type: str) -> AgentOutcome:
         """End the run as failed with ``error`` and ``error_type`` (see ``MissionAborted``)."""
