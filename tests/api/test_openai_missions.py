@@ -13,6 +13,13 @@ from taskforce.config import Settings
 from taskforce.infrastructure.tools import session_folder_name
 from tests.api.conftest import CALC_WRITE_MISSION, parse_sse
 from tests.api.test_metrics_e2e import scrape, total
+from tests.infrastructure.llm.test_openai_provider import (
+    _NESTED_TOO_DEEPLY,
+    _completion,
+    _frame,
+    _tool_choice,
+    _tool_delta,
+)
 from tests.support.fake_openai import FakeOpenAIServer
 from tests.support.live_server import LiveServer, serve
 
@@ -89,3 +96,27 @@ class TestOpenAIMissions:
         assert "failed" == body["status"]
         assert body["error"]
         assert "sk-test-key" not in response.text
+
+    @pytest.mark.parametrize("route", ["/api/v1/execute", "/api/v1/execute/stream"])
+    async def test_tool_arguments_nested_too_deeply(
+        self, openai_service: tuple[LiveServer, FakeOpenAIServer, Path], route: str
+    ) -> None:
+        """Tool call arguments nested deeper than Python reads are an answer that cannot be
+        read: the mission fails as invalid_response, as the LLM failure metric counts it."""
+        live, fake, _ = openai_service
+        if route.endswith("stream"):
+            finish = {"index": 0, "delta": {}, "finish_reason": "tool_calls"}
+            fake.stream_next([_frame([_tool_delta(_NESTED_TOO_DEEPLY)]), _frame([finish])])
+        else:
+            fake.respond_next(_completion([_tool_choice(_NESTED_TOO_DEEPLY)], None))
+        async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+            response = await client.post(route, json={"mission": "hi", "agent_type": "lean"})
+            samples = await scrape(client)
+        if route.endswith("stream"):
+            result = parse_sse(response.text)[-1][1]["result"]
+        else:
+            result = response.json()
+        assert ("failed", "invalid_response") == (result["status"], result["error_type"])
+        assert "nested too deeply" in result["error"]
+        assert 1 == total(samples, "taskforce_llm_failures_total")
+        assert 1 == total(samples, "taskforce_llm_failures_total", error_type="invalid_response")

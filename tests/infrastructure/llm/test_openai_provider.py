@@ -100,6 +100,14 @@ async def _attempts_of_a_failed_call(provider: OpenAICompatibleProvider, route: 
     return info.value.attempts
 
 
+#: Tool call arguments that are a JSON object, nested deeper than Python's recursion limit.
+_NESTED_TOO_DEEPLY = '{"a": ' * 100_000 + "1" + "}" * 100_000
+
+
+#: An answer (a whole body, or one streamed event) nested deeper than Python decodes.
+_NESTED_BODY = b'{"id": "x", "extra": ' + _NESTED_TOO_DEEPLY.encode() + b"}"
+
+
 def _mission(text: str) -> list[Any]:
     return [{"role": "user", "content": MISSION_PREFIX + text}]
 
@@ -205,7 +213,13 @@ class TestComplete:
         assert "gpt-test-2025-01-01" == result["model"]
 
     @pytest.mark.parametrize(
-        ("arguments", "reason"), [("{not json", "not JSON"), ("[1, 2]", "not a JSON object")]
+        ("arguments", "reason"),
+        [
+            ("{not json", "not JSON"),
+            ("[1, 2]", "not a JSON object"),
+            (_NESTED_TOO_DEEPLY, "nested too deeply"),
+        ],
+        ids=["not-json", "not-an-object", "nested-too-deeply"],
     )
     async def test_bad_tool_arguments_fail(
         self,
@@ -1518,6 +1532,31 @@ class TestMessages:
             result = await provider.complete(_mission("hi"))
         assert ("Connection error.", "connection") == (result["error"], result["error_type"])
 
+    @pytest.mark.parametrize(
+        ("route", "response"),
+        [
+            ("complete", raw_response(200, _NESTED_BODY, {"content-type": "application/json"})),
+            (
+                "stream",
+                raw_response(
+                    200, b"data: " + _NESTED_BODY + b"\n\n", {"content-type": "text/event-stream"}
+                ),
+            ),
+        ],
+        ids=["complete", "stream"],
+    )
+    async def test_an_answer_nested_too_deeply_cannot_be_read(
+        self, route: str, response: bytes
+    ) -> None:
+        """JSON nested deeper than Python decodes: invalid_response (not other), as any
+        answer that cannot be read, and not retried."""
+        async with (
+            RawUpstream(response) as upstream,
+            OpenAICompatibleProvider("m", upstream.base_url, max_retries=2) as provider,
+        ):
+            attempts = await _attempts_of_a_failed_call(provider, route)
+        assert ["invalid_response"] == [attempt.error_type for attempt in attempts]
+
     async def test_an_event_that_cannot_be_decoded_says_the_answer_cannot_be_read(
         self,
     ) -> None:
@@ -1738,11 +1777,19 @@ class TestUsage:
         [
             ("complete", [_tool_choice("{bad")]),
             ("complete", [_tool_choice("[1, 2]")]),
+            ("complete", [_tool_choice(_NESTED_TOO_DEEPLY)]),
             ("complete", []),
             ("complete", [{"index": 0, "message": None}]),
             ("generate", []),
         ],
-        ids=["arguments-not-json", "arguments-not-object", "no-choices", "no-message", "generate"],
+        ids=[
+            "arguments-not-json",
+            "arguments-not-object",
+            "arguments-nested-too-deeply",
+            "no-choices",
+            "no-message",
+            "generate",
+        ],
     )
     async def test_a_failed_answer_keeps_the_usage_it_reported(
         self,
@@ -1806,10 +1853,12 @@ class TestUsage:
         [
             # tool arguments that are not JSON, then the usage
             [_frame([_tool_delta("{bad")]), _frame([], usage=_USAGE), "[DONE]"],
+            # tool arguments nested deeper than Python reads, then the usage
+            [_frame([_tool_delta(_NESTED_TOO_DEEPLY)]), _frame([], usage=_USAGE), "[DONE]"],
             # an event that is no object after the usage
             [_frame([_text("hi")]), _frame([_finish()]), _frame([], usage=_USAGE), "null"],
         ],
-        ids=["arguments-not-json", "null-after-usage"],
+        ids=["arguments-not-json", "arguments-nested-too-deeply", "null-after-usage"],
     )
     async def test_a_stream_that_fails_after_its_usage_keeps_it(
         self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, frames: list[Any]

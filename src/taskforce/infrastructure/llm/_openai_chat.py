@@ -28,7 +28,8 @@ def _decoded_call(call_id: str, name: str, raw_arguments: str | None) -> ToolCal
     """Return a tool call with its JSON arguments decoded.
 
     Raises:
-        _InvalidResponse: the arguments are not a JSON object.
+        _InvalidResponse: the arguments are not a JSON object, or one nested deeper
+            than Python reads (its recursion limit): an answer as unusable.
     """
     try:
         arguments = json.loads(raw_arguments or "{}")
@@ -36,6 +37,8 @@ def _decoded_call(call_id: str, name: str, raw_arguments: str | None) -> ToolCal
         raise _InvalidResponse(
             f"tool call {name!r} has arguments that are not JSON ({exc.msg})"
         ) from exc
+    except RecursionError as exc:
+        raise _InvalidResponse(f"tool call {name!r} has arguments nested too deeply") from exc
     if not isinstance(arguments, dict):
         raise _InvalidResponse(f"tool call {name!r} has arguments that are not a JSON object")
     return {"id": call_id, "name": name, "arguments": arguments}

@@ -47,6 +47,7 @@ _UNUSABLE = (
     httpx.DecodingError,
     _HTTP.DecodingError,
     ValueError,  # the JSON the SDK cannot decode (a JSONDecodeError)
+    RecursionError,  # JSON nested deeper than Python decodes
 )
 _HTTP_ERRORS = (openai.OpenAIError, httpx.HTTPError, _HTTP.HTTPError)
 
