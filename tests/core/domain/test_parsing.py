@@ -44,6 +44,13 @@ class TestParsePlan:
         with pytest.raises(ActionParseError, match=reason):
             parse_plan(reply)
 
+    def test_a_long_bad_step_is_quoted_by_its_start(self) -> None:
+        """A step that is no string, of any length: the start of its repr, and how much more."""
+        with pytest.raises(ActionParseError) as info:
+            parse_plan('{"steps": [[' + "1, " * 5000 + "1]]}")
+        assert str(info.value).startswith("a plan step must be a non-empty string, got [1, 1, ")
+        assert len(str(info.value)) < 200
+
 
 class TestParseAction:
     def test_tool_call(self) -> None:
@@ -95,3 +102,9 @@ class TestParseAction:
         """Replies without a valid action raise ActionParseError saying why."""
         with pytest.raises(ActionParseError, match=reason):
             parse_action(reply)
+
+    def test_a_long_unknown_action_is_quoted_by_its_start(self) -> None:
+        """An unknown action of any length: its first 80 characters, and how many more."""
+        with pytest.raises(ActionParseError) as info:
+            parse_action('{"action": "' + "d" * 10_000 + '"}')
+        assert str(info.value).startswith(f"unknown action {'d' * 80!r}...[+9920 chars];")

@@ -34,6 +34,12 @@ class TestRunToolCall:
         assert "unknown_tool" == result["error_type"]
         assert "nope" in result["error"]
 
+    async def test_a_long_unknown_name_is_quoted_by_its_start(self) -> None:
+        """An unknown tool's name of any length: its first 80 characters, and how many more."""
+        result = await run_tool_call(FakeRegistry(), "n" * 100_000, {}, timeout_seconds=5)
+
+        assert f"unknown tool {'n' * 80!r}...[+99920 chars]" == result["error"]
+
     async def test_arguments_must_be_an_object(self) -> None:
         """Arguments that are not a JSON object are refused before the tool runs."""
         tool = FakeTool("echo", ok_handler)

@@ -16,6 +16,7 @@ from taskforce.core.interfaces.log import (
     REDACTED,
     SHORT_SECRET_CHARS,
     cut_text,
+    quoted,
     secret_scrubber,
     text_fields,
 )
@@ -72,6 +73,32 @@ class TestCutText:
         """A limit of 0 would cut everything: refused, naming the value."""
         with pytest.raises(ValueError, match="got 0"):
             cut_text("abc", 0)
+
+
+class TestQuoted:
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            ("", "''"),
+            ("abcd", "'abcd'"),
+            ("abcde", "'abcd'...[+1 chars]"),
+            ("it's" + "x" * 10, '"it\'s"...[+10 chars]'),
+            (None, "None"),
+            (["abcdef"], "['ab...[+6 chars]"),
+        ],
+    )
+    def test_repr_cut_and_marked(self, text: object, expected: str) -> None:
+        """A text is quoted as its repr; past the limit only its start, and how much went."""
+        assert expected == quoted(text, 4)
+
+    def test_default_is_80_characters(self) -> None:
+        """A line of 100,000 characters is quoted by its first 80."""
+        assert repr("x" * 80) + "...[+99920 chars]" == quoted("x" * 100_000)
+
+    def test_limit_below_one_refused(self) -> None:
+        """A limit of 0 would quote nothing: refused, naming the value."""
+        with pytest.raises(ValueError, match="got 0"):
+            quoted("abc", 0)
 
 
 class TestTextFields:

@@ -263,6 +263,19 @@ class TestComplete:
         assert "'calculator'" in result["error"]
         assert reason in result["error"]
 
+    async def test_a_long_tool_name_is_quoted_by_its_start(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """The failure of a tool call whose name is long quotes its first 80 characters."""
+        choice = _tool_choice("{bad")
+        choice["message"]["tool_calls"][0]["function"]["name"] = "n" * 10_000
+        fake.respond_next(_completion([choice], None))
+
+        result = await provider.complete(_mission("hi"), tools=_TOOLS)
+
+        assert "invalid_response" == result["error_type"]
+        assert f"tool call {'n' * 80!r}...[+9920 chars] has arguments" in str(result["error"])
+
     @pytest.mark.parametrize("choice", [{}, {"index": 0, "message": None}])
     async def test_a_choice_without_a_message_is_invalid_response(
         self, base_url: str, fake: FakeOpenAIServer, choice: dict[str, Any]

@@ -211,6 +211,26 @@ class TestDirectiveErrors:
         assert "line 2" in result["error"]
         assert reason in result["error"]
 
+    @pytest.mark.parametrize(
+        "line",
+        [
+            "tool:calculator " + "[" * 50_000 + "]" * 50_000,
+            "tool:calculator {" + "x" * 100_000,
+            "llm:fail " + "x" * 100_000,
+            "llm:delay " + "9" * 100_000,
+        ],
+        ids=["nested", "not-json", "fail", "delay"],
+    )
+    async def test_a_long_bad_line_is_quoted_by_its_start(
+        self, provider: ScriptedLLMProvider, line: str
+    ) -> None:
+        """The error quotes a malformed line's first 80 characters and counts the rest."""
+        result = await provider.complete(_mission(line), tools=_TOOLS)
+
+        quoted = f"{line[:80]!r}...[+{len(line) - 80} chars]"
+        assert str(result["error"]).startswith(f"line 1 of the mission, {quoted}: ")
+        assert len(str(result["error"])) < 300
+
     async def test_bad_tool_line_raises_in_stream(self, provider: ScriptedLLMProvider) -> None:
         """Streaming a malformed script raises, as streams do."""
         with pytest.raises(ScriptedDirectiveError, match="line 1"):

@@ -70,6 +70,7 @@ class TestCalculatorRefusals:
             ("", "SyntaxError", "invalid syntax"),
             ("1 = 2", "SyntaxError", "invalid syntax"),
             ("x + 1", "UnknownName", "unknown name 'x'"),
+            ("y" * 100, "UnknownName", f"unknown name {'y' * 80!r}...[+20 chars]"),
             ("__import__('os')", "UnknownName", "unknown function '__import__'"),
             ("exp(1)", "UnknownName", "unknown function 'exp'"),
             ("math.sqrt(4)", "UnknownName", "unknown function 'math.sqrt'"),

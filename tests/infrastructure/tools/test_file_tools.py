@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from taskforce.core.interfaces.log import text_fields
+from taskforce.core.interfaces.log import quoted, text_fields
 from taskforce.infrastructure.tools import FileReadTool, FileWriteTool, ListDirTool, _files
 
 
@@ -27,7 +27,7 @@ def fixture_outside(tmp_path: Path) -> Path:
 def _refused(path: str) -> dict[str, object]:
     return {
         "success": False,
-        "error": f"path {path!r} is outside the workspace",
+        "error": f"path {quoted(path)} is outside the workspace",
         "error_type": "PathOutsideWorkspace",
     }
 
@@ -158,6 +158,16 @@ class TestFileWriteAndRead:
         )
         assert {"success": True, "output": 10} == await tool.execute(path="f.txt", content="z" * 10)
         assert "z" * 10 == (workspace / "f.txt").read_text(encoding="utf-8")
+
+    @pytest.mark.parametrize(
+        "path", ["../" + "p" * 10_000, "d/" * 5_000 + "x"], ids=["outside", "too-long"]
+    )
+    async def test_a_long_path_is_quoted_by_its_start(self, workspace: Path, path: str) -> None:
+        """A path of any length: the error quotes its first 80 characters, and how many more."""
+        result = await FileReadTool(workspace).execute(path=path)
+        assert False is result["success"]
+        assert f"{path[:80]!r}...[+{len(path) - 80} chars]" in str(result["error"])
+        assert len(str(result["error"])) < 300
 
     async def test_nul_in_path_refused(self, workspace: Path) -> None:
         """A path with a NUL byte gives an InvalidPath error result."""

@@ -57,6 +57,12 @@ class TestBaseTool:
         result = await _RecordingTool().execute(text="a", ratio=2)
         assert True is result["success"]
 
+    async def test_a_long_unexpected_name_is_quoted_by_its_start(self) -> None:
+        """An argument name of any length: its first 80 characters, and how many more."""
+        result = await _RecordingTool().execute(text="a", **{"k" * 10_000: 1})
+        assert f"unexpected argument {'k' * 80!r}...[+9920 chars]" in str(result["error"])
+        assert len(str(result["error"])) < 400
+
     @pytest.mark.parametrize(
         ("params", "message"),
         [

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from taskforce.core.interfaces.log import quoted
+
 __all__ = ["ActionParseError", "FinishAction", "ToolAction", "parse_action", "parse_plan"]
 
 _FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n?(.*?)```", re.DOTALL)
@@ -79,7 +81,7 @@ def parse_plan(text: str | None) -> list[str]:
         if isinstance(item, dict):
             item = item.get("description", item.get("step"))
         if not isinstance(item, str) or not item.strip():
-            raise ActionParseError(f"a plan step must be a non-empty string, got {item!r}")
+            raise ActionParseError(f"a plan step must be a non-empty string, got {quoted(item)}")
         steps.append(item.strip())
     if not steps:
         raise ActionParseError("the plan has no steps")
@@ -125,4 +127,4 @@ def parse_action(text: str | None) -> ToolAction | FinishAction:
         if not isinstance(args, dict):
             raise ActionParseError(f"'args' must be a JSON object, got {type(args).__name__}")
         return ToolAction(tool, args)
-    raise ActionParseError(f"unknown action {action!r}; expected 'tool_call' or 'finish'")
+    raise ActionParseError(f"unknown action {quoted(action)}; expected 'tool_call' or 'finish'")

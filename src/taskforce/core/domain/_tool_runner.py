@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import structlog
 
-from taskforce.core.interfaces.log import text_fields
+from taskforce.core.interfaces.log import quoted, text_fields
 from taskforce.core.interfaces.outcome import (
     INVALID_ARGUMENTS,
     INVALID_RESULT,
@@ -113,7 +113,7 @@ async def _run(
     except Exception as exc:
         if not is_unknown_tool_error(exc):
             raise
-        return error_result(f"unknown tool {name!r:.80}", UNKNOWN_TOOL)
+        return error_result(f"unknown tool {quoted(name)}", UNKNOWN_TOOL)
     if not isinstance(arguments, dict) or not all(isinstance(key, str) for key in arguments):
         return error_result(
             f"arguments of tool {name!r} must be a JSON object, got {type(arguments).__name__}",

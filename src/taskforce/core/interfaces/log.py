@@ -3,7 +3,8 @@
 Mission text, prompts, model replies, tool arguments and the error messages that
 quote them never appear in a line at ``info`` or above; such a line carries
 :func:`text_fields` instead: the text's length and the start of its SHA-256. Text a
-client chose that a line does quote (a request's path) is cut by :func:`cut_text`.
+client chose that a line does quote (a request's path) is cut by :func:`cut_text`, and
+so is such text an error message quotes (:func:`quoted`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ __all__ = [
     "DIGEST_HEX_CHARS",
     "LOG_CATEGORIES",
     "MAX_PATH_CHARS",
+    "MAX_QUOTED_CHARS",
     "REDACTED",
     "SHORT_SECRET_CHARS",
     "LogCategory",
     "cut_text",
+    "quoted",
     "secret_scrubber",
     "text_fields",
 ]
@@ -38,6 +41,11 @@ DIGEST_HEX_CHARS = 16
 MAX_PATH_CHARS = 1024
 """The default of ``logging.max_path_chars``: the longest request path (query included)
 an access log line keeps."""
+
+MAX_QUOTED_CHARS = 80
+"""How much of a text an error message quotes: a mission's directive line, a tool's
+argument or name (the rest is counted, not repeated; the message reaches the model, the
+client and the session record)."""
 
 LogCategory = Literal[
     "lifecycle",  # service start-up, shutdown, configuration
@@ -93,6 +101,30 @@ def cut_text(text: str, max_chars: int) -> str:
     if len(text) <= max_chars:
         return text
     return f"{text[:max_chars]}...[+{len(text) - max_chars} chars]"
+
+
+def quoted(text: object, max_chars: int = MAX_QUOTED_CHARS) -> str:
+    """Quote ``text`` in an error message: its ``repr``, cut as :func:`cut_text` cuts.
+
+    Args:
+        text: The text, e.g. a directive line or a path a tool was given; anything else
+            (a JSON value where a string was due) is quoted as its ``repr``, cut.
+        max_chars: How many of its characters to quote; at least 1.
+
+    Returns:
+        ``repr(text)`` when it is no longer than ``max_chars``, else the ``repr`` of its
+        first ``max_chars`` characters followed by ``...[+N chars]``.
+
+    Raises:
+        ValueError: ``max_chars`` is less than 1.
+    """
+    if max_chars < 1:
+        raise ValueError(f"max_chars must be at least 1, got {max_chars}")
+    if not isinstance(text, str):
+        return cut_text(repr(text), max_chars)
+    if len(text) <= max_chars:
+        return repr(text)
+    return f"{text[:max_chars]!r}...[+{len(text) - max_chars} chars]"
 
 
 def secret_scrubber(secrets: Iterable[str]) -> Callable[[str], str]:

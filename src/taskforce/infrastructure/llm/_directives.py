@@ -14,6 +14,7 @@ from typing import Any
 
 from taskforce.core.domain.prompts import MISSION_PREFIX, OBSERVATION_PREFIX, PLAN_PROMPT
 from taskforce.core.interfaces.llm import LLM_ERROR_TYPES, ChatMessage, LLMErrorType
+from taskforce.core.interfaces.log import quoted
 from taskforce.errors import LLMProviderError
 
 __all__ = [
@@ -53,12 +54,15 @@ class ScriptedLLMError(LLMProviderError):
 
 
 class ScriptedDirectiveError(LLMProviderError):
-    """A directive line of the mission text cannot be read (a ``bad_request``)."""
+    """A directive line of the mission text cannot be read (a ``bad_request``).
+
+    The message quotes the line's start only (:func:`~taskforce.core.interfaces.log.quoted`).
+    """
 
     def __init__(self, line: int, text: str, reason: str) -> None:
         self.line = line
         super().__init__(
-            f"line {line} of the mission, {text!r}: {reason}", error_type="bad_request"
+            f"line {line} of the mission, {quoted(text)}: {reason}", error_type="bad_request"
         )
 
 

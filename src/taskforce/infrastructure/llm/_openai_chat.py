@@ -19,6 +19,7 @@ from openai.types.chat import (
 )
 
 from taskforce.core.interfaces.llm import LLMResult, ToolCall, ToolSchema, Usage
+from taskforce.core.interfaces.log import quoted
 from taskforce.infrastructure.llm._openai_errors import _InvalidResponse
 
 __all__ = ["_answer", "_decoded_call", "_extra", "_usage"]
@@ -35,12 +36,12 @@ def _decoded_call(call_id: str, name: str, raw_arguments: str | None) -> ToolCal
         arguments = json.loads(raw_arguments or "{}")
     except json.JSONDecodeError as exc:
         raise _InvalidResponse(
-            f"tool call {name!r} has arguments that are not JSON ({exc.msg})"
+            f"tool call {quoted(name)} has arguments that are not JSON ({exc.msg})"
         ) from exc
     except RecursionError as exc:
-        raise _InvalidResponse(f"tool call {name!r} has arguments nested too deeply") from exc
+        raise _InvalidResponse(f"tool call {quoted(name)} has arguments nested too deeply") from exc
     if not isinstance(arguments, dict):
-        raise _InvalidResponse(f"tool call {name!r} has arguments that are not a JSON object")
+        raise _InvalidResponse(f"tool call {quoted(name)} has arguments that are not a JSON object")
     return {"id": call_id, "name": name, "arguments": arguments}
 
 

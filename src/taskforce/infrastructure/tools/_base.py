@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
+from taskforce.core.interfaces.log import quoted
 from taskforce.core.interfaces.outcome import INVALID_ARGUMENTS
 from taskforce.core.interfaces.tools import ToolResult
 
@@ -97,7 +98,10 @@ def validate_arguments(schema: Mapping[str, Any], params: Mapping[str, Any]) -> 
         if name not in params
     ]
     if schema.get("additionalProperties") is False:
-        problems += [f"unexpected argument {name!r}" for name in params if name not in properties]
+        # the names are the caller's, of any length: quoted, cut
+        problems += [
+            f"unexpected argument {quoted(name)}" for name in params if name not in properties
+        ]
     for name, value in params.items():
         spec = properties.get(name)
         if isinstance(spec, Mapping):

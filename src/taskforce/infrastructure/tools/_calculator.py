@@ -13,6 +13,7 @@ import operator
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from taskforce.core.interfaces.log import quoted
 from taskforce.core.interfaces.tools import ToolResult
 from taskforce.infrastructure.tools._base import BaseTool, error_result, ok_result
 
@@ -110,7 +111,7 @@ class _Evaluator:
         if isinstance(node, ast.Name):
             if node.id in _CONSTANTS:
                 return _CONSTANTS[node.id]
-            raise _Refused(f"unknown name {node.id!r}", "UnknownName")
+            raise _Refused(f"unknown name {quoted(node.id)}", "UnknownName")
         if isinstance(node, ast.UnaryOp):
             return self._unary(node)
         if isinstance(node, ast.BinOp):
@@ -142,7 +143,7 @@ class _Evaluator:
     def _call(self, node: ast.Call) -> Number:
         if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCTIONS:
             name = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
-            raise _Refused(f"unknown function {name!r}", "UnknownName")
+            raise _Refused(f"unknown function {quoted(name)}", "UnknownName")
         if node.keywords:
             raise _Refused("keyword arguments are not supported", "UnsupportedOperation")
         name = node.func.id

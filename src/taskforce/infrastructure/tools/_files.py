@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from taskforce.core.interfaces.log import text_fields
+from taskforce.core.interfaces.log import quoted, text_fields
 from taskforce.core.interfaces.tools import ToolResult
 from taskforce.infrastructure.tools._base import BaseTool, error_result, ok_result
 from taskforce.infrastructure.tools._thread_pool import ToolThreadPool
@@ -69,33 +69,34 @@ class _WorkspaceTool(BaseTool):
         def resolve_and_act() -> Any:
             return action(self.workspace.resolve(raw, root))
 
+        shown = quoted(raw)  # the caller's, of any length: its start, for the messages below
         try:
             return ok_result(await self.pool.run(resolve_and_act))
         except PathRefused:
             structlog.get_logger(__name__).warning(
                 "tool.path.refused", category="security", tool=self.name, **text_fields("path", raw)
             )
-            return error_result(f"path {raw!r} is outside the workspace", "PathOutsideWorkspace")
+            return error_result(f"path {shown} is outside the workspace", "PathOutsideWorkspace")
         except Failure as exc:
-            return error_result(f"path {raw!r} {exc}", exc.error_type)
+            return error_result(f"path {shown} {exc}", exc.error_type)
         except _NotRegular:
             return error_result(
-                f"path {raw!r} is not a regular file (FIFO, device or socket)", "NotARegularFile"
+                f"path {shown} is not a regular file (FIFO, device or socket)", "NotARegularFile"
             )
         except FileNotFoundError:
-            return error_result(f"path {raw!r} does not exist", "FileNotFound")
+            return error_result(f"path {shown} does not exist", "FileNotFound")
         except IsADirectoryError:
-            return error_result(f"path {raw!r} is a directory", "IsADirectory")
+            return error_result(f"path {shown} is a directory", "IsADirectory")
         except NotADirectoryError:
-            return error_result(f"path {raw!r} is not a directory", "NotADirectory")
+            return error_result(f"path {shown} is not a directory", "NotADirectory")
         except PermissionError:
-            return error_result(f"permission denied for {raw!r}", "PermissionDenied")
+            return error_result(f"permission denied for {shown}", "PermissionDenied")
         except ValueError as exc:  # e.g. an embedded NUL byte
-            return error_result(f"invalid path {raw!r}: {exc}", "InvalidPath")
+            return error_result(f"invalid path {shown}: {exc}", "InvalidPath")
         except RecursionError:  # pathlib makes the missing parent folders one frame each
-            return error_result(f"invalid path {raw!r}: nests too deeply", "InvalidPath")
+            return error_result(f"invalid path {shown}: nests too deeply", "InvalidPath")
         except OSError as exc:
-            return error_result(f"cannot access {raw!r}: {exc.strerror or exc}", type(exc).__name__)
+            return error_result(f"cannot access {shown}: {exc.strerror or exc}", type(exc).__name__)
 
 
 def _check_regular(mode: int) -> None:
