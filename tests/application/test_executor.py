@@ -253,6 +253,37 @@ class TestExecuteMission:
             (step["index"], step["status"]) for step in record["steps"]
         ]
 
+    @pytest.mark.parametrize("is_streamed", [False, True])
+    async def test_an_agent_whose_run_raises_still_fails_only_its_mission(
+        self, monkeypatch: pytest.MonkeyPatch, is_streamed: bool
+    ) -> None:
+        """The executor's last resort: an agent that raises itself (not below its run) still
+        gives a failed result, error event and record, logged as agent.crashed."""
+
+        class RaisingAgent:
+            async def run(self, mission: str, *, on_event: Any = None) -> Any:
+                raise RuntimeError("secret mission detail")
+
+        store = MemoryStateStore()
+        executor = AgentExecutor(EchoLLM(), FakeRegistry(), store)
+        monkeypatch.setattr(executor, "_agent", lambda *_, **__: RaisingAgent())
+        crashed = "the mission stopped unexpectedly (RuntimeError)"
+        with capture_logs() as logs:
+            if is_streamed:
+                events = [e async for e in executor.execute_mission_streaming("m", "lean", "s")]
+                assert [crashed] == [e.data["error"] for e in events if e.kind == "error"]
+                result = events[-1].result
+                assert result is not None
+            else:
+                result = await executor.execute_mission("m", "lean", "s")
+        assert ("failed", "RuntimeError", crashed) == (
+            result.status,
+            result.error_type,
+            result.error,
+        )
+        assert ["RuntimeError"] == [r["error_type"] for r in store.missions("s")]
+        assert ["RuntimeError"] == [e["error_type"] for e in logs if e["event"] == "agent.crashed"]
+
     async def test_corrupt_state_fails_and_is_kept(self) -> None:
         """A corrupt session state fails the mission with that error and is never overwritten."""
         store = MemoryStateStore()
