@@ -20,6 +20,7 @@ from taskforce.core.interfaces import (
 from taskforce.errors import ToolNotFoundError, ToolTimeoutError
 from taskforce.observability import ToolProxy, ToolRegistryProxy, mission_scope
 from taskforce.observability.metrics import MetricSet
+from taskforce.observability.proxies import _tools
 from tests.observability.metric_samples import BrokenMetrics, faults, samples
 from tests.observability.proxy_fakes import FakeRegistry, FakeTool
 
@@ -50,6 +51,10 @@ def _raising(exc: BaseException) -> Any:
         raise exc
 
     return behaviour
+
+
+def _failing_classification(*args: Any) -> Any:
+    raise RuntimeError("the outcome could not be read")
 
 
 def _returning(result: Any) -> Any:
@@ -324,6 +329,27 @@ class TestToolProxyFaults:
             log["stage"],
             log["error_type"],
         )
+
+    async def test_a_result_the_outcome_cannot_read_is_returned_as_is(
+        self, metrics: MetricSet, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Classifying the result fails: the same object comes back, and a fault is counted."""
+        monkeypatch.setattr(_tools, "classify_tool_result", _failing_classification)
+        result = {"success": True}
+        assert result is await ToolProxy(FakeTool(behaviour=_returning(result)), metrics).execute()
+        assert {"tool": 1} == faults(metrics)
+        assert [] == _calls(metrics)
+
+    async def test_an_exception_the_outcome_cannot_read_is_raised_as_is(
+        self, metrics: MetricSet, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Classifying the exception fails: the tool's own exception object comes out."""
+        monkeypatch.setattr(_tools, "tool_exception_error_type", _failing_classification)
+        error = ValueError("tool")
+        with pytest.raises(ValueError) as caught:
+            await ToolProxy(FakeTool(behaviour=_raising(error)), metrics).execute()
+        assert error is caught.value
+        assert {"tool": 1} == faults(metrics)
 
     @pytest.mark.parametrize("odd", [None, ["not", "a", "dict"], {"success": "yes"}, {}])
     async def test_result_that_is_not_a_tool_result(self, metrics: MetricSet, odd: Any) -> None:

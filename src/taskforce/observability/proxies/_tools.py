@@ -23,6 +23,9 @@ uses, so the metrics, the mission and the ``tool.call.failed`` log line agree:
   ``KeyboardInterrupt``: nothing is recorded. The call has no outcome of its
   own, and counting it as a tool error would let client disconnects raise the
   tool failure rate; the mission is counted ``cancelled`` instead.
+- a result or an exception the outcome functions fail to read (a mapping whose
+  ``get`` raises, say): a fault of the proxy (stage ``tool``), and the call goes
+  on exactly as without it: the same result returned, the same exception raised.
 
 ``ToolRegistryProxy.get`` of a name that is not registered counts a failed
 call of that (guarded) tool name with ``error_type="unknown_tool"``, duration
@@ -156,14 +159,16 @@ class ToolProxy(ObservingProxy[_ToolT]):
         try:
             result = await wrapped.execute(**params)
         except BaseException as exc:  # always re-raised: only the outcome is read here
-            failed = tool_exception_error_type(exc, TOOL_TIME_LIMIT.get())
-            if failed is not None:  # None: the mission was cancelled, the call has no outcome
-                _record_failure(self, wrapped, None, started, failed)
+            _record_raised(self, wrapped, started, exc)
             raise
-        error_type = classify_tool_result(result)
-        limit = TOOL_TIME_LIMIT.get()
-        if limit is not None and limit.expired:  # it caught the timeout's cancellation
-            error_type = TIMEOUT
+        try:
+            error_type = classify_tool_result(result)
+            limit = TOOL_TIME_LIMIT.get()
+            if limit is not None and limit.expired:  # it caught the timeout's cancellation
+                error_type = TIMEOUT
+        except Exception as exc:  # the result is returned as it came, whatever reading it did
+            report_fault(self._self_metrics, "ToolProxy", _STAGE, exc)
+            return result
         if error_type is not None:
             _record_failure(self, wrapped, None, started, error_type)
             return result
@@ -181,6 +186,17 @@ class ToolProxy(ObservingProxy[_ToolT]):
         except Exception as exc:
             report_fault(self._self_metrics, "ToolProxy", _STAGE, exc)
         return result
+
+
+def _record_raised(proxy: ToolProxy[Any], tool: Any, started: float, exc: BaseException) -> None:
+    """Record a call that raised ``exc``; a fault here is counted, never raised over ``exc``."""
+    try:
+        failed = tool_exception_error_type(exc, TOOL_TIME_LIMIT.get())
+    except Exception as fault:
+        report_fault(proxy._self_metrics, "ToolProxy", _STAGE, fault)
+        return
+    if failed is not None:  # None: the mission was cancelled, the call has no outcome
+        _record_failure(proxy, tool, None, started, failed)
 
 
 def _record_failure(
