@@ -1,18 +1,20 @@
 """A user's own misbehaving parts on a real server: metrics on or off, the same answers.
 
-Two servers on 127.0.0.1 hold the same custom tools (registered on their containers,
-as ``examples/custom_tool.py`` does): one with metrics on, one with them off. Every
-tool here misbehaves in its own way (odd values, odd exceptions). Each mission must
-get the same answer from both servers, plain and streamed, in both flows; the
-observability layer changes nothing. Afterwards both servers still serve, and the
-scrape of the observed one passes ``promtool check metrics``.
+Two servers on 127.0.0.1 hold the same custom parts: tools registered on their
+containers (as ``examples/custom_tool.py`` does) and an LLM provider passed to
+``build_container`` (as ``examples/custom_provider.py`` does); one server has metrics
+on, the other off. Every part here misbehaves in its own way (odd values, odd
+exceptions, odd stream chunks). Each mission must get the same answer from both
+servers, plain and streamed, in both flows: the observability layer changes
+nothing. Afterwards both servers still serve, and the scrape of the observed one
+passes ``promtool check metrics``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,8 @@ import pytest
 from taskforce.api.server import create_app
 from taskforce.application.container import Container, build_container
 from taskforce.config import Settings
+from taskforce.core.interfaces import ChatMessage
+from taskforce.infrastructure.llm import ScriptedLLMProvider
 from tests.api.conftest import parse_sse
 from tests.support.binaries import require_binary
 from tests.support.live_server import LiveServer, serve
@@ -96,13 +100,112 @@ class _OddTool:
         return _TOOLS[self.name]()
 
 
+class _NoMembership(dict[str, Any]):
+    """A stream chunk whose ``in`` fails."""
+
+    def __contains__(self, key: object) -> bool:
+        raise RuntimeError("membership failed")
+
+
+def _answer_with(**fields: Any) -> Callable[[], Any]:
+    def answer() -> Any:
+        result = {"success": True, "content": "done", "tool_calls": [], "model": "odd-1"}
+        return result | {"usage": {"prompt_tokens": 3, "completion_tokens": 2}} | fields
+
+    return answer
+
+
+def _raising_attribute(name: str) -> Callable[[], Any]:
+    def fail(_: object) -> Any:
+        raise RuntimeError(f"{name} failed")
+
+    return _raises(type("OddProviderError", (Exception,), {name: property(fail)})("odd"))
+
+
+#: mission marker -> what the provider's complete/generate returns (called) or raises.
+_ANSWERS: dict[str, Callable[[], Any]] = {
+    "usage-float": _answer_with(usage={"prompt_tokens": 3.5, "completion_tokens": 2.0}),
+    "usage-negative": _answer_with(usage={"prompt_tokens": -3, "completion_tokens": 2}),
+    "usage-bool": _answer_with(usage={"prompt_tokens": True, "completion_tokens": False}),
+    "usage-str-numbers": _answer_with(usage={"prompt_tokens": "3", "completion_tokens": "2"}),
+    "usage-nested": _answer_with(usage={"prompt_tokens": {"n": 3}, "completion_tokens": [2]}),
+    "usage-nan-inf": _answer_with(
+        usage={"prompt_tokens": float("nan"), "completion_tokens": float("inf")}
+    ),
+    "usage-text": _answer_with(usage="many"),
+    "model-int": _answer_with(model=42),
+    "model-list": _answer_with(model=["odd"]),
+    "model-surrogate": _answer_with(model="odd-\ud800"),
+    "model-quote-newline": _answer_with(model='odd"\n\\'),
+    "attempts-odd": _answer_with(attempts=[1, None, "x"]),
+    "error-type-unhashable": lambda: {"success": False, "error": "x", "error_type": ["timeout"]},
+    "raises-error-type-attribute": _raising_attribute("error_type"),
+    "raises-usage-attribute": _raising_attribute("usage"),
+    "raises-system-exit": _raises(SystemExit(2)),
+    "raises-generator-exit": _raises(GeneratorExit()),
+    "raises-own-cancellation": _raises(asyncio.CancelledError()),
+}
+
+#: mission marker -> the chunks the provider's stream yields (an exception: raised there).
+_STREAMS: dict[str, Callable[[], list[Any]]] = {
+    "chunk-no-membership": lambda: [_NoMembership(content="x"), {"done": True}],
+    "chunk-none": lambda: [{"content": "x"}, None],
+    "chunk-raises-mid-way": lambda: [{"content": "x"}, RuntimeError("mid-way")],
+    "chunk-system-exit": lambda: [{"content": "x"}, SystemExit(1)],
+    "chunk-odd-report": lambda: [
+        {"content": "x", "attempts": "odd"},
+        {"done": True, "model": ["odd"], "usage": {"prompt_tokens": -1}},
+    ],
+    "chunk-content-not-text": lambda: [{"content": 5}, {"done": True}],
+}
+
+
+def _marker(texts: Sequence[object], table: dict[str, Any]) -> str | None:
+    """The odd case a mission names (``odd:<marker>`` anywhere in what is sent), if any."""
+    for text in texts:
+        if isinstance(text, str) and "odd:" in text:
+            found = text.split("odd:", 1)[1].split()[0]
+            if found in table:
+                return found
+    return None
+
+
+class _OddProvider(ScriptedLLMProvider):
+    """A user's provider: the scripted one, but odd for a mission that names an odd case."""
+
+    async def complete(self, messages: Sequence[ChatMessage], *args: Any, **kwargs: Any) -> Any:
+        odd = _marker([m.get("content") for m in messages], _ANSWERS)
+        if odd is None:
+            return await super().complete(messages, *args, **kwargs)
+        return _ANSWERS[odd]()
+
+    async def generate(self, prompt: str, *args: Any, **kwargs: Any) -> Any:
+        odd = _marker([prompt], _ANSWERS)
+        if odd is None:
+            return await super().generate(prompt, *args, **kwargs)
+        return _ANSWERS[odd]()
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], *args: Any, **kwargs: Any
+    ) -> AsyncGenerator[Any, None]:
+        odd = _marker([m.get("content") for m in messages], _STREAMS)
+        if odd is None:
+            async for chunk in super().stream(messages, *args, **kwargs):
+                yield chunk
+            return
+        for chunk in _STREAMS[odd]():
+            if isinstance(chunk, BaseException):
+                raise chunk
+            yield chunk
+
+
 def _container(root: Path, *, metrics: bool) -> Container:
     settings = Settings(
         state_dir=root / "state",
         workspace_dir=root / "workspace",
         metrics={"enabled": metrics},
     )
-    container = build_container(settings)
+    container = build_container(settings, llm_provider=_OddProvider("odd-1"))
     for name in _TOOLS:
         container.tool_registry.register(_OddTool(name))
     return container
@@ -173,13 +276,20 @@ async def _same_answers(clients: dict[bool, httpx.AsyncClient], mission: str) ->
             assert plain == observed, (route, agent_type)
 
 
-class TestOddTools:
-    @pytest.mark.parametrize("name", list(_TOOLS))
+#: Every mission of the module: one per odd tool, odd answer and odd stream.
+_MISSIONS = {
+    **{name: f"tool:{name} {{}}" for name in _TOOLS},
+    **{marker: f"odd:{marker}" for marker in [*_ANSWERS, *_STREAMS]},
+}
+
+
+class TestOddParts:
+    @pytest.mark.parametrize("case", list(_MISSIONS))
     async def test_same_answer_with_metrics_on_and_off(
-        self, clients: dict[bool, httpx.AsyncClient], name: str
+        self, clients: dict[bool, httpx.AsyncClient], case: str
     ) -> None:
-        """A misbehaving tool's mission ends the same way whether metrics are on or off."""
-        await _same_answers(clients, f"tool:{name} {{}}")
+        """A mission of a misbehaving tool or provider ends the same way either way."""
+        await _same_answers(clients, _MISSIONS[case])
 
 
 class TestAfterTheOddParts:

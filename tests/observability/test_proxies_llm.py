@@ -330,6 +330,13 @@ class TestGenerate:
         assert {"none": ((1, 1.0), (1, 10.0))} == _packs(metrics)
 
 
+class _NoMembership(dict[str, Any]):
+    """A stream chunk whose ``in`` fails."""
+
+    def __contains__(self, key: object) -> bool:
+        raise RuntimeError("membership failed")
+
+
 class TestStream:
     async def test_full_stream(self, metrics: MetricSet) -> None:
         """A stream read to its end: same chunks, TTFT once, one success request, last usage."""
@@ -531,6 +538,19 @@ class TestLLMFaults:
             ("StreamingLLMProviderProxy", "llm.stream"),
             ("StreamingLLMProviderProxy", "llm.ttft"),
         ] == [(log["proxy"], log["stage"]) for log in logs]
+
+    async def test_a_chunk_that_cannot_say_if_it_has_text_is_passed_on(
+        self, metrics: MetricSet
+    ) -> None:
+        """A chunk whose ``in`` raises reaches the consumer; the stream ends as it would."""
+        odd = _NoMembership(content="hel")
+        provider = FakeStreamingProvider([odd, {"done": True, "model": "m-1"}])
+        chunks = [c async for c in observe_llm_provider(provider, metrics).stream(MESSAGES)]
+        assert provider.chunks == chunks
+        assert odd is chunks[0]
+        assert [("m-1", "none", "stream", "success")] == _requests(metrics)
+        assert {"llm": 1} == faults(metrics)
+        assert {} == _ttft(metrics)
 
     async def test_malformed_messages_are_a_fault(self, metrics: MetricSet) -> None:
         """Messages the pack estimate cannot read: the call still works, the request counts."""

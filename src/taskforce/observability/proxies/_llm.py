@@ -48,7 +48,7 @@ attribute, else ``unknown``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from time import perf_counter
 from typing import Any, TypeVar, cast
 
@@ -297,8 +297,8 @@ class StreamingLLMProviderProxy(LLMProviderProxy[_StreamingT]):
             try:
                 async for chunk in chunks:
                     # The first text delta, not the last chunk of an answer without text.
-                    if first_chunk_at is None and isinstance(chunk, dict) and "content" in chunk:
-                        first_chunk_at = perf_counter()
+                    if first_chunk_at is None and isinstance(chunk, dict):
+                        first_chunk_at = _text_delta_at(self, chunk)
                     if first is _NO_CHUNK:
                         first = chunk
                     last = chunk
@@ -322,6 +322,18 @@ class StreamingLLMProviderProxy(LLMProviderProxy[_StreamingT]):
                 _record_stream(
                     self, wrapped, started, first_chunk_at, error, (first, last), args, kwargs
                 )
+
+
+def _text_delta_at(proxy: LLMProviderProxy[Any], chunk: Mapping[str, Any]) -> float | None:
+    """Now, if ``chunk`` is a text delta; a chunk that cannot say so is a fault, not a delta.
+
+    The consumer gets the chunk either way: reading it must not end the stream.
+    """
+    try:
+        return perf_counter() if "content" in chunk else None
+    except Exception as exc:
+        report_fault(proxy._self_metrics, type(proxy).__name__, "llm.ttft", exc)
+        return None
 
 
 def _model(wrapped: Any, reported: Any, operation: str, args: tuple[Any, ...], kwargs: Any) -> str:
