@@ -137,6 +137,7 @@ _ANSWERS: dict[str, Callable[[], Any]] = {
     "model-list": _answer_with(model=["odd"]),
     "model-surrogate": _answer_with(model="odd-\ud800"),
     "model-quote-newline": _answer_with(model='odd"\n\\'),
+    "model-long": _answer_with(model="m" * 10_000),
     "attempts-odd": _answer_with(attempts=[1, None, "x"]),
     "error-type-unhashable": lambda: {"success": False, "error": "x", "error_type": ["timeout"]},
     "raises-error-type-attribute": _raising_attribute("error_type"),

@@ -206,6 +206,20 @@ class TestSpend:
         assert ["deployment-0", "deployment-1", "deployment-2", "other"] == missing
         assert 4 == len(metrics.unpriced_models)
 
+    async def test_the_model_is_logged_as_its_label_has_it(self) -> None:
+        """A model name a provider made up is logged cut to a label's length, never whole."""
+        metrics = MetricSet(llm_prices={"gpt-4o": (1.0, 1.0)})
+        provider = instrument(FakeProvider(), metrics)
+        provider.answer = dict(provider.answer, model="m" * 10_000)
+
+        with capture_logs() as logs:
+            await provider.complete([{"role": "user", "content": "hi"}])
+
+        missing = [e["model"] for e in logs if e["event"] == "llm.price.missing"]
+        labelled = {labels["model"] for labels in series(metrics, "taskforce_llm_tokens_total")}
+        assert ["m" * 128] == missing
+        assert {"m" * 128} == labelled
+
     async def test_no_prices_at_all_is_a_note(self, tmp_path: Path) -> None:
         """Without llm.prices the missing price is logged at info, still once."""
         container = _build(tmp_path)

@@ -19,6 +19,7 @@ from typing import Protocol
 import structlog
 
 from taskforce.core.interfaces.llm import LLM_ERROR_TYPES
+from taskforce.core.interfaces.outcome import label_safe
 from taskforce.observability.metrics import CounterChild, Family, MetricSet
 from taskforce.observability.metrics._catalog import OTHER
 
@@ -116,12 +117,14 @@ def record_outcome(
 
 
 def _note_unpriced(metrics: MetricSet, model: str) -> None:
-    """Log ``llm.price.missing`` once for ``model``.
+    """Log ``llm.price.missing`` once for ``model``, as its label has it (``label_safe``).
 
     Once ``metrics.max_label_values`` models are remembered, any further one is
     ``other``, as its series are: a provider that names a new model on every call
     logs a bounded number of lines and keeps a bounded set.
     """
+    # as the model label has it: the provider's text, cut to length and writable as UTF-8
+    model = label_safe(model)
     unpriced = metrics.unpriced_models
     if model in unpriced:
         return
