@@ -133,6 +133,9 @@ _ANSWERS: dict[str, Callable[[], Any]] = {
         usage={"prompt_tokens": float("nan"), "completion_tokens": float("inf")}
     ),
     "usage-text": _answer_with(usage="many"),
+    # past float64, and past the digits Python writes: no scrape could hold either
+    "usage-past-float": _answer_with(usage={"prompt_tokens": 10**400, "completion_tokens": 1}),
+    "usage-past-digits": _answer_with(usage={"prompt_tokens": 1, "completion_tokens": 10**5000}),
     "model-int": _answer_with(model=42),
     "model-list": _answer_with(model=["odd"]),
     "model-surrogate": _answer_with(model="odd-\ud800"),

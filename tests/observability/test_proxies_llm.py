@@ -571,6 +571,10 @@ class TestTokenReports:
             {"prompt_tokens": True, "completion_tokens": 5},
             {"prompt_tokens": float("inf"), "completion_tokens": 5},
             {"prompt_tokens": 10, "completion_tokens": float("nan")},
+            # past what a sample holds: a scrape could not write it, or promtool read it
+            {"prompt_tokens": 10**400, "completion_tokens": 5},
+            {"prompt_tokens": 10, "completion_tokens": 10**5000},
+            {"prompt_tokens": 2**53 + 1, "completion_tokens": 5},
         ],
     )
     async def test_a_count_that_is_not_one_is_a_fault_and_loses_nothing_else(
@@ -590,6 +594,7 @@ class TestTokenReports:
         assert {"llm": 1} == faults(metrics)
         assert {("m", "none", "rate_limit"): 1} == samples(metrics, "taskforce_llm_retries_total")
         assert [("m", "none", "complete", "success")] == _requests(metrics)
+        assert metrics.render().endswith(b"\n")  # the scrape is still written
 
     async def test_whole_floats_are_counts(self, metrics: MetricSet) -> None:
         """``12.0`` tokens are 12 tokens."""

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from taskforce.observability.metrics._catalog import CATALOG, MetricSpec
 from taskforce.observability.metrics._children import (
+    MAX_COUNT,
     CounterChild,
     CounterPair,
     GaugeChild,
     HistogramChild,
+    as_count,
 )
 from taskforce.observability.metrics._family import CallbackFamily, Family, Sample
 from taskforce.observability.metrics._guard import LabelGuard
@@ -22,6 +24,7 @@ from taskforce.observability.metrics._render import CONTENT_TYPE
 __all__ = [
     "CATALOG",
     "CONTENT_TYPE",
+    "MAX_COUNT",
     "CallbackFamily",
     "CounterChild",
     "CounterPair",
@@ -32,6 +35,7 @@ __all__ = [
     "MetricSet",
     "MetricSpec",
     "Sample",
+    "as_count",
     "observe_process",
     "process_families",
 ]

@@ -65,11 +65,13 @@ from taskforce.core.interfaces.outcome import (
     llm_exception_error_type,
 )
 from taskforce.observability.metrics import (
+    MAX_COUNT,
     CounterChild,
     CounterPair,
     Family,
     HistogramChild,
     MetricSet,
+    as_count,
 )
 from taskforce.observability.metrics._catalog import (
     CONTEXT_PACK_MESSAGES,
@@ -452,8 +454,8 @@ def _record_call(
             if not (
                 type(input_tokens) is int
                 and type(output_tokens) is int
-                and input_tokens >= 0
-                and output_tokens >= 0
+                and 0 <= input_tokens <= MAX_COUNT
+                and 0 <= output_tokens <= MAX_COUNT
             ):
                 input_tokens, output_tokens = _token_counts(proxy, input_tokens, output_tokens)
             if input_tokens or output_tokens:  # no token series until a provider reports some
@@ -517,19 +519,17 @@ def _record_cancelled(
 def _token_counts(proxy: LLMProviderProxy[Any], *counts: Any) -> tuple[int, int]:
     """The reported token counts as ints, or ``(0, 0)`` and a fault if one is not a count.
 
-    A whole float (``12.0``) is a count. Anything else (negative, fractional, not a
-    number) is not written: a bad report must neither fail the record, and with it
-    the call's retries and failure, nor corrupt the token and spend series.
+    A whole float (``12.0``) is a count (``as_count``). Anything else (negative,
+    fractional, not a number, past ``MAX_COUNT``) is not written: a bad report must
+    neither fail the record, and with it the call's retries and failure, nor corrupt
+    the token and spend series, nor make the scrape unreadable.
     """
-    try:
-        if all(
-            type(count) in (int, float) and count >= 0 and float(count).is_integer()
-            for count in counts
-        ):
-            return int(counts[0]), int(counts[1])
-    except (OverflowError, ValueError):  # inf, nan
-        pass
-    error = ValueError(f"the provider reported token counts that are not counts: {counts!r:.80}")
+    first, second = as_count(counts[0]), as_count(counts[1])
+    if first is not None and second is not None:
+        return first, second
+    # named by type: the values may be too long to print, and are the provider's to choose
+    kinds = ", ".join(type(count).__name__ for count in counts)
+    error = ValueError(f"the provider reported token counts that are not counts ({kinds})")
     report_fault(proxy._self_metrics, type(proxy).__name__, "llm.usage", error)
     return 0, 0
 
