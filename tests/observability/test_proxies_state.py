@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from taskforce.core.interfaces import StateStoreProtocol
+from taskforce.core.interfaces import AppendResult, StateStoreProtocol
 from taskforce.errors import StateStoreError
 from taskforce.infrastructure.state import FileStateStore
 from taskforce.observability import StateStoreProxy
@@ -118,6 +118,27 @@ class TestStateStoreProxyAppend:
         second = await proxy.append("s", {"m": 2})
         assert (100, 200) == (first.size_bytes, second.size_bytes)
         assert [(2, 300)] == _sizes(metrics)
+
+    @pytest.mark.parametrize(
+        "size",
+        [float("inf"), float("nan"), -1, 1.5, 10**400, True, "12", None],
+        ids=["inf", "nan", "negative", "fraction", "past-float", "bool", "text", "none"],
+    )
+    async def test_a_size_that_is_not_a_count_is_a_fault(
+        self, metrics: MetricSet, size: object
+    ) -> None:
+        """A store of one's own reports an odd size: its result comes back, nothing observed."""
+
+        class OddSizeStore(FakeStore):
+            async def append(self, session_id: str, record: dict[str, Any]) -> AppendResult:
+                await super().append(session_id, record)
+                return AppendResult(size_bytes=size, records=1)  # type: ignore[arg-type]
+
+        appended = await StateStoreProxy(OddSizeStore(), metrics).append("s", {})
+        assert size is appended.size_bytes
+        assert [] == _sizes(metrics)
+        assert {"state": 1} == faults(metrics)
+        assert b"_sum 0.0\n" in metrics.render()
 
     async def test_append_error_passes_through_unrecorded(self, metrics: MetricSet) -> None:
         """A failing append raises the same exception object and records nothing."""

@@ -5,13 +5,16 @@ the ``STATE_ERRORS`` family by operation (the exception passes through
 unchanged): a corrupt file, a full disk or a database that went away shows as a
 rate an operator can alert on, whichever store is configured.
 
-After an ``append`` the size is the session's size the store reported. After a
+After an ``append`` the size is the session's size the store reported; a size that
+is not a count (``as_count``: negative, fractional, not finite, past ``MAX_COUNT``,
+not a number) is a fault of this proxy, counted and logged once, and not observed:
+one infinite size would hold the histogram's sum at ``+Inf`` for good. After a
 ``save`` it is what ``save`` returned (the bytes the store persisted, per
 ``StateStoreProtocol``), recorded only after ``save`` succeeded. A store that
-returns ``None`` gets the length in bytes of the state's JSON text (UTF-8)
-instead, at the cost of serialising it a second time; a state that cannot be
-serialised (the store accepted it anyway) is a fault of this proxy, counted
-and logged once.
+returns ``None`` (or anything that is not a count) gets the length in bytes of the
+state's JSON text (UTF-8) instead, at the cost of serialising it a second time; a
+state that cannot be serialised (the store accepted it anyway) is a fault of this
+proxy, counted and logged once.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from taskforce.core.interfaces.state import (
     SessionState,
     StateStoreProtocol,
 )
-from taskforce.observability.metrics import MetricSet
+from taskforce.observability.metrics import MetricSet, as_count
 from taskforce.observability.metrics._catalog import STATE_ERRORS, STATE_OPERATIONS, STATE_SIZE
 from taskforce.observability.proxies._base import ObservingProxy, report_fault
 
@@ -94,7 +97,12 @@ class StateStoreProxy(ObservingProxy[_StoreT]):
             self._self_count_error("append")
             raise
         try:
-            self._self_size.observe(appended.size_bytes)
+            size = as_count(appended.size_bytes)
+            if size is None:
+                # named by type: what a store of one's own reports may be too long to print
+                kind = type(appended.size_bytes).__name__
+                raise ValueError(f"the store reported a size that is not a count ({kind})")
+            self._self_size.observe(size)
         except Exception as exc:
             report_fault(self._self_metrics, "StateStoreProxy", "state.append", exc)
         return appended
@@ -119,9 +127,8 @@ class StateStoreProxy(ObservingProxy[_StoreT]):
             self._self_count_error("save")
             raise
         try:
-            if isinstance(saved, int) and not isinstance(saved, bool) and saved >= 0:
-                size = saved
-            else:
+            size = as_count(saved)
+            if size is None:
                 # sort_keys would only cost time: key order does not change the length.
                 size = len(json.dumps(state, ensure_ascii=False).encode())
             self._self_size.observe(size)
