@@ -57,6 +57,16 @@ def _failing_classification(*args: Any) -> Any:
     raise RuntimeError("the outcome could not be read")
 
 
+def _enter(subject: Any) -> None:
+    with subject:
+        pass
+
+
+async def _enter_async(subject: Any) -> None:
+    async with subject:
+        pass
+
+
 def _returning(result: Any) -> Any:
     async def behaviour(**params: Any) -> Any:
         return result
@@ -111,6 +121,18 @@ class TestToolProxyParity:
         with pytest.raises(ValueError) as caught:
             await proxy.execute()
         assert error is caught.value
+
+    async def test_a_tool_that_is_no_context_manager_is_none_through_the_proxy(
+        self, metrics: MetricSet
+    ) -> None:
+        """``with``/``async with`` on the proxy fail as on the tool: the same TypeError."""
+        tool = FakeTool()
+        proxy = ToolProxy(tool, metrics)
+        for subject in (tool, proxy):
+            with pytest.raises(TypeError, match="'FakeTool' object does not support the cont"):
+                _enter(subject)
+            with pytest.raises(TypeError, match="'FakeTool' object does not support the asyn"):
+                await _enter_async(subject)
 
     def test_copy_and_pickle_refused(self, metrics: MetricSet) -> None:
         """A proxy cannot be copied or pickled (wrapt's default, kept on purpose)."""

@@ -128,13 +128,33 @@ class ObservingProxy(_ProxyBase[_T]):
     # wrapt delegates __enter__ to the wrapped object, which returns itself:
     # the body of the ``with`` would then use the raw, unobserved object.
     def __enter__(self) -> Any:
-        entered = self.__wrapped__.__enter__()  # type: ignore[attr-defined]
-        return self if entered is self.__wrapped__ else entered
+        wrapped = self.__wrapped__
+        entered = _protocol_method(wrapped, "__enter__", "__exit__", "")(wrapped)
+        return self if entered is wrapped else entered
 
     # Same as __enter__: hand out the proxy, not the raw object, from ``async with``.
     async def __aenter__(self) -> Any:
-        entered = await self.__wrapped__.__aenter__()  # type: ignore[attr-defined]
-        return self if entered is self.__wrapped__ else entered
+        wrapped = self.__wrapped__
+        enter = _protocol_method(wrapped, "__aenter__", "__aexit__", "asynchronous ")
+        entered = await enter(wrapped)
+        return self if entered is wrapped else entered
+
+
+def _protocol_method(wrapped: object, enter: str, exit_: str, kind: str) -> Any:
+    """The wrapped object's ``enter`` method, looked up on its type as ``with`` does.
+
+    A ``with`` on an object without the protocol raises ``TypeError``; the proxy, whose
+    class has both methods, must raise that too rather than an ``AttributeError``.
+
+    Raises:
+        TypeError: The type lacks ``enter`` or ``exit_``, in Python's own words.
+    """
+    cls = type(wrapped)
+    method = getattr(cls, enter, None)
+    if method is None or getattr(cls, exit_, None) is None:
+        name = cls.__name__
+        raise TypeError(f"{name!r} object does not support the {kind}context manager protocol")
+    return method
 
 
 def is_observing_proxy(obj: object) -> bool:
