@@ -291,6 +291,39 @@ class TestPassThrough:
         assert [(scope, receive, send)] == seen
         assert [] == series(metrics, "taskforce_http_requests_total")
 
+    async def test_what_the_app_writes_to_the_scope_reaches_the_caller(
+        self, metrics: MetricSet
+    ) -> None:
+        """A middleware around this one sees the app's scope writes, as without metrics,
+        when the app answers and after it returned."""
+        app = Starlette(routes=[Route("/items/{item_id}", _item)])
+
+        async def marking(scope: Scope, receive: Receive, send: Send) -> None:
+            scope["marked"] = True
+            scope.setdefault("state", {})["user"] = "u"
+            del scope["query_string"]
+            await app(scope, receive, send)
+
+        scope = _scope("/items/7")
+        seen_at_start: list[Any] = []
+
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                seen_at_start.append(scope.get("route"))
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        await HTTPMetricsMiddleware(marking, metrics)(scope, receive, send)
+        (route,) = seen_at_start
+        assert "/items/{item_id}" == route.path
+        assert route is scope["route"]
+        assert _item is scope["endpoint"]
+        assert {"item_id": "7"} == scope["path_params"]
+        assert (True, {"user": "u"}) == (scope["marked"], scope["state"])
+        assert "query_string" not in scope
+        assert 1 == _requests(metrics, "GET", "/items/{item_id}", "200")
+
 
 class TestRouteFromStarlette:
     async def test_full_match_then_partial_then_unmatched(self, metrics: MetricSet) -> None:

@@ -36,12 +36,18 @@ _METHODS = frozenset(HTTP_METHODS)
 
 
 class _RouteScope(dict[str, Any]):
-    """An ASGI scope that keeps the first ``route`` a router writes to it."""
+    """An ASGI scope that keeps the first ``route`` a router writes to it.
 
-    __slots__ = ("route",)
+    Every write is made to the scope it was copied from too: a middleware around this
+    one (a user's, added after ``create_app``) reads what the app wrote (``route``,
+    ``endpoint``, ``path_params``) as it would without metrics.
+    """
+
+    __slots__ = ("origin", "route")
 
     def __init__(self, scope: Scope) -> None:
         super().__init__(scope)
+        self.origin = scope
         self.route: Any = None
 
     # Starlette's Router sets scope["route"] item by item ...
@@ -49,13 +55,32 @@ class _RouteScope(dict[str, Any]):
         if key == "route" and self.route is None:
             self.route = value
         super().__setitem__(key, value)
+        self.origin[key] = value
 
     # ... FastAPI's router merges it in with the rest of the route's child scope.
     def update(self, *args: Any, **kwargs: Any) -> None:
         """Update like ``dict.update``; remember the first ``route`` it brings."""
-        super().update(*args, **kwargs)
+        changes = dict(*args, **kwargs)
+        super().update(changes)
+        self.origin.update(changes)
         if self.route is None:
             self.route = super().get("route")
+
+    # The other ways to write a dict, written through as well (dict's own skip __setitem__).
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        """Like ``dict.setdefault``, written through to the original scope."""
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self.origin.pop(key, None)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        """Like ``dict.pop``, written through to the original scope."""
+        self.origin.pop(key, None)
+        return super().pop(key, *default)
 
 
 def _template(route: Any) -> str:
