@@ -52,9 +52,17 @@ def report_fault(metrics: MetricSet, proxy: str, stage: str, exc: Exception) -> 
             proxy=proxy,
             stage=stage,
             error_type=type(exc).__name__,
-            error=str(exc),
+            error=_message(exc),
             once=True,
         )
+
+
+def _message(exc: Exception) -> str:
+    """``str(exc)``; a placeholder when that raises (the line is logged only once)."""
+    try:
+        return str(exc)
+    except Exception:  # a user's exception whose __str__ fails (it reached a proxy)
+        return f"<the message of this {type(exc).__name__} could not be read>"
 
 
 def count_log_faults_in(metrics: MetricSet) -> None:
