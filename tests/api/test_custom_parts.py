@@ -6,7 +6,9 @@ containers (as ``examples/custom_tool.py`` does) and an LLM provider passed to
 on, the other off. Every part here misbehaves in its own way (odd values, odd
 exceptions, odd stream chunks). Each mission must get the same answer from both
 servers, plain and streamed, in both flows: the observability layer changes
-nothing. Afterwards both servers still serve, and the scrape of the observed one
+nothing. And a misbehaving part fails its call, or its mission, never the request: the
+answer is a 200 with the mission's result, and a stream ends with its ``result`` event.
+Afterwards both servers still serve, and the scrape of the observed one
 passes ``promtool check metrics``.
 """
 
@@ -29,36 +31,17 @@ from taskforce.infrastructure.llm import ScriptedLLMProvider
 from tests.api.conftest import parse_sse
 from tests.support.binaries import require_binary
 from tests.support.live_server import LiveServer, serve
+from tests.support.odd_values import (
+    NoItems,
+    NoMembership,
+    RaisingGet,
+    Unequal,
+    UnequalArgument,
+    Unprintable,
+    UnprintableText,
+)
 
 pytestmark = pytest.mark.integration
-
-
-class _RaisingGet(dict[str, Any]):
-    """A result mapping whose ``get`` fails."""
-
-    def get(self, *args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("get failed")
-
-
-class _Unequal(str):
-    """A text whose comparisons fail."""
-
-    __hash__ = str.__hash__
-
-    def __eq__(self, other: object) -> bool:
-        raise RuntimeError("eq failed")
-
-    def __ne__(self, other: object) -> bool:
-        raise RuntimeError("ne failed")
-
-
-class _UnequalArgument:
-    """An object whose comparisons fail, carried by a cancellation."""
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __eq__(self, other: object) -> bool:
-        raise RuntimeError("eq failed")
 
 
 def _raises(exc: BaseException) -> Callable[[], Any]:
@@ -70,11 +53,11 @@ def _raises(exc: BaseException) -> Callable[[], Any]:
 
 #: tool name -> what its ``execute`` returns (called) or raises.
 _TOOLS: dict[str, Callable[[], Any]] = {
-    "odd_get_raises": lambda: _RaisingGet(success=True, output=1),
+    "odd_get_raises": lambda: RaisingGet(success=True, output=1),
     "odd_error_type_unequal": lambda: {
         "success": False,
         "error": "x",
-        "error_type": _Unequal("custom"),
+        "error_type": Unequal("custom"),
     },
     "odd_nan_inf_output": lambda: {"success": True, "output": [float("nan"), float("inf")]},
     "odd_non_str_keys": lambda: {"success": True, 1: "one", None: "none"},
@@ -82,8 +65,11 @@ _TOOLS: dict[str, Callable[[], Any]] = {
     "odd_generator": lambda: (n for n in range(3)),
     "odd_system_exit": _raises(SystemExit(3)),
     "odd_generator_exit": _raises(GeneratorExit()),
-    "odd_cancelled_unequal": _raises(asyncio.CancelledError(_UnequalArgument())),
+    "odd_cancelled_unequal": _raises(asyncio.CancelledError(UnequalArgument())),
     "odd_exception_group": _raises(ExceptionGroup("group", [ValueError("inner")])),
+    "odd_no_membership": lambda: NoMembership(success=True, output=1),
+    "odd_no_items": lambda: NoItems(success=True, output=1),
+    "odd_unprintable": _raises(Unprintable()),
 }
 
 
@@ -98,13 +84,6 @@ class _OddTool:
 
     async def execute(self, **params: Any) -> Any:
         return _TOOLS[self.name]()
-
-
-class _NoMembership(dict[str, Any]):
-    """A stream chunk whose ``in`` fails."""
-
-    def __contains__(self, key: object) -> bool:
-        raise RuntimeError("membership failed")
 
 
 def _answer_with(**fields: Any) -> Callable[[], Any]:
@@ -148,11 +127,13 @@ _ANSWERS: dict[str, Callable[[], Any]] = {
     "raises-system-exit": _raises(SystemExit(2)),
     "raises-generator-exit": _raises(GeneratorExit()),
     "raises-own-cancellation": _raises(asyncio.CancelledError()),
+    "raises-unprintable": _raises(Unprintable()),
+    "fails-with-unprintable-error": lambda: {"success": False, "error": UnprintableText("x")},
 }
 
 #: mission marker -> the chunks the provider's stream yields (an exception: raised there).
 _STREAMS: dict[str, Callable[[], list[Any]]] = {
-    "chunk-no-membership": lambda: [_NoMembership(content="x"), {"done": True}],
+    "chunk-no-membership": lambda: [NoMembership(content="x"), {"done": True}],
     "chunk-none": lambda: [{"content": "x"}, None],
     "chunk-raises-mid-way": lambda: [{"content": "x"}, RuntimeError("mid-way")],
     "chunk-system-exit": lambda: [{"content": "x"}, SystemExit(1)],
@@ -161,6 +142,7 @@ _STREAMS: dict[str, Callable[[], list[Any]]] = {
         {"done": True, "model": ["odd"], "usage": {"prompt_tokens": -1}},
     ],
     "chunk-content-not-text": lambda: [{"content": 5}, {"done": True}],
+    "chunk-raises-unprintable": lambda: [{"content": "x"}, Unprintable()],
 }
 
 
@@ -278,6 +260,10 @@ async def _same_answers(clients: dict[bool, httpx.AsyncClient], mission: str) ->
             observed = await _answer(clients[True], route, body)
             plain = await _answer(clients[False], route, body)
             assert plain == observed, (route, agent_type)
+            # a misbehaving part fails its call (and so its mission), never the request
+            assert 200 == observed[0], (route, agent_type)
+            if route.endswith("/stream"):
+                assert "result" == observed[1][-1][0], agent_type
 
 
 #: Every mission of the module: one per odd tool, odd answer and odd stream.

@@ -7,13 +7,7 @@ from structlog.testing import capture_logs
 from taskforce.observability._faults import report_fault
 from taskforce.observability.metrics import MetricSet
 from tests.observability.metric_samples import faults
-
-
-class _Unprintable(Exception):
-    """An exception whose message cannot be read."""
-
-    def __str__(self) -> str:
-        raise RuntimeError("no message")
+from tests.support.odd_values import Unprintable
 
 
 class TestReportFault:
@@ -30,13 +24,13 @@ class TestReportFault:
     def test_a_fault_whose_message_cannot_be_read_is_still_logged(self, metrics: MetricSet) -> None:
         """str() of the exception raises: the line is logged with a placeholder, not lost."""
         with capture_logs() as logs:
-            report_fault(metrics, "ToolProxy", "tool.execute", _Unprintable())
-            report_fault(metrics, "ToolProxy", "tool.execute", _Unprintable())
+            report_fault(metrics, "ToolProxy", "tool.execute", Unprintable())
+            report_fault(metrics, "ToolProxy", "tool.execute", Unprintable())
         assert {"tool": 2} == faults(metrics)
         assert [
             (
                 "metrics.fault",
-                "_Unprintable",
-                "<the message of this _Unprintable could not be read>",
+                "Unprintable",
+                "<the message of this Unprintable could not be read>",
             )
         ] == [(log["event"], log["error_type"], log["error"]) for log in logs]

@@ -24,6 +24,7 @@ from taskforce.observability.metrics import MetricSet
 from taskforce.observability.proxies import _llm as llm_proxy_module
 from tests.observability.metric_samples import BrokenMetrics, faults, samples
 from tests.observability.proxy_fakes import FakeProvider, FakeStreamingProvider
+from tests.support.odd_values import NoMembership
 
 MESSAGES = [
     {"role": "system", "content": "x" * 40},
@@ -330,13 +331,6 @@ class TestGenerate:
         assert {"none": ((1, 1.0), (1, 10.0))} == _packs(metrics)
 
 
-class _NoMembership(dict[str, Any]):
-    """A stream chunk whose ``in`` fails."""
-
-    def __contains__(self, key: object) -> bool:
-        raise RuntimeError("membership failed")
-
-
 class TestStream:
     async def test_full_stream(self, metrics: MetricSet) -> None:
         """A stream read to its end: same chunks, TTFT once, one success request, last usage."""
@@ -543,7 +537,7 @@ class TestLLMFaults:
         self, metrics: MetricSet
     ) -> None:
         """A chunk whose ``in`` raises reaches the consumer; the stream ends as it would."""
-        odd = _NoMembership(content="hel")
+        odd = NoMembership(content="hel")
         provider = FakeStreamingProvider([odd, {"done": True, "model": "m-1"}])
         chunks = [c async for c in observe_llm_provider(provider, metrics).stream(MESSAGES)]
         assert provider.chunks == chunks

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from taskforce.core.interfaces.outcome import exception_message
+
 if TYPE_CHECKING:
     from taskforce.observability.metrics import MetricSet
 
@@ -52,17 +54,9 @@ def report_fault(metrics: MetricSet, proxy: str, stage: str, exc: Exception) -> 
             proxy=proxy,
             stage=stage,
             error_type=type(exc).__name__,
-            error=_message(exc),
+            error=exception_message(exc),
             once=True,
         )
-
-
-def _message(exc: Exception) -> str:
-    """``str(exc)``; a placeholder when that raises (the line is logged only once)."""
-    try:
-        return str(exc)
-    except Exception:  # a user's exception whose __str__ fails (it reached a proxy)
-        return f"<the message of this {type(exc).__name__} could not be read>"
 
 
 def count_log_faults_in(metrics: MetricSet) -> None:

@@ -30,6 +30,7 @@ from taskforce.core.interfaces.outcome import (
     TOOL_ERROR,
     classify_llm_result,
     exception_error_type,
+    exception_message,
     is_caller_cancelled,
     llm_exception_error_type,
     raise_cancellation,
@@ -50,6 +51,9 @@ _LOG = structlog.get_logger(__name__)
 
 #: The error of a run that used up its LLM turns.
 STEP_LIMIT_ERROR = "step limit reached"
+
+#: The error of a failed LLM result that gives no reason it can be read as.
+_NO_REASON = "the provider reported a failure"
 
 #: The fields of a tool result a ``tool_result`` event carries.
 _RESULT_KEYS = ("success", "output", "error", "error_type")
@@ -257,8 +261,7 @@ class MissionRun:
     def _checked(self, result: LLMResult) -> LLMResult:
         error_type = classify_llm_result(result)
         if error_type is not None:
-            error = result.get("error") if isinstance(result, dict) else None
-            return self._llm_failed(str(error or "the provider reported a failure"), error_type)
+            return self._llm_failed(_reported_error(result), error_type)
         return result
 
     def _llm_raised(self, exc: BaseException) -> LLMResult:
@@ -349,10 +352,20 @@ def dump_result(result: ToolResult) -> str:
     return json.dumps(result, default=str)
 
 
+def _reported_error(result: object) -> str:
+    """The ``error`` of a failed LLM result as text; a stock phrase when it has none to give."""
+    try:
+        error = result.get("error") if isinstance(result, dict) else None
+        return str(error or _NO_REASON)
+    except Exception:  # a mapping or an error of the provider's own that cannot be read
+        return _NO_REASON
+
+
 def _describe(exc: BaseException) -> str:
     """Say what a raised LLM call failed with, as a returned failure would say it.
 
     A provider's own error already names what failed (a stream raises it where
     ``complete`` returns it); anything else is a bug and gets its class name.
     """
-    return str(exc) if isinstance(exc, LLMProviderError) else f"{type(exc).__name__}: {exc}"
+    message = exception_message(exc)
+    return message if isinstance(exc, LLMProviderError) else f"{type(exc).__name__}: {message}"

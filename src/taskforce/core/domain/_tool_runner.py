@@ -22,6 +22,7 @@ from taskforce.core.interfaces.outcome import (
     TIMEOUT,
     UNKNOWN_TOOL,
     classify_tool_result,
+    exception_message,
     is_unknown_tool_error,
     raise_cancellation,
     tool_exception_error_type,
@@ -125,7 +126,9 @@ async def _run(
         if failed.raised is None:
             return error_result(f"timed out after {timeout_seconds:g} s", TIMEOUT)
         raised = failed.raised
-        return error_result(f"{type(raised).__name__}: {raised}", failed.error_type)
+        return error_result(
+            f"{type(raised).__name__}: {exception_message(raised)}", failed.error_type
+        )
     return _checked(name, raw)
 
 
@@ -184,6 +187,10 @@ async def _execute_with_time_limit(
 
 def _checked(name: str, raw: object) -> ToolResult:
     error_type = classify_tool_result(raw)
+    if type(raw) is not dict and isinstance(raw, dict) and error_type != INVALID_RESULT:
+        # A mapping of the tool's own: the agent reads a plain copy, which the
+        # classification made sure can be made, so none of its methods runs again.
+        raw = dict(raw)
     if error_type is None:
         return cast(ToolResult, raw)
     if error_type == INVALID_RESULT:

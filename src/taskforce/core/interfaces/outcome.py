@@ -33,6 +33,7 @@ __all__ = [
     "classify_llm_result",
     "classify_tool_result",
     "exception_error_type",
+    "exception_message",
     "is_caller_cancelled",
     "is_unknown_tool_error",
     "label_safe",
@@ -148,12 +149,22 @@ def tool_exception_error_type(exc: BaseException, limit: ToolTimeLimit | None) -
         however the tool ended, else :func:`exception_error_type`.
     """
     expired = (limit is not None and limit.expired) or (
-        isinstance(exc, asyncio.CancelledError) and exc.args[:1] == (TOOL_TIMEOUT_CANCEL_MESSAGE,)
+        isinstance(exc, asyncio.CancelledError) and _is_timeout_message(exc.args)
     )
     own_requests = ((0 if limit is None else limit.baseline) + 1) if expired else 0
     if is_caller_cancelled(exc, own_requests):
         return None
     return TIMEOUT if expired else exception_error_type(exc)
+
+
+def _is_timeout_message(args: tuple[object, ...]) -> bool:
+    """Whether a cancellation's ``args`` are the tool time limit's.
+
+    Compared as plain text: an argument of the tool's own whose ``==`` raises is no
+    time limit, and must not make reading the outcome raise.
+    """
+    first = args[0] if args else None
+    return type(first) is str and first == TOOL_TIMEOUT_CANCEL_MESSAGE
 
 
 def is_unknown_tool_error(exc: BaseException) -> bool:
@@ -167,6 +178,24 @@ def is_unknown_tool_error(exc: BaseException) -> bool:
         name) and ``KeyError``, which a plain mapping-backed registry raises.
     """
     return isinstance(exc, KeyError) or type(exc).__name__ in _UNKNOWN_TOOL_CLASS_NAMES
+
+
+def exception_message(exc: BaseException) -> str:
+    """Return ``str(exc)``, or a placeholder naming its class when that raises.
+
+    A tool's or provider's own exception may fail to print; what reports it (the failed
+    call's error, a log line) must still be made.
+
+    Args:
+        exc: Any exception.
+
+    Returns:
+        Its message, or ``<the message of this X could not be read>``.
+    """
+    try:
+        return str(exc)
+    except Exception:
+        return f"<the message of this {type(exc).__name__} could not be read>"
 
 
 def exception_error_type(exc: BaseException) -> str:
@@ -193,7 +222,9 @@ def classify_tool_result(result: object) -> str | None:
 
     Returns:
         ``None`` for a success (a dict whose ``success`` is ``True``); else the
-        ``error_type``: the tool's own (a non-empty string, cut to
+        ``error_type``: ``invalid_result`` for a dict of the tool's own class that cannot
+        be read or copied (its ``get`` or ``keys`` raise); the tool's own (a non-empty
+        string, cut to
         :data:`MAX_ERROR_TYPE_LENGTH` characters, a character UTF-8 cannot encode
         replaced by ``?``), ``tool_error`` when it gave none or gave
         ``unknown_tool`` (reserved for a name no tool has: a tool that runs is
@@ -202,14 +233,22 @@ def classify_tool_result(result: object) -> str | None:
     """
     if not isinstance(result, dict):
         return INVALID_RESULT
-    success = result.get("success")
+    try:
+        if type(result) is not dict:
+            dict(result)  # what the tool runner hands on is a plain copy: it must be made
+        success = result.get("success")
+        error_type = result.get("error_type") if success is False else None
+    except Exception:  # a mapping of the tool's own that cannot be read: no tool result
+        return INVALID_RESULT
     if success is True:
         return None
     if success is not False:
         return INVALID_RESULT
-    error_type = result.get("error_type")
-    if isinstance(error_type, str) and error_type and error_type != UNKNOWN_TOOL:
-        return label_safe(error_type)
+    if isinstance(error_type, str):
+        # plain text: a str subclass of the tool's own may compare or print as it likes
+        error_type = str.__str__(error_type)
+        if error_type and error_type != UNKNOWN_TOOL:
+            return label_safe(error_type)
     return TOOL_ERROR
 
 
@@ -243,13 +282,29 @@ def classify_llm_result(result: object) -> str | None:
     """
     if not isinstance(result, dict):
         return "invalid_response"
-    success = result.get("success")
+    try:
+        success = result.get("success")
+        error_type = result.get("error_type") if success is False else None
+    except Exception:  # a mapping of the provider's own that cannot be read
+        return "invalid_response"
     if success is True:
         return None
     if success is not False:
         return "invalid_response"
-    error_type = result.get("error_type")
-    return error_type if error_type in _LLM_ERROR_TYPES else LLM_OTHER
+    return _llm_error_type(error_type)
+
+
+def _llm_error_type(error_type: object) -> str:
+    """``error_type`` if it is one of :data:`LLM_ERROR_TYPES` (as plain text), else ``other``.
+
+    Anything else (unhashable, a text whose ``==`` raises) is ``other`` too: reading an
+    outcome never raises.
+    """
+    if isinstance(error_type, str):
+        error_type = str.__str__(error_type)
+        if error_type in _LLM_ERROR_TYPES:
+            return error_type
+    return LLM_OTHER
 
 
 def llm_exception_error_type(exc: BaseException) -> str:
@@ -263,7 +318,10 @@ def llm_exception_error_type(exc: BaseException) -> str:
         :data:`LLM_ERROR_TYPES` (``LLMProviderError`` carries one), ``timeout``
         for a ``TimeoutError``, else ``other``.
     """
-    error_type = getattr(exc, "error_type", None)
-    if error_type in _LLM_ERROR_TYPES:
-        return str(error_type)
+    try:
+        error_type = getattr(exc, "error_type", None)
+    except Exception:  # a property of the provider's own exception that raises
+        error_type = None
+    if error_type is not None and (found := _llm_error_type(error_type)) != LLM_OTHER:
+        return found
     return "timeout" if isinstance(exc, TimeoutError) else LLM_OTHER

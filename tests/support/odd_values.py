@@ -1,0 +1,74 @@
+"""Values a user's misbehaving tool, provider or store may hand back: each fails when read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "NoItems",
+    "NoMembership",
+    "RaisingGet",
+    "Unequal",
+    "UnequalArgument",
+    "Unprintable",
+    "UnprintableText",
+]
+
+
+class RaisingGet(dict[str, Any]):
+    """A mapping whose ``get`` fails."""
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("get failed")
+
+
+class NoMembership(dict[str, Any]):
+    """A mapping whose ``in`` fails."""
+
+    def __contains__(self, key: object) -> bool:
+        raise RuntimeError("membership failed")
+
+
+class NoItems(dict[str, Any]):
+    """A mapping whose ``[key]`` fails."""
+
+    def __getitem__(self, key: str) -> Any:
+        raise RuntimeError("item failed")
+
+
+class Unequal(str):
+    """A text whose comparisons and truth value fail."""
+
+    __hash__ = str.__hash__
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("eq failed")
+
+    def __ne__(self, other: object) -> bool:
+        raise RuntimeError("ne failed")
+
+    def __bool__(self) -> bool:
+        raise RuntimeError("bool failed")
+
+
+class UnequalArgument:
+    """An object whose comparisons fail (and which has no hash)."""
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("eq failed")
+
+
+class UnprintableText(str):
+    """A text that cannot be printed."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+class Unprintable(Exception):
+    """An exception whose message cannot be read."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no message")
