@@ -70,7 +70,16 @@ _TOOLS: dict[str, Callable[[], Any]] = {
     "odd_no_membership": lambda: NoMembership(success=True, output=1),
     "odd_no_items": lambda: NoItems(success=True, output=1),
     "odd_unprintable": _raises(Unprintable()),
+    "odd_tuple_keys": lambda: {"success": True, "output": {(1, 2): "pair"}},
+    "odd_int_past_digits": lambda: {"success": True, "output": 10**5000},
+    "odd_cycle": lambda: (lambda loop: {"success": True, "output": loop})(_cycle()),
 }
+
+
+def _cycle() -> list[Any]:
+    loop: list[Any] = []
+    loop.append(loop)
+    return loop
 
 
 class _OddTool:

@@ -15,6 +15,8 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
+from taskforce.core.interfaces.jsonable import as_text, jsonable
+
 __all__ = ["PathRedactor", "SafeJSONResponse", "json_bytes", "refusal", "sse_event"]
 
 Redact = Callable[[str], str]
@@ -69,14 +71,17 @@ def json_bytes(data: Any, redact: Redact | None = None) -> bytes:
         redact: applied to the JSON text before it is encoded (see :class:`PathRedactor`).
 
     Returns:
-        The JSON document; a lone surrogate becomes a ``\\uXXXX`` escape and a
-        NaN or infinite float becomes ``null``.
+        The JSON document; a lone surrogate becomes a ``\\uXXXX`` escape, a NaN or
+        infinite float becomes ``null``, and what else JSON cannot hold becomes text
+        (``jsonable``).
     """
-    options: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":"), "default": str}
+    options: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":"), "default": as_text}
     try:
         text = json.dumps(data, allow_nan=False, **options)
-    except ValueError:  # NaN or infinity: JSON has no literal for them
-        text = json.dumps(_finite(data), allow_nan=False, **options)
+    except (TypeError, ValueError):
+        # NaN or infinity (JSON has no literal for them), and what a tool's output may
+        # hold besides: a key JSON cannot take, an int past Python's digits, a cycle
+        text = json.dumps(_finite(jsonable(data)), allow_nan=False, **options)
     if redact is not None:
         text = redact(text)
     # Unencodable characters sit inside JSON strings only, where "\udcff" is a valid escape.
