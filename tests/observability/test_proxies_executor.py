@@ -28,6 +28,7 @@ from tests.observability.proxy_fakes import (
     FakeTool,
     make_result,
 )
+from tests.support.odd_values import UnequalArgument
 
 
 def _finished(metrics: MetricSet) -> list[tuple[str, str, int | None, int | None]]:
@@ -173,6 +174,17 @@ class TestExecuteMission:
             await ExecutorProxy(executor, metrics).execute_mission("go", 'bogus\n"type')  # type: ignore[arg-type]
         assert _nothing_recorded(metrics)
         assert executor.calls[0]["session_id"] is None
+
+    async def test_an_agent_type_that_cannot_be_compared_reaches_the_executor(
+        self, metrics: MetricSet
+    ) -> None:
+        """Comparing the agent_type raises: the call still passes through, counted nowhere."""
+        executor = FakeExecutor()
+        agent_type = UnequalArgument()
+        with pytest.raises(RuntimeError, match="eq failed"):
+            await ExecutorProxy(executor, metrics).execute_mission("go", agent_type)  # type: ignore[arg-type]
+        assert [agent_type] == [call["agent_type"] for call in executor.calls]
+        assert _nothing_recorded(metrics)
 
     async def test_refused_request_is_not_a_mission(self, metrics: MetricSet) -> None:
         """A request the executor refuses (a flow, but a blank mission) is counted nowhere."""

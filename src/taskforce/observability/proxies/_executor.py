@@ -72,7 +72,7 @@ def _label(agent_type: object) -> str | None:
     """The ``agent_type`` label of a request: itself if it is a flow, else ``None``."""
     try:
         return agent_type if agent_type in AGENT_TYPES else None
-    except TypeError:  # an object whose == raises is not a flow either
+    except Exception:  # an object whose == raises is not a flow either: the executor judges it
         return None
 
 
