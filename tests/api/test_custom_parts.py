@@ -32,6 +32,7 @@ from tests.api.conftest import parse_sse
 from tests.support.binaries import require_binary
 from tests.support.live_server import LiveServer, serve
 from tests.support.odd_values import (
+    InterruptOfItsOwn,
     NoItems,
     NoMembership,
     RaisingGet,
@@ -70,6 +71,8 @@ _TOOLS: dict[str, Callable[[], Any]] = {
     "odd_no_membership": lambda: NoMembership(success=True, output=1),
     "odd_no_items": lambda: NoItems(success=True, output=1),
     "odd_unprintable": _raises(Unprintable()),
+    # would stop the server's event loop if it went on up as an interrupt
+    "odd_interrupt_of_its_own": _raises(InterruptOfItsOwn()),
     "odd_tuple_keys": lambda: {"success": True, "output": {(1, 2): "pair"}},
     "odd_int_past_digits": lambda: {"success": True, "output": 10**5000},
     "odd_cycle": lambda: (lambda loop: {"success": True, "output": loop})(_cycle()),
@@ -137,6 +140,7 @@ _ANSWERS: dict[str, Callable[[], Any]] = {
     "raises-generator-exit": _raises(GeneratorExit()),
     "raises-own-cancellation": _raises(asyncio.CancelledError()),
     "raises-unprintable": _raises(Unprintable()),
+    "raises-interrupt-of-its-own": _raises(InterruptOfItsOwn()),
     "fails-with-unprintable-error": lambda: {"success": False, "error": UnprintableText("x")},
 }
 

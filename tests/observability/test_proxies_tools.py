@@ -23,6 +23,7 @@ from taskforce.observability.metrics import MetricSet
 from taskforce.observability.proxies import _tools
 from tests.observability.metric_samples import BrokenMetrics, faults, samples
 from tests.observability.proxy_fakes import FakeRegistry, FakeTool
+from tests.support.odd_values import InterruptOfItsOwn
 
 
 def _calls(metrics: MetricSet) -> list[tuple[str, str, str, str | None]]:
@@ -303,6 +304,14 @@ class TestToolProxyRecords:
         with pytest.raises(KeyboardInterrupt):
             await ToolProxy(FakeTool(behaviour=_raising(KeyboardInterrupt())), metrics).execute()
         assert [] == _calls(metrics)
+
+    async def test_an_interrupt_of_the_tools_own_is_an_error(self, metrics: MetricSet) -> None:
+        """A subclass of KeyboardInterrupt is the tool's own (no signal raises one): an error."""
+        error = InterruptOfItsOwn()
+        with pytest.raises(InterruptOfItsOwn) as raised:
+            await ToolProxy(FakeTool(behaviour=_raising(error)), metrics).execute()
+        assert error is raised.value
+        assert [("fake", "none", "error", "InterruptOfItsOwn")] == _calls(metrics)
 
     async def test_an_argument_named_self_reaches_the_tool(self, metrics: MetricSet) -> None:
         """``self`` is an argument like any other (the model chooses the names): the tool

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "InterruptOfItsOwn",
     "NoItems",
     "NoMembership",
     "RaisingGet",
@@ -72,3 +73,7 @@ class Unprintable(Exception):
 
     def __str__(self) -> str:
         raise RuntimeError("no message")
+
+
+class InterruptOfItsOwn(KeyboardInterrupt):
+    """What a tool or provider may raise; no signal raises a subclass of KeyboardInterrupt."""

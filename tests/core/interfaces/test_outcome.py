@@ -11,10 +11,17 @@ from taskforce.core.interfaces.outcome import (
     classify_llm_result,
     classify_tool_result,
     exception_message,
+    is_caller_cancelled,
     llm_exception_error_type,
     tool_exception_error_type,
 )
-from tests.support.odd_values import RaisingGet, Unequal, UnequalArgument, Unprintable
+from tests.support.odd_values import (
+    InterruptOfItsOwn,
+    RaisingGet,
+    Unequal,
+    UnequalArgument,
+    Unprintable,
+)
 
 
 class _NoCopy(dict[str, Any]):
@@ -85,6 +92,19 @@ class TestExceptionErrorTypes:
         """A CancelledError of the tool's own carrying an argument whose == raises."""
         exc = asyncio.CancelledError(UnequalArgument())
         assert "CancelledError" == tool_exception_error_type(exc, None)
+
+
+class TestIsCallerCancelled:
+    async def test_an_interrupt_is_the_processs(self) -> None:
+        """KeyboardInterrupt itself (Ctrl-C) ends the call without an outcome."""
+        assert is_caller_cancelled(KeyboardInterrupt())
+
+    async def test_an_interrupt_subclass_is_the_calls_failure(self) -> None:
+        """A subclass of KeyboardInterrupt, raised while nobody cancelled, is a failure."""
+        exc = InterruptOfItsOwn()
+        assert not is_caller_cancelled(exc)
+        assert "InterruptOfItsOwn" == tool_exception_error_type(exc, None)
+        assert "other" == llm_exception_error_type(exc)
 
 
 class TestExceptionMessage:

@@ -94,12 +94,13 @@ def is_caller_cancelled(exc: BaseException, own_requests: int = 0) -> bool:
     machinery made, such as a time limit that fired), however the call ended: a tool
     that catches the cancellation and raises something else (``SystemExit``, a
     ``ValueError``) does not turn it into a failure. It is also the case for an
-    interrupt of the process (``KeyboardInterrupt``). The mission stops, and the call is
-    neither a success nor a failure. Anything else a call raises is its failure, even a
-    ``CancelledError`` that a tool or provider raised itself while nobody asked the task
-    to cancel (an inner task of its own was cancelled), and ``SystemExit`` or
-    ``GeneratorExit``: a failing call must not stop the mission as if it were cancelled,
-    nor the process.
+    interrupt of the process: a ``KeyboardInterrupt`` itself, what Python raises for
+    Ctrl-C. The mission stops, and the call is neither a success nor a failure. Anything
+    else a call raises is its failure, even a ``CancelledError`` that a tool or provider
+    raised itself while nobody asked the task to cancel (an inner task of its own was
+    cancelled), ``SystemExit``, ``GeneratorExit``, and a subclass of ``KeyboardInterrupt``
+    (no signal raises one: it is the tool's or provider's own): a failing call must not
+    stop the mission as if it were cancelled, nor the process.
 
     Args:
         exc: What the call raised.
@@ -109,7 +110,7 @@ def is_caller_cancelled(exc: BaseException, own_requests: int = 0) -> bool:
         ``True`` when the call must end as the cancellation or interruption it is (see
         :func:`raise_cancellation`).
     """
-    if isinstance(exc, KeyboardInterrupt):
+    if type(exc) is KeyboardInterrupt:
         return True
     task = asyncio.current_task()
     if task is None:
@@ -126,9 +127,9 @@ def raise_cancellation(exc: BaseException) -> NoReturn:
     Raises:
         asyncio.CancelledError: ``exc`` itself, or a new one chained to what the tool or
             provider made of the cancellation (the mission was cancelled all the same).
-        KeyboardInterrupt: ``exc`` itself.
+        KeyboardInterrupt: ``exc`` itself (an interrupt of the process).
     """
-    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+    if isinstance(exc, asyncio.CancelledError) or type(exc) is KeyboardInterrupt:
         raise exc
     raise asyncio.CancelledError from exc
 

@@ -6,10 +6,10 @@ does (callers pick streaming that way): :func:`observe_llm_provider` picks one.
 What is recorded per call:
 
 - ``complete``/``generate``: an ``error`` when the call raises (re-raised
-  unchanged; anything but a cancellation of the mission or a ``KeyboardInterrupt``,
-  ``is_caller_cancelled``, a provider's own ``CancelledError`` or ``SystemExit``
-  included) or ``classify_llm_result`` (the function the agents use too)
-  calls the result a failure, else ``success``; the latency;
+  unchanged; anything but a cancellation of the mission or a ``KeyboardInterrupt``
+  itself, ``is_caller_cancelled``: a provider's own ``CancelledError``, ``SystemExit``
+  or ``KeyboardInterrupt`` subclass included) or ``classify_llm_result`` (the
+  function the agents use too) calls the result a failure, else ``success``; the latency;
   tokens from ``usage`` (of a failed call too, when the server reported them:
   ``LLMProviderError.usage``); the size of what was sent (messages and estimated
   tokens, chars / 4, see ``_context_pack``; ``generate`` sends one message:

@@ -20,7 +20,8 @@ uses, so the metrics, the mission and the ``tool.call.failed`` log line agree:
   ``SystemExit`` of its own included;
 - a cancellation of the mission (the task's cancellation count above what it
   was when the call started, besides the limit's own request) or a
-  ``KeyboardInterrupt``: nothing is recorded. The call has no outcome of its
+  ``KeyboardInterrupt`` itself (a subclass is the tool's own: a failure): nothing
+  is recorded. The call has no outcome of its
   own, and counting it as a tool error would let client disconnects raise the
   tool failure rate; the mission is counted ``cancelled`` instead.
 - a result or an exception the outcome functions fail to read (a mapping whose
