@@ -29,7 +29,7 @@ from taskforce.core.interfaces import (
 )
 from taskforce.core.interfaces.executor import AgentType
 from taskforce.errors import MissionError
-from tests.core.domain.fakes import QueueLLM, plan, text, tool_action
+from tests.core.domain.fakes import FakeRegistry, QueueLLM, plan, text, tool_action
 from tests.observability.metric_samples import faults, samples, value
 from tests.support.held_store import HeldStore
 
@@ -332,13 +332,18 @@ def _failing_container(tmp_path: Path, kind: str) -> tuple[Container, str]:
         provider = QueueLLM([text("nope")] * 4, generate=[plan("x")] * 2)
     elif kind == "step_turn_limit":
         provider = QueueLLM([tool_action("calculator", {"expression": "1"})] * 16, [plan("x")] * 2)
-    container = build_container(settings, llm_provider=provider)
-    if kind == "ValueError":  # a tool result the agent cannot serialise: the agent raises
-        looped: list[Any] = []
-        looped.append(looped)
-        container.tool_registry.register(_Tool("loop", {"success": True, "output": looped}))
-        mission = "tool:loop {}"
-    return container, mission
+    registry = None
+    if kind == "RuntimeError":  # a tool registry of one's own that raises: the agent raises
+        registry = _BrokenRegistry(_Tool("x", {"success": True, "output": 1}))
+        mission = "tool:x {}"
+    return build_container(settings, llm_provider=provider, tool_registry=registry), mission
+
+
+class _BrokenRegistry(FakeRegistry):
+    """A tool registry of one's own with a bug: looking a tool up raises a RuntimeError."""
+
+    def get(self, name: str) -> Any:
+        raise RuntimeError("a bug")
 
 
 class TestMissionFailureOutcome:
@@ -353,8 +358,8 @@ class TestMissionFailureOutcome:
             ("legacy", "invalid_plan"),
             ("legacy", "invalid_action"),
             ("legacy", "step_turn_limit"),
-            ("lean", "ValueError"),
-            ("legacy", "ValueError"),
+            ("lean", "RuntimeError"),
+            ("legacy", "RuntimeError"),
         ],
     )
     async def test_a_failed_mission_has_one_error_type(
