@@ -126,6 +126,16 @@ class TestJsonLogs:
         assert REDACTED == line["authorization"]
         assert {"api_key": REDACTED, "ok": "fine"} == line["nested"]
 
+    def test_a_secret_encoded_the_clients_way_is_redacted(self) -> None:
+        """An access line's path holding the token in lower-case or needless escapes."""
+        buf = io.StringIO()
+        configure_logging(fmt="json", secrets=["tok/LONG+secret"], stream=buf)
+        for path in ("/x?t=tok%2fLONG%2bsecret", "/x?t=%74ok%2FLONG%2Bsecret"):
+            structlog.get_logger("t").warning(
+                "server.config.checked", category="lifecycle", path=path
+            )
+        assert [f"/x?t={REDACTED}"] * 2 == [line["path"] for line in _lines(buf)]
+
     def test_a_short_secret_leaves_the_names_alone(self) -> None:
         """A one-letter token is redacted where it stands alone, not inside every word."""
         buf = io.StringIO()

@@ -40,6 +40,11 @@ class TestSecretScrubber:
             (["abc"], "?auth=Bearer%20abc&k=key%3Dabc", "?auth=Bearer%20***&k=key%3D***"),
             (["tok-LONG/SECRET 77"], "?u=tok-LONG%2FSECRET%2077", "?u=***"),
             (["tok-LONG/SECRET 77"], "?u=tok-LONG%2FSECRET+77", "?u=***"),
+            # encoded as the client liked: lower-case escapes, escapes of plain letters
+            (["tok-LONG/SECRET 77"], "/p%20q?u=tok-LONG%2fSECRET%2077", "/p q?u=***"),
+            (["tok-LONG/SECRET 77"], "?u=%74ok-LONG/SECRET+77", "?u=***"),
+            (["abc"], "?auth=Bearer%20%61bc", "?auth=Bearer ***"),
+            (["abc"], "?q=100%25 abcd", "?q=100%25 abcd"),  # nothing hidden: left as it is
             ([], "nothing to hide", "nothing to hide"),
             ([""], "an empty secret hides nothing", "an empty secret hides nothing"),
         ],

@@ -13,7 +13,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable
 from typing import Literal, get_args
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
 __all__ = [
     "DIGEST_HEX_CHARS",
@@ -135,7 +135,8 @@ def secret_scrubber(secrets: Iterable[str]) -> Callable[[str], str]:
     where no letter or digit touches it (a ``%XX`` escape before it counts as a
     boundary): replaced everywhere, it would rewrite the event names of every line
     (``mission.started`` with a token ``e``). Each secret is also looked for
-    percent-encoded, as a URL's query carries it.
+    percent-encoded, as a URL's query carries it, and in a text whose ``%XX`` escapes
+    are decoded: a text that holds a secret only once decoded is given decoded, redacted.
 
     Args:
         secrets: The secret values; empty ones are ignored.
@@ -159,10 +160,21 @@ def secret_scrubber(secrets: Iterable[str]) -> Callable[[str], str]:
         re.compile("|".join(rf"{before}{re.escape(s)}(?![^\W_])" for s in short)) if short else None
     )
 
-    def scrub(text: str) -> str:
+    def scrub_plain(text: str) -> str:
         for secret in whole:
             if secret in text:
                 text = text.replace(secret, REDACTED)
         return alone.sub(REDACTED, text) if alone is not None else text
+
+    def scrub(text: str) -> str:
+        text = scrub_plain(text)
+        if "%" in text and given:
+            # A client may encode a secret as it likes (``%2f``, ``%61`` for ``a``): one
+            # found only once the escapes are decoded is redacted in the decoded text.
+            for decoded in {unquote(text), unquote_plus(text)} - {text}:
+                scrubbed = scrub_plain(decoded)
+                if scrubbed != decoded:
+                    return scrubbed
+        return text
 
     return scrub
