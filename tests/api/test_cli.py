@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -32,20 +34,56 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _python(*argv: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def _python(
+    *argv: str,
+    env: dict[str, str],
+    cwd: Path,
+    stdout: int = subprocess.PIPE,
+    stderr: int = subprocess.PIPE,
+) -> subprocess.CompletedProcess[str]:
+    """`python ARGV`; its output captured, unless ``stdout`` or ``stderr`` is a descriptor."""
     return subprocess.run(
         [sys.executable, *argv],
         env=env,
         cwd=cwd,
-        capture_output=True,
+        stdout=stdout,
+        stderr=stderr,
         text=True,
         timeout=60,
         check=False,
     )
 
 
-def _taskforce(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return _python("-m", "taskforce", *args, env=env, cwd=cwd)
+def _taskforce(
+    *args: str, env: dict[str, str], cwd: Path, stdout: int = subprocess.PIPE
+) -> subprocess.CompletedProcess[str]:
+    return _python("-m", "taskforce", *args, env=env, cwd=cwd, stdout=stdout)
+
+
+def _buffered_env(tmp_path: Path) -> dict[str, str]:
+    """:func:`_env` where output is buffered, as a console script's is by default when it
+    is not a terminal (the tests' own environment may set PYTHONUNBUFFERED)."""
+    env = _env(tmp_path)
+    env.pop("PYTHONUNBUFFERED", None)
+    return env
+
+
+@contextlib.contextmanager
+def _reader_gone() -> Iterator[int]:
+    """A pipe whose reader left: every write to it fails (EPIPE)."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        yield write
+    finally:
+        os.close(write)
+
+
+def _recorded_status(tmp_path: Path) -> str:
+    """The status of the one mission recorded under ``tmp_path``'s state directory."""
+    (saved,) = (tmp_path / "state").glob("*.json")
+    (record,) = json.loads(saved.read_text(encoding="utf-8"))["missions"]
+    return str(record["status"])
 
 
 # The child of a test: sends itself a signal (argv[1]) when a module (argv[2]) is first
@@ -237,9 +275,7 @@ class TestRun:
     def test_closed_output_exits_141(self, tmp_path: Path, flags: list[str]) -> None:
         """A reader that went away (`| head`): a line, no traceback, 128 + SIGPIPE; the
         mission is recorded (a stream's may be cancelled when its output fails)."""
-        read, write = os.pipe()
-        os.close(read)  # no reader: the first write fails with EPIPE
-        try:
+        with _reader_gone() as write:  # no reader: the first write fails with EPIPE
             proc = subprocess.run(
                 [sys.executable, "-m", "taskforce", "run", "hi", "--session", "s", *flags],
                 env=_env(tmp_path),
@@ -250,8 +286,6 @@ class TestRun:
                 timeout=60,
                 check=False,
             )
-        finally:
-            os.close(write)
         assert (141, "taskforce: standard output was closed before all was printed") == (
             proc.returncode,
             proc.stderr.splitlines()[-1],
@@ -259,6 +293,31 @@ class TestRun:
         assert "Traceback" not in proc.stderr
         state = json.loads((tmp_path / "state" / "s.json").read_text(encoding="utf-8"))
         assert 1 == len(state["missions"])
+
+    @pytest.mark.parametrize(
+        ("args", "status"),
+        [
+            (["say hi"], "completed"),
+            (["say hi", "--json"], "completed"),
+            # the first event cannot be printed: the mission, asleep in its tool, is cancelled
+            (['tool:sleep {"seconds": 30}', "--stream", "--json"], "cancelled"),
+        ],
+    )
+    def test_closed_buffered_output_exits_141(
+        self, tmp_path: Path, args: list[str], status: str
+    ) -> None:
+        """A reader gone from a buffered standard output: still 141 and one line, not a
+        failed flush at exit (``Exception ignored``, exit 120)."""
+        with _reader_gone() as stdout:
+            proc = _taskforce(
+                "run", *args, env=_buffered_env(tmp_path), cwd=tmp_path, stdout=stdout
+            )
+        assert (141, "taskforce: standard output was closed before all was printed") == (
+            proc.returncode,
+            proc.stderr.splitlines()[-1],
+        )
+        assert "Exception ignored" not in proc.stderr
+        assert status == _recorded_status(tmp_path)
 
     @pytest.mark.parametrize(("sent", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
     def test_a_stop_signal_cancels_and_records_the_mission(

@@ -53,6 +53,15 @@ class _Run:
         self.stopped_by: signal.Signals | None = None  # the first stop signal it took
 
 
+def _say(text: str = "", end: str = "\n") -> None:
+    """Print ``text`` on standard output and flush it, so that a failed write shows here.
+
+    Standard output is block-buffered when it is not a terminal: unflushed, the result
+    would fail only at the interpreter's exit, with a traceback and exit code 120.
+    """
+    print(text, end=end, flush=True)
+
+
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     """Stop ``run`` where it is, as Python's own SIGINT handler does with KeyboardInterrupt."""
     raise _Terminated
@@ -206,17 +215,17 @@ async def _mission(args: argparse.Namespace, settings: Settings, run: _Run) -> i
     if args.json and args.stream:
         pass  # the result went out as the last event
     elif args.json:
-        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+        _say(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
     else:
-        print(f"status: {result.status}")
-        print(f"session: {result.session_id}  mission: {result.mission_id}")
+        _say(f"status: {result.status}")
+        _say(f"session: {result.session_id}  mission: {result.mission_id}")
         for step in result.steps:
             tools = f" [{', '.join(step.tool_calls)}]" if step.tool_calls else ""
-            print(f"  step {step.index} {step.status}: {step.description}{tools}")
+            _say(f"  step {step.index} {step.status}: {step.description}{tools}")
         if result.error:
-            print(f"error: {result.error}")
+            _say(f"error: {result.error}")
         if not has_tokens and result.final_message:
-            print(result.final_message)
+            _say(result.final_message)
     return 0 if result.status == "completed" else 1
 
 
@@ -264,15 +273,15 @@ async def _stream_mission(
         async with aclosing(stream) as events:
             async for event in events:
                 if args.json:
-                    print(json.dumps(event.to_dict(), ensure_ascii=False), flush=True)
+                    _say(json.dumps(event.to_dict(), ensure_ascii=False))
                 elif event.kind == "token":
-                    print(event.data.get("content", ""), end="", flush=True)
+                    _say(event.data.get("content", ""), end="")
                     has_tokens = True
                 if event.result is not None:
                     result = event.result
     finally:
         if has_tokens:
-            print()  # ends the answer's line, also when the mission was cut short
+            _say()  # ends the answer's line, also when the mission was cut short
     if result is None:  # the executor's contract: the last event is the result
         raise RuntimeError("the mission stream ended without a result")
     return result, has_tokens
