@@ -38,16 +38,21 @@ def _python(
     *argv: str,
     env: dict[str, str],
     cwd: Path,
-    stdout: int = subprocess.PIPE,
-    stderr: int = subprocess.PIPE,
+    stdout: int | None = subprocess.PIPE,
+    stderr: int | None = subprocess.PIPE,
 ) -> subprocess.CompletedProcess[str]:
-    """`python ARGV`; its output captured, unless ``stdout`` or ``stderr`` is a descriptor."""
+    """`python ARGV`, its output captured; or written to the descriptor ``stdout`` or
+    ``stderr`` names, or closed (``>&-``, ``2>&-``) where that is None."""
+    command = [sys.executable, *argv]
+    closed = " ".join(f"{fd}>&-" for fd, sink in ((1, stdout), (2, stderr)) if sink is None)
+    if closed:
+        command = ["sh", "-c", f'exec "$@" {closed}', "sh", *command]
     return subprocess.run(
-        [sys.executable, *argv],
+        command,
         env=env,
         cwd=cwd,
-        stdout=stdout,
-        stderr=stderr,
+        stdout=subprocess.DEVNULL if stdout is None else stdout,
+        stderr=subprocess.DEVNULL if stderr is None else stderr,
         text=True,
         timeout=60,
         check=False,
@@ -55,7 +60,7 @@ def _python(
 
 
 def _taskforce(
-    *args: str, env: dict[str, str], cwd: Path, stdout: int = subprocess.PIPE
+    *args: str, env: dict[str, str], cwd: Path, stdout: int | None = subprocess.PIPE
 ) -> subprocess.CompletedProcess[str]:
     return _python("-m", "taskforce", *args, env=env, cwd=cwd, stdout=stdout)
 
@@ -69,10 +74,17 @@ def _buffered_env(tmp_path: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _reader_gone() -> Iterator[int]:
-    """A pipe whose reader left: every write to it fails (EPIPE)."""
-    read, write = os.pipe()
-    os.close(read)
+def _unwritable(sink: str) -> Iterator[int | None]:
+    """Where every write fails: ``gone``, a pipe whose reader left (EPIPE); ``full``,
+    /dev/full (ENOSPC); ``closed``, None (see :func:`_python`)."""
+    if sink == "closed":
+        yield None
+        return
+    if sink == "full":
+        write = os.open("/dev/full", os.O_WRONLY)
+    else:
+        read, write = os.pipe()
+        os.close(read)
     try:
         yield write
     finally:
@@ -275,7 +287,7 @@ class TestRun:
     def test_closed_output_exits_141(self, tmp_path: Path, flags: list[str]) -> None:
         """A reader that went away (`| head`): a line, no traceback, 128 + SIGPIPE; the
         mission is recorded (a stream's may be cancelled when its output fails)."""
-        with _reader_gone() as write:  # no reader: the first write fails with EPIPE
+        with _unwritable("gone") as write:  # no reader: the first write fails with EPIPE
             proc = subprocess.run(
                 [sys.executable, "-m", "taskforce", "run", "hi", "--session", "s", *flags],
                 env=_env(tmp_path),
@@ -295,6 +307,19 @@ class TestRun:
         assert 1 == len(state["missions"])
 
     @pytest.mark.parametrize(
+        ("sink", "code", "reason"),
+        [
+            ("gone", 141, "standard output was closed before all was printed"),
+            pytest.param(
+                "full",
+                74,
+                "cannot write the result to standard output: No space left on device",
+                marks=pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full"),
+            ),
+            ("closed", 74, "cannot write the result to standard output: Bad file descriptor"),
+        ],
+    )
+    @pytest.mark.parametrize(
         ("args", "status"),
         [
             (["say hi"], "completed"),
@@ -303,19 +328,19 @@ class TestRun:
             (['tool:sleep {"seconds": 30}', "--stream", "--json"], "cancelled"),
         ],
     )
-    def test_closed_buffered_output_exits_141(
-        self, tmp_path: Path, args: list[str], status: str
+    def test_a_result_that_cannot_be_written_is_one_line(
+        self, tmp_path: Path, sink: str, code: int, reason: str, args: list[str], status: str
     ) -> None:
-        """A reader gone from a buffered standard output: still 141 and one line, not a
+        """Standard output that takes no result, buffered as it is by default: a reader
+        gone is 141, as SIGPIPE; a full disk or a closed descriptor is 74 (EX_IOERR), not
+        1 as for a mission that did not complete. One line, no traceback, and not a
         failed flush at exit (``Exception ignored``, exit 120)."""
-        with _reader_gone() as stdout:
+        with _unwritable(sink) as stdout:
             proc = _taskforce(
                 "run", *args, env=_buffered_env(tmp_path), cwd=tmp_path, stdout=stdout
             )
-        assert (141, "taskforce: standard output was closed before all was printed") == (
-            proc.returncode,
-            proc.stderr.splitlines()[-1],
-        )
+        assert (code, f"taskforce: {reason}") == (proc.returncode, proc.stderr.splitlines()[-1])
+        assert "Traceback" not in proc.stderr
         assert "Exception ignored" not in proc.stderr
         assert status == _recorded_status(tmp_path)
 

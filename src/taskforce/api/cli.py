@@ -8,14 +8,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import functools
 import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
 from contextlib import aclosing
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from taskforce import __version__
 from taskforce.errors import (
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 _NOT_STARTED = "stopped before the mission started"
+_EX_IOERR = 74  # sysexits.h: an error occurred while doing I/O on some file
 
 
 class _Terminated(BaseException):
@@ -53,13 +57,30 @@ class _Run:
         self.stopped_by: signal.Signals | None = None  # the first stop signal it took
 
 
+class _OutputFailed(Exception):
+    """Standard output did not take ``run``'s result: its reader went away (``| head -n 1``),
+    or a write failed otherwise (a full disk)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error.strerror or str(error))
+        self.error = error
+
+
 def _say(text: str = "", end: str = "\n") -> None:
     """Print ``text`` on standard output and flush it, so that a failed write shows here.
 
     Standard output is block-buffered when it is not a terminal: unflushed, the result
     would fail only at the interpreter's exit, with a traceback and exit code 120.
+
+    Raises:
+        _OutputFailed: standard output did not take ``text``, or was closed (``>&-``).
     """
-    print(text, end=end, flush=True)
+    if sys.stdout is None:  # closed before the start: print() would drop the result unsaid
+        raise _OutputFailed(OSError(errno.EBADF, os.strerror(errno.EBADF)))
+    try:
+        print(text, end=end, flush=True)
+    except OSError as exc:
+        raise _OutputFailed(exc) from exc
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
@@ -296,7 +317,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     PGSSLMODE whose value the driver refused) or a start-up failure such
     as a port in use (the line names host and port); 130 and 143 when ``run`` is
     stopped by SIGINT (Ctrl-C) or SIGTERM, its mission cancelled, or before it started;
-    141 when ``run``'s standard output is closed (a reader that went away), as SIGPIPE.
+    141 when ``run``'s standard output is closed (a reader that went away), as SIGPIPE;
+    74 (``EX_IOERR``, one line) when its result cannot be written otherwise (a full disk).
     """
     args = _parser().parse_args(argv)
     if args.command != "run":
@@ -324,19 +346,35 @@ def _stopped(exc: BaseException, what: str, taken: signal.Signals | None = None)
     return 128 + stopped_by
 
 
-def _output_closed() -> int:
-    """Say that standard output was closed; return 128 + SIGPIPE, as the shell has it.
+def _output_failed(exc: _OutputFailed) -> int:
+    """Say that ``run``'s result was not written whole; return the exit code.
 
-    Python ignores SIGPIPE and raises ``BrokenPipeError`` instead; what is still buffered
-    would fail again at exit, so standard output goes to the null device from here.
+    A reader that went away is 128 + SIGPIPE, as the shell reports a program SIGPIPE
+    stopped (Python ignores SIGPIPE and raises ``BrokenPipeError`` instead). Any other
+    failure (a full disk) is ``EX_IOERR``, not 1: the mission may have completed.
     """
-    import os
+    _drop(sys.stdout)
+    if isinstance(exc.error, BrokenPipeError):
+        print("taskforce: standard output was closed before all was printed", file=sys.stderr)
+        return 128 + getattr(signal, "SIGPIPE", 13)
+    print(f"taskforce: cannot write the result to standard output: {exc}", file=sys.stderr)
+    return _EX_IOERR
 
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-    print("taskforce: standard output was closed before all was printed", file=sys.stderr)
-    return 128 + getattr(signal, "SIGPIPE", 13)
+
+def _drop(stream: TextIO | None) -> None:
+    """Send what ``stream`` still buffers, and whatever it is given next, to the null device.
+
+    Else the interpreter's flush at exit fails on it again: ``Exception ignored`` and
+    exit code 120 instead of ours.
+    """
+    if stream is None:
+        return
+    with contextlib.suppress(OSError, ValueError):  # no descriptor: nothing to send away
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
 
 
 def _command(args: argparse.Namespace) -> int:
@@ -381,11 +419,12 @@ def _command(args: argparse.Namespace) -> int:
         # a start-up failure, one line; the message names no path and no DSN.
         print(f"taskforce: state: {exc}", file=sys.stderr)
         return 2
-    except BrokenPipeError:
-        # Only `run` prints: its reader went away (`taskforce run ... | head -n 1`). A
-        # stream's mission still running is cancelled (and logged so) when an event
-        # cannot be printed; one that ended is recorded as it ended.
-        return _output_closed()
+    except _OutputFailed as exc:
+        # Only `run` prints: its reader went away (`taskforce run ... | head -n 1`), or
+        # the write failed (a full disk). A stream's mission still running is cancelled
+        # (and logged so) when an event cannot be printed; one that ended is recorded as
+        # it ended.
+        return _output_failed(exc)
     except (KeyboardInterrupt, asyncio.CancelledError) as exc:
         # Only `run` gets here (serve drains on its signals): the mission was cancelled
         # and recorded so, or none had started yet (the container was still being built).
