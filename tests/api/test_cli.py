@@ -344,6 +344,34 @@ class TestRun:
         assert "Exception ignored" not in proc.stderr
         assert status == _recorded_status(tmp_path)
 
+    @pytest.mark.parametrize("stderr", ["closed", "gone"])
+    @pytest.mark.parametrize(
+        ("argv", "stdout", "code"),
+        [
+            (["-m", "taskforce", "run"], None, 2),  # argparse's refusal: no mission
+            (["-m", "taskforce", "run", ""], None, 2),
+            (["-c", _SIGNAL_WHILE_LOADING, "SIGINT", "pydantic", "run", "hi"], None, 130),
+            (["-c", _SIGNAL_WHILE_LOADING, "SIGTERM", "pydantic", "run", "hi"], None, 143),
+            (["-m", "taskforce", "run", "say hi"], "gone", 141),
+            (["-m", "taskforce", "run", "say hi"], "full", 74),
+            # nor do log lines standard error cannot take
+            (["-m", "taskforce", "run", "say hi", "--verbose"], None, 0),
+        ],
+    )
+    def test_standard_error_that_takes_nothing_keeps_the_exit_code(
+        self, tmp_path: Path, argv: list[str], stdout: str | None, code: int, stderr: str
+    ) -> None:
+        """Standard error closed (`2>&-`) or its reader gone: the line it cannot take is
+        dropped, not printed on standard output, and the exit code stays what it is (it
+        became 1, a failed mission's, or 120 from the interpreter's flush at exit)."""
+        out = _unwritable(stdout) if stdout else contextlib.nullcontext(subprocess.PIPE)
+        with _unwritable(stderr) as err, out as into:
+            proc = _python(
+                *argv, env=_buffered_env(tmp_path), cwd=tmp_path, stdout=into, stderr=err
+            )
+        assert code == proc.returncode
+        assert "taskforce:" not in (proc.stdout or "")
+
     @pytest.mark.parametrize(("sent", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
     def test_a_stop_signal_cancels_and_records_the_mission(
         self, tmp_path: Path, sent: signal.Signals, code: int

@@ -319,20 +319,31 @@ def main(argv: Sequence[str] | None = None) -> None:
     stopped by SIGINT (Ctrl-C) or SIGTERM, its mission cancelled, or before it started;
     141 when ``run``'s standard output is closed (a reader that went away), as SIGPIPE;
     74 (``EX_IOERR``, one line) when its result cannot be written otherwise (a full disk).
+    A standard error that cannot be written (``2>&-``, its reader gone) changes none of
+    them: the line is dropped.
     """
+    try:
+        sys.exit(_main(argv))
+    finally:
+        # A line standard error did not take (its reader gone) is still buffered: the
+        # interpreter's flush at exit would fail on it, and exit 120 instead of our code.
+        _flush_or_drop(sys.stderr)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    """Parse ``argv`` and run its command; return the exit code (see :func:`main`)."""
     args = _parser().parse_args(argv)
     if args.command != "run":
-        sys.exit(_command(args))
+        return _command(args)
     # From here on SIGTERM stops `run` as Ctrl-C does, also while the settings, logging
     # and asyncio load: before the mission's event loop takes it over (_run_mission),
     # there is nothing to cancel or record, so one line and 143 it is. (Only the
     # interpreter's own start and `import taskforce` come before this handler.)
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        code = _command(args)
+        return _command(args)
     except (KeyboardInterrupt, _Terminated) as exc:
-        code = _stopped(exc, _NOT_STARTED)
-    sys.exit(code)
+        return _stopped(exc, _NOT_STARTED)
 
 
 def _stopped(exc: BaseException, what: str, taken: signal.Signals | None = None) -> int:
@@ -342,7 +353,7 @@ def _stopped(exc: BaseException, what: str, taken: signal.Signals | None = None)
     signal arrived: ``KeyboardInterrupt`` for SIGINT (Ctrl-C), else SIGTERM.
     """
     stopped_by = taken or (signal.SIGINT if isinstance(exc, KeyboardInterrupt) else signal.SIGTERM)
-    print(f"taskforce: {stopped_by.name}: {what}", file=sys.stderr)
+    _complain(f"taskforce: {stopped_by.name}: {what}")
     return 128 + stopped_by
 
 
@@ -353,28 +364,43 @@ def _output_failed(exc: _OutputFailed) -> int:
     stopped (Python ignores SIGPIPE and raises ``BrokenPipeError`` instead). Any other
     failure (a full disk) is ``EX_IOERR``, not 1: the mission may have completed.
     """
-    _drop(sys.stdout)
+    _flush_or_drop(sys.stdout)
     if isinstance(exc.error, BrokenPipeError):
-        print("taskforce: standard output was closed before all was printed", file=sys.stderr)
+        _complain("taskforce: standard output was closed before all was printed")
         return 128 + getattr(signal, "SIGPIPE", 13)
-    print(f"taskforce: cannot write the result to standard output: {exc}", file=sys.stderr)
+    _complain(f"taskforce: cannot write the result to standard output: {exc}")
     return _EX_IOERR
 
 
-def _drop(stream: TextIO | None) -> None:
-    """Send what ``stream`` still buffers, and whatever it is given next, to the null device.
+def _complain(line: str) -> None:
+    """Say ``line`` on standard error, if it can be written at all.
+
+    A standard error that is closed (``2>&-``) or whose reader went away drops the line:
+    the exit code it goes with stays what it is.
+    """
+    if sys.stderr is None:  # closed before the start: print() would write on standard output
+        return
+    with contextlib.suppress(OSError):  # what it still buffers, main() drops at the end
+        print(line, file=sys.stderr, flush=True)
+
+
+def _flush_or_drop(stream: TextIO | None) -> None:
+    """Flush ``stream``; what it cannot take goes to the null device, as all it gets next.
 
     Else the interpreter's flush at exit fails on it again: ``Exception ignored`` and
     exit code 120 instead of ours.
     """
     if stream is None:
         return
-    with contextlib.suppress(OSError, ValueError):  # no descriptor: nothing to send away
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, stream.fileno())
-        finally:
-            os.close(devnull)
+    try:
+        stream.flush()
+    except (OSError, ValueError):  # ValueError: closed, so nothing left to flush at exit
+        with contextlib.suppress(OSError, ValueError):  # no descriptor: nothing to send away
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, stream.fileno())
+            finally:
+                os.close(devnull)
 
 
 def _command(args: argparse.Namespace) -> int:
@@ -393,7 +419,7 @@ def _command(args: argparse.Namespace) -> int:
         settings = load_settings(args.config, **overrides)
         configure_from_settings(settings, at_least="warning" if is_quiet_run else "debug")
     except ConfigurationError as exc:
-        print(f"taskforce: {exc}", file=sys.stderr)
+        _complain(f"taskforce: {exc}")
         return 2
     try:
         if args.command == "serve":
@@ -406,18 +432,18 @@ def _command(args: argparse.Namespace) -> int:
             for sent in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sent, signal.SIG_DFL)
     except (ConfigurationError, MissionError, StartupError) as exc:
-        print(f"taskforce: {exc}", file=sys.stderr)
+        _complain(f"taskforce: {exc}")
         return 2
     except StateStoreUnavailableError as exc:
         # The message names no connection string; the setting to check is state.dsn,
         # unless the message names the libpq variable (PGSSLMODE) the driver refused.
         where = "" if exc.variable else "state.dsn (TASKFORCE_STATE__DSN): "
-        print(f"taskforce: {where}{exc}", file=sys.stderr)
+        _complain(f"taskforce: {where}{exc}")
         return 2
     except StateStoreError as exc:
         # A store that opened but cannot be used (a schema newer than this code knows):
         # a start-up failure, one line; the message names no path and no DSN.
-        print(f"taskforce: state: {exc}", file=sys.stderr)
+        _complain(f"taskforce: state: {exc}")
         return 2
     except _OutputFailed as exc:
         # Only `run` prints: its reader went away (`taskforce run ... | head -n 1`), or
