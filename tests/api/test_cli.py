@@ -737,6 +737,21 @@ class TestServe:
         assert (2, 1) == (proc.returncode, len(proc.stderr.splitlines()))
         assert f"the API port {port} is also" in proc.stderr
 
+    def test_a_metrics_port_in_use_names_the_flag_that_set_it(self, tmp_path: Path) -> None:
+        """`--metrics-port P` with P taken: one line naming the flag, not a variable unset."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            args = ["--port", "0", "--metrics-port", str(port)]
+            proc = _taskforce("serve", *args, env=_env(tmp_path), cwd=tmp_path)
+        assert (2, 1) == (proc.returncode, len(proc.stderr.splitlines()))
+        assert (
+            f"cannot listen on 127.0.0.1:{port} for worker 0's metrics (--host, --metrics-port)"
+            in proc.stderr
+        )
+        assert "TASKFORCE_METRICS__" not in proc.stderr
+
     @pytest.mark.parametrize("port", ["65536", "99999", "-1"])
     def test_serve_port_out_of_range_is_bad_usage(self, tmp_path: Path, port: str) -> None:
         """A port outside 0 to 65535 exits 2 at once (the socket would wrap it, 99999 to 34463)."""

@@ -469,3 +469,31 @@ class TestBindSocket:
         assert "no-such-host.invalid:49556" in message
         assert "TASKFORCE_METRICS__HOST" in message
         assert "\n" not in message
+
+    @pytest.mark.parametrize(
+        ("has_flag", "named", "unnamed"),
+        [
+            (True, "--metrics-port", "TASKFORCE_METRICS__PORT"),
+            (False, "TASKFORCE_METRICS__PORT", "--metrics-port"),
+        ],
+    )
+    def test_a_metrics_port_in_use_names_what_set_it(
+        self, tmp_path: Path, has_flag: bool, named: str, unnamed: str
+    ) -> None:
+        """A metrics port that is taken names where the port came from (the flag or the
+        variable) and, without metrics.host, that its address is the service's --host."""
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            settings = Settings(
+                state_dir=tmp_path / "state",
+                workspace_dir=tmp_path / "workspace",
+                metrics={"port": port},
+            )
+            with pytest.raises(StartupError) as caught:
+                serve(settings, "127.0.0.1", 0, 1, has_metrics_port_flag=has_flag)
+        message = str(caught.value)
+        assert f"127.0.0.1:{port} for worker 0's metrics (--host, {named})" in message
+        assert unnamed not in message
+        assert "TASKFORCE_METRICS__HOST" not in message

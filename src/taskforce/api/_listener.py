@@ -21,7 +21,14 @@ from starlette.applications import Starlette
 from taskforce.api._read_deadline import DEFAULT_MAX_HEADER_BYTES, read_deadline_protocol
 from taskforce.errors import StartupError
 
-__all__ = ["MetricsListener", "WorkerSlot", "bind_first_free", "bind_socket", "socket_url"]
+__all__ = [
+    "MetricsListener",
+    "WorkerSlot",
+    "bind_first_free",
+    "bind_socket",
+    "metrics_listener",
+    "socket_url",
+]
 
 _LOG = structlog.get_logger("taskforce.api")
 #: How long the listener waits for an unfinished scrape when the process stops.
@@ -42,8 +49,23 @@ class WorkerSlot:
     url: str | None = None
 
 
-#: What a metrics listener is for, in a bind error: the settings that chose its address.
-METRICS_LISTENER = "metrics (TASKFORCE_METRICS__HOST, TASKFORCE_METRICS__PORT)"
+def metrics_listener(
+    *, host_from: str = "TASKFORCE_METRICS__HOST", port_from: str = "TASKFORCE_METRICS__PORT"
+) -> str:
+    """What a metrics listener is for, in a bind error: what chose its address and port.
+
+    Args:
+        host_from: where its address came from (a variable, or ``--host``).
+        port_from: where its port came from (a variable, or ``--metrics-port``).
+
+    Returns:
+        e.g. ``"metrics (TASKFORCE_METRICS__HOST, --metrics-port)"``.
+    """
+    return f"metrics ({host_from}, {port_from})"
+
+
+#: What a metrics listener is for, in a bind error, when only settings chose its address.
+METRICS_LISTENER = metrics_listener()
 
 
 def bind_socket(host: str, port: int, *, what: str) -> socket.socket:

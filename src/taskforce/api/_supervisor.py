@@ -27,7 +27,7 @@ from types import FrameType
 
 import structlog
 
-from taskforce.api._listener import METRICS_LISTENER, WorkerSlot, bind_socket
+from taskforce.api._listener import WorkerSlot, bind_socket, metrics_listener
 from taskforce.api._serving import CANCEL_RECORD_SECONDS, STOP_SIGNALS, run_worker
 from taskforce.api._targets import replace_own_targets, report_failure
 from taskforce.config import Settings
@@ -75,11 +75,21 @@ def resolve_workers(option: int | None, environ: dict[str, str] | None = None) -
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})
 
 
-def serve(settings: Settings, host: str, port: int, workers: int) -> int:
+def serve(
+    settings: Settings, host: str, port: int, workers: int, *, has_metrics_port_flag: bool = False
+) -> int:
     """Serve the app on ``host:port`` with ``workers`` processes until stopped.
 
     The service's entries in ``metrics.targets_file`` are withdrawn when it stops
     on a signal (return 0) and kept when it fails (an exception).
+
+    Args:
+        settings: the service's settings.
+        host: the API's address (``--host``); the metrics' too, unless ``metrics.host``.
+        port: the API's port (``--port``).
+        workers: how many worker processes serve.
+        has_metrics_port_flag: ``metrics.port`` came from ``--metrics-port``, which a
+            bind error then names instead of ``TASKFORCE_METRICS__PORT``.
 
     Returns:
         0, after a stop signal and the drain.
@@ -110,12 +120,17 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
     api_socket = bind_socket(host, port, what="the API")
     metrics_sockets: list[socket.socket | None] = [None] * workers
     if metrics.enabled and metrics.port is not None:
+        # named as the user gave them: a flag, or a setting
+        listener = metrics_listener(
+            host_from="--host" if metrics.host is None else "TASKFORCE_METRICS__HOST",
+            port_from="--metrics-port" if has_metrics_port_flag else "TASKFORCE_METRICS__PORT",
+        )
         try:
             if metrics.port + workers - 1 > 65535:
                 raise StartupError(f"metrics.port {metrics.port} + {workers} workers passes 65535")
             for index in range(workers):
                 metrics_sockets[index] = bind_socket(
-                    metrics_host, metrics.port + index, what=f"worker {index}'s {METRICS_LISTENER}"
+                    metrics_host, metrics.port + index, what=f"worker {index}'s {listener}"
                 )
         except StartupError:
             for sock in (api_socket, *metrics_sockets):

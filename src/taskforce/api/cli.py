@@ -184,7 +184,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     check_directories(settings)
     if settings.state.backend == "postgres":
         asyncio.run(_check_state_store(settings))
-    return serve(settings, args.host, args.port, resolve_workers(args.workers))
+    workers = resolve_workers(args.workers)
+    has_flag = args.metrics_port is not None
+    return serve(settings, args.host, args.port, workers, has_metrics_port_flag=has_flag)
 
 
 async def _run_mission(args: argparse.Namespace, settings: Settings, run: _Run) -> int:
