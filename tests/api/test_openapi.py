@@ -9,9 +9,10 @@ import pytest
 from fastapi.routing import APIRoute
 from pydantic import SecretStr
 
-from taskforce.api._schemas import ErrorAnswer, InvalidRequest
+from taskforce.api._schemas import ErrorAnswer, InvalidRequest, MissionResult
 from taskforce.api.server import create_app
 from taskforce.config import Settings
+from tests.api.conftest import CALC_WRITE_MISSION
 
 
 def _responses(settings: Settings) -> dict[tuple[str, str], dict[str, Any]]:
@@ -47,6 +48,29 @@ class TestOpenAPI:
         assert ["application/json"] == list(
             responses[("post", "/api/v1/execute")]["200"]["content"]
         )
+
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    async def test_the_declared_result_is_the_one_answered(
+        self, settings: Settings, agent_type: str
+    ) -> None:
+        """`/execute`'s 200 declares the result's shape: exactly the keys a real answer has
+        (its steps' too), all required, and the answer fits it."""
+        app = create_app(settings)
+        schema = app.openapi()
+        answer = schema["paths"]["/api/v1/execute"]["post"]["responses"]["200"]
+        ref = answer["content"]["application/json"]["schema"]["$ref"]
+        declared = schema["components"]["schemas"][ref.rsplit("/", 1)[1]]
+        step_ref = declared["properties"]["steps"]["items"]["$ref"]
+        step = schema["components"]["schemas"][step_ref.rsplit("/", 1)[1]]
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            body = {"mission": CALC_WRITE_MISSION, "agent_type": agent_type}
+            result = (await client.post("/api/v1/execute", json=body)).json()
+        assert result["steps"]
+        assert set(result) == set(declared["properties"]) == set(declared["required"])
+        for answered in result["steps"]:
+            assert set(answered) == set(step["properties"]) == set(step["required"])
+        MissionResult.model_validate(result)
 
     def test_every_route_with_a_json_body_declares_its_415(self, settings: Settings) -> None:
         """Each route that takes a JSON body (and so answers 415) declares it; no other does."""

@@ -21,7 +21,7 @@ from taskforce.api._auth import BearerGuard
 from taskforce.api._body import StrictJSONRoute
 from taskforce.api._encoding import PathRedactor, Redact, SafeJSONResponse, json_bytes, sse_event
 from taskforce.api._schemas import (
-    MISSION_ANSWERS,
+    EXECUTE_ANSWERS,
     STREAM_ANSWERS,
     ExecuteRequest,
     error_answer,
@@ -146,7 +146,8 @@ def mission_router(container: Container) -> APIRouter:
     dirs = container.settings
     redact = PathRedactor({"state_dir": dirs.state_dir, "workspace_dir": dirs.workspace_dir})
 
-    @router.post("/execute", responses=MISSION_ANSWERS)
+    # The result is sent as the executor made it; EXECUTE_ANSWERS declares its shape.
+    @router.post("/execute", responses=EXECUTE_ANSWERS)
     async def execute(body: ExecuteRequest, request: Request) -> Response:
         """Run one mission; a client that disconnects cancels it."""
         refusal = admit(request)

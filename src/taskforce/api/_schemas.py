@@ -1,4 +1,5 @@
-"""Request bodies of the HTTP API; a body that does not fit is a 422 with a reason."""
+"""Request bodies of the HTTP API (a body that does not fit is a 422 with a reason), and
+the answers its OpenAPI schema declares."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from taskforce.core.interfaces.executor import SESSION_ID_PATTERN
+from taskforce.core.interfaces.executor import SESSION_ID_PATTERN, AgentType, MissionStatus
 
 __all__ = [
+    "EXECUTE_ANSWERS",
     "MISSION_ANSWERS",
     "SESSION_ANSWERS",
     "STREAM_ANSWERS",
@@ -16,6 +18,8 @@ __all__ = [
     "ExecuteRequest",
     "InvalidField",
     "InvalidRequest",
+    "MissionResult",
+    "MissionStep",
     "error_answer",
 ]
 
@@ -32,6 +36,36 @@ class ExecuteRequest(BaseModel):
         default=None,
         pattern=f"^{SESSION_ID_PATTERN.pattern}$",  # the same ids as the session route
         description="Continue this session; a new one is created when absent.",
+    )
+
+
+class MissionStep(BaseModel):
+    """One step of a mission in its result: a plan step (legacy) or one LLM turn (lean)."""
+
+    index: int = Field(description="The step's number, from 1.")
+    description: str = Field(description="The plan step, or `LLM turn N`.")
+    status: Literal["completed", "failed"]
+    tool_calls: list[str] = Field(description="The tools the step called, by name, in order.")
+    outcome: str = Field(description="What came of it; for a failed step, its error.")
+
+
+class MissionResult(BaseModel):
+    """How a mission ended (``ExecutionResult.to_dict()``): every field is always sent.
+
+    Documentation only: the route sends the executor's dict as it is, not through this.
+    """
+
+    session_id: str
+    mission_id: str
+    agent_type: AgentType
+    status: MissionStatus = Field(description="A failed mission is a 200 too, with `error`.")
+    final_message: str = Field(description="The agent's answer; empty when it has none.")
+    steps: list[MissionStep]
+    tool_calls: int = Field(description="Tool calls made in all.")
+    error: str | None = Field(description="Why the mission did not complete, else null.")
+    error_type: str | None = Field(
+        description="The failure's type when a failed LLM or tool call ended the mission "
+        "(`rate_limit`, `timeout`, ...), as in the log and the metrics; else null."
     )
 
 
@@ -92,6 +126,12 @@ MISSION_ANSWERS: dict[int | str, dict[str, Any]] = {
     },
 }
 """The refusals of a mission route besides its 422, as the OpenAPI schema lists them."""
+
+EXECUTE_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"model": MissionResult, "description": "The mission's result, however it ended."},
+    **MISSION_ANSWERS,
+}
+"""The answers of the plain execute route: its result, then a mission route's refusals."""
 
 STREAM_ANSWERS: dict[int | str, dict[str, Any]] = {
     200: {
