@@ -49,6 +49,12 @@ class TestPrecedence:
         monkeypatch.setenv("TASKFORCE_API__MAX_MISSIONS_IN_FLIGHT", " 8 ")
         assert 8 == load_settings().api.max_missions_in_flight
 
+    def test_stream_keepalive_from_env(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """TASKFORCE_API__STREAM_KEEPALIVE_SECONDS sets the interval; 0 (off) is allowed."""
+        assert 15 == load_settings().api.stream_keepalive_seconds
+        monkeypatch.setenv("TASKFORCE_API__STREAM_KEEPALIVE_SECONDS", "0")
+        assert 0 == load_settings().api.stream_keepalive_seconds
+
     def test_env_beats_file_beats_defaults(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -92,6 +98,9 @@ class TestErrors:
             ("TASKFORCE_API__MAX_MISSIONS_IN_FLIGHT", "10001", "api.max_missions_in_flight"),
             ("TASKFORCE_API__MAX_MISSIONS_IN_FLIGHT", "many", "api.max_missions_in_flight"),
             ("TASKFORCE_API__MAX_MISSIONS_IN_FLIGHT", "2.5", "api.max_missions_in_flight"),
+            ("TASKFORCE_API__STREAM_KEEPALIVE_SECONDS", "-1", "api.stream_keepalive_seconds"),
+            ("TASKFORCE_API__STREAM_KEEPALIVE_SECONDS", "3601", "api.stream_keepalive_seconds"),
+            ("TASKFORCE_API__STREAM_KEEPALIVE_SECONDS", "nan", "api.stream_keepalive_seconds"),
             # an empty path would silently mean the working directory
             ("TASKFORCE_STATE_DIR", " ", "state_dir"),
             ("TASKFORCE_WORKSPACE_DIR", "", "workspace_dir"),

@@ -37,9 +37,13 @@ async def fixture_client(server: LiveServer) -> AsyncIterator[httpx.AsyncClient]
 
 
 def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:
-    """Split a Server-Sent Events body into (event, data) pairs."""
+    """Split a Server-Sent Events body into (event, data) pairs, as EventSource reads it:
+    comment lines (``: keep-alive``) are skipped."""
     events: list[tuple[str, dict[str, Any]]] = []
     for block in text.strip().split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        lines = [line for line in block.splitlines() if not line.startswith(":")]
+        if not lines:
+            continue
+        fields = dict(line.split(": ", 1) for line in lines if ": " in line)
         events.append((fields["event"], json.loads(fields["data"])))
     return events

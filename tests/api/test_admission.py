@@ -89,12 +89,10 @@ async def until(condition: Callable[[], Any]) -> None:
 
 
 @contextmanager
-def _gated_server(settings: Settings, limit: int) -> Iterator[tuple[str, GateTool]]:
-    """A live server with ``api.max_missions_in_flight=limit`` and a ``gate`` tool."""
-    limited = settings.model_copy(
-        update={"api": settings.api.model_copy(update={"max_missions_in_flight": limit})}
-    )
-    container = build_container(limited)
+def gated_server(settings: Settings, **api: Any) -> Iterator[tuple[str, GateTool]]:
+    """A live server with a ``gate`` tool and these ``api`` settings changed."""
+    changed = settings.model_copy(update={"api": settings.api.model_copy(update=api)})
+    container = build_container(changed)
     gate = GateTool()
     container.tool_registry.register(gate)
     try:
@@ -145,7 +143,10 @@ def _check_refusal(response: httpx.Response) -> None:
 class TestExecute:
     async def test_third_mission_is_refused_then_admitted(self, settings: Settings) -> None:
         """Limit 2: two slow missions run, a third gets a 503, one after them runs."""
-        with _gated_server(settings, 2) as (url, gate), capture_logs() as logs:
+        with (
+            gated_server(settings, max_missions_in_flight=2) as (url, gate),
+            capture_logs() as logs,
+        ):
             async with httpx.AsyncClient(base_url=url, timeout=GUARD_SECONDS) as client:
                 (refused,), samples, done = await _two_run_while_refused(
                     client, gate, EXECUTE, [EXECUTE]
@@ -180,7 +181,10 @@ class TestExecute:
 class TestStream:
     async def test_third_stream_is_refused_then_admitted(self, settings: Settings) -> None:
         """Limit 2: two slow streams run, a third gets a 503 (no stream), one after them runs."""
-        with _gated_server(settings, 2) as (url, gate), capture_logs() as logs:
+        with (
+            gated_server(settings, max_missions_in_flight=2) as (url, gate),
+            capture_logs() as logs,
+        ):
             async with httpx.AsyncClient(base_url=url, timeout=GUARD_SECONDS) as client:
                 # the plain route shares the slots: it is refused too
                 (refused, also_refused), _, done = await _two_run_while_refused(
@@ -201,7 +205,7 @@ class TestStream:
 
     async def test_a_client_that_leaves_a_stream_frees_its_slot(self, settings: Settings) -> None:
         """Limit 1: a stream whose client disconnects mid-way gives its slot to the next one."""
-        with _gated_server(settings, 1) as (url, gate):
+        with gated_server(settings, max_missions_in_flight=1) as (url, gate):
             async with httpx.AsyncClient(base_url=url, timeout=GUARD_SECONDS) as client:
                 async with client.stream("POST", STREAM, json={"mission": GATED}) as r:
                     async for line in r.aiter_lines():

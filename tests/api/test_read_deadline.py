@@ -173,13 +173,17 @@ async def _narrow_client(port: int, request: bytes) -> socket.socket:
 
 
 class TestUnreadAnswer:
+    @pytest.mark.parametrize("keepalive", [15.0, 0.01])
     async def test_a_stream_left_unread_is_cut_and_frees_its_slot(
-        self, timed_settings: Settings
+        self, timed_settings: Settings, keepalive: float
     ) -> None:
-        """A client that stops reading its stream loses it after the write timeout."""
-        request = _big_stream(timed_settings, "unread", 15)
+        """A client that stops reading its stream loses it after the write timeout, also
+        while keep-alive comments wait to be sent (they do not count as read)."""
+        api = timed_settings.api.model_copy(update={"stream_keepalive_seconds": keepalive})
+        settings = timed_settings.model_copy(update={"api": api})
+        request = _big_stream(settings, "unread", 15)
         with structlog.testing.capture_logs() as logs:
-            async with serving(timed_settings, write_timeout=0.5) as (port, _):
+            async with serving(settings, write_timeout=0.5) as (port, _):
                 client = await _narrow_client(port, request)
                 async with asyncio.timeout(GUARD_SECONDS):
                     while True:  # until the server gave up on the unread answer

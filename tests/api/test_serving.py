@@ -372,6 +372,29 @@ class TestShutdown:
         (record,) = _records(settings.state_dir, "st")
         assert ("cancelled", "cancelled") == (record["status"], record["error_type"])
 
+    async def test_a_kept_alive_stream_cancelled_at_shutdown_ends_with_its_error_event(
+        self, settings: Settings
+    ) -> None:
+        """Keep-alive comments, sent while the mission waits, stop before the shutdown's
+        final `error` event: it stays the stream's last word."""
+        api = settings.api.model_copy(update={"stream_keepalive_seconds": 0.01})
+        async with _serving(settings.model_copy(update={"api": api})) as running:
+            async with httpx.AsyncClient(base_url=running.url, timeout=30) as client:
+                body = {"mission": SLOW_MISSION}
+                async with client.stream("POST", "/api/v1/execute/stream", json=body) as response:
+                    chunks = response.aiter_text()
+                    text = ""
+                    async for chunk in chunks:
+                        text += chunk
+                        if "event: tool_call" in text and ": keep-alive" in text:
+                            break
+                    running.server.should_exit = True
+                    text += "".join([chunk async for chunk in chunks])
+            await asyncio.wait_for(running.task, timeout=20)
+        assert text.removesuffix("\n\n").split("\n\n")[-1].startswith("event: error")
+        last = parse_sse(text)[-1][1]
+        assert ("cancelled", True) == (last["error_type"], last["is_final"])
+
     async def test_a_body_still_arriving_is_refused_at_once(self, running: Running) -> None:
         """A request still sending its body gets a 503 saying why, without waiting out the grace."""
         running.server.grace_seconds = 3600

@@ -20,6 +20,7 @@ from taskforce.api._admission import admit
 from taskforce.api._auth import BearerGuard
 from taskforce.api._body import StrictJSONRoute
 from taskforce.api._encoding import PathRedactor, Redact, SafeJSONResponse, json_bytes, sse_event
+from taskforce.api._event_stream import EventStreamResponse
 from taskforce.api._schemas import (
     EXECUTE_ANSWERS,
     STREAM_ANSWERS,
@@ -145,6 +146,7 @@ def mission_router(container: Container) -> APIRouter:
     executor = container.executor
     dirs = container.settings
     redact = PathRedactor({"state_dir": dirs.state_dir, "workspace_dir": dirs.workspace_dir})
+    keepalive = container.settings.api.stream_keepalive_seconds
 
     # The result is sent as the executor made it; EXECUTE_ANSWERS declares its shape.
     @router.post("/execute", responses=EXECUTE_ANSWERS)
@@ -182,11 +184,7 @@ def mission_router(container: Container) -> APIRouter:
         except BaseException:
             await stream.aclose()
             raise
-        return StreamingResponse(
-            _sse(first, stream, redact),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return EventStreamResponse(_sse(first, stream, redact), keepalive_seconds=keepalive)
 
     @router.get("/tools")
     async def tools() -> Response:

@@ -137,7 +137,8 @@ STREAM_ANSWERS: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Server-Sent Events, one per progress event (`event:` its kind, "
         "`data:` the event as JSON); the last is the `result`, else a final `error` (a "
-        "shutdown cancelled the mission, or it stopped unexpectedly).",
+        "shutdown cancelled the mission, or it stopped unexpectedly). Between events, a "
+        "stream idle for `api.stream_keepalive_seconds` gets a comment line, `: keep-alive`.",
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     },
     **MISSION_ANSWERS,

@@ -150,6 +150,9 @@ class ApiSettings(_Section):
     read_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
     #: Longest a client may leave an answer unread (the socket's send buffer full).
     write_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    #: A stream idle this long gets an SSE comment, so proxies do not cut it; 0: none.
+    #: Under the 60 s idle timeout of nginx and of AWS load balancers, with room to spare.
+    stream_keepalive_seconds: float = Field(default=15.0, ge=0, le=3600)
     auth_token: SecretStr | None = None
     docs_enabled: bool = True
     #: Missions this process runs at once; a request for one more gets a 503.

@@ -1,0 +1,159 @@
+"""``EventStreamResponse``: a Server-Sent Events stream that idles sends keep-alive comments.
+
+Waits are conditions (a comment was sent, the gate tool was entered), never guesses
+about durations; every timeout here is only a guard against a test that would hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from starlette.types import Message
+
+from taskforce.api._event_stream import KEEP_ALIVE, EventStreamResponse
+from taskforce.config import Settings
+from tests.api.conftest import parse_sse
+from tests.api.test_admission import GATED, GUARD_SECONDS, STREAM, gated_server, until
+from tests.api.test_metrics_e2e import scrape, total
+
+#: Short enough for a test to see comments at once, long past one loop turn.
+KEEPALIVE_SECONDS = 0.05
+_TICKER = "taskforce-sse-keep-alive"
+
+
+class _Recorder:
+    """An ASGI ``send`` that keeps every message and says when a comment went out."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.commented = asyncio.Event()
+
+    async def __call__(self, message: Message) -> None:
+        self.messages.append(message)
+        if message.get("body") == KEEP_ALIVE:
+            self.commented.set()
+
+    def bodies(self) -> list[tuple[bytes, bool]]:
+        """The body messages: (body, more_body)."""
+        return [
+            (m["body"], m["more_body"]) for m in self.messages if m["type"] == "http.response.body"
+        ]
+
+
+async def _no_receive() -> Message:
+    await asyncio.Event().wait()  # the client never leaves
+    raise AssertionError("unreachable")
+
+
+async def _tickers() -> list[asyncio.Task[Any]]:
+    """The comment tasks still running, once those cancelled had their turn to end."""
+    await asyncio.sleep(0)
+    return [t for t in asyncio.all_tasks() if t.get_name() == _TICKER and not t.done()]
+
+
+class TestEventStreamResponse:
+    async def test_comments_fill_an_idle_gap_and_never_follow_the_end(self) -> None:
+        """While the body waits, comments go out; none after the last event or the end."""
+        send = _Recorder()
+
+        async def events() -> AsyncIterator[bytes]:
+            yield b"event: a\ndata: {}\n\n"
+            await send.commented.wait()  # idle until a comment was sent
+            yield b"event: b\ndata: {}\n\n"
+
+        response = EventStreamResponse(events(), keepalive_seconds=KEEPALIVE_SECONDS)
+        async with asyncio.timeout(GUARD_SECONDS):
+            await response({"type": "http", "asgi": {"spec_version": "2.4"}}, _no_receive, send)
+        bodies = send.bodies()
+        assert (b"event: a\ndata: {}\n\n", True) == bodies[0]
+        assert [(b"event: b\ndata: {}\n\n", True), (b"", False)] == bodies[-2:]
+        assert bodies[1:-2] and all((KEEP_ALIVE, True) == body for body in bodies[1:-2])
+        assert "text/event-stream" == dict(response.headers)["content-type"].split(";")[0]
+        assert [] == await _tickers()
+
+    async def test_a_cancelled_stream_stops_its_comments(self) -> None:
+        """A stream cancelled while it idles (a client gone, a shutdown) sends nothing more."""
+        send = _Recorder()
+
+        async def events() -> AsyncIterator[bytes]:
+            yield b"event: a\ndata: {}\n\n"
+            await asyncio.Event().wait()  # a mission that never ends
+
+        response = EventStreamResponse(events(), keepalive_seconds=KEEPALIVE_SECONDS)
+        scope = {"type": "http", "asgi": {"spec_version": "2.4"}}
+        task = asyncio.create_task(response(scope, _no_receive, send))
+        async with asyncio.timeout(GUARD_SECONDS):
+            await send.commented.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        sent = len(send.messages)
+        assert [] == await _tickers()
+        await asyncio.sleep(KEEPALIVE_SECONDS * 4)  # comments would have come meanwhile
+        assert sent == len(send.messages)
+        assert all(more for _, more in send.bodies())  # the end was never sent
+
+    @pytest.mark.parametrize(("seconds", "is_kept_alive"), [(0.0, False), (15.0, True)])
+    async def test_zero_turns_the_comments_off(self, seconds: float, is_kept_alive: bool) -> None:
+        """With 0 no comment task runs beside the stream; with a number one does."""
+        seen: list[bool] = []
+
+        async def events() -> AsyncIterator[bytes]:
+            seen.append(bool(await _tickers()))
+            yield b"event: a\ndata: {}\n\n"
+
+        send = _Recorder()
+        response = EventStreamResponse(events(), keepalive_seconds=seconds)
+        await response({"type": "http", "asgi": {"spec_version": "2.4"}}, _no_receive, send)
+        assert [is_kept_alive] == seen
+        assert [(b"event: a\ndata: {}\n\n", True), (b"", False)] == send.bodies()
+
+
+@pytest.mark.integration
+class TestKeepAliveOnAServer:
+    async def test_a_stream_waiting_on_a_tool_gets_comments_then_its_result(
+        self, settings: Settings
+    ) -> None:
+        """While a tool call holds the mission, `: keep-alive` comments arrive; then the
+        events go on (tokens included), the result last, counted as one 200 and one
+        completed mission, and the mission's slot is free again."""
+        with gated_server(settings, stream_keepalive_seconds=KEEPALIVE_SECONDS) as (url, gate):
+            async with httpx.AsyncClient(base_url=url, timeout=GUARD_SECONDS) as client:
+                async with client.stream("POST", STREAM, json={"mission": GATED}) as response:
+                    chunks = response.aiter_text()
+                    body = ""
+                    async with asyncio.timeout(GUARD_SECONDS):
+                        async for chunk in chunks:
+                            body += chunk
+                            if body.count(KEEP_ALIVE.decode()) >= 2:
+                                break
+                    assert 1 == gate.entered  # the comments came while the tool waited
+                    gate.open()
+                    body += "".join([chunk async for chunk in chunks])
+                await until(lambda: _in_flight(client, 0))
+                samples = await scrape(client)
+        assert 200 == response.status_code
+        assert response.headers["content-type"].startswith("text/event-stream")
+        blocks = body.removesuffix("\n\n").split("\n\n")
+        comments = [i for i, block in enumerate(blocks) if block.startswith(":")]
+        assert {": keep-alive"} == {blocks[i] for i in comments}
+        events = parse_sse(body)
+        kinds = [kind for kind, _ in events]
+        assert "token" in kinds
+        assert ("result", "completed") == (kinds[-1], events[-1][1]["result"]["status"])
+        # between events, never after the result: the last block is the result
+        assert blocks[-1].startswith("event: result")
+        assert 0 < comments[0] and comments[-1] < len(blocks) - 1
+        assert 1 == total(samples, "taskforce_http_requests_total", route=STREAM)
+        assert 1 == total(samples, "taskforce_http_requests_total", status_code="200", route=STREAM)
+        assert 1 == total(samples, "taskforce_missions_total", status="completed")
+
+
+async def _in_flight(client: httpx.AsyncClient, count: int) -> bool:
+    """Whether ``count`` missions hold a slot (``/health``)."""
+    health = (await client.get("/health")).json()
+    return bool(count == health["missions"]["in_flight"])
