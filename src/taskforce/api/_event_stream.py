@@ -18,6 +18,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from starlette.responses import StreamingResponse
 from starlette.types import Send
 
+from taskforce.core.interfaces.outcome import retrieve_outcome
+
 __all__ = ["KEEP_ALIVE", "EventStreamResponse"]
 
 #: What an idle stream sends: an SSE comment (a line starting with ``:``), then the
@@ -82,7 +84,7 @@ async def _kept_alive(send: Send, seconds: float) -> AsyncIterator[_SendChunk]:
                 await send_chunk(KEEP_ALIVE)
 
     ticker = asyncio.create_task(keep_alive(), name="taskforce-sse-keep-alive")
-    ticker.add_done_callback(_retrieve)
+    ticker.add_done_callback(retrieve_outcome)  # a broken connection is the events' to report
     try:
         yield send_chunk
     finally:
@@ -92,9 +94,3 @@ async def _kept_alive(send: Send, seconds: float) -> AsyncIterator[_SendChunk]:
         # the ticker sends nothing more: it is suspended in a wait (the sleep, the lock,
         # a full socket's drain), and its next step raises there.
         ticker.cancel()
-
-
-def _retrieve(task: asyncio.Task[None]) -> None:
-    """Take a failed comment's exception: a broken connection is the events' to report."""
-    if not task.cancelled():
-        task.exception()

@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 from typing import Any, cast
 
+from taskforce.core.interfaces.outcome import retrieve_outcome
 from taskforce.core.interfaces.state import HealthCheckingStateStoreProtocol, StateStoreHealth
 
 __all__ = ["StateStoreCheck"]
@@ -59,7 +60,7 @@ class StateStoreCheck:
             # A context of its own: the check serves every request that joins it, not
             # the first one's (whose request id a log line of the store would carry).
             task = asyncio.create_task(_checked(store), context=contextvars.Context())
-            task.add_done_callback(_retrieve)
+            task.add_done_callback(retrieve_outcome)
             self._in_flight = task
         # asyncio.wait, not wait_for: a request that gives up (or is cancelled) leaves
         # the shared check running for the requests that joined it.
@@ -100,9 +101,3 @@ def _outcome(task: asyncio.Task[StateStoreHealth]) -> StateStoreHealth:
         return task.result()
     except Exception as exc:
         return StateStoreHealth(is_reachable=False, error=type(exc).__name__)
-
-
-def _retrieve(task: asyncio.Task[StateStoreHealth]) -> None:
-    """Read the outcome of a check no request awaited to its end, so asyncio reports none lost."""
-    if not task.cancelled():
-        task.exception()

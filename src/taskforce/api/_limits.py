@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskforce.api._encoding import refusal
+from taskforce.core.interfaces.outcome import retrieve_outcome
 
 __all__ = [
     "BodyLimitMiddleware",
@@ -156,8 +157,8 @@ def _forget(task: asyncio.Future[Any]) -> None:
     """Cancel ``task`` if it still runs, else mark its outcome taken (whether used or not)."""
     if not task.done():
         task.cancel()
-    elif not task.cancelled():
-        task.exception()  # retrieved: no "exception was never retrieved" at collection
+    else:
+        retrieve_outcome(task)
 
 
 class BodyLimitMiddleware:

@@ -10,7 +10,7 @@ line and in the metrics.
 from __future__ import annotations
 
 import asyncio
-from typing import Final, NoReturn
+from typing import Any, Final, NoReturn
 
 from taskforce.core.interfaces.llm import LLM_ERROR_TYPES
 from taskforce.core.interfaces.tools import TOOL_TIMEOUT_CANCEL_MESSAGE, ToolTimeLimit
@@ -39,6 +39,7 @@ __all__ = [
     "label_safe",
     "llm_exception_error_type",
     "raise_cancellation",
+    "retrieve_outcome",
     "tool_exception_error_type",
 ]
 
@@ -132,6 +133,21 @@ def raise_cancellation(exc: BaseException) -> NoReturn:
     if isinstance(exc, asyncio.CancelledError) or type(exc) is KeyboardInterrupt:
         raise exc
     raise asyncio.CancelledError from exc
+
+
+def retrieve_outcome(task: asyncio.Future[Any]) -> None:
+    """Take the outcome of a finished task that nobody awaits (as a done callback).
+
+    asyncio reports an exception nobody retrieved when the task is collected ("Task
+    exception was never retrieved"); a task whose outcome is read elsewhere, or not at
+    all on purpose (a check given up, a write abandoned), takes it here. A cancelled
+    task has none to take.
+
+    Args:
+        task: A finished task or future.
+    """
+    if not task.cancelled():
+        task.exception()
 
 
 def tool_exception_error_type(exc: BaseException, limit: ToolTimeLimit | None) -> str | None:

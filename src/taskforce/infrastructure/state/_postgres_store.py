@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from taskforce.config import dsn_secrets
 from taskforce.core.interfaces.log import secret_scrubber
+from taskforce.core.interfaces.outcome import retrieve_outcome
 from taskforce.core.interfaces.state import (
     AppendResult,
     MissionRecord,
@@ -485,10 +486,9 @@ def _let_go(task: asyncio.Task[Any]) -> None:
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:
-    """Read the outcome of a task nobody awaits, so asyncio does not report it as lost."""
+    """Let ``task`` go from ``_ABANDONED`` and take its outcome (see ``retrieve_outcome``)."""
     _ABANDONED.discard(task)
-    if not task.cancelled():
-        task.exception()
+    retrieve_outcome(task)
 
 
 def _text(record: object) -> tuple[str, int]:
