@@ -590,6 +590,20 @@ class TestTokenReports:
         assert [("m", "none", "complete", "success")] == _requests(metrics)
         assert metrics.render().endswith(b"\n")  # the scrape is still written
 
+    @pytest.mark.parametrize(("first", "second"), [(2**53 - 1, 0), (2**53, 1), (0, 2**53)])
+    async def test_counts_up_to_2_to_the_53_are_counts(
+        self, metrics: MetricSet, first: int, second: int
+    ) -> None:
+        """The largest counts a sample holds exactly are written whole, with no fault."""
+        usage = {"prompt_tokens": first, "completion_tokens": second}
+        answer = {"success": True, "model": "m", "usage": usage}
+        await observe_llm_provider(FakeProvider(answer), metrics).complete(MESSAGES)
+        written = {k: v for k, v in _tokens(metrics).items() if v}
+        assert {k: v for k, v in {"input": first, "output": second}.items() if v} == {
+            token_type: value for (_, _, token_type), value in written.items()
+        }
+        assert {} == faults(metrics)
+
     async def test_whole_floats_are_counts(self, metrics: MetricSet) -> None:
         """``12.0`` tokens are 12 tokens."""
         answer = {"success": True, "model": "m", "usage": {"prompt_tokens": 12.0}}

@@ -248,6 +248,8 @@ def classify_tool_result(result: object) -> str | None:
         not unknown), or ``invalid_result`` when ``result`` is not a dict with a
         boolean ``success``.
     """
+    if type(result) is dict and result.get("success") is True:
+        return None  # most calls: a plain dict cannot fail to be read
     if not isinstance(result, dict):
         return INVALID_RESULT
     try:
@@ -297,6 +299,8 @@ def classify_llm_result(result: object) -> str | None:
         is one of them, ``invalid_response`` when ``result`` is not a dict
         with a boolean ``success``, else ``other``.
     """
+    if type(result) is dict and result.get("success") is True:
+        return None  # most calls: a plain dict cannot fail to be read
     if not isinstance(result, dict):
         return "invalid_response"
     try:

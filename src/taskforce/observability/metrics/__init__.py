@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from taskforce.observability.metrics._catalog import CATALOG, MetricSpec
 from taskforce.observability.metrics._children import (
+    COUNT_BITS,
     MAX_COUNT,
     CounterChild,
     CounterPair,
@@ -24,6 +25,7 @@ from taskforce.observability.metrics._render import CONTENT_TYPE
 __all__ = [
     "CATALOG",
     "CONTENT_TYPE",
+    "COUNT_BITS",
     "MAX_COUNT",
     "CallbackFamily",
     "CounterChild",

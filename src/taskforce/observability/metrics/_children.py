@@ -12,12 +12,23 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
-__all__ = ["MAX_COUNT", "CounterChild", "CounterPair", "GaugeChild", "HistogramChild", "as_count"]
+__all__ = [
+    "COUNT_BITS",
+    "MAX_COUNT",
+    "CounterChild",
+    "CounterPair",
+    "GaugeChild",
+    "HistogramChild",
+    "as_count",
+]
 
 #: The largest count a series takes from a report: the largest whole number a sample (a
 #: float64) holds exactly. A larger one is no count of anything real, and one past
 #: float64's range (or Python's 4300 digits) would make every later scrape fail.
 MAX_COUNT = 2**53
+#: ``count >> COUNT_BITS`` is 0 exactly for an int from 0 to ``MAX_COUNT - 1``: the quick
+#: check of a record path, which leaves every other value to :func:`as_count`.
+COUNT_BITS = 53
 
 
 def as_count(value: object) -> int | None:

@@ -65,7 +65,7 @@ from taskforce.core.interfaces.outcome import (
     llm_exception_error_type,
 )
 from taskforce.observability.metrics import (
-    MAX_COUNT,
+    COUNT_BITS,
     CounterChild,
     CounterPair,
     Family,
@@ -451,11 +451,12 @@ def _record_call(
         if usage:
             input_tokens = usage.get("prompt_tokens") or 0
             output_tokens = usage.get("completion_tokens") or 0
+            # both plain ints from 0 to below 2**COUNT_BITS (a negative one shifts to -1);
+            # anything else, MAX_COUNT itself included, is read by as_count
             if not (
                 type(input_tokens) is int
                 and type(output_tokens) is int
-                and 0 <= input_tokens <= MAX_COUNT
-                and 0 <= output_tokens <= MAX_COUNT
+                and not (input_tokens | output_tokens) >> COUNT_BITS
             ):
                 input_tokens, output_tokens = _token_counts(proxy, input_tokens, output_tokens)
             if input_tokens or output_tokens:  # no token series until a provider reports some

@@ -28,7 +28,7 @@ from taskforce.core.interfaces.state import (
     SessionState,
     StateStoreProtocol,
 )
-from taskforce.observability.metrics import MetricSet, as_count
+from taskforce.observability.metrics import COUNT_BITS, MetricSet, as_count
 from taskforce.observability.metrics._catalog import STATE_ERRORS, STATE_OPERATIONS, STATE_SIZE
 from taskforce.observability.proxies._base import ObservingProxy, report_fault
 
@@ -97,7 +97,9 @@ class StateStoreProxy(ObservingProxy[_StoreT]):
             self._self_count_error("append")
             raise
         try:
-            size = as_count(appended.size_bytes)
+            size: int | None = appended.size_bytes
+            if type(size) is not int or size >> COUNT_BITS:  # not a plain count below 2**53
+                size = as_count(size)
             if size is None:
                 # named by type: what a store of one's own reports may be too long to print
                 kind = type(appended.size_bytes).__name__
