@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from taskforce.api.server import create_app
 from taskforce.application.container import build_container
@@ -72,3 +73,25 @@ class TestAStoreOfOnesOwnThatRaises:
         samples = await scrape(buggy_client)
         assert 4 == total(samples, "taskforce_state_errors_total", operation="append")
         assert 4 == total(samples, "taskforce_missions_total", status="failed")
+
+    async def test_a_session_it_cannot_read_is_a_json_500(
+        self, buggy_client: httpx.AsyncClient
+    ) -> None:
+        """Reading a session: a JSON 500 naming the exception's class only (its message, which
+        may name a path, in state.load.failed), counted under the route's template."""
+        with capture_logs() as logs:
+            response = await buggy_client.get("/api/v1/sessions/s-1")
+        assert (500, "application/json") == (
+            response.status_code,
+            response.headers["content-type"],
+        )
+        assert {"detail": "could not read the session state (RuntimeError)"} == response.json()
+        (failed,) = [line for line in logs if line["event"] == "state.load.failed"]
+        assert ("s-1", "RuntimeError: /srv/secret/state broke") == (
+            failed["session_id"],
+            failed["error"],
+        )
+        samples = await scrape(buggy_client)
+        route = "/api/v1/sessions/{session_id}"
+        assert 1 == total(samples, "taskforce_http_requests_total", route=route, status_code="500")
+        assert 1 == total(samples, "taskforce_state_errors_total", operation="load")
