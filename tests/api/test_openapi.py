@@ -9,7 +9,13 @@ import pytest
 from fastapi.routing import APIRoute
 from pydantic import SecretStr
 
-from taskforce.api._schemas import ErrorAnswer, InvalidRequest, MissionResult
+from taskforce.api._schemas import (
+    ErrorAnswer,
+    InvalidRequest,
+    MissionResult,
+    SessionRecords,
+    ToolList,
+)
 from taskforce.api.server import create_app
 from taskforce.config import Settings
 from tests.api.conftest import CALC_WRITE_MISSION
@@ -22,6 +28,33 @@ def _responses(settings: Settings) -> dict[tuple[str, str], dict[str, Any]]:
         for path, item in schema["paths"].items()
         for method, operation in item.items()
     }
+
+
+def _component(schema: dict[str, Any], ref: str) -> dict[str, Any]:
+    """The component schema a ``$ref`` names."""
+    component: dict[str, Any] = schema["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    return component
+
+
+def _declared_200(schema: dict[str, Any], method: str, path: str) -> dict[str, Any]:
+    """The schema a route declares for its JSON 200."""
+    answer = schema["paths"][path][method]["responses"]["200"]
+    return _component(schema, answer["content"]["application/json"]["schema"]["$ref"])
+
+
+def _items(schema: dict[str, Any], declared: dict[str, Any], field: str) -> dict[str, Any]:
+    """The schema of the items of ``declared``'s list ``field``."""
+    return _component(schema, declared["properties"][field]["items"]["$ref"])
+
+
+def _assert_fits(declared: dict[str, Any], answered: dict[str, Any]) -> None:
+    """An answer has exactly the declared properties, and all of them are required."""
+    assert set(answered) == set(declared["properties"]) == set(declared["required"])
+
+
+def _client(app: Any) -> httpx.AsyncClient:
+    """A client of ``app`` in process."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
 
 
 class TestOpenAPI:
@@ -57,20 +90,55 @@ class TestOpenAPI:
         (its steps' too), all required, and the answer fits it."""
         app = create_app(settings)
         schema = app.openapi()
-        answer = schema["paths"]["/api/v1/execute"]["post"]["responses"]["200"]
-        ref = answer["content"]["application/json"]["schema"]["$ref"]
-        declared = schema["components"]["schemas"][ref.rsplit("/", 1)[1]]
-        step_ref = declared["properties"]["steps"]["items"]["$ref"]
-        step = schema["components"]["schemas"][step_ref.rsplit("/", 1)[1]]
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        declared = _declared_200(schema, "post", "/api/v1/execute")
+        step = _items(schema, declared, "steps")
+        async with _client(app) as client:
             body = {"mission": CALC_WRITE_MISSION, "agent_type": agent_type}
             result = (await client.post("/api/v1/execute", json=body)).json()
         assert result["steps"]
-        assert set(result) == set(declared["properties"]) == set(declared["required"])
+        _assert_fits(declared, result)
         for answered in result["steps"]:
-            assert set(answered) == set(step["properties"]) == set(step["required"])
+            _assert_fits(step, answered)
         MissionResult.model_validate(result)
+
+    async def test_the_declared_tool_list_is_the_one_answered(self, settings: Settings) -> None:
+        """`/tools`' 200 declares the list's shape: exactly the keys a real answer has (its
+        tools' too), all required, and the answer fits it."""
+        app = create_app(settings)
+        schema = app.openapi()
+        declared = _declared_200(schema, "get", "/api/v1/tools")
+        tool = _items(schema, declared, "tools")
+        async with _client(app) as client:
+            listed = (await client.get("/api/v1/tools")).json()
+        assert listed["tools"]
+        _assert_fits(declared, listed)
+        for answered in listed["tools"]:
+            _assert_fits(tool, answered)
+        ToolList.model_validate(listed)
+
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    async def test_the_declared_session_is_the_one_answered(
+        self, settings: Settings, agent_type: str
+    ) -> None:
+        """`/sessions/{session_id}`'s 200 declares the session's shape: exactly the keys a
+        real answer has (its missions' and their steps' too), all required, and the answer
+        fits it."""
+        app = create_app(settings)
+        schema = app.openapi()
+        declared = _declared_200(schema, "get", "/api/v1/sessions/{session_id}")
+        mission = _items(schema, declared, "missions")
+        step = _items(schema, mission, "steps")
+        async with _client(app) as client:
+            body = {"mission": CALC_WRITE_MISSION, "agent_type": agent_type, "session_id": "s"}
+            assert 200 == (await client.post("/api/v1/execute", json=body)).status_code
+            session = (await client.get("/api/v1/sessions/s")).json()
+        _assert_fits(declared, session)
+        (answered,) = session["missions"]
+        _assert_fits(mission, answered)
+        assert answered["steps"]
+        for answered_step in answered["steps"]:
+            _assert_fits(step, answered_step)
+        SessionRecords.model_validate(session)
 
     def test_every_route_with_a_json_body_declares_its_415(self, settings: Settings) -> None:
         """Each route that takes a JSON body (and so answers 415) declares it; no other does."""

@@ -24,6 +24,7 @@ from taskforce.api._event_stream import EventStreamResponse
 from taskforce.api._schemas import (
     EXECUTE_ANSWERS,
     STREAM_ANSWERS,
+    TOOLS_ANSWERS,
     ExecuteRequest,
     error_answer,
 )
@@ -186,7 +187,8 @@ def mission_router(container: Container) -> APIRouter:
             raise
         return EventStreamResponse(_sse(first, stream, redact), keepalive_seconds=keepalive)
 
-    @router.get("/tools")
+    # The list is sent as built here; TOOLS_ANSWERS declares its shape.
+    @router.get("/tools", responses=TOOLS_ANSWERS)
     async def tools() -> Response:
         """List the registered tools with their JSON schemas."""
         listed = [

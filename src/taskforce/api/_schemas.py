@@ -14,12 +14,17 @@ __all__ = [
     "MISSION_ANSWERS",
     "SESSION_ANSWERS",
     "STREAM_ANSWERS",
+    "TOOLS_ANSWERS",
     "ErrorAnswer",
     "ExecuteRequest",
     "InvalidField",
     "InvalidRequest",
     "MissionResult",
     "MissionStep",
+    "SessionMission",
+    "SessionRecords",
+    "ToolInfo",
+    "ToolList",
     "error_answer",
 ]
 
@@ -67,6 +72,48 @@ class MissionResult(BaseModel):
         description="The failure's type when a failed LLM or tool call ended the mission "
         "(`rate_limit`, `timeout`, ...), as in the log and the metrics; else null."
     )
+
+
+class ToolInfo(BaseModel):
+    """One registered tool, as the model is told of it."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any] = Field(description="The tool's arguments, as a JSON Schema.")
+
+
+class ToolList(BaseModel):
+    """The registered tools (``GET /api/v1/tools``).
+
+    Documentation only: the route sends its dict as it is, not through this.
+    """
+
+    tools: list[ToolInfo]
+
+
+class SessionMission(BaseModel):
+    """One mission record of a session, as taskforce writes it: every field is always sent."""
+
+    mission_id: str
+    agent_type: AgentType
+    status: MissionStatus
+    started_at: str = Field(description="When the mission started, ISO 8601 in UTC.")
+    finished_at: str = Field(description="When its record was written, ISO 8601 in UTC.")
+    final_message: str = Field(description="The agent's answer; empty when it has none.")
+    error: str | None = Field(description="Why the mission did not complete, else null.")
+    error_type: str | None = Field(description="The result's `error_type`, else null.")
+    tool_calls: list[str] = Field(description="The tools its steps called, by name, in order.")
+    steps: list[MissionStep]
+
+
+class SessionRecords(BaseModel):
+    """A session's mission records, oldest first (``GET /api/v1/sessions/{session_id}``).
+
+    Documentation only: the route sends ``SessionView.to_dict()`` as it is, not through this.
+    """
+
+    session_id: str
+    missions: list[SessionMission]
 
 
 class ErrorAnswer(BaseModel):
@@ -145,9 +192,15 @@ STREAM_ANSWERS: dict[int | str, dict[str, Any]] = {
 }
 """The answers of the stream route: its events (not JSON), then a mission route's refusals."""
 
+TOOLS_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"model": ToolList, "description": "The registered tools with their JSON schemas."},
+}
+"""The answers of the tool list route besides its guard's 401."""
+
 SESSION_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"model": SessionRecords, "description": "The session's mission records."},
     404: error_answer("No such session."),
     422: _invalid(),
     503: error_answer("The state store cannot be reached, or the service is shutting down."),
 }
-"""The refusals of the session route besides its 422, as the OpenAPI schema lists them."""
+"""The answers of the session route: its records, then its refusals besides its guard's 401."""

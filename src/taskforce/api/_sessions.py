@@ -40,6 +40,7 @@ def add_session_routes(router: APIRouter, container: Container, redact: Redact) 
     """
     store = container.state_store
 
+    # The view is sent as read_session shaped it; SESSION_ANSWERS declares its shape.
     @router.get("/sessions/{session_id}", responses=SESSION_ANSWERS)
     async def get_session(session_id: _SessionId) -> Response:
         """A session's mission records in the order written; 404 for an unknown session."""
