@@ -539,6 +539,37 @@ class TestRun:
         for option in options:
             assert "default" in " ".join(option.split()), option
 
+    @pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["--version"]])
+    def test_help_to_a_reader_gone_exits_141(self, tmp_path: Path, args: list[str]) -> None:
+        """Help or the version into a reader that went away, buffered as a console script's
+        output is: one line, 128 + SIGPIPE as for run's result, and not a failed flush at
+        exit (``Exception ignored``, exit 120)."""
+        with _unwritable("gone") as stdout:
+            proc = _taskforce(*args, env=_buffered_env(tmp_path), cwd=tmp_path, stdout=stdout)
+        assert (141, ["taskforce: standard output was closed before all was printed"]) == (
+            proc.returncode,
+            proc.stderr.splitlines(),
+        )
+
+    @pytest.mark.parametrize("args", [[], ["run"], ["run", "hi", "--agent", "x"], ["--bogus"]])
+    def test_a_usage_error_with_standard_error_closed_prints_nothing(
+        self, tmp_path: Path, args: list[str]
+    ) -> None:
+        """With standard error closed (`2>&-`), a usage error still exits 2 and prints
+        nothing on standard output (argparse's own printed its usage there)."""
+        proc = _python("-m", "taskforce", *args, env=_env(tmp_path), cwd=tmp_path, stderr=None)
+        assert (2, "") == (proc.returncode, proc.stdout)
+
+    def test_a_usage_error_says_usage_and_reason_on_standard_error(self, tmp_path: Path) -> None:
+        """A usage error: the usage and the reason on standard error, nothing on standard
+        output, exit 2."""
+        proc = _taskforce("run", env=_env(tmp_path), cwd=tmp_path)
+        assert (2, "") == (proc.returncode, proc.stdout)
+        assert proc.stderr.startswith("usage: taskforce run ")
+        assert proc.stderr.endswith(
+            "taskforce run: error: the following arguments are required: mission\n"
+        )
+
     def test_unknown_variable_stops_start_up(self, tmp_path: Path) -> None:
         """A misspelt TASKFORCE_* variable exits 2 naming it and the closest setting."""
         env = _env(tmp_path, TASKFORCE_METRICS_ENABLED="false")

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from contextlib import aclosing
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from taskforce import __version__
 from taskforce.errors import (
@@ -104,8 +104,34 @@ def _metrics_port(text: str) -> int:
     return _port(text, lowest=1)
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that writes through ``_say`` and ``_complain``.
+
+    argparse drops a failed write and leaves its buffer to the interpreter's flush at
+    exit (exit code 120), and with standard error closed prints its usage error on
+    standard output: here help and ``--version`` fail as ``run``'s result does, and a
+    usage error goes to standard error or nowhere.
+    """
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        # The one place argparse writes: help and --version to standard output, the rest
+        # (exit's message) to standard error.
+        if not message:
+            return
+        if file is sys.stdout and file is not None:
+            _say(message, end="")
+        else:
+            _complain(message.rstrip("\n"))
+
+    def error(self, message: str) -> NoReturn:
+        # argparse's own would print the usage on standard output when standard error is
+        # closed (print_usage's fallback); the exit code stays 2.
+        _complain(f"{self.format_usage()}{self.prog}: error: {message}")
+        self.exit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="taskforce", description=__doc__)
+    parser = _Parser(prog="taskforce", description=__doc__)
     parser.add_argument("--version", action="version", version=f"taskforce {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -319,8 +345,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     PGSSLMODE whose value the driver refused) or a start-up failure such
     as a port in use (the line names host and port); 130 and 143 when ``run`` is
     stopped by SIGINT (Ctrl-C) or SIGTERM, its mission cancelled, or before it started;
-    141 when ``run``'s standard output is closed (a reader that went away), as SIGPIPE;
-    74 (``EX_IOERR``, one line) when its result cannot be written otherwise (a full disk).
+    141 when the standard output of ``run`` (or of ``--help``, ``--version``) is closed
+    (a reader that went away), as SIGPIPE; 74 (``EX_IOERR``, one line) when it cannot be
+    written otherwise (a full disk).
     A standard error that cannot be written (``2>&-``, its reader gone) changes none of
     them: the line is dropped.
     """
@@ -334,7 +361,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _main(argv: Sequence[str] | None) -> int:
     """Parse ``argv`` and run its command; return the exit code (see :func:`main`)."""
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except _OutputFailed as exc:  # --help or --version, and no reader for them
+        return _output_failed(exc)
     if args.command != "run":
         return _command(args)
     # From here on SIGTERM stops `run` as Ctrl-C does, also while the settings, logging
