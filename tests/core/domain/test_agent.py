@@ -195,6 +195,23 @@ class TestAgentParseErrors:
         assert outcome.error is not None and outcome.error.startswith("could not parse the plan")
         assert "invalid_plan" == outcome.error_type
 
+    async def test_a_plan_nested_too_deeply_is_invalid_plan(self) -> None:
+        """A plan reply of 100,000 nested brackets fails as invalid_plan, not as a crash."""
+        llm = QueueLLM(generate=[text("[" * 100_000)])
+
+        outcome = await Agent(llm, _registry()).run("m")
+
+        assert ("failed", "invalid_plan") == (outcome.status, outcome.error_type)
+
+    async def test_actions_nested_too_deeply_are_invalid_action(self) -> None:
+        """Two action replies of 100,000 nested brackets fail as invalid_action."""
+        deep = text("[" * 100_000)
+        llm = QueueLLM(complete=[deep, deep], generate=[plan(FINAL_STEP_DESCRIPTION)])
+
+        outcome = await Agent(llm, _registry()).run("m")
+
+        assert ("failed", "invalid_action") == (outcome.status, outcome.error_type)
+
 
 class TestAgentFails:
     async def test_planner_failure(self) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+
 import pytest
 
 from taskforce.core.domain._parsing import (
+    MAX_JSON_DEPTH,
     ActionParseError,
     FinishAction,
     ToolAction,
@@ -108,3 +112,46 @@ class TestParseAction:
         with pytest.raises(ActionParseError) as info:
             parse_action('{"action": "' + "d" * 10_000 + '"}')
         assert str(info.value).startswith(f"unknown action {'d' * 80!r}...[+9920 chars];")
+
+
+def _hidden(levels: int) -> str:
+    """JSON nested ``levels`` deep, each level with a closing bracket inside a string."""
+    value = '"x"'
+    for _ in range(levels):
+        value = '["]", ' + value + "]"
+    return value
+
+
+class TestDeepNesting:
+    @pytest.mark.parametrize("parse", [parse_plan, parse_action])
+    @pytest.mark.parametrize(
+        "reply",
+        [
+            "[" * 100_000,  # past Python's recursion limit: RecursionError from the decoder
+            "Here: " + "[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1),
+            # closing brackets inside strings hide the nesting from a count of brackets
+            '{"action": "finish", "answer": ' + '["]", ' * 5000,
+            '{"steps": ' + _hidden(MAX_JSON_DEPTH + 1) + "}",
+            '{"action": "finish", "answer": ' + _hidden(MAX_JSON_DEPTH) + "}",
+        ],
+    )
+    def test_a_reply_nested_too_deeply_is_refused(
+        self, parse: Callable[[str], object], reply: str
+    ) -> None:
+        """A reply that nests deeper than MAX_JSON_DEPTH raises ActionParseError saying
+        so, never RecursionError."""
+        with pytest.raises(ActionParseError, match=f"deeper than {MAX_JSON_DEPTH} levels"):
+            parse(reply)
+
+    def test_string_args_nested_too_deeply_are_refused(self) -> None:
+        """`args` given as a JSON string nested past Python's recursion limit."""
+        args = json.dumps("[" * 100_000)
+        reply = '{"action": "tool_call", "tool": "t", "args": ' + args + "}"
+        with pytest.raises(ActionParseError, match=f"deeper than {MAX_JSON_DEPTH} levels"):
+            parse_action(reply)
+
+    def test_a_plan_at_the_limit_is_read(self) -> None:
+        """A plan whose steps sit exactly MAX_JSON_DEPTH levels deep is still a value."""
+        inner = "[" * (MAX_JSON_DEPTH - 2) + '"a"' + "]" * (MAX_JSON_DEPTH - 2)
+        with pytest.raises(ActionParseError, match="non-empty string"):
+            parse_plan('{"steps": [' + inner + "]}")

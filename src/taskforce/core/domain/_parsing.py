@@ -1,7 +1,8 @@
 """Reads the legacy flow's JSON out of model replies: the plan and the per-turn action.
 
 Models wrap JSON in code fences or surround it with prose, so the parsers take
-the whole reply when it is JSON and otherwise the first JSON value in it.
+the whole reply when it is JSON and otherwise the first JSON value in it. A reply
+nested deeper than ``MAX_JSON_DEPTH`` is refused before any of that is tried.
 """
 
 from __future__ import annotations
@@ -13,8 +14,24 @@ from typing import Any
 
 from taskforce.core.interfaces.log import quoted
 
-__all__ = ["ActionParseError", "FinishAction", "ToolAction", "parse_action", "parse_plan"]
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "ActionParseError",
+    "FinishAction",
+    "ToolAction",
+    "parse_action",
+    "parse_plan",
+]
 
+MAX_JSON_DEPTH = 100
+"""The deepest nesting of brackets a reply may have; a deeper one holds no plan or action.
+
+Python's decoder raises ``RecursionError`` past its recursion limit, and each try from
+another position would descend again: the reply is refused once, unread.
+"""
+
+_TOO_DEEP = f"the reply nests deeper than {MAX_JSON_DEPTH} levels"
+_BRACKETS = re.compile(r"[\[\]{}]")
 _FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n?(.*?)```", re.DOTALL)
 _DECODER = json.JSONDecoder()
 
@@ -38,22 +55,65 @@ class FinishAction:
     answer: str
 
 
+def _check_depth(text: str) -> None:
+    """Refuse ``text`` when its brackets nest deeper than ``MAX_JSON_DEPTH``, in one pass.
+
+    Brackets inside strings count too, so closing ones there can hide some nesting:
+    :func:`_bounded` checks what is decoded all the same.
+    """
+    depth = 0
+    for match in _BRACKETS.finditer(text):
+        if match.group() in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise ActionParseError(_TOO_DEEP)
+        elif depth:
+            depth -= 1
+
+
+def _bounded(value: Any) -> Any:
+    """Return the decoded ``value``, refused if it nests deeper than ``MAX_JSON_DEPTH``."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:  # no recursion: the value may nest as deep as Python decodes
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if not isinstance(item, list):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise ActionParseError(_TOO_DEEP)
+        stack.extend((child, depth + 1) for child in item)
+    return value
+
+
 def _first_json(text: str, openers: str) -> Any:
-    """Return the reply as JSON, else the first JSON value starting with one of ``openers``."""
+    """Return the reply as JSON, else the first JSON value starting with one of ``openers``.
+
+    Raises:
+        ActionParseError: none is there, or the reply nests deeper than ``MAX_JSON_DEPTH``.
+    """
+    _check_depth(text)
     candidates = [match.group(1) for match in _FENCE.finditer(text)] + [text]
-    for candidate in candidates:
-        stripped = candidate.strip()
-        try:
-            return json.loads(stripped)
-        except ValueError:
-            pass
-    for index, char in enumerate(text):
-        if char in openers:
+    try:
+        for candidate in candidates:
+            stripped = candidate.strip()
             try:
-                value, _ = _DECODER.raw_decode(text, index)
+                return _bounded(json.loads(stripped))
+            except ActionParseError:
+                raise
             except ValueError:
-                continue
-            return value
+                pass
+        for index, char in enumerate(text):
+            if char in openers:
+                try:
+                    value, _ = _DECODER.raw_decode(text, index)
+                except ValueError:
+                    continue
+                return _bounded(value)
+    except RecursionError as exc:
+        # Deeper than Python decodes, hidden from _check_depth by brackets inside
+        # strings: refused once, not tried again from every later position.
+        raise ActionParseError(_TOO_DEEP) from exc
     raise ActionParseError("no JSON found in the reply")
 
 
@@ -119,7 +179,11 @@ def parse_action(text: str | None) -> ToolAction | FinishAction:
         args = value.get("args", {})
         if isinstance(args, str):
             try:
-                args = json.loads(args)
+                args = _bounded(json.loads(args))
+            except RecursionError as exc:
+                raise ActionParseError(_TOO_DEEP) from exc
+            except ActionParseError:
+                raise
             except ValueError as exc:
                 raise ActionParseError(f"'args' is not valid JSON: {exc}") from exc
         if args is None:
