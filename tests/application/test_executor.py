@@ -36,6 +36,7 @@ from tests.core.domain.fakes import (
     step_limit_line,
     step_limit_lines,
 )
+from tests.support.odd_values import Unequal, UnequalArgument
 
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _RECORD_KEYS = {
@@ -80,6 +81,18 @@ class TestValidation:
         with pytest.raises(MissionError, match=re.escape(repr(agent_type))):
             await _executor(store).execute_mission("m", agent_type=agent_type, session_id="s")
 
+        assert {} == store.data
+
+    @pytest.mark.parametrize("agent_type", [UnequalArgument(), Unequal("lean")])
+    async def test_an_agent_type_that_cannot_be_compared(self, agent_type: Any) -> None:
+        """An agent_type whose == raises is refused with MissionError, as an unknown one is,
+        by both forms, before anything runs; its own exception does not get out."""
+        store = MemoryStateStore()
+        executor = _executor(store)
+        with pytest.raises(MissionError, match="unknown agent_type"):
+            await executor.execute_mission("m", agent_type=agent_type, session_id="s")
+        with pytest.raises(MissionError, match="unknown agent_type"):
+            await anext(executor.execute_mission_streaming("m", agent_type=agent_type))
         assert {} == store.data
 
     @pytest.mark.parametrize("mission", ["", "   ", None, 42, "\u200b", " \ufeff\x00\t"])

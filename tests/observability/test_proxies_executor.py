@@ -178,10 +178,11 @@ class TestExecuteMission:
     async def test_an_agent_type_that_cannot_be_compared_reaches_the_executor(
         self, metrics: MetricSet
     ) -> None:
-        """Comparing the agent_type raises: the call still passes through, counted nowhere."""
+        """Comparing the agent_type raises: the call still passes through, counted nowhere,
+        and the executor refuses it."""
         executor = FakeExecutor()
         agent_type = UnequalArgument()
-        with pytest.raises(RuntimeError, match="eq failed"):
+        with pytest.raises(MissionError, match="unknown agent_type"):
             await ExecutorProxy(executor, metrics).execute_mission("go", agent_type)  # type: ignore[arg-type]
         assert [agent_type] == [call["agent_type"] for call in executor.calls]
         assert _nothing_recorded(metrics)

@@ -139,7 +139,7 @@ def check_mission_request(
     """
     try:
         is_agent_type = agent_type in AGENT_TYPES
-    except TypeError:  # unhashable values cannot be an agent type
+    except Exception:  # unhashable, or an == that raises: such a value is no agent type
         is_agent_type = False
     if not is_agent_type:
         raise MissionError(
