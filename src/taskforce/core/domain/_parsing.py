@@ -55,6 +55,15 @@ class FinishAction:
     answer: str
 
 
+def _may_nest_too_deep(text: str) -> bool:
+    """Whether ``text`` has the opening brackets to nest deeper than ``MAX_JSON_DEPTH``.
+
+    Two counts in C: a reply with fewer cannot, whatever its strings hold, so the
+    checks below are skipped for it (every ordinary plan and action).
+    """
+    return text.count("[") + text.count("{") > MAX_JSON_DEPTH
+
+
 def _check_depth(text: str) -> None:
     """Refuse ``text`` when its brackets nest deeper than ``MAX_JSON_DEPTH``, in one pass.
 
@@ -92,24 +101,25 @@ def _first_json(text: str, openers: str) -> Any:
     Raises:
         ActionParseError: none is there, or the reply nests deeper than ``MAX_JSON_DEPTH``.
     """
-    _check_depth(text)
+    may_be_deep = _may_nest_too_deep(text)
+    if may_be_deep:
+        _check_depth(text)
     candidates = [match.group(1) for match in _FENCE.finditer(text)] + [text]
     try:
         for candidate in candidates:
             stripped = candidate.strip()
             try:
-                return _bounded(json.loads(stripped))
-            except ActionParseError:
-                raise
+                value = json.loads(stripped)
             except ValueError:
-                pass
+                continue
+            return _bounded(value) if may_be_deep else value
         for index, char in enumerate(text):
             if char in openers:
                 try:
                     value, _ = _DECODER.raw_decode(text, index)
                 except ValueError:
                     continue
-                return _bounded(value)
+                return _bounded(value) if may_be_deep else value
     except RecursionError as exc:
         # Deeper than Python decodes, hidden from _check_depth by brackets inside
         # strings: refused once, not tried again from every later position.
@@ -179,13 +189,12 @@ def parse_action(text: str | None) -> ToolAction | FinishAction:
         args = value.get("args", {})
         if isinstance(args, str):
             try:
-                args = _bounded(json.loads(args))
+                decoded = json.loads(args)
             except RecursionError as exc:
                 raise ActionParseError(_TOO_DEEP) from exc
-            except ActionParseError:
-                raise
             except ValueError as exc:
                 raise ActionParseError(f"'args' is not valid JSON: {exc}") from exc
+            args = _bounded(decoded) if _may_nest_too_deep(args) else decoded
         if args is None:
             args = {}
         if not isinstance(args, dict):
