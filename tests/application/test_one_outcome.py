@@ -32,6 +32,7 @@ from taskforce.errors import MissionError
 from tests.core.domain.fakes import FakeRegistry, QueueLLM, plan, text, tool_action
 from tests.observability.metric_samples import faults, samples, value
 from tests.support.held_store import HeldStore
+from tests.support.odd_values import NoItems, NoMembership, RaisingGet
 
 
 class _Tool:
@@ -262,6 +263,9 @@ class TestLLMOutcome:
             ({"success": False, "error": "slow down", "error_type": "rate_limit"}, "rate_limit"),
             ({"success": False, "error": "x", "error_type": "no_such_type"}, "other"),
             ({"success": False, "error": "x"}, "other"),
+            # a mapping of the provider's own that cannot be read, failed or not
+            (RaisingGet(success=False, error_type="auth"), "invalid_response"),
+            (RaisingGet(success=True, content="hi"), "invalid_response"),
         ],
     )
     async def test_same_error_type_in_log_and_metrics(
@@ -289,9 +293,23 @@ class TestLLMOutcome:
         assert {} == faults(container.metrics)
         assert "metrics.fault" not in [log["event"] for log in logs]
 
-    @pytest.mark.parametrize("last", [None, "text", 42])
+    @pytest.mark.parametrize(
+        "last",
+        [
+            None,
+            "text",
+            42,
+            # a text delta that is no string (a list of content parts, say)
+            {"content": 5},
+            {"content": [{"type": "text", "text": "lo"}]},
+            # a chunk of the provider's own whose get raises, text or last
+            RaisingGet(content="lo"),
+            RaisingGet(done=True),
+        ],
+    )
     async def test_streamed_chunk_that_is_not_a_dict(self, tmp_path: Path, last: Any) -> None:
-        """A stream yielding a non-dict fails the call as invalid_response, everywhere alike."""
+        """A stream yielding a non-dict, a chunk that cannot be read or a text delta that is
+        no string fails the call as invalid_response, everywhere alike."""
         container = _with_provider(tmp_path, _StreamingProvider(last))
         with capture_logs() as logs:
             events = [e async for e in container.executor.execute_mission_streaming("say hi")]
@@ -311,6 +329,26 @@ class TestLLMOutcome:
             status="error",
         )
         assert {} == faults(container.metrics)
+
+    @pytest.mark.parametrize("last", [NoMembership(done=True), NoItems(done=True, model="odd-1")])
+    async def test_a_last_chunk_read_with_get_alone(self, tmp_path: Path, last: Any) -> None:
+        """A last chunk whose ``in`` or ``[]`` raises, but whose get answers, is read as the
+        stream proxy reads it: the turn succeeds in the result, the log and the metrics."""
+        container = _with_provider(tmp_path, _StreamingProvider(last))
+        with capture_logs() as logs:
+            events = [e async for e in container.executor.execute_mission_streaming("say hi")]
+        result = events[-1].result
+        assert result is not None
+        assert ("completed", "hel") == (result.status, result.final_message)
+        assert [] == _failed_logs(logs, "llm.call.failed")
+        assert container.metrics is not None
+        assert {} == samples(container.metrics, "taskforce_llm_failures_total")
+        assert [("lean", "stream", "success")] == [
+            (agent, operation, status)
+            for (_, agent, operation, status) in samples(
+                container.metrics, "taskforce_llm_requests_total"
+            )
+        ]
 
 
 def _failing_container(tmp_path: Path, kind: str) -> tuple[Container, str]:

@@ -60,6 +60,10 @@ _NO_REASON = "the provider reported a failure"
 _RESULT_KEYS = ("success", "output", "error", "error_type")
 
 
+class _Unusable(Exception):
+    """Internal: a streamed chunk no result could be made of; the message says why."""
+
+
 class MissionAborted(Exception):
     """Internal: ends the run as failed with ``error``; never leaves the domain package.
 
@@ -220,15 +224,24 @@ class MissionRun:
         last: StreamChunk = {}
         try:
             async for chunk in chunks:
-                if not isinstance(chunk, dict):  # what classify_llm_result says of such a result
+                # A chunk that is no dict, cannot be read, or whose text is no string ends
+                # the call here, as classify_llm_result fails such a result: the stream
+                # proxy reads the same of this chunk, then the last one it handed out.
+                try:
+                    if not isinstance(chunk, dict):
+                        raise _Unusable(f"a {type(chunk).__name__}, not a chunk")
+                    if chunk.get("done"):
+                        last = chunk
+                        continue
+                    content = chunk.get("content")
+                    if content and not isinstance(content, str):
+                        raise _Unusable(f"a {type(content).__name__} as text, not a string")
+                except Exception as exc:
+                    unread = f"a chunk that cannot be read ({type(exc).__name__})"
+                    said = exc if isinstance(exc, _Unusable) else unread
                     raise LLMProviderError(
-                        f"the provider streamed a {type(chunk).__name__}, not a chunk",
-                        error_type="invalid_response",
-                    )
-                if chunk.get("done"):
-                    last = chunk
-                    continue
-                content = chunk.get("content")
+                        f"the provider streamed {said}", error_type="invalid_response"
+                    ) from None
                 if content:
                     parts.append(content)
                     await self.events.emit("token", step=step, content=content)
@@ -242,9 +255,14 @@ class MissionRun:
             "content": "".join(parts) or None,
             "tool_calls": last.get("tool_calls") or [],
         }
-        for key in ("usage", "model", "attempts"):
-            if key in last:
-                result[key] = last[key]
+        # read with get, as the stream proxy reads them: a chunk's `in` or `[]` may raise
+        usage, model, attempts = last.get("usage"), last.get("model"), last.get("attempts")
+        if usage is not None:
+            result["usage"] = usage
+        if model is not None:
+            result["model"] = model
+        if attempts is not None:
+            result["attempts"] = attempts
         return result
 
     async def generate(self, prompt: str) -> LLMResult:

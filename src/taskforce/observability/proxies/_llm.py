@@ -18,8 +18,9 @@ What is recorded per call:
   mission that was cancelled is counted ``cancelled``. Its retries are counted,
   from the attempt report on the cancellation: they happened, and were logged.
 - ``stream``: once, when the stream ends however it ends: ``error`` if the
-  provider raised (as above) or its last chunk is not a dict (``invalid_response``,
-  as the agents fail such a call), else ``success`` (exhausted, or abandoned by its
+  provider raised (as above) or its last chunk is not a dict, cannot be read, or is a
+  text delta that is no string (``invalid_response``: the agents fail the call at such
+  a chunk, so it is the last one read), else ``success`` (exhausted, or abandoned by its
   consumer through ``aclose()`` or cancellation after a chunk: that is the caller's
   decision, not a provider failure; cancelled before any chunk, it is recorded as a
   cancelled ``complete`` is); the latency up to that point; the time to the first
@@ -102,6 +103,8 @@ _UNKNOWN_MODEL = "unknown"
 _MODEL_ARG = {"complete": 1, "generate": 2, "stream": 1}
 # What a stream that yielded nothing has as its last chunk.
 _NO_CHUNK: Any = object()
+# The outcome of a stream whose last chunk the agents cannot use (see _record_stream).
+_UNUSABLE_CHUNK = {"success": False, "error_type": "invalid_response"}
 
 
 # Bundles of children kept per proxy; more and the cache starts over.
@@ -415,18 +418,26 @@ def _record_call(
         else:
             error_type = classify_llm_result(result)
             if error_type is None or isinstance(result, dict):  # a success is always a dict
-                usage, model = result.get("usage"), result.get("model")
-                if error_type is not None and type(model) is str:
-                    # a failure names the model it asked for, at best: the series is the
-                    # model that one resolved to
-                    model = families.resolved.get(model, model)
-                if not (model and type(model) is str):
-                    model = (
-                        str(model)
-                        if model
-                        else _unreported_model(families, wrapped, operation, args, kwargs)
-                    )
-                attempts = result.get("attempts") or ()
+                try:
+                    usage, model = result.get("usage"), result.get("model")
+                    if error_type is not None and type(model) is str:
+                        # a failure names the model it asked for, at best: the series is
+                        # the model that one resolved to
+                        model = families.resolved.get(model, model)
+                    if not (model and type(model) is str):
+                        model = (
+                            str(model)
+                            if model
+                            else _unreported_model(families, wrapped, operation, args, kwargs)
+                        )
+                    attempts = result.get("attempts") or ()
+                except Exception:
+                    if error_type is None:
+                        raise  # a success the proxy cannot read: a fault (below)
+                    # A failure is counted however little of it can be read (a mapping
+                    # whose get raises is invalid_response, as the agents fail it).
+                    usage, attempts = None, ()
+                    model = _unreported_model(families, wrapped, operation, args, kwargs)
             else:  # not a dict at all (None, a string): invalid_response, with nothing to read
                 usage = None
                 model = _unreported_model(families, wrapped, operation, args, kwargs)
@@ -556,15 +567,25 @@ def _record_stream(
     if error is None and (last is _NO_CHUNK or isinstance(last, dict)):
         try:
             chunk = {} if last is _NO_CHUNK else last
-            attempts = chunk.get("attempts")
+            try:
+                attempts = chunk.get("attempts")
+                # what the agents read of a chunk before its end: a text delta that is
+                # no string, or a chunk whose get raises, fails the call they make of it
+                text = None if chunk.get("done") else chunk.get("content")
+                is_usable = not text or isinstance(text, str)
+            except Exception:
+                attempts, is_usable = None, False
             if not attempts and first is not last and isinstance(first, dict):
                 attempts = first.get("attempts")
-            outcome = {
-                "success": True,
-                "usage": chunk.get("usage"),
-                "model": chunk.get("model"),
-                "attempts": attempts or (),
-            }
+            if is_usable:
+                outcome = {
+                    "success": True,
+                    "usage": chunk.get("usage"),
+                    "model": chunk.get("model"),
+                    "attempts": attempts or (),
+                }
+            else:  # the agents stop at such a chunk: it is the last one read
+                outcome = {**_UNUSABLE_CHUNK, "attempts": attempts or ()}
         except Exception as exc:
             report_fault(proxy._self_metrics, type(proxy).__name__, "llm.stream", exc)
             readable = False
