@@ -95,3 +95,18 @@ class TestAStoreOfOnesOwnThatRaises:
         route = "/api/v1/sessions/{session_id}"
         assert 1 == total(samples, "taskforce_http_requests_total", route=route, status_code="500")
         assert 1 == total(samples, "taskforce_state_errors_total", operation="load")
+
+    async def test_a_timeout_of_its_own_is_named_by_its_class(self, settings: Settings) -> None:
+        """A store whose load raises a TimeoutError: the 500 says TimeoutError, as a failed
+        mission's error_type would, not the ``timeout`` of a failed call."""
+
+        class TimingOut(BuggyStore):
+            async def load(self, session_id: str) -> SessionState | None:
+                raise TimeoutError("no answer from /srv/secret/state")
+
+        async with build_container(settings, state_store=TimingOut()) as container:
+            with serve(create_app(container=container)) as live:
+                async with httpx.AsyncClient(base_url=live.url, timeout=30.0) as client:
+                    response = await client.get("/api/v1/sessions/s-1")
+        assert 500 == response.status_code
+        assert {"detail": "could not read the session state (TimeoutError)"} == response.json()

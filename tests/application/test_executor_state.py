@@ -96,17 +96,19 @@ class TestStoreFailures:
         result = await _executor(Broken()).execute_mission("m", session_id="s")
         assert ("failed", True) == (result.status, "disk full" in (result.error or ""))
 
+    @pytest.mark.parametrize("raised", [RuntimeError, TimeoutError])
     @pytest.mark.parametrize("is_streamed", [False, True])
     async def test_a_store_of_ones_own_that_raises_fails_only_the_mission(
-        self, is_streamed: bool
+        self, is_streamed: bool, raised: type[Exception]
     ) -> None:
         """A store that raises something else than the protocol's errors (a bug in it) fails
-        the mission with its class as error_type, in the result, the stream and the log; its
-        message (it may name a path) stays in state.save.failed."""
+        the mission with its class as error_type (a TimeoutError too: no call timed out), in
+        the result, the stream and the log; its message (it may name a path) stays in
+        state.save.failed."""
 
         class Buggy(MemoryStateStore):
             async def append(self, session_id: str, record: dict[str, Any]) -> AppendResult:
-                raise RuntimeError("/srv/secret/state broke")
+                raise raised("/srv/secret/state broke")
 
         executor = _executor(Buggy())
         with capture_logs() as logs:
@@ -118,18 +120,15 @@ class TestStoreFailures:
             else:
                 result = await executor.execute_mission("m", session_id="s")
                 errors = [{"error": result.error, "error_type": result.error_type}]
-        error = "could not save the session state (RuntimeError)"
+        name = raised.__name__
+        error = f"could not save the session state ({name})"
         assert result is not None
-        assert ("failed", "RuntimeError", error) == (
-            result.status,
-            result.error_type,
-            result.error,
-        )
-        assert [{"error": error, "error_type": "RuntimeError"}] == errors
+        assert ("failed", name, error) == (result.status, result.error_type, result.error)
+        assert [{"error": error, "error_type": name}] == errors
         (failed,) = [e for e in logs if e["event"] == "mission.failed"]
-        assert ("RuntimeError", len(error)) == (failed["error_type"], failed["error_chars"])
+        assert (name, len(error)) == (failed["error_type"], failed["error_chars"])
         (unsaved,) = [e for e in logs if e["event"] == "state.save.failed"]
-        assert "RuntimeError: /srv/secret/state broke" == unsaved["error"]
+        assert f"{name}: /srv/secret/state broke" == unsaved["error"]
 
     @pytest.mark.parametrize(
         ("mission", "first"), [("say hi", None), ("llm:fail auth\nsay hi", "auth")]

@@ -371,17 +371,26 @@ def _failing_container(tmp_path: Path, kind: str) -> tuple[Container, str]:
     elif kind == "step_turn_limit":
         provider = QueueLLM([tool_action("calculator", {"expression": "1"})] * 16, [plan("x")] * 2)
     registry = None
-    if kind == "RuntimeError":  # a tool registry of one's own that raises: the agent raises
-        registry = _BrokenRegistry(_Tool("x", {"success": True, "output": 1}))
+    if kind in _CRASHES:  # a tool registry of one's own that raises: the agent raises
+        registry = _BrokenRegistry(_Tool("x", {"success": True, "output": 1}), _CRASHES[kind])
         mission = "tool:x {}"
     return build_container(settings, llm_provider=provider, tool_registry=registry), mission
 
 
+#: What a tool registry of one's own raises in the kind of failure named by its class:
+#: a TimeoutError too, which no failed call caused (``timeout`` would say one did).
+_CRASHES: dict[str, type[Exception]] = {"RuntimeError": RuntimeError, "TimeoutError": TimeoutError}
+
+
 class _BrokenRegistry(FakeRegistry):
-    """A tool registry of one's own with a bug: looking a tool up raises a RuntimeError."""
+    """A tool registry of one's own with a bug: looking a tool up raises ``raised``."""
+
+    def __init__(self, tool: Any, raised: type[Exception]) -> None:
+        super().__init__(tool)
+        self.raised = raised
 
     def get(self, name: str) -> Any:
-        raise RuntimeError("a bug")
+        raise self.raised("a bug")
 
 
 class TestMissionFailureOutcome:
@@ -398,6 +407,8 @@ class TestMissionFailureOutcome:
             ("legacy", "step_turn_limit"),
             ("lean", "RuntimeError"),
             ("legacy", "RuntimeError"),
+            ("lean", "TimeoutError"),
+            ("legacy", "TimeoutError"),
         ],
     )
     async def test_a_failed_mission_has_one_error_type(
@@ -421,6 +432,8 @@ class TestMissionFailureOutcome:
         assert ("failed", kind) == (result.status, result.error_type)
         assert ("failed", kind, kind) == (streamed.status, streamed.error_type, errors[-1])
         assert [kind, kind] == failed
+        if kind in _CRASHES:
+            assert f"the mission stopped unexpectedly ({kind})" == result.error
         if kind != "StateCorruptedError":
             state = await container.state_store.load("s") or {}
             assert [kind, kind] == [record["error_type"] for record in state["missions"]]

@@ -16,7 +16,7 @@ from taskforce.api._schemas import SESSION_ANSWERS
 from taskforce.application.container import Container
 from taskforce.application.sessions import read_session
 from taskforce.core.interfaces.executor import SESSION_ID_PATTERN
-from taskforce.core.interfaces.outcome import exception_error_type
+from taskforce.core.interfaces.outcome import class_error_type
 from taskforce.errors import StateStoreError, StateStoreUnavailableError
 
 __all__ = ["add_session_routes"]
@@ -56,7 +56,7 @@ def add_session_routes(router: APIRouter, container: Container, redact: Redact) 
             # A store of one's own that raised anything else (a bug in it) fails this read
             # as a store error does. Its message may name a path or a DSN: only its class
             # is said (state.load.failed has the message).
-            reason = f"could not read the session state ({exception_error_type(exc)})"
+            reason = f"could not read the session state ({class_error_type(exc)})"
             return SafeJSONResponse(status_code=500, content={"detail": reason})
         if view is None:
             return SafeJSONResponse(

@@ -41,7 +41,7 @@ from taskforce.core.interfaces.executor import (
 )
 from taskforce.core.interfaces.llm import LLMProviderProtocol
 from taskforce.core.interfaces.log import text_fields
-from taskforce.core.interfaces.outcome import exception_error_type
+from taskforce.core.interfaces.outcome import class_error_type
 from taskforce.core.interfaces.state import StateStoreProtocol
 from taskforce.core.interfaces.tools import ToolRegistryProtocol
 from taskforce.errors import StateStoreError
@@ -67,7 +67,7 @@ async def _unsaved(
     stream hears it as its (last) ``error`` event first, so that event and the final
     ``result`` agree, also after an earlier ``error`` event of the mission itself.
     """
-    error_type = exception_error_type(exc)
+    error_type = class_error_type(exc)
     if on_event is not None:
         data = {"error": error, "error_type": error_type}
         await on_event(ProgressEvent(kind="error", data=data))
@@ -451,7 +451,7 @@ class AgentExecutor:
                 # A store of one's own that raised anything else (a bug in it) fails this
                 # mission only. Its message may name a path or a DSN: only its class is said
                 # (state.save.failed has the message).
-                error = f"could not save the session state ({exception_error_type(exc)})"
+                error = f"could not save the session state ({class_error_type(exc)})"
                 return await _unsaved(result, error, exc, on_event)
             return result
         finally:

@@ -29,8 +29,8 @@ from taskforce.core.interfaces.log import text_fields
 from taskforce.core.interfaces.outcome import (
     STEP_LIMIT,
     TOOL_ERROR,
+    class_error_type,
     classify_llm_result,
-    exception_error_type,
     exception_message,
     is_caller_cancelled,
     llm_exception_error_type,
@@ -80,7 +80,7 @@ class MissionAborted(Exception):
 
 def _crash(exc: Exception) -> tuple[str, str]:
     """The ``error`` and ``error_type`` of a run that raised ``exc`` (see crash_error)."""
-    error_type = exception_error_type(exc)
+    error_type = class_error_type(exc)
     return f"the mission stopped unexpectedly ({error_type})", error_type
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "TIMEOUT",
     "TOOL_ERROR",
     "UNKNOWN_TOOL",
+    "class_error_type",
     "classify_llm_result",
     "classify_tool_result",
     "exception_error_type",
@@ -229,6 +230,22 @@ def exception_error_type(exc: BaseException) -> str:
         return TIMEOUT
     name = type(exc).__name__
     return TIMEOUT if name in _TIMEOUT_CLASS_NAMES else label_safe(name)
+
+
+def class_error_type(exc: BaseException) -> str:
+    """Return the ``error_type`` of a failure that is no call's: the class name of ``exc``.
+
+    A crash of the agent loop, or a state store's failure, is named by its class whatever
+    it is, a ``TimeoutError`` too: ``timeout`` says a tool or LLM call failed, and the
+    mission's result would send an operator looking for one.
+
+    Args:
+        exc: What was raised.
+
+    Returns:
+        The class name, as a label keeps it (:func:`label_safe`).
+    """
+    return label_safe(type(exc).__name__)
 
 
 def classify_tool_result(result: object) -> str | None:
