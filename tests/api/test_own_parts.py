@@ -87,8 +87,9 @@ class TestAStoreOfOnesOwnThatRaises:
         )
         assert {"detail": "could not read the session state (RuntimeError)"} == response.json()
         (failed,) = [line for line in logs if line["event"] == "state.load.failed"]
-        assert ("s-1", "RuntimeError: /srv/secret/state broke") == (
+        assert ("s-1", "RuntimeError", "RuntimeError: /srv/secret/state broke") == (
             failed["session_id"],
+            failed["error_type"],
             failed["error"],
         )
         samples = await scrape(buggy_client)

@@ -11,11 +11,13 @@ from structlog.testing import capture_logs
 
 from taskforce.application.executor import AgentExecutor
 from taskforce.core.interfaces.executor import AgentType
+from taskforce.core.interfaces.outcome import exception_message
 from taskforce.core.interfaces.state import AppendResult
 from taskforce.errors import StateStoreError, StateStoreUnavailableError
 from taskforce.infrastructure.llm import ScriptedLLMProvider
 from taskforce.infrastructure.state import FileStateStore, StateLimits
 from tests.core.domain.fakes import EchoLLM, FakeRegistry, FakeTool, MemoryStateStore, ok_handler
+from tests.support.odd_values import Unprintable
 
 
 def _executor(store: Any) -> AgentExecutor:
@@ -96,7 +98,7 @@ class TestStoreFailures:
         result = await _executor(Broken()).execute_mission("m", session_id="s")
         assert ("failed", True) == (result.status, "disk full" in (result.error or ""))
 
-    @pytest.mark.parametrize("raised", [RuntimeError, TimeoutError])
+    @pytest.mark.parametrize("raised", [RuntimeError, TimeoutError, Unprintable])
     @pytest.mark.parametrize("is_streamed", [False, True])
     async def test_a_store_of_ones_own_that_raises_fails_only_the_mission(
         self, is_streamed: bool, raised: type[Exception]
@@ -128,7 +130,8 @@ class TestStoreFailures:
         (failed,) = [e for e in logs if e["event"] == "mission.failed"]
         assert (name, len(error)) == (failed["error_type"], failed["error_chars"])
         (unsaved,) = [e for e in logs if e["event"] == "state.save.failed"]
-        assert f"{name}: /srv/secret/state broke" == unsaved["error"]
+        said = exception_message(raised("/srv/secret/state broke"))
+        assert (name, f"{name}: {said}") == (unsaved["error_type"], unsaved["error"])
 
     @pytest.mark.parametrize(
         ("mission", "first"), [("say hi", None), ("llm:fail auth\nsay hi", "auth")]

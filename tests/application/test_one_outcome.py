@@ -32,7 +32,7 @@ from taskforce.errors import MissionError
 from tests.core.domain.fakes import FakeRegistry, QueueLLM, plan, text, tool_action
 from tests.observability.metric_samples import faults, samples, value
 from tests.support.held_store import HeldStore
-from tests.support.odd_values import NoItems, NoMembership, RaisingGet
+from tests.support.odd_values import NoItems, NoMembership, RaisingGet, Unprintable
 
 
 class _Tool:
@@ -379,7 +379,12 @@ def _failing_container(tmp_path: Path, kind: str) -> tuple[Container, str]:
 
 #: What a tool registry of one's own raises in the kind of failure named by its class:
 #: a TimeoutError too, which no failed call caused (``timeout`` would say one did).
-_CRASHES: dict[str, type[Exception]] = {"RuntimeError": RuntimeError, "TimeoutError": TimeoutError}
+#: An exception whose message cannot be read is named by its class all the same.
+_CRASHES: dict[str, type[Exception]] = {
+    "RuntimeError": RuntimeError,
+    "TimeoutError": TimeoutError,
+    "Unprintable": Unprintable,
+}
 
 
 class _BrokenRegistry(FakeRegistry):
@@ -409,6 +414,8 @@ class TestMissionFailureOutcome:
             ("legacy", "RuntimeError"),
             ("lean", "TimeoutError"),
             ("legacy", "TimeoutError"),
+            ("lean", "Unprintable"),
+            ("legacy", "Unprintable"),
         ],
     )
     async def test_a_failed_mission_has_one_error_type(
@@ -433,7 +440,12 @@ class TestMissionFailureOutcome:
         assert ("failed", kind, kind) == (streamed.status, streamed.error_type, errors[-1])
         assert [kind, kind] == failed
         if kind in _CRASHES:
-            assert f"the mission stopped unexpectedly ({kind})" == result.error
+            # the step it crashed in is kept, failed with the mission's error, as logged
+            error = f"the mission stopped unexpectedly ({kind})"
+            assert error == result.error
+            assert [("failed", error)] == [(step.status, step.outcome) for step in result.steps]
+            crashed = [log["error_type"] for log in logs if log["event"] == "agent.crashed"]
+            assert [kind, kind] == crashed
         if kind != "StateCorruptedError":
             state = await container.state_store.load("s") or {}
             assert [kind, kind] == [record["error_type"] for record in state["missions"]]

@@ -16,7 +16,7 @@ from taskforce.api._schemas import SESSION_ANSWERS
 from taskforce.application.container import Container
 from taskforce.application.sessions import read_session
 from taskforce.core.interfaces.executor import SESSION_ID_PATTERN
-from taskforce.core.interfaces.outcome import class_error_type
+from taskforce.core.interfaces.outcome import class_error_type, exception_message
 from taskforce.errors import StateStoreError, StateStoreUnavailableError
 
 __all__ = ["add_session_routes"]
@@ -51,7 +51,8 @@ def add_session_routes(router: APIRouter, container: Container, redact: Redact) 
         except StateStoreError as exc:
             # The store's message names no path or DSN; the log has the detail.
             status = 503 if isinstance(exc, StateStoreUnavailableError) else 500
-            return SafeJSONResponse(status_code=status, content={"detail": redact(str(exc))})
+            detail = redact(exception_message(exc))
+            return SafeJSONResponse(status_code=status, content={"detail": detail})
         except Exception as exc:
             # A store of one's own that raised anything else (a bug in it) fails this read
             # as a store error does. Its message may name a path or a DSN: only its class

@@ -1,4 +1,4 @@
-"""Helpers of the executor: ids, mission records and uncancellable awaits."""
+"""Helpers of the executor: ids, mission records, uncancellable awaits, store failures."""
 
 from __future__ import annotations
 
@@ -11,8 +11,16 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from taskforce.core.interfaces.executor import ExecutionResult, StepRecord
+from taskforce.core.interfaces.outcome import class_error_type, exception_message
 
-__all__ = ["new_id", "now_iso", "record_fields", "seconds_since", "to_the_end"]
+__all__ = [
+    "new_id",
+    "now_iso",
+    "record_fields",
+    "seconds_since",
+    "store_failure_fields",
+    "to_the_end",
+]
 
 _T = TypeVar("_T")
 
@@ -30,6 +38,31 @@ def record_fields(result: ExecutionResult) -> dict[str, Any]:
         "error": result.error,
         "error_type": result.error_type,
         "steps": [_step_dict(step) for step in result.steps],
+    }
+
+
+def store_failure_fields(exc: Exception) -> dict[str, str]:
+    """The fields of ``state.save.failed`` and ``state.load.failed`` for what a store raised.
+
+    ``error_type`` is what the failed mission (or session read) says, the class name;
+    ``error`` the class and message, ``detail`` the store's detail. A store of one's own
+    may raise an exception whose message or ``detail`` cannot be read: the line is
+    logged all the same, and the mission fails with that exception's class.
+
+    Args:
+        exc: What the store raised.
+
+    Returns:
+        ``error_type``, ``error`` and ``detail``.
+    """
+    try:
+        detail = getattr(exc, "detail", "")
+    except Exception:  # a property of the store's own exception that raises
+        detail = ""
+    return {
+        "error_type": class_error_type(exc),
+        "error": f"{type(exc).__name__}: {exception_message(exc)}",
+        "detail": detail if isinstance(detail, str) else "",
     }
 
 

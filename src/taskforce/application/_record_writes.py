@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import structlog
 
-from taskforce.application._mission_support import now_iso, seconds_since
+from taskforce.application._mission_support import now_iso, seconds_since, store_failure_fields
 from taskforce.core.interfaces.state import StateStoreProtocol
 
 __all__ = ["RecordWrites"]
@@ -113,8 +113,7 @@ class RecordWrites:
             _LOG.error(
                 "state.save.failed",
                 category="state",
-                error=f"{type(exc).__name__}: {exc}",
-                detail=getattr(exc, "detail", ""),
+                **store_failure_fields(exc),
                 duration_ms=seconds_since(started) * 1000,
             )
             raise

@@ -8,6 +8,7 @@ from typing import Any
 
 import structlog
 
+from taskforce.application._mission_support import store_failure_fields
 from taskforce.core.interfaces.state import StateStoreProtocol
 
 __all__ = ["SessionView", "read_session"]
@@ -71,8 +72,7 @@ async def read_session(store: StateStoreProtocol, session_id: str) -> SessionVie
             "state.load.failed",
             category="state",
             session_id=session_id,
-            error=f"{type(exc).__name__}: {exc}",
-            detail=getattr(exc, "detail", ""),
+            **store_failure_fields(exc),
             duration_ms=max(0.0, time.perf_counter() - started) * 1000,
         )
         raise

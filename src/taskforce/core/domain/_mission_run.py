@@ -100,7 +100,11 @@ def crash_error(exc: Exception) -> tuple[str, str]:
     """
     error, error_type = _crash(exc)
     _LOG.error(
-        "agent.crashed", category="agent", error_type=error_type, **text_fields("error", exc)
+        "agent.crashed",
+        category="agent",
+        error_type=error_type,
+        # its message, if it can be read: a crash must end the run whatever it raised
+        **text_fields("error", exception_message(exc)),
     )
     _LOG.debug("agent.crashed.traceback", category="agent", exc_info=exc)
     return error, error_type
