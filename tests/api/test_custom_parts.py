@@ -41,15 +41,9 @@ from tests.support.odd_values import (
     Unprintable,
     UnprintableText,
 )
+from tests.support.own_parts import TableTool, marker, raises, streamed
 
 pytestmark = pytest.mark.integration
-
-
-def _raises(exc: BaseException) -> Callable[[], Any]:
-    def behaviour() -> Any:
-        raise exc
-
-    return behaviour
 
 
 #: tool name -> what its ``execute`` returns (called) or raises.
@@ -64,15 +58,15 @@ _TOOLS: dict[str, Callable[[], Any]] = {
     "odd_non_str_keys": lambda: {"success": True, 1: "one", None: "none"},
     "odd_success_not_bool": lambda: {"success": 1},
     "odd_generator": lambda: (n for n in range(3)),
-    "odd_system_exit": _raises(SystemExit(3)),
-    "odd_generator_exit": _raises(GeneratorExit()),
-    "odd_cancelled_unequal": _raises(asyncio.CancelledError(UnequalArgument())),
-    "odd_exception_group": _raises(ExceptionGroup("group", [ValueError("inner")])),
+    "odd_system_exit": raises(SystemExit(3)),
+    "odd_generator_exit": raises(GeneratorExit()),
+    "odd_cancelled_unequal": raises(asyncio.CancelledError(UnequalArgument())),
+    "odd_exception_group": raises(ExceptionGroup("group", [ValueError("inner")])),
     "odd_no_membership": lambda: NoMembership(success=True, output=1),
     "odd_no_items": lambda: NoItems(success=True, output=1),
-    "odd_unprintable": _raises(Unprintable()),
+    "odd_unprintable": raises(Unprintable()),
     # would stop the server's event loop if it went on up as an interrupt
-    "odd_interrupt_of_its_own": _raises(InterruptOfItsOwn()),
+    "odd_interrupt_of_its_own": raises(InterruptOfItsOwn()),
     "odd_tuple_keys": lambda: {"success": True, "output": {(1, 2): "pair"}},
     "odd_int_past_digits": lambda: {"success": True, "output": 10**5000},
     "odd_cycle": lambda: (lambda loop: {"success": True, "output": loop})(_cycle()),
@@ -83,19 +77,6 @@ def _cycle() -> list[Any]:
     loop: list[Any] = []
     loop.append(loop)
     return loop
-
-
-class _OddTool:
-    """A user's tool: no base class, no metrics code, a behaviour from ``_TOOLS``."""
-
-    description = "misbehaves on purpose"
-    parameters_schema: dict[str, Any] = {"type": "object", "properties": {}}
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    async def execute(self, **params: Any) -> Any:
-        return _TOOLS[self.name]()
 
 
 def _answer_with(**fields: Any) -> Callable[[], Any]:
@@ -110,7 +91,7 @@ def _raising_attribute(name: str) -> Callable[[], Any]:
     def fail(_: object) -> Any:
         raise RuntimeError(f"{name} failed")
 
-    return _raises(type("OddProviderError", (Exception,), {name: property(fail)})("odd"))
+    return raises(type("OddProviderError", (Exception,), {name: property(fail)})("odd"))
 
 
 #: mission marker -> what the provider's complete/generate returns (called) or raises.
@@ -136,11 +117,11 @@ _ANSWERS: dict[str, Callable[[], Any]] = {
     "error-type-unhashable": lambda: {"success": False, "error": "x", "error_type": ["timeout"]},
     "raises-error-type-attribute": _raising_attribute("error_type"),
     "raises-usage-attribute": _raising_attribute("usage"),
-    "raises-system-exit": _raises(SystemExit(2)),
-    "raises-generator-exit": _raises(GeneratorExit()),
-    "raises-own-cancellation": _raises(asyncio.CancelledError()),
-    "raises-unprintable": _raises(Unprintable()),
-    "raises-interrupt-of-its-own": _raises(InterruptOfItsOwn()),
+    "raises-system-exit": raises(SystemExit(2)),
+    "raises-generator-exit": raises(GeneratorExit()),
+    "raises-own-cancellation": raises(asyncio.CancelledError()),
+    "raises-unprintable": raises(Unprintable()),
+    "raises-interrupt-of-its-own": raises(InterruptOfItsOwn()),
     "fails-with-unprintable-error": lambda: {"success": False, "error": UnprintableText("x")},
 }
 
@@ -159,27 +140,17 @@ _STREAMS: dict[str, Callable[[], list[Any]]] = {
 }
 
 
-def _marker(texts: Sequence[object], table: dict[str, Any]) -> str | None:
-    """The odd case a mission names (``odd:<marker>`` anywhere in what is sent), if any."""
-    for text in texts:
-        if isinstance(text, str) and "odd:" in text:
-            found = text.split("odd:", 1)[1].split()[0]
-            if found in table:
-                return found
-    return None
-
-
 class _OddProvider(ScriptedLLMProvider):
     """A user's provider: the scripted one, but odd for a mission that names an odd case."""
 
     async def complete(self, messages: Sequence[ChatMessage], *args: Any, **kwargs: Any) -> Any:
-        odd = _marker([m.get("content") for m in messages], _ANSWERS)
+        odd = marker([m.get("content") for m in messages], _ANSWERS)
         if odd is None:
             return await super().complete(messages, *args, **kwargs)
         return _ANSWERS[odd]()
 
     async def generate(self, prompt: str, *args: Any, **kwargs: Any) -> Any:
-        odd = _marker([prompt], _ANSWERS)
+        odd = marker([prompt], _ANSWERS)
         if odd is None:
             return await super().generate(prompt, *args, **kwargs)
         return _ANSWERS[odd]()
@@ -187,14 +158,12 @@ class _OddProvider(ScriptedLLMProvider):
     async def stream(
         self, messages: Sequence[ChatMessage], *args: Any, **kwargs: Any
     ) -> AsyncGenerator[Any, None]:
-        odd = _marker([m.get("content") for m in messages], _STREAMS)
+        odd = marker([m.get("content") for m in messages], _STREAMS)
         if odd is None:
             async for chunk in super().stream(messages, *args, **kwargs):
                 yield chunk
             return
-        for chunk in _STREAMS[odd]():
-            if isinstance(chunk, BaseException):
-                raise chunk
+        async for chunk in streamed(_STREAMS[odd]()):
             yield chunk
 
 
@@ -206,7 +175,7 @@ def _container(root: Path, *, metrics: bool) -> Container:
     )
     container = build_container(settings, llm_provider=_OddProvider("odd-1"))
     for name in _TOOLS:
-        container.tool_registry.register(_OddTool(name))
+        container.tool_registry.register(TableTool(name, _TOOLS))
     return container
 
 
