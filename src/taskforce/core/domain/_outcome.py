@@ -19,7 +19,9 @@ class AgentOutcome:
 
     ``final_message`` is the answer of a completed run and empty for a failed
     one; ``error`` says why a failed run failed and is ``None`` otherwise;
-    ``error_type`` is that of the LLM or tool call whose failure ended it, if one did.
+    ``error_type`` is that of the LLM or tool call whose failure ended it, else one of
+    ``MISSION_ERROR_TYPES`` or the class name of what the run raised (``None`` when it
+    completed).
     """
 
     status: AgentStatus

@@ -192,10 +192,12 @@ class StepRecord:
 class ExecutionResult:
     """How a mission ended. Identical in shape for both agent flows.
 
-    ``error_type`` is set when a failed LLM or tool call ended the mission: the value
-    of that call's ``llm.call.failed``/``tool.call.failed`` line and of its failure
-    metric. It is ``None`` for a completed mission and for any other end (the step
-    limit, an unusable answer, a state store that failed, a cancellation).
+    ``error_type`` is set on every failed mission and ``None`` on a completed one. When a
+    failed LLM or tool call ended the mission it is that call's, the value of its
+    ``llm.call.failed``/``tool.call.failed`` line and of its failure metric; else one of
+    ``outcome.MISSION_ERROR_TYPES`` (the step limits, an unusable answer), or the class
+    name of what the agent loop or the state store raised (docs/logging.md, "Mission
+    error types"). A cancelled mission has no result.
     """
 
     session_id: str
