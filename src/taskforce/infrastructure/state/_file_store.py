@@ -391,7 +391,9 @@ class FileStateStore:
                 state = _decode(doc.head, session_id, target)
                 doc = _Document.from_state({**state, "missions": []})
             doc.records.append(line)
-            overhead = len(doc.head) + len(_TAIL) + 1
+            # head, "\n", the records joined by ",\n", "\n", tail: each record counts
+            # itself and 2 bytes, the head and tail the rest (to_bytes' length, exactly)
+            overhead = len(doc.head) + len(_TAIL)
             dropped = records_to_drop([len(r) + 2 for r in doc.records], overhead, self.limits)
             del doc.records[:dropped]
             new = doc.to_bytes()
