@@ -292,6 +292,18 @@ class TestDirectories:
             ("TASKFORCE_API__AUTH_TOKEN", " \t ", "TASKFORCE_API__AUTH_TOKEN"),
             ("TASKFORCE_METRICS__AUTH_TOKEN", " \t ", "TASKFORCE_METRICS__AUTH_TOKEN"),
             ("TASKFORCE_STATE__DSN", "mysql://u:pw\t@h/db", "TASKFORCE_STATE__DSN"),
+            # bytes that are not UTF-8, as a variable hands them over: these crashed the
+            # log set-up with a traceback
+            ("TASKFORCE_API__AUTH_TOKEN", "tok\udce9n-pw", "TASKFORCE_API__AUTH_TOKEN"),
+            ("TASKFORCE_METRICS__AUTH_TOKEN", "tok\udcffn-pw", "TASKFORCE_METRICS__AUTH_TOKEN"),
+            ("TASKFORCE_LLM__API_KEY", "sk-\udcffpw", "TASKFORCE_LLM__API_KEY"),
+            ("TASKFORCE_STATE__DSN", "postgresql://u:pw\udcff@h/db", "TASKFORCE_STATE__DSN"),
+            # a token no HTTP header can carry: it could never be sent, or match
+            ("TASKFORCE_LLM__API_KEY", "sk-pw\n", "TASKFORCE_LLM__API_KEY"),
+            ("TASKFORCE_API__AUTH_TOKEN", " tok-pw", "TASKFORCE_API__AUTH_TOKEN"),
+            ("TASKFORCE_METRICS__AUTH_TOKEN", "tok\x01pw", "TASKFORCE_METRICS__AUTH_TOKEN"),
+            ("TASKFORCE_API__AUTH_TOKEN", "tok\x7fpw", "TASKFORCE_API__AUTH_TOKEN"),
+            ("TASKFORCE_LLM__API_KEY", "sk-p\u00e9w-pw", "TASKFORCE_LLM__API_KEY"),
             # a whole section given as no table may hold a secret: only its type is named
             ("TASKFORCE_API", '"apitok-pw"', "TASKFORCE_API=<a str>"),
             ("TASKFORCE_STATE", '["postgresql://tf:pw@h/db"]', "TASKFORCE_STATE=<a list>"),
@@ -346,6 +358,12 @@ class TestDirectories:
         assert setting == info.value.setting
         assert reason in info.value.reason
         assert not info.value.reason.startswith("Value error")
+
+    def test_a_token_a_client_can_send_passes(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A tab inside, or a character past ASCII (compared as UTF-8), can be sent."""
+        monkeypatch.setenv("TASKFORCE_API__AUTH_TOKEN", "t\u00f6k\tsecret")
+        token = load_settings().api.auth_token
+        assert token is not None and "t\u00f6k\tsecret" == token.get_secret_value()
 
     @pytest.mark.parametrize("path", ["/metrics..", "/m;x", "/a.b/metrics", "/m\u00e9trics"])
     def test_a_reachable_metrics_path_is_kept(
