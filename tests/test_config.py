@@ -117,10 +117,16 @@ class TestErrors:
         assert setting == info.value.setting
         assert repr(setting) in str(info.value)
 
-    def test_missing_config_file(self, tmp_path: Path) -> None:
-        """A config file that does not exist is reported, not ignored."""
-        with pytest.raises(ConfigurationError, match="does not exist"):
-            load_settings(tmp_path / "nope.toml")
+    def test_missing_config_file(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A config file that does not exist is reported, naming where it was named."""
+        missing = tmp_path / "nope.toml"
+        with pytest.raises(ConfigurationError, match="does not exist") as info:
+            load_settings(missing)
+        assert f"--config={str(missing)!r}" == info.value.source
+        monkeypatch.setenv("TASKFORCE_CONFIG", str(missing))
+        with pytest.raises(ConfigurationError, match="does not exist") as info:
+            load_settings()
+        assert f"TASKFORCE_CONFIG={str(missing)!r}" == info.value.source
 
     def test_malformed_config_file(self, tmp_path: Path) -> None:
         """A TOML syntax error is reported as a configuration error naming the file."""
@@ -132,8 +138,9 @@ class TestErrors:
 
     def test_config_file_that_is_a_directory(self, tmp_path: Path) -> None:
         """A directory given as the config file is named for what it is."""
-        with pytest.raises(ConfigurationError, match="is not a file"):
+        with pytest.raises(ConfigurationError, match="is not a file") as info:
             load_settings(tmp_path)
+        assert f"--config={str(tmp_path)!r}" == info.value.source
 
     def test_a_section_as_bad_json_names_its_variable(
         self, monkeypatch: pytest.MonkeyPatch
