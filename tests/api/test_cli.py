@@ -610,6 +610,43 @@ class TestRun:
         tokens = "".join(e["content"] for e in events if e["kind"] == "token")
         assert events[-1]["result"]["final_message"] == tokens
 
+    @pytest.mark.parametrize("flags", [[], ["--json"], ["--stream"], ["--stream", "--json"]])
+    def test_lone_surrogates_are_printed_as_escapes(self, tmp_path: Path, flags: list[str]) -> None:
+        """A file name that is not UTF-8 and a tool argument's lone surrogate escape leave as
+        `\\uXXXX` escapes: UTF-8 output, JSON lines that parse, no traceback."""
+        mission = (
+            'tool:file_write {"path": "\\udcff.txt", "content": "x"}\n'
+            "tool:list_dir {}\n"
+            'tool:calculator {"expression": "\\ud800"}'
+        )
+        env = _env(tmp_path, PYTHONIOENCODING="utf-8")  # strict, as in a UTF-8 locale
+        proc = subprocess.run(
+            [sys.executable, "-m", "taskforce", "run", mission, *flags],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+
+        assert 1 == proc.returncode, proc.stderr  # the calculator failed the mission
+        assert b"Traceback" not in proc.stderr
+        out = proc.stdout.decode("utf-8")  # no byte that is not UTF-8 either
+        if flags == ["--stream", "--json"]:
+            events = [json.loads(line) for line in out.splitlines()]
+            assert "result" == events[-1]["kind"]
+            args = [e["args"] for e in events if e["kind"] == "tool_call"]
+            assert {"expression": "\ud800"} == args[-1]
+            assert "\\udcff.txt" in out
+
+    def test_an_output_encoding_short_of_the_result_gets_escapes(self, tmp_path: Path) -> None:
+        """Standard output in ASCII (PYTHONIOENCODING) gets `\\xe9` for what it cannot take."""
+        env = _env(tmp_path, PYTHONIOENCODING="ascii")
+        proc = _taskforce("run", "say caf\u00e9", env=env, cwd=tmp_path)
+
+        assert 0 == proc.returncode, proc.stderr
+        assert "Scripted answer: say caf\\xe9" == proc.stdout.splitlines()[-1]
+
     def test_invalid_setting_names_it(self, tmp_path: Path) -> None:
         """An invalid setting stops the CLI with exit 2 and the setting's name."""
         env = _env(tmp_path, TASKFORCE_METRICS__MAX_LABEL_VALUES="-3")

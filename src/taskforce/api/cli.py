@@ -78,9 +78,27 @@ def _say(text: str = "", end: str = "\n") -> None:
     if sys.stdout is None:  # closed before the start: print() would drop the result unsaid
         raise _OutputFailed(OSError(errno.EBADF, os.strerror(errno.EBADF)))
     try:
-        print(text, end=end, flush=True)
+        print(_printable(text), end=end, flush=True)
+    except UnicodeEncodeError:  # an output encoding that is not UTF-8 (PYTHONIOENCODING)
+        encoding = sys.stdout.encoding
+        _say(text.encode(encoding, "backslashreplace").decode(encoding), end)
     except OSError as exc:
         raise _OutputFailed(exc) from exc
+
+
+def _printable(text: str) -> str:
+    """``text`` with each lone surrogate as its ``\\uXXXX`` escape.
+
+    A tool's argument (a JSON escape) or a file name that is not UTF-8 puts lone
+    surrogates in a result and its events. Printed as they are, one stops ``run`` with
+    a traceback, or goes out as a byte that is not UTF-8 (``surrogateescape``); as
+    ``\\udcff`` it is a valid JSON escape inside a string, and readable text.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
