@@ -66,9 +66,14 @@ def bearer_token(request: Request) -> bytes | None:
     API's guard reads its token with this too.
 
     Returns:
-        The token, or ``None`` for no header, another scheme or an empty token.
+        The token, or ``None`` for no header, another scheme, an empty token, or several
+        ``Authorization`` headers that differ: HTTP allows one, and a proxy in front that
+        read another than the first would have let through another request than this.
     """
-    raw = request.headers.get("authorization", "").encode("latin-1")
+    given = request.headers.getlist("authorization")
+    if len(given) > 1 and len(set(given)) > 1:
+        return None
+    raw = (given[0] if given else "").encode("latin-1")
     scheme, _, token = raw.partition(b" ")
     if scheme.lower() != b"bearer" or not token.strip():
         return None
