@@ -30,6 +30,7 @@ __all__ = [
     "TIMEOUT",
     "TOOL_ERROR",
     "UNKNOWN_TOOL",
+    "OwnBaseException",
     "classify_llm_result",
     "classify_tool_result",
     "exception_error_type",
@@ -38,6 +39,7 @@ __all__ = [
     "is_unknown_tool_error",
     "label_safe",
     "llm_exception_error_type",
+    "raise_as_failure",
     "raise_cancellation",
     "retrieve_outcome",
     "tool_exception_error_type",
@@ -135,6 +137,41 @@ def raise_cancellation(exc: BaseException) -> NoReturn:
     raise asyncio.CancelledError from exc
 
 
+class OwnBaseException(Exception):
+    """A ``BaseException`` a part raised of its own, carried as the ``Exception`` it fails with.
+
+    ``SystemExit``, ``GeneratorExit`` or another ``BaseException`` that is no
+    ``Exception``, raised by a state store of one's own, passes every ``except
+    Exception``; out of a task, asyncio hands ``SystemExit`` to the event loop, which
+    stops the service. Raised in its place (see :func:`raise_as_failure`), it fails the
+    one call as any error does. Its message is the original's; its ``error_type`` (see
+    :func:`exception_error_type`) is the original's class name.
+
+    Attributes:
+        raised: What the part raised.
+    """
+
+    def __init__(self, raised: BaseException) -> None:
+        self.raised = raised
+        super().__init__(exception_message(raised))
+
+
+def raise_as_failure(exc: BaseException) -> NoReturn:
+    """Raise what a call that raised ``exc`` fails with, once it is no caller's cancellation.
+
+    Args:
+        exc: What the call raised.
+
+    Raises:
+        BaseException: ``exc`` itself when it is an ``Exception``, the caller's
+            cancellation or an interrupt of the process (:func:`is_caller_cancelled`);
+            else an :class:`OwnBaseException` carrying it.
+    """
+    if isinstance(exc, Exception) or is_caller_cancelled(exc):
+        raise exc
+    raise OwnBaseException(exc) from exc
+
+
 def retrieve_outcome(task: asyncio.Future[Any]) -> None:
     """Take the outcome of a finished task that nobody awaits (as a done callback).
 
@@ -223,8 +260,11 @@ def exception_error_type(exc: BaseException) -> str:
 
     Returns:
         ``timeout`` for ``TimeoutError`` and ``ToolTimeoutError``, else the
-        exception's class name (its first :data:`MAX_ERROR_TYPE_LENGTH` characters).
+        exception's class name (its first :data:`MAX_ERROR_TYPE_LENGTH` characters);
+        for an :class:`OwnBaseException`, that of what it carries.
     """
+    if isinstance(exc, OwnBaseException):
+        exc = exc.raised
     if isinstance(exc, TimeoutError):
         return TIMEOUT
     name = type(exc).__name__
