@@ -19,6 +19,7 @@ from taskforce.config import Settings
 from taskforce.core.interfaces.state import AppendResult, SessionState, StateStoreHealth
 from tests.api.conftest import parse_sse
 from tests.api.test_metrics_e2e import scrape, total
+from tests.core.domain.fakes import FakeRegistry, FakeTool, ok_handler
 from tests.support.live_server import serve
 
 pytestmark = pytest.mark.integration
@@ -161,3 +162,37 @@ class TestAStoreOfOnesOwnThatRaisesABaseException:
         assert 2 == total(samples, "taskforce_state_errors_total", operation="load")
         assert 4 == total(samples, "taskforce_missions_total", status="failed")
         assert 0 == total(samples, "taskforce_missions_total", status="cancelled")
+
+
+class TestARegistryOfOnesOwnThatRaises:
+    @pytest.mark.parametrize("exc", [RuntimeError("/srv/secret"), SystemExit(3), Halt("secret")])
+    async def test_a_listing_that_raises_is_a_json_500(
+        self, settings: Settings, exc: BaseException
+    ) -> None:
+        """GET /api/v1/tools answers a JSON 500 naming the class (logged as tool.list.failed),
+        a mission whose flow lists the tools fails with it, and the service serves on."""
+        name = type(exc).__name__
+
+        class ListingFails(FakeRegistry):
+            def list_tools(self) -> Any:
+                raise exc
+
+        registry = ListingFails(FakeTool("echo", ok_handler))
+        async with build_container(settings, tool_registry=registry) as container:
+            with serve(create_app(container=container)) as live:
+                async with httpx.AsyncClient(base_url=live.url, timeout=30.0) as client:
+                    with capture_logs() as logs:
+                        listed = await client.get("/api/v1/tools")
+                    mission = {"mission": "tool:echo {}", "agent_type": "legacy"}
+                    failed = (await client.post("/api/v1/execute", json=mission)).json()
+                    assert 200 == (await client.get("/health")).status_code
+        assert (500, {"detail": f"could not list the tools ({name})"}) == (
+            listed.status_code,
+            listed.json(),
+        )
+        assert [("error", "tool", name)] == [
+            (e["log_level"], e["category"], e["error_type"])
+            for e in logs
+            if e["event"] == "tool.list.failed"
+        ]
+        assert ("failed", name) == (failed["status"], failed["error_type"])

@@ -230,8 +230,14 @@ class TestExecuteMission:
 
     @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
     @pytest.mark.parametrize("is_streamed", [False, True])
+    @pytest.mark.parametrize(
+        "raised",
+        # a registry's own BaseException too: SystemExit out of the mission's task would
+        # stop the event loop, and none of these passes an ``except Exception``
+        [RuntimeError, SystemExit, GeneratorExit, type("Halt", (BaseException,), {})],
+    )
     async def test_an_agent_that_raises_keeps_its_steps(
-        self, agent_type: AgentType, is_streamed: bool
+        self, agent_type: AgentType, is_streamed: bool, raised: type[BaseException]
     ) -> None:
         """A crash in the second step keeps the first step, and records the second as failed,
         in the result, the stream's result and the session record."""
@@ -239,7 +245,7 @@ class TestExecuteMission:
         class BrokenRegistry(FakeRegistry):
             def get(self, name: str) -> Any:
                 if name == "boom":
-                    raise RuntimeError("secret mission detail")
+                    raise raised("secret mission detail")
                 return super().get(name)
 
         store = MemoryStateStore()
@@ -252,8 +258,8 @@ class TestExecuteMission:
             assert result is not None
         else:
             result = await executor.execute_mission(mission, agent_type, "s")
-        crashed = "the mission stopped unexpectedly (RuntimeError)"
-        assert ("failed", "RuntimeError", 2) == (
+        crashed = f"the mission stopped unexpectedly ({raised.__name__})"
+        assert ("failed", raised.__name__, 2) == (
             result.status,
             result.error_type,
             result.tool_calls,

@@ -74,13 +74,13 @@ class MissionAborted(Exception):
         super().__init__(error)
 
 
-def _crash(exc: Exception) -> tuple[str, str]:
+def _crash(exc: BaseException) -> tuple[str, str]:
     """The ``error`` and ``error_type`` of a run that raised ``exc`` (see crash_error)."""
     error_type = exception_error_type(exc)
     return f"the mission stopped unexpectedly ({error_type})", error_type
 
 
-def crash_error(exc: Exception) -> tuple[str, str]:
+def crash_error(exc: BaseException) -> tuple[str, str]:
     """Log ``exc``, which an agent run raised (a bug below it), and say how it fails the run.
 
     A tool registry, a tool's result or a provider's answer the agent could not handle
@@ -172,10 +172,13 @@ class MissionRun:
         self.steps.append(record)
 
     def fail_step(
-        self, index: int, description: str, tool_names: Sequence[str], exc: Exception
+        self, index: int, description: str, tool_names: Sequence[str], exc: BaseException
     ) -> None:
         """Record the step that raised ``exc`` as failed, with the error the run ends with
-        (see :meth:`fail_on`): the steps before it stay recorded, also after a crash."""
+        (see :meth:`fail_on`): the steps before it stay recorded, also after a crash. The
+        mission's cancellation (or an interrupt) fails no step."""
+        if not isinstance(exc, Exception) and is_caller_cancelled(exc):
+            return
         error = exc.error if isinstance(exc, MissionAborted) else _crash(exc)[0]
         self.record_step(index, description, tool_names, outcome="", error=error)
 
@@ -324,9 +327,16 @@ class MissionRun:
             "completed", final_message, tuple(self.steps), self.tool_calls, error=None
         )
 
-    async def fail_on(self, exc: Exception) -> AgentOutcome:
+    async def fail_on(self, exc: BaseException) -> AgentOutcome:
         """End the run that raised ``exc`` as failed: as a MissionAborted says, else as a
-        crash (see :func:`crash_error`), with the steps recorded so far."""
+        crash (see :func:`crash_error`), with the steps recorded so far.
+
+        A ``BaseException`` that is no ``Exception`` is a crash too (a tool registry's own
+        ``SystemExit``), unless it is the mission's cancellation or an interrupt of the
+        process (:func:`is_caller_cancelled`), which goes on up as it is.
+        """
+        if not isinstance(exc, Exception) and is_caller_cancelled(exc):
+            raise exc
         if isinstance(exc, MissionAborted):
             return await self.fail(exc.error, exc.error_type)
         return await self.fail(*crash_error(exc))
