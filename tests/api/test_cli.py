@@ -745,6 +745,28 @@ class TestServe:
         assert f'"GET {redacted[:1024]}...[+99 chars] HTTP/1.1" 404' in access[-1]
         assert token[:4] not in stderr
 
+    def test_uvicorn_lines_keep_their_documented_levels(self, tmp_path: Path) -> None:
+        """A request uvicorn's parser refuses, and an upgrade it cannot serve, make it log
+        warnings: docs/logging.md names every level its lines come at."""
+        docs = (Path(__file__).resolve().parents[2] / "docs" / "logging.md").read_text()
+        (row,) = [line for line in docs.splitlines() if line.startswith("| (uvicorn's lines) |")]
+        documented = {level.strip() for level in row.split("|")[2].split(",")}
+        port = free_ports(1)
+        upgrade = (
+            b"GET /health HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        )
+        with started(["serve", "--port", str(port)], _env(tmp_path), tmp_path) as child:
+            wait_until_up(child, [f"http://127.0.0.1:{port}/health"])
+            for head in (upgrade, b"G\x01T / HTTP/1.1\r\nHost: x\r\n"):
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                    sock.sendall(head + b"Connection: close\r\n\r\n")
+                    while sock.recv(65536):
+                        pass
+        lines = [json.loads(line) for line in child.stderr().splitlines() if line.startswith("{")]
+        levels = {line["level"] for line in lines if line.get("logger", "").startswith("uvicorn")}
+        assert "warning" in levels
+        assert levels <= documented
+
     def test_access_lines_stay_with_a_metrics_port(self, tmp_path: Path) -> None:
         """The metrics listener of metrics.port keeps its scrapes out of the access log,
         without silencing the API's own access lines."""
