@@ -65,6 +65,35 @@ class TestFromStack:
         assert ForeignSupervisor("gunicorn", 4, "10.0.0.5") == found
 
     @pytest.mark.parametrize(
+        ("bind", "host"),
+        [
+            (":8000", "0.0.0.0"),  # every interface (gunicorn -b :$PORT)
+            ("0.0.0.0", "0.0.0.0"),  # a host alone: port 8000
+            ("tcp://0.0.0.0:8000", "0.0.0.0"),
+            ("tcp://[::1]:8000", "::1"),
+            ("[::]:8000", "::"),
+            ("LOCALHOST:8000", "localhost"),  # gunicorn lowers the host
+            ("unix:/run/taskforce.sock", None),
+            ("fd://3", None),
+        ],
+    )
+    def test_gunicorn_bind_host_is_read_as_gunicorn_reads_it(
+        self, tmp_path: Path, bind: str, host: str | None
+    ) -> None:
+        """The metrics listener's default host is the address gunicorn binds, in every form."""
+        worker = _Worker()
+        worker.cfg = _Cfg()
+        worker.cfg.bind = [bind]
+        found = _call_from(
+            "gunicorn.workers.base",
+            "load_wsgi",
+            "return detect(Path(proc))",
+            self=worker,
+            proc=str(tmp_path),
+        )
+        assert ForeignSupervisor("gunicorn", 4, host) == found
+
+    @pytest.mark.parametrize(
         ("workers", "is_reload"),
         [(1, False), (2, True)],  # --reload; with --workers 2 or WEB_CONCURRENCY=2 too
     )

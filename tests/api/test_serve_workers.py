@@ -551,3 +551,21 @@ class TestForeignSupervisor:
             assert 404 == httpx.get(f"{api}/metrics", timeout=5).status_code
             listed = sorted(g["targets"][0] for g in json.loads(targets.read_text("utf-8")))
             assert [f"127.0.0.1:{metrics_port + i}" for i in (0, 1)] == listed
+
+
+def test_gunicorn_bind_in_tcp_form_gives_each_worker_a_listener(
+    tmp_path: Path, ports: tuple[int, int]
+) -> None:
+    """gunicorn -b tcp://HOST:PORT: every worker's listener binds HOST and serves its numbers."""
+    api_port, metrics_port = ports
+    env, targets = _with_targets(tmp_path, metrics_port)
+    _, args = _foreign_command("gunicorn", api_port)
+    args = [f"tcp://127.0.0.1:{api_port}" if a.endswith(f":{api_port}") else a for a in args]
+    with started(args, env, tmp_path, module="gunicorn") as child:
+        api = f"http://127.0.0.1:{api_port}"
+        urls = [f"http://127.0.0.1:{metrics_port + i}/metrics" for i in (0, 1)]
+        wait_until_up(child, [*urls, f"{api}/health"])
+        sent = send(api, 2)
+        assert nonzero(sent) == nonzero(scrape(metrics_port) + scrape(metrics_port + 1))
+        listed = sorted(g["targets"][0] for g in json.loads(targets.read_text("utf-8")))
+        assert [f"127.0.0.1:{metrics_port + i}" for i in (0, 1)] == listed

@@ -46,11 +46,22 @@ def _as_count(value: object) -> int | None:
 
 
 def _bind_host(bind: object) -> str | None:
-    """The host of gunicorn's first ``bind`` address (``HOST:PORT``), if it is one."""
+    """The host of gunicorn's first ``bind`` address, read as gunicorn reads it.
+
+    As ``gunicorn.util.parse_address``: ``HOST:PORT``, ``[V6]:PORT``, a bare ``HOST``
+    (port 8000) and ``tcp://`` before any of them; an empty host (``:8000``, the
+    form container platforms document) binds every interface, ``0.0.0.0``. A Unix
+    socket (``unix:``) or an inherited descriptor (``fd://``) has no host: ``None``.
+    """
     if not isinstance(bind, list | tuple) or not bind or not isinstance(bind[0], str):
         return None
-    host, sep, _ = bind[0].rpartition(":")
-    return host.strip("[]") if sep and not bind[0].startswith("unix:") else None
+    address = bind[0]
+    if address.startswith(("unix:", "fd://")):
+        return None
+    address = address.removeprefix("tcp://")
+    is_bracketed = "[" in address and "]" in address
+    host = address.split("]")[0][1:] if is_bracketed else address.split(":")[0]
+    return host.lower() or "0.0.0.0"
 
 
 def _from_frame(frame: FrameType) -> ForeignSupervisor | None:
