@@ -569,3 +569,28 @@ def test_gunicorn_bind_in_tcp_form_gives_each_worker_a_listener(
         assert nonzero(sent) == nonzero(scrape(metrics_port) + scrape(metrics_port + 1))
         listed = sorted(g["targets"][0] for g in json.loads(targets.read_text("utf-8")))
         assert [f"127.0.0.1:{metrics_port + i}" for i in (0, 1)] == listed
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "uvicorn --workers 2", "gunicorn -w 2"])
+def test_metrics_port_on_the_servers_own_port_stops_the_start_naming_it(
+    tmp_path: Path, server: str
+) -> None:
+    """metrics.port = the port uvicorn or gunicorn serves the API on: refused, naming metrics.port.
+
+    Before, the metrics listener took the port uvicorn had bound but not yet listened on:
+    uvicorn failed "address already in use" (its --workers in a loop), and gunicorn's
+    workers moved to the ports above, off the range to scrape.
+    """
+    port = free_ports(2)
+    module, args = _foreign_command(server.split()[0], port)
+    if server == "uvicorn":
+        args = [a for a in args if a not in ("--workers", "2")]
+    env = clean_env(tmp_path, TASKFORCE_METRICS__PORT=str(port))
+    with started(args, env, tmp_path, module=module) as child:
+        deadline = time.monotonic() + 60
+        while "invalid setting 'metrics.port'" not in child.stderr():
+            assert time.monotonic() < deadline, child.stderr()
+            time.sleep(0.05)
+        if server != "uvicorn --workers 2":  # which starts its workers again and again
+            assert 0 != child.process.wait(timeout=60)
+    assert f"the API port {port} is also" in child.stderr()
