@@ -14,6 +14,7 @@ from typing import Any, cast
 import structlog
 
 from taskforce.application._mission_support import now_iso, seconds_since
+from taskforce.core.interfaces.outcome import exception_message
 from taskforce.core.interfaces.state import StateStoreProtocol
 
 __all__ = ["RecordWrites"]
@@ -113,7 +114,7 @@ class RecordWrites:
             _LOG.error(
                 "state.save.failed",
                 category="state",
-                error=f"{type(exc).__name__}: {exc}",
+                error=f"{type(exc).__name__}: {exception_message(exc)}",
                 detail=getattr(exc, "detail", ""),
                 duration_ms=seconds_since(started) * 1000,
             )

@@ -41,7 +41,7 @@ from taskforce.core.interfaces.executor import (
 )
 from taskforce.core.interfaces.llm import LLMProviderProtocol
 from taskforce.core.interfaces.log import text_fields
-from taskforce.core.interfaces.outcome import exception_error_type
+from taskforce.core.interfaces.outcome import exception_error_type, exception_message
 from taskforce.core.interfaces.state import StateStoreProtocol
 from taskforce.core.interfaces.tools import ToolRegistryProtocol
 from taskforce.errors import StateStoreError
@@ -441,11 +441,12 @@ class AgentExecutor:
             except ValueError as exc:
                 # The request was checked before the mission ran, so a store that still
                 # refuses the id fails the mission; MissionError means a refused request.
-                error = f"could not save the session state: invalid session_id: {exc}"
+                said = exception_message(exc)
+                error = f"could not save the session state: invalid session_id: {said}"
                 return await _unsaved(result, error, exc, on_event)
             except StateStoreError as exc:
                 # The store's message names no path or DSN (the log has the detail).
-                error = f"could not save the session state: {exc}"
+                error = f"could not save the session state: {exception_message(exc)}"
                 return await _unsaved(result, error, exc, on_event)
             except Exception as exc:
                 # A store of one's own that raised anything else (a bug in it) fails this

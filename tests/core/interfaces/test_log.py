@@ -20,6 +20,7 @@ from taskforce.core.interfaces.log import (
     secret_scrubber,
     text_fields,
 )
+from tests.support.odd_values import Unprintable
 
 CANARY = "ZQX-canary-7731"
 
@@ -121,6 +122,11 @@ class TestTextFields:
         """A lone surrogate does not break it; an exception is described by its str()."""
         assert 3 == text_fields("path", "a\udcffb")["path_chars"]
         assert text_fields("reason", "boom") == text_fields("reason", ValueError("boom"))
+
+    def test_an_object_that_cannot_print(self) -> None:
+        """An exception whose str() raises is described by its placeholder, not raised."""
+        placeholder = "<Unprintable that cannot be written>"
+        assert text_fields("error", placeholder) == text_fields("error", Unprintable())
 
 
 class TestNoMissionContentInLogs:

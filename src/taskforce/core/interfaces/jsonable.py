@@ -16,22 +16,25 @@ __all__ = ["as_text", "jsonable"]
 _PLAIN_KEYS = (str, int, float, bool, type(None))
 
 
-def as_text(value: object) -> str:
-    """Return ``str(value)``, or a placeholder naming its type when that raises.
+def as_text(value: object, placeholder: str = "<{} that cannot be written>") -> str:
+    """Return ``str(value)``, or ``placeholder`` naming its type when that raises.
 
-    For ``json.dumps(..., default=as_text)``: an object JSON has no form for is
+    The one place a value or an exception of someone else's is made into text: a
+    ``__str__`` that raises (or an int past Python's digits) must not stop what reports
+    it. As ``json.dumps(..., default=as_text)``, an object JSON has no form for is
     written as its text, and one that cannot even be printed does not stop the rest.
 
     Args:
         value: Anything.
+        placeholder: What to say instead, ``{}`` standing for the name of its type.
 
     Returns:
-        Its text, or ``<X that cannot be written>``.
+        Its text, or the placeholder (``<X that cannot be written>`` by default).
     """
     try:
         return str(value)
     except Exception:  # a __str__ that raises, an int past Python's digits
-        return f"<{type(value).__name__} that cannot be written>"
+        return placeholder.format(type(value).__name__)
 
 
 def jsonable(value: Any) -> Any:

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable
 from typing import Literal, get_args
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
+from taskforce.core.interfaces.jsonable import as_text
+
 __all__ = [
     "DIGEST_HEX_CHARS",
     "LOG_CATEGORIES",
@@ -68,7 +70,8 @@ def text_fields(name: str, text: object) -> dict[str, int | str | None]:
 
     Args:
         name: the field the text would have had, e.g. ``"error"``.
-        text: the text; anything else is described by its ``str()``, ``None`` as absent.
+        text: the text; anything else is described by its ``str()`` (see ``as_text``: a
+            placeholder when that raises), ``None`` as absent.
 
     Returns:
         ``{"<name>_chars": length, "<name>_sha256": first DIGEST_HEX_CHARS hex digits}``;
@@ -76,7 +79,7 @@ def text_fields(name: str, text: object) -> dict[str, int | str | None]:
     """
     if text is None:
         return {f"{name}_chars": None, f"{name}_sha256": None}
-    value = text if isinstance(text, str) else str(text)
+    value = text if isinstance(text, str) else as_text(text)
     # surrogatepass: a lone surrogate (a non-UTF-8 file name) must not break the log line
     digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
     return {f"{name}_chars": len(value), f"{name}_sha256": digest[:DIGEST_HEX_CHARS]}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Final, NoReturn
 
+from taskforce.core.interfaces.jsonable import as_text
 from taskforce.core.interfaces.llm import LLM_ERROR_TYPES
 from taskforce.core.interfaces.tools import TOOL_TIMEOUT_CANCEL_MESSAGE, ToolTimeLimit
 
@@ -85,6 +86,8 @@ _UNKNOWN_TOOL_CLASS_NAMES = frozenset({"ToolNotFoundError"})
 #: Characters an ``error_type`` keeps; the label guard cuts every label value here too,
 #: so the log line and the metric carry the same value however long a type name is.
 MAX_ERROR_TYPE_LENGTH = 128
+# What an exception whose message cannot be read is reported as ({} is its class).
+_UNREADABLE_MESSAGE = "<the message of this {} could not be read>"
 
 
 def is_caller_cancelled(exc: BaseException, own_requests: int = 0) -> bool:
@@ -201,7 +204,7 @@ def exception_message(exc: BaseException) -> str:
     """Return ``str(exc)``, or a placeholder naming its class when that raises.
 
     A tool's or provider's own exception may fail to print; what reports it (the failed
-    call's error, a log line) must still be made.
+    call's error, a log line) must still be made (see :func:`as_text`).
 
     Args:
         exc: Any exception.
@@ -209,10 +212,7 @@ def exception_message(exc: BaseException) -> str:
     Returns:
         Its message, or ``<the message of this X could not be read>``.
     """
-    try:
-        return str(exc)
-    except Exception:
-        return f"<the message of this {type(exc).__name__} could not be read>"
+    return as_text(exc, _UNREADABLE_MESSAGE)
 
 
 def exception_error_type(exc: BaseException) -> str:
