@@ -61,6 +61,7 @@ _TOOLS: dict[str, Callable[[], Any]] = {
         "error_type": Unequal("custom"),
     },
     "odd_nan_inf_output": lambda: {"success": True, "output": [float("nan"), float("inf")]},
+    "odd_nan_key": lambda: {"success": True, "output": {float("nan"): "nan", float("-inf"): 1}},
     "odd_non_str_keys": lambda: {"success": True, 1: "one", None: "none"},
     "odd_success_not_bool": lambda: {"success": 1},
     "odd_generator": lambda: (n for n in range(3)),
