@@ -220,6 +220,35 @@ class TestSpend:
         assert ["m" * 128] == missing
         assert {"m" * 128} == labelled
 
+    @pytest.mark.parametrize(
+        "reported", ["m" * 200, "lone-\ud800-surrogate"], ids=["long", "surrogate"]
+    )
+    async def test_a_model_reported_unpriced_is_not_priced_again(self, reported: str) -> None:
+        """Without prices, a model already reported unpriced is not looked up again on the
+        next calls (the provider is not asked for its model), also when the model is
+        remembered as its label has it (cut, a character replaced), not as reported."""
+
+        class AskedProvider(FakeProvider):
+            asked = 0
+
+            @property
+            def model(self) -> str:  # type: ignore[override]
+                self.asked += 1
+                return "default-model"
+
+        plain = AskedProvider()
+        provider = instrument(plain, MetricSet())
+        provider.answer = dict(provider.answer, model=reported)
+
+        with capture_logs() as logs:
+            await provider.complete([{"role": "user", "content": "hi"}])
+            asked = plain.asked
+            for _ in range(3):
+                await provider.complete([{"role": "user", "content": "hi"}])
+
+        assert asked == plain.asked
+        assert 1 == len([e for e in logs if e["event"] == "llm.price.missing"])
+
     async def test_no_prices_at_all_is_a_note(self, tmp_path: Path) -> None:
         """Without llm.prices the missing price is logged at info, still once."""
         container = _build(tmp_path)

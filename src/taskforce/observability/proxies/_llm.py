@@ -471,7 +471,7 @@ def _record_call(
         ):
             return
         metrics = proxy._self_metrics
-        record_outcome(
+        is_unpriced = record_outcome(
             families,
             metrics,
             (model, key[1]),
@@ -480,7 +480,10 @@ def _record_call(
             (input_tokens, output_tokens),
             lambda: _model(wrapped, None, operation, args, kwargs),
         )
-        children.quiet = not metrics.llm_prices and model in metrics.unpriced_models
+        # Asked of record_outcome, not of the set of unpriced models: that keeps the model
+        # as its label has it (cut, or ``other``), not as the provider reported it.
+        if is_unpriced and not metrics.llm_prices:
+            children.quiet = True
     except Exception as exc:
         report_fault(proxy._self_metrics, type(proxy).__name__, f"llm.{operation}", exc)
 

@@ -82,7 +82,7 @@ def record_outcome(
     error_type: str | None,
     tokens: tuple[int, int],
     requested: Callable[[], str],
-) -> None:
+) -> bool:
     """Write the retries, the failure and the spend of one call.
 
     Args:
@@ -95,6 +95,10 @@ def record_outcome(
         tokens: The call's input and output tokens, from its ``usage``.
         requested: Returns the model asked for (called only when the reported one has
             no price).
+
+    Returns:
+        Whether the call had tokens and no price: ``llm.price.missing`` has been logged
+        for its model, now or before, under the key it is remembered by.
     """
     if error_type is not None:  # first: a broken report must not lose the failure
         families.failures.labels(*labels, _closed(error_type)).inc()
@@ -105,15 +109,16 @@ def record_outcome(
                 families.retries.labels(*labels, _closed(failed)).inc()
     input_tokens, output_tokens = tokens
     if not (input_tokens or output_tokens):
-        return
+        return False
     price = metrics.llm_prices.get(labels[0])
     if price is None:
         price = metrics.llm_prices.get(requested())
     if price is None:
         _note_unpriced(metrics, labels[0])
-        return
+        return True
     cost = (input_tokens * price[0] + output_tokens * price[1]) / _PER_MILLION
     families.cost.labels(*labels).inc(cost)
+    return False
 
 
 def _note_unpriced(metrics: MetricSet, model: str) -> None:
