@@ -39,6 +39,7 @@ __all__ = [
     "is_unknown_tool_error",
     "label_safe",
     "llm_exception_error_type",
+    "no_answer_within",
     "raise_cancellation",
     "retrieve_outcome",
     "tool_exception_error_type",
@@ -198,6 +199,23 @@ def is_unknown_tool_error(exc: BaseException) -> bool:
         name) and ``KeyError``, which a plain mapping-backed registry raises.
     """
     return isinstance(exc, KeyError) or type(exc).__name__ in _UNKNOWN_TOOL_CLASS_NAMES
+
+
+def no_answer_within(seconds: float, setting: str, *, what: str = "answer") -> str:
+    """Say that a call ran out of time, and which setting's limit it was.
+
+    A deadline's ``TimeoutError`` has no message of its own; every place that reports
+    one (a store's call or check, ``/health``, an LLM call) says it in these words.
+
+    Args:
+        seconds: The limit, as configured.
+        setting: The setting that holds it, e.g. ``state.timeout_seconds``.
+        what: What did not come, e.g. ``complete answer`` for a stream cut short.
+
+    Returns:
+        ``no answer within N s (setting)``.
+    """
+    return f"no {what} within {seconds:g} s ({setting})"
 
 
 def exception_message(exc: BaseException) -> str:

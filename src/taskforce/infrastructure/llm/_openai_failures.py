@@ -27,6 +27,7 @@ from taskforce.core.interfaces.llm import (
     Usage,
     llm_error_type_of_status,
 )
+from taskforce.core.interfaces.outcome import no_answer_within
 from taskforce.errors import LLMProviderError
 from taskforce.infrastructure.llm._openai_errors import (
     _ErrorInAnswer,
@@ -248,7 +249,7 @@ class _Failures:
         text = " ".join(str(exc).split())
         if isinstance(exc, TimeoutError) and not text:
             # A deadline's TimeoutError has no message: say which limit ran out.
-            return f"no complete answer within {self.timeout:g} s (llm.timeout_seconds)"
+            return no_answer_within(self.timeout, "llm.timeout_seconds", what="complete answer")
         if isinstance(exc, _UNUSABLE):  # a decoder's words (a JSON error) need their subject
             return f"the answer cannot be read ({text})" if text else "the answer cannot be read"
         return text or f"the request failed ({error_type})"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from taskforce.config import dsn_secrets
 from taskforce.core.interfaces.log import secret_scrubber
-from taskforce.core.interfaces.outcome import retrieve_outcome
+from taskforce.core.interfaces.outcome import no_answer_within, retrieve_outcome
 from taskforce.core.interfaces.state import (
     AppendResult,
     MissionRecord,
@@ -247,7 +247,7 @@ class PostgresStateStore:
             # The driver's own limits are per step (a pooled connection, each statement,
             # then the wait for a cancelled statement's cancel request): the operation as
             # a whole ends here, its connection is cleaned up behind it.
-            said = f"no answer within {self.timeout_seconds:g} s (state.timeout_seconds)"
+            said = no_answer_within(self.timeout_seconds, "state.timeout_seconds")
             raise StateStoreUnavailableError(
                 f"cannot {action} state of session {session_id!r}: TimeoutError",
                 detail=f"TimeoutError: {said}",
@@ -293,7 +293,7 @@ class PostgresStateStore:
         try:
             await _in_own_context(self._select_one(), deadline=self.timeout_seconds)
         except _DeadlinePassed:
-            said = f"no answer within {self.timeout_seconds:g} s (state.timeout_seconds)"
+            said = no_answer_within(self.timeout_seconds, "state.timeout_seconds")
             return StateStoreHealth(is_reachable=False, error=f"TimeoutError: {said}")
         except Exception as exc:
             return StateStoreHealth(is_reachable=False, error=_failure_name(exc))
@@ -403,7 +403,7 @@ class PostgresStateStore:
         """
         said = " ".join(str(exc).split())
         if not said and isinstance(exc, TimeoutError):
-            said = f"no answer within {self.timeout_seconds:g} s (state.timeout_seconds)"
+            said = no_answer_within(self.timeout_seconds, "state.timeout_seconds")
         return self._scrub(f"{type(exc).__name__}: {said}" if said else type(exc).__name__)
 
     def __repr__(self) -> str:
