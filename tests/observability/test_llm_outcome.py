@@ -21,6 +21,7 @@ from taskforce.observability import instrument
 from taskforce.observability.metrics import MetricSet
 from tests.observability.metric_samples import faults, histogram, series, value
 from tests.observability.proxy_fakes import FakeProvider
+from tests.support.odd_values import Unequal
 
 _MODEL = "scripted-1"
 _PRICES = {_MODEL: {"input": 2.5, "output": 10.0}}
@@ -299,6 +300,23 @@ class TestForeignProviders:
 
         assert 1 == _count(metrics, "taskforce_llm_retries_total", error_type="other")
         assert 1 == _count(metrics, "taskforce_llm_failures_total", error_type="other")
+
+    async def test_an_attempt_error_type_of_the_providers_own_text_class(self) -> None:
+        """An attempt's error_type that is a text of the provider's own class, whose ==
+        raises, is read as the plain text it holds, as a result's is: the retry is counted
+        under it, the spend too, and nothing faults."""
+        answer = dict(
+            FakeProvider().answer,
+            attempts=[LLMAttempt(Unequal("rate_limit"), 0.1), LLMAttempt(None, 0.1)],  # type: ignore[arg-type]
+        )
+        metrics = MetricSet(llm_prices={"reported-model": (1.0, 1.0)})
+        provider = instrument(FakeProvider(answer=answer), metrics)
+
+        await provider.complete([{"role": "user", "content": "hi"}])
+
+        assert 1 == _count(metrics, "taskforce_llm_retries_total", error_type="rate_limit")
+        assert 0 < _count(metrics, "taskforce_llm_cost_usd_total")
+        assert {} == faults(metrics)
 
     @pytest.mark.parametrize("attempts", [None, 5, "abc", {"error_type": "timeout"}])
     async def test_attempt_report_that_is_not_a_list_is_no_report(self, attempts: Any) -> None:

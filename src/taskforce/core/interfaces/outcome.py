@@ -38,6 +38,7 @@ __all__ = [
     "is_caller_cancelled",
     "is_unknown_tool_error",
     "label_safe",
+    "llm_error_type",
     "llm_exception_error_type",
     "no_answer_within",
     "raise_cancellation",
@@ -330,14 +331,19 @@ def classify_llm_result(result: object) -> str | None:
         return None
     if success is not False:
         return "invalid_response"
-    return _llm_error_type(error_type)
+    return llm_error_type(error_type)
 
 
-def _llm_error_type(error_type: object) -> str:
-    """``error_type`` if it is one of :data:`LLM_ERROR_TYPES` (as plain text), else ``other``.
+def llm_error_type(error_type: object) -> str:
+    """Read an LLM ``error_type`` of the provider's (a result's, an attempt report's).
 
-    Anything else (unhashable, a text whose ``==`` raises) is ``other`` too: reading an
-    outcome never raises.
+    Args:
+        error_type: The value the provider gave, whatever it is.
+
+    Returns:
+        ``error_type`` as plain text if it is one of :data:`LLM_ERROR_TYPES`, else
+        ``other``; anything else (unhashable, a text whose ``==`` raises) is ``other``
+        too: reading an outcome never raises.
     """
     if isinstance(error_type, str):
         error_type = str.__str__(error_type)
@@ -361,6 +367,6 @@ def llm_exception_error_type(exc: BaseException) -> str:
         error_type = getattr(exc, "error_type", None)
     except Exception:  # a property of the provider's own exception that raises
         error_type = None
-    if error_type is not None and (found := _llm_error_type(error_type)) != LLM_OTHER:
+    if error_type is not None and (found := llm_error_type(error_type)) != LLM_OTHER:
         return found
     return "timeout" if isinstance(exc, TimeoutError) else LLM_OTHER

@@ -18,14 +18,12 @@ from typing import Protocol
 
 import structlog
 
-from taskforce.core.interfaces.llm import LLM_ERROR_TYPES
-from taskforce.core.interfaces.outcome import label_safe
+from taskforce.core.interfaces.outcome import label_safe, llm_error_type
 from taskforce.observability.metrics import CounterChild, Family, MetricSet
 from taskforce.observability.metrics._catalog import OTHER
 
 __all__ = ["ATTEMPT_REPORTS", "OutcomeFamilies", "before_last_attempt", "record_outcome"]
 
-_ERROR_TYPES = frozenset(LLM_ERROR_TYPES)
 #: What an attempt report is read from; anything else is no report.
 ATTEMPT_REPORTS = (list, tuple)
 _PER_MILLION = 1_000_000.0
@@ -38,10 +36,6 @@ class OutcomeFamilies(Protocol):
     retries: Family[CounterChild]
     failures: Family[CounterChild]
     cost: Family[CounterChild]
-
-
-def _closed(error_type: object) -> str:
-    return error_type if isinstance(error_type, str) and error_type in _ERROR_TYPES else OTHER
 
 
 def before_last_attempt(attempts: object) -> float:
@@ -101,12 +95,12 @@ def record_outcome(
         for its model, now or before, under the key it is remembered by.
     """
     if error_type is not None:  # first: a broken report must not lose the failure
-        families.failures.labels(*labels, _closed(error_type)).inc()
+        families.failures.labels(*labels, llm_error_type(error_type)).inc()
     if isinstance(attempts, ATTEMPT_REPORTS):
         for attempt in attempts[:-1]:  # every attempt but the last was followed by a retry
             failed = getattr(attempt, "error_type", None)
             if failed is not None:
-                families.retries.labels(*labels, _closed(failed)).inc()
+                families.retries.labels(*labels, llm_error_type(failed)).inc()
     input_tokens, output_tokens = tokens
     if not (input_tokens or output_tokens):
         return False
