@@ -95,7 +95,8 @@ async def _stop(task: asyncio.Task[Any]) -> None:
 
 
 def _has_ended(task: asyncio.Task[Any]) -> bool:
-    """Whether a stream's mission ``task`` ended with its result (its record saved)."""
+    """Whether ``task`` ended with its result: a stream's mission (its record saved), a
+    mission's record write."""
     return task.done() and not task.cancelled() and task.exception() is None
 
 
@@ -422,7 +423,7 @@ class AgentExecutor:
                 # (then waited for at most RECORD_SECONDS: the mission ends as cancelled).
                 await self._await_record(save, result.status)
             except asyncio.CancelledError:
-                if not save.done() or save.cancelled() or save.exception() is not None:
+                if not _has_ended(save):
                     raise
                 # Saved: the mission ended as its record says, and the cancellation (a
                 # client that left, a shutdown) came after that end. Its result, logs and
