@@ -72,6 +72,29 @@ def _documented_ranges(row: str) -> list[Bounds]:
     return [(_number(low), bool(above), _number(high)) for above, low, high in _RANGE.findall(row)]
 
 
+#: Settings whose unset value (``None``) the table describes: what they fall back to.
+_DESCRIBED_DEFAULTS = {"metrics.host": "the service's host (`--host`)"}
+
+
+def _default_cell(cell: str) -> str:
+    """The default a table cell states: its first code span, else its text (``none``)."""
+    found = re.match(r"`([^`]*)`", cell.strip())
+    return found.group(1) if found else cell.strip()
+
+
+def _documented_default(value: object) -> str:
+    """How the configuration table writes ``value`` as a default."""
+    if value is None or value == {}:
+        return "none"
+    if value == LOG_CATEGORIES:
+        return "all"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 class TestConfigurationDoc:
     def test_every_setting_documented(self) -> None:
         """docs/configuration.md has one table row per setting, with its env var."""
@@ -81,6 +104,21 @@ class TestConfigurationDoc:
         assert expected == set(rows)
         for name, env in rows.items():
             assert "TASKFORCE_" + name.upper().replace(".", "__") == env
+
+    def test_every_default_documented(self) -> None:
+        """Each setting's row states the default Settings has, in the default column."""
+        text = (DOCS / "configuration.md").read_text(encoding="utf-8")
+        rows = dict(
+            re.findall(r"^\| `([a-z_.]+)` \| `TASKFORCE_[A-Z_]+` \| ([^|]*) \|", text, re.M)
+        )
+        fields = _setting_fields(Settings)
+        assert set(fields) == set(rows)
+        for name, field in fields.items():
+            default = field.get_default(call_default_factory=True)
+            if name in _DESCRIBED_DEFAULTS:
+                assert (None, _DESCRIBED_DEFAULTS[name]) == (default, rows[name].strip())
+            else:
+                assert _documented_default(default) == _default_cell(rows[name]), name
 
     def test_every_range_documented(self) -> None:
         """Each bounded setting's row states the range config enforces, and only that one."""
