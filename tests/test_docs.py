@@ -156,6 +156,17 @@ def _logged_events() -> set[str]:
     return found
 
 
+def _string_constants() -> set[str]:
+    """Every string literal under src/."""
+    src = DOCS.parent / "src" / "taskforce"
+    return {
+        node.value
+        for path in src.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+    }
+
+
 class TestLoggingDoc:
     def test_every_event_documented(self) -> None:
         """Every event the code logs by a literal name has a row in docs/logging.md."""
@@ -165,6 +176,16 @@ class TestLoggingDoc:
         events = _logged_events()
         assert len(events) > 20  # the scan finds the events, so this test can fail
         assert set() == events - documented
+
+    def test_every_documented_event_is_in_the_code(self) -> None:
+        """Each event named in the first column of the events table is a name the code
+        writes (a string in src/), so the page lists no event that is never logged."""
+        text = (DOCS / "logging.md").read_text(encoding="utf-8")
+        section = text.split("## Events", 1)[1].split("\n## ", 1)[0]
+        rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| ")]
+        documented = {name for row in rows for name in re.findall(r"`([a-z_.]+\.[a-z_]+)`", row)}
+        assert len(documented) > 20  # the scan finds the rows, so this test can fail
+        assert set() == documented - _string_constants()
 
     def test_every_category_documented(self) -> None:
         """docs/logging.md lists exactly the closed set of log categories."""
