@@ -276,7 +276,10 @@ class _Supervisor:
                         process.kill()
             sentinels = [p.sentinel for p in alive]
             multiprocessing.connection.wait(sentinels, timeout=_POLL_SECONDS)
-            self._reap(stopping=stop_deadline is not None)
+            # A stop signal taken during the wait and not passed on yet is a stop too: one
+            # sent to the whole process group also ends the workers, a booting one at once
+            # (it has no handler yet), and that is no crash nor a failed start.
+            self._reap(stopping=stop_deadline is not None or self._signals > self._stop_sent)
 
     def _reap(self, *, stopping: bool) -> None:
         now = time.monotonic()
