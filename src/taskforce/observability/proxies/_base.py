@@ -105,9 +105,13 @@ class ObservingProxy(_ProxyBase[_T]):
     # reads the wrapped object, exactly as wrapt's getattro does.
     __getattribute__ = object.__getattribute__
 
-    def __class_getitem__(cls, item: object) -> type:
-        """``ObservingProxy[T]`` (and a subclass's) is the class itself: the type is mypy's."""
-        return cls
+    if not TYPE_CHECKING:
+        # Run time only: to mypy, ``ObservingProxy[T]`` is the generic of wrapt's stubs
+        # (wrapt 2.2 and later declare a ``__class_getitem__`` that returns a GenericAlias,
+        # which an override returning the class would contradict).
+        def __class_getitem__(cls, item: object) -> type:
+            """``ObservingProxy[T]`` (and a subclass's) is the class itself."""
+            return cls
 
     if TYPE_CHECKING:
         # What wrapt does at run time: any attribute the proxy lacks is the wrapped object's.
