@@ -672,6 +672,62 @@ class TestLostConnection:
         assert "terminating connection" in info.value.detail
 
 
+@contextlib.asynccontextmanager
+async def _relayed(
+    server: PostgresServer, dsn: str, **options: Any
+) -> AsyncIterator[tuple[FreezableRelay, PostgresStateStore]]:
+    """A relay to ``server``, and an open store on ``dsn`` that connects through it."""
+    async with FreezableRelay(server.port) as relay:
+        relayed = dsn.replace(f":{server.port}/", f":{relay.port}/")
+        async with PostgresStateStore(relayed, **options) as store:
+            yield relay, store
+
+
+class TestLinkLostAfterTheCommit:
+    """The server confirms a commit, then the link dies (a database restart, a network cut)
+    before the pool has reset the connection to take it back: what was written stays
+    written, so the call succeeds. Failing it would fail a mission whose record is stored,
+    and a client retrying it would write the record twice."""
+
+    async def test_an_append_the_server_committed_succeeds(
+        self, postgres_server: PostgresServer, postgres_dsn: str
+    ) -> None:
+        async with _relayed(postgres_server, postgres_dsn) as (relay, store):
+            await store.append("cut", {"n": 0})
+            relay.cut_after(b"COMMIT\x00")
+            appended = await store.append("cut", {"n": 1})
+            relay.cut_after(None)
+            assert 1 == relay.cuts
+            assert {"missions": [{"n": 0}, {"n": 1}]} == await store.load("cut")
+        assert (2, 0) == (appended.records, appended.dropped)
+
+    async def test_a_save_and_a_load_the_server_answered_succeed(
+        self, postgres_server: PostgresServer, postgres_dsn: str
+    ) -> None:
+        async with _relayed(postgres_server, postgres_dsn) as (relay, store):
+            relay.cut_after(b"COMMIT\x00")
+            size = await store.save("cut", {"k": 1, "missions": [{"n": 0}]})
+            loaded = await store.load("cut")
+            relay.cut_after(None)
+            assert 2 == relay.cuts
+        assert {"k": 1, "missions": [{"n": 0}]} == loaded
+        assert size > 0
+
+    async def test_a_link_silent_after_the_commit_is_no_timeout(
+        self, postgres_server: PostgresServer, postgres_dsn: str
+    ) -> None:
+        """The deadline passes while the pool waits to reset the connection: written, so
+        the call returns what it wrote; the connection is cleaned up behind it."""
+        async with _relayed(postgres_server, postgres_dsn, timeout_seconds=1) as (relay, store):
+            await store.append("silent", {"n": 0})
+            relay.cut_after(b"COMMIT\x00", hang=True)
+            appended = await store.append("silent", {"n": 1})
+            assert 1 == relay.cuts
+        assert 2 == appended.records
+        async with PostgresStateStore(postgres_dsn) as direct:
+            assert {"missions": [{"n": 0}, {"n": 1}]} == await direct.load("silent")
+
+
 class TestDriverContext:
     async def test_the_pools_own_lines_name_no_finished_mission(self, postgres_dsn: str) -> None:
         """A connection opened during a mission and lost after it ended: the pool's warning

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import contextvars
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from taskforce.config import dsn_secrets
@@ -235,15 +235,19 @@ class PostgresStateStore:
         await self.aclose()
 
     async def _run(self, action: str, session_id: str, work: Callable[[Any], Awaitable[_T]]) -> _T:
-        """Run ``work`` on a pooled connection in one transaction, in a context of its own."""
+        """Run ``work`` on a pooled connection in one transaction, in a context of its own.
 
-        async def transaction() -> _T:
-            async with self._transaction(action, session_id) as conn:
-                return await work(conn)
-
+        Once the transaction committed, its result is returned, whatever then befalls the
+        connection on its way back to the pool (see :meth:`_transact`).
+        """
+        committed: list[_T] = []
         try:
-            return await _in_own_context(transaction(), deadline=self.timeout_seconds)
+            return await _in_own_context(
+                self._transact(action, session_id, work, committed), deadline=self.timeout_seconds
+            )
         except _DeadlinePassed:
+            if committed:  # the deadline came while the pool took the connection back
+                return committed[0]
             # The driver's own limits are per step (a pooled connection, each statement,
             # then the wait for a cancelled statement's cancel request): the operation as
             # a whole ends here, its connection is cleaned up behind it.
@@ -253,12 +257,22 @@ class PostgresStateStore:
                 detail=f"TimeoutError: {said}",
             ) from None
 
-    @contextlib.asynccontextmanager
-    async def _transaction(self, action: str, session_id: str) -> AsyncIterator[Any]:
-        """A pooled connection in a transaction; driver errors become path-free store errors.
+    async def _transact(
+        self,
+        action: str,
+        session_id: str,
+        work: Callable[[Any], Awaitable[_T]],
+        committed: list[_T],
+    ) -> _T:
+        """Run ``work`` on a pooled connection in a transaction; driver errors become
+        path-free store errors. Its result is put in ``committed`` once committed.
 
         A connection the pool cannot get (the server refuses a new one: too many
         connections, a changed password) is the database being unavailable, as at start-up.
+        A failure after the commit, while the pool resets the connection to take it back
+        (the server or the network went away just then), changes nothing that was written:
+        the driver closes that connection, and the call succeeds, or a mission whose record
+        is stored would fail, and its retry write the record twice.
         """
         await self.open()
         assert self._pool is not None
@@ -267,10 +281,13 @@ class PostgresStateStore:
             async with self._pool.acquire(timeout=self.timeout_seconds) as conn:
                 is_acquired = True
                 async with conn.transaction(isolation=sql.ISOLATION):
-                    yield conn
+                    result = await work(conn)
+                committed.append(result)
         except StateStoreError:
             raise
         except Exception as raised:
+            if committed:
+                return committed[0]
             exc = _first_cause(raised)
             is_unavailable = not is_acquired or _is_connection_error(exc)
             cls = StateStoreUnavailableError if is_unavailable else StateStoreError
@@ -278,6 +295,7 @@ class PostgresStateStore:
                 f"cannot {action} state of session {session_id!r}: {type(exc).__name__}",
                 detail=self._safe(exc),
             ) from None
+        return result
 
     async def check_health(self) -> StateStoreHealth:
         """Check that the database answers ``SELECT 1`` on a pooled connection.
