@@ -6,7 +6,11 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
+import re
 import secrets
+import shlex
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -125,6 +129,51 @@ class TestRecordQuery:
                 await store.append("q", {"status": "completed", "note": text})
             await store.append("q", {"status": "failed", "note": "\x00"})
         assert [("completed", 5), ("failed", 1)] == await _fetch(postgres_dsn, _GUIDE_QUERY)
+
+
+def _pg_dump(
+    server: PostgresServer, database: str, args: list[str]
+) -> subprocess.CompletedProcess[str]:
+    """Run ``pg_dump`` with ``args`` on ``database`` of ``server``, as its superuser."""
+    where = ["-h", "127.0.0.1", "-p", str(server.port), "-U", "taskforce"]
+    return subprocess.run(
+        [str(server.bindir / "pg_dump"), *args, *where, database],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PGPASSWORD": server.password},
+        timeout=60,
+        check=False,
+    )
+
+
+class TestBackup:
+    async def test_the_guides_pg_dump_commands_dump_the_tables_where_they_are(
+        self, postgres_server: PostgresServer
+    ) -> None:
+        """Each pg_dump command of the operator guide dumps the state tables of the schema it
+        names, with their records: those in public, and, the DSN's search_path naming a
+        schema of their own, those there (``name`` in the guide)."""
+        guide = Path(__file__).resolve().parents[3] / "docs" / "operator-guide.md"
+        commands = re.findall(r"`(pg_dump [^`]*)`", " ".join(guide.read_text().split()))
+        database = f"backup_{secrets.token_hex(4)}"
+        await _fetch(postgres_server.dsn(), f"CREATE DATABASE {database}")
+        public = postgres_server.dsn(database)
+        await _fetch(public, "CREATE SCHEMA own")
+        for schema, dsn in (("public", public), ("own", f"{public}?search_path=own")):
+            async with PostgresStateStore(dsn) as store:
+                await store.append("kept", {"note": f"record-in-{schema}"})
+        dumped: dict[str, set[str]] = {}
+        for command in commands:
+            args = shlex.split(command.replace("'name.", "'own."))
+            done = await asyncio.to_thread(_pg_dump, postgres_server, database, args[1:])
+            assert 0 == done.returncode, (command, done.stderr)
+            tables = set(re.findall(r"^CREATE TABLE (\w+)\.(taskforce_\w+)", done.stdout, re.M))
+            assert len({schema for schema, _ in tables}) == 1, (command, tables)
+            schema = next(iter(tables))[0]
+            assert f"record-in-{schema}" in done.stdout
+            dumped[schema] = {table for _, table in tables}
+        every = {"taskforce_schema_version", "taskforce_sessions", "taskforce_mission_records"}
+        assert {"public": every, "own": every} == dumped
 
 
 class TestSecrets:
