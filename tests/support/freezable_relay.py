@@ -35,6 +35,8 @@ class FreezableRelay:
         self._writers: list[asyncio.StreamWriter] = []
         self._cut_marker: bytes | None = None
         self._is_hang = False
+        #: Set when the client of a connection hung by ``cut_after(..., hang=True)`` closed it.
+        self.hung_up = asyncio.Event()
         self.port = 0
         self.cuts = 0
 
@@ -62,8 +64,8 @@ class FreezableRelay:
         """From now on, a connection whose server sent ``marker`` (in one read) is cut, both
         ways, when its client next sends anything: what the server said arrives, and the
         link is gone before anything else is said. With ``hang``, the client's bytes are
-        dropped instead and the link stays open, silent (a network that stopped then).
-        ``None`` stops cutting."""
+        dropped instead and the link stays open, silent (a network that stopped then),
+        until the client closes it (``hung_up`` is set then). ``None`` stops cutting."""
         self._cut_marker = marker
         self._is_hang = hang
 
@@ -74,24 +76,30 @@ class FreezableRelay:
         upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self._port)
         self._writers.append(upstream_writer)
 
-        said_marker = False
+        said_marker = is_hung = False
 
         async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            nonlocal said_marker
+            nonlocal said_marker, is_hung
             with contextlib.suppress(OSError):
                 while data := await source.read(65536):
                     await self._flowing.wait()
+                    if is_hung:
+                        continue
                     if said_marker and source is reader:
                         self.cuts += 1
-                        if not self._is_hang:
-                            writer.transport.abort()
-                            upstream_writer.transport.abort()
+                        if self._is_hang:
+                            is_hung = True
+                            continue
+                        writer.transport.abort()
+                        upstream_writer.transport.abort()
                         return
                     sink.write(data)
                     await sink.drain()
                     marker = self._cut_marker
                     if marker is not None and source is upstream_reader and marker in data:
                         said_marker = True
+            if is_hung and source is reader:
+                self.hung_up.set()
             sink.close()
 
         await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))

@@ -766,12 +766,24 @@ class TestLinkLostAfterTheCommit:
         self, postgres_server: PostgresServer, postgres_dsn: str
     ) -> None:
         """The deadline passes while the pool waits to reset the connection: written, so
-        the call returns what it wrote; the connection is cleaned up behind it."""
-        async with _relayed(postgres_server, postgres_dsn, timeout_seconds=1) as (relay, store):
-            await store.append("silent", {"n": 0})
-            relay.cut_after(b"COMMIT\x00", hang=True)
-            appended = await store.append("silent", {"n": 1})
-            assert 1 == relay.cuts
+        the call returns what it wrote. The connection is closed behind it, and the pool's
+        failure to reset it is read: asyncio reports no task exception never retrieved."""
+        loop = asyncio.get_running_loop()
+        unread: list[dict[str, Any]] = []
+        previous = loop.get_exception_handler()
+        loop.set_exception_handler(lambda _, context: unread.append(context))
+        try:
+            async with _relayed(postgres_server, postgres_dsn, timeout_seconds=1) as (relay, store):
+                await store.append("silent", {"n": 0})
+                relay.cut_after(b"COMMIT\x00", hang=True)
+                appended = await store.append("silent", {"n": 1})
+                assert 1 == relay.cuts
+                await asyncio.wait_for(relay.hung_up.wait(), 60)  # the driver closed it
+                await asyncio.wait_for(asyncio.gather(*_ABANDONED, return_exceptions=True), 60)
+                gc.collect()
+        finally:
+            loop.set_exception_handler(previous)
+        assert [] == [context.get("message") for context in unread]
         assert 2 == appended.records
         async with PostgresStateStore(postgres_dsn) as direct:
             assert {"missions": [{"n": 0}, {"n": 1}]} == await direct.load("silent")

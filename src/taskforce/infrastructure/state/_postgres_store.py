@@ -243,7 +243,9 @@ class PostgresStateStore:
         committed: list[_T] = []
         try:
             return await _in_own_context(
-                self._transact(action, session_id, work, committed), deadline=self.timeout_seconds
+                self._transact(action, session_id, work, committed),
+                deadline=self.timeout_seconds,
+                committed=committed,
             )
         except _DeadlinePassed:
             if committed:  # the deadline came while the pool took the connection back
@@ -450,7 +452,12 @@ class _DeadlinePassed(Exception):
     """The whole of a store operation took longer than its deadline."""
 
 
-async def _in_own_context(work: Coroutine[Any, Any, _T], *, deadline: float | None = None) -> _T:
+async def _in_own_context(
+    work: Coroutine[Any, Any, _T],
+    *,
+    deadline: float | None = None,
+    committed: list[_T] | None = None,
+) -> _T:
     """Await ``work`` in a task whose context is empty; it raises what ``work`` raises.
 
     The driver's connections, and the tasks its pool starts for them (reconnecting after
@@ -465,6 +472,10 @@ async def _in_own_context(work: Coroutine[Any, Any, _T], *, deadline: float | No
     without it, as at the deadline. A further cancellation is not passed on: it would
     break off the clean-up itself (the driver's rollback, or its wait for the pool to
     take the connection back, whose failure then nobody reads).
+
+    A task that has put its result in ``committed`` by the deadline is left to finish
+    its clean-up uncancelled: cancelled, it would stop waiting for the pool's own task
+    that takes the connection back, and leave that task's failure unread.
     """
     loop = asyncio.get_running_loop()
     ends = None if deadline is None else loop.time() + deadline
@@ -480,7 +491,8 @@ async def _in_own_context(work: Coroutine[Any, Any, _T], *, deadline: float | No
             _let_go(task)
         raise
     if not done:
-        task.cancel()
+        if not committed:
+            task.cancel()
         _let_go(task)
         raise _DeadlinePassed
     return task.result()
