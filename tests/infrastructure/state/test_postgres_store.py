@@ -109,6 +109,50 @@ class TestSchema:
         assert [(1,)] == await _fetch(postgres_dsn, "SELECT count(*) FROM taskforce_sessions")
         assert [] == await _fetch(postgres_dsn, "SELECT * FROM taskforce_schema_version")
 
+    @pytest.mark.parametrize("kept", ["taskforce_sessions", "taskforce_mission_records"])
+    async def test_state_tables_without_a_version_table_are_not_taken_for_version_1(
+        self, postgres_dsn: str, kept: str
+    ) -> None:
+        """State tables whose version table is gone (dropped, or not restored with them):
+        start-up stops saying so and how to mend it, as for an empty one; it creates no
+        version table, so none of them is taken for this version's."""
+        async with PostgresStateStore(postgres_dsn) as store:
+            await store.append("kept", {"n": 1})
+        gone = {"taskforce_sessions", "taskforce_mission_records"} - {kept}
+        await _fetch(postgres_dsn, f"DROP TABLE taskforce_schema_version, {gone.pop()} CASCADE")
+        store = PostgresStateStore(postgres_dsn)
+        with pytest.raises(StateStoreError) as info:
+            await store.open()
+        assert str(info.value).startswith(
+            f"the state tables in schema {_schema(postgres_dsn)!r} have no schema version: "
+            "taskforce_schema_version is missing; if they hold this taskforce's tables "
+            f"(version {SCHEMA_VERSION}), create it: CREATE TABLE taskforce_schema_version "
+        )
+        assert None is store._pool
+        regclass = "SELECT to_regclass('taskforce_schema_version') IS NULL"
+        assert [(True,)] == await _fetch(postgres_dsn, regclass)
+        assert [(1,)] == await _fetch(postgres_dsn, f"SELECT count(*) FROM {kept}")
+
+    async def test_the_remedy_for_a_missing_version_table_is_enough(
+        self, postgres_dsn: str
+    ) -> None:
+        """Running the statements the refusal gives brings the tables back into use."""
+        async with PostgresStateStore(postgres_dsn) as store:
+            await store.append("kept", {"n": 1})
+        await _fetch(postgres_dsn, "DROP TABLE taskforce_schema_version")
+        with pytest.raises(StateStoreError) as info:
+            await PostgresStateStore(postgres_dsn).open()
+        remedy = str(info.value).split("create it: ", 1)[1].split("; else ", 1)[0]
+        import asyncpg
+
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            await conn.execute(remedy)
+        finally:
+            await conn.close()
+        async with PostgresStateStore(postgres_dsn) as store:
+            assert {"missions": [{"n": 1}]} == await store.load("kept")
+
 
 # The operator guide's query of the records (docs/operator-guide.md, "the schema").
 _GUIDE_QUERY = (

@@ -122,7 +122,7 @@ class PostgresStateStore:
                 or it takes no writes (a standby, ``default_transaction_read_only`` on).
             StateStoreUnavailableError: the database cannot be reached or refused us.
             StateStoreError: the database holds a schema version this code does not
-                know, or none (an empty version table).
+                know, or none (an empty version table, or state tables without one).
         """
         if self._pool is not None:
             return
@@ -191,6 +191,9 @@ class PostgresStateStore:
                 self._check(await write_refusal(conn))
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", sql.SCHEMA_LOCK)
                 if not await conn.fetchval(sql.SCHEMA_IS_COMPLETE):
+                    unversioned = await conn.fetchval(sql.UNVERSIONED_SCHEMA)
+                    if unversioned is not None:
+                        raise StateStoreError(sql.unversioned_refusal(unversioned))
                     self._check(await creation_refusal(conn))
                     await conn.execute(sql.CREATE_SCHEMA)
                 self._check(await use_refusal(conn))
