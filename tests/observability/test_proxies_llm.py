@@ -21,7 +21,7 @@ from taskforce.observability import (
     observe_llm_provider,
 )
 from taskforce.observability.metrics import MetricSet
-from taskforce.observability.proxies import _llm as llm_proxy_module
+from taskforce.observability.proxies import _llm_stream as llm_stream_module
 from tests.observability.metric_samples import BrokenMetrics, faults, samples
 from tests.observability.proxy_fakes import FakeProvider, FakeStreamingProvider
 from tests.support.odd_values import NoMembership
@@ -77,12 +77,15 @@ class TestFactory:
         assert not isinstance(proxy, StreamingLLMProviderProtocol)
 
     def test_streaming_provider_keeps_stream(self, metrics: MetricSet) -> None:
-        """A provider with stream gets the streaming proxy, whose stream is an async generator."""
-        proxy = observe_llm_provider(FakeStreamingProvider(), metrics)
+        """A provider with stream gets the streaming proxy, whose stream hands out the
+        provider's stream: an async generator, as the provider's is."""
+        provider = FakeStreamingProvider()
+        proxy = observe_llm_provider(provider, metrics)
         assert type(proxy) is StreamingLLMProviderProxy
         assert isinstance(proxy, FakeStreamingProvider)
         assert isinstance(proxy, StreamingLLMProviderProtocol)
-        assert inspect.isasyncgenfunction(proxy.stream)
+        assert inspect.isasyncgen(proxy.stream(MESSAGES))
+        assert inspect.isasyncgen(provider.stream(cast(Any, MESSAGES)))
         assert inspect.iscoroutinefunction(proxy.complete)
 
     def test_attributes_pass_through(self, metrics: MetricSet) -> None:
@@ -370,7 +373,7 @@ class TestStream:
         the failed attempts and the waits before it are left out (they are in the latency),
         whether the stream then ends or fails."""
         clock = [100.0]
-        monkeypatch.setattr(llm_proxy_module, "perf_counter", lambda: clock[0])
+        monkeypatch.setattr(llm_stream_module, "perf_counter", lambda: clock[0])
         # a 429 that took 2 s, a Retry-After wait of 5 s, then the attempt that streams
         attempts = [LLMAttempt("rate_limit", 2.0), LLMAttempt(None, 1.0, waited_seconds=5.0)]
         provider = FakeStreamingProvider(
