@@ -58,7 +58,8 @@ class StreamingLLMProviderProxy(LLMProviderProxy[_StreamingT]):
             **kwargs: Passed unchanged.
 
         Returns:
-            An :class:`ObservedStream` of what the wrapped ``stream`` returned.
+            An :class:`ObservedStream` of the stream object the wrapped ``stream``
+            returned; for a plain async generator, the async generator observing it.
 
         Raises:
             BaseException: Exactly what the wrapped ``stream`` call raised (the same
