@@ -39,6 +39,13 @@ def _count(metrics: MetricSet, name: str, **labels: str) -> float:
     return float(sum(value(metrics, name, **s) for s in wanted))
 
 
+def _ttft(metrics: MetricSet) -> dict[Any, Any]:
+    """The lean flow's time-to-first-token histogram of the scripted model."""
+    return histogram(
+        metrics, "taskforce_llm_time_to_first_token_seconds", model=_MODEL, agent_type="lean"
+    )
+
+
 @pytest.fixture(name="container")
 def fixture_container(tmp_path: Path) -> Container:
     return _build(tmp_path, prices=_PRICES)
@@ -131,14 +138,26 @@ class TestTimeToFirstToken:
         events = [e async for e in container.executor.execute_mission_streaming("say hello")]
 
         assert [e for e in events if e.kind == "token"]
-        ttft = histogram(
-            container.metrics,
-            "taskforce_llm_time_to_first_token_seconds",
-            model=_MODEL,
-            agent_type="lean",
-        )
+        ttft = _ttft(container.metrics)
         assert 1 == ttft["count"]
         assert ttft["sum"] >= 0.05
+
+    async def test_a_slow_first_chunk_after_a_rate_limit_is_the_ttft(
+        self, container: Container
+    ) -> None:
+        """llm:delay after llm:fail holds back the answer, as a server that answers 429, then
+        streams a slow first chunk: the time to first token reads the delay, not the 429."""
+        assert container.metrics is not None
+        mission = "llm:fail rate_limit\nllm:delay 200\nsay hello"
+
+        events = [e async for e in container.executor.execute_mission_streaming(mission)]
+
+        assert [e for e in events if e.kind == "token"]
+        ttft = _ttft(container.metrics)
+        assert 1 == ttft["count"]
+        assert ttft["sum"] >= 0.2
+        retries = _count(container.metrics, "taskforce_llm_retries_total", error_type="rate_limit")
+        assert 1 == retries
 
     async def test_plain_path_records_no_ttft(self, container: Container) -> None:
         """/execute keeps complete: no stream, so no time to first token."""
@@ -154,12 +173,7 @@ class TestTimeToFirstToken:
 
         _ = [e async for e in container.executor.execute_mission_streaming(mission)]
 
-        ttft = histogram(
-            container.metrics,
-            "taskforce_llm_time_to_first_token_seconds",
-            model=_MODEL,
-            agent_type="lean",
-        )
+        ttft = _ttft(container.metrics)
         assert 1 == ttft["count"]  # the final answer's turn, not the tool call's
         assert 2 == _count(container.metrics, "taskforce_llm_requests_total", operation="stream")
 
