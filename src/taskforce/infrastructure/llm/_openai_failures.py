@@ -132,7 +132,12 @@ def _wait_asked(headers: Any) -> float | None:
         seconds = float(hint)
         return seconds if math.isfinite(seconds) else None
     try:  # an HTTP date
-        seconds = (parsedate_to_datetime(hint) - datetime.now(UTC)).total_seconds()
+        when = parsedate_to_datetime(hint)
+        if when.tzinfo is None:
+            # An HTTP date is in GMT, also where it does not say so: the asctime form RFC
+            # 9110 has recipients accept, and ``-0000`` (what ``formatdate()`` writes).
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
     except (TypeError, ValueError, OverflowError):  # absent or unreadable: our own backoff
         return None
     # a date already past asks for no wait beyond the backoff
