@@ -1,5 +1,7 @@
 """Any value a tool hands back, made writable as JSON: what JSON cannot hold becomes text.
 
+Also :func:`unique_keys`, which JSON read from a client or a setting is decoded with.
+
 ``json.dumps(value, default=str)`` still fails on a tool's output in three ways: a
 dict key that is no text, number, bool or ``None`` (a tuple); an int past the digits
 Python writes (4300); and a value that contains itself. :func:`jsonable` rewrites
@@ -14,7 +16,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["as_text", "json_writer", "jsonable"]
+__all__ = ["as_text", "json_writer", "jsonable", "unique_keys"]
 
 # Keys json.dumps writes as they are (as text); any other key is written as its text.
 _PLAIN_KEYS = (str, int, float, bool, type(None))
@@ -119,3 +121,23 @@ def _is_writable(number: int) -> bool:
     except ValueError:
         return False
     return True
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's members as a dict; a key given twice is refused (which one would count?).
+
+    For ``json.loads(..., object_pairs_hook=unique_keys)``: ``json.loads`` keeps the
+    last, another reader (a proxy, a log pipeline) may keep the first, so the request or
+    setting one of them checked would not be the one that ran.
+
+    Raises:
+        json.JSONDecodeError: a key is given twice (named, its first 40 characters).
+    """
+    value = dict(pairs)
+    if len(value) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise json.JSONDecodeError(f"duplicate key {key[:40]!r}", "", 0)
+            seen.add(key)
+    return value
