@@ -24,13 +24,21 @@ from taskforce.observability.metrics import MetricSet
 from taskforce.observability.proxies import _llm_stream as llm_stream_module
 from tests.observability.metric_samples import BrokenMetrics, faults, samples
 from tests.observability.proxy_fakes import FakeProvider, FakeStreamingProvider
-from tests.support.odd_values import NoMembership
 
 MESSAGES = [
     {"role": "system", "content": "x" * 40},
     {"role": "user", "content": "y" * 21},
     {"role": "assistant", "content": None},
 ]
+
+
+class _NoContent(dict[str, Any]):
+    """A chunk whose ``content`` cannot be read (its other keys can)."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key == "content":
+            raise RuntimeError("content cannot be read")
+        return super().get(key, default)
 
 
 def _requests(metrics: MetricSet) -> list[tuple[str, str, str, str]]:
@@ -390,6 +398,21 @@ class TestStream:
             labels: (count, float(total)) for labels, (count, total) in _ttft(metrics).items()
         }
 
+    async def test_ttft_waits_for_a_delta_with_text(
+        self, metrics: MetricSet, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A chunk whose content is empty (a server's role-only chunk, passed on) is no first
+        token: the agent sends no token event for it, and the time runs on to the text."""
+        clock = [100.0]
+        monkeypatch.setattr(llm_proxy_module, "perf_counter", lambda: clock[0])
+        provider = FakeStreamingProvider([{"content": ""}, {"content": "a"}, {"done": True}])
+        async for chunk in observe_llm_provider(provider, metrics).stream(MESSAGES):
+            if chunk == {"content": ""}:
+                clock[0] = 100.5  # the text comes 0.5 s after the empty chunk
+        assert {("default-model", "none"): (1, 0.5)} == {
+            labels: (count, float(total)) for labels, (count, total) in _ttft(metrics).items()
+        }
+
     async def test_early_close_counts_once_as_success(self, metrics: MetricSet) -> None:
         """A consumer that stops after one chunk: inner stream closed, one success request."""
         provider = FakeStreamingProvider()
@@ -539,8 +562,9 @@ class TestLLMFaults:
     async def test_a_chunk_that_cannot_say_if_it_has_text_is_passed_on(
         self, metrics: MetricSet
     ) -> None:
-        """A chunk whose ``in`` raises reaches the consumer; the stream ends as it would."""
-        odd = NoMembership(content="hel")
+        """A chunk whose content cannot be read reaches the consumer; the stream ends as it
+        would."""
+        odd = _NoContent(content="hel")
         provider = FakeStreamingProvider([odd, {"done": True, "model": "m-1"}])
         chunks = [c async for c in observe_llm_provider(provider, metrics).stream(MESSAGES)]
         assert provider.chunks == chunks

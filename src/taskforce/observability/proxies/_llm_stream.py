@@ -206,10 +206,13 @@ async def _observed_chunks(
 def _text_delta_at(proxy: LLMProviderProxy[Any], chunk: Mapping[str, Any]) -> float | None:
     """Now, if ``chunk`` is a text delta; a chunk that cannot say so is a fault, not a delta.
 
-    The consumer gets the chunk either way: reading it must not end the stream.
+    A delta carries text, as the agents read it: ``content`` that is not empty (a
+    provider that passes on a server's role-only chunk as ``{"content": ""}`` has sent
+    no token yet, and the agent sends no ``token`` event for it). The consumer gets the
+    chunk either way: reading it must not end the stream.
     """
     try:
-        return perf_counter() if "content" in chunk else None
+        return perf_counter() if chunk.get("content") else None
     except Exception as exc:
         report_fault(proxy._self_metrics, type(proxy).__name__, "llm.ttft", exc)
         return None
