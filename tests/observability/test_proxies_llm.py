@@ -445,18 +445,24 @@ class TestStream:
             metrics, "taskforce_llm_retries_total"
         )
 
+    @pytest.mark.parametrize("reported_first", [False, True], ids=["no-chunk", "report-chunk"])
     async def test_cancelled_before_any_chunk_counts_the_reported_retries(
-        self, metrics: MetricSet
+        self, metrics: MetricSet, reported_first: bool
     ) -> None:
-        """No chunk read, cancelled (while it retried, say): no request, as for a cancelled
-        complete(), but the report on the cancellation still counts its retries."""
-        provider = FakeStreamingProvider()
-        provider.chunk_delay = 10
-        provider.cancel_attempts = [LLMAttempt("rate_limit", 0.01), LLMAttempt(None, 0.02)]
+        """No chunk of the answer read, cancelled (while it retried, or after the retries'
+        report while the model thought): no request, as for a cancelled complete(), but the
+        report (on the cancellation, or the first chunk) still counts its retries."""
+        attempts = [LLMAttempt("rate_limit", 0.01), LLMAttempt(None, 0.02)]
+        provider = FakeStreamingProvider(
+            [{"attempts": attempts}, {"content": "a"}] if reported_first else None
+        )
+        if not reported_first:
+            provider.chunk_delay = 10
+            provider.cancel_attempts = attempts
 
         async def consume() -> None:
             async for _ in observe_llm_provider(provider, metrics).stream(MESSAGES, model="m"):
-                pass
+                provider.chunk_delay = 10  # the answer is slow to come
 
         task = asyncio.create_task(consume())
         await provider.waiting.wait()

@@ -21,17 +21,16 @@ What is recorded per call:
   from the attempt report on the cancellation: they happened, and were logged.
 - ``stream``: once, when the stream ends however it ends (or the provider's
   ``stream`` call itself raises): ``error`` if the provider raised (as above) or its
-  last chunk is not a dict (``invalid_response``,
-  as the agents fail such a call), else ``success`` (exhausted, or abandoned by its
-  consumer through ``aclose()`` or cancellation after a chunk: that is the caller's
-  decision, not a provider failure; cancelled before any chunk, it is recorded as a
-  cancelled ``complete`` is); the latency up to that point; the time to the first
-  text delta (a ``content`` chunk), if one arrived, from the start of the attempt
-  that streamed it (the attempts before it and the waits between them, from the
-  provider's attempt report, are left out: they are in the latency and the
-  retries); tokens from the last
-  chunk's ``usage``. All use the ``model`` of the last chunk, which is where
-  providers report it.
+  last chunk is not a dict (``invalid_response``, as the agents fail such a call), else
+  ``success`` (exhausted, or abandoned by its consumer through ``aclose()`` or
+  cancellation after a chunk: that is the caller's decision, not a provider failure;
+  cancelled before any chunk of its answer (none, or the retries' report alone), it is
+  recorded as a cancelled ``complete`` is); the latency up to that point; the time to
+  the first text delta (a ``content`` chunk with text), if one arrived, from the start
+  of the attempt that streamed it (the attempts before it and the waits between them,
+  from the provider's attempt report, are left out: they are in the latency and the
+  retries); tokens from the last chunk's ``usage``. All use the ``model`` of the last
+  chunk, which is where providers report it.
 - for every call that ends, from the provider's attempt
   report (``attempts`` on the result, the last chunk or the raised error):
   one retry per attempt after the first, labelled with the error type of the
@@ -91,7 +90,13 @@ from taskforce.observability.proxies._llm_outcome import (
     record_outcome,
 )
 
-__all__ = ["LLMProviderProxy", "record_call", "record_cancelled", "unreported_model"]
+__all__ = [
+    "LLMProviderProxy",
+    "is_report",
+    "record_call",
+    "record_cancelled",
+    "unreported_model",
+]
 
 _ProviderT = TypeVar("_ProviderT", bound=LLMProviderProtocol)
 
@@ -413,22 +418,31 @@ def record_call(
         report_fault(proxy._self_metrics, type(proxy).__name__, f"llm.{operation}", exc)
 
 
+def is_report(chunk: Any) -> bool:
+    """Whether a stream's ``chunk`` is an attempt report alone (``{"attempts": [...]}``)."""
+    return type(chunk) is dict and chunk.keys() == {"attempts"}
+
+
 def record_cancelled(
     proxy: LLMProviderProxy[Any],
     wrapped: Any,
     operation: str,
     cancelled: BaseException,
     call: tuple[tuple[Any, ...], dict[str, Any]],
+    report: Any = None,
 ) -> None:
     """Record a call whose mission was cancelled: the retries it made, nothing else.
 
     It has no outcome (no request, no failure), but the retries it made before the
     cancellation happened, and the provider logged them: they are counted from the
-    attempt report the provider put on the cancellation, as a stream's are.
+    attempt report the provider put on the cancellation, else from the one a stream
+    sent as its first chunk (``report``, ``{"attempts": [...]}`` alone).
     """
     args, kwargs = call
     try:
-        attempts = getattr(cancelled, "attempts", ())
+        attempts: Any = getattr(cancelled, "attempts", None)
+        if type(attempts) not in ATTEMPT_REPORTS and is_report(report):
+            attempts = report["attempts"]
         if type(attempts) in ATTEMPT_REPORTS and len(attempts) > 1:
             families = proxy._self_families
             model = unreported_model(families, wrapped, operation, args, kwargs)

@@ -32,6 +32,7 @@ from taskforce.observability.metrics import MetricSet
 from taskforce.observability.proxies._base import ObservingProxy, aclose_iterator, report_fault
 from taskforce.observability.proxies._llm import (
     LLMProviderProxy,
+    is_report,
     record_call,
     record_cancelled,
     unreported_model,
@@ -170,7 +171,7 @@ async def _observed_chunks(
     last: Any = _NO_CHUNK
     first_chunk_at: float | None = None
     error: BaseException | None = None
-    cancelled: BaseException | None = None  # the caller's, before any chunk
+    cancelled: BaseException | None = None  # the caller's, before the answer's first chunk
     consumer_left = False  # True while a chunk is out: GeneratorExit then means aclose()
     try:
         try:
@@ -189,14 +190,15 @@ async def _observed_chunks(
     except BaseException as exc:
         if not (consumer_left or is_caller_cancelled(exc)):
             error = exc  # what the provider raised (its own CancelledError too): a failure
-        elif first is _NO_CHUNK:
-            # Cancelled before any chunk (while it retried, say): no outcome, as a
-            # cancelled complete() has none; its retries are counted from the report.
+        elif first is _NO_CHUNK or (last is first and is_report(first)):
+            # Cancelled before any chunk of its answer (while it retried, or after the
+            # retries' report while the model thought): no outcome, as a cancelled
+            # complete() has none; its retries are counted from the report.
             cancelled = exc
         raise
     finally:
         if cancelled is not None:
-            record_cancelled(proxy, wrapped, "stream", cancelled, (args, kwargs))
+            record_cancelled(proxy, wrapped, "stream", cancelled, (args, kwargs), first)
         else:
             _record_stream(
                 proxy, wrapped, started, first_chunk_at, error, (first, last), args, kwargs
