@@ -404,7 +404,7 @@ class TestStream:
         """A chunk whose content is empty (a server's role-only chunk, passed on) is no first
         token: the agent sends no token event for it, and the time runs on to the text."""
         clock = [100.0]
-        monkeypatch.setattr(llm_proxy_module, "perf_counter", lambda: clock[0])
+        monkeypatch.setattr(llm_stream_module, "perf_counter", lambda: clock[0])
         provider = FakeStreamingProvider([{"content": ""}, {"content": "a"}, {"done": True}])
         async for chunk in observe_llm_provider(provider, metrics).stream(MESSAGES):
             if chunk == {"content": ""}:
