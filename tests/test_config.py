@@ -673,6 +673,26 @@ class TestPrices:
         assert setting == info.value.setting
 
     @pytest.mark.parametrize(
+        "value",
+        [
+            '{"gpt-4o": {"input": 2.5, "output": 10}, "gpt-4o": {"input": 5, "output": 20}}',
+            '{"gpt-4o": {"input": 2.5, "output": 10, "input": 5}}',
+        ],
+        ids=["model", "price"],
+    )
+    def test_a_model_or_price_given_twice_stops_start_up(
+        self, monkeypatch: pytest.MonkeyPatch, value: str
+    ) -> None:
+        """A model (or a price of one) given twice in the JSON stops start-up: which counts?"""
+        monkeypatch.setenv("TASKFORCE_LLM__PRICES", value)
+
+        with pytest.raises(ConfigurationError) as info:
+            load_settings()
+
+        assert "llm.prices" == info.value.setting
+        assert "duplicate key" in info.value.reason
+
+    @pytest.mark.parametrize(
         ("value", "shown"),
         [
             ('{"gpt-4o": {"input": -1, "output": 1}}', "llm.prices.gpt-4o.input=-1"),

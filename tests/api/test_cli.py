@@ -767,6 +767,23 @@ class TestServe:
         assert "warning" in levels
         assert levels <= documented
 
+    def test_access_lines_name_the_metrics_path_scraped(self, tmp_path: Path) -> None:
+        """A scrape of the bare metrics path is logged with the path the scraper asked
+        for, not with the slash the mount serves it under."""
+        port = free_ports(1)
+        with started(["serve", "--port", str(port)], _env(tmp_path), tmp_path) as child:
+            wait_until_up(child, [f"http://127.0.0.1:{port}/health"])
+            for path in ("/metrics", "/metrics/", "/metrics?a=1"):
+                assert 200 == httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5).status_code
+        lines = [json.loads(line) for line in child.stderr().splitlines() if line.startswith("{")]
+        access = [line["message"] for line in lines if line.get("logger") == "uvicorn.access"]
+        scrapes = [line.split('"')[1] for line in access if "/metrics" in line]
+        assert [
+            "GET /metrics HTTP/1.1",
+            "GET /metrics/ HTTP/1.1",
+            "GET /metrics?a=1 HTTP/1.1",
+        ] == scrapes
+
     def test_access_lines_stay_with_a_metrics_port(self, tmp_path: Path) -> None:
         """The metrics listener of metrics.port keeps its scrapes out of the access log,
         without silencing the API's own access lines."""

@@ -36,7 +36,7 @@ from tests.core.domain.fakes import (
     step_limit_line,
     step_limit_lines,
 )
-from tests.support.odd_values import Unequal, UnequalArgument
+from tests.support.odd_values import Unequal, UnequalArgument, Unprintable
 
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _RECORD_KEYS = {
@@ -227,6 +227,35 @@ class TestExecuteMission:
         (traceback,) = [e for e in logs if e["event"] == "agent.crashed.traceback"]
         assert ("debug", RuntimeError) == (traceback["log_level"], type(traceback["exc_info"]))
         assert "secret" not in repr([e for e in logs if e["log_level"] != "debug"])
+
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    async def test_a_crash_that_cannot_print_fails_under_its_own_class(
+        self, agent_type: AgentType
+    ) -> None:
+        """A registry that raises an exception whose message cannot be read fails the
+        mission under that exception's class, its steps kept, as any other crash below the
+        agent: describing the message for the log line must not raise in its place."""
+
+        class BrokenRegistry(FakeRegistry):
+            def get(self, name: str) -> Any:
+                raise Unprintable()
+
+        store = MemoryStateStore()
+        registry = BrokenRegistry(FakeTool("x", ok_handler))
+        executor = AgentExecutor(ScriptedLLMProvider(), registry, store)
+        with capture_logs() as logs:
+            result = await executor.execute_mission("tool:x {}", agent_type, "s")
+        crashed = "the mission stopped unexpectedly (Unprintable)"
+        assert ("failed", "Unprintable", crashed) == (
+            result.status,
+            result.error_type,
+            result.error,
+        )
+        assert [(1, "failed", ("x",))] == [
+            (step.index, step.status, step.tool_calls) for step in result.steps
+        ]
+        assert ["Unprintable"] == [e["error_type"] for e in logs if e["event"] == "agent.crashed"]
+        assert ["Unprintable"] == [r["error_type"] for r in store.missions("s")]
 
     @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
     @pytest.mark.parametrize("is_streamed", [False, True])

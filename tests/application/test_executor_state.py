@@ -16,6 +16,7 @@ from taskforce.errors import StateStoreError, StateStoreUnavailableError
 from taskforce.infrastructure.llm import ScriptedLLMProvider
 from taskforce.infrastructure.state import FileStateStore, StateLimits
 from tests.core.domain.fakes import EchoLLM, FakeRegistry, FakeTool, MemoryStateStore, ok_handler
+from tests.support.odd_values import Unprintable
 
 
 def _executor(store: Any) -> AgentExecutor:
@@ -30,6 +31,14 @@ class _FailingStore(MemoryStateStore):
             f"cannot save state of session {session_id!r}: ConnectionDoesNotExistError",
             detail="ConnectionDoesNotExistError: connection was closed in the middle of operation",
         )
+
+
+class _UnprintableStoreError(Unprintable, StateStoreError):
+    """The protocol's error, from a store of one's own whose message cannot be read."""
+
+
+class _UnprintableValueError(Unprintable, ValueError):
+    """A refused session id, from a store of one's own whose message cannot be read."""
 
 
 class TestRecording:
@@ -130,6 +139,39 @@ class TestStoreFailures:
         assert ("RuntimeError", len(error)) == (failed["error_type"], failed["error_chars"])
         (unsaved,) = [e for e in logs if e["event"] == "state.save.failed"]
         assert "RuntimeError: /srv/secret/state broke" == unsaved["error"]
+
+    @pytest.mark.parametrize(
+        ("raised", "error"),
+        [
+            (Unprintable(), "could not save the session state (Unprintable)"),
+            (
+                _UnprintableStoreError("x"),
+                "could not save the session state: "
+                "<the message of this _UnprintableStoreError could not be read>",
+            ),
+            (
+                _UnprintableValueError(),
+                "could not save the session state: invalid session_id: "
+                "<the message of this _UnprintableValueError could not be read>",
+            ),
+        ],
+    )
+    async def test_a_store_error_that_cannot_print_fails_under_its_own_class(
+        self, raised: Exception, error: str
+    ) -> None:
+        """A store's exception whose message cannot be read fails the mission under its own
+        class, with a placeholder for the message, in the result and in state.save.failed."""
+
+        class Unreadable(MemoryStateStore):
+            async def append(self, session_id: str, record: dict[str, Any]) -> AppendResult:
+                raise raised
+
+        with capture_logs() as logs:
+            result = await _executor(Unreadable()).execute_mission("m", session_id="s")
+        name = type(raised).__name__
+        assert ("failed", name, error) == (result.status, result.error_type, result.error)
+        (unsaved,) = [e for e in logs if e["event"] == "state.save.failed"]
+        assert f"{name}: <the message of this {name} could not be read>" == unsaved["error"]
 
     @pytest.mark.parametrize(
         ("mission", "first"), [("say hi", None), ("llm:fail auth\nsay hi", "auth")]

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from taskforce.api._encoding import refusal
+from taskforce.core.interfaces.jsonable import unique_keys
 
 __all__ = [
     "ENCODED_REASON",
@@ -60,22 +61,6 @@ def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
         raise json.JSONDecodeError(f"number {text[:20]} is out of range", text, 0)
-    return value
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """An object's members as a dict; a key given twice is refused (which one would count?).
-
-    ``json.loads`` keeps the last, another reader (a proxy, a log pipeline) may keep the
-    first: the request one of them checked would not be the one that ran.
-    """
-    value = dict(pairs)
-    if len(value) < len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise json.JSONDecodeError(f"duplicate key {key[:40]!r}", "", 0)
-            seen.add(key)
     return value
 
 
@@ -128,7 +113,7 @@ def parse_strict_json(body: bytes) -> Any:
             doc,
             parse_constant=_reject_constant,
             parse_float=_finite_float,
-            object_pairs_hook=_unique_keys,
+            object_pairs_hook=unique_keys,
         )
     except json.JSONDecodeError as exc:
         raise json.JSONDecodeError(exc.msg, doc, exc.pos) from None

@@ -14,6 +14,7 @@ from typing import Any, cast
 
 from taskforce.core.interfaces.outcome import (
     OwnBaseException,
+    no_answer_within,
     raise_as_failure,
     retrieve_outcome,
 )
@@ -70,7 +71,7 @@ class StateStoreCheck:
         # the shared check running for the requests that joined it.
         done, _ = await asyncio.wait({task}, timeout=self._deadline)
         if not done:
-            said = f"no answer within {self._deadline:g} s (state.health_timeout_seconds)"
+            said = no_answer_within(self._deadline, "state.health_timeout_seconds")
             return {"backend": backend, "reachable": False, "error": f"TimeoutError: {said}"}
         health = _outcome(task)
         body: dict[str, Any] = {"backend": backend, "reachable": health.is_reachable is True}

@@ -26,7 +26,6 @@ from taskforce.errors import (
     MissionError,
     StartupError,
     StateStoreError,
-    StateStoreUnavailableError,
 )
 
 if TYPE_CHECKING:
@@ -484,16 +483,11 @@ def _command(args: argparse.Namespace) -> int:
     except (ConfigurationError, MissionError, StartupError) as exc:
         _complain(f"taskforce: {exc}")
         return 2
-    except StateStoreUnavailableError as exc:
-        # The message names no connection string; the setting to check is state.dsn,
-        # unless the message names the libpq variable (PGSSLMODE) the driver refused.
-        where = "" if exc.variable else "state.dsn (TASKFORCE_STATE__DSN): "
-        _complain(f"taskforce: {where}{exc}")
-        return 2
     except StateStoreError as exc:
-        # A store that opened but cannot be used (a schema newer than this code knows):
-        # a start-up failure, one line; the message names no path and no DSN.
-        _complain(f"taskforce: state: {exc}")
+        # A database that cannot be reached (state.dsn named), or a store that opened but
+        # cannot be used (a schema newer than this code knows): a start-up failure, one
+        # line; the message names no path and no DSN.
+        _complain(f"taskforce: {exc.start_up_line()}")
         return 2
     except _OutputFailed as exc:
         # Only `run` prints: its reader went away (`taskforce run ... | head -n 1`), or

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
+from taskforce.core.interfaces.jsonable import unique_keys
 from taskforce.core.interfaces.log import LOG_CATEGORIES
 
 _RESERVED_PREFIXES = ("/api", "/health", "/docs", "/redoc", "/openapi.json")
@@ -118,7 +119,7 @@ def check_http_url(value: str) -> str:
 
 
 def decode_prices(value: Any) -> Any:
-    """Read the model prices given as JSON text, and refuse an empty model name.
+    """Read the model prices given as JSON text; refuse an empty model name, or one twice.
 
     Decoded here rather than by pydantic-settings, whose error names no setting.
 
@@ -129,11 +130,13 @@ def decode_prices(value: Any) -> Any:
         The table, for pydantic to validate each price.
 
     Raises:
-        ValueError: the text is not JSON, or a model name is empty.
+        ValueError: the text is not JSON, a model is priced twice, or a model name is
+            empty.
     """
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            # a model priced twice: which price would count? (a TOML table cannot say so)
+            value = json.loads(value, object_pairs_hook=unique_keys)
         except json.JSONDecodeError as exc:
             raise ValueError(
                 'must be a JSON object like {"gpt-4o": {"input": 2.5, "output": 10}}'

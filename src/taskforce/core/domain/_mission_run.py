@@ -6,8 +6,7 @@ per-mission state and one agent object could serve several runs.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import structlog
@@ -16,7 +15,7 @@ from taskforce.core.domain._events import EventCallback, EventEmitter
 from taskforce.core.domain._outcome import AgentOutcome
 from taskforce.core.domain._tool_runner import UNKNOWN_TOOL_ERROR_TYPE, run_tool_call
 from taskforce.core.interfaces.executor import StepRecord
-from taskforce.core.interfaces.jsonable import as_text, jsonable
+from taskforce.core.interfaces.jsonable import json_writer
 from taskforce.core.interfaces.llm import (
     ChatMessage,
     LLMProviderProtocol,
@@ -358,16 +357,10 @@ class MissionRun:
         )
 
 
-def dump_result(result: ToolResult) -> str:
-    """Serialise a tool result for the model; values JSON cannot hold become strings.
-
-    A key JSON cannot take, an int past Python's digits or a value inside itself is
-    written as text too (``jsonable``): a tool's odd output must not end the mission.
-    """
-    try:
-        return json.dumps(result, default=as_text)
-    except (TypeError, ValueError):
-        return json.dumps(jsonable(result), default=as_text)
+#: Serialise a tool result for the model; values JSON cannot hold become strings.
+#: A key JSON cannot take, an int past Python's digits or a value inside itself is
+#: written as text too (``json_writer``): a tool's odd output must not end the mission.
+dump_result: Callable[[ToolResult], str] = json_writer()
 
 
 def _reported_error(result: object) -> str:

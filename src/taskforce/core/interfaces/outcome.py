@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Final, NoReturn
 
+from taskforce.core.interfaces.jsonable import as_text
 from taskforce.core.interfaces.llm import LLM_ERROR_TYPES
 from taskforce.core.interfaces.tools import TOOL_TIMEOUT_CANCEL_MESSAGE, ToolTimeLimit
 
@@ -38,7 +39,9 @@ __all__ = [
     "is_caller_cancelled",
     "is_unknown_tool_error",
     "label_safe",
+    "llm_error_type",
     "llm_exception_error_type",
+    "no_answer_within",
     "raise_as_failure",
     "raise_cancellation",
     "retrieve_outcome",
@@ -87,6 +90,8 @@ _UNKNOWN_TOOL_CLASS_NAMES = frozenset({"ToolNotFoundError"})
 #: Characters an ``error_type`` keeps; the label guard cuts every label value here too,
 #: so the log line and the metric carry the same value however long a type name is.
 MAX_ERROR_TYPE_LENGTH = 128
+# What an exception whose message cannot be read is reported as ({} is its class).
+_UNREADABLE_MESSAGE = "<the message of this {} could not be read>"
 
 
 def is_caller_cancelled(exc: BaseException, own_requests: int = 0) -> bool:
@@ -234,11 +239,28 @@ def is_unknown_tool_error(exc: BaseException) -> bool:
     return isinstance(exc, KeyError) or type(exc).__name__ in _UNKNOWN_TOOL_CLASS_NAMES
 
 
+def no_answer_within(seconds: float, setting: str, *, what: str = "answer") -> str:
+    """Say that a call ran out of time, and which setting's limit it was.
+
+    A deadline's ``TimeoutError`` has no message of its own; every place that reports
+    one (a store's call or check, ``/health``, an LLM call) says it in these words.
+
+    Args:
+        seconds: The limit, as configured.
+        setting: The setting that holds it, e.g. ``state.timeout_seconds``.
+        what: What did not come, e.g. ``complete answer`` for a stream cut short.
+
+    Returns:
+        ``no answer within N s (setting)``.
+    """
+    return f"no {what} within {seconds:g} s ({setting})"
+
+
 def exception_message(exc: BaseException) -> str:
     """Return ``str(exc)``, or a placeholder naming its class when that raises.
 
     A tool's or provider's own exception may fail to print; what reports it (the failed
-    call's error, a log line) must still be made.
+    call's error, a log line) must still be made (see :func:`as_text`).
 
     Args:
         exc: Any exception.
@@ -246,10 +268,7 @@ def exception_message(exc: BaseException) -> str:
     Returns:
         Its message, or ``<the message of this X could not be read>``.
     """
-    try:
-        return str(exc)
-    except Exception:
-        return f"<the message of this {type(exc).__name__} could not be read>"
+    return as_text(exc, _UNREADABLE_MESSAGE)
 
 
 def exception_error_type(exc: BaseException) -> str:
@@ -352,14 +371,19 @@ def classify_llm_result(result: object) -> str | None:
         return None
     if success is not False:
         return "invalid_response"
-    return _llm_error_type(error_type)
+    return llm_error_type(error_type)
 
 
-def _llm_error_type(error_type: object) -> str:
-    """``error_type`` if it is one of :data:`LLM_ERROR_TYPES` (as plain text), else ``other``.
+def llm_error_type(error_type: object) -> str:
+    """Read an LLM ``error_type`` of the provider's (a result's, an attempt report's).
 
-    Anything else (unhashable, a text whose ``==`` raises) is ``other`` too: reading an
-    outcome never raises.
+    Args:
+        error_type: The value the provider gave, whatever it is.
+
+    Returns:
+        ``error_type`` as plain text if it is one of :data:`LLM_ERROR_TYPES`, else
+        ``other``; anything else (unhashable, a text whose ``==`` raises) is ``other``
+        too: reading an outcome never raises.
     """
     if isinstance(error_type, str):
         error_type = str.__str__(error_type)
@@ -383,6 +407,6 @@ def llm_exception_error_type(exc: BaseException) -> str:
         error_type = getattr(exc, "error_type", None)
     except Exception:  # a property of the provider's own exception that raises
         error_type = None
-    if error_type is not None and (found := _llm_error_type(error_type)) != LLM_OTHER:
+    if error_type is not None and (found := llm_error_type(error_type)) != LLM_OTHER:
         return found
     return "timeout" if isinstance(exc, TimeoutError) else LLM_OTHER
