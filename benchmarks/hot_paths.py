@@ -5,7 +5,7 @@ What is measured, per call, in one run:
 - the context-pack estimate of an LLM call whose conversation grew by two messages
   since the previous call (what an agent turn does), at 10 and at 200 messages:
   ``full scan`` reads every message's content on every call (the former estimate);
-  ``ours`` is the estimate as the LLM proxy's ``_record_call`` makes it (copied
+  ``ours`` is the estimate as the LLM proxy's ``record_call`` makes it (copied
   below as ``_ours``, the lines between ``sent = ...`` and ``pack = ...``): a
   conversation of up to ``SCAN_LIMIT`` (16) messages is counted whole, as cheap as
   remembering it here and cheaper in a mission; a longer one resumes from its
@@ -49,7 +49,7 @@ def _full_scan(sent: list[dict[str, Any]]) -> tuple[int, int]:
 
 
 def _ours(packs: PackEstimator, sent: list[dict[str, Any]]) -> tuple[int, int]:
-    # the estimate of LLMProviderProxy's _record_call, as a function to time it
+    # the estimate of LLMProviderProxy's record_call, as a function to time it
     length = len(sent)
     start, chars = packs.resume(sent) if length > SCAN_LIMIT else (0, 0)
     for message in map(sent.__getitem__, range(start, length)) if start else sent:

@@ -117,10 +117,16 @@ class TestErrors:
         assert setting == info.value.setting
         assert repr(setting) in str(info.value)
 
-    def test_missing_config_file(self, tmp_path: Path) -> None:
-        """A config file that does not exist is reported, not ignored."""
-        with pytest.raises(ConfigurationError, match="does not exist"):
-            load_settings(tmp_path / "nope.toml")
+    def test_missing_config_file(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A config file that does not exist is reported, naming where it was named."""
+        missing = tmp_path / "nope.toml"
+        with pytest.raises(ConfigurationError, match="does not exist") as info:
+            load_settings(missing)
+        assert f"--config={str(missing)!r}" == info.value.source
+        monkeypatch.setenv("TASKFORCE_CONFIG", str(missing))
+        with pytest.raises(ConfigurationError, match="does not exist") as info:
+            load_settings()
+        assert f"TASKFORCE_CONFIG={str(missing)!r}" == info.value.source
 
     def test_malformed_config_file(self, tmp_path: Path) -> None:
         """A TOML syntax error is reported as a configuration error naming the file."""
@@ -132,8 +138,9 @@ class TestErrors:
 
     def test_config_file_that_is_a_directory(self, tmp_path: Path) -> None:
         """A directory given as the config file is named for what it is."""
-        with pytest.raises(ConfigurationError, match="is not a file"):
+        with pytest.raises(ConfigurationError, match="is not a file") as info:
             load_settings(tmp_path)
+        assert f"--config={str(tmp_path)!r}" == info.value.source
 
     def test_a_section_as_bad_json_names_its_variable(
         self, monkeypatch: pytest.MonkeyPatch
@@ -292,6 +299,18 @@ class TestDirectories:
             ("TASKFORCE_API__AUTH_TOKEN", " \t ", "TASKFORCE_API__AUTH_TOKEN"),
             ("TASKFORCE_METRICS__AUTH_TOKEN", " \t ", "TASKFORCE_METRICS__AUTH_TOKEN"),
             ("TASKFORCE_STATE__DSN", "mysql://u:pw\t@h/db", "TASKFORCE_STATE__DSN"),
+            # bytes that are not UTF-8, as a variable hands them over: these crashed the
+            # log set-up with a traceback
+            ("TASKFORCE_API__AUTH_TOKEN", "tok\udce9n-pw", "TASKFORCE_API__AUTH_TOKEN"),
+            ("TASKFORCE_METRICS__AUTH_TOKEN", "tok\udcffn-pw", "TASKFORCE_METRICS__AUTH_TOKEN"),
+            ("TASKFORCE_LLM__API_KEY", "sk-\udcffpw", "TASKFORCE_LLM__API_KEY"),
+            ("TASKFORCE_STATE__DSN", "postgresql://u:pw\udcff@h/db", "TASKFORCE_STATE__DSN"),
+            # a token no HTTP header can carry: it could never be sent, or match
+            ("TASKFORCE_LLM__API_KEY", "sk-pw\n", "TASKFORCE_LLM__API_KEY"),
+            ("TASKFORCE_API__AUTH_TOKEN", " tok-pw", "TASKFORCE_API__AUTH_TOKEN"),
+            ("TASKFORCE_METRICS__AUTH_TOKEN", "tok\x01pw", "TASKFORCE_METRICS__AUTH_TOKEN"),
+            ("TASKFORCE_API__AUTH_TOKEN", "tok\x7fpw", "TASKFORCE_API__AUTH_TOKEN"),
+            ("TASKFORCE_LLM__API_KEY", "sk-p\u00e9w-pw", "TASKFORCE_LLM__API_KEY"),
             # a whole section given as no table may hold a secret: only its type is named
             ("TASKFORCE_API", '"apitok-pw"', "TASKFORCE_API=<a str>"),
             ("TASKFORCE_STATE", '["postgresql://tf:pw@h/db"]', "TASKFORCE_STATE=<a list>"),
@@ -346,6 +365,12 @@ class TestDirectories:
         assert setting == info.value.setting
         assert reason in info.value.reason
         assert not info.value.reason.startswith("Value error")
+
+    def test_a_token_a_client_can_send_passes(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A tab inside, or a character past ASCII (compared as UTF-8), can be sent."""
+        monkeypatch.setenv("TASKFORCE_API__AUTH_TOKEN", "t\u00f6k\tsecret")
+        token = load_settings().api.auth_token
+        assert token is not None and "t\u00f6k\tsecret" == token.get_secret_value()
 
     @pytest.mark.parametrize("path", ["/metrics..", "/m;x", "/a.b/metrics", "/m\u00e9trics"])
     def test_a_reachable_metrics_path_is_kept(
@@ -646,6 +671,26 @@ class TestPrices:
             load_settings()
 
         assert setting == info.value.setting
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            '{"gpt-4o": {"input": 2.5, "output": 10}, "gpt-4o": {"input": 5, "output": 20}}',
+            '{"gpt-4o": {"input": 2.5, "output": 10, "input": 5}}',
+        ],
+        ids=["model", "price"],
+    )
+    def test_a_model_or_price_given_twice_stops_start_up(
+        self, monkeypatch: pytest.MonkeyPatch, value: str
+    ) -> None:
+        """A model (or a price of one) given twice in the JSON stops start-up: which counts?"""
+        monkeypatch.setenv("TASKFORCE_LLM__PRICES", value)
+
+        with pytest.raises(ConfigurationError) as info:
+            load_settings()
+
+        assert "llm.prices" == info.value.setting
+        assert "duplicate key" in info.value.reason
 
     @pytest.mark.parametrize(
         ("value", "shown"),

@@ -72,6 +72,29 @@ def _documented_ranges(row: str) -> list[Bounds]:
     return [(_number(low), bool(above), _number(high)) for above, low, high in _RANGE.findall(row)]
 
 
+#: Settings whose unset value (``None``) the table describes: what they fall back to.
+_DESCRIBED_DEFAULTS = {"metrics.host": "the service's host (`--host`)"}
+
+
+def _default_cell(cell: str) -> str:
+    """The default a table cell states: its first code span, else its text (``none``)."""
+    found = re.match(r"`([^`]*)`", cell.strip())
+    return found.group(1) if found else cell.strip()
+
+
+def _documented_default(value: object) -> str:
+    """How the configuration table writes ``value`` as a default."""
+    if value is None or value == {}:
+        return "none"
+    if value == LOG_CATEGORIES:
+        return "all"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 class TestConfigurationDoc:
     def test_every_setting_documented(self) -> None:
         """docs/configuration.md has one table row per setting, with its env var."""
@@ -81,6 +104,21 @@ class TestConfigurationDoc:
         assert expected == set(rows)
         for name, env in rows.items():
             assert "TASKFORCE_" + name.upper().replace(".", "__") == env
+
+    def test_every_default_documented(self) -> None:
+        """Each setting's row states the default Settings has, in the default column."""
+        text = (DOCS / "configuration.md").read_text(encoding="utf-8")
+        rows = dict(
+            re.findall(r"^\| `([a-z_.]+)` \| `TASKFORCE_[A-Z_]+` \| ([^|]*) \|", text, re.M)
+        )
+        fields = _setting_fields(Settings)
+        assert set(fields) == set(rows)
+        for name, field in fields.items():
+            default = field.get_default(call_default_factory=True)
+            if name in _DESCRIBED_DEFAULTS:
+                assert (None, _DESCRIBED_DEFAULTS[name]) == (default, rows[name].strip())
+            else:
+                assert _documented_default(default) == _default_cell(rows[name]), name
 
     def test_every_range_documented(self) -> None:
         """Each bounded setting's row states the range config enforces, and only that one."""
@@ -118,6 +156,17 @@ def _logged_events() -> set[str]:
     return found
 
 
+def _string_constants() -> set[str]:
+    """Every string literal under src/."""
+    src = DOCS.parent / "src" / "taskforce"
+    return {
+        node.value
+        for path in src.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+    }
+
+
 class TestLoggingDoc:
     def test_every_event_documented(self) -> None:
         """Every event the code logs by a literal name has a row in docs/logging.md."""
@@ -127,6 +176,16 @@ class TestLoggingDoc:
         events = _logged_events()
         assert len(events) > 20  # the scan finds the events, so this test can fail
         assert set() == events - documented
+
+    def test_every_documented_event_is_in_the_code(self) -> None:
+        """Each event named in the first column of the events table is a name the code
+        writes (a string in src/), so the page lists no event that is never logged."""
+        text = (DOCS / "logging.md").read_text(encoding="utf-8")
+        section = text.split("## Events", 1)[1].split("\n## ", 1)[0]
+        rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| ")]
+        documented = {name for row in rows for name in re.findall(r"`([a-z_.]+\.[a-z_]+)`", row)}
+        assert len(documented) > 20  # the scan finds the rows, so this test can fail
+        assert set() == documented - _string_constants()
 
     def test_every_category_documented(self) -> None:
         """docs/logging.md lists exactly the closed set of log categories."""

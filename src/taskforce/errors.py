@@ -151,6 +151,10 @@ class StateStoreError(TaskforceError):
         self.detail = detail
         super().__init__(message)
 
+    def start_up_line(self) -> str:
+        """The line of a start-up this error stops, after ``taskforce: ``: where, then why."""
+        return f"state: {self}"
+
 
 class StateCorruptedError(StateStoreError):
     """A session's stored state exists but cannot be read back."""
@@ -174,6 +178,13 @@ class StateStoreUnavailableError(StateStoreError):
     def __init__(self, message: str, *, detail: str = "", variable: str | None = None) -> None:
         self.variable = variable
         super().__init__(message, detail=detail)
+
+    def start_up_line(self) -> str:
+        """The line of a start-up this error stops, after ``taskforce: ``: the setting to
+        check (``state.dsn``, unless the message names the libpq variable the driver
+        refused, such as ``PGSSLMODE``), then why; never the connection string."""
+        where = "" if self.variable else "state.dsn (TASKFORCE_STATE__DSN): "
+        return f"{where}{self}"
 
 
 class StateStorePermissionError(StateStoreUnavailableError):

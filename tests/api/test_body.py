@@ -184,6 +184,26 @@ class TestJSONContentType:
         samples = await scrape(client)
         assert 0 == total(samples, "taskforce_missions_total")
 
+    @pytest.mark.parametrize("route", ROUTES)
+    @pytest.mark.parametrize("coding", ["gzip", "GZIP", "identity, deflate", "br"])
+    async def test_a_compressed_body_is_a_415(
+        self, client: httpx.AsyncClient, route: str, coding: str
+    ) -> None:
+        """A Content-Encoding is not decoded: a 415 that says so, plain JSON under it too
+        (a proxy that inflates it would check another body than the one that runs)."""
+        headers = {"content-type": "application/json", "content-encoding": coding}
+        response = await client.post(route, content=MISSION, headers=headers)
+        assert 415 == response.status_code
+        assert "compressed (content-encoding)" in response.json()["detail"]
+        samples = await scrape(client)
+        assert 0 == total(samples, "taskforce_missions_total")
+
+    async def test_identity_is_no_content_coding(self, client: httpx.AsyncClient) -> None:
+        """Pins existing behaviour: Content-Encoding identity (any case) runs the mission."""
+        headers = {"content-type": "application/json", "content-encoding": "Identity"}
+        response = await client.post(ROUTES[0], content=MISSION, headers=headers)
+        assert _answered(ROUTES[0], response), response.text[:300]
+
     async def test_the_same_content_type_twice_is_one(self, client: httpx.AsyncClient) -> None:
         """Pins existing behaviour: a Content-Type repeated with the same value is no
         ambiguity, and the mission runs."""

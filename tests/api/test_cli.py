@@ -610,6 +610,43 @@ class TestRun:
         tokens = "".join(e["content"] for e in events if e["kind"] == "token")
         assert events[-1]["result"]["final_message"] == tokens
 
+    @pytest.mark.parametrize("flags", [[], ["--json"], ["--stream"], ["--stream", "--json"]])
+    def test_lone_surrogates_are_printed_as_escapes(self, tmp_path: Path, flags: list[str]) -> None:
+        """A file name that is not UTF-8 and a tool argument's lone surrogate escape leave as
+        `\\uXXXX` escapes: UTF-8 output, JSON lines that parse, no traceback."""
+        mission = (
+            'tool:file_write {"path": "\\udcff.txt", "content": "x"}\n'
+            "tool:list_dir {}\n"
+            'tool:calculator {"expression": "\\ud800"}'
+        )
+        env = _env(tmp_path, PYTHONIOENCODING="utf-8")  # strict, as in a UTF-8 locale
+        proc = subprocess.run(
+            [sys.executable, "-m", "taskforce", "run", mission, *flags],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+
+        assert 1 == proc.returncode, proc.stderr  # the calculator failed the mission
+        assert b"Traceback" not in proc.stderr
+        out = proc.stdout.decode("utf-8")  # no byte that is not UTF-8 either
+        if flags == ["--stream", "--json"]:
+            events = [json.loads(line) for line in out.splitlines()]
+            assert "result" == events[-1]["kind"]
+            args = [e["args"] for e in events if e["kind"] == "tool_call"]
+            assert {"expression": "\ud800"} == args[-1]
+            assert "\\udcff.txt" in out
+
+    def test_an_output_encoding_short_of_the_result_gets_escapes(self, tmp_path: Path) -> None:
+        """Standard output in ASCII (PYTHONIOENCODING) gets `\\xe9` for what it cannot take."""
+        env = _env(tmp_path, PYTHONIOENCODING="ascii")
+        proc = _taskforce("run", "say caf\u00e9", env=env, cwd=tmp_path)
+
+        assert 0 == proc.returncode, proc.stderr
+        assert "Scripted answer: say caf\\xe9" == proc.stdout.splitlines()[-1]
+
     def test_invalid_setting_names_it(self, tmp_path: Path) -> None:
         """An invalid setting stops the CLI with exit 2 and the setting's name."""
         env = _env(tmp_path, TASKFORCE_METRICS__MAX_LABEL_VALUES="-3")
@@ -707,6 +744,45 @@ class TestServe:
         redacted = secret_path.replace(token, "***")
         assert f'"GET {redacted[:1024]}...[+99 chars] HTTP/1.1" 404' in access[-1]
         assert token[:4] not in stderr
+
+    def test_uvicorn_lines_keep_their_documented_levels(self, tmp_path: Path) -> None:
+        """A request uvicorn's parser refuses, and an upgrade it cannot serve, make it log
+        warnings: docs/logging.md names every level its lines come at."""
+        docs = (Path(__file__).resolve().parents[2] / "docs" / "logging.md").read_text()
+        (row,) = [line for line in docs.splitlines() if line.startswith("| (uvicorn's lines) |")]
+        documented = {level.strip() for level in row.split("|")[2].split(",")}
+        port = free_ports(1)
+        upgrade = (
+            b"GET /health HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        )
+        with started(["serve", "--port", str(port)], _env(tmp_path), tmp_path) as child:
+            wait_until_up(child, [f"http://127.0.0.1:{port}/health"])
+            for head in (upgrade, b"G\x01T / HTTP/1.1\r\nHost: x\r\n"):
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                    sock.sendall(head + b"Connection: close\r\n\r\n")
+                    while sock.recv(65536):
+                        pass
+        lines = [json.loads(line) for line in child.stderr().splitlines() if line.startswith("{")]
+        levels = {line["level"] for line in lines if line.get("logger", "").startswith("uvicorn")}
+        assert "warning" in levels
+        assert levels <= documented
+
+    def test_access_lines_name_the_metrics_path_scraped(self, tmp_path: Path) -> None:
+        """A scrape of the bare metrics path is logged with the path the scraper asked
+        for, not with the slash the mount serves it under."""
+        port = free_ports(1)
+        with started(["serve", "--port", str(port)], _env(tmp_path), tmp_path) as child:
+            wait_until_up(child, [f"http://127.0.0.1:{port}/health"])
+            for path in ("/metrics", "/metrics/", "/metrics?a=1"):
+                assert 200 == httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5).status_code
+        lines = [json.loads(line) for line in child.stderr().splitlines() if line.startswith("{")]
+        access = [line["message"] for line in lines if line.get("logger") == "uvicorn.access"]
+        scrapes = [line.split('"')[1] for line in access if "/metrics" in line]
+        assert [
+            "GET /metrics HTTP/1.1",
+            "GET /metrics/ HTTP/1.1",
+            "GET /metrics?a=1 HTTP/1.1",
+        ] == scrapes
 
     def test_access_lines_stay_with_a_metrics_port(self, tmp_path: Path) -> None:
         """The metrics listener of metrics.port keeps its scrapes out of the access log,

@@ -18,7 +18,7 @@ import asyncio
 import subprocess
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -55,6 +55,7 @@ _TOOLS: dict[str, Callable[[], Any]] = {
         "error_type": Unequal("custom"),
     },
     "odd_nan_inf_output": lambda: {"success": True, "output": [float("nan"), float("inf")]},
+    "odd_nan_key": lambda: {"success": True, "output": {float("nan"): "nan", float("-inf"): 1}},
     "odd_non_str_keys": lambda: {"success": True, 1: "one", None: "none"},
     "odd_success_not_bool": lambda: {"success": 1},
     "odd_generator": lambda: (n for n in range(3)),
@@ -140,6 +141,32 @@ _STREAMS: dict[str, Callable[[], list[Any]]] = {
 }
 
 
+class _ChunkObject:
+    """A stream object of the provider's own: an async iterator with an id, no ``aclose``."""
+
+    def __init__(self, chunks: list[Any]) -> None:
+        self.response_id = "resp-odd"
+        self._chunks = iter(chunks)
+
+    def __aiter__(self) -> _ChunkObject:
+        return self
+
+    async def __anext__(self) -> Any:
+        for chunk in self._chunks:
+            return chunk
+        raise StopAsyncIteration
+
+
+#: mission marker -> what the provider's ``stream`` call itself returns (called) or raises.
+_STREAM_CALLS: dict[str, Callable[[], Any]] = {
+    "stream-object": lambda: _ChunkObject([{"content": "x"}, {"done": True, "model": "odd-1"}]),
+    "stream-object-cut": lambda: _ChunkObject([{"content": "x"}, None]),
+    "stream-call-raises": raises(RuntimeError("no stream")),
+    "stream-call-exits": raises(SystemExit(4)),
+    "stream-not-iterable": lambda: [{"content": "x"}],
+}
+
+
 class _OddProvider(ScriptedLLMProvider):
     """A user's provider: the scripted one, but odd for a mission that names an odd case."""
 
@@ -155,7 +182,15 @@ class _OddProvider(ScriptedLLMProvider):
             return await super().generate(prompt, *args, **kwargs)
         return _ANSWERS[odd]()
 
-    async def stream(
+    def stream(  # type: ignore[override]  # the protocol's AsyncIterator, not a generator
+        self, messages: Sequence[ChatMessage], *args: Any, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        call = marker([m.get("content") for m in messages], _STREAM_CALLS)
+        if call is not None:
+            return cast(AsyncIterator[Any], _STREAM_CALLS[call]())
+        return self._odd_stream(messages, *args, **kwargs)
+
+    async def _odd_stream(
         self, messages: Sequence[ChatMessage], *args: Any, **kwargs: Any
     ) -> AsyncGenerator[Any, None]:
         odd = marker([m.get("content") for m in messages], _STREAMS)
@@ -251,7 +286,7 @@ async def _same_answers(clients: dict[bool, httpx.AsyncClient], mission: str) ->
 #: Every mission of the module: one per odd tool, odd answer and odd stream.
 _MISSIONS = {
     **{name: f"tool:{name} {{}}" for name in _TOOLS},
-    **{marker: f"odd:{marker}" for marker in [*_ANSWERS, *_STREAMS]},
+    **{marker: f"odd:{marker}" for marker in [*_ANSWERS, *_STREAMS, *_STREAM_CALLS]},
 }
 
 

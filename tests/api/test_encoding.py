@@ -28,6 +28,14 @@ class TestJsonBytes:
             encoded, parse_constant=lambda name: pytest.fail(name)
         )
 
+    def test_non_finite_key_is_written_as_json_spells_it(self) -> None:
+        """A NaN or infinite key (a tool's output may have one) is written as json.dumps
+        writes it for the model, in strict JSON, the rest of the document kept."""
+        data = {"out": {float("nan"): 1, float("-inf"): float("inf"), 2.5: "x"}}
+        assert {"out": {"NaN": 1, "-Infinity": None, "2.5": "x"}} == json.loads(
+            json_bytes(data), parse_constant=lambda name: pytest.fail(name)
+        )
+
     def test_unknown_objects_as_text(self) -> None:
         """An object json cannot encode is written as its str()."""
         assert {"p": "a/b"} == json.loads(json_bytes({"p": Path("a/b")}))

@@ -8,7 +8,12 @@ from typing import Any
 
 import pytest
 
-from taskforce.api._foreign import ForeignSupervisor, detect_supervisor, own_uvicorn_host
+from taskforce.api._foreign import (
+    ForeignSupervisor,
+    detect_supervisor,
+    own_uvicorn_host,
+    own_uvicorn_port,
+)
 
 
 def _fake_proc(tmp_path: Path, *argv: str) -> Path:
@@ -62,7 +67,37 @@ class TestFromStack:
             self=_Worker(),
             proc=str(tmp_path),
         )
-        assert ForeignSupervisor("gunicorn", 4, "10.0.0.5") == found
+        assert ForeignSupervisor("gunicorn", 4, "10.0.0.5", 8000) == found
+
+    @pytest.mark.parametrize(
+        ("bind", "host", "port"),
+        [
+            (":9000", "0.0.0.0", 9000),  # every interface (gunicorn -b :$PORT)
+            ("0.0.0.0", "0.0.0.0", 8000),  # a host alone: port 8000
+            ("tcp://0.0.0.0:9000", "0.0.0.0", 9000),
+            ("tcp://[::1]:9000", "::1", 9000),
+            ("[::]:9000", "::", 9000),
+            ("[::1]", "::1", 8000),
+            ("LOCALHOST:9000", "localhost", 9000),  # gunicorn lowers the host
+            ("unix:/run/taskforce.sock", None, None),
+            ("fd://3", None, None),
+        ],
+    )
+    def test_gunicorn_bind_is_read_as_gunicorn_reads_it(
+        self, tmp_path: Path, bind: str, host: str | None, port: int | None
+    ) -> None:
+        """The API's address is the one gunicorn binds, in every form it takes."""
+        worker = _Worker()
+        worker.cfg = _Cfg()
+        worker.cfg.bind = [bind]
+        found = _call_from(
+            "gunicorn.workers.base",
+            "load_wsgi",
+            "return detect(Path(proc))",
+            self=worker,
+            proc=str(tmp_path),
+        )
+        assert ForeignSupervisor("gunicorn", 4, host, port) == found
 
     @pytest.mark.parametrize(
         ("workers", "is_reload"),
@@ -95,17 +130,21 @@ class TestFromParent:
         [
             (
                 ("/usr/bin/python3", "/usr/local/bin/uvicorn", "--workers", "2", "a:b"),
-                ForeignSupervisor("uvicorn", 2, "127.0.0.1"),
+                ForeignSupervisor("uvicorn", 2, "127.0.0.1", 8000),
             ),
             (
-                ("python", "-m", "uvicorn", "--workers=3", "--host", "0.0.0.0", "a:b"),
-                ForeignSupervisor("uvicorn", 3, "0.0.0.0"),
+                ("python", "-m", "uvicorn", "--workers=3", "--host", "0.0.0.0", "--port=81", "a:b"),
+                ForeignSupervisor("uvicorn", 3, "0.0.0.0", 81),
             ),
             (
                 ("/usr/bin/python3", "/usr/bin/gunicorn", "-w", "4", "-b", "10.1.2.3:80", "a:b"),
-                ForeignSupervisor("gunicorn", 4, "10.1.2.3"),
+                ForeignSupervisor("gunicorn", 4, "10.1.2.3", 80),
             ),
             (("gunicorn: master [a:b]",), ForeignSupervisor("gunicorn", None, None)),
+            (
+                ("uvicorn", "--workers", "2", "--uds", "/run/t.sock", "a:b"),
+                ForeignSupervisor("uvicorn", 2, "127.0.0.1", None),
+            ),
         ],
     )
     def test_recognised_parents(
@@ -149,3 +188,23 @@ class TestOwnUvicornHost:
     ) -> None:
         """A single uvicorn's metrics listener follows its --host (or UVICORN_HOST)."""
         assert host == own_uvicorn_host(argv, environ)
+
+
+class TestOwnUvicornPort:
+    @pytest.mark.parametrize(
+        ("argv", "environ", "port"),
+        [
+            (["/venv/bin/uvicorn", "--factory", "--port", "9000", "a:b"], {}, 9000),
+            (["/x/uvicorn/__main__.py", "a:b"], {"UVICORN_PORT": "9001"}, 9001),
+            (["/venv/bin/uvicorn", "a:b"], {}, 8000),  # uvicorn's default
+            (["/venv/bin/uvicorn", "--uds", "/run/t.sock", "a:b"], {}, None),
+            (["/venv/bin/uvicorn", "--fd=3", "a:b"], {}, None),
+            (["/venv/bin/uvicorn", "a:b"], {"UVICORN_UDS": "/run/t.sock"}, None),
+            (["/venv/bin/taskforce", "serve", "--port", "9000"], {}, None),  # not uvicorn
+        ],
+    )
+    def test_the_port_a_plain_uvicorn_serves_on(
+        self, argv: list[str], environ: dict[str, str], port: int | None
+    ) -> None:
+        """The API's TCP port under a single uvicorn; none for a socket it was handed."""
+        assert port == own_uvicorn_port(argv, environ)

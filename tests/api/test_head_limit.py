@@ -149,3 +149,27 @@ class TestMalformedRequest:
         assert 400 == status
         assert b"close" == headers[b"connection"]
         assert {"detail": "invalid HTTP request"} == body
+
+    async def test_a_body_framed_twice_is_a_400(self, settings: Settings) -> None:
+        """Content-Length and Transfer-Encoding together: a 400, the connection closed, so
+        what a proxy reading the length took for the body's end is never run as a request
+        (request smuggling); logged as refused, not counted, no mission."""
+        body = b"0\r\n\r\nGET /api/v1/tools HTTP/1.1\r\nHost: t\r\n\r\n"
+        sent = (
+            b"POST /api/v1/execute HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n" % len(body) + body
+        )
+        async with serving(settings) as (port, app):
+            with structlog.testing.capture_logs() as logs:
+                raw = await until_closed(port, sent)
+            counted = series(app.state.container.metrics, "taskforce_http_requests_total")
+        status, headers, answer = _answer(raw)
+        assert (400, b"close", {"detail": "invalid HTTP request"}) == (
+            status,
+            headers[b"connection"],
+            answer,
+        )
+        assert 1 == raw.count(b"HTTP/1.1 ")  # the smuggled GET got no answer
+        refused = [log for log in logs if log["event"] == "http.request.refused"]
+        assert [400] == [log["status_code"] for log in refused]
+        assert [] == counted

@@ -343,6 +343,17 @@ class TestAuth:
                 ]
         assert [200, 401] == [answer.status_code for answer in answers]
 
+    async def test_two_tokens_that_differ_are_refused(self, guarded: LiveServer) -> None:
+        """Two Authorization headers that differ are a 401 whichever is right (a proxy in
+        front may have read the other); the same one repeated is one."""
+        right, wrong = ("authorization", "Bearer s3cret-token"), ("authorization", "Bearer x")
+        async with httpx.AsyncClient(base_url=guarded.url, timeout=30) as client:
+            answers = [
+                (await client.get("/api/v1/tools", headers=headers)).status_code
+                for headers in ([right, wrong], [wrong, right], [right, right])
+            ]
+        assert [401, 401, 200] == answers
+
     async def test_right_token_passes_and_health_metrics_stay_open(
         self, guarded: LiveServer
     ) -> None:

@@ -469,5 +469,7 @@ class TestAuth:
                 assert 401 == wrong.status_code
                 samples = await scrape(client, Authorization="Bearer s3cret")
                 assert 1 == total(samples, "taskforce_build_info")
+                two = [("authorization", "Bearer s3cret"), ("authorization", "Bearer nope")]
+                assert 401 == (await client.get("/metrics", headers=two)).status_code
                 schema = (await client.get("/openapi.json")).json()
                 assert "/metrics" not in schema["paths"]

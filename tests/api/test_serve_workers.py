@@ -551,3 +551,46 @@ class TestForeignSupervisor:
             assert 404 == httpx.get(f"{api}/metrics", timeout=5).status_code
             listed = sorted(g["targets"][0] for g in json.loads(targets.read_text("utf-8")))
             assert [f"127.0.0.1:{metrics_port + i}" for i in (0, 1)] == listed
+
+
+def test_gunicorn_bind_in_tcp_form_gives_each_worker_a_listener(
+    tmp_path: Path, ports: tuple[int, int]
+) -> None:
+    """gunicorn -b tcp://HOST:PORT: every worker's listener binds HOST and serves its numbers."""
+    api_port, metrics_port = ports
+    env, targets = _with_targets(tmp_path, metrics_port)
+    _, args = _foreign_command("gunicorn", api_port)
+    args = [f"tcp://127.0.0.1:{api_port}" if a.endswith(f":{api_port}") else a for a in args]
+    with started(args, env, tmp_path, module="gunicorn") as child:
+        api = f"http://127.0.0.1:{api_port}"
+        urls = [f"http://127.0.0.1:{metrics_port + i}/metrics" for i in (0, 1)]
+        wait_until_up(child, [*urls, f"{api}/health"])
+        sent = send(api, 2)
+        assert nonzero(sent) == nonzero(scrape(metrics_port) + scrape(metrics_port + 1))
+        listed = sorted(g["targets"][0] for g in json.loads(targets.read_text("utf-8")))
+        assert [f"127.0.0.1:{metrics_port + i}" for i in (0, 1)] == listed
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "uvicorn --workers 2", "gunicorn -w 2"])
+def test_metrics_port_on_the_servers_own_port_stops_the_start_naming_it(
+    tmp_path: Path, server: str
+) -> None:
+    """metrics.port = the port uvicorn or gunicorn serves the API on: refused, naming metrics.port.
+
+    Before, the metrics listener took the port uvicorn had bound but not yet listened on:
+    uvicorn failed "address already in use" (its --workers in a loop), and gunicorn's
+    workers moved to the ports above, off the range to scrape.
+    """
+    port = free_ports(2)
+    module, args = _foreign_command(server.split()[0], port)
+    if server == "uvicorn":
+        args = [a for a in args if a not in ("--workers", "2")]
+    env = clean_env(tmp_path, TASKFORCE_METRICS__PORT=str(port))
+    with started(args, env, tmp_path, module=module) as child:
+        deadline = time.monotonic() + 60
+        while "invalid setting 'metrics.port'" not in child.stderr():
+            assert time.monotonic() < deadline, child.stderr()
+            time.sleep(0.05)
+        if server != "uvicorn --workers 2":  # which starts its workers again and again
+            assert 0 != child.process.wait(timeout=60)
+    assert f"the API port {port} is also" in child.stderr()

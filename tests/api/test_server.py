@@ -18,7 +18,9 @@ from taskforce.errors import ConfigurationError, StateStoreUnavailableError
 from taskforce.infrastructure.tools import session_folder_name
 from tests.api.conftest import CALC_WRITE_MISSION, parse_sse
 from tests.support.live_server import LiveServer, serve
-from tests.support.processes import free_ports
+from tests.support.processes import START_SECONDS, clean_env, free_ports, started
+
+_FACTORY = "taskforce.api.server:create_app"
 
 pytestmark = pytest.mark.integration
 
@@ -315,6 +317,27 @@ class TestUnreachableStateDatabase:
         unavailable = [log for log in logs if log["event"] == "state.unavailable"]
         assert restarted == bool(unavailable)
         assert all("xyzzy" not in str(log) for log in logs)
+
+    @pytest.mark.integration
+    @pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
+    def test_under_another_server_the_refusal_names_state_dsn(
+        self, tmp_path: Path, server: str
+    ) -> None:
+        """Under a server taskforce does not control, the traceback it logs for the failed
+        start ends with the line taskforce serve prints: state.dsn named, never the DSN."""
+        pytest.importorskip("asyncpg")
+        dsn = f"postgresql://u:pw-xyzzy@127.0.0.1:{free_ports(1)}/x"  # nothing listens there
+        env = clean_env(tmp_path, TASKFORCE_STATE__BACKEND="postgres", TASKFORCE_STATE__DSN=dsn)
+        bind = f"127.0.0.1:{free_ports(1)}"
+        args = {
+            "uvicorn": ["--factory", "--port", bind.split(":")[1], _FACTORY],
+            "gunicorn": ["-k", "uvicorn.workers.UvicornWorker", "-b", bind, f"{_FACTORY}()"],
+        }[server]
+        with started(args, env, tmp_path, module=server) as child:
+            assert 0 != child.process.wait(timeout=START_SECONDS)
+        line = "taskforce: state.dsn (TASKFORCE_STATE__DSN): cannot reach the state database: "
+        assert line in child.stderr()
+        assert "xyzzy" not in child.stderr()
 
 
 class TestTargetsFileOutsideTaskforceServe:

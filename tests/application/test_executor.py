@@ -36,7 +36,7 @@ from tests.core.domain.fakes import (
     step_limit_line,
     step_limit_lines,
 )
-from tests.support.odd_values import Unequal, UnequalArgument
+from tests.support.odd_values import Unequal, UnequalArgument, Unprintable
 
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 _RECORD_KEYS = {
@@ -229,9 +229,44 @@ class TestExecuteMission:
         assert "secret" not in repr([e for e in logs if e["log_level"] != "debug"])
 
     @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    async def test_a_crash_that_cannot_print_fails_under_its_own_class(
+        self, agent_type: AgentType
+    ) -> None:
+        """A registry that raises an exception whose message cannot be read fails the
+        mission under that exception's class, its steps kept, as any other crash below the
+        agent: describing the message for the log line must not raise in its place."""
+
+        class BrokenRegistry(FakeRegistry):
+            def get(self, name: str) -> Any:
+                raise Unprintable()
+
+        store = MemoryStateStore()
+        registry = BrokenRegistry(FakeTool("x", ok_handler))
+        executor = AgentExecutor(ScriptedLLMProvider(), registry, store)
+        with capture_logs() as logs:
+            result = await executor.execute_mission("tool:x {}", agent_type, "s")
+        crashed = "the mission stopped unexpectedly (Unprintable)"
+        assert ("failed", "Unprintable", crashed) == (
+            result.status,
+            result.error_type,
+            result.error,
+        )
+        assert [(1, "failed", ("x",))] == [
+            (step.index, step.status, step.tool_calls) for step in result.steps
+        ]
+        assert ["Unprintable"] == [e["error_type"] for e in logs if e["event"] == "agent.crashed"]
+        assert ["Unprintable"] == [r["error_type"] for r in store.missions("s")]
+
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
     @pytest.mark.parametrize("is_streamed", [False, True])
+    @pytest.mark.parametrize(
+        "raised",
+        # a registry's own BaseException too: SystemExit out of the mission's task would
+        # stop the event loop, and none of these passes an ``except Exception``
+        [RuntimeError, SystemExit, GeneratorExit, type("Halt", (BaseException,), {})],
+    )
     async def test_an_agent_that_raises_keeps_its_steps(
-        self, agent_type: AgentType, is_streamed: bool
+        self, agent_type: AgentType, is_streamed: bool, raised: type[BaseException]
     ) -> None:
         """A crash in the second step keeps the first step, and records the second as failed,
         in the result, the stream's result and the session record."""
@@ -239,7 +274,7 @@ class TestExecuteMission:
         class BrokenRegistry(FakeRegistry):
             def get(self, name: str) -> Any:
                 if name == "boom":
-                    raise RuntimeError("secret mission detail")
+                    raise raised("secret mission detail")
                 return super().get(name)
 
         store = MemoryStateStore()
@@ -252,8 +287,8 @@ class TestExecuteMission:
             assert result is not None
         else:
             result = await executor.execute_mission(mission, agent_type, "s")
-        crashed = "the mission stopped unexpectedly (RuntimeError)"
-        assert ("failed", "RuntimeError", 2) == (
+        crashed = f"the mission stopped unexpectedly ({raised.__name__})"
+        assert ("failed", raised.__name__, 2) == (
             result.status,
             result.error_type,
             result.tool_calls,

@@ -34,6 +34,14 @@ class _FailingStore(MemoryStateStore):
         )
 
 
+class _UnprintableStoreError(Unprintable, StateStoreError):
+    """The protocol's error, from a store of one's own whose message cannot be read."""
+
+
+class _UnprintableValueError(Unprintable, ValueError):
+    """A refused session id, from a store of one's own whose message cannot be read."""
+
+
 class TestRecording:
     async def test_one_append_per_mission_no_load(self) -> None:
         """A mission appends its record once and never loads the whole session first."""
@@ -132,6 +140,39 @@ class TestStoreFailures:
         (unsaved,) = [e for e in logs if e["event"] == "state.save.failed"]
         said = exception_message(raised("/srv/secret/state broke"))
         assert (name, f"{name}: {said}") == (unsaved["error_type"], unsaved["error"])
+
+    @pytest.mark.parametrize(
+        ("raised", "error"),
+        [
+            (Unprintable(), "could not save the session state (Unprintable)"),
+            (
+                _UnprintableStoreError("x"),
+                "could not save the session state: "
+                "<the message of this _UnprintableStoreError could not be read>",
+            ),
+            (
+                _UnprintableValueError(),
+                "could not save the session state: invalid session_id: "
+                "<the message of this _UnprintableValueError could not be read>",
+            ),
+        ],
+    )
+    async def test_a_store_error_that_cannot_print_fails_under_its_own_class(
+        self, raised: Exception, error: str
+    ) -> None:
+        """A store's exception whose message cannot be read fails the mission under its own
+        class, with a placeholder for the message, in the result and in state.save.failed."""
+
+        class Unreadable(MemoryStateStore):
+            async def append(self, session_id: str, record: dict[str, Any]) -> AppendResult:
+                raise raised
+
+        with capture_logs() as logs:
+            result = await _executor(Unreadable()).execute_mission("m", session_id="s")
+        name = type(raised).__name__
+        assert ("failed", name, error) == (result.status, result.error_type, result.error)
+        (unsaved,) = [e for e in logs if e["event"] == "state.save.failed"]
+        assert f"{name}: <the message of this {name} could not be read>" == unsaved["error"]
 
     @pytest.mark.parametrize(
         ("mission", "first"), [("say hi", None), ("llm:fail auth\nsay hi", "auth")]

@@ -1,6 +1,6 @@
 """The context-pack estimate: short conversations counted whole, long ones where they grew.
 
-Measured through the LLM proxy, which counts the messages (``_record_call``) with
+Measured through the LLM proxy, which counts the messages (``record_call``) with
 a ``PackEstimator`` remembering long conversations: each call's estimate is what
 it added to the two pack histograms of a real registry.
 """

@@ -21,6 +21,7 @@ from taskforce.observability import instrument
 from taskforce.observability.metrics import MetricSet
 from tests.observability.metric_samples import faults, histogram, series, value
 from tests.observability.proxy_fakes import FakeProvider
+from tests.support.odd_values import Unequal
 
 _MODEL = "scripted-1"
 _PRICES = {_MODEL: {"input": 2.5, "output": 10.0}}
@@ -36,6 +37,13 @@ def _count(metrics: MetricSet, name: str, **labels: str) -> float:
     """A counter's value, 0 when the series does not exist."""
     wanted = [s for s in series(metrics, name) if all(s.get(k) == v for k, v in labels.items())]
     return float(sum(value(metrics, name, **s) for s in wanted))
+
+
+def _ttft(metrics: MetricSet) -> dict[Any, Any]:
+    """The lean flow's time-to-first-token histogram of the scripted model."""
+    return histogram(
+        metrics, "taskforce_llm_time_to_first_token_seconds", model=_MODEL, agent_type="lean"
+    )
 
 
 @pytest.fixture(name="container")
@@ -130,14 +138,26 @@ class TestTimeToFirstToken:
         events = [e async for e in container.executor.execute_mission_streaming("say hello")]
 
         assert [e for e in events if e.kind == "token"]
-        ttft = histogram(
-            container.metrics,
-            "taskforce_llm_time_to_first_token_seconds",
-            model=_MODEL,
-            agent_type="lean",
-        )
+        ttft = _ttft(container.metrics)
         assert 1 == ttft["count"]
         assert ttft["sum"] >= 0.05
+
+    async def test_a_slow_first_chunk_after_a_rate_limit_is_the_ttft(
+        self, container: Container
+    ) -> None:
+        """llm:delay after llm:fail holds back the answer, as a server that answers 429, then
+        streams a slow first chunk: the time to first token reads the delay, not the 429."""
+        assert container.metrics is not None
+        mission = "llm:fail rate_limit\nllm:delay 200\nsay hello"
+
+        events = [e async for e in container.executor.execute_mission_streaming(mission)]
+
+        assert [e for e in events if e.kind == "token"]
+        ttft = _ttft(container.metrics)
+        assert 1 == ttft["count"]
+        assert ttft["sum"] >= 0.2
+        retries = _count(container.metrics, "taskforce_llm_retries_total", error_type="rate_limit")
+        assert 1 == retries
 
     async def test_plain_path_records_no_ttft(self, container: Container) -> None:
         """/execute keeps complete: no stream, so no time to first token."""
@@ -153,12 +173,7 @@ class TestTimeToFirstToken:
 
         _ = [e async for e in container.executor.execute_mission_streaming(mission)]
 
-        ttft = histogram(
-            container.metrics,
-            "taskforce_llm_time_to_first_token_seconds",
-            model=_MODEL,
-            agent_type="lean",
-        )
+        ttft = _ttft(container.metrics)
         assert 1 == ttft["count"]  # the final answer's turn, not the tool call's
         assert 2 == _count(container.metrics, "taskforce_llm_requests_total", operation="stream")
 
@@ -220,6 +235,35 @@ class TestSpend:
         assert ["m" * 128] == missing
         assert {"m" * 128} == labelled
 
+    @pytest.mark.parametrize(
+        "reported", ["m" * 200, "lone-\ud800-surrogate"], ids=["long", "surrogate"]
+    )
+    async def test_a_model_reported_unpriced_is_not_priced_again(self, reported: str) -> None:
+        """Without prices, a model already reported unpriced is not looked up again on the
+        next calls (the provider is not asked for its model), also when the model is
+        remembered as its label has it (cut, a character replaced), not as reported."""
+
+        class AskedProvider(FakeProvider):
+            asked = 0
+
+            @property
+            def model(self) -> str:  # type: ignore[override]
+                self.asked += 1
+                return "default-model"
+
+        plain = AskedProvider()
+        provider = instrument(plain, MetricSet())
+        provider.answer = dict(provider.answer, model=reported)
+
+        with capture_logs() as logs:
+            await provider.complete([{"role": "user", "content": "hi"}])
+            asked = plain.asked
+            for _ in range(3):
+                await provider.complete([{"role": "user", "content": "hi"}])
+
+        assert asked == plain.asked
+        assert 1 == len([e for e in logs if e["event"] == "llm.price.missing"])
+
     async def test_no_prices_at_all_is_a_note(self, tmp_path: Path) -> None:
         """Without llm.prices the missing price is logged at info, still once."""
         container = _build(tmp_path)
@@ -270,6 +314,23 @@ class TestForeignProviders:
 
         assert 1 == _count(metrics, "taskforce_llm_retries_total", error_type="other")
         assert 1 == _count(metrics, "taskforce_llm_failures_total", error_type="other")
+
+    async def test_an_attempt_error_type_of_the_providers_own_text_class(self) -> None:
+        """An attempt's error_type that is a text of the provider's own class, whose ==
+        raises, is read as the plain text it holds, as a result's is: the retry is counted
+        under it, the spend too, and nothing faults."""
+        answer = dict(
+            FakeProvider().answer,
+            attempts=[LLMAttempt(Unequal("rate_limit"), 0.1), LLMAttempt(None, 0.1)],  # type: ignore[arg-type]
+        )
+        metrics = MetricSet(llm_prices={"reported-model": (1.0, 1.0)})
+        provider = instrument(FakeProvider(answer=answer), metrics)
+
+        await provider.complete([{"role": "user", "content": "hi"}])
+
+        assert 1 == _count(metrics, "taskforce_llm_retries_total", error_type="rate_limit")
+        assert 0 < _count(metrics, "taskforce_llm_cost_usd_total")
+        assert {} == faults(metrics)
 
     @pytest.mark.parametrize("attempts", [None, 5, "abc", {"error_type": "timeout"}])
     async def test_attempt_report_that_is_not_a_list_is_no_report(self, attempts: Any) -> None:

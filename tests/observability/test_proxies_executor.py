@@ -28,7 +28,7 @@ from tests.observability.proxy_fakes import (
     FakeTool,
     make_result,
 )
-from tests.support.odd_values import UnequalArgument
+from tests.support.odd_values import UnequalArgument, Unrepresentable
 
 
 def _finished(metrics: MetricSet) -> list[tuple[str, str, int | None, int | None]]:
@@ -185,6 +185,21 @@ class TestExecuteMission:
         with pytest.raises(MissionError, match="unknown agent_type"):
             await ExecutorProxy(executor, metrics).execute_mission("go", agent_type)  # type: ignore[arg-type]
         assert [agent_type] == [call["agent_type"] for call in executor.calls]
+        assert _nothing_recorded(metrics)
+
+    @pytest.mark.parametrize("observed", [True, False], ids=["metrics-on", "metrics-off"])
+    async def test_a_value_whose_repr_fails_is_refused_alike(
+        self, metrics: MetricSet, observed: bool
+    ) -> None:
+        """A mission, agent_type or id whose repr (and class) fail is refused with the same
+        MissionError with metrics on and off, by both forms; nothing is counted."""
+        plain = FakeExecutor()
+        executor: Any = ExecutorProxy(plain, metrics) if observed else plain
+        for args in [(Unrepresentable(),), ("go", Unrepresentable()), ("go", "lean", 10**5000)]:
+            with pytest.raises(MissionError, match=r"got <|unknown agent_type <"):
+                await executor.execute_mission(*args)
+            with pytest.raises(MissionError, match=r"got <|unknown agent_type <"):
+                await anext(executor.execute_mission_streaming(*args))
         assert _nothing_recorded(metrics)
 
     async def test_refused_request_is_not_a_mission(self, metrics: MetricSet) -> None:

@@ -21,16 +21,24 @@ from taskforce.observability import (
     observe_llm_provider,
 )
 from taskforce.observability.metrics import MetricSet
-from taskforce.observability.proxies import _llm as llm_proxy_module
+from taskforce.observability.proxies import _llm_stream as llm_stream_module
 from tests.observability.metric_samples import BrokenMetrics, faults, samples
 from tests.observability.proxy_fakes import FakeProvider, FakeStreamingProvider
-from tests.support.odd_values import NoMembership
 
 MESSAGES = [
     {"role": "system", "content": "x" * 40},
     {"role": "user", "content": "y" * 21},
     {"role": "assistant", "content": None},
 ]
+
+
+class _NoContent(dict[str, Any]):
+    """A chunk whose ``content`` cannot be read (its other keys can)."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key == "content":
+            raise RuntimeError("content cannot be read")
+        return super().get(key, default)
 
 
 def _requests(metrics: MetricSet) -> list[tuple[str, str, str, str]]:
@@ -77,12 +85,15 @@ class TestFactory:
         assert not isinstance(proxy, StreamingLLMProviderProtocol)
 
     def test_streaming_provider_keeps_stream(self, metrics: MetricSet) -> None:
-        """A provider with stream gets the streaming proxy, whose stream is an async generator."""
-        proxy = observe_llm_provider(FakeStreamingProvider(), metrics)
+        """A provider with stream gets the streaming proxy, whose stream hands out the
+        provider's stream: an async generator, as the provider's is."""
+        provider = FakeStreamingProvider()
+        proxy = observe_llm_provider(provider, metrics)
         assert type(proxy) is StreamingLLMProviderProxy
         assert isinstance(proxy, FakeStreamingProvider)
         assert isinstance(proxy, StreamingLLMProviderProtocol)
-        assert inspect.isasyncgenfunction(proxy.stream)
+        assert inspect.isasyncgen(proxy.stream(MESSAGES))
+        assert inspect.isasyncgen(provider.stream(cast(Any, MESSAGES)))
         assert inspect.iscoroutinefunction(proxy.complete)
 
     def test_attributes_pass_through(self, metrics: MetricSet) -> None:
@@ -370,7 +381,7 @@ class TestStream:
         the failed attempts and the waits before it are left out (they are in the latency),
         whether the stream then ends or fails."""
         clock = [100.0]
-        monkeypatch.setattr(llm_proxy_module, "perf_counter", lambda: clock[0])
+        monkeypatch.setattr(llm_stream_module, "perf_counter", lambda: clock[0])
         # a 429 that took 2 s, a Retry-After wait of 5 s, then the attempt that streams
         attempts = [LLMAttempt("rate_limit", 2.0), LLMAttempt(None, 1.0, waited_seconds=5.0)]
         provider = FakeStreamingProvider(
@@ -383,6 +394,21 @@ class TestStream:
             async for chunk in observe_llm_provider(provider, metrics).stream(MESSAGES):
                 if "attempts" in chunk and "done" not in chunk:
                     clock[0] = 107.5  # the first text arrives 0.5 s into the last attempt
+        assert {("default-model", "none"): (1, 0.5)} == {
+            labels: (count, float(total)) for labels, (count, total) in _ttft(metrics).items()
+        }
+
+    async def test_ttft_waits_for_a_delta_with_text(
+        self, metrics: MetricSet, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A chunk whose content is empty (a server's role-only chunk, passed on) is no first
+        token: the agent sends no token event for it, and the time runs on to the text."""
+        clock = [100.0]
+        monkeypatch.setattr(llm_stream_module, "perf_counter", lambda: clock[0])
+        provider = FakeStreamingProvider([{"content": ""}, {"content": "a"}, {"done": True}])
+        async for chunk in observe_llm_provider(provider, metrics).stream(MESSAGES):
+            if chunk == {"content": ""}:
+                clock[0] = 100.5  # the text comes 0.5 s after the empty chunk
         assert {("default-model", "none"): (1, 0.5)} == {
             labels: (count, float(total)) for labels, (count, total) in _ttft(metrics).items()
         }
@@ -419,18 +445,24 @@ class TestStream:
             metrics, "taskforce_llm_retries_total"
         )
 
+    @pytest.mark.parametrize("reported_first", [False, True], ids=["no-chunk", "report-chunk"])
     async def test_cancelled_before_any_chunk_counts_the_reported_retries(
-        self, metrics: MetricSet
+        self, metrics: MetricSet, reported_first: bool
     ) -> None:
-        """No chunk read, cancelled (while it retried, say): no request, as for a cancelled
-        complete(), but the report on the cancellation still counts its retries."""
-        provider = FakeStreamingProvider()
-        provider.chunk_delay = 10
-        provider.cancel_attempts = [LLMAttempt("rate_limit", 0.01), LLMAttempt(None, 0.02)]
+        """No chunk of the answer read, cancelled (while it retried, or after the retries'
+        report while the model thought): no request, as for a cancelled complete(), but the
+        report (on the cancellation, or the first chunk) still counts its retries."""
+        attempts = [LLMAttempt("rate_limit", 0.01), LLMAttempt(None, 0.02)]
+        provider = FakeStreamingProvider(
+            [{"attempts": attempts}, {"content": "a"}] if reported_first else None
+        )
+        if not reported_first:
+            provider.chunk_delay = 10
+            provider.cancel_attempts = attempts
 
         async def consume() -> None:
             async for _ in observe_llm_provider(provider, metrics).stream(MESSAGES, model="m"):
-                pass
+                provider.chunk_delay = 10  # the answer is slow to come
 
         task = asyncio.create_task(consume())
         await provider.waiting.wait()
@@ -536,8 +568,9 @@ class TestLLMFaults:
     async def test_a_chunk_that_cannot_say_if_it_has_text_is_passed_on(
         self, metrics: MetricSet
     ) -> None:
-        """A chunk whose ``in`` raises reaches the consumer; the stream ends as it would."""
-        odd = NoMembership(content="hel")
+        """A chunk whose content cannot be read reaches the consumer; the stream ends as it
+        would."""
+        odd = _NoContent(content="hel")
         provider = FakeStreamingProvider([odd, {"done": True, "model": "m-1"}])
         chunks = [c async for c in observe_llm_provider(provider, metrics).stream(MESSAGES)]
         assert provider.chunks == chunks

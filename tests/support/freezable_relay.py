@@ -1,4 +1,5 @@
-"""A TCP relay on 127.0.0.1 that can stop passing bytes: a database (or its network) that hangs.
+"""A TCP relay on 127.0.0.1 that can stop passing bytes: a database (or its network) that hangs,
+or one that goes away right after it said something.
 
 Usage (inside a running event loop, which must keep running while clients use it)::
 
@@ -6,6 +7,7 @@ Usage (inside a running event loop, which must keep running while clients use it
         dsn = dsn.replace(f":{server_port}/", f":{relay.port}/")
         ...
         relay.freeze()
+        relay.cut_after(b"COMMIT\x00")  # the link dies right after the server confirms a commit
 """
 
 from __future__ import annotations
@@ -31,7 +33,12 @@ class FreezableRelay:
         self._flowing.set()
         self._server: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
+        self._cut_marker: bytes | None = None
+        self._is_hang = False
+        #: Set when the client of a connection hung by ``cut_after(..., hang=True)`` closed it.
+        self.hung_up = asyncio.Event()
         self.port = 0
+        self.cuts = 0
 
     async def __aenter__(self) -> FreezableRelay:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -53,6 +60,15 @@ class FreezableRelay:
         """Pass the bytes held and those to come."""
         self._flowing.set()
 
+    def cut_after(self, marker: bytes | None, *, hang: bool = False) -> None:
+        """From now on, a connection whose server sent ``marker`` (in one read) is cut, both
+        ways, when its client next sends anything: what the server said arrives, and the
+        link is gone before anything else is said. With ``hang``, the client's bytes are
+        dropped instead and the link stays open, silent (a network that stopped then),
+        until the client closes it (``hung_up`` is set then). ``None`` stops cutting."""
+        self._cut_marker = marker
+        self._is_hang = hang
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self._writers.append(writer)
@@ -60,12 +76,30 @@ class FreezableRelay:
         upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self._port)
         self._writers.append(upstream_writer)
 
+        said_marker = is_hung = False
+
         async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            nonlocal said_marker, is_hung
             with contextlib.suppress(OSError):
                 while data := await source.read(65536):
                     await self._flowing.wait()
+                    if is_hung:
+                        continue
+                    if said_marker and source is reader:
+                        self.cuts += 1
+                        if self._is_hang:
+                            is_hung = True
+                            continue
+                        writer.transport.abort()
+                        upstream_writer.transport.abort()
+                        return
                     sink.write(data)
                     await sink.drain()
+                    marker = self._cut_marker
+                    if marker is not None and source is upstream_reader and marker in data:
+                        said_marker = True
+            if is_hung and source is reader:
+                self.hung_up.set()
             sink.close()
 
         await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))

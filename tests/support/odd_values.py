@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "HugeRepr",
     "InterruptOfItsOwn",
     "NoItems",
     "NoMembership",
@@ -13,6 +14,8 @@ __all__ = [
     "UnequalArgument",
     "Unprintable",
     "UnprintableText",
+    "Unrepresentable",
+    "UnrepresentableText",
 ]
 
 
@@ -77,3 +80,40 @@ class Unprintable(Exception):
 
 class InterruptOfItsOwn(KeyboardInterrupt):
     """What a tool or provider may raise; no signal raises a subclass of KeyboardInterrupt."""
+
+
+class Unrepresentable:
+    """A value whose ``repr``, and even its ``__class__``, fail."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    @property  # type: ignore[misc]  # on purpose: isinstance() reads it
+    def __class__(self) -> type:
+        raise RuntimeError("no class")
+
+
+class UnrepresentableText(str):
+    """A text whose ``repr``, ``len``, slices and iteration fail."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    def __len__(self) -> int:
+        raise RuntimeError("no len")
+
+    def __getitem__(self, key: Any) -> str:
+        raise RuntimeError("no item")
+
+    def __iter__(self) -> Any:
+        raise RuntimeError("no iter")
+
+
+class HugeRepr:
+    """A value whose ``repr`` is ten million characters long; counts how often it is asked."""
+
+    calls = 0
+
+    def __repr__(self) -> str:
+        HugeRepr.calls += 1
+        return "x" * 10_000_000

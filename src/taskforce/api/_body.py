@@ -1,7 +1,8 @@
 """Strict JSON request bodies: a JSON content type, and no more than JSON itself allows.
 
 A body sent without one JSON content type (none at all, a form, ``text/plain``, or
-several that differ) is refused with a 415 before it is read. ``json.loads`` takes
+several that differ), or compressed (``Content-Encoding``), is refused with a 415
+before it is read. ``json.loads`` takes
 ``NaN``/``Infinity``, numbers that overflow to infinity, lone surrogate escapes
 (``"\\ud800"``), nesting until the interpreter's recursion limit, and an object
 that gives a key twice (keeping the last). Each is refused here as a
@@ -23,8 +24,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from taskforce.api._encoding import refusal
+from taskforce.core.interfaces.jsonable import unique_keys
 
 __all__ = [
+    "ENCODED_REASON",
     "MANY_TYPES_REASON",
     "MAX_JSON_DEPTH",
     "NOT_JSON_REASON",
@@ -42,6 +45,9 @@ NOT_JSON_REASON = "request body must be JSON (content-type: application/json)"
 MANY_TYPES_REASON = "request has more than one content-type; send one: application/json"
 """The reason of the 415 answered to a request with several ``Content-Type`` headers that differ."""
 
+ENCODED_REASON = "request body must not be compressed (content-encoding); send it as is"
+"""The reason of the 415 answered to a body sent with a ``Content-Encoding`` (gzip, ...)."""
+
 
 def _refuse(reason: str, doc: str, needle: str = "") -> json.JSONDecodeError:
     return json.JSONDecodeError(reason, doc, max(0, doc.find(needle)) if needle else 0)
@@ -55,22 +61,6 @@ def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
         raise json.JSONDecodeError(f"number {text[:20]} is out of range", text, 0)
-    return value
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """An object's members as a dict; a key given twice is refused (which one would count?).
-
-    ``json.loads`` keeps the last, another reader (a proxy, a log pipeline) may keep the
-    first: the request one of them checked would not be the one that ran.
-    """
-    value = dict(pairs)
-    if len(value) < len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise json.JSONDecodeError(f"duplicate key {key[:40]!r}", "", 0)
-            seen.add(key)
     return value
 
 
@@ -123,7 +113,7 @@ def parse_strict_json(body: bytes) -> Any:
             doc,
             parse_constant=_reject_constant,
             parse_float=_finite_float,
-            object_pairs_hook=_unique_keys,
+            object_pairs_hook=unique_keys,
         )
     except json.JSONDecodeError as exc:
         raise json.JSONDecodeError(exc.msg, doc, exc.pos) from None
@@ -157,6 +147,16 @@ def is_json_media_type(content_type: str) -> bool:
     )
 
 
+def _is_encoded(request: Request) -> bool:
+    """Whether the body is sent with a content coding (``gzip``, ...), which is not read here.
+
+    Parsed as it is, a gzip body would be a 422 that does not say why, and a plain body
+    labelled gzip would run while a proxy in front that inflates it saw garbage.
+    """
+    given = request.headers.getlist("content-encoding")
+    return any(c.strip().lower() not in ("", "identity") for v in given for c in v.split(","))
+
+
 def _content_type(request: Request) -> str | None:
     """The request's ``Content-Type`` (``""`` without one); ``None`` if it has several that differ.
 
@@ -186,7 +186,9 @@ class StrictJSONRoute(APIRoute):
     then refuse it as a 422 that does not say why. So is a request without a
     ``Content-Type``: FastAPI does not read such a body as JSON either (a guard against
     web pages that make a browser post to a local service without a CORS preflight);
-    and one with several that differ (:data:`MANY_TYPES_REASON`), whichever is first.
+    and one with several that differ (:data:`MANY_TYPES_REASON`), whichever is first;
+    and a body sent with a ``Content-Encoding`` other than ``identity``
+    (:data:`ENCODED_REASON`): it is not decoded here.
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
@@ -210,6 +212,8 @@ class StrictJSONRoute(APIRoute):
                     return refusal(415, MANY_TYPES_REASON)
                 if not is_json_media_type(content_type):
                     return refusal(415, NOT_JSON_REASON)  # none at all too (see above)
+                if "content-encoding" in strict.headers and _is_encoded(strict):
+                    return refusal(415, ENCODED_REASON)
             return await handler(strict)
 
         return strict_handler

@@ -8,14 +8,13 @@ surrogates leave as JSON ``\\uXXXX`` escapes, non-finite numbers as ``null``.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
-from taskforce.core.interfaces.jsonable import as_text, jsonable
+from taskforce.core.interfaces.jsonable import json_writer
 
 __all__ = ["PathRedactor", "SafeJSONResponse", "json_bytes", "refusal", "sse_event"]
 
@@ -52,15 +51,8 @@ class PathRedactor:
         return text
 
 
-def _finite(value: Any) -> Any:
-    """Return ``value`` with every NaN or infinite float replaced by ``None``."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    return value
+# The response's JSON: compact, UTF-8 as it is, strict (no NaN).
+_WRITE = json_writer(is_finite=True, ensure_ascii=False, separators=(",", ":"))
 
 
 def json_bytes(data: Any, redact: Redact | None = None) -> bytes:
@@ -72,16 +64,10 @@ def json_bytes(data: Any, redact: Redact | None = None) -> bytes:
 
     Returns:
         The JSON document; a lone surrogate becomes a ``\\uXXXX`` escape, a NaN or
-        infinite float becomes ``null``, and what else JSON cannot hold becomes text
-        (``jsonable``).
+        infinite float becomes ``null`` (as a key, ``"NaN"`` or ``"Infinity"``), and what
+        else JSON cannot hold becomes text (``json_writer``).
     """
-    options: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":"), "default": as_text}
-    try:
-        text = json.dumps(data, allow_nan=False, **options)
-    except (TypeError, ValueError):
-        # NaN or infinity (JSON has no literal for them), and what a tool's output may
-        # hold besides: a key JSON cannot take, an int past Python's digits, a cycle
-        text = json.dumps(_finite(jsonable(data)), allow_nan=False, **options)
+    text = _WRITE(data)
     if redact is not None:
         text = redact(text)
     # Unencodable characters sit inside JSON strings only, where "\udcff" is a valid escape.

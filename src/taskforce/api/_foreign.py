@@ -28,6 +28,8 @@ class ForeignSupervisor:
     workers: int | None
     #: The host the server binds its shared port to.
     host: str | None = None
+    #: That port (``None`` for a Unix socket or an inherited descriptor).
+    port: int | None = None
 
     @property
     def is_multiprocess(self) -> bool:
@@ -45,12 +47,38 @@ def _as_count(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _bind_host(bind: object) -> str | None:
-    """The host of gunicorn's first ``bind`` address (``HOST:PORT``), if it is one."""
+def _as_port(value: object) -> int | None:
+    port = _as_count(value)
+    return port if port is not None and 0 < port < 65536 else None
+
+
+def _bind_address(bind: object) -> tuple[str | None, int | None]:
+    """The host and port of gunicorn's first ``bind`` address, read as gunicorn reads it.
+
+    As ``gunicorn.util.parse_address``: ``HOST:PORT``, ``[V6]:PORT``, a bare ``HOST``
+    (port 8000) and ``tcp://`` before any of them; an empty host (``:8000``, the
+    form container platforms document) binds every interface, ``0.0.0.0``. A Unix
+    socket (``unix:``) or an inherited descriptor (``fd://``) has neither: ``None``.
+    """
     if not isinstance(bind, list | tuple) or not bind or not isinstance(bind[0], str):
+        return None, None
+    address = bind[0]
+    if address.startswith(("unix:", "fd://")):
+        return None, None
+    address = address.removeprefix("tcp://")
+    if "[" in address and "]" in address:
+        host, port = address.split("]")[0][1:], address.partition("]:")[2]
+    else:
+        host, _, port = address.partition(":")
+    digits = port or "8000"
+    return host.lower() or "0.0.0.0", _as_port(int(digits)) if digits.isdecimal() else None
+
+
+def _uvicorn_port(config: object) -> int | None:
+    """The TCP port a uvicorn config serves on; ``None`` when it serves a socket it was given."""
+    if getattr(config, "uds", None) is not None or getattr(config, "fd", None) is not None:
         return None
-    host, sep, _ = bind[0].rpartition(":")
-    return host.strip("[]") if sep and not bind[0].startswith("unix:") else None
+    return _as_port(getattr(config, "port", None))
 
 
 def _from_frame(frame: FrameType) -> ForeignSupervisor | None:
@@ -65,14 +93,12 @@ def _from_frame(frame: FrameType) -> ForeignSupervisor | None:
             "uvicorn",
             1 if is_reload else _as_count(getattr(config, "workers", None)),
             host if isinstance(host, str) else None,
+            _uvicorn_port(config),
         )
     if module.startswith("gunicorn."):
         cfg = getattr(frame.f_locals.get("self"), "cfg", None)
-        return ForeignSupervisor(
-            "gunicorn",
-            _as_count(getattr(cfg, "workers", None)),
-            _bind_host(getattr(cfg, "bind", None)),
-        )
+        workers = _as_count(getattr(cfg, "workers", None))
+        return ForeignSupervisor("gunicorn", workers, *_bind_address(getattr(cfg, "bind", None)))
     return None
 
 
@@ -112,14 +138,36 @@ def _from_parent(proc: Path) -> ForeignSupervisor | None:
     names = [os.path.basename(arg) for arg in argv[:3]]
     if any(name.startswith("gunicorn") for name in names) or "gunicorn" in argv[1:3]:
         workers = _flag_count(argv, ("-w", "--workers"))
-        return ForeignSupervisor("gunicorn", workers, _bind_host([_flag(argv, ("-b", "--bind"))]))
+        bind = _bind_address([_flag(argv, ("-b", "--bind"))])
+        return ForeignSupervisor("gunicorn", workers, *bind)
     if any(name == "uvicorn" for name in names) or "uvicorn" in argv[1:3]:
         if "--reload" in argv:  # one process, whatever --workers says (see _from_frame)
             return None
         workers = _flag_count(argv, ("--workers",))
         host = _flag(argv, ("--host",)) or "127.0.0.1"
-        return ForeignSupervisor("uvicorn", workers, host) if workers is not None else None
+        port = _uvicorn_flag_port(argv, os.environ)
+        return ForeignSupervisor("uvicorn", workers, host, port) if workers is not None else None
     return None
+
+
+def _uvicorn_flag_port(argv: list[str], environ: Mapping[str, str]) -> int | None:
+    """The port uvicorn's command line serves on: ``--port``, ``UVICORN_PORT`` or 8000.
+
+    ``None`` when it serves a Unix socket or a descriptor it was given (``--uds``, ``--fd``).
+    """
+    uds = _flag(argv, ("--uds",)) or environ.get("UVICORN_UDS")
+    fd = _flag(argv, ("--fd",)) or environ.get("UVICORN_FD")
+    if uds or fd:
+        return None
+    raw = _flag(argv, ("--port",)) or environ.get("UVICORN_PORT") or "8000"
+    return _as_port(int(raw)) if raw.isdecimal() else None
+
+
+def _is_uvicorn(argv: list[str]) -> bool:
+    """Whether ``argv`` is uvicorn's own command line (its script, or ``python -m uvicorn``)."""
+    return bool(argv) and (
+        os.path.basename(argv[0]) == "uvicorn" or argv[0].endswith("uvicorn/__main__.py")
+    )
 
 
 def own_uvicorn_host(argv: list[str], environ: Mapping[str, str]) -> str | None:
@@ -132,10 +180,24 @@ def own_uvicorn_host(argv: list[str], environ: Mapping[str, str]) -> str | None:
     Returns:
         The host uvicorn binds; ``None`` when this process is not uvicorn's.
     """
-    names = [os.path.basename(arg) for arg in argv[:2]]
-    if not (names and (names[0] == "uvicorn" or argv[0].endswith("uvicorn/__main__.py"))):
+    if not _is_uvicorn(argv):
         return None
     return _flag(argv, ("--host",)) or environ.get("UVICORN_HOST") or None
+
+
+def own_uvicorn_port(argv: list[str], environ: Mapping[str, str]) -> int | None:
+    """The port a plain (single-process) uvicorn running this process serves the API on.
+
+    Args:
+        argv: this process's command line (``sys.argv``).
+        environ: its environment (uvicorn reads ``UVICORN_PORT``, ``UVICORN_UDS`` and
+            ``UVICORN_FD`` too).
+
+    Returns:
+        ``--port`` (8000 by default); ``None`` when this process is not uvicorn's, or
+        it serves a Unix socket or a descriptor (``--uds``, ``--fd``).
+    """
+    return _uvicorn_flag_port(argv, environ) if _is_uvicorn(argv) else None
 
 
 def detect_supervisor(proc: Path = Path("/proc")) -> ForeignSupervisor | None:

@@ -3,7 +3,8 @@
 h11 refuses a head only while it is still incomplete and its buffered bytes pass
 ``max_incomplete_event_size``: the same head arriving whole in one read went through,
 so the limit depended on how the bytes arrived. ``HeadLimitedConnection`` also
-refuses a whole head over the limit, so a head is refused by its size alone.
+refuses a whole head over the limit, so a head is refused by its size alone, and a
+head that frames its body twice (``Content-Length`` and ``Transfer-Encoding``).
 """
 
 from __future__ import annotations
@@ -53,10 +54,30 @@ class HeadLimitedConnection(h11.Connection):
         except h11.RemoteProtocolError as exc:
             self.error = exc
             raise
-        if isinstance(event, h11.Request) and head_bytes(event) > self.max_head_bytes:
-            self.error = h11.RemoteProtocolError("request head too large", error_status_hint=431)
-            raise self.error
+        if isinstance(event, h11.Request):
+            if head_bytes(event) > self.max_head_bytes:
+                self.error = h11.RemoteProtocolError(
+                    "request head too large", error_status_hint=431
+                )
+                raise self.error
+            if _is_framed_twice(event):
+                self.error = h11.RemoteProtocolError(
+                    "both Content-Length and Transfer-Encoding", error_status_hint=400
+                )
+                raise self.error
         return event
+
+
+def _is_framed_twice(request: h11.Request) -> bool:
+    """Whether ``request`` gives its body a ``Content-Length`` and a ``Transfer-Encoding``.
+
+    h11 reads the body as chunked and goes on with the connection; a proxy in front
+    that read the length instead would pass the rest of that body on as a request of
+    its own, which no check of the proxy saw (request smuggling). RFC 9112 says such a
+    request ought to be handled as an error: it is a 400.
+    """
+    names = [name for name, _ in request.headers]
+    return b"transfer-encoding" in names and b"content-length" in names
 
 
 def refusal_bytes(conn: h11.Connection, status_code: int, detail: str) -> bytes:

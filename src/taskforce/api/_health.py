@@ -12,7 +12,12 @@ import asyncio
 import contextvars
 from typing import Any, cast
 
-from taskforce.core.interfaces.outcome import retrieve_outcome
+from taskforce.core.interfaces.outcome import (
+    OwnBaseException,
+    no_answer_within,
+    raise_as_failure,
+    retrieve_outcome,
+)
 from taskforce.core.interfaces.state import HealthCheckingStateStoreProtocol, StateStoreHealth
 
 __all__ = ["StateStoreCheck"]
@@ -66,7 +71,7 @@ class StateStoreCheck:
         # the shared check running for the requests that joined it.
         done, _ = await asyncio.wait({task}, timeout=self._deadline)
         if not done:
-            said = f"no answer within {self._deadline:g} s (state.health_timeout_seconds)"
+            said = no_answer_within(self._deadline, "state.health_timeout_seconds")
             return {"backend": backend, "reachable": False, "error": f"TimeoutError: {said}"}
         health = _outcome(task)
         body: dict[str, Any] = {"backend": backend, "reachable": health.is_reachable is True}
@@ -86,7 +91,11 @@ async def _checked(store: HealthCheckingStateStoreProtocol) -> StateStoreHealth:
     """Run ``store``'s check, called and awaited inside the task: a store of one's own whose
     ``check_health`` is not the protocol's (synchronous, or answering something else than a
     ``StateStoreHealth``) fails it with a ``TypeError`` instead of failing ``/health``."""
-    health = await store.check_health()
+    try:
+        health = await store.check_health()
+    except BaseException as exc:
+        # a store's own SystemExit out of this task would stop the event loop
+        raise_as_failure(exc)
     if not isinstance(health, StateStoreHealth):
         raise TypeError(f"check_health returned {type(health).__name__}, not StateStoreHealth")
     return health
@@ -99,5 +108,7 @@ def _outcome(task: asyncio.Task[StateStoreHealth]) -> StateStoreHealth:
         return StateStoreHealth(is_reachable=False, error="CancelledError")
     try:
         return task.result()
+    except OwnBaseException as exc:  # a SystemExit of the store's own, say
+        return StateStoreHealth(is_reachable=False, error=type(exc.raised).__name__)
     except Exception as exc:
         return StateStoreHealth(is_reachable=False, error=type(exc).__name__)

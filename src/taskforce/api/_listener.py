@@ -24,6 +24,7 @@ from taskforce.errors import StartupError
 __all__ = [
     "MetricsListener",
     "WorkerSlot",
+    "api_port_clash",
     "bind_first_free",
     "bind_socket",
     "metrics_listener",
@@ -66,6 +67,34 @@ def metrics_listener(
 
 #: What a metrics listener is for, in a bind error, when only settings chose its address.
 METRICS_LISTENER = metrics_listener()
+
+# Addresses that bind every interface, and so collide with any other address.
+_WILDCARDS = frozenset({"0.0.0.0", "::", ""})
+
+
+def api_port_clash(api: tuple[str, int], metrics: tuple[str, int], workers: int = 1) -> str | None:
+    """Say why the API's port cannot also be a metrics port; ``None`` when it is not one.
+
+    Args:
+        api: the host and port the API listens on.
+        metrics: ``metrics.host`` (or its default) and ``metrics.port``.
+        workers: how many metrics ports there are, from ``metrics.port`` on.
+
+    Returns:
+        The reason, e.g. ``"the API port 8000 is also metrics.port: ..."``, when the
+        API's port is among the metrics ports on an address that overlaps its own.
+    """
+    (api_host, api_port), (host, port) = api, metrics
+    if not (host == api_host or _WILDCARDS & {host, api_host}):
+        return None
+    if not port <= api_port < port + workers:
+        return None
+    taken = (
+        "metrics.port"
+        if workers == 1
+        else f"among the workers' metrics ports {port}-{port + workers - 1}"
+    )
+    return f"the API port {api_port} is also {taken}: give metrics a port of their own"
 
 
 def bind_socket(host: str, port: int, *, what: str) -> socket.socket:

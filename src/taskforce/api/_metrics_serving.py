@@ -7,7 +7,8 @@ Decided once, when the app is built:
   A worker of ``taskforce serve`` gets its socket from the supervisor; any other
   process binds ``metrics.port`` (falling forward to a free port under a recognised
   multi-process server) and registers itself in ``metrics.targets_file``, checked
-  first as ``taskforce serve`` checks it.
+  first as ``taskforce serve`` checks it. As there, a ``metrics.port`` whose ports
+  (one per worker) hold the server's own API port is refused.
 - ``metrics.port`` unset under uvicorn ``--workers`` or gunicorn: not served at all,
   since one worker's numbers are not the service's; a ``lifecycle`` warning names
   ``metrics.port`` as the fix.
@@ -23,16 +24,23 @@ import structlog
 from fastapi import FastAPI
 from starlette.applications import Starlette
 
-from taskforce.api._foreign import ForeignSupervisor, detect_supervisor, own_uvicorn_host
+from taskforce.api._foreign import (
+    ForeignSupervisor,
+    detect_supervisor,
+    own_uvicorn_host,
+    own_uvicorn_port,
+)
 from taskforce.api._listener import (
     METRICS_LISTENER,
     MetricsListener,
     WorkerSlot,
+    api_port_clash,
     bind_first_free,
     bind_socket,
 )
 from taskforce.api._targets import register_target, report_failure, unregister_target
 from taskforce.config import Settings, check_targets_file
+from taskforce.errors import ConfigurationError
 from taskforce.observability import (
     HTTPMetricsMiddleware,
     MetricSet,
@@ -67,7 +75,9 @@ class MetricsServing:
         Raises:
             ConfigurationError: ``metrics.targets_file``, which a process that is no
                 worker of ``taskforce serve`` registers itself in, is a directory, a
-                file that is not a targets file, or in a folder that cannot be made.
+                file that is not a targets file, or in a folder that cannot be made;
+                or ``metrics.port`` (with the ports above it, one per worker) holds the
+                port the server serves the API on.
         """
         self._settings = settings.metrics
         self._read_timeout = settings.api.read_timeout_seconds
@@ -89,6 +99,8 @@ class MetricsServing:
         # MetricsMount serves the bare path too: a scrape of /metrics must not be a 307.
         mount = MetricsMount(self._settings.path, app=metrics_app)
         if self._settings.port is not None:
+            if worker is None:  # `taskforce serve` checked it before it bound the API
+                self._check_api_port(self._settings.port)
             targets = self._settings.targets_file
             if worker is None and targets is not None:
                 # This process registers itself: checked as `taskforce serve` checks it
@@ -162,6 +174,34 @@ class MetricsServing:
         if self._listener is not None:
             listener, self._listener = self._listener, None
             await listener.aclose()
+
+    def _check_api_port(self, port: int) -> None:
+        """Refuse a ``metrics.port`` range that holds the port the server serves the API on.
+
+        uvicorn binds its port before the app starts but listens on it only after: the
+        metrics listener would take it, and the API fail to start ("address already in
+        use") or, under uvicorn ``--workers``, its workers die in a loop. gunicorn's
+        workers would move to the next ports, off the documented range.
+
+        Raises:
+            ConfigurationError: the API's port is among the metrics ports on an address
+                that overlaps the API's.
+        """
+        foreign = self._foreign
+        if foreign is not None:
+            api_host, api_port = foreign.host, foreign.port
+            workers = (foreign.workers or 1) if foreign.is_multiprocess else 1
+        else:  # a plain uvicorn, if it is one
+            api_host = own_uvicorn_host(sys.argv, os.environ) or _FALLBACK_HOST
+            api_port, workers = own_uvicorn_port(sys.argv, os.environ), 1
+        if api_host is None or api_port is None:
+            return
+        host = self._settings.host or self._default_host()
+        clash = api_port_clash((api_host, api_port), (host, port), workers)
+        if clash is not None:
+            raise ConfigurationError(
+                "metrics.port", clash, source=f"TASKFORCE_METRICS__PORT='{port}'"
+            )
 
     def _default_host(self) -> str:
         if self._foreign is not None and self._foreign.host:

@@ -157,7 +157,8 @@ MISSION_ANSWERS: dict[int | str, dict[str, Any]] = {
     415: error_answer(
         "The body was sent without a `Content-Type`, with one that is not JSON, or with "
         "several that differ: send one, `application/json` (any parameters) or an "
-        "`application/*+json` type."
+        "`application/*+json` type. Or it was compressed (a `Content-Encoding` other than "
+        "`identity`): send it as is."
     ),
     503: {
         **error_answer(

@@ -27,7 +27,7 @@ from types import FrameType
 
 import structlog
 
-from taskforce.api._listener import WorkerSlot, bind_socket, metrics_listener
+from taskforce.api._listener import WorkerSlot, api_port_clash, bind_socket, metrics_listener
 from taskforce.api._serving import CANCEL_RECORD_SECONDS, STOP_SIGNALS, run_worker
 from taskforce.api._targets import replace_own_targets, report_failure
 from taskforce.config import Settings
@@ -71,10 +71,6 @@ def resolve_workers(option: int | None, environ: dict[str, str] | None = None) -
     return int(raw)
 
 
-# Addresses that bind every interface, and so collide with any other address.
-_WILDCARDS = frozenset({"0.0.0.0", "::", ""})
-
-
 def serve(
     settings: Settings, host: str, port: int, workers: int, *, has_metrics_port_flag: bool = False
 ) -> int:
@@ -107,16 +103,9 @@ def serve(
         )
     metrics_host = metrics.host or host
     if metrics.enabled and metrics.port is not None:
-        same_address = metrics_host == host or _WILDCARDS & {metrics_host, host}
-        if same_address and metrics.port <= port < metrics.port + workers:
-            taken = (
-                "metrics.port"
-                if workers == 1
-                else f"among the workers' metrics ports {metrics.port}-{metrics.port + workers - 1}"
-            )
-            raise StartupError(
-                f"the API port {port} is also {taken}: give metrics a port of their own"
-            )
+        clash = api_port_clash((host, port), (metrics_host, metrics.port), workers)
+        if clash is not None:
+            raise StartupError(clash)
     api_socket = bind_socket(host, port, what="the API")
     metrics_sockets: list[socket.socket | None] = [None] * workers
     if metrics.enabled and metrics.port is not None:
@@ -287,7 +276,10 @@ class _Supervisor:
                         process.kill()
             sentinels = [p.sentinel for p in alive]
             multiprocessing.connection.wait(sentinels, timeout=_POLL_SECONDS)
-            self._reap(stopping=stop_deadline is not None)
+            # A stop signal taken during the wait and not passed on yet is a stop too: one
+            # sent to the whole process group also ends the workers, a booting one at once
+            # (it has no handler yet), and that is no crash nor a failed start.
+            self._reap(stopping=stop_deadline is not None or self._signals > self._stop_sent)
 
     def _reap(self, *, stopping: bool) -> None:
         now = time.monotonic()

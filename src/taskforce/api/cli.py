@@ -26,7 +26,6 @@ from taskforce.errors import (
     MissionError,
     StartupError,
     StateStoreError,
-    StateStoreUnavailableError,
 )
 
 if TYPE_CHECKING:
@@ -78,9 +77,27 @@ def _say(text: str = "", end: str = "\n") -> None:
     if sys.stdout is None:  # closed before the start: print() would drop the result unsaid
         raise _OutputFailed(OSError(errno.EBADF, os.strerror(errno.EBADF)))
     try:
-        print(text, end=end, flush=True)
+        print(_printable(text), end=end, flush=True)
+    except UnicodeEncodeError:  # an output encoding that is not UTF-8 (PYTHONIOENCODING)
+        encoding = sys.stdout.encoding
+        _say(text.encode(encoding, "backslashreplace").decode(encoding), end)
     except OSError as exc:
         raise _OutputFailed(exc) from exc
+
+
+def _printable(text: str) -> str:
+    """``text`` with each lone surrogate as its ``\\uXXXX`` escape.
+
+    A tool's argument (a JSON escape) or a file name that is not UTF-8 puts lone
+    surrogates in a result and its events. Printed as they are, one stops ``run`` with
+    a traceback, or goes out as a byte that is not UTF-8 (``surrogateescape``); as
+    ``\\udcff`` it is a valid JSON escape inside a string, and readable text.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
@@ -466,16 +483,11 @@ def _command(args: argparse.Namespace) -> int:
     except (ConfigurationError, MissionError, StartupError) as exc:
         _complain(f"taskforce: {exc}")
         return 2
-    except StateStoreUnavailableError as exc:
-        # The message names no connection string; the setting to check is state.dsn,
-        # unless the message names the libpq variable (PGSSLMODE) the driver refused.
-        where = "" if exc.variable else "state.dsn (TASKFORCE_STATE__DSN): "
-        _complain(f"taskforce: {where}{exc}")
-        return 2
     except StateStoreError as exc:
-        # A store that opened but cannot be used (a schema newer than this code knows):
-        # a start-up failure, one line; the message names no path and no DSN.
-        _complain(f"taskforce: state: {exc}")
+        # A database that cannot be reached (state.dsn named), or a store that opened but
+        # cannot be used (a schema newer than this code knows): a start-up failure, one
+        # line; the message names no path and no DSN.
+        _complain(f"taskforce: {exc.start_up_line()}")
         return 2
     except _OutputFailed as exc:
         # Only `run` prints: its reader went away (`taskforce run ... | head -n 1`), or

@@ -22,7 +22,7 @@ from taskforce.api._metrics_serving import MetricsServing
 from taskforce.api._routes import MISSION_ROUTES, mission_router
 from taskforce.application.container import Container, build_container
 from taskforce.config import Settings, load_settings
-from taskforce.errors import StateStoreUnavailableError
+from taskforce.errors import StateStoreError, StateStoreUnavailableError
 
 __all__ = ["create_app"]
 
@@ -73,11 +73,15 @@ def create_app(
         # Connects the state store on the server's own loop (a pool belongs to one loop).
         try:
             await ctr.open()
-        except StateStoreUnavailableError as exc:
+        except StateStoreError as exc:
             # A first start refuses (the service would come up without its sessions); a
             # worker replacing one that served must not, or one database outage plus one
             # crash would take the whole service down. Its store connects on its next call.
-            if worker is None or not worker.restarted:
+            is_unavailable = isinstance(exc, StateStoreUnavailableError)
+            if worker is None or not worker.restarted or not is_unavailable:
+                # The traceback a server logs (uvicorn --factory, gunicorn) ends with the
+                # line taskforce serve prints: the setting to check, never the DSN.
+                exc.add_note(f"taskforce: {exc.start_up_line()}")
                 raise
             _LOG.warning("state.unavailable", category="state", error=str(exc))
         await metrics_serving.start()

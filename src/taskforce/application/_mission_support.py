@@ -41,7 +41,7 @@ def record_fields(result: ExecutionResult) -> dict[str, Any]:
     }
 
 
-def store_failure_fields(exc: Exception) -> dict[str, str]:
+def store_failure_fields(exc: BaseException) -> dict[str, str]:
     """The fields of ``state.save.failed`` and ``state.load.failed`` for what a store raised.
 
     ``error_type`` is what the failed mission (or session read) says, the class name;

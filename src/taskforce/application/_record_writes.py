@@ -14,6 +14,7 @@ from typing import Any, cast
 import structlog
 
 from taskforce.application._mission_support import now_iso, seconds_since, store_failure_fields
+from taskforce.core.interfaces.outcome import is_caller_cancelled, raise_as_failure
 from taskforce.core.interfaces.state import StateStoreProtocol
 
 __all__ = ["RecordWrites"]
@@ -109,14 +110,17 @@ class RecordWrites:
         started = time.perf_counter()
         try:
             saved = await self._state.append(session_id, {**record, "finished_at": now_iso()})
-        except Exception as exc:
+        except BaseException as exc:
+            if not isinstance(exc, Exception) and is_caller_cancelled(exc):
+                raise  # given up (abandon, the loop ending): _write says so
             _LOG.error(
                 "state.save.failed",
                 category="state",
                 **store_failure_fields(exc),
                 duration_ms=seconds_since(started) * 1000,
             )
-            raise
+            # a store's own SystemExit out of this task would stop the event loop
+            raise_as_failure(exc)
         _LOG.debug(
             "state.saved",
             category="state",

@@ -58,33 +58,26 @@ _DONE = object()
 RECORD_SECONDS = 5.0
 
 
-async def _unsaved(
-    result: ExecutionResult, error: str, exc: Exception, on_event: EventCallback | None
-) -> ExecutionResult:
-    """The result of a mission whose record could not be saved, as ``exc`` said: failed.
+_Ended = TypeVar("_Ended", AgentOutcome, ExecutionResult)
+#: The outcome of an agent that raised itself: nothing of its run is known.
+_NO_OUTCOME = AgentOutcome("failed", "")
 
-    Its ``error_type`` is the class name of ``exc`` (``StateCorruptedError``, ...). A
-    stream hears it as its (last) ``error`` event first, so that event and the final
-    ``result`` agree, also after an earlier ``error`` event of the mission itself.
+
+async def _failed(
+    ended: _Ended, error: str, error_type: str, on_event: EventCallback | None
+) -> _Ended:
+    """``ended`` as failed with ``error`` and ``error_type``, which a stream hears first.
+
+    The last resorts of a mission: an agent that raised itself (``_NO_OUTCOME``, its
+    error from ``crash_error``: the caller still gets a result, not a 500, and the session
+    a record), and a record that could not be saved (the result, its ``error_type`` the
+    class name of what the store raised). A stream hears it as its (last) ``error`` event
+    first, so that event and the final ``result`` agree, also after an earlier ``error``
+    event of the mission itself.
     """
-    error_type = class_error_type(exc)
-    if on_event is not None:
-        data = {"error": error, "error_type": error_type}
-        await on_event(ProgressEvent(kind="error", data=data))
-    return dataclasses.replace(result, status="failed", error=error, error_type=error_type)
-
-
-async def _crashed(exc: Exception, on_event: EventCallback | None) -> AgentOutcome:
-    """The outcome of an agent that raised ``exc`` itself: failed, as a crash below it is.
-
-    An agent ends its run failed, its steps kept, when something below it raises (see
-    ``crash_error``); this is the last resort for a bug in the agent itself, so that the
-    caller still gets a result (not a 500) and the session a record.
-    """
-    error, error_type = crash_error(exc)
     if on_event is not None:
         await on_event(ProgressEvent(kind="error", data={"error": error, "error_type": error_type}))
-    return AgentOutcome("failed", "", error=error, error_type=error_type)
+    return dataclasses.replace(ended, status="failed", error=error, error_type=error_type)
 
 
 async def _stop(task: asyncio.Task[Any]) -> None:
@@ -102,7 +95,8 @@ async def _stop(task: asyncio.Task[Any]) -> None:
 
 
 def _has_ended(task: asyncio.Task[Any]) -> bool:
-    """Whether a stream's mission ``task`` ended with its result (its record saved)."""
+    """Whether ``task`` ended with its result: a stream's mission (its record saved), a
+    mission's record write."""
     return task.done() and not task.cancelled() and task.exception() is None
 
 
@@ -410,7 +404,7 @@ class AgentExecutor:
                 await self._await_record(write, "cancelled", is_cancelled=True)
                 raise
             except Exception as exc:
-                outcome = await _crashed(exc, on_event)
+                outcome = await _failed(_NO_OUTCOME, *crash_error(exc), on_event)
             result = ExecutionResult(
                 session_id,
                 mission_id,
@@ -429,7 +423,7 @@ class AgentExecutor:
                 # (then waited for at most RECORD_SECONDS: the mission ends as cancelled).
                 await self._await_record(save, result.status)
             except asyncio.CancelledError:
-                if not save.done() or save.cancelled() or save.exception() is not None:
+                if not _has_ended(save):
                     raise
                 # Saved: the mission ended as its record says, and the cancellation (a
                 # client that left, a shutdown) came after that end. Its result, logs and
@@ -438,22 +432,22 @@ class AgentExecutor:
                 if current is not None:
                     current.uncancel()
                 return result
-            except ValueError as exc:
-                # The request was checked before the mission ran, so a store that still
-                # refuses the id fails the mission; MissionError means a refused request.
-                said = exception_message(exc)
-                error = f"could not save the session state: invalid session_id: {said}"
-                return await _unsaved(result, error, exc, on_event)
-            except StateStoreError as exc:
-                # The store's message names no path or DSN (the log has the detail).
-                error = f"could not save the session state: {exception_message(exc)}"
-                return await _unsaved(result, error, exc, on_event)
             except Exception as exc:
-                # A store of one's own that raised anything else (a bug in it) fails this
-                # mission only. Its message may name a path or a DSN: only its class is said
-                # (state.save.failed has the message).
-                error = f"could not save the session state ({class_error_type(exc)})"
-                return await _unsaved(result, error, exc, on_event)
+                error_type = class_error_type(exc)
+                if isinstance(exc, ValueError):
+                    # The request was checked before the mission ran, so a store that still
+                    # refuses the id fails the mission; MissionError means a refused request.
+                    said = f": invalid session_id: {exception_message(exc)}"
+                elif isinstance(exc, StateStoreError):
+                    # The store's message names no path or DSN (the log has the detail).
+                    said = f": {exception_message(exc)}"
+                else:
+                    # A store of one's own that raised anything else (a bug in it) fails this
+                    # mission only. Its message may name a path or a DSN: only its class is
+                    # said (state.save.failed has the message).
+                    said = f" ({error_type})"
+                error = f"could not save the session state{said}"
+                return await _failed(result, error, error_type, on_event)
             return result
         finally:
             lock.release()

@@ -9,6 +9,7 @@ from typing import Any
 import structlog
 
 from taskforce.application._mission_support import store_failure_fields
+from taskforce.core.interfaces.outcome import is_caller_cancelled, raise_as_failure
 from taskforce.core.interfaces.state import StateStoreProtocol
 
 __all__ = ["SessionView", "read_session"]
@@ -63,11 +64,15 @@ async def read_session(store: StateStoreProtocol, session_id: str) -> SessionVie
         ValueError: the store refuses the id.
         StateStoreError: the store failed (logged as ``state.load.failed``); its
             message names no path or connection string.
+        Exception: a store of one's own failed otherwise (logged the same way); an
+            ``OwnBaseException`` for a ``BaseException`` it raised (``SystemExit``, ...).
     """
     started = time.perf_counter()
     try:
         state = await store.load(session_id)
-    except Exception as exc:
+    except BaseException as exc:
+        if not isinstance(exc, Exception) and is_caller_cancelled(exc):
+            raise
         _LOG.error(
             "state.load.failed",
             category="state",
@@ -75,7 +80,7 @@ async def read_session(store: StateStoreProtocol, session_id: str) -> SessionVie
             **store_failure_fields(exc),
             duration_ms=max(0.0, time.perf_counter() - started) * 1000,
         )
-        raise
+        raise_as_failure(exc)
     missions = state.get("missions") if state is not None else None
     records = missions if isinstance(missions, list) else []
     _LOG.debug(

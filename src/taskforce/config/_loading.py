@@ -42,15 +42,16 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
     path = os.environ.get(CONFIG_VARIABLE)
     try:
         check_environment(os.environ)
+        # where the file was named, so the one line says which setting to correct
+        where = f"{'--config' if config_file is not None else CONFIG_VARIABLE}={path!r}"
         if path is not None and not path.strip():
-            where = "--config" if config_file is not None else CONFIG_VARIABLE
             raise ConfigurationError(
-                "config", "names no file (leave it out for none)", source=f"{where}={path!r}"
+                "config", "names no file (leave it out for none)", source=where
             )
         if path and not Path(path).exists():
-            raise ConfigurationError("config", f"config file {path} does not exist")
+            raise ConfigurationError("config", "the file does not exist", source=where)
         if path and not Path(path).is_file():
-            raise ConfigurationError("config", f"config file {path} is not a file")
+            raise ConfigurationError("config", "it is not a file", source=where)
         return Settings(**overrides)
     except ValidationError as exc:
         raise configuration_error(exc, os.environ, path) from exc

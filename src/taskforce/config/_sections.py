@@ -24,6 +24,7 @@ from taskforce.config._dsn import check_dsn
 from taskforce.config._validators import (
     check_http_url,
     check_metrics_path,
+    check_utf8_secret,
     decode_prices,
     lower,
     non_empty_secret,
@@ -71,7 +72,7 @@ class LLMSettings(_Section):
         # spaces around a name are a slip (a quoted variable), never part of a model's name
         return not_blank(value).strip() if isinstance(value, str) else value
 
-    _api_key_given = field_validator("api_key")(non_empty_secret("for none"))
+    _api_key_given = field_validator("api_key")(non_empty_secret("for none", ascii_only=True))
 
     @field_validator("base_url")
     @classmethod
@@ -211,7 +212,7 @@ class StateSettings(_Section):
             if info.data.get("backend") == "postgres":
                 raise ValueError("is required when state.backend is 'postgres'")
             return None
-        check_dsn(value.get_secret_value())
+        check_dsn(check_utf8_secret(value.get_secret_value()))
         return value
 
 

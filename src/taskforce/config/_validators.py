@@ -7,23 +7,64 @@ puts after the setting's name, so its wording is part of the start-up message.
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
+from taskforce.core.interfaces.jsonable import unique_keys
 from taskforce.core.interfaces.log import LOG_CATEGORIES
 
 _RESERVED_PREFIXES = ("/api", "/health", "/docs", "/redoc", "/openapi.json")
 
 
-def non_empty_secret(unset_means: str) -> Callable[[SecretStr | None], SecretStr | None]:
-    """A validator refusing a blank secret; the message says what unsetting it means."""
+def check_utf8_secret(text: str) -> str:
+    """Return ``text`` if it is text UTF-8 can hold; its bytes were not, in a variable.
+
+    A variable's bytes that are not UTF-8 arrive as lone surrogates, which no HTTP
+    header, log line or driver can carry. The message never repeats the secret.
+
+    Raises:
+        ValueError: ``text`` holds a lone surrogate.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be UTF-8 text: it holds bytes that are not") from None
+    return text
+
+
+def non_empty_secret(
+    unset_means: str, *, ascii_only: bool = False
+) -> Callable[[SecretStr | None], SecretStr | None]:
+    """A validator refusing a token sent in an ``Authorization`` header that cannot be.
+
+    Refused: a blank one (the message says what unsetting it means), one that is no
+    UTF-8 text, one with whitespace at either end (a trailing newline from a secret
+    file: HTTP strips it from the header, so the token could never match or be sent)
+    or a control character other than a tab (HTTP refuses it in a header); with
+    ``ascii_only`` (a token we send ourselves), one with a character past ASCII, which
+    the HTTP client cannot put in a header. No message repeats the secret.
+    """
 
     def check(value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().strip():
+        if value is None:
+            return value
+        text = value.get_secret_value()
+        if not text.strip():
             raise ValueError(f"must not be empty (unset it {unset_means})")
+        check_utf8_secret(text)
+        if text != text.strip():
+            raise ValueError(
+                "must not start or end with whitespace (a trailing newline?): "
+                "an HTTP header cannot carry it"
+            )
+        if any(unicodedata.category(c) == "Cc" and c != "\t" for c in text):
+            raise ValueError("must not hold control characters: an HTTP header cannot carry them")
+        if ascii_only and not text.isascii():
+            raise ValueError("must be ASCII: the HTTP client sends its header as ASCII")
         return value
 
     return check
@@ -78,7 +119,7 @@ def check_http_url(value: str) -> str:
 
 
 def decode_prices(value: Any) -> Any:
-    """Read the model prices given as JSON text, and refuse an empty model name.
+    """Read the model prices given as JSON text; refuse an empty model name, or one twice.
 
     Decoded here rather than by pydantic-settings, whose error names no setting.
 
@@ -89,11 +130,13 @@ def decode_prices(value: Any) -> Any:
         The table, for pydantic to validate each price.
 
     Raises:
-        ValueError: the text is not JSON, or a model name is empty.
+        ValueError: the text is not JSON, a model is priced twice, or a model name is
+            empty.
     """
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            # a model priced twice: which price would count? (a TOML table cannot say so)
+            value = json.loads(value, object_pairs_hook=unique_keys)
         except json.JSONDecodeError as exc:
             raise ValueError(
                 'must be a JSON object like {"gpt-4o": {"input": 2.5, "output": 10}}'

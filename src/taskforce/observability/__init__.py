@@ -19,6 +19,7 @@ from taskforce.observability.metrics import MetricSet, observe_process
 from taskforce.observability.proxies import (
     ExecutorProxy,
     LLMProviderProxy,
+    ObservedStream,
     ObservingProxy,
     StateStoreProxy,
     StreamingLLMProviderProxy,
@@ -38,6 +39,7 @@ __all__ = [
     "LLMProviderProxy",
     "MetricSet",
     "MetricsMount",
+    "ObservedStream",
     "ObservingProxy",
     "StateStoreProxy",
     "StreamingLLMProviderProxy",

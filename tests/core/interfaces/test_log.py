@@ -20,6 +20,12 @@ from taskforce.core.interfaces.log import (
     secret_scrubber,
     text_fields,
 )
+from tests.support.odd_values import (
+    HugeRepr,
+    Unprintable,
+    Unrepresentable,
+    UnrepresentableText,
+)
 
 CANARY = "ZQX-canary-7731"
 
@@ -105,6 +111,39 @@ class TestQuoted:
         with pytest.raises(ValueError, match="got 0"):
             quoted("abc", 0)
 
+    def test_plain_data_is_quoted_as_its_repr(self) -> None:
+        """JSON-like values of any nesting up to the limits: their repr, cut."""
+        value = {"a": [1, 2.5, None, True, ("x", {"y": -(10**100)})]}
+        assert repr(value) == quoted(value, 1000)
+        assert cut_text(repr([[1] * 5000]), 80) == quoted([[1] * 5000])
+
+    def test_no_code_of_the_value_runs(self) -> None:
+        """A value of its own type is named, never asked for its repr or class; a text of
+        its own type is quoted as the text it holds; a list holding either is named."""
+        HugeRepr.calls = 0
+        assert "<Unrepresentable object>" == quoted(Unrepresentable())
+        assert "<HugeRepr object>" == quoted(HugeRepr())
+        assert "<list of 2 items>" == quoted([1, HugeRepr()])
+        assert "'ab'...[+1 chars]" == quoted(UnrepresentableText("abc"), 2)
+        assert 0 == HugeRepr.calls
+
+    def test_a_large_value_is_named_by_its_size(self) -> None:
+        """Plain data too large to write out is named, by type and size (an int past 4300
+        digits, whose repr raises, too)."""
+        assert "<int of 16610 bits>" == quoted(10**5000)
+        assert "<list of 1000000 items>" == quoted([0] * 1_000_000)
+        assert "<dict of 1 items>" == quoted({"k": "x" * 1_000_000})
+
+    def test_deep_or_cyclic_data_is_named(self) -> None:
+        """Nesting past the depth limit, or a list that holds itself, never reaches repr's
+        recursion limit nor loops: named."""
+        deep: list[object] = []
+        for _ in range(100_000):
+            deep = [deep]
+        loop: list[object] = []
+        loop.append(loop)
+        assert ("<list of 1 items>", "<list of 1 items>") == (quoted(deep), quoted(loop))
+
 
 class TestTextFields:
     def test_length_and_digest(self) -> None:
@@ -121,6 +160,11 @@ class TestTextFields:
         """A lone surrogate does not break it; an exception is described by its str()."""
         assert 3 == text_fields("path", "a\udcffb")["path_chars"]
         assert text_fields("reason", "boom") == text_fields("reason", ValueError("boom"))
+
+    def test_an_object_that_cannot_print(self) -> None:
+        """An exception whose str() raises is described by its placeholder, not raised."""
+        placeholder = "<Unprintable that cannot be written>"
+        assert text_fields("error", placeholder) == text_fields("error", Unprintable())
 
 
 class TestNoMissionContentInLogs:

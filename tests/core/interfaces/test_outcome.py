@@ -13,6 +13,7 @@ from taskforce.core.interfaces.outcome import (
     exception_message,
     is_caller_cancelled,
     llm_exception_error_type,
+    no_answer_within,
     tool_exception_error_type,
 )
 from tests.support.odd_values import (
@@ -116,3 +117,21 @@ class TestExceptionMessage:
         """A placeholder naming the class when str() raises."""
         expected = "<the message of this Unprintable could not be read>"
         assert expected == exception_message(Unprintable())
+
+
+class TestNoAnswerWithin:
+    @pytest.mark.parametrize(
+        ("seconds", "expected"),
+        [
+            (1.0, "no answer within 1 s (state.timeout_seconds)"),
+            (0.25, "no answer within 0.25 s (state.timeout_seconds)"),
+        ],
+    )
+    def test_the_limit_and_its_setting(self, seconds: float, expected: str) -> None:
+        """The limit as configured, without a trailing .0, and the setting that holds it."""
+        assert expected == no_answer_within(seconds, "state.timeout_seconds")
+
+    def test_what_did_not_come(self) -> None:
+        """A stream cut short says what it lacked."""
+        expected = "no complete answer within 30 s (llm.timeout_seconds)"
+        assert expected == no_answer_within(30, "llm.timeout_seconds", what="complete answer")

@@ -12,7 +12,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
+from email.utils import format_datetime, formatdate
 from typing import Any
 
 import pytest
@@ -1295,8 +1295,9 @@ class TestErrorTypes:
             (600, 0.05),  # seconds, longer than the cap
             (format_datetime(datetime.now(UTC) + timedelta(hours=1), usegmt=True), 0.05),
             (format_datetime(datetime.now(UTC) - timedelta(hours=1), usegmt=True), 0.0),
+            (formatdate(time.time() + 3600), 0.05),  # "-0000": a date in GMT all the same
         ],
-        ids=["seconds", "date-ahead", "date-past"],
+        ids=["seconds", "date-ahead", "date-past", "date-without-zone"],
     )
     async def test_retry_after_is_capped(
         self, base_url: str, fake: FakeOpenAIServer, hint: float | str, waited: float

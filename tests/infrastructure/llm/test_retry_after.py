@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
+from email.utils import format_datetime, formatdate
 
 import httpx
 import pytest
@@ -57,3 +58,27 @@ def test_a_date_ahead_is_the_wait_until_it() -> None:
 
     assert waited is not None and 100 < waited <= 120
     assert 0.0 == _wait_asked(_headers(past))
+
+
+@pytest.mark.parametrize(
+    "form",
+    ["%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"],
+    ids=["imf-fixdate", "rfc850", "asctime"],
+)
+def test_every_http_date_form_is_read(form: str) -> None:
+    """The three forms of an HTTP date RFC 9110 has a recipient accept, all in GMT."""
+    ahead = (datetime.now(UTC) + timedelta(seconds=120)).strftime(form)
+
+    waited = _wait_asked(_headers(ahead))
+
+    assert waited is not None and 100 < waited <= 120
+
+
+def test_a_date_without_a_zone_is_gmt() -> None:
+    """``-0000`` (what ``email.utils.formatdate()`` writes) is GMT, as every HTTP date is."""
+    ahead = formatdate(time.time() + 120)
+    assert ahead.endswith("-0000")
+
+    waited = _wait_asked(_headers(ahead))
+
+    assert waited is not None and 100 < waited <= 120

@@ -197,6 +197,20 @@ class TestLimits:
         ids = [r["mission_id"] for r in state["missions"]]
         assert ["m17", "m18", "m19"] == ids
 
+    @pytest.mark.parametrize(("slack", "dropped"), [(-1, 1), (0, 0), (1, 0)])
+    async def test_max_bytes_holds_at_its_boundary(
+        self, make_store: MakeStore, slack: int, dropped: int
+    ) -> None:
+        """A session exactly max_bytes large keeps every record; one byte less drops the oldest."""
+        unlimited = make_store()
+        await unlimited.append("measured", _record(1, 100))
+        size = (await unlimited.append("measured", _record(2, 100))).size_bytes
+        store = make_store(StateLimits(max_bytes=size + slack))
+        await store.append("s", _record(1, 100))
+        result = await store.append("s", _record(2, 100))
+        assert (dropped, 2 - dropped) == (result.dropped, result.records)
+        assert result.size_bytes <= size + slack or result.records == 1
+
     async def test_newest_record_is_kept_even_when_too_big(self, make_store: MakeStore) -> None:
         """A record larger than max_bytes replaces the older ones but is itself kept."""
         store = make_store(StateLimits(max_bytes=1_024))

@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from taskforce.core.interfaces.state import StateStoreHealth, StateStoreProtocol
 from taskforce.errors import StateCorruptedError, StateStoreError
 from taskforce.infrastructure.state import FileStateStore, StateLimits
-from taskforce.infrastructure.state._file_store import LOCK_DIR
+from taskforce.infrastructure.state._file_store import LOCK_DIR, _stripe_lock
 
 
 def _listing(directory: Path) -> list[str]:
@@ -260,6 +260,22 @@ class TestTempFiles:
                 await store.open()
             assert live.exists()
         assert [] == [e for e in logs if e["event"] == "state.tempfiles.removed"]
+
+    async def test_temp_file_of_a_writer_yet_to_lock_it_is_kept(
+        self, store: FileStateStore
+    ) -> None:
+        """A writer (another worker) that made its temp file under its session's stripe lock
+        but has not locked the file yet keeps it: its record would be lost."""
+        store.state_dir.mkdir()
+        fresh = store.state_dir / ".my.session.fresh001.tmp"
+        fresh.write_bytes(b"{}")
+        with _stripe_lock(store.state_dir, "my.session"):
+            with capture_logs() as logs:
+                await store.open()
+            assert fresh.exists()
+        assert [] == [e for e in logs if e["event"] == "state.tempfiles.removed"]
+        await store.open()  # once no writer is under way there, it goes
+        assert not fresh.exists()
 
     async def test_open_without_directory(self, store: FileStateStore) -> None:
         """open() on a state_dir that does not exist yet does nothing."""

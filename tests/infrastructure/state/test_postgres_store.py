@@ -6,7 +6,11 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
+import re
 import secrets
+import shlex
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -105,6 +109,50 @@ class TestSchema:
         assert [(1,)] == await _fetch(postgres_dsn, "SELECT count(*) FROM taskforce_sessions")
         assert [] == await _fetch(postgres_dsn, "SELECT * FROM taskforce_schema_version")
 
+    @pytest.mark.parametrize("kept", ["taskforce_sessions", "taskforce_mission_records"])
+    async def test_state_tables_without_a_version_table_are_not_taken_for_version_1(
+        self, postgres_dsn: str, kept: str
+    ) -> None:
+        """State tables whose version table is gone (dropped, or not restored with them):
+        start-up stops saying so and how to mend it, as for an empty one; it creates no
+        version table, so none of them is taken for this version's."""
+        async with PostgresStateStore(postgres_dsn) as store:
+            await store.append("kept", {"n": 1})
+        gone = {"taskforce_sessions", "taskforce_mission_records"} - {kept}
+        await _fetch(postgres_dsn, f"DROP TABLE taskforce_schema_version, {gone.pop()} CASCADE")
+        store = PostgresStateStore(postgres_dsn)
+        with pytest.raises(StateStoreError) as info:
+            await store.open()
+        assert str(info.value).startswith(
+            f"the state tables in schema {_schema(postgres_dsn)!r} have no schema version: "
+            "taskforce_schema_version is missing; if they hold this taskforce's tables "
+            f"(version {SCHEMA_VERSION}), create it: CREATE TABLE taskforce_schema_version "
+        )
+        assert None is store._pool
+        regclass = "SELECT to_regclass('taskforce_schema_version') IS NULL"
+        assert [(True,)] == await _fetch(postgres_dsn, regclass)
+        assert [(1,)] == await _fetch(postgres_dsn, f"SELECT count(*) FROM {kept}")
+
+    async def test_the_remedy_for_a_missing_version_table_is_enough(
+        self, postgres_dsn: str
+    ) -> None:
+        """Running the statements the refusal gives brings the tables back into use."""
+        async with PostgresStateStore(postgres_dsn) as store:
+            await store.append("kept", {"n": 1})
+        await _fetch(postgres_dsn, "DROP TABLE taskforce_schema_version")
+        with pytest.raises(StateStoreError) as info:
+            await PostgresStateStore(postgres_dsn).open()
+        remedy = str(info.value).split("create it: ", 1)[1].split("; else ", 1)[0]
+        import asyncpg
+
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            await conn.execute(remedy)
+        finally:
+            await conn.close()
+        async with PostgresStateStore(postgres_dsn) as store:
+            assert {"missions": [{"n": 1}]} == await store.load("kept")
+
 
 # The operator guide's query of the records (docs/operator-guide.md, "the schema").
 _GUIDE_QUERY = (
@@ -125,6 +173,51 @@ class TestRecordQuery:
                 await store.append("q", {"status": "completed", "note": text})
             await store.append("q", {"status": "failed", "note": "\x00"})
         assert [("completed", 5), ("failed", 1)] == await _fetch(postgres_dsn, _GUIDE_QUERY)
+
+
+def _pg_dump(
+    server: PostgresServer, database: str, args: list[str]
+) -> subprocess.CompletedProcess[str]:
+    """Run ``pg_dump`` with ``args`` on ``database`` of ``server``, as its superuser."""
+    where = ["-h", "127.0.0.1", "-p", str(server.port), "-U", "taskforce"]
+    return subprocess.run(
+        [str(server.bindir / "pg_dump"), *args, *where, database],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PGPASSWORD": server.password},
+        timeout=60,
+        check=False,
+    )
+
+
+class TestBackup:
+    async def test_the_guides_pg_dump_commands_dump_the_tables_where_they_are(
+        self, postgres_server: PostgresServer
+    ) -> None:
+        """Each pg_dump command of the operator guide dumps the state tables of the schema it
+        names, with their records: those in public, and, the DSN's search_path naming a
+        schema of their own, those there (``name`` in the guide)."""
+        guide = Path(__file__).resolve().parents[3] / "docs" / "operator-guide.md"
+        commands = re.findall(r"`(pg_dump [^`]*)`", " ".join(guide.read_text().split()))
+        database = f"backup_{secrets.token_hex(4)}"
+        await _fetch(postgres_server.dsn(), f"CREATE DATABASE {database}")
+        public = postgres_server.dsn(database)
+        await _fetch(public, "CREATE SCHEMA own")
+        for schema, dsn in (("public", public), ("own", f"{public}?search_path=own")):
+            async with PostgresStateStore(dsn) as store:
+                await store.append("kept", {"note": f"record-in-{schema}"})
+        dumped: dict[str, set[str]] = {}
+        for command in commands:
+            args = shlex.split(command.replace("'name.", "'own."))
+            done = await asyncio.to_thread(_pg_dump, postgres_server, database, args[1:])
+            assert 0 == done.returncode, (command, done.stderr)
+            tables = set(re.findall(r"^CREATE TABLE (\w+)\.(taskforce_\w+)", done.stdout, re.M))
+            assert len({schema for schema, _ in tables}) == 1, (command, tables)
+            schema = next(iter(tables))[0]
+            assert f"record-in-{schema}" in done.stdout
+            dumped[schema] = {table for _, table in tables}
+        every = {"taskforce_schema_version", "taskforce_sessions", "taskforce_mission_records"}
+        assert {"public": every, "own": every} == dumped
 
 
 class TestSecrets:
@@ -670,6 +763,74 @@ class TestLostConnection:
             await watch.close()
         assert "Transaction.__aexit__" not in info.value.detail
         assert "terminating connection" in info.value.detail
+
+
+@contextlib.asynccontextmanager
+async def _relayed(
+    server: PostgresServer, dsn: str, **options: Any
+) -> AsyncIterator[tuple[FreezableRelay, PostgresStateStore]]:
+    """A relay to ``server``, and an open store on ``dsn`` that connects through it."""
+    async with FreezableRelay(server.port) as relay:
+        relayed = dsn.replace(f":{server.port}/", f":{relay.port}/")
+        async with PostgresStateStore(relayed, **options) as store:
+            yield relay, store
+
+
+class TestLinkLostAfterTheCommit:
+    """The server confirms a commit, then the link dies (a database restart, a network cut)
+    before the pool has reset the connection to take it back: what was written stays
+    written, so the call succeeds. Failing it would fail a mission whose record is stored,
+    and a client retrying it would write the record twice."""
+
+    async def test_an_append_the_server_committed_succeeds(
+        self, postgres_server: PostgresServer, postgres_dsn: str
+    ) -> None:
+        async with _relayed(postgres_server, postgres_dsn) as (relay, store):
+            await store.append("cut", {"n": 0})
+            relay.cut_after(b"COMMIT\x00")
+            appended = await store.append("cut", {"n": 1})
+            relay.cut_after(None)
+            assert 1 == relay.cuts
+            assert {"missions": [{"n": 0}, {"n": 1}]} == await store.load("cut")
+        assert (2, 0) == (appended.records, appended.dropped)
+
+    async def test_a_save_and_a_load_the_server_answered_succeed(
+        self, postgres_server: PostgresServer, postgres_dsn: str
+    ) -> None:
+        async with _relayed(postgres_server, postgres_dsn) as (relay, store):
+            relay.cut_after(b"COMMIT\x00")
+            size = await store.save("cut", {"k": 1, "missions": [{"n": 0}]})
+            loaded = await store.load("cut")
+            relay.cut_after(None)
+            assert 2 == relay.cuts
+        assert {"k": 1, "missions": [{"n": 0}]} == loaded
+        assert size > 0
+
+    async def test_a_link_silent_after_the_commit_is_no_timeout(
+        self, postgres_server: PostgresServer, postgres_dsn: str
+    ) -> None:
+        """The deadline passes while the pool waits to reset the connection: written, so
+        the call returns what it wrote. The connection is closed behind it, and the pool's
+        failure to reset it is read: asyncio reports no task exception never retrieved."""
+        loop = asyncio.get_running_loop()
+        unread: list[dict[str, Any]] = []
+        previous = loop.get_exception_handler()
+        loop.set_exception_handler(lambda _, context: unread.append(context))
+        try:
+            async with _relayed(postgres_server, postgres_dsn, timeout_seconds=1) as (relay, store):
+                await store.append("silent", {"n": 0})
+                relay.cut_after(b"COMMIT\x00", hang=True)
+                appended = await store.append("silent", {"n": 1})
+                assert 1 == relay.cuts
+                await asyncio.wait_for(relay.hung_up.wait(), 60)  # the driver closed it
+                await asyncio.wait_for(asyncio.gather(*_ABANDONED, return_exceptions=True), 60)
+                gc.collect()
+        finally:
+            loop.set_exception_handler(previous)
+        assert [] == [context.get("message") for context in unread]
+        assert 2 == appended.records
+        async with PostgresStateStore(postgres_dsn) as direct:
+            assert {"missions": [{"n": 0}, {"n": 1}]} == await direct.load("silent")
 
 
 class TestDriverContext:

@@ -6,8 +6,7 @@ per-mission state and one agent object could serve several runs.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import structlog
@@ -16,7 +15,7 @@ from taskforce.core.domain._events import EventCallback, EventEmitter
 from taskforce.core.domain._outcome import AgentOutcome
 from taskforce.core.domain._tool_runner import UNKNOWN_TOOL_ERROR_TYPE, run_tool_call
 from taskforce.core.interfaces.executor import StepRecord
-from taskforce.core.interfaces.jsonable import as_text, jsonable
+from taskforce.core.interfaces.jsonable import json_writer
 from taskforce.core.interfaces.llm import (
     ChatMessage,
     LLMProviderProtocol,
@@ -78,13 +77,13 @@ class MissionAborted(Exception):
         super().__init__(error)
 
 
-def _crash(exc: Exception) -> tuple[str, str]:
+def _crash(exc: BaseException) -> tuple[str, str]:
     """The ``error`` and ``error_type`` of a run that raised ``exc`` (see crash_error)."""
     error_type = class_error_type(exc)
     return f"the mission stopped unexpectedly ({error_type})", error_type
 
 
-def crash_error(exc: Exception) -> tuple[str, str]:
+def crash_error(exc: BaseException) -> tuple[str, str]:
     """Log ``exc``, which an agent run raised (a bug below it), and say how it fails the run.
 
     A tool registry, a tool's result or a provider's answer the agent could not handle
@@ -100,11 +99,7 @@ def crash_error(exc: Exception) -> tuple[str, str]:
     """
     error, error_type = _crash(exc)
     _LOG.error(
-        "agent.crashed",
-        category="agent",
-        error_type=error_type,
-        # its message, if it can be read: a crash must end the run whatever it raised
-        **text_fields("error", exception_message(exc)),
+        "agent.crashed", category="agent", error_type=error_type, **text_fields("error", exc)
     )
     _LOG.debug("agent.crashed.traceback", category="agent", exc_info=exc)
     return error, error_type
@@ -180,10 +175,13 @@ class MissionRun:
         self.steps.append(record)
 
     def fail_step(
-        self, index: int, description: str, tool_names: Sequence[str], exc: Exception
+        self, index: int, description: str, tool_names: Sequence[str], exc: BaseException
     ) -> None:
         """Record the step that raised ``exc`` as failed, with the error the run ends with
-        (see :meth:`fail_on`): the steps before it stay recorded, also after a crash."""
+        (see :meth:`fail_on`): the steps before it stay recorded, also after a crash. The
+        mission's cancellation (or an interrupt) fails no step."""
+        if not isinstance(exc, Exception) and is_caller_cancelled(exc):
+            return
         error = exc.error if isinstance(exc, MissionAborted) else _crash(exc)[0]
         self.record_step(index, description, tool_names, outcome="", error=error)
 
@@ -346,9 +344,16 @@ class MissionRun:
             "completed", final_message, tuple(self.steps), self.tool_calls, error=None
         )
 
-    async def fail_on(self, exc: Exception) -> AgentOutcome:
+    async def fail_on(self, exc: BaseException) -> AgentOutcome:
         """End the run that raised ``exc`` as failed: as a MissionAborted says, else as a
-        crash (see :func:`crash_error`), with the steps recorded so far."""
+        crash (see :func:`crash_error`), with the steps recorded so far.
+
+        A ``BaseException`` that is no ``Exception`` is a crash too (a tool registry's own
+        ``SystemExit``), unless it is the mission's cancellation or an interrupt of the
+        process (:func:`is_caller_cancelled`), which goes on up as it is.
+        """
+        if not isinstance(exc, Exception) and is_caller_cancelled(exc):
+            raise exc
         if isinstance(exc, MissionAborted):
             return await self.fail(exc.error, exc.error_type)
         return await self.fail(*crash_error(exc))
@@ -370,16 +375,10 @@ class MissionRun:
         )
 
 
-def dump_result(result: ToolResult) -> str:
-    """Serialise a tool result for the model; values JSON cannot hold become strings.
-
-    A key JSON cannot take, an int past Python's digits or a value inside itself is
-    written as text too (``jsonable``): a tool's odd output must not end the mission.
-    """
-    try:
-        return json.dumps(result, default=as_text)
-    except (TypeError, ValueError):
-        return json.dumps(jsonable(result), default=as_text)
+#: Serialise a tool result for the model; values JSON cannot hold become strings.
+#: A key JSON cannot take, an int past Python's digits or a value inside itself is
+#: written as text too (``json_writer``): a tool's odd output must not end the mission.
+dump_result: Callable[[ToolResult], str] = json_writer()
 
 
 def _reported_error(result: object) -> str:

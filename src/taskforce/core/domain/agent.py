@@ -113,8 +113,8 @@ class Agent:
             for index, description in enumerate(plan, start=1):
                 answer = await self._run_step(run, messages, index, len(plan), description)
             return await run.finish(answer)
-        except Exception as exc:  # a crash below the agent fails its run, as an abort does
-            return await run.fail_on(exc)
+        except BaseException as exc:  # a crash below the agent fails its run, as an abort does
+            return await run.fail_on(exc)  # a cancellation goes on up
 
     async def _plan(self, run: MissionRun, mission: str) -> list[str]:
         result = await run.generate(PLAN_PROMPT + MISSION_PREFIX + mission)
@@ -151,7 +151,7 @@ class Agent:
         tool_names: list[str] = []
         try:
             answer = await self._react(run, messages, index, tool_names)
-        except Exception as exc:
+        except BaseException as exc:  # a registry's own SystemExit fails its step too
             run.fail_step(index, description, tool_names, exc)
             raise
         run.record_step(index, description, tool_names, outcome=answer)

@@ -107,8 +107,8 @@ class LeanAgent:
             # Every turn was used: the same line the legacy flow's next turn would log.
             _LOG.warning("agent.step_limit.reached", category="agent", max_steps=self._max_steps)
             raise MissionAborted(STEP_LIMIT_ERROR, STEP_LIMIT)
-        except Exception as exc:  # a crash below the agent fails its run, as an abort does
-            return await run.fail_on(exc)
+        except BaseException as exc:  # a crash below the agent fails its run, as an abort does
+            return await run.fail_on(exc)  # a cancellation goes on up
 
     async def _turn(self, run: MissionRun, messages: list[ChatMessage], index: int) -> str | None:
         """Make one LLM turn; return the final answer, or ``None`` after running tool calls."""
@@ -151,7 +151,7 @@ class LeanAgent:
                     {"role": "tool", "tool_call_id": call_id, "content": dump_result(tool_result)}
                 )
                 outcomes.append(f"{name}: {'ok' if tool_result['success'] else 'error'}")
-        except Exception as exc:
+        except BaseException as exc:  # a registry's own SystemExit fails its step too
             run.fail_step(index, description, tool_names, exc)
             raise
         run.record_step(index, description, tool_names, outcome="; ".join(outcomes))

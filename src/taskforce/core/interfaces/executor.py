@@ -9,6 +9,8 @@ from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, cast, runtime_checkable
 
+from taskforce.core.interfaces.log import quoted
+
 # Part of the port: what the executor raises for a request it refuses, re-exported for
 # the layers that may import only core.interfaces (the observability aspect).
 from taskforce.errors import MissionError
@@ -46,6 +48,8 @@ ProgressKind = Literal[
 ]
 
 AGENT_TYPES: tuple[AgentType, ...] = ("lean", "legacy")
+# How much of a refused value a MissionError quotes.
+_SHOWN_CHARS = 40
 MISSION_STATUSES: tuple[MissionStatus, ...] = ("completed", "failed", "cancelled")
 #: What a session or mission id may look like: 1 to 128 of ``A-Za-z0-9_.-``, no leading dot
 #: (so an id is safe as a file name, a label of nothing, and a log value).
@@ -134,8 +138,9 @@ def check_mission_request(
         The checked request.
 
     Raises:
-        MissionError: an argument is invalid; the message names it and shows
-            at most a short prefix of its value.
+        MissionError: an argument is invalid; the message names it and shows at most
+            a short prefix of its value (``quoted``: none of the value's own code runs,
+            so a ``__repr__`` that raises or is huge cannot get in the way).
     """
     try:
         is_agent_type = agent_type in AGENT_TYPES
@@ -143,11 +148,16 @@ def check_mission_request(
         is_agent_type = False
     if not is_agent_type:
         raise MissionError(
-            f"unknown agent_type {agent_type!r:.40}; expected one of {', '.join(AGENT_TYPES)}"
+            f"unknown agent_type {quoted(agent_type, _SHOWN_CHARS)}; "
+            f"expected one of {', '.join(AGENT_TYPES)}"
         )
-    if not isinstance(mission, str) or not has_visible_character(mission):
+    if type(mission) is not str and issubclass(type(mission), str):
+        # a plain copy: what is checked is what runs, and the subclass's methods are its own
+        mission = str.__str__(cast(str, mission))
+    if type(mission) is not str or not has_visible_character(mission):
         raise MissionError(
-            f"mission must be a non-empty string with a visible character, got {mission!r:.40}"
+            "mission must be a non-empty string with a visible character, "
+            f"got {quoted(mission, _SHOWN_CHARS)}"
         )
     if not mission.isascii():
         try:
@@ -163,11 +173,11 @@ def check_mission_request(
         )
     for name, value in (("session_id", session_id), ("mission_id", mission_id)):
         if value is not None and not (
-            isinstance(value, str) and SESSION_ID_PATTERN.fullmatch(value)
+            issubclass(type(value), str) and SESSION_ID_PATTERN.fullmatch(cast(str, value))
         ):
             raise MissionError(
                 f"{name} must be 1 to 128 of A-Z a-z 0-9 _ . - not starting with '.', "
-                f"got {value!r:.40}"
+                f"got {quoted(value, _SHOWN_CHARS)}"
             )
     return MissionRequest(
         mission,

@@ -1,37 +1,75 @@
 """Any value a tool hands back, made writable as JSON: what JSON cannot hold becomes text.
 
+Also :func:`unique_keys`, which JSON read from a client or a setting is decoded with.
+
 ``json.dumps(value, default=str)`` still fails on a tool's output in three ways: a
 dict key that is no text, number, bool or ``None`` (a tuple); an int past the digits
 Python writes (4300); and a value that contains itself. :func:`jsonable` rewrites
-those, so the model, the stream and the mission's record get the rest of the output.
+those, so the model, the stream and the mission's record get the rest of the output;
+:func:`json_writer` makes the one function each of them writes it with.
 """
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["as_text", "jsonable"]
+__all__ = ["as_text", "json_writer", "jsonable", "unique_keys"]
 
 # Keys json.dumps writes as they are (as text); any other key is written as its text.
 _PLAIN_KEYS = (str, int, float, bool, type(None))
 
 
-def as_text(value: object) -> str:
-    """Return ``str(value)``, or a placeholder naming its type when that raises.
+def as_text(value: object, placeholder: str = "<{} that cannot be written>") -> str:
+    """Return ``str(value)``, or ``placeholder`` naming its type when that raises.
 
-    For ``json.dumps(..., default=as_text)``: an object JSON has no form for is
+    The one place a value or an exception of someone else's is made into text: a
+    ``__str__`` that raises (or an int past Python's digits) must not stop what reports
+    it. As ``json.dumps(..., default=as_text)``, an object JSON has no form for is
     written as its text, and one that cannot even be printed does not stop the rest.
 
     Args:
         value: Anything.
+        placeholder: What to say instead, ``{}`` standing for the name of its type.
 
     Returns:
-        Its text, or ``<X that cannot be written>``.
+        Its text, or the placeholder (``<X that cannot be written>`` by default).
     """
     try:
         return str(value)
     except Exception:  # a __str__ that raises, an int past Python's digits
-        return f"<{type(value).__name__} that cannot be written>"
+        return placeholder.format(type(value).__name__)
+
+
+def json_writer(*, is_finite: bool = False, **options: Any) -> Callable[[Any], str]:
+    """Make a function that writes any value as JSON text, as ``json.dumps`` would.
+
+    An object JSON has no form for is written as its text (:func:`as_text`). A value
+    ``json.dumps`` refuses (a key JSON cannot take, an int past Python's digits, a
+    cycle, with ``is_finite`` a NaN or infinite float) is written again through
+    :func:`jsonable`, so the rest of it is kept. A NaN or infinite key is written as
+    ``json.dumps`` writes it (``"NaN"``, ``"Infinity"``), with ``is_finite`` too.
+
+    Args:
+        is_finite: Write a NaN or infinite float as ``null``, for a strict JSON reader
+            (``NaN`` and ``Infinity`` otherwise, which JSON has no literal for).
+        **options: Further options of ``json.JSONEncoder`` (``ensure_ascii``,
+            ``separators``).
+
+    Returns:
+        The function of one value; the encoder is made once, here.
+    """
+    encoder = json.JSONEncoder(default=as_text, allow_nan=not is_finite, **options)
+
+    def write(value: Any) -> str:
+        try:
+            return encoder.encode(value)
+        except (TypeError, ValueError):
+            return encoder.encode(_plain(value, set(), is_finite))
+
+    return write
 
 
 def jsonable(value: Any) -> Any:
@@ -47,28 +85,32 @@ def jsonable(value: Any) -> Any:
     Returns:
         A value ``json.dumps(..., default=as_text)`` writes.
     """
-    return _plain(value, set())
+    return _plain(value, set(), False)
 
 
-def _plain(value: Any, holding: set[int]) -> Any:
+def _plain(value: Any, holding: set[int], is_finite: bool) -> Any:
     if isinstance(value, dict | list | tuple):
         if id(value) in holding:
             return "<a cycle>"
         holding.add(id(value))
         try:
             if isinstance(value, dict):
-                return {_key(key): _plain(item, holding) for key, item in value.items()}
-            return [_plain(item, holding) for item in value]
+                return {_key(key): _plain(item, holding, is_finite) for key, item in value.items()}
+            return [_plain(item, holding, is_finite) for item in value]
         finally:
             holding.discard(id(value))
     if isinstance(value, int) and not isinstance(value, bool):
         return value if _is_writable(value) else as_text(value)
+    if is_finite and isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 
 def _key(key: object) -> object:
     if isinstance(key, int) and not isinstance(key, bool) and not _is_writable(key):
         return as_text(key)
+    if isinstance(key, float) and not math.isfinite(key):
+        return json.dumps(key)  # as json.dumps writes such a key: "NaN", "Infinity"
     return key if isinstance(key, _PLAIN_KEYS) else as_text(key)
 
 
@@ -79,3 +121,23 @@ def _is_writable(number: int) -> bool:
     except ValueError:
         return False
     return True
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's members as a dict; a key given twice is refused (which one would count?).
+
+    For ``json.loads(..., object_pairs_hook=unique_keys)``: ``json.loads`` keeps the
+    last, another reader (a proxy, a log pipeline) may keep the first, so the request or
+    setting one of them checked would not be the one that ran.
+
+    Raises:
+        json.JSONDecodeError: a key is given twice (named, its first 40 characters).
+    """
+    value = dict(pairs)
+    if len(value) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise json.JSONDecodeError(f"duplicate key {key[:40]!r}", "", 0)
+            seen.add(key)
+    return value

@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterable
-from typing import Literal, get_args
+from typing import Any, Literal, cast, get_args
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
+
+from taskforce.core.interfaces.jsonable import as_text
 
 __all__ = [
     "DIGEST_HEX_CHARS",
@@ -68,7 +70,8 @@ def text_fields(name: str, text: object) -> dict[str, int | str | None]:
 
     Args:
         name: the field the text would have had, e.g. ``"error"``.
-        text: the text; anything else is described by its ``str()``, ``None`` as absent.
+        text: the text; anything else is described by its ``str()`` (see ``as_text``: a
+            placeholder when that raises), ``None`` as absent.
 
     Returns:
         ``{"<name>_chars": length, "<name>_sha256": first DIGEST_HEX_CHARS hex digits}``;
@@ -76,7 +79,7 @@ def text_fields(name: str, text: object) -> dict[str, int | str | None]:
     """
     if text is None:
         return {f"{name}_chars": None, f"{name}_sha256": None}
-    value = text if isinstance(text, str) else str(text)
+    value = text if isinstance(text, str) else as_text(text)
     # surrogatepass: a lone surrogate (a non-UTF-8 file name) must not break the log line
     digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
     return {f"{name}_chars": len(value), f"{name}_sha256": digest[:DIGEST_HEX_CHARS]}
@@ -106,9 +109,17 @@ def cut_text(text: str, max_chars: int) -> str:
 def quoted(text: object, max_chars: int = MAX_QUOTED_CHARS) -> str:
     """Quote ``text`` in an error message: its ``repr``, cut as :func:`cut_text` cuts.
 
+    Runs none of the value's own code (a ``__repr__``, a ``str`` subclass's methods), so
+    it neither raises nor takes longer than the value's size allows: a string is read
+    through ``str``'s own methods; a value of plain data (``None``, ``bool``, ``int``,
+    ``float``, ``str``, ``list``, ``tuple``, ``dict``, nested) of at most
+    ``_MAX_PLAIN_SIZE`` characters of ``repr`` is quoted as its ``repr``, cut; anything
+    else is named by its type (``<Widget object>``, ``<list of 5000 items>``, ``<int of
+    20000 bits>``).
+
     Args:
         text: The text, e.g. a directive line or a path a tool was given; anything else
-            (a JSON value where a string was due) is quoted as its ``repr``, cut.
+            (a JSON value where a string was due) is quoted as described above.
         max_chars: How many of its characters to quote; at least 1.
 
     Returns:
@@ -120,11 +131,62 @@ def quoted(text: object, max_chars: int = MAX_QUOTED_CHARS) -> str:
     """
     if max_chars < 1:
         raise ValueError(f"max_chars must be at least 1, got {max_chars}")
-    if not isinstance(text, str):
-        return cut_text(repr(text), max_chars)
-    if len(text) <= max_chars:
-        return repr(text)
-    return f"{text[:max_chars]!r}...[+{len(text) - max_chars} chars]"
+    string = cast(str, text)
+    if type(text) is not str:
+        if not issubclass(type(text), str):  # not isinstance: that may read its own __class__
+            return cut_text(_plain_repr(text), max_chars)
+        string = str.__str__(string)  # a plain copy: the subclass's methods are its own code
+    if len(string) <= max_chars:
+        return repr(string)
+    return f"{string[:max_chars]!r}...[+{len(string) - max_chars} chars]"
+
+
+#: The longest ``repr`` of plain data :func:`quoted` builds; a larger value is named by type.
+_MAX_PLAIN_SIZE = 100_000
+#: The deepest nesting :func:`quoted` reads (``repr`` itself stops at the recursion limit).
+_MAX_PLAIN_DEPTH = 100
+#: The longest int :func:`quoted` writes out: under 640 digits, the lowest limit
+#: ``sys.set_int_max_str_digits`` takes, past which ``repr`` raises.
+_MAX_PLAIN_INT_BITS = 2000
+_SCALARS = (type(None), bool, float)
+
+
+def _plain_repr(value: object) -> str:
+    """``repr(value)`` for plain data of bounded size, else ``<type ...>`` (see :func:`quoted`)."""
+    size = 0
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending and size <= _MAX_PLAIN_SIZE:
+        item, depth = pending.pop()
+        kind = type(item)
+        if kind in _SCALARS:
+            size += 24  # the longest repr of a float, about
+        elif kind is str:
+            size += 2 + 4 * len(item)  # quotes, and a \xNN escape per character at worst
+        elif kind is int and item.bit_length() <= _MAX_PLAIN_INT_BITS:
+            size += 1 + item.bit_length() // 3  # a decimal digit per 3.3 bits
+        elif kind in (list, tuple) and depth < _MAX_PLAIN_DEPTH:
+            size += 2 + 2 * len(item)  # brackets and ", "
+            if size <= _MAX_PLAIN_SIZE:
+                pending.extend((member, depth + 1) for member in item)
+        elif kind is dict and depth < _MAX_PLAIN_DEPTH:
+            size += 2 + 4 * len(item)  # braces, ": " and ", "
+            if size <= _MAX_PLAIN_SIZE:
+                for key, member in item.items():
+                    pending += ((key, depth + 1), (member, depth + 1))
+        else:
+            return _named(value)  # a value of a type of its own: its repr is its own code
+    return repr(value) if size <= _MAX_PLAIN_SIZE else _named(value)
+
+
+def _named(value: Any) -> str:
+    """``<list of 5000 items>``, ``<int of 20000 bits>``, ``<Widget object>``."""
+    kind = type(value)
+    if kind in (list, tuple, dict):
+        return f"<{kind.__name__} of {len(value)} items>"
+    if kind is int:
+        return f"<int of {value.bit_length()} bits>"
+    # the type's own name, read past any __qualname__ its metaclass defines
+    return f"<{type.__dict__['__qualname__'].__get__(kind)} object>"
 
 
 def secret_scrubber(secrets: Iterable[str]) -> Callable[[str], str]:

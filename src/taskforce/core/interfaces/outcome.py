@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Final, NoReturn
 
+from taskforce.core.interfaces.jsonable import as_text
 from taskforce.core.interfaces.llm import LLM_ERROR_TYPES
 from taskforce.core.interfaces.tools import TOOL_TIMEOUT_CANCEL_MESSAGE, ToolTimeLimit
 
@@ -30,6 +31,7 @@ __all__ = [
     "TIMEOUT",
     "TOOL_ERROR",
     "UNKNOWN_TOOL",
+    "OwnBaseException",
     "class_error_type",
     "classify_llm_result",
     "classify_tool_result",
@@ -38,7 +40,10 @@ __all__ = [
     "is_caller_cancelled",
     "is_unknown_tool_error",
     "label_safe",
+    "llm_error_type",
     "llm_exception_error_type",
+    "no_answer_within",
+    "raise_as_failure",
     "raise_cancellation",
     "retrieve_outcome",
     "tool_exception_error_type",
@@ -86,6 +91,8 @@ _UNKNOWN_TOOL_CLASS_NAMES = frozenset({"ToolNotFoundError"})
 #: Characters an ``error_type`` keeps; the label guard cuts every label value here too,
 #: so the log line and the metric carry the same value however long a type name is.
 MAX_ERROR_TYPE_LENGTH = 128
+# What an exception whose message cannot be read is reported as ({} is its class).
+_UNREADABLE_MESSAGE = "<the message of this {} could not be read>"
 
 
 def is_caller_cancelled(exc: BaseException, own_requests: int = 0) -> bool:
@@ -134,6 +141,41 @@ def raise_cancellation(exc: BaseException) -> NoReturn:
     if isinstance(exc, asyncio.CancelledError) or type(exc) is KeyboardInterrupt:
         raise exc
     raise asyncio.CancelledError from exc
+
+
+class OwnBaseException(Exception):
+    """A ``BaseException`` a part raised of its own, carried as the ``Exception`` it fails with.
+
+    ``SystemExit``, ``GeneratorExit`` or another ``BaseException`` that is no
+    ``Exception``, raised by a state store of one's own, passes every ``except
+    Exception``; out of a task, asyncio hands ``SystemExit`` to the event loop, which
+    stops the service. Raised in its place (see :func:`raise_as_failure`), it fails the
+    one call as any error does. Its message is the original's; its ``error_type`` (see
+    :func:`exception_error_type`) is the original's class name.
+
+    Attributes:
+        raised: What the part raised.
+    """
+
+    def __init__(self, raised: BaseException) -> None:
+        self.raised = raised
+        super().__init__(exception_message(raised))
+
+
+def raise_as_failure(exc: BaseException) -> NoReturn:
+    """Raise what a call that raised ``exc`` fails with, once it is no caller's cancellation.
+
+    Args:
+        exc: What the call raised.
+
+    Raises:
+        BaseException: ``exc`` itself when it is an ``Exception``, the caller's
+            cancellation or an interrupt of the process (:func:`is_caller_cancelled`);
+            else an :class:`OwnBaseException` carrying it.
+    """
+    if isinstance(exc, Exception) or is_caller_cancelled(exc):
+        raise exc
+    raise OwnBaseException(exc) from exc
 
 
 def retrieve_outcome(task: asyncio.Future[Any]) -> None:
@@ -198,11 +240,28 @@ def is_unknown_tool_error(exc: BaseException) -> bool:
     return isinstance(exc, KeyError) or type(exc).__name__ in _UNKNOWN_TOOL_CLASS_NAMES
 
 
+def no_answer_within(seconds: float, setting: str, *, what: str = "answer") -> str:
+    """Say that a call ran out of time, and which setting's limit it was.
+
+    A deadline's ``TimeoutError`` has no message of its own; every place that reports
+    one (a store's call or check, ``/health``, an LLM call) says it in these words.
+
+    Args:
+        seconds: The limit, as configured.
+        setting: The setting that holds it, e.g. ``state.timeout_seconds``.
+        what: What did not come, e.g. ``complete answer`` for a stream cut short.
+
+    Returns:
+        ``no answer within N s (setting)``.
+    """
+    return f"no {what} within {seconds:g} s ({setting})"
+
+
 def exception_message(exc: BaseException) -> str:
     """Return ``str(exc)``, or a placeholder naming its class when that raises.
 
     A tool's or provider's own exception may fail to print; what reports it (the failed
-    call's error, a log line) must still be made.
+    call's error, a log line) must still be made (see :func:`as_text`).
 
     Args:
         exc: Any exception.
@@ -210,10 +269,7 @@ def exception_message(exc: BaseException) -> str:
     Returns:
         Its message, or ``<the message of this X could not be read>``.
     """
-    try:
-        return str(exc)
-    except Exception:
-        return f"<the message of this {type(exc).__name__} could not be read>"
+    return as_text(exc, _UNREADABLE_MESSAGE)
 
 
 def exception_error_type(exc: BaseException) -> str:
@@ -224,8 +280,11 @@ def exception_error_type(exc: BaseException) -> str:
 
     Returns:
         ``timeout`` for ``TimeoutError`` and ``ToolTimeoutError``, else the
-        exception's class name (its first :data:`MAX_ERROR_TYPE_LENGTH` characters).
+        exception's class name (its first :data:`MAX_ERROR_TYPE_LENGTH` characters);
+        for an :class:`OwnBaseException`, that of what it carries.
     """
+    if isinstance(exc, OwnBaseException):
+        exc = exc.raised
     if isinstance(exc, TimeoutError):
         return TIMEOUT
     name = type(exc).__name__
@@ -243,8 +302,11 @@ def class_error_type(exc: BaseException) -> str:
         exc: What was raised.
 
     Returns:
-        The class name, as a label keeps it (:func:`label_safe`).
+        The class name, as a label keeps it (:func:`label_safe`); for an
+        :class:`OwnBaseException`, that of what it carries.
     """
+    if isinstance(exc, OwnBaseException):
+        exc = exc.raised
     return label_safe(type(exc).__name__)
 
 
@@ -329,14 +391,19 @@ def classify_llm_result(result: object) -> str | None:
         return None
     if success is not False:
         return "invalid_response"
-    return _llm_error_type(error_type)
+    return llm_error_type(error_type)
 
 
-def _llm_error_type(error_type: object) -> str:
-    """``error_type`` if it is one of :data:`LLM_ERROR_TYPES` (as plain text), else ``other``.
+def llm_error_type(error_type: object) -> str:
+    """Read an LLM ``error_type`` of the provider's (a result's, an attempt report's).
 
-    Anything else (unhashable, a text whose ``==`` raises) is ``other`` too: reading an
-    outcome never raises.
+    Args:
+        error_type: The value the provider gave, whatever it is.
+
+    Returns:
+        ``error_type`` as plain text if it is one of :data:`LLM_ERROR_TYPES`, else
+        ``other``; anything else (unhashable, a text whose ``==`` raises) is ``other``
+        too: reading an outcome never raises.
     """
     if isinstance(error_type, str):
         error_type = str.__str__(error_type)
@@ -360,6 +427,6 @@ def llm_exception_error_type(exc: BaseException) -> str:
         error_type = getattr(exc, "error_type", None)
     except Exception:  # a property of the provider's own exception that raises
         error_type = None
-    if error_type is not None and (found := _llm_error_type(error_type)) != LLM_OTHER:
+    if error_type is not None and (found := llm_error_type(error_type)) != LLM_OTHER:
         return found
     return "timeout" if isinstance(exc, TimeoutError) else LLM_OTHER

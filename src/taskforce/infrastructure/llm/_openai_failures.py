@@ -27,6 +27,7 @@ from taskforce.core.interfaces.llm import (
     Usage,
     llm_error_type_of_status,
 )
+from taskforce.core.interfaces.outcome import no_answer_within
 from taskforce.errors import LLMProviderError
 from taskforce.infrastructure.llm._openai_errors import (
     _ErrorInAnswer,
@@ -131,7 +132,12 @@ def _wait_asked(headers: Any) -> float | None:
         seconds = float(hint)
         return seconds if math.isfinite(seconds) else None
     try:  # an HTTP date
-        seconds = (parsedate_to_datetime(hint) - datetime.now(UTC)).total_seconds()
+        when = parsedate_to_datetime(hint)
+        if when.tzinfo is None:
+            # An HTTP date is in GMT, also where it does not say so: the asctime form RFC
+            # 9110 has recipients accept, and ``-0000`` (what ``formatdate()`` writes).
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
     except (TypeError, ValueError, OverflowError):  # absent or unreadable: our own backoff
         return None
     # a date already past asks for no wait beyond the backoff
@@ -248,7 +254,7 @@ class _Failures:
         text = " ".join(str(exc).split())
         if isinstance(exc, TimeoutError) and not text:
             # A deadline's TimeoutError has no message: say which limit ran out.
-            return f"no complete answer within {self.timeout:g} s (llm.timeout_seconds)"
+            return no_answer_within(self.timeout, "llm.timeout_seconds", what="complete answer")
         if isinstance(exc, _UNUSABLE):  # a decoder's words (a JSON error) need their subject
             return f"the answer cannot be read ({text})" if text else "the answer cannot be read"
         return text or f"the request failed ({error_type})"

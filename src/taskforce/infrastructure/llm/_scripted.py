@@ -87,9 +87,9 @@ class ScriptedLLMProvider:
     ``llm:error`` makes the call that reaches it fail; ``llm:fail TYPE [N]``
     makes the next N attempts of that call fail with TYPE (retried like the
     OpenAI-compatible provider would, up to ``max_retries``); ``llm:delay MS``
-    holds that call back; other lines are echoed in the final answer. How far a
-    conversation got is read from its tool results (``tool`` messages, or user
-    messages starting with ``OBSERVATION_PREFIX``).
+    holds back that call's last attempt (the one that answers); other lines are
+    echoed in the final answer. How far a conversation got is read from its tool
+    results (``tool`` messages, or user messages starting with ``OBSERVATION_PREFIX``).
 
     ``complete`` with ``tools`` answers with native tool calls; without tools it
     answers with the legacy JSON actions; ``generate`` answers with a JSON plan;
@@ -329,10 +329,17 @@ class ScriptedLLMProvider:
         directive = script.next_directive(cursor)
 
         async def attempt() -> ToolDirective | None:
-            if faults.delay_seconds > 0 and not attempts:
+            made = len(attempts)
+            failure = faults.failures[made] if made < len(faults.failures) else None
+            # The delay is the answer's, as a slow model's first chunk is: it holds back
+            # the call's last attempt (the one that answers, or whose failure is final),
+            # not one that fails and is retried, so a stream's time to first token reads it.
+            if faults.delay_seconds > 0 and (
+                failure is None or not self._retry.should_retry(failure, made)
+            ):
                 await asyncio.sleep(faults.delay_seconds)
-            if len(attempts) < len(faults.failures):
-                raise _InjectedFailure(faults.failures[len(attempts)])
+            if failure is not None:
+                raise _InjectedFailure(failure)
             if isinstance(directive, ErrorDirective):
                 raise ScriptedLLMError()
             return directive

@@ -67,7 +67,7 @@ DEFAULT_THREADS = 4
 #: The hidden folder of ``state_dir`` that holds the cross-process lock files.
 LOCK_DIR = ".locks"
 # mkstemp(prefix=".<id>.", suffix=".tmp") in _write_atomically.
-_TEMP_FILE = re.compile(r"\.[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}\.[A-Za-z0-9_]+\.tmp")
+_TEMP_FILE = re.compile(r"\.(?P<session>[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127})\.[A-Za-z0-9_]+\.tmp")
 
 
 @dataclass(slots=True)
@@ -174,15 +174,22 @@ def _write_atomically(directory: Path, target: Path, data: bytes) -> None:
 
 
 @contextlib.contextmanager
-def _stripe_lock(directory: Path, session_id: str) -> Iterator[None]:
-    """Hold the cross-process lock of the session's stripe (a fixed set of lock files)."""
+def _stripe_lock(directory: Path, session_id: str, *, wait: bool = True) -> Iterator[bool]:
+    """Hold the cross-process lock of the session's stripe (a fixed set of lock files).
+
+    Yields whether it is held: always when ``wait``, else only if no one held it.
+    """
     locks = directory / LOCK_DIR
     locks.mkdir(parents=True, exist_ok=True)
     stripe = zlib.crc32(session_id.encode()) % _LOCK_STRIPES
     fd = os.open(locks / f"{stripe:02d}", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
         os.close(fd)
 
@@ -210,17 +217,28 @@ def _unwritable(directory: Path) -> str | None:
 
 
 def _remove_temp_files(directory: Path) -> tuple[int, int]:
-    """Remove the temp files no writer holds; return how many and their bytes."""
+    """Remove the temp files no writer holds; return how many and their bytes.
+
+    A writer makes its temp file under its session's stripe lock and locks the file
+    only after: a temp file whose stripe is held now may be one made this instant, not
+    locked yet, and is left for the next start (another worker writes there).
+    """
     removed = size = 0
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
         return 0, 0
     for name in names:
-        if not _TEMP_FILE.fullmatch(name):
+        match = _TEMP_FILE.fullmatch(name)
+        if match is None:
             continue
         path = directory / name
-        with contextlib.suppress(OSError):
+        with (
+            contextlib.suppress(OSError),
+            _stripe_lock(directory, match["session"], wait=False) as held,
+        ):
+            if not held:
+                continue
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a live writer holds it
@@ -391,7 +409,9 @@ class FileStateStore:
                 state = _decode(doc.head, session_id, target)
                 doc = _Document.from_state({**state, "missions": []})
             doc.records.append(line)
-            overhead = len(doc.head) + len(_TAIL) + 1
+            # head, "\n", the records joined by ",\n", "\n", tail: each record counts
+            # itself and 2 bytes, the head and tail the rest (to_bytes' length, exactly)
+            overhead = len(doc.head) + len(_TAIL)
             dropped = records_to_drop([len(r) + 2 for r in doc.records], overhead, self.limits)
             del doc.records[:dropped]
             new = doc.to_bytes()

@@ -22,7 +22,9 @@ __all__ = [
     "SCHEMA_VERSION",
     "SCHEMA_VERSION_QUERY",
     "TRIM_RECORDS",
+    "UNVERSIONED_SCHEMA",
     "UPSERT_SESSION",
+    "unversioned_refusal",
     "version_refusal",
 ]
 
@@ -77,6 +79,15 @@ SCHEMA_IS_COMPLETE = """
 SELECT to_regclass('taskforce_schema_version') IS NOT NULL
    AND to_regclass('taskforce_sessions') IS NOT NULL
    AND to_regclass('taskforce_mission_records') IS NOT NULL
+"""
+
+# The schema of session or record tables the search path finds without a version table
+# beside them (no row when there are none, or the version table is there).
+UNVERSIONED_SCHEMA = """
+SELECT c.relnamespace::regnamespace::text FROM pg_class c
+WHERE to_regclass('taskforce_schema_version') IS NULL
+  AND c.oid IN (to_regclass('taskforce_sessions'), to_regclass('taskforce_mission_records'))
+LIMIT 1
 """
 
 # The upsert takes the session row's lock until commit: appends to one session
@@ -135,6 +146,25 @@ SELECT s.state, s.has_missions,
              WHERE m.session_id = s.session_id ORDER BY m.seq) AS records
 FROM taskforce_sessions s WHERE s.session_id = $1
 """
+
+
+def unversioned_refusal(schema: str) -> str:
+    """Why this code does not use state tables that have no version table beside them.
+
+    Not made by a start-up, which creates the version table with them, or it was dropped:
+    the tables may be anything, so nothing is guessed or written, as for an empty one.
+
+    Args:
+        schema: the schema the tables are in.
+    """
+    return (
+        f"the state tables in schema {schema!r} have no schema version: "
+        "taskforce_schema_version is missing; if they hold this taskforce's tables "
+        f"(version {SCHEMA_VERSION}), create it: CREATE TABLE taskforce_schema_version "
+        "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now()); "
+        f"INSERT INTO taskforce_schema_version (version) VALUES ({SCHEMA_VERSION}); "
+        "else move the taskforce_ tables aside and start again to create them"
+    )
 
 
 def version_refusal(version: int | None, schema: str) -> str | None:

@@ -12,12 +12,12 @@ import asyncio
 import contextlib
 import contextvars
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from taskforce.config import dsn_secrets
 from taskforce.core.interfaces.log import secret_scrubber
-from taskforce.core.interfaces.outcome import retrieve_outcome
+from taskforce.core.interfaces.outcome import no_answer_within, retrieve_outcome
 from taskforce.core.interfaces.state import (
     AppendResult,
     MissionRecord,
@@ -122,7 +122,7 @@ class PostgresStateStore:
                 or it takes no writes (a standby, ``default_transaction_read_only`` on).
             StateStoreUnavailableError: the database cannot be reached or refused us.
             StateStoreError: the database holds a schema version this code does not
-                know, or none (an empty version table).
+                know, or none (an empty version table, or state tables without one).
         """
         if self._pool is not None:
             return
@@ -191,6 +191,9 @@ class PostgresStateStore:
                 self._check(await write_refusal(conn))
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", sql.SCHEMA_LOCK)
                 if not await conn.fetchval(sql.SCHEMA_IS_COMPLETE):
+                    unversioned = await conn.fetchval(sql.UNVERSIONED_SCHEMA)
+                    if unversioned is not None:
+                        raise StateStoreError(sql.unversioned_refusal(unversioned))
                     self._check(await creation_refusal(conn))
                     await conn.execute(sql.CREATE_SCHEMA)
                 self._check(await use_refusal(conn))
@@ -235,30 +238,46 @@ class PostgresStateStore:
         await self.aclose()
 
     async def _run(self, action: str, session_id: str, work: Callable[[Any], Awaitable[_T]]) -> _T:
-        """Run ``work`` on a pooled connection in one transaction, in a context of its own."""
+        """Run ``work`` on a pooled connection in one transaction, in a context of its own.
 
-        async def transaction() -> _T:
-            async with self._transaction(action, session_id) as conn:
-                return await work(conn)
-
+        Once the transaction committed, its result is returned, whatever then befalls the
+        connection on its way back to the pool (see :meth:`_transact`).
+        """
+        committed: list[_T] = []
         try:
-            return await _in_own_context(transaction(), deadline=self.timeout_seconds)
+            return await _in_own_context(
+                self._transact(action, session_id, work, committed),
+                deadline=self.timeout_seconds,
+                committed=committed,
+            )
         except _DeadlinePassed:
+            if committed:  # the deadline came while the pool took the connection back
+                return committed[0]
             # The driver's own limits are per step (a pooled connection, each statement,
             # then the wait for a cancelled statement's cancel request): the operation as
             # a whole ends here, its connection is cleaned up behind it.
-            said = f"no answer within {self.timeout_seconds:g} s (state.timeout_seconds)"
+            said = no_answer_within(self.timeout_seconds, "state.timeout_seconds")
             raise StateStoreUnavailableError(
                 f"cannot {action} state of session {session_id!r}: TimeoutError",
                 detail=f"TimeoutError: {said}",
             ) from None
 
-    @contextlib.asynccontextmanager
-    async def _transaction(self, action: str, session_id: str) -> AsyncIterator[Any]:
-        """A pooled connection in a transaction; driver errors become path-free store errors.
+    async def _transact(
+        self,
+        action: str,
+        session_id: str,
+        work: Callable[[Any], Awaitable[_T]],
+        committed: list[_T],
+    ) -> _T:
+        """Run ``work`` on a pooled connection in a transaction; driver errors become
+        path-free store errors. Its result is put in ``committed`` once committed.
 
         A connection the pool cannot get (the server refuses a new one: too many
         connections, a changed password) is the database being unavailable, as at start-up.
+        A failure after the commit, while the pool resets the connection to take it back
+        (the server or the network went away just then), changes nothing that was written:
+        the driver closes that connection, and the call succeeds, or a mission whose record
+        is stored would fail, and its retry write the record twice.
         """
         await self.open()
         assert self._pool is not None
@@ -267,10 +286,13 @@ class PostgresStateStore:
             async with self._pool.acquire(timeout=self.timeout_seconds) as conn:
                 is_acquired = True
                 async with conn.transaction(isolation=sql.ISOLATION):
-                    yield conn
+                    result = await work(conn)
+                committed.append(result)
         except StateStoreError:
             raise
         except Exception as raised:
+            if committed:
+                return committed[0]
             exc = _first_cause(raised)
             is_unavailable = not is_acquired or _is_connection_error(exc)
             cls = StateStoreUnavailableError if is_unavailable else StateStoreError
@@ -278,6 +300,7 @@ class PostgresStateStore:
                 f"cannot {action} state of session {session_id!r}: {type(exc).__name__}",
                 detail=self._safe(exc),
             ) from None
+        return result
 
     async def check_health(self) -> StateStoreHealth:
         """Check that the database answers ``SELECT 1`` on a pooled connection.
@@ -293,7 +316,7 @@ class PostgresStateStore:
         try:
             await _in_own_context(self._select_one(), deadline=self.timeout_seconds)
         except _DeadlinePassed:
-            said = f"no answer within {self.timeout_seconds:g} s (state.timeout_seconds)"
+            said = no_answer_within(self.timeout_seconds, "state.timeout_seconds")
             return StateStoreHealth(is_reachable=False, error=f"TimeoutError: {said}")
         except Exception as exc:
             return StateStoreHealth(is_reachable=False, error=_failure_name(exc))
@@ -403,7 +426,7 @@ class PostgresStateStore:
         """
         said = " ".join(str(exc).split())
         if not said and isinstance(exc, TimeoutError):
-            said = f"no answer within {self.timeout_seconds:g} s (state.timeout_seconds)"
+            said = no_answer_within(self.timeout_seconds, "state.timeout_seconds")
         return self._scrub(f"{type(exc).__name__}: {said}" if said else type(exc).__name__)
 
     def __repr__(self) -> str:
@@ -432,7 +455,12 @@ class _DeadlinePassed(Exception):
     """The whole of a store operation took longer than its deadline."""
 
 
-async def _in_own_context(work: Coroutine[Any, Any, _T], *, deadline: float | None = None) -> _T:
+async def _in_own_context(
+    work: Coroutine[Any, Any, _T],
+    *,
+    deadline: float | None = None,
+    committed: list[_T] | None = None,
+) -> _T:
     """Await ``work`` in a task whose context is empty; it raises what ``work`` raises.
 
     The driver's connections, and the tasks its pool starts for them (reconnecting after
@@ -447,6 +475,10 @@ async def _in_own_context(work: Coroutine[Any, Any, _T], *, deadline: float | No
     without it, as at the deadline. A further cancellation is not passed on: it would
     break off the clean-up itself (the driver's rollback, or its wait for the pool to
     take the connection back, whose failure then nobody reads).
+
+    A task that has put its result in ``committed`` by the deadline is left to finish
+    its clean-up uncancelled: cancelled, it would stop waiting for the pool's own task
+    that takes the connection back, and leave that task's failure unread.
     """
     loop = asyncio.get_running_loop()
     ends = None if deadline is None else loop.time() + deadline
@@ -462,7 +494,8 @@ async def _in_own_context(work: Coroutine[Any, Any, _T], *, deadline: float | No
             _let_go(task)
         raise
     if not done:
-        task.cancel()
+        if not committed:
+            task.cancel()
         _let_go(task)
         raise _DeadlinePassed
     return task.result()

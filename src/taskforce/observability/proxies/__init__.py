@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from taskforce.observability.proxies._base import ObservingProxy
 from taskforce.observability.proxies._executor import ExecutorProxy
-from taskforce.observability.proxies._llm import (
-    LLMProviderProxy,
+from taskforce.observability.proxies._llm import LLMProviderProxy
+from taskforce.observability.proxies._llm_stream import (
+    ObservedStream,
     StreamingLLMProviderProxy,
     observe_llm_provider,
 )
@@ -20,6 +21,7 @@ from taskforce.observability.proxies._weave import instrument, uninstrument, wea
 __all__ = [
     "ExecutorProxy",
     "LLMProviderProxy",
+    "ObservedStream",
     "ObservingProxy",
     "StateStoreProxy",
     "StreamingLLMProviderProxy",

@@ -4,13 +4,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, cast
 
 import wrapt
 
 from taskforce.observability._faults import report_fault
 from taskforce.observability.metrics import MetricSet
+from taskforce.observability.proxies._shape import Absent, shaped
 
 __all__ = [
     "ObservingProxy",
@@ -105,9 +107,13 @@ class ObservingProxy(_ProxyBase[_T]):
     # reads the wrapped object, exactly as wrapt's getattro does.
     __getattribute__ = object.__getattribute__
 
-    def __class_getitem__(cls, item: object) -> type:
-        """``ObservingProxy[T]`` (and a subclass's) is the class itself: the type is mypy's."""
-        return cls
+    if not TYPE_CHECKING:
+        # Run time only: to mypy, ``ObservingProxy[T]`` is the generic of wrapt's stubs
+        # (wrapt 2.2 and later declare a ``__class_getitem__`` that returns a GenericAlias,
+        # which an override returning the class would contradict).
+        def __class_getitem__(cls, item: object) -> type:
+            """``ObservingProxy[T]`` (and a subclass's) is the class itself."""
+            return cls
 
     if TYPE_CHECKING:
         # What wrapt does at run time: any attribute the proxy lacks is the wrapped object's.
@@ -125,36 +131,31 @@ class ObservingProxy(_ProxyBase[_T]):
         super().__init__(wrapped)
         self._self_metrics = metrics
 
-    # wrapt delegates __enter__ to the wrapped object, which returns itself:
-    # the body of the ``with`` would then use the raw, unobserved object.
-    def __enter__(self) -> Any:
-        wrapped = self.__wrapped__
-        entered = _protocol_method(wrapped, "__enter__", "__exit__", "")(wrapped)
-        return self if entered is wrapped else entered
+    # wrapt defines these on every proxy; they are the object's only if it has them, and
+    # a shaped subclass gives them back (``_shape``). A mask per name, listed here so
+    # that each is found where the class is read.
+    __len__ = Absent()
+    __getitem__ = Absent()
+    __setitem__ = Absent()
+    __delitem__ = Absent()
+    __contains__ = Absent()
+    __reversed__ = Absent()
+    __iter__ = Absent()
+    __enter__ = Absent()
+    __exit__ = Absent()
+    __aenter__ = Absent()
+    __aexit__ = Absent()
 
-    # Same as __enter__: hand out the proxy, not the raw object, from ``async with``.
-    async def __aenter__(self) -> Any:
-        wrapped = self.__wrapped__
-        enter = _protocol_method(wrapped, "__aenter__", "__aexit__", "asynchronous ")
-        entered = await enter(wrapped)
-        return self if entered is wrapped else entered
+    # The protocol methods a shaped subclass uses instead of the default forwarding ones,
+    # when the wrapped object has them (``shaped``); a subclass may set its own.
+    _self_protocols: ClassVar[Mapping[str, Callable[..., Any]]] = {}
 
+    def __new__(cls, wrapped: Any, *args: Any, **kwargs: Any) -> Self:
+        """Make the proxy of the class that has exactly the protocols of ``wrapped``.
 
-def _protocol_method(wrapped: object, enter: str, exit_: str, kind: str) -> Any:
-    """The wrapped object's ``enter`` method, looked up on its type as ``with`` does.
-
-    A ``with`` on an object without the protocol raises ``TypeError``; the proxy, whose
-    class has both methods, must raise that too rather than an ``AttributeError``.
-
-    Raises:
-        TypeError: The type lacks ``enter`` or ``exit_``, in Python's own words.
-    """
-    cls = type(wrapped)
-    method = getattr(cls, enter, None)
-    if method is None or getattr(cls, exit_, None) is None:
-        name = cls.__name__
-        raise TypeError(f"{name!r} object does not support the {kind}context manager protocol")
-    return method
+        Chosen once, here: a call through the proxy runs none of it (``_shape``).
+        """
+        return cast(Self, super().__new__(shaped(cls, wrapped)))
 
 
 def is_observing_proxy(obj: object) -> bool:

@@ -1,7 +1,7 @@
 """The size of what an LLM call sends: messages, and tokens estimated as characters / 4.
 
 The LLM proxy counts the characters of the messages' ``content`` itself, in
-``_record_call``: in a running mission a call into a helper costs more than
+``record_call``: in a running mission a call into a helper costs more than
 counting a few messages. A short list (up to ``SCAN_LIMIT`` messages) is counted
 whole on every call. An agent sends the same conversation list on every turn, one
 or two messages longer each time, so for a longer list :class:`PackEstimator`

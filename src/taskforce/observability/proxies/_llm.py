@@ -2,6 +2,8 @@
 
 Two classes, so that ``hasattr(proxy, "stream")`` answers like the provider
 does (callers pick streaming that way): :func:`observe_llm_provider` picks one.
+This module holds the provider proxy and the record every call ends in;
+``_llm_stream`` the streaming one, its streams and how a finished stream is read.
 
 What is recorded per call:
 
@@ -17,19 +19,20 @@ What is recorded per call:
   A cancelled call records no request and no failure: it has no outcome, and the
   mission that was cancelled is counted ``cancelled``. Its retries are counted,
   from the attempt report on the cancellation: they happened, and were logged.
-- ``stream``: once, when the stream ends however it ends: ``error`` if the
-  provider raised (as above) or its last chunk is not a dict, cannot be read, or is a
-  text delta that is no string (``invalid_response``: the agents fail the call at such
-  a chunk, so it is the last one read), else ``success`` (exhausted, or abandoned by its
-  consumer through ``aclose()`` or cancellation after a chunk: that is the caller's
-  decision, not a provider failure; cancelled before any chunk, it is recorded as a
-  cancelled ``complete`` is); the latency up to that point; the time to the first
-  text delta (a ``content`` chunk), if one arrived, from the start of the attempt
-  that streamed it (the attempts before it and the waits between them, from the
-  provider's attempt report, are left out: they are in the latency and the
-  retries); tokens from the last
-  chunk's ``usage``. All use the ``model`` of the last chunk, which is where
-  providers report it.
+- ``stream``: once, when the stream ends however it ends (or the provider's
+  ``stream`` call itself raises): ``error`` if the provider raised (as above) or its
+  last chunk is not a dict, cannot be read, or is a text delta that is no string
+  (``invalid_response``: the agents fail the call at such a chunk, so it is the last
+  one read), else
+  ``success`` (exhausted, or abandoned by its consumer through ``aclose()`` or
+  cancellation after a chunk: that is the caller's decision, not a provider failure;
+  cancelled before any chunk of its answer (none, or the retries' report alone), it is
+  recorded as a cancelled ``complete`` is); the latency up to that point; the time to
+  the first text delta (a ``content`` chunk with text), if one arrived, from the start
+  of the attempt that streamed it (the attempts before it and the waits between them,
+  from the provider's attempt report, are left out: they are in the latency and the
+  retries); tokens from the last chunk's ``usage``. All use the ``model`` of the last
+  chunk, which is where providers report it.
 - for every call that ends, from the provider's attempt
   report (``attempts`` on the result, the last chunk or the raised error):
   one retry per attempt after the first, labelled with the error type of the
@@ -49,16 +52,13 @@ attribute, else ``unknown``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
 from time import perf_counter
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from taskforce.core.interfaces.context import current_agent_type
 from taskforce.core.interfaces.llm import (
     LLMProviderProtocol,
     LLMResult,
-    StreamChunk,
-    StreamingLLMProviderProtocol,
 )
 from taskforce.core.interfaces.outcome import (
     classify_llm_result,
@@ -85,26 +85,26 @@ from taskforce.observability.metrics._catalog import (
     LLM_TOKENS,
     LLM_TTFT,
 )
-from taskforce.observability.proxies._base import ObservingProxy, aclose_iterator, report_fault
+from taskforce.observability.proxies._base import ObservingProxy, report_fault
 from taskforce.observability.proxies._context_pack import SCAN_LIMIT, PackEstimator
 from taskforce.observability.proxies._llm_outcome import (
     ATTEMPT_REPORTS,
-    before_last_attempt,
     record_outcome,
 )
 
-__all__ = ["LLMProviderProxy", "StreamingLLMProviderProxy", "observe_llm_provider"]
+__all__ = [
+    "LLMProviderProxy",
+    "is_report",
+    "record_call",
+    "record_cancelled",
+    "unreported_model",
+]
 
 _ProviderT = TypeVar("_ProviderT", bound=LLMProviderProtocol)
-_StreamingT = TypeVar("_StreamingT", bound=StreamingLLMProviderProtocol)
 
 _UNKNOWN_MODEL = "unknown"
 # Positional index of ``model`` in each protocol method (after self).
 _MODEL_ARG = {"complete": 1, "generate": 2, "stream": 1}
-# What a stream that yielded nothing has as its last chunk.
-_NO_CHUNK: Any = object()
-# The outcome of a stream whose last chunk the agents cannot use (see _record_stream).
-_UNUSABLE_CHUNK = {"success": False, "error_type": "invalid_response"}
 
 
 # Bundles of children kept per proxy; more and the cache starts over.
@@ -236,11 +236,11 @@ class LLMProviderProxy(ObservingProxy[_ProviderT]):
             result = await wrapped.complete(*args, **kwargs)
         except BaseException as exc:  # always re-raised: only the outcome is read here
             if is_caller_cancelled(exc):
-                _record_cancelled(self, wrapped, "complete", exc, (args, kwargs))
+                record_cancelled(self, wrapped, "complete", exc, (args, kwargs))
             else:
-                _record_call(self, wrapped, "complete", started, exc, args, kwargs)
+                record_call(self, wrapped, "complete", started, exc, args, kwargs)
             raise
-        _record_call(self, wrapped, "complete", started, result, args, kwargs)
+        record_call(self, wrapped, "complete", started, result, args, kwargs)
         return result
 
     async def generate(self, /, *args: Any, **kwargs: Any) -> LLMResult:
@@ -262,83 +262,12 @@ class LLMProviderProxy(ObservingProxy[_ProviderT]):
             result = await wrapped.generate(*args, **kwargs)
         except BaseException as exc:  # always re-raised: only the outcome is read here
             if is_caller_cancelled(exc):
-                _record_cancelled(self, wrapped, "generate", exc, (args, kwargs))
+                record_cancelled(self, wrapped, "generate", exc, (args, kwargs))
             else:
-                _record_call(self, wrapped, "generate", started, exc, args, kwargs)
+                record_call(self, wrapped, "generate", started, exc, args, kwargs)
             raise
-        _record_call(self, wrapped, "generate", started, result, args, kwargs)
+        record_call(self, wrapped, "generate", started, result, args, kwargs)
         return result
-
-
-class StreamingLLMProviderProxy(LLMProviderProxy[_StreamingT]):
-    """An LLM provider with ``stream``, whose streams are observed as well."""
-
-    async def stream(self, /, *args: Any, **kwargs: Any) -> AsyncGenerator[StreamChunk, None]:
-        """Iterate the wrapped ``stream``, recording the request once however it ends.
-
-        The inner stream is closed as soon as this one is, as ``contextlib.aclosing``
-        would (see :func:`aclose_iterator`).
-
-        Args:
-            *args: Passed unchanged (``messages``, ``model``).
-            **kwargs: Passed unchanged.
-
-        Yields:
-            Exactly the chunks of the wrapped stream.
-
-        Raises:
-            Exception: Exactly what the wrapped stream raised (the same object).
-        """
-        wrapped = self.__wrapped__
-        started = perf_counter()
-        first: Any = _NO_CHUNK
-        last: Any = _NO_CHUNK
-        first_chunk_at: float | None = None
-        error: BaseException | None = None
-        cancelled: BaseException | None = None  # the caller's, before any chunk
-        consumer_left = False  # True while a chunk is out: GeneratorExit then means aclose()
-        try:
-            chunks = wrapped.stream(*args, **kwargs)
-            try:
-                async for chunk in chunks:
-                    # The first text delta, not the last chunk of an answer without text.
-                    if first_chunk_at is None and isinstance(chunk, dict):
-                        first_chunk_at = _text_delta_at(self, chunk)
-                    if first is _NO_CHUNK:
-                        first = chunk
-                    last = chunk
-                    consumer_left = True
-                    yield chunk
-                    consumer_left = False
-            finally:
-                await aclose_iterator(chunks)
-        except BaseException as exc:
-            if not (consumer_left or is_caller_cancelled(exc)):
-                error = exc  # what the provider raised (its own CancelledError too): a failure
-            elif first is _NO_CHUNK:
-                # Cancelled before any chunk (while it retried, say): no outcome, as a
-                # cancelled complete() has none; its retries are counted from the report.
-                cancelled = exc
-            raise
-        finally:
-            if cancelled is not None:
-                _record_cancelled(self, wrapped, "stream", cancelled, (args, kwargs))
-            else:
-                _record_stream(
-                    self, wrapped, started, first_chunk_at, error, (first, last), args, kwargs
-                )
-
-
-def _text_delta_at(proxy: LLMProviderProxy[Any], chunk: Mapping[str, Any]) -> float | None:
-    """Now, if ``chunk`` is a text delta; a chunk that cannot say so is a fault, not a delta.
-
-    The consumer gets the chunk either way: reading it must not end the stream.
-    """
-    try:
-        return perf_counter() if "content" in chunk else None
-    except Exception as exc:
-        report_fault(proxy._self_metrics, type(proxy).__name__, "llm.ttft", exc)
-        return None
 
 
 def _model(wrapped: Any, reported: Any, operation: str, args: tuple[Any, ...], kwargs: Any) -> str:
@@ -353,7 +282,7 @@ def _model(wrapped: Any, reported: Any, operation: str, args: tuple[Any, ...], k
     return str(default) if default else _UNKNOWN_MODEL
 
 
-def _unreported_model(
+def unreported_model(
     families: _LLMFamilies, wrapped: Any, operation: str, args: tuple[Any, ...], kwargs: Any
 ) -> str:
     """The label of a call the provider reported no model for (see the module doc)."""
@@ -368,7 +297,7 @@ def _resolve(families: _LLMFamilies, asked: str, model: str) -> None:
     families.resolved[asked] = model
 
 
-def _record_call(
+def record_call(
     proxy: LLMProviderProxy[Any],
     wrapped: Any,
     operation: str,
@@ -409,7 +338,7 @@ def _record_call(
         families = proxy._self_families
         if isinstance(result, BaseException):  # the call raised
             error_type: str | None = llm_exception_error_type(result)
-            model = _unreported_model(families, wrapped, operation, args, kwargs)
+            model = unreported_model(families, wrapped, operation, args, kwargs)
             # what the server reported before the call failed (LLMProviderError.usage)
             usage = getattr(result, "usage", None)
             if not isinstance(usage, dict):
@@ -428,7 +357,7 @@ def _record_call(
                         model = (
                             str(model)
                             if model
-                            else _unreported_model(families, wrapped, operation, args, kwargs)
+                            else unreported_model(families, wrapped, operation, args, kwargs)
                         )
                     attempts = result.get("attempts") or ()
                 except Exception:
@@ -437,10 +366,10 @@ def _record_call(
                     # A failure is counted however little of it can be read (a mapping
                     # whose get raises is invalid_response, as the agents fail it).
                     usage, attempts = None, ()
-                    model = _unreported_model(families, wrapped, operation, args, kwargs)
+                    model = unreported_model(families, wrapped, operation, args, kwargs)
             else:  # not a dict at all (None, a string): invalid_response, with nothing to read
                 usage = None
-                model = _unreported_model(families, wrapped, operation, args, kwargs)
+                model = unreported_model(families, wrapped, operation, args, kwargs)
                 attempts = ()
         key = (model, current_agent_type(), operation, "success" if error_type is None else "error")
         children = families.bundles.get(key)
@@ -482,7 +411,7 @@ def _record_call(
         ):
             return
         metrics = proxy._self_metrics
-        record_outcome(
+        is_unpriced = record_outcome(
             families,
             metrics,
             (model, key[1]),
@@ -491,30 +420,42 @@ def _record_call(
             (input_tokens, output_tokens),
             lambda: _model(wrapped, None, operation, args, kwargs),
         )
-        children.quiet = not metrics.llm_prices and model in metrics.unpriced_models
+        # Asked of record_outcome, not of the set of unpriced models: that keeps the model
+        # as its label has it (cut, or ``other``), not as the provider reported it.
+        if is_unpriced and not metrics.llm_prices:
+            children.quiet = True
     except Exception as exc:
         report_fault(proxy._self_metrics, type(proxy).__name__, f"llm.{operation}", exc)
 
 
-def _record_cancelled(
+def is_report(chunk: Any) -> bool:
+    """Whether a stream's ``chunk`` is an attempt report alone (``{"attempts": [...]}``)."""
+    return type(chunk) is dict and chunk.keys() == {"attempts"}
+
+
+def record_cancelled(
     proxy: LLMProviderProxy[Any],
     wrapped: Any,
     operation: str,
     cancelled: BaseException,
     call: tuple[tuple[Any, ...], dict[str, Any]],
+    report: Any = None,
 ) -> None:
     """Record a call whose mission was cancelled: the retries it made, nothing else.
 
     It has no outcome (no request, no failure), but the retries it made before the
     cancellation happened, and the provider logged them: they are counted from the
-    attempt report the provider put on the cancellation, as a stream's are.
+    attempt report the provider put on the cancellation, else from the one a stream
+    sent as its first chunk (``report``, ``{"attempts": [...]}`` alone).
     """
     args, kwargs = call
     try:
-        attempts = getattr(cancelled, "attempts", ())
+        attempts: Any = getattr(cancelled, "attempts", None)
+        if type(attempts) not in ATTEMPT_REPORTS and is_report(report):
+            attempts = report["attempts"]
         if type(attempts) in ATTEMPT_REPORTS and len(attempts) > 1:
             families = proxy._self_families
-            model = _unreported_model(families, wrapped, operation, args, kwargs)
+            model = unreported_model(families, wrapped, operation, args, kwargs)
             record_outcome(
                 families,
                 proxy._self_metrics,
@@ -544,93 +485,3 @@ def _token_counts(proxy: LLMProviderProxy[Any], *counts: Any) -> tuple[int, int]
     error = ValueError(f"the provider reported token counts that are not counts ({kinds})")
     report_fault(proxy._self_metrics, type(proxy).__name__, "llm.usage", error)
     return 0, 0
-
-
-def _record_stream(
-    proxy: LLMProviderProxy[Any],
-    wrapped: Any,
-    started: float,
-    first_chunk_at: float | None,
-    error: BaseException | None,
-    chunks: tuple[Any, Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> None:
-    """Record a finished stream as the call it was: the last chunk reports what a result does.
-
-    ``chunks`` is the first and the last chunk read. A stream its consumer left early
-    has no report on its last chunk; the first may be the attempt report (``StreamChunk``).
-    """
-    first, last = chunks
-    outcome: Any = error
-    readable = True
-    if error is None and (last is _NO_CHUNK or isinstance(last, dict)):
-        try:
-            chunk = {} if last is _NO_CHUNK else last
-            try:
-                attempts = chunk.get("attempts")
-                # what the agents read of a chunk before its end: a text delta that is
-                # no string, or a chunk whose get raises, fails the call they make of it
-                text = None if chunk.get("done") else chunk.get("content")
-                is_usable = not text or isinstance(text, str)
-            except Exception:
-                attempts, is_usable = None, False
-            if not attempts and first is not last and isinstance(first, dict):
-                attempts = first.get("attempts")
-            if is_usable:
-                outcome = {
-                    "success": True,
-                    "usage": chunk.get("usage"),
-                    "model": chunk.get("model"),
-                    "attempts": attempts or (),
-                }
-            else:  # the agents stop at such a chunk: it is the last one read
-                outcome = {**_UNUSABLE_CHUNK, "attempts": attempts or ()}
-        except Exception as exc:
-            report_fault(proxy._self_metrics, type(proxy).__name__, "llm.stream", exc)
-            readable = False
-    elif error is None:
-        # Not a chunk at all (None, a string): the agent fails the call as invalid_response,
-        # and so does classify_llm_result, which reads it as the call's result.
-        outcome = last
-    if readable:
-        _record_call(proxy, wrapped, "stream", started, outcome, args, kwargs)
-    if first_chunk_at is not None:
-        # Recorded at the end, not at the first chunk: the model the provider
-        # resolved arrives with the last chunk, and both series share that label.
-        try:
-            families = proxy._self_families
-            reported = outcome.get("model") if isinstance(outcome, dict) else None
-            model = (
-                str(reported)
-                if reported
-                else _unreported_model(families, wrapped, "stream", args, kwargs)
-            )
-            attempts = (
-                outcome.get("attempts")
-                if isinstance(outcome, dict)
-                else getattr(outcome, "attempts", None)
-            )
-            # from the start of the attempt that streamed: the request whose first chunk it is
-            opened = started + before_last_attempt(attempts)
-            ttft = families.ttft.labels(model, current_agent_type())
-            ttft.observe(max(first_chunk_at - opened, 0.0))
-        except Exception as exc:
-            report_fault(proxy._self_metrics, type(proxy).__name__, "llm.ttft", exc)
-
-
-def observe_llm_provider(provider: _ProviderT, metrics: MetricSet) -> LLMProviderProxy[_ProviderT]:
-    """Wrap a provider in the proxy class that matches its abilities.
-
-    Args:
-        provider: The plain provider.
-        metrics: The container's metric set.
-
-    Returns:
-        A :class:`StreamingLLMProviderProxy` if the provider has ``stream``,
-        else an :class:`LLMProviderProxy` (on which ``hasattr(p, "stream")`` is false).
-    """
-    if hasattr(provider, "stream"):
-        streaming = cast(StreamingLLMProviderProtocol, provider)
-        return cast(LLMProviderProxy[_ProviderT], StreamingLLMProviderProxy(streaming, metrics))
-    return LLMProviderProxy(provider, metrics)

@@ -18,14 +18,12 @@ from typing import Protocol
 
 import structlog
 
-from taskforce.core.interfaces.llm import LLM_ERROR_TYPES
-from taskforce.core.interfaces.outcome import label_safe
+from taskforce.core.interfaces.outcome import label_safe, llm_error_type
 from taskforce.observability.metrics import CounterChild, Family, MetricSet
 from taskforce.observability.metrics._catalog import OTHER
 
 __all__ = ["ATTEMPT_REPORTS", "OutcomeFamilies", "before_last_attempt", "record_outcome"]
 
-_ERROR_TYPES = frozenset(LLM_ERROR_TYPES)
 #: What an attempt report is read from; anything else is no report.
 ATTEMPT_REPORTS = (list, tuple)
 _PER_MILLION = 1_000_000.0
@@ -38,10 +36,6 @@ class OutcomeFamilies(Protocol):
     retries: Family[CounterChild]
     failures: Family[CounterChild]
     cost: Family[CounterChild]
-
-
-def _closed(error_type: object) -> str:
-    return error_type if isinstance(error_type, str) and error_type in _ERROR_TYPES else OTHER
 
 
 def before_last_attempt(attempts: object) -> float:
@@ -82,7 +76,7 @@ def record_outcome(
     error_type: str | None,
     tokens: tuple[int, int],
     requested: Callable[[], str],
-) -> None:
+) -> bool:
     """Write the retries, the failure and the spend of one call.
 
     Args:
@@ -95,25 +89,30 @@ def record_outcome(
         tokens: The call's input and output tokens, from its ``usage``.
         requested: Returns the model asked for (called only when the reported one has
             no price).
+
+    Returns:
+        Whether the call had tokens and no price: ``llm.price.missing`` has been logged
+        for its model, now or before, under the key it is remembered by.
     """
     if error_type is not None:  # first: a broken report must not lose the failure
-        families.failures.labels(*labels, _closed(error_type)).inc()
+        families.failures.labels(*labels, llm_error_type(error_type)).inc()
     if isinstance(attempts, ATTEMPT_REPORTS):
         for attempt in attempts[:-1]:  # every attempt but the last was followed by a retry
             failed = getattr(attempt, "error_type", None)
             if failed is not None:
-                families.retries.labels(*labels, _closed(failed)).inc()
+                families.retries.labels(*labels, llm_error_type(failed)).inc()
     input_tokens, output_tokens = tokens
     if not (input_tokens or output_tokens):
-        return
+        return False
     price = metrics.llm_prices.get(labels[0])
     if price is None:
         price = metrics.llm_prices.get(requested())
     if price is None:
         _note_unpriced(metrics, labels[0])
-        return
+        return True
     cost = (input_tokens * price[0] + output_tokens * price[1]) / _PER_MILLION
     families.cost.labels(*labels).inc(cost)
+    return False
 
 
 def _note_unpriced(metrics: MetricSet, model: str) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from typing import TypeVar
 
+from taskforce.core.interfaces.outcome import is_caller_cancelled
 from taskforce.core.interfaces.state import (
     AppendResult,
     MissionRecord,
@@ -67,8 +68,9 @@ class StateStoreProxy(ObservingProxy[_StoreT]):
         """
         try:
             return await self.__wrapped__.load(session_id)
-        except Exception:
-            self._self_count_error("load")
+        except BaseException as exc:
+            if isinstance(exc, Exception) or not is_caller_cancelled(exc):
+                self._self_count_error("load")  # a store's own SystemExit too
             raise
 
     def _self_count_error(self, operation: str) -> None:
@@ -93,8 +95,9 @@ class StateStoreProxy(ObservingProxy[_StoreT]):
         """
         try:
             appended = await self.__wrapped__.append(session_id, record)
-        except Exception:
-            self._self_count_error("append")
+        except BaseException as exc:
+            if isinstance(exc, Exception) or not is_caller_cancelled(exc):
+                self._self_count_error("append")  # a store's own SystemExit too
             raise
         try:
             size: int | None = appended.size_bytes
@@ -125,8 +128,9 @@ class StateStoreProxy(ObservingProxy[_StoreT]):
         """
         try:
             saved = await self.__wrapped__.save(session_id, state)
-        except Exception:
-            self._self_count_error("save")
+        except BaseException as exc:
+            if isinstance(exc, Exception) or not is_caller_cancelled(exc):
+                self._self_count_error("save")  # a store's own SystemExit too
             raise
         try:
             size = as_count(saved)

@@ -251,6 +251,13 @@ class ToolRegistryProxy(ObservingProxy[_RegistryT]):
     # The lean agent reads it before every LLM call.
     openai_schemas = passthrough("openai_schemas")
 
+    # A registry one can iterate or index hands out observed tools that way too; these
+    # are used only for a registry that has the method (``ObservingProxy.__new__``).
+    _self_protocols = {
+        "__iter__": lambda proxy: map(proxy._self_handed_out, iter(proxy.__wrapped__)),
+        "__getitem__": lambda proxy, key: proxy._self_handed_out(proxy.__wrapped__[key]),
+    }
+
     def register(self, tool: ToolProtocol) -> None:
         """Register a tool with the wrapped registry (the plain tool, see the class doc).
 
@@ -322,6 +329,15 @@ class ToolRegistryProxy(ObservingProxy[_RegistryT]):
         for spec in (TOOL_CALLS, TOOL_FAILURES, TOOL_DURATION):
             metrics.record_overflow(spec.name, "tool_name")
         return OTHER
+
+    def _self_handed_out(self, item: object) -> object:
+        """``item`` observed if it is a tool (a registry may iterate its names instead)."""
+        try:
+            if isinstance(item, ToolProtocol):
+                return self._self_observed(item)
+        except Exception as exc:  # an item that cannot say: handed out as it is
+            report_fault(self._self_metrics, "ToolRegistryProxy", "registry", exc)
+        return item
 
     def _self_observed(self, tool: ToolProtocol) -> ToolProtocol:
         if isinstance(tool, ObservingProxy):

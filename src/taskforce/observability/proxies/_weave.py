@@ -19,7 +19,7 @@ from taskforce.observability._faults import count_log_faults_in
 from taskforce.observability.metrics import MetricSet
 from taskforce.observability.proxies._base import ObservingProxy, is_observing_proxy
 from taskforce.observability.proxies._executor import ExecutorProxy
-from taskforce.observability.proxies._llm import observe_llm_provider
+from taskforce.observability.proxies._llm_stream import observe_llm_provider
 from taskforce.observability.proxies._state import StateStoreProxy
 from taskforce.observability.proxies._tools import ToolProxy, ToolRegistryProxy
 

@@ -66,9 +66,14 @@ def bearer_token(request: Request) -> bytes | None:
     API's guard reads its token with this too.
 
     Returns:
-        The token, or ``None`` for no header, another scheme or an empty token.
+        The token, or ``None`` for no header, another scheme, an empty token, or several
+        ``Authorization`` headers that differ: HTTP allows one, and a proxy in front that
+        read another than the first would have let through another request than this.
     """
-    raw = request.headers.get("authorization", "").encode("latin-1")
+    given = request.headers.getlist("authorization")
+    if len(given) > 1 and len(set(given)) > 1:
+        return None
+    raw = (given[0] if given else "").encode("latin-1")
     scheme, _, token = raw.partition(b" ")
     if scheme.lower() != b"bearer" or not token.strip():
         return None
@@ -122,10 +127,25 @@ def make_metrics_app(metrics: MetricSet, *, auth_token: str | None) -> Starlette
             headers["Content-Encoding"] = "gzip"
         return Response(body, media_type=CONTENT_TYPE, headers=headers)
 
-    app = Starlette(routes=[Route("/", serve_metrics, methods=["GET", "HEAD"])])
+    app = Starlette(routes=[_RootRoute("/", serve_metrics, methods=["GET", "HEAD"])])
     app.state.registry = metrics.registry
     app.state.metrics = metrics
     return app
+
+
+class _RootRoute(Route):
+    """The sub-app's root route, which also takes the bare mount path (``/metrics``).
+
+    Mounted, the bare path reaches the sub-app with nothing left after its mount
+    (``path`` equal to ``root_path``), which a ``Route("/")`` does not match.
+    """
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        """Match like ``Route``; the bare mount path matches as its root."""
+        if scope["type"] == "http" and scope["path"] == scope.get("root_path"):
+            # matched on a copy: the request's own path stays what the client sent
+            scope = {**scope, "path": scope["path"] + "/"}
+        return super().matches(scope)
 
 
 class MetricsMount(Mount):
@@ -133,19 +153,19 @@ class MetricsMount(Mount):
 
     Starlette's ``Mount("/metrics")`` matches only ``/metrics/{path}``, so a scrape of
     ``/metrics`` would get a 307 redirect (and an httpx client, which does not follow
-    redirects by default, a 307 instead of the exposition). This mount treats the bare
-    path as ``/metrics/``. It is not part of the OpenAPI schema, like any ``Mount``.
+    redirects by default, a 307 instead of the exposition). This mount matches the bare
+    path as ``/metrics/`` without rewriting it, so the access log and any middleware see
+    the path the scraper asked for. It is not part of the OpenAPI schema, like any
+    ``Mount``.
     """
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        """Match like ``Mount``; retry a bare-path HTTP request as ``{path}/``."""
+        """Match like ``Mount``; match a bare-path HTTP request as ``{path}/``."""
         match, child_scope = super().matches(scope)
         if match is Match.NONE and scope["type"] == "http" and not scope["path"].endswith("/"):
-            slashed = {**scope, "path": scope["path"] + "/"}
-            match, child_scope = super().matches(slashed)
-            if match is Match.FULL:
-                # only the bare mount path gets here: "/metrics/..." matched above
-                child_scope["path"] = slashed["path"]
+            # only the bare mount path matches here ("/metrics/..." matched above); the
+            # child scope's root_path is the mount path, so the sub-app sees no rest
+            match, child_scope = super().matches({**scope, "path": scope["path"] + "/"})
         if match is Match.FULL:
             # FastAPI's router merges the child scope without a "route" for a mount: name
             # the mount here, or the sub-app's own Route("/") is the first route written

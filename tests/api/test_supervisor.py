@@ -1,0 +1,60 @@
+"""The supervisor of ``taskforce serve --workers N``: how it reads a worker's end."""
+
+from __future__ import annotations
+
+import multiprocessing.connection
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from taskforce.api import _supervisor
+from taskforce.config import Settings
+
+
+class _Worker:
+    """A worker process as the supervisor sees it, ended when the test says so."""
+
+    pid = 4242
+    sentinel = 0
+
+    def __init__(self) -> None:
+        self.exitcode: int | None = None
+
+    def is_alive(self) -> bool:
+        return self.exitcode is None
+
+    def join(self) -> None:
+        """Nothing to wait for: it has ended."""
+
+
+class TestStopSignal:
+    def test_a_group_stop_during_a_workers_boot_is_a_clean_stop(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """SIGTERM to the whole process group (systemd, tini -g) while a worker still boots
+        kills that worker (it has no handler yet) as it reaches the supervisor: the
+        supervisor stops cleanly, it does not report the worker as failed to start."""
+        settings = Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "ws")
+        targets = _supervisor._Targets(None, "127.0.0.1", None)
+        supervisor = _supervisor._Supervisor(settings, None, [None], targets)  # type: ignore[arg-type]
+        worker = _Worker()
+
+        def start(slot: Any) -> None:
+            slot.process, slot.started_at = worker, 0.0
+
+        def wait(sentinels: list[int], timeout: float) -> list[int]:
+            # one signal to the group: the supervisor's handler runs, the booting worker dies
+            supervisor._on_signal(signal.SIGTERM, None)
+            worker.exitcode = -signal.SIGTERM
+            return sentinels
+
+        monkeypatch.setattr(supervisor, "_start", start)
+        monkeypatch.setattr(multiprocessing.connection, "wait", wait)
+        with capture_logs() as logs:
+            supervisor.run()  # raised StartupError: "worker 0 failed to start"
+        events = [(log["event"], log.get("exitcode")) for log in logs]
+        assert ("worker.stopped", -signal.SIGTERM) in events
+        assert "worker.exited" not in [event for event, _ in events]
