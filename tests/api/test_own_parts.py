@@ -181,7 +181,9 @@ class TestAStoreOfOnesOwnThatRaisesABaseException:
 
 
 class TestARegistryOfOnesOwnThatRaises:
-    @pytest.mark.parametrize("exc", [RuntimeError("/srv/secret"), SystemExit(3), Halt("secret")])
+    @pytest.mark.parametrize(
+        "exc", [RuntimeError("/srv/secret"), SystemExit(3), Halt("secret"), TimeoutError("slow")]
+    )
     async def test_a_listing_that_raises_is_a_json_500(
         self, settings: Settings, exc: BaseException
     ) -> None:

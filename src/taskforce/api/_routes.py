@@ -32,7 +32,7 @@ from taskforce.api._sessions import add_session_routes
 from taskforce.application._mission_support import to_the_end
 from taskforce.application.container import Container
 from taskforce.core.interfaces.executor import ProgressEvent
-from taskforce.core.interfaces.outcome import exception_error_type, is_caller_cancelled
+from taskforce.core.interfaces.outcome import class_error_type, is_caller_cancelled
 from taskforce.errors import MissionError
 
 __all__ = ["CLIENT_CLOSED_REQUEST", "MISSION_ROUTES", "mission_router"]
@@ -206,7 +206,7 @@ def mission_router(container: Container) -> APIRouter:
             # fails this request only, as a JSON 500 naming the class, never the message.
             if not isinstance(exc, Exception) and is_caller_cancelled(exc):
                 raise
-            error_type = exception_error_type(exc)
+            error_type = class_error_type(exc)
             _LOG.error("tool.list.failed", category="tool", error_type=error_type)
             reason = f"could not list the tools ({error_type})"
             return SafeJSONResponse(status_code=500, content={"detail": reason})
