@@ -333,7 +333,7 @@ class AgentExecutor:
                     category="mission",
                     error_type=type(exc).__name__,
                     duration_seconds=seconds_since(started),
-                    **text_fields("error", exception_message(exc)),
+                    **text_fields("error", exc),
                 )
                 raise
             else:
