@@ -734,6 +734,33 @@ class TestWithRealAdapters:
             await task
         assert ["cancelled"] == [r["status"] for r in _stored_missions(tmp_path, "c")]
 
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    async def test_a_cancelled_mission_keeps_the_steps_it_finished(
+        self, real_executor: Callable[..., AgentExecutor], tmp_path: Path, agent_type: Any
+    ) -> None:
+        """Cancelled inside its second tool call, a mission's record keeps the first
+        call's finished step, and its log lines count the steps and tool calls it made."""
+        executor = real_executor()
+        mission = 'tool:calculator {"expression": "1 + 1"}\ntool:sleep {"seconds": 30}\nDone.'
+        task = asyncio.create_task(
+            executor.execute_mission(mission, agent_type=agent_type, session_id="k")
+        )
+        await asyncio.sleep(0.3)  # the first call done, the second under way
+
+        with capture_logs() as logs:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        [record] = _stored_missions(tmp_path, "k")
+        assert "cancelled" == record["status"]
+        assert record["steps"], "the finished step was lost"
+        assert ["calculator"] == record["steps"][0]["tool_calls"]
+        assert "completed" == record["steps"][0]["status"]
+        [measured] = [e for e in logs if e["event"] == "mission.duration.measured"]
+        assert ("cancelled", len(record["steps"])) == (measured["status"], measured["steps"])
+        assert measured["tool_calls"] >= 1
+
     async def test_fifty_concurrent_missions(
         self, real_executor: Callable[..., AgentExecutor], tmp_path: Path
     ) -> None:

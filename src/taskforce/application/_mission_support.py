@@ -18,6 +18,7 @@ __all__ = [
     "now_iso",
     "record_fields",
     "seconds_since",
+    "step_dict",
     "store_failure_fields",
     "to_the_end",
 ]
@@ -37,7 +38,7 @@ def record_fields(result: ExecutionResult) -> dict[str, Any]:
         "final_message": result.final_message,
         "error": result.error,
         "error_type": result.error_type,
-        "steps": [_step_dict(step) for step in result.steps],
+        "steps": [step_dict(step) for step in result.steps],
     }
 
 
@@ -66,7 +67,8 @@ def store_failure_fields(exc: BaseException) -> dict[str, str]:
     }
 
 
-def _step_dict(step: StepRecord) -> dict[str, Any]:
+def step_dict(step: StepRecord) -> dict[str, Any]:
+    """Return the JSON fields of one step of a mission record."""
     return {**dataclasses.asdict(step), "tool_calls": list(step.tool_calls)}
 
 

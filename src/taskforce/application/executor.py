@@ -25,11 +25,20 @@ from taskforce.application._mission_support import (
     now_iso,
     record_fields,
     seconds_since,
+    step_dict,
     to_the_end,
 )
 from taskforce.application._record_writes import RecordWrites
 from taskforce.config import AgentSettings
-from taskforce.core.domain import Agent, AgentOutcome, EventCallback, LeanAgent, crash_error
+from taskforce.core.domain import (
+    MISSION_RUNS,
+    Agent,
+    AgentOutcome,
+    EventCallback,
+    LeanAgent,
+    MissionRun,
+    crash_error,
+)
 from taskforce.core.interfaces.context import enter_mission, exit_mission
 from taskforce.core.interfaces.executor import (
     STREAM_END,
@@ -317,11 +326,16 @@ class AgentExecutor:
                 }
                 await on_event(ProgressEvent(kind="mission_started", data=data))
             status, steps, tool_calls = "cancelled", 0, 0
+            # the agent's run, which a cancelled mission's record and log lines read
+            runs: list[MissionRun] = []
+            runs_token = MISSION_RUNS.set(runs)
             try:
                 result = await self._run_locked(
                     mission, agent_type, session_id, mission_id, on_event, started_at
                 )
             except asyncio.CancelledError:
+                if runs:  # the steps it finished, as its record keeps them
+                    steps, tool_calls = len(runs[-1].steps), runs[-1].tool_calls
                 _LOG.warning(
                     "mission.cancelled", category="mission", duration_seconds=seconds_since(started)
                 )
@@ -353,6 +367,7 @@ class AgentExecutor:
                 )
                 return result
             finally:
+                MISSION_RUNS.reset(runs_token)
                 # The figures again under ``performance``, so they survive a category filter.
                 _LOG.info(
                     "mission.duration.measured",
@@ -400,6 +415,9 @@ class AgentExecutor:
                 agent = self._agent(agent_type, stream_llm=on_event is not None)
                 outcome = await agent.run(mission, on_event=on_event)
             except asyncio.CancelledError:
+                runs = MISSION_RUNS.get()
+                if runs:  # the steps the run finished before the cancellation are kept
+                    cancelled_record["steps"] = [step_dict(step) for step in runs[-1].steps]
                 write = self._records.start(session_id, cancelled_record, is_best_effort=True)
                 await self._await_record(write, "cancelled", is_cancelled=True)
                 raise

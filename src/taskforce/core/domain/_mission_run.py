@@ -7,6 +7,7 @@ per-mission state and one agent object could serve several runs.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from typing import Any, cast
 
 import structlog
@@ -39,6 +40,7 @@ from taskforce.core.interfaces.tools import ToolRegistryProtocol, ToolResult
 from taskforce.errors import LLMProviderError
 
 __all__ = [
+    "MISSION_RUNS",
     "STEP_LIMIT_ERROR",
     "MissionAborted",
     "MissionRun",
@@ -123,6 +125,11 @@ def check_limits(max_steps: int, tool_timeout_seconds: float, **more_counts: int
         raise ValueError(f"tool_timeout_seconds must be > 0, got {tool_timeout_seconds!r}")
 
 
+#: The runs of the mission in progress, set by the executor for each mission: when it is
+#: cancelled, its record keeps the steps the run finished (the agent itself only raises).
+MISSION_RUNS: ContextVar[list[MissionRun] | None] = ContextVar("taskforce_runs", default=None)
+
+
 class MissionRun:
     """The state of one agent run and the calls both flows make the same way."""
 
@@ -148,6 +155,9 @@ class MissionRun:
         self.steps: list[StepRecord] = []
         self.tool_calls = 0
         self.llm_turns = 0
+        runs = MISSION_RUNS.get()
+        if runs is not None:  # the executor's: a cancelled mission's record keeps its steps
+            runs.append(self)
 
     async def start_step(self, index: int, description: str) -> None:
         """Announce a step in the log and as a ``step_started`` event."""
