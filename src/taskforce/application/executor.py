@@ -331,7 +331,7 @@ class AgentExecutor:
             runs_token = MISSION_RUNS.set(runs)
             try:
                 result = await self._run_locked(
-                    mission, agent_type, session_id, mission_id, on_event, started_at
+                    mission, agent_type, session_id, mission_id, on_event, started_at, runs
                 )
             except asyncio.CancelledError:
                 if runs:  # the steps it finished, as its record keeps them
@@ -389,6 +389,7 @@ class AgentExecutor:
         mission_id: str,
         on_event: EventCallback | None,
         started_at: str,
+        runs: list[MissionRun],
     ) -> ExecutionResult:
         lock = self._locks.setdefault(session_id, asyncio.Lock())
         cancelled_record: dict[str, Any] = {
@@ -415,7 +416,6 @@ class AgentExecutor:
                 agent = self._agent(agent_type, stream_llm=on_event is not None)
                 outcome = await agent.run(mission, on_event=on_event)
             except asyncio.CancelledError:
-                runs = MISSION_RUNS.get()
                 if runs:  # the steps the run finished before the cancellation are kept
                     cancelled_record["steps"] = [step_dict(step) for step in runs[-1].steps]
                 write = self._records.start(session_id, cancelled_record, is_best_effort=True)
