@@ -33,6 +33,7 @@ class TestDefaults:
         assert s.api.auth_token is None
         assert s.api.docs_enabled is True
         assert 64 == s.api.max_missions_in_flight
+        assert 512 == s.api.max_connections
 
 
 class TestPrecedence:
@@ -98,6 +99,9 @@ class TestErrors:
             ("TASKFORCE_API__MAX_MISSIONS_IN_FLIGHT", "10001", "api.max_missions_in_flight"),
             ("TASKFORCE_API__MAX_MISSIONS_IN_FLIGHT", "many", "api.max_missions_in_flight"),
             ("TASKFORCE_API__MAX_MISSIONS_IN_FLIGHT", "2.5", "api.max_missions_in_flight"),
+            ("TASKFORCE_API__MAX_CONNECTIONS", "0", "api.max_connections"),
+            ("TASKFORCE_API__MAX_CONNECTIONS", "1000001", "api.max_connections"),
+            ("TASKFORCE_API__MAX_CONNECTIONS", "many", "api.max_connections"),
             ("TASKFORCE_API__STREAM_KEEPALIVE_SECONDS", "-1", "api.stream_keepalive_seconds"),
             ("TASKFORCE_API__STREAM_KEEPALIVE_SECONDS", "3601", "api.stream_keepalive_seconds"),
             ("TASKFORCE_API__STREAM_KEEPALIVE_SECONDS", "nan", "api.stream_keepalive_seconds"),

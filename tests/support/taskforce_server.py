@@ -30,6 +30,7 @@ async def serving(
         read_timeout_seconds=settings.api.read_timeout_seconds,
         write_timeout_seconds=write_timeout,
         max_header_bytes=settings.api.max_header_bytes,
+        max_connections=settings.api.max_connections,
         signals=(),
     )
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -18,7 +18,11 @@ import structlog
 import uvicorn
 from starlette.applications import Starlette
 
-from taskforce.api._read_deadline import DEFAULT_MAX_HEADER_BYTES, read_deadline_protocol
+from taskforce.api._read_deadline import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEADER_BYTES,
+    read_deadline_protocol,
+)
 from taskforce.errors import StartupError
 
 __all__ = [
@@ -168,6 +172,7 @@ class MetricsListener:
         sock: socket.socket,
         read_timeout_seconds: float,
         max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         """Prepare (not start) the listener.
 
@@ -176,6 +181,7 @@ class MetricsListener:
             sock: a bound, listening socket; closed by :meth:`aclose`.
             read_timeout_seconds: how long a client may take to send one request.
             max_header_bytes: the longest request head taken (``api.max_header_bytes``).
+            max_connections: the most connections held open (``api.max_connections``).
         """
         self.host, self.port = sock.getsockname()[:2]
         self._sock = sock
@@ -188,7 +194,10 @@ class MetricsListener:
             timeout_graceful_shutdown=_SCRAPE_DRAIN_SECONDS,
             workers=1,  # never read WEB_CONCURRENCY (see TaskforceServer)
             http=read_deadline_protocol(
-                read_timeout_seconds, is_access_logged=False, max_header_bytes=max_header_bytes
+                read_timeout_seconds,
+                is_access_logged=False,
+                max_header_bytes=max_header_bytes,
+                max_connections=max_connections,
             ),
         )
         # Never serve(): that would take over the signal handlers of the main server.

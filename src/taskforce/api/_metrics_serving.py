@@ -82,6 +82,7 @@ class MetricsServing:
         self._settings = settings.metrics
         self._read_timeout = settings.api.read_timeout_seconds
         self._max_header_bytes = settings.api.max_header_bytes
+        self._max_connections = settings.api.max_connections
         self._worker = worker
         self._foreign: ForeignSupervisor | None = None
         self._listener_app: Starlette | None = None
@@ -147,7 +148,11 @@ class MetricsServing:
         else:
             sock = bind_socket(host, port, what=METRICS_LISTENER)
         self._listener = MetricsListener(
-            self._listener_app, sock, self._read_timeout, self._max_header_bytes
+            self._listener_app,
+            sock,
+            self._read_timeout,
+            self._max_header_bytes,
+            self._max_connections,
         )
         await self._listener.start()
         targets = self._settings.targets_file

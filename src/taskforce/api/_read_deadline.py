@@ -19,6 +19,12 @@ connection, and the app sees a client that went away (a stream's mission is
 cancelled). A client that reads, however slowly, is not cut: each byte it takes
 starts the timeout again.
 
+A connection past ``api.max_connections`` (those the listener holds open, idle ones
+included) is answered a 503 with a JSON reason and closed as a refused request is, at
+once: a flood of connections that send nothing cannot take every file descriptor of
+the process for ``api.read_timeout_seconds``. The first refusal of a spell is logged
+(``http.connection.refused``), not each one: a flood would flood the log too.
+
 A request h11 cannot take (a head over ``api.max_header_bytes``: 431; anything else
 it cannot parse: 400) gets a JSON reason, then a lingering close: the write side is
 shut and what the client still sends is read and dropped, for at most
@@ -41,10 +47,18 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from taskforce.api._head_limit import INVALID_REQUEST, HeadLimitedConnection, refusal_bytes
 from taskforce.config import ApiSettings
 
-__all__ = ["DEFAULT_MAX_HEADER_BYTES", "LINGER_BYTES", "LINGER_SECONDS", "read_deadline_protocol"]
+__all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_HEADER_BYTES",
+    "LINGER_BYTES",
+    "LINGER_SECONDS",
+    "read_deadline_protocol",
+]
 
 #: ``api.max_header_bytes``'s default, for a protocol built without settings.
 DEFAULT_MAX_HEADER_BYTES: int = ApiSettings.model_fields["max_header_bytes"].default
+#: ``api.max_connections``'s default, for a protocol built without settings.
+DEFAULT_MAX_CONNECTIONS: int = ApiSettings.model_fields["max_connections"].default
 #: After refusing a request, how long and how much of the client's input is read and
 #: dropped before the close, so that the client reads the answer rather than a reset.
 LINGER_SECONDS = 1.0
@@ -74,6 +88,10 @@ class _ReadDeadlineProtocol(H11Protocol):
     write_timeout_seconds: ClassVar[float | None]
     is_access_logged: ClassVar[bool]
     max_header_bytes: ClassVar[int]
+    max_connections: ClassVar[int]
+    # True from a refused connection until one is taken again (per listener: the class
+    # is made per listener by read_deadline_protocol)
+    is_full: ClassVar[bool] = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Build uvicorn's protocol; without access lines when the class says so."""
@@ -92,7 +110,27 @@ class _ReadDeadlineProtocol(H11Protocol):
         self._write_timer: asyncio.TimerHandle | None = None
         self._unread = 0
         super().connection_made(transport)
+        cls = type(self)
+        if len(self.server_state.connections) > self.max_connections:
+            self._refuse_connection(cls)
+            return
+        cls.is_full = False
         self._follow()
+
+    def _refuse_connection(self, cls: type[_ReadDeadlineProtocol]) -> None:
+        """Answer a connection past ``max_connections`` a 503 and close it."""
+        detail = f"too many connections: this server holds at most {self.max_connections}"
+        if not cls.is_full:
+            cls.is_full = True
+            _LOG.warning(
+                "http.connection.refused",
+                category="http",
+                status_code=503,
+                reason=detail,
+                max_connections=self.max_connections,
+            )
+        self.transport.write(refusal_bytes(self.conn, 503, detail))
+        self._linger()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Drop the deadlines with the connection."""
@@ -247,6 +285,7 @@ def read_deadline_protocol(
     write_timeout_seconds: float | None = None,
     is_access_logged: bool = True,
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
 ) -> type[H11Protocol]:
     """Return a uvicorn HTTP protocol class that gives each request ``seconds`` to arrive.
 
@@ -257,6 +296,8 @@ def read_deadline_protocol(
         is_access_logged: whether its requests get access lines.
         max_header_bytes: ``api.max_header_bytes``: the longest request head (request
             line and header fields) taken; a longer one gets a 431.
+        max_connections: ``api.max_connections``: the most connections the listener
+            holds open; one more gets a 503 and is closed.
 
     Returns:
         A protocol class for ``uvicorn.Config(http=...)``.
@@ -266,5 +307,6 @@ def read_deadline_protocol(
         "write_timeout_seconds": write_timeout_seconds,
         "is_access_logged": is_access_logged,
         "max_header_bytes": max_header_bytes,
+        "max_connections": max_connections,
     }
     return type("ReadDeadlineProtocol", (_ReadDeadlineProtocol,), settings)

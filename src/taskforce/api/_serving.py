@@ -27,7 +27,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from taskforce.api._encoding import refusal, sse_event
 from taskforce.api._limits import ShutdownNotice
 from taskforce.api._listener import WorkerSlot, socket_url
-from taskforce.api._read_deadline import DEFAULT_MAX_HEADER_BYTES, read_deadline_protocol
+from taskforce.api._read_deadline import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEADER_BYTES,
+    read_deadline_protocol,
+)
 from taskforce.api.server import create_app  # imported before the fork: workers start sooner
 from taskforce.application.executor import RECORD_SECONDS
 from taskforce.config import Settings
@@ -109,6 +113,7 @@ class TaskforceServer(uvicorn.Server):
         read_timeout_seconds: float = 60.0,
         write_timeout_seconds: float | None = None,
         max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         signals: Sequence[signal.Signals] = STOP_SIGNALS,
         force_signals: Sequence[signal.Signals] = (),
         on_started: Callable[[], None] | None = None,
@@ -123,6 +128,7 @@ class TaskforceServer(uvicorn.Server):
             write_timeout_seconds: how long a client may leave its answer unread
                 (``api.write_timeout_seconds``); ``None``: no limit.
             max_header_bytes: the longest request head taken (``api.max_header_bytes``).
+            max_connections: the most connections held open (``api.max_connections``).
             signals: the signals that stop it (none in tests that stop it by hand).
             force_signals: when given, only these stop waiting at once, and any number of
                 ``signals`` just drain (a worker: it gets the supervisor's forwarded
@@ -145,6 +151,7 @@ class TaskforceServer(uvicorn.Server):
                     read_timeout_seconds,
                     write_timeout_seconds=write_timeout_seconds,
                     max_header_bytes=max_header_bytes,
+                    max_connections=max_connections,
                 ),
             )
         )
@@ -252,6 +259,7 @@ def run_worker(
         read_timeout_seconds=settings.api.read_timeout_seconds,
         write_timeout_seconds=settings.api.write_timeout_seconds,
         max_header_bytes=settings.api.max_header_bytes,
+        max_connections=settings.api.max_connections,
         signals=signals,
         force_signals=force_signals,
         on_started=on_started,
