@@ -26,14 +26,16 @@ HTTP 400 and an OpenAI error body, which the SDK does not retry.
 
 Knobs, settable from the test thread while the server runs:
 
-- ``fail_next(n, status=500, retry_after=None)``: the next ``n`` requests get
-  that HTTP status with an OpenAI error body (``Retry-After`` when given: a
-  number of seconds, or a string sent as is, such as an HTTP date);
-- ``respond_next(payload, status=200)``: the next request gets this raw JSON
-  (e.g. a tool call whose ``arguments`` are not JSON), or these bytes as an HTML
-  page when ``payload`` is ``bytes``;
-- ``stream_next(frames)``: the next request gets these SSE ``data:`` frames as is
-  (dicts as JSON, strings verbatim), e.g. a chunk whose choice has no ``delta``;
+- ``fail_next(n, status=500, retry_after=None, headers=None)``: the next ``n``
+  requests get that HTTP status with an OpenAI error body (``Retry-After`` when
+  given: a number of seconds, or a string sent as is, such as an HTTP date; and
+  these headers, such as ``retry-after-ms`` or ``x-should-retry``);
+- ``respond_next(payload, status=200, headers=None)``: the next request gets this
+  raw JSON (e.g. a tool call whose ``arguments`` are not JSON), or these bytes as an
+  HTML page when ``payload`` is ``bytes``, with these headers;
+- ``stream_next(frames, headers=None)``: the next request gets these SSE ``data:``
+  frames as is (dicts as JSON, strings verbatim), e.g. a chunk whose choice has no
+  ``delta``, with these headers;
 - ``cut_next_stream()``: the next stream ends cleanly after its text deltas, with
   no ``finish_reason``, no usage and no ``[DONE]`` (a proxy that dropped it);
 - ``delay_seconds``: every request waits this long first (timeouts);
@@ -84,6 +86,7 @@ class _Canned:
     status: int
     payload: Any
     headers: dict[str, str]
+    sse: bool = False
 
 
 def _error_body(message: str, error_type: str, code: str | None = None) -> dict[str, Any]:
@@ -108,9 +111,10 @@ class FakeOpenAIServer:
         )
 
     @contextlib.contextmanager
-    def serve(self) -> Iterator[str]:
-        """Serve the app on 127.0.0.1; yield the base URL for the SDK (ending in ``/v1``)."""
-        with serve(self.app) as server:
+    def serve(self, port: int = 0) -> Iterator[str]:
+        """Serve the app on 127.0.0.1 and ``port`` (0: an ephemeral one); yield the base
+        URL for the SDK (ending in ``/v1``)."""
+        with serve(self.app, port=port) as server:
             yield f"{server.url}/v1"
 
     def reset(self) -> None:
@@ -124,10 +128,15 @@ class FakeOpenAIServer:
         self.reported_model = None
 
     def fail_next(
-        self, n: int, status: int = 500, *, retry_after: float | str | None = None
+        self,
+        n: int,
+        status: int = 500,
+        *,
+        retry_after: float | str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         """Answer the next ``n`` requests with HTTP ``status`` and an OpenAI error body."""
-        headers: dict[str, str] = {}
+        headers = dict(headers or {})
         if isinstance(retry_after, str):
             headers["retry-after"] = retry_after
         elif retry_after is not None:
@@ -136,15 +145,17 @@ class FakeOpenAIServer:
         with self._lock:
             self._canned.extend(_Canned(status, body, headers) for _ in range(n))
 
-    def respond_next(self, payload: Any, status: int = 200) -> None:
+    def respond_next(
+        self, payload: Any, status: int = 200, *, headers: dict[str, str] | None = None
+    ) -> None:
         """Answer the next request with this JSON payload as is (bytes: as an HTML page)."""
         with self._lock:
-            self._canned.append(_Canned(status, payload, {}))
+            self._canned.append(_Canned(status, payload, dict(headers or {})))
 
-    def stream_next(self, frames: list[Any]) -> None:
+    def stream_next(self, frames: list[Any], *, headers: dict[str, str] | None = None) -> None:
         """Answer the next request with these server-sent ``data:`` frames, nothing else."""
         with self._lock:
-            self._canned.append(_Canned(200, frames, {"x-fake-sse": "1"}))
+            self._canned.append(_Canned(200, frames, dict(headers or {}), sse=True))
 
     def cut_next_stream(self) -> None:
         """End the next stream after its text deltas, as if the connection was closed."""
@@ -175,13 +186,15 @@ class FakeOpenAIServer:
             await asyncio.sleep(self.delay_seconds)
         if canned is not None:
             if isinstance(canned.payload, bytes):
-                return Response(canned.payload, canned.status, media_type="text/html")
-            if canned.headers.get("x-fake-sse"):
+                return Response(
+                    canned.payload, canned.status, canned.headers, media_type="text/html"
+                )
+            if canned.sse:
                 body = "".join(
                     f"data: {f if isinstance(f, str) else json.dumps(f)}\n\n"
                     for f in canned.payload
                 )
-                return Response(body, 200, media_type="text/event-stream")
+                return Response(body, 200, canned.headers, media_type="text/event-stream")
             return JSONResponse(canned.payload, canned.status, headers=canned.headers)
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return JSONResponse(_error_body("body needs 'messages'", "invalid_request_error"), 400)

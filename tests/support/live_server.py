@@ -1,4 +1,5 @@
-"""Run an ASGI app under a real uvicorn server in a thread, on 127.0.0.1 and an ephemeral port."""
+"""Run an ASGI app under a real uvicorn server in a thread, on 127.0.0.1 and an ephemeral port
+(or one given)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,17 @@ import uvicorn
 
 
 class LiveServer:
-    """A uvicorn server on a socket bound to 127.0.0.1:0; ``url`` is its base URL."""
+    """A uvicorn server on a socket bound to 127.0.0.1 and ``port`` (0: an ephemeral one);
+    ``url`` is its base URL."""
 
-    def __init__(self, app: Any, **config: Any) -> None:
+    def __init__(self, app: Any, *, port: int = 0, **config: Any) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
+        try:
+            self._sock.bind(("127.0.0.1", port))
+        except OSError:
+            self._sock.close()
+            raise
         self.port: int = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         cfg = uvicorn.Config(app, log_level="warning", lifespan="on", **config)
@@ -47,9 +53,13 @@ class LiveServer:
 
 
 @contextlib.contextmanager
-def serve(app: Any, **config: Any) -> Iterator[LiveServer]:
-    """Serve ``app`` for the duration of the ``with`` block."""
-    server = LiveServer(app, **config)
+def serve(app: Any, *, port: int = 0, **config: Any) -> Iterator[LiveServer]:
+    """Serve ``app`` for the duration of the ``with`` block, on ``port`` (0: an ephemeral one).
+
+    Raises:
+        OSError: ``port`` is taken.
+    """
+    server = LiveServer(app, port=port, **config)
     server.start()
     try:
         yield server

@@ -1,4 +1,5 @@
-"""Reading a server's ``Retry-After``: delay seconds in ASCII digits, or an HTTP date."""
+"""Reading what a server says about a retry: ``retry-after-ms`` (milliseconds, first),
+``Retry-After`` (delay seconds in ASCII digits, or an HTTP date), ``x-should-retry``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from email.utils import format_datetime, formatdate
 import httpx
 import pytest
 
-from taskforce.infrastructure.llm._openai_failures import _wait_asked
+from taskforce.infrastructure.llm._openai_failures import _hint_in, _retry_said, _wait_asked
+from taskforce.infrastructure.llm._retry import RetryHint
 
 
 def _headers(hint: str) -> httpx.Headers:
@@ -82,3 +84,55 @@ def test_a_date_without_a_zone_is_gmt() -> None:
     waited = _wait_asked(_headers(ahead))
 
     assert waited is not None and 100 < waited <= 120
+
+
+def _sent(**headers: str) -> httpx.Headers:
+    """Response headers as a server sends them (``retry_after_ms`` is ``retry-after-ms``)."""
+    return httpx.Headers([(n.replace("_", "-").encode(), v.encode()) for n, v in headers.items()])
+
+
+@pytest.mark.parametrize(
+    ("millis", "seconds"),
+    [("1500", 1.5), (" 20 ", 0.02), ("0", 0.0), ("0.5", 0.0005), ("600000", 600.0)],
+)
+def test_retry_after_ms_is_read_before_retry_after(millis: str, seconds: float) -> None:
+    """``retry-after-ms``, in milliseconds, is the wait when readable, whatever
+    ``Retry-After`` says (as the official openai client reads them)."""
+    assert seconds == _wait_asked(_sent(retry_after_ms=millis, retry_after="7"))
+    assert seconds == _wait_asked(_sent(retry_after_ms=millis))
+
+
+@pytest.mark.parametrize(
+    "millis", ["soon", "-5", "+5", "1e3", "inf", "nan", "\u0663", "9" * 400, ""]
+)
+def test_a_retry_after_ms_that_cannot_be_read_leaves_retry_after(millis: str) -> None:
+    """A ``retry-after-ms`` that is no delay in ASCII digits is ignored: ``Retry-After``
+    (seconds or a date) is read, else there is no hint."""
+    assert 7.0 == _wait_asked(_sent(retry_after_ms=millis, retry_after="7"))
+    ahead = format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
+    waited = _wait_asked(_sent(retry_after_ms=millis, retry_after=ahead))
+    assert waited is not None and 100 < waited <= 120
+    assert None is _wait_asked(_sent(retry_after_ms=millis))
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [("true", True), ("false", False), (" false ", False)],
+)
+def test_x_should_retry_says_true_or_false(value: str, said: bool) -> None:
+    assert said is _retry_said(_sent(x_should_retry=value))
+
+
+@pytest.mark.parametrize("value", ["True", "FALSE", "yes", "1", "0", "", "true, false"])
+def test_any_other_x_should_retry_says_nothing(value: str) -> None:
+    """Only ``true`` and ``false`` count (as the official openai client reads them); any
+    other value, two of them among them, is no say: the error type decides."""
+    assert None is _retry_said(_sent(x_should_retry=value))
+    assert None is _retry_said(_sent())
+
+
+def test_the_hint_of_headers_holds_the_wait_and_the_say() -> None:
+    headers = _sent(retry_after_ms="250", retry_after="9", x_should_retry="false")
+
+    assert RetryHint(0.25, False) == _hint_in(headers)
+    assert RetryHint() == _hint_in(_sent()) == _hint_in(None)

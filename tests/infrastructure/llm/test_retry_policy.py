@@ -1,4 +1,5 @@
-"""The providers' retry policy: backoff, Retry-After and its cap, what is retried, the report."""
+"""The providers' retry policy: backoff, the server's wait and its cap, what is retried (by
+error type, or as the server says), the report."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import pytest
 import structlog
 
 from taskforce.core.interfaces import LLMAttempt, LLMErrorType
-from taskforce.infrastructure.llm._retry import RetryPolicy
+from taskforce.infrastructure.llm._retry import RetryHint, RetryPolicy
 
 
 class _Failed(Exception):
-    def __init__(self, error_type: LLMErrorType, hint: float | None = None) -> None:
+    def __init__(
+        self, error_type: LLMErrorType, hint: float | None = None, said: bool | None = None
+    ) -> None:
         self.error_type: LLMErrorType = error_type
         self.hint = hint
+        self.said = said
         super().__init__(error_type)
 
 
@@ -25,8 +29,8 @@ def _classify(exc: Exception) -> LLMErrorType | None:
     return exc.error_type if isinstance(exc, _Failed) else None
 
 
-def _hint(exc: Exception) -> float | None:
-    return exc.hint if isinstance(exc, _Failed) else None
+def _hint(exc: Exception) -> RetryHint:
+    return RetryHint(exc.hint, exc.said) if isinstance(exc, _Failed) else RetryHint()
 
 
 def _script(*outcomes: LLMErrorType | None) -> tuple[list[int], object]:
@@ -173,10 +177,42 @@ class TestRun:
 
         with structlog.testing.capture_logs() as logs:
             await policy.run(
-                attempt, classify=_classify, attempts=[], provider="t", retry_after=_hint
+                attempt, classify=_classify, attempts=[], provider="t", server_hint=_hint
             )
 
         assert [0.01] == [e["delay_seconds"] for e in logs if e["event"] == "llm.request.retry"]
+
+    @pytest.mark.parametrize(
+        ("error_type", "said", "attempts"),
+        [
+            ("rate_limit", False, ["rate_limit"]),
+            ("server_error", False, ["server_error"]),
+            ("bad_request", True, ["bad_request"] * 3),
+            ("auth", True, ["auth"] * 3),
+            ("rate_limit", None, ["rate_limit"] * 3),
+            ("bad_request", None, ["bad_request"]),
+        ],
+    )
+    async def test_the_server_says_whether_to_retry(
+        self, error_type: LLMErrorType, said: bool | None, attempts: list[str]
+    ) -> None:
+        """A server's word (x-should-retry) overrides the error type's rule, never the
+        attempt budget; without a word, the type decides. The call fails with the last
+        attempt's own error, each attempt reported under its type."""
+        policy = RetryPolicy(max_retries=2, base_delay=0.0, max_delay=0.0)
+        made: list[LLMAttempt] = []
+
+        async def attempt() -> str:
+            raise _Failed(error_type, said=said)
+
+        with structlog.testing.capture_logs() as logs, pytest.raises(_Failed):
+            await policy.run(
+                attempt, classify=_classify, attempts=made, provider="t", server_hint=_hint
+            )
+
+        assert attempts == [a.error_type for a in made]
+        retried = [e["error_type"] for e in logs if e["event"] == "llm.request.retry"]
+        assert attempts[1:] == retried
 
     async def test_each_attempt_reports_the_wait_before_it(self) -> None:
         """The first attempt waited nothing; each retry reports at least the backoff it

@@ -1,8 +1,9 @@
 """An LLM provider for any OpenAI-compatible chat completions endpoint, on the official SDK.
 
 Retries are ours (exponential backoff on connection errors, timeouts, 429 and 5xx,
-``Retry-After`` honoured up to a cap); the SDK's own retries are switched off so
-there is one retry policy. ``timeout_seconds`` is the deadline of one whole
+``retry-after-ms`` or ``Retry-After`` honoured up to a cap, ``x-should-retry`` obeyed
+within the attempt budget); the SDK's own retries are switched off so there is one
+retry policy. ``timeout_seconds`` is the deadline of one whole
 attempt, headers and body (for a stream: the whole stream), not only of a read.
 The API key never appears in a returned error, a raised error or a log line.
 The HTTP client and its capped bodies, the reading of server-sent events, the SDK's chat
@@ -42,14 +43,14 @@ from taskforce.infrastructure.llm._openai_errors import (
 from taskforce.infrastructure.llm._openai_failures import (
     _classify,
     _Failures,
+    _hint_in,
     _is_in_stream_error,
-    _retry_after,
-    _wait_asked,
+    _server_hint,
 )
 from taskforce.infrastructure.llm._openai_http import DEFAULT_MAX_RESPONSE_BYTES, _http_client
 from taskforce.infrastructure.llm._openai_sse import _EventStreamClient
 from taskforce.infrastructure.llm._openai_stream import _End, _json_kind, _opening, _StreamState
-from taskforce.infrastructure.llm._retry import RetryPolicy, elapsed_since
+from taskforce.infrastructure.llm._retry import RetryHint, RetryPolicy, elapsed_since
 
 __all__ = ["OpenAICompatibleProvider"]
 
@@ -96,7 +97,8 @@ class OpenAICompatibleProvider:
             max_retries: extra attempts after a retryable failure.
             backoff_base_seconds: the first retry waits this long, each next one twice as long.
             backoff_max_seconds: upper bound of one backoff wait.
-            retry_after_max_seconds: upper bound of a wait a ``Retry-After`` hint asks for.
+            retry_after_max_seconds: upper bound of a wait a server asks for
+                (``retry-after-ms`` or ``Retry-After``).
             max_response_bytes: the most bytes one attempt's answer may have (a stream's
                 whole body); a longer one fails the attempt as ``invalid_response``.
 
@@ -252,14 +254,14 @@ class OpenAICompatibleProvider:
         attempts: list[LLMAttempt] = []
         loop = asyncio.get_running_loop()
         opened = 0.0
-        # An error object in a 2xx stream (an in-stream 429) and the wait its response's
-        # Retry-After asks for: the SDK's error carries no response to read it from.
-        in_stream: tuple[BaseException, float | None] | None = None
+        # An error object in a 2xx stream (an in-stream 429) and what its response's
+        # headers say about a retry: the SDK's error carries no response to read them from.
+        in_stream: tuple[BaseException, RetryHint] | None = None
 
-        def retry_after(exc: Exception) -> float | None:
+        def server_hint(exc: Exception) -> RetryHint:
             if in_stream is not None and in_stream[0] is exc:
                 return in_stream[1]
-            return _retry_after(exc)
+            return _server_hint(exc)
 
         async def open_attempt() -> tuple[Any, Any, list[ChatCompletionChunk | _End], float]:
             nonlocal opened, in_stream
@@ -280,16 +282,18 @@ class OpenAICompatibleProvider:
             except BaseException as exc:
                 await response.close()
                 if _is_in_stream_error(exc):
-                    in_stream = (exc, _wait_asked(response.response.headers))
+                    in_stream = (exc, _hint_in(response.response.headers))
                 raise
             return response, chunks, held, deadline
 
         try:
             # Cancelled before the first chunk (its consumer left): the report rides on the
             # cancellation (RetryPolicy.run), so the retries already made are still counted.
-            response, chunks, held, deadline = await self._run(open_attempt, attempts, retry_after)
+            response, chunks, held, deadline = await self._run(open_attempt, attempts, server_hint)
         except Exception as exc:
-            raise self._failures.error(exc, _classify(exc) or "other", attempts) from exc
+            error_type = _classify(exc) or "other"
+            said = server_hint(exc).retry
+            raise self._failures.error(exc, error_type, attempts, said=said) from exc
         state = _StreamState(self._as(asked))
         error: LLMProviderError | None = None
 
@@ -364,7 +368,7 @@ class OpenAICompatibleProvider:
         self,
         attempt_call: Any,
         attempts: list[LLMAttempt],
-        retry_after: Callable[[Exception], float | None] = _retry_after,
+        server_hint: Callable[[Exception], RetryHint] = _server_hint,
     ) -> Any:
         return await self._retry.run(
             attempt_call,
@@ -372,7 +376,7 @@ class OpenAICompatibleProvider:
             attempts=attempts,
             provider=_PROVIDER,
             deadline_seconds=self._timeout,
-            retry_after=retry_after,
+            server_hint=server_hint,
         )
 
     async def _complete(
@@ -386,7 +390,8 @@ class OpenAICompatibleProvider:
         attempts: list[LLMAttempt] = []
 
         async def attempt() -> Any:
-            # Raw, for the headers: an error object in a 2xx may come with a Retry-After.
+            # Raw, for the headers: an error object in a 2xx may come with a Retry-After
+            # (or retry-after-ms, x-should-retry).
             raw = await self._client.chat.completions.with_raw_response.create(
                 messages=params, model=asked, **extra
             )
@@ -398,9 +403,9 @@ class OpenAICompatibleProvider:
             )
             if error:
                 # An error object where the answer should be (a router that failed while
-                # the model wrote): the failure it names, retried as in a stream, after
-                # the wait its Retry-After asks for, as a real 429's.
-                raise _ErrorInAnswer(error, _wait_asked(raw.headers))
+                # the model wrote): the failure it names, retried as in a stream, as its
+                # headers say (the wait they ask for, x-should-retry), as a real 429's.
+                raise _ErrorInAnswer(error, raw.headers)
             return response
 
         try:

@@ -8,6 +8,8 @@ project, so each of the provider's modules can raise them without a cycle.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = ["_ErrorInAnswer", "_InvalidResponse", "_StreamCut"]
 
 
@@ -24,11 +26,11 @@ class _ErrorInAnswer(Exception):
 
     A router that fails while the model writes (OpenRouter, say) answers 200 with
     ``{"error": {"code": 429, ...}}``; ``body`` is that error, read as the SDK reads one
-    inside a stream. ``retry_after`` is the wait the answer's ``Retry-After`` header
-    asks for, in seconds, if it sent one: read as a real 429's is.
+    inside a stream. ``headers`` are the answer's headers, whose ``Retry-After``,
+    ``retry-after-ms`` and ``x-should-retry`` are read as a real 429's are.
     """
 
-    def __init__(self, body: object, retry_after: float | None = None) -> None:
+    def __init__(self, body: object, headers: Any = None) -> None:
         super().__init__("the answer carried an error")
         self.body = body
-        self.retry_after = retry_after
+        self.headers = headers

@@ -1,6 +1,8 @@
 """What a failed call of the OpenAI-compatible provider is, and how it is reported.
 
-Its LLM error type (``_classify``), the wait its ``Retry-After`` asks for, and the
+Its LLM error type (``_classify``), what its server said about a retry (the wait its
+``retry-after-ms`` or ``Retry-After`` asks for, whether its ``x-should-retry`` allows
+one: ``_server_hint``), and the
 failed result or raised error that reports it (``_Failures``), whose message says in
 plain words on one line what failed: a status with the server's own reason, cut short
 after the API key is masked, and no character a terminal or UTF-8 cannot show.
@@ -35,8 +37,17 @@ from taskforce.infrastructure.llm._openai_errors import (
     _StreamCut,
 )
 from taskforce.infrastructure.llm._openai_http import _HTTP
+from taskforce.infrastructure.llm._retry import RetryHint
 
-__all__ = ["_Failures", "_classify", "_is_in_stream_error", "_retry_after", "_wait_asked"]
+__all__ = [
+    "_Failures",
+    "_classify",
+    "_hint_in",
+    "_is_in_stream_error",
+    "_retry_said",
+    "_server_hint",
+    "_wait_asked",
+]
 
 
 # The HTTP errors of httpx and of the library the SDK is built on (the same, or a successor).
@@ -112,25 +123,50 @@ def _classify(exc: Exception) -> LLMErrorType | None:
     return None
 
 
-def _retry_after(exc: Exception) -> float | None:
-    """The wait a failed response asks for in ``Retry-After``: seconds or an HTTP date.
+def _server_hint(exc: Exception) -> RetryHint:
+    """What the response a failure came with said about a retry: its wait, its say.
 
-    A 2xx answer that holds an error object is read like an error status: its header was
-    read when the answer came (:class:`_ErrorInAnswer`).
+    A 2xx answer that holds an error object is read like an error status: its headers
+    came with it (:class:`_ErrorInAnswer`). A failure without a response (a timeout, a
+    dropped connection) said nothing.
     """
     if isinstance(exc, _ErrorInAnswer):
-        return exc.retry_after
+        return _hint_in(exc.headers)
     if not isinstance(exc, openai.APIStatusError):
-        return None
-    return _wait_asked(exc.response.headers)
+        return RetryHint()
+    return _hint_in(exc.response.headers)
+
+
+def _hint_in(headers: Any) -> RetryHint:
+    """What a response's headers say about a retry (:class:`RetryHint`); no headers, nothing."""
+    if headers is None:
+        return RetryHint()
+    return RetryHint(_wait_asked(headers), _retry_said(headers))
+
+
+def _retry_said(headers: Any) -> bool | None:
+    """Whether a response's ``x-should-retry`` says to retry; ``None`` if it says neither.
+
+    Only ``true`` and ``false`` are read, as the official openai client reads them;
+    anything else (``yes``, ``True``, two values) is no say, and the error type decides.
+    """
+    said = headers.get("x-should-retry", "").strip()
+    return True if said == "true" else False if said == "false" else None
 
 
 def _wait_asked(headers: Any) -> float | None:
-    """The wait in a response's ``Retry-After`` header: seconds or an HTTP date, if any."""
+    """The wait a response asks for before a retry, in seconds, if it asks for one.
+
+    ``retry-after-ms`` (milliseconds, which OpenAI's API sends and its official client
+    prefers) when it is a readable number; else ``Retry-After``: seconds or an HTTP date.
+    A value that cannot be read is no hint (the other header, or our own backoff, applies).
+    """
+    millis = _delay(headers.get("retry-after-ms", ""))
+    if millis is not None:
+        return millis / 1000.0
     hint = headers.get("retry-after", "").strip()
     if _DELAY_SECONDS.fullmatch(hint):
-        seconds = float(hint)
-        return seconds if math.isfinite(seconds) else None
+        return _delay(hint)
     try:  # an HTTP date
         when = parsedate_to_datetime(hint)
         if when.tzinfo is None:
@@ -144,8 +180,18 @@ def _wait_asked(headers: Any) -> float | None:
     return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
-#: ``Retry-After`` seconds: ASCII digits (RFC 9110), a fraction tolerated. Not what else
-#: ``float()`` reads: other scripts' digits, ``1_0``, ``1e3``, ``inf``, a sign.
+def _delay(value: str) -> float | None:
+    """A delay written as ASCII digits (a fraction tolerated), if ``value`` is one."""
+    value = value.strip()
+    if not _DELAY_SECONDS.fullmatch(value):
+        return None
+    delay = float(value)
+    return delay if math.isfinite(delay) else None  # too many digits for a float
+
+
+#: ``Retry-After`` seconds (and ``retry-after-ms``): ASCII digits (RFC 9110), a fraction
+#: tolerated. Not what else ``float()`` reads: other scripts' digits, ``1_0``, ``1e3``,
+#: ``inf``, a sign.
 _DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
@@ -298,6 +344,7 @@ class _Failures:
         error_type: LLMErrorType,
         attempts: list[LLMAttempt],
         usage: Usage | None = None,
+        said: bool | None = None,
     ) -> LLMProviderError:
         """Return the error to raise for a failed stream, which ``exc`` ended.
 
@@ -306,15 +353,18 @@ class _Failures:
             error_type: the LLM error type of the failure.
             attempts: the report of every attempt made.
             usage: the usage the stream reported before it failed, if any.
+            said: whether the failure's server said to retry (``x-should-retry``);
+                ``None``: it did not say.
 
         Returns:
-            An :class:`~taskforce.errors.LLMProviderError`, retryable when its type is,
-            its ``provider`` set, its ``usage`` the one given.
+            An :class:`~taskforce.errors.LLMProviderError`, retryable when its server
+            said so, else when its type is; its ``provider`` set, its ``usage`` the one
+            given.
         """
         message = _plain(self.redact(self.describe(exc, error_type)))
         error = LLMProviderError(
             message,
-            retryable=error_type in RETRYABLE_LLM_ERROR_TYPES,
+            retryable=error_type in RETRYABLE_LLM_ERROR_TYPES if said is None else said,
             error_type=error_type,
             attempts=attempts,
             usage=usage,

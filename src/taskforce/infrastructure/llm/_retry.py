@@ -3,7 +3,8 @@ the report of every attempt.
 
 The policy knows no SDK: a provider passes a ``classify`` function that names
 the LLM error type of an exception (or ``None`` for a programming error, which
-is raised at once), and optionally a ``retry_after`` reader for server hints.
+is raised at once), and optionally a ``server_hint`` reader for what the server said
+about a retry (:class:`RetryHint`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import structlog
 
 from taskforce.core.interfaces.llm import RETRYABLE_LLM_ERROR_TYPES, LLMAttempt, LLMErrorType
 
-__all__ = ["Classify", "RetryPolicy", "elapsed_since"]
+__all__ = ["Classify", "RetryHint", "RetryPolicy", "elapsed_since"]
 
 _T = TypeVar("_T")
 _LOG = structlog.get_logger(__name__)
@@ -28,8 +29,24 @@ _LOG = structlog.get_logger(__name__)
 Classify = Callable[[Exception], LLMErrorType | None]
 
 
-def _no_hint(_: Exception) -> float | None:
-    return None
+@dataclass(frozen=True)
+class RetryHint:
+    """What a failed attempt's server said about a retry; nothing when it said nothing.
+
+    ``wait``: the seconds it asks to wait before the retry (``retry-after-ms`` or
+    ``Retry-After``). ``retry``: whether to retry at all (``x-should-retry``), which
+    overrides the rule of the error type, within the attempt budget.
+    """
+
+    wait: float | None = None
+    retry: bool | None = None
+
+
+_NO_HINT = RetryHint()
+
+
+def _no_hint(_: Exception) -> RetryHint:
+    return _NO_HINT
 
 
 def elapsed_since(started: float) -> float:
@@ -43,7 +60,8 @@ class RetryPolicy:
     """Exponential backoff: wait ``base * 2**n`` (at most ``max_delay``) before retry ``n + 1``.
 
     Only ``timeout``, ``rate_limit``, ``server_error`` and ``connection`` are
-    retried. A ``Retry-After`` hint longer than the backoff is waited for, up to
+    retried, unless the server says otherwise (:attr:`RetryHint.retry`): never more than
+    ``max_retries`` times. A server's wait longer than the backoff is waited for, up to
     ``max_retry_after``.
     """
 
@@ -63,16 +81,27 @@ class RetryPolicy:
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
-    def should_retry(self, error_type: LLMErrorType, retries_done: int) -> bool:
-        """Return whether an attempt that failed with ``error_type`` gets another one."""
-        return retries_done < self.max_retries and error_type in RETRYABLE_LLM_ERROR_TYPES
+    def should_retry(
+        self, error_type: LLMErrorType, retries_done: int, said: bool | None = None
+    ) -> bool:
+        """Return whether an attempt that failed with ``error_type`` gets another one.
+
+        Args:
+            error_type: why the attempt failed.
+            retries_done: how many retries were made already.
+            said: whether its server said to retry (``x-should-retry``); ``None``: it did
+                not say, and the error type decides.
+        """
+        if retries_done >= self.max_retries:
+            return False
+        return error_type in RETRYABLE_LLM_ERROR_TYPES if said is None else said
 
     def delay(self, retries_done: int, hinted: float | None) -> float:
         """Return how long to wait before retry ``retries_done + 1``.
 
         Args:
             retries_done: how many retries were made already.
-            hinted: the server's ``Retry-After`` in seconds, if it sent one.
+            hinted: the wait the server asked for in seconds, if it asked for one.
         """
         delay = min(self.max_delay, self.base_delay * 2.0**retries_done)
         if hinted is not None and math.isfinite(hinted) and hinted > delay:
@@ -88,7 +117,7 @@ class RetryPolicy:
         attempts: list[LLMAttempt],
         provider: str,
         deadline_seconds: float | None = None,
-        retry_after: Callable[[Exception], float | None] = _no_hint,
+        server_hint: Callable[[Exception], RetryHint] = _no_hint,
     ) -> _T:
         """Await ``attempt_call()`` until it succeeds, fails for good, or retries run out.
 
@@ -99,20 +128,20 @@ class RetryPolicy:
             provider: named in the retry log events.
             deadline_seconds: the deadline of one whole attempt, in seconds; past it the
                 attempt fails as ``TimeoutError`` (classified by ``classify``).
-            retry_after: reads a server's wait hint off a failure.
+            server_hint: reads what a failure's server said about a retry.
 
         Returns:
             What the successful attempt returned.
 
         Raises:
-            Exception: the last attempt's error (not retryable, or no retries left),
+            Exception: the last attempt's error (not retried, or no retries left),
                 or at once any error ``classify`` does not name.
             asyncio.CancelledError: the call was cancelled, while an attempt ran or while
                 it waited to retry; ``attempts`` is set on it to the report so far.
         """
         try:
             return await self._until_done(
-                attempt_call, classify, attempts, provider, deadline_seconds, retry_after
+                attempt_call, classify, attempts, provider, deadline_seconds, server_hint
             )
         except asyncio.CancelledError as exc:
             # A cancelled call has no outcome, but its attempts were made, and its retries
@@ -127,7 +156,7 @@ class RetryPolicy:
         attempts: list[LLMAttempt],
         provider: str,
         deadline_seconds: float | None,
-        retry_after: Callable[[Exception], float | None],
+        server_hint: Callable[[Exception], RetryHint],
     ) -> _T:
         """Run the attempts of :meth:`run`, which documents the arguments."""
         ended: float | None = None  # when the attempt before this one failed
@@ -154,9 +183,10 @@ class RetryPolicy:
                 ended = started + duration
                 attempts.append(LLMAttempt(error_type, duration, waited))
                 retries_done = len(attempts) - 1
-                if not self.should_retry(error_type, retries_done):
+                hint = server_hint(exc)
+                if not self.should_retry(error_type, retries_done, hint.retry):
                     raise
-                delay = self.delay(retries_done, retry_after(exc))
+                delay = self.delay(retries_done, hint.wait)
                 if delay > 0:
                     await asyncio.sleep(delay)
                 # Logged as the retry starts, after the wait: a call cancelled while it
