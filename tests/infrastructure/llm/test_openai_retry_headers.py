@@ -9,8 +9,6 @@ LLM proxy counts from it must all agree.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,25 +24,8 @@ from tests.support.fake_openai import FakeOpenAIServer
 
 pytestmark = pytest.mark.integration
 
-#: The ports this module's fake server may listen on: the first free one is taken.
-_PORTS = range(44200, 44400)
 #: The longest wait a server may ask for here: a longer one is cut to it.
 _CAP = 0.05
-
-
-@pytest.fixture(scope="module", name="fake_server")
-def fixture_fake_server() -> Iterator[tuple[FakeOpenAIServer, str]]:
-    """One fake server for the module, on the first free port of ``_PORTS``."""
-    fake = FakeOpenAIServer()
-    for port in _PORTS:
-        with contextlib.ExitStack() as stack:
-            try:
-                base_url = stack.enter_context(fake.serve(port))
-            except OSError:
-                continue
-            yield fake, base_url
-            return
-    raise RuntimeError(f"no free port in {_PORTS}")
 
 
 @pytest.fixture(name="base_url")
