@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 from taskforce.api._targets import (
@@ -93,3 +95,74 @@ class TestSharedRegistration:
         path.write_text("{not json", encoding="utf-8")
         register_target(path, "127.0.0.1", 9100, "0")
         assert [{"targets": ["127.0.0.1:9100"], "labels": {"worker": "0"}}] == _read(path)
+
+
+class TestForeignWorkersRestart:
+    """Workers of uvicorn or gunicorn register themselves; a killed server cannot withdraw."""
+
+    def test_a_restart_with_fewer_workers_withdraws_the_ones_nothing_listens_on(
+        self, tmp_path: Path
+    ) -> None:
+        """Four workers were killed (their entries kept); the first of two new ones registers:
+        the entries of ports nothing listens on go, one still held stays, another service's too."""
+        path = tmp_path / "targets.json"
+        base = _free_base(5)
+        with _listening(base + 1), _listening() as another:  # worker 1 still runs
+            for worker in range(4):
+                register_target(path, "127.0.0.1", base + worker, str(worker))
+            other = another.getsockname()[1]
+            register_target(path, "127.0.0.1", other, "0")  # another service's worker 0
+            register_target(path, "127.0.0.1", base, "0", first=base)
+            listed = {(g["labels"]["worker"], g["targets"][0]) for g in _read(path)}  # type: ignore[attr-defined]
+        expected = {("0", f"127.0.0.1:{base}"), ("1", f"127.0.0.1:{base + 1}")}
+        assert expected | {("0", f"127.0.0.1:{other}")} == listed
+
+    def test_an_entry_whose_port_is_held_stays(self, tmp_path: Path) -> None:
+        """A worker of the running server (its port listening) is never withdrawn."""
+        path = tmp_path / "targets.json"
+        with _listening() as sock:
+            port = sock.getsockname()[1]
+            register_target(path, "127.0.0.1", port, "0")
+            register_target(path, "127.0.0.1", port + 1, "1", first=port)
+        assert ["0", "1"] == [g["labels"]["worker"] for g in _read(path)]  # type: ignore[attr-defined]
+
+    def test_a_label_too_long_for_a_port_is_not_read(self, tmp_path: Path) -> None:
+        """A label of another writer that is no port offset is kept, and breaks nothing."""
+        path = tmp_path / "targets.json"
+        huge = "9" * 5000  # int() of it raises ValueError
+        path.write_text(
+            json.dumps([{"targets": ["127.0.0.1:1"], "labels": {"worker": huge}}]),
+            encoding="utf-8",
+        )
+        register_target(path, "127.0.0.1", 9100, "0", first=9100)
+        replace_own_targets(path, _OWN, {"0": _OWN[0]}, first=_OWN[0])
+        assert huge in [g["labels"]["worker"] for g in _read(path)]  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def _listening(port: int = 0) -> Iterator[socket.socket]:
+    """A socket listening on ``port`` of 127.0.0.1 (0: a free one)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        yield sock
+
+
+def _free_base(count: int) -> int:
+    """A port from which ``count`` ports in a row can be bound (nothing listens on them)."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + count < 65536 and all(_bindable(base + i) for i in range(count)):
+            return base
+    raise AssertionError("no run of free ports")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

@@ -161,7 +161,7 @@ class MetricsServing:
             label = str(self._listener.port - port)
             path = targets.absolute()
             try:
-                register_target(path, host, self._listener.port, label)
+                register_target(path, host, self._listener.port, label, first=port)
             except OSError as exc:  # the metrics still serve; only discovery is missing
                 report_failure(exc)
             else:

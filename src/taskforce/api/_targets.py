@@ -117,34 +117,84 @@ def replace_own_targets(
     entries = [_entry(host, port, worker) for worker, (host, port) in sorted(endpoints.items())]
     with _locked(path) as groups:
         if first is not None:
-            mine.update(_earlier_workers(groups, *first))
+            mine.update(target for target, _, _ in _earlier_workers(groups, *first))
         kept = [g for g in groups if not mine.intersection(g.get("targets") or ())]
         groups[:] = kept + entries
         groups.sort(key=lambda g: (str(g.get("labels", {}).get("worker", "")), g["targets"]))
 
 
-def _earlier_workers(groups: list[dict[str, Any]], host: str, port: int) -> list[str]:
-    """The targets in ``groups`` labelled worker ``N`` at ``host``:``port`` + N."""
+def _earlier_workers(
+    groups: list[dict[str, Any]], host: str, port: int
+) -> list[tuple[str, str, int]]:
+    """The entries in ``groups`` labelled worker ``N`` at ``host``:``port`` + N.
+
+    Returns:
+        ``(target, host, port + N)`` of each.
+    """
     found = []
     for group in groups:
         worker = str((group.get("labels") or {}).get("worker", ""))
-        if worker.isdecimal() and worker.isascii():
+        # at most 5 digits: a port's, and no label of another writer makes int() raise
+        if worker.isascii() and worker.isdecimal() and len(worker) <= 5:
             target = f"{advertised_host(host)}:{port + int(worker)}"
             if [target] == group.get("targets"):
-                found.append(target)
+                found.append((target, host, port + int(worker)))
     return found
 
 
-def register_target(path: Path, host: str, port: int, worker: str) -> None:
+def register_target(
+    path: Path, host: str, port: int, worker: str, *, first: int | None = None
+) -> None:
     """Add (or replace) this endpoint's entry in a targets file shared with other processes.
+
+    Args:
+        path: the targets file; its folder must exist.
+        host: the address the endpoint is bound to.
+        port: its port.
+        worker: its ``worker`` label.
+        first: the port of worker ``0`` when worker ``N`` listens on ``first`` + N (the
+            workers of uvicorn or gunicorn): an entry labelled worker ``N`` at that port
+            of ``host`` on which nothing listens any more is withdrawn. A server killed
+            (its workers could not withdraw their entries) and started again with fewer
+            workers would otherwise leave them listed, down for good.
 
     Raises:
         OSError: the file or its lock cannot be written.
     """
     entry = _entry(host, port, worker)
     with _locked(path) as groups:
-        groups[:] = [g for g in groups if g.get("targets") != entry["targets"]] + [entry]
+        # Under the lock: a worker binds its port before it registers, so one that is
+        # starting holds its port already, or registers again after this.
+        gone = set() if first is None else set(_unheld(_earlier_workers(groups, host, first)))
+        groups[:] = [
+            g
+            for g in groups
+            if g.get("targets") != entry["targets"]
+            and not gone.intersection(g.get("targets") or ())
+        ] + [entry]
         groups.sort(key=lambda g: str(g.get("labels", {}).get("worker", "")))
+
+
+def _unheld(targets: list[tuple[str, str, int]]) -> Iterator[str]:
+    """The targets of ``(target, host, port)`` whose port on ``host`` nothing listens on."""
+    for target, host, port in targets:
+        if _is_free(host, port):
+            yield target
+
+
+def _is_free(host: str, port: int) -> bool:
+    """Whether ``host:port`` can be bound: no socket listens on it (one in TIME_WAIT may)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(address)
+    except OSError:  # in use, or not to be told: kept
+        return False
+    return True
 
 
 def unregister_target(path: Path, host: str, port: int) -> None:
