@@ -571,6 +571,29 @@ def test_gunicorn_bind_in_tcp_form_gives_each_worker_a_listener(
         assert [f"127.0.0.1:{metrics_port + i}" for i in (0, 1)] == listed
 
 
+def test_gunicorn_started_with_fewer_workers_withdraws_the_killed_ones(tmp_path: Path) -> None:
+    """A gunicorn of four workers was killed outright (its four entries kept); started again
+    with two, its workers withdraw the entries of workers 2 and 3, on which nothing listens.
+    Before, those stayed listed, down for good."""
+    api_port, metrics_port = free_ports(1), free_ports(4)
+    env, targets = _with_targets(tmp_path, metrics_port)
+    killed = [
+        {"targets": [f"127.0.0.1:{metrics_port + i}"], "labels": {"worker": str(i)}}
+        for i in range(4)
+    ]
+    targets.write_text(json.dumps(killed), encoding="utf-8")
+    _, args = _foreign_command("gunicorn", api_port)
+    with started(args, env, tmp_path, module="gunicorn") as child:
+        urls = [f"http://127.0.0.1:{metrics_port + i}/metrics" for i in (0, 1)]
+        wait_until_up(child, [*urls, f"http://127.0.0.1:{api_port}/health"])
+        deadline = time.monotonic() + 30
+        while len(json.loads(targets.read_text("utf-8"))) != 2:  # both workers registered
+            assert time.monotonic() < deadline, targets.read_text("utf-8")
+            time.sleep(0.05)
+        listed = sorted(g["targets"][0] for g in json.loads(targets.read_text("utf-8")))
+    assert [f"127.0.0.1:{metrics_port + i}" for i in (0, 1)] == listed
+
+
 @pytest.mark.parametrize("server", ["uvicorn", "uvicorn --workers 2", "gunicorn -w 2"])
 def test_metrics_port_on_the_servers_own_port_stops_the_start_naming_it(
     tmp_path: Path, server: str
