@@ -24,6 +24,7 @@ from taskforce.observability.metrics import MetricSet
 from taskforce.observability.proxies import _llm_stream as llm_stream_module
 from tests.observability.metric_samples import BrokenMetrics, faults, samples
 from tests.observability.proxy_fakes import FakeProvider, FakeStreamingProvider
+from tests.support.odd_values import RaisingGet
 
 MESSAGES = [
     {"role": "system", "content": "x" * 40},
@@ -342,7 +343,48 @@ class TestGenerate:
         assert {"none": ((1, 1.0), (1, 10.0))} == _packs(metrics)
 
 
+class _Chunk(dict[str, Any]):
+    """A chunk of the provider's own dict class."""
+
+
 class TestStream:
+    @pytest.mark.parametrize(
+        ("last", "failure"),
+        [
+            ({"content": 5}, "invalid_response"),
+            (None, "invalid_response"),
+            (RaisingGet(done=True), "invalid_response"),
+            ({"done": True, "content": 5}, None),
+            (_Chunk(done=True), None),
+            ({"attempts": [{"error_type": "rate_limit", "duration_seconds": 0.1}]}, None),
+            ({"content": ""}, None),
+            ({"content": 0}, None),
+        ],
+        ids=[
+            "text-no-string",
+            "no-dict",
+            "get-raises",
+            "done-with-odd-content",
+            "dict-subclass",
+            "attempt-report",
+            "empty-text",
+            "false-text",
+        ],
+    )
+    async def test_the_last_chunk_read_decides_as_the_agents_do(
+        self, metrics: MetricSet, last: Any, failure: str | None
+    ) -> None:
+        """A stream whose last chunk the agents cannot use is an invalid_response, counted
+        as such, without a fault; any other last chunk is a success."""
+        provider = FakeStreamingProvider([{"content": "hel"}, last])
+        chunks = [c async for c in observe_llm_provider(provider, metrics).stream(MESSAGES)]
+        assert last is chunks[-1]
+        status = "success" if failure is None else "error"
+        assert [status] == [labels[3] for labels in _requests(metrics)]
+        failures = samples(metrics, "taskforce_llm_failures_total")
+        assert ([] if failure is None else [failure]) == [labels[2] for labels in failures]
+        assert {} == faults(metrics)
+
     async def test_full_stream(self, metrics: MetricSet) -> None:
         """A stream read to its end: same chunks, TTFT once, one success request, last usage."""
         provider = FakeStreamingProvider()

@@ -23,6 +23,7 @@ from tests.core.domain.fakes import (
     step_limit_lines,
     text,
 )
+from tests.support.odd_values import RaisingGet
 
 
 async def _broken(**_: Any) -> Any:
@@ -288,6 +289,25 @@ class _StreamingLLM:
             self.closed += 1
 
 
+class _ChunkStream(_StreamingLLM):
+    """Streams the given chunks as they are, whatever they are."""
+
+    def __init__(self, chunks: list[Any]) -> None:
+        super().__init__([])
+        self._chunks = chunks
+
+    async def stream(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            for chunk in self._chunks:
+                yield chunk
+        finally:
+            self.closed += 1
+
+
+class _Chunk(dict[str, Any]):
+    """A chunk of the provider's own dict class."""
+
+
 class TestLeanAgentStreams:
     async def test_turns_stream_as_token_events(self) -> None:
         """With stream_llm, each turn streams: tokens as events, tool calls from the last chunk."""
@@ -338,6 +358,40 @@ class TestLeanAgentStreams:
         outcome = await LeanAgent(llm, _registry(), stream_llm=True).run("hi")
 
         assert "LLM call failed: p: gave up" == outcome.error
+
+    async def test_only_text_deltas_are_streamed(self) -> None:
+        """An attempt report, empty or false content and the last chunk's text are no
+        tokens; a dict subclass's text is."""
+        report = {"attempts": [{"error_type": "rate_limit", "duration_seconds": 0.1}]}
+        done = {"done": True, "content": "late", "tool_calls": []}
+        llm = _ChunkStream([report, _Chunk(content="hel"), {"content": ""}, {"content": 0}, done])
+        events = _Events()
+
+        outcome = await LeanAgent(llm, _registry(), stream_llm=True).run("hi", on_event=events)
+
+        assert ("completed", "hel") == (outcome.status, outcome.final_message)
+        assert ["hel"] == [e.data["content"] for e in events.events if e.kind == "token"]
+
+    @pytest.mark.parametrize(
+        ("chunk", "why"),
+        [
+            ({"content": 5}, "a int as text, not a string"),
+            (None, "a NoneType, not a chunk"),
+            (RaisingGet(done=True), "a chunk that cannot be read (RuntimeError)"),
+        ],
+        ids=["text-no-string", "no-dict", "get-raises"],
+    )
+    async def test_an_unusable_chunk_fails_the_call(self, chunk: Any, why: str) -> None:
+        """The call fails at the chunk, as an invalid_response saying why; the stream closes."""
+        llm = _ChunkStream([{"content": "hel"}, chunk, {"done": True, "tool_calls": []}])
+        events = _Events()
+
+        outcome = await LeanAgent(llm, _registry(), stream_llm=True).run("hi", on_event=events)
+
+        expected = ("failed", f"LLM call failed: the provider streamed {why}", "invalid_response")
+        assert expected == (outcome.status, outcome.error, outcome.error_type)
+        assert ["hel"] == [e.data["content"] for e in events.events if e.kind == "token"]
+        assert 1 == llm.closed
 
 
 class TestLlmFailureLog:

@@ -8,12 +8,14 @@ from typing import Any
 import pytest
 
 from taskforce.core.interfaces.outcome import (
+    UnusableChunk,
     classify_llm_result,
     classify_tool_result,
     exception_message,
     is_caller_cancelled,
     llm_exception_error_type,
     no_answer_within,
+    stream_chunk_text,
     tool_exception_error_type,
 )
 from tests.support.odd_values import (
@@ -22,6 +24,7 @@ from tests.support.odd_values import (
     Unequal,
     UnequalArgument,
     Unprintable,
+    Unrepresentable,
 )
 
 
@@ -79,6 +82,96 @@ class TestClassifyLLMResult:
     def test_a_mapping_that_cannot_be_read_is_an_invalid_response(self) -> None:
         """A result whose ``get`` raises is an invalid_response."""
         assert "invalid_response" == classify_llm_result(RaisingGet(success=True))
+
+
+class _Chunk(dict[str, Any]):
+    """A chunk of the provider's own dict class that reads as any dict."""
+
+
+class _Text(str):
+    """A text of the provider's own str class."""
+
+
+class _UntrueDone:
+    """A ``done`` value whose truth cannot be read."""
+
+    def __bool__(self) -> bool:
+        raise RuntimeError("bool failed")
+
+
+class TestStreamChunkText:
+    @pytest.mark.parametrize(
+        "chunk",
+        [{"content": "hel"}, _Chunk(content="hel"), {"content": "hel", "done": False}],
+        ids=["dict", "dict-subclass", "not-done"],
+    )
+    def test_a_text_delta_is_its_content(self, chunk: Any) -> None:
+        """A chunk carrying text, also of a dict class of the provider's own."""
+        assert "hel" == stream_chunk_text(chunk)
+
+    def test_a_text_subclass_is_handed_on_as_it_is(self) -> None:
+        """The content object itself, not a copy: the agents stream what the provider sent."""
+        content = _Text("hel")
+        assert content is stream_chunk_text({"content": content})
+
+    @pytest.mark.parametrize(
+        "chunk",
+        [{}, {"content": ""}, {"content": None}, {"content": 0}, {"content": []}],
+        ids=["no-content", "empty", "none", "zero", "empty-list"],
+    )
+    def test_a_chunk_without_text_has_none(self, chunk: Any) -> None:
+        """No content, or any false one, even of another type: no text, no failure."""
+        assert "" == stream_chunk_text(chunk)
+
+    def test_an_attempt_report_has_no_text(self) -> None:
+        """The report a retried stream may send first is no text and no end."""
+        report = {"attempts": [{"error_type": "rate_limit", "duration_seconds": 0.1}]}
+        assert "" == stream_chunk_text(report)
+
+    @pytest.mark.parametrize(
+        "chunk",
+        [{"done": True}, {"done": True, "content": "late"}, {"done": 1, "content": 5}],
+        ids=["done", "done-with-text", "done-with-odd-content"],
+    )
+    def test_the_last_chunk_is_none(self, chunk: Any) -> None:
+        """A true ``done`` ends the stream: its content, whatever it is, is no delta."""
+        assert stream_chunk_text(chunk) is None
+
+    @pytest.mark.parametrize(
+        ("chunk", "why"),
+        [
+            (None, "a NoneType, not a chunk"),
+            ("hel", "a str, not a chunk"),
+            ([("content", "hel")], "a list, not a chunk"),
+            ({"content": 5}, "a int as text, not a string"),
+            ({"content": b"hel"}, "a bytes as text, not a string"),
+            ({"content": ["hel"]}, "a list as text, not a string"),
+            (RaisingGet(content="hel"), "a chunk that cannot be read (RuntimeError)"),
+            (RaisingGet(done=True), "a chunk that cannot be read (RuntimeError)"),
+            ({"done": _UntrueDone()}, "a chunk that cannot be read (RuntimeError)"),
+            ({"content": Unequal("hel")}, "a chunk that cannot be read (RuntimeError)"),
+            (Unrepresentable(), "a chunk that cannot be read (RuntimeError)"),
+        ],
+        ids=[
+            "none",
+            "text",
+            "list",
+            "int-content",
+            "bytes-content",
+            "list-content",
+            "get-raises",
+            "done-get-raises",
+            "done-truth-raises",
+            "content-truth-raises",
+            "class-raises",
+        ],
+    )
+    def test_an_unusable_chunk_says_why(self, chunk: Any, why: str) -> None:
+        """Each way a chunk is unusable raises UnusableChunk, an invalid_response."""
+        with pytest.raises(UnusableChunk) as raised:
+            stream_chunk_text(chunk)
+        assert (why, "invalid_response") == (str(raised.value), raised.value.error_type)
+        assert raised.value.__context__ is None
 
 
 class TestExceptionErrorTypes:

@@ -29,12 +29,14 @@ from taskforce.core.interfaces.log import text_fields
 from taskforce.core.interfaces.outcome import (
     STEP_LIMIT,
     TOOL_ERROR,
+    UnusableChunk,
     class_error_type,
     classify_llm_result,
     exception_message,
     is_caller_cancelled,
     llm_exception_error_type,
     raise_cancellation,
+    stream_chunk_text,
 )
 from taskforce.core.interfaces.tools import ToolRegistryProtocol, ToolResult
 from taskforce.errors import LLMProviderError
@@ -59,10 +61,6 @@ _NO_REASON = "the provider reported a failure"
 
 #: The fields of a tool result a ``tool_result`` event carries.
 _RESULT_KEYS = ("success", "output", "error", "error_type")
-
-
-class _Unusable(Exception):
-    """Internal: a streamed chunk no result could be made of; the message says why."""
 
 
 class MissionAborted(Exception):
@@ -236,25 +234,17 @@ class MissionRun:
         last: StreamChunk = {}
         try:
             async for chunk in chunks:
-                # A chunk that is no dict, cannot be read, or whose text is no string ends
-                # the call here, as classify_llm_result fails such a result: the stream
-                # proxy reads the same of this chunk, then the last one it handed out.
+                # An unusable chunk ends the call here, as classify_llm_result fails such a
+                # result: the stream proxy reads the last chunk it handed out the same way.
                 try:
-                    if not isinstance(chunk, dict):
-                        raise _Unusable(f"a {type(chunk).__name__}, not a chunk")
-                    if chunk.get("done"):
-                        last = chunk
-                        continue
-                    content = chunk.get("content")
-                    if content and not isinstance(content, str):
-                        raise _Unusable(f"a {type(content).__name__} as text, not a string")
-                except Exception as exc:
-                    unread = f"a chunk that cannot be read ({type(exc).__name__})"
-                    said = exc if isinstance(exc, _Unusable) else unread
+                    content = stream_chunk_text(chunk)
+                except UnusableChunk as exc:
                     raise LLMProviderError(
-                        f"the provider streamed {said}", error_type="invalid_response"
+                        f"the provider streamed {exc}", error_type=exc.error_type
                     ) from None
-                if content:
+                if content is None:  # the last chunk: tool calls, usage, attempts
+                    last = chunk
+                elif content:
                     parts.append(content)
                     await self.events.emit("token", step=step, content=content)
         finally:

@@ -49,11 +49,13 @@ from taskforce.core.interfaces.outcome import (
     TIMEOUT,
     TOOL_ERROR,
     UNKNOWN_TOOL,
+    UnusableChunk,
     classify_llm_result,
     classify_tool_result,
     exception_error_type,
     is_unknown_tool_error,
     llm_exception_error_type,
+    stream_chunk_text,
 )
 from taskforce.core.interfaces.state import (
     AppendResult,
@@ -111,6 +113,7 @@ __all__ = [
     "ToolRegistryProtocol",
     "ToolResult",
     "ToolSchema",
+    "UnusableChunk",
     "Usage",
     "check_mission_request",
     "classify_llm_result",
@@ -126,4 +129,5 @@ __all__ = [
     "llm_error_type_of_status",
     "llm_exception_error_type",
     "mission_scope",
+    "stream_chunk_text",
 ]

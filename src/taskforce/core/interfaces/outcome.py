@@ -2,9 +2,9 @@
 
 A tool call or an LLM call is either a success or an error with an
 ``error_type``. The tool runner, the agents and the observability proxies all
-classify a result or an exception through these functions, so the same call
-has the same outcome and ``error_type`` in the mission's result, in the log
-line and in the metrics.
+classify a result, a streamed chunk or an exception through these functions, so
+the same call has the same outcome and ``error_type`` in the mission's result, in
+the log line and in the metrics.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import asyncio
 from typing import Any, Final, NoReturn
 
 from taskforce.core.interfaces.jsonable import as_text
-from taskforce.core.interfaces.llm import LLM_ERROR_TYPES
+from taskforce.core.interfaces.llm import LLM_ERROR_TYPES, LLMErrorType
 from taskforce.core.interfaces.tools import TOOL_TIMEOUT_CANCEL_MESSAGE, ToolTimeLimit
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "TOOL_ERROR",
     "UNKNOWN_TOOL",
     "OwnBaseException",
+    "UnusableChunk",
     "class_error_type",
     "classify_llm_result",
     "classify_tool_result",
@@ -46,6 +47,7 @@ __all__ = [
     "raise_as_failure",
     "raise_cancellation",
     "retrieve_outcome",
+    "stream_chunk_text",
     "tool_exception_error_type",
 ]
 
@@ -392,6 +394,56 @@ def classify_llm_result(result: object) -> str | None:
     if success is not False:
         return "invalid_response"
     return llm_error_type(error_type)
+
+
+class UnusableChunk(Exception):
+    """A streamed chunk no result can be made of; the message says why.
+
+    The agents fail the call at such a chunk as an LLM error of type
+    :attr:`error_type`; the stream proxy counts a stream that ended at one as that
+    error.
+    """
+
+    #: The LLM ``error_type`` of a call that streamed an unusable chunk.
+    error_type: Final[LLMErrorType] = "invalid_response"
+
+
+def stream_chunk_text(chunk: object) -> str | None:
+    """Read one chunk of a provider's ``stream`` as the agents use it: its text delta.
+
+    Called for every chunk by the agents, and for the last chunk read by the stream
+    proxy, so both say the same of a stream: it is unusable, and the call an error
+    ``invalid_response``, at the first chunk this raises for.
+
+    Args:
+        chunk: What the stream yielded, whatever it is.
+
+    Returns:
+        ``None`` for the chunk that ends the stream (a true ``done``): its tool calls,
+        usage and attempt report are the result's, and its ``content``, if any, is no
+        delta. Else its ``content`` when that is a non-empty string (the same object),
+        or ``""`` when it carries no text (``content`` missing, empty or anything else
+        that is false, as on an attempt report ``{"attempts": [...]}``).
+
+    Raises:
+        UnusableChunk: ``chunk`` is no dict, its ``content`` is a true value that is no
+            string, or reading it (``get``, a value's truth, its class) raises.
+    """
+    try:
+        if isinstance(chunk, dict):
+            if chunk.get("done"):
+                return None
+            text = chunk.get("content")
+            if not text:
+                return ""
+            if isinstance(text, str):
+                return text
+            why = f"a {type(text).__name__} as text, not a string"
+        else:
+            why = f"a {type(chunk).__name__}, not a chunk"
+    except Exception as exc:  # a mapping or a value of the provider's own that cannot be read
+        why = f"a chunk that cannot be read ({type(exc).__name__})"
+    raise UnusableChunk(why)
 
 
 def llm_error_type(error_type: object) -> str:

@@ -27,7 +27,11 @@ from taskforce.core.interfaces.llm import (
     StreamChunk,
     StreamingLLMProviderProtocol,
 )
-from taskforce.core.interfaces.outcome import is_caller_cancelled
+from taskforce.core.interfaces.outcome import (
+    UnusableChunk,
+    is_caller_cancelled,
+    stream_chunk_text,
+)
 from taskforce.observability.metrics import MetricSet
 from taskforce.observability.proxies._base import ObservingProxy, aclose_iterator, report_fault
 from taskforce.observability.proxies._llm import (
@@ -47,7 +51,7 @@ _StreamingT = TypeVar("_StreamingT", bound=StreamingLLMProviderProtocol)
 # What a stream that yielded nothing has as its last chunk.
 _NO_CHUNK: Any = object()
 # The outcome of a stream whose last chunk the agents cannot use (see _record_stream).
-_UNUSABLE_CHUNK = {"success": False, "error_type": "invalid_response"}
+_UNUSABLE_CHUNK = {"success": False, "error_type": UnusableChunk.error_type}
 
 
 class StreamingLLMProviderProxy(LLMProviderProxy[_StreamingT]):
@@ -245,11 +249,9 @@ def _record_stream(
             chunk = {} if last is _NO_CHUNK else last
             try:
                 attempts = chunk.get("attempts")
-                # what the agents read of a chunk before its end: a text delta that is
-                # no string, or a chunk whose get raises, fails the call they make of it
-                text = None if chunk.get("done") else chunk.get("content")
-                is_usable = not text or isinstance(text, str)
-            except Exception:
+                stream_chunk_text(chunk)  # what the agents read of it: they stop at it if it raises
+                is_usable = True
+            except Exception:  # an UnusableChunk, or an attempt report that cannot be read
                 attempts, is_usable = None, False
             if not attempts and first is not last and isinstance(first, dict):
                 attempts = first.get("attempts")
