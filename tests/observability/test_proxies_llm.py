@@ -11,6 +11,7 @@ from typing import Any, cast
 import pytest
 from structlog.testing import capture_logs
 
+from taskforce.core.domain import LeanAgent
 from taskforce.core.interfaces import LLMProviderProtocol, StreamingLLMProviderProtocol
 from taskforce.core.interfaces.llm import LLMAttempt
 from taskforce.errors import LLMProviderError
@@ -22,9 +23,10 @@ from taskforce.observability import (
 )
 from taskforce.observability.metrics import MetricSet
 from taskforce.observability.proxies import _llm_stream as llm_stream_module
+from tests.core.domain.fakes import FakeRegistry
 from tests.observability.metric_samples import BrokenMetrics, faults, samples
 from tests.observability.proxy_fakes import FakeProvider, FakeStreamingProvider
-from tests.support.odd_values import RaisingGet
+from tests.support.odd_values import RaisingGet, Unrepresentable
 
 MESSAGES = [
     {"role": "system", "content": "x" * 40},
@@ -620,6 +622,47 @@ class TestLLMFaults:
         assert [("m-1", "none", "stream", "success")] == _requests(metrics)
         assert {"llm": 1} == faults(metrics)
         assert {} == _ttft(metrics)
+
+    @pytest.mark.parametrize(
+        ("before", "fault"), [([], {"llm": 1}), ([{"content": "hel"}], {})], ids=["first", "later"]
+    )
+    async def test_a_chunk_whose_class_cannot_be_read_is_passed_on(
+        self, metrics: MetricSet, before: list[Any], fault: dict[str, int]
+    ) -> None:
+        """A chunk whose ``isinstance`` raises reaches the consumer, which stops at it as the
+        agents do; closing the stream raises nothing, and the call is an invalid_response
+        (before any text, its time to first token cannot be read: a fault)."""
+        odd: Any = Unrepresentable()
+        provider = FakeStreamingProvider([*before, odd, {"done": True, "model": "m-1"}])
+        got: list[Any] = []
+        async with aclosing(observe_llm_provider(provider, metrics).stream(MESSAGES)) as stream:
+            async for chunk in stream:
+                got.append(chunk)
+                if chunk is odd:
+                    break
+        assert [*before, odd] == got
+        assert provider.closed
+        assert ["error"] == [labels[3] for labels in _requests(metrics)]
+        failures = samples(metrics, "taskforce_llm_failures_total")
+        assert ["invalid_response"] == [labels[2] for labels in failures]
+        assert fault == faults(metrics)
+
+    async def test_the_agent_fails_at_a_chunk_whose_class_cannot_be_read_as_without_metrics(
+        self, metrics: MetricSet
+    ) -> None:
+        """The lean agent streaming through the proxy fails the call as it does without it."""
+        outcomes = []
+        for observed in (False, True):
+            odd: Any = Unrepresentable()
+            provider = FakeStreamingProvider([{"content": "hel"}, odd])
+            llm = observe_llm_provider(provider, metrics) if observed else provider
+            agent = LeanAgent(llm, FakeRegistry(), stream_llm=True)
+            outcome = await agent.run("hi")
+            outcomes.append((outcome.status, outcome.error, outcome.error_type))
+        expected = (
+            "LLM call failed: the provider streamed a chunk that cannot be read (RuntimeError)"
+        )
+        assert [("failed", expected, "invalid_response")] * 2 == outcomes
 
     async def test_malformed_messages_are_a_fault(self, metrics: MetricSet) -> None:
         """Messages the pack estimate cannot read: the call still works, the request counts."""

@@ -14,7 +14,7 @@ own to reach: the observing generator itself is handed out, and no proxy is made
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator
 from time import perf_counter
 from types import AsyncGeneratorType
 from typing import Any, TypeVar, cast
@@ -183,7 +183,7 @@ async def _observed_chunks(
         try:
             async for chunk in chunks:
                 # The first text delta, not the last chunk of an answer without text.
-                if first_chunk_at is None and isinstance(chunk, dict):
+                if first_chunk_at is None:
                     first_chunk_at = _text_delta_at(proxy, chunk)
                 if first is _NO_CHUNK:
                     first = chunk
@@ -211,16 +211,17 @@ async def _observed_chunks(
             )
 
 
-def _text_delta_at(proxy: LLMProviderProxy[Any], chunk: Mapping[str, Any]) -> float | None:
+def _text_delta_at(proxy: LLMProviderProxy[Any], chunk: Any) -> float | None:
     """Now, if ``chunk`` is a text delta; a chunk that cannot say so is a fault, not a delta.
 
     A delta carries text, as the agents read it: ``content`` that is not empty (a
     provider that passes on a server's role-only chunk as ``{"content": ""}`` has sent
     no token yet, and the agent sends no ``token`` event for it). The consumer gets the
-    chunk either way: reading it must not end the stream.
+    chunk either way: reading it, even asking whether it is a dict (a value whose class
+    cannot be read), must not end the stream.
     """
     try:
-        return perf_counter() if chunk.get("content") else None
+        return perf_counter() if isinstance(chunk, dict) and chunk.get("content") else None
     except Exception as exc:
         report_fault(proxy._self_metrics, type(proxy).__name__, "llm.ttft", exc)
         return None
@@ -244,7 +245,18 @@ def _record_stream(
     first, last = chunks
     outcome: Any = error
     readable = True
-    if error is None and (last is _NO_CHUNK or isinstance(last, dict)):
+    is_chunk = False
+    if error is None:
+        try:
+            is_chunk = last is _NO_CHUNK or isinstance(last, dict)
+        except Exception:  # a value whose class cannot be read: the agents stop at it too
+            outcome = _UNUSABLE_CHUNK
+        else:
+            if not is_chunk:
+                # Not a chunk at all (None, a string): the agent fails the call as
+                # invalid_response, and so does classify_llm_result, reading it as the result.
+                outcome = last
+    if is_chunk:
         try:
             chunk = {} if last is _NO_CHUNK else last
             try:
@@ -267,10 +279,6 @@ def _record_stream(
         except Exception as exc:
             report_fault(proxy._self_metrics, type(proxy).__name__, "llm.stream", exc)
             readable = False
-    elif error is None:
-        # Not a chunk at all (None, a string): the agent fails the call as invalid_response,
-        # and so does classify_llm_result, which reads it as the call's result.
-        outcome = last
     if readable:
         record_call(proxy, wrapped, "stream", started, outcome, args, kwargs)
     if first_chunk_at is not None:
