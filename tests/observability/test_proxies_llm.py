@@ -613,25 +613,32 @@ class TestLLMFaults:
         self, metrics: MetricSet
     ) -> None:
         """A chunk whose content cannot be read reaches the consumer; the stream ends as it
-        would."""
+        would. It is no text delta (the agents fail the call at it): no time to first token,
+        and no fault either, as the metrics did nothing wrong."""
         odd = _NoContent(content="hel")
         provider = FakeStreamingProvider([odd, {"done": True, "model": "m-1"}])
         chunks = [c async for c in observe_llm_provider(provider, metrics).stream(MESSAGES)]
         assert provider.chunks == chunks
         assert odd is chunks[0]
         assert [("m-1", "none", "stream", "success")] == _requests(metrics)
-        assert {"llm": 1} == faults(metrics)
+        assert {} == faults(metrics)
         assert {} == _ttft(metrics)
 
-    @pytest.mark.parametrize(
-        ("before", "fault"), [([], {"llm": 1}), ([{"content": "hel"}], {})], ids=["first", "later"]
-    )
+    async def test_text_on_the_last_chunk_is_no_first_token(self, metrics: MetricSet) -> None:
+        """``content`` on the ``done`` chunk is no delta (the agents send no token event for
+        it): a stream whose only text is there has no time to first token."""
+        provider = FakeStreamingProvider([{"done": True, "model": "m-1", "content": "hi"}])
+        _ = [c async for c in observe_llm_provider(provider, metrics).stream(MESSAGES)]
+        assert [("m-1", "none", "stream", "success")] == _requests(metrics)
+        assert {} == _ttft(metrics)
+
+    @pytest.mark.parametrize("before", [[], [{"content": "hel"}]], ids=["first", "later"])
     async def test_a_chunk_whose_class_cannot_be_read_is_passed_on(
-        self, metrics: MetricSet, before: list[Any], fault: dict[str, int]
+        self, metrics: MetricSet, before: list[Any]
     ) -> None:
         """A chunk whose ``isinstance`` raises reaches the consumer, which stops at it as the
         agents do; closing the stream raises nothing, and the call is an invalid_response
-        (before any text, its time to first token cannot be read: a fault)."""
+        (the provider's fault, not the metrics')."""
         odd: Any = Unrepresentable()
         provider = FakeStreamingProvider([*before, odd, {"done": True, "model": "m-1"}])
         got: list[Any] = []
@@ -645,7 +652,7 @@ class TestLLMFaults:
         assert ["error"] == [labels[3] for labels in _requests(metrics)]
         failures = samples(metrics, "taskforce_llm_failures_total")
         assert ["invalid_response"] == [labels[2] for labels in failures]
-        assert fault == faults(metrics)
+        assert {} == faults(metrics)
 
     async def test_the_agent_fails_at_a_chunk_whose_class_cannot_be_read_as_without_metrics(
         self, metrics: MetricSet

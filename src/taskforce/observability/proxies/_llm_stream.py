@@ -212,17 +212,20 @@ async def _observed_chunks(
 
 
 def _text_delta_at(proxy: LLMProviderProxy[Any], chunk: Any) -> float | None:
-    """Now, if ``chunk`` is a text delta; a chunk that cannot say so is a fault, not a delta.
+    """Now, if ``chunk`` is a text delta, as the agents read it (``stream_chunk_text``).
 
-    A delta carries text, as the agents read it: ``content`` that is not empty (a
-    provider that passes on a server's role-only chunk as ``{"content": ""}`` has sent
-    no token yet, and the agent sends no ``token`` event for it). The consumer gets the
-    chunk either way: reading it, even asking whether it is a dict (a value whose class
-    cannot be read), must not end the stream.
+    A delta carries text the agents send on as a ``token`` event: ``content`` that is
+    not empty (a provider that passes on a server's role-only chunk as
+    ``{"content": ""}`` has sent no token yet), on a chunk that does not end the stream
+    (the ``content`` of a ``done`` chunk is no delta). A chunk the agents cannot use is
+    no delta either: they fail the call at it, and ``_record_stream`` counts it so. The
+    consumer gets the chunk either way; reading it must not end the stream.
     """
     try:
-        return perf_counter() if isinstance(chunk, dict) and chunk.get("content") else None
-    except Exception as exc:
+        return perf_counter() if stream_chunk_text(chunk) else None
+    except UnusableChunk:
+        return None
+    except Exception as exc:  # pragma: no cover - stream_chunk_text raises nothing else
         report_fault(proxy._self_metrics, type(proxy).__name__, "llm.ttft", exc)
         return None
 
