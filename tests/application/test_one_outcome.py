@@ -14,7 +14,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import structlog
@@ -28,6 +28,7 @@ from taskforce.core.interfaces import (
     current_session_id,
 )
 from taskforce.core.interfaces.executor import AgentType
+from taskforce.core.interfaces.llm import LLMResult
 from taskforce.errors import MissionError
 from tests.core.domain.fakes import FakeRegistry, QueueLLM, plan, text, tool_action
 from tests.observability.metric_samples import faults, samples, value
@@ -174,6 +175,105 @@ class TestToolOutcome:
             agent_type="lean",
             error_type="unknown_tool",
         )
+
+
+#: Arguments a model may send that are no JSON object: as they come from the provider.
+_NOT_AN_OBJECT = {
+    "a list": "[1, 2]",
+    "a string": '"1+1"',
+    "a number": "5",
+    "null": "null",
+    "JSON that does not parse": '{"expression": ',
+    "a decoded list": [1, 2],
+}
+
+
+def _one_call(name: str, arguments: Any) -> LLMResult:
+    """An answer with one native tool call, its arguments as the provider hands them over."""
+    call = {"id": "c1", "name": name, "arguments": arguments}
+    return cast(LLMResult, {"success": True, "content": None, "tool_calls": [call]})
+
+
+class TestArgumentsThatAreNoObject:
+    @pytest.mark.parametrize("arguments", _NOT_AN_OBJECT.values(), ids=_NOT_AN_OBJECT.keys())
+    async def test_lean_counts_the_refused_call(self, tmp_path: Path, arguments: Any) -> None:
+        """A native tool call whose arguments are no JSON object is InvalidArguments in the
+        result fed back, in tool.call.failed and in both tool call metrics."""
+        llm = QueueLLM(complete=[_one_call("calculator", arguments)])
+        container = _with_provider(tmp_path, llm)
+        with capture_logs() as logs:
+            stream = container.executor.execute_mission_streaming("add", "lean")
+            events = [event async for event in stream]
+        (tool_result,) = [e.data for e in events if e.kind == "tool_result"]
+        assert (False, "InvalidArguments") == (tool_result["success"], tool_result["error_type"])
+        assert "must be a JSON object" in tool_result["error"]
+        assert ["InvalidArguments"] == _failed_logs(logs)
+        assert container.metrics is not None
+        assert {("calculator", "lean", "InvalidArguments"): 1} == samples(
+            container.metrics, "taskforce_tool_failures_total"
+        )
+        assert {("calculator", "lean", "error"): 1} == samples(
+            container.metrics, "taskforce_tool_calls_total"
+        )
+        assert ("failed", "InvalidArguments", 1) == (
+            events[-1].result.status,  # type: ignore[union-attr]
+            events[-1].result.error_type,  # type: ignore[union-attr]
+            events[-1].result.tool_calls,  # type: ignore[union-attr]
+        )
+        assert {} == faults(container.metrics)
+
+    @pytest.mark.parametrize("metrics", [True, False], ids=["metrics on", "metrics off"])
+    async def test_a_tool_of_ones_own_is_told_either_way(
+        self, tmp_path: Path, metrics: bool
+    ) -> None:
+        """A tool with its own call_refused hook gets the refused result, with or without
+        the metrics proxy in between."""
+
+        class _Listening(_Tool):
+            def call_refused(self, result: Any) -> None:
+                told.append(result)
+
+        told: list[Any] = []
+        llm = QueueLLM(complete=[_one_call("odd", "[1]")])
+        container = build_container(
+            Settings(
+                state_dir=tmp_path / "state",
+                workspace_dir=tmp_path / "workspace",
+                metrics={"enabled": metrics},
+            ),
+            llm_provider=llm,
+        )
+        container.tool_registry.register(_Listening("odd", {"success": True, "output": 1}))
+        result = await container.executor.execute_mission("go", "lean")
+        assert ("failed", "InvalidArguments") == (result.status, result.error_type)
+        assert ["InvalidArguments"] == [refused["error_type"] for refused in told]
+
+    # "args": null is read as no arguments (a call the tool itself judges), so left out here
+    @pytest.mark.parametrize(
+        "arguments",
+        [value for key, value in _NOT_AN_OBJECT.items() if key != "null"],
+        ids=[key for key in _NOT_AN_OBJECT if key != "null"],
+    )
+    async def test_legacy_refuses_the_action_and_calls_nothing(
+        self, tmp_path: Path, arguments: Any
+    ) -> None:
+        """A legacy action whose args are no JSON object is an unreadable action, not a
+        tool call: no tool.call.* line, no tool call counted, the mission invalid_action."""
+        action = json.dumps({"action": "tool_call", "tool": "calculator", "args": arguments})
+        llm = QueueLLM(complete=[text(action), text(action)], generate=[plan("add")])
+        container = _with_provider(tmp_path, llm)
+        with capture_logs() as logs:
+            result = await container.executor.execute_mission("add", "legacy")
+        assert ("failed", "invalid_action", 0) == (
+            result.status,
+            result.error_type,
+            result.tool_calls,
+        )
+        assert [] == [log for log in logs if log["event"].startswith("tool.call.")]
+        assert container.metrics is not None
+        for name in ("taskforce_tool_calls_total", "taskforce_tool_failures_total"):
+            assert {} == samples(container.metrics, name)
+        assert {} == faults(container.metrics)
 
 
 class _Swallowing:

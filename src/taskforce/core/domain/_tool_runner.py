@@ -10,6 +10,7 @@ propagates.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any, cast
 
@@ -30,6 +31,7 @@ from taskforce.core.interfaces.outcome import (
 from taskforce.core.interfaces.tools import (
     TOOL_TIME_LIMIT,
     TOOL_TIMEOUT_CANCEL_MESSAGE,
+    RefusedCallProtocol,
     ToolProtocol,
     ToolRegistryProtocol,
     ToolResult,
@@ -76,7 +78,8 @@ async def run_tool_call(
     Returns:
         The tool's result, or an error result for an unknown tool
         (``unknown_tool``), arguments that are not a JSON object
-        (``InvalidArguments``), an exception raised by the tool (its class
+        (``InvalidArguments``, told to the tool's ``call_refused`` if it has
+        one, so the metrics count it), an exception raised by the tool (its class
         name), a malformed result (``invalid_result``), or a timeout
         (``timeout``). A failed result always carries the ``error_type`` that
         :func:`~taskforce.core.interfaces.outcome.classify_tool_result` gives
@@ -116,10 +119,14 @@ async def _run(
             raise
         return error_result(f"unknown tool {quoted(name)}", UNKNOWN_TOOL)
     if not isinstance(arguments, dict) or not all(isinstance(key, str) for key in arguments):
-        return error_result(
+        refused = error_result(
             f"arguments of tool {name!r} must be a JSON object, got {type(arguments).__name__}",
             INVALID_ARGUMENTS,
         )
+        if isinstance(tool, RefusedCallProtocol):  # e.g. a wrapper that counts the calls
+            with contextlib.suppress(Exception):  # the call has failed already, as it says
+                tool.call_refused(refused)
+        return refused
     try:
         raw = await _execute_with_time_limit(tool, arguments, timeout_seconds)
     except _Failed as failed:  # a faulty tool fails its call, never the agent loop

@@ -11,6 +11,7 @@ from taskforce.core.interfaces.llm import ToolSchema
 __all__ = [
     "TOOL_TIMEOUT_CANCEL_MESSAGE",
     "TOOL_TIME_LIMIT",
+    "RefusedCallProtocol",
     "ToolProtocol",
     "ToolRegistryProtocol",
     "ToolResult",
@@ -95,6 +96,22 @@ class ToolProtocol(Protocol):
 
     async def execute(self, /, **params: Any) -> ToolResult:
         """Run the tool with the given arguments."""
+        ...
+
+
+@runtime_checkable
+class RefusedCallProtocol(Protocol):
+    """Optional: a tool (in practice, a wrapper that counts its calls) told of a refused call.
+
+    The tool runner refuses a call whose arguments are no JSON object without
+    calling ``execute``; it hands the failed result it made to ``call_refused``
+    of a tool that has the method, so whatever counts the calls that reach
+    ``execute`` counts this one too, with the same ``error_type``. What the
+    method raises is ignored: the call has failed already.
+    """
+
+    def call_refused(self, result: ToolResult) -> None:
+        """Take note of a call refused before ``execute`` ran; ``result`` is what it returned."""
         ...
 
 

@@ -18,6 +18,9 @@ uses, so the metrics, the mission and the ``tool.call.failed`` log line agree:
   anyway, as the agents count it; else the class name (``timeout`` for
   timeouts), for anything the tool raised itself, a ``CancelledError`` or
   ``SystemExit`` of its own included;
+- a call the tool runner refused before the tool ran (its arguments are no JSON
+  object), told through ``call_refused``: ``error``/``InvalidArguments``, duration 0,
+  as the result fed back to the model and the ``tool.call.failed`` line say;
 - a cancellation of the mission (the task's cancellation count above what it
   was when the call started, besides the limit's own request) or a
   ``KeyboardInterrupt`` itself (a subclass is the tool's own: a failure): nothing
@@ -56,6 +59,7 @@ from taskforce.core.interfaces.outcome import (
 )
 from taskforce.core.interfaces.tools import (
     TOOL_TIME_LIMIT,
+    RefusedCallProtocol,
     ToolProtocol,
     ToolRegistryProtocol,
     ToolResult,
@@ -187,6 +191,27 @@ class ToolProxy(ObservingProxy[_ToolT]):
         except Exception as exc:
             report_fault(self._self_metrics, "ToolProxy", _STAGE, exc)
         return result
+
+    def call_refused(self, result: ToolResult) -> None:
+        """Record a call the tool runner refused before ``execute`` ran, then tell the tool.
+
+        Args:
+            result: The failed result the runner returned for the call.
+
+        Raises:
+            Exception: What the wrapped tool's own ``call_refused`` raised, if it has one.
+        """
+        wrapped = self.__wrapped__
+        started = perf_counter()
+        try:
+            error_type = classify_tool_result(result)
+        except Exception as exc:
+            report_fault(self._self_metrics, "ToolProxy", _STAGE, exc)
+        else:
+            if error_type is not None:
+                _record_failure(self, wrapped, None, started, error_type)
+        if isinstance(wrapped, RefusedCallProtocol):  # as the runner would without the proxy
+            wrapped.call_refused(result)
 
 
 def _record_raised(proxy: ToolProxy[Any], tool: Any, started: float, exc: BaseException) -> None:
