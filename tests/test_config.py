@@ -34,6 +34,7 @@ class TestDefaults:
         assert s.api.docs_enabled is True
         assert 64 == s.api.max_missions_in_flight
         assert 512 == s.api.max_connections
+        assert 1000 == s.tools.max_dir_entries
 
 
 class TestPrecedence:
@@ -105,6 +106,9 @@ class TestErrors:
             ("TASKFORCE_API__STREAM_KEEPALIVE_SECONDS", "-1", "api.stream_keepalive_seconds"),
             ("TASKFORCE_API__STREAM_KEEPALIVE_SECONDS", "3601", "api.stream_keepalive_seconds"),
             ("TASKFORCE_API__STREAM_KEEPALIVE_SECONDS", "nan", "api.stream_keepalive_seconds"),
+            ("TASKFORCE_TOOLS__MAX_DIR_ENTRIES", "0", "tools.max_dir_entries"),
+            ("TASKFORCE_TOOLS__MAX_DIR_ENTRIES", "1000001", "tools.max_dir_entries"),
+            ("TASKFORCE_TOOLS__MAX_DIR_ENTRIES", "many", "tools.max_dir_entries"),
             # an empty path would silently mean the working directory
             ("TASKFORCE_STATE_DIR", " ", "state_dir"),
             ("TASKFORCE_WORKSPACE_DIR", "", "workspace_dir"),

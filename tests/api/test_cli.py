@@ -656,13 +656,22 @@ class TestRun:
         assert "TASKFORCE_METRICS__MAX_LABEL_VALUES='-3'" in proc.stderr
         assert not (tmp_path / "state").exists()
 
-    def test_invalid_header_limit_stops_serve(self, tmp_path: Path) -> None:
-        """`serve` with an ``api.max_header_bytes`` out of bounds exits 2 naming the variable."""
-        env = _env(tmp_path, TASKFORCE_API__MAX_HEADER_BYTES="512")
+    @pytest.mark.parametrize(
+        ("variable", "value", "setting"),
+        [
+            ("TASKFORCE_API__MAX_HEADER_BYTES", "512", "api.max_header_bytes"),
+            ("TASKFORCE_TOOLS__MAX_DIR_ENTRIES", "0", "tools.max_dir_entries"),
+        ],
+    )
+    def test_invalid_limit_stops_serve(
+        self, tmp_path: Path, variable: str, value: str, setting: str
+    ) -> None:
+        """`serve` with a limit out of bounds exits 2 naming the variable and the setting."""
+        env = _env(tmp_path, **{variable: value})
         proc = _taskforce("serve", "--port", "0", env=env, cwd=tmp_path)
         assert 2 == proc.returncode
-        assert "TASKFORCE_API__MAX_HEADER_BYTES='512'" in proc.stderr
-        assert "api.max_header_bytes" in proc.stderr
+        assert f"{variable}={value!r}" in proc.stderr
+        assert setting in proc.stderr
 
     def test_a_state_dir_that_is_a_file_stops_it(self, tmp_path: Path) -> None:
         """A state_dir that is a file: one line naming the variable, exit 2, no traceback."""

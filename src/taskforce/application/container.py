@@ -130,7 +130,10 @@ def build_container(
         tool_registry
         if tool_registry is not None
         else build_default_registry(
-            settings.workspace_dir, tool_pool, max_file_bytes=settings.tools.max_file_bytes
+            settings.workspace_dir,
+            tool_pool,
+            max_file_bytes=settings.tools.max_file_bytes,
+            max_dir_entries=settings.tools.max_dir_entries,
         )
     )
     state = state_store if state_store is not None else make_state_store(settings)

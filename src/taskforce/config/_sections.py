@@ -98,11 +98,13 @@ class AgentSettings(_Section):
 
 
 class ToolSettings(_Section):
-    """How the built-in tools run their blocking work, and how large a file they handle."""
+    """How the built-in tools run their blocking work, and how much they read or write."""
 
     threads: int = Field(default=8, ge=1, le=256)
     #: The largest file ``file_read`` reads and ``file_write`` leaves (appends included).
     max_file_bytes: int = Field(default=1024 * 1024, ge=1, le=1024**4)
+    #: The most entries one ``list_dir`` result holds; a longer listing is cut, and says so.
+    max_dir_entries: int = Field(default=1000, ge=1, le=1_000_000)
 
 
 class MetricsSettings(_Section):

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from taskforce.application.container import Container, build_container
+from taskforce.config import Settings
 from taskforce.core.interfaces.log import quoted, text_fields
 from taskforce.infrastructure.tools import FileReadTool, FileWriteTool, ListDirTool, _files
 
@@ -30,6 +32,12 @@ def _refused(path: str) -> dict[str, object]:
         "error": f"path {quoted(path)} is outside the workspace",
         "error_type": "PathOutsideWorkspace",
     }
+
+
+def _container(tmp_path: Path, **tools: int) -> Container:
+    """The service's container with these ``tools`` settings."""
+    settings = Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "ws", tools=tools)
+    return build_container(settings)
 
 
 class TestFileWriteAndRead:
@@ -232,6 +240,75 @@ class TestListDir:
         assert "NotADirectory" == (await tool.execute(path="f.txt"))["error_type"]
 
 
+class TestListDirLimit:
+    async def test_a_listing_past_the_limit_is_cut_and_says_so(self, workspace: Path) -> None:
+        """Past max_entries: a success holding the first entries by name, how many were
+        left out, and a note naming the setting."""
+        (workspace / "d_dir").mkdir(parents=True)
+        for name in ("e.txt", "b.txt", "a.txt", "c.txt"):
+            (workspace / name).write_text(name)
+        result = await ListDirTool(workspace, max_entries=3).execute()
+        assert result["success"] is True
+        output = result["output"]
+        assert [
+            {"name": "a.txt", "type": "file"},
+            {"name": "b.txt", "type": "file"},
+            {"name": "c.txt", "type": "file"},
+        ] == output["entries"]
+        assert 2 == output["omitted"]
+        assert "listing cut at 3 entries (tools.max_dir_entries): 2 more" in output["note"]
+
+    async def test_a_listing_at_the_limit_is_whole(self, workspace: Path) -> None:
+        """Exactly max_entries entries: the plain list, nothing cut."""
+        (workspace / "sub").mkdir(parents=True)
+        for name in ("b", "a"):
+            (workspace / "sub" / name).write_text(name)
+        assert {
+            "success": True,
+            "output": [{"name": "a", "type": "file"}, {"name": "b", "type": "file"}],
+        } == await ListDirTool(workspace, max_entries=2).execute(path="sub")
+
+    async def test_the_default_limit_bounds_a_huge_directory(self, workspace: Path) -> None:
+        """Without a limit given, a directory of more than the documented default is cut."""
+        workspace.mkdir()
+        count = _files.DEFAULT_MAX_DIR_ENTRIES + 5
+        for n in range(count):
+            (workspace / f"f{n:05d}").touch()
+        output = (await ListDirTool(workspace).execute())["output"]
+        assert 1000 == _files.DEFAULT_MAX_DIR_ENTRIES == len(output["entries"])
+        assert (5, "f00000", "f00999") == (
+            output["omitted"],
+            output["entries"][0]["name"],
+            output["entries"][-1]["name"],
+        )
+
+    def test_a_limit_below_one_is_refused(self, workspace: Path) -> None:
+        """max_entries must be at least 1."""
+        with pytest.raises(ValueError, match="max_entries"):
+            ListDirTool(workspace, max_entries=0)
+
+    async def test_a_mission_meets_the_limit_of_the_settings(self, tmp_path: Path) -> None:
+        """tools.max_dir_entries reaches the container's list_dir."""
+        async with _container(tmp_path, max_dir_entries=2) as container:
+            mission = 'tool:file_write {"path": "d/a", "content": "a"}\n'
+            mission += 'tool:file_write {"path": "d/b", "content": "b"}\n'
+            mission += 'tool:file_write {"path": "d/c", "content": "c"}\n'
+            mission += 'tool:list_dir {"path": "d"}'
+            events = [e async for e in container.executor.execute_mission_streaming(mission)]
+        listed = [
+            e.data for e in events if e.kind == "tool_result" and e.data["tool"] == "list_dir"
+        ]
+        assert [(True, ["a", "b"], 1)] == [
+            (
+                data["success"],
+                [entry["name"] for entry in data["output"]["entries"]],
+                data["output"]["omitted"],
+            )
+            for data in listed
+        ]
+        assert "completed" == events[-1].result.status  # type: ignore[union-attr]
+
+
 class TestWorkspaceConfinement:
     @pytest.mark.parametrize("path", ["../outside/secret.txt", "sub/../../outside/secret.txt"])
     async def test_dotdot_escape_refused(self, workspace: Path, outside: Path, path: str) -> None:
@@ -396,15 +473,7 @@ class TestNonRegularFiles:
 class TestMaxFileBytesSetting:
     async def test_a_mission_meets_the_limit_of_the_settings(self, tmp_path: Path) -> None:
         """tools.max_file_bytes reaches the container's file tools: a write past it fails."""
-        from taskforce.application.container import build_container
-        from taskforce.config import Settings
-
-        settings = Settings(
-            state_dir=tmp_path / "state",
-            workspace_dir=tmp_path / "ws",
-            tools={"max_file_bytes": 5},
-        )
-        async with build_container(settings) as container:
+        async with _container(tmp_path, max_file_bytes=5) as container:
             small = await container.executor.execute_mission(
                 'tool:file_write {"path": "a.txt", "content": "12345"}'
             )

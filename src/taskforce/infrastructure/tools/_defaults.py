@@ -6,6 +6,7 @@ from pathlib import Path
 
 from taskforce.infrastructure.tools._calculator import CalculatorTool
 from taskforce.infrastructure.tools._files import (
+    DEFAULT_MAX_DIR_ENTRIES,
     DEFAULT_MAX_FILE_BYTES,
     FileReadTool,
     FileWriteTool,
@@ -23,6 +24,7 @@ def build_default_registry(
     pool: ToolThreadPool | None = None,
     *,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    max_dir_entries: int = DEFAULT_MAX_DIR_ENTRIES,
 ) -> ToolRegistry:
     """Build a registry holding the five built-in tools.
 
@@ -31,6 +33,7 @@ def build_default_registry(
         pool: The thread pool the file tools share for their IO; one of the
             default size when not given.
         max_file_bytes: The largest file the file tools read or leave behind.
+        max_dir_entries: The most entries one ``list_dir`` result holds.
 
     Returns:
         A registry with ``calculator``, ``file_read``, ``file_write``, ``list_dir`` and ``sleep``.
@@ -41,7 +44,7 @@ def build_default_registry(
             CalculatorTool(),
             FileReadTool(workspace_dir, pool, max_file_bytes=max_file_bytes),
             FileWriteTool(workspace_dir, pool, max_file_bytes=max_file_bytes),
-            ListDirTool(workspace_dir, pool),
+            ListDirTool(workspace_dir, pool, max_entries=max_dir_entries),
             SleepTool(),
         ]
     )

@@ -11,9 +11,10 @@ the threads the rest of the service uses.
 from __future__ import annotations
 
 import errno
+import heapq
 import os
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,18 @@ from taskforce.infrastructure.tools._base import BaseTool, error_result, ok_resu
 from taskforce.infrastructure.tools._thread_pool import ToolThreadPool
 from taskforce.infrastructure.tools._workspace import Failure, PathRefused, Workspace
 
-__all__ = ["DEFAULT_MAX_FILE_BYTES", "FileReadTool", "FileWriteTool", "ListDirTool"]
+__all__ = [
+    "DEFAULT_MAX_DIR_ENTRIES",
+    "DEFAULT_MAX_FILE_BYTES",
+    "FileReadTool",
+    "FileWriteTool",
+    "ListDirTool",
+]
 
 #: The largest file the file tools read, or make by a write or an append (tools.max_file_bytes).
 DEFAULT_MAX_FILE_BYTES = 1024 * 1024
+#: The most entries one ``list_dir`` result holds (tools.max_dir_entries).
+DEFAULT_MAX_DIR_ENTRIES = 1000
 # Refuse to follow a symlink swapped in between the path check and the open.
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 # Opening a FIFO without a peer would wait for one; non-blocking, it returns at once
@@ -237,29 +246,64 @@ class FileWriteTool(_WorkspaceTool):
         return await self._in_workspace(args["path"], write)
 
 
-def _list(path: Path) -> list[dict[str, str]]:
-    entries = []
-    with os.scandir(path) as scan:
+def _kind(entry: os.DirEntry[str]) -> str:
+    if entry.is_symlink():
+        return "symlink"
+    if entry.is_dir(follow_symlinks=False):
+        return "dir"
+    if entry.is_file(follow_symlinks=False):
+        return "file"
+    return "other"  # FIFO, device or socket: the file tools refuse these
+
+
+def _lister(limit: int) -> Callable[[Path], Any]:
+    def list_dir(path: Path) -> Any:
+        return _list(path, limit)
+
+    return list_dir
+
+
+def _list(path: Path, limit: int) -> Any:
+    """The first ``limit`` entries of ``path`` by name; the rest only counted, never held."""
+    total = 0
+
+    def counted(scan: Iterator[os.DirEntry[str]]) -> Iterator[os.DirEntry[str]]:
+        nonlocal total
         for entry in scan:
-            if entry.is_symlink():
-                kind = "symlink"
-            elif entry.is_dir(follow_symlinks=False):
-                kind = "dir"
-            elif entry.is_file(follow_symlinks=False):
-                kind = "file"
-            else:
-                kind = "other"  # FIFO, device or socket: the file tools refuse these
-            entries.append({"name": entry.name, "type": kind})
-    return sorted(entries, key=lambda item: item["name"])
+            total += 1
+            yield entry
+
+    with os.scandir(path) as scan:
+        kept = heapq.nsmallest(limit, counted(scan), key=lambda entry: entry.name)
+        entries = [{"name": entry.name, "type": _kind(entry)} for entry in kept]
+    if total <= limit:
+        return entries
+    omitted = total - limit
+    return {
+        "entries": entries,
+        "omitted": omitted,
+        "note": (
+            f"listing cut at {limit} entries (tools.max_dir_entries): "
+            f"{omitted} more, after these by name, are not shown"
+        ),
+    }
 
 
 class ListDirTool(_WorkspaceTool):
-    """Lists a directory of the workspace."""
+    """Lists a directory of the workspace, at most ``max_entries`` entries of it.
+
+    Args:
+        workspace_dir: The workspace; created on the first call if missing.
+        pool: The thread pool to run file IO in (see :class:`FileReadTool`).
+        max_entries: The most entries one result holds; a longer listing is cut.
+    """
 
     name = "list_dir"
     description = (
         "List a workspace directory: entries sorted by name, each with its type "
-        "(file, dir, symlink, or other for a FIFO, device or socket)."
+        "(file, dir, symlink, or other for a FIFO, device or socket). A directory with "
+        "more entries than the limit gives an object instead: the first entries by name, "
+        "how many were omitted, and a note."
     )
     parameters_schema = {
         "type": "object",
@@ -274,6 +318,18 @@ class ListDirTool(_WorkspaceTool):
         "additionalProperties": False,
     }
 
+    def __init__(
+        self,
+        workspace_dir: Path,
+        pool: ToolThreadPool | None = None,
+        *,
+        max_entries: int = DEFAULT_MAX_DIR_ENTRIES,
+    ) -> None:
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be at least 1, got {max_entries}")
+        super().__init__(workspace_dir, pool)
+        self.max_entries = max_entries
+
     async def run(self, args: Mapping[str, Any]) -> ToolResult:
         """List the directory at ``args["path"]`` (default: the workspace root).
 
@@ -281,7 +337,9 @@ class ListDirTool(_WorkspaceTool):
             args: ``{"path": str = "."}``.
 
         Returns:
-            ``[{"name": str, "type": "file" | "dir" | "symlink" | "other"}, ...]``,
-            or an error result.
+            ``[{"name": str, "type": "file" | "dir" | "symlink" | "other"}, ...]``;
+            for a directory of more than ``max_entries`` entries, ``{"entries": [the
+            first max_entries by name], "omitted": int, "note": str}``, still a
+            success; or an error result.
         """
-        return await self._in_workspace(args.get("path", "."), _list)
+        return await self._in_workspace(args.get("path", "."), _lister(self.max_entries))
