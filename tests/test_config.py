@@ -150,14 +150,57 @@ class TestErrors:
             load_settings(tmp_path)
         assert f"--config={str(tmp_path)!r}" == info.value.source
 
-    def test_a_section_as_bad_json_names_its_variable(
-        self, monkeypatch: pytest.MonkeyPatch
+    @pytest.mark.parametrize(
+        ("variable", "value", "reason"),
+        [
+            # a whole section as JSON, cut short
+            ("TASKFORCE_LLM", '{"model": "m", ', "not a JSON object"),
+            # a key twice: which would count?
+            ("TASKFORCE_LLM", '{"model": "a", "model": "b"}', "duplicate key 'model'"),
+            ("TASKFORCE_AGENT", '{"max_steps": 3, "max_steps": 3}', "duplicate key 'max_steps'"),
+            # a key twice deeper in the section: the model priced twice
+            (
+                "TASKFORCE_LLM",
+                '{"prices": {"m": {"input": 1, "output": 1}, "m": {"input": 2, "output": 2}}}',
+                "duplicate key 'm'",
+            ),
+        ],
+        ids=["cut short", "a key twice", "the same value twice", "a nested key twice"],
+    )
+    def test_a_sections_bad_json_names_its_variable(
+        self, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, reason: str
     ) -> None:
-        """TASKFORCE_LLM='{...' (a whole section as JSON, cut short) names TASKFORCE_LLM."""
-        monkeypatch.setenv("TASKFORCE_LLM", '{"model": "m", ')
+        """A section's JSON that is cut short or repeats a key (TASKFORCE_LLM='{"model": "a",
+        "model": "b"}') stops start-up naming the variable and, for a repeat, the key."""
+        monkeypatch.setenv(variable, value)
         with pytest.raises(ConfigurationError) as info:
             load_settings()
-        assert ("llm", "TASKFORCE_LLM") == (info.value.setting, info.value.source)
+        section = variable.removeprefix("TASKFORCE_").lower()
+        assert (section, variable) == (info.value.setting, info.value.source)
+        assert reason in info.value.reason
+
+    def test_a_sections_json_with_unique_keys_is_read(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The same key in two different objects is no repetition."""
+        prices = '{"a": {"input": 1, "output": 2}, "b": {"input": 1, "output": 2}}'
+        monkeypatch.setenv("TASKFORCE_LLM", f'{{"model": "m", "prices": {prices}}}')
+        settings = load_settings()
+        assert ("m", ["a", "b"]) == (settings.llm.model, sorted(settings.llm.prices))
+
+    @pytest.mark.parametrize(
+        "content",
+        ['[llm]\nmodel = "a"\nmodel = "b"\n', '[llm]\nmodel = "a"\n[llm]\nprovider = "openai"\n'],
+        ids=["a key", "a table"],
+    )
+    def test_a_file_that_repeats_a_key_names_the_file(self, tmp_path: Path, content: str) -> None:
+        """The TOML reader refuses a key (or a table) given twice: start-up names the file."""
+        cfg = tmp_path / "t.toml"
+        cfg.write_text(content, encoding="utf-8")
+        with pytest.raises(ConfigurationError) as info:
+            load_settings(cfg)
+        assert ("config", f"in {cfg}") == (info.value.setting, info.value.source)
+        assert "line 3" in info.value.reason
 
 
 def _with_targets_file(tmp_path: Path, targets: Path) -> Settings:

@@ -673,6 +673,16 @@ class TestRun:
         assert f"{variable}={value!r}" in proc.stderr
         assert setting in proc.stderr
 
+    def test_a_sections_json_that_repeats_a_key_stops_it(self, tmp_path: Path) -> None:
+        """TASKFORCE_LLM with a key twice: one line naming the variable and the key, exit 2."""
+        env = _env(tmp_path, TASKFORCE_LLM='{"model": "a", "model": "b"}')
+        proc = _taskforce("run", "hi", env=env, cwd=tmp_path)
+        assert (2, "") == (proc.returncode, proc.stdout)
+        assert [
+            "taskforce: invalid setting 'llm' (TASKFORCE_LLM): duplicate key 'model' in its"
+            " JSON (which one would count?)"
+        ] == proc.stderr.splitlines()
+
     def test_a_state_dir_that_is_a_file_stops_it(self, tmp_path: Path) -> None:
         """A state_dir that is a file: one line naming the variable, exit 2, no traceback."""
         taken = tmp_path / "taken"

@@ -30,11 +30,15 @@ def source_error(exc: Exception, config_file: str | None) -> ConfigurationError:
     text = str(exc)
     # pydantic-settings' words for a whole section given as JSON (TASKFORCE_LLM='{...')
     section = re.search(
-        r'error parsing value for field "(\w+)" from source "EnvSettingsSource"', text
+        r'error parsing value for field "(\w+)" from source "\w*EnvSettingsSource"', text
     )
     if section is not None:
         name = section.group(1)
-        return ConfigurationError(name, "not a JSON object", source=f"{ENV_PREFIX}{name}".upper())
+        cause = exc.__cause__
+        reason = "not a JSON object"
+        if isinstance(cause, json.JSONDecodeError) and cause.msg.startswith("duplicate key"):
+            reason = f"{cause.msg} in its JSON (which one would count?)"
+        return ConfigurationError(name, reason, source=f"{ENV_PREFIX}{name}".upper())
     if config_file:
         return ConfigurationError("config", text, source=f"in {config_file}")
     return ConfigurationError("config", text)

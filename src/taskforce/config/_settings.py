@@ -6,12 +6,16 @@ Precedence is init arguments > environment (``TASKFORCE_*``, nested with ``__``)
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -29,9 +33,31 @@ from taskforce.config._sections import (
     ToolSettings,
 )
 from taskforce.config._validators import refuse_blank
+from taskforce.core.interfaces.jsonable import unique_keys
 
 ENV_PREFIX = "TASKFORCE_"
 CONFIG_VARIABLE = "TASKFORCE_CONFIG"
+
+
+class UniqueKeysEnvSettingsSource(EnvSettingsSource):
+    """The environment, where a section's JSON (``TASKFORCE_LLM='{...}'``) may not repeat a key.
+
+    ``json.loads`` keeps the last of a key given twice, so ``{"model": "a", "model":
+    "b"}`` would run with ``b`` and nothing would say so. A TOML file cannot repeat a
+    key either: its reader refuses it.
+    """
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
+        """Decode ``value`` as pydantic-settings does, refusing a key given twice.
+
+        Raises:
+            ValueError: the JSON does not parse, or an object in it repeats a key
+                (a ``json.JSONDecodeError`` naming the key).
+        """
+        decoded = super().decode_complex_value(field_name, field, value)
+        if isinstance(value, str) and decoded is not value:  # read as JSON: read it again
+            json.loads(value, object_pairs_hook=unique_keys)
+        return decoded
 
 
 class Settings(BaseSettings):
@@ -68,7 +94,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            UniqueKeysEnvSettingsSource(settings_cls),
+        ]
         config_file = os.environ.get(CONFIG_VARIABLE)
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
