@@ -118,6 +118,15 @@ _ANSWERS: dict[str, Callable[[], Any]] = {
     "raise-timeout-error": raises(TimeoutError()),
     "raise-own-cancellation": raises(asyncio.CancelledError()),
     "empty": _text(""),
+    # a native tool call whose arguments are no JSON object (lean; streamed, as the last
+    # chunk); no plan (legacy)
+    "args-not-an-object": lambda: {
+        "success": True,
+        "done": True,
+        "content": None,
+        "tool_calls": [{"id": "c1", "name": "t_ok", "arguments": "[1, 2]"}],
+        "model": "own-1",
+    },
 }
 #: marker -> what ``generate`` (the legacy plan) returns; ``complete`` is the scripted one's.
 _PLANS: dict[str, Callable[[], Any]] = {"garbage-plan": _text("no plan in sight")}
@@ -245,8 +254,11 @@ _BY_FLOW: dict[tuple[str, str], str | None] = {
     ("unusable plan", "lean"): None,
     ("unusable action", "legacy"): "invalid_action",
     ("unusable action", "lean"): None,
+    ("arguments that are no object", "lean"): "InvalidArguments",
+    ("arguments that are no object", "legacy"): "invalid_plan",
 }
 _FLOW_CASES = {
+    "arguments that are no object": "odd:args-not-an-object",
     "empty answer": "odd:empty",
     "unusable plan": "odd:garbage-plan",
     "unusable action": "odd:garbage-action",
