@@ -1,13 +1,16 @@
-"""docs/ stays true: every setting and every log category is documented, nothing more."""
+"""docs/ stays true: settings, log categories, the command line, and every module path,
+name, metric, route and variable a page mentions are what the code has."""
 
 from __future__ import annotations
 
+import argparse
 import ast
 import fnmatch
 import re
 from pathlib import Path
 
 import annotated_types
+import pytest
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
@@ -256,3 +259,297 @@ class TestTargetsFileExamples:
         assert globs and examples
         unmatched = {p for p in examples if not any(fnmatch.fnmatch(p, g) for g in globs)}
         assert set() == unmatched
+
+
+_PAGES = (*sorted(DOCS.glob("*.md")), DOCS.parent / "README.md")
+_SRC = DOCS.parent / "src" / "taskforce"
+
+
+def _pages_text() -> dict[str, str]:
+    return {path.name: path.read_text(encoding="utf-8") for path in _PAGES}
+
+
+def _definitions(path: Path) -> set[str]:
+    """The names a module defines at any depth: functions, classes, assigned names."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {target.id for target in node.targets if isinstance(target, ast.Name)}
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+def _modules_named(path: str) -> list[Path]:
+    """The files a page means by ``path``: from the repository root, else under src/taskforce
+    (``api/_routes.py``, ``_faults.py``), matched by its end."""
+    from_root = DOCS.parent / path
+    if from_root.is_file():
+        return [from_root]
+    return [module for module in _SRC.rglob("*.py") if module.as_posix().endswith("/" + path)]
+
+
+class TestArchitectureDoc:
+    def test_every_module_path_exists(self) -> None:
+        """Every ``.py`` path a page or the README names is a file of the repository."""
+        named = {
+            (page, path)
+            for page, text in _pages_text().items()
+            for path in re.findall(r"(?<![\w/.-])((?:[\w.-]+/)*\w+\.py)\b", text)
+        }
+        assert len(named) > 40  # the scan finds the paths, so this test can fail
+        assert set() == {(page, path) for page, path in named if not _modules_named(path)}
+
+    def test_each_name_is_in_the_module_named_beside_it(self) -> None:
+        """A name written as `` `Name` (`module.py` `` is defined in that module."""
+        text = (DOCS / "architecture.md").read_text(encoding="utf-8")
+        pairs = re.findall(r"`([A-Za-z_]\w*)(?:\([^`]*\))?`\s+\(`([\w/]+\.py)`", text)
+        assert len(pairs) > 15  # the scan finds the pairs, so this test can fail
+        missing = {
+            (name, path)
+            for name, path in pairs
+            if not any(name in _definitions(module) for module in _modules_named(path))
+        }
+        assert set() == missing
+
+    def test_the_observability_tree_lists_every_module(self) -> None:
+        """The tree of "The observability package" lists exactly the package's modules,
+        and each name it gives a module is defined in it."""
+        text = (DOCS / "architecture.md").read_text(encoding="utf-8")
+        tree = text.split("## The observability package", 1)[1].split("```", 2)[1]
+        listed: set[str] = set()
+        folder = ""
+        for line in tree.splitlines()[2:]:
+            found = re.match(r"([│ ]*)[├└]── ([\w./]+(?:, [\w./]+)*)\s*(.*)$", line)
+            assert found is not None, line
+            indent, names, description = found.groups()
+            if not indent:
+                folder = ""
+            if names.endswith("/"):
+                folder = names
+                continue
+            for name in names.split(", "):
+                module = f"{folder}{name}"
+                listed.add(module)
+                defined = _definitions(_SRC / "observability" / module)
+                # the names a line gives: CamelCase classes and snake_case functions
+                for word in re.findall(
+                    r"\b([A-Z]\w*[a-z]\w*[A-Z]\w*|[a-z]+_[a-z_]+)\b", description
+                ):
+                    assert word in defined, (module, word)
+        modules = {
+            path.relative_to(_SRC / "observability").as_posix()
+            for path in (_SRC / "observability").rglob("*.py")
+            if path.name != "__init__.py"
+        }
+        assert modules == listed
+
+    def test_the_layer_table_says_what_each_package_imports(self) -> None:
+        """Each package of the "Layers" table imports only what its row says it may
+        (``errors`` and the root package, which import nothing of the project, aside)."""
+        text = (DOCS / "architecture.md").read_text(encoding="utf-8")
+        section = text.split("## Layers", 1)[1].split("\n## ", 1)[0]
+        rows = re.findall(r"^\| `([\w/]+)/` \| .* \| ([^|]+) \|$", section, re.M)
+        assert len(rows) == 7  # the scan finds the rows, so this test can fail
+        for package, cell in rows:
+            # "application, config, observability (container only)", "`core.interfaces` only"
+            allowed = {
+                re.sub(r"\(.*\)|\bonly\b|`", "", part).strip() for part in cell.split(",")
+            } | {"errors", ""}
+            top = package.replace("/", ".")
+            imported: set[str] = set()
+            for module in (_SRC / package).rglob("*.py"):
+                for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+                    names: list[str] = []
+                    if isinstance(node, ast.Import):
+                        names = [alias.name for alias in node.names]
+                    elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                        names = [node.module]
+                    for name in names:
+                        if name == "taskforce" or name.startswith("taskforce."):
+                            inner = name.removeprefix("taskforce").lstrip(".")
+                            if not inner.startswith(top):
+                                imported.add(inner)
+            unexplained = {
+                name
+                for name in imported
+                if not any(name == a or name.startswith(a + ".") for a in allowed)
+            }
+            assert set() == unexplained, package
+
+
+def _option_rows(text: str, heading: str) -> dict[str, str]:
+    """The rows of the option table under ``heading``: option (``--port``) -> default cell."""
+    table = text.split(heading, 1)[1].split("\n\n", 2)[1]
+    return {
+        re.match(r"`([^`\s]+)", first).group(1): default.strip()  # type: ignore[union-attr]
+        for first, default in re.findall(r"^\| (`[^|]+`) \| ([^|]+) \|", table, re.M)
+    }
+
+
+class TestCommandLineDoc:
+    @pytest.mark.parametrize(
+        ("command", "heading"),
+        [("serve", "`taskforce serve [options]`:"), ("run", "`taskforce run [options] MISSION`")],
+    )
+    def test_every_option_documented(self, command: str, heading: str) -> None:
+        """The option table of each command lists exactly its options (``--config``,
+        which the page says both take, and ``--help`` aside), with the parser's default."""
+        from taskforce.api.cli import _parser
+
+        text = (DOCS / "configuration.md").read_text(encoding="utf-8")
+        assert "Both take `--config FILE`" in text
+        rows = _option_rows(text, heading)
+        subcommands = next(
+            action
+            for action in _parser()._actions
+            if isinstance(action, argparse._SubParsersAction)
+        )
+        actions = {
+            (action.option_strings[-1] if action.option_strings else action.dest.upper()): action
+            for action in subcommands.choices[command]._actions
+            if action.dest not in ("help", "config")
+        }
+        assert set(actions) == set(rows)
+        for option, action in actions.items():
+            # "off" for a flag; a value when the parser has one (not a setting's fallback)
+            if action.default is False:
+                assert "off" == rows[option], option
+            elif action.default is not None:
+                assert str(action.default) == _default_cell(rows[option]), option
+
+
+def _routes(tmp_path: Path) -> set[tuple[str, str]]:
+    """(method, path template with its parameters as ``{}``) of every route the app serves."""
+    from fastapi.routing import APIRoute
+
+    from taskforce.api.server import create_app
+
+    app = create_app(Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "ws"))
+    served = {("GET", Settings().metrics.path)}
+    for route in app.routes:
+        path = re.sub(r"\{[^}]*\}", "{}", getattr(route, "path", ""))
+        methods = route.methods if isinstance(route, APIRoute) else getattr(route, "methods", None)
+        served |= {(method, path) for method in methods or ()}
+    return served
+
+
+class TestNamesInTheDocs:
+    def test_every_metric_named_is_in_the_catalog(self) -> None:
+        """Every ``taskforce_*`` name on any page or the README is a catalog metric (a
+        histogram's ``_bucket``/``_sum``/``_count`` too; ``taskforce_x_*`` a prefix of one)
+        or a table of the PostgreSQL store; a recording rule's ``job:taskforce_...`` aside."""
+        from taskforce.infrastructure.state._postgres_schema import CREATE_SCHEMA
+        from taskforce.observability.metrics._catalog import CATALOG
+
+        known = {spec.name for spec in CATALOG}
+        tables = set(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", CREATE_SCHEMA))
+        assert len(tables) == 3
+        named = {
+            (page, name)
+            for page, text in _pages_text().items()
+            for name in re.findall(r"(?<![\w:])taskforce_[a-z0-9_]*\*?", text)
+        }
+        assert len(named) > 50  # the scan finds the names, so this test can fail
+
+        def exists(name: str) -> bool:
+            if name.endswith(("*", "_")):  # `taskforce_state_*`, "the `taskforce_` prefix"
+                return any(metric.startswith(name.rstrip("*")) for metric in known)
+            return re.sub(r"_(bucket|sum|count)$", "", name) in known or name in tables
+
+        assert set() == {(page, name) for page, name in named if not exists(name)}
+
+    def test_every_route_named_is_served(self, tmp_path: Path) -> None:
+        """Every ``METHOD /path`` on any page or the README is a route of the app."""
+        named = {
+            (page, method, re.sub(r"\{[^}]*\}", "{}", path))
+            for page, text in _pages_text().items()
+            for method, path in re.findall(
+                r"\b(GET|HEAD|POST|PUT|PATCH|DELETE) (/[\w/{}.-]*[\w}])", text
+            )
+        }
+        assert len(named) > 5  # the scan finds the routes, so this test can fail
+        served = _routes(tmp_path)
+        assert set() == {(page, m, path) for page, m, path in named if (m, path) not in served}
+
+    def test_the_state_tables_are_described_with_their_columns(self) -> None:
+        """The operator guide's table of the PostgreSQL schema names every column of
+        every table the store creates."""
+        from taskforce.infrastructure.state._postgres_schema import CREATE_SCHEMA
+
+        text = (DOCS / "operator-guide.md").read_text(encoding="utf-8")
+        rows = dict(re.findall(r"^\| `(taskforce_\w+)` \| (.*) \|$", text, re.M))
+        for table, body in re.findall(
+            r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", CREATE_SCHEMA, re.S
+        ):
+            columns = set(re.findall(r"^    (\w+) ", body, re.M)) - {"PRIMARY"}
+            assert columns, table
+            assert set() == columns - set(re.findall(r"`(\w+)`", rows[table])), table
+
+
+#: The variables docs/configuration.md shows being refused, as typos of a setting, each
+#: with the value it is shown with (a service link is told by its value's shape).
+_REFUSED_EXAMPLES = {
+    "TASKFORCE_METRICS_ENABLED": "",
+    "TASKFORCE_XYZZY": "",
+    "TASKFORCE_LLM__PATH": "",
+    "TASKFORCE_METRIC__PATH": "",
+    "TASKFORCE_METRIC__XYZZY": "",
+    "TASKFORCE_METRICS_PORT": "9100",
+}
+#: Values of the shapes a Kubernetes service-link variable may have.
+_SERVICE_LINK_VALUES = ("", "10.96.0.10", "80", "tcp", "tcp://10.96.0.10:80")
+
+
+class TestConfigurationExamples:
+    def test_the_example_file_loads(self, tmp_path: Path) -> None:
+        """The example TOML file of docs/configuration.md is a valid settings file."""
+        from taskforce.config import load_settings
+
+        text = (DOCS / "configuration.md").read_text(encoding="utf-8")
+        example = re.search(r"Example file:\n\n```toml\n(.*?)```", text, re.S)
+        assert example is not None
+        path = tmp_path / "taskforce.toml"
+        path.write_text(example.group(1), encoding="utf-8")
+        settings = load_settings(config_file=path)
+        assert ("openai", 200) == (settings.llm.provider, settings.state.max_history)
+
+    def test_every_variable_named_is_read(self) -> None:
+        """Every ``TASKFORCE_*`` variable a page or the README names is one start-up reads
+        (a setting's, a whole section's, ``TASKFORCE_CONFIG``, a Kubernetes service link),
+        but for the typos docs/configuration.md shows being refused, which are."""
+        from taskforce.config._environment import check_environment
+        from taskforce.errors import UnknownSettingError
+
+        named = {
+            name
+            for text in _pages_text().values()
+            for name in re.findall(r"\bTASKFORCE_[A-Z0-9_]*[A-Z0-9]", text)
+        }
+        # "TASKFORCE_METRICS__* (metrics.*)": a section's variables
+        named |= {
+            name + "PATH"
+            for text in _pages_text().values()
+            for name in re.findall(r"\b(TASKFORCE_[A-Z]+__)\*", text)
+        }
+        assert len(named) > 50  # the scan finds the names, so this test can fail
+
+        def is_read(name: str, value: str) -> bool:
+            try:
+                check_environment({name: value})
+            except UnknownSettingError:
+                return False
+            return True
+
+        configuration = (DOCS / "configuration.md").read_text(encoding="utf-8")
+        for name, value in _REFUSED_EXAMPLES.items():
+            assert name in configuration
+            assert not is_read(name, value), name
+        unread = {
+            name
+            for name in named - set(_REFUSED_EXAMPLES)
+            if not any(is_read(name, value) for value in _SERVICE_LINK_VALUES)
+        }
+        assert set() == unread
