@@ -553,3 +553,44 @@ class TestConfigurationExamples:
             if not any(is_read(name, value) for value in _SERVICE_LINK_VALUES)
         }
         assert set() == unread
+
+
+class TestErrorTypesDoc:
+    def _table(self, heading: str) -> dict[str, list[str]]:
+        text = (DOCS / "logging.md").read_text(encoding="utf-8")
+        section = text.split(f"### {heading}\n", 1)[1].split("\n#", 1)[0]
+        return {
+            cells[0]: cells[1:]
+            for line in section.splitlines()
+            if line.startswith("| `")
+            for cells in [[cell.strip() for cell in line.strip().strip("|").split(" | ")]]
+        }
+
+    def test_llm_error_types(self) -> None:
+        """The LLM error types table lists the closed set, says which are retried, and
+        each HTTP status a row names is classified as that row's type."""
+        from taskforce.core.interfaces.llm import (
+            LLM_ERROR_TYPES,
+            RETRYABLE_LLM_ERROR_TYPES,
+            llm_error_type_of_status,
+        )
+
+        rows = self._table("LLM error types")
+        assert {f"`{name}`" for name in LLM_ERROR_TYPES} == set(rows)
+        checked = 0
+        for first, (cause, retried) in rows.items():
+            name = first.strip("`")
+            assert (name in RETRYABLE_LLM_ERROR_TYPES) == (retried == "yes"), name
+            statuses = re.findall(r"HTTP ((?:\d{3}(?: or )?)+)", cause)
+            for status in (s for found in statuses for s in found.split(" or ")):
+                assert name == llm_error_type_of_status(int(status)), (name, status)
+                checked += 1
+        assert checked >= 4  # 408, 429, 401, 403: the scan finds them
+
+    def test_mission_error_types(self) -> None:
+        """The mission error types table has a row for each type a mission fails with
+        on its own (no failed call to blame), and no other named type."""
+        from taskforce.core.interfaces.outcome import MISSION_ERROR_TYPES
+
+        rows = self._table("Mission error types")
+        assert {f"`{name}`" for name in MISSION_ERROR_TYPES} == set(rows)
