@@ -8,9 +8,11 @@ import ast
 import fnmatch
 import re
 from pathlib import Path
+from typing import Any
 
 import annotated_types
 import pytest
+import yaml
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
@@ -214,6 +216,22 @@ class TestMetricsDoc:
         assert found is not None
         assert served == int(found.group(1))
 
+    def test_series_budget_figures(self) -> None:
+        """The "Series budget" section's figures are the catalog's: the overflow counter's
+        pairs, and the worst case of ``taskforce_http_requests_total`` at the default cap."""
+        from taskforce.observability.metrics._catalog import guarded_pairs, metric
+
+        doc = (DOCS / "metrics.md").read_text(encoding="utf-8")
+        pairs = re.search(r"counts only its (\d+) real \(metric, label\) pairs", doc)
+        assert pairs is not None
+        assert len(guarded_pairs()) == int(pairs.group(1))
+        cap = Settings().metrics.max_label_values
+        http = re.search(r"`([\d x]+)` for\s+`taskforce_http_requests_total`", doc)
+        assert http is not None
+        factors = [int(factor) for factor in http.group(1).split(" x ")]
+        spec = metric("taskforce_http_requests_total")
+        assert [label.cardinality(cap) for label in spec.labels] == factors
+
 
 class TestOperatorGuideLimits:
     def _section(self, start: str, end: str) -> str:
@@ -384,8 +402,8 @@ def _option_rows(text: str, heading: str) -> dict[str, str]:
     """The rows of the option table under ``heading``: option (``--port``) -> default cell."""
     table = text.split(heading, 1)[1].split("\n\n", 2)[1]
     return {
-        re.match(r"`([^`\s]+)", first).group(1): default.strip()  # type: ignore[union-attr]
-        for first, default in re.findall(r"^\| (`[^|]+`) \| ([^|]+) \|", table, re.M)
+        option: default.strip()
+        for option, default in re.findall(r"^\| `([^`\s]+)[^|]* \| ([^|]+) \|", table, re.M)
     }
 
 
@@ -594,3 +612,54 @@ class TestErrorTypesDoc:
 
         rows = self._table("Mission error types")
         assert {f"`{name}`" for name in MISSION_ERROR_TYPES} == set(rows)
+
+
+_NUMBERS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
+_NAMES = r"((?:`\w+`(?:, | and )?)+)"
+
+
+def _alert_rules() -> dict[str, dict[str, Any]]:
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text(encoding="utf-8"))
+    return {
+        rule["alert"]: rule
+        for group in rules["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+
+
+class TestAlertsDoc:
+    def test_each_alert_has_its_severity(self) -> None:
+        """The severity column of the operator guide's alert table is each rule's."""
+        text = (DOCS / "operator-guide.md").read_text(encoding="utf-8")
+        documented = dict(re.findall(r"^\| `(Taskforce\w+)`[^|]*\| (\w+) \|", text, re.M))
+        rules = _alert_rules()
+        assert {name: rule["labels"]["severity"] for name, rule in rules.items()} == documented
+
+    def test_the_alerts_a_sentence_names_are_those_it_describes(self) -> None:
+        """The operator guide names the alerts that select ``job="taskforce"``, the ratio
+        alerts (a ``scope`` label) and those that see a counter born above zero: each list,
+        and the count before it, is what alerts.yml has."""
+        text = " ".join((DOCS / "operator-guide.md").read_text(encoding="utf-8").split())
+        rules = _alert_rules()
+        kinds = {
+            r"(\w+) alerts select `job=\"taskforce\"`: " + _NAMES: {
+                name for name, rule in rules.items() if 'job="taskforce"' in str(rule["expr"])
+            },
+            r"The (\w+) ratio alerts \(" + _NAMES + r"\)": {
+                name for name, rule in rules.items() if "scope" in rule["labels"]
+            },
+            r"(\w+) alerts must see a counter born above zero, since one event is enough "
+            r"for them: " + _NAMES: {
+                name
+                for name, rule in rules.items()
+                if "offset" in str(rule["expr"])
+                and "process_start_time_seconds" in str(rule["expr"])
+            },
+        }
+        for sentence, expected in kinds.items():
+            found = re.search(sentence, text)
+            assert found is not None, sentence
+            count, names = found.groups()
+            assert expected == set(re.findall(r"`(\w+)`", names)), sentence
+            assert len(expected) == _NUMBERS[count.lower()], sentence
