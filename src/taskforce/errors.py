@@ -6,7 +6,7 @@ The hierarchy::
     TaskforceError
      ├── ConfigurationError        a setting is invalid (names the setting)
      │    └── UnknownSettingError  a TASKFORCE_* variable names no setting
- ├── StartupError              the service cannot start (e.g. its port is in use)
+     ├── StartupError              the service cannot start (e.g. its port is in use)
      ├── LLMProviderError          the LLM endpoint failed or answered nonsense
      ├── ToolError
      │    ├── ToolNotFoundError    no tool of that name is registered
