@@ -252,6 +252,33 @@ class TestOperatorGuideLimits:
         workers = self._section("### Workers", "### Stopping")
         assert f"a backlog of {_BACKLOG:,} connections" in workers
 
+    def test_the_supervisor_and_shutdown_figures_are_documented(self) -> None:
+        """The restart pause's cap, a quick death, the crash-loop count, the record wait
+        and the supervisor's kill deadline are the code's."""
+        from taskforce.api import _supervisor
+        from taskforce.application.executor import RECORD_SECONDS
+
+        numbers = {1: "a second", 5: "five"}
+        workers = self._section("### Workers", "### Stopping")
+        stopping = self._section("### Stopping", "### uvicorn")
+        assert f"dies within {numbers[int(_supervisor._QUICK_DEATH_SECONDS)]} of its start" in (
+            workers
+        )
+        assert f"up to {_supervisor._MAX_RESTART_PAUSE_SECONDS:g} s)" in workers
+        assert f"or {numbers[_supervisor._MAX_BOOT_FAILURES]} replacements in a row" in workers
+        assert f"waits at most {RECORD_SECONDS:g} s for its record" in stopping
+        assert f"up to {RECORD_SECONDS:g} s more for the record writes" in stopping
+        kill = RECORD_SECONDS + _supervisor._KILL_MARGIN_SECONDS
+        assert f"still alive {kill:g} s after the grace" in stopping
+
+    def test_the_lingering_close_is_documented(self) -> None:
+        """How long and how much a refused request's connection is read before it closes."""
+        from taskforce.api._read_deadline import LINGER_BYTES, LINGER_SECONDS
+
+        refuses = self._section("## What the API refuses", "### Streams")
+        mib = LINGER_BYTES // 1024**2
+        assert f"dropped for up to {LINGER_SECONDS:g} s and {mib} MiB" in refuses
+
 
 class TestTargetsFileExamples:
     def test_every_example_targets_file_is_found_by_the_example_scrape_config(self) -> None:
