@@ -533,6 +533,19 @@ class TestNamesInTheDocs:
             assert columns, table
             assert set() == columns - set(re.findall(r"`(\w+)`", rows[table])), table
 
+    def test_the_database_privileges_are_the_stores(self) -> None:
+        """The privileges the operator guide says the database user needs on each table
+        are the ones the store checks at start-up."""
+        from taskforce.infrastructure.state._postgres_access import TABLE_PRIVILEGES
+
+        text = " ".join((DOCS / "operator-guide.md").read_text(encoding="utf-8").split())
+        sentence = text.split("and then, on every start, ", 1)[1].split(". ", 1)[0]
+        documented = {
+            table: tuple(privileges.split(", "))
+            for privileges, table in re.findall(r"`([A-Z, ]+)` on `(taskforce_\w+)`", sentence)
+        }
+        assert TABLE_PRIVILEGES == documented
+
 
 #: The variables docs/configuration.md shows being refused, as typos of a setting, each
 #: with the value it is shown with (a service link is told by its value's shape).
