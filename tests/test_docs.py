@@ -533,6 +533,15 @@ class TestNamesInTheDocs:
             assert columns, table
             assert set() == columns - set(re.findall(r"`(\w+)`", rows[table])), table
 
+    def test_the_session_id_pattern_is_the_codes(self) -> None:
+        """The session id pattern the operator guide quotes is the one the API checks."""
+        from taskforce.core.interfaces.executor import SESSION_ID_PATTERN
+
+        text = (DOCS / "operator-guide.md").read_text(encoding="utf-8")
+        found = re.search(r"\(the pattern `([^`]+)`; `SESSION_ID_PATTERN`", text)
+        assert found is not None
+        assert f"^{SESSION_ID_PATTERN.pattern}$" == found.group(1)
+
     def test_the_database_privileges_are_the_stores(self) -> None:
         """The privileges the operator guide says the database user needs on each table
         are the ones the store checks at start-up."""
