@@ -199,6 +199,18 @@ class TestLoggingDoc:
         documented = set(re.findall(r"^\| `([a-z]+)` \|", text, re.M))
         assert set(LOG_CATEGORIES) == documented
 
+    def test_the_secret_fields_and_quiet_libraries_are_the_codes(self) -> None:
+        """The field names whose values are always redacted, and the HTTP client libraries
+        logged at warning and above only, are the logging set-up's."""
+        from taskforce.observability.logs import _logging
+
+        text = " ".join((DOCS / "logging.md").read_text(encoding="utf-8").split())
+        secrets = re.search(r"fields named ((?:`\w+`(?:, | or )?)+) are replaced", text)
+        quiet = re.search(r"libraries of the LLM provider \(((?:`\w+`(?:, )?)+)\)", text)
+        assert secrets is not None and quiet is not None
+        assert _logging._SECRET_KEYS == set(re.findall(r"`(\w+)`", secrets.group(1)))
+        assert set(_logging._QUIET_LIBRARIES) == set(re.findall(r"`(\w+)`", quiet.group(1)))
+
 
 class TestMetricsDoc:
     def test_process_series_count(self, tmp_path: Path) -> None:
