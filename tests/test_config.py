@@ -179,6 +179,37 @@ class TestErrors:
         assert (section, variable) == (info.value.setting, info.value.source)
         assert reason in info.value.reason
 
+    @pytest.mark.parametrize(
+        ("section", "own", "setting"),
+        [
+            ('{"model": "a"}', ("TASKFORCE_LLM__MODEL", "b"), "llm.model"),
+            ('{"model": "a"}', ("TASKFORCE_LLM__MODEL", "a"), "llm.model"),
+            ('{"max_steps": 3}', ("taskforce_agent__max_steps", "4"), "agent.max_steps"),
+        ],
+        ids=["two values", "the same value", "a variable in small letters"],
+    )
+    def test_a_setting_in_its_sections_json_and_in_its_own_variable_is_refused(
+        self, monkeypatch: pytest.MonkeyPatch, section: str, own: tuple[str, str], setting: str
+    ) -> None:
+        """TASKFORCE_LLM='{"model": "a"}' with TASKFORCE_LLM__MODEL=b: the variable of its own
+        won without a word. Now start-up stops, naming the setting and both variables."""
+        variable = f"TASKFORCE_{setting.split('.')[0].upper()}"
+        monkeypatch.setenv(variable, section)
+        monkeypatch.setenv(*own)
+        with pytest.raises(ConfigurationError) as info:
+            load_settings()
+        assert (setting, own[0]) == (info.value.setting, info.value.source)
+        assert f"in {variable}'s JSON and as {own[0]}" in info.value.reason
+
+    def test_a_sections_json_and_variables_of_other_keys_are_read(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Keys of a section given partly as JSON and partly as variables of their own."""
+        monkeypatch.setenv("TASKFORCE_LLM", '{"model": "a"}')
+        monkeypatch.setenv("TASKFORCE_LLM__SCRIPTED_LATENCY_MS", "5")
+        settings = load_settings()
+        assert ("a", 5) == (settings.llm.model, settings.llm.scripted_latency_ms)
+
     def test_a_sections_json_with_unique_keys_is_read(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import re
 from collections.abc import Mapping
 
@@ -77,3 +78,33 @@ def check_environment(environ: Mapping[str, str]) -> None:
             and not _is_service_link(variable, environ[variable])
         ):
             raise UnknownSettingError(variable, closest(upper, by_variable))
+    _refuse_twice_given(environ, sections)
+
+
+def _refuse_twice_given(environ: Mapping[str, str], sections: set[str]) -> None:
+    """Refuse a setting given both in its section's JSON and in a variable of its own.
+
+    ``TASKFORCE_LLM='{"model": "a"}'`` with ``TASKFORCE_LLM__MODEL=b``: the variable of
+    its own would win without a word, and which one the operator meant cannot be told.
+
+    Raises:
+        ConfigurationError: a key of a section's JSON object has a variable of its own
+            too; the message names both.
+    """
+    upper = {variable.upper(): variable for variable in environ}
+    for section in sorted(sections & set(upper)):
+        try:
+            given = json.loads(environ[upper[section]])
+        except ValueError:
+            continue  # not JSON: the section's own validation says so, naming it
+        if not isinstance(given, dict):
+            continue
+        for key in given:
+            own = f"{section}__{key}".upper() if isinstance(key, str) else None
+            if own in upper:
+                setting = f"{section.removeprefix(ENV_PREFIX).lower()}.{key}"
+                raise ConfigurationError(
+                    setting,
+                    f"given twice, in {upper[section]}'s JSON and as {upper[own]}: keep one",
+                    source=upper[own],
+                )
