@@ -61,6 +61,15 @@ class TestClassifyToolResult:
         """A dict of the tool's own class that fails to be read or copied: invalid_result."""
         assert "invalid_result" == classify_tool_result(result)
 
+    def test_a_value_whose_class_cannot_be_read_is_an_invalid_result(self) -> None:
+        """``isinstance`` of a value whose ``__class__`` raises: invalid_result, not the error."""
+        assert "invalid_result" == classify_tool_result(Unrepresentable())
+
+    def test_an_error_type_whose_class_cannot_be_read_is_a_tool_error(self) -> None:
+        """A failure whose ``error_type`` cannot be read as text gave none: tool_error."""
+        result = {"success": False, "error": "x", "error_type": Unrepresentable()}
+        assert "tool_error" == classify_tool_result(result)
+
     def test_a_text_subclass_error_type_is_read_as_plain_text(self) -> None:
         """An error_type whose comparisons raise is taken as the text it holds."""
         result = {"success": False, "error": "x", "error_type": Unequal("DiskFull")}
@@ -82,6 +91,15 @@ class TestClassifyLLMResult:
     def test_a_mapping_that_cannot_be_read_is_an_invalid_response(self) -> None:
         """A result whose ``get`` raises is an invalid_response."""
         assert "invalid_response" == classify_llm_result(RaisingGet(success=True))
+
+    def test_an_error_type_whose_class_cannot_be_read_is_other(self) -> None:
+        """A failure whose ``error_type`` cannot be read is ``other``, not an exception."""
+        result = {"success": False, "error": "x", "error_type": Unrepresentable()}
+        assert "other" == classify_llm_result(result)
+
+    def test_a_value_whose_class_cannot_be_read_is_an_invalid_response(self) -> None:
+        """``isinstance`` of a value whose ``__class__`` raises: invalid_response."""
+        assert "invalid_response" == classify_llm_result(Unrepresentable())
 
 
 class _Chunk(dict[str, Any]):

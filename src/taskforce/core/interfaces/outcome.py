@@ -331,9 +331,9 @@ def classify_tool_result(result: object) -> str | None:
     """
     if type(result) is dict and result.get("success") is True:
         return None  # most calls: a plain dict cannot fail to be read
-    if not isinstance(result, dict):
-        return INVALID_RESULT
     try:
+        if not isinstance(result, dict):  # which reads the class: a value's own may raise
+            return INVALID_RESULT
         if type(result) is not dict:
             dict(result)  # what the tool runner hands on is a plain copy: it must be made
         success = result.get("success")
@@ -344,12 +344,19 @@ def classify_tool_result(result: object) -> str | None:
         return None
     if success is not False:
         return INVALID_RESULT
-    if isinstance(error_type, str):
-        # plain text: a str subclass of the tool's own may compare or print as it likes
-        error_type = str.__str__(error_type)
-        if error_type and error_type != UNKNOWN_TOOL:
-            return label_safe(error_type)
+    text = _plain_text(error_type)
+    if text and text != UNKNOWN_TOOL:
+        return label_safe(text)
     return TOOL_ERROR
+
+
+def _plain_text(value: object) -> str | None:
+    """``value`` as plain ``str`` if it is text (a subclass of the caller's own may compare or
+    print as it likes), else None; never raises (``isinstance`` reads a class that may)."""
+    try:
+        return str.__str__(value) if isinstance(value, str) else None
+    except Exception:
+        return None
 
 
 def label_safe(text: str) -> str:
@@ -382,9 +389,9 @@ def classify_llm_result(result: object) -> str | None:
     """
     if type(result) is dict and result.get("success") is True:
         return None  # most calls: a plain dict cannot fail to be read
-    if not isinstance(result, dict):
-        return "invalid_response"
     try:
+        if not isinstance(result, dict):  # which reads the class: a value's own may raise
+            return "invalid_response"
         success = result.get("success")
         error_type = result.get("error_type") if success is False else None
     except Exception:  # a mapping of the provider's own that cannot be read
@@ -457,11 +464,8 @@ def llm_error_type(error_type: object) -> str:
         ``other``; anything else (unhashable, a text whose ``==`` raises) is ``other``
         too: reading an outcome never raises.
     """
-    if isinstance(error_type, str):
-        error_type = str.__str__(error_type)
-        if error_type in _LLM_ERROR_TYPES:
-            return error_type
-    return LLM_OTHER
+    text = _plain_text(error_type)
+    return text if text in _LLM_ERROR_TYPES else LLM_OTHER
 
 
 def llm_exception_error_type(exc: BaseException) -> str:
