@@ -899,6 +899,34 @@ class TestDeadline:
         assert "TimeoutError" in str(info.value)
         assert "no answer within 1 s (state.timeout_seconds)" in info.value.detail
 
+    @pytest.mark.parametrize("operation", ["append", "load"])
+    async def test_a_call_no_pooled_connection_frees_up_for_says_so(
+        self, postgres_dsn: str, operation: str
+    ) -> None:
+        """Every connection of state.pool_size in use for the whole deadline (calls before
+        this one, stuck on a slow database): the call fails naming the pool it waited
+        for, not a database that did not answer (it never reached one)."""
+        store = PostgresStateStore(postgres_dsn, pool_size=1, timeout_seconds=0.5)
+        try:
+            await store.append("busy", {"n": 0})
+            assert store._pool is not None
+            async with store._pool.acquire():  # another call holding the only connection
+                with pytest.raises(StateStoreUnavailableError) as info:
+                    if operation == "append":
+                        await store.append("waiting", {"n": 1})
+                    else:
+                        await store.load("busy")
+            assert {"missions": [{"n": 0}]} == await store.load("busy")  # free again: it works
+        finally:
+            await store.aclose()
+        action = "save" if operation == "append" else "load"
+        assert f"cannot {action} state of session" in str(info.value)
+        assert str(info.value).endswith(": TimeoutError")
+        assert (
+            "TimeoutError: no pooled connection free within 0.5 s (state.timeout_seconds): "
+            "all 1 of state.pool_size in use"
+        ) == info.value.detail
+
 
 class TestCheckHealth:
     async def test_a_database_that_answers_is_reachable(self, postgres_dsn: str) -> None:

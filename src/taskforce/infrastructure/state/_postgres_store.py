@@ -244,9 +244,10 @@ class PostgresStateStore:
         connection on its way back to the pool (see :meth:`_transact`).
         """
         committed: list[_T] = []
+        acquired: list[bool] = []
         try:
             return await _in_own_context(
-                self._transact(action, session_id, work, committed),
+                self._transact(action, session_id, work, committed, acquired),
                 deadline=self.timeout_seconds,
                 committed=committed,
             )
@@ -256,11 +257,28 @@ class PostgresStateStore:
             # The driver's own limits are per step (a pooled connection, each statement,
             # then the wait for a cancelled statement's cancel request): the operation as
             # a whole ends here, its connection is cleaned up behind it.
-            said = no_answer_within(self.timeout_seconds, "state.timeout_seconds")
             raise StateStoreUnavailableError(
                 f"cannot {action} state of session {session_id!r}: TimeoutError",
-                detail=f"TimeoutError: {said}",
+                detail=self._timed_out(is_acquired=bool(acquired)),
             ) from None
+
+    def _timed_out(self, *, is_acquired: bool) -> str:
+        """What a call that ran out of ``state.timeout_seconds`` waited for.
+
+        A call that got no connection while every one of the pool's was in use waited
+        for the pool, not for the database: it says so, naming ``state.pool_size``.
+        """
+        pool = self._pool
+        if (
+            not is_acquired
+            and pool is not None
+            and pool.get_size() >= pool.get_max_size()
+            and pool.get_idle_size() == 0
+        ):
+            what = "pooled connection free"
+            said = no_answer_within(self.timeout_seconds, "state.timeout_seconds", what=what)
+            return f"TimeoutError: {said}: all {pool.get_max_size()} of state.pool_size in use"
+        return f"TimeoutError: {no_answer_within(self.timeout_seconds, 'state.timeout_seconds')}"
 
     async def _transact(
         self,
@@ -268,9 +286,11 @@ class PostgresStateStore:
         session_id: str,
         work: Callable[[Any], Awaitable[_T]],
         committed: list[_T],
+        acquired: list[bool],
     ) -> _T:
         """Run ``work`` on a pooled connection in a transaction; driver errors become
-        path-free store errors. Its result is put in ``committed`` once committed.
+        path-free store errors. Its result is put in ``committed`` once committed, and
+        ``True`` in ``acquired`` once the pool gave it a connection.
 
         A connection the pool cannot get (the server refuses a new one: too many
         connections, a changed password) is the database being unavailable, as at start-up.
@@ -281,10 +301,9 @@ class PostgresStateStore:
         """
         await self.open()
         assert self._pool is not None
-        is_acquired = False
         try:
             async with self._pool.acquire(timeout=self.timeout_seconds) as conn:
-                is_acquired = True
+                acquired.append(True)
                 async with conn.transaction(isolation=sql.ISOLATION):
                     result = await work(conn)
                 committed.append(result)
@@ -294,11 +313,14 @@ class PostgresStateStore:
             if committed:
                 return committed[0]
             exc = _first_cause(raised)
+            is_acquired = bool(acquired)
             is_unavailable = not is_acquired or _is_connection_error(exc)
             cls = StateStoreUnavailableError if is_unavailable else StateStoreError
+            # the pool's own wait for a connection may end a moment before the call's deadline
+            is_timeout = isinstance(exc, TimeoutError) and not str(exc)
             raise cls(
                 f"cannot {action} state of session {session_id!r}: {type(exc).__name__}",
-                detail=self._safe(exc),
+                detail=self._timed_out(is_acquired=is_acquired) if is_timeout else self._safe(exc),
             ) from None
         return result
 
