@@ -114,6 +114,17 @@ class TestSaveLoad:
             await store.append("s", bad)
         assert {"missions": [{"ok": True}]} == await store.load("s")
 
+    async def test_ids_at_the_limits_are_kept_apart(self, store: StateStoreProtocol) -> None:
+        """Ids of 128 characters and of the odd allowed ones (dots, dashes, underscores, a
+        name like a state or temp file's) each keep their own records, whatever the store."""
+        ids = ["a" * 128, "-" * 128, "_" + "." * 127, "a..b", "a.", "-", "_", "x.json", "x.tmp"]
+        for n, session_id in enumerate(ids):
+            await store.append(session_id, _record(n))
+            await store.append(session_id, _record(n + 100))
+        for n, session_id in enumerate(ids):
+            state = await store.load(session_id) or {}
+            assert [f"m{n}", f"m{n + 100}"] == [r["mission_id"] for r in state["missions"]]
+
     @pytest.mark.parametrize("session_id", ["", ".", "..", "../x", "a/b", "a b", "0" * 129, "ü"])
     async def test_invalid_ids(self, store: StateStoreProtocol, session_id: str) -> None:
         """Ids a store cannot keep raise ValueError on save, append and load."""
@@ -196,6 +207,23 @@ class TestLimits:
         state = await store.load("s") or {}
         ids = [r["mission_id"] for r in state["missions"]]
         assert ["m17", "m18", "m19"] == ids
+
+    async def test_limits_hold_under_concurrent_appends(self, make_store: MakeStore) -> None:
+        """60 appends to one session from two store objects at once (two replicas): every
+        append leaves at most max_history records, each record is dropped exactly once, and
+        the session keeps the last three that were written."""
+        limits = StateLimits(max_history=3)
+        stores = [make_store(limits), make_store(limits)]
+        results = await asyncio.gather(*(stores[i % 2].append("s", _record(i)) for i in range(60)))
+        assert all(1 <= r.records <= 3 for r in results)
+        assert 57 == sum(r.dropped for r in results)
+        kept = [r["mission_id"] for r in (await stores[1].load("s") or {})["missions"]]
+        assert 3 == len(set(kept))
+        # the next append drops the oldest of those three, and keeps the other two in order
+        after = await stores[0].append("s", _record(60))
+        assert (3, 1) == (after.records, after.dropped)
+        state = await stores[1].load("s") or {}
+        assert [*kept[1:], "m60"] == [r["mission_id"] for r in state["missions"]]
 
     @pytest.mark.parametrize(("slack", "dropped"), [(-1, 1), (0, 0), (1, 0)])
     async def test_max_bytes_holds_at_its_boundary(
