@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,8 @@ class TestDefaults:
         assert "/metrics" == s.metrics.path
         assert s.metrics.auth_token is None
         assert 100 == s.metrics.max_label_values
-        assert "auto" == s.logging.format
+        # CONTRACT.md: `console` on a TTY, else `json` (pytest's captured stderr is no TTY)
+        assert "json" == s.logging.format
         assert "info" == s.logging.level
         assert LOG_CATEGORIES == s.logging.categories
         assert 1024 == s.logging.max_path_chars
@@ -35,6 +38,41 @@ class TestDefaults:
         assert 64 == s.api.max_missions_in_flight
         assert 512 == s.api.max_connections
         assert 1000 == s.tools.max_dir_entries
+
+
+class TestLoggingFormatDefault:
+    """CONTRACT.md's default for logging.format is `console` on a TTY, else `json`."""
+
+    @pytest.mark.parametrize(("tty", "expected"), [(True, "console"), (False, "json")])
+    def test_unset_reads_as_the_format_stderr_gets(
+        self, monkeypatch: pytest.MonkeyPatch, tty: bool, expected: str
+    ) -> None:
+        monkeypatch.setattr(sys, "stderr", _Stream(tty))
+        assert expected == Settings().logging.format
+
+    @pytest.mark.parametrize(("tty", "expected"), [(True, "console"), (False, "json")])
+    def test_auto_given_reads_the_same(
+        self, monkeypatch: pytest.MonkeyPatch, tty: bool, expected: str
+    ) -> None:
+        monkeypatch.setattr(sys, "stderr", _Stream(tty))
+        monkeypatch.setenv("TASKFORCE_LOGGING__FORMAT", "auto")
+        assert expected == Settings().logging.format
+
+    @pytest.mark.parametrize("given", ["console", "json"])
+    def test_a_format_given_is_kept_whatever_stderr_is(
+        self, monkeypatch: pytest.MonkeyPatch, given: str
+    ) -> None:
+        monkeypatch.setattr(sys, "stderr", _Stream(given == "json"))
+        assert given == Settings(logging={"format": given}).logging.format
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self._tty = tty
+
+    def isatty(self) -> bool:
+        return self._tty
 
 
 class TestPrecedence:

@@ -30,6 +30,7 @@ from taskforce.config._validators import (
     non_empty_secret,
     not_blank,
     refuse_blank,
+    resolve_auto_format,
     split_categories,
 )
 from taskforce.core.interfaces.log import LOG_CATEGORIES, MAX_PATH_CHARS
@@ -225,12 +226,14 @@ class StateSettings(_Section):
 class LoggingSettings(_Section):
     """Structured logging: output format, level, which categories to keep, how much path."""
 
-    format: Literal["auto", "console", "json"] = "auto"
+    # "auto" (also the default) reads as the format stderr gets: console on a TTY, else json
+    format: Literal["auto", "console", "json"] = Field(default="auto", validate_default=True)
     level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     categories: Annotated[tuple[str, ...], NoDecode] = LOG_CATEGORIES
     # the request path (query included) an access line keeps; a longer one is cut, marked
     max_path_chars: int = Field(default=MAX_PATH_CHARS, ge=64, le=1024 * 1024)
 
     _choice = field_validator("format", "level", mode="before")(lower)
+    _format_auto = field_validator("format")(resolve_auto_format)
 
     _categories_split = field_validator("categories", mode="before")(split_categories)

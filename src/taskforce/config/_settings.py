@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -75,7 +75,8 @@ class Settings(BaseSettings):
     tools: ToolSettings = ToolSettings()
     metrics: MetricsSettings = MetricsSettings()
     api: ApiSettings = ApiSettings()
-    logging: LoggingSettings = LoggingSettings()
+    # a factory: an unset format is read from stderr when the settings are made
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
     server: ServerSettings = ServerSettings()
     state: StateSettings = StateSettings()
     state_dir: Path = Path(".taskforce/state")

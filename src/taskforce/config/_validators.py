@@ -7,6 +7,7 @@ puts after the setting's name, so its wording is part of the start-up message.
 from __future__ import annotations
 
 import json
+import sys
 import unicodedata
 from collections.abc import Callable
 from typing import Any
@@ -73,6 +74,18 @@ def non_empty_secret(
 def lower(value: Any) -> Any:
     """A choice (``JSON``, ``Postgres``) is read in any case, without spaces around it."""
     return value.strip().lower() if isinstance(value, str) else value
+
+
+def resolve_auto_format(value: str) -> str:
+    """Read ``auto`` as the log format stderr gets: ``console`` on a TTY, else ``json``.
+
+    CONTRACT.md gives that rule as ``logging.format``'s default, so the settings hold the
+    format in effect, not ``auto``; ``console`` and ``json`` pass unchanged.
+    """
+    if value != "auto":
+        return value
+    isatty = getattr(sys.stderr, "isatty", None)
+    return "console" if callable(isatty) and isatty() else "json"
 
 
 def refuse_blank(message: str) -> Callable[[Any], Any]:
