@@ -214,6 +214,28 @@ class TestScrapeMatchesTheContract:
         assert "taskforce_build_info" in own.text
 
 
+class TestMalformedBodies:
+    @pytest.mark.parametrize("route", ["/api/v1/execute", "/api/v1/execute/stream"])
+    @pytest.mark.parametrize(
+        ("content", "headers"),
+        [
+            (b"{not json", {"content-type": "application/json"}),
+            (b'{"agent_type": "lean"}', {"content-type": "application/json"}),
+            (b'{"mission": "hi", "agent_type": "neither"}', {"content-type": "application/json"}),
+            (b"{not json", {}),  # a raw body as httpx and requests send it: no content type
+            (b"", {}),
+        ],
+    )
+    def test_a_malformed_body_is_422(
+        self, tmp_path: Path, route: str, content: bytes, headers: dict[str, str]
+    ) -> None:
+        """CONTRACT.md: "a malformed body is 422", on both mission routes."""
+        settings = Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "ws")
+        with serve(create_app(settings), port=_ports(1)) as live:
+            answer = httpx.post(live.url + route, content=content, headers=headers, timeout=30)
+        assert 422 == answer.status_code, answer.text
+
+
 class _ReturnsNone:
     """A tool registered after the build that breaks ToolProtocol: it returns None."""
 

@@ -1,8 +1,9 @@
 """Strict JSON request bodies: a JSON content type, and no more than JSON itself allows.
 
-A body sent without one JSON content type (none at all, a form, ``text/plain``, or
-several that differ), or compressed (``Content-Encoding``), is refused with a 415
-before it is read. ``json.loads`` takes
+A body sent with a content type that is not JSON (a form, ``text/plain``, or several
+that differ), or compressed (``Content-Encoding``), is refused with a 415 before it is
+read; one sent without any content type with a 422, CONTRACT.md's answer to a
+malformed body (and FastAPI's own there), with the same reason. ``json.loads`` takes
 ``NaN``/``Infinity``, numbers that overflow to infinity, lone surrogate escapes
 (``"\\ud800"``), nesting until the interpreter's recursion limit, and an object
 that gives a key twice (keeping the last). Each is refused here as a
@@ -40,7 +41,7 @@ MAX_JSON_DEPTH = 32
 """Deepest nesting of arrays and objects a request body may have."""
 
 NOT_JSON_REASON = "request body must be JSON (content-type: application/json)"
-"""The reason of the 415 answered to a body sent with a content type that is not JSON."""
+"""The reason of the 415 (422 without a content type) answered to a body that is not JSON."""
 
 MANY_TYPES_REASON = "request has more than one content-type; send one: application/json"
 """The reason of the 415 answered to a request with several ``Content-Type`` headers that differ."""
@@ -183,12 +184,14 @@ class StrictJSONRoute(APIRoute):
     run before the body is read: FastAPI itself reads the body first. After it, a
     route that takes a JSON body answers a request whose ``Content-Type`` is not
     JSON with a 415 (:data:`NOT_JSON_REASON`), unread: FastAPI would read it whole,
-    then refuse it as a 422 that does not say why. So is a request without a
-    ``Content-Type``: FastAPI does not read such a body as JSON either (a guard against
-    web pages that make a browser post to a local service without a CORS preflight);
-    and one with several that differ (:data:`MANY_TYPES_REASON`), whichever is first;
-    and a body sent with a ``Content-Encoding`` other than ``identity``
-    (:data:`ENCODED_REASON`): it is not decoded here.
+    then refuse it as a 422 that does not say why. A request without a ``Content-Type``
+    gets the same reason unread, as a 422: FastAPI does not read such a body as JSON
+    either (a guard against web pages that make a browser post to a local service
+    without a CORS preflight) and answers it with a 422, the status CONTRACT.md gives a
+    malformed body. A request with several that differ gets a 415
+    (:data:`MANY_TYPES_REASON`), whichever is first; so does a body sent with a
+    ``Content-Encoding`` other than ``identity`` (:data:`ENCODED_REASON`): it is not
+    decoded here.
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
@@ -210,8 +213,10 @@ class StrictJSONRoute(APIRoute):
                 content_type = _content_type(strict)
                 if content_type is None:
                     return refusal(415, MANY_TYPES_REASON)
+                if not content_type:
+                    return refusal(422, NOT_JSON_REASON)  # unread, as FastAPI answers it
                 if not is_json_media_type(content_type):
-                    return refusal(415, NOT_JSON_REASON)  # none at all too (see above)
+                    return refusal(415, NOT_JSON_REASON)
                 if "content-encoding" in strict.headers and _is_encoded(strict):
                     return refusal(415, ENCODED_REASON)
             return await handler(strict)

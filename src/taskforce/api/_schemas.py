@@ -140,8 +140,9 @@ class InvalidRequest(BaseModel):
 def _invalid() -> dict[str, Any]:
     return {
         "model": InvalidRequest | ErrorAnswer,
-        "description": "The body or a parameter does not fit (a list of reasons), or the "
-        "mission was refused (a blank mission, one over `agent.max_mission_chars`, ...).",
+        "description": "The body or a parameter does not fit (a list of reasons), the body "
+        "was sent without a `Content-Type` (send `application/json`), or the mission was "
+        "refused (a blank mission, one over `agent.max_mission_chars`, ...).",
     }
 
 
@@ -155,8 +156,8 @@ MISSION_ANSWERS: dict[int | str, dict[str, Any]] = {
     422: _invalid(),
     413: error_answer("The body is longer than `api.max_body_bytes`."),
     415: error_answer(
-        "The body was sent without a `Content-Type`, with one that is not JSON, or with "
-        "several that differ: send one, `application/json` (any parameters) or an "
+        "The body was sent with a `Content-Type` that is not JSON, or with several that "
+        "differ: send one, `application/json` (any parameters) or an "
         "`application/*+json` type. Or it was compressed (a `Content-Encoding` other than "
         "`identity`): send it as is."
     ),
