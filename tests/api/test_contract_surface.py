@@ -236,6 +236,31 @@ class TestMalformedBodies:
         assert 422 == answer.status_code, answer.text
 
 
+class TestTheRegistryIsServed:
+    def test_a_collector_registered_by_the_embedder_is_scraped(self, tmp_path: Path) -> None:
+        """CONTRACT.md: `container.metrics.registry` is the aioprometheus `Registry`
+        served at `/metrics`: a collector an embedder registers on it is in the scrape,
+        next to the catalog's families, which are unchanged."""
+        from aioprometheus.collectors import Counter
+
+        settings = Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "ws")
+        container = build_container(settings)
+        assert container.metrics is not None
+        registry = container.metrics.registry
+        jobs = Counter("embedder_jobs_total", "Jobs the embedding app ran.", registry=registry)
+        jobs.inc({"queue": "default"})
+        with serve(create_app(container=container), port=_ports(1)) as live:
+            scrape = httpx.get(f"{live.url}/metrics", timeout=30).text
+        families = _families(scrape)
+        (sample,) = families["embedder_jobs"].samples
+        assert ("counter", {"queue": "default"}, 1.0) == (
+            families["embedder_jobs"].type,
+            sample.labels,
+            sample.value,
+        )
+        assert "taskforce_missions" in families
+
+
 class _ReturnsNone:
     """A tool registered after the build that breaks ToolProtocol: it returns None."""
 

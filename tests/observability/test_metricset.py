@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import platform
 from typing import Any
@@ -279,3 +280,39 @@ class TestFaults:
         metrics._faults.clear()
         metrics.record_fault("render")
         metrics.record_fault([])  # type: ignore[arg-type]
+
+
+class TestForeignCollectors:
+    def test_a_collector_registered_on_the_registry_is_rendered(self) -> None:
+        """The registry is the one served: a collector of one's own on it is in the
+        render after the catalog's families, as aioprometheus writes it; render_async
+        writes the same bytes."""
+        from aioprometheus.collectors import Counter, Gauge
+
+        metrics = MetricSet()
+        jobs = Counter("jobs_total", "Jobs.", registry=metrics.registry)
+        jobs.inc({"queue": "a"})
+        Gauge("depth", "Queue depth.", registry=metrics.registry).set({}, 3)
+        text = metrics.render()
+        assert text.endswith(
+            b"# HELP depth Queue depth.\n# TYPE depth gauge\ndepth 3\n"
+            b'# HELP jobs_total Jobs.\n# TYPE jobs_total counter\njobs_total{queue="a"} 1\n'
+        )
+        assert text == asyncio.run(metrics.render_async())
+
+    def test_a_collector_that_cannot_be_written_loses_its_lines_only(self) -> None:
+        """A collector whose samples raise is left out and counted as a render fault; the
+        scrape and the other collectors go on."""
+        from aioprometheus.collectors import Counter
+
+        class Broken(Counter):
+            def get_all(self) -> Any:
+                raise RuntimeError("broken collector")
+
+        metrics = MetricSet()
+        Broken("broken_total", "Broken.", registry=metrics.registry)
+        Counter("fine_total", "Fine.", registry=metrics.registry).inc({})
+        text = metrics.render()
+        assert b"broken_total" not in text
+        assert b"\nfine_total 1\n" in text
+        assert 1 == value(metrics, "taskforce_metrics_errors_total", stage="render")

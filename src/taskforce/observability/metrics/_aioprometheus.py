@@ -6,7 +6,9 @@ gets a collector of the matching type on the metric set's ``Registry`` (the
 collector's store under the key aioprometheus itself derives from the label dict, so
 ``collector.get(labels)``, ``get_all()`` and aioprometheus' own text formatter read
 the children's current values. The view is read-only: a write through aioprometheus'
-API raises ``TypeError``, since it would bypass the label guard.
+API raises ``TypeError``, since it would bypass the label guard. A collector of its own
+that an embedder registers on the registry is served too (:meth:`RegistryAdapter.foreign_lines`),
+rendered by aioprometheus' formatter: CONTRACT.md's registry is the one served at ``/metrics``.
 
 Swapping the client library means rewriting this module only (see docs/architecture.md).
 
@@ -16,6 +18,7 @@ Hazard: no locks, like aioprometheus itself; event-loop thread only.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from aioprometheus import histogram
@@ -107,6 +110,35 @@ class RegistryAdapter:
         values = self._collectors[spec.name].values
         # the key aioprometheus' MetricDict derives (sorted orjson), so its API finds it
         values[labels] = _Bound(child)
+
+    def foreign_lines(self, on_error: Callable[[str, Exception], None]) -> list[bytes]:
+        """Return the lines of the collectors registered on the registry by others.
+
+        Those an embedder added to ``registry`` (any but the catalog's views), sorted by
+        name, each written by aioprometheus' own text formatter.
+
+        Args:
+            on_error: Called with the name and the exception of a collector that cannot
+                be written; it is left out, the others are not.
+
+        Returns:
+            Their lines; empty when there are none.
+        """
+        collectors = self.registry.collectors
+        if len(collectors) == len(self._collectors):
+            return []  # nothing but ours (the registry refuses a name twice)
+        formatter = TextFormatter()
+        lines: list[bytes] = []
+        for name, collector in sorted(collectors.items()):
+            if name in self._collectors:
+                continue
+            try:
+                text = formatter.marshall_collector(collector)
+            except Exception as exc:  # a broken collector loses its lines, not the scrape
+                on_error(name, exc)
+                continue
+            lines.extend(text.encode("utf-8").split(b"\n"))
+        return lines
 
 
 def reference_text(registry: Registry) -> bytes:

@@ -287,4 +287,9 @@ class MetricSet:
                 if len(lines) >= slice_lines:
                     yield lines
                     lines = []
+        # collectors an embedder registered on the registry: served too (CONTRACT.md)
+        lines.extend(self._adapter.foreign_lines(self._foreign_fault))
         yield lines
+
+    def _foreign_fault(self, name: str, exc: Exception) -> None:
+        report_fault(self, name, "render", exc)
