@@ -271,6 +271,32 @@ class TestErrors:
         assert ("config", f"in {cfg}") == (info.value.setting, info.value.source)
         assert "line 3" in info.value.reason
 
+    @pytest.mark.parametrize(
+        ("variable", "value", "setting"),
+        [
+            ("TASKFORCE_LLM", "[" * 5000 + "]" * 5000, "llm"),
+            ("TASKFORCE_LLM__PRICES", '{"m": ' + "[" * 5000 + "]" * 5000 + "}", "llm.prices"),
+            ("TASKFORCE_LLM", '{"prices": "' + "[" * 5000 + "]" * 5000 + '"}', "llm"),
+        ],
+        ids=["section", "setting", "string-in-section"],
+    )
+    def test_json_nested_too_deeply_names_its_variable(
+        self, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, setting: str
+    ) -> None:
+        """JSON nested past the parser's depth is one error naming the variable, no traceback."""
+        monkeypatch.setenv(variable, value)
+        with pytest.raises(ConfigurationError, match="nested too deeply") as info:
+            load_settings()
+        assert (setting, variable) == (info.value.setting, info.value.source)
+
+    def test_a_config_file_nested_too_deeply_is_named(self, tmp_path: Path) -> None:
+        """A TOML value nested past the parser's depth is one error naming the file."""
+        cfg = tmp_path / "deep.toml"
+        cfg.write_text("[llm]\nmodel = " + "[" * 5000 + "]" * 5000 + "\n", encoding="utf-8")
+        with pytest.raises(ConfigurationError, match="nested too deeply") as info:
+            load_settings(cfg)
+        assert ("config", f"in {cfg}") == (info.value.setting, info.value.source)
+
 
 def _with_targets_file(tmp_path: Path, targets: Path) -> Settings:
     return Settings(

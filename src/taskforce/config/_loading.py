@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from taskforce.config._environment import check_environment
-from taskforce.config._messages import configuration_error, source_error
+from taskforce.config._messages import configuration_error, nesting_error, source_error
 from taskforce.config._settings import CONFIG_VARIABLE, Settings
 from taskforce.errors import ConfigurationError
 
@@ -32,9 +32,9 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
     Raises:
         UnknownSettingError: a ``TASKFORCE_*`` variable names no setting; the message
             names it and the closest setting.
-        ConfigurationError: a value is invalid or the config file is unreadable;
-            the message names the setting, the variable or file it came from and,
-            unless the setting is a secret, the value.
+        ConfigurationError: a value is invalid, nests too deeply to be parsed, or the
+            config file is unreadable; the message names the setting, the variable or
+            file it came from and, unless the setting is a secret, the value.
     """
     previous = os.environ.get(CONFIG_VARIABLE)
     if config_file is not None:
@@ -57,6 +57,8 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
         raise configuration_error(exc, os.environ, path) from exc
     except (OSError, ValueError) as exc:  # unreadable or malformed TOML, a section's bad JSON
         raise source_error(exc, path) from exc
+    except RecursionError:  # JSON or TOML nested deeper than its parser goes
+        raise nesting_error(os.environ, path) from None
     finally:
         if config_file is not None:
             if previous is None:

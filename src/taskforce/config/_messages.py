@@ -44,6 +44,54 @@ def source_error(exc: Exception, config_file: str | None) -> ConfigurationError:
     return ConfigurationError("config", text)
 
 
+NESTED_REASON = "nested too deeply to be read"
+"""The reason given for a value whose JSON or TOML nests past its parser's depth."""
+
+
+def _depth(text: str) -> int:
+    """The deepest nesting of brackets and braces in ``text``, strings included."""
+    depth = deepest = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
+def nesting_error(environ: Mapping[str, str], config_file: str | None) -> ConfigurationError:
+    """Name the source whose value nested past a parser's depth (a ``RecursionError``).
+
+    The parser does not say which value it was reading: the source that nests deepest
+    is named, a ``TASKFORCE_*`` variable or the config file. Its value is not shown.
+
+    Args:
+        environ: The environment the settings were read from.
+        config_file: The config file read, if any.
+
+    Returns:
+        The error to stop start-up with.
+    """
+    index = {variable: name for name, (variable, _) in settings_index().items()}
+    sources: dict[str, tuple[str, str]] = {}
+    for name, text in environ.items():
+        variable = name.upper()
+        if variable.startswith(ENV_PREFIX):
+            setting = index.get(variable, variable.removeprefix(ENV_PREFIX).lower())
+            sources[variable] = (setting, text)
+    if config_file:
+        try:
+            with open(config_file, encoding="utf-8", errors="replace") as handle:
+                sources[f"in {config_file}"] = ("config", handle.read())
+        except OSError:
+            pass
+    if not sources:
+        return ConfigurationError("config", NESTED_REASON)
+    where = max(sources, key=lambda source: _depth(sources[source][1]))
+    return ConfigurationError(sources[where][0], NESTED_REASON, source=where)
+
+
 def configuration_error(
     exc: ValidationError, environ: Mapping[str, str], config_file: str | None
 ) -> ConfigurationError:
