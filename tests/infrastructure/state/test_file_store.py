@@ -95,8 +95,17 @@ class TestRoundTrip:
 class TestCorruption:
     @pytest.mark.parametrize(
         "content",
-        [b"{not json", b"", b"[1, 2]", b'"text"', b"\xff\xfe{}"],
-        ids=["bad-json", "empty", "list", "string", "not-utf8"],
+        [
+            b"{not json",
+            b"",
+            b"[1, 2]",
+            b'"text"',
+            b"\xff\xfe{}",
+            b'{"missions": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            b'{"missions": [], "x": NaN}',
+            b'{"missions": [{"t": -Infinity}]}',
+        ],
+        ids=["bad-json", "empty", "list", "string", "not-utf8", "too-deep", "nan", "infinity"],
     )
     async def test_corrupt_file_raises_and_is_untouched(
         self, store: FileStateStore, content: bytes
@@ -301,13 +310,25 @@ class TestAppendLayout:
         text = (store.state_dir / "s.json").read_text(encoding="utf-8")
         assert {"missions": [{"i": i, "text": "line\nbreak"} for i in range(3)]} == json.loads(text)
 
-    async def test_corrupt_file_is_not_appended_to(self, store: FileStateStore) -> None:
+    @pytest.mark.parametrize(
+        "content",
+        [
+            b"{not json",
+            b'{"x": NaN, "missions": [\n{"i": 0}\n]}',
+            b'{"missions": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            b"[" * 100_000 + b'"missions": [\n{"i": 0}\n]}',
+        ],
+        ids=["bad-json", "nan", "too-deep", "too-deep-head"],
+    )
+    async def test_corrupt_file_is_not_appended_to(
+        self, store: FileStateStore, content: bytes
+    ) -> None:
         """An append to an unparseable file raises StateCorruptedError and leaves it as is."""
         store.state_dir.mkdir()
-        (store.state_dir / "s.json").write_bytes(b"{not json")
+        (store.state_dir / "s.json").write_bytes(content)
         with pytest.raises(StateCorruptedError):
             await store.append("s", {"i": 1})
-        assert b"{not json" == (store.state_dir / "s.json").read_bytes()
+        assert content == (store.state_dir / "s.json").read_bytes()
 
 
 class TestBoundedHistory:

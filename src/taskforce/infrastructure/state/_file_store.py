@@ -35,7 +35,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 
@@ -112,18 +112,34 @@ class _Document:
         return b"\n".join([self.head, b",\n".join(self.records), _TAIL])
 
 
+def _not_a_number(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _loads(data: bytes | str) -> Any:
+    """Parse JSON as the store writes it: ``NaN`` and ``Infinity`` are not JSON.
+
+    Raises:
+        ValueError: not JSON (or not UTF-8).
+        RecursionError: nested deeper than the parser goes.
+    """
+    return json.loads(data, parse_constant=_not_a_number)
+
+
 def _is_json_object(data: bytes) -> bool:
     try:
-        return isinstance(json.loads(data), dict)
-    except ValueError:
+        return isinstance(_loads(data), dict)
+    except (ValueError, RecursionError):
         return False
 
 
 def _decode(data: bytes, session_id: str, path: Path) -> SessionState:
     try:
-        state = json.loads(data.decode("utf-8"))
+        state = _loads(data.decode("utf-8"))
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
         raise StateCorruptedError(session_id, str(path), str(exc)) from exc
+    except RecursionError:
+        raise StateCorruptedError(session_id, str(path), "nested too deeply to be read") from None
     if not isinstance(state, dict):
         raise StateCorruptedError(
             session_id, str(path), f"expected a JSON object, found {type(state).__name__}"
