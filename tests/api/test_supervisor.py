@@ -12,6 +12,7 @@ from structlog.testing import capture_logs
 
 from taskforce.api import _supervisor
 from taskforce.config import Settings
+from taskforce.errors import StartupError
 
 
 class _Worker:
@@ -58,3 +59,14 @@ class TestStopSignal:
         events = [(log["event"], log.get("exitcode")) for log in logs]
         assert ("worker.stopped", -signal.SIGTERM) in events
         assert "worker.exited" not in [event for event, _ in events]
+
+
+class TestWorkerCount:
+    @pytest.mark.parametrize("value", ["9" * 5000, "1" + "0" * 4300], ids=["5000", "4301"])
+    def test_a_number_too_long_for_int_is_refused_in_one_short_line(self, value: str) -> None:
+        """WEB_CONCURRENCY with more digits than int() takes is a StartupError naming it."""
+        with pytest.raises(StartupError, match="invalid WEB_CONCURRENCY") as caught:
+            _supervisor.resolve_workers(None, {"WEB_CONCURRENCY": value})
+        message = str(caught.value)
+        assert "\n" not in message
+        assert len(message) < 200

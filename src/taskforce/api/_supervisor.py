@@ -63,12 +63,19 @@ def resolve_workers(option: int | None, environ: dict[str, str] | None = None) -
         source, raw = "WEB_CONCURRENCY", env["WEB_CONCURRENCY"].strip()
     else:
         return 1
-    # ASCII digits only: "²" is a digit to str.isdigit, and no number to int()
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_WORKERS:
+    # ASCII digits only: "²" is a digit to str.isdigit, and no number to int(); and few
+    # of them: int() refuses a string of over 4300 digits with a ValueError
+    digits = raw.lstrip("0")
+    if not (raw.isascii() and raw.isdigit() and len(digits) <= len(str(MAX_WORKERS))):
+        count = 0
+    else:
+        count = int(raw)
+    if not 1 <= count <= MAX_WORKERS:
+        shown = raw if len(raw) <= 20 else f"{raw[:20]}..."
         raise StartupError(
-            f"invalid {source} {raw!r}: must be a whole number from 1 to {MAX_WORKERS}"
+            f"invalid {source} {shown!r}: must be a whole number from 1 to {MAX_WORKERS}"
         )
-    return int(raw)
+    return count
 
 
 def serve(
