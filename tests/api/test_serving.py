@@ -476,6 +476,16 @@ class TestBindSocket:
         with pytest.raises(StartupError, match=r"no-such-host\.invalid:80"):
             bind_socket("no-such-host.invalid", 80, what="the API")
 
+    @pytest.mark.parametrize(
+        "host", ["x..y", "a" * 64, "\udcff"], ids=["empty-label", "long", "bytes"]
+    )
+    def test_a_host_no_resolver_can_encode_is_one_line(self, host: str) -> None:
+        """A host the IDNA codec refuses (an empty or a 64-character label, a byte that is
+        not UTF-8 from the command line) is a StartupError of one line, not a UnicodeError."""
+        with pytest.raises(StartupError, match="cannot listen on") as caught:
+            bind_socket(host, 80, what="the API")
+        assert "\n" not in str(caught.value)
+
     @pytest.mark.parametrize("workers", [1, 2])
     def test_a_metrics_address_that_cannot_be_bound_names_its_settings(
         self, tmp_path: Path, workers: int

@@ -113,13 +113,16 @@ def bind_socket(host: str, port: int, *, what: str) -> socket.socket:
         The listening socket.
 
     Raises:
-        StartupError: the address cannot be bound (in use, not local, not resolvable);
-            the message is one line naming host and port.
+        StartupError: the address cannot be bound (in use, not local, not resolvable,
+            not a host name at all); the message is one line naming host and port.
     """
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise StartupError(f"cannot listen on {host}:{port} for {what}: {exc.strerror}") from exc
+    except UnicodeError as exc:  # the IDNA codec: an empty label, one over 63 characters
+        named = f"cannot listen on {host!r}:{port} for {what}"
+        raise StartupError(f"{named}: not a valid host name") from exc
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
