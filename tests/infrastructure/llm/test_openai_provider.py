@@ -108,6 +108,11 @@ _NESTED_TOO_DEEPLY = '{"a": ' * 100_000 + "1" + "}" * 100_000
 _NESTED_BODY = b'{"id": "x", "extra": ' + _NESTED_TOO_DEEPLY.encode() + b"}"
 
 
+def _named_call(name: Any) -> dict[str, Any]:
+    """A tool call of a completion's message, named ``name`` (any JSON), no arguments."""
+    return {"id": "c1", "type": "function", "function": {"name": name, "arguments": "{}"}}
+
+
 def _mission(text: str) -> list[Any]:
     return [{"role": "user", "content": MISSION_PREFIX + text}]
 
@@ -303,6 +308,28 @@ class TestComplete:
 
         assert (False, "invalid_response") == (result["success"], result["error_type"])
         assert "not a chat completion" in result["error"]
+        assert ["invalid_response"] == [a.error_type for a in result["attempts"]]
+
+    @pytest.mark.parametrize(
+        "message",
+        [
+            {"role": "assistant", "content": 5},
+            {"role": "assistant", "content": [{"type": "text", "text": "hi"}]},
+            {"role": "assistant", "content": None, "tool_calls": [_named_call(None)]},
+            {"role": "assistant", "content": None, "tool_calls": [_named_call(["calculator"])]},
+        ],
+        ids=["content-number", "content-array", "tool-name-null", "tool-name-array"],
+    )
+    async def test_text_of_another_json_kind_is_invalid_response(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, message: dict[str, Any]
+    ) -> None:
+        """Content or a tool name that is no string fails the call as invalid_response, as
+        it does in a stream, rather than reaching the agent as an answer."""
+        fake.respond_next(_answered(message))
+
+        result = await provider.complete(_mission("hi"), tools=_TOOLS)
+
+        assert (False, "invalid_response") == (result["success"], result["error_type"])
         assert ["invalid_response"] == [a.error_type for a in result["attempts"]]
 
 

@@ -22,7 +22,7 @@ from taskforce.core.interfaces.llm import LLMResult, ToolCall, ToolSchema, Usage
 from taskforce.core.interfaces.log import quoted
 from taskforce.infrastructure.llm._openai_errors import _InvalidResponse
 
-__all__ = ["_answer", "_decoded_call", "_extra", "_usage"]
+__all__ = ["_answer", "_decoded_call", "_extra", "_json_kind", "_text", "_usage"]
 
 
 def _decoded_call(call_id: str, name: str, raw_arguments: str | None) -> ToolCall:
@@ -62,6 +62,33 @@ def _usage(usage: CompletionUsage | None) -> Usage | None:
     return cast("Usage", reported) if reported else None
 
 
+def _json_kind(value: object) -> str:
+    """Name the kind of a JSON value that is not an object, for a message."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "an object"
+    return "an array" if isinstance(value, list) else "of another kind"
+
+
+def _text(value: object, what: str) -> str | None:
+    """``value``, a piece of text (or none), streamed or whole; the SDK lets any JSON through.
+
+    Raises:
+        TypeError: ``value`` is JSON of another kind (a name as an array, tool arguments
+            as an object): the chunk or the completion is malformed.
+    """
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"{what} is {_json_kind(value)}, not a string")
+
+
 def _answer(
     response: ChatCompletion, model: str, usage: Usage | None, *, with_tool_calls: bool
 ) -> LLMResult:
@@ -81,8 +108,10 @@ def _answer(
 
     Raises:
         _InvalidResponse: the completion holds no choices, a tool call of a type other
-            than ``function``, or tool arguments that are not a JSON object.
-        TypeError: the refusal that stands for the content is not a string.
+            than ``function`` or without a name, or tool arguments that are not a JSON
+            object.
+        TypeError: the content, a tool call's name or the refusal that stands for the
+            content is JSON of another kind than a string.
         AttributeError: a field the SDK does not check is null (as may ``TypeError``
             or ``ValueError``).
     """
@@ -91,14 +120,17 @@ def _answer(
     message = response.choices[0].message
     # A model that declines answers with a refusal and no content (none, or an empty
     # one, as a stream's delta may say): that is its answer.
-    content = message.content or _refusal(message) or message.content
+    text = _text(message.content, "the content")
+    content = text or _refusal(message) or text
     result: LLMResult = {"success": True, "content": content, "model": model}
     if with_tool_calls:
         calls: list[ToolCall] = []
         for raw in message.tool_calls or []:
             if raw.type != "function":
                 raise _InvalidResponse(f"unsupported tool call type {raw.type!r}")
-            name = raw.function.name
+            name = _text(raw.function.name, "a tool call's name")
+            if name is None:
+                raise _InvalidResponse("a tool call has no name")
             calls.append(_decoded_call(raw.id, name, raw.function.arguments))
         result["tool_calls"] = calls
     if usage is not None:

@@ -18,7 +18,7 @@ from openai.types.chat import ChatCompletionChunk
 from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 
 from taskforce.core.interfaces.llm import LLMAttempt, StreamChunk, ToolCall, Usage
-from taskforce.infrastructure.llm._openai_chat import _decoded_call, _usage
+from taskforce.infrastructure.llm._openai_chat import _decoded_call, _json_kind, _text, _usage
 from taskforce.infrastructure.llm._openai_errors import _InvalidResponse
 
 __all__ = ["_End", "_StreamState", "_json_kind", "_opening"]
@@ -28,33 +28,6 @@ class _End(enum.Enum):
     """The end of a stream, told apart from ``None``: what the SDK makes of ``data: null``."""
 
     END = enum.auto()
-
-
-def _json_kind(value: object) -> str:
-    """Name the kind of a JSON value that is not an object, for a message."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, dict):
-        return "an object"
-    return "an array" if isinstance(value, list) else "of another kind"
-
-
-def _text(value: object, what: str) -> str | None:
-    """``value``, a streamed piece of text (or none); the SDK lets any JSON through.
-
-    Raises:
-        TypeError: ``value`` is JSON of another kind (a name as an array, tool arguments
-            as an object): the chunk is malformed.
-    """
-    if value is None or isinstance(value, str):
-        return value
-    raise TypeError(f"{what} is {_json_kind(value)}, not a string")
 
 
 def _carries(chunk: ChatCompletionChunk | _End) -> bool:
