@@ -200,6 +200,17 @@ class TestFileWriteAndRead:
         assert "InvalidArguments" == result["error_type"]
         assert not workspace.exists() or [] == list(workspace.iterdir())
 
+    @pytest.mark.parametrize("content", ["\ud800", "ok \udcff"], ids=["high", "low"])
+    async def test_content_that_is_not_utf8_text_is_invalid_arguments(
+        self, workspace: Path, content: str
+    ) -> None:
+        """Content with a lone surrogate (a JSON escape) cannot be written as UTF-8: the
+        call fails as InvalidArguments saying where, and nothing is made."""
+        result = await FileWriteTool(workspace).execute(path="a.txt", content=content)
+        assert ("InvalidArguments", False) == (result["error_type"], result["success"])
+        assert f"character {content.index(content[-1])}" in result["error"]
+        assert not (workspace / "a.txt").exists()
+
 
 class TestListDir:
     async def test_lists_sorted_with_types(self, workspace: Path) -> None:

@@ -22,7 +22,12 @@ import structlog
 
 from taskforce.core.interfaces.log import quoted, text_fields
 from taskforce.core.interfaces.tools import ToolResult
-from taskforce.infrastructure.tools._base import BaseTool, error_result, ok_result
+from taskforce.infrastructure.tools._base import (
+    INVALID_ARGUMENTS,
+    BaseTool,
+    error_result,
+    ok_result,
+)
 from taskforce.infrastructure.tools._thread_pool import ToolThreadPool
 from taskforce.infrastructure.tools._workspace import Failure, PathRefused, Workspace
 
@@ -238,11 +243,18 @@ class FileWriteTool(_WorkspaceTool):
             args: ``{"path": str, "content": str, "append": bool = False}``.
 
         Returns:
-            The number of bytes written, or an error result.
+            The number of bytes written, or an error result (``InvalidArguments`` for
+            content UTF-8 cannot carry: a lone surrogate).
         """
-        write = _writer(
-            args["content"], append=args.get("append", False), limit=self.max_file_bytes
-        )
+        content: str = args["content"]
+        try:
+            write = _writer(content, append=args.get("append", False), limit=self.max_file_bytes)
+        except UnicodeEncodeError as exc:  # a lone surrogate, from a JSON escape
+            return error_result(
+                f"invalid arguments for tool 'file_write': argument 'content' is not UTF-8 "
+                f"text: character {exc.start} is an unpaired surrogate",
+                INVALID_ARGUMENTS,
+            )
         return await self._in_workspace(args["path"], write)
 
 
