@@ -342,6 +342,32 @@ class TestDirectories:
         assert ["file", "kept"] == sorted(p.name for p in tmp_path.iterdir())
         assert [] == list((tmp_path / "kept").iterdir())
 
+    @pytest.mark.parametrize("name", ["state_dir", "workspace_dir"])
+    @pytest.mark.parametrize(
+        ("bad", "reason"),
+        [("a" * 300, "File name too long"), ("a\0b", "null byte")],
+        ids=["name-too-long", "nul-byte"],
+    )
+    def test_a_path_no_directory_can_have(
+        self, tmp_path: Path, name: str, bad: str, reason: str
+    ) -> None:
+        """A name longer than the filesystem takes, or with a NUL byte (possible in the
+        TOML file), stops start-up naming the setting, not with a traceback."""
+        paths = {"state_dir": tmp_path / "s", "workspace_dir": tmp_path / "w"}
+        paths[name] = tmp_path / bad / "sub"
+        settings = Settings(state_dir=paths["state_dir"], workspace_dir=paths["workspace_dir"])
+        with pytest.raises(ConfigurationError, match=reason) as info:
+            check_directories(settings)
+        assert name == info.value.setting
+        assert [] == list(tmp_path.iterdir())
+
+    @pytest.mark.parametrize("bad", ["t" * 300, "t\0"], ids=["name-too-long", "nul-byte"])
+    def test_a_targets_file_no_file_can_be(self, tmp_path: Path, bad: str) -> None:
+        """A targets file whose name no file can have stops start-up naming its setting."""
+        with pytest.raises(ConfigurationError) as info:
+            check_directories(_with_targets_file(tmp_path, tmp_path / bad))
+        assert "metrics.targets_file" == info.value.setting
+
     def test_a_targets_file_whose_folder_cannot_be_made(self, tmp_path: Path) -> None:
         """The targets file's folder is checked too: named by the targets file's variable."""
         (tmp_path / "file").write_text("x", encoding="utf-8")

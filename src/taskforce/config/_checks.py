@@ -106,26 +106,36 @@ def _prepare(directories: list[tuple[str, Path]], targets_file: Path | None) -> 
     made: list[Path] = []
     try:
         for name, path in directories:
-            # the missing folders, outermost first: removed again if start-up stops
-            made.extend(reversed([p for p in (path, *path.parents) if not p.exists()]))
             try:
+                # the missing folders, outermost first: removed again if start-up stops
+                made.extend(reversed([p for p in (path, *path.parents) if not p.exists()]))
                 path.mkdir(parents=True, exist_ok=True)
                 if not os.access(path, os.W_OK | os.X_OK):
                     raise PermissionError(13, "not writable")
-            except OSError as exc:
-                is_file = path.exists() and not path.is_dir()
-                reason = "not a directory" if is_file else exc.strerror
+            except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
                 raise ConfigurationError(
-                    name, f"cannot use it as a directory: {reason}", source=_source(name, path)
+                    name,
+                    f"cannot use it as a directory: {_why_not(path, exc)}",
+                    source=_source(name, path),
                 ) from exc
         if targets_file is not None:
             _check_targets_file(targets_file)
     except ConfigurationError:
         # nothing starts half-way: no folder made for a start-up that did not happen
         for folder in reversed(made):
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, ValueError):
                 folder.rmdir()
         raise
+
+
+def _why_not(path: Path, exc: OSError | ValueError) -> str:
+    """Why ``path`` cannot be a directory: a file is there, or what the system said."""
+    if isinstance(exc, ValueError):
+        return str(exc)  # "embedded null byte"
+    with contextlib.suppress(OSError):  # a name too long fails these calls too
+        if path.exists() and not path.is_dir():
+            return "not a directory"
+    return exc.strerror or str(exc)
 
 
 def _source(name: str, path: Path) -> str:
@@ -139,16 +149,29 @@ def _is_json_list(text: str) -> bool:
         return False
 
 
+def _unnamable(path: Path) -> str | None:
+    """Why no file can be at ``path`` (a NUL byte, a name too long), else ``None``."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:  # "embedded null byte"
+        return f"no file can have this name: {exc}"
+    except OSError as exc:
+        return f"no file can have this name: {exc.strerror or exc}"
+    return None
+
+
 def _check_targets_file(path: Path) -> None:
     """Refuse a targets file path the service would fail to write, or write over another file.
 
     The file is replaced whole at every change, so an existing file must be one a service
     wrote (a JSON list) or empty: anything else is a mistyped path, kept as it is.
     """
-    reason = None
-    if path.is_dir():
+    reason = _unnamable(path)
+    if reason is None and path.is_dir():
         reason = "is a directory; name a file in it"
-    elif path.exists():
+    elif reason is None and path.exists():
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, ValueError) as exc:
