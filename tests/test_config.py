@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -306,6 +310,27 @@ def _with_targets_file(tmp_path: Path, targets: Path) -> Settings:
     )
 
 
+@contextlib.contextmanager
+def _releasing_readers(fifo: Path) -> Iterator[None]:
+    """While inside, a reader that opens ``fifo`` gets an end of file at once, not a wait."""
+    done = threading.Event()
+
+    def release() -> None:
+        while not done.is_set():
+            try:  # succeeds only while a reader has it open
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                done.wait(0.01)
+
+    thread = threading.Thread(target=release, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 class TestDirectories:
     @pytest.mark.parametrize("name", ["state_dir", "workspace_dir"])
     def test_a_file_where_a_directory_should_be(self, tmp_path: Path, name: str) -> None:
@@ -401,6 +426,27 @@ class TestDirectories:
             check_directories(settings)
         assert "metrics.targets_file" == info.value.setting
         assert text == other.read_text(encoding="utf-8")
+
+    def test_a_targets_file_that_is_a_device_is_refused(self, tmp_path: Path) -> None:
+        """A device (here /dev/null through a symlink) is no targets file: refused, not
+        replaced by the service's first write."""
+        device = tmp_path / "null"
+        device.symlink_to(os.devnull)
+        with pytest.raises(ConfigurationError, match="not a regular file") as info:
+            check_directories(_with_targets_file(tmp_path, device))
+        assert "metrics.targets_file" == info.value.setting
+
+    def test_a_targets_file_that_is_a_fifo_is_refused_unread(self, tmp_path: Path) -> None:
+        """A FIFO is refused without being opened: reading it would wait for a writer, and
+        start-up with it."""
+        fifo = tmp_path / "targets.fifo"
+        os.mkfifo(fifo)
+        with _releasing_readers(fifo), pytest.raises(ConfigurationError) as info:
+            check_directories(_with_targets_file(tmp_path, fifo))
+        assert ("metrics.targets_file", True) == (
+            info.value.setting,
+            "not a regular file" in info.value.reason,
+        )
 
     @pytest.mark.parametrize("text", ["", "[]\n", '[{"targets": ["h:9464"], "labels": {}}]'])
     def test_an_empty_or_listing_targets_file_passes(self, tmp_path: Path, text: str) -> None:

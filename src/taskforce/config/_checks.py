@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -149,16 +150,20 @@ def _is_json_list(text: str) -> bool:
         return False
 
 
-def _unnamable(path: Path) -> str | None:
-    """Why no file can be at ``path`` (a NUL byte, a name too long), else ``None``."""
+def _unusable(path: Path) -> str | None:
+    """Why no targets file can be at ``path``, told before anything opens it, else ``None``."""
     try:
-        os.stat(path)
+        mode = os.stat(path).st_mode
     except FileNotFoundError:
         return None
     except ValueError as exc:  # "embedded null byte"
         return f"no file can have this name: {exc}"
-    except OSError as exc:
+    except OSError as exc:  # a name too long for the filesystem
         return f"no file can have this name: {exc.strerror or exc}"
+    if stat.S_ISDIR(mode):
+        return "is a directory; name a file in it"
+    if not stat.S_ISREG(mode):  # reading a FIFO would wait; a device would be replaced
+        return "is not a regular file (a FIFO, device or socket); name a file"
     return None
 
 
@@ -168,10 +173,8 @@ def _check_targets_file(path: Path) -> None:
     The file is replaced whole at every change, so an existing file must be one a service
     wrote (a JSON list) or empty: anything else is a mistyped path, kept as it is.
     """
-    reason = _unnamable(path)
-    if reason is None and path.is_dir():
-        reason = "is a directory; name a file in it"
-    elif reason is None and path.exists():
+    reason = _unusable(path)
+    if reason is None and path.exists():
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, ValueError) as exc:
