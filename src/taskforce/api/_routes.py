@@ -212,5 +212,8 @@ def mission_router(container: Container) -> APIRouter:
             return SafeJSONResponse(status_code=500, content={"detail": reason})
         return SafeJSONResponse({"tools": listed})
 
+    # HEAD wherever GET answers (HTTP requires it): the same answer without its body.
+    router.add_api_route("/tools", tools, methods=["HEAD"], include_in_schema=False)
+
     add_session_routes(router, container, redact)
     return router

@@ -1,4 +1,5 @@
-"""``GET /api/v1/sessions/{session_id}``: a session's mission records, on any state store.
+"""``GET /api/v1/sessions/{session_id}``: a session's mission records, on any state store
+(and ``HEAD``, the same answer without its body).
 
 The route is added to the mission router, so it shares that router's guard
 (``api.auth_token``) and its always-encodable JSON.
@@ -64,3 +65,8 @@ def add_session_routes(router: APIRouter, container: Container, redact: Redact) 
                 status_code=404, content={"detail": f"unknown session {session_id!r}"}
             )
         return Response(json_bytes(view.to_dict(), redact), media_type="application/json")
+
+    # HEAD too, as for every GET route: the same answer without its body.
+    router.add_api_route(
+        "/sessions/{session_id}", get_session, methods=["HEAD"], include_in_schema=False
+    )
