@@ -565,7 +565,16 @@ class TestFailDirective:
 
     @pytest.mark.parametrize(
         "line",
-        ["llm:fail", "llm:fail nosuch", "llm:fail auth 0", "llm:fail auth x", "llm:fail a 1 2"],
+        [
+            "llm:fail",
+            "llm:fail nosuch",
+            "llm:fail auth 0",
+            "llm:fail auth x",
+            "llm:fail a 1 2",
+            "llm:fail auth \u00b2",  # a digit to str.isdigit, no number to int()
+            "llm:fail auth " + "9" * 5000,  # more digits than int() reads
+        ],
+        ids=["no-type", "unknown", "zero", "letter", "three-words", "superscript", "5000-digits"],
     )
     async def test_malformed_fail_line(self, provider: ScriptedLLMProvider, line: str) -> None:
         """A malformed llm:fail line fails the call as bad_request, naming the line."""

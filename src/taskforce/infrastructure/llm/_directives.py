@@ -220,7 +220,10 @@ def _parse_fail_line(line_no: int, line: str) -> FailDirective:
         reason = f"needs an error type ({', '.join(LLM_ERROR_TYPES)}) and an optional count"
         raise ScriptedDirectiveError(line_no, line, reason)
     count = parts[1] if len(parts) == 2 else "1"
-    if not count.isdigit() or not 1 <= int(count) <= _MAX_FAILURES:
+    # ASCII digits, and few: "²" is a digit to str.isdigit but no number to int(), and
+    # int() refuses more than 4300 digits; either raised ValueError out of the provider
+    is_number = count.isascii() and count.isdigit() and len(count) <= len(str(_MAX_FAILURES))
+    if not is_number or not 1 <= int(count) <= _MAX_FAILURES:
         raise ScriptedDirectiveError(line_no, line, f"count must be 1 to {_MAX_FAILURES}")
     error_type = next(t for t in LLM_ERROR_TYPES if t == parts[0])
     return FailDirective(line_no, error_type, int(count))
