@@ -107,6 +107,17 @@ class TestFileWriteAndRead:
         result = await FileWriteTool(workspace).execute(path="sub", content="x")
         assert "IsADirectory" == result["error_type"]
 
+    @pytest.mark.parametrize("path", ["f.txt/x", "f.txt/sub/x"], ids=["child", "grandchild"])
+    async def test_write_below_a_file_is_not_a_directory(self, workspace: Path, path: str) -> None:
+        """A path that runs through a file fails a write as it fails a read: NotADirectory,
+        not FileExistsError from the folders the write would make."""
+        (workspace / "f.txt").parent.mkdir(parents=True)
+        (workspace / "f.txt").write_text("x", encoding="utf-8")
+        written = await FileWriteTool(workspace).execute(path=path, content="x")
+        read = await FileReadTool(workspace).execute(path=path)
+        assert ("NotADirectory", "NotADirectory") == (written["error_type"], read["error_type"])
+        assert read["error"] == written["error"]
+
     async def test_binary_file_refused(self, workspace: Path) -> None:
         """A file that is not UTF-8 text is refused with a clear error."""
         workspace.mkdir()

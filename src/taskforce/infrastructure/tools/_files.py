@@ -199,7 +199,10 @@ def _writer(content: str, *, append: bool, limit: int) -> Callable[[Path], int]:
     def write(path: Path) -> int:
         if len(data) > limit:  # before anything is made or truncated
             raise Failure(too_large, "FileTooLarge")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError as exc:  # a folder on the way is a file, as a read finds
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory") from exc
         # no O_TRUNC in the open: an append that would pass the limit leaves the file as it was
         flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else 0)
         with open(_open_regular(path, flags), "wb") as handle:
