@@ -561,6 +561,8 @@ class TestDirectories:
                 "state.health_timeout_seconds",
                 "greater",
             ),
+            ("TASKFORCE_STATE__POOL_IDLE_SECONDS", "0", "state.pool_idle_seconds", "greater"),
+            ("TASKFORCE_STATE__POOL_IDLE_SECONDS", "3601", "state.pool_idle_seconds", "less"),
             ("TASKFORCE_LLM__MODEL", "   ", "llm.model", "must not be blank"),
             ("TASKFORCE_METRICS__HOST", " ", "metrics.host", "must not be blank"),
             ("TASKFORCE_LLM__API_KEY", "", "llm.api_key", "must not be empty"),

@@ -43,6 +43,18 @@ class TestStateStoreChoice:
         assert isinstance(store.__wrapped__, PostgresStateStore)
         assert 2 == store.__wrapped__.pool_size
 
+    @pytest.mark.parametrize(("given", "kept"), [({}, 30.0), ({"pool_idle_seconds": 5}, 5.0)])
+    def test_postgres_store_closes_idle_connections_before_a_network_forgets_them(
+        self, tmp_path: Path, given: dict[str, float], kept: float
+    ) -> None:
+        """state.pool_idle_seconds reaches the store; its default is below the shortest
+        idle timeout of a common load balancer or NAT (60 s)."""
+        dsn = "postgresql://u:p@127.0.0.1:1/db"
+        settings = _settings(tmp_path, backend="postgres", dsn=dsn, **given)
+        store = getattr(build_container(settings).state_store, "__wrapped__", None)
+        assert isinstance(store, PostgresStateStore)
+        assert kept == store.pool_idle_seconds
+
     async def test_container_opens_and_closes_the_store(self, tmp_path: Path) -> None:
         """`async with container` opens the store (temp files cleaned) and closes it."""
         (tmp_path / "state").mkdir()

@@ -8,6 +8,9 @@ Usage (inside a running event loop, which must keep running while clients use it
         ...
         relay.freeze()
         relay.cut_after(b"COMMIT\x00")  # the link dies right after the server confirms a commit
+
+With ``idle_seconds``, it is a load balancer or NAT that forgets a flow idle that long:
+the bytes of such a connection are dropped from then on, and it is never closed.
 """
 
 from __future__ import annotations
@@ -26,8 +29,14 @@ class FreezableRelay:
         connections: how many connections clients opened to the relay.
     """
 
-    def __init__(self, port: int) -> None:
+    def __init__(
+        self, port: int, *, idle_seconds: float | None = None, listen_ports: range = range(0, 1)
+    ) -> None:
         self._port = port
+        self._idle_seconds = idle_seconds
+        self._listen_ports = listen_ports
+        #: How many connections were forgotten for being idle longer than ``idle_seconds``.
+        self.forgotten = 0
         self.connections = 0
         self._flowing = asyncio.Event()
         self._flowing.set()
@@ -41,7 +50,14 @@ class FreezableRelay:
         self.cuts = 0
 
     async def __aenter__(self) -> FreezableRelay:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        for port in self._listen_ports:  # the first free one
+            try:
+                self._server = await asyncio.start_server(self._serve, "127.0.0.1", port)
+                break
+            except OSError:
+                if port == self._listen_ports[-1]:
+                    raise
+        assert self._server is not None
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -77,13 +93,20 @@ class FreezableRelay:
         self._writers.append(upstream_writer)
 
         said_marker = is_hung = False
+        loop = asyncio.get_running_loop()
+        last_seen = loop.time()
 
         async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            nonlocal said_marker, is_hung
+            nonlocal said_marker, is_hung, last_seen
             with contextlib.suppress(OSError):
                 while data := await source.read(65536):
                     await self._flowing.wait()
                     if is_hung:
+                        continue
+                    idle, last_seen = loop.time() - last_seen, loop.time()
+                    if self._idle_seconds is not None and idle > self._idle_seconds:
+                        self.forgotten += 1
+                        is_hung = True
                         continue
                     if said_marker and source is reader:
                         self.cuts += 1

@@ -91,6 +91,7 @@ def make_state_store(settings: Settings) -> StateStoreProtocol:
             state.dsn.get_secret_value(),
             pool_size=state.pool_size,
             timeout_seconds=state.timeout_seconds,
+            pool_idle_seconds=state.pool_idle_seconds,
             limits=limits,
         )
     return FileStateStore(settings.state_dir, limits=limits, threads=settings.state.threads)

@@ -191,6 +191,9 @@ class StateSettings(_Section):
     dsn: SecretStr | None = Field(default=None, validate_default=True)
     pool_size: int = Field(default=10, ge=1, le=1000)
     timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    #: Longest a PostgreSQL connection stays pooled unused: a load balancer or NAT
+    #: forgets an idle flow without telling either side, and the next call on it hangs.
+    pool_idle_seconds: float = Field(default=30.0, gt=0, le=3600)
     #: Longest ``/health`` waits for its check of the store, then answers without it.
     health_timeout_seconds: float = Field(default=1.0, gt=0, le=600)
     max_history: int = Field(default=500, ge=1, le=1_000_000)

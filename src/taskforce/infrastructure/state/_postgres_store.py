@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import contextvars
 import json
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from taskforce.config import dsn_secrets
@@ -87,6 +87,8 @@ class PostgresStateStore:
         timeout_seconds: the deadline of each call as a whole (waiting for a
             pooled connection, connecting, its statements); at :meth:`open`, the
             limit on connecting and on each schema statement.
+        pool_idle_seconds: how long a connection may stay in the pool unused before
+            it is closed; the next call opens a new one.
         limits: how many records and bytes an append leaves a session.
 
     Raises:
@@ -102,6 +104,7 @@ class PostgresStateStore:
         *,
         pool_size: int = 10,
         timeout_seconds: float = 10.0,
+        pool_idle_seconds: float = 30.0,
         limits: StateLimits | None = None,
     ) -> None:
         _driver()
@@ -109,6 +112,7 @@ class PostgresStateStore:
         self._scrub = secret_scrubber(dsn_secrets(dsn))
         self.pool_size = pool_size
         self.timeout_seconds = timeout_seconds
+        self.pool_idle_seconds = pool_idle_seconds
         self.limits = limits if limits is not None else StateLimits()
         self._pool: asyncpg.Pool | None = None
         self._opening: asyncio.Lock | None = None
@@ -137,7 +141,12 @@ class PostgresStateStore:
         try:
             pool: asyncpg.Pool = await driver.create_pool(
                 self._dsn,
-                min_size=1,
+                # A load balancer or NAT that forgets an idle flow tells neither side: a
+                # connection kept past that fails its next call only at the deadline. Every
+                # connection idle that long is closed, none kept as a floor (the driver
+                # never closes one it keeps for min_size, however long unused).
+                min_size=0,
+                max_inactive_connection_lifetime=self.pool_idle_seconds,
                 max_size=self.pool_size,
                 timeout=self.timeout_seconds,
                 command_timeout=self.timeout_seconds,
@@ -146,6 +155,7 @@ class PostgresStateStore:
                 # server session, which does not have them.
                 statement_cache_size=0,
             )
+            conn = await _first_connection(pool)
         except driver.ClientConfigurationError as exc:
             # A ValueError too, but the DSN was read: a parameter has a value the driver
             # refuses (sslmode=bogus), and its message names it. The value may come from
@@ -187,7 +197,7 @@ class PostgresStateStore:
                 raise self._unreachable(reason, variable) from None
             raise self._unreachable(self._safe(exc)) from None
         try:
-            async with pool.acquire() as conn, conn.transaction(isolation=sql.ISOLATION):
+            async with _released(pool, conn), conn.transaction(isolation=sql.ISOLATION):
                 self._check(await write_refusal(conn))
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", sql.SCHEMA_LOCK)
                 if not await conn.fetchval(sql.SCHEMA_IS_COMPLETE):
@@ -453,6 +463,27 @@ class PostgresStateStore:
 
     def __repr__(self) -> str:
         return f"<PostgresStateStore pool_size={self.pool_size}>"
+
+
+async def _first_connection(pool: asyncpg.Pool) -> Any:
+    """The pool's first connection, made at start-up so that a database that cannot be
+    reached stops it there (the pool keeps none of its own); the pool is closed when
+    there is none."""
+    try:
+        return await pool.acquire()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await pool.close()
+        raise
+
+
+@contextlib.asynccontextmanager
+async def _released(pool: asyncpg.Pool, conn: Any) -> AsyncIterator[Any]:
+    """Give ``conn`` back to ``pool`` on the way out, as ``pool.acquire()`` does."""
+    try:
+        yield conn
+    finally:
+        await pool.release(conn)
 
 
 def _first_cause(exc: Exception) -> Exception:
