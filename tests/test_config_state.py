@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from taskforce.config import load_settings
+from taskforce.config import load_settings, split_connect_timeout
 from taskforce.errors import ConfigurationError
 
 _DSN = "postgresql://app:pa55-word@db.internal:5432/taskforce"
@@ -72,6 +72,26 @@ class TestStateSettings:
             "invalid setting 'state.dsn' (TASKFORCE_STATE__DSN): its sslmode must be one of "
             "disable, allow, prefer, require, verify-ca, verify-full"
         ) == str(info.value)
+
+    @pytest.mark.parametrize("value", ["", "ten", "1.5", "1e3", "1_0", "99999999999"])
+    def test_a_connect_timeout_libpq_refuses_is_named_not_shown(self, value: str) -> None:
+        """A connect_timeout that is no whole number of seconds stops start-up naming
+        state.dsn, quoting neither the value nor the DSN."""
+        dsn = f"{_DSN}?connect_timeout={value}&sslmode=require"
+        with pytest.raises(ConfigurationError) as info:
+            load_settings(state={"backend": "postgres", "dsn": dsn})
+        assert (
+            "invalid setting 'state.dsn' (TASKFORCE_STATE__DSN): its connect_timeout must be a "
+            "whole number of seconds (0: no limit)"
+        ) == str(info.value)
+
+    @pytest.mark.parametrize("value", ["10", "0", "-1", " 7 ", "+3"])
+    def test_a_connect_timeout_libpq_takes_is_accepted(self, value: str) -> None:
+        """Whole seconds, as libpq reads them (0 or less: no limit), pass as written."""
+        dsn = f"{_DSN}?connect_timeout={value}"
+        settings = load_settings(state={"backend": "postgres", "dsn": dsn})
+        assert settings.state.dsn is not None
+        assert dsn == settings.state.dsn.get_secret_value()
 
     @pytest.mark.parametrize(
         "mode", ["disable", "allow", "prefer", "require", "verify-ca", "verify-full", "verify_ca"]
@@ -139,3 +159,31 @@ class TestRedaction:
         line = _json.loads(out.getvalue().strip().splitlines()[-1])
         assert "p@ss-w0rd" not in out.getvalue() and "p%40ss" not in out.getvalue()
         assert "***" in line["note"]
+
+
+class TestConnectTimeout:
+    @pytest.mark.parametrize(
+        ("dsn", "left", "seconds"),
+        [
+            (_DSN, _DSN, None),
+            (f"{_DSN}?connect_timeout=10", _DSN, 10.0),
+            (f"{_DSN}?sslmode=require&connect_timeout=5", f"{_DSN}?sslmode=require", 5.0),
+            (f"{_DSN}?connect_timeout=5&sslmode=require", f"{_DSN}?sslmode=require", 5.0),
+            (f"{_DSN}?a=1&connect_timeout=5&b=2#f", f"{_DSN}?a=1&b=2#f", 5.0),
+            (f"{_DSN}?connect_timeout=5&connect%5Ftimeout=8", _DSN, 8.0),  # the last, as libpq
+            (f"{_DSN}?connect_timeout=0", _DSN, None),
+            (f"{_DSN}?connect_timeout=-3", _DSN, None),
+            (f"{_DSN}?connect_timeout=1", _DSN, 2.0),  # libpq waits 2 s at least
+            ("postgresql:///db?host=%2Ftmp&connect_timeout=3", "postgresql:///db?host=%2Ftmp", 3.0),
+            (
+                "postgresql://u:p%3Fx@h/db#connect_timeout=x",
+                "postgresql://u:p%3Fx@h/db#connect_timeout=x",
+                None,
+            ),
+        ],
+    )
+    def test_it_is_taken_out_of_what_the_driver_sees(
+        self, dsn: str, left: str, seconds: float | None
+    ) -> None:
+        """The DSN keeps everything else as written; the limit is libpq's reading of it."""
+        assert (left, seconds) == split_connect_timeout(dsn)

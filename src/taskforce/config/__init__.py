@@ -9,7 +9,7 @@ The modules, each with one job:
 
 - ``_sections``: the sections (``llm``, ``metrics``, ...), their fields and bounds;
 - ``_validators``: the checks of one value the sections share;
-- ``_dsn``: a PostgreSQL DSN's ``sslmode``, and what of it stays secret;
+- ``_dsn``: a PostgreSQL DSN's ``sslmode`` and ``connect_timeout``, and what of it stays secret;
 - ``_settings``: the root :class:`Settings` and its sources;
 - ``_names``: every setting's name and variable, and the closest to a typo;
 - ``_environment``: refusing a ``TASKFORCE_*`` variable that names no setting;
@@ -22,7 +22,7 @@ The modules, each with one job:
 from __future__ import annotations
 
 from taskforce.config._checks import check_directories, check_targets_file, ignored_settings
-from taskforce.config._dsn import dsn_secrets
+from taskforce.config._dsn import dsn_secrets, split_connect_timeout
 from taskforce.config._loading import load_settings
 from taskforce.config._sections import (
     AgentSettings,
@@ -53,4 +53,5 @@ __all__ = [
     "dsn_secrets",
     "ignored_settings",
     "load_settings",
+    "split_connect_timeout",
 ]

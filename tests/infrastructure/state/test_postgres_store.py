@@ -19,6 +19,7 @@ import structlog
 
 from taskforce.core.interfaces.state import AppendResult, StateStoreHealth
 from taskforce.errors import (
+    ConfigurationError,
     StateStoreError,
     StateStorePermissionError,
     StateStoreUnavailableError,
@@ -733,6 +734,65 @@ class TestRefusedConnection:
             await owner.close()
             await watch.close()
         assert "TooManyConnectionsError" in info.value.detail
+
+
+def _with(dsn: str, parameter: str) -> str:
+    """``dsn`` with one more query parameter."""
+    return f"{dsn}{'&' if '?' in dsn else '?'}{parameter}"
+
+
+class TestConnectTimeout:
+    """libpq's ``?connect_timeout=N`` in the DSN, which the driver does not know."""
+
+    async def test_the_store_connects_with_it(self, postgres_dsn: str) -> None:
+        """A DSN with connect_timeout starts the store and serves calls (the server never
+        sees it as a setting of its own)."""
+        async with PostgresStateStore(_with(postgres_dsn, "connect_timeout=10")) as store:
+            await store.append("timed", {"n": 1})
+            assert {"missions": [{"n": 1}]} == await store.load("timed")
+
+    async def test_it_limits_connecting_within_the_calls_deadline(
+        self, postgres_server: PostgresServer, postgres_dsn: str
+    ) -> None:
+        """A database that does not answer a new connection fails start-up once the
+        DSN's connect_timeout, shorter than state.timeout_seconds, has passed."""
+        async with FreezableRelay(postgres_server.port, listen_ports=range(45800, 46000)) as relay:
+            dsn = postgres_dsn.replace(f":{postgres_server.port}/", f":{relay.port}/")
+            relay.freeze()
+            store = PostgresStateStore(_with(dsn, "connect_timeout=2"), timeout_seconds=4)
+            with pytest.raises(StateStoreUnavailableError) as info:
+                await store.open()
+            relay.thaw()
+        assert "TimeoutError: no answer within 2 s (connect_timeout in state.dsn)" == (
+            info.value.detail
+        )
+
+    async def test_a_call_that_cannot_connect_names_it(
+        self, postgres_server: PostgresServer, postgres_dsn: str
+    ) -> None:
+        """A call whose new connection gets no answer within connect_timeout fails naming
+        it, not state.timeout_seconds, which had not passed."""
+        async with FreezableRelay(postgres_server.port, listen_ports=range(45800, 46000)) as relay:
+            dsn = postgres_dsn.replace(f":{postgres_server.port}/", f":{relay.port}/")
+            async with PostgresStateStore(
+                _with(dsn, "connect_timeout=2"), timeout_seconds=4
+            ) as store:
+                assert store._pool is not None
+                await store._pool.expire_connections()  # the next call connects anew
+                relay.freeze()
+                with pytest.raises(StateStoreUnavailableError) as info:
+                    await store.load("timed")
+                relay.thaw()
+        assert "TimeoutError: no answer within 2 s (connect_timeout in state.dsn)" == (
+            info.value.detail
+        )
+
+    def test_a_value_libpq_refuses_names_the_setting_not_the_dsn(self, postgres_dsn: str) -> None:
+        with pytest.raises(ConfigurationError) as info:
+            PostgresStateStore(_with(postgres_dsn, "connect_timeout=soon"))
+        assert "state.dsn" == info.value.setting
+        assert _password(postgres_dsn) not in str(info.value)
+        assert "soon" not in str(info.value)
 
 
 class TestLostConnection:

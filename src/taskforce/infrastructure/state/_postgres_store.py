@@ -15,7 +15,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from taskforce.config import dsn_secrets
+from taskforce.config import dsn_secrets, split_connect_timeout
 from taskforce.core.interfaces.log import secret_scrubber
 from taskforce.core.interfaces.outcome import no_answer_within, retrieve_outcome
 from taskforce.core.interfaces.state import (
@@ -82,7 +82,9 @@ class PostgresStateStore:
     lost and the limits are applied in the same transaction.
 
     Args:
-        dsn: a ``postgresql://`` connection URL; never shown in a message.
+        dsn: a ``postgresql://`` connection URL; never shown in a message. A
+            ``connect_timeout`` in it (whole seconds, as libpq reads it) limits each
+            new connection, within ``timeout_seconds``; the driver never sees it.
         pool_size: the most connections the pool opens.
         timeout_seconds: the deadline of each call as a whole (waiting for a
             pooled connection, connecting, its statements); at :meth:`open`, the
@@ -92,7 +94,8 @@ class PostgresStateStore:
         limits: how many records and bytes an append leaves a session.
 
     Raises:
-        ConfigurationError: the driver (the ``postgres`` extra) is not installed.
+        ConfigurationError: the driver (the ``postgres`` extra) is not installed, or the
+            DSN's ``connect_timeout`` is no whole number of seconds.
     """
 
     #: The kind of store, as ``state.backend`` names it.
@@ -108,7 +111,14 @@ class PostgresStateStore:
         limits: StateLimits | None = None,
     ) -> None:
         _driver()
-        self._dsn = dsn
+        try:
+            self._dsn, connect_timeout = split_connect_timeout(dsn)
+        except ValueError as exc:
+            raise ConfigurationError("state.dsn", str(exc)) from None
+        #: What limits a new connection: the DSN's ``connect_timeout`` when it is shorter.
+        self._connect_limit = (timeout_seconds, "state.timeout_seconds")
+        if connect_timeout is not None and connect_timeout < timeout_seconds:
+            self._connect_limit = (connect_timeout, "connect_timeout in state.dsn")
         self._scrub = secret_scrubber(dsn_secrets(dsn))
         self.pool_size = pool_size
         self.timeout_seconds = timeout_seconds
@@ -148,7 +158,7 @@ class PostgresStateStore:
                 min_size=0,
                 max_inactive_connection_lifetime=self.pool_idle_seconds,
                 max_size=self.pool_size,
-                timeout=self.timeout_seconds,
+                timeout=self._connect_limit[0],  # for each new connection
                 command_timeout=self.timeout_seconds,
                 # No named prepared statements: behind PgBouncer in transaction mode
                 # (the operator guide's advice) a later transaction may run on another
@@ -195,7 +205,7 @@ class PostgresStateStore:
             if variable is not None:
                 reason = f"the driver cannot read the file {variable} names: {self._safe(exc)}"
                 raise self._unreachable(reason, variable) from None
-            raise self._unreachable(self._safe(exc)) from None
+            raise self._unreachable(self._safe(exc, is_connecting=True)) from None
         try:
             async with _released(pool, conn), conn.transaction(isolation=sql.ISOLATION):
                 self._check(await write_refusal(conn))
@@ -272,11 +282,13 @@ class PostgresStateStore:
                 detail=self._timed_out(is_acquired=bool(acquired)),
             ) from None
 
-    def _timed_out(self, *, is_acquired: bool) -> str:
+    def _timed_out(self, *, is_acquired: bool, is_connect_limit: bool = False) -> str:
         """What a call that ran out of ``state.timeout_seconds`` waited for.
 
         A call that got no connection while every one of the pool's was in use waited
-        for the pool, not for the database: it says so, naming ``state.pool_size``.
+        for the pool, not for the database: it says so, naming ``state.pool_size``. One
+        the driver stopped (``is_connect_limit``) before it got a connection otherwise ran
+        out of the limit on connecting, which a ``connect_timeout`` in the DSN may shorten.
         """
         pool = self._pool
         if (
@@ -288,6 +300,8 @@ class PostgresStateStore:
             what = "pooled connection free"
             said = no_answer_within(self.timeout_seconds, "state.timeout_seconds", what=what)
             return f"TimeoutError: {said}: all {pool.get_max_size()} of state.pool_size in use"
+        if is_connect_limit and not is_acquired:
+            return f"TimeoutError: {no_answer_within(*self._connect_limit)}"
         return f"TimeoutError: {no_answer_within(self.timeout_seconds, 'state.timeout_seconds')}"
 
     async def _transact(
@@ -330,7 +344,11 @@ class PostgresStateStore:
             is_timeout = isinstance(exc, TimeoutError) and not str(exc)
             raise cls(
                 f"cannot {action} state of session {session_id!r}: {type(exc).__name__}",
-                detail=self._timed_out(is_acquired=is_acquired) if is_timeout else self._safe(exc),
+                detail=(
+                    self._timed_out(is_acquired=is_acquired, is_connect_limit=True)
+                    if is_timeout
+                    else self._safe(exc)
+                ),
             ) from None
         return result
 
@@ -450,15 +468,17 @@ class PostgresStateStore:
             state["missions"] = [_parse(text, session_id) for text in row["records"]]
         return state
 
-    def _safe(self, exc: BaseException) -> str:
+    def _safe(self, exc: BaseException, *, is_connecting: bool = False) -> str:
         """The exception as text on one line, without the connection string or its password.
 
         The driver's own text may run over lines (libpq's ``HINT:`` on a line of its
-        own); a start-up error is one line.
+        own); a start-up error is one line. A timeout while connecting names the limit
+        on connecting.
         """
         said = " ".join(str(exc).split())
         if not said and isinstance(exc, TimeoutError):
-            said = no_answer_within(self.timeout_seconds, "state.timeout_seconds")
+            limit = self._connect_limit if is_connecting else None
+            said = no_answer_within(*(limit or (self.timeout_seconds, "state.timeout_seconds")))
         return self._scrub(f"{type(exc).__name__}: {said}" if said else type(exc).__name__)
 
     def __repr__(self) -> str:
