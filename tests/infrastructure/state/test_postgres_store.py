@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import structlog
 
+from taskforce.application._mission_support import store_failure_fields
 from taskforce.core.interfaces.state import AppendResult, StateStoreHealth
 from taskforce.errors import (
     ConfigurationError,
@@ -793,6 +794,37 @@ class TestConnectTimeout:
         assert "state.dsn" == info.value.setting
         assert _password(postgres_dsn) not in str(info.value)
         assert "soon" not in str(info.value)
+
+
+class TestLockWait:
+    @pytest.mark.parametrize("setting", ["lock_timeout", "statement_timeout"])
+    async def test_a_session_row_held_past_the_roles_limit_is_unavailable(
+        self, postgres_dsn: str, setting: str
+    ) -> None:
+        """Another transaction holds the session's row past the role's lock_timeout, as
+        past its statement_timeout: the database is busy for now, so the append fails
+        unavailable (503, the same error_type either way), and succeeds once it is free."""
+        import asyncpg
+
+        async with PostgresStateStore(postgres_dsn) as first:
+            await first.append("held", {"n": 0})
+        role, dsn = await create_user(postgres_dsn)
+        owner = await asyncpg.connect(postgres_dsn)
+        try:
+            await owner.execute(f"ALTER ROLE {role} SET {setting} = '200ms'")
+            async with PostgresStateStore(dsn) as store:
+                async with owner.transaction():
+                    await owner.execute(
+                        "SELECT 1 FROM taskforce_sessions WHERE session_id = 'held' FOR UPDATE"
+                    )
+                    with pytest.raises(StateStoreError) as info:
+                        await store.append("held", {"n": 1})
+                appended = await store.append("held", {"n": 2})
+        finally:
+            await owner.close()
+        assert "StateStoreUnavailableError" == store_failure_fields(info.value)["error_type"]
+        assert "cannot save state of session 'held'" in str(info.value)
+        assert 2 == appended.records
 
 
 class TestLostConnection:

@@ -61,7 +61,11 @@ def _driver() -> Any:
     return asyncpg
 
 
-def _is_connection_error(exc: BaseException) -> bool:
+def _is_unavailable(exc: BaseException) -> bool:
+    """Whether a call's failure is the database unavailable for now, not a fault: its
+    connection lost, or an answer not given in time: a statement cancelled
+    (``statement_timeout``, an operator), or a lock not granted within ``lock_timeout``
+    (another transaction holding the session's row)."""
     driver = _driver()
     return isinstance(
         exc,
@@ -70,6 +74,7 @@ def _is_connection_error(exc: BaseException) -> bool:
         | driver.PostgresConnectionError
         | driver.ConnectionDoesNotExistError
         | driver.OperatorInterventionError
+        | driver.LockNotAvailableError
         | driver.InterfaceError,
     )
 
@@ -338,7 +343,7 @@ class PostgresStateStore:
                 return committed[0]
             exc = _first_cause(raised)
             is_acquired = bool(acquired)
-            is_unavailable = not is_acquired or _is_connection_error(exc)
+            is_unavailable = not is_acquired or _is_unavailable(exc)
             cls = StateStoreUnavailableError if is_unavailable else StateStoreError
             # the pool's own wait for a connection may end a moment before the call's deadline
             is_timeout = isinstance(exc, TimeoutError) and not str(exc)
