@@ -29,12 +29,9 @@ class FreezableRelay:
         connections: how many connections clients opened to the relay.
     """
 
-    def __init__(
-        self, port: int, *, idle_seconds: float | None = None, listen_ports: range = range(0, 1)
-    ) -> None:
+    def __init__(self, port: int, *, idle_seconds: float | None = None) -> None:
         self._port = port
         self._idle_seconds = idle_seconds
-        self._listen_ports = listen_ports
         #: How many connections were forgotten for being idle longer than ``idle_seconds``.
         self.forgotten = 0
         self.connections = 0
@@ -50,14 +47,7 @@ class FreezableRelay:
         self.cuts = 0
 
     async def __aenter__(self) -> FreezableRelay:
-        for port in self._listen_ports:  # the first free one
-            try:
-                self._server = await asyncio.start_server(self._serve, "127.0.0.1", port)
-                break
-            except OSError:
-                if port == self._listen_ports[-1]:
-                    raise
-        assert self._server is not None
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

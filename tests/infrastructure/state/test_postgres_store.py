@@ -757,7 +757,7 @@ class TestConnectTimeout:
     ) -> None:
         """A database that does not answer a new connection fails start-up once the
         DSN's connect_timeout, shorter than state.timeout_seconds, has passed."""
-        async with FreezableRelay(postgres_server.port, listen_ports=range(45800, 46000)) as relay:
+        async with FreezableRelay(postgres_server.port) as relay:
             dsn = postgres_dsn.replace(f":{postgres_server.port}/", f":{relay.port}/")
             relay.freeze()
             store = PostgresStateStore(_with(dsn, "connect_timeout=2"), timeout_seconds=4)
@@ -773,7 +773,7 @@ class TestConnectTimeout:
     ) -> None:
         """A call whose new connection gets no answer within connect_timeout fails naming
         it, not state.timeout_seconds, which had not passed."""
-        async with FreezableRelay(postgres_server.port, listen_ports=range(45800, 46000)) as relay:
+        async with FreezableRelay(postgres_server.port) as relay:
             dsn = postgres_dsn.replace(f":{postgres_server.port}/", f":{relay.port}/")
             async with PostgresStateStore(
                 _with(dsn, "connect_timeout=2"), timeout_seconds=4
@@ -933,9 +933,7 @@ class TestIdleConnections:
     ) -> None:
         """A call after the pool's connection sat idle past what the network remembers
         gets a new connection, instead of failing at the deadline on the dead one."""
-        async with FreezableRelay(
-            postgres_server.port, idle_seconds=1, listen_ports=range(45800, 46000)
-        ) as relay:
+        async with FreezableRelay(postgres_server.port, idle_seconds=1) as relay:
             dsn = postgres_dsn.replace(f":{postgres_server.port}/", f":{relay.port}/")
             store = PostgresStateStore(dsn, timeout_seconds=2, pool_idle_seconds=0.5)
             try:
