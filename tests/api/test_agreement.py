@@ -585,11 +585,9 @@ class TestOneOutcomeEverywhere:
         _check_mission(result, mine, grown, flow)
         _check_calls(result, events, mine, grown, flow)
         _check_failure(result, events, mine, grown)
-        # A first chunk the stream proxy cannot read cannot say whether it is text: a fault
-        # of its time to first token, besides the call's invalid_response.
-        unread = (mission, flow, route) == ("odd:unreadable", "lean", "stream")
-        faults = Counter({"llm": 1} if unread else {})
-        assert faults == grown("taskforce_metrics_errors_total", "stage")
+        # Not one fault of the metrics in any case: a chunk the stream proxy cannot read is
+        # the call's invalid_response, as the agents say, not a fault of the proxy.
+        assert Counter() == grown("taskforce_metrics_errors_total", "stage")
 
 
 # -- a client that leaves mid-mission --
