@@ -2003,6 +2003,62 @@ class TestStreamBrokenAfterItsAnswer:
         assert ["connection"] == [attempt.error_type for attempt in info.value.attempts]
 
 
+class TestSeveralChoices:
+    """Asked for ``n`` > 1, a stream is the answer of its first choice, as a completion is."""
+
+    @staticmethod
+    def _choice(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"index": index, "delta": delta, "finish_reason": finish}
+
+    async def test_the_other_choices_stay_out_of_the_text(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """Role-only deltas of both choices first, then their text interleaved: the text is
+        the first choice's alone, the usage (both billed) the stream's."""
+        c = self._choice
+        frames: list[Any] = [
+            _frame([c(1, {"role": "assistant"})]),
+            _frame([c(0, {"role": "assistant"})]),
+            _frame([c(0, {"content": "A1"}), c(1, {"content": "B1"})]),
+            _frame([c(1, {"content": "B2"})]),
+            _frame([c(0, {"content": "A2"})]),
+            _frame([c(1, {}, "stop"), c(0, {}, "stop")]),
+            _frame([], usage=_USAGE),
+        ]
+        fake.stream_next([*frames, "[DONE]"])
+
+        chunks = [chunk async for chunk in provider.stream(_mission("hi"), n=2)]
+
+        assert "A1A2" == "".join(chunk.get("content", "") for chunk in chunks)
+        assert _USAGE == chunks[-1]["usage"]
+
+    async def test_the_other_choices_tool_calls_stay_out(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """Both choices call a tool at tool call index 0: the first choice's call, whole."""
+        other = _tool_delta('{"expression": "1+1"}') | {"index": 1}
+        fake.stream_next([_frame([_tool_delta('{"expression": "6*7"}'), other]), "[DONE]"])
+
+        chunks = [c async for c in provider.stream(_mission("hi"), tools=_TOOLS, n=2)]
+
+        expected = [{"id": "c1", "name": "calculator", "arguments": {"expression": "6*7"}}]
+        assert expected == chunks[-1]["tool_calls"]
+
+    async def test_another_choice_finishing_does_not_end_the_answer(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """The second choice finished, the first did not: the answer is a fragment."""
+        c = self._choice
+        fake.stream_next(
+            [_frame([c(0, {"content": "A1"})]), _frame([c(1, {"content": "B"}, "stop")])]
+        )
+
+        with pytest.raises(LLMProviderError) as info:
+            _ = [chunk async for chunk in provider.stream(_mission("hi"), n=2)]
+
+        assert "connection" == info.value.error_type
+
+
 _COMPLETION = COMPLETION_BODY
 _SSE = sse_body(20)
 

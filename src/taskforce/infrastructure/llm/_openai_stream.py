@@ -3,7 +3,8 @@
 Tells a chunk that carries an answer from a role-only chunk or a keep-alive, the
 stream's end from ``data: null``, and assembles text deltas, tool call deltas and
 usage (merged count by count over the chunks that carry it) into what the stream's
-last chunk reports.
+last chunk reports. Of several choices (``n`` > 1) only the first streamed is the
+answer, as a whole completion's first choice is.
 """
 
 from __future__ import annotations
@@ -40,18 +41,27 @@ def _carries(chunk: ChatCompletionChunk | _End) -> bool:
     if not isinstance(chunk, ChatCompletionChunk):
         return True
     try:
-        return chunk.usage is not None or any(
-            c.finish_reason
-            or c.delta.content
-            or c.delta.tool_calls
-            or c.delta.refusal
-            # a reasoning model's thinking (an extra field of the delta): output, billed
-            or getattr(c.delta, "reasoning_content", None)
-            or getattr(c.delta, "reasoning", None)
-            for c in chunk.choices or ()
-        )
+        return chunk.usage is not None or any(map(_choice_carries, chunk.choices or ()))
     except AttributeError:  # not a chunk, a choice without a delta: for the caller to refuse
         return True
+
+
+def _choice_carries(choice: Any) -> bool:
+    """Whether a streamed choice carries (part of) an answer: not a role-only delta.
+
+    Raises:
+        AttributeError: the choice has no delta.
+    """
+    delta = choice.delta
+    return bool(
+        choice.finish_reason
+        or delta.content
+        or delta.tool_calls
+        or delta.refusal
+        # a reasoning model's thinking (an extra field of the delta): output, billed
+        or getattr(delta, "reasoning_content", None)
+        or getattr(delta, "reasoning", None)
+    )
 
 
 async def _opening(
@@ -114,6 +124,9 @@ class _StreamState:
     # A finish_reason was read: the answer is whole. A usage alone does not say so when
     # a server sends one on every chunk: a stream that ends after it ends a fragment.
     finish_read: bool = False
+    # The index of the choice that is the answer: the first one streamed. The others (a
+    # call that asked for ``n`` > 1) are left out, as a whole completion's are.
+    choice: int | None = None
 
     def add(self, chunk: ChatCompletionChunk) -> list[str]:
         """Take in one chunk; return its text deltas."""
@@ -127,6 +140,8 @@ class _StreamState:
         texts: list[str] = []
         # no choices at all: a keep-alive some servers send (``data: {}``), nothing to add
         for choice in chunk.choices or ():
+            if not self._is_answer(choice):
+                continue
             if choice.finish_reason:
                 self.finish_read = True
             delta = choice.delta
@@ -139,6 +154,22 @@ class _StreamState:
             for part in delta.tool_calls or ():
                 self._add_call_part(part)
         return texts
+
+    def _is_answer(self, choice: Any) -> bool:
+        """Whether a streamed choice belongs to the answer: the first choice that carries
+        something (:func:`_choice_carries`) picks it, by its index.
+
+        A role-only delta picks none (it adds nothing either way: servers send one per
+        choice first). A choice without an integer index (a server that leaves it out)
+        cannot be told apart from the answer, and is taken as part of it.
+        """
+        index = getattr(choice, "index", None)
+        if type(index) is not int or index == self.choice:
+            return True
+        if self.choice is not None or not _choice_carries(choice):
+            return False
+        self.choice = index
+        return True
 
     def _add_call_part(self, part: ChoiceDeltaToolCall) -> None:
         """Take in the delta of one tool call: its id, its name, a piece of its arguments."""
