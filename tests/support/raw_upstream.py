@@ -42,7 +42,9 @@ class RawUpstream(LoopbackServer):
     flushed on its own, so the client reads them separately). With ``gather``, no
     request is answered before that many have arrived. With ``answers``, only that many
     are: each later one is held, unanswered, until its client closes the connection
-    (``holding`` is set once one is).
+    (``holding`` is set once one is). With ``hold_open``, a connection stays open after
+    its last piece until its client closes it (a body that never ends); close the client
+    before the upstream, which waits for those connections to end.
     """
 
     def __init__(
@@ -52,17 +54,28 @@ class RawUpstream(LoopbackServer):
         pause: float = 0.0,
         gather: int = 1,
         answers: int | None = None,
+        hold_open: bool = False,
     ) -> None:
         super().__init__()
         self._pieces = [response] if isinstance(response, bytes) else response
         self._pause = pause
         self._gather = gather
         self._answers = answers
+        self._hold_open = hold_open
+        self._held: set[asyncio.Task[None]] = set()
         self.holding = asyncio.Event()
         self._gathered = asyncio.Event()
         self.targets: list[str] = []
 
+    async def _finish_handlers(self) -> None:
+        # Not cancelled: asyncio's stream protocol logs a cancelled handler as an error.
+        await asyncio.gather(*self._held, return_exceptions=True)
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._hold_open:
+            task = asyncio.current_task()
+            assert task is not None
+            self._held.add(task)
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             head = await reader.readuntil(b"\r\n\r\n")
             self.targets.append(head.split(b" ", 2)[1].decode())
@@ -85,4 +98,6 @@ class RawUpstream(LoopbackServer):
                     await asyncio.sleep(self._pause)
                 writer.write(piece)
                 await writer.drain()
+            if self._hold_open:
+                await reader.read()  # until the client leaves
         writer.close()

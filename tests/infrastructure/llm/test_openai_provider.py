@@ -1991,6 +1991,31 @@ class TestStreamBrokenAfterItsAnswer:
         expected = [{"id": "c1", "name": "calculator", "arguments": {"expression": "6*7"}}]
         assert (expected, _USAGE) == (chunks[-1]["tool_calls"], chunks[-1]["usage"])
 
+    @pytest.mark.parametrize("with_usage", [True, False], ids=["after-usage", "before-usage"])
+    async def test_a_stream_held_open_after_its_finish_is_its_answer(
+        self, with_usage: bool
+    ) -> None:
+        """A server that keeps the stream open past the deadline after the finish_reason
+        (no [DONE], no end of the body) takes nothing from the answer either."""
+        frames = [_frame([_text("hel")]), _frame([_text("lo")]), _frame([_finish()])]
+        if with_usage:
+            frames.append(_frame([], usage=_USAGE))
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+        head += b"transfer-encoding: chunked\r\n\r\n"
+        events = b"".join(b"data: " + json.dumps(frame).encode() + b"\n\n" for frame in frames)
+        body = chunked([events])[0]  # without the last chunk: the body never ends
+        async with (
+            RawUpstream(head + body, hold_open=True) as upstream,
+            OpenAICompatibleProvider(
+                "m", upstream.base_url, max_retries=0, timeout_seconds=0.2
+            ) as provider,
+        ):
+            chunks = [chunk async for chunk in provider.stream(_mission("hi"))]
+
+        assert "hello" == "".join(chunk.get("content", "") for chunk in chunks)
+        assert (_USAGE if with_usage else None) == chunks[-1].get("usage")
+        assert [None] == [attempt.error_type for attempt in chunks[-1]["attempts"]]
+
     async def test_a_stream_cut_before_its_finish_is_connection(self) -> None:
         """Cut before the finish_reason, the text is a fragment: a connection failure, with
         the usage a server that sends it on every chunk reported (usage is no finish)."""

@@ -57,6 +57,9 @@ __all__ = ["OpenAICompatibleProvider"]
 _PROVIDER = "openai"
 #: Requested models whose resolution the provider remembers; more and it starts over.
 _MAX_RESOLVED = 1024
+#: What ends a stream after its finish_reason as the answer it delivered, not as a failure:
+#: the connection dropped, or stayed open past the deadline, before the usage or [DONE].
+_AFTER_THE_ANSWER: frozenset[LLMErrorType] = frozenset({"connection", "timeout"})
 #: The SDK insists on a key; a keyless local endpoint gets this instead of
 #: ``OPENAI_API_KEY``, which must never leak to an arbitrary ``base_url``.
 _NO_KEY = "unused"
@@ -245,8 +248,8 @@ class OpenAICompatibleProvider:
                 or its tool calls cannot be decoded; ``error_type`` and ``attempts``
                 say which and how often, ``usage`` what the stream reported before
                 it failed, if anything. A connection that drops after the
-                ``finish_reason`` (before the usage or ``[DONE]``) ends the stream as
-                the answer it delivered, not as an error.
+                ``finish_reason`` (before the usage or ``[DONE]``), or stays open past
+                the deadline, ends the stream as the answer it delivered, not as an error.
         """
         asked = model or self._model
         params = cast("list[ChatCompletionMessageParam]", list(messages))
@@ -340,10 +343,11 @@ class OpenAICompatibleProvider:
                     # Mid-stream faults come from the SDK and its HTTP layer alike
                     # (their classes are not all OpenAIError); all mean "stream broke".
                     error_type = _classify(exc) or "other"
-                    if error_type == "connection" and state.finish_read:
+                    if error_type in _AFTER_THE_ANSWER and state.finish_read:
                         # The answer is whole (its finish_reason was read): a connection
-                        # dropped before [DONE] (reset, a body cut short) takes nothing
-                        # from it. It ends as delivered, with the usage read, if any.
+                        # dropped before [DONE] (reset, a body cut short), or a server that
+                        # holds it open past the deadline, takes nothing from it. It ends
+                        # as delivered, with the usage read, if any.
                         break
                     raise broke(exc, error_type) from exc
             if not state.finish_read:
