@@ -1680,6 +1680,40 @@ class TestStreamToolCalls:
         ]
         assert expected == calls
 
+    @pytest.mark.parametrize("together", [False, True], ids=["chunk-each", "one-chunk"])
+    async def test_whole_calls_sent_under_one_index_are_told_apart_by_their_id(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, together: bool
+    ) -> None:
+        """A server translating another API sends parallel calls each whole at ``index``
+        0: a new id after a whole call starts the next call, continued under that index;
+        a call at another index stays its own, in index order."""
+        parts = [
+            {"index": 0, "id": "c1", "function": {"name": "f", "arguments": '{"a": 1}'}},
+            {"index": 0, "id": "c2", "function": {"name": "f", "arguments": '{"a"'}},
+            {"index": 0, "function": {"arguments": ": 2}"}},
+            {"index": 1, "id": "c3", "function": {"name": "g", "arguments": "{}"}},
+        ]
+        deltas = [parts] if together else [[part] for part in parts]
+
+        calls = await _streamed_calls(provider, fake, deltas)
+
+        told = [(call["id"], call["name"], call["arguments"]) for call in calls]
+        assert [("c1", "f", {"a": 1}), ("c2", "f", {"a": 2}), ("c3", "g", {})] == told
+
+    async def test_an_id_that_changes_before_the_arguments_are_whole_is_one_call(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """A server that sends a new id with each piece of one call's arguments: one call,
+        under the last id, as the index says."""
+        parts = [
+            {"index": 0, "id": "p1", "function": {"name": "f", "arguments": '{"a"'}},
+            {"index": 0, "id": "p2", "function": {"arguments": ": 1}"}},
+        ]
+
+        calls = await _streamed_calls(provider, fake, [[part] for part in parts])
+
+        assert [{"id": "p2", "name": "f", "arguments": {"a": 1}}] == calls
+
     @pytest.mark.parametrize("call_id", [None, ""], ids=["no-id", "empty-id"])
     async def test_deltas_without_an_index_or_id_are_told_apart_by_their_name(
         self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, call_id: str | None

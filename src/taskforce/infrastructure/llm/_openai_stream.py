@@ -120,7 +120,11 @@ class _StreamState:
 
     model: str
     usage: Usage | None = None
-    calls: dict[int, _StreamedCall] = field(default_factory=dict)
+    # keyed by (index, generation): a later call a server sends under an index already
+    # used (see _key_of) is the next generation of that index
+    calls: dict[tuple[int, int], _StreamedCall] = field(default_factory=dict)
+    # the generation of each index the server sent, its latest call
+    generations: dict[int, int] = field(default_factory=dict)
     # A finish_reason was read: the answer is whole. A usage alone does not say so when
     # a server sends one on every chunk: a stream that ends after it ends a fragment.
     finish_read: bool = False
@@ -175,7 +179,7 @@ class _StreamState:
         """Take in the delta of one tool call: its id, its name, a piece of its arguments."""
         call_id = _text(part.id, "a tool call's id")
         name = _text(part.function.name, "a tool call's name") if part.function else None
-        call = self.calls.setdefault(self._index_of(part.index, call_id, name), _StreamedCall())
+        call = self.calls.setdefault(self._key_of(part.index, call_id, name), _StreamedCall())
         call.id = call_id or call.id
         if part.function is not None:
             # The name comes whole (once, or repeated by some servers); arguments in pieces.
@@ -184,9 +188,14 @@ class _StreamState:
             if arguments:
                 call.arguments.append(arguments)
 
-    def _index_of(self, index: object, call_id: str | None, name: str | None) -> int:
-        """The index a tool call delta belongs to, also when the server leaves it out.
+    def _key_of(self, index: object, call_id: str | None, name: str | None) -> tuple[int, int]:
+        """The call a tool call delta belongs to, also when the server leaves out its index
+        or sends several calls under one.
 
+        A delta under an index already used, with an id that is not that call's, once
+        that call's arguments are a whole JSON object, starts the next call: servers that
+        translate another API send parallel calls each whole and each at ``index`` 0 (a
+        piece whose id changes before the arguments are whole goes on with its call).
         Some compatible servers send no ``index``: a delta with an id that is not the
         last call's starts the next call; so does one without an id that names another
         tool than the last call, or names it again once the last call's arguments are a
@@ -195,28 +204,36 @@ class _StreamState:
         any other goes on with the last call.
         """
         if type(index) is int:
-            return index
+            generation = self.generations.get(index)
+            if generation is None:
+                generation = 0
+            else:
+                latest = self.calls[index, generation]
+                if call_id and latest.id and call_id != latest.id and _is_whole(latest):
+                    generation += 1
+            self.generations[index] = generation
+            return index, generation
         if index is not None:
             raise TypeError(f"a tool call's index is {_json_kind(index)}, not an integer")
         last = max(self.calls, default=None)
         if last is None:
-            return 0
+            return 0, 0
         call = self.calls[last]
         if call_id:
             starts = call_id != call.id
         else:
             starts = bool(name and call.name) and (name != call.name or _is_whole(call))
-        return last + 1 if starts else last
+        return (last[0] + 1, 0) if starts else last
 
     def tool_calls(self) -> list[ToolCall]:
-        """Return the assembled tool calls, in index order.
+        """Return the assembled tool calls, in index order (each index's in the order sent).
 
         Raises:
             _InvalidResponse: a call has no name or arguments that are not a JSON object.
         """
         calls: list[ToolCall] = []
-        for index in sorted(self.calls):
-            call = self.calls[index]
+        for index, generation in sorted(self.calls):
+            call = self.calls[index, generation]
             if not call.name:
                 raise _InvalidResponse(f"streamed tool call {index} has no name")
             call_id = call.id or f"call_{index}"
