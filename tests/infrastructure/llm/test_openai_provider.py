@@ -1998,6 +1998,56 @@ class TestUsage:
         assert (True, expected) == (chunks[-1]["done"], chunks[-1].get("usage"))
 
 
+class TestReasoningTokens:
+    """Reasoning is output, in ``completion_tokens``, however the server counts it."""
+
+    @staticmethod
+    def _usage(completion: int, total: int, reasoning: Any) -> dict[str, Any]:
+        details = {"reasoning_tokens": reasoning}
+        return {
+            "prompt_tokens": 32,
+            "completion_tokens": completion,
+            "total_tokens": total,
+            "completion_tokens_details": details,
+        }
+
+    @pytest.mark.parametrize("route", ["complete", "stream"])
+    @pytest.mark.parametrize(
+        ("completion", "total", "reasoning", "expected"),
+        [
+            (9, 135, 94, 103),  # besides completion_tokens (xAI): prompt + completion + reasoning
+            (103, 135, 94, 103),  # within it (OpenAI): prompt + completion
+            (9, 41, 0, 9),  # no reasoning
+            (9, 140, 94, 9),  # a total that is neither sum: the counts as given
+            (9, 135, None, 9),  # no reasoning count
+        ],
+        ids=["besides", "within", "none", "other-total", "null"],
+    )
+    async def test_reasoning_counted_besides_the_completion_is_added_to_it(
+        self,
+        provider: OpenAICompatibleProvider,
+        fake: FakeOpenAIServer,
+        route: str,
+        completion: int,
+        total: int,
+        reasoning: Any,
+        expected: int,
+    ) -> None:
+        """A server whose total is prompt plus completion plus reasoning counts reasoning
+        besides the completion: it is added, so output tokens and spend include it."""
+        usage = self._usage(completion, total, reasoning)
+        if route == "complete":
+            fake.respond_next(_completion([_tool_choice("{}")], usage))
+            reported = (await provider.complete(_mission("hi"), tools=_TOOLS))["usage"]
+        else:
+            fake.stream_next([_frame([_text("hi")]), _frame([_finish()], usage=usage), "[DONE]"])
+            reported = [c async for c in provider.stream(_mission("hi"))][-1]["usage"]
+
+        assert {"prompt_tokens": 32, "completion_tokens": expected, "total_tokens": total} == (
+            reported
+        )
+
+
 class TestStreamBrokenAfterItsAnswer:
     """A connection that drops after the finish_reason takes nothing from the answer."""
 

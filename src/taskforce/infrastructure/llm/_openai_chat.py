@@ -52,6 +52,9 @@ _USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 def _usage(usage: CompletionUsage | None) -> Usage | None:
     """The counts a server's ``usage`` reports; ``None`` when it reports none.
 
+    ``completion_tokens`` includes the model's reasoning, as OpenAI counts it, also
+    from a server that counts it besides (:func:`_reasoning_besides`).
+
     Never raises: the SDK lets anything through (a count left out or null, a usage
     that is no object), and a usage that cannot be read must not cost the answer. A
     count left out or null is left out, so that the parts of a usage a stream sends
@@ -59,7 +62,34 @@ def _usage(usage: CompletionUsage | None) -> Usage | None:
     """
     counts = {name: getattr(usage, name, None) for name in _USAGE_FIELDS}
     reported = {name: count for name, count in counts.items() if count is not None}
+    reasoning = _reasoning_besides(usage, reported)
+    if reasoning:
+        reported["completion_tokens"] += reasoning
     return cast("Usage", reported) if reported else None
+
+
+def _reasoning_besides(usage: object, counts: dict[str, Any]) -> int:
+    """The reasoning tokens a server counts besides ``completion_tokens``, else 0.
+
+    OpenAI counts a model's reasoning within ``completion_tokens``
+    (``completion_tokens_details.reasoning_tokens`` is a part of it, and
+    ``total_tokens`` is prompt plus completion). Some compatible servers (xAI) count it
+    besides: their ``total_tokens`` is prompt plus completion plus reasoning. Only that
+    sum, all four counts whole numbers and the reasoning above 0, says so; the
+    reasoning is then output, billed as such.
+    """
+    details = getattr(usage, "completion_tokens_details", None)
+    reasoning = (
+        details.get("reasoning_tokens")
+        if isinstance(details, dict)
+        else getattr(details, "reasoning_tokens", None)
+    )
+    prompt, completion, total = (counts.get(name) for name in _USAGE_FIELDS)
+    if not all(type(count) is int for count in (prompt, completion, total, reasoning)):
+        return 0
+    besides = cast(int, reasoning)
+    is_besides = besides > 0 and total == cast(int, prompt) + cast(int, completion) + besides
+    return besides if is_besides else 0
 
 
 def _json_kind(value: object) -> str:
