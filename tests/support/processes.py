@@ -27,13 +27,38 @@ _SOURCE_ROOT = str(Path(taskforce.__file__).resolve().parents[1])
 START_SECONDS = 60.0
 
 
-def free_ports(count: int, host: str = "127.0.0.1") -> int:
-    """Return the first of ``count`` consecutive ports that are free on ``host`` right now."""
+#: ``LOW-HIGH``: pick test ports in this range only (a machine shared by several runs).
+PORT_RANGE_VARIABLE = "TEST_PORT_RANGE"
+
+
+#: Where the next search in $TEST_PORT_RANGE starts: past the ports handed out last, so
+#: two calls before either port is bound (an API port, then a metrics port) differ.
+_range_cursor: list[int] = []
+
+
+def _candidate_bases(host: str) -> Iterator[int]:
+    """First ports to try: $TEST_PORT_RANGE round robin, else ports the system picks."""
+    given = os.environ.get(PORT_RANGE_VARIABLE, "")
+    if given:
+        low, high = (int(part) for part in given.split("-"))
+        start = _range_cursor[0] if _range_cursor and low <= _range_cursor[0] <= high else low
+        yield from range(start, high + 1)
+        yield from range(low, start)
+        return
     for _ in range(200):
         with socket.socket() as probe:
             probe.bind((host, 0))
-            base: int = probe.getsockname()[1]
-        if base + count > 65535:
+            port: int = probe.getsockname()[1]
+        yield port  # closed first: the caller binds it again
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> int:
+    """Return the first of ``count`` consecutive ports that are free on ``host`` right now."""
+    ceiling = 65535
+    if given := os.environ.get(PORT_RANGE_VARIABLE, ""):
+        ceiling = int(given.split("-")[1])
+    for base in _candidate_bases(host):
+        if base + count - 1 > ceiling:
             continue
         with contextlib.ExitStack() as held:
             try:
@@ -42,6 +67,7 @@ def free_ports(count: int, host: str = "127.0.0.1") -> int:
                     sock.bind((host, port))
             except OSError:
                 continue
+        _range_cursor[:] = [base + count]
         return base
     raise RuntimeError(f"no {count} consecutive free ports")
 
