@@ -29,6 +29,16 @@ _IDENTIFIER = re.compile(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?")
 
 #: The catalog and the process families every process exports beside it.
 _LABELS = {spec.name: frozenset(spec.label_names) for spec in (*CATALOG, *PROCESS_CATALOG)}
+#: (metric, label) -> the values a closed label can take.
+_CLOSED = {
+    (spec.name, label.name): frozenset(label.values)
+    for spec in (*CATALOG, *PROCESS_CATALOG)
+    for label in spec.labels
+    if label.kind == "closed"
+}
+_EQUALITY = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+#: A regex matcher value made only of literal alternatives (``a|b``), which can be checked.
+_LITERAL_ALTERNATIVES = re.compile(r"[\w-]+(\|[\w-]+)*")
 _KINDS = {spec.name: spec.kind for spec in (*CATALOG, *PROCESS_CATALOG)}
 
 
@@ -115,3 +125,22 @@ def problems(expr: str, *, allowed_series: frozenset[str] = frozenset()) -> list
 def metrics_named(expr: str) -> set[str]:
     """Return the catalog metrics ``expr`` reads."""
     return {m for m in map(catalog_metric, read(expr).series) if m is not None}
+
+
+def closed_value_problems(expr: str) -> list[str]:
+    """Return the matchers of ``expr`` that name a value a closed catalog label never takes.
+
+    Only ``=``, ``!=`` and literal alternatives (``=~"a|b"``) are checked: a matcher on a
+    value the code cannot produce selects nothing (or, negated, everything).
+    """
+    messages: list[str] = []
+    for match in _SELECTOR.finditer(expr):
+        metric = catalog_metric(match.group(1) or "")
+        for label, op, value in _EQUALITY.findall(match.group(2)):
+            allowed = _CLOSED.get((metric or "", label))
+            if allowed is None or (op.endswith("~") and not _LITERAL_ALTERNATIVES.fullmatch(value)):
+                continue
+            for one in value.split("|") if op.endswith("~") else [value]:
+                if one not in allowed:
+                    messages.append(f"{metric} {label}={one!r} is never produced in {expr!r}")
+    return messages

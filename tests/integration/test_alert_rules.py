@@ -89,6 +89,19 @@ class TestAlertCoverage:
         ]
         assert [] == found
 
+    def test_matchers_use_values_the_code_produces(self) -> None:
+        """Rule matchers and unit-test input series use closed label values of the catalog.
+
+        An alert on `error_type="authentication"` would never fire, and a promtool case fed
+        such a series would pass while testing nothing a scrape can show.
+        """
+        groups = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"]
+        exprs = [str(rule["expr"]) for group in groups for rule in group["rules"]]
+        tests = yaml.safe_load(ALERT_TESTS.read_text(encoding="utf-8"))["tests"]
+        exprs += [series["series"] for test in tests for series in test["input_series"]]
+        found = [message for expr in exprs for message in promql.closed_value_problems(expr)]
+        assert [] == found
+
     def test_recording_rules_read_catalog_metrics(self) -> None:
         """Each recording rule reads catalog metrics (or other recorded series) by their labels."""
         groups = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"]

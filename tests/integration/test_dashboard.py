@@ -57,6 +57,11 @@ class TestDashboardQueries:
         ]
         assert [] == found
 
+    def test_matchers_use_values_the_code_produces(self) -> None:
+        """A matcher on a closed label (status="error", ...) names one of its catalog values."""
+        exprs = [_substitute(target["expr"]) for _, _, target in _queries()]
+        assert [] == [message for expr in exprs for message in promql.closed_value_problems(expr)]
+
     def test_every_catalog_metric_has_a_panel(self) -> None:
         """Each metric of the catalog is graphed by at least one panel."""
         graphed: set[str] = set()
