@@ -33,6 +33,12 @@ def _recorded_names() -> frozenset[str]:
     )
 
 
+def _spoken(duration: str) -> str:
+    """A Prometheus duration as the guide writes it: 5m is "5 min", 30s is "30 s"."""
+    amount, unit = duration[:-1], duration[-1]
+    return f"{amount} {dict(s='s', m='min', h='h')[unit]}"
+
+
 def _alert_cases() -> list[dict[str, Any]]:
     tests = yaml.safe_load(ALERT_TESTS.read_text(encoding="utf-8"))["tests"]
     return [case for test in tests for case in test.get("alert_rule_test", [])]
@@ -177,6 +183,36 @@ class TestAlertCoverage:
         text = GUIDE.read_text(encoding="utf-8").split("\n## Alerts\n", 1)[1].split("\n## ", 1)[0]
         documented = set(re.findall(r"^\| `(\w+)`[^|]*\|", text, re.M))
         assert {rule["alert"] for rule in _alert_rules()} == documented
+
+    def test_guide_states_each_alerts_numbers(self) -> None:
+        """The guide's "fires when" says each alert's thresholds, minimum, windows and wait.
+
+        Ratio thresholds read as percentages (`> 0.2`: "20%"), other thresholds as seconds
+        (`> 20`: "20 s"), minima as "at least N", range windows and `for:` in minutes or
+        seconds ("10 min", "for 5 min", "for 30 s").
+        """
+        text = GUIDE.read_text(encoding="utf-8").split("\n## Alerts\n", 1)[1]
+        rows = {
+            name: row
+            for name, row in re.findall(r"^\| `(\w+)`(.*)$", text.split("\n## ", 1)[0], re.M)
+        }
+        missing = []
+        for rule in _alert_rules():
+            expr = rule["expr"]
+            said = [f"for {_spoken(rule['for'])}"]
+            said += [_spoken(window) for window in re.findall(r"\[(\d+[smh])\]", expr)]
+            # a traffic minimum follows the sum of an increase (not a count_over_time)
+            minima = re.findall(r"\[\d+m\]\)\) >= (\d+)\b", expr)
+            said += [f"at least {minimum}" for minimum in minima]
+            for threshold in re.findall(r"(?<!=)> (\d+(?:\.\d+)?)\b", expr):
+                value = float(threshold)
+                if 0 < value < 1:
+                    said.append(f"{round(value * 100)}%")
+                elif value >= 1:
+                    said.append(f"{threshold} s")
+            row = rows[rule["alert"]].split("|")[2]  # severity | fires when | what to do
+            missing += [(rule["alert"], words) for words in said if words not in row]
+        assert [] == missing
 
     def test_alert_names_are_unique(self) -> None:
         """No two rules share an alert name (a runbook line per name in the operator guide)."""
