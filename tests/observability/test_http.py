@@ -21,6 +21,7 @@ from taskforce.observability.metrics._catalog import HTTP_REQUESTS
 from taskforce.observability.web._app import MetricsMount, make_metrics_app
 from taskforce.observability.web._http import HTTPMetricsMiddleware
 from tests.observability.metric_samples import break_family, histogram, series, value
+from tests.support.asgi_calls import call_app, http_scope
 from tests.support.live_server import LiveServer, serve
 
 STREAM_SECONDS = 0.3
@@ -162,36 +163,6 @@ class TestLiveRoutes:
         assert STREAM_SECONDS * 0.9 <= duration["sum"]
 
 
-async def _call(app: Any, scope: Scope) -> list[Message]:
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    return sent
-
-
-def _scope(path: str, method: str = "GET") -> Scope:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [],
-        "server": ("127.0.0.1", 80),
-        "client": ("127.0.0.1", 1234),
-    }
-
-
 class TestExceptions:
     async def test_exception_recorded_as_500_and_reraised_unchanged(
         self, metrics: MetricSet
@@ -203,7 +174,7 @@ class TestExceptions:
             raise error
 
         with pytest.raises(LookupError) as raised:
-            await _call(HTTPMetricsMiddleware(failing, metrics), _scope("/anything"))
+            await call_app(HTTPMetricsMiddleware(failing, metrics), http_scope("/anything"))
         assert error is raised.value
         assert 1 == _requests(metrics, "GET", "unmatched", "500")
 
@@ -211,7 +182,7 @@ class TestExceptions:
         """Wrapping a whole Starlette app: a raising route counts under its template as 500."""
         app = Starlette(routes=[Route("/boom", _boom)])
         with pytest.raises(RuntimeError, match="boom"):
-            await _call(HTTPMetricsMiddleware(app, metrics), _scope("/boom"))
+            await call_app(HTTPMetricsMiddleware(app, metrics), http_scope("/boom"))
         assert 1 == _requests(metrics, "GET", "/boom", "500")
 
     async def test_cancelled_after_start_keeps_status(self, metrics: MetricSet) -> None:
@@ -222,7 +193,7 @@ class TestExceptions:
             raise asyncio.CancelledError
 
         with pytest.raises(asyncio.CancelledError):
-            await _call(HTTPMetricsMiddleware(cancelled, metrics), _scope("/x"))
+            await call_app(HTTPMetricsMiddleware(cancelled, metrics), http_scope("/x"))
         assert 1 == _requests(metrics, "GET", "unmatched", "200")
 
     async def test_cancelled_before_an_answer_counts_503(self, metrics: MetricSet) -> None:
@@ -233,7 +204,7 @@ class TestExceptions:
             raise asyncio.CancelledError
 
         with pytest.raises(asyncio.CancelledError):
-            await _call(HTTPMetricsMiddleware(cancelled, metrics), _scope("/x"))
+            await call_app(HTTPMetricsMiddleware(cancelled, metrics), http_scope("/x"))
         assert 1 == _requests(metrics, "GET", "unmatched", "503")
         assert 'status_code="500"' not in metrics.render().decode()
 
@@ -245,7 +216,7 @@ class TestExceptions:
             raise RuntimeError("half way")
 
         with pytest.raises(RuntimeError):
-            await _call(HTTPMetricsMiddleware(failing, metrics), _scope("/x"))
+            await call_app(HTTPMetricsMiddleware(failing, metrics), http_scope("/x"))
         assert 1 == _requests(metrics, "GET", "unmatched", "500")
 
     async def test_recording_fault_is_swallowed(
@@ -261,7 +232,7 @@ class TestExceptions:
         break_family(monkeypatch, HTTP_REQUESTS)
         middleware = HTTPMetricsMiddleware(ok, metrics)
         with capture_logs() as logs:
-            sent = [await _call(middleware, _scope("/x")) for _ in range(2)]
+            sent = [await call_app(middleware, http_scope("/x")) for _ in range(2)]
         for messages in sent:
             assert [204] == [m["status"] for m in messages if m["type"] == "http.response.start"]
         assert 2 == value(metrics, "taskforce_metrics_errors_total", stage="http")
@@ -304,7 +275,7 @@ class TestPassThrough:
             del scope["query_string"]
             await app(scope, receive, send)
 
-        scope = _scope("/items/7")
+        scope = http_scope("/items/7")
         seen_at_start: list[Any] = []
 
         async def send(message: Message) -> None:
