@@ -38,6 +38,7 @@ from taskforce.api._listener import (
     bind_first_free,
     bind_socket,
 )
+from taskforce.api._redirects import relative_slash_redirects
 from taskforce.api._targets import register_target, report_failure, unregister_target
 from taskforce.config import Settings, check_targets_file
 from taskforce.errors import ConfigurationError
@@ -97,6 +98,7 @@ class MetricsServing:
         metrics_app = make_metrics_app(
             metrics, auth_token=token.get_secret_value() if token is not None else None
         )
+        relative_slash_redirects(metrics_app.router)
         # MetricsMount serves the bare path too: a scrape of /metrics must not be a 307.
         mount = MetricsMount(self._settings.path, app=metrics_app)
         if self._settings.port is not None:
@@ -109,6 +111,7 @@ class MetricsServing:
                 # file refused rather than written over.
                 check_targets_file(targets)
             self._listener_app = Starlette(routes=[mount])
+            relative_slash_redirects(self._listener_app.router)
         elif self._foreign is not None and self._foreign.is_multiprocess:
             self.is_refused = True
         else:

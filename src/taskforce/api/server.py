@@ -19,6 +19,7 @@ from taskforce.api._limits import BodyLimitMiddleware
 from taskforce.api._listener import WorkerSlot
 from taskforce.api._logs import configure_from_settings
 from taskforce.api._metrics_serving import MetricsServing
+from taskforce.api._redirects import relative_slash_redirects
 from taskforce.api._routes import MISSION_ROUTES, mission_router
 from taskforce.application.container import Container, build_container
 from taskforce.config import Settings, load_settings
@@ -175,5 +176,7 @@ def create_app(
     # kept an included router as one opaque entry): the HTTP metrics label requests
     # with the templates of the app's routes.
     app.router.routes.extend(routes)
+    # A slash redirect's Location is the path alone, never the client's Host header.
+    relative_slash_redirects(app.router)
 
     return app
