@@ -57,6 +57,7 @@ SAFE_TEXT_FIELDS = frozenset(
         "provider",
         "status",
         "error_type",
+        "finish_reason",
         "route",
         "method",
         "client",

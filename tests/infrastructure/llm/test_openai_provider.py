@@ -2367,3 +2367,61 @@ class TestRefusal:
 
         assert (False, "invalid_response") == (result["success"], result.get("error_type"))
         assert "refusal" in result["error"]
+
+
+class TestIncompleteAnswers:
+    """An answer the model did not finish (``finish_reason`` ``length`` or ``content_filter``)
+    is still the call's answer, and says so in the log: ``llm.answer.incomplete``."""
+
+    @pytest.mark.parametrize("reason", ["length", "content_filter"])
+    async def test_a_completion_cut_short_is_its_answer_and_logged(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, reason: str
+    ) -> None:
+        """complete: the text as sent, and one warning naming the reason and the tokens."""
+        message = {"role": "assistant", "content": "The answer is forty"}
+        choice = {"index": 0, "finish_reason": reason, "message": message}
+        usage = {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}
+        fake.respond_next(_completion([choice], usage))
+        with structlog.testing.capture_logs() as logs:
+            result = await provider.complete(_mission("hi"))
+        assert (True, "The answer is forty") == (result["success"], result["content"])
+        incomplete = [log for log in logs if log["event"] == "llm.answer.incomplete"]
+        assert [("llm", "warning", "m", reason, 4)] == [
+            (
+                log["category"],
+                log["log_level"],
+                log["model"],
+                log["finish_reason"],
+                log["output_tokens"],
+            )
+            for log in incomplete
+        ]
+
+    @pytest.mark.parametrize("reason", ["length", "content_filter"])
+    async def test_a_stream_cut_short_is_its_answer_and_logged(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, reason: str
+    ) -> None:
+        """stream: the deltas as sent, a last chunk as usual, and the same warning."""
+        chunks = _chunks("abc")
+        chunks[-1]["choices"][0]["finish_reason"] = reason
+        fake.stream_next([*chunks, "[DONE]"])
+        with structlog.testing.capture_logs() as logs:
+            got = [chunk async for chunk in provider.stream(_mission("hi"))]
+        assert ["a", "b", "c"] == [chunk["content"] for chunk in got if "content" in chunk]
+        assert True is got[-1]["done"]
+        incomplete = [log for log in logs if log["event"] == "llm.answer.incomplete"]
+        assert [(reason, None)] == [
+            (log["finish_reason"], log["output_tokens"]) for log in incomplete
+        ]
+
+    @pytest.mark.parametrize("route", ["complete", "stream"])
+    async def test_a_finished_answer_logs_nothing(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, route: str
+    ) -> None:
+        """``stop`` (and ``tool_calls``) end an answer the model finished: no such line."""
+        with structlog.testing.capture_logs() as logs:
+            if route == "complete":
+                assert (await provider.complete(_mission("hi")))["success"]
+            else:
+                _ = [chunk async for chunk in provider.stream(_mission("hi"))]
+        assert [] == [log for log in logs if log["event"] == "llm.answer.incomplete"]

@@ -22,6 +22,7 @@ from time import perf_counter
 from types import TracebackType
 from typing import Any, cast
 
+import structlog
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
 
 from taskforce.core.interfaces.llm import (
@@ -31,6 +32,7 @@ from taskforce.core.interfaces.llm import (
     LLMResult,
     StreamChunk,
     ToolSchema,
+    Usage,
 )
 from taskforce.core.interfaces.log import secret_scrubber
 from taskforce.errors import LLMProviderError
@@ -55,6 +57,10 @@ from taskforce.infrastructure.llm._retry import RetryHint, RetryPolicy, elapsed_
 __all__ = ["OpenAICompatibleProvider"]
 
 _PROVIDER = "openai"
+_LOG = structlog.get_logger(__name__)
+#: The finish reasons of an answer the model did not finish: cut at the token limit
+#: (``max_tokens``), or left out by the server's content filter.
+_INCOMPLETE = frozenset({"length", "content_filter"})
 #: Requested models whose resolution the provider remembers; more and it starts over.
 _MAX_RESOLVED = 1024
 #: What ends a stream after its finish_reason as the answer it delivered, not as a failure:
@@ -366,6 +372,7 @@ class OpenAICompatibleProvider:
                 attempts[-1] = replace(attempts[-1], duration_seconds=elapsed_since(opened))
             await response.close()
         self._answered(asked, state.model)
+        _report_incomplete(state.finish_reason, state.model, state.usage)
         yield state.last_chunk(attempts, tool_calls)
 
     async def _run(
@@ -443,6 +450,7 @@ class OpenAICompatibleProvider:
             return self._failures.result(reason, "invalid_response", reported, attempts, usage)
         result["attempts"] = attempts
         self._answered(asked, response.model)
+        _report_incomplete(response.choices[0].finish_reason, reported, usage)
         return result
 
     def _as(self, asked: str) -> str:
@@ -455,3 +463,19 @@ class OpenAICompatibleProvider:
             if len(self._resolved) >= _MAX_RESOLVED:
                 self._resolved.clear()
             self._resolved[asked] = model
+
+
+def _report_incomplete(finish_reason: object, model: str, usage: Usage | None) -> None:
+    """Log an answer the model did not finish (``llm.answer.incomplete``); it is still the
+    call's answer, as the server sent it: a text cut at the token limit, or one the
+    content filter shortened, is all there is to hand on.
+    """
+    if finish_reason in _INCOMPLETE:
+        _LOG.warning(
+            "llm.answer.incomplete",
+            category="llm",
+            provider=_PROVIDER,
+            model=model,
+            finish_reason=finish_reason,
+            output_tokens=(usage or {}).get("completion_tokens"),
+        )

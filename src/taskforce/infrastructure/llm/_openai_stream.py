@@ -128,6 +128,8 @@ class _StreamState:
     # A finish_reason was read: the answer is whole. A usage alone does not say so when
     # a server sends one on every chunk: a stream that ends after it ends a fragment.
     finish_read: bool = False
+    # the answer's finish_reason, as the server gave it (``stop``, ``length``, ...)
+    finish_reason: str | None = None
     # The index of the choice that is the answer: the first one streamed. The others (a
     # call that asked for ``n`` > 1) are left out, as a whole completion's are.
     choice: int | None = None
@@ -148,6 +150,7 @@ class _StreamState:
                 continue
             if choice.finish_reason:
                 self.finish_read = True
+                self.finish_reason = str(choice.finish_reason)
             delta = choice.delta
             # A model that declines streams a refusal in place of text: it is the answer.
             content = _text(delta.content, "a text delta") or _text(
