@@ -245,6 +245,49 @@ class TestWiring:
         rules = (ROOT / "deploy" / "kubernetes" / "prometheusrule.yaml").read_text(encoding="utf-8")
         assert 'job="taskforce"' in rules
 
+    def test_podmonitor_scrapes_every_worker(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Each worker's metrics port (metrics.port + i) is a named port the PodMonitor scrapes.
+
+        A PodMonitor scrapes only the container ports it names, at its own path: a
+        worker whose port is not declared, or a path other than metrics.path, is a
+        worker nobody counts.
+        """
+        from taskforce.api._supervisor import resolve_workers
+
+        for variable in _container()["env"]:
+            monkeypatch.setenv(variable["name"], variable["value"])
+        settings = load_settings()
+        workers = resolve_workers(_parser().parse_args(_container()["args"]).workers, {})
+        names = {p["containerPort"]: p["name"] for p in _container()["ports"]}
+        assert settings.metrics.port is not None
+        wanted = {names.get(settings.metrics.port + i) for i in range(workers)}
+        endpoints = _by_kind("PodMonitor")["spec"]["podMetricsEndpoints"]
+        assert wanted == {e["port"] for e in endpoints}
+        assert {settings.metrics.path} == {e["path"] for e in endpoints}
+
+    def test_writable_paths_are_on_writable_volumes(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """With a read-only root filesystem, state and workspace live on a writable volume."""
+        for variable in _container()["env"]:
+            monkeypatch.setenv(variable["name"], variable["value"])
+        settings = load_settings()
+        container = _container()
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        volumes = {
+            v["name"]: v for v in _by_kind("Deployment")["spec"]["template"]["spec"]["volumes"]
+        }
+        writable = [
+            Path(m["mountPath"])
+            for m in container["volumeMounts"]
+            if not m.get("readOnly")
+            and {"emptyDir", "persistentVolumeClaim"} & set(volumes[m["name"]])
+        ]
+        written = [settings.state_dir, settings.workspace_dir]
+        if settings.metrics.targets_file is not None:  # and its lock file beside it
+            written.append(settings.metrics.targets_file.parent)
+        for path in written:
+            assert path.is_absolute(), path  # relative would be the image's working directory
+            assert any(path.is_relative_to(mount) for mount in writable), path
+
     def test_prestop_hook_waits_before_the_signal(self) -> None:
         """A preStop hook sleeps a few seconds, so the pod leaves the endpoints before SIGTERM.
 
