@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 from taskforce.infrastructure.state import PostgresStateStore
 from tests.api.test_cli import _env, _taskforce
 from tests.support.postgres import create_user
+from tests.support.processes import clean_env, free_ports, started
 
 pytestmark = pytest.mark.integration
 
@@ -48,6 +50,38 @@ class TestStartUp:
         )
         assert "hunter2-secret" not in proc.stderr + proc.stdout
         assert dsn not in proc.stderr + proc.stdout
+
+    @pytest.mark.parametrize("sent", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+    def test_a_stop_signal_during_the_database_check_stops_serve_cleanly(
+        self, tmp_path: Path, sent: signal.Signals
+    ) -> None:
+        """A stop signal while serve waits for the database: exit 0, server.stopped logged.
+
+        The database here accepts the connection and never answers, as one that hangs
+        does: the start-up check would wait state.timeout_seconds for it.
+        """
+        pytest.importorskip("asyncpg")
+        with socket.socket() as database:
+            database.bind(("127.0.0.1", 0))
+            database.listen(8)
+            database.settimeout(60)
+            env = clean_env(
+                tmp_path,
+                TASKFORCE_STATE__BACKEND="postgres",
+                TASKFORCE_STATE__DSN=f"postgresql://app:pw@127.0.0.1:{database.getsockname()[1]}/db",
+                TASKFORCE_STATE__TIMEOUT_SECONDS="600",
+            )
+            args = ["serve", "--host", "127.0.0.1", "--port", str(free_ports(1))]
+            with started(args, env, tmp_path) as child:
+                connection, _ = database.accept()  # the check is connecting
+                with connection:
+                    code = child.stop(sent)
+        logged = [json.loads(line) for line in child.stderr().splitlines() if line.startswith("{")]
+        assert 0 == code, child.stderr()
+        assert [("server.stopped", sent.name)] == [
+            (e["event"], e.get("signal")) for e in logged if e["event"] == "server.stopped"
+        ]
+        assert "Traceback" not in child.stderr()
 
     @pytest.mark.parametrize("command", [["serve", "--port", "0"], ["run", "hello"]])
     def test_a_refused_libpq_variable_exits_2_naming_it_not_the_dsn(

@@ -207,15 +207,45 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _check_state_store(settings: Settings) -> None:
-    """Open and close the state store once, so an unreachable database stops start-up."""
+async def _check_state_store(settings: Settings) -> signal.Signals | None:
+    """Open and close the state store once, so an unreachable database stops start-up.
+
+    The check may wait for the database up to ``state.timeout_seconds``: a stop signal
+    of ``serve`` ends it at once, and the signal is returned (``None`` when the check
+    ran to its end).
+    """
+    import asyncio
+
+    from taskforce.api._serving import STOP_SIGNALS
     from taskforce.application.container import make_state_store
 
-    store = make_state_store(settings)
+    async def open_and_close() -> None:
+        store = make_state_store(settings)
+        try:
+            await store.open()  # type: ignore[attr-defined]
+        finally:
+            await store.aclose()  # type: ignore[attr-defined]
+
+    loop = asyncio.get_running_loop()
+    check = asyncio.create_task(open_and_close())
+    taken: list[signal.Signals] = []
+
+    def stop(sent: signal.Signals) -> None:
+        if not taken:
+            taken.append(sent)
+            check.cancel()
+
+    for sent in STOP_SIGNALS:
+        loop.add_signal_handler(sent, stop, sent)
     try:
-        await store.open()  # type: ignore[attr-defined]
+        await check
+    except asyncio.CancelledError:
+        if not taken:
+            raise
     finally:
-        await store.aclose()  # type: ignore[attr-defined]
+        for sent in STOP_SIGNALS:
+            loop.remove_signal_handler(sent)
+    return taken[0] if taken else None
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -226,7 +256,15 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     check_directories(settings)
     if settings.state.backend == "postgres":
-        asyncio.run(_check_state_store(settings))
+        stopped_by = asyncio.run(_check_state_store(settings))
+        if stopped_by is not None:
+            import structlog
+
+            # Nothing was bound or listed yet: a stop during the check is a stop, exit 0.
+            structlog.get_logger("taskforce.api").info(
+                "server.stopped", category="lifecycle", signal=stopped_by.name
+            )
+            return 0
     workers = resolve_workers(args.workers)
     has_flag = args.metrics_port is not None
     return serve(settings, args.host, args.port, workers, has_metrics_port_flag=has_flag)
