@@ -125,6 +125,29 @@ class TestWorkers:
         assert int(workers) == logged.count("server.stopped")
         assert (int(workers) if workers == "2" else 0) == logged.count("worker.stopped")
 
+    @pytest.mark.parametrize("workers", ["1"])
+    def test_a_stop_signal_while_the_app_is_built_stops_gracefully(
+        self, tmp_path: Path, ports: tuple[int, int], workers: str
+    ) -> None:
+        """SIGTERM as soon as the targets are listed, the app not built yet: exit 0, withdrawn.
+
+        The service lists its targets once its sockets are bound, before it builds the
+        app and serves: a stop then is a stop asked for like any other, not a crash.
+        """
+        api_port, metrics_port = ports
+        env, targets = _with_targets(tmp_path, metrics_port)
+        args = ["serve", "--port", str(api_port), "--workers", workers]
+        with started(args, env, tmp_path) as child:
+            listed: list[object] = []
+            while len(listed) < int(workers) and child.process.poll() is None:
+                with contextlib.suppress(OSError, ValueError):
+                    listed = json.loads(targets.read_text(encoding="utf-8"))
+            assert 0 == child.stop(signal.SIGTERM), child.stderr()
+        assert [] == json.loads(targets.read_text(encoding="utf-8"))
+        # a worker still booting ends at once: then the supervisor's stop is the record
+        said = "server.stopped" if workers == "1" else "supervisor.stopped"
+        assert said in [e["event"] for e in events(child)]
+
     def test_dead_worker_is_replaced_and_the_other_keeps_its_numbers(
         self, tmp_path: Path, ports: tuple[int, int]
     ) -> None:

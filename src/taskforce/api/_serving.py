@@ -36,7 +36,7 @@ from taskforce.api.server import create_app  # imported before the fork: workers
 from taskforce.application.executor import RECORD_SECONDS
 from taskforce.config import Settings
 
-__all__ = ["STOP_SIGNALS", "TaskforceServer", "run_worker"]
+__all__ = ["STOP_SIGNALS", "TaskforceServer", "held_signals", "run_worker"]
 
 _LOG = structlog.get_logger("taskforce.api")
 #: What stops ``taskforce serve`` gracefully: SIGHUP too (a closed terminal, a process
@@ -117,6 +117,7 @@ class TaskforceServer(uvicorn.Server):
         signals: Sequence[signal.Signals] = STOP_SIGNALS,
         force_signals: Sequence[signal.Signals] = (),
         on_started: Callable[[], None] | None = None,
+        received: Sequence[signal.Signals] = (),
     ) -> None:
         """Create the server.
 
@@ -135,6 +136,8 @@ class TaskforceServer(uvicorn.Server):
                 signal and, under a process-group kill, the same signal directly).
                 Without them, a second signal of any kind stops waiting.
             on_started: called once the app has started and the sockets serve.
+            received: stop signals that came before the server took them over (still
+                filled in until it does): each is handled as it takes them over.
         """
         self._shutdown_notice = ShutdownNotice(_log_refused)
         self._answer_cancelled = _AnswerCancelled(app, self._shutdown_notice)
@@ -159,6 +162,7 @@ class TaskforceServer(uvicorn.Server):
         self._force_signals = tuple(force_signals)
         self._signals = tuple(dict.fromkeys((*signals, *self._force_signals)))
         self._on_started = on_started
+        self._received = received
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """Start the app and serve the sockets; then report it (see ``on_started``)."""
@@ -173,6 +177,9 @@ class TaskforceServer(uvicorn.Server):
             yield
             return
         originals = {sig: signal.signal(sig, self.handle_exit) for sig in self._signals}
+        # Read once they are installed: a signal is either in the list or handled here.
+        for sig in list(self._received):
+            self.handle_exit(sig, None)
         try:
             yield
         finally:
@@ -230,6 +237,32 @@ def _log_refused(requests: int) -> None:
     _LOG.info("server.requests.refused", category="lifecycle", requests=requests)
 
 
+@contextlib.contextmanager
+def held_signals(
+    signals: Sequence[signal.Signals] = STOP_SIGNALS,
+) -> Iterator[list[signal.Signals]]:
+    """Keep the stop signals that come before a server or supervisor takes them over.
+
+    Until then, a signal's default action would end the process at once: no drain,
+    no ``server.stopped``, its entries left in ``metrics.targets_file``. Yields the
+    list the signals are added to; the old handlers are back when the block ends.
+    """
+    received: list[signal.Signals] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received  # signals go to the main thread's handlers only
+        return
+
+    def keep(sig: int, frame: FrameType | None) -> None:
+        received.append(signal.Signals(sig))
+
+    originals = {sig: signal.signal(sig, keep) for sig in signals}
+    try:
+        yield received
+    finally:
+        for sig, handler in originals.items():
+            signal.signal(sig, handler)
+
+
 def run_worker(
     settings: Settings,
     api_socket: socket.socket,
@@ -238,6 +271,7 @@ def run_worker(
     signals: Sequence[signal.Signals] = STOP_SIGNALS,
     force_signals: Sequence[signal.Signals] = (),
     on_started: Callable[[], None] | None = None,
+    received: Sequence[signal.Signals] = (),
 ) -> int:
     """Serve the app on sockets bound by the caller until a stop signal; return the exit code.
 
@@ -248,6 +282,8 @@ def run_worker(
         signals: the signals this process stops on.
         force_signals: the signals that stop it waiting at once (see ``TaskforceServer``).
         on_started: called once the worker serves (the supervisor's readiness signal).
+        received: stop signals the caller took while the app was being built (see
+            :func:`held_signals`): the server stops on them once it runs.
 
     Returns:
         0 once stopped; 3 when the app failed to start (its lifespan raised).
@@ -263,6 +299,7 @@ def run_worker(
         signals=signals,
         force_signals=force_signals,
         on_started=on_started,
+        received=received,
     )
     try:
         server.run(sockets=[api_socket])

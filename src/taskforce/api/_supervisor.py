@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.context import ForkProcess
 from multiprocessing.synchronize import Event
@@ -28,7 +29,7 @@ from types import FrameType
 import structlog
 
 from taskforce.api._listener import WorkerSlot, api_port_clash, bind_socket, metrics_listener
-from taskforce.api._serving import CANCEL_RECORD_SECONDS, STOP_SIGNALS, run_worker
+from taskforce.api._serving import CANCEL_RECORD_SECONDS, STOP_SIGNALS, held_signals, run_worker
 from taskforce.api._targets import replace_own_targets, report_failure
 from taskforce.config import Settings
 from taskforce.errors import StartupError
@@ -136,15 +137,19 @@ def serve(
     # With metrics off no worker serves a listener: nothing to list, now or on a restart.
     listed_port = metrics.port if metrics.enabled else None
     targets = _Targets(metrics.targets_file, metrics_host, listed_port, workers)
-    targets.write(range(workers))
     # Only a stop asked for withdraws the entries: a service that failed stays listed,
     # so Prometheus sees its targets down (and TaskforceTargetDown fires) instead of
-    # seeing them vanish.
-    if workers == 1:
-        if run_worker(settings, api_socket, WorkerSlot(0, metrics_sockets[0])) != 0:
-            raise StartupError("the service failed to start (see its log above)")
-    else:
-        _Supervisor(settings, api_socket, metrics_sockets, targets).run()
+    # seeing them vanish. A stop signal that comes while the app is being built (before
+    # the server or the supervisor handles it) is kept for them: its default action would
+    # end the process at once, the entries listed.
+    with held_signals() as received:
+        targets.write(range(workers))
+        if workers == 1:
+            slot = WorkerSlot(0, metrics_sockets[0])
+            if run_worker(settings, api_socket, slot, received=received) != 0:
+                raise StartupError("the service failed to start (see its log above)")
+        else:
+            _Supervisor(settings, api_socket, metrics_sockets, targets).run(received)
     targets.write(())
     return 0
 
@@ -204,14 +209,19 @@ class _Supervisor:
         self._stop_sent = 0
         self._failed: int | None = None
 
-    def run(self) -> None:
+    def run(self, received: Sequence[signal.Signals] = ()) -> None:
         """Start every worker and supervise them until a stop signal.
+
+        Args:
+            received: stop signals that came before the supervisor handled them.
 
         Raises:
             StartupError: a worker failed its first start, or its replacements kept
                 dying before they served.
         """
         originals = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
+        # Read once the handlers are in: a signal is either in the list or counted there.
+        self._signals += len(received)
         try:
             _LOG.info(
                 "supervisor.started",
