@@ -125,7 +125,7 @@ class TestWorkers:
         assert int(workers) == logged.count("server.stopped")
         assert (int(workers) if workers == "2" else 0) == logged.count("worker.stopped")
 
-    @pytest.mark.parametrize("workers", ["1"])
+    @pytest.mark.parametrize("workers", ["1", "2"])
     def test_a_stop_signal_while_the_app_is_built_stops_gracefully(
         self, tmp_path: Path, ports: tuple[int, int], workers: str
     ) -> None:

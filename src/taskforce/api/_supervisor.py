@@ -257,7 +257,14 @@ class _Supervisor:
             ),
             name=f"taskforce-worker-{slot.index}",
         )
-        process.start()
+        # Blocked across the fork: a stop signal for the new worker waits until it has its
+        # own handlers, instead of running the supervisor's inherited one and being lost
+        # (the worker would then serve on until killed after the grace).
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         slot.process, slot.started_at, slot.restart_at = process, time.monotonic(), None
         _LOG.info("worker.started", category="lifecycle", worker=slot.index, pid=process.pid)
 
@@ -381,6 +388,8 @@ def _worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal: the supervisor's too
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # blocked by the supervisor across the fork: one that came since is taken now
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     _stop_with_supervisor(supervisor)
     for other, sock in enumerate(metrics_sockets):
         if other != index and sock is not None:
