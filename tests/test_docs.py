@@ -78,7 +78,10 @@ def _documented_ranges(row: str) -> list[Bounds]:
 
 
 #: Settings whose unset value (``None``) the table describes: what they fall back to.
-_DESCRIBED_DEFAULTS = {"metrics.host": "the service's host (`--host`)"}
+_DESCRIBED_DEFAULTS = {
+    "metrics.host": "the service's host (`--host`)",
+    "api.max_connections": "half the open-file limit",
+}
 
 
 def _default_cell(cell: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import resource
 from collections.abc import AsyncIterator
 
 import httpx
@@ -17,6 +18,7 @@ import pytest
 import structlog
 
 from taskforce.api._listener import WorkerSlot, bind_socket
+from taskforce.api._read_deadline import default_max_connections, read_deadline_protocol
 from taskforce.config import Settings
 from tests.support.taskforce_server import GUARD_SECONDS, serving, until_closed
 
@@ -117,10 +119,23 @@ class TestApiListener:
             response = await served_again(port)
         assert 200 == response.status_code
 
+    async def test_the_default_is_half_the_open_file_limit(
+        self, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Unset, the limit is half the process's open-file limit (``ulimit -n``) at start:
+        under a limit of 8 the fifth connection is refused."""
+        assert settings.api.max_connections is None
+        monkeypatch.setattr(resource, "getrlimit", lambda _: (8, 4096))
+        async with serving(settings) as (port, _), held_connections(port, 4):
+            answer = await until_closed(port, b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert {"detail": "too many connections: this server holds at most 4"} == _refusal(answer)[
+            2
+        ]
+
     async def test_under_the_default_limit_many_connections_are_served(
         self, settings: Settings
     ) -> None:
-        """The default (512) takes more connections than a small test opens."""
+        """The default (half the open-file limit) takes more connections than a test opens."""
         async with (
             serving(settings) as (port, _),
             held_connections(port, 20),
@@ -147,3 +162,18 @@ class TestMetricsListener:
             health = await client.get("/health")
         assert b"HTTP/1.1 503 Service Unavailable" == _refusal(refused)[0]
         assert 200 == health.status_code
+
+
+class TestDefault:
+    @pytest.mark.parametrize(
+        ("soft", "expected"),
+        [(1024, 512), (1_048_576, 524_288), (1, 1), (resource.RLIM_INFINITY, 1_000_000)],
+        ids=["debian", "kubernetes", "one", "unlimited"],
+    )
+    def test_half_the_soft_open_file_limit(
+        self, monkeypatch: pytest.MonkeyPatch, soft: int, expected: int
+    ) -> None:
+        """Half the soft limit, at least 1; no limit set is the setting's maximum."""
+        monkeypatch.setattr(resource, "getrlimit", lambda _: (soft, resource.RLIM_INFINITY))
+        assert expected == default_max_connections()
+        assert expected == read_deadline_protocol(1.0).max_connections  # type: ignore[attr-defined]

@@ -19,7 +19,6 @@ import uvicorn
 from starlette.applications import Starlette
 
 from taskforce.api._read_deadline import (
-    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_HEADER_BYTES,
     read_deadline_protocol,
 )
@@ -175,7 +174,7 @@ class MetricsListener:
         sock: socket.socket,
         read_timeout_seconds: float,
         max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_connections: int | None = None,
     ) -> None:
         """Prepare (not start) the listener.
 
@@ -184,7 +183,8 @@ class MetricsListener:
             sock: a bound, listening socket; closed by :meth:`aclose`.
             read_timeout_seconds: how long a client may take to send one request.
             max_header_bytes: the longest request head taken (``api.max_header_bytes``).
-            max_connections: the most connections held open (``api.max_connections``).
+            max_connections: the most connections held open (``api.max_connections``;
+                None: half the open-file limit).
         """
         self.host, self.port = sock.getsockname()[:2]
         self._sock = sock

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import sys
 from typing import Any, ClassVar
 
@@ -48,17 +49,17 @@ from taskforce.api._head_limit import INVALID_REQUEST, HeadLimitedConnection, re
 from taskforce.config import ApiSettings
 
 __all__ = [
-    "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_HEADER_BYTES",
     "LINGER_BYTES",
     "LINGER_SECONDS",
+    "default_max_connections",
     "read_deadline_protocol",
 ]
 
 #: ``api.max_header_bytes``'s default, for a protocol built without settings.
 DEFAULT_MAX_HEADER_BYTES: int = ApiSettings.model_fields["max_header_bytes"].default
-#: ``api.max_connections``'s default, for a protocol built without settings.
-DEFAULT_MAX_CONNECTIONS: int = ApiSettings.model_fields["max_connections"].default
+#: The largest ``api.max_connections`` (the setting's maximum).
+_MOST_CONNECTIONS = 1_000_000
 #: After refusing a request, how long and how much of the client's input is read and
 #: dropped before the close, so that the client reads the answer rather than a reset.
 LINGER_SECONDS = 1.0
@@ -279,13 +280,26 @@ class _ReadDeadlineProtocol(H11Protocol):
         self.transport.close()
 
 
+def default_max_connections() -> int:
+    """``api.max_connections`` when it is not set: half the process's open-file limit.
+
+    The other half is left for what missions open (session files, tool files, database
+    connections); a limit the system does not set means no limit of this kind (the
+    setting's maximum).
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return _MOST_CONNECTIONS
+    return max(1, min(soft // 2, _MOST_CONNECTIONS))
+
+
 def read_deadline_protocol(
     seconds: float,
     *,
     write_timeout_seconds: float | None = None,
     is_access_logged: bool = True,
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
-    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    max_connections: int | None = None,
 ) -> type[H11Protocol]:
     """Return a uvicorn HTTP protocol class that gives each request ``seconds`` to arrive.
 
@@ -297,7 +311,8 @@ def read_deadline_protocol(
         max_header_bytes: ``api.max_header_bytes``: the longest request head (request
             line and header fields) taken; a longer one gets a 431.
         max_connections: ``api.max_connections``: the most connections the listener
-            holds open; one more gets a 503 and is closed.
+            holds open; one more gets a 503 and is closed. None: half the open-file
+            limit (:func:`default_max_connections`).
 
     Returns:
         A protocol class for ``uvicorn.Config(http=...)``.
@@ -307,6 +322,8 @@ def read_deadline_protocol(
         "write_timeout_seconds": write_timeout_seconds,
         "is_access_logged": is_access_logged,
         "max_header_bytes": max_header_bytes,
-        "max_connections": max_connections,
+        "max_connections": (
+            default_max_connections() if max_connections is None else max_connections
+        ),
     }
     return type("ReadDeadlineProtocol", (_ReadDeadlineProtocol,), settings)

@@ -28,7 +28,6 @@ from taskforce.api._encoding import refusal, sse_event
 from taskforce.api._limits import ShutdownNotice
 from taskforce.api._listener import WorkerSlot, socket_url
 from taskforce.api._read_deadline import (
-    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_HEADER_BYTES,
     read_deadline_protocol,
 )
@@ -113,7 +112,7 @@ class TaskforceServer(uvicorn.Server):
         read_timeout_seconds: float = 60.0,
         write_timeout_seconds: float | None = None,
         max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_connections: int | None = None,
         signals: Sequence[signal.Signals] = STOP_SIGNALS,
         force_signals: Sequence[signal.Signals] = (),
         on_started: Callable[[], None] | None = None,
@@ -129,7 +128,8 @@ class TaskforceServer(uvicorn.Server):
             write_timeout_seconds: how long a client may leave its answer unread
                 (``api.write_timeout_seconds``); ``None``: no limit.
             max_header_bytes: the longest request head taken (``api.max_header_bytes``).
-            max_connections: the most connections held open (``api.max_connections``).
+            max_connections: the most connections held open (``api.max_connections``;
+                None: half the open-file limit).
             signals: the signals that stop it (none in tests that stop it by hand).
             force_signals: when given, only these stop waiting at once, and any number of
                 ``signals`` just drain (a worker: it gets the supervisor's forwarded

@@ -162,9 +162,10 @@ class ApiSettings(_Section):
     #: Missions this process runs at once; a request for one more gets a 503.
     max_missions_in_flight: int = Field(default=64, ge=1, le=10_000)
     #: Connections one listener of this process holds open at once; one more gets a 503
-    #: and is closed. Half of the usual open-file limit of 1024, so that a flood of idle
-    #: connections leaves file descriptors for the state store and the tools.
-    max_connections: int = Field(default=512, ge=1, le=1_000_000)
+    #: and is closed. None: half the process's open-file limit (``ulimit -n``) at start,
+    #: so that a flood of idle connections leaves file descriptors for the state store and
+    #: the tools (512 under the usual limit of 1024).
+    max_connections: int | None = Field(default=None, ge=1, le=1_000_000)
 
     _token_given = field_validator("auth_token")(non_empty_secret("to disable auth"))
 
