@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -239,6 +240,26 @@ class TestJsonLogs:
         logging.getLogger("asyncpg.pool").warning("Failed to restore the pool connection floor")
         logging.getLogger("asyncpg").warning("connection lost")
         assert ["state", "state"] == [line["category"] for line in _lines(buf)]
+
+    def test_python_warnings_are_log_lines(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """A Python warning (a library's ``UserWarning``, a ``ResourceWarning`` under
+        ``-X dev``) is one JSON line of the log, ``py.warnings.logged`` in ``lifecycle``
+        at warning level, redacted like any line, never plain text on standard error."""
+        buf = io.StringIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            configure_logging(fmt="json", stream=buf, secrets=("sk-warned-secret-1",))
+            warnings.warn("old API used with key sk-warned-secret-1", UserWarning, stacklevel=1)
+        assert "" == capsys.readouterr().err
+        (line,) = _lines(buf)
+        assert ("py.warnings.logged", "lifecycle", "warning") == (
+            line["event"],
+            line["category"],
+            line["level"],
+        )
+        message = str(line["message"])
+        assert "UserWarning: old API used with key ***" in message
+        assert "sk-warned-secret-1" not in buf.getvalue()
 
     def test_unknown_inputs_rejected(self) -> None:
         """An unknown level or category is refused with ValueError."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any, Literal
 
@@ -217,6 +218,25 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]  # stream type 
             self.handleError(record)
 
 
+def _log_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` that logs: a warning is a ``py.warnings`` line, not plain text.
+
+    Python prints warnings (a library's ``UserWarning``, a ``ResourceWarning`` under
+    ``-X dev``) straight on standard error, which would break a JSON log. As
+    ``logging.captureWarnings`` does, but set again on every configuration.
+    """
+    del file  # the line goes where the log goes
+    text = warnings.formatwarning(message, category, filename, lineno, line)
+    logging.getLogger("py.warnings").warning("%s", text.rstrip("\n"))
+
+
 def configure_logging(
     *,
     fmt: str = "auto",
@@ -293,6 +313,7 @@ def configure_logging(
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    warnings.showwarning = _log_warning
     root.setLevel(_LEVELS[level])
     for name in _QUIET_LIBRARIES:
         # their per-request info lines ("HTTP Request: POST ...") repeat what the llm.*
