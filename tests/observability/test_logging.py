@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
+import threading
 import warnings
 from collections.abc import Iterator
 
@@ -24,6 +26,13 @@ def fixture_restore_stdlib_logging() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.fixture(name="_restore_excepthooks")
+def fixture_restore_excepthooks() -> Iterator[None]:
+    hooks = sys.excepthook, threading.excepthook
+    yield
+    sys.excepthook, threading.excepthook = hooks
 
 
 def _lines(buf: io.StringIO) -> list[dict[str, object]]:
@@ -260,6 +269,38 @@ class TestJsonLogs:
         message = str(line["message"])
         assert "UserWarning: old API used with key ***" in message
         assert "sk-warned-secret-1" not in buf.getvalue()
+
+    @pytest.mark.usefixtures("_restore_excepthooks")
+    def test_an_uncaught_exception_is_a_log_line(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """An exception nothing caught, in the main thread or another, is one JSON line,
+        ``process.exception.uncaught`` with its traceback, redacted, never Python's plain
+        traceback on standard error; a thread's ``SystemExit`` stays silent."""
+        buf = io.StringIO()
+        configure_logging(fmt="json", stream=buf, secrets=("sk-uncaught-secret-1",))
+        try:
+            raise RuntimeError("bad key sk-uncaught-secret-1")
+        except RuntimeError as exc:
+            sys.excepthook(type(exc), exc, exc.__traceback__)
+
+        def fail() -> None:
+            raise ValueError("in a thread")
+
+        for target in (fail, sys.exit):
+            thread = threading.Thread(target=target, name="worker-thread")
+            thread.start()
+            thread.join()
+        assert "" == capsys.readouterr().err
+        main, in_thread = _lines(buf)
+        assert ("process.exception.uncaught", "lifecycle", "error", "RuntimeError") == (
+            main["event"],
+            main["category"],
+            main["level"],
+            main["error_type"],
+        )
+        assert "RuntimeError: bad key ***" in str(main["exception"])
+        assert "sk-uncaught-secret-1" not in buf.getvalue()
+        assert ("ValueError", "worker-thread") == (in_thread["error_type"], in_thread["thread"])
+        assert "ValueError: in a thread" in str(in_thread["exception"])
 
     def test_unknown_inputs_rejected(self) -> None:
         """An unknown level or category is refused with ValueError."""

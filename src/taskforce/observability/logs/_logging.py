@@ -1,7 +1,8 @@
 """Structured logging set-up: every event gets a category from a closed set, secrets are redacted.
 
 This configures structlog *and* the standard library's root logger (so uvicorn's
-own lines come out in the same format, an access line's path cut to length); it
+own lines come out in the same format, an access line's path cut to length), Python's
+warnings and the exceptions nothing caught (so no plain-text line breaks a JSON log); it
 holds process-wide state, so call it once at start-up, from the CLI or the app
 factory, never from library code.
 """
@@ -10,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterable, MutableMapping
+from types import TracebackType
 from typing import Any, Literal
 
 import structlog
@@ -237,6 +240,35 @@ def _log_warning(
     logging.getLogger("py.warnings").warning("%s", text.rstrip("\n"))
 
 
+def _log_uncaught(
+    exc_type: type[BaseException],
+    exc: BaseException | None,
+    tb: TracebackType | None,
+    thread: str | None = None,
+) -> None:
+    """Log an exception nothing caught as ``process.exception.uncaught``, traceback included.
+
+    ``sys.excepthook`` and ``threading.excepthook`` print it as plain text on standard
+    error, which would break a JSON log; this line is redacted like any other.
+    """
+    fields: dict[str, Any] = {"thread": thread} if thread is not None else {}
+    structlog.get_logger(__name__).error(
+        "process.exception.uncaught",
+        category="lifecycle",
+        error_type=exc_type.__name__,
+        exc_info=(exc_type, exc, tb),
+        **fields,
+    )
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    """``threading.excepthook`` that logs; a thread's ``SystemExit`` stays silent, as ever."""
+    if issubclass(args.exc_type, SystemExit):
+        return
+    name = args.thread.name if args.thread is not None else None
+    _log_uncaught(args.exc_type, args.exc_value, args.exc_traceback, thread=name)
+
+
 def configure_logging(
     *,
     fmt: str = "auto",
@@ -314,6 +346,8 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     warnings.showwarning = _log_warning
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
     root.setLevel(_LEVELS[level])
     for name in _QUIET_LIBRARIES:
         # their per-request info lines ("HTTP Request: POST ...") repeat what the llm.*
