@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import multiprocessing.connection
 import signal
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +18,7 @@ from structlog.testing import capture_logs
 from taskforce.api import _supervisor
 from taskforce.config import Settings
 from taskforce.errors import StartupError
+from taskforce.observability import configure_logging
 
 
 class _Worker:
@@ -70,3 +76,33 @@ class TestWorkerCount:
         message = str(caught.value)
         assert "\n" not in message
         assert len(message) < 200
+
+
+class TestWorkerCrash:
+    def test_a_worker_that_raises_logs_it_and_exits_1(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A worker whose serving raised (a bug) logs ``process.exception.uncaught``, a
+        JSON line with its traceback, and exits 1: multiprocessing would print its plain
+        ``Process ForkProcess-1:`` traceback on the log stream otherwise."""
+        buf = io.StringIO()
+        # restored after the test: the root handlers and the hooks configure_logging sets
+        monkeypatch.setattr(logging.getLogger(), "handlers", [])
+        monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+        monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+        configure_logging(fmt="json", stream=buf)
+        monkeypatch.setattr(signal, "signal", lambda *_: None)
+        monkeypatch.setattr(_supervisor, "_stop_with_supervisor", lambda _: None)
+
+        def crash(*_: object, **__: object) -> int:
+            raise RuntimeError("a bug while serving")
+
+        monkeypatch.setattr(_supervisor, "run_worker", crash)
+        ready = multiprocessing.get_context("fork").Event()
+        with pytest.raises(SystemExit) as stopped:
+            _supervisor._worker_main(Settings(), None, [None], 0, ready, 0, False)  # type: ignore[arg-type]  # not used
+        assert 1 == stopped.value.code
+        assert "" == capsys.readouterr().err
+        (line,) = [json.loads(text) for text in buf.getvalue().splitlines()]
+        assert ("process.exception.uncaught", "RuntimeError") == (line["event"], line["error_type"])
+        assert "a bug while serving" in str(line["exception"])

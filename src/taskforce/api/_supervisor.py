@@ -18,6 +18,7 @@ import multiprocessing.connection
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -395,12 +396,16 @@ def _worker_main(
         if other != index and sock is not None:
             sock.close()
     slot = WorkerSlot(index, metrics_sockets[index], restarted=restarted)
-    code = run_worker(
-        settings,
-        api_socket,
-        slot,
-        signals=(signal.SIGTERM,),
-        force_signals=(signal.SIGUSR2,),
-        on_started=ready.set,
-    )
+    try:
+        code = run_worker(
+            settings,
+            api_socket,
+            slot,
+            signals=(signal.SIGTERM,),
+            force_signals=(signal.SIGUSR2,),
+            on_started=ready.set,
+        )
+    except Exception as exc:  # a bug: multiprocessing would print its traceback as plain text
+        sys.excepthook(type(exc), exc, exc.__traceback__)  # the log's line for it
+        code = 1
     raise SystemExit(code)
