@@ -28,11 +28,16 @@ def fixture_restore_stdlib_logging() -> Iterator[None]:
     root.setLevel(level)
 
 
+def _head(line: dict[str, object]) -> tuple[object, ...]:
+    """A line's event, category, level and error type."""
+    return line["event"], line["category"], line["level"], line["error_type"]
+
+
 @pytest.fixture(name="_restore_excepthooks")
 def fixture_restore_excepthooks() -> Iterator[None]:
-    hooks = sys.excepthook, threading.excepthook
+    hooks = sys.excepthook, threading.excepthook, sys.unraisablehook
     yield
-    sys.excepthook, threading.excepthook = hooks
+    sys.excepthook, threading.excepthook, sys.unraisablehook = hooks
 
 
 def _lines(buf: io.StringIO) -> list[dict[str, object]]:
@@ -291,16 +296,31 @@ class TestJsonLogs:
             thread.join()
         assert "" == capsys.readouterr().err
         main, in_thread = _lines(buf)
-        assert ("process.exception.uncaught", "lifecycle", "error", "RuntimeError") == (
-            main["event"],
-            main["category"],
-            main["level"],
-            main["error_type"],
-        )
+        assert ("process.exception.uncaught", "lifecycle", "error", "RuntimeError") == _head(main)
         assert "RuntimeError: bad key ***" in str(main["exception"])
         assert "sk-uncaught-secret-1" not in buf.getvalue()
         assert ("ValueError", "worker-thread") == (in_thread["error_type"], in_thread["thread"])
         assert "ValueError: in a thread" in str(in_thread["exception"])
+
+    @pytest.mark.usefixtures("_restore_excepthooks")
+    def test_an_ignored_exception_is_a_log_line(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """An exception Python can only ignore (raised in a ``__del__``, a callback at
+        collection) is one JSON line, ``process.exception.ignored`` with its traceback,
+        redacted, never Python's plain ``Exception ignored in:`` on standard error."""
+        buf = io.StringIO()
+        configure_logging(fmt="json", stream=buf, secrets=("sk-ignored-secret-1",))
+
+        class Leaky:
+            def __del__(self) -> None:
+                raise OSError("close failed for sk-ignored-secret-1")
+
+        Leaky()  # collected at once: its __del__ raises where nothing can catch it
+        assert "" == capsys.readouterr().err
+        (line,) = _lines(buf)
+        assert ("process.exception.ignored", "lifecycle", "warning", "OSError") == _head(line)
+        assert "Leaky.__del__" in str(line["where"])
+        assert "OSError: close failed for ***" in str(line["exception"])
+        assert "sk-ignored-secret-1" not in buf.getvalue()
 
     def test_unknown_inputs_rejected(self) -> None:
         """An unknown level or category is refused with ValueError."""

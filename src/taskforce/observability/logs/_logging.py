@@ -2,9 +2,9 @@
 
 This configures structlog *and* the standard library's root logger (so uvicorn's
 own lines come out in the same format, an access line's path cut to length), Python's
-warnings and the exceptions nothing caught (so no plain-text line breaks a JSON log); it
-holds process-wide state, so call it once at start-up, from the CLI or the app
-factory, never from library code.
+warnings and the exceptions nothing caught or Python ignores (so no plain-text line
+breaks a JSON log); it holds process-wide state, so call it once at start-up, from
+the CLI or the app factory, never from library code.
 """
 
 from __future__ import annotations
@@ -269,6 +269,26 @@ def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
     _log_uncaught(args.exc_type, args.exc_value, args.exc_traceback, thread=name)
 
 
+def _log_ignored(unraisable: sys.UnraisableHookArgs) -> None:
+    """``sys.unraisablehook`` that logs ``process.exception.ignored``, traceback included.
+
+    Python prints an exception it can only ignore (raised in a ``__del__``, a callback at
+    collection) as plain ``Exception ignored in:`` lines on standard error otherwise.
+    """
+    try:
+        where = f"{unraisable.err_msg or 'Exception ignored in'}: {unraisable.object!r}"
+    except Exception:  # a repr that raises: the hook itself must not
+        where = unraisable.err_msg or "Exception ignored"
+    exc_type = unraisable.exc_type
+    structlog.get_logger(__name__).warning(
+        "process.exception.ignored",
+        category="lifecycle",
+        error_type=exc_type.__name__,
+        where=where,
+        exc_info=(exc_type, unraisable.exc_value, unraisable.exc_traceback),
+    )
+
+
 def configure_logging(
     *,
     fmt: str = "auto",
@@ -348,6 +368,7 @@ def configure_logging(
     warnings.showwarning = _log_warning
     sys.excepthook = _log_uncaught
     threading.excepthook = _log_uncaught_in_thread
+    sys.unraisablehook = _log_ignored
     root.setLevel(_LEVELS[level])
     for name in _QUIET_LIBRARIES:
         # their per-request info lines ("HTTP Request: POST ...") repeat what the llm.*
