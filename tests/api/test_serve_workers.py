@@ -108,6 +108,22 @@ class TestWorkers:
         assert [] == json.loads(targets.read_text(encoding="utf-8"))
 
     @pytest.mark.parametrize("workers", ["1", "2"])
+    def test_a_stopped_service_leaves_no_socket_open(
+        self, tmp_path: Path, ports: tuple[int, int], workers: str
+    ) -> None:
+        """Under ``-X dev`` (PYTHONDEVMODE), a stop leaves no ResourceWarning for a socket
+        the supervisor bound and never closed: its API and metrics sockets are closed."""
+        api_port, metrics_port = ports
+        env = clean_env(tmp_path, PYTHONDEVMODE="1")
+        args = ["serve", "--port", str(api_port), "--workers", workers]
+        with started([*args, "--metrics-port", str(metrics_port)], env, tmp_path) as child:
+            urls = [f"http://127.0.0.1:{metrics_port + i}/metrics" for i in range(int(workers))]
+            wait_until_up(child, [f"http://127.0.0.1:{api_port}/health", *urls])
+            assert 0 == child.stop()
+        unclosed = [line for line in child.stderr().splitlines() if "unclosed <socket" in line]
+        assert [] == unclosed
+
+    @pytest.mark.parametrize("workers", ["1", "2"])
     def test_sighup_stops_gracefully(
         self, tmp_path: Path, ports: tuple[int, int], workers: str
     ) -> None:

@@ -143,14 +143,19 @@ def serve(
     # seeing them vanish. A stop signal that comes while the app is being built (before
     # the server or the supervisor handles it) is kept for them: its default action would
     # end the process at once, the entries listed.
-    with held_signals() as received:
-        targets.write(range(workers))
-        if workers == 1:
-            slot = WorkerSlot(0, metrics_sockets[0])
-            if run_worker(settings, api_socket, slot, received=received) != 0:
-                raise StartupError("the service failed to start (see its log above)")
-        else:
-            _Supervisor(settings, api_socket, metrics_sockets, targets).run(received)
+    try:
+        with held_signals() as received:
+            targets.write(range(workers))
+            if workers == 1:
+                slot = WorkerSlot(0, metrics_sockets[0])
+                if run_worker(settings, api_socket, slot, received=received) != 0:
+                    raise StartupError("the service failed to start (see its log above)")
+            else:
+                _Supervisor(settings, api_socket, metrics_sockets, targets).run(received)
+    finally:
+        for sock in (api_socket, *metrics_sockets):  # a server may have closed it already
+            if sock is not None:
+                sock.close()
     targets.write(())
     return 0
 
