@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -196,6 +197,51 @@ build = built.build_container
 built.build_container = lambda settings, **kw: build(settings, state_store=BuggyStore(), **kw)
 main(sys.argv[1:])
 """
+
+
+# A tool of one's own whose output JSON has no form for: a NaN, a set, a tuple key.
+_ODD_TOOL = """
+import sys
+
+from taskforce.application import container as built
+from taskforce.api.cli import main
+
+
+class OddTool:
+    name = "odd"
+    description = "output JSON cannot hold as it is"
+    parameters_schema = {"type": "object", "properties": {}}
+
+    async def execute(self, **params):
+        return {"success": True, "output": {"nan": float("nan"), "set": {1}, (1, 2): "k"}}
+
+
+class WithOddTool:
+    def __init__(self, built_container):
+        self.built = built_container
+
+    async def __aenter__(self):
+        container = await self.built.__aenter__()
+        container.tool_registry.register(OddTool())
+        return container
+
+    async def __aexit__(self, *exc_info):
+        return await self.built.__aexit__(*exc_info)
+
+
+build = built.build_container
+built.build_container = lambda settings, **kw: WithOddTool(build(settings, **kw))
+main(sys.argv[1:])
+"""
+
+
+def _strict_json(text: str) -> Any:
+    """``text`` as JSON, refusing ``NaN`` and ``Infinity`` as a strict reader does."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
 
 
 def _stopped_while_saving(
@@ -609,6 +655,23 @@ class TestRun:
         assert ("mission_started", "result") == (events[0]["kind"], events[-1]["kind"])
         tokens = "".join(e["content"] for e in events if e["kind"] == "token")
         assert events[-1]["result"]["final_message"] == tokens
+
+    @pytest.mark.parametrize("agent", ["lean", "legacy"])
+    def test_stream_json_writes_output_json_cannot_hold(self, tmp_path: Path, agent: str) -> None:
+        """`run --stream --json` writes a tool's NaN as null and a set as its text, as the
+        SSE route does: strict JSON lines and exit 0, not a traceback."""
+        proc = _python(
+            "-c", _ODD_TOOL, "run", "tool:odd {}", "--agent", agent, "--stream", "--json",
+            env=_env(tmp_path),
+            cwd=tmp_path,
+        )  # fmt: skip
+
+        assert 0 == proc.returncode, proc.stderr
+        assert "Traceback" not in proc.stderr
+        events = [_strict_json(line) for line in proc.stdout.splitlines()]
+        (output,) = [e["output"] for e in events if e["kind"] == "tool_result"]
+        assert {"nan": None, "set": "{1}", "(1, 2)": "k"} == output
+        assert "completed" == events[-1]["result"]["status"]
 
     @pytest.mark.parametrize("flags", [[], ["--json"], ["--stream"], ["--stream", "--json"]])
     def test_lone_surrogates_are_printed_as_escapes(self, tmp_path: Path, flags: list[str]) -> None:

@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import errno
 import functools
-import json
 import os
 import signal
 import sys
@@ -298,6 +297,7 @@ async def _mission(args: argparse.Namespace, settings: Settings, run: _Run) -> i
     from taskforce.application.container import build_container
     from taskforce.config import check_directories
     from taskforce.core.interfaces import has_visible_character
+    from taskforce.core.interfaces.jsonable import json_writer
 
     if not has_visible_character(args.mission):
         # Refused before anything is built: no state directory for a mission that cannot run.
@@ -319,7 +319,9 @@ async def _mission(args: argparse.Namespace, settings: Settings, run: _Run) -> i
     if args.json and args.stream:
         pass  # the result went out as the last event
     elif args.json:
-        _say(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+        # As POST /api/v1/execute writes it: strict JSON (NaN as null), text for the rest.
+        write = json_writer(is_finite=True, ensure_ascii=False, indent=2)
+        _say(write(result.to_dict()))
     else:
         _say(f"status: {result.status}")
         _say(f"session: {result.session_id}  mission: {result.mission_id}")
@@ -368,6 +370,11 @@ async def _stream_mission(
         The result, and whether answer tokens were printed (then the summary leaves
         the final message out rather than print it twice).
     """
+    from taskforce.core.interfaces.jsonable import json_writer
+
+    # As the SSE route writes its events: a tool's output JSON cannot hold (a NaN, a set)
+    # must not stop the stream with a traceback, nor print a line a strict reader refuses.
+    write = json_writer(is_finite=True, ensure_ascii=False)
     result: ExecutionResult | None = None
     has_tokens = False
     stream = executor.execute_mission_streaming(
@@ -377,7 +384,7 @@ async def _stream_mission(
         async with aclosing(stream) as events:
             async for event in events:
                 if args.json:
-                    _say(json.dumps(event.to_dict(), ensure_ascii=False))
+                    _say(write(event.to_dict()))
                 elif event.kind == "token":
                     _say(event.data.get("content", ""), end="")
                     has_tokens = True
