@@ -597,6 +597,23 @@ class TestRun:
             proc.stderr.splitlines(),
         )
 
+    @pytest.mark.parametrize(
+        "args", [["--help"], ["run", "--help"], ["serve", "--help"], ["--version"]]
+    )
+    def test_help_with_standard_output_closed_exits_74(
+        self, tmp_path: Path, args: list[str]
+    ) -> None:
+        """Help or the version with no standard output at all (`>&-`): 74 and one line, as
+        for run's result; not the text on standard error and exit 0."""
+        proc = _taskforce(*args, env=_env(tmp_path), cwd=tmp_path, stdout=None)
+        assert (
+            74,
+            ["taskforce: cannot write the result to standard output: Bad file descriptor"],
+        ) == (
+            proc.returncode,
+            proc.stderr.splitlines(),
+        )
+
     @pytest.mark.parametrize("args", [[], ["run"], ["run", "hi", "--agent", "x"], ["--bogus"]])
     def test_a_usage_error_with_standard_error_closed_prints_nothing(
         self, tmp_path: Path, args: list[str]

@@ -131,13 +131,22 @@ class _Parser(argparse.ArgumentParser):
 
     def _print_message(self, message: str, file: Any = None) -> None:
         # The one place argparse writes: help and --version to standard output, the rest
-        # (exit's message) to standard error.
+        # (exit's message) to standard error. A standard output closed before the start
+        # (``>&-``) comes as None, as sys.stdout is: help and --version then fail as
+        # ``run``'s result does, rather than go to standard error and exit 0.
         if not message:
             return
-        if file is sys.stdout and file is not None:
-            _say(message, end="")
-        else:
+        if file is not None and file is sys.stderr:
             _complain(message.rstrip("\n"))
+        else:
+            _say(message, end="")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        # argparse's own sends its message through _print_message with sys.stderr, which
+        # is None too when standard error is closed: said here, it never reaches stdout.
+        if message:
+            _complain(message.rstrip("\n"))
+        sys.exit(status)
 
     def error(self, message: str) -> NoReturn:
         # argparse's own would print the usage on standard output when standard error is
