@@ -244,6 +244,33 @@ def _strict_json(text: str) -> Any:
     return json.loads(text, parse_constant=refuse)
 
 
+def _asleep_in_its_tool(
+    tmp_path: Path, seconds: int, ignoring: signal.Signals | None = None
+) -> subprocess.Popen[str]:
+    """`taskforce run` of a mission asleep in its tool for ``seconds``, once the tool runs;
+    started with ``ignoring`` ignored, as a parent (a shell's ``&``) may leave a signal."""
+
+    def ignore() -> None:
+        if ignoring is not None:
+            signal.signal(ignoring, signal.SIG_IGN)
+
+    mission = f'tool:sleep {{"seconds": {seconds}}}'
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "taskforce", "run", mission, "--verbose"],
+        env=_env(tmp_path, TASKFORCE_LOGGING__LEVEL="debug"),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=ignore,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # the tool is running: the mission is under way
+        if '"tool.call.started"' in line:
+            break
+    return proc
+
+
 def _stopped_while_saving(
     tmp_path: Path, hold: str, args: list[str], signals: list[signal.Signals]
 ) -> tuple[int, str, str]:
@@ -423,18 +450,7 @@ class TestRun:
         self, tmp_path: Path, sent: signal.Signals, code: int
     ) -> None:
         """Ctrl-C or SIGTERM: the mission is cancelled and recorded, one line, 128 + signal."""
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "taskforce", "run", 'tool:sleep {"seconds": 30}', "--verbose"],
-            env=_env(tmp_path, TASKFORCE_LOGGING__LEVEL="debug"),
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert proc.stderr is not None
-        for line in proc.stderr:  # the tool is running: the mission is under way
-            if '"tool.call.started"' in line:
-                break
+        proc = _asleep_in_its_tool(tmp_path, 30)
         proc.send_signal(sent)
         stdout, stderr = proc.communicate(timeout=30)
         assert (code, "") == (proc.returncode, stdout)
@@ -443,6 +459,21 @@ class TestRun:
         (saved,) = (tmp_path / "state").glob("*.json")
         (record,) = json.loads(saved.read_text(encoding="utf-8"))["missions"]
         assert ("cancelled", "cancelled") == (record["status"], record["error_type"])
+
+    @pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM])
+    def test_a_stop_signal_ignored_from_the_start_stays_ignored(
+        self, tmp_path: Path, sent: signal.Signals
+    ) -> None:
+        """A stop signal `run` was started with ignored (`taskforce run ... &` in a script
+        ignores Ctrl-C): the mission goes on to its end and exit 0, as Python leaves an
+        ignored SIGINT, rather than be cancelled with 130 or 143."""
+        proc = _asleep_in_its_tool(tmp_path, 1, ignoring=sent)
+        proc.send_signal(sent)
+        stdout, stderr = proc.communicate(timeout=30)
+        assert (0, "status: completed") == (proc.returncode, stdout.splitlines()[0]), stderr
+        (saved,) = (tmp_path / "state").glob("*.json")
+        (record,) = json.loads(saved.read_text(encoding="utf-8"))["missions"]
+        assert "completed" == record["status"]
 
     @pytest.mark.parametrize(
         ("sent", "code", "loading"),

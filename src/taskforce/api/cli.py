@@ -99,6 +99,16 @@ def _printable(text: str) -> str:
     return text
 
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _is_ignored(sent: signal.Signals) -> bool:
+    """Whether ``sent`` is ignored, as it came from the parent (``taskforce run ... &`` in a
+    script ignores SIGINT, ``trap '' TERM`` SIGTERM): ``run`` leaves it so, as Python does
+    with an ignored SIGINT, rather than be stopped by a signal it was meant to survive."""
+    return signal.getsignal(sent) is signal.SIG_IGN
+
+
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     """Stop ``run`` where it is, as Python's own SIGINT handler does with KeyboardInterrupt."""
     raise _Terminated
@@ -296,8 +306,9 @@ async def _run_mission(args: argparse.Namespace, settings: Settings, run: _Run) 
     # Kept until asyncio.run is over (its shutdown included): _command then restores
     # the default disposition, as the process is about to exit.
     stop = functools.partial(_stop, run, task, asyncio.get_running_loop())
-    for sent in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sent, stop)
+    for sent in _STOP_SIGNALS:
+        if not _is_ignored(sent):
+            signal.signal(sent, stop)
     return await _mission(args, settings, run)
 
 
@@ -415,7 +426,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     unreachable state database (the line names state.dsn, or the libpq variable such as
     PGSSLMODE whose value the driver refused) or a start-up failure such
     as a port in use (the line names host and port); 130 and 143 when ``run`` is
-    stopped by SIGINT (Ctrl-C) or SIGTERM, its mission cancelled, or before it started;
+    stopped by SIGINT (Ctrl-C) or SIGTERM, its mission cancelled, or before it started
+    (a stop signal it was started with ignored stays ignored);
     141 when the standard output of ``run`` (or of ``--help``, ``--version``) is closed
     (a reader that went away), as SIGPIPE; 74 (``EX_IOERR``, one line) when it cannot be
     written otherwise (a full disk).
@@ -442,7 +454,8 @@ def _main(argv: Sequence[str] | None) -> int:
     # and asyncio load: before the mission's event loop takes it over (_run_mission),
     # there is nothing to cancel or record, so one line and 143 it is. (Only the
     # interpreter's own start and `import taskforce` come before this handler.)
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    if not _is_ignored(signal.SIGTERM):
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return _command(args)
     except (KeyboardInterrupt, _Terminated) as exc:
@@ -532,8 +545,9 @@ def _command(args: argparse.Namespace) -> int:
         finally:
             # run is over: a signal from here on ends the process as it would any
             # program (not a KeyboardInterrupt or traceback during its exit)
-            for sent in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sent, signal.SIG_DFL)
+            for sent in _STOP_SIGNALS:
+                if not _is_ignored(sent):
+                    signal.signal(sent, signal.SIG_DFL)
     except (ConfigurationError, MissionError, StartupError) as exc:
         _complain(f"taskforce: {exc}")
         return 2
