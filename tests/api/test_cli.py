@@ -721,6 +721,21 @@ class TestRun:
         assert {"nan": None, "set": "{1}", "(1, 2)": "k"} == output
         assert "completed" == events[-1]["result"]["status"]
 
+    @pytest.mark.parametrize("flags", [["--json"], ["--stream", "--json"]])
+    def test_json_on_an_ascii_output_is_json(self, tmp_path: Path, flags: list[str]) -> None:
+        """`--json` on an output encoding that is not UTF-8 (`PYTHONIOENCODING=ascii`): a
+        character past U+FFFF is a JSON escape, not Python's `\\U0001f600` a reader refuses."""
+        env = _env(tmp_path, PYTHONIOENCODING="ascii")
+        proc = _taskforce("run", "say \U0001f600 \u00e9", *flags, env=env, cwd=tmp_path)
+
+        assert 0 == proc.returncode, proc.stderr
+        proc.stdout.encode("ascii")  # all of it went out as ASCII
+        if "--stream" in flags:
+            result = _strict_json(proc.stdout.splitlines()[-1])["result"]
+        else:
+            result = _strict_json(proc.stdout)
+        assert "Scripted answer: say \U0001f600 \u00e9" == result["final_message"]
+
     @pytest.mark.parametrize("flags", [[], ["--json"], ["--stream"], ["--stream", "--json"]])
     def test_lone_surrogates_are_printed_as_escapes(self, tmp_path: Path, flags: list[str]) -> None:
         """A file name that is not UTF-8 and a tool argument's lone surrogate escape leave as

@@ -8,13 +8,14 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import errno
 import functools
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import aclosing
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
@@ -317,7 +318,6 @@ async def _mission(args: argparse.Namespace, settings: Settings, run: _Run) -> i
     from taskforce.application.container import build_container
     from taskforce.config import check_directories
     from taskforce.core.interfaces import has_visible_character
-    from taskforce.core.interfaces.jsonable import json_writer
 
     if not has_visible_character(args.mission):
         # Refused before anything is built: no state directory for a mission that cannot run.
@@ -339,9 +339,7 @@ async def _mission(args: argparse.Namespace, settings: Settings, run: _Run) -> i
     if args.json and args.stream:
         pass  # the result went out as the last event
     elif args.json:
-        # As POST /api/v1/execute writes it: strict JSON (NaN as null), text for the rest.
-        write = json_writer(is_finite=True, ensure_ascii=False, indent=2)
-        _say(write(result.to_dict()))
+        _say(_json_writer(indent=2)(result.to_dict()))
     else:
         _say(f"status: {result.status}")
         _say(f"session: {result.session_id}  mission: {result.mission_id}")
@@ -353,6 +351,21 @@ async def _mission(args: argparse.Namespace, settings: Settings, run: _Run) -> i
         if not has_tokens and result.final_message:
             _say(result.final_message)
     return 0 if result.status == "completed" else 1
+
+
+def _json_writer(**options: Any) -> Callable[[Any], str]:
+    """The function ``--json`` writes a result or an event with, as the API writes them.
+
+    Strict JSON: a tool's output JSON cannot hold (a NaN, a set) must neither stop ``run``
+    with a traceback nor print what a strict reader refuses. On an output encoding other
+    than UTF-8 (``PYTHONIOENCODING=ascii``) every character past ASCII is its ``\\uXXXX``
+    escape: the backslash escape ``_say`` falls back to is no JSON for one past U+FFFF.
+    """
+    from taskforce.core.interfaces.jsonable import json_writer
+
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    is_utf8 = codecs.lookup(encoding).name == "utf-8"
+    return json_writer(is_finite=True, ensure_ascii=not is_utf8, **options)
 
 
 def _stop(
@@ -390,11 +403,7 @@ async def _stream_mission(
         The result, and whether answer tokens were printed (then the summary leaves
         the final message out rather than print it twice).
     """
-    from taskforce.core.interfaces.jsonable import json_writer
-
-    # As the SSE route writes its events: a tool's output JSON cannot hold (a NaN, a set)
-    # must not stop the stream with a traceback, nor print a line a strict reader refuses.
-    write = json_writer(is_finite=True, ensure_ascii=False)
+    write = _json_writer()
     result: ExecutionResult | None = None
     has_tokens = False
     stream = executor.execute_mission_streaming(
