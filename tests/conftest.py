@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,13 @@ import structlog
 from taskforce.config import Settings
 from tests.support.log_audit import EventAudit
 from tests.support.postgres import PostgresServer, running_postgres
+
+# A shell starts a background job (`bash .ci/run &`, a CI runner's step) with SIGINT
+# ignored, and an ignored signal stays ignored in every child: a `taskforce` process a test
+# sends Ctrl-C would then leave it ignored, as `run` keeps a signal ignored from its start,
+# and never stop. The tests send Ctrl-C as at a terminal, so the suite takes it back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 _AUDIT = EventAudit()
 
