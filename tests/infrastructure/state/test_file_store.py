@@ -207,6 +207,26 @@ class TestAtomicSave:
         assert ["s.json"] == _listing(store.state_dir)
         assert {"v": 1} == await store.load("s")
 
+    async def test_a_state_dir_it_creates_is_synced_into_its_parent(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The folders a first write creates are fsynced into their parents, as the file is."""
+        synced: list[str] = []
+        real_fsync = os.fsync
+
+        def recording_fsync(fd: int) -> None:
+            synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", recording_fsync)
+        store = FileStateStore(tmp_path / "a" / "state")
+        try:
+            await store.append("s", {"v": 1})
+        finally:
+            await store.aclose()
+        made = tmp_path.resolve() / "a"
+        assert {str(made.parent), str(made), str(made / "state")} <= set(synced)
+
     async def test_state_changed_after_save_call_is_not_saved(self, store: FileStateStore) -> None:
         """The saved snapshot is the state at the time of the call."""
         state = {"n": 1}

@@ -2,7 +2,8 @@
 
 A write goes to a temp file beside the target (locked while it is written), is
 fsynced and renamed over the old file, so a reader sees the old or the new
-state, never half of one. A file that cannot be parsed is reported, never
+state, never half of one; the folder is fsynced after the rename, and a folder
+the write creates is fsynced into its parent. A file that cannot be parsed is reported, never
 overwritten or deleted by a load.
 
 The document keeps its mission records last, one per line, so an append
@@ -170,8 +171,25 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+def _make_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, each fsynced into its parent.
+
+    Without that a power loss after the first write could lose the new folder, and
+    the session files in it, even though each file and rename was fsynced.
+    """
+    if directory.is_dir():
+        return
+    if directory.parent != directory:
+        _make_dirs(directory.parent)
+    try:
+        directory.mkdir()
+    except FileExistsError:
+        return  # made by another writer (which syncs it), or not a folder: the write says
+    _fsync_dir(directory.parent)
+
+
 def _write_atomically(directory: Path, target: Path, data: bytes) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
+    _make_dirs(directory)
     fd, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{target.stem}.", suffix=".tmp")
     try:
         with open(fd, "wb") as handle:
@@ -195,8 +213,9 @@ def _stripe_lock(directory: Path, session_id: str, *, wait: bool = True) -> Iter
 
     Yields whether it is held: always when ``wait``, else only if no one held it.
     """
+    _make_dirs(directory)
     locks = directory / LOCK_DIR
-    locks.mkdir(parents=True, exist_ok=True)
+    locks.mkdir(exist_ok=True)
     stripe = zlib.crc32(session_id.encode()) % _LOCK_STRIPES
     fd = os.open(locks / f"{stripe:02d}", os.O_RDWR | os.O_CREAT, 0o600)
     try:
