@@ -30,6 +30,7 @@ __all__ = [
     "api_port_clash",
     "bind_first_free",
     "bind_socket",
+    "bound_socket",
     "metrics_listener",
     "socket_url",
 ]
@@ -116,12 +117,34 @@ def bind_socket(host: str, port: int, *, what: str) -> socket.socket:
             not a host name at all); the message is one line naming host and port.
     """
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        sock = bound_socket(host, port)
+        try:
+            sock.listen(_BACKLOG)
+        except OSError:
+            sock.close()
+            raise
     except socket.gaierror as exc:
         raise StartupError(f"cannot listen on {host}:{port} for {what}: {exc.strerror}") from exc
     except UnicodeError as exc:  # the IDNA codec: an empty label, one over 63 characters
         named = f"cannot listen on {host!r}:{port} for {what}"
         raise StartupError(f"{named}: not a valid host name") from exc
+    except OSError as exc:
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise StartupError(f"cannot listen on {host}:{port} for {what}: {reason}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def bound_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` as the listeners bind it (address reuse, both
+    IP versions on an IPv6 wildcard); not listening yet.
+
+    Raises:
+        socket.gaierror: ``host`` cannot be resolved.
+        UnicodeError: ``host`` is no valid host name (the IDNA codec refuses it).
+        OSError: the address cannot be bound (in use, not local).
+    """
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
@@ -129,12 +152,9 @@ def bind_socket(host: str, port: int, *, what: str) -> socket.socket:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind(address)
-        sock.listen(_BACKLOG)
-    except OSError as exc:
+    except BaseException:
         sock.close()
-        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-        raise StartupError(f"cannot listen on {host}:{port} for {what}: {reason}") from exc
-    sock.set_inheritable(True)
+        raise
     return sock
 
 

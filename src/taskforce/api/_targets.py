@@ -21,6 +21,8 @@ from typing import Any
 
 import structlog
 
+from taskforce.api._listener import bound_socket
+
 __all__ = [
     "advertised_host",
     "register_target",
@@ -185,14 +187,8 @@ def _unheld(targets: list[tuple[str, str, int]]) -> Iterator[str]:
 def _is_free(host: str, port: int) -> bool:
     """Whether ``host:port`` can be bound: no socket listens on it (one in TIME_WAIT may)."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, kind, proto, _, address = infos[0]
-        with socket.socket(family, kind, proto) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            sock.bind(address)
-    except OSError:  # in use, or not to be told: kept
+        bound_socket(host, port).close()  # bound as a listener of ours would be
+    except (OSError, UnicodeError):  # in use, or not to be told: kept
         return False
     return True
 
