@@ -123,6 +123,28 @@ class TestNativeMode:
         expected = [{"id": "call_0", "name": "calculator", "arguments": {"expression": "2+2"}}]
         assert expected == result["tool_calls"]
 
+    @pytest.mark.parametrize("char", ["\u2028", "\u2029", "\x85"])
+    async def test_a_unicode_line_separator_is_text(
+        self, provider: ScriptedLLMProvider, char: str
+    ) -> None:
+        """A Unicode line separator, which JSON takes raw in a string, ends no line."""
+        mission = f'tool:file_write {{"path": "a.txt", "content": "one{char}two"}}'
+
+        result = await provider.complete(_mission(mission), tools=_TOOLS)
+
+        assert {"path": "a.txt", "content": f"one{char}two"} == result["tool_calls"][0]["arguments"]
+
+    @pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+    async def test_lines_end_at_lf_crlf_or_cr(
+        self, provider: ScriptedLLMProvider, newline: str
+    ) -> None:
+        """Lines end at LF, CRLF or CR (nothing else), and a bad one is named by that count."""
+        mission = newline.join(["say\u2028hi", 'tool:calculator {"expression": "1"}', "llm:fail x"])
+
+        result = await provider.complete(_mission(mission), tools=_TOOLS)
+
+        assert str(result["error"]).startswith("line 3 of the mission, 'llm:fail x'")
+
     async def test_plain_mission_is_echoed(self, provider: ScriptedLLMProvider) -> None:
         """A mission without directives is answered directly with its text."""
         result = await provider.complete(_mission("  Say hello\n\nto the team "), tools=_TOOLS)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,10 @@ _DELAY_PREFIX = "llm:delay"
 _RESULT_LIMIT = 200
 _MAX_FAILURES = 100
 _MAX_DELAY_MS = 600_000.0
+#: What ends a line of a mission: LF, CRLF or CR. Not the other breaks ``str.splitlines``
+#: knows (NEL U+0085, U+2028, U+2029, form feed, ...): JSON takes several of them raw in a
+#: string, and an error's line number would not be the one an editor shows.
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 class ScriptedLLMError(LLMProviderError):
@@ -245,7 +250,8 @@ def parse_script(text: str) -> Script:
     """Read the directives out of a mission text.
 
     Args:
-        text: the mission, one directive or plain line per line.
+        text: the mission, one directive or plain line per line; a line ends at LF,
+            CRLF or CR only.
 
     Returns:
         The parsed script.
@@ -257,7 +263,7 @@ def parse_script(text: str) -> Script:
     """
     directives: list[_Directive] = []
     plain: list[str] = []
-    for line_no, raw_line in enumerate(text.splitlines(), start=1):
+    for line_no, raw_line in enumerate(_LINE_BREAK.split(text), start=1):
         line = raw_line.strip()
         head = line.split(maxsplit=1)[0] if line else ""
         if line.startswith(_TOOL_PREFIX):
