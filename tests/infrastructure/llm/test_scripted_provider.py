@@ -145,6 +145,18 @@ class TestNativeMode:
 
         assert str(result["error"]).startswith("line 3 of the mission, 'llm:fail x'")
 
+    async def test_a_byte_order_mark_before_a_directive_is_dropped(
+        self, provider: ScriptedLLMProvider
+    ) -> None:
+        """A mission from a file saved with a byte order mark still starts with its directive."""
+        mission = '\ufefftool:calculator {"expression": "2+2"}\nsay done'
+
+        result = await provider.complete(_mission(mission), tools=_TOOLS)
+        planned = await provider.generate(PLAN_PROMPT + MISSION_PREFIX + mission)
+
+        assert ["calculator"] == [call["name"] for call in result["tool_calls"]]
+        assert 2 == len(json.loads(str(planned["content"]))["steps"])
+
     async def test_plain_mission_is_echoed(self, provider: ScriptedLLMProvider) -> None:
         """A mission without directives is answered directly with its text."""
         result = await provider.complete(_mission("  Say hello\n\nto the team "), tools=_TOOLS)

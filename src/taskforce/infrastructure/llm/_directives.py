@@ -47,6 +47,8 @@ _MAX_DELAY_MS = 600_000.0
 #: knows (NEL U+0085, U+2028, U+2029, form feed, ...): JSON takes several of them raw in a
 #: string, and an error's line number would not be the one an editor shows.
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+#: The byte order mark a text saved by some editors starts with: invisible, and no text.
+_BOM = "\ufeff"
 
 
 class ScriptedLLMError(LLMProviderError):
@@ -251,7 +253,7 @@ def parse_script(text: str) -> Script:
 
     Args:
         text: the mission, one directive or plain line per line; a line ends at LF,
-            CRLF or CR only.
+            CRLF or CR only. A byte order mark it starts with is dropped.
 
     Returns:
         The parsed script.
@@ -263,7 +265,7 @@ def parse_script(text: str) -> Script:
     """
     directives: list[_Directive] = []
     plain: list[str] = []
-    for line_no, raw_line in enumerate(_LINE_BREAK.split(text), start=1):
+    for line_no, raw_line in enumerate(_LINE_BREAK.split(text.removeprefix(_BOM)), start=1):
         line = raw_line.strip()
         head = line.split(maxsplit=1)[0] if line else ""
         if line.startswith(_TOOL_PREFIX):
