@@ -25,6 +25,7 @@ from taskforce.infrastructure.llm import (
     ScriptedLLMError,
     ScriptedLLMProvider,
 )
+from taskforce.infrastructure.llm._directives import parse_script
 
 _TOOLS: list[Any] = [
     {
@@ -670,6 +671,62 @@ class TestDelays:
         """Negative or infinite delays are refused, naming the argument."""
         with pytest.raises(ValueError, match=next(iter(kwargs))):
             ScriptedLLMProvider(**kwargs)  # type: ignore[arg-type]
+
+
+class TestDocumentedRules:
+    """The rules of the operator guide's "Drills without a provider", one test each."""
+
+    @pytest.mark.parametrize(
+        "mission",
+        ['please tool:calculator {"expression": "1"}', "so llm:error", "now llm:fail auth"],
+    )
+    async def test_a_directive_mid_line_is_plain_text(
+        self, provider: ScriptedLLMProvider, mission: str
+    ) -> None:
+        """A directive counts at the start of its line only; mid-line it is plain text."""
+        result = await provider.complete(_mission(mission), tools=_TOOLS)
+
+        assert (f"Scripted answer: {mission}", []) == (result["content"], result["tool_calls"])
+
+    async def test_spaces_and_tabs_before_a_directive(self, provider: ScriptedLLMProvider) -> None:
+        """Spaces and tabs before a directive leave it a directive."""
+        result = await provider.complete(_mission(" \t llm:fail auth\nhi"), tools=_TOOLS)
+
+        assert "auth" == result["error_type"]
+
+    @pytest.mark.parametrize(("count", "ok"), [("100", True), ("101", False)])
+    async def test_fail_count_is_1_to_100(
+        self, provider: ScriptedLLMProvider, count: str, ok: bool
+    ) -> None:
+        """``llm:fail TYPE N`` takes N up to 100; more is a malformed line."""
+        result = await provider.complete(_mission(f"llm:fail auth {count}"), tools=_TOOLS)
+
+        assert ("auth" if ok else "bad_request") == result["error_type"]
+        assert ok is ("line 1" not in result["error"])
+
+    @pytest.mark.parametrize(("delay", "ok"), [("600000", True), ("600000.5", False)])
+    def test_delay_is_0_to_600000(self, delay: str, ok: bool) -> None:
+        """``llm:delay MS`` takes up to 600,000 ms; more is a malformed line."""
+        if ok:
+            assert 600.0 == parse_script(f"llm:delay {delay}").faults(0).delay_seconds
+        else:
+            with pytest.raises(ScriptedDirectiveError, match="0 to 600000"):
+                parse_script(f"llm:delay {delay}")
+
+    def test_delays_before_one_call_add_up(self) -> None:
+        """Several ``llm:delay`` lines before the same call add up; a tool starts a new sum."""
+        script = parse_script("llm:delay 100\nllm:delay 250\ntool:a\nllm:delay 40\nhi")
+
+        assert (0.35, 0.04) == (script.faults(0).delay_seconds, script.faults(1).delay_seconds)
+
+    async def test_arguments_read_as_a_model_s_are(self, provider: ScriptedLLMProvider) -> None:
+        """A key given twice keeps its last value; NaN and Infinity are numbers."""
+        mission = 'tool:calculator {"a": 1, "a": 2, "n": NaN, "i": -Infinity}'
+
+        result = await provider.complete(_mission(mission), tools=_TOOLS)
+
+        arguments = result["tool_calls"][0]["arguments"]
+        assert (2, True, -math.inf) == (arguments["a"], math.isnan(arguments["n"]), arguments["i"])
 
 
 class TestStreamWithTools:
