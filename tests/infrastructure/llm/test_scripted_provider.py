@@ -457,6 +457,19 @@ class TestStream:
         assert {"done": True, "usage": expected_usage, "model": "m-1"} == done
         assert [None] == [a.error_type for a in chunks[-1]["attempts"]]
 
+    @pytest.mark.parametrize("output", ["", "ends with a space ", "two  spaces", " leads"])
+    async def test_no_delta_is_empty(self, provider: ScriptedLLMProvider, output: str) -> None:
+        """Every text delta holds text (an empty file read ends the answer with a space),
+        as the OpenAI-compatible provider's do; together they are ``complete``'s answer."""
+        messages = [*_mission("tool:file_read {}"), _tool_result("call_0", output)]
+
+        chunks = [c async for c in provider.stream(messages)]
+        answer = await provider.complete(messages, tools=_TOOLS)
+
+        deltas = [c["content"] for c in chunks if "content" in c]
+        assert [] == [delta for delta in deltas if not delta]
+        assert answer["content"] == "".join(deltas)
+
     async def test_next_tool_is_announced(self, provider: ScriptedLLMProvider) -> None:
         """When a tool is next, the streamed text names it and its arguments."""
         chunks = [c async for c in provider.stream(_mission('tool:calculator {"a": 1}'))]

@@ -294,13 +294,11 @@ class ScriptedLLMProvider:
             # Retries were made: their report at once, before the first text (StreamChunk).
             yield {"attempts": attempts}
         delay = self._first_chunk_delay_seconds
-        if text:
-            words = text.split(" ")
-            for index, word in enumerate(words):
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                delay = self._chunk_delay_seconds
-                yield {"content": word if index == len(words) - 1 else word + " "}
+        for delta in _deltas(text):
+            if delay > 0:
+                await asyncio.sleep(delay)
+            delay = self._chunk_delay_seconds
+            yield {"content": delta}
         if delay > 0:
             await asyncio.sleep(delay)
         answer_chars = len(text) if text else len(json.dumps(calls))
@@ -388,6 +386,16 @@ def _starts_a_step(messages: Sequence[ChatMessage]) -> bool:
         return False
     content = messages[-1].get("content") or ""
     return messages[-1].get("role") == "user" and content.startswith(STEP_PREFIX)
+
+
+def _deltas(text: str) -> list[str]:
+    """Cut ``text`` into the deltas of a stream: each word with the space after it.
+
+    None is empty (a text that ends with a space would give an empty last word), as the
+    OpenAI-compatible provider streams no empty delta.
+    """
+    words = text.split(" ")
+    return [delta for delta in (*(word + " " for word in words[:-1]), words[-1]) if delta]
 
 
 def _tool_call(directive: ToolDirective, cursor: int) -> ToolCall:
