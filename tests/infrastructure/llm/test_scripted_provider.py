@@ -7,6 +7,7 @@ import contextlib
 import json
 import math
 import time
+import tracemalloc
 from collections.abc import Mapping
 from typing import Any
 
@@ -500,6 +501,26 @@ class TestStream:
 class TestFailDirective:
     """``llm:fail TYPE [N]`` fails attempts, retried as the OpenAI-compatible provider would."""
 
+    async def test_a_call_lists_no_more_failures_than_it_makes_attempts(
+        self, provider: ScriptedLLMProvider
+    ) -> None:
+        """A mission of ``llm:fail TYPE 100`` lines costs a call no more memory than one
+        of ``llm:fail TYPE 1`` lines: a call makes at most ``max_retries + 1`` attempts."""
+        lines = 4000
+
+        async def peak(count: int) -> tuple[str, int]:
+            mission = _mission(f"llm:fail rate_limit {count}\n" * lines)
+            tracemalloc.start()
+            try:
+                result = await provider.complete(mission)
+                return str(result["error_type"]), tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+
+        (many, many_peak), (one, one_peak) = await peak(100), await peak(1)
+        assert ("rate_limit", "rate_limit") == (many, one)
+        assert many_peak < 2 * one_peak
+
     async def test_rate_limit_then_success(self, provider: ScriptedLLMProvider) -> None:
         """One rate-limited attempt, then the answer: like a 429 then a 200."""
         result = await provider.complete(_mission("llm:fail rate_limit\nhello"), tools=_TOOLS)
@@ -721,7 +742,7 @@ class TestDocumentedRules:
     def test_delay_is_0_to_600000(self, delay: str, ok: bool) -> None:
         """``llm:delay MS`` takes up to 600,000 ms; more is a malformed line."""
         if ok:
-            assert 600.0 == parse_script(f"llm:delay {delay}").faults(0).delay_seconds
+            assert 600.0 == parse_script(f"llm:delay {delay}").faults(0, 1).delay_seconds
         else:
             with pytest.raises(ScriptedDirectiveError, match="0 to 600000"):
                 parse_script(f"llm:delay {delay}")
@@ -730,7 +751,10 @@ class TestDocumentedRules:
         """Several ``llm:delay`` lines before the same call add up; a tool starts a new sum."""
         script = parse_script("llm:delay 100\nllm:delay 250\ntool:a\nllm:delay 40\nhi")
 
-        assert (0.35, 0.04) == (script.faults(0).delay_seconds, script.faults(1).delay_seconds)
+        assert (0.35, 0.04) == (
+            script.faults(0, 1).delay_seconds,
+            script.faults(1, 1).delay_seconds,
+        )
 
     async def test_arguments_read_as_a_model_s_are(self, provider: ScriptedLLMProvider) -> None:
         """A key given twice keeps its last value; NaN and Infinity are numbers."""

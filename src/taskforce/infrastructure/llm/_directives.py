@@ -162,21 +162,24 @@ class Script:
         last = segment[-1] if segment else None
         return last if isinstance(last, ToolDirective | ErrorDirective) else None
 
-    def faults(self, cursor: int) -> CallFaults:
+    def faults(self, cursor: int, attempts: int) -> CallFaults:
         """Return the failing attempts and the delay asked of the calls at ``cursor``.
 
         Args:
             cursor: how many tool results the conversation already holds.
+            attempts: the most attempts a call makes; failures past them are not listed
+                (a mission of many ``llm:fail TYPE 100`` lines would list 100 for each).
 
         Returns:
-            The ``llm:fail`` error types in order (one per failing attempt) and
-            the sum of the ``llm:delay`` lines before the next action.
+            The ``llm:fail`` error types in order (one per failing attempt, at most
+            ``attempts``) and the sum of the ``llm:delay`` lines before the next action.
         """
         failures: list[LLMErrorType] = []
         delay_ms = 0.0
         for directive in self._segment(cursor):
             if isinstance(directive, FailDirective):
-                failures.extend([directive.error_type] * directive.count)
+                room = attempts - len(failures)
+                failures.extend([directive.error_type] * min(directive.count, room))
             elif isinstance(directive, DelayDirective):
                 delay_ms += directive.delay_ms
         return CallFaults(tuple(failures), delay_ms / 1000)

@@ -323,7 +323,7 @@ class ScriptedLLMProvider:
         Raises:
             LLMProviderError: ``llm:error`` is next, or ``llm:fail`` used up the attempts.
         """
-        faults = script.faults(cursor) if has_faults else CallFaults()
+        faults = script.faults(cursor, self._retry.max_retries + 1) if has_faults else CallFaults()
         directive = script.next_directive(cursor)
 
         async def attempt() -> ToolDirective | None:
