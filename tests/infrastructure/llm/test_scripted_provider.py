@@ -712,12 +712,18 @@ class TestDocumentedRules:
 
     @pytest.mark.parametrize(
         "mission",
-        ['please tool:calculator {"expression": "1"}', "so llm:error", "now llm:fail auth"],
+        [
+            'please tool:calculator {"expression": "1"}',
+            "so llm:error",
+            "now llm:fail auth",
+            "llm:error with words after it",
+        ],
     )
     async def test_a_directive_mid_line_is_plain_text(
         self, provider: ScriptedLLMProvider, mission: str
     ) -> None:
-        """A directive counts at the start of its line only; mid-line it is plain text."""
+        """A directive counts at the start of its line only; mid-line it is plain text, as
+        ``llm:error`` with words after it is."""
         result = await provider.complete(_mission(mission), tools=_TOOLS)
 
         assert (f"Scripted answer: {mission}", []) == (result["content"], result["tool_calls"])
