@@ -510,12 +510,16 @@ class TestFailDirective:
 
         async def peak(count: int) -> tuple[str, int]:
             mission = _mission(f"llm:fail rate_limit {count}\n" * lines)
+            tracing = tracemalloc.is_tracing()  # PYTHONTRACEMALLOC set: leave it on
             tracemalloc.start()
             try:
+                tracemalloc.reset_peak()
+                before = tracemalloc.get_traced_memory()[0]
                 result = await provider.complete(mission)
-                return str(result["error_type"]), tracemalloc.get_traced_memory()[1]
+                return str(result["error_type"]), tracemalloc.get_traced_memory()[1] - before
             finally:
-                tracemalloc.stop()
+                if not tracing:
+                    tracemalloc.stop()
 
         (many, many_peak), (one, one_peak) = await peak(100), await peak(1)
         assert ("rate_limit", "rate_limit") == (many, one)
