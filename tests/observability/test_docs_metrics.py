@@ -83,6 +83,12 @@ class TestMetricsDoc:
             re.findall(r"`(\w+)`", table)
         )
 
+    def test_label_table_has_one_row_per_label(self, text: str) -> None:
+        """No label is described twice in the label table (two rows could disagree)."""
+        table = text.split("### Label values", 1)[1].split("\n## ", 1)[0]
+        first_cells = re.findall(r"^\| (.+?) \|", table, re.M)[2:]  # after header and rule
+        assert [] == sorted({c for c in first_cells if first_cells.count(c) > 1})
+
     def test_names_the_semconv_version(self, text: str) -> None:
         """The OpenTelemetry section says which semantic-conventions version was read."""
         assert re.search(r"semantic\s+conventions\s+\*\*v\d+\.\d+\.\d+\*\*", text)
