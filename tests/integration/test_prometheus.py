@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+import yaml
 
 from taskforce import __version__
 from taskforce.api.server import create_app
@@ -277,3 +278,34 @@ class TestScrapeWithToken:
         target = token_targets["without-token"]
         assert "down" == target["health"]
         assert "401" in target["lastError"]
+
+
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "prometheus.yml"
+
+
+def _example_on(port: int) -> dict[str, Any]:
+    """examples/prometheus.yml as shipped, but aimed at ``port`` and scraping every second."""
+    config: dict[str, Any] = yaml.safe_load(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
+    config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
+    (job,) = config["scrape_configs"]
+    (static,) = job["static_configs"]
+    assert ["127.0.0.1:8000"] == static["targets"]  # what `taskforce serve` binds by default
+    static["targets"] = [f"127.0.0.1:{port}"]
+    return config
+
+
+class TestExampleConfig:
+    async def test_examples_prometheus_yml_scrapes_a_served_app(self, tmp_path: Path) -> None:
+        """The job of examples/prometheus.yml, its path and scheme as shipped, gets up == 1."""
+        settings = _settings(tmp_path)
+        with (
+            serve(create_app(settings)) as server,
+            run_prometheus(tmp_path / "prometheus", _example_on(server.port)) as prometheus_url,
+        ):
+
+            async def up() -> list[dict[str, Any]]:
+                return await _query(prometheus_url, 'up{job="taskforce"} == 1')
+
+            await _eventually(up, bool, "examples/prometheus.yml never scraped the app")
+            builds = await _query(prometheus_url, 'taskforce_build_info{job="taskforce"}')
+        assert [__version__] == [sample["metric"]["version"] for sample in builds]
