@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
+
+import pytest
+
+from tests.support.processes import PORT_RANGE_VARIABLE, free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,3 +31,14 @@ class TestReadme:
         """.ci/run executes the README's test line verbatim."""
         script = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
         assert _setup_lines()[1] in script
+
+    def test_port_range_is_the_only_source_of_named_ports(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With TEST_PORT_RANGE set, a named port never comes from outside it."""
+        with socket.socket() as held:
+            held.bind(("127.0.0.1", 0))
+            port = held.getsockname()[1]
+            monkeypatch.setenv(PORT_RANGE_VARIABLE, f"{port}-{port}")
+            with pytest.raises(RuntimeError, match="no 1 consecutive free ports"):
+                free_ports(1)  # the range's one port is taken: no port elsewhere instead
