@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from taskforce.api.server import create_app
 from taskforce.config import Settings
@@ -157,3 +158,29 @@ class TestAwkwardText:
             (m["mission_id"], m["final_message"], m["error"], m["error_type"])
             for m in read.json()["missions"]
         ]
+
+
+class TestStoreFailureLines:
+    async def test_error_is_the_class_and_the_message_the_client_sees(self, tmp_path: Path) -> None:
+        """A built-in store's failure: each line's `error` is its class, then the message the
+        client got (the 500's detail, the failed mission's error after its prefix)."""
+        settings = _settings(tmp_path, "file", None)
+        settings.state_dir.mkdir(parents=True)
+        (settings.state_dir / "s-1.json").write_text("{broken", encoding="utf-8")
+        with serve(create_app(settings)) as live, capture_logs() as logs:
+            async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+                read = await client.get("/api/v1/sessions/s-1")
+                body = {"mission": "hello", "session_id": "s-1"}
+                ran = (await client.post("/api/v1/execute", json=body)).json()
+        lines = {line["event"]: line for line in logs if line["event"].startswith("state.")}
+        prefix = "could not save the session state: "
+        assert (500, "StateCorruptedError", True) == (
+            read.status_code,
+            ran["error_type"],
+            ran["error"].startswith(prefix),
+        )
+        assert (
+            f"StateCorruptedError: {read.json()['detail']}" == lines["state.load.failed"]["error"]
+        )
+        said = ran["error"].removeprefix(prefix)
+        assert f"StateCorruptedError: {said}" == lines["state.save.failed"]["error"]
