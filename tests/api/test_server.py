@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 import structlog
+from structlog.testing import capture_logs
 
 from taskforce.api._listener import WorkerSlot
 from taskforce.api.server import create_app
@@ -287,6 +288,13 @@ class TestLoggingUnderAForeignServer:
         structlog.configure(processors=processors)
         create_app()
         assert processors == structlog.get_config()["processors"]
+
+    def test_server_started_has_no_url_of_its_own(self, settings: Settings) -> None:
+        """Served by another server, server.started leaves the API's url and worker to it."""
+        with capture_logs() as logs, serve(create_app(settings)):
+            pass
+        (started,) = [line for line in logs if line["event"] == "server.started"]
+        assert (None, None, None) == (started["url"], started["worker"], started["metrics_port"])
 
 
 class TestUnreachableStateDatabase:
