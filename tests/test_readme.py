@@ -42,3 +42,14 @@ class TestReadme:
             monkeypatch.setenv(PORT_RANGE_VARIABLE, f"{port}-{port}")
             with pytest.raises(RuntimeError, match="no 1 consecutive free ports"):
                 free_ports(1)  # the range's one port is taken: no port elsewhere instead
+
+    def test_every_example_is_named(self) -> None:
+        """The README points at each file of examples/, so a reader finds them."""
+        readme = (ROOT / "README.md").read_text(encoding="utf-8")
+        examples = sorted(p.name for p in (ROOT / "examples").iterdir() if p.name[0] not in "._")
+        assert examples
+        assert [] == [
+            name
+            for name in examples
+            if f"examples/{name}" not in readme and f"`{name}`" not in readme
+        ]
