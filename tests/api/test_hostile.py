@@ -118,6 +118,17 @@ class TestHostileJson:
         """A validation error repeats at most a short prefix of the input, however large."""
         _assert_short_reason(await hc.post(route, json=body), 422, reason)
 
+    @pytest.mark.parametrize("route", ROUTES)
+    @pytest.mark.parametrize("field", ["agent", "model", "temperature"])
+    async def test_unknown_field_is_named(
+        self, hc: httpx.AsyncClient, route: str, field: str
+    ) -> None:
+        """A field the route does not take is a 422 extra_forbidden naming it (operator guide)."""
+        response = await hc.post(route, json={"mission": "say hi", field: "lean"})
+        assert response.status_code == 422, response.text[:300]
+        [error] = response.json()["detail"]
+        assert (error["type"], error["loc"]) == ("extra_forbidden", ["body", field])
+
     async def test_body_without_content_type_is_short(self, hc: httpx.AsyncClient) -> None:
         """A large body sent without a content type is refused without echoing it."""
         response = await hc.post("/api/v1/execute", content=b"z" * 900_000)
