@@ -26,11 +26,17 @@ from taskforce.application.container import Container, build_container
 from taskforce.config import Settings
 from taskforce.errors import StartupError
 from tests.api.conftest import parse_sse
+from tests.api.test_admission import GUARD_SECONDS, until
 from tests.observability.metric_samples import value
 from tests.support.held_store import HeldStore
+from tests.support.own_parts import TableTool
 
 SLOW_MISSION = 'tool:sleep {"seconds": 30}\ndone'
 FAST_MISSION = "hello"
+#: Far more than the kernel buffers of a loopback connection hold (4 MiB to send, a
+#: few KiB to receive here): an event this large cannot reach a client that reads
+#: nothing, so the server waits in ``send``.
+_UNSENDABLE_CHARS = 16 * 1024 * 1024
 
 
 def missions_total(container: Container) -> dict[tuple[str, str], float]:
@@ -129,6 +135,30 @@ async def _until_in_progress(url: str) -> None:
             if 'taskforce_missions_in_progress{agent_type="lean"} 1' in text:
                 return
             await asyncio.sleep(0.02)
+
+
+async def _never_reading(url: str, body: dict[str, Any]) -> socket.socket:
+    """POST ``body`` to the stream route from a socket that then reads nothing."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, (host, int(port)))
+    payload = json.dumps(body).encode()
+    head = (
+        f"POST /api/v1/execute/stream HTTP/1.1\r\nHost: {host}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    )
+    await loop.sock_sendall(sock, head.encode() + payload)
+    return sock
+
+
+def _has_arrived(sock: socket.socket, part: bytes) -> bool:
+    """Whether ``part`` is in what ``sock`` holds unread (peeked at: nothing is read)."""
+    with contextlib.suppress(BlockingIOError):
+        return part in sock.recv(65536, socket.MSG_PEEK)
+    return False
 
 
 def _half_a_body(path: str) -> bytes:
@@ -394,6 +424,33 @@ class TestShutdown:
         assert text.removesuffix("\n\n").split("\n\n")[-1].startswith("event: error")
         last = parse_sse(text)[-1][1]
         assert ("cancelled", True) == (last["error_type"], last["is_final"])
+
+    @pytest.mark.parametrize("keepalive_seconds", [0.0, 15.0])
+    async def test_a_stream_stuck_sending_to_a_client_that_reads_nothing_is_counted(
+        self, settings: Settings, keepalive_seconds: float
+    ) -> None:
+        """The shutdown cancels a stream while it waits to send an event its client does
+        not read: its mission is cancelled, recorded, logged and counted then, by the
+        request, not left running until the drain and never counted."""
+        api = settings.api.model_copy(update={"stream_keepalive_seconds": keepalive_seconds})
+        container = build_container(settings.model_copy(update={"api": api}))
+        unsendable = {"big": lambda: {"success": True, "output": "x" * _UNSENDABLE_CHARS}}
+        container.tool_registry.register(TableTool("big", unsendable))
+        with structlog.testing.capture_logs() as logs:
+            async with _serving(settings, container) as running:
+                body = {"mission": f"tool:big {{}}\n{SLOW_MISSION}", "session_id": "stuck"}
+                with await _never_reading(running.url, body) as client:
+                    # the server is sending the big event: it waits for the client
+                    await until(lambda: _has_arrived(client, b"event: tool_result"))
+                    running.server.should_exit = True
+                    await until(lambda: any(missions_total(container).values()))
+                counted = missions_total(container)  # before the drain: by the request
+                await asyncio.wait_for(running.task, timeout=GUARD_SECONDS)
+            await container.aclose()
+        assert {("lean", "cancelled"): 1.0} == {k: v for k, v in counted.items() if v}
+        assert counted == missions_total(container)
+        assert ["mission.cancelled"] == _mission_events(logs)
+        assert ["cancelled"] == [r["status"] for r in _records(settings.state_dir, "stuck")]
 
     async def test_a_body_still_arriving_is_refused_at_once(self, running: Running) -> None:
         """A request still sending its body gets a 503 saying why, without waiting out the grace."""

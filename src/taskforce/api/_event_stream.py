@@ -50,7 +50,22 @@ class EventStreamResponse(StreamingResponse):
         self.keepalive_seconds = keepalive_seconds
 
     async def stream_response(self, send: Send) -> None:
-        """Send the head, every chunk of the body with comments between them, then the end."""
+        """Send the head, every chunk of the body with comments between them, then the end.
+
+        However the sending stops, the events are closed before this returns, in this
+        task: a request cancelled while it waits in ``send`` (a shutdown, a client that
+        reads nothing) stops its mission and has it counted and recorded then, rather
+        than leaving it running until the garbage collector closes the events.
+        """
+        try:
+            await self._send_events(send)
+        finally:
+            aclose = getattr(self._events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def _send_events(self, send: Send) -> None:
+        """Send the head and the events (comments between them, when kept alive), then the end."""
         if not self.keepalive_seconds:
             await super().stream_response(send)
             return
