@@ -54,6 +54,14 @@ class TestSseEvent:
         assert ["event: tool_result", lines[1], "", ""] == lines
         assert {"output": "a\nb\r\nc\udcff"} == json.loads(lines[1].removeprefix("data: "))
 
+    def test_unicode_line_ends_are_escaped_too(self) -> None:
+        """NEL, LINE and PARAGRAPH SEPARATOR leave as JSON escapes: a client that splits
+        lines as ``str.splitlines`` does (httpx's ``aiter_lines``) still reads one data line."""
+        text = "a\x85b\u2028c\u2029d \\\u2028 é"
+        lines = sse_event("token", {"content": text}).decode("utf-8").splitlines()
+        assert ["event: token", lines[1], ""] == lines
+        assert {"content": text} == json.loads(lines[1].removeprefix("data: "))
+
 
 class TestPathRedactor:
     def test_configured_directories_replaced(self, tmp_path: Path) -> None:

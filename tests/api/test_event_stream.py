@@ -7,6 +7,8 @@ about durations; every timeout here is only a guard against a test that would ha
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -157,3 +159,53 @@ async def _in_flight(client: httpx.AsyncClient, count: int) -> bool:
     """Whether ``count`` missions hold a slot (``/health``)."""
     health = (await client.get("/health")).json()
     return bool(count == health["missions"]["in_flight"])
+
+
+def _whatwg_events(body: bytes) -> list[tuple[str, str]]:
+    """The (type, data) of each event, parsed as the WHATWG SSE spec says: UTF-8, lines
+    ended by CRLF, LF or CR, comments skipped, an event dispatched at a blank line; the
+    text after the last blank line is no event (a stream cut there loses it)."""
+    events: list[tuple[str, str]] = []
+    kind, data = "", list[str]()
+    for line in re.split(r"\r\n|\r|\n", body.decode("utf-8")):
+        if not line:
+            if data:
+                events.append((kind or "message", "\n".join(data)))
+            kind, data = "", list[str]()
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "event":
+                kind = value
+            elif name == "data":
+                data.append(value)
+    return events
+
+
+#: Line ends of every kind (the SSE spec's CR, LF, CRLF; Unicode's NEL, LS, PS) and
+#: characters beyond ASCII, for a tool's argument that its events repeat.
+_UNRULY = "a\rb\nc\r\nd\x85e\u2028f\u2029g é ✓ 😀"
+
+
+@pytest.mark.integration
+class TestOnTheWire:
+    async def test_every_event_is_whole_whatever_its_text(self, client: httpx.AsyncClient) -> None:
+        """Line ends of any kind in a tool's arguments stay inside their event's one
+        ``data`` line of JSON, for an EventSource parser (the spec's CR, LF and CRLF only)
+        and for a client that splits lines as ``str.splitlines`` does (httpx's
+        ``aiter_lines``): both read the same events, the result last."""
+        arguments = json.dumps({"path": _UNRULY, "content": _UNRULY})
+        mission = f"tool:file_write {arguments}\ntool:nope {{}}\ndone"
+        body = (await client.post(STREAM, json={"mission": mission})).content
+        lines = body.decode("utf-8").splitlines()  # as httpx's aiter_lines splits
+        events = [(kind, json.loads(data)) for kind, data in _whatwg_events(body)]
+        assert body.endswith(b"\n\n")
+        assert "result" == events[-1][0]
+        call = next(data for kind, data in events if kind == "tool_call")
+        assert {"path": _UNRULY, "content": _UNRULY} == call["args"]
+        assert [f"event: {kind}" for kind, _ in events] == lines[0::3]
+        assert [json.dumps(data, ensure_ascii=False) for _, data in events] == [
+            json.dumps(json.loads(line.removeprefix("data: ")), ensure_ascii=False)
+            for line in lines[1::3]
+        ]
+        assert {""} == set(lines[2::3])

@@ -74,9 +74,25 @@ def json_bytes(data: Any, redact: Redact | None = None) -> bytes:
     return text.encode("utf-8", "backslashreplace")
 
 
+#: Line ends in Unicode but not in the SSE spec (NEL, LINE and PARAGRAPH SEPARATOR), as
+#: UTF-8, and their JSON escapes. JSON may hold them raw, but many clients split the stream
+#: as Python's ``str.splitlines`` does (httpx's ``aiter_lines``, httpx-sse before 0.4.3),
+#: which would cut a ``data`` line in two.
+_UNICODE_LINE_ENDS = tuple(
+    (char.encode("utf-8"), f"\\u{ord(char):04x}".encode("ascii")) for char in "\x85\u2028\u2029"
+)
+
+
 def sse_event(event: str, data: dict[str, Any], redact: Redact | None = None) -> bytes:
-    """Return one Server-Sent Event whose ``data`` line is ``data`` as JSON (see json_bytes)."""
+    """Return one Server-Sent Event whose ``data`` line is ``data`` as JSON (see json_bytes).
+
+    The JSON is one line for any line splitter: CR and LF are escaped by JSON, and so are
+    NEL, LINE SEPARATOR and PARAGRAPH SEPARATOR here (they sit inside JSON strings only,
+    where the escape decodes to the same text).
+    """
     payload = json_bytes(data, redact)
+    for raw, escaped in _UNICODE_LINE_ENDS:
+        payload = payload.replace(raw, escaped)
     return b"event: " + event.encode("ascii", "replace") + b"\ndata: " + payload + b"\n\n"
 
 
