@@ -19,7 +19,7 @@ from starlette.types import Message
 from taskforce.api._event_stream import KEEP_ALIVE, EventStreamResponse
 from taskforce.config import Settings
 from tests.api.conftest import parse_sse
-from tests.api.test_admission import GATED, GUARD_SECONDS, STREAM, gated_server, until
+from tests.api.test_admission import EXECUTE, GATED, GUARD_SECONDS, STREAM, gated_server, until
 from tests.api.test_metrics_e2e import scrape, total
 
 #: Short enough for a test to see comments at once, long past one loop turn.
@@ -209,3 +209,50 @@ class TestOnTheWire:
             for line in lines[1::3]
         ]
         assert {""} == set(lines[2::3])
+
+    async def test_the_stream_ignores_accept_and_tells_proxies_not_to_buffer(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        """An ``Accept`` without ``text/event-stream`` still gets the stream (RFC 9110 lets
+        a server disregard it; ``/api/v1/execute`` is the JSON answer), with the headers a
+        proxy needs: no caching, no buffering (nginx's ``X-Accel-Buffering``)."""
+        headers = {"Accept": "application/json"}
+        response = await client.post(STREAM, json={"mission": "hi"}, headers=headers)
+        assert 200 == response.status_code
+        assert "result" == parse_sse(response.text)[-1][0]
+        assert ("text/event-stream; charset=utf-8", "no-cache", "no") == (
+            response.headers["content-type"],
+            response.headers["cache-control"],
+            response.headers["x-accel-buffering"],
+        )
+
+    @pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS"])
+    async def test_only_post_starts_a_stream(self, client: httpx.AsyncClient, method: str) -> None:
+        """Other methods get a 405 that names POST, and start no mission."""
+        response = await client.request(method, STREAM)
+        samples = await scrape(client)
+        assert (405, "POST") == (response.status_code, response.headers["allow"])
+        assert 0 == total(samples, "taskforce_missions_total")
+
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    @pytest.mark.parametrize(
+        "mission",
+        [
+            'tool:calculator {"expression": "6*7"}\ndone',
+            'tool:calculator {"expression": "1/0"}',
+            "tool:nope {}\ndone",
+            'tool:calculator {"expression": "1+1"}\nllm:error',
+            "llm:fail auth\nhi",
+        ],
+    )
+    async def test_the_result_event_is_the_plain_answer(
+        self, client: httpx.AsyncClient, agent_type: str, mission: str
+    ) -> None:
+        """The ``result`` event holds what ``/api/v1/execute`` answers for the same mission
+        (status, error, error_type, steps, tool calls), but its own ids."""
+        body = {"mission": mission, "agent_type": agent_type}
+        plain = (await client.post(EXECUTE, json=body)).json()
+        streamed = parse_sse((await client.post(STREAM, json=body)).text)[-1][1]["result"]
+        for answer in (plain, streamed):
+            del answer["session_id"], answer["mission_id"]
+        assert plain == streamed
