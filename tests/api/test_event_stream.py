@@ -256,3 +256,58 @@ class TestOnTheWire:
         for answer in (plain, streamed):
             del answer["session_id"], answer["mission_id"]
         assert plain == streamed
+
+
+async def _leave_at(url: str, body: dict[str, Any], seen: str | None) -> None:
+    """POST ``body`` to the stream route; close the connection once ``seen`` arrived
+    (``None``: at once, before any byte of the answer)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    payload = json.dumps(body).encode()
+    writer.write(
+        f"POST {STREAM} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\n\r\n".encode()
+        + payload
+    )
+    await writer.drain()
+    if seen is not None:
+        await reader.readuntil(seen.encode())
+    writer.close()
+    await writer.wait_closed()
+
+
+async def _counted(client: httpx.AsyncClient) -> bool:
+    """Whether a mission is counted and none is in progress any more."""
+    samples = await scrape(client)
+    return 1 == total(samples, "taskforce_missions_total") and not total(
+        samples, "taskforce_missions_in_progress"
+    )
+
+
+@pytest.mark.integration
+class TestAClientThatLeaves:
+    @pytest.mark.parametrize(
+        ("mission", "seen", "status"),
+        [
+            (GATED, None, "cancelled"),
+            (GATED, "event: tool_call", "cancelled"),
+            ("hello", "event: result", "completed"),
+        ],
+        ids=["before the first event", "in a tool call", "after the result"],
+    )
+    async def test_its_mission_is_counted_once_as_it_ended(
+        self, settings: Settings, mission: str, seen: str | None, status: str
+    ) -> None:
+        """Wherever the client leaves, its mission ends once: counted, recorded and given
+        its slot back as it ended (cancelled, unless it had ended before)."""
+        with gated_server(settings) as (url, _):
+            async with httpx.AsyncClient(base_url=url, timeout=GUARD_SECONDS) as client:
+                body = {"mission": mission, "session_id": "left"}
+                await _leave_at(url, body, seen)
+                await until(lambda: _counted(client))
+                await until(lambda: _in_flight(client, 0))
+                samples = await scrape(client)
+                record = (await client.get("/api/v1/sessions/left")).json()["missions"]
+        assert 1 == total(samples, "taskforce_missions_total", status=status)
+        assert [status] == [kept["status"] for kept in record]
+        assert 1 == total(samples, "taskforce_http_requests_total", route=STREAM)
