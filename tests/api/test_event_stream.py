@@ -21,6 +21,7 @@ from taskforce.config import Settings
 from tests.api.conftest import parse_sse
 from tests.api.test_admission import EXECUTE, GATED, GUARD_SECONDS, STREAM, gated_server, until
 from tests.api.test_metrics_e2e import scrape, total
+from tests.api.test_read_deadline import stream_request
 
 #: Short enough for a test to see comments at once, long past one loop turn.
 KEEPALIVE_SECONDS = 0.05
@@ -263,12 +264,7 @@ async def _leave_at(url: str, body: dict[str, Any], seen: str | None) -> None:
     (``None``: at once, before any byte of the answer)."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
     reader, writer = await asyncio.open_connection(host, int(port))
-    payload = json.dumps(body).encode()
-    writer.write(
-        f"POST {STREAM} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(payload)}\r\n\r\n".encode()
-        + payload
-    )
+    writer.write(stream_request(body))
     await writer.drain()
     if seen is not None:
         await reader.readuntil(seen.encode())

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import socket
+from typing import Any
 
 import httpx
 import pytest
@@ -149,19 +150,24 @@ class TestBody:
         assert ("http.request.timeout", "body") in events
 
 
+def stream_request(body: dict[str, Any]) -> bytes:
+    """The HTTP request, as sent, that POSTs ``body`` to the stream route."""
+    payload = json.dumps(body).encode()
+    head = b"POST /api/v1/execute/stream HTTP/1.1\r\nHost: t\r\n"
+    head += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(payload)
+    return head + payload
+
+
 def _big_stream(settings: Settings, session: str, reads: int) -> bytes:
     """A stream request whose mission reads a large file ``reads`` times."""
     folder = settings.workspace_dir / session_folder_name(session)
     folder.mkdir(parents=True)
     (folder / "big.txt").write_text("x" * 900_000, encoding="utf-8")
     steps = ['tool:file_read {"path": "big.txt"}'] * reads
-    body = json.dumps({"mission": "\n".join([*steps, "done"]), "session_id": session})
-    head = b"POST /api/v1/execute/stream HTTP/1.1\r\nHost: t\r\n"
-    head += b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
-    return head + body.encode()
+    return stream_request({"mission": "\n".join([*steps, "done"]), "session_id": session})
 
 
-async def _narrow_client(port: int, request: bytes) -> socket.socket:
+async def narrow_client(port: int, request: bytes) -> socket.socket:
     """Send ``request`` from a socket with a small receive buffer; return the socket."""
     client = socket.socket()
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -184,7 +190,7 @@ class TestUnreadAnswer:
         request = _big_stream(settings, "unread", 15)
         with structlog.testing.capture_logs() as logs:
             async with serving(settings, write_timeout=0.5) as (port, _):
-                client = await _narrow_client(port, request)
+                client = await narrow_client(port, request)
                 async with asyncio.timeout(GUARD_SECONDS):
                     while True:  # until the server gave up on the unread answer
                         if "http.response.stalled" in [e["event"] for e in logs]:
@@ -208,7 +214,7 @@ class TestUnreadAnswer:
         answer = b""
         with structlog.testing.capture_logs() as logs:
             async with serving(timed_settings, write_timeout=0.5) as (port, _):
-                client = await _narrow_client(port, request)
+                client = await narrow_client(port, request)
                 loop = asyncio.get_running_loop()
                 async with asyncio.timeout(GUARD_SECONDS * 2):
                     while chunk := await loop.sock_recv(client, 16384):

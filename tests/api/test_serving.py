@@ -27,6 +27,7 @@ from taskforce.config import Settings
 from taskforce.errors import StartupError
 from tests.api.conftest import parse_sse
 from tests.api.test_admission import GUARD_SECONDS, until
+from tests.api.test_read_deadline import narrow_client, stream_request
 from tests.observability.metric_samples import value
 from tests.support.held_store import HeldStore
 from tests.support.own_parts import TableTool
@@ -135,23 +136,6 @@ async def _until_in_progress(url: str) -> None:
             if 'taskforce_missions_in_progress{agent_type="lean"} 1' in text:
                 return
             await asyncio.sleep(0.02)
-
-
-async def _never_reading(url: str, body: dict[str, Any]) -> socket.socket:
-    """POST ``body`` to the stream route from a socket that then reads nothing."""
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.setblocking(False)
-    loop = asyncio.get_running_loop()
-    await loop.sock_connect(sock, (host, int(port)))
-    payload = json.dumps(body).encode()
-    head = (
-        f"POST /api/v1/execute/stream HTTP/1.1\r\nHost: {host}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
-    )
-    await loop.sock_sendall(sock, head.encode() + payload)
-    return sock
 
 
 def _has_arrived(sock: socket.socket, part: bytes) -> bool:
@@ -439,7 +423,8 @@ class TestShutdown:
         with structlog.testing.capture_logs() as logs:
             async with _serving(settings, container) as running:
                 body = {"mission": f"tool:big {{}}\n{SLOW_MISSION}", "session_id": "stuck"}
-                with await _never_reading(running.url, body) as client:
+                port = int(running.url.rsplit(":", 1)[1])
+                with await narrow_client(port, stream_request(body)) as client:
                     # the server is sending the big event: it waits for the client
                     await until(lambda: _has_arrived(client, b"event: tool_result"))
                     running.server.should_exit = True
