@@ -212,6 +212,25 @@ class TestAgentParseErrors:
 
         assert ("failed", "invalid_action") == (outcome.status, outcome.error_type)
 
+    async def test_brackets_inside_string_arguments_are_no_nesting(self) -> None:
+        """A file write of code, a regex: brackets inside its strings nest nothing, so the
+        action runs with those arguments, and a plan step's text may hold them too."""
+        tool = FakeTool("calc", ok_handler)
+        args = {"content": "int main() {" * 150, "pattern": r"[\[\]{}\"]" * 60}
+        llm = QueueLLM(
+            complete=[tool_action("calc", args), finish_action("written"), finish_action("end")],
+            generate=[plan("write " + "{[" * 80)],
+        )
+
+        outcome = await Agent(llm, FakeRegistry(tool)).run("m")
+
+        assert ("completed", "end", 1) == (
+            outcome.status,
+            outcome.final_message,
+            outcome.tool_calls,
+        )
+        assert [args] == tool.calls
+
 
 class TestAgentFails:
     async def test_planner_failure(self) -> None:

@@ -12,6 +12,7 @@ from taskforce.core.domain._parsing import (
     ActionParseError,
     FinishAction,
     ToolAction,
+    _check_depth,
     parse_action,
     parse_plan,
 )
@@ -142,6 +143,32 @@ class TestDeepNesting:
         so, never RecursionError."""
         with pytest.raises(ActionParseError, match=f"deeper than {MAX_JSON_DEPTH} levels"):
             parse(reply)
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            "{" * (MAX_JSON_DEPTH + 1),
+            "]" * 1000 + "[" * 1000,
+            'a quote " and a backslash \\ then [[[' * 50,
+        ],
+        ids=["openers", "closers-then-openers", "escapes"],
+    )
+    def test_brackets_inside_strings_do_not_count(self, value: str) -> None:
+        """Strings, escaped quotes and backslashes in them included, are skipped."""
+        reply = json.dumps({"action": "tool_call", "tool": "t", "args": {"code": value}})
+        assert ToolAction("t", {"code": value}) == parse_action("Sure:\n" + reply)
+
+    def test_closing_brackets_inside_strings_hide_no_nesting(self) -> None:
+        """Closing brackets in strings between the levels leave the nesting counted."""
+        reply = '{"steps": ' + '["]]]]", ' * (MAX_JSON_DEPTH + 1)
+        with pytest.raises(ActionParseError, match=f"deeper than {MAX_JSON_DEPTH} levels"):
+            _check_depth(reply)
+
+    def test_a_stray_quote_misleads_the_scan_for_its_line_only(self) -> None:
+        """A quote in the prose before the JSON starts no string past the line's end."""
+        reply = 'The "best plan:\n' + "[" * (MAX_JSON_DEPTH + 1) + '"a"' + "]" * 101
+        with pytest.raises(ActionParseError, match=f"deeper than {MAX_JSON_DEPTH} levels"):
+            _check_depth(reply)
 
     def test_string_args_nested_too_deeply_are_refused(self) -> None:
         """`args` given as a JSON string nested past Python's recursion limit."""

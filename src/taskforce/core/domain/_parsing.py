@@ -31,7 +31,9 @@ another position would descend again: the reply is refused once, unread.
 """
 
 _TOO_DEEP = f"the reply nests deeper than {MAX_JSON_DEPTH} levels"
-_BRACKETS = re.compile(r"[\[\]{}]")
+#: What the depth scan stops at: an escape (a backslash and the character after it,
+#: skipped whole), a quote, a bracket, or a line end (no JSON string holds one).
+_DEPTH_TOKENS = re.compile(r'\\.|["\[\]{}\n]')
 _FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n?(.*?)```", re.DOTALL)
 _DECODER = json.JSONDecoder()
 
@@ -67,16 +69,27 @@ def _may_nest_too_deep(text: str) -> bool:
 def _check_depth(text: str) -> None:
     """Refuse ``text`` when its brackets nest deeper than ``MAX_JSON_DEPTH``, in one pass.
 
-    Brackets inside strings count too, so closing ones there can hide some nesting:
+    Brackets inside JSON strings do not count (code or a regex in an argument), so a
+    string neither deepens nor hides the nesting. A string ends at its closing quote,
+    an escaped one skipped, or at a line end, which no JSON string holds: a stray quote
+    in the prose around the JSON misleads the scan for the rest of its line at most.
     :func:`_bounded` checks what is decoded all the same.
     """
     depth = 0
-    for match in _BRACKETS.finditer(text):
-        if match.group() in "[{":
+    is_in_string = False
+    for match in _DEPTH_TOKENS.finditer(text):
+        token = match.group()
+        if is_in_string:  # an escape inside a string is skipped whole
+            is_in_string = token not in ('"', "\n")
+            continue
+        token = token[-1]  # outside a string a backslash escapes nothing
+        if token == '"':
+            is_in_string = True
+        elif token in "[{":
             depth += 1
             if depth > MAX_JSON_DEPTH:
                 raise ActionParseError(_TOO_DEEP)
-        elif depth:
+        elif token in "]}" and depth:
             depth -= 1
 
 
@@ -121,8 +134,8 @@ def _first_json(text: str, openers: str) -> Any:
                     continue
                 return _bounded(value) if may_be_deep else value
     except RecursionError as exc:
-        # Deeper than Python decodes, hidden from _check_depth by brackets inside
-        # strings: refused once, not tried again from every later position.
+        # Deeper than Python decodes, hidden from _check_depth by a stray quote in the
+        # prose around it: refused once, not tried again from every later position.
         raise ActionParseError(_TOO_DEEP) from exc
     raise ActionParseError("no JSON found in the reply")
 
