@@ -130,6 +130,18 @@ class TestAgentCompletes:
 
         assert ("completed", "ok") == (outcome.status, outcome.final_message)
 
+    async def test_a_fence_inside_a_json_reply_is_part_of_it(self) -> None:
+        """A plan step quoting code in a fence is a step: the whole reply is the JSON."""
+        step = "Save ```[1, 2]``` as data.json"
+        llm = QueueLLM(
+            complete=[finish_action("saved"), finish_action("done")], generate=[plan(step)]
+        )
+
+        outcome = await Agent(llm, _registry()).run("m")
+
+        assert ("completed", "done") == (outcome.status, outcome.final_message)
+        assert step == outcome.steps[0].description
+
     async def test_events(self) -> None:
         """The legacy flow emits the same event kinds as the lean flow."""
         events: list[ProgressEvent] = []

@@ -108,6 +108,11 @@ class TestParseAction:
         with pytest.raises(ActionParseError, match=reason):
             parse_action(reply)
 
+    def test_a_fence_inside_an_action_is_part_of_it(self) -> None:
+        """A fence in a string of a reply that is JSON is not read as the action."""
+        reply = json.dumps({"action": "finish", "answer": "Use ```{}``` for nothing."})
+        assert FinishAction("Use ```{}``` for nothing.") == parse_action(reply)
+
     def test_a_long_unknown_action_is_quoted_by_its_start(self) -> None:
         """An unknown action of any length: its first 80 characters, and how many more."""
         with pytest.raises(ActionParseError) as info:

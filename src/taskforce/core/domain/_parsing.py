@@ -1,8 +1,9 @@
 """Reads the legacy flow's JSON out of model replies: the plan and the per-turn action.
 
 Models wrap JSON in code fences or surround it with prose, so the parsers take
-the whole reply when it is JSON and otherwise the first JSON value in it. A reply
-nested deeper than ``MAX_JSON_DEPTH`` is refused before any of that is tried.
+the whole reply when it is JSON, else the first fenced block that is, else the first
+JSON value in it. A reply nested deeper than ``MAX_JSON_DEPTH`` is refused before any
+of that is tried.
 """
 
 from __future__ import annotations
@@ -117,7 +118,8 @@ def _first_json(text: str, openers: str) -> Any:
     may_be_deep = _may_nest_too_deep(text)
     if may_be_deep:
         _check_depth(text)
-    candidates = [match.group(1) for match in _FENCE.finditer(text)] + [text]
+    # The whole reply first: a fence inside a reply that is JSON sits in one of its strings.
+    candidates = [text] + [match.group(1) for match in _FENCE.finditer(text)]
     try:
         for candidate in candidates:
             stripped = candidate.strip()
