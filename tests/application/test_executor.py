@@ -32,9 +32,13 @@ from tests.core.domain.fakes import (
     FakeRegistry,
     FakeTool,
     MemoryStateStore,
+    QueueLLM,
+    finish_action,
     ok_handler,
+    plan,
     step_limit_line,
     step_limit_lines,
+    tool_action,
 )
 from tests.support.odd_values import Unequal, UnequalArgument, Unprintable
 
@@ -195,6 +199,30 @@ class TestExecuteMission:
         assert [("failed", "step limit reached", "step_limit")] == [
             (r["status"], r["error"], r["error_type"]) for r in store.missions("s")
         ]
+
+    @pytest.mark.parametrize(
+        ("turns", "expected"),
+        [(10, ("completed", None, 9)), (2, ("failed", "step_turn_limit", 2))],
+    )
+    async def test_max_turns_per_step_bounds_a_legacy_step(
+        self, turns: int, expected: tuple[str, str | None, int]
+    ) -> None:
+        """agent.max_turns_per_step is the legacy step's turn limit, 8 no longer fixed."""
+        llm = QueueLLM(
+            complete=[tool_action("echo", {"n": n}) for n in range(9)] + [finish_action("a")] * 2,
+            generate=[plan("echo nine times")],
+        )
+        settings = AgentSettings(max_turns_per_step=turns)
+        executor = AgentExecutor(
+            llm,
+            FakeRegistry(FakeTool("echo", ok_handler)),
+            MemoryStateStore(),
+            agent_settings=settings,
+        )
+
+        result = await executor.execute_mission("m", agent_type="legacy")
+
+        assert expected == (result.status, result.error_type, result.tool_calls)
 
     @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
     async def test_an_agent_that_raises_fails_the_mission(self, agent_type: AgentType) -> None:

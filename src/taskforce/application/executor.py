@@ -507,4 +507,6 @@ class AgentExecutor:
         if agent_type == "lean":
             return LeanAgent(self._llm, self._tools, stream_llm=stream_llm, **limits)
         # The legacy flow keeps ``complete``/``generate``, streaming or not.
-        return Agent(self._llm, self._tools, **limits)
+        return Agent(
+            self._llm, self._tools, max_turns_per_step=settings.max_turns_per_step, **limits
+        )
