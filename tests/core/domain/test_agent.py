@@ -142,6 +142,18 @@ class TestAgentCompletes:
         assert ("completed", "done") == (outcome.status, outcome.final_message)
         assert step == outcome.steps[0].description
 
+    async def test_a_bracket_in_the_prose_before_the_plan(self) -> None:
+        """A bracket that no plan starts with, in the prose before the plan, is passed over."""
+        reply = text(
+            'Two steps, [1] and [2]:\n{"steps": ["look", "' + FINAL_STEP_DESCRIPTION + '"]}'
+        )
+        llm = QueueLLM(complete=[finish_action("seen"), finish_action("done")], generate=[reply])
+
+        outcome = await Agent(llm, _registry()).run("m")
+
+        assert ("completed", "done") == (outcome.status, outcome.final_message)
+        assert ["look", FINAL_STEP_DESCRIPTION] == [step.description for step in outcome.steps]
+
     async def test_events(self) -> None:
         """The legacy flow emits the same event kinds as the lean flow."""
         events: list[ProgressEvent] = []

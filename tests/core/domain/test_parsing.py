@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
+from taskforce.core.domain import _parsing
 from taskforce.core.domain._parsing import (
     MAX_JSON_DEPTH,
     ActionParseError,
@@ -16,6 +18,18 @@ from taskforce.core.domain._parsing import (
     parse_action,
     parse_plan,
 )
+
+
+class _CountingDecoder(json.JSONDecoder):
+    """Counts the values decoding was tried from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tries = 0
+
+    def raw_decode(self, s: str, idx: int = 0) -> tuple[Any, int]:
+        self.tries += 1
+        return super().raw_decode(s, idx)
 
 
 class TestParsePlan:
@@ -28,6 +42,9 @@ class TestParsePlan:
             '```\n["a", "b"]\n```',
             'Here is the plan:\n{"steps": ["a", "b"]}\nGood luck.',
             '{"steps": [{"description": "a"}, {"step": "b"}]}',
+            # a bracket or brace in the prose that no plan can start with is passed over
+            'Two steps [1] and {}:\n{"steps": ["a", "b"]}',
+            'Unclosed: [{"steps": ["a", "b"]}',
         ],
     )
     def test_accepted_forms(self, reply: str) -> None:
@@ -78,11 +95,26 @@ class TestParseAction:
             '```json\n{"action": "finish", "answer": "ok"}\n```',
             'Sure! {"action": "finish", "answer": "ok"} Hope that helps {"x": 1}',
             'I think {not json} then {"action": "finish", "answer": "ok"}',
+            'An empty {} first, then {"action": "finish", "answer": "ok"}',
         ],
     )
     def test_fences_and_prose(self, reply: str) -> None:
         """The first JSON object is found inside code fences and surrounding prose."""
         assert FinishAction("ok") == parse_action(reply)
+
+    def test_code_in_prose_is_not_decoded_from(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A reply of code: no brace of it can start an action, so none is decoded from
+        (each failed try would count the lines before it: time growing with the square
+        of the reply's length)."""
+        decoder = _CountingDecoder()
+        monkeypatch.setattr(_parsing, "_DECODER", decoder)
+        code = "function f(a) {\n  if (a) {\n    return [a];\n  }\n}\n" * 1000
+
+        with pytest.raises(ActionParseError, match="no JSON"):
+            parse_action(code)
+        with pytest.raises(ActionParseError, match="no JSON"):
+            parse_plan(code)
+        assert 0 == decoder.tries
 
     def test_missing_and_string_args(self) -> None:
         """Missing args mean no arguments; args given as a JSON string are decoded."""

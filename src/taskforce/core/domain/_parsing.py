@@ -2,8 +2,9 @@
 
 Models wrap JSON in code fences or surround it with prose, so the parsers take
 the whole reply when it is JSON, else the first fenced block that is, else the first
-JSON value in it. A reply nested deeper than ``MAX_JSON_DEPTH`` is refused before any
-of that is tried.
+JSON value in it that starts as a plan or an action can (``{"``; for a plan also ``["``
+or ``[{``). A reply nested deeper than ``MAX_JSON_DEPTH`` is refused before any of that
+is tried.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ _TOO_DEEP = f"the reply nests deeper than {MAX_JSON_DEPTH} levels"
 #: What the depth scan stops at: an escape (a backslash and the character after it,
 #: skipped whole), a quote, a bracket, or a line end (no JSON string holds one).
 _DEPTH_TOKENS = re.compile(r'\\.|["\[\]{}\n]')
+#: Where an action may start in prose: an object with a key (JSON whitespace between).
+_ACTION_START = re.compile(r'\{(?=[ \t\n\r]*")')
+#: Where a plan may start: that, or a list of strings or objects. Braces of code in the
+#: prose around it (``{`` then a line end) are never decoded from.
+_PLAN_START = re.compile(r'\{(?=[ \t\n\r]*")|\[(?=[ \t\n\r]*["{])')
 _FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n?(.*?)```", re.DOTALL)
 _DECODER = json.JSONDecoder()
 
@@ -109,8 +115,12 @@ def _bounded(value: Any) -> Any:
     return value
 
 
-def _first_json(text: str, openers: str) -> Any:
-    """Return the reply as JSON, else the first JSON value starting with one of ``openers``.
+def _first_json(text: str, starts: re.Pattern[str]) -> Any:
+    """Return the reply as JSON, else the first JSON value at a match of ``starts``.
+
+    Only where a plan or an action can start is tried: every failed try costs the
+    decoder's error a count of the lines before it, so trying every bracket of a long
+    reply of code would take time that grows with the square of its length.
 
     Raises:
         ActionParseError: none is there, or the reply nests deeper than ``MAX_JSON_DEPTH``.
@@ -128,13 +138,12 @@ def _first_json(text: str, openers: str) -> Any:
             except ValueError:
                 continue
             return _bounded(value) if may_be_deep else value
-        for index, char in enumerate(text):
-            if char in openers:
-                try:
-                    value, _ = _DECODER.raw_decode(text, index)
-                except ValueError:
-                    continue
-                return _bounded(value) if may_be_deep else value
+        for start in starts.finditer(text):
+            try:
+                value, _ = _DECODER.raw_decode(text, start.start())
+            except ValueError:
+                continue
+            return _bounded(value) if may_be_deep else value
     except RecursionError as exc:
         # Deeper than Python decodes, hidden from _check_depth by a stray quote in the
         # prose around it: refused once, not tried again from every later position.
@@ -156,7 +165,7 @@ def parse_plan(text: str | None) -> list[str]:
     """
     if not text or not text.strip():
         raise ActionParseError("the reply is empty")
-    value = _first_json(text, "{[")
+    value = _first_json(text, _PLAN_START)
     if isinstance(value, dict):
         value = value.get("steps")
     if not isinstance(value, list):
@@ -188,7 +197,7 @@ def parse_action(text: str | None) -> ToolAction | FinishAction:
     """
     if not text or not text.strip():
         raise ActionParseError("the reply is empty")
-    value = _first_json(text, "{")
+    value = _first_json(text, _ACTION_START)
     if not isinstance(value, dict):
         raise ActionParseError(f"expected a JSON object, got {type(value).__name__}")
     action = value.get("action")
