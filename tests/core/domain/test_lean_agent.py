@@ -199,6 +199,30 @@ class TestLeanAgentFails:
         fed_back = json.loads(llm.complete_calls[1]["messages"][-1]["content"])
         assert {"success": False, "error": "disk full", "error_type": "tool_error"} == fed_back
 
+    @pytest.mark.parametrize(
+        "arguments",
+        ['{"x": ', "[" * 100_000, '{"x": ' + "[" * 100_000 + "]" * 100_000 + "}"],
+        ids=["undecodable", "past-the-recursion-limit", "an-object-past-it"],
+    )
+    async def test_arguments_that_do_not_decode_are_refused(self, arguments: str) -> None:
+        """A JSON string of arguments that does not decode, also one nested deeper than
+        Python decodes, is refused as InvalidArguments before the tool runs."""
+        tool = FakeTool("calc", ok_handler)
+        call: Any = {
+            "success": True,
+            "content": None,
+            "tool_calls": [{"id": "c", "name": "calc", "arguments": arguments}],
+        }
+
+        outcome = await LeanAgent(QueueLLM([call]), FakeRegistry(tool)).run("m")
+
+        assert ("failed", "InvalidArguments", 1, []) == (
+            outcome.status,
+            outcome.error_type,
+            outcome.tool_calls,
+            tool.calls,
+        )
+
     async def test_unknown_tool_is_fed_back(self) -> None:
         """A call to an unknown tool is the model's mistake: fed back, the mission goes on."""
         llm = QueueLLM([native_calls(("nope", {})), text("sorry")])

@@ -161,8 +161,9 @@ class LeanAgent:
 def _decode_call(call: Any, turn: int, number: int) -> tuple[str, str, Any]:
     """Return ``(id, name, arguments)`` of a provider tool call, tolerating loose shapes.
 
-    Arguments that arrive as a JSON string are decoded; anything undecodable is
-    passed on as is, so the tool runner turns it into an error result.
+    Arguments that arrive as a JSON string are decoded; anything undecodable (also
+    JSON nested deeper than Python decodes) is passed on as is, so the tool runner
+    turns it into an error result.
     """
     if not isinstance(call, dict):
         return f"call_{turn}_{number}", "", call
@@ -170,7 +171,7 @@ def _decode_call(call: Any, turn: int, number: int) -> tuple[str, str, Any]:
     name = call.get("name")
     arguments = call.get("arguments", {})
     if isinstance(arguments, str):
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, RecursionError):
             arguments = json.loads(arguments) if arguments.strip() else {}
     return (
         call_id if isinstance(call_id, str) and call_id else f"call_{turn}_{number}",
