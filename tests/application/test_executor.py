@@ -679,6 +679,20 @@ class TestWithRealAdapters:
         ]
 
     @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    async def test_a_file_of_code_is_written_in_both_flows(
+        self, real_executor: Callable[..., AgentExecutor], tmp_path: Path, agent_type: AgentType
+    ) -> None:
+        """Code with more braces than MAX_JSON_DEPTH, in a directive's argument, is written:
+        the legacy plan and action hold it in strings, which nest nothing."""
+        code = "int main() {\n" * 120
+        mission = "tool:file_write " + json.dumps({"path": "main.c", "content": code})
+
+        result = await real_executor().execute_mission(mission, agent_type, session_id="s")
+
+        assert ("completed", 1) == (result.status, result.tool_calls)
+        assert code == (tmp_path / "workspace" / "s" / "main.c").read_text()
+
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
     async def test_step_limit_is_logged_once(
         self, real_executor: Callable[..., AgentExecutor], agent_type: Any
     ) -> None:
