@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from structlog.testing import capture_logs
 
 from taskforce.core.domain import Agent, AgentOutcome
@@ -257,6 +258,20 @@ class TestAgentParseErrors:
 
 
 class TestAgentFails:
+    @pytest.mark.parametrize("answer", ["", " \n", None])
+    async def test_a_blank_final_answer_is_empty_answer(self, answer: str | None) -> None:
+        """A last step that finishes with a blank answer fails the mission as the lean
+        flow fails a turn with no text: empty_answer, that step recorded failed."""
+        blank = text(json.dumps({"action": "finish", "answer": answer}))
+        llm = QueueLLM(complete=[blank, blank], generate=[plan("look")])
+
+        outcome = await Agent(llm, _registry()).run("m")
+
+        assert ("failed", "empty_answer") == (outcome.status, outcome.error_type)
+        assert [("completed", answer or ""), ("failed", "the model's final answer is empty")] == [
+            (step.status, step.outcome) for step in outcome.steps
+        ]
+
     async def test_planner_failure(self) -> None:
         """A failed plan call fails the mission with the provider's message."""
         outcome = await Agent(QueueLLM(generate=[failure("overloaded")]), _registry()).run("m")

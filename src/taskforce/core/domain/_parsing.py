@@ -205,6 +205,8 @@ def parse_action(text: str | None) -> ToolAction | FinishAction:
         if "answer" not in value:
             raise ActionParseError("a finish action needs an 'answer'")
         answer = value["answer"]
+        if answer is None:  # no answer, as an empty one
+            return FinishAction("")
         return FinishAction(answer if isinstance(answer, str) else json.dumps(answer))
     if action == "tool_call":
         tool = value.get("tool")

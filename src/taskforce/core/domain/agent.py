@@ -32,7 +32,12 @@ from taskforce.core.domain.prompts import (
 )
 from taskforce.core.interfaces.llm import ChatMessage, LLMProviderProtocol
 from taskforce.core.interfaces.log import text_fields
-from taskforce.core.interfaces.outcome import INVALID_ACTION, INVALID_PLAN, STEP_TURN_LIMIT
+from taskforce.core.interfaces.outcome import (
+    EMPTY_ANSWER,
+    INVALID_ACTION,
+    INVALID_PLAN,
+    STEP_TURN_LIMIT,
+)
 from taskforce.core.interfaces.tools import ToolRegistryProtocol
 
 __all__ = ["Agent"]
@@ -48,8 +53,9 @@ class Agent:
     a valid action is fed back once per step; a second one fails the step. A
     step that does not finish within ``max_turns_per_step`` turns fails, and a
     failed step fails the mission. The answer of the last step is the
-    mission's final message. An unknown tool is an error result fed back to
-    the model, never a crash.
+    mission's final message; a blank one fails it (``empty_answer``, as in the
+    lean flow). An unknown tool is an error result fed back to the model, never
+    a crash.
     """
 
     def __init__(
@@ -151,6 +157,8 @@ class Agent:
         tool_names: list[str] = []
         try:
             answer = await self._react(run, messages, index, tool_names)
+            if index == total and not answer.strip():
+                raise MissionAborted("the model's final answer is empty", EMPTY_ANSWER)
         except BaseException as exc:  # a registry's own SystemExit fails its step too
             run.fail_step(index, description, tool_names, exc)
             raise

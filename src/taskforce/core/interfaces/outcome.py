@@ -75,7 +75,8 @@ STEP_TURN_LIMIT: Final = "step_turn_limit"
 INVALID_PLAN: Final = "invalid_plan"
 #: The model's action (legacy) could not be read, again after being told why.
 INVALID_ACTION: Final = "invalid_action"
-#: The model (lean) answered with neither text nor tool calls.
+#: The model answered with neither text nor tool calls (lean), or finished the last step
+#: of its plan with a blank answer (legacy).
 EMPTY_ANSWER: Final = "empty_answer"
 #: Every ``error_type`` of a mission that failed on its own, without a failed call.
 MISSION_ERROR_TYPES: Final = (
