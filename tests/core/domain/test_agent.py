@@ -155,6 +155,22 @@ class TestAgentCompletes:
         assert ("completed", "done") == (outcome.status, outcome.final_message)
         assert ["look", FINAL_STEP_DESCRIPTION] == [step.description for step in outcome.steps]
 
+    async def test_an_observation_keeps_its_text(self) -> None:
+        """A tool's output reaches the model as written, not escaped to ASCII."""
+
+        async def read(**_: Any) -> Any:
+            return {"success": True, "output": "Grüße aus Zürich, 日本"}
+
+        llm = QueueLLM(
+            complete=[tool_action("read", {}), finish_action("read"), finish_action("done")],
+            generate=[plan("read")],
+        )
+
+        await Agent(llm, FakeRegistry(FakeTool("read", read))).run("m")
+
+        observation = llm.complete_calls[1]["messages"][-1]["content"]
+        assert '"output": "Grüße aus Zürich, 日本"' in observation
+
     async def test_events(self) -> None:
         """The legacy flow emits the same event kinds as the lean flow."""
         events: list[ProgressEvent] = []

@@ -120,6 +120,23 @@ class TestLeanAgentCompletes:
 
         assert [{"x": 5}] == tool.calls
 
+    async def test_text_reaches_the_model_as_it_is(self) -> None:
+        """A tool's output and the call's arguments are sent as written, not escaped to
+        ASCII; a lone surrogate (a file name that is not UTF-8) as a JSON escape."""
+
+        async def listing(**_: Any) -> Any:
+            return {"success": True, "output": ["Zürich.txt", "日本.txt", "bad\udcff.txt"]}
+
+        llm = QueueLLM([native_calls(("ls", {"dir": "Genève"})), text("ok")])
+
+        await LeanAgent(llm, FakeRegistry(FakeTool("ls", listing))).run("m")
+
+        call, result = llm.complete_calls[1]["messages"][-2:]
+        assert '{"dir": "Genève"}' == call["tool_calls"][0]["function"]["arguments"]
+        assert '"output": ["Zürich.txt", "日本.txt", "bad\\udcff.txt"]' in result["content"]
+        result["content"].encode("utf-8")  # a provider can send it
+        assert "bad\udcff.txt" == json.loads(result["content"])["output"][2]
+
     async def test_events(self) -> None:
         """A run emits step_started, tool_call, tool_result and final_answer in order."""
         llm = QueueLLM([native_calls(("calc", {"x": 1})), text("answer")])

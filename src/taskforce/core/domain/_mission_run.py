@@ -48,6 +48,7 @@ __all__ = [
     "MissionRun",
     "check_limits",
     "crash_error",
+    "dump_json",
     "dump_result",
 ]
 
@@ -375,10 +376,24 @@ class MissionRun:
         )
 
 
-#: Serialise a tool result for the model; values JSON cannot hold become strings.
-#: A key JSON cannot take, an int past Python's digits or a value inside itself is
-#: written as text too (``json_writer``): a tool's odd output must not end the mission.
-dump_result: Callable[[ToolResult], str] = json_writer()
+_WRITE_FOR_MODEL = json_writer(ensure_ascii=False)
+
+
+def dump_json(value: Any) -> str:
+    """Write ``value`` as JSON text for the model: a tool result, a tool call's arguments.
+
+    Values JSON cannot hold become strings: a key JSON cannot take, an int past Python's
+    digits or a value inside itself is written as text too (``json_writer``), so a tool's
+    odd output does not end the mission. Text is kept as it is, not escaped to ASCII
+    (which would cost the model several tokens per character of most languages), but a
+    lone surrogate (a file name that is not UTF-8) becomes a ``\\uXXXX`` escape: it sits
+    in a JSON string, where that escape is valid, and no provider could send it raw.
+    """
+    return _WRITE_FOR_MODEL(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+#: Serialise a tool result for the model (see :func:`dump_json`).
+dump_result: Callable[[ToolResult], str] = dump_json
 
 
 def _reported_error(result: object) -> str:

@@ -14,6 +14,7 @@ from taskforce.core.domain._mission_run import (
     MissionAborted,
     MissionRun,
     check_limits,
+    dump_json,
     dump_result,
 )
 from taskforce.core.domain._outcome import AgentOutcome
@@ -137,7 +138,7 @@ class LeanAgent:
                         {
                             "id": call_id,
                             "type": "function",
-                            "function": {"name": name, "arguments": json.dumps(args, default=str)},
+                            "function": {"name": name, "arguments": dump_json(args)},
                         }
                         for call_id, name, args in calls
                     ],
