@@ -171,6 +171,20 @@ class TestAgentCompletes:
         observation = llm.complete_calls[1]["messages"][-1]["content"]
         assert '"output": "Grüße aus Zürich, 日本"' in observation
 
+    async def test_the_tool_list_keeps_its_text(self) -> None:
+        """A tool's argument schema is listed to the model as written, not escaped."""
+
+        class _Sized(FakeTool):
+            @property
+            def parameters_schema(self) -> dict[str, Any]:
+                return {"type": "object", "properties": {"Größe": {"type": "number"}}}
+
+        llm = QueueLLM(complete=[finish_action("done")], generate=[plan(FINAL_STEP_DESCRIPTION)])
+
+        await Agent(llm, FakeRegistry(_Sized("size", ok_handler))).run("m")
+
+        assert '"Größe"' in (llm.complete_calls[0]["messages"][0]["content"] or "")
+
     async def test_events(self) -> None:
         """The legacy flow emits the same event kinds as the lean flow."""
         events: list[ProgressEvent] = []

@@ -8,8 +8,6 @@ from the observations seen so far.
 
 from __future__ import annotations
 
-import json
-
 import structlog
 
 from taskforce.core.domain._events import EventCallback
@@ -17,6 +15,7 @@ from taskforce.core.domain._mission_run import (
     MissionAborted,
     MissionRun,
     check_limits,
+    dump_json,
     dump_result,
 )
 from taskforce.core.domain._outcome import AgentOutcome
@@ -137,7 +136,7 @@ class Agent:
 
     def _conversation(self, mission: str, plan: list[str]) -> list[ChatMessage]:
         tool_lines = [
-            f"- {tool.name}: {tool.description} Arguments: {json.dumps(tool.parameters_schema)}"
+            f"- {tool.name}: {tool.description} Arguments: {dump_json(tool.parameters_schema)}"
             for tool in self._tools.list_tools()
         ]
         plan_lines = [f"{i}. {step}" for i, step in enumerate(plan, start=1)]
