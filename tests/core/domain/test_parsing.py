@@ -11,6 +11,7 @@ import pytest
 from taskforce.core.domain import _parsing
 from taskforce.core.domain._parsing import (
     MAX_JSON_DEPTH,
+    MAX_JSON_TRIES,
     ActionParseError,
     FinishAction,
     ToolAction,
@@ -206,6 +207,20 @@ class TestDeepNesting:
         reply = 'The "best plan:\n' + "[" * (MAX_JSON_DEPTH + 1) + '"a"' + "]" * 101
         with pytest.raises(ActionParseError, match=f"deeper than {MAX_JSON_DEPTH} levels"):
             _check_depth(reply)
+
+    @pytest.mark.parametrize("parse", [parse_plan, parse_action])
+    def test_nesting_a_stray_quote_hides_is_tried_a_bounded_number_of_times(
+        self, parse: Callable[[str], object], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Lines of deep, unfinished objects after a stray quote: the depth scan takes them
+        for strings, and decoding is tried from MAX_JSON_TRIES places at most."""
+        decoder = _CountingDecoder()
+        monkeypatch.setattr(_parsing, "_DECODER", decoder)
+        reply = ('He said "x ' + '{"a":' * 500 + "\n") * 10
+
+        with pytest.raises(ActionParseError, match=f"no JSON found in {MAX_JSON_TRIES} places"):
+            parse(reply)
+        assert MAX_JSON_TRIES == decoder.tries
 
     def test_string_args_nested_too_deeply_are_refused(self) -> None:
         """`args` given as a JSON string nested past Python's recursion limit."""

@@ -18,6 +18,7 @@ from taskforce.core.interfaces.log import quoted
 
 __all__ = [
     "MAX_JSON_DEPTH",
+    "MAX_JSON_TRIES",
     "ActionParseError",
     "FinishAction",
     "ToolAction",
@@ -30,6 +31,14 @@ MAX_JSON_DEPTH = 100
 
 Python's decoder raises ``RecursionError`` past its recursion limit, and each try from
 another position would descend again: the reply is refused once, unread.
+"""
+
+MAX_JSON_TRIES = 100
+"""The most places in prose a plan or an action is decoded from before the reply is refused.
+
+Each failed try costs a count of the lines before it, and may descend as deep as Python
+decodes when a stray quote in the prose hid that nesting from the depth check: the
+bound keeps the work on any reply linear in its length.
 """
 
 _TOO_DEEP = f"the reply nests deeper than {MAX_JSON_DEPTH} levels"
@@ -118,9 +127,10 @@ def _bounded(value: Any) -> Any:
 def _first_json(text: str, starts: re.Pattern[str]) -> Any:
     """Return the reply as JSON, else the first JSON value at a match of ``starts``.
 
-    Only where a plan or an action can start is tried: every failed try costs the
-    decoder's error a count of the lines before it, so trying every bracket of a long
-    reply of code would take time that grows with the square of its length.
+    Only where a plan or an action can start is tried, at most ``MAX_JSON_TRIES`` of
+    them: every failed try costs the decoder's error a count of the lines before it, so
+    trying every bracket of a long reply of code would take time that grows with the
+    square of its length.
 
     Raises:
         ActionParseError: none is there, or the reply nests deeper than ``MAX_JSON_DEPTH``.
@@ -138,7 +148,9 @@ def _first_json(text: str, starts: re.Pattern[str]) -> Any:
             except ValueError:
                 continue
             return _bounded(value) if may_be_deep else value
-        for start in starts.finditer(text):
+        for tries, start in enumerate(starts.finditer(text)):
+            if tries == MAX_JSON_TRIES:
+                raise ActionParseError(f"no JSON found in {MAX_JSON_TRIES} places it could start")
             try:
                 value, _ = _DECODER.raw_decode(text, start.start())
             except ValueError:
