@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,15 +22,23 @@ from structlog.testing import capture_logs
 
 from taskforce.application.container import Container, build_container
 from taskforce.config import AgentSettings, Settings
+from taskforce.core.domain.prompts import FINAL_STEP_DESCRIPTION, LEGACY_SYSTEM_PROMPT
 from taskforce.core.interfaces import (
     current_agent_type,
     current_mission_id,
     current_session_id,
 )
 from taskforce.core.interfaces.executor import AgentType
-from taskforce.core.interfaces.llm import LLMResult
+from taskforce.core.interfaces.llm import ChatMessage, LLMResult
 from taskforce.errors import MissionError
-from tests.core.domain.fakes import FakeRegistry, QueueLLM, plan, text, tool_action
+from tests.core.domain.fakes import (
+    FakeRegistry,
+    QueueLLM,
+    finish_action,
+    plan,
+    text,
+    tool_action,
+)
 from tests.observability.metric_samples import faults, samples, value
 from tests.support.held_store import HeldStore
 from tests.support.odd_values import NoItems, NoMembership, RaisingGet, Unprintable
@@ -451,6 +459,12 @@ class TestLLMOutcome:
         ]
 
 
+async def _blank(messages: Sequence[ChatMessage]) -> LLMResult:
+    """No answer, in the form of the flow that asks: empty text, or a blank finish action."""
+    is_legacy = (messages[0]["content"] or "").startswith(LEGACY_SYSTEM_PROMPT)
+    return finish_action(" ") if is_legacy else text("")
+
+
 def _failing_container(tmp_path: Path, kind: str) -> tuple[Container, str]:
     """A container whose next mission fails as ``kind`` says, and the mission to send it."""
     settings = Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "workspace")
@@ -462,8 +476,8 @@ def _failing_container(tmp_path: Path, kind: str) -> tuple[Container, str]:
     elif kind == "StateCorruptedError":
         settings.state_dir.mkdir(parents=True)
         (settings.state_dir / "s.json").write_text("{not json")
-    elif kind == "empty_answer":
-        provider = QueueLLM([text("")] * 2)
+    elif kind == "empty_answer":  # lean: no text; legacy: a blank final answer
+        provider = QueueLLM([_blank] * 2, generate=[plan(FINAL_STEP_DESCRIPTION)] * 2)
     elif kind == "invalid_plan":
         provider = QueueLLM(generate=[text("no plan")] * 2)
     elif kind == "invalid_action":
@@ -507,6 +521,7 @@ class TestMissionFailureOutcome:
             ("lean", "StateCorruptedError"),
             ("legacy", "StateCorruptedError"),
             ("lean", "empty_answer"),
+            ("legacy", "empty_answer"),
             ("legacy", "invalid_plan"),
             ("legacy", "invalid_action"),
             ("legacy", "step_turn_limit"),
