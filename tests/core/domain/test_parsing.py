@@ -118,8 +118,12 @@ class TestParseAction:
         assert 0 == decoder.tries
 
     def test_missing_and_string_args(self) -> None:
-        """Missing args mean no arguments; args given as a JSON string are decoded."""
+        """Missing or blank args mean no arguments (as in the lean flow); args given as a
+        JSON string are decoded."""
         assert ToolAction("t", {}) == parse_action('{"action": "tool_call", "tool": "t"}')
+        assert ToolAction("t", {}) == parse_action(
+            '{"action": "tool_call", "tool": "t", "args": " "}'
+        )
         assert ToolAction("t", {"a": 1}) == parse_action(
             '{"action": "tool_call", "tool": "t", "args": "{\\"a\\": 1}"}'
         )

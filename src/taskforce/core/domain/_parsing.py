@@ -225,6 +225,8 @@ def parse_action(text: str | None) -> ToolAction | FinishAction:
         if not isinstance(tool, str) or not tool:
             raise ActionParseError("a tool_call action needs a tool name in 'tool'")
         args = value.get("args", {})
+        if isinstance(args, str) and not args.strip():  # no arguments, as the lean flow reads it
+            args = {}
         if isinstance(args, str):
             try:
                 decoded = json.loads(args)
