@@ -27,10 +27,10 @@ import pytest
 import yaml
 
 from taskforce.api._listener import _SCRAPE_DRAIN_SECONDS
-from taskforce.api._serving import CANCEL_RECORD_SECONDS
+from taskforce.api._serving import CANCEL_RECORD_SECONDS, LISTENER_CLOSE_SECONDS
 from taskforce.api.cli import _parser
 from taskforce.application.executor import RECORD_SECONDS
-from taskforce.config import load_settings
+from taskforce.config import Settings, load_settings
 from tests.support.binaries import run_promtool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +38,11 @@ BASE = ROOT / "deploy" / "kubernetes"
 # The oldest Kubernetes the base targets, and the newest the validator knows.
 K8S_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 _KUSTOMIZE_KEYS = {"apiVersion", "kind", "namespace", "labels", "resources"}
+#: What the Deployment's comment tells an overlay with more than one replica to add.
+_POSTGRES_ENV = {
+    "TASKFORCE_STATE__BACKEND": "postgres",
+    "TASKFORCE_STATE__DSN": "postgresql://taskforce@db.example:5432/taskforce",
+}
 
 
 def render_base(base: Path = BASE) -> list[dict[str, Any]]:
@@ -304,22 +309,57 @@ class TestWiring:
         )
         assert 0 == done.returncode, done.stderr
 
-    def test_shutdown_drains_before_the_kill(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """The pod's grace period covers the preStop hook plus the service's own drain.
+    @pytest.mark.parametrize("overlay", [{}, _POSTGRES_ENV], ids=["file", "postgres"])
+    def test_shutdown_drains_before_the_kill(
+        self, monkeypatch: pytest.MonkeyPatch, overlay: dict[str, str]
+    ) -> None:
+        """The pod's grace period covers the preStop hook plus the longest shutdown.
 
-        Kubernetes counts the hook in the grace period; the drain is the shutdown
-        grace, the waits for mission records and the scrape under way (see Stopping).
+        Kubernetes counts the hook in the grace period. With the PostgreSQL store the
+        shutdown may wait state.timeout_seconds more to close connections to a database
+        that does not answer (see Stopping).
         """
-        for variable in _container()["env"]:
-            monkeypatch.setenv(variable["name"], variable["value"])
+        settings = _deployment_settings(monkeypatch, overlay)
         pod = _by_kind("Deployment")["spec"]["template"]["spec"]
-        drain = (
-            load_settings().server.shutdown_grace_seconds
-            + CANCEL_RECORD_SECONDS
-            + RECORD_SECONDS
-            + _SCRAPE_DRAIN_SECONDS
-        )
-        assert pod["terminationGracePeriodSeconds"] > _prestop_seconds() + drain
+        longest = _prestop_seconds() + _longest_shutdown(settings)
+        assert pod["terminationGracePeriodSeconds"] > longest
+
+    def test_guide_states_the_grace_periods_sum(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The guide's "N s in all" is the hook plus the longest shutdown, PostgreSQL's."""
+        settings = _deployment_settings(monkeypatch, _POSTGRES_ENV)
+        longest = _prestop_seconds() + _longest_shutdown(settings)
+        grace = _by_kind("Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        guide = " ".join((ROOT / "docs" / "operator-guide.md").read_text(encoding="utf-8").split())
+        kubernetes = guide[guide.index("## Kubernetes [deploy/") : guide.index("## Logs")]
+        assert f"{longest:g} s in all" in kubernetes
+        assert f"grace period ({grace} s)" in kubernetes
+
+
+def _deployment_settings(monkeypatch: pytest.MonkeyPatch, overlay: dict[str, str]) -> Settings:
+    """The settings of the Deployment's container, with ``overlay``'s variables added."""
+    env = {v["name"]: v["value"] for v in _container()["env"]} | overlay
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return load_settings()
+
+
+def _longest_shutdown(settings: Settings) -> float:
+    """The longest a stopping process takes, by the waits of Stopping in the operator guide.
+
+    The grace, the cancelled missions' records, the API's connections, a /health check
+    in flight, a scrape under way, the record writes still under way and, for the
+    PostgreSQL store, closing its connections.
+    """
+    state = settings.state
+    return (
+        settings.server.shutdown_grace_seconds
+        + CANCEL_RECORD_SECONDS
+        + LISTENER_CLOSE_SECONDS
+        + state.health_timeout_seconds
+        + _SCRAPE_DRAIN_SECONDS
+        + RECORD_SECONDS
+        + (state.timeout_seconds if state.backend == "postgres" else 0)
+    )
 
 
 class TestPrometheusRule:

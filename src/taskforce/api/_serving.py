@@ -43,6 +43,8 @@ _LOG = structlog.get_logger("taskforce.api")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 #: How long cancelled missions get to write their ``cancelled`` record.
 CANCEL_RECORD_SECONDS = RECORD_SECONDS
+#: How long the shutdown waits for the API listener's connections to close.
+LISTENER_CLOSE_SECONDS = 1.0
 
 
 class _AnswerCancelled:
@@ -227,7 +229,7 @@ class TaskforceServer(uvicorn.Server):
             await asyncio.wait(pending, timeout=CANCEL_RECORD_SECONDS)
         for server in self.servers:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), timeout=1.0)
+                await asyncio.wait_for(server.wait_closed(), timeout=LISTENER_CLOSE_SECONDS)
         # Unlike uvicorn on a forced exit, always: it closes the container, logs server.stopped.
         await self.lifespan.shutdown()
 
