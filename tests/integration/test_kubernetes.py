@@ -293,6 +293,20 @@ class TestWiring:
             assert path.is_absolute(), path  # relative would be the image's working directory
             assert any(path.is_relative_to(mount) for mount in writable), path
 
+    def test_pod_runs_restricted_without_an_api_token(self) -> None:
+        """The pod meets the "restricted" Pod Security Standard and mounts no API token.
+
+        taskforce never calls the Kubernetes API; a token in the pod would only be a
+        credential for whatever runs in it to find.
+        """
+        pod = _by_kind("Deployment")["spec"]["template"]["spec"]
+        container = _container()["securityContext"]
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert "RuntimeDefault" == pod["securityContext"]["seccompProfile"]["type"]
+        assert container["allowPrivilegeEscalation"] is False
+        assert ["ALL"] == container["capabilities"]["drop"]
+
     def test_prestop_hook_waits_before_the_signal(self) -> None:
         """A preStop hook sleeps a few seconds, so the pod leaves the endpoints before SIGTERM.
 
