@@ -136,6 +136,15 @@ class TestRender:
             d["metadata"]["labels"]["app.kubernetes.io/part-of"] for d in rendered
         }
 
+    def test_guide_creates_the_namespace_before_applying(self) -> None:
+        """The base names a namespace it does not create: the guide creates it first."""
+        kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text(encoding="utf-8"))
+        assert "Namespace" not in {d["kind"] for d in render_base()}
+        guide = (ROOT / "docs" / "operator-guide.md").read_text(encoding="utf-8")
+        kubernetes = guide[guide.index("\n## Kubernetes\n") : guide.index("\n## Logs\n")]
+        create = kubernetes.index(f"kubectl create namespace {kustomization['namespace']}\n")
+        assert create < kubernetes.index("kubectl apply -k deploy/kubernetes\n")
+
 
 class TestKubernetesSchemas:
     @pytest.mark.parametrize("version", K8S_VERSIONS)
