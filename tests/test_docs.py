@@ -255,10 +255,10 @@ class TestOperatorGuideLimits:
 
     def test_the_scrape_drain_is_documented(self) -> None:
         """How long a stopping process lets a scrape under way finish is in "Stopping"."""
-        from taskforce.api._listener import _SCRAPE_DRAIN_SECONDS
+        from taskforce.api._listener import SCRAPE_DRAIN_SECONDS
 
         stopping = self._section("### Stopping", "### uvicorn")
-        assert f"a scrape under way gets up to {_SCRAPE_DRAIN_SECONDS} s" in stopping
+        assert f"a scrape under way gets up to {SCRAPE_DRAIN_SECONDS} s" in stopping
 
     def test_the_listen_backlog_is_documented(self) -> None:
         """The connections a socket holds while no worker accepts them are in "Workers"."""
@@ -283,8 +283,9 @@ class TestOperatorGuideLimits:
         assert f"or {numbers[_supervisor._MAX_BOOT_FAILURES]} replacements in a row" in workers
         assert f"waits at most {RECORD_SECONDS:g} s for its record" in stopping
         assert f"up to {RECORD_SECONDS:g} s more for the record writes" in stopping
-        kill = RECORD_SECONDS + _supervisor._KILL_MARGIN_SECONDS
-        assert f"still alive {kill:g} s after the grace" in stopping
+        margin = _supervisor._KILL_MARGIN_SECONDS
+        assert f"still alive {margin:g} s after that sum" in stopping
+        assert f"give your process manager {margin:g} s more than the sum there" in stopping
 
     def test_the_lingering_close_is_documented(self) -> None:
         """How long and how much a refused request's connection is read before it closes."""

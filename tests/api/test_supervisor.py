@@ -106,3 +106,22 @@ class TestWorkerCrash:
         (line,) = [json.loads(text) for text in buf.getvalue().splitlines()]
         assert ("process.exception.uncaught", "RuntimeError") == (line["event"], line["error_type"])
         assert "a bug while serving" in str(line["exception"])
+
+
+class TestKillDeadline:
+    def test_a_worker_gets_its_whole_graceful_stop_before_the_kill(self) -> None:
+        """The kill waits for every wait of a graceful stop, PostgreSQL's close included.
+
+        A worker closing its pool to a database that does not answer takes up to
+        ``state.timeout_seconds`` after its records were given up; killed sooner, it
+        would leave without its ``server.stopped`` line and its clean exit.
+        """
+        from taskforce.api._serving import longest_shutdown_seconds
+
+        state = {"backend": "postgres", "dsn": "postgresql://db/taskforce"}
+        quick = Settings(state={**state, "timeout_seconds": 1})
+        slow = Settings(state={**state, "timeout_seconds": 300})
+        for settings in (quick, slow):
+            assert _supervisor.kill_after_seconds(settings) > longest_shutdown_seconds(settings)
+        waited = _supervisor.kill_after_seconds(slow) - _supervisor.kill_after_seconds(quick)
+        assert 299 == waited

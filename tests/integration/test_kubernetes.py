@@ -26,10 +26,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from taskforce.api._listener import _SCRAPE_DRAIN_SECONDS
-from taskforce.api._serving import CANCEL_RECORD_SECONDS, LISTENER_CLOSE_SECONDS
+from taskforce.api._serving import longest_shutdown_seconds
 from taskforce.api.cli import _parser
-from taskforce.application.executor import RECORD_SECONDS
 from taskforce.config import Settings, load_settings
 from tests.support.binaries import run_promtool
 
@@ -344,13 +342,13 @@ class TestWiring:
         """
         settings = _deployment_settings(monkeypatch, overlay)
         pod = _by_kind("Deployment")["spec"]["template"]["spec"]
-        longest = _prestop_seconds() + _longest_shutdown(settings)
+        longest = _prestop_seconds() + longest_shutdown_seconds(settings)
         assert pod["terminationGracePeriodSeconds"] > longest
 
     def test_guide_states_the_grace_periods_sum(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """The guide's "N s in all" is the hook plus the longest shutdown, PostgreSQL's."""
         settings = _deployment_settings(monkeypatch, _POSTGRES_ENV)
-        longest = _prestop_seconds() + _longest_shutdown(settings)
+        longest = _prestop_seconds() + longest_shutdown_seconds(settings)
         grace = _by_kind("Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         guide = " ".join((ROOT / "docs" / "operator-guide.md").read_text(encoding="utf-8").split())
         kubernetes = guide[guide.index("## Kubernetes [deploy/") : guide.index("## Logs")]
@@ -364,25 +362,6 @@ def _deployment_settings(monkeypatch: pytest.MonkeyPatch, overlay: dict[str, str
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return load_settings()
-
-
-def _longest_shutdown(settings: Settings) -> float:
-    """The longest a stopping process takes, by the waits of Stopping in the operator guide.
-
-    The grace, the cancelled missions' records, the API's connections, a /health check
-    in flight, a scrape under way, the record writes still under way and, for the
-    PostgreSQL store, closing its connections.
-    """
-    state = settings.state
-    return (
-        settings.server.shutdown_grace_seconds
-        + CANCEL_RECORD_SECONDS
-        + LISTENER_CLOSE_SECONDS
-        + state.health_timeout_seconds
-        + _SCRAPE_DRAIN_SECONDS
-        + RECORD_SECONDS
-        + (state.timeout_seconds if state.backend == "postgres" else 0)
-    )
 
 
 class TestPrometheusRule:

@@ -37,7 +37,7 @@ __all__ = [
 
 _LOG = structlog.get_logger("taskforce.api")
 #: How long the listener waits for an unfinished scrape when the process stops.
-_SCRAPE_DRAIN_SECONDS = 2
+SCRAPE_DRAIN_SECONDS = 2
 _BACKLOG = 2048
 
 
@@ -214,7 +214,7 @@ class MetricsListener:
             log_config=None,
             # Scrapes get no access lines; see read_deadline_protocol for why not here.
             access_log=True,
-            timeout_graceful_shutdown=_SCRAPE_DRAIN_SECONDS,
+            timeout_graceful_shutdown=SCRAPE_DRAIN_SECONDS,
             workers=1,  # never read WEB_CONCURRENCY (see TaskforceServer)
             http=read_deadline_protocol(
                 read_timeout_seconds,

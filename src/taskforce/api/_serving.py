@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskforce.api._encoding import refusal, sse_event
 from taskforce.api._limits import ShutdownNotice
-from taskforce.api._listener import WorkerSlot, socket_url
+from taskforce.api._listener import SCRAPE_DRAIN_SECONDS, WorkerSlot, socket_url
 from taskforce.api._read_deadline import (
     DEFAULT_MAX_HEADER_BYTES,
     read_deadline_protocol,
@@ -35,7 +35,13 @@ from taskforce.api.server import create_app  # imported before the fork: workers
 from taskforce.application.executor import RECORD_SECONDS
 from taskforce.config import Settings
 
-__all__ = ["STOP_SIGNALS", "TaskforceServer", "held_signals", "run_worker"]
+__all__ = [
+    "STOP_SIGNALS",
+    "TaskforceServer",
+    "held_signals",
+    "longest_shutdown_seconds",
+    "run_worker",
+]
 
 _LOG = structlog.get_logger("taskforce.api")
 #: What stops ``taskforce serve`` gracefully: SIGHUP too (a closed terminal, a process
@@ -45,6 +51,32 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 CANCEL_RECORD_SECONDS = RECORD_SECONDS
 #: How long the shutdown waits for the API listener's connections to close.
 LISTENER_CLOSE_SECONDS = 1.0
+
+
+def longest_shutdown_seconds(settings: Settings) -> float:
+    """The longest a process's graceful stop may take, by the waits it is made of.
+
+    The grace, the cancelled missions' records, the API's connections, a ``/health``
+    check in flight, a scrape under way, the record writes still under way and, with the
+    PostgreSQL store, closing its connections to a database that does not answer (the
+    operator guide's Stopping). A process manager's stop timeout must exceed it.
+
+    Args:
+        settings: The process's settings.
+
+    Returns:
+        The sum, in seconds.
+    """
+    state = settings.state
+    return (
+        settings.server.shutdown_grace_seconds
+        + CANCEL_RECORD_SECONDS
+        + LISTENER_CLOSE_SECONDS
+        + state.health_timeout_seconds
+        + SCRAPE_DRAIN_SECONDS
+        + RECORD_SECONDS
+        + (state.timeout_seconds if state.backend == "postgres" else 0)
+    )
 
 
 class _AnswerCancelled:

@@ -30,12 +30,17 @@ from types import FrameType
 import structlog
 
 from taskforce.api._listener import WorkerSlot, api_port_clash, bind_socket, metrics_listener
-from taskforce.api._serving import CANCEL_RECORD_SECONDS, STOP_SIGNALS, held_signals, run_worker
+from taskforce.api._serving import (
+    STOP_SIGNALS,
+    held_signals,
+    longest_shutdown_seconds,
+    run_worker,
+)
 from taskforce.api._targets import replace_own_targets, report_failure
 from taskforce.config import Settings
 from taskforce.errors import StartupError
 
-__all__ = ["resolve_workers", "serve"]
+__all__ = ["kill_after_seconds", "resolve_workers", "serve"]
 
 _LOG = structlog.get_logger("taskforce.api")
 #: A worker that dies sooner than this after its start is restarted after a pause.
@@ -45,10 +50,26 @@ _MAX_RESTART_PAUSE_SECONDS = 10.0
 _MAX_BOOT_FAILURES = 5
 #: The most worker processes ``taskforce serve`` starts (``--workers``, ``WEB_CONCURRENCY``).
 MAX_WORKERS = 256
-#: Time on top of the shutdown grace before a worker that ignores SIGTERM is killed.
-_KILL_MARGIN_SECONDS = 10.0
+#: Time on top of the longest graceful stop before a worker still alive is killed.
+_KILL_MARGIN_SECONDS = 5.0
 _POLL_SECONDS = 0.1
 _PR_SET_PDEATHSIG = 1  # prctl option, <linux/prctl.h>
+
+
+def kill_after_seconds(settings: Settings) -> float:
+    """How long after the first stop signal a worker still alive is killed.
+
+    The longest its graceful stop may take (``longest_shutdown_seconds``: with the
+    PostgreSQL store, closing connections to a database that does not answer too) and
+    a margin, so a worker is killed only when it no longer stops of itself.
+
+    Args:
+        settings: The workers' settings.
+
+    Returns:
+        The time in seconds.
+    """
+    return longest_shutdown_seconds(settings) + _KILL_MARGIN_SECONDS
 
 
 def resolve_workers(option: int | None, environ: dict[str, str] | None = None) -> int:
@@ -290,9 +311,7 @@ class _Supervisor:
                     os.kill(process.pid, forwarded)  # type: ignore[arg-type]
                 if self._stop_sent == 0:
                     grace = self._settings.server.shutdown_grace_seconds
-                    stop_deadline = (
-                        time.monotonic() + grace + CANCEL_RECORD_SECONDS + _KILL_MARGIN_SECONDS
-                    )
+                    stop_deadline = time.monotonic() + kill_after_seconds(self._settings)
                     _LOG.info("supervisor.stopping", category="lifecycle", grace_seconds=grace)
                 self._stop_sent = self._signals
             alive = self._alive()
