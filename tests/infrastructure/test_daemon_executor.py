@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import CancelledError, Future
@@ -13,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from taskforce.infrastructure._daemon_executor import DaemonThreadExecutor
-
-_SRC = Path(__file__).resolve().parents[2] / "src"
+from tests.support.processes import run_python
 
 
 @pytest.fixture(name="executor")
@@ -111,14 +108,5 @@ class TestDaemonThreadExecutor:
             "executor.shutdown(wait=False, cancel_futures=True)\n"
             "print('main done')\n"
         )
-        env = {**os.environ, "PYTHONPATH": str(_SRC)}
-        # The timeout only keeps a regression from hanging the suite; nothing is timed.
-        done = subprocess.run(
-            [sys.executable, "-c", script],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-            check=False,
-        )
+        done = run_python(script)
         assert (0, "main done\n") == (done.returncode, done.stdout), done.stderr

@@ -90,6 +90,28 @@ def clean_env(root: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def run_python(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a Python process of its own that imports this taskforce.
+
+    Args:
+        script: The program, as for ``python -c``.
+        *args: Its ``sys.argv[1:]``.
+
+    Returns:
+        The finished process, its output as text.
+    """
+    env = {**os.environ, "PYTHONPATH": _SOURCE_ROOT}
+    # The timeout only keeps a regression from hanging the suite; nothing is timed.
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
 @dataclass
 class Child:
     """A started server process and the file its stdout and stderr go to."""

@@ -15,6 +15,7 @@ from taskforce.application.container import Container, build_container
 from taskforce.config import Settings
 from taskforce.core.interfaces.log import quoted, text_fields
 from taskforce.infrastructure.tools import FileReadTool, FileWriteTool, ListDirTool, _files
+from tests.support.processes import run_python
 
 
 @pytest.fixture(name="outside")
@@ -177,6 +178,52 @@ class TestFileWriteAndRead:
         )
         assert {"success": True, "output": 10} == await tool.execute(path="f.txt", content="z" * 10)
         assert "z" * 10 == (workspace / "f.txt").read_text(encoding="utf-8")
+
+    def test_a_write_that_fails_part_way_leaves_the_file_as_it_was(self, tmp_path: Path) -> None:
+        """A write the disk cuts short fails its call; the old content stays, no leftovers.
+
+        A file size limit (``RLIMIT_FSIZE``, in a process of its own) makes the write
+        fail after its first bytes, as a full disk would.
+        """
+        workspace = tmp_path / "ws"
+        workspace.mkdir()
+        (workspace / "f.txt").write_text("old content")
+        script = (
+            "import asyncio, resource, signal, sys\n"
+            "from pathlib import Path\n"
+            "from taskforce.infrastructure.tools import FileWriteTool\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))\n"
+            "tool = FileWriteTool(Path(sys.argv[1]))\n"
+            "result = asyncio.run(tool.execute(path='f.txt', content='x' * 100))\n"
+            "print(result['success'], result.get('error_type'))\n"
+        )
+        done = run_python(script, str(workspace))
+        assert (0, "False OSError\n") == (done.returncode, done.stdout), done.stderr
+        assert "old content" == (workspace / "f.txt").read_text()
+        assert ["f.txt"] == os.listdir(workspace)
+
+    async def test_a_hard_link_keeps_the_old_content(self, workspace: Path, outside: Path) -> None:
+        """A write replaces the file: a hard link to it, made outside, is not written through."""
+        workspace.mkdir()
+        os.link(outside / "secret.txt", workspace / "linked.txt")
+        result = await FileWriteTool(workspace).execute(path="linked.txt", content="changed")
+        assert {"success": True, "output": 7} == result
+        assert "top secret" == (outside / "secret.txt").read_text()
+        assert "changed" == (workspace / "linked.txt").read_text()
+
+    async def test_a_write_keeps_the_mode_of_the_file_it_replaces(self, workspace: Path) -> None:
+        """A replaced file keeps its permission bits; a new one gets the usual 0o644 and umask."""
+        workspace.mkdir()
+        (workspace / "private.txt").write_text("p")
+        os.chmod(workspace / "private.txt", 0o600)
+        tool = FileWriteTool(workspace)
+        await tool.execute(path="private.txt", content="still private")
+        await tool.execute(path="new.txt", content="n")
+        umask = os.umask(0)
+        os.umask(umask)
+        modes = [stat.S_IMODE(os.stat(workspace / n).st_mode) for n in ("private.txt", "new.txt")]
+        assert [0o600, 0o644 & ~umask] == modes
 
     @pytest.mark.parametrize(
         "path", ["../" + "p" * 10_000, "d/" * 5_000 + "x"], ids=["outside", "too-long"]

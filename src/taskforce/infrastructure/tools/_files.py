@@ -3,16 +3,19 @@
 Every path is resolved (following symlinks) and must land inside the session's
 folder of the workspace; anything else is refused and logged as a security
 event. Only regular files are read or written: a FIFO, device or socket is
-refused without being waited on. All file IO runs in the tools' own bounded
-thread pool, so neither a large file nor a hung call blocks the event loop or
-the threads the rest of the service uses.
+refused without being waited on. A write that replaces a file fills a new one
+and renames it over the old, so nobody ever finds it half written. All file IO
+runs in the tools' own bounded thread pool, so neither a large file nor a hung
+call blocks the event loop or the threads the rest of the service uses.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import heapq
 import os
+import secrets
 import stat
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -48,6 +51,8 @@ _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 # Opening a FIFO without a peer would wait for one; non-blocking, it returns at once
 # (or fails with ENXIO for a writer), and the fstat that follows refuses it.
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+#: Start of the name of the file a replacing write fills before it is renamed over the target.
+_TEMPORARY_PREFIX = ".taskforce-write-"
 
 
 class _NotRegular(Exception):
@@ -192,25 +197,56 @@ class FileReadTool(_WorkspaceTool):
         return await self._in_workspace(args["path"], _reader(self.max_file_bytes))
 
 
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new file beside ``path``, then rename it over ``path``.
+
+    A reader, a concurrent write or a write that fails part way (a full disk) never
+    sees or leaves a mix: the file holds the old content or the new, whole. The new
+    file keeps the permission bits of the one it replaces; a hard link to the old
+    file keeps the old content.
+    """
+    try:
+        existing: os.stat_result | None = os.lstat(path)
+    except FileNotFoundError:
+        existing = None
+    if existing is not None:
+        _check_regular(existing.st_mode)
+    temporary = path.with_name(f"{_TEMPORARY_PREFIX}{secrets.token_hex(8)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with open(fd, "wb") as handle:
+            if existing is not None:  # the umask must not narrow the mode the file had
+                os.fchmod(handle.fileno(), stat.S_IMODE(existing.st_mode))
+            handle.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _append(path: Path, data: bytes, limit: int, too_large: str) -> None:
+    with open(_open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "wb") as handle:
+        if os.fstat(handle.fileno()).st_size + len(data) > limit:
+            raise Failure(too_large, "FileTooLarge")
+        handle.write(data)
+
+
 def _writer(content: str, *, append: bool, limit: int) -> Callable[[Path], int]:
     data = content.encode("utf-8")
     too_large = f"would be larger than {limit} bytes (tools.max_file_bytes)"
 
     def write(path: Path) -> int:
-        if len(data) > limit:  # before anything is made or truncated
+        if len(data) > limit:  # before anything is made or changed
             raise Failure(too_large, "FileTooLarge")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except FileExistsError as exc:  # a folder on the way is a file, as a read finds
             raise NotADirectoryError(errno.ENOTDIR, "not a directory") from exc
-        # no O_TRUNC in the open: an append that would pass the limit leaves the file as it was
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else 0)
-        with open(_open_regular(path, flags), "wb") as handle:
-            if append and os.fstat(handle.fileno()).st_size + len(data) > limit:
-                raise Failure(too_large, "FileTooLarge")
-            if not append:
-                handle.truncate(0)
-            handle.write(data)
+        if append:
+            _append(path, data, limit, too_large)
+        else:
+            _replace(path, data)
         return len(data)
 
     return write
