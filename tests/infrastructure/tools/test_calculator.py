@@ -46,6 +46,9 @@ class TestCalculatorResults:
             ("pi", math.pi),
             ("2 * pi", 2 * math.pi),
             ("10 ** 308", 10**308),
+            ("1e308", 1e308),
+            ("-1e308 + 1e307", -1e308 + 1e307),
+            ("sin(1e308)", math.sin(1e308)),
             ("  1 +\t1  ", 2),
         ],
     )
@@ -56,6 +59,29 @@ class TestCalculatorResults:
     async def test_integral_result_is_an_int(self) -> None:
         """A result with no fractional part comes back as an int, not a float."""
         result = await _calc("6 / 2")
+        assert int is type(result["output"])
+
+    @pytest.mark.parametrize(
+        ("expression", "expected"),
+        [
+            ("10 ** 308 / 3", 10**308 / 3),
+            ("sqrt(10 ** 308)", 1e154),
+            ("2.0 ** 53", 2.0**53),
+            ("1e20", 1e20),
+            ("floor(1e300)", 1e300),
+            ("ceil(-1e300)", -1e300),
+            ("round(1e300)", 1e300),
+        ],
+    )
+    async def test_a_float_past_2_53_stays_a_float(self, expression: str, expected: float) -> None:
+        """An integral float from 2**53 up stands for many integers: no int with made-up digits."""
+        result = await _calc(expression)
+        assert ({"success": True, "output": expected}, float) == (result, type(result["output"]))
+
+    @pytest.mark.parametrize("expression", ["2.0 ** 53 - 1", "floor(2.0 ** 52 + 0.5)", "1e15"])
+    async def test_an_integral_float_below_2_53_is_an_int(self, expression: str) -> None:
+        """Below 2**53 every integer is exact as a float: it comes back as that int."""
+        result = await _calc(expression)
         assert int is type(result["output"])
 
 
@@ -96,6 +122,7 @@ class TestCalculatorRefusals:
             ("10 ** 308 * 10", "LimitExceeded", "too large"),
             ("1e308 * 10", "LimitExceeded", "too large"),
             ("0.1 ** -400", "LimitExceeded", "too large"),
+            ("0.5 ** -1e300", "LimitExceeded", "result is too large (limit is 1e308)"),
             ("round(5, -10 ** 9)", "LimitExceeded", "round() digits"),
             ("-" * 990 + "1", "LimitExceeded", "nested too deeply"),
         ],

@@ -20,9 +20,14 @@ from taskforce.infrastructure.tools._base import BaseTool, error_result, ok_resu
 __all__ = ["CalculatorTool"]
 
 _MAX_EXPRESSION_LENGTH = 1000
-#: Largest magnitude any intermediate value may reach (about the float limit).
-_MAX_MAGNITUDE = 10**308
+#: Largest magnitude any intermediate value may reach (about the float limit); a float,
+#: so the literal ``1e308`` is within it (the float is a little above ``10**308``).
+_MAX_MAGNITUDE = 1e308
+#: Integral floats below this come back as ints; above it a float stands for a range of
+#: integers, and its exact digits would claim a precision the result does not have.
+_EXACT_FLOAT_INTEGERS = 2**53
 _MAX_ROUND_DIGITS = 100
+_TOO_LARGE = "result is too large (limit is 1e308)"
 
 Number = int | float
 
@@ -39,9 +44,20 @@ _BINARY_OPERATORS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
 _CONSTANTS: dict[str, float] = {"pi": math.pi, "e": math.e}
 
 
+def _whole(function: Callable[[Number], int]) -> Callable[[Number], Number]:
+    """``function`` (floor, ceil, round), but a float from ``2**53`` up, integral already, as is."""
+
+    def apply(value: Number) -> Number:
+        if isinstance(value, float) and abs(value) >= _EXACT_FLOAT_INTEGERS:
+            return value  # as an int, its every digit would look exact
+        return function(value)
+
+    return apply
+
+
 def _round(value: Number, ndigits: Number | None = None) -> Number:
     if ndigits is None:
-        return round(value)
+        return _whole(round)(value)
     if not isinstance(ndigits, int) or abs(ndigits) > _MAX_ROUND_DIGITS:
         # round(int, -huge) would build 10**huge before answering.
         raise _Refused(
@@ -57,8 +73,8 @@ _FUNCTIONS: dict[str, tuple[Callable[..., Number], int, int]] = {
     "round": (_round, 1, 2),
     "min": (min, 2, 50),
     "max": (max, 2, 50),
-    "floor": (math.floor, 1, 1),
-    "ceil": (math.ceil, 1, 1),
+    "floor": (_whole(math.floor), 1, 1),
+    "ceil": (_whole(math.ceil), 1, 1),
     "log": (math.log, 1, 2),
     "sin": (math.sin, 1, 1),
     "cos": (math.cos, 1, 1),
@@ -81,7 +97,7 @@ def _checked(value: Any) -> Number:
     if isinstance(value, float) and not math.isfinite(value):
         raise _Refused("result is too large or not a number", "LimitExceeded")
     if abs(value) > _MAX_MAGNITUDE:
-        raise _Refused("result is too large (limit is 1e308)", "LimitExceeded")
+        raise _Refused(_TOO_LARGE, "LimitExceeded")
     return value
 
 
@@ -167,7 +183,8 @@ def _calculate(expression: str) -> Number:
         expression: The expression, e.g. ``"2 * (3 + sqrt(16))"``.
 
     Returns:
-        The value; an integral float comes back as ``int``.
+        The value; an integral float comes back as ``int`` when it is below ``2**53``
+        (where every integer is a float of its own).
 
     Raises:
         _Refused: The expression is invalid, unsupported or over a limit.
@@ -189,10 +206,10 @@ def _calculate(expression: str) -> Number:
     except ZeroDivisionError as exc:
         raise _Refused("division by zero", "DivisionByZero") from exc
     except OverflowError as exc:
-        raise _Refused(f"result is too large: {exc}", "LimitExceeded") from exc
+        raise _Refused(_TOO_LARGE, "LimitExceeded") from exc
     except RecursionError as exc:
         raise _Refused("expression is nested too deeply", "LimitExceeded") from exc
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and abs(value) < _EXACT_FLOAT_INTEGERS:
         return int(value)
     return value
 
