@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from concurrent.futures import CancelledError, Future
 from pathlib import Path
@@ -20,6 +22,10 @@ def fixture_executor() -> Iterator[DaemonThreadExecutor]:
     executor = DaemonThreadExecutor(2, thread_name_prefix="test")
     yield executor
     executor.shutdown(wait=False, cancel_futures=True)
+
+
+class _Payload:
+    """An argument a test can tell is no longer held (by a weak reference)."""
 
 
 def _hold(release: threading.Event, started: threading.Semaphore) -> str:
@@ -69,6 +75,28 @@ class TestDaemonThreadExecutor:
             future.result()
         executor.submit(lambda: None).result()  # first in, first out: past the skipped call
         assert not ran.is_set()
+
+    def test_a_cancelled_waiting_call_lets_go_of_its_arguments(self) -> None:
+        """A call cancelled while every thread is stuck is dropped at once, arguments and all.
+
+        A thread stuck for good (a hung network filesystem) never takes the next call:
+        each call given up while it waited (a tool timeout) would hold what it was
+        given, a file's content, for as long as the process lives.
+        """
+        executor = DaemonThreadExecutor(1)
+        release, started = threading.Event(), threading.Semaphore(0)
+        stuck = executor.submit(_hold, release, started)
+        started.acquire()
+        payload = _Payload()
+        gone = weakref.ref(payload)
+        waiting = executor.submit(id, payload)
+        del payload
+        assert waiting.cancel()
+        gc.collect()
+        assert None is gone()
+        release.set()
+        assert stuck.result()
+        executor.shutdown(wait=True)
 
     def test_shutdown_cancels_waiting_calls_and_refuses_new_ones(self) -> None:
         """shutdown(cancel_futures=True) cancels what waits; a later submit raises."""

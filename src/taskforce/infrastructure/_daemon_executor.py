@@ -6,13 +6,15 @@ a stopped service from ever exiting. These workers are daemon threads instead:
 at exit, a call still running is abandoned with the process. Everything else
 behaves as ``ThreadPoolExecutor(max_workers)``: threads start on demand up to
 the limit, calls beyond it wait in a first-in first-out queue, and a waiting
-call whose future is cancelled never runs.
+call whose future is cancelled never runs. Unlike there, such a call leaves the
+queue at once, arguments and all: behind threads stuck for good, calls given up
+on (a tool timeout) would otherwise pile up for the life of the process.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any, NamedTuple, ParamSpec, TypeVar
@@ -46,9 +48,10 @@ class DaemonThreadExecutor(Executor):
             raise ValueError(f"max_workers must be at least 1, got {max_workers}")
         self._max_workers = max_workers
         self._prefix = thread_name_prefix
-        self._queue: queue.SimpleQueue[_WorkItem | None] = queue.SimpleQueue()
-        self._idle = threading.Semaphore(0)
+        self._waiting: deque[_WorkItem] = deque()
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._idle = 0
         self._threads: list[threading.Thread] = []
         self._is_shut_down = False
 
@@ -62,17 +65,40 @@ class DaemonThreadExecutor(Executor):
             if self._is_shut_down:
                 raise RuntimeError("cannot schedule new calls after shutdown")
             future: Future[_T] = Future()
-            self._queue.put(_WorkItem(future, fn, args, kwargs))
-            if not self._idle.acquire(blocking=False) and len(self._threads) < self._max_workers:
+            self._waiting.append(_WorkItem(future, fn, args, kwargs))
+            self._changed.notify()
+            # an idle thread (one waiting, woken or not yet) takes one call each
+            if self._idle < len(self._waiting) and len(self._threads) < self._max_workers:
                 thread = threading.Thread(
                     target=self._work, name=f"{self._prefix}_{len(self._threads)}", daemon=True
                 )
                 thread.start()
                 self._threads.append(thread)
-            return future
+        # the future keeps its callbacks: this one must not hold the call's arguments
+        future.add_done_callback(self._forget)
+        return future
+
+    def _forget(self, future: Future[Any]) -> None:
+        """Drop the call of a future done before a thread took it (cancelled) from the queue."""
+        with self._lock:
+            for item in self._waiting:
+                if item.future is future:
+                    self._waiting.remove(item)
+                    return
+
+    def _next(self) -> _WorkItem | None:
+        """The next waiting call, or ``None`` once the executor is shut down and none is left."""
+        with self._lock:
+            while not self._waiting and not self._is_shut_down:
+                self._idle += 1
+                try:
+                    self._changed.wait()
+                finally:
+                    self._idle -= 1
+            return self._waiting.popleft() if self._waiting else None
 
     def _work(self) -> None:
-        while (item := self._queue.get()) is not None:
+        while (item := self._next()) is not None:
             if item.future.set_running_or_notify_cancel():
                 try:
                     result = item.func(*item.args, **item.kwargs)
@@ -81,8 +107,6 @@ class DaemonThreadExecutor(Executor):
                 else:
                     item.future.set_result(result)
             del item  # drop the reference to the call's result before waiting for more
-            self._idle.release()
-        self._queue.put(None)  # wake the next worker, so every one of them ends
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop taking calls; idle threads end, running calls finish in their threads.
@@ -93,19 +117,13 @@ class DaemonThreadExecutor(Executor):
         """
         with self._lock:
             self._is_shut_down = True
+            pending = list(self._waiting) if cancel_futures else []
             if cancel_futures:
-                pending: list[_WorkItem] = []
-                while True:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is not None:
-                        pending.append(item)
-                for item in pending:
-                    item.future.cancel()
-            self._queue.put(None)
+                self._waiting.clear()
+            self._changed.notify_all()
             threads = list(self._threads)
+        for item in pending:
+            item.future.cancel()
         if wait:
             for thread in threads:
                 thread.join()

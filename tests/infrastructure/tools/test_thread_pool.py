@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
+import gc
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -13,6 +16,10 @@ from taskforce.config import ToolSettings
 from taskforce.infrastructure.tools import DEFAULT_TOOL_THREADS, ToolThreadPool
 
 _VAR: contextvars.ContextVar[str] = contextvars.ContextVar("test_pool_var", default="unset")
+
+
+class _Payload:
+    """What a call holds, where a test can tell it is let go (by a weak reference)."""
 
 
 def _held(release: threading.Event, started: threading.Semaphore) -> Callable[[], str]:
@@ -97,6 +104,33 @@ class TestToolThreadPool:
         await asyncio.gather(*held)
         await pool.run(lambda: None)  # the queue is first-in first-out: past the dropped call
         assert not ran.is_set()
+
+    async def test_a_call_given_up_while_it_waits_lets_go_of_what_it_holds(
+        self, pool: ToolThreadPool
+    ) -> None:
+        """A queued call whose caller gives up (a tool timeout) is not kept, nor what it holds.
+
+        Behind threads stuck for good, calls given up on would otherwise pile up, each
+        with its arguments (a file_write's content), for the life of the process.
+        """
+        release, started = threading.Event(), threading.Semaphore(0)
+        held = [asyncio.ensure_future(pool.run(_held(release, started))) for _ in range(2)]
+        await _wait_started(started, 2)
+        payload = _Payload()
+        gone = weakref.ref(payload)
+        queued = asyncio.ensure_future(pool.run(functools.partial(id, payload)))
+        del payload
+        await asyncio.sleep(0)
+        queued.cancel()
+        await asyncio.wait([queued])
+        assert queued.cancelled()
+        del queued  # its exception's traceback holds the frames that held the call
+        gc.collect()
+        try:
+            assert None is gone()
+        finally:
+            release.set()
+            await asyncio.gather(*held)
 
     async def test_held_threads_do_not_hold_the_default_executor(
         self, pool: ToolThreadPool
