@@ -97,6 +97,15 @@ class TestBaseTool:
             f"It takes {_TAKES}."
         ) == result["error"]
 
+    async def test_thousands_of_bad_arguments_give_a_short_error(self) -> None:
+        """Past ten bad arguments the error counts the rest: it goes to the model and the record."""
+        params = {f"k{index}": 0 for index in range(5000)}
+        result = await _RecordingTool().execute(text="ok", **params)
+        named = "; ".join(f"unexpected argument 'k{index}'" for index in range(10))
+        assert (
+            f"invalid arguments for tool 'record': {named}; and 4990 more. It takes {_TAKES}."
+        ) == result["error"]
+
 
 class TestValidateArguments:
     @pytest.mark.parametrize(

@@ -18,12 +18,16 @@ from taskforce.core.interfaces.tools import ToolResult
 
 __all__ = [
     "INVALID_ARGUMENTS",
+    "MAX_PROBLEMS_NAMED",
     "BaseTool",
     "describe_arguments",
     "error_result",
     "ok_result",
     "validate_arguments",
 ]
+
+#: The most bad arguments one ``InvalidArguments`` error names; the rest it counts.
+MAX_PROBLEMS_NAMED = 10
 
 
 def ok_result(output: Any) -> ToolResult:
@@ -88,8 +92,9 @@ def validate_arguments(schema: Mapping[str, Any], params: Mapping[str, Any]) -> 
         params: The keyword arguments of the call.
 
     Returns:
-        ``None`` when the arguments fit, else a message naming every bad argument
-        (missing, unexpected, then wrong values), separated by ``"; "``.
+        ``None`` when the arguments fit, else a message naming the bad arguments
+        (missing, unexpected, then wrong values), separated by ``"; "``: the first
+        ``MAX_PROBLEMS_NAMED`` of them, then ``"and N more"``.
     """
     properties: Mapping[str, Any] = schema.get("properties", {})
     problems = [
@@ -108,6 +113,9 @@ def validate_arguments(schema: Mapping[str, Any], params: Mapping[str, Any]) -> 
             problem = _check_value(name, spec, value)
             if problem is not None:
                 problems.append(problem)
+    if len(problems) > MAX_PROBLEMS_NAMED:  # a call may hold thousands: the error stays short
+        more = len(problems) - MAX_PROBLEMS_NAMED
+        problems = [*problems[:MAX_PROBLEMS_NAMED], f"and {more} more"]
     return "; ".join(problems) or None
 
 
