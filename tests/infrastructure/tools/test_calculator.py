@@ -56,6 +56,17 @@ class TestCalculatorResults:
         """Arithmetic follows Python's precedence and the listed functions work."""
         assert {"success": True, "output": expected} == await _calc(expression)
 
+    @pytest.mark.parametrize(
+        ("expression", "expected"),
+        [("+".join(["1"] * 499), 499), ("-".join(["9"] * 499), 9 - 9 * 498), ("2" + "*1" * 499, 2)],
+        ids=["sum", "difference", "product"],
+    )
+    async def test_a_flat_expression_of_any_allowed_length_evaluates(
+        self, expression: str, expected: int
+    ) -> None:
+        """A flat chain of 500 terms (the length limit allows no more) is no nesting to refuse."""
+        assert {"success": True, "output": expected} == await _calc(expression)
+
     async def test_integral_result_is_an_int(self) -> None:
         """A result with no fractional part comes back as an int, not a float."""
         result = await _calc("6 / 2")

@@ -109,6 +109,13 @@ def _check_power(base: Number, exponent: Number) -> None:
         raise _Refused(f"{base}**{exponent} is too large (limit is 1e308)", "LimitExceeded")
 
 
+def _binary_operator(node: ast.BinOp) -> Callable[[Any, Any], Any]:
+    function = _BINARY_OPERATORS.get(type(node.op))
+    if function is None:
+        raise _Refused(f"unsupported operator: {type(node.op).__name__}", "UnsupportedOperation")
+    return function
+
+
 def _arity(min_args: int, max_args: int) -> str:
     """``"1 argument"``, ``"2 arguments"`` or ``"1 to 2 arguments"``."""
     if min_args != max_args:
@@ -145,16 +152,20 @@ class _Evaluator:
         raise _Refused(f"unsupported operator: {type(node.op).__name__}", "UnsupportedOperation")
 
     def _binary(self, node: ast.BinOp) -> Number:
-        function = _BINARY_OPERATORS.get(type(node.op))
-        if function is None:
-            raise _Refused(
-                f"unsupported operator: {type(node.op).__name__}", "UnsupportedOperation"
-            )
-        left = self.evaluate(node.left)
-        right = self.evaluate(node.right)
-        if isinstance(node.op, ast.Pow):
-            _check_power(left, right)
-        return _checked(function(left, right))
+        # A chain on the left (1 + 2 + 3 ..., how Python parses a flat sum) is walked in
+        # a loop: a flat expression must not run out of stack however many terms it has.
+        chain: list[tuple[ast.BinOp, Callable[[Any, Any], Any]]] = []
+        current: ast.expr = node
+        while isinstance(current, ast.BinOp):
+            chain.append((current, _binary_operator(current)))
+            current = current.left
+        value = self.evaluate(current)
+        for link, function in reversed(chain):
+            right = self.evaluate(link.right)
+            if isinstance(link.op, ast.Pow):
+                _check_power(value, right)
+            value = _checked(function(value, right))
+        return value
 
     def _call(self, node: ast.Call) -> Number:
         if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCTIONS:
