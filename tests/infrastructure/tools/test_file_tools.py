@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,33 @@ def _container(tmp_path: Path, **tools: int) -> Container:
     """The service's container with these ``tools`` settings."""
     settings = Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "ws", tools=tools)
     return build_container(settings)
+
+
+def _write_in_a_process(workspace: Path, prepare: str, path: str, content: str) -> str:
+    """Call file_write in a Python process of its own, after ``prepare`` ran there.
+
+    Args:
+        workspace: The tool's workspace.
+        prepare: Lines run once the tool is made (a limit, another user); ``os``,
+            ``resource`` and ``signal`` are imported.
+        path: The call's path.
+        content: The call's content.
+
+    Returns:
+        The result's ``error_type``, ``"None"`` for a success.
+    """
+    script = (
+        "import asyncio, os, resource, signal, sys\n"
+        "from pathlib import Path\n"
+        "from taskforce.infrastructure.tools import FileWriteTool\n"
+        "tool = FileWriteTool(Path(sys.argv[1]))\n"
+        f"{prepare}"
+        f"result = asyncio.run(tool.execute(path={path!r}, content={content!r}))\n"
+        "print(result.get('error_type'))\n"
+    )
+    done = run_python(script, str(workspace))
+    assert 0 == done.returncode, done.stderr
+    return done.stdout.strip()
 
 
 class TestFileWriteAndRead:
@@ -188,18 +217,11 @@ class TestFileWriteAndRead:
         workspace = tmp_path / "ws"
         workspace.mkdir()
         (workspace / "f.txt").write_text("old content")
-        script = (
-            "import asyncio, resource, signal, sys\n"
-            "from pathlib import Path\n"
-            "from taskforce.infrastructure.tools import FileWriteTool\n"
+        limit = (
             "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
             "resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))\n"
-            "tool = FileWriteTool(Path(sys.argv[1]))\n"
-            "result = asyncio.run(tool.execute(path='f.txt', content='x' * 100))\n"
-            "print(result['success'], result.get('error_type'))\n"
         )
-        done = run_python(script, str(workspace))
-        assert (0, "False OSError\n") == (done.returncode, done.stdout), done.stderr
+        assert "OSError" == _write_in_a_process(workspace, limit, "f.txt", "x" * 100)
         assert "old content" == (workspace / "f.txt").read_text()
         assert ["f.txt"] == os.listdir(workspace)
 
@@ -211,6 +233,24 @@ class TestFileWriteAndRead:
         assert {"success": True, "output": 7} == result
         assert "top secret" == (outside / "secret.txt").read_text()
         assert "changed" == (workspace / "linked.txt").read_text()
+
+    def test_a_read_only_file_is_not_replaced(self) -> None:
+        """A file the service may not write (mode 0o444) stays as it is: PermissionDenied.
+
+        Run as an unprivileged user (``nobody`` when the tests run as root, for whom
+        every file is writable), in a process of its own.
+        """
+        workspace = Path(tempfile.mkdtemp())  # a folder nobody can reach, unlike tmp_path
+        try:
+            (workspace / "ro.txt").write_text("keep")
+            os.chmod(workspace / "ro.txt", 0o444)
+            os.chmod(workspace, 0o777)
+            nobody = "if os.geteuid() == 0:\n    os.setgid(65534)\n    os.setuid(65534)\n"
+            error_type = _write_in_a_process(workspace, nobody, "ro.txt", "changed")
+            assert "PermissionDenied" == error_type
+            assert "keep" == (workspace / "ro.txt").read_text()
+        finally:
+            shutil.rmtree(workspace)
 
     async def test_a_write_keeps_the_mode_of_the_file_it_replaces(self, workspace: Path) -> None:
         """A replaced file keeps its permission bits; a new one gets the usual 0o644 and umask."""

@@ -201,7 +201,8 @@ def _replace(path: Path, data: bytes) -> None:
     """Write ``data`` to a new file beside ``path``, then rename it over ``path``.
 
     A reader, a concurrent write or a write that fails part way (a full disk) never
-    sees or leaves a mix: the file holds the old content or the new, whole. The new
+    sees or leaves a mix: the file holds the old content or the new, whole. A file
+    this process may not write is refused, as writing into it would be; the new
     file keeps the permission bits of the one it replaces; a hard link to the old
     file keeps the old content.
     """
@@ -211,6 +212,8 @@ def _replace(path: Path, data: bytes) -> None:
         existing = None
     if existing is not None:
         _check_regular(existing.st_mode)
+        if not os.access(path, os.W_OK, follow_symlinks=False):  # as an open for writing would
+            raise PermissionError(errno.EACCES, "the file is not writable", str(path))
     temporary = path.with_name(f"{_TEMPORARY_PREFIX}{secrets.token_hex(8)}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
