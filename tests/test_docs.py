@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from taskforce.config import ModelPrice, Settings
-from taskforce.core.interfaces.log import LOG_CATEGORIES
+from taskforce.core.interfaces.log import LOG_CATEGORIES, SECRET_PARAMETER_WORDS
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
@@ -213,6 +213,13 @@ class TestLoggingDoc:
         assert secrets is not None and quiet is not None
         assert _logging._SECRET_KEYS == set(re.findall(r"`(\w+)`", secrets.group(1)))
         assert set(_logging._QUIET_LIBRARIES) == set(re.findall(r"`(\w+)`", quiet.group(1)))
+
+    def test_the_secret_query_parameter_words_are_the_codes(self) -> None:
+        """The words that make a query parameter's value a secret in an access line."""
+        text = " ".join((DOCS / "logging.md").read_text(encoding="utf-8").split())
+        words = re.search(r"last word \(.*?\) is ((?:`\w+`(?:, | or )?)+), or ends in", text)
+        assert words is not None
+        assert SECRET_PARAMETER_WORDS == set(re.findall(r"`(\w+)`", words.group(1)))
 
 
 class TestMetricsDoc:

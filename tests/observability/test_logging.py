@@ -213,6 +213,21 @@ class TestJsonLogs:
         assert '127.0.0.1:5000 - "GET /health HTTP/1.1" 200' == short
         assert secret[:4] not in buf.getvalue()
 
+    def test_an_access_line_hides_the_credentials_a_client_put_in_the_query(self) -> None:
+        """A client's ``?token=`` or ``?api_key=`` is no configured secret: its value goes too."""
+        buf = io.StringIO()
+        configure_logging(fmt="json", stream=buf, secrets=["sk-LEAKCHECK-123"])
+        access = logging.getLogger("uvicorn.access")
+        line = '%s - "%s %s HTTP/%s" %d'
+        target = "/api/v1/tools?token=tok-LEAKCHECK-1&api_key=key-LEAKCHECK-2&page=2"
+        access.info(line, "127.0.0.1:5000", "GET", target, "1.1", 401)
+        (entry,) = _lines(buf)
+        assert (
+            f'127.0.0.1:5000 - "GET /api/v1/tools?token={REDACTED}&api_key={REDACTED}&page=2 '
+            'HTTP/1.1" 401'
+        ) == entry["message"]
+        assert "LEAKCHECK" not in buf.getvalue()
+
     def test_other_stdlib_lines_are_left_whole(self) -> None:
         """Only access lines are cut; another line's arguments are formatted, never listed."""
         buf = io.StringIO()

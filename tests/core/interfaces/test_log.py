@@ -17,6 +17,7 @@ from taskforce.core.interfaces.log import (
     SHORT_SECRET_CHARS,
     cut_text,
     quoted,
+    redact_secret_parameters,
     secret_scrubber,
     text_fields,
 )
@@ -64,6 +65,36 @@ class TestSecretScrubber:
         secret = "k" * SHORT_SECRET_CHARS
         assert f"x{REDACTED}x" == secret_scrubber([secret])(f"x{secret}x")
         assert f"x{secret[1:]}x" == secret_scrubber([secret[1:]])(f"x{secret[1:]}x")
+
+
+class TestRedactSecretParameters:
+    @pytest.mark.parametrize(
+        ("target", "expected"),
+        [
+            ("/h?token=t1&key=k1&password=p1&ok=1", "/h?token=***&key=***&password=***&ok=1"),
+            # the last word of the name counts, in any case, however it is separated
+            ("/h?api_key=a;X-Api-Key=b&apikey=c", "/h?api_key=***;X-Api-Key=***&apikey=***"),
+            (
+                "/h?access_token=a&accessToken=b&dbPassword=c",
+                "/h?access_token=***&accessToken=***&dbPassword=***",
+            ),
+            (
+                "/h?client_secret=a&auth=b&sig=c&signature=d",
+                "/h?client_secret=***&auth=***&sig=c&signature=***",
+            ),
+            ("/h?%74oken=a&to%6Ben=b", "/h?%74oken=***&to%6Ben=***"),  # a name's escapes decoded
+            # other names, values that merely mention a secret word, the path: left alone
+            ("/h?monkey=1&tokens=2&q=token=3", "/h?monkey=1&tokens=2&q=token=3"),
+            ("/token/abc?x=1#token=2", "/token/abc?x=1#token=2"),
+            ("/h?token", "/h?token"),
+            ("/h", "/h"),
+            # a value ends at a space: the rest of a line that quotes the target stays
+            ('"GET /h?token=abc HTTP/1.1" 200', '"GET /h?token=*** HTTP/1.1" 200'),
+        ],
+    )
+    def test_replaces_values_of_secret_names(self, target: str, expected: str) -> None:
+        """The value of a parameter that names a secret becomes REDACTED, nothing else."""
+        assert expected.replace("***", REDACTED) == redact_secret_parameters(target)
 
 
 class TestCutText:

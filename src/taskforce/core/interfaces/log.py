@@ -23,10 +23,12 @@ __all__ = [
     "MAX_PATH_CHARS",
     "MAX_QUOTED_CHARS",
     "REDACTED",
+    "SECRET_PARAMETER_WORDS",
     "SHORT_SECRET_CHARS",
     "LogCategory",
     "cut_text",
     "quoted",
+    "redact_secret_parameters",
     "secret_scrubber",
     "text_fields",
 ]
@@ -187,6 +189,62 @@ def _named(value: Any) -> str:
         return f"<int of {value.bit_length()} bits>"
     # the type's own name, read past any __qualname__ its metaclass defines
     return f"<{type.__dict__['__qualname__'].__get__(kind)} object>"
+
+
+#: The last word of a query parameter's name that makes its value a secret (``token``,
+#: ``access_token``, ``api-key``, ``X-Api-Key``, ``password``, ``client_secret``).
+SECRET_PARAMETER_WORDS = frozenset(
+    {
+        "apikey",
+        "auth",
+        "authorization",
+        "bearer",
+        "credential",
+        "credentials",
+        "key",
+        "passwd",
+        "password",
+        "pwd",
+        "secret",
+        "signature",
+        "token",
+    }
+)
+#: A ``name=value`` pair of a query: after ``?``, ``&`` or ``;``, up to the next or a space.
+_PARAMETER = re.compile(r"(?<=[?&;])([^=&;#\s]*)=([^&;#\s]*)")
+
+
+def _is_secret_parameter(name: str) -> bool:
+    """Whether a query parameter's name, its ``%XX`` escapes decoded, names a secret."""
+    words = re.findall(r"[a-z0-9]+", unquote_plus(name).lower())
+    last = words[-1] if words else ""
+    return last in SECRET_PARAMETER_WORDS or last.endswith(("token", "password"))
+
+
+def redact_secret_parameters(target: str) -> str:
+    """Replace the value of each query parameter that names a secret with :data:`REDACTED`.
+
+    A client may send a credential in the URL (``?token=...``, ``?api_key=...``) that is
+    not one of the configured secrets :func:`secret_scrubber` knows: an access log line
+    must not keep it either. A parameter names a secret when the last word of its name
+    (words split at anything not a letter or digit, ``%XX`` escapes decoded, any case) is
+    one of :data:`SECRET_PARAMETER_WORDS`, or ends in ``token`` or ``password``.
+
+    Args:
+        target: A request's path and query, as a client sent it.
+
+    Returns:
+        ``target`` with those values replaced; the path and every other parameter as given.
+    """
+    path, mark, query = target.partition("?")
+    if not mark:
+        return target
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return f"{name}={REDACTED}" if _is_secret_parameter(name) else match.group(0)
+
+    return path + mark + _PARAMETER.sub(value, mark + query)[1:]
 
 
 def secret_scrubber(secrets: Iterable[str]) -> Callable[[str], str]:

@@ -25,6 +25,7 @@ from taskforce.core.interfaces.log import (
     MAX_PATH_CHARS,
     REDACTED,
     cut_text,
+    redact_secret_parameters,
     secret_scrubber,
 )
 from taskforce.observability._faults import report_log_fault
@@ -134,36 +135,39 @@ class _Redactor:
 
 
 class _AccessLinePaths:
-    """Cuts what a client wrote into uvicorn's access lines (the path and query) to length.
+    """Redacts and cuts what a client wrote into uvicorn's access lines (the path and query).
 
     uvicorn formats the whole path into the line, and only the head's limit bounds it. The
-    line is formatted again from the record's arguments, each text redacted of secrets
-    first, so that a cut never leaves part of a secret behind, then cut (``cut_text``).
-    Every other stdlib line passes unchanged (its arguments are dropped: the message
-    is formatted with them already).
+    line is formatted again from the record's arguments: the value of each query
+    parameter that names a secret replaced (``redact_secret_parameters``: a client's
+    ``?token=...`` is no configured secret the redactor knows), each text longer than
+    the limit redacted of the configured secrets, so that a cut never leaves part of a
+    secret behind, then cut (``cut_text``). Every other stdlib line passes unchanged (its
+    arguments are dropped: the message is formatted with them already).
     """
 
     def __init__(self, max_chars: int, scrub: Callable[[str], str]) -> None:
         self._max_chars = max_chars
         self._scrub = scrub
 
+    def _shown(self, text: str) -> str:
+        text = redact_secret_parameters(text)
+        if len(text) > self._max_chars:
+            return cut_text(self._scrub(text), self._max_chars)
+        return text
+
     def __call__(self, _: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
         args = event_dict.pop("positional_args", None)
         record = event_dict.get("_record")
-        if (
-            record is None
-            or record.name != "uvicorn.access"
-            or not isinstance(args, tuple)
-            or not any(isinstance(a, str) and len(a) > self._max_chars for a in args)
-        ):
+        if record is None or record.name != "uvicorn.access" or not isinstance(args, tuple):
             return event_dict
-        cut = tuple(
-            cut_text(self._scrub(a), self._max_chars) if isinstance(a, str) else a for a in args
-        )
+        shown = tuple(self._shown(a) if isinstance(a, str) else a for a in args)
+        if shown == args:
+            return event_dict
         try:
-            event_dict["event"] = str(record.msg) % cut
-        except (TypeError, ValueError):  # a format of a later uvicorn: cut the line itself
-            event_dict["event"] = cut_text(self._scrub(str(event_dict["event"])), self._max_chars)
+            event_dict["event"] = str(record.msg) % shown
+        except (TypeError, ValueError):  # a format of a later uvicorn: the line itself
+            event_dict["event"] = self._shown(str(event_dict["event"]))
         return event_dict
 
 
