@@ -1047,6 +1047,25 @@ class TestWhereAnErrorCameFrom:
         assert "hunter2pass" not in str(info.value)
         assert "http://***@h:99999/v1" in str(info.value)
 
+    @pytest.mark.parametrize(
+        ("url", "shown"),
+        [
+            # a key some gateways take in the URL
+            ("ftp://h/v1?api-key=LEAKCHECK-key-9&x=1", "'ftp://h/v1?api-key=***&x=1'"),
+            # a password past the 80 characters shown: the cut leaves none of it
+            ("http://" + "u" * 75 + ":LEAKCHECK-pw-10@h/v1 x", "'http://***@h/v1 x'"),
+        ],
+    )
+    def test_a_key_in_a_url_is_not_repeated(
+        self, url: str, shown: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A refused base URL holding a credential is shown without it, however long."""
+        monkeypatch.setenv("TASKFORCE_LLM__BASE_URL", url)
+        with pytest.raises(ConfigurationError) as info:
+            load_settings()
+        assert "LEAKCHECK" not in str(info.value)
+        assert f"TASKFORCE_LLM__BASE_URL={shown}" == info.value.source
+
     def test_a_key_only_the_file_holds_is_blamed_on_the_file(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from taskforce.config._names import section_keys, section_suggestion, settings_index, suggestion
 from taskforce.config._settings import ENV_PREFIX
+from taskforce.core.interfaces.log import redact_secret_parameters
 from taskforce.errors import ConfigurationError
 
 
@@ -139,11 +140,7 @@ def configuration_error(
     # may hold any of its secrets: only the type of what was given is named.
     given = first.get("input")
     kind = type(given).__name__
-    shown = (
-        _USERINFO.sub("***@", f"{given!r:.80}")  # a password in a URL is not repeated
-        if known in index
-        else f"<{'an' if kind[0] in 'aeiou' else 'a'} {kind}>"
-    )
+    shown = _shown(given) if known in index else f"<{'an' if kind[0] in 'aeiou' else 'a'} {kind}>"
     value = "" if is_secret or is_missing or given is None else f"={shown}"
     source: str | None
     if variable in env_names and known == setting:
@@ -161,6 +158,18 @@ def configuration_error(
 
 
 _USERINFO = re.compile(r"(?<=//)[^/@\s]*@")
+
+
+def _shown(given: object) -> str:
+    """A refused value as the message shows it: its ``repr``, cut at 80 characters.
+
+    A URL's user and password, and the value of a query parameter that names a secret
+    (``?api-key=...``), are not repeated: both are taken out before the cut, which could
+    otherwise leave a part of them behind.
+    """
+    if isinstance(given, str):
+        return f"{redact_secret_parameters(_USERINFO.sub('***@', given))!r:.80}"
+    return _USERINFO.sub("***@", f"{given!r:.80}")
 
 
 def _unknown_key(parts: list[str], given: Any, index: Collection[str]) -> tuple[str, str | None]:
