@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from taskforce.config import ModelPrice, Settings
-from taskforce.core.interfaces.log import LOG_CATEGORIES, SECRET_PARAMETER_WORDS
+from taskforce.core.interfaces.log import LOG_CATEGORIES, SECRET_NAME_WORDS, is_secret_name
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
@@ -202,24 +202,28 @@ class TestLoggingDoc:
         documented = set(re.findall(r"^\| `([a-z]+)` \|", text, re.M))
         assert set(LOG_CATEGORIES) == documented
 
-    def test_the_secret_fields_and_quiet_libraries_are_the_codes(self) -> None:
-        """The field names whose values are always redacted, and the HTTP client libraries
-        logged at warning and above only, are the logging set-up's."""
+    def test_the_quiet_libraries_are_the_codes(self) -> None:
+        """The HTTP client libraries logged at warning and above only are the set-up's."""
         from taskforce.observability.logs import _logging
 
         text = " ".join((DOCS / "logging.md").read_text(encoding="utf-8").split())
-        secrets = re.search(r"fields named ((?:`\w+`(?:, | or )?)+) are replaced", text)
         quiet = re.search(r"libraries of the LLM provider \(((?:`\w+`(?:, )?)+)\)", text)
-        assert secrets is not None and quiet is not None
-        assert _logging._SECRET_KEYS == set(re.findall(r"`(\w+)`", secrets.group(1)))
+        assert quiet is not None
         assert set(_logging._QUIET_LIBRARIES) == set(re.findall(r"`(\w+)`", quiet.group(1)))
 
-    def test_the_secret_query_parameter_words_are_the_codes(self) -> None:
-        """The words that make a query parameter's value a secret in an access line."""
+    def test_the_words_of_secret_names_are_the_codes(self) -> None:
+        """The words that make a field's or a query parameter's value a secret."""
         text = " ".join((DOCS / "logging.md").read_text(encoding="utf-8").split())
         words = re.search(r"last word \(.*?\) is ((?:`\w+`(?:, | or )?)+), or ends in", text)
         assert words is not None
-        assert SECRET_PARAMETER_WORDS == set(re.findall(r"`(\w+)`", words.group(1)))
+        assert SECRET_NAME_WORDS == set(re.findall(r"`(\w+)`", words.group(1)))
+
+    @pytest.mark.parametrize(
+        "name", ["api_key", "authorization", "x-api-key", "auth_token", "access_token"]
+    )
+    def test_the_secret_names_the_docs_give_are_secret(self, name: str) -> None:
+        """Each example of a secret's name in the docs is one."""
+        assert is_secret_name(name)
 
 
 class TestMetricsDoc:

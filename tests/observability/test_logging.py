@@ -141,6 +141,26 @@ class TestJsonLogs:
         assert REDACTED == line["authorization"]
         assert {"api_key": REDACTED, "ok": "fine"} == line["nested"]
 
+    def test_a_field_named_as_a_secret_is_redacted_however_spelled(self) -> None:
+        """A header's or a token's name in any spelling (a tool of one's own logging what
+        it sent) hides its value, at any depth; a name that only holds such a word does not."""
+        buf = io.StringIO()
+        configure_logging(fmt="json", stream=buf)
+        structlog.get_logger("t").warning(
+            "server.config.checked",
+            category="lifecycle",
+            access_token="at-LEAKCHECK-1",
+            headers={"X-Api-Key": "xk-LEAKCHECK-2", "api-key": "ak-LEAKCHECK-3", "Accept": "a/b"},
+            clientSecret="cs-LEAKCHECK-4",
+            token_type="bearer",
+            max_tokens=5,
+        )
+        (line,) = _lines(buf)
+        assert "LEAKCHECK" not in buf.getvalue()
+        assert (REDACTED, REDACTED) == (line["access_token"], line["clientSecret"])
+        assert {"X-Api-Key": REDACTED, "api-key": REDACTED, "Accept": "a/b"} == line["headers"]
+        assert ("bearer", 5) == (line["token_type"], line["max_tokens"])
+
     def test_a_secret_encoded_the_clients_way_is_redacted(self) -> None:
         """An access line's path holding the token in lower-case or needless escapes."""
         buf = io.StringIO()

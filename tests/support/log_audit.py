@@ -24,6 +24,8 @@ from typing import Any
 
 from structlog._base import BoundLoggerBase
 
+from taskforce.core.interfaces.log import is_secret_name
+
 __all__ = ["EventAudit", "check_event", "documented_levels"]
 
 _DOC = Path(__file__).resolve().parents[2] / "docs" / "logging.md"
@@ -66,11 +68,6 @@ SAFE_TEXT_FIELDS = frozenset(
 """Fields whose text is an identifier or comes from a closed set, never from a mission."""
 
 _SECURITY_REASONS = frozenset({"missing", "mismatch", "wrong token"})
-
-# Replaced by *** in every rendered line (docs/logging.md, "Secrets"): not content.
-_REDACTED_FIELDS = frozenset(
-    {"api_key", "authorization", "auth_token", "token", "password", "secret", "bearer"}
-)
 
 
 def documented_levels(doc: Path = _DOC) -> dict[str, frozenset[str]]:
@@ -118,7 +115,7 @@ def check_event(
 
 
 def _is_safe_text(key: str, value: str, category: str) -> bool:
-    if key in _REDACTED_FIELDS:
+    if is_secret_name(key):  # replaced by *** in every rendered line: not content
         return True
     if key.endswith("_sha256"):
         return bool(re.fullmatch(r"[0-9a-f]{1,64}", value))

@@ -83,6 +83,7 @@ class TestRedactSecretParameters:
                 "/h?client_secret=***&auth=***&sig=c&signature=***",
             ),
             ("/h?%74oken=a&to%6Ben=b", "/h?%74oken=***&to%6Ben=***"),  # a name's escapes decoded
+            ("/h?xApiKey=a&APIKey=b&sessionToken=c", "/h?xApiKey=***&APIKey=***&sessionToken=***"),
             # other names, values that merely mention a secret word, the path: left alone
             ("/h?monkey=1&tokens=2&q=token=3", "/h?monkey=1&tokens=2&q=token=3"),
             ("/token/abc?x=1#token=2", "/token/abc?x=1#token=2"),

@@ -9,6 +9,7 @@ so is such text an error message quotes (:func:`quoted`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Callable, Iterable
@@ -23,10 +24,11 @@ __all__ = [
     "MAX_PATH_CHARS",
     "MAX_QUOTED_CHARS",
     "REDACTED",
-    "SECRET_PARAMETER_WORDS",
+    "SECRET_NAME_WORDS",
     "SHORT_SECRET_CHARS",
     "LogCategory",
     "cut_text",
+    "is_secret_name",
     "quoted",
     "redact_secret_parameters",
     "secret_scrubber",
@@ -191,9 +193,9 @@ def _named(value: Any) -> str:
     return f"<{type.__dict__['__qualname__'].__get__(kind)} object>"
 
 
-#: The last word of a query parameter's name that makes its value a secret (``token``,
-#: ``access_token``, ``api-key``, ``X-Api-Key``, ``password``, ``client_secret``).
-SECRET_PARAMETER_WORDS = frozenset(
+#: The last word of a name that makes what it names a secret: a log field (``api_key``,
+#: ``Authorization``), a header (``x-api-key``), a query parameter (``access_token``).
+SECRET_NAME_WORDS = frozenset(
     {
         "apikey",
         "auth",
@@ -210,15 +212,33 @@ SECRET_PARAMETER_WORDS = frozenset(
         "token",
     }
 )
+#: Where a camelCase name starts a word: a capital after a small letter or digit.
+_CAMEL_HUMP = re.compile(r"([a-z0-9])([A-Z])")
 #: A ``name=value`` pair of a query: after ``?``, ``&`` or ``;``, up to the next or a space.
 _PARAMETER = re.compile(r"(?<=[?&;])([^=&;#\s]*)=([^&;#\s]*)")
 
 
-def _is_secret_parameter(name: str) -> bool:
-    """Whether a query parameter's name, its ``%XX`` escapes decoded, names a secret."""
-    words = re.findall(r"[a-z0-9]+", unquote_plus(name).lower())
+@functools.lru_cache(maxsize=4096)  # each log line asks for each of its field names
+def is_secret_name(name: str) -> bool:
+    """Whether ``name`` names a secret: a log field's, a header's or a query parameter's.
+
+    It does when its last word (words split at anything not a letter or digit and
+    before a camelCase capital, ``%XX`` escapes decoded, any case) is one of
+    :data:`SECRET_NAME_WORDS`, or ends in ``token`` or ``password`` (``accessToken``):
+    ``api_key``, ``X-Api-Key``, ``xApiKey``, ``auth_token``, ``client_secret``; not
+    ``tokens``, ``token_type`` or ``monkey``.
+
+    Args:
+        name: The name, as written.
+
+    Returns:
+        True for the name of a secret.
+    """
+    # camelCase parts are words too (xApiKey)
+    spaced = _CAMEL_HUMP.sub(r"\1 \2", unquote_plus(name))
+    words = re.findall(r"[a-z0-9]+", spaced.lower())
     last = words[-1] if words else ""
-    return last in SECRET_PARAMETER_WORDS or last.endswith(("token", "password"))
+    return last in SECRET_NAME_WORDS or last.endswith(("token", "password"))
 
 
 def redact_secret_parameters(target: str) -> str:
@@ -226,9 +246,7 @@ def redact_secret_parameters(target: str) -> str:
 
     A client may send a credential in the URL (``?token=...``, ``?api_key=...``) that is
     not one of the configured secrets :func:`secret_scrubber` knows: an access log line
-    must not keep it either. A parameter names a secret when the last word of its name
-    (words split at anything not a letter or digit, ``%XX`` escapes decoded, any case) is
-    one of :data:`SECRET_PARAMETER_WORDS`, or ends in ``token`` or ``password``.
+    must not keep it either. Which names are a secret's, :func:`is_secret_name` says.
 
     Args:
         target: A request's path and query, as a client sent it.
@@ -242,7 +260,7 @@ def redact_secret_parameters(target: str) -> str:
 
     def value(match: re.Match[str]) -> str:
         name = match.group(1)
-        return f"{name}={REDACTED}" if _is_secret_parameter(name) else match.group(0)
+        return f"{name}={REDACTED}" if is_secret_name(name) else match.group(0)
 
     return path + mark + _PARAMETER.sub(value, mark + query)[1:]
 

@@ -25,17 +25,13 @@ from taskforce.core.interfaces.log import (
     MAX_PATH_CHARS,
     REDACTED,
     cut_text,
+    is_secret_name,
     redact_secret_parameters,
     secret_scrubber,
 )
 from taskforce.observability._faults import report_log_fault
 
 __all__ = ["REDACTED", "configure_logging", "resolve_format"]
-
-# Field names whose values are secrets wherever they appear in an event.
-_SECRET_KEYS = frozenset(
-    {"api_key", "apikey", "authorization", "auth_token", "token", "password", "secret", "bearer"}
-)
 
 # HTTP client libraries whose info lines are one per request (the LLM provider's).
 _QUIET_LIBRARIES = ("httpx", "httpx2", "httpcore", "httpcore2", "openai")
@@ -108,7 +104,11 @@ class _CategoryFilter:
 
 
 class _Redactor:
-    """Replaces secret fields, and any known secret inside any string value, with ``***``."""
+    """Replaces secret fields, and any known secret inside any string value, with ``***``.
+
+    A field is a secret's by its name (:func:`is_secret_name`: ``api_key``,
+    ``Authorization``, ``x-api-key``, ``access_token``), at any depth of the event.
+    """
 
     def __init__(self, secrets: Iterable[str]) -> None:
         self.scrub_text = secret_scrubber(secrets)
@@ -123,7 +123,7 @@ class _Redactor:
         return value
 
     def _field(self, key: str, value: Any) -> Any:
-        if key.lower() in _SECRET_KEYS and value is not None:
+        if value is not None and is_secret_name(key):
             return REDACTED
         return self._scrub(value)
 
