@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import sys
 import threading
@@ -1065,6 +1066,34 @@ class TestWhereAnErrorCameFrom:
             load_settings()
         assert "LEAKCHECK" not in str(info.value)
         assert f"TASKFORCE_LLM__BASE_URL={shown}" == info.value.source
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "http://u:LEAKCHECK-pw-11@h\x07x/v1",  # a control character
+            "http://h/v1\x00",
+            "http://exa\u00admple.com/v1",  # a soft hyphen: no IDNA host name
+            "http://[::1]x/v1",
+        ],
+    )
+    def test_a_url_the_http_client_refuses_names_its_setting(
+        self, url: str, tmp_path: Path
+    ) -> None:
+        """A base URL that passes for one but that the client cannot send to stops start-up
+        naming the setting (before, the provider's build raised InvalidURL, a traceback)."""
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(
+            f"[llm]\nprovider = 'openai'\nbase_url = {json.dumps(url)}\n", encoding="utf-8"
+        )
+        with pytest.raises(ConfigurationError) as info:
+            load_settings(cfg)
+        assert "llm.base_url" == info.value.setting
+        assert "LEAKCHECK" not in str(info.value)
+
+    def test_a_host_name_idna_encodes_is_a_url(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A host name beyond ASCII that IDNA encodes is kept as given."""
+        monkeypatch.setenv("TASKFORCE_LLM__BASE_URL", "http://bücher.example:8000/v1")
+        assert "http://bücher.example:8000/v1" == load_settings().llm.base_url
 
     def test_a_key_only_the_file_holds_is_blamed_on_the_file(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

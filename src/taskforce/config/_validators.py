@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from pydantic import SecretStr
 
 from taskforce.core.interfaces.jsonable import unique_keys
@@ -114,8 +115,18 @@ def check_http_url(value: str) -> str:
 
     Raises:
         ValueError: another scheme, no host, a port out of range or not a number,
-            or a space in it.
+            or a space in it; or a URL the HTTP client refuses (a control character,
+            a host name IDNA cannot encode), which would otherwise stop the start
+            with a traceback instead of naming the setting.
     """
+    try:
+        httpx.URL(value)  # as the LLM client reads it
+    except httpx.InvalidURL:
+        # its message is not quoted: it may repeat a part of the URL, which can hold a key
+        raise ValueError(
+            "is not a URL the HTTP client accepts (a control character, or a host name "
+            "that cannot be encoded)"
+        ) from None
     parts = urlsplit(value)
     try:
         port = parts.port  # out of range or not a number: ValueError
