@@ -84,6 +84,32 @@ async def _swallowing_the_limit() -> Any:
     return {"success": True, "output": "late"}
 
 
+def _nested(inner: Any, depth: int = 5000) -> Any:
+    """``inner`` inside ``depth`` one-key dicts (deeper than Python's recursion limit)."""
+    for _ in range(depth):
+        inner = {"a": inner}
+    return inner
+
+
+def _nested_lists(depth: int = 5000) -> list[Any]:
+    inner: list[Any] = []
+    for _ in range(depth):
+        inner = [inner]
+    return inner
+
+
+def _holding_itself(empty: dict[str, Any] | list[Any]) -> Any:
+    if isinstance(empty, dict):
+        empty["self"] = empty
+    else:
+        empty.append(empty)
+    return {"success": True, "output": empty}
+
+
+class _Opaque:
+    """A value of the tool's own that JSON has no form for."""
+
+
 #: tool name -> what its ``execute`` returns (called; awaited if a coroutine) or raises.
 _TOOLS: dict[str, Callable[[], Any]] = {
     "t_ok": lambda: {"success": True, "output": 1},
@@ -98,6 +124,16 @@ _TOOLS: dict[str, Callable[[], Any]] = {
     "t_system_exit": raises(SystemExit(3)),
     "t_past_the_limit": _past_the_limit,
     "t_swallowing_the_limit": _swallowing_the_limit,
+    # output JSON cannot hold: nested past the recursion limit, inside itself, no JSON type
+    "t_deep_dict": lambda: {"success": True, "output": _nested(1)},
+    "t_deep_list": lambda: {"success": True, "output": _nested_lists()},
+    "t_deep_failure": lambda: {"success": False, "error": "x", "output": _nested(1)},
+    "t_deep_extra_key": lambda: {"success": True, "output": 1, "detail": _nested(1)},
+    "t_holding_itself_dict": lambda: _holding_itself({}),
+    "t_holding_itself_list": lambda: _holding_itself([]),
+    "t_set": lambda: {"success": True, "output": {"a": {1, 2}}},
+    "t_bytes": lambda: {"success": True, "output": b"\xff\x00"},
+    "t_own_class": lambda: {"success": True, "output": [_Opaque()]},
 }
 
 
@@ -217,6 +253,15 @@ def _cases() -> dict[str, tuple[str, str | None]]:
         "tool raises SystemExit": ("tool:t_system_exit {}", "SystemExit"),
         "tool runs past its limit": ("tool:t_past_the_limit {}", "timeout"),
         "tool swallows its limit": ("tool:t_swallowing_the_limit {}", "timeout"),
+        "tool output nested too deep": ("tool:t_deep_dict {}\nsay done", "invalid_result"),
+        "tool output lists nested too deep": ("tool:t_deep_list {}", "invalid_result"),
+        "tool failure nested too deep": ("tool:t_deep_failure {}", "invalid_result"),
+        "tool result key nested too deep": ("tool:t_deep_extra_key {}", "invalid_result"),
+        "tool output dict inside itself": ("tool:t_holding_itself_dict {}\nsay done", None),
+        "tool output list inside itself": ("tool:t_holding_itself_list {}\nsay done", None),
+        "tool output holds a set": ("tool:t_set {}\nsay done", None),
+        "tool output is bytes": ("tool:t_bytes {}\nsay done", None),
+        "tool output holds an object of its own": ("tool:t_own_class {}\nsay done", None),
         "built-in tool refuses": ('tool:calculator {"expression": "1/0"}', "DivisionByZero"),
         "built-in tool, wrong arguments": ('tool:calculator {"expr": "1"}', "InvalidArguments"),
         "built-in tool, path outside": (

@@ -89,6 +89,14 @@ def _failed_logs(
     return [log["error_type"] for log in logs if log["event"] == event]
 
 
+def _deep() -> Any:
+    """A value nested far past Python's recursion limit."""
+    value: Any = "x"
+    for _ in range(5000):
+        value = {"a": value}
+    return value
+
+
 class TestToolOutcome:
     @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
     @pytest.mark.parametrize(
@@ -131,6 +139,55 @@ class TestToolOutcome:
         assert [error_type] == [e.data["error_type"] for e in events if e.kind == "error"]
         for stage in ("tool", "other"):
             assert 0 == value(container.metrics, "taskforce_metrics_errors_total", stage=stage)
+
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    @pytest.mark.parametrize(
+        "outcome",
+        [
+            None,
+            {"success": True, "output": _deep()},
+            {"success": False, "error": "x", "output": _deep()},
+        ],
+        ids=["None", "deep-output", "deep-failure"],
+    )
+    async def test_an_invalid_result_is_fed_back_without_fail_on_tool_error(
+        self, tmp_path: Path, agent_type: AgentType, outcome: Any
+    ) -> None:
+        """With ``fail_on_tool_error`` off, an invalid result (None, or one nested too deep
+        for JSON) is fed back to the model and the mission goes on to complete; the call is
+        the same ``invalid_result`` in the result, the log, the metrics and the record."""
+        container = build_container(
+            Settings(
+                state_dir=tmp_path / "state",
+                workspace_dir=tmp_path / "workspace",
+                agent=AgentSettings(fail_on_tool_error=False),
+            )
+        )
+        async with container:
+            container.tool_registry.register(_Tool("odd", outcome))
+            with capture_logs() as logs:
+                stream = container.executor.execute_mission_streaming(
+                    "tool:odd {}\nsay done", agent_type, session_id="s"
+                )
+                events = [event async for event in stream]
+            state = await container.state_store.load("s") or {}
+            assert container.metrics is not None
+            failures = value(
+                container.metrics,
+                "taskforce_tool_failures_total",
+                tool_name="odd",
+                agent_type=agent_type,
+                error_type="invalid_result",
+            )
+        (told,) = [e.data for e in events if e.kind == "tool_result"]
+        assert (False, "invalid_result") == (told["success"], told["error_type"])
+        assert "output" not in told
+        assert ["invalid_result"] == _failed_logs(logs)
+        assert 1 == failures
+        result = events[-1].result
+        assert result is not None
+        assert ("completed", None) == (result.status, result.error_type)
+        assert [("completed", None)] == [(r["status"], r["error_type"]) for r in state["missions"]]
 
     @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
     @pytest.mark.parametrize(

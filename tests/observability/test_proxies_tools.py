@@ -390,6 +390,17 @@ class TestToolProxyFaults:
         ((_, _, status, error_type),) = _calls(metrics)
         assert ("error", "invalid_result") == (status, error_type)
 
+    async def test_result_nested_too_deep_is_returned_as_is(self, metrics: MetricSet) -> None:
+        """A result JSON cannot hold: the same object back, counted error/invalid_result."""
+        deep: Any = 1
+        for _ in range(5000):
+            deep = {"a": deep}
+        odd = {"success": True, "output": deep}
+        assert odd is await ToolProxy(FakeTool(behaviour=_returning(odd)), metrics).execute()
+        assert {} == faults(metrics)
+        ((_, _, status, error_type),) = _calls(metrics)
+        assert ("error", "invalid_result") == (status, error_type)
+
 
 class TestToolRegistryProxy:
     def test_parity(self, metrics: MetricSet) -> None:

@@ -9,6 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from taskforce.core.domain import run_tool_call
+from taskforce.core.interfaces.jsonable import MAX_RESULT_DEPTH
 from taskforce.core.interfaces.tools import TOOL_TIMEOUT_CANCEL_MESSAGE
 from tests.core.domain.fakes import FakeRegistry, FakeTool, ok_handler
 
@@ -128,6 +129,28 @@ class TestRunToolCall:
         )
 
         assert ("invalid_result", False) == (result["error_type"], result["success"])
+
+    @pytest.mark.parametrize("success", [True, False])
+    async def test_result_nested_too_deep_is_an_error_that_says_so(self, success: bool) -> None:
+        """A result JSON cannot hold is invalid_result; the error names the limit, not the
+        result's type, and the deep output is not handed on."""
+        deep: Any = 1
+        for _ in range(MAX_RESULT_DEPTH):
+            deep = [deep]
+
+        async def bad(**_: Any) -> Any:
+            return {"success": success, "error": "x", "output": deep}
+
+        result = await run_tool_call(
+            FakeRegistry(FakeTool("bad", bad)), "bad", {}, timeout_seconds=5
+        )
+
+        assert {
+            "success": False,
+            "error": "tool 'bad' returned a result JSON cannot hold: nested deeper than "
+            f"{MAX_RESULT_DEPTH} levels, or holding a container that cannot be read",
+            "error_type": "invalid_result",
+        } == result
 
     async def test_failure_without_message_gets_one(self) -> None:
         """A tool reporting failure without an error text gets one, so the model learns why."""

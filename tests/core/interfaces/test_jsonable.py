@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import pytest
 
-from taskforce.core.interfaces.jsonable import as_text, json_writer, jsonable
+from taskforce.core.interfaces.jsonable import (
+    MAX_RESULT_DEPTH,
+    as_text,
+    json_writer,
+    jsonable,
+    nests_within,
+)
 from tests.support.odd_values import Unprintable
 
 
@@ -78,3 +85,64 @@ class TestJsonWriter:
         written = json_writer(is_finite=is_finite)({float("nan"): float("nan"), (1,): 1})
         nan = "null" if is_finite else "NaN"
         assert f'{{"NaN": {nan}, "(1,)": 1}}' == written
+
+
+def _nested(levels: int, inner: Any = 1) -> Any:
+    """``inner`` inside ``levels`` dicts and lists, alternately (``levels`` deep)."""
+    for level in range(levels):
+        inner = {"a": inner} if level % 2 else [inner]
+    return inner
+
+
+class _Unreadable(list[Any]):
+    """A list of one's own whose items cannot be read."""
+
+    def __iter__(self) -> Any:
+        raise RuntimeError("iter failed")
+
+
+class TestNestsWithin:
+    def test_counts_every_level_of_dicts_lists_and_tuples(self) -> None:
+        """The value itself is the first level; a tuple counts as a list does."""
+        assert nests_within(_nested(99, (1,)), MAX_RESULT_DEPTH)
+        assert not nests_within(_nested(100, (1,)), MAX_RESULT_DEPTH)
+        assert nests_within("text", 1)
+        assert not nests_within([[]], 1)
+
+    def test_nesting_past_the_recursion_limit_is_told_without_recursion(self) -> None:
+        """Deeper than Python's recursion limit: told, not a RecursionError."""
+        assert not nests_within(_nested(sys.getrecursionlimit() * 5), MAX_RESULT_DEPTH)
+
+    def test_a_container_inside_itself_adds_no_level(self) -> None:
+        """A cycle is written as ``<a cycle>``: it is no deeper than its way back."""
+        loop: dict[str, Any] = {"list": [1]}
+        loop["list"].append(loop)
+        assert nests_within({"output": loop}, 3)
+        assert not nests_within({"output": loop}, 2)
+
+    def test_keys_are_not_walked(self) -> None:
+        """A key is written as its text, however deep a tuple key nests."""
+        key: tuple[Any, ...] = ()
+        for _ in range(5):
+            key = (key,)
+        assert nests_within({key: 1}, 1)
+
+    def test_a_container_that_cannot_be_read_does_not_nest_within(self) -> None:
+        """A list of one's own whose iteration raises: False, never the error."""
+        assert not nests_within({"output": _Unreadable([1])}, MAX_RESULT_DEPTH)
+
+    @pytest.mark.parametrize("is_finite", [False, True])
+    def test_what_nests_within_the_limit_is_written_even_where_the_stack_is_deep(
+        self, is_finite: bool
+    ) -> None:
+        """The deepest value a tool result may be is written, also through ``jsonable``
+        (a tuple key makes ``json.dumps`` refuse it) and with the stack already deep."""
+        value = {(1,): _nested(MAX_RESULT_DEPTH - 1)}
+        assert nests_within(value, MAX_RESULT_DEPTH)
+        write = json_writer(is_finite=is_finite)
+
+        def deep_in_the_stack(frames: int) -> str:
+            return write(value) if frames == 0 else deep_in_the_stack(frames - 1)
+
+        text = deep_in_the_stack(sys.getrecursionlimit() // 2)
+        assert text.startswith('{"(1,)": [{"a": [')

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from taskforce.core.interfaces.jsonable import MAX_RESULT_DEPTH
 from taskforce.core.interfaces.outcome import (
     UnusableChunk,
     classify_llm_result,
@@ -26,6 +27,10 @@ from tests.support.odd_values import (
     Unprintable,
     Unrepresentable,
 )
+
+
+class _OwnDict(dict[str, Any]):
+    """A result mapping of the tool's own class that reads as a plain dict."""
 
 
 class _NoCopy(dict[str, Any]):
@@ -60,6 +65,21 @@ class TestClassifyToolResult:
     def test_a_mapping_that_cannot_be_read_is_an_invalid_result(self, result: Any) -> None:
         """A dict of the tool's own class that fails to be read or copied: invalid_result."""
         assert "invalid_result" == classify_tool_result(result)
+
+    @pytest.mark.parametrize("success", [True, False])
+    @pytest.mark.parametrize("key", ["output", "detail"])
+    def test_a_result_nested_too_deep_for_json_is_an_invalid_result(
+        self, success: bool, key: str
+    ) -> None:
+        """Past ``MAX_RESULT_DEPTH`` levels (the result the first), in any key of a success
+        or a failure: no writer can write it, so no tool result; up to it, as it says."""
+        fits: Any = "x"
+        for _ in range(MAX_RESULT_DEPTH - 1):
+            fits = [fits]
+        result = {"success": success, "error": "x", key: fits}
+        assert (None if success else "tool_error") == classify_tool_result(result)
+        assert "invalid_result" == classify_tool_result({**result, key: [fits]})
+        assert "invalid_result" == classify_tool_result(_OwnDict({**result, key: [fits]}))
 
     def test_a_value_whose_class_cannot_be_read_is_an_invalid_result(self) -> None:
         """``isinstance`` of a value whose ``__class__`` raises: invalid_result, not the error."""

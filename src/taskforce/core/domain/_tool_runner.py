@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import structlog
 
+from taskforce.core.interfaces.jsonable import MAX_RESULT_DEPTH
 from taskforce.core.interfaces.log import quoted, text_fields
 from taskforce.core.interfaces.outcome import (
     INVALID_ARGUMENTS,
@@ -80,7 +81,8 @@ async def run_tool_call(
         (``unknown_tool``), arguments that are not a JSON object
         (``InvalidArguments``, told to the tool's ``call_refused`` if it has
         one, so the metrics count it), an exception raised by the tool (its class
-        name), a malformed result (``invalid_result``), or a timeout
+        name), a malformed result (``invalid_result``, also one nested too deep for
+        JSON), or a timeout
         (``timeout``). A failed result always carries the ``error_type`` that
         :func:`~taskforce.core.interfaces.outcome.classify_tool_result` gives
         it, so the log line and the metrics agree with it.
@@ -201,12 +203,23 @@ def _checked(name: str, raw: object) -> ToolResult:
     if error_type is None:
         return cast(ToolResult, raw)
     if error_type == INVALID_RESULT:
-        return error_result(
-            f"tool {name!r} returned {type(raw).__name__}, not a dict with a boolean 'success'",
-            INVALID_RESULT,
-        )
+        return error_result(_invalid_reason(name, raw), INVALID_RESULT)
     result = cast(ToolResult, raw)
     error = result.get("error")
     if not isinstance(error, str):
         error = f"tool {name!r} failed without an error message"
     return {**result, "error": error, "error_type": error_type}
+
+
+def _invalid_reason(name: str, raw: object) -> str:
+    """Say why a result ``classify_tool_result`` called ``invalid_result`` is none.
+
+    ``raw`` is a plain dict when it has a boolean ``success``: what it holds cannot be
+    written then (see ``nests_within``).
+    """
+    if type(raw) is dict and type(raw.get("success")) is bool:
+        return (
+            f"tool {name!r} returned a result JSON cannot hold: nested deeper than "
+            f"{MAX_RESULT_DEPTH} levels, or holding a container that cannot be read"
+        )
+    return f"tool {name!r} returned {type(raw).__name__}, not a dict with a boolean 'success'"

@@ -7,17 +7,29 @@ dict key that is no text, number, bool or ``None`` (a tuple); an int past the di
 Python writes (4300); and a value that contains itself. :func:`jsonable` rewrites
 those, so the model, the stream and the mission's record get the rest of the output;
 :func:`json_writer` makes the one function each of them writes it with.
+
+Nesting is the one thing no writer can make text of: past Python's recursion limit,
+``json.dumps`` and :func:`jsonable` raise ``RecursionError``. :func:`nests_within` tells
+a value that nests at most :data:`MAX_RESULT_DEPTH` levels, which every writer can
+write; a tool result that does not is the tool's ``invalid_result``
+(``classify_tool_result``), so none of them is ever handed one.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["as_text", "json_writer", "jsonable", "unique_keys"]
+__all__ = ["MAX_RESULT_DEPTH", "as_text", "json_writer", "jsonable", "nests_within", "unique_keys"]
 
+#: The deepest nesting of dicts, lists and tuples a tool result may have, itself the
+#: first level: well within what the JSON writers reach under Python's recursion limit.
+MAX_RESULT_DEPTH = 100
+
+# What a writer writes item by item; anything else is a value (or its text).
+_CONTAINERS = (dict, list, tuple)
 # Keys json.dumps writes as they are (as text); any other key is written as its text.
 _PLAIN_KEYS = (str, int, float, bool, type(None))
 
@@ -86,6 +98,56 @@ def jsonable(value: Any) -> Any:
         A value ``json.dumps(..., default=as_text)`` writes.
     """
     return _plain(value, set(), False)
+
+
+def nests_within(value: object, levels: int) -> bool:
+    """Tell whether ``value`` nests dicts, lists and tuples at most ``levels`` deep.
+
+    ``value`` itself, if it is one, is the first level. The walk reads the containers as
+    :func:`jsonable` does (a dict's ``items``, a list's or tuple's items), with no
+    recursion; a container inside itself, which :func:`jsonable` writes as ``<a cycle>``,
+    adds no level. Keys are not walked: one JSON cannot take is written as its text.
+
+    Args:
+        value: What a tool returned, or anything else to be written as JSON.
+        levels: The deepest nesting allowed, at least 1.
+
+    Returns:
+        ``False`` when it nests deeper, or a container of its own cannot be read through
+        (its ``items`` or iteration raises); never raises.
+    """
+    try:
+        return _nests_within(value, levels)
+    except Exception:  # a container of the tool's own that cannot be read: no writer can
+        return False
+
+
+def _nests_within(value: object, levels: int) -> bool:
+    if not issubclass(type(value), _CONTAINERS):
+        return True
+    path = {id(value)}  # the containers the walk is inside, as _plain's holding
+    stack = [(value, _items(value))]
+    while stack:
+        container, items = stack[-1]
+        for item in items:
+            # its type, as the json encoder reads it: a __class__ of the value's own may raise
+            if issubclass(type(item), _CONTAINERS) and id(item) not in path:
+                if len(stack) >= levels:
+                    return False
+                path.add(id(item))
+                stack.append((item, _items(item)))
+                break
+        else:
+            stack.pop()
+            path.discard(id(container))
+    return True
+
+
+def _items(container: Any) -> Iterator[Any]:
+    """The items a writer writes of ``container``: a dict's values, a sequence's items."""
+    if issubclass(type(container), dict):
+        return (item for _, item in container.items())
+    return iter(container)
 
 
 def _plain(value: Any, holding: set[int], is_finite: bool) -> Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Final, NoReturn
 
-from taskforce.core.interfaces.jsonable import as_text
+from taskforce.core.interfaces.jsonable import MAX_RESULT_DEPTH, as_text, nests_within
 from taskforce.core.interfaces.llm import LLM_ERROR_TYPES, LLMErrorType
 from taskforce.core.interfaces.tools import TOOL_TIMEOUT_CANCEL_MESSAGE, ToolTimeLimit
 
@@ -322,8 +322,12 @@ def classify_tool_result(result: object) -> str | None:
     Returns:
         ``None`` for a success (a dict whose ``success`` is ``True``); else the
         ``error_type``: ``invalid_result`` for a dict of the tool's own class that cannot
-        be read or copied (its ``get`` or ``keys`` raise); the tool's own (a non-empty
-        string, cut to
+        be read or copied (its ``get`` or ``keys`` raise), and for a result, success or
+        failure, that no JSON writer can write: nested deeper than
+        :data:`~taskforce.core.interfaces.jsonable.MAX_RESULT_DEPTH` levels of dicts,
+        lists and tuples, or holding a container of its own that cannot be read
+        (:func:`~taskforce.core.interfaces.jsonable.nests_within`); the tool's own (a
+        non-empty string, cut to
         :data:`MAX_ERROR_TYPE_LENGTH` characters, a character UTF-8 cannot encode
         replaced by ``?``), ``tool_error`` when it gave none or gave
         ``unknown_tool`` (reserved for a name no tool has: a tool that runs is
@@ -331,15 +335,18 @@ def classify_tool_result(result: object) -> str | None:
         boolean ``success``.
     """
     if type(result) is dict and result.get("success") is True:
-        return None  # most calls: a plain dict cannot fail to be read
+        # most calls: a plain dict cannot fail to be read, only nest too deep
+        return None if nests_within(result, MAX_RESULT_DEPTH) else INVALID_RESULT
     try:
         if not isinstance(result, dict):  # which reads the class: a value's own may raise
             return INVALID_RESULT
-        if type(result) is not dict:
-            dict(result)  # what the tool runner hands on is a plain copy: it must be made
+        # what the tool runner hands on is a plain copy: it must be made
+        plain = result if type(result) is dict else dict(result)
         success = result.get("success")
         error_type = result.get("error_type") if success is False else None
     except Exception:  # a mapping of the tool's own that cannot be read: no tool result
+        return INVALID_RESULT
+    if not nests_within(plain, MAX_RESULT_DEPTH):
         return INVALID_RESULT
     if success is True:
         return None

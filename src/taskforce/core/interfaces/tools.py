@@ -59,8 +59,10 @@ class ToolResult(TypedDict, total=False):
     """What ``ToolProtocol.execute`` returns.
 
     ``success`` is always present. On success ``output`` holds the result (any
-    JSON-serialisable value); on failure ``error`` says why and ``error_type``
-    may classify it.
+    JSON-serialisable value; what JSON has no form for is written as its text, but a
+    result nested deeper than ``MAX_RESULT_DEPTH`` levels fails the call as
+    ``invalid_result``); on failure ``error`` says why and ``error_type`` may
+    classify it.
     """
 
     success: bool

@@ -10,8 +10,8 @@ uses, so the metrics, the mission and the ``tool.call.failed`` log line agree:
 
 - a result that ``classify_tool_result`` calls a success: ``success``;
 - a failed result: ``error`` with the tool's own ``error_type``, else
-  ``tool_error``; anything but a dict with a boolean ``success``:
-  ``error``/``invalid_result``;
+  ``tool_error``; anything but a dict with a boolean ``success``, or one nested
+  too deep for JSON: ``error``/``invalid_result`` (returned as it came all the same);
 - raises: ``error``, ``error_type`` from ``tool_exception_error_type``:
   ``timeout`` when the time limit fired (the runner's ``TOOL_TIME_LIMIT`` says
   so), also when the tool caught that cancellation and returned or raised
