@@ -40,6 +40,7 @@ from typing import Any
 
 import httpx
 import pytest
+import wrapt
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskforce.api.server import create_app
@@ -55,7 +56,7 @@ from taskforce.infrastructure.state import FileStateStore
 from taskforce.observability.logs._logging import configure_logging
 from tests.api.conftest import parse_sse
 from tests.support.live_server import LiveServer, serve
-from tests.support.odd_values import RaisingGet
+from tests.support.odd_values import RaisingGet, Unrepresentable
 from tests.support.own_parts import TableTool, marker, raises, streamed
 from tests.support.processes import clean_env
 
@@ -106,6 +107,11 @@ def _holding_itself(empty: dict[str, Any] | list[Any]) -> Any:
     return {"success": True, "output": empty}
 
 
+def _proxy(value: Any) -> Any:
+    """``value`` behind a proxy that claims its class (as an instrumented object may be)."""
+    return wrapt.ObjectProxy(value)
+
+
 class _Opaque:
     """A value of the tool's own that JSON has no form for."""
 
@@ -134,6 +140,9 @@ _TOOLS: dict[str, Callable[[], Any]] = {
     "t_set": lambda: {"success": True, "output": {"a": {1, 2}}},
     "t_bytes": lambda: {"success": True, "output": b"\xff\x00"},
     "t_own_class": lambda: {"success": True, "output": [_Opaque()]},
+    # beside a tuple key, which makes the writers write the output again through jsonable
+    "t_proxy_of_deep": lambda: {"success": True, "output": {"k": _proxy(_nested(1)), (1,): 2}},
+    "t_class_unreadable": lambda: {"success": True, "output": {"k": Unrepresentable(), (1,): 2}},
 }
 
 
@@ -262,6 +271,11 @@ def _cases() -> dict[str, tuple[str, str | None]]:
         "tool output holds a set": ("tool:t_set {}\nsay done", None),
         "tool output is bytes": ("tool:t_bytes {}\nsay done", None),
         "tool output holds an object of its own": ("tool:t_own_class {}\nsay done", None),
+        "tool output holds a proxy of a deep dict": ("tool:t_proxy_of_deep {}\nsay done", None),
+        "tool output holds a value whose class cannot be read": (
+            "tool:t_class_unreadable {}\nsay done",
+            None,
+        ),
         "built-in tool refuses": ('tool:calculator {"expression": "1/0"}', "DivisionByZero"),
         "built-in tool, wrong arguments": ('tool:calculator {"expr": "1"}', "InvalidArguments"),
         "built-in tool, path outside": (

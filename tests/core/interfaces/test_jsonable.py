@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import pytest
+import wrapt
 
 from taskforce.core.interfaces.jsonable import (
     MAX_RESULT_DEPTH,
@@ -15,7 +16,7 @@ from taskforce.core.interfaces.jsonable import (
     jsonable,
     nests_within,
 )
-from tests.support.odd_values import Unprintable
+from tests.support.odd_values import Unprintable, Unrepresentable
 
 
 class TestJsonable:
@@ -146,3 +147,30 @@ class TestNestsWithin:
 
         text = deep_in_the_stack(sys.getrecursionlimit() // 2)
         assert text.startswith('{"(1,)": [{"a": [')
+
+
+class TestWrittenByItsType:
+    """``json_writer`` reads a value by its type, as the json encoder does, also when it
+    writes it again through ``jsonable``: what claims another ``__class__`` is a value."""
+
+    def test_a_proxy_of_a_deep_dict_is_written_as_a_value(self) -> None:
+        """A proxy (``__class__`` says dict) of a dict nested past the recursion limit, in
+        an output the encoder refuses (a tuple key): its text, not a RecursionError."""
+        deep: Any = 1
+        for _ in range(5000):
+            deep = {"a": deep}
+        value = {"k": wrapt.ObjectProxy(deep), (1, 2): "x"}
+        assert nests_within(value, MAX_RESULT_DEPTH)
+        written = json.loads(json_writer()(value))
+        assert {"k": "<ObjectProxy that cannot be written>", "(1, 2)": "x"} == written
+
+    def test_a_value_whose_class_cannot_be_read_is_written(self) -> None:
+        """A value and a key whose ``__class__`` raises, beside a tuple key: placeholders."""
+        odd = "<Unrepresentable that cannot be written>"
+        value = {"v": Unrepresentable(), Unrepresentable(): 1, (1,): 2}
+        assert {"v": odd, odd: 1, "(1,)": 2} == json.loads(json_writer()(value))
+
+    def test_a_proxy_of_text_as_a_key_is_written_as_its_text(self) -> None:
+        """A key that only claims to be text is written as its text (the encoder refuses it)."""
+        written = json.loads(json_writer()({wrapt.ObjectProxy("key"): 1, (1,): 2}))
+        assert {"key": 1, "(1,)": 2} == written

@@ -6,7 +6,9 @@ Also :func:`unique_keys`, which JSON read from a client or a setting is decoded 
 dict key that is no text, number, bool or ``None`` (a tuple); an int past the digits
 Python writes (4300); and a value that contains itself. :func:`jsonable` rewrites
 those, so the model, the stream and the mission's record get the rest of the output;
-:func:`json_writer` makes the one function each of them writes it with.
+:func:`json_writer` makes the one function each of them writes it with. Both read a
+value by its type, as the json encoder does: a proxy that claims to be a dict (its
+``__class__``) is a value, written as its text.
 
 Nesting is the one thing no writer can make text of: past Python's recursion limit,
 ``json.dumps`` and :func:`jsonable` raise ``RecursionError``. :func:`nests_within` tells
@@ -151,29 +153,33 @@ def _items(container: Any) -> Iterator[Any]:
 
 
 def _plain(value: Any, holding: set[int], is_finite: bool) -> Any:
-    if isinstance(value, dict | list | tuple):
+    # Read by its type, as the json encoder reads it: a proxy that claims another
+    # __class__ is a value (written as its text), and a __class__ that raises is not read.
+    kind = type(value)
+    if issubclass(kind, _CONTAINERS):
         if id(value) in holding:
             return "<a cycle>"
         holding.add(id(value))
         try:
-            if isinstance(value, dict):
+            if issubclass(kind, dict):
                 return {_key(key): _plain(item, holding, is_finite) for key, item in value.items()}
             return [_plain(item, holding, is_finite) for item in value]
         finally:
             holding.discard(id(value))
-    if isinstance(value, int) and not isinstance(value, bool):
+    if issubclass(kind, int) and not issubclass(kind, bool):
         return value if _is_writable(value) else as_text(value)
-    if is_finite and isinstance(value, float) and not math.isfinite(value):
+    if is_finite and issubclass(kind, float) and not math.isfinite(value):
         return None
     return value
 
 
-def _key(key: object) -> object:
-    if isinstance(key, int) and not isinstance(key, bool) and not _is_writable(key):
+def _key(key: Any) -> Any:
+    kind = type(key)  # as in _plain
+    if issubclass(kind, int) and not issubclass(kind, bool) and not _is_writable(key):
         return as_text(key)
-    if isinstance(key, float) and not math.isfinite(key):
+    if issubclass(kind, float) and not math.isfinite(key):
         return json.dumps(key)  # as json.dumps writes such a key: "NaN", "Infinity"
-    return key if isinstance(key, _PLAIN_KEYS) else as_text(key)
+    return key if issubclass(kind, _PLAIN_KEYS) else as_text(key)
 
 
 def _is_writable(number: int) -> bool:
