@@ -172,6 +172,22 @@ _ANSWERS: dict[str, Callable[[], Any]] = {
         "tool_calls": [{"id": "c1", "name": "t_ok", "arguments": "[1, 2]"}],
         "model": "own-1",
     },
+    # the same, arguments nested deeper than Python decodes
+    "args-nested-too-deep": lambda: {
+        "success": True,
+        "done": True,
+        "content": None,
+        "tool_calls": [{"id": "c1", "name": "t_ok", "arguments": "[" * 5000 + "]" * 5000}],
+        "model": "own-1",
+    },
+    # the same, arguments decoded by the provider already
+    "args-dict-nested-too-deep": lambda: {
+        "success": True,
+        "done": True,
+        "content": None,
+        "tool_calls": [{"id": "c1", "name": "t_ok", "arguments": _nested(1)}],
+        "model": "own-1",
+    },
 }
 #: marker -> what ``generate`` (the legacy plan) returns; ``complete`` is the scripted one's.
 _PLANS: dict[str, Callable[[], Any]] = {"garbage-plan": _text("no plan in sight")}
@@ -315,9 +331,15 @@ _BY_FLOW: dict[tuple[str, str], str | None] = {
     ("unusable action", "lean"): None,
     ("arguments that are no object", "lean"): "InvalidArguments",
     ("arguments that are no object", "legacy"): "invalid_plan",
+    ("arguments nested too deep", "lean"): "InvalidArguments",
+    ("arguments nested too deep", "legacy"): "invalid_plan",
+    ("decoded arguments nested too deep", "lean"): "InvalidArguments",
+    ("decoded arguments nested too deep", "legacy"): "invalid_plan",
 }
 _FLOW_CASES = {
     "arguments that are no object": "odd:args-not-an-object",
+    "arguments nested too deep": "odd:args-nested-too-deep",
+    "decoded arguments nested too deep": "odd:args-dict-nested-too-deep",
     "empty answer": "odd:empty",
     "unusable plan": "odd:garbage-plan",
     "unusable action": "odd:garbage-action",

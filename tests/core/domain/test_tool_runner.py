@@ -49,6 +49,25 @@ class TestRunToolCall:
 
         assert ("InvalidArguments", []) == (result["error_type"], tool.calls)
 
+    async def test_arguments_must_not_nest_too_deep(self) -> None:
+        """Arguments nested deeper than ``MAX_RESULT_DEPTH`` are refused before the tool
+        runs, the limit named; up to it they reach the tool."""
+        tool = FakeTool("echo", ok_handler)
+        fits: Any = 1
+        for _ in range(MAX_RESULT_DEPTH - 1):
+            fits = [fits]
+
+        refused = await run_tool_call(FakeRegistry(tool), "echo", {"x": [fits]}, timeout_seconds=5)
+        await run_tool_call(FakeRegistry(tool), "echo", {"x": fits}, timeout_seconds=5)
+
+        assert {
+            "success": False,
+            "error": "arguments of tool 'echo' must not nest deeper than "
+            f"{MAX_RESULT_DEPTH} levels",
+            "error_type": "InvalidArguments",
+        } == refused
+        assert [{"x": fits}] == tool.calls
+
     async def test_raising_tool_gives_its_class_name(self) -> None:
         """An exception raised by a tool becomes an error result typed by the class name."""
 

@@ -149,6 +149,21 @@ class TestNestsWithin:
         assert text.startswith('{"(1,)": [{"a": [')
 
 
+class TestTooDeep:
+    @pytest.mark.parametrize("is_finite", [False, True])
+    def test_nesting_past_the_recursion_limit_is_cut(self, is_finite: bool) -> None:
+        """A value json.dumps cannot write for its depth is written, cut where it nests
+        deeper than ``MAX_RESULT_DEPTH`` levels."""
+        deep: Any = 1
+        for _ in range(5000):
+            deep = [deep]
+        cut: Any = "<nested too deep>"
+        for _ in range(MAX_RESULT_DEPTH):
+            cut = [cut]
+        assert cut == json.loads(json_writer(is_finite=is_finite)(deep))
+        assert cut == jsonable(deep)
+
+
 class TestWrittenByItsType:
     """``json_writer`` reads a value by its type, as the json encoder does, also when it
     writes it again through ``jsonable``: what claims another ``__class__`` is a value."""

@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import structlog
 
-from taskforce.core.interfaces.jsonable import MAX_RESULT_DEPTH
+from taskforce.core.interfaces.jsonable import MAX_RESULT_DEPTH, nests_within
 from taskforce.core.interfaces.log import quoted, text_fields
 from taskforce.core.interfaces.outcome import (
     INVALID_ARGUMENTS,
@@ -78,14 +78,14 @@ async def run_tool_call(
 
     Returns:
         The tool's result, or an error result for an unknown tool
-        (``unknown_tool``), arguments that are not a JSON object
-        (``InvalidArguments``, told to the tool's ``call_refused`` if it has
-        one, so the metrics count it), an exception raised by the tool (its class
-        name), a malformed result (``invalid_result``, also one nested too deep for
-        JSON), or a timeout
-        (``timeout``). A failed result always carries the ``error_type`` that
-        :func:`~taskforce.core.interfaces.outcome.classify_tool_result` gives
-        it, so the log line and the metrics agree with it.
+        (``unknown_tool``), arguments that are not a JSON object or nest deeper than
+        ``MAX_RESULT_DEPTH`` levels (``InvalidArguments``, told to the tool's
+        ``call_refused`` if it has one, so the metrics count it), an exception raised
+        by the tool (its class name), a malformed result (``invalid_result``, also one
+        nested too deep for JSON), or a timeout (``timeout``). A failed result always
+        carries the ``error_type`` that
+        :func:`~taskforce.core.interfaces.outcome.classify_tool_result` gives it, so the
+        log line and the metrics agree with it.
 
     Raises:
         asyncio.CancelledError: the mission itself was cancelled.
@@ -120,11 +120,9 @@ async def _run(
         if not is_unknown_tool_error(exc):
             raise
         return error_result(f"unknown tool {quoted(name)}", UNKNOWN_TOOL)
-    if not isinstance(arguments, dict) or not all(isinstance(key, str) for key in arguments):
-        refused = error_result(
-            f"arguments of tool {name!r} must be a JSON object, got {type(arguments).__name__}",
-            INVALID_ARGUMENTS,
-        )
+    reason = _arguments_refusal(arguments)
+    if reason is not None:
+        refused = error_result(f"arguments of tool {name!r} {reason}", INVALID_ARGUMENTS)
         if isinstance(tool, RefusedCallProtocol):  # e.g. a wrapper that counts the calls
             with contextlib.suppress(Exception):  # the call has failed already, as it says
                 tool.call_refused(refused)
@@ -139,6 +137,15 @@ async def _run(
             f"{type(raised).__name__}: {exception_message(raised)}", failed.error_type
         )
     return _checked(name, raw)
+
+
+def _arguments_refusal(arguments: Any) -> str | None:
+    """Why ``arguments`` cannot be a tool's keyword arguments, or ``None`` when they can."""
+    if not isinstance(arguments, dict) or not all(isinstance(key, str) for key in arguments):
+        return f"must be a JSON object, got {type(arguments).__name__}"
+    if not nests_within(arguments, MAX_RESULT_DEPTH):
+        return f"must not nest deeper than {MAX_RESULT_DEPTH} levels"
+    return None
 
 
 class _Failed(Exception):

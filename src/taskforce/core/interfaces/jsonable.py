@@ -10,11 +10,11 @@ those, so the model, the stream and the mission's record get the rest of the out
 value by its type, as the json encoder does: a proxy that claims to be a dict (its
 ``__class__``) is a value, written as its text.
 
-Nesting is the one thing no writer can make text of: past Python's recursion limit,
-``json.dumps`` and :func:`jsonable` raise ``RecursionError``. :func:`nests_within` tells
-a value that nests at most :data:`MAX_RESULT_DEPTH` levels, which every writer can
-write; a tool result that does not is the tool's ``invalid_result``
-(``classify_tool_result``), so none of them is ever handed one.
+Past Python's recursion limit ``json.dumps`` raises ``RecursionError``; :func:`jsonable`
+writes a container deeper than :data:`MAX_RESULT_DEPTH` levels as ``<nested too deep>``,
+so no writer raises. A tool result is not cut so: one that does not
+:func:`nests_within` that many levels is the tool's ``invalid_result``
+(``classify_tool_result``), and neither the model nor the stream gets it.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from typing import Any
 
 __all__ = ["MAX_RESULT_DEPTH", "as_text", "json_writer", "jsonable", "nests_within", "unique_keys"]
 
-#: The deepest nesting of dicts, lists and tuples a tool result may have, itself the
-#: first level: well within what the JSON writers reach under Python's recursion limit.
+#: The deepest nesting of dicts, lists and tuples a tool result or a tool call's arguments
+#: may have, themselves the first level, and where :func:`jsonable` cuts any other value:
+#: well within what the JSON writers reach under Python's recursion limit.
 MAX_RESULT_DEPTH = 100
 
 # What a writer writes item by item; anything else is a value (or its text).
@@ -62,9 +63,10 @@ def json_writer(*, is_finite: bool = False, **options: Any) -> Callable[[Any], s
 
     An object JSON has no form for is written as its text (:func:`as_text`). A value
     ``json.dumps`` refuses (a key JSON cannot take, an int past Python's digits, a
-    cycle, with ``is_finite`` a NaN or infinite float) is written again through
-    :func:`jsonable`, so the rest of it is kept. A NaN or infinite key is written as
-    ``json.dumps`` writes it (``"NaN"``, ``"Infinity"``), with ``is_finite`` too.
+    cycle, nesting past Python's recursion limit, with ``is_finite`` a NaN or infinite
+    float) is written again through :func:`jsonable`, so the rest of it is kept. A NaN
+    or infinite key is written as ``json.dumps`` writes it (``"NaN"``, ``"Infinity"``),
+    with ``is_finite`` too.
 
     Args:
         is_finite: Write a NaN or infinite float as ``null``, for a strict JSON reader
@@ -80,7 +82,7 @@ def json_writer(*, is_finite: bool = False, **options: Any) -> Callable[[Any], s
     def write(value: Any) -> str:
         try:
             return encoder.encode(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             return encoder.encode(_plain(value, set(), is_finite))
 
     return write
@@ -91,7 +93,8 @@ def jsonable(value: Any) -> Any:
 
     Dicts (as plain dicts), lists and tuples (as lists) are rewritten all the way down;
     an int past Python's digits and a key JSON cannot take become their text (see
-    :func:`as_text`), and a dict or list inside itself becomes ``<a cycle>``.
+    :func:`as_text`), a dict or list inside itself becomes ``<a cycle>``, and one
+    deeper than :data:`MAX_RESULT_DEPTH` levels ``<nested too deep>``.
 
     Args:
         value: What a tool returned, or part of it.
@@ -159,6 +162,8 @@ def _plain(value: Any, holding: set[int], is_finite: bool) -> Any:
     if issubclass(kind, _CONTAINERS):
         if id(value) in holding:
             return "<a cycle>"
+        if len(holding) >= MAX_RESULT_DEPTH:  # holding: the containers it is inside
+            return "<nested too deep>"
         holding.add(id(value))
         try:
             if issubclass(kind, dict):
