@@ -24,7 +24,15 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["MAX_RESULT_DEPTH", "as_text", "json_writer", "jsonable", "nests_within", "unique_keys"]
+__all__ = [
+    "MAX_RESULT_DEPTH",
+    "SCALAR_TYPES",
+    "as_text",
+    "json_writer",
+    "jsonable",
+    "nests_within",
+    "unique_keys",
+]
 
 #: The deepest nesting of dicts, lists and tuples a tool result or a tool call's arguments
 #: may have, themselves the first level, and where :func:`jsonable` cuts any other value:
@@ -33,6 +41,9 @@ MAX_RESULT_DEPTH = 100
 
 # What a writer writes item by item; anything else is a value (or its text).
 _CONTAINERS = (dict, list, tuple)
+#: The types (exactly these, no subclass) of a value that is no container: a dict that
+#: holds only such values nests one level, which a caller may tell without a walk.
+SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
 # Keys json.dumps writes as they are (as text); any other key is written as its text.
 _PLAIN_KEYS = (str, int, float, bool, type(None))
 

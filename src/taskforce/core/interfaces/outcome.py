@@ -12,7 +12,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Final, NoReturn
 
-from taskforce.core.interfaces.jsonable import MAX_RESULT_DEPTH, as_text, nests_within
+from taskforce.core.interfaces.jsonable import (
+    MAX_RESULT_DEPTH,
+    SCALAR_TYPES,
+    as_text,
+    nests_within,
+)
 from taskforce.core.interfaces.llm import LLM_ERROR_TYPES, LLMErrorType
 from taskforce.core.interfaces.tools import TOOL_TIMEOUT_CANCEL_MESSAGE, ToolTimeLimit
 
@@ -335,8 +340,12 @@ def classify_tool_result(result: object) -> str | None:
         boolean ``success``.
     """
     if type(result) is dict and result.get("success") is True:
-        # most calls: a plain dict cannot fail to be read, only nest too deep
-        return None if nests_within(result, MAX_RESULT_DEPTH) else INVALID_RESULT
+        # most calls: a plain dict cannot fail to be read, only nest too deep, which one
+        # of plain values (most results, and the path every call takes) cannot either
+        for value in result.values():
+            if type(value) not in SCALAR_TYPES:
+                return None if nests_within(result, MAX_RESULT_DEPTH) else INVALID_RESULT
+        return None
     try:
         if not isinstance(result, dict):  # which reads the class: a value's own may raise
             return INVALID_RESULT
