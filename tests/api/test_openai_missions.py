@@ -12,10 +12,13 @@ from taskforce.api.server import create_app
 from taskforce.config import Settings
 from taskforce.infrastructure.tools import session_folder_name
 from tests.api.conftest import CALC_WRITE_MISSION, parse_sse
+from tests.api.test_llm_attempts_e2e import _lean_mission_on
 from tests.api.test_metrics_e2e import scrape, total
 from tests.infrastructure.llm.test_openai_provider import (
     _NESTED_TOO_DEEPLY,
+    _chunks,
     _completion,
+    _error_finish,
     _frame,
     _tool_choice,
     _tool_delta,
@@ -109,14 +112,32 @@ class TestOpenAIMissions:
             fake.stream_next([_frame([_tool_delta(_NESTED_TOO_DEEPLY)]), _frame([finish])])
         else:
             fake.respond_next(_completion([_tool_choice(_NESTED_TOO_DEEPLY)], None))
-        async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
-            response = await client.post(route, json={"mission": "hi", "agent_type": "lean"})
-            samples = await scrape(client)
-        if route.endswith("stream"):
-            result = parse_sse(response.text)[-1][1]["result"]
-        else:
-            result = response.json()
+        result, samples = await _lean_mission_on(live, route)
         assert ("failed", "invalid_response") == (result["status"], result["error_type"])
         assert "nested too deeply" in result["error"]
         assert 1 == total(samples, "taskforce_llm_failures_total")
         assert 1 == total(samples, "taskforce_llm_failures_total", error_type="invalid_response")
+
+    @pytest.mark.parametrize("route", ["/api/v1/execute", "/api/v1/execute/stream"])
+    async def test_an_answer_ended_by_an_error(
+        self, openai_service: tuple[LiveServer, FakeOpenAIServer, Path], route: str
+    ) -> None:
+        """A router's answer that ends with ``finish_reason: "error"`` (its upstream refused
+        mid-answer) fails the mission as the choice's error names, no retry for a 400, its
+        tokens counted: the API result and the metrics agree."""
+        live, fake, _ = openai_service
+        error = {"code": 400, "message": "Provider refused"}
+        usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+        if route.endswith("stream"):
+            chunks = _chunks("ab")
+            chunks[-1]["choices"][0].update(finish_reason="error", error=error)
+            fake.stream_next([*chunks[:-1], {**chunks[-1], "usage": usage}])
+        else:
+            fake.respond_next(_completion([_error_finish(error, "ab")], usage))
+        result, samples = await _lean_mission_on(live, route)
+        assert ("failed", "bad_request") == (result["status"], result["error_type"])
+        assert "the answer carried an error (400): Provider refused" in result["error"]
+        assert 1 == len(fake.requests)
+        assert 1 == total(samples, "taskforce_llm_failures_total", error_type="bad_request")
+        assert 0 == total(samples, "taskforce_llm_retries_total")
+        assert 7 == total(samples, "taskforce_llm_tokens_total")

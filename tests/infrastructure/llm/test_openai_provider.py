@@ -2425,3 +2425,86 @@ class TestIncompleteAnswers:
             else:
                 _ = [chunk async for chunk in provider.stream(_mission("hi"))]
         assert [] == [log for log in logs if log["event"] == "llm.answer.incomplete"]
+
+
+def _error_finish(error: Any, content: str = "") -> dict[str, Any]:
+    """A choice a router ended with ``finish_reason: "error"`` and, unless ``None``, the
+    ``error`` object it carries (OpenRouter's, when the model's provider failed mid-answer)."""
+    choice: dict[str, Any] = {"index": 0, "finish_reason": "error"}
+    if error is not None:
+        choice["error"] = error
+    return choice | {"message": {"role": "assistant", "content": content}}
+
+
+class TestAnswersEndedByAnError:
+    """A choice that ends with ``finish_reason: "error"`` is no answer, whatever text it
+    holds: the call fails as the error object the choice carries names (as one at the top
+    of the answer does), retried by the same rule; without one, as ``other``."""
+
+    @pytest.mark.parametrize(
+        ("error", "expected"),
+        [
+            ({"code": 502, "message": "Provider disconnected"}, ("server_error", 3, " (502): ")),
+            ({"code": 400, "message": "Provider refused"}, ("bad_request", 1, " (400): ")),
+            (None, ("other", 1, "")),
+        ],
+    )
+    async def test_a_completion_ended_by_an_error_fails_as_it_names(
+        self,
+        provider: OpenAICompatibleProvider,
+        fake: FakeOpenAIServer,
+        error: Any,
+        expected: tuple[str, int, str],
+    ) -> None:
+        """complete: not the partial text as a success, but the failure the choice names
+        (the error type, how many attempts, the code the message quotes)."""
+        error_type, attempts, said = expected
+        usage = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+        for _ in range(3):
+            fake.respond_next(_completion([_error_finish(error, "The answer is")], usage))
+
+        result = await provider.complete(_mission("hi"))
+
+        assert (False, error_type) == (result["success"], result["error_type"])
+        assert usage == result.get("usage")  # billed: kept, as a failed answer's is
+        assert [error_type] * attempts == [a.error_type for a in result["attempts"]]
+        assert attempts == len(fake.requests)
+        reason = (error or {}).get("message", "")
+        assert f"the answer carried an error{said}{reason}" == result["error"]
+
+    async def test_a_stream_ended_by_an_error_after_its_text_fails_unretried(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """stream: the text came, then the error: the stream fails as the error names,
+        once (text was sent), with the usage it reported."""
+        chunks = _chunks("ab")
+        last = chunks[-1]["choices"][0]
+        last.update(finish_reason="error", error={"code": 502, "message": "Provider down"})
+        chunks[-1]["usage"] = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+        fake.stream_next([*chunks, "[DONE]"])
+
+        got: list[Any] = []
+        with pytest.raises(LLMProviderError) as info:
+            async for chunk in provider.stream(_mission("hi")):
+                got.append(chunk)
+
+        assert ["a", "b"] == [chunk["content"] for chunk in got]
+        assert ("server_error", True) == (info.value.error_type, info.value.retryable)
+        assert ["server_error"] == [a.error_type for a in info.value.attempts]
+        assert 7 == (info.value.usage or {}).get("total_tokens")
+        assert "the answer carried an error (502): Provider down" == str(info.value)
+        assert 1 == len(fake.requests)
+
+    async def test_a_stream_ended_by_an_error_before_any_text_is_retried(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """stream: an error ending the answer before anything of it came is retried like
+        an error object before the first chunk."""
+        chunk = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+        choice = {"index": 0, "delta": {}, "finish_reason": "error", "error": {"code": 429}}
+        fake.stream_next([{**chunk, "choices": [choice]}, "[DONE]"])
+
+        got = [chunk async for chunk in provider.stream(_mission("hi"))]
+
+        assert True is got[-1]["done"]
+        assert ["rate_limit", None] == [a.error_type for a in got[0]["attempts"]]

@@ -36,7 +36,7 @@ from taskforce.core.interfaces.llm import (
 )
 from taskforce.core.interfaces.log import secret_scrubber
 from taskforce.errors import LLMProviderError
-from taskforce.infrastructure.llm._openai_chat import _answer, _extra, _usage
+from taskforce.infrastructure.llm._openai_chat import _answer, _ended_by_error, _extra, _usage
 from taskforce.infrastructure.llm._openai_errors import (
     _ErrorInAnswer,
     _InvalidResponse,
@@ -337,6 +337,9 @@ class OpenAICompatibleProvider:
                     # Null fields the SDK does not check (a choice without a delta, say).
                     malformed = _InvalidResponse(f"a streamed chunk is malformed ({exc})")
                     raise broke(malformed, "invalid_response") from exc
+                except _ErrorInAnswer as exc:
+                    # The answer ended with an error (a router's upstream failed mid-answer).
+                    raise broke(exc, _classify(exc) or "other") from exc
                 for text in texts:
                     yield {"content": text}
                 if held:  # read while the attempt opened
@@ -407,16 +410,8 @@ class OpenAICompatibleProvider:
                 messages=params, model=asked, **extra
             )
             response = raw.parse()
-            error = (
-                (response.model_extra or {}).get("error")
-                if isinstance(response, ChatCompletion)
-                else None
-            )
-            if error:
-                # An error object where the answer should be (a router that failed while
-                # the model wrote): the failure it names, retried as in a stream, as its
-                # headers say (the wait they ask for, x-should-retry), as a real 429's.
-                raise _ErrorInAnswer(error, raw.headers)
+            if isinstance(response, ChatCompletion):
+                _raise_carried_error(response, raw.headers)
             return response
 
         try:
@@ -425,8 +420,14 @@ class OpenAICompatibleProvider:
             error_type = _classify(exc)
             if error_type is None:
                 raise
+            # A choice ended by an error reported its usage: billed, so kept.
+            usage = exc.usage if isinstance(exc, _ErrorInAnswer) else None
             return self._failures.result(
-                self._failures.describe(exc, error_type), error_type, self._as(asked), attempts
+                self._failures.describe(exc, error_type),
+                error_type,
+                self._as(asked),
+                attempts,
+                usage,
             )
         if not isinstance(response, ChatCompletion):
             # The SDK hands back the body as text when it is not JSON (an HTML error page).
@@ -463,6 +464,25 @@ class OpenAICompatibleProvider:
             if len(self._resolved) >= _MAX_RESOLVED:
                 self._resolved.clear()
             self._resolved[asked] = model
+
+
+def _raise_carried_error(response: ChatCompletion, headers: Any) -> None:
+    """Raise the error a 2xx completion carries where the answer should be, if it does.
+
+    An error object at its top, or a first choice ended by an error (its own error object,
+    :func:`~._openai_chat._ended_by_error`): a router that failed while the model wrote.
+    The failure it names is retried as in a stream, as ``headers`` say (the wait they ask
+    for, ``x-should-retry``), as a real 429's; a choice's error carries the usage reported.
+
+    Raises:
+        _ErrorInAnswer: the completion carries an error.
+    """
+    error = (response.model_extra or {}).get("error")
+    if error:
+        raise _ErrorInAnswer(error, headers)
+    choices = response.choices
+    if isinstance(choices, list) and choices:
+        _ended_by_error(choices[0], headers, _usage(response.usage))
 
 
 def _report_incomplete(finish_reason: object, model: str, usage: Usage | None) -> None:

@@ -20,9 +20,17 @@ from openai.types.chat import (
 
 from taskforce.core.interfaces.llm import LLMResult, ToolCall, ToolSchema, Usage
 from taskforce.core.interfaces.log import quoted
-from taskforce.infrastructure.llm._openai_errors import _InvalidResponse
+from taskforce.infrastructure.llm._openai_errors import _ErrorInAnswer, _InvalidResponse
 
-__all__ = ["_answer", "_decoded_call", "_extra", "_json_kind", "_text", "_usage"]
+__all__ = [
+    "_answer",
+    "_decoded_call",
+    "_ended_by_error",
+    "_extra",
+    "_json_kind",
+    "_text",
+    "_usage",
+]
 
 
 def _decoded_call(call_id: str, name: str, raw_arguments: str | None) -> ToolCall:
@@ -90,6 +98,27 @@ def _reasoning_besides(usage: object, counts: dict[str, Any]) -> int:
     besides = cast(int, reasoning)
     is_besides = besides > 0 and total == cast(int, prompt) + cast(int, completion) + besides
     return besides if is_besides else 0
+
+
+def _ended_by_error(choice: object, headers: Any = None, usage: Usage | None = None) -> None:
+    """Raise the error a choice ended with (``finish_reason: "error"``), if it did.
+
+    A router whose upstream fails while the model writes ends the choice so (OpenRouter),
+    the error object on the choice itself, not at the top of the answer: whatever text
+    came before is no answer.
+
+    Args:
+        choice: a choice of a completion or of a streamed chunk, as the SDK decoded it.
+        headers: the answer's headers, whose retry hints the error carries.
+        usage: the answer's usage, which the error carries (billed).
+
+    Raises:
+        _ErrorInAnswer: the choice ended with an error; its body is the choice's
+            ``error`` (``None`` when it has none).
+    """
+    if getattr(choice, "finish_reason", None) == "error":
+        extra = getattr(choice, "model_extra", None) or {}
+        raise _ErrorInAnswer(extra.get("error"), headers, usage)
 
 
 def _json_kind(value: object) -> str:

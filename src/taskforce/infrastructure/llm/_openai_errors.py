@@ -27,10 +27,12 @@ class _ErrorInAnswer(Exception):
     A router that fails while the model writes (OpenRouter, say) answers 200 with
     ``{"error": {"code": 429, ...}}``; ``body`` is that error, read as the SDK reads one
     inside a stream. ``headers`` are the answer's headers, whose ``Retry-After``,
-    ``retry-after-ms`` and ``x-should-retry`` are read as a real 429's are.
+    ``retry-after-ms`` and ``x-should-retry`` are read as a real 429's are. ``usage`` is
+    what the answer reported (billed), if anything.
     """
 
-    def __init__(self, body: object, headers: Any = None) -> None:
+    def __init__(self, body: object, headers: Any = None, usage: Any = None) -> None:
         super().__init__("the answer carried an error")
         self.body = body
         self.headers = headers
+        self.usage = usage

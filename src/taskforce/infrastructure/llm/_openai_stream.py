@@ -19,7 +19,13 @@ from openai.types.chat import ChatCompletionChunk
 from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 
 from taskforce.core.interfaces.llm import LLMAttempt, StreamChunk, ToolCall, Usage
-from taskforce.infrastructure.llm._openai_chat import _decoded_call, _json_kind, _text, _usage
+from taskforce.infrastructure.llm._openai_chat import (
+    _decoded_call,
+    _ended_by_error,
+    _json_kind,
+    _text,
+    _usage,
+)
 from taskforce.infrastructure.llm._openai_errors import _InvalidResponse
 
 __all__ = ["_End", "_StreamState", "_json_kind", "_opening"]
@@ -84,10 +90,16 @@ async def _opening(
 
     Raises:
         _InvalidResponse: the stream ended before its first event.
+        _ErrorInAnswer: the chunk that carries something ends a choice with an error
+            (:func:`~._openai_chat._ended_by_error`): no answer came, as when an error
+            object comes first.
     """
     held: list[ChatCompletionChunk | _End] = []
     while not held or not _carries(held[-1]):
         held = [*held[-1:], await anext(chunks, _End.END)]
+    choices = getattr(held[-1], "choices", None)
+    for choice in choices if isinstance(choices, list) else ():
+        _ended_by_error(choice, headers)
     if held == [_End.END]:
         # A JSON body, an error page, nothing: no server-sent event at all.
         content_type = headers.get("content-type", "none")
@@ -135,7 +147,11 @@ class _StreamState:
     choice: int | None = None
 
     def add(self, chunk: ChatCompletionChunk) -> list[str]:
-        """Take in one chunk; return its text deltas."""
+        """Take in one chunk; return its text deltas.
+
+        Raises:
+            _ErrorInAnswer: the answer's choice ended with an error (its usage is taken in).
+        """
         self.model = chunk.model or self.model
         reported = _usage(chunk.usage)
         if reported is not None:
@@ -148,6 +164,7 @@ class _StreamState:
         for choice in chunk.choices or ():
             if not self._is_answer(choice):
                 continue
+            _ended_by_error(choice)
             if choice.finish_reason:
                 self.finish_read = True
                 self.finish_reason = str(choice.finish_reason)
