@@ -1639,11 +1639,11 @@ class TestStreamToolCalls:
     @pytest.mark.parametrize(
         "delta",
         [
-            {"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": {"x": 1}}}]},
+            {"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": [1]}}]},
             {"tool_calls": [{"index": 0, "id": "c1", "function": {"name": ["f"]}}]},
             {"content": [{"type": "text", "text": "hi"}]},
         ],
-        ids=["arguments-an-object", "name-an-array", "content-an-array"],
+        ids=["arguments-an-array", "name-an-array", "content-an-array"],
     )
     async def test_a_delta_part_that_is_no_text_is_invalid_response(
         self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, delta: Any
@@ -2508,3 +2508,33 @@ class TestAnswersEndedByAnError:
 
         assert True is got[-1]["done"]
         assert ["rate_limit", None] == [a.error_type for a in got[0]["attempts"]]
+
+
+class TestArgumentsSentAsAnObject:
+    """Tool call arguments a server sends as a JSON object, not as the string that encodes
+    one (llama.cpp's server, Hugging Face TGI), are that object: the call is made."""
+
+    async def test_a_completion_with_arguments_as_an_object(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        choice = _tool_choice("{}")
+        choice["message"]["tool_calls"][0]["function"]["arguments"] = {"expression": "6*7"}
+        fake.respond_next(_completion([choice], None))
+
+        result = await provider.complete(_mission("hi"), tools=_TOOLS)
+
+        expected = [{"id": "c1", "name": "calculator", "arguments": {"expression": "6*7"}}]
+        assert (True, expected) == (result["success"], result.get("tool_calls"))
+
+    async def test_a_stream_with_arguments_as_an_object(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        function = {"name": "calculator", "arguments": {"expression": "6*7"}}
+        call = {"index": 0, "id": "c1", "type": "function", "function": function}
+        delta = {"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": "tool_calls"}
+        fake.stream_next([{**_CHUNK, "choices": [delta]}, "[DONE]"])
+
+        got = [chunk async for chunk in provider.stream(_mission("hi"), tools=_TOOLS)]
+
+        expected = [{"id": "c1", "name": "calculator", "arguments": {"expression": "6*7"}}]
+        assert expected == got[-1].get("tool_calls")

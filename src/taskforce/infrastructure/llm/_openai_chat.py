@@ -24,6 +24,7 @@ from taskforce.infrastructure.llm._openai_errors import _ErrorInAnswer, _Invalid
 
 __all__ = [
     "_answer",
+    "_arguments_text",
     "_decoded_call",
     "_ended_by_error",
     "_extra",
@@ -33,15 +34,20 @@ __all__ = [
 ]
 
 
-def _decoded_call(call_id: str, name: str, raw_arguments: str | None) -> ToolCall:
+def _decoded_call(call_id: str, name: str, raw_arguments: object) -> ToolCall:
     """Return a tool call with its JSON arguments decoded.
+
+    Arguments sent as a JSON object in place of the string that encodes one are read as
+    that object (:func:`_arguments_text`).
 
     Raises:
         _InvalidResponse: the arguments are not a JSON object, or one nested deeper
             than Python reads (its recursion limit): an answer as unusable.
+        TypeError: the arguments are JSON of another kind than a string or an object.
+        ValueError: the arguments are an object nested too deeply to encode.
     """
     try:
-        arguments = json.loads(raw_arguments or "{}")
+        arguments = json.loads(_arguments_text(raw_arguments) or "{}")
     except json.JSONDecodeError as exc:
         raise _InvalidResponse(
             f"tool call {quoted(name)} has arguments that are not JSON ({exc.msg})"
@@ -121,6 +127,25 @@ def _ended_by_error(choice: object, headers: Any = None, usage: Usage | None = N
         raise _ErrorInAnswer(extra.get("error"), headers, usage)
 
 
+def _arguments_text(value: object) -> str | None:
+    """A tool call's arguments (or a piece of them) as the JSON text OpenAI sends.
+
+    Some compatible servers (llama.cpp's, Hugging Face TGI) send the arguments as a JSON
+    object, not as the string that encodes one: the object is encoded, so that it is
+    read, streamed or whole, as the same object sent as a string would be.
+
+    Raises:
+        TypeError: ``value`` is JSON of another kind than a string or an object.
+        ValueError: ``value`` is an object nested too deeply to encode.
+    """
+    if not isinstance(value, dict):
+        return _text(value, "a tool call's arguments")
+    try:
+        return json.dumps(value)
+    except RecursionError as exc:
+        raise ValueError("a tool call's arguments are nested too deeply") from exc
+
+
 def _json_kind(value: object) -> str:
     """Name the kind of a JSON value that is not an object, for a message."""
     if value is None:
@@ -140,8 +165,8 @@ def _text(value: object, what: str) -> str | None:
     """``value``, a piece of text (or none), streamed or whole; the SDK lets any JSON through.
 
     Raises:
-        TypeError: ``value`` is JSON of another kind (a name as an array, tool arguments
-            as an object): the chunk or the completion is malformed.
+        TypeError: ``value`` is JSON of another kind (a name as an array, text as a list
+            of parts): the chunk or the completion is malformed.
     """
     if value is None or isinstance(value, str):
         return value

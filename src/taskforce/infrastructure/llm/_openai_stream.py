@@ -20,6 +20,7 @@ from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 
 from taskforce.core.interfaces.llm import LLMAttempt, StreamChunk, ToolCall, Usage
 from taskforce.infrastructure.llm._openai_chat import (
+    _arguments_text,
     _decoded_call,
     _ended_by_error,
     _json_kind,
@@ -204,7 +205,7 @@ class _StreamState:
         if part.function is not None:
             # The name comes whole (once, or repeated by some servers); arguments in pieces.
             call.name = name or call.name
-            arguments = _text(part.function.arguments, "a tool call's arguments")
+            arguments = _arguments_text(part.function.arguments)
             if arguments:
                 call.arguments.append(arguments)
 
