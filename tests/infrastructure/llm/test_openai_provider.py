@@ -2538,3 +2538,40 @@ class TestArgumentsSentAsAnObject:
 
         expected = [{"id": "c1", "name": "calculator", "arguments": {"expression": "6*7"}}]
         assert expected == got[-1].get("tool_calls")
+
+
+class TestErrorObjectsNamedByType:
+    """An error object in a 2xx stream that names no status but a ``type`` of OpenAI's
+    (or Anthropic's) error types counts as that type's status would: the same failure
+    has one error type, streamed or not. Groq reports a tool call the model wrote badly
+    mid-stream as ``invalid_request_error`` (code ``tool_use_failed``; a 400 when not
+    streamed), Ollama a failure of its own as ``api_error`` (a 500)."""
+
+    @pytest.mark.parametrize(
+        ("kind", "code", "expected"),
+        [
+            ("invalid_request_error", "tool_use_failed", "bad_request"),
+            ("not_found_error", None, "bad_request"),
+            ("authentication_error", None, "auth"),
+            ("permission_error", None, "auth"),
+            ("api_error", None, "server_error"),
+        ],
+    )
+    async def test_an_error_object_is_read_by_its_type(
+        self,
+        provider: OpenAICompatibleProvider,
+        fake: FakeOpenAIServer,
+        kind: str,
+        code: Any,
+        expected: str,
+    ) -> None:
+        chunks = _chunks("ab")
+        error = {"message": "it failed", "type": kind, "code": code}
+        fake.stream_next([*chunks[:-1], {"error": error}])
+
+        with pytest.raises(LLMProviderError) as info:
+            async for _ in provider.stream(_mission("hi")):
+                pass
+
+        assert expected == info.value.error_type
+        assert [expected] == [a.error_type for a in info.value.attempts]

@@ -83,11 +83,26 @@ def _is_in_stream_error(exc: BaseException) -> TypeGuard[openai.APIError]:
     )
 
 
+#: The error types of an error object's ``type`` that names no status: OpenAI's and
+#: Anthropic's error types, which compatible servers copy (Groq's ``invalid_request_error``
+#: of a tool call the model wrote badly mid-stream; Ollama's ``api_error`` of its own
+#: failure), each read as the status it stands for, so that the same failure has the same
+#: error type streamed (an error object) or not (that status).
+_ERROR_OF_TYPE: Mapping[str, LLMErrorType] = {
+    "invalid_request_error": "bad_request",
+    "not_found_error": "bad_request",
+    "authentication_error": "auth",
+    "permission_error": "auth",
+    "api_error": "server_error",
+}
+
+
 def _in_stream_error_type(body: object) -> LLMErrorType:
     """The error type of an error object a server sent inside a 2xx stream or answer.
 
     Compatible servers report a rate limit or an overload that way (``{"error": {"code":
-    429, ...}}``); read like the HTTP status or type it names, else ``other``.
+    429, ...}}``); read like the HTTP status or type it names (:data:`_ERROR_OF_TYPE`),
+    else ``other``.
     """
     if not isinstance(body, Mapping):
         return "other"
@@ -102,7 +117,7 @@ def _in_stream_error_type(body: object) -> LLMErrorType:
         return "rate_limit"
     if any(word in named for word in ("server_error", "overloaded", "unavailable")):
         return "server_error"
-    return "other"
+    return _ERROR_OF_TYPE.get(kind, "other")
 
 
 def _classify(exc: Exception) -> LLMErrorType | None:
