@@ -2575,3 +2575,26 @@ class TestErrorObjectsNamedByType:
 
         assert expected == info.value.error_type
         assert [expected] == [a.error_type for a in info.value.attempts]
+
+
+class TestToolCallsWithoutType:
+    """A whole completion's tool call without its ``type``, or with ``null`` (some vLLM and
+    Ollama versions), is a function call, as the same call streamed is (a stream's deltas
+    name no type after the first)."""
+
+    @pytest.mark.parametrize("missing", ["left-out", "null"])
+    async def test_a_tool_call_without_type_is_a_function_call(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, missing: str
+    ) -> None:
+        choice = _tool_choice('{"expression": "6*7"}')
+        call = choice["message"]["tool_calls"][0]
+        if missing == "null":
+            call["type"] = None
+        else:
+            del call["type"]
+        fake.respond_next(_completion([choice], None))
+
+        result = await provider.complete(_mission("hi"), tools=_TOOLS)
+
+        expected = [{"id": "c1", "name": "calculator", "arguments": {"expression": "6*7"}}]
+        assert (True, expected) == (result["success"], result.get("tool_calls"))

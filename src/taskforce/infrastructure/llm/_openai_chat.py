@@ -14,6 +14,7 @@ from typing import Any, cast
 from openai.types import CompletionUsage
 from openai.types.chat import (
     ChatCompletion,
+    ChatCompletionMessageFunctionToolCall,
     ChatCompletionToolChoiceOptionParam,
     ChatCompletionToolUnionParam,
 )
@@ -192,8 +193,8 @@ def _answer(
 
     Raises:
         _InvalidResponse: the completion holds no choices, a tool call of a type other
-            than ``function`` or without a name, or tool arguments that are not a JSON
-            object.
+            than ``function`` (one without a type is a function call) or without a
+            name, or tool arguments that are not a JSON object.
         TypeError: the content, a tool call's name or the refusal that stands for the
             content is JSON of another kind than a string.
         AttributeError: a field the SDK does not check is null (as may ``TypeError``
@@ -210,12 +211,16 @@ def _answer(
     if with_tool_calls:
         calls: list[ToolCall] = []
         for raw in message.tool_calls or []:
-            if raw.type != "function":
-                raise _InvalidResponse(f"unsupported tool call type {raw.type!r}")
-            name = _text(raw.function.name, "a tool call's name")
+            # No type, or null (some vLLM and Ollama versions): a function call, as the
+            # same call streamed is.
+            kind = getattr(raw, "type", None)
+            if kind not in ("function", None):
+                raise _InvalidResponse(f"unsupported tool call type {kind!r}")
+            function = cast("ChatCompletionMessageFunctionToolCall", raw).function
+            name = _text(function.name, "a tool call's name")
             if name is None:
                 raise _InvalidResponse("a tool call has no name")
-            calls.append(_decoded_call(raw.id, name, raw.function.arguments))
+            calls.append(_decoded_call(raw.id, name, function.arguments))
         result["tool_calls"] = calls
     if usage is not None:
         result["usage"] = usage
