@@ -7,10 +7,14 @@ it added to the two pack histograms of a real registry.
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import weakref
 from typing import Any
 
 import pytest
 
+from taskforce.core.interfaces.context import enter_mission, exit_mission
 from taskforce.observability import MetricSet, observe_llm_provider
 from taskforce.observability.metrics._catalog import CONTEXT_PACK_MESSAGES, CONTEXT_PACK_TOKENS
 from taskforce.observability.proxies._context_pack import SCAN_LIMIT, PackEstimator, estimate_tokens
@@ -131,3 +135,46 @@ class TestPackEstimator:
         conversation.append(_message("b"))
         assert (SCAN_LIMIT + 1, 72) == packs.resume(conversation)
         assert (0, 0) == packs.resume(list(reversed(conversation)))
+
+
+async def _call_in_mission(estimates: _Estimates, mission_id: str, sent: Any) -> None:
+    tokens = enter_mission("s1", mission_id, "lean")
+    try:
+        await estimates.proxy.complete(sent)
+    finally:
+        exit_mission(tokens)
+
+
+class TestWhatIsKept:
+    """The estimator keeps a mission's messages alive only while they may be called again."""
+
+    async def test_the_next_mission_lets_the_last_ones_messages_go(
+        self, estimates: _Estimates
+    ) -> None:
+        """A finished mission's long conversation is not held once the task's next mission calls."""
+        conversation = _long(_message("a tool's whole output " * 100))
+        first, last = weakref.ref(conversation[0]), weakref.ref(conversation[-1])
+        await _call_in_mission(estimates, "m1", conversation)
+        del conversation
+        await _call_in_mission(estimates, "m2", _long(_message("b")))
+        gc.collect()
+        assert (None, None) == (first(), last())
+
+    async def test_a_mission_task_takes_its_messages_along(self, estimates: _Estimates) -> None:
+        """A mission run in a task of its own (as the service runs them) leaves nothing held."""
+        conversation = _long(_message("c" * 1000))
+        last = weakref.ref(conversation[-1])
+        await asyncio.create_task(_call_in_mission(estimates, "m1", conversation))
+        del conversation
+        await asyncio.sleep(0)  # the loop lets the finished task go
+        gc.collect()
+        assert last() is None
+
+    async def test_a_mission_still_resumes_where_it_counted(self, estimates: _Estimates) -> None:
+        """Within one mission a grown conversation reads only its new messages."""
+        conversation = _long(_message("d"))
+        await _call_in_mission(estimates, "m1", conversation)
+        conversation.append(_message("e"))
+        _CountingMessage.reads = 0
+        await _call_in_mission(estimates, "m1", conversation)
+        assert 1 == _CountingMessage.reads

@@ -12,18 +12,27 @@ counted message (the estimator keeps those two objects alive, so their ids canno
 be reused); anything else, a shorter list or another first message, is counted
 from the start.
 
+The estimator belongs to the mission the call is made in, in the calling task's context
+(see :func:`mission_packs`), not to the proxy: the messages it keeps alive are those of
+that mission's conversations. They go with the task, or when the task's next mission
+calls, so a finished mission's messages (a tool's whole output, say) are not held on
+for later ones.
+
 Assumes a conversation grows by appending, as both agents do: a message edited in
 place after it was counted keeps its old length in the estimate.
 
-Hazard: holds per-proxy mutable state without locks; use it on the event loop.
+Hazard: an estimator holds mutable state without locks; use it on the event loop.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["SCAN_LIMIT", "PackEstimator", "estimate_tokens"]
+from taskforce.core.interfaces.context import current_mission_id
+
+__all__ = ["SCAN_LIMIT", "PackEstimator", "estimate_tokens", "mission_packs"]
 
 #: Conversations of up to this many messages are counted whole on every call.
 SCAN_LIMIT = 16
@@ -45,6 +54,27 @@ class _Counted:
         self.last = last
         self.length = length
         self.chars = chars
+
+
+# (mission id, its estimator) in the context of the task that made the mission's calls
+_MISSION_PACKS: ContextVar[tuple[str | None, PackEstimator] | None] = ContextVar(
+    "taskforce_mission_packs", default=None
+)
+
+
+def mission_packs() -> PackEstimator:
+    """Return the estimator of the running mission, made on its first long call.
+
+    It is kept in the calling task's context: a call in a task of its own (or under
+    ``Context.run``) gets an estimator of its own, and counts the whole list, as for a
+    list not seen before. Calls outside any mission share one per task.
+    """
+    mission_id = current_mission_id()
+    held = _MISSION_PACKS.get()
+    if held is None or held[0] != mission_id:
+        held = (mission_id, PackEstimator())
+        _MISSION_PACKS.set(held)
+    return held[1]
 
 
 class PackEstimator:

@@ -86,7 +86,7 @@ from taskforce.observability.metrics._catalog import (
     LLM_TTFT,
 )
 from taskforce.observability.proxies._base import ObservingProxy, report_fault
-from taskforce.observability.proxies._context_pack import SCAN_LIMIT, PackEstimator
+from taskforce.observability.proxies._context_pack import SCAN_LIMIT, PackEstimator, mission_packs
 from taskforce.observability.proxies._llm_outcome import (
     ATTEMPT_REPORTS,
     record_outcome,
@@ -214,7 +214,6 @@ class LLMProviderProxy(ObservingProxy[_ProviderT]):
         """
         super().__init__(wrapped, metrics)
         self._self_families = _LLMFamilies(metrics)
-        self._self_packs = PackEstimator()
 
     async def complete(self, /, *args: Any, **kwargs: Any) -> LLMResult:
         """Call the wrapped ``complete`` and record the request.
@@ -322,14 +321,15 @@ def record_call(
             sent = args[0] if args else kwargs["messages"]
             length = len(sent)
             # the characters of the content; a long list resumes where it was counted last
-            start, chars = proxy._self_packs.resume(sent) if length > SCAN_LIMIT else (0, 0)
+            packs = mission_packs() if length > SCAN_LIMIT else None
+            start, chars = packs.resume(sent) if packs is not None else (0, 0)
             # by index from ``start``: islice would step through the messages already counted
             for message in map(sent.__getitem__, range(start, length)) if start else sent:
                 content = message.get("content")
                 if content:
                     chars += len(content)
-            if length > SCAN_LIMIT:
-                proxy._self_packs.remember(sent, chars)
+            if packs is not None:
+                packs.remember(sent, chars)
             pack = length, (chars + 3) // 4  # estimate_tokens(chars), without the call
     except Exception as exc:
         report_fault(proxy._self_metrics, type(proxy).__name__, "llm.context_pack", exc)
