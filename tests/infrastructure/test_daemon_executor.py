@@ -57,6 +57,27 @@ class TestDaemonThreadExecutor:
         names = {future.result() for future in [*held, third]}
         assert {"test_0", "test_1"} == names
 
+    def test_a_thread_keeps_no_result_once_done_with_it(self) -> None:
+        """A thread's next call, failing, finds nothing of the last one's result held.
+
+        A result may be a whole file's text: a thread must not hold it while it waits.
+        """
+
+        class Output:
+            pass
+
+        def fail() -> None:
+            raise OSError("next call")
+
+        executor = DaemonThreadExecutor(1, thread_name_prefix="test")
+        try:
+            output = weakref.ref(executor.submit(Output).result(timeout=10))
+            assert isinstance(executor.submit(fail).exception(timeout=10), OSError)
+            gc.collect()
+            assert output() is None
+        finally:
+            executor.shutdown(wait=False)
+
     def test_threads_are_daemons(self, executor: DaemonThreadExecutor) -> None:
         """Every worker is a daemon thread, so the interpreter does not join it at exit."""
         assert executor.submit(lambda: threading.current_thread().daemon).result()

@@ -106,7 +106,8 @@ class DaemonThreadExecutor(Executor):
                     item.future.set_exception(exc)
                 else:
                     item.future.set_result(result)
-            del item  # drop the reference to the call's result before waiting for more
+                    del result  # the caller's now: an idle thread must not keep it alive
+            del item  # drop the reference to the call and its future before waiting for more
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop taking calls; idle threads end, running calls finish in their threads.
