@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,25 @@ class TestRedactSecretParameters:
     def test_replaces_values_of_secret_names(self, target: str, expected: str) -> None:
         """The value of a parameter that names a secret becomes REDACTED, nothing else."""
         assert expected.replace("***", REDACTED) == redact_secret_parameters(target)
+
+    def test_keeps_no_long_name_a_client_sent(self) -> None:
+        """Names as long as a request line allows are not held after the line is redacted.
+
+        Each access line's parameter names are the client's: fifty distinct ones of 10,000
+        characters must not stay in memory (a remembered answer per name would keep them).
+        """
+        chars = 10_000
+        tracing = tracemalloc.is_tracing()  # PYTHONTRACEMALLOC set: leave it on
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for index in range(50):
+                redact_secret_parameters(f"/h?{index:05d}{'n' * chars}_token=1")
+            kept = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            if not tracing:
+                tracemalloc.stop()
+        assert kept < 5 * chars  # fewer than five of the fifty names
 
 
 class TestCutText:

@@ -218,7 +218,12 @@ _CAMEL_HUMP = re.compile(r"([a-z0-9])([A-Z])")
 _PARAMETER = re.compile(r"(?<=[?&;])([^=&;#\s]*)=([^&;#\s]*)")
 
 
-@functools.lru_cache(maxsize=4096)  # each log line asks for each of its field names
+#: The longest name whose answer is remembered: field names are short, while a client's
+#: query parameter names (an access line's) may be as long as its request line, and
+#: remembering those would keep up to the cache's size of them in memory.
+_REMEMBERED_NAME_CHARS = 64
+
+
 def is_secret_name(name: str) -> bool:
     """Whether ``name`` names a secret: a log field's, a header's or a query parameter's.
 
@@ -234,11 +239,22 @@ def is_secret_name(name: str) -> bool:
     Returns:
         True for the name of a secret.
     """
+    if len(name) > _REMEMBERED_NAME_CHARS:
+        return _names_a_secret(name)
+    return _remembered_names_a_secret(name)
+
+
+def _names_a_secret(name: str) -> bool:
+    """:func:`is_secret_name`, worked out."""
     # camelCase parts are words too (xApiKey)
     spaced = _CAMEL_HUMP.sub(r"\1 \2", unquote_plus(name))
     words = re.findall(r"[a-z0-9]+", spaced.lower())
     last = words[-1] if words else ""
     return last in SECRET_NAME_WORDS or last.endswith(("token", "password"))
+
+
+#: Each log line asks for each of its field names.
+_remembered_names_a_secret = functools.lru_cache(maxsize=4096)(_names_a_secret)
 
 
 def redact_secret_parameters(target: str) -> str:
