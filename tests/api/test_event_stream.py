@@ -17,11 +17,14 @@ import pytest
 from starlette.types import Message
 
 from taskforce.api._event_stream import KEEP_ALIVE, EventStreamResponse
+from taskforce.api.server import create_app
+from taskforce.application.container import build_container
 from taskforce.config import Settings
 from tests.api.conftest import parse_sse
 from tests.api.test_admission import EXECUTE, GATED, GUARD_SECONDS, STREAM, gated_server, until
 from tests.api.test_metrics_e2e import scrape, total
 from tests.api.test_read_deadline import stream_request
+from tests.api.test_serving import SLOW_MISSION, missions_total
 
 #: Short enough for a test to see comments at once, long past one loop turn.
 KEEPALIVE_SECONDS = 0.05
@@ -307,3 +310,63 @@ class TestAClientThatLeaves:
         assert 1 == total(samples, "taskforce_missions_total", status=status)
         assert [status] == [kept["status"] for kept in record]
         assert 1 == total(samples, "taskforce_http_requests_total", route=STREAM)
+
+
+class TestAStreamCancelledBeforeItsHead:
+    @pytest.mark.parametrize("keepalive_seconds", [0.0, 15.0])
+    async def test_its_mission_is_closed_before_the_request_ends(
+        self, settings: Settings, keepalive_seconds: float
+    ) -> None:
+        """Cancelled while the head waits to go out (a pipelining client that reads
+        nothing, then a shutdown), the stream has sent no event: its mission, started
+        already, is cancelled and counted by the request all the same."""
+        api = settings.api.model_copy(update={"stream_keepalive_seconds": keepalive_seconds})
+        container = build_container(settings.model_copy(update={"api": api}))
+        app = create_app(container=container)
+        body = json.dumps({"mission": SLOW_MISSION, "session_id": "headless"}).encode()
+        received = [{"type": "http.request", "body": body, "more_body": False}]
+        heading = asyncio.Event()
+
+        async def receive() -> Message:
+            if received:
+                return received.pop()
+            await asyncio.Event().wait()  # the client never leaves
+            raise AssertionError("unreachable")
+
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                heading.set()
+                await asyncio.Event().wait()  # the head never goes out
+
+        async with container, app.router.lifespan_context(app):
+            task = asyncio.create_task(app(_stream_scope(body), receive, send))
+            async with asyncio.timeout(GUARD_SECONDS):
+                await heading.wait()
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            counted = {k: v for k, v in missions_total(container).items() if v}
+        assert {("lean", "cancelled"): 1.0} == counted
+
+
+def _stream_scope(body: bytes) -> dict[str, Any]:
+    """The ASGI scope of a ``POST`` of ``body`` to the stream route (ASGI 2.4: no task group)."""
+    path = "/api/v1/execute/stream"
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"t"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }

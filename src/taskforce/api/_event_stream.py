@@ -37,32 +37,44 @@ class EventStreamResponse(StreamingResponse):
 
     media_type = "text/event-stream"
 
-    def __init__(self, content: AsyncIterable[bytes], *, keepalive_seconds: float) -> None:
+    def __init__(
+        self,
+        content: AsyncIterable[bytes],
+        *,
+        keepalive_seconds: float,
+        source: AsyncIterable[object] | None = None,
+    ) -> None:
         """Stream ``content``, each chunk one or more whole events.
 
         Args:
             content: the events, encoded.
             keepalive_seconds: send a comment after this long without a byte sent
                 (``api.stream_keepalive_seconds``); 0 sends none.
+            source: what ``content`` is read from (a mission's events), closed after it:
+                a generator that never started (cancelled while the head waits to go
+                out) cannot close what it was given.
         """
         super().__init__(content, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         self._events = content
+        self._source = source
         self.keepalive_seconds = keepalive_seconds
 
     async def stream_response(self, send: Send) -> None:
         """Send the head, every chunk of the body with comments between them, then the end.
 
-        However the sending stops, the events are closed before this returns, in this
-        task: a request cancelled while it waits in ``send`` (a shutdown, a client that
-        reads nothing) stops its mission and has it counted and recorded then, rather
-        than leaving it running until the garbage collector closes the events.
+        However the sending stops, the events and their source are closed before this
+        returns, in this task: a request cancelled while it waits in ``send`` (a
+        shutdown, a client that reads nothing), also for its head, before any event,
+        stops its mission and has it counted and recorded then, rather than leaving it
+        running until the garbage collector closes the events.
         """
         try:
             await self._send_events(send)
         finally:
-            aclose = getattr(self._events, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            try:
+                await _close(self._events)
+            finally:
+                await _close(self._source)
 
     async def _send_events(self, send: Send) -> None:
         """Send the head and the events (comments between them, when kept alive), then the end."""
@@ -76,6 +88,13 @@ class EventStreamResponse(StreamingResponse):
                 await send_chunk(chunk)
         # the comments have stopped: nothing may follow the end of the body
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _close(events: object) -> None:
+    """Close ``events`` if it can be closed (an async generator); closed twice is no harm."""
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 @contextlib.asynccontextmanager

@@ -186,7 +186,9 @@ def mission_router(container: Container) -> APIRouter:
         except BaseException:
             await stream.aclose()
             raise
-        return EventStreamResponse(_sse(first, stream, redact), keepalive_seconds=keepalive)
+        return EventStreamResponse(
+            _sse(first, stream, redact), keepalive_seconds=keepalive, source=stream
+        )
 
     # The list is sent as built here; TOOLS_ANSWERS declares its shape.
     @router.get("/tools", responses=TOOLS_ANSWERS)
