@@ -11,6 +11,7 @@ import tracemalloc
 
 from taskforce.application.container import build_container
 from taskforce.config import Settings
+from tests.support.tracing import traced
 
 _OUTPUT_CHARS = 50_000
 # a conversation past SCAN_LIMIT (16 messages) whose last message is a whole file's text
@@ -40,13 +41,10 @@ async def test_finished_missions_do_not_keep_their_tool_output(settings: Setting
         for _ in range(3):  # warm-up: families, caches and the tool pool made
             await run()
         gc.collect()
-        tracemalloc.start()
-        try:
+        with traced():
             before = tracemalloc.get_traced_memory()[0]
             for _ in range(30):
                 await run()
             gc.collect()
             growth = tracemalloc.get_traced_memory()[0] - before
-        finally:
-            tracemalloc.stop()
     assert growth < 5 * _OUTPUT_CHARS

@@ -25,6 +25,7 @@ from taskforce.api._read_deadline import (
 from taskforce.errors import StartupError
 
 __all__ = [
+    "SCRAPE_DRAIN_SECONDS",
     "MetricsListener",
     "WorkerSlot",
     "api_port_clash",

@@ -27,6 +27,7 @@ from taskforce.infrastructure.llm import (
     ScriptedLLMProvider,
 )
 from taskforce.infrastructure.llm._directives import parse_script
+from tests.support.tracing import traced
 
 _TOOLS: list[Any] = [
     {
@@ -510,16 +511,11 @@ class TestFailDirective:
 
         async def peak(count: int) -> tuple[str, int]:
             mission = _mission(f"llm:fail rate_limit {count}\n" * lines)
-            tracing = tracemalloc.is_tracing()  # PYTHONTRACEMALLOC set: leave it on
-            tracemalloc.start()
-            try:
+            with traced():
                 tracemalloc.reset_peak()
                 before = tracemalloc.get_traced_memory()[0]
                 result = await provider.complete(mission)
                 return str(result["error_type"]), tracemalloc.get_traced_memory()[1] - before
-            finally:
-                if not tracing:
-                    tracemalloc.stop()
 
         (many, many_peak), (one, one_peak) = await peak(100), await peak(1)
         assert ("rate_limit", "rate_limit") == (many, one)
