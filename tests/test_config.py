@@ -1128,3 +1128,37 @@ class TestWhereAnErrorCameFrom:
         with pytest.raises(ConfigurationError) as info:
             load_settings()
         assert "llm.base_url" == info.value.setting
+
+
+class TestOneLLMCredential:
+    @staticmethod
+    def _load(monkeypatch: pytest.MonkeyPatch, url: str, key: str | None) -> Settings:
+        monkeypatch.setenv("TASKFORCE_LLM__PROVIDER", "openai")
+        monkeypatch.setenv("TASKFORCE_LLM__BASE_URL", url)
+        if key is not None:
+            monkeypatch.setenv("TASKFORCE_LLM__API_KEY", key)
+        return load_settings()
+
+    def test_a_key_and_a_url_with_credentials_stop_start_up(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Both given, the URL's user and password would be sent instead of the key."""
+        url = "https://u:LEAKCHECK-pw@proxy.local/v1"
+        with pytest.raises(ConfigurationError) as info:
+            self._load(monkeypatch, url, "sk-LEAKCHECK-key")
+        assert "TASKFORCE_LLM__API_KEY" == info.value.source
+        assert "Basic auth" in str(info.value)
+        assert "LEAKCHECK" not in str(info.value)
+
+    @pytest.mark.parametrize(
+        ("url", "key"),
+        [
+            ("https://u:pw@proxy.local/v1", None),  # a proxy's Basic auth alone
+            ("https://proxy.local/v1", "sk-key"),  # the key alone
+        ],
+    )
+    def test_either_alone_is_taken(
+        self, monkeypatch: pytest.MonkeyPatch, url: str, key: str | None
+    ) -> None:
+        """One credential is fine, as the HTTP client sends it."""
+        assert url == self._load(monkeypatch, url, key).llm.base_url

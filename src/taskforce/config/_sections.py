@@ -26,6 +26,7 @@ from taskforce.config._validators import (
     check_metrics_path,
     check_utf8_secret,
     decode_prices,
+    has_credentials,
     lower,
     non_empty_secret,
     not_blank,
@@ -74,6 +75,21 @@ class LLMSettings(_Section):
         return not_blank(value).strip() if isinstance(value, str) else value
 
     _api_key_given = field_validator("api_key")(non_empty_secret("for none", ascii_only=True))
+
+    @field_validator("api_key")
+    @classmethod
+    def _check_one_credential(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        # The HTTP client sends a URL's user and password as Basic auth in place of the
+        # key's Bearer header: the key would never be sent, and every call fail as auth.
+        base_url = info.data.get("base_url")
+        if value is not None and base_url and has_credentials(base_url):
+            raise ValueError(
+                "cannot be used with a user and password in llm.base_url: the HTTP client "
+                "would send those (Basic auth) instead of the key; give only one of them"
+            )
+        return value
 
     @field_validator("base_url")
     @classmethod

@@ -142,6 +142,19 @@ def check_http_url(value: str) -> str:
     return value
 
 
+def has_credentials(url: str) -> bool:
+    """Whether ``url`` holds a user or a password (``http://user:password@host/``).
+
+    Args:
+        url: An URL ``check_http_url`` accepted.
+
+    Returns:
+        True when its authority has user information.
+    """
+    parts = urlsplit(url)
+    return parts.username is not None or parts.password is not None
+
+
 def decode_prices(value: Any) -> Any:
     """Read the model prices given as JSON text; refuse an empty model name, or one twice.
 
