@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import wrapt
 
+from taskforce.core.interfaces import jsonable as jsonable_module
 from taskforce.core.interfaces.jsonable import (
     MAX_RESULT_DEPTH,
     as_text,
@@ -127,6 +128,24 @@ class TestNestsWithin:
         for _ in range(5):
             key = (key,)
         assert nests_within({key: 1}, 1)
+
+    def test_a_container_of_plain_values_is_not_walked_into(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A listing of flat entries (what ``list_dir`` returns) is told by one look at
+        each entry's values: the walk goes into the result and the list, not into each of
+        its thousand entries, which a success is checked for twice per tool call."""
+        walked: list[str] = []
+        items = jsonable_module._items
+
+        def counted(container: Any) -> Any:
+            walked.append(type(container).__name__)
+            return items(container)
+
+        monkeypatch.setattr(jsonable_module, "_items", counted)
+        entries = [{"name": f"file{i}.txt", "type": "file"} for i in range(1000)]
+        assert nests_within({"success": True, "output": entries}, MAX_RESULT_DEPTH)
+        assert ["dict", "list"] == walked
 
     def test_a_container_that_cannot_be_read_does_not_nest_within(self) -> None:
         """A list of one's own whose iteration raises: False, never the error."""

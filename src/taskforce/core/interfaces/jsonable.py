@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 __all__ = [
@@ -150,6 +150,8 @@ def _nests_within(value: object, levels: int) -> bool:
             if issubclass(type(item), _CONTAINERS) and id(item) not in path:
                 if len(stack) >= levels:
                     return False
+                if _holds_no_container(item):  # most are (a listing's entries): one level
+                    continue
                 path.add(id(item))
                 stack.append((item, _items(item)))
                 break
@@ -157,6 +159,18 @@ def _nests_within(value: object, levels: int) -> bool:
             stack.pop()
             path.discard(id(container))
     return True
+
+
+def _holds_no_container(container: Any) -> bool:
+    """Whether every item of ``container`` is of a :data:`SCALAR_TYPES` type, told in C."""
+    kind = type(container)
+    if kind is dict:
+        items: Iterable[Any] = container.values()
+    elif issubclass(kind, dict):  # one of its own: read through its items, as a writer does
+        items = _items(container)
+    else:
+        items = container
+    return SCALAR_TYPES.issuperset(map(type, items))
 
 
 def _items(container: Any) -> Iterator[Any]:
