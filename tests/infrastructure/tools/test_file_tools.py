@@ -265,6 +265,26 @@ class TestFileWriteAndRead:
         modes = [stat.S_IMODE(os.stat(workspace / n).st_mode) for n in ("private.txt", "new.txt")]
         assert [0o600, 0o644 & ~umask] == modes
 
+    @pytest.mark.skipif(os.geteuid() != 0, reason="only root may give a file to another user")
+    async def test_a_replaced_file_stays_its_owners(self, workspace: Path) -> None:
+        """A file of another user (a shared workspace) is still theirs once replaced."""
+        workspace.mkdir()
+        (workspace / "theirs.txt").write_text("t")
+        os.chown(workspace / "theirs.txt", 65534, 65534)
+        result = await FileWriteTool(workspace).execute(path="theirs.txt", content="changed")
+        assert {"success": True, "output": 7} == result
+        written = os.stat(workspace / "theirs.txt")
+        assert (65534, 65534) == (written.st_uid, written.st_gid)
+
+    async def test_a_replaced_file_loses_its_set_id_bits(self, workspace: Path) -> None:
+        """New content never runs as the file's owner: set-user-ID and set-group-ID go,
+        the other permission bits stay."""
+        workspace.mkdir()
+        (workspace / "tool.sh").write_text("#!/bin/sh\n")
+        os.chmod(workspace / "tool.sh", 0o6750)
+        await FileWriteTool(workspace).execute(path="tool.sh", content="#!/bin/sh\nid\n")
+        assert 0o750 == stat.S_IMODE(os.stat(workspace / "tool.sh").st_mode)
+
     @pytest.mark.parametrize(
         "path", ["../" + "p" * 10_000, "d/" * 5_000 + "x"], ids=["outside", "too-long"]
     )

@@ -203,8 +203,8 @@ def _replace(path: Path, data: bytes) -> None:
     A reader, a concurrent write or a write that fails part way (a full disk) never
     sees or leaves a mix: the file holds the old content or the new, whole. A file
     this process may not write is refused, as writing into it would be; the new
-    file keeps the permission bits of the one it replaces; a hard link to the old
-    file keeps the old content.
+    file keeps what a write into the old one kept (see :func:`_keep_owner_and_mode`);
+    a hard link to the old file keeps the old content.
     """
     try:
         existing: os.stat_result | None = os.lstat(path)
@@ -218,14 +218,28 @@ def _replace(path: Path, data: bytes) -> None:
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         with open(fd, "wb") as handle:
-            if existing is not None:  # the umask must not narrow the mode the file had
-                os.fchmod(handle.fileno(), stat.S_IMODE(existing.st_mode))
+            if existing is not None:
+                _keep_owner_and_mode(handle.fileno(), existing)
             handle.write(data)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def _keep_owner_and_mode(fd: int, existing: os.stat_result) -> None:
+    """Give the new file ``fd`` the owner, group and mode of the ``existing`` one it replaces.
+
+    The owner and group where this process may give them (as root): a file of another
+    user in a shared workspace stays that user's. The permission bits whatever the umask,
+    but no set-user-ID or set-group-ID bit, which a write by anyone but root clears too:
+    new content must not run as the file's owner, least of all as this process's.
+    """
+    # before the chown: a process that may give a file away may not change it after
+    os.fchmod(fd, stat.S_IMODE(existing.st_mode) & ~(stat.S_ISUID | stat.S_ISGID))
+    with contextlib.suppress(OSError):  # only root may give a file away
+        os.fchown(fd, existing.st_uid, existing.st_gid)
 
 
 def _append(path: Path, data: bytes, limit: int, too_large: str) -> None:
