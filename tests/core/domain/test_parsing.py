@@ -233,6 +233,20 @@ class TestDeepNesting:
         with pytest.raises(ActionParseError, match=f"deeper than {MAX_JSON_DEPTH} levels"):
             parse_action(reply)
 
+    @pytest.mark.parametrize(
+        ("levels", "error"),
+        [(MAX_JSON_DEPTH, "non-empty string"), (MAX_JSON_DEPTH + 1, "deeper than")],
+    )
+    def test_what_a_stray_quote_hides_is_refused_past_the_limit(
+        self, levels: int, error: str
+    ) -> None:
+        """A stray quote on the line hides the nesting from the depth scan (and a bracket
+        in its prose makes it look): the decoded plan is refused past MAX_JSON_DEPTH
+        levels, and read (a step no string) at it."""
+        steps = "[" * (levels - 1) + "1" + "]" * (levels - 1)
+        with pytest.raises(ActionParseError, match=error):
+            parse_plan('Plan "x [: {"steps": ' + steps + "}")
+
     def test_a_plan_at_the_limit_is_read(self) -> None:
         """A plan whose steps sit exactly MAX_JSON_DEPTH levels deep is still a value."""
         inner = "[" * (MAX_JSON_DEPTH - 2) + '"a"' + "]" * (MAX_JSON_DEPTH - 2)

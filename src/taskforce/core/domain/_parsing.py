@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from taskforce.core.interfaces.jsonable import nests_within
 from taskforce.core.interfaces.log import quoted
 
 __all__ = [
@@ -110,17 +111,12 @@ def _check_depth(text: str) -> None:
 
 
 def _bounded(value: Any) -> Any:
-    """Return the decoded ``value``, refused if it nests deeper than ``MAX_JSON_DEPTH``."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:  # no recursion: the value may nest as deep as Python decodes
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            item = list(item.values())
-        if not isinstance(item, list):
-            continue
-        if depth > MAX_JSON_DEPTH:
-            raise ActionParseError(_TOO_DEEP)
-        stack.extend((child, depth + 1) for child in item)
+    """Return the decoded ``value``, refused if it nests deeper than ``MAX_JSON_DEPTH``.
+
+    No recursion (:func:`nests_within`): the value may nest as deep as Python decodes.
+    """
+    if not nests_within(value, MAX_JSON_DEPTH):
+        raise ActionParseError(_TOO_DEEP)
     return value
 
 
