@@ -139,8 +139,8 @@ def nests_within(value: object, levels: int) -> bool:
 
 
 def _nests_within(value: object, levels: int) -> bool:
-    if not issubclass(type(value), _CONTAINERS):
-        return True
+    if not issubclass(type(value), _CONTAINERS) or _holds_no_container(value):
+        return True  # no container, or one level (a tool call's arguments, mostly)
     path = {id(value)}  # the containers the walk is inside, as _plain's holding
     stack = [(value, _items(value))]
     while stack:
