@@ -80,6 +80,8 @@ class DaemonThreadExecutor(Executor):
 
     def _forget(self, future: Future[Any]) -> None:
         """Drop the call of a future done before a thread took it (cancelled) from the queue."""
+        if not future.cancelled():  # it ran: a thread took it off the queue
+            return
         with self._lock:
             for item in self._waiting:
                 if item.future is future:
