@@ -18,6 +18,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from starlette.responses import StreamingResponse
 from starlette.types import Send
 
+from taskforce.core.interfaces.closing import aclose_iterator
 from taskforce.core.interfaces.outcome import retrieve_outcome
 
 __all__ = ["KEEP_ALIVE", "EventStreamResponse"]
@@ -72,9 +73,9 @@ class EventStreamResponse(StreamingResponse):
             await self._send_events(send)
         finally:
             try:
-                await _close(self._events)
+                await aclose_iterator(self._events)
             finally:
-                await _close(self._source)
+                await aclose_iterator(self._source)
 
     async def _send_events(self, send: Send) -> None:
         """Send the head and the events (comments between them, when kept alive), then the end."""
@@ -88,13 +89,6 @@ class EventStreamResponse(StreamingResponse):
                 await send_chunk(chunk)
         # the comments have stopped: nothing may follow the end of the body
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def _close(events: object) -> None:
-    """Close ``events`` if it can be closed (an async generator); closed twice is no harm."""
-    aclose = getattr(events, "aclose", None)
-    if aclose is not None:
-        await aclose()
 
 
 @contextlib.asynccontextmanager

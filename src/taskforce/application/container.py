@@ -19,6 +19,7 @@ from taskforce.core.interfaces import (
     StateStoreProtocol,
     ToolRegistryProtocol,
 )
+from taskforce.core.interfaces.closing import aclose_iterator
 from taskforce.infrastructure.llm import make_provider
 from taskforce.infrastructure.state import FileStateStore, PostgresStateStore, StateLimits
 from taskforce.infrastructure.tools import ToolThreadPool, build_default_registry
@@ -63,10 +64,8 @@ class Container:
             with contextlib.suppress(Exception):
                 await drain()
         for owner in (self.llm_provider, self.state_store):
-            aclose = getattr(owner, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
+            with contextlib.suppress(Exception):
+                await aclose_iterator(owner)
         if self.tool_pool is not None:
             self.tool_pool.close()
 

@@ -15,6 +15,7 @@ import structlog
 from taskforce.core.domain._events import EventCallback, EventEmitter
 from taskforce.core.domain._outcome import AgentOutcome
 from taskforce.core.domain._tool_runner import UNKNOWN_TOOL_ERROR_TYPE, run_tool_call
+from taskforce.core.interfaces.closing import aclose_iterator
 from taskforce.core.interfaces.executor import StepRecord
 from taskforce.core.interfaces.jsonable import json_writer
 from taskforce.core.interfaces.llm import (
@@ -250,9 +251,7 @@ class MissionRun:
                     await self.events.emit("token", step=step, content=content)
         finally:
             # Close it on purpose (an abandoned generator stays open until the loop ends).
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await aclose_iterator(chunks)
         result: LLMResult = {
             "success": True,
             "content": "".join(parts) or None,

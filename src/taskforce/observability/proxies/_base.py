@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, cast
 
 import wrapt
 
+from taskforce.core.interfaces.closing import aclose_iterator
 from taskforce.observability._faults import report_fault
 from taskforce.observability.metrics import MetricSet
 from taskforce.observability.proxies._shape import Absent, shaped
@@ -23,24 +24,6 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
-
-
-async def aclose_iterator(iterator: object) -> None:
-    """Close an async iterator the way ``contextlib.aclosing`` does, if it can be closed.
-
-    ``aclosing`` fails on an async iterator without ``aclose()`` (the protocols
-    promise only ``AsyncIterator``); the plain object would have worked, so the
-    proxy must too.
-
-    Args:
-        iterator: What a wrapped ``stream``-like method returned.
-
-    Raises:
-        Exception: Whatever the iterator's ``aclose()`` raises.
-    """
-    aclose = getattr(iterator, "aclose", None)
-    if aclose is not None:
-        await aclose()
 
 
 def passthrough(name: str) -> Any:
