@@ -1028,6 +1028,37 @@ class TestDeadline:
             "all 1 of state.pool_size in use"
         ) == info.value.detail
 
+    async def test_a_call_waiting_for_a_connection_when_the_store_closes_is_unavailable(
+        self, postgres_dsn: str
+    ) -> None:
+        """aclose() while a call waits for a pooled connection: the connection freed for
+        it is the one the pool is closing, so the call runs nothing on it and fails as the
+        database unavailable (a 503, not the driver's protocol error); nothing is written."""
+        store = PostgresStateStore(postgres_dsn, pool_size=1)
+        await store.append("closing", {"n": 0})
+        pool = store._pool
+        assert pool is not None
+        held = await pool.acquire()  # another call holding the only connection
+        waiting = asyncio.create_task(store.append("closing", {"n": 1}))
+        await asyncio.sleep(0.05)  # the append waits for the pool
+        closing = asyncio.create_task(store.aclose())
+        await asyncio.sleep(0.05)  # the pool waits for its connection to be released
+        await pool.release(held)
+        await closing
+        with pytest.raises(StateStoreUnavailableError) as info:
+            await waiting
+        try:
+            assert {"missions": [{"n": 0}]} == await store.load("closing")  # a new pool
+        finally:
+            await store.aclose()
+        assert "cannot save state of session 'closing': the state store was closed" == str(
+            info.value
+        )
+        assert (
+            "the state store was closed while the call waited for a pooled connection"
+            == info.value.detail
+        )
+
 
 class TestCheckHealth:
     async def test_a_database_that_answers_is_reachable(self, postgres_dsn: str) -> None:

@@ -249,7 +249,11 @@ class PostgresStateStore:
         )
 
     async def aclose(self) -> None:
-        """Close the pool's connections; a later call opens a new pool."""
+        """Close the pool's connections; a later call opens a new pool.
+
+        A call still waiting for a pooled connection then fails with
+        ``StateStoreUnavailableError`` once one frees up, and runs nothing on it.
+        """
         pool, self._pool = self._pool, None
         if pool is not None:
             with contextlib.suppress(Exception):
@@ -329,9 +333,14 @@ class PostgresStateStore:
         is stored would fail, and its retry write the record twice.
         """
         await self.open()
-        assert self._pool is not None
+        pool = self._pool
+        assert pool is not None
         try:
-            async with self._pool.acquire(timeout=self.timeout_seconds) as conn:
+            async with pool.acquire(timeout=self.timeout_seconds) as conn:
+                if pool is not self._pool:
+                    # aclose() took the pool away while this call waited for it: the pool
+                    # is closing this connection, and no statement may go on it.
+                    raise _PoolClosed
                 acquired.append(True)
                 async with conn.transaction(isolation=sql.ISOLATION):
                     result = await work(conn)
@@ -341,6 +350,13 @@ class PostgresStateStore:
         except Exception as raised:
             if committed:
                 return committed[0]
+            if not acquired and pool is not self._pool:
+                # the release after _PoolClosed may fail too, on the connection being closed
+                closed = "the state store was closed"
+                raise StateStoreUnavailableError(
+                    f"cannot {action} state of session {session_id!r}: {closed}",
+                    detail=f"{closed} while the call waited for a pooled connection",
+                ) from None
             exc = _first_cause(raised)
             is_acquired = bool(acquired)
             is_unavailable = not is_acquired or _is_unavailable(exc)
@@ -531,6 +547,10 @@ def _failure_name(exc: Exception) -> str:
 
 class _DeadlinePassed(Exception):
     """The whole of a store operation took longer than its deadline."""
+
+
+class _PoolClosed(Exception):
+    """The pool a call waited for was closed meanwhile (by :meth:`PostgresStateStore.aclose`)."""
 
 
 async def _in_own_context(
