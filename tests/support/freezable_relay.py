@@ -9,6 +9,9 @@ Usage (inside a running event loop, which must keep running while clients use it
         relay.freeze()
         relay.cut_after(b"COMMIT\x00")  # the link dies right after the server confirms a commit
 
+``hold_server_close()`` keeps a connection the server closes open to its client: the
+server's last word arrives, its close only when the relay ends.
+
 With ``idle_seconds``, it is a load balancer or NAT that forgets a flow idle that long:
 the bytes of such a connection are dropped from then on, and it is never closed.
 """
@@ -41,6 +44,7 @@ class FreezableRelay:
         self._writers: list[asyncio.StreamWriter] = []
         self._cut_marker: bytes | None = None
         self._is_hang = False
+        self._is_close_held = False
         #: Set when the client of a connection hung by ``cut_after(..., hang=True)`` closed it.
         self.hung_up = asyncio.Event()
         self.port = 0
@@ -74,6 +78,12 @@ class FreezableRelay:
         until the client closes it (``hung_up`` is set then). ``None`` stops cutting."""
         self._cut_marker = marker
         self._is_hang = hang
+
+    def hold_server_close(self, is_held: bool = True) -> None:
+        """From now on, a connection the server closes stays open to its client, silent: what
+        the server said last (the FATAL of a connection it ended) arrives, its close does not.
+        ``False`` passes the closes to come again."""
+        self._is_close_held = is_held
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -113,6 +123,8 @@ class FreezableRelay:
                         said_marker = True
             if is_hung and source is reader:
                 self.hung_up.set()
+            if source is upstream_reader and self._is_close_held:
+                return  # aborted on the way out
             sink.close()
 
         await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))

@@ -855,6 +855,43 @@ class TestLostConnection:
         assert "Transaction.__aexit__" not in info.value.detail
         assert "terminating connection" in info.value.detail
 
+    async def test_a_pooled_connection_the_server_ended_is_unavailable(
+        self, postgres_server: PostgresServer, postgres_dsn: str
+    ) -> None:
+        """The server ends an idle pooled connection (a restart, pg_terminate_backend): its
+        FATAL arrives before its close, and a call that takes the connection in between
+        fails as the database unavailable (503), not as a fault of the store's; the next
+        call connects anew."""
+        import asyncpg
+
+        dsn = _with(postgres_dsn, "application_name=ended")
+        async with FreezableRelay(postgres_server.port) as relay:
+            relayed = dsn.replace(f":{postgres_server.port}/", f":{relay.port}/")
+            async with PostgresStateStore(relayed, pool_size=1) as store:
+                await store.append("ended", {"n": 0})
+                relay.hold_server_close()
+                watch = await asyncpg.connect(postgres_dsn)
+                try:
+                    ended = await watch.fetchval(_END_THE_APPLICATIONS_CONNECTIONS, "ended")
+                finally:
+                    await watch.close()
+                await asyncio.sleep(0.1)  # the FATAL reaches the idle connection
+                with pytest.raises(StateStoreUnavailableError) as info:
+                    await store.append("ended", {"n": 1})
+                relay.hold_server_close(False)
+                after = await store.append("ended", {"n": 2})
+        assert 1 == ended
+        assert "InternalClientError" in str(info.value)
+        assert 2 == after.records
+
+
+# Ends the server processes of one application's connections, and returns once they are
+# gone (each has sent its FATAL), within 10 s.
+_END_THE_APPLICATIONS_CONNECTIONS = """
+SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000))
+FROM pg_stat_activity WHERE application_name = $1
+"""
+
 
 @contextlib.asynccontextmanager
 async def _relayed(

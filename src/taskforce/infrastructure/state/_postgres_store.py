@@ -65,7 +65,12 @@ def _is_unavailable(exc: BaseException) -> bool:
     """Whether a call's failure is the database unavailable for now, not a fault: its
     connection lost, or an answer not given in time: a statement cancelled
     (``statement_timeout``, an operator), or a lock not granted within ``lock_timeout``
-    (another transaction holding the session's row)."""
+    (another transaction holding the session's row).
+
+    The driver's ``InternalClientError`` is a connection it lost track of: the server ended
+    an idle pooled connection (a restart, ``pg_terminate_backend``) and its FATAL came in
+    before its close, so a call that took the connection then finds it in the wrong state.
+    """
     driver = _driver()
     return isinstance(
         exc,
@@ -75,7 +80,8 @@ def _is_unavailable(exc: BaseException) -> bool:
         | driver.ConnectionDoesNotExistError
         | driver.OperatorInterventionError
         | driver.LockNotAvailableError
-        | driver.InterfaceError,
+        | driver.InterfaceError
+        | driver.InternalClientError,
     )
 
 
