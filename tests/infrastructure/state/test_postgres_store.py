@@ -27,7 +27,7 @@ from taskforce.errors import (
 )
 from taskforce.infrastructure.state import PostgresStateStore
 from taskforce.infrastructure.state._common import StateLimits
-from taskforce.infrastructure.state._postgres_schema import SCHEMA_VERSION
+from taskforce.infrastructure.state._postgres_schema import APPEND_RECORD, SCHEMA_VERSION
 from taskforce.infrastructure.state._postgres_store import _ABANDONED, _in_own_context
 from tests.support.freezable_relay import FreezableRelay
 from tests.support.postgres import PostgresServer, create_user, running_standby
@@ -825,6 +825,37 @@ class TestLockWait:
         assert "StateStoreUnavailableError" == store_failure_fields(info.value)["error_type"]
         assert "cannot save state of session 'held'" in str(info.value)
         assert 2 == appended.records
+
+    async def test_the_guides_idle_timeout_frees_a_row_a_silent_replica_holds(
+        self, postgres_dsn: str
+    ) -> None:
+        """A replica cut off mid-append (a partition) leaves its transaction open on the
+        server, the session's row locked; with the operator guide's
+        idle_in_transaction_session_timeout on the role, the server ends it, and another
+        replica's append goes through after that time, not after its own deadline."""
+        import asyncpg
+
+        async with PostgresStateStore(postgres_dsn) as first:
+            await first.append("cut", {"n": 0})
+        role, dsn = await create_user(postgres_dsn)
+        owner = await asyncpg.connect(postgres_dsn)
+        try:
+            await owner.execute(f"ALTER ROLE {role} SET idle_in_transaction_session_timeout = '1s'")
+        finally:
+            await owner.close()
+        silent = await asyncpg.connect(dsn)  # the cut-off replica: its append took the lock
+        try:
+            await silent.execute("BEGIN")
+            await silent.execute(APPEND_RECORD, "cut", 10)
+            async with PostgresStateStore(dsn, timeout_seconds=5) as store:
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                appended = await store.append("cut", {"n": 1})
+                waited = loop.time() - started
+        finally:
+            silent.terminate()
+        assert 2 == appended.records
+        assert 0.5 < waited < 4
 
 
 class TestLostConnection:
