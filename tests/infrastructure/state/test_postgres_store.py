@@ -796,6 +796,22 @@ class TestConnectTimeout:
         assert "soon" not in str(info.value)
 
 
+async def _user_with(owner_dsn: str, session_id: str, setting: str) -> str:
+    """The DSN of a new user of the store whose role has ``setting`` (``name = 'value'``),
+    once the session holds one record."""
+    import asyncpg
+
+    async with PostgresStateStore(owner_dsn) as first:
+        await first.append(session_id, {"n": 0})
+    role, dsn = await create_user(owner_dsn)
+    owner = await asyncpg.connect(owner_dsn)
+    try:
+        await owner.execute(f"ALTER ROLE {role} SET {setting}")
+    finally:
+        await owner.close()
+    return dsn
+
+
 class TestLockWait:
     @pytest.mark.parametrize("setting", ["lock_timeout", "statement_timeout"])
     async def test_a_session_row_held_past_the_roles_limit_is_unavailable(
@@ -806,12 +822,9 @@ class TestLockWait:
         unavailable (503, the same error_type either way), and succeeds once it is free."""
         import asyncpg
 
-        async with PostgresStateStore(postgres_dsn) as first:
-            await first.append("held", {"n": 0})
-        role, dsn = await create_user(postgres_dsn)
+        dsn = await _user_with(postgres_dsn, "held", f"{setting} = '200ms'")
         owner = await asyncpg.connect(postgres_dsn)
         try:
-            await owner.execute(f"ALTER ROLE {role} SET {setting} = '200ms'")
             async with PostgresStateStore(dsn) as store:
                 async with owner.transaction():
                     await owner.execute(
@@ -835,14 +848,7 @@ class TestLockWait:
         replica's append goes through after that time, not after its own deadline."""
         import asyncpg
 
-        async with PostgresStateStore(postgres_dsn) as first:
-            await first.append("cut", {"n": 0})
-        role, dsn = await create_user(postgres_dsn)
-        owner = await asyncpg.connect(postgres_dsn)
-        try:
-            await owner.execute(f"ALTER ROLE {role} SET idle_in_transaction_session_timeout = '1s'")
-        finally:
-            await owner.close()
+        dsn = await _user_with(postgres_dsn, "cut", "idle_in_transaction_session_timeout = '1s'")
         silent = await asyncpg.connect(dsn)  # the cut-off replica: its append took the lock
         try:
             await silent.execute("BEGIN")
