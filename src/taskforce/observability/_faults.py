@@ -10,24 +10,29 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import structlog
 
 from taskforce.core.interfaces.outcome import exception_message
 
-if TYPE_CHECKING:
-    from taskforce.observability.metrics import MetricSet
-
 __all__ = ["count_log_faults_in", "report_fault", "report_log_fault"]
 
 _LOGGER = structlog.get_logger("taskforce.observability")
 _LOGGED_FAULTS: set[tuple[str, str]] = set()
+
+
+class FaultCounter(Protocol):
+    """What counts a fault: the metric set (``MetricSet.record_fault``), seen only so."""
+
+    def record_fault(self, stage: str) -> None:
+        """Count one fault of ``stage``."""
+
 # Weak: a container that is gone (tests build many) stops counting, and is not kept alive.
-_LOG_FAULTS_TO: weakref.ref[MetricSet] | None = None
+_LOG_FAULTS_TO: weakref.ref[FaultCounter] | None = None
 
 
-def report_fault(metrics: MetricSet, proxy: str, stage: str, exc: Exception) -> None:
+def report_fault(metrics: FaultCounter, proxy: str, stage: str, exc: Exception) -> None:
     """Count a fault of the instrumentation and log it the first time it happens.
 
     Never raises (short of ``BaseException``): a fault of the fault path is dropped.
@@ -59,7 +64,7 @@ def report_fault(metrics: MetricSet, proxy: str, stage: str, exc: Exception) -> 
         )
 
 
-def count_log_faults_in(metrics: MetricSet) -> None:
+def count_log_faults_in(metrics: FaultCounter) -> None:
     """Count the log lines the process cannot write in ``metrics`` from now on (stage ``log``).
 
     The log sink is the process's, so this is process-wide: the metric set given last
