@@ -28,6 +28,7 @@ class FaultCounter(Protocol):
     def record_fault(self, stage: str) -> None:
         """Count one fault of ``stage``."""
 
+
 # Weak: a container that is gone (tests build many) stops counting, and is not kept alive.
 _LOG_FAULTS_TO: weakref.ref[FaultCounter] | None = None
 
