@@ -2509,6 +2509,60 @@ class TestAnswersEndedByAnError:
         assert True is got[-1]["done"]
         assert ["rate_limit", None] == [a.error_type for a in got[0]["attempts"]]
 
+    @pytest.mark.parametrize(
+        ("before", "in_the_chunk", "error"),
+        [
+            # text, then the error; the usage in a chunk of its own after it (OpenRouter)
+            ([_frame([_text("ab")])], None, {"code": 502, "message": "Provider down"}),
+            # nothing of the answer first, an error not retried: part of the usage in the
+            # chunk the error ends, the rest after it
+            ([], {"prompt_tokens": 11}, {"code": 400, "message": "Provider refused"}),
+        ],
+        ids=["after-text", "first"],
+    )
+    async def test_a_stream_ended_by_an_error_keeps_the_usage_sent_after_it(
+        self,
+        provider: OpenAICompatibleProvider,
+        fake: FakeOpenAIServer,
+        before: list[Any],
+        in_the_chunk: dict[str, int] | None,
+        error: dict[str, Any],
+    ) -> None:
+        """The usage a router sends after the error that ended the answer was billed: the
+        error carries it, as a whole completion's failed result does."""
+        choice = {"index": 0, "delta": {}, "finish_reason": "error", "error": error}
+        ended = _frame([choice], usage=in_the_chunk) if in_the_chunk else _frame([choice])
+        after = {"completion_tokens": 7, "total_tokens": 18}
+        fake.stream_next([*before, ended, _frame([], usage=after), "[DONE]"])
+
+        with pytest.raises(LLMProviderError) as info:
+            async for _ in provider.stream(_mission("hi")):
+                pass
+
+        expected = {**(in_the_chunk or {}), **after}
+        assert (1, expected) == (len(fake.requests), info.value.usage)
+
+    async def test_a_stream_held_open_after_its_error_fails_as_that_error(self) -> None:
+        """A server that holds the stream open after the error that ended the answer makes
+        it no timeout: the usage is looked for up to the deadline, then the call fails as
+        the error names."""
+        choice = {"index": 0, "delta": {}, "finish_reason": "error", "error": {"code": 400}}
+        event = b"data: " + json.dumps(_frame([choice], usage=_USAGE)).encode() + b"\n\n"
+        head = (
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"transfer-encoding: chunked\r\n\r\n"
+        )
+        async with (
+            RawUpstream([head, *chunked([event])[:-1]], hold_open=True) as up,
+            OpenAICompatibleProvider("m", up.base_url, timeout_seconds=0.2) as provider,
+        ):
+            with pytest.raises(LLMProviderError) as info:
+                async for _ in provider.stream(_mission("hi")):
+                    pass
+
+        assert ("bad_request", _USAGE) == (info.value.error_type, info.value.usage)
+        assert ["bad_request"] == [a.error_type for a in info.value.attempts]
+
 
 class TestArgumentsSentAsAnObject:
     """Tool call arguments a server sends as a JSON object, not as the string that encodes

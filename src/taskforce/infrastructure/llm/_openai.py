@@ -51,7 +51,13 @@ from taskforce.infrastructure.llm._openai_failures import (
 )
 from taskforce.infrastructure.llm._openai_http import DEFAULT_MAX_RESPONSE_BYTES, _http_client
 from taskforce.infrastructure.llm._openai_sse import _EventStreamClient
-from taskforce.infrastructure.llm._openai_stream import _End, _json_kind, _opening, _StreamState
+from taskforce.infrastructure.llm._openai_stream import (
+    _End,
+    _json_kind,
+    _opening,
+    _StreamState,
+    _usage_after_error,
+)
 from taskforce.infrastructure.llm._retry import RetryHint, RetryPolicy, elapsed_since
 
 __all__ = ["OpenAICompatibleProvider"]
@@ -253,7 +259,8 @@ class OpenAICompatibleProvider:
                 before a ``finish_reason`` (``connection``) or ran past its deadline,
                 or its tool calls cannot be decoded; ``error_type`` and ``attempts``
                 say which and how often, ``usage`` what the stream reported before
-                it failed, if anything. A connection that drops after the
+                it failed, if anything (also after a ``finish_reason: "error"``: a
+                router bills the answer its error ended). A connection that drops after the
                 ``finish_reason`` (before the usage or ``[DONE]``), or stays open past
                 the deadline, ends the stream as the answer it delivered, not as an error.
         """
@@ -273,21 +280,31 @@ class OpenAICompatibleProvider:
             return _server_hint(exc)
 
         async def open_attempt() -> tuple[Any, Any, list[ChatCompletionChunk | _End], float]:
+            # The attempt keeps its own deadline (not the retry policy's), so that the
+            # usage read after an error that ended the answer stops at it, and the
+            # attempt fails as that error, not as a timeout.
             nonlocal opened, in_stream
             opened = perf_counter()
             deadline = loop.time() + self._timeout
-            response = await self._client.chat.completions.create(
-                messages=params,
-                model=asked,
-                stream=True,
-                stream_options={"include_usage": True},
-                **extra,
-            )
+            async with asyncio.timeout_at(deadline):
+                response = await self._client.chat.completions.create(
+                    messages=params,
+                    model=asked,
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    **extra,
+                )
             chunks = response.__aiter__()
             # Read up to the first chunk that carries something: an error after a role-only
             # chunk or a keep-alive (an in-stream 429) is retried like one before any chunk.
             try:
-                held = await _opening(chunks, response.response.headers, self._redact_key)
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        held = await _opening(chunks, response.response.headers, self._redact_key)
+                except _ErrorInAnswer as exc:
+                    # The answer ended by an error: what the server billed may follow it.
+                    exc.usage = await _usage_after_error(chunks, exc.usage, deadline)
+                    raise
             except BaseException as exc:
                 await response.close()
                 if _is_in_stream_error(exc):
@@ -298,11 +315,15 @@ class OpenAICompatibleProvider:
         try:
             # Cancelled before the first chunk (its consumer left): the report rides on the
             # cancellation (RetryPolicy.run), so the retries already made are still counted.
-            response, chunks, held, deadline = await self._run(open_attempt, attempts, server_hint)
+            response, chunks, held, deadline = await self._run(
+                open_attempt, attempts, server_hint, is_timed=False
+            )
         except Exception as exc:
             error_type = _classify(exc) or "other"
             said = server_hint(exc).retry
-            raise self._failures.error(exc, error_type, attempts, said=said) from exc
+            # An answer ended by an error reported its usage: billed, so kept.
+            usage = exc.usage if isinstance(exc, _ErrorInAnswer) else None
+            raise self._failures.error(exc, error_type, attempts, usage, said) from exc
         state = _StreamState(self._as(asked))
         error: LLMProviderError | None = None
 
@@ -338,7 +359,9 @@ class OpenAICompatibleProvider:
                     malformed = _InvalidResponse(f"a streamed chunk is malformed ({exc})")
                     raise broke(malformed, "invalid_response") from exc
                 except _ErrorInAnswer as exc:
-                    # The answer ended with an error (a router's upstream failed mid-answer).
+                    # The answer ended with an error (a router's upstream failed mid-answer);
+                    # what the server billed may follow it.
+                    state.usage = await _usage_after_error(chunks, state.usage, deadline)
                     raise broke(exc, _classify(exc) or "other") from exc
                 for text in texts:
                     yield {"content": text}
@@ -383,13 +406,17 @@ class OpenAICompatibleProvider:
         attempt_call: Any,
         attempts: list[LLMAttempt],
         server_hint: Callable[[Exception], RetryHint] = _server_hint,
+        *,
+        is_timed: bool = True,
     ) -> Any:
+        """Run ``attempt_call`` under the retry policy, each attempt cut at ``timeout_seconds``
+        (``is_timed``), or keeping a deadline of its own."""
         return await self._retry.run(
             attempt_call,
             classify=_classify,
             attempts=attempts,
             provider=_PROVIDER,
-            deadline_seconds=self._timeout,
+            deadline_seconds=self._timeout if is_timed else None,
             server_hint=server_hint,
         )
 

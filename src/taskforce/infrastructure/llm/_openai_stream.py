@@ -9,6 +9,7 @@ answer, as a whole completion's first choice is.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import json
 from collections.abc import AsyncIterator, Callable
@@ -29,7 +30,7 @@ from taskforce.infrastructure.llm._openai_chat import (
 )
 from taskforce.infrastructure.llm._openai_errors import _InvalidResponse
 
-__all__ = ["_End", "_StreamState", "_json_kind", "_opening"]
+__all__ = ["_End", "_StreamState", "_json_kind", "_opening", "_usage_after_error"]
 
 
 class _End(enum.Enum):
@@ -93,14 +94,15 @@ async def _opening(
         _InvalidResponse: the stream ended before its first event.
         _ErrorInAnswer: the chunk that carries something ends a choice with an error
             (:func:`~._openai_chat._ended_by_error`): no answer came, as when an error
-            object comes first.
+            object comes first. It carries that chunk's usage, if any; the caller reads
+            the rest of the stream for a usage after it (:func:`_usage_after_error`).
     """
     held: list[ChatCompletionChunk | _End] = []
     while not held or not _carries(held[-1]):
         held = [*held[-1:], await anext(chunks, _End.END)]
     choices = getattr(held[-1], "choices", None)
     for choice in choices if isinstance(choices, list) else ():
-        _ended_by_error(choice, headers)
+        _ended_by_error(choice, headers, _usage(getattr(held[-1], "usage", None)))
     if held == [_End.END]:
         # A JSON body, an error page, nothing: no server-sent event at all.
         content_type = headers.get("content-type", "none")
@@ -110,6 +112,39 @@ async def _opening(
             f"(content-type {content_type!r})"
         )
     return held
+
+
+async def _usage_after_error(
+    chunks: AsyncIterator[Any], usage: Usage | None, deadline: float
+) -> Usage | None:
+    """Read the rest of a stream an error ended, for the usage the server reports after it.
+
+    A router whose upstream fails mid-answer ends the choice with ``finish_reason:
+    "error"`` and may send what it billed in a usage chunk after it (OpenRouter), as it
+    does after any other finish. Read up to the stream's end, ``deadline`` (a loop time)
+    or a failure, whichever comes first, as after any finish: what comes after the error
+    is no answer, only its usage is taken (merged into ``usage``, count by count).
+
+    Returns:
+        ``usage`` with the counts read after it, or ``usage`` as it was.
+    """
+    try:
+        async with asyncio.timeout_at(deadline):
+            async for chunk in chunks:
+                if isinstance(chunk, ChatCompletionChunk):
+                    usage = _merged(usage, _usage(chunk.usage))
+    except Exception:  # the error that ended the answer is the call's failure, not this
+        pass
+    return usage
+
+
+def _merged(usage: Usage | None, reported: Usage | None) -> Usage | None:
+    """``usage`` with the counts of ``reported`` merged in, a later count replacing an earlier.
+
+    A server may send its usage in parts over chunks; cumulative usage in every chunk
+    comes out right, not summed.
+    """
+    return usage if reported is None else {**(usage or {}), **reported}
 
 
 @dataclass
@@ -154,12 +189,7 @@ class _StreamState:
             _ErrorInAnswer: the answer's choice ended with an error (its usage is taken in).
         """
         self.model = chunk.model or self.model
-        reported = _usage(chunk.usage)
-        if reported is not None:
-            # Merged count by count: a server may send its usage in parts over chunks.
-            # A later count replaces the earlier one (cumulative usage in every chunk
-            # comes out right, not summed).
-            self.usage = {**(self.usage or {}), **reported}
+        self.usage = _merged(self.usage, _usage(chunk.usage))
         texts: list[str] = []
         # no choices at all: a keep-alive some servers send (``data: {}``), nothing to add
         for choice in chunk.choices or ():
