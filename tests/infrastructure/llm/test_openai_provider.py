@@ -581,19 +581,11 @@ class TestStream:
         with pytest.raises(StopAsyncIteration):
             await anext(stream)
 
-    @pytest.mark.parametrize(
-        "payload",
-        [
-            {"id": "chatcmpl-1", "object": "chat.completion", "model": "m", "choices": []},
-            {"error": "streaming is not supported here"},
-        ],
-        ids=["json-completion", "json-error"],
-    )
     async def test_answer_without_events_is_invalid_response(
-        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, payload: Any
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
     ) -> None:
         """A 200 to a stream request that holds no server-sent event fails, never retried."""
-        fake.respond_next(payload)
+        fake.respond_next({"id": "c1", "object": "chat.completion", "model": "m", "choices": []})
 
         with pytest.raises(LLMProviderError, match="without server-sent events") as info:
             async for _ in provider.stream(_mission("hi")):
@@ -2629,6 +2621,63 @@ class TestErrorObjectsNamedByType:
 
         assert expected == info.value.error_type
         assert [expected] == [a.error_type for a in info.value.attempts]
+
+
+class TestErrorsWrittenAsJSONLines:
+    """An error a server writes mid-stream as a bare JSON line, not as an event (Ollama's
+    ``{"error": "..."}`` when the model fails mid-answer, newline-delimited as in its own
+    API), fails the stream as the error object says, as the same object sent as an event
+    does: not as a stream that ended before its answer (``connection``)."""
+
+    @pytest.mark.parametrize(
+        ("error", "expected"),
+        [
+            ("the model failed", "other"),  # a message alone names no status or type
+            ({"message": "the model failed", "type": "api_error"}, "server_error"),
+            ({"message": "the model failed", "code": 429}, "rate_limit"),
+        ],
+        ids=["text", "type", "code"],
+    )
+    async def test_an_error_line_fails_the_stream_as_it_says(
+        self, error: Any, expected: str
+    ) -> None:
+        text = b"data: " + json.dumps(_frame([_text("ab")])).encode() + b"\n\n"
+        body = text + json.dumps({"error": error}).encode() + b"\n"
+        headers = {"content-type": "text/event-stream"}
+        got: list[Any] = []
+        async with (
+            RawUpstream(raw_response(200, body, headers)) as upstream,
+            OpenAICompatibleProvider("m", upstream.base_url, max_retries=0) as provider,
+        ):
+            with pytest.raises(LLMProviderError) as info:
+                async for chunk in provider.stream(_mission("hi")):
+                    got.append(chunk)
+
+        assert ["ab"] == [chunk["content"] for chunk in got]
+        assert (expected, [expected]) == (
+            info.value.error_type,
+            [a.error_type for a in info.value.attempts],
+        )
+        assert str(info.value).endswith(": the model failed")
+
+    @pytest.mark.parametrize("end", ["", "\n"], ids=["no-line-end", "line-end"])
+    async def test_a_json_error_body_fails_the_stream_as_it_says(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, end: str
+    ) -> None:
+        """A 200 whose body is a JSON error object, not events, is that error, as the same
+        body answered to ``complete`` is: its line end or none makes no difference."""
+        body = json.dumps({"error": {"message": "overloaded", "code": 503}}) + end
+        for _ in range(6):  # three attempts each
+            fake.respond_next(body.encode(), headers={"content-type": "application/json"})
+
+        with pytest.raises(LLMProviderError) as info:
+            async for _ in provider.stream(_mission("hi")):
+                pass
+        result = await provider.complete(_mission("hi"))
+
+        assert ["server_error"] * 3 == [a.error_type for a in info.value.attempts]
+        assert "the stream carried an error (503): overloaded" == str(info.value)
+        assert ("server_error", 3) == (result["error_type"], len(result["attempts"]))
 
 
 class TestToolCallsWithoutType:

@@ -66,3 +66,38 @@ async def test_async_reads_give_the_same_events() -> None:
 
     events = [e.data async for e in _EventStreamDecoder().aiter_bytes(reads())]
     assert ["a", "b"] == events
+
+
+def test_a_bare_json_error_line_is_an_event_of_its_own() -> None:
+    """An error written as a JSON line, not as a field (Ollama's mid-stream error), is an
+    event: after a whole event, and ending one under way (its data lines came whole)."""
+    error = b'{"error": "the model failed"}'
+    assert [(None, "a", None, None), (None, error.decode(), None, None)] == _events(
+        b"data: a\n\n" + error + b"\n"
+    )
+    assert [(None, "b", None, None), (None, error.decode(), None, None)] == _events(
+        b"data: b\n" + error + b"\n"
+    )
+
+
+def test_a_bare_json_error_line_the_stream_ends_inside_is_an_event() -> None:
+    """The last line, not ended, is an event if it is a bare error line (a JSON error
+    body), and the event under way is still not dispatched."""
+    error = '{"error": {"message": "overloaded"}}'
+    assert [(None, error, None, None)] == _events(error.encode())
+    assert [(None, error, None, None)] == _events(b"data: a\n", error.encode())
+    assert [] == _events(b'{"id": 1}')
+
+
+#: A bare line that is a JSON object nested deeper than Python decodes.
+_NESTED = b'{"error": ' * 100_000 + b"1" + b"}" * 100_000
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b'{"id": 1}', b'{"error": null}', b'{"error": ""}', b"{not json", _NESTED],
+    ids=["no-error", "null", "empty", "not-json", "nested-too-deeply"],
+)
+def test_another_bare_line_is_ignored(line: bytes) -> None:
+    """A bare line that is no JSON object with an error is ignored, as the standard says."""
+    assert [(None, "a", None, None)] == _events(line + b"\ndata: a\n\n")

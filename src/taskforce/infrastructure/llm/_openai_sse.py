@@ -5,10 +5,19 @@ without ``data`` as an event with empty data (which no JSON decoder reads), and 
 a leading byte order mark in the first field's name (which loses the first event). A
 server may send both (a reconnection time first, a named ping), so its streams are
 read here instead: the client below makes the SDK use :class:`_EventStreamDecoder`.
+
+One departure from the standard: a line that is a JSON object with an ``error`` member,
+not a field, is an event of its own (the standard ignores it as a field of an odd
+name). Ollama's own API ends a stream that fails mid-answer with such a line, as
+newline-delimited JSON, not as an event, and a 2xx JSON error body is one such line;
+read so, the error reaches the SDK, which raises it as an error object inside the
+stream, read by what it says (as the same body is in a whole completion), not as a
+stream that ended before its answer or one without events.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator, Iterator
 
@@ -29,7 +38,9 @@ class _EventStreamDecoder:
     decoded as UTF-8 once whole, so a character split over reads is no matter. One
     leading BOM is dropped; a block whose fields hold no ``data`` dispatches nothing;
     an event the stream ends inside is not dispatched. The last event id is kept for
-    the stream, as the standard asks, but makes no event by itself.
+    the stream, as the standard asks, but makes no event by itself. A bare JSON line
+    with an ``error`` member is an event (see the module's docstring), also the last
+    one, not ended (a JSON error body).
     """
 
     def __init__(self) -> None:
@@ -45,12 +56,25 @@ class _EventStreamDecoder:
         """Yield the events of a stream read with ``iterator``."""
         for chunk in iterator:
             yield from self._feed(chunk)
+        yield from self._end()
 
     async def aiter_bytes(self, iterator: AsyncIterator[bytes]) -> AsyncIterator[ServerSentEvent]:
         """Yield the events of a stream read with ``iterator``."""
         async for chunk in iterator:
             for event in self._feed(chunk):
                 yield event
+        for event in self._end():
+            yield event
+
+    def _end(self) -> list[ServerSentEvent]:
+        """The event the stream's last line, not ended, makes: one only if it is a bare
+        error line (a JSON error body ends so); the event under way is not dispatched."""
+        line = self._line.decode("utf-8", errors="replace")
+        self._line.clear()
+        if line.startswith("{") and _is_error_object(line):
+            self._data.clear()
+            return self._error_line(line)
+        return []
 
     def _feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Take in one read; return the events it completes."""
@@ -66,6 +90,11 @@ class _EventStreamDecoder:
             line = self._line.decode("utf-8")
             self._line.clear()
             start = match.end()
+            if line.startswith("{") and _is_error_object(line):
+                # An error written as a bare JSON line: an event of its own, after the
+                # one it ends, if any (that came whole before it).
+                events += self._error_line(line)
+                continue
             event = self._take(line)
             if event is not None:
                 events.append(event)
@@ -94,6 +123,12 @@ class _EventStreamDecoder:
             self._retry = int(value)
         return None
 
+    def _error_line(self, line: str) -> list[ServerSentEvent]:
+        """End the event under way, if any, and dispatch ``line`` as an event of its own."""
+        ended = self._dispatch()
+        error = ServerSentEvent(event=None, data=line, id=self._last_id, retry=self._retry)
+        return [error] if ended is None else [ended, error]
+
     def _dispatch(self) -> ServerSentEvent | None:
         """End the block: its event when it holds data; nothing otherwise."""
         data, event = self._data, self._event
@@ -103,6 +138,16 @@ class _EventStreamDecoder:
         return ServerSentEvent(
             event=event or None, data="\n".join(data), id=self._last_id, retry=self._retry
         )
+
+
+def _is_error_object(line: str) -> bool:
+    """Whether ``line`` is a JSON object with an ``error`` member that is not empty, as
+    the SDK reads an event's error object."""
+    try:
+        value = json.loads(line)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(value, dict) and bool(value.get("error"))
 
 
 class _EventStreamClient(openai.AsyncOpenAI):
