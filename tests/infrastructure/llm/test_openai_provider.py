@@ -314,11 +314,18 @@ class TestComplete:
         "message",
         [
             {"role": "assistant", "content": 5},
-            {"role": "assistant", "content": [{"type": "text", "text": "hi"}]},
+            {"role": "assistant", "content": ["hi"]},
+            {"role": "assistant", "content": [{"type": "text", "text": 5}]},
             {"role": "assistant", "content": None, "tool_calls": [_named_call(None)]},
             {"role": "assistant", "content": None, "tool_calls": [_named_call(["calculator"])]},
         ],
-        ids=["content-number", "content-array", "tool-name-null", "tool-name-array"],
+        ids=[
+            "content-number",
+            "content-part-no-object",
+            "content-part-text-a-number",
+            "tool-name-null",
+            "tool-name-array",
+        ],
     )
     async def test_text_of_another_json_kind_is_invalid_response(
         self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, message: dict[str, Any]
@@ -1633,9 +1640,10 @@ class TestStreamToolCalls:
         [
             {"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": [1]}}]},
             {"tool_calls": [{"index": 0, "id": "c1", "function": {"name": ["f"]}}]},
-            {"content": [{"type": "text", "text": "hi"}]},
+            {"content": {"type": "text", "text": "hi"}},
+            {"content": [{"type": "text", "text": ["hi"]}]},
         ],
-        ids=["arguments-an-array", "name-an-array", "content-an-array"],
+        ids=["arguments-an-array", "name-an-array", "content-an-object", "part-text-an-array"],
     )
     async def test_a_delta_part_that_is_no_text_is_invalid_response(
         self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, delta: Any
@@ -2621,6 +2629,64 @@ class TestErrorObjectsNamedByType:
 
         assert expected == info.value.error_type
         assert [expected] == [a.error_type for a in info.value.attempts]
+
+
+#: A reasoning model's answer as Mistral's Magistral sends it: its thinking, then its text,
+#: as a list of content parts.
+_PARTS: list[Any] = [
+    {"type": "thinking", "thinking": [{"type": "text", "text": "Let me think."}]},
+    {"type": "text", "text": "The answer "},
+    {"type": "reference", "reference_ids": [1]},
+    {"type": "text", "text": "is 42."},
+]
+
+
+class TestContentAsAListOfParts:
+    """Content a server sends as a list of content parts (Mistral, its Magistral reasoning
+    models), whole or streamed, is the text of its text parts, joined in order; thinking
+    and other parts are left out of the answer."""
+
+    async def test_a_completion_with_content_parts(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        fake.respond_next(_answered({"role": "assistant", "content": _PARTS}))
+
+        result = await provider.complete(_mission("hi"))
+
+        assert (True, "The answer is 42.") == (result["success"], result.get("content"))
+
+    async def test_a_stream_with_content_parts(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """Each delta's text parts are its text; a delta of thinking alone carries none."""
+        deltas = [_PARTS[:1], _PARTS[1:3], _PARTS[3:], []]
+        choices = [
+            {"index": 0, "delta": {"content": parts}, "finish_reason": None} for parts in deltas
+        ]
+        frames: list[Any] = [_frame([choice]) for choice in choices]
+        fake.stream_next([*frames, _frame([_finish()], usage=_USAGE), "[DONE]"])
+
+        got = [chunk async for chunk in provider.stream(_mission("hi"))]
+
+        assert ["The answer ", "is 42."] == [chunk["content"] for chunk in got[:-1]]
+        assert (True, _USAGE) == (got[-1]["done"], got[-1].get("usage"))
+
+    async def test_an_error_after_thinking_parts_is_not_retried(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """Thinking sent as content parts is output (billed), as ``reasoning_content`` is:
+        an error after it ends the stream without a retry."""
+        thinking = {"index": 0, "delta": {"content": _PARTS[:1]}, "finish_reason": None}
+        fake.stream_next([_frame([thinking]), {"error": {"code": 429}}])
+
+        with pytest.raises(LLMProviderError) as info:
+            async for _ in provider.stream(_mission("hi")):
+                pass
+
+        assert (["rate_limit"], 1) == (
+            [a.error_type for a in info.value.attempts],
+            len(fake.requests),
+        )
 
 
 class TestErrorsWrittenAsJSONLines:

@@ -26,6 +26,7 @@ from taskforce.infrastructure.llm._openai_errors import _ErrorInAnswer, _Invalid
 __all__ = [
     "_answer",
     "_arguments_text",
+    "_content_text",
     "_decoded_call",
     "_ended_by_error",
     "_extra",
@@ -174,6 +175,30 @@ def _text(value: object, what: str) -> str | None:
     raise TypeError(f"{what} is {_json_kind(value)}, not a string")
 
 
+def _content_text(value: object, what: str) -> str | None:
+    """The text of a message's content (or a streamed piece of it): a string, or a list of
+    content parts.
+
+    Mistral (and servers that pass its answers on) sends content as a list of parts,
+    whole and streamed alike: ``{"type": "text", "text": ...}`` parts are the answer,
+    joined in order; a reasoning model's ``thinking`` part, a ``reference`` or any
+    other typed part is not (thinking is output, billed, but no part of the answer).
+
+    Raises:
+        TypeError: ``value`` is JSON of another kind, a part is not an object, or a text
+            part's text is not a string: the chunk or the completion is malformed.
+    """
+    if not isinstance(value, list):
+        return _text(value, what)
+    texts: list[str] = []
+    for part in value:
+        if not isinstance(part, dict):
+            raise TypeError(f"a part of {what} is {_json_kind(part)}, not an object")
+        if part.get("type") == "text":
+            texts.append(_text(part.get("text"), f"the text of a part of {what}") or "")
+    return "".join(texts)
+
+
 def _answer(
     response: ChatCompletion, model: str, usage: Usage | None, *, with_tool_calls: bool
 ) -> LLMResult:
@@ -188,15 +213,17 @@ def _answer(
 
     Returns:
         ``{"success": True, "content": ..., "model": ...}``, with ``tool_calls`` when
-        asked for and ``usage`` unless ``None``. ``content`` is the message's
-        ``refusal`` when the model declined (a refusal and no or empty content).
+        asked for and ``usage`` unless ``None``. ``content`` is the message's text (of
+        its text parts, when it is a list of parts), or its ``refusal`` when the model
+        declined (a refusal and no or empty content).
 
     Raises:
         _InvalidResponse: the completion holds no choices, a tool call of a type other
             than ``function`` (one without a type is a function call) or without a
             name, or tool arguments that are not a JSON object.
-        TypeError: the content, a tool call's name or the refusal that stands for the
-            content is JSON of another kind than a string.
+        TypeError: the content is JSON of another kind than a string or a list of
+            content parts (:func:`_content_text`), or a tool call's name or the refusal
+            that stands for the content is JSON of another kind than a string.
         AttributeError: a field the SDK does not check is null (as may ``TypeError``
             or ``ValueError``).
     """
@@ -205,7 +232,7 @@ def _answer(
     message = response.choices[0].message
     # A model that declines answers with a refusal and no content (none, or an empty
     # one, as a stream's delta may say): that is its answer.
-    text = _text(message.content, "the content")
+    text = _content_text(message.content, "the content")
     content = text or _refusal(message) or text
     result: LLMResult = {"success": True, "content": content, "model": model}
     if with_tool_calls:

@@ -22,6 +22,7 @@ from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 from taskforce.core.interfaces.llm import LLMAttempt, StreamChunk, ToolCall, Usage
 from taskforce.infrastructure.llm._openai_chat import (
     _arguments_text,
+    _content_text,
     _decoded_call,
     _ended_by_error,
     _json_kind,
@@ -201,7 +202,7 @@ class _StreamState:
                 self.finish_reason = str(choice.finish_reason)
             delta = choice.delta
             # A model that declines streams a refusal in place of text: it is the answer.
-            content = _text(delta.content, "a text delta") or _text(
+            content = _content_text(delta.content, "a text delta") or _text(
                 getattr(delta, "refusal", None), "a refusal delta"
             )
             if content:
