@@ -2542,6 +2542,41 @@ class TestAnswersEndedByAnError:
         expected = {**(in_the_chunk or {}), **after}
         assert (1, expected) == (len(fake.requests), info.value.usage)
 
+    @pytest.mark.parametrize("usage_after", [False, True], ids=["usage-on-it", "usage-after"])
+    async def test_openrouters_unified_error_chunk_keeps_its_usage(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, usage_after: bool
+    ) -> None:
+        """OpenRouter's documented mid-stream error: the error object at the chunk's top,
+        its choice ended with ``finish_reason: "error"``. It fails the stream as the error
+        names, with the usage on it or after it, as the same error on the choice does."""
+        error = {"code": "server_error", "message": "Provider disconnected unexpectedly"}
+        ended = {"index": 0, "delta": {"content": ""}, "finish_reason": "error"}
+        unified = _frame([ended], provider="openai", error=error)
+        after = [_frame([], usage=_USAGE)] if usage_after else []
+        if not usage_after:
+            unified["usage"] = _USAGE
+        fake.stream_next([_frame([_text("ab")]), unified, *after, "[DONE]"])
+
+        with pytest.raises(LLMProviderError) as info:
+            async for _ in provider.stream(_mission("hi")):
+                pass
+
+        assert ("server_error", _USAGE) == (info.value.error_type, info.value.usage)
+        assert ["server_error"] == [a.error_type for a in info.value.attempts]
+        expected = "the answer carried an error (server_error): Provider disconnected unexpectedly"
+        assert expected == str(info.value)
+
+    async def test_an_error_body_keeps_its_usage(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """complete: a 2xx whose body is an error object with a usage keeps the usage, as
+        a choice ended by an error does."""
+        fake.respond_next({"error": {"code": 400, "message": "refused"}, "usage": _USAGE})
+
+        result = await provider.complete(_mission("hi"))
+
+        assert ("bad_request", _USAGE) == (result["error_type"], result.get("usage"))
+
     async def test_a_stream_held_open_after_its_error_fails_as_that_error(self) -> None:
         """A server that holds the stream open after the error that ended the answer makes
         it no timeout: the usage is looked for up to the deadline, then the call fails as

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import pytest
 
-from taskforce.infrastructure.llm._openai_sse import _EventStreamDecoder
+from taskforce.infrastructure.llm._openai_sse import _error_on_its_choice, _EventStreamDecoder
 
 
 def _events(*reads: bytes) -> list[tuple[str | None, str, str | None, int | None]]:
@@ -101,3 +102,33 @@ _NESTED = b'{"error": ' * 100_000 + b"1" + b"}" * 100_000
 def test_another_bare_line_is_ignored(line: bytes) -> None:
     """A bare line that is no JSON object with an error is ignored, as the standard says."""
     assert [(None, "a", None, None)] == _events(line + b"\ndata: a\n\n")
+
+
+def test_a_unified_error_chunk_is_handed_on_with_the_error_on_its_choice() -> None:
+    """OpenRouter's mid-stream error (the error at the top, the choice ended by it) is a
+    chunk whose choice carries the error; a choice's own error is kept."""
+    error = {"code": 502, "message": "down"}
+    ended = {"index": 0, "delta": {}, "finish_reason": "error"}
+    own = {**ended, "index": 1, "error": {"code": 400}}
+    data = json.dumps({"id": "c", "error": error, "choices": [ended, own], "usage": {"a": 1}})
+
+    handed = json.loads(_error_on_its_choice(data))
+
+    expected = [{**ended, "error": error}, own]
+    assert {"id": "c", "choices": expected, "usage": {"a": 1}} == handed
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        '{"choices": [], "model": "m"}',
+        '{"error": {"code": 429}}',
+        '{"error": {"code": 429}, "choices": [{"index": 0, "finish_reason": null}]}',
+        '{"error": null, "choices": [{"index": 0, "finish_reason": "error"}]}',
+        '["error"]',
+        '{"error" nope',
+    ],
+    ids=["no-error", "no-choices", "no-choice-ended", "error-null", "no-object", "not-json"],
+)
+def test_anything_else_is_handed_on_as_it_came(data: str) -> None:
+    assert data == _error_on_its_choice(data)

@@ -499,14 +499,14 @@ def _raise_carried_error(response: ChatCompletion, headers: Any) -> None:
     An error object at its top, or a first choice ended by an error (its own error object,
     :func:`~._openai_chat._ended_by_error`): a router that failed while the model wrote.
     The failure it names is retried as in a stream, as ``headers`` say (the wait they ask
-    for, ``x-should-retry``), as a real 429's; a choice's error carries the usage reported.
+    for, ``x-should-retry``), as a real 429's; the error carries the usage reported.
 
     Raises:
         _ErrorInAnswer: the completion carries an error.
     """
     error = (response.model_extra or {}).get("error")
     if error:
-        raise _ErrorInAnswer(error, headers)
+        raise _ErrorInAnswer(error, headers, _usage(response.usage))
     choices = response.choices
     if isinstance(choices, list) and choices:
         _ended_by_error(choices[0], headers, _usage(response.usage))
