@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from taskforce.infrastructure.llm._openai_sse import _error_on_its_choice, _EventStreamDecoder
+from taskforce.infrastructure.llm._openai_error_shapes import _handed_on
+from taskforce.infrastructure.llm._openai_sse import _EventStreamDecoder
 
 
 def _events(*reads: bytes) -> list[tuple[str | None, str, str | None, int | None]]:
@@ -104,7 +105,7 @@ def test_another_bare_line_is_ignored(line: bytes) -> None:
     assert [(None, "a", None, None)] == _events(line + b"\ndata: a\n\n")
 
 
-def test_a_unified_error_chunk_is_handed_on_with_the_error_on_its_choice() -> None:
+def test_a_unified_error_chunk_is_handed_on_with_the_handed_on() -> None:
     """OpenRouter's mid-stream error (the error at the top, the choice ended by it) is a
     chunk whose choice carries the error; a choice's own error is kept."""
     error = {"code": 502, "message": "down"}
@@ -112,7 +113,7 @@ def test_a_unified_error_chunk_is_handed_on_with_the_error_on_its_choice() -> No
     own = {**ended, "index": 1, "error": {"code": 400}}
     data = json.dumps({"id": "c", "error": error, "choices": [ended, own], "usage": {"a": 1}})
 
-    handed = json.loads(_error_on_its_choice(data))
+    handed = json.loads(_handed_on(data))
 
     expected = [{**ended, "error": error}, own]
     assert {"id": "c", "choices": expected, "usage": {"a": 1}} == handed
@@ -131,4 +132,4 @@ def test_a_unified_error_chunk_is_handed_on_with_the_error_on_its_choice() -> No
     ids=["no-error", "no-choices", "no-choice-ended", "error-null", "no-object", "not-json"],
 )
 def test_anything_else_is_handed_on_as_it_came(data: str) -> None:
-    assert data == _error_on_its_choice(data)
+    assert data == _handed_on(data)

@@ -12,23 +12,19 @@ name). Ollama's own API ends a stream that fails mid-answer with such a line, as
 newline-delimited JSON, not as an event, and a 2xx JSON error body is one such line;
 read so, the error reaches the SDK, which raises it as an error object inside the
 stream, read by what it says (as the same body is in a whole completion), not as a
-stream that ended before its answer or one without events.
-
-And one change to what an event holds: a chunk with an error object at its top *and*
-a choice it ends with ``finish_reason: "error"`` (OpenRouter's unified mid-stream error)
-is handed on as that chunk with the error on the choice (:func:`_error_on_its_choice`).
-The SDK raises any event with an error at its top as the error alone, dropping the
-rest; handed on so, it is read as any answer ended by an error, its usage kept.
+stream that ended before its answer or one without events. What an event holds of an
+error is handed on as :func:`~._openai_error_shapes._handed_on` puts it.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import AsyncIterator, Iterator
 
 import openai
 from openai._streaming import ServerSentEvent
+
+from taskforce.infrastructure.llm._openai_error_shapes import _handed_on, _is_error_object
 
 __all__ = ["_EventStreamClient", "_EventStreamDecoder"]
 
@@ -132,7 +128,7 @@ class _EventStreamDecoder:
     def _error_line(self, line: str) -> list[ServerSentEvent]:
         """End the event under way, if any, and dispatch ``line`` as an event of its own."""
         ended = self._dispatch()
-        data = _error_on_its_choice(line)
+        data = _handed_on(line)
         error = ServerSentEvent(event=None, data=data, id=self._last_id, retry=self._retry)
         return [error] if ended is None else [ended, error]
 
@@ -144,49 +140,10 @@ class _EventStreamDecoder:
             return None
         return ServerSentEvent(
             event=event or None,
-            data=_error_on_its_choice("\n".join(data)),
+            data=_handed_on("\n".join(data)),
             id=self._last_id,
             retry=self._retry,
         )
-
-
-def _error_on_its_choice(data: str) -> str:
-    """``data``, or, if it is a chunk with an error at its top that a choice ends with
-    (OpenRouter's unified mid-stream error), that chunk with the error on each choice
-    ended by ``finish_reason: "error"`` that has none of its own, and not at its top.
-
-    OpenRouter documents the shape: the error object (``{"code": "server_error",
-    "message": ...}``) at the top, besides ``choices`` that end with ``finish_reason:
-    "error"``, and the usage it billed, if any. Anything else is handed on as it came.
-    """
-    if '"error"' not in data:  # most events: no JSON read
-        return data
-    try:
-        chunk = json.loads(data)
-    except (ValueError, RecursionError):
-        return data
-    if not isinstance(chunk, dict):
-        return data
-    error, choices = chunk.get("error"), chunk.get("choices")
-    if not error or not isinstance(choices, list):
-        return data
-    ended = [c for c in choices if isinstance(c, dict) and c.get("finish_reason") == "error"]
-    if not ended:
-        return data
-    for choice in ended:
-        choice["error"] = choice.get("error") or error
-    del chunk["error"]
-    return json.dumps(chunk)
-
-
-def _is_error_object(line: str) -> bool:
-    """Whether ``line`` is a JSON object with an ``error`` member that is not empty, as
-    the SDK reads an event's error object."""
-    try:
-        value = json.loads(line)
-    except (ValueError, RecursionError):
-        return False
-    return isinstance(value, dict) and bool(value.get("error"))
 
 
 class _EventStreamClient(openai.AsyncOpenAI):
