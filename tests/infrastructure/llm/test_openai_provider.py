@@ -2781,6 +2781,37 @@ class TestErrorsWrittenAsJSONLines:
         assert ("server_error", 3) == (result["error_type"], len(result["attempts"]))
 
 
+class TestTextGenerationInferenceErrors:
+    """Hugging Face TGI reports a failure as its error's text with its type beside it
+    (``{"error": "...", "error_type": "overloaded"}``), with a status when not streamed
+    and as an event in a stream: the same failure has the same error type either way."""
+
+    @pytest.mark.parametrize(
+        ("kind", "status", "expected"),
+        [
+            ("overloaded", 429, "rate_limit"),
+            ("validation", 422, "bad_request"),
+            ("generation", 424, "bad_request"),
+            ("incomplete_generation", 500, "server_error"),
+        ],
+    )
+    async def test_an_error_has_one_type_streamed_or_not(
+        self, base_url: str, fake: FakeOpenAIServer, kind: str, status: int, expected: str
+    ) -> None:
+        body = {"error": "Model is overloaded", "error_type": kind}
+        fake.respond_next(body, status=status)
+        fake.stream_next([_frame([_text("ab")]), body])
+
+        async with OpenAICompatibleProvider("m", base_url, max_retries=0) as provider:
+            result = await provider.complete(_mission("hi"))
+            with pytest.raises(LLMProviderError) as info:
+                async for _ in provider.stream(_mission("hi")):
+                    pass
+
+        assert (expected, expected) == (result["error_type"], info.value.error_type)
+        assert "the stream carried an error: Model is overloaded" == str(info.value)
+
+
 class TestToolCallsWithoutType:
     """A whole completion's tool call without its ``type``, or with ``null`` (some vLLM and
     Ollama versions), is a function call, as the same call streamed is (a stream's deltas

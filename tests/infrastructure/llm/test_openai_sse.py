@@ -133,3 +133,12 @@ def test_a_unified_error_chunk_is_handed_on_with_the_handed_on() -> None:
 )
 def test_anything_else_is_handed_on_as_it_came(data: str) -> None:
     assert data == _handed_on(data)
+
+
+def test_an_error_given_as_text_with_its_type_beside_it_is_an_error_object() -> None:
+    """TGI's error (its text, its ``error_type`` beside it) is handed on as an error object
+    with that type; text without a type beside it is handed on as it came."""
+    data = '{"error": "Model is overloaded", "error_type": "overloaded"}'
+    expected = {"error": {"message": "Model is overloaded", "type": "overloaded"}}
+    assert expected == json.loads(_handed_on(data))
+    assert '{"error": "the model failed"}' == _handed_on('{"error": "the model failed"}')

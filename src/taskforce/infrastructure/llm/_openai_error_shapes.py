@@ -1,13 +1,17 @@
 """The shapes of errors compatible servers put in a stream, handed to the SDK as it reads them.
 
 The SDK raises an event whose JSON has a truthy ``error`` at its top as that error
-alone (``APIError.body``), and drops the rest of the event. A server may put more there
-than the error object the SDK expects, which would be lost:
+alone (``APIError.body``), and drops the rest of the event. Two servers put more
+there than the error object the SDK expects, which would be lost:
 
 - OpenRouter's documented mid-stream error is a chunk with the error object at its
   top *and* a choice it ends with ``finish_reason: "error"`` (and the usage billed, if
   any). It is handed on as that chunk, the error on the choice: read as any answer
   ended by an error, its usage kept.
+- Hugging Face TGI sends its error as text, its type beside it (``{"error": "...",
+  "error_type": "overloaded"}``), the same body its error statuses carry. It is handed
+  on as an error object with that ``type``, so that the failure is read by its type as
+  the status would be read (``_in_stream_error_type``).
 
 Anything else is handed on as it came.
 """
@@ -37,6 +41,9 @@ def _handed_on(data: str) -> str:
         return data
     if not isinstance(event, dict) or not event.get("error"):
         return data
+    error, kind = event["error"], event.get("error_type")
+    if isinstance(error, str) and isinstance(kind, str):
+        return json.dumps({"error": {"message": error, "type": kind}})
     return _error_on_its_choice(event) or data
 
 

@@ -86,14 +86,22 @@ def _is_in_stream_error(exc: BaseException) -> TypeGuard[openai.APIError]:
 #: The error types of an error object's ``type`` that names no status: OpenAI's and
 #: Anthropic's error types, which compatible servers copy (Groq's ``invalid_request_error``
 #: of a tool call the model wrote badly mid-stream; Ollama's ``api_error`` of its own
-#: failure), each read as the status it stands for, so that the same failure has the same
-#: error type streamed (an error object) or not (that status).
+#: failure), and Hugging Face TGI's (its ``error_type``: ``validation``, ``template_error``
+#: and ``tool_error`` a 422 when not streamed, ``generation`` a 424, ``overloaded`` a 429,
+#: ``incomplete_generation`` a 500), each read as the status it stands for, so that the
+#: same failure has the same error type streamed (an error object) or not (that status).
 _ERROR_OF_TYPE: Mapping[str, LLMErrorType] = {
     "invalid_request_error": "bad_request",
     "not_found_error": "bad_request",
     "authentication_error": "auth",
     "permission_error": "auth",
     "api_error": "server_error",
+    "validation": "bad_request",
+    "template_error": "bad_request",
+    "tool_error": "bad_request",
+    "generation": "bad_request",
+    "overloaded": "rate_limit",
+    "incomplete_generation": "server_error",
 }
 
 
@@ -101,8 +109,9 @@ def _in_stream_error_type(body: object) -> LLMErrorType:
     """The error type of an error object a server sent inside a 2xx stream or answer.
 
     Compatible servers report a rate limit or an overload that way (``{"error": {"code":
-    429, ...}}``); read like the HTTP status or type it names (:data:`_ERROR_OF_TYPE`),
-    else ``other``.
+    429, ...}}``); read like the HTTP status it names, else a rate limit its type or code
+    names, else the type that stands for a status (:data:`_ERROR_OF_TYPE`), else a
+    server's failure its type or code names (``overloaded_error``), else ``other``.
     """
     if not isinstance(body, Mapping):
         return "other"
@@ -115,9 +124,11 @@ def _in_stream_error_type(body: object) -> LLMErrorType:
     named = f"{kind} {text}".lower()
     if "rate_limit" in named or "rate limit" in named:
         return "rate_limit"
+    if kind in _ERROR_OF_TYPE:  # before the words: TGI's ``overloaded`` is a 429
+        return _ERROR_OF_TYPE[kind]
     if any(word in named for word in ("server_error", "overloaded", "unavailable")):
         return "server_error"
-    return _ERROR_OF_TYPE.get(kind, "other")
+    return "other"
 
 
 def _classify(exc: Exception) -> LLMErrorType | None:
