@@ -2466,7 +2466,8 @@ class TestAnswersEndedByAnError:
         result = await provider.complete(_mission("hi"))
 
         assert (False, error_type) == (result["success"], result["error_type"])
-        assert usage == result.get("usage")  # billed: kept, as a failed answer's is
+        # billed each time: kept, as a failed answer's is, and added over the attempts
+        assert {name: count * attempts for name, count in usage.items()} == result.get("usage")
         assert [error_type] * attempts == [a.error_type for a in result["attempts"]]
         assert attempts == len(fake.requests)
         reason = (error or {}).get("message", "")
@@ -2576,6 +2577,43 @@ class TestAnswersEndedByAnError:
         result = await provider.complete(_mission("hi"))
 
         assert ("bad_request", _USAGE) == (result["error_type"], result.get("usage"))
+
+    @pytest.mark.parametrize("route", ["complete", "stream"])
+    @pytest.mark.parametrize("succeeds", [True, False], ids=["then-answered", "then-failed"])
+    async def test_the_usage_of_a_retried_answer_counts_in_the_call(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, route: str, succeeds: bool
+    ) -> None:
+        """An answer ended by an error that is retried was billed all the same: its usage
+        is added to the call's, whether the retry is answered or fails too."""
+        answered: Any = {}  # the usage of the answer alone, by the same route
+        if succeeds and route == "complete":
+            answered = (await provider.complete(_mission("hi")))["usage"]
+        elif succeeds:
+            answered = [chunk async for chunk in provider.stream(_mission("hi"))][-1]["usage"]
+        billed = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+        error = {"code": 502, "message": "Provider down"}
+        if route == "complete":
+            fake.respond_next(_completion([_error_finish(error)], billed))
+        else:
+            ended = {"index": 0, "delta": {}, "finish_reason": "error", "error": error}
+            fake.stream_next([_frame([ended], usage=billed), "[DONE]"])
+        if not succeeds:
+            fake.fail_next(2, 500)  # the retries: statuses, without usage
+
+        usage: Any
+        if route == "complete":
+            usage = (await provider.complete(_mission("hi"))).get("usage")
+        elif succeeds:
+            chunks = [chunk async for chunk in provider.stream(_mission("hi"))]
+            usage = chunks[-1].get("usage")
+        else:
+            with pytest.raises(LLMProviderError) as info:
+                async for _ in provider.stream(_mission("hi")):
+                    pass
+            usage = info.value.usage
+
+        expected = {name: count + answered.get(name, 0) for name, count in billed.items()}
+        assert expected == usage
 
     async def test_a_stream_held_open_after_its_error_fails_as_that_error(self) -> None:
         """A server that holds the stream open after the error that ended the answer makes

@@ -36,7 +36,13 @@ from taskforce.core.interfaces.llm import (
 )
 from taskforce.core.interfaces.log import secret_scrubber
 from taskforce.errors import LLMProviderError
-from taskforce.infrastructure.llm._openai_chat import _answer, _ended_by_error, _extra, _usage
+from taskforce.infrastructure.llm._openai_chat import (
+    _added,
+    _answer,
+    _ended_by_error,
+    _extra,
+    _usage,
+)
 from taskforce.infrastructure.llm._openai_errors import (
     _ErrorInAnswer,
     _InvalidResponse,
@@ -250,7 +256,8 @@ class OpenAICompatibleProvider:
             ``{"attempts": [...]}`` first when the call was retried, ``{"content": delta}``
             chunks, then
             ``{"done": True, "usage": ..., "model": ..., "attempts": [...]}`` (and
-            ``tool_calls`` when asked with tools).
+            ``tool_calls`` when asked with tools); ``usage`` adds what the attempts
+            retried after an error that ended their answers reported.
 
         Raises:
             LLMProviderError: the request failed after retries, was answered without
@@ -260,7 +267,8 @@ class OpenAICompatibleProvider:
                 or its tool calls cannot be decoded; ``error_type`` and ``attempts``
                 say which and how often, ``usage`` what the stream reported before
                 it failed, if anything (also after a ``finish_reason: "error"``: a
-                router bills the answer its error ended). A connection that drops after the
+                router bills the answer its error ended), with what the attempts
+                retried after such an error reported. A connection that drops after the
                 ``finish_reason`` (before the usage or ``[DONE]``), or stays open past
                 the deadline, ends the stream as the answer it delivered, not as an error.
         """
@@ -273,6 +281,8 @@ class OpenAICompatibleProvider:
         # An error object in a 2xx stream (an in-stream 429) and what its response's
         # headers say about a retry: the SDK's error carries no response to read them from.
         in_stream: tuple[BaseException, RetryHint] | None = None
+        # The usage the attempts that failed reported: billed, also when retried.
+        billed: Usage | None = None
 
         def server_hint(exc: Exception) -> RetryHint:
             if in_stream is not None and in_stream[0] is exc:
@@ -283,7 +293,7 @@ class OpenAICompatibleProvider:
             # The attempt keeps its own deadline (not the retry policy's), so that the
             # usage read after an error that ended the answer stops at it, and the
             # attempt fails as that error, not as a timeout.
-            nonlocal opened, in_stream
+            nonlocal opened, in_stream, billed
             opened = perf_counter()
             deadline = loop.time() + self._timeout
             async with asyncio.timeout_at(deadline):
@@ -304,6 +314,7 @@ class OpenAICompatibleProvider:
                 except _ErrorInAnswer as exc:
                     # The answer ended by an error: what the server billed may follow it.
                     exc.usage = await _usage_after_error(chunks, exc.usage, deadline)
+                    billed = _added(billed, exc.usage)
                     raise
             except BaseException as exc:
                 await response.close()
@@ -321,9 +332,8 @@ class OpenAICompatibleProvider:
         except Exception as exc:
             error_type = _classify(exc) or "other"
             said = server_hint(exc).retry
-            # An answer ended by an error reported its usage: billed, so kept.
-            usage = exc.usage if isinstance(exc, _ErrorInAnswer) else None
-            raise self._failures.error(exc, error_type, attempts, usage, said) from exc
+            # What the attempts reported with the errors that ended their answers: billed.
+            raise self._failures.error(exc, error_type, attempts, billed, said) from exc
         state = _StreamState(self._as(asked))
         error: LLMProviderError | None = None
 
@@ -336,7 +346,7 @@ class OpenAICompatibleProvider:
             attempts[-1] = replace(
                 attempts[-1], error_type=error_type, duration_seconds=elapsed_since(opened)
             )
-            error = self._failures.error(exc, error_type, attempts, state.usage)
+            error = self._failures.error(exc, error_type, attempts, _added(billed, state.usage))
             return error
 
         try:
@@ -399,6 +409,7 @@ class OpenAICompatibleProvider:
             await response.close()
         self._answered(asked, state.model)
         _report_incomplete(state.finish_reason, state.model, state.usage)
+        state.usage = _added(billed, state.usage)
         yield state.last_chunk(attempts, tool_calls)
 
     async def _run(
@@ -429,8 +440,11 @@ class OpenAICompatibleProvider:
     ) -> LLMResult:
         params = cast("list[ChatCompletionMessageParam]", messages)
         attempts: list[LLMAttempt] = []
+        # The usage the attempts that failed reported: billed, also when retried.
+        billed: Usage | None = None
 
         async def attempt() -> Any:
+            nonlocal billed
             # Raw, for the headers: an error object in a 2xx may come with a Retry-After
             # (or retry-after-ms, x-should-retry).
             raw = await self._client.chat.completions.with_raw_response.create(
@@ -438,7 +452,11 @@ class OpenAICompatibleProvider:
             )
             response = raw.parse()
             if isinstance(response, ChatCompletion):
-                _raise_carried_error(response, raw.headers)
+                try:
+                    _raise_carried_error(response, raw.headers)
+                except _ErrorInAnswer as exc:
+                    billed = _added(billed, exc.usage)
+                    raise
             return response
 
         try:
@@ -447,14 +465,13 @@ class OpenAICompatibleProvider:
             error_type = _classify(exc)
             if error_type is None:
                 raise
-            # A choice ended by an error reported its usage: billed, so kept.
-            usage = exc.usage if isinstance(exc, _ErrorInAnswer) else None
+            # What the attempts reported with the errors that ended their answers: billed.
             return self._failures.result(
                 self._failures.describe(exc, error_type),
                 error_type,
                 self._as(asked),
                 attempts,
-                usage,
+                billed,
             )
         if not isinstance(response, ChatCompletion):
             # The SDK hands back the body as text when it is not JSON (an HTML error page).
@@ -464,10 +481,12 @@ class OpenAICompatibleProvider:
                 "invalid_response",
                 self._as(asked),
                 attempts,
+                billed,
             )
         reported = response.model or self._as(asked)
         # Read first: a server bills the answer it sent, even one that cannot be used.
-        usage = _usage(response.usage)
+        own = _usage(response.usage)
+        usage = _added(billed, own)
         try:
             result = _answer(response, reported, usage, with_tool_calls=with_tool_calls)
         except (_InvalidResponse, AttributeError, TypeError, ValueError) as exc:
@@ -478,7 +497,7 @@ class OpenAICompatibleProvider:
             return self._failures.result(reason, "invalid_response", reported, attempts, usage)
         result["attempts"] = attempts
         self._answered(asked, response.model)
-        _report_incomplete(response.choices[0].finish_reason, reported, usage)
+        _report_incomplete(response.choices[0].finish_reason, reported, own)
         return result
 
     def _as(self, asked: str) -> str:

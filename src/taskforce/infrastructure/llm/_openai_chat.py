@@ -24,6 +24,7 @@ from taskforce.core.interfaces.log import quoted
 from taskforce.infrastructure.llm._openai_errors import _ErrorInAnswer, _InvalidResponse
 
 __all__ = [
+    "_added",
     "_answer",
     "_arguments_text",
     "_content_text",
@@ -82,6 +83,27 @@ def _usage(usage: CompletionUsage | None) -> Usage | None:
     if reasoning:
         reported["completion_tokens"] += reasoning
     return cast("Usage", reported) if reported else None
+
+
+def _added(earlier: Usage | None, later: Usage | None) -> Usage | None:
+    """``later`` with the counts of ``earlier`` added, count by count: the usage of a call
+    whose earlier attempts reported one too (billed, though retried).
+
+    A count only one of them gives is taken as it is; two that are not both whole
+    numbers are not added (``later``'s stands, for the metrics to refuse if it is no count).
+    """
+    if earlier is None:
+        return later
+    if later is None:
+        return earlier
+    added: dict[str, Any] = dict(later)
+    for name, count in earlier.items():
+        other = added.get(name)
+        if other is None:
+            added[name] = count
+        elif type(count) is int and type(other) is int:
+            added[name] = count + other
+    return cast("Usage", added)
 
 
 def _reasoning_besides(usage: object, counts: dict[str, Any]) -> int:
