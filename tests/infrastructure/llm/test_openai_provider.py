@@ -23,6 +23,9 @@ from taskforce.core.interfaces import StreamingLLMProviderProtocol
 from taskforce.errors import LLMProviderError
 from taskforce.infrastructure.llm import OpenAICompatibleProvider
 from taskforce.infrastructure.llm._openai_http import _CappedBody, _TooLarge
+from taskforce.observability.metrics import MetricSet
+from taskforce.observability.proxies import observe_llm_provider
+from tests.observability.metric_samples import samples
 from tests.support.fake_openai import FakeOpenAIServer
 from tests.support.raw_upstream import RawUpstream, chunked, raw_response
 from tests.support.trickle_server import COMPLETION_BODY, TrickleServer, sse_body
@@ -2566,6 +2569,29 @@ class TestAnswersEndedByAnError:
         assert ["server_error"] == [a.error_type for a in info.value.attempts]
         expected = "the answer carried an error (server_error): Provider disconnected unexpectedly"
         assert expected == str(info.value)
+
+    async def test_the_metrics_count_what_the_failed_stream_reports(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """Behind the proxy, OpenRouter's error chunk is one failure of the type the raised
+        error names, and the usage after it is counted as tokens."""
+        error = {"code": "server_error", "message": "Provider disconnected unexpectedly"}
+        ended = {"index": 0, "delta": {"content": ""}, "finish_reason": "error"}
+        after = _frame([], usage=_USAGE)
+        fake.stream_next([_frame([_text("ab")]), _frame([ended], error=error), after, "[DONE]"])
+        metrics = MetricSet()
+
+        with pytest.raises(LLMProviderError) as info:
+            async for _ in observe_llm_provider(provider, metrics).stream(_mission("hi")):
+                pass
+
+        assert {("gpt-test", "none", "server_error"): 1} == samples(
+            metrics, "taskforce_llm_failures_total"
+        )
+        assert {("gpt-test", "none", "input"): 11, ("gpt-test", "none", "output"): 7} == samples(
+            metrics, "taskforce_llm_tokens_total"
+        )
+        assert ("server_error", _USAGE) == (info.value.error_type, info.value.usage)
 
     async def test_an_error_body_keeps_its_usage(
         self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
