@@ -43,6 +43,7 @@ class TestDefaults:
         assert 64 == s.api.max_missions_in_flight
         assert s.api.max_connections is None  # half the open-file limit, at start
         assert 1000 == s.tools.max_dir_entries
+        assert 1000 == s.tools.max_expression_chars
 
 
 class TestLoggingFormatDefault:
@@ -152,6 +153,8 @@ class TestErrors:
             ("TASKFORCE_TOOLS__MAX_DIR_ENTRIES", "0", "tools.max_dir_entries"),
             ("TASKFORCE_TOOLS__MAX_DIR_ENTRIES", "1000001", "tools.max_dir_entries"),
             ("TASKFORCE_TOOLS__MAX_DIR_ENTRIES", "many", "tools.max_dir_entries"),
+            ("TASKFORCE_TOOLS__MAX_EXPRESSION_CHARS", "0", "tools.max_expression_chars"),
+            ("TASKFORCE_TOOLS__MAX_EXPRESSION_CHARS", "100001", "tools.max_expression_chars"),
             # an empty path would silently mean the working directory
             ("TASKFORCE_STATE_DIR", " ", "state_dir"),
             ("TASKFORCE_WORKSPACE_DIR", "", "workspace_dir"),

@@ -134,6 +134,7 @@ def build_container(
             tool_pool,
             max_file_bytes=settings.tools.max_file_bytes,
             max_dir_entries=settings.tools.max_dir_entries,
+            max_expression_chars=settings.tools.max_expression_chars,
         )
     )
     state = state_store if state_store is not None else make_state_store(settings)

@@ -124,6 +124,8 @@ class ToolSettings(_Section):
     max_file_bytes: int = Field(default=1024 * 1024, ge=1, le=1024**4)
     #: The most entries one ``list_dir`` result holds; a longer listing is cut, and says so.
     max_dir_entries: int = Field(default=1000, ge=1, le=1_000_000)
+    #: The longest expression ``calculator`` evaluates (it parses on the event loop).
+    max_expression_chars: int = Field(default=1000, ge=1, le=100_000)
 
 
 class MetricsSettings(_Section):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from taskforce.application.container import build_container
+from taskforce.config import Settings
 from taskforce.core.interfaces.tools import ToolResult
 from taskforce.infrastructure.tools import CalculatorTool
 
@@ -185,3 +189,54 @@ class TestCalculatorRefusals:
         """A number instead of an expression string is an argument error."""
         result = await CalculatorTool().execute(expression=42)
         assert "InvalidArguments" == result["error_type"]
+
+
+class TestCalculatorLengthLimit:
+    async def test_a_longer_limit_takes_a_longer_expression(self) -> None:
+        """With max_expression_chars 1500 an expression of 1201 characters evaluates, and the
+        schema the model reads says 1500."""
+        tool = CalculatorTool(max_expression_chars=1500)
+        assert 1500 == tool.parameters_schema["properties"]["expression"]["maxLength"]
+        assert {"success": True, "output": 601} == await tool.execute(expression="1+" * 600 + "1")
+
+    async def test_a_shorter_limit_refuses_and_says_so(self) -> None:
+        """With max_expression_chars 10 an expression of 11 characters is refused, named."""
+        result = await CalculatorTool(max_expression_chars=10).execute(expression="1+2+3+4+5+6")
+        assert "InvalidArguments" == result["error_type"]
+        assert "argument 'expression' is longer than 10 characters" in result["error"]
+
+    async def test_the_limit_holds_without_the_schema_check(self) -> None:
+        """run() itself refuses a longer expression, for a caller that skipped execute()."""
+        result = await CalculatorTool(max_expression_chars=3).run({"expression": "1+2+3"})
+        assert {
+            "success": False,
+            "error": "expression is longer than 3 characters",
+            "error_type": "LimitExceeded",
+        } == result
+
+    def test_a_limit_below_one_is_refused(self) -> None:
+        """max_expression_chars must be at least 1."""
+        with pytest.raises(ValueError, match="max_expression_chars"):
+            CalculatorTool(max_expression_chars=0)
+
+    def test_the_default_is_the_schemas_1000(self) -> None:
+        """Unset, the limit is 1000 characters, on the class and on an instance."""
+        for schema in (CalculatorTool.parameters_schema, CalculatorTool().parameters_schema):
+            assert 1000 == schema["properties"]["expression"]["maxLength"]
+
+    async def test_the_setting_reaches_the_containers_calculator(self, tmp_path: Path) -> None:
+        """tools.max_expression_chars sets the limit of the container's calculator."""
+        settings = Settings(
+            state_dir=tmp_path / "state",
+            workspace_dir=tmp_path / "ws",
+            tools={"max_expression_chars": 1500},
+        )
+        expression = "1+" * 600 + "1"
+        async with build_container(settings) as container:
+            result = await container.executor.execute_mission(
+                f"tool:calculator {json.dumps({'expression': expression})}"
+            )
+        assert ("completed", "Completed 1 tool call(s). Last result: 601") == (
+            result.status,
+            result.final_message,
+        )

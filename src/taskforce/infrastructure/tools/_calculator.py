@@ -17,9 +17,10 @@ from taskforce.core.interfaces.log import quoted
 from taskforce.core.interfaces.tools import ToolResult
 from taskforce.infrastructure.tools._base import BaseTool, error_result, ok_result
 
-__all__ = ["CalculatorTool"]
+__all__ = ["DEFAULT_MAX_EXPRESSION_CHARS", "CalculatorTool"]
 
-_MAX_EXPRESSION_LENGTH = 1000
+#: The longest expression the tool takes by default (``tools.max_expression_chars``).
+DEFAULT_MAX_EXPRESSION_CHARS = 1000
 #: Largest magnitude any intermediate value may reach (about the float limit); a float,
 #: so the literal ``1e308`` is within it (the float is a little above ``10**308``).
 _MAX_MAGNITUDE = 1e308
@@ -187,11 +188,12 @@ class _Evaluator:
             raise _Refused(f"{name}() cannot be computed: {exc}", "MathDomainError") from exc
 
 
-def _calculate(expression: str) -> Number:
+def _calculate(expression: str, max_chars: int = DEFAULT_MAX_EXPRESSION_CHARS) -> Number:
     """Evaluate an arithmetic expression safely.
 
     Args:
         expression: The expression, e.g. ``"2 * (3 + sqrt(16))"``.
+        max_chars: The longest expression evaluated; a longer one is refused unparsed.
 
     Returns:
         The value; an integral float comes back as ``int`` when it is below ``2**53``
@@ -200,10 +202,8 @@ def _calculate(expression: str) -> Number:
     Raises:
         _Refused: The expression is invalid, unsupported or over a limit.
     """
-    if len(expression) > _MAX_EXPRESSION_LENGTH:
-        raise _Refused(
-            f"expression is longer than {_MAX_EXPRESSION_LENGTH} characters", "LimitExceeded"
-        )
+    if len(expression) > max_chars:
+        raise _Refused(f"expression is longer than {max_chars} characters", "LimitExceeded")
     try:
         tree = ast.parse(expression.strip(), mode="eval")
     except SyntaxError as exc:
@@ -225,26 +225,45 @@ def _calculate(expression: str) -> Number:
     return value
 
 
+def _schema(max_chars: int) -> dict[str, Any]:
+    """The calculator's parameters schema, with ``max_chars`` as the expression's ``maxLength``."""
+    return {
+        "type": "object",
+        "properties": {
+            "expression": {
+                "type": "string",
+                "description": "The expression to evaluate, e.g. '2 * (3 + sqrt(16))'.",
+                "maxLength": max_chars,
+            },
+        },
+        "required": ["expression"],
+        "additionalProperties": False,
+    }
+
+
 class CalculatorTool(BaseTool):
-    """Evaluates arithmetic expressions without ``eval``."""
+    """Evaluates arithmetic expressions without ``eval``.
+
+    Args:
+        max_expression_chars: The longest expression it evaluates; its schema's
+            ``maxLength``, so a longer one is refused as ``InvalidArguments``.
+
+    Raises:
+        ValueError: ``max_expression_chars`` is below 1.
+    """
 
     name = "calculator"
     description = (
         "Evaluate an arithmetic expression: numbers, + - * / // % **, parentheses, "
         "sqrt, abs, round, min, max, floor, ceil, log, sin, cos, pi, e."
     )
-    parameters_schema = {
-        "type": "object",
-        "properties": {
-            "expression": {
-                "type": "string",
-                "description": "The expression to evaluate, e.g. '2 * (3 + sqrt(16))'.",
-                "maxLength": _MAX_EXPRESSION_LENGTH,
-            },
-        },
-        "required": ["expression"],
-        "additionalProperties": False,
-    }
+    parameters_schema = _schema(DEFAULT_MAX_EXPRESSION_CHARS)
+
+    def __init__(self, *, max_expression_chars: int = DEFAULT_MAX_EXPRESSION_CHARS) -> None:
+        if max_expression_chars < 1:
+            raise ValueError(f"max_expression_chars must be at least 1, got {max_expression_chars}")
+        self.max_expression_chars = max_expression_chars
+        self.parameters_schema = _schema(max_expression_chars)
 
     async def run(self, args: Mapping[str, Any]) -> ToolResult:
         """Evaluate ``args["expression"]``.
@@ -256,6 +275,6 @@ class CalculatorTool(BaseTool):
             The number, or an error result saying why it was refused.
         """
         try:
-            return ok_result(_calculate(args["expression"]))
+            return ok_result(_calculate(args["expression"], self.max_expression_chars))
         except _Refused as exc:
             return error_result(str(exc), exc.error_type)

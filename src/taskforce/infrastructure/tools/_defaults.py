@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from taskforce.infrastructure.tools._calculator import CalculatorTool
+from taskforce.infrastructure.tools._calculator import DEFAULT_MAX_EXPRESSION_CHARS, CalculatorTool
 from taskforce.infrastructure.tools._files import (
     DEFAULT_MAX_DIR_ENTRIES,
     DEFAULT_MAX_FILE_BYTES,
@@ -25,6 +25,7 @@ def build_default_registry(
     *,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     max_dir_entries: int = DEFAULT_MAX_DIR_ENTRIES,
+    max_expression_chars: int = DEFAULT_MAX_EXPRESSION_CHARS,
 ) -> ToolRegistry:
     """Build a registry holding the five built-in tools.
 
@@ -34,6 +35,7 @@ def build_default_registry(
             default size when not given.
         max_file_bytes: The largest file the file tools read or leave behind.
         max_dir_entries: The most entries one ``list_dir`` result holds.
+        max_expression_chars: The longest expression ``calculator`` evaluates.
 
     Returns:
         A registry with ``calculator``, ``file_read``, ``file_write``, ``list_dir`` and ``sleep``.
@@ -41,7 +43,7 @@ def build_default_registry(
     pool = pool if pool is not None else ToolThreadPool()
     return ToolRegistry(
         [
-            CalculatorTool(),
+            CalculatorTool(max_expression_chars=max_expression_chars),
             FileReadTool(workspace_dir, pool, max_file_bytes=max_file_bytes),
             FileWriteTool(workspace_dir, pool, max_file_bytes=max_file_bytes),
             ListDirTool(workspace_dir, pool, max_entries=max_dir_entries),
