@@ -44,6 +44,7 @@ class TestDefaults:
         assert s.api.max_connections is None  # half the open-file limit, at start
         assert 1000 == s.tools.max_dir_entries
         assert 1000 == s.tools.max_expression_chars
+        assert 300 == s.tools.max_sleep_seconds
 
 
 class TestLoggingFormatDefault:
@@ -155,6 +156,9 @@ class TestErrors:
             ("TASKFORCE_TOOLS__MAX_DIR_ENTRIES", "many", "tools.max_dir_entries"),
             ("TASKFORCE_TOOLS__MAX_EXPRESSION_CHARS", "0", "tools.max_expression_chars"),
             ("TASKFORCE_TOOLS__MAX_EXPRESSION_CHARS", "100001", "tools.max_expression_chars"),
+            ("TASKFORCE_TOOLS__MAX_SLEEP_SECONDS", "0", "tools.max_sleep_seconds"),
+            ("TASKFORCE_TOOLS__MAX_SLEEP_SECONDS", "3601", "tools.max_sleep_seconds"),
+            ("TASKFORCE_TOOLS__MAX_SLEEP_SECONDS", "nan", "tools.max_sleep_seconds"),
             # an empty path would silently mean the working directory
             ("TASKFORCE_STATE_DIR", " ", "state_dir"),
             ("TASKFORCE_WORKSPACE_DIR", "", "workspace_dir"),

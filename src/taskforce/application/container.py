@@ -135,6 +135,7 @@ def build_container(
             max_file_bytes=settings.tools.max_file_bytes,
             max_dir_entries=settings.tools.max_dir_entries,
             max_expression_chars=settings.tools.max_expression_chars,
+            max_sleep_seconds=settings.tools.max_sleep_seconds,
         )
     )
     state = state_store if state_store is not None else make_state_store(settings)

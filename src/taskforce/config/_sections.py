@@ -117,7 +117,7 @@ class AgentSettings(_Section):
 
 
 class ToolSettings(_Section):
-    """How the built-in tools run their blocking work, and how much they read or write."""
+    """How the built-in tools run their blocking work, and how much they read, write or take."""
 
     threads: int = Field(default=8, ge=1, le=256)
     #: The largest file ``file_read`` reads and ``file_write`` leaves (appends included).
@@ -126,6 +126,8 @@ class ToolSettings(_Section):
     max_dir_entries: int = Field(default=1000, ge=1, le=1_000_000)
     #: The longest expression ``calculator`` evaluates (it parses on the event loop).
     max_expression_chars: int = Field(default=1000, ge=1, le=100_000)
+    #: The longest wait ``sleep`` takes; ``agent.tool_timeout_seconds`` still cuts a call.
+    max_sleep_seconds: float = Field(default=300.0, gt=0, le=3600)
 
 
 class MetricsSettings(_Section):

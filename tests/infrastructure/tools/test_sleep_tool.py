@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from taskforce.application.container import build_container
+from taskforce.config import Settings
 from taskforce.infrastructure.tools import SleepTool
 
 
@@ -60,3 +63,42 @@ class TestSleepTool:
         """Calling without seconds gives an error result naming the argument."""
         result = await SleepTool().execute()
         assert "sleep': missing required argument 'seconds'. It takes 'seconds'" in result["error"]
+
+
+class TestSleepLimit:
+    async def test_a_longer_limit_takes_a_longer_sleep(self) -> None:
+        """With max_seconds 600 a 400 s sleep is taken (cancelled here), and the schema and
+        description the model reads say 600."""
+        tool = SleepTool(max_seconds=600)
+        assert 600 == tool.parameters_schema["properties"]["seconds"]["maximum"]
+        assert "(0 to 600)" in tool.description
+        task = asyncio.create_task(tool.execute(seconds=400))
+        await asyncio.sleep(0.01)
+        assert not task.done()  # sleeping, not refused
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    async def test_a_shorter_limit_refuses_and_says_so(self) -> None:
+        """With max_seconds 0.5 a 1 s sleep is refused, the limit named as given."""
+        result = await SleepTool(max_seconds=0.5).execute(seconds=1)
+        assert "InvalidArguments" == result["error_type"]
+        assert "argument 'seconds' must be at most 0.5, got 1" in result["error"]
+
+    @pytest.mark.parametrize("max_seconds", [0, -1, float("nan"), float("inf")])
+    def test_a_limit_not_above_zero_is_refused(self, max_seconds: float) -> None:
+        """max_seconds must be a finite number above 0."""
+        with pytest.raises(ValueError, match="max_seconds"):
+            SleepTool(max_seconds=max_seconds)
+
+    async def test_the_setting_reaches_the_containers_sleep(self, tmp_path: Path) -> None:
+        """tools.max_sleep_seconds sets the limit of the container's sleep tool."""
+        settings = Settings(
+            state_dir=tmp_path / "state",
+            workspace_dir=tmp_path / "ws",
+            tools={"max_sleep_seconds": 0.5},
+        )
+        async with build_container(settings) as container:
+            result = await container.executor.execute_mission('tool:sleep {"seconds": 1}')
+        assert "failed" == result.status
+        assert "must be at most 0.5, got 1" in (result.error or "")

@@ -13,7 +13,7 @@ from taskforce.infrastructure.tools._files import (
     ListDirTool,
 )
 from taskforce.infrastructure.tools._registry import ToolRegistry
-from taskforce.infrastructure.tools._sleep import SleepTool
+from taskforce.infrastructure.tools._sleep import DEFAULT_MAX_SLEEP_SECONDS, SleepTool
 from taskforce.infrastructure.tools._thread_pool import ToolThreadPool
 
 __all__ = ["build_default_registry"]
@@ -26,6 +26,7 @@ def build_default_registry(
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     max_dir_entries: int = DEFAULT_MAX_DIR_ENTRIES,
     max_expression_chars: int = DEFAULT_MAX_EXPRESSION_CHARS,
+    max_sleep_seconds: float = DEFAULT_MAX_SLEEP_SECONDS,
 ) -> ToolRegistry:
     """Build a registry holding the five built-in tools.
 
@@ -36,6 +37,7 @@ def build_default_registry(
         max_file_bytes: The largest file the file tools read or leave behind.
         max_dir_entries: The most entries one ``list_dir`` result holds.
         max_expression_chars: The longest expression ``calculator`` evaluates.
+        max_sleep_seconds: The longest wait ``sleep`` takes.
 
     Returns:
         A registry with ``calculator``, ``file_read``, ``file_write``, ``list_dir`` and ``sleep``.
@@ -47,6 +49,6 @@ def build_default_registry(
             FileReadTool(workspace_dir, pool, max_file_bytes=max_file_bytes),
             FileWriteTool(workspace_dir, pool, max_file_bytes=max_file_bytes),
             ListDirTool(workspace_dir, pool, max_entries=max_dir_entries),
-            SleepTool(),
+            SleepTool(max_seconds=max_sleep_seconds),
         ]
     )
