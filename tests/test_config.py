@@ -45,6 +45,7 @@ class TestDefaults:
         assert 1000 == s.tools.max_dir_entries
         assert 1000 == s.tools.max_expression_chars
         assert 300 == s.tools.max_sleep_seconds
+        assert 100 == s.agent.max_result_depth
 
 
 class TestLoggingFormatDefault:
@@ -159,6 +160,8 @@ class TestErrors:
             ("TASKFORCE_TOOLS__MAX_SLEEP_SECONDS", "0", "tools.max_sleep_seconds"),
             ("TASKFORCE_TOOLS__MAX_SLEEP_SECONDS", "3601", "tools.max_sleep_seconds"),
             ("TASKFORCE_TOOLS__MAX_SLEEP_SECONDS", "nan", "tools.max_sleep_seconds"),
+            ("TASKFORCE_AGENT__MAX_RESULT_DEPTH", "0", "agent.max_result_depth"),
+            ("TASKFORCE_AGENT__MAX_RESULT_DEPTH", "251", "agent.max_result_depth"),
             # an empty path would silently mean the working directory
             ("TASKFORCE_STATE_DIR", " ", "state_dir"),
             ("TASKFORCE_WORKSPACE_DIR", "", "workspace_dir"),

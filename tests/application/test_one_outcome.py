@@ -253,6 +253,85 @@ _NOT_AN_OBJECT = {
 }
 
 
+def _nested(levels: int) -> Any:
+    """A list ``levels`` deep (itself the first level) around 1."""
+    value: Any = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+class TestTheResultDepthSetting:
+    """``agent.max_result_depth`` reaches the tool runner, the tool proxy and the legacy
+    parser alike, so a call has one outcome whichever setting is in force."""
+
+    async def _run(
+        self, tmp_path: Path, agent_type: AgentType, mission: str, tool: Any, **agent: Any
+    ) -> tuple[list[Any], list[Any], dict[tuple[str, ...], Any], dict[tuple[str, ...], Any]]:
+        """Run ``mission`` with ``tool`` registered and these ``agent`` settings; return the
+        tool results, the failed lines' error types, and the calls and failures counted."""
+        settings = Settings(
+            state_dir=tmp_path / "state",
+            workspace_dir=tmp_path / "workspace",
+            agent=AgentSettings(**agent),
+        )
+        async with build_container(settings) as container:
+            container.tool_registry.register(tool)
+            with capture_logs() as logs:
+                stream = container.executor.execute_mission_streaming(mission, agent_type)
+                events = [event async for event in stream]
+            assert container.metrics is not None
+            calls = samples(container.metrics, "taskforce_tool_calls_total")
+            failures = samples(container.metrics, "taskforce_tool_failures_total")
+        told = [e.data for e in events if e.kind == "tool_result"]
+        return told, _failed_logs(logs), calls, failures
+
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    async def test_a_deeper_result_passes_when_the_setting_allows_it(
+        self, tmp_path: Path, agent_type: AgentType
+    ) -> None:
+        """A result of 121 levels: with the setting at 150 a success, its output whole, in
+        the result, the log and the metrics; unset (100), invalid_result in all three."""
+        tool = _Tool("deep", {"success": True, "output": _nested(120)})
+        told, failed, calls, failures = await self._run(
+            tmp_path / "150", agent_type, "tool:deep {}", tool, max_result_depth=150
+        )
+        assert [(True, _nested(120))] == [(t["success"], t["output"]) for t in told]
+        assert ([], {}) == (failed, failures)
+        assert {("deep", agent_type, "success"): 1} == calls
+
+        told, failed, calls, failures = await self._run(
+            tmp_path / "unset", agent_type, "tool:deep {}", tool
+        )
+        assert [(False, "invalid_result")] == [(t["success"], t["error_type"]) for t in told]
+        assert "nested deeper than 100 levels (agent.max_result_depth)" in told[0]["error"]
+        assert ["invalid_result"] == failed
+        assert {("deep", agent_type, "invalid_result"): 1} == failures
+
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    async def test_deeper_arguments_reach_the_tool_when_the_setting_allows_them(
+        self, tmp_path: Path, agent_type: AgentType
+    ) -> None:
+        """Arguments of 121 levels (a legacy reply of 122): with the setting at 150 the tool
+        gets them; unset (100) they are refused before it runs (lean: InvalidArguments;
+        legacy: the reply is unreadable, so no call is made)."""
+        tool = _Tool("deep", {"success": True, "output": 1})
+        mission = f"tool:deep {json.dumps({'x': _nested(120)})}"
+        told, failed, _, _ = await self._run(
+            tmp_path / "150", agent_type, mission, tool, max_result_depth=150
+        )
+        assert ([True], []) == ([t["success"] for t in told], failed)
+        assert 1 == len(tool.seen)
+
+        told, failed, _, failures = await self._run(tmp_path / "unset", agent_type, mission, tool)
+        assert 1 == len(tool.seen)  # not called again
+        if agent_type == "lean":
+            assert ["InvalidArguments"] == [t["error_type"] for t in told] == failed
+            assert {("deep", "lean", "InvalidArguments"): 1} == failures
+        else:
+            assert ([], [], {}) == (told, failed, failures)
+
+
 def _one_call(name: str, arguments: Any) -> LLMResult:
     """An answer with one native tool call, its arguments as the provider hands them over."""
     call = {"id": "c1", "name": name, "arguments": arguments}

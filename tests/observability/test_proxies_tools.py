@@ -402,6 +402,25 @@ class TestToolProxyFaults:
         assert ("error", "invalid_result") == (status, error_type)
 
 
+class TestResultDepth:
+    async def test_the_registry_gives_its_depth_to_every_tool_it_hands_out(
+        self, metrics: MetricSet
+    ) -> None:
+        """A registry proxy of max_result_depth 150 hands out tools that count a result of
+        121 levels a success; one of the default (100) counts it invalid_result."""
+        deep: Any = 1
+        for _ in range(120):
+            deep = [deep]
+        result = {"success": True, "output": deep}
+        tool = FakeTool("deep", behaviour=_returning(result))
+        deeper = ToolRegistryProxy(FakeRegistry(tool), metrics, max_result_depth=150)
+        assert result is await deeper.get("deep").execute()
+        assert [("deep", "none", "success", None)] == _calls(metrics)
+        unset = ToolRegistryProxy(FakeRegistry(tool), metrics)
+        assert result is await unset.get("deep").execute()
+        assert ("deep", "none", "error", "invalid_result") in _calls(metrics)
+
+
 class TestToolRegistryProxy:
     def test_parity(self, metrics: MetricSet) -> None:
         """isinstance and pass-through methods are the plain registry's."""

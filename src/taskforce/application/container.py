@@ -153,7 +153,12 @@ def build_container(
         )
         observe_process(metrics)
         llm, tools, state = weave(
-            llm_provider=llm, tool_registry=tools, state_store=state, metrics=metrics
+            llm_provider=llm,
+            tool_registry=tools,
+            state_store=state,
+            metrics=metrics,
+            # bound into the tool proxies now: they classify results as the agents do
+            max_result_depth=settings.agent.max_result_depth,
         )
 
     executor: ExecutorProtocol = AgentExecutor(llm, tools, state, agent_settings=settings.agent)

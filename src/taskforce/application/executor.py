@@ -503,6 +503,7 @@ class AgentExecutor:
             "max_steps": settings.max_steps,
             "tool_timeout_seconds": settings.tool_timeout_seconds,
             "fail_on_tool_error": settings.fail_on_tool_error,
+            "max_result_depth": settings.max_result_depth,
         }
         if agent_type == "lean":
             return LeanAgent(self._llm, self._tools, stream_llm=stream_llm, **limits)

@@ -34,6 +34,7 @@ from taskforce.config._validators import (
     resolve_auto_format,
     split_categories,
 )
+from taskforce.core.interfaces.jsonable import MAX_RESULT_DEPTH, MAX_WRITTEN_DEPTH
 from taskforce.core.interfaces.log import LOG_CATEGORIES, MAX_PATH_CHARS
 
 
@@ -113,6 +114,9 @@ class AgentSettings(_Section):
     tool_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     #: The longest mission text a request (HTTP or ``taskforce run``) may carry.
     max_mission_chars: int = Field(default=100_000, ge=1, le=10_000_000)
+    #: The deepest nesting of a tool's result and arguments and of a legacy JSON reply;
+    #: at most what the JSON writers keep whole.
+    max_result_depth: int = Field(default=MAX_RESULT_DEPTH, ge=1, le=MAX_WRITTEN_DEPTH)
     fail_on_tool_error: bool = True
 
 

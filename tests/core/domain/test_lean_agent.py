@@ -276,10 +276,17 @@ class TestLeanAgentFails:
 
     @pytest.mark.parametrize(
         ("kwargs", "name"),
-        [({"max_steps": 0}, "max_steps"), ({"tool_timeout_seconds": 0}, "tool_timeout_seconds")],
+        [
+            ({"max_steps": 0}, "max_steps"),
+            ({"tool_timeout_seconds": 0}, "tool_timeout_seconds"),
+            ({"max_result_depth": 0}, "max_result_depth"),
+            # deeper than the JSON writers keep a value whole
+            ({"max_result_depth": 251}, "max_result_depth must be at most 250"),
+        ],
     )
     def test_bad_limits_are_refused(self, kwargs: dict[str, Any], name: str) -> None:
-        """Non-positive limits raise ValueError naming the setting."""
+        """Non-positive limits, and a result depth past MAX_WRITTEN_DEPTH, raise ValueError
+        naming the setting."""
         with pytest.raises(ValueError, match=name):
             LeanAgent(QueueLLM(), _registry(), **kwargs)
 

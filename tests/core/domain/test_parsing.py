@@ -200,17 +200,32 @@ class TestDeepNesting:
         reply = json.dumps({"action": "tool_call", "tool": "t", "args": {"code": value}})
         assert ToolAction("t", {"code": value}) == parse_action("Sure:\n" + reply)
 
+    @pytest.mark.parametrize("parse", [parse_plan, parse_action])
+    def test_max_depth_sets_how_deep_a_reply_may_nest(
+        self, parse: Callable[[str, int], object]
+    ) -> None:
+        """With max_depth 150 a reply of 120 levels is read; with 119 it is refused,
+        naming 119 and the setting."""
+        deep = "[" * 119 + '"a"' + "]" * 119
+        reply = f'{{"steps": {deep}}}' if parse is parse_plan else f'{{"args": {deep}}}'
+        with pytest.raises(ActionParseError) as refused:
+            parse(reply, 119)
+        assert "deeper than 119 levels (agent.max_result_depth)" in str(refused.value)
+        with pytest.raises(ActionParseError) as read:  # read, and found no plan or action
+            parse(reply, 150)
+        assert "deeper than" not in str(read.value)
+
     def test_closing_brackets_inside_strings_hide_no_nesting(self) -> None:
         """Closing brackets in strings between the levels leave the nesting counted."""
         reply = '{"steps": ' + '["]]]]", ' * (MAX_JSON_DEPTH + 1)
         with pytest.raises(ActionParseError, match=f"deeper than {MAX_JSON_DEPTH} levels"):
-            _check_depth(reply)
+            _check_depth(reply, MAX_JSON_DEPTH)
 
     def test_a_stray_quote_misleads_the_scan_for_its_line_only(self) -> None:
         """A quote in the prose before the JSON starts no string past the line's end."""
         reply = 'The "best plan:\n' + "[" * (MAX_JSON_DEPTH + 1) + '"a"' + "]" * 101
         with pytest.raises(ActionParseError, match=f"deeper than {MAX_JSON_DEPTH} levels"):
-            _check_depth(reply)
+            _check_depth(reply, MAX_JSON_DEPTH)
 
     @pytest.mark.parametrize("parse", [parse_plan, parse_action])
     def test_nesting_a_stray_quote_hides_is_tried_a_bounded_number_of_times(

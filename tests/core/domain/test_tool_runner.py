@@ -63,7 +63,7 @@ class TestRunToolCall:
         assert {
             "success": False,
             "error": "arguments of tool 'echo' must not nest deeper than "
-            f"{MAX_RESULT_DEPTH} levels",
+            f"{MAX_RESULT_DEPTH} levels (agent.max_result_depth)",
             "error_type": "InvalidArguments",
         } == refused
         assert [{"x": fits}] == tool.calls
@@ -149,6 +149,32 @@ class TestRunToolCall:
 
         assert ("invalid_result", False) == (result["error_type"], result["success"])
 
+    async def test_max_depth_sets_how_deep_arguments_and_results_may_nest(self) -> None:
+        """With max_depth 150 arguments and a result of 121 levels pass; with max_depth 5,
+        arguments of 6 are refused naming 5 and the setting, the tool not run."""
+
+        async def echo(**params: Any) -> Any:
+            return {"success": True, "output": params["x"]}
+
+        tool = FakeTool("echo", echo)
+        deep: Any = 1
+        for _ in range(120):
+            deep = [deep]
+
+        passed = await run_tool_call(
+            FakeRegistry(tool), "echo", {"x": deep}, timeout_seconds=5, max_depth=150
+        )
+        refused = await run_tool_call(
+            FakeRegistry(tool), "echo", {"x": [[[[[1]]]]]}, timeout_seconds=5, max_depth=5
+        )
+
+        assert {"success": True, "output": deep} == passed
+        assert (
+            "arguments of tool 'echo' must not nest deeper than 5 levels (agent.max_result_depth)"
+            == refused["error"]
+        )
+        assert 1 == len(tool.calls)
+
     @pytest.mark.parametrize("success", [True, False])
     async def test_result_nested_too_deep_is_an_error_that_says_so(self, success: bool) -> None:
         """A result JSON cannot hold is invalid_result; the error names the limit, not the
@@ -167,7 +193,8 @@ class TestRunToolCall:
         assert {
             "success": False,
             "error": "tool 'bad' returned a result JSON cannot hold: nested deeper than "
-            f"{MAX_RESULT_DEPTH} levels, or holding a container that cannot be read",
+            f"{MAX_RESULT_DEPTH} levels (agent.max_result_depth), or holding a container that "
+            "cannot be read",
             "error_type": "invalid_result",
         } == result
 

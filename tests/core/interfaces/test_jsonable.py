@@ -12,6 +12,7 @@ import wrapt
 from taskforce.core.interfaces import jsonable as jsonable_module
 from taskforce.core.interfaces.jsonable import (
     MAX_RESULT_DEPTH,
+    MAX_WRITTEN_DEPTH,
     as_text,
     json_writer,
     jsonable,
@@ -172,15 +173,33 @@ class TestTooDeep:
     @pytest.mark.parametrize("is_finite", [False, True])
     def test_nesting_past_the_recursion_limit_is_cut(self, is_finite: bool) -> None:
         """A value json.dumps cannot write for its depth is written, cut where it nests
-        deeper than ``MAX_RESULT_DEPTH`` levels."""
+        deeper than ``MAX_WRITTEN_DEPTH`` levels."""
         deep: Any = 1
         for _ in range(5000):
             deep = [deep]
         cut: Any = "<nested too deep>"
-        for _ in range(MAX_RESULT_DEPTH):
+        for _ in range(MAX_WRITTEN_DEPTH):
             cut = [cut]
         assert cut == json.loads(json_writer(is_finite=is_finite)(deep))
         assert cut == jsonable(deep)
+
+    def test_the_deepest_result_allowed_is_written_whole_deep_in_a_stack(self) -> None:
+        """A value of ``MAX_WRITTEN_DEPTH`` levels (the most agent.max_result_depth allows)
+        that the encoder refuses (a NaN for a strict writer, so the fallback writes it) is
+        written whole, not cut and without a RecursionError, from 200 frames down."""
+        deep: Any = float("nan")
+        for _ in range(MAX_WRITTEN_DEPTH):
+            deep = [deep]
+        expected: Any = None
+        for _ in range(MAX_WRITTEN_DEPTH):
+            expected = [expected]
+
+        def write(frames: int) -> Any:
+            return write(frames - 1) if frames else json_writer(is_finite=True)(deep)
+
+        assert expected == json.loads(write(200))
+        assert nests_within(deep, MAX_WRITTEN_DEPTH)
+        assert not nests_within([deep], MAX_WRITTEN_DEPTH)
 
 
 class TestWrittenByItsType:

@@ -17,7 +17,7 @@ from taskforce.core.domain._outcome import AgentOutcome
 from taskforce.core.domain._tool_runner import UNKNOWN_TOOL_ERROR_TYPE, run_tool_call
 from taskforce.core.interfaces.closing import aclose_iterator
 from taskforce.core.interfaces.executor import StepRecord
-from taskforce.core.interfaces.jsonable import json_writer
+from taskforce.core.interfaces.jsonable import MAX_RESULT_DEPTH, MAX_WRITTEN_DEPTH, json_writer
 from taskforce.core.interfaces.llm import (
     ChatMessage,
     LLMProviderProtocol,
@@ -107,20 +107,30 @@ def crash_error(exc: BaseException) -> tuple[str, str]:
     return error, error_type
 
 
-def check_limits(max_steps: int, tool_timeout_seconds: float, **more_counts: int) -> None:
+def check_limits(
+    max_steps: int, tool_timeout_seconds: float, max_result_depth: int, **more_counts: int
+) -> None:
     """Refuse limits an agent cannot run with.
 
     Args:
         max_steps: the most LLM turns of a run.
         tool_timeout_seconds: the time limit of one tool call.
+        max_result_depth: the deepest nesting of a tool's result and arguments, and of
+            the legacy flow's replies: at most what the JSON writers keep.
         **more_counts: further limits that must be positive ints, by name.
 
     Raises:
-        ValueError: a limit is not positive; the message names it.
+        ValueError: a limit is not positive, or ``max_result_depth`` is past
+            ``MAX_WRITTEN_DEPTH``; the message names it.
     """
-    for name, value in {"max_steps": max_steps, **more_counts}.items():
+    counts = {"max_steps": max_steps, "max_result_depth": max_result_depth, **more_counts}
+    for name, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if max_result_depth > MAX_WRITTEN_DEPTH:  # deeper, a writer would cut a valid result
+        raise ValueError(
+            f"max_result_depth must be at most {MAX_WRITTEN_DEPTH}, got {max_result_depth!r}"
+        )
     if not tool_timeout_seconds > 0:
         raise ValueError(f"tool_timeout_seconds must be > 0, got {tool_timeout_seconds!r}")
 
@@ -142,6 +152,7 @@ class MissionRun:
         max_steps: int,
         tool_timeout_seconds: float,
         fail_on_tool_error: bool,
+        max_result_depth: int = MAX_RESULT_DEPTH,
         stream_llm: bool = False,
     ) -> None:
         self.llm = llm
@@ -152,6 +163,7 @@ class MissionRun:
         self.max_steps = max_steps
         self.tool_timeout_seconds = tool_timeout_seconds
         self.fail_on_tool_error = fail_on_tool_error
+        self.max_result_depth = max_result_depth
         self.steps: list[StepRecord] = []
         self.tool_calls = 0
         self.llm_turns = 0
@@ -317,7 +329,11 @@ class MissionRun:
         self.tool_calls += 1
         await self.events.emit("tool_call", step=step, call_id=call_id, tool=name, args=arguments)
         result = await run_tool_call(
-            self.tools, name, arguments, timeout_seconds=self.tool_timeout_seconds
+            self.tools,
+            name,
+            arguments,
+            timeout_seconds=self.tool_timeout_seconds,
+            max_depth=self.max_result_depth,
         )
         data: dict[str, Any] = {"step": step, "call_id": call_id, "tool": name}
         data.update((key, result[key]) for key in _RESULT_KEYS if key in result)  # type: ignore[literal-required]

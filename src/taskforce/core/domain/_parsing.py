@@ -3,8 +3,8 @@
 Models wrap JSON in code fences or surround it with prose, so the parsers take
 the whole reply when it is JSON, else the first fenced block that is, else the first
 JSON value in it that starts as a plan or an action can (``{"``; for a plan also ``["``
-or ``[{``). A reply nested deeper than ``MAX_JSON_DEPTH`` is refused before any of that
-is tried.
+or ``[{``). A reply nested deeper than ``max_depth`` levels (``agent.max_result_depth``,
+``MAX_JSON_DEPTH`` unless set) is refused before any of that is tried.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from taskforce.core.interfaces.jsonable import nests_within
+from taskforce.core.interfaces.jsonable import MAX_RESULT_DEPTH, nests_within
 from taskforce.core.interfaces.log import quoted
 
 __all__ = [
@@ -27,8 +27,9 @@ __all__ = [
     "parse_plan",
 ]
 
-MAX_JSON_DEPTH = 100
-"""The deepest nesting of brackets a reply may have; a deeper one holds no plan or action.
+MAX_JSON_DEPTH = MAX_RESULT_DEPTH
+"""The deepest nesting of brackets a reply may have unless ``agent.max_result_depth`` says
+otherwise (whose default it is); a deeper one holds no plan or action.
 
 Python's decoder raises ``RecursionError`` past its recursion limit, and each try from
 another position would descend again: the reply is refused once, unread.
@@ -42,7 +43,6 @@ decodes when a stray quote in the prose hid that nesting from the depth check: t
 bound keeps the work on any reply linear in its length.
 """
 
-_TOO_DEEP = f"the reply nests deeper than {MAX_JSON_DEPTH} levels"
 #: What the depth scan stops at: an escape (a backslash and the character after it,
 #: skipped whole), a quote, a bracket, or a line end (no JSON string holds one).
 _DEPTH_TOKENS = re.compile(r'\\.|["\[\]{}\n]')
@@ -74,17 +74,23 @@ class FinishAction:
     answer: str
 
 
-def _may_nest_too_deep(text: str) -> bool:
-    """Whether ``text`` has the opening brackets to nest deeper than ``MAX_JSON_DEPTH``.
+def _too_deep(max_depth: int) -> ActionParseError:
+    return ActionParseError(
+        f"the reply nests deeper than {max_depth} levels (agent.max_result_depth)"
+    )
+
+
+def _may_nest_too_deep(text: str, max_depth: int) -> bool:
+    """Whether ``text`` has the opening brackets to nest deeper than ``max_depth``.
 
     Two counts in C: a reply with fewer cannot, whatever its strings hold, so the
     checks below are skipped for it (every ordinary plan and action).
     """
-    return text.count("[") + text.count("{") > MAX_JSON_DEPTH
+    return text.count("[") + text.count("{") > max_depth
 
 
-def _check_depth(text: str) -> None:
-    """Refuse ``text`` when its brackets nest deeper than ``MAX_JSON_DEPTH``, in one pass.
+def _check_depth(text: str, max_depth: int) -> None:
+    """Refuse ``text`` when its brackets nest deeper than ``max_depth``, in one pass.
 
     Brackets inside JSON strings do not count (code or a regex in an argument), so a
     string neither deepens nor hides the nesting. A string ends at its closing quote,
@@ -104,23 +110,23 @@ def _check_depth(text: str) -> None:
             is_in_string = True
         elif token in "[{":
             depth += 1
-            if depth > MAX_JSON_DEPTH:
-                raise ActionParseError(_TOO_DEEP)
+            if depth > max_depth:
+                raise _too_deep(max_depth)
         elif token in "]}" and depth:
             depth -= 1
 
 
-def _bounded(value: Any) -> Any:
-    """Return the decoded ``value``, refused if it nests deeper than ``MAX_JSON_DEPTH``.
+def _bounded(value: Any, max_depth: int) -> Any:
+    """Return the decoded ``value``, refused if it nests deeper than ``max_depth``.
 
     No recursion (:func:`nests_within`): the value may nest as deep as Python decodes.
     """
-    if not nests_within(value, MAX_JSON_DEPTH):
-        raise ActionParseError(_TOO_DEEP)
+    if not nests_within(value, max_depth):
+        raise _too_deep(max_depth)
     return value
 
 
-def _first_json(text: str, starts: re.Pattern[str]) -> Any:
+def _first_json(text: str, starts: re.Pattern[str], max_depth: int) -> Any:
     """Return the reply as JSON, else the first JSON value at a match of ``starts``.
 
     Only where a plan or an action can start is tried, at most ``MAX_JSON_TRIES`` of
@@ -129,11 +135,11 @@ def _first_json(text: str, starts: re.Pattern[str]) -> Any:
     square of its length.
 
     Raises:
-        ActionParseError: none is there, or the reply nests deeper than ``MAX_JSON_DEPTH``.
+        ActionParseError: none is there, or the reply nests deeper than ``max_depth``.
     """
-    may_be_deep = _may_nest_too_deep(text)
+    may_be_deep = _may_nest_too_deep(text, max_depth)
     if may_be_deep:
-        _check_depth(text)
+        _check_depth(text, max_depth)
     # The whole reply first: a fence inside a reply that is JSON sits in one of its strings.
     candidates = [text] + [match.group(1) for match in _FENCE.finditer(text)]
     try:
@@ -143,7 +149,7 @@ def _first_json(text: str, starts: re.Pattern[str]) -> Any:
                 value = json.loads(stripped)
             except ValueError:
                 continue
-            return _bounded(value) if may_be_deep else value
+            return _bounded(value, max_depth) if may_be_deep else value
         for tries, start in enumerate(starts.finditer(text)):
             if tries == MAX_JSON_TRIES:
                 raise ActionParseError(f"no JSON found in {MAX_JSON_TRIES} places it could start")
@@ -151,19 +157,20 @@ def _first_json(text: str, starts: re.Pattern[str]) -> Any:
                 value, _ = _DECODER.raw_decode(text, start.start())
             except ValueError:
                 continue
-            return _bounded(value) if may_be_deep else value
+            return _bounded(value, max_depth) if may_be_deep else value
     except RecursionError as exc:
         # Deeper than Python decodes, hidden from _check_depth by a stray quote in the
         # prose around it: refused once, not tried again from every later position.
-        raise ActionParseError(_TOO_DEEP) from exc
+        raise _too_deep(max_depth) from exc
     raise ActionParseError("no JSON found in the reply")
 
 
-def parse_plan(text: str | None) -> list[str]:
+def parse_plan(text: str | None, max_depth: int = MAX_JSON_DEPTH) -> list[str]:
     """Read a plan: ``{"steps": [...]}`` or a bare JSON list of step descriptions.
 
     Args:
         text: the model's reply to the plan prompt.
+        max_depth: the deepest nesting the reply may have (``agent.max_result_depth``).
 
     Returns:
         The non-empty step descriptions, in order.
@@ -173,7 +180,7 @@ def parse_plan(text: str | None) -> list[str]:
     """
     if not text or not text.strip():
         raise ActionParseError("the reply is empty")
-    value = _first_json(text, _PLAN_START)
+    value = _first_json(text, _PLAN_START, max_depth)
     if isinstance(value, dict):
         value = value.get("steps")
     if not isinstance(value, list):
@@ -190,12 +197,15 @@ def parse_plan(text: str | None) -> list[str]:
     return steps
 
 
-def parse_action(text: str | None) -> ToolAction | FinishAction:
+def parse_action(text: str | None, max_depth: int = MAX_JSON_DEPTH) -> ToolAction | FinishAction:
     """Read one action of the legacy flow.
 
     Args:
         text: the model's reply, ideally ``{"action": "tool_call", "tool": ..., "args": {...}}``
             or ``{"action": "finish", "answer": ...}``.
+        max_depth: the deepest nesting the reply may have (``agent.max_result_depth``),
+            and so ``args`` one level less; ``args`` given as a JSON string may nest as
+            deep itself.
 
     Returns:
         The action.
@@ -205,7 +215,7 @@ def parse_action(text: str | None) -> ToolAction | FinishAction:
     """
     if not text or not text.strip():
         raise ActionParseError("the reply is empty")
-    value = _first_json(text, _ACTION_START)
+    value = _first_json(text, _ACTION_START, max_depth)
     if not isinstance(value, dict):
         raise ActionParseError(f"expected a JSON object, got {type(value).__name__}")
     action = value.get("action")
@@ -227,10 +237,10 @@ def parse_action(text: str | None) -> ToolAction | FinishAction:
             try:
                 decoded = json.loads(args)
             except RecursionError as exc:
-                raise ActionParseError(_TOO_DEEP) from exc
+                raise _too_deep(max_depth) from exc
             except ValueError as exc:
                 raise ActionParseError(f"'args' is not valid JSON: {exc}") from exc
-            args = _bounded(decoded) if _may_nest_too_deep(args) else decoded
+            args = _bounded(decoded, max_depth) if _may_nest_too_deep(args, max_depth) else decoded
         if args is None:
             args = {}
         if not isinstance(args, dict):

@@ -43,6 +43,9 @@ __all__ = ["UNKNOWN_TOOL_ERROR_TYPE", "error_result", "run_tool_call"]
 
 _LOG = structlog.get_logger(__name__)
 
+#: The setting a refusal for depth names, so the reader can find the knob.
+_SETTING = "agent.max_result_depth"
+
 #: ``error_type`` of a call to a tool that is not registered: the model's
 #: mistake, always fed back to it rather than failing the mission.
 UNKNOWN_TOOL_ERROR_TYPE = UNKNOWN_TOOL
@@ -67,6 +70,7 @@ async def run_tool_call(
     arguments: Any,
     *,
     timeout_seconds: float,
+    max_depth: int = MAX_RESULT_DEPTH,
 ) -> ToolResult:
     """Look up tool ``name`` and run it with ``arguments`` under a time limit.
 
@@ -75,11 +79,13 @@ async def run_tool_call(
         name: the tool name the model asked for.
         arguments: the decoded arguments; anything but a dict is refused.
         timeout_seconds: the time limit of the call.
+        max_depth: the deepest nesting the arguments and the result may have
+            (``agent.max_result_depth``).
 
     Returns:
         The tool's result, or an error result for an unknown tool
         (``unknown_tool``), arguments that are not a JSON object or nest deeper than
-        ``MAX_RESULT_DEPTH`` levels (``InvalidArguments``, told to the tool's
+        ``max_depth`` levels (``InvalidArguments``, told to the tool's
         ``call_refused`` if it has one, so the metrics count it), an exception raised
         by the tool (its class name), a malformed result (``invalid_result``, also one
         nested too deep for JSON), or a timeout (``timeout``). A failed result always
@@ -92,7 +98,7 @@ async def run_tool_call(
     """
     started = time.perf_counter()
     _LOG.debug("tool.call.started", category="tool", tool=name)
-    result = await _run(tools, name, arguments, timeout_seconds)
+    result = await _run(tools, name, arguments, timeout_seconds, max_depth)
     duration = max(0.0, time.perf_counter() - started)
     if result["success"]:
         _LOG.info("tool.call.completed", category="tool", tool=name, duration_seconds=duration)
@@ -112,7 +118,7 @@ async def run_tool_call(
 
 
 async def _run(
-    tools: ToolRegistryProtocol, name: str, arguments: Any, timeout_seconds: float
+    tools: ToolRegistryProtocol, name: str, arguments: Any, timeout_seconds: float, max_depth: int
 ) -> ToolResult:
     try:
         tool = tools.get(name)
@@ -120,7 +126,7 @@ async def _run(
         if not is_unknown_tool_error(exc):
             raise
         return error_result(f"unknown tool {quoted(name)}", UNKNOWN_TOOL)
-    reason = _arguments_refusal(arguments)
+    reason = _arguments_refusal(arguments, max_depth)
     if reason is not None:
         refused = error_result(f"arguments of tool {name!r} {reason}", INVALID_ARGUMENTS)
         if isinstance(tool, RefusedCallProtocol):  # e.g. a wrapper that counts the calls
@@ -136,15 +142,15 @@ async def _run(
         return error_result(
             f"{type(raised).__name__}: {exception_message(raised)}", failed.error_type
         )
-    return _checked(name, raw)
+    return _checked(name, raw, max_depth)
 
 
-def _arguments_refusal(arguments: Any) -> str | None:
+def _arguments_refusal(arguments: Any, max_depth: int) -> str | None:
     """Why ``arguments`` cannot be a tool's keyword arguments, or ``None`` when they can."""
     if not isinstance(arguments, dict) or not all(isinstance(key, str) for key in arguments):
         return f"must be a JSON object, got {type(arguments).__name__}"
-    if not nests_within(arguments, MAX_RESULT_DEPTH):
-        return f"must not nest deeper than {MAX_RESULT_DEPTH} levels"
+    if not nests_within(arguments, max_depth):
+        return f"must not nest deeper than {max_depth} levels ({_SETTING})"
     return None
 
 
@@ -201,8 +207,8 @@ async def _execute_with_time_limit(
     return result
 
 
-def _checked(name: str, raw: object) -> ToolResult:
-    error_type = classify_tool_result(raw)
+def _checked(name: str, raw: object, max_depth: int) -> ToolResult:
+    error_type = classify_tool_result(raw, max_depth)
     if type(raw) is not dict and isinstance(raw, dict) and error_type != INVALID_RESULT:
         # A mapping of the tool's own: the agent reads a plain copy, which the
         # classification made sure can be made, so none of its methods runs again.
@@ -210,7 +216,7 @@ def _checked(name: str, raw: object) -> ToolResult:
     if error_type is None:
         return cast(ToolResult, raw)
     if error_type == INVALID_RESULT:
-        return error_result(_invalid_reason(name, raw), INVALID_RESULT)
+        return error_result(_invalid_reason(name, raw, max_depth), INVALID_RESULT)
     result = cast(ToolResult, raw)
     error = result.get("error")
     if not isinstance(error, str):
@@ -218,7 +224,7 @@ def _checked(name: str, raw: object) -> ToolResult:
     return {**result, "error": error, "error_type": error_type}
 
 
-def _invalid_reason(name: str, raw: object) -> str:
+def _invalid_reason(name: str, raw: object, max_depth: int) -> str:
     """Say why a result ``classify_tool_result`` called ``invalid_result`` is none.
 
     ``raw`` is a plain dict when it has a boolean ``success``: what it holds cannot be
@@ -227,6 +233,6 @@ def _invalid_reason(name: str, raw: object) -> str:
     if type(raw) is dict and type(raw.get("success")) is bool:
         return (
             f"tool {name!r} returned a result JSON cannot hold: nested deeper than "
-            f"{MAX_RESULT_DEPTH} levels, or holding a container that cannot be read"
+            f"{max_depth} levels ({_SETTING}), or holding a container that cannot be read"
         )
     return f"tool {name!r} returned {type(raw).__name__}, not a dict with a boolean 'success'"

@@ -29,6 +29,7 @@ from taskforce.core.domain.prompts import (
     PLAN_PROMPT,
     STEP_PREFIX,
 )
+from taskforce.core.interfaces.jsonable import MAX_RESULT_DEPTH
 from taskforce.core.interfaces.llm import ChatMessage, LLMProviderProtocol
 from taskforce.core.interfaces.log import text_fields
 from taskforce.core.interfaces.outcome import (
@@ -66,6 +67,7 @@ class Agent:
         tool_timeout_seconds: float = 30.0,
         fail_on_tool_error: bool = True,
         max_turns_per_step: int = 8,
+        max_result_depth: int = MAX_RESULT_DEPTH,
     ) -> None:
         """Create an agent.
 
@@ -77,17 +79,23 @@ class Agent:
             fail_on_tool_error: a failed tool call fails the mission (else the
                 error is fed back and the step goes on).
             max_turns_per_step: the most LLM turns of one plan step.
+            max_result_depth: the deepest nesting a tool call's arguments and result,
+                and a JSON reply of the model, may have (``agent.max_result_depth``),
+                1 to ``MAX_WRITTEN_DEPTH``.
 
         Raises:
             ValueError: a limit is not positive.
         """
-        check_limits(max_steps, tool_timeout_seconds, max_turns_per_step=max_turns_per_step)
+        check_limits(
+            max_steps, tool_timeout_seconds, max_result_depth, max_turns_per_step=max_turns_per_step
+        )
         self._llm = llm
         self._tools = tools
         self._max_steps = max_steps
         self._tool_timeout_seconds = tool_timeout_seconds
         self._fail_on_tool_error = fail_on_tool_error
         self._max_turns_per_step = max_turns_per_step
+        self._max_result_depth = max_result_depth
 
     async def run(self, mission: str, *, on_event: EventCallback | None = None) -> AgentOutcome:
         """Carry out ``mission``.
@@ -110,6 +118,7 @@ class Agent:
             max_steps=self._max_steps,
             tool_timeout_seconds=self._tool_timeout_seconds,
             fail_on_tool_error=self._fail_on_tool_error,
+            max_result_depth=self._max_result_depth,
         )
         try:
             plan = await self._plan(run, mission)
@@ -124,7 +133,7 @@ class Agent:
     async def _plan(self, run: MissionRun, mission: str) -> list[str]:
         result = await run.generate(PLAN_PROMPT + MISSION_PREFIX + mission)
         try:
-            plan = parse_plan(result.get("content"))
+            plan = parse_plan(result.get("content"), self._max_result_depth)
         except ActionParseError as exc:
             _LOG.warning("agent.plan.failed", category="agent", **text_fields("reason", exc))
             raise MissionAborted(f"could not parse the plan: {exc}", INVALID_PLAN) from exc
@@ -173,7 +182,7 @@ class Agent:
             reply = result.get("content") or ""
             messages.append({"role": "assistant", "content": reply})
             try:
-                action = parse_action(reply)
+                action = parse_action(reply, self._max_result_depth)
             except ActionParseError as exc:
                 _LOG.warning(
                     "agent.parse.failed", category="agent", step=index, **text_fields("reason", exc)

@@ -19,6 +19,7 @@ from taskforce.core.domain._mission_run import (
 )
 from taskforce.core.domain._outcome import AgentOutcome
 from taskforce.core.domain.prompts import LEAN_SYSTEM_PROMPT, MISSION_PREFIX
+from taskforce.core.interfaces.jsonable import MAX_RESULT_DEPTH
 from taskforce.core.interfaces.llm import ChatMessage, LLMProviderProtocol
 from taskforce.core.interfaces.outcome import EMPTY_ANSWER, STEP_LIMIT
 from taskforce.core.interfaces.tools import ToolRegistryProtocol
@@ -49,6 +50,7 @@ class LeanAgent:
         tool_timeout_seconds: float = 30.0,
         fail_on_tool_error: bool = True,
         stream_llm: bool = False,
+        max_result_depth: int = MAX_RESULT_DEPTH,
     ) -> None:
         """Create an agent.
 
@@ -61,17 +63,20 @@ class LeanAgent:
                 error is fed back and the loop goes on).
             stream_llm: stream each LLM turn when the provider can (``token``
                 events carry its text deltas); else ``complete`` is called.
+            max_result_depth: the deepest nesting a tool call's arguments and result
+                may have (``agent.max_result_depth``), 1 to ``MAX_WRITTEN_DEPTH``.
 
         Raises:
             ValueError: a limit is not positive.
         """
-        check_limits(max_steps, tool_timeout_seconds)
+        check_limits(max_steps, tool_timeout_seconds, max_result_depth)
         self._llm = llm
         self._tools = tools
         self._max_steps = max_steps
         self._tool_timeout_seconds = tool_timeout_seconds
         self._fail_on_tool_error = fail_on_tool_error
         self._stream_llm = stream_llm
+        self._max_result_depth = max_result_depth
 
     async def run(self, mission: str, *, on_event: EventCallback | None = None) -> AgentOutcome:
         """Carry out ``mission``.
@@ -94,6 +99,7 @@ class LeanAgent:
             max_steps=self._max_steps,
             tool_timeout_seconds=self._tool_timeout_seconds,
             fail_on_tool_error=self._fail_on_tool_error,
+            max_result_depth=self._max_result_depth,
             stream_llm=self._stream_llm,
         )
         messages: list[ChatMessage] = [

@@ -11,9 +11,10 @@ value by its type, as the json encoder does: a proxy that claims to be a dict (i
 ``__class__``) is a value, written as its text.
 
 Past Python's recursion limit ``json.dumps`` raises ``RecursionError``; :func:`jsonable`
-writes a container deeper than :data:`MAX_RESULT_DEPTH` levels as ``<nested too deep>``,
+writes a container deeper than :data:`MAX_WRITTEN_DEPTH` levels as ``<nested too deep>``,
 so no writer raises. A tool result is not cut so: one that does not
-:func:`nests_within` that many levels is the tool's ``invalid_result``
+:func:`nests_within` ``agent.max_result_depth`` levels (:data:`MAX_RESULT_DEPTH` unless
+set, at most :data:`MAX_WRITTEN_DEPTH`) is the tool's ``invalid_result``
 (``classify_tool_result``), and neither the model nor the stream gets it.
 """
 
@@ -26,6 +27,7 @@ from typing import Any
 
 __all__ = [
     "MAX_RESULT_DEPTH",
+    "MAX_WRITTEN_DEPTH",
     "SCALAR_TYPES",
     "as_text",
     "json_writer",
@@ -35,9 +37,13 @@ __all__ = [
 ]
 
 #: The deepest nesting of dicts, lists and tuples a tool result or a tool call's arguments
-#: may have, themselves the first level, and where :func:`jsonable` cuts any other value:
-#: well within what the JSON writers reach under Python's recursion limit.
+#: may have, themselves the first level, unless ``agent.max_result_depth`` says otherwise.
 MAX_RESULT_DEPTH = 100
+
+#: Where :func:`jsonable` cuts any value, and so the most ``agent.max_result_depth`` may be:
+#: well within what the JSON writers reach under Python's recursion limit (the fallback
+#: writer takes two frames a level on Python 3.11).
+MAX_WRITTEN_DEPTH = 250
 
 # What a writer writes item by item; anything else is a value (or its text).
 _CONTAINERS = (dict, list, tuple)
@@ -105,7 +111,7 @@ def jsonable(value: Any) -> Any:
     Dicts (as plain dicts), lists and tuples (as lists) are rewritten all the way down;
     an int past Python's digits and a key JSON cannot take become their text (see
     :func:`as_text`), a dict or list inside itself becomes ``<a cycle>``, and one
-    deeper than :data:`MAX_RESULT_DEPTH` levels ``<nested too deep>``.
+    deeper than :data:`MAX_WRITTEN_DEPTH` levels ``<nested too deep>``.
 
     Args:
         value: What a tool returned, or part of it.
@@ -187,7 +193,7 @@ def _plain(value: Any, holding: set[int], is_finite: bool) -> Any:
     if issubclass(kind, _CONTAINERS):
         if id(value) in holding:
             return "<a cycle>"
-        if len(holding) >= MAX_RESULT_DEPTH:  # holding: the containers it is inside
+        if len(holding) >= MAX_WRITTEN_DEPTH:  # holding: the containers it is inside
             return "<nested too deep>"
         holding.add(id(value))
         try:

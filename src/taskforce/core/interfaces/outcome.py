@@ -318,19 +318,20 @@ def class_error_type(exc: BaseException) -> str:
     return label_safe(type(exc).__name__)
 
 
-def classify_tool_result(result: object) -> str | None:
+def classify_tool_result(result: object, max_depth: int = MAX_RESULT_DEPTH) -> str | None:
     """Classify what a tool's ``execute`` returned.
 
     Args:
         result: The returned value, whatever it is.
+        max_depth: The deepest nesting a result may have (``agent.max_result_depth``),
+            at most :data:`~taskforce.core.interfaces.jsonable.MAX_WRITTEN_DEPTH`.
 
     Returns:
         ``None`` for a success (a dict whose ``success`` is ``True``); else the
         ``error_type``: ``invalid_result`` for a dict of the tool's own class that cannot
         be read or copied (its ``get`` or ``keys`` raise), and for a result, success or
-        failure, that no JSON writer can write: nested deeper than
-        :data:`~taskforce.core.interfaces.jsonable.MAX_RESULT_DEPTH` levels of dicts,
-        lists and tuples, or holding a container of its own that cannot be read
+        failure, that no JSON writer can write: nested deeper than ``max_depth`` levels
+        of dicts, lists and tuples, or holding a container of its own that cannot be read
         (:func:`~taskforce.core.interfaces.jsonable.nests_within`); the tool's own (a
         non-empty string, cut to
         :data:`MAX_ERROR_TYPE_LENGTH` characters, a character UTF-8 cannot encode
@@ -344,7 +345,7 @@ def classify_tool_result(result: object) -> str | None:
         # of plain values (most results, and the path every call takes) cannot either
         for value in result.values():
             if type(value) not in SCALAR_TYPES:
-                return None if nests_within(result, MAX_RESULT_DEPTH) else INVALID_RESULT
+                return None if nests_within(result, max_depth) else INVALID_RESULT
         return None
     try:
         if not isinstance(result, dict):  # which reads the class: a value's own may raise
@@ -355,7 +356,7 @@ def classify_tool_result(result: object) -> str | None:
         error_type = result.get("error_type") if success is False else None
     except Exception:  # a mapping of the tool's own that cannot be read: no tool result
         return INVALID_RESULT
-    if not nests_within(plain, MAX_RESULT_DEPTH):
+    if not nests_within(plain, max_depth):
         return INVALID_RESULT
     if success is True:
         return None

@@ -50,6 +50,7 @@ from time import perf_counter
 from typing import Any, TypeVar, cast
 
 from taskforce.core.interfaces.context import current_agent_type
+from taskforce.core.interfaces.jsonable import MAX_RESULT_DEPTH
 from taskforce.core.interfaces.outcome import (
     TIMEOUT,
     UNKNOWN_TOOL,
@@ -86,11 +87,14 @@ _MAX_BUNDLES = 1024
 
 
 class _ToolFamilies:
-    """The families a tool call writes to, and the children of recent label sets."""
+    """The families a tool call writes to, the children of recent label sets, and the
+    deepest result the calls may return (``agent.max_result_depth``, as the runner's)."""
 
-    __slots__ = ("bundles", "calls", "duration", "failures")
+    __slots__ = ("bundles", "calls", "duration", "failures", "max_depth")
 
-    def __init__(self, metrics: MetricSet) -> None:
+    def __init__(self, metrics: MetricSet, max_depth: int) -> None:
+        # bound here, at build time: read with the families, no lookup of its own per call
+        self.max_depth = max_depth
         self.calls: Family[CounterChild] = metrics.counter(TOOL_CALLS)
         self.failures: Family[CounterChild] = metrics.counter(TOOL_FAILURES)
         self.duration: Family[HistogramChild] = metrics.histogram(TOOL_DURATION)
@@ -130,15 +134,19 @@ class ToolProxy(ObservingProxy[_ToolT]):
     is the wrapped tool's own.
     """
 
-    def __init__(self, wrapped: _ToolT, metrics: MetricSet) -> None:
+    def __init__(
+        self, wrapped: _ToolT, metrics: MetricSet, *, max_result_depth: int = MAX_RESULT_DEPTH
+    ) -> None:
         """Wrap ``wrapped`` so its calls are recorded in ``metrics``.
 
         Args:
             wrapped: The plain tool; it stays reachable as ``__wrapped__``.
             metrics: The container's metric set.
+            max_result_depth: The deepest result a call may return before it counts as
+                ``invalid_result``: the tool runner's (``agent.max_result_depth``).
         """
         super().__init__(wrapped, metrics)
-        self._self_families = _ToolFamilies(metrics)
+        self._self_families = _ToolFamilies(metrics, max_result_depth)
 
     # The legacy agent reads these three of every tool for each mission's prompt.
     name = passthrough("name")
@@ -160,6 +168,7 @@ class ToolProxy(ObservingProxy[_ToolT]):
         """
         # Read the proxy's own attributes once each: the hot path runs per tool call.
         wrapped = self.__wrapped__
+        families = self._self_families
         started = perf_counter()
         try:
             result = await wrapped.execute(**params)
@@ -167,7 +176,7 @@ class ToolProxy(ObservingProxy[_ToolT]):
             _record_raised(self, wrapped, started, exc)
             raise
         try:
-            error_type = classify_tool_result(result)
+            error_type = classify_tool_result(result, families.max_depth)
             limit = TOOL_TIME_LIMIT.get()
             if limit is not None and limit.expired:  # it caught the timeout's cancellation
                 error_type = TIMEOUT
@@ -182,7 +191,6 @@ class ToolProxy(ObservingProxy[_ToolT]):
         try:
             tool_name = wrapped.name
             agent_type = current_agent_type()
-            families = self._self_families
             children = families.bundles.get(
                 (tool_name, agent_type, "success")
             ) or families.children(tool_name, agent_type, "success")
@@ -256,15 +264,18 @@ class ToolRegistryProxy(ObservingProxy[_RegistryT]):
     another container's metrics, and tools are observed exactly once, here.
     """
 
-    def __init__(self, wrapped: _RegistryT, metrics: MetricSet) -> None:
+    def __init__(
+        self, wrapped: _RegistryT, metrics: MetricSet, *, max_result_depth: int = MAX_RESULT_DEPTH
+    ) -> None:
         """Wrap a registry so every tool it hands out is observed.
 
         Args:
             wrapped: The plain registry.
             metrics: The container's metric set.
+            max_result_depth: Given to every :class:`ToolProxy` it hands out.
         """
         super().__init__(wrapped, metrics)
-        self._self_families = _ToolFamilies(metrics)
+        self._self_families = _ToolFamilies(metrics, max_result_depth)
         # id(tool) -> (tool, proxy); holding the tool keeps its id from being reused.
         self._self_tools: dict[int, tuple[ToolProtocol, Any]] = {}
         # what list_tools() last listed, and the proxies it handed out for them
@@ -370,7 +381,9 @@ class ToolRegistryProxy(ObservingProxy[_RegistryT]):
         cached = self._self_tools.get(id(tool))
         if cached is not None:
             return cast(ToolProtocol, cached[1])
-        proxy: ToolProxy[Any] = ToolProxy(tool, self._self_metrics)
+        proxy: ToolProxy[Any] = ToolProxy(
+            tool, self._self_metrics, max_result_depth=self._self_families.max_depth
+        )
         if len(self._self_tools) >= _MAX_CACHED_TOOLS:
             self._self_tools.clear()
             self._self_listed = ([], [])

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, TypeVar, cast
 
 from taskforce.core.interfaces.executor import ExecutorProtocol
+from taskforce.core.interfaces.jsonable import MAX_RESULT_DEPTH
 from taskforce.core.interfaces.llm import LLMProviderProtocol
 from taskforce.core.interfaces.state import StateStoreProtocol
 from taskforce.core.interfaces.tools import ToolProtocol, ToolRegistryProtocol
@@ -32,31 +33,33 @@ _StoreT = TypeVar("_StoreT", bound=StateStoreProtocol)
 _ExecutorT = TypeVar("_ExecutorT", bound=ExecutorProtocol)
 
 
-def _observe(obj: Any, metrics: MetricSet) -> ObservingProxy[Any]:
+def _observe(obj: Any, metrics: MetricSet, max_result_depth: int) -> ObservingProxy[Any]:
     # Most specific protocol first: a registry is checked before a tool, an
     # executor before anything else (none of these method sets overlap today).
     if isinstance(obj, ExecutorProtocol):
         return ExecutorProxy(obj, metrics)
     if isinstance(obj, ToolRegistryProtocol):
-        return ToolRegistryProxy(obj, metrics)
+        return ToolRegistryProxy(obj, metrics, max_result_depth=max_result_depth)
     if isinstance(obj, LLMProviderProtocol):
         return observe_llm_provider(obj, metrics)
     if isinstance(obj, StateStoreProtocol):
         return StateStoreProxy(obj, metrics)
     if isinstance(obj, ToolProtocol):
-        return ToolProxy(obj, metrics)
+        return ToolProxy(obj, metrics, max_result_depth=max_result_depth)
     raise TypeError(
         f"cannot instrument {type(obj).__qualname__!r}: it is not an executor, tool registry, "
         "LLM provider, state store or tool"
     )
 
 
-def instrument(obj: _T, metrics: MetricSet) -> _T:
+def instrument(obj: _T, metrics: MetricSet, *, max_result_depth: int = MAX_RESULT_DEPTH) -> _T:
     """Wrap ``obj`` in the observing proxy that matches its protocol.
 
     Args:
         obj: An executor, tool registry, LLM provider, state store or tool.
         metrics: The container's metric set.
+        max_result_depth: For a tool or a registry: the deepest result a tool call may
+            return before it counts as ``invalid_result`` (``agent.max_result_depth``).
 
     Returns:
         The proxy, typed as the object it stands for; ``obj`` itself when it
@@ -67,7 +70,7 @@ def instrument(obj: _T, metrics: MetricSet) -> _T:
     """
     if is_observing_proxy(obj):
         return obj
-    return cast(_T, _observe(obj, metrics))
+    return cast(_T, _observe(obj, metrics, max_result_depth))
 
 
 def uninstrument(obj: _T) -> _T:
@@ -90,6 +93,7 @@ def weave(
     tool_registry: _RegistryT,
     state_store: _StoreT,
     metrics: MetricSet,
+    max_result_depth: int = MAX_RESULT_DEPTH,
 ) -> tuple[_LLMT, _RegistryT, _StoreT]:
     """Wrap the dependencies the executor is built from.
 
@@ -101,6 +105,9 @@ def weave(
         tool_registry: The registry the agents take tools from.
         state_store: The store sessions are saved to.
         metrics: The container's metric set.
+        max_result_depth: The deepest result a tool call may return before it counts as
+            ``invalid_result``: the agents' ``agent.max_result_depth``, so the metrics
+            say what the mission's result says.
 
     Returns:
         ``(llm_provider, tool_registry, state_store)``, each observed.
@@ -111,7 +118,7 @@ def weave(
     count_log_faults_in(metrics)
     return (
         _instrument_as(llm_provider, LLMProviderProtocol, metrics),
-        _instrument_as(tool_registry, ToolRegistryProtocol, metrics),
+        _instrument_as(tool_registry, ToolRegistryProtocol, metrics, max_result_depth),
         _instrument_as(state_store, StateStoreProtocol, metrics),
     )
 
@@ -132,7 +139,9 @@ def weave_executor(executor: _ExecutorT, metrics: MetricSet) -> _ExecutorT:
     return _instrument_as(executor, ExecutorProtocol, metrics)
 
 
-def _instrument_as(obj: _T, protocol: type[Any], metrics: MetricSet) -> _T:
+def _instrument_as(
+    obj: _T, protocol: type[Any], metrics: MetricSet, max_result_depth: int = MAX_RESULT_DEPTH
+) -> _T:
     if not isinstance(obj, protocol):
         raise TypeError(f"{type(obj).__qualname__!r} does not satisfy {protocol.__name__}")
-    return instrument(obj, metrics)
+    return instrument(obj, metrics, max_result_depth=max_result_depth)
