@@ -307,6 +307,133 @@ class TestOperatorGuideLimits:
         assert f"dropped for up to {LINGER_SECONDS:g} s and {mib} MiB" in refuses
 
 
+def _fixed_limits() -> dict[str, str]:
+    """The "Fixed limits" table of docs/configuration.md: each row's first cell -> value."""
+    text = (DOCS / "configuration.md").read_text(encoding="utf-8")
+    section = text[text.index("## Fixed limits") : text.index("## The command line")]
+    return dict(re.findall(r"^\| (.+?) \| (.+?) \| .+ \|$", section, re.M)[1:])
+
+
+#: Module-level names of src/ that read as a limit (``MAX``, ``LIMIT``) but need no row of
+#: "Fixed limits": a setting's default, another name of a listed one, or no limit at all.
+_NOT_FIXED_LIMITS = {
+    # the defaults of settings (their rows are in the settings table)
+    "DEFAULT_MAX_DIR_ENTRIES",
+    "DEFAULT_MAX_EXPRESSION_CHARS",
+    "DEFAULT_MAX_FILE_BYTES",
+    "DEFAULT_MAX_HEADER_BYTES",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "DEFAULT_MAX_SLEEP_SECONDS",
+    "MAX_PATH_CHARS",
+    "MAX_RESULT_DEPTH",
+    # the label guard's name for MAX_ERROR_TYPE_LENGTH
+    "MAX_VALUE_LENGTH",
+    # how much of a value a log line or error message renders (MAX_QUOTED_CHARS is listed)
+    "_MAX_PLAIN_DEPTH",
+    "_MAX_PLAIN_INT_BITS",
+    "_MAX_PLAIN_SIZE",
+    # libpq's own integer range, which a DSN's connect_timeout is read with
+    "_INT_MAX",
+    # no limits: a metric, error types, a context variable, a size above which work moves
+    "PROCESS_MAX_FDS",
+    "STEP_LIMIT",
+    "STEP_LIMIT_ERROR",
+    "STEP_TURN_LIMIT",
+    "TOOL_TIME_LIMIT",
+    "SCAN_LIMIT",
+    "_GZIP_INLINE_LIMIT",
+}
+
+
+class TestFixedLimitsDoc:
+    def test_each_fixed_limit_is_the_codes(self) -> None:
+        """Every value the "Fixed limits" table states is the code's constant."""
+        from taskforce.api import _body, _errors, _listener, _read_deadline, _supervisor
+        from taskforce.application.executor import RECORD_SECONDS
+        from taskforce.config._sections import POSTGRES_MAX_BYTES
+        from taskforce.core.domain._parsing import MAX_JSON_TRIES
+        from taskforce.core.interfaces.executor import SESSION_ID_PATTERN
+        from taskforce.core.interfaces.jsonable import MAX_WRITTEN_DEPTH
+        from taskforce.core.interfaces.log import MAX_QUOTED_CHARS
+        from taskforce.core.interfaces.outcome import MAX_ERROR_TYPE_LENGTH
+        from taskforce.infrastructure.llm import _directives, _openai
+        from taskforce.infrastructure.tools import _base, _calculator, _workspace
+        from taskforce.observability.metrics._children import MAX_COUNT
+        from taskforce.observability.proxies import _context_pack, _llm, _shape, _tools
+
+        rows = _fixed_limits()
+
+        def value(name: str) -> str:
+            (found,) = [cell for limit, cell in rows.items() if f"`{name}`" in limit]
+            return found
+
+        longest_id = int(re.findall(r"\{0,(\d+)\}", SESSION_ID_PATTERN.pattern)[-1]) + 1
+        min_args, max_args = _calculator._FUNCTIONS["min"][1:]
+        assert _calculator._FUNCTIONS["max"][1:] == (min_args, max_args)
+        caches = {
+            _tools._MAX_CACHED_TOOLS,
+            _tools._MAX_BUNDLES,
+            _llm._MAX_BUNDLES,
+            _shape._MAX_TYPES,
+            _openai._MAX_RESOLVED,
+        }
+        assert 1 == len(caches)
+        assert 2 ** (MAX_COUNT.bit_length() - 1) == MAX_COUNT
+        sup = _supervisor
+        expected = {
+            "MAX_JSON_DEPTH": f"{_body.MAX_JSON_DEPTH} levels",
+            "MAX_ERRORS": f"the first {_errors.MAX_ERRORS} errors, {_errors.ECHO_CHARS} "
+            "characters of the input each",
+            "SESSION_ID_PATTERN": f"1 to {longest_id} characters of `A-Z a-z 0-9 _ . -`",
+            "_MAX_NAME": f"{_workspace._MAX_NAME} characters",
+            "MAX_PROBLEMS_NAMED": f"{_base.MAX_PROBLEMS_NAMED}",
+            "_MAX_MAGNITUDE": "±" + f"{_calculator._MAX_MAGNITUDE:.0e}".replace("e+", "e"),
+            "_MAX_ROUND_DIGITS": f"±{_calculator._MAX_ROUND_DIGITS}",
+            "_FUNCTIONS": f"{min_args} to {max_args} arguments",
+            "MAX_JSON_TRIES": f"{MAX_JSON_TRIES}",
+            "MAX_WRITTEN_DEPTH": f"{MAX_WRITTEN_DEPTH} levels",
+            "_MAX_FAILURES": f"`llm:fail` 1 to {_directives._MAX_FAILURES} times, delays 0 to "
+            f"{_directives._MAX_DELAY_MS:,.0f} ms, results quoted to "
+            f"{_directives._RESULT_LIMIT} characters",
+            "MAX_QUOTED_CHARS": f"{MAX_QUOTED_CHARS} characters",
+            "MAX_ERROR_TYPE_LENGTH": f"{MAX_ERROR_TYPE_LENGTH} characters",
+            "MAX_COUNT": f"2^{MAX_COUNT.bit_length() - 1}",
+            "_MAX_CACHED_TOOLS": f"{caches.pop()} entries "
+            f"({_context_pack._MAX_CONVERSATIONS} conversations)",
+            "LINGER_SECONDS": f"{_read_deadline.LINGER_SECONDS:g} s and "
+            f"{_read_deadline.LINGER_BYTES // 1024**2} MiB",
+            "MAX_WORKERS": f"1 to {sup.MAX_WORKERS} workers; {sup._MAX_BOOT_FAILURES} "
+            "replacements in a row that die before they serve stop the service; a quick "
+            f"death's restart waits up to {sup._MAX_RESTART_PAUSE_SECONDS:g} s",
+            "_BACKLOG": f"{_listener._BACKLOG:,} per listening socket",
+            "RECORD_SECONDS": f"{RECORD_SECONDS:g} s for a cancelled mission's record, "
+            f"{RECORD_SECONDS:g} s more for the writes under way, "
+            f"{_listener.SCRAPE_DRAIN_SECONDS} s for a scrape",
+            "POSTGRES_MAX_BYTES": f"{POSTGRES_MAX_BYTES // 1024**2} MiB",
+        }
+        assert expected == {name: value(name) for name in expected}
+        assert len(expected) == len(rows)  # every row is checked
+
+    def test_every_limit_named_in_the_code_is_a_setting_or_listed(self) -> None:
+        """A module-level name of src/ with ``MAX`` or ``LIMIT`` in it is a setting's
+        default, in the "Fixed limits" table, or known to be no limit (so a new bound
+        cannot be added without a setting or a row)."""
+        listed = " ".join(_fixed_limits())
+        source = Path(__file__).resolve().parents[1] / "src" / "taskforce"
+        unlisted = set()
+        for path in source.rglob("*.py"):
+            for node in ast.parse(path.read_text(encoding="utf-8")).body:
+                targets = node.targets if isinstance(node, ast.Assign) else []
+                if isinstance(node, ast.AnnAssign):
+                    targets = [node.target]
+                for target in targets:
+                    name = target.id if isinstance(target, ast.Name) else ""
+                    is_limit = re.search(r"MAX|LIMIT", name) and name not in _NOT_FIXED_LIMITS
+                    if is_limit and f"`{name}`" not in listed:
+                        unlisted.add(f"{name} in {path.relative_to(source).as_posix()}")
+        assert set() == unlisted
+
+
 class TestTargetsFileExamples:
     def test_every_example_targets_file_is_found_by_the_example_scrape_config(self) -> None:
         """Each targets file the docs suggest matches a file_sd glob of the example configs.
