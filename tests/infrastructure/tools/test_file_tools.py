@@ -8,6 +8,7 @@ import shutil
 import socket
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,13 @@ from structlog.testing import capture_logs
 from taskforce.application.container import Container, build_container
 from taskforce.config import Settings
 from taskforce.core.interfaces.log import quoted, text_fields
-from taskforce.infrastructure.tools import FileReadTool, FileWriteTool, ListDirTool, _files
+from taskforce.infrastructure.tools import (
+    FileReadTool,
+    FileWriteTool,
+    ListDirTool,
+    ToolThreadPool,
+    _files,
+)
 from tests.support.processes import run_python
 
 
@@ -43,7 +50,9 @@ def _container(tmp_path: Path, **tools: int) -> Container:
     return build_container(settings)
 
 
-def _write_in_a_process(workspace: Path, prepare: str, path: str, content: str) -> str:
+def _write_in_a_process(
+    workspace: Path, prepare: str, path: str, content: str, *, append: bool = False
+) -> str:
     """Call file_write in a Python process of its own, after ``prepare`` ran there.
 
     Args:
@@ -52,6 +61,7 @@ def _write_in_a_process(workspace: Path, prepare: str, path: str, content: str) 
             ``resource`` and ``signal`` are imported.
         path: The call's path.
         content: The call's content.
+        append: The call's ``append``.
 
     Returns:
         The result's ``error_type``, ``"None"`` for a success.
@@ -62,7 +72,7 @@ def _write_in_a_process(workspace: Path, prepare: str, path: str, content: str) 
         "from taskforce.infrastructure.tools import FileWriteTool\n"
         "tool = FileWriteTool(Path(sys.argv[1]))\n"
         f"{prepare}"
-        f"result = asyncio.run(tool.execute(path={path!r}, content={content!r}))\n"
+        f"result = asyncio.run(tool.execute(path={path!r}, content={content!r}, append={append}))\n"
         "print(result.get('error_type'))\n"
     )
     done = run_python(script, str(workspace))
@@ -208,8 +218,12 @@ class TestFileWriteAndRead:
         assert {"success": True, "output": 10} == await tool.execute(path="f.txt", content="z" * 10)
         assert "z" * 10 == (workspace / "f.txt").read_text(encoding="utf-8")
 
-    def test_a_write_that_fails_part_way_leaves_the_file_as_it_was(self, tmp_path: Path) -> None:
-        """A write the disk cuts short fails its call; the old content stays, no leftovers.
+    @pytest.mark.parametrize("append", [False, True], ids=["replace", "append"])
+    def test_a_write_that_fails_part_way_leaves_the_file_as_it_was(
+        self, tmp_path: Path, append: bool
+    ) -> None:
+        """A write or an append the disk cuts short fails its call; the old content stays
+        (an append's first bytes are cut off again), no leftovers.
 
         A file size limit (``RLIMIT_FSIZE``, in a process of its own) makes the write
         fail after its first bytes, as a full disk would.
@@ -221,7 +235,8 @@ class TestFileWriteAndRead:
             "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
             "resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))\n"
         )
-        assert "OSError" == _write_in_a_process(workspace, limit, "f.txt", "x" * 100)
+        error_type = _write_in_a_process(workspace, limit, "f.txt", "x" * 100, append=append)
+        assert "OSError" == error_type
         assert "old content" == (workspace / "f.txt").read_text()
         assert ["f.txt"] == os.listdir(workspace)
 
@@ -611,3 +626,38 @@ class TestMaxFileBytesSetting:
             )
         assert ("completed", "failed") == (small.status, large.status)
         assert "FileTooLarge" == large.error_type
+
+
+class TestConcurrentAppends:
+    """Appends to one file from several pool threads at once (parallel calls, two missions
+    of a session) never take it past max_file_bytes together."""
+
+    async def test_concurrent_appends_keep_the_limit(
+        self, workspace: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Four appends of 4 bytes to a file of 6, limit 10: one fits, three fail
+        FileTooLarge, the file ends at 10 bytes. Every fstat is slowed, so without an
+        exclusive section each append would size the file before any wrote."""
+        workspace.mkdir()
+        (workspace / "log.txt").write_text("123456")
+        fstat = os.fstat
+
+        def slow_fstat(fd: int) -> os.stat_result:
+            result = fstat(fd)
+            time.sleep(0.05)
+            return result
+
+        pool = ToolThreadPool(4)
+        tool = FileWriteTool(workspace, pool, max_file_bytes=10)
+        monkeypatch.setattr(_files.os, "fstat", slow_fstat)  # type: ignore[attr-defined]
+        try:
+            results = await asyncio.gather(
+                *(tool.execute(path="log.txt", content="abcd", append=True) for _ in range(4))
+            )
+        finally:
+            monkeypatch.undo()
+            pool.close()
+        assert ["FileTooLarge"] * 3 + [None] == sorted(
+            (r.get("error_type") for r in results), key=lambda t: (t is None, t)
+        )
+        assert "123456abcd" == (workspace / "log.txt").read_text()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import heapq
 import os
 import secrets
@@ -243,10 +244,33 @@ def _keep_owner_and_mode(fd: int, existing: os.stat_result) -> None:
 
 
 def _append(path: Path, data: bytes, limit: int, too_large: str) -> None:
-    with open(_open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "wb") as handle:
-        if os.fstat(handle.fileno()).st_size + len(data) > limit:
+    """Append ``data`` to ``path`` unless the file would pass ``limit``; all of it or none.
+
+    The size check and the write hold an exclusive ``flock`` on the file: appends to one
+    file, from the pool's threads or from other processes (``--workers``), take turns, so
+    together they cannot pass the limit either. An append that fails part way (a full disk)
+    is cut off again.
+    """
+    fd = _open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        if size + len(data) > limit:
             raise Failure(too_large, "FileTooLarge")
-        handle.write(data)
+        try:
+            _write_all(fd, data)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)  # and with it the lock
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _writer(content: str, *, append: bool, limit: int) -> Callable[[Path], int]:
