@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,6 +41,16 @@ class TestReplaceOwnTargets:
         replace_own_targets(path, _OWN, {})
         assert [] == _read(path)
         assert {"targets.json", "targets.json.lock"} == {p.name for p in tmp_path.iterdir()}
+
+    def test_readable_by_all_whatever_the_umask(self, tmp_path: Path) -> None:
+        """Prometheus often runs as another user: the file is 0o644 even under umask 077."""
+        path = tmp_path / "targets.json"
+        old = os.umask(0o077)
+        try:
+            replace_own_targets(path, _OWN, {"0": ("127.0.0.1", 9100)})
+        finally:
+            os.umask(old)
+        assert 0o644 == stat.S_IMODE(os.stat(path).st_mode)
 
     def test_two_services_share_one_file(self, tmp_path: Path) -> None:
         """A second replica given the same file adds its workers; stopping takes only its own."""

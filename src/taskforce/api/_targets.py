@@ -14,13 +14,13 @@ import fcntl
 import json
 import os
 import socket
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from taskforce._atomic_write import write_atomically
 from taskforce.api._listener import bound_socket
 
 __all__ = [
@@ -59,20 +59,13 @@ def _entry(host: str, port: int, worker: str) -> dict[str, Any]:
     return {"targets": [f"{advertised_host(host)}:{port}"], "labels": {"worker": worker}}
 
 
+def _readable_by_all(fd: int) -> None:
+    os.fchmod(fd, 0o644)  # whatever the umask: Prometheus often runs as another user
+
+
 def _replace(path: Path, groups: list[dict[str, Any]]) -> None:
-    text = json.dumps(groups, indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)  # Prometheus often runs as another user
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    data = (json.dumps(groups, indent=2) + "\n").encode("utf-8")
+    write_atomically(path, data, prefix=f".{path.name}.", prepare=_readable_by_all)
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ import asyncio
 import fcntl
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,12 @@ class TestAtomicSave:
             await store.save("s", {"i": i})
         await store.save("t", {})
         assert ["s.json", "t.json"] == sorted(_listing(store.state_dir))
+
+    async def test_a_session_file_is_the_services_alone(self, store: FileStateStore) -> None:
+        """A session file holds missions and their answers: mode 0o600, no one else may read it."""
+        await store.save("s", {"v": 1})
+        await store.append("s", {"mission": "m"})
+        assert 0o600 == stat.S_IMODE(os.stat(store.state_dir / "s.json").st_mode)
 
     @pytest.mark.parametrize(
         "bad",

@@ -29,7 +29,6 @@ import json
 import os
 import re
 import stat
-import tempfile
 import threading
 import weakref
 import zlib
@@ -40,6 +39,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from taskforce._atomic_write import write_atomically
 from taskforce.core.interfaces.state import (
     AppendResult,
     MissionRecord,
@@ -67,7 +67,7 @@ _LOCK_STRIPES = 64
 DEFAULT_THREADS = 4
 #: The hidden folder of ``state_dir`` that holds the cross-process lock files.
 LOCK_DIR = ".locks"
-# mkstemp(prefix=".<id>.", suffix=".tmp") in _write_atomically.
+# write_atomically(prefix=".<id>.") in _write_atomically: ".<id>.<random hex>.tmp".
 _TEMP_FILE = re.compile(r"\.(?P<session>[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127})\.[A-Za-z0-9_]+\.tmp")
 
 
@@ -188,22 +188,15 @@ def _make_dirs(directory: Path) -> None:
     _fsync_dir(directory.parent)
 
 
+def _lock(fd: int) -> None:
+    # Held until the temp file has its new name: the start-up clean-up leaves a locked one alone.
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+
 def _write_atomically(directory: Path, target: Path, data: bytes) -> None:
     _make_dirs(directory)
-    fd, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{target.stem}.", suffix=".tmp")
-    try:
-        with open(fd, "wb") as handle:
-            # Held until closed: the start-up clean-up leaves a locked temp file alone.
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-            os.replace(temp_name, target)
-    except BaseException:
-        # Whatever failed, even an interrupt mid-write, no temp file is left behind.
-        with contextlib.suppress(OSError):
-            os.unlink(temp_name)
-        raise
+    # Whatever fails, even an interrupt mid-write, no temp file is left behind.
+    write_atomically(target, data, prefix=f".{target.stem}.", mode=0o600, prepare=_lock)
     _fsync_dir(directory)
 
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import heapq
 import os
-import secrets
 import stat
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 
+from taskforce._atomic_write import write_all, write_atomically
 from taskforce.core.interfaces.log import quoted, text_fields
 from taskforce.core.interfaces.tools import ToolResult
 from taskforce.infrastructure.tools._base import (
@@ -215,21 +216,17 @@ def _replace(path: Path, data: bytes) -> None:
         _check_regular(existing.st_mode)
         if not os.access(path, os.W_OK, follow_symlinks=False):  # as an open for writing would
             raise PermissionError(errno.EACCES, "the file is not writable", str(path))
-    temporary = path.with_name(f"{_TEMPORARY_PREFIX}{secrets.token_hex(8)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        with open(fd, "wb") as handle:
-            if existing is not None:
-                _keep_owner_and_mode(handle.fileno(), existing)
-            handle.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    write_atomically(
+        path,
+        data,
+        prefix=_TEMPORARY_PREFIX,
+        mode=0o644,
+        prepare=None if existing is None else functools.partial(_keep_owner_and_mode, existing),
+        durable=False,
+    )
 
 
-def _keep_owner_and_mode(fd: int, existing: os.stat_result) -> None:
+def _keep_owner_and_mode(existing: os.stat_result, fd: int) -> None:
     """Give the new file ``fd`` the owner, group and mode of the ``existing`` one it replaces.
 
     The owner and group where this process may give them (as root): a file of another
@@ -258,19 +255,13 @@ def _append(path: Path, data: bytes, limit: int, too_large: str) -> None:
         if size + len(data) > limit:
             raise Failure(too_large, "FileTooLarge")
         try:
-            _write_all(fd, data)
+            write_all(fd, data)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, size)
             raise
     finally:
         os.close(fd)  # and with it the lock
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _writer(content: str, *, append: bool, limit: int) -> Callable[[Path], int]:

@@ -1,0 +1,81 @@
+"""Replace a file whole: write a new file beside it, then rename the new one over it.
+
+The state store's session files, the file tools' ``file_write`` and the metrics
+targets file are written this way, so a reader finds the old content or the new,
+never a mix, and a write that fails part way (a full disk, an interrupt) leaves
+the old file and no temporary one behind. What differs between them (the new
+file's mode, a lock held while it is written, whether it is fsynced) the caller
+says. Imports nothing of the project, so every layer may use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["write_all", "write_atomically"]
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to the file descriptor ``fd``, however many calls it takes.
+
+    Raises:
+        OSError: A write failed; part of ``data`` may have been written before it.
+    """
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def write_atomically(
+    target: Path,
+    data: bytes,
+    *,
+    prefix: str,
+    mode: int = 0o600,
+    prepare: Callable[[int], None] | None = None,
+    durable: bool = True,
+) -> None:
+    """Write ``data`` to a new file beside ``target``, then rename it over ``target``.
+
+    The new file is made exclusively (never through a symlink, never an existing
+    file). A durable one is renamed while still open, so a lock ``prepare`` takes
+    on it is held until it has its name; any other after it is closed. Whatever
+    fails, even an interrupt, the new file is removed again and ``target`` is left
+    as it was.
+
+    Args:
+        target: The file to replace (or make); its folder must exist.
+        data: The new content, all of it.
+        prefix: The start of the new file's name, which goes on with random
+            characters and ends in ``.tmp``.
+        mode: The new file's permission bits, less the umask (as ``os.open``).
+        prepare: Called with the new file's descriptor before ``data`` is written:
+            a lock, an owner or exact permission bits.
+        durable: Whether the new file is fsynced before the rename. The folder is
+            not: a caller that needs the rename itself durable fsyncs it after.
+
+    Raises:
+        OSError: The new file could not be made, written or renamed.
+    """
+    temporary = target.with_name(f"{prefix}{secrets.token_hex(8)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        try:
+            if prepare is not None:
+                prepare(fd)
+            write_all(fd, data)
+            if durable:
+                os.fsync(fd)  # reports any write error, so the rename may come before the close
+                os.replace(temporary, target)
+        finally:
+            os.close(fd)
+        if not durable:  # after the close, which may be the first to report a write error (NFS)
+            os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
