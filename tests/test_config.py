@@ -46,6 +46,7 @@ class TestDefaults:
         assert 1000 == s.tools.max_expression_chars
         assert 300 == s.tools.max_sleep_seconds
         assert 100 == s.agent.max_result_depth
+        assert (1024**3, 100_000) == (s.tools.max_workspace_bytes, s.tools.max_workspace_entries)
 
 
 class TestLoggingFormatDefault:
@@ -162,6 +163,10 @@ class TestErrors:
             ("TASKFORCE_TOOLS__MAX_SLEEP_SECONDS", "nan", "tools.max_sleep_seconds"),
             ("TASKFORCE_AGENT__MAX_RESULT_DEPTH", "0", "agent.max_result_depth"),
             ("TASKFORCE_AGENT__MAX_RESULT_DEPTH", "251", "agent.max_result_depth"),
+            ("TASKFORCE_TOOLS__MAX_WORKSPACE_BYTES", "0", "tools.max_workspace_bytes"),
+            ("TASKFORCE_TOOLS__MAX_WORKSPACE_BYTES", "1GiB", "tools.max_workspace_bytes"),
+            ("TASKFORCE_TOOLS__MAX_WORKSPACE_ENTRIES", "0", "tools.max_workspace_entries"),
+            ("TASKFORCE_TOOLS__MAX_WORKSPACE_ENTRIES", "100000001", "tools.max_workspace_entries"),
             # an empty path would silently mean the working directory
             ("TASKFORCE_STATE_DIR", " ", "state_dir"),
             ("TASKFORCE_WORKSPACE_DIR", "", "workspace_dir"),

@@ -136,6 +136,8 @@ def build_container(
             max_dir_entries=settings.tools.max_dir_entries,
             max_expression_chars=settings.tools.max_expression_chars,
             max_sleep_seconds=settings.tools.max_sleep_seconds,
+            max_workspace_bytes=settings.tools.max_workspace_bytes,
+            max_workspace_entries=settings.tools.max_workspace_entries,
         )
     )
     state = state_store if state_store is not None else make_state_store(settings)

@@ -132,6 +132,10 @@ class ToolSettings(_Section):
     max_expression_chars: int = Field(default=1000, ge=1, le=100_000)
     #: The longest wait ``sleep`` takes; ``agent.tool_timeout_seconds`` still cuts a call.
     max_sleep_seconds: float = Field(default=300.0, gt=0, le=3600)
+    #: The most bytes the workspace's files (every session's folder) may hold together.
+    max_workspace_bytes: int = Field(default=1024**3, ge=1, le=1024**5)
+    #: The most files, folders and other entries the workspace may hold.
+    max_workspace_entries: int = Field(default=100_000, ge=1, le=100_000_000)
 
 
 class MetricsSettings(_Section):

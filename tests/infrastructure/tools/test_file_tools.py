@@ -23,6 +23,7 @@ from taskforce.infrastructure.tools import (
     ListDirTool,
     ToolThreadPool,
     _files,
+    _quota,
 )
 from tests.support.processes import run_python
 
@@ -661,3 +662,112 @@ class TestConcurrentAppends:
             (r.get("error_type") for r in results), key=lambda t: (t is None, t)
         )
         assert "123456abcd" == (workspace / "log.txt").read_text()
+
+
+class TestWorkspaceQuota:
+    """tools.max_workspace_bytes and tools.max_workspace_entries bound the workspace as a
+    whole: many files each under max_file_bytes cannot fill the disk or its inodes."""
+
+    async def test_bytes_past_the_quota_are_refused(self, workspace: Path) -> None:
+        """A write or an append that would take the workspace's files past the bytes quota
+        fails as WorkspaceFull and leaves nothing; one that shrinks a file always passes."""
+        tool = FileWriteTool(workspace, max_workspace_bytes=10)
+        assert {"success": True, "output": 6} == await tool.execute(path="a.txt", content="a" * 6)
+        new = await tool.execute(path="d/b.txt", content="b" * 5)
+        assert ("WorkspaceFull", True) == (
+            new["error_type"],
+            "past 10 bytes (tools.max_workspace_bytes)" in new["error"],
+        )
+        assert {"success": True, "output": 10} == await tool.execute(path="a.txt", content="x" * 10)
+        appended = await tool.execute(path="a.txt", content="y", append=True)
+        assert "WorkspaceFull" == appended["error_type"]
+        assert ["a.txt"] == os.listdir(workspace)
+        assert "x" * 10 == (workspace / "a.txt").read_text()
+        assert {"success": True, "output": 2} == await tool.execute(path="a.txt", content="zz")
+        assert {"success": True, "output": 8} == await tool.execute(path="b.txt", content="b" * 8)
+
+    async def test_entries_past_the_quota_are_refused(self, workspace: Path) -> None:
+        """Files and the folders a write makes count against the entries quota; a write
+        into an existing file adds none."""
+        tool = FileWriteTool(workspace, max_workspace_entries=3)
+        assert True is (await tool.execute(path="d/e/f.txt", content=""))["success"]
+        refused = await tool.execute(path="g.txt", content="")
+        assert ("WorkspaceFull", True) == (
+            refused["error_type"],
+            "past 3 files and folders (tools.max_workspace_entries)" in refused["error"],
+        )
+        assert "WorkspaceFull" == (await tool.execute(path="d/h/i", content=""))["error_type"]
+        assert (
+            True is (await tool.execute(path="d/e/f.txt", content="more", append=True))["success"]
+        )
+        assert ["d"] == os.listdir(workspace)
+        assert ["e"] == os.listdir(workspace / "d")
+
+    async def test_all_sessions_and_files_already_there_count(self, workspace: Path) -> None:
+        """The quota is the whole workspace's: files no tool wrote, in any session's folder."""
+        (workspace / "other-session").mkdir(parents=True)
+        (workspace / "other-session" / "big").write_bytes(b"x" * 8)
+        tool = FileWriteTool(workspace, max_workspace_bytes=10)
+        assert "WorkspaceFull" == (await tool.execute(path="a", content="abc"))["error_type"]
+        assert True is (await tool.execute(path="a", content="ab"))["success"]
+
+    async def test_concurrent_writes_keep_the_quota(self, workspace: Path) -> None:
+        """Four writes of 4 bytes to four files at once, quota 10: two pass, two fail."""
+        pool = ToolThreadPool(4)
+        tool = FileWriteTool(workspace, pool, max_workspace_bytes=10)
+        try:
+            results = await asyncio.gather(
+                *(tool.execute(path=f"f{n}", content="abcd") for n in range(4))
+            )
+        finally:
+            pool.close()
+        assert [None, None, "WorkspaceFull", "WorkspaceFull"] == sorted(
+            (r.get("error_type") for r in results), key=lambda t: (t is not None, t or "")
+        )
+        assert 8 == sum(p.stat().st_size for p in workspace.iterdir())
+
+    async def test_the_workspace_is_walked_once_not_per_write(
+        self, workspace: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The count is kept and moved by each write: ten writes walk the workspace once."""
+        walks: list[Path] = []
+        measure = _quota.measure
+
+        def counted(root: Path) -> tuple[int, int]:
+            walks.append(root)
+            return measure(root)
+
+        monkeypatch.setattr(_quota, "measure", counted)
+        tool = FileWriteTool(workspace)
+        for n in range(10):
+            assert True is (await tool.execute(path=f"d/f{n}", content="x"))["success"]
+        assert [workspace] == walks
+        assert (10, 11) == tool.quota.counted
+
+    async def test_room_made_by_others_is_seen(
+        self, workspace: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A write the count would refuse walks the workspace first (once its count is
+        RECHECK_SECONDS old), so files an operator removed make room again."""
+        monkeypatch.setattr(_quota, "RECHECK_SECONDS", 0.0)
+        tool = FileWriteTool(workspace, max_workspace_bytes=10)
+        assert True is (await tool.execute(path="a", content="a" * 10))["success"]
+        assert "WorkspaceFull" == (await tool.execute(path="b", content="b"))["error_type"]
+        (workspace / "a").unlink()
+        assert True is (await tool.execute(path="b", content="b"))["success"]
+
+    def test_limits_below_one_are_refused(self, workspace: Path) -> None:
+        """Each workspace limit must be at least 1."""
+        with pytest.raises(ValueError, match="workspace limits"):
+            FileWriteTool(workspace, max_workspace_bytes=0)
+        with pytest.raises(ValueError, match="workspace limits"):
+            FileWriteTool(workspace, max_workspace_entries=0)
+
+    async def test_a_mission_meets_the_quota_of_the_settings(self, tmp_path: Path) -> None:
+        """tools.max_workspace_bytes reaches the container's file_write."""
+        async with _container(tmp_path, max_workspace_bytes=5) as container:
+            result = await container.executor.execute_mission(
+                'tool:file_write {"path": "a.txt", "content": "123"}\n'
+                'tool:file_write {"path": "b.txt", "content": "456"}'
+            )
+        assert ("failed", "WorkspaceFull") == (result.status, result.error_type)

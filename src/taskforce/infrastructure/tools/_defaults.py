@@ -12,6 +12,10 @@ from taskforce.infrastructure.tools._files import (
     FileWriteTool,
     ListDirTool,
 )
+from taskforce.infrastructure.tools._quota import (
+    DEFAULT_MAX_WORKSPACE_BYTES,
+    DEFAULT_MAX_WORKSPACE_ENTRIES,
+)
 from taskforce.infrastructure.tools._registry import ToolRegistry
 from taskforce.infrastructure.tools._sleep import DEFAULT_MAX_SLEEP_SECONDS, SleepTool
 from taskforce.infrastructure.tools._thread_pool import ToolThreadPool
@@ -27,6 +31,8 @@ def build_default_registry(
     max_dir_entries: int = DEFAULT_MAX_DIR_ENTRIES,
     max_expression_chars: int = DEFAULT_MAX_EXPRESSION_CHARS,
     max_sleep_seconds: float = DEFAULT_MAX_SLEEP_SECONDS,
+    max_workspace_bytes: int = DEFAULT_MAX_WORKSPACE_BYTES,
+    max_workspace_entries: int = DEFAULT_MAX_WORKSPACE_ENTRIES,
 ) -> ToolRegistry:
     """Build a registry holding the five built-in tools.
 
@@ -38,6 +44,8 @@ def build_default_registry(
         max_dir_entries: The most entries one ``list_dir`` result holds.
         max_expression_chars: The longest expression ``calculator`` evaluates.
         max_sleep_seconds: The longest wait ``sleep`` takes.
+        max_workspace_bytes: The most bytes the workspace's files may hold together.
+        max_workspace_entries: The most files and folders the workspace may hold.
 
     Returns:
         A registry with ``calculator``, ``file_read``, ``file_write``, ``list_dir`` and ``sleep``.
@@ -47,7 +55,13 @@ def build_default_registry(
         [
             CalculatorTool(max_expression_chars=max_expression_chars),
             FileReadTool(workspace_dir, pool, max_file_bytes=max_file_bytes),
-            FileWriteTool(workspace_dir, pool, max_file_bytes=max_file_bytes),
+            FileWriteTool(
+                workspace_dir,
+                pool,
+                max_file_bytes=max_file_bytes,
+                max_workspace_bytes=max_workspace_bytes,
+                max_workspace_entries=max_workspace_entries,
+            ),
             ListDirTool(workspace_dir, pool, max_entries=max_dir_entries),
             SleepTool(max_seconds=max_sleep_seconds),
         ]

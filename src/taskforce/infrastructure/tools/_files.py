@@ -4,7 +4,9 @@ Every path is resolved (following symlinks) and must land inside the session's
 folder of the workspace; anything else is refused and logged as a security
 event. Only regular files are read or written: a FIFO, device or socket is
 refused without being waited on. A write that replaces a file fills a new one
-and renames it over the old, so nobody ever finds it half written. All file IO
+and renames it over the old, so nobody ever finds it half written; appends to
+one file take turns under a lock on it. A write counts against the workspace's
+quota (see ``_quota``) before it makes anything. All file IO
 runs in the tools' own bounded thread pool, so neither a large file nor a hung
 call blocks the event loop or the threads the rest of the service uses.
 """
@@ -32,6 +34,11 @@ from taskforce.infrastructure.tools._base import (
     BaseTool,
     error_result,
     ok_result,
+)
+from taskforce.infrastructure.tools._quota import (
+    DEFAULT_MAX_WORKSPACE_BYTES,
+    DEFAULT_MAX_WORKSPACE_ENTRIES,
+    WorkspaceQuota,
 )
 from taskforce.infrastructure.tools._thread_pool import ToolThreadPool
 from taskforce.infrastructure.tools._workspace import Failure, PathRefused, Workspace
@@ -264,28 +271,72 @@ def _append(path: Path, data: bytes, limit: int, too_large: str) -> None:
         os.close(fd)  # and with it the lock
 
 
-def _writer(content: str, *, append: bool, limit: int) -> Callable[[Path], int]:
+def _missing_folders(folder: Path) -> int:
+    """How many folders a write into ``folder`` makes: it and its missing parents."""
+    missing = 0
+    while True:
+        try:
+            os.lstat(folder)
+        except FileNotFoundError:
+            missing += 1
+            folder = folder.parent
+            continue
+        return missing
+
+
+def _size(path: Path) -> int | None:
+    """The size of what ``path`` names now, without following a symlink; None if nothing."""
+    try:
+        return os.lstat(path).st_size
+    except FileNotFoundError:
+        return None
+
+
+def _writer(
+    content: str, *, append: bool, limit: int, quota: WorkspaceQuota
+) -> Callable[[Path], int]:
     data = content.encode("utf-8")
     too_large = f"would be larger than {limit} bytes (tools.max_file_bytes)"
 
     def write(path: Path) -> int:
         if len(data) > limit:  # before anything is made or changed
             raise Failure(too_large, "FileTooLarge")
+        # a file on the way raises NotADirectoryError here, as a read would
+        folders = _missing_folders(path.parent)
+        size = _size(path)
+        grow = len(data) if append or size is None else len(data) - size
+        new_file = int(size is None)
+        quota.reserve(grow, folders + new_file)
+        made_folders = False
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except FileExistsError as exc:  # a folder on the way is a file, as a read finds
-            raise NotADirectoryError(errno.ENOTDIR, "not a directory") from exc
-        if append:
-            _append(path, data, limit, too_large)
-        else:
-            _replace(path, data)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except FileExistsError as exc:  # a folder on the way is a file, as a read finds
+                raise NotADirectoryError(errno.ENOTDIR, "not a directory") from exc
+            made_folders = True
+            if append:
+                _append(path, data, limit, too_large)
+            else:
+                _replace(path, data)
+        except BaseException:
+            quota.release(grow, new_file + (0 if made_folders else folders))
+            raise
         return len(data)
 
     return write
 
 
 class FileWriteTool(_WorkspaceTool):
-    """Writes (or appends) UTF-8 text to a file in the workspace."""
+    """Writes (or appends) UTF-8 text to a file in the workspace, within its quota.
+
+    Args:
+        workspace_dir: The workspace; created on the first call if missing.
+        pool: The thread pool to run file IO in (see :class:`FileReadTool`).
+        max_file_bytes: The largest file the tool leaves behind.
+        max_workspace_bytes: The most bytes the workspace's files (all sessions'
+            folders together) may hold; a write that would pass it fails.
+        max_workspace_entries: The most files and folders the workspace may hold.
+    """
 
     name = "file_write"
     description = (
@@ -307,6 +358,20 @@ class FileWriteTool(_WorkspaceTool):
         "additionalProperties": False,
     }
 
+    def __init__(
+        self,
+        workspace_dir: Path,
+        pool: ToolThreadPool | None = None,
+        *,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        max_workspace_bytes: int = DEFAULT_MAX_WORKSPACE_BYTES,
+        max_workspace_entries: int = DEFAULT_MAX_WORKSPACE_ENTRIES,
+    ) -> None:
+        super().__init__(workspace_dir, pool, max_file_bytes=max_file_bytes)
+        self.quota = WorkspaceQuota(
+            self.workspace.root, max_bytes=max_workspace_bytes, max_entries=max_workspace_entries
+        )
+
     async def run(self, args: Mapping[str, Any]) -> ToolResult:
         """Write ``args["content"]`` to ``args["path"]``.
 
@@ -315,11 +380,17 @@ class FileWriteTool(_WorkspaceTool):
 
         Returns:
             The number of bytes written, or an error result (``InvalidArguments`` for
-            content UTF-8 cannot carry: a lone surrogate).
+            content UTF-8 cannot carry: a lone surrogate; ``FileTooLarge``,
+            ``WorkspaceFull`` past a limit).
         """
         content: str = args["content"]
         try:
-            write = _writer(content, append=args.get("append", False), limit=self.max_file_bytes)
+            write = _writer(
+                content,
+                append=args.get("append", False),
+                limit=self.max_file_bytes,
+                quota=self.quota,
+            )
         except UnicodeEncodeError as exc:  # a lone surrogate, from a JSON escape
             return error_result(
                 f"invalid arguments for tool 'file_write': argument 'content' is not UTF-8 "

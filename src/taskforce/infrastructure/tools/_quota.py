@@ -1,0 +1,158 @@
+"""The bound on the workspace as a whole: the bytes of its files and how many entries it has.
+
+``tools.max_file_bytes`` bounds each file, not their number, so without this a
+model could fill the disk with many files each under it, or its inodes with
+empty files and folders. The count is kept in memory and moved by each write;
+the workspace is walked (every folder, never through a symlink) only to set it
+right: at the first write, when the count is older than :data:`RECOUNT_SECONDS`,
+and before a write is refused on a count older than :data:`RECHECK_SECONDS`, so
+what others removed (an operator's clean-up) or wrote (another worker of
+``taskforce serve --workers``, another process) is seen within that long.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from taskforce.infrastructure.tools._workspace import Failure
+
+__all__ = [
+    "DEFAULT_MAX_WORKSPACE_BYTES",
+    "DEFAULT_MAX_WORKSPACE_ENTRIES",
+    "RECHECK_SECONDS",
+    "RECOUNT_SECONDS",
+    "WORKSPACE_FULL",
+    "WorkspaceQuota",
+    "measure",
+]
+
+#: The most bytes the regular files of the workspace may hold together (tools.max_workspace_bytes).
+DEFAULT_MAX_WORKSPACE_BYTES = 1024**3
+#: The most files, folders and other entries the workspace may hold (tools.max_workspace_entries).
+DEFAULT_MAX_WORKSPACE_ENTRIES = 100_000
+#: How long a count is trusted before a write walks the workspace again.
+RECOUNT_SECONDS = 30.0
+#: How old a count may be before a write it would refuse walks the workspace again first.
+RECHECK_SECONDS = 1.0
+#: The ``error_type`` of a write refused because the workspace is full.
+WORKSPACE_FULL = "WorkspaceFull"
+
+
+def measure(root: Path) -> tuple[int, int]:
+    """Walk ``root``: the bytes of its regular files and how many entries it holds, below it.
+
+    Symlinks are counted as entries, never followed; an entry that vanishes or cannot
+    be read while the walk goes is passed over. Runs blocking filesystem calls.
+
+    Returns:
+        ``(bytes, entries)``; ``(0, 0)`` when ``root`` does not exist.
+    """
+    total = entries = 0
+    folders = [root]
+    while folders:
+        try:
+            scan = os.scandir(folders.pop())
+        except OSError:
+            continue
+        with scan:
+            for entry in scan:
+                entries += 1
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(Path(entry.path))
+                    elif entry.is_file(follow_symlinks=False):
+                        total += entry.stat(follow_symlinks=False).st_size
+                except OSError:
+                    continue
+    return total, entries
+
+
+class WorkspaceQuota:
+    """The bytes and entries of a workspace, counted, with limits a write may not pass.
+
+    Safe to use from several threads: a write reserves its growth under a lock, so
+    writes that run at once cannot pass a limit together either.
+
+    Args:
+        root: The workspace directory (all sessions' folders together).
+        max_bytes: The most bytes its regular files may hold together.
+        max_entries: The most entries (files, folders, anything) it may hold.
+
+    Raises:
+        ValueError: A limit is less than 1.
+    """
+
+    def __init__(self, root: Path, *, max_bytes: int, max_entries: int) -> None:
+        if max_bytes < 1 or max_entries < 1:
+            raise ValueError(
+                f"workspace limits must be at least 1, got {max_bytes} bytes, {max_entries} entries"
+            )
+        self.root = root
+        self.max_bytes = max_bytes
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._bytes = 0
+        self._entries = 0
+        self._counted_at: float | None = None
+
+    @property
+    def counted(self) -> tuple[int, int]:
+        """The bytes and entries the count holds now (writes under way included)."""
+        return self._bytes, self._entries
+
+    def reserve(self, grow: int, new_entries: int) -> None:
+        """Count a write in before it is made: ``grow`` bytes more, ``new_entries`` more.
+
+        A write that shrinks the workspace (a smaller file replacing a larger one) is
+        never refused. Runs blocking filesystem calls (a walk, now and then).
+
+        Raises:
+            Failure: The write would take the workspace past a limit (``WorkspaceFull``);
+                nothing was counted.
+        """
+        with self._lock:
+            now = time.monotonic()
+            counted_at = self._counted_at
+            if counted_at is None or now - counted_at >= RECOUNT_SECONDS:
+                counted_at = self._recount(now)
+            problem = self._past(grow, new_entries)
+            if problem is not None and now - counted_at >= RECHECK_SECONDS:
+                self._recount(now)
+                problem = self._past(grow, new_entries)
+            if problem is not None:
+                raise Failure(problem, WORKSPACE_FULL)
+            self._bytes += grow
+            self._entries += new_entries
+
+    def release(self, grow: int, new_entries: int) -> None:
+        """Take back what :meth:`reserve` counted in for a write that was not made."""
+        with self._lock:
+            self._bytes -= grow
+            self._entries -= new_entries
+
+    def _recount(self, now: float) -> float:
+        self._bytes, self._entries = measure(self.root)
+        self._counted_at = now
+        return now
+
+    def _past(self, grow: int, new_entries: int) -> str | None:
+        if grow > 0 and self._bytes + grow > self.max_bytes:
+            return (
+                f"would take the workspace past {self.max_bytes} bytes "
+                "(tools.max_workspace_bytes), which its files fill"
+            )
+        if new_entries > 0 and self._entries + new_entries > self.max_entries:
+            return (
+                f"would take the workspace past {self.max_entries} files and folders "
+                "(tools.max_workspace_entries): write into an existing file instead"
+            )
+        return None
+
+    def __repr__(self) -> str:
+        return (
+            f"<WorkspaceQuota {self._bytes}/{self.max_bytes} bytes, "
+            f"{self._entries}/{self.max_entries} entries>"
+        )
