@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import shutil
 import socket
@@ -662,6 +663,24 @@ class TestConcurrentAppends:
             (r.get("error_type") for r in results), key=lambda t: (t is None, t)
         )
         assert "123456abcd" == (workspace / "log.txt").read_text()
+
+
+class TestAppendLock:
+    async def test_a_lock_held_elsewhere_fails_the_append_in_time(
+        self, workspace: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A process that holds a lock on the file for good (not an append of ours) cannot
+        tie up a tool thread: the append gives up after a while, FileBusy, file unchanged."""
+        monkeypatch.setattr(_files, "APPEND_LOCK_WAIT_SECONDS", 0.05, raising=False)
+        workspace.mkdir()
+        (workspace / "log.txt").write_text("kept")
+        with open(workspace / "log.txt", "rb") as holder:  # noqa: ASYNC230 (set-up)
+            fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+            # wait_for only keeps a regression from hanging the suite; no timing is asserted.
+            result = await asyncio.wait_for(
+                FileWriteTool(workspace).execute(path="log.txt", content="x", append=True), 10
+            )
+        assert ("FileBusy", "kept") == (result["error_type"], (workspace / "log.txt").read_text())
 
 
 class TestWorkspaceQuota:

@@ -20,6 +20,7 @@ import functools
 import heapq
 import os
 import stat
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,11 @@ _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 #: Start of the name of the file a replacing write fills before it is renamed over the target.
 _TEMPORARY_PREFIX = ".taskforce-write-"
+#: The longest an append waits for the lock on its file, held by another writer.
+APPEND_LOCK_WAIT_SECONDS = 10.0
+_FIRST_PAUSE_SECONDS = 0.001
+_LAST_PAUSE_SECONDS = 0.05
+_BUSY = "is being written by another writer; try again later"
 
 
 class _NotRegular(Exception):
@@ -257,7 +263,7 @@ def _append(path: Path, data: bytes, limit: int, too_large: str) -> None:
     """
     fd = _open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _lock(fd)
         size = os.fstat(fd).st_size
         if size + len(data) > limit:
             raise Failure(too_large, "FileTooLarge")
@@ -269,6 +275,25 @@ def _append(path: Path, data: bytes, limit: int, too_large: str) -> None:
             raise
     finally:
         os.close(fd)  # and with it the lock
+
+
+def _lock(fd: int) -> None:
+    """Take the exclusive ``flock`` on ``fd``, waiting at most ``APPEND_LOCK_WAIT_SECONDS``.
+
+    Another append holds it only while it writes; a process of someone else's that holds
+    it for good must not tie up a tool thread for good.
+    """
+    deadline = time.monotonic() + APPEND_LOCK_WAIT_SECONDS
+    pause = _FIRST_PAUSE_SECONDS
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise Failure(_BUSY, "FileBusy") from None
+            time.sleep(pause)
+            pause = min(pause * 2, _LAST_PAUSE_SECONDS)
 
 
 def _missing_folders(folder: Path) -> int:
