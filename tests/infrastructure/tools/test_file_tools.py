@@ -251,6 +251,30 @@ class TestFileWriteAndRead:
         assert "top secret" == (outside / "secret.txt").read_text()
         assert "changed" == (workspace / "linked.txt").read_text()
 
+    async def test_an_append_to_a_hard_link_keeps_the_old_content(
+        self, workspace: Path, outside: Path
+    ) -> None:
+        """An append to a file with another name (a hard link made outside) is not written
+        through either: the workspace's name gets old content and new, the other the old."""
+        workspace.mkdir()
+        os.link(outside / "secret.txt", workspace / "linked.txt")
+        os.chmod(workspace / "linked.txt", 0o640)
+        result = await FileWriteTool(workspace).execute(
+            path="linked.txt", content=" appended", append=True
+        )
+        assert {"success": True, "output": 9} == result
+        assert "top secret" == (outside / "secret.txt").read_text()
+        assert "top secret appended" == (workspace / "linked.txt").read_text()
+        assert 0o640 == stat.S_IMODE(os.stat(workspace / "linked.txt").st_mode)
+        appended = await FileWriteTool(workspace).execute(
+            path="linked.txt", content="!", append=True
+        )
+        assert ({"success": True, "output": 1}, 1) == (
+            appended,
+            os.stat(workspace / "linked.txt").st_nlink,
+        )
+        assert "top secret appended!" == (workspace / "linked.txt").read_text()
+
     def test_a_read_only_file_is_not_replaced(self) -> None:
         """A file the service may not write (mode 0o444) stays as it is: PermissionDenied.
 

@@ -67,6 +67,8 @@ _TEMPORARY_PREFIX = ".taskforce-write-"
 APPEND_LOCK_WAIT_SECONDS = 10.0
 _FIRST_PAUSE_SECONDS = 0.001
 _LAST_PAUSE_SECONDS = 0.05
+# How often an append opens its file again because it was replaced while it waited for the lock.
+_APPEND_ATTEMPTS = 100
 _BUSY = "is being written by another writer; try again later"
 
 
@@ -259,22 +261,31 @@ def _append(path: Path, data: bytes, limit: int, too_large: str) -> None:
     The size check and the write hold an exclusive ``flock`` on the file: appends to one
     file, from the pool's threads or from other processes (``--workers``), take turns, so
     together they cannot pass the limit either. An append that fails part way (a full disk)
-    is cut off again.
+    is cut off again. A file with another name (a hard link) is not written through: it
+    is replaced by a copy with ``data`` added, as a write replaces it.
     """
-    fd = _open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    try:
-        _lock(fd)
-        size = os.fstat(fd).st_size
-        if size + len(data) > limit:
-            raise Failure(too_large, "FileTooLarge")
+    for _ in range(_APPEND_ATTEMPTS):
+        fd = _open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         try:
-            write_all(fd, data)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, size)
-            raise
-    finally:
-        os.close(fd)  # and with it the lock
+            _lock(fd)
+            held = os.fstat(fd)
+            if not _names(path, held):  # replaced while this call waited: append to the new one
+                continue
+            if held.st_size + len(data) > limit:
+                raise Failure(too_large, "FileTooLarge")
+            if held.st_nlink > 1:
+                _replace(path, _read_whole(path, held) + data)
+                return
+            try:
+                write_all(fd, data)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, held.st_size)
+                raise
+            return
+        finally:
+            os.close(fd)  # and with it the lock
+    raise Failure(_BUSY, "FileBusy")
 
 
 def _lock(fd: int) -> None:
@@ -294,6 +305,23 @@ def _lock(fd: int) -> None:
                 raise Failure(_BUSY, "FileBusy") from None
             time.sleep(pause)
             pause = min(pause * 2, _LAST_PAUSE_SECONDS)
+
+
+def _names(path: Path, held: os.stat_result) -> bool:
+    """Whether ``path`` still names the file ``held`` describes."""
+    try:
+        now = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _read_whole(path: Path, held: os.stat_result) -> bytes:
+    """The content of the file ``held`` describes, opened by ``path`` (still its name)."""
+    with open(_open_regular(path, os.O_RDONLY), "rb") as handle:
+        if not os.path.samestat(os.fstat(handle.fileno()), held):
+            raise Failure(_BUSY, "FileBusy")  # replaced under the lock, by a writer of another kind
+        return handle.read(held.st_size)
 
 
 def _missing_folders(folder: Path) -> int:
