@@ -341,6 +341,20 @@ class TestFileWriteAndRead:
         result = await FileReadTool(workspace).execute(path="a\x00b")
         assert "InvalidPath" == result["error_type"]
 
+    @pytest.mark.parametrize("path", ["a" * 256, "d/" + "a" * 300 + "/x"], ids=["file", "folder"])
+    async def test_a_name_too_long_is_an_invalid_path(self, workspace: Path, path: str) -> None:
+        """A name past the filesystem's 255 bytes is the model's mistake, InvalidPath for
+        every tool, not an OSError that reads like the disk's trouble."""
+        results = [
+            await FileWriteTool(workspace).execute(path=path, content="x"),
+            await FileReadTool(workspace).execute(path=path),
+            await ListDirTool(workspace).execute(path=path),
+        ]
+        assert [("InvalidPath", True)] * 3 == [
+            (r["error_type"], r["error"].endswith("the path or a name in it is too long"))
+            for r in results
+        ]
+
     async def test_deeply_nested_path_refused(self, workspace: Path) -> None:
         """A path of thousands of folders is an InvalidPath, not an interpreter error."""
         result = await FileWriteTool(workspace).execute(path="d/" * 2000 + "x", content="x")

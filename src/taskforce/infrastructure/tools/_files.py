@@ -132,6 +132,10 @@ class _WorkspaceTool(BaseTool):
         except RecursionError:  # pathlib makes the missing parent folders one frame each
             return error_result(f"invalid path {shown}: nests too deeply", "InvalidPath")
         except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:  # the model's mistake, not the disk's trouble
+                return error_result(
+                    f"invalid path {shown}: the path or a name in it is too long", "InvalidPath"
+                )
             return error_result(f"cannot access {shown}: {exc.strerror or exc}", type(exc).__name__)
 
 
