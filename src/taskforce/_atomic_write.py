@@ -35,6 +35,7 @@ def write_atomically(
     data: bytes,
     *,
     prefix: str,
+    dir_fd: int | None = None,
     mode: int = 0o600,
     prepare: Callable[[int], None] | None = None,
     durable: bool = True,
@@ -49,6 +50,8 @@ def write_atomically(
 
     Args:
         target: The file to replace (or make); its folder must exist.
+        dir_fd: A descriptor of the folder ``target`` is in, taken relative to it:
+            no symlink swapped in on the way since it was opened is followed.
         data: The new content, all of it.
         prefix: The start of the new file's name, which goes on with random
             characters and ends in ``.tmp``.
@@ -62,7 +65,8 @@ def write_atomically(
         OSError: The new file could not be made, written or renamed.
     """
     temporary = target.with_name(f"{prefix}{secrets.token_hex(8)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    within = {} if dir_fd is None else {"src_dir_fd": dir_fd, "dst_dir_fd": dir_fd}
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode, dir_fd=dir_fd)
     try:
         try:
             if prepare is not None:
@@ -70,12 +74,12 @@ def write_atomically(
             write_all(fd, data)
             if durable:
                 os.fsync(fd)  # reports any write error, so the rename may come before the close
-                os.replace(temporary, target)
+                os.replace(temporary, target, **within)
         finally:
             os.close(fd)
         if not durable:  # after the close, which may be the first to report a write error (NFS)
-            os.replace(temporary, target)
+            os.replace(temporary, target, **within)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(temporary)
+            os.unlink(temporary, dir_fd=dir_fd)
         raise

@@ -26,6 +26,7 @@ from taskforce.infrastructure.tools import (
     _files,
     _quota,
 )
+from taskforce.infrastructure.tools._workspace import Workspace
 from tests.support.processes import run_python
 
 
@@ -356,12 +357,20 @@ class TestFileWriteAndRead:
         ]
 
     async def test_deeply_nested_path_refused(self, workspace: Path) -> None:
-        """A path of thousands of folders is an InvalidPath, not an interpreter error."""
-        result = await FileWriteTool(workspace).execute(path="d/" * 2000 + "x", content="x")
-        assert ("InvalidPath", "nests too deeply") == (
+        """A path of thousands of folders, past PATH_MAX (4096 bytes) once resolved, is an
+        InvalidPath, not an interpreter error, and nothing is made; one of hundreds of
+        folders within it is written like any other."""
+        result = await FileWriteTool(workspace).execute(path="d/" * 2100 + "x", content="x")
+        assert ("InvalidPath", "the path or a name in it is too long") == (
             result["error_type"],
             result["error"].rsplit(": ", 1)[-1],
         )
+        assert [] == os.listdir(workspace)
+        deep = "d/" * 300 + "x"
+        assert {"success": True, "output": 1} == await FileWriteTool(workspace).execute(
+            path=deep, content="x"
+        )
+        assert {"success": True, "output": "x"} == await FileReadTool(workspace).execute(path=deep)
 
     @pytest.mark.parametrize(
         "params",
@@ -574,6 +583,51 @@ class TestWorkspaceConfinement:
         } == await FileReadTool(workspace).execute(path="loop")
 
 
+class TestSwappedAfterTheCheck:
+    """Someone else (a tool of the user's that can make symlinks, another process on the
+    workspace) turns a folder on the way into a symlink out of the workspace after the path
+    was checked and before the tool opens it: the tool must not follow it."""
+
+    @pytest.fixture(name="swap")
+    def fixture_swap(self, workspace: Path, outside: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+        """Make ``sub`` a folder of the workspace that becomes a symlink to ``outside`` once
+        the path is checked."""
+        (workspace / "sub").mkdir(parents=True)
+        (workspace / "sub" / "secret.txt").write_text("inside")
+        resolve = Workspace.resolve
+
+        def resolve_then_swap(self: Workspace, raw: str, root: Path) -> Path:
+            resolved = resolve(self, raw, root)
+            (workspace / "sub").rename(workspace / "moved")
+            (workspace / "sub").symlink_to(outside, target_is_directory=True)
+            return resolved
+
+        monkeypatch.setattr(Workspace, "resolve", resolve_then_swap)
+        return workspace
+
+    async def test_a_write_does_not_follow(self, swap: Path, outside: Path) -> None:
+        """Neither a replacing write nor an append lands outside."""
+        written = await FileWriteTool(swap).execute(path="sub/new.txt", content="pwned")
+        (swap / "sub").unlink()
+        (swap / "moved").rename(swap / "sub")
+        appended = await FileWriteTool(swap).execute(
+            path="sub/secret.txt", content="pwned", append=True
+        )
+        assert [_refused("sub/new.txt"), _refused("sub/secret.txt")] == [written, appended]
+        assert (["secret.txt"], "top secret") == (
+            os.listdir(outside),
+            (outside / "secret.txt").read_text(),
+        )
+
+    async def test_a_read_does_not_follow(self, swap: Path) -> None:
+        """A read does not return the file outside."""
+        assert _refused("sub/secret.txt") == await FileReadTool(swap).execute(path="sub/secret.txt")
+
+    async def test_a_listing_does_not_follow(self, swap: Path) -> None:
+        """list_dir does not list the folder outside."""
+        assert _refused("sub") == await ListDirTool(swap).execute(path="sub")
+
+
 @pytest.fixture(name="fifo")
 def fixture_fifo(workspace: Path) -> Path:
     """A FIFO inside the workspace that nobody writes to or reads from."""
@@ -641,7 +695,7 @@ class TestNonRegularFiles:
         """A FIFO that replaces a regular file after the lstat is caught on the open file."""
         (workspace / "regular.txt").write_text("r")
         regular = os.lstat(workspace / "regular.txt")
-        monkeypatch.setattr(_files.os, "lstat", lambda _path: regular)  # type: ignore[attr-defined]
+        monkeypatch.setattr(_files.os, "lstat", lambda _path, **_: regular)  # type: ignore[attr-defined]
         result = await asyncio.wait_for(FileReadTool(workspace).execute(path="pipe"), 30)
         assert self._refused("pipe") == result
 

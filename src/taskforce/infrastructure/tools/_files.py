@@ -2,13 +2,16 @@
 
 Every path is resolved (following symlinks) and must land inside the session's
 folder of the workspace; anything else is refused and logged as a security
-event. Only regular files are read or written: a FIFO, device or socket is
-refused without being waited on. A write that replaces a file fills a new one
-and renames it over the old, so nobody ever finds it half written; appends to
-one file take turns under a lock on it. A write counts against the workspace's
-quota (see ``_quota``) before it makes anything. All file IO
-runs in the tools' own bounded thread pool, so neither a large file nor a hung
-call blocks the event loop or the threads the rest of the service uses.
+event. The resolved path is then opened folder by folder, never through a
+symlink, and the tools act relative to the folder so opened, so a folder
+swapped for a symlink after the check cannot lead them out. Only regular files
+are read or written: a FIFO, device or socket is refused without being waited
+on. A write that replaces a file fills a new one and renames it over the old,
+so nobody ever finds it half written; appends to one file take turns under a
+lock on it. A write counts against the workspace's quota (see ``_quota``)
+before it makes anything. All file IO runs in the tools' own bounded thread
+pool, so neither a large file nor a hung call blocks the event loop or the
+threads the rest of the service uses.
 """
 
 from __future__ import annotations
@@ -42,7 +45,13 @@ from taskforce.infrastructure.tools._quota import (
     WorkspaceQuota,
 )
 from taskforce.infrastructure.tools._thread_pool import ToolThreadPool
-from taskforce.infrastructure.tools._workspace import Failure, PathRefused, Workspace
+from taskforce.infrastructure.tools._workspace import (
+    Failure,
+    Location,
+    PathRefused,
+    Workspace,
+    open_folder,
+)
 
 __all__ = [
     "DEFAULT_MAX_DIR_ENTRIES",
@@ -61,6 +70,8 @@ _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 # Opening a FIFO without a peer would wait for one; non-blocking, it returns at once
 # (or fails with ENXIO for a writer), and the fstat that follows refuses it.
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+# A folder list_dir reads: never through a symlink, never waiting on a FIFO.
+_LISTED_FLAGS = os.O_RDONLY | os.O_DIRECTORY | _O_NOFOLLOW | _O_NONBLOCK
 #: Start of the name of the file a replacing write fills before it is renamed over the target.
 _TEMPORARY_PREFIX = ".taskforce-write-"
 #: The longest an append waits for the lock on its file, held by another writer.
@@ -99,15 +110,19 @@ class _WorkspaceTool(BaseTool):
         self.pool = pool if pool is not None else ToolThreadPool()
         self.max_file_bytes = max_file_bytes
 
-    async def _in_workspace(self, raw: str, action: Callable[[Path], Any]) -> ToolResult:
+    async def _in_workspace(self, raw: str, action: Callable[[Location], Any]) -> ToolResult:
         root = self.workspace.current_root()
 
-        def resolve_and_act() -> Any:
-            return action(self.workspace.resolve(raw, root))
+        def locate_and_act() -> Any:
+            location = self.workspace.locate(raw, root)
+            try:
+                return action(location)
+            finally:
+                location.close()
 
         shown = quoted(raw)  # the caller's, of any length: its start, for the messages below
         try:
-            return ok_result(await self.pool.run(resolve_and_act))
+            return ok_result(await self.pool.run(locate_and_act))
         except PathRefused:
             structlog.get_logger(__name__).warning(
                 "tool.path.refused", category="security", tool=self.name, **text_fields("path", raw)
@@ -129,8 +144,6 @@ class _WorkspaceTool(BaseTool):
             return error_result(f"permission denied for {shown}", "PermissionDenied")
         except ValueError as exc:  # e.g. an embedded NUL byte
             return error_result(f"invalid path {shown}: {exc}", "InvalidPath")
-        except RecursionError:  # pathlib makes the missing parent folders one frame each
-            return error_result(f"invalid path {shown}: nests too deeply", "InvalidPath")
         except OSError as exc:
             if exc.errno == errno.ENAMETOOLONG:  # the model's mistake, not the disk's trouble
                 return error_result(
@@ -146,19 +159,27 @@ def _check_regular(mode: int) -> None:
         raise _NotRegular
 
 
-def _open_regular(path: Path, flags: int, mode: int = 0o644) -> int:
-    """Open ``path`` without waiting on a FIFO or device; refuse all but regular files.
+def _existing(location: Location) -> Location:
+    """``location``, whose folders all exist, else FileNotFoundError (for a read)."""
+    if location.missing:
+        raise FileNotFoundError(errno.ENOENT, "no such file or directory", location.name)
+    return location
+
+
+def _open_regular(location: Location, flags: int, mode: int = 0o644) -> int:
+    """Open ``location`` without waiting on a FIFO or device; refuse all but regular files.
 
     The ``lstat`` spares a device the side effects of being opened; the ``fstat``
     of the open descriptor catches a swap between the two calls.
     """
+    name, folder = location.name, location.folder
     try:
-        _check_regular(os.lstat(path).st_mode)
+        _check_regular(os.lstat(name, dir_fd=folder).st_mode)
     except FileNotFoundError:
         if not flags & os.O_CREAT:
             raise
     try:
-        fd = os.open(path, flags | _O_NOFOLLOW | _O_NONBLOCK, mode)
+        fd = os.open(name, flags | _O_NOFOLLOW | _O_NONBLOCK, mode, dir_fd=folder)
     except OSError as exc:
         if exc.errno == errno.ENXIO:  # a FIFO without a reader, swapped in after the lstat
             raise _NotRegular from exc
@@ -172,15 +193,15 @@ def _open_regular(path: Path, flags: int, mode: int = 0o644) -> int:
     return fd
 
 
-def _reader(limit: int) -> Callable[[Path], str]:
-    def read(path: Path) -> str:
-        return _read_text(path, limit)
+def _reader(limit: int) -> Callable[[Location], str]:
+    def read(location: Location) -> str:
+        return _read_text(location, limit)
 
     return read
 
 
-def _read_text(path: Path, limit: int) -> str:
-    with open(_open_regular(path, os.O_RDONLY), "rb") as handle:
+def _read_text(location: Location, limit: int) -> str:
+    with open(_open_regular(_existing(location), os.O_RDONLY), "rb") as handle:
         data = handle.read(limit + 1)
     if len(data) > limit:
         raise Failure(f"is larger than {limit} bytes (tools.max_file_bytes)", "FileTooLarge")
@@ -218,8 +239,8 @@ class FileReadTool(_WorkspaceTool):
         return await self._in_workspace(args["path"], _reader(self.max_file_bytes))
 
 
-def _replace(path: Path, data: bytes) -> None:
-    """Write ``data`` to a new file beside ``path``, then rename it over ``path``.
+def _replace(location: Location, data: bytes) -> None:
+    """Write ``data`` to a new file beside ``location``, then rename it over it.
 
     A reader, a concurrent write or a write that fails part way (a full disk) never
     sees or leaves a mix: the file holds the old content or the new, whole. A file
@@ -227,17 +248,20 @@ def _replace(path: Path, data: bytes) -> None:
     file keeps what a write into the old one kept (see :func:`_keep_owner_and_mode`);
     a hard link to the old file keeps the old content.
     """
+    name, folder = location.name, location.folder
     try:
-        existing: os.stat_result | None = os.lstat(path)
+        existing: os.stat_result | None = os.lstat(name, dir_fd=folder)
     except FileNotFoundError:
         existing = None
     if existing is not None:
         _check_regular(existing.st_mode)
-        if not os.access(path, os.W_OK, follow_symlinks=False):  # as an open for writing would
-            raise PermissionError(errno.EACCES, "the file is not writable", str(path))
+        # as an open for writing would
+        if not os.access(name, os.W_OK, dir_fd=folder, follow_symlinks=False):
+            raise PermissionError(errno.EACCES, "the file is not writable", name)
     write_atomically(
-        path,
+        Path(name),
         data,
+        dir_fd=folder,
         prefix=_TEMPORARY_PREFIX,
         mode=0o644,
         prepare=None if existing is None else functools.partial(_keep_owner_and_mode, existing),
@@ -259,8 +283,8 @@ def _keep_owner_and_mode(existing: os.stat_result, fd: int) -> None:
         os.fchown(fd, existing.st_uid, existing.st_gid)
 
 
-def _append(path: Path, data: bytes, limit: int, too_large: str) -> None:
-    """Append ``data`` to ``path`` unless the file would pass ``limit``; all of it or none.
+def _append(location: Location, data: bytes, limit: int, too_large: str) -> None:
+    """Append ``data`` to ``location`` unless the file would pass ``limit``; all of it or none.
 
     The size check and the write hold an exclusive ``flock`` on the file: appends to one
     file, from the pool's threads or from other processes (``--workers``), take turns, so
@@ -269,16 +293,16 @@ def _append(path: Path, data: bytes, limit: int, too_large: str) -> None:
     is replaced by a copy with ``data`` added, as a write replaces it.
     """
     for _ in range(_APPEND_ATTEMPTS):
-        fd = _open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        fd = _open_regular(location, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         try:
             _lock(fd)
             held = os.fstat(fd)
-            if not _names(path, held):  # replaced while this call waited: append to the new one
+            if not _names(location, held):  # replaced while this call waited: append to the new one
                 continue
             if held.st_size + len(data) > limit:
                 raise Failure(too_large, "FileTooLarge")
             if held.st_nlink > 1:
-                _replace(path, _read_whole(path, held) + data)
+                _replace(location, _read_whole(location, held) + data)
                 return
             try:
                 write_all(fd, data)
@@ -311,72 +335,55 @@ def _lock(fd: int) -> None:
             pause = min(pause * 2, _LAST_PAUSE_SECONDS)
 
 
-def _names(path: Path, held: os.stat_result) -> bool:
-    """Whether ``path`` still names the file ``held`` describes."""
+def _names(location: Location, held: os.stat_result) -> bool:
+    """Whether ``location`` still names the file ``held`` describes."""
     try:
-        now = os.lstat(path)
+        now = os.lstat(location.name, dir_fd=location.folder)
     except FileNotFoundError:
         return False
     return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
 
 
-def _read_whole(path: Path, held: os.stat_result) -> bytes:
-    """The content of the file ``held`` describes, opened by ``path`` (still its name)."""
-    with open(_open_regular(path, os.O_RDONLY), "rb") as handle:
+def _read_whole(location: Location, held: os.stat_result) -> bytes:
+    """The content of the file ``held`` describes, opened by ``location`` (still its name)."""
+    with open(_open_regular(location, os.O_RDONLY), "rb") as handle:
         if not os.path.samestat(os.fstat(handle.fileno()), held):
             raise Failure(_BUSY, "FileBusy")  # replaced under the lock, by a writer of another kind
         return handle.read(held.st_size)
 
 
-def _missing_folders(folder: Path) -> int:
-    """How many folders a write into ``folder`` makes: it and its missing parents."""
-    missing = 0
-    while True:
-        try:
-            os.lstat(folder)
-        except FileNotFoundError:
-            missing += 1
-            folder = folder.parent
-            continue
-        return missing
-
-
-def _size(path: Path) -> int | None:
-    """The size of what ``path`` names now, without following a symlink; None if nothing."""
+def _size(location: Location) -> int | None:
+    """The size of what ``location`` names now (not followed); None if nothing."""
+    if location.missing:
+        return None
     try:
-        return os.lstat(path).st_size
+        return os.lstat(location.name, dir_fd=location.folder).st_size
     except FileNotFoundError:
         return None
 
 
 def _writer(
     content: str, *, append: bool, limit: int, quota: WorkspaceQuota
-) -> Callable[[Path], int]:
+) -> Callable[[Location], int]:
     data = content.encode("utf-8")
     too_large = f"would be larger than {limit} bytes (tools.max_file_bytes)"
 
-    def write(path: Path) -> int:
+    def write(location: Location) -> int:
         if len(data) > limit:  # before anything is made or changed
             raise Failure(too_large, "FileTooLarge")
-        # a file on the way raises NotADirectoryError here, as a read would
-        folders = _missing_folders(path.parent)
-        size = _size(path)
+        folders = len(location.missing)
+        size = _size(location)
         grow = len(data) if append or size is None else len(data) - size
         new_file = int(size is None)
         quota.reserve(grow, folders + new_file)
-        made_folders = False
         try:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except FileExistsError as exc:  # a folder on the way is a file, as a read finds
-                raise NotADirectoryError(errno.ENOTDIR, "not a directory") from exc
-            made_folders = True
+            location.make_folders()
             if append:
-                _append(path, data, limit, too_large)
+                _append(location, data, limit, too_large)
             else:
-                _replace(path, data)
+                _replace(location, data)
         except BaseException:
-            quota.release(grow, new_file + (0 if made_folders else folders))
+            quota.release(grow, new_file + len(location.missing))  # folders not made
             raise
         return len(data)
 
@@ -467,15 +474,15 @@ def _kind(entry: os.DirEntry[str]) -> str:
     return "other"  # FIFO, device or socket: the file tools refuse these
 
 
-def _lister(limit: int) -> Callable[[Path], Any]:
-    def list_dir(path: Path) -> Any:
-        return _list(path, limit)
+def _lister(limit: int) -> Callable[[Location], Any]:
+    def list_dir(location: Location) -> Any:
+        return _list(location, limit)
 
     return list_dir
 
 
-def _list(path: Path, limit: int) -> Any:
-    """The first ``limit`` entries of ``path`` by name; the rest only counted, never held."""
+def _list(location: Location, limit: int) -> Any:
+    """The first ``limit`` entries of ``location`` by name; the rest only counted, never held."""
     total = 0
 
     def counted(scan: Iterator[os.DirEntry[str]]) -> Iterator[os.DirEntry[str]]:
@@ -484,9 +491,14 @@ def _list(path: Path, limit: int) -> Any:
             total += 1
             yield entry
 
-    with os.scandir(path) as scan:
-        kept = heapq.nsmallest(limit, counted(scan), key=lambda entry: entry.name)
-        entries = [{"name": entry.name, "type": _kind(entry)} for entry in kept]
+    fd = open_folder(_existing(location).name, location.folder, _LISTED_FLAGS)
+    try:
+        # the entries' types are read through fd: it stays open until they are
+        with os.scandir(fd) as scan:
+            kept = heapq.nsmallest(limit, counted(scan), key=lambda entry: entry.name)
+            entries = [{"name": entry.name, "type": _kind(entry)} for entry in kept]
+    finally:
+        os.close(fd)
     if total <= limit:
         return entries
     omitted = total - limit

@@ -53,20 +53,24 @@ def measure(root: Path) -> tuple[int, int]:
     total = entries = 0
     folders = [root]
     while folders:
-        try:
-            scan = os.scandir(folders.pop())
+        folder = folders.pop()
+        try:  # not through a folder swapped for a symlink since it was listed
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         except OSError:
             continue
-        with scan:
-            for entry in scan:
-                entries += 1
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        folders.append(Path(entry.path))
-                    elif entry.is_file(follow_symlinks=False):
-                        total += entry.stat(follow_symlinks=False).st_size
-                except OSError:
-                    continue
+        try:
+            with os.scandir(fd) as scan:
+                for entry in scan:
+                    entries += 1
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            folders.append(folder / entry.name)
+                        elif entry.is_file(follow_symlinks=False):
+                            total += entry.stat(follow_symlinks=False).st_size
+                    except OSError:
+                        continue
+        finally:
+            os.close(fd)
     return total, entries
 
 

@@ -8,20 +8,28 @@ tool called directly from Python) the whole workspace directory is the root.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
+import os
 import re
+import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from taskforce.core.interfaces import current_session_id
 
-__all__ = ["Failure", "PathRefused", "Workspace", "session_folder_name"]
+__all__ = ["Failure", "Location", "PathRefused", "Workspace", "open_folder", "session_folder_name"]
 
 # Characters kept as they are in a folder name; everything else is %-escaped.
 # '.' is escaped too, so no name can be '.', '..' or a hidden file.
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 # Well under NAME_MAX (255 bytes) on every common filesystem.
 _MAX_NAME = 120
+# Linux's PATH_MAX, counting the final NUL: a longer path cannot be reached by path.
+_PATH_MAX = 4096
+# A folder opened only to act in it (O_PATH: no read permission needed), never a symlink.
+_FOLDER_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_NOFOLLOW
 
 
 class PathRefused(Exception):
@@ -119,3 +127,103 @@ class Workspace:
         if not resolved.is_relative_to(real_root):
             raise PathRefused(raw)
         return resolved
+
+    def locate(self, raw: str, root: Path) -> Location:
+        """Resolve a tool's path argument as :meth:`resolve` does, and open its folder.
+
+        The folders on the way are opened one by one from ``root``, each without
+        following a symlink, so one swapped in since the path was resolved (by another
+        process on the workspace) is refused, not followed out of it. Runs blocking
+        filesystem calls: call it from a worker thread.
+
+        Args:
+            raw: The path as the model gave it, relative or absolute.
+            root: What :meth:`current_root` returned in the caller's context.
+
+        Returns:
+            The open folder, the folders after it yet to be made, and the last name.
+            Close it.
+
+        Raises:
+            PathRefused: The resolved path is outside ``root``, or a folder on the way
+                has become a symlink.
+            Failure: The path runs into a symlink loop.
+            OSError: ``ENAMETOOLONG`` for a resolved path of ``PATH_MAX`` bytes or
+                more (which could be made folder by folder, but not reached by path).
+        """
+        resolved = self.resolve(raw, root)
+        real_root = root.resolve(strict=True)
+        if not resolved.is_relative_to(real_root):  # the root itself was moved meanwhile
+            raise PathRefused(raw)
+        if len(os.fsencode(resolved)) >= _PATH_MAX:
+            raise OSError(errno.ENAMETOOLONG, "path too long", str(resolved))
+        *folders, name = resolved.relative_to(real_root).parts or (".",)
+        location = Location(open_folder(real_root), [], name)
+        try:
+            for index, part in enumerate(folders):
+                try:
+                    folder = open_folder(part, location.folder)
+                except FileNotFoundError:
+                    location.missing = folders[index:]
+                    break
+                os.close(location.folder)
+                location.folder = folder
+        except BaseException:
+            location.close()
+            raise
+        return location
+
+
+def open_folder(path: Path | str, dir_fd: int | None = None, flags: int = _FOLDER_FLAGS) -> int:
+    """Open a folder, refusing a symlink (swapped in after the path was checked).
+
+    Args:
+        path: The folder, relative to ``dir_fd`` if given.
+        dir_fd: A descriptor of the folder ``path`` is in.
+        flags: The flags to open it with; the default opens it for use as a ``dir_fd``.
+            They must hold ``O_DIRECTORY`` and ``O_NOFOLLOW``.
+
+    Returns:
+        The descriptor.
+
+    Raises:
+        PathRefused: ``path`` is a symlink.
+        NotADirectoryError: ``path`` is something else than a folder.
+    """
+    try:
+        return os.open(path, flags, dir_fd=dir_fd)
+    except NotADirectoryError:
+        if stat.S_ISLNK(os.stat(path, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            raise PathRefused(str(path)) from None
+        raise
+
+
+@dataclass(slots=True)
+class Location:
+    """Where a file tool acts: an open folder of the workspace and a name in it.
+
+    Attributes:
+        folder: A descriptor of the deepest folder on the way that exists.
+        missing: The folders after it that do not exist yet, outermost first.
+        name: The last part of the path (``"."`` for the root itself), in the folder
+            ``missing`` ends in.
+    """
+
+    folder: int
+    missing: list[str]
+    name: str
+
+    def make_folders(self) -> None:
+        """Make the missing folders, each opened (not followed) as it is made."""
+        while self.missing:
+            part = self.missing[0]
+            with contextlib.suppress(FileExistsError):  # made meanwhile: it is opened as found
+                os.mkdir(part, dir_fd=self.folder)
+            folder = open_folder(part, self.folder)
+            os.close(self.folder)
+            self.folder = folder
+            del self.missing[0]
+
+    def close(self) -> None:
+        """Close the folder's descriptor."""
+        os.close(self.folder)
