@@ -324,6 +324,8 @@ _NOT_FIXED_LIMITS = {
     "DEFAULT_MAX_HEADER_BYTES",
     "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_MAX_SLEEP_SECONDS",
+    "DEFAULT_MAX_WORKSPACE_BYTES",
+    "DEFAULT_MAX_WORKSPACE_ENTRIES",
     "MAX_PATH_CHARS",
     "MAX_RESULT_DEPTH",
     # the label guard's name for MAX_ERROR_TYPE_LENGTH
@@ -357,7 +359,7 @@ class TestFixedLimitsDoc:
         from taskforce.core.interfaces.log import MAX_QUOTED_CHARS
         from taskforce.core.interfaces.outcome import MAX_ERROR_TYPE_LENGTH
         from taskforce.infrastructure.llm import _directives, _openai
-        from taskforce.infrastructure.tools import _base, _calculator, _workspace
+        from taskforce.infrastructure.tools import _base, _calculator, _files, _quota, _workspace
         from taskforce.observability.metrics._children import MAX_COUNT
         from taskforce.observability.proxies import _context_pack, _llm, _shape, _tools
 
@@ -410,6 +412,10 @@ class TestFixedLimitsDoc:
             f"{RECORD_SECONDS:g} s more for the writes under way, "
             f"{_listener.SCRAPE_DRAIN_SECONDS} s for a scrape",
             "POSTGRES_MAX_BYTES": f"{POSTGRES_MAX_BYTES // 1024**2} MiB",
+            "_PATH_MAX": f"{_workspace._PATH_MAX:,} bytes",
+            "APPEND_LOCK_WAIT_SECONDS": f"{_files.APPEND_LOCK_WAIT_SECONDS:g} s",
+            "RECOUNT_SECONDS": f"a count {_quota.RECOUNT_SECONDS:g} s old, "
+            f"{_quota.RECHECK_SECONDS:g} s before a refusal",
         }
         assert expected == {name: value(name) for name in expected}
         assert len(expected) == len(rows)  # every row is checked
