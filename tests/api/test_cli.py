@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -123,6 +124,11 @@ from taskforce.api.cli import main
 
 main(sys.argv[3:])
 """
+
+
+# Runs a command as PID 1 of a PID namespace of its own (as a container's first process
+# without an init), and kills it if unshare itself is killed (a test's timeout).
+_AS_INIT = ["unshare", "--user", "--map-root-user", "--pid", "--kill-child"]
 
 
 # The child of a test: `taskforce run` (argv[2:]) whose state store, for argv[1] "hold"
@@ -855,6 +861,47 @@ class TestServe:
             proc.terminate()
             _, stderr = proc.communicate(timeout=15)
         assert "server.started" in stderr
+
+    @pytest.mark.parametrize(
+        ("loading", "as_init"),
+        [
+            pytest.param("uvicorn", False, id="loading-the-app"),
+            pytest.param("structlog", True, id="pid-1-before-logging"),
+        ],
+    )
+    def test_a_stop_signal_while_serve_starts_ends_it_cleanly(
+        self, tmp_path: Path, loading: str, as_init: bool
+    ) -> None:
+        """SIGTERM while `serve` still loads its logging or the app's modules: it ends as
+        soon as they have loaded, exit 0, server.stopped naming the signal, nothing served.
+
+        Its default action would end the process without a line; as PID 1 of a container
+        without an init, the kernel drops a signal the process has no handler for, and the
+        service would start and serve until killed. The second case runs the child as
+        PID 1 of a PID namespace of its own, where ``unshare`` can make one.
+        """
+        command = [sys.executable, "-c", _SIGNAL_WHILE_LOADING, "SIGTERM", loading]
+        if as_init:
+            command = [*_AS_INIT, *command]
+            if (
+                shutil.which("unshare") is None
+                or subprocess.run([*_AS_INIT, "true"], capture_output=True, check=False).returncode
+            ):
+                pytest.skip("unshare cannot make a PID namespace here")
+        proc = subprocess.run(
+            [*command, "serve", "--port", str(free_ports(1))],
+            env=_env(tmp_path),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,  # a guard: the old code, as PID 1, served until killed here
+            check=False,
+        )
+        logged = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+        lifecycle = [
+            (e["event"], e.get("signal")) for e in logged if e["event"].startswith("server.")
+        ]
+        assert (0, [("server.stopped", "SIGTERM")]) == (proc.returncode, lifecycle), proc.stderr
 
     def test_server_started_says_where_it_listens(self, tmp_path: Path) -> None:
         """`serve --port 0` binds a free port; server.started names it in its url, which

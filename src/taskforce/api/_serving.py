@@ -31,6 +31,7 @@ from taskforce.api._read_deadline import (
     DEFAULT_MAX_HEADER_BYTES,
     read_deadline_protocol,
 )
+from taskforce.api._stop_signals import STOP_SIGNALS, held_signals
 from taskforce.api.server import create_app  # imported before the fork: workers start sooner
 from taskforce.application.executor import RECORD_SECONDS
 from taskforce.config import Settings
@@ -44,9 +45,6 @@ __all__ = [
 ]
 
 _LOG = structlog.get_logger("taskforce.api")
-#: What stops ``taskforce serve`` gracefully: SIGHUP too (a closed terminal, a process
-#: manager's hang-up), so the targets file is emptied and no record is lost.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 #: How long cancelled missions get to write their ``cancelled`` record.
 CANCEL_RECORD_SECONDS = RECORD_SECONDS
 #: How long the shutdown waits for the API listener's connections to close.
@@ -269,32 +267,6 @@ class TaskforceServer(uvicorn.Server):
 def _log_refused(requests: int) -> None:
     """Log requests that the shutdown answered 503 before their body was whole."""
     _LOG.info("server.requests.refused", category="lifecycle", requests=requests)
-
-
-@contextlib.contextmanager
-def held_signals(
-    signals: Sequence[signal.Signals] = STOP_SIGNALS,
-) -> Iterator[list[signal.Signals]]:
-    """Keep the stop signals that come before a server or supervisor takes them over.
-
-    Until then, a signal's default action would end the process at once: no drain,
-    no ``server.stopped``, its entries left in ``metrics.targets_file``. Yields the
-    list the signals are added to; the old handlers are back when the block ends.
-    """
-    received: list[signal.Signals] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received  # signals go to the main thread's handlers only
-        return
-
-    def keep(sig: int, frame: FrameType | None) -> None:
-        received.append(signal.Signals(sig))
-
-    originals = {sig: signal.signal(sig, keep) for sig in signals}
-    try:
-        yield received
-    finally:
-        for sig, handler in originals.items():
-            signal.signal(sig, handler)
 
 
 def run_worker(

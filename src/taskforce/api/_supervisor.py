@@ -102,7 +102,13 @@ def resolve_workers(option: int | None, environ: dict[str, str] | None = None) -
 
 
 def serve(
-    settings: Settings, host: str, port: int, workers: int, *, has_metrics_port_flag: bool = False
+    settings: Settings,
+    host: str,
+    port: int,
+    workers: int,
+    *,
+    has_metrics_port_flag: bool = False,
+    received: list[signal.Signals] | None = None,
 ) -> int:
     """Serve the app on ``host:port`` with ``workers`` processes until stopped.
 
@@ -116,6 +122,9 @@ def serve(
         workers: how many worker processes serve.
         has_metrics_port_flag: ``metrics.port`` came from ``--metrics-port``, which a
             bind error then names instead of ``TASKFORCE_METRICS__PORT``.
+        received: the list of :func:`held_signals` the caller holds the stop signals
+            in already (``taskforce serve`` does from its start); ``None``: they are
+            held here, from when the sockets are bound.
 
     Returns:
         0, after a stop signal and the drain.
@@ -165,7 +174,9 @@ def serve(
     # the server or the supervisor handles it) is kept for them: its default action would
     # end the process at once, the entries listed.
     try:
-        with held_signals() as received:
+        with contextlib.ExitStack() as holding:
+            if received is None:
+                received = holding.enter_context(held_signals())
             targets.write(range(workers))
             if workers == 1:
                 slot = WorkerSlot(0, metrics_sockets[0])

@@ -1,9 +1,10 @@
 """The taskforce command line: serve runs the HTTP service, run runs one mission."""
 
 # (The docstring is --help's description.) This module imports only the standard
-# library and taskforce.errors when it is loaded: `taskforce run` takes SIGTERM over
-# first thing, and loads settings, logging and asyncio only then, so that a signal sent
-# right after the start is answered too.
+# library, taskforce.errors and the stop signals' module when it is loaded: `taskforce
+# run` and `taskforce serve` take their stop signals over first thing, and load
+# settings, logging and asyncio only then, so that a signal sent right after the start
+# is answered too.
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from taskforce import __version__
+from taskforce.api._stop_signals import STOP_SIGNALS, held_signals
 from taskforce.errors import (
     ConfigurationError,
     MissionError,
@@ -226,16 +228,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _check_state_store(settings: Settings) -> signal.Signals | None:
+async def _check_state_store(settings: Settings, received: list[signal.Signals]) -> None:
     """Open and close the state store once, so an unreachable database stops start-up.
 
     The check may wait for the database up to ``state.timeout_seconds``: a stop signal
-    of ``serve`` ends it at once, and the signal is returned (``None`` when the check
-    ran to its end).
+    of ``serve`` ends it at once, and is added to ``received`` (the list of
+    :func:`held_signals` that ``serve`` holds them in from its start). One that came
+    before the check (in ``received`` already) ends it as it starts.
     """
     import asyncio
 
-    from taskforce.api._serving import STOP_SIGNALS
     from taskforce.application.container import make_state_store
 
     async def open_and_close() -> None:
@@ -247,46 +249,70 @@ async def _check_state_store(settings: Settings) -> signal.Signals | None:
 
     loop = asyncio.get_running_loop()
     check = asyncio.create_task(open_and_close())
-    taken: list[signal.Signals] = []
 
-    def stop(sent: signal.Signals) -> None:
-        if not taken:
-            taken.append(sent)
-            check.cancel()
+    def stop(signum: int, frame: FrameType | None) -> None:
+        # Run between two bytecodes, as held_signals' own handler is: the check's task
+        # is cancelled from the loop, which the call wakes from its wait.
+        received.append(signal.Signals(signum))
+        loop.call_soon_threadsafe(check.cancel)
 
-    for sent in STOP_SIGNALS:
-        loop.add_signal_handler(sent, stop, sent)
+    # Handlers of the signal module, not of the loop: the loop's, once removed, leave
+    # the default action, which would end the process (or, as PID 1, drop the signal)
+    # until the server takes them over; here held_signals' handler is back at once.
+    previous = {sent: signal.signal(sent, stop) for sent in STOP_SIGNALS}
+    if received:  # one came before the handler above was in
+        check.cancel()
     try:
         await check
     except asyncio.CancelledError:
-        if not taken:
+        if not received:
             raise
     finally:
-        for sent in STOP_SIGNALS:
-            loop.remove_signal_handler(sent)
-    return taken[0] if taken else None
+        for sent, handler in previous.items():
+            signal.signal(sent, handler)
 
 
-def _serve(args: argparse.Namespace, settings: Settings) -> int:
+def _stopped_before_serving(received: Sequence[signal.Signals]) -> int:
+    """Log that a stop signal ended ``serve`` before it bound anything; return 0."""
+    import structlog
+
+    # Nothing was bound or listed yet: a stop during the start-up is a stop, exit 0.
+    structlog.get_logger("taskforce.api").info(
+        "server.stopped", category="lifecycle", signal=received[0].name
+    )
+    return 0
+
+
+def _serve(args: argparse.Namespace, settings: Settings, received: list[signal.Signals]) -> int:
+    """Check the directories and the state database, then serve; return the exit code.
+
+    ``received`` holds the stop signals taken since ``serve`` started (see
+    :func:`held_signals`): one that came while the modules loaded or the database was
+    checked ends it before anything is bound, one that comes later once it serves.
+    """
     import asyncio
+
+    if received:  # while the settings and logging loaded: the app's modules are not needed
+        return _stopped_before_serving(received)
 
     from taskforce.api._supervisor import resolve_workers, serve
     from taskforce.config import check_directories
 
     check_directories(settings)
-    if settings.state.backend == "postgres":
-        stopped_by = asyncio.run(_check_state_store(settings))
-        if stopped_by is not None:
-            import structlog
-
-            # Nothing was bound or listed yet: a stop during the check is a stop, exit 0.
-            structlog.get_logger("taskforce.api").info(
-                "server.stopped", category="lifecycle", signal=stopped_by.name
-            )
-            return 0
+    if settings.state.backend == "postgres" and not received:
+        asyncio.run(_check_state_store(settings, received))
+    if received:  # while the app's modules loaded, or the check ran
+        return _stopped_before_serving(received)
     workers = resolve_workers(args.workers)
     has_flag = args.metrics_port is not None
-    return serve(settings, args.host, args.port, workers, has_metrics_port_flag=has_flag)
+    return serve(
+        settings,
+        args.host,
+        args.port,
+        workers,
+        has_metrics_port_flag=has_flag,
+        received=received,
+    )
 
 
 async def _run_mission(args: argparse.Namespace, settings: Settings, run: _Run) -> int:
@@ -457,8 +483,14 @@ def _main(argv: Sequence[str] | None) -> int:
         args = _parser().parse_args(argv)
     except _OutputFailed as exc:  # --help or --version, and no reader for them
         return _output_failed(exc)
-    if args.command != "run":
-        return _command(args)
+    if args.command == "serve":
+        # Held from here until the server or the supervisor takes them over: a stop
+        # signal while the settings, logging and the app's modules load ends serve as
+        # soon as they have, exit 0. Their default action would end the process with no
+        # line, or, as PID 1 of a container without an init, be dropped by the kernel:
+        # the process would start and serve until killed.
+        with held_signals() as received:
+            return _command(args, received)
     # From here on SIGTERM stops `run` as Ctrl-C does, also while the settings, logging
     # and asyncio load: before the mission's event loop takes it over (_run_mission),
     # there is nothing to cancel or record, so one line and 143 it is. (Only the
@@ -528,8 +560,11 @@ def _flush_or_drop(stream: TextIO | None) -> None:
                 os.close(devnull)
 
 
-def _command(args: argparse.Namespace) -> int:
-    """Load the settings and run the command; return its exit code (see :func:`main`)."""
+def _command(args: argparse.Namespace, received: list[signal.Signals] | None = None) -> int:
+    """Load the settings and run the command; return its exit code (see :func:`main`).
+
+    ``received``: the stop signals ``serve`` holds since its start (see :func:`_serve`).
+    """
     import asyncio
 
     from taskforce.api._logs import configure_from_settings
@@ -548,7 +583,7 @@ def _command(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.command == "serve":
-            return _serve(args, settings)
+            return _serve(args, settings, [] if received is None else received)
         try:
             return asyncio.run(_run_mission(args, settings, run))
         finally:
