@@ -1052,6 +1052,13 @@ class TestServe:
         )
         assert "TASKFORCE_METRICS__" not in proc.stderr
 
+    @pytest.mark.parametrize("host", ["", " "])
+    def test_a_blank_host_is_bad_usage(self, tmp_path: Path, host: str) -> None:
+        """`--host ''` exits 2 at once naming the wildcards (no resolver takes a blank name)."""
+        proc = _taskforce("serve", f"--host={host}", env=_env(tmp_path), cwd=tmp_path)
+        assert 2 == proc.returncode
+        assert f"invalid host {host!r}: give an address or a name (0.0.0.0 or ::" in proc.stderr
+
     @pytest.mark.parametrize("port", ["65536", "99999", "-1"])
     def test_serve_port_out_of_range_is_bad_usage(self, tmp_path: Path, port: str) -> None:
         """A port outside 0 to 65535 exits 2 at once (the socket would wrap it, 99999 to 34463)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -528,6 +529,37 @@ class TestBindSocket:
             bind_socket(host, 80, what="the API")
         assert "\n" not in str(caught.value)
 
+    def test_an_api_address_that_cannot_be_bound_names_the_flags(self, tmp_path: Path) -> None:
+        """An API address that is not the machine's stops start-up naming --host and --port,
+        an IPv6 address in brackets as a URL writes it (its port apart from its colons)."""
+        settings = Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "workspace")
+        with pytest.raises(StartupError) as caught:
+            serve(settings, "2001:db8::1", 0, 1)  # documentation prefix: never local
+        message = str(caught.value)
+        assert message.startswith("cannot listen on [2001:db8::1]:0 for the API (--host, --port): ")
+        assert "\n" not in message
+
+    @pytest.mark.parametrize("host", ["[::1]", "[::]"])
+    def test_an_ipv6_address_in_brackets_is_refused_with_the_form_to_use(self, host: str) -> None:
+        """``[::1]`` (a URL's form) is refused at once, saying to drop the brackets: no
+        resolver takes it, and a lookup of it may wait on DNS before it fails."""
+        with pytest.raises(StartupError) as caught:
+            bind_socket(host, 0, what="the API (--host, --port)")
+        bare = host[1:-1]
+        assert f"write an IPv6 address without brackets ({bare}, not {host})" in str(caught.value)
+
+    def test_the_ipv6_wildcard_takes_both_versions(self) -> None:
+        """``::`` listens on every address of both versions, as uvicorn's ``--host ::`` does
+        on Linux: a client of 127.0.0.1 and one of ::1 both connect (an IPv6-only cluster
+        and an IPv4 one alike reach a pod that listens on ``::``)."""
+        _require_ipv6()
+        with bind_socket("::", 0, what="the API") as listening:
+            port = listening.getsockname()[1]
+            for client in ("127.0.0.1", "::1"):
+                with socket.create_connection((client, port), timeout=5):
+                    accepted, _ = listening.accept()
+                    accepted.close()
+
     @pytest.mark.parametrize("workers", [1, 2])
     def test_a_metrics_address_that_cannot_be_bound_names_its_settings(
         self, tmp_path: Path, workers: int
@@ -572,3 +604,15 @@ class TestBindSocket:
         assert f"127.0.0.1:{port} for worker 0's metrics (--host, {named})" in message
         assert unnamed not in message
         assert "TASKFORCE_METRICS__HOST" not in message
+
+
+def _require_ipv6() -> None:
+    """Skip where the machine has no IPv6 loopback; under ``CI=true`` fail instead."""
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError as exc:
+        message = f"no IPv6 loopback here: {exc}"
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)

@@ -106,17 +106,27 @@ def bind_socket(host: str, port: int, *, what: str) -> socket.socket:
     """Bind and listen on ``host:port``, inheritable so worker processes can share it.
 
     Args:
-        host: address to bind (IPv4, IPv6 or a name).
+        host: address to bind (IPv4, IPv6 or a name); ``::`` is every address of both
+            versions (see :func:`bound_socket`).
         port: TCP port; 0 picks a free one.
-        what: what the socket is for, named in the error (``"the API"``, ``"metrics"``).
+        what: what the socket is for, named in the error (``"the API (--host, --port)"``,
+            ``"metrics"``): the flags or settings that chose the address, where known.
 
     Returns:
         The listening socket.
 
     Raises:
         StartupError: the address cannot be bound (in use, not local, not resolvable,
-            not a host name at all); the message is one line naming host and port.
+            not a host name at all, an IPv6 address in brackets, an address family the
+            kernel lacks); the message is one line naming host and port.
     """
+    if host.startswith("[") and host.endswith("]"):
+        # A URL's form: no resolver takes it, and a lookup of it may wait on DNS first.
+        bare = host[1:-1]
+        raise StartupError(
+            f"cannot listen on {host}:{port} for {what}: "
+            f"write an IPv6 address without brackets ({bare}, not {host})"
+        )
     try:
         sock = bound_socket(host, port)
         try:
@@ -125,20 +135,30 @@ def bind_socket(host: str, port: int, *, what: str) -> socket.socket:
             sock.close()
             raise
     except socket.gaierror as exc:
-        raise StartupError(f"cannot listen on {host}:{port} for {what}: {exc.strerror}") from exc
+        raise StartupError(
+            f"cannot listen on {_at(host, port)} for {what}: {exc.strerror}"
+        ) from exc
     except UnicodeError as exc:  # the IDNA codec: an empty label, one over 63 characters
         named = f"cannot listen on {host!r}:{port} for {what}"
         raise StartupError(f"{named}: not a valid host name") from exc
     except OSError as exc:
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-        raise StartupError(f"cannot listen on {host}:{port} for {what}: {reason}") from exc
+        if exc.errno == errno.EAFNOSUPPORT and ":" in host:
+            reason = f"{reason} (this kernel has no IPv6: give an IPv4 address, 0.0.0.0 for all)"
+        raise StartupError(f"cannot listen on {_at(host, port)} for {what}: {reason}") from exc
     sock.set_inheritable(True)
     return sock
 
 
+def _at(host: str, port: int) -> str:
+    """``host:port`` as a URL writes it: an IPv6 address in brackets (``[::1]:8000``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def bound_socket(host: str, port: int) -> socket.socket:
     """A TCP socket bound to ``host:port`` as the listeners bind it (address reuse, both
-    IP versions on an IPv6 wildcard); not listening yet.
+    IP versions on an IPv6 wildcard: ``::`` takes IPv4 connections too, whatever the
+    system's ``net.ipv6.bindv6only``); not listening yet.
 
     Raises:
         socket.gaierror: ``host`` cannot be resolved.
@@ -166,7 +186,7 @@ def socket_url(sock: socket.socket) -> str:
     the one it was bound to (a host name resolved, an IPv6 address in brackets).
     """
     host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"http://{_at(host, port)}"
 
 
 def bind_first_free(host: str, port: int) -> socket.socket:
@@ -182,7 +202,7 @@ def bind_first_free(host: str, port: int) -> socket.socket:
             if not isinstance(exc.__cause__, OSError) or exc.__cause__.errno != errno.EADDRINUSE:
                 raise
     raise StartupError(
-        f"cannot listen on {host}:{port} for {METRICS_LISTENER}: no free port above it"
+        f"cannot listen on {_at(host, port)} for {METRICS_LISTENER}: no free port above it"
     )
 
 

@@ -145,7 +145,7 @@ def serve(
         clash = api_port_clash((host, port), (metrics_host, metrics.port), workers)
         if clash is not None:
             raise StartupError(clash)
-    api_socket = bind_socket(host, port, what="the API")
+    api_socket = bind_socket(host, port, what="the API (--host, --port)")
     metrics_sockets: list[socket.socket | None] = [None] * workers
     if metrics.enabled and metrics.port is not None:
         # named as the user gave them: a flag, or a setting

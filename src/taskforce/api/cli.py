@@ -128,6 +128,16 @@ def _port(text: str, lowest: int = 0) -> int:
     return port
 
 
+def _host(text: str) -> str:
+    """An address or host name to bind: not blank (no resolver takes one; 0.0.0.0 and ::
+    are the wildcards)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"invalid host {text!r}: give an address or a name (0.0.0.0 or :: for every address)"
+        )
+    return text
+
+
 def _metrics_port(text: str) -> int:
     """A metrics port: no 0 (metrics.port names a port to scrape, not any free one)."""
     return _port(text, lowest=1)
@@ -174,7 +184,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the HTTP service")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument(
+        "--host",
+        type=_host,
+        default="127.0.0.1",
+        help="address to bind, :: for every IPv6 and IPv4 address (default 127.0.0.1)",
+    )
     serve.add_argument("--port", type=_port, default=8000, help="port to bind (default 8000)")
     serve.add_argument(
         "--config", default=None, help="TOML settings file (default: TASKFORCE_CONFIG, or none)"
