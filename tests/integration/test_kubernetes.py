@@ -187,12 +187,14 @@ class TestWiring:
         assert Path("/var/lib/taskforce/state") == settings.state_dir
 
     def test_command_line_serves_all_interfaces_on_the_http_port(self) -> None:
-        """`taskforce serve` binds 0.0.0.0 on the port named http."""
+        """`taskforce serve` binds :: on the port named http: every address of the pod,
+        IPv6 and IPv4, so an IPv6-only or dual-stack cluster reaches it too (0.0.0.0 is
+        IPv4 only; that :: takes IPv4 too is tested with the listener)."""
         container = _container()
         assert ["taskforce"] == container["command"]
         args = _parser().parse_args(container["args"])
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert ("serve", "0.0.0.0", ports["http"]) == (args.command, args.host, args.port)
+        assert ("serve", "::", ports["http"]) == (args.command, args.host, args.port)
 
     def test_one_worker_whatever_the_image_sets(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """The pod runs one process, its one metrics port scraped, even with WEB_CONCURRENCY."""
