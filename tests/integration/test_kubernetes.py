@@ -124,11 +124,10 @@ def _crd_validator(kind: str) -> jsonschema.Draft202012Validator:
 
 class TestRender:
     def test_objects_namespace_and_labels(self) -> None:
-        """The base renders to its four objects, all in the namespace, all labelled part-of."""
+        """The base renders to its five objects, all in the namespace, all labelled part-of."""
         rendered = render_base()
-        assert ["Deployment", "Service", "PodMonitor", "PrometheusRule"] == [
-            d["kind"] for d in rendered
-        ]
+        kinds = ["Deployment", "Service", "PodDisruptionBudget", "PodMonitor", "PrometheusRule"]
+        assert kinds == [d["kind"] for d in rendered]
         assert {"taskforce"} == {d["metadata"]["namespace"] for d in rendered}
         assert {"taskforce"} == {
             d["metadata"]["labels"]["app.kubernetes.io/part-of"] for d in rendered
@@ -146,9 +145,10 @@ class TestRender:
 
 class TestKubernetesSchemas:
     @pytest.mark.parametrize("version", K8S_VERSIONS)
-    @pytest.mark.parametrize("kind", ["Deployment", "Service"])
+    @pytest.mark.parametrize("kind", ["Deployment", "Service", "PodDisruptionBudget"])
     def test_core_objects_validate_strictly(self, kind: str, version: str) -> None:
-        """Deployment and Service fit the Kubernetes schema, unknown fields rejected."""
+        """Deployment, Service and PodDisruptionBudget fit the Kubernetes schema, unknown
+        fields rejected."""
         kubernetes_validate.validate(_by_kind(kind), version, strict=True)
 
     def test_a_misspelt_field_is_caught(self) -> None:
@@ -241,12 +241,40 @@ class TestWiring:
             assert {"path": "/health", "port": "http"} == container[probe]["httpGet"]
 
     def test_selectors_find_the_pods(self) -> None:
-        """The Service and the PodMonitor select the Deployment's pods."""
+        """The Service, the PodMonitor and the PodDisruptionBudget select the Deployment's pods."""
         pod_labels = _by_kind("Deployment")["spec"]["template"]["metadata"]["labels"]
         service = _by_kind("Service")["spec"]["selector"]
         monitor = _by_kind("PodMonitor")["spec"]["selector"]["matchLabels"]
+        budget = _by_kind("PodDisruptionBudget")["spec"]["selector"]
         assert service.items() <= pod_labels.items()
         assert monitor.items() <= pod_labels.items()
+        assert {"matchLabels"} == set(budget)
+        assert budget["matchLabels"].items() <= pod_labels.items()
+
+    def test_disruption_budget_lets_a_drain_through_one_pod_at_a_time(self) -> None:
+        """A drain may evict one pod at a time, and never none: a budget that allowed no
+        eviction of the base's one replica (minAvailable: 1) would block every drain of
+        its node. A pod that is not ready may always be evicted."""
+        budget = _by_kind("PodDisruptionBudget")["spec"]
+        assert 1 == _by_kind("Deployment")["spec"]["replicas"]
+        assert (None, 1) == (budget.get("minAvailable"), budget["maxUnavailable"])
+        assert "AlwaysAllow" == budget["unhealthyPodEvictionPolicy"]
+
+    def test_the_volume_is_bounded_and_holds_the_missions_in_flight(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Every emptyDir has a sizeLimit, requested as ephemeral storage, with room for
+        every mission in flight to fill its session's state and write its largest file,
+        three times over: past it the pod is evicted, not the node filled."""
+        settings = _deployment_settings(monkeypatch, {})
+        pod = _by_kind("Deployment")["spec"]["template"]["spec"]
+        empty_dirs = [v["emptyDir"] for v in pod["volumes"] if "emptyDir" in v]
+        assert empty_dirs
+        limits = [_quantity_bytes(d["sizeLimit"]) for d in empty_dirs]
+        requested = _container()["resources"]["requests"]["ephemeral-storage"]
+        assert sum(limits) == _quantity_bytes(requested)
+        per_mission = settings.state.max_bytes + settings.tools.max_file_bytes
+        assert sum(limits) >= 3 * settings.api.max_missions_in_flight * per_mission
 
     def test_podmonitor_scrapes_the_metrics_port_as_job_taskforce(self) -> None:
         """The endpoint is the port named metrics; the job label is what the rules select."""
@@ -356,6 +384,15 @@ class TestWiring:
         kubernetes = guide[guide.index("## Kubernetes [deploy/") : guide.index("## Logs")]
         assert f"{longest:g} s in all" in kubernetes
         assert f"grace period ({grace} s)" in kubernetes
+
+
+def _quantity_bytes(quantity: str) -> int:
+    """The bytes of a Kubernetes quantity such as ``1Gi`` or ``500M`` (whole numbers only)."""
+    found = re.fullmatch(r"([0-9]+)(Ki|Mi|Gi|Ti|k|M|G|T)?", quantity)
+    assert found is not None, quantity
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6}
+    units |= {"G": 10**9, "T": 10**12}
+    return int(found.group(1)) * units.get(found.group(2) or "", 1)
 
 
 def _deployment_settings(monkeypatch: pytest.MonkeyPatch, overlay: dict[str, str]) -> Settings:
