@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -148,6 +149,36 @@ class TestBody:
         assert reader.at_eof()
         events = [(log["event"], log.get("stage")) for log in logs]
         assert ("http.request.timeout", "body") in events
+
+
+class TestAnswerBeforeTheWholeBody:
+    @pytest.mark.parametrize("framing", ["content-length", "chunked"])
+    async def test_a_client_still_sending_an_oversize_body_reads_the_413(
+        self, settings: Settings, framing: str
+    ) -> None:
+        """A body over api.max_body_bytes refused while its client still sends it, as an
+        upload does: the client reads the 413 and its reason, not a connection reset (the
+        server reads and drops what still comes, within bounds, before it closes)."""
+        body = b"x" * (8 * 1024 * 1024)
+
+        async def pieces() -> AsyncIterator[bytes]:
+            for start in range(0, len(body), 64 * 1024):
+                yield body[start : start + 64 * 1024]
+
+        content = body if framing == "content-length" else pieces()
+        async with serving(settings) as (port, _):
+            url = f"http://127.0.0.1:{port}"
+            async with httpx.AsyncClient(base_url=url, timeout=GUARD_SECONDS) as client:
+                answer = await client.post(
+                    "/api/v1/execute",
+                    content=content,
+                    headers={"content-type": "application/json"},
+                )
+        limit = settings.api.max_body_bytes
+        assert (413, {"detail": f"request body is larger than {limit} bytes"}) == (
+            answer.status_code,
+            answer.json(),
+        )
 
 
 def stream_request(body: dict[str, Any]) -> bytes:

@@ -9,7 +9,8 @@ app (a client that sends it slowly, or never ends it) gets a 408. Under
 shutdown began (see ``ShutdownNotice``) gets a 503: the request has started nothing.
 Each answer leaves as an ordinary response through the middleware around
 this one (the HTTP metrics count it like any other), and the connection is closed
-rather than drained.
+rather than drained (under ``taskforce serve`` after a bounded lingering read, so a
+client still sending reads the answer).
 """
 
 from __future__ import annotations

@@ -30,20 +30,25 @@ it cannot parse: 400) gets a JSON reason, then a lingering close: the write side
 shut and what the client still sends is read and dropped, for at most
 ``LINGER_SECONDS`` and ``LINGER_BYTES``, before the socket closes. uvicorn closed at
 once, with the rest of the client's input unread, so the kernel reset the connection
-and the client often lost the answer.
+and the client often lost the answer. So does an answer of the app that closes the
+connection while the request's body still comes (a 413 for a body over
+``api.max_body_bytes``, a 503 at shutdown): a client still uploading read a
+connection reset, not the 413 and its reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import resource
 import sys
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import h11
 import structlog
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 
 from taskforce.api._head_limit import INVALID_REQUEST, HeadLimitedConnection, refusal_bytes
 from taskforce.config import ApiSettings
@@ -80,6 +85,28 @@ _LOG = structlog.get_logger("taskforce.api")
 def _cancel(timer: asyncio.TimerHandle | None) -> None:
     if timer is not None:
         timer.cancel()
+
+
+class _AnswerTransport(asyncio.Transport):
+    """The transport one request's cycle writes its answer to; its ``close`` is the protocol's.
+
+    uvicorn's cycle closes the connection after an answer that ends it (``Connection:
+    close``); the protocol lingers instead while the request's body still comes.
+    """
+
+    def __init__(self, transport: asyncio.Transport, close: Callable[[], None]) -> None:
+        super().__init__()
+        self._transport = transport
+        self._close = close
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._transport.write(data)
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def close(self) -> None:
+        self._close()
 
 
 class _ReadDeadlineProtocol(H11Protocol):
@@ -199,6 +226,30 @@ class _ReadDeadlineProtocol(H11Protocol):
             return
         super().data_received(data)
         self._follow()
+
+    def handle_events(self) -> None:
+        """Handle h11's events as uvicorn does; a new request's cycle closes through us."""
+        super().handle_events()
+        cycle = self.cycle
+        if cycle is not None and not isinstance(cycle.transport, _AnswerTransport):
+            cycle.transport = _AnswerTransport(
+                self.transport, functools.partial(self._close_after, cycle)
+            )
+
+    def _close_after(self, cycle: RequestResponseCycle) -> None:
+        """Close as ``cycle`` asks; linger if its answer is whole and its body still comes.
+
+        Closed with the client's input unread, the socket would be reset, and a client
+        still sending its body (one over ``api.max_body_bytes``, refused at once) would
+        often lose the answer. A cycle that closes on an answer cut short is not
+        lingered for: the client is to see it end.
+        """
+        is_answered = cycle.response_complete and cycle is self.cycle
+        if is_answered and self.conn.their_state is h11.SEND_BODY:
+            if not self.transport.is_closing() and self._discarded is None:
+                self._linger()
+            return
+        self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
         """Refuse the request h11 could not take: 431 for a head too large, else 400.
