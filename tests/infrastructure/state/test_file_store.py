@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 from taskforce.core.interfaces.state import StateStoreHealth, StateStoreProtocol
 from taskforce.errors import StateCorruptedError, StateStoreError
 from taskforce.infrastructure.state import FileStateStore, StateLimits
-from taskforce.infrastructure.state._file_store import LOCK_DIR, _stripe_lock
+from taskforce.infrastructure.state._file_io import LOCK_DIR, stripe_lock
 
 
 def _listing(directory: Path) -> list[str]:
@@ -305,7 +305,7 @@ class TestTempFiles:
         store.state_dir.mkdir()
         fresh = store.state_dir / ".my.session.fresh001.tmp"
         fresh.write_bytes(b"{}")
-        with _stripe_lock(store.state_dir, "my.session"):
+        with stripe_lock(store.state_dir, "my.session"):
             with capture_logs() as logs:
                 await store.open()
             assert fresh.exists()

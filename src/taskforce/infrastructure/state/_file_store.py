@@ -22,24 +22,16 @@ exiting; ``threads_busy`` against ``thread_count`` tells ``/health`` when all ar
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
-import fcntl
 import json
-import os
-import re
-import stat
 import threading
 import weakref
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
 
-from taskforce._atomic_write import write_atomically
 from taskforce.core.interfaces.state import (
     AppendResult,
     MissionRecord,
@@ -54,6 +46,14 @@ from taskforce.infrastructure.state._common import (
     dumps,
     records_to_drop,
 )
+from taskforce.infrastructure.state._file_io import (
+    LOCK_DIR,
+    read_if_exists,
+    remove_temp_files,
+    stripe_lock,
+    unwritable,
+    write_atomically,
+)
 
 __all__ = ["LOCK_DIR", "FileStateStore"]
 
@@ -61,14 +61,9 @@ _LOG = structlog.get_logger(__name__)
 _R = TypeVar("_R")
 _MARK = b'"missions": ['
 _TAIL = b"]}"
-_LOCK_STRIPES = 64
 #: Threads of a store unless told otherwise (``state.threads``): writes of one session
 #: are ordered anyway, so a few threads serve many sessions.
 DEFAULT_THREADS = 4
-#: The hidden folder of ``state_dir`` that holds the cross-process lock files.
-LOCK_DIR = ".locks"
-# write_atomically(prefix=".<id>.") in _write_atomically: ".<id>.<random hex>.tmp".
-_TEMP_FILE = re.compile(r"\.(?P<session>[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127})\.[A-Za-z0-9_]+\.tmp")
 
 
 @dataclass(slots=True)
@@ -148,137 +143,6 @@ def _decode(data: bytes, session_id: str, path: Path) -> SessionState:
     return state
 
 
-def _read_if_exists(path: Path) -> bytes | None:
-    """The file's bytes, ``None`` if there is none; an ``OSError`` if it is not a regular file."""
-    try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer (it changes nothing else)
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    with open(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", str(path))
-        return handle.read()
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; not every platform can open a directory.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _make_dirs(directory: Path) -> None:
-    """Create ``directory`` and its missing parents, each fsynced into its parent.
-
-    Without that a power loss after the first write could lose the new folder, and
-    the session files in it, even though each file and rename was fsynced.
-    """
-    if directory.is_dir():
-        return
-    if directory.parent != directory:
-        _make_dirs(directory.parent)
-    try:
-        directory.mkdir()
-    except FileExistsError:
-        return  # made by another writer (which syncs it), or not a folder: the write says
-    _fsync_dir(directory.parent)
-
-
-def _lock(fd: int) -> None:
-    # Held until the temp file has its new name: the start-up clean-up leaves a locked one alone.
-    fcntl.flock(fd, fcntl.LOCK_EX)
-
-
-def _write_atomically(directory: Path, target: Path, data: bytes) -> None:
-    _make_dirs(directory)
-    # Whatever fails, even an interrupt mid-write, no temp file is left behind.
-    write_atomically(target, data, prefix=f".{target.stem}.", mode=0o600, prepare=_lock)
-    _fsync_dir(directory)
-
-
-@contextlib.contextmanager
-def _stripe_lock(directory: Path, session_id: str, *, wait: bool = True) -> Iterator[bool]:
-    """Hold the cross-process lock of the session's stripe (a fixed set of lock files).
-
-    Yields whether it is held: always when ``wait``, else only if no one held it.
-    """
-    _make_dirs(directory)
-    locks = directory / LOCK_DIR
-    locks.mkdir(exist_ok=True)
-    stripe = zlib.crc32(session_id.encode()) % _LOCK_STRIPES
-    fd = os.open(locks / f"{stripe:02d}", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
-
-
-def _unwritable(directory: Path) -> str | None:
-    """Why no session file could be written in ``directory`` now, ``None`` if one could.
-
-    Writes nothing: the directory, or the nearest parent a first write would create it
-    in, must be a directory this process may create files in (a read-only mount is not).
-    """
-    existing = directory
-    while True:
-        try:
-            mode = os.stat(existing).st_mode
-            break
-        except FileNotFoundError:
-            if existing.parent == existing:
-                raise
-            existing = existing.parent
-    if not stat.S_ISDIR(mode):
-        return "NotADirectoryError: state_dir is not a directory"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return "PermissionError: state_dir is not writable"
-    return None
-
-
-def _remove_temp_files(directory: Path) -> tuple[int, int]:
-    """Remove the temp files no writer holds; return how many and their bytes.
-
-    A writer makes its temp file under its session's stripe lock and locks the file
-    only after: a temp file whose stripe is held now may be one made this instant, not
-    locked yet, and is left for the next start (another worker writes there).
-    """
-    removed = size = 0
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return 0, 0
-    for name in names:
-        match = _TEMP_FILE.fullmatch(name)
-        if match is None:
-            continue
-        path = directory / name
-        with (
-            contextlib.suppress(OSError),
-            _stripe_lock(directory, match["session"], wait=False) as held,
-        ):
-            if not held:
-                continue
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a live writer holds it
-                length = os.fstat(fd).st_size
-                os.unlink(path)
-            finally:
-                os.close(fd)
-            removed += 1
-            size += length
-    return removed, size
-
-
 class FileStateStore:
     """Stores each session's state as ``<state_dir>/<session_id>.json``.
 
@@ -317,7 +181,7 @@ class FileStateStore:
 
     async def open(self) -> None:
         """Remove the temp files a crash left in ``state_dir``; logs ``state.tempfiles.removed``."""
-        removed, size = await self._run(_remove_temp_files, self.state_dir)
+        removed, size = await self._run(remove_temp_files, self.state_dir)
         if removed:
             _LOG.warning("state.tempfiles.removed", category="state", files=removed, bytes=size)
 
@@ -338,7 +202,7 @@ class FileStateStore:
             another ``OSError``); never a path.
         """
         try:
-            reason = await self._run(_unwritable, self.state_dir)
+            reason = await self._run(unwritable, self.state_dir)
         except OSError as exc:
             reason = type(exc).__name__
         return StateStoreHealth(is_reachable=reason is None, error=reason)
@@ -398,8 +262,8 @@ class FileStateStore:
         return len(data)
 
     def _replace(self, session_id: str, target: Path, data: bytes) -> None:
-        with _stripe_lock(self.state_dir, session_id):
-            _write_atomically(self.state_dir, target, data)
+        with stripe_lock(self.state_dir, session_id):
+            write_atomically(self.state_dir, target, data)
 
     async def append(self, session_id: str, record: MissionRecord) -> AppendResult:
         """Append ``record`` to the session's ``missions``, dropping the oldest beyond the limits.
@@ -427,8 +291,8 @@ class FileStateStore:
             )
 
     def _append_blocking(self, session_id: str, target: Path, line: bytes) -> AppendResult:
-        with _stripe_lock(self.state_dir, session_id):
-            data = _read_if_exists(target)
+        with stripe_lock(self.state_dir, session_id):
+            data = read_if_exists(target)
             if data is None:
                 doc = _Document.from_state({"missions": []})
             else:
@@ -443,7 +307,7 @@ class FileStateStore:
             dropped = records_to_drop([len(r) + 2 for r in doc.records], overhead, self.limits)
             del doc.records[:dropped]
             new = doc.to_bytes()
-            _write_atomically(self.state_dir, target, new)
+            write_atomically(self.state_dir, target, new)
         return AppendResult(size_bytes=len(new), records=len(doc.records), dropped=dropped)
 
     async def load(self, session_id: str) -> SessionState | None:
@@ -461,7 +325,7 @@ class FileStateStore:
             StateStoreError: The file could not be read.
         """
         path = self._path(session_id)
-        data = await self._in_thread("load", session_id, _read_if_exists, path)
+        data = await self._in_thread("load", session_id, read_if_exists, path)
         return None if data is None else _decode(data, session_id, path)
 
     async def _in_thread(

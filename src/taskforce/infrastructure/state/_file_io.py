@@ -1,0 +1,169 @@
+"""How the file store touches the disk: reads, atomic replacement, durable folders, the
+cross-process stripe locks, and the clean-up of temp files a crash left.
+
+Every function here blocks: the store runs them on its own threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import re
+import stat
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from taskforce import _atomic_write
+
+__all__ = [
+    "LOCK_DIR",
+    "fsync_dir",
+    "make_dirs",
+    "read_if_exists",
+    "remove_temp_files",
+    "stripe_lock",
+    "unwritable",
+    "write_atomically",
+]
+
+_LOCK_STRIPES = 64
+#: The hidden folder of ``state_dir`` that holds the cross-process lock files.
+LOCK_DIR = ".locks"
+# _atomic_write.write_atomically(prefix=".<id>.") in write_atomically: ".<id>.<random hex>.tmp".
+_TEMP_FILE = re.compile(r"\.(?P<session>[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127})\.[A-Za-z0-9_]+\.tmp")
+
+
+def read_if_exists(path: Path) -> bytes | None:
+    """The file's bytes, ``None`` if there is none; an ``OSError`` if it is not a regular file."""
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (it changes nothing else)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    with open(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return handle.read()
+
+
+def fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; not every platform can open a directory.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def make_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, each fsynced into its parent.
+
+    Without that a power loss after the first write could lose the new folder, and
+    the session files in it, even though each file and rename was fsynced.
+    """
+    if directory.is_dir():
+        return
+    if directory.parent != directory:
+        make_dirs(directory.parent)
+    try:
+        directory.mkdir()
+    except FileExistsError:
+        return  # made by another writer (which syncs it), or not a folder: the write says
+    fsync_dir(directory.parent)
+
+
+def _lock(fd: int) -> None:
+    # Held until the temp file has its new name: the start-up clean-up leaves a locked one alone.
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+def write_atomically(directory: Path, target: Path, data: bytes) -> None:
+    make_dirs(directory)
+    # Whatever fails, even an interrupt mid-write, no temp file is left behind.
+    _atomic_write.write_atomically(
+        target, data, prefix=f".{target.stem}.", mode=0o600, prepare=_lock
+    )
+    fsync_dir(directory)
+
+
+@contextlib.contextmanager
+def stripe_lock(directory: Path, session_id: str, *, wait: bool = True) -> Iterator[bool]:
+    """Hold the cross-process lock of the session's stripe (a fixed set of lock files).
+
+    Yields whether it is held: always when ``wait``, else only if no one held it.
+    """
+    make_dirs(directory)
+    locks = directory / LOCK_DIR
+    locks.mkdir(exist_ok=True)
+    stripe = zlib.crc32(session_id.encode()) % _LOCK_STRIPES
+    fd = os.open(locks / f"{stripe:02d}", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def unwritable(directory: Path) -> str | None:
+    """Why no session file could be written in ``directory`` now, ``None`` if one could.
+
+    Writes nothing: the directory, or the nearest parent a first write would create it
+    in, must be a directory this process may create files in (a read-only mount is not).
+    """
+    existing = directory
+    while True:
+        try:
+            mode = os.stat(existing).st_mode
+            break
+        except FileNotFoundError:
+            if existing.parent == existing:
+                raise
+            existing = existing.parent
+    if not stat.S_ISDIR(mode):
+        return "NotADirectoryError: state_dir is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return "PermissionError: state_dir is not writable"
+    return None
+
+
+def remove_temp_files(directory: Path) -> tuple[int, int]:
+    """Remove the temp files no writer holds; return how many and their bytes.
+
+    A writer makes its temp file under its session's stripe lock and locks the file
+    only after: a temp file whose stripe is held now may be one made this instant, not
+    locked yet, and is left for the next start (another worker writes there).
+    """
+    removed = size = 0
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return 0, 0
+    for name in names:
+        match = _TEMP_FILE.fullmatch(name)
+        if match is None:
+            continue
+        path = directory / name
+        with (
+            contextlib.suppress(OSError),
+            stripe_lock(directory, match["session"], wait=False) as held,
+        ):
+            if not held:
+                continue
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a live writer holds it
+                length = os.fstat(fd).st_size
+                os.unlink(path)
+            finally:
+                os.close(fd)
+            removed += 1
+            size += length
+    return removed, size
