@@ -1026,9 +1026,11 @@ class TestIgnoredSettings:
         monkeypatch.setenv("TASKFORCE_METRICS__PORT", "9464")
         monkeypatch.setenv("TASKFORCE_STATE__DSN", "postgresql://u:pw@h/db")
         monkeypatch.setenv("TASKFORCE_LLM__API_KEY", "sk-unused-by-the-script")
+        monkeypatch.setenv("TASKFORCE_STATE__SWEEP_INTERVAL_SECONDS", "60")
         assert [
             ("metrics.port", "metrics.enabled is false"),
             ("state.dsn", "state.backend is 'file'"),
+            ("state.sweep_interval_seconds", "state.session_ttl_seconds is 0"),
             ("llm.api_key", "llm.provider is 'scripted'"),
         ] == ignored_settings(load_settings())
 
@@ -1044,6 +1046,8 @@ class TestIgnoredSettings:
         monkeypatch.setenv("TASKFORCE_METRICS__PORT", "9464")
         monkeypatch.setenv("TASKFORCE_STATE__BACKEND", "postgres")
         monkeypatch.setenv("TASKFORCE_STATE__DSN", "postgresql://u:pw@h/db")
+        monkeypatch.setenv("TASKFORCE_STATE__SESSION_TTL_SECONDS", "86400")
+        monkeypatch.setenv("TASKFORCE_STATE__SWEEP_INTERVAL_SECONDS", "60")
         assert [] == ignored_settings(load_settings())
 
 

@@ -25,6 +25,38 @@ class TestStateSettings:
             state.threads,
         )
 
+    def test_sessions_are_kept_for_good_by_default(self) -> None:
+        """No time to live unless one is set (0); a sweep every 5 minutes once it is."""
+        state = load_settings().state
+        assert (0, 300) == (state.session_ttl_seconds, state.sweep_interval_seconds)
+
+    def test_a_ttl_from_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """TASKFORCE_STATE__SESSION_TTL_SECONDS and ..._SWEEP_INTERVAL_SECONDS set them."""
+        monkeypatch.setenv("TASKFORCE_STATE__SESSION_TTL_SECONDS", "604800")
+        monkeypatch.setenv("TASKFORCE_STATE__SWEEP_INTERVAL_SECONDS", "60")
+        state = load_settings().state
+        assert (604800, 60) == (state.session_ttl_seconds, state.sweep_interval_seconds)
+
+    def test_a_ttl_below_a_minute_says_what_it_may_be(self) -> None:
+        """1 to 59 seconds is refused with the values it may take; 0 and 60 pass."""
+        with pytest.raises(ConfigurationError) as info:
+            load_settings(state={"session_ttl_seconds": 30})
+        assert "is 0 (sessions kept for good) or at least 60 seconds" in str(info.value)
+        assert [0, 60] == [
+            load_settings(state={"session_ttl_seconds": ttl}).state.session_ttl_seconds
+            for ttl in (0, 60)
+        ]
+
+    def test_a_bad_ttl_names_the_variable(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A negative TTL stops start-up naming the setting and its variable."""
+        monkeypatch.setenv("TASKFORCE_STATE__SESSION_TTL_SECONDS", "-5")
+        with pytest.raises(ConfigurationError) as info:
+            load_settings()
+        assert ("state.session_ttl_seconds", "TASKFORCE_STATE__SESSION_TTL_SECONDS='-5'") == (
+            info.value.setting,
+            info.value.source,
+        )
+
     def test_from_environment(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         """TASKFORCE_STATE__* set the section; TASKFORCE_STATE_DIR still sets state_dir."""
         monkeypatch.setenv("TASKFORCE_STATE__BACKEND", "postgres")
@@ -112,6 +144,14 @@ class TestStateSettings:
             ("backend", "redis"),
             ("threads", 0),
             ("threads", 257),
+            ("session_ttl_seconds", -1),
+            ("session_ttl_seconds", 1),
+            ("session_ttl_seconds", 59),
+            ("session_ttl_seconds", 10 * 365 * 86400 + 1),
+            ("session_ttl_seconds", 1.5),
+            ("session_ttl_seconds", "a day"),
+            ("sweep_interval_seconds", 0),
+            ("sweep_interval_seconds", 86401),
         ],
     )
     def test_bad_values_are_named(self, key: str, value: object) -> None:

@@ -359,6 +359,7 @@ class TestFixedLimitsDoc:
         from taskforce.core.interfaces.log import MAX_QUOTED_CHARS
         from taskforce.core.interfaces.outcome import MAX_ERROR_TYPE_LENGTH
         from taskforce.infrastructure.llm import _directives, _openai
+        from taskforce.infrastructure.state._postgres_store import EXPIRY_BATCH
         from taskforce.infrastructure.tools import _base, _calculator, _files, _quota, _workspace
         from taskforce.observability.metrics._children import MAX_COUNT
         from taskforce.observability.proxies import _context_pack, _llm, _shape, _tools
@@ -416,6 +417,7 @@ class TestFixedLimitsDoc:
             "APPEND_LOCK_WAIT_SECONDS": f"{_files.APPEND_LOCK_WAIT_SECONDS:g} s",
             "RECOUNT_SECONDS": f"a count {_quota.RECOUNT_SECONDS:g} s old, "
             f"{_quota.RECHECK_SECONDS:g} s before a refusal",
+            "EXPIRY_BATCH": f"{EXPIRY_BATCH}",
         }
         assert expected == {name: value(name) for name in expected}
         assert len(expected) == len(rows)  # every row is checked

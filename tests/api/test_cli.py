@@ -794,6 +794,7 @@ class TestRun:
             ("TASKFORCE_API__MAX_HEADER_BYTES", "512", "api.max_header_bytes"),
             ("TASKFORCE_TOOLS__MAX_DIR_ENTRIES", "0", "tools.max_dir_entries"),
             ("TASKFORCE_AGENT__MAX_RESULT_DEPTH", "251", "agent.max_result_depth"),
+            ("TASKFORCE_STATE__SESSION_TTL_SECONDS", "-1", "state.session_ttl_seconds"),
         ],
     )
     def test_invalid_limit_stops_serve(

@@ -22,6 +22,7 @@ from taskforce.api._metrics_serving import MetricsServing
 from taskforce.api._redirects import relative_slash_redirects
 from taskforce.api._routes import MISSION_ROUTES, mission_router
 from taskforce.application.container import Container, build_container
+from taskforce.application.sweep import SessionSweeper
 from taskforce.config import Settings, load_settings
 from taskforce.errors import StateStoreError, StateStoreUnavailableError
 
@@ -97,10 +98,13 @@ def create_app(
             worker=worker.index if worker is not None else None,
             pid=os.getpid(),
         )
+        # expired sessions are swept in the background while the app runs
+        sweeper.start()
         try:
             yield
         finally:
             try:
+                await sweeper.aclose()  # before the store closes under it
                 await store_check.aclose()
                 await metrics_serving.aclose()
                 if owns_container:
@@ -137,6 +141,7 @@ def create_app(
     )
     metrics_serving = MetricsServing(app, ctr.settings, ctr.metrics, worker)
     store_check = StateStoreCheck(ctr.state_store, ctr.settings.state.health_timeout_seconds)
+    sweeper = SessionSweeper(ctr.state_store, ctr.settings.state.sweep_interval_seconds)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

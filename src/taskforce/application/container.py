@@ -78,13 +78,18 @@ class Container:
 
 
 def make_state_store(settings: Settings) -> StateStoreProtocol:
-    """Build the state store ``settings.state.backend`` names, with the history limits.
+    """Build the state store ``settings.state.backend`` names, with the history limits and
+    the sessions' time to live.
 
     Raises:
         ConfigurationError: ``postgres`` is asked for but its driver is not installed.
     """
     state = settings.state
-    limits = StateLimits(max_history=state.max_history, max_bytes=state.max_bytes)
+    limits = StateLimits(
+        max_history=state.max_history,
+        max_bytes=state.max_bytes,
+        session_ttl_seconds=state.session_ttl_seconds or None,
+    )
     if state.backend == "postgres" and state.dsn is not None:
         return PostgresStateStore(
             state.dsn.get_secret_value(),

@@ -28,6 +28,8 @@ _IGNORED_WHEN: tuple[tuple[str, tuple[str, ...], Callable[[Settings], bool], str
      lambda s: s.state.backend == "file", "state.backend is 'file'"),
     ("state", ("threads",),
      lambda s: s.state.backend != "file", "state.backend is not 'file'"),
+    ("state", ("sweep_interval_seconds",),
+     lambda s: s.state.session_ttl_seconds == 0, "state.session_ttl_seconds is 0"),
     ("llm", ("base_url", "api_key", "max_response_bytes", "timeout_seconds",
              "retry_after_max_seconds"),
      lambda s: s.llm.provider == "scripted", "llm.provider is 'scripted'"),

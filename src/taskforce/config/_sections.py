@@ -211,9 +211,12 @@ class ServerSettings(_Section):
 #: leaving room for the newest record, which is kept whatever its size.
 POSTGRES_MAX_BYTES = 512 * 1024 * 1024
 
+#: The shortest ``state.session_ttl_seconds`` other than 0 (no expiry).
+MIN_SESSION_TTL_SECONDS = 60
+
 
 class StateSettings(_Section):
-    """Where session state lives (``backend``) and how much of it a session keeps.
+    """Where session state lives (``backend``), how much of it a session keeps, and how long.
 
     The file backend's directory stays the top-level ``state_dir`` setting.
     """
@@ -230,8 +233,25 @@ class StateSettings(_Section):
     max_history: int = Field(default=500, ge=1, le=1_000_000)
     max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=1024**4)
     threads: int = Field(default=4, ge=1, le=256)
+    #: A session not written for this long is gone: reads find none, and the sweep
+    #: deletes it. 0 keeps every session for good (as before the setting existed); else
+    #: at least a minute (see _a_minute_or_more), at most ten years of 365 days.
+    session_ttl_seconds: int = Field(default=0, ge=0, le=10 * 365 * 86_400)
+    #: How often each process sweeps expired sessions away (with a TTL set).
+    sweep_interval_seconds: float = Field(default=300.0, gt=0, le=86_400)
 
     _choice = field_validator("backend", mode="before")(lower)
+
+    @field_validator("session_ttl_seconds")
+    @classmethod
+    def _a_minute_or_more(cls, value: int) -> int:
+        # A session must outlive the call that writes it: one written by a mission that
+        # ran a few seconds would otherwise be gone before its client could read it.
+        if 0 < value < MIN_SESSION_TTL_SECONDS:
+            raise ValueError(
+                f"is 0 (sessions kept for good) or at least {MIN_SESSION_TTL_SECONDS} seconds"
+            )
+        return value
 
     @field_validator("max_bytes")
     @classmethod

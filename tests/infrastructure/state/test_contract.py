@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from taskforce.core.interfaces.state import AppendResult, StateStoreProtocol
+from taskforce.core.interfaces.state import AppendResult, SessionExpiry, StateStoreProtocol
 from taskforce.errors import StateStoreError
 from taskforce.infrastructure.state import FileStateStore, StateLimits
 
@@ -45,6 +47,42 @@ async def fixture_make_store(
     yield make
     for store in made:
         await store.aclose()
+
+
+#: Makes sessions look last written this many seconds ago.
+Age = Callable[..., Awaitable[None]]
+
+
+@pytest.fixture(name="age")
+def fixture_age(request: pytest.FixtureRequest, make_store: MakeStore, tmp_path: Path) -> Age:
+    """Sets when sessions were last written, as each store tells it: the file's
+    modification time, the row's ``updated_at``."""
+    if request.node.callspec.params["make_store"] == "file":
+
+        async def age(*session_ids: str, seconds: float) -> None:
+            then = time.time() - seconds
+            for session_id in session_ids:
+                os.utime(tmp_path / "state" / f"{session_id}.json", (then, then))
+
+        return age
+
+    dsn = request.getfixturevalue("postgres_dsn")
+
+    async def age_rows(*session_ids: str, seconds: float) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(
+                "UPDATE taskforce_sessions SET updated_at = now() - make_interval(secs => $2) "
+                "WHERE session_id = ANY($1)",
+                list(session_ids),
+                seconds,
+            )
+        finally:
+            await conn.close()
+
+    return age_rows
 
 
 @pytest.fixture(name="store")
@@ -265,3 +303,101 @@ class TestErrors:
             await store.append("s", _record(1))
         assert secret not in str(info.value)
         assert "/" not in str(info.value)
+
+
+_HOUR = StateLimits(session_ttl_seconds=3600)
+
+
+async def _expire(store: StateStoreProtocol) -> SessionExpiry:
+    expire_sessions = getattr(store, "expire_sessions")  # noqa: B009 (not on the protocol)
+    result: SessionExpiry = await expire_sessions()
+    return result
+
+
+class TestExpiry:
+    async def test_a_session_past_its_ttl_reads_as_none_before_any_sweep(
+        self, make_store: MakeStore, age: Age
+    ) -> None:
+        """A session not written for longer than the TTL is not found, swept or not; one
+        written within it is read whole."""
+        store = make_store(_HOUR)
+        await store.append("old", _record(1))
+        await store.append("recent", _record(2))
+        await age("old", seconds=3700)
+        await age("recent", seconds=3500)
+        assert None is await store.load("old")
+        assert {"missions": [_record(2)]} == await store.load("recent")
+
+    async def test_an_append_to_an_expired_session_starts_it_afresh(
+        self, make_store: MakeStore, age: Age
+    ) -> None:
+        """The record is the first of a new session: the old state and records are gone."""
+        store = make_store(_HOUR)
+        await store.save("s", {"note": "old", "missions": [_record(0), _record(1)]})
+        await age("s", seconds=7200)
+        result = await store.append("s", _record(2))
+        assert 1 == result.records
+        assert {"missions": [_record(2)]} == await store.load("s")
+        await store.append("s", _record(3))
+        assert {"missions": [_record(2), _record(3)]} == await store.load("s")
+
+    async def test_the_sweep_deletes_expired_sessions_only(
+        self, make_store: MakeStore, age: Age
+    ) -> None:
+        """The sweep deletes the expired sessions and counts them; the others keep all
+        their records; a second sweep finds nothing."""
+        store = make_store(_HOUR)
+        for session in ("a", "b", "kept"):
+            await store.append(session, _record(1))
+            await store.append(session, _record(2))
+        await age("a", "b", seconds=7200)
+        assert SessionExpiry(2) == await _expire(store)
+        assert SessionExpiry(0) == await _expire(store)
+        assert {"missions": [_record(1), _record(2)]} == await store.load("kept")
+        unlimited = make_store()  # reads what is stored, expired or not
+        assert [None, None] == [await unlimited.load("a"), await unlimited.load("b")]
+
+    async def test_without_a_ttl_nothing_expires(self, make_store: MakeStore, age: Age) -> None:
+        """The default keeps every session: old ones load, and a sweep deletes nothing."""
+        store = make_store()
+        await store.append("s", _record(1))
+        await age("s", seconds=10 * 365 * 86400)
+        assert SessionExpiry(0) == await _expire(store)
+        assert {"missions": [_record(1)]} == await store.load("s")
+
+    async def test_sweeps_running_at_once_count_each_session_once(
+        self, make_store: MakeStore, age: Age
+    ) -> None:
+        """Two processes' sweeps at once (two stores over the same storage) raise nothing
+        and between them, with one more sweep after, delete each session exactly once."""
+        first, second = make_store(_HOUR), make_store(_HOUR)
+        sessions = [f"s{i}" for i in range(30)]
+        await asyncio.gather(*(first.append(s, _record(1)) for s in sessions))
+        await age(*sessions, seconds=7200)
+        done = [*await asyncio.gather(_expire(first), _expire(second)), await _expire(first)]
+        assert 30 == sum(d.expired for d in done)
+        assert (0, None) == (sum(d.failed for d in done), done[0].error)
+        unlimited = make_store()
+        assert [None] * 30 == [await unlimited.load(s) for s in sessions]
+
+    async def test_appends_meeting_a_sweep_leave_no_session_half_deleted(
+        self, make_store: MakeStore, age: Age
+    ) -> None:
+        """Appends to expired sessions while two sweeps run: each such session ends with
+        its new record alone (never an old one beside it, never without it); the others
+        are deleted, each counted once."""
+        stores = [make_store(_HOUR), make_store(_HOUR)]
+        sessions = [f"s{i}" for i in range(20)]
+        old = {"missions": [_record(0), _record(1)]}
+        await asyncio.gather(*(stores[0].save(session, old) for session in sessions))
+        await age(*sessions, seconds=7200)
+        appends = [stores[i % 2].append(f"s{i}", _record(100 + i)) for i in range(10)]
+        done = await asyncio.gather(_expire(stores[0]), _expire(stores[1]), *appends)
+        last = await _expire(stores[0])
+        expired = sum(d.expired for d in done[:2] if isinstance(d, SessionExpiry)) + last.expired
+        for i in range(10):
+            assert {"missions": [_record(100 + i)]} == await stores[1].load(f"s{i}")
+        unlimited = make_store()
+        assert [None] * 10 == [await unlimited.load(f"s{i}") for i in range(10, 20)]
+        # the untouched ten, and any appended one a sweep took before its append
+        assert 10 <= expired <= 20

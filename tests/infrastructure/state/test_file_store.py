@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import json
 import os
 import stat
+import threading
+import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from structlog.testing import capture_logs
 
-from taskforce.core.interfaces.state import StateStoreHealth, StateStoreProtocol
+from taskforce.core.interfaces.state import SessionExpiry, StateStoreHealth, StateStoreProtocol
 from taskforce.errors import StateCorruptedError, StateStoreError
 from taskforce.infrastructure.state import FileStateStore, StateLimits
-from taskforce.infrastructure.state._file_io import LOCK_DIR, stripe_lock
+from taskforce.infrastructure.state._file_io import LOCK_DIR, expire_files, stripe_lock
 
 
 def _listing(directory: Path) -> list[str]:
@@ -317,6 +321,130 @@ class TestTempFiles:
         """open() on a state_dir that does not exist yet does nothing."""
         await store.open()
         assert not store.state_dir.exists()
+
+
+def _age(path: Path, seconds: float) -> None:
+    """Make ``path`` look last written ``seconds`` ago."""
+    then = time.time() - seconds
+    os.utime(path, (then, then), follow_symlinks=False)
+
+
+class TestExpiry:
+    async def test_a_session_being_written_is_left_for_the_next_sweep(
+        self, state_dir: Path
+    ) -> None:
+        """An expired session whose stripe lock is held (a write of it, in any process) is
+        not waited for and not removed; the next sweep removes it."""
+        store = FileStateStore(state_dir, limits=StateLimits(session_ttl_seconds=60))
+        await store.append("busy", {"n": 1})
+        _age(state_dir / "busy.json", 120)
+        with stripe_lock(state_dir, "busy"):
+            assert SessionExpiry(0) == await store.expire_sessions()
+            assert (state_dir / "busy.json").exists()
+        assert SessionExpiry(1) == await store.expire_sessions()
+        assert not (state_dir / "busy.json").exists()
+
+    async def test_a_session_written_while_the_sweep_waited_stays(self, state_dir: Path) -> None:
+        """Under the lock the file is looked at again: one replaced by a write since the
+        sweep first saw it expired is fresh, and stays."""
+        store = FileStateStore(state_dir, limits=StateLimits(session_ttl_seconds=60))
+        await store.append("s", {"n": 1})
+        path = state_dir / "s.json"
+        _age(path, 120)
+        with os.scandir(state_dir) as entries:
+            entry = next(e for e in entries if e.name == "s.json")
+        entry.stat(follow_symlinks=False)  # the sweep's first look, cached in the entry
+        os.utime(path)  # then written
+        with mock.patch.object(os, "scandir", return_value=_Entries([entry])):
+            assert SessionExpiry(0) == expire_files(state_dir, 60, threading.Event())
+        assert path.exists()
+
+    async def test_only_session_files_are_touched(self, state_dir: Path) -> None:
+        """Temp files, the lock folder, other names, folders and symlinks stay, however old."""
+        store = FileStateStore(state_dir, limits=StateLimits(session_ttl_seconds=60))
+        await store.append("s", {"n": 1})
+        others = [".s.abc123_x.tmp", "notes.txt", "bad name.json", ".hidden.json"]
+        for name in others:
+            (state_dir / name).write_text("x")
+        (state_dir / "folder.json").mkdir()
+        (state_dir / "link.json").symlink_to(state_dir / "notes.txt")
+        for name in [*others, "s.json", "folder.json", "link.json", LOCK_DIR]:
+            _age(state_dir / name, 120)
+        assert SessionExpiry(1) == await store.expire_sessions()
+        expected = sorted([*others, "folder.json", "link.json"])
+        assert expected == _listing(state_dir)
+
+    async def test_a_file_it_cannot_remove_is_counted_and_passed_over(
+        self, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """One file that cannot be removed fails alone: the others go, and the result
+        counts it with the first error's class and words, never its path."""
+        store = FileStateStore(state_dir, limits=StateLimits(session_ttl_seconds=60))
+        for session in ("a", "b", "stuck"):
+            await store.append(session, {"n": 1})
+            _age(state_dir / f"{session}.json", 120)
+        unlink = os.unlink
+
+        def refuse(path: Any, *args: Any, **kwargs: Any) -> None:
+            if str(path).endswith("stuck.json"):
+                raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
+            unlink(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "unlink", refuse)
+        done = await store.expire_sessions()
+        assert SessionExpiry(2, 1, "PermissionError: Operation not permitted") == done
+        assert ["stuck.json"] == _listing(state_dir)
+
+    def test_a_stop_ends_the_pass(self, state_dir: Path) -> None:
+        """A sweep told to stop (its call cancelled) removes nothing more."""
+        state_dir.mkdir()
+        (state_dir / "s.json").write_text("{}")
+        _age(state_dir / "s.json", 120)
+        stop = threading.Event()
+        stop.set()
+        assert SessionExpiry(0) == expire_files(state_dir, 60, stop)
+        assert ["s.json"] == _listing(state_dir)
+
+    async def test_no_state_dir_yet_is_nothing_to_sweep(self, state_dir: Path) -> None:
+        """A state_dir not made yet holds no session: nothing is made by the sweep."""
+        store = FileStateStore(state_dir, limits=StateLimits(session_ttl_seconds=60))
+        assert SessionExpiry(0) == await store.expire_sessions()
+        assert not state_dir.exists()
+
+    async def test_a_state_dir_it_cannot_read_is_a_store_error(self, state_dir: Path) -> None:
+        """A file where the directory should be: StateStoreError, no path in its message."""
+        state_dir.parent.mkdir(parents=True, exist_ok=True)
+        state_dir.write_text("a file")
+        store = FileStateStore(state_dir, limits=StateLimits(session_ttl_seconds=60))
+        with pytest.raises(StateStoreError) as info:
+            await store.expire_sessions()
+        assert "cannot expire sessions: Not a directory" == str(info.value)
+        assert str(state_dir) in info.value.detail
+
+    async def test_the_sweep_runs_on_a_thread_of_its_own(self, state_dir: Path) -> None:
+        """The pass runs on its own thread, not one of the store's (which serve requests)."""
+        store = FileStateStore(state_dir, limits=StateLimits(session_ttl_seconds=60), threads=1)
+        seen: list[str] = []
+
+        def record(*args: object) -> SessionExpiry:
+            seen.append(threading.current_thread().name)
+            return SessionExpiry(0)
+
+        with mock.patch("taskforce.infrastructure.state._file_store.expire_files", record):
+            await store.expire_sessions()
+        await store.aclose()
+        assert [True] == [name.startswith("taskforce-state-sweep") for name in seen]
+        assert 0 == store.threads_busy
+
+
+class _Entries(list[os.DirEntry[str]]):
+    """A scandir result made of given entries (a context manager, as scandir's is)."""
+
+    def __enter__(self) -> _Entries:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
 
 
 class TestAppendLayout:

@@ -18,7 +18,7 @@ import pytest
 import structlog
 
 from taskforce.application._mission_support import store_failure_fields
-from taskforce.core.interfaces.state import AppendResult, StateStoreHealth
+from taskforce.core.interfaces.state import AppendResult, SessionExpiry, StateStoreHealth
 from taskforce.errors import (
     ConfigurationError,
     StateStoreError,
@@ -440,6 +440,13 @@ END $$
 
 _TABLES = "taskforce_schema_version, taskforce_sessions, taskforce_mission_records"
 _USAGE = "GRANT USAGE ON SCHEMA {schema} TO {role}"
+#: The least privileges the operator guide names (once the tables exist).
+_LEAST_GRANTS = (
+    _USAGE,
+    "GRANT SELECT ON taskforce_schema_version TO {role}",
+    "GRANT SELECT, INSERT, UPDATE ON taskforce_sessions TO {role}",
+    "GRANT SELECT, INSERT, DELETE ON taskforce_mission_records TO {role}",
+)
 
 
 class TestLeastPrivilege:
@@ -461,13 +468,7 @@ class TestLeastPrivilege:
         and serve every call: append past the limits, save, load."""
         async with PostgresStateStore(postgres_dsn):
             pass
-        grants = [
-            _USAGE,
-            "GRANT SELECT ON taskforce_schema_version TO {role}",
-            "GRANT SELECT, INSERT, UPDATE ON taskforce_sessions TO {role}",
-            "GRANT SELECT, INSERT, DELETE ON taskforce_mission_records TO {role}",
-        ]
-        user = await create_user(postgres_dsn, grants=grants)
+        user = await create_user(postgres_dsn, grants=_LEAST_GRANTS)
         async with PostgresStateStore(user.dsn, limits=StateLimits(max_history=1)) as store:
             await store.append("least", {"n": 1})
             assert 1 == (await store.append("least", {"n": 2})).dropped
@@ -852,7 +853,7 @@ class TestLockWait:
         silent = await asyncpg.connect(dsn)  # the cut-off replica: its append took the lock
         try:
             await silent.execute("BEGIN")
-            await silent.execute(APPEND_RECORD, "cut", 10)
+            await silent.execute(APPEND_RECORD, "cut", 10, 0.0)
             async with PostgresStateStore(dsn, timeout_seconds=5) as store:
                 loop = asyncio.get_running_loop()
                 started = loop.time()
@@ -1386,3 +1387,110 @@ class TestCancellation:
         finally:
             unstick.cancel()
         assert [] == reports
+
+
+_DAY = StateLimits(session_ttl_seconds=86400)
+
+
+async def _age_all(dsn: str, seconds: float) -> None:
+    """Make every session look last written ``seconds`` ago."""
+    await _fetch(
+        dsn, f"UPDATE taskforce_sessions SET updated_at = now() - interval '{seconds} seconds'"
+    )
+
+
+class TestExpiry:
+    async def test_a_row_another_transaction_holds_is_skipped_not_waited_for(
+        self, postgres_dsn: str
+    ) -> None:
+        """A sweep takes no expired session whose row another transaction holds (an append,
+        a save, another replica's sweep): it deletes the rest at once, with their records,
+        and the held one at the next sweep."""
+        import asyncpg
+
+        async with PostgresStateStore(postgres_dsn, limits=_DAY) as store:
+            for session in ("held", "free"):
+                await store.append(session, {"n": 1})
+                await store.append(session, {"n": 2})
+            await _age_all(postgres_dsn, 2 * 86400)
+            holder = await asyncpg.connect(postgres_dsn)
+            try:
+                async with holder.transaction():
+                    await holder.execute(
+                        "SELECT 1 FROM taskforce_sessions WHERE session_id = 'held' FOR UPDATE"
+                    )
+                    first = await asyncio.wait_for(store.expire_sessions(), 5)
+            finally:
+                await holder.close()
+            second = await store.expire_sessions()
+        assert (SessionExpiry(1), SessionExpiry(1)) == (first, second)
+        assert [(0,), (0,)] == [
+            *await _fetch(postgres_dsn, "SELECT count(*) FROM taskforce_sessions"),
+            *await _fetch(postgres_dsn, "SELECT count(*) FROM taskforce_mission_records"),
+        ]
+
+    async def test_batches_go_on_until_no_expired_session_is_left(
+        self, postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """One sweep deletes every expired session however many batches it takes, each a
+        transaction of its own; a session written since stays."""
+        import taskforce.infrastructure.state._postgres_store as module
+
+        monkeypatch.setattr(module, "EXPIRY_BATCH", 2)
+        async with PostgresStateStore(postgres_dsn, limits=_DAY) as store:
+            await asyncio.gather(*(store.append(f"s{i}", {"n": i}) for i in range(5)))
+            await _age_all(postgres_dsn, 2 * 86400)
+            await store.append("s4", {"n": 44})
+            calls: list[str] = []
+            run = store._run
+
+            async def counted(action: str, *args: Any) -> Any:
+                calls.append(action)
+                return await run(action, *args)
+
+            monkeypatch.setattr(store, "_run", counted)
+            assert SessionExpiry(4) == await store.expire_sessions()
+            assert ["expire", "expire", "expire"] == calls  # 2, 2, then 0: none left
+            assert {"missions": [{"n": 44}]} == await store.load("s4")
+        assert [("s4", 1)] == await _fetch(
+            postgres_dsn,
+            "SELECT session_id, count(*)::int FROM taskforce_mission_records GROUP BY 1",
+        )
+
+    async def test_a_user_without_delete_on_the_sessions_is_refused_only_with_a_ttl(
+        self, postgres_dsn: str
+    ) -> None:
+        """The least privileges serve a store that keeps sessions for good; one whose
+        sessions expire also needs DELETE on taskforce_sessions, and start-up says so."""
+        async with PostgresStateStore(postgres_dsn):
+            pass
+        user = await create_user(postgres_dsn, grants=_LEAST_GRANTS)
+        async with PostgresStateStore(user.dsn):
+            pass
+        store = PostgresStateStore(user.dsn, limits=_DAY)
+        with pytest.raises(StateStorePermissionError) as info:
+            await store.open()
+        assert (
+            f"cannot use the state database: the database user {user.role!r} lacks DELETE on "
+            f"taskforce_sessions (in schema {_schema(postgres_dsn)!r}); "
+            "state.session_ttl_seconds deletes expired sessions: grant it, or give state.dsn "
+            "a user that has it"
+        ) == str(info.value)
+
+    async def test_a_failed_sweep_says_what_failed_and_deletes_nothing(
+        self, postgres_dsn: str
+    ) -> None:
+        """DELETE revoked while the store runs: the sweep raises a StateStoreError naming
+        no session (the database's words in its detail), and the sessions stay."""
+        async with PostgresStateStore(postgres_dsn):
+            pass
+        user = await create_user(postgres_dsn)
+        async with PostgresStateStore(user.dsn, limits=_DAY) as store:
+            await store.append("s", {"n": 1})
+            await _age_all(postgres_dsn, 2 * 86400)
+            await _fetch(postgres_dsn, f"REVOKE DELETE ON taskforce_sessions FROM {user.role}")
+            with pytest.raises(StateStoreError) as info:
+                await store.expire_sessions()
+        assert "cannot expire sessions: InsufficientPrivilegeError" == str(info.value)
+        assert "permission denied for table taskforce_sessions" in info.value.detail
+        assert [(1,)] == await _fetch(postgres_dsn, "SELECT count(*) FROM taskforce_sessions")

@@ -59,8 +59,10 @@ from taskforce.core.interfaces.outcome import (
 )
 from taskforce.core.interfaces.state import (
     AppendResult,
+    ExpiringStateStoreProtocol,
     HealthCheckingStateStoreProtocol,
     MissionRecord,
+    SessionExpiry,
     SessionState,
     StateStoreHealth,
     StateStoreProtocol,
@@ -91,6 +93,7 @@ __all__ = [
     "ChatMessage",
     "ExecutionResult",
     "ExecutorProtocol",
+    "ExpiringStateStoreProtocol",
     "FunctionSchema",
     "HealthCheckingStateStoreProtocol",
     "LLMAttempt",
@@ -102,6 +105,7 @@ __all__ = [
     "MissionStatus",
     "ProgressEvent",
     "ProgressKind",
+    "SessionExpiry",
     "SessionState",
     "StateStoreHealth",
     "StateStoreProtocol",

@@ -7,8 +7,10 @@ from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "AppendResult",
+    "ExpiringStateStoreProtocol",
     "HealthCheckingStateStoreProtocol",
     "MissionRecord",
+    "SessionExpiry",
     "SessionState",
     "StateStoreHealth",
     "StateStoreProtocol",
@@ -121,4 +123,51 @@ class HealthCheckingStateStoreProtocol(StateStoreProtocol, Protocol):
 
     async def check_health(self) -> StateStoreHealth:
         """Check that the store can serve calls now."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SessionExpiry:
+    """What one :meth:`ExpiringStateStoreProtocol.expire_sessions` did.
+
+    Attributes:
+        expired: how many sessions it deleted.
+        failed: how many expired sessions it could not delete (the file store goes on
+            past a file it may not remove); a later sweep tries them again.
+        error: when ``failed``, the first failure: its class and the store's words,
+            never a path or a connection string.
+    """
+
+    expired: int
+    failed: int = 0
+    error: str | None = None
+
+
+class ExpiringStateStoreProtocol(StateStoreProtocol, Protocol):
+    """A state store whose sessions expire once not written for ``session_ttl_seconds``.
+
+    Contract:
+
+    - ``session_ttl_seconds`` is the time to live, ``None`` when sessions never expire
+      (then ``expire_sessions`` deletes nothing).
+    - A session expires once not written (``save`` or ``append``) for longer than the
+      TTL, by the store's own clock (PostgreSQL's, the file's modification time). From
+      then on ``load`` returns ``None`` for it, and ``append`` starts it afresh (its old
+      state and records are gone), whether or not a sweep has deleted it yet.
+    - ``expire_sessions`` deletes the expired sessions, state and records alike, in
+      bounded steps (no step holds a lock or a connection for long). It is safe under
+      concurrency with every call and with sweeps of other processes sharing the store:
+      a session being written is left for a later sweep, and no session ends up half
+      deleted; each session deleted is counted by the one sweep that deleted it.
+    - It raises :class:`taskforce.errors.StateStoreError` when the store fails; what it
+      deleted before stays deleted. Cancelling it stops it between two steps.
+    """
+
+    @property
+    def session_ttl_seconds(self) -> float | None:
+        """How long a session lives unwritten; ``None``: for good."""
+        ...
+
+    async def expire_sessions(self) -> SessionExpiry:
+        """Delete the sessions not written for longer than ``session_ttl_seconds``."""
         ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -57,21 +58,28 @@ def dumps(value: Any, what: str = "session state") -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class StateLimits:
-    """How much of its history a session keeps; ``None`` means no limit.
+    """How much of its history a session keeps, and how long; ``None`` means no limit.
 
     Attributes:
         max_history: the most mission records a session keeps.
         max_bytes: the most bytes a session's stored state may take.
+        session_ttl_seconds: how long a session lives without a write; then it expires.
     """
 
     max_history: int | None = None
     max_bytes: int | None = None
+    session_ttl_seconds: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_history", "max_bytes"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive int or None, got {value!r}")
+        ttl = self.session_ttl_seconds
+        if ttl is not None and (
+            isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < math.inf
+        ):
+            raise ValueError(f"session_ttl_seconds must be a positive number or None, got {ttl!r}")
 
 
 def records_to_drop(sizes: Sequence[int], overhead: int, limits: StateLimits) -> int:

@@ -1,5 +1,6 @@
 """How the file store touches the disk: reads, atomic replacement, durable folders, the
-cross-process stripe locks, and the clean-up of temp files a crash left.
+cross-process stripe locks, the clean-up of temp files a crash left, and the removal
+of expired sessions.
 
 Every function here blocks: the store runs them on its own threads.
 """
@@ -12,14 +13,19 @@ import fcntl
 import os
 import re
 import stat
+import threading
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 from taskforce import _atomic_write
+from taskforce.core.interfaces.executor import SESSION_ID_PATTERN
+from taskforce.core.interfaces.state import SessionExpiry
 
 __all__ = [
     "LOCK_DIR",
+    "expire_files",
     "fsync_dir",
     "make_dirs",
     "read_if_exists",
@@ -36,17 +42,29 @@ LOCK_DIR = ".locks"
 _TEMP_FILE = re.compile(r"\.(?P<session>[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127})\.[A-Za-z0-9_]+\.tmp")
 
 
-def read_if_exists(path: Path) -> bytes | None:
-    """The file's bytes, ``None`` if there is none; an ``OSError`` if it is not a regular file."""
+def read_if_exists(path: Path, ttl: float | None = None) -> bytes | None:
+    """The file's bytes, ``None`` if there is none; an ``OSError`` if it is not a regular file.
+
+    With ``ttl``, a file last written longer ago than that reads as none: its session has
+    expired, whether or not a sweep has removed it yet.
+    """
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer (it changes nothing else)
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
     with open(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode):
             raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if ttl is not None and _is_expired(found, ttl):
+            return None
         return handle.read()
+
+
+def _is_expired(found: os.stat_result, ttl: float) -> bool:
+    """Whether a session file with this status was last written longer than ``ttl`` ago."""
+    return found.st_mtime < time.time() - ttl
 
 
 def fsync_dir(directory: Path) -> None:
@@ -167,3 +185,51 @@ def remove_temp_files(directory: Path) -> tuple[int, int]:
             removed += 1
             size += length
     return removed, size
+
+
+def expire_files(directory: Path, ttl: float, stop: threading.Event) -> SessionExpiry:
+    """Remove the session files last written longer than ``ttl`` ago, until ``stop`` is set.
+
+    A file whose session's stripe lock is held (a write of that session, here or in
+    another process, or another sweep) is left for the next sweep; under the lock it is
+    looked at again, so a session written meanwhile stays. Temp files, the lock folder
+    and names no session has are never touched. A file that cannot be removed is counted
+    in ``failed`` and passed over.
+
+    Raises:
+        OSError: ``directory`` could not be read (one that does not exist holds nothing).
+    """
+    expired = failed = 0
+    error: str | None = None
+    try:
+        entries = os.scandir(directory)
+    except FileNotFoundError:
+        return SessionExpiry(0)
+    with entries:
+        for entry in entries:
+            if stop.is_set():
+                break
+            session_id = entry.name.removesuffix(".json")
+            if session_id == entry.name or not SESSION_ID_PATTERN.fullmatch(session_id):
+                continue  # a temp file (".x.tmp"), the lock folder, a file of someone else's
+            try:
+                if not _is_expired_file(entry.stat(follow_symlinks=False), ttl):
+                    continue
+                with stripe_lock(directory, session_id, wait=False) as held:
+                    # a write that held the lock may have replaced the file: look again
+                    if not held or not _is_expired_file(os.lstat(entry.path), ttl):
+                        continue
+                    os.unlink(entry.path)
+            except FileNotFoundError:
+                continue  # removed by another sweep meanwhile
+            except OSError as exc:
+                failed += 1
+                error = error or f"{type(exc).__name__}: {exc.strerror or exc.errno}"
+                continue
+            expired += 1
+    return SessionExpiry(expired, failed, error)
+
+
+def _is_expired_file(found: os.stat_result, ttl: float) -> bool:
+    """Whether this is a regular file last written longer than ``ttl`` ago."""
+    return stat.S_ISREG(found.st_mode) and _is_expired(found, ttl)

@@ -12,6 +12,11 @@ Writes of one session are ordered by an asyncio lock in the process and by an
 ``flock`` on one of a fixed set of lock files (in ``.locks/``) across
 processes sharing the directory (``taskforce serve --workers``).
 
+With a time to live (``StateLimits.session_ttl_seconds``) a session whose file was
+last written longer ago than that is expired: a load finds none and an append
+starts it afresh, and :meth:`FileStateStore.expire_sessions` removes the file under
+the session's stripe lock, so never while one of its writes runs.
+
 Only regular files are read: a FIFO, a device or a socket where a session's file
 should be (a symlink to one too) fails the call at once instead of blocking one
 of the store's threads for good. The threads are daemons, so a call stuck in
@@ -35,6 +40,7 @@ import structlog
 from taskforce.core.interfaces.state import (
     AppendResult,
     MissionRecord,
+    SessionExpiry,
     SessionState,
     StateStoreHealth,
 )
@@ -48,6 +54,7 @@ from taskforce.infrastructure.state._common import (
 )
 from taskforce.infrastructure.state._file_io import (
     LOCK_DIR,
+    expire_files,
     read_if_exists,
     remove_temp_files,
     stripe_lock,
@@ -146,13 +153,16 @@ def _decode(data: bytes, session_id: str, path: Path) -> SessionState:
 class FileStateStore:
     """Stores each session's state as ``<state_dir>/<session_id>.json``.
 
-    Implements ``HealthCheckingStateStoreProtocol``. Writes of one session are ordered, in the
-    process and across processes sharing ``state_dir``; sessions are independent.
+    Implements ``HealthCheckingStateStoreProtocol`` and ``ExpiringStateStoreProtocol``.
+    Writes of one session are ordered, in the process and across processes sharing
+    ``state_dir``; sessions are independent.
 
     Args:
         state_dir: Directory of the state files; created on the first write.
-        limits: how many records and bytes an append leaves a session; no limit by default.
-        threads: the store's own threads for file IO (at least 1).
+        limits: how many records and bytes an append leaves a session, and how long a
+            session file lives unwritten (its modification time); no limit by default.
+        threads: the store's own threads for file IO (at least 1); a sweep of expired
+            sessions runs on a thread of its own besides.
 
     Raises:
         ValueError: ``threads`` is below 1.
@@ -174,6 +184,7 @@ class FileStateStore:
         self.limits = limits if limits is not None else StateLimits()
         self.thread_count = threads
         self._threads: DaemonThreadExecutor | None = None
+        self._sweeper: DaemonThreadExecutor | None = None
         self._busy = 0
         self._busy_lock = threading.Lock()
         # Weak values: a session's lock lives only while a write holds or awaits it.
@@ -187,9 +198,49 @@ class FileStateStore:
 
     async def aclose(self) -> None:
         """Let the store's threads go once idle; a later call starts new ones."""
-        threads, self._threads = self._threads, None
-        if threads is not None:
-            threads.shutdown(wait=False)
+        for threads in (self._threads, self._sweeper):
+            if threads is not None:
+                threads.shutdown(wait=False)
+        self._threads = self._sweeper = None
+
+    @property
+    def session_ttl_seconds(self) -> float | None:
+        """How long a session file lives unwritten; ``None``: for good."""
+        return self.limits.session_ttl_seconds
+
+    async def expire_sessions(self) -> SessionExpiry:
+        """Remove the session files not written for longer than ``session_ttl_seconds``.
+
+        Runs on a thread of its own, not one of the store's: a long pass over a large
+        ``state_dir`` holds up no read or write. A session being written, here or in
+        another process sharing ``state_dir``, is left for the next sweep. Cancelling
+        the call stops the pass at the next file.
+
+        Returns:
+            How many sessions were removed, and how many expired ones could not be
+            (a file this process may not remove), with the first such error.
+
+        Raises:
+            StateStoreError: ``state_dir`` could not be read.
+        """
+        ttl = self.limits.session_ttl_seconds
+        if ttl is None:
+            return SessionExpiry(0)
+        if self._sweeper is None:
+            self._sweeper = DaemonThreadExecutor(1, thread_name_prefix="taskforce-state-sweep")
+        stop = threading.Event()
+        sweep = self._sweeper
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                sweep, expire_files, self.state_dir, ttl, stop
+            )
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise StateStoreError(
+                f"cannot expire sessions: {reason}", detail=f"expire in {self.state_dir}: {exc}"
+            ) from exc
+        finally:
+            stop.set()  # a cancelled call's pass ends at the next file
 
     async def check_health(self) -> StateStoreHealth:
         """Check that a session file could be written in ``state_dir`` (or where it will be made).
@@ -272,6 +323,9 @@ class FileStateStore:
             session_id: The session; created when it has no file yet.
             record: A JSON object.
 
+        An expired session (see ``session_ttl_seconds``) starts afresh: the record is its
+        first, and its old state is gone.
+
         Returns:
             The file's size and record count after the append, and how many were dropped.
 
@@ -292,7 +346,8 @@ class FileStateStore:
 
     def _append_blocking(self, session_id: str, target: Path, line: bytes) -> AppendResult:
         with stripe_lock(self.state_dir, session_id):
-            data = read_if_exists(target)
+            # an expired session starts afresh, as if the sweep had removed it already
+            data = read_if_exists(target, self.limits.session_ttl_seconds)
             if data is None:
                 doc = _Document.from_state({"missions": []})
             else:
@@ -317,7 +372,8 @@ class FileStateStore:
             session_id: The session.
 
         Returns:
-            The stored JSON object, or ``None`` if the session has no state yet.
+            The stored JSON object, or ``None`` if the session has no state yet, or has
+            expired (not written for longer than ``session_ttl_seconds``).
 
         Raises:
             ValueError: The session id is not safe as a file name.
@@ -325,7 +381,8 @@ class FileStateStore:
             StateStoreError: The file could not be read.
         """
         path = self._path(session_id)
-        data = await self._in_thread("load", session_id, read_if_exists, path)
+        ttl = self.limits.session_ttl_seconds
+        data = await self._in_thread("load", session_id, read_if_exists, path, ttl)
         return None if data is None else _decode(data, session_id, path)
 
     async def _in_thread(

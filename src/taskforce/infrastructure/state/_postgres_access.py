@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-__all__ = ["TABLE_PRIVILEGES", "Refusal", "creation_refusal", "use_refusal", "write_refusal"]
+__all__ = [
+    "EXPIRY_PRIVILEGES",
+    "TABLE_PRIVILEGES",
+    "Refusal",
+    "creation_refusal",
+    "use_refusal",
+    "write_refusal",
+]
 
 #: The privileges the store uses on each of its tables once they exist.
 TABLE_PRIVILEGES: dict[str, tuple[str, ...]] = {
@@ -18,6 +25,11 @@ TABLE_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "taskforce_sessions": ("SELECT", "INSERT", "UPDATE"),
     "taskforce_mission_records": ("SELECT", "INSERT", "DELETE"),
 }
+
+#: What a store whose sessions expire (``state.session_ttl_seconds``) uses besides: it
+#: deletes session rows, and their records go with them (the foreign key's cascade,
+#: which runs with the table owner's privileges).
+EXPIRY_PRIVILEGES: dict[str, tuple[str, ...]] = {"taskforce_sessions": ("DELETE",)}
 
 # current_schema() is where CREATE TABLE puts a table: the first schema of the search
 # path that exists and that the user may use (USAGE), or NULL when there is none.
@@ -107,19 +119,21 @@ async def creation_refusal(conn: Any) -> Refusal | None:
     return None
 
 
-async def use_refusal(conn: Any) -> Refusal | None:
+async def use_refusal(conn: Any, *, expires: bool = False) -> Refusal | None:
     """Which privileges on the store's tables the user lacks, or None when it has them all.
 
     Args:
         conn: a connection of the store's pool, in the start-up transaction, once
             the tables exist.
+        expires: the store's sessions expire: it needs ``EXPIRY_PRIVILEGES`` too.
 
     Returns:
         The refusal, naming every privilege missing on each table.
     """
-    names = [name for name, wanted in TABLE_PRIVILEGES.items() for _ in wanted]
-    privileges = [privilege for wanted in TABLE_PRIVILEGES.values() for privilege in wanted]
-    rows = await conn.fetch(_LACKING, names, privileges)
+    wanted = [(name, p) for name, privileges in TABLE_PRIVILEGES.items() for p in privileges]
+    if expires:
+        wanted += [(name, p) for name, privileges in EXPIRY_PRIVILEGES.items() for p in privileges]
+    rows = await conn.fetch(_LACKING, [name for name, _ in wanted], [p for _, p in wanted])
     if not rows:
         return None
     lacking: dict[str, list[str]] = {}
@@ -127,10 +141,11 @@ async def use_refusal(conn: Any) -> Refusal | None:
         lacking.setdefault(row["name"], []).append(row["privilege"])
     said = "; ".join(f"{', '.join(missing)} on {name}" for name, missing in lacking.items())
     them = "it" if len(rows) == 1 else "them"
+    refusal = f"lacks {said} (in schema {rows[0]['schema']!r})"
+    if expires and "DELETE" in lacking.get("taskforce_sessions", ()):
+        refusal += "; state.session_ttl_seconds deletes expired sessions"
     return Refusal(
-        rows[0]["current_user"],
-        f"lacks {said} (in schema {rows[0]['schema']!r})",
-        f"grant {them}, or give state.dsn a user that has {them}",
+        rows[0]["current_user"], refusal, f"grant {them}, or give state.dsn a user that has {them}"
     )
 
 

@@ -14,6 +14,8 @@ __all__ = [
     "APPEND_RECORD",
     "CREATE_SCHEMA",
     "DELETE_RECORDS",
+    "DELETE_SESSION",
+    "EXPIRE_SESSIONS",
     "INSERT_RECORD",
     "ISOLATION",
     "LOAD_SESSION",
@@ -90,9 +92,15 @@ WHERE to_regclass('taskforce_schema_version') IS NULL
 LIMIT 1
 """
 
+# Whether the row ``s`` of a session is alive under the time to live $N (seconds, 0:
+# for good): written no longer ago than that, by the database's clock.
+_ALIVE = "({ttl}::float8 = 0 OR s.updated_at >= now() - make_interval(secs => {ttl}::float8))"
+
 # The upsert takes the session row's lock until commit: appends to one session
 # are ordered across every replica, appends to different sessions never wait.
-APPEND_RECORD = """
+# A session expired under the time to live $3 is locked but not updated, and no row
+# returned: the caller deletes it (DELETE_SESSION) and appends again, to a new one.
+APPEND_RECORD = f"""
 INSERT INTO taskforce_sessions AS s (session_id, records, size_bytes)
 VALUES ($1, 1, $2::bigint + 2)
 ON CONFLICT (session_id) DO UPDATE SET
@@ -100,7 +108,30 @@ ON CONFLICT (session_id) DO UPDATE SET
     size_bytes = s.size_bytes + $2::bigint,
     has_missions = true,
     updated_at = now()
+WHERE {_ALIVE.format(ttl="$3")}
 RETURNING records, size_bytes, octet_length(state) AS overhead
+"""
+
+# Its records go with it (ON DELETE CASCADE).
+DELETE_SESSION = "DELETE FROM taskforce_sessions WHERE session_id = $1"
+
+# At most $2 sessions not written for longer than $1 seconds, with their records (ON
+# DELETE CASCADE), in one statement. A row another transaction holds (an append, a
+# save, another replica's sweep) is skipped, not waited for: the next sweep takes it if
+# it is still expired then. One written since this statement began is not expired any
+# more when its lock is taken (READ COMMITTED looks at the row again), and stays.
+EXPIRE_SESSIONS = """
+WITH doomed AS (
+    SELECT session_id FROM taskforce_sessions
+    WHERE updated_at < now() - make_interval(secs => $1::float8)
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM taskforce_sessions s USING doomed d
+    WHERE s.session_id = d.session_id
+    RETURNING 1
+)
+SELECT count(*) FROM gone
 """
 
 INSERT_RECORD = """
@@ -140,11 +171,12 @@ ON CONFLICT (session_id) DO UPDATE SET
 
 DELETE_RECORDS = "DELETE FROM taskforce_mission_records WHERE session_id = $1"
 
-LOAD_SESSION = """
+# No row for a session expired under the time to live $2, swept away or not yet.
+LOAD_SESSION = f"""
 SELECT s.state, s.has_missions,
        array(SELECT m.record FROM taskforce_mission_records m
              WHERE m.session_id = s.session_id ORDER BY m.seq) AS records
-FROM taskforce_sessions s WHERE s.session_id = $1
+FROM taskforce_sessions s WHERE s.session_id = $1 AND {_ALIVE.format(ttl="$2")}
 """
 
 

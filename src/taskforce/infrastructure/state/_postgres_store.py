@@ -21,6 +21,7 @@ from taskforce.core.interfaces.outcome import no_answer_within, retrieve_outcome
 from taskforce.core.interfaces.state import (
     AppendResult,
     MissionRecord,
+    SessionExpiry,
     SessionState,
     StateStoreHealth,
 )
@@ -44,7 +45,11 @@ from taskforce.infrastructure.state._postgres_access import (
 if TYPE_CHECKING:
     import asyncpg
 
-__all__ = ["PostgresStateStore"]
+__all__ = ["EXPIRY_BATCH", "PostgresStateStore"]
+
+#: The most sessions one transaction of a sweep deletes: its locks and its work stay
+#: short (each session takes its records with it, up to ``state.max_history``).
+EXPIRY_BATCH = 100
 
 _WHERE = "postgres:taskforce_sessions"
 
@@ -90,7 +95,9 @@ class PostgresStateStore:
 
     Safe under concurrency from any number of tasks and processes: an append
     holds its session's row lock for one short transaction, so no record is
-    lost and the limits are applied in the same transaction.
+    lost and the limits are applied in the same transaction. With a time to live
+    it is an ``ExpiringStateStoreProtocol`` too: a sweep takes no row another
+    transaction holds, so it never waits for an append nor another replica's sweep.
 
     Args:
         dsn: a ``postgresql://`` connection URL; never shown in a message. A
@@ -102,7 +109,8 @@ class PostgresStateStore:
             limit on connecting and on each schema statement.
         pool_idle_seconds: how long a connection may stay in the pool unused before
             it is closed; the next call opens a new one.
-        limits: how many records and bytes an append leaves a session.
+        limits: how many records and bytes an append leaves a session, and how long a
+            session lives unwritten (``updated_at``, by the database's clock).
 
     Raises:
         ConfigurationError: the driver (the ``postgres`` extra) is not installed, or the
@@ -227,7 +235,8 @@ class PostgresStateStore:
                         raise StateStoreError(sql.unversioned_refusal(unversioned))
                     self._check(await creation_refusal(conn))
                     await conn.execute(sql.CREATE_SCHEMA)
-                self._check(await use_refusal(conn))
+                expires = self.limits.session_ttl_seconds is not None
+                self._check(await use_refusal(conn, expires=expires))
                 found = await conn.fetchrow(sql.SCHEMA_VERSION_QUERY)
                 assert found is not None  # a SELECT without FROM has one row
                 refusal = sql.version_refusal(found["version"], found["schema"])
@@ -272,7 +281,9 @@ class PostgresStateStore:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    async def _run(self, action: str, session_id: str, work: Callable[[Any], Awaitable[_T]]) -> _T:
+    async def _run(
+        self, action: str, session_id: str | None, work: Callable[[Any], Awaitable[_T]]
+    ) -> _T:
         """Run ``work`` on a pooled connection in one transaction, in a context of its own.
 
         Once the transaction committed, its result is returned, whatever then befalls the
@@ -293,7 +304,7 @@ class PostgresStateStore:
             # then the wait for a cancelled statement's cancel request): the operation as
             # a whole ends here, its connection is cleaned up behind it.
             raise StateStoreUnavailableError(
-                f"cannot {action} state of session {session_id!r}: TimeoutError",
+                f"cannot {_call(action, session_id)}: TimeoutError",
                 detail=self._timed_out(is_acquired=bool(acquired)),
             ) from None
 
@@ -322,7 +333,7 @@ class PostgresStateStore:
     async def _transact(
         self,
         action: str,
-        session_id: str,
+        session_id: str | None,
         work: Callable[[Any], Awaitable[_T]],
         committed: list[_T],
         acquired: list[bool],
@@ -360,7 +371,7 @@ class PostgresStateStore:
                 # the release after _PoolClosed may fail too, on the connection being closed
                 closed = "the state store was closed"
                 raise StateStoreUnavailableError(
-                    f"cannot {action} state of session {session_id!r}: {closed}",
+                    f"cannot {_call(action, session_id)}: {closed}",
                     detail=f"{closed} while the call waited for a pooled connection",
                 ) from None
             exc = _first_cause(raised)
@@ -370,7 +381,7 @@ class PostgresStateStore:
             # the pool's own wait for a connection may end a moment before the call's deadline
             is_timeout = isinstance(exc, TimeoutError) and not str(exc)
             raise cls(
-                f"cannot {action} state of session {session_id!r}: {type(exc).__name__}",
+                f"cannot {_call(action, session_id)}: {type(exc).__name__}",
                 detail=(
                     self._timed_out(is_acquired=is_acquired, is_connect_limit=True)
                     if is_timeout
@@ -454,9 +465,15 @@ class PostgresStateStore:
             raise TypeError(f"mission record must be a dict, got {type(record).__name__}")
         text, size = _text(record)
         limits = self.limits
+        ttl = self._ttl()
 
         async def add(conn: Any) -> AppendResult:
-            row = await conn.fetchrow(sql.APPEND_RECORD, session_id, size)
+            row = await conn.fetchrow(sql.APPEND_RECORD, session_id, size, ttl)
+            if row is None:
+                # Expired, not swept yet: its row is locked now. It goes as the sweep
+                # would take it, and the record starts a new session of that id.
+                await conn.execute(sql.DELETE_SESSION, session_id)
+                row = await conn.fetchrow(sql.APPEND_RECORD, session_id, size, ttl)
             await conn.execute(sql.INSERT_RECORD, session_id, text, size)
             records, total, dropped = row["records"], row["size_bytes"], 0
             over_history = limits.max_history is not None and records > limits.max_history
@@ -475,7 +492,8 @@ class PostgresStateStore:
         return await self._run("save", session_id, add)
 
     async def load(self, session_id: str) -> SessionState | None:
-        """Return the session's state (its records as ``missions``), or ``None`` if unknown.
+        """Return the session's state (its records as ``missions``), or ``None`` if unknown
+        or expired (not written for longer than ``session_ttl_seconds``).
 
         Raises:
             ValueError: the session id is invalid.
@@ -483,8 +501,9 @@ class PostgresStateStore:
             StateStoreError: the database failed.
         """
         check_session_id(session_id)
+        ttl = self._ttl()
         row = await self._run(
-            "load", session_id, lambda conn: conn.fetchrow(sql.LOAD_SESSION, session_id)
+            "load", session_id, lambda conn: conn.fetchrow(sql.LOAD_SESSION, session_id, ttl)
         )
         if row is None:
             return None
@@ -494,6 +513,39 @@ class PostgresStateStore:
         if row["has_missions"]:
             state["missions"] = [_parse(text, session_id) for text in row["records"]]
         return state
+
+    @property
+    def session_ttl_seconds(self) -> float | None:
+        """How long a session lives unwritten; ``None``: for good."""
+        return self.limits.session_ttl_seconds
+
+    def _ttl(self) -> float:
+        """The time to live as the statements take it: 0 for none."""
+        return float(self.limits.session_ttl_seconds or 0)
+
+    async def expire_sessions(self) -> SessionExpiry:
+        """Delete the sessions not written for longer than ``session_ttl_seconds``, with
+        their records, ``EXPIRY_BATCH`` at a time: each batch is a transaction of its own
+        under ``timeout_seconds``, and the connection goes back to the pool in between.
+
+        Returns:
+            How many sessions this call deleted (none that another replica's sweep did).
+
+        Raises:
+            StateStoreError: the database failed; the batches before stay deleted.
+        """
+        ttl = self.limits.session_ttl_seconds
+        expired = 0
+        while ttl is not None:
+            deleted = await self._run(
+                "expire",
+                None,
+                lambda conn: conn.fetchval(sql.EXPIRE_SESSIONS, float(ttl), EXPIRY_BATCH),
+            )
+            expired += deleted
+            if deleted < EXPIRY_BATCH:
+                break
+        return SessionExpiry(expired)
 
     def _safe(self, exc: BaseException, *, is_connecting: bool = False) -> str:
         """The exception as text on one line, without the connection string or its password.
@@ -626,6 +678,14 @@ def _retrieve(task: asyncio.Task[Any]) -> None:
     """Let ``task`` go from ``_ABANDONED`` and take its outcome (see ``retrieve_outcome``)."""
     _ABANDONED.discard(task)
     retrieve_outcome(task)
+
+
+def _call(action: str, session_id: str | None) -> str:
+    """What a call does, as its errors say it: ``save state of session 'x'``; with no
+    session, ``expire sessions``."""
+    if session_id is None:
+        return f"{action} sessions"
+    return f"{action} state of session {session_id!r}"
 
 
 def _text(record: object) -> tuple[str, int]:

@@ -1,0 +1,116 @@
+"""The sweep of expired sessions: a task of its own that, every ``state.sweep_interval_seconds``,
+has the state store delete the sessions its time to live has expired.
+
+Nothing it meets ends the process: a sweep that fails is logged and tried again a
+period later. It runs in an empty context, so its log lines name no mission.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from taskforce.application._mission_support import seconds_since, store_failure_fields
+from taskforce.core.interfaces.state import SessionExpiry
+
+__all__ = ["SessionSweeper"]
+
+_LOG = structlog.get_logger(__name__)
+
+
+class SessionSweeper:
+    """Runs the store's ``expire_sessions`` at once, then every ``interval_seconds``.
+
+    A store that has no ``expire_sessions`` (one of one's own), or whose
+    ``session_ttl_seconds`` is ``None``, has nothing to sweep: :meth:`start` then starts
+    no task. Sweeps of several processes sharing a store may overlap; the stores'
+    contract makes that safe (``ExpiringStateStoreProtocol``).
+
+    Args:
+        store: the state store (plain or observed).
+        interval_seconds: the pause between the end of one sweep and the start of the next.
+
+    Raises:
+        ValueError: ``interval_seconds`` is not a positive finite number.
+    """
+
+    def __init__(self, store: object, interval_seconds: float) -> None:
+        if not 0 < interval_seconds < math.inf:
+            raise ValueError(f"interval_seconds must be above 0, got {interval_seconds!r}")
+        self._interval = interval_seconds
+        self._expire: Callable[[], Awaitable[SessionExpiry]] | None = None
+        self._ttl: Any = getattr(store, "session_ttl_seconds", None)
+        if self._ttl is not None:
+            self._expire = getattr(store, "expire_sessions", None)
+        self._backend: Any = getattr(store, "backend", None)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the sweeping task runs (started, not closed)."""
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        """Start sweeping on the running loop, when there is anything to sweep; idempotent."""
+        if self._expire is None or self._task is not None:
+            return
+        self._task = asyncio.create_task(
+            self._sweep_forever(), name="taskforce-session-sweep", context=contextvars.Context()
+        )
+
+    async def aclose(self) -> None:
+        """Stop sweeping: cancel the task (a batch under way is rolled back) and wait for it."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def sweep(self) -> SessionExpiry | None:
+        """Sweep once and log what it did; raises nothing but cancellation.
+
+        Returns:
+            What the store did; ``None`` when it failed (logged as
+            ``state.sessions.expiry.failed``) or there is nothing to sweep.
+        """
+        if self._expire is None:
+            return None
+        started = time.perf_counter()
+        try:
+            done = await self._expire()
+        except Exception as exc:
+            _LOG.warning(
+                "state.sessions.expiry.failed",
+                category="state",
+                backend=self._backend,
+                **store_failure_fields(exc),
+                duration_ms=seconds_since(started) * 1000,
+                retry_in_seconds=self._interval,
+            )
+            return None
+        if done.expired or done.failed:
+            log = _LOG.warning if done.failed else _LOG.info
+            log(
+                "state.sessions.expired",
+                category="state",
+                backend=self._backend,
+                expired=done.expired,
+                failed=done.failed,
+                error=done.error,
+                ttl_seconds=self._ttl,
+                duration_ms=seconds_since(started) * 1000,
+            )
+        return done
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await self.sweep()
+            await asyncio.sleep(self._interval)
