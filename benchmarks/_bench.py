@@ -32,8 +32,12 @@ class Config:
     scale: float
 
     def iterations(self, default: int) -> int:
-        """Return the loop length for a measurement whose full-run length is ``default``."""
-        return max(50, int(default * self.scale))
+        """Return the loop length for a measurement whose full-run length is ``default``.
+
+        A smoke run (``--quick``) runs each loop a few times only: it shows that the
+        script works, not what it measures.
+        """
+        return max(5 if self.quick else 50, int(default * self.scale))
 
 
 def parse_args(description: str, *, repeats: int = 7) -> Config:

@@ -109,13 +109,15 @@ class _Bytecodes:
         sys.settrace(None)
 
 
-async def _run(candidate: str, flow: str, missions: int, mode: str) -> dict[str, float]:
+async def _run(
+    candidate: str, flow: str, missions: int, mode: str, warmup: int
+) -> dict[str, float]:
     from throughput import MISSION
 
     with tempfile.TemporaryDirectory(prefix="taskforce-counts-") as tmp:
         executor = _executor(candidate, Path(tmp))
         for warm in FLOWS:
-            for _ in range(WARMUP):
+            for _ in range(warmup):
                 await executor.execute_mission(MISSION, agent_type=warm)
         profiler = cProfile.Profile() if mode == "calls" else None
         bytecodes = _Bytecodes() if mode == "bytecodes" else None
@@ -140,10 +142,10 @@ async def _run(candidate: str, flow: str, missions: int, mode: str) -> dict[str,
 def _worker(spec: str) -> None:
     from taskforce.observability import configure_logging
 
-    candidate, flow, missions, mode = spec.split(":")
+    candidate, flow, missions, mode, warmup = spec.split(":")
     with open(os.devnull, "w") as devnull:
         configure_logging(fmt="json", level="critical", stream=devnull, cache_loggers=True)
-        counts = asyncio.run(_run(candidate, flow, int(missions), mode))
+        counts = asyncio.run(_run(candidate, flow, int(missions), mode, int(warmup)))
     print("RESULT " + json.dumps(counts))
 
 
@@ -163,15 +165,15 @@ def _child(spec: str, prefix: list[str]) -> dict[str, float]:
     return counts
 
 
-def _calls(candidate: str, flow: str, missions: int) -> float:
+def _calls(candidate: str, flow: str, missions: int, warmup: int) -> float:
     """Python calls per mission: cProfile counts only the missions after the warm-up."""
-    return _child(f"{candidate}:{flow}:{missions}:calls", [])["calls"] / missions
+    return _child(f"{candidate}:{flow}:{missions}:calls:{warmup}", [])["calls"] / missions
 
 
-def _bytecodes(candidate: str, flow: str, missions: int) -> float:
+def _bytecodes(candidate: str, flow: str, missions: int, warmup: int) -> float:
     """Bytecodes per mission on the event-loop thread, after the warm-up."""
     counted = max(1, missions // 10)
-    return _child(f"{candidate}:{flow}:{counted}:bytecodes", [])["bytecodes"] / counted
+    return _child(f"{candidate}:{flow}:{counted}:bytecodes:{warmup}", [])["bytecodes"] / counted
 
 
 def _cachegrind(candidate: str, flow: str, missions: int, out: Path) -> dict[str, float]:
@@ -184,7 +186,7 @@ def _cachegrind(candidate: str, flow: str, missions: int, out: Path) -> dict[str
         "--branch-sim=yes",
         f"--cachegrind-out-file={file}",
     ]
-    _child(f"{candidate}:{flow}:{missions}:none", valgrind)
+    _child(f"{candidate}:{flow}:{missions}:none:{WARMUP}", valgrind)
     summary = next(
         line for line in file.read_text().splitlines() if line.startswith("summary:")
     ).split()[1:]
@@ -204,9 +206,10 @@ def main() -> None:
         return
     _bench.print_environment("counts: what metrics add to a mission, counted")
     missions = config.iterations(MISSIONS)
+    warmup = config.iterations(WARMUP)
     use_valgrind = shutil.which("valgrind") is not None and _real_python() and not config.quick
     print(
-        f"missions counted per flow: {missions}, after {WARMUP} of each flow; valgrind: "
+        f"missions counted per flow: {missions}, after {warmup} of each flow; valgrind: "
         f"{'cachegrind' if use_valgrind else 'not used (not installed, or --quick)'}"
     )
     per: dict[tuple[str, str], dict[str, float]] = {}
@@ -217,8 +220,8 @@ def main() -> None:
                 base[candidate] = _cachegrind(candidate, "lean", 0, Path(tmp))
             for flow in FLOWS:
                 row = {
-                    "calls": _calls(candidate, flow, missions),
-                    "bytecodes": _bytecodes(candidate, flow, missions),
+                    "calls": _calls(candidate, flow, missions, warmup),
+                    "bytecodes": _bytecodes(candidate, flow, missions, warmup),
                 }
                 if use_valgrind:
                     total = _cachegrind(candidate, flow, missions, Path(tmp))
