@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -607,12 +606,10 @@ class TestBindSocket:
 
 
 def _require_ipv6() -> None:
-    """Skip where the machine has no IPv6 loopback; under ``CI=true`` fail instead."""
+    """Skip where the machine has no IPv6 loopback: a property of the machine (a container
+    may run with IPv6 off), not a binary CI installs, so CI skips too."""
     try:
         with socket.socket(socket.AF_INET6) as probe:
             probe.bind(("::1", 0))
     except OSError as exc:
-        message = f"no IPv6 loopback here: {exc}"
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        pytest.skip(f"no IPv6 loopback here: {exc}")
