@@ -260,12 +260,14 @@ class TestWiring:
         assert (None, 1) == (budget.get("minAvailable"), budget["maxUnavailable"])
         assert "AlwaysAllow" == budget["unhealthyPodEvictionPolicy"]
 
-    def test_the_volume_is_bounded_and_holds_the_missions_in_flight(
+    def test_the_volume_is_bounded_and_holds_the_workspace_and_the_missions_in_flight(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """Every emptyDir has a sizeLimit, requested as ephemeral storage, with room for
-        every mission in flight to fill its session's state and write its largest file,
-        three times over: past it the pod is evicted, not the node filled."""
+        """Every emptyDir has a sizeLimit, requested as ephemeral storage, with room for a
+        full workspace (tools.max_workspace_bytes, which a file_write runs into as
+        WorkspaceFull) and for every mission in flight to fill its session's state, three
+        times over: past it the pod is evicted, not the node filled, and a workspace
+        within its quota must not take the pod there."""
         settings = _deployment_settings(monkeypatch, {})
         pod = _by_kind("Deployment")["spec"]["template"]["spec"]
         empty_dirs = [v["emptyDir"] for v in pod["volumes"] if "emptyDir" in v]
@@ -273,8 +275,8 @@ class TestWiring:
         limits = [_quantity_bytes(d["sizeLimit"]) for d in empty_dirs]
         requested = _container()["resources"]["requests"]["ephemeral-storage"]
         assert sum(limits) == _quantity_bytes(requested)
-        per_mission = settings.state.max_bytes + settings.tools.max_file_bytes
-        assert sum(limits) >= 3 * settings.api.max_missions_in_flight * per_mission
+        in_flight = 3 * settings.api.max_missions_in_flight * settings.state.max_bytes
+        assert sum(limits) >= settings.tools.max_workspace_bytes + in_flight
 
     def test_podmonitor_scrapes_the_metrics_port_as_job_taskforce(self) -> None:
         """The endpoint is the port named metrics; the job label is what the rules select."""
