@@ -306,6 +306,13 @@ class TestOperatorGuideLimits:
         mib = LINGER_BYTES // 1024**2
         assert f"dropped for up to {LINGER_SECONDS:g} s and {mib} MiB" in refuses
 
+    def test_the_workspace_quota_is_not_denied(self) -> None:
+        """tools.max_workspace_bytes bounds the workspace as a whole: no paragraph says
+        nothing does, nor offers an emptyDir's sizeLimit (an eviction) as a quota."""
+        text = " ".join((DOCS / "operator-guide.md").read_text(encoding="utf-8").split())
+        assert "nothing in taskforce bounds the workspace" not in text.lower()
+        assert "an `emptyDir` with a `sizeLimit`, a PersistentVolumeClaim" not in text
+
 
 def _fixed_limits() -> dict[str, str]:
     """The "Fixed limits" table of docs/configuration.md: each row's first cell -> value."""
