@@ -26,7 +26,7 @@ from taskforce.infrastructure.tools import (
     _files,
     _quota,
 )
-from taskforce.infrastructure.tools._workspace import Workspace
+from taskforce.infrastructure.tools._workspace import Failure, Workspace
 from tests.support.processes import run_python
 
 
@@ -866,6 +866,20 @@ class TestWorkspaceQuota:
         assert "WorkspaceFull" == (await tool.execute(path="b", content="b"))["error_type"]
         (workspace / "a").unlink()
         assert True is (await tool.execute(path="b", content="b"))["success"]
+
+    def test_a_walk_keeps_the_writes_under_way_counted(
+        self, workspace: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A walk while a write is under way (not yet on disk) keeps that write counted: a
+        second write cannot pass the quota with it, and its failure takes back no more."""
+        monkeypatch.setattr(_quota, "RECOUNT_SECONDS", 0.0)  # every reserve walks
+        quota = _quota.WorkspaceQuota(workspace, max_bytes=150, max_entries=100)
+        quota.reserve(100, 1)  # a write of 100 bytes under way
+        with pytest.raises(Failure, match=r"tools\.max_workspace_bytes"):
+            quota.reserve(60, 1)
+        quota.reserve(0, 0)  # another walk, with the write still under way
+        quota.release(100, 1)  # which then fails
+        assert (0, 0) == quota.counted
 
     def test_limits_below_one_are_refused(self, workspace: Path) -> None:
         """Each workspace limit must be at least 1."""

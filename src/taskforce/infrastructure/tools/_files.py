@@ -374,8 +374,8 @@ def _writer(
         folders = len(location.missing)
         size = _size(location)
         grow = len(data) if append or size is None else len(data) - size
-        new_file = int(size is None)
-        quota.reserve(grow, folders + new_file)
+        new_entries = folders + int(size is None)
+        quota.reserve(grow, new_entries)
         try:
             location.make_folders()
             if append:
@@ -383,8 +383,9 @@ def _writer(
             else:
                 _replace(location, data)
         except BaseException:
-            quota.release(grow, new_file + len(location.missing))  # folders not made
+            quota.release(grow, new_entries, entries_made=folders - len(location.missing))
             raise
+        quota.commit(grow, new_entries)
         return len(data)
 
     return write

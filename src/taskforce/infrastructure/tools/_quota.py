@@ -7,7 +7,8 @@ the workspace is walked (every folder, never through a symlink) only to set it
 right: at the first write, when the count is older than :data:`RECOUNT_SECONDS`,
 and before a write is refused on a count older than :data:`RECHECK_SECONDS`, so
 what others removed (an operator's clean-up) or wrote (another worker of
-``taskforce serve --workers``, another process) is seen within that long.
+``taskforce serve --workers``, another process) is seen within that long. A walk
+keeps counting the writes under way, which it may not find on disk yet.
 """
 
 from __future__ import annotations
@@ -100,6 +101,9 @@ class WorkspaceQuota:
         self._lock = threading.Lock()
         self._bytes = 0
         self._entries = 0
+        # what the writes under way reserved: a walk may not find it on disk yet
+        self._pending_bytes = 0
+        self._pending_entries = 0
         self._counted_at: float | None = None
 
     @property
@@ -111,7 +115,8 @@ class WorkspaceQuota:
         """Count a write in before it is made: ``grow`` bytes more, ``new_entries`` more.
 
         A write that shrinks the workspace (a smaller file replacing a larger one) is
-        never refused. Runs blocking filesystem calls (a walk, now and then).
+        never refused. The write ends it with :meth:`commit` or :meth:`release`. Runs
+        blocking filesystem calls (a walk, now and then).
 
         Raises:
             Failure: The write would take the workspace past a limit (``WorkspaceFull``);
@@ -130,15 +135,34 @@ class WorkspaceQuota:
                 raise Failure(problem, WORKSPACE_FULL)
             self._bytes += grow
             self._entries += new_entries
+            self._pending_bytes += grow
+            self._pending_entries += new_entries
 
-    def release(self, grow: int, new_entries: int) -> None:
-        """Take back what :meth:`reserve` counted in for a write that was not made."""
+    def commit(self, grow: int, new_entries: int) -> None:
+        """End what :meth:`reserve` counted in for a write that was made: it stays counted."""
         with self._lock:
+            self._pending_bytes -= grow
+            self._pending_entries -= new_entries
+
+    def release(self, grow: int, new_entries: int, *, entries_made: int = 0) -> None:
+        """Take back what :meth:`reserve` counted in for a write that failed.
+
+        Args:
+            grow: The bytes reserved.
+            new_entries: The entries reserved.
+            entries_made: Those of them the write made before it failed (its folders),
+                which stay counted.
+        """
+        with self._lock:
+            self._pending_bytes -= grow
+            self._pending_entries -= new_entries
             self._bytes -= grow
-            self._entries -= new_entries
+            self._entries -= new_entries - entries_made
 
     def _recount(self, now: float) -> float:
-        self._bytes, self._entries = measure(self.root)
+        found_bytes, found_entries = measure(self.root)
+        self._bytes = found_bytes + self._pending_bytes
+        self._entries = found_entries + self._pending_entries
         self._counted_at = now
         return now
 
