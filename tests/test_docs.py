@@ -298,6 +298,19 @@ class TestOperatorGuideLimits:
         assert f"still alive {margin:g} s after that sum" in stopping
         assert f"give your process manager {margin:g} s more than the sum there" in stopping
 
+    def test_the_workspace_quota_is_documented_and_not_denied(self) -> None:
+        """The workspace section gives the quota's walks as the code does, and no sentence
+        of the guide says that nothing bounds the workspace as a whole, which it did."""
+        from taskforce.infrastructure.tools._quota import RECHECK_SECONDS, RECOUNT_SECONDS
+
+        workspace = self._section(
+            "## The workspace and the tool threads", "The file tools run their blocking IO"
+        )
+        assert f"whenever the count is {RECOUNT_SECONDS:g} s old" in workspace
+        assert f"on a count at least {RECHECK_SECONDS:g} s old" in workspace
+        guide = " ".join((DOCS / "operator-guide.md").read_text(encoding="utf-8").split())
+        assert "bounds the workspace as a whole" not in guide
+
     def test_the_lingering_close_is_documented(self) -> None:
         """How long and how much a refused request's connection is read before it closes."""
         from taskforce.api._read_deadline import LINGER_BYTES, LINGER_SECONDS
