@@ -311,6 +311,14 @@ class TestOperatorGuideLimits:
         guide = " ".join((DOCS / "operator-guide.md").read_text(encoding="utf-8").split())
         assert "bounds the workspace as a whole" not in guide
 
+    def test_a_mission_longer_than_the_ttl_is_warned_of(self) -> None:
+        """A session is renewed by a mission's record, written when the mission ends: the
+        guide says a mission longer than the TTL loses the session, not that a session in
+        use never expires."""
+        expiry = self._section("**What expires.**", "**The sweep.**")
+        assert "never expires" not in expiry
+        assert "a mission that ends more than the TTL after its session's last write" in expiry
+
     def test_the_lingering_close_is_documented(self) -> None:
         """How long and how much a refused request's connection is read before it closes."""
         from taskforce.api._read_deadline import LINGER_BYTES, LINGER_SECONDS
