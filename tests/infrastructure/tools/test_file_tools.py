@@ -822,6 +822,18 @@ class TestWorkspaceQuota:
         assert "WorkspaceFull" == (await tool.execute(path="a", content="abc"))["error_type"]
         assert True is (await tool.execute(path="a", content="ab"))["success"]
 
+    async def test_a_workspace_dir_that_is_a_symlink_is_counted(self, tmp_path: Path) -> None:
+        """workspace_dir may be a symlink to the real folder, as the tools follow it: its
+        files count (before, the walk refused the symlink and found the workspace empty)."""
+        real = tmp_path / "real"
+        real.mkdir()
+        (real / "big").write_bytes(b"x" * 8)
+        (tmp_path / "link").symlink_to(real)
+        tool = FileWriteTool(tmp_path / "link", max_workspace_bytes=10)
+        assert "WorkspaceFull" == (await tool.execute(path="a", content="abc"))["error_type"]
+        assert True is (await tool.execute(path="a", content="ab"))["success"]
+        assert (10, 2) == _quota.measure(tmp_path / "link")
+
     async def test_concurrent_writes_keep_the_quota(self, workspace: Path) -> None:
         """Four writes of 4 bytes to four files at once, quota 10: two pass, two fail."""
         pool = ToolThreadPool(4)

@@ -45,20 +45,23 @@ WORKSPACE_FULL = "WorkspaceFull"
 def measure(root: Path) -> tuple[int, int]:
     """Walk ``root``: the bytes of its regular files and how many entries it holds, below it.
 
-    Symlinks are counted as entries, never followed; an entry that vanishes or cannot
-    be read while the walk goes is passed over. Runs blocking filesystem calls.
+    ``root`` itself may be a symlink (the file tools follow it too); below it, symlinks
+    are counted as entries, never followed. An entry that vanishes or cannot be read
+    while the walk goes is passed over. Runs blocking filesystem calls.
 
     Returns:
         ``(bytes, entries)``; ``(0, 0)`` when ``root`` does not exist.
     """
     total = entries = 0
     folders = [root]
+    nofollow = 0  # for root, which is popped first
     while folders:
         folder = folders.pop()
         try:  # not through a folder swapped for a symlink since it was listed
-            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | nofollow)
         except OSError:
             continue
+        nofollow = os.O_NOFOLLOW
         try:
             with os.scandir(fd) as scan:
                 for entry in scan:
