@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -213,6 +215,31 @@ class TestCalculatorLengthLimit:
             "error": "expression is longer than 3 characters",
             "error_type": "LimitExceeded",
         } == result
+
+    @pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="the parser's own bound")
+    async def test_the_parsers_bound_on_a_chain_is_the_documented_one(self) -> None:
+        """The docs give how long a chain (``1+1+...``) Python's parser takes whatever the
+        setting: a tenth below it is computed, a tenth above it refused."""
+        docs = Path(__file__).parents[3] / "docs"
+        found = {
+            int(count.replace(",", ""))
+            for page in ("configuration.md", "operator-guide.md")
+            for count in re.findall(
+                r"refuses a chain of more than about ([\d,]+) terms", (docs / page).read_text()
+            )
+        }
+        assert 1 == len(found)
+        terms = found.pop()
+        tool = CalculatorTool(max_expression_chars=100_000)
+        below, above = terms * 9 // 10, terms * 11 // 10
+        assert {"success": True, "output": below} == await tool.execute(
+            expression="+".join(["1"] * below)
+        )
+        refused = await tool.execute(expression="+".join(["1"] * above))
+        assert ("LimitExceeded", "expression is nested too deeply") == (
+            refused["error_type"],
+            refused["error"],
+        )
 
     def test_a_limit_below_one_is_refused(self) -> None:
         """max_expression_chars must be at least 1."""
