@@ -243,6 +243,18 @@ class TestFileWriteAndRead:
         assert "old content" == (workspace / "f.txt").read_text()
         assert ["f.txt"] == os.listdir(workspace)
 
+    def test_an_append_that_fails_part_way_leaves_no_file_it_made(self, tmp_path: Path) -> None:
+        """An append to a file that was not there, cut short by the disk, leaves none (it
+        left an empty file, which the quota no longer counted)."""
+        workspace = tmp_path / "ws"
+        workspace.mkdir()
+        limit = (
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))\n"
+        )
+        error_type = _write_in_a_process(workspace, limit, "new.txt", "x" * 100, append=True)
+        assert ("OSError", []) == (error_type, os.listdir(workspace))
+
     async def test_a_hard_link_keeps_the_old_content(self, workspace: Path, outside: Path) -> None:
         """A write replaces the file: a hard link to it, made outside, is not written through."""
         workspace.mkdir()

@@ -289,11 +289,15 @@ def _append(location: Location, data: bytes, limit: int, too_large: str) -> None
     The size check and the write hold an exclusive ``flock`` on the file: appends to one
     file, from the pool's threads or from other processes (``--workers``), take turns, so
     together they cannot pass the limit either. An append that fails part way (a full disk)
-    is cut off again. A file with another name (a hard link) is not written through: it
-    is replaced by a copy with ``data`` added, as a write replaces it.
+    is cut off again, and a file it made is removed again. A file with another name (a
+    hard link) is not written through: it is replaced by a copy with ``data`` added, as a
+    write replaces it.
     """
     for _ in range(_APPEND_ATTEMPTS):
-        fd = _open_regular(location, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            fd, made = _open_to_append(location)
+        except FileExistsError:  # made by another writer meanwhile: open it as found
+            continue
         try:
             _lock(fd)
             held = os.fstat(fd)
@@ -309,11 +313,26 @@ def _append(location: Location, data: bytes, limit: int, too_large: str) -> None
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.ftruncate(fd, held.st_size)
+                    if made and not held.st_size and _names(location, held):
+                        os.unlink(location.name, dir_fd=location.folder)  # as it was: none
                 raise
             return
         finally:
             os.close(fd)  # and with it the lock
     raise Failure(_BUSY, "FileBusy")
+
+
+def _open_to_append(location: Location) -> tuple[int, bool]:
+    """Open ``location`` to append to it, making it if there is none; whether this call made it.
+
+    Raises:
+        FileExistsError: Someone else made it between the two opens.
+    """
+    try:
+        return _open_regular(location, os.O_WRONLY | os.O_APPEND), False
+    except FileNotFoundError:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL
+        return _open_regular(location, flags), True
 
 
 def _lock(fd: int) -> None:
