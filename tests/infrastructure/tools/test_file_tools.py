@@ -10,6 +10,7 @@ import socket
 import stat
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -878,6 +879,27 @@ class TestWorkspaceQuota:
             assert True is (await tool.execute(path=f"d/f{n}", content="x"))["success"]
         assert [workspace] == walks
         assert (10, 11) == tool.quota.counted
+
+    def test_a_slow_walk_is_not_repeated_by_every_write(
+        self, workspace: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A walk that takes longer than RECOUNT_SECONDS (a huge workspace, a slow network
+        filesystem) dates its count from its end: the next write does not walk again."""
+        clock = [1000.0]
+        walks: list[Path] = []
+
+        def slow(root: Path) -> tuple[int, int]:
+            walks.append(root)
+            clock[0] += _quota.RECOUNT_SECONDS + 1
+            return 0, 0
+
+        monkeypatch.setattr(_quota, "measure", slow)
+        monkeypatch.setattr(_quota, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+        quota = _quota.WorkspaceQuota(workspace, max_bytes=100, max_entries=100)
+        for _ in range(3):
+            quota.reserve(1, 1)
+            quota.commit(1, 1)
+        assert [workspace] == walks
 
     async def test_room_made_by_others_is_seen(
         self, workspace: Path, monkeypatch: pytest.MonkeyPatch

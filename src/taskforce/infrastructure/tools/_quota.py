@@ -126,13 +126,12 @@ class WorkspaceQuota:
                 nothing was counted.
         """
         with self._lock:
-            now = time.monotonic()
             counted_at = self._counted_at
-            if counted_at is None or now - counted_at >= RECOUNT_SECONDS:
-                counted_at = self._recount(now)
+            if counted_at is None or time.monotonic() - counted_at >= RECOUNT_SECONDS:
+                counted_at = self._recount()
             problem = self._past(grow, new_entries)
-            if problem is not None and now - counted_at >= RECHECK_SECONDS:
-                self._recount(now)
+            if problem is not None and time.monotonic() - counted_at >= RECHECK_SECONDS:
+                self._recount()
                 problem = self._past(grow, new_entries)
             if problem is not None:
                 raise Failure(problem, WORKSPACE_FULL)
@@ -162,12 +161,14 @@ class WorkspaceQuota:
             self._bytes -= grow
             self._entries -= new_entries - entries_made
 
-    def _recount(self, now: float) -> float:
+    def _recount(self) -> float:
         found_bytes, found_entries = measure(self.root)
         self._bytes = found_bytes + self._pending_bytes
         self._entries = found_entries + self._pending_entries
-        self._counted_at = now
-        return now
+        # dated from the walk's end: a walk slower than RECOUNT_SECONDS is not repeated
+        # by every write after it
+        self._counted_at = time.monotonic()
+        return self._counted_at
 
     def _past(self, grow: int, new_entries: int) -> str | None:
         if grow > 0 and self._bytes + grow > self.max_bytes:
