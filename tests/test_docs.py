@@ -334,13 +334,6 @@ class TestOperatorGuideLimits:
         assert "nothing in taskforce bounds the workspace" not in text.lower()
         assert "an `emptyDir` with a `sizeLimit`, a PersistentVolumeClaim" not in text
 
-    def test_a_session_in_use_may_expire(self) -> None:
-        """A mission's record is appended when it ends, so a session whose mission runs
-        past its TTL expires while in use: the guide does not promise otherwise."""
-        expiry = self._section("### Expiry: how long sessions live", "**The sweep.**")
-        assert "a session in use never expires" not in expiry
-        assert "written when the mission ends" in expiry
-
 
 def _fixed_limits() -> dict[str, str]:
     """The "Fixed limits" table of docs/configuration.md: each row's first cell -> value."""
