@@ -1074,6 +1074,11 @@ class TestWhereAnErrorCameFrom:
             ("ftp://h/v1?api-key=LEAKCHECK-key-9&x=1", "'ftp://h/v1?api-key=***&x=1'"),
             # a password past the 80 characters shown: the cut leaves none of it
             ("http://" + "u" * 75 + ":LEAKCHECK-pw-10@h/v1 x", "'http://***@h/v1 x'"),
+            # a password holding a space, '/' or '@', not percent-encoded
+            ("http://u:LEAKCHECK pw@h/v1", "'http://***@h/v1'"),
+            ("http://u:LEAKCHECK/pw@h/v1", "'http://***@h/v1'"),
+            ("http://u:pw@LEAKCHECK@h:99999/v1", "'http://***@h:99999/v1'"),
+            ("ftp://u:LEAKCHECK\tpw@h/v1", "'ftp://***@h/v1'"),
         ],
     )
     def test_a_key_in_a_url_is_not_repeated(
@@ -1085,6 +1090,16 @@ class TestWhereAnErrorCameFrom:
             load_settings()
         assert "LEAKCHECK" not in str(info.value)
         assert f"TASKFORCE_LLM__BASE_URL={shown}" == info.value.source
+
+    def test_a_password_in_a_url_that_is_no_text_is_not_repeated(self, tmp_path: Path) -> None:
+        """A URL in a list (a wrong type) is shown without its password, however long."""
+        url = "http://u:LEAKCHECK-pw-12" + "p" * 80 + "@h/v1"
+        config = tmp_path / "app.toml"
+        config.write_text(f'[llm]\nbase_url = ["{url}"]\n', encoding="utf-8")
+        with pytest.raises(ConfigurationError) as info:
+            load_settings(config)
+        assert "LEAKCHECK" not in str(info.value)
+        assert "***@h/v1" in str(info.value)
 
     @pytest.mark.parametrize(
         "url",

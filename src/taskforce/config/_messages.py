@@ -157,7 +157,13 @@ def configuration_error(
     return ConfigurationError(setting, reason, source=source)
 
 
-_USERINFO = re.compile(r"(?<=//)[^/@\s]*@")
+# A URL's user and password: everything from '//' to the last '@', as a password may
+# hold a space, '/' or '@' not percent-encoded (a path's '@' is hidden too: no harm)
+_USERINFO = re.compile(r"(?<=//).*@", re.DOTALL)
+
+
+def _redacted(text: str) -> str:
+    return redact_secret_parameters(_USERINFO.sub("***@", text))
 
 
 def _shown(given: object) -> str:
@@ -165,11 +171,11 @@ def _shown(given: object) -> str:
 
     A URL's user and password, and the value of a query parameter that names a secret
     (``?api-key=...``), are not repeated: both are taken out before the cut, which could
-    otherwise leave a part of them behind.
+    otherwise leave a part of them behind (a value that is no text too: a list of URLs).
     """
     if isinstance(given, str):
-        return f"{redact_secret_parameters(_USERINFO.sub('***@', given))!r:.80}"
-    return _USERINFO.sub("***@", f"{given!r:.80}")
+        return f"{_redacted(given)!r:.80}"
+    return f"{_redacted(repr(given)):.80}"
 
 
 def _unknown_key(parts: list[str], given: Any, index: Collection[str]) -> tuple[str, str | None]:
