@@ -1140,6 +1140,25 @@ class TestWhereAnErrorCameFrom:
             load_settings(cfg)
         assert f"in {cfg}" == info.value.source
 
+    @pytest.mark.parametrize(
+        ("given", "setting"),
+        [
+            ({"TASKFORCE_LLM__MODEL": "a", "taskforce_llm__model": "b"}, "llm.model"),
+            ({"TASKFORCE_STATE_DIR": "a", "Taskforce_State_Dir": "b"}, "state_dir"),
+            ({"TASKFORCE_LLM": '{"model": "a"}', "taskforce_llm": '{"model": "b"}'}, "llm"),
+        ],
+    )
+    def test_a_setting_given_by_two_variables_in_different_cases_is_refused(
+        self, monkeypatch: pytest.MonkeyPatch, given: dict[str, str], setting: str
+    ) -> None:
+        """Names are read in any case: two variables naming one setting are both named."""
+        for variable, value in given.items():
+            monkeypatch.setenv(variable, value)
+        with pytest.raises(ConfigurationError, match="given twice") as info:
+            load_settings()
+        assert setting == info.value.setting
+        assert all(variable in str(info.value) for variable in given)
+
     def test_a_lowercase_config_variable_is_refused(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """taskforce_config would be accepted and never read: it is refused instead."""
         monkeypatch.setenv("taskforce_config", "/nonexistent.toml")

@@ -78,7 +78,33 @@ def check_environment(environ: Mapping[str, str]) -> None:
             and not _is_service_link(variable, environ[variable])
         ):
             raise UnknownSettingError(variable, closest(upper, by_variable))
+    _refuse_case_twins(environ, by_variable, sections)
     _refuse_twice_given(environ, sections)
+
+
+def _refuse_case_twins(
+    environ: Mapping[str, str], by_variable: Mapping[str, str], sections: set[str]
+) -> None:
+    """Refuse two variables that name one setting in different cases.
+
+    Variables are read in any case, so ``TASKFORCE_LLM__MODEL=a`` with
+    ``taskforce_llm__model=b`` both set ``llm.model``, and one would win without a word.
+
+    Raises:
+        ConfigurationError: two variables differ only in case; the message names both.
+    """
+    by_upper: dict[str, list[str]] = {}
+    for variable in environ:
+        if variable.upper() in by_variable or variable.upper() in sections:
+            by_upper.setdefault(variable.upper(), []).append(variable)
+    for upper, variables in sorted(by_upper.items()):
+        if len(variables) > 1:
+            first, second = sorted(variables)[:2]
+            raise ConfigurationError(
+                by_variable.get(upper, upper.removeprefix(ENV_PREFIX).lower()),
+                f"given twice, as {first} and as {second} (names are read in any case): keep one",
+                source=first,
+            )
 
 
 def _refuse_twice_given(environ: Mapping[str, str], sections: set[str]) -> None:
