@@ -360,6 +360,46 @@ class TestDirectories:
         assert name == info.value.setting
         assert f"TASKFORCE_{name.upper()}={str(taken)!r}" == info.value.source
 
+    @pytest.mark.parametrize("named_by", ["--config", "TASKFORCE_CONFIG"])
+    def test_a_path_from_the_file_names_the_file(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, named_by: str
+    ) -> None:
+        """A refused path the TOML file gave is blamed on the file, not on a variable unset."""
+        taken = tmp_path / "taken"
+        taken.write_text("x", encoding="utf-8")
+        config = tmp_path / "app.toml"
+        config.write_text(
+            f'state_dir = "{taken}"\nworkspace_dir = "{tmp_path / "w"}"\n', encoding="utf-8"
+        )
+        if named_by == "TASKFORCE_CONFIG":
+            monkeypatch.setenv("TASKFORCE_CONFIG", str(config))
+            settings, option = load_settings(), None
+        else:
+            settings, option = load_settings(config), config
+        with pytest.raises(ConfigurationError, match="not a directory") as info:
+            check_directories(settings, option)
+        assert f"in {config}: {str(taken)!r}" == info.value.source
+
+    def test_a_path_from_a_variable_or_a_sections_json_names_it(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The variable beats the file, as it does when the settings are read."""
+        taken = tmp_path / "taken"
+        taken.write_text("x", encoding="utf-8")
+        config = tmp_path / "app.toml"
+        config.write_text(f'workspace_dir = "{tmp_path / "w"}"\n', encoding="utf-8")
+        monkeypatch.setenv("TASKFORCE_STATE_DIR", str(taken))
+        with pytest.raises(ConfigurationError) as info:
+            check_directories(load_settings(config), config)
+        assert f"TASKFORCE_STATE_DIR={str(taken)!r}" == info.value.source
+        monkeypatch.delenv("TASKFORCE_STATE_DIR")
+        monkeypatch.setenv(
+            "TASKFORCE_METRICS", json.dumps({"port": 9464, "targets_file": str(tmp_path)})
+        )
+        with pytest.raises(ConfigurationError, match="is a directory") as info:
+            check_directories(load_settings(config), config)
+        assert f"TASKFORCE_METRICS, metrics.targets_file={str(tmp_path)!r}" == info.value.source
+
     def test_a_directory_that_cannot_be_made(self, tmp_path: Path) -> None:
         """A directory below a file cannot be made: refused at start-up, not at the first write."""
         (tmp_path / "file").write_text("x", encoding="utf-8")

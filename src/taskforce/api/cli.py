@@ -313,7 +313,7 @@ def _serve(args: argparse.Namespace, settings: Settings, received: list[signal.S
     from taskforce.api._supervisor import resolve_workers, serve
     from taskforce.config import check_directories
 
-    check_directories(settings)
+    check_directories(settings, args.config)
     if settings.state.backend == "postgres" and not received:
         asyncio.run(_check_state_store(settings, received))
     if received:  # while the app's modules loaded, or the check ran
@@ -363,7 +363,7 @@ async def _mission(args: argparse.Namespace, settings: Settings, run: _Run) -> i
     if not has_visible_character(args.mission):
         # Refused before anything is built: no state directory for a mission that cannot run.
         raise MissionError("the mission is empty: it has no visible character")
-    check_directories(settings)
+    check_directories(settings, args.config)
     has_tokens = False  # the answer already went out as it streamed
     async with build_container(settings) as container:
         # From here a cancellation finds a mission: the executor starts it (logs it, will

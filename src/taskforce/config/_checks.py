@@ -15,7 +15,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from taskforce.config._settings import ENV_PREFIX, Settings
+from taskforce.config._messages import json_holds
+from taskforce.config._settings import CONFIG_VARIABLE, ENV_PREFIX, Settings
 from taskforce.errors import ConfigurationError
 
 # Settings that another one makes pointless: (section, names, the condition, why).
@@ -62,7 +63,9 @@ def ignored_settings(settings: Settings) -> list[tuple[str, str]]:
     return found
 
 
-def check_directories(settings: Settings) -> None:
+def check_directories(
+    settings: Settings, config_file: str | os.PathLike[str] | None = None
+) -> None:
     """Create the directories the settings name, or stop start-up naming the one that fails.
 
     ``state_dir`` (for the file store) and ``workspace_dir`` are made if missing; each
@@ -72,15 +75,21 @@ def check_directories(settings: Settings) -> None:
 
     Args:
         settings: The service's settings.
+        config_file: The TOML file they were read from (``--config``); by default
+            ``TASKFORCE_CONFIG``'s.
 
     Raises:
         ConfigurationError: a path exists and is not a directory, or cannot be made
             or written in, or ``metrics.targets_file`` is a directory or a file that is
-            not a targets file; the message names the setting, its variable and the path.
+            not a targets file; the message names the setting, the path and where it
+            was given: its variable, or the file (the variable to set, for a default).
     """
     names = ["workspace_dir"] + (["state_dir"] if settings.state.backend == "file" else [])
     directories = [(name, getattr(settings, name)) for name in names]
-    _prepare(directories, settings.metrics.targets_file)
+    in_file = {name for name in names if name in settings.model_fields_set}
+    if "targets_file" in settings.metrics.model_fields_set:
+        in_file.add("metrics.targets_file")
+    _prepare(directories, settings.metrics.targets_file, _Where(config_file, in_file))
 
 
 def check_targets_file(path: Path) -> None:
@@ -91,17 +100,43 @@ def check_targets_file(path: Path) -> None:
     a mistyped path, kept as it is. A folder this call made is removed again if it fails.
 
     Args:
-        path: The targets file.
+        path: The targets file, read from the environment or ``TASKFORCE_CONFIG``'s file.
 
     Raises:
         ConfigurationError: the folder cannot be made or written in, or ``path`` is a
             directory or a file that is not a targets file; the message names the
-            setting, its variable and the path.
+            setting, the path and its variable or the file.
     """
-    _prepare([], path)
+    _prepare([], path, _Where(None, {"metrics.targets_file"}))
 
 
-def _prepare(directories: list[tuple[str, Path]], targets_file: Path | None) -> None:
+class _Where:
+    """Where a path setting came from, for the message that refuses it."""
+
+    def __init__(self, config_file: str | os.PathLike[str] | None, given: set[str]) -> None:
+        config_file = os.environ.get(CONFIG_VARIABLE) if config_file is None else config_file
+        self.config_file = os.fspath(config_file) if config_file else None
+        self.given = given  # the settings given by some source, not defaulted
+
+    def source(self, name: str, path: Path) -> str:
+        """``VARIABLE='path'``, the section's JSON variable, or ``in FILE: 'path'``.
+
+        A path nobody gave (a default) names the variable that would set it.
+        """
+        variable = f"{ENV_PREFIX}{name.replace('.', '__')}".upper()
+        shown = repr(str(path))
+        if variable in {key.upper() for key in os.environ}:
+            return f"{variable}={shown}"
+        section, _, key = name.rpartition(".")
+        section_variable = f"{ENV_PREFIX}{section}".upper()
+        if section and json_holds(os.environ, section_variable, [key]):
+            return f"{section_variable}, {name}={shown}"
+        if self.config_file and name in self.given:
+            return f"in {self.config_file}: {shown}"
+        return f"{variable}={shown}"
+
+
+def _prepare(directories: list[tuple[str, Path]], targets_file: Path | None, where: _Where) -> None:
     """Make ``directories`` and the folder of ``targets_file``, then check that file."""
     if targets_file is not None:
         # the file is replaced atomically: its folder must take a new file
@@ -119,10 +154,10 @@ def _prepare(directories: list[tuple[str, Path]], targets_file: Path | None) -> 
                 raise ConfigurationError(
                     name,
                     f"cannot use it as a directory: {_why_not(path, exc)}",
-                    source=_source(name, path),
+                    source=where.source(name, path),
                 ) from exc
         if targets_file is not None:
-            _check_targets_file(targets_file)
+            _check_targets_file(targets_file, where)
     except ConfigurationError:
         # nothing starts half-way: no folder made for a start-up that did not happen
         for folder in reversed(made):
@@ -139,10 +174,6 @@ def _why_not(path: Path, exc: OSError | ValueError) -> str:
         if path.exists() and not path.is_dir():
             return "not a directory"
     return exc.strerror or str(exc)
-
-
-def _source(name: str, path: Path) -> str:
-    return f"{ENV_PREFIX}{name.replace('.', '__')}".upper() + f"={str(path)!r}"
 
 
 def _is_json_list(text: str) -> bool:
@@ -169,7 +200,7 @@ def _unusable(path: Path) -> str | None:
     return None
 
 
-def _check_targets_file(path: Path) -> None:
+def _check_targets_file(path: Path, where: _Where) -> None:
     """Refuse a targets file path the service would fail to write, or write over another file.
 
     The file is replaced whole at every change, so an existing file must be one a service
@@ -186,4 +217,4 @@ def _check_targets_file(path: Path) -> None:
                 reason = "is not a targets file (a JSON list); it would be overwritten"
     if reason is not None:
         setting = "metrics.targets_file"
-        raise ConfigurationError(setting, reason, source=_source(setting, path))
+        raise ConfigurationError(setting, reason, source=where.source(setting, path))

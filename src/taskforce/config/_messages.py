@@ -122,7 +122,7 @@ def configuration_error(
     is_missing = first["type"] == "missing"
     # a section's JSON variable is named only when it holds the key (or the table that
     # lacks it), else the file is
-    in_section = _json_holds(environ, section, parts[1:-1] if is_missing else parts[1:])
+    in_section = json_holds(environ, section, parts[1:-1] if is_missing else parts[1:])
     if first["type"] == "extra_forbidden" and known == setting:
         where = section if in_section else f"in {config_file}" if config_file else None
         kind, closest = _unknown_key(parts, first.get("input"), index)
@@ -193,7 +193,7 @@ def _unknown_key(parts: list[str], given: Any, index: Collection[str]) -> tuple[
     return "key", suggestion(parts[0], index)
 
 
-def _json_holds(environ: Mapping[str, str], variable: str, keys: list[str]) -> bool:
+def json_holds(environ: Mapping[str, str], variable: str, keys: list[str]) -> bool:
     """Whether the section variable's JSON (``TASKFORCE_LLM='{...}'``) holds ``keys``."""
     text = next((v for k, v in environ.items() if k.upper() == variable), None)
     try:
