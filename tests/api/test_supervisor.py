@@ -77,6 +77,25 @@ class TestWorkerCount:
         assert "\n" not in message
         assert len(message) < 200
 
+    @pytest.mark.parametrize(
+        ("flag", "source"),
+        [(False, "TASKFORCE_METRICS__PORT"), (True, "--metrics-port")],
+    )
+    def test_metrics_ports_past_65535_name_where_the_port_came_from(
+        self, tmp_path: Path, flag: bool, source: str
+    ) -> None:
+        """metrics.port 65535 with 2 workers: the error names the variable (or flag) and the
+        range it needs, and binds nothing."""
+        settings = Settings(
+            state_dir=tmp_path / "state", workspace_dir=tmp_path / "ws", metrics={"port": 65535}
+        )
+        with pytest.raises(StartupError) as caught:
+            _supervisor.serve(settings, "127.0.0.1", 0, 2, has_metrics_port_flag=flag)
+        assert (
+            f"metrics.port ({source}) 65535 with 2 workers needs ports 65535-65536, past 65535"
+            in str(caught.value)
+        )
+
 
 class TestWorkerCrash:
     def test_a_worker_that_raises_logs_it_and_exits_1(

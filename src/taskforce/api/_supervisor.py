@@ -149,13 +149,18 @@ def serve(
     metrics_sockets: list[socket.socket | None] = [None] * workers
     if metrics.enabled and metrics.port is not None:
         # named as the user gave them: a flag, or a setting
+        port_from = "--metrics-port" if has_metrics_port_flag else "TASKFORCE_METRICS__PORT"
         listener = metrics_listener(
             host_from="--host" if metrics.host is None else "TASKFORCE_METRICS__HOST",
-            port_from="--metrics-port" if has_metrics_port_flag else "TASKFORCE_METRICS__PORT",
+            port_from=port_from,
         )
         try:
-            if metrics.port + workers - 1 > 65535:
-                raise StartupError(f"metrics.port {metrics.port} + {workers} workers passes 65535")
+            last = metrics.port + workers - 1
+            if last > 65535:
+                raise StartupError(
+                    f"metrics.port ({port_from}) {metrics.port} with {workers} workers needs"
+                    f" ports {metrics.port}-{last}, past 65535: give a lower port"
+                )
             for index in range(workers):
                 metrics_sockets[index] = bind_socket(
                     metrics_host, metrics.port + index, what=f"worker {index}'s {listener}"
