@@ -36,6 +36,9 @@ class _Worker:
     def join(self) -> None:
         """Nothing to wait for: it has ended."""
 
+    def close(self) -> None:
+        """Nothing to release."""
+
 
 class TestStopSignal:
     def test_a_group_stop_during_a_workers_boot_is_a_clean_stop(

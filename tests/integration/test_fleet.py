@@ -72,6 +72,11 @@ def by_labels(result: list[dict[str, Any]], *names: str) -> dict[tuple[str, ...]
     return {tuple(s["metric"][n] for n in names): float(s["value"][1]) for s in result}
 
 
+def open_pipes(pid: int) -> int:
+    """How many of the process's file descriptors are pipes."""
+    return sum(os.readlink(fd).startswith("pipe:") for fd in Path(f"/proc/{pid}/fd").iterdir())
+
+
 @contextlib.contextmanager
 def replica(root: Path) -> Iterator[Replica]:
     """Start one replica with two workers; its targets file lives in ``root``."""
@@ -173,6 +178,18 @@ class TestFleet:
         workers = by_labels(query(fleet.prometheus, 'up{job="taskforce"}'), "instance", "worker")
         expected = {(i, str(n)) for r in fleet.replicas for n, i in enumerate(r.instances())}
         assert expected == set(workers)
+
+    def test_a_worker_holds_no_pipes_of_the_workers_forked_before_it(self, fleet: Fleet) -> None:
+        """Worker 1 has as many pipes open as worker 0: not also the two multiprocessing made
+        for worker 0, which the supervisor held when it forked worker 1."""
+        replica = fleet.replicas[1]
+        pids = {
+            e["worker"]: int(str(e["pid"]))
+            for e in map(json.loads, filter(None, replica.child.stderr().splitlines()))
+            if e.get("event") == "server.started"
+        }
+
+        assert open_pipes(pids[0]) == open_pipes(pids[1])
 
     def test_rules_are_loaded_and_healthy(self, fleet: Fleet) -> None:
         """Every rule of the project's rule files is loaded and evaluates without error."""

@@ -230,6 +230,8 @@ class _Slot:
     boot_failures: int = 0
     restart_at: float | None = None
     pids: list[int] = field(default_factory=list)
+    #: The supervisor's ends of the pipes multiprocessing made for this slot's process.
+    pipes: frozenset[int] = frozenset()
 
 
 class _Supervisor:
@@ -287,6 +289,9 @@ class _Supervisor:
 
     def _start(self, slot: _Slot) -> None:
         slot.ready.clear()
+        # The other workers' pipes, which the new one inherits and closes: else worker N
+        # would hold 2 * N descriptors it never uses (and a replacement 2 * (N - 1)).
+        inherited = sorted(fd for s in self._slots if s is not slot for fd in s.pipes)
         process = self._context.Process(
             target=_worker_main,
             args=(
@@ -297,6 +302,7 @@ class _Supervisor:
                 slot.ready,
                 os.getpid(),
                 bool(slot.pids),  # a replacement of a worker that served
+                inherited,
             ),
             name=f"taskforce-worker-{slot.index}",
         )
@@ -304,10 +310,12 @@ class _Supervisor:
         # own handlers, instead of running the supervisor's inherited one and being lost
         # (the worker would then serve on until killed after the grace).
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        before = _open_fds()
         try:
             process.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        slot.pipes = _open_fds() - before
         slot.process, slot.started_at, slot.restart_at = process, time.monotonic(), None
         _LOG.info("worker.started", category="lifecycle", worker=slot.index, pid=process.pid)
 
@@ -352,8 +360,9 @@ class _Supervisor:
             process = slot.process
             if process is not None and not process.is_alive():
                 process.join()
-                slot.process = None
-                code = process.exitcode
+                code, pid = process.exitcode, process.pid
+                process.close()  # its pipes now, not whenever it is collected
+                slot.process, slot.pipes = None, frozenset()
                 if stopping:
                     _LOG.info(
                         "worker.stopped", category="lifecycle", worker=slot.index, exitcode=code
@@ -363,7 +372,7 @@ class _Supervisor:
                     "worker.exited",
                     category="lifecycle",
                     worker=slot.index,
-                    pid=process.pid,
+                    pid=pid,
                     exitcode=code,
                 )
                 slot.boot_failures = 0 if slot.ready.is_set() else slot.boot_failures + 1
@@ -375,7 +384,7 @@ class _Supervisor:
                     self._failed = slot.index
                     self._signals = max(self._signals, 1)
                     continue
-                slot.pids.append(process.pid or 0)
+                slot.pids.append(pid or 0)
                 lived = now - slot.started_at
                 slot.quick_deaths = slot.quick_deaths + 1 if lived < _QUICK_DEATH_SECONDS else 0
                 pause = (
@@ -400,6 +409,22 @@ class _Supervisor:
                 )
 
 
+def _open_fds() -> frozenset[int]:
+    """This process's open file descriptors (none where ``/proc`` cannot be read)."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return frozenset()
+    found = set()
+    for name in names:
+        try:
+            os.fstat(int(name))  # the listing's own descriptor is listed, and closed by now
+        except (OSError, ValueError):
+            continue
+        found.add(int(name))
+    return frozenset(found)
+
+
 def _stop_with_supervisor(supervisor: int) -> None:
     """Have the kernel send SIGTERM when the supervisor dies, even by SIGKILL (Linux).
 
@@ -420,6 +445,7 @@ def _worker_main(
     ready: Event,
     supervisor: int,
     restarted: bool,
+    inherited: Sequence[int] = (),
 ) -> None:
     """Body of a forked worker: drain on SIGTERM, stop at once on SIGUSR2 (from the supervisor).
 
@@ -432,6 +458,9 @@ def _worker_main(
     # blocked by the supervisor across the fork: one that came since is taken now
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     _stop_with_supervisor(supervisor)
+    for fd in inherited:  # the other workers' pipes, unused here
+        with contextlib.suppress(OSError):
+            os.close(fd)
     for other, sock in enumerate(metrics_sockets):
         if other != index and sock is not None:
             sock.close()
