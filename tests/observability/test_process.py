@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -150,6 +151,30 @@ class TestProcessFamilies:
             second["python_gc_collections_total"][gen0] > first["python_gc_collections_total"][gen0]
         )
         assert float(_BOOT) + 123.45 == second["process_start_time_seconds"][()]
+
+    def test_a_forked_worker_counts_its_collections_from_the_fork(self) -> None:
+        """A forked child's python_gc_collections_total starts near 0, not at its parent's
+        count (which every worker would carry, and a replaced one bring back)."""
+        metrics = MetricSet()
+        observe_process(metrics)
+        for _ in range(200):
+            gc.collect(0)
+        gen0 = (("generation", "0"),)
+        parent = _parse(metrics.render().decode())["python_gc_collections_total"][gen0]
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report its count, then leave at once
+            try:
+                seen = _parse(metrics.render().decode())["python_gc_collections_total"][gen0]
+                os.write(write, str(seen).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as pipe:
+            child = float(pipe.read())
+        os.waitpid(pid, 0)
+        assert parent >= 200
+        assert child < 50
 
     def test_without_proc_only_python_families(self, tmp_path: Path) -> None:
         """Where /proc is missing, the process_* families are left out, python_* stay."""

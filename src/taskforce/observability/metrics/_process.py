@@ -9,6 +9,7 @@ be read (not Linux) the ``process_*`` families are left out; the Python ones rem
 from __future__ import annotations
 
 import gc
+import os
 import platform
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -33,14 +34,31 @@ from taskforce.observability.metrics._procfs import ProcessReader
 __all__ = ["observe_process", "process_families"]
 
 
+#: The collector's counts when this process was forked (none: it was not). A forked worker
+#: counts from its fork, as the kernel counts its CPU time: else each worker would carry
+#: its parent's collections, summed once per worker and seen as new by increase() when a
+#: worker is replaced.
+_GC_AT_FORK: list[dict[str, int]] = []
+
+
+def _count_gc_from_fork() -> None:
+    _GC_AT_FORK[:] = gc.get_stats()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_count_gc_from_fork)
+
+
 def _one(value: float | None) -> list[Sample]:
     return [] if value is None else [((), value)]
 
 
 def _gc(key: str) -> Callable[[], Iterator[Sample]]:
     def read() -> Iterator[Sample]:
+        at_fork = _GC_AT_FORK
         for generation, stats in enumerate(gc.get_stats()):
-            yield (str(generation),), float(stats[key])
+            start = at_fork[generation][key] if generation < len(at_fork) else 0
+            yield (str(generation),), float(stats[key] - start)
 
     return read
 
