@@ -1757,6 +1757,52 @@ class TestStreamToolCalls:
         ]
         assert expected == calls
 
+    @pytest.mark.parametrize(
+        "unread",
+        [
+            ('{"a": ' + "1" * 5000 + "}", "with a number too long"),
+            (_NESTED_TOO_DEEPLY, "nested too deeply"),
+        ],
+        ids=["number-too-long", "nested-too-deeply"],
+    )
+    async def test_arguments_python_cannot_read_fail_as_in_a_completion(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, unread: tuple[str, str]
+    ) -> None:
+        """Arguments that are JSON Python will not read (a number past its int digits,
+        nesting past its recursion limit) fail a stream as ``invalid_response`` naming the
+        tool, as they fail ``complete``: no ValueError or RecursionError leaves it."""
+        arguments, reason = unread
+        fake.respond_next(_completion([_tool_choice(arguments)], None))
+        completed = await provider.complete(_mission("hi"), tools=_TOOLS)
+        fake.stream_next([_frame([_tool_delta(arguments)]), "[DONE]"])
+
+        with pytest.raises(LLMProviderError) as info:
+            async for _ in provider.stream(_mission("hi"), tools=_TOOLS):
+                pass
+
+        assert ("invalid_response", "invalid_response") == (
+            completed["error_type"],
+            info.value.error_type,
+        )
+        assert completed["error"] == str(info.value)
+        assert f"tool call 'calculator' has arguments {reason}" in str(info.value)
+
+    async def test_a_new_id_after_arguments_nested_too_deeply_fails_as_invalid_response(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """A call whose arguments nest deeper than Python decodes, then another id under
+        its index: the arguments are no whole object, so the pieces are one call, which
+        fails as ``invalid_response``, not with a RecursionError."""
+        parts = [
+            {"index": 0, "id": "c1", "function": {"name": "f", "arguments": _NESTED_TOO_DEEPLY}},
+            {"index": 0, "id": "c2", "function": {"name": "g", "arguments": "{}"}},
+        ]
+
+        with pytest.raises(LLMProviderError, match="nested too deeply") as info:
+            await _streamed_calls(provider, fake, [[part] for part in parts])
+
+        assert "invalid_response" == info.value.error_type
+
     async def test_a_delta_without_an_index_or_id_naming_another_tool_starts_a_call(
         self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
     ) -> None:

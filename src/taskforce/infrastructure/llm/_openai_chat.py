@@ -44,19 +44,25 @@ def _decoded_call(call_id: str, name: str, raw_arguments: object) -> ToolCall:
     that object (:func:`_arguments_text`).
 
     Raises:
-        _InvalidResponse: the arguments are not a JSON object, or one nested deeper
-            than Python reads (its recursion limit): an answer as unusable.
+        _InvalidResponse: the arguments are not a JSON object, or one Python does not
+            read (nested past its recursion limit, a number past its int digits): an
+            answer as unusable.
         TypeError: the arguments are JSON of another kind than a string or an object.
         ValueError: the arguments are an object nested too deeply to encode.
     """
+    text = _arguments_text(raw_arguments) or "{}"
     try:
-        arguments = json.loads(_arguments_text(raw_arguments) or "{}")
+        arguments = json.loads(text)
     except json.JSONDecodeError as exc:
         raise _InvalidResponse(
             f"tool call {quoted(name)} has arguments that are not JSON ({exc.msg})"
         ) from exc
     except RecursionError as exc:
         raise _InvalidResponse(f"tool call {quoted(name)} has arguments nested too deeply") from exc
+    except ValueError as exc:  # JSON, but a number past Python's int digits (4300)
+        raise _InvalidResponse(
+            f"tool call {quoted(name)} has arguments with a number too long"
+        ) from exc
     if not isinstance(arguments, dict):
         raise _InvalidResponse(f"tool call {quoted(name)} has arguments that are not a JSON object")
     return {"id": call_id, "name": name, "arguments": arguments}

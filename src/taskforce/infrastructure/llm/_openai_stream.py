@@ -156,10 +156,11 @@ class _StreamedCall:
 
 
 def _is_whole(call: _StreamedCall) -> bool:
-    """Whether the arguments of ``call`` so far are a whole JSON object."""
+    """Whether the arguments of ``call`` so far are a whole JSON object (one Python reads:
+    arguments nested past its recursion limit are none, and fail when the call is read)."""
     try:
         return isinstance(json.loads("".join(call.arguments)), dict)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
 
 
