@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 from fastapi.routing import APIRoute
 from pydantic import SecretStr
@@ -81,6 +83,29 @@ class TestOpenAPI:
         assert ["application/json"] == list(
             responses[("post", "/api/v1/execute")]["200"]["content"]
         )
+
+    @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
+    async def test_each_streamed_event_fits_the_declared_event(
+        self, settings: Settings, agent_type: str
+    ) -> None:
+        """The stream's 200 declares one event (as an SSE parser reads it: its `event` and
+        its `data`, as OpenAPI models an event stream), and every event sent fits it,
+        its data JSON whose `kind` is the event's name."""
+        app = create_app(settings)
+        answer = app.openapi()["paths"]["/api/v1/execute/stream"]["post"]["responses"]["200"]
+        declared = answer["content"]["text/event-stream"]["schema"]
+        async with _client(app) as client:
+            body = {"mission": CALC_WRITE_MISSION, "agent_type": agent_type}
+            streamed = (await client.post("/api/v1/execute/stream", json=body)).text
+        events = [
+            dict(line.split(": ", 1) for line in block.splitlines())
+            for block in streamed.split("\n\n")
+            if block
+        ]
+        assert "result" == events[-1]["event"]
+        for event in events:
+            jsonschema.validate(event, declared)
+            assert event["event"] == json.loads(event["data"])["kind"]
 
     @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
     async def test_the_declared_result_is_the_one_answered(

@@ -3,11 +3,16 @@ the answers its OpenAPI schema declares."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from taskforce.core.interfaces.executor import SESSION_ID_PATTERN, AgentType, MissionStatus
+from taskforce.core.interfaces.executor import (
+    SESSION_ID_PATTERN,
+    AgentType,
+    MissionStatus,
+    ProgressKind,
+)
 
 __all__ = [
     "EXECUTE_ANSWERS",
@@ -182,13 +187,30 @@ EXECUTE_ANSWERS: dict[int | str, dict[str, Any]] = {
 }
 """The answers of the plain execute route: its result, then a mission route's refusals."""
 
+#: One event of the stream as an SSE parser reads it, the way OpenAPI models an event
+#: stream: the schema a ``text/event-stream`` answer declares applies to each event (OpenAPI
+#: 3.1 has no ``itemSchema``), not to the body as one string.
+_STREAM_EVENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": list(get_args(ProgressKind))},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "The event as one line of JSON: its `kind` (the event's name) "
+            "and its fields.",
+        },
+    },
+    "required": ["event", "data"],
+}
+
 STREAM_ANSWERS: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Server-Sent Events, one per progress event (`event:` its kind, "
         "`data:` the event as JSON); the last is the `result`, else a final `error` (a "
         "shutdown cancelled the mission, or it stopped unexpectedly). Between events, a "
         "stream idle for `api.stream_keepalive_seconds` gets a comment line, `: keep-alive`.",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {"text/event-stream": {"schema": _STREAM_EVENT}},
     },
     **MISSION_ANSWERS,
 }
