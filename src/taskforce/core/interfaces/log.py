@@ -215,7 +215,10 @@ SECRET_NAME_WORDS = frozenset(
 #: Where a camelCase name starts a word: a capital after a small letter or digit.
 _CAMEL_HUMP = re.compile(r"([a-z0-9])([A-Z])")
 #: A ``name=value`` pair of a query: after ``?``, ``&`` or ``;``, up to the next or a space.
-_PARAMETER = re.compile(r"(?<=[?&;])([^=&;#\s]*)=([^&;#\s]*)")
+#: A name with no ``=`` after it is matched whole without a value (group 1 ``None``), so
+#: that no later start inside it is tried: each would scan to the same end and fail, and
+#: a query of many ``?`` would take time that grows with the square of its length.
+_PARAMETER = re.compile(r"(?<=[?&;])(?:([^=&;#\s]*+)=([^&;#\s]*+)|[^=&;#\s]++)")
 
 
 #: The longest name whose answer is remembered: field names are short, while a client's
@@ -276,7 +279,9 @@ def redact_secret_parameters(target: str) -> str:
 
     def value(match: re.Match[str]) -> str:
         name = match.group(1)
-        return f"{name}={REDACTED}" if is_secret_name(name) else match.group(0)
+        if name is None or not is_secret_name(name):  # no parameter, or not a secret's
+            return match.group(0)
+        return f"{name}={REDACTED}"
 
     return path + mark + _PARAMETER.sub(value, mark + query)[1:]
 
