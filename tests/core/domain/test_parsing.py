@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -116,6 +117,24 @@ class TestParseAction:
         with pytest.raises(ActionParseError, match="no JSON"):
             parse_plan(code)
         assert 0 == decoder.tries
+
+    @pytest.mark.parametrize(
+        "after",
+        ["a" * 30_000, " " * 30_000, "python" + " \t" * 15_000],
+        ids=["tag", "blanks", "tag-then-blanks"],
+    )
+    def test_a_fence_never_closed_is_given_up_at_once(self, after: str) -> None:
+        """A fence never closed, followed by a long tag or blanks (an answer quoting a
+        mission's text, a model's degenerate output), is read in time linear in its
+        length. Before, its tag was given back a character at a time, each followed by a
+        scan to the end: a reply of 30,000 characters held the event loop for seconds."""
+        reply = json.dumps({"action": "finish", "answer": "```" + after})
+        plan = json.dumps({"steps": ["```" + after]})
+        started = time.perf_counter()
+        action = parse_action(reply)
+        steps = parse_plan(plan)
+        assert time.perf_counter() - started < 1.0
+        assert (FinishAction("```" + after), ["```" + after.strip()]) == (action, steps)
 
     def test_missing_and_string_args(self) -> None:
         """Missing or blank args mean no arguments (as in the lean flow); args given as a

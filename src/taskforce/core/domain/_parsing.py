@@ -51,7 +51,9 @@ _ACTION_START = re.compile(r'\{(?=[ \t\n\r]*")')
 #: Where a plan may start: that, or a list of strings or objects. Braces of code in the
 #: prose around it (``{`` then a line end) are never decoded from.
 _PLAN_START = re.compile(r'\{(?=[ \t\n\r]*")|\[(?=[ \t\n\r]*["{])')
-_FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n?(.*?)```", re.DOTALL)
+#: A fenced block: its language tag and the blanks after it are taken whole (possessive),
+#: so a fence never closed is given up after one scan, not one per character of its tag.
+_FENCE = re.compile(r"```[A-Za-z0-9_-]*+[ \t]*+\n?(.*?)```", re.DOTALL)
 _DECODER = json.JSONDecoder()
 
 
