@@ -381,7 +381,11 @@ class TestFixedLimitsDoc:
         from taskforce.api import _body, _errors, _listener, _read_deadline, _supervisor
         from taskforce.application.executor import RECORD_SECONDS
         from taskforce.config._sections import POSTGRES_MAX_BYTES
-        from taskforce.core.domain._parsing import MAX_JSON_TRIES
+        from taskforce.core.domain._parsing import (
+            MAX_JSON_SCAN,
+            MAX_JSON_TRIES,
+            MIN_JSON_SCAN_CHARS,
+        )
         from taskforce.core.interfaces.executor import SESSION_ID_PATTERN
         from taskforce.core.interfaces.jsonable import MAX_WRITTEN_DEPTH
         from taskforce.core.interfaces.log import MAX_QUOTED_CHARS
@@ -422,6 +426,8 @@ class TestFixedLimitsDoc:
             "_MAX_ROUND_DIGITS": f"±{_calculator._MAX_ROUND_DIGITS}",
             "_FUNCTIONS": f"{min_args} to {max_args} arguments",
             "MAX_JSON_TRIES": f"{MAX_JSON_TRIES}",
+            "MAX_JSON_SCAN": f"{MAX_JSON_SCAN} times the reply, at least "
+            f"{MIN_JSON_SCAN_CHARS:,} characters",
             "MAX_WRITTEN_DEPTH": f"{MAX_WRITTEN_DEPTH} levels",
             "_MAX_FAILURES": f"`llm:fail` 1 to {_directives._MAX_FAILURES} times, delays 0 to "
             f"{_directives._MAX_DELAY_MS:,.0f} ms, results quoted to "

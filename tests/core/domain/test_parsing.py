@@ -12,7 +12,9 @@ import pytest
 from taskforce.core.domain import _parsing
 from taskforce.core.domain._parsing import (
     MAX_JSON_DEPTH,
+    MAX_JSON_SCAN,
     MAX_JSON_TRIES,
+    MIN_JSON_SCAN_CHARS,
     ActionParseError,
     FinishAction,
     ToolAction,
@@ -259,6 +261,22 @@ class TestDeepNesting:
         with pytest.raises(ActionParseError, match=f"no JSON found in {MAX_JSON_TRIES} places"):
             parse(reply)
         assert MAX_JSON_TRIES == decoder.tries
+
+    @pytest.mark.parametrize("parse", [parse_plan, parse_action])
+    def test_tries_inside_one_value_that_never_ends_read_the_reply_a_bounded_number_of_times(
+        self, parse: Callable[[str], object], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A reply cut off in a long list inside nested objects: every try starts inside
+        that value and reads the rest of the reply. Tries stop once they read it
+        MAX_JSON_SCAN times over; before, all MAX_JSON_TRIES were made, and a reply of
+        a few megabytes held the event loop for a minute."""
+        decoder = _CountingDecoder()
+        monkeypatch.setattr(_parsing, "_DECODER", decoder)
+        reply = '{"a": ' * 99 + "[" + "1, " * (MIN_JSON_SCAN_CHARS // 4)
+
+        with pytest.raises(ActionParseError, match=f"read the reply {MAX_JSON_SCAN} times over"):
+            parse(reply)
+        assert MAX_JSON_SCAN + 1 == decoder.tries
 
     def test_string_args_nested_too_deeply_are_refused(self) -> None:
         """`args` given as a JSON string nested past Python's recursion limit."""

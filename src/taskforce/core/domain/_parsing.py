@@ -19,7 +19,9 @@ from taskforce.core.interfaces.log import quoted
 
 __all__ = [
     "MAX_JSON_DEPTH",
+    "MAX_JSON_SCAN",
     "MAX_JSON_TRIES",
+    "MIN_JSON_SCAN_CHARS",
     "ActionParseError",
     "FinishAction",
     "ToolAction",
@@ -39,9 +41,21 @@ MAX_JSON_TRIES = 100
 """The most places in prose a plan or an action is decoded from before the reply is refused.
 
 Each failed try costs a count of the lines before it, and may descend as deep as Python
-decodes when a stray quote in the prose hid that nesting from the depth check: the
-bound keeps the work on any reply linear in its length.
+decodes when a stray quote in the prose hid that nesting from the depth check.
 """
+
+MAX_JSON_SCAN = 2
+"""How many times over its length the failed tries may read a reply in all (at least
+``MIN_JSON_SCAN_CHARS``), before it is refused.
+
+A failed try reads from where it starts to where the JSON breaks: tries that start
+inside one value that never ends (a reply cut off in a long list, inside nested
+objects) each read the rest of the reply, and ``MAX_JSON_TRIES`` of them would read it
+a hundred times over. With this bound the work on any reply stays linear in its length.
+"""
+
+MIN_JSON_SCAN_CHARS = 1_000_000
+"""What the failed tries may read in all on a short reply, however short."""
 
 #: What the depth scan stops at: an escape (a backslash and the character after it,
 #: skipped whole), a quote, a bracket, or a line end (no JSON string holds one).
@@ -134,7 +148,8 @@ def _first_json(text: str, starts: re.Pattern[str], max_depth: int) -> Any:
     Only where a plan or an action can start is tried, at most ``MAX_JSON_TRIES`` of
     them: every failed try costs the decoder's error a count of the lines before it, so
     trying every bracket of a long reply of code would take time that grows with the
-    square of its length.
+    square of its length. Nor are more tried once the failed ones read the reply
+    ``MAX_JSON_SCAN`` times over (:data:`MAX_JSON_SCAN`).
 
     Raises:
         ActionParseError: none is there, or the reply nests deeper than ``max_depth``.
@@ -152,12 +167,22 @@ def _first_json(text: str, starts: re.Pattern[str], max_depth: int) -> Any:
             except ValueError:
                 continue
             return _bounded(value, max_depth) if may_be_deep else value
+        unread = max(MAX_JSON_SCAN * len(text), MIN_JSON_SCAN_CHARS)
         for tries, start in enumerate(starts.finditer(text)):
             if tries == MAX_JSON_TRIES:
                 raise ActionParseError(f"no JSON found in {MAX_JSON_TRIES} places it could start")
+            if unread < 0:
+                raise ActionParseError(
+                    f"no JSON found in {tries} places it could start, which read the reply "
+                    f"{MAX_JSON_SCAN} times over"
+                )
             try:
                 value, _ = _DECODER.raw_decode(text, start.start())
-            except ValueError:
+            except json.JSONDecodeError as exc:
+                unread -= exc.pos + 1 - start.start()
+                continue
+            except ValueError:  # a number past Python's int digits, somewhere in the rest
+                unread -= len(text) - start.start()
                 continue
             return _bounded(value, max_depth) if may_be_deep else value
     except RecursionError as exc:
