@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -148,20 +149,98 @@ def _merged(usage: Usage | None, reported: Usage | None) -> Usage | None:
     return usage if reported is None else {**(usage or {}), **reported}
 
 
+#: What the shape of streamed arguments turns on: an escape (a backslash and the character
+#: after it, when that came in the same piece), a quote, a bracket.
+_SHAPE_TOKENS = re.compile(r'\\.?|["{}\[\]]', re.DOTALL)
+_JSON_BLANKS = " \t\n\r"
+
+
+class _ArgumentsShape:
+    """Whether a tool call's arguments, streamed in pieces, may be one whole JSON object.
+
+    Follows the pieces as they come (the brackets outside strings), so that telling costs
+    each piece once, not all the arguments so far at every piece: they are decoded only
+    when the bracket they open with closes at the very end, and never again once anything
+    but blanks follows it (no more text makes them one object then).
+    """
+
+    __slots__ = ("_depth", "_escaped", "_has_opened", "_in_string", "_is_broken", "_is_whole")
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._in_string = False
+        self._escaped = False  # the last piece ended inside a string, in a backslash
+        self._has_opened = False  # the first character but blanks was a "{"
+        self._is_broken = False  # never one object: it opens otherwise, or text follows
+        self._is_whole: bool | None = None  # decoded once it closed; None: not yet
+
+    def feed(self, piece: str) -> None:
+        """Take in the next piece of the arguments."""
+        if self._is_broken:
+            return
+        start = 0
+        if self._escaped:
+            self._escaped, start = False, 1
+        if not self._has_opened:
+            rest = piece.lstrip(_JSON_BLANKS)
+            if not rest:
+                return
+            if rest[0] != "{":
+                self._is_broken = True
+                return
+            self._has_opened, start = True, len(piece) - len(rest)
+        elif self._is_closed:
+            self._is_broken = bool(piece.strip(_JSON_BLANKS))
+            return
+        for match in _SHAPE_TOKENS.finditer(piece, start):
+            token = match.group()
+            if self._in_string:
+                if token == "\\":  # an escape whose character comes in the next piece
+                    self._escaped = True
+                self._in_string = token != '"'
+            elif token == '"':
+                self._in_string = True
+            elif token in "{[":
+                self._depth += 1
+            elif token in "}]":
+                self._depth -= 1
+                if self._depth == 0:
+                    self._is_broken = bool(piece[match.end() :].strip(_JSON_BLANKS))
+                    return
+
+    @property
+    def _is_closed(self) -> bool:
+        return self._has_opened and self._depth == 0
+
+    def is_whole(self, arguments: list[str]) -> bool:
+        """Whether ``arguments``, the pieces taken in, are one whole JSON object (one Python
+        reads: arguments nested past its recursion limit are none, and fail when read)."""
+        if self._is_broken or not self._is_closed:
+            return False
+        if self._is_whole is None:
+            try:
+                self._is_whole = isinstance(json.loads("".join(arguments)), dict)
+            except (ValueError, RecursionError):
+                self._is_whole = False
+        return self._is_whole
+
+
 @dataclass
 class _StreamedCall:
     id: str = ""
     name: str = ""
     arguments: list[str] = field(default_factory=list)
+    shape: _ArgumentsShape = field(default_factory=_ArgumentsShape)
+
+    def add(self, piece: str) -> None:
+        """Take in the next piece of the arguments."""
+        self.arguments.append(piece)
+        self.shape.feed(piece)
 
 
 def _is_whole(call: _StreamedCall) -> bool:
-    """Whether the arguments of ``call`` so far are a whole JSON object (one Python reads:
-    arguments nested past its recursion limit are none, and fail when the call is read)."""
-    try:
-        return isinstance(json.loads("".join(call.arguments)), dict)
-    except (ValueError, RecursionError):
-        return False
+    """Whether the arguments of ``call`` so far are a whole JSON object."""
+    return call.shape.is_whole(call.arguments)
 
 
 @dataclass
@@ -239,7 +318,7 @@ class _StreamState:
             call.name = name or call.name
             arguments = _arguments_text(part.function.arguments)
             if arguments:
-                call.arguments.append(arguments)
+                call.add(arguments)
 
     def _key_of(self, index: object, call_id: str | None, name: str | None) -> tuple[int, int]:
         """The call a tool call delta belongs to, also when the server leaves out its index
