@@ -601,6 +601,19 @@ async def _blank(messages: Sequence[ChatMessage]) -> LLMResult:
     return finish_action(" ") if is_legacy else text("")
 
 
+#: A lean answer with two tool calls in one turn.
+_TWO_CALLS = cast(
+    LLMResult,
+    {
+        "success": True,
+        "content": None,
+        "tool_calls": [
+            {"id": f"c{i}", "name": "calculator", "arguments": {"expression": "1"}} for i in (1, 2)
+        ],
+    },
+)
+
+
 def _failing_container(tmp_path: Path, kind: str) -> tuple[Container, str]:
     """A container whose next mission fails as ``kind`` says, and the mission to send it."""
     settings = Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "workspace")
@@ -618,6 +631,9 @@ def _failing_container(tmp_path: Path, kind: str) -> tuple[Container, str]:
         provider = QueueLLM(generate=[text("no plan")] * 2)
     elif kind == "invalid_action":
         provider = QueueLLM([text("nope")] * 4, generate=[plan("x")] * 2)
+    elif kind == "tool_call_limit":
+        settings = settings.model_copy(update={"agent": AgentSettings(max_tool_calls_per_turn=1)})
+        provider = QueueLLM([_TWO_CALLS] * 2)
     elif kind == "step_turn_limit":
         provider = QueueLLM([tool_action("calculator", {"expression": "1"})] * 16, [plan("x")] * 2)
     registry = None
@@ -661,6 +677,7 @@ class TestMissionFailureOutcome:
             ("legacy", "invalid_plan"),
             ("legacy", "invalid_action"),
             ("legacy", "step_turn_limit"),
+            ("lean", "tool_call_limit"),
             ("lean", "RuntimeError"),
             ("legacy", "RuntimeError"),
             ("lean", "TimeoutError"),

@@ -506,7 +506,13 @@ class AgentExecutor:
             "max_result_depth": settings.max_result_depth,
         }
         if agent_type == "lean":
-            return LeanAgent(self._llm, self._tools, stream_llm=stream_llm, **limits)
+            return LeanAgent(
+                self._llm,
+                self._tools,
+                stream_llm=stream_llm,
+                max_tool_calls_per_turn=settings.max_tool_calls_per_turn,
+                **limits,
+            )
         # The legacy flow keeps ``complete``/``generate``, streaming or not.
         return Agent(
             self._llm, self._tools, max_turns_per_step=settings.max_turns_per_step, **limits

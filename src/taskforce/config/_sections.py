@@ -111,6 +111,8 @@ class AgentSettings(_Section):
     max_steps: int = Field(default=20, ge=1, le=1000)
     #: The most LLM turns of one step of a legacy plan (the lean flow has no plan).
     max_turns_per_step: int = Field(default=8, ge=1, le=1000)
+    #: The most tool calls one LLM turn of the lean flow may ask for.
+    max_tool_calls_per_turn: int = Field(default=32, ge=1, le=1000)
     tool_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     #: The longest mission text a request (HTTP or ``taskforce run``) may carry.
     max_mission_chars: int = Field(default=100_000, ge=1, le=10_000_000)

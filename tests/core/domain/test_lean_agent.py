@@ -267,6 +267,35 @@ class TestLeanAgentFails:
         # logged once, as the legacy flow logs it
         assert [step_limit_line(3)] == step_limit_lines(logs)
 
+    async def test_a_turn_asking_for_more_tool_calls_than_allowed_fails_before_any_runs(
+        self,
+    ) -> None:
+        """A turn whose model asks for more tool calls than max_tool_calls_per_turn fails
+        the mission as tool_call_limit, and none of its calls runs; as many as allowed run."""
+        calc = FakeTool("calc", ok_handler)
+        too_many = QueueLLM([native_calls(*[("calc", {"n": i}) for i in range(3)])])
+        allowed = QueueLLM([native_calls(*[("calc", {"n": i}) for i in range(2)]), text("done")])
+
+        failed = await LeanAgent(too_many, FakeRegistry(calc), max_tool_calls_per_turn=2).run("m")
+        assert ("failed", "tool_call_limit", 0, []) == (
+            failed.status,
+            failed.error_type,
+            failed.tool_calls,
+            calc.calls,
+        )
+        assert failed.error is not None
+        assert "3 tool calls in one turn" in failed.error
+        assert "agent.max_tool_calls_per_turn (2)" in failed.error
+
+        done = await LeanAgent(allowed, FakeRegistry(calc), max_tool_calls_per_turn=2).run("m")
+        assert ("completed", 2) == (done.status, len(calc.calls))
+
+    @pytest.mark.parametrize("limit", [0, -1, True, 1.5])
+    def test_a_tool_call_limit_that_is_no_positive_int_is_refused(self, limit: Any) -> None:
+        """max_tool_calls_per_turn must be a positive int, as the other limits."""
+        with pytest.raises(ValueError, match="max_tool_calls_per_turn"):
+            LeanAgent(QueueLLM([]), _registry(), max_tool_calls_per_turn=limit)
+
     async def test_empty_answer(self) -> None:
         """An answer with neither text nor tool calls fails the run."""
         outcome = await LeanAgent(QueueLLM([text("  ")]), _registry()).run("m")

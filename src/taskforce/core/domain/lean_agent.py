@@ -21,12 +21,15 @@ from taskforce.core.domain._outcome import AgentOutcome
 from taskforce.core.domain.prompts import LEAN_SYSTEM_PROMPT, MISSION_PREFIX
 from taskforce.core.interfaces.jsonable import MAX_RESULT_DEPTH
 from taskforce.core.interfaces.llm import ChatMessage, LLMProviderProtocol
-from taskforce.core.interfaces.outcome import EMPTY_ANSWER, STEP_LIMIT
+from taskforce.core.interfaces.outcome import EMPTY_ANSWER, STEP_LIMIT, TOOL_CALL_LIMIT
 from taskforce.core.interfaces.tools import ToolRegistryProtocol
 
 __all__ = ["LeanAgent"]
 
 _LOG = structlog.get_logger(__name__)
+
+#: The most tool calls one turn may ask for, unless ``agent.max_tool_calls_per_turn`` says.
+DEFAULT_MAX_TOOL_CALLS_PER_TURN = 32
 
 
 class LeanAgent:
@@ -51,6 +54,7 @@ class LeanAgent:
         fail_on_tool_error: bool = True,
         stream_llm: bool = False,
         max_result_depth: int = MAX_RESULT_DEPTH,
+        max_tool_calls_per_turn: int = DEFAULT_MAX_TOOL_CALLS_PER_TURN,
     ) -> None:
         """Create an agent.
 
@@ -65,11 +69,19 @@ class LeanAgent:
                 events carry its text deltas); else ``complete`` is called.
             max_result_depth: the deepest nesting a tool call's arguments and result
                 may have (``agent.max_result_depth``), 1 to ``MAX_WRITTEN_DEPTH``.
+            max_tool_calls_per_turn: the most tool calls one turn may ask for
+                (``agent.max_tool_calls_per_turn``); a turn that asks for more fails
+                the mission (``tool_call_limit``) before any of them runs.
 
         Raises:
             ValueError: a limit is not positive.
         """
-        check_limits(max_steps, tool_timeout_seconds, max_result_depth)
+        check_limits(
+            max_steps,
+            tool_timeout_seconds,
+            max_result_depth,
+            max_tool_calls_per_turn=max_tool_calls_per_turn,
+        )
         self._llm = llm
         self._tools = tools
         self._max_steps = max_steps
@@ -77,6 +89,7 @@ class LeanAgent:
         self._fail_on_tool_error = fail_on_tool_error
         self._stream_llm = stream_llm
         self._max_result_depth = max_result_depth
+        self._max_tool_calls_per_turn = max_tool_calls_per_turn
 
     async def run(self, mission: str, *, on_event: EventCallback | None = None) -> AgentOutcome:
         """Carry out ``mission``.
@@ -124,10 +137,15 @@ class LeanAgent:
         tool_names: list[str] = []
         try:
             result = await run.complete(messages, tools=self._tools.openai_schemas(), step=index)
-            calls = [
-                _decode_call(call, index, n)
-                for n, call in enumerate(result.get("tool_calls") or [], 1)
-            ]
+            asked = result.get("tool_calls") or []
+            if isinstance(asked, list) and len(asked) > self._max_tool_calls_per_turn:
+                # none runs: a model that asks for thousands at once is broken or hostile
+                raise MissionAborted(
+                    f"the model asked for {len(asked)} tool calls in one turn, more than "
+                    f"agent.max_tool_calls_per_turn ({self._max_tool_calls_per_turn})",
+                    TOOL_CALL_LIMIT,
+                )
+            calls = [_decode_call(call, index, n) for n, call in enumerate(asked, 1)]
             content = result.get("content")
             if not calls:
                 if not content or not content.strip():

@@ -34,6 +34,7 @@ __all__ = [
     "STEP_LIMIT",
     "STEP_TURN_LIMIT",
     "TIMEOUT",
+    "TOOL_CALL_LIMIT",
     "TOOL_ERROR",
     "UNKNOWN_TOOL",
     "OwnBaseException",
@@ -76,6 +77,9 @@ _LLM_ERROR_TYPES = frozenset(LLM_ERROR_TYPES)
 STEP_LIMIT: Final = "step_limit"
 #: One step of a legacy plan used up its LLM turns without finishing.
 STEP_TURN_LIMIT: Final = "step_turn_limit"
+#: The model asked for more tool calls in one turn than ``agent.max_tool_calls_per_turn``
+#: (lean; a legacy action is one call).
+TOOL_CALL_LIMIT: Final = "tool_call_limit"
 #: The model's plan (legacy) could not be read.
 INVALID_PLAN: Final = "invalid_plan"
 #: The model's action (legacy) could not be read, again after being told why.
@@ -87,6 +91,7 @@ EMPTY_ANSWER: Final = "empty_answer"
 MISSION_ERROR_TYPES: Final = (
     STEP_LIMIT,
     STEP_TURN_LIMIT,
+    TOOL_CALL_LIMIT,
     INVALID_PLAN,
     INVALID_ACTION,
     EMPTY_ANSWER,
