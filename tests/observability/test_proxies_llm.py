@@ -694,14 +694,22 @@ class TestTokenReports:
             {"prompt_tokens": 10**400, "completion_tokens": 5},
             {"prompt_tokens": 10, "completion_tokens": 10**5000},
             {"prompt_tokens": 2**53 + 1, "completion_tokens": 5},
+            # no mapping at all, or one that cannot be read
+            "12 tokens",
+            [12, 5],
+            12,
+            RaisingGet(prompt_tokens=12),
         ],
     )
+    @pytest.mark.parametrize("success", [True, False])
     async def test_a_count_that_is_not_one_is_a_fault_and_loses_nothing_else(
-        self, metrics: MetricSet, usage: dict[str, Any]
+        self, metrics: MetricSet, usage: Any, success: bool
     ) -> None:
-        """Bad token counts: no tokens written, a fault counted; the retry and request still are."""
+        """Bad token counts or a usage that is no mapping: no tokens written, a fault
+        counted; the request, the retry and the failure still are."""
         answer = {
-            "success": True,
+            "success": success,
+            "error_type": "timeout",
             "content": "x",
             "model": "m",
             "usage": usage,
@@ -712,7 +720,10 @@ class TestTokenReports:
         assert {} == _tokens(metrics)
         assert {"llm": 1} == faults(metrics)
         assert {("m", "none", "rate_limit"): 1} == samples(metrics, "taskforce_llm_retries_total")
-        assert [("m", "none", "complete", "success")] == _requests(metrics)
+        status = "success" if success else "error"
+        assert [("m", "none", "complete", status)] == _requests(metrics)
+        failures = {} if success else {("m", "none", "timeout"): 1}
+        assert failures == samples(metrics, "taskforce_llm_failures_total")
         assert metrics.render().endswith(b"\n")  # the scrape is still written
 
     @pytest.mark.parametrize(("first", "second"), [(2**53 - 1, 0), (2**53, 1), (0, 2**53)])

@@ -388,9 +388,14 @@ def record_call(
             children.pack_messages.observe(pack[0])
             children.pack_tokens.observe(pack[1])
         input_tokens = output_tokens = 0
-        if usage:
-            input_tokens = usage.get("prompt_tokens") or 0
-            output_tokens = usage.get("completion_tokens") or 0
+        try:
+            if usage:
+                input_tokens = usage.get("prompt_tokens") or 0
+                output_tokens = usage.get("completion_tokens") or 0
+        except Exception as exc:  # a report that is no mapping: the call's outcome still counts
+            report_fault(proxy._self_metrics, type(proxy).__name__, "llm.usage", exc)
+            input_tokens = output_tokens = 0
+        if input_tokens or output_tokens:
             # both plain ints from 0 to below 2**COUNT_BITS (a negative one shifts to -1);
             # anything else, MAX_COUNT itself included, is read by as_count
             if not (
