@@ -359,6 +359,27 @@ class TestExecutorFaults:
         assert [("lean", "completed", None, None)] == _finished(metrics)
         assert {"mission": 1} == faults(metrics)
 
+    @pytest.mark.parametrize("tool_calls", [10**400, -3], ids=["huge", "negative"])
+    async def test_tool_calls_that_are_no_count_lose_no_mission(
+        self, metrics: MetricSet, tool_calls: int
+    ) -> None:
+        """A tool call count past what a sample holds, or below 0: the mission is counted
+        once with its status, duration and count agree, no counts written, one fault."""
+
+        class _OddCount:
+            status = "failed"
+            steps: list[Any] = []
+
+        _OddCount.tool_calls = tool_calls  # type: ignore[attr-defined]
+        result: Any = _OddCount()
+
+        async def body(*ids: Any) -> Any:
+            return result
+
+        assert result is await ExecutorProxy(FakeExecutor(body), metrics).execute_mission("go")
+        assert [("lean", "failed", None, None)] == _finished(metrics)
+        assert {"mission": 1} == faults(metrics)
+
     async def test_readable_status_is_kept_when_the_counts_are_not(
         self, metrics: MetricSet
     ) -> None:

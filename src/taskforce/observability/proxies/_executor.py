@@ -53,6 +53,7 @@ from taskforce.observability.metrics import (
     GaugeChild,
     HistogramChild,
     MetricSet,
+    as_count,
 )
 from taskforce.observability.metrics._catalog import (
     MISSION_DURATION,
@@ -274,7 +275,9 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
             try:
                 if status is None:
                     status = result.status if result.status in MISSION_STATUSES else "failed"
-                steps, tool_calls = len(result.steps), int(result.tool_calls)
+                steps, tool_calls = len(result.steps), as_count(int(result.tool_calls))
+                if tool_calls is None:  # negative, or past what a sample holds
+                    raise ValueError("the result's tool_calls is not a count")
             except Exception as exc:
                 report_fault(self._self_metrics, "ExecutorProxy", "mission.result", exc)
                 steps = tool_calls = None
