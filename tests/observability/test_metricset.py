@@ -249,6 +249,15 @@ class TestChildren:
         )
         assert (2, 0.0, 2) == (read["count"], read["sum"], read[0.005])
 
+    def test_an_observation_the_sum_cannot_take_changes_nothing(self, metrics: MetricSet) -> None:
+        """A value too large for the float sum raises, and leaves count and sum as they were."""
+        size = metrics.histogram(cat.STATE_SIZE).labels()
+        size.observe(5000)
+        with pytest.raises(OverflowError):
+            size.observe(10**400)
+        read = histogram(metrics, "taskforce_state_size_bytes")
+        assert (1, 5000.0) == (read["count"], read["sum"])
+
     def test_integral_bounds_take_int_observations(self, metrics: MetricSet) -> None:
         """Byte sizes land in power-of-4 buckets."""
         metrics.histogram(cat.STATE_SIZE).labels().observe(5000)

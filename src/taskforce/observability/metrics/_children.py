@@ -193,11 +193,15 @@ class HistogramChild:
 
         Args:
             value: The observation.
+
+        Raises:
+            OverflowError: ``value`` is an int past float's range; the series is unchanged.
         """
         if not value >= 0:  # also true for NaN
             value = 0
-        self.counts[bisect_left(self._keys, value)] += 1
+        # the sum first: a value it cannot take (an int past float's range) changes nothing
         self.sum += value
+        self.counts[bisect_left(self._keys, value)] += 1
 
     @property
     def count(self) -> int:
