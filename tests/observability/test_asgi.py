@@ -178,6 +178,13 @@ class TestAuth:
         assert (200, 401) == (utf8.status_code, latin1.status_code)
 
 
+async def _scrape_twice(metrics: MetricSet) -> list[httpx.Response]:
+    """Two scrapes of the metrics app, through ASGI (no server)."""
+    transport = httpx.ASGITransport(app=make_metrics_app(metrics, auth_token=None))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        return [await client.get("/", headers=IDENTITY) for _ in range(2)]
+
+
 class TestRenderFault:
     async def test_failing_family_is_dropped_the_scrape_answers_200(
         self, metrics: MetricSet
@@ -189,10 +196,8 @@ class TestRenderFault:
 
         spec = MetricSpec("process_open_fds", "gauge", "Open file descriptors.", ())
         metrics.add_callback(CallbackFamily(spec, unreadable))
-        transport = httpx.ASGITransport(app=make_metrics_app(metrics, auth_token=None))
         with capture_logs() as logs:
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-                responses = [await client.get("/", headers=IDENTITY) for _ in range(2)]
+            responses = await _scrape_twice(metrics)
         assert [200, 200] == [response.status_code for response in responses]
         body = responses[1].text
         assert "process_open_fds" not in body
@@ -202,16 +207,43 @@ class TestRenderFault:
             (e["event"], e["log_level"], e["proxy"], e["stage"], e["error_type"]) for e in logs
         ]
 
-    @pytest.mark.integration
-    async def test_broken_registry_gives_500_and_counts(
-        self, metrics: MetricSet, server: LiveServer
+    async def test_a_series_that_cannot_be_written_loses_its_family_not_the_scrape(
+        self, metrics: MetricSet
     ) -> None:
-        """A series that cannot render answers 500, counts a render fault, keeps serving.
+        """A series that cannot be written: its family is left out, the rest served with 200;
+        counted on every scrape, logged once, named by the family."""
+        child = metrics.counter(TOOL_CALLS).labels("broken", "lean", "success")
+        child.value = _Unprintable()  # type: ignore[assignment]
+        with capture_logs() as logs:
+            responses = await _scrape_twice(metrics)
+        assert [200, 200] == [response.status_code for response in responses]
+        body = responses[1].text
+        assert "# TYPE taskforce_tool_calls_total" not in body
+        assert "\ntaskforce_tool_calls_total{" not in body
+        assert "# TYPE taskforce_tool_failures_total counter\n" in body
+        # the fault counter is written before the family sorted after it failed
+        assert 'taskforce_metrics_errors_total{stage="render"} 1\n' in body
+        assert 2 == value(metrics, "taskforce_metrics_errors_total", stage="render")
+        assert body.endswith("\n") and "\n\n" not in body
+        assert [("metrics.fault", "taskforce_tool_calls_total", "render")] == [
+            (e["event"], e["proxy"], e["stage"]) for e in logs
+        ]
+        child.value = 0
+        assert "\ntaskforce_tool_calls_total{" in metrics.render().decode()
+
+    @pytest.mark.integration
+    async def test_a_render_that_raises_as_a_whole_gives_500_and_counts(
+        self, metrics: MetricSet, server: LiveServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A render that raised as a whole answers 500, counts a render fault, keeps serving.
 
         Every failed scrape logs ``metrics.render.failed``; the first also ``metrics.fault``.
         """
-        child = metrics.counter(TOOL_CALLS).labels("broken", "lean", "success")
-        child.value = _Unprintable()  # type: ignore[assignment]
+
+        async def broken(**kwargs: Any) -> bytes:
+            raise RuntimeError("render broken")
+
+        monkeypatch.setattr(metrics, "render_async", broken)
         with capture_logs() as logs:
             statuses = [(await _get(server.url + "/")).status_code for _ in range(2)]
         assert [500, 500] == statuses
@@ -224,7 +256,7 @@ class TestRenderFault:
             logs[0]["stage"],
             logs[2]["log_level"],
         )
-        child.value = 0
+        monkeypatch.undo()
         assert 200 == (await _get(server.url + "/")).status_code
 
 

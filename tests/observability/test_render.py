@@ -76,6 +76,25 @@ class TestRenderAsync:
         assert [True] == ran
         assert body.count(b"taskforce_tool_calls_total{") == 51
 
+    @pytest.mark.parametrize("slice_lines", [1, 500])
+    async def test_a_series_that_cannot_be_written_is_never_written_in_part(
+        self, metrics: MetricSet, slice_lines: int
+    ) -> None:
+        """A histogram series whose sum cannot be written: none of its lines is in the scrape
+        (the series before it may be, whole, if a slice already went out), the families after
+        it are, and one render fault is counted."""
+        duration = metrics.histogram(cat.TOOL_DURATION)
+        duration.labels("good", "lean").observe(0.2)
+        bad: Any = Decimal("sNaN")  # float() of it raises
+        duration.labels("bad", "lean").sum = bad
+        body = (await metrics.render_async(slice_lines=slice_lines)).decode()
+        assert 'tool_name="bad"' not in body
+        good = [line for line in body.splitlines() if 'tool_name="good"' in line]
+        whole = len(duration.labels("good", "lean").bounds) + 2  # every bucket, _count, _sum
+        assert len(good) in (0, whole)
+        assert "# TYPE taskforce_tool_failures_total" in body  # sorted after it
+        assert 1 == value(metrics, "taskforce_metrics_errors_total", stage="render")
+
 
 def _gauge_spec(name: str = "process_open_fds") -> MetricSpec:
     return MetricSpec(name, "gauge", "Open file descriptors.", (Label("kind", "constant"),))

@@ -270,23 +270,31 @@ class MetricSet:
                 lines.extend(block.header)
                 lines.extend(samples)
                 continue
-            lines.extend(block.header)
-            children = block.children
-            if block.spec.kind == "histogram":
-                for child in children:
-                    histogram_lines(lines, child.texts, child.counts, child.sum)
+            # where this family's lines not yet handed out begin: what a fault takes back
+            mark = len(lines)
+            try:
+                lines.extend(block.header)
+                children = block.children
+                if block.spec.kind == "histogram":
+                    for child in children:
+                        histogram_lines(lines, child.texts, child.counts, child.sum)
+                        if len(lines) >= slice_lines:
+                            yield lines
+                            lines, mark = [], 0
+                    continue
+                step = max(1, slice_lines)
+                for start in range(0, len(children), step):
+                    part = children[start : start + step]
+                    values = map(str.encode, map(str, map(_VALUE, part)))
+                    lines.extend(map(bytes.__add__, map(_TEXT, part), values))
                     if len(lines) >= slice_lines:
                         yield lines
-                        lines = []
-                continue
-            step = max(1, slice_lines)
-            for start in range(0, len(children), step):
-                part = children[start : start + step]
-                values = map(str.encode, map(str, map(_VALUE, part)))
-                lines.extend(map(bytes.__add__, map(_TEXT, part), values))
-                if len(lines) >= slice_lines:
-                    yield lines
-                    lines = []
+                        lines, mark = [], 0
+            except (
+                Exception
+            ) as exc:  # a family that cannot be written loses its lines, not the scrape
+                del lines[mark:]
+                report_fault(self, block.spec.name, "render", exc)
         # collectors an embedder registered on the registry: served too (CONTRACT.md)
         lines.extend(self._adapter.foreign_lines(self._foreign_fault))
         yield lines
