@@ -391,6 +391,15 @@ class TestFailingSink:
         structlog.get_logger("t").info("mission.completed", category="mission")
         assert 1 == value(metrics, "taskforce_metrics_errors_total", stage="log")
 
+    def test_a_sink_that_raises_anything_else_is_a_failing_sink(self, metrics: MetricSet) -> None:
+        """A stream that fails otherwise (a binary one given text: TypeError) drops and
+        counts the line too; the code that logged goes on."""
+        count_log_faults_in(metrics)
+        configure_logging(fmt="json", stream=io.BytesIO())
+        structlog.get_logger("t").error("mission.failed", category="mission")
+        logging.getLogger("uvicorn.error").warning("stdlib line")
+        assert 2 == value(metrics, "taskforce_metrics_errors_total", stage="log")
+
     def test_no_standard_error_drops_lines_off_standard_output(
         self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     ) -> None:

@@ -185,8 +185,9 @@ def _name_stdlib_line(_: WrappedLogger, __: str, event_dict: EventDict) -> Event
 class _SinkStream:
     """The log stream, where a line the sink cannot take is dropped and counted, not raised.
 
-    A reader that went away (a broken pipe), a full disk or a closed stream must not
-    fail the mission or request that logged: the line is lost, and counted as a fault
+    A reader that went away (a broken pipe), a full disk, a closed stream or any other
+    failure of the stream (a binary one given text) must not fail the mission or
+    request that logged: the line is lost, and counted as a fault
     of stage ``log`` (:func:`report_log_fault`). Each line is written and flushed in
     one :meth:`write`, so a line that fails is counted once. Without a stream at all
     (standard error closed before start) lines are dropped: they must not go to
@@ -202,7 +203,7 @@ class _SinkStream:
             try:
                 self._stream.write(text)
                 self._stream.flush()
-            except (OSError, ValueError):  # ValueError: a closed stream
+            except Exception:  # OSError, ValueError (a closed stream), or any stream's own
                 report_log_fault()
         return len(text)
 
