@@ -90,6 +90,20 @@ class TestReadSession:
         assert 404 == response.status_code
         assert "never-used" in response.json()["detail"]
 
+    async def test_no_cache_stores_a_session(self, client: httpx.AsyncClient) -> None:
+        """A session's records are private: every answer of the route, GET and HEAD, found
+        or not, says ``Cache-Control: no-store``, so no proxy or browser cache keeps them."""
+        body = {"mission": "hello", "session_id": "private-1"}
+        assert 200 == (await client.post("/api/v1/execute", json=body)).status_code
+        answers = [
+            await client.request(method, f"/api/v1/sessions/{session}")
+            for method in ("GET", "HEAD")
+            for session in ("private-1", "never-used")
+        ]
+        assert [(200, "no-store"), (404, "no-store")] * 2 == [
+            (answer.status_code, answer.headers.get("cache-control")) for answer in answers
+        ]
+
     @pytest.mark.parametrize("bad", [".hidden", "a%20b", "x" * 129, "%C3%BC", "a%00"])
     async def test_malformed_id_is_422(self, client: httpx.AsyncClient, bad: str) -> None:
         """An id no store accepts is a 422 with a short reason, never a 500."""

@@ -71,6 +71,19 @@ class TestServing:
         assert (200, b"") == (response.status_code, response.content)
 
     @pytest.mark.integration
+    async def test_no_cache_stores_a_scrape(self, server: LiveServer) -> None:
+        """A scrape is the process's state at that moment: GET, gzip or not, and HEAD say
+        ``Cache-Control: no-store``, so no cache in front answers a scrape with an old one."""
+        async with httpx.AsyncClient(timeout=10) as client:
+            answers = [
+                await client.request(method, server.url + "/", headers={"Accept-Encoding": coding})
+                for method, coding in (("GET", "identity"), ("GET", "gzip"), ("HEAD", "gzip"))
+            ]
+        assert [(200, "no-store")] * 3 == [
+            (answer.status_code, answer.headers.get("cache-control")) for answer in answers
+        ]
+
+    @pytest.mark.integration
     async def test_post_not_allowed(self, server: LiveServer) -> None:
         """Only GET and HEAD are served."""
         async with httpx.AsyncClient(timeout=10) as client:

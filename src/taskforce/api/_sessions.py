@@ -30,6 +30,9 @@ _SessionId = Annotated[
     ),
 ]
 
+# A session's records are private: no proxy or browser cache may keep an answer about one.
+_NOT_STORED = {"Cache-Control": "no-store"}
+
 
 def add_session_routes(router: APIRouter, container: Container, redact: Redact) -> None:
     """Add the session routes to ``router`` (under its prefix and its dependencies).
@@ -45,6 +48,11 @@ def add_session_routes(router: APIRouter, container: Container, redact: Redact) 
     @router.get("/sessions/{session_id}", responses=SESSION_ANSWERS)
     async def get_session(session_id: _SessionId) -> Response:
         """A session's mission records in the order written; 404 for an unknown session."""
+        answer = await _read(session_id)
+        answer.headers.update(_NOT_STORED)
+        return answer
+
+    async def _read(session_id: str) -> Response:
         try:
             view = await read_session(store, session_id)
         except ValueError:

@@ -118,7 +118,8 @@ def make_metrics_app(metrics: MetricSet, *, auth_token: str | None) -> Starlette
             report_fault(metrics, "MetricSet", "render", exc)
             _LOG.error("metrics.render.failed", category="metrics", error_type=type(exc).__name__)
             return Response(b"metrics rendering failed\n", status_code=500)
-        headers = {"Vary": "Accept-Encoding"}
+        # no-store: a cache in front must not answer a scrape with an older one
+        headers = {"Vary": "Accept-Encoding", "Cache-Control": "no-store"}
         if _accepts_gzip(request.headers.get("accept-encoding", "")):
             if len(body) < _GZIP_INLINE_LIMIT:
                 body = gzip.compress(body, _GZIP_LEVEL)
