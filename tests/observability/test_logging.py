@@ -422,3 +422,63 @@ class TestResolveFormat:
         assert "console" == resolve_format("auto", Tty())
         assert "json" == resolve_format("auto", io.StringIO())
         assert "json" == resolve_format("json", Tty())
+
+
+#: Text a hostile model or client may put in a field: a terminal escape (colour, the OSC 52
+#: clipboard write), C1's CSI, line breaks of every kind, and a forged JSON line.
+_HOSTILE = 'ev\x1b[31mil\x1b]52;c;cm0gLXJm\x07\x9b2J\r\n{"level": "critical"}\u2028\x85\x7f'
+#: The same without a space or a line break, which the console prints unquoted.
+_BARE = "ev\x1b[31mil\x1b]52;c;cm0gLXJm\x07\x9b2J"
+
+
+def _controls(text: str) -> list[str]:
+    """The characters of ``text`` a terminal acts on, or that start a line, but LF."""
+    return [
+        c for c in text if c != "\n" and (ord(c) < 32 or 0x7F <= ord(c) <= 0x9F or c == "\u2028")
+    ]
+
+
+@pytest.mark.usefixtures("_restore_stdlib_logging")
+class TestHostileText:
+    @pytest.mark.parametrize("fmt", ["json", "console"])
+    def test_a_field_cannot_reach_the_terminal_or_forge_a_line(self, fmt: str) -> None:
+        """Values holding escape sequences and line breaks (a tool name a model made up, a
+        client's text in a foreign line) stay on their line with no control character in
+        it, in both formats; the JSON line's own fields are unchanged."""
+        buf = io.StringIO()
+        configure_logging(fmt=fmt, level="debug", stream=buf)
+        log = structlog.get_logger("t")
+        log.debug("tool.call.started", category="tool", tool=_HOSTILE)
+        log.debug("tool.call.started", category="tool", tool=_BARE)
+        logging.getLogger("uvicorn.error").warning("bad request: %s", _HOSTILE)
+        lines = buf.getvalue().split("\n")
+        assert (4, "") == (len(lines), lines[-1])
+        assert [] == _controls(buf.getvalue())
+        if fmt == "json":
+            first, second, third = (json.loads(line) for line in lines[:3])
+            assert (_HOSTILE, "debug", "tool") == (first["tool"], first["level"], first["category"])
+            assert _BARE == second["tool"]
+            assert ("bad request: " + _HOSTILE, "warning") == (third["message"], third["level"])
+        else:
+            assert lines[0].endswith(f"tool={_HOSTILE!r}")
+            assert lines[1].endswith(f"tool={_BARE!r}")
+            assert lines[2].endswith(f"message={'bad request: ' + _HOSTILE!r}")
+
+    def test_a_traceback_keeps_its_lines_but_no_escape(self) -> None:
+        """On the console a traceback is still printed on lines of its own; an escape
+        sequence in its message (an exception quoting a model's text) is written out."""
+        buf = io.StringIO()
+        configure_logging(fmt="console", level="debug", stream=buf)
+        try:
+            raise ValueError(_HOSTILE)
+        except ValueError:
+            structlog.get_logger("t").error(
+                "process.exception.uncaught",
+                category="lifecycle",
+                error_type="ValueError",
+                exc_info=True,
+            )
+        text = buf.getvalue()
+        assert "\nTraceback (most recent call last):\n" in text
+        assert [] == _controls(text)
+        assert "ValueError: ev\\x1b[31mil" in text

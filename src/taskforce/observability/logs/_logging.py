@@ -10,6 +10,7 @@ the CLI or the app factory, never from library code.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 import warnings
@@ -182,6 +183,50 @@ def _name_stdlib_line(_: WrappedLogger, __: str, event_dict: EventDict) -> Event
     return event_dict
 
 
+# What a terminal acts on or a reader splits a line at: C0, DEL, C1 (CSI is 0x9B), and the
+# line and paragraph separators.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# The fields the console prints on lines of their own: their line feeds stay.
+_MULTILINE_FIELDS = frozenset({"exception", "stack"})
+
+
+class _Escaped:
+    """A console value holding control characters, printed as its ``repr`` (escaped)."""
+
+    __slots__ = ("_text",)
+
+    def __init__(self, text: str) -> None:
+        self._text = repr(text)
+
+    def __repr__(self) -> str:
+        return self._text
+
+    __str__ = __repr__
+
+
+def _escape_line_feed_kept(match: re.Match[str]) -> str:
+    char = match.group()
+    return char if char == "\n" else repr(char)[1:-1]
+
+
+def _escape_controls(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """Write a console line's control characters out, as JSON lines escape them.
+
+    A value a model or a client chose (a tool name, a stdlib line's text) may hold an
+    escape sequence the operator's terminal would act on, or a line break that makes
+    a line of its own: such a value is printed as its ``repr``, as the console prints a
+    value with a space in it; a traceback keeps its line feeds, nothing else.
+    """
+    for key, value in event_dict.items():
+        if not isinstance(value, str) or _CONTROL.search(value) is None:
+            continue
+        if key in _MULTILINE_FIELDS:
+            event_dict[key] = _CONTROL.sub(_escape_line_feed_kept, value)
+        else:
+            event_dict[key] = _Escaped(value)
+    return event_dict
+
+
 class _SinkStream:
     """The log stream, where a line the sink cannot take is dropped and counted, not raised.
 
@@ -332,10 +377,12 @@ def configure_logging(
     out = sys.stderr if stream is None else stream
     sink = _SinkStream(out)
     renderer: Processor
+    escaping: list[Processor] = []  # JSON escapes control characters itself
     if resolve_format(fmt, out) == "json":
         renderer = structlog.processors.JSONRenderer()
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
+        escaping.append(_escape_controls)
     redactor = _Redactor(secrets)
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -348,7 +395,7 @@ def configure_logging(
         redactor,
     ]
     structlog.configure(
-        processors=[*shared, renderer],
+        processors=[*shared, *escaping, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         # one write() per line: two workers sharing stderr can interleave writes, never split a line
         logger_factory=structlog.WriteLoggerFactory(file=sink),  # type: ignore[arg-type]  # a TextIO in what WriteLogger uses
@@ -363,7 +410,11 @@ def configure_logging(
                 _name_stdlib_line,
                 *shared,
             ],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *escaping,
+                renderer,
+            ],
             # the access lines' arguments, for _AccessLinePaths (which drops them)
             pass_foreign_args=True,
         )
