@@ -589,6 +589,40 @@ class TestArchitectureDoc:
         }
         assert modules == listed
 
+    def test_the_module_tree_lists_every_module(self) -> None:
+        """The tree of "The modules" lists exactly the modules of src/taskforce outside the
+        observability package (which has its own tree) and its packages' ``__init__.py``,
+        and each name it gives a module is defined in it."""
+        text = (DOCS / "architecture.md").read_text(encoding="utf-8")
+        tree = text.split("## The modules", 1)[1].split("```", 2)[1]
+        listed: set[str] = set()
+        folders: list[str] = []
+        for line in tree.splitlines()[2:]:
+            found = re.match(r"([│ ]*)[├└]── ([\w./]+)\s*(.*)$", line)
+            assert found is not None, line
+            indent, name, description = found.groups()
+            folders = folders[: len(indent) // 4]
+            if name.endswith("/"):
+                folders.append(name)
+                continue
+            module = "".join(folders) + name
+            listed.add(module)
+            defined = _definitions(_SRC / module)
+            # the names a line gives: CamelCase classes, snake_case functions, CONSTANTS;
+            # not a setting's dotted name
+            for word in re.findall(
+                r"(?<![\w.])([A-Z]\w*[a-z]\w*[A-Z]\w*|[a-z]+_[a-z_]+|[A-Z]+(?:_[A-Z]+)+)(?![\w.])",
+                description,
+            ):
+                assert word in defined, (module, word)
+        modules = {
+            path.relative_to(_SRC).as_posix()
+            for path in _SRC.rglob("*.py")
+            if path.name != "__init__.py" and not path.is_relative_to(_SRC / "observability")
+        }
+        assert len(modules) > 80  # the scan finds the modules, so this test can fail
+        assert modules == listed
+
     def test_the_layer_table_says_what_each_package_imports(self) -> None:
         """Each package of the "Layers" table imports only what its row says it may
         (``errors`` and the root package, which import nothing of the project, aside)."""
