@@ -18,6 +18,7 @@ from pydantic.fields import FieldInfo
 
 from taskforce.config import ModelPrice, Settings
 from taskforce.core.interfaces.log import LOG_CATEGORIES, SECRET_NAME_WORDS, is_secret_name
+from tests.support.log_audit import documented_levels
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
@@ -144,24 +145,63 @@ class TestConfigurationDoc:
         }
 
 
-def _logged_events() -> set[str]:
-    """Every literal dotted event name passed to a log method under src/."""
+_LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical"}
+
+
+def _log_calls() -> dict[str, set[tuple[str | None, str | None]]]:
+    """Every literal dotted event name logged under src/, with the (level, category) of
+    each call: the level ``None`` where a call picks its method at run time
+    (``(_LOG.info if ok else _LOG.error)(...)``, ``log = _LOG.warning ...; log(...)``,
+    ``getattr(_LOG, level)(...)``), the category ``None`` where the call names none."""
     src = DOCS.parent / "src" / "taskforce"
-    methods = {"debug", "info", "warning", "error", "exception", "critical"}
-    found: set[str] = set()
+    found: dict[str, set[tuple[str | None, str | None]]] = {}
     for path in src.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute)
-                and node.func.attr in methods
-                and node.args
-                and isinstance(node.args[0], ast.Constant)
-                and isinstance(node.args[0].value, str)
-                and "." in node.args[0].value
+            if not isinstance(node, ast.Call) or not node.args:
+                continue
+            func = node.func
+            level: str | None = None
+            if isinstance(func, ast.Attribute) and func.attr in _LOG_METHODS:
+                level = "error" if func.attr == "exception" else func.attr
+            elif not (
+                (
+                    isinstance(func, ast.IfExp)
+                    and all(
+                        isinstance(branch, ast.Attribute) and branch.attr in _LOG_METHODS
+                        for branch in (func.body, func.orelse)
+                    )
+                )
+                or (isinstance(func, ast.Name) and func.id == "log")
+                or (
+                    isinstance(func, ast.Call)
+                    and isinstance(func.func, ast.Name)
+                    and func.func.id == "getattr"
+                )
             ):
-                found.add(node.args[0].value)
+                continue
+            first = node.args[0]
+            names = [first.body, first.orelse] if isinstance(first, ast.IfExp) else [first]
+            category = next(
+                (
+                    keyword.value.value
+                    for keyword in node.keywords
+                    if keyword.arg == "category" and isinstance(keyword.value, ast.Constant)
+                ),
+                None,
+            )
+            for name in names:
+                if (
+                    isinstance(name, ast.Constant)
+                    and isinstance(name.value, str)
+                    and "." in name.value
+                ):
+                    found.setdefault(name.value, set()).add((level, category))
     return found
+
+
+def _logged_events() -> set[str]:
+    """Every literal dotted event name logged under src/."""
+    return set(_log_calls())
 
 
 def _string_constants() -> set[str]:
@@ -184,6 +224,33 @@ class TestLoggingDoc:
         events = _logged_events()
         assert len(events) > 20  # the scan finds the events, so this test can fail
         assert set() == events - documented
+
+    def test_each_event_is_logged_at_its_documented_level_and_category(self) -> None:
+        """Each call logging an event by a literal name uses a level of the event's row
+        (where the call names its method) and a category of the row (the one it names, or
+        the one its name's first segment gives it)."""
+        from taskforce.observability.logs._logging import _PREFIX_CATEGORY
+
+        text = (DOCS / "logging.md").read_text(encoding="utf-8")
+        section = text.split("## Events", 1)[1].split("\n## ", 1)[0]
+        categories: dict[str, set[str]] = {}
+        for line in section.splitlines():
+            cells = line.split(" | ")
+            if line.startswith("| `") and len(cells) > 3:
+                for name in re.findall(r"`([a-z_.]+\.[a-z_]+)`", cells[0]):
+                    categories[name] = set(re.findall(r"`(\w+)`", cells[2]))
+        levels = documented_levels(DOCS / "logging.md")
+        calls = _log_calls()
+        assert len(calls) > 20  # the scan finds the calls, so this test can fail
+        wrong = {
+            (event, level, category)
+            for event, uses in calls.items()
+            for level, category in uses
+            if (level is not None and level not in levels.get(event, ()))
+            or (category or _PREFIX_CATEGORY.get(event.split(".")[0], "lifecycle"))
+            not in categories.get(event, ())
+        }
+        assert set() == wrong
 
     def test_every_documented_event_is_in_the_code(self) -> None:
         """Each event named in the first column of the events table is a name the code
