@@ -294,6 +294,30 @@ class TestLoggingDoc:
 
 
 class TestMetricsDoc:
+    def test_every_error_type_of_the_built_in_tools_is_listed(self) -> None:
+        """Each CamelCase error type the built-in tools write (a string of their modules
+        that names no class of theirs) has a row in "The built-in tools' error types"."""
+        text = (DOCS / "metrics.md").read_text(encoding="utf-8")
+        section = text.split("### The built-in tools' error types", 1)[1].split("\n## ", 1)[0]
+        listed = {
+            name
+            for line in section.splitlines()
+            if line.startswith("| `")
+            for name in re.findall(r"`(\w+)`", line.split(" | ")[0])
+        }
+        tools = _SRC / "infrastructure" / "tools"
+        defined = {name for module in tools.rglob("*.py") for name in _definitions(module)}
+        written = {
+            node.value
+            for module in tools.rglob("*.py")
+            for node in ast.walk(ast.parse(module.read_text(encoding="utf-8")))
+            if isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and re.fullmatch(r"(?:[A-Z][a-z]+){2,}", node.value)
+        } - defined
+        assert len(written) > 15  # the scan finds the error types, so this test can fail
+        assert set() == written - listed
+
     def test_process_series_count(self, tmp_path: Path) -> None:
         """docs/metrics.md says how many process series a scrape adds: the number served."""
         from fastapi.testclient import TestClient
