@@ -1002,9 +1002,12 @@ def _alert_rules() -> dict[str, dict[str, Any]]:
 
 class TestAlertsDoc:
     def test_each_alert_has_its_severity(self) -> None:
-        """The severity column of the operator guide's alert table is each rule's."""
+        """The severity column of the operator guide's alert table is each rule's, and
+        each alert has one row."""
         text = (DOCS / "operator-guide.md").read_text(encoding="utf-8")
-        documented = dict(re.findall(r"^\| `(Taskforce\w+)`[^|]*\| (\w+) \|", text, re.M))
+        rows = re.findall(r"^\| `(Taskforce\w+)`[^|]*\| (\w+) \|", text, re.M)
+        documented = dict(rows)
+        assert len(documented) == len(rows)
         rules = _alert_rules()
         assert {name: rule["labels"]["severity"] for name, rule in rules.items()} == documented
 
