@@ -185,7 +185,9 @@ def _log_calls() -> dict[str, set[tuple[str | None, str | None]]]:
                 (
                     keyword.value.value
                     for keyword in node.keywords
-                    if keyword.arg == "category" and isinstance(keyword.value, ast.Constant)
+                    if keyword.arg == "category"
+                    and isinstance(keyword.value, ast.Constant)
+                    and isinstance(keyword.value.value, str)
                 ),
                 None,
             )
