@@ -393,7 +393,8 @@ class TestOperatorGuideLimits:
 
     def test_the_workspace_quota_is_documented_and_not_denied(self) -> None:
         """The workspace section gives the quota's walks as the code does, and no sentence
-        of the guide says that nothing bounds the workspace as a whole, which it did."""
+        of the guide says that nothing bounds the workspace as a whole, which it did, or
+        that an emptyDir's sizeLimit fails a write."""
         from taskforce.infrastructure.tools._quota import RECHECK_SECONDS, RECOUNT_SECONDS
 
         workspace = self._section(
@@ -403,6 +404,8 @@ class TestOperatorGuideLimits:
         assert f"on a count at least {RECHECK_SECONDS:g} s old" in workspace
         guide = " ".join((DOCS / "operator-guide.md").read_text(encoding="utf-8").split())
         assert "bounds the workspace as a whole" not in guide
+        # nor offers an emptyDir's sizeLimit (an eviction) as a quota that fails writes
+        assert "an `emptyDir` with a `sizeLimit`, a PersistentVolumeClaim" not in guide
 
     def test_a_mission_longer_than_the_ttl_is_warned_of(self) -> None:
         """A session is renewed by a mission's record, written when the mission ends: the
@@ -419,13 +422,6 @@ class TestOperatorGuideLimits:
         refuses = self._section("## What the API refuses", "### Streams")
         mib = LINGER_BYTES // 1024**2
         assert f"dropped for up to {LINGER_SECONDS:g} s and {mib} MiB" in refuses
-
-    def test_the_workspace_quota_is_not_denied(self) -> None:
-        """tools.max_workspace_bytes bounds the workspace as a whole: no paragraph says
-        nothing does, nor offers an emptyDir's sizeLimit (an eviction) as a quota."""
-        text = " ".join((DOCS / "operator-guide.md").read_text(encoding="utf-8").split())
-        assert "nothing in taskforce bounds the workspace" not in text.lower()
-        assert "an `emptyDir` with a `sizeLimit`, a PersistentVolumeClaim" not in text
 
 
 def _fixed_limits() -> dict[str, str]:
