@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 from taskforce.api.server import create_app
 from taskforce.application.sweep import SessionSweeper
 from taskforce.config import Settings
-from taskforce.core.interfaces.state import SessionExpiry
+from taskforce.core.interfaces.state import ExpiryProgress, SessionExpiry
 from taskforce.errors import StateStoreError
 
 _SWEEP_TASK = "taskforce-session-sweep"
@@ -63,10 +63,19 @@ class TestSessionSweeper:
             await _until(lambda: store.calls >= 3)
             await sweeper.aclose()
         expired = [log for log in logs if log["event"] == "state.sessions.expired"]
-        fields = ("expired", "log_level", "category", "backend", "ttl_seconds", "failed")
-        assert [(3, "info", "state", "fake", 60, 0), (2, "info", "state", "fake", 60, 0)] == [
-            tuple(e[field] for field in fields) for e in expired
-        ]
+        fields = (
+            "expired",
+            "log_level",
+            "category",
+            "backend",
+            "ttl_seconds",
+            "failed",
+            "cancelled",
+        )
+        assert [
+            (3, "info", "state", "fake", 60, 0, False),
+            (2, "info", "state", "fake", 60, 0, False),
+        ] == [tuple(e[field] for field in fields) for e in expired]
         assert all(e["duration_ms"] >= 0 for e in expired)
 
     async def test_a_failed_sweep_is_logged_and_tried_again_next_period(self) -> None:
@@ -109,6 +118,57 @@ class TestSessionSweeper:
             )
         assert [("warning", 2, 1, "PermissionError: Operation not permitted")] == [
             (log["log_level"], log["expired"], log["failed"], log["error"]) for log in logs
+        ]
+
+    async def test_a_sweep_that_fails_part_way_counts_what_it_deleted(self) -> None:
+        """The sessions a store deleted before it failed are in the failure line's
+        `expired` (in no other line); a store of one's own without `progress` is still
+        called, and its failure line says it cannot tell (`expired` null)."""
+
+        class _Partial(_Store):
+            async def expire_sessions(
+                self, progress: ExpiryProgress | None = None
+            ) -> SessionExpiry:
+                assert progress is not None
+                progress.expired += 3
+                raise StateStoreError("cannot expire sessions: InsufficientPrivilegeError")
+
+        with capture_logs() as logs:
+            assert None is await SessionSweeper(_Partial(), interval_seconds=60).sweep()
+            failure = StateStoreError("cannot expire sessions: TimeoutError")
+            assert None is await SessionSweeper(_Store(failure), interval_seconds=60).sweep()
+        assert [("state.sessions.expiry.failed", 3), ("state.sessions.expiry.failed", None)] == [
+            (log["event"], log["expired"]) for log in logs
+        ]
+
+    async def test_a_sweep_stopped_part_way_logs_what_it_deleted(self) -> None:
+        """aclose() during a sweep that has deleted sessions logs them, as
+        state.sessions.expired marked cancelled; one that deleted none logs nothing."""
+
+        class _Stalling(_Store):
+            def __init__(self, deleted: int) -> None:
+                super().__init__()
+                self.deleted = deleted
+
+            async def expire_sessions(
+                self, progress: ExpiryProgress | None = None
+            ) -> SessionExpiry:
+                assert progress is not None
+                progress.expired += self.deleted
+                self.called.set()
+                await asyncio.Event().wait()
+                raise AssertionError("not reached")
+
+        with capture_logs() as logs:
+            for deleted in (2, 0):
+                store = _Stalling(deleted)
+                sweeper = SessionSweeper(store, interval_seconds=60)
+                sweeper.start()
+                await asyncio.wait_for(store.called.wait(), 5)
+                await asyncio.wait_for(sweeper.aclose(), 5)
+        assert [("state.sessions.expired", "info", 2, 0, True)] == [
+            (log["event"], log["log_level"], log["expired"], log["failed"], log["cancelled"])
+            for log in logs
         ]
 
     async def test_stopping_cancels_a_sweep_under_way(self) -> None:

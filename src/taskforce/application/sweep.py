@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import inspect
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -18,7 +19,7 @@ from typing import Any
 import structlog
 
 from taskforce.application._mission_support import seconds_since, store_failure_fields
-from taskforce.core.interfaces.state import SessionExpiry
+from taskforce.core.interfaces.state import ExpiryProgress, SessionExpiry
 
 __all__ = ["SessionSweeper"]
 
@@ -33,6 +34,12 @@ class SessionSweeper:
     no task. Sweeps of several processes sharing a store may overlap; the stores'
     contract makes that safe (``ExpiringStateStoreProtocol``).
 
+    Every session a sweep deletes is counted in one log line: ``state.sessions.expired``
+    when it ends or is cancelled (``cancelled``), ``state.sessions.expiry.failed`` when it
+    fails after deleting some. The store tells what it deleted so far through an
+    :class:`ExpiryProgress`; a store of one's own whose ``expire_sessions`` takes no
+    ``progress`` is called without one.
+
     Args:
         store: the state store (plain or observed).
         interval_seconds: the pause between the end of one sweep and the start of the next.
@@ -45,10 +52,11 @@ class SessionSweeper:
         if not 0 < interval_seconds < math.inf:
             raise ValueError(f"interval_seconds must be above 0, got {interval_seconds!r}")
         self._interval = interval_seconds
-        self._expire: Callable[[], Awaitable[SessionExpiry]] | None = None
+        self._expire: Callable[..., Awaitable[SessionExpiry]] | None = None
         self._ttl: Any = getattr(store, "session_ttl_seconds", None)
         if self._ttl is not None:
             self._expire = getattr(store, "expire_sessions", None)
+        self._takes_progress = self._expire is not None and _takes_progress(self._expire)
         self._backend: Any = getattr(store, "backend", None)
         self._task: asyncio.Task[None] | None = None
 
@@ -84,33 +92,51 @@ class SessionSweeper:
         if self._expire is None:
             return None
         started = time.perf_counter()
+        progress = ExpiryProgress()
         try:
-            done = await self._expire()
+            done = await (self._expire(progress) if self._takes_progress else self._expire())
+        except asyncio.CancelledError:
+            if progress.expired:
+                self._log_expired(SessionExpiry(progress.expired), started, cancelled=True)
+            raise
         except Exception as exc:
             _LOG.warning(
                 "state.sessions.expiry.failed",
                 category="state",
                 backend=self._backend,
                 **store_failure_fields(exc),
+                expired=progress.expired if self._takes_progress else None,
                 duration_ms=seconds_since(started) * 1000,
                 retry_in_seconds=self._interval,
             )
             return None
         if done.expired or done.failed:
-            log = _LOG.warning if done.failed else _LOG.info
-            log(
-                "state.sessions.expired",
-                category="state",
-                backend=self._backend,
-                expired=done.expired,
-                failed=done.failed,
-                error=done.error,
-                ttl_seconds=self._ttl,
-                duration_ms=seconds_since(started) * 1000,
-            )
+            self._log_expired(done, started, cancelled=False)
         return done
+
+    def _log_expired(self, done: SessionExpiry, started: float, *, cancelled: bool) -> None:
+        log = _LOG.warning if done.failed else _LOG.info
+        log(
+            "state.sessions.expired",
+            category="state",
+            backend=self._backend,
+            expired=done.expired,
+            failed=done.failed,
+            error=done.error,
+            cancelled=cancelled,
+            ttl_seconds=self._ttl,
+            duration_ms=seconds_since(started) * 1000,
+        )
 
     async def _sweep_forever(self) -> None:
         while True:
             await self.sweep()
             await asyncio.sleep(self._interval)
+
+
+def _takes_progress(expire: Callable[..., object]) -> bool:
+    """Whether ``expire`` (a store's ``expire_sessions``) takes a ``progress``."""
+    try:
+        return "progress" in inspect.signature(expire).parameters
+    except (TypeError, ValueError):  # no signature to read: called as the old contract
+        return False

@@ -10,6 +10,7 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -17,7 +18,12 @@ from unittest import mock
 import pytest
 from structlog.testing import capture_logs
 
-from taskforce.core.interfaces.state import SessionExpiry, StateStoreHealth, StateStoreProtocol
+from taskforce.core.interfaces.state import (
+    ExpiryProgress,
+    SessionExpiry,
+    StateStoreHealth,
+    StateStoreProtocol,
+)
 from taskforce.errors import StateCorruptedError, StateStoreError
 from taskforce.infrastructure.state import FileStateStore, StateLimits
 from taskforce.infrastructure.state._file_io import LOCK_DIR, expire_files, stripe_lock
@@ -356,8 +362,32 @@ class TestExpiry:
         entry.stat(follow_symlinks=False)  # the sweep's first look, cached in the entry
         os.utime(path)  # then written
         with mock.patch.object(os, "scandir", return_value=_Entries([entry])):
-            assert SessionExpiry(0) == expire_files(state_dir, 60, threading.Event())
+            assert SessionExpiry(0) == expire_files(
+                state_dir, 60, threading.Event(), ExpiryProgress()
+            )
         assert path.exists()
+
+    async def test_a_pass_that_fails_part_way_reports_what_it_removed(
+        self, state_dir: Path
+    ) -> None:
+        """state_dir fails to read after one file went: the call raises, and its
+        progress holds the file removed."""
+        store = FileStateStore(state_dir, limits=StateLimits(session_ttl_seconds=60))
+        await store.append("s", {"n": 1})
+        _age(state_dir / "s.json", 120)
+        with os.scandir(state_dir) as found:
+            (entry,) = [e for e in found if e.name == "s.json"]
+
+        class _Failing(_Entries):
+            def __iter__(self) -> Iterator[os.DirEntry[str]]:
+                yield entry
+                raise OSError(errno.EIO, "Input/output error")
+
+        progress = ExpiryProgress()
+        failing = mock.patch.object(os, "scandir", return_value=_Failing())
+        with failing, pytest.raises(StateStoreError, match="Input/output error"):
+            await store.expire_sessions(progress)
+        assert (1, []) == (progress.expired, _listing(state_dir))
 
     async def test_only_session_files_are_touched(self, state_dir: Path) -> None:
         """Temp files, the lock folder, other names, folders and symlinks stay, however old."""
@@ -402,7 +432,7 @@ class TestExpiry:
         _age(state_dir / "s.json", 120)
         stop = threading.Event()
         stop.set()
-        assert SessionExpiry(0) == expire_files(state_dir, 60, stop)
+        assert SessionExpiry(0) == expire_files(state_dir, 60, stop, ExpiryProgress())
         assert ["s.json"] == _listing(state_dir)
 
     async def test_no_state_dir_yet_is_nothing_to_sweep(self, state_dir: Path) -> None:

@@ -18,6 +18,7 @@ import pytest
 import structlog
 
 from taskforce.application._mission_support import store_failure_fields
+from taskforce.application.sweep import SessionSweeper
 from taskforce.core.interfaces.state import AppendResult, SessionExpiry, StateStoreHealth
 from taskforce.errors import (
     ConfigurationError,
@@ -1399,6 +1400,17 @@ async def _age_all(dsn: str, seconds: float) -> None:
     )
 
 
+async def _sweep_stopped_at(store: PostgresStateStore, reached: asyncio.Event) -> list[Any]:
+    """Start a sweep of ``store``, stop it (as the app's shutdown does) once ``reached``
+    is set, and return its log lines' event, ``expired`` and ``cancelled``."""
+    sweeper = SessionSweeper(store, interval_seconds=60)
+    with structlog.testing.capture_logs() as logs:
+        sweeper.start()
+        await asyncio.wait_for(reached.wait(), 5)
+        await asyncio.wait_for(sweeper.aclose(), 5)
+    return [(log["event"], log["expired"], log["cancelled"]) for log in logs]
+
+
 class TestExpiry:
     async def test_a_row_another_transaction_holds_is_skipped_not_waited_for(
         self, postgres_dsn: str
@@ -1456,6 +1468,89 @@ class TestExpiry:
             postgres_dsn,
             "SELECT session_id, count(*)::int FROM taskforce_mission_records GROUP BY 1",
         )
+
+    async def test_a_sweep_whose_later_batch_fails_logs_what_it_deleted(
+        self, postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """DELETE revoked after the first batch committed: the second fails, and the
+        failure line counts the first batch's sessions (they stay deleted)."""
+        import taskforce.infrastructure.state._postgres_store as module
+
+        monkeypatch.setattr(module, "EXPIRY_BATCH", 2)
+        async with PostgresStateStore(postgres_dsn):
+            pass
+        user = await create_user(postgres_dsn)
+        async with PostgresStateStore(user.dsn, limits=_DAY) as store:
+            await asyncio.gather(*(store.append(f"s{i}", {"n": i}) for i in range(3)))
+            await _age_all(postgres_dsn, 2 * 86400)
+            run = store._run
+
+            async def revoking_after_the_first(action: str, *args: Any) -> Any:
+                if calls:
+                    revoke = f"REVOKE DELETE ON taskforce_sessions FROM {user.role}"
+                    await _fetch(postgres_dsn, revoke)
+                calls.append(action)
+                return await run(action, *args)
+
+            calls: list[str] = []
+            monkeypatch.setattr(store, "_run", revoking_after_the_first)
+            with structlog.testing.capture_logs() as logs:
+                assert None is await SessionSweeper(store, interval_seconds=60).sweep()
+        assert [
+            (
+                "state.sessions.expiry.failed",
+                2,
+                "StateStoreError: cannot expire sessions: InsufficientPrivilegeError",
+            )
+        ] == [(log["event"], log["expired"], log["error"]) for log in logs]
+        assert [(1,)] == await _fetch(postgres_dsn, "SELECT count(*) FROM taskforce_sessions")
+
+    async def test_a_sweep_stopped_between_batches_logs_what_it_deleted(
+        self, postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The app's shutdown cancels a sweep after its first batch committed: the
+        sessions that batch deleted are logged, as state.sessions.expired cancelled."""
+        import taskforce.infrastructure.state._postgres_store as module
+
+        monkeypatch.setattr(module, "EXPIRY_BATCH", 2)
+        async with PostgresStateStore(postgres_dsn, limits=_DAY) as store:
+            await asyncio.gather(*(store.append(f"s{i}", {"n": i}) for i in range(3)))
+            await _age_all(postgres_dsn, 2 * 86400)
+            run, second = store._run, asyncio.Event()
+
+            async def stalling_at_the_second(action: str, *args: Any) -> Any:
+                if calls:
+                    second.set()
+                    await asyncio.Event().wait()
+                calls.append(action)
+                return await run(action, *args)
+
+            calls: list[str] = []
+            monkeypatch.setattr(store, "_run", stalling_at_the_second)
+            logged = await _sweep_stopped_at(store, second)
+        assert [("state.sessions.expired", 2, True)] == logged
+        assert [(1,)] == await _fetch(postgres_dsn, "SELECT count(*) FROM taskforce_sessions")
+
+    async def test_a_batch_committed_as_the_sweep_is_stopped_is_counted(
+        self, postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Cancelled after its batch committed, while the connection goes back to the
+        pool: the batch's sessions are gone, and logged."""
+        async with PostgresStateStore(postgres_dsn, limits=_DAY) as store:
+            await asyncio.gather(*(store.append(f"s{i}", {"n": i}) for i in range(3)))
+            await _age_all(postgres_dsn, 2 * 86400)
+            transact, committed = store._transact, asyncio.Event()
+
+            async def slow_to_give_back(*args: Any) -> Any:
+                result = await transact(*args)
+                committed.set()
+                await asyncio.Event().wait()  # the pool taking the connection back
+                return result
+
+            monkeypatch.setattr(store, "_transact", slow_to_give_back)
+            logged = await _sweep_stopped_at(store, committed)
+        assert [("state.sessions.expired", 3, True)] == logged
+        assert [(0,)] == await _fetch(postgres_dsn, "SELECT count(*) FROM taskforce_sessions")
 
     async def test_a_user_without_delete_on_the_sessions_is_refused_only_with_a_ttl(
         self, postgres_dsn: str

@@ -8,6 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 __all__ = [
     "AppendResult",
     "ExpiringStateStoreProtocol",
+    "ExpiryProgress",
     "HealthCheckingStateStoreProtocol",
     "MissionRecord",
     "SessionExpiry",
@@ -143,6 +144,19 @@ class SessionExpiry:
     error: str | None = None
 
 
+@dataclass(slots=True)
+class ExpiryProgress:
+    """What an :meth:`ExpiringStateStoreProtocol.expire_sessions` under way has done so
+    far, for its caller to read when the call raises or is cancelled.
+
+    Attributes:
+        expired: how many sessions it has deleted so far, each counted once its deletion
+            is final (PostgreSQL: its batch committed).
+    """
+
+    expired: int = 0
+
+
 class ExpiringStateStoreProtocol(StateStoreProtocol, Protocol):
     """A state store whose sessions expire once not written for ``session_ttl_seconds``.
 
@@ -161,6 +175,10 @@ class ExpiringStateStoreProtocol(StateStoreProtocol, Protocol):
       deleted; each session deleted is counted by the one sweep that deleted it.
     - It raises :class:`taskforce.errors.StateStoreError` when the store fails; what it
       deleted before stays deleted. Cancelling it stops it between two steps.
+    - Given a ``progress``, it adds each session it deletes to ``progress.expired`` as
+      the deletion becomes final, so a caller whose call raised or was cancelled still
+      knows how many it deleted. A store of one's own may leave the parameter out: the
+      sweep then calls it without one (and cannot tell what a failed call deleted).
     """
 
     @property
@@ -168,6 +186,7 @@ class ExpiringStateStoreProtocol(StateStoreProtocol, Protocol):
         """How long a session lives unwritten; ``None``: for good."""
         ...
 
-    async def expire_sessions(self) -> SessionExpiry:
-        """Delete the sessions not written for longer than ``session_ttl_seconds``."""
+    async def expire_sessions(self, progress: ExpiryProgress | None = None) -> SessionExpiry:
+        """Delete the sessions not written for longer than ``session_ttl_seconds``,
+        counting each in ``progress`` as it goes."""
         ...

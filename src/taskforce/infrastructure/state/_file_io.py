@@ -21,7 +21,7 @@ from pathlib import Path
 
 from taskforce import _atomic_write
 from taskforce.core.interfaces.executor import SESSION_ID_PATTERN
-from taskforce.core.interfaces.state import SessionExpiry
+from taskforce.core.interfaces.state import ExpiryProgress, SessionExpiry
 
 __all__ = [
     "LOCK_DIR",
@@ -187,8 +187,11 @@ def remove_temp_files(directory: Path) -> tuple[int, int]:
     return removed, size
 
 
-def expire_files(directory: Path, ttl: float, stop: threading.Event) -> SessionExpiry:
+def expire_files(
+    directory: Path, ttl: float, stop: threading.Event, progress: ExpiryProgress
+) -> SessionExpiry:
     """Remove the session files last written longer than ``ttl`` ago, until ``stop`` is set.
+    Each file removed is counted in ``progress`` at once.
 
     A file whose session's stripe lock is held (a write of that session, here or in
     another process, or another sweep) is left for the next sweep; under the lock it is
@@ -227,6 +230,7 @@ def expire_files(directory: Path, ttl: float, stop: threading.Event) -> SessionE
                 error = error or f"{type(exc).__name__}: {exc.strerror or exc.errno}"
                 continue
             expired += 1
+            progress.expired += 1
     return SessionExpiry(expired, failed, error)
 
 

@@ -39,6 +39,7 @@ import structlog
 
 from taskforce.core.interfaces.state import (
     AppendResult,
+    ExpiryProgress,
     MissionRecord,
     SessionExpiry,
     SessionState,
@@ -208,13 +209,18 @@ class FileStateStore:
         """How long a session file lives unwritten; ``None``: for good."""
         return self.limits.session_ttl_seconds
 
-    async def expire_sessions(self) -> SessionExpiry:
+    async def expire_sessions(self, progress: ExpiryProgress | None = None) -> SessionExpiry:
         """Remove the session files not written for longer than ``session_ttl_seconds``.
 
         Runs on a thread of its own, not one of the store's: a long pass over a large
         ``state_dir`` holds up no read or write. A session being written, here or in
         another process sharing ``state_dir``, is left for the next sweep. Cancelling
         the call stops the pass at the next file.
+
+        Args:
+            progress: gets each file as it is removed (also when the pass fails later or
+                is cancelled; a file removed in the instant of the cancellation may come
+                after the caller read it).
 
         Returns:
             How many sessions were removed, and how many expired ones could not be
@@ -230,9 +236,10 @@ class FileStateStore:
             self._sweeper = DaemonThreadExecutor(1, thread_name_prefix="taskforce-state-sweep")
         stop = threading.Event()
         sweep = self._sweeper
+        progress = ExpiryProgress() if progress is None else progress
         try:
             return await asyncio.get_running_loop().run_in_executor(
-                sweep, expire_files, self.state_dir, ttl, stop
+                sweep, expire_files, self.state_dir, ttl, stop, progress
             )
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__

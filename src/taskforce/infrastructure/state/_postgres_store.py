@@ -20,6 +20,7 @@ from taskforce.core.interfaces.log import secret_scrubber
 from taskforce.core.interfaces.outcome import no_answer_within, retrieve_outcome
 from taskforce.core.interfaces.state import (
     AppendResult,
+    ExpiryProgress,
     MissionRecord,
     SessionExpiry,
     SessionState,
@@ -282,14 +283,19 @@ class PostgresStateStore:
         await self.aclose()
 
     async def _run(
-        self, action: str, session_id: str | None, work: Callable[[Any], Awaitable[_T]]
+        self,
+        action: str,
+        session_id: str | None,
+        work: Callable[[Any], Awaitable[_T]],
+        committed: list[_T] | None = None,
     ) -> _T:
         """Run ``work`` on a pooled connection in one transaction, in a context of its own.
 
         Once the transaction committed, its result is returned, whatever then befalls the
-        connection on its way back to the pool (see :meth:`_transact`).
+        connection on its way back to the pool (see :meth:`_transact`); it is also put in
+        ``committed``, where a caller cancelled after the commit finds it.
         """
-        committed: list[_T] = []
+        committed = [] if committed is None else committed
         acquired: list[bool] = []
         try:
             return await _in_own_context(
@@ -523,10 +529,14 @@ class PostgresStateStore:
         """The time to live as the statements take it: 0 for none."""
         return float(self.limits.session_ttl_seconds or 0)
 
-    async def expire_sessions(self) -> SessionExpiry:
+    async def expire_sessions(self, progress: ExpiryProgress | None = None) -> SessionExpiry:
         """Delete the sessions not written for longer than ``session_ttl_seconds``, with
         their records, ``EXPIRY_BATCH`` at a time: each batch is a transaction of its own
         under ``timeout_seconds``, and the connection goes back to the pool in between.
+
+        Args:
+            progress: gets each batch's count once the batch committed (also when the
+                call is cancelled after that commit, or a later batch fails).
 
         Returns:
             How many sessions this call deleted (none that another replica's sweep did).
@@ -535,13 +545,19 @@ class PostgresStateStore:
             StateStoreError: the database failed; the batches before stay deleted.
         """
         ttl = self.limits.session_ttl_seconds
+        progress = ExpiryProgress() if progress is None else progress
         expired = 0
         while ttl is not None:
-            deleted = await self._run(
-                "expire",
-                None,
-                lambda conn: conn.fetchval(sql.EXPIRE_SESSIONS, float(ttl), EXPIRY_BATCH),
-            )
+            committed: list[int] = []
+            try:
+                deleted = await self._run(
+                    "expire",
+                    None,
+                    lambda conn: conn.fetchval(sql.EXPIRE_SESSIONS, float(ttl), EXPIRY_BATCH),
+                    committed,
+                )
+            finally:
+                progress.expired += sum(committed)
             expired += deleted
             if deleted < EXPIRY_BATCH:
                 break
