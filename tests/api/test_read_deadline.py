@@ -257,6 +257,61 @@ class TestUnreadAnswer:
         assert b"Completed 4 tool call(s)" in answer[-2_000_000:]
 
 
+HEALTH = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def _answers(received: bytes) -> list[tuple[bytes, Any]]:
+    """Split responses with a ``content-length`` into (status line, JSON body) pairs."""
+    answers = []
+    while received:
+        head, _, rest = received.partition(b"\r\n\r\n")
+        status_line, *lines = head.split(b"\r\n")
+        headers = dict(line.lower().split(b": ", 1) for line in lines)
+        length = int(headers[b"content-length"])
+        answers.append((status_line, json.loads(rest[:length])))
+        received = rest[length:]
+    return answers
+
+
+class TestHalfClose:
+    """A client that shuts its write side after its request (``nc -N``) still reads.
+
+    The old code closed the connection at the client's FIN: nothing was answered.
+    """
+
+    async def test_a_whole_request_then_a_half_close_is_answered(self, settings: Settings) -> None:
+        """``GET /health`` then ``shutdown(SHUT_WR)``: the 200 and its JSON, then the close;
+        two pipelined requests before the FIN are both answered."""
+        async with serving(settings) as (port, _):
+            answers = [_answers(await until_closed(port, HEALTH, half_close=True))]
+            two = await until_closed(port, HEALTH + HEALTH, half_close=True)
+        assert [[(b"HTTP/1.1 200 OK", {"status": "ok"})]] == [
+            [(line, {"status": body["status"]}) for line, body in got] for got in answers
+        ]
+        assert [b"HTTP/1.1 200 OK"] * 2 == [line for line, _ in _answers(two)]
+
+    async def test_the_metrics_listener_answers_a_half_closed_scrape(
+        self, settings: Settings
+    ) -> None:
+        """The ``metrics.port`` listener shares the protocol: a half-closed scrape is answered."""
+        metrics_sock = bind_socket("127.0.0.1", 0, what="metrics")
+        metrics_port = metrics_sock.getsockname()[1]
+        with_port = settings.metrics.model_copy(update={"port": metrics_port})
+        slot = WorkerSlot(index=0, metrics_socket=metrics_sock)
+        async with serving(settings.model_copy(update={"metrics": with_port}), slot):
+            scrape = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+            answer = await until_closed(metrics_port, scrape, half_close=True)
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"taskforce_http_requests_total" in answer
+
+    async def test_an_incomplete_request_then_a_half_close_is_closed(
+        self, settings: Settings
+    ) -> None:
+        """Half a request, then the FIN: closed without an answer, as before."""
+        async with serving(settings) as (port, _):
+            assert b"" == await until_closed(port, b"GET /health HTTP/1.1\r\n", half_close=True)
+
+
 class TestMetricsListener:
     async def test_idle_connection_to_metrics_port_gets_a_408(
         self, timed_settings: Settings

@@ -44,11 +44,16 @@ async def serving(
         await task
 
 
-async def until_closed(port: int, sent: bytes) -> bytes:
-    """Send ``sent`` in one write, then nothing more; return all it gets until the close."""
+async def until_closed(port: int, sent: bytes, *, half_close: bool = False) -> bytes:
+    """Send ``sent`` in one write, then nothing more; return all it gets until the close.
+
+    With ``half_close``, the write side is then shut (``shutdown(SHUT_WR)``, as ``nc -N``).
+    """
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(sent)
+        if half_close:
+            writer.write_eof()
         await writer.drain()
         return await asyncio.wait_for(reader.read(), GUARD_SECONDS)
     finally:

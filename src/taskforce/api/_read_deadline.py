@@ -34,6 +34,15 @@ and the client often lost the answer. So does an answer of the app that closes t
 connection while the request's body still comes (a 413 for a body over
 ``api.max_body_bytes``, a 503 at shutdown): a client still uploading read a
 connection reset, not the 413 and its reason.
+
+A client that sends its whole request and then shuts its write side
+(``shutdown(SHUT_WR)``: ``nc -N``, some HTTP/1.0 clients and scripts) still reads: its
+request is answered, then the connection is closed. uvicorn closed the connection at
+the end of the input, so the app's answer went nowhere. An incomplete request followed
+by the end of the input is closed as before. A server cannot tell such a client from
+one that closed its socket (both send the same FIN): an app that waits for the
+client's departure (``/api/v1/execute`` and the event stream, which cancel their
+mission) is told, once it has the whole body, that the client has left, as before.
 """
 
 from __future__ import annotations
@@ -43,11 +52,12 @@ import contextlib
 import functools
 import resource
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar
 
 import h11
 import structlog
+from uvicorn._types import ASGIReceiveEvent
 from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 
 from taskforce.api._head_limit import INVALID_REQUEST, HeadLimitedConnection, refusal_bytes
@@ -128,6 +138,7 @@ class _ReadDeadlineProtocol(H11Protocol):
         self.conn = self._head
         self._discarded: int | None = None  # bytes dropped since the refusal; None: none
         self._linger_timer: asyncio.TimerHandle | None = None
+        self._input_ended = False  # the client shut its write side (its FIN came)
         # Per connection, not with uvicorn's access_log=False: that empties the process's
         # "uvicorn.access" logger, so the API server beside this one would log none either.
         self.access_log = self.access_log and self.is_access_logged
@@ -235,6 +246,59 @@ class _ReadDeadlineProtocol(H11Protocol):
             cycle.transport = _AnswerTransport(
                 self.transport, functools.partial(self._close_after, cycle)
             )
+            # the cycle's task has not started yet: it looks its receive up when it does
+            cycle.receive = self._receiver(cycle)  # type: ignore[method-assign]
+
+    def eof_received(self) -> bool:  # type: ignore[override]  # asyncio's says bool | None
+        """The client shut its write side: keep writing while a request it sent whole waits.
+
+        Returns:
+            Whether the transport stays open (asyncio closes it otherwise): only for a
+            request whose bytes all came and whose answer is not sent yet.
+        """
+        self._input_ended = True
+        cycle = self.cycle
+        if (
+            self._discarded is None
+            and cycle is not None
+            and not cycle.response_complete
+            and self.conn.their_state in (h11.DONE, h11.MUST_CLOSE)
+        ):
+            cycle.message_event.set()  # an app waiting for the client to leave learns it did
+            return True
+        return False
+
+    def _receiver(
+        self, cycle: RequestResponseCycle
+    ) -> Callable[[], Coroutine[Any, Any, ASGIReceiveEvent]]:
+        """``cycle``'s ``receive``: once the body is taken, the end of the input is a departure.
+
+        A FIN comes both from a client that shut only its write side and from one that
+        closed its socket: an app that goes on to wait for the client's departure
+        (``http.disconnect``) is told, at the FIN, that it left, and the connection is
+        closed, as uvicorn did; an app that answers without that wait is answered.
+        """
+        taken = False  # the body's last part was handed out
+
+        async def receive_or_leave() -> ASGIReceiveEvent:
+            nonlocal taken
+            if taken and self._input_ended:
+                return self._left(cycle)
+            message = await RequestResponseCycle.receive(cycle)
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                if taken:  # the FIN woke the wait for the departure
+                    return self._left(cycle)
+                taken = True
+            return message
+
+        return receive_or_leave
+
+    def _left(self, cycle: RequestResponseCycle) -> ASGIReceiveEvent:
+        """End ``cycle`` as one whose client left: nothing more is sent; close."""
+        if not cycle.response_complete:
+            cycle.disconnected = True
+        self.transport.close()
+        return {"type": "http.disconnect"}
 
     def _close_after(self, cycle: RequestResponseCycle) -> None:
         """Close as ``cycle`` asks; linger if its answer is whole and its body still comes.
@@ -289,8 +353,15 @@ class _ReadDeadlineProtocol(H11Protocol):
         self._linger_timer = self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def on_response_complete(self) -> None:
-        """Finish as uvicorn does; keep timing a request whose body is still coming."""
+        """Finish as uvicorn does; keep timing a request whose body is still coming.
+
+        A client that shut its write side gets the connection closed once no request
+        it sent waits for an answer.
+        """
         super().on_response_complete()
+        cycle = self.cycle
+        if self._input_ended and (cycle is None or cycle.response_complete):
+            self.transport.close()
         self._follow()
 
     def _follow(self) -> None:
