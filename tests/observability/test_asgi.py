@@ -153,13 +153,19 @@ class TestAuth:
         [
             ({}, "missing"),
             ({"Authorization": "Bearer wrong"}, "mismatch"),
-            ({"Authorization": TOKEN}, "missing"),
+            ({"Authorization": TOKEN}, "mismatch"),
+            ({"Authorization": f"Bearer\t{TOKEN}"}, "mismatch"),
+            ({"Authorization": ""}, "missing"),
         ],
     )
     async def test_rejected_without_the_token(
         self, auth_server: LiveServer, headers: dict[str, str], reason: str
     ) -> None:
-        """No token, a wrong one or no Bearer scheme: 401 with WWW-Authenticate, logged."""
+        """No token, a wrong one or no Bearer scheme: 401 with WWW-Authenticate, logged.
+
+        ``missing`` only without a header: one the guard cannot read is a mismatch, as
+        the mission API's guard says ``wrong token`` for it.
+        """
         with capture_logs() as logs:
             response = await _get(auth_server.url + "/", headers=headers)
         assert 401 == response.status_code

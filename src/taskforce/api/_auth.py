@@ -9,7 +9,7 @@ from fastapi import HTTPException, Request
 from fastapi.openapi.models import HTTPBearer
 from fastapi.security.base import SecurityBase
 
-from taskforce.observability.web import bearer_token
+from taskforce.observability.web import bearer_token, is_authorization_sent
 
 __all__ = ["BearerGuard"]
 
@@ -40,7 +40,6 @@ class BearerGuard(SecurityBase):
         Raises:
             HTTPException: 401, with ``WWW-Authenticate: Bearer``.
         """
-        given = request.headers.get("authorization", "")
         # read as on the metrics path: the bytes the client sent, any case of the scheme
         token = bearer_token(request)
         if token is not None and hmac.compare_digest(token, self._expected):
@@ -50,7 +49,7 @@ class BearerGuard(SecurityBase):
             "api.auth.failed",
             category="security",
             route=route,
-            reason="missing" if not given else "wrong token",
+            reason="wrong token" if is_authorization_sent(request) else "missing",
         )
         raise HTTPException(
             status_code=401,

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from taskforce.observability.web._app import MetricsMount, bearer_token, make_metrics_app
+from taskforce.observability.web._app import (
+    MetricsMount,
+    bearer_token,
+    is_authorization_sent,
+    make_metrics_app,
+)
 from taskforce.observability.web._http import HTTPMetricsMiddleware
 
-__all__ = ["HTTPMetricsMiddleware", "MetricsMount", "bearer_token", "make_metrics_app"]
+__all__ = [
+    "HTTPMetricsMiddleware",
+    "MetricsMount",
+    "bearer_token",
+    "is_authorization_sent",
+    "make_metrics_app",
+]

@@ -24,7 +24,13 @@ from starlette.types import Scope
 from taskforce.observability._faults import report_fault
 from taskforce.observability.metrics import CONTENT_TYPE, MetricSet
 
-__all__ = ["CONTENT_TYPE", "MetricsMount", "make_metrics_app"]
+__all__ = [
+    "CONTENT_TYPE",
+    "MetricsMount",
+    "bearer_token",
+    "is_authorization_sent",
+    "make_metrics_app",
+]
 
 _LOG = structlog.get_logger("taskforce.observability.metrics")
 _GZIP_INLINE_LIMIT = 64 * 1024  # below this, compressing is faster than a thread hop
@@ -80,6 +86,16 @@ def bearer_token(request: Request) -> bytes | None:
     return token.strip()
 
 
+def is_authorization_sent(request: Request) -> bool:
+    """Whether ``request`` carries a non-empty ``Authorization`` header, of any form.
+
+    A refused request without one has its token ``missing``; one with a header that
+    :func:`bearer_token` cannot take (another scheme, a tab after ``Bearer``) or a token
+    that does not match has a wrong one. The metrics and mission API guards say so alike.
+    """
+    return any(request.headers.getlist("authorization"))
+
+
 def make_metrics_app(metrics: MetricSet, *, auth_token: str | None) -> Starlette:
     """Build the Starlette app serving ``metrics`` at its root (``GET``/``HEAD /``).
 
@@ -103,7 +119,7 @@ def make_metrics_app(metrics: MetricSet, *, auth_token: str | None) -> Starlette
                 _LOG.warning(
                     "metrics.auth.failed",
                     category="security",
-                    reason="missing" if token is None else "mismatch",
+                    reason="mismatch" if is_authorization_sent(request) else "missing",
                     client=request.client.host if request.client else None,
                 )
                 return Response(
