@@ -257,6 +257,15 @@ class TestUnreadAnswer:
         assert b"Completed 4 tool call(s)" in answer[-2_000_000:]
 
 
+def _with_metrics_port(settings: Settings) -> tuple[Settings, WorkerSlot, int]:
+    """``settings`` with a ``metrics.port`` listener on a free port: its slot and port."""
+    metrics_sock = bind_socket("127.0.0.1", 0, what="metrics")
+    metrics_port = metrics_sock.getsockname()[1]
+    with_port = settings.metrics.model_copy(update={"port": metrics_port})
+    slot = WorkerSlot(index=0, metrics_socket=metrics_sock)
+    return settings.model_copy(update={"metrics": with_port}), slot, metrics_port
+
+
 HEALTH = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
@@ -294,11 +303,8 @@ class TestHalfClose:
         self, settings: Settings
     ) -> None:
         """The ``metrics.port`` listener shares the protocol: a half-closed scrape is answered."""
-        metrics_sock = bind_socket("127.0.0.1", 0, what="metrics")
-        metrics_port = metrics_sock.getsockname()[1]
-        with_port = settings.metrics.model_copy(update={"port": metrics_port})
-        slot = WorkerSlot(index=0, metrics_socket=metrics_sock)
-        async with serving(settings.model_copy(update={"metrics": with_port}), slot):
+        settings, slot, metrics_port = _with_metrics_port(settings)
+        async with serving(settings, slot):
             scrape = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
             answer = await until_closed(metrics_port, scrape, half_close=True)
         assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
@@ -317,11 +323,7 @@ class TestMetricsListener:
         self, timed_settings: Settings
     ) -> None:
         """The metrics listener of ``metrics.port`` times a request out the same way."""
-        metrics_sock = bind_socket("127.0.0.1", 0, what="metrics")
-        metrics_port = metrics_sock.getsockname()[1]
-        with_port = timed_settings.metrics.model_copy(update={"port": metrics_port})
-        settings = timed_settings.model_copy(update={"metrics": with_port})
-        slot = WorkerSlot(index=0, metrics_socket=metrics_sock)
+        settings, slot, metrics_port = _with_metrics_port(timed_settings)
         async with serving(settings, slot):
             answer = await until_closed(metrics_port, b"GET /metr")
         assert answer.startswith(b"HTTP/1.1 408 ")
