@@ -290,9 +290,8 @@ class MetricSet:
                     if len(lines) >= slice_lines:
                         yield lines
                         lines, mark = [], 0
-            except (
-                Exception
-            ) as exc:  # a family that cannot be written loses its lines, not the scrape
+            except Exception as exc:
+                # a family that cannot be written loses its lines, not the scrape
                 del lines[mark:]
                 report_fault(self, block.spec.name, "render", exc)
         # collectors an embedder registered on the registry: served too (CONTRACT.md)
