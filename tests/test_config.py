@@ -1093,6 +1093,25 @@ class TestIgnoredSettings:
         monkeypatch.setenv("TASKFORCE_STATE__SWEEP_INTERVAL_SECONDS", "60")
         assert [] == ignored_settings(load_settings())
 
+    def test_every_postgres_only_setting_is_named_under_the_file_store(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Each setting only the PostgreSQL store reads is named when the file store runs,
+        as docs/logging.md's config.ignored lists them (pool_idle_seconds was not)."""
+        from taskforce.config import ignored_settings
+
+        for name, value in (
+            ("DSN", "postgresql://u:pw@h/db"),
+            ("POOL_SIZE", "3"),
+            ("TIMEOUT_SECONDS", "4"),
+            ("POOL_IDLE_SECONDS", "5"),
+        ):
+            monkeypatch.setenv(f"TASKFORCE_STATE__{name}", value)
+        assert [
+            (f"state.{name}", "state.backend is 'file'")
+            for name in ("dsn", "pool_size", "timeout_seconds", "pool_idle_seconds")
+        ] == ignored_settings(load_settings())
+
 
 class TestWhereAnErrorCameFrom:
     def test_a_missing_base_url_names_its_variable(self, monkeypatch: pytest.MonkeyPatch) -> None:

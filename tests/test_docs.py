@@ -271,6 +271,23 @@ class TestLoggingDoc:
         documented = set(re.findall(r"^\| `([a-z]+)` \|", text, re.M))
         assert set(LOG_CATEGORIES) == documented
 
+    def test_config_ignored_names_every_setting_the_check_names(self) -> None:
+        """The ``config.ignored`` row lists each setting the start-up check can name, as
+        ``section.name``, its bare name after one of its section, or ``section.prefix*``."""
+        from taskforce.config._checks import _IGNORED_WHEN
+
+        text = (DOCS / "logging.md").read_text(encoding="utf-8")
+        row = next(line for line in text.splitlines() if line.startswith("| `config.ignored`"))
+        listed = set(re.findall(r"`([a-z_.*]+)`", row))
+        missing = {
+            f"{section}.{name}"
+            for section, names, _, _ in _IGNORED_WHEN
+            for name in names
+            if name not in listed
+            and not any(fnmatch.fnmatch(f"{section}.{name}", pattern) for pattern in listed)
+        }
+        assert set() == missing
+
     def test_the_quiet_libraries_are_the_codes(self) -> None:
         """The HTTP client libraries logged at warning and above only are the set-up's."""
         from taskforce.observability.logs import _logging

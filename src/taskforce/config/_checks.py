@@ -25,7 +25,7 @@ _IGNORED_WHEN: tuple[tuple[str, tuple[str, ...], Callable[[Settings], bool], str
      lambda s: not s.metrics.enabled, "metrics.enabled is false"),
     ("metrics", ("host",),
      lambda s: s.metrics.enabled and s.metrics.port is None, "metrics.port is not set"),
-    ("state", ("dsn", "pool_size", "timeout_seconds"),
+    ("state", ("dsn", "pool_size", "timeout_seconds", "pool_idle_seconds"),
      lambda s: s.state.backend == "file", "state.backend is 'file'"),
     ("state", ("threads",),
      lambda s: s.state.backend != "file", "state.backend is not 'file'"),
