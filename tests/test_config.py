@@ -1113,6 +1113,18 @@ class TestIgnoredSettings:
         ] == ignored_settings(load_settings())
 
 
+    def test_prices_are_named_with_metrics_off(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """llm.prices feed only the cost counter, so with metrics off they are named; an
+        empty table (the default) is not."""
+        from taskforce.config import ignored_settings
+
+        monkeypatch.setenv("TASKFORCE_METRICS__ENABLED", "false")
+        monkeypatch.setenv("TASKFORCE_LLM__PRICES", "{}")
+        assert [] == ignored_settings(load_settings())
+        monkeypatch.setenv("TASKFORCE_LLM__PRICES", '{"m": {"input": 1, "output": 2}}')
+        assert [("llm.prices", "metrics.enabled is false")] == ignored_settings(load_settings())
+
+
 class TestWhereAnErrorCameFrom:
     def test_a_missing_base_url_names_its_variable(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Nothing given: the variable to set is named, not "None"."""

@@ -23,6 +23,8 @@ from taskforce.errors import ConfigurationError
 _IGNORED_WHEN: tuple[tuple[str, tuple[str, ...], Callable[[Settings], bool], str], ...] = (
     ("metrics", ("port", "host", "path", "auth_token", "targets_file", "max_label_values"),
      lambda s: not s.metrics.enabled, "metrics.enabled is false"),
+    # prices feed only the LLM cost counter, which metrics off does not build
+    ("llm", ("prices",), lambda s: not s.metrics.enabled, "metrics.enabled is false"),
     ("metrics", ("host",),
      lambda s: s.metrics.enabled and s.metrics.port is None, "metrics.port is not set"),
     ("state", ("dsn", "pool_size", "timeout_seconds", "pool_idle_seconds"),
