@@ -951,6 +951,27 @@ class TestPrices:
 
         assert setting == info.value.setting
 
+    def test_a_model_name_loses_the_spaces_around_it(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """As llm.model's, a priced model's name is read without the spaces around it, so
+        the price applies to the model the provider reports; two names that differ only
+        by those spaces price one model twice, which stops start-up."""
+        monkeypatch.setenv("TASKFORCE_LLM__PRICES", '{" gpt-4o ": {"input": 2.5, "output": 10}}')
+        assert ["gpt-4o"] == list(load_settings().llm.prices)
+
+        config = tmp_path / "taskforce.toml"
+        config.write_text(
+            '[llm.prices]\n"m" = { input = 1, output = 1 }\n" m" = { input = 2, output = 2 }\n'
+        )
+        monkeypatch.delenv("TASKFORCE_LLM__PRICES")
+        with pytest.raises(ConfigurationError) as info:
+            load_settings(config)
+        assert ("llm.prices", "model 'm' is priced twice") == (
+            info.value.setting,
+            info.value.reason.split(" (")[0],
+        )
+
     @pytest.mark.parametrize(
         "value",
         [
@@ -1111,7 +1132,6 @@ class TestIgnoredSettings:
             (f"state.{name}", "state.backend is 'file'")
             for name in ("dsn", "pool_size", "timeout_seconds", "pool_idle_seconds")
         ] == ignored_settings(load_settings())
-
 
     def test_prices_are_named_with_metrics_off(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """llm.prices feed only the cost counter, so with metrics off they are named; an

@@ -158,6 +158,8 @@ def has_credentials(url: str) -> bool:
 def decode_prices(value: Any) -> Any:
     """Read the model prices given as JSON text; refuse an empty model name, or one twice.
 
+    A model's name loses the spaces around it, as ``llm.model`` does.
+
     Decoded here rather than by pydantic-settings, whose error names no setting.
 
     Args:
@@ -167,8 +169,8 @@ def decode_prices(value: Any) -> Any:
         The table, for pydantic to validate each price.
 
     Raises:
-        ValueError: the text is not JSON, a model is priced twice, or a model name is
-            empty.
+        ValueError: the text is not JSON, a model is priced twice (also as two names
+            that differ only by the spaces around them), or a model name is empty.
     """
     if isinstance(value, str):
         try:
@@ -179,9 +181,20 @@ def decode_prices(value: Any) -> Any:
                 'must be a JSON object like {"gpt-4o": {"input": 2.5, "output": 10}}'
                 f" ({exc.msg})"
             ) from exc
-    if isinstance(value, dict) and any(not str(name).strip() for name in value):
+    if not isinstance(value, dict):
+        return value
+    if any(not str(name).strip() for name in value):
         raise ValueError("a model name must not be empty")
-    return value
+    # as llm.model's: spaces around a name are a slip, and such a key would price nothing
+    prices: dict[str, Any] = {}
+    for name, price in value.items():
+        model = name.strip() if isinstance(name, str) else name
+        if model in prices:
+            raise ValueError(
+                f"model {model!r} is priced twice (a name is read without the spaces around it)"
+            )
+        prices[model] = price
+    return prices
 
 
 def check_metrics_path(value: str) -> str:
