@@ -908,6 +908,46 @@ _REFUSED_EXAMPLES = {
 _SERVICE_LINK_VALUES = ("", "10.96.0.10", "80", "tcp", "tcp://10.96.0.10:80")
 
 
+#: the distribution a module is installed from, where the two names differ
+_DISTRIBUTIONS = {"yaml": "pyyaml"}
+
+
+class TestScriptsTheDocsRun:
+    def test_a_script_that_needs_more_than_the_install_says_what(self) -> None:
+        """Each ``python <script>.py`` a page runs imports only the standard library and
+        the package's own dependencies (what the README's ``pip install -e .`` gives), or
+        the page names the distribution to install (PyYAML for generate_prometheusrule.py)."""
+        import sys
+        import tomllib
+
+        root = DOCS.parent
+        project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+        installed = {"taskforce"} | {
+            re.split(r"[<>=\[ ]", requirement)[0].lower().replace("-", "_")
+            for requirement in project["project"]["dependencies"]
+        }
+        missing = set()
+        for page in [root / "README.md", *sorted(DOCS.glob("*.md"))]:
+            text = page.read_text(encoding="utf-8")
+            for script in set(re.findall(r"python ([\w/]+\.py)", text)):
+                tree = ast.parse((root / script).read_text(encoding="utf-8"))
+                modules = {
+                    (node.module or "") if isinstance(node, ast.ImportFrom) else alias.name
+                    for node in ast.walk(tree)
+                    if isinstance(node, ast.Import | ast.ImportFrom)
+                    for alias in node.names
+                }
+                for module in {name.split(".")[0] for name in modules} - {""}:
+                    dist = _DISTRIBUTIONS.get(module, module)
+                    if (
+                        module not in sys.stdlib_module_names
+                        and module not in installed
+                        and dist not in text.lower()
+                    ):
+                        missing.add((page.name, script, dist))
+        assert set() == missing
+
+
 class TestConfigurationExamples:
     def test_the_example_file_loads(self, tmp_path: Path) -> None:
         """The example TOML file of docs/configuration.md is a valid settings file."""
