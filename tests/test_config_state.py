@@ -86,6 +86,21 @@ class TestStateSettings:
         assert "state.dsn" == info.value.setting
         assert "TASKFORCE_STATE__DSN" == info.value.source  # the variable to set
 
+    def test_postgres_without_its_driver_names_where_it_was_chosen(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Without the driver (the extra not installed), the error names the variable
+        and the value that chose the backend, as any invalid setting's does."""
+        import sys
+
+        monkeypatch.setitem(sys.modules, "asyncpg", None)  # find_spec: not installed
+        monkeypatch.setenv("TASKFORCE_STATE__BACKEND", "postgres")
+        with pytest.raises(ConfigurationError) as info:
+            load_settings(state={"dsn": _DSN})
+        where = (info.value.setting, info.value.source)
+        assert ("state.backend", "TASKFORCE_STATE__BACKEND='postgres'") == where
+        assert "needs the driver: pip install 'pytaskforce[postgres]'" == info.value.reason
+
     def test_bad_dsn_is_named_not_shown(self) -> None:
         """A DSN of another scheme names state.dsn and does not echo the value."""
         with pytest.raises(ConfigurationError) as info:

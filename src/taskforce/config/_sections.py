@@ -7,6 +7,7 @@ that reads another field stays with its section.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -243,6 +244,14 @@ class StateSettings(_Section):
     sweep_interval_seconds: float = Field(default=300.0, gt=0, le=86_400)
 
     _choice = field_validator("backend", mode="before")(lower)
+
+    @field_validator("backend")
+    @classmethod
+    def _driver_installed(cls, value: str) -> str:
+        # checked with the settings, so the message names where the backend was chosen
+        if value == "postgres" and importlib.util.find_spec("asyncpg") is None:
+            raise ValueError("needs the driver: pip install 'pytaskforce[postgres]'")
+        return value
 
     @field_validator("session_ttl_seconds")
     @classmethod
