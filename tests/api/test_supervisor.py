@@ -99,6 +99,27 @@ class TestWorkerCount:
             in str(caught.value)
         )
 
+    @pytest.mark.parametrize(
+        ("flag", "source", "workers", "api_port"),
+        [
+            (False, "TASKFORCE_METRICS__PORT", 1, 9464),
+            (True, "--metrics-port", 1, 9464),
+            (False, "TASKFORCE_METRICS__PORT", 2, 9465),
+        ],
+    )
+    def test_metrics_ports_on_the_api_port_name_where_the_port_came_from(
+        self, tmp_path: Path, flag: bool, source: str, workers: int, api_port: int
+    ) -> None:
+        """Metrics ports that take the API port: the error names metrics.port and the
+        variable (or flag) that set it, also when the port is a later worker's; nothing
+        is bound."""
+        settings = Settings(
+            state_dir=tmp_path / "state", workspace_dir=tmp_path / "ws", metrics={"port": 9464}
+        )
+        with pytest.raises(StartupError) as caught:
+            _supervisor.serve(settings, "127.0.0.1", api_port, workers, has_metrics_port_flag=flag)
+        assert f"metrics.port ({source})" in str(caught.value)
+
 
 class TestWorkerCrash:
     def test_a_worker_that_raises_logs_it_and_exits_1(

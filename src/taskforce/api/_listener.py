@@ -77,13 +77,17 @@ METRICS_LISTENER = metrics_listener()
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})
 
 
-def api_port_clash(api: tuple[str, int], metrics: tuple[str, int], workers: int = 1) -> str | None:
+def api_port_clash(
+    api: tuple[str, int], metrics: tuple[str, int], workers: int = 1, *, named: str = "metrics.port"
+) -> str | None:
     """Say why the API's port cannot also be a metrics port; ``None`` when it is not one.
 
     Args:
         api: the host and port the API listens on.
         metrics: ``metrics.host`` (or its default) and ``metrics.port``.
         workers: how many metrics ports there are, from ``metrics.port`` on.
+        named: the setting as the message names it, with where it was given
+            (``"metrics.port (--metrics-port)"``).
 
     Returns:
         The reason, e.g. ``"the API port 8000 is also metrics.port: ..."``, when the
@@ -95,9 +99,9 @@ def api_port_clash(api: tuple[str, int], metrics: tuple[str, int], workers: int 
     if not port <= api_port < port + workers:
         return None
     taken = (
-        "metrics.port"
+        named
         if workers == 1
-        else f"among the workers' metrics ports {port}-{port + workers - 1}"
+        else f"among the workers' metrics ports {port}-{port + workers - 1}, from {named}"
     )
     return f"the API port {api_port} is also {taken}: give metrics a port of their own"
 

@@ -141,15 +141,17 @@ def serve(
             "each worker serves its own metrics on metrics.port + its index"
         )
     metrics_host = metrics.host or host
+    # named as the user gave it: a flag, or a setting
+    port_from = "--metrics-port" if has_metrics_port_flag else "TASKFORCE_METRICS__PORT"
     if metrics.enabled and metrics.port is not None:
-        clash = api_port_clash((host, port), (metrics_host, metrics.port), workers)
+        clash = api_port_clash(
+            (host, port), (metrics_host, metrics.port), workers, named=f"metrics.port ({port_from})"
+        )
         if clash is not None:
             raise StartupError(clash)
     api_socket = bind_socket(host, port, what="the API (--host, --port)")
     metrics_sockets: list[socket.socket | None] = [None] * workers
     if metrics.enabled and metrics.port is not None:
-        # named as the user gave them: a flag, or a setting
-        port_from = "--metrics-port" if has_metrics_port_flag else "TASKFORCE_METRICS__PORT"
         listener = metrics_listener(
             host_from="--host" if metrics.host is None else "TASKFORCE_METRICS__HOST",
             port_from=port_from,
