@@ -462,8 +462,13 @@ class TestDirectories:
         )
         with pytest.raises(ConfigurationError) as info:
             check_directories(settings)
-        assert "metrics.targets_file" == info.value.setting
-        assert str(info.value.source).startswith("TASKFORCE_METRICS__TARGETS_FILE=")
+        targets, folder = tmp_path / "file" / "targets.json", tmp_path / "file"
+        # the variable is shown with the value it holds, the folder in the reason
+        assert (
+            "metrics.targets_file",
+            f"TASKFORCE_METRICS__TARGETS_FILE={str(targets)!r}",
+            f"cannot use its folder {str(folder)!r} as a directory: not a directory",
+        ) == (info.value.setting, info.value.source, info.value.reason)
 
     def test_a_targets_file_that_is_a_directory(self, tmp_path: Path) -> None:
         """A directory named as the targets file is refused, not logged at every rewrite."""

@@ -140,12 +140,15 @@ class _Where:
 
 def _prepare(directories: list[tuple[str, Path]], targets_file: Path | None, where: _Where) -> None:
     """Make ``directories`` and the folder of ``targets_file``, then check that file."""
+    # (setting, the directory to make, the path the setting gave)
+    folders = [(name, path, path) for name, path in directories]
     if targets_file is not None:
         # the file is replaced atomically: its folder must take a new file
-        directories = [*directories, ("metrics.targets_file", targets_file.parent)]
+        folders.append(("metrics.targets_file", targets_file.parent, targets_file))
     made: list[Path] = []
     try:
-        for name, path in directories:
+        for name, path, given in folders:
+            what = "it" if path == given else f"its folder {str(path)!r}"
             try:
                 # the missing folders, outermost first: removed again if start-up stops
                 made.extend(reversed([p for p in (path, *path.parents) if not p.exists()]))
@@ -155,8 +158,8 @@ def _prepare(directories: list[tuple[str, Path]], targets_file: Path | None, whe
             except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
                 raise ConfigurationError(
                     name,
-                    f"cannot use it as a directory: {_why_not(path, exc)}",
-                    source=where.source(name, path),
+                    f"cannot use {what} as a directory: {_why_not(path, exc)}",
+                    source=where.source(name, given),
                 ) from exc
         if targets_file is not None:
             _check_targets_file(targets_file, where)
