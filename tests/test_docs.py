@@ -908,6 +908,29 @@ _REFUSED_EXAMPLES = {
 _SERVICE_LINK_VALUES = ("", "10.96.0.10", "80", "tcp", "tcp://10.96.0.10:80")
 
 
+class TestMetricsPathDoc:
+    @pytest.mark.parametrize(
+        ("path", "said"),
+        [
+            ("metrics", "must start with `/`"),
+            ("/metrics/", "`/metrics/` is refused"),
+            ("/api/metrics", "`/api`"),
+            ("/a b", "spaces"),
+            ("/a?b", "`?`"),
+            ("/a%20", "`%`"),
+            ("/a//b", "(`//`)"),
+            ("/a/../b", "`.`/`..` segment"),
+        ],
+    )
+    def test_each_refusal_of_a_metrics_path_is_in_its_row(self, path: str, said: str) -> None:
+        """Every kind of metrics.path the settings refuse is one the row says is refused."""
+        text = (DOCS / "configuration.md").read_text(encoding="utf-8")
+        row = next(line for line in text.splitlines() if line.startswith("| `metrics.path` |"))
+        assert said in row
+        with pytest.raises(ValueError):
+            Settings(metrics={"path": path})
+
+
 #: the distribution a module is installed from, where the two names differ
 _DISTRIBUTIONS = {"yaml": "pyyaml"}
 
