@@ -100,6 +100,31 @@ class TestMakeProvider:
         assert "Bearer sk-from-settings" == fake.requests[0].headers["authorization"]
 
     @pytest.mark.integration
+    async def test_openai_without_a_key_never_sends_openai_api_key(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Without llm.api_key the provider sends ``Bearer unused`` (the SDK needs a key),
+        never the SDK's own ``OPENAI_API_KEY``, whatever llm.base_url points at; the
+        llm.api_key row of docs/configuration.md says so."""
+        from pathlib import Path
+
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-env-must-not-leave")
+        fake = FakeOpenAIServer()
+        with fake.serve() as base_url:
+            provider = make_provider(LLMSettings(provider="openai", model="m", base_url=base_url))
+            assert isinstance(provider, OpenAICompatibleProvider)
+            async with provider:
+                await provider.complete([{"role": "user", "content": "hi"}])
+        assert "Bearer unused" == fake.requests[0].headers["authorization"]
+        docs = Path(__file__).resolve().parents[3] / "docs" / "configuration.md"
+        row = next(
+            line
+            for line in docs.read_text(encoding="utf-8").splitlines()
+            if line.startswith("| `llm.api_key` |")
+        )
+        assert "`Authorization: Bearer unused`" in row and "`OPENAI_API_KEY`" in row
+
+    @pytest.mark.integration
     async def test_openai_gets_max_response_bytes(self) -> None:
         """``llm.max_response_bytes`` reaches the provider: a longer answer is refused."""
         fake = FakeOpenAIServer()
