@@ -20,6 +20,8 @@ from taskforce.config import Settings
 from taskforce.errors import StartupError
 from taskforce.observability import configure_logging
 
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
 
 class _Worker:
     """A worker process as the supervisor sees it, ended when the test says so."""
@@ -79,6 +81,25 @@ class TestWorkerCount:
         message = str(caught.value)
         assert "\n" not in message
         assert len(message) < 200
+
+    @pytest.mark.parametrize(
+        ("value", "workers"),
+        [(" 2 ", 2), ("02", 2), ("+2", None), ("2_0", None), ("\uff12", None)],
+    )
+    def test_web_concurrency_is_ascii_digits_as_the_docs_say(
+        self, value: str, workers: int | None
+    ) -> None:
+        """WEB_CONCURRENCY takes ASCII digits (spaces around them too) and refuses what
+        only uvicorn's int() reads (``+2``, ``2_0``, a fullwidth digit), as
+        docs/configuration.md says, not "as uvicorn reads it"."""
+        text = " ".join((DOCS / "configuration.md").read_text(encoding="utf-8").split())
+        assert "`WEB_CONCURRENCY` is a whole number in ASCII digits" in text
+        assert "as uvicorn reads it" not in text
+        if workers is None:
+            with pytest.raises(StartupError, match="invalid WEB_CONCURRENCY"):
+                _supervisor.resolve_workers(None, {"WEB_CONCURRENCY": value})
+        else:
+            assert workers == _supervisor.resolve_workers(None, {"WEB_CONCURRENCY": value})
 
     @pytest.mark.parametrize(
         ("flag", "source"),
