@@ -1223,6 +1223,19 @@ class TestWhereAnErrorCameFrom:
         assert "llm.base_url" == info.value.setting
         assert "LEAKCHECK" not in str(info.value)
 
+    @pytest.mark.parametrize("url", ["http://h:abc/v1", "http://h:8o8o/v1", "http://[::1/v1"])
+    def test_a_port_that_is_no_number_is_named_as_such(
+        self, monkeypatch: pytest.MonkeyPatch, url: str
+    ) -> None:
+        """A port that is no number (a typo) is refused as a port, not as "a control
+        character, or a host name that cannot be encoded", which the URL does not hold."""
+        monkeypatch.setenv("TASKFORCE_LLM__PROVIDER", "openai")
+        monkeypatch.setenv("TASKFORCE_LLM__BASE_URL", url)
+        with pytest.raises(ConfigurationError) as info:
+            load_settings()
+        assert "llm.base_url" == info.value.setting
+        assert "a port from 1 to 65535" in info.value.reason
+
     def test_a_host_name_idna_encodes_is_a_url(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """A host name beyond ASCII that IDNA encodes is kept as given."""
         monkeypatch.setenv("TASKFORCE_LLM__BASE_URL", "http://bücher.example:8000/v1")

@@ -119,6 +119,24 @@ def check_http_url(value: str) -> str:
             a host name IDNA cannot encode), which would otherwise stop the start
             with a traceback instead of naming the setting.
     """
+    # the shape first, so a port that is no number is named as such, not as a URL the
+    # HTTP client refuses for a reason it does not have
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # out of range or not a number: ValueError
+    except ValueError:  # also an unclosed '[' of an IPv6 host
+        parts, port = None, -1
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or port in (-1, 0)
+        or any(c.isspace() for c in value)
+    ):
+        raise ValueError(
+            "must be an http:// or https:// URL with a host and, if it names one, a port "
+            "from 1 to 65535 (http://host:8000/v1)"
+        )
     try:
         httpx.URL(value)  # as the LLM client reads it
     except httpx.InvalidURL:
@@ -127,18 +145,6 @@ def check_http_url(value: str) -> str:
             "is not a URL the HTTP client accepts (a control character, or a host name "
             "that cannot be encoded)"
         ) from None
-    parts = urlsplit(value)
-    try:
-        port = parts.port  # out of range or not a number: ValueError
-    except ValueError:
-        port = -1
-    if (
-        parts.scheme not in ("http", "https")
-        or not parts.hostname
-        or port in (-1, 0)
-        or any(c.isspace() for c in value)
-    ):
-        raise ValueError("must be an http:// or https:// URL with a host (http://host:8000/v1)")
     return value
 
 
