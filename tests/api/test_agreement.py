@@ -163,6 +163,9 @@ _ANSWERS: dict[str, Callable[[], Any]] = {
     "raise-timeout-error": raises(TimeoutError()),
     "raise-own-cancellation": raises(asyncio.CancelledError()),
     "empty": _text(""),
+    # text that is no string: a number, bytes (which a record could not hold)
+    "number-as-text": lambda: {"success": True, "content": 5, "model": "own-1"},
+    "bytes-as-text": lambda: {"success": True, "content": b"hi", "model": "own-1"},
     # a native tool call whose arguments are no JSON object (lean; streamed, as the last
     # chunk); no plan (legacy)
     "args-not-an-object": lambda: {
@@ -308,6 +311,8 @@ def _cases() -> dict[str, tuple[str, str | None]]:
         "own provider fails rate_limit": ("odd:fail-rate-limit", "rate_limit"),
         "own provider fails made-up type": ("odd:fail-made-up-type", "other"),
         "own provider answers unreadably": ("odd:unreadable", "invalid_response"),
+        "own provider answers a number as text": ("odd:number-as-text", "invalid_response"),
+        "own provider answers bytes as text": ("odd:bytes-as-text", "invalid_response"),
         "own provider raises auth": ("odd:raise-auth", "auth"),
         "own provider raises ValueError": ("odd:raise-value-error", "other"),
         "own provider raises TimeoutError": ("odd:raise-timeout-error", "timeout"),

@@ -510,6 +510,10 @@ class TestLLMOutcome:
             # a mapping of the provider's own that cannot be read, failed or not
             (RaisingGet(success=False, error_type="auth"), "invalid_response"),
             (RaisingGet(success=True, content="hi"), "invalid_response"),
+            # a success whose text is no string, as a streamed text delta that is none
+            ({"success": True, "content": 5, "tool_calls": []}, "invalid_response"),
+            ({"success": True, "content": b"hi", "tool_calls": []}, "invalid_response"),
+            ({"success": True, "content": ["hi"], "tool_calls": []}, "invalid_response"),
         ],
     )
     async def test_same_error_type_in_log_and_metrics(

@@ -121,6 +121,21 @@ class TestClassifyLLMResult:
         """``isinstance`` of a value whose ``__class__`` raises: invalid_response."""
         assert "invalid_response" == classify_llm_result(Unrepresentable())
 
+    @pytest.mark.parametrize("content", [5, b"hi", ["hi"], {"text": "hi"}, "unrepresentable"])
+    def test_a_success_whose_text_is_no_string_is_an_invalid_response(self, content: Any) -> None:
+        """A success whose ``content`` is a true value that is no string (or whose class
+        cannot be read) is unusable, as a streamed text delta that is no string is
+        (``stream_chunk_text``)."""
+        text = Unrepresentable() if content == "unrepresentable" else content
+        result: dict[str, Any] = {"success": True, "content": text, "tool_calls": []}
+        assert "invalid_response" == classify_llm_result(result)
+
+    @pytest.mark.parametrize("content", [None, "", "hi", 0, b"", []])
+    def test_a_success_with_text_or_none_is_a_success(self, content: Any) -> None:
+        """A success whose ``content`` is a string or holds no text (no answer, for the agent
+        to judge) is a success."""
+        assert classify_llm_result({"success": True, "content": content}) is None
+
 
 class _Chunk(dict[str, Any]):
     """A chunk of the provider's own dict class that reads as any dict."""

@@ -412,8 +412,15 @@ dump_result: Callable[[ToolResult], str] = dump_json
 
 
 def _reported_error(result: object) -> str:
-    """The ``error`` of a failed LLM result as text; a stock phrase when it has none to give."""
+    """The ``error`` of a failed LLM result as text; a stock phrase when it has none to give.
+
+    A success that ``classify_llm_result`` fails has text that is no string: said as a
+    streamed text delta that is no string is (``UnusableChunk``).
+    """
     try:
+        if isinstance(result, dict) and result.get("success") is True:
+            kind = type(result.get("content")).__name__
+            return f"the provider answered a {kind} as text, not a string"
         error = result.get("error") if isinstance(result, dict) else None
         return str(error or _NO_REASON)
     except Exception:  # a mapping or an error of the provider's own that cannot be read

@@ -408,19 +408,25 @@ def classify_llm_result(result: object) -> str | None:
         ``None`` for a success (a dict whose ``success`` is ``True``); else one
         of :data:`LLM_ERROR_TYPES`: the provider's own ``error_type`` when it
         is one of them, ``invalid_response`` when ``result`` is not a dict
-        with a boolean ``success``, else ``other``.
+        with a boolean ``success``, or is a success whose ``content`` is a true
+        value that is no string (as :func:`stream_chunk_text` fails such a streamed
+        text delta: the agents read it as text), else ``other``.
     """
     if type(result) is dict and result.get("success") is True:
-        return None  # most calls: a plain dict cannot fail to be read
+        content = result.get("content")
+        if content is None or type(content) is str:
+            return None  # most calls: a plain dict cannot fail to be read
     try:
         if not isinstance(result, dict):  # which reads the class: a value's own may raise
             return "invalid_response"
         success = result.get("success")
         error_type = result.get("error_type") if success is False else None
-    except Exception:  # a mapping of the provider's own that cannot be read
+        if success is True:
+            content = result.get("content")
+            # a text of the provider's own class is text; a false value holds none
+            return None if not content or isinstance(content, str) else "invalid_response"
+    except Exception:  # a mapping or a content of the provider's own that cannot be read
         return "invalid_response"
-    if success is True:
-        return None
     if success is not False:
         return "invalid_response"
     return llm_error_type(error_type)
