@@ -4,8 +4,9 @@ A matrix of outcomes (a tool that succeeds, fails, raises, returns no result, ti
 an unknown tool; every LLM error type, from the scripted provider's ``llm:fail`` and from
 a provider of one's own that returns or raises them; unusable answers; the step limits;
 an empty answer; a state store that fails) is run in both flows through each entry point:
-``POST /api/v1/execute`` and ``/api/v1/execute/stream`` of a real server on 127.0.0.1,
-and ``taskforce run``. For every mission:
+``POST /api/v1/execute`` and ``/api/v1/execute/stream`` of a real server on 127.0.0.1
+(with a ``session_id``, and for one case of each kind of outcome without one), and
+``taskforce run``. For every mission:
 
 - the result (``status``, ``error_type``, steps) is what the session record says and what
   ``docs/logging.md`` documents for that outcome;
@@ -69,6 +70,7 @@ _FLOWS = ("lean", "legacy")
 _GUARD_SECONDS = 30.0
 _TOOL_TIMEOUT_SECONDS = 0.2
 _MAX_STEPS = 4
+_MAX_CALLS = 2
 
 
 # -- the parts: tools and a provider of one's own, a state store that fails on demand --
@@ -181,6 +183,16 @@ _ANSWERS: dict[str, Callable[[], Any]] = {
         "done": True,
         "content": None,
         "tool_calls": [{"id": "c1", "name": "t_ok", "arguments": "[" * 5000 + "]" * 5000}],
+        "model": "own-1",
+    },
+    # more tool calls in one turn than agent.max_tool_calls_per_turn (lean); no plan (legacy)
+    "too-many-calls": lambda: {
+        "success": True,
+        "done": True,
+        "content": None,
+        "tool_calls": [
+            {"id": f"c{n}", "name": "t_ok", "arguments": "{}"} for n in range(_MAX_CALLS + 1)
+        ],
         "model": "own-1",
     },
     # the same, arguments decoded by the provider already
@@ -340,11 +352,14 @@ _BY_FLOW: dict[tuple[str, str], str | None] = {
     ("arguments nested too deep", "legacy"): "invalid_plan",
     ("decoded arguments nested too deep", "lean"): "InvalidArguments",
     ("decoded arguments nested too deep", "legacy"): "invalid_plan",
+    ("more tool calls than a turn may ask for", "lean"): "tool_call_limit",
+    ("more tool calls than a turn may ask for", "legacy"): "invalid_plan",
 }
 _FLOW_CASES = {
     "arguments that are no object": "odd:args-not-an-object",
     "arguments nested too deep": "odd:args-nested-too-deep",
     "decoded arguments nested too deep": "odd:args-dict-nested-too-deep",
+    "more tool calls than a turn may ask for": "odd:too-many-calls",
     "empty answer": "odd:empty",
     "unusable plan": "odd:garbage-plan",
     "unusable action": "odd:garbage-action",
@@ -363,6 +378,10 @@ _STORE_CASES = {
     "store of one's own raises": ("bug-", "RuntimeError"),
     "store of one's own times out": ("slow-", "TimeoutError"),
 }
+
+
+#: Cases also run without a ``session_id``: one of each kind of outcome.
+_SESSIONLESS_CASES = ("tool fails typed", "unknown tool", "llm:fail rate_limit always")
 
 
 def _matrix() -> list[Any]:
@@ -388,6 +407,10 @@ def _matrix() -> list[Any]:
                 cells.append(
                     pytest.param("say hi", prefix, flow, route, name, id=f"{case}-{flow}-{route}")
                 )
+            for case in _SESSIONLESS_CASES:
+                mission, expected = _CASES[case]
+                name = f"{case}, no session-{flow}-{route}"
+                cells.append(pytest.param(mission, None, flow, route, expected, id=name))
     return cells
 
 
@@ -455,7 +478,11 @@ def _settings(root: Path, tool_timeout_seconds: float = _TOOL_TIMEOUT_SECONDS) -
     return Settings(
         state_dir=root / "state",
         workspace_dir=root / "workspace",
-        agent={"tool_timeout_seconds": tool_timeout_seconds, "max_steps": _MAX_STEPS},
+        agent={
+            "tool_timeout_seconds": tool_timeout_seconds,
+            "max_steps": _MAX_STEPS,
+            "max_tool_calls_per_turn": _MAX_CALLS,
+        },
     )
 
 
@@ -639,20 +666,22 @@ class TestOneOutcomeEverywhere:
         served: LiveServer,
         lines: _Lines,
         mission: str,
-        prefix: str,
+        prefix: str | None,
         flow: str,
         route: str,
         expected: str | None,
     ) -> None:
         """The mission ends as the docs say; its result, session record, log lines and
-        scrape say the same of it and of every call it made."""
-        session = f"{prefix}{uuid.uuid4().hex}"
+        scrape say the same of it and of every call it made. A request without a
+        ``session_id`` (prefix ``None``) starts a new session, recorded all the same."""
+        body = {"mission": mission, "agent_type": flow}
+        if prefix is not None:
+            body["session_id"] = f"{prefix}{uuid.uuid4().hex}"
         async with httpx.AsyncClient(base_url=served.url, timeout=_GUARD_SECONDS) as client:
             before = await _scrape(client)
-            body = {"mission": mission, "agent_type": flow, "session_id": session}
             result, events = await _mission(client, route, body)
             after = await _scrape(client)
-            record = await client.get(f"/api/v1/sessions/{session}")
+            record = await client.get(f"/api/v1/sessions/{result['session_id']}")
         status = "completed" if expected is None else "failed"
         assert (status, expected) == (result["status"], result["error_type"]), result
         if not prefix:  # a store that refused the record has none to show
