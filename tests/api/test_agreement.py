@@ -677,32 +677,57 @@ class TestOneOutcomeEverywhere:
         body = {"mission": mission, "agent_type": flow}
         if prefix is not None:
             body["session_id"] = f"{prefix}{uuid.uuid4().hex}"
-        async with httpx.AsyncClient(base_url=served.url, timeout=_GUARD_SECONDS) as client:
-            before = await _scrape(client)
-            result, events = await _mission(client, route, body)
-            after = await _scrape(client)
-            record = await client.get(f"/api/v1/sessions/{result['session_id']}")
-        status = "completed" if expected is None else "failed"
-        assert (status, expected) == (result["status"], result["error_type"]), result
-        if not prefix:  # a store that refused the record has none to show
-            kept = record.json()["missions"][-1]
-            assert (result["mission_id"], status, expected) == (
-                kept["mission_id"],
-                kept["status"],
-                kept["error_type"],
-            )
-        mine = [line for line in lines.read() if line.get("mission_id") == result["mission_id"]]
+        # a store that refused the record has none to show
+        await agree(served.url, lines, body, route, expected, is_recorded=not prefix)
 
-        def grown(name: str, by: str, **where: str) -> Counter[str]:
-            return _delta(before, after, name, by, **where)
 
-        _check_lines(result, mine, flow)
-        _check_mission(result, mine, grown, flow)
-        _check_calls(result, events, mine, grown, flow)
-        _check_failure(result, events, mine, grown)
-        # Not one fault of the metrics in any case: a chunk the stream proxy cannot read is
-        # the call's invalid_response, as the agents say, not a fault of the proxy.
-        assert Counter() == grown("taskforce_metrics_errors_total", "stage")
+Grown = Callable[..., Counter[str]]
+
+
+async def agree(
+    url: str,
+    lines: _Lines,
+    body: dict[str, Any],
+    route: str,
+    expected: str | None,
+    *,
+    is_recorded: bool = True,
+) -> tuple[dict[str, Any], list[dict[str, Any]], Grown]:
+    """Run the mission ``body`` on ``route`` of the server at ``url`` and check that it
+    ends as ``expected`` (an error_type, None: completed) in its result, its session
+    record (``is_recorded``), its log lines and the scrape, for it and every call it made.
+
+    Returns:
+        Its result, its log lines, and how much a counter grew (``grown(name, by, **where)``).
+    """
+    async with httpx.AsyncClient(base_url=url, timeout=_GUARD_SECONDS) as client:
+        before = await _scrape(client)
+        result, events = await _mission(client, route, body)
+        after = await _scrape(client)
+        record = await client.get(f"/api/v1/sessions/{result['session_id']}")
+    status = "completed" if expected is None else "failed"
+    assert (status, expected) == (result["status"], result["error_type"]), result
+    if is_recorded:
+        kept = record.json()["missions"][-1]
+        assert (result["mission_id"], status, expected) == (
+            kept["mission_id"],
+            kept["status"],
+            kept["error_type"],
+        )
+    mine = [line for line in lines.read() if line.get("mission_id") == result["mission_id"]]
+
+    def grown(name: str, by: str, **where: str) -> Counter[str]:
+        return _delta(before, after, name, by, **where)
+
+    flow = body["agent_type"]
+    _check_lines(result, mine, flow)
+    _check_mission(result, mine, grown, flow)
+    _check_calls(result, events, mine, grown, flow)
+    _check_failure(result, events, mine, grown)
+    # Not one fault of the metrics in any case: a chunk the stream proxy cannot read is
+    # the call's invalid_response, as the agents say, not a fault of the proxy.
+    assert Counter() == grown("taskforce_metrics_errors_total", "stage")
+    return result, mine, grown
 
 
 # -- a client that leaves mid-mission --
@@ -846,26 +871,17 @@ _CLI_CASES = {
 }
 
 
-async def _run(root: Path, mission: str, flow: str, route: str) -> tuple[int, Any, list[Any]]:
-    """``taskforce run --json`` (``--stream`` for the stream route): exit code, result or
-    events, and its JSON log lines."""
-    env = clean_env(
-        root,
-        TASKFORCE_AGENT__TOOL_TIMEOUT_SECONDS=str(_TOOL_TIMEOUT_SECONDS),
-        TASKFORCE_AGENT__MAX_STEPS=str(_MAX_STEPS),
-    )
-    streamed = ["--stream"] if route == "stream" else []
+async def run_json(root: Path, *args: str, **env: str) -> tuple[int, str, list[Any]]:
+    """``taskforce run --json ARGS`` in ``root`` with these ``TASKFORCE_*`` variables: its
+    exit code, standard output and JSON log lines."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "taskforce",
         "run",
         "--json",
-        "--agent",
-        flow,
-        *streamed,
-        mission,
-        env=env,
+        *args,
+        env=clean_env(root, **env),
         cwd=root,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -873,8 +889,28 @@ async def _run(root: Path, mission: str, flow: str, route: str) -> tuple[int, An
     async with asyncio.timeout(_GUARD_SECONDS * 2):
         out, err = await process.communicate()
     assert process.returncode is not None
-    said = [json.loads(line) for line in out.decode().splitlines()] if streamed else json.loads(out)
-    return process.returncode, said, [json.loads(line) for line in err.decode().splitlines()]
+    return (
+        process.returncode,
+        out.decode(),
+        [json.loads(line) for line in err.decode().splitlines()],
+    )
+
+
+async def _run(root: Path, mission: str, flow: str, route: str) -> tuple[int, Any, list[Any]]:
+    """``taskforce run --json`` (``--stream`` for the stream route): exit code, result or
+    events, and its JSON log lines."""
+    streamed = ["--stream"] if route == "stream" else []
+    code, out, logged = await run_json(
+        root,
+        "--agent",
+        flow,
+        *streamed,
+        mission,
+        TASKFORCE_AGENT__TOOL_TIMEOUT_SECONDS=str(_TOOL_TIMEOUT_SECONDS),
+        TASKFORCE_AGENT__MAX_STEPS=str(_MAX_STEPS),
+    )
+    said = [json.loads(line) for line in out.splitlines()] if streamed else json.loads(out)
+    return code, said, logged
 
 
 def _calls(lines: list[dict[str, Any]]) -> dict[str, list[Any]]:

@@ -10,18 +10,15 @@ run`` against an endpoint that refuses the connection or does not answer in time
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import socket
-import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi import FastAPI
 
@@ -30,20 +27,9 @@ from taskforce.application.container import Container, build_container
 from taskforce.config import Settings
 from taskforce.infrastructure.llm import OpenAICompatibleProvider
 from taskforce.observability.logs._logging import configure_logging
-from tests.api.test_agreement import (
-    _check_calls,
-    _check_failure,
-    _check_lines,
-    _check_mission,
-    _delta,
-    _Lines,
-    _mission,
-    _of,
-    _scrape,
-)
+from tests.api.test_agreement import _check_lines, _Lines, _of, agree, run_json
 from tests.support.fake_openai import FakeOpenAIServer
 from tests.support.live_server import LiveServer, serve
-from tests.support.processes import clean_env
 
 pytestmark = pytest.mark.integration
 
@@ -144,31 +130,10 @@ class TestAnEndpointThatFails:
         body = {"mission": "hello", "agent_type": flow}
         if _SESSION[(flow, route)]:
             body["session_id"] = uuid.uuid4().hex
-        async with httpx.AsyncClient(base_url=live.url, timeout=_GUARD_SECONDS) as client:
-            before = await _scrape(client)
-            result, events = await _mission(client, route, body)
-            after = await _scrape(client)
-            record = await client.get(f"/api/v1/sessions/{result['session_id']}")
-        assert ("failed", expected) == (result["status"], result["error_type"]), result
+        result, mine, grown = await agree(live.url, lines, body, route, expected)
         assert _KEY not in json.dumps(result)
-        kept = record.json()["missions"][-1]
-        assert (result["mission_id"], "failed", expected) == (
-            kept["mission_id"],
-            kept["status"],
-            kept["error_type"],
-        )
-        mine = [line for line in lines.read() if line.get("mission_id") == result["mission_id"]]
-
-        def grown(name: str, by: str, **where: str) -> Counter[str]:
-            return _delta(before, after, name, by, **where)
-
-        _check_lines(result, mine, flow)
-        _check_mission(result, mine, grown, flow)
-        _check_calls(result, events, mine, grown, flow)
-        _check_failure(result, events, mine, grown)
         assert [expected] == _of(mine, "llm.call.failed")
         assert Counter({expected: 1}) == grown("taskforce_llm_failures_total", "error_type")
-        assert Counter() == grown("taskforce_metrics_errors_total", "stage")
 
 
 # -- taskforce run: an endpoint that is not there, one that does not answer in time --
@@ -185,33 +150,18 @@ def _closed_port() -> int:
 async def _run(root: Path, base_url: str, *args: str) -> tuple[int, list[Any], list[Any]]:
     """``taskforce run --json --stream`` against ``base_url`` (one attempt, a 1 s deadline):
     its exit code, events and JSON log lines."""
-    env = clean_env(
+    code, out, logged = await run_json(
         root,
+        "--stream",
+        *args,
+        "hello",
         TASKFORCE_LLM__PROVIDER="openai",
         TASKFORCE_LLM__BASE_URL=base_url,
         TASKFORCE_LLM__API_KEY=_KEY,
         TASKFORCE_LLM__MAX_RETRIES="0",
         TASKFORCE_LLM__TIMEOUT_SECONDS="1",
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "taskforce",
-        "run",
-        "--json",
-        "--stream",
-        *args,
-        "hello",
-        env=env,
-        cwd=root,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(_GUARD_SECONDS):
-        out, err = await process.communicate()
-    assert process.returncode is not None
-    events = [json.loads(line) for line in out.decode().splitlines()]
-    return process.returncode, events, [json.loads(line) for line in err.decode().splitlines()]
+    return code, [json.loads(line) for line in out.splitlines()], logged
 
 
 class TestTheCommandLine:
