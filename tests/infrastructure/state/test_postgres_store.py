@@ -22,6 +22,7 @@ from taskforce.application.sweep import SessionSweeper
 from taskforce.core.interfaces.state import AppendResult, SessionExpiry, StateStoreHealth
 from taskforce.errors import (
     ConfigurationError,
+    StateCorruptedError,
     StateStoreError,
     StateStorePermissionError,
     StateStoreUnavailableError,
@@ -175,6 +176,47 @@ class TestRecordQuery:
                 await store.append("q", {"status": "completed", "note": text})
             await store.append("q", {"status": "failed", "note": "\x00"})
         assert [("completed", 5), ("failed", 1)] == await _fetch(postgres_dsn, _GUIDE_QUERY)
+
+
+class TestCorruption:
+    @pytest.mark.parametrize(
+        ("column", "text", "reason"),
+        [
+            ("state", "{bad", "Expecting property name"),
+            ("state", "[]", "the state is not a JSON object"),
+            ("record", "not json", "Expecting value"),
+            ("record", "[" * 100_000 + "]" * 100_000, "nested too deeply to be read"),
+        ],
+        ids=["state-not-json", "state-not-object", "record-not-json", "record-too-deep"],
+    )
+    async def test_a_hand_edited_row_fails_its_session_alone(
+        self, postgres_dsn: str, column: str, text: str, reason: str
+    ) -> None:
+        """A session whose row or record text was edited into something the store cannot
+        read raises StateCorruptedError naming that session and why, a record nested deeper
+        than Python's parser goes included (as the file store says it); the row is left as it
+        is and another session still loads."""
+        import asyncpg
+
+        table = "taskforce_sessions" if column == "state" else "taskforce_mission_records"
+        async with PostgresStateStore(postgres_dsn) as store:
+            for session_id in ("edited", "other"):
+                await store.append(session_id, {"status": "completed"})
+            conn = await asyncpg.connect(postgres_dsn)
+            try:
+                await conn.execute(
+                    f"UPDATE {table} SET {column} = $1 WHERE session_id = 'edited'", text
+                )
+            finally:
+                await conn.close()
+            with pytest.raises(StateCorruptedError) as info:
+                await store.load("edited")
+            assert reason in str(info.value)
+            assert "'edited'" in str(info.value)
+            assert [(text,)] == await _fetch(
+                postgres_dsn, f"SELECT {column} FROM {table} WHERE session_id = 'edited'"
+            )
+            assert [{"status": "completed"}] == (await store.load("other") or {})["missions"]
 
 
 def _pg_dump(

@@ -714,3 +714,6 @@ def _parse(text: str, session_id: str) -> Any:
         return json.loads(text)
     except ValueError as exc:
         raise StateCorruptedError(session_id, _WHERE, str(exc)) from exc
+    except RecursionError:
+        # a hand-edited text nested deeper than the parser goes: corrupt, as the file store says
+        raise StateCorruptedError(session_id, _WHERE, "nested too deeply to be read") from None
