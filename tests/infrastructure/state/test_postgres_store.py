@@ -10,6 +10,7 @@ import re
 import secrets
 import shlex
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from taskforce.errors import (
     StateStorePermissionError,
     StateStoreUnavailableError,
 )
-from taskforce.infrastructure.state import PostgresStateStore
+from taskforce.infrastructure.state import FileStateStore, PostgresStateStore
 from taskforce.infrastructure.state._common import StateLimits
 from taskforce.infrastructure.state._postgres_schema import APPEND_RECORD, SCHEMA_VERSION
 from taskforce.infrastructure.state._postgres_store import _ABANDONED, _in_own_context
@@ -162,6 +163,58 @@ _GUIDE_QUERY = (
     "SELECT regexp_replace(record, '\\\\u(0000|d[89a-f][0-9a-f]{2})', '\\\\ufffd', 'gi')::jsonb"
     "->>'status' AS status, count(*)\nFROM taskforce_mission_records GROUP BY 1 ORDER BY 1;"
 )
+
+
+def _guide_block(after: str) -> str:
+    """The first fenced code block of the operator guide after the text ``after``."""
+    guide = (Path(__file__).resolve().parents[3] / "docs" / "operator-guide.md").read_text()
+    assert after in guide
+    return guide.split(after, 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+
+
+class TestSwitchingStores:
+    async def test_the_guides_script_copies_the_file_stores_sessions(
+        self, postgres_dsn: str, tmp_path: Path
+    ) -> None:
+        """The operator guide's script, run as it is, copies every session file into the
+        PostgreSQL store (its other state and its records in their order, replacing a
+        session of that id already there), names a corrupt file and exits 1, and leaves
+        the files and temp files as they were."""
+        script = tmp_path / "copy_sessions.py"
+        script.write_text(_guide_block("**Switching the store.**"))
+        state_dir = tmp_path / "state"
+        files = FileStateStore(state_dir)
+        for n in range(3):
+            await files.append("a", {"status": "completed", "n": n})
+        await files.save("b", {"note": "kept", "missions": [{"status": "failed"}]})
+        await files.aclose()
+        (state_dir / "c.json").write_text("{bad")
+        (state_dir / ".a.x1y2.tmp").write_text("half")
+        async with PostgresStateStore(postgres_dsn) as store:
+            await store.append("b", {"status": "completed", "n": "replaced"})
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(Path(__file__).resolve().parents[3] / "src"),
+            "TASKFORCE_STATE_DIR": str(state_dir),
+            "TASKFORCE_STATE__DSN": postgres_dsn,
+        }
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, str(script)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert 1 == done.returncode, done.stderr
+        assert done.stdout.startswith("copied 2 sessions\nc.json: state of session 'c' is corrupt")
+        async with PostgresStateStore(postgres_dsn) as store:
+            assert await FileStateStore(state_dir).load("a") == await store.load("a")
+            assert {"note": "kept", "missions": [{"status": "failed"}]} == await store.load("b")
+            assert await store.load("c") is None
+        assert "{bad" == (state_dir / "c.json").read_text()
+        assert "half" == (state_dir / ".a.x1y2.tmp").read_text()
 
 
 class TestRecordQuery:
