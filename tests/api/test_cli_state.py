@@ -243,6 +243,25 @@ class TestCrashLeftovers:
         )
 
 
+class TestLockFiles:
+    @pytest.mark.parametrize("command", [["serve", "--port", "0"], ["run", "hello"]])
+    def test_a_lock_folder_it_cannot_use_exits_2_naming_the_setting(
+        self, tmp_path: Path, command: list[str]
+    ) -> None:
+        """A state_dir whose ``.locks`` is no directory (every write of a session takes a
+        lock file in it): exit 2 with one line naming TASKFORCE_STATE_DIR, before serving."""
+        state = tmp_path / "state"
+        state.mkdir()
+        (state / ".locks").write_text("")
+        proc = _taskforce(*command, env=_env(tmp_path), cwd=tmp_path)
+        assert 2 == proc.returncode
+        assert [
+            "taskforce: state: cannot use state_dir (TASKFORCE_STATE_DIR): "
+            "NotADirectoryError: state_dir/.locks is not a directory"
+        ] == [line for line in proc.stderr.splitlines() if not line.startswith("{")]
+        assert "server.started" not in proc.stderr
+
+
 class TestServeOnPostgres:
     def test_serve_records_and_reads_a_session(self, tmp_path: Path, postgres_dsn: str) -> None:
         """`taskforce serve` on PostgreSQL: a mission's record is read back by the session route."""

@@ -358,15 +358,16 @@ class TestStartup:
         """A worker whose app fails to start stops the service: exit 2, last line says so.
 
         The settings pass every check; the environment breaks the app's start-up itself
-        (a ``sitecustomize`` makes the state store's ``open`` raise in every process).
+        (a ``sitecustomize`` makes the container's ``open``, which the app's start runs,
+        raise in every process; the start-up check of the state store before it passes).
         """
         boot = tmp_path / "boot"
         boot.mkdir()
         (boot / "sitecustomize.py").write_text(
-            "from taskforce.infrastructure.state import FileStateStore\n"
+            "from taskforce.application.container import Container\n"
             "async def _broken(self):\n"
             "    raise RuntimeError('the environment broke')\n"
-            "FileStateStore.open = _broken\n",
+            "Container.open = _broken\n",
             encoding="utf-8",
         )
         metrics_port = free_ports(2)

@@ -244,7 +244,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _check_state_store(settings: Settings, received: list[signal.Signals]) -> None:
-    """Open and close the state store once, so an unreachable database stops start-up.
+    """Open and close the state store once, so an unreachable database (or a ``state_dir``
+    whose lock files this process cannot use) stops start-up.
 
     The check may wait for the database up to ``state.timeout_seconds``: a stop signal
     of ``serve`` ends it at once, and is added to ``received`` (the list of
@@ -314,7 +315,7 @@ def _serve(args: argparse.Namespace, settings: Settings, received: list[signal.S
     from taskforce.config import check_directories
 
     check_directories(settings, args.config)
-    if settings.state.backend == "postgres" and not received:
+    if not received:
         asyncio.run(_check_state_store(settings, received))
     if received:  # while the app's modules loaded, or the check ran
         return _stopped_before_serving(received)

@@ -650,6 +650,44 @@ class TestCheckHealth:
         assert [(str(store.state_dir), os.W_OK | os.X_OK)] == asked
         await store.aclose()
 
+    @pytest.mark.parametrize(
+        ("spoil", "error"),
+        [
+            ("locks-file", "NotADirectoryError: state_dir/.locks is not a directory"),
+            ("stripe-directory", "IsADirectoryError: state_dir/.locks/07 is a directory"),
+            ("stripe-not-writable", "PermissionError: state_dir/.locks/07 is not writable"),
+        ],
+    )
+    async def test_lock_files_it_cannot_use_are_unreachable(
+        self, store: FileStateStore, monkeypatch: pytest.MonkeyPatch, spoil: str, error: str
+    ) -> None:
+        """A ``.locks`` that is no directory, or a stripe lock file this process may not
+        open (another user's: a ``taskforce run`` under sudo), fails every write of its
+        sessions: /health's check says so, and open() (start-up) refuses, naming the
+        setting."""
+        await store.save("s", {"v": 1})
+        locks = store.state_dir / LOCK_DIR
+        stripe = locks / "07"
+        if spoil == "locks-file":
+            for lock in locks.iterdir():
+                lock.unlink()
+            locks.rmdir()
+            locks.write_text("")
+        elif spoil == "stripe-directory":
+            stripe.unlink(missing_ok=True)
+            stripe.mkdir()
+        else:
+            stripe.touch()
+            real_access = os.access
+            monkeypatch.setattr(
+                os, "access", lambda path, mode: Path(path) != stripe and real_access(path, mode)
+            )
+        assert StateStoreHealth(is_reachable=False, error=error) == await store.check_health()
+        with pytest.raises(StateStoreError) as info:
+            await store.open()
+        assert f"cannot use state_dir (TASKFORCE_STATE_DIR): {error}" == str(info.value)
+        await store.aclose()
+
     async def test_checks_on_the_stores_own_threads(
         self, store: FileStateStore, monkeypatch: pytest.MonkeyPatch
     ) -> None:

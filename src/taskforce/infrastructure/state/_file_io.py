@@ -31,6 +31,7 @@ __all__ = [
     "read_if_exists",
     "remove_temp_files",
     "stripe_lock",
+    "unusable_locks",
     "unwritable",
     "write_atomically",
 ]
@@ -149,6 +150,36 @@ def unwritable(directory: Path) -> str | None:
         return "NotADirectoryError: state_dir is not a directory"
     if not os.access(existing, os.W_OK | os.X_OK):
         return "PermissionError: state_dir is not writable"
+    return unusable_locks(directory) if existing == directory else None
+
+
+def unusable_locks(directory: Path) -> str | None:
+    """Why the stripe locks in ``directory`` could not all be taken now, ``None`` if they could.
+
+    Writes nothing. Every write takes its session's stripe lock, so a ``.locks`` that is
+    no directory, or a lock file this process may not open (left by another user, as a
+    ``taskforce run`` under ``sudo`` leaves them), fails those writes whatever
+    ``state_dir`` allows.
+    """
+    locks = directory / LOCK_DIR
+    try:
+        mode = os.lstat(locks).st_mode
+    except FileNotFoundError:
+        return None  # made by the first write
+    if not stat.S_ISDIR(mode):
+        return f"NotADirectoryError: state_dir/{LOCK_DIR} is not a directory"
+    if not os.access(locks, os.W_OK | os.X_OK):
+        return f"PermissionError: state_dir/{LOCK_DIR} is not writable"
+    for stripe in range(_LOCK_STRIPES):
+        name = f"{LOCK_DIR}/{stripe:02d}"
+        try:
+            mode = os.stat(directory / name).st_mode
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(mode):
+            return f"IsADirectoryError: state_dir/{name} is a directory"
+        if not os.access(directory / name, os.R_OK | os.W_OK):
+            return f"PermissionError: state_dir/{name} is not writable"
     return None
 
 

@@ -59,6 +59,7 @@ from taskforce.infrastructure.state._file_io import (
     read_if_exists,
     remove_temp_files,
     stripe_lock,
+    unusable_locks,
     unwritable,
     write_atomically,
 )
@@ -192,10 +193,22 @@ class FileStateStore:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def open(self) -> None:
-        """Remove the temp files a crash left in ``state_dir``; logs ``state.tempfiles.removed``."""
+        """Remove the temp files a crash left in ``state_dir``; logs ``state.tempfiles.removed``.
+
+        Raises:
+            StateStoreError: a lock file in ``state_dir/.locks`` cannot be used (another
+                user's, or ``.locks`` is no directory): the writes of its sessions would
+                all fail.
+        """
         removed, size = await self._run(remove_temp_files, self.state_dir)
         if removed:
             _LOG.warning("state.tempfiles.removed", category="state", files=removed, bytes=size)
+        reason = await self._run(unusable_locks, self.state_dir)
+        if reason is not None:
+            raise StateStoreError(
+                f"cannot use state_dir (TASKFORCE_STATE_DIR): {reason}",
+                detail=f"in {self.state_dir}",
+            )
 
     async def aclose(self) -> None:
         """Let the store's threads go once idle; a later call starts new ones."""
