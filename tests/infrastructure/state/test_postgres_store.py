@@ -239,16 +239,25 @@ class TestCorruption:
             ("state", "[]", "the state is not a JSON object"),
             ("record", "not json", "Expecting value"),
             ("record", "[" * 100_000 + "]" * 100_000, "nested too deeply to be read"),
+            ("record", '{"status": NaN}', "NaN is not JSON"),
+            ("state", '{"note": -Infinity}', "-Infinity is not JSON"),
         ],
-        ids=["state-not-json", "state-not-object", "record-not-json", "record-too-deep"],
+        ids=[
+            "state-not-json",
+            "state-not-object",
+            "record-not-json",
+            "record-too-deep",
+            "record-nan",
+            "state-infinity",
+        ],
     )
     async def test_a_hand_edited_row_fails_its_session_alone(
         self, postgres_dsn: str, column: str, text: str, reason: str
     ) -> None:
         """A session whose row or record text was edited into something the store cannot
         read raises StateCorruptedError naming that session and why, a record nested deeper
-        than Python's parser goes included (as the file store says it); the row is left as it
-        is and another session still loads."""
+        than Python's parser goes and NaN or Infinity (no JSON) included, as the file store
+        says them; the row is left as it is and another session still loads."""
         import asyncpg
 
         table = "taskforce_sessions" if column == "state" else "taskforce_mission_records"

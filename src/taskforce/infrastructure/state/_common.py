@@ -10,7 +10,7 @@ from typing import Any
 
 from taskforce.core.interfaces.executor import SESSION_ID_PATTERN
 
-__all__ = ["StateLimits", "check_session_id", "dumps", "records_to_drop"]
+__all__ = ["StateLimits", "check_session_id", "dumps", "loads", "records_to_drop"]
 
 # The ids every layer accepts; no leading dot, which would allow "." and ".."
 # and hide temp and lock files among the session files.
@@ -54,6 +54,20 @@ def dumps(value: Any, what: str = "session state") -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         return json.dumps(value, ensure_ascii=True, sort_keys=True).encode("ascii")
+
+
+def _not_a_number(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON as the stores write it: ``NaN`` and ``Infinity`` are not JSON.
+
+    Raises:
+        ValueError: not JSON (or not UTF-8).
+        RecursionError: nested deeper than the parser goes.
+    """
+    return json.loads(data, parse_constant=_not_a_number)
 
 
 @dataclass(frozen=True, slots=True)

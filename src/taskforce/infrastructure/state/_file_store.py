@@ -27,13 +27,12 @@ exiting; ``threads_busy`` against ``thread_count`` tells ``/health`` when all ar
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import structlog
 
@@ -51,6 +50,7 @@ from taskforce.infrastructure.state._common import (
     StateLimits,
     check_session_id,
     dumps,
+    loads,
     records_to_drop,
 )
 from taskforce.infrastructure.state._file_io import (
@@ -117,30 +117,16 @@ class _Document:
         return b"\n".join([self.head, b",\n".join(self.records), _TAIL])
 
 
-def _not_a_number(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _loads(data: bytes | str) -> Any:
-    """Parse JSON as the store writes it: ``NaN`` and ``Infinity`` are not JSON.
-
-    Raises:
-        ValueError: not JSON (or not UTF-8).
-        RecursionError: nested deeper than the parser goes.
-    """
-    return json.loads(data, parse_constant=_not_a_number)
-
-
 def _is_json_object(data: bytes) -> bool:
     try:
-        return isinstance(_loads(data), dict)
+        return isinstance(loads(data), dict)
     except (ValueError, RecursionError):
         return False
 
 
 def _decode(data: bytes, session_id: str, path: Path) -> SessionState:
     try:
-        state = _loads(data.decode("utf-8"))
+        state = loads(data.decode("utf-8"))
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
         raise StateCorruptedError(session_id, str(path), str(exc)) from exc
     except RecursionError:

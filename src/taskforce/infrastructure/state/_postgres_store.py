@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -34,7 +33,7 @@ from taskforce.errors import (
     StateStoreUnavailableError,
 )
 from taskforce.infrastructure.state import _postgres_schema as sql
-from taskforce.infrastructure.state._common import StateLimits, check_session_id, dumps
+from taskforce.infrastructure.state._common import StateLimits, check_session_id, dumps, loads
 from taskforce.infrastructure.state._libpq_environment import is_file_error, refused_variable
 from taskforce.infrastructure.state._postgres_access import (
     Refusal,
@@ -711,7 +710,7 @@ def _text(record: object) -> tuple[str, int]:
 
 def _parse(text: str, session_id: str) -> Any:
     try:
-        return json.loads(text)
+        return loads(text)  # NaN and Infinity are not JSON, as on the file store
     except ValueError as exc:
         raise StateCorruptedError(session_id, _WHERE, str(exc)) from exc
     except RecursionError:
