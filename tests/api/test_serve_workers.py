@@ -10,9 +10,12 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -218,6 +221,52 @@ class TestWorkers:
                         os.kill(pid, signal.SIGKILL)
             with socket.socket() as sock:
                 sock.bind(("127.0.0.1", api_port))  # the port is free again
+
+    @pytest.mark.slow
+    def test_a_killed_supervisors_workers_drain_holding_their_metrics_ports(
+        self, tmp_path: Path, ports: tuple[int, int]
+    ) -> None:
+        """The workers of a SIGKILLed supervisor drain as on SIGTERM: the API port is free at
+        once, the running mission completes and is recorded, and the metrics port of its
+        worker stays held until that worker exits, so a service started again meanwhile
+        stops with exit 2 naming that port; started once the workers are gone, it serves."""
+        api_port, metrics_port = ports
+        env = clean_env(tmp_path, TASKFORCE_METRICS__PORT=str(metrics_port))
+        args = ["serve", "--port", str(api_port), "--workers", "2"]
+        api = f"http://127.0.0.1:{api_port}"
+        with started(args, env, tmp_path) as child:
+            wait_until_up(child, [f"{api}/health"])
+            pids = [int(str(e["pid"])) for e in events(child) if e["event"] == "server.started"]
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                body = {"mission": 'tool:sleep {"seconds": 6}\ndone', "session_id": "kept"}
+                answer = pool.submit(httpx.post, f"{api}/api/v1/execute", json=body, timeout=60)
+                _wait_for(child, "mission.started", 1)
+                child.process.kill()
+                child.process.wait(timeout=10)
+                again = subprocess.run(
+                    [sys.executable, "-m", "taskforce", *args],
+                    env=env,
+                    cwd=tmp_path,
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    check=False,
+                )
+                assert 200 == answer.result().status_code
+        assert 2 == again.returncode
+        (line,) = [x for x in again.stderr.splitlines() if not x.startswith("{")]
+        assert re.fullmatch(
+            r"taskforce: cannot listen on 127\.0\.0\.1:\d+ for worker [01]'s metrics "
+            r"\(--host, TASKFORCE_METRICS__PORT\): address already in use",
+            line,
+        ), line
+        assert ["completed"] == _statuses(tmp_path, "kept")
+        deadline = time.monotonic() + 30
+        while any(_is_running(pid) for pid in pids):
+            assert time.monotonic() < deadline, "workers outlived their drain"
+            time.sleep(0.05)
+        with started(args, env, tmp_path) as child:
+            wait_until_up(child, [f"{api}/health", f"http://127.0.0.1:{metrics_port}/metrics"])
 
     def test_crash_loop_stops_the_service(self, tmp_path: Path, ports: tuple[int, int]) -> None:
         """Replacements that keep dying before they serve stop the service with exit 2.
