@@ -168,11 +168,13 @@ class StateCorruptedError(StateStoreError):
 
 
 class StateStoreUnavailableError(StateStoreError):
-    """The state store's database cannot be reached (at start-up or during a mission).
+    """The state store's database cannot be reached (at start-up or during a mission), or
+    the file store's lock files cannot be used (at start-up).
 
-    ``variable`` names the environment variable the driver read a refused value
-    from (a libpq one, e.g. ``PGSSLMODE``); None when the connection string
-    (``state.dsn``) or the database is what to check.
+    ``variable`` names the environment variable to check instead of ``state.dsn``: one
+    the driver read a refused value from (a libpq one, e.g. ``PGSSLMODE``), or
+    ``TASKFORCE_STATE_DIR`` for the file store; the message then names it. None when the
+    connection string (``state.dsn``) or the database is what to check.
     """
 
     def __init__(self, message: str, *, detail: str = "", variable: str | None = None) -> None:
@@ -181,8 +183,8 @@ class StateStoreUnavailableError(StateStoreError):
 
     def start_up_line(self) -> str:
         """The line of a start-up this error stops, after ``taskforce: ``: the setting to
-        check (``state.dsn``, unless the message names the libpq variable the driver
-        refused, such as ``PGSSLMODE``), then why; never the connection string."""
+        check (``state.dsn``, unless the message names ``variable``, such as the libpq
+        variable the driver refused), then why; never the connection string."""
         where = "" if self.variable else "state.dsn (TASKFORCE_STATE__DSN): "
         return f"{where}{self}"
 

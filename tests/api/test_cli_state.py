@@ -256,7 +256,7 @@ class TestLockFiles:
         proc = _taskforce(*command, env=_env(tmp_path), cwd=tmp_path)
         assert 2 == proc.returncode
         assert [
-            "taskforce: state: cannot use state_dir (TASKFORCE_STATE_DIR): "
+            "taskforce: cannot use state_dir (TASKFORCE_STATE_DIR): "
             "NotADirectoryError: state_dir/.locks is not a directory"
         ] == [line for line in proc.stderr.splitlines() if not line.startswith("{")]
         assert "server.started" not in proc.stderr

@@ -326,6 +326,32 @@ class TestUnreachableStateDatabase:
         assert restarted == bool(unavailable)
         assert all("xyzzy" not in str(log) for log in logs)
 
+    @pytest.mark.parametrize("restarted", [False, True], ids=["first-start", "replacement"])
+    async def test_lock_files_it_cannot_use_stop_only_a_first_start(
+        self, tmp_path: Path, restarted: bool
+    ) -> None:
+        """A file store whose ``.locks`` is no directory fails the writes of its sessions: a
+        first start refuses, naming TASKFORCE_STATE_DIR; a worker replacing one that served
+        starts and says why, as it does without its database (a worker crash after such a
+        file appeared must not stop the service)."""
+        (tmp_path / "state").mkdir()
+        (tmp_path / "state" / ".locks").write_text("")
+        settings = Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "workspace")
+        app = create_app(settings, worker=WorkerSlot(0, None, restarted=restarted))
+        with structlog.testing.capture_logs() as logs:
+            if restarted:
+                async with app.router.lifespan_context(app):
+                    pass
+            else:
+                with pytest.raises(StateStoreUnavailableError) as info:
+                    async with app.router.lifespan_context(app):
+                        pass
+                assert info.value.start_up_line().startswith(
+                    "cannot use state_dir (TASKFORCE_STATE_DIR): NotADirectoryError"
+                )
+        unavailable = [log for log in logs if log["event"] == "state.unavailable"]
+        assert restarted == bool(unavailable)
+
     @pytest.mark.integration
     @pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
     def test_under_another_server_the_refusal_names_state_dsn(

@@ -44,7 +44,7 @@ from taskforce.core.interfaces.state import (
     SessionState,
     StateStoreHealth,
 )
-from taskforce.errors import StateCorruptedError, StateStoreError
+from taskforce.errors import StateCorruptedError, StateStoreError, StateStoreUnavailableError
 from taskforce.infrastructure._daemon_executor import DaemonThreadExecutor
 from taskforce.infrastructure.state._common import (
     StateLimits,
@@ -182,18 +182,20 @@ class FileStateStore:
         """Remove the temp files a crash left in ``state_dir``; logs ``state.tempfiles.removed``.
 
         Raises:
-            StateStoreError: a lock file in ``state_dir/.locks`` cannot be used (another
-                user's, or ``.locks`` is no directory): the writes of its sessions would
-                all fail.
+            StateStoreUnavailableError: a lock file in ``state_dir/.locks`` cannot be used
+                (another user's, or ``.locks`` is no directory): the writes of its sessions
+                would all fail. A worker replacing one that served starts anyway, as it
+                does while the PostgreSQL store's database is down (``/health`` says why).
         """
         removed, size = await self._run(remove_temp_files, self.state_dir)
         if removed:
             _LOG.warning("state.tempfiles.removed", category="state", files=removed, bytes=size)
         reason = await self._run(unusable_locks, self.state_dir)
         if reason is not None:
-            raise StateStoreError(
+            raise StateStoreUnavailableError(
                 f"cannot use state_dir (TASKFORCE_STATE_DIR): {reason}",
                 detail=f"in {self.state_dir}",
+                variable="TASKFORCE_STATE_DIR",
             )
 
     async def aclose(self) -> None:
