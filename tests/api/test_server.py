@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -297,6 +298,24 @@ class TestLoggingUnderAForeignServer:
         assert (None, None, None) == (started["url"], started["worker"], started["metrics_port"])
 
 
+async def _start_worker(
+    settings: Settings, *, restarted: bool
+) -> tuple[list[Any], StateStoreUnavailableError | None]:
+    """Run the app's start and stop as worker 0 (a replacement when ``restarted``).
+
+    Returns:
+        The log lines, and the refusal that stopped the start (``None`` if it started).
+    """
+    app = create_app(settings, worker=WorkerSlot(0, None, restarted=restarted))
+    with structlog.testing.capture_logs() as logs:
+        try:
+            async with app.router.lifespan_context(app):
+                pass
+        except StateStoreUnavailableError as exc:
+            return logs, exc
+    return logs, None
+
+
 class TestUnreachableStateDatabase:
     @pytest.mark.parametrize("restarted", [False, True], ids=["first-start", "replacement"])
     async def test_only_a_replacement_worker_starts_without_it(
@@ -313,17 +332,10 @@ class TestUnreachableStateDatabase:
             workspace_dir=tmp_path / "workspace",
             state={"backend": "postgres", "dsn": dsn, "timeout_seconds": 2},
         )
-        app = create_app(settings, worker=WorkerSlot(0, None, restarted=restarted))
-        with structlog.testing.capture_logs() as logs:
-            if restarted:
-                async with app.router.lifespan_context(app):
-                    pass
-            else:
-                with pytest.raises(StateStoreUnavailableError):
-                    async with app.router.lifespan_context(app):
-                        pass
+        logs, refusal = await _start_worker(settings, restarted=restarted)
         unavailable = [log for log in logs if log["event"] == "state.unavailable"]
         assert restarted == bool(unavailable)
+        assert restarted == (refusal is None)
         assert all("xyzzy" not in str(log) for log in logs)
 
     @pytest.mark.parametrize("restarted", [False, True], ids=["first-start", "replacement"])
@@ -337,20 +349,14 @@ class TestUnreachableStateDatabase:
         (tmp_path / "state").mkdir()
         (tmp_path / "state" / ".locks").write_text("")
         settings = Settings(state_dir=tmp_path / "state", workspace_dir=tmp_path / "workspace")
-        app = create_app(settings, worker=WorkerSlot(0, None, restarted=restarted))
-        with structlog.testing.capture_logs() as logs:
-            if restarted:
-                async with app.router.lifespan_context(app):
-                    pass
-            else:
-                with pytest.raises(StateStoreUnavailableError) as info:
-                    async with app.router.lifespan_context(app):
-                        pass
-                assert info.value.start_up_line().startswith(
-                    "cannot use state_dir (TASKFORCE_STATE_DIR): NotADirectoryError"
-                )
+        logs, refusal = await _start_worker(settings, restarted=restarted)
         unavailable = [log for log in logs if log["event"] == "state.unavailable"]
         assert restarted == bool(unavailable)
+        if refusal is not None:
+            assert refusal.start_up_line().startswith(
+                "cannot use state_dir (TASKFORCE_STATE_DIR): NotADirectoryError"
+            )
+        assert restarted == (refusal is None)
 
     @pytest.mark.integration
     @pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
