@@ -9,6 +9,8 @@ from __future__ import annotations
 import gc
 import tracemalloc
 
+import pytest
+
 from taskforce.application.container import build_container
 from taskforce.config import Settings
 from tests.support.tracing import traced
@@ -25,6 +27,7 @@ _LONG_MISSION = "\n".join(
 )
 
 
+@pytest.mark.slow  # thirty-three whole missions under tracemalloc: seconds
 async def test_finished_missions_do_not_keep_their_tool_output(settings: Settings) -> None:
     """Thirty long missions, each reading a 50 KB file, leave less than five files' worth.
 
