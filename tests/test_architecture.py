@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "taskforce"
+from tests.support import source
+
+SRC = source.SRC
 
 # layer -> prefixes of taskforce modules it must never import
 _FORBIDDEN = {
@@ -25,14 +28,13 @@ _OBSERVABILITY_ALLOWED = ("taskforce.core.interfaces", "taskforce.observability"
 _MAY_IMPORT_OBSERVABILITY = ("application/container.py", "api/")
 
 
-def _modules() -> list[Path]:
-    return sorted(SRC.rglob("*.py"))
+def _modules() -> tuple[Path, ...]:
+    return source.modules(SRC)
 
 
 def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
     names: set[str] = set()
-    for node in ast.walk(tree):
+    for node in source.nodes(path):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -77,7 +79,7 @@ class TestMetricsLayer:
             for path in _modules()
             if path != catalog
             for name in names
-            if name in path.read_text(encoding="utf-8")
+            if name in source.text(path)
         }
         assert set() == found
 
@@ -87,7 +89,7 @@ class TestMetricsLayer:
         importers = {
             str(path.relative_to(SRC))
             for path in _modules()
-            if _imports_aioprometheus(path.read_text(encoding="utf-8"))
+            if _imports_aioprometheus(source.nodes(path))
         }
         assert {str(adapter.relative_to(SRC))} == importers
 
@@ -105,12 +107,12 @@ class TestMetricsLayer:
     )
     def test_the_adapter_rule_sees_every_import_form(self, source: str) -> None:
         """The checker finds aioprometheus imported any of these ways (it can fail)."""
-        assert _imports_aioprometheus(source)
+        assert _imports_aioprometheus(ast.walk(ast.parse(source)))
 
     def test_the_adapter_rule_ignores_mentions(self) -> None:
         """A docstring or a comment naming aioprometheus is no import."""
         assert not _imports_aioprometheus(
-            '"""aioprometheus\' own handler."""\nx = 1  # aioprometheus'
+            ast.walk(ast.parse('"""aioprometheus\' own handler."""\nx = 1  # aioprometheus'))
         )
 
 
@@ -118,9 +120,10 @@ def _is_aioprometheus(name: object) -> bool:
     return isinstance(name, str) and (name == "aioprometheus" or name.startswith("aioprometheus."))
 
 
-def _imports_aioprometheus(source: str) -> bool:
-    """Whether ``source`` imports aioprometheus (statements, ``import_module``, ``__import__``)."""
-    for node in ast.walk(ast.parse(source)):
+def _imports_aioprometheus(nodes: Iterable[ast.AST]) -> bool:
+    """Whether a module of these nodes imports aioprometheus (statements, ``import_module``,
+    ``__import__``)."""
+    for node in nodes:
         if isinstance(node, ast.Import):
             names: list[object] = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):

@@ -18,6 +18,7 @@ from pydantic.fields import FieldInfo
 
 from taskforce.config import ModelPrice, Settings
 from taskforce.core.interfaces.log import LOG_CATEGORIES, SECRET_NAME_WORDS, is_secret_name
+from tests.support import source
 from tests.support.log_audit import documented_levels
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -155,8 +156,8 @@ def _log_calls() -> dict[str, set[tuple[str | None, str | None]]]:
     ``getattr(_LOG, level)(...)``), the category ``None`` where the call names none."""
     src = DOCS.parent / "src" / "taskforce"
     found: dict[str, set[tuple[str | None, str | None]]] = {}
-    for path in src.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for path in source.modules(src):
+        for node in source.nodes(path):
             if not isinstance(node, ast.Call) or not node.args:
                 continue
             func = node.func
@@ -211,8 +212,8 @@ def _string_constants() -> set[str]:
     src = DOCS.parent / "src" / "taskforce"
     return {
         node.value
-        for path in src.rglob("*.py")
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        for path in source.modules(src)
+        for node in source.nodes(path)
         if isinstance(node, ast.Constant) and isinstance(node.value, str)
     }
 
@@ -325,11 +326,11 @@ class TestMetricsDoc:
             for name in re.findall(r"`(\w+)`", line.split(" | ")[0])
         }
         tools = _SRC / "infrastructure" / "tools"
-        defined = {name for module in tools.rglob("*.py") for name in _definitions(module)}
+        defined = {name for module in source.modules(tools) for name in _definitions(module)}
         written = {
             node.value
-            for module in tools.rglob("*.py")
-            for node in ast.walk(ast.parse(module.read_text(encoding="utf-8")))
+            for module in source.modules(tools)
+            for node in source.nodes(module)
             if isinstance(node, ast.Constant)
             and isinstance(node.value, str)
             and re.fullmatch(r"(?:[A-Z][a-z]+){2,}", node.value)
@@ -569,10 +570,10 @@ class TestFixedLimitsDoc:
         default, in the "Fixed limits" table, or known to be no limit (so a new bound
         cannot be added without a setting or a row)."""
         listed = " ".join(_fixed_limits())
-        source = Path(__file__).resolve().parents[1] / "src" / "taskforce"
+        src = Path(__file__).resolve().parents[1] / "src" / "taskforce"
         unlisted = set()
-        for path in source.rglob("*.py"):
-            for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        for path in source.modules(src):
+            for node in source.tree(path).body:
                 targets = node.targets if isinstance(node, ast.Assign) else []
                 if isinstance(node, ast.AnnAssign):
                     targets = [node.target]
@@ -580,7 +581,7 @@ class TestFixedLimitsDoc:
                     name = target.id if isinstance(target, ast.Name) else ""
                     is_limit = re.search(r"MAX|LIMIT", name) and name not in _NOT_FIXED_LIMITS
                     if is_limit and f"`{name}`" not in listed:
-                        unlisted.add(f"{name} in {path.relative_to(source).as_posix()}")
+                        unlisted.add(f"{name} in {path.relative_to(src).as_posix()}")
         assert set() == unlisted
 
 
@@ -621,7 +622,7 @@ def _pages_text() -> dict[str, str]:
 def _definitions(path: Path) -> set[str]:
     """The names a module defines at any depth: functions, classes, assigned names."""
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in source.nodes(path):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             names.add(node.name)
         elif isinstance(node, ast.Assign):
@@ -637,7 +638,7 @@ def _modules_named(path: str) -> list[Path]:
     from_root = DOCS.parent / path
     if from_root.is_file():
         return [from_root]
-    return [module for module in _SRC.rglob("*.py") if module.as_posix().endswith("/" + path)]
+    return [module for module in source.modules(_SRC) if module.as_posix().endswith("/" + path)]
 
 
 class TestArchitectureDoc:
@@ -690,7 +691,7 @@ class TestArchitectureDoc:
                     assert word in defined, (module, word)
         modules = {
             path.relative_to(_SRC / "observability").as_posix()
-            for path in (_SRC / "observability").rglob("*.py")
+            for path in source.modules(_SRC / "observability")
             if path.name != "__init__.py"
         }
         assert modules == listed
@@ -723,7 +724,7 @@ class TestArchitectureDoc:
                 assert word in defined, (module, word)
         modules = {
             path.relative_to(_SRC).as_posix()
-            for path in _SRC.rglob("*.py")
+            for path in source.modules(_SRC)
             if path.name != "__init__.py" and not path.is_relative_to(_SRC / "observability")
         }
         assert len(modules) > 80  # the scan finds the modules, so this test can fail
@@ -743,8 +744,8 @@ class TestArchitectureDoc:
             } | {"errors", ""}
             top = package.replace("/", ".")
             imported: set[str] = set()
-            for module in (_SRC / package).rglob("*.py"):
-                for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            for module in source.modules(_SRC / package):
+                for node in source.nodes(module):
                     names: list[str] = []
                     if isinstance(node, ast.Import):
                         names = [alias.name for alias in node.names]

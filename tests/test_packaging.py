@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
+
+from tests.support import source
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "taskforce"
@@ -33,9 +36,8 @@ def _declared() -> set[str]:
 def _imported_top_levels() -> set[str]:
     """Top-level modules imported anywhere under src/taskforce (absolute imports only)."""
     tops: set[str] = set()
-    for path in SRC.rglob("*.py"):
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        for node in ast.walk(tree):
+    for path in source.modules(SRC):
+        for node in source.nodes(path):
             if isinstance(node, ast.Import):
                 tops |= {alias.name.split(".", 1)[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -43,6 +45,7 @@ def _imported_top_levels() -> set[str]:
     return tops - set(sys.stdlib_module_names) - {"taskforce", "__future__"}
 
 
+@functools.cache
 def _imported_distributions() -> dict[str, str]:
     """Distribution name -> the top-level module of the package that makes it needed."""
     owners = packages_distributions()
