@@ -12,13 +12,12 @@ from typing import Any
 
 import annotated_types
 import pytest
-import yaml
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from taskforce.config import ModelPrice, Settings
 from taskforce.core.interfaces.log import LOG_CATEGORIES, SECRET_NAME_WORDS, is_secret_name
-from tests.support import source
+from tests.support import source, yaml_files
 from tests.support.log_audit import documented_levels
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -1070,7 +1069,7 @@ _NAMES = r"((?:`\w+`(?:, | and )?)+)"
 
 
 def _alert_rules() -> dict[str, dict[str, Any]]:
-    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text(encoding="utf-8"))
+    rules = yaml_files.load(DEPLOY / "prometheus" / "alerts.yml")
     return {
         rule["alert"]: rule
         for group in rules["groups"]

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.integration import promql
+from tests.support import yaml_files
 from tests.support.binaries import run_promtool
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
@@ -22,12 +22,12 @@ RUNBOOK_BASE = "https://runbooks.example.com/taskforce/operator-guide.md"
 
 
 def _alert_rules() -> list[dict[str, Any]]:
-    groups = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"]
+    groups = yaml_files.load(ALERTS)["groups"]
     return [rule for group in groups for rule in group["rules"] if "alert" in rule]
 
 
 def _recorded_names() -> frozenset[str]:
-    groups = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"]
+    groups = yaml_files.load(ALERTS)["groups"]
     return frozenset(
         rule["record"] for group in groups for rule in group["rules"] if "record" in rule
     )
@@ -40,7 +40,7 @@ def _spoken(duration: str) -> str:
 
 
 def _alert_cases() -> list[dict[str, Any]]:
-    tests = yaml.safe_load(ALERT_TESTS.read_text(encoding="utf-8"))["tests"]
+    tests = yaml_files.load(ALERT_TESTS)["tests"]
     return [case for test in tests for case in test.get("alert_rule_test", [])]
 
 
@@ -101,16 +101,16 @@ class TestAlertCoverage:
         An alert on `error_type="authentication"` would never fire, and a promtool case fed
         such a series would pass while testing nothing a scrape can show.
         """
-        groups = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"]
+        groups = yaml_files.load(ALERTS)["groups"]
         exprs = [str(rule["expr"]) for group in groups for rule in group["rules"]]
-        tests = yaml.safe_load(ALERT_TESTS.read_text(encoding="utf-8"))["tests"]
+        tests = yaml_files.load(ALERT_TESTS)["tests"]
         exprs += [series["series"] for test in tests for series in test["input_series"]]
         found = [message for expr in exprs for message in promql.closed_value_problems(expr)]
         assert [] == found
 
     def test_recording_rules_read_catalog_metrics(self) -> None:
         """Each recording rule reads catalog metrics (or other recorded series) by their labels."""
-        groups = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"]
+        groups = yaml_files.load(ALERTS)["groups"]
         records = [rule for group in groups for rule in group["rules"] if "record" in rule]
         assert records
         found = [

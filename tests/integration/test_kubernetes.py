@@ -29,6 +29,7 @@ import yaml
 from taskforce.api._serving import longest_shutdown_seconds
 from taskforce.api.cli import _parser
 from taskforce.config import Settings, load_settings
+from tests.support import yaml_files
 from tests.support.binaries import run_promtool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -416,9 +417,7 @@ class TestPrometheusRule:
     def test_holds_every_group_of_every_rule_file(self) -> None:
         """The groups are those of the rule files (alerts.yml, ...), not a copy of old ones."""
         expected = [
-            group
-            for path in _generator().rule_files()
-            for group in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]
+            group for path in _generator().rule_files() for group in yaml_files.load(path)["groups"]
         ]
         assert ROOT / "deploy" / "prometheus" / "alerts.yml" in _generator().rule_files()
         assert expected == _by_kind("PrometheusRule")["spec"]["groups"]
