@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import platform
 from collections.abc import Iterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
@@ -55,6 +56,7 @@ _TEXT = attrgetter("text")
 _VALUE = attrgetter("value")
 
 
+@functools.cache  # one installed version per process; a lookup reads the package metadata
 def _version() -> str:
     try:
         return version("pytaskforce")
