@@ -62,7 +62,7 @@ class TestArgumentsInManyPieces:
         held the event loop for seconds (time growing with the square of its length)."""
         counting = _CountingJSON()
         monkeypatch.setattr(_openai_stream, "json", counting)
-        arguments = {"path": "a.json", "content": '{"x": "}\\\\"}' * 400}
+        arguments = {"path": "a.json", "content": '{"x": "}\\\\"}' * 100}
         text = json.dumps(arguments)
         state = _StreamState("m")
 
