@@ -784,12 +784,17 @@ class TestWithRealAdapters:
         call's finished step, and its log lines count the steps and tool calls it made."""
         executor = real_executor()
         mission = 'tool:calculator {"expression": "1 + 1"}\ntool:sleep {"seconds": 30}\nDone.'
-        task = asyncio.create_task(
-            executor.execute_mission(mission, agent_type=agent_type, session_id="k")
-        )
-        await asyncio.sleep(0.3)  # the first call done, the second under way
-
         with capture_logs() as logs:
+            task = asyncio.create_task(
+                executor.execute_mission(mission, agent_type=agent_type, session_id="k")
+            )
+            async with asyncio.timeout(10):  # the first call done, the second under way
+                while True:
+                    if ("tool.call.started", "sleep") in {
+                        (e["event"], e.get("tool")) for e in logs
+                    }:
+                        break
+                    await asyncio.sleep(0.005)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task

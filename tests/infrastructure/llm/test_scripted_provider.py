@@ -407,24 +407,24 @@ class TestUsageAndModel:
 class TestLatency:
     async def test_each_call_waits(self) -> None:
         """With latency_ms every call takes at least that long."""
-        provider = ScriptedLLMProvider(latency_ms=60)
+        provider = ScriptedLLMProvider(latency_ms=20)
 
         start = time.perf_counter()
         await provider.complete(_mission("hi"))
         await provider.generate("hi")
         elapsed = time.perf_counter() - start
 
-        assert elapsed >= 0.12
+        assert elapsed >= 0.04
 
     async def test_stream_waits_before_first_chunk(self) -> None:
         """The stream's latency comes before its first chunk."""
-        provider = ScriptedLLMProvider(latency_ms=60)
+        provider = ScriptedLLMProvider(latency_ms=20)
         stream = provider.stream(_mission("hi"))
 
         start = time.perf_counter()
         async with contextlib.aclosing(stream):
             await anext(stream)
-        assert time.perf_counter() - start >= 0.06
+        assert time.perf_counter() - start >= 0.02
 
     async def test_fifty_concurrent_missions(self) -> None:
         """One instance answers 50 concurrent conversations, each by its own script."""
@@ -656,10 +656,10 @@ class TestDelays:
     async def test_delay_directive_holds_the_call(self, provider: ScriptedLLMProvider) -> None:
         """``llm:delay MS`` makes the call at its place wait before answering."""
         start = time.perf_counter()
-        result = await provider.complete(_mission("llm:delay 200\nhi"), tools=_TOOLS)
+        result = await provider.complete(_mission("llm:delay 50\nhi"), tools=_TOOLS)
 
         assert True is result["success"]
-        assert time.perf_counter() - start >= 0.2
+        assert time.perf_counter() - start >= 0.05
 
     @pytest.mark.parametrize("line", ["llm:delay", "llm:delay -1", "llm:delay nan", "llm:delay x"])
     async def test_malformed_delay_line(self, provider: ScriptedLLMProvider, line: str) -> None:
@@ -670,14 +670,14 @@ class TestDelays:
 
     async def test_first_chunk_delay(self) -> None:
         """first_chunk_delay_ms holds back the first chunk of a stream."""
-        provider = ScriptedLLMProvider(first_chunk_delay_ms=200)
+        provider = ScriptedLLMProvider(first_chunk_delay_ms=50)
         start = time.perf_counter()
 
         stream = provider.stream(_mission("hi"))
         async with contextlib.aclosing(stream):
             await anext(stream)
 
-        assert time.perf_counter() - start >= 0.2
+        assert time.perf_counter() - start >= 0.05
 
     async def test_a_retried_stream_reports_its_attempts_before_the_delay(self) -> None:
         """After a retry, the attempt report comes first, before the first-chunk delay."""
@@ -691,14 +691,14 @@ class TestDelays:
 
     async def test_chunk_delay_between_chunks(self) -> None:
         """chunk_delay_ms separates the chunks after the first."""
-        provider = ScriptedLLMProvider(chunk_delay_ms=50)
+        provider = ScriptedLLMProvider(chunk_delay_ms=10)
         start = time.perf_counter()
 
         chunks = [c async for c in provider.stream(_mission("a b c"))]
 
         # "Scripted answer: a b c" is five words and a done chunk: five gaps after the first.
         assert 6 == len(chunks)
-        assert time.perf_counter() - start >= 5 * 0.05
+        assert time.perf_counter() - start >= 5 * 0.01
 
     @pytest.mark.parametrize("kwargs", [{"first_chunk_delay_ms": -1}, {"chunk_delay_ms": math.inf}])
     def test_rejects_bad_delays(self, kwargs: dict[str, float]) -> None:
