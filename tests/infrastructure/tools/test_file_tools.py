@@ -222,6 +222,7 @@ class TestFileWriteAndRead:
         assert {"success": True, "output": 10} == await tool.execute(path="f.txt", content="z" * 10)
         assert "z" * 10 == (workspace / "f.txt").read_text(encoding="utf-8")
 
+    @pytest.mark.slow  # file_write in a Python process of its own: its start-up and imports
     @pytest.mark.parametrize("append", [False, True], ids=["replace", "append"])
     def test_a_write_that_fails_part_way_leaves_the_file_as_it_was(
         self, tmp_path: Path, append: bool
@@ -244,6 +245,7 @@ class TestFileWriteAndRead:
         assert "old content" == (workspace / "f.txt").read_text()
         assert ["f.txt"] == os.listdir(workspace)
 
+    @pytest.mark.slow  # file_write in a Python process of its own: its start-up and imports
     def test_an_append_that_fails_part_way_leaves_no_file_it_made(self, tmp_path: Path) -> None:
         """An append to a file that was not there, cut short by the disk, leaves none (it
         left an empty file, which the quota no longer counted)."""
@@ -289,6 +291,7 @@ class TestFileWriteAndRead:
         )
         assert "top secret appended!" == (workspace / "linked.txt").read_text()
 
+    @pytest.mark.slow  # file_write in a Python process of its own: its start-up and imports
     def test_a_read_only_file_is_not_replaced(self) -> None:
         """A file the service may not write (mode 0o444) stays as it is: PermissionDenied.
 
