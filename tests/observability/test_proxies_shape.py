@@ -12,13 +12,12 @@ from __future__ import annotations
 import contextlib
 import operator
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import wrapt
 
-from taskforce.application.container import Container, build_container
+from taskforce.application.container import build_container
 from taskforce.config import Settings
 from taskforce.observability import ToolProxy, ToolRegistryProxy, instrument
 from taskforce.observability.metrics import MetricSet
@@ -187,16 +186,22 @@ async def _outcome(subject: Any, operation: str, plain_name: str) -> tuple[str, 
         return type(exc).__name__, str(exc)
 
 
-def _container(root: Path, *, metrics: bool, **parts: Any) -> Container:
-    settings = Settings(
-        state_dir=root / f"state-{metrics}",
-        workspace_dir=root / "workspace",
-        metrics={"enabled": metrics},
-    )
-    return build_container(settings, **parts)
+@pytest.fixture(scope="module", name="settings_by_metrics")
+def fixture_settings_by_metrics(tmp_path_factory: pytest.TempPathFactory) -> dict[bool, Settings]:
+    """Settings with metrics off and on, for every test of the module: they are frozen, and
+    no part used here writes to the folders they name."""
+    root = tmp_path_factory.mktemp("shape")
+    return {
+        metrics: Settings(
+            state_dir=root / f"state-{metrics}",
+            workspace_dir=root / "workspace",
+            metrics={"enabled": metrics},
+        )
+        for metrics in (False, True)
+    }
 
 
-def _side_by_side(tmp_path: Path, part: str) -> tuple[Any, Any]:
+def _side_by_side(settings: dict[bool, Settings], part: str) -> tuple[Any, Any]:
     """The same kind of part with metrics off (plain) and on (observed)."""
     role = part.rsplit("-", 1)[0]
     made = [_PARTS[part]() for _ in range(2)]
@@ -210,8 +215,8 @@ def _side_by_side(tmp_path: Path, part: str) -> tuple[Any, Any]:
         "streaming-provider": "llm_provider",
     }[role]
     attribute = argument
-    plain = getattr(_container(tmp_path, metrics=False, **{argument: made[0]}), attribute)
-    observed = getattr(_container(tmp_path, metrics=True, **{argument: made[1]}), attribute)
+    plain = getattr(build_container(settings[False], **{argument: made[0]}), attribute)
+    observed = getattr(build_container(settings[True], **{argument: made[1]}), attribute)
     assert plain is made[0]
     assert observed is not made[1]  # a proxy
     return plain, observed
@@ -219,11 +224,13 @@ def _side_by_side(tmp_path: Path, part: str) -> tuple[Any, Any]:
 
 class TestTheSameProtocols:
     @pytest.mark.parametrize("part", list(_PARTS))
-    def test_hasattr_of_each_protocol_method(self, tmp_path: Path, part: str) -> None:
+    def test_hasattr_of_each_protocol_method(
+        self, settings_by_metrics: dict[bool, Settings], part: str
+    ) -> None:
         """A proxy has a protocol method exactly when its part has it; but for ``in`` on
         a part that iterates without ``__contains__``, which Python does by iterating:
         the proxy keeps wrapt's ``__contains__`` then (see ``_shape``)."""
-        plain, observed = _side_by_side(tmp_path, part)
+        plain, observed = _side_by_side(settings_by_metrics, part)
         for name in _METHODS:
             if name == "__contains__" and hasattr(plain, "__iter__"):
                 assert hasattr(observed, name)
@@ -233,9 +240,11 @@ class TestTheSameProtocols:
 
     @pytest.mark.parametrize("operation", list(_OPERATIONS))
     @pytest.mark.parametrize("part", list(_PARTS))
-    async def test_each_operation(self, tmp_path: Path, part: str, operation: str) -> None:
+    async def test_each_operation(
+        self, settings_by_metrics: dict[bool, Settings], part: str, operation: str
+    ) -> None:
         """Each protocol operation returns or raises the same with metrics on and off."""
-        plain, observed = _side_by_side(tmp_path, part)
+        plain, observed = _side_by_side(settings_by_metrics, part)
         name = type(plain).__name__
         assert await _outcome(plain, operation, name) == await _outcome(observed, operation, name)
 
