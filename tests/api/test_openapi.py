@@ -23,8 +23,19 @@ from taskforce.config import Settings
 from tests.api.conftest import CALC_WRITE_MISSION
 
 
-def _responses(settings: Settings) -> dict[tuple[str, str], dict[str, Any]]:
-    schema = create_app(settings).openapi()
+@pytest.fixture(scope="module", name="schemas")
+def fixture_schemas(tmp_path_factory: pytest.TempPathFactory) -> dict[bool, dict[str, Any]]:
+    """The OpenAPI schema of an app of the default settings (``False``) and of one with
+    ``api.auth_token`` set (``True``), built once for the tests that only read them."""
+    root = tmp_path_factory.mktemp("openapi")
+    settings = Settings(state_dir=root / "state", workspace_dir=root / "workspace")
+    guarded = settings.model_copy(
+        update={"api": settings.api.model_copy(update={"auth_token": SecretStr("t0ken")})}
+    )
+    return {False: create_app(settings).openapi(), True: create_app(guarded).openapi()}
+
+
+def _responses(schema: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
     return {
         (method, path): operation["responses"]
         for path, item in schema["paths"].items()
@@ -61,10 +72,12 @@ def _client(app: Any) -> httpx.AsyncClient:
 
 class TestOpenAPI:
     @pytest.mark.parametrize("path", ["/api/v1/execute", "/api/v1/execute/stream"])
-    def test_mission_routes_list_their_refusals(self, settings: Settings, path: str) -> None:
+    def test_mission_routes_list_their_refusals(
+        self, schemas: dict[bool, dict[str, Any]], path: str
+    ) -> None:
         """A full process or a shutdown (503), a long or slow body (413, 408) and a body
         whose Content-Type is not JSON (415) are declared."""
-        responses = _responses(settings)[("post", path)]
+        responses = _responses(schemas[False])[("post", path)]
         assert {"200", "408", "413", "415", "422", "503"} == set(responses)
         refused = responses["503"]
         ref = refused["content"]["application/json"]["schema"]["$ref"]
@@ -73,10 +86,12 @@ class TestOpenAPI:
         not_json = responses["415"]["content"]["application/json"]["schema"]["$ref"]
         assert not_json.endswith("/ErrorAnswer")
 
-    def test_the_stream_answers_server_sent_events(self, settings: Settings) -> None:
+    def test_the_stream_answers_server_sent_events(
+        self, schemas: dict[bool, dict[str, Any]]
+    ) -> None:
         """The stream route's 200 is declared as `text/event-stream`, not as JSON; the plain
         route's stays JSON."""
-        responses = _responses(settings)
+        responses = _responses(schemas[False])
         assert ["text/event-stream"] == list(
             responses[("post", "/api/v1/execute/stream")]["200"]["content"]
         )
@@ -168,7 +183,7 @@ class TestOpenAPI:
     def test_every_route_with_a_json_body_declares_its_415(self, settings: Settings) -> None:
         """Each route that takes a JSON body (and so answers 415) declares it; no other does."""
         app = create_app(settings)
-        responses = _responses(settings)
+        responses = _responses(app.openapi())
         with_body = {
             (method.lower(), route.path)
             for route in app.routes
@@ -178,30 +193,28 @@ class TestOpenAPI:
         assert {("post", "/api/v1/execute"), ("post", "/api/v1/execute/stream")} <= with_body
         assert with_body == {key for key, answers in responses.items() if "415" in answers}
 
-    def test_session_route_lists_unknown_and_unavailable(self, settings: Settings) -> None:
+    def test_session_route_lists_unknown_and_unavailable(
+        self, schemas: dict[bool, dict[str, Any]]
+    ) -> None:
         """An unknown session (404) and an unreachable store (503) are declared."""
-        responses = _responses(settings)[("get", "/api/v1/sessions/{session_id}")]
+        responses = _responses(schemas[False])[("get", "/api/v1/sessions/{session_id}")]
         assert {"200", "404", "422", "503"} == set(responses)
 
-    def test_401_is_declared_only_with_a_token(self, settings: Settings) -> None:
+    def test_401_is_declared_only_with_a_token(self, schemas: dict[bool, dict[str, Any]]) -> None:
         """With api.auth_token every /api/v1 route declares its 401; without it none does."""
-        guarded = settings.model_copy(
-            update={"api": settings.api.model_copy(update={"auth_token": SecretStr("t0ken")})}
-        )
-        with_token = _responses(guarded)
+        with_token = _responses(schemas[True])
         api_routes = [key for key in with_token if key[1].startswith("/api/v1/")]
         assert api_routes
         assert all("401" in with_token[key] for key in api_routes)
-        assert not any("401" in answers for answers in _responses(settings).values())
+        assert not any("401" in answers for answers in _responses(schemas[False]).values())
         assert "401" not in with_token[("get", "/health")]
 
-    def test_the_bearer_scheme_is_declared_only_with_a_token(self, settings: Settings) -> None:
+    def test_the_bearer_scheme_is_declared_only_with_a_token(
+        self, schemas: dict[bool, dict[str, Any]]
+    ) -> None:
         """With api.auth_token every /api/v1 route requires the declared bearer scheme (so
         /docs can send the token); without it no scheme and no route requires one."""
-        guarded = settings.model_copy(
-            update={"api": settings.api.model_copy(update={"auth_token": SecretStr("t0ken")})}
-        )
-        schema = create_app(guarded).openapi()
+        schema = schemas[True]
         assert {"bearer": {"type": "http", "scheme": "bearer"}} == {
             name: {k: v for k, v in scheme.items() if k != "description"}
             for name, scheme in schema["components"]["securitySchemes"].items()
@@ -215,8 +228,7 @@ class TestOpenAPI:
         assert api_routes
         assert all([{"bearer": []}] == operations[key].get("security") for key in api_routes)
         assert "security" not in operations[("get", "/health")]
-        plain = create_app(settings).openapi()
-        assert "securitySchemes" not in plain["components"]
+        assert "securitySchemes" not in schemas[False]["components"]
 
     @pytest.mark.parametrize(
         ("body", "model"),
