@@ -21,7 +21,7 @@ from taskforce.errors import ToolNotFoundError, ToolTimeoutError
 from taskforce.observability import ToolProxy, ToolRegistryProxy, mission_scope
 from taskforce.observability.metrics import MetricSet
 from taskforce.observability.proxies import _tools
-from tests.observability.metric_samples import BrokenMetrics, faults, samples
+from tests.observability.metric_samples import BrokenMetrics, faults, samples, series
 from tests.observability.proxy_fakes import FakeRegistry, FakeTool
 from tests.support.odd_values import InterruptOfItsOwn
 
@@ -588,3 +588,52 @@ class TestOverflowThroughTheProxy:
         } == samples(metrics, "taskforce_tool_calls_total")
         overflow = samples(metrics, "taskforce_metrics_label_overflow_total")
         assert 3 == overflow[("taskforce_tool_calls_total", "tool_name")]
+
+
+def _call_series(metrics: MetricSet) -> set[tuple[str, str, str]]:
+    """Every (tool_name, agent_type, status) series of the call counter, zeros included."""
+    return {
+        (s["tool_name"], s["agent_type"], s["status"])
+        for s in series(metrics, "taskforce_tool_calls_total")
+    }
+
+
+def _at_zero(*names: str) -> set[tuple[str, str, str]]:
+    return {(n, a, s) for n in names for a in ("lean", "legacy") for s in ("success", "error")}
+
+
+class TestCallCountersAtZero:
+    """A counter series first seen above zero is invisible to increase() until its second
+    sample: each worker of a fleet (and each replacement) would hide its first calls."""
+
+    def test_registered_tools_have_their_call_series_at_zero(self, metrics: MetricSet) -> None:
+        """Wrapping a registry makes both flows' success and error series of each tool, at 0."""
+        ToolRegistryProxy(FakeRegistry(FakeTool("a"), FakeTool("b")), metrics)
+        assert _at_zero("a", "b") == _call_series(metrics)
+        assert {} == samples(metrics, "taskforce_tool_calls_total")
+
+    def test_a_tool_registered_later_too(self, metrics: MetricSet) -> None:
+        """register() makes the new tool's series at zero as well."""
+        proxy = ToolRegistryProxy(FakeRegistry(), metrics)
+        proxy.register(FakeTool("late"))
+        assert _at_zero("late") == _call_series(metrics)
+
+    def test_no_overflow_past_the_registered_tools_share(self) -> None:
+        """Past nine tenths of the cap, names wait for their first call; nothing overflows."""
+        metrics = MetricSet(max_label_values=10)
+        tools = [FakeTool(f"t{i}") for i in range(12)]
+        ToolRegistryProxy(FakeRegistry(*tools), metrics)
+        assert _at_zero(*(f"t{i}" for i in range(9))) == _call_series(metrics)
+        assert {} == samples(metrics, "taskforce_metrics_label_overflow_total")
+
+    def test_a_registry_that_cannot_list_is_wrapped_all_the_same(self, metrics: MetricSet) -> None:
+        """list_tools raising at wrap time is a fault, not a failed build."""
+
+        class _Unlisted(FakeRegistry):
+            def list_tools(self) -> list[Any]:
+                raise RuntimeError("no list")
+
+        proxy = ToolRegistryProxy(_Unlisted(FakeTool("a")), metrics)
+        assert isinstance(proxy.get("a"), ToolProxy)
+        assert set() == _call_series(metrics)
+        assert {"registry": 1} == faults(metrics)

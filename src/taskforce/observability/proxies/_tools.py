@@ -67,6 +67,8 @@ from taskforce.core.interfaces.tools import (
 )
 from taskforce.observability.metrics import CounterChild, Family, HistogramChild, MetricSet
 from taskforce.observability.metrics._catalog import (
+    AGENT_TYPES,
+    CALL_STATUSES,
     OTHER,
     TOOL_CALLS,
     TOOL_DURATION,
@@ -283,6 +285,10 @@ class ToolRegistryProxy(ObservingProxy[_RegistryT]):
         # names no tool has that were counted under their own name (see the module doc)
         self._self_unknown: set[str] = set()
         self._self_unknown_budget = metrics.max_label_values // 10
+        try:
+            self._self_at_zero(wrapped.list_tools())
+        except Exception as exc:  # a registry of one's own that cannot list: nothing at zero
+            report_fault(metrics, "ToolRegistryProxy", "registry", exc)
 
     # The lean agent reads it before every LLM call.
     openai_schemas = passthrough("openai_schemas")
@@ -306,6 +312,30 @@ class ToolRegistryProxy(ObservingProxy[_RegistryT]):
         if isinstance(tool, ObservingProxy):
             tool = tool.__wrapped__
         self.__wrapped__.register(tool)
+        try:
+            self._self_at_zero([tool])
+        except Exception as exc:  # a name that cannot be read: its series come with its calls
+            report_fault(self._self_metrics, "ToolRegistryProxy", "registry", exc)
+
+    def _self_at_zero(self, tools: Sequence[ToolProtocol]) -> None:
+        """Create the call counters of ``tools`` at zero, for both flows and both outcomes.
+
+        A counter series that first appears above zero is counted by ``increase()`` and
+        ``rate()`` only from its second sample: without these, every worker (and every
+        replacement of one) would hide each tool's first calls and failures from the
+        failure ratio alert. Names past the registered tools' share of the guard's cap
+        (nine tenths) are left to their first call, so nothing overflows here.
+        """
+        calls = self._self_families.calls
+        room = self._self_metrics.max_label_values - self._self_unknown_budget
+        for tool in tools:
+            name = tool.name
+            admitted = self._self_metrics.guard.admitted(TOOL_CALLS.name, "tool_name")
+            if type(name) is not str or (name not in admitted and len(admitted) >= room):
+                continue
+            for agent_type in AGENT_TYPES[:2]:  # lean, legacy: the flows that call tools
+                for status in CALL_STATUSES:
+                    calls.labels(name, agent_type, status)
 
     def get(self, name: str) -> ToolProtocol:
         """Return the observed tool registered under ``name``.
