@@ -204,23 +204,27 @@ class TestFleet:
         assert {"alerting", "recording"} == {r["type"] for r in rules}
         assert [] == [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
 
-    def test_increase_over_the_fleet_counts_every_tool_call(self, fleet: Fleet) -> None:
-        """increase() summed over the workers sees each worker's first call of a tool too.
+    @pytest.mark.parametrize(
+        "metric", ["taskforce_tool_calls_total", "taskforce_llm_requests_total"]
+    )
+    def test_increase_over_the_fleet_counts_every_call(self, fleet: Fleet, metric: str) -> None:
+        """increase() summed over the workers sees each worker's first call too.
 
         A series first scraped above zero is counted only from its second sample, so
-        every worker hid its first calculator success and failure until the call series
-        of registered tools existed at zero. (Runs before the kill test: raw sums here.)
+        every worker hid its first calculator success and failure, and its first LLM
+        request of each flow, until the series of the registered tools and of
+        `llm.model` existed at zero. (Runs before the kill test: raw sums here.)
         """
         window = f"[{int(time.time() - fleet.started_at) + 2}s]"
-        calls = 'taskforce_tool_calls_total{job="taskforce"}'
-        raw = by_labels(query(fleet.prometheus, f"sum by (status) ({calls})"), "status")
+        selected = f'{metric}{{job="taskforce"}}'
+        raw = by_labels(query(fleet.prometheus, f"sum by (status) ({selected})"), "status")
         seen = by_labels(
-            query(fleet.prometheus, f"sum by (status) (increase({calls}{window}))"), "status"
+            query(fleet.prometheus, f"sum by (status) (increase({selected}{window}))"), "status"
         )
-        print(f"tool calls {raw}, increase() over the fleet {seen}")
+        print(f"{metric} {raw}, increase() over the fleet {seen}")
         assert {("success",), ("error",)} == {k for k, v in raw.items() if v}
         # every series Prometheus holds was first scraped at zero ...
-        first = query(fleet.prometheus, f"min_over_time({calls}{window}) > 0")
+        first = query(fleet.prometheus, f"min_over_time({selected}{window}) > 0")
         assert [] == [s["metric"] for s in first]
         # ... so increase() misses nothing (it extrapolates to the window's end: >=)
         assert [] == [k for k, total in raw.items() if seen[k] < total - 0.01]

@@ -44,6 +44,25 @@ class TestConstruction:
                 )
         assert 6 == len(series(metrics, "taskforce_missions_total"))
 
+    def test_llm_request_series_of_the_model_asked_for_exist_at_zero(self) -> None:
+        """With llm_model, each flow's operations of that model exist at 0, both outcomes:
+        a series born above zero hides each worker's first request from increase()."""
+        metrics = MetricSet(llm_model="m-1")
+        assert {
+            ("m-1", agent_type, operation, status)
+            for agent_type, operation in (
+                ("lean", "complete"),
+                ("lean", "stream"),
+                ("legacy", "generate"),
+                ("legacy", "complete"),
+            )
+            for status in ("success", "error")
+        } == {
+            (s["model"], s["agent_type"], s["operation"], s["status"])
+            for s in series(metrics, "taskforce_llm_requests_total")
+        }
+        assert [] == series(MetricSet(), "taskforce_llm_requests_total")
+
     def test_fault_and_overflow_series_exist_at_zero(self, metrics: MetricSet) -> None:
         """Every fault stage and every guarded (metric, label) pair starts at 0."""
         for stage in FAULT_STAGES:

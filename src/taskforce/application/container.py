@@ -154,6 +154,7 @@ def build_container(
         metrics = MetricSet(
             max_label_values=settings.metrics.max_label_values,
             llm_provider=settings.llm.provider,
+            llm_model=settings.llm.model,
             llm_prices={
                 model: (price.input, price.output) for model, price in settings.llm.prices.items()
             },

@@ -26,9 +26,11 @@ from taskforce.observability.metrics._aioprometheus import RegistryAdapter
 from taskforce.observability.metrics._catalog import (
     AGENT_TYPES,
     BUILD_INFO,
+    CALL_STATUSES,
     CATALOG,
     FAULT_STAGES,
     LABEL_OVERFLOW,
+    LLM_REQUESTS,
     METRICS_ERRORS,
     MISSION_DURATION,
     MISSION_STATUSES,
@@ -64,6 +66,16 @@ def _version() -> str:
         return "0.0.0+unknown"
 
 
+#: The provider methods each flow calls: lean ``complete`` (``stream`` on the streaming
+#: route), legacy ``generate`` for its plan and ``complete`` for its steps.
+_FLOW_OPERATIONS = (
+    ("lean", "complete"),
+    ("lean", "stream"),
+    ("legacy", "generate"),
+    ("legacy", "complete"),
+)
+
+
 class MetricSet:
     """Every metric of the catalog, for one container.
 
@@ -81,18 +93,23 @@ class MetricSet:
         max_label_values: int = 100,
         llm_provider: str = "unknown",
         llm_prices: Mapping[str, tuple[float, float]] | None = None,
+        llm_model: str | None = None,
     ) -> None:
         """Build every family, and the series that exist from the first scrape on.
 
         Those are the fault counter per stage, the overflow counter per guarded
-        label, the build-info gauge (= 1), the state-size histogram, and the
-        mission series of the ``lean`` and ``legacy`` flows.
+        label, the build-info gauge (= 1), the state-size histogram, the mission
+        series of the ``lean`` and ``legacy`` flows, and with ``llm_model`` the LLM
+        request series of that model for the operations each flow calls.
 
         Args:
             max_label_values: Cap of distinct values per free-form label per metric.
             llm_provider: The ``llm_provider`` label of the build-info gauge.
             llm_prices: USD per million ``(input, output)`` tokens by model, for
                 the LLM cost counter; a model without one has no cost.
+            llm_model: The model the service asks for (``llm.model``): its request
+                series exist at zero, so ``increase()`` counts each process's first
+                request and failure of it (a series born above zero it cannot see).
 
         Raises:
             ValueError: ``max_label_values`` is below 1.
@@ -123,9 +140,9 @@ class MetricSet:
         self._faults = {stage: errors.labels(stage) for stage in FAULT_STAGES}
         build_info = self.gauge(BUILD_INFO)
         build_info.labels(_version(), platform.python_version(), llm_provider).set(1)
-        self._precreate()
+        self._precreate(llm_model)
 
-    def _precreate(self) -> None:
+    def _precreate(self, llm_model: str | None) -> None:
         self.histogram(STATE_SIZE).labels()
         for agent_type in AGENT_TYPES[:2]:  # lean, legacy: at zero from the first scrape
             self.gauge(MISSIONS_IN_PROGRESS).labels(agent_type)
@@ -134,6 +151,10 @@ class MetricSet:
                 self.histogram(MISSION_DURATION).labels(agent_type, status)
                 self.histogram(MISSION_STEPS).labels(agent_type)
                 self.histogram(MISSION_TOOL_CALLS).labels(agent_type)
+        if llm_model is not None:
+            for agent_type, operation in _FLOW_OPERATIONS:
+                for status in CALL_STATUSES:
+                    self.counter(LLM_REQUESTS).labels(llm_model, agent_type, operation, status)
 
     def family(self, spec: MetricSpec) -> Family[Any]:
         """Return the family built from ``spec``.
