@@ -205,24 +205,31 @@ class TestFleet:
         assert [] == [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
 
     @pytest.mark.parametrize(
-        "metric", ["taskforce_tool_calls_total", "taskforce_llm_requests_total"]
+        ("metric", "label", "values"),
+        [
+            ("taskforce_tool_calls_total", "status", {"success", "error"}),
+            ("taskforce_llm_requests_total", "status", {"success", "error"}),
+            ("taskforce_llm_failures_total", "error_type", {"bad_request"}),
+        ],
     )
-    def test_increase_over_the_fleet_counts_every_call(self, fleet: Fleet, metric: str) -> None:
+    def test_increase_over_the_fleet_counts_every_call(
+        self, fleet: Fleet, metric: str, label: str, values: set[str]
+    ) -> None:
         """increase() summed over the workers sees each worker's first call too.
 
         A series first scraped above zero is counted only from its second sample, so
         every worker hid its first calculator success and failure, and its first LLM
-        request of each flow, until the series of the registered tools and of
-        `llm.model` existed at zero. (Runs before the kill test: raw sums here.)
+        request and failure of each flow, until the series of the registered tools and
+        of `llm.model` existed at zero. (Runs before the kill test: raw sums here.)
         """
         window = f"[{int(time.time() - fleet.started_at) + 2}s]"
         selected = f'{metric}{{job="taskforce"}}'
-        raw = by_labels(query(fleet.prometheus, f"sum by (status) ({selected})"), "status")
+        raw = by_labels(query(fleet.prometheus, f"sum by ({label}) ({selected})"), label)
         seen = by_labels(
-            query(fleet.prometheus, f"sum by (status) (increase({selected}{window}))"), "status"
+            query(fleet.prometheus, f"sum by ({label}) (increase({selected}{window}))"), label
         )
         print(f"{metric} {raw}, increase() over the fleet {seen}")
-        assert {("success",), ("error",)} == {k for k, v in raw.items() if v}
+        assert {(v,) for v in values} == {k for k, v in raw.items() if v}
         # every series Prometheus holds was first scraped at zero ...
         first = query(fleet.prometheus, f"min_over_time({selected}{window}) > 0")
         assert [] == [s["metric"] for s in first]

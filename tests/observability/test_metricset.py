@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aioprometheus.collectors import REGISTRY
 
+from taskforce.core.interfaces.llm import LLM_ERROR_TYPES
 from taskforce.observability.metrics import (
     CounterChild,
     CounterPair,
@@ -44,9 +45,10 @@ class TestConstruction:
                 )
         assert 6 == len(series(metrics, "taskforce_missions_total"))
 
-    def test_llm_request_series_of_the_model_asked_for_exist_at_zero(self) -> None:
-        """With llm_model, each flow's operations of that model exist at 0, both outcomes:
-        a series born above zero hides each worker's first request from increase()."""
+    def test_llm_series_of_the_model_asked_for_exist_at_zero(self) -> None:
+        """With llm_model, each flow's operations of that model exist at 0, both outcomes,
+        and its retries and failures of every error type: a series born above zero hides
+        each worker's first request, retry or failure from increase()."""
         metrics = MetricSet(llm_model="m-1")
         assert {
             ("m-1", agent_type, operation, status)
@@ -61,7 +63,14 @@ class TestConstruction:
             (s["model"], s["agent_type"], s["operation"], s["status"])
             for s in series(metrics, "taskforce_llm_requests_total")
         }
-        assert [] == series(MetricSet(), "taskforce_llm_requests_total")
+        for name in ("taskforce_llm_retries_total", "taskforce_llm_failures_total"):
+            assert {
+                ("m-1", agent_type, error_type)
+                for agent_type in ("lean", "legacy")
+                for error_type in LLM_ERROR_TYPES
+            } == {(s["model"], s["agent_type"], s["error_type"]) for s in series(metrics, name)}
+        for name in ("requests", "retries", "failures"):
+            assert [] == series(MetricSet(), f"taskforce_llm_{name}_total")
 
     def test_fault_and_overflow_series_exist_at_zero(self, metrics: MetricSet) -> None:
         """Every fault stage and every guarded (metric, label) pair starts at 0."""

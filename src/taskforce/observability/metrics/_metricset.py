@@ -21,6 +21,7 @@ from importlib.metadata import PackageNotFoundError, version
 from operator import attrgetter
 from typing import Any, Literal, cast
 
+from taskforce.core.interfaces.llm import LLM_ERROR_TYPES
 from taskforce.observability._faults import report_fault
 from taskforce.observability.metrics._aioprometheus import RegistryAdapter
 from taskforce.observability.metrics._catalog import (
@@ -30,7 +31,9 @@ from taskforce.observability.metrics._catalog import (
     CATALOG,
     FAULT_STAGES,
     LABEL_OVERFLOW,
+    LLM_FAILURES,
     LLM_REQUESTS,
+    LLM_RETRIES,
     METRICS_ERRORS,
     MISSION_DURATION,
     MISSION_STATUSES,
@@ -99,8 +102,9 @@ class MetricSet:
 
         Those are the fault counter per stage, the overflow counter per guarded
         label, the build-info gauge (= 1), the state-size histogram, the mission
-        series of the ``lean`` and ``legacy`` flows, and with ``llm_model`` the LLM
-        request series of that model for the operations each flow calls.
+        series of the ``lean`` and ``legacy`` flows, and with ``llm_model`` that model's
+        LLM request series for the operations each flow calls and its retry and
+        failure series of every LLM error type.
 
         Args:
             max_label_values: Cap of distinct values per free-form label per metric.
@@ -151,10 +155,15 @@ class MetricSet:
                 self.histogram(MISSION_DURATION).labels(agent_type, status)
                 self.histogram(MISSION_STEPS).labels(agent_type)
                 self.histogram(MISSION_TOOL_CALLS).labels(agent_type)
-        if llm_model is not None:
-            for agent_type, operation in _FLOW_OPERATIONS:
-                for status in CALL_STATUSES:
-                    self.counter(LLM_REQUESTS).labels(llm_model, agent_type, operation, status)
+        if llm_model is None:
+            return
+        for agent_type, operation in _FLOW_OPERATIONS:
+            for status in CALL_STATUSES:
+                self.counter(LLM_REQUESTS).labels(llm_model, agent_type, operation, status)
+        for agent_type in AGENT_TYPES[:2]:
+            for error_type in LLM_ERROR_TYPES:
+                self.counter(LLM_RETRIES).labels(llm_model, agent_type, error_type)
+                self.counter(LLM_FAILURES).labels(llm_model, agent_type, error_type)
 
     def family(self, spec: MetricSpec) -> Family[Any]:
         """Return the family built from ``spec``.
