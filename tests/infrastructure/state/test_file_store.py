@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import json
@@ -322,6 +323,26 @@ class TestTempFiles:
         assert [] == [e for e in logs if e["event"] == "state.tempfiles.removed"]
         await store.open()  # once no writer is under way there, it goes
         assert not fresh.exists()
+
+    async def test_a_fifo_named_as_a_temp_file_is_left_without_waiting(
+        self, store: FileStateStore
+    ) -> None:
+        """A FIFO with a temp file's name is no temp file: open() neither waits on it for a
+        writer (which held start-up for good) nor removes it."""
+        store.state_dir.mkdir()
+        fifo = store.state_dir / ".s.fifo0001.tmp"
+        os.mkfifo(fifo)
+        (store.state_dir / ".s.crash001.tmp").write_bytes(b"x" * 10)
+        try:
+            with capture_logs() as logs:
+                await asyncio.wait_for(store.open(), timeout=10)
+        finally:  # on the old code: let the thread stuck in open(2) go
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+        assert [".locks", ".s.fifo0001.tmp"] == sorted(p.name for p in store.state_dir.iterdir())
+        removed = [e for e in logs if e["event"] == "state.tempfiles.removed"]
+        assert [(1, 10)] == [(e["files"], e["bytes"]) for e in removed]
 
     async def test_open_without_directory(self, store: FileStateStore) -> None:
         """open() on a state_dir that does not exist yet does nothing."""

@@ -186,6 +186,9 @@ def unusable_locks(directory: Path) -> str | None:
 def remove_temp_files(directory: Path) -> tuple[int, int]:
     """Remove the temp files no writer holds; return how many and their bytes.
 
+    Only regular files are temp files: anything else of such a name (a FIFO, a socket)
+    is left, and never opened in a way that waits.
+
     A writer makes its temp file under its session's stripe lock and locks the file
     only after: a temp file whose stripe is held now may be one made this instant, not
     locked yet, and is left for the next start (another worker writes there).
@@ -206,10 +209,14 @@ def remove_temp_files(directory: Path) -> tuple[int, int]:
         ):
             if not held:
                 continue
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            # O_NONBLOCK: a FIFO of that name must not hold start-up until a writer opens it
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
             try:
+                found = os.fstat(fd)
+                if not stat.S_ISREG(found.st_mode):
+                    continue  # no temp file of ours: left as it is, as any other name
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a live writer holds it
-                length = os.fstat(fd).st_size
+                length = found.st_size
                 os.unlink(path)
             finally:
                 os.close(fd)
