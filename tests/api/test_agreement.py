@@ -152,6 +152,11 @@ def _text(content: str) -> Callable[[], Any]:
     return lambda: {"success": True, "content": content, "tool_calls": [], "model": "own-1"}
 
 
+def _asking(tool_calls: Any) -> dict[str, Any]:
+    """A successful answer, also a stream's last chunk, asking for ``tool_calls``."""
+    return {"success": True, "done": True, "content": None, "tool_calls": tool_calls}
+
+
 #: marker -> what ``complete`` (and ``generate``, unless in _PLANS) returns or raises.
 _ANSWERS: dict[str, Callable[[], Any]] = {
     "none": lambda: None,
@@ -185,6 +190,12 @@ _ANSWERS: dict[str, Callable[[], Any]] = {
         "tool_calls": [{"id": "c1", "name": "t_ok", "arguments": "[" * 5000 + "]" * 5000}],
         "model": "own-1",
     },
+    # tool calls no flow can run: no list, no dicts in it, a call without a name (both
+    # flows; streamed as the last chunk)
+    "calls-not-a-list": lambda: _asking(5),
+    "calls-text": lambda: _asking("x"),
+    "calls-of-numbers": lambda: _asking([5]),
+    "call-without-name": lambda: _asking([{"id": "c1", "function": {"name": "t_ok"}}]),
     # more tool calls in one turn than agent.max_tool_calls_per_turn (lean); no plan (legacy)
     "too-many-calls": lambda: {
         "success": True,
@@ -325,6 +336,19 @@ def _cases() -> dict[str, tuple[str, str | None]]:
         "own provider answers unreadably": ("odd:unreadable", "invalid_response"),
         "own provider answers a number as text": ("odd:number-as-text", "invalid_response"),
         "own provider answers bytes as text": ("odd:bytes-as-text", "invalid_response"),
+        "own provider answers tool calls that are no list": (
+            "odd:calls-not-a-list",
+            "invalid_response",
+        ),
+        "own provider answers tool calls as text": ("odd:calls-text", "invalid_response"),
+        "own provider answers tool calls that are no dicts": (
+            "odd:calls-of-numbers",
+            "invalid_response",
+        ),
+        "own provider answers a tool call without a name": (
+            "odd:call-without-name",
+            "invalid_response",
+        ),
         "own provider raises auth": ("odd:raise-auth", "auth"),
         "own provider raises ValueError": ("odd:raise-value-error", "other"),
         "own provider raises TimeoutError": ("odd:raise-timeout-error", "timeout"),

@@ -96,6 +96,21 @@ class TestClassifyToolResult:
         assert "DiskFull" == classify_tool_result(result)
 
 
+#: Tool calls no agent can run -> why (after "the provider answered ").
+_UNUSABLE_CALLS: dict[str, Any] = {
+    "int": 5,
+    "text": "x",
+    "dict": {"name": "t"},
+    "int-entry": [5],
+    "text-entry": ["t"],
+    "no-name": [{"id": "c1", "arguments": {}}],
+    "wire-format": [{"id": "c1", "type": "function", "function": {"name": "t"}}],
+    "int-name": [{"id": "c1", "name": 5}],
+    "get-raises": [RaisingGet(name="t")],
+    "truth-raises": Unequal("x"),
+}
+
+
 class TestClassifyLLMResult:
     @pytest.mark.parametrize("error_type", [["rate_limit"], UnequalArgument(), {"type": "timeout"}])
     def test_an_error_type_that_is_no_text_is_other(self, error_type: Any) -> None:
@@ -135,6 +150,26 @@ class TestClassifyLLMResult:
         """A success whose ``content`` is a string or holds no text (no answer, for the agent
         to judge) is a success."""
         assert classify_llm_result({"success": True, "content": content}) is None
+
+    @pytest.mark.parametrize("tool_calls", _UNUSABLE_CALLS.values(), ids=_UNUSABLE_CALLS.keys())
+    def test_a_success_whose_tool_calls_cannot_be_run_is_an_invalid_response(
+        self, tool_calls: Any
+    ) -> None:
+        """Tool calls that are no list of dicts with a name that is text (or cannot be
+        read) are unusable, as the OpenAI-compatible provider fails them."""
+        result = {"success": True, "content": None, "tool_calls": tool_calls}
+        assert "invalid_response" == classify_llm_result(result)
+
+    @pytest.mark.parametrize(
+        "tool_calls",
+        [None, [], (), 0, "", [{"id": "c1", "name": "t", "arguments": "[1]"}], [{"name": ""}]],
+        ids=["none", "empty", "empty-tuple", "zero", "blank", "call", "blank-name"],
+    )
+    def test_a_success_whose_tool_calls_can_be_run_is_a_success(self, tool_calls: Any) -> None:
+        """None (any false value) or calls with a name: whether the name is a tool and the
+        arguments an object is for the tool runner to say."""
+        result = {"success": True, "content": "hi", "tool_calls": tool_calls}
+        assert classify_llm_result(result) is None
 
 
 class _Chunk(dict[str, Any]):
@@ -189,6 +224,26 @@ class TestStreamChunkText:
     def test_the_last_chunk_is_none(self, chunk: Any) -> None:
         """A true ``done`` ends the stream: its content, whatever it is, is no delta."""
         assert stream_chunk_text(chunk) is None
+
+    @pytest.mark.parametrize(
+        ("tool_calls", "why"),
+        [
+            (5, "tool calls as a int, not a list"),
+            ([5], "a tool call that is a int, not a dict"),
+            ([{"id": "c1"}], "a tool call with no name (a tool call is {id, name, arguments})"),
+            ([RaisingGet(name="t")], "a chunk that cannot be read (RuntimeError)"),
+            (Unequal("x"), "a chunk that cannot be read (RuntimeError)"),
+        ],
+        ids=["int", "int-entry", "no-name", "entry-get-raises", "truth-raises"],
+    )
+    def test_a_last_chunk_whose_tool_calls_cannot_be_run_says_why(
+        self, tool_calls: Any, why: str
+    ) -> None:
+        """The last chunk carries the tool calls: unusable ones fail the call there, as
+        ``classify_llm_result`` fails them in a result."""
+        with pytest.raises(UnusableChunk) as raised:
+            stream_chunk_text({"done": True, "tool_calls": tool_calls})
+        assert (why, "invalid_response") == (str(raised.value), raised.value.error_type)
 
     @pytest.mark.parametrize(
         ("chunk", "why"),

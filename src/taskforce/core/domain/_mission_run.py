@@ -38,6 +38,7 @@ from taskforce.core.interfaces.outcome import (
     llm_exception_error_type,
     raise_cancellation,
     stream_chunk_text,
+    tool_calls_problem,
 )
 from taskforce.core.interfaces.tools import ToolRegistryProtocol, ToolResult
 from taskforce.errors import LLMProviderError
@@ -414,13 +415,17 @@ dump_result: Callable[[ToolResult], str] = dump_json
 def _reported_error(result: object) -> str:
     """The ``error`` of a failed LLM result as text; a stock phrase when it has none to give.
 
-    A success that ``classify_llm_result`` fails has text that is no string: said as a
-    streamed text delta that is no string is (``UnusableChunk``).
+    A success that ``classify_llm_result`` fails has text that is no string, or tool
+    calls that cannot be run: said as a streamed chunk that holds them is
+    (``UnusableChunk``).
     """
     try:
         if isinstance(result, dict) and result.get("success") is True:
-            kind = type(result.get("content")).__name__
-            return f"the provider answered a {kind} as text, not a string"
+            content = result.get("content")
+            if not content or isinstance(content, str):
+                problem = tool_calls_problem(result.get("tool_calls"))
+                return f"the provider answered {problem}"
+            return f"the provider answered a {type(content).__name__} as text, not a string"
         error = result.get("error") if isinstance(result, dict) else None
         return str(error or _NO_REASON)
     except Exception:  # a mapping or an error of the provider's own that cannot be read

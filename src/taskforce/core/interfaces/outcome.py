@@ -54,6 +54,7 @@ __all__ = [
     "raise_cancellation",
     "retrieve_outcome",
     "stream_chunk_text",
+    "tool_calls_problem",
     "tool_exception_error_type",
 ]
 
@@ -410,11 +411,15 @@ def classify_llm_result(result: object) -> str | None:
         is one of them, ``invalid_response`` when ``result`` is not a dict
         with a boolean ``success``, or is a success whose ``content`` is a true
         value that is no string (as :func:`stream_chunk_text` fails such a streamed
-        text delta: the agents read it as text), else ``other``.
+        text delta: the agents read it as text) or whose ``tool_calls`` cannot be run
+        (:func:`tool_calls_problem`), else ``other``.
     """
     if type(result) is dict and result.get("success") is True:
         content = result.get("content")
-        if content is None or type(content) is str:
+        calls = result.get("tool_calls")
+        if (content is None or type(content) is str) and (
+            calls is None or (type(calls) is list and not calls)
+        ):
             return None  # most calls: a plain dict cannot fail to be read
     try:
         if not isinstance(result, dict):  # which reads the class: a value's own may raise
@@ -424,12 +429,47 @@ def classify_llm_result(result: object) -> str | None:
         if success is True:
             content = result.get("content")
             # a text of the provider's own class is text; a false value holds none
-            return None if not content or isinstance(content, str) else "invalid_response"
+            if content and not isinstance(content, str):
+                return "invalid_response"
+            if tool_calls_problem(result.get("tool_calls")) is not None:
+                return "invalid_response"
+            return None
     except Exception:  # a mapping or a content of the provider's own that cannot be read
         return "invalid_response"
     if success is not False:
         return "invalid_response"
     return llm_error_type(error_type)
+
+
+def tool_calls_problem(calls: object) -> str | None:
+    """Say why the ``tool_calls`` of a successful answer (or of a stream's last chunk)
+    cannot be run, as the OpenAI-compatible provider fails such an answer.
+
+    Args:
+        calls: The ``tool_calls`` the provider gave, whatever they are.
+
+    Returns:
+        ``None`` when they can be run: none (a false value, as the OpenAI SDK reads
+        one), or a list or tuple of dicts that each have a ``name`` that is a string
+        (:class:`~taskforce.core.interfaces.llm.ToolCall`; what the ``arguments`` are is
+        the tool runner's to judge); else what is wrong with them, for a message that
+        says ``the provider answered ...``.
+
+    Raises:
+        Exception: reading them (their truth, an entry's ``get``) raised.
+    """
+    if not calls:
+        return None
+    if not isinstance(calls, list | tuple):
+        return f"tool calls as a {type(calls).__name__}, not a list"
+    for call in calls:
+        if not isinstance(call, dict):
+            return f"a tool call that is a {type(call).__name__}, not a dict"
+        name = call.get("name")
+        if not isinstance(name, str):
+            what = "no name" if name is None else f"a {type(name).__name__} as its name"
+            return f"a tool call with {what} (a tool call is {{id, name, arguments}})"
+    return None
 
 
 class UnusableChunk(Exception):
@@ -463,12 +503,17 @@ def stream_chunk_text(chunk: object) -> str | None:
 
     Raises:
         UnusableChunk: ``chunk`` is no dict, its ``content`` is a true value that is no
-            string, or reading it (``get``, a value's truth, its class) raises.
+            string, it ends the stream with ``tool_calls`` that cannot be run
+            (:func:`tool_calls_problem`), or reading it (``get``, a value's truth, its
+            class) raises.
     """
     try:
         if isinstance(chunk, dict):
             if chunk.get("done"):
-                return None
+                why = tool_calls_problem(chunk.get("tool_calls"))
+                if why is None:
+                    return None
+                raise UnusableChunk(why)
             text = chunk.get("content")
             if not text:
                 return ""
@@ -477,6 +522,8 @@ def stream_chunk_text(chunk: object) -> str | None:
             why = f"a {type(text).__name__} as text, not a string"
         else:
             why = f"a {type(chunk).__name__}, not a chunk"
+    except UnusableChunk:
+        raise
     except Exception as exc:  # a mapping or a value of the provider's own that cannot be read
         why = f"a chunk that cannot be read ({type(exc).__name__})"
     raise UnusableChunk(why)
