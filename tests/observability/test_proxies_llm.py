@@ -26,7 +26,7 @@ from taskforce.observability.proxies import _llm_stream as llm_stream_module
 from tests.core.domain.fakes import FakeRegistry
 from tests.observability.metric_samples import BrokenMetrics, faults, samples
 from tests.observability.proxy_fakes import FakeProvider, FakeStreamingProvider
-from tests.support.odd_values import RaisingGet, Unrepresentable
+from tests.support.odd_values import RaisingGet, UnprintableText, Unrepresentable
 
 MESSAGES = [
     {"role": "system", "content": "x" * 40},
@@ -147,6 +147,9 @@ class TestComplete:
             ({"success": True}, {"model": "asked"}, "attr", "asked"),
             ({"success": True}, {}, "attr", "attr"),
             ({"success": True}, {}, None, "unknown"),
+            ({"success": True, "model": 42}, {"model": "asked"}, "attr", "42"),
+            # a model that cannot be printed is no model reported: the call still counts
+            ({"success": True, "model": UnprintableText("x")}, {"model": "asked"}, "attr", "asked"),
         ],
     )
     async def test_model_label_resolution(
@@ -157,7 +160,8 @@ class TestComplete:
         attr: str | None,
         expected: str,
     ) -> None:
-        """model = the reported model, else the model argument, else .model, else 'unknown'."""
+        """model = the reported model (as text), else the model argument, else .model, else
+        'unknown'."""
         provider = FakeProvider(answer=answer)
         provider.model = attr  # type: ignore[assignment]
         await observe_llm_provider(provider, metrics).complete(MESSAGES, **kwargs)

@@ -97,6 +97,7 @@ __all__ = [
     "is_report",
     "record_call",
     "record_cancelled",
+    "reported_text",
     "unreported_model",
 ]
 
@@ -281,6 +282,18 @@ def _model(wrapped: Any, reported: Any, operation: str, args: tuple[Any, ...], k
     return str(default) if default else _UNKNOWN_MODEL
 
 
+def reported_text(model: Any) -> str | None:
+    """A reported ``model`` that is no plain string, as the text of its label.
+
+    ``None`` when it is a false value or cannot be printed (its ``str`` or truth raises):
+    the call is counted as one that reported no model, never left uncounted.
+    """
+    try:
+        return str(model) if model else None
+    except Exception:
+        return None
+
+
 def unreported_model(
     families: _LLMFamilies, wrapped: Any, operation: str, args: tuple[Any, ...], kwargs: Any
 ) -> str:
@@ -354,10 +367,8 @@ def record_call(
                         # the model that one resolved to
                         model = families.resolved.get(model, model)
                     if not (model and type(model) is str):
-                        model = (
-                            str(model)
-                            if model
-                            else unreported_model(families, wrapped, operation, args, kwargs)
+                        model = reported_text(model) or unreported_model(
+                            families, wrapped, operation, args, kwargs
                         )
                     attempts = result.get("attempts") or ()
                 except Exception:

@@ -39,6 +39,7 @@ from taskforce.observability.proxies._llm import (
     is_report,
     record_call,
     record_cancelled,
+    reported_text,
     unreported_model,
 )
 from taskforce.observability.proxies._llm_outcome import before_last_attempt
@@ -290,10 +291,8 @@ def _record_stream(
         try:
             families = proxy._self_families
             reported = outcome.get("model") if isinstance(outcome, dict) else None
-            model = (
-                str(reported)
-                if reported
-                else unreported_model(families, wrapped, "stream", args, kwargs)
+            model = reported_text(reported) or unreported_model(
+                families, wrapped, "stream", args, kwargs
             )
             attempts = (
                 outcome.get("attempts")
