@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from taskforce.core.domain._tool_runner import run_tool_call
 from taskforce.core.interfaces import (
     TOOL_TIMEOUT_CANCEL_MESSAGE,
     ToolProtocol,
@@ -441,6 +442,25 @@ class TestToolRegistryProxy:
         assert tool is first.__wrapped__
         assert first is proxy.get("a")
         assert first is proxy.list_tools()[0]
+
+    @pytest.mark.parametrize(
+        ("behaviour", "outcome"),
+        [(None, ("success", None)), (_raising(ValueError("bad")), ("error", "ValueError"))],
+        ids=["success", "raises"],
+    )
+    async def test_a_call_is_labelled_with_the_name_it_was_made_for(
+        self, metrics: MetricSet, behaviour: Any, outcome: tuple[str, str | None]
+    ) -> None:
+        """A tool whose ``name`` changed since it was registered: its call is counted under
+        the name it was looked up by, the one the runner's log line gives."""
+        tool = FakeTool("a", behaviour)
+        proxy = ToolRegistryProxy(FakeRegistry(tool), metrics)
+        tool._name = "renamed"
+        with capture_logs() as logs:
+            await run_tool_call(proxy, "a", {}, timeout_seconds=5.0)
+        logged = [line["tool"] for line in logs if line["event"].startswith("tool.call.")]
+        assert ["a", "a"] == logged
+        assert [("a", "none", *outcome)] == _calls(metrics)
 
     def test_list_tools_in_order(self, metrics: MetricSet) -> None:
         """list_tools returns proxies of every tool, in registration order."""

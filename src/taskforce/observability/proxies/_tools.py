@@ -149,6 +149,10 @@ class ToolProxy(ObservingProxy[_ToolT]):
         """
         super().__init__(wrapped, metrics)
         self._self_families = _ToolFamilies(metrics, max_result_depth)
+        # The name ToolRegistryProxy.get last handed it out for: its calls are labelled
+        # with it, as the tool runner's log line names them, whatever the tool's ``name``
+        # says by then (None: the tool's ``name``, read at the call's end).
+        self._self_name: str | None = None
 
     # The legacy agent reads these three of every tool for each mission's prompt.
     name = passthrough("name")
@@ -171,11 +175,12 @@ class ToolProxy(ObservingProxy[_ToolT]):
         # Read the proxy's own attributes once each: the hot path runs per tool call.
         wrapped = self.__wrapped__
         families = self._self_families
+        name = self._self_name  # before the call: another get() may hand it out meanwhile
         started = perf_counter()
         try:
             result = await wrapped.execute(**params)
         except BaseException as exc:  # always re-raised: only the outcome is read here
-            _record_raised(self, wrapped, started, exc)
+            _record_raised(self, wrapped, name, started, exc)
             raise
         try:
             error_type = classify_tool_result(result, families.max_depth)
@@ -186,12 +191,12 @@ class ToolProxy(ObservingProxy[_ToolT]):
             report_fault(self._self_metrics, "ToolProxy", _STAGE, exc)
             return result
         if error_type is not None:
-            _record_failure(self, wrapped, None, started, error_type)
+            _record_failure(self, wrapped, name, started, error_type)
             return result
         # A success is recorded here, not in a helper: one call less on the path most calls take.
         duration = perf_counter() - started
         try:
-            tool_name = wrapped.name
+            tool_name = name or wrapped.name
             agent_type = current_agent_type()
             children = families.bundles.get(
                 (tool_name, agent_type, "success")
@@ -219,12 +224,14 @@ class ToolProxy(ObservingProxy[_ToolT]):
             report_fault(self._self_metrics, "ToolProxy", _STAGE, exc)
         else:
             if error_type is not None:
-                _record_failure(self, wrapped, None, started, error_type)
+                _record_failure(self, wrapped, self._self_name, started, error_type)
         if isinstance(wrapped, RefusedCallProtocol):  # as the runner would without the proxy
             wrapped.call_refused(result)
 
 
-def _record_raised(proxy: ToolProxy[Any], tool: Any, started: float, exc: BaseException) -> None:
+def _record_raised(
+    proxy: ToolProxy[Any], tool: Any, name: str | None, started: float, exc: BaseException
+) -> None:
     """Record a call that raised ``exc``; a fault here is counted, never raised over ``exc``."""
     try:
         failed = tool_exception_error_type(exc, TOOL_TIME_LIMIT.get())
@@ -232,7 +239,7 @@ def _record_raised(proxy: ToolProxy[Any], tool: Any, started: float, exc: BaseEx
         report_fault(proxy._self_metrics, "ToolProxy", _STAGE, fault)
         return
     if failed is not None:  # None: the mission was cancelled, the call has no outcome
-        _record_failure(proxy, tool, None, started, failed)
+        _record_failure(proxy, tool, name, started, failed)
 
 
 def _record_failure(
@@ -242,10 +249,13 @@ def _record_failure(
     started: float,
     error_type: str,
 ) -> None:
-    """Record one failed call (a success is recorded by ``ToolProxy.execute`` itself)."""
+    """Record one failed call (a success is recorded by ``ToolProxy.execute`` itself).
+
+    ``tool_name`` labels it; ``None``: the ``name`` of ``tool``.
+    """
     duration = perf_counter() - started
     try:
-        if tool is not None:
+        if tool_name is None:
             tool_name = tool.name
         agent_type = current_agent_type()
         families = proxy._self_families
@@ -358,10 +368,11 @@ class ToolRegistryProxy(ObservingProxy[_RegistryT]):
             raise
         # the cache holds the tool, so its id names no other object while cached
         cached = self._self_tools.get(id(tool))
-        if cached is not None:
-            observed: ToolProtocol = cached[1]  # not cast(): a call on every tool call
-            return observed
-        return self._self_observed(tool)
+        observed: Any = cached[1] if cached is not None else self._self_observed(tool)
+        if isinstance(observed, ToolProxy):
+            # its next call is labelled with the name it was asked for (see ToolProxy)
+            observed._self_name = name if type(name) is str else None
+        return cast(ToolProtocol, observed)
 
     def list_tools(self) -> Sequence[ToolProtocol]:
         """Return every registered tool, observed, in registration order.
