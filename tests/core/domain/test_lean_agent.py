@@ -23,7 +23,7 @@ from tests.core.domain.fakes import (
     step_limit_lines,
     text,
 )
-from tests.support.odd_values import RaisingGet
+from tests.support.odd_values import RaisingGet, Unequal
 
 
 async def _broken(**_: Any) -> Any:
@@ -119,6 +119,21 @@ class TestLeanAgentCompletes:
         await LeanAgent(llm, FakeRegistry(tool)).run("m")
 
         assert [{"x": 5}] == tool.calls
+
+    async def test_a_name_and_id_of_the_providers_own_text_class_reach_the_tool(self) -> None:
+        """A tool call whose name and id are texts whose ``==`` raises runs the tool named:
+        they are read as plain text."""
+        tool = FakeTool("calc", ok_handler)
+        call: Any = {
+            "success": True,
+            "content": None,
+            "tool_calls": [{"id": Unequal("c"), "name": Unequal("calc"), "arguments": {}}],
+        }
+        llm = QueueLLM([call, text("ok")])
+
+        outcome = await LeanAgent(llm, FakeRegistry(tool)).run("m")
+
+        assert ("completed", [{}]) == (outcome.status, tool.calls)
 
     async def test_text_reaches_the_model_as_it_is(self) -> None:
         """A tool's output and the call's arguments are sent as written, not escaped to

@@ -186,6 +186,8 @@ class LeanAgent:
 def _decode_call(call: Any, turn: int, number: int) -> tuple[str, str, Any]:
     """Return ``(id, name, arguments)`` of a provider tool call, tolerating loose shapes.
 
+    The id and the name are plain text (a text of the provider's own class is copied).
+
     Arguments that arrive as a JSON string are decoded; anything undecodable (also
     JSON nested deeper than Python decodes) is passed on as is, so the tool runner
     turns it into an error result.
@@ -199,7 +201,16 @@ def _decode_call(call: Any, turn: int, number: int) -> tuple[str, str, Any]:
         with contextlib.suppress(ValueError, RecursionError):
             arguments = json.loads(arguments) if arguments.strip() else {}
     return (
-        call_id if isinstance(call_id, str) and call_id else f"call_{turn}_{number}",
-        name if isinstance(name, str) else "",
+        _plain(call_id) or f"call_{turn}_{number}",
+        _plain(name) or "",
         arguments,
     )
+
+
+def _plain(value: object) -> str | None:
+    """``value`` as a plain ``str`` if it is text, else ``None``.
+
+    A text of the provider's own class may compare, hash or print as it likes (an ``==``
+    that raises would fail the registry's lookup): the name and id go on as plain text.
+    """
+    return str.__str__(value) if isinstance(value, str) else None
