@@ -78,6 +78,27 @@ class TestToolRegistry:
         with pytest.raises(ValueError, match="non-empty string"):
             ToolRegistry().register(_EchoTool(name))
 
+    def test_a_name_is_registered_as_it_was_checked(self) -> None:
+        """A tool whose ``name`` gives another value at each read is registered under the
+        name that was checked, never under a later one (here no string at all)."""
+
+        class _Shifting(_EchoTool):
+            reads = 0
+
+            @property
+            def name(self) -> Any:
+                _Shifting.reads += 1
+                return "echo" if _Shifting.reads <= 2 else 5
+
+            @name.setter
+            def name(self, value: str) -> None:
+                pass
+
+        tool = _Shifting()
+        registry = ToolRegistry([tool])
+        assert ("echo" in registry, 5 in registry) == (True, False)
+        assert tool is registry.get("echo")
+
     def test_sync_execute_refused(self) -> None:
         """A tool whose execute is not a coroutine function is refused."""
         with pytest.raises(ValueError, match="coroutine function"):

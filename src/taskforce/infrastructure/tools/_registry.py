@@ -17,7 +17,8 @@ from taskforce.errors import ToolNotFoundError
 __all__ = ["ToolRegistry"]
 
 
-def _check_tool(tool: object) -> None:
+def _check_tool(tool: object) -> str:
+    """Refuse what is no tool; return its name, read once (a property may change it)."""
     if not isinstance(tool, ToolProtocol):
         raise ValueError(f"{tool!r} is not a tool: it lacks part of ToolProtocol")
     name = tool.name
@@ -29,6 +30,7 @@ def _check_tool(tool: object) -> None:
         raise ValueError(f"tool {name!r}: description must be a string")
     if not isinstance(tool.parameters_schema, Mapping):
         raise ValueError(f"tool {name!r}: parameters_schema must be a mapping")
+    return name
 
 
 class ToolRegistry:
@@ -56,10 +58,10 @@ class ToolRegistry:
             ValueError: The name is taken, empty or not a string, or ``tool``
                 does not satisfy ``ToolProtocol`` (``execute`` must be a coroutine function).
         """
-        _check_tool(tool)
-        if tool.name in self._tools:
-            raise ValueError(f"a tool named {tool.name!r} is already registered")
-        self._tools[tool.name] = tool
+        name = _check_tool(tool)
+        if name in self._tools:
+            raise ValueError(f"a tool named {name!r} is already registered")
+        self._tools[name] = tool
 
     def get(self, name: str) -> ToolProtocol:
         """Return the tool registered under ``name``.
