@@ -26,7 +26,7 @@ from taskforce.observability.proxies import _llm_stream as llm_stream_module
 from tests.core.domain.fakes import FakeRegistry
 from tests.observability.metric_samples import BrokenMetrics, faults, samples
 from tests.observability.proxy_fakes import FakeProvider, FakeStreamingProvider
-from tests.support.odd_values import RaisingGet, UnprintableText, Unrepresentable
+from tests.support.odd_values import RaisingGet, Unequal, UnprintableText, Unrepresentable
 
 MESSAGES = [
     {"role": "system", "content": "x" * 40},
@@ -148,8 +148,10 @@ class TestComplete:
             ({"success": True}, {}, "attr", "attr"),
             ({"success": True}, {}, None, "unknown"),
             ({"success": True, "model": 42}, {"model": "asked"}, "attr", "42"),
-            # a model that cannot be printed is no model reported: the call still counts
+            # a model that cannot be printed (or whose truth cannot be read) is no model
+            # reported: the call still counts
             ({"success": True, "model": UnprintableText("x")}, {"model": "asked"}, "attr", "asked"),
+            ({"success": True, "model": Unequal("x")}, {"model": "asked"}, "attr", "asked"),
         ],
     )
     async def test_model_label_resolution(

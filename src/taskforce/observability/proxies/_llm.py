@@ -282,6 +282,13 @@ def _model(wrapped: Any, reported: Any, operation: str, args: tuple[Any, ...], k
     return str(default) if default else _UNKNOWN_MODEL
 
 
+def _is_text(result: Any, model: str) -> bool:
+    """Whether ``result`` reports ``model`` as plain text (a text of the provider's own
+    class may compare as it likes)."""
+    reported = result.get("model")
+    return type(reported) is str and reported == model
+
+
 def reported_text(model: Any) -> str | None:
     """A reported ``model`` that is no plain string, as the text of its label.
 
@@ -366,7 +373,7 @@ def record_call(
                         # a failure names the model it asked for, at best: the series is
                         # the model that one resolved to
                         model = families.resolved.get(model, model)
-                    if not (model and type(model) is str):
+                    if not (type(model) is str and model):
                         model = reported_text(model) or unreported_model(
                             families, wrapped, operation, args, kwargs
                         )
@@ -386,7 +393,7 @@ def record_call(
         children = families.bundles.get(key)
         if children is None:
             children = _request_children(families, key)
-            if error_type is None and isinstance(result, dict) and result.get("model") == model:
+            if error_type is None and isinstance(result, dict) and _is_text(result, model):
                 # a success's report: what the model asked for resolves to, for the calls
                 # that report none (a failure's model may be only the one it asked for)
                 children.asked = _model(wrapped, None, operation, args, kwargs)
