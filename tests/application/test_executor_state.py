@@ -82,6 +82,37 @@ class TestRecording:
         assert ["id1", "id2"] == [r["mission_id"] for r in state["missions"]]
 
 
+class _ReportingOddly(MemoryStateStore):
+    """A store of one's own that writes the record but reports it as ``report`` says."""
+
+    def __init__(self, report: Any) -> None:
+        super().__init__()
+        self.report = report
+
+    async def append(self, session_id: str, record: dict[str, Any]) -> Any:
+        await super().append(session_id, record)
+        return self.report
+
+
+class TestOddAppendReports:
+    @pytest.mark.parametrize(
+        "report",
+        [None, {"records": 1, "size_bytes": 2, "dropped": 0}, AppendResult("x", None, "1")],  # type: ignore[arg-type]
+        ids=["none", "dict", "odd-counts"],
+    )
+    async def test_a_written_record_is_saved_whatever_the_store_reports(self, report: Any) -> None:
+        """An append that returned wrote the record: a report that is no AppendResult of
+        counts leaves the counts out of ``state.saved``, and the mission completes."""
+        store = _ReportingOddly(report)
+        with capture_logs() as logs:
+            result = await _executor(store).execute_mission("m", session_id="s")
+        assert ("completed", None) == (result.status, result.error_type)
+        (saved,) = [e for e in logs if e["event"] == "state.saved"]
+        assert (None, None) == (saved["records"], saved["size_bytes"])
+        assert [] == [e for e in logs if e["event"] == "state.records.dropped"]
+        assert 1 == len((await store.load("s") or {})["missions"])
+
+
 class TestStoreFailures:
     async def test_unreachable_store_fails_the_mission_cleanly(self) -> None:
         """A database error fails the mission with the store's short message; the log has more."""

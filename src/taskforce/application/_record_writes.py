@@ -121,18 +121,41 @@ class RecordWrites:
             )
             # a store's own SystemExit out of this task would stop the event loop
             raise_as_failure(exc)
+        records, size_bytes, dropped = _reported(saved)
         _LOG.debug(
             "state.saved",
             category="state",
-            records=saved.records,
-            size_bytes=saved.size_bytes,
+            records=records,
+            size_bytes=size_bytes,
             duration_ms=seconds_since(started) * 1000,
         )
-        if saved.dropped:
+        if dropped:
             _LOG.info(
                 "state.records.dropped",
                 category="state",
-                dropped=saved.dropped,
-                records=saved.records,
-                size_bytes=saved.size_bytes,
+                dropped=dropped,
+                records=records,
+                size_bytes=size_bytes,
             )
+
+
+#: The counts of an ``AppendResult``, in the order :func:`_reported` returns them.
+_REPORTED = ("records", "size_bytes", "dropped")
+
+
+def _reported(saved: object) -> tuple[int | None, int | None, int]:
+    """The records, size and dropped records an append reported, for its log lines.
+
+    The append returned, so the record is written: what a store of one's own hands back
+    instead of an ``AppendResult`` (``None``, a dict) or a count that is no ``int`` is
+    left out (``None``; no record dropped), never a failure of the write.
+    """
+    counts: list[int | None] = []
+    for name in _REPORTED:
+        try:
+            count = getattr(saved, name, None)
+        except Exception:  # a property of the store's own that raises
+            count = None
+        counts.append(count if type(count) is int else None)
+    records, size_bytes, dropped = counts
+    return records, size_bytes, dropped or 0
