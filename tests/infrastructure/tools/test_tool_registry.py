@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,14 @@ class TestToolRegistry:
         registry = ToolRegistry([tool])
         assert ("echo" in registry, 5 in registry) == (True, False)
         assert tool is registry.get("echo")
+
+    def test_a_schema_that_cannot_be_copied_is_refused(self) -> None:
+        """A schema ``openai_schemas`` could not copy (here holding a lock) is refused at
+        registration, naming the tool, rather than failing every lean turn after it."""
+        tool = _EchoTool()
+        tool.parameters_schema = {"type": "object", "lock": threading.Lock()}
+        with pytest.raises(ValueError, match="'echo': parameters_schema cannot be copied"):
+            ToolRegistry([tool])
 
     def test_sync_execute_refused(self) -> None:
         """A tool whose execute is not a coroutine function is refused."""

@@ -28,8 +28,15 @@ def _check_tool(tool: object) -> str:
         raise ValueError(f"tool {name!r}: execute must be a coroutine function")
     if not isinstance(tool.description, str):
         raise ValueError(f"tool {name!r}: description must be a string")
-    if not isinstance(tool.parameters_schema, Mapping):
+    schema = tool.parameters_schema
+    if not isinstance(schema, Mapping):
         raise ValueError(f"tool {name!r}: parameters_schema must be a mapping")
+    try:  # what openai_schemas hands out, on every lean turn of every mission
+        copy.deepcopy(dict(schema))
+    except Exception as exc:
+        raise ValueError(
+            f"tool {name!r}: parameters_schema cannot be copied ({type(exc).__name__})"
+        ) from exc
     return name
 
 
@@ -56,7 +63,8 @@ class ToolRegistry:
 
         Raises:
             ValueError: The name is taken, empty or not a string, or ``tool``
-                does not satisfy ``ToolProtocol`` (``execute`` must be a coroutine function).
+                does not satisfy ``ToolProtocol`` (``execute`` must be a coroutine function,
+                ``parameters_schema`` a mapping that can be copied).
         """
         name = _check_tool(tool)
         if name in self._tools:
