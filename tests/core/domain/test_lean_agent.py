@@ -282,6 +282,16 @@ class TestLeanAgentFails:
         # logged once, as the legacy flow logs it
         assert [step_limit_line(3)] == step_limit_lines(logs)
 
+    async def test_a_tuple_of_more_tool_calls_than_allowed_fails_before_any_runs(self) -> None:
+        """Tool calls given as a tuple are held to max_tool_calls_per_turn as a list is."""
+        calc = FakeTool("calc", ok_handler)
+        answer: Any = native_calls(*[("calc", {"n": i}) for i in range(3)])
+        answer["tool_calls"] = tuple(answer["tool_calls"])
+        failed = await LeanAgent(
+            QueueLLM([answer]), FakeRegistry(calc), max_tool_calls_per_turn=2
+        ).run("m")
+        assert ("failed", "tool_call_limit", []) == (failed.status, failed.error_type, calc.calls)
+
     async def test_a_turn_asking_for_more_tool_calls_than_allowed_fails_before_any_runs(
         self,
     ) -> None:

@@ -137,8 +137,9 @@ class LeanAgent:
         tool_names: list[str] = []
         try:
             result = await run.complete(messages, tools=self._tools.openai_schemas(), step=index)
+            # a list or a tuple: classify_llm_result failed the call for anything else
             asked = result.get("tool_calls") or []
-            if isinstance(asked, list) and len(asked) > self._max_tool_calls_per_turn:
+            if len(asked) > self._max_tool_calls_per_turn:
                 # none runs: a model that asks for thousands at once is broken or hostile
                 raise MissionAborted(
                     f"the model asked for {len(asked)} tool calls in one turn, more than "
