@@ -368,11 +368,11 @@ class ToolRegistryProxy(ObservingProxy[_RegistryT]):
             raise
         # the cache holds the tool, so its id names no other object while cached
         cached = self._self_tools.get(id(tool))
-        observed: Any = cached[1] if cached is not None else self._self_observed(tool)
+        observed: ToolProtocol = cached[1] if cached is not None else self._self_observed(tool)
         if isinstance(observed, ToolProxy):
             # its next call is labelled with the name it was asked for (see ToolProxy)
             observed._self_name = name if type(name) is str else None
-        return cast(ToolProtocol, observed)
+        return observed  # not cast(): a call on every tool call
 
     def list_tools(self) -> Sequence[ToolProtocol]:
         """Return every registered tool, observed, in registration order.
