@@ -297,7 +297,12 @@ class ToolRegistryProxy(ObservingProxy[_RegistryT]):
         self._self_unknown_budget = metrics.max_label_values // 10
         try:
             self._self_at_zero(wrapped.list_tools())
-        except Exception as exc:  # a registry of one's own that cannot list: nothing at zero
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            # A registry of one's own that cannot list: nothing at zero. Whatever it raises
+            # (SystemExit too) was raised to the proxy's own call, made only for this, not
+            # to the service: its listings later raise it as they would without metrics.
             report_fault(metrics, "ToolRegistryProxy", "registry", exc)
 
     # The lean agent reads it before every LLM call.
