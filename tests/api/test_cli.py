@@ -602,6 +602,13 @@ class TestRun:
         assert proc.stderr.startswith("taskforce: ")
         assert [] == list((tmp_path / "state").glob("*"))
 
+    def test_invalid_session_names_the_flag(self, tmp_path: Path) -> None:
+        """A bad `--session` is refused with a line that names `--session`, the flag the
+        user typed, not `session_id`, the API's field."""
+        proc = _taskforce("run", "hi", "--session", "../x", env=_env(tmp_path), cwd=tmp_path)
+        assert (2, "") == (proc.returncode, proc.stdout)
+        assert proc.stderr.startswith("taskforce: --session must be 1 to 128 of"), proc.stderr
+
     @pytest.mark.parametrize(
         ("command", "names"),
         [

@@ -359,11 +359,12 @@ async def _mission(args: argparse.Namespace, settings: Settings, run: _Run) -> i
     """Build the container, run the mission, print its result; return the exit code."""
     from taskforce.application.container import build_container
     from taskforce.config import check_directories
-    from taskforce.core.interfaces import has_visible_character
+    from taskforce.core.interfaces import check_session_id, has_visible_character
 
     if not has_visible_character(args.mission):
         # Refused before anything is built: no state directory for a mission that cannot run.
         raise MissionError("the mission is empty: it has no visible character")
+    check_session_id(args.session, "--session")  # named as the user wrote it, not session_id
     check_directories(settings, args.config)
     has_tokens = False  # the answer already went out as it streamed
     async with build_container(settings) as container:

@@ -24,6 +24,7 @@ from taskforce.core.interfaces.executor import (
     ProgressKind,
     StepRecord,
     check_mission_request,
+    check_session_id,
     has_visible_character,
 )
 from taskforce.core.interfaces.llm import (
@@ -120,6 +121,7 @@ __all__ = [
     "UnusableChunk",
     "Usage",
     "check_mission_request",
+    "check_session_id",
     "classify_llm_result",
     "classify_tool_result",
     "current_agent_type",

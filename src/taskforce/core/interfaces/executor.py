@@ -31,6 +31,7 @@ __all__ = [
     "StepRecord",
     "StreamEnd",
     "check_mission_request",
+    "check_session_id",
     "has_visible_character",
 ]
 
@@ -171,20 +172,34 @@ def check_mission_request(
             f"mission must be at most {max_chars} characters (agent.max_mission_chars), "
             f"got {len(mission)}"
         )
-    for name, value in (("session_id", session_id), ("mission_id", mission_id)):
-        if value is not None and not (
-            issubclass(type(value), str) and SESSION_ID_PATTERN.fullmatch(cast(str, value))
-        ):
-            raise MissionError(
-                f"{name} must be 1 to 128 of A-Z a-z 0-9 _ . - not starting with '.', "
-                f"got {quoted(value, _SHOWN_CHARS)}"
-            )
+    check_session_id(session_id, "session_id")
+    check_session_id(mission_id, "mission_id")
     return MissionRequest(
         mission,
         cast(AgentType, agent_type),
         cast("str | None", session_id),
         cast("str | None", mission_id),
     )
+
+
+def check_session_id(value: object, name: str) -> None:
+    """Check a session or mission id against :data:`SESSION_ID_PATTERN`.
+
+    Args:
+        value: ``None`` (no id given), or the id.
+        name: what the caller calls it, for the message (``session_id``, ``--session``).
+
+    Raises:
+        MissionError: ``value`` is neither ``None`` nor such an id; the message names
+            ``name`` and shows at most a short prefix of the value.
+    """
+    if value is not None and not (
+        issubclass(type(value), str) and SESSION_ID_PATTERN.fullmatch(cast(str, value))
+    ):
+        raise MissionError(
+            f"{name} must be 1 to 128 of A-Z a-z 0-9 _ . - not starting with '.', "
+            f"got {quoted(value, _SHOWN_CHARS)}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
