@@ -717,6 +717,16 @@ class TestRun:
         tokens = "".join(e["content"] for e in events if e["kind"] == "token")
         assert events[-1]["result"]["final_message"] == tokens
 
+    def test_stream_json_is_one_line_an_event_for_any_splitter(self, tmp_path: Path) -> None:
+        """`run --stream --json` writes NEL, LINE and PARAGRAPH SEPARATOR as JSON escapes, as
+        the SSE route does: `str.splitlines` finds one event a line, not a cut one."""
+        mission = "say a\x85b\u2028c\u2029d"
+        proc = _taskforce("run", mission, "--stream", "--json", env=_env(tmp_path), cwd=tmp_path)
+
+        assert 0 == proc.returncode, proc.stderr
+        events = [json.loads(line) for line in proc.stdout.splitlines()]
+        assert f"Scripted answer: {mission}" == events[-1]["result"]["final_message"]
+
     @pytest.mark.parametrize("agent", ["lean", "legacy"])
     def test_stream_json_writes_output_json_cannot_hold(self, tmp_path: Path, agent: str) -> None:
         """`run --stream --json` writes a tool's NaN as null and a set as its text, as the

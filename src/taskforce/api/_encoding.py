@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
-from taskforce.core.interfaces.jsonable import json_writer
+from taskforce.core.interfaces.jsonable import UNICODE_LINE_ENDS, json_writer
 
 __all__ = ["PathRedactor", "SafeJSONResponse", "json_bytes", "refusal", "sse_event"]
 
@@ -79,7 +79,7 @@ def json_bytes(data: Any, redact: Redact | None = None) -> bytes:
 #: as Python's ``str.splitlines`` does (httpx's ``aiter_lines``, httpx-sse before 0.4.3),
 #: which would cut a ``data`` line in two.
 _UNICODE_LINE_ENDS = tuple(
-    (char.encode("utf-8"), f"\\u{ord(char):04x}".encode("ascii")) for char in "\x85\u2028\u2029"
+    (char.encode("utf-8"), f"\\u{ord(char):04x}".encode("ascii")) for char in UNICODE_LINE_ENDS
 )
 
 

@@ -446,7 +446,7 @@ async def _stream_mission(
         The result, and whether answer tokens were printed (then the summary leaves
         the final message out rather than print it twice).
     """
-    write = _json_writer()
+    write = _json_writer(is_one_line=True)  # one event a line, also for str.splitlines
     result: ExecutionResult | None = None
     has_tokens = False
     stream = executor.execute_mission_streaming(

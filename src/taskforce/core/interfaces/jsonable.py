@@ -29,6 +29,7 @@ __all__ = [
     "MAX_RESULT_DEPTH",
     "MAX_WRITTEN_DEPTH",
     "SCALAR_TYPES",
+    "UNICODE_LINE_ENDS",
     "as_text",
     "json_writer",
     "jsonable",
@@ -75,7 +76,16 @@ def as_text(value: object, placeholder: str = "<{} that cannot be written>") -> 
         return placeholder.format(type(value).__name__)
 
 
-def json_writer(*, is_finite: bool = False, **options: Any) -> Callable[[Any], str]:
+#: Line ends in Unicode that neither JSON nor the SSE spec escape or split at: NEL, LINE
+#: SEPARATOR and PARAGRAPH SEPARATOR. JSON may hold them raw, but ``str.splitlines`` (and
+#: the readers built on it, httpx's ``aiter_lines``) cuts a line at each.
+UNICODE_LINE_ENDS = "\x85\u2028\u2029"
+_LINE_END_ESCAPES = str.maketrans({char: f"\\u{ord(char):04x}" for char in UNICODE_LINE_ENDS})
+
+
+def json_writer(
+    *, is_finite: bool = False, is_one_line: bool = False, **options: Any
+) -> Callable[[Any], str]:
     """Make a function that writes any value as JSON text, as ``json.dumps`` would.
 
     An object JSON has no form for is written as its text (:func:`as_text`). A value
@@ -88,6 +98,9 @@ def json_writer(*, is_finite: bool = False, **options: Any) -> Callable[[Any], s
     Args:
         is_finite: Write a NaN or infinite float as ``null``, for a strict JSON reader
             (``NaN`` and ``Infinity`` otherwise, which JSON has no literal for).
+        is_one_line: Write :data:`UNICODE_LINE_ENDS` as ``\\uXXXX`` escapes, so that the
+            text is one line for any line splitter (without ``indent``); they can only
+            stand inside JSON strings, where the escape reads back as the same text.
         **options: Further options of ``json.JSONEncoder`` (``ensure_ascii``,
             ``separators``).
 
@@ -102,7 +115,13 @@ def json_writer(*, is_finite: bool = False, **options: Any) -> Callable[[Any], s
         except (TypeError, ValueError, RecursionError):
             return encoder.encode(_plain(value, set(), is_finite))
 
-    return write
+    if not is_one_line:
+        return write
+
+    def write_one_line(value: Any) -> str:
+        return write(value).translate(_LINE_END_ESCAPES)
+
+    return write_one_line
 
 
 def jsonable(value: Any) -> Any:
