@@ -251,7 +251,7 @@ def _strict_json(text: str) -> Any:
 
 
 def _asleep_in_its_tool(
-    tmp_path: Path, seconds: int, ignoring: signal.Signals | None = None
+    tmp_path: Path, seconds: int, ignoring: signal.Signals | None = None, *flags: str
 ) -> subprocess.Popen[str]:
     """`taskforce run` of a mission asleep in its tool for ``seconds``, once the tool runs;
     started with ``ignoring`` ignored, as a parent (a shell's ``&``) may leave a signal."""
@@ -262,7 +262,7 @@ def _asleep_in_its_tool(
 
     mission = f'tool:sleep {{"seconds": {seconds}}}'
     proc = subprocess.Popen(
-        [sys.executable, "-m", "taskforce", "run", mission, "--verbose"],
+        [sys.executable, "-m", "taskforce", "run", mission, "--verbose", *flags],
         env=_env(tmp_path, TASKFORCE_LOGGING__LEVEL="debug"),
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -465,6 +465,22 @@ class TestRun:
         (saved,) = (tmp_path / "state").glob("*.json")
         (record,) = json.loads(saved.read_text(encoding="utf-8"))["missions"]
         assert ("cancelled", "cancelled") == (record["status"], record["error_type"])
+
+    @pytest.mark.parametrize(("sent", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+    def test_a_stop_signal_ends_the_json_stream_with_a_final_error(
+        self, tmp_path: Path, sent: signal.Signals, code: int
+    ) -> None:
+        """`run --stream --json` stopped: its last line is a final `error` event
+        (`cancelled`), as the SSE route ends a stream a shutdown cut, not the last event
+        the mission had made."""
+        proc = _asleep_in_its_tool(tmp_path, 30, None, "--stream", "--json")
+        proc.send_signal(sent)
+        stdout, _ = proc.communicate(timeout=30)
+        events = [json.loads(line) for line in stdout.splitlines()]
+        assert code == proc.returncode
+        assert {"kind": "error", "error_type": "cancelled", "is_final": True}.items() <= events[
+            -1
+        ].items()
 
     @pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM])
     def test_a_stop_signal_ignored_from_the_start_stays_ignored(

@@ -40,6 +40,13 @@ __all__ = ["main"]
 
 _NOT_STARTED = "stopped before the mission started"
 _EX_IOERR = 74  # sysexits.h: an error occurred while doing I/O on some file
+#: The last line of ``run --stream --json`` when a stop signal cancelled its mission.
+_CANCELLED_EVENT = {
+    "kind": "error",
+    "error": "the mission was cancelled",
+    "error_type": "cancelled",
+    "is_final": True,
+}
 
 
 class _Terminated(BaseException):
@@ -446,6 +453,8 @@ async def _stream_mission(
         The result, and whether answer tokens were printed (then the summary leaves
         the final message out rather than print it twice).
     """
+    import asyncio
+
     write = _json_writer(is_one_line=True)  # one event a line, also for str.splitlines
     result: ExecutionResult | None = None
     has_tokens = False
@@ -462,6 +471,13 @@ async def _stream_mission(
                     has_tokens = True
                 if event.result is not None:
                     result = event.result
+    except asyncio.CancelledError:
+        if args.json:
+            # Stopped (Ctrl-C, SIGTERM): the last line says so, as the SSE route's last
+            # event does on a shutdown; the exit code stays the signal's.
+            with contextlib.suppress(_OutputFailed):
+                _say(write(_CANCELLED_EVENT))
+        raise
     finally:
         if has_tokens:
             _say()  # ends the answer's line, also when the mission was cut short
