@@ -33,7 +33,7 @@ class FaultCounter(Protocol):
 _LOG_FAULTS_TO: weakref.ref[FaultCounter] | None = None
 
 
-def report_fault(metrics: FaultCounter, proxy: str, stage: str, exc: Exception) -> None:
+def report_fault(metrics: FaultCounter, proxy: str, stage: str, exc: BaseException) -> None:
     """Count a fault of the instrumentation and log it the first time it happens.
 
     Never raises (short of ``BaseException``): a fault of the fault path is dropped.
@@ -44,7 +44,8 @@ def report_fault(metrics: FaultCounter, proxy: str, stage: str, exc: Exception) 
             ``proxy``): a proxy class, ``HTTPMetricsMiddleware``, ``MetricSet`` for a
             whole render, or the name of a family whose samples could not be read.
         stage: The closed-set name of the step that failed, e.g. ``"http"``, ``"render"``.
-        exc: The exception the instrumentation raised.
+        exc: The exception the instrumentation raised (or, for a call the proxy made
+            of its own, what the wrapped object raised to it).
     """
     with contextlib.suppress(Exception):  # a broken MetricSet must not break the caller
         metrics.record_fault(stage)
