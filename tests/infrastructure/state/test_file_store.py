@@ -132,6 +132,18 @@ class TestCorruption:
         assert str(path) == info.value.path
         assert content == path.read_bytes()
 
+    async def test_a_file_an_editor_saved_with_a_byte_order_mark_reads(
+        self, store: FileStateStore
+    ) -> None:
+        """A session file saved by an editor that writes a UTF-8 byte order mark is read
+        as without it, before and after an append (which took it already)."""
+        await store.save("edited", {"missions": [{"n": 1}], "note": "é"})
+        path = store.state_dir / "edited.json"
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+        assert {"missions": [{"n": 1}], "note": "é"} == await store.load("edited")
+        await store.append("edited", {"n": 2})
+        assert [{"n": 1}, {"n": 2}] == (await store.load("edited"))["missions"]
+
     async def test_unreadable_state_raises_store_error(self, store: FileStateStore) -> None:
         """A state path that cannot be read (here a directory) raises StateStoreError."""
         (store.state_dir / "dir.json").mkdir(parents=True)

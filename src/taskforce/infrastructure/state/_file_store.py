@@ -126,7 +126,9 @@ def _is_json_object(data: bytes) -> bool:
 
 def _decode(data: bytes, session_id: str, path: Path) -> SessionState:
     try:
-        state = loads(data.decode("utf-8"))
+        # utf-8-sig: a byte order mark an editor saved the file with is not content (an
+        # append takes such a file already: the JSON parser reads bytes that way)
+        state = loads(data.decode("utf-8-sig"))
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
         raise StateCorruptedError(session_id, str(path), str(exc)) from exc
     except RecursionError:
