@@ -418,9 +418,9 @@ def classify_llm_result(result: object) -> str | None:
         content = result.get("content")
         calls = result.get("tool_calls")
         if (content is None or type(content) is str) and (
-            calls is None or (type(calls) is list and not calls)
+            calls is None or (type(calls) is list and _are_plain_calls(calls))
         ):
-            return None  # most calls: a plain dict cannot fail to be read
+            return None  # most calls, a turn that calls tools too: plain dicts cannot fail
     try:
         if not isinstance(result, dict):  # which reads the class: a value's own may raise
             return "invalid_response"
@@ -439,6 +439,12 @@ def classify_llm_result(result: object) -> str | None:
     if success is not False:
         return "invalid_response"
     return llm_error_type(error_type)
+
+
+def _are_plain_calls(calls: list[Any]) -> bool:
+    """Whether every tool call is a plain dict with a plain ``str`` name (what providers
+    give): such calls can be run and cannot fail to be read, so no further look is due."""
+    return all(type(call) is dict and type(call.get("name")) is str for call in calls)
 
 
 def tool_calls_problem(calls: object) -> str | None:
