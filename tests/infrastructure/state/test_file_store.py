@@ -142,7 +142,9 @@ class TestCorruption:
         path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
         assert {"missions": [{"n": 1}], "note": "é"} == await store.load("edited")
         await store.append("edited", {"n": 2})
-        assert [{"n": 1}, {"n": 2}] == (await store.load("edited"))["missions"]
+        appended = await store.load("edited")
+        assert appended is not None
+        assert [{"n": 1}, {"n": 2}] == appended["missions"]
 
     async def test_unreadable_state_raises_store_error(self, store: FileStateStore) -> None:
         """A state path that cannot be read (here a directory) raises StateStoreError."""
