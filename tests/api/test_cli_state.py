@@ -146,6 +146,32 @@ class TestStartUp:
             "taskforce: state: " + said.format(schema=schema)
         ] == proc.stderr.strip().splitlines()
 
+    async def test_a_renamed_column_stops_serve_with_exit_2_in_one_line(
+        self, tmp_path: Path, postgres_dsn: str
+    ) -> None:
+        """A column of the store's an operator renamed: serve stops with exit 2 and one line
+        naming the table, the column and what to do (before, it started, and every mission
+        failed to save and every session read was a 500)."""
+        import asyncpg
+
+        async with PostgresStateStore(postgres_dsn):
+            pass  # creates the schema
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            await conn.execute("ALTER TABLE taskforce_sessions RENAME COLUMN records TO counted")
+        finally:
+            await conn.close()
+        env = _env(tmp_path, TASKFORCE_STATE__BACKEND="postgres", TASKFORCE_STATE__DSN=postgres_dsn)
+        proc = _taskforce("serve", "--port", "0", env=env, cwd=tmp_path)
+        assert 2 == proc.returncode
+        schema = postgres_dsn.rsplit("search_path=", 1)[1]
+        assert [
+            f"taskforce: state: the state tables in schema {schema!r} are not as this taskforce "
+            "uses them: taskforce_sessions has no column records (integer); if one was renamed "
+            "(this taskforce does not know counted), rename it back: ALTER TABLE "
+            f"{schema}.taskforce_sessions RENAME COLUMN ... TO ..."
+        ] == proc.stderr.strip().splitlines()
+
     @pytest.mark.parametrize("command", [["serve", "--port", "0"], ["run", "hello"]])
     async def test_a_user_lacking_privileges_exits_2_naming_the_setting_and_user(
         self, tmp_path: Path, postgres_dsn: str, command: list[str]

@@ -29,6 +29,7 @@ from taskforce.errors import (
     StateStoreUnavailableError,
 )
 from taskforce.infrastructure.state import FileStateStore, PostgresStateStore
+from taskforce.infrastructure.state import _postgres_schema as schema_module
 from taskforce.infrastructure.state._common import StateLimits
 from taskforce.infrastructure.state._postgres_schema import APPEND_RECORD, SCHEMA_VERSION
 from taskforce.infrastructure.state._postgres_store import _ABANDONED, _in_own_context
@@ -156,6 +157,271 @@ class TestSchema:
             await conn.close()
         async with PostgresStateStore(postgres_dsn) as store:
             assert {"missions": [{"n": 1}]} == await store.load("kept")
+
+
+async def _changed(dsn: str, *statements: str) -> None:
+    """A store's first start on ``dsn`` (one session recorded), then ``statements``."""
+    async with PostgresStateStore(dsn) as store:
+        await store.append("kept", {"n": 1})
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def _stopped(dsn: str) -> str:
+    """The message a start-up on ``dsn`` stops with; no pool is left open."""
+    store = PostgresStateStore(dsn)
+    with pytest.raises(StateStoreError) as info:
+        await store.open()
+    assert None is store._pool
+    assert not isinstance(info.value, StateStoreUnavailableError)
+    return str(info.value)
+
+
+_NOT_AS_USED = "the state tables in schema {schema!r} are not as this taskforce uses them: "
+
+
+class TestSchemaShape:
+    """Tables of the store's names it cannot use stop start-up with what is wrong and what
+    to do, instead of starting and failing every call that touches them."""
+
+    @pytest.mark.parametrize(
+        ("statements", "said"),
+        [
+            (
+                ["ALTER TABLE taskforce_sessions RENAME COLUMN records TO record_count"],
+                "taskforce_sessions has no column records (integer); if one was renamed "
+                "(this taskforce does not know record_count), rename it back: ALTER TABLE "
+                "{schema}.taskforce_sessions RENAME COLUMN ... TO ...",
+            ),
+            (
+                ["ALTER TABLE taskforce_sessions DROP COLUMN has_missions"],
+                "taskforce_sessions has no column has_missions (boolean); move the taskforce_ "
+                "tables aside (ALTER ... SET SCHEMA, or RENAME) or name another schema with "
+                "?search_path= in state.dsn, and start again to create them",
+            ),
+            (
+                [
+                    "ALTER TABLE taskforce_mission_records "
+                    "ALTER COLUMN record TYPE jsonb USING record::jsonb"
+                ],
+                "taskforce_mission_records.record is jsonb, not text: ALTER TABLE "
+                "{schema}.taskforce_mission_records ALTER COLUMN record TYPE text "
+                "USING record::text",
+            ),
+            (
+                ["ALTER TABLE taskforce_sessions ALTER COLUMN session_id TYPE varchar(8)"],
+                "taskforce_sessions.session_id is character varying(8), not text: ALTER TABLE "
+                "{schema}.taskforce_sessions ALTER COLUMN session_id TYPE text "
+                "USING session_id::text",
+            ),
+            (
+                ["ALTER TABLE taskforce_sessions ALTER COLUMN state DROP DEFAULT"],
+                "taskforce_sessions.state has no default, which an insert leaves it to: "
+                "ALTER TABLE {schema}.taskforce_sessions ALTER COLUMN state SET DEFAULT '{{}}'",
+            ),
+            (
+                ["ALTER TABLE taskforce_mission_records ALTER COLUMN seq DROP IDENTITY"],
+                "taskforce_mission_records.seq has no default, which an insert leaves it to: "
+                "ALTER TABLE {schema}.taskforce_mission_records ALTER COLUMN seq ADD GENERATED "
+                "ALWAYS AS IDENTITY, then restart it past the highest seq",
+            ),
+            (
+                [
+                    "ALTER TABLE taskforce_sessions ADD COLUMN tenant text NOT NULL DEFAULT 'a'",
+                    "ALTER TABLE taskforce_sessions ALTER COLUMN tenant DROP DEFAULT",
+                ],
+                "taskforce_sessions.tenant is NOT NULL without a default, and this taskforce "
+                "does not write it: ALTER TABLE {schema}.taskforce_sessions ALTER COLUMN "
+                "tenant DROP NOT NULL",
+            ),
+            (
+                [
+                    "ALTER TABLE taskforce_mission_records "
+                    "DROP CONSTRAINT taskforce_mission_records_session_id_fkey",
+                    "ALTER TABLE taskforce_sessions DROP CONSTRAINT taskforce_sessions_pkey",
+                ],
+                "taskforce_sessions has no primary key on session_id, which every append and "
+                "save needs: ALTER TABLE {schema}.taskforce_sessions ADD PRIMARY KEY "
+                "(session_id); taskforce_mission_records has no foreign key to "
+                "taskforce_sessions with ON DELETE CASCADE, so a deleted or expired session "
+                "would leave its records to the next session of its id: delete the records "
+                "whose session is gone, then ALTER TABLE {schema}.taskforce_mission_records "
+                "ADD FOREIGN KEY (session_id) REFERENCES {schema}.taskforce_sessions "
+                "(session_id) ON DELETE CASCADE",
+            ),
+            (
+                ["ALTER TABLE taskforce_schema_version ALTER COLUMN version TYPE text"],
+                "taskforce_schema_version.version is text, not integer: ALTER TABLE "
+                "{schema}.taskforce_schema_version ALTER COLUMN version TYPE integer "
+                "USING version::integer",
+            ),
+        ],
+        ids=[
+            "renamed",
+            "dropped",
+            "jsonb",
+            "bounded",
+            "no-default",
+            "no-identity",
+            "own-column",
+            "no-keys",
+            "version-text",
+        ],
+    )
+    async def test_a_table_not_as_the_store_uses_it_stops_start_up(
+        self, postgres_dsn: str, statements: list[str], said: str
+    ) -> None:
+        """A column renamed, dropped, of another type or without its default, one of the
+        operator's own that an insert fails on, the session key or the records' cascade
+        gone: start-up stops naming each, with the statement that mends it; nothing is
+        written (before, it started and every append, save or load failed)."""
+        await _changed(postgres_dsn, *statements)
+        schema = _schema(postgres_dsn)
+        assert (_NOT_AS_USED + said).format(schema=schema) == await _stopped(postgres_dsn)
+        assert [(1,)] == await _fetch(postgres_dsn, "SELECT count(*) FROM taskforce_sessions")
+
+    async def test_the_remedy_given_is_enough(self, postgres_dsn: str) -> None:
+        """Running the statement a refusal gives brings the tables back into use."""
+        await _changed(
+            postgres_dsn,
+            "ALTER TABLE taskforce_mission_records "
+            "ALTER COLUMN record TYPE jsonb USING record::jsonb",
+        )
+        remedy = (await _stopped(postgres_dsn)).split("not text: ", 1)[1]
+        await _fetch(postgres_dsn, remedy)
+        async with PostgresStateStore(postgres_dsn) as store:
+            await store.append("kept", {"text": "a\u0000b"})
+            assert {"missions": [{"n": 1}, {"text": "a\u0000b"}]} == await store.load("kept")
+
+    async def test_a_view_of_a_tables_name_is_not_taken_for_it(self, postgres_dsn: str) -> None:
+        """A view where the search path finds taskforce_sessions is named for what it is."""
+        await _changed(
+            postgres_dsn,
+            "ALTER TABLE taskforce_sessions RENAME TO kept_sessions",
+            "CREATE VIEW taskforce_sessions AS SELECT * FROM kept_sessions",
+        )
+        assert (
+            f"the state table taskforce_sessions in schema {_schema(postgres_dsn)!r} is a view, "
+            "not a table: move the taskforce_ tables aside (ALTER ... SET SCHEMA, or RENAME) or "
+            "name another schema with ?search_path= in state.dsn, and start again to create them"
+        ) == await _stopped(postgres_dsn)
+
+    async def test_a_foreign_table_of_a_tables_name_is_not_taken_for_it(
+        self, postgres_dsn: str
+    ) -> None:
+        """A foreign table of the records' name (no table of its own, no cascade from the
+        sessions): start-up stops naming it, not the first append's foreign server."""
+        schema = _schema(postgres_dsn)
+        await _changed(
+            postgres_dsn,
+            f"CREATE EXTENSION IF NOT EXISTS file_fdw SCHEMA {schema}",
+            f"CREATE SERVER {schema}_files FOREIGN DATA WRAPPER file_fdw",
+            "DROP TABLE taskforce_mission_records",
+            "CREATE FOREIGN TABLE taskforce_mission_records (session_id text, seq bigint, "
+            f"record text, size_bytes integer, created_at timestamptz) SERVER {schema}_files "
+            "OPTIONS (filename '/nonexistent')",
+        )
+        assert (await _stopped(postgres_dsn)).startswith(
+            f"the state table taskforce_mission_records in schema {schema!r} is a foreign "
+            "table, not a table: "
+        )
+
+    async def test_tables_split_over_the_search_path_are_refused(self, postgres_dsn: str) -> None:
+        """A schema first in the search path holding a stray taskforce_sessions: the store
+        would write sessions there and records beside the other one, each append failing on
+        the records' foreign key. Start-up names where it found each table."""
+        schema = _schema(postgres_dsn)
+        await _changed(
+            postgres_dsn,
+            f"CREATE SCHEMA {schema}_first",
+            f"CREATE TABLE {schema}_first.taskforce_sessions "
+            "(LIKE taskforce_sessions INCLUDING ALL)",
+        )
+        split = postgres_dsn.replace(
+            f"search_path={schema}", f"search_path={schema}_first,{schema}"
+        )
+        assert (
+            "the search path finds the state tables in different schemas "
+            f"(taskforce_schema_version, taskforce_mission_records in {schema!r}; "
+            f"taskforce_sessions in '{schema}_first'): the store needs all three in one; move "
+            "them together, or name that schema alone with ?search_path= in state.dsn"
+        ) == await _stopped(split)
+
+    async def test_a_dropped_sessions_table_stops_start_up_on_the_cascade_it_took(
+        self, postgres_dsn: str
+    ) -> None:
+        """DROP TABLE taskforce_sessions CASCADE takes the records' foreign key with it:
+        start-up stops on the cascade it cannot restore, and leaves the schema as it was,
+        the table it would create included (before, it created the table and then an
+        expired session's records came back in the next session of its id)."""
+        await _changed(postgres_dsn, "DROP TABLE taskforce_sessions CASCADE")
+        said = await _stopped(postgres_dsn)
+        assert said.startswith(
+            _NOT_AS_USED.format(schema=_schema(postgres_dsn))
+            + "taskforce_mission_records has no foreign key to taskforce_sessions with ON "
+            "DELETE CASCADE"
+        )
+        regclass = "SELECT to_regclass('taskforce_sessions') IS NULL"
+        assert [(True,)] == await _fetch(postgres_dsn, regclass)
+
+    async def test_row_level_security_that_applies_to_the_user_is_refused(
+        self, postgres_dsn: str
+    ) -> None:
+        """Row level security on the sessions (no policy: it hides every row and refuses
+        every write) stops a user it applies to, naming the user; the owner, whom it
+        spares, still starts."""
+        await _changed(postgres_dsn, "ALTER TABLE taskforce_sessions ENABLE ROW LEVEL SECURITY")
+        user = await create_user(postgres_dsn)
+        refused = await _refused(user.dsn)
+        schema = _schema(postgres_dsn)
+        assert (
+            f"cannot use the state database: the database user {user.role!r} is subject to row "
+            f"level security on taskforce_sessions (in schema {schema!r}), which hides rows "
+            "from the store and refuses its writes: disable it (ALTER TABLE "
+            f"{schema}.taskforce_sessions DISABLE ROW LEVEL SECURITY), or give state.dsn a user "
+            "it does not apply to (the owner of it, or a role with BYPASSRLS)"
+        ) == str(refused)
+        async with PostgresStateStore(postgres_dsn) as store:
+            assert {"missions": [{"n": 1}]} == await store.load("kept")
+
+
+class TestMigration:
+    async def test_an_older_schema_is_migrated_once_and_recorded(
+        self, postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A taskforce whose schema is one step newer migrates the tables it finds, keeps
+        their rows, records the version, and a second start migrates nothing."""
+        await _changed(postgres_dsn)
+        monkeypatch.setattr(schema_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+        step = "ALTER TABLE taskforce_sessions ADD COLUMN note text"
+        monkeypatch.setitem(schema_module.MIGRATIONS, SCHEMA_VERSION, step)
+        for _ in range(2):
+            async with PostgresStateStore(postgres_dsn, pool_size=1) as store:
+                assert {"missions": [{"n": 1}]} == await store.load("kept")
+        assert [(SCHEMA_VERSION,), (SCHEMA_VERSION + 1,)] == await _fetch(
+            postgres_dsn, "SELECT version FROM taskforce_schema_version ORDER BY 1"
+        )
+        assert [(None,)] == await _fetch(postgres_dsn, "SELECT note FROM taskforce_sessions")
+
+    async def test_an_older_schema_without_a_migration_stops_start_up(
+        self, postgres_dsn: str
+    ) -> None:
+        """A version below any this code migrates from says so, and what to do."""
+        await _changed(
+            postgres_dsn,
+            "UPDATE taskforce_schema_version SET version = 0",
+        )
+        assert (
+            "the state database has schema version 0, which this taskforce (version "
+            f"{SCHEMA_VERSION}) cannot migrate: start a release that migrates it first, or move "
+            "the taskforce_ tables aside and start again to create them"
+        ) == await _stopped(postgres_dsn)
 
 
 # The operator guide's query of the records (docs/operator-guide.md, "the schema").

@@ -19,6 +19,8 @@ __all__ = [
     "INSERT_RECORD",
     "ISOLATION",
     "LOAD_SESSION",
+    "MIGRATIONS",
+    "RECORD_VERSION",
     "SCHEMA_IS_COMPLETE",
     "SCHEMA_LOCK",
     "SCHEMA_VERSION",
@@ -26,12 +28,18 @@ __all__ = [
     "TRIM_RECORDS",
     "UNVERSIONED_SCHEMA",
     "UPSERT_SESSION",
+    "can_migrate",
     "unversioned_refusal",
     "version_refusal",
 ]
 
-#: The schema this code reads and writes; a later change adds a migration step.
+#: The schema this code reads and writes; a later change adds a step to MIGRATIONS.
 SCHEMA_VERSION = 1
+
+#: The statements that take the schema of each version to the next: a start-up on an
+#: older schema runs them in order, under the schema lock, recording each version it
+#: reaches. Version 1 is the first schema, so there are none yet.
+MIGRATIONS: dict[int, str] = {}
 
 #: The isolation of every transaction of the store, whatever the database's
 #: ``default_transaction_isolation``: each statement must see what the transaction it
@@ -73,6 +81,8 @@ SELECT (SELECT max(version) FROM taskforce_schema_version) AS version,
        (SELECT c.relnamespace::regnamespace::text FROM pg_class c
         WHERE c.oid = to_regclass('taskforce_schema_version')) AS schema
 """
+
+RECORD_VERSION = "INSERT INTO taskforce_schema_version (version) VALUES ($1)"
 
 # Whether all three tables exist where the search path puts them: a start on a complete
 # schema runs no CREATE, so a user with only SELECT, INSERT, UPDATE and DELETE on the
@@ -207,7 +217,8 @@ def version_refusal(version: int | None, schema: str) -> str | None:
         schema: the schema the tables are in.
 
     Returns:
-        What was found and what to do, or None for the version this code knows.
+        What was found and what to do, or None for the version this code knows or
+        migrates from (:func:`can_migrate`).
     """
     if version is None:
         # Not made by a start-up, which records the version with the tables, or its row
@@ -219,9 +230,21 @@ def version_refusal(version: int | None, schema: str) -> str | None:
             f"(version) VALUES ({SCHEMA_VERSION}); else move the taskforce_ tables aside "
             "and start again to create them"
         )
-    if version != SCHEMA_VERSION:
+    if version > SCHEMA_VERSION:
         return (
             f"the state database has schema version {version}; "
             f"this taskforce knows version {SCHEMA_VERSION}"
         )
+    if version < SCHEMA_VERSION and not can_migrate(version):
+        return (
+            f"the state database has schema version {version}, which this taskforce "
+            f"(version {SCHEMA_VERSION}) cannot migrate: start a release that migrates it "
+            "first, or move the taskforce_ tables aside and start "
+            "again to create them"
+        )
     return None
+
+
+def can_migrate(version: int) -> bool:
+    """Whether :data:`MIGRATIONS` takes a schema of ``version`` to :data:`SCHEMA_VERSION`."""
+    return all(step in MIGRATIONS for step in range(version, SCHEMA_VERSION))

@@ -41,6 +41,13 @@ from taskforce.infrastructure.state._postgres_access import (
     use_refusal,
     write_refusal,
 )
+from taskforce.infrastructure.state._postgres_shape import (
+    layout_problem,
+    read_shape,
+    row_security_refusal,
+    shape_problem,
+    version_column_problem,
+)
 
 if TYPE_CHECKING:
     import asyncpg
@@ -147,7 +154,8 @@ class PostgresStateStore:
         self._opening: asyncio.Lock | None = None
 
     async def open(self) -> None:
-        """Connect the pool and create the schema if it is missing; idempotent.
+        """Connect the pool, create the schema's missing tables and migrate an older
+        schema; idempotent.
 
         Raises:
             StateStorePermissionError: the database refuses its user a privilege the
@@ -155,7 +163,10 @@ class PostgresStateStore:
                 or it takes no writes (a standby, ``default_transaction_read_only`` on).
             StateStoreUnavailableError: the database cannot be reached or refused us.
             StateStoreError: the database holds a schema version this code does not
-                know, or none (an empty version table, or state tables without one).
+                know (nor migrates from), or none (an empty version table, or state
+                tables without one); or a relation of a table's name is no table, the
+                tables are in different schemas, or a column, the sessions' key or the
+                records' cascade is not as this code uses it.
         """
         if self._pool is not None:
             return
@@ -235,13 +246,23 @@ class PostgresStateStore:
                         raise StateStoreError(sql.unversioned_refusal(unversioned))
                     self._check(await creation_refusal(conn))
                     await conn.execute(sql.CREATE_SCHEMA)
+                shape = await read_shape(conn)
+                _stop(layout_problem(shape))
                 expires = self.limits.session_ttl_seconds is not None
                 self._check(await use_refusal(conn, expires=expires))
+                # before the version is read: row level security could hide its row
+                self._check(row_security_refusal(shape))
+                _stop(version_column_problem(shape))
                 found = await conn.fetchrow(sql.SCHEMA_VERSION_QUERY)
                 assert found is not None  # a SELECT without FROM has one row
-                refusal = sql.version_refusal(found["version"], found["schema"])
-                if refusal is not None:
-                    raise StateStoreError(refusal)
+                version = found["version"]
+                _stop(sql.version_refusal(version, found["schema"]))
+                if version < sql.SCHEMA_VERSION:
+                    for step in range(version, sql.SCHEMA_VERSION):
+                        await conn.execute(sql.MIGRATIONS[step])
+                        await conn.execute(sql.RECORD_VERSION, step + 1)
+                    shape = await read_shape(conn)
+                _stop(shape_problem(shape))
         except BaseException as exc:
             await pool.close()
             if isinstance(exc, Exception) and not isinstance(exc, StateStoreError):
@@ -577,6 +598,12 @@ class PostgresStateStore:
 
     def __repr__(self) -> str:
         return f"<PostgresStateStore pool_size={self.pool_size}>"
+
+
+def _stop(problem: str | None) -> None:
+    """Stop start-up with what is wrong with the state tables, if anything."""
+    if problem is not None:
+        raise StateStoreError(problem)
 
 
 async def _first_connection(pool: asyncpg.Pool) -> Any:
