@@ -417,10 +417,18 @@ def classify_llm_result(result: object) -> str | None:
     if type(result) is dict and result.get("success") is True:
         content = result.get("content")
         calls = result.get("tool_calls")
-        if (content is None or type(content) is str) and (
-            calls is None or (type(calls) is list and _are_plain_calls(calls))
-        ):
-            return None  # most calls, a turn that calls tools too: plain dicts cannot fail
+        if content is None or type(content) is str:
+            if calls is None:
+                return None  # most calls
+            if type(calls) is list:
+                # A turn that calls tools. Plain dicts with a plain ``str`` name (what
+                # providers give) can be run and cannot fail to be read, so no further
+                # look is due. A loop here, not a function: this runs per LLM call.
+                for call in calls:
+                    if type(call) is not dict or type(call.get("name")) is not str:
+                        break
+                else:
+                    return None
     try:
         if not isinstance(result, dict):  # which reads the class: a value's own may raise
             return "invalid_response"
@@ -439,12 +447,6 @@ def classify_llm_result(result: object) -> str | None:
     if success is not False:
         return "invalid_response"
     return llm_error_type(error_type)
-
-
-def _are_plain_calls(calls: list[Any]) -> bool:
-    """Whether every tool call is a plain dict with a plain ``str`` name (what providers
-    give): such calls can be run and cannot fail to be read, so no further look is due."""
-    return all(type(call) is dict and type(call.get("name")) is str for call in calls)
 
 
 def tool_calls_problem(calls: object) -> str | None:
