@@ -710,6 +710,34 @@ class TestSecrets:
         assert "root certificate file" in str(info.value)
         assert "HINT: Provide the certificate file" in str(info.value)
 
+    async def test_no_user_under_a_uid_without_a_name_says_what_to_add(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A DSN that names no user, PGUSER unset, in a process whose uid has no name: the
+        Kubernetes base runs as uid 10001, which an image's /etc/passwd seldom lists, and
+        the driver's fallback (the process's user name) fails there. Start-up stops naming
+        state.dsn and what to add, not with a KeyError's traceback."""
+        pytest.importorskip("asyncpg")
+        import pwd
+
+        def no_entry(uid: int) -> pwd.struct_passwd:
+            raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+        for name in ("PGUSER", "LOGNAME", "USER", "LNAME", "USERNAME"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setattr(pwd, "getpwuid", no_entry)
+        store = PostgresStateStore("postgresql://127.0.0.1:1/x", timeout_seconds=2)
+        for _ in range(2):  # a call after a failed start opens again, and fails alike
+            with pytest.raises(StateStoreUnavailableError) as info:
+                await store.open()
+            assert info.value.variable is None  # the DSN is what to fix
+            assert info.value.detail.startswith("the connection string names no user"), (
+                info.value.detail
+            )
+            assert "PGUSER" in info.value.detail
+            assert f"uid {os.getuid()}" in info.value.detail
+            assert info.value.start_up_line().startswith("state.dsn (TASKFORCE_STATE__DSN): ")
+
     async def test_a_server_that_never_answers_says_so(self) -> None:
         """A connection that gets no answer names the wait and its setting, not an empty reason."""
         pytest.importorskip("asyncpg")

@@ -11,11 +11,12 @@ import contextlib
 import errno
 import os
 import re
+import traceback
 from collections.abc import Mapping
 from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["Refusal", "is_file_error", "refused_variable"]
+__all__ = ["Refusal", "is_file_error", "is_user_name_lookup", "refused_variable"]
 
 #: How the driver refused: a parameter's value (its ClientConfigurationError), a
 #: value it could not even parse (ValueError, OverflowError), or a file it could not read.
@@ -87,6 +88,20 @@ def refused_variable(
 def is_file_error(exc: BaseException) -> bool:
     """Tell whether ``exc`` is the error of opening a missing or unreadable file."""
     return isinstance(exc, OSError) and exc.errno in _FILE_ERRORS
+
+
+def is_user_name_lookup(exc: BaseException) -> bool:
+    """Tell whether ``exc`` comes from the driver's look-up of the process's user name.
+
+    The driver takes that name (``getpass.getuser()``) for a user that neither the
+    connection string nor ``PGUSER`` gives; a uid with no entry in ``/etc/passwd`` (a
+    container run as an arbitrary uid) has none, and the look-up raises a ``KeyError``
+    (an ``OSError`` from Python 3.13).
+    """
+    return isinstance(exc, (KeyError, OSError)) and any(
+        frame.f_code.co_name == "getuser" and frame.f_globals.get("__name__") == "getpass"
+        for frame, _ in traceback.walk_tb(exc.__traceback__)
+    )
 
 
 def _is_named(said: str, parameter: str, value: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -34,7 +35,11 @@ from taskforce.errors import (
 )
 from taskforce.infrastructure.state import _postgres_schema as sql
 from taskforce.infrastructure.state._common import StateLimits, check_session_id, dumps, loads
-from taskforce.infrastructure.state._libpq_environment import is_file_error, refused_variable
+from taskforce.infrastructure.state._libpq_environment import (
+    is_file_error,
+    is_user_name_lookup,
+    refused_variable,
+)
 from taskforce.infrastructure.state._postgres_access import (
     Refusal,
     creation_refusal,
@@ -61,6 +66,14 @@ EXPIRY_BATCH = 100
 _WHERE = "postgres:taskforce_sessions"
 
 _T = TypeVar("_T")
+
+#: Why a pool cannot open when the driver finds no user: the connection string names
+#: none, PGUSER is unset, and the process's uid has no name to take instead.
+_NO_USER_NAME = (
+    "the connection string names no user and PGUSER is not set, and the process's uid {uid} "
+    "has no user name to take instead (no entry in /etc/passwd, as in a container run as an "
+    "arbitrary uid): name the user in it, postgresql://USER@host/db, or set PGUSER"
+)
 
 
 def _driver() -> Any:
@@ -206,6 +219,10 @@ class PostgresStateStore:
             )
             reason = f"the driver refuses {refused}: {self._safe(exc)}"
             raise self._unreachable(reason, variable) from None
+        except KeyError as exc:
+            if not is_user_name_lookup(exc):
+                raise
+            raise self._unreachable(_NO_USER_NAME.format(uid=os.getuid())) from None
         except (
             ValueError,  # a DSN the driver cannot parse: a port that is no number, a broken host
             OverflowError,  # a port outside 0-65535
@@ -230,6 +247,8 @@ class PostgresStateStore:
             driver.PostgresError,
             driver.InterfaceError,
         ) as exc:
+            if is_user_name_lookup(exc):  # the KeyError's successor (Python 3.13)
+                raise self._unreachable(_NO_USER_NAME.format(uid=os.getuid())) from None
             # a certificate or key file a libpq variable (PGSSLROOTCERT) names, not found
             variable = refused_variable(self._dsn, "file", str(exc)) if is_file_error(exc) else None
             if variable is not None:
