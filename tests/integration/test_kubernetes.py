@@ -389,6 +389,64 @@ class TestWiring:
         assert f"grace period ({grace} s)" in kubernetes
 
 
+def _guide_kubernetes() -> str:
+    """The guide's section "Kubernetes", its whitespace runs made single spaces."""
+    guide = " ".join((ROOT / "docs" / "operator-guide.md").read_text(encoding="utf-8").split())
+    return guide[guide.index("## Kubernetes [deploy/") : guide.index("## Logs")]
+
+
+class TestGuideFigures:
+    def test_resources_as_the_deployment_sets_them(self) -> None:
+        """The guide names the container's CPU and memory requests and its memory limit
+        (which its measured figures are held against) as the Deployment sets them."""
+        resources = _container()["resources"]
+        kubernetes = _guide_kubernetes()
+        named = {
+            f"`{name}: {value}`"
+            for kind in ("requests", "limits")
+            for name, value in resources[kind].items()
+            if name != "ephemeral-storage"  # the emptyDir's paragraph names it
+        }
+        assert {"`cpu: 100m`", "`memory: 128Mi`", "`memory: 512Mi`"} == named
+        assert [] == [text for text in sorted(named) if text not in kubernetes]
+
+    def test_health_answers_inside_the_probes_timeouts(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """/health waits at most state.health_timeout_seconds for the store, less than each
+        probe's timeoutSeconds, as the guide says: a store that does not answer must not
+        fail the probes of every replica at once."""
+        settings = _deployment_settings(monkeypatch, _POSTGRES_ENV)
+        container = _container()
+        timeouts = {p: container[p]["timeoutSeconds"] for p in ("readinessProbe", "livenessProbe")}
+        assert settings.state.health_timeout_seconds < min(timeouts.values())
+        said = (
+            f"answered within {settings.state.health_timeout_seconds:g} s, inside the probes' "
+            f"`timeoutSeconds` ({timeouts['readinessProbe']} s readiness, "
+            f"{timeouts['livenessProbe']} s liveness)"
+        )
+        assert said in _guide_kubernetes()
+
+    def test_table_figures_are_the_manifests(self) -> None:
+        """The guide's table of the base says the hook, grace period, volume bound, ports and
+        scrape interval the manifests set."""
+        pod = _by_kind("Deployment")["spec"]["template"]["spec"]
+        ports = {p["name"]: p["containerPort"] for p in _container()["ports"]}
+        (size,) = [v["emptyDir"]["sizeLimit"] for v in pod["volumes"] if "emptyDir" in v]
+        (endpoint,) = _by_kind("PodMonitor")["spec"]["podMetricsEndpoints"]
+        (service_port,) = _by_kind("Service")["spec"]["ports"]
+        kubernetes = _guide_kubernetes()
+        said = [
+            f"ports `http` ({ports['http']}) and `metrics` ({ports['metrics']},",
+            f"a {_prestop_seconds():g} s `preStop` hook and a "
+            f"{pod['terminationGracePeriodSeconds']} s grace period",
+            f"bounded by a {size.removesuffix('Gi')} GiB `sizeLimit`",
+            f"every pod every {endpoint['interval'].removesuffix('s')} s",
+            f"`taskforce:{service_port['port']}`",
+        ]
+        assert [] == [text for text in said if text not in kubernetes]
+
+
 def _quantity_bytes(quantity: str) -> int:
     """The bytes of a Kubernetes quantity such as ``1Gi`` or ``500M`` (whole numbers only)."""
     found = re.fullmatch(r"([0-9]+)(Ki|Mi|Gi|Ti|k|M|G|T)?", quantity)
