@@ -24,6 +24,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from taskforce.api._targets import SERVICE_LABEL, service_name
 from tests.support.processes import Child, clean_env, free_ports, started, wait_until_up
 from tests.support.workload import send
 
@@ -82,9 +83,19 @@ def fixture_ports() -> tuple[int, int]:
 
 class TestWorkers:
     def test_two_workers_add_up_exactly(self, tmp_path: Path, ports: tuple[int, int]) -> None:
-        """Metrics at P and P+1 sum to what was sent, grow monotonically; API port has none."""
+        """Metrics at P and P+1 sum to what was sent, grow monotonically; API port has none.
+
+        The targets file lists the two workers, and only them: the entry a run of this
+        service killed on another metrics.port left goes, another service's (the same
+        file, another API port) stays, also once this one has stopped. Before, the killed
+        run's entry stayed listed, down for good, after the stop too.
+        """
         api_port, metrics_port = ports
         targets = tmp_path / "targets.json"
+        service = service_name("127.0.0.1", api_port)
+        other = {"targets": ["127.0.0.1:1"], "labels": {"worker": "0", SERVICE_LABEL: "b/h:1"}}
+        killed = {"targets": ["127.0.0.1:2"], "labels": {"worker": "0", SERVICE_LABEL: service}}
+        targets.write_text(json.dumps([other, killed]), encoding="utf-8")
         env = clean_env(tmp_path, TASKFORCE_METRICS__TARGETS_FILE=str(targets))
         args = ["serve", "--port", str(api_port), "--workers", "2"]
         with started([*args, "--metrics-port", str(metrics_port)], env, tmp_path) as child:
@@ -104,11 +115,17 @@ class TestWorkers:
             assert 404 == httpx.get(f"{api}/metrics", timeout=5).status_code
             groups = json.loads(targets.read_text(encoding="utf-8"))
             assert [
-                {"targets": [f"127.0.0.1:{metrics_port}"], "labels": {"worker": "0"}},
-                {"targets": [f"127.0.0.1:{metrics_port + 1}"], "labels": {"worker": "1"}},
+                other,
+                *(
+                    {
+                        "targets": [f"127.0.0.1:{metrics_port + i}"],
+                        "labels": {"worker": str(i), SERVICE_LABEL: service},
+                    }
+                    for i in (0, 1)
+                ),
             ] == groups
             assert 0 == child.stop()
-        assert [] == json.loads(targets.read_text(encoding="utf-8"))
+        assert [other] == json.loads(targets.read_text(encoding="utf-8"))
 
     @pytest.mark.parametrize("workers", ["1", "2"])
     def test_a_stopped_service_leaves_no_socket_open(

@@ -10,10 +10,14 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from taskforce.api._targets import (
+    SERVICE_LABEL,
     advertised_host,
     register_target,
     replace_own_targets,
+    service_name,
     unregister_target,
 )
 
@@ -80,6 +84,88 @@ class TestReplaceOwnTargets:
         ] == listed
 
 
+class TestServiceOwnership:
+    """A service's entries carry its name: a restart on another metrics.port takes them back."""
+
+    _A = "box-a/127.0.0.1:8000"
+
+    def test_a_restart_on_another_metrics_port_takes_back_the_earlier_entries(
+        self, tmp_path: Path
+    ) -> None:
+        """A run on 9100-9101 was killed (its entries kept); started again on 9300, the
+        service lists only 9300; another API port's entries, another machine's and one
+        written by hand stay. Before, 9100 and 9101 stayed listed, down for good."""
+        path = tmp_path / "targets.json"
+        replace_own_targets(path, _OWN, {"0": _OWN[0], "1": _OWN[1]}, service=self._A)
+        others = {
+            "box-a/127.0.0.1:8001": ("127.0.0.1", 9200),  # another API port
+            "box-b/127.0.0.1:8000": ("127.0.0.2", 9100),  # another machine's
+        }
+        for service, endpoint in others.items():
+            replace_own_targets(path, [endpoint], {"0": endpoint}, service=service)
+        hand = {"targets": ["127.0.0.1:9500"], "labels": {"job": "node"}}
+        path.write_text(json.dumps([*_read(path), hand]), encoding="utf-8")  # type: ignore[misc]
+        new = ("127.0.0.1", 9300)
+        replace_own_targets(path, [new], {"0": new}, first=new, service=self._A)
+        listed = {(g["labels"].get(SERVICE_LABEL), g["targets"][0]) for g in _read(path)}  # type: ignore[attr-defined]
+        kept = {(s, f"{h}:{p}") for s, (h, p) in others.items()} | {(None, "127.0.0.1:9500")}
+        assert kept | {(self._A, "127.0.0.1:9300")} == listed
+        replace_own_targets(path, [new], {}, first=new, service=self._A)  # stopped
+        listed = {(g["labels"].get(SERVICE_LABEL), g["targets"][0]) for g in _read(path)}  # type: ignore[attr-defined]
+        assert kept == listed
+
+    def test_each_entry_names_its_service(self, tmp_path: Path) -> None:
+        """The label Prometheus drops after discovery, so no series changes."""
+        path = tmp_path / "targets.json"
+        replace_own_targets(path, _OWN[:1], {"0": _OWN[0]}, service=self._A)
+        labels = {"worker": "0", SERVICE_LABEL: self._A}
+        assert [{"targets": ["127.0.0.1:9100"], "labels": labels}] == _read(path)
+        assert SERVICE_LABEL.startswith("__")
+
+    def test_the_name_is_the_machine_and_the_api_address(self) -> None:
+        """Two containers serving port 8000 each, sharing one file, have names of their own."""
+        assert f"{socket.gethostname()}/0.0.0.0:8000" == service_name("0.0.0.0", 8000)
+        assert f"{socket.gethostname()}/[::1]:8000" == service_name("::1", 8000)
+
+
+class TestHandEdits:
+    """Groups another writer or a person added, of any shape, are kept and break nothing."""
+
+    _ODD = [
+        {"targets": ["other:9100"], "labels": None},
+        {"targets": ["other:9101"], "labels": ["x"]},
+        {"labels": {"worker": "7"}},
+        {"targets": [5], "labels": {"worker": "0"}},
+        {"targets": "127.0.0.1:9100"},
+        "not a group",
+    ]
+
+    def test_odd_groups_are_kept_by_every_writer(self, tmp_path: Path) -> None:
+        """Before, a group with labels null or no targets made the write raise (the
+        supervisor's start with it), and a non-object item was dropped."""
+        path = tmp_path / "targets.json"
+        path.write_text(json.dumps(self._ODD), encoding="utf-8")
+        replace_own_targets(path, _OWN, {"0": _OWN[0]}, first=_OWN[0], service="b/h:1")
+        register_target(path, "127.0.0.1", 9101, "1", first=9100)
+        unregister_target(path, "127.0.0.1", 9101)
+        replace_own_targets(path, _OWN, {}, first=_OWN[0], service="b/h:1")
+        listed = _read(path)
+        assert len(self._ODD) == len(listed)  # type: ignore[arg-type]
+        assert all(group in listed for group in self._ODD)  # type: ignore[operator]
+
+    def test_a_group_of_several_targets_keeps_the_others(self, tmp_path: Path) -> None:
+        """A hand-written group listing one of this service's ports among others loses only
+        that target. Before, the whole group went, the other machine's target with it."""
+        path = tmp_path / "targets.json"
+        group = {"targets": ["127.0.0.1:9100", "other:9100"], "labels": {"job": "x"}}
+        path.write_text(json.dumps([group]), encoding="utf-8")
+        replace_own_targets(path, _OWN, {"0": _OWN[0]})
+        assert {"targets": ["other:9100"], "labels": {"job": "x"}} in _read(path)  # type: ignore[operator]
+        register_target(path, "127.0.0.1", 9100, "0")
+        unregister_target(path, "127.0.0.1", 9100)
+        assert [{"targets": ["other:9100"], "labels": {"job": "x"}}] == _read(path)
+
+
 class TestAdvertisedHost:
     def test_wildcards_become_the_host_name(self) -> None:
         """0.0.0.0 and :: cannot be scraped; the machine's name stands in."""
@@ -101,10 +187,29 @@ class TestSharedRegistration:
         unregister_target(path, "127.0.0.1", 9100)
         assert [{"targets": ["127.0.0.1:9101"], "labels": {"worker": "1"}}] == _read(path)
 
-    def test_unreadable_file_is_started_afresh(self, tmp_path: Path) -> None:
-        """A corrupt file is replaced rather than blocking the registration."""
+    @pytest.mark.parametrize("text", ['[{"targets": ["other:1"]},', "{}", "\udcff"])
+    def test_a_file_that_is_no_json_list_is_left_as_it_is(self, tmp_path: Path, text: str) -> None:
+        """A hand edit saved half way: the write fails (logged by the caller), the file stays.
+
+        Before, it was replaced by this writer's entry alone: every other service's
+        entries (and the hand-written ones) vanished from Prometheus without an alert.
+        """
         path = tmp_path / "targets.json"
-        path.write_text("{not json", encoding="utf-8")
+        data = text.encode("utf-8", "surrogateescape")
+        path.write_bytes(data)
+        own = [("127.0.0.1", 9100)]
+        with pytest.raises(OSError, match="not a targets file"):
+            register_target(path, "127.0.0.1", 9100, "0")
+        with pytest.raises(OSError, match="not a targets file"):
+            replace_own_targets(path, own, {"0": own[0]}, service="box/127.0.0.1:8000")
+        with pytest.raises(OSError, match="not a targets file"):
+            unregister_target(path, "127.0.0.1", 9100)
+        assert data == path.read_bytes()
+
+    def test_an_empty_file_is_started(self, tmp_path: Path) -> None:
+        """An empty file (as start-up accepts it) is a file with no entries yet."""
+        path = tmp_path / "targets.json"
+        path.write_text(" \n", encoding="utf-8")
         register_target(path, "127.0.0.1", 9100, "0")
         assert [{"targets": ["127.0.0.1:9100"], "labels": {"worker": "0"}}] == _read(path)
 

@@ -36,7 +36,7 @@ from taskforce.api._serving import (
     longest_shutdown_seconds,
     run_worker,
 )
-from taskforce.api._targets import replace_own_targets, report_failure
+from taskforce.api._targets import replace_own_targets, report_failure, service_name
 from taskforce.config import Settings
 from taskforce.errors import StartupError
 
@@ -174,7 +174,9 @@ def serve(
             raise
     # With metrics off no worker serves a listener: nothing to list, now or on a restart.
     listed_port = metrics.port if metrics.enabled else None
-    targets = _Targets(metrics.targets_file, metrics_host, listed_port, workers)
+    targets = _Targets(
+        metrics.targets_file, metrics_host, listed_port, workers, service_name(host, port)
+    )
     # Only a stop asked for withdraws the entries: a service that failed stays listed,
     # so Prometheus sees its targets down (and TaskforceTargetDown fires) instead of
     # seeing them vanish. A stop signal that comes while the app is being built (before
@@ -208,6 +210,9 @@ class _Targets:
     port: int | None
     #: How many workers the service has: the ports it may list, from ``port`` on.
     capacity: int = 1
+    #: The service's name (the API's address on this machine): the entries labelled with
+    #: it are this service's, whatever ``metrics.port`` listed them.
+    service: str | None = None
 
     def write(self, workers: range | tuple[()]) -> None:
         """List ``workers`` (none: withdraw this service), keeping other services' entries."""
@@ -217,7 +222,9 @@ class _Targets:
         own = [(self.host, port + i) for i in range(self.capacity)]
         try:
             listed = {str(i): (self.host, port + i) for i in workers}
-            replace_own_targets(self.path, own, listed, first=(self.host, port))
+            replace_own_targets(
+                self.path, own, listed, first=(self.host, port), service=self.service
+            )
         except OSError as exc:
             report_failure(exc)
 

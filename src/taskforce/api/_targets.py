@@ -4,7 +4,10 @@ The file is always replaced whole (written beside itself, then renamed), so
 Prometheus never reads half a file. Every writer updates it under an exclusive
 ``flock`` on a ``.lock`` file beside it and changes only its own entries: a
 worker of uvicorn or gunicorn its one entry, the supervisor of ``taskforce serve``
-its workers'. Several services (replicas on one machine) can share one file.
+its workers', each marked with the service that listed it (:data:`SERVICE_LABEL`).
+Several services (replicas on one machine) can share one file. Whatever else is in
+the file (a group written by hand, of any shape) is kept as it is; a file that is
+not a JSON list at all is not written over.
 """
 
 from __future__ import annotations
@@ -24,14 +27,19 @@ from taskforce._atomic_write import write_atomically
 from taskforce.api._listener import bound_socket
 
 __all__ = [
+    "SERVICE_LABEL",
     "advertised_host",
     "register_target",
     "replace_own_targets",
     "report_failure",
+    "service_name",
     "unregister_target",
 ]
 
 _LOG = structlog.get_logger("taskforce.api")
+#: The label that names the service an entry is of. Prometheus drops labels starting
+#: with ``__`` once a target is discovered: no series carries it.
+SERVICE_LABEL = "__meta_taskforce_service"
 
 
 def report_failure(exc: OSError, *, level: str = "error") -> None:
@@ -55,8 +63,52 @@ def advertised_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _entry(host: str, port: int, worker: str) -> dict[str, Any]:
-    return {"targets": [f"{advertised_host(host)}:{port}"], "labels": {"worker": worker}}
+def service_name(host: str, port: int) -> str:
+    """Name the service that serves its API on ``host``:``port`` of this machine.
+
+    Two services of one machine cannot both serve one address, and the machine's name
+    tells apart those of two machines (or containers) sharing a file.
+    """
+    bracketed = f"[{host}]" if ":" in host else host
+    return f"{socket.gethostname()}/{bracketed}:{port}"
+
+
+def _entry(host: str, port: int, worker: str, service: str | None = None) -> dict[str, Any]:
+    labels = {"worker": worker} if service is None else {"worker": worker, SERVICE_LABEL: service}
+    return {"targets": [f"{advertised_host(host)}:{port}"], "labels": labels}
+
+
+def _labels(group: object) -> dict[Any, Any]:
+    """A group's labels; none for a group of another shape (written by hand)."""
+    labels = group.get("labels") if isinstance(group, dict) else None
+    return labels if isinstance(labels, dict) else {}
+
+
+def _targets(group: object) -> list[Any]:
+    """A group's targets; none for a group of another shape (written by hand)."""
+    targets = group.get("targets") if isinstance(group, dict) else None
+    return targets if isinstance(targets, list) else []
+
+
+def _without(groups: list[Any], mine: set[str]) -> list[Any]:
+    """``groups`` without the targets in ``mine``; a group left with none goes too.
+
+    A group that lists other targets besides (written by hand) keeps them.
+    """
+    kept = []
+    for group in groups:
+        targets = _targets(group)
+        rest = [t for t in targets if not (isinstance(t, str) and t in mine)]
+        if len(rest) == len(targets):
+            kept.append(group)
+        elif rest:
+            kept.append({**group, "targets": rest})
+    return kept
+
+
+def _order(group: object) -> tuple[str, str]:
+    """Sort by ``worker`` label, then targets; any group, of any shape, has a place."""
+    return (str(_labels(group).get("worker", "")), json.dumps(_targets(group)))
 
 
 def _readable_by_all(fd: int) -> None:
@@ -74,15 +126,36 @@ def _locked(path: Path) -> Iterator[list[dict[str, Any]]]:
     with open(path.with_name(path.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            try:
-                loaded = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                loaded = []
-            groups = [g for g in loaded if isinstance(g, dict)] if isinstance(loaded, list) else []
+            groups = _read(path)
             yield groups
             _replace(path, groups)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _read(path: Path) -> list[Any]:
+    """The groups in the targets file: none when it is absent or empty.
+
+    Raises:
+        OSError: it cannot be read, or is not a JSON list (a hand edit saved half way, a
+            mistyped file): it is left as it is, as start-up leaves it, rather than
+            replaced by this writer's entries alone, the other services' lost.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except UnicodeDecodeError as exc:
+        raise OSError(f"{path} is not a targets file (a JSON list), left as it is: {exc}") from exc
+    if not text.strip():
+        return []
+    try:
+        loaded = json.loads(text)
+    except ValueError as exc:
+        raise OSError(f"{path} is not a targets file (a JSON list), left as it is: {exc}") from exc
+    if not isinstance(loaded, list):
+        raise OSError(f"{path} is not a targets file (a JSON list), left as it is")
+    return loaded
 
 
 def replace_own_targets(
@@ -91,6 +164,7 @@ def replace_own_targets(
     endpoints: Mapping[str, tuple[str, int]],
     *,
     first: tuple[str, int] | None = None,
+    service: str | None = None,
 ) -> None:
     """Replace this service's entries in a targets file other services may share.
 
@@ -104,18 +178,26 @@ def replace_own_targets(
             entry labelled worker ``N`` at that port is this service's too, whatever
             worker count wrote it (a run with more workers that failed, so kept its
             entries, then a restart with fewer: theirs would stay down for good).
+        service: the :func:`service_name` every entry is labelled with: the entries
+            labelled so are this service's too, whatever ports they list (a run on
+            another ``metrics.port`` that failed or was killed, so kept its entries).
 
     Raises:
-        OSError: the file or its lock cannot be written.
+        OSError: the file or its lock cannot be written, or it is not a JSON list.
     """
     mine = {f"{advertised_host(host)}:{port}" for host, port in own}
-    entries = [_entry(host, port, worker) for worker, (host, port) in sorted(endpoints.items())]
+    entries = [
+        _entry(host, port, worker, service) for worker, (host, port) in sorted(endpoints.items())
+    ]
     with _locked(path) as groups:
         if first is not None:
             mine.update(target for target, _, _ in _earlier_workers(groups, *first))
-        kept = [g for g in groups if not mine.intersection(g.get("targets") or ())]
-        groups[:] = kept + entries
-        groups.sort(key=lambda g: (str(g.get("labels", {}).get("worker", "")), g["targets"]))
+        if service is not None:
+            for group in groups:
+                if _labels(group).get(SERVICE_LABEL) == service:
+                    mine.update(t for t in _targets(group) if isinstance(t, str))
+        groups[:] = _without(groups, mine) + entries
+        groups.sort(key=_order)
 
 
 def _earlier_workers(
@@ -128,11 +210,11 @@ def _earlier_workers(
     """
     found = []
     for group in groups:
-        worker = str((group.get("labels") or {}).get("worker", ""))
+        worker = str(_labels(group).get("worker", ""))
         # at most 5 digits: a port's, and no label of another writer makes int() raise
         if worker.isascii() and worker.isdecimal() and len(worker) <= 5:
             target = f"{advertised_host(host)}:{port + int(worker)}"
-            if [target] == group.get("targets"):
+            if [target] == _targets(group):
                 found.append((target, host, port + int(worker)))
     return found
 
@@ -154,20 +236,15 @@ def register_target(
             workers would otherwise leave them listed, down for good.
 
     Raises:
-        OSError: the file or its lock cannot be written.
+        OSError: the file or its lock cannot be written, or it is not a JSON list.
     """
     entry = _entry(host, port, worker)
     with _locked(path) as groups:
         # Under the lock: a worker binds its port before it registers, so one that is
         # starting holds its port already, or registers again after this.
         gone = set() if first is None else set(_unheld(_earlier_workers(groups, host, first)))
-        groups[:] = [
-            g
-            for g in groups
-            if g.get("targets") != entry["targets"]
-            and not gone.intersection(g.get("targets") or ())
-        ] + [entry]
-        groups.sort(key=lambda g: str(g.get("labels", {}).get("worker", "")))
+        groups[:] = [*_without(groups, gone | set(entry["targets"])), entry]
+        groups.sort(key=_order)
 
 
 def _unheld(targets: list[tuple[str, str, int]]) -> Iterator[str]:
@@ -190,8 +267,7 @@ def unregister_target(path: Path, host: str, port: int) -> None:
     """Remove this endpoint's entry from a shared targets file (nothing if absent).
 
     Raises:
-        OSError: the file or its lock cannot be written.
+        OSError: the file or its lock cannot be written, or it is not a JSON list.
     """
-    targets = [f"{advertised_host(host)}:{port}"]
     with _locked(path) as groups:
-        groups[:] = [g for g in groups if g.get("targets") != targets]
+        groups[:] = _without(groups, {f"{advertised_host(host)}:{port}"})
