@@ -679,24 +679,31 @@ def test_gunicorn_bind_in_tcp_form_gives_each_worker_a_listener(
 
 def test_gunicorn_started_with_fewer_workers_withdraws_the_killed_ones(tmp_path: Path) -> None:
     """A gunicorn of four workers was killed outright (its four entries kept); started again
-    with two, its workers withdraw the entries of workers 2 and 3, on which nothing listens.
-    Before, those stayed listed, down for good."""
+    with two, its workers withdraw the entries of workers 2 and 3, on which nothing listens,
+    and that of a run of the same server on another metrics.port (its label names the
+    service); another service's stays. Before, those stayed listed, down for good."""
     api_port, metrics_port = free_ports(1), free_ports(4)
     env, targets = _with_targets(tmp_path, metrics_port)
     killed = [
         {"targets": [f"127.0.0.1:{metrics_port + i}"], "labels": {"worker": str(i)}}
         for i in range(4)
     ]
-    targets.write_text(json.dumps(killed), encoding="utf-8")
+    service = service_name("127.0.0.1", api_port)
+    elsewhere = free_ports(1)  # nothing listens on it
+    earlier = {"targets": [f"127.0.0.1:{elsewhere}"], "labels": {SERVICE_LABEL: service}}
+    other = {"targets": ["127.0.0.1:1"], "labels": {SERVICE_LABEL: "b/h:1"}}  # not listening
+    targets.write_text(json.dumps([*killed, earlier, other]), encoding="utf-8")
     _, args = _foreign_command("gunicorn", api_port)
     with started(args, env, tmp_path, module="gunicorn") as child:
         urls = [f"http://127.0.0.1:{metrics_port + i}/metrics" for i in (0, 1)]
         wait_until_up(child, [*urls, f"http://127.0.0.1:{api_port}/health"])
         deadline = time.monotonic() + 30
-        while len(json.loads(targets.read_text("utf-8"))) != 2:  # both workers registered
+        while len(json.loads(targets.read_text("utf-8"))) != 3:  # both workers registered
             assert time.monotonic() < deadline, targets.read_text("utf-8")
             time.sleep(0.05)
-        listed = sorted(g["targets"][0] for g in json.loads(targets.read_text("utf-8")))
+        groups = json.loads(targets.read_text("utf-8"))
+    assert other in groups
+    listed = sorted(g["targets"][0] for g in groups if g != other)
     assert [f"127.0.0.1:{metrics_port + i}" for i in (0, 1)] == listed
 
 

@@ -243,6 +243,28 @@ class TestForeignWorkersRestart:
             register_target(path, "127.0.0.1", port + 1, "1", first=port)
         assert ["0", "1"] == [g["labels"]["worker"] for g in _read(path)]  # type: ignore[attr-defined]
 
+    def test_a_restart_on_another_port_withdraws_the_services_entries_nothing_listens_on(
+        self, tmp_path: Path
+    ) -> None:
+        """A server killed on ports base, base + 1 (its entries kept) starts again on other
+        ports: its first worker withdraws the entry nothing listens on, keeps the one still
+        held, and another service's. Before, both stayed, one down for good."""
+        path = tmp_path / "targets.json"
+        base, service = _free_base(3), "box/127.0.0.1:8000"
+        with _listening(base + 1), _listening() as new:  # the old worker 1 still drains
+            for worker in (0, 1):
+                register_target(path, "127.0.0.1", base + worker, str(worker), service=service)
+            register_target(path, "127.0.0.1", base + 2, "0", service="box/127.0.0.1:8001")
+            port = new.getsockname()[1]
+            register_target(path, "127.0.0.1", port, "0", first=port, service=service)
+        listed = {g["targets"][0] for g in _read(path)}  # type: ignore[attr-defined]
+        assert {f"127.0.0.1:{p}" for p in (base + 1, base + 2, port)} == listed
+        assert [service] == [
+            g["labels"][SERVICE_LABEL]
+            for g in _read(path)  # type: ignore[attr-defined]
+            if g["targets"] == [f"127.0.0.1:{port}"]
+        ]
+
     def test_a_label_too_long_for_a_port_is_not_read(self, tmp_path: Path) -> None:
         """A label of another writer that is no port offset is kept, and breaks nothing."""
         path = tmp_path / "targets.json"

@@ -39,7 +39,12 @@ from taskforce.api._listener import (
     bind_socket,
 )
 from taskforce.api._redirects import relative_slash_redirects
-from taskforce.api._targets import register_target, report_failure, unregister_target
+from taskforce.api._targets import (
+    register_target,
+    report_failure,
+    service_name,
+    unregister_target,
+)
 from taskforce.config import Settings, check_targets_file
 from taskforce.errors import ConfigurationError
 from taskforce.observability import (
@@ -163,8 +168,12 @@ class MetricsServing:
             # The supervisor of `taskforce serve` writes the file for its workers.
             label = str(self._listener.port - port)
             path = targets.absolute()
+            api_host, api_port, _ = self._api_address()
+            service = (
+                None if api_host is None or api_port is None else service_name(api_host, api_port)
+            )
             try:
-                register_target(path, host, self._listener.port, label, first=port)
+                register_target(path, host, self._listener.port, label, first=port, service=service)
             except OSError as exc:  # the metrics still serve; only discovery is missing
                 report_failure(exc)
             else:
@@ -195,13 +204,7 @@ class MetricsServing:
             ConfigurationError: the API's port is among the metrics ports on an address
                 that overlaps the API's.
         """
-        foreign = self._foreign
-        if foreign is not None:
-            api_host, api_port = foreign.host, foreign.port
-            workers = (foreign.workers or 1) if foreign.is_multiprocess else 1
-        else:  # a plain uvicorn, if it is one
-            api_host = own_uvicorn_host(sys.argv, os.environ) or _FALLBACK_HOST
-            api_port, workers = own_uvicorn_port(sys.argv, os.environ), 1
+        api_host, api_port, workers = self._api_address()
         if api_host is None or api_port is None:
             return
         host = self._settings.host or self._default_host()
@@ -210,6 +213,16 @@ class MetricsServing:
             raise ConfigurationError(
                 "metrics.port", clash, source=f"TASKFORCE_METRICS__PORT='{port}'"
             )
+
+    def _api_address(self) -> tuple[str | None, int | None, int]:
+        """The host and port the server serves the API on (``None``: not known), its workers."""
+        foreign = self._foreign
+        if foreign is not None:
+            workers = (foreign.workers or 1) if foreign.is_multiprocess else 1
+            return foreign.host, foreign.port, workers
+        # a plain uvicorn, if it is one
+        api_host = own_uvicorn_host(sys.argv, os.environ) or _FALLBACK_HOST
+        return api_host, own_uvicorn_port(sys.argv, os.environ), 1
 
     def _default_host(self) -> str:
         if self._foreign is not None and self._foreign.host:

@@ -219,8 +219,35 @@ def _earlier_workers(
     return found
 
 
+def _of_service(groups: list[Any], host: str, service: str) -> list[tuple[str, str, int]]:
+    """The entries in ``groups`` labelled ``service`` at a port of ``host``.
+
+    Returns:
+        ``(target, host, port)`` of each.
+    """
+    found = []
+    prefix = f"{advertised_host(host)}:"
+    for group in groups:
+        if _labels(group).get(SERVICE_LABEL) != service:
+            continue
+        for target in _targets(group):
+            if not (isinstance(target, str) and target.startswith(prefix)):
+                continue
+            digits = target[len(prefix) :]
+            # at most 5 digits: no port of another writer makes int() raise
+            if digits.isascii() and digits.isdecimal() and len(digits) <= 5:
+                found.append((target, host, int(digits)))
+    return found
+
+
 def register_target(
-    path: Path, host: str, port: int, worker: str, *, first: int | None = None
+    path: Path,
+    host: str,
+    port: int,
+    worker: str,
+    *,
+    first: int | None = None,
+    service: str | None = None,
 ) -> None:
     """Add (or replace) this endpoint's entry in a targets file shared with other processes.
 
@@ -235,14 +262,20 @@ def register_target(
             (its workers could not withdraw their entries) and started again with fewer
             workers would otherwise leave them listed, down for good.
 
+        service: the :func:`service_name` the entry is labelled with: an entry labelled
+            so at a port of ``host`` on which nothing listens any more is withdrawn too
+            (a server killed and started again on another ``metrics.port``).
+
     Raises:
         OSError: the file or its lock cannot be written, or it is not a JSON list.
     """
-    entry = _entry(host, port, worker)
+    entry = _entry(host, port, worker, service)
     with _locked(path) as groups:
         # Under the lock: a worker binds its port before it registers, so one that is
         # starting holds its port already, or registers again after this.
         gone = set() if first is None else set(_unheld(_earlier_workers(groups, host, first)))
+        if service is not None:
+            gone.update(_unheld(_of_service(groups, host, service)))
         groups[:] = [*_without(groups, gone | set(entry["targets"])), entry]
         groups.sort(key=_order)
 
