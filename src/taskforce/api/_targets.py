@@ -261,7 +261,6 @@ def register_target(
             of ``host`` on which nothing listens any more is withdrawn. A server killed
             (its workers could not withdraw their entries) and started again with fewer
             workers would otherwise leave them listed, down for good.
-
         service: the :func:`service_name` the entry is labelled with: an entry labelled
             so at a port of ``host`` on which nothing listens any more is withdrawn too
             (a server killed and started again on another ``metrics.port``).
