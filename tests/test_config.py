@@ -47,6 +47,7 @@ class TestDefaults:
         assert 300 == s.tools.max_sleep_seconds
         assert 100 == s.agent.max_result_depth
         assert 32 == s.agent.max_tool_calls_per_turn
+        assert 64 == s.agent.max_queued_events
         assert (1024**3, 100_000) == (s.tools.max_workspace_bytes, s.tools.max_workspace_entries)
 
 
@@ -166,6 +167,9 @@ class TestErrors:
             ("TASKFORCE_AGENT__MAX_RESULT_DEPTH", "251", "agent.max_result_depth"),
             ("TASKFORCE_AGENT__MAX_TOOL_CALLS_PER_TURN", "0", "agent.max_tool_calls_per_turn"),
             ("TASKFORCE_AGENT__MAX_TOOL_CALLS_PER_TURN", "1001", "agent.max_tool_calls_per_turn"),
+            ("TASKFORCE_AGENT__MAX_QUEUED_EVENTS", "0", "agent.max_queued_events"),
+            ("TASKFORCE_AGENT__MAX_QUEUED_EVENTS", "1000001", "agent.max_queued_events"),
+            ("TASKFORCE_AGENT__MAX_QUEUED_EVENTS", "many", "agent.max_queued_events"),
             ("TASKFORCE_TOOLS__MAX_WORKSPACE_BYTES", "0", "tools.max_workspace_bytes"),
             ("TASKFORCE_TOOLS__MAX_WORKSPACE_BYTES", "1GiB", "tools.max_workspace_bytes"),
             ("TASKFORCE_TOOLS__MAX_WORKSPACE_ENTRIES", "0", "tools.max_workspace_entries"),

@@ -18,6 +18,7 @@ from starlette.types import Message
 
 from taskforce.api._event_stream import KEEP_ALIVE, EventStreamResponse
 from taskforce.api.server import create_app
+from taskforce.application import executor as executor_module
 from taskforce.application.container import build_container
 from taskforce.config import Settings
 from tests.api.conftest import parse_sse
@@ -25,6 +26,7 @@ from tests.api.test_admission import EXECUTE, GATED, GUARD_SECONDS, STREAM, gate
 from tests.api.test_metrics_e2e import scrape, total
 from tests.api.test_read_deadline import stream_request
 from tests.api.test_serving import SLOW_MISSION, missions_total
+from tests.support.taskforce_server import serving
 
 #: Short enough for a test to see comments at once, long past one loop turn.
 KEEPALIVE_SECONDS = 0.05
@@ -347,6 +349,57 @@ class TestAStreamCancelledBeforeItsHead:
                     await task
             counted = {k: v for k, v in missions_total(container).items() if v}
         assert {("lean", "cancelled"): 1.0} == counted
+
+
+class _PeakQueue(asyncio.Queue[Any]):
+    """An ``asyncio.Queue`` that keeps the most items any of its kind held at once."""
+
+    peak = 0
+
+    def put_nowait(self, item: Any) -> None:
+        super().put_nowait(item)
+        _PeakQueue.peak = max(_PeakQueue.peak, self.qsize())
+
+
+class _PeakQueues:
+    """The ``asyncio`` module, but its ``Queue`` is :class:`_PeakQueue` (for the executor)."""
+
+    Queue = _PeakQueue
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+
+@pytest.mark.integration
+class TestAReaderThatPauses:
+    async def test_its_mission_waits_and_no_event_is_lost(
+        self, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A client that pauses after the head while its mission streams 2,000 tokens
+        finds at most ``agent.max_queued_events`` (64) of them queued in the server (the
+        mission waited), then gets every one, in order, the result last; counted once."""
+        monkeypatch.setattr(_PeakQueue, "peak", 0)
+        monkeypatch.setattr(executor_module, "asyncio", _PeakQueues())
+        words = ["w"] * 2000
+        async with (
+            serving(settings) as (port, _),
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=GUARD_SECONDS) as client,
+        ):
+            body = {"mission": " ".join(words)}
+            async with client.stream("POST", STREAM, json=body) as response:
+                chunks = response.aiter_text()
+                text = await anext(chunks)
+                await asyncio.sleep(0.2)  # the pause: the mission could end meanwhile
+                text += "".join([chunk async for chunk in chunks])
+            samples = await scrape(client)
+        events = parse_sse(text)
+        tokens = [data["content"] for kind, data in events if kind == "token"]
+        assert 2 + len(words) == len(tokens)
+        assert ("result", "completed") == (events[-1][0], events[-1][1]["result"]["status"])
+        assert "".join(tokens) == events[-1][1]["result"]["final_message"]
+        # 64 of the agent's events; mission_started, the result and the end need no room
+        assert _PeakQueue.peak <= 64 + 3
+        assert 1 == total(samples, "taskforce_missions_total", status="completed")
 
 
 def _stream_scope(body: bytes) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import structlog
 from taskforce.api._listener import WorkerSlot, bind_socket
 from taskforce.config import Settings
 from taskforce.infrastructure.tools import session_folder_name
+from tests.api.test_metrics_e2e import scrape, total
 from tests.observability.metric_samples import series, value
 from tests.support.taskforce_server import GUARD_SECONDS, serving, until_closed
 
@@ -236,6 +237,36 @@ class TestUnreadAnswer:
                 client.close()
         stalled = [e for e in logs if e["event"] == "http.response.stalled"]
         assert [0.5] == [e["timeout_seconds"] for e in stalled]
+
+    async def test_a_mission_held_back_by_an_unread_stream_is_cancelled_with_it(
+        self, timed_settings: Settings
+    ) -> None:
+        """With one event allowed to queue, a mission whose client stops reading waits
+        for it rather than running on: when the write timeout cuts the stream, the
+        mission is cancelled short of its 15 reads, and its record, log and metrics say
+        ``cancelled`` alike."""
+        agent = timed_settings.agent.model_copy(update={"max_queued_events": 1})
+        settings = timed_settings.model_copy(update={"agent": agent})
+        request = _big_stream(settings, "held", 15)
+        with structlog.testing.capture_logs() as logs:
+            async with serving(settings, write_timeout=0.5) as (port, _):
+                client = await narrow_client(port, request)
+                async with (
+                    asyncio.timeout(GUARD_SECONDS),
+                    httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as probe,
+                ):
+                    while True:  # until the mission is counted
+                        samples = await scrape(probe)
+                        if total(samples, "taskforce_missions_total"):
+                            break
+                        await asyncio.sleep(0.05)
+                    record = (await probe.get("/api/v1/sessions/held")).json()["missions"]
+                client.close()
+        assert "http.response.stalled" in [e["event"] for e in logs]
+        measured = [e for e in logs if e["event"] == "mission.duration.measured"]
+        assert ["cancelled"] == [e["status"] for e in measured]
+        assert [("cancelled", True)] == [(r["status"], len(r["steps"]) < 15) for r in record]
+        assert 1 == total(samples, "taskforce_missions_total", status="cancelled")
 
     async def test_a_stream_read_slowly_but_steadily_is_not_cut(
         self, timed_settings: Settings

@@ -909,3 +909,106 @@ class TestWhichPathStreams:
         result = events[-1].result
         assert result is not None and "failed" == result.status
         assert ["auth"] == [e["error_type"] for e in logs if e["event"] == "llm.call.failed"]
+
+
+class _ChunkCounting(ScriptedLLMProvider):
+    """The scripted provider, counting the text chunks its streams handed out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chunks = 0
+
+    async def stream(self, *args: Any, **kwargs: Any) -> Any:
+        async for chunk in super().stream(*args, **kwargs):
+            self.chunks += "content" in chunk
+            yield chunk
+
+
+#: A mission whose streamed answer is 202 tokens ("Scripted answer: " and 200 words).
+_WORDY = " ".join(["word"] * 200)
+
+
+def _chunk_counting_executor(tmp_path: Path, limit: int) -> tuple[AgentExecutor, _ChunkCounting]:
+    llm = _ChunkCounting()
+    executor = AgentExecutor(
+        llm,
+        build_default_registry(tmp_path / "ws"),
+        MemoryStateStore(),
+        agent_settings=AgentSettings(max_queued_events=limit),
+    )
+    return executor, llm
+
+
+class TestBackpressure:
+    """``agent.max_queued_events``: a stream's mission waits for a reader that lags."""
+
+    async def test_a_mission_waits_for_its_reader(self, tmp_path: Path) -> None:
+        """While the consumer holds its first event, the mission takes no more of its
+        answer than the events that fit; once read, every token arrives, in order."""
+        executor, llm = _chunk_counting_executor(tmp_path, 4)
+        async with contextlib.aclosing(
+            executor.execute_mission_streaming(_WORDY, mission_id="held")
+        ) as stream:
+            first = await anext(stream)
+            await asyncio.sleep(0.05)  # the whole answer, were nothing holding it back
+            held = llm.chunks
+            (task,) = _mission_tasks("held")
+            is_done = task.done()
+            rest = [event async for event in stream]
+
+        assert "mission_started" == first.kind
+        # step_started and 3 tokens fill the 4 places; the 4th token waits for room
+        assert (4, False) == (held, is_done)
+        tokens = [e.data["content"] for e in rest if e.kind == "token"]
+        assert 202 == len(tokens) == llm.chunks
+        result = rest[-1].result
+        assert result is not None and "completed" == result.status
+        assert result.final_message == "".join(tokens)
+
+    async def test_the_result_and_the_end_pass_a_full_backlog(self, tmp_path: Path) -> None:
+        """A backlog full of the agent's events holds back neither the result nor the end:
+        the mission ends, its record saved, before the consumer reads on."""
+        events = [e async for e in _executor().execute_mission_streaming("hi")]
+        agents = len(events) - 2  # all but mission_started and the result
+        store = MemoryStateStore()
+        executor = _executor(store, settings=AgentSettings(max_queued_events=agents))
+        async with contextlib.aclosing(
+            executor.execute_mission_streaming("hi", session_id="s", mission_id="full")
+        ) as stream:
+            await anext(stream)
+            (task,) = _mission_tasks("full")
+            async with asyncio.timeout(5):  # a guard: it ends at once
+                result = await asyncio.shield(task)
+            rest = [event async for event in stream]
+
+        assert [e.kind for e in events[1:]] == [e.kind for e in rest]
+        assert result == rest[-1].result and "completed" == result.status
+        assert ["completed"] == [r["status"] for r in store.missions("s")]
+
+    @pytest.mark.parametrize("stop", ["consumer leaves", "drain"])
+    async def test_a_mission_held_back_is_cancelled_and_recorded(
+        self, tmp_path: Path, stop: str
+    ) -> None:
+        """A mission waiting for room is cancelled like any other: by a consumer that
+        leaves, or by ``drain`` at a shutdown; it is recorded and logged as such."""
+        store = MemoryStateStore()
+        executor = AgentExecutor(
+            ScriptedLLMProvider(),
+            build_default_registry(tmp_path / "ws"),
+            store,
+            agent_settings=AgentSettings(max_queued_events=2),
+        )
+        stream = executor.execute_mission_streaming(_WORDY, session_id="s", mission_id="held")
+        await anext(stream)
+        await asyncio.sleep(0.01)
+        (task,) = _mission_tasks("held")
+        assert not task.done()
+        with capture_logs() as logs:
+            if stop == "drain":
+                await executor.drain()
+            await stream.aclose()
+
+        assert task.cancelled()
+        records = store.missions("s")
+        assert [("cancelled", "cancelled")] == [(r["status"], r["error_type"]) for r in records]
+        assert ["mission.cancelled"] == [e["event"] for e in logs if "mission.c" in e["event"]]

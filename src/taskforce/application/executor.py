@@ -103,6 +103,62 @@ async def _stop(task: asyncio.Task[Any]) -> None:
             await to_the_end(asyncio.wait([task], timeout=RECORD_SECONDS))
 
 
+class _Backlog:
+    """A stream's events on their way from its mission to its consumer; ``put`` waits for room.
+
+    Backpressure: at most ``limit`` of the agent's events wait unread (``put``, its
+    ``on_event``); one more waits until the consumer takes one, so that a consumer that
+    reads slowly (a client taking a byte now and then, within ``api.write_timeout_seconds``)
+    holds the mission back instead of letting its events pile up in memory. The mission's
+    own deadlines go on meanwhile (an LLM attempt's covers its whole stream).
+
+    ``tell`` never waits: the executor's own few events (``mission_started``, the last
+    resorts' ``error``, the ``result``) and the end. None of them may become a point where a
+    cancellation lands (a cancelled mission's record, or a saved result, would be lost),
+    and the end must be put whatever the backlog. So up to five items more than ``limit``
+    may wait: ``mission_started``, two ``error`` events, the ``result`` and the end.
+    """
+
+    __slots__ = ("_items", "_room")
+
+    def __init__(self, limit: int) -> None:
+        # each item: the event (or _DONE), and whether it took room (``put``)
+        self._items: asyncio.Queue[tuple[object, bool]] = asyncio.Queue()
+        self._room = asyncio.Semaphore(limit)
+
+    async def put(self, event: ProgressEvent) -> None:
+        """Queue one of the agent's events once fewer than ``limit`` of them wait unread."""
+        await self._room.acquire()
+        self._items.put_nowait((event, True))
+
+    async def tell(self, event: ProgressEvent) -> None:
+        """Queue one of the executor's own events at once (an ``EventCallback``)."""
+        self._items.put_nowait((event, False))
+
+    def end(self) -> None:
+        """Queue the end of the stream (:data:`_DONE`), whatever waits unread."""
+        self._items.put_nowait((_DONE, False))
+
+    async def get(self) -> object:
+        """Take the next event (or :data:`_DONE`), waiting for one."""
+        return self._taken(await self._items.get())
+
+    def get_nowait(self) -> object:
+        """Take the next event (or :data:`_DONE`) of a mission that has ended."""
+        return self._taken(self._items.get_nowait())
+
+    def _taken(self, item: tuple[object, bool]) -> object:
+        event, took_room = item
+        if took_room:
+            self._room.release()
+        return event
+
+
+def _told(events: _Backlog | None) -> EventCallback | None:
+    """What the executor's own events of a mission go to: its stream's ``tell``, if any."""
+    return None if events is None else events.tell
+
+
 def _has_ended(task: asyncio.Task[Any]) -> bool:
     """Whether ``task`` ended with its result: a stream's mission (its record saved), a
     mission's record write."""
@@ -181,7 +237,9 @@ class AgentExecutor:
         """Run one mission, yielding its progress events.
 
         The first event is ``mission_started``, the last ``result`` with the
-        :class:`ExecutionResult`. The mission runs in a task of its own; when the
+        :class:`ExecutionResult`. While ``agent.max_queued_events`` of the agent's
+        events wait unread, the mission waits for the consumer to take one
+        (backpressure). The mission runs in a task of its own; when the
         consumer stops early (``aclose()``, ``break`` under ``aclosing``) or is
         cancelled, that task is cancelled and awaited before this generator ends.
         A consumer cancelled while the mission was saving its result, which it then
@@ -203,17 +261,17 @@ class AgentExecutor:
         request = self._checked(mission, agent_type, session_id, mission_id)
         session_id = request.session_id or new_id()
         mission_id = request.mission_id or new_id()
-        queue: asyncio.Queue[object] = asyncio.Queue()
+        queue = _Backlog(self._agent_settings.max_queued_events)
 
         async def produce() -> ExecutionResult:
             try:
                 result = await self._run(
-                    request.mission, request.agent_type, session_id, mission_id, queue.put
+                    request.mission, request.agent_type, session_id, mission_id, queue
                 )
-                await queue.put(ProgressEvent(kind="result", result=result))
+                await queue.tell(ProgressEvent(kind="result", result=result))
                 return result
             finally:
-                queue.put_nowait(_DONE)
+                queue.end()
 
         task = asyncio.create_task(produce(), name=f"taskforce-mission-{mission_id}")
         # Kept until done: a consumer waits for the record below at most RECORD_SECONDS
@@ -306,7 +364,7 @@ class AgentExecutor:
         agent_type: AgentType,
         session_id: str,
         mission_id: str,
-        on_event: EventCallback | None,
+        events: _Backlog | None,
     ) -> ExecutionResult:
         # The one place the mission context is set: the context variables every layer
         # reads, and the same keys in structlog's, both reset by token when it ends.
@@ -318,20 +376,20 @@ class AgentExecutor:
             started_at = now_iso()
             started = time.perf_counter()
             _LOG.info("mission.started", category="mission")
-            if on_event is not None:
+            if events is not None:
                 data = {
                     "session_id": session_id,
                     "mission_id": mission_id,
                     "agent_type": agent_type,
                 }
-                await on_event(ProgressEvent(kind="mission_started", data=data))
+                await events.tell(ProgressEvent(kind="mission_started", data=data))
             status, steps, tool_calls = "cancelled", 0, 0
             # the agent's run, which a cancelled mission's record and log lines read
             runs: list[MissionRun] = []
             runs_token = MISSION_RUNS.set(runs)
             try:
                 result = await self._run_locked(
-                    mission, agent_type, session_id, mission_id, on_event, started_at, runs
+                    mission, agent_type, session_id, mission_id, events, started_at, runs
                 )
             except asyncio.CancelledError:
                 if runs:  # the steps it finished, as its record keeps them
@@ -387,7 +445,7 @@ class AgentExecutor:
         agent_type: AgentType,
         session_id: str,
         mission_id: str,
-        on_event: EventCallback | None,
+        events: _Backlog | None,
         started_at: str,
         runs: list[MissionRun],
     ) -> ExecutionResult:
@@ -413,8 +471,8 @@ class AgentExecutor:
         try:
             try:
                 # Only the streaming path (it has a listener) streams the LLM turns.
-                agent = self._agent(agent_type, stream_llm=on_event is not None)
-                outcome = await agent.run(mission, on_event=on_event)
+                agent = self._agent(agent_type, stream_llm=events is not None)
+                outcome = await agent.run(mission, on_event=None if events is None else events.put)
             except asyncio.CancelledError:
                 if runs:  # the steps the run finished before the cancellation are kept
                     cancelled_record["steps"] = [step_dict(step) for step in runs[-1].steps]
@@ -422,7 +480,7 @@ class AgentExecutor:
                 await self._await_record(write, "cancelled", is_cancelled=True)
                 raise
             except Exception as exc:
-                outcome = await _failed(_NO_OUTCOME, *crash_error(exc), on_event)
+                outcome = await _failed(_NO_OUTCOME, *crash_error(exc), _told(events))
             result = ExecutionResult(
                 session_id,
                 mission_id,
@@ -465,7 +523,7 @@ class AgentExecutor:
                     # said (state.save.failed has the message).
                     said = f" ({error_type})"
                 error = f"could not save the session state{said}"
-                return await _failed(result, error, error_type, on_event)
+                return await _failed(result, error, error_type, _told(events))
             return result
         finally:
             lock.release()

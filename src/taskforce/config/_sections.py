@@ -121,6 +121,10 @@ class AgentSettings(_Section):
     #: at most what the JSON writers keep whole.
     max_result_depth: int = Field(default=MAX_RESULT_DEPTH, ge=1, le=MAX_WRITTEN_DEPTH)
     fail_on_tool_error: bool = True
+    #: The most progress events a streamed mission may have waiting for its reader
+    #: (``POST /api/v1/execute/stream``, ``taskforce run --stream``); the mission then
+    #: waits for the reader to take one.
+    max_queued_events: int = Field(default=64, ge=1, le=1_000_000)
 
 
 class ToolSettings(_Section):
