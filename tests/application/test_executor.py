@@ -912,16 +912,20 @@ class TestWhichPathStreams:
 
 
 class _ChunkCounting(ScriptedLLMProvider):
-    """The scripted provider, counting the text chunks its streams handed out."""
+    """The scripted provider, counting the text chunks its streams handed out and its turns."""
 
     def __init__(self) -> None:
         super().__init__()
         self.chunks = 0
+        self.turns = 0
+        self.streamed = asyncio.Event()  # set when a stream handed out its last chunk
 
     async def stream(self, *args: Any, **kwargs: Any) -> Any:
+        self.turns += 1
         async for chunk in super().stream(*args, **kwargs):
             self.chunks += "content" in chunk
             yield chunk
+        self.streamed.set()
 
 
 #: A mission whose streamed answer is 202 tokens ("Scripted answer: " and 200 words).
@@ -939,28 +943,59 @@ def _chunk_counting_executor(tmp_path: Path, limit: int) -> tuple[AgentExecutor,
     return executor, llm
 
 
+#: A mission of ten tool calls, one per turn: 3 events each (step_started, tool_call,
+#: tool_result), then the answer's step.
+_TEN_CALLS = "Add.\n" + "\n".join(f'tool:calculator {{"expression": "{i} + 1"}}' for i in range(10))
+
+
 class TestBackpressure:
     """``agent.max_queued_events``: a stream's mission waits for a reader that lags."""
 
-    async def test_a_mission_waits_for_its_reader(self, tmp_path: Path) -> None:
-        """While the consumer holds its first event, the mission takes no more of its
-        answer than the events that fit; once read, every token arrives, in order."""
+    async def test_a_mission_waits_for_its_reader_between_its_calls(self, tmp_path: Path) -> None:
+        """While the consumer holds its first event, the mission makes no more turns than
+        the events that fit allow; once read, every event arrives, in order."""
         executor, llm = _chunk_counting_executor(tmp_path, 4)
         async with contextlib.aclosing(
-            executor.execute_mission_streaming(_WORDY, mission_id="held")
+            executor.execute_mission_streaming(_TEN_CALLS, mission_id="held")
         ) as stream:
             first = await anext(stream)
-            await asyncio.sleep(0.05)  # the whole answer, were nothing holding it back
-            held = llm.chunks
+            await asyncio.sleep(0.05)  # the whole mission, were nothing holding it back
+            held = llm.turns
             (task,) = _mission_tasks("held")
             is_done = task.done()
             rest = [event async for event in stream]
 
         assert "mission_started" == first.kind
-        # step_started and 3 tokens fill the 4 places; the 4th token waits for room
-        assert (4, False) == (held, is_done)
+        # turn 1's three events and turn 2's step_started fill the 4 places
+        assert (2, False) == (held, is_done)
+        assert 10 == len([e for e in rest if e.kind == "tool_result"])
+        result = rest[-1].result
+        assert result is not None and "completed" == result.status
+        assert 11 == llm.turns
+
+    async def test_a_reader_that_lags_never_holds_back_an_answer(self, tmp_path: Path) -> None:
+        """Text deltas come from inside an LLM call, whose deadline covers its stream: they
+        never wait. Past the limit they join the newest queued ``token`` event, so the
+        whole answer is read from the provider while its consumer reads nothing (the
+        mission then waits to send ``final_answer``), and the consumer gets the same
+        text, in order, in fewer events."""
+        executor, llm = _chunk_counting_executor(tmp_path, 4)
+        async with contextlib.aclosing(
+            executor.execute_mission_streaming(_WORDY, mission_id="lagging")
+        ) as stream:
+            first = await anext(stream)
+            async with asyncio.timeout(5):  # a guard: the answer streams at once
+                await llm.streamed.wait()
+            rest = [event async for event in stream]
+
+        assert "mission_started" == first.kind
+        assert 202 == llm.chunks
         tokens = [e.data["content"] for e in rest if e.kind == "token"]
-        assert 202 == len(tokens) == llm.chunks
+        # step_started and 3 deltas took the 4 places; the other 199 joined the third
+        assert 3 == len(tokens)
+        assert [{"step": 1, "content": c} for c in tokens] == [
+            e.data for e in rest if e.kind == "token"
+        ]
         result = rest[-1].result
         assert result is not None and "completed" == result.status
         assert result.final_message == "".join(tokens)
@@ -998,7 +1033,7 @@ class TestBackpressure:
             store,
             agent_settings=AgentSettings(max_queued_events=2),
         )
-        stream = executor.execute_mission_streaming(_WORDY, session_id="s", mission_id="held")
+        stream = executor.execute_mission_streaming(_TEN_CALLS, session_id="s", mission_id="held")
         await anext(stream)
         await asyncio.sleep(0.01)
         (task,) = _mission_tasks("held")

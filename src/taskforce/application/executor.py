@@ -10,6 +10,7 @@ on other processes or replicas lose nothing either.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import time
@@ -103,55 +104,123 @@ async def _stop(task: asyncio.Task[Any]) -> None:
             await to_the_end(asyncio.wait([task], timeout=RECORD_SECONDS))
 
 
+class _Tokens:
+    """Text deltas of one step, merged while their stream's backlog was full: one ``token``
+    event when the consumer takes it (the pieces are joined once, then)."""
+
+    __slots__ = ("data", "pieces")
+
+    def __init__(self, data: dict[str, Any], pieces: list[str]) -> None:
+        self.data = data
+        self.pieces = pieces
+
+    def event(self) -> ProgressEvent:
+        return ProgressEvent(kind="token", data={**self.data, "content": "".join(self.pieces)})
+
+
+def _same_step(event: ProgressEvent, data: dict[str, Any]) -> bool:
+    """Whether ``event`` is a text delta that may join the token event whose data is ``data``."""
+    if type(event.data.get("content")) is not str or type(data.get("content")) is not str:
+        return False
+    return event.data.keys() == data.keys() and all(
+        value == data[key] for key, value in event.data.items() if key != "content"
+    )
+
+
 class _Backlog:
-    """A stream's events on their way from its mission to its consumer; ``put`` waits for room.
+    """A stream's events on their way from its mission to its consumer.
 
     Backpressure: at most ``limit`` of the agent's events wait unread (``put``, its
     ``on_event``); one more waits until the consumer takes one, so that a consumer that
     reads slowly (a client taking a byte now and then, within ``api.write_timeout_seconds``)
-    holds the mission back instead of letting its events pile up in memory. The mission's
-    own deadlines go on meanwhile (an LLM attempt's covers its whole stream).
+    holds the mission back between its calls instead of letting its events pile up in
+    memory.
+
+    Except a text delta (``token``): it never waits, since it is sent from inside an LLM
+    call, whose deadline covers its whole stream; a reader that lags must not turn the
+    provider's answer into a ``timeout`` in the metrics and the mission. Once the backlog
+    is full, a delta joins the newest queued ``token`` event of its step (the consumer gets
+    the same text in fewer events), or is queued beyond the limit as the one later deltas
+    join. Their text is bounded by the answer's (``llm.max_response_bytes``).
 
     ``tell`` never waits: the executor's own few events (``mission_started``, the last
     resorts' ``error``, the ``result``) and the end. None of them may become a point where a
     cancellation lands (a cancelled mission's record, or a saved result, would be lost),
-    and the end must be put whatever the backlog. So up to five items more than ``limit``
-    may wait: ``mission_started``, two ``error`` events, the ``result`` and the end.
+    and the end must be put whatever the backlog.
     """
 
-    __slots__ = ("_items", "_room")
+    __slots__ = ("_arrived", "_items", "_room")
 
     def __init__(self, limit: int) -> None:
-        # each item: the event (or _DONE), and whether it took room (``put``)
-        self._items: asyncio.Queue[tuple[object, bool]] = asyncio.Queue()
+        # each item: [the event (a _Tokens, or _DONE), whether it took room (``put``)]
+        self._items: collections.deque[list[Any]] = collections.deque()
         self._room = asyncio.Semaphore(limit)
+        self._arrived = asyncio.Event()
 
     async def put(self, event: ProgressEvent) -> None:
-        """Queue one of the agent's events once fewer than ``limit`` of them wait unread."""
+        """Queue one of the agent's events once fewer than ``limit`` of them wait unread
+        (a text delta at once, see the class doc)."""
+        if event.kind == "token" and self._room.locked():
+            self._join(event)
+            return
         await self._room.acquire()
-        self._items.put_nowait((event, True))
+        self._push(event, took_room=True)
+
+    def _join(self, event: ProgressEvent) -> None:
+        if self._items:
+            newest = self._items[-1]
+            queued = newest[0]
+            if isinstance(queued, _Tokens):
+                if _same_step(event, queued.data):
+                    queued.pieces.append(event.data["content"])
+                    return
+            elif (
+                isinstance(queued, ProgressEvent)
+                and queued.kind == "token"
+                and _same_step(event, queued.data)
+            ):
+                newest[0] = _Tokens(queued.data, [queued.data["content"], event.data["content"]])
+                return
+        self._push(event, took_room=False)
 
     async def tell(self, event: ProgressEvent) -> None:
         """Queue one of the executor's own events at once (an ``EventCallback``)."""
-        self._items.put_nowait((event, False))
+        self._push(event, took_room=False)
 
     def end(self) -> None:
         """Queue the end of the stream (:data:`_DONE`), whatever waits unread."""
-        self._items.put_nowait((_DONE, False))
+        self._push(_DONE, took_room=False)
+
+    def _push(self, item: object, *, took_room: bool) -> None:
+        self._items.append([item, took_room])
+        self._arrived.set()
+
+    def __len__(self) -> int:
+        """The items waiting unread."""
+        return len(self._items)
 
     async def get(self) -> object:
         """Take the next event (or :data:`_DONE`), waiting for one."""
-        return self._taken(await self._items.get())
+        while not self._items:
+            self._arrived.clear()
+            await self._arrived.wait()
+        return self._taken(self._items.popleft())
 
     def get_nowait(self) -> object:
-        """Take the next event (or :data:`_DONE`) of a mission that has ended."""
-        return self._taken(self._items.get_nowait())
+        """Take the next event (or :data:`_DONE`) of a mission that has ended.
 
-    def _taken(self, item: tuple[object, bool]) -> object:
+        Raises:
+            asyncio.QueueEmpty: Nothing waits.
+        """
+        if not self._items:
+            raise asyncio.QueueEmpty
+        return self._taken(self._items.popleft())
+
+    def _taken(self, item: list[Any]) -> object:
         event, took_room = item
         if took_room:
             self._room.release()
-        return event
+        return event.event() if isinstance(event, _Tokens) else event
 
 
 def _told(events: _Backlog | None) -> EventCallback | None:
