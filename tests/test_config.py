@@ -41,6 +41,7 @@ class TestDefaults:
         assert s.api.auth_token is None
         assert s.api.docs_enabled is True
         assert 64 == s.api.max_missions_in_flight
+        assert 16 == s.api.max_session_reads_in_flight
         assert s.api.max_connections is None  # half the open-file limit, at start
         assert 1000 == s.tools.max_dir_entries
         assert 1000 == s.tools.max_expression_chars
@@ -100,6 +101,11 @@ class TestPrecedence:
         monkeypatch.setenv("TASKFORCE_API__MAX_MISSIONS_IN_FLIGHT", " 8 ")
         assert 8 == load_settings().api.max_missions_in_flight
 
+    def test_session_reads_in_flight_from_env(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """TASKFORCE_API__MAX_SESSION_READS_IN_FLIGHT sets the per-process limit of reads."""
+        monkeypatch.setenv("TASKFORCE_API__MAX_SESSION_READS_IN_FLIGHT", "3")
+        assert 3 == load_settings().api.max_session_reads_in_flight
+
     def test_stream_keepalive_from_env(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """TASKFORCE_API__STREAM_KEEPALIVE_SECONDS sets the interval; 0 (off) is allowed."""
         assert 15 == load_settings().api.stream_keepalive_seconds
@@ -149,6 +155,17 @@ class TestErrors:
             ("TASKFORCE_API__MAX_MISSIONS_IN_FLIGHT", "10001", "api.max_missions_in_flight"),
             ("TASKFORCE_API__MAX_MISSIONS_IN_FLIGHT", "many", "api.max_missions_in_flight"),
             ("TASKFORCE_API__MAX_MISSIONS_IN_FLIGHT", "2.5", "api.max_missions_in_flight"),
+            ("TASKFORCE_API__MAX_SESSION_READS_IN_FLIGHT", "0", "api.max_session_reads_in_flight"),
+            (
+                "TASKFORCE_API__MAX_SESSION_READS_IN_FLIGHT",
+                "10001",
+                "api.max_session_reads_in_flight",
+            ),
+            (
+                "TASKFORCE_API__MAX_SESSION_READS_IN_FLIGHT",
+                "few",
+                "api.max_session_reads_in_flight",
+            ),
             ("TASKFORCE_API__MAX_CONNECTIONS", "0", "api.max_connections"),
             ("TASKFORCE_API__MAX_CONNECTIONS", "1000001", "api.max_connections"),
             ("TASKFORCE_API__MAX_CONNECTIONS", "many", "api.max_connections"),

@@ -23,7 +23,7 @@ from structlog.testing import capture_logs
 
 from taskforce.api._admission import (
     RETRY_AFTER_SECONDS,
-    MissionAdmissionMiddleware,
+    AdmissionMiddleware,
     MissionSlots,
     admit,
 )
@@ -268,7 +268,7 @@ async def _one_held(slots: MissionSlots) -> AsyncIterator[tuple[Any, asyncio.Tas
     """Admit one request that holds its slot; yield the app and that request's task."""
     started, release = asyncio.Event(), asyncio.Event()
     inner = _held_app(started, release)
-    app = MissionAdmissionMiddleware(inner, slots=slots, routes=inner.router.routes[-1:])
+    app = AdmissionMiddleware(inner, slots=slots, routes=inner.router.routes[-1:])
     task = asyncio.create_task(_probe(app))
     await started.wait()
     try:

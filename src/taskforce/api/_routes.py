@@ -35,7 +35,7 @@ from taskforce.core.interfaces.executor import ProgressEvent
 from taskforce.core.interfaces.outcome import class_error_type, is_caller_cancelled
 from taskforce.errors import MissionError
 
-__all__ = ["CLIENT_CLOSED_REQUEST", "MISSION_ROUTES", "mission_router"]
+__all__ = ["CLIENT_CLOSED_REQUEST", "MISSION_ROUTES", "SESSION_READ_ROUTES", "mission_router"]
 
 _LOG = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -46,6 +46,10 @@ CLIENT_CLOSED_REQUEST = 499
 
 MISSION_ROUTES = ("/api/v1/execute", "/api/v1/execute/stream")
 """The routes that start a mission: each takes a slot of ``api.max_missions_in_flight``."""
+
+SESSION_READ_ROUTES = ("/api/v1/sessions/{session_id}",)
+"""The routes that read a session (``GET`` and ``HEAD``): each takes a slot of
+``api.max_session_reads_in_flight``."""
 
 
 class _ClientGone(Exception):

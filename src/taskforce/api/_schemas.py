@@ -156,6 +156,14 @@ def error_answer(description: str) -> dict[str, Any]:
     return {"model": ErrorAnswer, "description": description}
 
 
+# The header of a 503 for a full process (missions, or session reads, in flight).
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying (a full process only).",
+        "schema": {"type": "integer"},
+    }
+}
+
 MISSION_ANSWERS: dict[int | str, dict[str, Any]] = {
     408: error_answer("The body did not arrive within `api.read_timeout_seconds`."),
     422: _invalid(),
@@ -171,12 +179,7 @@ MISSION_ANSWERS: dict[int | str, dict[str, Any]] = {
             "Too many missions in flight (`api.max_missions_in_flight`; with `Retry-After`), "
             "or the service is shutting down."
         ),
-        "headers": {
-            "Retry-After": {
-                "description": "Seconds to wait before retrying (a full process only).",
-                "schema": {"type": "integer"},
-            }
-        },
+        "headers": _RETRY_AFTER,
     },
 }
 """The refusals of a mission route besides its 422, as the OpenAPI schema lists them."""
@@ -225,6 +228,13 @@ SESSION_ANSWERS: dict[int | str, dict[str, Any]] = {
     200: {"model": SessionRecords, "description": "The session's mission records."},
     404: error_answer("No such session."),
     422: _invalid(),
-    503: error_answer("The state store cannot be reached, or the service is shutting down."),
+    503: {
+        **error_answer(
+            "Too many session reads in flight (`api.max_session_reads_in_flight`; with "
+            "`Retry-After`), the state store cannot be reached, or the service is shutting "
+            "down."
+        ),
+        "headers": _RETRY_AFTER,
+    },
 }
 """The answers of the session route: its records, then its refusals besides its guard's 401."""

@@ -11,7 +11,7 @@ import structlog
 from fastapi import FastAPI
 
 from taskforce import __version__
-from taskforce.api._admission import MissionAdmissionMiddleware, MissionSlots
+from taskforce.api._admission import AdmissionMiddleware, MissionSlots, SessionReadSlots
 from taskforce.api._encoding import SafeJSONResponse
 from taskforce.api._errors import install_error_handlers
 from taskforce.api._health import StateStoreCheck
@@ -20,7 +20,7 @@ from taskforce.api._listener import WorkerSlot
 from taskforce.api._logs import configure_from_settings
 from taskforce.api._metrics_serving import MetricsServing
 from taskforce.api._redirects import relative_slash_redirects
-from taskforce.api._routes import MISSION_ROUTES, mission_router
+from taskforce.api._routes import MISSION_ROUTES, SESSION_READ_ROUTES, mission_router
 from taskforce.application.container import Container, build_container
 from taskforce.application.sweep import SessionSweeper
 from taskforce.config import Settings, load_settings
@@ -133,12 +133,14 @@ def create_app(
     )
     routes = mission_router(ctr).routes
     slots = MissionSlots(api.max_missions_in_flight)
+    read_slots = SessionReadSlots(api.max_session_reads_in_flight)
     # Inside the metrics middleware too: a refusal is counted as a 503 of its route.
-    app.add_middleware(
-        MissionAdmissionMiddleware,
-        slots=slots,
-        routes=[route for route in routes if getattr(route, "path", None) in MISSION_ROUTES],
-    )
+    for kind, paths in ((slots, MISSION_ROUTES), (read_slots, SESSION_READ_ROUTES)):
+        app.add_middleware(
+            AdmissionMiddleware,
+            slots=kind,
+            routes=[route for route in routes if getattr(route, "path", None) in paths],
+        )
     metrics_serving = MetricsServing(app, ctr.settings, ctr.metrics, worker)
     store_check = StateStoreCheck(ctr.state_store, ctr.settings.state.health_timeout_seconds)
     sweeper = SessionSweeper(ctr.state_store, ctr.settings.state.sweep_interval_seconds)
@@ -170,6 +172,8 @@ def create_app(
             body["state_threads"] = {"busy": store_busy, "size": store_size}
         # this process's missions against api.max_missions_in_flight (a full one refuses more)
         body["missions"] = {"in_flight": slots.in_flight, "limit": slots.limit}
+        # and its session reads against api.max_session_reads_in_flight
+        body["session_reads"] = {"in_flight": read_slots.in_flight, "limit": read_slots.limit}
         if state_store is not None:
             body["state_store"] = state_store
         return body

@@ -198,6 +198,11 @@ class ApiSettings(_Section):
     docs_enabled: bool = True
     #: Missions this process runs at once; a request for one more gets a 503.
     max_missions_in_flight: int = Field(default=64, ge=1, le=10_000)
+    #: Session reads (GET or HEAD of a session) this process serves at once; one more gets
+    #: a 503. Each holds its session, loaded and encoded, until its answer is sent: the
+    #: default leaves a 512 MiB process room for them beside a full load of missions on
+    #: sessions at the default state.max_bytes.
+    max_session_reads_in_flight: int = Field(default=16, ge=1, le=10_000)
     #: Connections one listener of this process holds open at once; one more gets a 503
     #: and is closed. None: half the process's open-file limit (``ulimit -n``) at start,
     #: so that a flood of idle connections leaves file descriptors for the state store and
