@@ -1292,13 +1292,13 @@ class TestLostConnection:
         assert "Transaction.__aexit__" not in info.value.detail
         assert "terminating connection" in info.value.detail
 
-    async def test_a_pooled_connection_the_server_ended_is_unavailable(
+    async def test_a_pooled_connection_the_server_ended_is_replaced(
         self, postgres_server: PostgresServer, postgres_dsn: str
     ) -> None:
         """The server ends an idle pooled connection (a restart, pg_terminate_backend): its
-        FATAL arrives before its close, and a call that takes the connection in between
-        fails as the database unavailable (503), not as a fault of the store's; the next
-        call connects anew."""
+        FATAL arrives before its close, and an append that takes the connection in between
+        fails at its BEGIN, before any of its statements: it runs again on a new
+        connection and is written once."""
         import asyncpg
 
         dsn = _with(postgres_dsn, "application_name=ended")
@@ -1313,13 +1313,201 @@ class TestLostConnection:
                 finally:
                     await watch.close()
                 await asyncio.sleep(0.1)  # the FATAL reaches the idle connection
-                with pytest.raises(StateStoreUnavailableError) as info:
-                    await store.append("ended", {"n": 1})
+                with structlog.testing.capture_logs() as logs:
+                    appended = await store.append("ended", {"n": 1})
                 relay.hold_server_close(False)
-                after = await store.append("ended", {"n": 2})
+                loaded = await store.load("ended")
         assert 1 == ended
-        assert "InternalClientError" in str(info.value)
-        assert 2 == after.records
+        assert (2, 0) == (appended.records, appended.dropped)
+        assert {"missions": [{"n": 0}, {"n": 1}]} == loaded
+        replaced = [e for e in logs if e["event"] == "state.connection.replaced"]
+        assert [("save", "ended", "InternalClientError")] == [
+            (e["action"], e["session_id"], e["error_type"]) for e in replaced
+        ]
+
+
+class TestConnectionsTheServerEnded:
+    """The server ends the pool's idle connections (``pg_terminate_backend``, a restart,
+    ``idle_session_timeout``) while the event loop is busy elsewhere, so the driver has not
+    read their end when the next calls take them. A call whose transaction cannot have
+    committed runs once more on a new connection: reads and a sweep, and a write that had
+    sent none of its statements."""
+
+    async def _ended(self, server: PostgresServer, store: PostgresStateStore) -> int:
+        """Open two pooled connections, then end both from a second connection, blocking
+        the loop meanwhile (as a busy loop would): the pool has not seen them end."""
+        await asyncio.gather(store.load("warm"), store.load("warm"))
+        command = [str(server.bindir / "psql"), "-h", "127.0.0.1", "-p", str(server.port)]
+        command += ["-U", "taskforce", "-d", "postgres", "-Atc"]
+        query = _END_THE_APPLICATIONS_CONNECTIONS.replace("$1", "'replaced'")
+        done = subprocess.run(  # noqa: ASYNC221 - the loop must not run meanwhile
+            [*command, query],
+            env={**os.environ, "PGPASSWORD": server.password},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        return int(done.stdout)
+
+    @contextlib.asynccontextmanager
+    async def _store(self, dsn: str, **options: Any) -> AsyncIterator[PostgresStateStore]:
+        dsn = _with(dsn, "application_name=replaced")
+        async with PostgresStateStore(dsn, pool_size=2, **options) as store:
+            yield store
+
+    async def test_a_load_and_an_append_succeed(
+        self, postgres_server: PostgresServer, postgres_dsn: str
+    ) -> None:
+        async with self._store(postgres_dsn) as store:
+            await store.append("kept", {"n": 0})
+            ended = await self._ended(postgres_server, store)
+            with structlog.testing.capture_logs() as logs:
+                loaded = await store.load("kept")
+                appended = await store.append("kept", {"n": 1})
+            again = await store.load("kept")
+        assert 2 == ended
+        assert {"missions": [{"n": 0}]} == loaded
+        assert 2 == appended.records  # written once
+        assert {"missions": [{"n": 0}, {"n": 1}]} == again
+        # the first call found its connection ended and had the pool's replaced
+        assert ["load"] == [e["action"] for e in logs if e["event"] == "state.connection.replaced"]
+        assert {"info"} == {e["log_level"] for e in logs}
+
+    async def test_an_append_first_succeeds(
+        self, postgres_server: PostgresServer, postgres_dsn: str
+    ) -> None:
+        async with self._store(postgres_dsn) as store:
+            await store.append("kept", {"n": 0})
+            await self._ended(postgres_server, store)
+            appended = await store.append("kept", {"n": 1})
+            loaded = await store.load("kept")
+        assert 2 == appended.records
+        assert {"missions": [{"n": 0}, {"n": 1}]} == loaded
+
+    async def test_the_health_check_succeeds(
+        self, postgres_server: PostgresServer, postgres_dsn: str
+    ) -> None:
+        async with self._store(postgres_dsn) as store:
+            await self._ended(postgres_server, store)
+            with structlog.testing.capture_logs() as logs:
+                health = await store.check_health()
+        assert StateStoreHealth(is_reachable=True) == health
+        assert ["check"] == [e["action"] for e in logs if e["event"] == "state.connection.replaced"]
+
+    async def test_a_sweep_succeeds(
+        self, postgres_server: PostgresServer, postgres_dsn: str
+    ) -> None:
+        limits = StateLimits(session_ttl_seconds=60)
+        async with self._store(postgres_dsn, limits=limits) as store:
+            await store.append("old", {"n": 0})
+            await _fetch(
+                postgres_dsn, "UPDATE taskforce_sessions SET updated_at = now() - interval '1h'"
+            )
+            await self._ended(postgres_server, store)
+            expired = await store.expire_sessions()
+        assert SessionExpiry(1) == expired
+
+    async def test_after_a_restart_the_next_calls_succeed(
+        self, postgres_server: PostgresServer, postgres_dsn: str
+    ) -> None:
+        """``pg_ctl restart -m fast`` while the loop is busy: no call fails for it."""
+        async with self._store(postgres_dsn) as store:
+            await store.append("kept", {"n": 0})
+            await asyncio.gather(store.load("warm"), store.load("warm"))
+            postgres_server.stop()
+            postgres_server.start()
+            outcomes = [
+                await store.load("kept"),
+                await store.append("kept", {"n": 1}),
+                await store.check_health(),
+            ]
+        assert [
+            {"missions": [{"n": 0}]},
+            AppendResult(size_bytes=outcomes[1].size_bytes, records=2, dropped=0),  # type: ignore[union-attr]
+            StateStoreHealth(is_reachable=True),
+        ] == outcomes
+
+    async def test_a_log_that_fails_does_not_fail_the_call(
+        self,
+        postgres_server: PostgresServer,
+        postgres_dsn: str,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        from taskforce.infrastructure.state import _postgres_store
+
+        def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("the log is broken")
+
+        async with self._store(postgres_dsn) as store:
+            await store.append("kept", {"n": 0})
+            await self._ended(postgres_server, store)
+            monkeypatch.setattr(_postgres_store._LOG, "info", broken)
+            loaded = await store.load("kept")
+        assert {"missions": [{"n": 0}]} == loaded
+
+    async def test_a_write_under_way_is_not_run_again(
+        self, postgres_server: PostgresServer, postgres_dsn: str
+    ) -> None:
+        """An append whose connection the server ends after its first statement may have
+        been written as far as the append knows: it fails, and the next one is written."""
+        async with self._store(postgres_dsn) as store:
+            await store.append("once", {"n": 0})
+            original = store._transact
+
+            async def ended_mid_append(*args: Any, **kwargs: Any) -> Any:
+                work = args[2]
+
+                async def then_end(conn: Any) -> Any:
+                    await conn.fetchval("SELECT 1")
+                    await _fetch(
+                        postgres_dsn,
+                        f"SELECT pg_terminate_backend({conn.get_server_pid()}, 10000)",
+                    )
+                    return await work(conn)
+
+                return await original(args[0], args[1], then_end, *args[3:], **kwargs)
+
+            store._transact = ended_mid_append  # type: ignore[method-assign]
+            with pytest.raises(StateStoreUnavailableError):
+                await store.append("once", {"n": 1})
+            store._transact = original  # type: ignore[method-assign]
+            loaded = await store.load("once")
+        assert {"missions": [{"n": 0}]} == loaded
+
+    async def test_connections_replaced_unanswered_leave_no_unread_error(
+        self, postgres_server: PostgresServer, postgres_dsn: str
+    ) -> None:
+        """The pool's other connection, ended too but not closed (a proxy in between),
+        is closed in the background when its replacement is made: its close is never
+        answered, and fails at its timeout unread by anyone; asyncio reports no task
+        exception never retrieved."""
+        import asyncpg
+
+        loop = asyncio.get_running_loop()
+        unread: list[dict[str, Any]] = []
+        previous = loop.get_exception_handler()
+        loop.set_exception_handler(lambda _, context: unread.append(context))
+        dsn = _with(postgres_dsn, "application_name=unanswered")
+        try:
+            async with FreezableRelay(postgres_server.port) as relay:
+                relayed = dsn.replace(f":{postgres_server.port}/", f":{relay.port}/")
+                store = PostgresStateStore(relayed, pool_size=2, timeout_seconds=1)
+                async with store:
+                    await asyncio.gather(store.load("warm"), store.load("warm"))
+                    relay.hold_server_close()
+                    watch = await asyncpg.connect(postgres_dsn)
+                    try:
+                        await watch.fetchval(_END_THE_APPLICATIONS_CONNECTIONS, "unanswered")
+                    finally:
+                        await watch.close()
+                    await asyncio.sleep(0.1)  # the FATALs reach the idle connections
+                    loaded = [await store.load("kept"), await store.load("kept")]
+            gc.collect()
+        finally:
+            loop.set_exception_handler(previous)
+        assert [None, None] == loaded
+        assert [] == [context.get("message") for context in unread]
 
 
 # Ends the server processes of one application's connections, and returns once they are

@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import structlog
 
 from taskforce.config import dsn_secrets, split_connect_timeout
 from taskforce.core.interfaces.log import secret_scrubber
@@ -58,6 +61,8 @@ if TYPE_CHECKING:
     import asyncpg
 
 __all__ = ["EXPIRY_BATCH", "PostgresStateStore"]
+
+_LOG = structlog.get_logger(__name__)
 
 #: The most sessions one transaction of a sweep deletes: its locks and its work stay
 #: short (each session takes its records with it, up to ``state.max_history``).
@@ -108,6 +113,54 @@ def _is_unavailable(exc: BaseException) -> bool:
         | driver.InterfaceError
         | driver.InternalClientError,
     )
+
+
+def _is_connection_lost(exc: BaseException) -> bool:
+    """Whether a call failed because the server had ended its connection: a pooled
+    connection the server closed while it sat idle (``pg_terminate_backend``, a restart,
+    ``idle_session_timeout``, a failover), found out only once the call used it.
+
+    Not a timeout, a lock not granted, a cancelled statement, nor a new connection refused:
+    those would meet a fresh connection too.
+    """
+    driver = _driver()
+    return isinstance(
+        exc,
+        ConnectionResetError
+        | BrokenPipeError
+        | ConnectionAbortedError
+        | driver.ConnectionDoesNotExistError
+        | driver.PostgresConnectionError
+        | driver.AdminShutdownError
+        | driver.CrashShutdownError
+        | driver.IdleSessionTimeoutError
+        | driver.InternalClientError,
+    )
+
+
+@functools.cache
+def _connection_class() -> type:
+    """The driver's connection, but one whose ``close()`` raises nothing.
+
+    The pool closes a replaced connection (see :meth:`PostgresStateStore._replace`) in a
+    task of its own that nobody awaits: one whose server is gone without a word (the
+    close is never answered) would fail it at its timeout, and asyncio would report the
+    task's exception as never retrieved. Its connection is cut then all the same.
+    """
+
+    class _Connection(_driver().Connection):  # type: ignore[misc]
+        async def close(self, *, timeout: float | None = None) -> None:  # noqa: ASYNC109 - its API
+            with contextlib.suppress(Exception):
+                await super().close(timeout=timeout)
+
+    return _Connection
+
+
+#: When a call whose connection the server had ended is run again, once, on a new one:
+#: ``"unbegun"``, only if its transaction never began (a write: none of its statements
+#: reached the database); ``"uncommitted"``, if its COMMIT was not sent yet (a read, a
+#: sweep's delete: the server rolls back what a lost connection left uncommitted).
+_Retry = Literal["unbegun", "uncommitted"]
 
 
 class PostgresStateStore:
@@ -194,6 +247,7 @@ class PostgresStateStore:
         try:
             pool: asyncpg.Pool = await driver.create_pool(
                 self._dsn,
+                connection_class=_connection_class(),
                 # A load balancer or NAT that forgets an idle flow tells neither side: a
                 # connection kept past that fails its next call only at the deadline. Every
                 # connection idle that long is closed, none kept as a floor (the driver
@@ -327,20 +381,36 @@ class PostgresStateStore:
         session_id: str | None,
         work: Callable[[Any], Awaitable[_T]],
         committed: list[_T] | None = None,
+        retry: _Retry = "unbegun",
     ) -> _T:
         """Run ``work`` on a pooled connection in one transaction, in a context of its own.
 
         Once the transaction committed, its result is returned, whatever then befalls the
         connection on its way back to the pool (see :meth:`_transact`); it is also put in
         ``committed``, where a caller cancelled after the commit finds it.
+
+        A connection the server had ended (see ``_is_connection_lost``) fails the call
+        only if it cannot have committed as ``retry`` says: then the pool's connections
+        are replaced (``state.connection.replaced``) and ``work`` runs once more on a new
+        one, within the same ``timeout_seconds``. A write is never run twice once one of
+        its statements may have reached the database.
         """
         committed = [] if committed is None else committed
         acquired: list[bool] = []
+
+        async def attempts() -> _T:
+            try:
+                return await self._transact(action, session_id, work, committed, acquired, retry)
+            except _ConnectionLost as lost:
+                if lost.pool is not self._pool:  # closed meanwhile (aclose): not reopened
+                    raise lost.error from None
+                await self._replace(lost.pool, action, session_id, lost.cause)
+                acquired.clear()
+                return await self._transact(action, session_id, work, committed, acquired)
+
         try:
             return await _in_own_context(
-                self._transact(action, session_id, work, committed, acquired),
-                deadline=self.timeout_seconds,
-                committed=committed,
+                attempts(), deadline=self.timeout_seconds, committed=committed
             )
         except _DeadlinePassed:
             if committed:  # the deadline came while the pool took the connection back
@@ -382,10 +452,13 @@ class PostgresStateStore:
         work: Callable[[Any], Awaitable[_T]],
         committed: list[_T],
         acquired: list[bool],
+        retry: _Retry | None = None,
     ) -> _T:
         """Run ``work`` on a pooled connection in a transaction; driver errors become
-        path-free store errors. Its result is put in ``committed`` once committed, and
-        ``True`` in ``acquired`` once the pool gave it a connection.
+        path-free store errors, or :class:`_ConnectionLost` when the server had ended the
+        connection and ``retry`` says the transaction cannot have committed. Its result is
+        put in ``committed`` once committed, and ``True`` in ``acquired`` once the pool gave
+        it a connection.
 
         A connection the pool cannot get (the server refuses a new one: too many
         connections, a changed password) is the database being unavailable, as at start-up.
@@ -397,6 +470,8 @@ class PostgresStateStore:
         await self.open()
         pool = self._pool
         assert pool is not None
+        began: list[bool] = []
+        worked: list[bool] = []
         try:
             async with pool.acquire(timeout=self.timeout_seconds) as conn:
                 if pool is not self._pool:
@@ -405,7 +480,9 @@ class PostgresStateStore:
                     raise _PoolClosed
                 acquired.append(True)
                 async with conn.transaction(isolation=sql.ISOLATION):
+                    began.append(True)  # BEGIN answered: the work's statements go next
                     result = await work(conn)
+                    worked.append(True)  # COMMIT goes next
                 committed.append(result)
         except StateStoreError:
             raise
@@ -425,15 +502,32 @@ class PostgresStateStore:
             cls = StateStoreUnavailableError if is_unavailable else StateStoreError
             # the pool's own wait for a connection may end a moment before the call's deadline
             is_timeout = isinstance(exc, TimeoutError) and not str(exc)
-            raise cls(
+            error = cls(
                 f"cannot {_call(action, session_id)}: {type(exc).__name__}",
                 detail=(
                     self._timed_out(is_acquired=is_acquired, is_connect_limit=True)
                     if is_timeout
                     else self._safe(exc)
                 ),
-            ) from None
+            )
+            # a connection the pool had when the call took it, not one it failed to make
+            uncommitted = not began if retry == "unbegun" else not worked
+            if retry is not None and is_acquired and uncommitted and _is_connection_lost(exc):
+                raise _ConnectionLost(pool, error, exc) from None
+            raise error from None
         return result
+
+    async def _replace(
+        self, pool: asyncpg.Pool, action: str, session_id: str | None, cause: BaseException
+    ) -> None:
+        """Have the pool replace its connections, the one the server ended and those it
+        has not used since (the server most likely ended them too: a restart, a
+        failover): each is closed and made anew when next taken (the ones in use when
+        their call gives them back). Logs ``state.connection.replaced``."""
+        await pool.expire_connections()
+        fields = {"action": action, "session_id": session_id, "error_type": type(cause).__name__}
+        with contextlib.suppress(Exception):  # a broken log must not fail the call it retries
+            _LOG.info("state.connection.replaced", category="state", **fields)
 
     async def check_health(self) -> StateStoreHealth:
         """Check that the database answers ``SELECT 1`` on a pooled connection.
@@ -456,11 +550,26 @@ class PostgresStateStore:
         return StateStoreHealth(is_reachable=True)
 
     async def _select_one(self) -> None:
+        """``SELECT 1`` on a pooled connection; once more on a new one when the server had
+        ended the one the pool gave (see :meth:`_run`)."""
         await self.open()
-        assert self._pool is not None
-        async with self._pool.acquire(timeout=self.timeout_seconds) as conn:
-            # the simple protocol: no statement is prepared, on a session of its own
-            await conn.execute("SELECT 1")
+        pool = self._pool
+        assert pool is not None
+        for is_retry in (False, True):
+            acquired = False
+            try:
+                async with pool.acquire(timeout=self.timeout_seconds) as conn:
+                    acquired = True
+                    # the simple protocol: no statement is prepared, on a session of its own
+                    await conn.execute("SELECT 1")
+                return
+            except Exception as exc:
+                cause = _first_cause(exc)
+                if is_retry or not acquired or pool is not self._pool:
+                    raise
+                if not _is_connection_lost(cause):
+                    raise
+                await self._replace(pool, "check", None, cause)
 
     async def save(self, session_id: str, state: SessionState) -> int:
         """Replace the session's state and its records in one transaction.
@@ -548,7 +657,10 @@ class PostgresStateStore:
         check_session_id(session_id)
         ttl = self._ttl()
         row = await self._run(
-            "load", session_id, lambda conn: conn.fetchrow(sql.LOAD_SESSION, session_id, ttl)
+            "load",
+            session_id,
+            lambda conn: conn.fetchrow(sql.LOAD_SESSION, session_id, ttl),
+            retry="uncommitted",
         )
         if row is None:
             return None
@@ -594,6 +706,7 @@ class PostgresStateStore:
                     None,
                     lambda conn: conn.fetchval(sql.EXPIRE_SESSIONS, float(ttl), EXPIRY_BATCH),
                     committed,
+                    retry="uncommitted",
                 )
             finally:
                 progress.expired += sum(committed)
@@ -666,6 +779,15 @@ def _failure_name(exc: Exception) -> str:
 
 class _DeadlinePassed(Exception):
     """The whole of a store operation took longer than its deadline."""
+
+
+class _ConnectionLost(Exception):
+    """A call's connection the server had ended, before its transaction could commit: the
+    call may run again on a new connection of ``pool``; else ``error`` is its failure."""
+
+    def __init__(self, pool: asyncpg.Pool, error: StateStoreError, cause: BaseException) -> None:
+        super().__init__(str(error))
+        self.pool, self.error, self.cause = pool, error, cause
 
 
 class _PoolClosed(Exception):
