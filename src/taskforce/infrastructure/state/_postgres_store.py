@@ -162,6 +162,10 @@ def _connection_class() -> type:
 #: sweep's delete: the server rolls back what a lost connection left uncommitted).
 _Retry = Literal["unbegun", "uncommitted"]
 
+#: Each call's ``_Retry`` by its action: a session read and a sweep's batch, "uncommitted";
+#: any other (a write), "unbegun".
+_RETRY: dict[str, _Retry] = {"load": "uncommitted", "expire": "uncommitted"}
+
 
 class PostgresStateStore:
     """Keeps sessions in PostgreSQL; an implementation of ``HealthCheckingStateStoreProtocol``.
@@ -381,7 +385,6 @@ class PostgresStateStore:
         session_id: str | None,
         work: Callable[[Any], Awaitable[_T]],
         committed: list[_T] | None = None,
-        retry: _Retry = "unbegun",
     ) -> _T:
         """Run ``work`` on a pooled connection in one transaction, in a context of its own.
 
@@ -390,13 +393,14 @@ class PostgresStateStore:
         ``committed``, where a caller cancelled after the commit finds it.
 
         A connection the server had ended (see ``_is_connection_lost``) fails the call
-        only if it cannot have committed as ``retry`` says: then the pool's connections
-        are replaced (``state.connection.replaced``) and ``work`` runs once more on a new
-        one, within the same ``timeout_seconds``. A write is never run twice once one of
-        its statements may have reached the database.
+        only if it may have committed, as ``_RETRY`` tells by ``action``: else the pool's
+        connections are replaced (``state.connection.replaced``) and ``work`` runs once
+        more on a new one, within the same ``timeout_seconds``. A write is never run twice
+        once one of its statements may have reached the database.
         """
         committed = [] if committed is None else committed
         acquired: list[bool] = []
+        retry = _RETRY.get(action, "unbegun")
 
         async def attempts() -> _T:
             try:
@@ -660,7 +664,6 @@ class PostgresStateStore:
             "load",
             session_id,
             lambda conn: conn.fetchrow(sql.LOAD_SESSION, session_id, ttl),
-            retry="uncommitted",
         )
         if row is None:
             return None
@@ -706,7 +709,6 @@ class PostgresStateStore:
                     None,
                     lambda conn: conn.fetchval(sql.EXPIRE_SESSIONS, float(ttl), EXPIRY_BATCH),
                     committed,
-                    retry="uncommitted",
                 )
             finally:
                 progress.expired += sum(committed)
