@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from taskforce.api import _supervisor
+from taskforce.api import _listener, _supervisor
+from taskforce.api._targets import SERVICE_LABEL, service_name
 from taskforce.config import Settings
 from taskforce.errors import StartupError
 from taskforce.observability import configure_logging
+from tests.support.processes import free_ports
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -189,3 +191,57 @@ class TestKillDeadline:
             assert _supervisor.kill_after_seconds(settings) > longest_shutdown_seconds(settings)
         waited = _supervisor.kill_after_seconds(slow) - _supervisor.kill_after_seconds(quick)
         assert 299 == waited
+
+
+class TestTargetsOfAPickedPort:
+    def test_two_services_on_port_0_keep_each_others_entries(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Two services of one machine started with ``--port 0``, sharing a targets file,
+        are named by the port each got: each keeps the other's entry, while it serves and
+        once it stops. Before, both were named ``<host>/127.0.0.1:0``: the second took the
+        first's entry for its own, withdrawn when it started and again when it stopped."""
+        path = tmp_path / "targets.json"
+        metrics_port = free_ports(2)
+        bind = _listener.bind_socket
+
+        def bind_picked(host: str, port: int, *, what: str) -> Any:
+            # the system's pick for port 0, within the ports this test run may use
+            return bind(host, port or free_ports(1), what=what)
+
+        listed: list[dict[int, str]] = []
+
+        def read() -> dict[int, str]:
+            groups = json.loads(path.read_text(encoding="utf-8"))
+            return {
+                int(group["targets"][0].rpartition(":")[2]): group["labels"][SERVICE_LABEL]
+                for group in groups
+            }
+
+        names: list[str] = []
+
+        def serving(settings: Settings, api_socket: Any, slot: Any, **_: Any) -> int:
+            names.append(service_name("127.0.0.1", api_socket.getsockname()[1]))
+            if len(names) == 1:  # the first serves: the second starts, serves and stops
+                second = _settings(tmp_path / "b", path, metrics_port + 1)
+                _supervisor.serve(second, "127.0.0.1", 0, 1, received=[])
+            listed.append(read())
+            return 0
+
+        monkeypatch.setattr(_supervisor, "bind_socket", bind_picked)
+        monkeypatch.setattr(_supervisor, "run_worker", serving)
+        first = _settings(tmp_path / "a", path, metrics_port)
+        assert 0 == _supervisor.serve(first, "127.0.0.1", 0, 1, received=[])
+        a, b = names
+        assert a != b
+        # while the second served; once it stopped, the first still served
+        assert [{metrics_port: a, metrics_port + 1: b}, {metrics_port: a}] == listed
+        assert [] == json.loads(path.read_text(encoding="utf-8"))
+
+
+def _settings(root: Path, targets: Path, metrics_port: int) -> Settings:
+    return Settings(
+        state_dir=root / "state",
+        workspace_dir=root / "ws",
+        metrics={"port": metrics_port, "targets_file": targets},
+    )

@@ -174,9 +174,9 @@ def serve(
             raise
     # With metrics off no worker serves a listener: nothing to list, now or on a restart.
     listed_port = metrics.port if metrics.enabled else None
-    targets = _Targets(
-        metrics.targets_file, metrics_host, listed_port, workers, service_name(host, port)
-    )
+    # named by the port the API got: two services started with --port 0 are two names
+    service = service_name(host, api_socket.getsockname()[1])
+    targets = _Targets(metrics.targets_file, metrics_host, listed_port, workers, service)
     # Only a stop asked for withdraws the entries: a service that failed stays listed,
     # so Prometheus sees its targets down (and TaskforceTargetDown fires) instead of
     # seeing them vanish. A stop signal that comes while the app is being built (before
