@@ -390,6 +390,59 @@ class TestSchemaShape:
         async with PostgresStateStore(postgres_dsn) as store:
             assert {"missions": [{"n": 1}]} == await store.load("kept")
 
+    async def test_row_level_security_whose_policies_let_the_user_through_starts(
+        self, postgres_dsn: str
+    ) -> None:
+        """Row level security on every table with policies that let the user read and
+        write every row (for it, and for PUBLIC; one per command on the records) hides
+        nothing: the user starts, appends and reads, with expiry too (before, start-up
+        refused it as rows hidden, where the store worked the day before)."""
+        await _changed(postgres_dsn)
+        user = await create_user(postgres_dsn)
+        await _changed(
+            postgres_dsn,
+            *(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY" for table in _TABLES.split(", ")),
+            f"CREATE POLICY own ON taskforce_schema_version FOR SELECT TO {user.role} USING (true)",
+            "CREATE POLICY every ON taskforce_sessions USING (true)",
+            *(
+                f"CREATE POLICY may_{command.lower()} ON taskforce_mission_records FOR {command} "
+                f"TO {user.role} {clause}"
+                for command, clause in (
+                    ("SELECT", "USING (true)"),
+                    ("INSERT", "WITH CHECK (true)"),
+                    ("DELETE", "USING (true)"),
+                )
+            ),
+        )
+        async with PostgresStateStore(user.dsn, limits=_DAY) as store:
+            assert 3 == (await store.append("kept", {"n": 2})).records
+            assert {"missions": [{"n": 1}, {"n": 1}, {"n": 2}]} == await store.load("kept")
+
+    @pytest.mark.parametrize(
+        "policies",
+        [
+            ["CREATE POLICY others ON taskforce_sessions USING (session_id <> 'kept')"],
+            [
+                "CREATE POLICY every ON taskforce_sessions USING (true)",
+                "CREATE POLICY no_updates ON taskforce_sessions AS RESTRICTIVE FOR UPDATE "
+                "USING (false)",
+            ],
+            ["CREATE POLICY reads ON taskforce_sessions FOR SELECT USING (true)"],
+        ],
+        ids=["filtered", "restricted-update", "no-write-policy"],
+    )
+    async def test_row_level_security_whose_policies_hide_rows_is_refused(
+        self, postgres_dsn: str, policies: list[str]
+    ) -> None:
+        """Policies that filter the user's rows, or let it read but not write, stop it."""
+        await _changed(postgres_dsn, "ALTER TABLE taskforce_sessions ENABLE ROW LEVEL SECURITY")
+        user = await create_user(postgres_dsn)
+        await _changed(postgres_dsn, *policies)
+        refused = await _refused(user.dsn)
+        assert f"{user.role!r} is subject to row level security on taskforce_sessions " in str(
+            refused
+        )
+
 
 class TestMigration:
     async def test_an_older_schema_is_migrated_once_and_recorded(

@@ -5,15 +5,19 @@ three tables found in different schemas of the search path, a column missing, re
 or of another type, the sessions' key or the records' cascade gone: each lets start-up
 pass and then fails every call that touches it (or, without the cascade, hands an
 expired session's records to the next session of its id). Start-up stops instead, with
-one line naming the table and what to do. Row level security that applies to the user
-would hide rows from it; that is a refusal of the user's (:class:`Refusal`).
+one line naming the table and what to do. Row level security whose policies hide rows
+from the user (or refuse its writes) is a refusal of the user's (:class:`Refusal`).
 """
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from taskforce.infrastructure.state._postgres_access import Refusal
+from taskforce.infrastructure.state._postgres_access import (
+    EXPIRY_PRIVILEGES,
+    TABLE_PRIVILEGES,
+    Refusal,
+)
 
 __all__ = [
     "COLUMNS",
@@ -68,13 +72,46 @@ COLUMNS: dict[str, dict[str, Column]] = {
     },
 }
 
-# Where the search path finds each table: what it is, in which schema, and whether row
-# level security filters its rows for the user (it never does for a superuser, nor
-# for the owner unless forced).
+# Where the search path finds each table: what it is, in which schema, and the commands
+# (SELECT, INSERT, UPDATE, DELETE) whose rows row level security filters for the user.
+# It filters none for a superuser, nor for the owner unless forced, nor where the user's
+# policies let every row through: a permissive one of USING (true) and WITH CHECK (true)
+# (or none, which takes USING's) for the command, of the user, a role it has the
+# privileges of, or PUBLIC, and no restrictive one that is not as open.
 _TABLES = """
+WITH policies AS (
+    SELECT p.polrelid AS relid, p.polpermissive AS permissive, p.polcmd::text AS code,
+           pg_get_expr(p.polqual, p.polrelid) AS using_sql,
+           pg_get_expr(p.polwithcheck, p.polrelid) AS check_sql
+    FROM pg_policy p
+    WHERE p.polrelid IN (SELECT to_regclass(name) FROM unnest($1::text[]) AS wanted (name))
+      AND EXISTS (
+          SELECT 1 FROM unnest(p.polroles) AS r (role)
+          WHERE CASE WHEN r.role = 0 THEN true ELSE pg_has_role(r.role, 'USAGE') END
+      )
+)
 SELECT wanted.name, c.relkind::text AS kind, n.nspname AS schema,
        quote_ident(n.nspname) AS schema_sql, current_user,
-       CASE WHEN c.relkind IN ('r', 'p') THEN row_security_active(c.oid) END AS hides_rows
+       CASE WHEN c.relkind IN ('r', 'p') AND row_security_active(c.oid) THEN array(
+           SELECT command.name
+           FROM (VALUES (1, 'SELECT', 'r'), (2, 'INSERT', 'a'), (3, 'UPDATE', 'w'),
+                        (4, 'DELETE', 'd')) AS command (n, name, code)
+           WHERE NOT EXISTS (
+                   SELECT 1 FROM policies p
+                   WHERE p.relid = c.oid AND p.permissive AND p.code IN ('*', command.code)
+                     AND (command.code = 'a' OR p.using_sql = 'true')
+                     AND (command.code IN ('r', 'd')
+                          OR coalesce(p.check_sql, p.using_sql) = 'true')
+               )
+              OR EXISTS (
+                   SELECT 1 FROM policies p
+                   WHERE p.relid = c.oid AND NOT p.permissive AND p.code IN ('*', command.code)
+                     AND NOT ((command.code = 'a' OR coalesce(p.using_sql, 'true') = 'true')
+                              AND (command.code IN ('r', 'd')
+                                   OR coalesce(p.check_sql, p.using_sql, 'true') = 'true'))
+               )
+           ORDER BY command.n
+       ) END AS hidden_from
 FROM unnest($1::text[]) WITH ORDINALITY AS wanted (name, n)
 LEFT JOIN pg_class c ON c.oid = to_regclass(wanted.name)
 LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -225,9 +262,22 @@ def _said(shape: Shape, problems: str | None) -> str | None:
     return f"the state tables in schema {schema!r} are not as this taskforce uses them: {problems}"
 
 
-def row_security_refusal(shape: Shape) -> Refusal | None:
-    """Row level security that filters the store's rows for its user, or None."""
-    hidden = [row for row in shape.tables if row["hides_rows"]]
+def row_security_refusal(shape: Shape, *, expires: bool = False) -> Refusal | None:
+    """Row level security that filters rows the store reads or writes for its user, or None.
+
+    Args:
+        shape: what :func:`read_shape` read.
+        expires: the store's sessions expire: it deletes session rows too.
+    """
+    commands = {name: set(privileges) for name, privileges in TABLE_PRIVILEGES.items()}
+    if expires:
+        for name, privileges in EXPIRY_PRIVILEGES.items():
+            commands[name] |= set(privileges)
+    hidden = [
+        row
+        for row in shape.tables
+        if commands.get(row["name"], set()) & set(row["hidden_from"] or ())
+    ]
     if not hidden:
         return None
     names = ", ".join(row["name"] for row in hidden)

@@ -328,7 +328,7 @@ class PostgresStateStore:
                 expires = self.limits.session_ttl_seconds is not None
                 self._check(await use_refusal(conn, expires=expires))
                 # before the version is read: row level security could hide its row
-                self._check(row_security_refusal(shape))
+                self._check(row_security_refusal(shape, expires=expires))
                 _stop(version_column_problem(shape))
                 found = await conn.fetchrow(sql.SCHEMA_VERSION_QUERY)
                 assert found is not None  # a SELECT without FROM has one row
