@@ -707,6 +707,29 @@ def test_gunicorn_started_with_fewer_workers_withdraws_the_killed_ones(tmp_path:
     assert [f"127.0.0.1:{metrics_port + i}" for i in (0, 1)] == listed
 
 
+def test_a_gunicorn_worker_without_preload_counts_gc_from_its_start(tmp_path: Path) -> None:
+    """gunicorn without --preload imports taskforce only after its fork: the worker's
+    python_gc_* leave out the 300 full collections its arbiter made before (its config
+    file makes them). Before, the worker exported them as its own (301 of generation 2),
+    in every worker's sum again and counted anew by increase() on each replacement."""
+    api_port, metrics_port = free_ports(1), free_ports(2)
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text("import gc\nfor _ in range(300):\n    gc.collect()\n", encoding="utf-8")
+    env = clean_env(tmp_path, TASKFORCE_METRICS__PORT=str(metrics_port))
+    _, args = _foreign_command("gunicorn", api_port)
+    with started(["-c", str(config), *args], env, tmp_path, module="gunicorn") as child:
+        url = f"http://127.0.0.1:{metrics_port}/metrics"  # the first worker's
+        wait_until_up(child, [url])
+        text = httpx.get(url, timeout=10).text
+    full = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "python_gc_collections_total" and sample.labels["generation"] == "2"
+    ]
+    assert len(full) == 1 and full[0] < 300, full
+
+
 @pytest.mark.parametrize("server", ["uvicorn", "uvicorn --workers 2", "gunicorn -w 2"])
 def test_metrics_port_on_the_servers_own_port_stops_the_start_naming_it(
     tmp_path: Path, server: str

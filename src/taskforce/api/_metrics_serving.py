@@ -51,6 +51,7 @@ from taskforce.observability import (
     HTTPMetricsMiddleware,
     MetricSet,
     MetricsMount,
+    count_gc_from_here,
     make_metrics_app,
 )
 
@@ -99,6 +100,10 @@ class MetricsServing:
             return
         if worker is None:
             self._foreign = detect_supervisor()
+            if self._foreign is not None and self._foreign.name == "gunicorn":
+                # Without --preload, taskforce was imported after gunicorn forked this
+                # worker: no at-fork hook ran, and the arbiter's collections would count.
+                count_gc_from_here()
         token = self._settings.auth_token
         metrics_app = make_metrics_app(
             metrics, auth_token=token.get_secret_value() if token is not None else None

@@ -15,7 +15,7 @@ from taskforce.core.interfaces.context import (
     mission_scope,
 )
 from taskforce.observability.logs import configure_logging
-from taskforce.observability.metrics import MetricSet, observe_process
+from taskforce.observability.metrics import MetricSet, count_gc_from_here, observe_process
 from taskforce.observability.proxies import (
     ExecutorProxy,
     LLMProviderProxy,
@@ -46,6 +46,7 @@ __all__ = [
     "ToolProxy",
     "ToolRegistryProxy",
     "configure_logging",
+    "count_gc_from_here",
     "current_agent_type",
     "current_mission_id",
     "current_session_id",

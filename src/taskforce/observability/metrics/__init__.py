@@ -19,7 +19,11 @@ from taskforce.observability.metrics._children import (
 from taskforce.observability.metrics._family import CallbackFamily, Family, Sample
 from taskforce.observability.metrics._guard import LabelGuard
 from taskforce.observability.metrics._metricset import MetricSet
-from taskforce.observability.metrics._process import observe_process, process_families
+from taskforce.observability.metrics._process import (
+    count_gc_from_here,
+    observe_process,
+    process_families,
+)
 from taskforce.observability.metrics._render import CONTENT_TYPE
 
 __all__ = [
@@ -38,6 +42,7 @@ __all__ = [
     "MetricSpec",
     "Sample",
     "as_count",
+    "count_gc_from_here",
     "observe_process",
     "process_families",
 ]

@@ -31,7 +31,7 @@ from taskforce.observability.metrics._family import CallbackFamily, Sample
 from taskforce.observability.metrics._metricset import MetricSet
 from taskforce.observability.metrics._procfs import ProcessReader
 
-__all__ = ["observe_process", "process_families"]
+__all__ = ["count_gc_from_here", "observe_process", "process_families"]
 
 
 #: The collector's counts when this process was forked (none: it was not). A forked worker
@@ -47,6 +47,18 @@ def _count_gc_from_fork() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_count_gc_from_fork)
+
+
+def count_gc_from_here() -> None:
+    """Count ``python_gc_*`` from now on, unless this process counts from its fork already.
+
+    A worker forked by a server that imports taskforce only after the fork (gunicorn
+    without ``--preload``) ran no at-fork hook, and would carry the collections its
+    parent made before; its counts start here instead, the nearest point to its fork
+    it can see. Call it when the app is built in such a worker.
+    """
+    if not _GC_AT_FORK:
+        _GC_AT_FORK[:] = gc.get_stats()
 
 
 def _one(value: float | None) -> list[Sample]:
