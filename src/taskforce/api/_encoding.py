@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
-from taskforce.core.interfaces.jsonable import UNICODE_LINE_ENDS, json_writer
+from taskforce.core.interfaces.jsonable import json_writer, one_line
 
 __all__ = ["PathRedactor", "SafeJSONResponse", "json_bytes", "refusal", "sse_event"]
 
@@ -55,12 +55,14 @@ class PathRedactor:
 _WRITE = json_writer(is_finite=True, ensure_ascii=False, separators=(",", ":"))
 
 
-def json_bytes(data: Any, redact: Redact | None = None) -> bytes:
+def json_bytes(data: Any, redact: Redact | None = None, *, is_one_line: bool = False) -> bytes:
     """Encode ``data`` as compact UTF-8 JSON that any client can decode.
 
     Args:
         data: JSON-like data; objects json cannot encode are written as ``str(obj)``.
         redact: applied to the JSON text before it is encoded (see :class:`PathRedactor`).
+        is_one_line: escape the Unicode line ends JSON leaves raw (after ``redact``), so
+            that the document is one line for any line splitter (``one_line``).
 
     Returns:
         The JSON document; a lone surrogate becomes a ``\\uXXXX`` escape, a NaN or
@@ -70,17 +72,10 @@ def json_bytes(data: Any, redact: Redact | None = None) -> bytes:
     text = _WRITE(data)
     if redact is not None:
         text = redact(text)
+    if is_one_line:
+        text = one_line(text)
     # Unencodable characters sit inside JSON strings only, where "\udcff" is a valid escape.
     return text.encode("utf-8", "backslashreplace")
-
-
-#: Line ends in Unicode but not in the SSE spec (NEL, LINE and PARAGRAPH SEPARATOR), as
-#: UTF-8, and their JSON escapes. JSON may hold them raw, but many clients split the stream
-#: as Python's ``str.splitlines`` does (httpx's ``aiter_lines``, httpx-sse before 0.4.3),
-#: which would cut a ``data`` line in two.
-_UNICODE_LINE_ENDS = tuple(
-    (char.encode("utf-8"), f"\\u{ord(char):04x}".encode("ascii")) for char in UNICODE_LINE_ENDS
-)
 
 
 def sse_event(event: str, data: dict[str, Any], redact: Redact | None = None) -> bytes:
@@ -88,11 +83,11 @@ def sse_event(event: str, data: dict[str, Any], redact: Redact | None = None) ->
 
     The JSON is one line for any line splitter: CR and LF are escaped by JSON, and so are
     NEL, LINE SEPARATOR and PARAGRAPH SEPARATOR here (they sit inside JSON strings only,
-    where the escape decodes to the same text).
+    where the escape decodes to the same text). Many clients split the stream as Python's
+    ``str.splitlines`` does (httpx's ``aiter_lines``, httpx-sse before 0.4.3), which would
+    cut a ``data`` line in two at a raw one.
     """
-    payload = json_bytes(data, redact)
-    for raw, escaped in _UNICODE_LINE_ENDS:
-        payload = payload.replace(raw, escaped)
+    payload = json_bytes(data, redact, is_one_line=True)
     return b"event: " + event.encode("ascii", "replace") + b"\ndata: " + payload + b"\n\n"
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "json_writer",
     "jsonable",
     "nests_within",
+    "one_line",
     "unique_keys",
 ]
 
@@ -119,9 +120,18 @@ def json_writer(
         return write
 
     def write_one_line(value: Any) -> str:
-        return write(value).translate(_LINE_END_ESCAPES)
+        return one_line(write(value))
 
     return write_one_line
+
+
+def one_line(text: str) -> str:
+    """``text`` with :data:`UNICODE_LINE_ENDS` written as ``\\uXXXX`` escapes.
+
+    For JSON text, where they can only stand inside strings and the escape reads back as
+    the same text: the text is then one line for any line splitter.
+    """
+    return text.translate(_LINE_END_ESCAPES)
 
 
 def jsonable(value: Any) -> Any:
