@@ -1086,6 +1086,39 @@ class TestServe:
         )
         assert "TASKFORCE_METRICS__" not in proc.stderr
 
+    @pytest.mark.parametrize("given_in", ["file", "section"])
+    def test_a_metrics_port_not_from_its_variable_is_named_where_it_was_given(
+        self, tmp_path: Path, given_in: str
+    ) -> None:
+        """metrics.port from the config file or TASKFORCE_METRICS's JSON: the start-up
+        errors name that source, not TASKFORCE_METRICS__PORT, which nobody set."""
+        port = free_ports(2)
+        taken_port = port + 1
+        config = tmp_path / "app.toml"
+        env = _env(tmp_path)
+
+        def given(metrics: dict[str, object]) -> list[str]:
+            if given_in == "section":
+                env["TASKFORCE_METRICS"] = json.dumps(metrics)
+                return []
+            table = "".join(f"{key} = {json.dumps(value)}\n" for key, value in metrics.items())
+            config.write_text(f"[metrics]\n{table}", encoding="utf-8")
+            return ["--config", str(config)]
+
+        where = f"in {config}" if given_in == "file" else "TASKFORCE_METRICS"
+        args = given({"port": port})
+        proc = _taskforce("serve", "--port", str(port), *args, env=env, cwd=tmp_path)
+        assert (2, 1) == (proc.returncode, len(proc.stderr.splitlines()))
+        assert f"the API port {port} is also metrics.port ({where}):" in proc.stderr
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", taken_port))
+            taken.listen()
+            args = given({"port": taken_port, "host": "127.0.0.1"})
+            proc = _taskforce("serve", "--port", str(port), *args, env=env, cwd=tmp_path)
+        assert (2, 1) == (proc.returncode, len(proc.stderr.splitlines()))
+        assert f"for worker 0's metrics ({where}): address already in use" in proc.stderr
+        assert "TASKFORCE_METRICS__" not in proc.stderr
+
     @pytest.mark.parametrize("host", ["", " "])
     def test_a_blank_host_is_bad_usage(self, tmp_path: Path, host: str) -> None:
         """`--host ''` exits 2 at once naming the wildcards (no resolver takes a blank name)."""

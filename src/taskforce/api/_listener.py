@@ -65,8 +65,11 @@ def metrics_listener(
         port_from: where its port came from (a variable, or ``--metrics-port``).
 
     Returns:
-        e.g. ``"metrics (TASKFORCE_METRICS__HOST, --metrics-port)"``.
+        e.g. ``"metrics (TASKFORCE_METRICS__HOST, --metrics-port)"``; one source that
+        gave both is named once (``"metrics (in app.toml)"``).
     """
+    if host_from == port_from:
+        return f"metrics ({host_from})"
     return f"metrics ({host_from}, {port_from})"
 
 

@@ -37,7 +37,7 @@ from taskforce.api._serving import (
     run_worker,
 )
 from taskforce.api._targets import replace_own_targets, report_failure, service_name
-from taskforce.config import Settings
+from taskforce.config import Settings, given_in
 from taskforce.errors import StartupError
 
 __all__ = ["kill_after_seconds", "resolve_workers", "serve"]
@@ -108,6 +108,7 @@ def serve(
     workers: int,
     *,
     has_metrics_port_flag: bool = False,
+    config_file: str | None = None,
     received: list[signal.Signals] | None = None,
 ) -> int:
     """Serve the app on ``host:port`` with ``workers`` processes until stopped.
@@ -122,6 +123,9 @@ def serve(
         workers: how many worker processes serve.
         has_metrics_port_flag: ``metrics.port`` came from ``--metrics-port``, which a
             bind error then names instead of ``TASKFORCE_METRICS__PORT``.
+        config_file: the TOML file the settings were read from (``--config``; by
+            default ``TASKFORCE_CONFIG``'s), which a bind error names for the
+            ``metrics.port`` and ``metrics.host`` it gave.
         received: the list of :func:`held_signals` the caller holds the stop signals
             in already (``taskforce serve`` does from its start); ``None``: they are
             held here, from when the sockets are bound.
@@ -142,7 +146,11 @@ def serve(
         )
     metrics_host = metrics.host or host
     # named as the user gave it: a flag, or a setting
-    port_from = "--metrics-port" if has_metrics_port_flag else "TASKFORCE_METRICS__PORT"
+    port_from = (
+        "--metrics-port"
+        if has_metrics_port_flag
+        else given_in(settings, "metrics.port", config_file)
+    )
     if metrics.enabled and metrics.port is not None:
         clash = api_port_clash(
             (host, port), (metrics_host, metrics.port), workers, named=f"metrics.port ({port_from})"
@@ -153,7 +161,11 @@ def serve(
     metrics_sockets: list[socket.socket | None] = [None] * workers
     if metrics.enabled and metrics.port is not None:
         listener = metrics_listener(
-            host_from="--host" if metrics.host is None else "TASKFORCE_METRICS__HOST",
+            host_from=(
+                "--host"
+                if metrics.host is None
+                else given_in(settings, "metrics.host", config_file)
+            ),
             port_from=port_from,
         )
         try:

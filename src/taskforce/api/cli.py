@@ -334,6 +334,7 @@ def _serve(args: argparse.Namespace, settings: Settings, received: list[signal.S
         args.port,
         workers,
         has_metrics_port_flag=has_flag,
+        config_file=args.config,
         received=received,
     )
 

@@ -15,13 +15,18 @@ The modules, each with one job:
 - ``_environment``: refusing a ``TASKFORCE_*`` variable that names no setting;
 - ``_messages``: the start-up error messages;
 - ``_loading``: :func:`load_settings`;
-- ``_checks``: :func:`check_directories`, :func:`check_targets_file` and
-  :func:`ignored_settings`.
+- ``_checks``: :func:`check_directories`, :func:`check_targets_file`,
+  :func:`given_in` and :func:`ignored_settings`.
 """
 
 from __future__ import annotations
 
-from taskforce.config._checks import check_directories, check_targets_file, ignored_settings
+from taskforce.config._checks import (
+    check_directories,
+    check_targets_file,
+    given_in,
+    ignored_settings,
+)
 from taskforce.config._dsn import dsn_secrets, split_connect_timeout
 from taskforce.config._loading import load_settings
 from taskforce.config._sections import (
@@ -51,6 +56,7 @@ __all__ = [
     "check_directories",
     "check_targets_file",
     "dsn_secrets",
+    "given_in",
     "ignored_settings",
     "load_settings",
     "split_connect_timeout",

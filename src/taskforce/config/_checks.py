@@ -125,17 +125,49 @@ class _Where:
 
         A path nobody gave (a default) names the variable that would set it.
         """
+        where, shown = self.given_in(name), repr(str(path))
+        if where.startswith("in "):
+            return f"{where}: {shown}"
+        if where == f"{ENV_PREFIX}{name.rpartition('.')[0]}".upper():
+            return f"{where}, {name}={shown}"
+        return f"{where}={shown}"
+
+    def given_in(self, name: str) -> str:
+        """``VARIABLE``, the section's JSON variable, or ``in FILE``: what gave ``name``.
+
+        A setting nobody gave (a default) names the variable that would set it.
+        """
         variable = f"{ENV_PREFIX}{name.replace('.', '__')}".upper()
-        shown = repr(str(path))
         if variable in {key.upper() for key in os.environ}:
-            return f"{variable}={shown}"
+            return variable
         section, _, key = name.rpartition(".")
         section_variable = f"{ENV_PREFIX}{section}".upper()
         if section and json_holds(os.environ, section_variable, [key]):
-            return f"{section_variable}, {name}={shown}"
+            return section_variable
         if self.config_file and name in self.given:
-            return f"in {self.config_file}: {shown}"
-        return f"{variable}={shown}"
+            return f"in {self.config_file}"
+        return variable
+
+
+def given_in(
+    settings: Settings, name: str, config_file: str | os.PathLike[str] | None = None
+) -> str:
+    """Where a setting was given, as a start-up message names it (``metrics.port (...)``).
+
+    Args:
+        settings: The loaded settings.
+        name: The setting, ``section.key`` (``metrics.port``).
+        config_file: The TOML file they were read from (``--config``); by default
+            ``TASKFORCE_CONFIG``'s.
+
+    Returns:
+        Its variable (``TASKFORCE_METRICS__PORT``), its section's JSON variable
+        (``TASKFORCE_METRICS``) or ``in FILE``; for a setting nobody gave, the
+        variable that would set it.
+    """
+    section, _, key = name.rpartition(".")
+    part: BaseModel = getattr(settings, section) if section else settings
+    return _Where(config_file, {name} if key in part.model_fields_set else set()).given_in(name)
 
 
 def _prepare(directories: list[tuple[str, Path]], targets_file: Path | None, where: _Where) -> None:
