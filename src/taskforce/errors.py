@@ -90,7 +90,9 @@ class LLMProviderError(TaskforceError):
     ``usage`` holds the token usage the server reported before the call failed (a
     stream whose tool arguments are not JSON was billed all the same), shaped like
     the ``Usage`` of ``core.interfaces.llm`` (``prompt_tokens``, ``completion_tokens``,
-    ...); ``None`` when it reported none.
+    ...); ``None`` when it reported none. ``model`` is the model the call is reported as
+    (the one a stream named before it failed, else the one the provider resolved the
+    requested one to), ``None`` when the raiser did not say.
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class LLMProviderError(TaskforceError):
         error_type: str = "other",
         attempts: Sequence[Any] = (),
         usage: Mapping[str, Any] | None = None,
+        model: str | None = None,
     ) -> None:
         self.provider = provider
         self.retryable = retryable
@@ -109,6 +112,7 @@ class LLMProviderError(TaskforceError):
         # Typed loosely: this module imports nothing of the project (see its docstring).
         self.attempts: tuple[Any, ...] = tuple(attempts)
         self.usage: Mapping[str, Any] | None = None if usage is None else dict(usage)
+        self.model = model
         prefix = f"{provider}: " if provider else ""
         super().__init__(f"{prefix}{message}")
 

@@ -268,3 +268,54 @@ class TestSpend:
         assert pytest.approx((tokens_in * _PRICE_IN + tokens_out * _PRICE_OUT) / 1e6) == spend
         info = total(samples, "taskforce_build_info", llm_provider="openai")
         assert 1 == info
+
+
+def _unusable_answer(fake: FakeOpenAIServer, route: str) -> None:
+    """The server's next answer names ``_MODEL``, reports a usage of 10 + 5 tokens, and
+    holds a tool call whose arguments are not JSON: billed, and unusable."""
+    call = {"index": 0, "id": "c1", "type": "function"}
+    call["function"] = {"name": "calculator", "arguments": "{not json"}
+    usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+    head = {"id": "x", "created": 1, "model": _MODEL}
+    if route.endswith("/stream"):
+        fake.stream_next(
+            [
+                {**head, "object": "chat.completion.chunk", "choices": [choice]}
+                for choice in (
+                    {"index": 0, "delta": {"role": "assistant", "content": "so"}},
+                    {"index": 0, "delta": {"tool_calls": [call]}},
+                    {"index": 0, "delta": {}, "finish_reason": "tool_calls"},
+                )
+            ]
+            + [{**head, "object": "chat.completion.chunk", "choices": [], "usage": usage}]
+        )
+    else:
+        message = {"role": "assistant", "content": "so", "tool_calls": [call]}
+        choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+        answer = {**head, "object": "chat.completion", "choices": [choice], "usage": usage}
+        fake.respond_next(answer)
+
+
+class TestReportedModel:
+    @pytest.mark.parametrize("route", ["/api/v1/execute", "/api/v1/execute/stream"])
+    async def test_a_failed_answer_counts_under_the_model_it_named(
+        self, service: tuple[LiveServer, FakeOpenAIServer], route: str
+    ) -> None:
+        """The service's first call, answered by ``_MODEL`` (asked ``gpt-test``) with tool
+        arguments that are not JSON: on either route the failure, its billed tokens, its
+        spend and (streamed) its time to first token count under the model that answered."""
+        live, fake = service
+        _unusable_answer(fake, route)
+
+        body, samples = await _lean_mission_on(live, route)
+
+        assert ("failed", "invalid_response") == (body["status"], body["error_type"])
+        failed = {"error_type": "invalid_response", "model": _MODEL}
+        assert 1 == total(samples, "taskforce_llm_failures_total", **failed)
+        assert 1 == total(samples, "taskforce_llm_requests_total", model=_MODEL, status="error")
+        tokens = total(samples, "taskforce_llm_tokens_total", model=_MODEL)
+        spend = total(samples, "taskforce_llm_cost_usd_total", model=_MODEL)
+        assert 15 == tokens
+        assert pytest.approx((10 * _PRICE_IN + 5 * _PRICE_OUT) / 1e6) == spend
+        ttft = total(samples, "taskforce_llm_time_to_first_token_seconds_count", model=_MODEL)
+        assert (1 if route.endswith("/stream") else 0) == ttft

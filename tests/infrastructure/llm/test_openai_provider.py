@@ -2620,7 +2620,8 @@ class TestAnswersEndedByAnError:
         self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
     ) -> None:
         """Behind the proxy, OpenRouter's error chunk is one failure of the type the raised
-        error names, and the usage after it is counted as tokens."""
+        error names, and the usage after it is counted as tokens, both under the model its
+        chunks named (``m``, asked ``gpt-test``)."""
         error = {"code": "server_error", "message": "Provider disconnected unexpectedly"}
         ended = {"index": 0, "delta": {"content": ""}, "finish_reason": "error"}
         after = _frame([], usage=_USAGE)
@@ -2631,10 +2632,10 @@ class TestAnswersEndedByAnError:
             async for _ in observe_llm_provider(provider, metrics).stream(_mission("hi")):
                 pass
 
-        assert {("gpt-test", "none", "server_error"): 1} == samples(
+        assert {("m", "none", "server_error"): 1} == samples(
             metrics, "taskforce_llm_failures_total"
         )
-        assert {("gpt-test", "none", "input"): 11, ("gpt-test", "none", "output"): 7} == samples(
+        assert {("m", "none", "input"): 11, ("m", "none", "output"): 7} == samples(
             metrics, "taskforce_llm_tokens_total"
         )
         assert ("server_error", _USAGE) == (info.value.error_type, info.value.usage)

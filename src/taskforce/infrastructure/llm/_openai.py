@@ -265,8 +265,9 @@ class OpenAICompatibleProvider:
                 (``invalid_response``), the stream broke or ended
                 before a ``finish_reason`` (``connection``) or ran past its deadline,
                 or its tool calls cannot be decoded; ``error_type`` and ``attempts``
-                say which and how often, ``usage`` what the stream reported before
-                it failed, if anything (also after a ``finish_reason: "error"``: a
+                say which and how often, ``model`` the model its chunks named (else
+                the one the model asked for resolved to), ``usage`` what the stream
+                reported before it failed, if anything (also after a ``finish_reason: "error"``: a
                 router bills the answer its error ended), with what the attempts
                 retried after such an error reported. A connection that drops after the
                 ``finish_reason`` (before the usage or ``[DONE]``), or stays open past
@@ -333,7 +334,9 @@ class OpenAICompatibleProvider:
             error_type = _classify(exc) or "other"
             said = server_hint(exc).retry
             # What the attempts reported with the errors that ended their answers: billed.
-            raise self._failures.error(exc, error_type, attempts, billed, said) from exc
+            raise self._failures.error(
+                exc, error_type, attempts, billed, said, self._as(asked)
+            ) from exc
         state = _StreamState(self._as(asked))
         error: LLMProviderError | None = None
 
@@ -346,7 +349,8 @@ class OpenAICompatibleProvider:
             attempts[-1] = replace(
                 attempts[-1], error_type=error_type, duration_seconds=elapsed_since(opened)
             )
-            error = self._failures.error(exc, error_type, attempts, _added(billed, state.usage))
+            usage = _added(billed, state.usage)
+            error = self._failures.error(exc, error_type, attempts, usage, model=state.model)
             return error
 
         try:

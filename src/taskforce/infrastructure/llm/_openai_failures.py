@@ -371,6 +371,7 @@ class _Failures:
         attempts: list[LLMAttempt],
         usage: Usage | None = None,
         said: bool | None = None,
+        model: str | None = None,
     ) -> LLMProviderError:
         """Return the error to raise for a failed stream, which ``exc`` ended.
 
@@ -381,11 +382,13 @@ class _Failures:
             usage: the usage the stream reported before it failed, if any.
             said: whether the failure's server said to retry (``x-should-retry``);
                 ``None``: it did not say.
+            model: the model the call is reported as (what the stream named before it
+                failed, else what the model asked for resolved to).
 
         Returns:
             An :class:`~taskforce.errors.LLMProviderError`, retryable when its server
-            said so, else when its type is; its ``provider`` set, its ``usage`` the one
-            given.
+            said so, else when its type is; its ``provider`` set, its ``usage`` and
+            ``model`` the ones given.
         """
         message = _plain(self.redact(self.describe(exc, error_type)))
         error = LLMProviderError(
@@ -394,6 +397,7 @@ class _Failures:
             error_type=error_type,
             attempts=attempts,
             usage=usage,
+            model=model,
         )
         # Named after the message is built, not in it (``openai: ...``): a failed stream
         # says what a failed complete() returns, in the mission's error and log alike.

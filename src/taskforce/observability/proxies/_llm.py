@@ -42,7 +42,9 @@ What is recorded per call:
   reported model, then the requested one; a model with neither has no cost
   series and ``llm.price.missing`` is logged once per model).
 
-The ``model`` label is the model the provider reports in its result. A call it
+The ``model`` label is the model the provider reports in its result, or on the error
+it raises (``LLMProviderError.model``: a stream that failed after its chunks named
+one). A call it
 reports none for (a failure, mostly) gets the model the provider last resolved the
 requested one to, so a model's failures and successes share their series (the
 error ratio of ``gpt-4o-2024-08-06`` counts its failures, which report no model);
@@ -95,6 +97,7 @@ from taskforce.observability.proxies._llm_outcome import (
 __all__ = [
     "LLMProviderProxy",
     "is_report",
+    "raised_model",
     "record_call",
     "record_cancelled",
     "reported_text",
@@ -309,6 +312,20 @@ def unreported_model(
     return families.resolved.get(requested, requested)
 
 
+def raised_model(families: _LLMFamilies, error: BaseException) -> str | None:
+    """The label of the model a raised error names (``LLMProviderError.model``: what a
+    stream named before it failed), ``None`` when it names none.
+
+    A failure may name only the model it asked for, as a failed result does: its series
+    is the model that one resolved to.
+    """
+    try:
+        model = getattr(error, "model", None)
+    except Exception:  # an error of one's own whose attribute raises names none
+        return None
+    return families.resolved.get(model, model) if type(model) is str and model else None
+
+
 def _resolve(families: _LLMFamilies, asked: str, model: str) -> None:
     """Remember that ``asked`` now resolves to ``model`` (bounded, see ``_MAX_BUNDLES``)."""
     if len(families.resolved) >= _MAX_BUNDLES:
@@ -358,7 +375,9 @@ def record_call(
         families = proxy._self_families
         if isinstance(result, BaseException):  # the call raised
             error_type: str | None = llm_exception_error_type(result)
-            model = unreported_model(families, wrapped, operation, args, kwargs)
+            model = raised_model(families, result) or unreported_model(
+                families, wrapped, operation, args, kwargs
+            )
             # what the server reported before the call failed (LLMProviderError.usage)
             usage = getattr(result, "usage", None)
             if not isinstance(usage, dict):

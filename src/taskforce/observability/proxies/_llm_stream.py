@@ -37,6 +37,7 @@ from taskforce.observability.proxies._base import ObservingProxy, aclose_iterato
 from taskforce.observability.proxies._llm import (
     LLMProviderProxy,
     is_report,
+    raised_model,
     record_call,
     record_cancelled,
     reported_text,
@@ -290,10 +291,11 @@ def _record_stream(
         # resolved arrives with the last chunk, and both series share that label.
         try:
             families = proxy._self_families
-            reported = outcome.get("model") if isinstance(outcome, dict) else None
-            model = reported_text(reported) or unreported_model(
-                families, wrapped, "stream", args, kwargs
-            )
+            if isinstance(outcome, dict):
+                named = reported_text(outcome.get("model"))
+            else:  # the error the stream raised, as its request is labelled
+                named = raised_model(families, outcome)
+            model = named or unreported_model(families, wrapped, "stream", args, kwargs)
             attempts = (
                 outcome.get("attempts")
                 if isinstance(outcome, dict)
