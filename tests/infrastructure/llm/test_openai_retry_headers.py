@@ -1,6 +1,7 @@
 """What a server says about a retry, through the OpenAI-compatible provider over real HTTP.
 
-``x-should-retry`` overrides the error type's rule (within the attempt budget) and
+``x-should-retry`` overrides the error type's rule (within the attempt budget; never for
+``auth`` and ``bad_request``, which are not retried) and
 ``retry-after-ms`` comes before ``Retry-After``, on an error status, before a stream's
 first chunk, and on a 2xx that holds an error object. The attempts made, the waits asked
 (the ``delay_seconds`` of ``llm.request.retry``), the attempt report and the metrics the
@@ -99,43 +100,30 @@ class TestShouldRetry:
         assert {} == _counted(metrics, "taskforce_llm_retries_total")
         assert {error_type: 1} == _counted(metrics, "taskforce_llm_failures_total")
 
-    @pytest.mark.parametrize(("status", "error_type"), [(400, "bad_request"), (401, "auth")])
-    async def test_true_on_a_status_never_retried_retries_it(
+    @pytest.mark.parametrize(
+        ("status", "error_type"), [(400, "bad_request"), (401, "auth"), (403, "auth")]
+    )
+    async def test_true_never_retries_auth_or_bad_request(
         self, base_url: str, fake: FakeOpenAIServer, route: str, status: int, error_type: str
     ) -> None:
-        """``x-should-retry: true`` on a 400 or 401 retries it, then the answer comes: one
-        retry counted under the status's own error type."""
-        fake.fail_next(1, status, headers={"x-should-retry": "true"})
+        """``x-should-retry: true`` on a 400, 401 or 403: still one attempt (issue 9: an
+        ``auth`` or ``bad_request`` error is never retried); the call fails with its own
+        error type, a stream's error not retryable, no retry in the log or the metrics."""
+        fake.fail_next(3, status, headers={"x-should-retry": "true"})
 
         async with _provider(base_url) as provider:
             with structlog.testing.capture_logs() as logs:
-                succeeded, attempts, metrics = await _call(provider, route)
-
-        assert True is succeeded
-        assert [error_type, None] == [a.error_type for a in attempts]
-        assert 2 == len(fake.requests)
-        assert [(0.0, error_type)] == _retries(logs)
-        assert {error_type: 1} == _counted(metrics, "taskforce_llm_retries_total")
-        assert {} == _counted(metrics, "taskforce_llm_failures_total")
-
-    async def test_true_stays_within_the_attempt_budget(
-        self, base_url: str, fake: FakeOpenAIServer, route: str
-    ) -> None:
-        """``x-should-retry: true`` on every 401: ``max_retries`` retries, then the call fails
-        as ``auth``; the server's word makes the stream's error retryable."""
-        fake.fail_next(5, 401, headers={"x-should-retry": "true"})
-
-        async with _provider(base_url, max_retries=2) as provider:
-            succeeded, report, metrics = await _call(provider, route)
+                succeeded, report, metrics = await _call(provider, route)
 
         assert False is succeeded
         attempts = report if route == "complete" else report[0]
-        assert ["auth"] * 3 == [a.error_type for a in attempts]
+        assert [error_type] == [a.error_type for a in attempts]
         if route == "stream":
-            assert True is report[1]
-        assert 3 == len(fake.requests)
-        assert {"auth": 2} == _counted(metrics, "taskforce_llm_retries_total")
-        assert {"auth": 1} == _counted(metrics, "taskforce_llm_failures_total")
+            assert False is report[1]
+        assert 1 == len(fake.requests)
+        assert [] == _retries(logs)
+        assert {} == _counted(metrics, "taskforce_llm_retries_total")
+        assert {error_type: 1} == _counted(metrics, "taskforce_llm_failures_total")
 
     @pytest.mark.parametrize("value", ["TRUE", "yes", "1", ""])
     async def test_any_other_value_is_ignored(

@@ -187,8 +187,9 @@ class TestRun:
         [
             ("rate_limit", False, ["rate_limit"]),
             ("server_error", False, ["server_error"]),
-            ("bad_request", True, ["bad_request"] * 3),
-            ("auth", True, ["auth"] * 3),
+            ("bad_request", True, ["bad_request"]),
+            ("auth", True, ["auth"]),
+            ("other", True, ["other"] * 3),
             ("rate_limit", None, ["rate_limit"] * 3),
             ("bad_request", None, ["bad_request"]),
         ],
@@ -197,7 +198,8 @@ class TestRun:
         self, error_type: LLMErrorType, said: bool | None, attempts: list[str]
     ) -> None:
         """A server's word (x-should-retry) overrides the error type's rule, never the
-        attempt budget; without a word, the type decides. The call fails with the last
+        attempt budget, and never retries ``auth`` or ``bad_request``; without a word, the
+        type decides. The call fails with the last
         attempt's own error, each attempt reported under its type."""
         policy = RetryPolicy(max_retries=2, base_delay=0.0, max_delay=0.0)
         made: list[LLMAttempt] = []

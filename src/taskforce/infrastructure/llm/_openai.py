@@ -2,7 +2,8 @@
 
 Retries are ours (exponential backoff on connection errors, timeouts, 429 and 5xx,
 ``retry-after-ms`` or ``Retry-After`` honoured up to a cap, ``x-should-retry`` obeyed
-within the attempt budget); the SDK's own retries are switched off so there is one
+within the attempt budget, except that ``auth`` and ``bad_request`` are never retried);
+the SDK's own retries are switched off so there is one
 retry policy. ``timeout_seconds`` is the deadline of one whole
 attempt, headers and body (for a stream: the whole stream), not only of a read.
 The API key never appears in a returned error, a raised error or a log line.

@@ -22,7 +22,6 @@ import httpx
 import openai
 
 from taskforce.core.interfaces.llm import (
-    RETRYABLE_LLM_ERROR_TYPES,
     LLMAttempt,
     LLMErrorType,
     LLMResult,
@@ -37,7 +36,7 @@ from taskforce.infrastructure.llm._openai_errors import (
     _StreamCut,
 )
 from taskforce.infrastructure.llm._openai_http import _HTTP
-from taskforce.infrastructure.llm._retry import RetryHint
+from taskforce.infrastructure.llm._retry import RetryHint, is_retryable
 
 __all__ = [
     "_Failures",
@@ -387,13 +386,13 @@ class _Failures:
 
         Returns:
             An :class:`~taskforce.errors.LLMProviderError`, retryable when its server
-            said so, else when its type is; its ``provider`` set, its ``usage`` and
-            ``model`` the ones given.
+            said so (never an ``auth`` or ``bad_request`` one), else when its type is;
+            its ``provider`` set, its ``usage`` and ``model`` the ones given.
         """
         message = _plain(self.redact(self.describe(exc, error_type)))
         error = LLMProviderError(
             message,
-            retryable=error_type in RETRYABLE_LLM_ERROR_TYPES if said is None else said,
+            retryable=is_retryable(error_type, said),
             error_type=error_type,
             attempts=attempts,
             usage=usage,

@@ -20,7 +20,7 @@ import structlog
 
 from taskforce.core.interfaces.llm import RETRYABLE_LLM_ERROR_TYPES, LLMAttempt, LLMErrorType
 
-__all__ = ["Classify", "RetryHint", "RetryPolicy", "elapsed_since"]
+__all__ = ["Classify", "RetryHint", "RetryPolicy", "elapsed_since", "is_retryable"]
 
 _T = TypeVar("_T")
 _LOG = structlog.get_logger(__name__)
@@ -35,7 +35,8 @@ class RetryHint:
 
     ``wait``: the seconds it asks to wait before the retry (``retry-after-ms`` or
     ``Retry-After``). ``retry``: whether to retry at all (``x-should-retry``), which
-    overrides the rule of the error type, within the attempt budget.
+    overrides the rule of the error type, within the attempt budget (never retrying
+    ``auth`` or ``bad_request``: :func:`is_retryable`).
     """
 
     wait: float | None = None
@@ -49,6 +50,25 @@ def _no_hint(_: Exception) -> RetryHint:
     return _NO_HINT
 
 
+#: The error types no server's word (``x-should-retry: true``) gets retried: another
+#: attempt with the same key or the same request cannot cure them (issue 9).
+_NEVER_RETRIED: frozenset[LLMErrorType] = frozenset({"auth", "bad_request"})
+
+
+def is_retryable(error_type: LLMErrorType, said: bool | None = None) -> bool:
+    """Return whether a failure of ``error_type`` may be retried (the budget aside).
+
+    Args:
+        error_type: why the attempt failed.
+        said: whether its server said to retry (``x-should-retry``); ``None``: it did
+            not say, and the error type decides. It never makes ``auth`` or
+            ``bad_request`` retried.
+    """
+    if said is None:
+        return error_type in RETRYABLE_LLM_ERROR_TYPES
+    return said and error_type not in _NEVER_RETRIED
+
+
 def elapsed_since(started: float) -> float:
     """Return the seconds since ``started`` (a ``perf_counter`` reading), never negative."""
     elapsed = perf_counter() - started
@@ -60,9 +80,9 @@ class RetryPolicy:
     """Exponential backoff: wait ``base * 2**n`` (at most ``max_delay``) before retry ``n + 1``.
 
     Only ``timeout``, ``rate_limit``, ``server_error`` and ``connection`` are
-    retried, unless the server says otherwise (:attr:`RetryHint.retry`): never more than
-    ``max_retries`` times. A server's wait longer than the backoff is waited for, up to
-    ``max_retry_after``.
+    retried, unless the server says otherwise (:attr:`RetryHint.retry`; never for ``auth``
+    and ``bad_request``): never more than ``max_retries`` times. A server's wait longer
+    than the backoff is waited for, up to ``max_retry_after``.
     """
 
     max_retries: int
@@ -90,11 +110,11 @@ class RetryPolicy:
             error_type: why the attempt failed.
             retries_done: how many retries were made already.
             said: whether its server said to retry (``x-should-retry``); ``None``: it did
-                not say, and the error type decides.
+                not say, and the error type decides (see :func:`is_retryable`).
         """
         if retries_done >= self.max_retries:
             return False
-        return error_type in RETRYABLE_LLM_ERROR_TYPES if said is None else said
+        return is_retryable(error_type, said)
 
     def delay(self, retries_done: int, hinted: float | None) -> float:
         """Return how long to wait before retry ``retries_done + 1``.
