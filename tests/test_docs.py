@@ -557,6 +557,7 @@ class TestFixedLimitsDoc:
             "POSTGRES_MAX_BYTES": f"{POSTGRES_MAX_BYTES // 1024**2} MiB",
             "_PATH_MAX": f"{_workspace._PATH_MAX:,} bytes",
             "APPEND_LOCK_WAIT_SECONDS": f"{_files.APPEND_LOCK_WAIT_SECONDS:g} s",
+            "LEFTOVER_SECONDS": f"{_files.LEFTOVER_SECONDS:g} s",
             "RECOUNT_SECONDS": f"a count {_quota.RECOUNT_SECONDS:g} s old, "
             f"{_quota.RECHECK_SECONDS:g} s before a refusal",
             "EXPIRY_BATCH": f"{EXPIRY_BATCH}",

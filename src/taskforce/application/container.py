@@ -22,7 +22,11 @@ from taskforce.core.interfaces import (
 from taskforce.core.interfaces.closing import aclose_iterator
 from taskforce.infrastructure.llm import make_provider
 from taskforce.infrastructure.state import FileStateStore, PostgresStateStore, StateLimits
-from taskforce.infrastructure.tools import ToolThreadPool, build_default_registry
+from taskforce.infrastructure.tools import (
+    ToolThreadPool,
+    build_default_registry,
+    remove_write_leftovers,
+)
 
 if TYPE_CHECKING:
     from taskforce.observability import MetricSet
@@ -43,11 +47,14 @@ class Container:
     tool_pool: ToolThreadPool | None = None
 
     async def open(self) -> None:
-        """Prepare what must be ready before the first mission (the state store's connections).
+        """Prepare what must be ready before the first mission: remove the temp files a crash
+        left in the workspace and in ``state_dir``, connect the state store.
 
         Raises:
             StateStoreUnavailableError: the state database cannot be reached.
         """
+        if self.tool_pool is not None:
+            await remove_write_leftovers(self.settings.workspace_dir, self.tool_pool)
         open_store = getattr(self.state_store, "open", None)
         if open_store is not None:
             await open_store()

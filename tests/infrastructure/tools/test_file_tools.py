@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from taskforce import _atomic_write
 from taskforce.application.container import Container, build_container
 from taskforce.config import Settings
 from taskforce.core.interfaces.log import quoted, text_fields
@@ -945,3 +946,72 @@ class TestWorkspaceQuota:
                 'tool:file_write {"path": "b.txt", "content": "456"}'
             )
         assert ("failed", "WorkspaceFull") == (result.status, result.error_type)
+
+
+def _leftover(folder: Path, name: str, content: bytes = b"x" * 10, age: float = 60.0) -> Path:
+    """A write's temp file in ``folder``, last written ``age`` seconds ago."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(content)
+    then = time.time() - age
+    os.utime(path, (then, then))
+    return path
+
+
+class TestCrashLeftovers:
+    async def test_a_crash_s_temp_files_go_when_the_container_opens(self, tmp_path: Path) -> None:
+        """The temp files a write killed mid-way left (any session's folder, any depth) are
+        removed as the service starts, and logged; nothing else of the workspace is."""
+        ws = tmp_path / "ws"
+        _leftover(ws / "s1", ".taskforce-write-0123456789abcdef.tmp", b"x" * 100)
+        _leftover(ws / "s2" / "deep", ".taskforce-write-fedcba9876543210.tmp", b"y" * 20)
+        kept = [
+            _leftover(ws / "s1", "notes.tmp"),
+            _leftover(ws / "s1", ".taskforce-write-not-ours.tmp"),
+            _leftover(ws / "s1", "a.txt"),
+        ]
+        with capture_logs() as logs:
+            async with _container(tmp_path):
+                pass
+        assert sorted(kept) == sorted(p for p in ws.rglob("*") if p.is_file())
+        removed = [e for e in logs if e["event"] == "tool.tempfiles.removed"]
+        assert [(2, 120, "warning", "tool")] == [
+            (e["files"], e["bytes"], e["log_level"], e["category"]) for e in removed
+        ]
+
+    async def test_a_live_or_fresh_temp_file_is_kept(self, tmp_path: Path) -> None:
+        """One a live write holds locked, one written this instant, and a FIFO of such a
+        name (never waited on) are left, and nothing is logged."""
+        ws = tmp_path / "ws"
+        fresh = _leftover(ws / "s", ".taskforce-write-00000000000000aa.tmp", age=0.0)
+        locked = _leftover(ws / "s", ".taskforce-write-00000000000000bb.tmp")
+        fifo = ws / "s" / ".taskforce-write-00000000000000cc.tmp"
+        os.mkfifo(fifo)
+        pool = ToolThreadPool(1)
+        try:
+            with open(locked, "rb") as handle:  # noqa: ASYNC230 (set-up, before the code under test)
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+                with capture_logs() as logs:
+                    await asyncio.wait_for(_files.remove_write_leftovers(ws, pool), timeout=10)
+        finally:
+            pool.close()
+        assert fresh.exists() and locked.exists() and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+        assert [] == [e for e in logs if e["event"] == "tool.tempfiles.removed"]
+
+    async def test_a_write_under_way_keeps_its_temp_file(
+        self, workspace: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A clean-up of another process (a worker restarted) that runs while a write fills
+        its temp file leaves it: the write still succeeds."""
+        monkeypatch.setattr(_files, "LEFTOVER_SECONDS", -3600.0)  # no file is too fresh
+        real_write_all = _atomic_write.write_all
+
+        def clean_up_first(fd: int, data: bytes) -> None:
+            # the leftover walk runs in another thread of the pool, as another process would
+            assert (0, 0) == _files._remove_leftovers(workspace)
+            real_write_all(fd, data)
+
+        monkeypatch.setattr(_atomic_write, "write_all", clean_up_first)
+        tool = FileWriteTool(workspace)
+        assert True is (await tool.execute(path="f.txt", content="new"))["success"]
+        assert "new" == (workspace / "f.txt").read_text()

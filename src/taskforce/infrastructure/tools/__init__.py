@@ -5,7 +5,12 @@ from __future__ import annotations
 from taskforce.infrastructure.tools._base import BaseTool, error_result, ok_result
 from taskforce.infrastructure.tools._calculator import CalculatorTool
 from taskforce.infrastructure.tools._defaults import build_default_registry
-from taskforce.infrastructure.tools._files import FileReadTool, FileWriteTool, ListDirTool
+from taskforce.infrastructure.tools._files import (
+    FileReadTool,
+    FileWriteTool,
+    ListDirTool,
+    remove_write_leftovers,
+)
 from taskforce.infrastructure.tools._registry import ToolRegistry
 from taskforce.infrastructure.tools._sleep import SleepTool
 from taskforce.infrastructure.tools._thread_pool import DEFAULT_TOOL_THREADS, ToolThreadPool
@@ -24,5 +29,6 @@ __all__ = [
     "build_default_registry",
     "error_result",
     "ok_result",
+    "remove_write_leftovers",
     "session_folder_name",
 ]

@@ -22,6 +22,7 @@ import fcntl
 import functools
 import heapq
 import os
+import re
 import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -43,6 +44,7 @@ from taskforce.infrastructure.tools._quota import (
     DEFAULT_MAX_WORKSPACE_BYTES,
     DEFAULT_MAX_WORKSPACE_ENTRIES,
     WorkspaceQuota,
+    walk,
 )
 from taskforce.infrastructure.tools._thread_pool import ToolThreadPool
 from taskforce.infrastructure.tools._workspace import (
@@ -56,9 +58,11 @@ from taskforce.infrastructure.tools._workspace import (
 __all__ = [
     "DEFAULT_MAX_DIR_ENTRIES",
     "DEFAULT_MAX_FILE_BYTES",
+    "LEFTOVER_SECONDS",
     "FileReadTool",
     "FileWriteTool",
     "ListDirTool",
+    "remove_write_leftovers",
 ]
 
 #: The largest file the file tools read, or make by a write or an append (tools.max_file_bytes).
@@ -74,6 +78,10 @@ _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _LISTED_FLAGS = os.O_RDONLY | os.O_DIRECTORY | _O_NOFOLLOW | _O_NONBLOCK
 #: Start of the name of the file a replacing write fills before it is renamed over the target.
 _TEMPORARY_PREFIX = ".taskforce-write-"
+# write_atomically(prefix=_TEMPORARY_PREFIX) names it: the prefix, 16 hex digits, ".tmp".
+_TEMPORARY_FILE = re.compile(re.escape(_TEMPORARY_PREFIX) + r"[0-9a-f]{16}\.tmp")
+#: How long a write's temp file must have been left unwritten before start-up removes it.
+LEFTOVER_SECONDS = 1.0
 #: The longest an append waits for the lock on its file, held by another writer.
 APPEND_LOCK_WAIT_SECONDS = 10.0
 _FIRST_PAUSE_SECONDS = 0.001
@@ -264,9 +272,62 @@ def _replace(location: Location, data: bytes) -> None:
         dir_fd=folder,
         prefix=_TEMPORARY_PREFIX,
         mode=0o644,
-        prepare=None if existing is None else functools.partial(_keep_owner_and_mode, existing),
+        prepare=functools.partial(
+            _hold, None if existing is None else functools.partial(_keep_owner_and_mode, existing)
+        ),
         durable=False,
     )
+
+
+def _hold(then: Callable[[int], None] | None, fd: int) -> None:
+    """Lock the new file ``fd`` while it is written, then call ``then`` with it.
+
+    The lock tells the start-up clean-up of another process (a worker of ``--workers``
+    restarted meanwhile) that the file is no crash's leftover.
+    """
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    if then is not None:
+        then(fd)
+
+
+async def remove_write_leftovers(workspace_dir: Path, pool: ToolThreadPool) -> None:
+    """Remove the temp files of writes a crash cut off; log how many (``tool.tempfiles.removed``).
+
+    A replacing ``file_write`` fills ``.taskforce-write-<random>.tmp`` and renames it over
+    its target; killed in between (``kill -9``, a power loss), the process leaves it. One
+    a live write holds locked, or written within :data:`LEFTOVER_SECONDS`, is left, and
+    so is anything of such a name that is no regular file, never waited on.
+
+    Args:
+        workspace_dir: The workspace, all sessions' folders (walked, never through a symlink).
+        pool: The tools' thread pool, which runs the walk.
+    """
+    removed, size = await pool.run(functools.partial(_remove_leftovers, workspace_dir))
+    if removed:
+        structlog.get_logger(__name__).warning(
+            "tool.tempfiles.removed", category="tool", files=removed, bytes=size
+        )
+
+
+def _remove_leftovers(root: Path) -> tuple[int, int]:
+    removed = size = 0
+    fresh = time.time() - LEFTOVER_SECONDS
+    for folder, entry in walk(root):
+        if _TEMPORARY_FILE.fullmatch(entry.name) is None:
+            continue
+        with contextlib.suppress(OSError):
+            fd = os.open(entry.name, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK, dir_fd=folder)
+            try:
+                found = os.fstat(fd)
+                if not stat.S_ISREG(found.st_mode) or found.st_mtime > fresh:
+                    continue  # no temp file of ours, or one a write has only just made
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a live write holds it
+                os.unlink(entry.name, dir_fd=folder)
+            finally:
+                os.close(fd)
+            removed += 1
+            size += found.st_size
+    return removed, size
 
 
 def _keep_owner_and_mode(existing: os.stat_result, fd: int) -> None:

@@ -13,9 +13,11 @@ keeps counting the writes under way, which it may not find on disk yet.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from taskforce.infrastructure.tools._workspace import Failure
@@ -28,6 +30,7 @@ __all__ = [
     "WORKSPACE_FULL",
     "WorkspaceQuota",
     "measure",
+    "walk",
 ]
 
 #: The most bytes the regular files of the workspace may hold together (tools.max_workspace_bytes).
@@ -42,17 +45,14 @@ RECHECK_SECONDS = 1.0
 WORKSPACE_FULL = "WorkspaceFull"
 
 
-def measure(root: Path) -> tuple[int, int]:
-    """Walk ``root``: the bytes of its regular files and how many entries it holds, below it.
+def walk(root: Path) -> Iterator[tuple[int, os.DirEntry[str]]]:
+    """Every entry below ``root``, with a descriptor of the folder it is in.
 
     ``root`` itself may be a symlink (the file tools follow it too); below it, symlinks
-    are counted as entries, never followed. An entry that vanishes or cannot be read
-    while the walk goes is passed over. Runs blocking filesystem calls.
-
-    Returns:
-        ``(bytes, entries)``; ``(0, 0)`` when ``root`` does not exist.
+    are entries, never followed. A folder that vanishes or cannot be read while the walk
+    goes is passed over. The descriptor is open until the next entry of another folder:
+    act on the entry relative to it (``dir_fd``). Runs blocking filesystem calls.
     """
-    total = entries = 0
     folders = [root]
     nofollow = 0  # for root, which is popped first
     while folders:
@@ -65,16 +65,30 @@ def measure(root: Path) -> tuple[int, int]:
         try:
             with os.scandir(fd) as scan:
                 for entry in scan:
-                    entries += 1
-                    try:
+                    yield fd, entry
+                    with contextlib.suppress(OSError):
                         if entry.is_dir(follow_symlinks=False):
                             folders.append(folder / entry.name)
-                        elif entry.is_file(follow_symlinks=False):
-                            total += entry.stat(follow_symlinks=False).st_size
-                    except OSError:
-                        continue
         finally:
             os.close(fd)
+
+
+def measure(root: Path) -> tuple[int, int]:
+    """Walk ``root``: the bytes of its regular files and how many entries it holds, below it.
+
+    ``root`` itself may be a symlink (the file tools follow it too); below it, symlinks
+    are counted as entries, never followed. An entry that vanishes or cannot be read
+    while the walk goes is passed over. Runs blocking filesystem calls.
+
+    Returns:
+        ``(bytes, entries)``; ``(0, 0)`` when ``root`` does not exist.
+    """
+    total = entries = 0
+    for _, entry in walk(root):
+        entries += 1
+        with contextlib.suppress(OSError):
+            if entry.is_file(follow_symlinks=False):
+                total += entry.stat(follow_symlinks=False).st_size
     return total, entries
 
 
