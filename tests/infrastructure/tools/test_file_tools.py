@@ -359,6 +359,26 @@ class TestFileWriteAndRead:
         result = await FileReadTool(workspace).execute(path="a\x00b")
         assert "InvalidPath" == result["error_type"]
 
+    async def test_a_surrogate_in_a_path_is_named_not_the_server_s_path(
+        self, tmp_path: Path
+    ) -> None:
+        """A lone surrogate no file name can hold is an InvalidPath that says where the
+        path holds it, the same whatever the workspace's own path (whose length a position
+        in the whole path would tell), for every tool."""
+        errors = set()
+        for workspace in (tmp_path / "w", tmp_path / ("long" * 20)):
+            for tool in (FileWriteTool, FileReadTool, ListDirTool):
+                args = {"path": "ab/\ud800", "content": "x"} if tool is FileWriteTool else {}
+                result = await tool(workspace).execute(**{"path": "ab/\ud800", **args})
+                errors.add((result["error_type"], result["error"]))
+        assert {
+            (
+                "InvalidPath",
+                "invalid path 'ab/\\ud800': character 3 is an unpaired surrogate, "
+                "which no file name holds",
+            )
+        } == errors
+
     @pytest.mark.parametrize("path", ["a" * 256, "d/" + "a" * 300 + "/x"], ids=["file", "folder"])
     async def test_a_name_too_long_is_an_invalid_path(self, workspace: Path, path: str) -> None:
         """A name past the filesystem's 255 bytes is the model's mistake, InvalidPath for

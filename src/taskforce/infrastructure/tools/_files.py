@@ -150,6 +150,8 @@ class _WorkspaceTool(BaseTool):
             return error_result(f"path {shown} is not a directory", "NotADirectory")
         except PermissionError:
             return error_result(f"permission denied for {shown}", "PermissionDenied")
+        except UnicodeEncodeError:  # said of the whole server path, which it must not show
+            return error_result(f"invalid path {shown}: {_unnameable(raw)}", "InvalidPath")
         except ValueError as exc:  # e.g. an embedded NUL byte
             return error_result(f"invalid path {shown}: {exc}", "InvalidPath")
         except OSError as exc:
@@ -158,6 +160,15 @@ class _WorkspaceTool(BaseTool):
                     f"invalid path {shown}: the path or a name in it is too long", "InvalidPath"
                 )
             return error_result(f"cannot access {shown}: {exc.strerror or exc}", type(exc).__name__)
+
+
+def _unnameable(raw: str) -> str:
+    """Why ``raw`` cannot be a file name: where it holds a character no name can."""
+    try:
+        os.fsencode(raw)
+    except UnicodeEncodeError as exc:  # a lone surrogate, from a JSON escape
+        return f"character {exc.start} is an unpaired surrogate, which no file name holds"
+    return "it holds a character no file name holds"
 
 
 def _check_regular(mode: int) -> None:
