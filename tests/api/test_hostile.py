@@ -274,6 +274,31 @@ class TestDisconnect:
         state = json.loads((root / "state" / "gone.json").read_text(encoding="utf-8"))
         assert ["cancelled"] == [m["status"] for m in state["missions"]]
 
+    @pytest.mark.parametrize("route", ROUTES)
+    async def test_a_client_that_leaves_mid_body_is_a_499(
+        self, hc: httpx.AsyncClient, hostile_server: LiveServer, route: str
+    ) -> None:
+        """A client that goes away before its body is whole is counted as a 499 (it left,
+        nobody received an answer), not as a 400 for a body it never finished."""
+
+        def count(samples: Any, code: str) -> float:
+            return total(samples, "taskforce_http_requests_total", route=route, status_code=code)
+
+        samples = await scrape(hc)
+        before = {code: count(samples, code) for code in ("400", "499")}
+        host, port = hostile_server.url.removeprefix("http://").split(":")
+        _, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            f"POST {route} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            'Content-Length: 100\r\n\r\n{"mission": '.encode()
+        )
+        await writer.drain()
+        writer.close()
+        samples = await _until(hc, lambda s: any(count(s, code) > n for code, n in before.items()))
+        assert {"400": 0, "499": 1} == {
+            code: count(samples, code) - n for code, n in before.items()
+        }
+
 
 async def _until(hc: httpx.AsyncClient, condition: Any) -> Any:
     """Scrape until ``condition(samples)`` holds (a bounded wait, not a timing assertion)."""

@@ -18,7 +18,7 @@ from starlette.responses import Response, StreamingResponse
 
 from taskforce.api._admission import admit
 from taskforce.api._auth import BearerGuard
-from taskforce.api._body import StrictJSONRoute
+from taskforce.api._body import CLIENT_CLOSED_REQUEST, StrictJSONRoute
 from taskforce.api._encoding import PathRedactor, Redact, SafeJSONResponse, json_bytes, sse_event
 from taskforce.api._event_stream import EventStreamResponse
 from taskforce.api._schemas import (
@@ -39,10 +39,6 @@ __all__ = ["CLIENT_CLOSED_REQUEST", "MISSION_ROUTES", "SESSION_READ_ROUTES", "mi
 
 _LOG = structlog.get_logger(__name__)
 _T = TypeVar("_T")
-
-CLIENT_CLOSED_REQUEST = 499
-"""Status recorded for a request whose client went away before its answer (nginx's code)."""
-
 
 MISSION_ROUTES = ("/api/v1/execute", "/api/v1/execute/stream")
 """The routes that start a mission: each takes a slot of ``api.max_missions_in_flight``."""
