@@ -477,6 +477,52 @@ class TestMigration:
         ) == await _stopped(postgres_dsn)
 
 
+@contextlib.asynccontextmanager
+async def _database(server: PostgresServer, encoding: str) -> AsyncIterator[str]:
+    """A new database of ``encoding`` on ``server``, dropped after; yields its DSN."""
+    import asyncpg
+
+    name = f"enc_{secrets.token_hex(4)}"
+    owner = await asyncpg.connect(server.dsn())
+    try:
+        await owner.execute(
+            f"CREATE DATABASE {name} ENCODING '{encoding}' LOCALE 'C' TEMPLATE template0"
+        )
+        yield server.dsn(name)
+    finally:
+        await owner.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await owner.close()
+
+
+class TestEncoding:
+    async def test_a_database_that_cannot_hold_every_character_stops_start_up(
+        self, postgres_server: PostgresServer
+    ) -> None:
+        """A LATIN1 database would fail the save of every record with a character it
+        lacks (an emoji, Cyrillic): start-up stops naming its encoding, and makes no table."""
+        async with _database(postgres_server, "LATIN1") as dsn:
+            with pytest.raises(StateStoreError) as info:
+                await PostgresStateStore(dsn, timeout_seconds=10).open()
+            assert str(info.value).startswith(
+                f"the state database {dsn.rsplit('/', 1)[1]!r} is encoded LATIN1, "
+            )
+            assert "ENCODING 'UTF8'" in str(info.value)
+            tables = "SELECT relname FROM pg_class WHERE relname LIKE 'taskforce%'"
+            assert [] == await _fetch(dsn, tables)
+
+    async def test_a_sql_ascii_database_keeps_every_character(
+        self, postgres_server: PostgresServer
+    ) -> None:
+        """SQL_ASCII keeps the bytes it is given: it starts, and records round-trip."""
+        record = {"text": "\U0001f600 \u0436 \u4e2d \u00e9"}
+        async with (
+            _database(postgres_server, "SQL_ASCII") as dsn,
+            PostgresStateStore(dsn, timeout_seconds=10) as store,
+        ):
+            await store.append("any", record)
+            assert {"missions": [record]} == await store.load("any")
+
+
 # The operator guide's query of the records (docs/operator-guide.md, "the schema").
 _GUIDE_QUERY = (
     "SELECT regexp_replace(record, '\\\\u(0000|d[89a-f][0-9a-f]{2})', '\\\\ufffd', 'gi')::jsonb"

@@ -15,6 +15,7 @@ __all__ = [
     "CREATE_SCHEMA",
     "DELETE_RECORDS",
     "DELETE_SESSION",
+    "ENCODING_QUERY",
     "EXPIRE_SESSIONS",
     "INSERT_RECORD",
     "ISOLATION",
@@ -29,6 +30,7 @@ __all__ = [
     "UNVERSIONED_SCHEMA",
     "UPSERT_SESSION",
     "can_migrate",
+    "encoding_refusal",
     "unversioned_refusal",
     "version_refusal",
 ]
@@ -46,6 +48,16 @@ MIGRATIONS: dict[int, str] = {}
 #: waited for committed (the schema version, a session row's new counts). Under
 #: REPEATABLE READ or SERIALIZABLE concurrent appends to one session fail instead.
 ISOLATION: Final[Literal["read_committed"]] = "read_committed"
+
+#: The database encodings that hold every character a record may carry: UTF8, and
+#: SQL_ASCII, which keeps the bytes it is given unchecked. Any other refuses a save
+#: of text outside its character set (an emoji, Cyrillic or CJK under LATIN1).
+ENCODINGS = ("UTF8", "SQL_ASCII")
+
+# The database the DSN names, and its encoding (the server's, for this database).
+ENCODING_QUERY = (
+    "SELECT current_database() AS database, current_setting('server_encoding') AS encoding"
+)
 
 #: The advisory lock that orders replicas creating the schema at the same time.
 SCHEMA_LOCK = 0x7A5CF04CE
@@ -206,6 +218,23 @@ def unversioned_refusal(schema: str) -> str:
         "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now()); "
         f"INSERT INTO taskforce_schema_version (version) VALUES ({SCHEMA_VERSION}); "
         "else move the taskforce_ tables aside and start again to create them"
+    )
+
+
+def encoding_refusal(encoding: str, database: str) -> str | None:
+    """Why this code cannot keep records in a database of ``encoding``, or None.
+
+    Args:
+        encoding: the database's encoding, as ``server_encoding`` names it.
+        database: the database's name.
+    """
+    if encoding in ENCODINGS:
+        return None
+    return (
+        f"the state database {database!r} is encoded {encoding}, which cannot hold every "
+        "character a mission record may carry (the save of one it cannot hold fails, and "
+        "its mission with it): create a database with ENCODING 'UTF8' (CREATE DATABASE "
+        "... ENCODING 'UTF8' TEMPLATE template0) and point state.dsn at it"
     )
 
 
