@@ -510,6 +510,20 @@ class TestEncoding:
             tables = "SELECT relname FROM pg_class WHERE relname LIKE 'taskforce%'"
             assert [] == await _fetch(dsn, tables)
 
+    @pytest.mark.parametrize("encoding", ["latin1", "SQL_ASCII"])
+    async def test_a_client_encoding_in_the_dsn_that_cannot_carry_every_character_stops_start_up(
+        self, postgres_dsn: str, encoding: str
+    ) -> None:
+        """The driver encodes what it sends in the connection's client_encoding: one other
+        than UTF8 would fail every save of a character it lacks."""
+        with pytest.raises(StateStoreError) as info:
+            await PostgresStateStore(f"{postgres_dsn}&client_encoding={encoding}").open()
+        assert (
+            f"the connections to the state database 'postgres' use client_encoding "
+            f"{encoding.upper()}, "
+        ) in str(info.value)
+        assert "remove client_encoding from state.dsn" in str(info.value)
+
     async def test_a_sql_ascii_database_keeps_every_character(
         self, postgres_server: PostgresServer
     ) -> None:

@@ -54,10 +54,12 @@ ISOLATION: Final[Literal["read_committed"]] = "read_committed"
 #: of text outside its character set (an emoji, Cyrillic or CJK under LATIN1).
 ENCODINGS = ("UTF8", "SQL_ASCII")
 
-# The database the DSN names, and its encoding (the server's, for this database).
-ENCODING_QUERY = (
-    "SELECT current_database() AS database, current_setting('server_encoding') AS encoding"
-)
+# The database the DSN names, its encoding (the server's, for this database), and the
+# encoding of the connection, in which the driver encodes what it sends.
+ENCODING_QUERY = """
+SELECT current_database() AS database, current_setting('server_encoding') AS encoding,
+       current_setting('client_encoding') AS client_encoding
+"""
 
 #: The advisory lock that orders replicas creating the schema at the same time.
 SCHEMA_LOCK = 0x7A5CF04CE
@@ -221,21 +223,32 @@ def unversioned_refusal(schema: str) -> str:
     )
 
 
-def encoding_refusal(encoding: str, database: str) -> str | None:
+def encoding_refusal(encoding: str, database: str, client_encoding: str = "UTF8") -> str | None:
     """Why this code cannot keep records in a database of ``encoding``, or None.
 
     Args:
         encoding: the database's encoding, as ``server_encoding`` names it.
         database: the database's name.
+        client_encoding: the connection's encoding: the driver asks for UTF8, which
+            only a ``client_encoding`` parameter in the DSN overrides.
     """
-    if encoding in ENCODINGS:
-        return None
-    return (
-        f"the state database {database!r} is encoded {encoding}, which cannot hold every "
-        "character a mission record may carry (the save of one it cannot hold fails, and "
-        "its mission with it): create a database with ENCODING 'UTF8' (CREATE DATABASE "
-        "... ENCODING 'UTF8' TEMPLATE template0) and point state.dsn at it"
+    lost = (
+        "which cannot hold every character a mission record may carry (the save of one "
+        "it cannot hold fails, and its mission with it)"
     )
+    if encoding not in ENCODINGS:
+        return (
+            f"the state database {database!r} is encoded {encoding}, {lost}: create a "
+            "database with ENCODING 'UTF8' (CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE "
+            "template0) and point state.dsn at it"
+        )
+    if client_encoding != "UTF8":
+        return (
+            f"the connections to the state database {database!r} use client_encoding "
+            f"{client_encoding}, {lost}: remove client_encoding from state.dsn (the store "
+            "then connects in UTF8)"
+        )
+    return None
 
 
 def version_refusal(version: int | None, schema: str) -> str | None:

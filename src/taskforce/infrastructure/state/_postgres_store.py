@@ -232,8 +232,9 @@ class PostgresStateStore:
                 store needs: CREATE on the schema (to create it), or one on its tables;
                 or it takes no writes (a standby, ``default_transaction_read_only`` on).
             StateStoreUnavailableError: the database cannot be reached or refused us.
-            StateStoreError: the database is encoded other than UTF8 (or SQL_ASCII), so
-                it cannot hold every record; or it holds a schema version this code does not
+            StateStoreError: the database is encoded other than UTF8 (or SQL_ASCII), or
+                the DSN sets another client_encoding than UTF8, so not every record can
+                be saved; or the database holds a schema version this code does not
                 know (nor migrates from), or none (an empty version table, or state
                 tables without one); or a relation of a table's name is no table, the
                 tables are in different schemas, or a column, the sessions' key or the
@@ -317,8 +318,9 @@ class PostgresStateStore:
         try:
             async with _released(pool, conn), conn.transaction(isolation=sql.ISOLATION):
                 self._check(await write_refusal(conn))
-                database = await conn.fetchrow(sql.ENCODING_QUERY)
-                _stop(sql.encoding_refusal(database["encoding"], database["database"]))
+                found = await conn.fetchrow(sql.ENCODING_QUERY)
+                encoding, client_encoding = found["encoding"], found["client_encoding"]
+                _stop(sql.encoding_refusal(encoding, found["database"], client_encoding))
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", sql.SCHEMA_LOCK)
                 if not await conn.fetchval(sql.SCHEMA_IS_COMPLETE):
                     unversioned = await conn.fetchval(sql.UNVERSIONED_SCHEMA)
