@@ -77,6 +77,32 @@ class TestSchema:
         async with PostgresStateStore(postgres_dsn) as second:
             assert {"missions": [{"n": 1}]} == await second.load("kept")
 
+    async def test_the_sweep_finds_expired_sessions_through_an_index(
+        self, postgres_dsn: str
+    ) -> None:
+        """Among 20,000 live sessions, the sweep's statement reaches the 3 expired ones through
+        the index on updated_at the schema creates, not by reading the whole table."""
+        import asyncpg
+
+        async with PostgresStateStore(postgres_dsn):
+            pass
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            await conn.execute(
+                "INSERT INTO taskforce_sessions (session_id, updated_at) "
+                "SELECT 'live-' || n, now() FROM generate_series(1, 20000) AS n "
+                "UNION ALL SELECT 'old-' || n, now() - interval '2 days' "
+                "FROM generate_series(1, 3) AS n"
+            )
+            await conn.execute("ANALYZE taskforce_sessions")
+            plan = await conn.fetchval(
+                "EXPLAIN (FORMAT JSON) " + schema_module.EXPIRE_SESSIONS, 3600.0, 100
+            )
+        finally:
+            await conn.close()
+        assert "taskforce_sessions_updated_at" in str(plan)
+        assert "Seq Scan" not in str(plan)
+
     async def test_newer_schema_is_refused(self, postgres_dsn: str) -> None:
         """A database migrated by a newer taskforce stops this one with a clear error."""
         async with PostgresStateStore(postgres_dsn):

@@ -86,6 +86,7 @@ CREATE TABLE IF NOT EXISTS taskforce_mission_records (
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (session_id, seq)
 );
+CREATE INDEX IF NOT EXISTS taskforce_sessions_updated_at ON taskforce_sessions (updated_at);
 INSERT INTO taskforce_schema_version (version) VALUES (1) ON CONFLICT DO NOTHING;
 """
 
@@ -140,7 +141,8 @@ RETURNING records, size_bytes, octet_length(state) AS overhead
 DELETE_SESSION = "DELETE FROM taskforce_sessions WHERE session_id = $1"
 
 # At most $2 sessions not written for longer than $1 seconds, with their records (ON
-# DELETE CASCADE), in one statement. A row another transaction holds (an append, a
+# DELETE CASCADE), in one statement; found through the index on ``updated_at``, so a
+# sweep reads the expired rows, not the whole table. A row another transaction holds (an append, a
 # save, another replica's sweep) is skipped, not waited for: the next sweep takes it if
 # it is still expired then. One written since this statement began is not expired any
 # more when its lock is taken (READ COMMITTED looks at the row again), and stays.
