@@ -824,7 +824,8 @@ class TestNamesInTheDocs:
     def test_every_metric_named_is_in_the_catalog(self) -> None:
         """Every ``taskforce_*`` name on any page or the README is a catalog metric (a
         histogram's ``_bucket``/``_sum``/``_count`` too; ``taskforce_x_*`` a prefix of one)
-        or a table or index of the PostgreSQL store; a recording rule's ``job:taskforce_...`` aside."""
+        or a table or index of the PostgreSQL store; a recording rule's ``job:taskforce_...``
+        aside."""
         from taskforce.infrastructure.state._postgres_schema import CREATE_SCHEMA
         from taskforce.observability.metrics._catalog import CATALOG
 
