@@ -11,6 +11,8 @@ import pytest
 
 from taskforce.api.server import create_app
 from taskforce.config import Settings
+from taskforce.observability.logs._logging import configure_logging
+from tests.support.json_lines import JSONLines
 from tests.support.live_server import LiveServer, serve
 
 CALC_WRITE_MISSION = "\n".join(
@@ -34,6 +36,14 @@ async def fixture_client(server: LiveServer) -> AsyncIterator[httpx.AsyncClient]
     """An HTTP client for the live server."""
     async with httpx.AsyncClient(base_url=server.url, timeout=30.0) as client:
         yield client
+
+
+@pytest.fixture(name="lines")
+def fixture_lines() -> JSONLines:
+    """The JSON log lines of this test (logging is set up again for each test)."""
+    lines = JSONLines()
+    configure_logging(fmt="json", stream=lines)
+    return lines
 
 
 def parse_sse(text: str) -> list[tuple[str, dict[str, Any]]]:

@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import re
 import sys
-import threading
 import uuid
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
@@ -56,6 +54,7 @@ from taskforce.infrastructure.llm import ScriptedLLMProvider
 from taskforce.infrastructure.state import FileStateStore
 from taskforce.observability.logs._logging import configure_logging
 from tests.api.conftest import parse_sse
+from tests.support.json_lines import JSONLines
 from tests.support.live_server import LiveServer, serve
 from tests.support.odd_values import RaisingGet, Unrepresentable
 from tests.support.own_parts import TableTool, marker, raises, streamed
@@ -477,27 +476,6 @@ _COUNTERS = (
 # -- the surfaces: a served container, its JSON log lines, its scrape --
 
 
-class _Lines:
-    """Where the JSON log lines go: written from the server's thread, read by the test."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._text = io.StringIO()
-
-    def write(self, text: str) -> int:
-        with self._lock:
-            return self._text.write(text)
-
-    def flush(self) -> None:
-        """Nothing to flush: every line is kept as written."""
-
-    def read(self) -> list[dict[str, Any]]:
-        """Every line so far, decoded (each must be one JSON object)."""
-        with self._lock:
-            text = self._text.getvalue()
-        return [json.loads(line) for line in text.splitlines()]
-
-
 def _settings(root: Path, tool_timeout_seconds: float = _TOOL_TIMEOUT_SECONDS) -> Settings:
     return Settings(
         state_dir=root / "state",
@@ -524,14 +502,6 @@ def fixture_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSer
     with serve(create_app(container=container)) as live:
         yield live
     asyncio.run(container.aclose())
-
-
-@pytest.fixture(name="lines")
-def fixture_lines() -> _Lines:
-    """The JSON log lines of this test (logging is set up again for each test)."""
-    lines = _Lines()
-    configure_logging(fmt="json", stream=lines)
-    return lines
 
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -688,7 +658,7 @@ class TestOneOutcomeEverywhere:
     async def test_result_log_and_metrics_agree(
         self,
         served: LiveServer,
-        lines: _Lines,
+        lines: JSONLines,
         mission: str,
         prefix: str | None,
         flow: str,
@@ -710,7 +680,7 @@ Grown = Callable[..., Counter[str]]
 
 async def agree(
     url: str,
-    lines: _Lines,
+    lines: JSONLines,
     body: dict[str, Any],
     route: str,
     expected: str | None,
@@ -769,7 +739,7 @@ def fixture_patient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSe
     asyncio.run(container.aclose())
 
 
-async def _line_of(lines: _Lines, session: str, event: str) -> dict[str, Any]:
+async def _line_of(lines: JSONLines, session: str, event: str) -> dict[str, Any]:
     """Wait for the first ``event`` line of ``session``; the guard only stops a hang."""
     async with asyncio.timeout(_GUARD_SECONDS):
         while True:
@@ -780,7 +750,7 @@ async def _line_of(lines: _Lines, session: str, event: str) -> dict[str, Any]:
 
 
 async def _leave(
-    client: httpx.AsyncClient, route: str, body: dict[str, Any], lines: _Lines, at: str
+    client: httpx.AsyncClient, route: str, body: dict[str, Any], lines: JSONLines, at: str
 ) -> None:
     """Start the mission on ``route``; leave once its ``at`` line is logged."""
     if route == "stream":
@@ -813,7 +783,7 @@ class TestAClientThatLeaves:
     ) -> None:
         """Cancelled in the record, the log and the metrics; the call it was in has no
         outcome anywhere; a plain request that lost its client is a 499."""
-        lines = _Lines()
+        lines = JSONLines()
         configure_logging(fmt="json", stream=lines, level="debug")
         session = uuid.uuid4().hex
         body = {"mission": mission, "agent_type": flow, "session_id": session}
@@ -950,7 +920,7 @@ class TestTheCommandLine:
     @pytest.mark.parametrize("route", list(_ROUTES))
     @pytest.mark.parametrize("case", list(_CLI_CASES))
     async def test_run_agrees_with_itself_and_the_server(
-        self, served: LiveServer, lines: _Lines, tmp_path: Path, case: str, flow: str, route: str
+        self, served: LiveServer, lines: JSONLines, tmp_path: Path, case: str, flow: str, route: str
     ) -> None:
         """``taskforce run`` ends the mission as the server does; its exit code, result and
         log lines (with its ids) say the same of it and of each failed call."""

@@ -26,9 +26,9 @@ from taskforce.api.server import create_app
 from taskforce.application.container import Container, build_container
 from taskforce.config import Settings
 from taskforce.infrastructure.llm import OpenAICompatibleProvider
-from taskforce.observability.logs._logging import configure_logging
-from tests.api.test_agreement import _check_lines, _Lines, _of, agree, run_json
+from tests.api.test_agreement import _check_lines, _of, agree, run_json
 from tests.support.fake_openai import FakeOpenAIServer
+from tests.support.json_lines import JSONLines
 from tests.support.live_server import LiveServer, serve
 
 pytestmark = pytest.mark.integration
@@ -102,21 +102,13 @@ def fixture_endpoint(
             yield live, fake
 
 
-@pytest.fixture(name="lines")
-def fixture_lines() -> _Lines:
-    """The JSON log lines of this test (logging is set up again for each test)."""
-    lines = _Lines()
-    configure_logging(fmt="json", stream=lines)
-    return lines
-
-
 class TestAnEndpointThatFails:
     @pytest.mark.parametrize(("flow", "route"), list(_SESSION))
     @pytest.mark.parametrize("case", list(_CASES))
     async def test_result_record_log_and_metrics_agree(
         self,
         endpoint: tuple[LiveServer, FakeOpenAIServer],
-        lines: _Lines,
+        lines: JSONLines,
         case: str,
         flow: str,
         route: str,

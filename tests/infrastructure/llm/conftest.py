@@ -22,3 +22,9 @@ def fixture_fake(fake_server: tuple[FakeOpenAIServer, str]) -> FakeOpenAIServer:
     """The module's fake server, reset for this test."""
     fake_server[0].reset()
     return fake_server[0]
+
+
+@pytest.fixture(name="base_url")
+def fixture_base_url(fake_server: tuple[FakeOpenAIServer, str]) -> str:
+    """The module's fake server's base URL."""
+    return fake_server[1]

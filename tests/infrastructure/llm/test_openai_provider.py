@@ -45,11 +45,6 @@ _TOOLS: list[Any] = [
 ]
 
 
-@pytest.fixture(name="base_url")
-def fixture_base_url(fake_server: tuple[FakeOpenAIServer, str]) -> str:
-    return fake_server[1]
-
-
 @pytest.fixture(name="provider")
 async def fixture_provider(base_url: str) -> AsyncIterator[OpenAICompatibleProvider]:
     async with OpenAICompatibleProvider(

@@ -29,11 +29,6 @@ pytestmark = pytest.mark.integration
 _CAP = 0.05
 
 
-@pytest.fixture(name="base_url")
-def fixture_base_url(fake_server: tuple[FakeOpenAIServer, str]) -> str:
-    return fake_server[1]
-
-
 def _mission() -> list[Any]:
     return [{"role": "user", "content": MISSION_PREFIX + "hi"}]
 
