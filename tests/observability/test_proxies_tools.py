@@ -462,6 +462,24 @@ class TestToolRegistryProxy:
         assert ["a", "a"] == logged
         assert [("a", "none", *outcome)] == _calls(metrics)
 
+    async def test_tools_made_anew_share_one_cache_of_children(self, metrics: MetricSet) -> None:
+        """A registry that hands out a new tool object on every get, under a few names: the
+        children its proxies keep are one bounded cache, not one per tool object."""
+
+        class FreshTools(FakeRegistry):
+            def get(self, name: str) -> ToolProtocol:
+                return FakeTool(name)
+
+        proxy = ToolRegistryProxy(FreshTools(), metrics)
+        handed_out: list[Any] = []
+        for call in range(1500):
+            tool = proxy.get(f"t{call % 100}")
+            await tool.execute()
+            handed_out.append(tool)
+        caches = {id(t._self_families.bundles): t._self_families.bundles for t in handed_out}
+        assert 100 == sum(map(len, caches.values()))
+        assert 15 == samples(metrics, "taskforce_tool_calls_total")[("t7", "none", "success")]
+
     def test_list_tools_in_order(self, metrics: MetricSet) -> None:
         """list_tools returns proxies of every tool, in registration order."""
         proxy = ToolRegistryProxy(FakeRegistry(FakeTool("a"), FakeTool("b")), metrics)

@@ -430,6 +430,10 @@ class ToolRegistryProxy(ObservingProxy[_RegistryT]):
         proxy: ToolProxy[Any] = ToolProxy(
             tool, self._self_metrics, max_result_depth=self._self_families.max_depth
         )
+        # One cache of children for every tool it hands out, as they share their series:
+        # a registry whose tools are new objects each time keeps 1024 label sets, not
+        # 1024 per proxy.
+        proxy._self_families = self._self_families
         if len(self._self_tools) >= _MAX_CACHED_TOOLS:
             self._self_tools.clear()
             self._self_listed = ([], [])
