@@ -14,6 +14,7 @@ import pytest
 import structlog
 
 from taskforce.config import Settings
+from tests.support import source
 from tests.support.log_audit import EventAudit
 from tests.support.postgres import PostgresServer, running_postgres
 
@@ -52,6 +53,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     gc.collect()
     gc.freeze()
     gc.enable()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Free the syntax trees the source-scanning tests cached, before pytest's last collections."""
+    source.clear()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
