@@ -35,23 +35,33 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 
 _Dumper.add_representer(str, _str)
 
+# libyaml's safe loader where PyYAML was built with it (it reads the same documents as
+# yaml.safe_load, ten times faster); the pure-Python one otherwise.
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _rule_documents(rules_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """Return each ``*.yml`` file of ``rules_dir`` with a top-level ``groups``, parsed."""
+    found = []
+    for path in sorted(rules_dir.glob("*.yml")):
+        document = yaml.load(path.read_text(encoding="utf-8"), Loader=_LOADER)
+        if isinstance(document, dict) and "groups" in document:
+            found.append((path, document))
+    return found
+
 
 def rule_files(rules_dir: Path = RULES_DIR) -> list[Path]:
     """Return the rule files of ``rules_dir``: ``*.yml`` files with a top-level ``groups``."""
-    found = []
-    for path in sorted(rules_dir.glob("*.yml")):
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if isinstance(document, dict) and "groups" in document:
-            found.append(path)
-    return found
+    return [path for path, _ in _rule_documents(rules_dir)]
 
 
 def render(rules_dir: Path = RULES_DIR) -> str:
     """Return the text of the PrometheusRule holding every group of the rule files."""
-    files = rule_files(rules_dir)
+    documents = _rule_documents(rules_dir)
+    files = [path for path, _ in documents]
     groups: list[Any] = []
-    for path in files:
-        groups.extend(yaml.safe_load(path.read_text(encoding="utf-8"))["groups"])
+    for _, document in documents:
+        groups.extend(document["groups"])
     names = ", ".join(f"deploy/prometheus/{path.name}" for path in files)
     resource = {
         "apiVersion": "monitoring.coreos.com/v1",
