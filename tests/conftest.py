@@ -16,6 +16,7 @@ import structlog
 from taskforce.config import Settings
 from tests.support import source
 from tests.support.log_audit import EventAudit
+from tests.support.module_marks import deselects_module
 from tests.support.postgres import PostgresServer, running_postgres
 
 # A shell starts a background job (`bash .ci/run &`, a CI runner's step) with SIGINT
@@ -53,6 +54,22 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     gc.collect()
     gc.freeze()
     gc.enable()
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Leave out a test module whose every test ``-m`` deselects by its module-level marks.
+
+    ``-m "not integration and not slow"`` would deselect all of, say, tests/api/test_cli.py
+    (``pytestmark = pytest.mark.integration``) after importing it and building its items:
+    see tests/support/module_marks.py. Without ``-m``, and for a module named on the
+    command line, everything is collected as before.
+    """
+    markexpr = config.option.markexpr
+    if not markexpr or collection_path.suffix != ".py":
+        return None
+    if not collection_path.name.startswith("test_"):
+        return None
+    return True if deselects_module(collection_path, markexpr) else None
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
