@@ -163,6 +163,37 @@ class TestFileWriteAndRead:
         assert ("NotADirectory", "NotADirectory") == (written["error_type"], read["error_type"])
         assert read["error"] == written["error"]
 
+    @pytest.mark.parametrize("path", ["notes/", "notes/.", "deep/notes//"])
+    async def test_write_to_a_folder_path_makes_no_file(self, workspace: Path, path: str) -> None:
+        """A path ending in a slash names a folder: a write refuses it as a directory, as
+        open(2) does, instead of making a file of that name that later writes below fail on."""
+        result = await FileWriteTool(workspace).execute(path=path, content="x")
+        assert ("IsADirectory", f"path {quoted(path)} is a directory") == (
+            result["error_type"],
+            result["error"],
+        )
+        assert [] == list(workspace.rglob("notes"))
+
+    @pytest.mark.parametrize("path", ["f.txt/", "f.txt/."])
+    async def test_a_file_named_as_a_folder_is_not_a_directory(
+        self, workspace: Path, path: str
+    ) -> None:
+        """A file's name with a trailing slash is not a directory, for a read and a write,
+        and the file is left as it was."""
+        workspace.mkdir()
+        (workspace / "f.txt").write_text("old", encoding="utf-8")
+        written = await FileWriteTool(workspace).execute(path=path, content="new")
+        read = await FileReadTool(workspace).execute(path=path)
+        assert ("NotADirectory", "NotADirectory") == (written["error_type"], read["error_type"])
+        assert "old" == (workspace / "f.txt").read_text(encoding="utf-8")
+
+    async def test_folder_path_of_a_folder_still_lists(self, workspace: Path) -> None:
+        """``list_dir`` takes a folder with its trailing slash, and a missing file read with
+        one does not exist."""
+        (workspace / "sub").mkdir(parents=True)
+        assert (await ListDirTool(workspace).execute(path="sub/"))["success"] is True
+        assert "FileNotFound" == (await FileReadTool(workspace).execute(path="nope/"))["error_type"]
+
     async def test_binary_file_refused(self, workspace: Path) -> None:
         """A file that is not UTF-8 text is refused with a clear error."""
         workspace.mkdir()

@@ -118,12 +118,18 @@ class _WorkspaceTool(BaseTool):
         self.pool = pool if pool is not None else ToolThreadPool()
         self.max_file_bytes = max_file_bytes
 
+    #: whether the tool acts on a file (a path ending in ``/`` names none), and makes one
+    _wants_file = False
+    _makes_file = False
+
     async def _in_workspace(self, raw: str, action: Callable[[Location], Any]) -> ToolResult:
         root = self.workspace.current_root()
 
         def locate_and_act() -> Any:
             location = self.workspace.locate(raw, root)
             try:
+                if self._wants_file and raw.endswith(("/", "/.")):
+                    _refuse_folder_path(location, makes=self._makes_file)
                 return action(location)
             finally:
                 location.close()
@@ -169,6 +175,25 @@ def _unnameable(raw: str) -> str:
     except UnicodeEncodeError as exc:  # a lone surrogate, from a JSON escape
         return f"character {exc.start} is an unpaired surrogate, which no file name holds"
     return "it holds a character no file name holds"
+
+
+def _refuse_folder_path(location: Location, *, makes: bool) -> None:
+    """Refuse a path that ends in ``/``, which names a folder, where a file is needed.
+
+    Resolving the path drops the slash, so ``notes/`` would otherwise be read as the file
+    ``notes``, or written as one. As open(2) does: an existing file is ``NotADirectory``,
+    a missing name is a directory to a write (a read goes on to find it missing), and an
+    existing folder is left to the tool's own check.
+    """
+    try:
+        mode = None if location.missing else os.lstat(location.name, dir_fd=location.folder).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is None:
+        if makes:
+            raise IsADirectoryError(errno.EISDIR, "is a directory", location.name)
+    elif not stat.S_ISDIR(mode):
+        raise NotADirectoryError(errno.ENOTDIR, "not a directory", location.name)
 
 
 def _check_regular(mode: int) -> None:
@@ -237,6 +262,7 @@ class FileReadTool(_WorkspaceTool):
 
     name = "file_read"
     description = "Read a UTF-8 text file from the workspace and return its content."
+    _wants_file = True
     parameters_schema = {
         "type": "object",
         "properties": {
@@ -499,6 +525,8 @@ class FileWriteTool(_WorkspaceTool):
         "Write UTF-8 text to a file in the workspace, creating parent directories; "
         "returns the number of bytes written."
     )
+    _wants_file = True
+    _makes_file = True
     parameters_schema = {
         "type": "object",
         "properties": {
