@@ -424,6 +424,27 @@ class TestDirectories:
             check_directories(load_settings(config), config)
         assert f"TASKFORCE_METRICS, metrics.targets_file={str(tmp_path)!r}" == info.value.source
 
+    @pytest.mark.parametrize("below", ["state", "a/b/state"])
+    def test_a_state_dir_inside_the_workspace(self, tmp_path: Path, below: str) -> None:
+        """A state_dir inside workspace_dir is refused, with nothing made: the session whose
+        workspace folder it is could read and rewrite every session's records there."""
+        workspace = tmp_path / "data"
+        settings = Settings(state_dir=workspace / below, workspace_dir=workspace)
+        with pytest.raises(ConfigurationError, match="inside workspace_dir") as info:
+            check_directories(settings)
+        assert "state_dir" == info.value.setting
+        assert [] == list(tmp_path.iterdir())
+
+    def test_a_state_dir_reached_through_a_symlink_into_the_workspace(self, tmp_path: Path) -> None:
+        """The paths are compared as they resolve, so a symlink to inside is refused too;
+        a state_dir beside the workspace, as the defaults have it, is taken."""
+        (tmp_path / "data" / "inner").mkdir(parents=True)
+        (tmp_path / "link").symlink_to(tmp_path / "data" / "inner")
+        linked = Settings(state_dir=tmp_path / "link", workspace_dir=tmp_path / "data")
+        with pytest.raises(ConfigurationError, match="inside workspace_dir"):
+            check_directories(linked)
+        check_directories(Settings(state_dir=tmp_path / "s", workspace_dir=tmp_path / "w"))
+
     def test_a_directory_that_cannot_be_made(self, tmp_path: Path) -> None:
         """A directory below a file cannot be made: refused at start-up, not at the first write."""
         (tmp_path / "file").write_text("x", encoding="utf-8")

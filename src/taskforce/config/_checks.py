@@ -91,7 +91,10 @@ def check_directories(
     in_file = {name for name in names if name in settings.model_fields_set}
     if "targets_file" in settings.metrics.model_fields_set:
         in_file.add("metrics.targets_file")
-    _prepare(directories, settings.metrics.targets_file, _Where(config_file, in_file))
+    where = _Where(config_file, in_file)
+    if "state_dir" in names:
+        _check_state_outside_workspace(settings.state_dir, settings.workspace_dir, where)
+    _prepare(directories, settings.metrics.targets_file, where)
 
 
 def check_targets_file(path: Path) -> None:
@@ -168,6 +171,26 @@ def given_in(
     section, _, key = name.rpartition(".")
     part: BaseModel = getattr(settings, section) if section else settings
     return _Where(config_file, {name} if key in part.model_fields_set else set()).given_in(name)
+
+
+def _check_state_outside_workspace(state_dir: Path, workspace_dir: Path, where: _Where) -> None:
+    """Refuse a ``state_dir`` inside ``workspace_dir`` (as the paths resolve).
+
+    Each session's file tools work in a folder of the workspace named after it, so the
+    session whose folder holds the state could read and rewrite every session's records.
+    """
+    try:
+        state, workspace = state_dir.resolve(), workspace_dir.resolve()
+    except (OSError, RuntimeError, ValueError):  # a loop, a NUL byte: _prepare names it
+        return
+    if state != workspace and state.is_relative_to(workspace):
+        raise ConfigurationError(
+            "state_dir",
+            f"is inside workspace_dir ({str(workspace_dir)!r}), where a session's file tools "
+            "could read and rewrite every session's state; give it a directory beside the "
+            "workspace",
+            source=where.source("state_dir", state_dir),
+        )
 
 
 def _prepare(directories: list[tuple[str, Path]], targets_file: Path | None, where: _Where) -> None:
