@@ -11,12 +11,14 @@ says. Imports nothing of the project, so every layer may use it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["write_all", "write_atomically"]
+__all__ = ["remove_left_behind", "write_all", "write_atomically"]
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -83,3 +85,33 @@ def write_atomically(
         with contextlib.suppress(OSError):
             os.unlink(temporary, dir_fd=dir_fd)
         raise
+
+
+def remove_left_behind(name: str | Path, *, dir_fd: int | None = None, fresh: float = 0.0) -> int:
+    """Remove the temp file ``name`` a write left behind (a crash between its write and its
+    rename), unless a live write still holds it; return its bytes (``-1``: left).
+
+    Only a regular file is removed: anything else of that name (a FIFO, a socket) is left,
+    and never opened in a way that waits. A writer holds its temp file locked
+    (``flock``, through ``prepare``) while it writes, and such a file is left too.
+
+    Args:
+        name: The temp file, relative to ``dir_fd`` when given.
+        dir_fd: A descriptor of the folder it is in.
+        fresh: A modification time (``time.time()``) after which the file is left: a
+            writer that locks its file only after making it may not hold it yet.
+
+    Raises:
+        OSError: It cannot be opened, read, locked (a live write holds it) or removed.
+    """
+    # O_NONBLOCK: a FIFO of that name must not hold start-up until a writer opens it
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    try:
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode) or (fresh and found.st_mtime > fresh):
+            return -1  # no temp file of ours, or one a write has only just made
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a live write holds it
+        os.unlink(name, dir_fd=dir_fd)
+    finally:
+        os.close(fd)
+    return found.st_size

@@ -209,17 +209,9 @@ def remove_temp_files(directory: Path) -> tuple[int, int]:
         ):
             if not held:
                 continue
-            # O_NONBLOCK: a FIFO of that name must not hold start-up until a writer opens it
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            try:
-                found = os.fstat(fd)
-                if not stat.S_ISREG(found.st_mode):
-                    continue  # no temp file of ours: left as it is, as any other name
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a live writer holds it
-                length = found.st_size
-                os.unlink(path)
-            finally:
-                os.close(fd)
+            length = _atomic_write.remove_left_behind(path)
+            if length < 0:
+                continue  # no temp file of ours: left as it is, as any other name
             removed += 1
             size += length
     return removed, size

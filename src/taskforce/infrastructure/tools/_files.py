@@ -31,7 +31,7 @@ from typing import Any
 
 import structlog
 
-from taskforce._atomic_write import write_all, write_atomically
+from taskforce._atomic_write import remove_left_behind, write_all, write_atomically
 from taskforce.core.interfaces.log import quoted, text_fields
 from taskforce.core.interfaces.tools import ToolResult
 from taskforce.infrastructure.tools._base import (
@@ -353,17 +353,10 @@ def _remove_leftovers(root: Path) -> tuple[int, int]:
         if _TEMPORARY_FILE.fullmatch(entry.name) is None:
             continue
         with contextlib.suppress(OSError):
-            fd = os.open(entry.name, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK, dir_fd=folder)
-            try:
-                found = os.fstat(fd)
-                if not stat.S_ISREG(found.st_mode) or found.st_mtime > fresh:
-                    continue  # no temp file of ours, or one a write has only just made
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a live write holds it
-                os.unlink(entry.name, dir_fd=folder)
-            finally:
-                os.close(fd)
-            removed += 1
-            size += found.st_size
+            length = remove_left_behind(entry.name, dir_fd=folder, fresh=fresh)
+            if length >= 0:
+                removed += 1
+                size += length
     return removed, size
 
 
