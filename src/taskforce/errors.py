@@ -22,7 +22,7 @@ The hierarchy::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 __all__ = [
@@ -40,7 +40,13 @@ __all__ = [
     "ToolNotFoundError",
     "ToolTimeoutError",
     "UnknownSettingError",
+    "setting_variable",
 ]
+
+
+def setting_variable(name: str) -> str:
+    """The environment variable of setting ``name``: ``state.dsn`` is ``TASKFORCE_STATE__DSN``."""
+    return f"TASKFORCE_{name.replace('.', '__')}".upper()
 
 
 class TaskforceError(Exception):
@@ -155,8 +161,12 @@ class StateStoreError(TaskforceError):
         self.detail = detail
         super().__init__(message)
 
-    def start_up_line(self) -> str:
-        """The line of a start-up this error stops, after ``taskforce: ``: where, then why."""
+    def start_up_line(self, given_in: Callable[[str], str] = setting_variable) -> str:
+        """The line of a start-up this error stops, after ``taskforce: ``: where, then why.
+
+        ``given_in`` names where a setting was given (its variable, its section's JSON
+        variable, or ``in FILE``), for a line that names the setting to check.
+        """
         return f"state: {self}"
 
 
@@ -175,21 +185,30 @@ class StateStoreUnavailableError(StateStoreError):
     """The state store's database cannot be reached (at start-up or during a mission), or
     the file store's lock files cannot be used (at start-up).
 
-    ``variable`` names the environment variable to check instead of ``state.dsn``: one
-    the driver read a refused value from (a libpq one, e.g. ``PGSSLMODE``), or
-    ``TASKFORCE_STATE_DIR`` for the file store; the message then names it. None when the
-    connection string (``state.dsn``) or the database is what to check.
+    ``setting`` is the setting to check: ``state.dsn`` (the connection string, or the
+    database), or ``state_dir`` for the file store. ``variable`` names the environment
+    variable to check instead: one the driver read a refused value from (a libpq one,
+    e.g. ``PGSSLMODE``); the message then names it.
     """
 
-    def __init__(self, message: str, *, detail: str = "", variable: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        detail: str = "",
+        variable: str | None = None,
+        setting: str = "state.dsn",
+    ) -> None:
         self.variable = variable
+        self.setting = setting
         super().__init__(message, detail=detail)
 
-    def start_up_line(self) -> str:
+    def start_up_line(self, given_in: Callable[[str], str] = setting_variable) -> str:
         """The line of a start-up this error stops, after ``taskforce: ``: the setting to
-        check (``state.dsn``, unless the message names ``variable``, such as the libpq
-        variable the driver refused), then why; never the connection string."""
-        where = "" if self.variable else "state.dsn (TASKFORCE_STATE__DSN): "
+        check and where it was given (``state.dsn (TASKFORCE_STATE__DSN)``, ``state_dir
+        (in app.toml)``), unless the message names ``variable``, such as the libpq
+        variable the driver refused; then why; never the connection string."""
+        where = "" if self.variable else f"{self.setting} ({given_in(self.setting)}): "
         return f"{where}{self}"
 
 

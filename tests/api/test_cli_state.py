@@ -51,6 +51,34 @@ class TestStartUp:
         assert "hunter2-secret" not in proc.stderr + proc.stdout
         assert dsn not in proc.stderr + proc.stdout
 
+    @pytest.mark.parametrize("given_in", ["file", "section"])
+    def test_an_unreachable_dsn_not_from_its_variable_is_named_where_it_was_given(
+        self, tmp_path: Path, given_in: str
+    ) -> None:
+        """state.dsn from the config file or TASKFORCE_STATE's JSON: the line names that
+        source, not TASKFORCE_STATE__DSN, which nobody set; the DSN is still never shown."""
+        pytest.importorskip("asyncpg")
+        state = {
+            "backend": "postgres",
+            "dsn": f"postgresql://app:hunter2-secret@127.0.0.1:{_closed_port()}/nodb",
+            "timeout_seconds": 5,
+        }
+        env, args = _env(tmp_path), []
+        config = tmp_path / "app.toml"
+        if given_in == "section":
+            env["TASKFORCE_STATE"] = json.dumps(state)
+        else:
+            table = "".join(f"{key} = {json.dumps(value)}\n" for key, value in state.items())
+            config.write_text(f"[state]\n{table}", encoding="utf-8")
+            args = ["--config", str(config)]
+        proc = _taskforce("run", "hello", *args, env=env, cwd=tmp_path)
+        assert 2 == proc.returncode
+        where = f"in {config}" if given_in == "file" else "TASKFORCE_STATE"
+        assert [f"taskforce: state.dsn ({where}): cannot reach the state database"] == [
+            line.partition(": ConnectionRefusedError")[0] for line in proc.stderr.splitlines()
+        ]
+        assert "hunter2-secret" not in proc.stderr + proc.stdout
+
     @pytest.mark.parametrize("sent", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
     def test_a_stop_signal_during_the_database_check_stops_serve_cleanly(
         self, tmp_path: Path, sent: signal.Signals
@@ -270,19 +298,30 @@ class TestCrashLeftovers:
 
 
 class TestLockFiles:
-    @pytest.mark.parametrize("command", [["serve", "--port", "0"], ["run", "hello"]])
+    @pytest.mark.parametrize(
+        ("command", "given_in"),
+        [(["serve", "--port", "0"], "variable"), (["run", "hello"], "variable"),
+         (["run", "hello"], "file")],
+    )  # fmt: skip
     def test_a_lock_folder_it_cannot_use_exits_2_naming_the_setting(
-        self, tmp_path: Path, command: list[str]
+        self, tmp_path: Path, command: list[str], given_in: str
     ) -> None:
         """A state_dir whose ``.locks`` is no directory (every write of a session takes a
-        lock file in it): exit 2 with one line naming TASKFORCE_STATE_DIR, before serving."""
+        lock file in it): exit 2 with one line naming state_dir and where it was given
+        (TASKFORCE_STATE_DIR, or the config file), before serving."""
         state = tmp_path / "state"
         state.mkdir()
         (state / ".locks").write_text("")
-        proc = _taskforce(*command, env=_env(tmp_path), cwd=tmp_path)
+        env, where = _env(tmp_path), "TASKFORCE_STATE_DIR"
+        if given_in == "file":
+            config = tmp_path / "app.toml"
+            config.write_text(f"state_dir = {json.dumps(str(state))}\n", encoding="utf-8")
+            del env["TASKFORCE_STATE_DIR"]
+            command, where = [*command, "--config", str(config)], f"in {config}"
+        proc = _taskforce(*command, env=env, cwd=tmp_path)
         assert 2 == proc.returncode
         assert [
-            "taskforce: cannot use state_dir (TASKFORCE_STATE_DIR): "
+            f"taskforce: state_dir ({where}): cannot use the state directory: "
             "NotADirectoryError: state_dir/.locks is not a directory"
         ] == [line for line in proc.stderr.splitlines() if not line.startswith("{")]
         assert "server.started" not in proc.stderr

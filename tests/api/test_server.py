@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 
 from taskforce.api._listener import WorkerSlot
 from taskforce.api.server import create_app
-from taskforce.config import Settings
+from taskforce.config import Settings, load_settings
 from taskforce.errors import ConfigurationError, StateStoreUnavailableError
 from taskforce.infrastructure.tools import session_folder_name
 from tests.api.conftest import CALC_WRITE_MISSION, parse_sse
@@ -353,10 +353,32 @@ class TestUnreachableStateDatabase:
         unavailable = [log for log in logs if log["event"] == "state.unavailable"]
         assert restarted == bool(unavailable)
         if refusal is not None:
-            assert refusal.start_up_line().startswith(
-                "cannot use state_dir (TASKFORCE_STATE_DIR): NotADirectoryError"
-            )
+            assert [
+                "taskforce: state_dir (TASKFORCE_STATE_DIR): cannot use the state directory: "
+                "NotADirectoryError: state_dir/.locks is not a directory"
+            ] == refusal.__notes__
         assert restarted == (refusal is None)
+
+    async def test_a_refusal_names_the_config_file_that_gave_the_setting(
+        self, tmp_path: Path
+    ) -> None:
+        """Settings read from a config file (as a worker of taskforce serve --config gets
+        them, forked without TASKFORCE_CONFIG): the line a refused start ends with names
+        that file for the state_dir it gave, not TASKFORCE_STATE_DIR, which nobody set."""
+        (tmp_path / "state").mkdir()
+        (tmp_path / "state" / ".locks").write_text("")
+        config = tmp_path / "app.toml"
+        config.write_text(
+            f"state_dir = {json.dumps(str(tmp_path / 'state'))}\n"
+            f"workspace_dir = {json.dumps(str(tmp_path / 'workspace'))}\n",
+            encoding="utf-8",
+        )
+        _, refusal = await _start_worker(load_settings(config), restarted=False)
+        assert refusal is not None
+        assert [
+            f"taskforce: state_dir (in {config}): cannot use the state directory: "
+            "NotADirectoryError: state_dir/.locks is not a directory"
+        ] == refusal.__notes__
 
     @pytest.mark.integration
     @pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])

@@ -602,7 +602,7 @@ def _command(args: argparse.Namespace, received: list[signal.Signals] | None = N
     import asyncio
 
     from taskforce.api._logs import configure_from_settings
-    from taskforce.config import load_settings
+    from taskforce.config import given_in, load_settings
 
     is_quiet_run = args.command == "run" and not args.verbose
     run = _Run()
@@ -633,7 +633,7 @@ def _command(args: argparse.Namespace, received: list[signal.Signals] | None = N
         # A database that cannot be reached (state.dsn named), or a store that opened but
         # cannot be used (a schema newer than this code knows): a start-up failure, one
         # line; the message names no path and no DSN.
-        _complain(f"taskforce: {exc.start_up_line()}")
+        _complain(f"taskforce: {exc.start_up_line(functools.partial(given_in, settings))}")
         return 2
     except _OutputFailed as exc:
         # Only `run` prints: its reader went away (`taskforce run ... | head -n 1`), or

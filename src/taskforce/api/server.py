@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import structlog
@@ -23,7 +24,7 @@ from taskforce.api._redirects import relative_slash_redirects
 from taskforce.api._routes import MISSION_ROUTES, SESSION_READ_ROUTES, mission_router
 from taskforce.application.container import Container, build_container
 from taskforce.application.sweep import SessionSweeper
-from taskforce.config import Settings, load_settings
+from taskforce.config import Settings, given_in, load_settings
 from taskforce.errors import StateStoreError, StateStoreUnavailableError
 
 __all__ = ["create_app"]
@@ -83,7 +84,8 @@ def create_app(
             if worker is None or not worker.restarted or not is_unavailable:
                 # The traceback a server logs (uvicorn --factory, gunicorn) ends with the
                 # line taskforce serve prints: the setting to check, never the DSN.
-                exc.add_note(f"taskforce: {exc.start_up_line()}")
+                line = exc.start_up_line(partial(given_in, ctr.settings))
+                exc.add_note(f"taskforce: {line}")
                 raise
             _LOG.warning("state.unavailable", category="state", error=str(exc))
         await metrics_serving.start()

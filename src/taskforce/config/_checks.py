@@ -161,6 +161,7 @@ def given_in(
         settings: The loaded settings.
         name: The setting, ``section.key`` (``metrics.port``).
         config_file: The TOML file they were read from (``--config``); by default
+            the one :func:`~taskforce.config.load_settings` read them from, else
             ``TASKFORCE_CONFIG``'s.
 
     Returns:
@@ -170,6 +171,8 @@ def given_in(
     """
     section, _, key = name.rpartition(".")
     part: BaseModel = getattr(settings, section) if section else settings
+    if config_file is None:
+        config_file = settings._config_file
     return _Where(config_file, {name} if key in part.model_fields_set else set()).given_in(name)
 
 

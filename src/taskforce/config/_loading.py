@@ -52,7 +52,9 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
             raise ConfigurationError("config", "the file does not exist", source=where)
         if path and not Path(path).is_file():
             raise ConfigurationError("config", "it is not a file", source=where)
-        return Settings(**overrides)
+        settings = Settings(**overrides)
+        settings._config_file = path or None
+        return settings
     except ValidationError as exc:
         raise configuration_error(exc, os.environ, path) from exc
     except (OSError, ValueError) as exc:  # unreadable or malformed TOML, a section's bad JSON

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     state: StateSettings = StateSettings()
     state_dir: Path = Path(".taskforce/state")
     workspace_dir: Path = Path(".taskforce/workspace")
+    # the TOML file these were read from (set by load_settings), which a start-up error
+    # names for a setting it gave, in a worker too (forked without TASKFORCE_CONFIG)
+    _config_file: str | None = PrivateAttr(default=None)
 
     _directory_named = field_validator("state_dir", "workspace_dir", mode="before")(
         refuse_blank("must name a directory, not be empty")

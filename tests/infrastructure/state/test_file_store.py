@@ -720,7 +720,8 @@ class TestCheckHealth:
         assert StateStoreHealth(is_reachable=False, error=error) == await store.check_health()
         with pytest.raises(StateStoreError) as info:
             await store.open()
-        assert f"cannot use state_dir (TASKFORCE_STATE_DIR): {error}" == str(info.value)
+        assert f"cannot use the state directory: {error}" == str(info.value)
+        assert "state_dir" == getattr(info.value, "setting", None)
         await store.aclose()
 
     async def test_checks_on_the_stores_own_threads(

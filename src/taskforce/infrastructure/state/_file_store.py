@@ -195,9 +195,9 @@ class FileStateStore:
         reason = await self._run(unusable_locks, self.state_dir)
         if reason is not None:
             raise StateStoreUnavailableError(
-                f"cannot use state_dir (TASKFORCE_STATE_DIR): {reason}",
+                f"cannot use the state directory: {reason}",
                 detail=f"in {self.state_dir}",
-                variable="TASKFORCE_STATE_DIR",
+                setting="state_dir",
             )
 
     async def aclose(self) -> None:
