@@ -753,3 +753,29 @@ def test_metrics_port_on_the_servers_own_port_stops_the_start_naming_it(
         if server != "uvicorn --workers 2":  # which starts its workers again and again
             assert 0 != child.process.wait(timeout=60)
     assert f"the API port {port} is also" in child.stderr()
+
+
+def test_under_uvicorn_the_metrics_port_errors_name_where_it_was_given(tmp_path: Path) -> None:
+    """metrics.port (and metrics.host) from TASKFORCE_CONFIG's file or TASKFORCE_METRICS's
+    JSON under uvicorn --factory: the refusal of the API's own port and the bind error
+    name that source. Before, both named TASKFORCE_METRICS__PORT (and __HOST), which
+    nobody set."""
+    port = free_ports(2)
+    config = tmp_path / "app.toml"
+    config.write_text(f"[metrics]\nport = {port}\n", encoding="utf-8")
+    command = [sys.executable, "-m", "uvicorn", "--factory", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "taskforce.api.server:create_app"]
+    env = clean_env(tmp_path, TASKFORCE_CONFIG=str(config))
+    proc = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, timeout=60)
+    assert 0 != proc.returncode
+    refusal = f"invalid setting 'metrics.port' (in {config}: '{port}'): the API port {port} is"
+    assert refusal in proc.stderr.decode()
+    env = clean_env(tmp_path, TASKFORCE_METRICS=json.dumps({"port": port + 1, "host": "127.0.0.1"}))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port + 1))
+        taken.listen()
+        proc = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, timeout=60)
+    assert 0 != proc.returncode
+    reason = f"cannot listen on 127.0.0.1:{port + 1} for metrics (TASKFORCE_METRICS): address"
+    assert reason in proc.stderr.decode().replace('\\"', '"')
+    assert "TASKFORCE_METRICS__" not in proc.stderr.decode()

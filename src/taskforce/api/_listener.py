@@ -196,21 +196,21 @@ def socket_url(sock: socket.socket) -> str:
     return f"http://{_at(host, port)}"
 
 
-def bind_first_free(host: str, port: int) -> socket.socket:
+def bind_first_free(host: str, port: int, *, what: str = METRICS_LISTENER) -> socket.socket:
     """Bind ``port`` or, when it is taken, the next free port above it.
+
+    ``what``: the listener, named in the error as for :func:`bind_socket`.
 
     Raises:
         StartupError: no port from ``port`` to 65535 can be bound.
     """
     for candidate in range(port, 65536):
         try:
-            return bind_socket(host, candidate, what=METRICS_LISTENER)
+            return bind_socket(host, candidate, what=what)
         except StartupError as exc:
             if not isinstance(exc.__cause__, OSError) or exc.__cause__.errno != errno.EADDRINUSE:
                 raise
-    raise StartupError(
-        f"cannot listen on {_at(host, port)} for {METRICS_LISTENER}: no free port above it"
-    )
+    raise StartupError(f"cannot listen on {_at(host, port)} for {what}: no free port above it")
 
 
 class MetricsListener:

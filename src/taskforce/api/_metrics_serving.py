@@ -31,12 +31,12 @@ from taskforce.api._foreign import (
     own_uvicorn_port,
 )
 from taskforce.api._listener import (
-    METRICS_LISTENER,
     MetricsListener,
     WorkerSlot,
     api_port_clash,
     bind_first_free,
     bind_socket,
+    metrics_listener,
 )
 from taskforce.api._redirects import relative_slash_redirects
 from taskforce.api._targets import (
@@ -45,7 +45,7 @@ from taskforce.api._targets import (
     service_name,
     unregister_target,
 )
-from taskforce.config import Settings, check_targets_file
+from taskforce.config import Settings, check_targets_file, given_as, given_in
 from taskforce.errors import ConfigurationError
 from taskforce.observability import (
     HTTPMetricsMiddleware,
@@ -87,6 +87,8 @@ class MetricsServing:
                 port the server serves the API on.
         """
         self._settings = settings.metrics
+        # what start-up errors name as where metrics.port and metrics.host were given
+        self._all_settings = settings
         self._read_timeout = settings.api.read_timeout_seconds
         self._max_header_bytes = settings.api.max_header_bytes
         self._max_connections = settings.api.max_connections
@@ -154,12 +156,16 @@ class MetricsServing:
         port = self._settings.port
         assert port is not None  # a listener app exists only with a port
         host = self._settings.host or self._default_host()
+        what = metrics_listener(
+            host_from=given_in(self._all_settings, "metrics.host"),
+            port_from=given_in(self._all_settings, "metrics.port"),
+        )
         if self._worker is not None and self._worker.metrics_socket is not None:
             sock = self._worker.metrics_socket
         elif self._foreign is not None and self._foreign.is_multiprocess:
-            sock = bind_first_free(host, port)
+            sock = bind_first_free(host, port, what=what)
         else:
-            sock = bind_socket(host, port, what=METRICS_LISTENER)
+            sock = bind_socket(host, port, what=what)
         self._listener = MetricsListener(
             self._listener_app,
             sock,
@@ -216,7 +222,7 @@ class MetricsServing:
         clash = api_port_clash((api_host, api_port), (host, port), workers)
         if clash is not None:
             raise ConfigurationError(
-                "metrics.port", clash, source=f"TASKFORCE_METRICS__PORT='{port}'"
+                "metrics.port", clash, source=given_as(self._all_settings, "metrics.port")
             )
 
     def _api_address(self) -> tuple[str | None, int | None, int]:

@@ -16,7 +16,7 @@ The modules, each with one job:
 - ``_messages``: the start-up error messages;
 - ``_loading``: :func:`load_settings`;
 - ``_checks``: :func:`check_directories`, :func:`check_targets_file`,
-  :func:`given_in` and :func:`ignored_settings`.
+  :func:`given_in`, :func:`given_as` and :func:`ignored_settings`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from __future__ import annotations
 from taskforce.config._checks import (
     check_directories,
     check_targets_file,
+    given_as,
     given_in,
     ignored_settings,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "check_directories",
     "check_targets_file",
     "dsn_secrets",
+    "given_as",
     "given_in",
     "ignored_settings",
     "load_settings",

@@ -123,12 +123,12 @@ class _Where:
         self.config_file = os.fspath(config_file) if config_file else None
         self.given = given  # the settings given by some source, not defaulted
 
-    def source(self, name: str, path: Path) -> str:
-        """``VARIABLE='path'``, the section's JSON variable, or ``in FILE: 'path'``.
+    def source(self, name: str, value: object) -> str:
+        """``VARIABLE='value'``, the section's JSON variable, or ``in FILE: 'value'``.
 
-        A path nobody gave (a default) names the variable that would set it.
+        A value nobody gave (a default) names the variable that would set it.
         """
-        where, shown = self.given_in(name), repr(str(path))
+        where, shown = self.given_in(name), repr(str(value))
         if where.startswith("in "):
             return f"{where}: {shown}"
         if where == f"{ENV_PREFIX}{name.rpartition('.')[0]}".upper():
@@ -169,11 +169,34 @@ def given_in(
         (``TASKFORCE_METRICS``) or ``in FILE``; for a setting nobody gave, the
         variable that would set it.
     """
+    return _where(settings, name, config_file).given_in(name)
+
+
+def given_as(
+    settings: Settings, name: str, config_file: str | os.PathLike[str] | None = None
+) -> str:
+    """Where a setting was given, with its value, as a refusal names them (its ``source``).
+
+    Args:
+        settings: The loaded settings.
+        name: The setting, ``section.key`` (``metrics.port``).
+        config_file: As for :func:`given_in`.
+
+    Returns:
+        ``TASKFORCE_METRICS__PORT='9100'``, ``TASKFORCE_METRICS, metrics.port='9100'``
+        or ``in FILE: '9100'``; for a setting nobody gave, its variable and value.
+    """
+    section, _, key = name.rpartition(".")
+    value = getattr(getattr(settings, section) if section else settings, key)
+    return _where(settings, name, config_file).source(name, value)
+
+
+def _where(settings: Settings, name: str, config_file: str | os.PathLike[str] | None) -> _Where:
     section, _, key = name.rpartition(".")
     part: BaseModel = getattr(settings, section) if section else settings
     if config_file is None:
         config_file = settings._config_file
-    return _Where(config_file, {name} if key in part.model_fields_set else set()).given_in(name)
+    return _Where(config_file, {name} if key in part.model_fields_set else set())
 
 
 def _check_state_outside_workspace(state_dir: Path, workspace_dir: Path, where: _Where) -> None:
