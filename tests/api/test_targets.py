@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from taskforce.api._targets import (
     SERVICE_LABEL,
@@ -45,6 +46,41 @@ class TestReplaceOwnTargets:
         replace_own_targets(path, _OWN, {})
         assert [] == _read(path)
         assert {"targets.json", "targets.json.lock"} == {p.name for p in tmp_path.iterdir()}
+
+    @pytest.mark.parametrize("write", ["serve", "foreign worker"])
+    def test_a_crashs_new_file_is_removed_and_logged_and_no_other(
+        self, tmp_path: Path, write: str
+    ) -> None:
+        """A new file of the targets file's that a crash left (between its write and its
+        rename) is removed by the first write, as taskforce serve and a worker of uvicorn
+        or gunicorn make at start-up, and logged; other files' and other names are kept,
+        and so is anything of its name that is no regular file."""
+        path = tmp_path / "targets.json"
+        leftover = tmp_path / ".targets.json.0123456789abcdef.tmp"
+        leftover.write_text("[{half a fi", encoding="utf-8")
+        kept = {
+            ".other.json.0123456789abcdef.tmp",  # another targets file's
+            ".targets.json.backup.tmp",  # not a name the writes give
+            "targets.json.0123456789abcdef.tmp",
+            ".targets.json.0123456789ABCDEF.tmp",
+        }
+        for name in kept:
+            (tmp_path / name).write_text("x", encoding="utf-8")
+        fifo = ".targets.json.fedcba9876543210.tmp"
+        os.mkfifo(tmp_path / fifo)
+        with capture_logs() as logs:
+            if write == "serve":
+                replace_own_targets(path, _OWN, {"0": ("127.0.0.1", 9100)})
+            else:
+                register_target(path, "127.0.0.1", 9100, "0")
+        assert {"targets.json", "targets.json.lock", fifo, *kept} == {
+            p.name for p in tmp_path.iterdir()
+        }
+        assert [("metrics.targets.tempfiles.removed", "warning", 1, 11)] == [
+            (log["event"], log["log_level"], log["files"], log["bytes"])
+            for log in logs
+            if "tempfiles" in log["event"]
+        ]
 
     def test_readable_by_all_whatever_the_umask(self, tmp_path: Path) -> None:
         """Prometheus often runs as another user: the file is 0o644 even under umask 077."""

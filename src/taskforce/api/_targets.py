@@ -7,7 +7,8 @@ worker of uvicorn or gunicorn its one entry, the supervisor of ``taskforce serve
 its workers', each marked with the service that listed it (:data:`SERVICE_LABEL`).
 Several services (replicas on one machine) can share one file. Whatever else is in
 the file (a group written by hand, of any shape) is kept as it is; a file that is
-not a JSON list at all is not written over.
+not a JSON list at all is not written over. A new file a crash left beside it (between
+its write and its rename) is removed by the next write, under the lock.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import socket
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -23,7 +25,7 @@ from typing import Any
 
 import structlog
 
-from taskforce._atomic_write import write_atomically
+from taskforce._atomic_write import remove_left_behind, write_atomically
 from taskforce.api._listener import bound_socket
 
 __all__ = [
@@ -115,17 +117,56 @@ def _readable_by_all(fd: int) -> None:
     os.fchmod(fd, 0o644)  # whatever the umask: Prometheus often runs as another user
 
 
+def _temp_prefix(path: Path) -> str:
+    """The start of the name of a new file :func:`_replace` writes beside ``path``."""
+    return f".{path.name}."
+
+
 def _replace(path: Path, groups: list[dict[str, Any]]) -> None:
     data = (json.dumps(groups, indent=2) + "\n").encode("utf-8")
-    write_atomically(path, data, prefix=f".{path.name}.", prepare=_readable_by_all)
+    write_atomically(path, data, prefix=_temp_prefix(path), prepare=_readable_by_all)
+
+
+def _remove_left_behind(path: Path) -> None:
+    """Remove the new files of ``path`` a crash left beside it (killed between a write and
+    its rename); log how many (``metrics.targets.tempfiles.removed``).
+
+    Called under the file's lock, which every write holds: no such file is a live write's.
+    Only the names :func:`_replace` gives (``.targets.json.<16 hex digits>.tmp``) are
+    looked at: another file's, or any other, is left, as is anything of such a name that
+    is no regular file (never opened in a way that waits).
+    """
+    own = re.compile(re.escape(_temp_prefix(path)) + r"[0-9a-f]{16}\.tmp")
+    removed = size = 0
+    with contextlib.suppress(OSError):  # a folder that cannot be listed: the write says so
+        for name in os.listdir(path.parent):
+            if own.fullmatch(name) is None:
+                continue
+            with contextlib.suppress(OSError):
+                length = remove_left_behind(path.parent / name)
+                if length >= 0:
+                    removed += 1
+                    size += length
+    if removed:
+        _LOG.warning(
+            "metrics.targets.tempfiles.removed",
+            category="lifecycle",
+            setting="metrics.targets_file",
+            files=removed,
+            bytes=size,
+        )
 
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[list[dict[str, Any]]]:
-    """Hold the file's lock; yield its groups (empty if absent or unreadable) to edit in place."""
+    """Hold the file's lock; yield its groups (empty if absent or unreadable) to edit in place.
+
+    The new files a crash left beside it are removed first (see :func:`_remove_left_behind`).
+    """
     with open(path.with_name(path.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
+            _remove_left_behind(path)
             groups = _read(path)
             yield groups
             _replace(path, groups)
