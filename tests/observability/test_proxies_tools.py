@@ -480,6 +480,41 @@ class TestToolRegistryProxy:
         assert 100 == sum(map(len, caches.values()))
         assert 15 == samples(metrics, "taskforce_tool_calls_total")[("t7", "none", "success")]
 
+    def test_a_proxy_it_hands_out_looks_up_no_family_of_its_own(
+        self, metrics: MetricSet, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Each tool proxy the registry makes (new tool objects, one per get) takes the
+        registry's families: it shares that one object and looks up none in the metric
+        set. A tool wrapped alone still looks up its own. Before, each proxy looked up
+        its three families and then dropped them for the registry's."""
+
+        class FreshTools(FakeRegistry):
+            def get(self, name: str) -> ToolProtocol:
+                return FakeTool(name)
+
+        registry = ToolRegistryProxy(FreshTools(), metrics, max_result_depth=150)
+        lookups: list[str] = []
+
+        def spy(real: Any) -> Any:
+            def looked_up(self: MetricSet, spec: Any) -> Any:
+                lookups.append(spec.name)
+                return real(self, spec)
+
+            return looked_up
+
+        for kind in ("counter", "histogram"):
+            monkeypatch.setattr(MetricSet, kind, spy(getattr(MetricSet, kind)))
+        handed_out: list[Any] = [registry.get(f"t{index}") for index in range(3)]
+        assert [] == lookups
+        assert {id(registry._self_families)} == {id(t._self_families) for t in handed_out}
+        assert 150 == handed_out[0]._self_families.max_depth
+        alone = ToolProxy(FakeTool("alone"), metrics, max_result_depth=7)
+        assert 3 == len(lookups)
+        assert (7, False) == (
+            alone._self_families.max_depth,
+            alone._self_families is registry._self_families,
+        )
+
     def test_list_tools_in_order(self, metrics: MetricSet) -> None:
         """list_tools returns proxies of every tool, in registration order."""
         proxy = ToolRegistryProxy(FakeRegistry(FakeTool("a"), FakeTool("b")), metrics)

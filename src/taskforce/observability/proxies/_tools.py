@@ -137,7 +137,12 @@ class ToolProxy(ObservingProxy[_ToolT]):
     """
 
     def __init__(
-        self, wrapped: _ToolT, metrics: MetricSet, *, max_result_depth: int = MAX_RESULT_DEPTH
+        self,
+        wrapped: _ToolT,
+        metrics: MetricSet,
+        *,
+        max_result_depth: int = MAX_RESULT_DEPTH,
+        _families: _ToolFamilies | None = None,
     ) -> None:
         """Wrap ``wrapped`` so its calls are recorded in ``metrics``.
 
@@ -146,9 +151,14 @@ class ToolProxy(ObservingProxy[_ToolT]):
             metrics: The container's metric set.
             max_result_depth: The deepest result a call may return before it counts as
                 ``invalid_result``: the tool runner's (``agent.max_result_depth``).
+            _families: The families and cache of children of the registry that hands
+                it out, shared by all its tools (``max_result_depth`` is theirs then);
+                ``None``: its own, looked up in ``metrics``.
         """
         super().__init__(wrapped, metrics)
-        self._self_families = _ToolFamilies(metrics, max_result_depth)
+        self._self_families = (
+            _ToolFamilies(metrics, max_result_depth) if _families is None else _families
+        )
         # The name ToolRegistryProxy.get last handed it out for: its calls are labelled
         # with it, as the tool runner's log line names them, whatever the tool's ``name``
         # says by then (None: the tool's ``name``, read at the call's end).
@@ -427,13 +437,10 @@ class ToolRegistryProxy(ObservingProxy[_RegistryT]):
         cached = self._self_tools.get(id(tool))
         if cached is not None:
             return cast(ToolProtocol, cached[1])
-        proxy: ToolProxy[Any] = ToolProxy(
-            tool, self._self_metrics, max_result_depth=self._self_families.max_depth
-        )
         # One cache of children for every tool it hands out, as they share their series:
         # a registry whose tools are new objects each time keeps 1024 label sets, not
-        # 1024 per proxy.
-        proxy._self_families = self._self_families
+        # 1024 per proxy; and no proxy looks the families up again.
+        proxy: ToolProxy[Any] = ToolProxy(tool, self._self_metrics, _families=self._self_families)
         if len(self._self_tools) >= _MAX_CACHED_TOOLS:
             self._self_tools.clear()
             self._self_listed = ([], [])
