@@ -24,6 +24,7 @@ import structlog
 from fastapi import FastAPI
 from starlette.applications import Starlette
 
+from taskforce.api._absolute_form import AbsoluteFormMiddleware
 from taskforce.api._foreign import (
     ForeignSupervisor,
     detect_supervisor,
@@ -123,6 +124,7 @@ class MetricsServing:
                 # file refused rather than written over.
                 check_targets_file(targets)
             self._listener_app = Starlette(routes=[mount])
+            self._listener_app.add_middleware(AbsoluteFormMiddleware)
             relative_slash_redirects(self._listener_app.router)
         elif self._foreign is not None and self._foreign.is_multiprocess:
             self.is_refused = True

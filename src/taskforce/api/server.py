@@ -12,6 +12,7 @@ import structlog
 from fastapi import FastAPI
 
 from taskforce import __version__
+from taskforce.api._absolute_form import AbsoluteFormMiddleware
 from taskforce.api._admission import AdmissionMiddleware, MissionSlots, SessionReadSlots
 from taskforce.api._encoding import SafeJSONResponse
 from taskforce.api._errors import install_error_handlers
@@ -144,6 +145,9 @@ def create_app(
             routes=[route for route in routes if getattr(route, "path", None) in paths],
         )
     metrics_serving = MetricsServing(app, ctr.settings, ctr.metrics, worker)
+    # Outside the metrics middleware (added just now): a request for
+    # http://host:port/health is routed, and counted, as one for /health.
+    app.add_middleware(AbsoluteFormMiddleware)
     store_check = StateStoreCheck(ctr.state_store, ctr.settings.state.health_timeout_seconds)
     sweeper = SessionSweeper(ctr.state_store, ctr.settings.state.sweep_interval_seconds)
 
