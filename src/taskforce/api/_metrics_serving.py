@@ -54,6 +54,7 @@ from taskforce.observability import (
     MetricsMount,
     count_gc_from_here,
     make_metrics_app,
+    refuse_as_json,
 )
 
 __all__ = ["MetricsServing"]
@@ -125,6 +126,7 @@ class MetricsServing:
                 check_targets_file(targets)
             self._listener_app = Starlette(routes=[mount])
             self._listener_app.add_middleware(AbsoluteFormMiddleware)
+            refuse_as_json(self._listener_app)
             relative_slash_redirects(self._listener_app.router)
         elif self._foreign is not None and self._foreign.is_multiprocess:
             self.is_refused = True

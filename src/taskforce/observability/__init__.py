@@ -31,7 +31,12 @@ from taskforce.observability.proxies import (
     weave,
     weave_executor,
 )
-from taskforce.observability.web import HTTPMetricsMiddleware, MetricsMount, make_metrics_app
+from taskforce.observability.web import (
+    HTTPMetricsMiddleware,
+    MetricsMount,
+    make_metrics_app,
+    refuse_as_json,
+)
 
 __all__ = [
     "ExecutorProxy",
@@ -55,6 +60,7 @@ __all__ = [
     "mission_scope",
     "observe_llm_provider",
     "observe_process",
+    "refuse_as_json",
     "uninstrument",
     "weave",
     "weave_executor",

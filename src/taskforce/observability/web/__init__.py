@@ -7,6 +7,7 @@ from taskforce.observability.web._app import (
     bearer_token,
     is_authorization_sent,
     make_metrics_app,
+    refuse_as_json,
 )
 from taskforce.observability.web._http import HTTPMetricsMiddleware
 
@@ -16,4 +17,5 @@ __all__ = [
     "bearer_token",
     "is_authorization_sent",
     "make_metrics_app",
+    "refuse_as_json",
 ]

@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hmac
+from collections.abc import Mapping
 
 import structlog
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Mount, Route
 from starlette.types import Scope
 
@@ -30,6 +32,7 @@ __all__ = [
     "bearer_token",
     "is_authorization_sent",
     "make_metrics_app",
+    "refuse_as_json",
 ]
 
 _LOG = structlog.get_logger("taskforce.observability.metrics")
@@ -61,6 +64,25 @@ def _accepts_gzip(header: str) -> bool:
             named = quality if named is None else max(named, quality)
     chosen = named if named is not None else wildcard
     return chosen is not None and chosen > 0.0
+
+
+def _refusal(status_code: int, detail: str, headers: Mapping[str, str] | None = None) -> Response:
+    return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
+
+
+async def _http_exception(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return _refusal(exc.status_code, exc.detail, exc.headers)
+
+
+def refuse_as_json(app: Starlette) -> None:
+    """Make ``app`` answer its own refusals (404, 405 with ``Allow``) as the API does.
+
+    Starlette's default handler writes them as plain text (``Method Not Allowed``);
+    every other path of the service answers ``{"detail": reason}`` as JSON, and so
+    must the metrics path and the ``metrics.port`` listener.
+    """
+    app.add_exception_handler(HTTPException, _http_exception)
 
 
 def bearer_token(request: Request) -> bytes | None:
@@ -122,18 +144,17 @@ def make_metrics_app(metrics: MetricSet, *, auth_token: str | None) -> Starlette
                     reason="mismatch" if is_authorization_sent(request) else "missing",
                     client=request.client.host if request.client else None,
                 )
-                return Response(
-                    b"unauthorized\n",
-                    status_code=401,
-                    media_type="text/plain; charset=utf-8",
-                    headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+                return _refusal(
+                    401,
+                    "missing or wrong bearer token",
+                    {"WWW-Authenticate": 'Bearer realm="metrics"'},
                 )
         try:
             body = await metrics.render_async()
         except Exception as exc:  # a broken collector must not take the service down
             report_fault(metrics, "MetricSet", "render", exc)
             _LOG.error("metrics.render.failed", category="metrics", error_type=type(exc).__name__)
-            return Response(b"metrics rendering failed\n", status_code=500)
+            return _refusal(500, "metrics rendering failed")
         # no-store: a cache in front must not answer a scrape with an older one
         headers = {"Vary": "Accept-Encoding", "Cache-Control": "no-store"}
         if _accepts_gzip(request.headers.get("accept-encoding", "")):
@@ -145,6 +166,7 @@ def make_metrics_app(metrics: MetricSet, *, auth_token: str | None) -> Starlette
         return Response(body, media_type=CONTENT_TYPE, headers=headers)
 
     app = Starlette(routes=[_RootRoute("/", serve_metrics, methods=["GET", "HEAD"])])
+    refuse_as_json(app)
     app.state.registry = metrics.registry
     app.state.metrics = metrics
     return app
