@@ -13,6 +13,7 @@ from typing import Any, Literal, NotRequired, Protocol, TypedDict, get_args, run
 
 __all__ = [
     "LLM_ERROR_TYPES",
+    "MAX_COUNT",
     "RETRYABLE_LLM_ERROR_TYPES",
     "ChatMessage",
     "FunctionSchema",
@@ -25,6 +26,7 @@ __all__ = [
     "ToolCall",
     "ToolSchema",
     "Usage",
+    "as_count",
     "llm_error_type_of_status",
 ]
 
@@ -121,11 +123,35 @@ class ToolCall(TypedDict):
 
 
 class Usage(TypedDict, total=False):
-    """Token usage as reported (or estimated) by the provider."""
+    """Token usage as reported (or estimated) by the provider: counts (:func:`as_count`)."""
 
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+
+
+#: The largest count a series takes from a report: the largest whole number a sample (a
+#: float64) holds exactly. A larger one is no count of anything real, and one past
+#: float64's range (or Python's 4300 digits) would make every later scrape fail.
+MAX_COUNT = 2**53
+
+
+def as_count(value: object) -> int | None:
+    """Read a reported count (tokens, bytes) as a series may take it.
+
+    Args:
+        value: What a provider or a store reported.
+
+    Returns:
+        The count as an ``int`` for an ``int`` (never a ``bool``) or a whole ``float``
+        from 0 to :data:`MAX_COUNT`; ``None`` for anything else (negative, fractional,
+        not finite, too large, not a number).
+    """
+    if type(value) is int:
+        return value if 0 <= value <= MAX_COUNT else None
+    if type(value) is float and value.is_integer() and 0 <= value <= MAX_COUNT:
+        return int(value)
+    return None
 
 
 class LLMResult(TypedDict, total=False):

@@ -19,7 +19,7 @@ from openai.types.chat import (
     ChatCompletionToolUnionParam,
 )
 
-from taskforce.core.interfaces.llm import LLMResult, ToolCall, ToolSchema, Usage
+from taskforce.core.interfaces.llm import LLMResult, ToolCall, ToolSchema, Usage, as_count
 from taskforce.core.interfaces.log import quoted
 from taskforce.infrastructure.llm._openai_errors import _ErrorInAnswer, _InvalidResponse
 
@@ -79,11 +79,14 @@ def _usage(usage: CompletionUsage | None) -> Usage | None:
     from a server that counts it besides (:func:`_reasoning_besides`).
 
     Never raises: the SDK lets anything through (a count left out or null, a usage
-    that is no object), and a usage that cannot be read must not cost the answer. A
-    count left out or null is left out, so that the parts of a usage a stream sends
-    over several chunks merge (:meth:`~._openai_stream._StreamState.add`).
+    that is no object, a count that counts nothing: ``-1``, ``"3"``, ``1.5``), and a
+    usage that cannot be read must not cost the answer. A count left out, null or no
+    count (:func:`~taskforce.core.interfaces.llm.as_count`) is left out, so that the
+    parts of a usage a stream sends over several chunks merge
+    (:meth:`~._openai_stream._StreamState.add`) and the metrics get counts only: the
+    server's answer is input, and a bad one is no fault of the instrumentation.
     """
-    counts = {name: getattr(usage, name, None) for name in _USAGE_FIELDS}
+    counts = {name: as_count(getattr(usage, name, None)) for name in _USAGE_FIELDS}
     reported = {name: count for name, count in counts.items() if count is not None}
     reasoning = _reasoning_besides(usage, reported)
     if reasoning:
@@ -96,7 +99,7 @@ def _added(earlier: Usage | None, later: Usage | None) -> Usage | None:
     whose earlier attempts reported one too (billed, though retried).
 
     A count only one of them gives is taken as it is; two that are not both whole
-    numbers are not added (``later``'s stands, for the metrics to refuse if it is no count).
+    numbers are not added (``later``'s stands).
     """
     if earlier is None:
         return later

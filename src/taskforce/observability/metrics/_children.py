@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
+from taskforce.core.interfaces.llm import MAX_COUNT, as_count
+
 __all__ = [
     "COUNT_BITS",
     "MAX_COUNT",
@@ -22,31 +24,9 @@ __all__ = [
     "as_count",
 ]
 
-#: The largest count a series takes from a report: the largest whole number a sample (a
-#: float64) holds exactly. A larger one is no count of anything real, and one past
-#: float64's range (or Python's 4300 digits) would make every later scrape fail.
-MAX_COUNT = 2**53
 #: ``count >> COUNT_BITS`` is 0 exactly for an int from 0 to ``MAX_COUNT - 1``: the quick
 #: check of a record path, which leaves every other value to :func:`as_count`.
 COUNT_BITS = 53
-
-
-def as_count(value: object) -> int | None:
-    """Read a reported count (tokens, bytes) as a series may take it.
-
-    Args:
-        value: What a provider or a store reported.
-
-    Returns:
-        The count as an ``int`` for an ``int`` (never a ``bool``) or a whole ``float``
-        from 0 to :data:`MAX_COUNT`; ``None`` for anything else (negative, fractional,
-        not finite, too large, not a number).
-    """
-    if type(value) is int:
-        return value if 0 <= value <= MAX_COUNT else None
-    if type(value) is float and value.is_integer() and 0 <= value <= MAX_COUNT:
-        return int(value)
-    return None
 
 
 class _ScalarChild:
