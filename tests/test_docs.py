@@ -201,20 +201,86 @@ def _log_calls() -> dict[str, set[tuple[str | None, str | None]]]:
     return found
 
 
+#: Fields every line or every mission's line has (see "Fields"), and logging's own keys.
+_COMMON_FIELDS = {"category", "exc_info", "stack_info", "session_id", "mission_id", "agent_type"}
+#: What the helpers that make several fields at once give a line.
+_FIELD_HELPERS = {"store_failure_fields": {"error_type", "error", "detail"}}
+
+
+def _spread_fields(value: ast.expr) -> set[str] | None:
+    """The field names ``**value`` gives a log call, or None where the scan cannot tell
+    (a variable): ``text_fields("x", ...)`` is ``x_chars`` and ``x_sha256``."""
+    if isinstance(value, ast.IfExp):
+        branches = [_spread_fields(value.body), _spread_fields(value.orelse)]
+        return None if None in branches else set().union(*(b for b in branches if b))
+    if isinstance(value, ast.Dict):
+        names: set[str] = set()
+        for key, item in zip(value.keys, value.values, strict=True):
+            if key is None:
+                spread = _spread_fields(item)
+                if spread is None:
+                    return None
+                names |= spread
+            elif isinstance(key, ast.Constant) and isinstance(key.value, str):
+                names.add(key.value)
+        return names
+    if isinstance(value, ast.Call) and isinstance(value.func, ast.Name):
+        name = value.args[0] if value.args else None
+        if value.func.id == "text_fields" and isinstance(name, ast.Constant):
+            return {f"{name.value!s}_chars", f"{name.value!s}_sha256"}
+        return _FIELD_HELPERS.get(value.func.id)
+    return None
+
+
+def _logged_fields() -> dict[str, set[str]]:
+    """Each literal dotted event name logged under src/, with the fields its calls give it
+    by name (``tool=name``, ``**text_fields("error", ...)``), the common ones left out.
+
+    A call that picks its event by a condition (``"a" if ok else "b"``) and its fields by
+    the same condition (``**({} if ok else {...})``) gives each event its own branch."""
+    logged = _logged_events()
+    found: dict[str, set[str]] = {}
+    for path in source.modules(_SRC):
+        for node in source.nodes(path):
+            if not isinstance(node, ast.Call) or not node.args:
+                continue
+            first = node.args[0]
+            branches = [first.body, first.orelse] if isinstance(first, ast.IfExp) else [first]
+            for index, name in enumerate(branches):
+                if not (isinstance(name, ast.Constant) and name.value in logged):
+                    continue
+                fields = {keyword.arg for keyword in node.keywords if keyword.arg}
+                for keyword in node.keywords:
+                    value = keyword.value
+                    if keyword.arg is not None:
+                        continue
+                    if (
+                        isinstance(first, ast.IfExp)
+                        and isinstance(value, ast.IfExp)
+                        and ast.dump(value.test) == ast.dump(first.test)
+                    ):
+                        value = (value.body, value.orelse)[index]
+                    fields |= _spread_fields(value) or set()
+                found.setdefault(name.value, set()).update(fields - _COMMON_FIELDS)
+    return found
+
+
 def _logged_events() -> set[str]:
     """Every literal dotted event name logged under src/."""
     return set(_log_calls())
 
 
-def _string_constants() -> set[str]:
-    """Every string literal under src/."""
-    src = DOCS.parent / "src" / "taskforce"
-    return {
-        node.value
-        for path in source.modules(src)
-        for node in source.nodes(path)
-        if isinstance(node, ast.Constant) and isinstance(node.value, str)
-    }
+def _event_rows() -> dict[str, list[str]]:
+    """Each event of docs/logging.md's events table with the cells of its row."""
+    text = (DOCS / "logging.md").read_text(encoding="utf-8")
+    section = text.split("## Events", 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, list[str]] = {}
+    for line in section.splitlines():
+        cells = line.split(" | ")
+        if line.startswith("| `") and len(cells) > 3:
+            for name in re.findall(r"`([a-z_.]+\.[a-z_]+)`", cells[0]):
+                rows[name] = cells
+    return rows
 
 
 class TestLoggingDoc:
@@ -233,14 +299,9 @@ class TestLoggingDoc:
         the one its name's first segment gives it)."""
         from taskforce.observability.logs._logging import _PREFIX_CATEGORY
 
-        text = (DOCS / "logging.md").read_text(encoding="utf-8")
-        section = text.split("## Events", 1)[1].split("\n## ", 1)[0]
-        categories: dict[str, set[str]] = {}
-        for line in section.splitlines():
-            cells = line.split(" | ")
-            if line.startswith("| `") and len(cells) > 3:
-                for name in re.findall(r"`([a-z_.]+\.[a-z_]+)`", cells[0]):
-                    categories[name] = set(re.findall(r"`(\w+)`", cells[2]))
+        categories = {
+            name: set(re.findall(r"`(\w+)`", cells[2])) for name, cells in _event_rows().items()
+        }
         levels = documented_levels(DOCS / "logging.md")
         calls = _log_calls()
         assert len(calls) > 20  # the scan finds the calls, so this test can fail
@@ -255,14 +316,57 @@ class TestLoggingDoc:
         assert set() == wrong
 
     def test_every_documented_event_is_in_the_code(self) -> None:
-        """Each event named in the first column of the events table is a name the code
-        writes (a string in src/), so the page lists no event that is never logged."""
+        """Each event named in the first column of the events table is logged: by a log
+        call that names it, or as the ``event`` a class or variable holds for one (the
+        admission refusals), so the page lists no event that is never logged."""
         text = (DOCS / "logging.md").read_text(encoding="utf-8")
         section = text.split("## Events", 1)[1].split("\n## ", 1)[0]
         rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| ")]
         documented = {name for row in rows for name in re.findall(r"`([a-z_.]+\.[a-z_]+)`", row)}
         assert len(documented) > 20  # the scan finds the rows, so this test can fail
-        assert set() == documented - _string_constants()
+        held = {
+            node.value.value
+            for path in source.modules(_SRC)
+            for node in source.nodes(path)
+            if isinstance(node, ast.Assign)
+            and any(
+                isinstance(target, ast.Name) and target.id == "event" for target in node.targets
+            )
+            and isinstance(node.value, ast.Constant)
+        }
+        assert set() == documented - _logged_events() - held
+
+    def test_each_field_a_call_logs_is_in_its_events_row(self) -> None:
+        """Each field a log call gives an event by name (``workers=...``, and the
+        ``x_chars``/``x_sha256`` pair of ``**text_fields("x", ...)``) is named in the
+        event's row, so the table tells an operator every field a line can carry."""
+        rows = {
+            name: set(re.findall(r"`([a-z0-9_]+)`", " | ".join(cells[3:])))
+            for name, cells in _event_rows().items()
+        }
+        fields = _logged_fields()
+        assert sum(map(len, fields.values())) > 50  # the scan finds fields: it can fail
+        missing = {
+            (event, field)
+            for event, names in fields.items()
+            for field in names
+            if event in rows and field not in rows[event]
+        }
+        assert set() == missing
+
+    def test_the_log_queries_name_events_and_categories_that_exist(self) -> None:
+        """A jq filter of the docs (`.event == "mission.failed"`, `.category == "security"`)
+        names an event of the events table or a category of the closed set."""
+        named = [
+            (page.name, key, value)
+            for page in sorted([*DOCS.glob("*.md"), DOCS.parent / "README.md"])
+            for key, value in re.findall(
+                r'\.(event|category) == \\?"([^"\\]+)\\?"', page.read_text(encoding="utf-8")
+            )
+        ]
+        assert len(named) > 5  # the filters are found, so this test can fail
+        known = {"event": set(_event_rows()), "category": set(LOG_CATEGORIES)}
+        assert [] == [(page, value) for page, key, value in named if value not in known[key]]
 
     def test_every_category_documented(self) -> None:
         """docs/logging.md lists exactly the closed set of log categories."""
