@@ -473,6 +473,80 @@ class TestMetricsDoc:
         assert [label.cardinality(cap) for label in spec.labels] == factors
 
 
+#: A line that goes on the expression before it (a binary operator ends or starts it).
+_CONTINUES = re.compile(r"^\s|^(?:or|and|unless)\b|^[-+*/^%<>=!]")
+_ENDS_IN_OPERATOR = re.compile(r"(?:\bor|\band|\bunless|[-+*/^%<>=])\s*$")
+
+
+def _promql_examples() -> list[tuple[str, str]]:
+    """Every PromQL expression of the docs' ```promql blocks, with its page: a block holds
+    one or more, each after its own comment or beginning at column 0 once the one before
+    is whole (its parentheses closed and no operator left dangling)."""
+    examples: list[tuple[str, str]] = []
+    for page in sorted(DOCS.glob("*.md")):
+        for block in re.findall(r"```promql\n(.*?)```", page.read_text(encoding="utf-8"), re.S):
+            lines: list[str] = []
+            for line in [*block.splitlines(), "#"]:
+                text = "\n".join(lines)
+                whole = text.count("(") == text.count(")") and (
+                    not lines or not _ENDS_IN_OPERATOR.search(lines[-1])
+                )
+                ends = line.lstrip().startswith("#") or not line.strip()
+                if lines and (ends or (whole and not _CONTINUES.match(line))):
+                    examples.append((page.name, text))
+                    lines = []
+                if not ends:
+                    lines.append(line)
+    return examples
+
+
+class TestPromQLExamples:
+    def test_examples_read_only_series_and_labels_the_code_makes(self) -> None:
+        """Each example names catalog metrics (or the process families, or `up`), labels
+        those metrics carry, and values of closed labels the code produces."""
+        from tests.integration import promql
+
+        examples = _promql_examples()
+        assert len(examples) > 30  # the blocks are found, so this test can fail
+        wrong = [
+            (page, problem)
+            for page, expr in examples
+            for problem in promql.problems(expr, allowed_series=frozenset({"up"}))
+            + promql.closed_value_problems(expr)
+        ]
+        assert [] == wrong
+
+    def test_examples_parse_with_promtool(self, tmp_path: Path) -> None:
+        """`promtool check rules` accepts every example as a recording rule's expression."""
+        from tests.support.binaries import check_expressions
+
+        expressions = [expr for _, expr in _promql_examples()]
+        checked = check_expressions("docs", expressions, tmp_path)
+        assert 0 == checked.returncode, checked.stdout + checked.stderr
+        assert f"SUCCESS: {len(expressions)} rules found" in checked.stdout
+
+
+class TestProcessMetricsDoc:
+    def test_the_table_is_the_process_catalog(self) -> None:
+        """The "Process metrics" table has one row per family of ``PROCESS_CATALOG``, with
+        its type and labels (and the closed values it gives)."""
+        from taskforce.observability.metrics._catalog import PROCESS_CATALOG
+
+        text = (DOCS / "metrics.md").read_text(encoding="utf-8")
+        section = text.split("## Process metrics", 1)[1].split("\n## ", 1)[0]
+        rows = re.findall(r"^\| `(\w+)` \| (\w+)[^|]* \| ([^|]*) \|", section, re.M)
+        documented = {
+            name: (kind, tuple(re.findall(r"`(\w+)`", labels))) for name, kind, labels in rows
+        }
+        assert {spec.name: (spec.kind, spec.label_names) for spec in PROCESS_CATALOG} == (
+            documented
+        )
+        values = {label.name: label.values for spec in PROCESS_CATALOG for label in spec.labels}
+        for _, _, labels in rows:
+            for label, listed in re.findall(r"`(\w+)` \{([^}]*)\}", labels):
+                assert values[label] == tuple(value.strip() for value in listed.split(","))
+
+
 class TestOperatorGuideLimits:
     def _section(self, start: str, end: str) -> str:
         text = (DOCS / "operator-guide.md").read_text(encoding="utf-8")

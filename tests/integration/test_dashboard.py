@@ -11,7 +11,7 @@ import pytest
 
 from taskforce.observability.metrics._catalog import CATALOG, PROCESS_CATALOG, metric
 from tests.integration import promql
-from tests.support.binaries import run_promtool
+from tests.support.binaries import check_expressions
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "taskforce-dashboard.json"
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "operator-guide.md"
@@ -118,16 +118,10 @@ class TestDashboardQueries:
     @pytest.mark.integration
     def test_queries_parse_with_promtool(self, tmp_path: Path) -> None:
         """promtool accepts every expression, as a recording rule, once variables are filled."""
-        rules = [
-            {"record": f"dashboard:panel_{i}", "expr": _substitute(target["expr"])}
-            for i, (_, _, target) in enumerate(_queries())
-        ]
-        rule_file = tmp_path / "dashboard-rules.yml"
-        # JSON is YAML: no YAML writer needed.
-        rule_file.write_text(json.dumps({"groups": [{"name": "dashboard", "rules": rules}]}))
-        result = run_promtool("check", "rules", str(rule_file))
+        expressions = [_substitute(target["expr"]) for _, _, target in _queries()]
+        result = check_expressions("dashboard", expressions, tmp_path)
         assert 0 == result.returncode, result.stdout + result.stderr
-        assert f"SUCCESS: {len(rules)} rules found" in result.stdout
+        assert f"SUCCESS: {len(expressions)} rules found" in result.stdout
 
 
 class TestDashboardLayout:

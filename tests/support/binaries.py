@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -26,3 +28,15 @@ def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [promtool, *args], capture_output=True, text=True, timeout=60, check=False
     )
+
+
+def check_expressions(
+    name: str, expressions: list[str], directory: Path
+) -> subprocess.CompletedProcess[str]:
+    """Run ``promtool check rules`` on ``expressions``, each the expression of a recording
+    rule ``<name>:expr_<i>`` in one group of a rule file written to ``directory``."""
+    rules = [{"record": f"{name}:expr_{i}", "expr": expr} for i, expr in enumerate(expressions)]
+    rule_file = directory / f"{name}-rules.yml"
+    # JSON is YAML: no YAML writer needed.
+    rule_file.write_text(json.dumps({"groups": [{"name": name, "rules": rules}]}))
+    return run_promtool("check", "rules", str(rule_file))
