@@ -1025,6 +1025,31 @@ class TestNamesInTheDocs:
 
         assert set() == {(page, name) for page, name in named if not exists(name)}
 
+    def test_every_panel_and_row_named_is_on_the_dashboard(self) -> None:
+        """ "The X panel" and "the X row" in the docs name a panel or row of the Grafana
+        dashboard by its title, so an operator finds what the page points at."""
+        import json
+
+        dashboard = json.loads((DEPLOY / "grafana" / "taskforce-dashboard.json").read_text())
+        titles = {
+            kind: {
+                panel["title"]
+                for panel in dashboard["panels"]
+                if (panel["type"] == "row") == (kind == "row")
+            }
+            for kind in ("panel", "row")
+        }
+        named = [
+            (page.name, title, kind)
+            for page in sorted([*DOCS.glob("*.md"), DOCS.parent / "README.md"])
+            for title, kind in re.findall(
+                r"\bthe (?:dashboard's )?([A-Z][^.,:;`()]*?) (panel|row)\b",
+                " ".join(page.read_text(encoding="utf-8").split()),
+            )
+        ]
+        assert len(named) > 5  # the phrases are found, so this test can fail
+        assert [] == [(page, title) for page, title, kind in named if title not in titles[kind]]
+
     def test_every_route_named_is_served(self, tmp_path: Path) -> None:
         """Every ``METHOD /path`` on any page or the README is a route of the app."""
         named = {
