@@ -7,6 +7,7 @@ import argparse
 import ast
 import fnmatch
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,30 @@ class TestConfigurationDoc:
         assert {name: [bounds] for name, bounds in bounded.items()} == {
             name: ranges for name, ranges in documented.items() if ranges
         }
+
+    def test_every_choice_documented(self) -> None:
+        """A setting with a closed set of values (a ``Literal``) names each in its row."""
+        text = (DOCS / "configuration.md").read_text(encoding="utf-8")
+        rows = dict(re.findall(r"^\| `([a-z_.]+)` \| (.*)$", text, re.M))
+
+        def choices(annotation: Any) -> list[Any]:
+            if typing.get_origin(annotation) is typing.Literal:
+                return list(typing.get_args(annotation))
+            return [value for arg in typing.get_args(annotation) for value in choices(arg)]
+
+        closed = {
+            name: choices(field.annotation)
+            for name, field in _setting_fields(Settings).items()
+            if choices(field.annotation)
+        }
+        assert len(closed) >= 4  # the scan finds them, so this test can fail
+        missing = [
+            (name, value)
+            for name, values in closed.items()
+            for value in values
+            if f"`{value}`" not in rows[name]
+        ]
+        assert [] == missing
 
 
 _LOG_METHODS = {"debug", "info", "warning", "error", "exception", "critical"}
