@@ -79,17 +79,24 @@ def open_pipes(pid: int) -> int:
 
 @contextlib.contextmanager
 def replica(root: Path) -> Iterator[Replica]:
-    """Start one replica with two workers; its targets file lives in ``root``."""
+    """Start one replica with two workers; its targets file lives in ``root``.
+
+    It is not waited for: the fleet starts both replicas and Prometheus at once, then
+    waits for each with :func:`wait_for`.
+    """
     root.mkdir(parents=True)
     api_port, metrics_port = free_ports(1), free_ports(2)
     targets = root / "targets.json"
     env = clean_env(root, TASKFORCE_METRICS__TARGETS_FILE=str(targets))
     args = ["serve", "--port", str(api_port), "--workers", "2", "--metrics-port", str(metrics_port)]
     with started(args, env, root) as child:
-        api = f"http://127.0.0.1:{api_port}"
-        urls = [f"http://127.0.0.1:{metrics_port + i}/metrics" for i in (0, 1)]
-        wait_until_up(child, [*urls, f"{api}/health"])
-        yield Replica(child, api, metrics_port, targets)
+        yield Replica(child, f"http://127.0.0.1:{api_port}", metrics_port, targets)
+
+
+def wait_for(started_replica: Replica) -> None:
+    """Return once both workers' metrics and the replica's API answer."""
+    urls = [f"http://{instance}/metrics" for instance in started_replica.instances()]
+    wait_until_up(started_replica.child, [*urls, f"{started_replica.api}/health"])
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,8 @@ def fixture_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             }
             started_at = time.time()
             prometheus = stack.enter_context(run_prometheus(prom_root, config))
+            for started_replica in replicas:
+                wait_for(started_replica)
             eventually(
                 lambda: query(prometheus, 'count(up{job="taskforce"} == 1)'),
                 lambda r: bool(r) and 4 == float(r[0]["value"][1]),
