@@ -139,7 +139,7 @@ def fixture_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]
     )
     with started(["serve", "--port", str(port)], env, root) as child:
         api = f"http://127.0.0.1:{port}"
-        wait_until_up(child, [f"{api}/health"])
+        # Prometheus starts while the service does; it is waited for under Prometheus.
         prom_root = root / "prometheus"
         prom_root.mkdir()
         for path in rule_files():
@@ -156,6 +156,7 @@ def fixture_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]
             ],
         }
         with run_prometheus(prom_root, config) as prometheus:
+            wait_until_up(child, [f"{api}/health"])
             # A first scrape before any mission: counters then rise within the window.
             eventually(lambda: query(prometheus, "taskforce_build_info"), bool, "never scraped")
             # Twice, scraped in between: a series born at its first increment shows in
