@@ -40,6 +40,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -213,22 +214,35 @@ def main() -> None:
         f"{'cachegrind' if use_valgrind else 'not used (not installed, or --quick)'}"
     )
     per: dict[tuple[str, str], dict[str, float]] = {}
-    with tempfile.TemporaryDirectory(prefix="taskforce-counts-") as tmp:
-        base: dict[str, dict[str, float]] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="taskforce-counts-") as tmp,
+        # Each count is the worker's own, whatever else runs: the workers run side by side.
+        ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool,
+    ):
+        base = {
+            candidate: pool.submit(_cachegrind, candidate, "lean", 0, Path(tmp))
+            for candidate in CANDIDATES
+            if use_valgrind
+        }
+        counting: dict[tuple[str, str], dict[str, Future[Any]]] = {}
         for candidate in CANDIDATES:
-            if use_valgrind:
-                base[candidate] = _cachegrind(candidate, "lean", 0, Path(tmp))
             for flow in FLOWS:
-                row = {
-                    "calls": _calls(candidate, flow, missions, warmup),
-                    "bytecodes": _bytecodes(candidate, flow, missions, warmup),
+                futures: dict[str, Future[Any]] = {
+                    "calls": pool.submit(_calls, candidate, flow, missions, warmup),
+                    "bytecodes": pool.submit(_bytecodes, candidate, flow, missions, warmup),
                 }
                 if use_valgrind:
-                    total = _cachegrind(candidate, flow, missions, Path(tmp))
-                    for column, events in _CACHE_COLUMNS.items():
-                        spent = sum(total[e] - base[candidate][e] for e in events)
-                        row[column] = spent / missions
-                per[(candidate, flow)] = row
+                    futures["cachegrind"] = pool.submit(
+                        _cachegrind, candidate, flow, missions, Path(tmp)
+                    )
+                counting[(candidate, flow)] = futures
+        for (candidate, flow), futures in counting.items():
+            row = {"calls": futures["calls"].result(), "bytecodes": futures["bytecodes"].result()}
+            if use_valgrind:
+                total, start = futures["cachegrind"].result(), base[candidate].result()
+                for column, events in _CACHE_COLUMNS.items():
+                    row[column] = sum(total[e] - start[e] for e in events) / missions
+            per[(candidate, flow)] = row
     columns = ["calls", "bytecodes", *(_CACHE_COLUMNS if use_valgrind else ())]
     for flow in FLOWS:
         off = per[("off", flow)]
