@@ -1725,6 +1725,52 @@ class TestLinkLostAfterTheCommit:
             assert {"missions": [{"n": 0}, {"n": 1}]} == await direct.load("silent")
 
 
+#: Triggers on the records that make an append slow before its COMMIT (``{before}`` s, in
+#: the INSERT) and in it (``{during}`` s, a deferred trigger that runs at COMMIT and lets
+#: no cancel request stop it, as a COMMIT the server has already done cannot be stopped).
+_SLOW_COMMIT = """
+CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_sleep({before}); RETURN NEW; END $$;
+CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    BEGIN PERFORM pg_sleep({during}); EXCEPTION WHEN query_canceled THEN NULL; END;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER slow_insert BEFORE INSERT ON taskforce_mission_records
+    FOR EACH ROW EXECUTE FUNCTION slow_insert();
+CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON taskforce_mission_records
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit();
+"""
+
+
+class TestCommitAtTheDeadline:
+    async def test_an_append_whose_commit_the_server_does_is_no_failure(
+        self, postgres_dsn: str
+    ) -> None:
+        """The deadline passes while the append's COMMIT is under way (a lock released late,
+        a slow disk), and the server commits it: the call returns what it wrote, as the
+        database holds it. Cancelled at the deadline instead, it failed with TimeoutError
+        while its record was stored: a mission failed whose record says completed, and a
+        client retrying it would write the record twice."""
+        import asyncpg
+
+        async with PostgresStateStore(postgres_dsn) as first:
+            await first.append("late", {"n": 0})
+        owner = await asyncpg.connect(postgres_dsn)
+        try:
+            await owner.execute(_SLOW_COMMIT.format(before=1.2, during=1.5))
+        finally:
+            await owner.close()
+        store = PostgresStateStore(postgres_dsn, timeout_seconds=2)
+        try:
+            appended = await store.append("late", {"n": 1})
+            loaded = await store.load("late")
+        finally:
+            await store.aclose()
+        assert {"missions": [{"n": 0}, {"n": 1}]} == loaded
+        assert 2 == appended.records
+
+
 class TestIdleConnections:
     """A load balancer or NAT between the store and the database forgets a flow idle
     longer than its idle timeout, and tells neither side: bytes sent on it are lost."""

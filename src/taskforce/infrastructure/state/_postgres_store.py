@@ -401,25 +401,35 @@ class PostgresStateStore:
         only if it may have committed, as ``_RETRY`` tells by ``action``: else the pool's
         connections are replaced (``state.connection.replaced``) and ``work`` runs once
         more on a new one, within the same ``timeout_seconds``. A write is never run twice
-        once one of its statements may have reached the database.
+        once one of its statements may have reached the database. A COMMIT under way at
+        the deadline is waited for (see ``_in_own_context``): the call then says what the
+        database did.
         """
         committed = [] if committed is None else committed
         acquired: list[bool] = []
+        committing: list[bool] = []
         retry = _RETRY.get(action, "unbegun")
 
         async def attempts() -> _T:
             try:
-                return await self._transact(action, session_id, work, committed, acquired, retry)
+                return await self._transact(
+                    action, session_id, work, committed, acquired, committing, retry
+                )
             except _ConnectionLost as lost:
                 if lost.pool is not self._pool:  # closed meanwhile (aclose): not reopened
                     raise lost.error from None
                 await self._replace(lost.pool, action, session_id, lost.cause)
                 acquired.clear()
-                return await self._transact(action, session_id, work, committed, acquired)
+                return await self._transact(
+                    action, session_id, work, committed, acquired, committing
+                )
 
         try:
             return await _in_own_context(
-                attempts(), deadline=self.timeout_seconds, committed=committed
+                attempts(),
+                deadline=self.timeout_seconds,
+                committed=committed,
+                committing=committing,
             )
         except _DeadlinePassed:
             if committed:  # the deadline came while the pool took the connection back
@@ -461,13 +471,14 @@ class PostgresStateStore:
         work: Callable[[Any], Awaitable[_T]],
         committed: list[_T],
         acquired: list[bool],
+        committing: list[bool],
         retry: _Retry | None = None,
     ) -> _T:
         """Run ``work`` on a pooled connection in a transaction; driver errors become
         path-free store errors, or :class:`_ConnectionLost` when the server had ended the
         connection and ``retry`` says the transaction cannot have committed. Its result is
-        put in ``committed`` once committed, and ``True`` in ``acquired`` once the pool gave
-        it a connection.
+        put in ``committed`` once committed, ``True`` in ``acquired`` once the pool gave
+        it a connection, and ``True`` in ``committing`` once its COMMIT is sent.
 
         A connection the pool cannot get (the server refuses a new one: too many
         connections, a changed password) is the database being unavailable, as at start-up.
@@ -492,6 +503,7 @@ class PostgresStateStore:
                     began.append(True)  # BEGIN answered: the work's statements go next
                     result = await work(conn)
                     worked.append(True)  # COMMIT goes next
+                    committing.append(True)
                 committed.append(result)
         except StateStoreError:
             raise
@@ -806,6 +818,7 @@ async def _in_own_context(
     *,
     deadline: float | None = None,
     committed: list[_T] | None = None,
+    committing: list[bool] | None = None,
 ) -> _T:
     """Await ``work`` in a task whose context is empty; it raises what ``work`` raises.
 
@@ -825,12 +838,20 @@ async def _in_own_context(
     A task that has put its result in ``committed`` by the deadline is left to finish
     its clean-up uncancelled: cancelled, it would stop waiting for the pool's own task
     that takes the connection back, and leave that task's failure unread.
+
+    A task that has put ``True`` in ``committing`` (its COMMIT is sent) but no result in
+    ``committed`` by the deadline is waited for past it, uncancelled: only the COMMIT's
+    answer tells whether what it wrote is stored, and a cancellation then would fail a
+    call whose write the server may commit all the same. The driver's statement timeout
+    bounds that wait.
     """
     loop = asyncio.get_running_loop()
     ends = None if deadline is None else loop.time() + deadline
     task = asyncio.create_task(work, context=contextvars.Context())
     try:
         done, _ = await asyncio.wait({task}, timeout=deadline)
+        if not done and committing and not committed:
+            done, _ = await asyncio.wait({task})
     except BaseException:  # the caller was cancelled: so is the work, once
         task.cancel()
         try:
