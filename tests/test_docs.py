@@ -541,6 +541,7 @@ class TestPromQLExamples:
         ]
         assert [] == wrong
 
+    @pytest.mark.integration
     def test_examples_parse_with_promtool(self, tmp_path: Path) -> None:
         """`promtool check rules` accepts every example as a recording rule's expression."""
         from tests.support.binaries import check_expressions

@@ -28,6 +28,7 @@ def _get(port: int, target: str) -> tuple[int, bytes]:
     return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
 
 
+@pytest.mark.integration
 def test_an_absolute_form_target_is_routed_and_counted_as_its_path(tmp_path: Path) -> None:
     """`GET http://127.0.0.1:PORT/health` on a real server answers as `GET /health` does,
     and the HTTP metrics count it under its route, not `unmatched`; the metrics listener

@@ -26,7 +26,10 @@ from tests.api.conftest import CALC_WRITE_MISSION
 @pytest.fixture(scope="module", name="schemas")
 def fixture_schemas(tmp_path_factory: pytest.TempPathFactory) -> dict[bool, dict[str, Any]]:
     """The OpenAPI schema of an app of the default settings (``False``) and of one with
-    ``api.auth_token`` set (``True``), built once for the tests that only read them."""
+    ``api.auth_token`` set (``True``), built once for the module: a schema takes a tenth
+    of a second to build, and it does not depend on where the state and the workspace
+    are (see ``test_the_schema_is_the_same_wherever_the_state_is``), so the tests that
+    send requests to an app of their own compare its answers with ``schemas[False]``."""
     root = tmp_path_factory.mktemp("openapi")
     settings = Settings(state_dir=root / "state", workspace_dir=root / "workspace")
     guarded = settings.model_copy(
@@ -71,6 +74,13 @@ def _client(app: Any) -> httpx.AsyncClient:
 
 
 class TestOpenAPI:
+    def test_the_schema_is_the_same_wherever_the_state_is(
+        self, settings: Settings, schemas: dict[bool, dict[str, Any]]
+    ) -> None:
+        """An app of the default settings with its state and workspace elsewhere declares
+        the same schema as the module's (which the tests below read for their own app)."""
+        assert schemas[False] == create_app(settings).openapi()
+
     @pytest.mark.parametrize("path", ["/api/v1/execute", "/api/v1/execute/stream"])
     def test_mission_routes_list_their_refusals(
         self, schemas: dict[bool, dict[str, Any]], path: str
@@ -101,13 +111,13 @@ class TestOpenAPI:
 
     @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
     async def test_each_streamed_event_fits_the_declared_event(
-        self, settings: Settings, agent_type: str
+        self, settings: Settings, schemas: dict[bool, dict[str, Any]], agent_type: str
     ) -> None:
         """The stream's 200 declares one event (as an SSE parser reads it: its `event` and
         its `data`, as OpenAPI models an event stream), and every event sent fits it,
         its data JSON whose `kind` is the event's name."""
         app = create_app(settings)
-        answer = app.openapi()["paths"]["/api/v1/execute/stream"]["post"]["responses"]["200"]
+        answer = schemas[False]["paths"]["/api/v1/execute/stream"]["post"]["responses"]["200"]
         declared = answer["content"]["text/event-stream"]["schema"]
         async with _client(app) as client:
             body = {"mission": CALC_WRITE_MISSION, "agent_type": agent_type}
@@ -124,12 +134,12 @@ class TestOpenAPI:
 
     @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
     async def test_the_declared_result_is_the_one_answered(
-        self, settings: Settings, agent_type: str
+        self, settings: Settings, schemas: dict[bool, dict[str, Any]], agent_type: str
     ) -> None:
         """`/execute`'s 200 declares the result's shape: exactly the keys a real answer has
         (its steps' too), all required, and the answer fits it."""
         app = create_app(settings)
-        schema = app.openapi()
+        schema = schemas[False]
         declared = _declared_200(schema, "post", "/api/v1/execute")
         step = _items(schema, declared, "steps")
         async with _client(app) as client:
@@ -141,11 +151,13 @@ class TestOpenAPI:
             _assert_fits(step, answered)
         MissionResult.model_validate(result)
 
-    async def test_the_declared_tool_list_is_the_one_answered(self, settings: Settings) -> None:
+    async def test_the_declared_tool_list_is_the_one_answered(
+        self, settings: Settings, schemas: dict[bool, dict[str, Any]]
+    ) -> None:
         """`/tools`' 200 declares the list's shape: exactly the keys a real answer has (its
         tools' too), all required, and the answer fits it."""
         app = create_app(settings)
-        schema = app.openapi()
+        schema = schemas[False]
         declared = _declared_200(schema, "get", "/api/v1/tools")
         tool = _items(schema, declared, "tools")
         async with _client(app) as client:
@@ -158,13 +170,13 @@ class TestOpenAPI:
 
     @pytest.mark.parametrize("agent_type", ["lean", "legacy"])
     async def test_the_declared_session_is_the_one_answered(
-        self, settings: Settings, agent_type: str
+        self, settings: Settings, schemas: dict[bool, dict[str, Any]], agent_type: str
     ) -> None:
         """`/sessions/{session_id}`'s 200 declares the session's shape: exactly the keys a
         real answer has (its missions' and their steps' too), all required, and the answer
         fits it."""
         app = create_app(settings)
-        schema = app.openapi()
+        schema = schemas[False]
         declared = _declared_200(schema, "get", "/api/v1/sessions/{session_id}")
         mission = _items(schema, declared, "missions")
         step = _items(schema, mission, "steps")
@@ -180,10 +192,12 @@ class TestOpenAPI:
             _assert_fits(step, answered_step)
         SessionRecords.model_validate(session)
 
-    def test_every_route_with_a_json_body_declares_its_415(self, settings: Settings) -> None:
+    def test_every_route_with_a_json_body_declares_its_415(
+        self, settings: Settings, schemas: dict[bool, dict[str, Any]]
+    ) -> None:
         """Each route that takes a JSON body (and so answers 415) declares it; no other does."""
         app = create_app(settings)
-        responses = _responses(app.openapi())
+        responses = _responses(schemas[False])
         with_body = {
             (method.lower(), route.path)
             for route in app.routes
@@ -239,11 +253,15 @@ class TestOpenAPI:
         ],
     )
     async def test_the_declared_422_is_the_one_answered(
-        self, settings: Settings, body: Any, model: type[ErrorAnswer | InvalidRequest]
+        self,
+        settings: Settings,
+        schemas: dict[bool, dict[str, Any]],
+        body: Any,
+        model: type[ErrorAnswer | InvalidRequest],
     ) -> None:
         """Both shapes of a mission route's 422 are declared, and each answer fits one."""
         app = create_app(settings)
-        schema = app.openapi()["paths"]["/api/v1/execute"]["post"]["responses"]["422"]
+        schema = schemas[False]["paths"]["/api/v1/execute"]["post"]["responses"]["422"]
         refs = schema["content"]["application/json"]["schema"]["anyOf"]
         assert {"#/components/schemas/InvalidRequest", "#/components/schemas/ErrorAnswer"} == {
             ref["$ref"] for ref in refs
