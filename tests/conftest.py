@@ -31,6 +31,8 @@ _AUDIT = EventAudit()
 
 #: A memory file system most Linux machines mount; see :func:`_temp_root_in_memory`.
 _SHM = Path("/dev/shm")
+#: The room it must have free: the suite's databases, workspaces and bodies fit in it.
+_SHM_MIN_FREE = 2 * 1024**3
 
 
 def _temp_root_in_memory(config: pytest.Config) -> None:
@@ -42,11 +44,15 @@ def _temp_root_in_memory(config: pytest.Config) -> None:
     its base directory from ``PYTEST_DEBUG_TEMPROOT`` before ``tempfile``'s; layout and
     retention (``pytest-of-<user>/pytest-<n>``, the last three kept) stay pytest's.
     ``--basetemp``, ``PYTEST_DEBUG_TEMPROOT`` or ``TMPDIR`` set by the caller win, and a
-    machine without a writable /dev/shm keeps the default.
+    machine without a writable /dev/shm, or with less than 2 GiB free on it, keeps the
+    default.
     """
     if config.option.basetemp or "PYTEST_DEBUG_TEMPROOT" in os.environ:
         return
     if "TMPDIR" in os.environ or not _SHM.is_dir() or not os.access(_SHM, os.W_OK | os.X_OK):
+        return
+    free = os.statvfs(_SHM)
+    if free.f_bavail * free.f_frsize < _SHM_MIN_FREE:  # a container's small default (64 MiB)
         return
     os.environ["PYTEST_DEBUG_TEMPROOT"] = str(_SHM)
 
