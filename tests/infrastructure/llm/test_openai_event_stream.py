@@ -68,6 +68,16 @@ class TestEventFields:
         named = b"event: message\nid: 2\n" + _HELLO
         assert "hello" == await _streamed_text([_ROLE, named, _STOP, _DONE])
 
+    @pytest.mark.parametrize(
+        "blank",
+        [b"data:\n\n", b"data: \n\n", b"data:  \t\r\n\r\n", b"data:\ndata: \n\n"],
+        ids=["empty", "one-space", "blanks-crlf", "two-empty-lines"],
+    )
+    async def test_an_event_of_blank_data_is_no_event(self, blank: bytes) -> None:
+        """``data:`` with nothing (a heartbeat) between two chunks carries no chunk: the
+        answer streams on around it, as around the keep-alive ``data: {}``."""
+        assert "hello" == await _streamed_text([_ROLE, blank, _HELLO, blank, _STOP, _DONE])
+
     async def test_an_empty_line_after_an_id_dispatches_nothing(self) -> None:
         """An event id is kept for the stream, but a further empty line is no new event."""
         assert "hello" == await _streamed_text([b"id: 1\n" + _ROLE, b"\n", _HELLO, _STOP, _DONE])

@@ -43,8 +43,15 @@ def test_fields_comments_and_blocks_without_data() -> None:
 
 def test_odd_fields_are_ignored() -> None:
     """A retry that is no number, an id with a NUL and unknown fields change nothing."""
-    stream = b"retry: 1e3\nid: a\0b\nfoo: bar\ndata\n\n"
-    assert [(None, "", None, None)] == _events(stream)
+    stream = b"retry: 1e3\nid: a\0b\nfoo: bar\ndata\ndata: d\n\n"
+    assert [(None, "\nd", None, None)] == _events(stream)
+
+
+def test_an_event_of_blank_data_is_no_event() -> None:
+    """Data that is empty or blank (``data:`` alone, a heartbeat) dispatches nothing, where
+    the standard dispatches an event no JSON decoder reads; the id still carries on."""
+    stream = b"data:\n\nid: 4\ndata: \t\n\ndata\ndata: \n\ndata: e\n\n"
+    assert [(None, "e", "4", None)] == _events(stream)
 
 
 def test_an_event_the_stream_ends_inside_is_dropped() -> None:

@@ -6,13 +6,17 @@ a leading byte order mark in the first field's name (which loses the first event
 server may send both (a reconnection time first, a named ping), so its streams are
 read here instead: the client below makes the SDK use :class:`_EventStreamDecoder`.
 
-One departure from the standard: a line that is a JSON object with an ``error`` member,
-not a field, is an event of its own (the standard ignores it as a field of an odd
-name). Ollama's own API ends a stream that fails mid-answer with such a line, as
-newline-delimited JSON, not as an event, and a 2xx JSON error body is one such line;
-read so, the error reaches the SDK, which raises it as an error object inside the
-stream, read by what it says (as the same body is in a whole completion), not as a
-stream that ended before its answer or one without events. What an event holds of an
+Two departures from the standard. An event whose data is empty or blank (``data:``
+alone, sent as a heartbeat) is no event: the standard dispatches it with empty data,
+which no JSON decoder reads, so one such event would fail an answer that streams on
+around it; it carries no chunk, as the keep-alive ``data: {}`` carries none. And a
+line that is a JSON object with an ``error`` member, not a field, is an event of its
+own (the standard ignores it as a field of an odd name). Ollama's own API ends a
+stream that fails mid-answer with such a line, as newline-delimited JSON, not as an
+event, and a 2xx JSON error body is one such line; read so, the error reaches the
+SDK, which raises it as an error object inside the stream, read by what it says (as
+the same body is in a whole completion), not as a stream that ended before its
+answer or one without events. What an event holds of an
 error is handed on as :func:`~._openai_error_shapes._handed_on` puts it.
 """
 
@@ -31,6 +35,8 @@ __all__ = ["_EventStreamClient", "_EventStreamDecoder"]
 #: A line ends at CRLF, LF or CR.
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _BOM = "\ufeff"
+#: What a blank data line holds: JSON's white space within a line.
+_BLANKS = " \t"
 
 
 class _EventStreamDecoder:
@@ -38,7 +44,8 @@ class _EventStreamDecoder:
 
     Lines end at CRLF, LF or CR, also when a CRLF is split over two reads. A line is
     decoded as UTF-8 once whole, so a character split over reads is no matter. One
-    leading BOM is dropped; a block whose fields hold no ``data`` dispatches nothing;
+    leading BOM is dropped; a block whose fields hold no ``data``, or only blank data,
+    dispatches nothing;
     an event the stream ends inside is not dispatched. The last event id is kept for
     the stream, as the standard asks, but makes no event by itself. A bare JSON line
     with an ``error`` member is an event (see the module's docstring), also the last
@@ -133,10 +140,10 @@ class _EventStreamDecoder:
         return [error] if ended is None else [ended, error]
 
     def _dispatch(self) -> ServerSentEvent | None:
-        """End the block: its event when it holds data; nothing otherwise."""
+        """End the block: its event when it holds data that is not blank; nothing otherwise."""
         data, event = self._data, self._event
         self._data, self._event = [], ""
-        if not data:
+        if not any(line.strip(_BLANKS) for line in data):
             return None
         return ServerSentEvent(
             event=event or None,
