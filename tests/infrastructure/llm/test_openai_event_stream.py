@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from taskforce.errors import LLMProviderError
 from taskforce.infrastructure.llm import OpenAICompatibleProvider
 from tests.support.raw_upstream import RawUpstream, chunked
 
@@ -91,3 +92,29 @@ class TestByteOrderMark:
     async def test_a_bom_split_over_reads_is_dropped(self) -> None:
         """The BOM's bytes arriving in two reads are dropped all the same."""
         assert "hello" == await _streamed_text([b"\xef", b"\xbb\xbf" + _HELLO, _STOP, _DONE])
+
+
+class TestEndBeforeTheAnswer:
+    @pytest.mark.parametrize(
+        "pieces",
+        [[], [b": keep-alive\n\n"], [_ROLE], [_ROLE, b": keep-alive\n\n"]],
+        ids=["empty", "keep-alive", "role-only", "role-and-keep-alive"],
+    )
+    async def test_an_end_before_the_first_chunk_that_carries_is_retried(
+        self, pieces: list[bytes]
+    ) -> None:
+        """An event stream that ends cleanly before any text, tool call or finish (empty,
+        or after its role-only chunk and keep-alives) gave nothing of the answer: a
+        dropped connection before it, retried like one."""
+        async with (
+            RawUpstream([_HEAD, *chunked(pieces)]) as upstream,
+            OpenAICompatibleProvider(
+                "m", upstream.base_url, max_retries=1, backoff_base_seconds=0.01
+            ) as provider,
+        ):
+            with pytest.raises(LLMProviderError, match="before its answer began") as info:
+                async for _ in provider.stream([{"role": "user", "content": "hi"}]):
+                    pass
+            assert 2 == len(upstream.targets)
+        assert "connection" == info.value.error_type
+        assert ["connection", "connection"] == [a.error_type for a in info.value.attempts]

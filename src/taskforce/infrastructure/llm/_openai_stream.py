@@ -30,7 +30,7 @@ from taskforce.infrastructure.llm._openai_chat import (
     _text,
     _usage,
 )
-from taskforce.infrastructure.llm._openai_errors import _InvalidResponse
+from taskforce.infrastructure.llm._openai_errors import _InvalidResponse, _StreamCut
 
 __all__ = ["_End", "_StreamState", "_json_kind", "_opening", "_usage_after_error"]
 
@@ -93,7 +93,12 @@ async def _opening(
         before it, if any.
 
     Raises:
-        _InvalidResponse: the stream ended before its first event.
+        _InvalidResponse: the answer is no event stream (a JSON body, a page) and
+            held no event.
+        _StreamCut: the stream ended before its first chunk that carries something:
+            an event stream that ended empty, or after chunks that carry nothing (the
+            role-only chunk, keep-alives). Nothing of the answer came: the attempt
+            fails as a connection dropped before it, and is retried like one.
         _ErrorInAnswer: the chunk that carries something ends a choice with an error
             (:func:`~._openai_chat._ended_by_error`): no answer came, as when an error
             object comes first. It carries that chunk's usage, if any; the caller reads
@@ -105,8 +110,10 @@ async def _opening(
     choices = getattr(held[-1], "choices", None)
     for choice in choices if isinstance(choices, list) else ():
         _ended_by_error(choice, headers, _usage(getattr(held[-1], "usage", None)))
+    if held[-1] is _End.END and (len(held) > 1 or _is_event_stream(headers)):
+        raise _StreamCut("the stream ended before its answer began")
     if held == [_End.END]:
-        # A JSON body, an error page, nothing: no server-sent event at all.
+        # A JSON body, an error page: no server-sent event at all.
         content_type = headers.get("content-type", "none")
         content_type = redact(content_type)[:60]  # redacted, then cut
         raise _InvalidResponse(
@@ -114,6 +121,12 @@ async def _opening(
             f"(content-type {content_type!r})"
         )
     return held
+
+
+def _is_event_stream(headers: Any) -> bool:
+    """Whether a response's content type says it is a server-sent event stream."""
+    media_type = headers.get("content-type", "").partition(";")[0]
+    return bool(media_type.strip().lower() == "text/event-stream")
 
 
 async def _usage_after_error(
