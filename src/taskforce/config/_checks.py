@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from taskforce.config._messages import json_holds
 from taskforce.config._settings import CONFIG_VARIABLE, ENV_PREFIX, Settings
-from taskforce.errors import ConfigurationError
+from taskforce.errors import ConfigurationError, setting_variable
 
 # Settings that another one makes pointless: (section, names, the condition, why).
 _IGNORED_WHEN: tuple[tuple[str, tuple[str, ...], Callable[[Settings], bool], str], ...] = (
@@ -140,7 +140,7 @@ class _Where:
 
         A setting nobody gave (a default) names the variable that would set it.
         """
-        variable = f"{ENV_PREFIX}{name.replace('.', '__')}".upper()
+        variable = setting_variable(name)
         if variable in {key.upper() for key in os.environ}:
             return variable
         section, _, key = name.rpartition(".")
