@@ -13,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import secrets
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-__all__ = ["remove_left_behind", "write_all", "write_atomically"]
+__all__ = ["remove_all_left_behind", "write_all", "write_atomically"]
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -87,23 +88,56 @@ def write_atomically(
         raise
 
 
-def remove_left_behind(name: str | Path, *, dir_fd: int | None = None, fresh: float = 0.0) -> int:
-    """Remove the temp file ``name`` a write left behind (a crash between its write and its
-    rename), unless a live write still holds it; return its bytes (``-1``: left).
+def remove_all_left_behind(
+    where: Path | Iterable[tuple[int | None, str]],
+    name: re.Pattern[str],
+    *,
+    fresh: float = 0.0,
+    hold: Callable[[re.Match[str]], contextlib.AbstractContextManager[bool]] | None = None,
+) -> tuple[int, int]:
+    """Remove the temp files writes left behind (a crash between a write and its rename)
+    whose whole name matches ``name``; return how many and their bytes.
 
-    Only a regular file is removed: anything else of that name (a FIFO, a socket) is left,
-    and never opened in a way that waits. A writer holds its temp file locked
-    (``flock``, through ``prepare``) while it writes, and such a file is left too.
+    Only a regular file is removed: anything else of such a name (a FIFO, a socket) is
+    left, and never opened in a way that waits. A writer holds its temp file locked
+    (``flock``, through ``prepare``) while it writes, and such a file is left too, as is
+    one that cannot be opened, read or removed.
 
     Args:
-        name: The temp file, relative to ``dir_fd`` when given.
-        dir_fd: A descriptor of the folder it is in.
-        fresh: A modification time (``time.time()``) after which the file is left: a
-            writer that locks its file only after making it may not hold it yet.
+        where: A folder, listed (one that does not exist holds none), or the entries to look
+            at: each a descriptor of its folder and its name there (a walk's), or ``None``
+            and its path.
+        fresh: A modification time (``time.time()``) after which a file is left: a writer
+            that locks its file only after making it may not hold it yet.
+        hold: Given the name's match, a context held while the file is looked at (a lock
+            its writers take), which yields whether it may be; one it raises over is left.
 
     Raises:
-        OSError: It cannot be opened, read, locked (a live write holds it) or removed.
+        OSError: The folder ``where`` cannot be listed.
     """
+    if isinstance(where, Path):
+        try:
+            where = [(None, str(where / entry)) for entry in os.listdir(where)]
+        except FileNotFoundError:
+            return 0, 0
+    removed = size = 0
+    for folder, found in where:
+        match = name.fullmatch(os.path.basename(found))
+        if match is None:
+            continue
+        with (
+            contextlib.suppress(OSError),
+            contextlib.nullcontext(True) if hold is None else hold(match) as held,
+        ):
+            length = _remove_left_behind(found, folder, fresh) if held else -1
+            if length >= 0:
+                removed += 1
+                size += length
+    return removed, size
+
+
+def _remove_left_behind(name: str, dir_fd: int | None, fresh: float) -> int:
+    """Remove the temp file ``name`` unless it is to be left; return its bytes (``-1``: left)."""
     # O_NONBLOCK: a FIFO of that name must not hold start-up until a writer opens it
     fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
     try:

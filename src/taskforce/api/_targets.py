@@ -25,7 +25,7 @@ from typing import Any
 
 import structlog
 
-from taskforce._atomic_write import remove_left_behind, write_atomically
+from taskforce._atomic_write import remove_all_left_behind, write_atomically
 from taskforce.api._listener import bound_socket
 
 __all__ = [
@@ -139,14 +139,7 @@ def _remove_left_behind(path: Path) -> None:
     own = re.compile(re.escape(_temp_prefix(path)) + r"[0-9a-f]{16}\.tmp")
     removed = size = 0
     with contextlib.suppress(OSError):  # a folder that cannot be listed: the write says so
-        for name in os.listdir(path.parent):
-            if own.fullmatch(name) is None:
-                continue
-            with contextlib.suppress(OSError):
-                length = remove_left_behind(path.parent / name)
-                if length >= 0:
-                    removed += 1
-                    size += length
+        removed, size = remove_all_left_behind(path.parent, own)
     if removed:
         _LOG.warning(
             "metrics.targets.tempfiles.removed",

@@ -184,37 +184,16 @@ def unusable_locks(directory: Path) -> str | None:
 
 
 def remove_temp_files(directory: Path) -> tuple[int, int]:
-    """Remove the temp files no writer holds; return how many and their bytes.
-
-    Only regular files are temp files: anything else of such a name (a FIFO, a socket)
-    is left, and never opened in a way that waits.
+    """Remove the temp files no writer holds (as ``remove_all_left_behind``); return how
+    many and their bytes.
 
     A writer makes its temp file under its session's stripe lock and locks the file
     only after: a temp file whose stripe is held now may be one made this instant, not
     locked yet, and is left for the next start (another worker writes there).
     """
-    removed = size = 0
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return 0, 0
-    for name in names:
-        match = _TEMP_FILE.fullmatch(name)
-        if match is None:
-            continue
-        path = directory / name
-        with (
-            contextlib.suppress(OSError),
-            stripe_lock(directory, match["session"], wait=False) as held,
-        ):
-            if not held:
-                continue
-            length = _atomic_write.remove_left_behind(path)
-            if length < 0:
-                continue  # no temp file of ours: left as it is, as any other name
-            removed += 1
-            size += length
-    return removed, size
+    return _atomic_write.remove_all_left_behind(
+        directory, _TEMP_FILE, hold=lambda m: stripe_lock(directory, m["session"], wait=False)
+    )
 
 
 def expire_files(

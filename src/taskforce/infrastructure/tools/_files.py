@@ -31,7 +31,7 @@ from typing import Any
 
 import structlog
 
-from taskforce._atomic_write import remove_left_behind, write_all, write_atomically
+from taskforce._atomic_write import remove_all_left_behind, write_all, write_atomically
 from taskforce.core.interfaces.log import quoted, text_fields
 from taskforce.core.interfaces.tools import ToolResult
 from taskforce.infrastructure.tools._base import (
@@ -347,17 +347,8 @@ async def remove_write_leftovers(workspace_dir: Path, pool: ToolThreadPool) -> N
 
 
 def _remove_leftovers(root: Path) -> tuple[int, int]:
-    removed = size = 0
-    fresh = time.time() - LEFTOVER_SECONDS
-    for folder, entry in walk(root):
-        if _TEMPORARY_FILE.fullmatch(entry.name) is None:
-            continue
-        with contextlib.suppress(OSError):
-            length = remove_left_behind(entry.name, dir_fd=folder, fresh=fresh)
-            if length >= 0:
-                removed += 1
-                size += length
-    return removed, size
+    found = ((folder, entry.name) for folder, entry in walk(root))
+    return remove_all_left_behind(found, _TEMPORARY_FILE, fresh=time.time() - LEFTOVER_SECONDS)
 
 
 def _keep_owner_and_mode(existing: os.stat_result, fd: int) -> None:
