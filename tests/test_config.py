@@ -50,6 +50,12 @@ class TestDefaults:
         assert 32 == s.agent.max_tool_calls_per_turn
         assert 64 == s.agent.max_queued_events
         assert (1024**3, 100_000) == (s.tools.max_workspace_bytes, s.tools.max_workspace_entries)
+        # docs/configuration.md's defaults for the supervisor of `taskforce serve --workers N`
+        assert (30, 5, 10) == (
+            s.server.shutdown_grace_seconds,
+            s.server.max_failed_restarts,
+            s.server.max_restart_pause_seconds,
+        )
 
 
 class TestLoggingFormatDefault:
@@ -206,6 +212,29 @@ class TestErrors:
             load_settings()
         assert setting == info.value.setting
         assert repr(setting) in str(info.value)
+
+    @pytest.mark.parametrize(
+        ("name", "value"),
+        [
+            ("max_failed_restarts", "0"),
+            ("max_failed_restarts", "1001"),
+            ("max_failed_restarts", "2.5"),
+            ("max_restart_pause_seconds", "0"),
+            ("max_restart_pause_seconds", "3601"),
+            ("max_restart_pause_seconds", "nan"),
+        ],
+    )
+    def test_a_bad_restart_limit_names_its_variable(
+        self, monkeypatch: pytest.MonkeyPatch, name: str, value: str
+    ) -> None:
+        """The supervisor's crash-loop limit or longest restart pause out of its range, or
+        no number, stops start-up naming the setting, its variable and the value."""
+        variable = f"TASKFORCE_SERVER__{name.upper()}"
+        monkeypatch.setenv(variable, value)
+        with pytest.raises(ConfigurationError) as info:
+            load_settings()
+        assert f"server.{name}" == info.value.setting
+        assert f"{variable}={value!r}" in str(info.value)
 
     def test_missing_config_file(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """A config file that does not exist is reported, naming where it was named."""

@@ -597,6 +597,7 @@ class TestOperatorGuideLimits:
         and the supervisor's kill deadline are the code's."""
         from taskforce.api import _supervisor
         from taskforce.application.executor import RECORD_SECONDS
+        from taskforce.config import Settings
 
         numbers = {1: "a second", 5: "five"}
         workers = self._section("### Workers", "### Stopping")
@@ -604,8 +605,10 @@ class TestOperatorGuideLimits:
         assert f"dies within {numbers[int(_supervisor._QUICK_DEATH_SECONDS)]} of its start" in (
             workers
         )
-        assert f"up to {_supervisor._MAX_RESTART_PAUSE_SECONDS:g} s)" in workers
-        assert f"or {numbers[_supervisor._MAX_BOOT_FAILURES]} replacements in a row" in workers
+        server = Settings().server
+        pause = f"up to {server.max_restart_pause_seconds:g} s, `server.max_restart_pause_seconds`)"
+        assert pause in workers
+        assert f"or {numbers[server.max_failed_restarts]} replacements in a row" in workers
         assert f"waits at most {RECORD_SECONDS:g} s for its record" in stopping
         assert f"up to {RECORD_SECONDS:g} s more for the record writes" in stopping
         margin = _supervisor._KILL_MARGIN_SECONDS
@@ -726,7 +729,6 @@ class TestFixedLimitsDoc:
         }
         assert 1 == len(caches)
         assert 2 ** (MAX_COUNT.bit_length() - 1) == MAX_COUNT
-        sup = _supervisor
         expected = {
             "MAX_JSON_DEPTH": f"{_body.MAX_JSON_DEPTH} levels",
             "MAX_ERRORS": f"the first {_errors.MAX_ERRORS} errors, {_errors.ECHO_CHARS} "
@@ -751,9 +753,7 @@ class TestFixedLimitsDoc:
             f"({_context_pack._MAX_CONVERSATIONS} conversations)",
             "LINGER_SECONDS": f"{_read_deadline.LINGER_SECONDS:g} s and "
             f"{_read_deadline.LINGER_BYTES // 1024**2} MiB",
-            "MAX_WORKERS": f"1 to {sup.MAX_WORKERS} workers; {sup._MAX_BOOT_FAILURES} "
-            "replacements in a row that die before they serve stop the service; a quick "
-            f"death's restart waits up to {sup._MAX_RESTART_PAUSE_SECONDS:g} s",
+            "MAX_WORKERS": f"1 to {_supervisor.MAX_WORKERS} workers",
             "_BACKLOG": f"{_listener._BACKLOG:,} per listening socket",
             "RECORD_SECONDS": f"{RECORD_SECONDS:g} s for a cancelled mission's record, "
             f"{RECORD_SECONDS:g} s more for the writes under way, "

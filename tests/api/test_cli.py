@@ -828,6 +828,12 @@ class TestRun:
             ("TASKFORCE_TOOLS__MAX_DIR_ENTRIES", "0", "tools.max_dir_entries"),
             ("TASKFORCE_AGENT__MAX_RESULT_DEPTH", "251", "agent.max_result_depth"),
             ("TASKFORCE_STATE__SESSION_TTL_SECONDS", "-1", "state.session_ttl_seconds"),
+            ("TASKFORCE_SERVER__MAX_FAILED_RESTARTS", "0", "server.max_failed_restarts"),
+            (
+                "TASKFORCE_SERVER__MAX_RESTART_PAUSE_SECONDS",
+                "0",
+                "server.max_restart_pause_seconds",
+            ),
         ],
     )
     def test_invalid_limit_stops_serve(

@@ -286,14 +286,19 @@ class TestWorkers:
             wait_until_up(child, [f"{api}/health", f"http://127.0.0.1:{metrics_port}/metrics"])
 
     def test_crash_loop_stops_the_service(self, tmp_path: Path, ports: tuple[int, int]) -> None:
-        """Replacements that keep dying before they serve stop the service with exit 2.
+        """``server.max_failed_restarts`` replacements in a row that die before they serve
+        stop the service with exit 2.
 
-        The service stays in its targets file, so Prometheus sees its targets down.
+        The service stays in its targets file, so Prometheus sees its targets down. The
+        restart pauses are kept short (``server.max_restart_pause_seconds``): with the
+        defaults, doubling from 0.5 s, they took most of the test's time.
         """
         api_port, metrics_port = ports
         base = tmp_path / "base"
         env, targets = _with_targets(tmp_path, metrics_port)
         env["TASKFORCE_STATE_DIR"] = str(base / "state")
+        env["TASKFORCE_SERVER__MAX_FAILED_RESTARTS"] = "2"
+        env["TASKFORCE_SERVER__MAX_RESTART_PAUSE_SECONDS"] = "0.05"
         with started(["serve", "--port", str(api_port), "--workers", "2"], env, tmp_path) as child:
             wait_until_up(child, [f"http://127.0.0.1:{metrics_port + i}/metrics" for i in (0, 1)])
             shutil.rmtree(base, ignore_errors=True)
@@ -306,7 +311,7 @@ class TestWorkers:
             os.kill(int(str(victim)), signal.SIGKILL)
             assert 2 == child.process.wait(timeout=120)
         exited = [e for e in events(child) if e["event"] == "worker.exited"]
-        assert 6 == len(exited)  # the killed worker, then five replacements that never served
+        assert 3 == len(exited)  # the killed worker, then two replacements that never served
         last = child.stderr().strip().splitlines()[-1]
         assert last.startswith("taskforce: worker 0 failed to start")
         listed = sorted(g["targets"][0] for g in json.loads(targets.read_text("utf-8")))

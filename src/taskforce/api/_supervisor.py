@@ -43,11 +43,9 @@ from taskforce.errors import StartupError
 __all__ = ["kill_after_seconds", "resolve_workers", "serve"]
 
 _LOG = structlog.get_logger("taskforce.api")
-#: A worker that dies sooner than this after its start is restarted after a pause.
+#: A worker that dies sooner than this after its start is restarted after a pause
+#: (``server.max_restart_pause_seconds`` the longest).
 _QUICK_DEATH_SECONDS = 1.0
-_MAX_RESTART_PAUSE_SECONDS = 10.0
-#: Replacements in a row that die before serving; then the service stops (a crash loop).
-_MAX_BOOT_FAILURES = 5
 #: The most worker processes ``taskforce serve`` starts (``--workers``, ``WEB_CONCURRENCY``).
 MAX_WORKERS = 256
 #: Time on top of the longest graceful stop before a worker still alive is killed.
@@ -396,12 +394,14 @@ class _Supervisor:
                     pid=pid,
                     exitcode=code,
                 )
+                limits = self._settings.server
                 slot.boot_failures = 0 if slot.ready.is_set() else slot.boot_failures + 1
                 if slot.boot_failures and (
-                    not slot.pids or slot.boot_failures >= _MAX_BOOT_FAILURES
+                    not slot.pids or slot.boot_failures >= limits.max_failed_restarts
                 ):
-                    # The first worker of the slot, or five replacements in a row, never
-                    # served: the app cannot start, and restarting it would loop forever.
+                    # The first worker of the slot, or server.max_failed_restarts replacements
+                    # in a row, never served: the app cannot start, and restarting it would
+                    # loop forever.
                     self._failed = slot.index
                     self._signals = max(self._signals, 1)
                     continue
@@ -409,7 +409,7 @@ class _Supervisor:
                 lived = now - slot.started_at
                 slot.quick_deaths = slot.quick_deaths + 1 if lived < _QUICK_DEATH_SECONDS else 0
                 pause = (
-                    min(_MAX_RESTART_PAUSE_SECONDS, 0.5 * 2 ** (slot.quick_deaths - 1))
+                    min(limits.max_restart_pause_seconds, 0.5 * 2 ** (slot.quick_deaths - 1))
                     if slot.quick_deaths
                     else 0.0
                 )

@@ -213,10 +213,15 @@ class ApiSettings(_Section):
 
 
 class ServerSettings(_Section):
-    """How ``taskforce serve`` stops."""
+    """How ``taskforce serve`` stops, and how its supervisor restarts workers that die."""
 
     #: After a stop signal, missions still running this long are cancelled.
     shutdown_grace_seconds: float = Field(default=30.0, ge=0, le=3600)
+    #: Replacements of one worker in a row that die before they serve; then the service
+    #: stops (a crash loop), as restarting them would loop for good.
+    max_failed_restarts: int = Field(default=5, ge=1, le=1000)
+    #: The longest pause before a worker that died soon after its start is restarted.
+    max_restart_pause_seconds: float = Field(default=10.0, gt=0, le=3600)
 
 
 #: The most ``state.max_bytes`` may be with PostgreSQL: half its 1 GB limit on one value,
