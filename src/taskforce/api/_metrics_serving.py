@@ -88,9 +88,7 @@ class MetricsServing:
                 or ``metrics.port`` (with the ports above it, one per worker) holds the
                 port the server serves the API on.
         """
-        self._settings = settings.metrics
-        # what start-up errors name as where metrics.port and metrics.host were given
-        self._all_settings = settings
+        self._settings = settings
         self._read_timeout = settings.api.read_timeout_seconds
         self._max_header_bytes = settings.api.max_header_bytes
         self._max_connections = settings.api.max_connections
@@ -108,17 +106,17 @@ class MetricsServing:
                 # Without --preload, taskforce was imported after gunicorn forked this
                 # worker: no at-fork hook ran, and the arbiter's collections would count.
                 count_gc_from_here()
-        token = self._settings.auth_token
+        token = self._settings.metrics.auth_token
         metrics_app = make_metrics_app(
             metrics, auth_token=token.get_secret_value() if token is not None else None
         )
         relative_slash_redirects(metrics_app.router)
         # MetricsMount serves the bare path too: a scrape of /metrics must not be a 307.
-        mount = MetricsMount(self._settings.path, app=metrics_app)
-        if self._settings.port is not None:
+        mount = MetricsMount(self._settings.metrics.path, app=metrics_app)
+        if self._settings.metrics.port is not None:
             if worker is None:  # `taskforce serve` checked it before it bound the API
-                self._check_api_port(self._settings.port)
-            targets = self._settings.targets_file
+                self._check_api_port(self._settings.metrics.port)
+            targets = self._settings.metrics.targets_file
             if worker is None and targets is not None:
                 # This process registers itself: checked as `taskforce serve` checks it
                 # before it starts, the folder made and a mistyped path naming another
@@ -151,18 +149,18 @@ class MetricsServing:
                 category="lifecycle",
                 server=self._foreign.name,
                 workers=self._foreign.workers,
-                path=self._settings.path,
+                path=self._settings.metrics.path,
                 fix="set metrics.port (TASKFORCE_METRICS__PORT): each worker then "
                 "serves its own metrics on a port of its own",
             )
         if self._listener_app is None:
             return
-        port = self._settings.port
+        port = self._settings.metrics.port
         assert port is not None  # a listener app exists only with a port
-        host = self._settings.host or self._default_host()
+        host = self._settings.metrics.host or self._default_host()
         what = metrics_listener(
-            host_from=given_in(self._all_settings, "metrics.host"),
-            port_from=given_in(self._all_settings, "metrics.port"),
+            host_from=given_in(self._settings, "metrics.host"),
+            port_from=given_in(self._settings, "metrics.port"),
         )
         if self._worker is not None and self._worker.metrics_socket is not None:
             sock = self._worker.metrics_socket
@@ -178,7 +176,7 @@ class MetricsServing:
             self._max_connections,
         )
         await self._listener.start()
-        targets = self._settings.targets_file
+        targets = self._settings.metrics.targets_file
         if self._worker is None and targets is not None:
             # The supervisor of `taskforce serve` writes the file for its workers.
             label = str(self._listener.port - port)
@@ -222,11 +220,11 @@ class MetricsServing:
         api_host, api_port, workers = self._api_address()
         if api_host is None or api_port is None:
             return
-        host = self._settings.host or self._default_host()
+        host = self._settings.metrics.host or self._default_host()
         clash = api_port_clash((api_host, api_port), (host, port), workers)
         if clash is not None:
             raise ConfigurationError(
-                "metrics.port", clash, source=given_as(self._all_settings, "metrics.port")
+                "metrics.port", clash, source=given_as(self._settings, "metrics.port")
             )
 
     def _api_address(self) -> tuple[str | None, int | None, int]:
