@@ -2459,6 +2459,30 @@ class TestIncompleteAnswers:
         ]
 
     @pytest.mark.parametrize("route", ["complete", "stream"])
+    async def test_the_model_is_logged_as_its_label_has_it(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, route: str
+    ) -> None:
+        """A model name the server chose (10,000 characters) is logged cut to 128, as
+        ``llm.price.missing`` and the ``model`` label have it: a warning line stays short
+        whatever the server says."""
+        model = "\u00e9" + "m" * 10_000
+        if route == "complete":
+            message = {"role": "assistant", "content": "The answer is forty"}
+            choice = {"index": 0, "finish_reason": "length", "message": message}
+            fake.respond_next({**_completion([choice], None), "model": model})
+        else:
+            chunks = [{**chunk, "model": model} for chunk in _chunks("abc")]
+            chunks[-1]["choices"][0]["finish_reason"] = "length"
+            fake.stream_next([*chunks, "[DONE]"])
+        with structlog.testing.capture_logs() as logs:
+            if route == "complete":
+                assert (await provider.complete(_mission("hi")))["success"]
+            else:
+                _ = [chunk async for chunk in provider.stream(_mission("hi"))]
+        incomplete = [log for log in logs if log["event"] == "llm.answer.incomplete"]
+        assert ["\u00e9" + "m" * 127] == [log["model"] for log in incomplete]
+
+    @pytest.mark.parametrize("route", ["complete", "stream"])
     async def test_a_finished_answer_logs_nothing(
         self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, route: str
     ) -> None:

@@ -36,6 +36,7 @@ from taskforce.core.interfaces.llm import (
     Usage,
 )
 from taskforce.core.interfaces.log import secret_scrubber
+from taskforce.core.interfaces.outcome import label_safe
 from taskforce.errors import LLMProviderError
 from taskforce.infrastructure.llm._openai_chat import (
     _added,
@@ -539,14 +540,15 @@ def _raise_carried_error(response: ChatCompletion, headers: Any) -> None:
 def _report_incomplete(finish_reason: object, model: str, usage: Usage | None) -> None:
     """Log an answer the model did not finish (``llm.answer.incomplete``); it is still the
     call's answer, as the server sent it: a text cut at the token limit, or one the
-    content filter shortened, is all there is to hand on.
+    content filter shortened, is all there is to hand on. ``model`` is the server's text: it
+    is logged as its label has it (``label_safe``), so a line stays short whatever it says.
     """
     if finish_reason in _INCOMPLETE:
         _LOG.warning(
             "llm.answer.incomplete",
             category="llm",
             provider=_PROVIDER,
-            model=model,
+            model=label_safe(str(model)),
             finish_reason=finish_reason,
             output_tokens=(usage or {}).get("completion_tokens"),
         )
