@@ -174,6 +174,19 @@ class TestAuth:
         assert [("security", reason)] == [(e["category"], e["reason"]) for e in failed]
         assert TOKEN not in repr(logs)
 
+    async def test_a_client_address_of_any_length_is_logged_cut(
+        self, auth_server: LiveServer
+    ) -> None:
+        """The client address is what uvicorn says it is: behind a proxy on loopback, the
+        ``X-Forwarded-For`` a peer sent, any text of up to a whole head. The security line
+        keeps its first 80 characters and counts the rest, as an error message quotes."""
+        forwarded = {"X-Forwarded-For": "c" * 20_000, "Authorization": "Bearer wrong"}
+        with capture_logs() as logs:
+            response = await _get(auth_server.url + "/", headers=forwarded)
+        assert 401 == response.status_code
+        failed = [entry for entry in logs if entry["event"] == "metrics.auth.failed"]
+        assert ["c" * 80 + "...[+19920 chars]"] == [entry["client"] for entry in failed]
+
     async def test_accepted_with_the_token(
         self, metrics: MetricSet, auth_server: LiveServer
     ) -> None:

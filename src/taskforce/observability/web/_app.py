@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Mount, Route
 from starlette.types import Scope
 
+from taskforce.core.interfaces.log import MAX_QUOTED_CHARS, cut_text
 from taskforce.observability._faults import report_fault
 from taskforce.observability.metrics import CONTENT_TYPE, MetricSet
 
@@ -64,6 +65,16 @@ def _accepts_gzip(header: str) -> bool:
             named = quality if named is None else max(named, quality)
     chosen = named if named is not None else wildcard
     return chosen is not None and chosen > 0.0
+
+
+def _client(request: Request) -> str | None:
+    """The client's address as a log line keeps it: cut to ``MAX_QUOTED_CHARS`` characters.
+
+    It is what the server says: behind a proxy on loopback, the ``X-Forwarded-For`` a peer
+    sent (uvicorn's ``forwarded_allow_ips``), which may be any text a request head holds.
+    """
+    client = request.client
+    return cut_text(client.host, MAX_QUOTED_CHARS) if client is not None else None
 
 
 def _refusal(status_code: int, detail: str, headers: Mapping[str, str] | None = None) -> Response:
@@ -142,7 +153,7 @@ def make_metrics_app(metrics: MetricSet, *, auth_token: str | None) -> Starlette
                     "metrics.auth.failed",
                     category="security",
                     reason="mismatch" if is_authorization_sent(request) else "missing",
-                    client=request.client.host if request.client else None,
+                    client=_client(request),
                 )
                 return _refusal(
                     401,
