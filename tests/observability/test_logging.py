@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 
@@ -409,6 +411,42 @@ class TestFailingSink:
         configure_logging(fmt="json")
         structlog.get_logger("t").error("mission.failed", category="mission")
         assert "" == capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("_restore_stdlib_logging")
+class TestForkedWriters:
+    def test_the_long_lines_of_forked_processes_stay_whole_on_a_pipe(self) -> None:
+        """Processes forked after the set-up (``serve --workers N``) share its stream. On a
+        pipe only a write of up to 4 KiB (PIPE_BUF) is atomic: while the reader lags, a
+        longer line goes in in pieces, and another process's line could land between
+        them. Every line of 4 writers (20,000 characters each) is read back whole."""
+        read_fd, write_fd = os.pipe()
+        stream = open(write_fd, "w", encoding="utf-8")  # noqa: SIM115  # closed below
+        configure_logging(fmt="json", level="debug", stream=stream)
+        children = []
+        for writer in range(4):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover  # the child's coverage is not collected
+                try:
+                    # stdlib lines: the handler's lock is made anew in a fork (structlog's
+                    # path passes the suite's log audit, whose lock another thread may hold)
+                    for _ in range(10):
+                        logging.getLogger("t").warning("%s", str(writer) * 20_000)
+                finally:
+                    os._exit(0)
+            children.append(pid)
+        stream.close()
+        chunks = []
+        with open(read_fd, "rb") as reader:
+            # a slow reader: the pipe stays full, so the writers wait for room mid-line
+            while chunk := reader.read1(4096):
+                chunks.append(chunk)
+                time.sleep(0.001)
+        for pid in children:
+            os.waitpid(pid, 0)
+        lines = b"".join(chunks).decode().splitlines()
+        pads = sorted(json.loads(line)["message"] for line in lines)
+        assert sorted(str(writer) * 20_000 for writer in range(4) for _ in range(10)) == pads
 
 
 class TestResolveFormat:

@@ -30,7 +30,7 @@ from taskforce.core.interfaces.log import (
     redact_secret_parameters,
     secret_scrubber,
 )
-from taskforce.observability._faults import report_log_fault
+from taskforce.observability.logs._sink import SinkStream
 
 __all__ = ["REDACTED", "configure_logging", "resolve_format"]
 
@@ -227,35 +227,6 @@ def _escape_controls(_: WrappedLogger, __: str, event_dict: EventDict) -> EventD
     return event_dict
 
 
-class _SinkStream:
-    """The log stream, where a line the sink cannot take is dropped and counted, not raised.
-
-    A reader that went away (a broken pipe), a full disk, a closed stream or any other
-    failure of the stream (a binary one given text) must not fail the mission or
-    request that logged: the line is lost, and counted as a fault
-    of stage ``log`` (:func:`report_log_fault`). Each line is written and flushed in
-    one :meth:`write`, so a line that fails is counted once. Without a stream at all
-    (standard error closed before start) lines are dropped: they must not go to
-    standard output, where ``taskforce run`` prints its result.
-    """
-
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        """Write and flush ``text``; on a failure of the stream, drop it and count it."""
-        if self._stream is not None:
-            try:
-                self._stream.write(text)
-                self._stream.flush()
-            except Exception:  # OSError, ValueError (a closed stream), or any stream's own
-                report_log_fault()
-        return len(text)
-
-    def flush(self) -> None:
-        """Nothing to do: :meth:`write` flushed already."""
-
-
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]  # stream type is Any here
     """A stream handler that honours structlog's ``DropEvent`` for stdlib records."""
 
@@ -375,7 +346,7 @@ def configure_logging(
     if max_path_chars < 1:
         raise ValueError(f"max_path_chars must be at least 1, got {max_path_chars}")
     out = sys.stderr if stream is None else stream
-    sink = _SinkStream(out)
+    sink = SinkStream(out)
     renderer: Processor
     escaping: list[Processor] = []  # JSON escapes control characters itself
     if resolve_format(fmt, out) == "json":
@@ -397,7 +368,7 @@ def configure_logging(
     structlog.configure(
         processors=[*shared, *escaping, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        # one write() per line: two workers sharing stderr can interleave writes, never split a line
+        # one write() per line, whole between forked workers sharing stderr (see SinkStream)
         logger_factory=structlog.WriteLoggerFactory(file=sink),  # type: ignore[arg-type]  # a TextIO in what WriteLogger uses
         cache_logger_on_first_use=cache_loggers,
     )
