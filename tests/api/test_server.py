@@ -419,6 +419,19 @@ class TestTargetsFileOutsideTaskforceServe:
             listed = json.loads(targets.read_text(encoding="utf-8"))
         assert [[f"127.0.0.1:{settings.metrics.port}"]] == [g["targets"] for g in listed]
 
+    async def test_a_metrics_path_of_its_own_is_listed(self, tmp_path: Path) -> None:
+        """The entry tells Prometheus where the listener serves: `__metrics_path__`."""
+        targets = tmp_path / "t.json"
+        settings = Settings(
+            state_dir=tmp_path / "state",
+            workspace_dir=tmp_path / "workspace",
+            metrics={"port": free_ports(1), "targets_file": targets, "path": "/internal/m"},
+        )
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            (listed,) = json.loads(targets.read_text(encoding="utf-8"))
+        assert "/internal/m" == listed["labels"]["__metrics_path__"]
+
     def test_another_file_is_refused_and_left_as_it_is(self, tmp_path: Path) -> None:
         """A targets_file naming a file that is no targets file stops the app, unwritten.
 

@@ -23,6 +23,8 @@ from taskforce.api._targets import (
 )
 
 _OWN = [("127.0.0.1", 9100), ("127.0.0.1", 9101)]
+#: The label of a discovered target that Prometheus scrapes it at (its own name for it).
+_PATH_LABEL = "__metrics_path__"
 
 
 def _read(path: Path) -> object:
@@ -38,6 +40,23 @@ class TestReplaceOwnTargets:
             {"targets": ["127.0.0.1:9100"], "labels": {"worker": "0"}},
             {"targets": ["127.0.0.1:9101"], "labels": {"worker": "1"}},
         ] == _read(path)
+
+    @pytest.mark.parametrize("write", ["serve", "foreign worker"])
+    def test_a_metrics_path_of_its_own_is_in_each_entry(self, tmp_path: Path, write: str) -> None:
+        """A metrics.path other than Prometheus' default /metrics is named in each entry
+        (`__metrics_path__`, which wins over the job's metrics_path), so a job that names
+        no path scrapes the one the service serves; the default adds no label."""
+        path = tmp_path / "targets.json"
+        for metrics_path in ("/internal/metrics", "/metrics"):
+            if write == "serve":
+                replace_own_targets(path, _OWN[:1], {"0": _OWN[0]}, metrics_path=metrics_path)
+            else:
+                register_target(path, *_OWN[0], "0", metrics_path=metrics_path)
+            groups = _read(path)
+            assert isinstance(groups, list)
+            assert [None if metrics_path == "/metrics" else metrics_path] == [
+                g["labels"].get(_PATH_LABEL) for g in groups
+            ]
 
     def test_replaces_without_leaving_temporary_files(self, tmp_path: Path) -> None:
         """A rewrite replaces the file whole and leaves nothing else in the folder."""

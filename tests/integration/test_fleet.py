@@ -44,6 +44,8 @@ class Replica:
     api: str
     metrics_port: int
     targets: Path
+    #: Its metrics.path: Prometheus' job names none, so it finds the path in the file.
+    metrics_path: str
 
     def instances(self) -> list[str]:
         return [f"127.0.0.1:{self.metrics_port + i}" for i in (0, 1)]
@@ -78,7 +80,7 @@ def open_pipes(pid: int) -> int:
 
 
 @contextlib.contextmanager
-def replica(root: Path) -> Iterator[Replica]:
+def replica(root: Path, metrics_path: str = "/metrics") -> Iterator[Replica]:
     """Start one replica with two workers; its targets file lives in ``root``.
 
     It is not waited for: the fleet starts both replicas and Prometheus at once, then
@@ -87,15 +89,19 @@ def replica(root: Path) -> Iterator[Replica]:
     root.mkdir(parents=True)
     api_port, metrics_port = free_ports(1), free_ports(2)
     targets = root / "targets.json"
-    env = clean_env(root, TASKFORCE_METRICS__TARGETS_FILE=str(targets))
+    env = clean_env(
+        root, TASKFORCE_METRICS__TARGETS_FILE=str(targets), TASKFORCE_METRICS__PATH=metrics_path
+    )
     args = ["serve", "--port", str(api_port), "--workers", "2", "--metrics-port", str(metrics_port)]
     with started(args, env, root) as child:
-        yield Replica(child, f"http://127.0.0.1:{api_port}", metrics_port, targets)
+        api = f"http://127.0.0.1:{api_port}"
+        yield Replica(child, api, metrics_port, targets, metrics_path)
 
 
 def wait_for(started_replica: Replica) -> None:
     """Return once both workers' metrics and the replica's API answer."""
-    urls = [f"http://{instance}/metrics" for instance in started_replica.instances()]
+    path = started_replica.metrics_path
+    urls = [f"http://{instance}{path}" for instance in started_replica.instances()]
     wait_until_up(started_replica.child, [*urls, f"{started_replica.api}/health"])
 
 
@@ -115,7 +121,8 @@ def fixture_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         with contextlib.ExitStack() as stack:
             replicas = (
                 stack.enter_context(replica(root / "replica-0")),
-                stack.enter_context(replica(root / "replica-1")),
+                # a metrics.path of its own, which the job does not name
+                stack.enter_context(replica(root / "replica-1", "/internal/metrics")),
             )
             prom_root = root / "prometheus"
             prom_root.mkdir()
@@ -187,6 +194,16 @@ class TestFleet:
         workers = by_labels(query(fleet.prometheus, 'up{job="taskforce"}'), "instance", "worker")
         expected = {(i, str(n)) for r in fleet.replicas for n, i in enumerate(r.instances())}
         assert expected == set(workers)
+
+    def test_each_target_is_scraped_at_its_services_metrics_path(self, fleet: Fleet) -> None:
+        """The job names no metrics_path: a replica with a metrics.path of its own is still
+        scraped there, as its targets file says (`__metrics_path__`), and is up."""
+        active = api_get(fleet.prometheus, "targets")["activeTargets"]
+        scraped = {t["labels"]["instance"]: (t["scrapeUrl"], t["health"]) for t in active}
+        expected = {
+            i: (f"http://{i}{r.metrics_path}", "up") for r in fleet.replicas for i in r.instances()
+        }
+        assert expected == scraped
 
     def test_a_worker_holds_no_pipes_of_the_workers_forked_before_it(self, fleet: Fleet) -> None:
         """Worker 1 has as many pipes open as worker 0: not also the two multiprocessing made

@@ -186,7 +186,15 @@ class MetricsServing:
                 None if api_host is None or api_port is None else service_name(api_host, api_port)
             )
             try:
-                register_target(path, host, self._listener.port, label, first=port, service=service)
+                register_target(
+                    path,
+                    host,
+                    self._listener.port,
+                    label,
+                    first=port,
+                    service=service,
+                    metrics_path=self._settings.metrics.path,
+                )
             except OSError as exc:  # the metrics still serve; only discovery is missing
                 report_failure(exc)
             else:

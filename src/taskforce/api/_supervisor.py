@@ -186,7 +186,9 @@ def serve(
     listed_port = metrics.port if metrics.enabled else None
     # named by the port the API got: two services started with --port 0 are two names
     service = service_name(host, api_socket.getsockname()[1])
-    targets = _Targets(metrics.targets_file, metrics_host, listed_port, workers, service)
+    targets = _Targets(
+        metrics.targets_file, metrics_host, listed_port, workers, service, metrics.path
+    )
     # Only a stop asked for withdraws the entries: a service that failed stays listed,
     # so Prometheus sees its targets down (and TaskforceTargetDown fires) instead of
     # seeing them vanish. A stop signal that comes while the app is being built (before
@@ -223,6 +225,8 @@ class _Targets:
     #: The service's name (the API's address on this machine): the entries labelled with
     #: it are this service's, whatever ``metrics.port`` listed them.
     service: str | None = None
+    #: ``metrics.path``, named in each entry unless it is Prometheus' default.
+    metrics_path: str | None = None
 
     def write(self, workers: range | tuple[()]) -> None:
         """List ``workers`` (none: withdraw this service), keeping other services' entries."""
@@ -233,7 +237,12 @@ class _Targets:
         try:
             listed = {str(i): (self.host, port + i) for i in workers}
             replace_own_targets(
-                self.path, own, listed, first=(self.host, port), service=self.service
+                self.path,
+                own,
+                listed,
+                first=(self.host, port),
+                service=self.service,
+                metrics_path=self.metrics_path,
             )
         except OSError as exc:
             report_failure(exc)

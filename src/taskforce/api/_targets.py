@@ -29,6 +29,7 @@ from taskforce._atomic_write import remove_all_left_behind, write_atomically
 from taskforce.api._listener import bound_socket
 
 __all__ = [
+    "PATH_LABEL",
     "SERVICE_LABEL",
     "advertised_host",
     "register_target",
@@ -42,6 +43,12 @@ _LOG = structlog.get_logger("taskforce.api")
 #: The label that names the service an entry is of. Prometheus drops labels starting
 #: with ``__`` once a target is discovered: no series carries it.
 SERVICE_LABEL = "__meta_taskforce_service"
+#: The label that tells Prometheus the path to scrape an entry at, when it is not its
+#: default: a discovered target's own ``__metrics_path__`` wins over the job's
+#: ``metrics_path``, so a job without one scrapes a ``metrics.path`` of the service's own.
+PATH_LABEL = "__metrics_path__"
+#: The path Prometheus scrapes a target at unless told otherwise (``metrics_path``).
+_PROMETHEUS_PATH = "/metrics"
 
 
 def report_failure(exc: OSError, *, level: str = "error") -> None:
@@ -75,8 +82,12 @@ def service_name(host: str, port: int) -> str:
     return f"{socket.gethostname()}/{bracketed}:{port}"
 
 
-def _entry(host: str, port: int, worker: str, service: str | None = None) -> dict[str, Any]:
+def _entry(
+    host: str, port: int, worker: str, service: str | None = None, path: str | None = None
+) -> dict[str, Any]:
     labels = {"worker": worker} if service is None else {"worker": worker, SERVICE_LABEL: service}
+    if path is not None and path != _PROMETHEUS_PATH:
+        labels[PATH_LABEL] = path
     return {"targets": [f"{advertised_host(host)}:{port}"], "labels": labels}
 
 
@@ -199,6 +210,7 @@ def replace_own_targets(
     *,
     first: tuple[str, int] | None = None,
     service: str | None = None,
+    metrics_path: str | None = None,
 ) -> None:
     """Replace this service's entries in a targets file other services may share.
 
@@ -215,13 +227,16 @@ def replace_own_targets(
         service: the :func:`service_name` every entry is labelled with: the entries
             labelled so are this service's too, whatever ports they list (a run on
             another ``metrics.port`` that failed or was killed, so kept its entries).
+        metrics_path: ``metrics.path``: an entry names it in :data:`PATH_LABEL` unless it
+            is Prometheus' default, ``/metrics``.
 
     Raises:
         OSError: the file or its lock cannot be written, or it is not a JSON list.
     """
     mine = {f"{advertised_host(host)}:{port}" for host, port in own}
     entries = [
-        _entry(host, port, worker, service) for worker, (host, port) in sorted(endpoints.items())
+        _entry(host, port, worker, service, metrics_path)
+        for worker, (host, port) in sorted(endpoints.items())
     ]
     with _locked(path) as groups:
         if first is not None:
@@ -282,6 +297,7 @@ def register_target(
     *,
     first: int | None = None,
     service: str | None = None,
+    metrics_path: str | None = None,
 ) -> None:
     """Add (or replace) this endpoint's entry in a targets file shared with other processes.
 
@@ -298,11 +314,13 @@ def register_target(
         service: the :func:`service_name` the entry is labelled with: an entry labelled
             so at a port of ``host`` on which nothing listens any more is withdrawn too
             (a server killed and started again on another ``metrics.port``).
+        metrics_path: ``metrics.path``: the entry names it in :data:`PATH_LABEL` unless it
+            is Prometheus' default, ``/metrics``.
 
     Raises:
         OSError: the file or its lock cannot be written, or it is not a JSON list.
     """
-    entry = _entry(host, port, worker, service)
+    entry = _entry(host, port, worker, service, metrics_path)
     with _locked(path) as groups:
         # Under the lock: a worker binds its port before it registers, so one that is
         # starting holds its port already, or registers again after this.
