@@ -792,7 +792,7 @@ class TestAClientThatLeaves:
             async with httpx.AsyncClient(base_url=patient.url, timeout=_GUARD_SECONDS) as leaving:
                 await _leave(leaving, route, body, lines, at)
             ended = await _line_of(lines, session, "mission.cancelled")
-            served = route == "stream" or await _until_counted(client, before)
+            served = await _until_counted(client, before, route)
             after = await _scrape(client)
             record = (await client.get(f"/api/v1/sessions/{session}")).json()["missions"][-1]
         assert served
@@ -828,13 +828,19 @@ _OUTCOMES = frozenset(
 )
 
 
-async def _until_counted(client: httpx.AsyncClient, before: Samples) -> bool:
-    """Wait until the 499 of the request that lost its client is counted (after its end)."""
+async def _until_counted(client: httpx.AsyncClient, before: Samples, route: str) -> bool:
+    """Wait until the request that lost its client is counted (after its end): the 499 of
+    a plain request; the cancelled mission of a stream, which the proxy counts after the
+    executor logged ``mission.cancelled`` (a scrape between the two sees none yet)."""
+    name, by, wanted = (
+        ("taskforce_missions_total", "status", "cancelled")
+        if route == "stream"
+        else ("taskforce_http_requests_total", "status_code", "499")
+    )
     async with asyncio.timeout(_GUARD_SECONDS):
         while True:
             now = await _scrape(client)
-            left = _delta(before, now, "taskforce_http_requests_total", "status_code")
-            if left["499"]:
+            if _delta(before, now, name, by)[wanted]:
                 return True
             await asyncio.sleep(0.01)
 
