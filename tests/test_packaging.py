@@ -5,10 +5,15 @@ from __future__ import annotations
 import ast
 import functools
 import re
+import shutil
+import subprocess
 import sys
+import tarfile
 import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
+
+import pytest
 
 from tests.support import source
 
@@ -66,3 +71,50 @@ class TestDeclaredDependencies:
     def test_every_declared_dependency_is_imported(self) -> None:
         """No runtime dependency is declared that the package never imports."""
         assert set() == _declared() - set(_imported_distributions())
+
+
+# What a clone holds that the README's set-up lines, the tests and the docs need: the
+# files at the top and every file under these folders (the caches .gitignore names aside).
+_PROJECT_FILES = ("README.md", "pyproject.toml", "MANIFEST.in", "noxfile.py", "CHANGELOG.md")
+_PROJECT_DIRS = ("src", "tests", "docs", "deploy", "examples", "benchmarks", ".ci")
+_NOT_SOURCE = shutil.ignore_patterns("__pycache__", "*.py[cod]", "*.egg-info")
+
+
+def _project_tree(into: Path) -> set[str]:
+    """Copy the project's files into ``into``; return their paths relative to it."""
+    for name in _PROJECT_FILES:
+        if (ROOT / name).is_file():
+            shutil.copy2(ROOT / name, into / name)
+    for name in _PROJECT_DIRS:
+        shutil.copytree(ROOT / name, into / name, ignore=_NOT_SOURCE)
+    return {path.relative_to(into).as_posix() for path in into.rglob("*") if path.is_file()}
+
+
+class TestSourceDistribution:
+    @pytest.mark.slow  # setuptools builds the sdist in a Python process of its own
+    def test_the_sdist_holds_the_whole_project(self, tmp_path: Path) -> None:
+        """An unpacked sdist is a project its README's test line works in: the tests with
+        their conftest and support modules, the docs, deploy files, examples, benchmarks
+        and the files they read (the package alone left the tests unable to import)."""
+        tree = tmp_path / "tree"
+        tree.mkdir()
+        expected = _project_tree(tree)
+        out = tmp_path / "dist"
+        build = (
+            "import sys; from setuptools import build_meta;"
+            " print(build_meta.build_sdist(sys.argv[1]))"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", build, str(out)],
+            cwd=tree,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert 0 == done.returncode, done.stderr[-2000:]
+        archive = out / done.stdout.strip().splitlines()[-1]
+        with tarfile.open(archive) as sdist:
+            top = archive.name.removesuffix(".tar.gz") + "/"
+            shipped = {m.name.removeprefix(top) for m in sdist.getmembers() if m.isfile()}
+        assert set() == expected - shipped
