@@ -31,6 +31,7 @@ from taskforce.core.interfaces import (
 from taskforce.core.interfaces.executor import AgentType
 from taskforce.core.interfaces.llm import ChatMessage, LLMResult
 from taskforce.errors import MissionError
+from taskforce.infrastructure.state import FileStateStore
 from tests.core.domain.fakes import (
     FakeRegistry,
     QueueLLM,
@@ -791,22 +792,18 @@ class TestStreamLeftAfterTheEnd:
         _assert_one_mission_ended(container, logs, status)
 
 
-class _SlowAppendStore:
-    """The container's file store, whose ``append`` holds a mission's record back a moment."""
+class _SlowAppendStore(FileStateStore):
+    """The container's file store, whose ``append`` holds a mission's record back a moment
+    (a subclass: a ``__getattr__`` wrapper is no ``StateStoreProtocol`` from Python 3.12 on)."""
 
     def __init__(self, tmp_path: Path) -> None:
-        from taskforce.infrastructure.state import FileStateStore
-
-        self._store = FileStateStore(tmp_path / "state")
+        super().__init__(tmp_path / "state")
         self.appending = asyncio.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
     async def append(self, session_id: str, record: Any) -> Any:
         self.appending.set()
         await asyncio.sleep(0.05)
-        return await self._store.append(session_id, record)
+        return await super().append(session_id, record)
 
 
 class TestStreamCancelledWhileRecording:

@@ -15,8 +15,12 @@ from taskforce.infrastructure.state import FileStateStore
 __all__ = ["HeldStore"]
 
 
-class HeldStore:
+class HeldStore(FileStateStore):
     """The file store, whose ``append`` waits for ``released``.
+
+    A subclass, not a wrapper that forwards through ``__getattr__``: from Python 3.12 on,
+    ``isinstance`` against a runtime-checkable Protocol looks attributes up statically,
+    so such a wrapper would not be a ``StateStoreProtocol``.
 
     Attributes:
         appending: Set when an append starts (the mission ended; its record is on its way).
@@ -26,19 +30,16 @@ class HeldStore:
 
     def __init__(self, state_dir: Path) -> None:
         """Hold the appends of a file store in ``state_dir``."""
-        self._store = FileStateStore(state_dir)
+        super().__init__(state_dir)
         self.appending = asyncio.Event()
         self.released = asyncio.Event()
         self.landed = asyncio.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
     async def append(self, session_id: str, record: Any) -> Any:
         """Append once the test released the store; ``landed`` is set however it ends."""
         self.appending.set()
         await self.released.wait()
         try:
-            return await self._store.append(session_id, record)
+            return await super().append(session_id, record)
         finally:
             self.landed.set()
