@@ -650,6 +650,42 @@ class TestWorkspaceConfinement:
             "error_type": "SymlinkLoop",
         } == await FileReadTool(workspace).execute(path="loop")
 
+    @pytest.mark.parametrize(
+        ("tool", "args"),
+        [
+            (FileReadTool, {"path": "loop"}),
+            (FileReadTool, {"path": "loop/x"}),
+            (ListDirTool, {"path": "loop"}),
+            (FileWriteTool, {"path": "loop", "content": "x"}),
+            (FileWriteTool, {"path": "loop/x", "content": "x"}),
+        ],
+    )
+    async def test_a_loop_left_in_the_resolved_path_is_a_symlink_loop(
+        self, workspace: Path, monkeypatch: pytest.MonkeyPatch, tool: type, args: dict[str, str]
+    ) -> None:
+        """Python 3.13's ``Path.resolve()`` hands a path through a symlink loop back with the
+        loop left in it, where 3.11 raises: each file tool still answers ``SymlinkLoop``, not
+        ``NotARegularFile`` nor a refusal as outside the workspace (a security event)."""
+        workspace.mkdir()
+        (workspace / "loop").symlink_to(workspace / "loop")
+        resolve = Path.resolve
+
+        def resolve_as_python_313(self: Path, strict: bool = False) -> Path:
+            try:
+                return resolve(self, strict)
+            except RuntimeError:
+                return Path(os.path.abspath(self))
+
+        monkeypatch.setattr(Path, "resolve", resolve_as_python_313)
+        with capture_logs() as logs:
+            result = await tool(workspace).execute(**args)
+        assert {
+            "success": False,
+            "error": f"path {quoted(args['path'])} is a symlink loop",
+            "error_type": "SymlinkLoop",
+        } == result
+        assert [] == [entry for entry in logs if entry.get("category") == "security"]
+
 
 class TestSwappedAfterTheCheck:
     """Someone else (a tool of the user's that can make symlinks, another process on the

@@ -120,10 +120,13 @@ class Workspace:
         try:
             resolved = (real_root / raw).resolve()
         except (RuntimeError, OSError) as exc:
-            # Python 3.11 reports a symlink loop as RuntimeError, 3.13 as OSError(ELOOP).
+            # Python 3.11 and 3.12 raise here on a symlink loop (RuntimeError, or OSError ELOOP).
             if isinstance(exc, OSError) and exc.errno != errno.ELOOP:
                 raise
             raise Failure("is a symlink loop", "SymlinkLoop") from exc
+        if _runs_into_a_loop(resolved):
+            # Python 3.13 hands the path back with the loop left in it instead.
+            raise Failure("is a symlink loop", "SymlinkLoop")
         if not resolved.is_relative_to(real_root):
             raise PathRefused(raw)
         return resolved
@@ -227,3 +230,13 @@ class Location:
     def close(self) -> None:
         """Close the folder's descriptor."""
         os.close(self.folder)
+
+
+def _runs_into_a_loop(path: Path) -> bool:
+    """Whether looking ``path`` up fails on a symlink loop (``ELOOP``); any other outcome,
+    a missing file among them, is for the caller to meet when it opens the path."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
