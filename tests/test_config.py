@@ -142,6 +142,11 @@ class TestPrecedence:
         assert ("security", "performance") == load_settings().logging.categories
 
 
+#: JSON nesting past what any Python's ``json`` reads: 3.13 reads 5,000 levels, where 3.11
+#: and 3.12 stop at their recursion limit.
+_PAST_ANY_PARSER = 20_000
+
+
 class TestErrors:
     @pytest.mark.parametrize(
         ("env", "value", "setting"),
@@ -347,9 +352,17 @@ class TestErrors:
     @pytest.mark.parametrize(
         ("variable", "value", "setting"),
         [
-            ("TASKFORCE_LLM", "[" * 5000 + "]" * 5000, "llm"),
-            ("TASKFORCE_LLM__PRICES", '{"m": ' + "[" * 5000 + "]" * 5000 + "}", "llm.prices"),
-            ("TASKFORCE_LLM", '{"prices": "' + "[" * 5000 + "]" * 5000 + '"}', "llm"),
+            ("TASKFORCE_LLM", "[" * _PAST_ANY_PARSER + "]" * _PAST_ANY_PARSER, "llm"),
+            (
+                "TASKFORCE_LLM__PRICES",
+                '{"m": ' + "[" * _PAST_ANY_PARSER + "]" * _PAST_ANY_PARSER + "}",
+                "llm.prices",
+            ),
+            (
+                "TASKFORCE_LLM",
+                '{"prices": "' + "[" * _PAST_ANY_PARSER + "]" * _PAST_ANY_PARSER + '"}',
+                "llm",
+            ),
         ],
         ids=["section", "setting", "string-in-section"],
     )
@@ -500,7 +513,7 @@ class TestDirectories:
     @pytest.mark.parametrize("name", ["state_dir", "workspace_dir"])
     @pytest.mark.parametrize(
         ("bad", "reason"),
-        [("a" * 300, "File name too long"), ("a\0b", "null byte")],
+        [("a" * 300, "File name too long"), ("a\0b", "null (byte|character)")],
         ids=["name-too-long", "nul-byte"],
     )
     def test_a_path_no_directory_can_have(
