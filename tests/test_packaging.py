@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import ast
 import functools
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import tomllib
-from importlib.metadata import packages_distributions
+from importlib.metadata import PackageNotFoundError, packages_distributions, version
 from pathlib import Path
+from typing import Any
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 from tests.support import source
 
@@ -28,9 +32,19 @@ def _name(requirement: str) -> str:
     return re.sub(r"[-_.]+", "-", match.group(0)).lower()
 
 
+def _pyproject() -> dict[str, Any]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def _build_backend() -> Requirement:
+    """The setuptools ``build-system.requires`` asks for."""
+    requires = [Requirement(text) for text in _pyproject()["build-system"]["requires"]]
+    return next(req for req in requires if req.name == "setuptools")
+
+
 def _declared() -> set[str]:
     """The runtime dependencies plus the optional runtime extras (not `dev`)."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    project = _pyproject()["project"]
     names = {_name(req) for req in project["dependencies"]}
     for extra, reqs in project.get("optional-dependencies", {}).items():
         if extra != "dev":
@@ -90,12 +104,37 @@ def _project_tree(into: Path) -> set[str]:
     return {path.relative_to(into).as_posix() for path in into.rglob("*") if path.is_file()}
 
 
+def _require_build_backend() -> None:
+    """Skip the test outside CI, fail it under ``CI=true``, unless the setuptools installed
+    here (the dev extra's) is one ``build-system.requires`` accepts."""
+    wanted = _build_backend()
+    try:
+        have: str | None = version("setuptools")
+    except PackageNotFoundError:
+        have = None
+    if have is None or have not in wanted.specifier:
+        message = f"setuptools {have or 'is not installed'}: the build needs {wanted}"
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+
+
+class TestMetadata:
+    def test_the_license_is_an_spdx_expression(self) -> None:
+        """``project.license`` is an SPDX expression, which setuptools reads from 77 on (so
+        the build asks for 77 or later); the TOML table form (``{text = "MIT"}``) is
+        deprecated, with builds to stop taking it from 2027-02-18."""
+        assert "MIT" == _pyproject()["project"]["license"]
+        assert Version("76.9") not in _build_backend().specifier
+
+
 class TestSourceDistribution:
     @pytest.mark.slow  # setuptools builds the sdist in a Python process of its own
     def test_the_sdist_holds_the_whole_project(self, tmp_path: Path) -> None:
         """An unpacked sdist is a project its README's test line works in: the tests with
         their conftest and support modules, the docs, deploy files, examples, benchmarks
         and the files they read (the package alone left the tests unable to import)."""
+        _require_build_backend()
         tree = tmp_path / "tree"
         tree.mkdir()
         expected = _project_tree(tree)
