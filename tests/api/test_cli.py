@@ -150,6 +150,14 @@ class StoppedWhileSaving:
     def __getattr__(self, name):
         return getattr(self._store, name)
 
+    # spelled out: from Python 3.12 on, isinstance against a runtime Protocol does not
+    # see what __getattr__ forwards
+    async def load(self, session_id):
+        return await self._store.load(session_id)
+
+    async def save(self, session_id, state):
+        return await self._store.save(session_id, state)
+
     async def append(self, session_id, record):
         if sys.argv[1] == "at-close":
             return await self._store.append(session_id, record)
