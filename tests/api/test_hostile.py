@@ -208,7 +208,8 @@ class TestBodyLimit:
             async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
                 samples = await scrape(client)
         status, _, rest = answer.partition(b"\r\n")
-        assert b"HTTP/1.1 413 Request Entity Too Large" == status
+        # the reason phrase is Python's: "Content Too Large" (RFC 9110) from 3.13 on
+        assert b"HTTP/1.1 413" == status[:12]
         assert b"larger than 1024 bytes" in rest
         assert len(answer) < 400
         counted = total(
