@@ -89,7 +89,14 @@ class TestDeclaredDependencies:
 
 # What a clone holds that the README's set-up lines, the tests and the docs need: the
 # files at the top and every file under these folders (the caches .gitignore names aside).
-_PROJECT_FILES = ("README.md", "pyproject.toml", "MANIFEST.in", "noxfile.py", "CHANGELOG.md")
+_PROJECT_FILES = (
+    "README.md",
+    "LICENSE",
+    "pyproject.toml",
+    "MANIFEST.in",
+    "noxfile.py",
+    "CHANGELOG.md",
+)
 _PROJECT_DIRS = ("src", "tests", "docs", "deploy", "examples", "benchmarks", ".ci")
 _NOT_SOURCE = shutil.ignore_patterns("__pycache__", "*.py[cod]", "*.egg-info")
 
@@ -126,6 +133,13 @@ class TestMetadata:
         deprecated, with builds to stop taking it from 2027-02-18."""
         assert "MIT" == _pyproject()["project"]["license"]
         assert Version("76.9") not in _build_backend().specifier
+
+    def test_the_license_text_ships_with_the_project(self) -> None:
+        """The licence the metadata names is in a LICENSE file at the top, the one setuptools
+        puts into the wheel and the sdist (``license-files``' default)."""
+        text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+        assert text.startswith("MIT License\n")
+        assert "Permission is hereby granted, free of charge" in text
 
 
 class TestSourceDistribution:
