@@ -19,7 +19,7 @@ from taskforce.core.interfaces import LLMAttempt
 from taskforce.errors import LLMProviderError
 from taskforce.observability import instrument
 from taskforce.observability.metrics import MetricSet
-from tests.observability.metric_samples import faults, histogram, series, value
+from tests.observability.metric_samples import faults, histogram, samples, series, value
 from tests.observability.proxy_fakes import FakeProvider
 from tests.support.odd_values import Unequal
 
@@ -164,7 +164,7 @@ class TestTimeToFirstToken:
         assert container.metrics is not None
         await container.executor.execute_mission("say hello")
 
-        assert [] == series(container.metrics, "taskforce_llm_time_to_first_token_seconds")
+        assert {} == samples(container.metrics, "taskforce_llm_time_to_first_token_seconds")
 
     async def test_tool_only_turn_has_no_ttft(self, container: Container) -> None:
         """A streamed turn that answers with a tool call alone has no first token."""

@@ -72,6 +72,42 @@ class TestConstruction:
         for name in ("requests", "retries", "failures"):
             assert [] == series(MetricSet(), f"taskforce_llm_{name}_total")
 
+    def test_panel_series_of_the_model_asked_for_exist_at_zero(self) -> None:
+        """The dashboard's latency, time-to-first-token, token, spend and context-pack
+        panels read rate() of these: born at their first observation, a worker's first
+        call (its only stream, say) would never show there."""
+        metrics = MetricSet(llm_model="m-1", llm_prices={"m-1": (1.0, 2.0)})
+        flows = {("lean", "complete"), ("lean", "stream"), ("legacy", "generate")}
+        flows.add(("legacy", "complete"))
+        assert {("m-1", *flow) for flow in flows} == {
+            (s["model"], s["agent_type"], s["operation"])
+            for s in series(metrics, "taskforce_llm_request_duration_seconds")
+        }
+        assert {"count": 0, "sum": 0} == {
+            key: histogram(
+                metrics, "taskforce_llm_time_to_first_token_seconds", model="m-1", agent_type="lean"
+            )[key]
+            for key in ("count", "sum")
+        }
+        assert {
+            ("m-1", agent_type, token_type)
+            for agent_type in ("lean", "legacy")
+            for token_type in ("input", "output")
+        } == {
+            (s["model"], s["agent_type"], s["token_type"])
+            for s in series(metrics, "taskforce_llm_tokens_total")
+        }
+        assert {("m-1", "lean"), ("m-1", "legacy")} == {
+            (s["model"], s["agent_type"]) for s in series(metrics, "taskforce_llm_cost_usd_total")
+        }
+        for name in ("messages", "tokens"):
+            assert {"lean", "legacy"} == {
+                s["agent_type"] for s in series(metrics, f"taskforce_context_pack_{name}")
+            }
+        assert [] == series(MetricSet(llm_model="m-1"), "taskforce_llm_cost_usd_total")
+        for name in ("request_duration_seconds", "time_to_first_token_seconds", "tokens_total"):
+            assert [] == series(MetricSet(), f"taskforce_llm_{name}")
+
     def test_fault_and_overflow_series_exist_at_zero(self, metrics: MetricSet) -> None:
         """Every fault stage and every guarded (metric, label) pair starts at 0."""
         for stage in FAULT_STAGES:

@@ -29,11 +29,17 @@ from taskforce.observability.metrics._catalog import (
     BUILD_INFO,
     CALL_STATUSES,
     CATALOG,
+    CONTEXT_PACK_MESSAGES,
+    CONTEXT_PACK_TOKENS,
     FAULT_STAGES,
     LABEL_OVERFLOW,
+    LLM_COST,
+    LLM_DURATION,
     LLM_FAILURES,
     LLM_REQUESTS,
     LLM_RETRIES,
+    LLM_TOKENS,
+    LLM_TTFT,
     METRICS_ERRORS,
     MISSION_DURATION,
     MISSION_STATUSES,
@@ -43,6 +49,7 @@ from taskforce.observability.metrics._catalog import (
     MISSIONS_IN_PROGRESS,
     OTHER,
     STATE_SIZE,
+    TOKEN_TYPES,
     MetricSpec,
     guarded_pairs,
     series_budget,
@@ -101,10 +108,11 @@ class MetricSet:
         """Build every family, and the series that exist from the first scrape on.
 
         Those are the fault counter per stage, the overflow counter per guarded
-        label, the build-info gauge (= 1), the state-size histogram, the mission
-        series of the ``lean`` and ``legacy`` flows, and with ``llm_model`` that model's
-        LLM request series for the operations each flow calls and its retry and
-        failure series of every LLM error type.
+        label, the build-info gauge (= 1), the state-size histogram, the mission and
+        context-pack series of the ``lean`` and ``legacy`` flows, and with ``llm_model``
+        that model's LLM request and duration series for the operations each flow calls
+        (time to first token for ``stream``), its token series, its cost series if it has
+        a price, and its retry and failure series of every LLM error type.
 
         Args:
             max_label_values: Cap of distinct values per free-form label per metric.
@@ -155,15 +163,24 @@ class MetricSet:
                 self.histogram(MISSION_DURATION).labels(agent_type, status)
                 self.histogram(MISSION_STEPS).labels(agent_type)
                 self.histogram(MISSION_TOOL_CALLS).labels(agent_type)
+            self.histogram(CONTEXT_PACK_MESSAGES).labels(agent_type)
+            self.histogram(CONTEXT_PACK_TOKENS).labels(agent_type)
         if llm_model is None:
             return
         for agent_type, operation in _FLOW_OPERATIONS:
             for status in CALL_STATUSES:
                 self.counter(LLM_REQUESTS).labels(llm_model, agent_type, operation, status)
+            self.histogram(LLM_DURATION).labels(llm_model, agent_type, operation)
+            if operation == "stream":
+                self.histogram(LLM_TTFT).labels(llm_model, agent_type)
         for agent_type in AGENT_TYPES[:2]:
             for error_type in LLM_ERROR_TYPES:
                 self.counter(LLM_RETRIES).labels(llm_model, agent_type, error_type)
                 self.counter(LLM_FAILURES).labels(llm_model, agent_type, error_type)
+            for token_type in TOKEN_TYPES:
+                self.counter(LLM_TOKENS).labels(llm_model, agent_type, token_type)
+            if llm_model in self.llm_prices:
+                self.counter(LLM_COST).labels(llm_model, agent_type)
 
     def family(self, spec: MetricSpec) -> Family[Any]:
         """Return the family built from ``spec``.
