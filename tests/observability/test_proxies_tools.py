@@ -685,6 +685,16 @@ class TestCallCountersAtZero:
         assert _at_zero("a", "b") == _call_series(metrics)
         assert {} == samples(metrics, "taskforce_tool_calls_total")
 
+    def test_registered_tools_have_their_duration_series_at_zero(self, metrics: MetricSet) -> None:
+        """The tool duration panel reads rate() of the buckets: a series born at its first
+        call would hide each worker's first call of each tool there."""
+        ToolRegistryProxy(FakeRegistry(FakeTool("a"), FakeTool("b")), metrics)
+        assert {(n, a) for n in ("a", "b") for a in ("lean", "legacy")} == {
+            (s["tool_name"], s["agent_type"])
+            for s in series(metrics, "taskforce_tool_duration_seconds")
+        }
+        assert {} == samples(metrics, "taskforce_tool_duration_seconds")
+
     def test_a_tool_registered_later_too(self, metrics: MetricSet) -> None:
         """register() makes the new tool's series at zero as well."""
         proxy = ToolRegistryProxy(FakeRegistry(), metrics)

@@ -73,6 +73,7 @@ from taskforce.observability.metrics._catalog import (
     TOOL_CALLS,
     TOOL_DURATION,
     TOOL_FAILURES,
+    MetricSpec,
 )
 from taskforce.observability.proxies._base import ObservingProxy, passthrough, report_fault
 
@@ -343,24 +344,33 @@ class ToolRegistryProxy(ObservingProxy[_RegistryT]):
             report_fault(self._self_metrics, "ToolRegistryProxy", "registry", exc)
 
     def _self_at_zero(self, tools: Sequence[ToolProtocol]) -> None:
-        """Create the call counters of ``tools`` at zero, for both flows and both outcomes.
+        """Create the call counters and duration histograms of ``tools`` at zero, for both
+        flows (and both outcomes).
 
-        A counter series that first appears above zero is counted by ``increase()`` and
+        A series that first appears above zero is counted by ``increase()`` and
         ``rate()`` only from its second sample: without these, every worker (and every
         replacement of one) would hide each tool's first calls and failures from the
-        failure ratio alert. Names past the registered tools' share of the guard's cap
-        (nine tenths) are left to their first call, so nothing overflows here.
+        failure ratio alert, and its first call from the tool duration panel. Names past
+        the registered tools' share of the guard's cap (nine tenths) are left to their
+        first call, so nothing overflows here.
         """
-        calls = self._self_families.calls
+        families = self._self_families
         room = self._self_metrics.max_label_values - self._self_unknown_budget
         for tool in tools:
             name = tool.name
-            admitted = self._self_metrics.guard.admitted(TOOL_CALLS.name, "tool_name")
-            if type(name) is not str or (name not in admitted and len(admitted) >= room):
+            if type(name) is not str:
                 continue
             for agent_type in AGENT_TYPES[:2]:  # lean, legacy: the flows that call tools
-                for status in CALL_STATUSES:
-                    calls.labels(name, agent_type, status)
+                if self._self_has_room(TOOL_CALLS, name, room):
+                    for status in CALL_STATUSES:
+                        families.calls.labels(name, agent_type, status)
+                if self._self_has_room(TOOL_DURATION, name, room):
+                    families.duration.labels(name, agent_type)
+
+    def _self_has_room(self, spec: MetricSpec, name: str, room: int) -> bool:
+        """Whether ``name`` is a ``tool_name`` of ``spec`` already, or the share has room."""
+        admitted = self._self_metrics.guard.admitted(spec.name, "tool_name")
+        return name in admitted or len(admitted) < room
 
     def get(self, name: str) -> ToolProtocol:
         """Return the observed tool registered under ``name``.
