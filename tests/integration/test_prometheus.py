@@ -25,6 +25,7 @@ import yaml
 from taskforce import __version__
 from taskforce.api.server import create_app
 from taskforce.config import MetricsSettings, Settings
+from tests.integration.test_dashboard import _queries, _substitute
 from tests.support.live_server import serve
 from tests.support.prometheus import run_prometheus
 from tests.support.workload import WORKLOAD
@@ -138,6 +139,12 @@ def fixture_scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scrape
         prometheus_url = stack.enter_context(
             _prometheus(root / "prometheus", [_scrape_job("taskforce", server.port, path)])
         )
+
+        async def up() -> list[dict[str, Any]]:
+            return await _query(prometheus_url, 'up{job="taskforce"}')
+
+        # the series made at 0 are scraped at 0 once before any mission, as in production
+        asyncio.run(_eventually(up, bool, "Prometheus never scraped the idle app"))
         expected = asyncio.run(_run_workload(server.url))
 
         async def scraped_total() -> list[dict[str, Any]]:
@@ -232,6 +239,50 @@ class TestScrapedByPrometheus:
         ):
             result = await _query(scraped.prometheus_url, expr)
             assert 0 < _value(result[0]), expr
+
+
+#: The dashboard panels WORKLOAD feeds (no stream, retry, price, state error, overflow,
+#: fault or restart). Left out too: tool failures by error type and the HTTP panels,
+#: whose series are born with their first event (an open label value) and so show
+#: only from a process's second such event.
+_FED_PANELS = frozenset(
+    {
+        "Mission throughput",
+        "Mission failure ratio",
+        "Mission duration p50 / p95",
+        "Steps and tool calls per mission p95",
+        "LLM request rate",
+        "LLM error ratio",
+        "LLM latency p95",
+        "Tokens per second",
+        "LLM failures by error type",
+        "Context pack p95 (messages)",
+        "Context pack p95 (tokens)",
+        "State size p95",
+        "Tool call rate",
+        "Tool failure ratio",
+        "Tool duration p95",
+        "Instances by version",
+        "File descriptors used",
+        "Resident memory",
+        "CPU",
+    }
+)
+
+
+class TestDashboardShowsTheWorkload:
+    async def test_every_fed_panel_shows_a_number(self, scraped: Scraped) -> None:
+        """Each query of a panel WORKLOAD feeds, as Grafana sends it (all flows), gives a
+        finite non-zero value on a fresh app: a series born at its first observation
+        would leave its panel empty for a worker's first call."""
+        queries = [(title, target) for title, _, target in _queries() if title in _FED_PANELS]
+        assert _FED_PANELS == {title for title, _ in queries}
+        empty = []
+        for title, target in queries:
+            result = await _query(scraped.prometheus_url, _substitute(target["expr"]))
+            if not any(math.isfinite(v) and v > 0 for v in map(_value, result)):
+                empty.append((title, target.get("legendFormat")))
+        assert [] == empty
 
 
 @pytest.fixture(scope="module", name="token_targets")
