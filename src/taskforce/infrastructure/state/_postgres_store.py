@@ -491,7 +491,6 @@ class PostgresStateStore:
         pool = self._pool
         assert pool is not None
         began: list[bool] = []
-        worked: list[bool] = []
         try:
             async with pool.acquire(timeout=self.timeout_seconds) as conn:
                 if pool is not self._pool:
@@ -502,8 +501,7 @@ class PostgresStateStore:
                 async with conn.transaction(isolation=sql.ISOLATION):
                     began.append(True)  # BEGIN answered: the work's statements go next
                     result = await work(conn)
-                    worked.append(True)  # COMMIT goes next
-                    committing.append(True)
+                    committing.append(True)  # COMMIT goes next
                 committed.append(result)
         except StateStoreError:
             raise
@@ -532,7 +530,9 @@ class PostgresStateStore:
                 ),
             )
             # a connection the pool had when the call took it, not one it failed to make
-            uncommitted = not began if retry == "unbegun" else not worked
+            # (``committing`` is empty when an attempt starts: one whose COMMIT was sent
+            # is never run again)
+            uncommitted = not began if retry == "unbegun" else not committing
             if retry is not None and is_acquired and uncommitted and _is_connection_lost(exc):
                 raise _ConnectionLost(pool, error, exc) from None
             raise error from None
