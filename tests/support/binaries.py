@@ -1,4 +1,4 @@
-"""Find external binaries (prometheus, promtool); missing ones skip locally and fail under CI."""
+"""Find external binaries (prometheus, promtool, jq): a missing one skips locally, fails in CI."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ from pathlib import Path
 import pytest
 
 
-def require_binary(name: str) -> str:
-    """Return the path of ``name``; skip the test outside CI, fail it under ``CI=true``."""
+def require_binary(name: str, package: str = "prometheus") -> str:
+    """Return the path of ``name``; skip the test outside CI, fail it under ``CI=true``.
+
+    ``package``: the Debian package that installs it, named in the message.
+    """
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (apt-get install prometheus)"
+        message = f"{name} is not installed (apt-get install {package})"
         if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
