@@ -80,6 +80,7 @@ def _documented_commands() -> list[tuple[str, str]]:
     """(page, command) for each concrete ``taskforce`` command a page shows: a line of a
     shell block or a code span, not a synopsis (``[--port PORT]``) or one with a
     placeholder (``--workers N``, ``...``) or a pipe."""
+    value_options = _value_options()
     found: list[tuple[str, str]] = []
     for page in _PAGES:
         text = page.read_text(encoding="utf-8")
@@ -89,10 +90,10 @@ def _documented_commands() -> list[tuple[str, str]]:
             if (
                 words is None
                 or len(words) < 2
-                or any(_PLACEHOLDER.match(word) or word in "|&[]" for word in words)
+                or any(_PLACEHOLDER.match(word) or word in {"|", "&"} for word in words)
                 or any(word.startswith("[") for word in words)
                 # a span that names `run`, or an option that takes a value, in a sentence
-                or (not whole and (words[-1] == "run" or words[-1] in _value_options()))
+                or (not whole and (words[-1] == "run" or words[-1] in value_options))
                 or (not whole and words[1] == "run" and words[-1].startswith("-"))
             ):
                 continue
