@@ -753,6 +753,7 @@ class TestFixedLimitsDoc:
             f"({_context_pack._MAX_CONVERSATIONS} conversations)",
             "LINGER_SECONDS": f"{_read_deadline.LINGER_SECONDS:g} s and "
             f"{_read_deadline.LINGER_BYTES // 1024**2} MiB",
+            "MAX_LINGERING_REFUSALS": f"{_read_deadline.MAX_LINGERING_REFUSALS} per listener",
             "MAX_WORKERS": f"1 to {_supervisor.MAX_WORKERS} workers",
             "_BACKLOG": f"{_listener._BACKLOG:,} per listening socket",
             "RECORD_SECONDS": f"{RECORD_SECONDS:g} s for a cancelled mission's record, "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import resource
 from collections.abc import AsyncIterator
 
@@ -18,7 +19,11 @@ import pytest
 import structlog
 
 from taskforce.api._listener import WorkerSlot, bind_socket
-from taskforce.api._read_deadline import default_max_connections, read_deadline_protocol
+from taskforce.api._read_deadline import (
+    MAX_LINGERING_REFUSALS,
+    default_max_connections,
+    read_deadline_protocol,
+)
 from taskforce.config import Settings
 from tests.support.taskforce_server import GUARD_SECONDS, serving, until_closed
 
@@ -143,6 +148,33 @@ class TestApiListener:
         ):
             response = await client.get("/health")
         assert 200 == response.status_code
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+async def test_a_flood_of_refused_connections_holds_few_descriptors(
+    capped_settings: Settings,
+) -> None:
+    """Past the limit, at most ``MAX_LINGERING_REFUSALS`` refused connections linger: the
+    others are closed at once. Each lingering one held a descriptor for a second, so a
+    flood took every descriptor of the process, and its missions failed to save."""
+    flood = MAX_LINGERING_REFUSALS + 24
+    async with serving(capped_settings) as (port, _), held_connections(port, LIMIT):
+        before = _open_descriptors()
+        streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(flood)]
+        try:
+            for reader, _ in streams:  # each answered and closed (or lingering) by the server
+                answer = await asyncio.wait_for(reader.read(), GUARD_SECONDS)
+                assert answer.startswith(b"HTTP/1.1 503 "), answer
+            # the clients' own sockets, and those the server still holds
+            held_by_server = _open_descriptors() - before - flood
+        finally:
+            for _, writer in streams:
+                writer.close()
+    assert held_by_server <= MAX_LINGERING_REFUSALS
 
 
 class TestMetricsListener:

@@ -60,6 +60,7 @@ import structlog
 from uvicorn._types import ASGIReceiveEvent
 from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 
+from taskforce.api._accept_failures import note_accepted
 from taskforce.api._head_limit import INVALID_REQUEST, HeadLimitedConnection, refusal_bytes
 from taskforce.config import ApiSettings
 
@@ -67,6 +68,7 @@ __all__ = [
     "DEFAULT_MAX_HEADER_BYTES",
     "LINGER_BYTES",
     "LINGER_SECONDS",
+    "MAX_LINGERING_REFUSALS",
     "default_max_connections",
     "read_deadline_protocol",
 ]
@@ -79,6 +81,10 @@ _MOST_CONNECTIONS = 1_000_000
 #: dropped before the close, so that the client reads the answer rather than a reset.
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 16 * 1024 * 1024
+#: The most connections refused past ``api.max_connections`` that one listener lets
+#: linger at once; one more is closed at once, so that a flood of connections holds no
+#: more descriptors than the limit and these few.
+MAX_LINGERING_REFUSALS = 16
 
 try:
     import fcntl
@@ -130,6 +136,8 @@ class _ReadDeadlineProtocol(H11Protocol):
     # True from a refused connection until one is taken again (per listener: the class
     # is made per listener by read_deadline_protocol)
     is_full: ClassVar[bool] = False
+    # the connections refused past max_connections that linger now (per listener too)
+    lingering_refusals: ClassVar[int] = 0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Build uvicorn's protocol; without access lines when the class says so."""
@@ -139,6 +147,7 @@ class _ReadDeadlineProtocol(H11Protocol):
         self._discarded: int | None = None  # bytes dropped since the refusal; None: none
         self._linger_timer: asyncio.TimerHandle | None = None
         self._input_ended = False  # the client shut its write side (its FIN came)
+        self._is_lingering_refusal = False  # refused past max_connections, lingering
         # Per connection, not with uvicorn's access_log=False: that empties the process's
         # "uvicorn.access" logger, so the API server beside this one would log none either.
         self.access_log = self.access_log and self.is_access_logged
@@ -149,6 +158,7 @@ class _ReadDeadlineProtocol(H11Protocol):
         self._write_timer: asyncio.TimerHandle | None = None
         self._unread = 0
         super().connection_made(transport)
+        note_accepted(self.loop)
         cls = type(self)
         if len(self.server_state.connections) > self.max_connections:
             self._refuse_connection(cls)
@@ -169,10 +179,20 @@ class _ReadDeadlineProtocol(H11Protocol):
                 max_connections=self.max_connections,
             )
         self.transport.write(refusal_bytes(self.conn, 503, detail))
+        if cls.lingering_refusals >= MAX_LINGERING_REFUSALS:
+            # Each lingering refusal holds a descriptor for LINGER_SECONDS: under a flood
+            # they, not the connections held, would take every descriptor of the process.
+            self.transport.close()
+            return
+        cls.lingering_refusals += 1
+        self._is_lingering_refusal = True
         self._linger()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Drop the deadlines with the connection."""
+        if self._is_lingering_refusal:
+            self._is_lingering_refusal = False
+            type(self).lingering_refusals -= 1
         self._disarm()
         _cancel(self._linger_timer)
         self._resumed()

@@ -24,6 +24,7 @@ import structlog
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from taskforce.api._accept_failures import accept_failures_logged
 from taskforce.api._encoding import refusal, sse_event
 from taskforce.api._limits import ShutdownNotice
 from taskforce.api._listener import SCRAPE_DRAIN_SECONDS, WorkerSlot, socket_url
@@ -195,6 +196,11 @@ class TaskforceServer(uvicorn.Server):
         self._signals = tuple(dict.fromkeys((*signals, *self._force_signals)))
         self._on_started = on_started
         self._received = received
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        """Serve as uvicorn does; a listener out of descriptors is logged once a spell."""
+        with accept_failures_logged(asyncio.get_running_loop()):
+            await super().serve(sockets=sockets)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """Start the app and serve the sockets; then report it (see ``on_started``)."""
