@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
@@ -683,6 +684,35 @@ class TestCheckHealth:
         )
         assert expected == health
         assert [(str(store.state_dir), os.W_OK | os.X_OK)] == asked
+        await store.aclose()
+
+    @pytest.mark.parametrize(
+        ("left", "reachable"),
+        [
+            ({"f_bavail": 0, "f_bfree": 0}, False),
+            ({"f_favail": 0, "f_ffree": 0}, False),
+            ({"f_blocks": 0, "f_bavail": 0, "f_bfree": 0, "f_files": 0}, True),
+            ({}, True),
+        ],
+        ids=["no-block", "no-inode", "no-counts", "room"],
+    )
+    async def test_a_full_file_system_is_unreachable(
+        self,
+        store: FileStateStore,
+        monkeypatch: pytest.MonkeyPatch,
+        left: dict[str, int],
+        reachable: bool,
+    ) -> None:
+        """No block or no inode left: every save fails (ENOSPC), so the check says so
+        rather than ``reachable``; a file system that keeps no counts is not judged."""
+        store.state_dir.mkdir()
+        real = os.statvfs(store.state_dir)
+        counts = {name: getattr(real, name) for name in dir(real) if name.startswith("f_")}
+        counts.update({"f_blocks": 1000, "f_files": 1000, "f_bavail": 10, "f_bfree": 10})
+        counts.update({"f_favail": 10, "f_ffree": 10, **left})
+        monkeypatch.setattr(os, "statvfs", lambda _: SimpleNamespace(**counts))
+        error = None if reachable else "OSError: no space left on state_dir's file system"
+        assert StateStoreHealth(is_reachable=reachable, error=error) == await store.check_health()
         await store.aclose()
 
     @pytest.mark.parametrize(

@@ -135,7 +135,8 @@ def unwritable(directory: Path) -> str | None:
     """Why no session file could be written in ``directory`` now, ``None`` if one could.
 
     Writes nothing: the directory, or the nearest parent a first write would create it
-    in, must be a directory this process may create files in (a read-only mount is not).
+    in, must be a directory this process may create files in (a read-only mount is not,
+    nor one on a file system with no block or no inode left for this process).
     """
     existing = directory
     while True:
@@ -150,7 +151,24 @@ def unwritable(directory: Path) -> str | None:
         return "NotADirectoryError: state_dir is not a directory"
     if not os.access(existing, os.W_OK | os.X_OK):
         return "PermissionError: state_dir is not writable"
+    if _is_full(existing):
+        return "OSError: no space left on state_dir's file system"
     return unusable_locks(directory) if existing == directory else None
+
+
+def _is_full(directory: Path) -> bool:
+    """Whether the file system of ``directory`` has no block, or no inode, this process may use.
+
+    Root may use the blocks a file system reserves; a count of 0 in all (a file system
+    that keeps no such count) is no answer, and neither is one ``statvfs`` cannot give.
+    """
+    try:
+        fs = os.statvfs(directory)
+    except OSError:
+        return False
+    is_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    blocks, inodes = (fs.f_bfree, fs.f_ffree) if is_root else (fs.f_bavail, fs.f_favail)
+    return (fs.f_blocks > 0 and blocks == 0) or (fs.f_files > 0 and inodes == 0)
 
 
 def unusable_locks(directory: Path) -> str | None:
