@@ -763,6 +763,7 @@ class TestFixedLimitsDoc:
             "_PATH_MAX": f"{_workspace._PATH_MAX:,} bytes",
             "APPEND_LOCK_WAIT_SECONDS": f"{_files.APPEND_LOCK_WAIT_SECONDS:g} s",
             "LEFTOVER_SECONDS": f"{_files.LEFTOVER_SECONDS:g} s",
+            "_APPEND_ATTEMPTS": f"{_files._APPEND_ATTEMPTS}",
             "RECOUNT_SECONDS": f"a count {_quota.RECOUNT_SECONDS:g} s old, "
             f"{_quota.RECHECK_SECONDS:g} s before a refusal",
             "EXPIRY_BATCH": f"{EXPIRY_BATCH}",
