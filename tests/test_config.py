@@ -660,6 +660,42 @@ class TestDirectories:
         assert "SECRET" not in str(info.value)
 
     @pytest.mark.parametrize(
+        ("content", "setting"),
+        [
+            ("[agent]\nmax_steps = true\n", "agent.max_steps"),
+            ("[llm]\ntimeout_seconds = true\n", "llm.timeout_seconds"),
+            ("[llm]\nmax_retries = false\n", "llm.max_retries"),
+            ("[api]\nmax_connections = false\n", "api.max_connections"),
+            ("[metrics]\nport = true\n", "metrics.port"),
+        ],
+    )
+    def test_a_boolean_for_a_number_in_the_file_is_refused(
+        self, tmp_path: Path, content: str, setting: str
+    ) -> None:
+        """TOML's ``true`` and ``false`` are no numbers: they read as 1 and 0 before (a
+        ``max_retries = false`` meant no retries without a word)."""
+        cfg = tmp_path / "t.toml"
+        cfg.write_text(content, encoding="utf-8")
+        with pytest.raises(ConfigurationError) as info:
+            load_settings(cfg)
+        assert setting == info.value.setting
+        assert "must be a number, not true or false" in str(info.value)
+
+    def test_a_boolean_for_a_number_in_a_sections_json_is_refused(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """JSON's ``false`` in a section's variable is refused alike; a boolean setting
+        beside it still takes one."""
+        monkeypatch.setenv("TASKFORCE_LLM", '{"max_retries": false}')
+        with pytest.raises(ConfigurationError) as info:
+            load_settings()
+        assert "llm.max_retries" == info.value.setting
+        monkeypatch.setenv("TASKFORCE_LLM", '{"max_retries": 0}')
+        monkeypatch.setenv("TASKFORCE_METRICS", '{"enabled": false}')
+        settings = load_settings()
+        assert (0, False) == (settings.llm.max_retries, settings.metrics.enabled)
+
+    @pytest.mark.parametrize(
         ("env", "value", "source"),
         [
             ("TASKFORCE_API__AUTH_TOKEN", " \t ", "TASKFORCE_API__AUTH_TOKEN"),

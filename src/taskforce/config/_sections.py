@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import NoneType
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -42,6 +43,24 @@ from taskforce.core.interfaces.log import LOG_CATEGORIES, MAX_PATH_CHARS
 class _Section(BaseModel):
     # allow_inf_nan=False: NaN would otherwise fail with a misleading bound ("<= 600000")
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _number_not_boolean(cls, value: Any, info: ValidationInfo) -> Any:
+        # A TOML or JSON true or false would read as 1 or 0 (max_retries = false): a slip,
+        # never a count or a duration.
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and _is_number(field.annotation):
+            raise ValueError("must be a number, not true or false")
+        return value
+
+
+def _is_number(annotation: Any) -> bool:
+    """Whether a field of ``annotation`` holds a number (``int``, ``float``, or either or None)."""
+    return annotation in (int, float) or set(get_args(annotation)) in (
+        {int, NoneType},
+        {float, NoneType},
+    )
 
 
 class ModelPrice(_Section):
