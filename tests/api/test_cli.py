@@ -1140,6 +1140,25 @@ class TestServe:
         assert 2 == proc.returncode
         assert f"invalid host {host!r}: give an address or a name (0.0.0.0 or ::" in proc.stderr
 
+    @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors in /proc")
+    def test_no_descriptor_left_to_start_is_one_line(self, tmp_path: Path) -> None:
+        """An open-file limit too low for the event loop to start (every descriptor in
+        use) stops serve with one line naming the limit, exit 2: it was an uncaught
+        ``OSError`` and exit 1. (``run`` goes through the same clause.)"""
+        start = (
+            "import os, resource, sys\n"
+            "import taskforce.api.cli as cli, taskforce.api.server, taskforce.api._supervisor\n"
+            "_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+            "in_use = len(os.listdir('/proc/self/fd')) - 1\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (in_use, hard))\n"
+            "cli.main(sys.argv[1:])\n"
+        )
+        proc = _python("-c", start, "serve", "--port", "0", env=_env(tmp_path), cwd=tmp_path)
+        assert 2 == proc.returncode, proc.stderr
+        line = "taskforce: cannot start: Too many open files (the open-file limit, ulimit -n, is"
+        assert line in proc.stderr
+        assert "process.exception.uncaught" not in proc.stderr
+
     @pytest.mark.parametrize("port", ["65536", "99999", "-1"])
     def test_serve_port_out_of_range_is_bad_usage(self, tmp_path: Path, port: str) -> None:
         """A port outside 0 to 65535 exits 2 at once (the socket would wrap it, 99999 to 34463)."""

@@ -494,7 +494,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     invalid mission, an invalid setting (one line on standard error says which), an
     unreachable state database (the line names state.dsn, or the libpq variable such as
     PGSSLMODE whose value the driver refused) or a start-up failure such
-    as a port in use (the line names host and port); 130 and 143 when ``run`` is
+    as a port in use (the line names host and port) or no file descriptor left to start
+    with (the line names the open-file limit); 130 and 143 when ``run`` is
     stopped by SIGINT (Ctrl-C) or SIGTERM, its mission cancelled, or before it started
     (a stop signal it was started with ignored stays ignored);
     141 when the standard output of ``run`` (or of ``--help``, ``--version``) is closed
@@ -535,6 +536,14 @@ def _main(argv: Sequence[str] | None) -> int:
         return _command(args)
     except (KeyboardInterrupt, _Terminated) as exc:
         return _stopped(exc, _NOT_STARTED)
+
+
+def _open_file_limit() -> str:
+    """The process's open-file limit, as a start-up failure for want of descriptors says it."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return f"the open-file limit, ulimit -n, is {soft}: raise it"
 
 
 def _stopped(exc: BaseException, what: str, taken: signal.Signals | None = None) -> int:
@@ -634,6 +643,13 @@ def _command(args: argparse.Namespace, received: list[signal.Signals] | None = N
         # cannot be used (a schema newer than this code knows): a start-up failure, one
         # line; the message names no path and no DSN.
         _complain(f"taskforce: {exc.start_up_line(functools.partial(given_in, settings))}")
+        return 2
+    except OSError as exc:
+        # Out of descriptors before the event loop or the state store could even start
+        # (a mission's own failures are its result): a start-up failure, one line.
+        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            raise
+        _complain(f"taskforce: cannot start: {exc.strerror} ({_open_file_limit()})")
         return 2
     except _OutputFailed as exc:
         # Only `run` prints: its reader went away (`taskforce run ... | head -n 1`), or
