@@ -6,11 +6,16 @@ import io
 import json
 import logging
 import os
+import select
+import signal
+import subprocess
 import sys
 import threading
 import time
 import warnings
 from collections.abc import Iterator
+from io import BufferedReader
+from pathlib import Path
 
 import pytest
 import structlog
@@ -447,6 +452,192 @@ class TestForkedWriters:
         lines = b"".join(chunks).decode().splitlines()
         pads = sorted(json.loads(line)["message"] for line in lines)
         assert sorted(str(writer) * 20_000 for writer in range(4) for _ in range(10)) == pads
+
+    def test_the_lines_of_the_forking_process_stay_whole_beside_its_forks(self) -> None:
+        """The process that forked (the supervisor of ``serve --workers N``) writes the
+        same pipe as its forks: its own long lines stay whole among theirs too."""
+        read_fd, write_fd = os.pipe()
+        stream = open(write_fd, "w", encoding="utf-8")  # noqa: SIM115  # closed below
+        configure_logging(fmt="json", level="debug", stream=stream)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover  # the child's coverage is not collected
+            try:
+                for _ in range(10):
+                    logging.getLogger("t").warning("%s", "c" * 20_000)
+            finally:
+                os._exit(0)
+        chunks: list[bytes] = []
+        reader = threading.Thread(target=_read_slowly, args=(read_fd, chunks))
+        reader.start()
+        for _ in range(10):
+            logging.getLogger("t").warning("%s", "p" * 20_000)
+        stream.close()
+        os.waitpid(pid, 0)
+        reader.join()
+        lines = b"".join(chunks).decode().splitlines()
+        pads = sorted(json.loads(line)["message"] for line in lines)
+        assert ["c" * 20_000] * 10 + ["p" * 20_000] * 10 == pads
+
+    def test_a_writer_killed_mid_line_does_not_stall_the_others(self) -> None:
+        """A worker killed (SIGKILL, the OOM killer) while it writes a line holds the lock
+        no more: the kernel releases a dead process's record locks, and the next
+        process's line goes out whole (after the dead one's piece, which stays cut)."""
+        read_fd, write_fd = os.pipe()
+        stream = open(write_fd, "w", encoding="utf-8")  # noqa: SIM115  # closed below
+        configure_logging(fmt="json", level="debug", stream=stream)
+        killed = os.fork()
+        if killed == 0:  # pragma: no cover  # the child's coverage is not collected
+            try:  # a line far longer than the pipe holds: it waits for room, locked
+                logging.getLogger("t").warning("%s", "k" * 1_000_000)
+            finally:
+                os._exit(0)
+        with open(read_fd, "rb") as reader:
+            first = reader.read1(4096)  # the line is under way: its writer holds the lock
+            os.kill(killed, signal.SIGKILL)
+            os.waitpid(killed, 0)
+            after = os.fork()
+            if after == 0:  # pragma: no cover  # the child's coverage is not collected
+                try:
+                    logging.getLogger("t").warning("after the kill")
+                finally:
+                    os._exit(0)
+            stream.close()
+            rest = _read_until_end(reader)
+        os.waitpid(after, 0)
+        assert first.startswith(b"{")
+        last = (first + rest).decode().splitlines()[-1]
+        assert last.endswith("}")
+        assert "after the kill" == json.loads(last[last.rindex('{"event"') :])["message"]
+
+    @pytest.mark.slow
+    def test_the_long_lines_of_workers_a_server_started_stay_whole_on_a_pipe(
+        self, tmp_path: Path
+    ) -> None:
+        """Workers that uvicorn ``--workers`` spawned, or that gunicorn forked before it
+        imported taskforce (no ``--preload``), share standard error without a fork of
+        their own to tell them: the app each builds sees the server, and their long
+        lines stay whole too. Each child here builds it as that server does, from
+        its worker start (uvicorn's ``subprocess_started``, a gunicorn worker's method)."""
+        read_fd, write_fd = os.pipe()
+        env = {
+            **os.environ,
+            "TASKFORCE_STATE_DIR": str(tmp_path / "state"),
+            "TASKFORCE_WORKSPACE_DIR": str(tmp_path / "workspace"),
+            "TASKFORCE_METRICS__ENABLED": "false",
+            "TASKFORCE_LOGGING__FORMAT": "json",
+        }
+        children = [
+            subprocess.Popen(  # this interpreter, a fixed program
+                [sys.executable, "-c", _WORKER, server, mark],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=write_fd,
+                env=env,
+                cwd=tmp_path,
+            )
+            for server, mark in (("uvicorn", "u"), ("gunicorn", "g"))
+        ]
+        os.close(write_fd)
+        try:
+            for child in children:  # each has built its app; then both write at once
+                assert child.stdout is not None and b"ready\n" == child.stdout.readline()
+            for child in children:
+                assert child.stdin is not None
+                child.stdin.close()
+            chunks: list[bytes] = []
+            _read_slowly(read_fd, chunks)
+        finally:
+            for child in children:
+                child.wait()
+        assert [0, 0] == [child.returncode for child in children]
+        lines = b"".join(chunks).decode().splitlines()
+        pads = sorted(
+            str(message)
+            for line in lines
+            if (message := json.loads(line).get("message", "")).startswith(("u", "g"))
+        )
+        assert ["g" * 20_000] * 10 + ["u" * 20_000] * 10 == pads
+
+    def test_a_process_that_shares_nothing_takes_no_lock(self) -> None:
+        """A process that never forked, and was started as no server's worker, writes
+        its lines without a lock (and opens no file for one); once it forked, its
+        child shares the pipe and each line to it is locked, but a line to a stream in
+        memory, which no other process can write, still is not."""
+        out = subprocess.run(  # this interpreter, a fixed program
+            [sys.executable, "-c", _LOCK_COUNTS],
+            capture_output=True,
+            check=True,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        ).stdout
+        assert {"files": 0, "alone": 0, "shared": 3, "in_memory": 0} == json.loads(out)
+
+
+#: A worker a server started: builds the app as that server does, says so, waits for its
+#: go (its standard input closed), then logs ten lines of 20,000 characters.
+_WORKER = """
+import logging, sys, types
+from taskforce.api.server import create_app
+
+server, mark = sys.argv[1], sys.argv[2]
+namespace = {"__name__": "uvicorn._subprocess" if server == "uvicorn" else "gunicorn.workers.base",
+             "create_app": create_app}
+config = types.SimpleNamespace(workers=2, host="127.0.0.1", port=8000, bind=["127.0.0.1:8000"])
+if server == "uvicorn":
+    exec("def subprocess_started(config):\\n    return create_app()", namespace)
+    namespace["subprocess_started"](config)
+else:
+    exec("def load_wsgi(self):\\n    return create_app()", namespace)
+    namespace["load_wsgi"](types.SimpleNamespace(cfg=config))
+print("ready", flush=True)
+sys.stdin.read()
+for _ in range(10):
+    logging.getLogger("t").warning("%s", mark * 20_000)
+"""
+
+#: Counts the record locks a process takes on its log stream, and the files it opens.
+_LOCK_COUNTS = """
+import fcntl, io, json, logging, os
+from taskforce.observability import configure_logging
+
+calls = []
+real_lockf = fcntl.lockf
+fcntl.lockf = lambda fd, op, *a: (calls.append(op), real_lockf(fd, op, *a))[1]
+read_fd, write_fd = os.pipe()
+stream = open(write_fd, "w")
+before = len(os.listdir("/proc/self/fd"))
+configure_logging(fmt="json", stream=stream)
+files = len(os.listdir("/proc/self/fd")) - before
+for _ in range(3):
+    logging.getLogger("t").warning("alone")
+alone = sum(op == fcntl.LOCK_EX for op in calls)
+if os.fork() == 0:  # a fork shares the stream with this process from now on
+    os._exit(0)
+os.wait()
+for _ in range(3):
+    logging.getLogger("t").warning("shared")
+shared = sum(op == fcntl.LOCK_EX for op in calls) - alone
+configure_logging(fmt="json", stream=io.StringIO())
+logging.getLogger("t").warning("in memory")
+in_memory = sum(op == fcntl.LOCK_EX for op in calls) - alone - shared
+print(json.dumps({"files": files, "alone": alone, "shared": shared, "in_memory": in_memory}))
+"""
+
+
+def _read_slowly(read_fd: int, chunks: list[bytes]) -> None:
+    """Read a pipe to its end as a lagging reader does: the pipe stays full, so each
+    writer waits for room in the middle of its line."""
+    with open(read_fd, "rb") as reader:
+        while chunk := reader.read1(4096):
+            chunks.append(chunk)
+            time.sleep(0.001)
+
+
+def _read_until_end(reader: BufferedReader) -> bytes:
+    """What is left on a pipe until its last writer is gone, or 60 s without a byte."""
+    chunks = []
+    while select.select([reader], [], [], 60)[0] and (chunk := reader.read1(65536)):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class TestResolveFormat:

@@ -27,7 +27,6 @@ from starlette.applications import Starlette
 from taskforce.api._absolute_form import AbsoluteFormMiddleware
 from taskforce.api._foreign import (
     ForeignSupervisor,
-    detect_supervisor,
     own_uvicorn_host,
     own_uvicorn_port,
 )
@@ -72,6 +71,7 @@ class MetricsServing:
         settings: Settings,
         metrics: MetricSet | None,
         worker: WorkerSlot | None,
+        foreign: ForeignSupervisor | None = None,
     ) -> None:
         """Wire the endpoint into ``app`` (mount or not, HTTP middleware).
 
@@ -80,6 +80,9 @@ class MetricsServing:
             settings: the container's settings.
             metrics: the container's metric set; ``None`` when metrics are disabled.
             worker: this process's slot when run by ``taskforce serve``; ``None`` otherwise.
+            foreign: the multi-process server running this process, when ``worker`` is
+                ``None`` and one was recognised (:func:`detect_supervisor`, called from
+                the code that builds the app).
 
         Raises:
             ConfigurationError: ``metrics.targets_file``, which a process that is no
@@ -93,19 +96,17 @@ class MetricsServing:
         self._max_header_bytes = settings.api.max_header_bytes
         self._max_connections = settings.api.max_connections
         self._worker = worker
-        self._foreign: ForeignSupervisor | None = None
+        self._foreign = foreign
         self._listener_app: Starlette | None = None
         self._listener: MetricsListener | None = None
         self._registered: tuple[Path, str, int] | None = None
         self.is_refused = False
         if metrics is None:
             return
-        if worker is None:
-            self._foreign = detect_supervisor()
-            if self._foreign is not None and self._foreign.name == "gunicorn":
-                # Without --preload, taskforce was imported after gunicorn forked this
-                # worker: no at-fork hook ran, and the arbiter's collections would count.
-                count_gc_from_here()
+        if self._foreign is not None and self._foreign.name == "gunicorn":
+            # Without --preload, taskforce was imported after gunicorn forked this
+            # worker: no at-fork hook ran, and the arbiter's collections would count.
+            count_gc_from_here()
         token = self._settings.metrics.auth_token
         metrics_app = make_metrics_app(
             metrics, auth_token=token.get_secret_value() if token is not None else None

@@ -16,6 +16,7 @@ from taskforce.api._absolute_form import AbsoluteFormMiddleware
 from taskforce.api._admission import AdmissionMiddleware, MissionSlots, SessionReadSlots
 from taskforce.api._encoding import SafeJSONResponse
 from taskforce.api._errors import install_error_handlers
+from taskforce.api._foreign import detect_supervisor
 from taskforce.api._health import StateStoreCheck
 from taskforce.api._limits import BodyLimitMiddleware
 from taskforce.api._listener import WorkerSlot
@@ -27,6 +28,7 @@ from taskforce.application.container import Container, build_container
 from taskforce.application.sweep import SessionSweeper
 from taskforce.config import Settings, given_in, load_settings
 from taskforce.errors import StateStoreError, StateStoreUnavailableError
+from taskforce.observability import share_log_stream
 
 __all__ = ["create_app"]
 
@@ -144,7 +146,11 @@ def create_app(
             slots=kind,
             routes=[route for route in routes if getattr(route, "path", None) in paths],
         )
-    metrics_serving = MetricsServing(app, ctr.settings, ctr.metrics, worker)
+    foreign = detect_supervisor() if worker is None else None
+    if foreign is not None and foreign.is_multiprocess:
+        # Its other workers write the same standard error, and no fork told this one so.
+        share_log_stream()
+    metrics_serving = MetricsServing(app, ctr.settings, ctr.metrics, worker, foreign)
     # Outside the metrics middleware (added just now): a request for
     # http://host:port/health is routed, and counted, as one for /health.
     app.add_middleware(AbsoluteFormMiddleware)

@@ -14,7 +14,7 @@ from taskforce.core.interfaces.context import (
     current_session_id,
     mission_scope,
 )
-from taskforce.observability.logs import configure_logging
+from taskforce.observability.logs import configure_logging, share_log_stream
 from taskforce.observability.metrics import MetricSet, count_gc_from_here, observe_process
 from taskforce.observability.proxies import (
     ExecutorProxy,
@@ -61,6 +61,7 @@ __all__ = [
     "observe_llm_provider",
     "observe_process",
     "refuse_as_json",
+    "share_log_stream",
     "uninstrument",
     "weave",
     "weave_executor",

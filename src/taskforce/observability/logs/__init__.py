@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from taskforce.observability.logs._logging import configure_logging
+from taskforce.observability.logs._sink import share_log_stream
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "share_log_stream"]
