@@ -40,6 +40,16 @@ def _head(line: dict[str, object]) -> tuple[object, ...]:
     return line["event"], line["category"], line["level"], line["error_type"]
 
 
+@pytest.fixture(name="_restore_uvicorn_loggers")
+def fixture_restore_uvicorn_loggers() -> Iterator[None]:
+    loggers = [logging.getLogger(n) for n in ("uvicorn", "uvicorn.error", "uvicorn.access")]
+    saved = [(lg.handlers[:], lg.propagate, lg.level) for lg in loggers]
+    yield
+    for lg, (handlers, propagate, level) in zip(loggers, saved, strict=True):
+        lg.handlers[:], lg.propagate = handlers, propagate
+        lg.setLevel(level)
+
+
 @pytest.fixture(name="_restore_excepthooks")
 def fixture_restore_excepthooks() -> Iterator[None]:
     hooks = sys.excepthook, threading.excepthook, sys.unraisablehook
@@ -510,15 +520,18 @@ class TestForkedWriters:
         assert "after the kill" == json.loads(last[last.rindex('{"event"') :])["message"]
 
     @pytest.mark.slow
-    def test_the_long_lines_of_workers_a_server_started_stay_whole_on_a_pipe(
+    def test_the_long_lines_of_a_worker_uvicorn_spawned_stay_whole_on_a_pipe(
         self, tmp_path: Path
     ) -> None:
-        """Workers that uvicorn ``--workers`` spawned, or that gunicorn forked before it
-        imported taskforce (no ``--preload``), share standard error without a fork of
-        their own to tell them: the app each builds sees the server, and their long
-        lines stay whole too. Each child here builds it as that server does, from
-        its worker start (uvicorn's ``subprocess_started``, a gunicorn worker's method)."""
+        """A worker that uvicorn ``--workers`` spawned (a fresh interpreter, no fork), or
+        that gunicorn forked before it imported taskforce (no ``--preload``), shares
+        standard error without a fork of its own to tell it: the app it builds sees the
+        server, and its long lines stay whole beside another process's. The child
+        builds it as uvicorn does, from its worker start (``subprocess_started``)."""
         read_fd, write_fd = os.pipe()
+        stream = open(write_fd, "w", encoding="utf-8")  # noqa: SIM115  # closed below
+        configure_logging(fmt="json", level="debug", stream=stream)
+        os.waitpid(_fork_idle(), 0)  # this process shares its streams, as a fork does
         env = {
             **os.environ,
             "TASKFORCE_STATE_DIR": str(tmp_path / "state"),
@@ -526,37 +539,70 @@ class TestForkedWriters:
             "TASKFORCE_METRICS__ENABLED": "false",
             "TASKFORCE_LOGGING__FORMAT": "json",
         }
-        children = [
-            subprocess.Popen(  # this interpreter, a fixed program
-                [sys.executable, "-c", _WORKER, server, mark],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=write_fd,
-                env=env,
-                cwd=tmp_path,
-            )
-            for server, mark in (("uvicorn", "u"), ("gunicorn", "g"))
-        ]
-        os.close(write_fd)
-        try:
-            for child in children:  # each has built its app; then both write at once
-                assert child.stdout is not None and b"ready\n" == child.stdout.readline()
-            for child in children:
-                assert child.stdin is not None
-                child.stdin.close()
-            chunks: list[bytes] = []
-            _read_slowly(read_fd, chunks)
+        child = subprocess.Popen(  # this interpreter, a fixed program
+            [sys.executable, "-c", _UVICORN_WORKER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=write_fd,
+            env=env,
+            cwd=tmp_path,
+        )
+        chunks: list[bytes] = []
+        try:  # the child has built its app; then both write at once
+            assert child.stdout is not None and b"ready\n" == child.stdout.readline()
+            assert child.stdin is not None
+            child.stdin.close()
+            reader = threading.Thread(target=_read_slowly, args=(read_fd, chunks))
+            reader.start()
+            for _ in range(10):
+                logging.getLogger("t").warning("%s", "p" * 20_000)
+            stream.close()
+            reader.join()
         finally:
-            for child in children:
-                child.wait()
-        assert [0, 0] == [child.returncode for child in children]
+            assert 0 == child.wait()
         lines = b"".join(chunks).decode().splitlines()
         pads = sorted(
             str(message)
             for line in lines
-            if (message := json.loads(line).get("message", "")).startswith(("u", "g"))
+            if (message := json.loads(line).get("message", "")).startswith(("u", "p"))
         )
-        assert ["g" * 20_000] * 10 + ["u" * 20_000] * 10 == pads
+        assert ["p" * 20_000] * 10 + ["u" * 20_000] * 10 == pads
+
+    @pytest.mark.usefixtures("_restore_uvicorn_loggers")
+    def test_a_fork_takes_uvicorns_lines_back_from_a_gunicorn_worker_set_up(self) -> None:
+        """gunicorn ``--preload`` builds the app (which sets logging up) in its arbiter,
+        then makes each worker there before its fork: a ``UvicornWorker`` hands uvicorn's
+        loggers to gunicorn's own handlers. The fork takes them back, so uvicorn's lines
+        are JSON lines and its access lines are written. Before, its start-up lines were
+        gunicorn's plain text, and no access line was written at all."""
+        from gunicorn.config import Config
+        from gunicorn.glogging import Logger
+
+        with warnings.catch_warnings():  # uvicorn.workers is deprecated (uvicorn-worker)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from uvicorn.workers import UvicornWorker
+
+        read_fd, write_fd = os.pipe()
+        stream = open(write_fd, "w", encoding="utf-8")  # noqa: SIM115  # closed below
+        configure_logging(fmt="json", stream=stream)
+        cfg = Config()
+        UvicornWorker(1, os.getpid(), [], None, 30, cfg, Logger(cfg))  # as the arbiter does
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover  # the child's coverage is not collected
+            try:
+                logging.getLogger("uvicorn.error").info("Started server process [1]")
+                logging.getLogger("uvicorn.access").info("%s", "GET /health")
+            finally:
+                os._exit(0)
+        stream.close()
+        with open(read_fd, "rb") as reader:
+            lines = reader.read().decode().splitlines()
+        os.waitpid(pid, 0)
+        events = [(line["event"], line["message"]) for line in map(json.loads, lines)]
+        assert [
+            ("uvicorn.error.logged", "Started server process [1]"),
+            ("uvicorn.access.logged", "GET /health"),
+        ] == events
 
     def test_a_process_that_shares_nothing_takes_no_lock(self) -> None:
         """A process that never forked, and was started as no server's worker, writes
@@ -572,26 +618,19 @@ class TestForkedWriters:
         assert {"files": 0, "alone": 0, "shared": 3, "in_memory": 0} == json.loads(out)
 
 
-#: A worker a server started: builds the app as that server does, says so, waits for its
-#: go (its standard input closed), then logs ten lines of 20,000 characters.
-_WORKER = """
+#: A worker uvicorn spawned: builds the app as uvicorn does, says so, waits for its go (its
+#: standard input closed), then logs ten lines of 20,000 characters.
+_UVICORN_WORKER = """
 import logging, sys, types
 from taskforce.api.server import create_app
 
-server, mark = sys.argv[1], sys.argv[2]
-namespace = {"__name__": "uvicorn._subprocess" if server == "uvicorn" else "gunicorn.workers.base",
-             "create_app": create_app}
-config = types.SimpleNamespace(workers=2, host="127.0.0.1", port=8000, bind=["127.0.0.1:8000"])
-if server == "uvicorn":
-    exec("def subprocess_started(config):\\n    return create_app()", namespace)
-    namespace["subprocess_started"](config)
-else:
-    exec("def load_wsgi(self):\\n    return create_app()", namespace)
-    namespace["load_wsgi"](types.SimpleNamespace(cfg=config))
+namespace = {"__name__": "uvicorn._subprocess", "create_app": create_app}
+exec("def subprocess_started(config):\\n    return create_app()", namespace)
+namespace["subprocess_started"](types.SimpleNamespace(workers=2, host="127.0.0.1", port=8000))
 print("ready", flush=True)
 sys.stdin.read()
 for _ in range(10):
-    logging.getLogger("t").warning("%s", mark * 20_000)
+    logging.getLogger("t").warning("%s", "u" * 20_000)
 """
 
 #: Counts the record locks a process takes on its log stream, and the files it opens.
@@ -621,6 +660,14 @@ logging.getLogger("t").warning("in memory")
 in_memory = sum(op == fcntl.LOCK_EX for op in calls) - alone - shared
 print(json.dumps({"files": files, "alone": alone, "shared": shared, "in_memory": in_memory}))
 """
+
+
+def _fork_idle() -> int:
+    """Fork a child that exits at once; return its pid."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover  # the child's coverage is not collected
+        os._exit(0)
+    return pid
 
 
 def _read_slowly(read_fd: int, chunks: list[bytes]) -> None:

@@ -3,13 +3,15 @@
 This configures structlog *and* the standard library's root logger (so uvicorn's
 own lines come out in the same format, an access line's path cut to length), Python's
 warnings and the exceptions nothing caught or Python ignores (so no plain-text line
-breaks a JSON log); it holds process-wide state, so call it once at start-up, from
+breaks a JSON log), also in a fork that a server's worker set-up ran in first (gunicorn
+``--preload``); it holds process-wide state, so call it once at start-up, from
 the CLI or the app factory, never from library code.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import threading
@@ -53,6 +55,9 @@ _PREFIX_CATEGORY = {c: c for c in LOG_CATEGORIES} | {
 # the PostgreSQL driver's (its pool failing to reconnect), which are the state store's.
 _LOGGER_CATEGORY = {"uvicorn.access": "http"}
 _LOGGER_PREFIX_CATEGORY = {"asyncpg": "state"}
+
+# Whether configure_logging set this process's logging up (a fork takes uvicorn's lines back).
+_is_configured = False
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -401,10 +406,31 @@ def configure_logging(
         # their per-request info lines ("HTTP Request: POST ...") repeat what the llm.*
         # events say, without a category of their own: warnings and worse only
         logging.getLogger(name).setLevel(max(_LEVELS[level], logging.WARNING))
+    global _is_configured
+    _is_configured = True
+    _route_uvicorn_lines()
+
+
+def _route_uvicorn_lines() -> None:
+    """uvicorn installs its own handlers; route its records through ours instead."""
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        # uvicorn installs its own handlers; route its records through ours instead.
         uv = logging.getLogger(name)
         uv.handlers[:] = []
         uv.propagate = True
         uv.setLevel(logging.NOTSET)  # the configured level applies to them too
         uv.disabled = False
+
+
+def _route_uvicorn_lines_in_fork() -> None:
+    """Take uvicorn's lines back in a fork of a process whose logging is set up.
+
+    gunicorn ``--preload`` builds the app (which sets logging up) in its arbiter, then
+    makes each worker there, before its fork: a ``UvicornWorker`` hands uvicorn's loggers
+    to gunicorn's own handlers (plain text, the access lines to gunicorn's access log,
+    none by default), and the fork would keep them so.
+    """
+    if _is_configured:
+        _route_uvicorn_lines()
+
+
+os.register_at_fork(after_in_child=_route_uvicorn_lines_in_fork)
