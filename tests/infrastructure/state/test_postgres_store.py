@@ -1196,9 +1196,18 @@ class TestReadOnly:
         refused = await _refused(f"{postgres_dsn}&default_transaction_read_only=on")
         assert str(refused).endswith(
             "default_transaction_read_only is on, set by the connection (an option in "
-            "state.dsn, or PGOPTIONS): remove it there"
+            "state.dsn): remove it there"
         )
         assert _password(postgres_dsn) not in str(refused)
+
+    async def test_pgoptions_is_not_read(
+        self, postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """PGOPTIONS, which psql and libpq read, is not the driver's: read-only transactions
+        set there leave the store writable, so no line may send an operator to it."""
+        monkeypatch.setenv("PGOPTIONS", "-c default_transaction_read_only=on")
+        async with PostgresStateStore(postgres_dsn) as store:
+            assert 1 == (await store.append("pgoptions", {"n": 1})).records
 
     async def test_the_connection_turning_it_off_is_enough(self, postgres_dsn: str) -> None:
         """A user whose role is read-only, with default_transaction_read_only=off in the DSN:

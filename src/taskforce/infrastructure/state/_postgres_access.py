@@ -77,7 +77,8 @@ _READ_ONLY_SOURCES = {
         "for the role in the database {database!r}",
         f"reset it (ALTER ROLE {{user_sql}} IN DATABASE {{database_sql}} RESET {_SETTING})",
     ),
-    "client": ("by the connection (an option in state.dsn, or PGOPTIONS)", "remove it there"),
+    # the driver reads no PGOPTIONS: an option of the connection is in the DSN
+    "client": ("by the connection (an option in state.dsn)", "remove it there"),
 }
 _ELSEWHERE = ("in the server's {source}", f"turn it off there, or for the user ({_FOR_THE_USER})")
 
