@@ -1030,8 +1030,8 @@ class TestNamesInTheDocs:
     def test_every_metric_named_is_in_the_catalog(self) -> None:
         """Every ``taskforce_*`` name on any page or the README is a catalog metric (a
         histogram's ``_bucket``/``_sum``/``_count`` too; ``taskforce_x_*`` a prefix of one)
-        or a table or index of the PostgreSQL store; a recording rule's ``job:taskforce_...``
-        aside."""
+        or a table, index or identity sequence of the PostgreSQL store; a recording rule's
+        ``job:taskforce_...`` aside."""
         from taskforce.infrastructure.state._postgres_schema import CREATE_SCHEMA
         from taskforce.observability.metrics._catalog import CATALOG
 
@@ -1039,6 +1039,12 @@ class TestNamesInTheDocs:
         tables = set(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", CREATE_SCHEMA))
         assert len(tables) == 3
         tables |= set(re.findall(r"CREATE INDEX IF NOT EXISTS (\w+)", CREATE_SCHEMA))
+        # the sequence PostgreSQL makes for an identity column: <table>_<column>_seq
+        for table, body in re.findall(
+            r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", CREATE_SCHEMA, re.S
+        ):
+            for column in re.findall(r"^ +(\w+) \w+ GENERATED ALWAYS AS IDENTITY", body, re.M):
+                tables.add(f"{table}_{column}_seq")
         named = {
             (page, name)
             for page, text in _pages_text().items()
@@ -1104,6 +1110,20 @@ class TestNamesInTheDocs:
             columns = set(re.findall(r"^    (\w+) ", body, re.M)) - {"PRIMARY"}
             assert columns, table
             assert set() == columns - set(re.findall(r"`(\w+)`", rows[table])), table
+
+    def test_the_sweeps_cost_names_the_schemas_index(self) -> None:
+        """Sizing the sweep, the operator guide says a PostgreSQL sweep goes through the
+        index the schema creates on ``updated_at``, and nowhere that there is none."""
+        from taskforce.infrastructure.state._postgres_schema import CREATE_SCHEMA
+
+        text = " ".join((DOCS / "operator-guide.md").read_text(encoding="utf-8").split())
+        found = re.search(
+            r"CREATE INDEX IF NOT EXISTS (\w+) ON taskforce_sessions \(updated_at\)", CREATE_SCHEMA
+        )
+        assert found is not None
+        sizing = text.split("**Sizing it.**", 1)[1].split("**PostgreSQL: the privilege.**", 1)[0]
+        assert f"through the index `{found.group(1)}`" in sizing
+        assert "no index on `updated_at`" not in text
 
     def test_the_session_id_pattern_is_the_codes(self) -> None:
         """The session id pattern the operator guide quotes is the one the API checks."""

@@ -570,11 +570,12 @@ _GUIDE_QUERY = (
 )
 
 
-def _guide_block(after: str) -> str:
-    """The first fenced code block of the operator guide after the text ``after``."""
+def _guide_block(after: str, language: str = "python") -> str:
+    """The first fenced code block in ``language`` of the operator guide after the text
+    ``after``."""
     guide = (Path(__file__).resolve().parents[3] / "docs" / "operator-guide.md").read_text()
     assert after in guide
-    return guide.split(after, 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    return guide.split(after, 1)[1].split(f"```{language}\n", 1)[1].split("```", 1)[0]
 
 
 class TestSwitchingStores:
@@ -687,15 +688,21 @@ class TestCorruption:
 
 
 def _pg_dump(
-    server: PostgresServer, database: str, args: list[str]
+    server: PostgresServer,
+    database: str,
+    args: list[str],
+    user: tuple[str, str] | None = None,
+    program: str = "pg_dump",
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``pg_dump`` with ``args`` on ``database`` of ``server``, as its superuser."""
-    where = ["-h", "127.0.0.1", "-p", str(server.port), "-U", "taskforce"]
+    """Run ``pg_dump`` (or ``program``) with ``args`` on ``database`` of ``server``, as its
+    superuser or as ``user`` (a name and its password)."""
+    role, password = user or ("taskforce", server.password)
+    where = ["-h", "127.0.0.1", "-p", str(server.port), "-U", role, "-d", database]
     return subprocess.run(
-        [str(server.bindir / "pg_dump"), *args, *where, database],
+        [str(server.bindir / program), *args, *where],
         capture_output=True,
         text=True,
-        env={**os.environ, "PGPASSWORD": server.password},
+        env={**os.environ, "PGPASSWORD": password},
         timeout=60,
         check=False,
     )
@@ -729,6 +736,47 @@ class TestBackup:
             dumped[schema] = {table for _, table in tables}
         every = {"taskforce_schema_version", "taskforce_sessions", "taskforce_mission_records"}
         assert {"public": every, "own": every} == dumped
+
+    async def test_a_backup_user_granted_as_the_guide_says_dumps_and_the_dump_restores(
+        self, postgres_server: PostgresServer, tmp_path: Path
+    ) -> None:
+        """The service's user with the guide's least privileges cannot dump the tables (no
+        SELECT on the records' sequence); a user given the guide's backup grants can, and
+        the dump, restored with the guide's psql command into a database with the schema
+        and without the tables, starts a store that reads every session and appends
+        after them."""
+        token = secrets.token_hex(4)
+        database, restored = f"backup_{token}", f"restored_{token}"
+        for name in (database, restored):
+            await _fetch(postgres_server.dsn(), f"CREATE DATABASE {name}")
+            await _fetch(postgres_server.dsn(name), "CREATE SCHEMA taskforce")
+        dsn = f"{postgres_server.dsn(database)}?search_path=taskforce"
+        async with PostgresStateStore(dsn) as store:
+            for n in range(3):
+                await store.append("kept", {"n": n})
+        service = await create_user(dsn)
+        backup = (f"backup_{token}", "pw-" + secrets.token_hex(8))
+        await _fetch(dsn, f"CREATE ROLE {backup[0]} LOGIN PASSWORD '{backup[1]}'")
+        for grant in _guide_block("**Backups.**", "sql").split(";"):
+            if grant.strip():
+                await _fetch(dsn, grant.replace(" TO backup", f" TO {backup[0]}"))
+        service_login = (service.role, service.dsn.split(":")[2].split("@")[0])
+        tables = ["-t", "taskforce.taskforce_*"]
+        refused = await asyncio.to_thread(
+            _pg_dump, postgres_server, database, tables, service_login
+        )
+        assert "permission denied for sequence taskforce_mission_records_seq_seq" in refused.stderr
+        dumped = await asyncio.to_thread(_pg_dump, postgres_server, database, tables, backup)
+        assert 0 == dumped.returncode, dumped.stderr
+        (tmp_path / "dump.sql").write_text(dumped.stdout)
+        psql = ["-X", "-v", "ON_ERROR_STOP=1", "-f", str(tmp_path / "dump.sql")]
+        done = await asyncio.to_thread(_pg_dump, postgres_server, restored, psql, program="psql")
+        assert 0 == done.returncode, done.stderr
+        async with PostgresStateStore(
+            f"{postgres_server.dsn(restored)}?search_path=taskforce"
+        ) as store:
+            assert 4 == (await store.append("kept", {"n": 3})).records
+            assert {"missions": [{"n": n} for n in range(4)]} == await store.load("kept")
 
 
 class TestSecrets:
