@@ -103,6 +103,30 @@ class TestSchema:
         assert "taskforce_sessions_updated_at" in str(plan)
         assert "Seq Scan" not in str(plan)
 
+    async def test_a_start_blocked_by_a_lock_on_a_table_says_it_checks_the_schema(
+        self, postgres_dsn: str
+    ) -> None:
+        """A start on a schema that exists only checks it: when another client's lock on a
+        table holds that check past state.timeout_seconds, the line says it could not
+        create or check the schema, not that it could not create it, and writes nothing."""
+        import asyncpg
+
+        async with PostgresStateStore(postgres_dsn):
+            pass
+        holder = await asyncpg.connect(postgres_dsn)
+        try:
+            async with holder.transaction():
+                await holder.execute("LOCK TABLE taskforce_schema_version IN ACCESS EXCLUSIVE MODE")
+                with pytest.raises(StateStoreUnavailableError) as info:
+                    await PostgresStateStore(postgres_dsn, timeout_seconds=1).open()
+        finally:
+            await holder.close()
+        assert str(info.value).startswith("cannot create or check the state schema: ")
+        assert "no answer within 1 s (state.timeout_seconds)" in str(info.value)
+        assert [(SCHEMA_VERSION,)] == await _fetch(
+            postgres_dsn, "SELECT version FROM taskforce_schema_version"
+        )
+
     async def test_newer_schema_is_refused(self, postgres_dsn: str) -> None:
         """A database migrated by a newer taskforce stops this one with a clear error."""
         async with PostgresStateStore(postgres_dsn):

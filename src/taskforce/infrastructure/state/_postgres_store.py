@@ -348,8 +348,11 @@ class PostgresStateStore:
         except BaseException as exc:
             await pool.close()
             if isinstance(exc, Exception) and not isinstance(exc, StateStoreError):
+                # most starts find the schema and only check it: a lock another client
+                # holds on a table, or a role's statement_timeout, stops that check too
                 raise StateStoreUnavailableError(
-                    f"cannot create the state schema: {self._safe(exc)}", detail=self._safe(exc)
+                    f"cannot create or check the state schema: {self._safe(exc)}",
+                    detail=self._safe(exc),
                 ) from None
             raise
         return pool
