@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from taskforce.core.interfaces.state import AppendResult, SessionExpiry, StateStoreProtocol
-from taskforce.errors import StateStoreError
+from taskforce.errors import StateCorruptedError, StateStoreError
 from taskforce.infrastructure.state import FileStateStore, StateLimits
 
 MakeStore = Callable[..., StateStoreProtocol]
@@ -303,6 +303,33 @@ class TestErrors:
             await store.append("s", _record(1))
         assert secret not in str(info.value)
         assert "/" not in str(info.value)
+
+    async def test_a_corrupt_session_fails_reads_and_only_the_file_stores_appends(
+        self, store: StateStoreProtocol
+    ) -> None:
+        """A session whose stored state was edited into text that is no JSON is left as it
+        is and fails every read on both stores; the file store, which rewrites the file
+        whole, fails an append too, while PostgreSQL appends without reading the session
+        (the operator guide's "A corrupt session")."""
+        await store.append("hurt", _record(1))
+        if isinstance(store, FileStateStore):
+            (store.state_dir / "hurt.json").write_text("{bad")
+        else:
+            import asyncpg
+
+            conn = await asyncpg.connect(getattr(store, "_dsn"))  # noqa: B009 (private)
+            try:
+                await conn.execute("UPDATE taskforce_sessions SET state = '{bad'")
+            finally:
+                await conn.close()
+        if isinstance(store, FileStateStore):
+            with pytest.raises(StateCorruptedError):
+                await store.append("hurt", _record(2))
+            assert "{bad" == (store.state_dir / "hurt.json").read_text()
+        else:
+            assert 2 == (await store.append("hurt", _record(2))).records
+        with pytest.raises(StateCorruptedError):
+            await store.load("hurt")
 
 
 _HOUR = StateLimits(session_ttl_seconds=3600)
