@@ -6,7 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from taskforce.infrastructure.state._libpq_environment import is_file_error, refused_variable
+from taskforce.infrastructure.state._libpq_environment import (
+    is_file_error,
+    is_tls_refused,
+    refused_variable,
+)
 
 _DSN = "postgresql://u:pw@db:5432/x"
 _SSLMODE = "`sslmode` parameter must be one of: disable, allow, prefer, require"
@@ -95,6 +99,27 @@ class TestRefusedVariable:
         paths = {"missing": str(tmp_path / "missing.crt"), "present": str(present)}
         environ = {name: value.format(**paths) for name, value in environ.items()}
         assert expected == refused_variable(dsn, "file", "", environ)
+
+    @pytest.mark.parametrize(
+        ("dsn", "environ", "expected"),
+        [
+            (_DSN, {"PGSSLMODE": "require"}, "PGSSLMODE"),
+            (f"{_DSN}?sslmode=require", {"PGSSLMODE": "require"}, None),
+            (f"{_DSN}?sslmode=require", {}, None),
+        ],
+    )
+    def test_tls_the_server_refuses_is_traced_to_pgsslmode(
+        self, dsn: str, environ: dict[str, str], expected: str | None
+    ) -> None:
+        """The server refusing TLS blames PGSSLMODE only when the DSN gives no sslmode."""
+        assert expected == refused_variable(dsn, "tls", "rejected SSL upgrade", environ)
+
+    def test_only_the_servers_tls_refusal_counts(self) -> None:
+        """The server rejecting the SSL upgrade is a TLS refusal; a refused connection is not."""
+        assert (True, False) == (
+            is_tls_refused(ConnectionError('PostgreSQL server at "h:1" rejected SSL upgrade')),
+            is_tls_refused(ConnectionRefusedError(111, "Connect call failed")),
+        )
 
     def test_only_errors_of_opening_a_file_count(self) -> None:
         """A missing file is a file error; a refused connection is not."""

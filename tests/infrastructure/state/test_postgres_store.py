@@ -907,6 +907,29 @@ class TestSecrets:
         assert "percent-encode" not in str(info.value)
         assert "xyzzy" not in str(info.value)
 
+    @pytest.mark.parametrize("in_dsn", [False, True], ids=["PGSSLMODE", "state.dsn"])
+    async def test_tls_the_server_refuses_names_where_sslmode_was_given(
+        self, monkeypatch: pytest.MonkeyPatch, postgres_dsn: str, in_dsn: bool
+    ) -> None:
+        """A server without TLS refuses a connection whose sslmode requires it: the line
+        names PGSSLMODE when the driver read require from it, state.dsn when the DSN says
+        it (it named state.dsn either way, whose text then held no sslmode)."""
+        monkeypatch.setenv("PGSSLMODE", "require")
+        dsn = f"{postgres_dsn}&sslmode=require" if in_dsn else postgres_dsn
+        with pytest.raises(StateStoreUnavailableError) as info:
+            await PostgresStateStore(dsn, timeout_seconds=5).open()
+        assert "rejected SSL upgrade" in str(info.value)
+        if in_dsn:
+            assert None is info.value.variable
+            assert "PGSSLMODE" not in str(info.value)
+        else:
+            assert "PGSSLMODE" == info.value.variable
+            assert str(info.value).startswith(
+                "cannot reach the state database: the server refuses TLS, which the "
+                "environment variable PGSSLMODE asks for: ConnectionError: "
+            )
+        assert _password(postgres_dsn) not in str(info.value)
+
     async def test_a_refusal_on_several_lines_is_said_on_one(
         self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     ) -> None:

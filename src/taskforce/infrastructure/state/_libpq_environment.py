@@ -16,11 +16,18 @@ from collections.abc import Mapping
 from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["Refusal", "is_file_error", "is_user_name_lookup", "refused_variable"]
+__all__ = [
+    "Refusal",
+    "is_file_error",
+    "is_tls_refused",
+    "is_user_name_lookup",
+    "refused_variable",
+]
 
 #: How the driver refused: a parameter's value (its ClientConfigurationError), a
-#: value it could not even parse (ValueError, OverflowError), or a file it could not read.
-Refusal = Literal["parameter", "unparsable", "file"]
+#: value it could not even parse (ValueError, OverflowError), a file it could not read,
+#: or the server refused the TLS the connection's sslmode demands.
+Refusal = Literal["parameter", "unparsable", "file", "tls"]
 
 #: The variable the driver reads for each parameter the connection string leaves out,
 #: in the order it reads them (asyncpg's connect_utils).
@@ -63,6 +70,8 @@ def refused_variable(
     given: dict[str, list[str]] = {}
     with contextlib.suppress(ValueError):  # a DSN that cannot be split gives nothing
         given = parse_qs(urlsplit(dsn).query, keep_blank_values=True)
+    if refusal == "tls":  # only a demanding sslmode fails so: the DSN's, or PGSSLMODE's
+        return "PGSSLMODE" if "sslmode" not in given and environ.get("PGSSLMODE") else None
     mode = (given.get("sslmode") or [environ.get("PGSSLMODE") or "prefer"])[-1]
     mode = mode.replace("_", "-")
     for parameter, variable in _VARIABLES.items():
@@ -88,6 +97,12 @@ def refused_variable(
 def is_file_error(exc: BaseException) -> bool:
     """Tell whether ``exc`` is the error of opening a missing or unreadable file."""
     return isinstance(exc, OSError) and exc.errno in _FILE_ERRORS
+
+
+def is_tls_refused(exc: BaseException) -> bool:
+    """Tell whether ``exc`` is the server refusing TLS (one without it, ``ssl = off``) to
+    a connection whose sslmode demands it (``require``, ``verify-ca``, ``verify-full``)."""
+    return isinstance(exc, ConnectionError) and "rejected SSL upgrade" in str(exc)
 
 
 def is_user_name_lookup(exc: BaseException) -> bool:

@@ -40,6 +40,7 @@ from taskforce.infrastructure.state import _postgres_schema as sql
 from taskforce.infrastructure.state._common import StateLimits, check_session_id, dumps, loads
 from taskforce.infrastructure.state._libpq_environment import (
     is_file_error,
+    is_tls_refused,
     is_user_name_lookup,
     refused_variable,
 )
@@ -314,6 +315,13 @@ class PostgresStateStore:
             if variable is not None:
                 reason = f"the driver cannot read the file {variable} names: {self._safe(exc)}"
                 raise self._unreachable(reason, variable) from None
+            if is_tls_refused(exc) and refused_variable(self._dsn, "tls", str(exc)):
+                # the DSN asks for no TLS: the variable the driver read its sslmode from does
+                reason = (
+                    "the server refuses TLS, which the environment variable PGSSLMODE asks "
+                    f"for: {self._safe(exc)}"
+                )
+                raise self._unreachable(reason, "PGSSLMODE") from None
             raise self._unreachable(self._safe(exc, is_connecting=True)) from None
         try:
             async with _released(pool, conn), conn.transaction(isolation=sql.ISOLATION):
