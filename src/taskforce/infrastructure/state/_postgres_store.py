@@ -334,6 +334,9 @@ class PostgresStateStore:
                     unversioned = await conn.fetchval(sql.UNVERSIONED_SCHEMA)
                     if unversioned is not None:
                         raise StateStoreError(sql.unversioned_refusal(unversioned))
+                    # a newer release's schema may lack a table this code would create:
+                    # its version is what to say, not the CREATE its user may lack
+                    _stop(await _newer_version_refusal(conn))
                     self._check(await creation_refusal(conn))
                     await conn.execute(sql.CREATE_SCHEMA)
                 shape = await read_shape(conn)
@@ -766,6 +769,23 @@ def _stop(problem: str | None) -> None:
     """Stop start-up with what is wrong with the state tables, if anything."""
     if problem is not None:
         raise StateStoreError(problem)
+
+
+async def _newer_version_refusal(conn: Any) -> str | None:
+    """Why this code cannot use tables whose version table records a version newer than
+    it knows, or None: none newer, or no version table it can read (a savepoint keeps the
+    start-up transaction alive then; the checks after this one say what is wrong)."""
+    if not await conn.fetchval("SELECT to_regclass('taskforce_schema_version') IS NOT NULL"):
+        return None  # a first start: the server logs no error for a query of no table
+    try:
+        async with conn.transaction():
+            found = await conn.fetchrow(sql.SCHEMA_VERSION_QUERY)
+    except _driver().PostgresError:
+        return None
+    version = found["version"]
+    if not isinstance(version, int) or version <= sql.SCHEMA_VERSION:
+        return None
+    return sql.version_refusal(version, found["schema"])
 
 
 async def _first_connection(pool: asyncpg.Pool) -> Any:
