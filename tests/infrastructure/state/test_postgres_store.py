@@ -130,25 +130,37 @@ class TestSchema:
     async def test_a_newer_schema_without_a_table_of_ours_is_refused_by_its_version(
         self, postgres_dsn: str
     ) -> None:
-        """A newer release's schema that renamed a table (a rollback after an upgrade): the
-        service's user, which may not CREATE, is told the version, not that it lacks
-        CREATE for a first start; the owner too, and neither creates a table."""
+        """A newer release's schema that renamed a table and put a view in its place (a
+        rollback after an upgrade): the service's user, which may not CREATE, is told the
+        version, not that it lacks CREATE for a first start or to move a view aside; the
+        owner too, and neither creates a table."""
         async with PostgresStateStore(postgres_dsn):
             pass
         user = await create_user(postgres_dsn)
+
+        async def refused_by_its_version() -> None:
+            for dsn in (user.dsn, postgres_dsn):
+                with pytest.raises(StateStoreError) as info:
+                    await PostgresStateStore(dsn).open()
+                assert not isinstance(info.value, StateStorePermissionError), str(info.value)
+                assert (
+                    "the state database has schema version 2; this taskforce knows version 1"
+                ) == str(info.value)
+
         await _fetch(postgres_dsn, "INSERT INTO taskforce_schema_version (version) VALUES (2)")
         await _fetch(
             postgres_dsn, "ALTER TABLE taskforce_mission_records RENAME TO taskforce_records_v2"
         )
-        for dsn in (user.dsn, postgres_dsn):
-            with pytest.raises(StateStoreError) as info:
-                await PostgresStateStore(dsn).open()
-            assert not isinstance(info.value, StateStorePermissionError), str(info.value)
-            assert (
-                "the state database has schema version 2; this taskforce knows version 1"
-            ) == str(info.value)
-        assert [(None,)] == await _fetch(
-            postgres_dsn, "SELECT to_regclass('taskforce_mission_records')"
+        await refused_by_its_version()
+        await _fetch(
+            postgres_dsn,
+            "CREATE VIEW taskforce_mission_records AS SELECT * FROM taskforce_records_v2",
+        )
+        await refused_by_its_version()
+        assert [("v",)] == await _fetch(
+            postgres_dsn,
+            "SELECT relkind::text FROM pg_class "
+            "WHERE oid = to_regclass('taskforce_mission_records')",
         )
 
     async def test_newer_schema_is_refused(self, postgres_dsn: str) -> None:

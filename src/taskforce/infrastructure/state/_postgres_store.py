@@ -330,13 +330,13 @@ class PostgresStateStore:
                 encoding, client_encoding = found["encoding"], found["client_encoding"]
                 _stop(sql.encoding_refusal(encoding, found["database"], client_encoding))
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", sql.SCHEMA_LOCK)
+                # A newer release's tables may differ from this code's (one renamed, or made
+                # a view): their version is what to say, not a CREATE or a change to make.
+                _stop(await _newer_version_refusal(conn))
                 if not await conn.fetchval(sql.SCHEMA_IS_COMPLETE):
                     unversioned = await conn.fetchval(sql.UNVERSIONED_SCHEMA)
                     if unversioned is not None:
                         raise StateStoreError(sql.unversioned_refusal(unversioned))
-                    # a newer release's schema may lack a table this code would create:
-                    # its version is what to say, not the CREATE its user may lack
-                    _stop(await _newer_version_refusal(conn))
                     self._check(await creation_refusal(conn))
                     await conn.execute(sql.CREATE_SCHEMA)
                 shape = await read_shape(conn)
