@@ -101,10 +101,14 @@ class TestStateSettings:
         assert ("state.backend", "TASKFORCE_STATE__BACKEND='postgres'") == where
         assert "needs the driver: pip install 'pytaskforce[postgres]'" == info.value.reason
 
-    def test_bad_dsn_is_named_not_shown(self) -> None:
-        """A DSN of another scheme names state.dsn and does not echo the value."""
+    @pytest.mark.parametrize(
+        "dsn", ["mysql://u:hunter2@h/d", "host=h user=u password=hunter2 dbname=d"]
+    )
+    def test_bad_dsn_is_named_not_shown(self, dsn: str) -> None:
+        """A DSN of another scheme, or libpq's key=value form, names state.dsn and does not
+        echo the value."""
         with pytest.raises(ConfigurationError) as info:
-            load_settings(state={"backend": "postgres", "dsn": "mysql://u:hunter2@h/d"})
+            load_settings(state={"backend": "postgres", "dsn": dsn})
         assert "state.dsn" == info.value.setting
         assert "hunter2" not in str(info.value)
 
