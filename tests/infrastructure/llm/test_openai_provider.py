@@ -600,6 +600,35 @@ class TestStream:
         assert ["invalid_response"] == [a.error_type for a in info.value.attempts]
         assert 1 == len(fake.requests)
 
+    async def test_a_whole_completion_answers_a_stream_request(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """A server that disregards ``stream: true`` and answers with a whole completion:
+        its text, tool calls and usage are the stream's, from one attempt (not a failed
+        ``invalid_response`` whose billed tokens are lost)."""
+        function = {"name": "calculator", "arguments": '{"a": 1}'}
+        call = {"id": "c9", "type": "function", "function": function}
+        message = {"role": "assistant", "content": "done", "tool_calls": [call]}
+        usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+        fake.respond_next(
+            {
+                "id": "c1",
+                "object": "chat.completion",
+                "model": "m-2024",
+                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                "usage": usage,
+            }
+        )
+
+        chunks = [c async for c in provider.stream(_mission("hi"), tools=_TOOLS)]
+
+        assert {"content": "done"} == chunks[0]
+        last = chunks[-1]
+        assert [{"id": "c9", "name": "calculator", "arguments": {"a": 1}}] == last["tool_calls"]
+        assert (usage, "m-2024") == (last["usage"], last["model"])
+        assert [None] == [a.error_type for a in last["attempts"]]
+        assert 1 == len(fake.requests)
+
     async def test_cancelled_before_the_first_chunk_carries_the_attempts(
         self, base_url: str, fake: FakeOpenAIServer
     ) -> None:

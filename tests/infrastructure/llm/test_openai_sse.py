@@ -149,3 +149,48 @@ def test_an_error_given_as_text_with_its_type_beside_it_is_an_error_object() -> 
     expected = {"error": {"message": "Model is overloaded", "type": "overloaded"}}
     assert expected == json.loads(_handed_on(data))
     assert '{"error": "the model failed"}' == _handed_on('{"error": "the model failed"}')
+
+
+def test_a_whole_completion_is_one_chunk_at_the_end() -> None:
+    """A body that is a whole chat completion (pretty-printed, over several reads), not an
+    event stream, is one event: a chunk whose choice's delta is the message, the tool calls
+    given their index, the finish_reason and usage kept."""
+    call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    completion = {
+        "id": "x",
+        "object": "chat.completion",
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "hi", "tool_calls": [call]},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+    }
+    body = json.dumps(completion, indent=2).encode()
+
+    [(event, data, _, _)] = _events(b"\n" + body[:9], body[9:])
+
+    chunk = json.loads(data)
+    assert (None, "chat.completion.chunk") == (event, chunk["object"])
+    assert [
+        {
+            "index": 0,
+            "delta": {"role": "assistant", "content": "hi", "tool_calls": [{**call, "index": 0}]},
+            "finish_reason": "stop",
+        }
+    ] == chunk["choices"]
+    assert completion["usage"] == chunk["usage"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"id": "x", "choices": []}', b'{"choices": [{"text": "hi"}]}', b"{not json", b"[1]"],
+    ids=["no-choices", "no-message", "not-json", "not-an-object"],
+)
+def test_a_json_body_that_is_no_completion_is_no_event(body: bytes) -> None:
+    """A JSON body without a choice that holds a message is no event (the request then
+    fails as answered without server-sent events)."""
+    assert [] == _events(body)

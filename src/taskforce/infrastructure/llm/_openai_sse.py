@@ -18,12 +18,19 @@ SDK, which raises it as an error object inside the stream, read by what it says 
 the same body is in a whole completion), not as a stream that ended before its
 answer or one without events. What an event holds of an
 error is handed on as :func:`~._openai_error_shapes._handed_on` puts it.
+
+And a body that is a whole chat completion, not an event stream (a server that does not
+stream and disregards ``stream: true``), is read as one chunk that holds all of it
+(:func:`_completion_as_chunk`): its text, tool calls, ``finish_reason`` and usage. The
+answer is whole and billed; failing it would lose both.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import openai
 from openai._streaming import ServerSentEvent
@@ -49,7 +56,8 @@ class _EventStreamDecoder:
     an event the stream ends inside is not dispatched. The last event id is kept for
     the stream, as the standard asks, but makes no event by itself. A bare JSON line
     with an ``error`` member is an event (see the module's docstring), also the last
-    one, not ended (a JSON error body).
+    one, not ended (a JSON error body). A body that opens with ``{`` and is a whole chat
+    completion is one event at its end (:func:`_completion_as_chunk`).
     """
 
     def __init__(self) -> None:
@@ -60,6 +68,10 @@ class _EventStreamDecoder:
         self._data: list[str] = []
         self._last_id: str | None = None
         self._retry: int | None = None
+        # Whether the body opened with "{": None until its first byte that is not blank.
+        self._is_json: bool | None = None
+        # The body so far, kept only when it opened with "{" (capped as every answer is)
+        self._body = bytearray()
 
     def iter_bytes(self, iterator: Iterator[bytes]) -> Iterator[ServerSentEvent]:
         """Yield the events of a stream read with ``iterator``."""
@@ -83,12 +95,22 @@ class _EventStreamDecoder:
         if line.startswith("{") and _is_error_object(line):
             self._data.clear()
             return self._error_line(line)
+        if self._is_json:
+            chunk = _completion_as_chunk(bytes(self._body))
+            if chunk is not None:
+                return [ServerSentEvent(data=chunk)]
         return []
 
     def _feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Take in one read; return the events it completes."""
         if not chunk:
             return []
+        if self._is_json is None:
+            opening = chunk.removeprefix(_BOM.encode()).lstrip()
+            if opening:
+                self._is_json = opening.startswith(b"{")
+        if self._is_json:
+            self._body += chunk
         start = 0
         if self._after_cr and chunk[:1] == b"\n":
             start = 1  # the rest of a CRLF split over two reads
@@ -151,6 +173,40 @@ class _EventStreamDecoder:
             id=self._last_id,
             retry=self._retry,
         )
+
+
+def _completion_as_chunk(body: bytes) -> str | None:
+    """The chunk that holds all of a whole chat completion ``body``, as JSON; else ``None``.
+
+    A completion is a JSON object with no ``error`` and a list of choices, each with a
+    ``message`` object; each choice's message becomes its ``delta`` (the tool calls given
+    their ``index``), the rest of the choice (``finish_reason``) kept, and the usage with it.
+    Anything else (no choices, an error object, no JSON) is left to be read as it is.
+    """
+    try:
+        completion = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(completion, dict) or completion.get("error"):
+        return None
+    choices = completion.get("choices")
+    if not (isinstance(choices, list) and choices):
+        return None
+    streamed: list[dict[str, Any]] = []
+    for choice in choices:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            return None
+        delta = dict(message)
+        calls = delta.get("tool_calls")
+        if isinstance(calls, list):
+            delta["tool_calls"] = [
+                {**call, "index": index} if isinstance(call, dict) else call
+                for index, call in enumerate(calls)
+            ]
+        kept = {name: value for name, value in choice.items() if name != "message"}
+        streamed.append({**kept, "delta": delta})
+    return json.dumps({**completion, "object": "chat.completion.chunk", "choices": streamed})
 
 
 class _EventStreamClient(openai.AsyncOpenAI):
