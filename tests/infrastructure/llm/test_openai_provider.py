@@ -166,6 +166,73 @@ class TestComplete:
         assert "gpt-test" == result["model"]
         assert {"prompt_tokens", "completion_tokens", "total_tokens"} == set(result["usage"])
 
+    async def test_an_event_stream_answers_a_request_for_a_whole_completion(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """A server that streams though asked not to (``stream: false`` disregarded): its
+        events are the answer, text, tool calls and usage, from one attempt; not an
+        ``invalid_response`` whose billed tokens are lost."""
+        base = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m-1"}
+        usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+        pieces: list[dict[str, Any]] = [
+            {"content": "one "},
+            {"content": "two"},
+            {"tool_calls": [{"index": 0, "id": "k", "function": {"name": "calculator"}}]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": '{"expression": '}}]},
+            {"tool_calls": [{"index": 0, "function": {"arguments": '"6*7"}'}}]},
+        ]
+        frames: list[Any] = [
+            {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+            for delta in pieces
+        ]
+        frames += [
+            {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+            {**base, "choices": [], "usage": usage},
+            "[DONE]",
+        ]
+        fake.stream_next(frames)
+
+        result = await provider.complete(_mission("hi"), tools=_TOOLS)
+
+        assert (True, "one two", "m-1", usage) == (
+            result["success"],
+            result["content"],
+            result["model"],
+            result["usage"],
+        )
+        expected = [{"id": "k", "name": "calculator", "arguments": {"expression": "6*7"}}]
+        assert expected == result["tool_calls"]
+        assert [None] == [a.error_type for a in result["attempts"]]
+        assert False is fake.requests[0].body.get("stream", False)
+
+    @pytest.mark.parametrize(
+        ("frames", "error_type", "requests"),
+        [
+            ([{"choices": [{"index": 0, "delta": {"content": "cut"}}]}], "connection", 3),
+            ([{"error": {"message": "no", "code": 429}}], "rate_limit", 3),
+            (["null"], "invalid_response", 1),
+        ],
+        ids=["cut", "error-object", "not-an-object"],
+    )
+    async def test_an_event_stream_that_is_no_answer_fails_as_a_stream_would(
+        self,
+        provider: OpenAICompatibleProvider,
+        fake: FakeOpenAIServer,
+        frames: list[Any],
+        error_type: str,
+        requests: int,
+    ) -> None:
+        """Events to a request for a whole completion fail as the same stream fails: cut
+        before a finish_reason (``connection``), an error object (by what it says), an
+        event that is no object (``invalid_response``); retried as those are."""
+        for _ in range(requests):
+            fake.stream_next(frames)
+
+        result = await provider.complete(_mission("hi"))
+
+        assert (False, error_type) == (result["success"], result["error_type"])
+        assert [error_type] * requests == [a.error_type for a in result["attempts"]]
+
     async def test_request_carries_key_model_and_tools(
         self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
     ) -> None:

@@ -60,7 +60,9 @@ from taskforce.infrastructure.llm._openai_failures import (
 from taskforce.infrastructure.llm._openai_http import DEFAULT_MAX_RESPONSE_BYTES, _http_client
 from taskforce.infrastructure.llm._openai_sse import _EventStreamClient
 from taskforce.infrastructure.llm._openai_stream import (
+    _completion_of_events,
     _End,
+    _is_events,
     _json_kind,
     _opening,
     _StreamState,
@@ -457,12 +459,15 @@ class OpenAICompatibleProvider:
                 messages=params, model=asked, **extra
             )
             response = raw.parse()
-            if isinstance(response, ChatCompletion):
-                try:
+            try:
+                if _is_events(response, raw.headers):
+                    # A server that streams whatever it is asked: its events are the answer.
+                    response = _completion_of_events(raw.http_response.content, raw.headers)
+                if isinstance(response, ChatCompletion):
                     _raise_carried_error(response, raw.headers)
-                except _ErrorInAnswer as exc:
-                    billed = _added(billed, exc.usage)
-                    raise
+            except _ErrorInAnswer as exc:
+                billed = _added(billed, exc.usage)
+                raise
             return response
 
         try:

@@ -4,7 +4,8 @@ Tells a chunk that carries an answer from a role-only chunk or a keep-alive, the
 stream's end from ``data: null``, and assembles text deltas, tool call deltas and
 usage (merged count by count over the chunks that carry it) into what the stream's
 last chunk reports. Of several choices (``n`` > 1) only the first streamed is the
-answer, as a whole completion's first choice is.
+answer, as a whole completion's first choice is. Events sent to a request that asked
+for a whole completion are read the same way into one (:func:`_completion_of_events`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from openai.types.chat import ChatCompletionChunk
+from openai._models import construct_type_unchecked
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 
 from taskforce.core.interfaces.llm import LLMAttempt, StreamChunk, ToolCall, Usage
@@ -30,9 +32,18 @@ from taskforce.infrastructure.llm._openai_chat import (
     _text,
     _usage,
 )
-from taskforce.infrastructure.llm._openai_errors import _InvalidResponse, _StreamCut
+from taskforce.infrastructure.llm._openai_errors import _ErrorInAnswer, _InvalidResponse, _StreamCut
+from taskforce.infrastructure.llm._openai_sse import _EventStreamDecoder
 
-__all__ = ["_End", "_StreamState", "_json_kind", "_opening", "_usage_after_error"]
+__all__ = [
+    "_End",
+    "_StreamState",
+    "_completion_of_events",
+    "_is_events",
+    "_json_kind",
+    "_opening",
+    "_usage_after_error",
+]
 
 
 class _End(enum.Enum):
@@ -121,6 +132,68 @@ async def _opening(
             f"(content-type {content_type!r})"
         )
     return held
+
+
+def _is_events(answer: object, headers: Any) -> bool:
+    """Whether ``answer``, the text the SDK hands back for a body that is not JSON, is an
+    event stream: its content type says so, or its text opens with a ``data:`` field."""
+    if not isinstance(answer, str):
+        return False
+    return _is_event_stream(headers) or answer.lstrip("\ufeff \t\r\n").startswith("data:")
+
+
+def _completion_of_events(body: bytes, headers: Any) -> ChatCompletion:
+    """The chat completion an event stream ``body`` holds, to a request that asked for none.
+
+    Some compatible servers stream whatever they are asked (``stream: false``
+    disregarded). Their events are read as a stream is (:class:`_StreamState`: its text,
+    tool calls, the model, ``finish_reason`` and usage merged count by count) and make
+    one completion of one choice, which is then read as any completion is.
+
+    Raises:
+        _InvalidResponse: an event is not a JSON object, or a chunk is malformed.
+        _StreamCut: the events end before a ``finish_reason``: the text is a fragment.
+        _ErrorInAnswer: an event is an error object, or ends the answer with one; it
+            carries ``headers`` and the usage reported so far.
+    """
+    state = _StreamState("")
+    texts: list[str] = []
+    for event in _EventStreamDecoder().iter_bytes(iter((body,))):
+        if event.data.startswith("[DONE]"):
+            break
+        try:
+            data = json.loads(event.data)
+        except (ValueError, RecursionError) as exc:
+            raise _InvalidResponse("a streamed event is not JSON") from exc
+        if not isinstance(data, dict):
+            raise _InvalidResponse(f"a streamed event is {_json_kind(data)}, not a JSON object")
+        if data.get("error"):
+            raise _ErrorInAnswer(data["error"], headers, state.usage)
+        try:
+            texts += state.add(construct_type_unchecked(value=data, type_=ChatCompletionChunk))
+        except _ErrorInAnswer as exc:
+            exc.headers, exc.usage = headers, state.usage
+            raise
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise _InvalidResponse(f"a streamed chunk is malformed ({exc})") from exc
+    if not state.finish_read:
+        raise _StreamCut("the stream ended before the model finished its answer")
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
+    if state.calls:
+        calls = [(key[0], state.calls[key]) for key in sorted(state.calls)]
+        message["tool_calls"] = [
+            {
+                "id": call.id or f"call_{index}",
+                "type": "function",
+                # no name: None, which the completion refuses as the stream does
+                "function": {"name": call.name or None, "arguments": "".join(call.arguments)},
+            }
+            for index, call in calls
+        ]
+    choice = {"index": 0, "message": message, "finish_reason": state.finish_reason}
+    completion = {"id": "", "object": "chat.completion", "created": 0, "model": state.model}
+    completion |= {"choices": [choice], "usage": state.usage}
+    return construct_type_unchecked(value=completion, type_=ChatCompletion)
 
 
 def _is_event_stream(headers: Any) -> bool:
