@@ -319,3 +319,44 @@ class TestReportedModel:
         assert pytest.approx((10 * _PRICE_IN + 5 * _PRICE_OUT) / 1e6) == spend
         ttft = total(samples, "taskforce_llm_time_to_first_token_seconds_count", model=_MODEL)
         assert (1 if route.endswith("/stream") else 0) == ttft
+
+
+class TestTheOtherFraming:
+    @pytest.mark.parametrize("route", ["/api/v1/execute", "/api/v1/execute/stream"])
+    async def test_an_answer_framed_as_not_asked_completes_and_is_billed(
+        self, service: tuple[LiveServer, FakeOpenAIServer], route: str
+    ) -> None:
+        """A server that streams though not asked to (plain route), or answers a stream
+        request with a whole completion (streamed route): the mission completes with the
+        answer, one successful request, its 10 + 5 billed tokens and their spend counted."""
+        live, fake = service
+        usage = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+        head = {"id": "x", "created": 1, "model": _MODEL}
+        if route.endswith("/stream"):
+            message = {"role": "assistant", "content": "forty-two"}
+            choice = {"index": 0, "message": message, "finish_reason": "stop"}
+            fake.respond_next(
+                {**head, "object": "chat.completion", "choices": [choice], "usage": usage}
+            )
+        else:
+            ends: list[tuple[dict[str, str], str | None]] = [({"content": "forty-two"}, None)]
+            ends.append(({}, "stop"))
+            chunks = [
+                {**head, "object": "chat.completion.chunk", "choices": [choice]}
+                for choice in (
+                    {"index": 0, "delta": delta, "finish_reason": end} for delta, end in ends
+                )
+            ]
+            fake.stream_next([*chunks, {**head, "choices": [], "usage": usage}, "[DONE]"])
+
+        with capture_logs() as logs:
+            body, samples = await _lean_mission_on(live, route)
+
+        assert ("completed", "forty-two") == (body["status"], body["final_message"])
+        assert 1 == total(samples, "taskforce_llm_requests_total", model=_MODEL, status="success")
+        assert 0 == total(samples, "taskforce_llm_failures_total")
+        assert [] == _failed_log_types(logs)
+        assert 15 == total(samples, "taskforce_llm_tokens_total", model=_MODEL)
+        spend = total(samples, "taskforce_llm_cost_usd_total", model=_MODEL)
+        assert pytest.approx((10 * _PRICE_IN + 5 * _PRICE_OUT) / 1e6) == spend
+        assert route.endswith("/stream") is fake.requests[0].body.get("stream", False)
