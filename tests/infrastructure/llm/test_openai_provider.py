@@ -233,6 +233,27 @@ class TestComplete:
         assert (False, error_type) == (result["success"], result["error_type"])
         assert [error_type] * requests == [a.error_type for a in result["attempts"]]
 
+    async def test_events_ended_by_an_error_keep_the_usage_after_it(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """Events to a request for a whole completion that an error object ends, a usage
+        after it (a router that bills what its upstream wrote): the failure reports it."""
+        base = {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+        usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+        text = {"index": 0, "delta": {"content": "so"}, "finish_reason": None}
+        error = {"error": {"code": 400, "message": "bad tool"}}
+        fake.stream_next(
+            [{**base, "choices": [text]}, error, {**base, "choices": [], "usage": usage}]
+        )
+
+        result = await provider.complete(_mission("hi"))
+
+        assert (False, "bad_request", usage) == (
+            result["success"],
+            result["error_type"],
+            result.get("usage"),
+        )
+
     async def test_request_carries_key_model_and_tools(
         self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
     ) -> None:

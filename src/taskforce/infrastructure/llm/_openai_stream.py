@@ -14,7 +14,7 @@ import asyncio
 import enum
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,25 +154,21 @@ def _completion_of_events(body: bytes, headers: Any) -> ChatCompletion:
         _InvalidResponse: an event is not a JSON object, or a chunk is malformed.
         _StreamCut: the events end before a ``finish_reason``: the text is a fragment.
         _ErrorInAnswer: an event is an error object, or ends the answer with one; it
-            carries ``headers`` and the usage reported so far.
+            carries ``headers`` and the usage reported, also after it (billed, as
+            :func:`_usage_after_error` reads it in a stream).
     """
     state = _StreamState("")
     texts: list[str] = []
-    for event in _EventStreamDecoder().iter_bytes(iter((body,))):
-        if event.data.startswith("[DONE]"):
+    events = iter(_EventStreamDecoder().iter_bytes(iter((body,))))
+    for data in map(_event_json, events):
+        if data is None:  # [DONE]
             break
-        try:
-            data = json.loads(event.data)
-        except (ValueError, RecursionError) as exc:
-            raise _InvalidResponse("a streamed event is not JSON") from exc
-        if not isinstance(data, dict):
-            raise _InvalidResponse(f"a streamed event is {_json_kind(data)}, not a JSON object")
         if data.get("error"):
-            raise _ErrorInAnswer(data["error"], headers, state.usage)
+            raise _ErrorInAnswer(data["error"], headers, _usage_of_rest(events, state.usage))
         try:
             texts += state.add(construct_type_unchecked(value=data, type_=ChatCompletionChunk))
         except _ErrorInAnswer as exc:
-            exc.headers, exc.usage = headers, state.usage
+            exc.headers, exc.usage = headers, _usage_of_rest(events, state.usage)
             raise
         except (AttributeError, TypeError, ValueError) as exc:
             raise _InvalidResponse(f"a streamed chunk is malformed ({exc})") from exc
@@ -194,6 +190,36 @@ def _completion_of_events(body: bytes, headers: Any) -> ChatCompletion:
     completion = {"id": "", "object": "chat.completion", "created": 0, "model": state.model}
     completion |= {"choices": [choice], "usage": state.usage}
     return construct_type_unchecked(value=completion, type_=ChatCompletion)
+
+
+def _event_json(event: Any) -> dict[str, Any] | None:
+    """The JSON object an event holds; ``None`` for ``[DONE]``.
+
+    Raises:
+        _InvalidResponse: the event holds no JSON, or JSON that is no object.
+    """
+    if event.data.startswith("[DONE]"):
+        return None
+    try:
+        data = json.loads(event.data)
+    except (ValueError, RecursionError) as exc:
+        raise _InvalidResponse("a streamed event is not JSON") from exc
+    if not isinstance(data, dict):
+        raise _InvalidResponse(f"a streamed event is {_json_kind(data)}, not a JSON object")
+    return data
+
+
+def _usage_of_rest(events: Iterator[Any], usage: Usage | None) -> Usage | None:
+    """``usage`` with the counts the ``events`` left after an error report merged in."""
+    try:
+        for data in map(_event_json, events):
+            if data is None:
+                break
+            chunk = construct_type_unchecked(value=data, type_=ChatCompletionChunk)
+            usage = _merged(usage, _usage(chunk.usage))
+    except Exception:  # the error before them is the call's failure, not this
+        pass
+    return usage
 
 
 def _is_event_stream(headers: Any) -> bool:
