@@ -100,14 +100,26 @@ async def _echo(request: Request) -> PlainTextResponse:
     return PlainTextResponse(request.url.path)
 
 
-async def test_a_leading_double_slash_never_names_a_host() -> None:
-    """A path starting ``//`` is escaped: ``//evil.example/x/`` would be read as a host."""
+@pytest.mark.parametrize(
+    ("path", "location"),
+    [
+        # read as a host: "//evil.example/x/", and "/\\evil.example/x/" by browsers
+        ("//evil.example/x", b"/%2Fevil.example/x/"),
+        ("/\\evil.example/x", b"/%5Cevil.example/x/"),
+        # a decoded "?" or "#" (sent as %3F, %23) would start the query or the fragment
+        ("/a?b", b"/a%3Fb/"),
+        ("/a#b", b"/a%23b/"),
+    ],
+)
+async def test_the_path_is_escaped_whatever_starlette_does(path: str, location: bytes) -> None:
+    """The path is escaped here: Starlette before 1.9 left ``//evil.example/x/`` to be
+    read as a host."""
     app = Starlette(routes=[Route("/{rest:path}/", _echo)])
     relative_slash_redirects(app.router)
-    sent = await call_app(app, http_scope("//evil.example/x"))
+    sent = await call_app(app, {**http_scope(path), "query_string": b"q=1"})
     headers = dict(sent[0]["headers"])
     assert sent[0]["status"] == 307
-    assert headers[b"location"] == b"/%2Fevil.example/x/"
+    assert headers[b"location"] == location + b"?q=1"
 
 
 async def test_a_router_without_slash_redirects_is_left_alone() -> None:

@@ -6,17 +6,31 @@ URL from the client's ``Host`` header: ``Host: evil.example`` got
 ``Location: http://evil.example/...``, which a shared cache in front could store and
 hand to other clients. ``relative_slash_redirects`` keeps which requests are redirected
 and with what status, and sends the path and query alone (RFC 9110 allows a relative
-``Location``); the client resolves it against the URL it asked for.
+``Location``); the client resolves it against the URL it asked for. The path is escaped
+here, not left to the Starlette installed (only its newest releases escape it): a leading
+``//`` or a backslash would be read as a host, a ``?`` or ``#`` as the query or fragment.
 """
 
 from __future__ import annotations
 
-from starlette.datastructures import URL
 from starlette.responses import RedirectResponse
 from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["relative_slash_redirects"]
+
+#: What a decoded path may hold that a client would read as something else than the path.
+_PATH_ESCAPES = str.maketrans({"\\": "%5C", "?": "%3F", "#": "%23"})
+
+
+def _relative_location(path: str, query_string: bytes) -> str:
+    """The ``Location`` of ``path`` with ``query_string``: path and query, never a host."""
+    path = path.translate(_PATH_ESCAPES)
+    if path.startswith("//"):
+        path = "/%2F" + path[2:]
+    # h11 takes only printable ASCII in a request target, so the query decodes as it came.
+    query = query_string.decode("latin-1")
+    return f"{path}?{query}" if query else path
 
 
 class _SlashRedirect:
@@ -38,10 +52,8 @@ class _SlashRedirect:
         if scope["type"] == "http" and route_path != "/":
             toggled = {**scope, "path": path.rstrip("/") if path.endswith("/") else path + "/"}
             if any(route.matches(toggled)[0] is not Match.NONE for route in self._router.routes):
-                # Without a host or server in the scope, Starlette's URL is the path and
-                # query alone, a leading "//" escaped so no client reads it as a host.
-                location = URL(scope={**toggled, "headers": [], "server": None})
-                await RedirectResponse(url=str(location))(scope, receive, send)
+                location = _relative_location(toggled["path"], scope.get("query_string", b""))
+                await RedirectResponse(url=location)(scope, receive, send)
                 return
         await self._fallback(scope, receive, send)
 
