@@ -100,6 +100,22 @@ async def _serving(
         await task
 
 
+async def test_an_app_that_fails_to_start_exits_3() -> None:
+    """A lifespan start-up that raises ends the server with uvicorn's exit code 3, whatever
+    uvicorn is installed (before 0.50 it returned as from a stop: ``serve`` exited 0)."""
+
+    @contextlib.asynccontextmanager
+    async def broken(app: FastAPI) -> AsyncIterator[None]:
+        raise RuntimeError("the environment broke")
+        yield  # pragma: no cover
+
+    server = TaskforceServer(FastAPI(lifespan=broken), grace_seconds=0.5, signals=())
+    with bind_socket("127.0.0.1", 0, what="the API") as sock, pytest.raises(SystemExit) as exc:
+        await server.serve(sockets=[sock])
+    assert 3 == exc.value.code
+    assert not server.started
+
+
 async def _in_flight(client: httpx.AsyncClient, n: int) -> list[asyncio.Task[httpx.Response]]:
     """Start ``n`` slow missions (sessions s0..) and return once all of them are running."""
     requests = [

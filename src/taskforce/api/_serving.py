@@ -50,6 +50,8 @@ _LOG = structlog.get_logger("taskforce.api")
 CANCEL_RECORD_SECONDS = RECORD_SECONDS
 #: How long the shutdown waits for the API listener's connections to close.
 LISTENER_CLOSE_SECONDS = 1.0
+#: The exit code of a server whose app failed to start (uvicorn's own).
+_STARTUP_FAILURE = 3
 
 
 def longest_shutdown_seconds(settings: Settings) -> float:
@@ -203,8 +205,15 @@ class TaskforceServer(uvicorn.Server):
             await super().serve(sockets=sockets)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        """Start the app and serve the sockets; then report it (see ``on_started``)."""
+        """Start the app and serve the sockets; then report it (see ``on_started``).
+
+        Raises:
+            SystemExit: 3, the app's lifespan start-up failed. uvicorn raises it itself from
+                0.50 on; an older one returned as from a stop, and the service exited 0.
+        """
         await super().startup(sockets=sockets)
+        if self.lifespan.should_exit:
+            raise SystemExit(_STARTUP_FAILURE)
         if self.started and self._on_started is not None:
             self._on_started()
 
@@ -315,6 +324,6 @@ def run_worker(
     )
     try:
         server.run(sockets=[api_socket])
-    except SystemExit as exc:  # uvicorn exits 3 when the lifespan start-up failed
+    except SystemExit as exc:  # 3 when the lifespan start-up failed (TaskforceServer.startup)
         return exc.code if isinstance(exc.code, int) else 1
     return 0
