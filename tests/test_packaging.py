@@ -87,6 +87,57 @@ class TestDeclaredDependencies:
         assert set() == _declared() - set(_imported_distributions())
 
 
+#: The oldest release of each runtime dependency (the postgres extra's too) and of the dev
+#: extra's test runner that the suite, fast loop and integration tests, passed with, every
+#: one at its bound at once (a fresh venv from a constraints file of these pins). A bound
+#: moves only with such a run: an older release failed (CHANGELOG says which test), or
+#: cannot be installed beside the others.
+_VERIFIED_FLOORS = {
+    "fastapi": "0.123.7",
+    "starlette": "0.40",
+    "uvicorn": "0.29",
+    "h11": "0.13",
+    "anyio": "4.0",
+    "pydantic": "2.10.1",
+    "pydantic-settings": "2.7",
+    "structlog": "24.1",
+    "httpx": "0.27",
+    "openai": "1.99.4",
+    "wrapt": "2.1",
+    "aioprometheus": "23.12",
+    "asyncpg": "0.32",
+    "pytest": "8.3",
+    "pytest-asyncio": "0.24",
+}
+
+
+def _floors() -> dict[str, Version | None]:
+    """Each declared requirement (runtime, extras, dev) -> its lower bound, or None."""
+    project = _pyproject()["project"]
+    texts = list(project["dependencies"])
+    for reqs in project.get("optional-dependencies", {}).values():
+        texts += [req for req in reqs if not req.startswith("pytaskforce")]
+    floors: dict[str, Version | None] = {}
+    for text in texts:
+        requirement = Requirement(text)
+        lows = [Version(s.version) for s in requirement.specifier if s.operator in (">=", "==")]
+        floors[_name(requirement.name)] = max(lows, default=None)
+    return floors
+
+
+class TestDependencyBounds:
+    def test_every_requirement_has_a_lower_bound(self) -> None:
+        """Without one, an environment may keep any old release of it."""
+        assert [] == [name for name, floor in _floors().items() if floor is None]
+
+    def test_the_lower_bounds_are_the_verified_ones(self) -> None:
+        """The runtime bounds and the test runner's are those the suite passed with."""
+        declared = _floors()
+        expected = {name: Version(floor) for name, floor in _VERIFIED_FLOORS.items()}
+        assert expected == {name: declared.get(name) for name in expected}
+        assert set() == _declared() - set(expected)
+
+
 # What a clone holds that the README's set-up lines, the tests and the docs need: the
 # files at the top and every file under these folders (the caches .gitignore names aside).
 _PROJECT_FILES = (
