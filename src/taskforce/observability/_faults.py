@@ -16,7 +16,7 @@ import structlog
 
 from taskforce.core.interfaces.outcome import exception_message
 
-__all__ = ["count_log_faults_in", "report_fault", "report_log_fault"]
+__all__ = ["count_log_faults_in", "raise_interrupt", "report_fault", "report_log_fault"]
 
 _LOGGER = structlog.get_logger("taskforce.observability")
 _LOGGED_FAULTS: set[tuple[str, str]] = set()
@@ -33,10 +33,31 @@ class FaultCounter(Protocol):
 _LOG_FAULTS_TO: weakref.ref[FaultCounter] | None = None
 
 
+def raise_interrupt(exc: BaseException) -> None:
+    """Raise ``exc`` again if it is a ``KeyboardInterrupt`` itself (what Ctrl-C raises).
+
+    Anything else a value of a tool's, provider's, store's or executor's own raises when
+    the instrumentation reads it (``SystemExit``, ``GeneratorExit``, a ``CancelledError``
+    or ``KeyboardInterrupt`` subclass of its own) is a fault of the read, not the
+    process's: it must not replace what the observed call returned or raised.
+
+    Args:
+        exc: What a read of the instrumentation raised.
+
+    Raises:
+        KeyboardInterrupt: ``exc``, when it is one itself.
+    """
+    if type(exc) is KeyboardInterrupt:
+        raise exc
+
+
 def report_fault(metrics: FaultCounter, proxy: str, stage: str, exc: BaseException) -> None:
     """Count a fault of the instrumentation and log it the first time it happens.
 
-    Never raises (short of ``BaseException``): a fault of the fault path is dropped.
+    Never raises (short of a ``KeyboardInterrupt`` itself, ``exc`` or one of the fault
+    path's own, which is raised): a fault of the fault path is dropped. ``exc`` may be
+    any ``BaseException`` a read of the instrumentation raised (see
+    :func:`raise_interrupt`).
 
     Args:
         metrics: Where the fault is counted (the fault counter, by ``stage``).
@@ -47,6 +68,7 @@ def report_fault(metrics: FaultCounter, proxy: str, stage: str, exc: BaseExcepti
         exc: The exception the instrumentation raised (or, for a call the proxy made
             of its own, what the wrapped object raised to it).
     """
+    raise_interrupt(exc)
     with contextlib.suppress(Exception):  # a broken MetricSet must not break the caller
         metrics.record_fault(stage)
     key = (proxy, stage)

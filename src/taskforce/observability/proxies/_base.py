@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar, cast
 import wrapt
 
 from taskforce.core.interfaces.closing import aclose_iterator
-from taskforce.observability._faults import report_fault
+from taskforce.observability._faults import raise_interrupt, report_fault
 from taskforce.observability.metrics import MetricSet
 from taskforce.observability.proxies._shape import Absent, shaped
 
@@ -20,6 +20,7 @@ __all__ = [
     "aclose_iterator",
     "is_observing_proxy",
     "passthrough",
+    "raise_interrupt",
     "report_fault",
 ]
 

@@ -62,7 +62,12 @@ from taskforce.observability.metrics._catalog import (
     MISSIONS,
     MISSIONS_IN_PROGRESS,
 )
-from taskforce.observability.proxies._base import ObservingProxy, aclose_iterator, report_fault
+from taskforce.observability.proxies._base import (
+    ObservingProxy,
+    aclose_iterator,
+    raise_interrupt,
+    report_fault,
+)
 
 __all__ = ["ExecutorProxy"]
 
@@ -73,7 +78,8 @@ def _label(agent_type: object) -> str | None:
     """The ``agent_type`` label of a request: itself if it is a flow, else ``None``."""
     try:
         return agent_type if agent_type in AGENT_TYPES else None
-    except Exception:  # an object whose == raises is not a flow either: the executor judges it
+    except BaseException as exc:  # an object whose == raises is no flow: the executor judges it
+        raise_interrupt(exc)
         return None
 
 
@@ -215,8 +221,11 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
             try:
                 async for event in events:
                     started_events = True
-                    if getattr(event, "kind", None) == "result":
-                        final = event.result
+                    try:
+                        if getattr(event, "kind", None) == "result":
+                            final = event.result
+                    except BaseException as exc:  # an event of its own whose read raises
+                        report_fault(self._self_metrics, "ExecutorProxy", "mission.result", exc)
                     yield event
             finally:
                 await aclose_iterator(events)
@@ -278,7 +287,7 @@ class ExecutorProxy(ObservingProxy[_ExecutorT]):
                 steps, tool_calls = len(result.steps), as_count(int(result.tool_calls))
                 if tool_calls is None:  # negative, or past what a sample holds
                     raise ValueError("the result's tool_calls is not a count")
-            except Exception as exc:
+            except BaseException as exc:  # a result of its own may raise SystemExit too
                 report_fault(self._self_metrics, "ExecutorProxy", "mission.result", exc)
                 steps = tool_calls = None
                 status = status or "completed"  # a result that cannot be read: it did return

@@ -87,7 +87,7 @@ from taskforce.observability.metrics._catalog import (
     LLM_TOKENS,
     LLM_TTFT,
 )
-from taskforce.observability.proxies._base import ObservingProxy, report_fault
+from taskforce.observability.proxies._base import ObservingProxy, raise_interrupt, report_fault
 from taskforce.observability.proxies._context_pack import SCAN_LIMIT, PackEstimator, mission_packs
 from taskforce.observability.proxies._llm_outcome import (
     ATTEMPT_REPORTS,
@@ -300,7 +300,8 @@ def reported_text(model: Any) -> str | None:
     """
     try:
         return str(model) if model else None
-    except Exception:
+    except BaseException as exc:  # SystemExit of its own too; a KeyboardInterrupt itself is not
+        raise_interrupt(exc)
         return None
 
 
@@ -321,7 +322,8 @@ def raised_model(families: _LLMFamilies, error: BaseException) -> str | None:
     """
     try:
         model = getattr(error, "model", None)
-    except Exception:  # an error of one's own whose attribute raises names none
+    except BaseException as exc:  # an error of one's own whose attribute raises names none
+        raise_interrupt(exc)
         return None
     return families.resolved.get(model, model) if type(model) is str and model else None
 
@@ -368,7 +370,7 @@ def record_call(
             if packs is not None:
                 packs.remember(sent, chars)
             pack = length, (chars + 3) // 4  # estimate_tokens(chars), without the call
-    except Exception as exc:
+    except BaseException as exc:  # what was sent may be a value of its own that raises anything
         report_fault(proxy._self_metrics, type(proxy).__name__, "llm.context_pack", exc)
         pack = None
     try:
@@ -397,7 +399,8 @@ def record_call(
                             families, wrapped, operation, args, kwargs
                         )
                     attempts = result.get("attempts") or ()
-                except Exception:
+                except BaseException as exc:
+                    raise_interrupt(exc)
                     if error_type is None:
                         raise  # a success the proxy cannot read: a fault (below)
                     # A failure is counted however little of it can be read (a mapping
@@ -429,7 +432,7 @@ def record_call(
             if usage:
                 input_tokens = usage.get("prompt_tokens") or 0
                 output_tokens = usage.get("completion_tokens") or 0
-        except Exception as exc:  # a report that is no mapping: the call's outcome still counts
+        except BaseException as exc:  # a report that is no mapping: the call's outcome still counts
             report_fault(proxy._self_metrics, type(proxy).__name__, "llm.usage", exc)
             input_tokens = output_tokens = 0
         if input_tokens or output_tokens:
@@ -466,7 +469,7 @@ def record_call(
         # as its label has it (cut, or ``other``), not as the provider reported it.
         if is_unpriced and not metrics.llm_prices:
             children.quiet = True
-    except Exception as exc:
+    except BaseException as exc:  # a value of the provider's own may raise SystemExit too
         report_fault(proxy._self_metrics, type(proxy).__name__, f"llm.{operation}", exc)
 
 
@@ -507,7 +510,7 @@ def record_cancelled(
                 (0, 0),
                 lambda: model,
             )
-    except Exception as fault:
+    except BaseException as fault:
         report_fault(proxy._self_metrics, type(proxy).__name__, f"llm.{operation}", fault)
 
 

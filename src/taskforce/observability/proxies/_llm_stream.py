@@ -33,7 +33,12 @@ from taskforce.core.interfaces.outcome import (
     stream_chunk_text,
 )
 from taskforce.observability.metrics import MetricSet
-from taskforce.observability.proxies._base import ObservingProxy, aclose_iterator, report_fault
+from taskforce.observability.proxies._base import (
+    ObservingProxy,
+    aclose_iterator,
+    raise_interrupt,
+    report_fault,
+)
 from taskforce.observability.proxies._llm import (
     LLMProviderProxy,
     is_report,
@@ -227,7 +232,7 @@ def _text_delta_at(proxy: LLMProviderProxy[Any], chunk: Any) -> float | None:
         return perf_counter() if stream_chunk_text(chunk) else None
     except UnusableChunk:
         return None
-    except Exception as exc:  # pragma: no cover - stream_chunk_text raises nothing else
+    except BaseException as exc:  # a chunk of its own whose read raises SystemExit, say
         report_fault(proxy._self_metrics, type(proxy).__name__, "llm.ttft", exc)
         return None
 
@@ -254,7 +259,8 @@ def _record_stream(
     if error is None:
         try:
             is_chunk = last is _NO_CHUNK or isinstance(last, dict)
-        except Exception:  # a value whose class cannot be read: the agents stop at it too
+        except BaseException as exc:  # a value whose class cannot be read: the agents stop at it
+            raise_interrupt(exc)
             outcome = _UNUSABLE_CHUNK
         else:
             if not is_chunk:
@@ -268,7 +274,8 @@ def _record_stream(
                 attempts = chunk.get("attempts")
                 stream_chunk_text(chunk)  # what the agents read of it: they stop at it if it raises
                 is_usable = True
-            except Exception:  # an UnusableChunk, or an attempt report that cannot be read
+            except BaseException as exc:  # an UnusableChunk, or a report that cannot be read
+                raise_interrupt(exc)
                 attempts, is_usable = None, False
             if not attempts and first is not last and isinstance(first, dict):
                 attempts = first.get("attempts")
@@ -281,7 +288,7 @@ def _record_stream(
                 }
             else:  # the agents stop at such a chunk: it is the last one read
                 outcome = {**_UNUSABLE_CHUNK, "attempts": attempts or ()}
-        except Exception as exc:
+        except BaseException as exc:
             report_fault(proxy._self_metrics, type(proxy).__name__, "llm.stream", exc)
             readable = False
     if readable:
@@ -305,7 +312,7 @@ def _record_stream(
             opened = started + before_last_attempt(attempts)
             ttft = families.ttft.labels(model, current_agent_type())
             ttft.observe(max(first_chunk_at - opened, 0.0))
-        except Exception as exc:
+        except BaseException as exc:
             report_fault(proxy._self_metrics, type(proxy).__name__, "llm.ttft", exc)
 
 

@@ -108,7 +108,7 @@ class StateStoreProxy(ObservingProxy[_StoreT]):
                 kind = type(appended.size_bytes).__name__
                 raise ValueError(f"the store reported a size that is not a count ({kind})")
             self._self_size.observe(size)
-        except Exception as exc:
+        except BaseException as exc:  # a size of the store's own may raise SystemExit too
             report_fault(self._self_metrics, "StateStoreProxy", "state.append", exc)
         return appended
 
@@ -138,6 +138,6 @@ class StateStoreProxy(ObservingProxy[_StoreT]):
                 # sort_keys would only cost time: key order does not change the length.
                 size = len(json.dumps(state, ensure_ascii=False).encode())
             self._self_size.observe(size)
-        except Exception as exc:
+        except BaseException as exc:  # a state of one's own may raise SystemExit too
             report_fault(self._self_metrics, "StateStoreProxy", "state.save", exc)
         return saved

@@ -198,7 +198,7 @@ class ToolProxy(ObservingProxy[_ToolT]):
             limit = TOOL_TIME_LIMIT.get()
             if limit is not None and limit.expired:  # it caught the timeout's cancellation
                 error_type = TIMEOUT
-        except Exception as exc:  # the result is returned as it came, whatever reading it did
+        except BaseException as exc:  # the result is returned as it came, whatever reading it did
             report_fault(self._self_metrics, "ToolProxy", _STAGE, exc)
             return result
         if error_type is not None:
@@ -214,7 +214,7 @@ class ToolProxy(ObservingProxy[_ToolT]):
             ) or families.children(tool_name, agent_type, "success")
             children.calls.inc()
             children.duration.observe(duration)
-        except Exception as exc:
+        except BaseException as exc:  # a name of the tool's own that raises, SystemExit too
             report_fault(self._self_metrics, "ToolProxy", _STAGE, exc)
         return result
 
@@ -231,7 +231,7 @@ class ToolProxy(ObservingProxy[_ToolT]):
         started = perf_counter()
         try:
             error_type = classify_tool_result(result)
-        except Exception as exc:
+        except BaseException as exc:
             report_fault(self._self_metrics, "ToolProxy", _STAGE, exc)
         else:
             if error_type is not None:
@@ -246,7 +246,7 @@ def _record_raised(
     """Record a call that raised ``exc``; a fault here is counted, never raised over ``exc``."""
     try:
         failed = tool_exception_error_type(exc, TOOL_TIME_LIMIT.get())
-    except Exception as fault:
+    except BaseException as fault:
         report_fault(proxy._self_metrics, "ToolProxy", _STAGE, fault)
         return
     if failed is not None:  # None: the mission was cancelled, the call has no outcome
@@ -274,7 +274,7 @@ def _record_failure(
         families.failures.labels(tool_name, agent_type, error_type).inc()
         children.calls.inc()
         children.duration.observe(duration)
-    except Exception as exc:
+    except BaseException as exc:  # a name of the tool's own that raises, SystemExit too
         report_fault(proxy._self_metrics, "ToolProxy", _STAGE, exc)
 
 
@@ -308,12 +308,11 @@ class ToolRegistryProxy(ObservingProxy[_RegistryT]):
         self._self_unknown_budget = metrics.max_label_values // 10
         try:
             self._self_at_zero(wrapped.list_tools())
-        except KeyboardInterrupt:
-            raise
         except BaseException as exc:
             # A registry of one's own that cannot list: nothing at zero. Whatever it raises
-            # (SystemExit too) was raised to the proxy's own call, made only for this, not
-            # to the service: its listings later raise it as they would without metrics.
+            # (SystemExit, a KeyboardInterrupt of its own too) was raised to the proxy's own
+            # call, made only for this, not to the service: its listings later raise it as
+            # they would without metrics. A KeyboardInterrupt itself is raised again.
             report_fault(metrics, "ToolRegistryProxy", "registry", exc)
 
     # The lean agent reads it before every LLM call.
@@ -340,7 +339,7 @@ class ToolRegistryProxy(ObservingProxy[_RegistryT]):
         self.__wrapped__.register(tool)
         try:
             self._self_at_zero([tool])
-        except Exception as exc:  # a name that cannot be read: its series come with its calls
+        except BaseException as exc:  # a name that cannot be read: its series come with its calls
             report_fault(self._self_metrics, "ToolRegistryProxy", "registry", exc)
 
     def _self_at_zero(self, tools: Sequence[ToolProtocol]) -> None:
@@ -387,16 +386,21 @@ class ToolRegistryProxy(ObservingProxy[_RegistryT]):
         try:
             tool = self.__wrapped__.get(name)
         except Exception as exc:
-            if is_unknown_tool_error(exc):
+            try:
+                unknown = is_unknown_tool_error(exc)  # reads its class: an error's own may raise
+            except BaseException as fault:
+                report_fault(self._self_metrics, "ToolRegistryProxy", "registry", fault)
+                unknown = False
+            if unknown:
                 label = self._self_unknown_label(name)
                 _record_failure(self, None, label, perf_counter(), UNKNOWN_TOOL)
             raise
         # the cache holds the tool, so its id names no other object while cached
         cached = self._self_tools.get(id(tool))
         observed: ToolProtocol = cached[1] if cached is not None else self._self_observed(tool)
-        if isinstance(observed, ToolProxy):
+        if issubclass(type(observed), ToolProxy):  # not isinstance: a tool's own class may raise
             # its next call is labelled with the name it was asked for (see ToolProxy)
-            observed._self_name = name if type(name) is str else None
+            observed._self_name = name if type(name) is str else None  # type: ignore[attr-defined]
         return observed  # not cast(): a call on every tool call
 
     def list_tools(self) -> Sequence[ToolProtocol]:
@@ -406,6 +410,14 @@ class ToolRegistryProxy(ObservingProxy[_RegistryT]):
             A list (a tuple if the wrapped registry returns one) of :class:`ToolProxy`.
         """
         tools = self.__wrapped__.list_tools()
+        try:
+            return self._self_listing(tools)
+        except BaseException as exc:  # a listing that is no sequence of tools: as it came
+            report_fault(self._self_metrics, "ToolRegistryProxy", "registry", exc)
+            return tools
+
+    def _self_listing(self, tools: Sequence[ToolProtocol]) -> Sequence[ToolProtocol]:
+        """The observed listing of what the wrapped ``list_tools`` returned."""
         if type(tools) is list:
             listed, observed = self._self_listed
             # The same tool objects as last time (the usual case: the legacy agent
@@ -437,12 +449,16 @@ class ToolRegistryProxy(ObservingProxy[_RegistryT]):
         try:
             if isinstance(item, ToolProtocol):
                 return self._self_observed(item)
-        except Exception as exc:  # an item that cannot say: handed out as it is
+        except BaseException as exc:  # an item that cannot say: handed out as it is
             report_fault(self._self_metrics, "ToolRegistryProxy", "registry", exc)
         return item
 
     def _self_observed(self, tool: ToolProtocol) -> ToolProtocol:
-        if isinstance(tool, ObservingProxy):
+        try:
+            if isinstance(tool, ObservingProxy):  # reads the class: a tool's own may raise
+                return tool
+        except BaseException as exc:  # a tool that cannot say what it is: handed out as it is
+            report_fault(self._self_metrics, "ToolRegistryProxy", "registry", exc)
             return tool
         cached = self._self_tools.get(id(tool))
         if cached is not None:
