@@ -478,6 +478,39 @@ class Executor(_Part):
             yield event
 
 
+class StreamObject:
+    """A provider's own stream object: its chunks, raising ``error`` at index ``failure``;
+    its ``aclose`` raises ``on_close`` (if any) every time."""
+
+    def __init__(
+        self, chunks: list[Any], failure: tuple[int | None, Any], on_close: Any, calls: list[str]
+    ) -> None:
+        self.chunks = iter([*chunks, None])
+        self.failure = failure
+        self.on_close = on_close
+        self.calls = calls
+        self.index = 0
+
+    def __aiter__(self) -> StreamObject:
+        return self
+
+    async def __anext__(self) -> Any:
+        self.calls.append("anext")
+        index, error = self.failure
+        if self.index == index:
+            raise error
+        self.index += 1
+        chunk = next(self.chunks, None)
+        if chunk is None:
+            raise StopAsyncIteration
+        return chunk
+
+    async def aclose(self) -> None:
+        self.calls.append("aclose")
+        if self.on_close is not None:
+            raise self.on_close
+
+
 class Record:
     """An ``ExecutionResult`` or ``AppendResult`` look-alike whose fields are odd."""
 
@@ -532,11 +565,15 @@ async def _stream_case(gen: Gen, metrics: MetricSet) -> None:
     failure = gen.rng.choice([None, None, gen.rng.randint(0, len(chunks))])
     error = gen.exception()
     on_close = gen.exception() if gen.rng.random() < 0.2 else None
-    how = gen.rng.choice(["drain", "aclose", "athrow"])
+    as_object = gen.rng.random() < 0.5  # a stream object of the provider's own, else a generator
+    how = gen.rng.choice(["drain", "aclose"] if as_object else ["drain", "aclose", "athrow"])
     stop = gen.rng.randint(0, len(chunks) + 1)
     thrown = gen.exception()
 
     def plan(calls: list[str]) -> Any:
+        if as_object:
+            return StreamObject(chunks, (failure, error), on_close, calls)
+
         async def stream() -> Any:
             try:
                 for index, chunk in enumerate([*chunks, None]):

@@ -93,65 +93,66 @@ class StreamingLLMProviderProxy(LLMProviderProxy[_StreamingT]):
             raise
         if type(chunks) is AsyncGeneratorType:
             # A plain async generator has no attribute of its own to reach: the observing
-            # generator stands in for it, as an async generator, at no cost per call.
-            return _observed_chunks(self, chunks, None, (args, kwargs))
-        # Shared with the generator, which sets it when it starts; the generator does not
-        # hold the stream handed out, so dropping that frees both at once (no cycle).
-        opened = [False]
-        observing = _observed_chunks(self, chunks, opened, (args, kwargs))
-        return cast(AsyncIterator[StreamChunk], ObservedStream(chunks, observing, opened))
+            # generator stands in for it, as an async generator, at no cost per call; it
+            # closes the provider's when its consumer closes it.
+            return _observed_chunks(self, chunks, (args, kwargs), closes=True)
+        # The generator does not hold the stream handed out, so dropping that frees both
+        # at once (no cycle); the stream handed out closes the provider's (its aclose).
+        observing = _observed_chunks(self, chunks, (args, kwargs), closes=False)
+        return cast(AsyncIterator[StreamChunk], ObservedStream(chunks, observing))
 
 
 class ObservedStream(ObservingProxy[Any]):
     """The stream a :class:`StreamingLLMProviderProxy` hands out: the provider's, observed.
 
     Always an async iterator with ``aclose``, as the provider's stream must be: closing
-    it records a stream its consumer left early, and closes the provider's stream.
+    it records a stream its consumer left early, and closes the provider's stream. The
+    provider's stream is closed when, and as often as, its consumer closes this one, never
+    by the observing on its own (after its last chunk, or what it raised): the calls into
+    it are the consumer's, as without the proxy.
     """
 
-    def __init__(self, wrapped: Any, chunks: AsyncGenerator[Any, None], opened: list[bool]) -> None:
+    def __init__(self, wrapped: Any, chunks: AsyncGenerator[Any, None]) -> None:
         """Wrap the provider's stream object.
 
         Args:
             wrapped: What the provider's ``stream`` returned; reachable as ``__wrapped__``.
-            chunks: The generator that iterates it, observing.
-            opened: ``[True]`` once that generator ran (it then closes ``wrapped``).
+            chunks: The generator that iterates it, observing (it closes nothing).
         """
         wrapt.BaseObjectProxy.__init__(self, wrapped)  # it records nothing: no metric set
-        self._self_state = (chunks, opened)
+        self._self_state = chunks
 
     # ``async for`` steps the observing generator itself: no call of the proxy per chunk.
     def __aiter__(self) -> AsyncGenerator[Any, None]:
-        return self._self_state[0]
+        return self._self_state
 
     # ``anext(stream)`` without ``async for``: a step of the same generator.
     def __anext__(self) -> Any:
-        return self._self_state[0].__anext__()
+        return self._self_state.__anext__()
 
     async def aclose(self) -> None:
-        """Close the stream: the observing generator (which records the call), and the
-        provider's stream, also when it was never iterated.
+        """Close the stream: the observing generator (which records a call left early),
+        then the provider's stream.
 
         Raises:
             Exception: Whatever closing the provider's stream raised.
         """
-        chunks, opened = self._self_state
-        await chunks.aclose()
-        if not opened[0]:  # the generator never ran: it closed nothing
-            await aclose_iterator(self.__wrapped__)
+        await self._self_state.aclose()
+        await aclose_iterator(self.__wrapped__)
 
     def asend(self, value: Any) -> Any:
         """Send ``value`` into the observing generator, as into any async generator."""
-        return self._self_state[0].asend(value)
+        return self._self_state.asend(value)
 
     def athrow(self, *args: Any) -> Any:
         """Throw into the observing generator, as into any async generator."""
-        return self._self_state[0].athrow(*args)
+        return self._self_state.athrow(*args)
 
     # ``async with stream`` (a stream object that is an async context manager) closes
-    # the observing generator too on the way out, so the call is recorded there.
+    # the observing generator too on the way out, so the call is recorded there; the
+    # provider's stream gets its own ``__aexit__`` alone, as without the proxy.
     async def _self_aexit(self, *exc_info: Any) -> Any:
-        await self.aclose()
+        await self._self_state.aclose()
         wrapped = self.__wrapped__
         return await type(wrapped).__aexit__(wrapped, *exc_info)
 
@@ -161,13 +162,16 @@ class ObservedStream(ObservingProxy[Any]):
 async def _observed_chunks(
     proxy: StreamingLLMProviderProxy[Any],
     chunks: Any,
-    opened: list[bool] | None,
     call: tuple[tuple[Any, ...], dict[str, Any]],
+    *,
+    closes: bool,
 ) -> AsyncGenerator[Any, None]:
     """Iterate the provider's stream, recording the request once however it ends.
 
-    The provider's stream is closed as soon as this one is, as ``contextlib.aclosing``
-    would (see :func:`aclose_iterator`).
+    With ``closes`` (it stands in for the provider's async generator), the provider's
+    generator is closed when this one is closed or thrown into at a chunk, as
+    ``contextlib.aclosing`` would (see :func:`aclose_iterator`); never after it ended by
+    itself, when closing it would be a call its consumer did not make.
 
     Yields:
         Exactly the chunks of the provider's stream.
@@ -175,8 +179,6 @@ async def _observed_chunks(
     Raises:
         Exception: Exactly what the provider's stream raised (the same object).
     """
-    if opened is not None:
-        opened[0] = True
     args, kwargs = call
     wrapped = proxy.__wrapped__
     started = perf_counter()
@@ -199,7 +201,8 @@ async def _observed_chunks(
                 yield chunk
                 consumer_left = False
         finally:
-            await aclose_iterator(chunks)
+            if closes and consumer_left:
+                await aclose_iterator(chunks)
     except BaseException as exc:
         if not (consumer_left or is_caller_cancelled(exc)):
             error = exc  # what the provider raised (its own CancelledError too): a failure
