@@ -32,6 +32,7 @@ class _ResponseStream:
         self.response_id = "resp-1"
         self.usage: dict[str, int] | None = None
         self.closed = False
+        self.closes = 0  # the calls of aclose
         self.exited = False
         self._chunks = iter(chunks)
 
@@ -49,6 +50,7 @@ class _ResponseStream:
 
     async def aclose(self) -> None:
         self.closed = True
+        self.closes += 1
 
     def describe(self) -> str:
         return f"response {self.response_id}"
@@ -118,6 +120,26 @@ class TestTheProvidersStreamObject:
         await stream.aclose()
         assert provider.streams[-1].closed
         expected = {("stream-model", "none", "stream", "success"): 1} if metrics else {}
+        assert expected == _requests(container)
+
+    @_ON_OFF
+    async def test_only_its_consumer_closes_it(self, tmp_path: Path, metrics: bool) -> None:
+        """Read to its end, the provider's stream is not closed until the consumer closes
+        it, and each ``aclose()`` reaches it; ``async with`` calls its ``__aexit__`` alone
+        (which closes it once)."""
+        provider = _ResponseProvider()
+        container = _container(tmp_path, provider, metrics=metrics)
+        stream: Any = container.llm_provider.stream(MESSAGES)  # type: ignore[attr-defined]
+        assert provider.chunks == [chunk async for chunk in stream]
+        assert 0 == provider.streams[-1].closes
+        await stream.aclose()
+        await stream.aclose()
+        assert 2 == provider.streams[-1].closes
+        entered: Any = container.llm_provider.stream(MESSAGES)  # type: ignore[attr-defined]
+        async with entered:
+            assert provider.chunks == [chunk async for chunk in entered]
+        assert 1 == provider.streams[-1].closes
+        expected = {("stream-model", "none", "stream", "success"): 2} if metrics else {}
         assert expected == _requests(container)
 
     @_ON_OFF
