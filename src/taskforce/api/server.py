@@ -155,7 +155,9 @@ def create_app(
     # http://host:port/health is routed, and counted, as one for /health.
     app.add_middleware(AbsoluteFormMiddleware)
     store_check = StateStoreCheck(ctr.state_store, ctr.settings.state.health_timeout_seconds)
-    sweeper = SessionSweeper(ctr.state_store, ctr.settings.state.sweep_interval_seconds)
+    sweeper = SessionSweeper(
+        ctr.state_store, ctr.settings.state.sweep_interval_seconds, ctr.session_folders
+    )
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

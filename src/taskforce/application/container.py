@@ -23,6 +23,7 @@ from taskforce.core.interfaces.closing import aclose_iterator
 from taskforce.infrastructure.llm import make_provider
 from taskforce.infrastructure.state import FileStateStore, PostgresStateStore, StateLimits
 from taskforce.infrastructure.tools import (
+    SessionFolders,
     ToolThreadPool,
     build_default_registry,
     remove_write_leftovers,
@@ -45,6 +46,7 @@ class Container:
     executor: ExecutorProtocol
     metrics: MetricSet | None = None
     tool_pool: ToolThreadPool | None = None
+    session_folders: SessionFolders | None = None
 
     async def open(self) -> None:
         """Prepare what must be ready before the first mission: remove the temp files a crash
@@ -130,7 +132,9 @@ def build_container(
         their ``MetricSet``, otherwise ``metrics`` is ``None``. ``tool_pool``
         is the thread pool of ``settings.tools.threads`` threads the built-in
         file tools run their IO in (also when ``tool_registry`` is given, so
-        the caller's tools may share it).
+        the caller's tools may share it). ``session_folders`` is the workspace's
+        session folders the sweep removes once idle, with ``state.session_ttl_seconds``
+        set; ``None`` without.
 
     Raises:
         ConfigurationError: the settings describe a provider that cannot be built.
@@ -176,7 +180,12 @@ def build_container(
             max_result_depth=settings.agent.max_result_depth,
         )
 
-    executor: ExecutorProtocol = AgentExecutor(llm, tools, state, agent_settings=settings.agent)
+    # Only with a TTL: without one a mission does no work for its folder.
+    ttl = settings.state.session_ttl_seconds
+    folders = SessionFolders(settings.workspace_dir, ttl, tool_pool) if ttl > 0 else None
+    executor: ExecutorProtocol = AgentExecutor(
+        llm, tools, state, agent_settings=settings.agent, session_folders=folders
+    )
     if metrics is not None:
         from taskforce.observability import weave_executor
 
@@ -190,4 +199,5 @@ def build_container(
         executor=executor,
         metrics=metrics,
         tool_pool=tool_pool,
+        session_folders=folders,
     )

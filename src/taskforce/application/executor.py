@@ -16,7 +16,7 @@ import dataclasses
 import time
 import weakref
 from collections.abc import AsyncGenerator
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 import structlog
@@ -55,6 +55,9 @@ from taskforce.core.interfaces.outcome import class_error_type, exception_messag
 from taskforce.core.interfaces.state import StateStoreProtocol
 from taskforce.core.interfaces.tools import ToolRegistryProtocol
 from taskforce.errors import StateStoreError
+
+if TYPE_CHECKING:
+    from taskforce.infrastructure.tools import SessionFolders
 
 __all__ = ["RECORD_SECONDS", "AgentExecutor"]
 
@@ -247,6 +250,7 @@ class AgentExecutor:
         state_store: StateStoreProtocol,
         *,
         agent_settings: AgentSettings | None = None,
+        session_folders: SessionFolders | None = None,
     ) -> None:
         """Create an executor.
 
@@ -255,8 +259,12 @@ class AgentExecutor:
             tools: the tools every agent may call.
             state_store: where each session's mission records are kept.
             agent_settings: the agents' limits; defaults to ``AgentSettings()``.
+            session_folders: with a session TTL, the workspace's session folders: each
+                mission touches its session's folder and keeps it from the sweep while
+                it runs. ``None`` (no TTL) adds nothing to a mission.
         """
         self._llm = llm
+        self._folders = session_folders
         self._tools = tools
         self._records = RecordWrites(state_store)
         self._agent_settings = agent_settings or AgentSettings()
@@ -441,7 +449,10 @@ class AgentExecutor:
         log_tokens = structlog.contextvars.bind_contextvars(
             session_id=session_id, mission_id=mission_id, agent_type=agent_type
         )
+        folder: str | None = None
         try:
+            if self._folders is not None:
+                folder = await self._folders.enter(session_id)
             started_at = now_iso()
             started = time.perf_counter()
             _LOG.info("mission.started", category="mission")
@@ -505,6 +516,8 @@ class AgentExecutor:
                     duration_seconds=seconds_since(started),
                 )
         finally:
+            if folder is not None and self._folders is not None:
+                self._folders.leave(folder)
             structlog.contextvars.reset_contextvars(**log_tokens)
             exit_mission(mission_tokens)
 

@@ -12,6 +12,7 @@ from taskforce.infrastructure.tools._files import (
     remove_write_leftovers,
 )
 from taskforce.infrastructure.tools._registry import ToolRegistry
+from taskforce.infrastructure.tools._session_folders import FolderRemoval, SessionFolders
 from taskforce.infrastructure.tools._sleep import SleepTool
 from taskforce.infrastructure.tools._thread_pool import DEFAULT_TOOL_THREADS, ToolThreadPool
 from taskforce.infrastructure.tools._workspace import session_folder_name
@@ -22,7 +23,9 @@ __all__ = [
     "CalculatorTool",
     "FileReadTool",
     "FileWriteTool",
+    "FolderRemoval",
     "ListDirTool",
+    "SessionFolders",
     "SleepTool",
     "ToolRegistry",
     "ToolThreadPool",

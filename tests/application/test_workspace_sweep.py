@@ -1,0 +1,226 @@
+"""The sweep removes expired sessions' workspace folders: idle ones only, never one in use."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from taskforce.application.container import build_container
+from taskforce.application.executor import AgentExecutor
+from taskforce.application.sweep import SessionSweeper
+from taskforce.config import Settings
+from taskforce.core.interfaces.state import SessionExpiry
+from taskforce.infrastructure.tools import SessionFolders, ToolThreadPool, session_folder_name
+from tests.core.domain.fakes import EchoLLM, FakeRegistry, FakeTool, MemoryStateStore, ok_handler
+
+_TTL = 3600
+_OLD = time.time() - 2 * _TTL
+
+
+class _Store:
+    """A store with a TTL whose sweeps delete nothing (another replica deleted the rows)."""
+
+    backend = "fake"
+    session_ttl_seconds = _TTL
+
+    async def expire_sessions(self) -> SessionExpiry:
+        return SessionExpiry(0)
+
+
+@pytest.fixture(name="pool")
+async def fixture_pool() -> AsyncIterator[ToolThreadPool]:
+    pool = ToolThreadPool(2)
+    yield pool
+    pool.close()
+
+
+def _folders(root: Path, pool: ToolThreadPool) -> SessionFolders:
+    return SessionFolders(root, _TTL, pool)
+
+
+def _age(path: Path, when: float = _OLD) -> None:
+    """Set ``path`` and everything in it (never through a symlink) as modified at ``when``."""
+    for folder, folders, files in os.walk(path, topdown=False):
+        for name in folders + files:
+            os.utime(Path(folder) / name, (when, when), follow_symlinks=False)
+        os.utime(folder, (when, when))
+
+
+def _session(root: Path, session_id: str, *, old: bool = True) -> Path:
+    folder = root / session_folder_name(session_id)
+    (folder / "notes").mkdir(parents=True)
+    (folder / "notes" / "a.txt").write_text("a")
+    if old:
+        _age(folder)
+    return folder
+
+
+async def _sweep(folders: SessionFolders) -> list[MutableMapping[str, Any]]:
+    with capture_logs() as logs:
+        await SessionSweeper(_Store(), 60, folders).sweep()
+    return [log for log in logs if log["event"] == "state.session_folders.removed"]
+
+
+class TestFolderSweep:
+    async def test_an_old_idle_folder_goes_and_a_recent_one_stays(
+        self, tmp_path: Path, pool: ToolThreadPool
+    ) -> None:
+        """Old folders (odd names too) are removed and counted; a folder with one recent
+        file deep inside stays, though the folder itself is old."""
+        old = [
+            _session(tmp_path, "s-old"),
+            _session(tmp_path, "a/b é"),
+            _session(tmp_path, "x" * 200),
+        ]
+        recent = _session(tmp_path, "s-recent")
+        (recent / "notes" / "new.txt").write_text("fresh")  # the rest of it stays old
+        logs = await _sweep(_folders(tmp_path, pool))
+        assert [False, False, False] == [folder.exists() for folder in old]
+        assert (recent / "notes" / "new.txt").exists()
+        assert [(3, 0, None, "info", "state", _TTL)] == [
+            (e["removed"], e["failed"], e["error"], e["log_level"], e["category"], e["ttl_seconds"])
+            for e in logs
+        ]
+
+    async def test_names_that_are_no_session_folder_stay(
+        self, tmp_path: Path, pool: ToolThreadPool
+    ) -> None:
+        """A file, a symlink to a folder, and folders named outside the alphabet stay."""
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        (tmp_path / "ws").mkdir()
+        root = tmp_path / "ws"
+        others = [root / ".hidden", root / "a.b", root / "%zz", root / "~short"]
+        for folder in others:
+            folder.mkdir()
+        (root / "file").write_text("x")
+        (root / "link").symlink_to(outside, target_is_directory=True)
+        (root / ".taskforce-write-0123456789abcdef.tmp").write_text("x")
+        _age(root)
+        assert [] == await _sweep(_folders(root, pool))
+        assert 7 == len(os.listdir(root))
+
+    async def test_a_symlink_inside_is_removed_as_a_link_and_its_target_survives(
+        self, tmp_path: Path, pool: ToolThreadPool
+    ) -> None:
+        root, outside = tmp_path / "ws", tmp_path / "outside"
+        (outside / "deep").mkdir(parents=True)
+        (outside / "deep" / "keep.txt").write_text("keep")
+        folder = _session(root, "s1", old=False)
+        (folder / "to-dir").symlink_to(outside, target_is_directory=True)
+        (folder / "to-file").symlink_to(outside / "deep" / "keep.txt")
+        _age(folder)
+        _age(outside, time.time())  # the target is recent: it must not keep the folder
+        await _sweep(_folders(root, pool))
+        assert not folder.exists()
+        assert "keep" == (outside / "deep" / "keep.txt").read_text()
+
+    async def test_a_folder_that_cannot_be_removed_is_logged_and_tried_again(
+        self, tmp_path: Path, pool: ToolThreadPool, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import shutil
+
+        folder = _session(tmp_path, "s1")
+        real = shutil.rmtree
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise PermissionError(13, "Permission denied", "/secret/path")
+
+        monkeypatch.setattr(shutil, "rmtree", refuse)
+        folders = _folders(tmp_path, pool)
+        logs = await _sweep(folders)
+        assert folder.exists()
+        assert [(0, 1, "PermissionError: Permission denied", "warning")] == [
+            (e["removed"], e["failed"], e["error"], e["log_level"]) for e in logs
+        ]
+        monkeypatch.setattr(shutil, "rmtree", real)
+        assert [1] == [e["removed"] for e in await _sweep(folders)]
+        assert not folder.exists()
+
+    async def test_a_workspace_that_cannot_be_listed_is_logged_not_raised(
+        self, tmp_path: Path, pool: ToolThreadPool
+    ) -> None:
+        (tmp_path / "file").write_text("x")
+        logs = await _sweep(_folders(tmp_path / "file", pool))
+        assert [(0, 1, "NotADirectoryError: Not a directory")] == [
+            (e["removed"], e["failed"], e["error"]) for e in logs
+        ]
+        assert [] == await _sweep(_folders(tmp_path / "missing", pool))
+
+
+class TestMissions:
+    async def test_a_folder_with_a_mission_in_flight_stays(
+        self, tmp_path: Path, pool: ToolThreadPool
+    ) -> None:
+        """A mission running in this process keeps its session's folder, even one that
+        aged since it started; it goes at the sweep after the mission ended."""
+        folder = _session(tmp_path, "s1")
+        folders = _folders(tmp_path, pool)
+        gate = asyncio.Event()
+        llm = EchoLLM(gate=gate)
+        registry = FakeRegistry(FakeTool("echo", ok_handler))
+        executor = AgentExecutor(llm, registry, MemoryStateStore(), session_folders=folders)
+        mission = asyncio.create_task(executor.execute_mission("m", session_id="s1"))
+        await llm.entered.wait()
+        _age(folder)  # as if it ran for longer than the TTL without writing
+        assert [] == await _sweep(folders)
+        assert folder.exists()
+        gate.set()
+        assert "completed" == (await mission).status
+        _age(folder)
+        assert [1] == [e["removed"] for e in await _sweep(folders)]
+
+    async def test_a_new_mission_touches_its_folder(
+        self, tmp_path: Path, pool: ToolThreadPool
+    ) -> None:
+        """An old folder whose session has just run a mission (that wrote nothing) stays;
+        another session's old folder goes."""
+        folder, other = _session(tmp_path, "s1"), _session(tmp_path, "s2")
+        folders = _folders(tmp_path, pool)
+        registry = FakeRegistry(FakeTool("echo", ok_handler))
+        executor = AgentExecutor(EchoLLM(), registry, MemoryStateStore(), session_folders=folders)
+        assert "completed" == (await executor.execute_mission("m", session_id="s1")).status
+        assert [1] == [e["removed"] for e in await _sweep(folders)]
+        assert folder.exists()
+        assert not other.exists()
+        assert not folders.is_in_use(session_folder_name("s1"))
+
+    async def test_with_no_ttl_nothing_is_swept_and_missions_do_nothing(
+        self, tmp_path: Path
+    ) -> None:
+        """TTL 0 (the default): the container has no session folders, its sweeper no task."""
+        settings = Settings(workspace_dir=tmp_path / "ws", state_dir=tmp_path / "state")
+        folder = _session(settings.workspace_dir, "s1")
+        container = build_container(settings, llm_provider=EchoLLM())
+        try:
+            assert container.session_folders is None
+            sweeper = SessionSweeper(container.state_store, 60, container.session_folders)
+            assert None is await sweeper.sweep()
+            sweeper.start()
+            assert not sweeper.is_running
+            assert folder.exists()
+        finally:
+            await container.aclose()
+
+    async def test_with_a_ttl_the_container_wires_the_folders(self, tmp_path: Path) -> None:
+        settings = Settings(
+            workspace_dir=tmp_path / "ws",
+            state_dir=tmp_path / "state",
+            state={"session_ttl_seconds": _TTL},
+        )
+        folder = _session(settings.workspace_dir, "s1")
+        container = build_container(settings, llm_provider=EchoLLM())
+        try:
+            assert container.session_folders is not None
+            sweeper = SessionSweeper(container.state_store, 60, container.session_folders)
+            await sweeper.sweep()
+            assert not folder.exists()
+        finally:
+            await container.aclose()
