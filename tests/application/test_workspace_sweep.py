@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, MutableMapping
 from pathlib import Path
@@ -187,10 +188,34 @@ class TestMissions:
         registry = FakeRegistry(FakeTool("echo", ok_handler))
         executor = AgentExecutor(EchoLLM(), registry, MemoryStateStore(), session_folders=folders)
         assert "completed" == (await executor.execute_mission("m", session_id="s1")).status
+        await folders.touched()
         assert [1] == [e["removed"] for e in await _sweep(folders)]
         assert folder.exists()
         assert not other.exists()
         assert not folders.is_in_use(session_folder_name("s1"))
+
+    async def test_a_full_tool_pool_holds_no_mission_up(self, tmp_path: Path) -> None:
+        """The touch waits for a tool thread in the background: a mission starts and ends
+        while every thread is taken, and its folder is touched once one is free."""
+        folder = _session(tmp_path, "s1")
+        pool = ToolThreadPool(1)
+        release = threading.Event()
+        try:
+            held = asyncio.ensure_future(pool.run(release.wait))
+            await asyncio.sleep(0)  # held is submitted: any later call queues behind it
+            folders = _folders(tmp_path, pool)
+            registry = FakeRegistry(FakeTool("echo", ok_handler))
+            store = MemoryStateStore()
+            executor = AgentExecutor(EchoLLM(), registry, store, session_folders=folders)
+            assert "completed" == (await executor.execute_mission("m", session_id="s1")).status
+            release.set()
+            await held
+            await folders.touched()
+            assert [] == await _sweep(folders)
+            assert folder.exists()
+        finally:
+            release.set()
+            pool.close()
 
     async def test_with_no_ttl_nothing_is_swept_and_missions_do_nothing(
         self, tmp_path: Path

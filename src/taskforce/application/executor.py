@@ -452,7 +452,7 @@ class AgentExecutor:
         folder: str | None = None
         try:
             if self._folders is not None:
-                folder = await self._folders.enter(session_id)
+                folder = self._folders.enter(session_id)
             started_at = now_iso()
             started = time.perf_counter()
             _LOG.info("mission.started", category="mission")

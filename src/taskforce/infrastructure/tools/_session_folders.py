@@ -11,6 +11,7 @@ each have their own, whichever replica's sweep deleted the session's state.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import os
@@ -73,29 +74,38 @@ class SessionFolders:
         self._pool = pool
         # The missions of this process in flight, by folder name; read by the pool's threads.
         self._in_flight: Counter[str] = Counter()
+        self._touches: set[asyncio.Task[None]] = set()
 
     def is_in_use(self, name: str) -> bool:
         """Whether a mission of the session whose folder is ``name`` runs in this process."""
         return self._in_flight[name] > 0
 
-    async def enter(self, session_id: str) -> str:
+    def enter(self, session_id: str) -> str:
         """Count a mission of ``session_id`` in flight and touch its folder, if it has one.
 
-        A folder that cannot be touched (there is none yet, the pool is closed) is
-        passed over: the count alone keeps it while the mission runs.
+        The touch runs on the pool in a task of its own, never waited for: a pool that
+        calls hung in keeps no mission from starting. A folder that cannot be touched
+        (there is none yet, the pool is closed) is passed over: the count alone keeps it
+        while the mission runs.
 
         Returns:
             The folder's name, to hand to :meth:`leave` when the mission ends.
         """
         name = session_folder_name(session_id)
         self._in_flight[name] += 1
-        try:
-            with contextlib.suppress(Exception):
-                await self._pool.run(functools.partial(_touch, self.root, name))
-        except BaseException:  # cancelled: the mission does not run
-            self.leave(name)
-            raise
+        task = asyncio.create_task(self._touch(name))
+        self._touches.add(task)
+        task.add_done_callback(self._touches.discard)
         return name
+
+    async def _touch(self, name: str) -> None:
+        with contextlib.suppress(Exception):
+            await self._pool.run(functools.partial(_touch, self.root, name))
+
+    async def touched(self) -> None:
+        """Wait for the touches under way to end."""
+        while self._touches:
+            await asyncio.wait(set(self._touches))
 
     def leave(self, name: str) -> None:
         """Count a mission :meth:`enter` counted as ended."""
