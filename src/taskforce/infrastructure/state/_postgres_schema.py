@@ -99,6 +99,10 @@ SELECT (SELECT max(version) FROM taskforce_schema_version) AS version,
 
 RECORD_VERSION = "INSERT INTO taskforce_schema_version (version) VALUES ($1)"
 
+# Whether the version table exists where the search path puts it (a query of a missing
+# table would be logged as an error by the server).
+VERSION_TABLE_EXISTS = "SELECT to_regclass('taskforce_schema_version') IS NOT NULL"
+
 # Whether all three tables exist where the search path puts them: a start on a complete
 # schema runs no CREATE, so a user with only SELECT, INSERT, UPDATE and DELETE on the
 # tables (no CREATE on the schema) can start once the schema exists.

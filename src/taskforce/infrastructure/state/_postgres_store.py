@@ -775,7 +775,7 @@ async def _newer_version_refusal(conn: Any) -> str | None:
     """Why this code cannot use tables whose version table records a version newer than
     it knows, or None: none newer, or no version table it can read (a savepoint keeps the
     start-up transaction alive then; the checks after this one say what is wrong)."""
-    if not await conn.fetchval("SELECT to_regclass('taskforce_schema_version') IS NOT NULL"):
+    if not await conn.fetchval(sql.VERSION_TABLE_EXISTS):
         return None  # a first start: the server logs no error for a query of no table
     try:
         async with conn.transaction():

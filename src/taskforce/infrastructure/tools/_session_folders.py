@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import functools
 import os
-import re
 import shutil
 import stat
 import time
@@ -26,17 +25,9 @@ from pathlib import Path
 
 from taskforce.infrastructure.tools._quota import walk
 from taskforce.infrastructure.tools._thread_pool import ToolThreadPool
-from taskforce.infrastructure.tools._workspace import session_folder_name
+from taskforce.infrastructure.tools._workspace import is_session_folder_name, session_folder_name
 
 __all__ = ["FolderRemoval", "SessionFolders", "is_session_folder_name"]
-
-# What session_folder_name makes: kept characters and %XX escapes, or ~ and a SHA-256.
-_SESSION_NAME = re.compile(r"(?:[A-Za-z0-9_-]|%[0-9A-F]{2}){1,120}|~[0-9a-f]{64}")
-
-
-def is_session_folder_name(name: str) -> bool:
-    """Whether ``name`` is one :func:`session_folder_name` can make."""
-    return len(name) <= 120 and _SESSION_NAME.fullmatch(name) is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,15 @@ from pathlib import Path
 
 from taskforce.core.interfaces import current_session_id
 
-__all__ = ["Failure", "Location", "PathRefused", "Workspace", "open_folder", "session_folder_name"]
+__all__ = [
+    "Failure",
+    "Location",
+    "PathRefused",
+    "Workspace",
+    "is_session_folder_name",
+    "open_folder",
+    "session_folder_name",
+]
 
 # Characters kept as they are in a folder name; everything else is %-escaped.
 # '.' is escaped too, so no name can be '.', '..' or a hidden file.
@@ -73,6 +81,15 @@ def session_folder_name(session_id: str) -> str:
         digest = hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()
         name = f"~{digest}"
     return name
+
+
+# What session_folder_name makes: kept characters and %XX escapes, or ~ and a SHA-256.
+_SESSION_NAME = re.compile(r"(?:[A-Za-z0-9_-]|%[0-9A-F]{2})+|~[0-9a-f]{64}")
+
+
+def is_session_folder_name(name: str) -> bool:
+    """Whether ``name`` is one :func:`session_folder_name` can make."""
+    return len(name) <= _MAX_NAME and _SESSION_NAME.fullmatch(name) is not None
 
 
 class Workspace:
