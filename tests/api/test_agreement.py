@@ -611,6 +611,13 @@ def _check_calls(
         "taskforce_llm_failures_total", "error_type", agent_type=flow
     )
     assert Counter(retried) == grown("taskforce_llm_retries_total", "error_type", agent_type=flow)
+    # and the model each failure and retry is labelled with is the one its line names
+    assert Counter(_of(lines, "llm.call.failed", "model")) == grown(
+        "taskforce_llm_failures_total", "model", agent_type=flow
+    )
+    assert Counter(_of(lines, "llm.request.retry", "model")) == grown(
+        "taskforce_llm_retries_total", "model", agent_type=flow
+    )
     requests = grown("taskforce_llm_requests_total", "status", agent_type=flow)
     assert len(llm_failed) == requests["error"]
     # the steps as the log tells them

@@ -81,8 +81,17 @@ def fixture_endpoint(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[LiveServer, FakeOpenAIServer]]:
     """taskforce with the OpenAI-compatible provider (no backoff) in front of the fake."""
-    root = tmp_path_factory.mktemp("agreement-openai")
-    fake = FakeOpenAIServer()
+    with _served_in_front_of(
+        FakeOpenAIServer(), tmp_path_factory.mktemp("agreement-openai")
+    ) as both:
+        yield both
+
+
+@contextlib.contextmanager
+def _served_in_front_of(
+    fake: FakeOpenAIServer, root: Path
+) -> Iterator[tuple[LiveServer, FakeOpenAIServer]]:
+    """taskforce with the OpenAI-compatible provider (no backoff) in front of ``fake``."""
     with fake.serve() as base_url:
         settings = Settings(
             state_dir=root / "state",
@@ -126,6 +135,35 @@ class TestAnEndpointThatFails:
         assert _KEY not in json.dumps(result)
         assert [expected] == _of(mine, "llm.call.failed")
         assert Counter({expected: 1}) == grown("taskforce_llm_failures_total", "error_type")
+
+
+_SERVED = "gpt-test-2026-01-01"
+
+
+@pytest.fixture(name="aliased")
+def fixture_aliased(tmp_path: Path) -> Iterator[tuple[LiveServer, FakeOpenAIServer]]:
+    """taskforce in front of a fake that serves ``gpt-test`` as a dated model."""
+    with _served_in_front_of(FakeOpenAIServer(reported_model=_SERVED), tmp_path) as both:
+        yield both
+
+
+class TestAnAliasThatFails:
+    @pytest.mark.parametrize("flow", ["lean", "legacy"])
+    async def test_failure_and_retry_lines_name_the_model_of_their_series(
+        self, aliased: tuple[LiveServer, FakeOpenAIServer], lines: JSONLines, flow: str
+    ) -> None:
+        """Once the endpoint answered ``gpt-test`` as a dated model, a call that fails
+        after its retries counts under the dated model, and its ``llm.call.failed`` and
+        ``llm.request.retry`` lines name that model, as its series do."""
+        live, fake = aliased
+        await agree(live.url, lines, {"mission": "hello", "agent_type": flow}, "execute", None)
+        fake.fail_next(_MAX_RETRIES + 1, 429)
+        body = {"mission": "hello", "agent_type": flow}
+        _, mine, grown = await agree(live.url, lines, body, "execute", "rate_limit")
+        assert [_SERVED] == _of(mine, "llm.call.failed", "model")
+        assert [_SERVED] * _MAX_RETRIES == _of(mine, "llm.request.retry", "model")
+        assert Counter({_SERVED: 1}) == grown("taskforce_llm_failures_total", "model")
+        assert Counter({_SERVED: _MAX_RETRIES}) == grown("taskforce_llm_retries_total", "model")
 
 
 # -- taskforce run: an endpoint that is not there, one that does not answer in time --

@@ -4,6 +4,7 @@ error type, or as the server says), the report."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -33,7 +34,7 @@ def _hint(exc: Exception) -> RetryHint:
     return RetryHint(exc.hint, exc.said) if isinstance(exc, _Failed) else RetryHint()
 
 
-def _script(*outcomes: LLMErrorType | None) -> tuple[list[int], object]:
+def _script(*outcomes: LLMErrorType | None) -> tuple[list[int], Callable[[], Awaitable[str]]]:
     """An attempt function failing with the given types in turn (``None`` succeeds)."""
     calls: list[int] = []
 
@@ -95,7 +96,9 @@ class TestRun:
         attempts: list[LLMAttempt] = []
 
         with pytest.raises(_Failed):
-            await policy.run(attempt, classify=_classify, attempts=attempts, provider="t")  # type: ignore[arg-type]
+            await policy.run(
+                attempt, classify=_classify, attempts=attempts, provider="t", model="m"
+            )
 
         assert 1 == len(calls)
         assert [error_type] == [a.error_type for a in attempts]
@@ -109,17 +112,20 @@ class TestRun:
 
         with structlog.testing.capture_logs() as logs:
             result: Any = await policy.run(
-                attempt,  # type: ignore[arg-type]
+                attempt,
                 classify=_classify,
                 attempts=attempts,
                 provider="t",
+                model="m",
             )
 
         assert "ok" == result
         assert [error_type, None] == [a.error_type for a in attempts]
         assert all(a.duration_seconds >= 0 for a in attempts)
         retries = [e for e in logs if e["event"] == "llm.request.retry"]
-        assert [(1, error_type)] == [(e["attempt"], e["error_type"]) for e in retries]
+        assert [(1, error_type, "m")] == [
+            (e["attempt"], e["error_type"], e["model"]) for e in retries
+        ]
 
     async def test_retries_run_out(self) -> None:
         """With max_retries=2, three failures end the call; all three are reported."""
@@ -128,7 +134,9 @@ class TestRun:
         attempts: list[LLMAttempt] = []
 
         with pytest.raises(_Failed):
-            await policy.run(attempt, classify=_classify, attempts=attempts, provider="t")  # type: ignore[arg-type]
+            await policy.run(
+                attempt, classify=_classify, attempts=attempts, provider="t", model="m"
+            )
 
         assert ["server_error"] * 3 == [a.error_type for a in attempts]
 
@@ -141,7 +149,9 @@ class TestRun:
 
         attempts: list[LLMAttempt] = []
         with pytest.raises(KeyError):
-            await policy.run(attempt, classify=_classify, attempts=attempts, provider="t")
+            await policy.run(
+                attempt, classify=_classify, attempts=attempts, provider="t", model="m"
+            )
 
         assert [] == attempts
 
@@ -158,7 +168,12 @@ class TestRun:
 
         attempts: list[LLMAttempt] = []
         result = await policy.run(
-            attempt, classify=_classify, attempts=attempts, provider="t", deadline_seconds=0.05
+            attempt,
+            classify=_classify,
+            attempts=attempts,
+            provider="t",
+            model="m",
+            deadline_seconds=0.05,
         )
 
         assert "ok" == result
@@ -177,7 +192,7 @@ class TestRun:
 
         with structlog.testing.capture_logs() as logs:
             await policy.run(
-                attempt, classify=_classify, attempts=[], provider="t", server_hint=_hint
+                attempt, classify=_classify, attempts=[], provider="t", model="m", server_hint=_hint
             )
 
         assert [0.01] == [e["delay_seconds"] for e in logs if e["event"] == "llm.request.retry"]
@@ -209,7 +224,12 @@ class TestRun:
 
         with structlog.testing.capture_logs() as logs, pytest.raises(_Failed):
             await policy.run(
-                attempt, classify=_classify, attempts=made, provider="t", server_hint=_hint
+                attempt,
+                classify=_classify,
+                attempts=made,
+                provider="t",
+                model="m",
+                server_hint=_hint,
             )
 
         assert attempts == [a.error_type for a in made]
@@ -223,7 +243,7 @@ class TestRun:
         _, attempt = _script("server_error", "rate_limit", None)
         attempts: list[LLMAttempt] = []
 
-        await policy.run(attempt, classify=_classify, attempts=attempts, provider="t")  # type: ignore[arg-type]
+        await policy.run(attempt, classify=_classify, attempts=attempts, provider="t", model="m")
 
         assert 0.0 == attempts[0].waited_seconds
         assert attempts[1].waited_seconds >= 0.02
@@ -247,7 +267,7 @@ class TestRun:
 
         attempts: list[LLMAttempt] = []
         task = asyncio.create_task(
-            policy.run(attempt, classify=_classify, attempts=attempts, provider="t")
+            policy.run(attempt, classify=_classify, attempts=attempts, provider="t", model="m")
         )
         await retrying.wait()
         await asyncio.sleep(0)  # into the wait, or into the retry

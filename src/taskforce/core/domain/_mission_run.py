@@ -35,6 +35,7 @@ from taskforce.core.interfaces.outcome import (
     classify_llm_result,
     exception_message,
     is_caller_cancelled,
+    label_safe,
     llm_exception_error_type,
     raise_cancellation,
     stream_chunk_text,
@@ -295,7 +296,7 @@ class MissionRun:
     def _checked(self, result: LLMResult) -> LLMResult:
         error_type = classify_llm_result(result)
         if error_type is not None:
-            return self._llm_failed(_reported_error(result), error_type)
+            return self._llm_failed(_reported_error(result), error_type, _result_model(result))
         return result
 
     def _llm_raised(self, exc: BaseException) -> LLMResult:
@@ -306,16 +307,25 @@ class MissionRun:
         """
         if is_caller_cancelled(exc):
             raise_cancellation(exc)
-        return self._llm_failed(_describe(exc), llm_exception_error_type(exc))
+        return self._llm_failed(_describe(exc), llm_exception_error_type(exc), _error_model(exc))
 
-    def _llm_failed(self, error: str, error_type: str) -> LLMResult:
+    def _llm_failed(self, error: str, error_type: str, model: str | None) -> LLMResult:
         _LOG.warning(
             "llm.call.failed",
             category="llm",
             error_type=error_type,
+            model=label_safe(model or self._default_model()),
             **text_fields("error", error),
         )
         raise MissionAborted(f"LLM call failed: {error}", error_type)
+
+    def _default_model(self) -> str:
+        """The model the agents' calls ask for (they name none): the provider's ``model``."""
+        try:
+            model = getattr(self.llm, "model", None)
+        except Exception:  # a provider of one's own whose attribute raises names none
+            model = None
+        return model if type(model) is str and model else "unknown"
 
     async def call_tool(self, step: int, call_id: str, name: str, arguments: Any) -> ToolResult:
         """Run one tool call with its ``tool_call``/``tool_result`` events.
@@ -430,6 +440,24 @@ def _reported_error(result: object) -> str:
         return str(error or _NO_REASON)
     except Exception:  # a mapping or an error of the provider's own that cannot be read
         return _NO_REASON
+
+
+def _result_model(result: object) -> str | None:
+    """The model a failed result names (its ``model``, a string), ``None`` when none."""
+    try:
+        model = result.get("model") if isinstance(result, dict) else None
+    except Exception:  # a mapping of the provider's own that cannot be read names none
+        return None
+    return model if type(model) is str and model else None
+
+
+def _error_model(exc: BaseException) -> str | None:
+    """The model a raised error names (``LLMProviderError.model``), ``None`` when none."""
+    try:
+        model = getattr(exc, "model", None)
+    except Exception:  # an error of one's own whose attribute raises names none
+        return None
+    return model if type(model) is str and model else None
 
 
 def _describe(exc: BaseException) -> str:

@@ -332,7 +332,7 @@ class OpenAICompatibleProvider:
             # Cancelled before the first chunk (its consumer left): the report rides on the
             # cancellation (RetryPolicy.run), so the retries already made are still counted.
             response, chunks, held, deadline = await self._run(
-                open_attempt, attempts, server_hint, is_timed=False
+                open_attempt, attempts, asked, server_hint, is_timed=False
             )
         except Exception as exc:
             error_type = _classify(exc) or "other"
@@ -424,17 +424,20 @@ class OpenAICompatibleProvider:
         self,
         attempt_call: Any,
         attempts: list[LLMAttempt],
+        asked: str,
         server_hint: Callable[[Exception], RetryHint] = _server_hint,
         *,
         is_timed: bool = True,
     ) -> Any:
-        """Run ``attempt_call`` under the retry policy, each attempt cut at ``timeout_seconds``
-        (``is_timed``), or keeping a deadline of its own."""
+        """Run ``attempt_call`` for a call that asked for the model ``asked`` under the retry
+        policy, each attempt cut at ``timeout_seconds`` (``is_timed``), or keeping a deadline
+        of its own."""
         return await self._retry.run(
             attempt_call,
             classify=_classify,
             attempts=attempts,
             provider=_PROVIDER,
+            model=self._as(asked),
             deadline_seconds=self._timeout if is_timed else None,
             server_hint=server_hint,
         )
@@ -471,7 +474,7 @@ class OpenAICompatibleProvider:
             return response
 
         try:
-            response: ChatCompletion = await self._run(attempt, attempts)
+            response: ChatCompletion = await self._run(attempt, attempts, asked)
         except Exception as exc:
             error_type = _classify(exc)
             if error_type is None:

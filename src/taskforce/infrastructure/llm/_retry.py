@@ -19,6 +19,7 @@ from typing import TypeVar
 import structlog
 
 from taskforce.core.interfaces.llm import RETRYABLE_LLM_ERROR_TYPES, LLMAttempt, LLMErrorType
+from taskforce.core.interfaces.outcome import label_safe
 
 __all__ = ["Classify", "RetryHint", "RetryPolicy", "elapsed_since", "is_retryable"]
 
@@ -136,6 +137,7 @@ class RetryPolicy:
         classify: Classify,
         attempts: list[LLMAttempt],
         provider: str,
+        model: str,
         deadline_seconds: float | None = None,
         server_hint: Callable[[Exception], RetryHint] = _no_hint,
     ) -> _T:
@@ -146,6 +148,8 @@ class RetryPolicy:
             classify: names the error type of a failed attempt.
             attempts: every attempt is appended here, also when this raises.
             provider: named in the retry log events.
+            model: named in the retry log events: the model the call is labelled with
+                so far (the one asked for, or the one its name last resolved to).
             deadline_seconds: the deadline of one whole attempt, in seconds; past it the
                 attempt fails as ``TimeoutError`` (classified by ``classify``).
             server_hint: reads what a failure's server said about a retry.
@@ -161,7 +165,7 @@ class RetryPolicy:
         """
         try:
             return await self._until_done(
-                attempt_call, classify, attempts, provider, deadline_seconds, server_hint
+                attempt_call, classify, attempts, provider, model, deadline_seconds, server_hint
             )
         except asyncio.CancelledError as exc:
             # A cancelled call has no outcome, but its attempts were made, and its retries
@@ -175,6 +179,7 @@ class RetryPolicy:
         classify: Classify,
         attempts: list[LLMAttempt],
         provider: str,
+        model: str,
         deadline_seconds: float | None,
         server_hint: Callable[[Exception], RetryHint],
     ) -> _T:
@@ -216,6 +221,7 @@ class RetryPolicy:
                     "llm.request.retry",
                     category="llm",
                     provider=provider,
+                    model=label_safe(model),
                     attempt=retries_done + 1,
                     max_retries=self.max_retries,
                     delay_seconds=delay,

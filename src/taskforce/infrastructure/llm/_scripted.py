@@ -186,6 +186,7 @@ class ScriptedLLMProvider:
                 script,
                 len(observations),
                 attempts,
+                used_model,
                 has_faults=bool(tools) or not _starts_a_step(messages),
             )
         except LLMProviderError as exc:
@@ -225,7 +226,7 @@ class ScriptedLLMProvider:
         attempts: list[LLMAttempt] = []
         try:
             script = parse_script(plan_text(prompt))
-            await self._attempts(script, 0, attempts)
+            await self._attempts(script, 0, attempts, used_model)
         except LLMProviderError as exc:
             return _failure(exc, used_model, attempts)
         steps = [d.describe() for d in script.tool_directives] + [FINAL_STEP_DESCRIPTION]
@@ -278,9 +279,11 @@ class ScriptedLLMProvider:
             script = parse_script(mission_text(messages))
             observations = observations_of(messages)
             # cancelled: the report rides on the cancellation (RetryPolicy.run)
-            directive = await self._attempts(script, len(observations), attempts)
+            directive = await self._attempts(script, len(observations), attempts, used_model)
         except LLMProviderError as exc:
             _reported(exc, attempts)
+            if exc.model is None:  # the model the call asked for, as a failed result names
+                exc.model = used_model
             raise
         calls: list[ToolCall] = []
         if isinstance(directive, ToolDirective) and tools and tool_choice != "none":
@@ -313,9 +316,16 @@ class ScriptedLLMProvider:
         yield done
 
     async def _attempts(
-        self, script: Script, cursor: int, attempts: list[LLMAttempt], *, has_faults: bool = True
+        self,
+        script: Script,
+        cursor: int,
+        attempts: list[LLMAttempt],
+        model: str,
+        *,
+        has_faults: bool = True,
     ) -> ToolDirective | None:
-        """Run the attempts of the call at ``cursor``; return the directive it answers.
+        """Run the attempts of the call at ``cursor``, which asked for ``model``; return the
+        directive it answers.
 
         ``has_faults=False``: another call already reached this point of the script and
         took its ``llm:fail``/``llm:delay`` lines (see :func:`_starts_a_step`).
@@ -344,7 +354,7 @@ class ScriptedLLMProvider:
 
         try:
             return await self._retry.run(
-                attempt, classify=_classify, attempts=attempts, provider=_PROVIDER
+                attempt, classify=_classify, attempts=attempts, provider=_PROVIDER, model=model
             )
         except _InjectedFailure as exc:
             message = f"llm:fail {exc.error_type} after {len(attempts)} attempt(s)"
