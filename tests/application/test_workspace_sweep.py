@@ -18,8 +18,14 @@ from taskforce.application.executor import AgentExecutor
 from taskforce.application.sweep import SessionSweeper
 from taskforce.config import Settings
 from taskforce.core.interfaces.state import SessionExpiry
-from taskforce.infrastructure.tools import SessionFolders, ToolThreadPool, session_folder_name
+from taskforce.infrastructure.tools import (
+    SessionFolders,
+    ToolThreadPool,
+    _session_folders,
+    session_folder_name,
+)
 from tests.core.domain.fakes import EchoLLM, FakeRegistry, FakeTool, MemoryStateStore, ok_handler
+from tests.support.held_folder import held_folder
 
 _TTL = 3600
 _OLD = time.time() - 2 * _TTL
@@ -67,6 +73,20 @@ async def _sweep(folders: SessionFolders) -> list[MutableMapping[str, Any]]:
     with capture_logs() as logs:
         await SessionSweeper(_Store(), 60, folders).sweep()
     return [log for log in logs if log["event"] == "state.session_folders.removed"]
+
+
+async def _in_flight(
+    folders: SessionFolders, session_id: str
+) -> tuple[asyncio.Task[Any], asyncio.Event]:
+    """A mission of ``session_id`` started and held in its first model call until the
+    event returned is set."""
+    gate = asyncio.Event()
+    llm = EchoLLM(gate=gate)
+    registry = FakeRegistry(FakeTool("echo", ok_handler))
+    executor = AgentExecutor(llm, registry, MemoryStateStore(), session_folders=folders)
+    mission = asyncio.create_task(executor.execute_mission("m", session_id=session_id))
+    await llm.entered.wait()
+    return mission, gate
 
 
 class TestFolderSweep:
@@ -137,13 +157,37 @@ class TestFolderSweep:
         monkeypatch.setattr(shutil, "rmtree", refuse)
         folders = _folders(tmp_path, pool)
         logs = await _sweep(folders)
-        assert folder.exists()
+        # Gone from the session's name at once, whole; what is left is tried again.
+        assert not folder.exists()
+        [tombstone] = os.listdir(tmp_path)
+        assert "a" == (tmp_path / tombstone / "notes" / "a.txt").read_text()
         assert [(0, 1, "PermissionError: Permission denied", "warning")] == [
             (e["removed"], e["failed"], e["error"], e["log_level"]) for e in logs
         ]
         monkeypatch.setattr(shutil, "rmtree", real)
         assert [1] == [e["removed"] for e in await _sweep(folders)]
-        assert not folder.exists()
+        assert [] == os.listdir(tmp_path)
+
+    async def test_a_tombstone_is_removed_unless_another_pass_is_removing_it(
+        self, tmp_path: Path, pool: ToolThreadPool
+    ) -> None:
+        """What a pass renamed but could not delete (it failed, its process was killed)
+        goes at the next; one another pass holds is left to it, not counted as failed."""
+        import fcntl
+
+        tombstone = tmp_path / ".taskforce-swept-0123456789abcdef"
+        (tombstone / "deep").mkdir(parents=True)
+        (tombstone / "deep" / "a.txt").write_text("a")
+        folders = _folders(tmp_path, pool)
+        other_pass = os.open(tombstone, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(other_pass, fcntl.LOCK_EX)
+            assert [] == await _sweep(folders)
+            assert tombstone.exists()
+        finally:
+            os.close(other_pass)
+        assert [(1, 0)] == [(e["removed"], e["failed"]) for e in await _sweep(folders)]
+        assert [] == os.listdir(tmp_path)
 
     async def test_a_workspace_that_cannot_be_listed_is_logged_not_raised(
         self, tmp_path: Path, pool: ToolThreadPool
@@ -164,12 +208,7 @@ class TestMissions:
         aged since it started; it goes at the sweep after the mission ended."""
         folder = _session(tmp_path, "s1")
         folders = _folders(tmp_path, pool)
-        gate = asyncio.Event()
-        llm = EchoLLM(gate=gate)
-        registry = FakeRegistry(FakeTool("echo", ok_handler))
-        executor = AgentExecutor(llm, registry, MemoryStateStore(), session_folders=folders)
-        mission = asyncio.create_task(executor.execute_mission("m", session_id="s1"))
-        await llm.entered.wait()
+        mission, gate = await _in_flight(folders, "s1")
         _age(folder)  # as if it ran for longer than the TTL without writing
         assert [] == await _sweep(folders)
         assert folder.exists()
@@ -249,3 +288,98 @@ class TestMissions:
             assert not folder.exists()
         finally:
             await container.aclose()
+
+
+class TestOtherProcesses:
+    """Missions of other processes on the same workspace (other workers, replicas)."""
+
+    async def test_a_folder_another_process_holds_stays_until_its_mission_ends(
+        self, tmp_path: Path, pool: ToolThreadPool
+    ) -> None:
+        """Before, only the touch at the start of the other process's mission kept its
+        folder: aged past the TTL, it went while the mission ran."""
+        root = tmp_path / "ws"
+        folder = _session(root, "s1")
+        idle = _session(root, "s2")
+        folders = _folders(root, pool)
+        with held_folder(root, "s1", _TTL) as said:
+            assert "held" == said
+            _age(folder)  # as if the mission ran for longer than the TTL without writing
+            assert [1] == [e["removed"] for e in await _sweep(folders)]
+            assert not idle.exists()
+            assert "a" == (folder / "notes" / "a.txt").read_text()
+        _age(folder)
+        assert [1] == [e["removed"] for e in await _sweep(folders)]
+        assert not folder.exists()
+
+    async def test_a_mission_that_starts_while_the_sweep_walks_its_folder_keeps_it(
+        self, tmp_path: Path, pool: ToolThreadPool, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A mission of another process starts (touches the folder) after the sweep found
+        the folder idle, before it removed it: the check under the lock sees the touch."""
+        folder = _session(tmp_path, "s1")
+        real = _session_folders._is_idle
+
+        def walked_then_touched(*args: Any) -> bool:
+            idle = real(*args)
+            os.utime(folder)  # what the other process's mission does when it starts
+            return idle
+
+        monkeypatch.setattr(_session_folders, "_is_idle", walked_then_touched)
+        assert [] == await _sweep(_folders(tmp_path, pool))
+        assert "a" == (folder / "notes" / "a.txt").read_text()
+
+    async def test_a_folder_is_renamed_away_before_it_is_deleted(
+        self, tmp_path: Path, pool: ToolThreadPool, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A mission that starts while a folder is deleted finds no folder, never half of
+        one: the deleting happens under another name."""
+        import shutil
+
+        folder = _session(tmp_path, "s1")
+        real = shutil.rmtree
+        seen: list[bool] = []
+
+        def rmtree(*args: Any, **kwargs: Any) -> None:
+            seen.append(folder.exists())
+            real(*args, **kwargs)
+
+        monkeypatch.setattr(shutil, "rmtree", rmtree)
+        assert [1] == [e["removed"] for e in await _sweep(_folders(tmp_path, pool))]
+        assert [False] == seen
+        assert [] == os.listdir(tmp_path)
+
+    async def test_a_mission_in_flight_touches_its_folder_again(
+        self, tmp_path: Path, pool: ToolThreadPool
+    ) -> None:
+        """Every quarter of the TTL, the folder of a mission in flight is touched again,
+        which another host's sweep sees; when the mission ends its lock is released."""
+        folder = _session(tmp_path, "s1")
+        folders = SessionFolders(tmp_path, 0.2, pool)
+        mission, gate = await _in_flight(folders, "s1")
+        await folders.touched()
+        assert folders.is_held(folder.name)
+        _age(folder)
+        # The bound only keeps a regression from hanging the suite; nothing is timed.
+        for _ in range(500):
+            if folder.stat().st_mtime > _OLD + _TTL:
+                break
+            await asyncio.sleep(0.02)
+        assert folder.stat().st_mtime > _OLD + _TTL
+        gate.set()
+        assert "completed" == (await mission).status
+        assert not folders.is_held(folder.name)
+        assert not folders.is_in_use(folder.name)
+
+    async def test_closing_releases_the_locks(self, tmp_path: Path, pool: ToolThreadPool) -> None:
+        folder = _session(tmp_path, "s1")
+        folders = _folders(tmp_path, pool)
+        folders.enter("s1")
+        await folders.touched()
+        assert folders.is_held(folder.name)
+        other = _folders(tmp_path, pool)  # another process's sweep, as the lock sees it
+        _age(folder)
+        assert [] == await _sweep(other)
+        folders.close()
+        assert not folders.is_held(folder.name)
+        assert [1] == [e["removed"] for e in await _sweep(other)]

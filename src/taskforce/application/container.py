@@ -62,7 +62,8 @@ class Container:
             await open_store()
 
     async def aclose(self) -> None:
-        """Release what the container holds: provider clients, store connections, tool threads.
+        """Release what the container holds: provider clients, store connections, the
+        session folders' locks, tool threads.
 
         First the executor's missions still running in tasks of their own are cancelled
         and their records written, those still under way waited for a bounded time
@@ -75,6 +76,8 @@ class Container:
         for owner in (self.llm_provider, self.state_store):
             with contextlib.suppress(Exception):
                 await aclose_iterator(owner)
+        if self.session_folders is not None:
+            self.session_folders.close()
         if self.tool_pool is not None:
             self.tool_pool.close()
 

@@ -260,8 +260,9 @@ class AgentExecutor:
             state_store: where each session's mission records are kept.
             agent_settings: the agents' limits; defaults to ``AgentSettings()``.
             session_folders: with a session TTL, the workspace's session folders: each
-                mission touches its session's folder and keeps it from the sweep while
-                it runs. ``None`` (no TTL) adds nothing to a mission.
+                mission locks and touches its session's folder, which keeps it from the
+                sweeps of every process while it runs. ``None`` (no TTL) adds nothing to
+                a mission.
         """
         self._llm = llm
         self._folders = session_folders
