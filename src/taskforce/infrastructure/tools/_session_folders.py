@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import errno
 import fcntl
 import functools
@@ -129,7 +130,10 @@ class SessionFolders:
         self._in_flight[name] += 1
         self._start_refresh([name])
         if self._keeper is None and not self._closed:
-            self._keeper = asyncio.create_task(self._keep(), name="taskforce-session-folders")
+            # In an empty context, as the sweep: it outlives the mission that started it.
+            self._keeper = asyncio.create_task(
+                self._keep(), name="taskforce-session-folders", context=contextvars.Context()
+            )
         return name
 
     def leave(self, name: str) -> None:
