@@ -136,3 +136,25 @@ def test_the_hint_of_headers_holds_the_wait_and_the_say() -> None:
 
     assert RetryHint(0.25, False) == _hint_in(headers)
     assert RetryHint() == _hint_in(_sent()) == _hint_in(None)
+
+
+@pytest.mark.parametrize("skew", [-600, 600], ids=["clock-behind", "clock-ahead"])
+def test_a_date_is_measured_from_the_responses_own_date(skew: int) -> None:
+    """A ``Retry-After`` date 20 s past the response's ``Date`` asks for 20 s, however
+    far this host's clock is off the server's (10 minutes either way here)."""
+    server_now = datetime.now(UTC) - timedelta(seconds=skew)
+    headers = _sent(
+        date=format_datetime(server_now, usegmt=True),
+        retry_after=format_datetime(server_now + timedelta(seconds=20), usegmt=True),
+    )
+
+    assert 20.0 == _wait_asked(headers)
+
+
+def test_an_unreadable_date_header_leaves_this_hosts_clock() -> None:
+    """A ``Date`` that is no HTTP date is passed over: the wait is until the hint, here."""
+    ahead = format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
+
+    waited = _wait_asked(_sent(date="yesterday", retry_after=ahead))
+
+    assert waited is not None and 100 < waited <= 120

@@ -185,6 +185,10 @@ def _wait_asked(headers: Any) -> float | None:
     ``retry-after-ms`` (milliseconds, which OpenAI's API sends and its official client
     prefers) when it is a readable number; else ``Retry-After``: seconds or an HTTP date.
     A value that cannot be read is no hint (the other header, or our own backoff, applies).
+
+    An HTTP date is measured from the response's own ``Date`` (the server's clock, which
+    wrote both), so a clock here that is minutes off the server's neither skips the wait
+    nor stretches it; only without a readable ``Date`` from this host's clock.
     """
     millis = _delay(headers.get("retry-after-ms", ""))
     if millis is not None:
@@ -192,17 +196,27 @@ def _wait_asked(headers: Any) -> float | None:
     hint = headers.get("retry-after", "").strip()
     if _DELAY_SECONDS.fullmatch(hint):
         return _delay(hint)
-    try:  # an HTTP date
-        when = parsedate_to_datetime(hint)
-        if when.tzinfo is None:
-            # An HTTP date is in GMT, also where it does not say so: the asctime form RFC
-            # 9110 has recipients accept, and ``-0000`` (what ``formatdate()`` writes).
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    except (TypeError, ValueError, OverflowError):  # absent or unreadable: our own backoff
+    when = _http_date(hint)
+    if when is None:  # absent or unreadable: our own backoff
+        return None
+    sent = _http_date(headers.get("date", "").strip())
+    try:
+        seconds = (when - (datetime.now(UTC) if sent is None else sent)).total_seconds()
+    except OverflowError:
         return None
     # a date already past asks for no wait beyond the backoff
     return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
+def _http_date(value: str) -> datetime | None:
+    """The moment an HTTP date names, aware, if ``value`` is one."""
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    # An HTTP date is in GMT, also where it does not say so: the asctime form RFC
+    # 9110 has recipients accept, and ``-0000`` (what ``formatdate()`` writes).
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _delay(value: str) -> float | None:
