@@ -383,3 +383,21 @@ class TestOtherProcesses:
         folders.close()
         assert not folders.is_held(folder.name)
         assert [1] == [e["removed"] for e in await _sweep(other)]
+
+
+class TestWallClockSteps:
+    async def test_a_step_forward_of_the_wall_clock_removes_no_folder_early(
+        self, tmp_path: Path, pool: ToolThreadPool, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The wall clock steps 10 TTLs forward after the folders were made: the folder
+        written just now stays, the one idle for two TTLs before the step still goes."""
+        folders = _folders(tmp_path, pool)
+        old = _session(tmp_path, "s-old")
+        recent = _session(tmp_path, "s-recent", old=False)
+        wall = time.time
+        monkeypatch.setattr(time, "time", lambda: wall() + 10 * _TTL)
+
+        logs = await _sweep(folders)
+
+        assert (False, True) == (old.exists(), recent.exists())
+        assert [1] == [e["removed"] for e in logs]

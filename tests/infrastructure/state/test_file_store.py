@@ -772,3 +772,24 @@ class TestCheckHealth:
         assert 1 == len(threads)
         assert threads[0].startswith("taskforce-state")
         await store.aclose()
+
+
+class TestWallClockSteps:
+    async def test_a_step_forward_of_the_wall_clock_expires_no_session_early(
+        self, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The wall clock steps 10 minutes forward: a session written 30 s before, under a
+        TTL of 60 s, is neither swept nor read as expired, and its next append keeps its
+        history; one idle for 120 s before the step still goes."""
+        store = FileStateStore(state_dir, limits=StateLimits(session_ttl_seconds=60))
+        await store.append("live", {"n": 1})
+        await store.append("idle", {"n": 1})
+        _age(state_dir / "live.json", 30)
+        _age(state_dir / "idle.json", 120)
+        wall = time.time
+        monkeypatch.setattr(time, "time", lambda: wall() + 600)
+
+        assert SessionExpiry(1) == await store.expire_sessions()
+        assert ["live.json"] == [n for n in _listing(state_dir) if n.endswith(".json")]
+        assert await store.load("live") is not None
+        assert 2 == (await store.append("live", {"n": 2})).records

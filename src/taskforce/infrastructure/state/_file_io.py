@@ -16,7 +16,7 @@ import stat
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from taskforce import _atomic_write
@@ -43,11 +43,13 @@ LOCK_DIR = ".locks"
 _TEMP_FILE = re.compile(r"\.(?P<session>[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127})\.[A-Za-z0-9_]+\.tmp")
 
 
-def read_if_exists(path: Path, ttl: float | None = None) -> bytes | None:
+def read_if_exists(
+    path: Path, ttl: float | None = None, now: Callable[[], float] = time.time
+) -> bytes | None:
     """The file's bytes, ``None`` if there is none; an ``OSError`` if it is not a regular file.
 
-    With ``ttl``, a file last written longer ago than that reads as none: its session has
-    expired, whether or not a sweep has removed it yet.
+    With ``ttl``, a file last written longer ago than that (by the wall clock ``now``)
+    reads as none: its session has expired, whether or not a sweep has removed it yet.
     """
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer (it changes nothing else)
@@ -58,14 +60,14 @@ def read_if_exists(path: Path, ttl: float | None = None) -> bytes | None:
         found = os.fstat(fd)
         if not stat.S_ISREG(found.st_mode):
             raise OSError(errno.EINVAL, "not a regular file", str(path))
-        if ttl is not None and _is_expired(found, ttl):
+        if ttl is not None and _is_expired(found, ttl, now):
             return None
         return handle.read()
 
 
-def _is_expired(found: os.stat_result, ttl: float) -> bool:
+def _is_expired(found: os.stat_result, ttl: float, now: Callable[[], float]) -> bool:
     """Whether a session file with this status was last written longer than ``ttl`` ago."""
-    return found.st_mtime < time.time() - ttl
+    return found.st_mtime < now() - ttl
 
 
 def fsync_dir(directory: Path) -> None:
@@ -215,10 +217,14 @@ def remove_temp_files(directory: Path) -> tuple[int, int]:
 
 
 def expire_files(
-    directory: Path, ttl: float, stop: threading.Event, progress: ExpiryProgress
+    directory: Path,
+    ttl: float,
+    stop: threading.Event,
+    progress: ExpiryProgress,
+    now: Callable[[], float] = time.time,
 ) -> SessionExpiry:
-    """Remove the session files last written longer than ``ttl`` ago, until ``stop`` is set.
-    Each file removed is counted in ``progress`` at once.
+    """Remove the session files last written longer than ``ttl`` ago (by the wall clock
+    ``now``), until ``stop`` is set. Each file removed is counted in ``progress`` at once.
 
     A file whose session's stripe lock is held (a write of that session, here or in
     another process, or another sweep) is left for the next sweep; under the lock it is
@@ -243,11 +249,11 @@ def expire_files(
             if session_id == entry.name or not SESSION_ID_PATTERN.fullmatch(session_id):
                 continue  # a temp file (".x.tmp"), the lock folder, a file of someone else's
             try:
-                if not _is_expired_file(entry.stat(follow_symlinks=False), ttl):
+                if not _is_expired_file(entry.stat(follow_symlinks=False), ttl, now):
                     continue
                 with stripe_lock(directory, session_id, wait=False) as held:
                     # a write that held the lock may have replaced the file: look again
-                    if not held or not _is_expired_file(os.lstat(entry.path), ttl):
+                    if not held or not _is_expired_file(os.lstat(entry.path), ttl, now):
                         continue
                     os.unlink(entry.path)
             except FileNotFoundError:
@@ -261,6 +267,6 @@ def expire_files(
     return SessionExpiry(expired, failed, error)
 
 
-def _is_expired_file(found: os.stat_result, ttl: float) -> bool:
+def _is_expired_file(found: os.stat_result, ttl: float, now: Callable[[], float]) -> bool:
     """Whether this is a regular file last written longer than ``ttl`` ago."""
-    return stat.S_ISREG(found.st_mode) and _is_expired(found, ttl)
+    return stat.S_ISREG(found.st_mode) and _is_expired(found, ttl, now)

@@ -15,7 +15,9 @@ processes sharing the directory (``taskforce serve --workers``).
 With a time to live (``StateLimits.session_ttl_seconds``) a session whose file was
 last written longer ago than that is expired: a load finds none and an append
 starts it afresh, and :meth:`FileStateStore.expire_sessions` removes the file under
-the session's stripe lock, so never while one of its writes runs.
+the session's stripe lock, so never while one of its writes runs. Its age is told by
+a :class:`SteadyWallClock`: a step forward of the wall clock while the store lives
+expires no session early.
 
 Only regular files are read: a FIFO, a device or a socket where a session's file
 should be (a symlink to one too) fails the call at once instead of blocking one
@@ -46,6 +48,7 @@ from taskforce.core.interfaces.state import (
 )
 from taskforce.errors import StateCorruptedError, StateStoreError, StateStoreUnavailableError
 from taskforce.infrastructure._daemon_executor import DaemonThreadExecutor
+from taskforce.infrastructure._wall_clock import SteadyWallClock
 from taskforce.infrastructure.state._common import (
     StateLimits,
     check_session_id,
@@ -177,6 +180,8 @@ class FileStateStore:
         self._sweeper: DaemonThreadExecutor | None = None
         self._busy = 0
         self._busy_lock = threading.Lock()
+        # What a session file's age is told by: a step forward of the wall clock expires none early.
+        self._clock = SteadyWallClock()
         # Weak values: a session's lock lives only while a write holds or awaits it.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -242,7 +247,7 @@ class FileStateStore:
         progress = ExpiryProgress() if progress is None else progress
         try:
             return await asyncio.get_running_loop().run_in_executor(
-                sweep, expire_files, self.state_dir, ttl, stop, progress
+                sweep, expire_files, self.state_dir, ttl, stop, progress, self._clock
             )
         except OSError as exc:
             reason = exc.strerror or type(exc).__name__
@@ -357,7 +362,7 @@ class FileStateStore:
     def _append_blocking(self, session_id: str, target: Path, line: bytes) -> AppendResult:
         with stripe_lock(self.state_dir, session_id):
             # an expired session starts afresh, as if the sweep had removed it already
-            data = read_if_exists(target, self.limits.session_ttl_seconds)
+            data = read_if_exists(target, self.limits.session_ttl_seconds, self._clock)
             if data is None:
                 doc = _Document.from_state({"missions": []})
             else:
@@ -392,7 +397,7 @@ class FileStateStore:
         """
         path = self._path(session_id)
         ttl = self.limits.session_ttl_seconds
-        data = await self._in_thread("load", session_id, read_if_exists, path, ttl)
+        data = await self._in_thread("load", session_id, read_if_exists, path, ttl, self._clock)
         return None if data is None else _decode(data, session_id, path)
 
     async def _in_thread(

@@ -24,6 +24,9 @@ it is renamed to a tombstone (``.taskforce-swept-<16 hex digits>``, no session
 folder's name) and only then deleted, so a mission that starts meanwhile finds no
 folder (its tools make a new one), never half of one; a tombstone a pass could not
 delete wholly is deleted by the next.
+
+Ages are told by a :class:`SteadyWallClock`: a step forward of the wall clock removes
+no folder early.
 """
 
 from __future__ import annotations
@@ -39,12 +42,12 @@ import re
 import secrets
 import shutil
 import stat
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from taskforce.infrastructure._wall_clock import SteadyWallClock
 from taskforce.infrastructure.tools._quota import walk
 from taskforce.infrastructure.tools._thread_pool import ToolThreadPool
 from taskforce.infrastructure.tools._workspace import is_session_folder_name, session_folder_name
@@ -95,6 +98,8 @@ class SessionFolders:
         self._pool = pool
         # The missions of this process in flight, by folder name; read by the pool's threads.
         self._in_flight: Counter[str] = Counter()
+        # What a folder's age is told by: a step forward of the wall clock removes none early.
+        self._clock = SteadyWallClock()
         # The descriptors holding a shared lock on the folders of those missions, by name.
         self._held: dict[str, int] = {}
         self._refreshes: set[asyncio.Task[None]] = set()
@@ -205,7 +210,7 @@ class SessionFolders:
             OSError: the workspace could not be listed (a missing one has nothing to remove).
         """
         remove = functools.partial(
-            _remove_idle, self.root, time.time() - self.ttl_seconds, self.is_in_use
+            _remove_idle, self.root, self._clock() - self.ttl_seconds, self.is_in_use
         )
         return await self._pool.run(remove)
 
