@@ -2352,6 +2352,25 @@ class TestExpiry:
             *await _fetch(postgres_dsn, "SELECT count(*) FROM taskforce_mission_records"),
         ]
 
+    async def test_a_replica_whose_clock_is_off_expires_by_the_databases_clock(
+        self, postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Replica B's wall clock is a day ahead of replica A's and of the database's:
+        its sweep and reads leave the session A wrote just now, and take only the one
+        idle past the TTL by the database's clock."""
+        import time
+
+        async with PostgresStateStore(postgres_dsn, limits=_DAY) as a:
+            await a.append("idle", {"n": 1})
+            await _age_all(postgres_dsn, 2 * 86400)
+            await a.append("live", {"n": 1})
+            wall = time.time
+            monkeypatch.setattr(time, "time", lambda: wall() + 86400)
+            async with PostgresStateStore(postgres_dsn, limits=_DAY) as b:
+                assert SessionExpiry(1) == await b.expire_sessions()
+                assert {"missions": [{"n": 1}]} == await b.load("live")
+                assert 2 == (await b.append("live", {"n": 2})).records
+
     async def test_batches_go_on_until_no_expired_session_is_left(
         self, postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
