@@ -137,6 +137,26 @@ class TestAlertCoverage:
             # No aggregation keeps every label of the series, instance included.
             assert not grouping or "instance" in grouping, rule["alert"]
 
+    def test_alerts_name_the_instance(self) -> None:
+        """An alert about one process keeps `instance`: its runbook reads that process's logs.
+
+        Only the fleet-wide alerts drop it: a p95 over all instances, the spend against
+        one budget, and no metrics at all.
+        """
+        fleet_wide = {"TaskforceLLMLatencyHigh", "TaskforceLLMSpendHigh", "TaskforceMetricsAbsent"}
+        dropped = []
+        for rule in _alert_rules():
+            # No aggregation keeps every label of the series, instance included; a ratio
+            # alert's service-wide part (scope="service") alone sums the instances away.
+            keeps = [
+                "instance" in {label.strip() for label in found.split(",")}
+                for found in re.findall(r"\bby \(([^()]*)\)", rule["expr"])
+            ]
+            kept = any(keeps) if "scope" in rule["labels"] else all(keeps)
+            if rule["alert"] not in fleet_wide and not kept:
+                dropped.append(rule["alert"])
+        assert [] == dropped
+
     def test_ratio_alerts_also_fire_service_wide(self) -> None:
         """A ratio alert also sums a job's instances, so quiet workers that all fail still page.
 
