@@ -23,7 +23,9 @@ The faults, each removed in the second phase:
 - ``idle``: an open-file limit of 128 taken up by idle connections (its
   ``api.max_connections`` set above that), and one mission whose LLM call hangs.
 
-Last, every service stops (the metrics are gone) and one starts again.
+Then the logfull service is restarted three times in a row (each new process scraped
+before the next), and last, every service stops (the metrics are gone) and one starts
+again.
 TaskforceLLMSpendHigh resolves only when the spend leaves its hour window (60 s here),
 so it is only seen firing. Each alert must show pending, then firing, then (but the
 spend) inactive, with the instance of its fault where it keeps one.
@@ -80,6 +82,7 @@ FIRES_ON: dict[str, str | None] = {
     "TaskforceTargetDown": "logfull",
     "TaskforceMetricsAbsent": None,
     "TaskforceFileDescriptorsNearLimit": "idle",
+    "TaskforceRestartingOften": "logfull",
 }
 #: Seen firing only: its window is an hour (see the module doc).
 FIRING_ONLY = frozenset({"TaskforceLLMSpendHigh"})
@@ -87,6 +90,9 @@ FIRING_ONLY = frozenset({"TaskforceLLMSpendHigh"})
 LAST_PHASE = frozenset({"TaskforceMetricsAbsent"})
 #: Fired while the fixed logfull service restarts.
 RESTART_PHASE = frozenset({"TaskforceTargetDown"})
+#: Fired by restarting the logfull service RESTARTS times in a row, once all else resolved.
+RESTARTS_PHASE = frozenset({"TaskforceRestartingOften"})
+RESTARTS = 3
 #: USD per million tokens: any mission costs more than the shipped budget of 10 USD an hour.
 PRICES = {"scripted-1": {"input": 1_000_000, "output": 1_000_000}}
 #: What Grafana puts in for $__rate_interval with the datasource's default 15 s scrape
@@ -275,6 +281,11 @@ class Watch:
         values = [float(sample["value"][1]) for sample in await self._query(grafana)]
         return any(math.isfinite(value) and value > 0 for value in values)
 
+    async def start_time(self, service: Service) -> float | None:
+        """The ``process_start_time_seconds`` Prometheus last scraped from ``service``."""
+        found = await self._query(f'process_start_time_seconds{{instance="{service.instance}"}}')
+        return float(found[0]["value"][1]) if found else None
+
     def state(self, key: tuple[str, str]) -> str:
         return self.history.get(key, ["inactive"])[-1]
 
@@ -288,6 +299,22 @@ class Watch:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{what}; alerts seen: {self.history}")
             await asyncio.sleep(0.25)
+
+
+async def _restarted(watch: Watch, service: Service) -> None:
+    """Stop ``service`` and start it again; return once Prometheus scraped the new process."""
+    before = await watch.start_time(service)
+    await asyncio.to_thread(service.stop)
+    wait_until_up(service.start(), [f"{service.url}/health"])
+
+    async def seen() -> bool:
+        return (await watch.start_time(service)) not in (None, before)
+
+    deadline = time.monotonic() + PHASE_SECONDS
+    while not await seen():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Prometheus never scraped the restarted {service.name}")
+        await asyncio.sleep(0.25)
 
 
 async def _mission(client: httpx.AsyncClient, service: Service, mission: str, **extra: str) -> int:
@@ -360,7 +387,7 @@ async def _live_fire(services: dict[str, Service], prometheus_url: str) -> Watch
         await watch.until(
             lambda: len(services) == watch.up, "Prometheus never scraped every service"
         )
-        first = set(FIRES_ON) - LAST_PHASE - RESTART_PHASE
+        first = set(FIRES_ON) - LAST_PHASE - RESTART_PHASE - RESTARTS_PHASE
         broken = state.root / "state" / "broken.json"
         broken.write_text("{not json", encoding="utf-8")
         with contextlib.ExitStack() as held:
@@ -390,6 +417,11 @@ async def _live_fire(services: dict[str, Service], prometheus_url: str) -> Watch
             ),
             "not every alert resolved",
         )
+        # A process that keeps dying and is started again at the same address.
+        for _ in range(RESTARTS):
+            await _restarted(watch, logfull)
+        restarting = keys["TaskforceRestartingOften"]
+        await watch.until(lambda: "firing" == watch.state(restarting), "never restarting often")
         # No metrics at all, then one service again.
         for service in services.values():
             await asyncio.to_thread(service.stop)
