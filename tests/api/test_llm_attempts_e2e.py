@@ -235,6 +235,28 @@ class TestStreamedTokens:
         assert 1 == total(samples, "taskforce_llm_retries_total", error_type="rate_limit")
         assert _FIRST_CHUNK_DELAY <= ttft_sum <= duration - waited
 
+    async def test_a_stream_held_open_after_its_usage_ends_the_call_there(
+        self, service: tuple[LiveServer, FakeOpenAIServer]
+    ) -> None:
+        """A server that holds the stream open after its finish and usage chunks (below
+        the deadline, before ``[DONE]``): the mission completes without waiting for it, with
+        the answer, one successful request and the tokens of a stream ended at once."""
+        live, fake = service
+        fake.hold_after_usage_seconds = 5.0
+
+        with capture_logs() as logs:
+            held, samples = await _lean_mission_on(live, "/api/v1/execute/stream")
+
+        assert 0 == fake.done_sent, "the call read on to the server's [DONE]"
+        fake.hold_after_usage_seconds = 0.0
+        ended, after = await _lean_mission_on(live, "/api/v1/execute/stream")
+        assert ("completed", ended["final_message"]) == (held["status"], held["final_message"])
+        assert [] == _failed_log_types(logs)
+        assert 1 == total(samples, "taskforce_llm_requests_total", status="success")
+        assert 0 == total(samples, "taskforce_llm_failures_total")
+        tokens = total(samples, "taskforce_llm_tokens_total")
+        assert 0 < tokens and 2 * tokens == total(after, "taskforce_llm_tokens_total")
+
     async def test_streamed_tool_call_runs_the_tool(
         self, service: tuple[LiveServer, FakeOpenAIServer]
     ) -> None:

@@ -41,6 +41,9 @@ Knobs, settable from the test thread while the server runs:
 - ``delay_seconds``: every request waits this long first (timeouts);
 - ``first_chunk_delay_seconds``: a stream sends its headers at once, then
   waits this long before its first chunk (time to first token);
+- ``hold_after_usage_seconds``: a stream holds its connection open this long after its
+  finish and usage chunks, before ``[DONE]`` (a server slow to end a whole answer);
+- ``done_sent``: how many streams sent their ``[DONE]``;
 - ``reported_model``: the model the responses claim (default: the one asked for);
 - ``requests``: every :class:`RecordedRequest` received, oldest first;
 - ``reset()``: back to a fresh state (for a server shared between tests).
@@ -100,6 +103,8 @@ class FakeOpenAIServer:
         self.reported_model = reported_model
         self.delay_seconds = 0.0
         self.first_chunk_delay_seconds = 0.0
+        self.hold_after_usage_seconds = 0.0
+        self.done_sent = 0
         self.requests: list[RecordedRequest] = []
         self._scripted = ScriptedLLMProvider(latency_ms=latency_ms)
         self._lock = threading.Lock()
@@ -125,6 +130,8 @@ class FakeOpenAIServer:
         self.requests.clear()
         self.delay_seconds = 0.0
         self.first_chunk_delay_seconds = 0.0
+        self.hold_after_usage_seconds = 0.0
+        self.done_sent = 0
         self.reported_model = None
 
     def fail_next(
@@ -276,6 +283,7 @@ class FakeOpenAIServer:
             return f"data: {json.dumps(chunk)}\n\n"
 
         first_chunk_delay = self.first_chunk_delay_seconds
+        hold = self.hold_after_usage_seconds
         tool_calls = chunks[-1].get("tool_calls") or []
         cut = self._take_cut()
 
@@ -298,6 +306,9 @@ class FakeOpenAIServer:
             yield frame([{"index": 0, "delta": {}, "finish_reason": finish}])
             if include_usage:
                 yield frame([], usage=chunks[-1].get("usage"))
+            if hold > 0:
+                await asyncio.sleep(hold)
+            self.done_sent += 1
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")

@@ -2092,8 +2092,8 @@ class TestUsage:
             [_frame([_tool_delta("{bad")]), _frame([], usage=_USAGE), "[DONE]"],
             # tool arguments nested deeper than Python reads, then the usage
             [_frame([_tool_delta(_NESTED_TOO_DEEPLY)]), _frame([], usage=_USAGE), "[DONE]"],
-            # an event that is no object after the usage
-            [_frame([_text("hi")]), _frame([_finish()]), _frame([], usage=_USAGE), "null"],
+            # an event that is no object after the usage of a chunk before the finish
+            [_frame([_text("hi")], usage=_USAGE), "null"],
         ],
         ids=["arguments-not-json", "arguments-nested-too-deeply", "null-after-usage"],
     )
@@ -2150,14 +2150,28 @@ class TestUsage:
         expected: dict[str, int],
     ) -> None:
         """Each chunk's usage adds the counts it gives to those before; a later count
-        replaces the earlier one of its kind."""
-        frames: list[Any] = [_frame([_text("hi")]), _frame([_finish()])]
-        frames += [_frame([], usage=usage) for usage in usages]
+        replaces the earlier one of its kind. The last usage comes after the finish (a
+        usage there ends the stream)."""
+        frames: list[Any] = [_frame([_text("hi")], usage=usage) for usage in usages[:-1]]
+        frames += [_frame([_finish()]), _frame([], usage=usages[-1])]
         fake.stream_next([*frames, "[DONE]"])
 
         chunks = [chunk async for chunk in provider.stream(_mission("hi"))]
 
         assert (True, expected) == (chunks[-1]["done"], chunks[-1].get("usage"))
+
+    async def test_a_usage_in_parts_after_the_finish_is_read_to_its_last_part(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """A usage sent in parts after the finish: the stream is read on until it holds both
+        counts, then ends."""
+        parts = [{"prompt_tokens": 11}, {"completion_tokens": 7}]
+        frames = [_frame([_text("hi")]), _frame([_finish()])]
+        fake.stream_next([*frames, *(_frame([], usage=part) for part in parts), "[DONE]"])
+
+        chunks = [chunk async for chunk in provider.stream(_mission("hi"))]
+
+        assert {"prompt_tokens": 11, "completion_tokens": 7} == chunks[-1].get("usage")
 
 
 class TestReasoningTokens:
@@ -2272,6 +2286,39 @@ class TestStreamBrokenAfterItsAnswer:
 
         assert ("connection", _USAGE) == (info.value.error_type, info.value.usage)
         assert ["connection"] == [attempt.error_type for attempt in info.value.attempts]
+
+
+class TestStreamHeldOpenAfterItsUsage:
+    async def test_the_call_ends_at_its_usage_not_at_the_end_of_the_body(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """Its finish_reason and its usage read, the answer is whole: the stream is closed
+        there, not read on while the server holds it open before ``[DONE]`` (below the
+        provider's deadline, so reading on would end at the server's ``[DONE]``). The
+        answer, its usage and its attempts are those of a stream the server ends at once."""
+        fake.hold_after_usage_seconds = 3.0
+
+        held = [chunk async for chunk in provider.stream(_mission("Say hello"))]
+
+        assert 0 == fake.done_sent, "the call read on to the server's [DONE]"
+        fake.hold_after_usage_seconds = 0.0
+        ended = [chunk async for chunk in provider.stream(_mission("Say hello"))]
+        assert [c.get("content") for c in ended] == [c.get("content") for c in held]
+        assert (ended[-1]["usage"], ended[-1]["model"]) == (held[-1]["usage"], held[-1]["model"])
+        assert [None] == [attempt.error_type for attempt in held[-1]["attempts"]]
+
+    async def test_what_follows_its_finish_and_usage_is_not_read(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer
+    ) -> None:
+        """An event that is no object after the finish and the usage is never read: the
+        answer was whole before it."""
+        fake.stream_next(
+            [_frame([_text("hi")]), _frame([_finish()]), _frame([], usage=_USAGE), "null"]
+        )
+
+        chunks = [chunk async for chunk in provider.stream(_mission("hi"))]
+
+        assert ("hi", _USAGE) == (chunks[0]["content"], chunks[-1]["usage"])
 
 
 class TestSeveralChoices:

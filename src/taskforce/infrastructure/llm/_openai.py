@@ -276,6 +276,8 @@ class OpenAICompatibleProvider:
                 retried after such an error reported. A connection that drops after the
                 ``finish_reason`` (before the usage or ``[DONE]``), or stays open past
                 the deadline, ends the stream as the answer it delivered, not as an error.
+                With the ``finish_reason`` and the usage read, the stream is not read on
+                (a server that holds it open before ``[DONE]`` does not hold the call up).
         """
         asked = model or self._model
         params = cast("list[ChatCompletionMessageParam]", list(messages))
@@ -383,6 +385,11 @@ class OpenAICompatibleProvider:
                     raise broke(exc, _classify(exc) or "other") from exc
                 for text in texts:
                     yield {"content": text}
+                if state.is_complete:
+                    # Its finish_reason and its usage read: the answer is whole. A server
+                    # that holds the stream open before [DONE] does not hold the call up;
+                    # the response is closed below.
+                    break
                 if held:  # read while the attempt opened
                     chunk = held.pop(0)
                     continue

@@ -371,6 +371,11 @@ class _StreamState:
     finish_read: bool = False
     # the answer's finish_reason, as the server gave it (``stop``, ``length``, ...)
     finish_reason: str | None = None
+    # A usage came with the finish_reason or after it, and the usage read holds both
+    # counts: the answer and what it cost are both read (the usage asked for by
+    # ``stream_options.include_usage``); nothing the rest of the stream may hold
+    # (``[DONE]``) adds to either. A usage sent in parts goes on to its last part.
+    is_complete: bool = False
     # The index of the choice that is the answer: the first one streamed. The others (a
     # call that asked for ``n`` > 1) are left out, as a whole completion's are.
     choice: int | None = None
@@ -382,7 +387,8 @@ class _StreamState:
             _ErrorInAnswer: the answer's choice ended with an error (its usage is taken in).
         """
         self.model = chunk.model or self.model
-        self.usage = _merged(self.usage, _usage(chunk.usage))
+        reported = _usage(chunk.usage)
+        self.usage = _merged(self.usage, reported)
         texts: list[str] = []
         # no choices at all: a keep-alive some servers send (``data: {}``), nothing to add
         for choice in chunk.choices or ():
@@ -401,6 +407,9 @@ class _StreamState:
                 texts.append(content)
             for part in delta.tool_calls or ():
                 self._add_call_part(part)
+        if reported is not None and self.finish_read:
+            usage = self.usage or {}
+            self.is_complete = "prompt_tokens" in usage and "completion_tokens" in usage
         return texts
 
     def _is_answer(self, choice: Any) -> bool:
