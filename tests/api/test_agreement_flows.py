@@ -39,7 +39,15 @@ from taskforce.core.interfaces import ChatMessage
 from taskforce.errors import LLMProviderError
 from taskforce.observability.logs._logging import configure_logging
 from tests.api.conftest import parse_sse
-from tests.api.test_agreement import _TOOLS, _OwnProvider
+from tests.api.test_agreement import (
+    _TOOLS,
+    _leave,
+    _line_of,
+    _OwnProvider,
+    _scrape,
+    _until_counted,
+    fixture_patient,  # noqa: F401 (the fixture ``patient``)
+)
 from tests.support.json_lines import JSONLines
 from tests.support.live_server import LiveServer, serve
 from tests.support.own_parts import TableTool, marker, raises
@@ -137,6 +145,20 @@ _SCENARIOS: dict[str, tuple[str, str | None]] = {
     "max steps": ("\n".join(["tool:t_ok {}"] * (_MAX_STEPS + 2)), "step_limit"),
 }
 
+#: scenario -> (mission, error_type) with ``agent.fail_on_tool_error`` off
+_FED_BACK: dict[str, tuple[str, str | None]] = {
+    "tool raises, fed back": ("tool:t_value_error {}\nsay done", None),
+    "tool returns None, fed back": ("tool:t_none {}\ntool:t_ok {}\nsay done", None),
+    "tool fails typed, fed back": ("tool:t_fail_typed {}\nsay done", None),
+    "tool runs past its limit, fed back": ("tool:t_past_the_limit {}\nsay done", None),
+    "unknown tool, fed back": ("tool:no_such_tool {}\ntool:t_ok {}", None),
+    "tool arguments the tool refuses, fed back": ('tool:calculator {"expr": "1"}', None),
+    "several failures, then the provider fails": (
+        "tool:t_fail {}\ntool:t_text {}\nllm:fail auth 1\nsay done",
+        "auth",
+    ),
+}
+
 #: The scenarios whose views differ by design, and in what (see ``_by_design``):
 #: - ``steps``: a step is a plan step in the legacy flow, an LLM turn in the lean one
 #:   (docs/logging.md, ``agent.step.started``); the plan is no step. A mission whose LLM
@@ -159,12 +181,15 @@ _BY_DESIGN: dict[str, str] = {
     "provider fails after a tool call": "steps",
     "llm:error after a tool call": "steps",
     "max steps": "turns",
+    "several failures, then the provider fails": "steps",
 }
 
 #: What each flow has of its own, by design (docs/architecture.md, docs/logging.md): the
 #: legacy flow plans with ``generate`` first, so its LLM calls, and so its tokens, differ in
 #: number; ``agent.plan.*`` are its events. Nothing else may differ.
 _FLOW_OWN_EVENTS = frozenset({"agent.plan.created", "agent.plan.failed"})
+#: Logged once a process for a model, by whichever mission calls it first.
+_ONCE = "llm.price.missing"
 
 #: The events whose field names must be the same in both flows.
 _COMPARED_PREFIXES = ("mission.", "tool.", "llm.")
@@ -173,11 +198,11 @@ _COMPARED_PREFIXES = ("mission.", "tool.", "llm.")
 _FLOW_OWN_FIELDS: frozenset[str] = frozenset()
 
 
-def _settings(root: Path) -> Settings:
+def _settings(root: Path, **agent: Any) -> Settings:
     return Settings(
         state_dir=root / "state",
         workspace_dir=root / "workspace",
-        agent={"tool_timeout_seconds": 0.2, "max_steps": _MAX_STEPS},
+        agent={"tool_timeout_seconds": 0.2, "max_steps": _MAX_STEPS, **agent},
         llm={
             "prices": {
                 "scripted-1": {"input": 1.0, "output": 2.0},
@@ -187,17 +212,26 @@ def _settings(root: Path) -> Settings:
     )
 
 
-@pytest.fixture(scope="module", name="served")
-def fixture_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """The service with the tools and provider above, on 127.0.0.1; for the module."""
-    container = build_container(
-        _settings(tmp_path_factory.mktemp("flows")), llm_provider=_Provider()
-    )
+def _serve(settings: Settings) -> Iterator[LiveServer]:
+    """The service with the tools and provider above, on 127.0.0.1."""
+    container = build_container(settings, llm_provider=_Provider())
     for name in _ALL_TOOLS:
         container.tool_registry.register(TableTool(name, _ALL_TOOLS))
     with serve(create_app(container=container)) as live:
         yield live
     asyncio.run(container.aclose())
+
+
+@pytest.fixture(scope="module", name="served")
+def fixture_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The service, a failed tool call failing its mission (the default); for the module."""
+    yield from _serve(_settings(tmp_path_factory.mktemp("flows")))
+
+
+@pytest.fixture(scope="module", name="forgiving")
+def fixture_forgiving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The service with ``agent.fail_on_tool_error`` off: a failed call is fed back."""
+    yield from _serve(_settings(tmp_path_factory.mktemp("forgiving"), fail_on_tool_error=False))
 
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -258,7 +292,7 @@ async def _views(
     def grown(name: str, by: str | None = None) -> dict[str, float]:
         return _grown(before, after, name, by, flow)
 
-    events = [line for line in mine if line["event"].startswith(_COMPARED_PREFIXES)]
+    events = [e for e in mine if e["event"].startswith(_COMPARED_PREFIXES) and e["event"] != _ONCE]
     failed_calls = ("tool.call.failed", "llm.call.failed", "llm.request.retry")
     requests = grown("taskforce_llm_requests_total", "status")
     spent = {
@@ -282,6 +316,12 @@ async def _views(
     return {
         "api": (code, result["status"], result["error_type"], result["tool_calls"]),
         "result keys": sorted(result),
+        # the words of an error: on the stream route the lean flow's call is another one
+        # (``stream``, not ``complete``), whose failure is told in words of its own
+        "said": (
+            result["final_message"],
+            result.get("error") if route == "execute" else result.get("error") is not None,
+        ),
         "stream": told,
         "record": (kept["mission_id"], kept["status"], kept["error_type"]),
         "log": {
@@ -321,6 +361,7 @@ async def _views(
             ),
         },
         "mission_id": result["mission_id"],
+        "moved": _all_grown(before, after, flow),
         "steps": (len(result["steps"]), log_steps(mine)),
     }
 
@@ -393,7 +434,25 @@ def _comparable(view: dict[str, Any]) -> dict[str, Any]:
         },
         "stream": view["stream"],
         "result keys": view["result keys"],
+        "said": view["said"],
+        # every series that moved; of the LLM calls' own, how many is each flow's own
+        "moved": {
+            key: (value if not key.startswith(_COUNTED_BY_FLOW) else "moved")
+            for key, value in view["moved"].items()
+            # only the lean flow streams, on the stream route (docs/architecture.md)
+            if not key.startswith("taskforce_llm_time_to_first_token_seconds")
+        },
     }
+
+
+#: Series that count LLM calls (or what they send and bill), whose number is each flow's.
+_COUNTED_BY_FLOW = (
+    "taskforce_llm_requests_total[('status', 'success')]",
+    "taskforce_llm_request_duration_seconds",
+    "taskforce_llm_tokens_total",
+    "taskforce_llm_cost_usd_total",
+    "taskforce_context_pack",
+)
 
 
 def _by_design(kind: str | None, lean: dict[str, Any], legacy: dict[str, Any]) -> None:
@@ -412,6 +471,25 @@ def _by_design(kind: str | None, lean: dict[str, Any], legacy: dict[str, Any]) -
                 assert view["metrics"].pop(name)
             assert view["log"].pop("tools completed")
             view.pop("stream")
+            view.pop("moved")
+
+
+async def _agree(
+    served: LiveServer,
+    lines: JSONLines,
+    scenario: str,
+    mission: str,
+    expected: str | None,
+    route: str,
+) -> None:
+    """Run ``mission`` in both flows: each names one outcome, and their views agree."""
+    views = {}
+    for flow in ("lean", "legacy"):
+        views[flow] = await _views(served.url, lines, mission, flow, route)
+        _check_one_outcome(views[flow], expected)
+    lean, legacy = _comparable(views["lean"]), _comparable(views["legacy"])
+    _by_design(_BY_DESIGN.get(scenario), lean, legacy)
+    assert lean == legacy
 
 
 @pytest.fixture(name="lines")
@@ -430,14 +508,16 @@ class TestTheTwoFlowsAgree:
     ) -> None:
         """Each flow's API result, log lines and metrics name one outcome, and the two
         flows' views are the same but for what a flow has of its own by design."""
-        mission, expected = _SCENARIOS[scenario]
-        views = {}
-        for flow in ("lean", "legacy"):
-            views[flow] = await _views(served.url, lines, mission, flow, route)
-            _check_one_outcome(views[flow], expected)
-        lean, legacy = _comparable(views["lean"]), _comparable(views["legacy"])
-        _by_design(_BY_DESIGN.get(scenario), lean, legacy)
-        assert lean == legacy
+        await _agree(served, lines, scenario, *_SCENARIOS[scenario], route)
+
+    @pytest.mark.parametrize("route", list(_ROUTES))
+    @pytest.mark.parametrize("scenario", list(_FED_BACK))
+    async def test_same_call_same_views_with_failures_fed_back(
+        self, forgiving: LiveServer, lines: JSONLines, scenario: str, route: str
+    ) -> None:
+        """The same, with ``agent.fail_on_tool_error`` off: each failed tool call is
+        counted and logged alike, and the mission goes on alike in both flows."""
+        await _agree(forgiving, lines, scenario, *_FED_BACK[scenario], route)
 
     @pytest.mark.parametrize("route", list(_ROUTES))
     async def test_a_session_reused_across_flows(
@@ -457,3 +537,78 @@ class TestTheTwoFlowsAgree:
             record = (await client.get(f"/api/v1/sessions/{session}")).json()
         assert [v["mission_id"] for v in views] == [m["mission_id"] for m in record["missions"]]
         assert ["lean", "legacy", "lean"] == [m.get("agent_type") for m in record["missions"]]
+
+
+def _all_grown(before: Samples, after: Samples, flow: str) -> dict[str, float]:
+    """Every series of ``flow`` that moved (a histogram by its count), by name and labels
+    but ``agent_type``, ``model`` and ``operation`` (the legacy flow plans with ``generate``)."""
+    moved: dict[str, float] = {}
+    for (name, labels), value in after.items():
+        series = dict(labels)
+        if series.pop("agent_type", None) != flow or name.endswith("_sum"):
+            continue
+        delta = value - before.get((name, labels), 0.0)
+        if "_in_progress" in name:
+            delta = value  # a gauge: where it stands, not how it moved
+        series.pop("model", None)
+        series.pop("operation", None)
+        key = name + str(sorted(series.items()))
+        if delta:
+            moved[key] = moved.get(key, 0.0) + delta
+    return moved
+
+
+async def _left(
+    url: str, lines: JSONLines, mission: str, flow: str, route: str, at: str
+) -> dict[str, Any]:
+    """Start ``mission`` in ``flow`` on ``route``, leave at its ``at`` line: what moved."""
+    session = uuid.uuid4().hex
+    body = {"mission": mission, "agent_type": flow, "session_id": session}
+    async with httpx.AsyncClient(base_url=url, timeout=_GUARD_SECONDS) as client:
+        before, counted = await _samples(client), await _scrape(client)
+        async with httpx.AsyncClient(base_url=url, timeout=_GUARD_SECONDS) as leaving:
+            await _leave(leaving, route, body, lines, at)
+        ended = await _line_of(lines, session, "mission.cancelled")
+        assert await _until_counted(client, counted, route)
+        after = await _samples(client)
+        record = (await client.get(f"/api/v1/sessions/{session}")).json()["missions"][-1]
+    mine = [line for line in lines.read() if line.get("mission_id") == ended["mission_id"]]
+    return {
+        "record": (record["status"], record["error_type"]),
+        "log": [
+            (line["event"], line.get("status"), line.get("error_type"))
+            for line in mine
+            if line["event"].startswith(_COMPARED_PREFIXES) and line["event"] != _ONCE
+        ],
+        "metrics": _all_grown(before, after, flow),
+    }
+
+
+class TestAClientThatLeavesInBothFlows:
+    @pytest.mark.parametrize("route", list(_ROUTES))
+    @pytest.mark.parametrize(
+        ("mission", "at"),
+        [
+            ("tool:t_past_the_limit {}", "tool.call.started"),
+            ("llm:delay 60000\nhi", "mission.started"),
+        ],
+        ids=["in a tool call", "in an LLM call"],
+    )
+    async def test_the_same_cancelled_mission_in_both(
+        self, patient: LiveServer, lines: JSONLines, route: str, mission: str, at: str
+    ) -> None:
+        """A client that leaves mid-call leaves the same cancelled mission in both flows:
+        its record, its log lines and every series it moved (none in progress after it)."""
+        views = {
+            flow: await _left(patient.url, lines, mission, flow, route, at)
+            for flow in ("lean", "legacy")
+        }
+        assert views["lean"]["record"] == ("cancelled", "cancelled")
+        if at == "tool.call.started":  # the legacy flow planned and asked: two LLM calls
+            for view in views.values():
+                view["metrics"] = {
+                    k: v
+                    for k, v in view["metrics"].items()
+                    if not k.startswith(("taskforce_llm", "taskforce_context"))
+                }
+        assert views["lean"] == views["legacy"]
