@@ -22,6 +22,7 @@ and the events only one flow has (``agent.plan.*``). A client that leaves mid-mi
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
@@ -48,6 +49,7 @@ from tests.api.test_agreement import (
     _until_counted,
     fixture_patient,  # noqa: F401 (the fixture ``patient``)
 )
+from tests.api.test_serving import _serving
 from tests.support.json_lines import JSONLines
 from tests.support.live_server import LiveServer, serve
 from tests.support.own_parts import TableTool, marker, raises
@@ -59,6 +61,8 @@ _GUARD_SECONDS = 30.0
 _MAX_STEPS = 6
 #: A result far over any message a model is sent, but under the API's own limits.
 _HUGE_CHARS = 2_000_000
+#: A built-in tool call that outlasts a shutdown's grace (the tool limit is the default).
+_SLOW_MISSION = 'tool:sleep {"seconds": 30}\ndone'
 
 #: tool name -> behaviour, beside test_agreement's tools.
 _MORE_TOOLS: dict[str, Callable[[], Any]] = {
@@ -87,12 +91,30 @@ _RAISES: dict[str, Callable[[], Any]] = {
 }
 
 
+#: marker -> the blank final answer a marked mission gets, after the scripted plan (legacy):
+#: as the text of a turn without tool calls (lean), as a ``finish`` action's answer (legacy)
+_BLANK: dict[str, str | None] = {"blank-answer": " \n\t", "null-answer": None, "no-answer": ""}
+
+
 class _Provider(_OwnProvider):
-    """test_agreement's provider of one's own, and the failures of ``_RAISES`` on cue."""
+    """test_agreement's provider of one's own, with the failures of ``_RAISES`` and the
+    blank answers of ``_BLANK`` on cue."""
 
     async def complete(self, messages: Sequence[ChatMessage], *args: Any, **kwargs: Any) -> Any:
-        if (case := marker([m.get("content") for m in messages], _RAISES)) is not None:
+        texts = [m.get("content") for m in messages]
+        if (case := marker(texts, _RAISES)) is not None:
             return _RAISES[case]()
+        if (blank := marker(texts, _BLANK)) is not None:
+            answer = _BLANK[blank]
+            if not kwargs.get("tools"):
+                answer = json.dumps({"action": "finish", "answer": answer})
+            return {
+                "success": True,
+                "content": answer,
+                "tool_calls": [],
+                "model": "own-1",
+                "usage": _USAGE,
+            }
         return await super().complete(messages, *args, **kwargs)
 
     async def generate(self, prompt: str, *args: Any, **kwargs: Any) -> Any:
@@ -108,6 +130,10 @@ class _Provider(_OwnProvider):
             raise LLMProviderError(
                 failed["error"], error_type=failed["error_type"], usage=failed["usage"]
             )
+        if (blank := marker([m.get("content") for m in messages], _BLANK)) is not None:
+            yield {"content": _BLANK[blank]}
+            yield {"done": True, "tool_calls": [], "model": "own-1", "usage": _USAGE}
+            return
         async for chunk in super().stream(messages, *args, **kwargs):
             yield chunk
 
@@ -142,6 +168,9 @@ _SCENARIOS: dict[str, tuple[str, str | None]] = {
         "tool:t_ok {}\ntool:t_fail_typed {}",
         "QuotaExceeded",
     ),
+    "a blank answer": ("odd:blank-answer", "empty_answer"),
+    "a null answer": ("odd:null-answer", "empty_answer"),
+    "an empty answer": ("odd:no-answer", "empty_answer"),
     "max steps": ("\n".join(["tool:t_ok {}"] * (_MAX_STEPS + 2)), "step_limit"),
 }
 
@@ -164,6 +193,8 @@ _FED_BACK: dict[str, tuple[str, str | None]] = {
 #:   (docs/logging.md, ``agent.step.started``); the plan is no step. A mission whose LLM
 #:   call fails in the plan, or in the turn after a step's tool call, ends with one step
 #:   fewer in the legacy flow than the lean flow's turns;
+#: - ``words``: the error of an empty answer is told in each flow's words (docs/logging.md,
+#:   ``empty_answer``: a turn with neither text nor tool calls, a blank last step);
 #: - ``turns``: the legacy flow spends two LLM turns on a step with a tool call (the call,
 #:   then ``finish``), the lean flow one (docs/configuration.md, ``agent.max_steps``), so
 #:   the step limit stops it after fewer tool calls.
@@ -180,6 +211,9 @@ _BY_DESIGN: dict[str, str] = {
     "provider raises with billed tokens": "steps",
     "provider fails after a tool call": "steps",
     "llm:error after a tool call": "steps",
+    "a blank answer": "words",
+    "a null answer": "words",
+    "an empty answer": "words",
     "max steps": "turns",
     "several failures, then the provider fails": "steps",
 }
@@ -241,9 +275,14 @@ async def _samples(client: httpx.AsyncClient) -> Samples:
     """Every ``taskforce_`` sample of one scrape (histograms by their ``_count`` and ``_sum``)."""
     response = await client.get("/metrics")
     assert 200 == response.status_code
+    return _parsed(response.text)
+
+
+def _parsed(text: str) -> Samples:
+    """Every ``taskforce_`` sample of an exposition (histograms by ``_count`` and ``_sum``)."""
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.text)
+        for family in text_string_to_metric_families(text)
         for sample in family.samples
         if sample.name.startswith("taskforce_") and not sample.name.endswith("_bucket")
     }
@@ -463,6 +502,14 @@ def _by_design(kind: str | None, lean: dict[str, Any], legacy: dict[str, Any]) -
         ]
         assert steps == fewer + 1
         legacy["metrics"]["missions measured"]["mission_steps"] = (1, steps)
+    elif kind == "words":
+        assert [
+            ("", "the model answered with neither text nor tool calls"),
+            ("", "the model's final answer is empty"),
+        ] == [view["said"] for view in (lean, legacy)] or all(
+            view["said"] == ("", True) for view in (lean, legacy)
+        )
+        legacy["said"] = lean["said"]
     elif kind == "turns":  # fewer tool calls in the legacy flow, none of them failed
         assert lean["api"][3] > legacy["api"][3]
         for view in (lean, legacy):
@@ -611,4 +658,68 @@ class TestAClientThatLeavesInBothFlows:
                     for k, v in view["metrics"].items()
                     if not k.startswith(("taskforce_llm", "taskforce_context"))
                 }
+        assert views["lean"] == views["legacy"]
+
+
+class TestAShutdownInBothFlows:
+    async def test_the_same_cancelled_missions_in_both(self, settings: Settings) -> None:
+        """Missions of both flows, on both routes, still in a tool call when the shutdown's
+        grace expires: each flow's answers, records, log lines and series say the same."""
+        lines = JSONLines()
+        configure_logging(fmt="json", stream=lines, level="debug")
+        bodies = {
+            (flow, route): {
+                "mission": _SLOW_MISSION,
+                "agent_type": flow,
+                "session_id": f"{flow}-{route}",
+            }
+            for flow in ("lean", "legacy")
+            for route in _ROUTES
+        }
+        async with _serving(settings) as running:
+            async with httpx.AsyncClient(base_url=running.url, timeout=_GUARD_SECONDS) as client:
+                before = await _samples(client)
+                asked = {
+                    key: asyncio.create_task(client.post(_ROUTES[key[1]], json=body))
+                    for key, body in bodies.items()
+                }
+                for body in bodies.values():
+                    await _line_of(lines, body["session_id"], "tool.call.started")
+                running.server.should_exit = True
+                await asyncio.wait_for(running.task, timeout=_GUARD_SECONDS)
+                answers = dict(zip(asked, await asyncio.gather(*asked.values()), strict=True))
+            assert running.container.metrics is not None
+            after = {
+                key: value
+                for key, value in _parsed(running.container.metrics.render().decode()).items()
+            }
+        records = {
+            key: json.loads((settings.state_dir / f"{body['session_id']}.json").read_text())
+            for key, body in bodies.items()
+        }
+        views: dict[str, dict[str, Any]] = {}
+        for flow in ("lean", "legacy"):
+            told = {}
+            for route in _ROUTES:
+                answer = answers[(flow, route)]
+                said = answer.json() if route == "execute" else parse_sse(answer.text)[-1][1]
+                told[route] = (answer.status_code, said.get("error_type"))
+                mission = records[(flow, route)]["missions"][-1]
+                told[f"{route} record"] = (mission["status"], mission["error_type"])
+                told[f"{route} log"] = [
+                    (line["event"], line.get("status"), line.get("error_type"))
+                    for line in lines.read()
+                    if line.get("mission_id") == mission["mission_id"]
+                    and line["event"].startswith(_COMPARED_PREFIXES)
+                    and line["event"] != _ONCE
+                ]
+            # the legacy flow planned first: its LLM calls are its own
+            told["moved"] = {
+                key: value
+                for key, value in _all_grown(before, after, flow).items()
+                if not key.startswith(("taskforce_llm", "taskforce_context"))
+            }
+            views[flow] = told
+        assert (503, "cancelled") == views["lean"]["execute"][:1] + views["lean"]["stream"][1:]
+        assert ("cancelled", "cancelled") == views["lean"]["execute record"]
         assert views["lean"] == views["legacy"]
