@@ -36,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from taskforce.api.server import create_app
 from taskforce.application.container import build_container
 from taskforce.config import Settings
+from taskforce.core.domain.prompts import OBSERVATION_PREFIX
 from taskforce.core.interfaces import ChatMessage
 from taskforce.errors import LLMProviderError
 from taskforce.observability.logs._logging import configure_logging
@@ -96,14 +97,33 @@ _RAISES: dict[str, Callable[[], Any]] = {
 _BLANK: dict[str, str | None] = {"blank-answer": " \n\t", "null-answer": None, "no-answer": ""}
 
 
+#: marker -> the arguments, no JSON object, of the call to ``t_ok`` a marked mission's model
+#: asks for first: a native tool call's (lean), a ``tool_call`` action's ``args`` (legacy)
+_NO_OBJECT: dict[str, str | None] = {"null-args": None, "null-args-text": "null"}
+
+
+def _asks_with(arguments: str | None, messages: Sequence[ChatMessage], **kwargs: Any) -> Any:
+    """The model's answer that asks for ``t_ok`` with ``arguments``, until a tool result."""
+    if any(str(m.get("content")).startswith(OBSERVATION_PREFIX) for m in messages):
+        content = json.dumps({"action": "finish", "answer": "done"})
+        return {"success": True, "content": content, "tool_calls": [], "usage": _USAGE}
+    if kwargs.get("tools"):
+        call = {"id": "c1", "name": "t_ok", "arguments": arguments}
+        return {"success": True, "content": None, "tool_calls": [call], "usage": _USAGE}
+    content = json.dumps({"action": "tool_call", "tool": "t_ok", "args": arguments})
+    return {"success": True, "content": content, "tool_calls": [], "usage": _USAGE}
+
+
 class _Provider(_OwnProvider):
-    """test_agreement's provider of one's own, with the failures of ``_RAISES`` and the
-    blank answers of ``_BLANK`` on cue."""
+    """test_agreement's provider of one's own, with the failures of ``_RAISES``, the
+    blank answers of ``_BLANK`` and the arguments of ``_NO_OBJECT`` on cue."""
 
     async def complete(self, messages: Sequence[ChatMessage], *args: Any, **kwargs: Any) -> Any:
         texts = [m.get("content") for m in messages]
         if (case := marker(texts, _RAISES)) is not None:
             return _RAISES[case]()
+        if (asked := marker(texts, _NO_OBJECT)) is not None:
+            return _asks_with(_NO_OBJECT[asked], messages, **kwargs)
         if (blank := marker(texts, _BLANK)) is not None:
             answer = _BLANK[blank]
             if not kwargs.get("tools"):
@@ -130,6 +150,10 @@ class _Provider(_OwnProvider):
             raise LLMProviderError(
                 failed["error"], error_type=failed["error_type"], usage=failed["usage"]
             )
+        if (asked := marker([m.get("content") for m in messages], _NO_OBJECT)) is not None:
+            answer = _asks_with(_NO_OBJECT[asked], messages, **kwargs)
+            yield {"done": True, "tool_calls": answer["tool_calls"], "usage": _USAGE}
+            return
         if (blank := marker([m.get("content") for m in messages], _BLANK)) is not None:
             yield {"content": _BLANK[blank]}
             yield {"done": True, "tool_calls": [], "model": "own-1", "usage": _USAGE}
@@ -185,6 +209,21 @@ _FED_BACK: dict[str, tuple[str, str | None]] = {
     "several failures, then the provider fails": (
         "tool:t_fail {}\ntool:t_text {}\nllm:fail auth 1\nsay done",
         "auth",
+    ),
+}
+
+#: scenario -> (mission, {flow: error_type}): a call each flow reads its own way, as the
+#: docs say (docs/metrics.md, ``taskforce_tool_calls_total``: arguments that are no JSON
+#: object, ``null`` among them, are a lean tool call refused as ``InvalidArguments`` and
+#: an unreadable legacy action, ``invalid_action`` when it comes again)
+_EACH_ITS_OWN: dict[str, tuple[str, dict[str, str | None]]] = {
+    "tool arguments null": (
+        "odd:null-args",
+        {"lean": "InvalidArguments", "legacy": "invalid_action"},
+    ),
+    "tool arguments null, as JSON text": (
+        "odd:null-args-text",
+        {"lean": "InvalidArguments", "legacy": "invalid_action"},
     ),
 }
 
@@ -556,6 +595,18 @@ class TestTheTwoFlowsAgree:
         """Each flow's API result, log lines and metrics name one outcome, and the two
         flows' views are the same but for what a flow has of its own by design."""
         await _agree(served, lines, scenario, *_SCENARIOS[scenario], route)
+
+    @pytest.mark.parametrize("route", list(_ROUTES))
+    @pytest.mark.parametrize("scenario", list(_EACH_ITS_OWN))
+    async def test_a_call_each_flow_reads_its_own_way(
+        self, served: LiveServer, lines: JSONLines, scenario: str, route: str
+    ) -> None:
+        """A call the docs have each flow read its own way ends as they say in each, and
+        each flow's API result, log lines and metrics name that one outcome."""
+        mission, expected = _EACH_ITS_OWN[scenario]
+        for flow in ("lean", "legacy"):
+            view = await _views(served.url, lines, mission, flow, route)
+            _check_one_outcome(view, expected[flow])
 
     @pytest.mark.parametrize("route", list(_ROUTES))
     @pytest.mark.parametrize("scenario", list(_FED_BACK))

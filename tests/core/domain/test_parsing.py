@@ -159,6 +159,8 @@ class TestParseAction:
             ('{"action": "finish"}', "answer"),
             ('{"action": "tool_call", "args": {}}', "tool name"),
             ('{"action": "tool_call", "tool": "t", "args": [1]}', "JSON object"),
+            ('{"action": "tool_call", "tool": "t", "args": null}', "JSON object, got NoneType"),
+            ('{"action": "tool_call", "tool": "t", "args": "null"}', "JSON object, got NoneType"),
         ],
     )
     def test_refused(self, reply: str | None, reason: str) -> None:

@@ -268,8 +268,7 @@ def parse_action(text: str | None, max_depth: int = MAX_JSON_DEPTH) -> ToolActio
             except ValueError as exc:
                 raise ActionParseError(f"'args' is not valid JSON: {exc}") from exc
             args = _bounded(decoded, max_depth) if _may_nest_too_deep(args, max_depth) else decoded
-        if args is None:
-            args = {}
+        # null is no object either: refused, as the lean flow refuses such arguments
         if not isinstance(args, dict):
             raise ActionParseError(f"'args' must be a JSON object, got {type(args).__name__}")
         return ToolAction(tool, args)
