@@ -774,17 +774,17 @@ async def _leave(
             await request
 
 
+#: Where a client leaves its mission: case -> (mission, the line it leaves at).
+LEAVING = {
+    "in a tool call": ("tool:t_past_the_limit {}", "tool.call.started"),
+    "in an LLM call": ("llm:delay 60000\nhi", "mission.started"),
+}
+
+
 class TestAClientThatLeaves:
     @pytest.mark.parametrize("flow", _FLOWS)
     @pytest.mark.parametrize("route", list(_ROUTES))
-    @pytest.mark.parametrize(
-        ("mission", "at"),
-        [
-            ("tool:t_past_the_limit {}", "tool.call.started"),
-            ("llm:delay 60000\nhi", "mission.started"),
-        ],
-        ids=["in a tool call", "in an LLM call"],
-    )
+    @pytest.mark.parametrize(("mission", "at"), list(LEAVING.values()), ids=list(LEAVING))
     async def test_leaves_a_cancelled_mission_everywhere(
         self, patient: LiveServer, flow: str, route: str, mission: str, at: str
     ) -> None:

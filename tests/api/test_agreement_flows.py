@@ -42,7 +42,9 @@ from taskforce.errors import LLMProviderError
 from taskforce.observability.logs._logging import configure_logging
 from tests.api.conftest import parse_sse
 from tests.api.test_agreement import (
+    _CASES,
     _TOOLS,
+    LEAVING,
     _leave,
     _line_of,
     _OwnProvider,
@@ -162,25 +164,29 @@ class _Provider(_OwnProvider):
             yield chunk
 
 
+#: The cases of test_agreement.py run here too, each through both flows at once.
+_SHARED = (
+    "tool raises ValueError",
+    "tool returns None",
+    "tool returns text",
+    "tool runs past its limit",
+    "unknown tool",
+    "built-in tool, wrong arguments",
+    "llm:fail timeout always",
+    "llm:fail rate_limit once",
+    "llm:fail rate_limit always",
+    "llm:fail server_error always",
+    "llm:fail auth once",
+    "own provider returns None",
+)
 #: scenario -> (mission, the error_type both flows end with; None: completed)
 _SCENARIOS: dict[str, tuple[str, str | None]] = {
+    **{case: _CASES[case] for case in _SHARED},
     "success in one step": ("say hi", None),
     "success in several steps": ("tool:t_ok {}\ntool:t_ok {}\nsay done", None),
-    "tool raises": ("tool:t_value_error {}", "ValueError"),
-    "tool returns None": ("tool:t_none {}", "invalid_result"),
-    "tool returns text": ("tool:t_text {}", "invalid_result"),
     "tool returns a list": ("tool:t_list {}", "invalid_result"),
     "tool returns a huge result": ("tool:t_huge {}\nsay done", None),
-    "tool runs past its limit": ("tool:t_past_the_limit {}", "timeout"),
-    "unknown tool": ("tool:no_such_tool {}\nsay done", None),
     "tool arguments that are no object": ("tool:t_ok [1, 2]", "bad_request"),
-    "tool arguments the tool refuses": ('tool:calculator {"expr": "1"}', "InvalidArguments"),
-    "provider times out": ("llm:fail timeout 5\nsay done", "timeout"),
-    "provider rate-limits once": ("llm:fail rate_limit 1\nsay done", None),
-    "provider rate-limits past the retries": ("llm:fail rate_limit 5\nsay done", "rate_limit"),
-    "provider 5xx past the retries": ("llm:fail server_error 5\nsay done", "server_error"),
-    "provider refuses": ("llm:fail auth 1\nsay done", "auth"),
-    "provider answers no result": ("odd:none", "invalid_response"),
     "provider raises invalid_response": ("odd:invalid-response", "invalid_response"),
     "provider: context too long": ("odd:context-too-long", "bad_request"),
     "provider fails with billed tokens": ("odd:fail-with-usage", "invalid_response"),
@@ -239,11 +245,11 @@ _EACH_ITS_OWN: dict[str, tuple[str, dict[str, str | None]]] = {
 #:   the step limit stops it after fewer tool calls.
 _BY_DESIGN: dict[str, str] = {
     "tool arguments that are no object": "steps",
-    "provider times out": "steps",
-    "provider rate-limits past the retries": "steps",
-    "provider 5xx past the retries": "steps",
-    "provider refuses": "steps",
-    "provider answers no result": "steps",
+    "llm:fail timeout always": "steps",
+    "llm:fail rate_limit always": "steps",
+    "llm:fail server_error always": "steps",
+    "llm:fail auth once": "steps",
+    "own provider returns None": "steps",
     "provider raises invalid_response": "steps",
     "provider: context too long": "steps",
     "provider fails with billed tokens": "steps",
@@ -684,14 +690,7 @@ async def _left(
 
 class TestAClientThatLeavesInBothFlows:
     @pytest.mark.parametrize("route", list(_ROUTES))
-    @pytest.mark.parametrize(
-        ("mission", "at"),
-        [
-            ("tool:t_past_the_limit {}", "tool.call.started"),
-            ("llm:delay 60000\nhi", "mission.started"),
-        ],
-        ids=["in a tool call", "in an LLM call"],
-    )
+    @pytest.mark.parametrize(("mission", "at"), list(LEAVING.values()), ids=list(LEAVING))
     async def test_the_same_cancelled_mission_in_both(
         self, patient: LiveServer, lines: JSONLines, route: str, mission: str, at: str
     ) -> None:
