@@ -739,17 +739,14 @@ class TestAShutdownInBothFlows:
                 await asyncio.wait_for(running.task, timeout=_GUARD_SECONDS)
                 answers = dict(zip(asked, await asyncio.gather(*asked.values()), strict=True))
             assert running.container.metrics is not None
-            after = {
-                key: value
-                for key, value in _parsed(running.container.metrics.render().decode()).items()
-            }
+            after = _parsed(running.container.metrics.render().decode())
         records = {
             key: json.loads((settings.state_dir / f"{body['session_id']}.json").read_text())
             for key, body in bodies.items()
         }
         views: dict[str, dict[str, Any]] = {}
         for flow in ("lean", "legacy"):
-            told = {}
+            told: dict[str, Any] = {}
             for route in _ROUTES:
                 answer = answers[(flow, route)]
                 said = answer.json() if route == "execute" else parse_sse(answer.text)[-1][1]
