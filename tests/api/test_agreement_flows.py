@@ -408,6 +408,11 @@ async def _views(
         ),
         "stream": told,
         "record": (kept["mission_id"], kept["status"], kept["error_type"]),
+        "record keys": (
+            sorted(kept),
+            sorted({key for step in kept.get("steps") or [] for key in step}),
+            sorted({key for step in result["steps"] for key in step}),
+        ),
         "log": {
             "end": [(e["event"], e.get("error_type")) for e in mine if e["event"] in _ENDS],
             "calls": [
@@ -509,6 +514,7 @@ def _comparable(view: dict[str, Any]) -> dict[str, Any]:
     return {
         "api": view["api"],
         "record": view["record"][1:],
+        "record keys": view["record keys"],
         "log": {**log, "fields": fields},
         "metrics": {
             name: value
@@ -547,6 +553,9 @@ def _by_design(kind: str | None, lean: dict[str, Any], legacy: dict[str, Any]) -
         ]
         assert steps == fewer + 1
         legacy["metrics"]["missions measured"]["mission_steps"] = (1, steps)
+        if fewer == 0:  # no step whose keys could be compared
+            assert ([], []) == legacy["record keys"][1:]
+            legacy["record keys"] = lean["record keys"]
     elif kind == "words":
         assert [
             ("", "the model answered with neither text nor tool calls"),
