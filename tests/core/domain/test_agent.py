@@ -309,6 +309,19 @@ class TestAgentFails:
         assert "failed" == outcome.status
         assert outcome.error is not None and "overloaded" in outcome.error
 
+    @pytest.mark.parametrize(("answer", "kind"), [(None, "NoneType"), ("text", "str")])
+    async def test_a_plan_call_that_returns_no_result(self, answer: Any, kind: str) -> None:
+        """A planner that returns no dict fails the mission as invalid_response, saying
+        what it returned (as the lean flow's turn and a stream's chunk say it)."""
+        outcome = await Agent(QueueLLM(generate=[answer]), _registry()).run("m")
+
+        error = f"LLM call failed: the provider returned a {kind}, not a result"
+        assert ("failed", error, "invalid_response") == (
+            outcome.status,
+            outcome.error,
+            outcome.error_type,
+        )
+
     async def test_llm_exception_during_step(self) -> None:
         """A provider exception during a step fails the step and the mission."""
         llm = QueueLLM(complete=[ConnectionError("reset")], generate=[plan("x")])

@@ -344,6 +344,19 @@ class TestLeanAgentFails:
         with pytest.raises(ValueError, match=name):
             LeanAgent(QueueLLM(), _registry(), **kwargs)
 
+    @pytest.mark.parametrize(("answer", "kind"), [(None, "NoneType"), ("text", "str")])
+    async def test_a_turn_that_returns_no_result(self, answer: Any, kind: str) -> None:
+        """A ``complete`` that returns no dict fails the call as invalid_response, saying
+        what it returned, as a stream's chunk that is no dict is said."""
+        outcome = await LeanAgent(QueueLLM([answer]), _registry()).run("hi")
+
+        error = f"LLM call failed: the provider returned a {kind}, not a result"
+        assert ("failed", error, "invalid_response") == (
+            outcome.status,
+            outcome.error,
+            outcome.error_type,
+        )
+
 
 class _StreamingLLM:
     """Streams scripted turns: text deltas, then a done chunk with tool calls; or raises."""

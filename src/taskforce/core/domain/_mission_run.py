@@ -426,8 +426,8 @@ def _reported_error(result: object) -> str:
     """The ``error`` of a failed LLM result as text; a stock phrase when it has none to give.
 
     A success that ``classify_llm_result`` fails has text that is no string, or tool
-    calls that cannot be run: said as a streamed chunk that holds them is
-    (``UnusableChunk``).
+    calls that cannot be run, and a value that is no dict is no result: said as a
+    streamed chunk that holds them, or is no chunk, is (``UnusableChunk``).
     """
     try:
         if isinstance(result, dict) and result.get("success") is True:
@@ -436,8 +436,9 @@ def _reported_error(result: object) -> str:
                 problem = tool_calls_problem(result.get("tool_calls"))
                 return f"the provider answered {problem}"
             return f"the provider answered a {type(content).__name__} as text, not a string"
-        error = result.get("error") if isinstance(result, dict) else None
-        return str(error or _NO_REASON)
+        if not isinstance(result, dict):  # no result at all: said as a stream's chunk is
+            return f"the provider returned a {type(result).__name__}, not a result"
+        return str(result.get("error") or _NO_REASON)
     except Exception:  # a mapping or an error of the provider's own that cannot be read
         return _NO_REASON
 
