@@ -328,12 +328,20 @@ async def _samples(client: httpx.AsyncClient) -> Samples:
 
 
 def _parsed(text: str) -> Samples:
-    """Every ``taskforce_`` sample of an exposition (histograms by ``_count`` and ``_sum``)."""
+    """Every ``taskforce_`` sample of an exposition (histograms by ``_count`` and ``_sum``).
+
+    Only those lines are parsed (each as a family of its own, named as the sample): the
+    buckets are most of a scrape, and parsing them most of this module's time.
+    """
+    kept = "\n".join(
+        line
+        for line in text.splitlines()
+        if line.startswith("taskforce_") and "_bucket{" not in line
+    )
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
+        for family in text_string_to_metric_families(kept + "\n")
         for sample in family.samples
-        if sample.name.startswith("taskforce_") and not sample.name.endswith("_bucket")
     }
 
 
@@ -365,15 +373,39 @@ async def _run(
 
 
 async def _views(
-    url: str, lines: JSONLines, mission: str, flow: str, route: str, session: str | None = None
-) -> dict[str, Any]:
-    """Run ``mission`` in ``flow`` on ``route``: its API, log and metrics views."""
-    body = {"mission": mission, "agent_type": flow, "session_id": session or uuid.uuid4().hex}
+    url: str, lines: JSONLines, route: str, runs: Sequence[tuple[str, str, str | None]]
+) -> list[dict[str, Any]]:
+    """Run each ``(flow, mission, session)`` on ``route`` at once (two of them: of two
+    flows, whose series ``agent_type`` tells apart): their API, log and metrics views."""
+
+    async def run(client: httpx.AsyncClient, flow: str, mission: str, session: str | None) -> Any:
+        body = {"mission": mission, "agent_type": flow, "session_id": session or uuid.uuid4().hex}
+        answered = await _run(client, route, body)
+        record = await client.get(f"/api/v1/sessions/{body['session_id']}")
+        return (*answered, record.json())
+
     async with httpx.AsyncClient(base_url=url, timeout=_GUARD_SECONDS) as client:
         before = await _samples(client)
-        code, result, streamed = await _run(client, route, body)
+        ran = await asyncio.gather(*(run(client, *one) for one in runs))
         after = await _samples(client)
-        record = (await client.get(f"/api/v1/sessions/{body['session_id']}")).json()
+    return [
+        _view(before, after, lines, flow, route, *answered)
+        for (flow, _, _), answered in zip(runs, ran, strict=True)
+    ]
+
+
+def _view(
+    before: Samples,
+    after: Samples,
+    lines: JSONLines,
+    flow: str,
+    route: str,
+    code: int,
+    result: dict[str, Any],
+    streamed: list[tuple[str, dict[str, Any]]],
+    record: dict[str, Any],
+) -> dict[str, Any]:
+    """One mission's API, log and metrics views."""
     mine = [line for line in lines.read() if line.get("mission_id") == result["mission_id"]]
     kept = record["missions"][-1]
 
@@ -586,10 +618,16 @@ async def _agree(
     route: str,
 ) -> None:
     """Run ``mission`` in both flows: each names one outcome, and their views agree."""
-    views = {}
-    for flow in ("lean", "legacy"):
-        views[flow] = await _views(served.url, lines, mission, flow, route)
-        _check_one_outcome(views[flow], expected)
+    flows = ("lean", "legacy")
+    views = dict(
+        zip(
+            flows,
+            await _views(served.url, lines, route, [(f, mission, None) for f in flows]),
+            strict=True,
+        )
+    )
+    for view in views.values():
+        _check_one_outcome(view, expected)
     lean, legacy = _comparable(views["lean"]), _comparable(views["legacy"])
     _by_design(_BY_DESIGN.get(scenario), lean, legacy)
     assert lean == legacy
@@ -621,8 +659,10 @@ class TestTheTwoFlowsAgree:
         """A call the docs have each flow read its own way ends as they say in each, and
         each flow's API result, log lines and metrics name that one outcome."""
         mission, expected = _EACH_ITS_OWN[scenario]
-        for flow in ("lean", "legacy"):
-            view = await _views(served.url, lines, mission, flow, route)
+        runs = [(flow, mission, None) for flow in expected]
+        for (flow, _, _), view in zip(
+            runs, await _views(served.url, lines, route, runs), strict=True
+        ):
             _check_one_outcome(view, expected[flow])
 
     @pytest.mark.parametrize("route", list(_ROUTES))
@@ -644,7 +684,7 @@ class TestTheTwoFlowsAgree:
         mission = "tool:t_ok {}\ntool:t_value_error {}"
         views = []
         for flow in ("lean", "legacy", "lean"):
-            view = await _views(served.url, lines, mission, flow, route, session)
+            (view,) = await _views(served.url, lines, route, [(flow, mission, session)])
             _check_one_outcome(view, "ValueError")
             views.append(view)
         assert _comparable(views[0]) == _comparable(views[1]) == _comparable(views[2])
