@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from taskforce.config import Settings, check_directories, dsn_secrets, load_settings
+from taskforce.config._validators import MAX_SETTING_DEPTH
 from taskforce.core.interfaces.log import LOG_CATEGORIES
 from taskforce.errors import ConfigurationError, UnknownSettingError
 
@@ -374,6 +375,59 @@ class TestErrors:
         with pytest.raises(ConfigurationError, match="nested too deeply") as info:
             load_settings()
         assert (setting, variable) == (info.value.setting, info.value.source)
+
+    @pytest.mark.parametrize("depth", [MAX_SETTING_DEPTH + 1, 2_000])
+    @pytest.mark.parametrize(
+        ("variable", "value", "setting"),
+        [
+            ("TASKFORCE_LLM", "[{}]", "llm"),
+            ("TASKFORCE_LLM__PRICES", '{{"m": {}}}', "llm.prices"),
+            ("TASKFORCE_LLM", '{{"prices": "{}"}}', "llm"),
+            ("TASKFORCE_LLM", '{{"prices": {{"m": {}}}}}', "llm"),
+        ],
+        ids=["section", "setting", "string-in-section", "object-in-section"],
+    )
+    def test_json_past_the_settings_depth_is_the_same_error_on_every_python(
+        self, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, setting: str, depth: int
+    ) -> None:
+        """JSON nested past MAX_SETTING_DEPTH is refused as nested too deeply, naming the
+        variable, also where the Python's own parser reads it (2,000 levels: 3.13 reads
+        them, 3.11 does not), not a validation message on one Python and this on another."""
+        monkeypatch.setenv(variable, value.format("[" * depth + "]" * depth))
+        with pytest.raises(ConfigurationError) as info:
+            load_settings()
+        assert (setting, variable, "nested too deeply to be read") == (
+            info.value.setting,
+            info.value.source,
+            info.value.reason,
+        )
+
+    def test_json_past_the_settings_depth_is_refused_before_a_key_given_twice(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A section's JSON nested 2,000 levels that also gives a key of its own variable is
+        refused as nested too deeply on every Python (3.13 read it, and said given twice)."""
+        monkeypatch.setenv("TASKFORCE_LLM", '{"model": ' + "[" * 2_000 + "]" * 2_000 + "}")
+        monkeypatch.setenv("TASKFORCE_LLM__MODEL", "b")
+        with pytest.raises(ConfigurationError) as info:
+            load_settings()
+        assert ("llm", "TASKFORCE_LLM", "nested too deeply to be read") == (
+            info.value.setting,
+            info.value.source,
+            info.value.reason,
+        )
+
+    def test_json_at_the_settings_depth_is_validated(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A price nested MAX_SETTING_DEPTH levels deep is read, and refused as no price."""
+        nested = "[" * (MAX_SETTING_DEPTH - 1) + "]" * (MAX_SETTING_DEPTH - 1)
+        monkeypatch.setenv("TASKFORCE_LLM__PRICES", '{"m": ' + nested + "}")
+        with pytest.raises(ConfigurationError) as info:
+            load_settings()
+        assert ("llm.prices.m", "TASKFORCE_LLM__PRICES") == (
+            info.value.setting,
+            info.value.source.partition(",")[0],
+        )
+        assert "Input should be a valid dictionary" in info.value.reason
 
     def test_a_config_file_nested_too_deeply_is_named(self, tmp_path: Path) -> None:
         """A TOML value nested past the parser's depth is one error naming the file."""

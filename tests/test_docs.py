@@ -696,6 +696,7 @@ class TestFixedLimitsDoc:
         from taskforce.api import _body, _errors, _listener, _read_deadline, _supervisor
         from taskforce.application.executor import RECORD_SECONDS
         from taskforce.config._sections import POSTGRES_MAX_BYTES
+        from taskforce.config._validators import MAX_SETTING_DEPTH
         from taskforce.core.domain._parsing import (
             MAX_JSON_SCAN,
             MAX_JSON_TRIES,
@@ -731,6 +732,7 @@ class TestFixedLimitsDoc:
         assert 2 ** (MAX_COUNT.bit_length() - 1) == MAX_COUNT
         expected = {
             "MAX_JSON_DEPTH": f"{_body.MAX_JSON_DEPTH} levels",
+            "MAX_SETTING_DEPTH": f"{MAX_SETTING_DEPTH} levels",
             "MAX_ERRORS": f"the first {_errors.MAX_ERRORS} errors, {_errors.ECHO_CHARS} "
             "characters of the input each",
             "SESSION_ID_PATTERN": f"1 to {longest_id} characters of `A-Z a-z 0-9 _ . -`",

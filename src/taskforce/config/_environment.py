@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import json
 import re
 from collections.abc import Mapping
 
 from taskforce.config._names import closest, section_keys, settings_index
 from taskforce.config._settings import CONFIG_VARIABLE, ENV_PREFIX
+from taskforce.config._validators import read_setting_json
 from taskforce.errors import ConfigurationError, UnknownSettingError
 
 # The variables Kubernetes gives a pod for every Service of its namespace (service
@@ -120,7 +120,7 @@ def _refuse_twice_given(environ: Mapping[str, str], sections: set[str]) -> None:
     upper = {variable.upper(): variable for variable in environ}
     for section in sorted(sections & set(upper)):
         try:
-            given = json.loads(environ[upper[section]])
+            given = read_setting_json(environ[upper[section]])
         except ValueError:
             continue  # not JSON: the section's own validation says so, naming it
         if not isinstance(given, dict):

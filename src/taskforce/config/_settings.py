@@ -6,7 +6,6 @@ Precedence is init arguments > environment (``TASKFORCE_*``, nested with ``__``)
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -32,8 +31,7 @@ from taskforce.config._sections import (
     StateSettings,
     ToolSettings,
 )
-from taskforce.config._validators import refuse_blank
-from taskforce.core.interfaces.jsonable import unique_keys
+from taskforce.config._validators import read_setting_json, refuse_blank
 
 ENV_PREFIX = "TASKFORCE_"
 CONFIG_VARIABLE = "TASKFORCE_CONFIG"
@@ -44,7 +42,8 @@ class UniqueKeysEnvSettingsSource(EnvSettingsSource):
 
     ``json.loads`` keeps the last of a key given twice, so ``{"model": "a", "model":
     "b"}`` would run with ``b`` and nothing would say so. A TOML file cannot repeat a
-    key either: its reader refuses it.
+    key either: its reader refuses it. Nor may the JSON nest deeper than
+    ``MAX_SETTING_DEPTH`` levels, the same bound on every Python.
     """
 
     def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
@@ -53,10 +52,11 @@ class UniqueKeysEnvSettingsSource(EnvSettingsSource):
         Raises:
             ValueError: the JSON does not parse, or an object in it repeats a key
                 (a ``json.JSONDecodeError`` naming the key).
+            RecursionError: the JSON nests deeper than ``MAX_SETTING_DEPTH`` levels.
         """
         decoded = super().decode_complex_value(field_name, field, value)
         if isinstance(value, str) and decoded is not value:  # read as JSON: read it again
-            json.loads(value, object_pairs_hook=unique_keys)
+            read_setting_json(value)
         return decoded
 
 

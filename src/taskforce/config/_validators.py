@@ -16,10 +16,31 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import SecretStr
 
-from taskforce.core.interfaces.jsonable import unique_keys
+from taskforce.core.interfaces.jsonable import nests_within, unique_keys
 from taskforce.core.interfaces.log import LOG_CATEGORIES
 
 _RESERVED_PREFIXES = ("/api", "/health", "/docs", "/redoc", "/openapi.json")
+
+MAX_SETTING_DEPTH = 32
+"""Deepest nesting of arrays and objects the JSON of a ``TASKFORCE_*`` variable may have."""
+
+
+def read_setting_json(text: str) -> Any:
+    """Decode a variable's JSON, no key given twice, nested at most ``MAX_SETTING_DEPTH`` deep.
+
+    How deep ``json`` reads depends on the Python (about 1,000 levels on 3.11, 1,500 on
+    3.12, 10,000 on 3.13); a bound of its own well within all of them makes a deep value
+    the same start-up error on each, not a validation message on one and this on another.
+
+    Raises:
+        ValueError: the text is not JSON, or an object in it repeats a key.
+        RecursionError: it nests deeper than ``MAX_SETTING_DEPTH`` levels (or than the
+            parser reads), which :func:`~taskforce.config.load_settings` names.
+    """
+    value = json.loads(text, object_pairs_hook=unique_keys)
+    if not nests_within(value, MAX_SETTING_DEPTH):
+        raise RecursionError(f"nested deeper than {MAX_SETTING_DEPTH} levels")
+    return value
 
 
 def check_utf8_secret(text: str) -> str:
@@ -181,7 +202,7 @@ def decode_prices(value: Any) -> Any:
     if isinstance(value, str):
         try:
             # a model priced twice: which price would count? (a TOML table cannot say so)
-            value = json.loads(value, object_pairs_hook=unique_keys)
+            value = read_setting_json(value)
         except json.JSONDecodeError as exc:
             raise ValueError(
                 'must be a JSON object like {"gpt-4o": {"input": 2.5, "output": 10}}'
