@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import SecretStr
 
-from taskforce.core.interfaces.jsonable import nests_within, unique_keys
+from taskforce.core.interfaces.jsonable import loads_within, unique_keys
 from taskforce.core.interfaces.log import LOG_CATEGORIES
 
 _RESERVED_PREFIXES = ("/api", "/health", "/docs", "/redoc", "/openapi.json")
@@ -28,19 +28,15 @@ MAX_SETTING_DEPTH = 32
 def read_setting_json(text: str) -> Any:
     """Decode a variable's JSON, no key given twice, nested at most ``MAX_SETTING_DEPTH`` deep.
 
-    How deep ``json`` reads depends on the Python (about 1,000 levels on 3.11, 1,500 on
-    3.12, 10,000 on 3.13); a bound of its own well within all of them makes a deep value
-    the same start-up error on each, not a validation message on one and this on another.
+    The same bound on every Python (:func:`~taskforce.core.interfaces.jsonable.loads_within`),
+    so a deep value is this start-up error on each, not a validation message on one.
 
     Raises:
         ValueError: the text is not JSON, or an object in it repeats a key.
-        RecursionError: it nests deeper than ``MAX_SETTING_DEPTH`` levels (or than the
-            parser reads), which :func:`~taskforce.config.load_settings` names.
+        RecursionError: it nests deeper than ``MAX_SETTING_DEPTH`` levels, which
+            :func:`~taskforce.config.load_settings` names.
     """
-    value = json.loads(text, object_pairs_hook=unique_keys)
-    if not nests_within(value, MAX_SETTING_DEPTH):
-        raise RecursionError(f"nested deeper than {MAX_SETTING_DEPTH} levels")
-    return value
+    return loads_within(text, MAX_SETTING_DEPTH, object_pairs_hook=unique_keys)
 
 
 def check_utf8_secret(text: str) -> str:

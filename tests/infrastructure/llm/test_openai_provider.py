@@ -20,6 +20,7 @@ import structlog
 
 from taskforce.core.domain.prompts import FINAL_STEP_DESCRIPTION, MISSION_PREFIX, PLAN_PROMPT
 from taskforce.core.interfaces import StreamingLLMProviderProtocol
+from taskforce.core.interfaces.jsonable import MAX_WRITTEN_DEPTH
 from taskforce.errors import LLMProviderError
 from taskforce.infrastructure.llm import OpenAICompatibleProvider
 from taskforce.infrastructure.llm._openai_http import _CappedBody, _TooLarge
@@ -100,6 +101,11 @@ async def _attempts_of_a_failed_call(provider: OpenAICompatibleProvider, route: 
 
 #: Tool call arguments that are a JSON object, nested deeper than Python's recursion limit.
 _NESTED_TOO_DEEPLY = '{"a": ' * 100_000 + "1" + "}" * 100_000
+
+
+def _nested_object(levels: int) -> str:
+    """A JSON object ``levels`` deep, itself the first level."""
+    return '{"a": ' * levels + "1" + "}" * levels
 
 
 #: An answer (a whole body, or one streamed event) nested deeper than Python decodes.
@@ -1875,15 +1881,19 @@ class TestStreamToolCalls:
         [
             ('{"a": ' + "1" * 5000 + "}", "with a number too long"),
             (_NESTED_TOO_DEEPLY, "nested too deeply"),
+            (_nested_object(MAX_WRITTEN_DEPTH + 1), "nested too deeply"),
+            (_nested_object(2_000), "nested too deeply"),
         ],
-        ids=["number-too-long", "nested-too-deeply"],
+        ids=["number-too-long", "nested-too-deeply", "past-the-writers", "past-3.11s-parser"],
     )
     async def test_arguments_python_cannot_read_fail_as_in_a_completion(
         self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, unread: tuple[str, str]
     ) -> None:
         """Arguments that are JSON Python will not read (a number past its int digits,
         nesting past its recursion limit) fail a stream as ``invalid_response`` naming the
-        tool, as they fail ``complete``: no ValueError or RecursionError leaves it."""
+        tool, as they fail ``complete``: no ValueError or RecursionError leaves it. So do
+        arguments nested past what the JSON writers keep, on every Python (2,000 levels:
+        3.13 reads them, 3.11 does not)."""
         arguments, reason = unread
         fake.respond_next(_completion([_tool_choice(arguments)], None))
         completed = await provider.complete(_mission("hi"), tools=_TOOLS)

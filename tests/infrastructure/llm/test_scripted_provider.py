@@ -20,6 +20,7 @@ from taskforce.core.domain.prompts import (
     PLAN_PROMPT,
 )
 from taskforce.core.interfaces import LLMProviderProtocol, StreamingLLMProviderProtocol
+from taskforce.core.interfaces.jsonable import MAX_WRITTEN_DEPTH
 from taskforce.errors import LLMProviderError
 from taskforce.infrastructure.llm import (
     ScriptedDirectiveError,
@@ -232,6 +233,14 @@ class TestDirectiveErrors:
             (
                 "tool:calculator " + "[" * 50_000 + "]" * 50_000,
                 "cannot be read (nested too deeply)",
+            ),
+            # past what the JSON writers keep, on every Python (3.13 reads 2,000, 3.11 not)
+            *(
+                (
+                    "tool:calculator " + '{"a": ' * levels + "1" + "}" * levels,
+                    "cannot be read (nested too deeply)",
+                )
+                for levels in (MAX_WRITTEN_DEPTH + 1, 2_000)
             ),
             ('tool:calculator ["a"]', "must be a JSON object"),
             ("tool:", "names no tool"),

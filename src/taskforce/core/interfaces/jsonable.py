@@ -33,6 +33,7 @@ __all__ = [
     "as_text",
     "json_writer",
     "jsonable",
+    "loads_within",
     "nests_within",
     "one_line",
     "unique_keys",
@@ -273,4 +274,30 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             if key in seen:
                 raise json.JSONDecodeError(f"duplicate key {key[:40]!r}", "", 0)
             seen.add(key)
+    return value
+
+
+def loads_within(text: str, levels: int = MAX_WRITTEN_DEPTH, **options: Any) -> Any:
+    """``json.loads(text, **options)``, refusing nesting deeper than ``levels``.
+
+    How deep ``json`` itself reads depends on the Python (about 1,000 levels on 3.11,
+    1,500 on 3.12, 10,000 on 3.13, fewer the deeper the caller's stack): a bound well
+    within all of them makes a value nested between the two the same refusal on each.
+
+    Args:
+        text: The JSON text.
+        levels: The deepest nesting allowed (:func:`nests_within`), at least 1.
+        **options: What ``json.loads`` takes (``object_pairs_hook``, ...).
+
+    Returns:
+        The decoded value.
+
+    Raises:
+        ValueError: the text is not JSON (a ``json.JSONDecodeError``), or holds a number
+            past Python's int digits.
+        RecursionError: it nests deeper than ``levels``, or than ``json`` reads.
+    """
+    value = json.loads(text, **options)
+    if not nests_within(value, levels):
+        raise RecursionError(f"nested deeper than {levels} levels")
     return value

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskforce.core.domain.prompts import MISSION_PREFIX, OBSERVATION_PREFIX, PLAN_PROMPT
+from taskforce.core.interfaces.jsonable import loads_within
 from taskforce.core.interfaces.llm import LLM_ERROR_TYPES, ChatMessage, LLMErrorType
 from taskforce.core.interfaces.log import quoted
 from taskforce.errors import LLMProviderError
@@ -211,12 +212,13 @@ def _parse_tool_line(line_no: int, line: str) -> ToolDirective:
     if not raw_args:
         return ToolDirective(line_no, name, {})
     try:
-        arguments = json.loads(raw_args)
+        arguments = loads_within(raw_args)
     except json.JSONDecodeError as exc:
         raise ScriptedDirectiveError(line_no, line, f"arguments are not JSON ({exc.msg})") from exc
     except (ValueError, RecursionError) as exc:
         # JSON, but more than Python reads: a number over its digit limit, or nesting
-        # deeper than its recursion limit. The mission's own mistake, as bad JSON is.
+        # deeper than the JSON writers keep (on every Python, though 3.13's parser reads
+        # deeper than 3.11's). The mission's own mistake, as bad JSON is.
         reason = "a number too long" if isinstance(exc, ValueError) else "nested too deeply"
         raise ScriptedDirectiveError(line_no, line, f"arguments cannot be read ({reason})") from exc
     if not isinstance(arguments, dict):

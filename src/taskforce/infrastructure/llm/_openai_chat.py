@@ -19,6 +19,7 @@ from openai.types.chat import (
     ChatCompletionToolUnionParam,
 )
 
+from taskforce.core.interfaces.jsonable import loads_within
 from taskforce.core.interfaces.llm import LLMResult, ToolCall, ToolSchema, Usage, as_count
 from taskforce.core.interfaces.log import quoted
 from taskforce.infrastructure.llm._openai_errors import _ErrorInAnswer, _InvalidResponse
@@ -45,14 +46,14 @@ def _decoded_call(call_id: str, name: str, raw_arguments: object) -> ToolCall:
 
     Raises:
         _InvalidResponse: the arguments are not a JSON object, or one Python does not
-            read (nested past its recursion limit, a number past its int digits): an
-            answer as unusable.
+            read (nested deeper than the JSON writers keep, on every Python; a number
+            past its int digits): an answer as unusable.
         TypeError: the arguments are JSON of another kind than a string or an object.
         ValueError: the arguments are an object nested too deeply to encode.
     """
     text = _arguments_text(raw_arguments) or "{}"
     try:
-        arguments = json.loads(text)
+        arguments = loads_within(text)
     except json.JSONDecodeError as exc:
         raise _InvalidResponse(
             f"tool call {quoted(name)} has arguments that are not JSON ({exc.msg})"

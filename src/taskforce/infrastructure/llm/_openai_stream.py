@@ -22,6 +22,7 @@ from openai._models import construct_type_unchecked
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 
+from taskforce.core.interfaces.jsonable import loads_within
 from taskforce.core.interfaces.llm import LLMAttempt, StreamChunk, ToolCall, Usage
 from taskforce.infrastructure.llm._openai_chat import (
     _arguments_text,
@@ -326,12 +327,12 @@ class _ArgumentsShape:
 
     def is_whole(self, arguments: list[str]) -> bool:
         """Whether ``arguments``, the pieces taken in, are one whole JSON object (one Python
-        reads: arguments nested past its recursion limit are none, and fail when read)."""
+        reads: arguments nested past what the JSON writers keep are none, and fail when read)."""
         if self._is_broken or not self._is_closed:
             return False
         if self._is_whole is None:
             try:
-                self._is_whole = isinstance(json.loads("".join(arguments)), dict)
+                self._is_whole = isinstance(loads_within("".join(arguments)), dict)
             except (ValueError, RecursionError):
                 self._is_whole = False
         return self._is_whole
