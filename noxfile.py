@@ -1,4 +1,5 @@
-"""Developer sessions: `nox -s lint typecheck tests` is the gate; `nox -s bench` prints figures."""
+"""Developer sessions: `nox -s lint typecheck tests` is the gate; `nox -s bench` prints figures;
+`nox -s fast` runs the fast loop on Python 3.12 and 3.13."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ import nox
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
+
+#: The Pythons past 3.11 (the sessions' own) that the trove classifiers of pyproject.toml
+#: name, and `nox -s fast` runs the fast loop on.
+NEWER_PYTHONS = ["3.12", "3.13"]
 
 
 def _dev_pin(name: str) -> str:
@@ -25,6 +30,13 @@ def tests(session: nox.Session) -> None:
     """Run the whole test suite (integration tests need prometheus and promtool on PATH)."""
     session.install("-e", ".[dev]")
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python=NEWER_PYTHONS)
+def fast(session: nox.Session) -> None:
+    """The fast loop on each newer Python the package supports (CI runs 3.11 only)."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", "-m", "not integration and not slow", *session.posargs)
 
 
 @nox.session(python="3.11")

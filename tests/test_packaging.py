@@ -222,3 +222,43 @@ class TestSourceDistribution:
             top = archive.name.removesuffix(".tar.gz") + "/"
             shipped = {m.name.removeprefix(top) for m in sdist.getmembers() if m.isfile()}
         assert set() == expected - shipped
+
+
+def _nox_pythons() -> set[str]:
+    """Every Python a session of noxfile.py runs on (``python=`` a version, a list, a name)."""
+    tree = ast.parse((ROOT / "noxfile.py").read_text(encoding="utf-8"))
+    names = {
+        target.id: node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "python":
+            value = node.value
+            if isinstance(value, ast.Name):
+                value = names[value.id]
+            found |= (
+                {str(item) for item in ast.literal_eval(value)}
+                if isinstance(value, ast.List)
+                else {str(ast.literal_eval(value))}
+            )
+    return found
+
+
+class TestPythonVersions:
+    def test_the_classifiers_name_the_pythons_the_sessions_run(self) -> None:
+        """The trove classifiers name each Python a nox session runs the suite on, no other,
+        and ``requires-python`` starts at the oldest of them."""
+        project = _pyproject()["project"]
+        prefix = "Programming Language :: Python :: "
+        named = {
+            entry.removeprefix(prefix)
+            for entry in project["classifiers"]
+            if re.fullmatch(re.escape(prefix) + r"3\.\d+", entry)
+        }
+        assert _nox_pythons() == named
+        oldest = min(named, key=Version)
+        assert f">={oldest}" == project["requires-python"]
