@@ -148,6 +148,17 @@ class TestPrecedence:
 _PAST_ANY_PARSER = 20_000
 
 
+def _refused_as_nested_too_deeply(setting: str, variable: str) -> None:
+    """Start-up stops as nested too deeply, naming ``setting`` and ``variable``."""
+    with pytest.raises(ConfigurationError) as info:
+        load_settings()
+    assert (setting, variable, "nested too deeply to be read") == (
+        info.value.setting,
+        info.value.source,
+        info.value.reason,
+    )
+
+
 class TestErrors:
     @pytest.mark.parametrize(
         ("env", "value", "setting"),
@@ -394,13 +405,7 @@ class TestErrors:
         variable, also where the Python's own parser reads it (2,000 levels: 3.13 reads
         them, 3.11 does not), not a validation message on one Python and this on another."""
         monkeypatch.setenv(variable, value.format("[" * depth + "]" * depth))
-        with pytest.raises(ConfigurationError) as info:
-            load_settings()
-        assert (setting, variable, "nested too deeply to be read") == (
-            info.value.setting,
-            info.value.source,
-            info.value.reason,
-        )
+        _refused_as_nested_too_deeply(setting, variable)
 
     def test_json_past_the_settings_depth_is_refused_before_a_key_given_twice(
         self, monkeypatch: pytest.MonkeyPatch
@@ -409,13 +414,7 @@ class TestErrors:
         refused as nested too deeply on every Python (3.13 read it, and said given twice)."""
         monkeypatch.setenv("TASKFORCE_LLM", '{"model": ' + "[" * 2_000 + "]" * 2_000 + "}")
         monkeypatch.setenv("TASKFORCE_LLM__MODEL", "b")
-        with pytest.raises(ConfigurationError) as info:
-            load_settings()
-        assert ("llm", "TASKFORCE_LLM", "nested too deeply to be read") == (
-            info.value.setting,
-            info.value.source,
-            info.value.reason,
-        )
+        _refused_as_nested_too_deeply("llm", "TASKFORCE_LLM")
 
     def test_json_at_the_settings_depth_is_validated(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """A price nested MAX_SETTING_DEPTH levels deep is read, and refused as no price."""
