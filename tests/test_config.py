@@ -424,7 +424,7 @@ class TestErrors:
             load_settings()
         assert ("llm.prices.m", "TASKFORCE_LLM__PRICES") == (
             info.value.setting,
-            info.value.source.partition(",")[0],
+            str(info.value.source).partition(",")[0],
         )
         assert "Input should be a valid dictionary" in info.value.reason
 
