@@ -104,6 +104,10 @@ class _Bytecodes:
         return self._opcode
 
     def start(self) -> None:
+        # From Python 3.12 (PEP 669) opcode events reach a tracer only if a frame asked for
+        # them before sys.settrace: asking in the call event alone counts none there
+        # (python/cpython#103615, #114480).
+        sys._getframe().f_trace_opcodes = True
         sys.settrace(self._call)
 
     def stop(self) -> None:
