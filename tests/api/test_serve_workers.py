@@ -77,8 +77,10 @@ def _with_targets(root: Path, metrics_port: int) -> tuple[dict[str, str], Path]:
 
 @pytest.fixture(name="ports")
 def fixture_ports() -> tuple[int, int]:
-    """A free API port and the first of two free consecutive metrics ports."""
-    return free_ports(1), free_ports(2)
+    """A free API port and the first of two free consecutive metrics ports above it (one
+    run of three: two runs picked apart could overlap)."""
+    api_port = free_ports(3)
+    return api_port, api_port + 1
 
 
 class TestWorkers:
@@ -441,10 +443,11 @@ class TestStartup:
             "Container.open = _broken\n",
             encoding="utf-8",
         )
-        metrics_port = free_ports(2)
+        api_port = free_ports(3)  # one run: two picked apart could overlap
+        metrics_port = api_port + 1
         env, targets = _with_targets(tmp_path, metrics_port)
         env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(boot)])
-        args = ["serve", "--port", str(free_ports(1)), "--workers", workers]
+        args = ["serve", "--port", str(api_port), "--workers", workers]
         with started(args, env, tmp_path) as child:
             assert 2 == child.process.wait(timeout=60)
         last = child.stderr().strip().splitlines()[-1]
@@ -687,7 +690,8 @@ def test_gunicorn_started_with_fewer_workers_withdraws_the_killed_ones(tmp_path:
     with two, its workers withdraw the entries of workers 2 and 3, on which nothing listens,
     and that of a run of the same server on another metrics.port (its label names the
     service); another service's stays. Before, those stayed listed, down for good."""
-    api_port, metrics_port = free_ports(1), free_ports(4)
+    api_port = free_ports(5)  # one run: two picked apart could overlap
+    metrics_port = api_port + 1
     env, targets = _with_targets(tmp_path, metrics_port)
     killed = [
         {"targets": [f"127.0.0.1:{metrics_port + i}"], "labels": {"worker": str(i)}}
@@ -712,18 +716,40 @@ def test_gunicorn_started_with_fewer_workers_withdraws_the_killed_ones(tmp_path:
     assert [f"127.0.0.1:{metrics_port + i}" for i in (0, 1)] == listed
 
 
+def _started_metrics_ports(child: Child) -> list[int]:
+    """The metrics ports the ``server.started`` lines of ``child`` name, once one has."""
+    deadline = time.monotonic() + 60
+    while True:
+        # whole JSON lines only: the last one may be half written
+        lines = [
+            line
+            for line in child.stderr().splitlines()
+            if line.startswith("{") and line.endswith("}")
+        ]
+        events = [json.loads(line) for line in lines]
+        ports = [e["metrics_port"] for e in events if e.get("event") == "server.started"]
+        if ports:
+            return ports
+        if child.process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"no worker started:\n{child.stderr()}")
+        time.sleep(0.1)
+
+
 def test_a_gunicorn_worker_without_preload_counts_gc_from_its_start(tmp_path: Path) -> None:
     """gunicorn without --preload imports taskforce only after its fork: the worker's
     python_gc_* leave out the 300 full collections its arbiter made before (its config
     file makes them). Before, the worker exported them as its own (301 of generation 2),
     in every worker's sum again and counted anew by increase() on each replacement."""
-    api_port, metrics_port = free_ports(1), free_ports(2)
+    api_port = free_ports(3)  # one run: two picked apart could overlap
+    metrics_port = api_port + 1
     config = tmp_path / "gunicorn.conf.py"
     config.write_text("import gc\nfor _ in range(300):\n    gc.collect()\n", encoding="utf-8")
     env = clean_env(tmp_path, TASKFORCE_METRICS__PORT=str(metrics_port))
     _, args = _foreign_command("gunicorn", api_port)
     with started(["-c", str(config), *args], env, tmp_path, module="gunicorn") as child:
-        url = f"http://127.0.0.1:{metrics_port}/metrics"  # the first worker's
+        # a worker's: metrics_port, or a port above it when another process took that one
+        # between free_ports and the worker's start
+        url = f"http://127.0.0.1:{_started_metrics_ports(child)[0]}/metrics"
         wait_until_up(child, [url])
         text = httpx.get(url, timeout=10).text
     full = [
