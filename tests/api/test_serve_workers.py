@@ -52,7 +52,9 @@ def nonzero(counts: Counter[tuple[str, str]]) -> dict[tuple[str, str], int]:
 
 
 def events(child: Child) -> list[dict[str, object]]:
-    return [json.loads(line) for line in child.stderr().splitlines() if line.startswith("{")]
+    """The JSON lines ``child`` wrote so far; whole ones only: the last may be half written."""
+    lines = child.stderr().splitlines()
+    return [json.loads(line) for line in lines if line.startswith("{") and line.endswith("}")]
 
 
 def _is_running(pid: int) -> bool:
@@ -720,14 +722,9 @@ def _started_metrics_ports(child: Child) -> list[int]:
     """The metrics ports the ``server.started`` lines of ``child`` name, once one has."""
     deadline = time.monotonic() + 60
     while True:
-        # whole JSON lines only: the last one may be half written
-        lines = [
-            line
-            for line in child.stderr().splitlines()
-            if line.startswith("{") and line.endswith("}")
+        ports = [
+            int(str(e["metrics_port"])) for e in events(child) if e["event"] == "server.started"
         ]
-        events = [json.loads(line) for line in lines]
-        ports = [e["metrics_port"] for e in events if e.get("event") == "server.started"]
         if ports:
             return ports
         if child.process.poll() is not None or time.monotonic() > deadline:
