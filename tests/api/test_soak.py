@@ -8,7 +8,6 @@ executor's and the store's locks and tasks) grows, and neither does a scrape.
 
 from __future__ import annotations
 
-import gc
 import random
 import string
 import uuid
@@ -52,11 +51,11 @@ def _missions() -> list[str]:
 
 
 def _held(container: Container) -> dict[str, int]:
-    """The sizes of the containers long-lived objects hold, by name, once what only a
-    reference cycle keeps is collected: from Python 3.12 on, a failed streamed mission's
-    frames sit in one until the cyclic collector runs, and with them its session's lock
-    in the executor's weak table (3.11 freed them at once)."""
-    gc.collect()
+    """The sizes of the containers long-lived objects hold, by name.
+
+    Without a run of the cyclic collector: what a mission held must be freed when it
+    ends (a failed streamed mission's frames once sat in a reference cycle, and with
+    them its session's lock in the executor's weak table, until the collector ran)."""
     metrics, registry, llm = container.metrics, container.tool_registry, container.llm_provider
     executor, store = container.executor.__wrapped__, container.state_store.__wrapped__  # type: ignore[attr-defined]
     assert metrics is not None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import inspect
+import weakref
 from contextlib import aclosing
 from typing import Any, cast
 
@@ -42,6 +44,10 @@ class _NoContent(dict[str, Any]):
         if key == "content":
             raise RuntimeError("content cannot be read")
         return super().get(key, default)
+
+
+class _Messages(list[dict[str, Any]]):
+    """A conversation a weak reference can follow."""
 
 
 def _requests(metrics: MetricSet) -> list[tuple[str, str, str, str]]:
@@ -392,6 +398,36 @@ class TestStream:
         failures = samples(metrics, "taskforce_llm_failures_total")
         assert ([] if failure is None else [failure]) == [labels[2] for labels in failures]
         assert {} == faults(metrics)
+
+    @pytest.mark.parametrize("fail_after", [0, 1], ids=["at-once", "after-a-chunk"])
+    async def test_a_failed_stream_makes_no_reference_cycle(
+        self, metrics: MetricSet, fail_after: int
+    ) -> None:
+        """What a failed stream's caller held is freed once the caller drops the error,
+        without the cyclic collector: the proxy keeps no reference to the error it saw
+        (the error's traceback holds the proxy's frame, and Python 3.12 on keeps the
+        caller's frames there too: a session's lock, say)."""
+        provider = FakeStreamingProvider()
+        provider.stream_error, provider.fail_after = RuntimeError("stream broke"), fail_after
+        proxy = observe_llm_provider(provider, metrics)
+        messages = _Messages(MESSAGES)
+        sent = weakref.ref(messages)
+
+        async def consume(messages: _Messages) -> None:
+            with contextlib.suppress(RuntimeError):
+                async for _ in proxy.stream(messages):
+                    pass
+
+        gc.collect()
+        gc.disable()
+        try:
+            await consume(messages)
+            provider.stream_error = None  # the provider's own hold on the error
+            del messages
+            assert sent() is None
+        finally:
+            gc.enable()
+        assert ["error"] == [labels[3] for labels in _requests(metrics)]
 
     async def test_full_stream(self, metrics: MetricSet) -> None:
         """A stream read to its end: same chunks, TTFT once, one success request, last usage."""

@@ -219,6 +219,10 @@ async def _observed_chunks(
             _record_stream(
                 proxy, wrapped, started, first_chunk_at, error, (first, last), args, kwargs
             )
+        # The error's traceback holds this frame: a local that holds the error would make
+        # a reference cycle, which keeps the caller's frames (and what they hold, such as
+        # the session's lock) alive until the cyclic collector runs.
+        error = cancelled = None
 
 
 def _text_delta_at(proxy: LLMProviderProxy[Any], chunk: Any) -> float | None:
