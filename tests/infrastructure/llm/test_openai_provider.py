@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import gzip
 import itertools
 import json
 import socket
 import time
+import weakref
 import zlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -3138,3 +3140,46 @@ class TestToolCallsWithoutType:
 
         expected = [{"id": "c1", "name": "calculator", "arguments": {"expression": "6*7"}}]
         assert (True, expected) == (result["success"], result.get("tool_calls"))
+
+
+class _Messages(list[Any]):
+    """A conversation a weak reference can follow."""
+
+
+class TestNoReferenceCycle:
+    """What a stream's caller handed in is freed when the caller lets go, without the
+    cyclic collector: an error raised from the stream holds its frame in its traceback,
+    and the frame must not hold the error (from Python 3.12 on, the mission's frames, and
+    its session's lock, would wait for the collector)."""
+
+    @pytest.mark.parametrize(
+        "case", ["cut before its finish", "error after text", "retried in-stream 429"]
+    )
+    async def test_a_stream_leaves_nothing_to_the_collector(
+        self, provider: OpenAICompatibleProvider, fake: FakeOpenAIServer, case: str
+    ) -> None:
+        if case == "cut before its finish":
+            fake.cut_next_stream()
+        elif case == "error after text":
+            fake.stream_next([_chunks("he")[0], {"error": {"code": 500, "message": "boom"}}])
+        else:
+            fake.stream_next([{"error": {"code": 429, "message": "slow down"}}])
+        messages = _Messages(_mission("hi"))
+        sent = weakref.ref(messages)
+
+        async def consume(messages: _Messages) -> int:
+            attempts = 0
+            with contextlib.suppress(LLMProviderError):
+                async for chunk in provider.stream(messages):
+                    attempts = len(chunk.get("attempts") or ()) or attempts
+            return attempts
+
+        gc.collect()
+        gc.disable()
+        try:
+            attempts = await consume(messages)
+            del messages
+            assert sent() is None
+        finally:
+            gc.enable()
+        assert (2 if case == "retried in-stream 429" else 0) == attempts

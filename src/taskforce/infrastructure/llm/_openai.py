@@ -343,6 +343,11 @@ class OpenAICompatibleProvider:
             raise self._failures.error(
                 exc, error_type, attempts, billed, said, self._as(asked)
             ) from exc
+        finally:
+            # An error raised here holds this frame in its traceback: a cell of the frame
+            # that held the error would make a reference cycle, which keeps the caller's
+            # frames (a mission's, its session lock) until the cyclic collector runs.
+            in_stream = None
         state = _StreamState(self._as(asked))
         error: LLMProviderError | None = None
 
@@ -421,6 +426,7 @@ class OpenAICompatibleProvider:
         finally:
             if error is None:
                 attempts[-1] = replace(attempts[-1], duration_seconds=elapsed_since(opened))
+            error = None  # raised by now, if at all: no cycle (see ``in_stream`` above)
             await response.close()
         self._answered(asked, state.model)
         _report_incomplete(state.finish_reason, state.model, state.usage)
