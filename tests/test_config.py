@@ -119,6 +119,14 @@ class TestPrecedence:
         monkeypatch.setenv("TASKFORCE_API__STREAM_KEEPALIVE_SECONDS", "0")
         assert 0 == load_settings().api.stream_keepalive_seconds
 
+    def test_mission_timeout_from_env(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """TASKFORCE_AGENT__MISSION_TIMEOUT_SECONDS sets the deadline; 0 (none) is the default,
+        and a fraction of a second and a whole day are allowed."""
+        assert 0 == load_settings().agent.mission_timeout_seconds
+        for value, expected in (("0.25", 0.25), ("86400", 86_400), ("0", 0)):
+            monkeypatch.setenv("TASKFORCE_AGENT__MISSION_TIMEOUT_SECONDS", value)
+            assert expected == load_settings().agent.mission_timeout_seconds
+
     def test_env_beats_file_beats_defaults(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -203,6 +211,12 @@ class TestErrors:
             ("TASKFORCE_TOOLS__MAX_SLEEP_SECONDS", "0", "tools.max_sleep_seconds"),
             ("TASKFORCE_TOOLS__MAX_SLEEP_SECONDS", "3601", "tools.max_sleep_seconds"),
             ("TASKFORCE_TOOLS__MAX_SLEEP_SECONDS", "nan", "tools.max_sleep_seconds"),
+            ("TASKFORCE_AGENT__MISSION_TIMEOUT_SECONDS", "-1", "agent.mission_timeout_seconds"),
+            ("TASKFORCE_AGENT__MISSION_TIMEOUT_SECONDS", "86401", "agent.mission_timeout_seconds"),
+            ("TASKFORCE_AGENT__MISSION_TIMEOUT_SECONDS", "nan", "agent.mission_timeout_seconds"),
+            ("TASKFORCE_AGENT__MISSION_TIMEOUT_SECONDS", "inf", "agent.mission_timeout_seconds"),
+            ("TASKFORCE_AGENT__MISSION_TIMEOUT_SECONDS", "5s", "agent.mission_timeout_seconds"),
+            ("TASKFORCE_AGENT__MISSION_TIMEOUT_SECONDS", "true", "agent.mission_timeout_seconds"),
             ("TASKFORCE_AGENT__MAX_RESULT_DEPTH", "0", "agent.max_result_depth"),
             ("TASKFORCE_AGENT__MAX_RESULT_DEPTH", "251", "agent.max_result_depth"),
             ("TASKFORCE_AGENT__MAX_TOOL_CALLS_PER_TURN", "0", "agent.max_tool_calls_per_turn"),

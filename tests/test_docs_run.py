@@ -133,7 +133,7 @@ _SESSION = "3f2a9c0e1b7d4e58a61c0d9b2e4f7a13"
 def _log_lines() -> list[dict[str, object]]:
     """Log lines as ``taskforce serve`` writes them: one of each kind a recipe of the docs
     looks for (a failed mission and its session, a failed auth key, a refused path, a
-    metrics fault, a state store failure)."""
+    metrics fault, a state store failure, a mission stopped at its deadline)."""
     mission = {"session_id": _SESSION, "mission_id": "9102f75cbc4c45dc", "agent_type": "lean"}
     digest = hashlib.sha256(_ERROR.encode()).hexdigest()[:16]
     failed = {"error_type": "MathDomainError", "error_chars": len(_ERROR), "error_sha256": digest}
@@ -157,6 +157,13 @@ def _log_lines() -> list[dict[str, object]]:
         {"event": "tool.path.refused", "category": "security", "level": "warning"},
         {"event": "metrics.fault", "category": "metrics", "level": "warning", "stage": "log"},
         {"event": "state.save.failed", "category": "state", "level": "error"},
+        {
+            "event": "agent.deadline.reached",
+            "category": "agent",
+            "level": "warning",
+            "mission_timeout_seconds": 300.0,
+            **mission,
+        },
     ]
 
 

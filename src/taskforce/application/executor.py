@@ -15,7 +15,7 @@ import contextlib
 import dataclasses
 import time
 import weakref
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
@@ -39,6 +39,7 @@ from taskforce.core.domain import (
     LeanAgent,
     MissionRun,
     crash_error,
+    deadline_outcome,
 )
 from taskforce.core.interfaces.context import enter_mission, exit_mission
 from taskforce.core.interfaces.executor import (
@@ -51,7 +52,11 @@ from taskforce.core.interfaces.executor import (
 )
 from taskforce.core.interfaces.llm import LLMProviderProtocol
 from taskforce.core.interfaces.log import text_fields
-from taskforce.core.interfaces.outcome import class_error_type, exception_message
+from taskforce.core.interfaces.outcome import (
+    MISSION_TIMEOUT,
+    class_error_type,
+    exception_message,
+)
 from taskforce.core.interfaces.state import StateStoreProtocol
 from taskforce.core.interfaces.tools import ToolRegistryProtocol
 from taskforce.errors import StateStoreError
@@ -91,6 +96,36 @@ async def _failed(
     if on_event is not None:
         await on_event(ProgressEvent(kind="error", data={"error": error, "error_type": error_type}))
     return dataclasses.replace(ended, status="failed", error=error, error_type=error_type)
+
+
+async def _within_deadline(
+    run: Coroutine[Any, Any, AgentOutcome],
+    seconds: float,
+    runs: list[MissionRun],
+    events: _Backlog | None,
+) -> AgentOutcome:
+    """Await the agent's ``run`` for ``seconds`` at most (``agent.mission_timeout_seconds``).
+
+    Past them the run is cancelled where it waits (an LLM call, a tool call, a stream's
+    backpressure), as any cancelled call is, and the mission fails as ``mission_timeout``,
+    which a stream hears as its ``error`` event. ``asyncio.timeout`` tells its own
+    cancellation from anyone else's by the task's cancellation count: the caller's (a
+    client that left, a shutdown), also one that comes with the deadline, still raises
+    ``CancelledError``, and the mission is cancelled as without a deadline.
+
+    Raises:
+        asyncio.CancelledError: The mission was cancelled by its caller.
+        Exception: What the run raised (a ``TimeoutError`` of its own too).
+    """
+    deadline = asyncio.timeout(seconds)
+    try:
+        async with deadline:
+            return await run
+    except TimeoutError:
+        if not deadline.expired():
+            raise  # the run's own: a crash below the agent, not the deadline
+    outcome = deadline_outcome(runs, seconds)
+    return await _failed(outcome, outcome.error or "", MISSION_TIMEOUT, _told(events))
 
 
 async def _stop(task: asyncio.Task[Any]) -> None:
@@ -555,7 +590,12 @@ class AgentExecutor:
             try:
                 # Only the streaming path (it has a listener) streams the LLM turns.
                 agent = self._agent(agent_type, stream_llm=events is not None)
-                outcome = await agent.run(mission, on_event=None if events is None else events.put)
+                run = agent.run(mission, on_event=None if events is None else events.put)
+                seconds = self._agent_settings.mission_timeout_seconds
+                if seconds:
+                    outcome = await _within_deadline(run, seconds, runs, events)
+                else:
+                    outcome = await run
             except asyncio.CancelledError:
                 if runs:  # the steps the run finished before the cancellation are kept
                     cancelled_record["steps"] = [step_dict(step) for step in runs[-1].steps]

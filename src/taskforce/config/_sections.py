@@ -134,6 +134,9 @@ class AgentSettings(_Section):
     #: The most tool calls one LLM turn of the lean flow may ask for.
     max_tool_calls_per_turn: int = Field(default=32, ge=1, le=1000)
     tool_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    #: The longest one mission's agent run (its LLM and tool calls) may take, from when it
+    #: holds its session; past it the mission fails as ``mission_timeout``. 0: no deadline.
+    mission_timeout_seconds: float = Field(default=0.0, ge=0, le=86_400)
     #: The longest mission text a request (HTTP or ``taskforce run``) may carry.
     max_mission_chars: int = Field(default=100_000, ge=1, le=10_000_000)
     #: The deepest nesting of a tool's result and arguments and of a legacy JSON reply;

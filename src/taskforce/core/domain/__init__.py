@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from taskforce.core.domain._events import EventCallback
-from taskforce.core.domain._mission_run import MISSION_RUNS, MissionRun, crash_error
+from taskforce.core.domain._mission_run import (
+    MISSION_RUNS,
+    MissionRun,
+    crash_error,
+    deadline_outcome,
+)
 from taskforce.core.domain._outcome import AgentOutcome, AgentStatus
 from taskforce.core.domain._tool_runner import run_tool_call
 from taskforce.core.domain.agent import Agent
@@ -18,5 +23,6 @@ __all__ = [
     "LeanAgent",
     "MissionRun",
     "crash_error",
+    "deadline_outcome",
     "run_tool_call",
 ]

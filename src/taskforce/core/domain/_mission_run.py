@@ -28,6 +28,7 @@ from taskforce.core.interfaces.llm import (
 )
 from taskforce.core.interfaces.log import text_fields
 from taskforce.core.interfaces.outcome import (
+    MISSION_TIMEOUT,
     STEP_LIMIT,
     TOOL_ERROR,
     UnusableChunk,
@@ -51,6 +52,7 @@ __all__ = [
     "MissionRun",
     "check_limits",
     "crash_error",
+    "deadline_outcome",
     "dump_json",
     "dump_result",
 ]
@@ -388,18 +390,46 @@ class MissionRun:
     async def fail(self, error: str, error_type: str) -> AgentOutcome:
         """End the run as failed with ``error`` and ``error_type`` (see ``MissionAborted``)."""
         await self.events.emit("error", error=error, error_type=error_type)
-        _LOG.warning(
-            "agent.finished",
-            category="agent",
-            status="failed",
-            steps=len(self.steps),
-            tool_calls=self.tool_calls,
-            error_type=error_type,
-            **text_fields("error", error),
-        )
-        return AgentOutcome(
-            "failed", "", tuple(self.steps), self.tool_calls, error=error, error_type=error_type
-        )
+        return _failed_outcome(tuple(self.steps), self.tool_calls, error, error_type)
+
+
+def _failed_outcome(
+    steps: tuple[StepRecord, ...], tool_calls: int, error: str, error_type: str
+) -> AgentOutcome:
+    """Log ``agent.finished`` of a failed run and return its outcome."""
+    _LOG.warning(
+        "agent.finished",
+        category="agent",
+        status="failed",
+        steps=len(steps),
+        tool_calls=tool_calls,
+        error_type=error_type,
+        **text_fields("error", error),
+    )
+    return AgentOutcome("failed", "", steps, tool_calls, error=error, error_type=error_type)
+
+
+def deadline_outcome(runs: Sequence[MissionRun], seconds: float) -> AgentOutcome:
+    """How a run stopped at its mission's deadline ends, logged as such.
+
+    Failed as ``mission_timeout``, with an error naming the limit, and the steps and tool
+    calls the run (the last of ``runs``, see ``MISSION_RUNS``) finished before it: the
+    step cut short is not recorded, as for a cancelled mission. Logs
+    ``agent.deadline.reached`` and ``agent.finished``; the ``error`` event is the
+    caller's to send (the run is over: it must not wait for a stream's reader).
+
+    Args:
+        runs: the runs of the mission; empty if it was stopped before its run began.
+        seconds: the deadline, ``agent.mission_timeout_seconds``.
+
+    Returns:
+        The outcome of the run.
+    """
+    steps = tuple(runs[-1].steps) if runs else ()
+    tool_calls = runs[-1].tool_calls if runs else 0
+    _LOG.warning("agent.deadline.reached", category="agent", mission_timeout_seconds=seconds)
+    error = f"mission timed out after {seconds:g} s (agent.mission_timeout_seconds)"
+    return _failed_outcome(steps, tool_calls, error, MISSION_TIMEOUT)
 
 
 _WRITE_FOR_MODEL = json_writer(ensure_ascii=False)

@@ -31,6 +31,7 @@ __all__ = [
     "LLM_OTHER",
     "MAX_ERROR_TYPE_LENGTH",
     "MISSION_ERROR_TYPES",
+    "MISSION_TIMEOUT",
     "STEP_LIMIT",
     "STEP_TURN_LIMIT",
     "TIMEOUT",
@@ -88,6 +89,9 @@ INVALID_ACTION: Final = "invalid_action"
 #: The model answered with neither text nor tool calls (lean), or finished the last step
 #: of its plan with a blank answer (legacy).
 EMPTY_ANSWER: Final = "empty_answer"
+#: The mission's agent run outlasted ``agent.mission_timeout_seconds`` and was stopped
+#: (``timeout`` is only ever a failed LLM or tool call's).
+MISSION_TIMEOUT: Final = "mission_timeout"
 #: Every ``error_type`` of a mission that failed on its own, without a failed call.
 MISSION_ERROR_TYPES: Final = (
     STEP_LIMIT,
@@ -96,6 +100,7 @@ MISSION_ERROR_TYPES: Final = (
     INVALID_PLAN,
     INVALID_ACTION,
     EMPTY_ANSWER,
+    MISSION_TIMEOUT,
 )
 
 # taskforce.errors.ToolTimeoutError is not a TimeoutError subclass; matching it
