@@ -22,8 +22,9 @@ plans first, and spends a turn to finish each step), the events only one flow ha
 scenarios ``_BY_DESIGN`` names, its steps, tool calls or error words, each checked as
 such. The same with ``agent.fail_on_tool_error`` off (``_FED_BACK``); the calls the docs
 have each flow read its own way (``_EACH_ITS_OWN``) are checked flow by flow. A session
-reused across the flows, a client that leaves mid-call and a shutdown that cancels
-missions leave the same in both.
+reused across the flows, a client that leaves mid-call, a mission stopped at its deadline
+(``agent.mission_timeout_seconds``) and a shutdown that cancels missions leave the same in
+both.
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ _MAX_STEPS = 6
 _HUGE_CHARS = 2_000_000
 #: A built-in tool call that outlasts a shutdown's grace (the tool limit is the default).
 _SLOW_MISSION = 'tool:sleep {"seconds": 30}\ndone'
+
+#: ``agent.mission_timeout_seconds`` of the ``deadlined`` service, and a mission that
+#: outlasts it in its second tool call, the first one done.
+_DEADLINE_SECONDS = 0.3
+_PAST_THE_DEADLINE = 'tool:t_ok {}\ntool:sleep {"seconds": 30}\nsay done'
 
 #: tool name -> behaviour, beside test_agreement's tools.
 _MORE_TOOLS: dict[str, Callable[[], Any]] = {
@@ -315,6 +321,17 @@ def fixture_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSer
 def fixture_forgiving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The service with ``agent.fail_on_tool_error`` off: a failed call is fed back."""
     yield from _serve(_settings(tmp_path_factory.mktemp("forgiving"), fail_on_tool_error=False))
+
+
+@pytest.fixture(scope="module", name="deadlined")
+def fixture_deadlined(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The service with ``agent.mission_timeout_seconds``, under a tool call's own limit."""
+    settings = _settings(
+        tmp_path_factory.mktemp("deadlined"),
+        mission_timeout_seconds=_DEADLINE_SECONDS,
+        tool_timeout_seconds=_GUARD_SECONDS,
+    )
+    yield from _serve(settings)
 
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -761,6 +778,45 @@ class TestAClientThatLeavesInBothFlows:
                     if not k.startswith(("taskforce_llm", "taskforce_context"))
                 }
         assert views["lean"] == views["legacy"]
+
+
+class TestADeadlineInBothFlows:
+    @pytest.mark.parametrize("route", list(_ROUTES))
+    async def test_the_same_timed_out_mission_in_both(
+        self, deadlined: LiveServer, lines: JSONLines, route: str
+    ) -> None:
+        """A mission stopped at ``agent.mission_timeout_seconds`` in its second tool call
+        fails as ``mission_timeout`` in both flows, never ``cancelled``: its result, record,
+        log lines and every series it moved agree within each flow and across the two. The
+        call cut short has no outcome: it counts among the result's tool calls, and in no
+        ``tool.call.*`` line or tool series."""
+        views = dict(
+            zip(
+                ("lean", "legacy"),
+                await _views(
+                    deadlined.url,
+                    lines,
+                    route,
+                    [(flow, _PAST_THE_DEADLINE, None) for flow in ("lean", "legacy")],
+                ),
+                strict=True,
+            )
+        )
+        for view in views.values():
+            assert (200, "failed", "mission_timeout", 2) == view["api"]
+            assert (view["mission_id"], "failed", "mission_timeout") == view["record"]
+            log, metrics = view["log"], view["metrics"]
+            assert [("mission.failed", "mission_timeout")] == log["end"]
+            assert ["mission_timeout"] == log["agent.finished"]
+            assert ([], 1) == (log["calls"], log["tools completed"])
+            assert {"failed": 1} == metrics["missions"]
+            assert ({"success": 1}, {}) == (metrics["tool calls"], metrics["tool failures"])
+            assert (0, 0) == (metrics["in progress"], metrics["metrics errors"])
+            assert (1, 1) == view["steps"]
+            if route == "stream":
+                assert ("error", "mission_timeout") == view["stream"][-2][::2]
+        lean, legacy = _comparable(views["lean"]), _comparable(views["legacy"])
+        assert lean == legacy
 
 
 class TestAShutdownInBothFlows:

@@ -19,8 +19,7 @@ import httpx
 import pytest
 
 from taskforce.api.server import create_app
-from taskforce.config import Settings
-from taskforce.observability.logs._logging import configure_logging
+from taskforce.config import AgentSettings, Settings
 from tests.api.conftest import parse_sse
 from tests.api.test_cli import _env, _taskforce
 from tests.api.test_metrics_e2e import Samples, scrape, total
@@ -37,16 +36,11 @@ _MISSION = 'tool:calculator {"expression": "1 + 1"}\ntool:sleep {"seconds": 60}\
 _GUARD_SECONDS = 30.0
 
 
-@pytest.fixture(scope="module", name="deadlined")
-def fixture_deadlined(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+@pytest.fixture(name="deadlined")
+def fixture_deadlined(settings: Settings) -> Iterator[LiveServer]:
     """The service with a mission deadline, the scripted provider and the built-in tools."""
-    root = tmp_path_factory.mktemp("deadline")
-    settings = Settings(
-        state_dir=root / "state",
-        workspace_dir=root / "workspace",
-        agent={"mission_timeout_seconds": _DEADLINE},
-    )
-    with serve(create_app(settings)) as live:
+    agent = AgentSettings(mission_timeout_seconds=_DEADLINE)
+    with serve(create_app(settings.model_copy(update={"agent": agent}))) as live:
         yield live
 
 
@@ -81,12 +75,10 @@ async def _run(
 @pytest.mark.parametrize("flow", ["lean", "legacy"])
 @pytest.mark.parametrize("route", ["execute", "stream"])
 async def test_result_log_record_and_metrics_agree(
-    deadlined: LiveServer, route: str, flow: str
+    deadlined: LiveServer, lines: JSONLines, route: str, flow: str
 ) -> None:
     """Failed as mission_timeout everywhere, never cancelled; the call cut short has no
     outcome of its own; the session's next mission completes."""
-    lines = JSONLines()
-    configure_logging(fmt="json", stream=lines, level="debug")
     session = uuid.uuid4().hex
     body = {"mission": _MISSION, "agent_type": flow, "session_id": session}
     async with httpx.AsyncClient(base_url=deadlined.url, timeout=_GUARD_SECONDS) as client:
