@@ -178,15 +178,16 @@ async def test_a_caller_that_cancels_as_the_deadline_comes_cancels(
 
 
 async def test_no_deadline_arms_no_timer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With agent.mission_timeout_seconds 0, the default, a mission arms no deadline."""
+    """With agent.mission_timeout_seconds 0, the default, a mission of either flow arms no
+    deadline: its agent run is awaited as it is."""
 
     def refused(*_: Any) -> Any:
         raise AssertionError("a deadline was armed")
 
-    monkeypatch.setattr(asyncio, "timeout", refused)
+    monkeypatch.setattr("taskforce.application.executor._within_deadline", refused)
     assert 0 == AgentSettings().mission_timeout_seconds
     executor = _executor(tmp_path)
 
-    result = await executor.execute_mission('tool:sleep {"seconds": 0.01}\ndone', "lean")
-
-    assert "completed" == result.status
+    for agent_type in _FLOWS:
+        result = await executor.execute_mission('tool:sleep {"seconds": 0.01}\ndone', agent_type)
+        assert "completed" == result.status
