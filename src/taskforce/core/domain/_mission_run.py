@@ -412,9 +412,10 @@ def _failed_outcome(
 def deadline_outcome(runs: Sequence[MissionRun], seconds: float) -> AgentOutcome:
     """How a run stopped at its mission's deadline ends, logged as such.
 
-    Failed as ``mission_timeout``, with an error naming the limit, and the steps and tool
-    calls the run (the last of ``runs``, see ``MISSION_RUNS``) finished before it: the
-    step cut short is not recorded, as for a cancelled mission. Logs
+    Failed as ``mission_timeout``, with an error naming the limit, the steps the run (the
+    last of ``runs``, see ``MISSION_RUNS``) finished before it (the step cut short is not
+    recorded, as for a cancelled mission) and the tool calls it made, a call cut short
+    among them (a call counts from its start). Logs
     ``agent.deadline.reached`` and ``agent.finished``; the ``error`` event is the
     caller's to send (the run is over: it must not wait for a stream's reader).
 
