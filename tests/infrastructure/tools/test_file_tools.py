@@ -6,6 +6,7 @@ import asyncio
 import fcntl
 import os
 import shutil
+import signal
 import socket
 import stat
 import tempfile
@@ -289,6 +290,34 @@ class TestFileWriteAndRead:
         )
         error_type = _write_in_a_process(workspace, limit, "new.txt", "x" * 100, append=True)
         assert ("OSError", []) == (error_type, os.listdir(workspace))
+
+    @pytest.mark.slow  # file_write in a Python process of its own: its start-up and imports
+    def test_an_append_killed_part_way_leaves_the_file_as_it_was(self, tmp_path: Path) -> None:
+        """A process killed (SIGKILL) half way through an append leaves the file with its old
+        content under its name, the cut-off rest only in a temp file the next start removes.
+        Before, the append wrote in place and the file kept the half it had written."""
+        workspace = tmp_path / "ws"
+        workspace.mkdir()
+        (workspace / "f.txt").write_text("old content")
+        script = (
+            "import asyncio, os, signal, sys\n"
+            "from pathlib import Path\n"
+            "from taskforce.infrastructure.tools import FileWriteTool\n"
+            "real = os.write\n"
+            "def dying(fd, data):\n"  # the kernel cuts a large write at a page when killed
+            "    if len(data) >= 8192:\n"
+            "        real(fd, bytes(data)[:4096])\n"
+            "        os.kill(os.getpid(), signal.SIGKILL)\n"
+            "    return real(fd, data)\n"
+            "os.write = dying\n"
+            "tool = FileWriteTool(Path(sys.argv[1]))\n"
+            "asyncio.run(tool.execute(path='f.txt', content='x' * 8192, append=True))\n"
+        )
+        done = run_python(script, str(workspace))
+        assert -signal.SIGKILL == done.returncode, done.stderr
+        assert "old content" == (workspace / "f.txt").read_text()
+        left = [name for name in os.listdir(workspace) if name != "f.txt"]
+        assert [True] == [bool(_files._TEMPORARY_FILE.fullmatch(name)) for name in left]
 
     async def test_a_hard_link_keeps_the_old_content(self, workspace: Path, outside: Path) -> None:
         """A write replaces the file: a hard link to it, made outside, is not written through."""

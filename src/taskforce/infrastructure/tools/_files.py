@@ -31,7 +31,7 @@ from typing import Any
 
 import structlog
 
-from taskforce._atomic_write import remove_all_left_behind, write_all, write_atomically
+from taskforce._atomic_write import remove_all_left_behind, write_atomically
 from taskforce.core.interfaces.log import quoted, text_fields
 from taskforce.core.interfaces.tools import ToolResult
 from taskforce.infrastructure.tools._base import (
@@ -370,10 +370,12 @@ def _append(location: Location, data: bytes, limit: int, too_large: str) -> None
 
     The size check and the write hold an exclusive ``flock`` on the file: appends to one
     file, from the pool's threads or from other processes (``--workers``), take turns, so
-    together they cannot pass the limit either. An append that fails part way (a full disk)
-    is cut off again, and a file it made is removed again. A file with another name (a
-    hard link) is not written through: it is replaced by a copy with ``data`` added, as a
-    write replaces it.
+    together they cannot pass the limit either. The file is never written in place: it is
+    replaced by a copy with ``data`` added, as a write replaces it, so a process killed part
+    way (SIGKILL, the OOM killer) leaves the old content under its name, and a file with
+    another name (a hard link) is not written through. An append that fails part way (a
+    full disk) leaves the file as it was, and a file it made is removed again; one killed
+    leaves such a file empty.
     """
     for _ in range(_APPEND_ATTEMPTS):
         try:
@@ -387,15 +389,11 @@ def _append(location: Location, data: bytes, limit: int, too_large: str) -> None
                 continue
             if held.st_size + len(data) > limit:
                 raise Failure(too_large, "FileTooLarge")
-            if held.st_nlink > 1:
-                _replace(location, _read_whole(location, held) + data)
-                return
             try:
-                write_all(fd, data)
+                _replace(location, _read_whole(location, held) + data)
             except BaseException:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, held.st_size)
-                    if made and not held.st_size and _names(location, held):
+                if made and _names(location, held):
+                    with contextlib.suppress(OSError):
                         os.unlink(location.name, dir_fd=location.folder)  # as it was: none
                 raise
             return
