@@ -7,8 +7,9 @@ the observability proxies; without it nothing is wrapped and nothing is paid.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from taskforce.application.executor import AgentExecutor
@@ -23,6 +24,7 @@ from taskforce.core.interfaces.closing import aclose_iterator
 from taskforce.infrastructure.llm import make_provider
 from taskforce.infrastructure.state import FileStateStore, PostgresStateStore, StateLimits
 from taskforce.infrastructure.tools import (
+    LEFTOVER_SECONDS,
     SessionFolders,
     ToolThreadPool,
     build_default_registry,
@@ -47,19 +49,31 @@ class Container:
     metrics: MetricSet | None = None
     tool_pool: ToolThreadPool | None = None
     session_folders: SessionFolders | None = None
+    # The workspace's second look for a crash's temp files, while one is to come.
+    _later: list[asyncio.Task[None]] = field(default_factory=list, init=False, repr=False)
 
     async def open(self) -> None:
         """Prepare what must be ready before the first mission: remove the temp files a crash
         left in the workspace and in ``state_dir``, connect the state store.
 
+        A workspace temp file written just before the start (a worker killed and at once
+        replaced) is left by the first look, as a live write's may be; a second look, in
+        the background once ``LEFTOVER_SECONDS`` have passed, removes it if no write holds it.
+
         Raises:
             StateStoreUnavailableError: the state database cannot be reached.
         """
         if self.tool_pool is not None:
-            await remove_write_leftovers(self.settings.workspace_dir, self.tool_pool)
+            if await remove_write_leftovers(self.settings.workspace_dir, self.tool_pool):
+                self._later.append(asyncio.create_task(self._look_again(self.tool_pool)))
         open_store = getattr(self.state_store, "open", None)
         if open_store is not None:
             await open_store()
+
+    async def _look_again(self, pool: ToolThreadPool) -> None:
+        await asyncio.sleep(LEFTOVER_SECONDS)
+        with contextlib.suppress(Exception):  # as the first look: nothing it finds is fatal
+            await remove_write_leftovers(self.settings.workspace_dir, pool)
 
     async def aclose(self) -> None:
         """Release what the container holds: provider clients, store connections, the
@@ -69,6 +83,8 @@ class Container:
         and their records written, those still under way waited for a bounded time
         (``AgentExecutor.drain``), while the store is open.
         """
+        for later in self._later:
+            later.cancel()
         drain = getattr(self.executor, "drain", None)
         if drain is not None:
             with contextlib.suppress(Exception):

@@ -1095,6 +1095,27 @@ class TestCrashLeftovers:
             (e["files"], e["bytes"], e["log_level"], e["category"]) for e in removed
         ]
 
+    async def test_one_written_just_before_the_start_goes_once_it_is_old_enough(
+        self, tmp_path: Path
+    ) -> None:
+        """A worker killed during a write and replaced at once leaves a temp file written
+        within LEFTOVER_SECONDS of the new one's start: the first look leaves it (a live
+        write's may be as new), a second look while the container is open removes it.
+        Before, it stayed until the next start, counted in the quota and listed."""
+        ws = tmp_path / "ws"
+        fresh = _leftover(ws / "s1", ".taskforce-write-0123456789abcdef.tmp", b"x" * 100, age=0)
+
+        async def gone() -> None:
+            while fresh.exists():
+                await asyncio.sleep(0.05)
+
+        with capture_logs() as logs:
+            async with _container(tmp_path):
+                # the bound only keeps a regression from hanging the suite; nothing is timed
+                await asyncio.wait_for(gone(), timeout=10)
+        removed = [e for e in logs if e["event"] == "tool.tempfiles.removed"]
+        assert [(1, 100)] == [(e["files"], e["bytes"]) for e in removed]
+
     async def test_a_live_or_fresh_temp_file_is_kept(self, tmp_path: Path) -> None:
         """One a live write holds locked, one written this instant, and a FIFO of such a
         name (never waited on) are left, and nothing is logged."""
@@ -1124,7 +1145,7 @@ class TestCrashLeftovers:
 
         def clean_up_first(fd: int, data: bytes) -> None:
             # the leftover walk runs in another thread of the pool, as another process would
-            assert (0, 0) == _files._remove_leftovers(workspace)
+            assert (0, 0, False) == _files._remove_leftovers(workspace)
             real_write_all(fd, data)
 
         monkeypatch.setattr(_atomic_write, "write_all", clean_up_first)

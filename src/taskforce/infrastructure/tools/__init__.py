@@ -6,6 +6,7 @@ from taskforce.infrastructure.tools._base import BaseTool, error_result, ok_resu
 from taskforce.infrastructure.tools._calculator import CalculatorTool
 from taskforce.infrastructure.tools._defaults import build_default_registry
 from taskforce.infrastructure.tools._files import (
+    LEFTOVER_SECONDS,
     FileReadTool,
     FileWriteTool,
     ListDirTool,
@@ -19,6 +20,7 @@ from taskforce.infrastructure.tools._workspace import session_folder_name
 
 __all__ = [
     "DEFAULT_TOOL_THREADS",
+    "LEFTOVER_SECONDS",
     "BaseTool",
     "CalculatorTool",
     "FileReadTool",

@@ -327,7 +327,7 @@ def _hold(then: Callable[[int], None] | None, fd: int) -> None:
         then(fd)
 
 
-async def remove_write_leftovers(workspace_dir: Path, pool: ToolThreadPool) -> None:
+async def remove_write_leftovers(workspace_dir: Path, pool: ToolThreadPool) -> bool:
     """Remove the temp files of writes a crash cut off; log how many (``tool.tempfiles.removed``).
 
     A replacing ``file_write`` fills ``.taskforce-write-<random>.tmp`` and renames it over
@@ -338,17 +338,34 @@ async def remove_write_leftovers(workspace_dir: Path, pool: ToolThreadPool) -> N
     Args:
         workspace_dir: The workspace, all sessions' folders (walked, never through a symlink).
         pool: The tools' thread pool, which runs the walk.
+
+    Returns:
+        Whether a temp file was written within :data:`LEFTOVER_SECONDS`: a worker killed
+        just before this process started (its replacement) leaves such a one, so the
+        caller looks again once that time has passed.
     """
-    removed, size = await pool.run(functools.partial(_remove_leftovers, workspace_dir))
+    removed, size, recent = await pool.run(functools.partial(_remove_leftovers, workspace_dir))
     if removed:
         structlog.get_logger(__name__).warning(
             "tool.tempfiles.removed", category="tool", files=removed, bytes=size
         )
+    return recent
 
 
-def _remove_leftovers(root: Path) -> tuple[int, int]:
-    found = ((folder, entry.name) for folder, entry in walk(root))
-    return remove_all_left_behind(found, _TEMPORARY_FILE, fresh=time.time() - LEFTOVER_SECONDS)
+def _remove_leftovers(root: Path) -> tuple[int, int, bool]:
+    fresh = time.time() - LEFTOVER_SECONDS
+    recent = False
+
+    def found() -> Iterator[tuple[int, str]]:
+        nonlocal recent
+        for folder, entry in walk(root):
+            if not recent and _TEMPORARY_FILE.fullmatch(entry.name):
+                with contextlib.suppress(OSError):
+                    recent = entry.stat(follow_symlinks=False).st_mtime > fresh
+            yield folder, entry.name
+
+    removed, size = remove_all_left_behind(found(), _TEMPORARY_FILE, fresh=fresh)
+    return removed, size, recent
 
 
 def _keep_owner_and_mode(existing: os.stat_result, fd: int) -> None:
