@@ -63,9 +63,9 @@ class Container:
         Raises:
             StateStoreUnavailableError: the state database cannot be reached.
         """
-        if self.tool_pool is not None:
-            if await remove_write_leftovers(self.settings.workspace_dir, self.tool_pool):
-                self._later.append(asyncio.create_task(self._look_again(self.tool_pool)))
+        pool = self.tool_pool
+        if pool is not None and await remove_write_leftovers(self.settings.workspace_dir, pool):
+            self._later.append(asyncio.create_task(self._look_again(pool)))
         open_store = getattr(self.state_store, "open", None)
         if open_store is not None:
             await open_store()

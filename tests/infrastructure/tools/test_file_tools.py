@@ -1105,14 +1105,11 @@ class TestCrashLeftovers:
         ws = tmp_path / "ws"
         fresh = _leftover(ws / "s1", ".taskforce-write-0123456789abcdef.tmp", b"x" * 100, age=0)
 
-        async def gone() -> None:
-            while fresh.exists():
-                await asyncio.sleep(0.05)
-
         with capture_logs() as logs:
-            async with _container(tmp_path):
+            async with _container(tmp_path) as container:
                 # the bound only keeps a regression from hanging the suite; nothing is timed
-                await asyncio.wait_for(gone(), timeout=10)
+                await asyncio.wait_for(asyncio.gather(*container._later), timeout=10)
+                assert not fresh.exists()
         removed = [e for e in logs if e["event"] == "tool.tempfiles.removed"]
         assert [(1, 100)] == [(e["files"], e["bytes"]) for e in removed]
 
