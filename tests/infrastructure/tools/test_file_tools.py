@@ -57,7 +57,13 @@ def _container(tmp_path: Path, **tools: int) -> Container:
 
 
 def _write_in_a_process(
-    workspace: Path, prepare: str, path: str, content: str, *, append: bool = False
+    workspace: Path,
+    prepare: str,
+    path: str,
+    content: str,
+    *,
+    append: bool = False,
+    exit_code: int = 0,
 ) -> str:
     """Call file_write in a Python process of its own, after ``prepare`` ran there.
 
@@ -68,6 +74,7 @@ def _write_in_a_process(
         path: The call's path.
         content: The call's content.
         append: The call's ``append``.
+        exit_code: How the process must end (``-signal.SIGKILL``: ``prepare`` kills it).
 
     Returns:
         The result's ``error_type``, ``"None"`` for a success.
@@ -82,7 +89,7 @@ def _write_in_a_process(
         "print(result.get('error_type'))\n"
     )
     done = run_python(script, str(workspace))
-    assert 0 == done.returncode, done.stderr
+    assert exit_code == done.returncode, done.stderr
     return done.stdout.strip()
 
 
@@ -299,22 +306,17 @@ class TestFileWriteAndRead:
         workspace = tmp_path / "ws"
         workspace.mkdir()
         (workspace / "f.txt").write_text("old content")
-        script = (
-            "import asyncio, os, signal, sys\n"
-            "from pathlib import Path\n"
-            "from taskforce.infrastructure.tools import FileWriteTool\n"
+        dying = (  # the kernel cuts a large write at a page boundary when the process is killed
             "real = os.write\n"
-            "def dying(fd, data):\n"  # the kernel cuts a large write at a page when killed
+            "def dying(fd, data):\n"
             "    if len(data) >= 8192:\n"
             "        real(fd, bytes(data)[:4096])\n"
             "        os.kill(os.getpid(), signal.SIGKILL)\n"
             "    return real(fd, data)\n"
             "os.write = dying\n"
-            "tool = FileWriteTool(Path(sys.argv[1]))\n"
-            "asyncio.run(tool.execute(path='f.txt', content='x' * 8192, append=True))\n"
         )
-        done = run_python(script, str(workspace))
-        assert -signal.SIGKILL == done.returncode, done.stderr
+        killed = -signal.SIGKILL
+        _write_in_a_process(workspace, dying, "f.txt", "x" * 8192, append=True, exit_code=killed)
         assert "old content" == (workspace / "f.txt").read_text()
         left = [name for name in os.listdir(workspace) if name != "f.txt"]
         assert [True] == [bool(_files._TEMPORARY_FILE.fullmatch(name)) for name in left]
