@@ -46,7 +46,7 @@ class _NoContent(dict[str, Any]):
         return super().get(key, default)
 
 
-class _Messages(list[dict[str, Any]]):
+class _Messages(list[Any]):
     """A conversation a weak reference can follow."""
 
 
