@@ -7,7 +7,6 @@ session is free for the next mission at once; a caller that cancels is still can
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -192,30 +191,3 @@ async def test_no_deadline_arms_no_timer(tmp_path: Path, monkeypatch: pytest.Mon
     for agent_type in _FLOWS:
         result = await executor.execute_mission('tool:sleep {"seconds": 0.01}\ndone', agent_type)
         assert "completed" == result.status
-
-
-@pytest.mark.parametrize("agent_type", _FLOWS)
-async def test_a_run_that_ends_after_its_deadline_still_fails_as_timed_out(
-    tmp_path: Path, agent_type: AgentType
-) -> None:
-    """A tool of one's own that catches the deadline's cancellation and returns lets the
-    run go on to its end: the mission is no less late, and fails as mission_timeout."""
-
-    async def stubborn(**_: Any) -> ToolResult:
-        # caught, and the call returns as if nothing happened
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.sleep(3600)
-        return {"success": True, "output": "late"}
-
-    tools = FakeRegistry(FakeTool("stubborn", stubborn))
-    executor = _executor(tmp_path, tools=tools, mission_timeout_seconds=_DEADLINE)
-    with capture_logs() as logs:
-        result = await executor.execute_mission("tool:stubborn {}\nDone.", agent_type)
-
-    assert ("failed", "mission_timeout", _ERROR) == (
-        result.status,
-        result.error_type,
-        result.error,
-    )
-    assert 1 == len(_lines(logs, "agent.deadline.reached"))
-    assert ["mission_timeout"] == [line["error_type"] for line in _lines(logs, "mission.failed")]

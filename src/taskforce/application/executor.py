@@ -120,11 +120,7 @@ async def _within_deadline(
     deadline = asyncio.timeout(seconds)
     try:
         async with deadline:
-            outcome = await run
-        if not deadline.expired():
-            return outcome
-        # It ended anyway, after its deadline: a tool of its own caught the cancellation
-        # and returned, and the run went on. It is as late as one the deadline stopped.
+            return await run
     except TimeoutError:
         if not deadline.expired():
             raise  # the run's own: a crash below the agent, not the deadline
