@@ -19,6 +19,7 @@ from taskforce.core.interfaces.closing import aclose_iterator
 from taskforce.core.interfaces.executor import StepRecord
 from taskforce.core.interfaces.jsonable import MAX_RESULT_DEPTH, MAX_WRITTEN_DEPTH, json_writer
 from taskforce.core.interfaces.llm import (
+    UNKNOWN_MODEL,
     ChatMessage,
     LLMProviderProtocol,
     LLMResult,
@@ -327,7 +328,7 @@ class MissionRun:
             model = getattr(self.llm, "model", None)
         except Exception:  # a provider of one's own whose attribute raises names none
             model = None
-        return model if type(model) is str and model else "unknown"
+        return model if type(model) is str and model else UNKNOWN_MODEL
 
     async def call_tool(self, step: int, call_id: str, name: str, arguments: Any) -> ToolResult:
         """Run one tool call with its ``tool_call``/``tool_result`` events.

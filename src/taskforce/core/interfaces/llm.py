@@ -15,6 +15,7 @@ __all__ = [
     "LLM_ERROR_TYPES",
     "MAX_COUNT",
     "RETRYABLE_LLM_ERROR_TYPES",
+    "UNKNOWN_MODEL",
     "ChatMessage",
     "FunctionSchema",
     "LLMAttempt",
@@ -48,6 +49,10 @@ LLM_ERROR_TYPES: tuple[LLMErrorType, ...] = get_args(LLMErrorType)
 RETRYABLE_LLM_ERROR_TYPES: frozenset[LLMErrorType] = frozenset(
     {"timeout", "rate_limit", "server_error", "connection"}
 )
+
+#: The model of a call nothing names (not its result or error, not its ``model`` argument,
+#: not the provider's ``model``): the ``model`` of its log lines and of its metric labels.
+UNKNOWN_MODEL = "unknown"
 
 
 def llm_error_type_of_status(status_code: int) -> LLMErrorType:

@@ -59,6 +59,7 @@ from typing import Any, TypeVar
 
 from taskforce.core.interfaces.context import current_agent_type
 from taskforce.core.interfaces.llm import (
+    UNKNOWN_MODEL,
     LLMProviderProtocol,
     LLMResult,
 )
@@ -106,7 +107,6 @@ __all__ = [
 
 _ProviderT = TypeVar("_ProviderT", bound=LLMProviderProtocol)
 
-_UNKNOWN_MODEL = "unknown"
 # Positional index of ``model`` in each protocol method (after self).
 _MODEL_ARG = {"complete": 1, "generate": 2, "stream": 1}
 
@@ -282,7 +282,7 @@ def _model(wrapped: Any, reported: Any, operation: str, args: tuple[Any, ...], k
     if requested:
         return str(requested)
     default = getattr(wrapped, "model", None)
-    return str(default) if default else _UNKNOWN_MODEL
+    return str(default) if default else UNKNOWN_MODEL
 
 
 def _is_text(result: Any, model: str) -> bool:
